@@ -1,0 +1,109 @@
+use agora_types::{Address, Amount};
+use thiserror::Error;
+
+/// Why a transaction is rejected or fails. Each has a stable [`TxError::code`] that the API returns.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum TxError {
+    /// Bytes that do not decode as a transaction.
+    #[error("malformed transaction: {0}")]
+    Malformed(String),
+    /// Encoded transaction over the size limit.
+    #[error("transaction is {size} bytes, over the limit of {limit}")]
+    TooLarge { size: usize, limit: usize },
+    /// Signature does not verify against the sender key.
+    #[error("invalid signature: the transaction was not signed by its sender key")]
+    InvalidSignature,
+    /// Signed for another chain.
+    #[error("wrong chain id {got:?}, this chain is {expected:?}")]
+    WrongChainId { expected: String, got: String },
+    /// Nonce already used: a replay.
+    #[error("nonce {got} already used: the account's next nonce is {expected}")]
+    NonceTooLow { expected: u64, got: u64 },
+    /// Nonce ahead of the account: a gap.
+    #[error("nonce {got} leaves a gap: the account's next nonce is {expected}")]
+    NonceTooHigh { expected: u64, got: u64 },
+    /// Fee under the chain's minimum.
+    #[error("fee {got} is below the minimum fee {min} (base units)")]
+    FeeTooLow { min: Amount, got: Amount },
+    /// The sender has never received funds.
+    #[error("unknown account {address}: it has never received funds")]
+    UnknownAccount { address: Address },
+    /// Balance too low.
+    #[error("insufficient funds: need {need}, have {have} (base units)")]
+    InsufficientFunds { need: Amount, have: Amount },
+    /// Bonded stake too low for an unbond.
+    #[error("cannot unbond {need}: only {have} is bonded (base units)")]
+    InsufficientBonded { need: Amount, have: Amount },
+    /// Arithmetic would overflow u128.
+    #[error("amount overflow: {0}")]
+    AmountOverflow(&'static str),
+    /// A zero amount, which would do nothing.
+    #[error("amount must be greater than zero")]
+    ZeroAmount,
+    /// Already in the mempool or already committed.
+    #[error("duplicate transaction {hash}")]
+    Duplicate { hash: String },
+    /// Mempool full and this transaction's fee is not higher than the lowest evictable one.
+    #[error(
+        "mempool full ({capacity} transactions): offer a fee above {lowest_fee} to replace one"
+    )]
+    MempoolFull { capacity: usize, lowest_fee: Amount },
+}
+
+impl TxError {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            TxError::Malformed(_) => "malformed_tx",
+            TxError::TooLarge { .. } => "tx_too_large",
+            TxError::InvalidSignature => "invalid_signature",
+            TxError::WrongChainId { .. } => "wrong_chain_id",
+            TxError::NonceTooLow { .. } => "nonce_too_low",
+            TxError::NonceTooHigh { .. } => "nonce_too_high",
+            TxError::FeeTooLow { .. } => "fee_too_low",
+            TxError::UnknownAccount { .. } => "unknown_account",
+            TxError::InsufficientFunds { .. } => "insufficient_funds",
+            TxError::InsufficientBonded { .. } => "insufficient_bonded",
+            TxError::AmountOverflow(_) => "amount_overflow",
+            TxError::ZeroAmount => "zero_amount",
+            TxError::Duplicate { .. } => "duplicate_tx",
+            TxError::MempoolFull { .. } => "mempool_full",
+        }
+    }
+}
+
+impl From<agora_types::Error> for TxError {
+    fn from(e: agora_types::Error) -> Self {
+        match e {
+            agora_types::Error::TooLarge { size, limit, .. } => TxError::TooLarge { size, limit },
+            agora_types::Error::InvalidSignature | agora_types::Error::InvalidPublicKey => {
+                TxError::InvalidSignature
+            }
+            other => TxError::Malformed(other.to_string()),
+        }
+    }
+}
+
+/// Errors of the state machine that are not a transaction's fault.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// The underlying store failed to read.
+    #[error("state read failed: {0}")]
+    Read(String),
+    /// A stored value does not decode: the store is corrupt.
+    #[error("corrupt state value under key {key}: {reason}")]
+    Corrupt { key: String, reason: String },
+    /// A block holds a transaction that fails admission.
+    #[error("invalid block: transaction {index} ({hash}) is not admissible: {error}")]
+    InvalidTx {
+        index: usize,
+        hash: String,
+        error: TxError,
+    },
+    /// The genesis file is inconsistent.
+    #[error("invalid genesis: {0}")]
+    InvalidGenesis(String),
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

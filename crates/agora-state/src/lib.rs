@@ -1,0 +1,32 @@
+//! Agora's state machine: a pure function `(state, block) -> (state', receipts)`.
+//!
+//! Words:
+//! - **State**: a key/value map read through [`StateRead`]; this crate never touches storage,
+//!   clocks or randomness. Execution produces a [`WriteSet`] that the node commits atomically
+//!   with the block.
+//! - **Admission** ([`Executor::check_tx`]): chain id, nonce, minimum fee, a payable fee. A
+//!   transaction that fails it never enters a block.
+//! - **Execution** ([`Executor::apply_tx`]): the fee is charged and the nonce bumped, then all
+//!   messages apply or none do.
+//! - **End of block** ([`Executor::finish`]): stake whose unbonding period ends is released.
+//!
+//! ```text
+//!   StateRead ──▶ Executor ──apply_tx × n──▶ finish ──▶ Executed { writes, receipts, events }
+//!                    ▲                                        │
+//!                    └──────────── overlay of writes ◀────────┘
+//! ```
+
+mod error;
+mod executor;
+mod genesis;
+mod keys;
+mod model;
+
+pub use error::{Error, Result, TxError};
+pub use executor::{BlockContext, CheckError, Executed, Executor, MemState, StateRead, WriteSet};
+pub use genesis::{Genesis, GenesisAccount};
+pub use keys::{account_key, params_key, supply_key, unbonding_key};
+pub use model::{Account, Params, UnbondingEntry};
+
+#[cfg(test)]
+mod tests;

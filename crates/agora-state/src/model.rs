@@ -1,0 +1,56 @@
+use agora_types::{Address, Amount, serde_u128};
+use borsh::{BorshDeserialize, BorshSerialize};
+use serde::{Deserialize, Serialize};
+
+/// An account: liquid balance, next nonce, and stake.
+#[derive(Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct Account {
+    /// Spendable base units.
+    #[serde(with = "serde_u128")]
+    pub balance: Amount,
+    /// The nonce the next transaction must carry.
+    pub nonce: u64,
+    /// Bonded stake.
+    #[serde(with = "serde_u128")]
+    pub bonded: Amount,
+    /// Stake being unbonded, returned to `balance` when its period ends.
+    #[serde(with = "serde_u128")]
+    pub unbonding: Amount,
+}
+
+impl Account {
+    /// Everything the account holds: balance + bonded + unbonding.
+    pub fn total(&self) -> Option<Amount> {
+        self.balance
+            .checked_add(self.bonded)?
+            .checked_add(self.unbonding)
+    }
+}
+
+/// Chain parameters, fixed in genesis.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Params {
+    /// Smallest fee a transaction may pay, in base units.
+    #[serde(with = "serde_u128")]
+    pub min_fee: Amount,
+    /// Blocks between an unbond and the release of its stake.
+    pub unbonding_period: u64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            min_fee: 1_000,
+            unbonding_period: 100,
+        }
+    }
+}
+
+/// Stake that returns to `address` at a given height.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct UnbondingEntry {
+    /// Owner.
+    pub address: Address,
+    /// Base units.
+    pub amount: Amount,
+}

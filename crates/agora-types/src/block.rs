@@ -1,0 +1,110 @@
+use crate::{Address, Hash, SignedTransaction};
+use borsh::{BorshDeserialize, BorshSerialize};
+use serde::Serialize;
+
+/// What a block commits to. Its hash is the block's hash.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct BlockHeader {
+    /// The chain this block belongs to.
+    pub chain_id: String,
+    /// 0 for genesis, then +1 per block.
+    pub height: u64,
+    /// Milliseconds since the Unix epoch, from the proposer's clock; monotone.
+    pub time_ms: u64,
+    /// Hash of the previous block's header ([`Hash::ZERO`] for genesis).
+    pub prev_hash: Hash,
+    /// Merkle root of the transaction hashes, in block order.
+    pub tx_root: Hash,
+    /// Root of the authenticated state after executing this block.
+    pub state_root: Hash,
+    /// Validator that proposed the block; receives the fees.
+    pub proposer: Address,
+}
+
+impl BlockHeader {
+    /// `blake3` of the header's borsh encoding.
+    pub fn hash(&self) -> Hash {
+        Hash::digest(&borsh::to_vec(self).expect("borsh encoding into a Vec"))
+    }
+}
+
+/// A header and the transactions it commits to.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Block {
+    /// The header.
+    pub header: BlockHeader,
+    /// Transactions, executed in this order.
+    pub txs: Vec<SignedTransaction>,
+}
+
+impl Block {
+    /// The block hash (of its header).
+    pub fn hash(&self) -> Hash {
+        self.header.hash()
+    }
+
+    /// Merkle root of these transactions' hashes.
+    pub fn compute_tx_root(txs: &[SignedTransaction]) -> Hash {
+        let hashes: Vec<Hash> = txs.iter().map(SignedTransaction::hash).collect();
+        merkle_root(&hashes)
+    }
+}
+
+/// Binary Merkle root with domain-separated leaves and nodes (so a node can never pass for a
+/// leaf); an odd node is carried up unchanged. The root of nothing is [`Hash::ZERO`].
+pub fn merkle_root(leaves: &[Hash]) -> Hash {
+    if leaves.is_empty() {
+        return Hash::ZERO;
+    }
+    let mut level: Vec<Hash> = leaves
+        .iter()
+        .map(|h| {
+            let mut hasher = blake3::Hasher::new();
+            hasher.update(&[0]);
+            hasher.update(&h.0);
+            Hash(*hasher.finalize().as_bytes())
+        })
+        .collect();
+    while level.len() > 1 {
+        level = level
+            .chunks(2)
+            .map(|pair| match pair {
+                [l, r] => {
+                    let mut hasher = blake3::Hasher::new();
+                    hasher.update(&[1]);
+                    hasher.update(&l.0);
+                    hasher.update(&r.0);
+                    Hash(*hasher.finalize().as_bytes())
+                }
+                [one] => *one,
+                _ => unreachable!("chunks(2) yields one or two"),
+            })
+            .collect();
+    }
+    level[0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merkle_root_depends_on_every_leaf_and_order() {
+        let leaves: Vec<Hash> = (0..5u8).map(|i| Hash([i; 32])).collect();
+        let root = merkle_root(&leaves);
+        for i in 0..leaves.len() {
+            let mut changed = leaves.clone();
+            changed[i] = Hash([99; 32]);
+            assert_ne!(merkle_root(&changed), root);
+        }
+        let mut swapped = leaves.clone();
+        swapped.swap(0, 1);
+        assert_ne!(merkle_root(&swapped), root);
+        assert_eq!(merkle_root(&[]), Hash::ZERO);
+        assert_ne!(
+            merkle_root(&leaves[..1]),
+            leaves[0],
+            "a leaf is hashed with its domain tag"
+        );
+    }
+}

@@ -1,0 +1,34 @@
+//! Agora's shared vocabulary: the types every other crate speaks, and their canonical encoding.
+//!
+//! Words:
+//! - **Address**: the first 20 bytes of `blake3(ed25519 public key)`, shown as bech32 `agora1…`.
+//! - **Amount**: base units (`u128`); 1 AGR = 10^9 base units. All arithmetic on amounts is checked.
+//! - **Transaction**: `{chain_id, sender, nonce, fee, messages}` signed by the sender over its borsh
+//!   encoding; executed atomically. Its hash is `blake3` of the signed encoding.
+//! - **Block**: a header committing to the transactions (`tx_root`) and to the state after them
+//!   (`state_root`), plus the transactions.
+//!
+//! ```text
+//!  Keypair ──sign──▶ SignedTransaction ──borsh──▶ bytes ──blake3──▶ TxHash
+//!                           │
+//!                           ▼
+//!                 Block { header, txs } ──header──blake3──▶ BlockHash
+//! ```
+
+mod address;
+mod amount;
+mod block;
+mod error;
+mod hash;
+mod keys;
+mod receipt;
+mod tx;
+
+pub use address::{ADDRESS_HRP, Address};
+pub use amount::{AGR, Amount, DECIMALS, format_amount, parse_amount, serde_u128};
+pub use block::{Block, BlockHeader, merkle_root};
+pub use error::{Error, Result};
+pub use hash::Hash;
+pub use keys::{Keypair, PublicKey, Signature, verify_batch};
+pub use receipt::{Event, Receipt, TxFailure};
+pub use tx::{MAX_MESSAGES, MAX_TX_BYTES, Message, SignedTransaction, Transaction};

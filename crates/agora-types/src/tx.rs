@@ -1,0 +1,254 @@
+use crate::{Address, Amount, Error, Hash, Keypair, PublicKey, Result, Signature, serde_u128};
+use borsh::{BorshDeserialize, BorshSerialize};
+use serde::Serialize;
+
+/// Largest encoded signed transaction accepted anywhere (API, mempool, block).
+pub const MAX_TX_BYTES: usize = 32 * 1024;
+
+/// Most messages in one transaction.
+pub const MAX_MESSAGES: usize = 64;
+
+/// Domain separation for transaction signatures, so a signature over a transaction can never be
+/// replayed as a signature over any other kind of Agora message.
+const TX_SIGN_DOMAIN: &[u8] = b"agora/tx/v1";
+
+/// One action inside a transaction.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Message {
+    /// Moves `amount` from the sender to `to`.
+    Transfer {
+        /// Receiving account; created if it does not exist.
+        to: Address,
+        /// Base units.
+        #[serde(with = "serde_u128")]
+        amount: Amount,
+    },
+    /// Locks `amount` of the sender's balance as stake.
+    Bond {
+        /// Base units.
+        #[serde(with = "serde_u128")]
+        amount: Amount,
+    },
+    /// Starts unlocking `amount` of the sender's stake; it returns to the balance after the
+    /// unbonding period.
+    Unbond {
+        /// Base units.
+        #[serde(with = "serde_u128")]
+        amount: Amount,
+    },
+}
+
+impl Message {
+    /// How much of the sender's liquid balance this message spends, at most.
+    pub fn spend(&self) -> Amount {
+        match self {
+            Message::Transfer { amount, .. } | Message::Bond { amount } => *amount,
+            Message::Unbond { .. } => 0,
+        }
+    }
+}
+
+/// The unsigned body of a transaction.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct Transaction {
+    /// The chain this transaction is valid on; stops replays across chains.
+    pub chain_id: String,
+    /// The signer; the account is its address.
+    pub sender: PublicKey,
+    /// Must equal the sender account's nonce: no replays, no gaps.
+    pub nonce: u64,
+    /// Paid to the block proposer even when the messages fail.
+    #[serde(with = "serde_u128")]
+    pub fee: Amount,
+    /// Executed in order, all or none.
+    pub messages: Vec<Message>,
+}
+
+impl Transaction {
+    /// The bytes the sender signs: a domain tag and the borsh encoding.
+    pub fn sign_bytes(&self) -> Vec<u8> {
+        let mut out = TX_SIGN_DOMAIN.to_vec();
+        // Writing into a Vec cannot fail.
+        BorshSerialize::serialize(self, &mut out).expect("borsh encoding into a Vec");
+        out
+    }
+
+    /// Signs with `key`. The key must be the sender's.
+    pub fn sign(self, key: &Keypair) -> SignedTransaction {
+        let signature = key.sign(&self.sign_bytes());
+        SignedTransaction {
+            tx: self,
+            signature,
+        }
+    }
+
+    /// The sender's address.
+    pub fn sender_address(&self) -> Address {
+        self.sender.address()
+    }
+}
+
+/// A transaction with its signature: what travels and what blocks hold.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct SignedTransaction {
+    /// The signed body.
+    pub tx: Transaction,
+    /// The sender's signature over [`Transaction::sign_bytes`].
+    pub signature: Signature,
+}
+
+impl SignedTransaction {
+    /// The canonical encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        borsh::to_vec(self).expect("borsh encoding into a Vec")
+    }
+
+    /// Decodes untrusted bytes: size limit first, then borsh with no trailing bytes, then the
+    /// message-count limit. Never panics.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        if bytes.len() > MAX_TX_BYTES {
+            return Err(Error::TooLarge {
+                what: "transaction",
+                size: bytes.len(),
+                limit: MAX_TX_BYTES,
+            });
+        }
+        let tx: SignedTransaction = borsh::from_slice(bytes).map_err(|e| Error::Malformed {
+            what: "transaction",
+            reason: e.to_string(),
+        })?;
+        if tx.tx.messages.len() > MAX_MESSAGES {
+            return Err(Error::Malformed {
+                what: "transaction",
+                reason: format!("{} messages, at most {MAX_MESSAGES}", tx.tx.messages.len()),
+            });
+        }
+        if tx.tx.messages.is_empty() {
+            return Err(Error::Malformed {
+                what: "transaction",
+                reason: "no messages".into(),
+            });
+        }
+        Ok(tx)
+    }
+
+    /// `blake3` of the canonical encoding.
+    pub fn hash(&self) -> Hash {
+        Hash::digest(&self.encode())
+    }
+
+    /// Checks the signature against the sender key.
+    pub fn verify_signature(&self) -> Result<()> {
+        self.tx
+            .sender
+            .verify(&self.tx.sign_bytes(), &self.signature)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> SignedTransaction {
+        let key = Keypair::from_seed_label("alice");
+        Transaction {
+            chain_id: "agora-test".into(),
+            sender: key.public(),
+            nonce: 3,
+            fee: 1000,
+            messages: vec![Message::Transfer {
+                to: Address([1; 20]),
+                amount: 5,
+            }],
+        }
+        .sign(&key)
+    }
+
+    #[test]
+    fn round_trip_and_signature() {
+        let tx = sample();
+        let bytes = tx.encode();
+        let back = SignedTransaction::decode(&bytes).unwrap();
+        assert_eq!(back, tx);
+        back.verify_signature().unwrap();
+        let mut tampered = back.clone();
+        tampered.tx.nonce += 1;
+        assert_eq!(tampered.verify_signature(), Err(Error::InvalidSignature));
+    }
+
+    #[test]
+    fn known_answer_encoding() {
+        // Pins the wire format: borsh of {chain_id: "x", sender: [0;32], nonce: 1, fee: 2,
+        // messages: [Bond {amount: 3}]} followed by a zero signature.
+        let tx = SignedTransaction {
+            tx: Transaction {
+                chain_id: "x".into(),
+                sender: PublicKey([0; 32]),
+                nonce: 1,
+                fee: 2,
+                messages: vec![Message::Bond { amount: 3 }],
+            },
+            signature: Signature([0; 64]),
+        };
+        let mut expected = vec![1, 0, 0, 0, b'x'];
+        expected.extend([0u8; 32]);
+        expected.extend(1u64.to_le_bytes());
+        expected.extend(2u128.to_le_bytes());
+        expected.extend(1u32.to_le_bytes());
+        expected.push(1); // Message::Bond
+        expected.extend(3u128.to_le_bytes());
+        expected.extend([0u8; 64]);
+        assert_eq!(tx.encode(), expected);
+        assert_eq!(
+            tx.hash().to_hex(),
+            Hash::digest(&expected).to_hex(),
+            "the tx hash is blake3 of the encoding"
+        );
+    }
+
+    #[test]
+    fn rejects_trailing_bytes_oversize_and_empty() {
+        let mut bytes = sample().encode();
+        bytes.push(0);
+        assert!(matches!(
+            SignedTransaction::decode(&bytes),
+            Err(Error::Malformed { .. })
+        ));
+        let big = vec![0u8; MAX_TX_BYTES + 1];
+        assert!(matches!(
+            SignedTransaction::decode(&big),
+            Err(Error::TooLarge { .. })
+        ));
+        let key = Keypair::from_seed_label("a");
+        let empty = Transaction {
+            chain_id: "c".into(),
+            sender: key.public(),
+            nonce: 0,
+            fee: 0,
+            messages: vec![],
+        }
+        .sign(&key);
+        assert!(SignedTransaction::decode(&empty.encode()).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = SignedTransaction::decode(&bytes);
+        }
+
+        #[test]
+        fn decoding_mutated_transactions_never_panics(idx in 0usize..200, byte in any::<u8>(), cut in 0usize..200) {
+            let mut bytes = sample().encode();
+            let i = idx % bytes.len();
+            bytes[i] = byte;
+            bytes.truncate(bytes.len() - cut % bytes.len());
+            if let Ok(tx) = SignedTransaction::decode(&bytes) {
+                // Whatever decodes re-encodes to the same bytes: the encoding is canonical.
+                prop_assert_eq!(tx.encode(), bytes);
+            }
+        }
+    }
+}
