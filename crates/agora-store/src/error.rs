@@ -1,0 +1,50 @@
+use thiserror::Error;
+
+/// Storage errors.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// The database failed (I/O, corruption, or it is open in another process).
+    #[error("database error: {0}")]
+    Db(#[from] redb::Error),
+    /// A stored record does not decode.
+    #[error("corrupt record in {table}: {reason}")]
+    Corrupt { table: &'static str, reason: String },
+    /// The block to commit does not follow the latest one.
+    #[error("block {got} does not follow the latest committed height {latest:?}")]
+    WrongHeight { latest: Option<u64>, got: u64 },
+    /// The block's state root differs from the one computed.
+    #[error(
+        "state root mismatch at height {height}: block says {claimed}, execution gives {computed}"
+    )]
+    StateRootMismatch {
+        height: u64,
+        claimed: String,
+        computed: String,
+    },
+    /// The store belongs to another chain.
+    #[error("store holds chain {stored:?}, not {expected:?}")]
+    WrongChain { stored: String, expected: String },
+    /// State execution failed.
+    #[error(transparent)]
+    State(#[from] agora_state::Error),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::Db(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// Result with this crate's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

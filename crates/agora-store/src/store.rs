@@ -1,0 +1,527 @@
+use crate::{
+    Error, Result,
+    smt::{self, Node, NodeKey, NodeSource, Proof, Updater},
+};
+use agora_state::{Executed, Genesis, StateRead, WriteSet};
+use agora_types::{Address, Block, BlockHeader, Event, Hash, Receipt};
+use borsh::{BorshDeserialize, BorshSerialize};
+use redb::{
+    Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
+    WriteTransaction,
+};
+use std::path::Path;
+
+const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
+const STATE: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("state");
+const SMT: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("smt");
+const BLOCKS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("blocks");
+const BLOCK_HASHES: TableDefinition<'_, &[u8], u64> = TableDefinition::new("block_hashes");
+const TXS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("txs");
+const RESULTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("results");
+
+const META_HEIGHT: &str = "height";
+const META_ROOT: &str = "state_root";
+const META_CHAIN: &str = "chain_id";
+
+/// Where a committed transaction is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct TxLocation {
+    /// Block height.
+    pub height: u64,
+    /// Index in the block.
+    pub index: u32,
+}
+
+/// Receipts and block-level events of one block.
+#[derive(Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct BlockResults {
+    /// One per transaction.
+    pub receipts: Vec<Receipt>,
+    /// Events of the block itself.
+    pub block_events: Vec<Event>,
+}
+
+fn corrupt(table: &'static str, e: impl std::fmt::Display) -> Error {
+    Error::Corrupt {
+        table,
+        reason: e.to_string(),
+    }
+}
+
+fn decode<T: BorshDeserialize>(table: &'static str, bytes: &[u8]) -> Result<T> {
+    borsh::from_slice(bytes).map_err(|e| corrupt(table, e))
+}
+
+fn encode<T: BorshSerialize>(value: &T) -> Vec<u8> {
+    borsh::to_vec(value).expect("borsh encoding into a Vec")
+}
+
+struct TableSource<'t, T>(&'t T);
+
+impl<T: ReadableTable<&'static [u8], &'static [u8]>> NodeSource for TableSource<'_, T> {
+    type Error = Error;
+    fn node(&self, key: &NodeKey) -> Result<Option<Node>> {
+        match self.0.get(key.as_slice())? {
+            Some(v) => Ok(Some(decode("smt", v.value())?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The node's database.
+#[derive(Debug)]
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Opens (or creates) the database file.
+    pub fn open(path: &Path) -> Result<Self> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        for def in [STATE, SMT, TXS] {
+            txn.open_table(def)?;
+        }
+        txn.open_table(META)?;
+        txn.open_table(BLOCKS)?;
+        txn.open_table(BLOCK_HASHES)?;
+        txn.open_table(RESULTS)?;
+        txn.commit()?;
+        Ok(Store { db })
+    }
+
+    /// A consistent read view of the latest committed block.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        let txn = self.db.begin_read()?;
+        let state = txn.open_table(STATE)?;
+        Ok(Snapshot { txn, state })
+    }
+
+    /// Commits genesis as block 0 if the store is empty; otherwise checks that it holds the same
+    /// chain. Returns block 0.
+    pub fn init_genesis(&self, genesis: &Genesis) -> Result<Block> {
+        let snap = self.snapshot()?;
+        if let Some(stored) = snap.chain_id()? {
+            if stored != genesis.chain_id {
+                return Err(Error::WrongChain {
+                    stored,
+                    expected: genesis.chain_id.clone(),
+                });
+            }
+            return snap
+                .block(0)?
+                .ok_or_else(|| corrupt("blocks", "genesis block missing"));
+        }
+        drop(snap);
+        let writes = genesis.initial_writes()?;
+        let staged = self.stage(&writes)?;
+        let block = Block {
+            header: BlockHeader {
+                chain_id: genesis.chain_id.clone(),
+                height: 0,
+                time_ms: genesis.genesis_time_ms,
+                prev_hash: Hash::ZERO,
+                tx_root: Hash::ZERO,
+                state_root: staged.state_root(),
+                proposer: Address::default(),
+            },
+            txs: Vec::new(),
+        };
+        staged.commit(&block, &Executed::default())?;
+        Ok(block)
+    }
+
+    /// Starts the atomic write of a block: applies its state changes and computes the new state
+    /// root. Nothing is visible to readers until [`Staged::commit`].
+    pub fn stage(&self, writes: &WriteSet) -> Result<Staged> {
+        let txn = self.db.begin_write()?;
+        let root = {
+            let meta = txn.open_table(META)?;
+            match meta.get(META_ROOT)? {
+                Some(v) => decode::<Hash>("meta", v.value())?,
+                None => Hash::ZERO,
+            }
+        };
+        let root = {
+            let mut state = txn.open_table(STATE)?;
+            let mut updates: Vec<(Hash, Option<Hash>)> = Vec::with_capacity(writes.len());
+            for (k, v) in writes {
+                match v {
+                    Some(v) => {
+                        state.insert(k.as_slice(), v.as_slice())?;
+                    }
+                    None => {
+                        state.remove(k.as_slice())?;
+                    }
+                }
+                updates.push((Hash::digest(k), v.as_ref().map(|v| Hash::digest(v))));
+            }
+            updates.sort_unstable_by_key(|u| u.0);
+            let mut smt_table = txn.open_table(SMT)?;
+            let (new_root, changes) = {
+                let src = TableSource(&smt_table);
+                let mut up = Updater::new(&src);
+                let new_root = up.apply(root, &updates)?;
+                (new_root, up.changes)
+            };
+            for (k, node) in changes {
+                match node {
+                    Some(node) => {
+                        smt_table.insert(k.as_slice(), encode(&node).as_slice())?;
+                    }
+                    None => {
+                        smt_table.remove(k.as_slice())?;
+                    }
+                }
+            }
+            new_root
+        };
+        Ok(Staged { txn, root })
+    }
+}
+
+/// A block's write in progress: state applied, root known, not yet committed.
+#[allow(missing_debug_implementations)]
+pub struct Staged {
+    txn: WriteTransaction,
+    root: Hash,
+}
+
+impl Staged {
+    /// The state root after the staged writes.
+    pub fn state_root(&self) -> Hash {
+        self.root
+    }
+
+    /// Adds the block and its results and commits everything at once. The block must follow the
+    /// latest committed one and carry the computed state root. Dropping a `Staged` instead aborts.
+    pub fn commit(self, block: &Block, executed: &Executed) -> Result<()> {
+        let height = block.header.height;
+        if block.header.state_root != self.root {
+            return Err(Error::StateRootMismatch {
+                height,
+                claimed: block.header.state_root.to_hex(),
+                computed: self.root.to_hex(),
+            });
+        }
+        {
+            let mut meta = self.txn.open_table(META)?;
+            let latest = match meta.get(META_HEIGHT)? {
+                Some(v) => Some(decode::<u64>("meta", v.value())?),
+                None => None,
+            };
+            let expected = latest.map_or(0, |h| h + 1);
+            if height != expected {
+                return Err(Error::WrongHeight {
+                    latest,
+                    got: height,
+                });
+            }
+            meta.insert(META_HEIGHT, encode(&height).as_slice())?;
+            meta.insert(META_ROOT, encode(&self.root).as_slice())?;
+            meta.insert(META_CHAIN, block.header.chain_id.as_bytes())?;
+
+            let hash = block.hash();
+            self.txn
+                .open_table(BLOCKS)?
+                .insert(height, encode(block).as_slice())?;
+            self.txn
+                .open_table(BLOCK_HASHES)?
+                .insert(hash.0.as_slice(), height)?;
+            let mut txs = self.txn.open_table(TXS)?;
+            for (index, tx) in block.txs.iter().enumerate() {
+                let loc = TxLocation {
+                    height,
+                    index: index as u32,
+                };
+                let tx_hash = executed
+                    .receipts
+                    .get(index)
+                    .map(|r| r.tx_hash)
+                    .unwrap_or_else(|| tx.hash());
+                txs.insert(tx_hash.0.as_slice(), encode(&loc).as_slice())?;
+            }
+            let results = BlockResults {
+                receipts: executed.receipts.clone(),
+                block_events: executed.block_events.clone(),
+            };
+            self.txn
+                .open_table(RESULTS)?
+                .insert(height, encode(&results).as_slice())?;
+        }
+        self.txn.commit()?;
+        Ok(())
+    }
+}
+
+/// A consistent read view of one committed height.
+#[allow(missing_debug_implementations)]
+pub struct Snapshot {
+    txn: ReadTransaction,
+    state: ReadOnlyTable<&'static [u8], &'static [u8]>,
+}
+
+impl StateRead for Snapshot {
+    fn get(&self, key: &[u8]) -> agora_state::Result<Option<Vec<u8>>> {
+        match self.state.get(key) {
+            Ok(v) => Ok(v.map(|v| v.value().to_vec())),
+            Err(e) => Err(agora_state::Error::Read(e.to_string())),
+        }
+    }
+}
+
+impl Snapshot {
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let meta = self.txn.open_table(META)?;
+        Ok(meta.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Latest committed height, or `None` before genesis.
+    pub fn height(&self) -> Result<Option<u64>> {
+        self.meta(META_HEIGHT)?
+            .map(|b| decode("meta", &b))
+            .transpose()
+    }
+
+    /// State root of the latest committed block.
+    pub fn state_root(&self) -> Result<Hash> {
+        Ok(self
+            .meta(META_ROOT)?
+            .map(|b| decode("meta", &b))
+            .transpose()?
+            .unwrap_or(Hash::ZERO))
+    }
+
+    /// The chain this store holds.
+    pub fn chain_id(&self) -> Result<Option<String>> {
+        self.meta(META_CHAIN)?
+            .map(|b| String::from_utf8(b).map_err(|e| corrupt("meta", e)))
+            .transpose()
+    }
+
+    /// The block at `height`.
+    pub fn block(&self, height: u64) -> Result<Option<Block>> {
+        let blocks = self.txn.open_table(BLOCKS)?;
+        blocks
+            .get(height)?
+            .map(|v| decode("blocks", v.value()))
+            .transpose()
+    }
+
+    /// The latest block.
+    pub fn latest_block(&self) -> Result<Option<Block>> {
+        match self.height()? {
+            Some(h) => self.block(h),
+            None => Ok(None),
+        }
+    }
+
+    /// The height of the block with this hash.
+    pub fn block_height(&self, hash: &Hash) -> Result<Option<u64>> {
+        let hashes = self.txn.open_table(BLOCK_HASHES)?;
+        Ok(hashes.get(hash.0.as_slice())?.map(|v| v.value()))
+    }
+
+    /// Where a committed transaction is.
+    pub fn tx_location(&self, hash: &Hash) -> Result<Option<TxLocation>> {
+        let txs = self.txn.open_table(TXS)?;
+        txs.get(hash.0.as_slice())?
+            .map(|v| decode("txs", v.value()))
+            .transpose()
+    }
+
+    /// Receipts and events of the block at `height`.
+    pub fn results(&self, height: u64) -> Result<Option<BlockResults>> {
+        let results = self.txn.open_table(RESULTS)?;
+        results
+            .get(height)?
+            .map(|v| decode("results", v.value()))
+            .transpose()
+    }
+
+    /// The value under a state key with a Merkle proof against [`Snapshot::state_root`].
+    pub fn prove(&self, key: &[u8]) -> Result<(Option<Vec<u8>>, Proof)> {
+        let value = self.get(key)?;
+        let smt_table = self.txn.open_table(SMT)?;
+        let proof = smt::prove(
+            &TableSource(&smt_table),
+            self.state_root()?,
+            &Hash::digest(key),
+        )?;
+        Ok((value, proof))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_state::{
+        Account, BlockContext, Executor, GenesisAccount, MemState, Params, account_key,
+    };
+    use agora_types::{AGR, Keypair, Message, Transaction};
+
+    fn genesis() -> Genesis {
+        Genesis {
+            chain_id: "store-test".into(),
+            genesis_time_ms: 1,
+            params: Params::default(),
+            accounts: (0..3)
+                .map(|i| GenesisAccount {
+                    address: Keypair::from_seed_label(&format!("u{i}")).address(),
+                    balance: 100 * AGR,
+                    bonded: 0,
+                })
+                .collect(),
+        }
+    }
+
+    fn next_block(store: &Store, txs: Vec<agora_types::SignedTransaction>) -> Block {
+        let snap = store.snapshot().unwrap();
+        let prev = snap.latest_block().unwrap().unwrap();
+        let ctx = BlockContext {
+            chain_id: prev.header.chain_id.clone(),
+            height: prev.header.height + 1,
+            time_ms: prev.header.time_ms + 500,
+            proposer: Address([9; 20]),
+        };
+        let executed = Executor::execute_block(&snap, ctx.clone(), &txs).unwrap();
+        let staged = store.stage(&executed.writes).unwrap();
+        let block = Block {
+            header: BlockHeader {
+                chain_id: ctx.chain_id,
+                height: ctx.height,
+                time_ms: ctx.time_ms,
+                prev_hash: prev.hash(),
+                tx_root: Block::compute_tx_root(&txs),
+                state_root: staged.state_root(),
+                proposer: ctx.proposer,
+            },
+            txs,
+        };
+        staged.commit(&block, &executed).unwrap();
+        block
+    }
+
+    fn transfer(i: usize, nonce: u64) -> agora_types::SignedTransaction {
+        let key = Keypair::from_seed_label(&format!("u{i}"));
+        Transaction {
+            chain_id: "store-test".into(),
+            sender: key.public(),
+            nonce,
+            fee: 1_000,
+            messages: vec![Message::Transfer {
+                to: Address([7; 20]),
+                amount: AGR,
+            }],
+        }
+        .sign(&key)
+    }
+
+    #[test]
+    fn commits_survive_reopen_and_proofs_check_against_the_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.redb");
+        let tx_hash;
+        {
+            let store = Store::open(&path).unwrap();
+            store.init_genesis(&genesis()).unwrap();
+            let t = transfer(0, 0);
+            tx_hash = t.hash();
+            next_block(&store, vec![t, transfer(1, 0)]);
+        }
+        let store = Store::open(&path).unwrap();
+        store.init_genesis(&genesis()).unwrap();
+        let snap = store.snapshot().unwrap();
+        assert_eq!(snap.height().unwrap(), Some(1));
+        let loc = snap.tx_location(&tx_hash).unwrap().unwrap();
+        assert_eq!(
+            loc,
+            TxLocation {
+                height: 1,
+                index: 0
+            }
+        );
+        let results = snap.results(1).unwrap().unwrap();
+        assert!(results.receipts.iter().all(|r| r.success));
+
+        let header = snap.block(1).unwrap().unwrap().header;
+        let key = account_key(&Address([7; 20]));
+        let (value, proof) = snap.prove(&key).unwrap();
+        let account: Account = borsh::from_slice(value.as_ref().unwrap()).unwrap();
+        assert_eq!(account.balance, 2 * AGR);
+        assert!(proof.verify(&header.state_root, &key, value.as_deref()));
+        assert!(!proof.verify(&header.state_root, &key, Some(b"other")));
+        let absent = account_key(&Address([8; 20]));
+        let (none, proof) = snap.prove(&absent).unwrap();
+        assert!(none.is_none());
+        assert!(proof.verify(&header.state_root, &absent, None));
+    }
+
+    #[test]
+    fn wrong_chain_wrong_height_and_wrong_root_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("c.redb")).unwrap();
+        store.init_genesis(&genesis()).unwrap();
+        let mut other = genesis();
+        other.chain_id = "other".into();
+        assert!(matches!(
+            store.init_genesis(&other),
+            Err(Error::WrongChain { .. })
+        ));
+
+        let block0 = store.snapshot().unwrap().block(0).unwrap().unwrap();
+        let staged = store.stage(&WriteSet::new()).unwrap();
+        assert!(matches!(
+            staged.commit(&block0, &Executed::default()),
+            Err(Error::WrongHeight {
+                latest: Some(0),
+                got: 0
+            })
+        ));
+        let mut bad = block0.clone();
+        bad.header.height = 1;
+        bad.header.state_root = Hash([1; 32]);
+        let staged = store.stage(&WriteSet::new()).unwrap();
+        assert!(matches!(
+            staged.commit(&bad, &Executed::default()),
+            Err(Error::StateRootMismatch { .. })
+        ));
+        assert_eq!(
+            store.snapshot().unwrap().height().unwrap(),
+            Some(0),
+            "nothing committed"
+        );
+    }
+
+    #[test]
+    fn replaying_the_same_blocks_gives_the_same_roots() {
+        // Chain A through the store; chain B replays A's blocks into memory and into a second store.
+        let dir = tempfile::tempdir().unwrap();
+        let a = Store::open(&dir.path().join("a.redb")).unwrap();
+        a.init_genesis(&genesis()).unwrap();
+        let mut blocks = Vec::new();
+        for n in 0..5u64 {
+            blocks.push(next_block(&a, vec![transfer(0, n), transfer(2, n)]));
+        }
+        let b = Store::open(&dir.path().join("b.redb")).unwrap();
+        b.init_genesis(&genesis()).unwrap();
+        let mut mem = MemState::default();
+        mem.apply(&genesis().initial_writes().unwrap());
+        for block in &blocks {
+            let ctx = BlockContext {
+                chain_id: block.header.chain_id.clone(),
+                height: block.header.height,
+                time_ms: block.header.time_ms,
+                proposer: block.header.proposer,
+            };
+            let snap = b.snapshot().unwrap();
+            let executed = Executor::execute_block(&snap, ctx.clone(), &block.txs).unwrap();
+            let again = Executor::execute_block(&mem, ctx, &block.txs).unwrap();
+            assert_eq!(executed.writes, again.writes);
+            mem.apply(&again.writes);
+            let staged = b.stage(&executed.writes).unwrap();
+            assert_eq!(staged.state_root(), block.header.state_root);
+            staged.commit(block, &executed).unwrap();
+        }
+    }
+}
