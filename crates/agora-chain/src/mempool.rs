@@ -1,0 +1,334 @@
+use agora_state::TxError;
+use agora_types::{Address, Amount, Hash, SignedTransaction};
+use std::collections::{BTreeMap, VecDeque};
+
+/// Mempool limits.
+#[derive(Clone, Debug)]
+pub struct MempoolConfig {
+    /// Most transactions held at once.
+    pub capacity: usize,
+    /// Most pending transactions per sender.
+    pub per_sender: usize,
+}
+
+impl Default for MempoolConfig {
+    fn default() -> Self {
+        MempoolConfig {
+            capacity: 50_000,
+            per_sender: 1_000,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    tx: SignedTransaction,
+    seq: u64,
+}
+
+/// Pending transactions: bounded, per-sender nonce queues, FIFO across senders.
+#[derive(Debug)]
+pub struct Mempool {
+    config: MempoolConfig,
+    by_hash: BTreeMap<Hash, Entry>,
+    /// Per sender, pending hashes in nonce order (contiguous from the account's nonce).
+    by_sender: BTreeMap<Address, VecDeque<Hash>>,
+    /// Arrival order.
+    order: BTreeMap<u64, Hash>,
+    next_seq: u64,
+}
+
+/// What the mempool needs to know about a sender's committed account.
+#[derive(Clone, Copy, Debug)]
+pub struct SenderState {
+    /// Committed next nonce.
+    pub nonce: u64,
+    /// Committed liquid balance.
+    pub balance: Amount,
+}
+
+impl Mempool {
+    /// An empty mempool.
+    pub fn new(config: MempoolConfig) -> Self {
+        Mempool {
+            config,
+            by_hash: BTreeMap::new(),
+            by_sender: BTreeMap::new(),
+            order: BTreeMap::new(),
+            next_seq: 0,
+        }
+    }
+
+    /// Number of pending transactions.
+    pub fn len(&self) -> usize {
+        self.by_hash.len()
+    }
+
+    /// Whether nothing is pending.
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
+    }
+
+    /// Whether `hash` is pending.
+    pub fn contains(&self, hash: &Hash) -> bool {
+        self.by_hash.contains_key(hash)
+    }
+
+    /// A pending transaction.
+    pub fn get(&self, hash: &Hash) -> Option<&SignedTransaction> {
+        self.by_hash.get(hash).map(|e| &e.tx)
+    }
+
+    /// Admits a signature-checked transaction whose chain id and minimum fee were checked, given
+    /// its sender's committed account. Checks nonce order, the balance for everything pending
+    /// from this sender, duplicates and capacity (evicting a lower-fee transaction if full).
+    pub fn insert(
+        &mut self,
+        tx: SignedTransaction,
+        hash: Hash,
+        sender_state: SenderState,
+    ) -> Result<(), TxError> {
+        if self.by_hash.contains_key(&hash) {
+            return Err(TxError::Duplicate {
+                hash: hash.to_hex(),
+            });
+        }
+        let sender = tx.tx.sender_address();
+        let queue = self.by_sender.get(&sender);
+        let pending = queue.map_or(0, VecDeque::len);
+        let expected = sender_state.nonce + pending as u64;
+        if tx.tx.nonce < expected {
+            return Err(TxError::NonceTooLow {
+                expected,
+                got: tx.tx.nonce,
+            });
+        }
+        if tx.tx.nonce > expected {
+            return Err(TxError::NonceTooHigh {
+                expected,
+                got: tx.tx.nonce,
+            });
+        }
+        if pending >= self.config.per_sender {
+            return Err(TxError::MempoolFull {
+                capacity: self.config.per_sender,
+                lowest_fee: tx.tx.fee,
+            });
+        }
+        // Everything this sender has pending must be payable from the committed balance.
+        let mut need = cost(&tx)?;
+        for h in queue.into_iter().flatten() {
+            need = need
+                .checked_add(cost(&self.by_hash[h].tx)?)
+                .ok_or(TxError::AmountOverflow(
+                    "pending spending of this sender exceeds u128",
+                ))?;
+        }
+        if need > sender_state.balance {
+            return Err(TxError::InsufficientFunds {
+                need,
+                have: sender_state.balance,
+            });
+        }
+        if self.by_hash.len() >= self.config.capacity {
+            let (victim, victim_fee) =
+                self.eviction_candidate(&sender)
+                    .ok_or(TxError::MempoolFull {
+                        capacity: self.config.capacity,
+                        lowest_fee: Amount::MAX,
+                    })?;
+            if victim_fee >= tx.tx.fee {
+                return Err(TxError::MempoolFull {
+                    capacity: self.config.capacity,
+                    lowest_fee: victim_fee,
+                });
+            }
+            self.remove(&victim);
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.order.insert(seq, hash);
+        self.by_sender.entry(sender).or_default().push_back(hash);
+        self.by_hash.insert(hash, Entry { tx, seq });
+        Ok(())
+    }
+
+    /// The lowest-fee transaction that is last in its sender's queue (other than `except`'s),
+    /// so that evicting it leaves no sender with a gap.
+    fn eviction_candidate(&self, except: &Address) -> Option<(Hash, Amount)> {
+        self.by_sender
+            .iter()
+            .filter(|(addr, _)| *addr != except)
+            .filter_map(|(_, q)| q.back())
+            .map(|h| (*h, self.by_hash[h].tx.tx.fee))
+            .min_by_key(|(h, fee)| (*fee, std::cmp::Reverse(self.by_hash[h].seq)))
+    }
+
+    /// Removes one transaction (no-op if absent).
+    pub fn remove(&mut self, hash: &Hash) -> Option<SignedTransaction> {
+        let entry = self.by_hash.remove(hash)?;
+        self.order.remove(&entry.seq);
+        let sender = entry.tx.tx.sender_address();
+        if let Some(q) = self.by_sender.get_mut(&sender) {
+            q.retain(|h| h != hash);
+            if q.is_empty() {
+                self.by_sender.remove(&sender);
+            }
+        }
+        Some(entry.tx)
+    }
+
+    /// Up to `max` transactions in arrival order (which is nonce order per sender).
+    pub fn reap(&self, max: usize) -> Vec<(Hash, SignedTransaction)> {
+        self.order
+            .values()
+            .take(max)
+            .map(|h| (*h, self.by_hash[h].tx.clone()))
+            .collect()
+    }
+
+    /// Drops every pending transaction of `sender` with a nonce below `committed_nonce`, and the
+    /// whole queue if what is left no longer starts at it.
+    pub fn prune_sender(&mut self, sender: &Address, committed_nonce: u64) {
+        let Some(queue) = self.by_sender.get(sender) else {
+            return;
+        };
+        let stale: Vec<Hash> = queue
+            .iter()
+            .filter(|h| self.by_hash[*h].tx.tx.nonce < committed_nonce)
+            .copied()
+            .collect();
+        for h in stale {
+            self.remove(&h);
+        }
+        if let Some(first) = self.by_sender.get(sender).and_then(|q| q.front())
+            && self.by_hash[first].tx.tx.nonce != committed_nonce
+        {
+            let all: Vec<Hash> = self.by_sender[sender].iter().copied().collect();
+            for h in all {
+                self.remove(&h);
+            }
+        }
+    }
+}
+
+/// Fee plus everything the messages may spend.
+fn cost(tx: &SignedTransaction) -> Result<Amount, TxError> {
+    tx.tx
+        .messages
+        .iter()
+        .try_fold(tx.tx.fee, |acc, m| acc.checked_add(m.spend()))
+        .ok_or(TxError::AmountOverflow("fee plus amounts exceeds u128"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_types::{Keypair, Message, Transaction};
+
+    fn tx(who: &str, nonce: u64, fee: u128, amount: u128) -> (SignedTransaction, Hash) {
+        let key = Keypair::from_seed_label(who);
+        let t = Transaction {
+            chain_id: "c".into(),
+            sender: key.public(),
+            nonce,
+            fee,
+            messages: vec![Message::Transfer {
+                to: Address([1; 20]),
+                amount,
+            }],
+        }
+        .sign(&key);
+        let h = t.hash();
+        (t, h)
+    }
+
+    const RICH: SenderState = SenderState {
+        nonce: 0,
+        balance: 1_000_000,
+    };
+
+    fn pool(capacity: usize) -> Mempool {
+        Mempool::new(MempoolConfig {
+            capacity,
+            per_sender: 100,
+        })
+    }
+
+    #[test]
+    fn duplicates_replays_and_gaps_are_refused() {
+        let mut m = pool(10);
+        let (t0, h0) = tx("a", 0, 10, 1);
+        m.insert(t0.clone(), h0, RICH).unwrap();
+        assert_eq!(m.insert(t0, h0, RICH).unwrap_err().code(), "duplicate_tx");
+        let (t, h) = tx("a", 0, 11, 1);
+        assert_eq!(m.insert(t, h, RICH).unwrap_err().code(), "nonce_too_low");
+        let (t, h) = tx("a", 2, 10, 1);
+        assert_eq!(m.insert(t, h, RICH).unwrap_err().code(), "nonce_too_high");
+        let (t, h) = tx("a", 1, 10, 1);
+        m.insert(t, h, RICH).unwrap();
+        assert_eq!(m.len(), 2);
+    }
+
+    #[test]
+    fn balance_covers_everything_pending_and_overflow_is_refused() {
+        let mut m = pool(10);
+        let poor = SenderState {
+            nonce: 0,
+            balance: 100,
+        };
+        let (t, h) = tx("a", 0, 10, 60);
+        m.insert(t, h, poor).unwrap();
+        let (t, h) = tx("a", 1, 10, 31);
+        let err = m.insert(t, h, poor).unwrap_err();
+        assert_eq!(
+            err,
+            TxError::InsufficientFunds {
+                need: 111,
+                have: 100
+            }
+        );
+        let (t, h) = tx("b", 0, 10, u128::MAX);
+        assert_eq!(m.insert(t, h, RICH).unwrap_err().code(), "amount_overflow");
+    }
+
+    #[test]
+    fn full_pool_evicts_the_lowest_fee_tail_or_refuses() {
+        let mut m = pool(3);
+        for (who, fee) in [("a", 50), ("b", 20), ("c", 30)] {
+            let (t, h) = tx(who, 0, fee, 1);
+            m.insert(t, h, RICH).unwrap();
+        }
+        let (cheap, ch) = tx("d", 0, 20, 1);
+        assert_eq!(
+            m.insert(cheap, ch, RICH).unwrap_err().code(),
+            "mempool_full"
+        );
+        let (rich, rh) = tx("d", 0, 21, 1);
+        m.insert(rich, rh, RICH).unwrap();
+        assert_eq!(m.len(), 3);
+        assert!(!m.contains(&tx("b", 0, 20, 1).1), "lowest fee evicted");
+        assert!(m.contains(&rh));
+    }
+
+    #[test]
+    fn reap_is_fifo_and_prune_drops_stale_and_gapped() {
+        let mut m = pool(10);
+        let txs: Vec<_> = (0..3).map(|n| tx("a", n, 10, 1)).collect();
+        for (t, h) in &txs {
+            m.insert(t.clone(), *h, RICH).unwrap();
+        }
+        let (tb, hb) = tx("b", 0, 10, 1);
+        m.insert(tb, hb, RICH).unwrap();
+        let order: Vec<Hash> = m.reap(10).into_iter().map(|(h, _)| h).collect();
+        assert_eq!(order, vec![txs[0].1, txs[1].1, txs[2].1, hb]);
+        let a = Keypair::from_seed_label("a").address();
+        m.prune_sender(&a, 1);
+        assert!(!m.contains(&txs[0].1));
+        assert!(m.contains(&txs[1].1));
+        m.remove(&txs[1].1);
+        m.prune_sender(&a, 1);
+        assert!(!m.contains(&txs[2].1), "nonce 2 cannot run without nonce 1");
+        assert_eq!(m.len(), 1);
+    }
+}

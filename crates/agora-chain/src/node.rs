@@ -1,0 +1,560 @@
+use crate::{Error, Mempool, MempoolConfig, Metrics, Result, mempool::SenderState};
+use agora_state::{
+    Account, BlockContext, CheckError, Executor, Genesis, Params, StateRead, TxError, account_key,
+    params_key,
+};
+use agora_store::{BlockResults, Snapshot, Store};
+use agora_types::{
+    Address, Block, BlockHeader, Hash, SignedTransaction, merkle_root, verify_batch,
+};
+use parking_lot::Mutex;
+use rayon::prelude::*;
+use std::{collections::BTreeSet, future::Future, path::Path, sync::Arc, time::Duration};
+use tokio::sync::broadcast;
+use tracing::{debug, info, warn};
+
+/// How the node builds blocks.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Time between blocks in dev mode.
+    pub block_time: Duration,
+    /// Most transactions per block.
+    pub max_block_txs: usize,
+    /// Mempool limits.
+    pub mempool: MempoolConfig,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            block_time: Duration::from_millis(500),
+            max_block_txs: 20_000,
+            mempool: MempoolConfig::default(),
+        }
+    }
+}
+
+/// A block just committed, with its results: what subscribers receive.
+#[derive(Clone, Debug)]
+pub struct CommittedBlock {
+    /// The block.
+    pub block: Block,
+    /// Its hash.
+    pub hash: Hash,
+    /// Its receipts and events.
+    pub results: BlockResults,
+}
+
+/// A full node: store, mempool, block production.
+#[derive(Debug)]
+pub struct Node {
+    store: Store,
+    chain_id: String,
+    params: Params,
+    proposer: Address,
+    config: NodeConfig,
+    mempool: Mutex<Mempool>,
+    produce: Mutex<()>,
+    events: broadcast::Sender<Arc<CommittedBlock>>,
+    metrics: Metrics,
+}
+
+fn read_account(state: &dyn StateRead, address: &Address) -> Result<Option<Account>> {
+    let key = account_key(address);
+    match state.get(&key)? {
+        Some(bytes) => Ok(Some(borsh::from_slice(&bytes).map_err(|e| {
+            agora_state::Error::Corrupt {
+                key: format!("acct/{address}"),
+                reason: e.to_string(),
+            }
+        })?)),
+        None => Ok(None),
+    }
+}
+
+impl Node {
+    /// Opens the store at `db_path`, committing `genesis` as block 0 if it is new.
+    pub fn open(
+        db_path: &Path,
+        genesis: &Genesis,
+        proposer: Address,
+        config: NodeConfig,
+    ) -> Result<Self> {
+        let store = Store::open(db_path)?;
+        store.init_genesis(genesis)?;
+        let snap = store.snapshot()?;
+        let params: Params = match snap.get(&params_key())? {
+            Some(b) => borsh::from_slice(&b).map_err(|e| agora_state::Error::Corrupt {
+                key: "params".into(),
+                reason: e.to_string(),
+            })?,
+            None => return Err(Error::NoGenesis),
+        };
+        let height = snap.height()?.ok_or(Error::NoGenesis)?;
+        drop(snap);
+        let metrics = Metrics::default();
+        metrics.height.set(height as i64);
+        info!(chain_id = %genesis.chain_id, height, "store opened");
+        let (events, _) = broadcast::channel(256);
+        Ok(Node {
+            store,
+            chain_id: genesis.chain_id.clone(),
+            params,
+            proposer,
+            mempool: Mutex::new(Mempool::new(config.mempool.clone())),
+            config,
+            produce: Mutex::new(()),
+            events,
+            metrics,
+        })
+    }
+
+    /// The chain id.
+    pub fn chain_id(&self) -> &str {
+        &self.chain_id
+    }
+
+    /// The chain parameters.
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// The address that receives this node's block fees.
+    pub fn proposer(&self) -> Address {
+        self.proposer
+    }
+
+    /// The node's configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// A consistent view of the latest committed block.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        Ok(self.store.snapshot()?)
+    }
+
+    /// Metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// New committed blocks, as they happen.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<CommittedBlock>> {
+        self.events.subscribe()
+    }
+
+    /// A transaction waiting in the mempool.
+    pub fn pending(&self, hash: &Hash) -> Option<SignedTransaction> {
+        self.mempool.lock().get(hash).cloned()
+    }
+
+    /// Number of transactions waiting.
+    pub fn mempool_len(&self) -> usize {
+        self.mempool.lock().len()
+    }
+
+    /// Admits one encoded transaction. See [`Node::submit_batch`].
+    pub fn submit(&self, bytes: &[u8]) -> std::result::Result<Hash, SubmitError> {
+        self.submit_batch(vec![bytes.to_vec()])
+            .pop()
+            .expect("one result per input")
+    }
+
+    /// Admits encoded transactions: decodes and checks signatures in parallel (batch
+    /// verification), then checks each against the committed state and the mempool, in order.
+    /// Returns one result per input.
+    pub fn submit_batch(&self, items: Vec<Vec<u8>>) -> Vec<std::result::Result<Hash, SubmitError>> {
+        let decoded: Vec<std::result::Result<(SignedTransaction, Hash), TxError>> = items
+            .par_iter()
+            .map(|bytes| {
+                let tx = SignedTransaction::decode(bytes)?;
+                let hash = Hash::digest(bytes);
+                Ok((tx, hash))
+            })
+            .collect();
+        let sig_ok = verify_signatures(&decoded);
+        let mut pool = self.mempool.lock();
+        let snap = match self.snapshot() {
+            Ok(s) => s,
+            Err(e) => {
+                let msg = e.to_string();
+                return (0..items.len())
+                    .map(|_| Err(SubmitError::Node(msg.clone())))
+                    .collect();
+            }
+        };
+        let results: Vec<_> = decoded
+            .into_iter()
+            .zip(sig_ok)
+            .map(|(d, sig_ok)| {
+                let (tx, hash) = d?;
+                if !sig_ok {
+                    return Err(TxError::InvalidSignature.into());
+                }
+                self.admit(&mut pool, &snap, tx, hash)
+            })
+            .collect();
+        self.metrics.mempool_size.set(pool.len() as i64);
+        for r in &results {
+            match r {
+                Ok(_) => self.metrics.txs_accepted.inc(),
+                Err(_) => self.metrics.txs_rejected.inc(),
+            };
+        }
+        results
+    }
+
+    fn admit(
+        &self,
+        pool: &mut Mempool,
+        snap: &Snapshot,
+        tx: SignedTransaction,
+        hash: Hash,
+    ) -> std::result::Result<Hash, SubmitError> {
+        let body = &tx.tx;
+        if body.chain_id != self.chain_id {
+            return Err(TxError::WrongChainId {
+                expected: self.chain_id.clone(),
+                got: body.chain_id.clone(),
+            }
+            .into());
+        }
+        if body.fee < self.params.min_fee {
+            return Err(TxError::FeeTooLow {
+                min: self.params.min_fee,
+                got: body.fee,
+            }
+            .into());
+        }
+        if pool.contains(&hash)
+            || snap
+                .tx_location(&hash)
+                .map_err(SubmitError::node)?
+                .is_some()
+        {
+            return Err(TxError::Duplicate {
+                hash: hash.to_hex(),
+            }
+            .into());
+        }
+        let address = body.sender_address();
+        let account = read_account(snap, &address)
+            .map_err(SubmitError::node)?
+            .ok_or(TxError::UnknownAccount { address })?;
+        pool.insert(
+            tx,
+            hash,
+            SenderState {
+                nonce: account.nonce,
+                balance: account.balance,
+            },
+        )?;
+        Ok(hash)
+    }
+
+    /// Builds, executes and commits the next block from the mempool, at `time_ms` (raised to stay
+    /// monotone). Transactions that are no longer admissible are dropped from the mempool.
+    pub fn produce_block(&self, time_ms: u64) -> Result<Arc<CommittedBlock>> {
+        let _producing = self.produce.lock();
+        let snap = self.snapshot()?;
+        let prev = snap.latest_block()?.ok_or(Error::NoGenesis)?;
+        let ctx = BlockContext {
+            chain_id: self.chain_id.clone(),
+            height: prev.header.height + 1,
+            time_ms: time_ms.max(prev.header.time_ms + 1),
+            proposer: self.proposer,
+        };
+        let candidates = self.mempool.lock().reap(self.config.max_block_txs);
+        let mut exec = Executor::new(&snap, ctx.clone())?;
+        let mut included = Vec::with_capacity(candidates.len());
+        let mut dropped = Vec::new();
+        for (hash, tx) in candidates {
+            match exec.apply_tx(&tx) {
+                Ok(_) => included.push(tx),
+                Err(CheckError::Tx(e)) => {
+                    debug!(%hash, error = %e, "dropping transaction that is no longer admissible");
+                    dropped.push(hash);
+                }
+                Err(CheckError::State(e)) => return Err(e.into()),
+            }
+        }
+        let executed = exec.finish()?;
+        drop(snap);
+        let staged = self.store.stage(&executed.writes)?;
+        let tx_hashes: Vec<Hash> = executed.receipts.iter().map(|r| r.tx_hash).collect();
+        let block = Block {
+            header: BlockHeader {
+                chain_id: ctx.chain_id,
+                height: ctx.height,
+                time_ms: ctx.time_ms,
+                prev_hash: prev.hash(),
+                tx_root: merkle_root(&tx_hashes),
+                state_root: staged.state_root(),
+                proposer: ctx.proposer,
+            },
+            txs: included,
+        };
+        {
+            let mut pool = self.mempool.lock();
+            staged.commit(&block, &executed)?;
+            for h in tx_hashes.iter().chain(&dropped) {
+                pool.remove(h);
+            }
+            let senders: BTreeSet<Address> =
+                block.txs.iter().map(|t| t.tx.sender_address()).collect();
+            let snap = self.snapshot()?;
+            for sender in senders {
+                if let Some(acc) = read_account(&snap, &sender)? {
+                    pool.prune_sender(&sender, acc.nonce);
+                }
+            }
+            self.metrics.mempool_size.set(pool.len() as i64);
+        }
+        self.metrics.height.set(block.header.height as i64);
+        self.metrics.blocks_committed.inc();
+        self.metrics.txs_committed.inc_by(block.txs.len() as u64);
+        let committed = Arc::new(CommittedBlock {
+            hash: block.hash(),
+            results: BlockResults {
+                receipts: executed.receipts,
+                block_events: executed.block_events,
+            },
+            block,
+        });
+        // No subscribers is fine.
+        let _ = self.events.send(committed.clone());
+        Ok(committed)
+    }
+}
+
+/// Checks signatures in parallel chunks with batch verification; a failing chunk is re-checked
+/// one by one to find the culprits. Undecodable entries come out `false` (they fail anyway).
+fn verify_signatures(
+    decoded: &[std::result::Result<(SignedTransaction, Hash), TxError>],
+) -> Vec<bool> {
+    decoded
+        .par_chunks(64)
+        .flat_map_iter(|chunk| {
+            let txs: Vec<&SignedTransaction> = chunk
+                .iter()
+                .filter_map(|d| d.as_ref().ok().map(|(t, _)| t))
+                .collect();
+            let msgs: Vec<Vec<u8>> = txs.iter().map(|t| t.tx.sign_bytes()).collect();
+            let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+            let sigs: Vec<_> = txs.iter().map(|t| t.signature).collect();
+            let keys: Vec<_> = txs.iter().map(|t| t.tx.sender).collect();
+            let all_ok = !txs.is_empty() && verify_batch(&refs, &sigs, &keys).is_ok();
+            chunk
+                .iter()
+                .map(|d| match d {
+                    Ok((t, _)) => all_ok || t.verify_signature().is_ok(),
+                    Err(_) => false,
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Why a submission was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The transaction's fault.
+    #[error(transparent)]
+    Tx(#[from] TxError),
+    /// The node's fault (storage).
+    #[error("node error: {0}")]
+    Node(String),
+}
+
+impl SubmitError {
+    fn node(e: impl std::fmt::Display) -> Self {
+        SubmitError::Node(e.to_string())
+    }
+}
+
+/// Milliseconds since the Unix epoch. The engine, not the state machine, reads the clock: the
+/// time goes into the header and the state machine only ever sees that.
+#[allow(clippy::disallowed_methods)]
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The single-validator dev engine: proposes and finalizes a block every `block_time` until
+/// `shutdown` resolves.
+pub async fn run_dev_engine(node: Arc<Node>, shutdown: impl Future<Output = ()>) {
+    let mut tick = tokio::time::interval(node.config.block_time);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tick.tick() => {
+                let n = node.clone();
+                match tokio::task::spawn_blocking(move || n.produce_block(now_ms())).await {
+                    Ok(Ok(b)) => debug!(height = b.block.header.height, txs = b.block.txs.len(), "committed block"),
+                    Ok(Err(e)) => warn!(error = %e, "block production failed"),
+                    Err(e) => warn!(error = %e, "block production task failed"),
+                }
+            }
+        }
+    }
+    info!("dev engine stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_state::GenesisAccount;
+    use agora_types::{AGR, Keypair, MAX_TX_BYTES, Message, Transaction};
+
+    fn key(name: &str) -> Keypair {
+        Keypair::from_seed_label(name)
+    }
+
+    fn node(dir: &Path) -> Node {
+        let genesis = Genesis {
+            chain_id: "chain-test".into(),
+            genesis_time_ms: 0,
+            params: Params {
+                min_fee: 100,
+                unbonding_period: 2,
+            },
+            accounts: vec![
+                GenesisAccount {
+                    address: key("alice").address(),
+                    balance: 10 * AGR,
+                    bonded: 0,
+                },
+                GenesisAccount {
+                    address: key("bob").address(),
+                    balance: 10 * AGR,
+                    bonded: 0,
+                },
+            ],
+        };
+        Node::open(
+            &dir.join("db.redb"),
+            &genesis,
+            Address([0xAA; 20]),
+            NodeConfig::default(),
+        )
+        .unwrap()
+    }
+
+    fn transfer(from: &str, nonce: u64, fee: u128, amount: u128) -> SignedTransaction {
+        Transaction {
+            chain_id: "chain-test".into(),
+            sender: key(from).public(),
+            nonce,
+            fee,
+            messages: vec![Message::Transfer {
+                to: key("carol").address(),
+                amount,
+            }],
+        }
+        .sign(&key(from))
+    }
+
+    fn code(r: std::result::Result<Hash, SubmitError>) -> String {
+        match r {
+            Err(SubmitError::Tx(e)) => e.code().to_string(),
+            other => panic!("expected a tx error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_submissions_get_clear_codes_and_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = node(dir.path());
+        let good = transfer("alice", 0, 100, AGR);
+        let mut forged = good.clone();
+        forged.tx.messages = vec![Message::Transfer {
+            to: key("mallory").address(),
+            amount: AGR,
+        }];
+        assert_eq!(code(n.submit(&forged.encode())), "invalid_signature");
+        assert_eq!(code(n.submit(&[1, 2, 3])), "malformed_tx");
+        assert_eq!(code(n.submit(&vec![0; MAX_TX_BYTES + 1])), "tx_too_large");
+        let mut other_chain = good.tx.clone();
+        other_chain.chain_id = "elsewhere".into();
+        assert_eq!(
+            code(n.submit(&other_chain.sign(&key("alice")).encode())),
+            "wrong_chain_id"
+        );
+        assert_eq!(
+            code(n.submit(&transfer("alice", 0, 99, AGR).encode())),
+            "fee_too_low"
+        );
+        assert_eq!(
+            code(n.submit(&transfer("alice", 1, 100, AGR).encode())),
+            "nonce_too_high"
+        );
+        assert_eq!(
+            code(n.submit(&transfer("alice", 0, 100, 10 * AGR).encode())),
+            "insufficient_funds"
+        );
+        assert_eq!(
+            code(n.submit(&transfer("zed", 0, 100, 1).encode())),
+            "unknown_account"
+        );
+        assert_eq!(n.mempool_len(), 0);
+
+        n.submit(&good.encode()).unwrap();
+        assert_eq!(code(n.submit(&good.encode())), "duplicate_tx");
+        let b = n.produce_block(1_000).unwrap();
+        assert_eq!(b.block.txs.len(), 1);
+        assert!(b.results.receipts[0].success);
+        // Replays of a committed transaction, or of its nonce, are refused.
+        assert_eq!(code(n.submit(&good.encode())), "duplicate_tx");
+        assert_eq!(
+            code(n.submit(&transfer("alice", 0, 101, AGR).encode())),
+            "nonce_too_low"
+        );
+        assert_eq!(n.mempool_len(), 0);
+        let snap = n.snapshot().unwrap();
+        let alice = read_account(&snap, &key("alice").address())
+            .unwrap()
+            .unwrap();
+        assert_eq!((alice.balance, alice.nonce), (9 * AGR - 100, 1));
+    }
+
+    #[test]
+    fn batches_commit_in_order_and_blocks_chain_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = node(dir.path());
+        let mut rx = n.subscribe();
+        let txs: Vec<Vec<u8>> = (0..50)
+            .map(|i| transfer("bob", i, 100, 1_000).encode())
+            .collect();
+        let results = n.submit_batch(txs);
+        assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+        let b1 = n.produce_block(10).unwrap();
+        let b2 = n.produce_block(5).unwrap();
+        assert_eq!(b1.block.txs.len(), 50);
+        assert_eq!(b2.block.header.prev_hash, b1.hash);
+        assert!(
+            b2.block.header.time_ms > b1.block.header.time_ms,
+            "time stays monotone"
+        );
+        assert_eq!(rx.try_recv().unwrap().hash, b1.hash);
+        let snap = n.snapshot().unwrap();
+        assert_eq!(
+            read_account(&snap, &key("carol").address())
+                .unwrap()
+                .unwrap()
+                .balance,
+            50_000
+        );
+        assert_eq!(
+            read_account(&snap, &Address([0xAA; 20]))
+                .unwrap()
+                .unwrap()
+                .balance,
+            5_000
+        );
+    }
+}
