@@ -1,0 +1,21 @@
+//! Agora's HTTP API (axum, JSON): submit transactions, read blocks, transactions and accounts
+//! (with Merkle proofs), follow new blocks as server-sent events, scrape Prometheus metrics.
+//!
+//! Routes:
+//! ```text
+//!  POST /v1/txs                     {"tx": hex} or {"txs": [hex…]}  → hash(es) or {code, message}
+//!  GET  /v1/txs/{hash}              transaction, status, receipt
+//!  GET  /v1/blocks/{height|latest}  header, hash, transactions, receipts
+//!  GET  /v1/accounts/{addr}[?prove=true]  account (+ proof against the block's state root)
+//!  GET  /v1/status                  chain id, height, latest hash, peers
+//!  GET  /v1/events/blocks           SSE stream of new blocks
+//!  GET  /metrics                    Prometheus text format
+//!  GET  /health                     liveness
+//! ```
+//! Errors are JSON `{code, message}` with a fitting HTTP status.
+
+mod error;
+mod routes;
+
+pub use error::ApiError;
+pub use routes::{router, serve};

@@ -1,0 +1,346 @@
+use crate::ApiError;
+use agora_chain::{CommittedBlock, Node};
+use agora_state::{Account, StateRead, account_key};
+use agora_store::{Proof, Snapshot};
+use agora_types::{Address, Block, Hash, Receipt, SignedTransaction};
+use axum::{
+    Json, Router,
+    extract::{Path, Query, State},
+    http::{StatusCode, header},
+    response::{
+        IntoResponse, Response,
+        sse::{Event, KeepAlive, Sse},
+    },
+    routing::{get, post},
+};
+use futures_util::StreamExt as _;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::{convert::Infallible, future::Future, sync::Arc};
+use tokio::{net::TcpListener, sync::watch};
+use tokio_stream::wrappers::BroadcastStream;
+
+#[derive(Clone)]
+struct AppState {
+    node: Arc<Node>,
+    registry: Arc<prometheus_client::registry::Registry>,
+    shutdown: watch::Receiver<bool>,
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The API's routes over a node. `shutdown` ends open event streams when it turns `true`.
+pub fn router(node: Arc<Node>, shutdown: watch::Receiver<bool>) -> Router {
+    let registry = Arc::new(node.metrics().registry());
+    Router::new()
+        .route("/v1/txs", post(submit_txs))
+        .route("/v1/txs/{hash}", get(get_tx))
+        .route("/v1/blocks/{id}", get(get_block))
+        .route("/v1/accounts/{address}", get(get_account))
+        .route("/v1/status", get(status))
+        .route("/v1/events/blocks", get(block_events))
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .fallback(|| async { ApiError::not_found("not_found", "no such route; see /v1/status") })
+        .with_state(AppState {
+            node,
+            registry,
+            shutdown,
+        })
+}
+
+/// Serves the API on `listener` until `shutdown` resolves; open event streams are closed then.
+pub async fn serve(
+    node: Arc<Node>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (tx, rx) = watch::channel(false);
+    let app = router(node, rx);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = tx.send(true);
+        })
+        .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitBody {
+    tx: Option<String>,
+    txs: Option<Vec<String>>,
+}
+
+fn decode_hex(s: &str) -> Result<Vec<u8>, ApiError> {
+    hex::decode(s.trim_start_matches("0x"))
+        .map_err(|e| ApiError::bad_request("malformed_tx", format!("transaction is not hex: {e}")))
+}
+
+async fn submit_txs(State(st): State<AppState>, body: axum::body::Bytes) -> ApiResult<Response> {
+    let body: SubmitBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "malformed_request",
+            format!("expected {{\"tx\": hex}} or {{\"txs\": [hex…]}}: {e}"),
+        )
+    })?;
+    let node = st.node.clone();
+    match (body.tx, body.txs) {
+        (Some(tx), None) => {
+            let bytes = decode_hex(&tx)?;
+            let hash = tokio::task::spawn_blocking(move || node.submit(&bytes))
+                .await
+                .map_err(ApiError::internal)??;
+            Ok((StatusCode::ACCEPTED, Json(json!({ "hash": hash }))).into_response())
+        }
+        (None, Some(txs)) => {
+            let items: Vec<Result<Vec<u8>, ApiError>> = txs.iter().map(|t| decode_hex(t)).collect();
+            let good: Vec<Vec<u8>> = items
+                .iter()
+                .filter_map(|r| r.as_ref().ok().cloned())
+                .collect();
+            let mut results = tokio::task::spawn_blocking(move || node.submit_batch(good))
+                .await
+                .map_err(ApiError::internal)?
+                .into_iter();
+            let out: Vec<Value> = items
+                .into_iter()
+                .map(|item| {
+                    let r = match item {
+                        Ok(_) => results
+                            .next()
+                            .expect("one result per decoded tx")
+                            .map_err(ApiError::from),
+                        Err(e) => Err(e),
+                    };
+                    match r {
+                        Ok(hash) => json!({ "hash": hash }),
+                        Err(e) => json!({ "code": e.code, "message": e.message }),
+                    }
+                })
+                .collect();
+            Ok((StatusCode::ACCEPTED, Json(json!({ "results": out }))).into_response())
+        }
+        _ => Err(ApiError::bad_request(
+            "malformed_request",
+            "give exactly one of \"tx\" or \"txs\"",
+        )),
+    }
+}
+
+fn parse_hash(s: &str) -> ApiResult<Hash> {
+    s.parse()
+        .map_err(|e: agora_types::Error| ApiError::bad_request("invalid_hash", e.to_string()))
+}
+
+fn tx_json(tx: &SignedTransaction, hash: Hash, receipt: Option<&Receipt>) -> Value {
+    json!({ "hash": hash, "tx": tx, "receipt": receipt })
+}
+
+async fn get_tx(State(st): State<AppState>, Path(hash): Path<String>) -> ApiResult<Json<Value>> {
+    let hash = parse_hash(&hash)?;
+    let snap = st.node.snapshot()?;
+    if let Some(loc) = snap.tx_location(&hash)? {
+        let block = snap
+            .block(loc.height)?
+            .ok_or_else(|| ApiError::internal("block missing"))?;
+        let results = snap.results(loc.height)?.unwrap_or_default();
+        let tx = block
+            .txs
+            .get(loc.index as usize)
+            .ok_or_else(|| ApiError::internal("tx missing"))?;
+        let receipt = results.receipts.get(loc.index as usize);
+        let mut v = tx_json(tx, hash, receipt);
+        v["status"] = json!("committed");
+        v["height"] = json!(loc.height);
+        v["index"] = json!(loc.index);
+        v["block_hash"] = json!(block.hash());
+        return Ok(Json(v));
+    }
+    if let Some(tx) = st.node.pending(&hash) {
+        let mut v = tx_json(&tx, hash, None);
+        v["status"] = json!("pending");
+        return Ok(Json(v));
+    }
+    Err(ApiError::not_found(
+        "tx_not_found",
+        format!("no committed or pending transaction {hash}"),
+    ))
+}
+
+fn block_json(snap: &Snapshot, block: &Block) -> ApiResult<Value> {
+    let results = snap.results(block.header.height)?.unwrap_or_default();
+    let txs: Vec<Value> = block
+        .txs
+        .iter()
+        .enumerate()
+        .map(|(i, tx)| {
+            let receipt = results.receipts.get(i);
+            let hash = receipt.map(|r| r.tx_hash).unwrap_or_else(|| tx.hash());
+            tx_json(tx, hash, receipt)
+        })
+        .collect();
+    Ok(json!({
+        "hash": block.hash(),
+        "header": block.header,
+        "txs": txs,
+        "block_events": results.block_events,
+    }))
+}
+
+async fn get_block(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let snap = st.node.snapshot()?;
+    let block = if id == "latest" {
+        snap.latest_block()?
+    } else if let Ok(height) = id.parse::<u64>() {
+        snap.block(height)?
+    } else {
+        let hash = parse_hash(&id).map_err(|_| {
+            ApiError::bad_request(
+                "invalid_block_id",
+                format!("{id:?} is not a height, a block hash or \"latest\""),
+            )
+        })?;
+        match snap.block_height(&hash)? {
+            Some(h) => snap.block(h)?,
+            None => None,
+        }
+    };
+    let block = block.ok_or_else(|| {
+        let latest = snap.height().ok().flatten().unwrap_or(0);
+        ApiError::not_found(
+            "block_not_found",
+            format!("no block {id}; the latest height is {latest}"),
+        )
+    })?;
+    Ok(Json(block_json(&snap, &block)?))
+}
+
+#[derive(Deserialize)]
+struct AccountQuery {
+    #[serde(default)]
+    prove: bool,
+}
+
+/// An account's state and, on request, its proof.
+#[derive(Serialize)]
+struct AccountResponse {
+    address: Address,
+    #[serde(flatten)]
+    account: Account,
+    height: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proof: Option<ProofJson>,
+}
+
+#[derive(Serialize)]
+struct ProofJson {
+    height: u64,
+    state_root: Hash,
+    key: String,
+    value: String,
+    #[serde(flatten)]
+    proof: Proof,
+}
+
+async fn get_account(
+    State(st): State<AppState>,
+    Path(address): Path<String>,
+    Query(q): Query<AccountQuery>,
+) -> ApiResult<Json<AccountResponse>> {
+    let address: Address = address
+        .parse()
+        .map_err(|e: agora_types::Error| ApiError::bad_request("invalid_address", e.to_string()))?;
+    let snap = st.node.snapshot()?;
+    let height = snap.height()?.unwrap_or(0);
+    let key = account_key(&address);
+    let (value, proof) = if q.prove {
+        let (value, proof) = snap.prove(&key)?;
+        (value, Some(proof))
+    } else {
+        (snap.get(&key).map_err(ApiError::internal)?, None)
+    };
+    let value = value.ok_or_else(|| {
+        ApiError::not_found(
+            "unknown_account",
+            format!("account {address} does not exist: it has never received funds"),
+        )
+    })?;
+    let account: Account = borsh::from_slice(&value).map_err(ApiError::internal)?;
+    let proof = match proof {
+        Some(proof) => Some(ProofJson {
+            height,
+            state_root: snap.state_root()?,
+            key: hex::encode(&key),
+            value: hex::encode(&value),
+            proof,
+        }),
+        None => None,
+    };
+    Ok(Json(AccountResponse {
+        address,
+        account,
+        height,
+        proof,
+    }))
+}
+
+async fn status(State(st): State<AppState>) -> ApiResult<Json<Value>> {
+    let snap = st.node.snapshot()?;
+    let latest = snap
+        .latest_block()?
+        .ok_or_else(|| ApiError::internal("no genesis block"))?;
+    Ok(Json(json!({
+        "chain_id": st.node.chain_id(),
+        "height": latest.header.height,
+        "latest_block_hash": latest.hash(),
+        "latest_block_time_ms": latest.header.time_ms,
+        "state_root": latest.header.state_root,
+        "peers": [],
+        "mempool_size": st.node.mempool_len(),
+        "min_fee": st.node.params().min_fee.to_string(),
+        "validator": st.node.proposer(),
+    })))
+}
+
+fn block_event(b: &CommittedBlock) -> Event {
+    let data = json!({
+        "height": b.block.header.height,
+        "hash": b.hash,
+        "time_ms": b.block.header.time_ms,
+        "txs": b.block.txs.len(),
+        "proposer": b.block.header.proposer,
+        "state_root": b.block.header.state_root,
+    });
+    Event::default().event("block").data(data.to_string())
+}
+
+async fn block_events(State(st): State<AppState>) -> impl IntoResponse {
+    let mut shutdown = st.shutdown.clone();
+    let stream = BroadcastStream::new(st.node.subscribe())
+        // A subscriber that falls behind skips blocks rather than stalling the node.
+        .filter_map(|item| async move { item.ok().map(|b| Ok::<_, Infallible>(block_event(&b))) })
+        .take_until(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+async fn metrics(State(st): State<AppState>) -> ApiResult<Response> {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &st.registry)
+        .map_err(ApiError::internal)?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response())
+}
+
+async fn health(State(st): State<AppState>) -> ApiResult<Json<Value>> {
+    let height = st.node.snapshot()?.height()?;
+    Ok(Json(json!({ "status": "ok", "height": height })))
+}

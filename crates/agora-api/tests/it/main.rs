@@ -1,0 +1,264 @@
+//! HTTP API tests against a real node and server on 127.0.0.1.
+
+#![allow(clippy::unwrap_used)]
+
+use agora_chain::{Node, NodeConfig};
+use agora_state::{Genesis, GenesisAccount, Params};
+use agora_store::Proof;
+use agora_types::{AGR, Address, Hash, Keypair, Message, Transaction};
+use serde_json::{Value, json};
+use std::{io::BufRead, sync::Arc, time::Duration};
+
+struct Harness {
+    base: String,
+    node: Arc<Node>,
+    agent: ureq::Agent,
+    _rt: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+}
+
+fn key(name: &str) -> Keypair {
+    Keypair::from_seed_label(name)
+}
+
+fn start() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let genesis = Genesis {
+        chain_id: "api-test".into(),
+        genesis_time_ms: 0,
+        params: Params {
+            min_fee: 100,
+            unbonding_period: 5,
+        },
+        accounts: vec![GenesisAccount {
+            address: key("alice").address(),
+            balance: 50 * AGR,
+            bonded: 0,
+        }],
+    };
+    let node = Arc::new(
+        Node::open(
+            &dir.path().join("db.redb"),
+            &genesis,
+            Address([0xAB; 20]),
+            NodeConfig::default(),
+        )
+        .unwrap(),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    rt.spawn(agora_api::serve(
+        node.clone(),
+        listener,
+        std::future::pending(),
+    ));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    Harness {
+        base,
+        node,
+        agent,
+        _rt: rt,
+        _dir: dir,
+    }
+}
+
+impl Harness {
+    fn get(&self, path: &str) -> (u16, Value) {
+        let mut r = self
+            .agent
+            .get(&format!("{}{path}", self.base))
+            .call()
+            .unwrap();
+        (r.status().as_u16(), r.body_mut().read_json().unwrap())
+    }
+
+    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let mut r = self
+            .agent
+            .post(&format!("{}{path}", self.base))
+            .send_json(body)
+            .unwrap();
+        (r.status().as_u16(), r.body_mut().read_json().unwrap())
+    }
+}
+
+fn transfer(nonce: u64, fee: u128, amount: u128) -> String {
+    let t = Transaction {
+        chain_id: "api-test".into(),
+        sender: key("alice").public(),
+        nonce,
+        fee,
+        messages: vec![Message::Transfer {
+            to: key("bob").address(),
+            amount,
+        }],
+    }
+    .sign(&key("alice"));
+    hex::encode(t.encode())
+}
+
+#[test]
+fn submit_commit_and_read_everything_back() {
+    let h = start();
+    let (code, body) = h.post("/v1/txs", &json!({ "tx": transfer(0, 100, 2 * AGR) }));
+    assert_eq!(code, 202, "{body}");
+    let hash = body["hash"].as_str().unwrap().to_string();
+    let (code, pending) = h.get(&format!("/v1/txs/{hash}"));
+    assert_eq!((code, pending["status"].as_str()), (200, Some("pending")));
+
+    h.node.produce_block(1_000).unwrap();
+    let (code, tx) = h.get(&format!("/v1/txs/{hash}"));
+    assert_eq!(code, 200);
+    assert_eq!(tx["status"], "committed");
+    assert_eq!(tx["height"], 1);
+    assert_eq!(tx["receipt"]["success"], true);
+    assert_eq!(tx["receipt"]["fee_paid"], "100");
+
+    let (_, latest) = h.get("/v1/blocks/latest");
+    let (_, one) = h.get("/v1/blocks/1");
+    assert_eq!(latest["hash"], one["hash"]);
+    assert_eq!(one["txs"][0]["hash"], hash.as_str());
+    let (_, by_hash) = h.get(&format!("/v1/blocks/{}", one["hash"].as_str().unwrap()));
+    assert_eq!(by_hash["header"]["height"], 1);
+
+    let (_, status) = h.get("/v1/status");
+    assert_eq!(status["chain_id"], "api-test");
+    assert_eq!(status["height"], 1);
+    assert_eq!(status["latest_block_hash"], one["hash"]);
+
+    // The account proof checks against the header's state root, and not against another root.
+    let bob = key("bob").address();
+    let (code, acc) = h.get(&format!("/v1/accounts/{bob}?prove=true"));
+    assert_eq!(code, 200, "{acc}");
+    assert_eq!(acc["balance"], (2 * AGR).to_string());
+    let proof: Proof = serde_json::from_value(acc["proof"].clone()).unwrap();
+    let root: Hash = one["header"]["state_root"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let key_bytes = hex::decode(acc["proof"]["key"].as_str().unwrap()).unwrap();
+    let value = hex::decode(acc["proof"]["value"].as_str().unwrap()).unwrap();
+    assert!(proof.verify(&root, &key_bytes, Some(&value)));
+    let (_, genesis) = h.get("/v1/blocks/0");
+    let old_root: Hash = genesis["header"]["state_root"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(!proof.verify(&old_root, &key_bytes, Some(&value)));
+
+    let (code, metrics) = {
+        let mut r = h.agent.get(&format!("{}/metrics", h.base)).call().unwrap();
+        (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+    };
+    assert_eq!(code, 200);
+    assert!(metrics.contains("agora_height 1"), "{metrics}");
+    assert!(metrics.contains("agora_txs_committed_total 1"), "{metrics}");
+    assert_eq!(h.get("/health").1["status"], "ok");
+}
+
+#[test]
+fn errors_are_json_with_codes_and_statuses() {
+    let h = start();
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (json!({ "tx": "zz" }), 400, "malformed_tx"),
+        (json!({ "tx": "00ff" }), 400, "malformed_tx"),
+        (json!({ "tx": "00".repeat(40_000) }), 413, "tx_too_large"),
+        (json!({ "nope": 1 }), 400, "malformed_request"),
+        (json!({ "tx": transfer(3, 100, 1) }), 400, "nonce_too_high"),
+        (json!({ "tx": transfer(0, 1, 1) }), 400, "fee_too_low"),
+        (
+            json!({ "tx": transfer(0, 100, 51 * AGR) }),
+            400,
+            "insufficient_funds",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let (s, b) = h.post("/v1/txs", &body);
+        assert_eq!((s, b["code"].as_str().unwrap()), (status, code), "{b}");
+        assert!(!b["message"].as_str().unwrap().is_empty());
+    }
+    let good = transfer(0, 100, 1);
+    assert_eq!(h.post("/v1/txs", &json!({ "tx": good })).0, 202);
+    let (s, b) = h.post("/v1/txs", &json!({ "tx": good }));
+    assert_eq!((s, b["code"].as_str().unwrap()), (409, "duplicate_tx"));
+
+    assert_eq!(h.get("/v1/blocks/99").1["code"], "block_not_found");
+    assert_eq!(h.get("/v1/blocks/xyz").1["code"], "invalid_block_id");
+    assert_eq!(
+        h.get(&format!("/v1/txs/{}", "ab".repeat(32))).1["code"],
+        "tx_not_found"
+    );
+    assert_eq!(h.get("/v1/txs/nothex").0, 400);
+    assert_eq!(h.get("/v1/accounts/agora1xyz").1["code"], "invalid_address");
+    let (s, b) = h.get(&format!("/v1/accounts/{}", key("nobody").address()));
+    assert_eq!((s, b["code"].as_str().unwrap()), (404, "unknown_account"));
+    assert_eq!(h.get("/v2/whatever").0, 404);
+    assert_eq!(
+        h.node.snapshot().unwrap().height().unwrap(),
+        Some(0),
+        "nothing was committed"
+    );
+}
+
+#[test]
+fn batch_submission_reports_each_transaction() {
+    let h = start();
+    let (s, b) = h.post(
+        "/v1/txs",
+        &json!({ "txs": [transfer(0, 100, 1), "zz", transfer(1, 100, 1), transfer(5, 100, 1)] }),
+    );
+    assert_eq!(s, 202);
+    let r = b["results"].as_array().unwrap();
+    assert!(r[0]["hash"].is_string());
+    assert_eq!(r[1]["code"], "malformed_tx");
+    assert!(r[2]["hash"].is_string());
+    assert_eq!(r[3]["code"], "nonce_too_high");
+    assert_eq!(h.node.mempool_len(), 2);
+}
+
+#[test]
+fn block_stream_delivers_new_blocks() {
+    let h = start();
+    let resp = h
+        .agent
+        .get(&format!("{}/v1/events/blocks", h.base))
+        .call()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let node = h.node.clone();
+    let producer = std::thread::spawn(move || {
+        for i in 0..3 {
+            std::thread::sleep(Duration::from_millis(100));
+            node.produce_block(1_000 + i).unwrap();
+        }
+    });
+    let mut reader = std::io::BufReader::new(resp.into_body().into_reader());
+    let mut heights = Vec::new();
+    let mut line = String::new();
+    while heights.len() < 3 {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "stream ended early"
+        );
+        if let Some(data) = line.strip_prefix("data:") {
+            let v: Value = serde_json::from_str(data.trim()).unwrap();
+            heights.push(v["height"].as_u64().unwrap());
+        }
+    }
+    producer.join().unwrap();
+    assert_eq!(heights, vec![1, 2, 3]);
+}
