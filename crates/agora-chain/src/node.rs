@@ -173,7 +173,9 @@ impl Node {
                 Ok((tx, hash))
             })
             .collect();
+        let t0 = std::time::Instant::now();
         let sig_ok = verify_signatures(&decoded);
+        let t_sig = t0.elapsed();
         let mut pool = self.mempool.lock();
         let snap = match self.snapshot() {
             Ok(s) => s,
@@ -195,6 +197,12 @@ impl Node {
                 self.admit(&mut pool, &snap, tx, hash)
             })
             .collect();
+        debug!(
+            txs = results.len(),
+            verify_ms = t_sig.as_millis() as u64,
+            admit_ms = (t0.elapsed() - t_sig).as_millis() as u64,
+            "admission timings"
+        );
         self.metrics.mempool_size.set(pool.len() as i64);
         for r in &results {
             match r {
@@ -257,6 +265,7 @@ impl Node {
     /// monotone). Transactions that are no longer admissible are dropped from the mempool.
     pub fn produce_block(&self, time_ms: u64) -> Result<Arc<CommittedBlock>> {
         let _producing = self.produce.lock();
+        let t_start = std::time::Instant::now();
         let snap = self.snapshot()?;
         let prev = snap.latest_block()?.ok_or(Error::NoGenesis)?;
         let ctx = BlockContext {
@@ -270,7 +279,7 @@ impl Node {
         let mut included = Vec::with_capacity(candidates.len());
         let mut dropped = Vec::new();
         for (hash, tx) in candidates {
-            match exec.apply_tx(&tx) {
+            match exec.apply_tx(&tx, hash) {
                 Ok(_) => included.push(tx),
                 Err(CheckError::Tx(e)) => {
                     debug!(%hash, error = %e, "dropping transaction that is no longer admissible");
@@ -281,7 +290,9 @@ impl Node {
         }
         let executed = exec.finish()?;
         drop(snap);
+        let t_exec = t_start.elapsed();
         let staged = self.store.stage(&executed.writes)?;
+        let t_stage = t_start.elapsed();
         let tx_hashes: Vec<Hash> = executed.receipts.iter().map(|r| r.tx_hash).collect();
         let block = Block {
             header: BlockHeader {
@@ -311,6 +322,14 @@ impl Node {
             }
             self.metrics.mempool_size.set(pool.len() as i64);
         }
+        debug!(
+            height = block.header.height,
+            txs = block.txs.len(),
+            execute_ms = t_exec.as_millis() as u64,
+            state_ms = (t_stage - t_exec).as_millis() as u64,
+            commit_ms = (t_start.elapsed() - t_stage).as_millis() as u64,
+            "block timings"
+        );
         self.metrics.height.set(block.header.height as i64);
         self.metrics.blocks_committed.inc();
         self.metrics.txs_committed.inc_by(block.txs.len() as u64);
@@ -334,7 +353,7 @@ fn verify_signatures(
     decoded: &[std::result::Result<(SignedTransaction, Hash), TxError>],
 ) -> Vec<bool> {
     decoded
-        .par_chunks(64)
+        .par_chunks(1024)
         .flat_map_iter(|chunk| {
             let txs: Vec<&SignedTransaction> = chunk
                 .iter()

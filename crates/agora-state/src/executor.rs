@@ -1,7 +1,7 @@
 use crate::{
     Account, Error, Params, Result, TxError, UnbondingEntry, account_key, params_key, unbonding_key,
 };
-use agora_types::{Address, Amount, Event, Message, Receipt, SignedTransaction, TxFailure};
+use agora_types::{Address, Amount, Event, Hash, Message, Receipt, SignedTransaction, TxFailure};
 use borsh::BorshDeserialize;
 use std::collections::BTreeMap;
 
@@ -69,6 +69,8 @@ pub struct Executor<'a> {
     params: Params,
     writes: WriteSet,
     receipts: Vec<Receipt>,
+    /// Fees charged so far in this block, paid to the proposer at the end.
+    fees: Amount,
 }
 
 fn decode<T: BorshDeserialize>(key: &[u8], bytes: &[u8]) -> Result<T> {
@@ -111,6 +113,7 @@ impl<'a> Executor<'a> {
             params,
             writes: WriteSet::new(),
             receipts: Vec::new(),
+            fees: 0,
         })
     }
 
@@ -175,21 +178,24 @@ impl<'a> Executor<'a> {
 
     /// Admits and executes one transaction: charges the fee, bumps the nonce, then applies all
     /// messages or none. A transaction that fails admission changes nothing.
+    ///
+    /// `tx_hash` must be `tx.hash()`; callers have it already and hashing again costs a re-encode.
     pub fn apply_tx(
         &mut self,
         tx: &SignedTransaction,
+        tx_hash: Hash,
     ) -> std::result::Result<&Receipt, CheckError> {
         let mut sender = self.check_tx(tx)?;
         let body = &tx.tx;
         let sender_addr = body.sender_address();
-        let tx_hash = tx.hash();
 
         // The fee and nonce stick even when the messages fail.
         sender.balance -= body.fee;
         sender.nonce += 1;
         self.writes
             .insert(account_key(&sender_addr), Some(encode(&sender)));
-        self.credit_fee(body.fee)?;
+        // Cannot overflow: every fee came out of the conserved total supply.
+        self.fees += body.fee;
 
         let mut scratch = WriteSet::new();
         let mut events = Vec::new();
@@ -208,20 +214,13 @@ impl<'a> Executor<'a> {
             }
         }
         if failure.is_none() {
-            self.writes.append(&mut scratch);
+            // Entry by entry: `BTreeMap::append` rebuilds the whole map, O(block) per transaction.
+            for (k, v) in scratch {
+                self.writes.insert(k, v);
+            }
         } else {
             events.clear();
         }
-        events.insert(
-            0,
-            Event::new(
-                "fee",
-                &[
-                    ("payer", sender_addr.to_string()),
-                    ("amount", body.fee.to_string()),
-                ],
-            ),
-        );
         self.receipts.push(Receipt {
             tx_hash,
             height: self.ctx.height,
@@ -234,16 +233,29 @@ impl<'a> Executor<'a> {
         Ok(self.receipts.last().expect("just pushed"))
     }
 
-    fn credit_fee(&mut self, fee: Amount) -> Result<()> {
+    /// Pays the block's fees to the proposer, once per block.
+    fn credit_fees(&mut self, events: &mut Vec<Event>) -> Result<()> {
+        if self.fees == 0 {
+            return Ok(());
+        }
         let proposer = self.ctx.proposer;
         let mut acc = self.account(&proposer)?.unwrap_or_default();
-        // Cannot overflow: the fee came out of the conserved total supply.
-        acc.balance = acc.balance.checked_add(fee).ok_or_else(|| Error::Corrupt {
-            key: "acct/proposer".into(),
-            reason: "balance exceeds total supply".into(),
-        })?;
+        acc.balance = acc
+            .balance
+            .checked_add(self.fees)
+            .ok_or_else(|| Error::Corrupt {
+                key: format!("acct/{proposer}"),
+                reason: "balance exceeds total supply".into(),
+            })?;
         self.writes
             .insert(account_key(&proposer), Some(encode(&acc)));
+        events.push(Event::new(
+            "fees_paid",
+            &[
+                ("proposer", proposer.to_string()),
+                ("amount", self.fees.to_string()),
+            ],
+        ));
         Ok(())
     }
 
@@ -356,6 +368,7 @@ impl<'a> Executor<'a> {
     /// End of block: releases stake whose unbonding period ends at this height.
     pub fn finish(mut self) -> Result<Executed> {
         let mut block_events = Vec::new();
+        self.credit_fees(&mut block_events)?;
         let qkey = unbonding_key(self.ctx.height);
         if let Some(bytes) = read(self.base, &[&self.writes], &qkey)? {
             let queue: Vec<UnbondingEntry> = decode(&qkey, &bytes)?;
@@ -399,7 +412,7 @@ impl<'a> Executor<'a> {
     ) -> Result<Executed> {
         let mut exec = Executor::new(base, ctx)?;
         for (index, tx) in txs.iter().enumerate() {
-            match exec.apply_tx(tx) {
+            match exec.apply_tx(tx, tx.hash()) {
                 Ok(_) => {}
                 Err(CheckError::Tx(error)) => {
                     return Err(Error::InvalidTx {

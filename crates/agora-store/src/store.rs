@@ -228,18 +228,30 @@ impl Staged {
             self.txn
                 .open_table(BLOCK_HASHES)?
                 .insert(hash.0.as_slice(), height)?;
+            // Sorted inserts touch each B-tree page once instead of once per random hash.
+            let mut index: Vec<(Hash, TxLocation)> = block
+                .txs
+                .iter()
+                .enumerate()
+                .map(|(i, tx)| {
+                    let hash = executed
+                        .receipts
+                        .get(i)
+                        .map(|r| r.tx_hash)
+                        .unwrap_or_else(|| tx.hash());
+                    (
+                        hash,
+                        TxLocation {
+                            height,
+                            index: i as u32,
+                        },
+                    )
+                })
+                .collect();
+            index.sort_unstable_by_key(|(h, _)| *h);
             let mut txs = self.txn.open_table(TXS)?;
-            for (index, tx) in block.txs.iter().enumerate() {
-                let loc = TxLocation {
-                    height,
-                    index: index as u32,
-                };
-                let tx_hash = executed
-                    .receipts
-                    .get(index)
-                    .map(|r| r.tx_hash)
-                    .unwrap_or_else(|| tx.hash());
-                txs.insert(tx_hash.0.as_slice(), encode(&loc).as_slice())?;
+            for (hash, loc) in index {
+                txs.insert(hash.0.as_slice(), encode(&loc).as_slice())?;
             }
             let results = BlockResults {
                 receipts: executed.receipts.clone(),

@@ -1,0 +1,182 @@
+//! `agora bench …`: whole-system figures, printed as a table.
+
+use agora_chain::{MempoolConfig, Node, NodeConfig};
+use agora_state::{Genesis, GenesisAccount, Params};
+use agora_types::{AGR, Address, Keypair, Message, Transaction};
+use anyhow::{Result, bail};
+use clap::Subcommand;
+use rayon::prelude::*;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Signed transfers admitted (decode, signature check, mempool), executed and committed per
+    /// second on a single node with on-disk storage.
+    Ledger {
+        /// Transfers to run.
+        #[arg(long, default_value_t = 200_000)]
+        txs: usize,
+        /// Distinct sending accounts.
+        #[arg(long, default_value_t = 10_000)]
+        accounts: usize,
+        /// Transactions per block.
+        #[arg(long, default_value_t = 10_000)]
+        block_txs: usize,
+    },
+}
+
+pub fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Ledger {
+            txs,
+            accounts,
+            block_txs,
+        } => ledger(txs, accounts, block_txs),
+    }
+}
+
+fn rate(n: usize, d: Duration) -> String {
+    format!("{:>10.0}", n as f64 / d.as_secs_f64().max(1e-9))
+}
+
+fn ledger(n_txs: usize, n_accounts: usize, block_txs: usize) -> Result<()> {
+    if n_accounts < 2 || block_txs == 0 || n_txs == 0 {
+        bail!("need --accounts ≥ 2, --block-txs ≥ 1 and --txs ≥ 1");
+    }
+    let chain_id = "agora-bench";
+    let keys: Vec<Keypair> = (0..n_accounts)
+        .into_par_iter()
+        .map(|i| Keypair::from_seed_label(&format!("bench-{i}")))
+        .collect();
+    let addresses: Vec<Address> = keys.iter().map(Keypair::address).collect();
+    let genesis = Genesis {
+        chain_id: chain_id.into(),
+        genesis_time_ms: 0,
+        params: Params {
+            min_fee: 1_000,
+            unbonding_period: 10,
+        },
+        accounts: addresses
+            .iter()
+            .map(|a| GenesisAccount {
+                address: *a,
+                balance: 1_000_000 * AGR,
+                bonded: 0,
+            })
+            .collect(),
+    };
+    eprintln!("signing {n_txs} transfers from {n_accounts} accounts…");
+    let encoded: Vec<Vec<u8>> = (0..n_txs)
+        .into_par_iter()
+        .map(|n| {
+            let from = n % n_accounts;
+            let to = (from * 7 + 1 + n / n_accounts) % n_accounts;
+            Transaction {
+                chain_id: chain_id.into(),
+                sender: keys[from].public(),
+                nonce: (n / n_accounts) as u64,
+                fee: 1_000,
+                messages: vec![Message::Transfer {
+                    to: addresses[to],
+                    amount: 1 + (n % 1000) as u128,
+                }],
+            }
+            .sign(&keys[from])
+            .encode()
+        })
+        .collect();
+
+    let dir = tempfile::tempdir()?;
+    let config = NodeConfig {
+        max_block_txs: block_txs,
+        mempool: MempoolConfig {
+            capacity: block_txs * 2,
+            per_sender: n_txs,
+        },
+        ..NodeConfig::default()
+    };
+    let node = Node::open(
+        &dir.path().join("bench.redb"),
+        &genesis,
+        Address([0xBE; 20]),
+        config,
+    )?;
+
+    // As in a running node, the API admits transactions while the engine builds blocks: a
+    // submitter thread feeds the mempool (keeping at most two blocks' worth waiting) and the
+    // producer commits blocks until every transfer is in.
+    let node = std::sync::Arc::new(node);
+    let start = Instant::now();
+    let submitter = {
+        let node = node.clone();
+        std::thread::spawn(move || -> Result<Duration> {
+            let mut admit = Duration::ZERO;
+            for chunk in encoded.chunks(block_txs) {
+                while node.mempool_len() > block_txs {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                let t0 = Instant::now();
+                let results = node.submit_batch(chunk.to_vec());
+                admit += t0.elapsed();
+                if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
+                    bail!("benchmark transaction refused: {e}");
+                }
+            }
+            Ok(admit)
+        })
+    };
+    let mut produce = Duration::ZERO;
+    let mut committed = 0usize;
+    let mut blocks = 0u64;
+    while committed < n_txs {
+        if node.mempool_len() == 0 {
+            if submitter.is_finished() {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+            continue;
+        }
+        let t0 = Instant::now();
+        let block = node.produce_block(1_000 + blocks)?;
+        produce += t0.elapsed();
+        blocks += 1;
+        committed += block.block.txs.len();
+        if let Some(r) = block.results.receipts.iter().find(|r| !r.success) {
+            bail!("benchmark transfer failed: {:?}", r.failure);
+        }
+    }
+    let total = start.elapsed();
+    let admit = submitter
+        .join()
+        .map_err(|_| anyhow::anyhow!("submitter panicked"))??;
+    if committed != n_txs {
+        bail!("only {committed} of {n_txs} transfers were committed");
+    }
+    println!(
+        "agora bench ledger: {n_txs} signed transfers, {n_accounts} accounts, {blocks} blocks of up to {block_txs}, {} threads",
+        rayon::current_num_threads()
+    );
+    println!(
+        "{:<52} {:>9} {:>10}",
+        "stage (admission and blocks overlap)", "busy s", "tx/s"
+    );
+    println!(
+        "{:<52} {:>9.3} {}",
+        "admission: decode, ed25519 batch verify, mempool",
+        admit.as_secs_f64(),
+        rate(n_txs, admit)
+    );
+    println!(
+        "{:<52} {:>9.3} {}",
+        "blocks: execute, state root, atomic commit",
+        produce.as_secs_f64(),
+        rate(n_txs, produce)
+    );
+    println!(
+        "{:<52} {:>9.3} {}",
+        "end to end: signed transfers committed",
+        total.as_secs_f64(),
+        rate(n_txs, total)
+    );
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! `agora`: one binary for every role. This crate only wires the library crates together.
+
+// A binary: `pub` marks what modules share with each other, nothing is exported.
+#![allow(unreachable_pub)]
+
+mod bench;
+mod client;
+mod keystore;
+mod node_cmd;
+mod wallet_cmd;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Agora: a decentralized AI network with its own ledger.
+#[derive(Debug, Parser)]
+#[command(name = "agora", version, about, propagate_version = true)]
+struct Cli {
+    /// Home directory: keys, genesis, chain data.
+    #[arg(long, global = true, env = "AGORA_HOME")]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run everything on this machine: a single-validator chain with a funded demo wallet and the
+    /// HTTP API.
+    Devnet(node_cmd::DevnetArgs),
+    /// Run a node (`--dev`: the single validator of a dev chain).
+    Node(node_cmd::NodeArgs),
+    /// Make a genesis file.
+    #[command(subcommand)]
+    Genesis(node_cmd::GenesisCommand),
+    /// Create and inspect encrypted wallets.
+    #[command(subcommand)]
+    Wallet(wallet_cmd::WalletCommand),
+    /// Sign and submit transactions.
+    #[command(subcommand)]
+    Tx(wallet_cmd::TxCommand),
+    /// Read chain state from a node.
+    #[command(subcommand)]
+    Query(wallet_cmd::QueryCommand),
+    /// Measure throughput and print figures.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+/// `--home`, or `~/.agora`.
+fn default_home(home: Option<PathBuf>, leaf: Option<&str>) -> PathBuf {
+    if let Some(h) = home {
+        return h;
+    }
+    let base = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let base = base.join(".agora");
+    match leaf {
+        Some(l) => base.join(l),
+        None => base,
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Devnet(args) => node_cmd::devnet(default_home(cli.home, Some("devnet")), args),
+        Command::Node(args) => node_cmd::node(default_home(cli.home, None), args),
+        Command::Genesis(cmd) => node_cmd::genesis(default_home(cli.home, None), cmd),
+        Command::Wallet(cmd) => wallet_cmd::wallet(default_home(cli.home, None), cmd),
+        Command::Tx(cmd) => wallet_cmd::tx(default_home(cli.home, None), cmd),
+        Command::Query(cmd) => wallet_cmd::query(cmd),
+        Command::Bench(cmd) => bench::run(cmd),
+    }
+}

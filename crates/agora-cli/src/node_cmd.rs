@@ -1,0 +1,361 @@
+//! `agora node`, `agora devnet`, `agora genesis`.
+
+use crate::keystore::{Keystore, write_private};
+use agora_chain::{Node, NodeConfig, run_dev_engine};
+use agora_state::{Genesis, GenesisAccount, Params};
+use agora_types::{AGR, Address, Keypair, format_amount, parse_amount};
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use rand_core::{OsRng, RngCore};
+use serde::{Deserialize, Serialize};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+use tokio::sync::watch;
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// Run as the single validator of a dev chain (block every --block-time-ms, final at once).
+    #[arg(long)]
+    dev: bool,
+    /// Address of the HTTP API (port 0 picks a free port; the address is written to HOME/api.addr).
+    #[arg(long, env = "AGORA_API_ADDR", default_value = "127.0.0.1:7420")]
+    api_addr: SocketAddr,
+    /// Milliseconds between blocks.
+    #[arg(long, default_value_t = 500)]
+    block_time_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DevnetArgs {
+    /// Address of the HTTP API.
+    #[arg(long, env = "AGORA_API_ADDR", default_value = "127.0.0.1:7420")]
+    api_addr: SocketAddr,
+    /// Milliseconds between blocks.
+    #[arg(long, default_value_t = 500)]
+    block_time_ms: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GenesisCommand {
+    /// Write HOME/config/genesis.json with funded accounts.
+    Init {
+        /// Chain id; every transaction signs it.
+        #[arg(long, default_value = "agora-devnet")]
+        chain_id: String,
+        /// A funded account: `ADDRESS=AMOUNT` or `WALLET=AMOUNT` (e.g. `alice=1000AGR`). Repeatable.
+        #[arg(long = "account", value_name = "WHO=AMOUNT")]
+        accounts: Vec<String>,
+        /// Minimum transaction fee.
+        #[arg(long, default_value = "0.000001AGR")]
+        min_fee: String,
+        /// Blocks before unbonded stake is released.
+        #[arg(long, default_value_t = 100)]
+        unbonding_period: u64,
+        /// Replace an existing genesis file.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+pub fn genesis_path(home: &Path) -> PathBuf {
+    home.join("config/genesis.json")
+}
+
+fn node_key_path(home: &Path) -> PathBuf {
+    home.join("config/node_key.json")
+}
+
+fn db_path(home: &Path) -> PathBuf {
+    home.join("data/chain.redb")
+}
+
+#[derive(Serialize, Deserialize)]
+struct NodeKeyFile {
+    address: Address,
+    secret: String,
+}
+
+/// The validator key (created on first use). Kept unencrypted so the node can restart unattended;
+/// the file is readable by its owner only.
+fn load_or_create_node_key(home: &Path) -> Result<Keypair> {
+    let path = node_key_path(home);
+    if path.exists() {
+        let file: NodeKeyFile = serde_json::from_str(&std::fs::read_to_string(&path)?)
+            .with_context(|| format!("corrupt node key {}", path.display()))?;
+        let mut secret = [0u8; 32];
+        hex::decode_to_slice(&file.secret, &mut secret)
+            .with_context(|| format!("corrupt node key {}", path.display()))?;
+        let key = Keypair::from_secret(secret);
+        if key.address() != file.address {
+            bail!("node key {} does not match its address", path.display());
+        }
+        return Ok(key);
+    }
+    let key = Keypair::generate();
+    let file = NodeKeyFile {
+        address: key.address(),
+        secret: hex::encode(key.secret()),
+    };
+    write_private(&path, serde_json::to_string_pretty(&file)?.as_bytes())?;
+    Ok(key)
+}
+
+fn read_genesis(home: &Path) -> Result<Genesis> {
+    let path = genesis_path(home);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "no genesis at {} (make one with `agora genesis init --home {}`)",
+            path.display(),
+            home.display()
+        )
+    })?;
+    Genesis::from_json(&text).with_context(|| format!("reading {}", path.display()))
+}
+
+#[allow(clippy::disallowed_methods)]
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub fn genesis(home: PathBuf, cmd: GenesisCommand) -> Result<()> {
+    let GenesisCommand::Init {
+        chain_id,
+        accounts,
+        min_fee,
+        unbonding_period,
+        force,
+    } = cmd;
+    let path = genesis_path(&home);
+    if path.exists() && !force {
+        bail!("{} exists; pass --force to replace it", path.display());
+    }
+    let keystore = Keystore::new(&home);
+    let mut list = Vec::new();
+    for spec in &accounts {
+        let (who, amount) = spec.split_once('=').with_context(|| {
+            format!("--account {spec:?}: expected WHO=AMOUNT, e.g. alice=1000AGR")
+        })?;
+        let address = match who.parse::<Address>() {
+            Ok(a) => a,
+            Err(_) => {
+                keystore
+                    .load(who)
+                    .with_context(|| format!("--account {spec:?}"))?
+                    .address
+            }
+        };
+        list.push(GenesisAccount {
+            address,
+            balance: parse_amount(amount)?,
+            bonded: 0,
+        });
+    }
+    let node_key = load_or_create_node_key(&home)?;
+    let genesis = Genesis {
+        chain_id,
+        genesis_time_ms: now_ms(),
+        params: Params {
+            min_fee: parse_amount(&min_fee)?,
+            unbonding_period,
+        },
+        accounts: list,
+    };
+    genesis.initial_writes()?;
+    std::fs::create_dir_all(path.parent().expect("has a parent"))?;
+    std::fs::write(&path, genesis.to_json())?;
+    println!(
+        "Wrote {} (chain {}, {} accounts)",
+        path.display(),
+        genesis.chain_id,
+        genesis.accounts.len()
+    );
+    println!("Validator: {}", node_key.address());
+    Ok(())
+}
+
+pub fn node(home: PathBuf, args: NodeArgs) -> Result<()> {
+    if !args.dev {
+        bail!(
+            "multi-validator (Malachite BFT) mode is not available yet: run `agora node --dev` for a single-validator chain"
+        );
+    }
+    let genesis = read_genesis(&home)?;
+    run_node(
+        &home,
+        &genesis,
+        args.api_addr,
+        args.block_time_ms,
+        |api, node| {
+            println!("API: {api}");
+            println!("Chain {} at height {}", node.chain_id(), height(node));
+        },
+    )
+}
+
+fn height(node: &Node) -> u64 {
+    node.snapshot()
+        .ok()
+        .and_then(|s| s.height().ok().flatten())
+        .unwrap_or(0)
+}
+
+/// Opens the node, serves the API and runs the dev engine until Ctrl-C or SIGTERM.
+fn run_node(
+    home: &Path,
+    genesis: &Genesis,
+    api_addr: SocketAddr,
+    block_time_ms: u64,
+    on_ready: impl FnOnce(&str, &Node),
+) -> Result<()> {
+    if block_time_ms == 0 {
+        bail!("--block-time-ms must be at least 1");
+    }
+    let key = load_or_create_node_key(home)?;
+    let db = db_path(home);
+    std::fs::create_dir_all(db.parent().expect("has a parent"))?;
+    let config = NodeConfig {
+        block_time: Duration::from_millis(block_time_ms),
+        ..NodeConfig::default()
+    };
+    let node = Arc::new(
+        Node::open(&db, genesis, key.address(), config)
+            .with_context(|| format!("opening the chain database {}", db.display()))?,
+    );
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(api_addr)
+            .await
+            .with_context(|| {
+                format!("cannot listen on {api_addr} (port in use? pass --api-addr)")
+            })?;
+        let local = listener.local_addr()?;
+        let api = format!("http://{local}");
+        std::fs::write(home.join("api.addr"), &api)?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let wait = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let server = tokio::spawn(agora_api::serve(
+            node.clone(),
+            listener,
+            wait(stop_rx.clone()),
+        ));
+        let engine = tokio::spawn(run_dev_engine(node.clone(), wait(stop_rx)));
+        on_ready(&api, &node);
+        shutdown_signal().await;
+        eprintln!("Stopping…");
+        let _ = stop_tx.send(true);
+        engine.await?;
+        server.await??;
+        println!("Stopped at height {}.", height(&node));
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Creates the devnet home on first use: validator key, a `demo` wallet with a random password in
+/// HOME/demo.password, and a genesis that funds it.
+fn init_devnet(home: &Path) -> Result<Genesis> {
+    let path = genesis_path(home);
+    if path.exists() {
+        return read_genesis(home);
+    }
+    std::fs::create_dir_all(home)?;
+    let validator = load_or_create_node_key(home)?;
+    let keystore = Keystore::new(home);
+    let password_file = home.join("demo.password");
+    let demo = match keystore.load("demo") {
+        Ok(file) => file.address,
+        Err(_) => {
+            let mut pw = [0u8; 16];
+            OsRng.fill_bytes(&mut pw);
+            let password = hex::encode(pw);
+            write_private(&password_file, password.as_bytes())?;
+            keystore
+                .save("demo", &Keypair::generate(), &password)?
+                .address
+        }
+    };
+    let genesis = Genesis {
+        chain_id: "agora-devnet".into(),
+        genesis_time_ms: now_ms(),
+        params: Params {
+            min_fee: 1_000,
+            unbonding_period: 20,
+        },
+        accounts: vec![
+            GenesisAccount {
+                address: demo,
+                balance: 1_000_000 * AGR,
+                bonded: 0,
+            },
+            GenesisAccount {
+                address: validator.address(),
+                balance: 1_000 * AGR,
+                bonded: 10_000 * AGR,
+            },
+        ],
+    };
+    std::fs::create_dir_all(path.parent().expect("has a parent"))?;
+    std::fs::write(&path, genesis.to_json())?;
+    Ok(genesis)
+}
+
+pub fn devnet(home: PathBuf, args: DevnetArgs) -> Result<()> {
+    let genesis = init_devnet(&home)?;
+    let demo = Keystore::new(&home).load("demo")?.address;
+    let validator = load_or_create_node_key(&home)?.address();
+    let exe = std::env::args().next().unwrap_or_else(|| "agora".into());
+    let h = home.display().to_string();
+    run_node(
+        &home,
+        &genesis,
+        args.api_addr,
+        args.block_time_ms,
+        |api, node| {
+            println!(
+                "Agora devnet is running (chain {}, height {}).",
+                node.chain_id(),
+                height(node)
+            );
+            println!();
+            println!("API: {api}");
+            println!("Home: {h}");
+            println!("Demo wallet: demo = {demo} (password in {h}/demo.password)");
+            println!("Validator: {validator}");
+            println!("Minimum fee: {}", format_amount(node.params().min_fee));
+            println!();
+            println!("Try, in another terminal:");
+            println!("  curl {api}/v1/status");
+            println!(
+                "  {exe} --home {h} tx transfer --from demo --to {validator} --amount 1.5AGR --password-file {h}/demo.password --node {api}"
+            );
+            println!("  {exe} --home {h} query account {validator} --prove --node {api}");
+            println!();
+            println!(
+                "Ctrl-C stops the devnet; run the same command again to continue where it stopped."
+            );
+        },
+    )
+}

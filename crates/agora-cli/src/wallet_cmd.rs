@@ -1,0 +1,453 @@
+//! `agora wallet`, `agora tx`, `agora query`.
+
+use crate::{client::Client, keystore::Keystore};
+use agora_state::Account;
+use agora_store::Proof;
+use agora_types::{Address, Hash, Keypair, Message, Transaction, format_amount, parse_amount};
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+use std::{
+    io::IsTerminal,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+const DEFAULT_NODE: &str = "http://127.0.0.1:7420";
+
+#[derive(Debug, Subcommand)]
+pub enum WalletCommand {
+    /// Create a wallet: a new ed25519 key, encrypted with a passphrase.
+    New {
+        name: String,
+        /// Read the passphrase from this file (else AGORA_PASSWORD, else a prompt).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// List wallets.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a wallet's address and public key.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TxOpts {
+    /// Wallet that signs and pays.
+    #[arg(long)]
+    from: String,
+    /// Fee (default: the chain's minimum fee).
+    #[arg(long)]
+    fee: Option<String>,
+    /// The node's API.
+    #[arg(long, env = "AGORA_NODE", default_value = DEFAULT_NODE)]
+    node: String,
+    /// Read the passphrase from this file (else AGORA_PASSWORD, else a prompt).
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+    /// Return after submitting instead of waiting for the block.
+    #[arg(long)]
+    no_wait: bool,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TxCommand {
+    /// Send tokens.
+    Transfer {
+        #[command(flatten)]
+        opts: TxOpts,
+        /// Recipient address (agora1…).
+        #[arg(long)]
+        to: String,
+        /// Amount, e.g. 1.5AGR or 1500nagr.
+        #[arg(long)]
+        amount: String,
+    },
+    /// Lock tokens as stake.
+    Bond {
+        #[command(flatten)]
+        opts: TxOpts,
+        #[arg(long)]
+        amount: String,
+    },
+    /// Start unlocking stake (released after the unbonding period).
+    Unbond {
+        #[command(flatten)]
+        opts: TxOpts,
+        #[arg(long)]
+        amount: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct QueryOpts {
+    /// The node's API.
+    #[arg(long, env = "AGORA_NODE", default_value = DEFAULT_NODE)]
+    node: String,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueryCommand {
+    /// An account's balance, stake and nonce.
+    Account {
+        address: String,
+        /// Fetch a Merkle proof and check it against the block header's state root.
+        #[arg(long)]
+        prove: bool,
+        #[command(flatten)]
+        opts: QueryOpts,
+    },
+    /// A block by height, hash or `latest`.
+    Block {
+        #[arg(default_value = "latest")]
+        id: String,
+        #[command(flatten)]
+        opts: QueryOpts,
+    },
+    /// A transaction and its receipt.
+    Tx {
+        hash: String,
+        #[command(flatten)]
+        opts: QueryOpts,
+    },
+    /// The node's chain id, height and latest block.
+    Status {
+        #[command(flatten)]
+        opts: QueryOpts,
+    },
+}
+
+fn read_password(file: Option<&Path>, confirm: bool) -> Result<String> {
+    if let Some(f) = file {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("reading password file {}", f.display()))?;
+        return Ok(text.trim_end_matches(['\n', '\r']).to_string());
+    }
+    if let Ok(pw) = std::env::var("AGORA_PASSWORD") {
+        return Ok(pw);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("no passphrase: pass --password-file or set AGORA_PASSWORD");
+    }
+    let pw = rpassword::prompt_password("Passphrase: ")?;
+    if confirm && rpassword::prompt_password("Repeat passphrase: ")? != pw {
+        bail!("the passphrases differ");
+    }
+    Ok(pw)
+}
+
+pub fn wallet(home: PathBuf, cmd: WalletCommand) -> Result<()> {
+    let ks = Keystore::new(&home);
+    match cmd {
+        WalletCommand::New {
+            name,
+            password_file,
+        } => {
+            let pw = read_password(password_file.as_deref(), true)?;
+            if pw.len() < 8 {
+                bail!("the passphrase must have at least 8 characters");
+            }
+            let file = ks.save(&name, &Keypair::generate(), &pw)?;
+            println!("Created wallet {name}: {}", file.address);
+        }
+        WalletCommand::List { json } => {
+            let files = ks.list()?;
+            if json {
+                let list: Vec<Value> = files
+                    .iter()
+                    .map(|f| json!({ "name": f.name, "address": f.address }))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if files.is_empty() {
+                println!(
+                    "No wallets in {} (create one with `agora wallet new NAME`)",
+                    home.display()
+                );
+            } else {
+                for f in files {
+                    println!("{:<16} {}", f.name, f.address);
+                }
+            }
+        }
+        WalletCommand::Show { name, json } => {
+            let f = ks.load(&name)?;
+            if json {
+                let v = json!({ "name": f.name, "address": f.address, "public_key": f.public_key });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("name        {}", f.name);
+                println!("address     {}", f.address);
+                println!("public key  {}", f.public_key);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn amount_of(v: &Value) -> String {
+    v.as_str()
+        .and_then(|s| s.parse::<u128>().ok())
+        .map(format_amount)
+        .unwrap_or_else(|| v.to_string())
+}
+
+pub fn tx(home: PathBuf, cmd: TxCommand) -> Result<()> {
+    let (opts, message) = match cmd {
+        TxCommand::Transfer { opts, to, amount } => {
+            let to: Address = to.parse()?;
+            (
+                opts,
+                Message::Transfer {
+                    to,
+                    amount: parse_amount(&amount)?,
+                },
+            )
+        }
+        TxCommand::Bond { opts, amount } => (
+            opts,
+            Message::Bond {
+                amount: parse_amount(&amount)?,
+            },
+        ),
+        TxCommand::Unbond { opts, amount } => (
+            opts,
+            Message::Unbond {
+                amount: parse_amount(&amount)?,
+            },
+        ),
+    };
+    let key = Keystore::new(&home).unlock(
+        &opts.from,
+        &read_password(opts.password_file.as_deref(), false)?,
+    )?;
+    let client = Client::new(&opts.node);
+    let status = client.get("/v1/status")?;
+    let chain_id = status["chain_id"]
+        .as_str()
+        .context("status without chain_id")?
+        .to_string();
+    let fee = match &opts.fee {
+        Some(f) => parse_amount(f)?,
+        None => status["min_fee"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .context("status without min_fee")?,
+    };
+    let address = key.address();
+    let account = client
+        .get_opt(&format!("/v1/accounts/{address}"))?
+        .with_context(|| {
+            format!("account {address} does not exist on chain {chain_id}: send it some AGR first")
+        })?;
+    let nonce = account["nonce"].as_u64().context("account without nonce")?;
+    let signed = Transaction {
+        chain_id,
+        sender: key.public(),
+        nonce,
+        fee,
+        messages: vec![message],
+    }
+    .sign(&key);
+    let resp = client.post("/v1/txs", &json!({ "tx": hex::encode(signed.encode()) }))?;
+    let hash = resp["hash"]
+        .as_str()
+        .context("no hash in the answer")?
+        .to_string();
+    if opts.no_wait {
+        if opts.json {
+            println!("{}", json!({ "hash": hash, "status": "pending" }));
+        } else {
+            println!("Submitted {hash}");
+        }
+        return Ok(());
+    }
+    let start = Instant::now();
+    let tx = loop {
+        if let Some(tx) = client.get_opt(&format!("/v1/txs/{hash}"))?
+            && tx["status"] == "committed"
+        {
+            break tx;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            bail!(
+                "transaction {hash} was not committed within 60 s; check later with `agora query tx {hash}`"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    if opts.json {
+        println!("{}", serde_json::to_string_pretty(&tx)?);
+    } else {
+        print_tx(&tx);
+    }
+    if tx["receipt"]["success"] != true {
+        bail!(
+            "transaction {hash} failed: {}",
+            tx["receipt"]["failure"]["message"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(())
+}
+
+fn print_tx(tx: &Value) {
+    println!("hash      {}", tx["hash"].as_str().unwrap_or("?"));
+    println!("status    {}", tx["status"].as_str().unwrap_or("?"));
+    if let Some(h) = tx["height"].as_u64() {
+        println!("block     {h}");
+    }
+    let body = &tx["tx"]["tx"];
+    println!("sender    {}", body["sender"].as_str().unwrap_or("?"));
+    println!("nonce     {}", body["nonce"]);
+    println!("fee       {}", amount_of(&body["fee"]));
+    for m in body["messages"].as_array().into_iter().flatten() {
+        match m["type"].as_str() {
+            Some("transfer") => println!(
+                "message   transfer {} to {}",
+                amount_of(&m["amount"]),
+                m["to"].as_str().unwrap_or("?")
+            ),
+            Some(kind) => println!("message   {kind} {}", amount_of(&m["amount"])),
+            None => println!("message   {m}"),
+        }
+    }
+    let r = &tx["receipt"];
+    if r.is_object() {
+        if r["success"] == true {
+            println!("result    success");
+        } else {
+            println!(
+                "result    failed: {} [{}]",
+                r["failure"]["message"].as_str().unwrap_or("?"),
+                r["failure"]["code"].as_str().unwrap_or("?")
+            );
+        }
+    }
+}
+
+/// Checks an account proof against the state root of the block it names, and that the proven
+/// value is the account shown.
+fn check_proof(client: &Client, acc: &Value) -> Result<(u64, Hash)> {
+    let p = &acc["proof"];
+    let height = p["height"].as_u64().context("proof without height")?;
+    let proof: Proof = serde_json::from_value(p.clone()).context("malformed proof")?;
+    let block = client.get(&format!("/v1/blocks/{height}"))?;
+    let root: Hash = block["header"]["state_root"]
+        .as_str()
+        .context("block without state root")?
+        .parse()?;
+    let key = hex::decode(p["key"].as_str().context("proof without key")?)?;
+    let value = hex::decode(p["value"].as_str().context("proof without value")?)?;
+    let address: Address = acc["address"].as_str().context("no address")?.parse()?;
+    if key != agora_state::account_key(&address) {
+        bail!("the proof is for another key");
+    }
+    if !proof.verify(&root, &key, Some(&value)) {
+        bail!("INVALID proof: the account does not match block {height}'s state root {root}");
+    }
+    let proven: Account = borsh::from_slice(&value).context("proven value is not an account")?;
+    let shown_balance = acc["balance"].as_str().and_then(|s| s.parse::<u128>().ok());
+    if Some(proven.balance) != shown_balance || Some(proven.nonce) != acc["nonce"].as_u64() {
+        bail!("INVALID proof: the proven account differs from the one the node reported");
+    }
+    Ok((height, root))
+}
+
+pub fn query(cmd: QueryCommand) -> Result<()> {
+    match cmd {
+        QueryCommand::Account {
+            address,
+            prove,
+            opts,
+        } => {
+            let address: Address = address.parse()?;
+            let client = Client::new(&opts.node);
+            let acc = client.get(&format!(
+                "/v1/accounts/{address}{}",
+                if prove { "?prove=true" } else { "" }
+            ))?;
+            let checked = if prove {
+                Some(check_proof(&client, &acc)?)
+            } else {
+                None
+            };
+            if opts.json {
+                let mut out = acc.clone();
+                if let Some((h, root)) = checked {
+                    out["proof_check"] = json!({ "valid": true, "height": h, "state_root": root });
+                }
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                println!("address    {address}");
+                println!("balance    {}", amount_of(&acc["balance"]));
+                println!("bonded     {}", amount_of(&acc["bonded"]));
+                println!("unbonding  {}", amount_of(&acc["unbonding"]));
+                println!("nonce      {}", acc["nonce"]);
+                println!("height     {}", acc["height"]);
+                if let Some((h, root)) = checked {
+                    println!("proof      valid against the state root of block {h} ({root})");
+                }
+            }
+        }
+        QueryCommand::Block { id, opts } => {
+            let b = Client::new(&opts.node).get(&format!("/v1/blocks/{id}"))?;
+            if opts.json {
+                println!("{}", serde_json::to_string_pretty(&b)?);
+            } else {
+                let h = &b["header"];
+                println!("height      {}", h["height"]);
+                println!("hash        {}", b["hash"].as_str().unwrap_or("?"));
+                println!("time_ms     {}", h["time_ms"]);
+                println!("proposer    {}", h["proposer"].as_str().unwrap_or("?"));
+                println!("prev_hash   {}", h["prev_hash"].as_str().unwrap_or("?"));
+                println!("state_root  {}", h["state_root"].as_str().unwrap_or("?"));
+                println!("tx_root     {}", h["tx_root"].as_str().unwrap_or("?"));
+                let txs = b["txs"].as_array().cloned().unwrap_or_default();
+                println!("txs         {}", txs.len());
+                for t in txs {
+                    let ok = if t["receipt"]["success"] == true {
+                        "ok"
+                    } else {
+                        "failed"
+                    };
+                    println!("  {} {ok}", t["hash"].as_str().unwrap_or("?"));
+                }
+            }
+        }
+        QueryCommand::Tx { hash, opts } => {
+            let t = Client::new(&opts.node).get(&format!("/v1/txs/{hash}"))?;
+            if opts.json {
+                println!("{}", serde_json::to_string_pretty(&t)?);
+            } else {
+                print_tx(&t);
+            }
+        }
+        QueryCommand::Status { opts } => {
+            let s = Client::new(&opts.node).get("/v1/status")?;
+            if opts.json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                println!("chain_id    {}", s["chain_id"].as_str().unwrap_or("?"));
+                println!("height      {}", s["height"]);
+                println!(
+                    "latest      {}",
+                    s["latest_block_hash"].as_str().unwrap_or("?")
+                );
+                println!("state_root  {}", s["state_root"].as_str().unwrap_or("?"));
+                println!("mempool     {}", s["mempool_size"]);
+            }
+        }
+    }
+    Ok(())
+}
