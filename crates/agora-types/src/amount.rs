@@ -9,7 +9,12 @@ pub const DECIMALS: u32 = 9;
 /// Base units in one AGR.
 pub const AGR: Amount = 1_000_000_000;
 
-/// Formats base units as AGR with trailing zeros trimmed: `1500000000` → `"1.5AGR"`.
+/// Formats base units as AGR with trailing zeros trimmed.
+///
+/// ```
+/// assert_eq!(agora_types::format_amount(1_500_000_000), "1.5AGR");
+/// assert_eq!(agora_types::format_amount(7), "0.000000007AGR");
+/// ```
 pub fn format_amount(amount: Amount) -> String {
     let whole = amount / AGR;
     let frac = amount % AGR;
@@ -22,6 +27,13 @@ pub fn format_amount(amount: Amount) -> String {
 }
 
 /// Parses `"1.5AGR"`, `"1.5agr"` or `"1.5"` (AGR), or `"1500nagr"` (base units).
+///
+/// ```
+/// use agora_types::{AGR, parse_amount};
+/// assert_eq!(parse_amount("1.5AGR").unwrap(), 3 * AGR / 2);
+/// assert_eq!(parse_amount("1500nagr").unwrap(), 1500);
+/// assert!(parse_amount("1.0000000001AGR").is_err(), "finer than a base unit");
+/// ```
 pub fn parse_amount(input: &str) -> Result<Amount> {
     let invalid = |reason: &str| Error::InvalidAmount {
         input: input.into(),

@@ -1,0 +1,188 @@
+use crate::*;
+use serde_json::Value;
+
+fn address_of(home: &Path, wallet: &str) -> String {
+    let v: Value =
+        serde_json::from_str(&agora_ok(home, &["wallet", "show", wallet, "--json"])).unwrap();
+    v["address"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn wallet_genesis_node_transfer_stake_and_proof_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    agora_ok(home, &["wallet", "new", "alice"]);
+    agora_ok(home, &["wallet", "new", "bob"]);
+    let dup = agora(home, &["wallet", "new", "alice"]);
+    assert!(!dup.status.success());
+    let list = agora_ok(home, &["wallet", "list"]);
+    assert!(list.contains("alice") && list.contains("bob"), "{list}");
+    let alice = address_of(home, "alice");
+    let bob = address_of(home, "bob");
+    assert!(alice.starts_with("agora1"));
+
+    agora_ok(
+        home,
+        &[
+            "genesis",
+            "init",
+            "--chain-id",
+            "cli-test",
+            "--account",
+            "alice=1000AGR",
+            "--unbonding-period",
+            "3",
+        ],
+    );
+    let node = NodeProc::start(home, 50);
+    let api = node.api.clone();
+
+    let out = agora_ok(
+        home,
+        &[
+            "tx", "transfer", "--from", "alice", "--to", &bob, "--amount", "1.5AGR", "--node", &api,
+        ],
+    );
+    assert!(out.contains("result    success"), "{out}");
+    let out = agora_ok(home, &["query", "account", &bob, "--prove", "--node", &api]);
+    assert!(out.contains("balance    1.5AGR"), "{out}");
+    assert!(out.contains("proof      valid"), "{out}");
+
+    let out = agora_ok(
+        home,
+        &[
+            "tx", "bond", "--from", "alice", "--amount", "10AGR", "--node", &api, "--json",
+        ],
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["receipt"]["success"], true);
+    let acc: Value = serde_json::from_str(&agora_ok(
+        home,
+        &["query", "account", &alice, "--node", &api, "--json"],
+    ))
+    .unwrap();
+    assert_eq!(acc["bonded"], "10000000000");
+    assert_eq!(acc["nonce"], 2);
+
+    // Unbonding more than is bonded: committed (the fee is paid) but failed, exit code 1.
+    let out = agora(
+        home,
+        &[
+            "tx", "unbond", "--from", "alice", "--amount", "20AGR", "--node", &api,
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("insufficient_bonded"));
+
+    let out = agora_ok(
+        home,
+        &[
+            "tx", "unbond", "--from", "alice", "--amount", "4AGR", "--node", &api, "--json",
+        ],
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let release: u64 = v["receipt"]["events"][0]["attributes"][2][1]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    node.wait_height(release + 1);
+    let acc: Value = serde_json::from_str(&agora_ok(
+        home,
+        &["query", "account", &alice, "--node", &api, "--json"],
+    ))
+    .unwrap();
+    assert_eq!(
+        (acc["bonded"].as_str(), acc["unbonding"].as_str()),
+        (Some("6000000000"), Some("0"))
+    );
+
+    // Bad input is refused with a clear message and nothing is sent.
+    let out = Command::new(env!("CARGO_BIN_EXE_agora"))
+        .args(["--home"])
+        .arg(home)
+        .args([
+            "tx", "transfer", "--from", "alice", "--to", &bob, "--amount", "1AGR", "--node", &api,
+        ])
+        .env("AGORA_PASSWORD", "not-the-password")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong password"));
+    let out = agora(
+        home,
+        &[
+            "tx", "transfer", "--from", "bob", "--to", &alice, "--amount", "5AGR", "--node", &api,
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("insufficient_funds"),
+        "{out:?}"
+    );
+    let out = agora(
+        home,
+        &[
+            "tx",
+            "transfer",
+            "--from",
+            "alice",
+            "--to",
+            "agora1nope",
+            "--amount",
+            "1",
+            "--node",
+            &api,
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("invalid address"),
+        "{out:?}"
+    );
+    let out = agora(home, &["query", "block", "99999", "--node", &api]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("block_not_found"));
+
+    let block: Value = serde_json::from_str(&agora_ok(
+        home,
+        &["query", "block", "latest", "--node", &api, "--json"],
+    ))
+    .unwrap();
+    let height = block["header"]["height"].as_u64().unwrap();
+
+    // A clean stop, then a restart that continues from the same chain.
+    let (ok, stdout) = node.stop();
+    assert!(ok, "{stdout}");
+    assert!(stdout.contains("Stopped at height"), "{stdout}");
+    let node = NodeProc::start(home, 50);
+    assert!(node.height() >= height);
+    node.wait_height(height + 2);
+    let again: Value = serde_json::from_str(&agora_ok(
+        home,
+        &[
+            "query",
+            "block",
+            &height.to_string(),
+            "--node",
+            &node.api,
+            "--json",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(
+        again["hash"], block["hash"],
+        "history unchanged across the restart"
+    );
+}
+
+#[test]
+fn node_refuses_network_mode_and_missing_genesis() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = agora(dir.path(), &["node", "--dev"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no genesis"),
+        "{out:?}"
+    );
+    let out = agora(dir.path(), &["node"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--dev"),
+        "{out:?}"
+    );
+}
