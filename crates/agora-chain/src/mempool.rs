@@ -45,6 +45,8 @@ pub struct SenderState {
     pub nonce: u64,
     /// Committed liquid balance.
     pub balance: Amount,
+    /// Committed bonded stake.
+    pub bonded: Amount,
 }
 
 impl Mempool {
@@ -130,6 +132,21 @@ impl Mempool {
                 have: sender_state.balance,
             });
         }
+        // Likewise every pending unbond must be covered by stake bonded now.
+        let mut unbond = unbonding(&tx)?;
+        if unbond > 0 {
+            for h in queue.into_iter().flatten() {
+                unbond = unbond.checked_add(unbonding(&self.by_hash[h].tx)?).ok_or(
+                    TxError::AmountOverflow("pending unbonds of this sender exceed u128"),
+                )?;
+            }
+        }
+        if unbond > sender_state.bonded {
+            return Err(TxError::InsufficientBonded {
+                need: unbond,
+                have: sender_state.bonded,
+            });
+        }
         if self.by_hash.len() >= self.config.capacity {
             let (victim, victim_fee) =
                 self.eviction_candidate(&sender)
@@ -212,6 +229,19 @@ impl Mempool {
     }
 }
 
+/// Stake the messages unbond.
+fn unbonding(tx: &SignedTransaction) -> Result<Amount, TxError> {
+    tx.tx
+        .messages
+        .iter()
+        .map(|m| match m {
+            agora_types::Message::Unbond { amount } => *amount,
+            _ => 0,
+        })
+        .try_fold(0u128, |acc, a| acc.checked_add(a))
+        .ok_or(TxError::AmountOverflow("unbond amounts exceed u128"))
+}
+
 /// Fee plus everything the messages may spend.
 fn cost(tx: &SignedTransaction) -> Result<Amount, TxError> {
     tx.tx
@@ -246,6 +276,7 @@ mod tests {
     const RICH: SenderState = SenderState {
         nonce: 0,
         balance: 1_000_000,
+        bonded: 0,
     };
 
     fn pool(capacity: usize) -> Mempool {
@@ -276,6 +307,7 @@ mod tests {
         let poor = SenderState {
             nonce: 0,
             balance: 100,
+            bonded: 0,
         };
         let (t, h) = tx("a", 0, 10, 60);
         m.insert(t, h, poor).unwrap();
@@ -290,6 +322,34 @@ mod tests {
         );
         let (t, h) = tx("b", 0, 10, u128::MAX);
         assert_eq!(m.insert(t, h, RICH).unwrap_err().code(), "amount_overflow");
+    }
+
+    #[test]
+    fn unbonds_beyond_bonded_stake_are_refused() {
+        let mut m = pool(10);
+        let key = Keypair::from_seed_label("staker");
+        let unbond = |nonce, amount| {
+            let t = Transaction {
+                chain_id: "c".into(),
+                sender: key.public(),
+                nonce,
+                fee: 10,
+                messages: vec![Message::Unbond { amount }],
+            }
+            .sign(&key);
+            let h = t.hash();
+            (t, h)
+        };
+        let staker = SenderState {
+            nonce: 0,
+            balance: 100,
+            bonded: 50,
+        };
+        let (t, h) = unbond(0, 30);
+        m.insert(t, h, staker).unwrap();
+        let (t, h) = unbond(1, 21);
+        let err = m.insert(t, h, staker).unwrap_err();
+        assert_eq!(err, TxError::InsufficientBonded { need: 51, have: 50 });
     }
 
     #[test]

@@ -256,6 +256,7 @@ impl Node {
             SenderState {
                 nonce: account.nonce,
                 balance: account.balance,
+                bonded: account.bonded,
             },
         )?;
         Ok(hash)

@@ -308,7 +308,15 @@ fn print_tx(tx: &Value) {
         println!("block     {h}");
     }
     let body = &tx["tx"]["tx"];
-    println!("sender    {}", body["sender"].as_str().unwrap_or("?"));
+    let sender = body["sender"]
+        .as_str()
+        .and_then(|k| {
+            let mut b = [0u8; 32];
+            hex::decode_to_slice(k, &mut b).ok()?;
+            Some(agora_types::PublicKey(b).address().to_string())
+        })
+        .unwrap_or_else(|| "?".into());
+    println!("sender    {sender}");
     println!("nonce     {}", body["nonce"]);
     println!("fee       {}", amount_of(&body["fee"]));
     for m in body["messages"].as_array().into_iter().flatten() {

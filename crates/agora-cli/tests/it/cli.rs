@@ -64,7 +64,7 @@ fn wallet_genesis_node_transfer_stake_and_proof_through_the_cli() {
     assert_eq!(acc["bonded"], "10000000000");
     assert_eq!(acc["nonce"], 2);
 
-    // Unbonding more than is bonded: committed (the fee is paid) but failed, exit code 1.
+    // Unbonding more than is bonded: refused before the mempool.
     let out = agora(
         home,
         &[
@@ -72,7 +72,19 @@ fn wallet_genesis_node_transfer_stake_and_proof_through_the_cli() {
         ],
     );
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("insufficient_bonded"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("insufficient_bonded"),
+        "{out:?}"
+    );
+    let after: Value = serde_json::from_str(&agora_ok(
+        home,
+        &["query", "account", &alice, "--node", &api, "--json"],
+    ))
+    .unwrap();
+    assert_eq!(
+        after["nonce"], 2,
+        "refused before the mempool: nothing charged"
+    );
 
     let out = agora_ok(
         home,
