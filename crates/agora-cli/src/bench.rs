@@ -22,6 +22,10 @@ pub enum BenchCommand {
         /// Transactions per block.
         #[arg(long, default_value_t = 10_000)]
         block_txs: usize,
+        /// Admit a block's worth, then build the block, in turn, so that each stage's time is
+        /// its own (by default they overlap, as in a running node).
+        #[arg(long)]
+        sequential: bool,
     },
 }
 
@@ -31,7 +35,30 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             txs,
             accounts,
             block_txs,
-        } => ledger(txs, accounts, block_txs),
+            sequential,
+        } => ledger(txs, accounts, block_txs, sequential),
+    }
+}
+
+/// What the block-building side of the benchmark did.
+#[derive(Default)]
+struct Tally {
+    produce: Duration,
+    committed: usize,
+    blocks: u64,
+}
+
+impl Tally {
+    fn build_block(&mut self, node: &Node) -> Result<()> {
+        let t0 = Instant::now();
+        let block = node.produce_block(1_000 + self.blocks)?;
+        self.produce += t0.elapsed();
+        self.blocks += 1;
+        self.committed += block.block.txs.len();
+        if let Some(r) = block.results.receipts.iter().find(|r| !r.success) {
+            bail!("benchmark transfer failed: {:?}", r.failure);
+        }
+        Ok(())
     }
 }
 
@@ -39,7 +66,7 @@ fn rate(n: usize, d: Duration) -> String {
     format!("{:>10.0}", n as f64 / d.as_secs_f64().max(1e-9))
 }
 
-fn ledger(n_txs: usize, n_accounts: usize, block_txs: usize) -> Result<()> {
+fn ledger(n_txs: usize, n_accounts: usize, block_txs: usize, sequential: bool) -> Result<()> {
     if n_accounts < 2 || block_txs == 0 || n_txs == 0 {
         bail!("need --accounts ≥ 2, --block-txs ≥ 1 and --txs ≥ 1");
     }
@@ -102,53 +129,62 @@ fn ledger(n_txs: usize, n_accounts: usize, block_txs: usize) -> Result<()> {
         config,
     )?;
 
-    // As in a running node, the API admits transactions while the engine builds blocks: a
-    // submitter thread feeds the mempool (keeping at most two blocks' worth waiting) and the
-    // producer commits blocks until every transfer is in.
     let node = std::sync::Arc::new(node);
-    let start = Instant::now();
-    let submitter = {
-        let node = node.clone();
-        std::thread::spawn(move || -> Result<Duration> {
-            let mut admit = Duration::ZERO;
-            for chunk in encoded.chunks(block_txs) {
-                while node.mempool_len() > block_txs {
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-                let t0 = Instant::now();
-                let results = node.submit_batch(chunk.to_vec());
-                admit += t0.elapsed();
-                if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
-                    bail!("benchmark transaction refused: {e}");
-                }
-            }
-            Ok(admit)
-        })
-    };
-    let mut produce = Duration::ZERO;
-    let mut committed = 0usize;
-    let mut blocks = 0u64;
-    while committed < n_txs {
-        if node.mempool_len() == 0 {
-            if submitter.is_finished() {
-                break;
-            }
-            std::thread::sleep(Duration::from_micros(200));
-            continue;
-        }
+    let mut tally = Tally::default();
+    let submit = |node: &Node, chunk: &[Vec<u8>]| -> Result<Duration> {
         let t0 = Instant::now();
-        let block = node.produce_block(1_000 + blocks)?;
-        produce += t0.elapsed();
-        blocks += 1;
-        committed += block.block.txs.len();
-        if let Some(r) = block.results.receipts.iter().find(|r| !r.success) {
-            bail!("benchmark transfer failed: {:?}", r.failure);
+        let results = node.submit_batch(chunk.to_vec());
+        let took = t0.elapsed();
+        if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
+            bail!("benchmark transaction refused: {e}");
         }
-    }
+        Ok(took)
+    };
+    let start = Instant::now();
+    let admit = if sequential {
+        let mut admit = Duration::ZERO;
+        for chunk in encoded.chunks(block_txs) {
+            admit += submit(&node, chunk)?;
+            tally.build_block(&node)?;
+        }
+        admit
+    } else {
+        // As in a running node, the API admits transactions while the engine builds blocks: a
+        // submitter thread feeds the mempool (keeping at most two blocks' worth waiting) and
+        // this thread commits blocks until every transfer is in.
+        let submitter = {
+            let node = node.clone();
+            std::thread::spawn(move || -> Result<Duration> {
+                let mut admit = Duration::ZERO;
+                for chunk in encoded.chunks(block_txs) {
+                    while node.mempool_len() > block_txs {
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                    admit += submit(&node, chunk)?;
+                }
+                Ok(admit)
+            })
+        };
+        while tally.committed < n_txs {
+            if node.mempool_len() == 0 {
+                if submitter.is_finished() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_micros(200));
+                continue;
+            }
+            tally.build_block(&node)?;
+        }
+        submitter
+            .join()
+            .map_err(|_| anyhow::anyhow!("submitter panicked"))??
+    };
     let total = start.elapsed();
-    let admit = submitter
-        .join()
-        .map_err(|_| anyhow::anyhow!("submitter panicked"))??;
+    let Tally {
+        produce,
+        committed,
+        blocks,
+    } = tally;
     if committed != n_txs {
         bail!("only {committed} of {n_txs} transfers were committed");
     }
@@ -158,7 +194,13 @@ fn ledger(n_txs: usize, n_accounts: usize, block_txs: usize) -> Result<()> {
     );
     println!(
         "{:<52} {:>9} {:>10}",
-        "stage (admission and blocks overlap)", "busy s", "tx/s"
+        if sequential {
+            "stage (one after the other)"
+        } else {
+            "stage (admission and blocks overlap)"
+        },
+        "busy s",
+        "tx/s"
     );
     println!(
         "{:<52} {:>9.3} {}",

@@ -3,7 +3,7 @@ use crate::{
 };
 use agora_types::{Address, Amount, Event, Hash, Message, Receipt, SignedTransaction, TxFailure};
 use borsh::BorshDeserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Pending changes: key → new value, or `None` for a deletion. Ordered, so applying it is
 /// deterministic.
@@ -62,15 +62,30 @@ pub struct Executed {
 }
 
 /// Executes one block's transactions over a base state.
+///
+/// Accounts are kept decoded in an overlay for the whole block and encoded once, at
+/// [`Executor::finish`]; other keys go through a raw write overlay.
 #[allow(missing_debug_implementations)]
 pub struct Executor<'a> {
     base: &'a dyn StateRead,
     ctx: BlockContext,
     params: Params,
+    /// Accounts read or changed in this block (`None`: does not exist).
+    accounts: BTreeMap<Address, Option<Account>>,
+    /// Accounts changed in this block.
+    dirty: BTreeSet<Address>,
+    /// Non-account changes.
     writes: WriteSet,
     receipts: Vec<Receipt>,
     /// Fees charged so far in this block, paid to the proposer at the end.
     fees: Amount,
+}
+
+/// A transaction's pending changes, applied to the block only if all its messages succeed.
+#[derive(Default)]
+struct Scratch {
+    accounts: BTreeMap<Address, Account>,
+    writes: WriteSet,
 }
 
 fn decode<T: BorshDeserialize>(key: &[u8], bytes: &[u8]) -> Result<T> {
@@ -94,6 +109,11 @@ fn read(base: &dyn StateRead, layers: &[&WriteSet], key: &[u8]) -> Result<Option
     base.get(key)
 }
 
+fn read_account(base: &dyn StateRead, address: &Address) -> Result<Option<Account>> {
+    let key = account_key(address);
+    base.get(&key)?.map(|b| decode(&key, &b)).transpose()
+}
+
 impl<'a> Executor<'a> {
     /// Starts a block over `base`.
     pub fn new(base: &'a dyn StateRead, ctx: BlockContext) -> Result<Self> {
@@ -111,6 +131,8 @@ impl<'a> Executor<'a> {
             base,
             ctx,
             params,
+            accounts: BTreeMap::new(),
+            dirty: BTreeSet::new(),
             writes: WriteSet::new(),
             receipts: Vec::new(),
             fees: 0,
@@ -122,17 +144,40 @@ impl<'a> Executor<'a> {
         &self.params
     }
 
-    /// Reads an account as of the pending writes of this block.
+    /// Reads an account as of the changes of this block so far.
     pub fn account(&self, address: &Address) -> Result<Option<Account>> {
-        let key = account_key(address);
-        read(self.base, &[&self.writes], &key)?
-            .map(|b| decode(&key, &b))
-            .transpose()
+        match self.accounts.get(address) {
+            Some(acc) => Ok(acc.clone()),
+            None => read_account(self.base, address),
+        }
+    }
+
+    /// Like [`Executor::account`], keeping what it read for the rest of the block.
+    fn load(&mut self, address: &Address) -> Result<Option<Account>> {
+        if let Some(acc) = self.accounts.get(address) {
+            return Ok(acc.clone());
+        }
+        let acc = read_account(self.base, address)?;
+        self.accounts.insert(*address, acc.clone());
+        Ok(acc)
+    }
+
+    fn store(&mut self, address: Address, account: Account) {
+        self.accounts.insert(address, Some(account));
+        self.dirty.insert(address);
     }
 
     /// Admission: the checks a transaction must pass to enter a block (signature excepted, checked
     /// in parallel beforehand). Returns the sender's account.
-    pub fn check_tx(&self, tx: &SignedTransaction) -> std::result::Result<Account, CheckError> {
+    pub fn check_tx(&mut self, tx: &SignedTransaction) -> std::result::Result<Account, CheckError> {
+        self.check(tx, &tx.tx.sender_address())
+    }
+
+    fn check(
+        &mut self,
+        tx: &SignedTransaction,
+        address: &Address,
+    ) -> std::result::Result<Account, CheckError> {
         let body = &tx.tx;
         if body.chain_id != self.ctx.chain_id {
             return Err(TxError::WrongChainId {
@@ -148,10 +193,9 @@ impl<'a> Executor<'a> {
             }
             .into());
         }
-        let address = body.sender_address();
         let account = self
-            .account(&address)?
-            .ok_or(TxError::UnknownAccount { address })?;
+            .load(address)?
+            .ok_or(TxError::UnknownAccount { address: *address })?;
         if body.nonce < account.nonce {
             return Err(TxError::NonceTooLow {
                 expected: account.nonce,
@@ -185,37 +229,35 @@ impl<'a> Executor<'a> {
         tx: &SignedTransaction,
         tx_hash: Hash,
     ) -> std::result::Result<&Receipt, CheckError> {
-        let mut sender = self.check_tx(tx)?;
         let body = &tx.tx;
         let sender_addr = body.sender_address();
+        let mut sender = self.check(tx, &sender_addr)?;
 
         // The fee and nonce stick even when the messages fail.
         sender.balance -= body.fee;
         sender.nonce += 1;
-        self.writes
-            .insert(account_key(&sender_addr), Some(encode(&sender)));
+        self.store(sender_addr, sender);
         // Cannot overflow: every fee came out of the conserved total supply.
         self.fees += body.fee;
 
-        let mut scratch = WriteSet::new();
+        let mut scratch = Scratch::default();
         let mut events = Vec::new();
         let mut failure = None;
         for (i, msg) in body.messages.iter().enumerate() {
-            match self.apply_message(&mut scratch, &sender_addr, msg, &mut events)? {
-                Ok(()) => {}
-                Err(e) => {
-                    failure = Some(TxFailure {
-                        code: e.code().into(),
-                        message: e.to_string(),
-                        message_index: i as u32,
-                    });
-                    break;
-                }
+            if let Err(e) = self.apply_message(&mut scratch, &sender_addr, msg, &mut events)? {
+                failure = Some(TxFailure {
+                    code: e.code().into(),
+                    message: e.to_string(),
+                    message_index: i as u32,
+                });
+                break;
             }
         }
         if failure.is_none() {
-            // Entry by entry: `BTreeMap::append` rebuilds the whole map, O(block) per transaction.
-            for (k, v) in scratch {
+            for (address, account) in scratch.accounts {
+                self.store(address, account);
+            }
+            for (k, v) in scratch.writes {
                 self.writes.insert(k, v);
             }
         } else {
@@ -239,7 +281,7 @@ impl<'a> Executor<'a> {
             return Ok(());
         }
         let proposer = self.ctx.proposer;
-        let mut acc = self.account(&proposer)?.unwrap_or_default();
+        let mut acc = self.load(&proposer)?.unwrap_or_default();
         acc.balance = acc
             .balance
             .checked_add(self.fees)
@@ -247,8 +289,7 @@ impl<'a> Executor<'a> {
                 key: format!("acct/{proposer}"),
                 reason: "balance exceeds total supply".into(),
             })?;
-        self.writes
-            .insert(account_key(&proposer), Some(encode(&acc)));
+        self.store(proposer, acc);
         events.push(Event::new(
             "fees_paid",
             &[
@@ -259,23 +300,23 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
-    fn scratch_account(&self, scratch: &WriteSet, address: &Address) -> Result<Option<Account>> {
-        let key = account_key(address);
-        read(self.base, &[&self.writes, scratch], &key)?
-            .map(|b| decode(&key, &b))
-            .transpose()
+    fn scratch_account(&mut self, scratch: &Scratch, address: &Address) -> Result<Account> {
+        match scratch.accounts.get(address) {
+            Some(acc) => Ok(acc.clone()),
+            None => Ok(self.load(address)?.unwrap_or_default()),
+        }
     }
 
     /// Applies one message into `scratch`. The outer `Result` is a storage failure; the inner one
     /// is the message's own failure.
     fn apply_message(
-        &self,
-        scratch: &mut WriteSet,
+        &mut self,
+        scratch: &mut Scratch,
         sender: &Address,
         msg: &Message,
         events: &mut Vec<Event>,
     ) -> Result<std::result::Result<(), TxError>> {
-        let mut from = self.scratch_account(scratch, sender)?.unwrap_or_default();
+        let mut from = self.scratch_account(scratch, sender)?;
         match msg {
             Message::Transfer { to, amount } => {
                 let amount = *amount;
@@ -292,7 +333,7 @@ impl<'a> Executor<'a> {
                     events.push(transfer_event(sender, to, amount));
                     return Ok(Ok(()));
                 }
-                let mut dest = self.scratch_account(scratch, to)?.unwrap_or_default();
+                let mut dest = self.scratch_account(scratch, to)?;
                 if dest.total().and_then(|t| t.checked_add(amount)).is_none() {
                     return Ok(Err(TxError::AmountOverflow(
                         "recipient total would exceed u128",
@@ -300,8 +341,8 @@ impl<'a> Executor<'a> {
                 }
                 from.balance -= amount;
                 dest.balance += amount;
-                scratch.insert(account_key(sender), Some(encode(&from)));
-                scratch.insert(account_key(to), Some(encode(&dest)));
+                scratch.accounts.insert(*sender, from);
+                scratch.accounts.insert(*to, dest);
                 events.push(transfer_event(sender, to, amount));
             }
             Message::Bond { amount } => {
@@ -317,7 +358,7 @@ impl<'a> Executor<'a> {
                 }
                 from.balance -= amount;
                 from.bonded += amount;
-                scratch.insert(account_key(sender), Some(encode(&from)));
+                scratch.accounts.insert(*sender, from);
                 events.push(Event::new(
                     "bond",
                     &[
@@ -342,7 +383,7 @@ impl<'a> Executor<'a> {
                 let release = self.ctx.height.saturating_add(self.params.unbonding_period);
                 let qkey = unbonding_key(release);
                 let mut queue: Vec<UnbondingEntry> =
-                    read(self.base, &[&self.writes, scratch], &qkey)?
+                    read(self.base, &[&self.writes, &scratch.writes], &qkey)?
                         .map(|b| decode(&qkey, &b))
                         .transpose()?
                         .unwrap_or_default();
@@ -350,8 +391,8 @@ impl<'a> Executor<'a> {
                     address: *sender,
                     amount,
                 });
-                scratch.insert(qkey, Some(encode(&queue)));
-                scratch.insert(account_key(sender), Some(encode(&from)));
+                scratch.writes.insert(qkey, Some(encode(&queue)));
+                scratch.accounts.insert(*sender, from);
                 events.push(Event::new(
                     "unbond",
                     &[
@@ -365,7 +406,8 @@ impl<'a> Executor<'a> {
         Ok(Ok(()))
     }
 
-    /// End of block: releases stake whose unbonding period ends at this height.
+    /// End of block: pays the fees, releases stake whose unbonding period ends at this height, and
+    /// encodes every changed account.
     pub fn finish(mut self) -> Result<Executed> {
         let mut block_events = Vec::new();
         self.credit_fees(&mut block_events)?;
@@ -373,8 +415,8 @@ impl<'a> Executor<'a> {
         if let Some(bytes) = read(self.base, &[&self.writes], &qkey)? {
             let queue: Vec<UnbondingEntry> = decode(&qkey, &bytes)?;
             for entry in queue {
-                let mut acc = self.account(&entry.address)?.unwrap_or_default();
-                // Both cannot fail: the entry's amount was moved out of `bonded` into `unbonding`.
+                let mut acc = self.load(&entry.address)?.unwrap_or_default();
+                // Cannot fail: the entry's amount was moved out of `bonded` into `unbonding`.
                 acc.unbonding =
                     acc.unbonding
                         .checked_sub(entry.amount)
@@ -384,8 +426,7 @@ impl<'a> Executor<'a> {
                                 .into(),
                         })?;
                 acc.balance += entry.amount;
-                self.writes
-                    .insert(account_key(&entry.address), Some(encode(&acc)));
+                self.store(entry.address, acc);
                 block_events.push(Event::new(
                     "unbond_released",
                     &[
@@ -396,8 +437,14 @@ impl<'a> Executor<'a> {
             }
             self.writes.insert(qkey, None);
         }
+        let mut writes = self.writes;
+        for address in &self.dirty {
+            if let Some(Some(acc)) = self.accounts.get(address) {
+                writes.insert(account_key(address), Some(encode(acc)));
+            }
+        }
         Ok(Executed {
-            writes: self.writes,
+            writes,
             receipts: self.receipts,
             block_events,
         })
@@ -412,12 +459,13 @@ impl<'a> Executor<'a> {
     ) -> Result<Executed> {
         let mut exec = Executor::new(base, ctx)?;
         for (index, tx) in txs.iter().enumerate() {
-            match exec.apply_tx(tx, tx.hash()) {
+            let hash = tx.hash();
+            match exec.apply_tx(tx, hash) {
                 Ok(_) => {}
                 Err(CheckError::Tx(error)) => {
                     return Err(Error::InvalidTx {
                         index,
-                        hash: tx.hash().to_hex(),
+                        hash: hash.to_hex(),
                         error,
                     });
                 }

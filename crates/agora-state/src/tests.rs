@@ -112,7 +112,7 @@ fn transfer_moves_funds_and_pays_fee_to_proposer() {
 }
 
 fn admission_error(s: &MemState, t: &SignedTransaction) -> TxError {
-    let exec = Executor::new(s, ctx(1)).unwrap();
+    let mut exec = Executor::new(s, ctx(1)).unwrap();
     match exec.check_tx(t) {
         Err(CheckError::Tx(e)) => e,
         other => panic!("expected a tx error, got {other:?}"),

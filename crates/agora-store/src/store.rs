@@ -253,13 +253,12 @@ impl Staged {
             for (hash, loc) in index {
                 txs.insert(hash.0.as_slice(), encode(&loc).as_slice())?;
             }
-            let results = BlockResults {
-                receipts: executed.receipts.clone(),
-                block_events: executed.block_events.clone(),
-            };
+            // Encodes exactly as `BlockResults` (borsh writes a struct as its fields in order)
+            // without cloning every receipt.
+            let results = encode(&(&executed.receipts, &executed.block_events));
             self.txn
                 .open_table(RESULTS)?
-                .insert(height, encode(&results).as_slice())?;
+                .insert(height, results.as_slice())?;
         }
         self.txn.commit()?;
         Ok(())
@@ -535,5 +534,22 @@ mod tests {
             assert_eq!(staged.state_root(), block.header.state_root);
             staged.commit(block, &executed).unwrap();
         }
+    }
+}
+
+#[cfg(test)]
+mod encoding_tests {
+    use super::*;
+
+    #[test]
+    fn borrowed_results_encode_like_block_results() {
+        let results = BlockResults {
+            receipts: vec![],
+            block_events: vec![Event::new("x", &[("k", "v".to_string())])],
+        };
+        assert_eq!(
+            encode(&(&results.receipts, &results.block_events)),
+            encode(&results)
+        );
     }
 }
