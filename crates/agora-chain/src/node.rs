@@ -521,7 +521,54 @@ mod tests {
             code(n.submit(&transfer("zed", 0, 100, 1).encode())),
             "unknown_account"
         );
+        let stake = |msg: Message| {
+            Transaction {
+                chain_id: "chain-test".into(),
+                sender: key("alice").public(),
+                nonce: 0,
+                fee: 100,
+                messages: vec![msg],
+            }
+            .sign(&key("alice"))
+            .encode()
+        };
+        assert_eq!(
+            code(n.submit(&stake(Message::Bond { amount: 10 * AGR }))),
+            "insufficient_funds",
+            "bond plus fee exceeds the balance"
+        );
+        assert_eq!(
+            code(n.submit(&stake(Message::Unbond { amount: 1 }))),
+            "insufficient_bonded"
+        );
+        let overflow = Transaction {
+            chain_id: "chain-test".into(),
+            sender: key("alice").public(),
+            nonce: 0,
+            fee: 100,
+            messages: vec![
+                Message::Transfer {
+                    to: key("bob").address(),
+                    amount: u128::MAX,
+                },
+                Message::Transfer {
+                    to: key("bob").address(),
+                    amount: u128::MAX,
+                },
+            ],
+        }
+        .sign(&key("alice"));
+        assert_eq!(code(n.submit(&overflow.encode())), "amount_overflow");
         assert_eq!(n.mempool_len(), 0);
+        let snap = n.snapshot().unwrap();
+        let alice = read_account(&snap, &key("alice").address())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (alice.balance, alice.nonce),
+            (10 * AGR, 0),
+            "nothing charged"
+        );
 
         n.submit(&good.encode()).unwrap();
         assert_eq!(code(n.submit(&good.encode())), "duplicate_tx");
