@@ -24,4 +24,4 @@ pub use error::{Error, Result};
 pub use mempool::SenderState;
 pub use mempool::{Mempool, MempoolConfig};
 pub use metrics::Metrics;
-pub use node::{CommittedBlock, Node, NodeConfig, SubmitError, run_dev_engine};
+pub use node::{CommittedBlock, Node, NodeConfig, SubmitError, now_ms, run_dev_engine};

@@ -1,7 +1,7 @@
 use crate::{Error, Mempool, MempoolConfig, Metrics, Result, mempool::SenderState};
 use agora_state::{
     Account, BlockContext, CheckError, Executor, Genesis, Params, StateRead, TxError, account_key,
-    params_key,
+    check_chain_and_fee, params_key, read_account,
 };
 use agora_store::{BlockResults, Snapshot, Store};
 use agora_types::{
@@ -57,19 +57,6 @@ pub struct Node {
     produce: Mutex<()>,
     events: broadcast::Sender<Arc<CommittedBlock>>,
     metrics: Metrics,
-}
-
-fn read_account(state: &dyn StateRead, address: &Address) -> Result<Option<Account>> {
-    let key = account_key(address);
-    match state.get(&key)? {
-        Some(bytes) => Ok(Some(borsh::from_slice(&bytes).map_err(|e| {
-            agora_state::Error::Corrupt {
-                key: format!("acct/{address}"),
-                reason: e.to_string(),
-            }
-        })?)),
-        None => Ok(None),
-    }
 }
 
 impl Node {
@@ -221,20 +208,7 @@ impl Node {
         hash: Hash,
     ) -> std::result::Result<Hash, SubmitError> {
         let body = &tx.tx;
-        if body.chain_id != self.chain_id {
-            return Err(TxError::WrongChainId {
-                expected: self.chain_id.clone(),
-                got: body.chain_id.clone(),
-            }
-            .into());
-        }
-        if body.fee < self.params.min_fee {
-            return Err(TxError::FeeTooLow {
-                min: self.params.min_fee,
-                got: body.fee,
-            }
-            .into());
-        }
+        check_chain_and_fee(body, &self.chain_id, &self.params)?;
         if pool.contains(&hash)
             || snap
                 .tx_location(&hash)
@@ -313,11 +287,13 @@ impl Node {
             for h in tx_hashes.iter().chain(&dropped) {
                 pool.remove(h);
             }
+            // Every sender's new nonce is in the block's writes: no need to read the store.
             let senders: BTreeSet<Address> =
                 block.txs.iter().map(|t| t.tx.sender_address()).collect();
-            let snap = self.snapshot()?;
             for sender in senders {
-                if let Some(acc) = read_account(&snap, &sender)? {
+                if let Some(Some(bytes)) = executed.writes.get(&account_key(&sender))
+                    && let Ok(acc) = borsh::from_slice::<Account>(bytes)
+                {
                     pool.prune_sender(&sender, acc.nonce);
                 }
             }
@@ -396,7 +372,7 @@ impl SubmitError {
 /// Milliseconds since the Unix epoch. The engine, not the state machine, reads the clock: the
 /// time goes into the header and the state machine only ever sees that.
 #[allow(clippy::disallowed_methods)]
-fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

@@ -1,7 +1,7 @@
 //! `agora node`, `agora devnet`, `agora genesis`.
 
 use crate::keystore::{Keystore, write_private};
-use agora_chain::{Node, NodeConfig, run_dev_engine};
+use agora_chain::{Node, NodeConfig, now_ms, run_dev_engine};
 use agora_state::{Genesis, GenesisAccount, Params};
 use agora_types::{AGR, Address, Keypair, format_amount, parse_amount};
 use anyhow::{Context, Result, bail};
@@ -114,14 +114,6 @@ fn read_genesis(home: &Path) -> Result<Genesis> {
         )
     })?;
     Genesis::from_json(&text).with_context(|| format!("reading {}", path.display()))
-}
-
-#[allow(clippy::disallowed_methods)]
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 pub fn genesis(home: PathBuf, cmd: GenesisCommand) -> Result<()> {

@@ -1,7 +1,9 @@
 use crate::{
     Account, Error, Params, Result, TxError, UnbondingEntry, account_key, params_key, unbonding_key,
 };
-use agora_types::{Address, Amount, Event, Hash, Message, Receipt, SignedTransaction, TxFailure};
+use agora_types::{
+    Address, Amount, Event, Hash, Message, Receipt, SignedTransaction, Transaction, TxFailure,
+};
 use borsh::BorshDeserialize;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -109,7 +111,8 @@ fn read(base: &dyn StateRead, layers: &[&WriteSet], key: &[u8]) -> Result<Option
     base.get(key)
 }
 
-fn read_account(base: &dyn StateRead, address: &Address) -> Result<Option<Account>> {
+/// Reads and decodes an account.
+pub fn read_account(base: &dyn StateRead, address: &Address) -> Result<Option<Account>> {
     let key = account_key(address);
     base.get(&key)?.map(|b| decode(&key, &b)).transpose()
 }
@@ -179,20 +182,7 @@ impl<'a> Executor<'a> {
         address: &Address,
     ) -> std::result::Result<Account, CheckError> {
         let body = &tx.tx;
-        if body.chain_id != self.ctx.chain_id {
-            return Err(TxError::WrongChainId {
-                expected: self.ctx.chain_id.clone(),
-                got: body.chain_id.clone(),
-            }
-            .into());
-        }
-        if body.fee < self.params.min_fee {
-            return Err(TxError::FeeTooLow {
-                min: self.params.min_fee,
-                got: body.fee,
-            }
-            .into());
-        }
+        check_chain_and_fee(body, &self.ctx.chain_id, &self.params)?;
         let account = self
             .load(address)?
             .ok_or(TxError::UnknownAccount { address: *address })?;
@@ -485,6 +475,27 @@ fn transfer_event(from: &Address, to: &Address, amount: Amount) -> Event {
             ("amount", amount.to_string()),
         ],
     )
+}
+
+/// The checks that need no account: the chain id and the minimum fee.
+pub fn check_chain_and_fee(
+    tx: &Transaction,
+    chain_id: &str,
+    params: &Params,
+) -> std::result::Result<(), TxError> {
+    if tx.chain_id != chain_id {
+        return Err(TxError::WrongChainId {
+            expected: chain_id.to_string(),
+            got: tx.chain_id.clone(),
+        });
+    }
+    if tx.fee < params.min_fee {
+        return Err(TxError::FeeTooLow {
+            min: params.min_fee,
+            got: tx.fee,
+        });
+    }
+    Ok(())
 }
 
 /// Admission failure: the transaction's fault, or the store's.

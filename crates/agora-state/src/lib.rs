@@ -23,7 +23,10 @@ mod keys;
 mod model;
 
 pub use error::{Error, Result, TxError};
-pub use executor::{BlockContext, CheckError, Executed, Executor, MemState, StateRead, WriteSet};
+pub use executor::{
+    BlockContext, CheckError, Executed, Executor, MemState, StateRead, WriteSet,
+    check_chain_and_fee, read_account,
+};
 pub use genesis::{Genesis, GenesisAccount};
 pub use keys::{account_key, params_key, supply_key, unbonding_key};
 pub use model::{Account, Params, UnbondingEntry};
