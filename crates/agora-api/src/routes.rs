@@ -251,15 +251,23 @@ async fn get_account(
     let address: Address = address
         .parse()
         .map_err(|e: agora_types::Error| ApiError::bad_request("invalid_address", e.to_string()))?;
-    let snap = st.node.snapshot()?;
-    let height = snap.height()?.unwrap_or(0);
     let key = account_key(&address);
-    let (value, proof) = if q.prove {
-        let (value, proof) = snap.prove(&key)?;
-        (value, Some(proof))
-    } else {
-        (snap.get(&key).map_err(ApiError::internal)?, None)
+    // A proof needs the tree and the state at one height; a block committed in between means
+    // taking a fresh snapshot.
+    let mut attempts = 0;
+    let (snap, value, proof) = loop {
+        let snap = st.node.snapshot()?;
+        if !q.prove {
+            let value = snap.get(&key).map_err(ApiError::internal)?;
+            break (snap, value, None);
+        }
+        match snap.prove(&key) {
+            Ok((value, proof)) => break (snap, value, Some(proof)),
+            Err(agora_store::Error::SnapshotMoved) if attempts < 5 => attempts += 1,
+            Err(e) => return Err(e.into()),
+        }
     };
+    let height = snap.height()?.unwrap_or(0);
     let value = value.ok_or_else(|| {
         ApiError::not_found(
             "unknown_account",

@@ -98,7 +98,12 @@ impl Mempool {
         let sender = tx.tx.sender_address();
         let queue = self.by_sender.get(&sender);
         let pending = queue.map_or(0, VecDeque::len);
-        let expected = sender_state.nonce + pending as u64;
+        // The queue may still hold transactions that a block just committed (they are removed
+        // right after the commit): the next nonce follows the queue's last one either way.
+        let expected = match queue.and_then(|q| q.back()) {
+            Some(last) => (self.by_hash[last].tx.tx.nonce + 1).max(sender_state.nonce),
+            None => sender_state.nonce,
+        };
         if tx.tx.nonce < expected {
             return Err(TxError::NonceTooLow {
                 expected,

@@ -209,12 +209,7 @@ impl Node {
     ) -> std::result::Result<Hash, SubmitError> {
         let body = &tx.tx;
         check_chain_and_fee(body, &self.chain_id, &self.params)?;
-        if pool.contains(&hash)
-            || snap
-                .tx_location(&hash)
-                .map_err(SubmitError::node)?
-                .is_some()
-        {
+        if pool.contains(&hash) {
             return Err(TxError::Duplicate {
                 hash: hash.to_hex(),
             }
@@ -224,16 +219,31 @@ impl Node {
         let account = read_account(snap, &address)
             .map_err(SubmitError::node)?
             .ok_or(TxError::UnknownAccount { address })?;
-        pool.insert(
-            tx,
-            hash,
-            SenderState {
-                nonce: account.nonce,
-                balance: account.balance,
-                bonded: account.bonded,
-            },
-        )?;
-        Ok(hash)
+        let state = SenderState {
+            nonce: account.nonce,
+            balance: account.balance,
+            bonded: account.bonded,
+        };
+        match pool.insert(tx, hash, state) {
+            Ok(()) => Ok(hash),
+            // A committed transaction always fails on its used nonce; only then is it worth
+            // looking it up to say that it is a replay of a committed one.
+            Err(e @ TxError::NonceTooLow { .. }) => {
+                if snap
+                    .tx_location(&hash)
+                    .map_err(SubmitError::node)?
+                    .is_some()
+                {
+                    Err(TxError::Duplicate {
+                        hash: hash.to_hex(),
+                    }
+                    .into())
+                } else {
+                    Err(e.into())
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Builds, executes and commits the next block from the mempool, at `time_ms` (raised to stay
@@ -281,9 +291,11 @@ impl Node {
             },
             txs: included,
         };
+        // Admission goes on during the commit: the mempool copes with a queue that still holds
+        // the transactions just committed (see `Mempool::insert`).
+        staged.commit(&block, &executed)?;
         {
             let mut pool = self.mempool.lock();
-            staged.commit(&block, &executed)?;
             for h in tx_hashes.iter().chain(&dropped) {
                 pool.remove(h);
             }

@@ -24,6 +24,9 @@ pub enum Error {
     /// The store belongs to another chain.
     #[error("store holds chain {stored:?}, not {expected:?}")]
     WrongChain { stored: String, expected: String },
+    /// A block was committed after the snapshot was taken; proofs need a fresh one.
+    #[error("the chain moved on since this snapshot was taken; retry")]
+    SnapshotMoved,
     /// State execution failed.
     #[error(transparent)]
     State(#[from] agora_state::Error),

@@ -9,11 +9,15 @@ use redb::{
     Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
     WriteTransaction,
 };
-use std::path::Path;
+use std::{
+    collections::BTreeMap,
+    convert::Infallible,
+    path::Path,
+    sync::{Arc, RwLock},
+};
 
 const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
 const STATE: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("state");
-const SMT: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("smt");
 const BLOCKS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("blocks");
 const BLOCK_HASHES: TableDefinition<'_, &[u8], u64> = TableDefinition::new("block_hashes");
 const TXS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("txs");
@@ -56,15 +60,42 @@ fn encode<T: BorshSerialize>(value: &T) -> Vec<u8> {
     borsh::to_vec(value).expect("borsh encoding into a Vec")
 }
 
-struct TableSource<'t, T>(&'t T);
+/// The sparse Merkle tree's nodes, kept in memory: they are derived from the state table (rebuilt
+/// on open), so the per-block write to disk holds only the state itself. Written under a lock
+/// together with each redb commit, so that a reader sees a tree and a state of the same height.
+#[derive(Debug, Default)]
+struct Tree {
+    // Lookups only, never iterated: the map's order cannot reach consensus.
+    #[allow(clippy::disallowed_types)]
+    nodes: std::collections::HashMap<NodeKey, Node>,
+    root: Hash,
+    height: Option<u64>,
+}
 
-impl<T: ReadableTable<&'static [u8], &'static [u8]>> NodeSource for TableSource<'_, T> {
-    type Error = Error;
-    fn node(&self, key: &NodeKey) -> Result<Option<Node>> {
-        match self.0.get(key.as_slice())? {
-            Some(v) => Ok(Some(decode("smt", v.value())?)),
-            None => Ok(None),
+impl NodeSource for Tree {
+    type Error = Infallible;
+    fn node(&self, key: &NodeKey) -> std::result::Result<Option<Node>, Infallible> {
+        Ok(self.nodes.get(key).cloned())
+    }
+}
+
+impl Tree {
+    fn apply(&mut self, changes: BTreeMap<NodeKey, Option<Node>>, root: Hash, height: u64) {
+        for (k, node) in changes {
+            match node {
+                Some(node) => self.nodes.insert(k, node),
+                None => self.nodes.remove(&k),
+            };
         }
+        self.root = root;
+        self.height = Some(height);
+    }
+}
+
+fn never<T>(r: std::result::Result<T, Infallible>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => match e {},
     }
 }
 
@@ -72,6 +103,7 @@ impl<T: ReadableTable<&'static [u8], &'static [u8]>> NodeSource for TableSource<
 #[derive(Debug)]
 pub struct Store {
     db: Database,
+    tree: Arc<RwLock<Tree>>,
 }
 
 impl Store {
@@ -79,7 +111,7 @@ impl Store {
     pub fn open(path: &Path) -> Result<Self> {
         let db = Database::create(path)?;
         let txn = db.begin_write()?;
-        for def in [STATE, SMT, TXS] {
+        for def in [STATE, TXS] {
             txn.open_table(def)?;
         }
         txn.open_table(META)?;
@@ -87,14 +119,63 @@ impl Store {
         txn.open_table(BLOCK_HASHES)?;
         txn.open_table(RESULTS)?;
         txn.commit()?;
-        Ok(Store { db })
+        let tree = Self::rebuild_tree(&db)?;
+        Ok(Store {
+            db,
+            tree: Arc::new(RwLock::new(tree)),
+        })
+    }
+
+    /// Builds the Merkle tree from the state table and checks it against the committed root.
+    fn rebuild_tree(db: &Database) -> Result<Tree> {
+        let txn = db.begin_read()?;
+        let state = txn.open_table(STATE)?;
+        let mut leaves = Vec::new();
+        for item in state.iter()? {
+            let (k, v) = item?;
+            leaves.push((Hash::digest(k.value()), Some(Hash::digest(v.value()))));
+        }
+        leaves.sort_unstable_by_key(|l| l.0);
+        let meta = txn.open_table(META)?;
+        let stored_root = match meta.get(META_ROOT)? {
+            Some(v) => decode::<Hash>("meta", v.value())?,
+            None => Hash::ZERO,
+        };
+        let height = match meta.get(META_HEIGHT)? {
+            Some(v) => Some(decode::<u64>("meta", v.value())?),
+            None => None,
+        };
+        let mut tree = Tree::default();
+        let mut up = Updater::new(&tree);
+        let root = never(up.apply(Hash::ZERO, &leaves));
+        let changes = up.changes;
+        tree.apply(changes, root, 0);
+        tree.height = height;
+        if root != stored_root {
+            return Err(corrupt(
+                "state",
+                format!(
+                    "the state hashes to root {root}, but the last block committed {stored_root}"
+                ),
+            ));
+        }
+        Ok(tree)
     }
 
     /// A consistent read view of the latest committed block.
     pub fn snapshot(&self) -> Result<Snapshot> {
+        // Opened under the tree's lock, so the tree and this view are of the same height.
+        let tree = self.tree.read().unwrap_or_else(|e| e.into_inner());
         let txn = self.db.begin_read()?;
+        let height = tree.height;
+        drop(tree);
         let state = txn.open_table(STATE)?;
-        Ok(Snapshot { txn, state })
+        Ok(Snapshot {
+            txn,
+            state,
+            tree: self.tree.clone(),
+            height,
+        })
     }
 
     /// Commits genesis as block 0 if the store is empty; otherwise checks that it holds the same
@@ -135,14 +216,7 @@ impl Store {
     /// root. Nothing is visible to readers until [`Staged::commit`].
     pub fn stage(&self, writes: &WriteSet) -> Result<Staged> {
         let txn = self.db.begin_write()?;
-        let root = {
-            let meta = txn.open_table(META)?;
-            match meta.get(META_ROOT)? {
-                Some(v) => decode::<Hash>("meta", v.value())?,
-                None => Hash::ZERO,
-            }
-        };
-        let root = {
+        let updates = {
             let mut state = txn.open_table(STATE)?;
             let mut updates: Vec<(Hash, Option<Hash>)> = Vec::with_capacity(writes.len());
             for (k, v) in writes {
@@ -157,26 +231,19 @@ impl Store {
                 updates.push((Hash::digest(k), v.as_ref().map(|v| Hash::digest(v))));
             }
             updates.sort_unstable_by_key(|u| u.0);
-            let mut smt_table = txn.open_table(SMT)?;
-            let (new_root, changes) = {
-                let src = TableSource(&smt_table);
-                let mut up = Updater::new(&src);
-                let new_root = up.apply(root, &updates)?;
-                (new_root, up.changes)
-            };
-            for (k, node) in changes {
-                match node {
-                    Some(node) => {
-                        smt_table.insert(k.as_slice(), encode(&node).as_slice())?;
-                    }
-                    None => {
-                        smt_table.remove(k.as_slice())?;
-                    }
-                }
-            }
-            new_root
+            updates
         };
-        Ok(Staged { txn, root })
+        let tree = self.tree.read().unwrap_or_else(|e| e.into_inner());
+        let mut up = Updater::new(&*tree);
+        let new_root = never(up.apply(tree.root, &updates));
+        let changes = up.changes;
+        drop(tree);
+        Ok(Staged {
+            txn,
+            root: new_root,
+            changes,
+            tree: self.tree.clone(),
+        })
     }
 }
 
@@ -185,6 +252,8 @@ impl Store {
 pub struct Staged {
     txn: WriteTransaction,
     root: Hash,
+    changes: BTreeMap<NodeKey, Option<Node>>,
+    tree: Arc<RwLock<Tree>>,
 }
 
 impl Staged {
@@ -260,7 +329,11 @@ impl Staged {
                 .open_table(RESULTS)?
                 .insert(height, results.as_slice())?;
         }
+        // The tree changes under its lock together with the commit: a snapshot sees both or
+        // neither.
+        let mut tree = self.tree.write().unwrap_or_else(|e| e.into_inner());
         self.txn.commit()?;
+        tree.apply(self.changes, self.root, height);
         Ok(())
     }
 }
@@ -270,6 +343,9 @@ impl Staged {
 pub struct Snapshot {
     txn: ReadTransaction,
     state: ReadOnlyTable<&'static [u8], &'static [u8]>,
+    tree: Arc<RwLock<Tree>>,
+    /// Height of the tree when this view was opened.
+    height: Option<u64>,
 }
 
 impl StateRead for Snapshot {
@@ -350,15 +426,16 @@ impl Snapshot {
             .transpose()
     }
 
-    /// The value under a state key with a Merkle proof against [`Snapshot::state_root`].
+    /// The value under a state key with a Merkle proof against [`Snapshot::state_root`]. Fails
+    /// with [`Error::SnapshotMoved`] if a block was committed since this view was opened: take a
+    /// new snapshot and ask again.
     pub fn prove(&self, key: &[u8]) -> Result<(Option<Vec<u8>>, Proof)> {
         let value = self.get(key)?;
-        let smt_table = self.txn.open_table(SMT)?;
-        let proof = smt::prove(
-            &TableSource(&smt_table),
-            self.state_root()?,
-            &Hash::digest(key),
-        )?;
+        let tree = self.tree.read().unwrap_or_else(|e| e.into_inner());
+        if tree.height != self.height {
+            return Err(Error::SnapshotMoved);
+        }
+        let proof = never(smt::prove(&*tree, tree.root, &Hash::digest(key)));
         Ok((value, proof))
     }
 }
@@ -466,6 +543,40 @@ mod tests {
         let (none, proof) = snap.prove(&absent).unwrap();
         assert!(none.is_none());
         assert!(proof.verify(&header.state_root, &absent, None));
+    }
+
+    #[test]
+    fn tampered_state_is_detected_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            store.init_genesis(&genesis()).unwrap();
+            next_block(&store, vec![transfer(0, 0)]);
+        }
+        {
+            // Someone edits a balance behind the node's back.
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut state = txn.open_table(STATE).unwrap();
+                let key = account_key(&Address([7; 20]));
+                let forged = encode(&Account {
+                    balance: 1_000_000 * AGR,
+                    ..Account::default()
+                });
+                state.insert(key.as_slice(), forged.as_slice()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let err = Store::open(&path).unwrap_err().to_string();
+        assert!(err.contains("hashes to root"), "{err}");
+        let garbage = dir.path().join("garbage.redb");
+        std::fs::write(&garbage, vec![0xAB; 8192]).unwrap();
+        assert!(
+            Store::open(&garbage).is_err(),
+            "a file that is not a database is refused"
+        );
     }
 
     #[test]
