@@ -1,7 +1,8 @@
 use crate::{Address, Error, Result};
 use borsh::{BorshDeserialize, BorshSerialize};
-use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
-use std::{collections::BTreeMap, fmt, sync::Mutex};
+use ed25519_zebra::{SigningKey, VerificationKey, VerificationKeyBytes, batch};
+use rand_core::RngCore;
+use std::fmt;
 
 /// An ed25519 public key (32 bytes, compressed Edwards point).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize)]
@@ -13,12 +14,12 @@ impl PublicKey {
         Address::from_public_key(self)
     }
 
-    /// Checks `signature` over `message`. Strict: rejects small-order keys and non-canonical
-    /// signatures so that a signature has exactly one valid encoding.
+    /// Checks `signature` over `message` under the ZIP-215 rules, which single and batch
+    /// verification share exactly: every node accepts the same signatures however it batches
+    /// them, which consensus needs (plain RFC 8032 leaves that open).
     pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<()> {
-        let key = VerifyingKey::from_bytes(&self.0).map_err(|_| Error::InvalidPublicKey)?;
-        let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
-        key.verify_strict(message, &sig)
+        let key = VerificationKey::try_from(self.0).map_err(|_| Error::InvalidPublicKey)?;
+        key.verify(&ed25519_zebra::Signature::from_bytes(&signature.0), message)
             .map_err(|_| Error::InvalidSignature)
     }
 
@@ -74,14 +75,14 @@ impl Keypair {
     /// A fresh key from the operating system's randomness.
     pub fn generate() -> Self {
         Keypair {
-            signing: SigningKey::generate(&mut rand_core::OsRng),
+            signing: SigningKey::new(rand_core::OsRng),
         }
     }
 
     /// The key with this 32-byte secret seed.
     pub fn from_secret(secret: [u8; 32]) -> Self {
         Keypair {
-            signing: SigningKey::from_bytes(&secret),
+            signing: SigningKey::from(secret),
         }
     }
 
@@ -97,7 +98,7 @@ impl Keypair {
 
     /// The public key.
     pub fn public(&self) -> PublicKey {
-        PublicKey(self.signing.verifying_key().to_bytes())
+        PublicKey(VerificationKeyBytes::from(&self.signing).into())
     }
 
     /// The account address.
@@ -119,53 +120,64 @@ impl fmt::Debug for Keypair {
     }
 }
 
-/// Decompressed keys of recent signers. Decompressing a key costs a field square root, a good
-/// part of a batched verification, and active accounts sign again and again.
-static KEY_CACHE: Mutex<BTreeMap<[u8; 32], VerifyingKey>> = Mutex::new(BTreeMap::new());
-const KEY_CACHE_CAPACITY: usize = 1 << 16;
-
-/// Decompresses keys, through the cache.
-fn verifying_keys(keys: &[PublicKey]) -> Result<Vec<VerifyingKey>> {
-    let mut out: Vec<Option<VerifyingKey>> = {
-        let cache = KEY_CACHE.lock().unwrap_or_else(|e| e.into_inner());
-        keys.iter().map(|k| cache.get(&k.0).copied()).collect()
-    };
-    let mut fresh = Vec::new();
-    for (slot, key) in out.iter_mut().zip(keys) {
-        if slot.is_none() {
-            let vk = VerifyingKey::from_bytes(&key.0).map_err(|_| Error::InvalidPublicKey)?;
-            fresh.push((key.0, vk));
-            *slot = Some(vk);
-        }
-    }
-    if !fresh.is_empty() {
-        let mut cache = KEY_CACHE.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() + fresh.len() > KEY_CACHE_CAPACITY {
-            cache.clear();
-        }
-        cache.extend(fresh);
-    }
-    Ok(out
-        .into_iter()
-        .map(|k| k.expect("every slot filled"))
-        .collect())
-}
-
-/// Verifies many `(message, signature, key)` triples at once; several times faster per signature
-/// than one-by-one checks for batches of hundreds. Fails if any one fails (then check them one by
-/// one to find it).
+/// Verifies many `(message, signature, key)` triples at once, several times faster per signature
+/// than one by one. Accepts exactly what [`PublicKey::verify`] accepts one by one (ZIP-215), so the
+/// outcome never depends on how signatures are grouped. Fails if any one fails (then check them
+/// one by one to find it).
 pub fn verify_batch(
     messages: &[&[u8]],
     signatures: &[Signature],
     keys: &[PublicKey],
 ) -> Result<()> {
-    let keys = verifying_keys(keys)?;
-    let sigs: Vec<_> = signatures
-        .iter()
-        .map(|s| ed25519_dalek::Signature::from_bytes(&s.0))
-        .collect();
-    ed25519_dalek::verify_batch(messages, &sigs, &keys).map_err(|_| Error::InvalidSignature)
+    let mut verifier = batch::Verifier::new();
+    for ((message, signature), key) in messages.iter().zip(signatures).zip(keys) {
+        verifier.queue((
+            VerificationKeyBytes::from(key.0),
+            ed25519_zebra::Signature::from_bytes(&signature.0),
+            message,
+        ));
+    }
+    verifier
+        .verify(BatchRng::new())
+        .map_err(|_| Error::InvalidSignature)
 }
+
+/// The random coefficients of a batch check: a blake3 stream under a fresh OS-random key. One
+/// system call per batch instead of two per signature.
+struct BatchRng(blake3::OutputReader);
+
+impl BatchRng {
+    fn new() -> Self {
+        let mut key = [0u8; 32];
+        rand_core::OsRng.fill_bytes(&mut key);
+        BatchRng(blake3::Hasher::new_keyed(&key).finalize_xof())
+    }
+}
+
+impl rand_core::RngCore for BatchRng {
+    fn next_u32(&mut self) -> u32 {
+        let mut b = [0u8; 4];
+        self.0.fill(&mut b);
+        u32::from_le_bytes(b)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        let mut b = [0u8; 8];
+        self.0.fill(&mut b);
+        u64::from_le_bytes(b)
+    }
+
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        self.0.fill(dest);
+    }
+
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> std::result::Result<(), rand_core::Error> {
+        self.0.fill(dest);
+        Ok(())
+    }
+}
+
+impl rand_core::CryptoRng for BatchRng {}
 
 #[cfg(test)]
 mod tests {
@@ -184,6 +196,48 @@ mod tests {
         assert_eq!(
             other.public().verify(b"hello", &sig),
             Err(Error::InvalidSignature)
+        );
+    }
+
+    /// Consensus needs one answer per signature, however signatures are batched: single and batch
+    /// checks must agree, also on malformed signatures (bit flips in R or s, s not reduced).
+    #[test]
+    fn single_and_batch_verification_agree() {
+        let key = Keypair::from_seed_label("agree");
+        let msg = b"consensus";
+        let good = key.sign(msg);
+        let mut cases = vec![good];
+        for i in [0usize, 5, 31, 32, 40, 63] {
+            let mut bad = good;
+            bad.0[i] ^= 0x40;
+            cases.push(bad);
+        }
+        let mut unreduced = good;
+        unreduced.0[32..].copy_from_slice(&[0xFF; 32]);
+        cases.push(unreduced);
+        for sig in cases {
+            let single = key.public().verify(msg, &sig).is_ok();
+            let batch = verify_batch(&[msg], &[sig], &[key.public()]).is_ok();
+            assert_eq!(single, batch, "{sig:?}");
+        }
+    }
+
+    #[test]
+    fn known_answer_rfc8032_test_1() {
+        // RFC 8032, section 7.1, TEST 1 (empty message).
+        let secret: [u8; 32] =
+            hex::decode("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+                .unwrap()
+                .try_into()
+                .unwrap();
+        let key = Keypair::from_secret(secret);
+        assert_eq!(
+            key.public().to_hex(),
+            "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
+        );
+        assert_eq!(
+            hex::encode(key.sign(b"").0),
+            "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"
         );
     }
 
