@@ -1,3 +1,4 @@
+use agora_types::Hash;
 use thiserror::Error;
 
 /// Node errors (not a transaction's fault: those are [`agora_state::TxError`]).
@@ -12,6 +13,43 @@ pub enum Error {
     /// The store has no genesis block.
     #[error("the store has no genesis block: initialize the node first")]
     NoGenesis,
+    /// A block from another validator that this node refuses; nothing was committed.
+    #[error("invalid block {height}: {reason}")]
+    InvalidBlock {
+        /// Height the block claims.
+        height: u64,
+        /// What is wrong with it.
+        reason: BlockError,
+    },
+}
+
+/// What is wrong with a block.
+#[derive(Debug, Error)]
+pub enum BlockError {
+    /// Built for another chain.
+    #[error("chain id {got:?}, expected {expected:?}")]
+    WrongChain { expected: String, got: String },
+    /// Does not follow the latest block.
+    #[error("expected height {expected}")]
+    WrongHeight { expected: u64 },
+    /// Names another parent.
+    #[error("parent {got}, but the latest block is {expected}")]
+    WrongParent { expected: Hash, got: Hash },
+    /// Time does not move forward.
+    #[error("time {got} ms is not after the parent's {parent} ms")]
+    TimeNotMonotone { parent: u64, got: u64 },
+    /// The header's transaction root does not match the transactions.
+    #[error("tx root {header} does not match the transactions ({computed})")]
+    TxRootMismatch { header: Hash, computed: Hash },
+    /// A transaction signature does not verify.
+    #[error("transaction {index} has an invalid signature")]
+    BadSignature { index: usize },
+    /// A transaction is not admissible in order.
+    #[error(transparent)]
+    Execution(agora_state::Error),
+    /// Executing the block gives another state root.
+    #[error("state root {header} does not match execution ({computed})")]
+    StateRootMismatch { header: Hash, computed: Hash },
 }
 
 /// Result with this crate's [`Error`].

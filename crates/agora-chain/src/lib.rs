@@ -20,7 +20,7 @@ mod mempool;
 mod metrics;
 mod node;
 
-pub use error::{Error, Result};
+pub use error::{BlockError, Error, Result};
 pub use mempool::SenderState;
 pub use mempool::{Mempool, MempoolConfig};
 pub use metrics::Metrics;
