@@ -347,33 +347,39 @@ impl Node {
                 computed,
             }));
         }
-        let txs: Vec<&SignedTransaction> = block.txs.iter().collect();
-        if let Some(index) = verify_batched(&txs).iter().position(|ok| !ok) {
-            return Err(invalid(BlockError::BadSignature { index }));
-        }
         let ctx = BlockContext {
             chain_id: h.chain_id.clone(),
             height,
             time_ms: h.time_ms,
             proposer: h.proposer,
         };
-        let mut exec = Executor::new(&snap, ctx)?;
-        for (index, (tx, hash)) in block.txs.iter().zip(&tx_hashes).enumerate() {
-            match exec.apply_tx(tx, *hash) {
-                Ok(_) => {}
-                Err(CheckError::Tx(error)) => {
-                    return Err(invalid(BlockError::Execution(
-                        agora_state::Error::InvalidTx {
-                            index,
-                            hash: hash.to_hex(),
-                            error,
-                        },
-                    )));
+        // Signatures are checked on the pool while this thread executes: execution does not
+        // depend on them, and a bad signature discards the whole block before anything commits.
+        let txs: Vec<&SignedTransaction> = block.txs.iter().collect();
+        let (sig_ok, executed) = rayon::join(
+            || verify_batched(&txs),
+            || -> Result<std::result::Result<agora_state::Executed, BlockError>> {
+                let mut exec = Executor::new(&snap, ctx)?;
+                for (index, (tx, hash)) in block.txs.iter().zip(&tx_hashes).enumerate() {
+                    match exec.apply_tx(tx, *hash) {
+                        Ok(_) => {}
+                        Err(CheckError::Tx(error)) => {
+                            return Ok(Err(BlockError::Execution(agora_state::Error::InvalidTx {
+                                index,
+                                hash: hash.to_hex(),
+                                error,
+                            })));
+                        }
+                        Err(CheckError::State(e)) => return Err(e.into()),
+                    }
                 }
-                Err(CheckError::State(e)) => return Err(e.into()),
-            }
+                Ok(Ok(exec.finish()?))
+            },
+        );
+        if let Some(index) = sig_ok.iter().position(|ok| !ok) {
+            return Err(invalid(BlockError::BadSignature { index }));
         }
-        let executed = exec.finish()?;
+        let executed = executed?.map_err(invalid)?;
         drop(snap);
         let staged = self.store.stage(&executed.writes)?;
         if staged.state_root() != h.state_root {
