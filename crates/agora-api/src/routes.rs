@@ -33,7 +33,10 @@ type ApiResult<T> = Result<T, ApiError>;
 pub fn router(node: Arc<Node>, shutdown: watch::Receiver<bool>) -> Router {
     let registry = Arc::new(node.metrics().registry());
     Router::new()
-        .route("/v1/txs", post(submit_txs))
+        .route(
+            "/v1/txs",
+            post(submit_txs).layer(axum::extract::DefaultBodyLimit::max(MAX_SUBMIT_BODY)),
+        )
         .route("/v1/txs/{hash}", get(get_tx))
         .route("/v1/blocks/{id}", get(get_block))
         .route("/v1/accounts/{address}", get(get_account))
@@ -77,7 +80,20 @@ fn decode_hex(s: &str) -> Result<Vec<u8>, ApiError> {
         .map_err(|e| ApiError::bad_request("malformed_tx", format!("transaction is not hex: {e}")))
 }
 
-async fn submit_txs(State(st): State<AppState>, body: axum::body::Bytes) -> ApiResult<Response> {
+/// Largest request body for `POST /v1/txs`: room for a batch of a few thousand transactions.
+const MAX_SUBMIT_BODY: usize = 8 << 20;
+
+async fn submit_txs(
+    State(st): State<AppState>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> ApiResult<Response> {
+    let body = body.map_err(|e| {
+        ApiError::new(
+            e.status(),
+            "request_too_large",
+            format!("{e}: send at most {MAX_SUBMIT_BODY} bytes per request (split the batch)"),
+        )
+    })?;
     let body: SubmitBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(
             "malformed_request",

@@ -7,7 +7,11 @@ use agora_state::{Genesis, GenesisAccount, Params};
 use agora_store::Proof;
 use agora_types::{AGR, Address, Hash, Keypair, Message, Transaction};
 use serde_json::{Value, json};
-use std::{io::BufRead, sync::Arc, time::Duration};
+use std::{
+    io::{BufRead, Read, Write},
+    sync::Arc,
+    time::Duration,
+};
 
 struct Harness {
     base: String,
@@ -195,6 +199,31 @@ fn errors_are_json_with_codes_and_statuses() {
     let (s, b) = h.post("/v1/txs", &json!({ "tx": good }));
     assert_eq!((s, b["code"].as_str().unwrap()), (409, "duplicate_tx"));
 
+    // A body over the limit gets a JSON 413, however early the server answers: the body is
+    // written from another thread, ignoring the write error when the server closes first.
+    let mut conn = std::net::TcpStream::connect(h.base.trim_start_matches("http://")).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut writer = conn.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let body = vec![b' '; 9_000_000];
+        let head = format!(
+            "POST /v1/txs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = writer
+            .write_all(head.as_bytes())
+            .and_then(|_| writer.write_all(&body));
+    });
+    let mut answer = Vec::new();
+    let _ = conn.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        answer.contains("\"code\":\"request_too_large\""),
+        "{answer}"
+    );
+    sender.join().unwrap();
     assert_eq!(h.get("/v1/blocks/99").1["code"], "block_not_found");
     assert_eq!(h.get("/v1/blocks/xyz").1["code"], "invalid_block_id");
     assert_eq!(
