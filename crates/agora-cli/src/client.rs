@@ -54,24 +54,11 @@ impl Client {
 
     /// Like [`Client::get`], but a 404 is `None`.
     pub fn get_opt(&self, path: &str) -> Result<Option<Value>> {
-        let mut resp = self
-            .agent
-            .get(&format!("{}{path}", self.base))
-            .call()
-            .with_context(|| format!("cannot reach the node at {}", self.base))?;
-        if resp.status().as_u16() == 404 {
+        let r = self.agent.get(&format!("{}{path}", self.base)).call();
+        if matches!(&r, Ok(resp) if resp.status().as_u16() == 404) {
             return Ok(None);
         }
-        let status = resp.status().as_u16();
-        let body: Value = resp.body_mut().read_json()?;
-        if status >= 400 {
-            bail!(
-                "{} [{}, HTTP {status}]",
-                body["message"].as_str().unwrap_or(""),
-                body["code"].as_str().unwrap_or("error")
-            );
-        }
-        Ok(Some(body))
+        self.check(path, r).map(Some)
     }
 
     pub fn post(&self, path: &str, body: &Value) -> Result<Value> {

@@ -147,15 +147,8 @@ impl<'a> Executor<'a> {
         &self.params
     }
 
-    /// Reads an account as of the changes of this block so far.
-    pub fn account(&self, address: &Address) -> Result<Option<Account>> {
-        match self.accounts.get(address) {
-            Some(acc) => Ok(acc.clone()),
-            None => read_account(self.base, address),
-        }
-    }
-
-    /// Like [`Executor::account`], keeping what it read for the rest of the block.
+    /// Reads an account as of the changes of this block so far, keeping what it read for the
+    /// rest of the block.
     fn load(&mut self, address: &Address) -> Result<Option<Account>> {
         if let Some(acc) = self.accounts.get(address) {
             return Ok(acc.clone());

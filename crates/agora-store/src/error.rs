@@ -10,7 +10,10 @@ pub enum Error {
     #[error("corrupt record in {table}: {reason}")]
     Corrupt { table: &'static str, reason: String },
     /// The block to commit does not follow the latest one.
-    #[error("block {got} does not follow the latest committed height {latest:?}")]
+    #[error("block {got} does not follow the latest committed block ({})", match latest {
+        Some(h) => format!("height {h}"),
+        None => "none: the store is empty".to_string(),
+    })]
     WrongHeight { latest: Option<u64>, got: u64 },
     /// The block's state root differs from the one computed.
     #[error(
