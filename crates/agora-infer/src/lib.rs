@@ -1,0 +1,39 @@
+//! Agora's inference runtime: the models providers sell and verifiers re-check.
+//!
+//! - [`llama`]: quantized llama generation from GGUF files, on kernels of our own ([`kernels`]).
+//! - [`gguf`]: the GGUF reader (and a writer, for tests that build tiny models).
+
+pub mod gguf;
+pub mod kernels;
+pub mod llama;
+pub mod quant;
+pub mod tokenizer;
+
+use std::path::{Path, PathBuf};
+
+/// Everything that can go wrong in the runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("bad model file: {0}")]
+    BadModel(String),
+    #[error("the prompt and answer need {tokens} tokens but the model's context holds {context}")]
+    ContextOverflow { tokens: usize, context: usize },
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl Error {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

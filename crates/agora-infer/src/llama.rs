@@ -1,0 +1,492 @@
+//! A llama-architecture transformer over quantized weights (GGUF): RMSNorm, rotary position embedding
+//! (interleaved pairs, as GGUF stores llama weights), grouped-query attention with an f32 KV cache,
+//! SwiGLU feed-forward, and an output layer (tied to the token embedding when the file has none).
+//!
+//! Determinism: every output element is computed start to finish by one thread in a fixed order, so
+//! results do not depend on the thread count; a batch of tokens gives bit-for-bit the logits that
+//! feeding the same tokens one at a time gives, which is what teacher-forced scoring relies on.
+
+use std::ops::Range;
+use std::path::Path;
+
+use rayon::prelude::*;
+
+use crate::Error;
+use crate::gguf::{GgmlType, Gguf};
+use crate::kernels::{self, Isa};
+use crate::quant::{QActs, QMatrix};
+
+/// Shape and constants of a llama model, from GGUF metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlamaConfig {
+    pub n_layer: usize,
+    pub n_embd: usize,
+    pub n_ff: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    pub vocab: usize,
+    pub context: usize,
+    pub rope_base: f32,
+    pub rms_eps: f32,
+}
+
+impl LlamaConfig {
+    fn from_gguf(g: &Gguf) -> Result<Self, Error> {
+        let arch = g.str("general.architecture")?;
+        if arch != "llama" {
+            return Err(Error::BadModel(format!(
+                "architecture {arch} is not supported (llama)"
+            )));
+        }
+        let n_embd = g.u64("llama.embedding_length")? as usize;
+        let n_head = g.u64("llama.attention.head_count")? as usize;
+        let n_head_kv = match g.metadata.get("llama.attention.head_count_kv") {
+            Some(v) => v
+                .as_u64()
+                .ok_or_else(|| Error::BadModel("head_count_kv is not an integer".into()))?
+                as usize,
+            None => n_head,
+        };
+        let vocab = g
+            .info("token_embd.weight")?
+            .dims
+            .get(1)
+            .copied()
+            .unwrap_or(0) as usize;
+        let cfg = Self {
+            n_layer: g.u64("llama.block_count")? as usize,
+            n_embd,
+            n_ff: g.u64("llama.feed_forward_length")? as usize,
+            n_head,
+            n_head_kv,
+            head_dim: n_embd.checked_div(n_head).unwrap_or(0),
+            vocab,
+            context: g.u64("llama.context_length")? as usize,
+            rope_base: match g.metadata.get("llama.rope.freq_base") {
+                Some(v) => v
+                    .as_f32()
+                    .ok_or_else(|| Error::BadModel("rope.freq_base is not a float".into()))?,
+                None => 10_000.0,
+            },
+            rms_eps: g.f32("llama.attention.layer_norm_rms_epsilon")?,
+        };
+        let ok = cfg.n_layer > 0
+            && cfg.n_head > 0
+            && cfg.n_head_kv > 0
+            && cfg.n_head.is_multiple_of(cfg.n_head_kv)
+            && cfg.head_dim * cfg.n_head == cfg.n_embd
+            && cfg.head_dim.is_multiple_of(2)
+            && cfg.vocab > 0
+            && cfg.context > 0;
+        if !ok {
+            return Err(Error::BadModel(format!(
+                "inconsistent llama shape: {cfg:?}"
+            )));
+        }
+        Ok(cfg)
+    }
+
+    fn kv_dim(&self) -> usize {
+        self.n_head_kv * self.head_dim
+    }
+}
+
+#[derive(Debug)]
+struct Layer {
+    attn_norm: Vec<f32>,
+    wq: QMatrix,
+    wk: QMatrix,
+    wv: QMatrix,
+    wo: QMatrix,
+    ffn_norm: Vec<f32>,
+    gate: QMatrix,
+    up: QMatrix,
+    down: QMatrix,
+}
+
+/// A loaded llama model. Load once, share (`Send + Sync`), and run many [`KvCache`] sessions on it.
+#[derive(Debug)]
+pub struct Llama {
+    pub config: LlamaConfig,
+    embed: QMatrix,
+    layers: Vec<Layer>,
+    out_norm: Vec<f32>,
+    /// `None`: the output layer is the token embedding (tied weights).
+    output: Option<QMatrix>,
+    pool: rayon::ThreadPool,
+    isa: Isa,
+}
+
+/// The keys and values of the tokens seen so far by one sequence.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    len: usize,
+}
+
+impl KvCache {
+    /// Number of positions held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Drops every position from `len` on (to reuse a common prefix).
+    pub fn truncate(&mut self, len: usize, kv_dim: usize) {
+        if len < self.len {
+            for layer in self.k.iter_mut().chain(self.v.iter_mut()) {
+                layer.truncate(len * kv_dim);
+            }
+            self.len = len;
+        }
+    }
+
+    /// Bytes held by the cache.
+    pub fn bytes(&self) -> usize {
+        self.k.iter().chain(&self.v).map(|l| l.capacity() * 4).sum()
+    }
+}
+
+fn read_f32(g: &Gguf, name: &str, len: usize) -> Result<Vec<f32>, Error> {
+    let (info, bytes) = g.read(name)?;
+    if info.ty != GgmlType::F32 || info.elements() != len as u64 {
+        return Err(Error::BadModel(format!(
+            "tensor {name} is {:?} {:?}; F32 [{len}] expected",
+            info.ty, info.dims
+        )));
+    }
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
+}
+
+fn read_matrix(g: &Gguf, name: &str, cols: usize, rows: usize) -> Result<QMatrix, Error> {
+    let (info, bytes) = g.read(name)?;
+    let m = QMatrix::from_gguf(name, info.ty, &info.dims, bytes)?;
+    if m.cols != cols || m.rows != rows {
+        return Err(Error::BadModel(format!(
+            "tensor {name} is {}x{}; {rows}x{cols} expected",
+            m.rows, m.cols
+        )));
+    }
+    Ok(m)
+}
+
+impl Llama {
+    /// Loads a llama GGUF and starts a pool of `threads` threads for it.
+    pub fn load(path: &Path, threads: usize) -> Result<Self, Error> {
+        let g = Gguf::open(path)?;
+        let cfg = LlamaConfig::from_gguf(&g)?;
+        let (d, kv, ff) = (cfg.n_embd, cfg.kv_dim(), cfg.n_ff);
+        let embed = read_matrix(&g, "token_embd.weight", d, cfg.vocab)?;
+        let output = match g.tensors.contains_key("output.weight") {
+            true => Some(read_matrix(&g, "output.weight", d, cfg.vocab)?),
+            false => None,
+        };
+        let layers = (0..cfg.n_layer)
+            .map(|i| {
+                let n = |s: &str| format!("blk.{i}.{s}.weight");
+                Ok(Layer {
+                    attn_norm: read_f32(&g, &n("attn_norm"), d)?,
+                    wq: read_matrix(&g, &n("attn_q"), d, d)?,
+                    wk: read_matrix(&g, &n("attn_k"), d, kv)?,
+                    wv: read_matrix(&g, &n("attn_v"), d, kv)?,
+                    wo: read_matrix(&g, &n("attn_output"), d, d)?,
+                    ffn_norm: read_f32(&g, &n("ffn_norm"), d)?,
+                    gate: read_matrix(&g, &n("ffn_gate"), d, ff)?,
+                    up: read_matrix(&g, &n("ffn_up"), d, ff)?,
+                    down: read_matrix(&g, &n("ffn_down"), ff, d)?,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let out_norm = read_f32(&g, "output_norm.weight", d)?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .thread_name(|i| format!("agora-infer-{i}"))
+            .build()
+            .map_err(|e| Error::Runtime(format!("cannot start inference threads: {e}")))?;
+        Ok(Self {
+            config: cfg,
+            embed,
+            layers,
+            out_norm,
+            output,
+            pool,
+            isa: kernels::detected(),
+        })
+    }
+
+    /// Uses the portable kernels even where SIMD ones exist (for tests: both give the same bits).
+    pub fn force_portable_kernels(&mut self) {
+        self.isa = Isa::Portable;
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// Bytes of weights held in memory.
+    pub fn weight_bytes(&self) -> usize {
+        let m = |q: &QMatrix| q.data.len();
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                m(&l.wq)
+                    + m(&l.wk)
+                    + m(&l.wv)
+                    + m(&l.wo)
+                    + m(&l.gate)
+                    + m(&l.up)
+                    + m(&l.down)
+                    + 4 * (l.attn_norm.len() + l.ffn_norm.len())
+            })
+            .sum();
+        layers + m(&self.embed) + self.output.as_ref().map_or(0, m) + 4 * self.out_norm.len()
+    }
+
+    pub fn new_cache(&self) -> KvCache {
+        KvCache {
+            k: vec![Vec::new(); self.config.n_layer],
+            v: vec![Vec::new(); self.config.n_layer],
+            len: 0,
+        }
+    }
+
+    /// Runs `tokens` after what `cache` holds, appends them to the cache, and returns the logits of the
+    /// tokens whose indices (within `tokens`) are in `logits_for`, one `vocab`-long row each.
+    pub fn forward(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        logits_for: Range<usize>,
+    ) -> Result<Vec<f32>, Error> {
+        let cfg = &self.config;
+        if tokens.is_empty() {
+            return Ok(Vec::new());
+        }
+        if logits_for.end > tokens.len() || logits_for.start > logits_for.end {
+            return Err(Error::Runtime(
+                "logits requested for tokens outside the batch".into(),
+            ));
+        }
+        if cache.len + tokens.len() > cfg.context {
+            return Err(Error::ContextOverflow {
+                tokens: cache.len + tokens.len(),
+                context: cfg.context,
+            });
+        }
+        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= cfg.vocab) {
+            return Err(Error::BadRequest(format!(
+                "token id {t} is outside the vocabulary ({})",
+                cfg.vocab
+            )));
+        }
+        if cache.k.len() != cfg.n_layer {
+            *cache = self.new_cache();
+        }
+        self.pool
+            .install(|| self.forward_inner(cache, tokens, logits_for))
+    }
+
+    fn forward_inner(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        logits_for: Range<usize>,
+    ) -> Result<Vec<f32>, Error> {
+        let cfg = &self.config;
+        let (n, d, kv_dim) = (tokens.len(), cfg.n_embd, cfg.kv_dim());
+        let pos0 = cache.len;
+
+        let mut x = vec![0f32; n * d];
+        for (row, &t) in x.chunks_exact_mut(d).zip(tokens) {
+            self.embed.dequantize_row(t as usize, row);
+        }
+        let mut h = vec![0f32; n * d];
+        let mut acts = QActs::default();
+        let mut q = vec![0f32; n * d];
+        let mut k = vec![0f32; n * kv_dim];
+        let mut v = vec![0f32; n * kv_dim];
+        let mut attn = vec![0f32; n * d];
+        let mut o = vec![0f32; n * d];
+        let mut gate = vec![0f32; n * cfg.n_ff];
+        let mut up = vec![0f32; n * cfg.n_ff];
+        let mut down = vec![0f32; n * d];
+
+        for (li, layer) in self.layers.iter().enumerate() {
+            rms_norm(&x, &layer.attn_norm, cfg.rms_eps, &mut h);
+            acts.quantize(&h, d, layer.wq.ty);
+            self.matmuls(
+                &acts,
+                &mut [
+                    (&layer.wq, &mut q),
+                    (&layer.wk, &mut k),
+                    (&layer.wv, &mut v),
+                ],
+            );
+            rope(&mut q, d, cfg.head_dim, pos0, cfg.rope_base);
+            rope(&mut k, kv_dim, cfg.head_dim, pos0, cfg.rope_base);
+            cache.k[li].extend_from_slice(&k);
+            cache.v[li].extend_from_slice(&v);
+            self.attention(&q, &cache.k[li], &cache.v[li], pos0, &mut attn);
+            acts.quantize(&attn, d, layer.wo.ty);
+            self.matmuls(&acts, &mut [(&layer.wo, &mut o)]);
+            x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+
+            rms_norm(&x, &layer.ffn_norm, cfg.rms_eps, &mut h);
+            acts.quantize(&h, d, layer.gate.ty);
+            self.matmuls(&acts, &mut [(&layer.gate, &mut gate), (&layer.up, &mut up)]);
+            for (g, u) in gate.iter_mut().zip(&up) {
+                *g = *g / (1.0 + (-*g).exp()) * u;
+            }
+            acts.quantize(&gate, cfg.n_ff, layer.down.ty);
+            self.matmuls(&acts, &mut [(&layer.down, &mut down)]);
+            x.iter_mut().zip(&down).for_each(|(a, b)| *a += b);
+        }
+        cache.len += n;
+
+        let rows = &x[logits_for.start * d..logits_for.end * d];
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut normed = vec![0f32; rows.len()];
+        rms_norm(rows, &self.out_norm, cfg.rms_eps, &mut normed);
+        let output = self.output.as_ref().unwrap_or(&self.embed);
+        acts.quantize(&normed, d, output.ty);
+        let mut logits = vec![0f32; logits_for.len() * cfg.vocab];
+        self.matmuls(&acts, &mut [(output, &mut logits)]);
+        Ok(logits)
+    }
+
+    /// Runs several matmuls that share their input, split into row ranges over the pool. Each output
+    /// element is computed by one task, so the split does not change a bit of the result.
+    fn matmuls(&self, acts: &QActs, jobs: &mut [(&QMatrix, &mut Vec<f32>)]) {
+        let threads = self.pool.current_num_threads();
+        let total_rows: usize = jobs.iter().map(|(m, _)| m.rows).sum();
+        // Enough tasks to balance the threads, few enough that scheduling stays cheap.
+        let chunk = total_rows
+            .div_ceil(threads * 4)
+            .next_multiple_of(16)
+            .max(16);
+        let mut tasks = Vec::new();
+        for (j, (m, _)) in jobs.iter().enumerate() {
+            let mut r = 0;
+            while r < m.rows {
+                let end = (r + chunk).min(m.rows);
+                tasks.push((j, r..end));
+                r = end;
+            }
+        }
+        let n = acts.n;
+        let isa = self.isa;
+        let results: Vec<Vec<f32>> = tasks
+            .par_iter()
+            .map(|(j, rows)| {
+                let mut out = vec![0f32; n * rows.len()];
+                kernels::matmul_rows(isa, jobs[*j].0, acts, rows.clone(), &mut out);
+                out
+            })
+            .collect();
+        for ((j, rows), part) in tasks.iter().zip(results) {
+            let (m, out) = &mut jobs[*j];
+            let width = m.rows;
+            for t in 0..n {
+                out[t * width + rows.start..t * width + rows.end]
+                    .copy_from_slice(&part[t * rows.len()..(t + 1) * rows.len()]);
+            }
+        }
+    }
+
+    /// Causal attention of `n` new tokens (at positions `pos0..pos0+n`) over the cache, one task per
+    /// (token, head).
+    fn attention(&self, q: &[f32], kc: &[f32], vc: &[f32], pos0: usize, out: &mut [f32]) {
+        let cfg = &self.config;
+        let (hd, n_head, kv_dim) = (cfg.head_dim, cfg.n_head, cfg.kv_dim());
+        let group = n_head / cfg.n_head_kv;
+        let scale = 1.0 / (hd as f32).sqrt();
+        out.par_chunks_mut(hd).enumerate().for_each(|(i, out_h)| {
+            let (t, head) = (i / n_head, i % n_head);
+            let q_h = &q[i * hd..(i + 1) * hd];
+            let kvh = head / group;
+            let span = pos0 + t + 1;
+            let mut scores = Vec::with_capacity(span);
+            for p in 0..span {
+                let k_p = &kc[p * kv_dim + kvh * hd..][..hd];
+                scores.push(dot(q_h, k_p) * scale);
+            }
+            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f32;
+            for s in scores.iter_mut() {
+                *s = (*s - max).exp();
+                sum += *s;
+            }
+            let inv = 1.0 / sum;
+            out_h.fill(0.0);
+            for (p, s) in scores.iter().enumerate() {
+                let w = s * inv;
+                let v_p = &vc[p * kv_dim + kvh * hd..][..hd];
+                for (o, v) in out_h.iter_mut().zip(v_p) {
+                    *o += w * v;
+                }
+            }
+        });
+    }
+}
+
+/// A dot product with eight partial sums (so it vectorizes), in a fixed order.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut ca = a.chunks_exact(8);
+    let mut cb = b.chunks_exact(8);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for j in 0..8 {
+            acc[j] += x[j] * y[j];
+        }
+    }
+    let mut tail = 0f32;
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        tail += x * y;
+    }
+    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7])) + tail
+}
+
+/// `out = x / rms(x) * weight`, per row; the sum of squares in f64 as llama.cpp does.
+fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let d = weight.len();
+    for (row, o) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        let sum: f64 = row.iter().map(|v| f64::from(v * v)).sum();
+        let mean = (sum / d as f64) as f32;
+        let scale = 1.0 / (mean + eps).sqrt();
+        for ((o, v), w) in o.iter_mut().zip(row).zip(weight) {
+            *o = (v * scale) * w;
+        }
+    }
+}
+
+/// Rotary embedding on rows of `row_len` (one token each, whole heads), pairs `(2i, 2i+1)` of each
+/// head rotated by `pos * base^(-2i/head_dim)`, the angle built by repeated multiplication as in llama.cpp.
+fn rope(x: &mut [f32], row_len: usize, head_dim: usize, pos0: usize, base: f32) {
+    let theta_scale = base.powf(-2.0 / head_dim as f32);
+    let mut cos_sin = vec![(0f32, 0f32); head_dim / 2];
+    for (t, row) in x.chunks_exact_mut(row_len).enumerate() {
+        let mut theta = (pos0 + t) as f32;
+        for cs in cos_sin.iter_mut() {
+            *cs = (theta.cos(), theta.sin());
+            theta *= theta_scale;
+        }
+        for head in row.chunks_exact_mut(head_dim) {
+            for (pair, &(c, s)) in head.chunks_exact_mut(2).zip(&cos_sin) {
+                let (x0, x1) = (pair[0], pair[1]);
+                pair[0] = x0 * c - x1 * s;
+                pair[1] = x0 * s + x1 * c;
+            }
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! Block-quantized weights (ggml's Q4_1 and Q8_0) and 8-bit quantized activations.
+//!
+//! A weight matrix keeps the GGUF bytes as they are: rows of 32-element blocks.
+//! - Q4_1 block (20 bytes): `d: f16, m: f16, qs: [u8; 16]`, element `i` is `d * q_i + m`, where `q_i` is
+//!   the low nibble of `qs[i]` for `i < 16` and the high nibble of `qs[i - 16]` otherwise.
+//! - Q8_0 block (34 bytes): `d: f16, qs: [i8; 32]`, element `i` is `d * qs[i]`.
+//!
+//! Activations are quantized per 32-element block to `i8` with a scale, as llama.cpp does (Q8_1 for Q4_1
+//! weights: the scale and `s = d * Σq` rounded through f16; Q8_0 for Q8_0 weights), so a dot product is
+//! an exact integer sum per block followed by a few float operations in a fixed order (see `kernels`).
+
+use half::f16;
+
+use crate::Error;
+use crate::gguf::GgmlType;
+
+pub const QK: usize = 32;
+pub const Q4_1_BYTES: usize = 20;
+pub const Q8_0_BYTES: usize = 34;
+
+/// The weight formats the matmul kernels take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightType {
+    Q4_1,
+    Q8_0,
+}
+
+impl WeightType {
+    pub fn block_bytes(self) -> usize {
+        match self {
+            Self::Q4_1 => Q4_1_BYTES,
+            Self::Q8_0 => Q8_0_BYTES,
+        }
+    }
+}
+
+/// A quantized weight matrix: `rows` rows of `cols` elements (cols a multiple of 32).
+#[derive(Debug, Clone)]
+pub struct QMatrix {
+    pub ty: WeightType,
+    pub rows: usize,
+    pub cols: usize,
+    pub data: Vec<u8>,
+}
+
+impl QMatrix {
+    pub fn new(ty: WeightType, rows: usize, cols: usize, data: Vec<u8>) -> Result<Self, Error> {
+        if cols == 0 || !cols.is_multiple_of(QK) || data.len() != rows * cols / QK * ty.block_bytes() {
+            return Err(Error::BadModel(format!(
+                "a {ty:?} matrix of {rows}x{cols} cannot hold {} bytes",
+                data.len()
+            )));
+        }
+        Ok(Self {
+            ty,
+            rows,
+            cols,
+            data,
+        })
+    }
+
+    /// Builds a matrix from a GGUF tensor of two dimensions (`dims[0]` = row length).
+    pub fn from_gguf(name: &str, ty: GgmlType, dims: &[u64], data: Vec<u8>) -> Result<Self, Error> {
+        let wt = match ty {
+            GgmlType::Q4_1 => WeightType::Q4_1,
+            GgmlType::Q8_0 => WeightType::Q8_0,
+            other => {
+                return Err(Error::BadModel(format!(
+                    "tensor {name} is {other:?}; Q4_1 or Q8_0 expected"
+                )));
+            }
+        };
+        let [cols, rows] = dims else {
+            return Err(Error::BadModel(format!(
+                "tensor {name} has shape {dims:?}, two dimensions expected"
+            )));
+        };
+        Self::new(wt, *rows as usize, *cols as usize, data)
+    }
+
+    pub fn row_bytes(&self) -> usize {
+        self.cols / QK * self.ty.block_bytes()
+    }
+
+    pub fn row(&self, r: usize) -> &[u8] {
+        let n = self.row_bytes();
+        &self.data[r * n..(r + 1) * n]
+    }
+
+    /// Dequantizes row `r` into `out` (length `cols`).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        let bytes = self.ty.block_bytes();
+        for (block, chunk) in self
+            .row(r)
+            .chunks_exact(bytes)
+            .zip(out.chunks_exact_mut(QK))
+        {
+            let d = f16_at(block, 0);
+            match self.ty {
+                WeightType::Q4_1 => {
+                    let m = f16_at(block, 2);
+                    for i in 0..16 {
+                        let q = block[4 + i];
+                        chunk[i] = d * f32::from(q & 0x0f) + m;
+                        chunk[i + 16] = d * f32::from(q >> 4) + m;
+                    }
+                }
+                WeightType::Q8_0 => {
+                    for i in 0..QK {
+                        chunk[i] = d * f32::from(block[2 + i] as i8);
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn f16_at(bytes: &[u8], at: usize) -> f32 {
+    f16::from_le_bytes([bytes[at], bytes[at + 1]]).to_f32()
+}
+
+/// Quantizes `x` (length a multiple of 32) to Q4_1 the way ggml's reference quantizer does.
+pub fn quantize_q4_1(x: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(x.len() / QK * Q4_1_BYTES);
+    for block in x.chunks_exact(QK) {
+        let min = block.iter().copied().fold(f32::INFINITY, f32::min);
+        let max = block.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let d = (max - min) / 15.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+        out.extend_from_slice(&f16::from_f32(min).to_le_bytes());
+        let q = |v: f32| ((v - min) * id + 0.5).clamp(0.0, 15.0) as u8;
+        for i in 0..16 {
+            out.push(q(block[i]) | (q(block[i + 16]) << 4));
+        }
+    }
+    out
+}
+
+/// Quantizes `x` (length a multiple of 32) to Q8_0.
+pub fn quantize_q8_0(x: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(x.len() / QK * Q8_0_BYTES);
+    for block in x.chunks_exact(QK) {
+        let amax = block.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+        out.extend(block.iter().map(|v| (v * id).round_ties_even() as i8 as u8));
+    }
+    out
+}
+
+/// Activations of `n` tokens, each of `cols` elements, quantized per 32-element block.
+#[derive(Debug, Clone, Default)]
+pub struct QActs {
+    pub n: usize,
+    pub cols: usize,
+    pub qs: Vec<i8>,
+    /// Per block: the scale (rounded through f16).
+    pub d: Vec<f32>,
+    /// Per block: `d * Σq` rounded through f16 (Q8_1 only; zero for Q8_0).
+    pub s: Vec<f32>,
+}
+
+impl QActs {
+    /// Quantizes `x` (`n` rows of `cols`) for a matmul with weights of type `ty`.
+    pub fn quantize(&mut self, x: &[f32], cols: usize, ty: WeightType) {
+        debug_assert!(cols.is_multiple_of(QK) && x.len().is_multiple_of(cols));
+        let nb = x.len() / QK;
+        self.n = x.len() / cols;
+        self.cols = cols;
+        self.qs.resize(x.len(), 0);
+        self.d.resize(nb, 0.0);
+        self.s.resize(nb, 0.0);
+        for (b, (block, qs)) in x
+            .chunks_exact(QK)
+            .zip(self.qs.chunks_exact_mut(QK))
+            .enumerate()
+        {
+            let amax = block.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+            let mut sum = 0i32;
+            for (q, v) in qs.iter_mut().zip(block) {
+                *q = (v * id).round_ties_even() as i8;
+                sum += i32::from(*q);
+            }
+            self.d[b] = f16::from_f32(d).to_f32();
+            self.s[b] = match ty {
+                WeightType::Q4_1 => f16::from_f32(d * sum as f32).to_f32(),
+                WeightType::Q8_0 => 0.0,
+            };
+        }
+    }
+
+    pub(crate) fn blocks_per_row(&self) -> usize {
+        self.cols / QK
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn q4_1_round_trip_is_within_half_a_step() {
+        let x = data(256, 7);
+        let m = QMatrix::new(WeightType::Q4_1, 2, 128, quantize_q4_1(&x)).unwrap();
+        let mut back = vec![0f32; 128];
+        for r in 0..2 {
+            m.dequantize_row(r, &mut back);
+            for (i, (a, b)) in x[r * 128..].iter().zip(&back).enumerate() {
+                let block = &x[r * 128 + i / 32 * 32..][..32];
+                let range = block.iter().copied().fold(f32::MIN, f32::max)
+                    - block.iter().copied().fold(f32::MAX, f32::min);
+                assert!((a - b).abs() <= range / 15.0 * 0.51 + 1e-3, "{a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn q8_0_round_trip_is_close() {
+        let x = data(64, 3);
+        let m = QMatrix::new(WeightType::Q8_0, 1, 64, quantize_q8_0(&x)).unwrap();
+        let mut back = vec![0f32; 64];
+        m.dequantize_row(0, &mut back);
+        for (a, b) in x.iter().zip(&back) {
+            assert!((a - b).abs() < 0.01, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn a_matrix_of_the_wrong_size_is_refused() {
+        assert!(QMatrix::new(WeightType::Q4_1, 2, 64, vec![0; 79]).is_err());
+        assert!(QMatrix::new(WeightType::Q4_1, 2, 63, vec![0; 80]).is_err());
+    }
+}
