@@ -61,7 +61,8 @@ impl GgmlType {
     /// Bytes taken by `n` elements, or `None` if `n` is not a whole number of blocks.
     pub fn bytes_for(self, n: u64) -> Option<u64> {
         let (elems, bytes) = self.block();
-        n.is_multiple_of(elems as u64).then(|| n / elems as u64 * bytes as u64)
+        n.is_multiple_of(elems as u64)
+            .then(|| n / elems as u64 * bytes as u64)
     }
 }
 

@@ -3,10 +3,13 @@
 //! - [`llama`]: quantized llama generation from GGUF files, on kernels of our own ([`kernels`]).
 //! - [`gguf`]: the GGUF reader (and a writer, for tests that build tiny models).
 
+pub mod chat;
 pub mod gguf;
 pub mod kernels;
 pub mod llama;
+pub mod models;
 pub mod quant;
+pub mod sample;
 pub mod tokenizer;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +26,12 @@ pub enum Error {
     BadModel(String),
     #[error("the prompt and answer need {tokens} tokens but the model's context holds {context}")]
     ContextOverflow { tokens: usize, context: usize },
+    #[error("unknown model {0:?}: `agora models list` shows the models this node knows")]
+    UnknownModel(String),
+    #[error("{0}")]
+    Corrupt(String),
+    #[error("cannot fetch the model: {0}")]
+    Fetch(String),
     #[error("bad request: {0}")]
     BadRequest(String),
     #[error("{0}")]

@@ -45,7 +45,10 @@ pub struct QMatrix {
 
 impl QMatrix {
     pub fn new(ty: WeightType, rows: usize, cols: usize, data: Vec<u8>) -> Result<Self, Error> {
-        if cols == 0 || !cols.is_multiple_of(QK) || data.len() != rows * cols / QK * ty.block_bytes() {
+        if cols == 0
+            || !cols.is_multiple_of(QK)
+            || data.len() != rows * cols / QK * ty.block_bytes()
+        {
             return Err(Error::BadModel(format!(
                 "a {ty:?} matrix of {rows}x{cols} cannot hold {} bytes",
                 data.len()

@@ -230,7 +230,7 @@ impl TextStream {
             }
         };
         let rest = self.pending.split_off(valid);
-        
+
         String::from_utf8(std::mem::replace(&mut self.pending, rest)).unwrap_or_default()
     }
 

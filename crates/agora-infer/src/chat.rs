@@ -1,0 +1,359 @@
+//! Chat and text generation on a llama GGUF: the model's chat template, streaming generation with
+//! stop tokens and a token budget, and teacher-forced scoring of a claimed answer.
+
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::gguf::Gguf;
+use crate::llama::{KvCache, Llama};
+use crate::sample::{self, SamplingParams};
+use crate::tokenizer::{BpeTokenizer, TextStream};
+
+/// Positions a session may hold unless told otherwise: bounds the KV cache to ~94 MB for SmolLM2.
+pub const DEFAULT_CONTEXT: usize = 2048;
+/// Tokens scored per forward pass, which bounds the logits held at once.
+const SCORE_CHUNK: usize = 64;
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: String,
+    pub content: String,
+}
+
+impl Message {
+    pub fn new(role: &str, content: &str) -> Self {
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// What to generate.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GenParams {
+    pub max_tokens: u32,
+    #[serde(flatten)]
+    pub sampling: SamplingParams,
+}
+
+impl Default for GenParams {
+    fn default() -> Self {
+        Self {
+            max_tokens: 256,
+            sampling: SamplingParams::default(),
+        }
+    }
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Finish {
+    /// The model emitted a stop token (included in `tokens`).
+    Stop,
+    /// `max_tokens` or the context was reached.
+    Length,
+    /// The caller stopped the stream.
+    Cancelled,
+}
+
+/// A finished generation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Generation {
+    pub prompt_tokens: usize,
+    /// Output tokens, the stop token included when `finish` is `Stop`.
+    pub tokens: Vec<u32>,
+    /// Output text, without the stop token.
+    pub text: String,
+    pub finish: Finish,
+    pub prompt_time: Duration,
+    pub generate_time: Duration,
+}
+
+/// A streamed piece of output.
+#[derive(Debug, Clone, Copy)]
+pub struct Piece<'a> {
+    pub token: u32,
+    /// Text completed by this token (may be empty while a character is split across tokens).
+    pub text: &'a str,
+}
+
+/// The verdict on one claimed output token.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TokenCheck {
+    pub claimed: u32,
+    /// The model's choice at this position (greedy: the top logit; sampled: the seeded sampler's).
+    pub expected: u32,
+    /// Best logit minus the claimed token's logit (0 when the claimed token is the top one).
+    pub margin: f32,
+    pub ok: bool,
+}
+
+/// The result of teacher-forced scoring.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Score {
+    pub checks: Vec<TokenCheck>,
+    /// Index of the first failed position, if any.
+    pub first_failure: Option<usize>,
+    /// Largest margin over all positions.
+    pub max_margin: f32,
+    pub passed: bool,
+}
+
+fn messages_value(messages: &[Message]) -> minijinja::Value {
+    messages
+        .iter()
+        .map(|m| minijinja::context! { role => m.role.as_str(), content => m.content.as_str() })
+        .collect()
+}
+
+/// A chat model: weights, tokenizer and template, loaded once and shared by many requests.
+#[derive(Debug)]
+pub struct ChatModel {
+    pub llama: Llama,
+    pub tokenizer: BpeTokenizer,
+    template: Option<String>,
+    stop: Vec<u32>,
+    context: usize,
+}
+
+impl ChatModel {
+    /// Loads a GGUF chat model with `threads` compute threads and the default context bound.
+    pub fn load(path: &Path, threads: usize) -> Result<Self, Error> {
+        let g = Gguf::open(path)?;
+        let tokenizer = BpeTokenizer::from_gguf(&g)?;
+        let template = g
+            .metadata
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned);
+        drop(g);
+        let llama = Llama::load(path, threads)?;
+        if tokenizer.vocab_size() != llama.config.vocab {
+            return Err(Error::BadModel(format!(
+                "the tokenizer has {} tokens, the model {}",
+                tokenizer.vocab_size(),
+                llama.config.vocab
+            )));
+        }
+        let mut stop: Vec<u32> = tokenizer.eos.into_iter().collect();
+        for t in ["<|im_end|>", "<|endoftext|>", "<|eot_id|>"] {
+            if let Some(id) = tokenizer.token_id(t) {
+                stop.push(id);
+            }
+        }
+        stop.sort_unstable();
+        stop.dedup();
+        let context = llama.config.context.min(DEFAULT_CONTEXT);
+        Ok(Self {
+            llama,
+            tokenizer,
+            template,
+            stop,
+            context,
+        })
+    }
+
+    /// Sets how many positions (prompt + answer) a request may use, up to the model's own context.
+    pub fn set_context(&mut self, positions: usize) {
+        self.context = positions.clamp(1, self.llama.config.context);
+    }
+
+    pub fn context(&self) -> usize {
+        self.context
+    }
+
+    pub fn stop_tokens(&self) -> &[u32] {
+        &self.stop
+    }
+
+    /// The prompt text for `messages` under the model's chat template, ready for the assistant's turn.
+    pub fn render(&self, messages: &[Message]) -> Result<String, Error> {
+        if messages.is_empty() {
+            return Err(Error::BadRequest(
+                "a chat needs at least one message".into(),
+            ));
+        }
+        match &self.template {
+            Some(source) => {
+                let mut env = minijinja::Environment::new();
+                env.add_template("chat", source).map_err(|e| {
+                    Error::BadModel(format!("the chat template does not parse: {e}"))
+                })?;
+                let tmpl = env
+                    .get_template("chat")
+                    .map_err(|e| Error::BadModel(e.to_string()))?;
+                tmpl.render(minijinja::context! { messages => messages_value(messages), add_generation_prompt => true })
+                    .map_err(|e| Error::BadRequest(format!("the chat template failed: {e}")))
+            }
+            // ChatML, the format of models that ship no template.
+            None => {
+                let mut out = String::new();
+                for m in messages {
+                    out.push_str(&format!(
+                        "<|im_start|>{}\n{}<|im_end|>\n",
+                        m.role, m.content
+                    ));
+                }
+                out.push_str("<|im_start|>assistant\n");
+                Ok(out)
+            }
+        }
+    }
+
+    /// Prompt tokens for a chat.
+    pub fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>, Error> {
+        self.tokenizer.encode(&self.render(messages)?)
+    }
+
+    fn check_prompt(&self, prompt: &[u32]) -> Result<(), Error> {
+        if prompt.is_empty() {
+            return Err(Error::BadRequest("the prompt is empty".into()));
+        }
+        if prompt.len() >= self.context {
+            return Err(Error::ContextOverflow {
+                tokens: prompt.len() + 1,
+                context: self.context,
+            });
+        }
+        Ok(())
+    }
+
+    /// Generates after `prompt`, calling `on_piece` for every token; it may stop the stream.
+    pub fn generate(
+        &self,
+        prompt: &[u32],
+        params: &GenParams,
+        on_piece: &mut dyn FnMut(Piece<'_>) -> ControlFlow<()>,
+    ) -> Result<Generation, Error> {
+        params.sampling.validate()?;
+        self.check_prompt(prompt)?;
+        let mut cache = self.llama.new_cache();
+        let start = Instant::now();
+        let mut logits = self
+            .llama
+            .forward(&mut cache, prompt, prompt.len() - 1..prompt.len())?;
+        let prompt_time = start.elapsed();
+        let start = Instant::now();
+        let mut tokens = Vec::new();
+        let mut text = String::new();
+        let mut stream = TextStream::default();
+        let finish = loop {
+            if tokens.len() >= params.max_tokens as usize {
+                break Finish::Length;
+            }
+            let token = sample::sample(&logits, &params.sampling, tokens.len() as u64);
+            tokens.push(token);
+            if self.stop.contains(&token) {
+                break Finish::Stop;
+            }
+            let piece = stream.push(self.tokenizer.token_bytes(token));
+            text.push_str(&piece);
+            if on_piece(Piece {
+                token,
+                text: &piece,
+            })
+            .is_break()
+            {
+                break Finish::Cancelled;
+            }
+            if cache.len() + 1 > self.context || tokens.len() >= params.max_tokens as usize {
+                break Finish::Length;
+            }
+            logits = self.llama.forward(&mut cache, &[token], 0..1)?;
+        };
+        let rest = stream.finish();
+        if !rest.is_empty() {
+            text.push_str(&rest);
+            let _ = on_piece(Piece {
+                token: tokens.last().copied().unwrap_or(0),
+                text: &rest,
+            });
+        }
+        Ok(Generation {
+            prompt_tokens: prompt.len(),
+            tokens,
+            text,
+            finish,
+            prompt_time,
+            generate_time: start.elapsed(),
+        })
+    }
+
+    /// Teacher-forced scoring: runs `prompt` and the claimed `output` through the model in a few batched
+    /// passes and checks every claimed token. Greedy: the claimed token's logit must be within
+    /// `tolerance` of the best. Sampled: it must be the seeded sampler's choice.
+    pub fn score(
+        &self,
+        prompt: &[u32],
+        output: &[u32],
+        params: &SamplingParams,
+        tolerance: f32,
+    ) -> Result<Score, Error> {
+        params.validate()?;
+        self.check_prompt(prompt)?;
+        if prompt.len() + output.len() > self.context + 1 {
+            return Err(Error::ContextOverflow {
+                tokens: prompt.len() + output.len(),
+                context: self.context,
+            });
+        }
+        let vocab = self.llama.config.vocab;
+        if let Some(&t) = output.iter().find(|&&t| t as usize >= vocab) {
+            return Err(Error::BadRequest(format!(
+                "token id {t} is outside the vocabulary ({vocab})"
+            )));
+        }
+        let mut cache: KvCache = self.llama.new_cache();
+        let mut checks = Vec::with_capacity(output.len());
+        // Logits before output token i come from the pass that ends at prompt (i = 0) or output[i-1].
+        let mut pending = self
+            .llama
+            .forward(&mut cache, prompt, prompt.len() - 1..prompt.len())?;
+        let mut done = 0;
+        while done < output.len() {
+            let rows = pending.len() / vocab;
+            for r in 0..rows {
+                let i = done + r;
+                let row = &pending[r * vocab..(r + 1) * vocab];
+                let claimed = output[i];
+                let best = sample::argmax(row);
+                let margin = row[best as usize] - row[claimed as usize];
+                let (expected, ok) = if params.is_greedy() {
+                    (best, margin <= tolerance)
+                } else {
+                    let choice = sample::sample(row, params, i as u64);
+                    (choice, choice == claimed)
+                };
+                checks.push(TokenCheck {
+                    claimed,
+                    expected,
+                    margin,
+                    ok,
+                });
+            }
+            done += rows;
+            if done >= output.len() {
+                break;
+            }
+            // Feed output[done-1 .. next-1] to get the logits before output[done .. next].
+            let next = (done + SCORE_CHUNK).min(output.len());
+            let feed = &output[done - 1..next - 1];
+            pending = self.llama.forward(&mut cache, feed, 0..feed.len())?;
+        }
+        let first_failure = checks.iter().position(|c| !c.ok);
+        let max_margin = checks.iter().map(|c| c.margin).fold(0f32, f32::max);
+        Ok(Score {
+            passed: first_failure.is_none(),
+            first_failure,
+            max_margin,
+            checks,
+        })
+    }
+}

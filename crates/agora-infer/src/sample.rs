@@ -1,0 +1,260 @@
+//! Choosing the next token from logits: greedy, or seeded sampling with temperature, top-k and top-p.
+//!
+//! The random number for the token at output position `i` depends only on the seed and `i`
+//! (a counter-based generator), so a verifier can replay any single position without the others.
+//! Given the same logits the choice is the same on every machine: the candidates are ordered by
+//! logit then id, and probabilities are summed in f64 in that order.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// How tokens are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SamplingParams {
+    /// 0 means greedy.
+    pub temperature: f32,
+    /// Keep the smallest set of most likely tokens whose probability reaches `top_p` (1 = all).
+    pub top_p: f32,
+    /// Keep only the `top_k` most likely tokens (0 = all).
+    pub top_k: u32,
+    pub seed: u64,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            seed: 0,
+        }
+    }
+}
+
+impl SamplingParams {
+    pub fn greedy() -> Self {
+        Self::default()
+    }
+
+    pub fn is_greedy(&self) -> bool {
+        self.temperature == 0.0
+    }
+
+    pub fn validate(&self) -> Result<(), Error> {
+        if !(self.temperature.is_finite() && (0.0..=100.0).contains(&self.temperature)) {
+            return Err(Error::BadRequest(format!(
+                "temperature {} is outside 0..=100",
+                self.temperature
+            )));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(Error::BadRequest(format!(
+                "top_p {} is outside (0, 1]",
+                self.top_p
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// The uniform number in [0, 1) used for output position `position` under `seed`.
+pub fn uniform(seed: u64, position: u64) -> f64 {
+    let bits = splitmix64(splitmix64(seed) ^ position.wrapping_mul(0xd6e8_feb8_6659_fd93));
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Index of the largest logit (the lowest id among equals).
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in logits.iter().enumerate() {
+        if v > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Orders candidates: higher logit first, then lower id.
+fn order(logits: &[f32]) -> impl Fn(&u32, &u32) -> std::cmp::Ordering + '_ {
+    |a, b| {
+        logits[*b as usize]
+            .total_cmp(&logits[*a as usize])
+            .then(a.cmp(b))
+    }
+}
+
+/// The token the sampler picks at output position `position`.
+pub fn sample(logits: &[f32], params: &SamplingParams, position: u64) -> u32 {
+    if params.is_greedy() || logits.len() < 2 {
+        return argmax(logits);
+    }
+    let mut ids: Vec<u32> = (0..logits.len() as u32).collect();
+    let cmp = order(logits);
+    let k = match params.top_k {
+        0 => ids.len(),
+        k => (k as usize).min(ids.len()),
+    };
+    if k < ids.len() {
+        ids.select_nth_unstable_by(k - 1, &cmp);
+        ids.truncate(k);
+    }
+    let max = f64::from(logits[argmax(logits) as usize]);
+    let t = f64::from(params.temperature);
+    let weight = |id: u32| ((f64::from(logits[id as usize]) - max) / t).exp();
+
+    // Sort only as much of the candidates as top-p needs: grow a sorted prefix until it holds top_p
+    // of the probability mass. Without top-p, the candidates keep id order (no sort needed).
+    let total: f64 = {
+        let mut by_id = ids.clone();
+        by_id.sort_unstable();
+        by_id.iter().map(|&id| weight(id)).sum()
+    };
+    let chosen: Vec<u32> = if params.top_p < 1.0 {
+        let mut prefix = 64.min(ids.len());
+        loop {
+            if prefix < ids.len() {
+                ids.select_nth_unstable_by(prefix - 1, &cmp);
+            }
+            ids[..prefix].sort_unstable_by(&cmp);
+            let mut mass = 0.0;
+            let mut cut = None;
+            for (i, &id) in ids[..prefix].iter().enumerate() {
+                mass += weight(id) / total;
+                if mass >= f64::from(params.top_p) {
+                    cut = Some(i + 1);
+                    break;
+                }
+            }
+            match cut {
+                Some(n) => break ids[..n].to_vec(),
+                None if prefix == ids.len() => break ids,
+                None => prefix = (prefix * 4).min(ids.len()),
+            }
+        }
+    } else {
+        ids.sort_unstable();
+        ids
+    };
+    let weights: Vec<f64> = chosen.iter().map(|&id| weight(id)).collect();
+    let sum: f64 = weights.iter().sum();
+    let target = uniform(params.seed, position) * sum;
+    let mut acc = 0.0;
+    for (&id, w) in chosen.iter().zip(&weights) {
+        acc += w;
+        if acc > target {
+            return id;
+        }
+    }
+    chosen.last().copied().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_takes_the_largest_and_the_lowest_id_on_ties() {
+        assert_eq!(argmax(&[0.0, 3.0, 1.0, 3.0]), 1);
+        assert_eq!(sample(&[0.0, 3.0, 1.0], &SamplingParams::greedy(), 7), 1);
+    }
+
+    #[test]
+    fn sampling_follows_the_seed_and_the_position_only() {
+        let logits: Vec<f32> = (0..100).map(|i| (i % 17) as f32 * 0.3).collect();
+        let p = SamplingParams {
+            temperature: 1.0,
+            top_p: 0.9,
+            top_k: 50,
+            seed: 42,
+        };
+        let a: Vec<u32> = (0..50).map(|i| sample(&logits, &p, i)).collect();
+        let b: Vec<u32> = (0..50).map(|i| sample(&logits, &p, i)).collect();
+        assert_eq!(a, b);
+        let other = SamplingParams { seed: 43, ..p };
+        let c: Vec<u32> = (0..50).map(|i| sample(&logits, &other, i)).collect();
+        assert_ne!(a, c, "another seed gives other choices");
+        // Only tokens among the most likely are ever picked.
+        assert!(
+            a.iter().all(|&id| logits[id as usize] >= 0.3 * 10.0),
+            "{a:?}"
+        );
+    }
+
+    #[test]
+    fn top_k_one_is_greedy_and_top_p_keeps_the_head() {
+        let logits = [1.0, 5.0, 2.0, 4.9];
+        let p = SamplingParams {
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 1,
+            seed: 1,
+        };
+        assert!((0..20).all(|i| sample(&logits, &p, i) == 1));
+        let p = SamplingParams {
+            temperature: 1.0,
+            top_p: 0.5,
+            top_k: 0,
+            seed: 1,
+        };
+        assert!(
+            (0..20).all(|i| sample(&logits, &p, i) == 1),
+            "the first token alone holds half the mass"
+        );
+        let p = SamplingParams {
+            temperature: 1.0,
+            top_p: 0.9,
+            top_k: 0,
+            seed: 3,
+        };
+        let picks: Vec<u32> = (0..200).map(|i| sample(&logits, &p, i)).collect();
+        assert!(
+            picks.contains(&1) && picks.contains(&3) && !picks.contains(&0),
+            "{picks:?}"
+        );
+    }
+
+    #[test]
+    fn uniform_numbers_are_in_range_and_spread() {
+        let xs: Vec<f64> = (0..1000).map(|i| uniform(9, i)).collect();
+        assert!(xs.iter().all(|x| (0.0..1.0).contains(x)));
+        let mean = xs.iter().sum::<f64>() / 1000.0;
+        assert!((mean - 0.5).abs() < 0.05, "{mean}");
+    }
+
+    #[test]
+    fn bad_parameters_are_refused() {
+        assert!(
+            SamplingParams {
+                temperature: -1.0,
+                ..Default::default()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            SamplingParams {
+                top_p: 0.0,
+                ..Default::default()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            SamplingParams {
+                temperature: f32::NAN,
+                ..Default::default()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(SamplingParams::default().validate().is_ok());
+    }
+}
