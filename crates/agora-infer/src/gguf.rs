@@ -459,5 +459,6 @@ pub fn write(
         out.extend_from_slice(&t.data);
         out.resize(out.len().next_multiple_of(DEFAULT_ALIGNMENT as usize), 0);
     }
-    w.write_all(&out)
+    w.write_all(&out)?;
+    w.flush()
 }

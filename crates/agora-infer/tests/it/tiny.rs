@@ -1,0 +1,326 @@
+//! The runtime on tiny random-weight models built by the test: determinism, batching, scoring, limits.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use agora_infer::Error;
+use agora_infer::chat::{ChatModel, Finish, GenParams, Message};
+use agora_infer::llama::Llama;
+use agora_infer::sample::SamplingParams;
+use agora_infer::testing::{TinySpec, write_tiny_chat_model};
+
+fn tiny(dir: &Path, spec: TinySpec) -> PathBuf {
+    let path = dir.join(format!("tiny-{}.gguf", spec.seed));
+    write_tiny_chat_model(&path, spec).unwrap();
+    path
+}
+
+fn no_stream(_: agora_infer::chat::Piece<'_>) -> ControlFlow<()> {
+    ControlFlow::Continue(())
+}
+
+fn sampled(seed: u64) -> GenParams {
+    GenParams {
+        max_tokens: 40,
+        sampling: SamplingParams {
+            temperature: 0.9,
+            top_p: 0.95,
+            top_k: 40,
+            seed,
+        },
+    }
+}
+
+#[test]
+fn generation_is_reproducible_across_runs_threads_and_kernels() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny(dir.path(), TinySpec::default());
+    let one = ChatModel::load(&path, 1).unwrap();
+    let two = ChatModel::load(&path, 2).unwrap();
+    let prompt = one
+        .encode_chat(&[Message::new("user", "Tell me about the sea")])
+        .unwrap();
+    for params in [
+        GenParams {
+            max_tokens: 40,
+            ..Default::default()
+        },
+        sampled(7),
+    ] {
+        let a = one.generate(&prompt, &params, &mut no_stream).unwrap();
+        let b = one.generate(&prompt, &params, &mut no_stream).unwrap();
+        let c = two.generate(&prompt, &params, &mut no_stream).unwrap();
+        assert!(!a.tokens.is_empty());
+        assert_eq!(a.tokens, b.tokens, "same run twice");
+        assert_eq!(a.tokens, c.tokens, "1 thread vs 2 threads");
+    }
+    let a = one.generate(&prompt, &sampled(7), &mut no_stream).unwrap();
+    let b = one.generate(&prompt, &sampled(8), &mut no_stream).unwrap();
+    assert_ne!(a.tokens, b.tokens, "another seed samples other tokens");
+
+    // Portable kernels give the same logits, bit for bit, as the SIMD ones.
+    let simd = Llama::load(&path, 2).unwrap();
+    let mut portable = Llama::load(&path, 2).unwrap();
+    portable.force_portable_kernels();
+    let (mut c1, mut c2) = (simd.new_cache(), portable.new_cache());
+    let l1 = simd.forward(&mut c1, &prompt, 0..prompt.len()).unwrap();
+    let l2 = portable.forward(&mut c2, &prompt, 0..prompt.len()).unwrap();
+    assert_eq!(l1, l2);
+}
+
+#[test]
+fn a_batch_gives_the_logits_of_tokens_fed_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny(
+        dir.path(),
+        TinySpec {
+            seed: 3,
+            ..Default::default()
+        },
+    );
+    let model = Llama::load(&path, 2).unwrap();
+    let tokens: Vec<u32> = (0..37)
+        .map(|i| (i * 7 + 3) % model.config.vocab as u32)
+        .collect();
+    let mut batch_cache = model.new_cache();
+    let batch = model
+        .forward(&mut batch_cache, &tokens, 0..tokens.len())
+        .unwrap();
+    let mut cache = model.new_cache();
+    let mut single = Vec::new();
+    for t in &tokens {
+        single.extend(model.forward(&mut cache, &[*t], 0..1).unwrap());
+    }
+    assert_eq!(batch, single);
+    // Mixed chunk sizes too.
+    let mut cache = model.new_cache();
+    let mut mixed = model.forward(&mut cache, &tokens[..5], 0..5).unwrap();
+    mixed.extend(model.forward(&mut cache, &tokens[5..30], 0..25).unwrap());
+    mixed.extend(model.forward(&mut cache, &tokens[30..], 0..7).unwrap());
+    assert_eq!(batch, mixed);
+}
+
+#[test]
+fn scoring_passes_honest_answers_and_catches_altered_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny(dir.path(), TinySpec::default());
+    let model = ChatModel::load(&path, 2).unwrap();
+    let vocab = model.llama.config.vocab as u32;
+    let prompt = model
+        .encode_chat(&[Message::new("user", "What is a ledger?")])
+        .unwrap();
+    for params in [
+        GenParams {
+            max_tokens: 48,
+            ..Default::default()
+        },
+        sampled(11),
+    ] {
+        let honest = model.generate(&prompt, &params, &mut no_stream).unwrap();
+        assert!(
+            honest.tokens.len() >= 8,
+            "the tiny model should talk a while: {:?}",
+            honest.tokens
+        );
+        let score = model
+            .score(&prompt, &honest.tokens, &params.sampling, 0.0)
+            .unwrap();
+        assert!(
+            score.passed,
+            "honest answer failed: {:?}",
+            score.first_failure
+        );
+        assert_eq!(score.checks.len(), honest.tokens.len());
+        assert!(score.checks.iter().all(|c| c.expected == c.claimed));
+        if params.sampling.is_greedy() {
+            assert_eq!(
+                score.max_margin, 0.0,
+                "scoring reproduces generation's logits exactly"
+            );
+        }
+
+        // One token changed in the middle.
+        let mut altered = honest.tokens.clone();
+        let mid = altered.len() / 2;
+        altered[mid] = (altered[mid] + 1 + vocab / 2) % vocab;
+        let s = model
+            .score(&prompt, &altered, &params.sampling, 0.0)
+            .unwrap();
+        assert_eq!(s.first_failure, Some(mid));
+        // A correct prefix then garbage.
+        let mut garbage = honest.tokens[..mid].to_vec();
+        garbage.extend((0..10).map(|i| (i * 31 + 5) % vocab));
+        assert!(
+            !model
+                .score(&prompt, &garbage, &params.sampling, 0.0)
+                .unwrap()
+                .passed
+        );
+        // Another prompt's answer.
+        let other = model
+            .encode_chat(&[Message::new("user", "Sing me a song")])
+            .unwrap();
+        assert!(
+            !model
+                .score(&other, &honest.tokens, &params.sampling, 0.0)
+                .unwrap()
+                .passed
+        );
+    }
+    // A sampled answer scored as greedy fails (it is not the top choice everywhere), and the converse.
+    let s = sampled(11);
+    let answer = model.generate(&prompt, &s, &mut no_stream).unwrap();
+    assert!(
+        !model
+            .score(&prompt, &answer.tokens, &SamplingParams::greedy(), 0.0)
+            .unwrap()
+            .passed
+    );
+}
+
+#[test]
+fn streaming_pieces_make_the_text_and_the_stream_can_be_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny(
+        dir.path(),
+        TinySpec {
+            seed: 9,
+            ..Default::default()
+        },
+    );
+    let model = ChatModel::load(&path, 1).unwrap();
+    let prompt = model.encode_chat(&[Message::new("user", "hello")]).unwrap();
+    let mut streamed = String::new();
+    let mut count = 0;
+    let g = model
+        .generate(
+            &prompt,
+            &GenParams {
+                max_tokens: 30,
+                ..Default::default()
+            },
+            &mut |p| {
+                streamed.push_str(p.text);
+                count += 1;
+                ControlFlow::Continue(())
+            },
+        )
+        .unwrap();
+    assert_eq!(streamed, g.text);
+    assert!(count > 0);
+    match g.finish {
+        Finish::Length => assert_eq!(g.tokens.len(), 30),
+        Finish::Stop => assert!(model.stop_tokens().contains(g.tokens.last().unwrap())),
+        Finish::Cancelled => panic!("not cancelled"),
+    }
+    let mut n = 0;
+    let g = model
+        .generate(
+            &prompt,
+            &GenParams {
+                max_tokens: 30,
+                ..Default::default()
+            },
+            &mut |_| {
+                n += 1;
+                if n == 3 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+        )
+        .unwrap();
+    if g.finish == Finish::Cancelled {
+        assert_eq!(g.tokens.len(), 3);
+    }
+}
+
+#[test]
+fn bad_requests_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny(
+        dir.path(),
+        TinySpec {
+            context: 128,
+            ..Default::default()
+        },
+    );
+    let mut model = ChatModel::load(&path, 1).unwrap();
+    model.set_context(128);
+    let long = "word ".repeat(200);
+    let prompt = model.encode_chat(&[Message::new("user", &long)]).unwrap();
+    let err = model
+        .generate(&prompt, &GenParams::default(), &mut no_stream)
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::ContextOverflow { context: 128, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("context holds 128"), "{err}");
+    assert!(matches!(
+        model.generate(&[], &GenParams::default(), &mut no_stream),
+        Err(Error::BadRequest(_))
+    ));
+    assert!(model.render(&[]).is_err());
+    let bad = GenParams {
+        sampling: SamplingParams {
+            temperature: -1.0,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    assert!(model.generate(&[1, 2], &bad, &mut no_stream).is_err());
+    let vocab = model.llama.config.vocab as u32;
+    let err = model
+        .generate(&[1, vocab + 5], &GenParams::default(), &mut no_stream)
+        .unwrap_err();
+    assert!(err.to_string().contains("outside the vocabulary"), "{err}");
+    assert!(
+        model
+            .score(&[1, 2], &[vocab], &SamplingParams::greedy(), 0.0)
+            .is_err()
+    );
+
+    // A short generation stops at the context bound instead of failing.
+    let short = model.encode_chat(&[Message::new("user", "hi")]).unwrap();
+    let g = model
+        .generate(
+            &short,
+            &GenParams {
+                max_tokens: 1000,
+                ..Default::default()
+            },
+            &mut no_stream,
+        )
+        .unwrap();
+    assert!(short.len() + g.tokens.len() <= 129);
+}
+
+#[test]
+fn corrupt_model_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny(dir.path(), TinySpec::default());
+    let bytes = std::fs::read(&path).unwrap();
+    let cut = dir.path().join("cut.gguf");
+    std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
+    let err = Llama::load(&cut, 1).unwrap_err();
+    assert!(err.to_string().contains("outside the file"), "{err}");
+    let magic = dir.path().join("magic.gguf");
+    let mut b = bytes.clone();
+    b[0] = b'X';
+    std::fs::write(&magic, &b).unwrap();
+    assert!(
+        Llama::load(&magic, 1)
+            .unwrap_err()
+            .to_string()
+            .contains("not a GGUF")
+    );
+    let header = dir.path().join("header.gguf");
+    std::fs::write(&header, &bytes[..40]).unwrap();
+    assert!(matches!(Llama::load(&header, 1), Err(Error::BadModel(_))));
+    assert!(matches!(
+        Llama::load(&dir.path().join("missing.gguf"), 1),
+        Err(Error::Io { .. })
+    ));
+}
