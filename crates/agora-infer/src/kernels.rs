@@ -53,6 +53,67 @@ pub fn matmul_rows(isa: Isa, w: &QMatrix, acts: &QActs, rows: Range<usize>, out:
     }
 }
 
+/// `out[m × n] = a[m × k] · w[n × k]ᵀ` in f32 (a PyTorch `Linear` without bias), on the calling thread.
+/// `matrixmultiply` picks its SIMD kernel at run time; row `i` of the result depends only on row `i`
+/// of `a`, whatever `m` is, so a row's value does not depend on what else is in the batch.
+pub fn matmul_f32_nt(a: &[f32], m: usize, k: usize, w: &[f32], n: usize, out: &mut [f32]) {
+    assert!(
+        a.len() == m * k && w.len() == n * k && out.len() == m * n,
+        "matmul_f32_nt: shapes"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: the strides describe exactly the three slices checked above: `a` row-major m×k, `w`
+    // row-major n×k read as its transpose (k×n: row stride 1, column stride k), `out` row-major m×n,
+    // which does not alias the inputs (it is borrowed mutably).
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            k as isize,
+            1,
+            w.as_ptr(),
+            1,
+            k as isize,
+            0.0,
+            out.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+/// Defines a function whose body is compiled twice: for the baseline CPU, and with AVX2 and FMA
+/// enabled, taken at run time when the CPU has them, so that plain loops in it vectorize 8 lanes wide.
+/// Both copies compute the same thing; Rust never fuses a multiply and an add by itself, so they give
+/// the same bits as long as the body calls no `mul_add`.
+macro_rules! multiversion {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            if $crate::kernels::detected() == $crate::kernels::Isa::Avx2 {
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2($($arg: $ty),*) {
+                    body($($arg),*)
+                }
+                #[allow(unsafe_code)]
+                // SAFETY: `detected` checked at run time that the CPU has AVX2 and FMA.
+                return unsafe { avx2($($arg),*) };
+            }
+            body($($arg),*)
+        }
+    };
+}
+pub(crate) use multiversion;
+
 fn hsum(acc: &[f32; 8]) -> f32 {
     let r = [
         acc[0] + acc[4],
