@@ -27,10 +27,14 @@ pub enum BenchCommand {
         #[arg(long)]
         sequential: bool,
     },
+    /// Inference: prompt processing and generation speed of the chat model, time to first token,
+    /// teacher-forced scoring against generation, embeddings per second, and peak memory.
+    Infer(crate::infer_bench::InferBenchArgs),
 }
 
-pub fn run(cmd: BenchCommand) -> Result<()> {
+pub fn run(cmd: BenchCommand, models: &std::path::Path) -> Result<()> {
     match cmd {
+        BenchCommand::Infer(args) => crate::infer_bench::run(args, models),
         BenchCommand::Ledger {
             txs,
             accounts,

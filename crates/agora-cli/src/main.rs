@@ -5,6 +5,8 @@
 
 mod bench;
 mod client;
+mod infer_bench;
+mod infer_cmd;
 mod keystore;
 mod node_cmd;
 mod wallet_cmd;
@@ -20,6 +22,9 @@ struct Cli {
     /// Home directory: keys, genesis, chain data.
     #[arg(long, global = true, env = "AGORA_HOME")]
     home: Option<PathBuf>,
+    /// Where fetched models live (default: `models` under the home directory, `~/.agora/models`).
+    #[arg(long, global = true, env = "AGORA_MODELS")]
+    models_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -43,6 +48,12 @@ enum Command {
     /// Read chain state from a node.
     #[command(subcommand)]
     Query(wallet_cmd::QueryCommand),
+    /// Fetch and list the pinned models.
+    #[command(subcommand)]
+    Models(infer_cmd::ModelsCommand),
+    /// Run the models locally: chat and embeddings.
+    #[command(subcommand)]
+    Infer(infer_cmd::InferCommand),
     /// Measure throughput and print figures.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -78,7 +89,16 @@ fn main() {
     }
 }
 
+/// `--models-dir`, or `models` under `--home` (or `~/.agora`).
+fn models_dir(cli: &Cli) -> PathBuf {
+    match &cli.models_dir {
+        Some(dir) => dir.clone(),
+        None => default_home(cli.home.clone(), None).join("models"),
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
+    let models = models_dir(&cli);
     match cli.command {
         Command::Devnet(args) => node_cmd::devnet(default_home(cli.home, Some("devnet")), args),
         Command::Node(args) => node_cmd::node(default_home(cli.home, None), args),
@@ -86,6 +106,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Wallet(cmd) => wallet_cmd::wallet(default_home(cli.home, None), cmd),
         Command::Tx(cmd) => wallet_cmd::tx(default_home(cli.home, None), cmd),
         Command::Query(cmd) => wallet_cmd::query(cmd),
-        Command::Bench(cmd) => bench::run(cmd),
+        Command::Models(cmd) => infer_cmd::models(&models, cmd),
+        Command::Infer(cmd) => infer_cmd::infer(&models, cmd),
+        Command::Bench(cmd) => bench::run(cmd, &models),
     }
 }

@@ -48,3 +48,7 @@ impl Error {
         }
     }
 }
+
+/// Sentences for embedding benchmarks (512 lines of 4 to 40 words); sentence-transformers is measured
+/// on the same ones by `tests/fixtures/sentence_transformers_reference.py`.
+pub const BENCH_SENTENCES: &str = include_str!("../tests/fixtures/bench_sentences.txt");

@@ -4,6 +4,7 @@
 
 mod cli;
 mod crash;
+mod infer;
 
 use serde_json::Value;
 use std::{

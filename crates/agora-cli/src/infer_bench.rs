@@ -1,0 +1,172 @@
+//! `agora bench infer`: the inference runtime's figures on the real models.
+
+use std::time::Instant;
+
+use agora_infer::bert::Embedder;
+use agora_infer::chat::ChatModel;
+use agora_infer::models::{self, ModelCache};
+use agora_infer::sample::{self, SamplingParams};
+use anyhow::{Result, bail};
+use clap::Args;
+
+use crate::infer_cmd::{default_threads, ensure};
+
+#[derive(Debug, Args)]
+pub struct InferBenchArgs {
+    /// Compute threads (default: every core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Prompt length in tokens.
+    #[arg(long, default_value_t = 128)]
+    prompt_tokens: usize,
+    /// Tokens generated per run (the stop token is ignored so every run generates this many).
+    #[arg(long, default_value_t = 128)]
+    gen_tokens: usize,
+    /// Runs of each measurement; medians are printed.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Sentences per embedding batch.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+}
+
+const TEXT: &str = "The history of the printing press begins in the fifteenth century, when movable type \
+made books cheaper and faster to produce. Within decades, presses spread across Europe, and the number of \
+books in circulation grew from thousands to millions. Scholars could compare texts, merchants could print \
+price lists, and ideas travelled faster than ever before. ";
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Peak resident memory of this process (VmHWM), in bytes.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Resets the peak to the current resident size (Linux).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+pub fn run(args: InferBenchArgs, dir: &std::path::Path) -> Result<()> {
+    let threads = args.threads.unwrap_or_else(default_threads);
+    let runs = args.runs.max(1);
+    let cache = ModelCache::new(dir);
+    let chat_model = ensure(&cache, &models::SMOLLM2)?;
+    let embed_model = ensure(&cache, &models::MINILM)?;
+
+    reset_peak_rss();
+    let model = ChatModel::load(&chat_model.weights, threads)?;
+    let mut prompt = model
+        .tokenizer
+        .encode(&TEXT.repeat(1 + args.prompt_tokens / 60))?;
+    if prompt.len() < args.prompt_tokens {
+        bail!(
+            "the benchmark text is too short for {} tokens",
+            args.prompt_tokens
+        );
+    }
+    prompt.truncate(args.prompt_tokens);
+    let llama = &model.llama;
+    println!(
+        "agora bench infer: {} threads, kernels {:?}",
+        threads,
+        agora_infer::kernels::detected()
+    );
+    println!(
+        "chat model {} ({}), prompt {} tokens, {} generated tokens, median of {runs} runs",
+        models::SMOLLM2.display,
+        &models::SMOLLM2.id[..12],
+        prompt.len(),
+        args.gen_tokens
+    );
+
+    let (mut pp, mut tg, mut ttft, mut score_ratio, mut score_time) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    let mut answer = Vec::new();
+    for _ in 0..runs {
+        let mut cache = llama.new_cache();
+        let t = Instant::now();
+        let logits = llama.forward(&mut cache, &prompt, prompt.len() - 1..prompt.len())?;
+        let mut token = sample::argmax(&logits);
+        let prompt_time = t.elapsed();
+        ttft.push(prompt_time.as_secs_f64() * 1e3);
+        pp.push(prompt.len() as f64 / prompt_time.as_secs_f64());
+        answer = vec![token];
+        let t = Instant::now();
+        while answer.len() < args.gen_tokens {
+            let logits = llama.forward(&mut cache, &[token], 0..1)?;
+            token = sample::argmax(&logits);
+            answer.push(token);
+        }
+        let gen_time = t.elapsed();
+        // Generation of n tokens: n-1 single-token passes after the prompt pass.
+        let per_token = gen_time.as_secs_f64() / (answer.len() - 1).max(1) as f64;
+        tg.push(1.0 / per_token);
+
+        let t = Instant::now();
+        let score = model.score(&prompt, &answer, &SamplingParams::greedy(), 0.0)?;
+        let st = t.elapsed();
+        if !score.passed {
+            bail!(
+                "scoring failed its own greedy answer at {:?}",
+                score.first_failure
+            );
+        }
+        let full_generation = prompt_time + gen_time;
+        score_time.push(st.as_secs_f64() * 1e3);
+        score_ratio.push(st.as_secs_f64() / full_generation.as_secs_f64() * 100.0);
+    }
+    let chat_peak = peak_rss();
+    println!("  prompt processing      {:>8.1} tokens/s", median(pp));
+    println!("  generation (batch 1)   {:>8.1} tokens/s", median(tg));
+    println!("  time to first token    {:>8.1} ms", median(ttft));
+    println!(
+        "  teacher-forced scoring {:>8.1} ms for {} tokens = {:.1} % of generating them (prompt included)",
+        median(score_time),
+        answer.len(),
+        median(score_ratio)
+    );
+    if let Some(b) = chat_peak {
+        println!("  peak RSS (chat)        {:>8.1} MB", b as f64 / 1e6);
+    }
+    drop(model);
+
+    reset_peak_rss();
+    let embedder = Embedder::load(&embed_model.dir, threads)?;
+    let sentences: Vec<&str> = agora_infer::BENCH_SENTENCES
+        .lines()
+        .filter(|l| !l.is_empty())
+        .collect();
+    let tokens: usize = embedder.tokenize(&sentences)?.iter().map(Vec::len).sum();
+    let _ = embedder.embed(&sentences[..args.batch.min(sentences.len())])?;
+    let mut rates = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        for chunk in sentences.chunks(args.batch.max(1)) {
+            embedder.embed(chunk)?;
+        }
+        rates.push(sentences.len() as f64 / t.elapsed().as_secs_f64());
+    }
+    println!(
+        "embedding model {} ({}), {} sentences ({} tokens), batches of {}",
+        models::MINILM.display,
+        &models::MINILM.id[..12],
+        sentences.len(),
+        tokens,
+        args.batch
+    );
+    println!(
+        "  embeddings             {:>8.1} sentences/s",
+        median(rates)
+    );
+    if let Some(b) = peak_rss() {
+        println!("  peak RSS (embeddings)  {:>8.1} MB", b as f64 / 1e6);
+    }
+    Ok(())
+}
