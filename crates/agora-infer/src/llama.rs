@@ -414,33 +414,41 @@ impl Llama {
         out.par_chunks_mut(hd).enumerate().for_each(|(i, out_h)| {
             let (t, head) = (i / n_head, i % n_head);
             let q_h = &q[i * hd..(i + 1) * hd];
-            let kvh = head / group;
             let span = pos0 + t + 1;
-            let mut scores = Vec::with_capacity(span);
-            for p in 0..span {
-                let k_p = &kc[p * kv_dim + kvh * hd..][..hd];
-                scores.push(dot(q_h, k_p) * scale);
-            }
-            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
-            for s in scores.iter_mut() {
-                *s = (*s - max).exp();
-                sum += *s;
-            }
-            let inv = 1.0 / sum;
-            out_h.fill(0.0);
-            for (p, s) in scores.iter().enumerate() {
-                let w = s * inv;
-                let v_p = &vc[p * kv_dim + kvh * hd..][..hd];
-                for (o, v) in out_h.iter_mut().zip(v_p) {
-                    *o += w * v;
-                }
-            }
+            attend(q_h, kc, vc, kv_dim, (head / group) * hd, span, scale, out_h);
         });
     }
 }
 
+crate::kernels::multiversion! {
+    /// One query head over the first `span` cached positions: softmax(q·k · scale) · v, where a
+    /// position's key and value start at `p * kv_dim + offset`.
+    #[allow(clippy::too_many_arguments)]
+    fn attend(q: &[f32], kc: &[f32], vc: &[f32], kv_dim: usize, offset: usize, span: usize, scale: f32, out: &mut [f32]) {
+        let hd = q.len();
+        let mut scores = Vec::with_capacity(span);
+        for p in 0..span {
+            scores.push(dot(q, &kc[p * kv_dim + offset..][..hd]) * scale);
+        }
+        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0f32;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        let inv = 1.0 / sum;
+        out.fill(0.0);
+        for (p, s) in scores.iter().enumerate() {
+            let w = s * inv;
+            for (o, v) in out.iter_mut().zip(&vc[p * kv_dim + offset..][..hd]) {
+                *o += w * v;
+            }
+        }
+    }
+}
+
 /// A dot product with eight partial sums (so it vectorizes), in a fixed order.
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let mut ca = a.chunks_exact(8);
