@@ -88,6 +88,7 @@ pub fn run(args: InferBenchArgs, dir: &std::path::Path) -> Result<()> {
 
     let (mut pp, mut tg, mut ttft, mut score_ratio, mut score_time) =
         (vec![], vec![], vec![], vec![], vec![]);
+    let mut answer_ratio = vec![];
     let mut answer = Vec::new();
     for _ in 0..runs {
         let mut cache = llama.new_cache();
@@ -121,16 +122,23 @@ pub fn run(args: InferBenchArgs, dir: &std::path::Path) -> Result<()> {
         let full_generation = prompt_time + gen_time;
         score_time.push(st.as_secs_f64() * 1e3);
         score_ratio.push(st.as_secs_f64() / full_generation.as_secs_f64() * 100.0);
+        // The answer's share: scoring minus the prompt pass, against generating the answer alone.
+        let answer_score = st.saturating_sub(prompt_time);
+        answer_ratio.push(answer_score.as_secs_f64() / gen_time.as_secs_f64() * 100.0);
     }
     let chat_peak = peak_rss();
     println!("  prompt processing      {:>8.1} tokens/s", median(pp));
     println!("  generation (batch 1)   {:>8.1} tokens/s", median(tg));
     println!("  time to first token    {:>8.1} ms", median(ttft));
     println!(
-        "  teacher-forced scoring {:>8.1} ms for {} tokens = {:.1} % of generating them (prompt included)",
+        "  teacher-forced scoring {:>8.1} ms for prompt + {} answer tokens = {:.1} % of generating them",
         median(score_time),
         answer.len(),
         median(score_ratio)
+    );
+    println!(
+        "    the answer alone       {:>6.1} % of generating it (prompt pass left out of both)",
+        median(answer_ratio)
     );
     if let Some(b) = chat_peak {
         println!("  peak RSS (chat)        {:>8.1} MB", b as f64 / 1e6);

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use tokenizers::{Tokenizer, TruncationParams};
 
 use crate::Error;
-use crate::kernels::{matmul_f32_nt, multiversion};
+use crate::kernels::{exp, matmul_f32_nt, multiversion};
 
 /// Longest input in tokens (sentence-transformers' `max_seq_length` for this model); longer text is cut.
 pub const MAX_TOKENS: usize = 256;
@@ -348,7 +348,7 @@ multiversion! {
                         }
                     }
                     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max) * scale;
-                    scores.iter_mut().for_each(|sc| *sc = exp_neg(*sc * scale - max));
+                    scores.iter_mut().for_each(|sc| *sc = exp(*sc * scale - max));
                     let inv = 1.0 / scores.iter().sum::<f32>();
                     let o = &mut ctx[(start + i) * h + col..][..hd];
                     o.fill(0.0);
@@ -429,24 +429,6 @@ multiversion! {
     }
 }
 
-/// `e^y` for y ≤ 0, branch-free so loops over it vectorize: y = n·ln2 + r with |r| ≤ ln2/2, e^r by
-/// its Taylor series to r⁶ (relative error below 2e-7), 2^n from the exponent bits.
-#[inline(always)]
-fn exp_neg(y: f32) -> f32 {
-    const SHIFT: f32 = 12_582_912.0; // 1.5·2^23: adding it rounds to an integer
-    let y = if y < -87.0 { -87.0 } else { y };
-    let z = y * std::f32::consts::LOG2_E + SHIFT;
-    let n = z - SHIFT;
-    // n as an integer, read from z's mantissa (no float-to-int conversion, no overflow check).
-    let ni = (z.to_bits() as i32).wrapping_sub(SHIFT.to_bits() as i32);
-    let r = (y - n * 0.693_145_75) - n * 1.428_606_8e-6;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    p * f32::from_bits((ni.wrapping_add(127) as u32) << 23)
-}
-
 /// erf by Abramowitz and Stegun 7.1.26 (absolute error below 1.5e-7), branch-free.
 #[inline(always)]
 fn erf(x: f32) -> f32 {
@@ -455,7 +437,7 @@ fn erf(x: f32) -> f32 {
     let poly = t
         * (0.254_829_6
             + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152 + t * 1.061_405_4))));
-    (1.0 - poly * exp_neg(-a * a)).copysign(x)
+    (1.0 - poly * exp(-a * a)).copysign(x)
 }
 
 #[cfg(test)]
@@ -471,11 +453,12 @@ mod tests {
             worst_erf = worst_erf.max((f64::from(erf(x)) - libm_erf(f64::from(x))).abs());
             let y = -(i32::abs(i) as f32) / 100.0;
             let want = f64::from(y).exp();
-            worst_exp = worst_exp.max((f64::from(exp_neg(y)) - want).abs() / want.max(1e-30));
+            worst_exp = worst_exp.max((f64::from(exp(y)) - want).abs() / want.max(1e-30));
         }
         assert!(worst_erf < 6e-7, "erf error {worst_erf}");
         assert!(worst_exp < 5e-7, "exp relative error {worst_exp}");
-        assert_eq!(exp_neg(-200.0), exp_neg(-87.0));
+        assert_eq!(exp(-200.0), exp(-87.0));
+        assert!((f64::from(exp(10.0)) - 10f64.exp()).abs() / 10f64.exp() < 5e-7);
     }
 
     /// erf in f64 by its Taylor series (|x| ≤ 3) or continued fraction, as an independent reference.

@@ -278,6 +278,25 @@ pub fn matmul_f32_nt(a: &[f32], m: usize, k: usize, w: &[f32], n: usize, out: &m
     }
 }
 
+/// `e^y`, branch-free so loops over it vectorize, and the same bits on every CPU (no libm):
+/// y = n·ln2 + r with |r| ≤ ln2/2, e^r by its Taylor series to r⁶ (relative error below 3e-7),
+/// 2^n from the exponent bits. y is clamped to [-87, 88].
+#[inline(always)]
+pub fn exp(y: f32) -> f32 {
+    const SHIFT: f32 = 12_582_912.0; // 1.5·2^23: adding it rounds to an integer
+    let y = y.clamp(-87.0, 88.0);
+    let z = y * std::f32::consts::LOG2_E + SHIFT;
+    let n = z - SHIFT;
+    // n as an integer, read from z's mantissa (no float-to-int conversion, no overflow check).
+    let ni = (z.to_bits() as i32).wrapping_sub(SHIFT.to_bits() as i32);
+    let r = (y - n * 0.693_145_75) - n * 1.428_606_8e-6;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    p * f32::from_bits((ni.wrapping_add(127) as u32) << 23)
+}
+
 /// Defines a function whose body is compiled twice: for the baseline CPU, and with AVX2 and FMA
 /// enabled, taken at run time when the CPU has them, so that plain loops in it vectorize 8 lanes wide.
 /// Both copies compute the same thing; Rust never fuses a multiply and an add by itself, so they give

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use crate::Error;
 use crate::gguf::{GgmlType, Gguf};
-use crate::kernels::{self, Isa};
+use crate::kernels::{self, Isa, exp};
 use crate::quant::{QActs, QMatrix};
 
 /// Shape and constants of a llama model, from GGUF metadata.
@@ -343,9 +343,7 @@ impl Llama {
             rms_norm(&x, &layer.ffn_norm, cfg.rms_eps, &mut h);
             acts.quantize(&h, d, layer.gate.ty);
             self.matmuls(&acts, &mut [(&layer.gate, &mut gate), (&layer.up, &mut up)]);
-            for (g, u) in gate.iter_mut().zip(&up) {
-                *g = *g / (1.0 + (-*g).exp()) * u;
-            }
+            silu_mul(&mut gate, &up);
             acts.quantize(&gate, cfg.n_ff, layer.down.ty);
             self.matmuls(&acts, &mut [(&layer.down, &mut down)]);
             x.iter_mut().zip(&down).for_each(|(a, b)| *a += b);
@@ -411,12 +409,53 @@ impl Llama {
         let (hd, n_head, kv_dim) = (cfg.head_dim, cfg.n_head, cfg.kv_dim());
         let group = n_head / cfg.n_head_kv;
         let scale = 1.0 / (hd as f32).sqrt();
-        out.par_chunks_mut(hd).enumerate().for_each(|(i, out_h)| {
-            let (t, head) = (i / n_head, i % n_head);
-            let q_h = &q[i * hd..(i + 1) * hd];
-            let span = pos0 + t + 1;
-            attend(q_h, kc, vc, kv_dim, (head / group) * hd, span, scale, out_h);
-        });
+        if q.len() == n_head * hd {
+            // One token: its heads in parallel.
+            out.par_chunks_mut(hd)
+                .enumerate()
+                .for_each(|(head, out_h)| {
+                    let mut scores = Vec::new();
+                    let q_h = &q[head * hd..(head + 1) * hd];
+                    attend(
+                        q_h,
+                        kc,
+                        vc,
+                        kv_dim,
+                        (head / group) * hd,
+                        pos0 + 1,
+                        scale,
+                        out_h,
+                        &mut scores,
+                    );
+                });
+            return;
+        }
+        // A batch: runs of tokens in parallel, every head of a token in one task.
+        let d = n_head * hd;
+        let tokens = q.len() / d;
+        let per_task = tokens.div_ceil(self.threads() * 4).max(1);
+        out.par_chunks_mut(d * per_task)
+            .enumerate()
+            .for_each(|(c, out_c)| {
+                let mut scores = Vec::new();
+                for (i, out_t) in out_c.chunks_exact_mut(d).enumerate() {
+                    let t = c * per_task + i;
+                    for (head, out_h) in out_t.chunks_exact_mut(hd).enumerate() {
+                        let q_h = &q[t * d + head * hd..][..hd];
+                        attend(
+                            q_h,
+                            kc,
+                            vc,
+                            kv_dim,
+                            (head / group) * hd,
+                            pos0 + t + 1,
+                            scale,
+                            out_h,
+                            &mut scores,
+                        );
+                    }
+                }
+            });
     }
 }
 
@@ -424,16 +463,27 @@ crate::kernels::multiversion! {
     /// One query head over the first `span` cached positions: softmax(q·k · scale) · v, where a
     /// position's key and value start at `p * kv_dim + offset`.
     #[allow(clippy::too_many_arguments)]
-    fn attend(q: &[f32], kc: &[f32], vc: &[f32], kv_dim: usize, offset: usize, span: usize, scale: f32, out: &mut [f32]) {
+    fn attend(
+        q: &[f32],
+        kc: &[f32],
+        vc: &[f32],
+        kv_dim: usize,
+        offset: usize,
+        span: usize,
+        scale: f32,
+        out: &mut [f32],
+        scores: &mut Vec<f32>,
+    ) {
         let hd = q.len();
-        let mut scores = Vec::with_capacity(span);
+        scores.clear();
+        scores.reserve(span);
         for p in 0..span {
             scores.push(dot(q, &kc[p * kv_dim + offset..][..hd]) * scale);
         }
         let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut sum = 0f32;
         for s in scores.iter_mut() {
-            *s = (*s - max).exp();
+            *s = exp(*s - max);
             sum += *s;
         }
         let inv = 1.0 / sum;
@@ -443,6 +493,15 @@ crate::kernels::multiversion! {
             for (o, v) in out.iter_mut().zip(&vc[p * kv_dim + offset..][..hd]) {
                 *o += w * v;
             }
+        }
+    }
+}
+
+crate::kernels::multiversion! {
+    /// `gate = silu(gate) · up`, with silu(x) = x / (1 + e^-x).
+    fn silu_mul(gate: &mut [f32], up: &[f32]) {
+        for (g, u) in gate.iter_mut().zip(up) {
+            *g = *g / (1.0 + exp(-*g)) * u;
         }
     }
 }

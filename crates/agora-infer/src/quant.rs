@@ -211,13 +211,20 @@ impl QActs {
         self.qs.resize(x.len(), 0);
         self.d.resize(nb, 0.0);
         self.s.resize(nb, 0.0);
-        quantize_blocks(
-            x,
-            &mut self.qs,
-            &mut self.d,
-            &mut self.s,
-            ty == WeightType::Q4_1,
-        );
+        let sums = ty == WeightType::Q4_1;
+        if self.n < 8 {
+            quantize_blocks(x, &mut self.qs, &mut self.d, &mut self.s, sums);
+            return;
+        }
+        // Many tokens: runs of tokens in parallel on the current pool (each block is independent).
+        use rayon::prelude::*;
+        let per = self.n.div_ceil(rayon::current_num_threads() * 2);
+        let nb_row = cols / QK;
+        x.par_chunks(per * cols)
+            .zip(self.qs.par_chunks_mut(per * cols))
+            .zip(self.d.par_chunks_mut(per * nb_row))
+            .zip(self.s.par_chunks_mut(per * nb_row))
+            .for_each(|(((x, qs), d), s)| quantize_blocks(x, qs, d, s, sums));
     }
 
     pub(crate) fn blocks_per_row(&self) -> usize {
