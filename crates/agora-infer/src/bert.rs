@@ -14,7 +14,7 @@ use serde::Deserialize;
 use tokenizers::{Tokenizer, TruncationParams};
 
 use crate::Error;
-use crate::kernels::{exp, matmul_f32_nt, multiversion};
+use crate::kernels::{PackedF32, exp, matmul_f32_bias, multiversion};
 
 /// Longest input in tokens (sentence-transformers' `max_seq_length` for this model); longer text is cut.
 pub const MAX_TOKENS: usize = 256;
@@ -36,14 +36,14 @@ struct BertConfig {
 #[derive(Debug)]
 struct Layer {
     /// Query, key and value weights stacked: [3·hidden × hidden].
-    wqkv: Vec<f32>,
+    wqkv: PackedF32,
     bqkv: Vec<f32>,
-    wo: Vec<f32>,
+    wo: PackedF32,
     bo: Vec<f32>,
     ln1: (Vec<f32>, Vec<f32>),
-    w1: Vec<f32>,
+    w1: PackedF32,
     b1: Vec<f32>,
-    w2: Vec<f32>,
+    w2: PackedF32,
     b2: Vec<f32>,
     ln2: (Vec<f32>, Vec<f32>),
 }
@@ -139,14 +139,26 @@ impl Embedder {
                     &[h],
                 )?);
                 Ok(Layer {
-                    wqkv,
+                    wqkv: PackedF32::new(&wqkv, 3 * h, h),
                     bqkv,
-                    wo: tensor(&st, &format!("{p}.attention.output.dense.weight"), &[h, h])?,
+                    wo: PackedF32::new(
+                        &tensor(&st, &format!("{p}.attention.output.dense.weight"), &[h, h])?,
+                        h,
+                        h,
+                    ),
                     bo: tensor(&st, &format!("{p}.attention.output.dense.bias"), &[h])?,
                     ln1: ln(&format!("{p}.attention.output.LayerNorm"))?,
-                    w1: tensor(&st, &format!("{p}.intermediate.dense.weight"), &[ff, h])?,
+                    w1: PackedF32::new(
+                        &tensor(&st, &format!("{p}.intermediate.dense.weight"), &[ff, h])?,
+                        ff,
+                        h,
+                    ),
                     b1: tensor(&st, &format!("{p}.intermediate.dense.bias"), &[ff])?,
-                    w2: tensor(&st, &format!("{p}.output.dense.weight"), &[h, ff])?,
+                    w2: PackedF32::new(
+                        &tensor(&st, &format!("{p}.output.dense.weight"), &[h, ff])?,
+                        h,
+                        ff,
+                    ),
                     b2: tensor(&st, &format!("{p}.output.dense.bias"), &[h])?,
                     ln2: ln(&format!("{p}.output.LayerNorm"))?,
                 })
@@ -206,15 +218,17 @@ impl Embedder {
 
     /// Token ids of each text (with `[CLS]` and `[SEP]`, cut at [`MAX_TOKENS`]).
     pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>, Error> {
-        texts
-            .iter()
-            .map(|t| {
-                self.tokenizer
-                    .encode(*t, true)
-                    .map(|e| e.get_ids().to_vec())
-                    .map_err(|e| Error::BadRequest(format!("cannot tokenize: {e}")))
-            })
-            .collect()
+        self.pool.install(|| {
+            texts
+                .par_iter()
+                .map(|t| {
+                    self.tokenizer
+                        .encode(*t, true)
+                        .map(|e| e.get_ids().to_vec())
+                        .map_err(|e| Error::BadRequest(format!("cannot tokenize: {e}")))
+                })
+                .collect()
+        })
     }
 
     /// Unit-length embeddings of `texts`, in order.
@@ -276,17 +290,14 @@ impl Embedder {
         let mut tmp = vec![0f32; total * h];
         let mut inner = vec![0f32; total * ff];
         for layer in &self.layers {
-            matmul_f32_nt(&x, total, h, &layer.wqkv, 3 * h, &mut qkv);
-            add_bias(&mut qkv, &layer.bqkv);
+            matmul_f32_bias(&x, total, &layer.wqkv, &layer.bqkv, &mut qkv);
             self.attention(&qkv, seqs, &starts, &mut ctx);
-            matmul_f32_nt(&ctx, total, h, &layer.wo, h, &mut tmp);
-            add_bias_residual_norm(&mut x, &tmp, &layer.bo, &layer.ln1, eps);
-            matmul_f32_nt(&x, total, h, &layer.w1, ff, &mut inner);
-            inner
-                .chunks_exact_mut(ff)
-                .for_each(|row| bias_gelu(row, &layer.b1));
-            matmul_f32_nt(&inner, total, ff, &layer.w2, h, &mut tmp);
-            add_bias_residual_norm(&mut x, &tmp, &layer.b2, &layer.ln2, eps);
+            matmul_f32_bias(&ctx, total, &layer.wo, &layer.bo, &mut tmp);
+            residual_norm(&mut x, &tmp, &layer.ln1, eps);
+            matmul_f32_bias(&x, total, &layer.w1, &layer.b1, &mut inner);
+            gelu(&mut inner);
+            matmul_f32_bias(&inner, total, &layer.w2, &layer.b2, &mut tmp);
+            residual_norm(&mut x, &tmp, &layer.ln2, eps);
         }
 
         seqs.iter()
@@ -364,12 +375,6 @@ multiversion! {
     }
 }
 
-fn add_bias(x: &mut [f32], bias: &[f32]) {
-    for row in x.chunks_exact_mut(bias.len()) {
-        row.iter_mut().zip(bias).for_each(|(a, b)| *a += b);
-    }
-}
-
 multiversion! {
     fn layer_norm(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
         let h = w.len();
@@ -402,28 +407,17 @@ fn sum8(x: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + x.chunks_exact(8).remainder().iter().sum::<f32>()
 }
 
-/// `x = LayerNorm(x + y + bias)`.
-fn add_bias_residual_norm(
-    x: &mut [f32],
-    y: &[f32],
-    bias: &[f32],
-    ln: &(Vec<f32>, Vec<f32>),
-    eps: f32,
-) {
-    let h = bias.len();
-    for (row, add) in x.chunks_exact_mut(h).zip(y.chunks_exact(h)) {
-        for ((a, y), b) in row.iter_mut().zip(add).zip(bias) {
-            *a += y + b;
-        }
-    }
+/// `x = LayerNorm(x + y)`.
+fn residual_norm(x: &mut [f32], y: &[f32], ln: &(Vec<f32>, Vec<f32>), eps: f32) {
+    x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
     layer_norm(x, &ln.0, &ln.1, eps);
 }
 
 multiversion! {
-    /// `x = gelu(x + bias)`: the erf GELU that BERT uses, `0.5·v·(1 + erf(v/√2))`.
-    fn bias_gelu(x: &mut [f32], bias: &[f32]) {
-        for (a, b) in x.iter_mut().zip(bias) {
-            let v = *a + b;
+    /// `x = gelu(x)`: the erf GELU that BERT uses, `0.5·v·(1 + erf(v/√2))`.
+    fn gelu(x: &mut [f32]) {
+        for a in x.iter_mut() {
+            let v = *a;
             *a = 0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2));
         }
     }

@@ -243,38 +243,143 @@ mod avx2 {
     }
 }
 
-/// `out[m × n] = a[m × k] · w[n × k]ᵀ` in f32 (a PyTorch `Linear` without bias), on the calling thread.
-/// `matrixmultiply` picks its SIMD kernel at run time; row `i` of the result depends only on row `i`
-/// of `a`, whatever `m` is, so a row's value does not depend on what else is in the batch.
-pub fn matmul_f32_nt(a: &[f32], m: usize, k: usize, w: &[f32], n: usize, out: &mut [f32]) {
-    assert!(
-        a.len() == m * k && w.len() == n * k && out.len() == m * n,
-        "matmul_f32_nt: shapes"
-    );
-    if m == 0 || n == 0 {
-        return;
-    }
-    #[allow(unsafe_code)]
-    // SAFETY: the strides describe exactly the three slices checked above: `a` row-major m×k, `w`
-    // row-major n×k read as its transpose (k×n: row stride 1, column stride k), `out` row-major m×n,
-    // which does not alias the inputs (it is borrowed mutably).
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            k as isize,
-            1,
-            w.as_ptr(),
-            1,
-            k as isize,
-            0.0,
-            out.as_mut_ptr(),
-            n as isize,
-            1,
+/// Output columns per packed panel of a [`PackedF32`] matrix.
+pub const NR: usize = 16;
+/// Rows of `a` per micro-kernel call.
+const MR: usize = 6;
+
+/// An f32 weight matrix `w` (`n` rows of `k`, a PyTorch `Linear`) packed for `a · wᵀ`: panels of 16
+/// output columns, each `k` steps of 16 contiguous floats, so the kernel streams it in order.
+#[derive(Debug, Clone)]
+pub struct PackedF32 {
+    pub n: usize,
+    pub k: usize,
+    data: Vec<f32>,
+}
+
+impl PackedF32 {
+    /// Packs `w` (row-major `n × k`); `n` must be a multiple of 16.
+    pub fn new(w: &[f32], n: usize, k: usize) -> Self {
+        assert!(
+            w.len() == n * k && n.is_multiple_of(NR),
+            "PackedF32: {n}x{k} from {} floats",
+            w.len()
         );
+        let mut data = vec![0f32; n * k];
+        for p in 0..n / NR {
+            for kk in 0..k {
+                for c in 0..NR {
+                    data[(p * k + kk) * NR + c] = w[(p * NR + c) * k + kk];
+                }
+            }
+        }
+        Self { n, k, data }
+    }
+}
+
+/// `out[m × n] = a[m × k] · wᵀ + bias`, on the calling thread. Each output value is a sum over `k` in
+/// order, so a row's result does not depend on the other rows of `a` (nor on `m`).
+pub fn matmul_f32_bias(a: &[f32], m: usize, w: &PackedF32, bias: &[f32], out: &mut [f32]) {
+    let (n, k) = (w.n, w.k);
+    assert!(
+        a.len() == m * k && out.len() == m * n && bias.len() == n,
+        "matmul_f32_bias: shapes"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if detected() == Isa::Avx2 {
+        return avx2_f32::matmul(a, m, w, bias, out);
+    }
+    for i in 0..m {
+        for p in 0..n / NR {
+            let mut acc = [0f32; NR];
+            for kk in 0..k {
+                let x = a[i * k + kk];
+                for (c, v) in acc.iter_mut().zip(&w.data[(p * k + kk) * NR..][..NR]) {
+                    *c += x * v;
+                }
+            }
+            for (c, v) in acc.iter().enumerate() {
+                out[i * n + p * NR + c] = v + bias[p * NR + c];
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx2_f32 {
+    use std::arch::x86_64::*;
+
+    use super::{MR, NR, PackedF32};
+
+    pub(super) fn matmul(a: &[f32], m: usize, w: &PackedF32, bias: &[f32], out: &mut [f32]) {
+        // SAFETY: the caller checked (`detected`) that the CPU has AVX2 and FMA.
+        unsafe { matmul_impl(a, m, w, bias, out) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn matmul_impl(a: &[f32], m: usize, w: &PackedF32, bias: &[f32], out: &mut [f32]) {
+        let (n, k) = (w.n, w.k);
+        // Rows in chunks that keep their slice of `a` in L2 while every panel passes over it.
+        let chunk = (96 * 384 / k.max(1)).clamp(MR, 96) / MR * MR;
+        let mut i0 = 0;
+        while i0 < m {
+            let rows = chunk.min(m - i0);
+            for p in 0..n / NR {
+                let panel = &w.data[p * k * NR..(p + 1) * k * NR];
+                let mut i = i0;
+                while i + MR <= i0 + rows {
+                    tile::<MR>(a, i, k, panel, &bias[p * NR..(p + 1) * NR], out, n, p);
+                    i += MR;
+                }
+                match i0 + rows - i {
+                    5 => tile::<5>(a, i, k, panel, &bias[p * NR..(p + 1) * NR], out, n, p),
+                    4 => tile::<4>(a, i, k, panel, &bias[p * NR..(p + 1) * NR], out, n, p),
+                    3 => tile::<3>(a, i, k, panel, &bias[p * NR..(p + 1) * NR], out, n, p),
+                    2 => tile::<2>(a, i, k, panel, &bias[p * NR..(p + 1) * NR], out, n, p),
+                    1 => tile::<1>(a, i, k, panel, &bias[p * NR..(p + 1) * NR], out, n, p),
+                    _ => {}
+                }
+            }
+            i0 += rows;
+        }
+    }
+
+    /// Rows `i..i+R` of `a` times one 16-column panel: 2R accumulators, one pass over k.
+    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+    #[target_feature(enable = "avx2,fma")]
+    fn tile<const R: usize>(
+        a: &[f32],
+        i: usize,
+        k: usize,
+        panel: &[f32],
+        bias: &[f32],
+        out: &mut [f32],
+        n: usize,
+        p: usize,
+    ) {
+        let rows = &a[i * k..(i + R) * k];
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        let (ap, bp) = (rows.as_ptr(), panel.as_ptr());
+        // SAFETY: `rows` holds R rows of k floats and `panel` k steps of 16 floats; kk < k.
+        unsafe {
+            for kk in 0..k {
+                let b0 = _mm256_loadu_ps(bp.add(kk * NR));
+                let b1 = _mm256_loadu_ps(bp.add(kk * NR + 8));
+                for r in 0..R {
+                    let x = _mm256_set1_ps(*ap.add(r * k + kk));
+                    acc[r][0] = _mm256_fmadd_ps(x, b0, acc[r][0]);
+                    acc[r][1] = _mm256_fmadd_ps(x, b1, acc[r][1]);
+                }
+            }
+            let bias0 = _mm256_loadu_ps(bias.as_ptr());
+            let bias1 = _mm256_loadu_ps(bias.as_ptr().add(8));
+            for r in 0..R {
+                let dst = &mut out[(i + r) * n + p * NR..][..NR];
+                _mm256_storeu_ps(dst.as_mut_ptr(), _mm256_add_ps(acc[r][0], bias0));
+                _mm256_storeu_ps(dst.as_mut_ptr().add(8), _mm256_add_ps(acc[r][1], bias1));
+            }
+        }
     }
 }
 
@@ -388,6 +493,31 @@ mod tests {
             assert_eq!(simd, portable, "{ty:?}: AVX2 and portable kernels differ");
         } else {
             eprintln!("AVX2 not available: only the portable kernel was checked");
+        }
+    }
+
+    #[test]
+    fn f32_matmul_matches_the_naive_product_for_every_row_count() {
+        let (n, k) = (48, 40);
+        let w = data(n * k, 3);
+        let bias = data(n, 4);
+        let packed = PackedF32::new(&w, n, k);
+        for m in [1, 5, 6, 7, 13] {
+            let a = data(m * k, 5 + m as u32);
+            let mut out = vec![0f32; m * n];
+            matmul_f32_bias(&a, m, &packed, &bias, &mut out);
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f32 =
+                        (0..k).map(|kk| a[i * k + kk] * w[j * k + kk]).sum::<f32>() + bias[j];
+                    let got = out[i * n + j];
+                    assert!((want - got).abs() < 1e-4, "m{m} ({i},{j}): {want} vs {got}");
+                }
+            }
+            // A row's result does not depend on the rows around it.
+            let mut one = vec![0f32; n];
+            matmul_f32_bias(&a[(m - 1) * k..], 1, &packed, &bias, &mut one);
+            assert_eq!(one, out[(m - 1) * n..]);
         }
     }
 
