@@ -324,3 +324,42 @@ fn corrupt_model_files_are_refused() {
         Err(Error::Io { .. })
     ));
 }
+
+#[test]
+fn one_loaded_model_serves_concurrent_requests_with_the_same_answers() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<ChatModel>();
+    shareable::<Llama>();
+    shareable::<agora_infer::bert::Embedder>();
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny(dir.path(), TinySpec::default());
+    let model = std::sync::Arc::new(ChatModel::load(&path, 2).unwrap());
+    let prompts = ["one", "two", "three", "four"];
+    let alone: Vec<Vec<u32>> = prompts
+        .iter()
+        .map(|p| {
+            let prompt = model.encode_chat(&[Message::new("user", p)]).unwrap();
+            model
+                .generate(&prompt, &sampled(5), &mut no_stream)
+                .unwrap()
+                .tokens
+        })
+        .collect();
+    let handles: Vec<_> = prompts
+        .iter()
+        .map(|p| {
+            let model = model.clone();
+            let p = p.to_string();
+            std::thread::spawn(move || {
+                let prompt = model.encode_chat(&[Message::new("user", &p)]).unwrap();
+                model
+                    .generate(&prompt, &sampled(5), &mut no_stream)
+                    .unwrap()
+                    .tokens
+            })
+        })
+        .collect();
+    let together: Vec<Vec<u32>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(alone, together);
+}
