@@ -236,9 +236,15 @@ impl Embedder {
         let ids = self.tokenize(texts)?;
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| (std::cmp::Reverse(ids[i].len()), i));
-        // Full batches, but at least one per thread when there are enough sentences.
+        // Full batches, but at least one per thread when there are enough sentences. Batches are
+        // ragged (no padding), so lengths need not match within one; dealing the sentences out
+        // longest first, round robin, gives every batch (and thread) about the same work.
         let size = BATCH.min(ids.len().div_ceil(self.threads())).max(1);
-        let batches: Vec<&[usize]> = order.chunks(size).collect();
+        let n_batches = ids.len().div_ceil(size);
+        let mut batches: Vec<Vec<usize>> = vec![Vec::with_capacity(size); n_batches];
+        for (k, &i) in order.iter().enumerate() {
+            batches[k % n_batches].push(i);
+        }
         let results: Vec<Vec<Vec<f32>>> = self.pool.install(|| {
             batches
                 .par_iter()
