@@ -402,8 +402,8 @@ impl Llama {
         }
     }
 
-    /// Causal attention of `n` new tokens (at positions `pos0..pos0+n`) over the cache, one task per
-    /// (token, head).
+    /// Causal attention of `n` new tokens (at positions `pos0..pos0+n`) over the cache: one token's
+    /// heads in parallel, or runs of a batch's tokens in parallel.
     fn attention(&self, q: &[f32], kc: &[f32], vc: &[f32], pos0: usize, out: &mut [f32]) {
         let cfg = &self.config;
         let (hd, n_head, kv_dim) = (cfg.head_dim, cfg.n_head, cfg.kv_dim());
@@ -426,6 +426,7 @@ impl Llama {
                         scale,
                         out_h,
                         &mut scores,
+                        hd,
                     );
                 });
             return;
@@ -440,18 +441,20 @@ impl Llama {
                 let mut scores = Vec::new();
                 for (i, out_t) in out_c.chunks_exact_mut(d).enumerate() {
                     let t = c * per_task + i;
-                    for (head, out_h) in out_t.chunks_exact_mut(hd).enumerate() {
-                        let q_h = &q[t * d + head * hd..][..hd];
+                    // The query heads of one key/value head together: each key and value read once.
+                    for (kvh, out_g) in out_t.chunks_exact_mut(group * hd).enumerate() {
+                        let q_g = &q[t * d + kvh * group * hd..][..group * hd];
                         attend(
-                            q_h,
+                            q_g,
                             kc,
                             vc,
                             kv_dim,
-                            (head / group) * hd,
+                            kvh * hd,
                             pos0 + t + 1,
                             scale,
-                            out_h,
+                            out_g,
                             &mut scores,
+                            hd,
                         );
                     }
                 }
@@ -460,8 +463,10 @@ impl Llama {
 }
 
 crate::kernels::multiversion! {
-    /// One query head over the first `span` cached positions: softmax(q·k · scale) · v, where a
-    /// position's key and value start at `p * kv_dim + offset`.
+    /// Query heads that share one key/value head (`q` and `out`: `heads` rows of `hd`) over the first
+    /// `span` cached positions: softmax(q·k · scale) · v, where a position's key and value start at
+    /// `p * kv_dim + offset`. Each head's arithmetic is the same whether it runs alone or in a group;
+    /// a group reads each key and value once for all its heads.
     #[allow(clippy::too_many_arguments)]
     fn attend(
         q: &[f32],
@@ -473,25 +478,35 @@ crate::kernels::multiversion! {
         scale: f32,
         out: &mut [f32],
         scores: &mut Vec<f32>,
+        hd: usize,
     ) {
-        let hd = q.len();
+        let heads = q.len() / hd;
         scores.clear();
-        scores.reserve(span);
+        scores.resize(heads * span, 0.0);
         for p in 0..span {
-            scores.push(dot(q, &kc[p * kv_dim + offset..][..hd]) * scale);
+            let k = &kc[p * kv_dim + offset..][..hd];
+            for h in 0..heads {
+                scores[h * span + p] = dot(&q[h * hd..(h + 1) * hd], k) * scale;
+            }
         }
-        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0f32;
-        for s in scores.iter_mut() {
-            *s = exp(*s - max);
-            sum += *s;
+        let mut inv = [0f32; 16];
+        for (h, row) in scores.chunks_exact_mut(span).enumerate() {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f32;
+            for s in row.iter_mut() {
+                *s = exp(*s - max);
+                sum += *s;
+            }
+            inv[h % 16] = 1.0 / sum;
         }
-        let inv = 1.0 / sum;
         out.fill(0.0);
-        for (p, s) in scores.iter().enumerate() {
-            let w = s * inv;
-            for (o, v) in out.iter_mut().zip(&vc[p * kv_dim + offset..][..hd]) {
-                *o += w * v;
+        for p in 0..span {
+            let v = &vc[p * kv_dim + offset..][..hd];
+            for (h, out_h) in out.chunks_exact_mut(hd).enumerate() {
+                let w = scores[h * span + p] * inv[h % 16];
+                for (o, x) in out_h.iter_mut().zip(v) {
+                    *o += w * x;
+                }
             }
         }
     }
