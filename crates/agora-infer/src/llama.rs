@@ -118,12 +118,15 @@ pub struct Llama {
     isa: Isa,
 }
 
-/// The keys and values of the tokens seen so far by one sequence.
+/// The keys and values of the tokens seen so far by one sequence. Keys are kept transposed (per layer:
+/// for each key dimension, a row of positions, `cap` long), so attention scores for many positions come
+/// from whole-row multiply-adds; values are kept a position per row.
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
     k: Vec<Vec<f32>>,
     v: Vec<Vec<f32>>,
     len: usize,
+    cap: usize,
 }
 
 impl KvCache {
@@ -139,7 +142,7 @@ impl KvCache {
     /// Drops every position from `len` on (to reuse a common prefix).
     pub fn truncate(&mut self, len: usize, kv_dim: usize) {
         if len < self.len {
-            for layer in self.k.iter_mut().chain(self.v.iter_mut()) {
+            for layer in self.v.iter_mut() {
                 layer.truncate(len * kv_dim);
             }
             self.len = len;
@@ -149,6 +152,34 @@ impl KvCache {
     /// Bytes held by the cache.
     pub fn bytes(&self) -> usize {
         self.k.iter().chain(&self.v).map(|l| l.capacity() * 4).sum()
+    }
+
+    /// Makes room for `positions` keys per row, keeping what is there (capacity doubles).
+    fn reserve(&mut self, positions: usize, kv_dim: usize) {
+        if positions <= self.cap {
+            return;
+        }
+        let cap = positions.max(self.cap * 2).max(64);
+        for layer in self.k.iter_mut() {
+            let mut grown = vec![0f32; kv_dim * cap];
+            for r in 0..kv_dim {
+                grown[r * cap..r * cap + self.len]
+                    .copy_from_slice(&layer[r * self.cap..r * self.cap + self.len]);
+            }
+            *layer = grown;
+        }
+        self.cap = cap;
+    }
+
+    /// Writes the keys of `n` new tokens (rows of `kv_dim`) at positions `len..len+n` of layer `li`.
+    fn put_keys(&mut self, li: usize, keys: &[f32], kv_dim: usize) {
+        let cap = self.cap;
+        let layer = &mut self.k[li];
+        for (t, row) in keys.chunks_exact(kv_dim).enumerate() {
+            for (r, &x) in row.iter().enumerate() {
+                layer[r * cap + self.len + t] = x;
+            }
+        }
     }
 }
 
@@ -252,10 +283,12 @@ impl Llama {
     }
 
     pub fn new_cache(&self) -> KvCache {
+        let n = self.config.n_layer;
         KvCache {
-            k: vec![Vec::new(); self.config.n_layer],
-            v: vec![Vec::new(); self.config.n_layer],
+            k: vec![Vec::new(); n],
+            v: vec![Vec::new(); n],
             len: 0,
+            cap: 0,
         }
     }
 
@@ -304,6 +337,7 @@ impl Llama {
         let cfg = &self.config;
         let (n, d, kv_dim) = (tokens.len(), cfg.n_embd, cfg.kv_dim());
         let pos0 = cache.len;
+        cache.reserve(pos0 + n, kv_dim);
 
         let mut x = vec![0f32; n * d];
         for (row, &t) in x.chunks_exact_mut(d).zip(tokens) {
@@ -333,9 +367,9 @@ impl Llama {
             );
             rope(&mut q, d, cfg.head_dim, pos0, cfg.rope_base);
             rope(&mut k, kv_dim, cfg.head_dim, pos0, cfg.rope_base);
-            cache.k[li].extend_from_slice(&k);
+            cache.put_keys(li, &k, kv_dim);
             cache.v[li].extend_from_slice(&v);
-            self.attention(&q, &cache.k[li], &cache.v[li], pos0, &mut attn);
+            self.attention(&q, &cache.k[li], cache.cap, &cache.v[li], pos0, &mut attn);
             acts.quantize(&attn, d, layer.wo.ty);
             self.matmuls(&acts, &mut [(&layer.wo, &mut o)]);
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
@@ -404,7 +438,15 @@ impl Llama {
 
     /// Causal attention of `n` new tokens (at positions `pos0..pos0+n`) over the cache: one token's
     /// heads in parallel, or runs of a batch's tokens in parallel.
-    fn attention(&self, q: &[f32], kc: &[f32], vc: &[f32], pos0: usize, out: &mut [f32]) {
+    fn attention(
+        &self,
+        q: &[f32],
+        kt: &[f32],
+        cap: usize,
+        vc: &[f32],
+        pos0: usize,
+        out: &mut [f32],
+    ) {
         let cfg = &self.config;
         let (hd, n_head, kv_dim) = (cfg.head_dim, cfg.n_head, cfg.kv_dim());
         let group = n_head / cfg.n_head_kv;
@@ -418,7 +460,8 @@ impl Llama {
                     let q_h = &q[head * hd..(head + 1) * hd];
                     attend(
                         q_h,
-                        kc,
+                        kt,
+                        cap,
                         vc,
                         kv_dim,
                         (head / group) * hd,
@@ -446,7 +489,8 @@ impl Llama {
                         let q_g = &q[t * d + kvh * group * hd..][..group * hd];
                         attend(
                             q_g,
-                            kc,
+                            kt,
+                            cap,
                             vc,
                             kv_dim,
                             kvh * hd,
@@ -464,13 +508,15 @@ impl Llama {
 
 crate::kernels::multiversion! {
     /// Query heads that share one key/value head (`q` and `out`: `heads` rows of `hd`) over the first
-    /// `span` cached positions: softmax(q·k · scale) · v, where a position's key and value start at
+    /// `span` cached positions: softmax(q·k · scale) · v. Key dimension `d` of the head is row
+    /// `offset + d` of the transposed keys `kt` (rows `cap` long); a position's value starts at
     /// `p * kv_dim + offset`. Each head's arithmetic is the same whether it runs alone or in a group;
     /// a group reads each key and value once for all its heads.
     #[allow(clippy::too_many_arguments)]
     fn attend(
         q: &[f32],
-        kc: &[f32],
+        kt: &[f32],
+        cap: usize,
         vc: &[f32],
         kv_dim: usize,
         offset: usize,
@@ -483,10 +529,17 @@ crate::kernels::multiversion! {
         let heads = q.len() / hd;
         scores.clear();
         scores.resize(heads * span, 0.0);
-        for p in 0..span {
-            let k = &kc[p * kv_dim + offset..][..hd];
-            for h in 0..heads {
-                scores[h * span + p] = dot(&q[h * hd..(h + 1) * hd], k) * scale;
+        // Scores for all positions at once: key dimension by key dimension, in order, over rows of
+        // the transposed keys (the same arithmetic whatever `span` or the batch is).
+        for (h, row) in scores.chunks_exact_mut(span).enumerate() {
+            for (d, &qd) in q[h * hd..(h + 1) * hd].iter().enumerate() {
+                let keys = &kt[(offset + d) * cap..][..span];
+                for (s, k) in row.iter_mut().zip(keys) {
+                    *s += qd * k;
+                }
+            }
+            for s in row.iter_mut() {
+                *s *= scale;
             }
         }
         let mut inv = [0f32; 16];
@@ -519,24 +572,6 @@ crate::kernels::multiversion! {
             *g = *g / (1.0 + exp(-*g)) * u;
         }
     }
-}
-
-/// A dot product with eight partial sums (so it vectorizes), in a fixed order.
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let mut ca = a.chunks_exact(8);
-    let mut cb = b.chunks_exact(8);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        for j in 0..8 {
-            acc[j] += x[j] * y[j];
-        }
-    }
-    let mut tail = 0f32;
-    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
-        tail += x * y;
-    }
-    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7])) + tail
 }
 
 /// `out = x / rms(x) * weight`, per row; the sum of squares in f64 as llama.cpp does.
