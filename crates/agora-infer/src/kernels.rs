@@ -434,15 +434,7 @@ mod tests {
     use crate::quant::{quantize_q4_1, quantize_q8_0};
 
     fn data(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s % 20001) as f32 / 10000.0 - 1.0
-            })
-            .collect()
+        crate::testing::random_f32(n, seed)
     }
 
     fn check(ty: WeightType) {

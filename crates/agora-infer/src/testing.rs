@@ -52,6 +52,11 @@ impl Rng {
     }
 }
 
+/// `n` pseudo-random values in [-1, 1], the same for the same seed (for tests of numeric code).
+pub fn random_f32(n: usize, seed: u32) -> Vec<f32> {
+    Rng(seed.wrapping_mul(2_654_435_761) | 1).vec(n, 1.0)
+}
+
 /// GPT-2's printable character for each byte.
 fn byte_char(b: u8) -> char {
     let mut n = 0u32;
