@@ -57,25 +57,6 @@ pub fn random_f32(n: usize, seed: u32) -> Vec<f32> {
     Rng(seed.wrapping_mul(2_654_435_761) | 1).vec(n, 1.0)
 }
 
-/// GPT-2's printable character for each byte.
-fn byte_char(b: u8) -> char {
-    let mut n = 0u32;
-    for x in 0u32..256 {
-        let printable =
-            (33..=126).contains(&x) || (161..=172).contains(&x) || (174..=255).contains(&x);
-        let c = if printable {
-            x
-        } else {
-            n += 1;
-            255 + n
-        };
-        if x == u32::from(b) {
-            return char::from_u32(c).unwrap_or('?');
-        }
-    }
-    '?'
-}
-
 /// Writes a tiny random llama chat model to `path`. Vocabulary: 256 byte tokens, a few merges, and
 /// the control tokens `<|endoftext|>` (0), `<|im_start|>` (1), `<|im_end|>` (2, end of sequence).
 pub fn write_tiny_chat_model(path: &Path, spec: TinySpec) -> std::io::Result<()> {
@@ -85,8 +66,9 @@ pub fn write_tiny_chat_model(path: &Path, spec: TinySpec) -> std::io::Result<()>
         "<|im_end|>".into(),
     ];
     let mut types: Vec<Value> = vec![Value::I32(3); 3];
+    let byte_chars = crate::tokenizer::byte_chars();
     for b in 0..=255u8 {
-        tokens.push(byte_char(b).to_string());
+        tokens.push(byte_chars[b as usize].to_string());
         types.push(Value::I32(1));
     }
     let merges = ["Ġ t", "h e", "Ġt he", "i n", "e r"];

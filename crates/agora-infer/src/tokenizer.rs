@@ -28,21 +28,32 @@ pub struct BpeTokenizer {
     pub eos: Option<u32>,
 }
 
-/// GPT-2's map from bytes to printable characters, inverted: printable character to byte.
-fn unicode_to_byte() -> Vec<(char, u8)> {
-    let mut out = Vec::with_capacity(256);
+/// GPT-2's map from bytes to printable characters: byte `b` is written as `byte_chars()[b]`.
+pub(crate) fn byte_chars() -> [char; 256] {
+    let mut out = ['?'; 256];
     let mut n = 0u32;
-    for b in 0u32..256 {
+    for (b, c) in out.iter_mut().enumerate() {
+        let b = b as u32;
         let printable =
             (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
-        let c = if printable {
+        let code = if printable {
             b
         } else {
             n += 1;
             255 + n
         };
-        out.push((char::from_u32(c).unwrap_or('?'), b as u8));
+        *c = char::from_u32(code).unwrap_or('?');
     }
+    out
+}
+
+/// The same map inverted and sorted by character: printable character to byte.
+fn unicode_to_byte() -> Vec<(char, u8)> {
+    let mut out: Vec<(char, u8)> = byte_chars()
+        .iter()
+        .enumerate()
+        .map(|(b, &c)| (c, b as u8))
+        .collect();
     out.sort_unstable();
     out
 }
