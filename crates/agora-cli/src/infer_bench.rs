@@ -28,6 +28,15 @@ pub struct InferBenchArgs {
     /// Sentences per embedding batch.
     #[arg(long, default_value_t = 32)]
     batch: usize,
+    /// Measure only one model.
+    #[arg(long, value_enum)]
+    only: Option<Only>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Only {
+    Chat,
+    Embed,
 }
 
 const TEXT: &str = "The history of the printing press begins in the fifteenth century, when movable type \
@@ -57,8 +66,22 @@ pub fn run(args: InferBenchArgs, dir: &std::path::Path) -> Result<()> {
     let threads = args.threads.unwrap_or_else(default_threads);
     let runs = args.runs.max(1);
     let cache = ModelCache::new(dir);
-    let chat_model = ensure(&cache, &models::SMOLLM2)?;
-    let embed_model = ensure(&cache, &models::MINILM)?;
+    println!(
+        "agora bench infer: {} threads, kernels {:?}",
+        threads,
+        agora_infer::kernels::detected()
+    );
+    if args.only != Some(Only::Embed) {
+        chat(&args, &cache, threads, runs)?;
+    }
+    if args.only != Some(Only::Chat) {
+        embed(&args, &cache, threads, runs)?;
+    }
+    Ok(())
+}
+
+fn chat(args: &InferBenchArgs, cache: &ModelCache, threads: usize, runs: usize) -> Result<()> {
+    let chat_model = ensure(cache, &models::SMOLLM2)?;
 
     reset_peak_rss();
     let model = ChatModel::load(&chat_model.weights, threads)?;
@@ -73,11 +96,6 @@ pub fn run(args: InferBenchArgs, dir: &std::path::Path) -> Result<()> {
     }
     prompt.truncate(args.prompt_tokens);
     let llama = &model.llama;
-    println!(
-        "agora bench infer: {} threads, kernels {:?}",
-        threads,
-        agora_infer::kernels::detected()
-    );
     println!(
         "chat model {} ({}), prompt {} tokens, {} generated tokens, median of {runs} runs",
         models::SMOLLM2.display,
@@ -143,8 +161,11 @@ pub fn run(args: InferBenchArgs, dir: &std::path::Path) -> Result<()> {
     if let Some(b) = chat_peak {
         println!("  peak RSS (chat)        {:>8.1} MB", b as f64 / 1e6);
     }
-    drop(model);
+    Ok(())
+}
 
+fn embed(args: &InferBenchArgs, cache: &ModelCache, threads: usize, runs: usize) -> Result<()> {
+    let embed_model = ensure(cache, &models::MINILM)?;
     reset_peak_rss();
     let embedder = Embedder::load(&embed_model.dir, threads)?;
     let sentences: Vec<&str> = agora_infer::BENCH_SENTENCES

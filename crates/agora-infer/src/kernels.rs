@@ -142,17 +142,8 @@ mod avx2 {
         }
     }
 
-    /// The four bytes at `p` repeated across a vector.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn bcast(p: *const i8) -> __m256i {
-        // SAFETY: the caller guarantees four readable bytes at `p`.
-        _mm256_set1_epi32(unsafe { p.cast::<i32>().read_unaligned() })
-    }
-
     /// Eight rows (group `g`) against tokens `t0..t0+T`.
-    #[allow(clippy::needless_range_loop)] // k indexes several per-token arrays and pointer offsets
-    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline(always)]
     fn group<const T: usize>(
         w: &QMatrix,
         acts: &QActs,
@@ -164,81 +155,126 @@ mod avx2 {
         let nb = acts.blocks_per_row();
         let cols = acts.cols;
         let block_bytes = GROUP * w.ty.block_bytes();
-        let mut acc = [_mm256_setzero_ps(); T];
-        let mut macc = [_mm256_setzero_ps(); T];
-        let ones = _mm256_set1_epi16(1);
-        let low = _mm256_set1_epi8(0x0f);
         // Bounds, checked once: the group's nb blocks, and T tokens of activations from t0.
         let group_bytes = &w.data[g * nb * block_bytes..(g + 1) * nb * block_bytes];
         let qs = &acts.qs[t0 * cols..(t0 + T) * cols];
         let ds = &acts.d[t0 * nb..(t0 + T) * nb];
         let ss = &acts.s[t0 * nb..(t0 + T) * nb];
-        let (base, qa, da, sa) = (group_bytes.as_ptr(), qs.as_ptr(), ds.as_ptr(), ss.as_ptr());
-        // SAFETY (whole loop): block b of the group lies at base + b·block_bytes, inside `group_bytes`
-        // (160 bytes per block for Q4_1: 16 of d, 16 of m, 128 of quants; 272 for Q8_0: 16 of d, 256
-        // of quants); token k's quants for block b lie at qa + k·cols + 32b (32 bytes, inside `qs`),
-        // its scale and sum at da/sa + k·nb + b (inside `ds` and `ss`).
+        let base = group_bytes.as_ptr();
+        // Token k's quants, scales and sums start at these (inside `qs`, `ds`, `ss`).
+        let qa: [*const i8; T] = std::array::from_fn(|k| qs[k * cols..].as_ptr());
+        let da: [*const f32; T] = std::array::from_fn(|k| ds[k * nb..].as_ptr());
+        let sa: [*const f32; T] = std::array::from_fn(|k| ss[k * nb..].as_ptr());
+        // SAFETY: the kernels read block b of the group at base + b·block_bytes (inside
+        // `group_bytes`), token k's 32 quants of block b at qa[k] + 32b, and its scale and sum at
+        // da[k] + b and sa[k] + b, for b < nb: all inside the slices above.
+        let values = unsafe {
+            match w.ty {
+                WeightType::Q4_1 => q4_1::<T>(base, nb, qa, da, sa),
+                WeightType::Q8_0 => q8_0::<T>(base, nb, qa, da),
+            }
+        };
+        for (k, v) in values.iter().enumerate() {
+            let mut lanes = [0f32; GROUP];
+            // SAFETY: `lanes` holds eight f32.
+            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *v) };
+            store(out, rows, g, t0 + k, &lanes);
+        }
+    }
+
+    /// The four bytes at `p` repeated across a vector.
+    #[inline(always)]
+    unsafe fn bcast(p: *const i8) -> __m256i {
+        // SAFETY: the caller guarantees four readable bytes at `p`.
+        unsafe { _mm256_set1_epi32(p.cast::<i32>().read_unaligned()) }
+    }
+
+    /// Q4_1 rows (160 bytes per block of eight rows: 16 of d, 16 of m, 128 of quants).
+    #[inline(always)]
+    unsafe fn q4_1<const T: usize>(
+        base: *const u8,
+        nb: usize,
+        qa: [*const i8; T],
+        da: [*const f32; T],
+        sa: [*const f32; T],
+    ) -> [__m256; T] {
+        const BLOCK: usize = GROUP * 20;
+        // SAFETY (whole body): see `group`; every offset below is inside block b.
         unsafe {
+            let ones = _mm256_set1_epi16(1);
+            let low = _mm256_set1_epi8(0x0f);
+            let mut acc = [_mm256_setzero_ps(); T];
             let mut p = base;
             for b in 0..nb {
-                let dw = _mm256_cvtph_ps(_mm_loadu_si128(p.cast()));
-                let a = qa.add(b * QK);
-                let mut isum = [_mm256_setzero_si256(); T];
-                match w.ty {
-                    WeightType::Q4_1 => {
-                        let mut s16 = [_mm256_setzero_si256(); T];
-                        for j in 0..4 {
-                            let q = _mm256_loadu_si256(p.add(4 * GROUP + 32 * j).cast());
-                            let lo = _mm256_and_si256(q, low);
-                            let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
-                            for k in 0..T {
-                                // Pairs of u4·i8 sum to at most 3810 in magnitude; eight fit in i16.
-                                let ak = a.add(k * cols);
-                                let x = _mm256_maddubs_epi16(lo, bcast(ak.add(4 * j)));
-                                let y = _mm256_maddubs_epi16(hi, bcast(ak.add(16 + 4 * j)));
-                                s16[k] = _mm256_add_epi16(s16[k], _mm256_add_epi16(x, y));
-                            }
-                        }
-                        for k in 0..T {
-                            isum[k] = _mm256_madd_epi16(s16[k], ones);
-                        }
-                    }
-                    WeightType::Q8_0 => {
-                        for j in 0..8 {
-                            let q = _mm256_loadu_si256(p.add(2 * GROUP + 32 * j).cast());
-                            let aq = _mm256_sign_epi8(q, q);
-                            for k in 0..T {
-                                // |q|·(±a): pairs sum to at most 2·128·127 = 32512, which fits i16.
-                                let ak = bcast(a.add(k * cols + 4 * j));
-                                let prod = _mm256_maddubs_epi16(aq, _mm256_sign_epi8(ak, q));
-                                isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(prod, ones));
-                            }
-                        }
+                let mut s16 = [_mm256_setzero_si256(); T];
+                for j in 0..4 {
+                    let q = _mm256_loadu_si256(p.add(4 * GROUP + 32 * j).cast());
+                    let lo = _mm256_and_si256(q, low);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
+                    for k in 0..T {
+                        // Pairs of u4·i8 sum to at most 3810 in magnitude; eight fit in i16.
+                        let a = qa[k].add(b * QK + 4 * j);
+                        let x = _mm256_maddubs_epi16(lo, bcast(a));
+                        let y = _mm256_maddubs_epi16(hi, bcast(a.add(16)));
+                        s16[k] = _mm256_add_epi16(s16[k], _mm256_add_epi16(x, y));
                     }
                 }
+                let dw = _mm256_cvtph_ps(_mm_loadu_si128(p.cast()));
                 for k in 0..T {
-                    let scale = _mm256_mul_ps(dw, _mm256_set1_ps(*da.add(k * nb + b)));
+                    let isum = _mm256_madd_epi16(s16[k], ones);
+                    let scale = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*da[k].add(b)));
+                    acc[k] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum), acc[k]);
+                }
+                p = p.add(BLOCK);
+            }
+            // The minimum terms, in a second pass (the same order, fewer live registers above).
+            let mut macc = [_mm256_setzero_ps(); T];
+            let mut p = base;
+            for b in 0..nb {
+                let mw = _mm256_cvtph_ps(_mm_loadu_si128(p.add(2 * GROUP).cast()));
+                for k in 0..T {
+                    macc[k] = _mm256_fmadd_ps(mw, _mm256_broadcast_ss(&*sa[k].add(b)), macc[k]);
+                }
+                p = p.add(BLOCK);
+            }
+            std::array::from_fn(|k| _mm256_add_ps(acc[k], macc[k]))
+        }
+    }
+
+    /// Q8_0 rows (272 bytes per block of eight rows: 16 of d, 256 of quants).
+    #[inline(always)]
+    unsafe fn q8_0<const T: usize>(
+        base: *const u8,
+        nb: usize,
+        qa: [*const i8; T],
+        da: [*const f32; T],
+    ) -> [__m256; T] {
+        const BLOCK: usize = GROUP * 34;
+        // SAFETY (whole body): see `group`; every offset below is inside block b.
+        unsafe {
+            let ones = _mm256_set1_epi16(1);
+            let mut acc = [_mm256_setzero_ps(); T];
+            let mut p = base;
+            for b in 0..nb {
+                let mut isum = [_mm256_setzero_si256(); T];
+                for j in 0..8 {
+                    let q = _mm256_loadu_si256(p.add(2 * GROUP + 32 * j).cast());
+                    let aq = _mm256_sign_epi8(q, q);
+                    for k in 0..T {
+                        // |q|·(±a): pairs sum to at most 2·128·127 = 32512, which fits i16.
+                        let a = bcast(qa[k].add(b * QK + 4 * j));
+                        let prod = _mm256_maddubs_epi16(aq, _mm256_sign_epi8(a, q));
+                        isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(prod, ones));
+                    }
+                }
+                let dw = _mm256_cvtph_ps(_mm_loadu_si128(p.cast()));
+                for k in 0..T {
+                    let scale = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*da[k].add(b)));
                     acc[k] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum[k]), acc[k]);
                 }
-                p = p.add(block_bytes);
+                p = p.add(BLOCK);
             }
-            // Q4_1's minimum terms, in a second pass (the same order, fewer live registers above).
-            if w.ty == WeightType::Q4_1 {
-                let mut p = base;
-                for b in 0..nb {
-                    let mw = _mm256_cvtph_ps(_mm_loadu_si128(p.add(2 * GROUP).cast()));
-                    for k in 0..T {
-                        macc[k] = _mm256_fmadd_ps(mw, _mm256_set1_ps(*sa.add(k * nb + b)), macc[k]);
-                    }
-                    p = p.add(block_bytes);
-                }
-            }
-        }
-        for k in 0..T {
-            let mut values = [0f32; GROUP];
-            // SAFETY: `values` holds eight f32.
-            unsafe { _mm256_storeu_ps(values.as_mut_ptr(), _mm256_add_ps(acc[k], macc[k])) };
-            store(out, rows, g, t0 + k, &values);
+            acc
         }
     }
 }

@@ -159,7 +159,11 @@ impl KvCache {
         if positions <= self.cap {
             return;
         }
-        let cap = positions.max(self.cap * 2).max(64);
+        // A whole number of score blocks, so a block that starts inside the span can be read whole.
+        let cap = positions
+            .max(self.cap * 2)
+            .max(64)
+            .next_multiple_of(SCORE_BLOCK);
         for layer in self.k.iter_mut() {
             let mut grown = vec![0f32; kv_dim * cap];
             for r in 0..kv_dim {
@@ -527,41 +531,151 @@ crate::kernels::multiversion! {
         hd: usize,
     ) {
         let heads = q.len() / hd;
+        // Rows of whole blocks; what lies past `span` is computed and never used.
+        let stride = span.next_multiple_of(SCORE_BLOCK);
+        assert!(stride <= cap, "attention: the key rows are not padded");
         scores.clear();
-        scores.resize(heads * span, 0.0);
-        // Scores for all positions at once: key dimension by key dimension, in order, over rows of
-        // the transposed keys (the same arithmetic whatever `span` or the batch is).
-        for (h, row) in scores.chunks_exact_mut(span).enumerate() {
-            for (d, &qd) in q[h * hd..(h + 1) * hd].iter().enumerate() {
-                let keys = &kt[(offset + d) * cap..][..span];
-                for (s, k) in row.iter_mut().zip(keys) {
-                    *s += qd * k;
-                }
+        scores.resize(heads * stride, 0.0);
+        // Up to three heads at a time, so a block of accumulators stays in registers.
+        for h0 in (0..heads).step_by(3) {
+            let rows = (heads - h0).min(3);
+            let q_r = &q[h0 * hd..(h0 + rows) * hd];
+            let s_r = &mut scores[h0 * stride..(h0 + rows) * stride];
+            match rows {
+                3 => scores_block::<3>(q_r, kt, cap, offset, stride, hd, s_r),
+                2 => scores_block::<2>(q_r, kt, cap, offset, stride, hd, s_r),
+                _ => scores_block::<1>(q_r, kt, cap, offset, stride, hd, s_r),
             }
+        }
+        for row in scores.chunks_exact_mut(stride) {
+            let row = &mut row[..span];
             for s in row.iter_mut() {
                 *s *= scale;
             }
-        }
-        let mut inv = [0f32; 16];
-        for (h, row) in scores.chunks_exact_mut(span).enumerate() {
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
             for s in row.iter_mut() {
                 *s = exp(*s - max);
+            }
+            // The sum in position order; then each weight divided as `w · (1 / sum)`.
+            let mut sum = 0f32;
+            for s in row.iter() {
                 sum += *s;
             }
-            inv[h % 16] = 1.0 / sum;
+            let inv = 1.0 / sum;
+            for s in row.iter_mut() {
+                *s *= inv;
+            }
         }
-        out.fill(0.0);
-        for p in 0..span {
-            let v = &vc[p * kv_dim + offset..][..hd];
-            for (h, out_h) in out.chunks_exact_mut(hd).enumerate() {
-                let w = scores[h * span + p] * inv[h % 16];
-                for (o, x) in out_h.iter_mut().zip(v) {
-                    *o += w * x;
+        for h0 in (0..heads).step_by(3) {
+            let rows = (heads - h0).min(3);
+            let w_r = &scores[h0 * stride..(h0 + rows) * stride];
+            let o_r = &mut out[h0 * hd..(h0 + rows) * hd];
+            match rows {
+                3 => values_block::<3>(w_r, stride, vc, kv_dim, offset, span, hd, o_r),
+                2 => values_block::<2>(w_r, stride, vc, kv_dim, offset, span, hd, o_r),
+                _ => values_block::<1>(w_r, stride, vc, kv_dim, offset, span, hd, o_r),
+            }
+        }
+    }
+}
+
+/// Positions per block of attention scores held in registers.
+const SCORE_BLOCK: usize = 16;
+/// Head dimensions per block of attention outputs held in registers.
+const VALUE_BLOCK: usize = 16;
+
+/// Scores of `R` query heads (`q`: `R` rows of `hd`) for positions `0..stride` (a multiple of
+/// [`SCORE_BLOCK`]): `s[r][p] = Σ_d q[r][d] · k[d][p]`, over `d` in order (multiply, then add).
+#[inline(always)]
+fn scores_block<const R: usize>(
+    q: &[f32],
+    kt: &[f32],
+    cap: usize,
+    offset: usize,
+    stride: usize,
+    hd: usize,
+    s: &mut [f32],
+) {
+    // The queries transposed: for each key dimension, the R heads' values side by side.
+    let mut qt = vec![[0f32; R]; hd];
+    for (d, col) in qt.iter_mut().enumerate() {
+        for (r, x) in col.iter_mut().enumerate() {
+            *x = q[r * hd + d];
+        }
+    }
+    let key_rows = &kt[offset * cap..(offset + hd) * cap];
+    for p0 in (0..stride).step_by(SCORE_BLOCK) {
+        let mut acc = [[0f32; SCORE_BLOCK]; R];
+        for (q_d, row) in qt.iter().zip(key_rows.chunks_exact(cap)) {
+            let keys: &[f32; SCORE_BLOCK] = row[p0..p0 + SCORE_BLOCK]
+                .try_into()
+                .expect("a block of keys");
+            for (acc_r, &qd) in acc.iter_mut().zip(q_d) {
+                for (a, k) in acc_r.iter_mut().zip(keys) {
+                    *a += qd * k;
                 }
             }
         }
+        for (r, acc_r) in acc.iter().enumerate() {
+            s[r * stride + p0..][..SCORE_BLOCK].copy_from_slice(acc_r);
+        }
+    }
+}
+
+/// `out[r][j] = Σ_p w[r][p] · v[p][j]` for `R` heads (weights in rows `stride` apart), over the
+/// first `span` positions in order (multiply, then add), in register blocks of head dimensions.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn values_block<const R: usize>(
+    w: &[f32],
+    stride: usize,
+    vc: &[f32],
+    kv_dim: usize,
+    offset: usize,
+    span: usize,
+    hd: usize,
+    out: &mut [f32],
+) {
+    // The weights transposed: for each position, the R heads' weights side by side.
+    let mut wt = vec![[0f32; R]; span];
+    for (p, ws) in wt.iter_mut().enumerate() {
+        for (r, x) in ws.iter_mut().enumerate() {
+            *x = w[r * stride + p];
+        }
+    }
+    let mut j0 = 0;
+    while j0 < hd {
+        let n = (hd - j0).min(VALUE_BLOCK);
+        if n == VALUE_BLOCK {
+            let mut acc = [[0f32; VALUE_BLOCK]; R];
+            let col = offset + j0;
+            for (p, row) in vc.chunks_exact(kv_dim).take(span).enumerate() {
+                let v: &[f32; VALUE_BLOCK] = row[col..col + VALUE_BLOCK]
+                    .try_into()
+                    .expect("a block of values");
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let wp = wt[p][r];
+                    for (a, x) in acc_r.iter_mut().zip(v) {
+                        *a += wp * x;
+                    }
+                }
+            }
+            for (r, acc_r) in acc.iter().enumerate() {
+                out[r * hd + j0..][..VALUE_BLOCK].copy_from_slice(acc_r);
+            }
+        } else {
+            for r in 0..R {
+                let o = &mut out[r * hd + j0..][..n];
+                o.fill(0.0);
+                for p in 0..span {
+                    let wp = w[r * stride + p];
+                    for (a, x) in o.iter_mut().zip(&vc[p * kv_dim + offset + j0..][..n]) {
+                        *a += wp * x;
+                    }
+                }
+            }
+        }
+        j0 += n;
     }
 }
 

@@ -237,18 +237,27 @@ crate::kernels::multiversion! {
     /// and with `sums`, `s = d · Σq`; `d` and `s` rounded through f16 as llama.cpp stores them.
     fn quantize_blocks(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32], sums: bool) {
         for (b, (block, q)) in x.chunks_exact(QK).zip(qs.chunks_exact_mut(QK)).enumerate() {
-            let mut amax = 0f32;
-            for v in block {
-                let a = v.abs();
-                amax = if a > amax { a } else { amax };
+            // The largest magnitude, over eight lanes then across them (the same value as a
+            // sequential scan: a maximum does not depend on the order).
+            let mut lanes = [0f32; 8];
+            for chunk in block.chunks_exact(8) {
+                for (m, v) in lanes.iter_mut().zip(chunk) {
+                    let a = v.abs();
+                    *m = if a > *m { a } else { *m };
+                }
             }
+            let amax = lanes.iter().fold(0f32, |m, &a| if a > m { a } else { m });
             let scale = amax / 127.0;
             let inv = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+            // |v · inv| ≤ 127: adding 1.5 · 2^23 leaves the value rounded to an integer (ties to
+            // even) in the low mantissa bits, which vectorizes where a float-to-int cast does not.
+            const MAGIC: f32 = 12_582_912.0;
+            const MAGIC_BITS: i32 = 0x4b40_0000;
             let mut sum = 0i32;
             for (q, v) in q.iter_mut().zip(block) {
-                let r = (v * inv).round_ties_even();
-                *q = r as i32 as i8;
-                sum += r as i32;
+                let r = ((v * inv + MAGIC).to_bits() as i32).wrapping_sub(MAGIC_BITS);
+                *q = r as i8;
+                sum = sum.wrapping_add(r);
             }
             d[b] = f16::from_f32(scale).to_f32();
             s[b] = if sums { f16::from_f32(scale * sum as f32).to_f32() } else { 0.0 };
