@@ -101,6 +101,12 @@ impl Embedder {
                 cfg.num_attention_heads
             )));
         }
+        if !(h / cfg.num_attention_heads).is_multiple_of(LANES) {
+            return Err(Error::BadModel(format!(
+                "head size {} is not a multiple of {LANES}",
+                h / cfg.num_attention_heads
+            )));
+        }
         let bytes = read("model.safetensors")?;
         let st = safetensors::SafeTensors::deserialize(&bytes)
             .map_err(|e| Error::BadModel(format!("model.safetensors: {e}")))?;
@@ -344,39 +350,81 @@ multiversion! {
         let scale = 1.0 / (hd as f32).sqrt();
         let mut scores = Vec::new();
         let mut kt = Vec::new();
+        let mut q = Vec::new();
         for (s, &start) in seqs.iter().zip(starts) {
             let len = s.len();
-            scores.resize(len, 0f32);
-            kt.resize(hd * len, 0f32);
+            // Key rows padded to whole blocks (the padding's scores are computed and not used).
+            let stride = len.next_multiple_of(LANES);
+            scores.resize(QROWS * stride, 0f32);
+            kt.resize(hd * stride, 0f32);
+            q.resize(QROWS * hd, 0f32);
             for head in 0..heads {
                 let col = head * hd;
                 // Keys transposed (head_dim × len), so scores for all keys build up as whole rows.
                 for j in 0..len {
                     for (d, &v) in qkv[(start + j) * 3 * h + h + col..][..hd].iter().enumerate() {
-                        kt[d * len + j] = v;
+                        kt[d * stride + j] = v;
                     }
                 }
-                for i in 0..len {
-                    let qi = &qkv[(start + i) * 3 * h + col..][..hd];
-                    scores.fill(0.0);
-                    for (d, &q) in qi.iter().enumerate() {
-                        for (sc, k) in scores.iter_mut().zip(&kt[d * len..(d + 1) * len]) {
-                            *sc += q * k;
-                        }
+                for i0 in (0..len).step_by(QROWS) {
+                    let rows = (len - i0).min(QROWS);
+                    for r in 0..rows {
+                        q[r * hd..(r + 1) * hd]
+                            .copy_from_slice(&qkv[(start + i0 + r) * 3 * h + col..][..hd]);
                     }
-                    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max) * scale;
-                    scores.iter_mut().for_each(|sc| *sc = exp(*sc * scale - max));
-                    let inv = 1.0 / scores.iter().sum::<f32>();
-                    let o = &mut ctx[(start + i) * h + col..][..hd];
-                    o.fill(0.0);
-                    for (j, sc) in scores.iter().enumerate() {
-                        let w = sc * inv;
-                        for (a, b) in o.iter_mut().zip(&qkv[(start + j) * 3 * h + 2 * h + col..][..hd]) {
-                            *a += w * b;
+                    score_rows(&q, rows, hd, &kt, stride, &mut scores);
+                    for r in 0..rows {
+                        let row = &mut scores[r * stride..r * stride + len];
+                        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) * scale;
+                        row.iter_mut().for_each(|sc| *sc = exp(*sc * scale - max));
+                        let inv = 1.0 / sum8(row);
+                        row.iter_mut().for_each(|sc| *sc *= inv);
+                    }
+                    let values = |j: usize| &qkv[(start + j) * 3 * h + 2 * h + col..][..hd];
+                    for d0 in (0..hd).step_by(LANES) {
+                        let mut acc = [[0f32; LANES]; QROWS];
+                        for j in 0..len {
+                            let v: &[f32; LANES] = values(j)[d0..d0 + LANES].try_into().expect("hd is a multiple of 8");
+                            for (r, acc_r) in acc.iter_mut().enumerate().take(rows) {
+                                let w = scores[r * stride + j];
+                                for (a, x) in acc_r.iter_mut().zip(v) {
+                                    *a += w * x;
+                                }
+                            }
+                        }
+                        for (r, acc_r) in acc.iter().enumerate().take(rows) {
+                            ctx[(start + i0 + r) * h + col + d0..][..LANES].copy_from_slice(acc_r);
                         }
                     }
                 }
             }
+        }
+    }
+}
+
+/// Query rows per attention block; keys (and head dimensions) per vector block.
+const QROWS: usize = 4;
+const LANES: usize = 8;
+
+/// Scores of up to [`QROWS`] query rows (`q`, rows of `hd`) against the transposed keys `kt` (rows
+/// of `stride`, a multiple of 8), into `scores` (rows of `stride`).
+#[inline(always)]
+fn score_rows(q: &[f32], rows: usize, hd: usize, kt: &[f32], stride: usize, scores: &mut [f32]) {
+    for p0 in (0..stride).step_by(LANES) {
+        let mut acc = [[0f32; LANES]; QROWS];
+        for d in 0..hd {
+            let k: &[f32; LANES] = kt[d * stride + p0..][..LANES]
+                .try_into()
+                .expect("a block of keys");
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let qd = q[r * hd + d];
+                for (a, x) in acc_r.iter_mut().zip(k) {
+                    *a += qd * x;
+                }
+            }
+        }
+        for (r, acc_r) in acc.iter().enumerate().take(rows) {
+            scores[r * stride + p0..][..LANES].copy_from_slice(acc_r);
         }
     }
 }

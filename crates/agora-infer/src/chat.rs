@@ -266,7 +266,8 @@ impl ChatModel {
             if cache.len() + 1 > self.context || tokens.len() >= params.max_tokens as usize {
                 break Finish::Length;
             }
-            logits = self.llama.forward(&mut cache, &[token], 0..1)?;
+            self.llama
+                .forward_into(&mut cache, &[token], 0..1, &mut logits)?;
         };
         let rest = stream.finish();
         if !rest.is_empty() {
@@ -345,7 +346,8 @@ impl ChatModel {
             // Feed output[done-1 .. next-1] to get the logits before output[done .. next].
             let next = (done + SCORE_CHUNK).min(output.len());
             let feed = &output[done - 1..next - 1];
-            pending = self.llama.forward(&mut cache, feed, 0..feed.len())?;
+            self.llama
+                .forward_into(&mut cache, feed, 0..feed.len(), &mut pending)?;
         }
         let first_failure = checks.iter().position(|c| !c.ok);
         let max_margin = checks.iter().map(|c| c.margin).fold(0f32, f32::max);

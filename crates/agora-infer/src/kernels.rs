@@ -189,6 +189,20 @@ mod avx2 {
         unsafe { _mm256_set1_epi32(p.cast::<i32>().read_unaligned()) }
     }
 
+    /// Asks for the block one row group ahead of `p` (`nb` blocks of `SIZE` bytes per group) to be
+    /// brought into cache: the weights stream from memory, and the loads otherwise wait on them.
+    #[inline(always)]
+    fn prefetch_ahead<const SIZE: usize>(p: *const u8, nb: usize) {
+        // A prefetch never faults, so the address may lie past the matrix (the last group).
+        let ahead = p.wrapping_add(nb * SIZE);
+        let mut line = 0;
+        while line < SIZE {
+            // SAFETY: prefetching reads nothing and cannot fault.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast()) };
+            line += 64;
+        }
+    }
+
     /// Q4_1 rows (160 bytes per block of eight rows: 16 of d, 16 of m, 128 of quants).
     #[inline(always)]
     unsafe fn q4_1<const T: usize>(
@@ -206,6 +220,7 @@ mod avx2 {
             let mut acc = [_mm256_setzero_ps(); T];
             let mut p = base;
             for b in 0..nb {
+                prefetch_ahead::<BLOCK>(p, nb);
                 let mut s16 = [_mm256_setzero_si256(); T];
                 for j in 0..4 {
                     let q = _mm256_loadu_si256(p.add(4 * GROUP + 32 * j).cast());
@@ -256,6 +271,7 @@ mod avx2 {
             let mut acc = [_mm256_setzero_ps(); T];
             let mut p = base;
             for b in 0..nb {
+                prefetch_ahead::<BLOCK>(p, nb);
                 let mut isum = [_mm256_setzero_si256(); T];
                 for j in 0..8 {
                     let q = _mm256_loadu_si256(p.add(2 * GROUP + 32 * j).cast());
@@ -363,17 +379,26 @@ mod avx2_f32 {
             let rows = chunk.min(m - i0);
             for p in 0..n / NR {
                 let panel = &w.data[p * k * NR..(p + 1) * k * NR];
+                // The next panel (or this one, for the last), fetched into cache during the first
+                // tile: weights come from memory, and the hardware prefetcher alone leaves the FMAs
+                // waiting on them.
+                let next = &w.data[(p + 1).min(n / NR - 1) * k * NR..][..k * NR];
+                let bias = &bias[p * NR..(p + 1) * NR];
                 let mut i = i0;
+                if i + MR <= i0 + rows {
+                    tile::<MR, true>(a, i, k, panel, next, bias, out, n, p);
+                    i += MR;
+                }
                 while i + MR <= i0 + rows {
-                    tile::<MR>(a, i, k, panel, &bias[p * NR..(p + 1) * NR], out, n, p);
+                    tile::<MR, false>(a, i, k, panel, panel, bias, out, n, p);
                     i += MR;
                 }
                 match i0 + rows - i {
-                    5 => tile::<5>(a, i, k, panel, &bias[p * NR..(p + 1) * NR], out, n, p),
-                    4 => tile::<4>(a, i, k, panel, &bias[p * NR..(p + 1) * NR], out, n, p),
-                    3 => tile::<3>(a, i, k, panel, &bias[p * NR..(p + 1) * NR], out, n, p),
-                    2 => tile::<2>(a, i, k, panel, &bias[p * NR..(p + 1) * NR], out, n, p),
-                    1 => tile::<1>(a, i, k, panel, &bias[p * NR..(p + 1) * NR], out, n, p),
+                    5 => tile::<5, false>(a, i, k, panel, panel, bias, out, n, p),
+                    4 => tile::<4, false>(a, i, k, panel, panel, bias, out, n, p),
+                    3 => tile::<3, false>(a, i, k, panel, panel, bias, out, n, p),
+                    2 => tile::<2, false>(a, i, k, panel, panel, bias, out, n, p),
+                    1 => tile::<1, false>(a, i, k, panel, panel, bias, out, n, p),
                     _ => {}
                 }
             }
@@ -381,25 +406,32 @@ mod avx2_f32 {
         }
     }
 
-    /// Rows `i..i+R` of `a` times one 16-column panel: 2R accumulators, one pass over k.
+    /// Rows `i..i+R` of `a` times one 16-column panel: 2R accumulators, one pass over k. With
+    /// `PREFETCH`, asks for `next` (a panel of the same size) to be brought into cache as it goes.
     #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
     #[target_feature(enable = "avx2,fma")]
-    fn tile<const R: usize>(
+    fn tile<const R: usize, const PREFETCH: bool>(
         a: &[f32],
         i: usize,
         k: usize,
         panel: &[f32],
+        next: &[f32],
         bias: &[f32],
         out: &mut [f32],
         n: usize,
         p: usize,
     ) {
+        assert_eq!(next.len(), panel.len(), "tile: panel sizes");
         let rows = &a[i * k..(i + R) * k];
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
-        let (ap, bp) = (rows.as_ptr(), panel.as_ptr());
-        // SAFETY: `rows` holds R rows of k floats and `panel` k steps of 16 floats; kk < k.
+        let (ap, bp, np) = (rows.as_ptr(), panel.as_ptr(), next.as_ptr());
+        // SAFETY: `rows` holds R rows of k floats, `panel` and `next` k steps of 16 floats; kk < k.
         unsafe {
             for kk in 0..k {
+                if PREFETCH {
+                    // One 64-byte line of the next panel per step.
+                    _mm_prefetch::<_MM_HINT_T0>(np.add(kk * NR).cast());
+                }
                 let b0 = _mm256_loadu_ps(bp.add(kk * NR));
                 let b1 = _mm256_loadu_ps(bp.add(kk * NR + 8));
                 for r in 0..R {

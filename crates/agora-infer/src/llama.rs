@@ -304,9 +304,24 @@ impl Llama {
         tokens: &[u32],
         logits_for: Range<usize>,
     ) -> Result<Vec<f32>, Error> {
+        let mut logits = Vec::new();
+        self.forward_into(cache, tokens, logits_for, &mut logits)?;
+        Ok(logits)
+    }
+
+    /// [`Llama::forward`] writing the logits into `logits` (resized to fit), so that a caller running
+    /// many passes reuses one buffer.
+    pub fn forward_into(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        logits_for: Range<usize>,
+        logits: &mut Vec<f32>,
+    ) -> Result<(), Error> {
         let cfg = &self.config;
+        logits.clear();
         if tokens.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
         if logits_for.end > tokens.len() || logits_for.start > logits_for.end {
             return Err(Error::Runtime(
@@ -329,7 +344,8 @@ impl Llama {
             *cache = self.new_cache();
         }
         self.pool
-            .install(|| self.forward_inner(cache, tokens, logits_for))
+            .install(|| self.forward_inner(cache, tokens, logits_for, logits));
+        Ok(())
     }
 
     fn forward_inner(
@@ -337,7 +353,8 @@ impl Llama {
         cache: &mut KvCache,
         tokens: &[u32],
         logits_for: Range<usize>,
-    ) -> Result<Vec<f32>, Error> {
+        logits: &mut Vec<f32>,
+    ) {
         let cfg = &self.config;
         let (n, d, kv_dim) = (tokens.len(), cfg.n_embd, cfg.kv_dim());
         let pos0 = cache.len;
@@ -358,8 +375,38 @@ impl Llama {
         let mut up = vec![0f32; n * cfg.n_ff];
         let mut down = vec![0f32; n * d];
 
+        // Steps that work token by token run over runs of tokens in parallel for a batch.
+        let rows_per_task = if n >= 8 {
+            n.div_ceil(self.threads() * 2)
+        } else {
+            n
+        };
+        let rms_norm = |x: &[f32], w: &[f32], out: &mut [f32]| {
+            x.par_chunks(rows_per_task * d)
+                .zip(out.par_chunks_mut(rows_per_task * d))
+                .for_each(|(x, out)| rms_norm(x, w, cfg.rms_eps, out));
+        };
+        let add = |x: &mut [f32], y: &[f32]| {
+            x.par_chunks_mut(rows_per_task * d)
+                .zip(y.par_chunks(rows_per_task * d))
+                .for_each(|(x, y)| add_assign(x, y));
+        };
+        let rope = |x: &mut [f32], row_len: usize| {
+            x.par_chunks_mut(rows_per_task * row_len)
+                .enumerate()
+                .for_each(|(i, x)| {
+                    rope(
+                        x,
+                        row_len,
+                        cfg.head_dim,
+                        pos0 + i * rows_per_task,
+                        cfg.rope_base,
+                    )
+                });
+        };
+
         for (li, layer) in self.layers.iter().enumerate() {
-            rms_norm(&x, &layer.attn_norm, cfg.rms_eps, &mut h);
+            rms_norm(&x, &layer.attn_norm, &mut h);
             acts.quantize(&h, d, layer.wq.ty);
             self.matmuls(
                 &acts,
@@ -369,36 +416,38 @@ impl Llama {
                     (&layer.wv, &mut v),
                 ],
             );
-            rope(&mut q, d, cfg.head_dim, pos0, cfg.rope_base);
-            rope(&mut k, kv_dim, cfg.head_dim, pos0, cfg.rope_base);
+            rope(&mut q, d);
+            rope(&mut k, kv_dim);
             cache.put_keys(li, &k, kv_dim);
             cache.v[li].extend_from_slice(&v);
             self.attention(&q, &cache.k[li], cache.cap, &cache.v[li], pos0, &mut attn);
             acts.quantize(&attn, d, layer.wo.ty);
             self.matmuls(&acts, &mut [(&layer.wo, &mut o)]);
-            x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+            add(&mut x, &o);
 
-            rms_norm(&x, &layer.ffn_norm, cfg.rms_eps, &mut h);
+            rms_norm(&x, &layer.ffn_norm, &mut h);
             acts.quantize(&h, d, layer.gate.ty);
             self.matmuls(&acts, &mut [(&layer.gate, &mut gate), (&layer.up, &mut up)]);
-            silu_mul(&mut gate, &up);
+            gate.par_chunks_mut(rows_per_task * cfg.n_ff)
+                .zip(up.par_chunks(rows_per_task * cfg.n_ff))
+                .for_each(|(g, u)| silu_mul(g, u));
             acts.quantize(&gate, cfg.n_ff, layer.down.ty);
             self.matmuls(&acts, &mut [(&layer.down, &mut down)]);
-            x.iter_mut().zip(&down).for_each(|(a, b)| *a += b);
+            add(&mut x, &down);
         }
         cache.len += n;
 
         let rows = &x[logits_for.start * d..logits_for.end * d];
         if rows.is_empty() {
-            return Ok(Vec::new());
+            return;
         }
         let mut normed = vec![0f32; rows.len()];
-        rms_norm(rows, &self.out_norm, cfg.rms_eps, &mut normed);
+        rms_norm(rows, &self.out_norm, &mut normed);
         let output = self.output.as_ref().unwrap_or(&self.embed);
         acts.quantize(&normed, d, output.ty);
-        let mut logits = vec![0f32; logits_for.len() * cfg.vocab];
-        self.matmuls(&acts, &mut [(output, &mut logits)]);
-        Ok(logits)
+        // Every element is written below: a reused buffer keeps its pages (no zeroing, no faults).
+        logits.resize(logits_for.len() * cfg.vocab, 0.0);
+        self.matmuls(&acts, &mut [(output, logits)]);
     }
 
     /// Runs several matmuls that share their input, split into row ranges over the pool. Each output
@@ -422,21 +471,22 @@ impl Llama {
         }
         let n = acts.n;
         let isa = self.isa;
-        let results: Vec<Vec<f32>> = tasks
+        let parts: Vec<Vec<f32>> = tasks
             .par_iter()
             .map(|(j, rows)| {
-                let mut out = vec![0f32; n * rows.len()];
+                let mut out = take_buffer(n * rows.len());
                 kernels::matmul_rows(isa, jobs[*j].0, acts, rows.clone(), &mut out);
                 out
             })
             .collect();
-        for ((j, rows), part) in tasks.iter().zip(results) {
+        for ((j, rows), part) in tasks.iter().zip(parts) {
             let (m, out) = &mut jobs[*j];
             let width = m.rows;
             for t in 0..n {
                 out[t * width + rows.start..t * width + rows.end]
                     .copy_from_slice(&part[t * rows.len()..(t + 1) * rows.len()]);
             }
+            give_buffer(part);
         }
     }
 
@@ -684,6 +734,38 @@ crate::kernels::multiversion! {
     fn silu_mul(gate: &mut [f32], up: &[f32]) {
         for (g, u) in gate.iter_mut().zip(up) {
             *g = *g / (1.0 + exp(-*g)) * u;
+        }
+    }
+}
+
+/// Spare buffers for the matmul tasks' partial results, so batches do not allocate (and fault in
+/// fresh pages) for every matmul.
+static BUFFERS: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
+
+/// A buffer of `len` floats (contents unspecified: the caller overwrites all of them).
+fn take_buffer(len: usize) -> Vec<f32> {
+    let spare = BUFFERS.lock().map(|mut b| b.pop()).unwrap_or(None);
+    let mut buf = spare.unwrap_or_default();
+    buf.resize(len, 0.0);
+    buf
+}
+
+/// Returns a buffer for reuse, unless the spare ones would then hold more than 16 MB.
+fn give_buffer(buf: Vec<f32>) {
+    const MAX_FLOATS: usize = 4 << 20;
+    if let Ok(mut spare) = BUFFERS.lock() {
+        let held: usize = spare.iter().map(Vec::capacity).sum();
+        if held + buf.capacity() <= MAX_FLOATS {
+            spare.push(buf);
+        }
+    }
+}
+
+crate::kernels::multiversion! {
+    /// `x += y`.
+    fn add_assign(x: &mut [f32], y: &[f32]) {
+        for (a, b) in x.iter_mut().zip(y) {
+            *a += b;
         }
     }
 }
