@@ -548,6 +548,8 @@ mod tests {
                     bonded: 0,
                 },
             ],
+            market: Default::default(),
+            models: Vec::new(),
         };
         Node::open(
             &dir.join("db.redb"),

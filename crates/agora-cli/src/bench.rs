@@ -95,6 +95,8 @@ fn ledger(n_txs: usize, n_accounts: usize, block_txs: usize, sequential: bool) -
                 bonded: 0,
             })
             .collect(),
+        market: Default::default(),
+        models: Vec::new(),
     };
     eprintln!("signing {n_txs} transfers from {n_accounts} accounts…");
     let encoded: Vec<Vec<u8>> = (0..n_txs)

@@ -2,7 +2,7 @@
 
 use crate::keystore::{Keystore, write_private};
 use agora_chain::{Node, NodeConfig, now_ms, run_dev_engine};
-use agora_state::{Genesis, GenesisAccount, Params};
+use agora_state::{Genesis, GenesisAccount, GenesisModel, Params};
 use agora_types::{AGR, Address, Keypair, format_amount, parse_amount};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -158,6 +158,8 @@ pub fn genesis(home: PathBuf, cmd: GenesisCommand) -> Result<()> {
             unbonding_period,
         },
         accounts: list,
+        market: Default::default(),
+        models: pinned_models(),
     };
     genesis.initial_writes()?;
     std::fs::create_dir_all(path.parent().expect("has a parent"))?;
@@ -308,6 +310,8 @@ fn init_devnet(home: &Path) -> Result<Genesis> {
                 bonded: 10_000 * AGR,
             },
         ],
+        market: Default::default(),
+        models: pinned_models(),
     };
     std::fs::create_dir_all(path.parent().expect("has a parent"))?;
     std::fs::write(&path, genesis.to_json())?;
@@ -350,4 +354,19 @@ pub fn devnet(home: PathBuf, args: DevnetArgs) -> Result<()> {
             );
         },
     )
+}
+
+/// The models of the runtime's catalog, registered at genesis so providers can serve them at once.
+fn pinned_models() -> Vec<GenesisModel> {
+    agora_infer::models::CATALOG
+        .iter()
+        .map(|spec| GenesisModel {
+            id: spec.id.parse().expect("catalog ids are 64 hex digits"),
+            name: spec.name.to_string(),
+            kind: match spec.kind {
+                agora_infer::models::ModelKind::Chat => agora_types::ModelKind::Chat,
+                agora_infer::models::ModelKind::Embedding => agora_types::ModelKind::Embedding,
+            },
+        })
+        .collect()
 }

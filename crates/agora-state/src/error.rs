@@ -43,6 +43,33 @@ pub enum TxError {
     /// Already in the mempool or already committed.
     #[error("duplicate transaction {hash}")]
     Duplicate { hash: String },
+    /// The sender is already a registered provider.
+    #[error("{address} is already a registered provider (use UpdateProvider)")]
+    ProviderExists { address: Address },
+    /// The sender is not a registered provider.
+    #[error("{address} is not a registered provider")]
+    NotProvider { address: Address },
+    /// Provider stake under the chain's minimum.
+    #[error("provider stake {got} is below the minimum {min} (base units)")]
+    StakeTooLow { min: Amount, got: Amount },
+    /// A provider description that does not hold up.
+    #[error("invalid provider: {0}")]
+    InvalidProvider(String),
+    /// A model id that is not in the registry.
+    #[error("unknown model {id}")]
+    UnknownModel { id: String },
+    /// A model id registered already.
+    #[error("model {id} is registered already")]
+    ModelExists { id: String },
+    /// A bad model name.
+    #[error("invalid model: {0}")]
+    InvalidModel(String),
+    /// Escrow balance too low.
+    #[error("insufficient escrow: need {need}, have {have} (base units)")]
+    InsufficientEscrow { need: Amount, have: Amount },
+    /// A settlement batch over the limit.
+    #[error("{got} jobs in one SettleJobs, at most {max}")]
+    TooManyJobs { max: usize, got: usize },
     /// Mempool full and this transaction's fee is not higher than the lowest evictable one.
     #[error(
         "mempool full ({capacity} transactions): offer a fee above {lowest_fee} to replace one"
@@ -68,6 +95,15 @@ impl TxError {
             TxError::ZeroAmount => "zero_amount",
             TxError::Duplicate { .. } => "duplicate_tx",
             TxError::MempoolFull { .. } => "mempool_full",
+            TxError::ProviderExists { .. } => "provider_exists",
+            TxError::NotProvider { .. } => "not_provider",
+            TxError::StakeTooLow { .. } => "stake_too_low",
+            TxError::InvalidProvider(_) => "invalid_provider",
+            TxError::UnknownModel { .. } => "unknown_model",
+            TxError::ModelExists { .. } => "model_exists",
+            TxError::InvalidModel(_) => "invalid_model",
+            TxError::InsufficientEscrow { .. } => "insufficient_escrow",
+            TxError::TooManyJobs { .. } => "too_many_jobs",
         }
     }
 }

@@ -1,10 +1,14 @@
 use crate::{
-    Account, Error, Params, Result, TxError, UnbondingEntry, account_key, params_key, unbonding_key,
+    Account, Error, Escrow, EscrowRelease, JobRecord, JobRejection, MarketParams, ModelInfo,
+    Params, PendingFee, Provider, Result, TxError, UnbondingEntry, account_key, escrow_key,
+    escrow_queue_key, job_key, market_params_key, model_key, params_key, pending_key, provider_key,
+    unbonding_key, verifier_pool_key,
 };
 use agora_types::{
-    Address, Amount, Event, Hash, Message, Receipt, SignedTransaction, Transaction, TxFailure,
+    Address, Amount, Event, Hash, MAX_MODEL_NAME_BYTES, MAX_SETTLE_JOBS, Message, ProviderInfo,
+    Receipt, SettledJob, SignedTransaction, Transaction, TxFailure, job_fee,
 };
-use borsh::BorshDeserialize;
+use borsh::{BorshDeserialize, BorshSerialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Pending changes: key → new value, or `None` for a deletion. Ordered, so applying it is
@@ -72,6 +76,7 @@ pub struct Executor<'a> {
     base: &'a dyn StateRead,
     ctx: BlockContext,
     params: Params,
+    market: MarketParams,
     /// Accounts read or changed in this block (`None`: does not exist).
     accounts: BTreeMap<Address, Option<Account>>,
     /// Accounts changed in this block.
@@ -81,6 +86,10 @@ pub struct Executor<'a> {
     receipts: Vec<Receipt>,
     /// Fees charged so far in this block, paid to the proposer at the end.
     fees: Amount,
+    /// Entries this block adds to the release queues, by release height (written once, at
+    /// [`Executor::finish`], so a block of many settlements does not re-encode a queue per job).
+    pending_adds: BTreeMap<u64, Vec<PendingFee>>,
+    escrow_adds: BTreeMap<u64, Vec<EscrowRelease>>,
 }
 
 /// A transaction's pending changes, applied to the block only if all its messages succeed.
@@ -88,6 +97,8 @@ pub struct Executor<'a> {
 struct Scratch {
     accounts: BTreeMap<Address, Account>,
     writes: WriteSet,
+    pending: Vec<(u64, PendingFee)>,
+    escrow_releases: Vec<(u64, EscrowRelease)>,
 }
 
 fn decode<T: BorshDeserialize>(key: &[u8], bytes: &[u8]) -> Result<T> {
@@ -130,10 +141,19 @@ impl<'a> Executor<'a> {
                 });
             }
         };
+        let key = market_params_key();
+        let market = match base.get(&key)? {
+            Some(bytes) => decode(&key, &bytes)?,
+            // A state from before the market existed: the defaults, the same on every node.
+            None => MarketParams::default(),
+        };
         Ok(Executor {
             base,
             ctx,
             params,
+            market,
+            pending_adds: BTreeMap::new(),
+            escrow_adds: BTreeMap::new(),
             accounts: BTreeMap::new(),
             dirty: BTreeSet::new(),
             writes: WriteSet::new(),
@@ -145,6 +165,18 @@ impl<'a> Executor<'a> {
     /// The chain parameters.
     pub fn params(&self) -> &Params {
         &self.params
+    }
+
+    /// The market's parameters.
+    pub fn market_params(&self) -> &MarketParams {
+        &self.market
+    }
+
+    /// Reads and decodes `key` through this block's and this transaction's pending writes.
+    fn get<T: BorshDeserialize>(&self, scratch: &Scratch, key: &[u8]) -> Result<Option<T>> {
+        read(self.base, &[&self.writes, &scratch.writes], key)?
+            .map(|b| decode(key, &b))
+            .transpose()
     }
 
     /// Reads an account as of the changes of this block so far, keeping what it read for the
@@ -243,6 +275,12 @@ impl<'a> Executor<'a> {
             for (k, v) in scratch.writes {
                 self.writes.insert(k, v);
             }
+            for (height, entry) in scratch.pending {
+                self.pending_adds.entry(height).or_default().push(entry);
+            }
+            for (height, entry) in scratch.escrow_releases {
+                self.escrow_adds.entry(height).or_default().push(entry);
+            }
         } else {
             events.clear();
         }
@@ -303,14 +341,8 @@ impl<'a> Executor<'a> {
         match msg {
             Message::Transfer { to, amount } => {
                 let amount = *amount;
-                if amount == 0 {
-                    return Ok(Err(TxError::ZeroAmount));
-                }
-                if from.balance < amount {
-                    return Ok(Err(TxError::InsufficientFunds {
-                        need: amount,
-                        have: from.balance,
-                    }));
+                if let Err(e) = check_spend(from.balance, amount) {
+                    return Ok(Err(e));
                 }
                 if to == sender {
                     events.push(transfer_event(sender, to, amount));
@@ -330,14 +362,8 @@ impl<'a> Executor<'a> {
             }
             Message::Bond { amount } => {
                 let amount = *amount;
-                if amount == 0 {
-                    return Ok(Err(TxError::ZeroAmount));
-                }
-                if from.balance < amount {
-                    return Ok(Err(TxError::InsufficientFunds {
-                        need: amount,
-                        have: from.balance,
-                    }));
+                if let Err(e) = check_spend(from.balance, amount) {
+                    return Ok(Err(e));
                 }
                 from.balance -= amount;
                 from.bonded += amount;
@@ -385,8 +411,338 @@ impl<'a> Executor<'a> {
                     ],
                 ));
             }
+            Message::RegisterProvider { stake, info } => {
+                let stake = *stake;
+                if self
+                    .get::<Provider>(scratch, &provider_key(sender))?
+                    .is_some()
+                {
+                    return Ok(Err(TxError::ProviderExists { address: *sender }));
+                }
+                if stake < self.market.min_provider_stake {
+                    return Ok(Err(TxError::StakeTooLow {
+                        min: self.market.min_provider_stake,
+                        got: stake,
+                    }));
+                }
+                if let Err(e) = self.check_provider_info(scratch, info)? {
+                    return Ok(Err(e));
+                }
+                if from.balance < stake {
+                    return Ok(Err(TxError::InsufficientFunds {
+                        need: stake,
+                        have: from.balance,
+                    }));
+                }
+                from.balance -= stake;
+                scratch.accounts.insert(*sender, from);
+                let provider = Provider {
+                    info: info.clone(),
+                    stake,
+                    registered_height: self.ctx.height,
+                    jobs_settled: 0,
+                    fees_settled: 0,
+                };
+                scratch
+                    .writes
+                    .insert(provider_key(sender), Some(encode(&provider)));
+                events.push(Event::new(
+                    "provider_registered",
+                    &[
+                        ("provider", sender.to_string()),
+                        ("stake", stake.to_string()),
+                        ("endpoint", info.endpoint.clone()),
+                    ],
+                ));
+            }
+            Message::UpdateProvider { info } => {
+                let Some(mut provider) = self.get::<Provider>(scratch, &provider_key(sender))?
+                else {
+                    return Ok(Err(TxError::NotProvider { address: *sender }));
+                };
+                if let Err(e) = self.check_provider_info(scratch, info)? {
+                    return Ok(Err(e));
+                }
+                provider.info = info.clone();
+                scratch
+                    .writes
+                    .insert(provider_key(sender), Some(encode(&provider)));
+                events.push(Event::new(
+                    "provider_updated",
+                    &[
+                        ("provider", sender.to_string()),
+                        ("endpoint", info.endpoint.clone()),
+                    ],
+                ));
+            }
+            Message::UnregisterProvider => {
+                let Some(provider) = self.get::<Provider>(scratch, &provider_key(sender))? else {
+                    return Ok(Err(TxError::NotProvider { address: *sender }));
+                };
+                // The stake unbonds like validator stake; fees still pending are paid later.
+                let Some(unbonding) = from.unbonding.checked_add(provider.stake) else {
+                    return Ok(Err(TxError::AmountOverflow("unbonding total exceeds u128")));
+                };
+                from.unbonding = unbonding;
+                let release = self.ctx.height.saturating_add(self.params.unbonding_period);
+                let qkey = unbonding_key(release);
+                let mut queue: Vec<UnbondingEntry> = self.get(scratch, &qkey)?.unwrap_or_default();
+                queue.push(UnbondingEntry {
+                    address: *sender,
+                    amount: provider.stake,
+                });
+                scratch.writes.insert(qkey, Some(encode(&queue)));
+                scratch.writes.insert(provider_key(sender), None);
+                scratch.accounts.insert(*sender, from);
+                events.push(Event::new(
+                    "provider_unregistered",
+                    &[
+                        ("provider", sender.to_string()),
+                        ("stake", provider.stake.to_string()),
+                        ("release_height", release.to_string()),
+                    ],
+                ));
+            }
+            Message::RegisterModel { id, name, kind } => {
+                if name.trim().is_empty() || name.len() > MAX_MODEL_NAME_BYTES {
+                    return Ok(Err(TxError::InvalidModel(format!(
+                        "the name must be 1 to {MAX_MODEL_NAME_BYTES} bytes"
+                    ))));
+                }
+                if self.get::<ModelInfo>(scratch, &model_key(id))?.is_some() {
+                    return Ok(Err(TxError::ModelExists { id: id.to_hex() }));
+                }
+                let info = ModelInfo {
+                    name: name.clone(),
+                    kind: *kind,
+                };
+                scratch.writes.insert(model_key(id), Some(encode(&info)));
+                events.push(Event::new(
+                    "model_registered",
+                    &[("model", id.to_hex()), ("name", name.clone())],
+                ));
+            }
+            Message::EscrowDeposit { amount } => {
+                let amount = *amount;
+                if let Err(e) = check_spend(from.balance, amount) {
+                    return Ok(Err(e));
+                }
+                let key = escrow_key(sender);
+                let mut escrow: Escrow = self.get(scratch, &key)?.unwrap_or_default();
+                let Some(balance) = escrow.balance.checked_add(amount) else {
+                    return Ok(Err(TxError::AmountOverflow("escrow exceeds u128")));
+                };
+                escrow.balance = balance;
+                from.balance -= amount;
+                scratch.accounts.insert(*sender, from);
+                scratch.writes.insert(key, Some(encode(&escrow)));
+                events.push(Event::new(
+                    "escrow_deposit",
+                    &[
+                        ("client", sender.to_string()),
+                        ("amount", amount.to_string()),
+                    ],
+                ));
+            }
+            Message::EscrowWithdraw { amount } => {
+                let amount = *amount;
+                if amount == 0 {
+                    return Ok(Err(TxError::ZeroAmount));
+                }
+                let key = escrow_key(sender);
+                let mut escrow: Escrow = self.get(scratch, &key)?.unwrap_or_default();
+                if escrow.balance < amount {
+                    return Ok(Err(TxError::InsufficientEscrow {
+                        need: amount,
+                        have: escrow.balance,
+                    }));
+                }
+                escrow.balance -= amount;
+                let Some(unlocking) = escrow.unlocking.checked_add(amount) else {
+                    return Ok(Err(TxError::AmountOverflow("escrow exceeds u128")));
+                };
+                escrow.unlocking = unlocking;
+                let release = self
+                    .ctx
+                    .height
+                    .saturating_add(self.market.escrow_unlock_period);
+                scratch.writes.insert(key, Some(encode(&escrow)));
+                scratch.escrow_releases.push((
+                    release,
+                    EscrowRelease {
+                        client: *sender,
+                        amount,
+                    },
+                ));
+                events.push(Event::new(
+                    "escrow_withdraw",
+                    &[
+                        ("client", sender.to_string()),
+                        ("amount", amount.to_string()),
+                        ("release_height", release.to_string()),
+                    ],
+                ));
+            }
+            Message::SettleJobs { jobs } => {
+                if jobs.len() > MAX_SETTLE_JOBS {
+                    return Ok(Err(TxError::TooManyJobs {
+                        max: MAX_SETTLE_JOBS,
+                        got: jobs.len(),
+                    }));
+                }
+                for job in jobs {
+                    let id = job.request.request.job_id;
+                    match self.settle(scratch, job)? {
+                        Ok(event) => events.push(event),
+                        Err(why) => events.push(Event::new(
+                            "job_rejected",
+                            &[
+                                ("job_id", id.to_hex()),
+                                ("code", why.code().to_string()),
+                                ("reason", why.to_string()),
+                            ],
+                        )),
+                    }
+                }
+            }
         }
         Ok(Ok(()))
+    }
+
+    /// Checks a provider description against the registry of models.
+    fn check_provider_info(
+        &self,
+        scratch: &Scratch,
+        info: &ProviderInfo,
+    ) -> Result<std::result::Result<(), TxError>> {
+        if let Err(why) = info.check() {
+            return Ok(Err(TxError::InvalidProvider(why)));
+        }
+        for model in &info.models {
+            if self.get::<ModelInfo>(scratch, &model_key(model))?.is_none() {
+                return Ok(Err(TxError::UnknownModel { id: model.to_hex() }));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// Settles one job into `scratch`, or says why not (and changes nothing).
+    fn settle(
+        &mut self,
+        scratch: &mut Scratch,
+        job: &SettledJob,
+    ) -> Result<std::result::Result<Event, JobRejection>> {
+        let (req, rec) = (&job.request.request, &job.receipt.receipt);
+        if req.chain_id != self.ctx.chain_id {
+            return Ok(Err(JobRejection::WrongChain {
+                got: req.chain_id.clone(),
+            }));
+        }
+        let signer = job.receipt.provider.address();
+        if signer != req.provider {
+            return Ok(Err(JobRejection::WrongProvider {
+                named: req.provider,
+                signer,
+            }));
+        }
+        if rec.request_hash != req.hash() {
+            return Ok(Err(JobRejection::RequestMismatch));
+        }
+        if self.ctx.height > req.expiry_height {
+            return Ok(Err(JobRejection::Expired {
+                expiry: req.expiry_height,
+            }));
+        }
+        let jkey = job_key(&req.job_id);
+        if read(self.base, &[&self.writes, &scratch.writes], &jkey)?.is_some() {
+            return Ok(Err(JobRejection::AlreadySettled { job_id: req.job_id }));
+        }
+        let pkey = provider_key(&req.provider);
+        let Some(mut provider) = self.get::<Provider>(scratch, &pkey)? else {
+            return Ok(Err(JobRejection::UnknownProvider {
+                address: req.provider,
+            }));
+        };
+        if !provider.info.models.contains(&req.model) {
+            return Ok(Err(JobRejection::ModelNotServed { model: req.model }));
+        }
+        if rec.fee > req.max_fee {
+            return Ok(Err(JobRejection::FeeAboveMax {
+                fee: rec.fee,
+                max: req.max_fee,
+            }));
+        }
+        let expected = job_fee(
+            provider.info.price_input_per_1k,
+            provider.info.price_output_per_1k,
+            rec.input_tokens,
+            rec.output_tokens,
+        );
+        if expected != Some(rec.fee) {
+            return Ok(Err(JobRejection::WrongFee {
+                fee: rec.fee,
+                expected: expected.unwrap_or(Amount::MAX),
+            }));
+        }
+        // Signatures last: the checks above are cheaper.
+        if job.request.verify().is_err() {
+            return Ok(Err(JobRejection::BadClientSignature));
+        }
+        if job.receipt.verify().is_err() {
+            return Ok(Err(JobRejection::BadProviderSignature));
+        }
+        let client = req.client.address();
+        let ekey = escrow_key(&client);
+        let mut escrow: Escrow = self.get(scratch, &ekey)?.unwrap_or_default();
+        if escrow.claimable() < rec.fee {
+            return Ok(Err(JobRejection::InsufficientEscrow {
+                need: rec.fee,
+                have: escrow.claimable(),
+            }));
+        }
+        // From the balance first, then from what is being withdrawn.
+        let from_balance = rec.fee.min(escrow.balance);
+        escrow.balance -= from_balance;
+        escrow.unlocking -= rec.fee - from_balance;
+        scratch.writes.insert(ekey, Some(encode(&escrow)));
+
+        let release = self.ctx.height.saturating_add(self.market.challenge_window);
+        provider.jobs_settled += 1;
+        provider.fees_settled = provider.fees_settled.saturating_add(rec.fee);
+        scratch.writes.insert(pkey, Some(encode(&provider)));
+        let record = JobRecord {
+            client,
+            provider: req.provider,
+            model: req.model,
+            request_hash: rec.request_hash,
+            input_hash: req.input_hash,
+            output_hash: rec.output_hash,
+            input_tokens: rec.input_tokens,
+            output_tokens: rec.output_tokens,
+            fee: rec.fee,
+            settled_height: self.ctx.height,
+            release_height: release,
+        };
+        scratch.writes.insert(jkey, Some(encode(&record)));
+        scratch.pending.push((
+            release,
+            PendingFee {
+                provider: req.provider,
+                job_id: req.job_id,
+                amount: rec.fee,
+            },
+        ));
+        Ok(Ok(Event::new(
+            "job_settled",
+            &[
+                ("job_id", req.job_id.to_hex()),
+                ("client", client.to_string()),
+                ("provider", req.provider.to_string()),
+                ("model", req.model.to_hex()),
+                ("fee", rec.fee.to_string()),
+                ("release_height", release.to_string()),
+            ],
+        )))
     }
 
     /// End of block: pays the fees, releases stake whose unbonding period ends at this height, and
@@ -394,6 +750,9 @@ impl<'a> Executor<'a> {
     pub fn finish(mut self) -> Result<Executed> {
         let mut block_events = Vec::new();
         self.credit_fees(&mut block_events)?;
+        self.flush_queues()?;
+        self.release_escrow(&mut block_events)?;
+        self.release_fees(&mut block_events)?;
         let qkey = unbonding_key(self.ctx.height);
         if let Some(bytes) = read(self.base, &[&self.writes], &qkey)? {
             let queue: Vec<UnbondingEntry> = decode(&qkey, &bytes)?;
@@ -433,6 +792,99 @@ impl<'a> Executor<'a> {
         })
     }
 
+    /// Appends this block's new entries to the release queues (one write per queue).
+    fn flush_queues(&mut self) -> Result<()> {
+        for (height, adds) in std::mem::take(&mut self.pending_adds) {
+            append_queue(self.base, &mut self.writes, pending_key(height), adds)?;
+        }
+        for (height, adds) in std::mem::take(&mut self.escrow_adds) {
+            append_queue(self.base, &mut self.writes, escrow_queue_key(height), adds)?;
+        }
+        Ok(())
+    }
+
+    /// Returns to their owners the escrow withdrawals that unlock at this height (less what
+    /// settlements drew from them meanwhile).
+    fn release_escrow(&mut self, events: &mut Vec<Event>) -> Result<()> {
+        let qkey = escrow_queue_key(self.ctx.height);
+        let Some(bytes) = read(self.base, &[&self.writes], &qkey)? else {
+            return Ok(());
+        };
+        let queue: Vec<EscrowRelease> = decode(&qkey, &bytes)?;
+        for entry in queue {
+            let ekey = escrow_key(&entry.client);
+            let mut escrow: Escrow = read(self.base, &[&self.writes], &ekey)?
+                .map(|b| decode(&ekey, &b))
+                .transpose()?
+                .unwrap_or_default();
+            let amount = entry.amount.min(escrow.unlocking);
+            escrow.unlocking -= amount;
+            self.writes.insert(ekey, Some(encode(&escrow)));
+            let mut acc = self.load(&entry.client)?.unwrap_or_default();
+            acc.balance = acc
+                .balance
+                .checked_add(amount)
+                .ok_or_else(|| Error::Corrupt {
+                    key: format!("acct/{}", entry.client),
+                    reason: "balance exceeds total supply".into(),
+                })?;
+            self.store(entry.client, acc);
+            events.push(Event::new(
+                "escrow_released",
+                &[
+                    ("client", entry.client.to_string()),
+                    ("amount", amount.to_string()),
+                ],
+            ));
+        }
+        self.writes.insert(qkey, None);
+        Ok(())
+    }
+
+    /// Pays providers the fees whose challenge window ends at this height, less the protocol
+    /// share, which goes to the verifiers' pool.
+    fn release_fees(&mut self, events: &mut Vec<Event>) -> Result<()> {
+        let qkey = pending_key(self.ctx.height);
+        let Some(bytes) = read(self.base, &[&self.writes], &qkey)? else {
+            return Ok(());
+        };
+        let queue: Vec<PendingFee> = decode(&qkey, &bytes)?;
+        let pool_key = verifier_pool_key();
+        let mut pool: Amount = read(self.base, &[&self.writes], &pool_key)?
+            .map(|b| decode(&pool_key, &b))
+            .transpose()?
+            .unwrap_or(0);
+        let corrupt = |what: &str| Error::Corrupt {
+            key: what.into(),
+            reason: "amount exceeds total supply".into(),
+        };
+        for entry in queue {
+            let share = self.market.protocol_share(entry.amount);
+            let paid = entry.amount - share;
+            let mut acc = self.load(&entry.provider)?.unwrap_or_default();
+            acc.balance = acc
+                .balance
+                .checked_add(paid)
+                .ok_or_else(|| corrupt("provider balance"))?;
+            self.store(entry.provider, acc);
+            pool = pool
+                .checked_add(share)
+                .ok_or_else(|| corrupt("verifier pool"))?;
+            events.push(Event::new(
+                "fee_released",
+                &[
+                    ("job_id", entry.job_id.to_hex()),
+                    ("provider", entry.provider.to_string()),
+                    ("amount", paid.to_string()),
+                    ("protocol_share", share.to_string()),
+                ],
+            ));
+        }
+        self.writes.insert(pool_key, Some(encode(&pool)));
+        self.writes.insert(qkey, None);
+        Ok(())
+    }
+
     /// Executes a whole block whose signatures were already checked; any inadmissible transaction
     /// makes the block invalid.
     pub fn execute_block(
@@ -457,6 +909,36 @@ impl<'a> Executor<'a> {
         }
         exec.finish()
     }
+}
+
+/// Checks that `amount` is not zero and that `balance` covers it.
+fn check_spend(balance: Amount, amount: Amount) -> std::result::Result<(), TxError> {
+    if amount == 0 {
+        return Err(TxError::ZeroAmount);
+    }
+    if balance < amount {
+        return Err(TxError::InsufficientFunds {
+            need: amount,
+            have: balance,
+        });
+    }
+    Ok(())
+}
+
+/// Appends `adds` to the queue stored under `key`.
+fn append_queue<T: BorshSerialize + BorshDeserialize>(
+    base: &dyn StateRead,
+    writes: &mut WriteSet,
+    key: Vec<u8>,
+    adds: Vec<T>,
+) -> Result<()> {
+    let mut queue: Vec<T> = read(base, &[writes], &key)?
+        .map(|b| decode(&key, &b))
+        .transpose()?
+        .unwrap_or_default();
+    queue.extend(adds);
+    writes.insert(key, Some(encode(&queue)));
+    Ok(())
 }
 
 fn transfer_event(from: &Address, to: &Address, amount: Amount) -> Event {

@@ -1,5 +1,8 @@
-use crate::{Account, Error, Params, Result, WriteSet, account_key, params_key, supply_key};
-use agora_types::{Address, Amount, serde_u128};
+use crate::{
+    Account, Error, MarketParams, ModelInfo, Params, Result, WriteSet, account_key,
+    market_params_key, model_key, params_key, supply_key,
+};
+use agora_types::{Address, Amount, Hash, MAX_MODEL_NAME_BYTES, ModelKind, serde_u128};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -14,6 +17,23 @@ pub struct Genesis {
     pub params: Params,
     /// Funded accounts.
     pub accounts: Vec<GenesisAccount>,
+    /// The compute market's parameters.
+    #[serde(default)]
+    pub market: MarketParams,
+    /// Models registered from the start.
+    #[serde(default)]
+    pub models: Vec<GenesisModel>,
+}
+
+/// A model in the registry at genesis.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenesisModel {
+    /// SHA-256 of the weights file.
+    pub id: Hash,
+    /// Human name.
+    pub name: String,
+    /// What it does.
+    pub kind: ModelKind,
 }
 
 /// A funded account at genesis.
@@ -55,7 +75,35 @@ impl Genesis {
                 "unbonding_period must be at least 1 block".into(),
             ));
         }
+        self.market.check().map_err(Error::InvalidGenesis)?;
         let mut writes = WriteSet::new();
+        let mut models = BTreeSet::new();
+        for m in &self.models {
+            if !models.insert(m.id) {
+                return Err(Error::InvalidGenesis(format!(
+                    "model {} listed twice",
+                    m.id
+                )));
+            }
+            if m.name.trim().is_empty() || m.name.len() > MAX_MODEL_NAME_BYTES {
+                return Err(Error::InvalidGenesis(format!(
+                    "model {}: the name must be 1 to {MAX_MODEL_NAME_BYTES} bytes",
+                    m.id
+                )));
+            }
+            let info = ModelInfo {
+                name: m.name.clone(),
+                kind: m.kind,
+            };
+            writes.insert(
+                model_key(&m.id),
+                Some(borsh::to_vec(&info).expect("encode")),
+            );
+        }
+        writes.insert(
+            market_params_key(),
+            Some(borsh::to_vec(&self.market).expect("encode")),
+        );
         let mut seen = BTreeSet::new();
         let mut supply: Amount = 0;
         for acc in &self.accounts {

@@ -20,6 +20,7 @@ mod error;
 mod executor;
 mod genesis;
 mod keys;
+mod market;
 mod model;
 
 pub use error::{Error, Result, TxError};
@@ -27,8 +28,14 @@ pub use executor::{
     BlockContext, CheckError, Executed, Executor, MemState, StateRead, WriteSet,
     check_chain_and_fee, read_account,
 };
-pub use genesis::{Genesis, GenesisAccount};
-pub use keys::{account_key, params_key, supply_key, unbonding_key};
+pub use genesis::{Genesis, GenesisAccount, GenesisModel};
+pub use keys::{
+    account_key, escrow_key, escrow_queue_key, job_key, market_params_key, model_key, params_key,
+    pending_key, provider_key, supply_key, unbonding_key, verifier_pool_key,
+};
+pub use market::{
+    Escrow, EscrowRelease, JobRecord, JobRejection, MarketParams, ModelInfo, PendingFee, Provider,
+};
 pub use model::{Account, Params, UnbondingEntry};
 
 #[cfg(test)]

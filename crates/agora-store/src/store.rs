@@ -460,6 +460,8 @@ mod tests {
                     bonded: 0,
                 })
                 .collect(),
+            market: Default::default(),
+            models: Vec::new(),
         }
     }
 

@@ -20,6 +20,7 @@ mod amount;
 mod block;
 mod error;
 mod hash;
+mod job;
 mod keys;
 mod receipt;
 mod tx;
@@ -29,6 +30,11 @@ pub use amount::{AGR, Amount, DECIMALS, format_amount, parse_amount, serde_u128}
 pub use block::{Block, BlockHeader, merkle_root};
 pub use error::{Error, Result};
 pub use hash::Hash;
+pub use job::{
+    EncryptionKey, JobParams, JobReceipt, JobRequest, MAX_ENDPOINT_BYTES, MAX_MODEL_NAME_BYTES,
+    MAX_PROVIDER_MODELS, MAX_SETTLE_JOBS, ModelKind, ProviderInfo, SettledJob, SignedJobReceipt,
+    SignedJobRequest, job_fee,
+};
 pub use keys::{Keypair, PublicKey, Signature, verify_batch};
 pub use receipt::{Event, Receipt, TxFailure};
 pub use tx::{MAX_MESSAGES, MAX_TX_BYTES, Message, SignedTransaction, Transaction};

@@ -1,4 +1,7 @@
-use crate::{Address, Amount, Error, Hash, Keypair, PublicKey, Result, Signature, serde_u128};
+use crate::{
+    Address, Amount, Error, Hash, Keypair, ModelKind, ProviderInfo, PublicKey, Result, SettledJob,
+    Signature, serde_u128,
+};
 use borsh::{BorshDeserialize, BorshSerialize};
 use serde::Serialize;
 
@@ -37,14 +40,65 @@ pub enum Message {
         #[serde(with = "serde_u128")]
         amount: Amount,
     },
+    /// Registers the sender as a compute provider, locking `stake` of its balance.
+    RegisterProvider {
+        /// Base units; at least the chain's minimum provider stake.
+        #[serde(with = "serde_u128")]
+        stake: Amount,
+        /// Models, prices, endpoint, encryption key.
+        info: ProviderInfo,
+    },
+    /// Replaces a registered provider's models, prices, endpoint and key.
+    UpdateProvider {
+        /// The new description.
+        info: ProviderInfo,
+    },
+    /// Ends the sender's registration; its stake unbonds like validator stake.
+    UnregisterProvider,
+    /// Adds a model to the registry (once per id; the id is the SHA-256 of its weights file).
+    RegisterModel {
+        /// SHA-256 of the weights.
+        id: Hash,
+        /// Human name, at most 64 bytes.
+        name: String,
+        /// What it does.
+        kind: ModelKind,
+    },
+    /// Moves `amount` of the sender's balance into its compute escrow.
+    EscrowDeposit {
+        /// Base units.
+        #[serde(with = "serde_u128")]
+        amount: Amount,
+    },
+    /// Starts taking `amount` out of the sender's escrow: it stays claimable by providers during
+    /// the unlock period, then returns to the balance.
+    EscrowWithdraw {
+        /// Base units.
+        #[serde(with = "serde_u128")]
+        amount: Amount,
+    },
+    /// Settles served jobs: each pays its fee from the client's escrow into the provider's pending
+    /// fees, or is rejected (with a reason in an event) without paying anything.
+    SettleJobs {
+        /// At most [`crate::MAX_SETTLE_JOBS`].
+        jobs: Vec<SettledJob>,
+    },
 }
 
 impl Message {
     /// How much of the sender's liquid balance this message spends, at most.
     pub fn spend(&self) -> Amount {
         match self {
-            Message::Transfer { amount, .. } | Message::Bond { amount } => *amount,
-            Message::Unbond { .. } => 0,
+            Message::Transfer { amount, .. }
+            | Message::Bond { amount }
+            | Message::EscrowDeposit { amount } => *amount,
+            Message::RegisterProvider { stake, .. } => *stake,
+            Message::Unbond { .. }
+            | Message::UpdateProvider { .. }
+            | Message::UnregisterProvider
+            | Message::RegisterModel { .. }
+            | Message::EscrowWithdraw { .. }
+            | Message::SettleJobs { .. } => 0,
         }
     }
 }
@@ -122,6 +176,19 @@ impl SignedTransaction {
             return Err(Error::Malformed {
                 what: "transaction",
                 reason: format!("{} messages, at most {MAX_MESSAGES}", tx.tx.messages.len()),
+            });
+        }
+        let jobs = tx.tx.messages.iter().map(|m| match m {
+            Message::SettleJobs { jobs } => jobs.len(),
+            _ => 0,
+        });
+        if let Some(n) = jobs.max().filter(|&n| n > crate::MAX_SETTLE_JOBS) {
+            return Err(Error::Malformed {
+                what: "transaction",
+                reason: format!(
+                    "{n} jobs in one SettleJobs, at most {}",
+                    crate::MAX_SETTLE_JOBS
+                ),
             });
         }
         if tx.tx.messages.is_empty() {
@@ -231,6 +298,54 @@ mod tests {
         }
         .sign(&key);
         assert!(SignedTransaction::decode(&empty.encode()).is_err());
+    }
+
+    #[test]
+    fn a_settlement_over_the_job_limit_does_not_decode() {
+        let (client, provider) = (Keypair::from_seed_label("c"), Keypair::from_seed_label("p"));
+        let job = |i: u8| {
+            let request = crate::JobRequest {
+                chain_id: "c".into(),
+                client: client.public(),
+                provider: provider.public().address(),
+                model: Hash([1; 32]),
+                input_hash: Hash([2; 32]),
+                params: crate::JobParams::default(),
+                max_fee: 1,
+                job_id: Hash([i; 32]),
+                expiry_height: 9,
+            };
+            let receipt = crate::JobReceipt {
+                request_hash: request.hash(),
+                output_hash: Hash([3; 32]),
+                input_tokens: 1,
+                output_tokens: 1,
+                fee: 1,
+            };
+            SettledJob {
+                request: request.sign(&client),
+                receipt: receipt.sign(&provider),
+            }
+        };
+        let settle = |n: usize| {
+            Transaction {
+                chain_id: "c".into(),
+                sender: provider.public(),
+                nonce: 0,
+                fee: 1,
+                messages: vec![Message::SettleJobs {
+                    jobs: (0..n).map(|i| job(i as u8)).collect(),
+                }],
+            }
+            .sign(&provider)
+            .encode()
+        };
+        assert!(SignedTransaction::decode(&settle(crate::MAX_SETTLE_JOBS)).is_ok());
+        let err = SignedTransaction::decode(&settle(crate::MAX_SETTLE_JOBS + 1)).unwrap_err();
+        assert!(
+            matches!(err, Error::Malformed { .. } | Error::TooLarge { .. }),
+            "{err:?}"
+        );
     }
 
     proptest! {

@@ -39,6 +39,8 @@ fn start() -> Harness {
             balance: 50 * AGR,
             bonded: 0,
         }],
+        market: Default::default(),
+        models: Vec::new(),
     };
     let node = Arc::new(
         Node::open(
