@@ -8,6 +8,10 @@
 //!  GET  /v1/blocks/{height|latest}  header, hash, transactions, receipts
 //!  GET  /v1/accounts/{addr}[?prove=true]  account (+ proof against the block's state root)
 //!  GET  /v1/status                  chain id, height, latest hash, peers
+//!  GET  /v1/market/providers[/{addr}]  registered compute providers
+//!  GET  /v1/market/models[/{id}]    the model registry
+//!  GET  /v1/market/escrow/{addr}    a client's compute escrow
+//!  GET  /v1/market/jobs/{job id}    a settled job and whether its fee is released
 //!  GET  /v1/events/blocks           SSE stream of new blocks
 //!  GET  /metrics                    Prometheus text format
 //!  GET  /health                     liveness
@@ -15,6 +19,7 @@
 //! Errors are JSON `{code, message}` with a fitting HTTP status.
 
 mod error;
+mod market;
 mod routes;
 
 pub use error::ApiError;

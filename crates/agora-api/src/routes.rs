@@ -1,4 +1,4 @@
-use crate::ApiError;
+use crate::{ApiError, market};
 use agora_chain::{CommittedBlock, Node};
 use agora_state::{Account, StateRead, account_key};
 use agora_store::{Proof, Snapshot};
@@ -21,13 +21,13 @@ use tokio::{net::TcpListener, sync::watch};
 use tokio_stream::wrappers::BroadcastStream;
 
 #[derive(Clone)]
-struct AppState {
-    node: Arc<Node>,
+pub(crate) struct AppState {
+    pub(crate) node: Arc<Node>,
     registry: Arc<prometheus_client::registry::Registry>,
     shutdown: watch::Receiver<bool>,
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// The API's routes over a node. `shutdown` ends open event streams when it turns `true`.
 pub fn router(node: Arc<Node>, shutdown: watch::Receiver<bool>) -> Router {
@@ -41,6 +41,12 @@ pub fn router(node: Arc<Node>, shutdown: watch::Receiver<bool>) -> Router {
         .route("/v1/blocks/{id}", get(get_block))
         .route("/v1/accounts/{address}", get(get_account))
         .route("/v1/status", get(status))
+        .route("/v1/market/providers", get(market::list_providers))
+        .route("/v1/market/providers/{address}", get(market::get_provider))
+        .route("/v1/market/models", get(market::list_models))
+        .route("/v1/market/models/{id}", get(market::get_model))
+        .route("/v1/market/escrow/{address}", get(market::get_escrow))
+        .route("/v1/market/jobs/{id}", get(market::get_job))
         .route("/v1/events/blocks", get(block_events))
         .route("/metrics", get(metrics))
         .route("/health", get(health))
@@ -144,7 +150,7 @@ async fn submit_txs(
     }
 }
 
-fn parse_hash(s: &str) -> ApiResult<Hash> {
+pub(crate) fn parse_hash(s: &str) -> ApiResult<Hash> {
     s.parse()
         .map_err(|e: agora_types::Error| ApiError::bad_request("invalid_hash", e.to_string()))
 }

@@ -358,6 +358,19 @@ impl StateRead for Snapshot {
 }
 
 impl Snapshot {
+    /// State entries whose key starts with `prefix`, in key order, at most `limit` of them.
+    pub fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for entry in self.state.range(prefix..)? {
+            let (k, v) = entry?;
+            if !k.value().starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((k.value().to_vec(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let meta = self.txn.open_table(META)?;
         Ok(meta.get(key)?.map(|v| v.value().to_vec()))

@@ -3,9 +3,12 @@
 #![allow(clippy::unwrap_used)]
 
 use agora_chain::{Node, NodeConfig};
-use agora_state::{Genesis, GenesisAccount, Params};
+use agora_state::{Genesis, GenesisAccount, GenesisModel, MarketParams, Params};
 use agora_store::Proof;
-use agora_types::{AGR, Address, Hash, Keypair, Message, Transaction};
+use agora_types::{
+    AGR, Address, EncryptionKey, Hash, JobParams, JobReceipt, JobRequest, Keypair, Message,
+    ModelKind, ProviderInfo, SettledJob, Transaction, job_fee,
+};
 use serde_json::{Value, json};
 use std::{
     io::{BufRead, Read, Write},
@@ -20,6 +23,8 @@ struct Harness {
     _rt: tokio::runtime::Runtime,
     _dir: tempfile::TempDir,
 }
+
+const MODEL: Hash = Hash([0xAA; 32]);
 
 fn key(name: &str) -> Keypair {
     Keypair::from_seed_label(name)
@@ -39,8 +44,16 @@ fn start() -> Harness {
             balance: 50 * AGR,
             bonded: 0,
         }],
-        market: Default::default(),
-        models: Vec::new(),
+        market: MarketParams {
+            min_provider_stake: 10 * AGR,
+            challenge_window: 2,
+            ..MarketParams::default()
+        },
+        models: vec![GenesisModel {
+            id: MODEL,
+            name: "test-chat".into(),
+            kind: ModelKind::Chat,
+        }],
     };
     let node = Arc::new(
         Node::open(
@@ -292,4 +305,117 @@ fn block_stream_delivers_new_blocks() {
     }
     producer.join().unwrap();
     assert_eq!(heights, vec![1, 2, 3]);
+}
+
+fn signed(who: &str, nonce: u64, messages: Vec<Message>) -> String {
+    let t = Transaction {
+        chain_id: "api-test".into(),
+        sender: key(who).public(),
+        nonce,
+        fee: 100,
+        messages,
+    }
+    .sign(&key(who));
+    hex::encode(t.encode())
+}
+
+#[test]
+fn market_state_is_readable_providers_models_escrow_and_jobs() {
+    let h = start();
+    let (alice, bob) = (key("alice").address(), key("bob").address());
+    let submit = |tx: String| {
+        let (code, body) = h.post("/v1/txs", &json!({ "tx": tx }));
+        assert_eq!(code, 202, "{body}");
+    };
+    submit(transfer(0, 100, 5 * AGR));
+    h.node.produce_block(1_000).unwrap();
+    let info = ProviderInfo {
+        models: vec![MODEL],
+        price_input_per_1k: 1_000,
+        price_output_per_1k: 3_000,
+        endpoint: "http://127.0.0.1:1".into(),
+        encryption_key: EncryptionKey([1; 32]),
+    };
+    submit(signed(
+        "alice",
+        1,
+        vec![Message::RegisterProvider {
+            stake: 10 * AGR,
+            info,
+        }],
+    ));
+    submit(signed(
+        "bob",
+        0,
+        vec![Message::EscrowDeposit { amount: AGR }],
+    ));
+    h.node.produce_block(2_000).unwrap();
+
+    let request = JobRequest {
+        chain_id: "api-test".into(),
+        client: key("bob").public(),
+        provider: alice,
+        model: MODEL,
+        input_hash: Hash::digest(b"prompt"),
+        params: JobParams::default(),
+        max_fee: 1_000,
+        job_id: Hash([3; 32]),
+        expiry_height: 50,
+    };
+    let receipt = JobReceipt {
+        request_hash: request.hash(),
+        output_hash: Hash::digest(b"answer"),
+        input_tokens: 10,
+        output_tokens: 20,
+        fee: job_fee(1_000, 3_000, 10, 20).unwrap(),
+    };
+    let job = SettledJob {
+        request: request.sign(&key("bob")),
+        receipt: receipt.sign(&key("alice")),
+    };
+    submit(signed(
+        "alice",
+        2,
+        vec![Message::SettleJobs { jobs: vec![job] }],
+    ));
+    h.node.produce_block(3_000).unwrap();
+
+    let (code, list) = h.get("/v1/market/providers");
+    assert_eq!(code, 200, "{list}");
+    assert_eq!(list["providers"].as_array().unwrap().len(), 1);
+    assert_eq!(list["providers"][0]["address"], alice.to_string());
+    assert_eq!(list["providers"][0]["stake"], (10 * AGR).to_string());
+    assert_eq!(list["providers"][0]["jobs_settled"], 1);
+    let (code, one) = h.get(&format!("/v1/market/providers/{alice}"));
+    assert_eq!(code, 200);
+    assert_eq!(one["provider"]["info"]["endpoint"], "http://127.0.0.1:1");
+
+    let (_, models) = h.get("/v1/market/models");
+    assert_eq!(models["models"][0]["id"], MODEL.to_hex());
+    assert_eq!(models["models"][0]["kind"], "chat");
+    assert_eq!(
+        h.get(&format!("/v1/market/models/{MODEL}")).1["name"],
+        "test-chat"
+    );
+
+    // 10 tokens at 1,000 and 20 at 3,000 per 1,000: 10 + 60 = 70.
+    let (_, escrow) = h.get(&format!("/v1/market/escrow/{bob}"));
+    assert_eq!(escrow["escrow"]["balance"], (AGR - 70).to_string());
+    let job_path = format!("/v1/market/jobs/{}", Hash([3; 32]));
+    let (code, job) = h.get(&job_path);
+    assert_eq!(code, 200, "{job}");
+    assert_eq!(
+        (job["state"].as_str(), job["job"]["fee"].as_str()),
+        (Some("pending"), Some("70"))
+    );
+    h.node.produce_block(4_000).unwrap();
+    h.node.produce_block(5_000).unwrap();
+    assert_eq!(h.get(&job_path).1["state"], "released");
+
+    assert_eq!(
+        h.get(&format!("/v1/market/providers/{bob}")).1["code"],
+        "unknown_provider"
+    );
+    assert_eq!(h.get(&format!("/v1/market/jobs/{}", Hash([4; 32]))).0, 404);
+    assert_eq!(h.get("/v1/market/escrow/nope").0, 400);
 }

@@ -1,0 +1,145 @@
+//! Read-only views of the compute market's on-chain state.
+
+use crate::ApiError;
+use crate::routes::{ApiResult, AppState, parse_hash};
+use agora_state::{
+    Escrow, JobRecord, ModelInfo, Provider, StateRead, escrow_key, job_key, model_key, provider_key,
+};
+use agora_store::Snapshot;
+use agora_types::{Address, Hash};
+use axum::{
+    Json,
+    extract::{Path, State},
+};
+use borsh::BorshDeserialize;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+/// Most providers or models one listing returns.
+const LIST_LIMIT: usize = 1_000;
+
+fn decode<T: BorshDeserialize>(bytes: &[u8]) -> ApiResult<T> {
+    borsh::from_slice(bytes).map_err(ApiError::internal)
+}
+
+fn get<T: BorshDeserialize>(snap: &Snapshot, key: &[u8]) -> ApiResult<Option<T>> {
+    snap.get(key)
+        .map_err(ApiError::internal)?
+        .map(|b| decode(&b))
+        .transpose()
+}
+
+fn parse_address(s: &str) -> ApiResult<Address> {
+    s.parse()
+        .map_err(|e: agora_types::Error| ApiError::bad_request("invalid_address", e.to_string()))
+}
+
+/// The key's suffix after `prefix`, as a fixed-size array.
+fn suffix<const N: usize>(key: &[u8], prefix: usize) -> ApiResult<[u8; N]> {
+    key.get(prefix..)
+        .and_then(|s| s.try_into().ok())
+        .ok_or_else(|| ApiError::internal("a market key of the wrong length"))
+}
+
+#[derive(Serialize)]
+struct ProviderJson {
+    address: Address,
+    #[serde(flatten)]
+    provider: Provider,
+}
+
+pub(crate) async fn list_providers(State(st): State<AppState>) -> ApiResult<Json<Value>> {
+    let snap = st.node.snapshot()?;
+    let mut providers = Vec::new();
+    for (k, v) in snap.scan_prefix(b"prov/", LIST_LIMIT)? {
+        providers.push(ProviderJson {
+            address: Address(suffix(&k, 5)?),
+            provider: decode(&v)?,
+        });
+    }
+    Ok(Json(json!({
+        "height": snap.height()?.unwrap_or(0),
+        "providers": providers,
+    })))
+}
+
+pub(crate) async fn get_provider(
+    State(st): State<AppState>,
+    Path(address): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let address = parse_address(&address)?;
+    let snap = st.node.snapshot()?;
+    let provider: Provider = get(&snap, &provider_key(&address))?.ok_or_else(|| {
+        ApiError::not_found(
+            "unknown_provider",
+            format!("{address} is not a registered provider"),
+        )
+    })?;
+    Ok(Json(json!({
+        "height": snap.height()?.unwrap_or(0),
+        "provider": ProviderJson { address, provider },
+    })))
+}
+
+pub(crate) async fn list_models(State(st): State<AppState>) -> ApiResult<Json<Value>> {
+    let snap = st.node.snapshot()?;
+    let mut models = Vec::new();
+    for (k, v) in snap.scan_prefix(b"modl/", LIST_LIMIT)? {
+        let info: ModelInfo = decode(&v)?;
+        models.push(json!({"id": Hash(suffix(&k, 5)?), "name": info.name, "kind": info.kind}));
+    }
+    Ok(Json(json!({
+        "height": snap.height()?.unwrap_or(0),
+        "models": models,
+    })))
+}
+
+pub(crate) async fn get_model(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = parse_hash(&id)?;
+    let snap = st.node.snapshot()?;
+    let info: ModelInfo = get(&snap, &model_key(&id))?
+        .ok_or_else(|| ApiError::not_found("unknown_model", format!("no model {id}")))?;
+    Ok(Json(
+        json!({"id": id, "name": info.name, "kind": info.kind}),
+    ))
+}
+
+pub(crate) async fn get_escrow(
+    State(st): State<AppState>,
+    Path(address): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let address = parse_address(&address)?;
+    let snap = st.node.snapshot()?;
+    let escrow: Escrow = get(&snap, &escrow_key(&address))?.unwrap_or_default();
+    Ok(Json(json!({
+        "height": snap.height()?.unwrap_or(0),
+        "address": address,
+        "escrow": escrow,
+    })))
+}
+
+pub(crate) async fn get_job(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = parse_hash(&id)?;
+    let snap = st.node.snapshot()?;
+    let height = snap.height()?.unwrap_or(0);
+    let job: JobRecord = get(&snap, &job_key(&id))?.ok_or_else(|| {
+        ApiError::not_found("unknown_job", format!("job {id} has not been settled"))
+    })?;
+    let state = if height >= job.release_height {
+        "released"
+    } else {
+        "pending"
+    };
+    Ok(Json(json!({
+        "height": height,
+        "job_id": id,
+        "state": state,
+        "job": job,
+    })))
+}
