@@ -1,0 +1,148 @@
+//! The documents a job carries: its input and its output, as JSON bytes whose blake3 hashes the
+//! request and the receipt commit to.
+
+use crate::Error;
+use agora_types::Hash;
+use serde::{Deserialize, Serialize};
+
+/// Largest input a provider accepts, in bytes.
+pub const MAX_INPUT_BYTES: usize = 256 * 1024;
+
+/// One message of a chat.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+/// What a job asks the model for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JobInput {
+    /// A chat, answered through the model's chat template.
+    Chat {
+        /// The conversation so far.
+        messages: Vec<ChatMessage>,
+    },
+    /// Raw text continued as is.
+    Completion {
+        /// The text to continue.
+        prompt: String,
+    },
+    /// Texts to embed.
+    Embedding {
+        /// One vector per text.
+        inputs: Vec<String>,
+    },
+}
+
+impl JobInput {
+    /// The bytes that travel (sealed) and whose hash the request carries.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an input serializes")
+    }
+
+    /// Parses received bytes (size-checked).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        if bytes.len() > MAX_INPUT_BYTES {
+            return Err(Error::TooLarge {
+                size: bytes.len(),
+                limit: MAX_INPUT_BYTES,
+            });
+        }
+        serde_json::from_slice(bytes).map_err(|e| Error::Malformed {
+            what: "job input",
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// What a provider delivered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JobOutput {
+    /// Generated text, with its token ids (what a verifier scores).
+    Text {
+        /// The answer.
+        text: String,
+        /// Its token ids, in order.
+        tokens: Vec<u32>,
+        /// `stop`, `length` or `cancelled`.
+        finish: String,
+    },
+    /// Embedding vectors, one per input text.
+    Embeddings {
+        /// Unit-length vectors.
+        vectors: Vec<Vec<f32>>,
+    },
+}
+
+impl JobOutput {
+    /// The canonical bytes whose blake3 hash the receipt carries.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an output serializes")
+    }
+
+    /// blake3 of [`JobOutput::to_bytes`].
+    pub fn hash(&self) -> Hash {
+        Hash::digest(&self.to_bytes())
+    }
+
+    /// Parses the bytes a provider sent.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        serde_json::from_slice(bytes).map_err(|e| Error::Malformed {
+            what: "job output",
+            reason: e.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn inputs_and_outputs_round_trip_and_hash_their_bytes() {
+        let input = JobInput::Chat {
+            messages: vec![ChatMessage {
+                role: "user".into(),
+                content: "Hi ✓".into(),
+            }],
+        };
+        let bytes = input.to_bytes();
+        assert_eq!(JobInput::from_bytes(&bytes).unwrap(), input);
+        let output = JobOutput::Text {
+            text: "Hello".into(),
+            tokens: vec![1, 2],
+            finish: "stop".into(),
+        };
+        let back = JobOutput::from_bytes(&output.to_bytes()).unwrap();
+        assert_eq!(back.hash(), output.hash());
+        let other = JobOutput::Text {
+            text: "Hello".into(),
+            tokens: vec![1, 3],
+            finish: "stop".into(),
+        };
+        assert_ne!(other.hash(), output.hash());
+        let big = vec![b' '; MAX_INPUT_BYTES + 1];
+        assert!(matches!(
+            JobInput::from_bytes(&big),
+            Err(Error::TooLarge { .. })
+        ));
+        assert!(matches!(
+            JobInput::from_bytes(br#"{"kind":"nope"}"#),
+            Err(Error::Malformed { .. })
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = JobInput::from_bytes(&bytes);
+            let _ = JobOutput::from_bytes(&bytes);
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! The compute market's off-chain protocol (DESIGN.md §5, §9): what a gateway sends a provider, and
+//! what comes back, with inputs and outputs encrypted end to end.
+//!
+//! Words:
+//! - **Input**: the job's content as JSON bytes ([`JobInput`]); the client-signed request carries
+//!   `blake3(input bytes)`, so a provider (and later a verifier) can prove which input it was given.
+//! - **Envelope**: the input sealed to the provider's X25519 key with a fresh ephemeral key
+//!   (ChaCha20-Poly1305 under a key derived from the shared secret, the request hash as associated
+//!   data): only that provider can read it, and it cannot be moved to another request.
+//! - **Output stream**: the provider's pieces of output, sealed under a second key derived from the
+//!   same shared secret, numbered so none can be dropped, replayed or reordered unnoticed.
+//!
+//! ```text
+//!  gateway ── SignedJobRequest + Envelope(input) ──▶ provider
+//!          ◀── sealed pieces …, then SignedJobReceipt (output hash, tokens, fee)
+//! ```
+
+mod envelope;
+mod input;
+
+pub use envelope::{Envelope, OutputReader, OutputWriter, ProviderSecret, open, seal};
+pub use input::{ChatMessage, JobInput, JobOutput, MAX_INPUT_BYTES};
+
+/// What can go wrong in the protocol.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    /// A ciphertext that does not open with this key and context.
+    #[error("cannot decrypt: wrong key, wrong request, or tampered data")]
+    Decrypt,
+    /// A piece of output out of order.
+    #[error("output piece {got} arrived where {expected} was due")]
+    OutOfOrder { expected: u64, got: u64 },
+    /// Bytes that are not the JSON the protocol expects.
+    #[error("malformed {what}: {reason}")]
+    Malformed { what: &'static str, reason: String },
+    /// An input over the size limit.
+    #[error("input is {size} bytes, at most {limit}")]
+    TooLarge { size: usize, limit: usize },
+}
