@@ -15,14 +15,22 @@
 //!          ◀── sealed pieces …, then SignedJobReceipt (output hash, tokens, fee)
 //! ```
 
+mod backend;
+mod chain;
 mod envelope;
 mod input;
+mod provider;
 
+pub use backend::{Backend, InferBackend, Served, sampling};
+pub use chain::{Chain, EscrowView, HttpChain};
 pub use envelope::{Envelope, OutputReader, OutputWriter, ProviderSecret, open, seal};
 pub use input::{ChatMessage, JobInput, JobOutput, MAX_INPUT_BYTES};
+pub use provider::{
+    Admitted, Delivery, JobSubmission, Provider, ProviderConfig, SealedPiece, open_delivery,
+};
 
 /// What can go wrong in the protocol.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A ciphertext that does not open with this key and context.
     #[error("cannot decrypt: wrong key, wrong request, or tampered data")]
@@ -36,4 +44,26 @@ pub enum Error {
     /// An input over the size limit.
     #[error("input is {size} bytes, at most {limit}")]
     TooLarge { size: usize, limit: usize },
+    /// An input the model cannot take.
+    #[error("bad input: {0}")]
+    BadInput(String),
+    /// A model this backend does not serve.
+    #[error("model {0} is not served here")]
+    UnknownModel(agora_types::Hash),
+    /// The inference runtime failed or refused.
+    #[error(transparent)]
+    Infer(#[from] agora_infer::Error),
+    /// The chain could not be reached or refused.
+    #[error("chain: {0}")]
+    Chain(String),
+    /// A job refused, with the HTTP status and code to answer with.
+    #[error("{message}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// Stable machine-readable code.
+        code: &'static str,
+        /// What went wrong, for people.
+        message: String,
+    },
 }

@@ -1,0 +1,152 @@
+//! What the market's daemons need from the chain, and a client for a node's HTTP API.
+
+use crate::Error;
+use agora_types::{Address, Amount, Hash, SignedTransaction};
+use serde_json::Value;
+use std::time::Duration;
+
+/// A client's escrow as the chain reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EscrowView {
+    /// Available to pay jobs.
+    pub balance: Amount,
+    /// Being withdrawn, still claimable until it unlocks.
+    pub unlocking: Amount,
+}
+
+impl EscrowView {
+    /// What settlements can still draw on.
+    pub fn claimable(&self) -> Amount {
+        self.balance.saturating_add(self.unlocking)
+    }
+}
+
+/// The chain, as the provider and gateway see it. Calls block; run them off async executors.
+pub trait Chain: Send + Sync {
+    /// The chain id requests must carry.
+    fn chain_id(&self) -> Result<String, Error>;
+    /// The latest committed height.
+    fn height(&self) -> Result<u64, Error>;
+    /// A client's escrow (zero when it never deposited).
+    fn escrow(&self, client: &Address) -> Result<EscrowView, Error>;
+    /// The nonce the account's next transaction must carry (0 for a new account).
+    fn nonce(&self, account: &Address) -> Result<u64, Error>;
+    /// Submits a signed transaction; returns its hash.
+    fn submit(&self, tx: &SignedTransaction) -> Result<Hash, Error>;
+    /// Whether `provider` is registered.
+    fn is_provider(&self, provider: &Address) -> Result<bool, Error>;
+}
+
+/// A node's HTTP API (`/v1/...`).
+#[derive(Debug, Clone)]
+pub struct HttpChain {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl HttpChain {
+    /// A client of the node API at `base` (e.g. `http://127.0.0.1:26657`).
+    pub fn new(base: &str) -> Self {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        HttpChain {
+            base: base.trim_end_matches('/').to_string(),
+            agent,
+        }
+    }
+
+    fn get(&self, path: &str) -> Result<(u16, Value), Error> {
+        let mut r = self
+            .agent
+            .get(&format!("{}{path}", self.base))
+            .call()
+            .map_err(|e| Error::Chain(format!("node API {path}: {e}")))?;
+        let status = r.status().as_u16();
+        let body = r
+            .body_mut()
+            .read_json()
+            .map_err(|e| Error::Chain(format!("node API {path}: {e}")))?;
+        Ok((status, body))
+    }
+
+    fn ok(&self, path: &str) -> Result<Value, Error> {
+        match self.get(path)? {
+            (200, body) => Ok(body),
+            (status, body) => Err(Error::Chain(format!("node API {path}: {status} {body}"))),
+        }
+    }
+}
+
+fn amount(v: &Value, what: &str) -> Result<Amount, Error> {
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| Error::Chain(format!("node API: {what} is not an amount")))
+}
+
+impl Chain for HttpChain {
+    fn chain_id(&self) -> Result<String, Error> {
+        let status = self.ok("/v1/status")?;
+        status["chain_id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| Error::Chain("node API: no chain id".into()))
+    }
+
+    fn height(&self) -> Result<u64, Error> {
+        self.ok("/v1/status")?["height"]
+            .as_u64()
+            .ok_or_else(|| Error::Chain("node API: no height".into()))
+    }
+
+    fn escrow(&self, client: &Address) -> Result<EscrowView, Error> {
+        let body = self.ok(&format!("/v1/market/escrow/{client}"))?;
+        Ok(EscrowView {
+            balance: amount(&body["escrow"]["balance"], "escrow balance")?,
+            unlocking: amount(&body["escrow"]["unlocking"], "escrow unlocking")?,
+        })
+    }
+
+    fn nonce(&self, account: &Address) -> Result<u64, Error> {
+        match self.get(&format!("/v1/accounts/{account}"))? {
+            (200, body) => body["nonce"]
+                .as_u64()
+                .ok_or_else(|| Error::Chain("node API: no nonce".into())),
+            (404, _) => Ok(0),
+            (status, body) => Err(Error::Chain(format!("node API accounts: {status} {body}"))),
+        }
+    }
+
+    fn submit(&self, tx: &SignedTransaction) -> Result<Hash, Error> {
+        let mut r = self
+            .agent
+            .post(&format!("{}/v1/txs", self.base))
+            .send_json(serde_json::json!({ "tx": hex::encode(tx.encode()) }))
+            .map_err(|e| Error::Chain(format!("node API /v1/txs: {e}")))?;
+        let status = r.status().as_u16();
+        let body: Value = r
+            .body_mut()
+            .read_json()
+            .map_err(|e| Error::Chain(format!("node API /v1/txs: {e}")))?;
+        if status != 202 {
+            return Err(Error::Chain(format!(
+                "transaction refused: {} {}",
+                body["code"], body["message"]
+            )));
+        }
+        body["hash"]
+            .as_str()
+            .and_then(|h| h.parse().ok())
+            .ok_or_else(|| Error::Chain("node API: no transaction hash".into()))
+    }
+
+    fn is_provider(&self, provider: &Address) -> Result<bool, Error> {
+        match self.get(&format!("/v1/market/providers/{provider}"))? {
+            (200, _) => Ok(true),
+            (404, _) => Ok(false),
+            (status, body) => Err(Error::Chain(format!("node API providers: {status} {body}"))),
+        }
+    }
+}

@@ -1,0 +1,472 @@
+//! The provider's side of a job: admission (who asks, for what, who pays), running it, sealing the
+//! output, signing the receipt, and settling receipts on-chain in batches.
+
+use crate::{
+    Backend, Chain, Envelope, Error, JobInput, JobOutput, OutputWriter, ProviderSecret, open,
+};
+use agora_types::{
+    Address, Amount, Hash, JobReceipt, Keypair, MAX_SETTLE_JOBS, Message, ProviderInfo, SettledJob,
+    SignedJobReceipt, SignedJobRequest, Transaction, job_fee,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// What a gateway posts to a provider.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobSubmission {
+    /// Hex of the borsh-encoded client-signed request.
+    pub request: String,
+    /// The input, sealed to the provider's key.
+    pub input: Envelope,
+    /// Stream the output piece by piece (server-sent events).
+    #[serde(default)]
+    pub stream: bool,
+}
+
+/// A sealed piece of output: its number and hex ciphertext.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedPiece {
+    /// Position in the output stream.
+    pub n: u64,
+    /// Hex of the ciphertext.
+    pub sealed: String,
+}
+
+/// What a provider returns at the end of a job.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The whole output document ([`JobOutput`] JSON), sealed: the last piece of the stream.
+    pub output: SealedPiece,
+    /// Hex of the borsh-encoded provider-signed receipt.
+    pub receipt: String,
+}
+
+/// How a provider runs.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// Blocks a request must stay settle-able after it arrives.
+    pub min_expiry_margin: u64,
+    /// Fee paid for each settlement transaction, in base units.
+    pub settle_tx_fee: Amount,
+    /// Where job inputs are kept for the verification window (none: not kept).
+    pub jobs_dir: Option<PathBuf>,
+}
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        ProviderConfig {
+            min_expiry_margin: 20,
+            settle_tx_fee: 1_000,
+            jobs_dir: None,
+        }
+    }
+}
+
+/// A job that passed admission, ready to run.
+#[derive(Debug)]
+pub struct Admitted {
+    request: SignedJobRequest,
+    input: JobInput,
+    writer: OutputWriter,
+    client: Address,
+    worst_fee: Amount,
+    input_bytes: Vec<u8>,
+}
+
+impl Admitted {
+    /// The job id.
+    pub fn job_id(&self) -> Hash {
+        self.request.request.job_id
+    }
+}
+
+/// Local bookkeeping: what each client owes that the chain does not show yet.
+#[derive(Debug, Default)]
+struct Books {
+    /// Worst-case fees of jobs running now, per client.
+    running: BTreeMap<Address, Amount>,
+    /// Fees of receipts not yet settled, per client.
+    unsettled_fees: BTreeMap<Address, Amount>,
+    /// Receipts waiting for settlement.
+    unsettled: Vec<SettledJob>,
+    /// Job ids taken (never served twice).
+    seen: BTreeSet<Hash>,
+    /// The next nonce this provider's transactions use.
+    next_nonce: u64,
+}
+
+/// A compute provider: one key, one set of models, one chain.
+pub struct Provider {
+    key: Keypair,
+    secret: ProviderSecret,
+    info: ProviderInfo,
+    chain_id: String,
+    chain: Arc<dyn Chain>,
+    backend: Arc<dyn Backend>,
+    config: ProviderConfig,
+    books: Mutex<Books>,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("address", &self.address())
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+fn refuse(status: u16, code: &'static str, message: impl Into<String>) -> Error {
+    Error::Refused {
+        status,
+        code,
+        message: message.into(),
+    }
+}
+
+impl Provider {
+    /// A provider for `chain`, serving what `backend` runs at the prices in `info` (whose models
+    /// and key must match `backend` and `secret`).
+    pub fn new(
+        key: Keypair,
+        secret: ProviderSecret,
+        info: ProviderInfo,
+        chain: Arc<dyn Chain>,
+        backend: Arc<dyn Backend>,
+        config: ProviderConfig,
+    ) -> Result<Self, Error> {
+        if info.encryption_key.0 != secret.public() {
+            return Err(Error::BadInput(
+                "the published encryption key is not the secret's".into(),
+            ));
+        }
+        if let Some(m) = info.models.iter().find(|m| !backend.serves(m)) {
+            return Err(Error::UnknownModel(*m));
+        }
+        let chain_id = chain.chain_id()?;
+        Ok(Provider {
+            key,
+            secret,
+            info,
+            chain_id,
+            chain,
+            backend,
+            config,
+            books: Mutex::new(Books::default()),
+        })
+    }
+
+    /// The provider's account.
+    pub fn address(&self) -> Address {
+        self.key.address()
+    }
+
+    /// What it publishes.
+    pub fn info(&self) -> &ProviderInfo {
+        &self.info
+    }
+
+    fn books(&self) -> std::sync::MutexGuard<'_, Books> {
+        self.books.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Builds, signs and submits a transaction with the provider's next nonce.
+    fn submit(&self, messages: Vec<Message>) -> Result<Hash, Error> {
+        let on_chain = self.chain.nonce(&self.address())?;
+        let nonce = {
+            let mut books = self.books();
+            let nonce = books.next_nonce.max(on_chain);
+            books.next_nonce = nonce + 1;
+            nonce
+        };
+        let tx = Transaction {
+            chain_id: self.chain_id.clone(),
+            sender: self.key.public(),
+            nonce,
+            fee: self.config.settle_tx_fee,
+            messages,
+        }
+        .sign(&self.key);
+        let result = self.chain.submit(&tx);
+        if result.is_err() {
+            // The nonce was not used: the next transaction takes the chain's view again.
+            self.books().next_nonce = on_chain;
+        }
+        result
+    }
+
+    /// Registers on-chain with `stake` unless registered already. Returns the transaction hash
+    /// when it submitted one.
+    pub fn ensure_registered(&self, stake: Amount) -> Result<Option<Hash>, Error> {
+        if self.chain.is_provider(&self.address())? {
+            return Ok(None);
+        }
+        self.submit(vec![Message::RegisterProvider {
+            stake,
+            info: self.info.clone(),
+        }])
+        .map(Some)
+    }
+
+    /// Every check before running a job: the request (chain, provider, model, signature, expiry,
+    /// job id), the input (decrypts, matches its hash, parses), the price (the worst case fits the
+    /// max fee) and the client's escrow (covers it, with what it owes already).
+    pub fn admit(&self, submission: &JobSubmission) -> Result<Admitted, Error> {
+        let bytes = hex::decode(&submission.request)
+            .map_err(|_| refuse(400, "malformed_request", "the request is not hex"))?;
+        let request: SignedJobRequest = borsh::from_slice(&bytes)
+            .map_err(|e| refuse(400, "malformed_request", format!("the request: {e}")))?;
+        let req = &request.request;
+        if req.chain_id != self.chain_id {
+            return Err(refuse(
+                400,
+                "wrong_chain_id",
+                format!("this provider is on chain {}", self.chain_id),
+            ));
+        }
+        if req.provider != self.address() {
+            return Err(refuse(
+                400,
+                "wrong_provider",
+                format!(
+                    "the request names {}, this is {}",
+                    req.provider,
+                    self.address()
+                ),
+            ));
+        }
+        if !self.info.models.contains(&req.model) {
+            return Err(refuse(
+                404,
+                "unknown_model",
+                format!("model {} is not served here", req.model),
+            ));
+        }
+        if request.verify().is_err() {
+            return Err(refuse(
+                401,
+                "invalid_signature",
+                "the client's signature over the request does not verify",
+            ));
+        }
+        let height = self.chain.height()?;
+        if req.expiry_height < height.saturating_add(self.config.min_expiry_margin) {
+            return Err(refuse(
+                400,
+                "expired",
+                format!(
+                    "the request expires at height {}; at least {} is needed",
+                    req.expiry_height,
+                    height + self.config.min_expiry_margin
+                ),
+            ));
+        }
+        let (input_bytes, writer) = open(&self.secret, &req.hash(), &submission.input)
+            .map_err(|e| refuse(400, "undecryptable_input", e.to_string()))?;
+        if Hash::digest(&input_bytes) != req.input_hash {
+            return Err(refuse(
+                400,
+                "input_hash_mismatch",
+                "the input is not the one the request names",
+            ));
+        }
+        let input = JobInput::from_bytes(&input_bytes).map_err(|e| {
+            let status = if matches!(e, Error::TooLarge { .. }) {
+                413
+            } else {
+                400
+            };
+            refuse(status, "bad_input", e.to_string())
+        })?;
+        let input_tokens = self
+            .backend
+            .input_tokens(&req.model, &input)
+            .map_err(|e| match e {
+                Error::Infer(agora_infer::Error::ContextOverflow { .. }) => {
+                    refuse(400, "context_length_exceeded", e.to_string())
+                }
+                other => refuse(400, "bad_input", other.to_string()),
+            })?;
+        let max_output = match input {
+            JobInput::Embedding { .. } => 0,
+            _ => req.params.max_tokens,
+        };
+        let worst = job_fee(
+            self.info.price_input_per_1k,
+            self.info.price_output_per_1k,
+            input_tokens,
+            max_output,
+        )
+        .ok_or_else(|| refuse(400, "fee_overflow", "the price overflows"))?;
+        if worst > req.max_fee {
+            return Err(refuse(
+                402,
+                "max_fee_too_low",
+                format!(
+                    "{input_tokens} input and up to {max_output} output tokens cost up to {worst}; the max fee is {}",
+                    req.max_fee
+                ),
+            ));
+        }
+        let client = req.client.address();
+        let escrow = self.chain.escrow(&client)?;
+        let mut books = self.books();
+        if books.seen.contains(&req.job_id) {
+            return Err(refuse(
+                409,
+                "duplicate_job",
+                format!("job {} was taken already", req.job_id),
+            ));
+        }
+        let owed = books.running.get(&client).copied().unwrap_or(0)
+            + books.unsettled_fees.get(&client).copied().unwrap_or(0);
+        let free = escrow.claimable().saturating_sub(owed);
+        if free < worst {
+            return Err(refuse(
+                402,
+                "insufficient_escrow",
+                format!("the client's escrow has {free} free, this job may cost {worst}"),
+            ));
+        }
+        books.seen.insert(req.job_id);
+        *books.running.entry(client).or_default() += worst;
+        drop(books);
+        Ok(Admitted {
+            request,
+            input,
+            writer,
+            client,
+            worst_fee: worst,
+            input_bytes,
+        })
+    }
+
+    /// Runs an admitted job: `on_piece` gets each sealed piece of text as it is generated (and
+    /// may stop the stream). Returns the sealed output document and the signed receipt, which is
+    /// queued for settlement.
+    pub fn execute(
+        &self,
+        mut job: Admitted,
+        on_piece: &mut dyn FnMut(SealedPiece) -> ControlFlow<()>,
+    ) -> Result<Delivery, Error> {
+        let req = job.request.request.clone();
+        let result = self
+            .backend
+            .run(&req.model, &job.input, &req.params, &mut |text| {
+                if text.is_empty() {
+                    return ControlFlow::Continue(());
+                }
+                let (n, sealed) = job.writer.seal(text.as_bytes());
+                on_piece(SealedPiece { n, sealed })
+            });
+        let mut books = self.books();
+        if let Some(r) = books.running.get_mut(&job.client) {
+            *r = r.saturating_sub(job.worst_fee);
+        }
+        let served = match result {
+            Ok(served) => served,
+            Err(e) => {
+                // Nothing delivered, nothing charged; the job id may be tried again.
+                books.seen.remove(&req.job_id);
+                return Err(e);
+            }
+        };
+        let fee = job_fee(
+            self.info.price_input_per_1k,
+            self.info.price_output_per_1k,
+            served.input_tokens,
+            served.output_tokens,
+        )
+        .unwrap_or(job.worst_fee)
+        .min(job.worst_fee);
+        let receipt: SignedJobReceipt = JobReceipt {
+            request_hash: req.hash(),
+            output_hash: served.output.hash(),
+            input_tokens: served.input_tokens,
+            output_tokens: served.output_tokens,
+            fee,
+        }
+        .sign(&self.key);
+        *books.unsettled_fees.entry(job.client).or_default() += fee;
+        books.unsettled.push(SettledJob {
+            request: job.request.clone(),
+            receipt: receipt.clone(),
+        });
+        drop(books);
+        if let Some(dir) = &self.config.jobs_dir {
+            // Kept for the verification window: a sampled verifier is sent this input.
+            let path = dir.join(format!("{}.input", req.job_id));
+            if let Err(e) =
+                std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, &job.input_bytes))
+            {
+                tracing::warn!("cannot keep the input of job {}: {e}", req.job_id);
+            }
+        }
+        let (n, sealed) = job.writer.seal(&served.output.to_bytes());
+        Ok(Delivery {
+            output: SealedPiece { n, sealed },
+            receipt: hex::encode(borsh::to_vec(&receipt).expect("borsh encoding into a Vec")),
+        })
+    }
+
+    /// Receipts waiting for settlement.
+    pub fn unsettled(&self) -> usize {
+        self.books().unsettled.len()
+    }
+
+    /// Submits up to [`MAX_SETTLE_JOBS`] waiting receipts in one `SettleJobs`. Returns the
+    /// transaction hash and the number of jobs, or `None` when nothing waits. On failure the
+    /// receipts stay queued.
+    pub fn settle(&self) -> Result<Option<(Hash, usize)>, Error> {
+        let jobs: Vec<SettledJob> = {
+            let mut books = self.books();
+            let n = books.unsettled.len().min(MAX_SETTLE_JOBS);
+            books.unsettled.drain(..n).collect()
+        };
+        if jobs.is_empty() {
+            return Ok(None);
+        }
+        let n = jobs.len();
+        match self.submit(vec![Message::SettleJobs { jobs: jobs.clone() }]) {
+            Ok(hash) => {
+                let mut books = self.books();
+                for job in &jobs {
+                    let client = job.request.request.client.address();
+                    if let Some(f) = books.unsettled_fees.get_mut(&client) {
+                        *f = f.saturating_sub(job.receipt.receipt.fee);
+                    }
+                }
+                Ok(Some((hash, n)))
+            }
+            Err(e) => {
+                let mut books = self.books();
+                let rest = std::mem::take(&mut books.unsettled);
+                books.unsettled = jobs;
+                books.unsettled.extend(rest);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The output document a client gets back, opened.
+pub fn open_delivery(
+    reader: &mut crate::OutputReader,
+    delivery: &Delivery,
+) -> Result<(JobOutput, SignedJobReceipt), Error> {
+    let bytes = reader.open(delivery.output.n, &delivery.output.sealed)?;
+    let output = JobOutput::from_bytes(&bytes)?;
+    let receipt_bytes = hex::decode(&delivery.receipt).map_err(|_| Error::Malformed {
+        what: "receipt",
+        reason: "not hex".into(),
+    })?;
+    let receipt: SignedJobReceipt =
+        borsh::from_slice(&receipt_bytes).map_err(|e| Error::Malformed {
+            what: "receipt",
+            reason: e.to_string(),
+        })?;
+    Ok((output, receipt))
+}

@@ -1,0 +1,334 @@
+//! The provider against a real node and its HTTP API on 127.0.0.1, with a tiny chat model.
+
+#![allow(clippy::unwrap_used)]
+
+use agora_chain::{Node, NodeConfig};
+use agora_infer::chat::ChatModel;
+use agora_infer::testing::{TinySpec, write_tiny_chat_model};
+use agora_market::{
+    Chain, Error, HttpChain, InferBackend, JobInput, JobOutput, JobSubmission, Provider,
+    ProviderConfig, ProviderSecret, open_delivery, seal,
+};
+use agora_state::{Genesis, GenesisAccount, GenesisModel, MarketParams, Params};
+use agora_types::{
+    AGR, Address, EncryptionKey, Hash, JobParams, JobRequest, Keypair, Message, ModelKind,
+    ProviderInfo, Transaction, job_fee,
+};
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+const MODEL: Hash = Hash([0x11; 32]);
+const CHAIN_ID: &str = "market-test";
+
+struct Net {
+    node: Arc<Node>,
+    chain: Arc<HttpChain>,
+    provider: Provider,
+    client: Keypair,
+    _rt: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+    height: std::cell::Cell<u64>,
+}
+
+impl Net {
+    fn block(&self) {
+        let h = self.height.get() + 1;
+        self.height.set(h);
+        self.node.produce_block(h * 1_000).unwrap();
+    }
+
+    /// A request from the client for `input`, and its sealed submission.
+    fn submission(
+        &self,
+        job: u8,
+        input: &JobInput,
+        max_fee: u128,
+        expiry: u64,
+    ) -> (JobSubmission, agora_market::OutputReader) {
+        self.submission_from(&self.client, job, input, max_fee, expiry)
+    }
+
+    fn submission_from(
+        &self,
+        client: &Keypair,
+        job: u8,
+        input: &JobInput,
+        max_fee: u128,
+        expiry: u64,
+    ) -> (JobSubmission, agora_market::OutputReader) {
+        let bytes = input.to_bytes();
+        let request = JobRequest {
+            chain_id: CHAIN_ID.into(),
+            client: client.public(),
+            provider: self.provider.address(),
+            model: MODEL,
+            input_hash: Hash::digest(&bytes),
+            params: JobParams {
+                max_tokens: 8,
+                ..JobParams::default()
+            },
+            max_fee,
+            job_id: Hash([job; 32]),
+            expiry_height: expiry,
+        };
+        let (envelope, reader) = seal(
+            &self.provider.info().encryption_key.0,
+            &request.hash(),
+            &bytes,
+        );
+        let signed = request.sign(client);
+        (
+            JobSubmission {
+                request: hex::encode(borsh::to_vec(&signed).unwrap()),
+                input: envelope,
+                stream: true,
+            },
+            reader,
+        )
+    }
+}
+
+fn tx(key: &Keypair, nonce: u64, messages: Vec<Message>) -> Vec<u8> {
+    Transaction {
+        chain_id: CHAIN_ID.into(),
+        sender: key.public(),
+        nonce,
+        fee: 1_000,
+        messages,
+    }
+    .sign(key)
+    .encode()
+}
+
+fn start() -> Net {
+    let dir = tempfile::tempdir().unwrap();
+    let (provider_key, client) = (
+        Keypair::from_seed_label("provider"),
+        Keypair::from_seed_label("client"),
+    );
+    let genesis = Genesis {
+        chain_id: CHAIN_ID.into(),
+        genesis_time_ms: 0,
+        params: Params {
+            min_fee: 1_000,
+            unbonding_period: 5,
+        },
+        accounts: [&provider_key, &client]
+            .iter()
+            .map(|k| GenesisAccount {
+                address: k.address(),
+                balance: 100 * AGR,
+                bonded: 0,
+            })
+            .collect(),
+        market: MarketParams {
+            min_provider_stake: 10 * AGR,
+            challenge_window: 2,
+            ..MarketParams::default()
+        },
+        models: vec![GenesisModel {
+            id: MODEL,
+            name: "tiny-chat".into(),
+            kind: ModelKind::Chat,
+        }],
+    };
+    let node = Arc::new(
+        Node::open(
+            &dir.path().join("db.redb"),
+            &genesis,
+            Address([0xAB; 20]),
+            NodeConfig::default(),
+        )
+        .unwrap(),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    rt.spawn(agora_api::serve(
+        node.clone(),
+        listener,
+        std::future::pending(),
+    ));
+    let chain = Arc::new(HttpChain::new(&base));
+
+    let model_path = dir.path().join("tiny.gguf");
+    write_tiny_chat_model(&model_path, TinySpec::default()).unwrap();
+    let mut backend = InferBackend::default();
+    backend.add_chat(MODEL, Arc::new(ChatModel::load(&model_path, 1).unwrap()));
+    let secret = ProviderSecret::generate();
+    let info = ProviderInfo {
+        models: vec![MODEL],
+        price_input_per_1k: 10_000,
+        price_output_per_1k: 30_000,
+        endpoint: "http://127.0.0.1:1".into(),
+        encryption_key: EncryptionKey(secret.public()),
+    };
+    let provider = Provider::new(
+        provider_key,
+        secret,
+        info,
+        chain.clone(),
+        Arc::new(backend),
+        ProviderConfig {
+            min_expiry_margin: 5,
+            jobs_dir: Some(dir.path().join("jobs")),
+            ..ProviderConfig::default()
+        },
+    )
+    .unwrap();
+    let net = Net {
+        node,
+        chain,
+        provider,
+        client,
+        _rt: rt,
+        _dir: dir,
+        height: std::cell::Cell::new(0),
+    };
+    assert!(net.provider.ensure_registered(10 * AGR).unwrap().is_some());
+    net.node
+        .submit(&tx(
+            &net.client,
+            0,
+            vec![Message::EscrowDeposit { amount: 1_000_000 }],
+        ))
+        .unwrap();
+    net.block();
+    assert!(net.chain.is_provider(&net.provider.address()).unwrap());
+    assert!(net.provider.ensure_registered(10 * AGR).unwrap().is_none());
+    net
+}
+
+fn code(e: Error) -> &'static str {
+    match e {
+        Error::Refused { code, .. } => code,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_job_is_served_sealed_receipted_and_settled_for_exactly_its_fee() {
+    let net = start();
+    let input = JobInput::Completion {
+        prompt: "hello there".into(),
+    };
+    let (submission, mut reader) = net.submission(1, &input, 1_000_000, 100);
+    let job = net.provider.admit(&submission).unwrap();
+    let mut streamed = Vec::new();
+    let delivery = net
+        .provider
+        .execute(job, &mut |piece| {
+            streamed.push(reader.open(piece.n, &piece.sealed).unwrap());
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    let (output, receipt) = open_delivery(&mut reader, &delivery).unwrap();
+    receipt.verify().unwrap();
+    assert_eq!(receipt.receipt.output_hash, output.hash());
+    let JobOutput::Text { text, tokens, .. } = &output else {
+        panic!("text expected, got {output:?}");
+    };
+    assert_eq!(streamed.concat(), text.as_bytes());
+    assert_eq!(receipt.receipt.output_tokens as usize, tokens.len());
+    let fee = job_fee(
+        10_000,
+        30_000,
+        receipt.receipt.input_tokens,
+        receipt.receipt.output_tokens,
+    )
+    .unwrap();
+    assert_eq!(receipt.receipt.fee, fee);
+
+    // The same job id is not served twice.
+    assert_eq!(
+        code(net.provider.admit(&submission).unwrap_err()),
+        "duplicate_job"
+    );
+
+    let before = net.chain.escrow(&net.client.address()).unwrap();
+    assert_eq!(net.provider.settle().unwrap().unwrap().1, 1);
+    assert_eq!(net.provider.unsettled(), 0);
+    net.block();
+    let after = net.chain.escrow(&net.client.address()).unwrap();
+    assert_eq!(before.balance - after.balance, fee);
+}
+
+#[test]
+fn bad_requests_are_refused_before_anything_runs() {
+    let net = start();
+    let input = JobInput::Completion {
+        prompt: "hi".into(),
+    };
+    // Max fee below the worst case (8 output tokens at 30,000 per 1,000 alone is 240).
+    let (low, _) = net.submission(2, &input, 100, 100);
+    assert_eq!(
+        code(net.provider.admit(&low).unwrap_err()),
+        "max_fee_too_low"
+    );
+    // Expires too soon to be settled.
+    let (soon, _) = net.submission(3, &input, 1_000_000, 2);
+    assert_eq!(code(net.provider.admit(&soon).unwrap_err()), "expired");
+    // A client with no escrow.
+    let poor = Keypair::from_seed_label("poor");
+    let (unpaid, _) = net.submission_from(&poor, 4, &input, 1_000_000, 100);
+    assert_eq!(
+        code(net.provider.admit(&unpaid).unwrap_err()),
+        "insufficient_escrow"
+    );
+    // A flipped ciphertext byte.
+    let (mut s, _) = net.submission(7, &input, 1_000_000, 100);
+    let mut ct = hex::decode(&s.input.ciphertext).unwrap();
+    ct[0] ^= 1;
+    s.input.ciphertext = hex::encode(ct);
+    assert_eq!(
+        code(net.provider.admit(&s).unwrap_err()),
+        "undecryptable_input"
+    );
+    // The input swapped for another one sealed properly: its hash does not match the request.
+    let (mut swapped, _) = net.submission(5, &input, 1_000_000, 100);
+    let other = JobInput::Completion {
+        prompt: "something else".into(),
+    };
+    let request: agora_types::SignedJobRequest =
+        borsh::from_slice(&hex::decode(&swapped.request).unwrap()).unwrap();
+    swapped.input = seal(
+        &net.provider.info().encryption_key.0,
+        &request.request.hash(),
+        &other.to_bytes(),
+    )
+    .0;
+    assert_eq!(
+        code(net.provider.admit(&swapped).unwrap_err()),
+        "input_hash_mismatch"
+    );
+    // Signed by someone else than the client it names.
+    let mut forged = request.clone();
+    forged.request.job_id = Hash([6; 32]);
+    let forged = agora_types::SignedJobRequest {
+        signature: Keypair::from_seed_label("mallory").sign(&forged.request.sign_bytes()),
+        ..forged
+    };
+    let s = JobSubmission {
+        request: hex::encode(borsh::to_vec(&forged).unwrap()),
+        ..swapped.clone()
+    };
+    assert_eq!(
+        code(net.provider.admit(&s).unwrap_err()),
+        "invalid_signature"
+    );
+    // Garbage.
+    let s = JobSubmission {
+        request: "zz".into(),
+        ..swapped
+    };
+    assert_eq!(
+        code(net.provider.admit(&s).unwrap_err()),
+        "malformed_request"
+    );
+}
