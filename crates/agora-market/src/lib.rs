@@ -18,16 +18,20 @@
 mod backend;
 mod chain;
 mod envelope;
+mod gateway;
 mod input;
 mod provider;
+mod server;
 
 pub use backend::{Backend, InferBackend, Served, sampling};
 pub use chain::{Chain, EscrowView, HttpChain};
 pub use envelope::{Envelope, OutputReader, OutputWriter, ProviderSecret, open, seal};
+pub use gateway::{Completed, Gateway, ListedInfo, ProviderListing};
 pub use input::{ChatMessage, JobInput, JobOutput, MAX_INPUT_BYTES};
 pub use provider::{
     Admitted, Delivery, JobSubmission, Provider, ProviderConfig, SealedPiece, open_delivery,
 };
+pub use server::{provider_router, settle_loop};
 
 /// What can go wrong in the protocol.
 #[derive(Debug, thiserror::Error)]

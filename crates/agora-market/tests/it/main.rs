@@ -21,6 +21,7 @@ const MODEL: Hash = Hash([0x11; 32]);
 const CHAIN_ID: &str = "market-test";
 
 struct Net {
+    base: String,
     node: Arc<Node>,
     chain: Arc<HttpChain>,
     provider: Provider,
@@ -31,6 +32,10 @@ struct Net {
 }
 
 impl Net {
+    fn chain_base(&self) -> String {
+        self.base.clone()
+    }
+
     fn block(&self) {
         let h = self.height.get() + 1;
         self.height.set(h);
@@ -183,6 +188,7 @@ fn start() -> Net {
     )
     .unwrap();
     let net = Net {
+        base: base.clone(),
         node,
         chain,
         provider,
@@ -330,5 +336,141 @@ fn bad_requests_are_refused_before_anything_runs() {
     assert_eq!(
         code(net.provider.admit(&s).unwrap_err()),
         "malformed_request"
+    );
+}
+
+/// Starts a provider with its own key and prices, served over HTTP on 127.0.0.1, registered on
+/// the chain. Returns it and its endpoint.
+fn serve_provider(net: &Net, label: &str, price_out: u128, nonce: u64) -> (Arc<Provider>, String) {
+    register_provider(net, label, price_out, nonce, true)
+}
+
+/// As [`serve_provider`]; with `serve` false, the endpoint is a port nobody listens on.
+fn register_provider(
+    net: &Net,
+    label: &str,
+    price_out: u128,
+    nonce: u64,
+    serve: bool,
+) -> (Arc<Provider>, String) {
+    let key = Keypair::from_seed_label(label);
+    // Funds for the stake, from the client (who has plenty).
+    net.node
+        .submit(&tx(
+            &net.client,
+            nonce,
+            vec![Message::Transfer {
+                to: key.address(),
+                amount: 20 * AGR,
+            }],
+        ))
+        .unwrap();
+    net.block();
+    let listener = net
+        ._rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let dir = net._dir.path().join(label);
+    std::fs::create_dir_all(&dir).unwrap();
+    let model_path = dir.join("tiny.gguf");
+    write_tiny_chat_model(&model_path, TinySpec::default()).unwrap();
+    let mut backend = InferBackend::default();
+    backend.add_chat(MODEL, Arc::new(ChatModel::load(&model_path, 1).unwrap()));
+    let secret = ProviderSecret::generate();
+    let info = ProviderInfo {
+        models: vec![MODEL],
+        price_input_per_1k: 10_000,
+        price_output_per_1k: price_out,
+        endpoint: endpoint.clone(),
+        encryption_key: EncryptionKey(secret.public()),
+    };
+    let provider = Arc::new(
+        Provider::new(
+            key,
+            secret,
+            info,
+            net.chain.clone(),
+            Arc::new(backend),
+            ProviderConfig {
+                min_expiry_margin: 5,
+                ..ProviderConfig::default()
+            },
+        )
+        .unwrap(),
+    );
+    provider.ensure_registered(10 * AGR).unwrap();
+    net.block();
+    if serve {
+        let router = agora_market::provider_router(provider.clone());
+        net._rt.spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+    } else {
+        drop(listener);
+    }
+    (provider, endpoint)
+}
+
+#[test]
+fn the_gateway_uses_the_cheapest_provider_and_fails_over_when_it_is_down() {
+    let net = start();
+    let (cheap, _) = serve_provider(&net, "cheap", 1_000, 1);
+    let (dear, _) = serve_provider(&net, "dear", 50_000, 2);
+    let gateway = agora_market::Gateway::new(net.chain.clone(), &net.chain_base());
+    let candidates = gateway.candidates(&MODEL).unwrap();
+    assert_eq!(candidates[0].address, cheap.address());
+    assert_eq!(gateway.resolve_model("tiny-chat").unwrap(), MODEL);
+    assert!(gateway.resolve_model("nope").is_err());
+
+    let input = JobInput::Chat {
+        messages: vec![agora_market::ChatMessage {
+            role: "user".into(),
+            content: "hi".into(),
+        }],
+    };
+    let params = JobParams {
+        max_tokens: 6,
+        ..JobParams::default()
+    };
+    let mut streamed = String::new();
+    let done = gateway
+        .run(&net.client, MODEL, &input, params.clone(), &mut |t| {
+            streamed.push_str(t);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(done.provider, cheap.address());
+    let JobOutput::Text { text, .. } = &done.output else {
+        panic!("text expected");
+    };
+    assert_eq!(&streamed, text);
+    assert_eq!(cheap.unsettled(), 1);
+    let first_fee = done.receipt.receipt.fee;
+
+    // A still cheaper provider registers, but nothing answers at its endpoint: the gateway tries
+    // it first, then fails over to the next cheapest before any output is lost.
+    let (down, _) = register_provider(&net, "cheapest-but-down", 10, 3, false);
+    assert_eq!(
+        gateway.candidates(&MODEL).unwrap()[0].address,
+        down.address()
+    );
+    let done = gateway
+        .run(&net.client, MODEL, &input, params, &mut |_| {
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(done.provider, cheap.address());
+    assert_eq!(cheap.unsettled(), 2);
+    assert_eq!((down.unsettled(), dear.unsettled()), (0, 0));
+
+    // Settled on-chain: the client's escrow went down by exactly the two fees.
+    let before = net.chain.escrow(&net.client.address()).unwrap();
+    cheap.settle().unwrap();
+    net.block();
+    let after = net.chain.escrow(&net.client.address()).unwrap();
+    assert_eq!(
+        before.balance - after.balance,
+        first_fee + done.receipt.receipt.fee
     );
 }

@@ -1,0 +1,427 @@
+//! The gateway's core: picks a provider for a model, signs the client's job request, seals the
+//! input to the provider, follows the sealed output and checks the receipt — failing over to the
+//! next provider when one refuses or fails before its first piece of output.
+
+use crate::{
+    Chain, Delivery, Error, JobInput, JobOutput, JobSubmission, OutputReader, SealedPiece,
+    open_delivery, seal,
+};
+use agora_types::{
+    Address, Amount, Hash, JobParams, JobRequest, Keypair, SignedJobReceipt, job_fee,
+};
+use serde::Deserialize;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Blocks a request stays valid for settlement.
+const EXPIRY_BLOCKS: u64 = 1_200;
+
+/// A provider as the chain lists it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ProviderListing {
+    /// Its account.
+    pub address: Address,
+    /// What it publishes.
+    pub info: ListedInfo,
+    /// Jobs settled so far (reputation).
+    #[serde(default)]
+    pub jobs_settled: u64,
+}
+
+/// [`ProviderInfo`] as JSON.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ListedInfo {
+    /// Model ids.
+    pub models: Vec<Hash>,
+    /// Base units per 1,000 input tokens (decimal string).
+    pub price_input_per_1k: String,
+    /// Base units per 1,000 output tokens (decimal string).
+    pub price_output_per_1k: String,
+    /// Its API.
+    pub endpoint: String,
+    /// Hex X25519 key.
+    pub encryption_key: String,
+}
+
+impl ProviderListing {
+    fn prices(&self) -> Option<(Amount, Amount)> {
+        Some((
+            self.info.price_input_per_1k.parse().ok()?,
+            self.info.price_output_per_1k.parse().ok()?,
+        ))
+    }
+
+    fn key(&self) -> Option<[u8; 32]> {
+        let mut k = [0u8; 32];
+        hex::decode_to_slice(&self.info.encryption_key, &mut k).ok()?;
+        Some(k)
+    }
+}
+
+/// A finished job, opened and checked.
+#[derive(Clone, Debug)]
+pub struct Completed {
+    /// What the provider delivered.
+    pub output: JobOutput,
+    /// Its signed receipt (checked: signature, request, output hash).
+    pub receipt: SignedJobReceipt,
+    /// The job id.
+    pub job_id: Hash,
+    /// The model id.
+    pub model: Hash,
+    /// The provider that served it.
+    pub provider: Address,
+    /// blake3 of the input.
+    pub input_hash: Hash,
+}
+
+/// Where a gateway reads the market: the chain, and the node API for the provider list.
+pub struct Gateway {
+    chain: Arc<dyn Chain>,
+    node_api: String,
+    agent: ureq::Agent,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Gateway({})", self.node_api)
+    }
+}
+
+impl Gateway {
+    /// A gateway over a node API at `node_api`.
+    pub fn new(chain: Arc<dyn Chain>, node_api: &str) -> Self {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(3)))
+            .timeout_global(Some(Duration::from_secs(600)))
+            .build()
+            .into();
+        Gateway {
+            chain,
+            node_api: node_api.trim_end_matches('/').to_string(),
+            agent,
+        }
+    }
+
+    fn node_get(&self, path: &str) -> Result<Value, Error> {
+        let mut r = self
+            .agent
+            .get(&format!("{}{path}", self.node_api))
+            .call()
+            .map_err(|e| Error::Chain(format!("{path}: {e}")))?;
+        r.body_mut()
+            .read_json()
+            .map_err(|e| Error::Chain(format!("{path}: {e}")))
+    }
+
+    /// The models registered on-chain that some provider serves: `(id, name, kind)`.
+    pub fn models(&self) -> Result<Vec<(Hash, String, String)>, Error> {
+        let providers = self.providers()?;
+        let registry = self.node_get("/v1/market/models")?;
+        let mut out = Vec::new();
+        for m in registry["models"].as_array().into_iter().flatten() {
+            let (Some(id), Some(name), Some(kind)) = (
+                m["id"].as_str().and_then(|s| s.parse::<Hash>().ok()),
+                m["name"].as_str(),
+                m["kind"].as_str(),
+            ) else {
+                continue;
+            };
+            if providers.iter().any(|p| p.info.models.contains(&id)) {
+                out.push((id, name.to_string(), kind.to_string()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A model id from a name or an id (hex, or a unique prefix of at least 8 digits).
+    pub fn resolve_model(&self, name: &str) -> Result<Hash, Error> {
+        let models = self.models()?;
+        let found: Vec<Hash> = models
+            .iter()
+            .filter(|(id, n, _)| {
+                n == name || (name.len() >= 8 && id.to_hex().starts_with(&name.to_lowercase()))
+            })
+            .map(|(id, _, _)| *id)
+            .collect();
+        match found.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(Error::Refused {
+                status: 404,
+                code: "model_not_found",
+                message: format!(
+                    "no provider serves a model named {name:?}; GET /v1/models lists them"
+                ),
+            }),
+            _ => Err(Error::Refused {
+                status: 400,
+                code: "ambiguous_model",
+                message: format!("{name:?} names more than one model"),
+            }),
+        }
+    }
+
+    /// Registered providers.
+    pub fn providers(&self) -> Result<Vec<ProviderListing>, Error> {
+        let body = self.node_get("/v1/market/providers")?;
+        serde_json::from_value(body["providers"].clone())
+            .map_err(|e| Error::Chain(format!("provider list: {e}")))
+    }
+
+    /// Providers of `model`, cheapest first (then the most jobs settled, then the address).
+    pub fn candidates(&self, model: &Hash) -> Result<Vec<ProviderListing>, Error> {
+        let mut list: Vec<ProviderListing> = self
+            .providers()?
+            .into_iter()
+            .filter(|p| p.info.models.contains(model) && p.prices().is_some())
+            .collect();
+        list.sort_by_key(|p| {
+            let (i, o) = p.prices().unwrap_or((Amount::MAX, Amount::MAX));
+            (
+                i.saturating_add(o),
+                std::cmp::Reverse(p.jobs_settled),
+                p.address,
+            )
+        });
+        Ok(list)
+    }
+
+    /// Runs a job for `client` on the cheapest provider of `model` that takes it, calling
+    /// `on_text` with each piece of output text as it arrives.
+    pub fn run(
+        &self,
+        client: &Keypair,
+        model: Hash,
+        input: &JobInput,
+        params: JobParams,
+        on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Completed, Error> {
+        let candidates = self.candidates(&model)?;
+        if candidates.is_empty() {
+            return Err(Error::Refused {
+                status: 503,
+                code: "no_provider",
+                message: format!("no registered provider serves model {model}"),
+            });
+        }
+        let chain_id = self.chain.chain_id()?;
+        let height = self.chain.height()?;
+        let bytes = input.to_bytes();
+        let mut last = None;
+        for provider in &candidates {
+            let (Some((p_in, p_out)), Some(key)) = (provider.prices(), provider.key()) else {
+                continue;
+            };
+            // Tokens never outnumber the input's bytes (plus the template's), so this bounds the fee.
+            let max_input = u32::try_from(bytes.len() + 256).unwrap_or(u32::MAX);
+            let max_output = match input {
+                JobInput::Embedding { .. } => 0,
+                _ => params.max_tokens,
+            };
+            let Some(max_fee) = job_fee(p_in, p_out, max_input, max_output) else {
+                continue;
+            };
+            let mut job_id = [0u8; 32];
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut job_id);
+            let request = JobRequest {
+                chain_id: chain_id.clone(),
+                client: client.public(),
+                provider: provider.address,
+                model,
+                input_hash: Hash::digest(&bytes),
+                params: params.clone(),
+                max_fee,
+                job_id: Hash(job_id),
+                expiry_height: height + EXPIRY_BLOCKS,
+            };
+            let (envelope, reader) = seal(&key, &request.hash(), &bytes);
+            let signed = request.clone().sign(client);
+            let submission = JobSubmission {
+                request: hex::encode(borsh::to_vec(&signed).expect("borsh encoding into a Vec")),
+                input: envelope,
+                stream: true,
+            };
+            match self.call(provider, &submission, reader, on_text) {
+                Ok((output, receipt)) => {
+                    check_receipt(&request, &output, &receipt, provider.address)?;
+                    return Ok(Completed {
+                        output,
+                        receipt,
+                        job_id: request.job_id,
+                        model,
+                        provider: provider.address,
+                        input_hash: request.input_hash,
+                    });
+                }
+                // Before the first piece: try the next provider.
+                Err(CallError::BeforeOutput(e)) => {
+                    tracing::info!("provider {} did not take the job: {e}", provider.address);
+                    last = Some(e);
+                }
+                Err(CallError::AfterOutput(e)) => return Err(e),
+            }
+        }
+        Err(match last {
+            // A refusal that is the request's fault is the client's answer.
+            Some(Error::Refused {
+                status,
+                code,
+                message,
+            }) if status < 500 && status != 402 => Error::Refused {
+                status,
+                code,
+                message,
+            },
+            Some(e) => Error::Refused {
+                status: 503,
+                code: "no_provider_available",
+                message: format!("every provider of the model failed or refused; the last: {e}"),
+            },
+            None => Error::Refused {
+                status: 503,
+                code: "no_provider_available",
+                message: "no usable provider".into(),
+            },
+        })
+    }
+
+    /// Posts the job to one provider and follows its event stream.
+    fn call(
+        &self,
+        provider: &ProviderListing,
+        submission: &JobSubmission,
+        mut reader: OutputReader,
+        on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<(JobOutput, SignedJobReceipt), CallError> {
+        let before = |e: Error| CallError::BeforeOutput(e);
+        let url = format!("{}/v1/jobs", provider.info.endpoint.trim_end_matches('/'));
+        let response = self
+            .agent
+            .post(&url)
+            .send_json(submission)
+            .map_err(|e| before(Error::Chain(format!("provider {url}: {e}"))))?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            let body: Value = response.into_body().read_json().unwrap_or(Value::Null);
+            return Err(before(Error::Refused {
+                status,
+                code: leak_code(body["code"].as_str().unwrap_or("provider_error")),
+                message: body["message"].as_str().unwrap_or("refused").to_string(),
+            }));
+        }
+        let lines = BufReader::new(response.into_body().into_reader()).lines();
+        let mut event = String::new();
+        let mut started = false;
+        for line in lines {
+            let line = line.map_err(|e| {
+                let e = Error::Chain(format!("provider stream: {e}"));
+                if started {
+                    CallError::AfterOutput(e)
+                } else {
+                    before(e)
+                }
+            })?;
+            if let Some(name) = line.strip_prefix("event:") {
+                event = name.trim().to_string();
+                continue;
+            }
+            let Some(data) = line.strip_prefix("data:") else {
+                continue;
+            };
+            match event.as_str() {
+                "piece" => {
+                    let piece: SealedPiece = serde_json::from_str(data.trim())
+                        .map_err(|e| CallError::AfterOutput(Error::Chain(e.to_string())))?;
+                    let text = reader
+                        .open(piece.n, &piece.sealed)
+                        .map_err(CallError::AfterOutput)?;
+                    started = true;
+                    if on_text(&String::from_utf8_lossy(&text)).is_break() {
+                        return Err(CallError::AfterOutput(Error::BadInput(
+                            "the client went away".into(),
+                        )));
+                    }
+                }
+                "done" => {
+                    let delivery: Delivery = serde_json::from_str(data.trim())
+                        .map_err(|e| CallError::AfterOutput(Error::Chain(e.to_string())))?;
+                    return open_delivery(&mut reader, &delivery).map_err(CallError::AfterOutput);
+                }
+                "error" => {
+                    let e = Error::Chain(format!("provider failed: {}", data.trim()));
+                    return Err(if started {
+                        CallError::AfterOutput(e)
+                    } else {
+                        before(e)
+                    });
+                }
+                _ => {}
+            }
+        }
+        let e = Error::Chain("the provider closed the stream early".into());
+        Err(if started {
+            CallError::AfterOutput(e)
+        } else {
+            before(e)
+        })
+    }
+}
+
+enum CallError {
+    BeforeOutput(Error),
+    AfterOutput(Error),
+}
+
+/// Error codes are static strings; a provider's code is one of a known set, or "provider_error".
+fn leak_code(code: &str) -> &'static str {
+    const KNOWN: [&str; 12] = [
+        "malformed_request",
+        "wrong_chain_id",
+        "wrong_provider",
+        "unknown_model",
+        "invalid_signature",
+        "expired",
+        "undecryptable_input",
+        "input_hash_mismatch",
+        "bad_input",
+        "context_length_exceeded",
+        "max_fee_too_low",
+        "insufficient_escrow",
+    ];
+    KNOWN
+        .iter()
+        .find(|k| **k == code)
+        .copied()
+        .unwrap_or("provider_error")
+}
+
+/// The receipt must be the provider's, for this request, over this output, within the max fee.
+fn check_receipt(
+    request: &JobRequest,
+    output: &JobOutput,
+    receipt: &SignedJobReceipt,
+    provider: Address,
+) -> Result<(), Error> {
+    let bad = |why: &str| Error::Refused {
+        status: 502,
+        code: "bad_receipt",
+        message: format!("the provider's receipt {why}"),
+    };
+    if receipt.verify().is_err() || receipt.provider.address() != provider {
+        return Err(bad("is not signed by the provider"));
+    }
+    if receipt.receipt.request_hash != request.hash() {
+        return Err(bad("names another request"));
+    }
+    if receipt.receipt.output_hash != output.hash() {
+        return Err(bad("does not match the output delivered"));
+    }
+    if receipt.receipt.fee > request.max_fee {
+        return Err(bad("claims more than the max fee"));
+    }
+    Ok(())
+}
