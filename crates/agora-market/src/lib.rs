@@ -20,6 +20,7 @@ mod chain;
 mod envelope;
 mod gateway;
 mod input;
+mod openai;
 mod provider;
 mod server;
 
@@ -28,6 +29,7 @@ pub use chain::{Chain, EscrowView, HttpChain};
 pub use envelope::{Envelope, OutputReader, OutputWriter, ProviderSecret, open, seal};
 pub use gateway::{Completed, Gateway, ListedInfo, ProviderListing};
 pub use input::{ChatMessage, JobInput, JobOutput, MAX_INPUT_BYTES};
+pub use openai::{OpenAiState, openai_router};
 pub use provider::{
     Admitted, Delivery, JobSubmission, Provider, ProviderConfig, SealedPiece, open_delivery,
 };

@@ -474,3 +474,147 @@ fn the_gateway_uses_the_cheapest_provider_and_fails_over_when_it_is_down() {
         first_fee + done.receipt.receipt.fee
     );
 }
+
+/// The gateway's OpenAI-compatible API on 127.0.0.1, paying from the test client's escrow.
+fn serve_gateway(net: &Net) -> String {
+    let gateway = Arc::new(agora_market::Gateway::new(
+        net.chain.clone(),
+        &net.chain_base(),
+    ));
+    let keys = [("test-key".to_string(), Keypair::from_seed_label("client"))].into();
+    let state = agora_market::OpenAiState::new(gateway, &net.chain_base(), keys);
+    let listener = net
+        ._rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = agora_market::openai_router(state);
+    net._rt.spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    base
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+fn post(
+    base: &str,
+    path: &str,
+    key: Option<&str>,
+    body: serde_json::Value,
+) -> (u16, String, Option<String>) {
+    let mut req = agent().post(&format!("{base}{path}"));
+    if let Some(k) = key {
+        req = req.header("Authorization", &format!("Bearer {k}"));
+    }
+    let mut r = req.send_json(body).unwrap();
+    let job = r
+        .headers()
+        .get("x-agora-job-id")
+        .map(|v| v.to_str().unwrap().to_string());
+    (
+        r.status().as_u16(),
+        r.body_mut().read_to_string().unwrap(),
+        job,
+    )
+}
+
+#[test]
+fn openai_routes_answer_stream_and_settle() {
+    let net = start();
+    let (provider, _) = serve_provider(&net, "openai-provider", 5_000, 1);
+    let base = serve_gateway(&net);
+
+    let mut r = agent().get(&format!("{base}/v1/models")).call().unwrap();
+    let models: serde_json::Value = r.body_mut().read_json().unwrap();
+    assert_eq!(models["data"][0]["id"], "tiny-chat", "{models}");
+
+    let chat = |stream: bool| {
+        serde_json::json!({
+            "model": "tiny-chat",
+            "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}],
+            "max_tokens": 6,
+            "stream": stream,
+        })
+    };
+    let (status, body, _) = post(&base, "/v1/chat/completions", None, chat(false));
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("invalid_api_key"));
+    let mut unknown = chat(false);
+    unknown["model"] = "gpt-4".into();
+    let (status, body, _) = post(&base, "/v1/chat/completions", Some("test-key"), unknown);
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("model_not_found"));
+
+    let (status, body, job) = post(&base, "/v1/chat/completions", Some("test-key"), chat(false));
+    assert_eq!(status, 200, "{body}");
+    let whole: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(whole["object"], "chat.completion");
+    let content = whole["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let job_id = whole["agora"]["job_id"].as_str().unwrap().to_string();
+    assert_eq!(job.as_deref(), Some(job_id.as_str()));
+    assert_eq!(
+        whole["usage"]["completion_tokens"],
+        whole["agora"]["output_tokens"]
+    );
+
+    // Streamed: the deltas add up to the same (greedy) answer, and the last chunk has the receipt.
+    let (status, body, _) = post(&base, "/v1/chat/completions", Some("test-key"), chat(true));
+    assert_eq!(status, 200, "{body}");
+    let chunks: Vec<serde_json::Value> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
+    let streamed: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(streamed, content);
+    let last = chunks.last().unwrap();
+    assert!(last["agora"]["receipt"].is_string());
+    assert!(last["choices"][0]["finish_reason"].is_string());
+
+    let (status, body, _) = post(
+        &base,
+        "/v1/completions",
+        Some("test-key"),
+        serde_json::json!({"model": "tiny-chat", "prompt": "Once upon", "max_tokens": 4}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let text: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(text["object"], "text_completion");
+    assert!(text["choices"][0]["text"].is_string());
+
+    // Before settlement the job is unknown to the chain; after it, settled.
+    let verify = |id: &str| -> serde_json::Value {
+        agent()
+            .get(&format!("{base}/v1/verify/{id}"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_json()
+            .unwrap()
+    };
+    assert_eq!(verify(&job_id)["settled"], false);
+    assert_eq!(provider.settle().unwrap().unwrap().1, 3);
+    net.block();
+    let v = verify(&job_id);
+    assert_eq!(
+        (v["settled"].as_bool(), v["state"].as_str()),
+        (Some(true), Some("pending")),
+        "{v}"
+    );
+    assert_eq!(v["job"]["fee"], whole["agora"]["fee"]);
+}

@@ -1,0 +1,636 @@
+//! The gateway's OpenAI-compatible HTTP API, so the official client libraries work by changing
+//! only the base URL and the API key:
+//!
+//! ```text
+//!  GET  /v1/models                  models some provider serves
+//!  POST /v1/chat/completions        chat (stream: true → server-sent chunks)
+//!  POST /v1/completions             text completion
+//!  POST /v1/embeddings              embeddings (float or base64)
+//!  GET  /v1/verify/{job_id}         the job's settlement on-chain
+//! ```
+//! Every response carries the job's receipt in an `agora` field (and the `x-agora-job-id` header).
+
+// Handlers answer errors as ready responses, as axum handlers do.
+#![allow(clippy::result_large_err)]
+
+use crate::{ChatMessage, Completed, Error, Gateway, JobInput, JobOutput};
+use agora_types::{Hash, JobParams, Keypair};
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::{HeaderMap, HeaderValue, StatusCode},
+    response::{
+        IntoResponse, Response,
+        sse::{Event, KeepAlive, Sse},
+    },
+    routing::{get, post},
+};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// Most output tokens when the request names none (chat).
+const DEFAULT_MAX_TOKENS: u32 = 256;
+
+/// The gateway's HTTP state: the market, and API keys mapped to client wallets.
+#[derive(Clone)]
+pub struct OpenAiState {
+    gateway: Arc<Gateway>,
+    keys: Arc<BTreeMap<String, Arc<Keypair>>>,
+    node_api: String,
+}
+
+impl std::fmt::Debug for OpenAiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OpenAiState({} keys)", self.keys.len())
+    }
+}
+
+impl OpenAiState {
+    /// A gateway whose API keys pay from the given client wallets.
+    pub fn new(gateway: Arc<Gateway>, node_api: &str, keys: BTreeMap<String, Keypair>) -> Self {
+        OpenAiState {
+            gateway,
+            keys: Arc::new(keys.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()),
+            node_api: node_api.trim_end_matches('/').to_string(),
+        }
+    }
+}
+
+/// The OpenAI-compatible routes.
+pub fn openai_router(state: OpenAiState) -> Router {
+    Router::new()
+        .route("/v1/models", get(models))
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/verify/{job_id}", get(verify))
+        .with_state(state)
+}
+
+/// An error in OpenAI's shape: `{"error": {message, type, param, code}}`.
+fn oai_error(status: u16, code: &str, message: impl Into<String>) -> Response {
+    let kind = match status {
+        401 => "authentication_error",
+        402 | 429 => "insufficient_quota",
+        400 | 404 | 413 => "invalid_request_error",
+        _ => "api_error",
+    };
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        Json(json!({"error": {"message": message.into(), "type": kind, "param": null, "code": code}})),
+    )
+        .into_response()
+}
+
+fn from_error(e: &Error) -> Response {
+    match e {
+        Error::Refused {
+            status,
+            code,
+            message,
+        } => oai_error(*status, code, message.clone()),
+        Error::Chain(m) => oai_error(503, "chain_unavailable", m.clone()),
+        Error::BadInput(m) => oai_error(400, "bad_input", m.clone()),
+        other => oai_error(502, "provider_error", other.to_string()),
+    }
+}
+
+fn client(state: &OpenAiState, headers: &HeaderMap) -> Result<Arc<Keypair>, Response> {
+    let key = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match key.and_then(|k| state.keys.get(k)) {
+        Some(k) => Ok(k.clone()),
+        None => Err(oai_error(
+            401,
+            "invalid_api_key",
+            "missing or unknown API key (Authorization: Bearer KEY)",
+        )),
+    }
+}
+
+/// Seconds since the epoch, for OpenAI's `created` field (the gateway is off-chain).
+#[allow(clippy::disallowed_methods)]
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+async fn models(State(st): State<OpenAiState>) -> Response {
+    let gw = st.gateway.clone();
+    match tokio::task::spawn_blocking(move || gw.models()).await {
+        Ok(Ok(models)) => Json(json!({
+            "object": "list",
+            "data": models.iter().map(|(id, name, kind)| json!({
+                "id": name, "object": "model", "created": 0, "owned_by": "agora",
+                "agora": {"model_id": id, "kind": kind},
+            })).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Ok(Err(e)) => from_error(&e),
+        Err(e) => oai_error(500, "internal", e.to_string()),
+    }
+}
+
+async fn verify(State(st): State<OpenAiState>, Path(job_id): Path<String>) -> Response {
+    let Ok(id) = job_id.parse::<Hash>() else {
+        return oai_error(400, "invalid_job_id", "a job id is 64 hex digits");
+    };
+    let url = format!("{}/v1/market/jobs/{id}", st.node_api);
+    let result = tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        let mut r = agent.get(&url).call().map_err(|e| e.to_string())?;
+        let status = r.status().as_u16();
+        let body: Value = r.body_mut().read_json().map_err(|e| e.to_string())?;
+        Ok::<_, String>((status, body))
+    })
+    .await;
+    match result {
+        Ok(Ok((200, body))) => Json(json!({
+            "job_id": id,
+            "settled": true,
+            "state": body["state"],
+            "height": body["height"],
+            "job": body["job"],
+        }))
+        .into_response(),
+        Ok(Ok((404, _))) => Json(json!({
+            "job_id": id,
+            "settled": false,
+            "state": "not_settled",
+        }))
+        .into_response(),
+        Ok(Ok((status, body))) => oai_error(502, "chain_error", format!("{status} {body}")),
+        Ok(Err(e)) => oai_error(503, "chain_unavailable", e),
+        Err(e) => oai_error(500, "internal", e.to_string()),
+    }
+}
+
+/// A message's content: a string, or an array of `{type: "text", text}` parts.
+fn content_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(parts) => Some(
+            parts
+                .iter()
+                .filter_map(|p| p["text"].as_str())
+                .collect::<Vec<_>>()
+                .join(""),
+        ),
+        Value::Null => Some(String::new()),
+        _ => None,
+    }
+}
+
+#[derive(Deserialize)]
+struct Sampling {
+    max_tokens: Option<u32>,
+    max_completion_tokens: Option<u32>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    seed: Option<u64>,
+    n: Option<u32>,
+    #[serde(default)]
+    stream: bool,
+}
+
+impl Sampling {
+    fn params(&self, default_max: u32) -> Result<JobParams, Response> {
+        if self.n.unwrap_or(1) != 1 {
+            return Err(oai_error(400, "unsupported", "n must be 1"));
+        }
+        let milli = |v: Option<f64>, default: u32, what: &str| -> Result<u32, Response> {
+            match v {
+                None => Ok(default),
+                Some(x) if x.is_finite() && (0.0..=100.0).contains(&x) => {
+                    Ok((x * 1000.0).round() as u32)
+                }
+                Some(_) => Err(oai_error(
+                    400,
+                    "invalid_value",
+                    format!("{what} is out of range"),
+                )),
+            }
+        };
+        Ok(JobParams {
+            max_tokens: self
+                .max_completion_tokens
+                .or(self.max_tokens)
+                .unwrap_or(default_max)
+                .max(1),
+            temperature_milli: milli(self.temperature, 0, "temperature")?,
+            top_p_milli: milli(self.top_p, 1000, "top_p")?,
+            top_k: 0,
+            seed: self.seed.unwrap_or(0),
+        })
+    }
+}
+
+fn receipt_json(done: &Completed) -> Value {
+    json!({
+        "job_id": done.job_id,
+        "model_id": done.model,
+        "provider": done.provider,
+        "input_hash": done.input_hash,
+        "output_hash": done.receipt.receipt.output_hash,
+        "input_tokens": done.receipt.receipt.input_tokens,
+        "output_tokens": done.receipt.receipt.output_tokens,
+        "fee": done.receipt.receipt.fee.to_string(),
+        "provider_key": done.receipt.provider.to_hex(),
+        "provider_signature": hex::encode(done.receipt.signature.0),
+        "receipt": hex::encode(borsh::to_vec(&done.receipt).expect("borsh encoding into a Vec")),
+    })
+}
+
+fn with_job_header(mut response: Response, done: &Completed) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&done.job_id.to_hex()) {
+        response.headers_mut().insert("x-agora-job-id", v);
+    }
+    response
+}
+
+enum Step {
+    Text(String),
+    Done(Box<Result<Completed, Error>>),
+}
+
+/// How an endpoint shapes its answer: streamed chunks (a piece of text, or the end with the
+/// receipt) and the whole response.
+struct Shape {
+    chunk: fn(&str, &str, u64, Option<&str>, Option<&Completed>) -> Value,
+    finish: fn(&str, &str, u64, &Completed) -> Value,
+}
+
+const CHAT: Shape = Shape {
+    chunk: chat_chunk,
+    finish: chat_finish,
+};
+
+const TEXT: Shape = Shape {
+    chunk: text_chunk,
+    finish: text_finish,
+};
+
+/// Runs a generation job and answers in `shape`, streamed or whole.
+async fn generate(
+    st: OpenAiState,
+    key: Arc<Keypair>,
+    model_name: String,
+    input: JobInput,
+    params: JobParams,
+    stream: bool,
+    shape: Shape,
+) -> Response {
+    let Shape { chunk, finish } = shape;
+    let gw = st.gateway.clone();
+    let name = model_name.clone();
+    let model = match tokio::task::spawn_blocking(move || gw.resolve_model(&name)).await {
+        Ok(Ok(m)) => m,
+        Ok(Err(e)) => return from_error(&e),
+        Err(e) => return oai_error(500, "internal", e.to_string()),
+    };
+    let (tx, mut rx) = mpsc::channel::<Step>(64);
+    let gw = st.gateway.clone();
+    tokio::task::spawn_blocking(move || {
+        let result = gw.run(&key, model, &input, params, &mut |text| {
+            if !stream {
+                return ControlFlow::Continue(());
+            }
+            match tx.blocking_send(Step::Text(text.to_string())) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(_) => ControlFlow::Break(()),
+            }
+        });
+        let _ = tx.blocking_send(Step::Done(Box::new(result)));
+    });
+    let created = now();
+    if !stream {
+        while let Some(step) = rx.recv().await {
+            if let Step::Done(result) = step {
+                return match *result {
+                    Ok(done) => {
+                        let id = done.job_id.to_hex();
+                        let body = finish(&id, &model_name, created, &done);
+                        with_job_header(Json(body).into_response(), &done)
+                    }
+                    Err(e) => from_error(&e),
+                };
+            }
+        }
+        return oai_error(502, "provider_error", "the job ended without a result");
+    }
+    // Streamed: the first step decides between an HTTP error and a stream.
+    let first = match rx.recv().await {
+        Some(Step::Done(result)) => match *result {
+            Err(e) => return from_error(&e),
+            Ok(done) => Step::Done(Box::new(Ok(done))),
+        },
+        Some(step) => step,
+        None => return oai_error(502, "provider_error", "the job ended without a result"),
+    };
+    let rest = ReceiverStream::new(rx);
+    let steps = futures_util::StreamExt::chain(futures_util::stream::iter([first]), rest);
+    let id = format!("job-{created}");
+    let events = futures_util::StreamExt::flat_map(steps, move |step| {
+        let events: Vec<Event> = match step {
+            Step::Text(text) => vec![
+                Event::default().data(chunk(&id, &model_name, created, Some(&text), None).to_string()),
+            ],
+            Step::Done(result) => match *result {
+                Ok(done) => vec![
+                    Event::default()
+                        .data(chunk(&done.job_id.to_hex(), &model_name, created, None, Some(&done)).to_string()),
+                    Event::default().data("[DONE]"),
+                ],
+                Err(e) => vec![
+                    Event::default().data(
+                        json!({"error": {"message": e.to_string(), "type": "api_error", "code": "provider_error"}})
+                            .to_string(),
+                    ),
+                    Event::default().data("[DONE]"),
+                ],
+            },
+        };
+        futures_util::stream::iter(events.into_iter().map(Ok::<_, Infallible>))
+    });
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
+        .into_response()
+}
+
+fn finish_reason(done: &Completed) -> &'static str {
+    match &done.output {
+        JobOutput::Text { finish, .. } if finish == "length" => "length",
+        _ => "stop",
+    }
+}
+
+fn usage(done: &Completed) -> Value {
+    let (i, o) = (
+        done.receipt.receipt.input_tokens,
+        done.receipt.receipt.output_tokens,
+    );
+    json!({"prompt_tokens": i, "completion_tokens": o, "total_tokens": i + o})
+}
+
+fn text_of(done: &Completed) -> &str {
+    match &done.output {
+        JobOutput::Text { text, .. } => text,
+        JobOutput::Embeddings { .. } => "",
+    }
+}
+
+fn chat_chunk(
+    id: &str,
+    model: &str,
+    created: u64,
+    text: Option<&str>,
+    done: Option<&Completed>,
+) -> Value {
+    match done {
+        None => json!({
+            "id": format!("chatcmpl-{id}"), "object": "chat.completion.chunk", "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": text.unwrap_or("")}, "finish_reason": null}],
+        }),
+        Some(done) => json!({
+            "id": format!("chatcmpl-{id}"), "object": "chat.completion.chunk", "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": {}, "finish_reason": finish_reason(done)}],
+            "usage": usage(done),
+            "agora": receipt_json(done),
+        }),
+    }
+}
+
+fn chat_finish(id: &str, model: &str, created: u64, done: &Completed) -> Value {
+    json!({
+        "id": format!("chatcmpl-{id}"), "object": "chat.completion", "created": created, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text_of(done)},
+                     "finish_reason": finish_reason(done), "logprobs": null}],
+        "usage": usage(done),
+        "agora": receipt_json(done),
+    })
+}
+
+fn text_chunk(
+    id: &str,
+    model: &str,
+    created: u64,
+    text: Option<&str>,
+    done: Option<&Completed>,
+) -> Value {
+    json!({
+        "id": format!("cmpl-{id}"), "object": "text_completion", "created": created, "model": model,
+        "choices": [{"index": 0, "text": text.unwrap_or(""), "logprobs": null,
+                     "finish_reason": done.map(finish_reason)}],
+        "usage": done.map(usage),
+        "agora": done.map(receipt_json),
+    })
+}
+
+fn text_finish(id: &str, model: &str, created: u64, done: &Completed) -> Value {
+    json!({
+        "id": format!("cmpl-{id}"), "object": "text_completion", "created": created, "model": model,
+        "choices": [{"index": 0, "text": text_of(done), "logprobs": null, "finish_reason": finish_reason(done)}],
+        "usage": usage(done),
+        "agora": receipt_json(done),
+    })
+}
+
+async fn chat(
+    State(st): State<OpenAiState>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let key = match client(&st, &headers) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let Some(model) = body["model"].as_str().map(str::to_string) else {
+        return oai_error(400, "missing_model", "`model` is required");
+    };
+    let Some(raw) = body["messages"].as_array().filter(|m| !m.is_empty()) else {
+        return oai_error(
+            400,
+            "missing_messages",
+            "`messages` must be a non-empty array",
+        );
+    };
+    let mut messages = Vec::new();
+    for m in raw {
+        let (Some(role), Some(content)) = (m["role"].as_str(), content_text(&m["content"])) else {
+            return oai_error(
+                400,
+                "invalid_message",
+                "each message needs a role and text content",
+            );
+        };
+        let role = if role == "developer" { "system" } else { role };
+        messages.push(ChatMessage {
+            role: role.to_string(),
+            content,
+        });
+    }
+    let sampling: Sampling = match serde_json::from_value(body.clone()) {
+        Ok(s) => s,
+        Err(e) => return oai_error(400, "invalid_request", e.to_string()),
+    };
+    let params = match sampling.params(DEFAULT_MAX_TOKENS) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    generate(
+        st,
+        key,
+        model,
+        JobInput::Chat { messages },
+        params,
+        sampling.stream,
+        CHAT,
+    )
+    .await
+}
+
+async fn completions(
+    State(st): State<OpenAiState>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let key = match client(&st, &headers) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let Some(model) = body["model"].as_str().map(str::to_string) else {
+        return oai_error(400, "missing_model", "`model` is required");
+    };
+    let prompt = match &body["prompt"] {
+        Value::String(s) => s.clone(),
+        Value::Array(a) if a.len() == 1 && a[0].is_string() => {
+            a[0].as_str().unwrap_or("").to_string()
+        }
+        _ => return oai_error(400, "invalid_prompt", "`prompt` must be a string"),
+    };
+    let sampling: Sampling = match serde_json::from_value(body.clone()) {
+        Ok(s) => s,
+        Err(e) => return oai_error(400, "invalid_request", e.to_string()),
+    };
+    // OpenAI's default for completions is 16 tokens.
+    let params = match sampling.params(16) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    generate(
+        st,
+        key,
+        model,
+        JobInput::Completion { prompt },
+        params,
+        sampling.stream,
+        TEXT,
+    )
+    .await
+}
+
+async fn embeddings(
+    State(st): State<OpenAiState>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let key = match client(&st, &headers) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let Some(model_name) = body["model"].as_str().map(str::to_string) else {
+        return oai_error(400, "missing_model", "`model` is required");
+    };
+    let inputs: Vec<String> = match &body["input"] {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) if !a.is_empty() && a.iter().all(Value::is_string) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        _ => {
+            return oai_error(
+                400,
+                "invalid_input",
+                "`input` must be a string or an array of strings",
+            );
+        }
+    };
+    let base64 = match body["encoding_format"].as_str() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return oai_error(
+                400,
+                "invalid_encoding_format",
+                format!("unknown encoding_format {other:?}"),
+            );
+        }
+    };
+    let gw = st.gateway.clone();
+    let name = model_name.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let model = gw.resolve_model(&name)?;
+        gw.run(
+            &key,
+            model,
+            &JobInput::Embedding { inputs },
+            JobParams::default(),
+            &mut |_| ControlFlow::Continue(()),
+        )
+    })
+    .await;
+    let done = match result {
+        Ok(Ok(done)) => done,
+        Ok(Err(e)) => return from_error(&e),
+        Err(e) => return oai_error(500, "internal", e.to_string()),
+    };
+    let JobOutput::Embeddings { vectors } = &done.output else {
+        return oai_error(
+            400,
+            "wrong_model_kind",
+            format!("{model_name} is not an embedding model"),
+        );
+    };
+    let data: Vec<Value> = vectors
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let embedding = if base64 {
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(v)
+            };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
+        .collect();
+    let tokens = done.receipt.receipt.input_tokens;
+    let body = json!({
+        "object": "list",
+        "data": data,
+        "model": model_name,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        "agora": receipt_json(&done),
+    });
+    with_job_header(Json(body).into_response(), &done)
+}
