@@ -8,6 +8,7 @@ mod client;
 mod infer_bench;
 mod infer_cmd;
 mod keystore;
+mod market_cmd;
 mod node_cmd;
 mod wallet_cmd;
 
@@ -31,8 +32,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run everything on this machine: a single-validator chain with a funded demo wallet and the
-    /// HTTP API.
+    /// Run everything on this machine: a single-validator chain with a funded demo wallet, its
+    /// HTTP API, a provider serving the pinned models, and the OpenAI-compatible gateway.
     Devnet(node_cmd::DevnetArgs),
     /// Run a node (`--dev`: the single validator of a dev chain).
     Node(node_cmd::NodeArgs),
@@ -100,7 +101,9 @@ fn models_dir(cli: &Cli) -> PathBuf {
 fn run(cli: Cli) -> Result<()> {
     let models = models_dir(&cli);
     match cli.command {
-        Command::Devnet(args) => node_cmd::devnet(default_home(cli.home, Some("devnet")), args),
+        Command::Devnet(args) => {
+            node_cmd::devnet(default_home(cli.home, Some("devnet")), models, args)
+        }
         Command::Node(args) => node_cmd::node(default_home(cli.home, None), args),
         Command::Genesis(cmd) => node_cmd::genesis(default_home(cli.home, None), cmd),
         Command::Wallet(cmd) => wallet_cmd::wallet(default_home(cli.home, None), cmd),

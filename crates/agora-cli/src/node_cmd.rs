@@ -1,6 +1,7 @@
 //! `agora node`, `agora devnet`, `agora genesis`.
 
 use crate::keystore::{Keystore, write_private};
+use crate::market_cmd::{MarketSetup, MarketStarted};
 use agora_chain::{Node, NodeConfig, now_ms, run_dev_engine};
 use agora_state::{Genesis, GenesisAccount, GenesisModel, Params};
 use agora_types::{AGR, Address, Keypair, format_amount, parse_amount};
@@ -34,6 +35,18 @@ pub struct DevnetArgs {
     /// Address of the HTTP API.
     #[arg(long, env = "AGORA_API_ADDR", default_value = "127.0.0.1:7420")]
     api_addr: SocketAddr,
+    /// Address of the OpenAI-compatible gateway.
+    #[arg(long, env = "AGORA_GATEWAY_ADDR", default_value = "127.0.0.1:7421")]
+    gateway_addr: SocketAddr,
+    /// Address of the provider's endpoint.
+    #[arg(long, env = "AGORA_PROVIDER_ADDR", default_value = "127.0.0.1:7422")]
+    provider_addr: SocketAddr,
+    /// Run only the chain and its API (no provider, no gateway, no models).
+    #[arg(long)]
+    chain_only: bool,
+    /// Inference threads of the provider (default: every core).
+    #[arg(long)]
+    threads: Option<usize>,
     /// Milliseconds between blocks.
     #[arg(long, default_value_t = 500)]
     block_time_ms: u64,
@@ -82,7 +95,12 @@ struct NodeKeyFile {
 /// The validator key (created on first use). Kept unencrypted so the node can restart unattended;
 /// the file is readable by its owner only.
 fn load_or_create_node_key(home: &Path) -> Result<Keypair> {
-    let path = node_key_path(home);
+    load_or_create_key(&node_key_path(home))
+}
+
+/// A key kept in a plain file readable by its owner only (created on first use).
+pub fn load_or_create_key(path: &Path) -> Result<Keypair> {
+    let path = path.to_path_buf();
     if path.exists() {
         let file: NodeKeyFile = serde_json::from_str(&std::fs::read_to_string(&path)?)
             .with_context(|| format!("corrupt node key {}", path.display()))?;
@@ -186,7 +204,8 @@ pub fn node(home: PathBuf, args: NodeArgs) -> Result<()> {
         &genesis,
         args.api_addr,
         args.block_time_ms,
-        |api, node| {
+        None,
+        |api, node, _| {
             println!("API: {api}");
             println!("Chain {} at height {}", node.chain_id(), height(node));
         },
@@ -206,7 +225,8 @@ fn run_node(
     genesis: &Genesis,
     api_addr: SocketAddr,
     block_time_ms: u64,
-    on_ready: impl FnOnce(&str, &Node),
+    market: Option<MarketSetup>,
+    on_ready: impl FnOnce(&str, &Node, Option<&MarketStarted>),
 ) -> Result<()> {
     if block_time_ms == 0 {
         bail!("--block-time-ms must be at least 1");
@@ -241,11 +261,29 @@ fn run_node(
             listener,
             wait(stop_rx.clone()),
         ));
-        let engine = tokio::spawn(run_dev_engine(node.clone(), wait(stop_rx)));
-        on_ready(&api, &node);
+        let engine = tokio::spawn(run_dev_engine(node.clone(), wait(stop_rx.clone())));
+        let (started, tasks) = match market {
+            Some(setup) => {
+                let market =
+                    crate::market_cmd::start(home.to_path_buf(), api.clone(), setup, stop_rx);
+                let (started, tasks) = tokio::select! {
+                    r = market => r?,
+                    () = shutdown_signal() => {
+                        let _ = stop_tx.send(true);
+                        bail!("stopped while starting the market");
+                    }
+                };
+                (Some(started), tasks)
+            }
+            None => (None, Vec::new()),
+        };
+        on_ready(&api, &node, started.as_ref());
         shutdown_signal().await;
         eprintln!("Stopping…");
         let _ = stop_tx.send(true);
+        for task in tasks {
+            let _ = task.await;
+        }
         engine.await?;
         server.await??;
         println!("Stopped at height {}.", height(&node));
@@ -318,18 +356,25 @@ fn init_devnet(home: &Path) -> Result<Genesis> {
     Ok(genesis)
 }
 
-pub fn devnet(home: PathBuf, args: DevnetArgs) -> Result<()> {
+pub fn devnet(home: PathBuf, models_dir: PathBuf, args: DevnetArgs) -> Result<()> {
     let genesis = init_devnet(&home)?;
     let demo = Keystore::new(&home).load("demo")?.address;
     let validator = load_or_create_node_key(&home)?.address();
     let exe = std::env::args().next().unwrap_or_else(|| "agora".into());
     let h = home.display().to_string();
+    let market = (!args.chain_only).then_some(MarketSetup {
+        provider_addr: args.provider_addr,
+        gateway_addr: args.gateway_addr,
+        models_dir,
+        threads: args.threads,
+    });
     run_node(
         &home,
         &genesis,
         args.api_addr,
         args.block_time_ms,
-        |api, node| {
+        market,
+        |api, node, market| {
             println!(
                 "Agora devnet is running (chain {}, height {}).",
                 node.chain_id(),
@@ -349,6 +394,28 @@ pub fn devnet(home: PathBuf, args: DevnetArgs) -> Result<()> {
             );
             println!("  {exe} --home {h} query account {validator} --prove --node {api}");
             println!();
+            if let Some(m) = market {
+                let gw = &m.gateway;
+                let key = &m.api_key;
+                println!("Gateway: {gw}/v1");
+                println!("API key: {key}");
+                println!("Provider: {} at {}", m.provider, m.provider_endpoint);
+                println!();
+                println!("  curl {gw}/v1/chat/completions -H 'Authorization: Bearer {key}' \\");
+                println!("    -H 'Content-Type: application/json' \\");
+                println!(
+                    "    -d '{{\"model\": \"{}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello!\"}}]}}'",
+                    agora_infer::models::SMOLLM2.name
+                );
+                println!();
+                println!("  python3 -c 'from openai import OpenAI");
+                println!("  c = OpenAI(base_url=\"{gw}/v1\", api_key=\"{key}\")");
+                println!(
+                    "  print(c.chat.completions.create(model=\"{}\", messages=[{{\"role\": \"user\", \"content\": \"Hello!\"}}]).choices[0].message.content)'",
+                    agora_infer::models::SMOLLM2.name
+                );
+                println!();
+            }
             println!(
                 "Ctrl-C stops the devnet; run the same command again to continue where it stopped."
             );

@@ -211,6 +211,21 @@ impl Provider {
         .map(Some)
     }
 
+    /// Publishes the provider's current description: registers with `stake` when new, or
+    /// replaces its models, prices, endpoint and key. Returns the transaction hash.
+    pub fn publish(&self, stake: Amount) -> Result<Hash, Error> {
+        if self.chain.is_provider(&self.address())? {
+            self.submit(vec![Message::UpdateProvider {
+                info: self.info.clone(),
+            }])
+        } else {
+            self.submit(vec![Message::RegisterProvider {
+                stake,
+                info: self.info.clone(),
+            }])
+        }
+    }
+
     /// Every check before running a job: the request (chain, provider, model, signature, expiry,
     /// job id), the input (decrypts, matches its hash, parses), the price (the worst case fits the
     /// max fee) and the client's escrow (covers it, with what it owes already).
