@@ -235,6 +235,7 @@ pub async fn start(
         tokio::task::spawn_blocking(move || prepare(&home, &api, &setup, &endpoint)).await??
     };
     let api_key = load_or_create_api_key(&home.join("config/gateway_api_key"))?;
+    std::fs::write(home.join("gateway.addr"), &gateway_url)?;
     let gateway = Arc::new(Gateway::new(chain, &api));
     let keys = BTreeMap::from([(api_key.clone(), demo)]);
     let state = OpenAiState::new(gateway, &api, keys);

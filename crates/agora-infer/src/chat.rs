@@ -212,7 +212,8 @@ impl ChatModel {
         self.tokenizer.encode(&self.render(messages)?)
     }
 
-    fn check_prompt(&self, prompt: &[u32]) -> Result<(), Error> {
+    /// Refuses an empty prompt or one that leaves no room in the context for an answer.
+    pub fn check_prompt(&self, prompt: &[u32]) -> Result<(), Error> {
         if prompt.is_empty() {
             return Err(Error::BadRequest("the prompt is empty".into()));
         }

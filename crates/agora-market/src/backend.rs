@@ -127,7 +127,9 @@ impl Backend for InferBackend {
 
     fn input_tokens(&self, model: &Hash, input: &JobInput) -> Result<u32, Error> {
         if let Some(m) = self.chat.get(model) {
-            return Ok(count(Self::chat_prompt(m, input)?.len()));
+            let prompt = Self::chat_prompt(m, input)?;
+            m.check_prompt(&prompt)?;
+            return Ok(count(prompt.len()));
         }
         if let Some(m) = self.embed.get(model) {
             let ids = m.tokenize(&Self::texts(input)?)?;

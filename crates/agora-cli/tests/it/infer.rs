@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn models_dir() -> PathBuf {
+pub(crate) fn models_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("models")
 }
 
@@ -23,7 +23,7 @@ fn agora_models(dir: &std::path::Path, args: &[&str]) -> Output {
         .expect("agora runs")
 }
 
-fn models_available() -> bool {
+pub(crate) fn models_available() -> bool {
     let out = agora_models(&models_dir(), &["models", "fetch"]);
     if out.status.success() {
         return true;

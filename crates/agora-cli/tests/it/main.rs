@@ -5,6 +5,7 @@
 mod cli;
 mod crash;
 mod infer;
+mod market;
 
 use serde_json::Value;
 use std::{

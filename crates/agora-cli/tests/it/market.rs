@@ -1,0 +1,215 @@
+//! `agora devnet` end to end with the real models: the official `openai` Python package talks to
+//! the gateway (chat, streamed chat, embeddings, refusals), and the chain settles every job for
+//! exactly its fee.
+//!
+//! Needs the models (see `infer`) and a Python with `openai`: `AGORA_OPENAI_PYTHON` names it
+//! (`.ci/run` makes one); without it, `python3` is tried, and the test is skipped (with a line
+//! saying so) when that has no `openai` — unless `AGORA_REQUIRE_MODELS=1`.
+
+use crate::infer::{models_available, models_dir};
+use crate::{get, sigterm};
+use agora_types::AGR;
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CLIENT: &str = r#"
+import json, os, sys
+import openai
+from openai import OpenAI
+
+c = OpenAI(base_url=os.environ["GATEWAY"] + "/v1", api_key=os.environ["KEY"])
+out = {"jobs": []}
+
+models = [m.id for m in c.models.list()]
+out["models"] = models
+
+r = c.chat.completions.create(
+    model="smollm2-135m-instruct",
+    messages=[{"role": "user", "content": "What is the capital of France?"}],
+    max_tokens=24,
+)
+out["chat"] = r.choices[0].message.content
+out["jobs"].append(r.model_extra["agora"])
+
+parts, last = [], None
+for chunk in c.chat.completions.create(
+    model="smollm2-135m-instruct",
+    messages=[{"role": "user", "content": "What is the capital of France?"}],
+    max_tokens=24,
+    stream=True,
+):
+    last = chunk
+    if chunk.choices and chunk.choices[0].delta.content:
+        parts.append(chunk.choices[0].delta.content)
+out["streamed"] = "".join(parts)
+out["jobs"].append(last.model_extra["agora"])
+
+e = c.embeddings.create(model="all-minilm-l6-v2", input=["a cat", "a kitten", "a tax form"])
+v = [d.embedding for d in e.data]
+dot = lambda a, b: sum(x * y for x, y in zip(a, b))
+out["embedding_dims"] = len(v[0])
+out["cat_kitten"] = dot(v[0], v[1])
+out["cat_tax"] = dot(v[0], v[2])
+out["jobs"].append(e.model_extra["agora"])
+
+try:
+    c.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
+    out["unknown_model"] = "accepted"
+except openai.NotFoundError as err:
+    out["unknown_model"] = err.code
+try:
+    c.chat.completions.create(
+        model="smollm2-135m-instruct",
+        messages=[{"role": "user", "content": "word " * 5000}],
+    )
+    out["too_long"] = "accepted"
+except openai.BadRequestError as err:
+    out["too_long"] = err.code
+try:
+    OpenAI(base_url=os.environ["GATEWAY"] + "/v1", api_key="wrong").models.list()
+    bad = OpenAI(base_url=os.environ["GATEWAY"] + "/v1", api_key="wrong")
+    bad.chat.completions.create(model="smollm2-135m-instruct", messages=[{"role": "user", "content": "hi"}])
+    out["bad_key"] = "accepted"
+except openai.AuthenticationError as err:
+    out["bad_key"] = err.code
+print(json.dumps(out))
+"#;
+
+/// A Python that has `openai`, or `None` (skip).
+fn openai_python() -> Option<String> {
+    let required = std::env::var_os("AGORA_REQUIRE_MODELS").is_some();
+    let python = std::env::var("AGORA_OPENAI_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&python)
+        .args(["-c", "import openai"])
+        .status()
+        .is_ok_and(|s| s.success());
+    match (ok, required) {
+        (true, _) => Some(python),
+        (false, true) => panic!("{python} has no `openai` package (set AGORA_OPENAI_PYTHON)"),
+        (false, false) => {
+            eprintln!("SKIPPED: {python} has no `openai` package (set AGORA_OPENAI_PYTHON)");
+            None
+        }
+    }
+}
+
+fn read_addr(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path).ok().filter(|s| !s.is_empty())
+}
+
+#[test]
+fn openai_clients_use_the_devnet_and_every_job_is_settled_for_exactly_its_fee() {
+    if !models_available() {
+        return;
+    }
+    let Some(python) = openai_python() else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agora"))
+        .arg("--home")
+        .arg(home.path())
+        .arg("--models-dir")
+        .arg(models_dir())
+        .args([
+            "devnet",
+            "--api-addr",
+            "127.0.0.1:0",
+            "--gateway-addr",
+            "127.0.0.1:0",
+            "--provider-addr",
+            "127.0.0.1:0",
+            "--block-time-ms",
+            "200",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let (api, gateway) = loop {
+        if let (Some(api), Some(gw)) = (
+            read_addr(&home.path().join("api.addr")),
+            read_addr(&home.path().join("gateway.addr")),
+        ) && get(&gw, "/v1/models").is_some()
+        {
+            break (api, gw);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "the devnet's gateway did not come up"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the devnet exited");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let key = std::fs::read_to_string(home.path().join("config/gateway_api_key")).unwrap();
+
+    let out = Command::new(&python)
+        .args(["-c", CLIENT])
+        .env("GATEWAY", &gateway)
+        .env("KEY", key.trim())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the openai client failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let models: Vec<&str> = r["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(models.contains(&"smollm2-135m-instruct") && models.contains(&"all-minilm-l6-v2"));
+    let chat = r["chat"].as_str().unwrap();
+    assert!(chat.contains("Paris"), "{chat}");
+    assert_eq!(
+        r["streamed"], r["chat"],
+        "greedy: streamed and whole answers agree"
+    );
+    assert_eq!(r["embedding_dims"], 384);
+    assert!(r["cat_kitten"].as_f64().unwrap() > r["cat_tax"].as_f64().unwrap());
+    assert_eq!(r["unknown_model"], "model_not_found");
+    assert_eq!(r["too_long"], "context_length_exceeded");
+    assert_eq!(r["bad_key"], "invalid_api_key");
+
+    // Every job is settled on-chain; the demo escrow (100 AGR deposited) pays exactly the fees.
+    let jobs = r["jobs"].as_array().unwrap();
+    let mut fees = 0u128;
+    let mut client = String::new();
+    for job in jobs {
+        let id = job["job_id"].as_str().unwrap();
+        let start = Instant::now();
+        let settled = loop {
+            if let Some(v) = get(&api, &format!("/v1/market/jobs/{id}")) {
+                break v;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "job {id} was not settled"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(settled["job"]["fee"], job["fee"]);
+        assert_eq!(settled["job"]["output_hash"], job["output_hash"]);
+        fees += job["fee"].as_str().unwrap().parse::<u128>().unwrap();
+        client = settled["job"]["client"].as_str().unwrap().to_string();
+    }
+    assert!(fees > 0);
+    let escrow = get(&api, &format!("/v1/market/escrow/{client}")).unwrap();
+    assert_eq!(
+        escrow["escrow"]["balance"],
+        (100 * AGR - fees).to_string(),
+        "escrow after {} jobs",
+        jobs.len()
+    );
+
+    sigterm(child.id());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the devnet did not stop cleanly");
+}
