@@ -37,6 +37,10 @@ enum Command {
     Devnet(node_cmd::DevnetArgs),
     /// Run a node (`--dev`: the single validator of a dev chain).
     Node(node_cmd::NodeArgs),
+    /// Sell inference: serve the pinned models to the market of a node's chain.
+    Provider(market_cmd::ProviderArgs),
+    /// The OpenAI-compatible API, paying providers from a wallet's compute escrow.
+    Gateway(market_cmd::GatewayArgs),
     /// Make a genesis file.
     #[command(subcommand)]
     Genesis(node_cmd::GenesisCommand),
@@ -105,6 +109,8 @@ fn run(cli: Cli) -> Result<()> {
             node_cmd::devnet(default_home(cli.home, Some("devnet")), models, args)
         }
         Command::Node(args) => node_cmd::node(default_home(cli.home, None), args),
+        Command::Provider(args) => market_cmd::provider(default_home(cli.home, None), models, args),
+        Command::Gateway(args) => market_cmd::gateway(default_home(cli.home, None), args),
         Command::Genesis(cmd) => node_cmd::genesis(default_home(cli.home, None), cmd),
         Command::Wallet(cmd) => wallet_cmd::wallet(default_home(cli.home, None), cmd),
         Command::Tx(cmd) => wallet_cmd::tx(default_home(cli.home, None), cmd),

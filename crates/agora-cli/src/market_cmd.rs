@@ -104,6 +104,83 @@ fn submit(chain: &HttpChain, chain_id: &str, key: &Keypair, messages: Vec<Messag
     Ok(())
 }
 
+/// The pinned models named (by name or id; all of them when `names` is empty), fetched if needed
+/// and loaded.
+fn load_backend(models_dir: &Path, names: &[String], threads: usize) -> Result<InferBackend> {
+    let cache = ModelCache::new(models_dir);
+    let specs = if names.is_empty() {
+        models::CATALOG.to_vec()
+    } else {
+        names
+            .iter()
+            .map(|n| models::lookup(n))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let mut backend = InferBackend::default();
+    for spec in specs {
+        let installed = ensure(&cache, &spec)?;
+        eprintln!("Loading {}…", spec.display);
+        let id = spec.id.parse()?;
+        match spec.kind {
+            models::ModelKind::Chat => {
+                backend.add_chat(id, Arc::new(ChatModel::load(&installed.weights, threads)?));
+            }
+            models::ModelKind::Embedding => {
+                backend.add_embedder(id, Arc::new(Embedder::load(&installed.dir, threads)?));
+            }
+        }
+    }
+    Ok(backend)
+}
+
+/// The provider's signing key and encryption secret under `home` (created on first use).
+fn provider_keys(home: &Path) -> Result<(Keypair, ProviderSecret)> {
+    Ok((
+        load_or_create_key(&home.join("config/provider_key.json"))?,
+        load_or_create_x25519(&home.join("config/provider_x25519.key"))?,
+    ))
+}
+
+/// A provider for `backend`, published on-chain (registered with `stake`, or its description
+/// refreshed) and confirmed.
+fn publish_provider(
+    home: &Path,
+    chain: Arc<HttpChain>,
+    backend: InferBackend,
+    keys: (Keypair, ProviderSecret),
+    prices: (Amount, Amount),
+    endpoint: &str,
+    stake: Amount,
+) -> Result<Arc<Provider>> {
+    let (key, secret) = keys;
+    let info = ProviderInfo {
+        models: backend.models(),
+        price_input_per_1k: prices.0,
+        price_output_per_1k: prices.1,
+        endpoint: endpoint.to_string(),
+        encryption_key: EncryptionKey(secret.public()),
+    };
+    let provider = Arc::new(Provider::new(
+        key,
+        secret,
+        info,
+        chain.clone(),
+        Arc::new(backend),
+        ProviderConfig {
+            jobs_dir: Some(home.join("data/jobs")),
+            ..ProviderConfig::default()
+        },
+    )?);
+    let before = chain.nonce(&provider.address())?;
+    provider.publish(stake)?;
+    wait_for(
+        "the provider's registration",
+        Duration::from_secs(30),
+        || Ok(chain.nonce(&provider.address())? > before && chain.is_provider(&provider.address())?),
+    )?;
+    Ok(provider)
+}
+
 /// Everything that blocks: models, keys, funding, registration. Returns the provider, ready.
 fn prepare(
     home: &Path,
@@ -114,22 +191,8 @@ fn prepare(
     let chain = Arc::new(HttpChain::new(api));
     let chain_id = chain.chain_id()?;
     let threads = setup.threads.unwrap_or_else(default_threads);
-    let cache = ModelCache::new(&setup.models_dir);
-    let chat = ensure(&cache, &models::SMOLLM2)?;
-    let embed = ensure(&cache, &models::MINILM)?;
-    eprintln!("Loading the models…");
-    let mut backend = InferBackend::default();
-    backend.add_chat(
-        models::SMOLLM2.id.parse()?,
-        Arc::new(ChatModel::load(&chat.weights, threads)?),
-    );
-    backend.add_embedder(
-        models::MINILM.id.parse()?,
-        Arc::new(Embedder::load(&embed.dir, threads)?),
-    );
-
-    let provider_key = load_or_create_key(&home.join("config/provider_key.json"))?;
-    let secret = load_or_create_x25519(&home.join("config/provider_x25519.key"))?;
+    let backend = load_backend(&setup.models_dir, &[], threads)?;
+    let (provider_key, secret) = provider_keys(home)?;
     let demo = demo_key(home)?;
 
     // The provider's stake and the demo escrow come from the demo wallet, once.
@@ -161,32 +224,15 @@ fn prepare(
         })?;
     }
 
-    let models_served = backend.models();
-    let info = ProviderInfo {
-        models: models_served,
-        price_input_per_1k: PRICE_INPUT,
-        price_output_per_1k: PRICE_OUTPUT,
-        endpoint: endpoint.to_string(),
-        encryption_key: EncryptionKey(secret.public()),
-    };
-    let provider = Arc::new(Provider::new(
-        provider_key,
-        secret,
-        info,
-        chain.clone(),
-        Arc::new(backend),
-        ProviderConfig {
-            jobs_dir: Some(home.join("data/jobs")),
-            ..ProviderConfig::default()
-        },
-    )?);
     // Registered, or its endpoint and key refreshed (they may change between runs).
-    let before = chain.nonce(&provider.address())?;
-    provider.publish(PROVIDER_STAKE)?;
-    wait_for(
-        "the provider's registration",
-        Duration::from_secs(30),
-        || Ok(chain.nonce(&provider.address())? > before && chain.is_provider(&provider.address())?),
+    let provider = publish_provider(
+        home,
+        chain.clone(),
+        backend,
+        (provider_key, secret),
+        (PRICE_INPUT, PRICE_OUTPUT),
+        endpoint,
+        PROVIDER_STAKE,
     )?;
     Ok((provider, demo, chain))
 }
@@ -278,4 +324,151 @@ pub async fn start(
         },
         tasks,
     ))
+}
+
+/// `agora provider`: sells inference for the pinned models on a node's chain.
+#[derive(Debug, clap::Args)]
+pub struct ProviderArgs {
+    /// The node's HTTP API.
+    #[arg(long, env = "AGORA_NODE", default_value = "http://127.0.0.1:7420")]
+    node: String,
+    /// Where the provider's endpoint listens.
+    #[arg(long, default_value = "127.0.0.1:7422")]
+    listen: SocketAddr,
+    /// The URL clients reach it at (default: http:// + the listening address).
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Models to serve, by name or id (default: every pinned model).
+    #[arg(long, value_delimiter = ',')]
+    models: Vec<String>,
+    /// Price per 1,000 input tokens.
+    #[arg(long, default_value = "1000nagr")]
+    price_in: String,
+    /// Price per 1,000 output tokens.
+    #[arg(long, default_value = "3000nagr")]
+    price_out: String,
+    /// Stake to register with.
+    #[arg(long, default_value = "100AGR")]
+    stake: String,
+    /// Inference threads (default: every core).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+/// `agora gateway`: the OpenAI-compatible API, paying from a wallet's compute escrow.
+#[derive(Debug, clap::Args)]
+pub struct GatewayArgs {
+    /// The node's HTTP API.
+    #[arg(long, env = "AGORA_NODE", default_value = "http://127.0.0.1:7420")]
+    node: String,
+    /// Where the gateway listens.
+    #[arg(long, default_value = "127.0.0.1:7421")]
+    listen: SocketAddr,
+    /// The wallet whose escrow pays (its API key is printed, and kept in HOME/config).
+    #[arg(long, default_value = "demo")]
+    wallet: String,
+    /// Read the wallet's passphrase from this file (else AGORA_PASSWORD, else a prompt).
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+}
+
+pub fn provider(home: PathBuf, models_dir: PathBuf, args: ProviderArgs) -> Result<()> {
+    let stake = agora_types::parse_amount(&args.stake)?;
+    let prices = (
+        agora_types::parse_amount(&args.price_in)?,
+        agora_types::parse_amount(&args.price_out)?,
+    );
+    let (key, secret) = provider_keys(&home)?;
+    let chain = Arc::new(HttpChain::new(&args.node));
+    if !chain.is_provider(&key.address())? && !funded(&args.node, &key.address())? {
+        bail!(
+            "the provider's account {} has no funds: send it the stake ({}) and a little for fees, e.g. \
+             agora tx transfer --from demo --to {} --amount 101AGR",
+            key.address(),
+            args.stake,
+            key.address()
+        );
+    }
+    let threads = args.threads.unwrap_or_else(default_threads);
+    let backend = load_backend(&models_dir, &args.models, threads)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (pass --listen)", args.listen))?;
+        let endpoint = args
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", listener.local_addr().unwrap_or(args.listen)));
+        let provider = {
+            let (home, chain, endpoint) = (home.clone(), chain.clone(), endpoint.clone());
+            tokio::task::spawn_blocking(move || {
+                publish_provider(
+                    &home,
+                    chain,
+                    backend,
+                    (key, secret),
+                    prices,
+                    &endpoint,
+                    stake,
+                )
+            })
+            .await??
+        };
+        println!("Provider {} serving at {endpoint}", provider.address());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut until = stop_rx.clone();
+        let router = provider_router(provider.clone());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = until.wait_for(|s| *s).await;
+                })
+                .await
+        });
+        let settle = tokio::spawn(settle_loop(provider, Duration::from_secs(2), stop_rx));
+        crate::node_cmd::shutdown_signal().await;
+        eprintln!("Stopping (settling what is waiting)…");
+        let _ = stop_tx.send(true);
+        settle.await?;
+        server.await??;
+        anyhow::Ok(())
+    })
+}
+
+pub fn gateway(home: PathBuf, args: GatewayArgs) -> Result<()> {
+    let password = crate::wallet_cmd::read_password(args.password_file.as_deref(), false)?;
+    let wallet = Keystore::new(&home).unlock(&args.wallet, &password)?;
+    let api_key = load_or_create_api_key(&home.join("config/gateway_api_key"))?;
+    let chain = Arc::new(HttpChain::new(&args.node));
+    let escrow = chain.escrow(&wallet.address())?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (pass --listen)", args.listen))?;
+        let url = format!("http://{}", listener.local_addr()?);
+        println!("Gateway: {url}/v1");
+        println!("API key: {api_key}");
+        println!(
+            "Pays from {} (escrow {})",
+            wallet.address(),
+            agora_types::format_amount(escrow.claimable())
+        );
+        let gateway = Arc::new(Gateway::new(chain, &args.node));
+        let state = OpenAiState::new(gateway, &args.node, BTreeMap::from([(api_key, wallet)]));
+        let (stop_tx, mut stop_rx) = watch::channel(false);
+        let router = openai_router(state);
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop_rx.wait_for(|s| *s).await;
+                })
+                .await
+        });
+        crate::node_cmd::shutdown_signal().await;
+        let _ = stop_tx.send(true);
+        server.await??;
+        anyhow::Ok(())
+    })
 }

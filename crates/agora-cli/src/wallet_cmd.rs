@@ -86,6 +86,20 @@ pub enum TxCommand {
         #[arg(long)]
         amount: String,
     },
+    /// Move tokens into the compute escrow that pays for inference.
+    EscrowDeposit {
+        #[command(flatten)]
+        opts: TxOpts,
+        #[arg(long)]
+        amount: String,
+    },
+    /// Start taking tokens out of the compute escrow (back after the unlock period).
+    EscrowWithdraw {
+        #[command(flatten)]
+        opts: TxOpts,
+        #[arg(long)]
+        amount: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -129,7 +143,7 @@ pub enum QueryCommand {
     },
 }
 
-fn read_password(file: Option<&Path>, confirm: bool) -> Result<String> {
+pub fn read_password(file: Option<&Path>, confirm: bool) -> Result<String> {
     if let Some(f) = file {
         let text = std::fs::read_to_string(f)
             .with_context(|| format!("reading password file {}", f.display()))?;
@@ -224,6 +238,18 @@ pub fn tx(home: PathBuf, cmd: TxCommand) -> Result<()> {
         TxCommand::Unbond { opts, amount } => (
             opts,
             Message::Unbond {
+                amount: parse_amount(&amount)?,
+            },
+        ),
+        TxCommand::EscrowDeposit { opts, amount } => (
+            opts,
+            Message::EscrowDeposit {
+                amount: parse_amount(&amount)?,
+            },
+        ),
+        TxCommand::EscrowWithdraw { opts, amount } => (
+            opts,
+            Message::EscrowWithdraw {
                 amount: parse_amount(&amount)?,
             },
         ),
