@@ -30,11 +30,22 @@ pub enum BenchCommand {
     /// Inference: prompt processing and generation speed of the chat model, time to first token,
     /// teacher-forced scoring against generation, embeddings per second, and peak memory.
     Infer(crate::infer_bench::InferBenchArgs),
+    /// The compute market on-chain: client-signed jobs with provider-signed receipts settled
+    /// (`SettleJobs`, every signature checked) and committed per second.
+    Market {
+        /// Jobs to settle.
+        #[arg(long, default_value_t = 20_000)]
+        jobs: usize,
+        /// Distinct clients.
+        #[arg(long, default_value_t = 1_000)]
+        clients: usize,
+    },
 }
 
 pub fn run(cmd: BenchCommand, models: &std::path::Path) -> Result<()> {
     match cmd {
         BenchCommand::Infer(args) => crate::infer_bench::run(args, models),
+        BenchCommand::Market { jobs, clients } => market(jobs, clients),
         BenchCommand::Ledger {
             txs,
             accounts,
@@ -257,6 +268,206 @@ fn ledger(n_txs: usize, n_accounts: usize, block_txs: usize, sequential: bool) -
         "validator import: batch verify, execute, root, commit",
         import.as_secs_f64(),
         rate(n_txs, import)
+    );
+    Ok(())
+}
+
+/// Settles `n_jobs` jobs from `n_clients` clients with one provider and reports jobs per second.
+fn market(n_jobs: usize, n_clients: usize) -> Result<()> {
+    use agora_state::{GenesisModel, MarketParams};
+    use agora_types::{
+        EncryptionKey, Hash, JobParams, JobReceipt, JobRequest, MAX_SETTLE_JOBS, ModelKind,
+        ProviderInfo, SettledJob, job_fee,
+    };
+    if n_jobs == 0 || n_clients == 0 {
+        bail!("need --jobs ≥ 1 and --clients ≥ 1");
+    }
+    let chain_id = "agora-bench";
+    let model = Hash([0x42; 32]);
+    let provider = Keypair::from_seed_label("bench-provider");
+    let clients: Vec<Keypair> = (0..n_clients)
+        .into_par_iter()
+        .map(|i| Keypair::from_seed_label(&format!("bench-client-{i}")))
+        .collect();
+    let genesis = Genesis {
+        chain_id: chain_id.into(),
+        genesis_time_ms: 0,
+        params: Params {
+            min_fee: 1_000,
+            unbonding_period: 10,
+        },
+        accounts: clients
+            .iter()
+            .chain([&provider])
+            .map(|k| GenesisAccount {
+                address: k.address(),
+                balance: 1_000_000 * AGR,
+                bonded: 0,
+            })
+            .collect(),
+        market: MarketParams::default(),
+        models: vec![GenesisModel {
+            id: model,
+            name: "bench-model".into(),
+            kind: ModelKind::Chat,
+        }],
+    };
+    let dir = tempfile::tempdir()?;
+    let node = Node::open(
+        &dir.path().join("bench.redb"),
+        &genesis,
+        Address([0xBE; 20]),
+        NodeConfig::default(),
+    )?;
+    let (price_in, price_out) = (1_000, 3_000);
+    let tx = |key: &Keypair, nonce: u64, messages: Vec<Message>| {
+        Transaction {
+            chain_id: chain_id.into(),
+            sender: key.public(),
+            nonce,
+            fee: 1_000,
+            messages,
+        }
+        .sign(key)
+        .encode()
+    };
+    // Block 1: the provider registers and every client funds its escrow.
+    let mut setup = vec![tx(
+        &provider,
+        0,
+        vec![Message::RegisterProvider {
+            stake: 100 * AGR,
+            info: ProviderInfo {
+                models: vec![model],
+                price_input_per_1k: price_in,
+                price_output_per_1k: price_out,
+                endpoint: "http://127.0.0.1:1".into(),
+                encryption_key: EncryptionKey([1; 32]),
+            },
+        }],
+    )];
+    setup.extend(
+        clients
+            .par_iter()
+            .map(|c| {
+                tx(
+                    c,
+                    0,
+                    vec![Message::EscrowDeposit {
+                        amount: 1_000 * AGR,
+                    }],
+                )
+            })
+            .collect::<Vec<_>>(),
+    );
+    if let Some(e) = node.submit_batch(setup).into_iter().find_map(Result::err) {
+        bail!("setup refused: {e}");
+    }
+    node.produce_block(1_000)?;
+
+    eprintln!("signing {n_jobs} requests and receipts…");
+    let jobs: Vec<SettledJob> = (0..n_jobs)
+        .into_par_iter()
+        .map(|i| {
+            let client = &clients[i % n_clients];
+            let request = JobRequest {
+                chain_id: chain_id.into(),
+                client: client.public(),
+                provider: provider.address(),
+                model,
+                input_hash: Hash::digest(&i.to_le_bytes()),
+                params: JobParams {
+                    max_tokens: 128,
+                    ..JobParams::default()
+                },
+                max_fee: 1_000_000,
+                job_id: Hash::digest(&[b"job".as_slice(), &i.to_le_bytes()].concat()),
+                expiry_height: 1_000_000,
+            };
+            let (input_tokens, output_tokens) = (100 + (i % 50) as u32, 128);
+            let receipt = JobReceipt {
+                request_hash: request.hash(),
+                output_hash: Hash::digest(&(i as u64 * 7).to_le_bytes()),
+                input_tokens,
+                output_tokens,
+                fee: job_fee(price_in, price_out, input_tokens, output_tokens).unwrap_or(0),
+            };
+            SettledJob {
+                request: request.sign(client),
+                receipt: receipt.sign(&provider),
+            }
+        })
+        .collect();
+    let settles: Vec<Vec<u8>> = jobs
+        .chunks(MAX_SETTLE_JOBS)
+        .enumerate()
+        .map(|(i, chunk)| {
+            tx(
+                &provider,
+                1 + i as u64,
+                vec![Message::SettleJobs {
+                    jobs: chunk.to_vec(),
+                }],
+            )
+        })
+        .collect();
+
+    let start = Instant::now();
+    let mut admit = Duration::ZERO;
+    let mut produce = Duration::ZERO;
+    let (mut settled, mut blocks) = (0usize, 0u64);
+    // Blocks of 16 settlement transactions (1,024 jobs), as a provider would send them.
+    for chunk in settles.chunks(16) {
+        let t0 = Instant::now();
+        if let Some(e) = node
+            .submit_batch(chunk.to_vec())
+            .into_iter()
+            .find_map(Result::err)
+        {
+            bail!("settlement refused: {e}");
+        }
+        admit += t0.elapsed();
+        let t0 = Instant::now();
+        let block = node.produce_block(2_000 + blocks)?;
+        produce += t0.elapsed();
+        blocks += 1;
+        for r in &block.results.receipts {
+            if !r.success {
+                bail!("settlement failed: {:?}", r.failure);
+            }
+            settled += r.events.iter().filter(|e| e.kind == "job_settled").count();
+            if let Some(e) = r.events.iter().find(|e| e.kind == "job_rejected") {
+                bail!("a job was rejected: {:?}", e.attributes);
+            }
+        }
+    }
+    let total = start.elapsed();
+    if settled != n_jobs {
+        bail!("only {settled} of {n_jobs} jobs were settled");
+    }
+    println!(
+        "agora bench market: {n_jobs} jobs from {n_clients} clients, {} settlement transactions of {MAX_SETTLE_JOBS} jobs, {blocks} blocks, {} threads",
+        settles.len(),
+        rayon::current_num_threads()
+    );
+    println!("{:<52} {:>9} {:>10}", "stage", "seconds", "jobs/s");
+    println!(
+        "{:<52} {:>9.3} {}",
+        "admission (decode, tx signature, mempool)",
+        admit.as_secs_f64(),
+        rate(n_jobs, admit)
+    );
+    println!(
+        "{:<52} {:>9.3} {}",
+        "blocks (2 signatures per job, execute, commit)",
+        produce.as_secs_f64(),
+        rate(n_jobs, produce)
+    );
+    println!(
+        "{:<52} {:>9.3} {}",
+        "settled and committed, end to end",
+        total.as_secs_f64(),
+        rate(n_jobs, total)
     );
     Ok(())
 }
