@@ -39,13 +39,35 @@ pub enum BenchCommand {
         /// Distinct clients.
         #[arg(long, default_value_t = 1_000)]
         clients: usize,
+        /// Also measure the gateway with the real chat model: overhead over calling the runtime
+        /// directly, and requests/s with p50/p99 latency at 1, 4 and 16 concurrent clients.
+        #[arg(long)]
+        gateway: bool,
+        /// Requests per client in the gateway measurement.
+        #[arg(long, default_value_t = 8)]
+        requests: usize,
+        /// Output tokens per request in the gateway measurement.
+        #[arg(long, default_value_t = 16)]
+        max_tokens: u32,
     },
 }
 
 pub fn run(cmd: BenchCommand, models: &std::path::Path) -> Result<()> {
     match cmd {
         BenchCommand::Infer(args) => crate::infer_bench::run(args, models),
-        BenchCommand::Market { jobs, clients } => market(jobs, clients),
+        BenchCommand::Market {
+            jobs,
+            clients,
+            gateway,
+            requests,
+            max_tokens,
+        } => {
+            market(jobs, clients)?;
+            if gateway {
+                market_gateway(models, requests, max_tokens)?;
+            }
+            Ok(())
+        }
         BenchCommand::Ledger {
             txs,
             accounts,
@@ -469,5 +491,244 @@ fn market(n_jobs: usize, n_clients: usize) -> Result<()> {
         total.as_secs_f64(),
         rate(n_jobs, total)
     );
+    Ok(())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Node, provider (the real chat model) and gateway in this process; requests over HTTP.
+fn market_gateway(models_dir: &std::path::Path, requests: usize, max_tokens: u32) -> Result<()> {
+    use agora_infer::chat::{ChatModel, GenParams, Message as ChatMsg};
+    use agora_infer::models::{self, ModelCache};
+    use agora_market::{
+        Gateway, HttpChain, InferBackend, OpenAiState, Provider, ProviderConfig, ProviderSecret,
+        openai_router, provider_router, settle_loop,
+    };
+    use agora_state::{GenesisModel, MarketParams};
+    use agora_types::{EncryptionKey, Hash, ModelKind, ProviderInfo};
+    use std::sync::Arc;
+
+    let spec = models::SMOLLM2;
+    let installed = crate::infer_cmd::ensure(&ModelCache::new(models_dir), &spec)?;
+    let threads = crate::infer_cmd::default_threads();
+    let model = Arc::new(ChatModel::load(&installed.weights, threads)?);
+    let model_id: Hash = spec.id.parse()?;
+    let (provider_key, client) = (
+        Keypair::from_seed_label("bench-gw-provider"),
+        Keypair::from_seed_label("bench-gw-client"),
+    );
+    let genesis = Genesis {
+        chain_id: "agora-bench-gw".into(),
+        genesis_time_ms: 0,
+        params: Params {
+            min_fee: 1_000,
+            unbonding_period: 10,
+        },
+        accounts: [&provider_key, &client]
+            .iter()
+            .map(|k| GenesisAccount {
+                address: k.address(),
+                balance: 1_000_000 * AGR,
+                bonded: 0,
+            })
+            .collect(),
+        market: MarketParams::default(),
+        models: vec![GenesisModel {
+            id: model_id,
+            name: spec.name.into(),
+            kind: ModelKind::Chat,
+        }],
+    };
+    let dir = tempfile::tempdir()?;
+    let node = Arc::new(Node::open(
+        &dir.path().join("bench.redb"),
+        &genesis,
+        Address([0xBE; 20]),
+        NodeConfig {
+            block_time: Duration::from_millis(100),
+            ..NodeConfig::default()
+        },
+    )?);
+    let rt = tokio::runtime::Runtime::new()?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let bind =
+        |rt: &tokio::runtime::Runtime| rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"));
+    let (api_l, prov_l, gw_l) = (bind(&rt)?, bind(&rt)?, bind(&rt)?);
+    let api = format!("http://{}", api_l.local_addr()?);
+    let endpoint = format!("http://{}", prov_l.local_addr()?);
+    let gw = format!("http://{}", gw_l.local_addr()?);
+    rt.spawn(agora_api::serve(node.clone(), api_l, wait(stop_rx.clone())));
+    rt.spawn(agora_chain::run_dev_engine(
+        node.clone(),
+        wait(stop_rx.clone()),
+    ));
+
+    let chain = Arc::new(HttpChain::new(&api));
+    let deposit = Transaction {
+        chain_id: "agora-bench-gw".into(),
+        sender: client.public(),
+        nonce: 0,
+        fee: 1_000,
+        messages: vec![Message::EscrowDeposit {
+            amount: 1_000 * AGR,
+        }],
+    }
+    .sign(&client);
+    agora_market::Chain::submit(chain.as_ref(), &deposit)?;
+    let mut backend = InferBackend::default();
+    backend.add_chat(model_id, model.clone());
+    let secret = ProviderSecret::generate();
+    let info = ProviderInfo {
+        models: vec![model_id],
+        price_input_per_1k: 1_000,
+        price_output_per_1k: 3_000,
+        endpoint,
+        encryption_key: EncryptionKey(secret.public()),
+    };
+    let provider = Arc::new(Provider::new(
+        provider_key,
+        secret,
+        info,
+        chain.clone(),
+        Arc::new(backend),
+        ProviderConfig::default(),
+    )?);
+    provider.publish(100 * AGR)?;
+    let start = Instant::now();
+    while !agora_market::Chain::is_provider(chain.as_ref(), &provider.address())? {
+        if start.elapsed() > Duration::from_secs(30) {
+            bail!("the provider did not get registered");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    rt.spawn({
+        let router = provider_router(provider.clone());
+        let until = wait(stop_rx.clone());
+        async move {
+            let _ = axum::serve(prov_l, router)
+                .with_graceful_shutdown(until)
+                .await;
+        }
+    });
+    rt.spawn(settle_loop(
+        provider.clone(),
+        Duration::from_secs(1),
+        stop_rx.clone(),
+    ));
+    let state = OpenAiState::new(
+        Arc::new(Gateway::new(chain.clone(), &api)),
+        &api,
+        std::collections::BTreeMap::from([("bench".to_string(), client)]),
+    );
+    rt.spawn({
+        let router = openai_router(state);
+        let until = wait(stop_rx.clone());
+        async move {
+            let _ = axum::serve(gw_l, router)
+                .with_graceful_shutdown(until)
+                .await;
+        }
+    });
+
+    let question = "Explain in one sentence what a blockchain is.";
+    let body = serde_json::json!({
+        "model": spec.name,
+        "messages": [{"role": "user", "content": question}],
+        "max_tokens": max_tokens,
+    });
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into();
+    let call = |agent: &ureq::Agent| -> Result<f64> {
+        let t0 = Instant::now();
+        let mut r = agent
+            .post(&format!("{gw}/v1/chat/completions"))
+            .header("Authorization", "Bearer bench")
+            .send_json(&body)?;
+        let v: serde_json::Value = r.body_mut().read_json()?;
+        if v["choices"][0]["message"]["content"].as_str().is_none() {
+            bail!("gateway answer without content: {v}");
+        }
+        Ok(t0.elapsed().as_secs_f64() * 1e3)
+    };
+    // Direct: the same generation on the runtime, no network, no chain.
+    let prompt = model.encode_chat(&[ChatMsg::new("user", question)])?;
+    let params = GenParams {
+        max_tokens,
+        ..GenParams::default()
+    };
+    call(&agent)?; // warm up
+    let runs = requests.max(3);
+    let mut direct = Vec::new();
+    let mut via = Vec::new();
+    for _ in 0..runs {
+        let t0 = Instant::now();
+        model.generate(&prompt, &params, &mut |_| {
+            std::ops::ControlFlow::Continue(())
+        })?;
+        direct.push(t0.elapsed().as_secs_f64() * 1e3);
+        via.push(call(&agent)?);
+    }
+    direct.sort_by(f64::total_cmp);
+    via.sort_by(f64::total_cmp);
+    let (d, g) = (percentile(&direct, 0.5), percentile(&via, 0.5));
+    println!();
+    println!(
+        "agora bench market --gateway: {} ({max_tokens} output tokens, greedy), {threads} threads, medians of {runs}",
+        spec.display
+    );
+    println!("  runtime directly          {d:>8.1} ms");
+    println!(
+        "  through the gateway       {g:>8.1} ms   overhead {:+.1} ms = {:+.1} %  (goal ≤ 5 % + 20 ms)",
+        g - d,
+        (g - d) / d * 100.0
+    );
+    println!(
+        "  {:<10} {:>10} {:>10} {:>10}",
+        "clients", "req/s", "p50 ms", "p99 ms"
+    );
+    for clients in [1usize, 4, 16] {
+        let t0 = Instant::now();
+        let lat: Vec<f64> = std::thread::scope(|scope| -> Result<Vec<f64>> {
+            let handles: Vec<_> = (0..clients)
+                .map(|_| {
+                    scope.spawn(|| -> Result<Vec<f64>> {
+                        let agent: ureq::Agent = ureq::Agent::config_builder()
+                            .timeout_global(Some(Duration::from_secs(300)))
+                            .build()
+                            .into();
+                        (0..requests).map(|_| call(&agent)).collect()
+                    })
+                })
+                .collect();
+            let mut all = Vec::new();
+            for h in handles {
+                all.extend(h.join().map_err(|_| anyhow::anyhow!("client panicked"))??);
+            }
+            Ok(all)
+        })?;
+        let took = t0.elapsed().as_secs_f64();
+        let mut lat = lat;
+        lat.sort_by(f64::total_cmp);
+        println!(
+            "  {:<10} {:>10.2} {:>10.1} {:>10.1}",
+            clients,
+            lat.len() as f64 / took,
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99)
+        );
+    }
+    let _ = stop_tx.send(true);
+    drop(rt);
     Ok(())
 }
