@@ -35,6 +35,8 @@ pub trait Chain: Send + Sync {
     fn submit(&self, tx: &SignedTransaction) -> Result<Hash, Error>;
     /// Whether `provider` is registered.
     fn is_provider(&self, provider: &Address) -> Result<bool, Error>;
+    /// Whether the job `job_id` is settled.
+    fn is_settled(&self, job_id: &Hash) -> Result<bool, Error>;
 }
 
 /// A node's HTTP API (`/v1/...`).
@@ -147,6 +149,14 @@ impl Chain for HttpChain {
             (200, _) => Ok(true),
             (404, _) => Ok(false),
             (status, body) => Err(Error::Chain(format!("node API providers: {status} {body}"))),
+        }
+    }
+
+    fn is_settled(&self, job_id: &Hash) -> Result<bool, Error> {
+        match self.get(&format!("/v1/market/jobs/{job_id}"))? {
+            (200, _) => Ok(true),
+            (404, _) => Ok(false),
+            (status, body) => Err(Error::Chain(format!("node API jobs: {status} {body}"))),
         }
     }
 }

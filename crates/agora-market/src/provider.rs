@@ -96,6 +96,9 @@ struct Books {
     seen: BTreeSet<Hash>,
     /// The next nonce this provider's transactions use.
     next_nonce: u64,
+    /// Jobs submitted for settlement whose receipt files wait for the chain to confirm them:
+    /// `(job id, expiry height)`.
+    submitted: Vec<(Hash, u64)>,
 }
 
 /// A compute provider: one key, one set of models, one chain.
@@ -147,7 +150,7 @@ impl Provider {
             return Err(Error::UnknownModel(*m));
         }
         let chain_id = chain.chain_id()?;
-        Ok(Provider {
+        let provider = Provider {
             key,
             secret,
             info,
@@ -156,7 +159,64 @@ impl Provider {
             backend,
             config,
             books: Mutex::new(Books::default()),
-        })
+        };
+        provider.recover()?;
+        Ok(provider)
+    }
+
+    /// The file that keeps job `id`'s receipt until the chain has settled it.
+    fn receipt_path(&self, id: &Hash) -> Option<PathBuf> {
+        self.config
+            .jobs_dir
+            .as_ref()
+            .map(|dir| dir.join(format!("{id}.receipt")))
+    }
+
+    /// Takes back the receipts a previous run left unsettled (a crash, a failed settlement), and
+    /// forgets those the chain has settled since.
+    fn recover(&self) -> Result<(), Error> {
+        let Some(dir) = &self.config.jobs_dir else {
+            return Ok(());
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Ok(());
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "receipt"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            let job: SettledJob = match std::fs::read(&path)
+                .ok()
+                .and_then(|b| borsh::from_slice(&b).ok())
+            {
+                Some(job) => job,
+                None => {
+                    tracing::warn!("ignoring unreadable receipt file {}", path.display());
+                    continue;
+                }
+            };
+            let id = job.request.request.job_id;
+            if job.receipt.provider != self.key.public() {
+                continue;
+            }
+            // Settled since, or too late to settle: nothing left to claim.
+            if self.chain.is_settled(&id)?
+                || self.chain.height()? > job.request.request.expiry_height
+            {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            let mut books = self.books();
+            books.seen.insert(id);
+            *books
+                .unsettled_fees
+                .entry(job.request.request.client.address())
+                .or_default() += job.receipt.receipt.fee;
+            books.unsettled.push(job);
+        }
+        Ok(())
     }
 
     /// The provider's account.
@@ -265,6 +325,14 @@ impl Provider {
                 401,
                 "invalid_signature",
                 "the client's signature over the request does not verify",
+            ));
+        }
+        // A replay is refused before any decryption (and again, atomically, below).
+        if self.books().seen.contains(&req.job_id) {
+            return Err(refuse(
+                409,
+                "duplicate_job",
+                format!("job {} was taken already", req.job_id),
             ));
         }
         let height = self.chain.height()?;
@@ -406,11 +474,24 @@ impl Provider {
         }
         .sign(&self.key);
         *books.unsettled_fees.entry(job.client).or_default() += fee;
-        books.unsettled.push(SettledJob {
+        let settled = SettledJob {
             request: job.request.clone(),
             receipt: receipt.clone(),
-        });
+        };
+        books.unsettled.push(settled.clone());
         drop(books);
+        // The receipt is the provider's claim: kept on disk until the chain has settled it.
+        if let Some(path) = self.receipt_path(&req.job_id) {
+            let tmp = path.with_extension("tmp");
+            let kept = path
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| std::fs::write(&tmp, borsh::to_vec(&settled).expect("encode")))
+                .and_then(|()| std::fs::rename(&tmp, &path));
+            if let Err(e) = kept {
+                tracing::warn!("cannot keep the receipt of job {}: {e}", req.job_id);
+            }
+        }
         if let Some(dir) = &self.config.jobs_dir {
             // Kept for the verification window: a sampled verifier is sent this input.
             let path = dir.join(format!("{}.input", req.job_id));
@@ -436,6 +517,7 @@ impl Provider {
     /// transaction hash and the number of jobs, or `None` when nothing waits. On failure the
     /// receipts stay queued.
     pub fn settle(&self) -> Result<Option<(Hash, usize)>, Error> {
+        self.forget_settled()?;
         let jobs: Vec<SettledJob> = {
             let mut books = self.books();
             let n = books.unsettled.len().min(MAX_SETTLE_JOBS);
@@ -453,6 +535,8 @@ impl Provider {
                     if let Some(f) = books.unsettled_fees.get_mut(&client) {
                         *f = f.saturating_sub(job.receipt.receipt.fee);
                     }
+                    let req = &job.request.request;
+                    books.submitted.push((req.job_id, req.expiry_height));
                 }
                 Ok(Some((hash, n)))
             }
@@ -464,6 +548,43 @@ impl Provider {
                 Err(e)
             }
         }
+    }
+}
+
+impl Provider {
+    /// Deletes the receipt files of submitted jobs the chain has settled (or that can no longer
+    /// be settled).
+    fn forget_settled(&self) -> Result<(), Error> {
+        let submitted = std::mem::take(&mut self.books().submitted);
+        if submitted.is_empty() {
+            return Ok(());
+        }
+        let height = self.chain.height()?;
+        let mut waiting = Vec::new();
+        for (id, expiry) in submitted {
+            if self.chain.is_settled(&id)? || height > expiry {
+                if let Some(path) = self.receipt_path(&id) {
+                    let _ = std::fs::remove_file(path);
+                }
+            } else {
+                waiting.push((id, expiry));
+            }
+        }
+        self.books().submitted.extend(waiting);
+        Ok(())
+    }
+
+    /// Receipt files still waiting for the chain (for tests and status).
+    pub fn receipts_kept(&self) -> usize {
+        let Some(dir) = &self.config.jobs_dir else {
+            return 0;
+        };
+        std::fs::read_dir(dir).map_or(0, |entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "receipt"))
+                .count()
+        })
     }
 }
 

@@ -618,3 +618,56 @@ fn openai_routes_answer_stream_and_settle() {
     );
     assert_eq!(v["job"]["fee"], whole["agora"]["fee"]);
 }
+
+#[test]
+fn receipts_survive_a_provider_restart_and_are_forgotten_once_settled() {
+    let net = start();
+    let input = JobInput::Completion {
+        prompt: "keep me".into(),
+    };
+    let (submission, _) = net.submission(9, &input, 1_000_000, 100);
+    let job = net.provider.admit(&submission).unwrap();
+    let delivery = net
+        .provider
+        .execute(job, &mut |_| ControlFlow::Continue(()))
+        .unwrap();
+    assert_eq!(net.provider.receipts_kept(), 1);
+    let receipt: agora_types::SignedJobReceipt =
+        borsh::from_slice(&hex::decode(&delivery.receipt).unwrap()).unwrap();
+
+    // The provider stops before settling; a new one on the same key and folder takes the claim.
+    let model_path = net._dir.path().join("tiny.gguf");
+    let mut backend = InferBackend::default();
+    backend.add_chat(MODEL, Arc::new(ChatModel::load(&model_path, 1).unwrap()));
+    let secret = ProviderSecret::generate();
+    let mut info = net.provider.info().clone();
+    info.encryption_key = EncryptionKey(secret.public());
+    let restarted = Provider::new(
+        Keypair::from_seed_label("provider"),
+        secret,
+        info,
+        net.chain.clone(),
+        Arc::new(backend),
+        ProviderConfig {
+            min_expiry_margin: 5,
+            jobs_dir: Some(net._dir.path().join("jobs")),
+            ..ProviderConfig::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(restarted.unsettled(), 1);
+    // The same job id is not served again by the new process either.
+    assert_eq!(
+        code(restarted.admit(&submission).unwrap_err()),
+        "duplicate_job"
+    );
+    let before = net.chain.escrow(&net.client.address()).unwrap();
+    assert_eq!(restarted.settle().unwrap().unwrap().1, 1);
+    net.block();
+    let after = net.chain.escrow(&net.client.address()).unwrap();
+    assert_eq!(before.balance - after.balance, receipt.receipt.fee);
+    // Once the chain shows it settled, the file goes.
+    assert_eq!(restarted.receipts_kept(), 1);
+    assert!(restarted.settle().unwrap().is_none());
+    assert_eq!(restarted.receipts_kept(), 0);
+}
