@@ -309,7 +309,7 @@ impl Gateway {
             let body: Value = response.into_body().read_json().unwrap_or(Value::Null);
             return Err(before(Error::Refused {
                 status,
-                code: leak_code(body["code"].as_str().unwrap_or("provider_error")),
+                code: known_code(body["code"].as_str().unwrap_or("provider_error")),
                 message: body["message"].as_str().unwrap_or("refused").to_string(),
             }));
         }
@@ -376,8 +376,8 @@ enum CallError {
     AfterOutput(Error),
 }
 
-/// Error codes are static strings; a provider's code is one of a known set, or "provider_error".
-fn leak_code(code: &str) -> &'static str {
+/// A provider's error code, if it is one this protocol defines; otherwise "provider_error".
+fn known_code(code: &str) -> &'static str {
     const KNOWN: [&str; 12] = [
         "malformed_request",
         "wrong_chain_id",

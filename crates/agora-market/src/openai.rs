@@ -120,6 +120,27 @@ fn client(state: &OpenAiState, headers: &HeaderMap) -> Result<Arc<Keypair>, Resp
     }
 }
 
+/// The wallet behind the request's API key, and the model it names.
+fn caller(
+    st: &OpenAiState,
+    headers: &HeaderMap,
+    body: &Value,
+) -> Result<(Arc<Keypair>, String), Response> {
+    let key = client(st, headers)?;
+    let model = body["model"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| oai_error(400, "missing_model", "`model` is required"))?;
+    Ok((key, model))
+}
+
+/// A generation request's sampling fields as job parameters, and whether to stream.
+fn generation_params(body: &Value, default_max: u32) -> Result<(JobParams, bool), Response> {
+    let sampling: Sampling = serde_json::from_value(body.clone())
+        .map_err(|e| oai_error(400, "invalid_request", e.to_string()))?;
+    Ok((sampling.params(default_max)?, sampling.stream))
+}
+
 /// Seconds since the epoch, for OpenAI's `created` field (the gateway is off-chain).
 #[allow(clippy::disallowed_methods)]
 fn now() -> u64 {
@@ -460,12 +481,9 @@ async fn chat(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    let key = match client(&st, &headers) {
-        Ok(k) => k,
+    let (key, model) = match caller(&st, &headers, &body) {
+        Ok(c) => c,
         Err(r) => return r,
-    };
-    let Some(model) = body["model"].as_str().map(str::to_string) else {
-        return oai_error(400, "missing_model", "`model` is required");
     };
     let Some(raw) = body["messages"].as_array().filter(|m| !m.is_empty()) else {
         return oai_error(
@@ -489,11 +507,7 @@ async fn chat(
             content,
         });
     }
-    let sampling: Sampling = match serde_json::from_value(body.clone()) {
-        Ok(s) => s,
-        Err(e) => return oai_error(400, "invalid_request", e.to_string()),
-    };
-    let params = match sampling.params(DEFAULT_MAX_TOKENS) {
+    let (params, stream) = match generation_params(&body, DEFAULT_MAX_TOKENS) {
         Ok(p) => p,
         Err(r) => return r,
     };
@@ -503,7 +517,7 @@ async fn chat(
         model,
         JobInput::Chat { messages },
         params,
-        sampling.stream,
+        stream,
         CHAT,
     )
     .await
@@ -514,12 +528,9 @@ async fn completions(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    let key = match client(&st, &headers) {
-        Ok(k) => k,
+    let (key, model) = match caller(&st, &headers, &body) {
+        Ok(c) => c,
         Err(r) => return r,
-    };
-    let Some(model) = body["model"].as_str().map(str::to_string) else {
-        return oai_error(400, "missing_model", "`model` is required");
     };
     let prompt = match &body["prompt"] {
         Value::String(s) => s.clone(),
@@ -528,12 +539,8 @@ async fn completions(
         }
         _ => return oai_error(400, "invalid_prompt", "`prompt` must be a string"),
     };
-    let sampling: Sampling = match serde_json::from_value(body.clone()) {
-        Ok(s) => s,
-        Err(e) => return oai_error(400, "invalid_request", e.to_string()),
-    };
     // OpenAI's default for completions is 16 tokens.
-    let params = match sampling.params(16) {
+    let (params, stream) = match generation_params(&body, 16) {
         Ok(p) => p,
         Err(r) => return r,
     };
@@ -543,7 +550,7 @@ async fn completions(
         model,
         JobInput::Completion { prompt },
         params,
-        sampling.stream,
+        stream,
         TEXT,
     )
     .await
@@ -554,12 +561,9 @@ async fn embeddings(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    let key = match client(&st, &headers) {
-        Ok(k) => k,
+    let (key, model_name) = match caller(&st, &headers, &body) {
+        Ok(c) => c,
         Err(r) => return r,
-    };
-    let Some(model_name) = body["model"].as_str().map(str::to_string) else {
-        return oai_error(400, "missing_model", "`model` is required");
     };
     let inputs: Vec<String> = match &body["input"] {
         Value::String(s) => vec![s.clone()],
