@@ -1,6 +1,12 @@
 //! The gateway's core: picks a provider for a model, signs the client's job request, seals the
 //! input to the provider, follows the sealed output and checks the receipt — failing over to the
 //! next provider when one refuses or fails before its first piece of output.
+//!
+//! Choosing a provider: the cheapest for the request first; among equal prices, the faster (time to
+//! its first output, as this gateway measured it, in classes of [`LATENCY_CLASS_MS`]; one never
+//! measured counts as fast, so each gets tried), then the one with more jobs settled on-chain (its
+//! reputation). A provider that failed is put behind the others for a while, doubling with each
+//! failure in a row ([`COOLDOWN_FIRST`] up to [`COOLDOWN_MAX`]), and back in place after a success.
 
 use crate::{
     Chain, Delivery, Error, JobInput, JobOutput, JobSubmission, OutputReader, SealedPiece,
@@ -11,13 +17,31 @@ use agora_types::{
 };
 use serde::Deserialize;
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::ops::ControlFlow;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Blocks a request stays valid for settlement.
 const EXPIRY_BLOCKS: u64 = 1_200;
+/// Latencies closer than this count as equal (then reputation decides).
+pub const LATENCY_CLASS_MS: u64 = 100;
+/// How long a provider stays behind the others after one failure.
+pub const COOLDOWN_FIRST: Duration = Duration::from_secs(5);
+/// The longest it stays behind, after failures in a row.
+pub const COOLDOWN_MAX: Duration = Duration::from_secs(300);
+
+/// What this gateway has seen of one provider.
+#[derive(Clone, Copy, Debug, Default)]
+struct Seen {
+    /// Smoothed time to the first output (ms); `None` before the first job.
+    latency_ms: Option<u64>,
+    /// Failures in a row.
+    failures: u32,
+    /// Put behind the others until then.
+    cool_until: Option<Instant>,
+}
 
 /// A provider as the chain lists it.
 #[derive(Clone, Debug, Deserialize)]
@@ -83,6 +107,7 @@ pub struct Gateway {
     chain: Arc<dyn Chain>,
     node_api: String,
     agent: ureq::Agent,
+    seen: Mutex<BTreeMap<Address, Seen>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -104,6 +129,7 @@ impl Gateway {
             chain,
             node_api: node_api.trim_end_matches('/').to_string(),
             agent,
+            seen: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -172,22 +198,69 @@ impl Gateway {
             .map_err(|e| Error::Chain(format!("provider list: {e}")))
     }
 
-    /// Providers of `model`, cheapest first (then the most jobs settled, then the address).
-    pub fn candidates(&self, model: &Hash) -> Result<Vec<ProviderListing>, Error> {
+    /// Providers of `model` in the order a job would try them (see the module's documentation),
+    /// priced for `input_tokens` and `output_tokens` at most.
+    pub fn candidates_for(
+        &self,
+        model: &Hash,
+        input_tokens: u32,
+        output_tokens: u32,
+    ) -> Result<Vec<ProviderListing>, Error> {
         let mut list: Vec<ProviderListing> = self
             .providers()?
             .into_iter()
-            .filter(|p| p.info.models.contains(model) && p.prices().is_some())
+            .filter(|p| p.info.models.contains(model) && p.prices().is_some() && p.key().is_some())
             .collect();
-        list.sort_by_key(|p| {
+        let now = Instant::now();
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        list.sort_by_cached_key(|p| {
+            let s = seen.get(&p.address).copied().unwrap_or_default();
             let (i, o) = p.prices().unwrap_or((Amount::MAX, Amount::MAX));
             (
-                i.saturating_add(o),
+                s.cool_until.is_some_and(|t| t > now),
+                job_fee(i, o, input_tokens, output_tokens).unwrap_or(Amount::MAX),
+                s.latency_ms.unwrap_or(0) / LATENCY_CLASS_MS,
                 std::cmp::Reverse(p.jobs_settled),
                 p.address,
             )
         });
         Ok(list)
+    }
+
+    /// [`Self::candidates_for`] a request of 1,000 input and 1,000 output tokens.
+    pub fn candidates(&self, model: &Hash) -> Result<Vec<ProviderListing>, Error> {
+        self.candidates_for(model, 1_000, 1_000)
+    }
+
+    /// The smoothed time to first output this gateway measured for `provider`, if any.
+    pub fn latency_ms(&self, provider: &Address) -> Option<u64> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(provider)?
+            .latency_ms
+    }
+
+    fn record_success(&self, provider: Address, first_output: Duration) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let s = seen.entry(provider).or_default();
+        let sample = u64::try_from(first_output.as_millis()).unwrap_or(u64::MAX);
+        // Exponential smoothing, a quarter weight to the newest sample.
+        s.latency_ms = Some(s.latency_ms.map_or(sample, |old| {
+            old.saturating_mul(3).saturating_add(sample) / 4
+        }));
+        s.failures = 0;
+        s.cool_until = None;
+    }
+
+    fn record_failure(&self, provider: Address) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let s = seen.entry(provider).or_default();
+        s.failures = s.failures.saturating_add(1);
+        let cooldown = COOLDOWN_FIRST
+            .saturating_mul(1u32 << s.failures.saturating_sub(1).min(16))
+            .min(COOLDOWN_MAX);
+        s.cool_until = Some(Instant::now() + cooldown);
     }
 
     /// Runs a job for `client` on the cheapest provider of `model` that takes it, calling
@@ -200,7 +273,14 @@ impl Gateway {
         params: JobParams,
         on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
     ) -> Result<Completed, Error> {
-        let candidates = self.candidates(&model)?;
+        let bytes = input.to_bytes();
+        // Tokens never outnumber the input's bytes (plus the template's), so this bounds the fee.
+        let max_input = u32::try_from(bytes.len() + 256).unwrap_or(u32::MAX);
+        let max_output = match input {
+            JobInput::Embedding { .. } => 0,
+            _ => params.max_tokens,
+        };
+        let candidates = self.candidates_for(&model, max_input, max_output)?;
         if candidates.is_empty() {
             return Err(Error::Refused {
                 status: 503,
@@ -210,17 +290,10 @@ impl Gateway {
         }
         let chain_id = self.chain.chain_id()?;
         let height = self.chain.height()?;
-        let bytes = input.to_bytes();
         let mut last = None;
         for provider in &candidates {
             let (Some((p_in, p_out)), Some(key)) = (provider.prices(), provider.key()) else {
                 continue;
-            };
-            // Tokens never outnumber the input's bytes (plus the template's), so this bounds the fee.
-            let max_input = u32::try_from(bytes.len() + 256).unwrap_or(u32::MAX);
-            let max_output = match input {
-                JobInput::Embedding { .. } => 0,
-                _ => params.max_tokens,
             };
             let Some(max_fee) = job_fee(p_in, p_out, max_input, max_output) else {
                 continue;
@@ -245,9 +318,23 @@ impl Gateway {
                 input: envelope,
                 stream: true,
             };
-            match self.call(provider, &submission, reader, on_text) {
+            let sent = Instant::now();
+            let mut first_output = None;
+            let mut timed = |text: &str| {
+                first_output.get_or_insert_with(|| sent.elapsed());
+                on_text(text)
+            };
+            match self.call(provider, &submission, reader, &mut timed) {
                 Ok((output, receipt)) => {
-                    check_receipt(&request, &output, &receipt, provider.address)?;
+                    if let Err(e) = check_receipt(&request, &output, &receipt, provider.address) {
+                        self.record_failure(provider.address);
+                        return Err(e);
+                    }
+                    // An embedding has no pieces: its first output is the whole answer.
+                    self.record_success(
+                        provider.address,
+                        first_output.unwrap_or_else(|| sent.elapsed()),
+                    );
                     return Ok(Completed {
                         output,
                         receipt,
@@ -260,9 +347,17 @@ impl Gateway {
                 // Before the first piece: try the next provider.
                 Err(CallError::BeforeOutput(e)) => {
                     tracing::info!("provider {} did not take the job: {e}", provider.address);
+                    if provider_at_fault(&e) {
+                        self.record_failure(provider.address);
+                    }
                     last = Some(e);
                 }
-                Err(CallError::AfterOutput(e)) => return Err(e),
+                Err(CallError::AfterOutput(e)) => {
+                    if provider_at_fault(&e) {
+                        self.record_failure(provider.address);
+                    }
+                    return Err(e);
+                }
             }
         }
         Err(match last {
@@ -374,6 +469,16 @@ impl Gateway {
 enum CallError {
     BeforeOutput(Error),
     AfterOutput(Error),
+}
+
+/// Whether a failure counts against the provider (not a refusal of a bad request, an unpaid one,
+/// or a client that went away).
+fn provider_at_fault(e: &Error) -> bool {
+    match e {
+        Error::Refused { status, .. } => *status >= 500,
+        Error::BadInput(_) => false,
+        _ => true,
+    }
 }
 
 /// A provider's error code, if it is one this protocol defines; otherwise "provider_error".

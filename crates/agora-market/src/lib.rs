@@ -27,7 +27,9 @@ mod server;
 pub use backend::{Backend, InferBackend, Served, sampling};
 pub use chain::{Chain, EscrowView, HttpChain};
 pub use envelope::{Envelope, OutputReader, OutputWriter, ProviderSecret, open, seal};
-pub use gateway::{Completed, Gateway, ListedInfo, ProviderListing};
+pub use gateway::{
+    COOLDOWN_FIRST, COOLDOWN_MAX, Completed, Gateway, LATENCY_CLASS_MS, ListedInfo, ProviderListing,
+};
 pub use input::{ChatMessage, JobInput, JobOutput, MAX_INPUT_BYTES};
 pub use openai::{OpenAiState, openai_router};
 pub use provider::{

@@ -16,6 +16,7 @@ use agora_types::{
 };
 use std::ops::ControlFlow;
 use std::sync::Arc;
+use std::time::Duration;
 
 const MODEL: Hash = Hash([0x11; 32]);
 const CHAIN_ID: &str = "market-test";
@@ -342,16 +343,40 @@ fn bad_requests_are_refused_before_anything_runs() {
 /// Starts a provider with its own key and prices, served over HTTP on 127.0.0.1, registered on
 /// the chain. Returns it and its endpoint.
 fn serve_provider(net: &Net, label: &str, price_out: u128, nonce: u64) -> (Arc<Provider>, String) {
-    register_provider(net, label, price_out, nonce, true)
+    register_provider(net, label, price_out, nonce, true, Duration::ZERO)
 }
 
-/// As [`serve_provider`]; with `serve` false, the endpoint is a port nobody listens on.
+/// A backend that waits before it starts each job (a slow or far-away machine).
+struct Slow(InferBackend, Duration);
+
+impl agora_market::Backend for Slow {
+    fn serves(&self, model: &Hash) -> bool {
+        self.0.serves(model)
+    }
+    fn input_tokens(&self, model: &Hash, input: &JobInput) -> Result<u32, Error> {
+        self.0.input_tokens(model, input)
+    }
+    fn run(
+        &self,
+        model: &Hash,
+        input: &JobInput,
+        params: &JobParams,
+        on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<agora_market::Served, Error> {
+        std::thread::sleep(self.1);
+        self.0.run(model, input, params, on_text)
+    }
+}
+
+/// As [`serve_provider`]; with `serve` false, the endpoint is a port nobody listens on; each job
+/// starts after `delay`.
 fn register_provider(
     net: &Net,
     label: &str,
     price_out: u128,
     nonce: u64,
     serve: bool,
+    delay: Duration,
 ) -> (Arc<Provider>, String) {
     let key = Keypair::from_seed_label(label);
     // Funds for the stake, from the client (who has plenty).
@@ -391,7 +416,7 @@ fn register_provider(
             secret,
             info,
             net.chain.clone(),
-            Arc::new(backend),
+            Arc::new(Slow(backend, delay)),
             ProviderConfig {
                 min_expiry_margin: 5,
                 ..ProviderConfig::default()
@@ -450,7 +475,7 @@ fn the_gateway_uses_the_cheapest_provider_and_fails_over_when_it_is_down() {
 
     // A still cheaper provider registers, but nothing answers at its endpoint: the gateway tries
     // it first, then fails over to the next cheapest before any output is lost.
-    let (down, _) = register_provider(&net, "cheapest-but-down", 10, 3, false);
+    let (down, _) = register_provider(&net, "cheapest-but-down", 10, 3, false, Duration::ZERO);
     assert_eq!(
         gateway.candidates(&MODEL).unwrap()[0].address,
         down.address()
@@ -463,6 +488,23 @@ fn the_gateway_uses_the_cheapest_provider_and_fails_over_when_it_is_down() {
     assert_eq!(done.provider, cheap.address());
     assert_eq!(cheap.unsettled(), 2);
     assert_eq!((down.unsettled(), dear.unsettled()), (0, 0));
+    // The provider that failed is put behind the others for a while: the next job goes straight
+    // to the cheapest one that works.
+    let order: Vec<Address> = gateway
+        .candidates(&MODEL)
+        .unwrap()
+        .iter()
+        .map(|p| p.address)
+        .collect();
+    // (The net's own provider also serves the model, between cheap and dear.)
+    assert_eq!(order.len(), 4);
+    assert_eq!(
+        (order[0], order[2], order[3]),
+        (cheap.address(), dear.address(), down.address()),
+        "cheap first, the one cooling down last"
+    );
+    assert!(gateway.latency_ms(&cheap.address()).is_some());
+    assert!(gateway.latency_ms(&down.address()).is_none());
 
     // Settled on-chain: the client's escrow went down by exactly the two fees.
     let before = net.chain.escrow(&net.client.address()).unwrap();
@@ -472,6 +514,48 @@ fn the_gateway_uses_the_cheapest_provider_and_fails_over_when_it_is_down() {
     assert_eq!(
         before.balance - after.balance,
         first_fee + done.receipt.receipt.fee
+    );
+}
+
+#[test]
+fn at_equal_prices_the_gateway_learns_which_provider_answers_faster() {
+    let net = start();
+    let slow_delay = Duration::from_millis(3 * agora_market::LATENCY_CLASS_MS);
+    let (slow, _) = register_provider(&net, "slow", 5_000, 1, true, slow_delay);
+    let (fast, _) = register_provider(&net, "fast", 5_000, 2, true, Duration::ZERO);
+    let gateway = agora_market::Gateway::new(net.chain.clone(), &net.chain_base());
+    let input = JobInput::Chat {
+        messages: vec![agora_market::ChatMessage {
+            role: "user".into(),
+            content: "hi".into(),
+        }],
+    };
+    let params = JobParams {
+        max_tokens: 2,
+        ..JobParams::default()
+    };
+    let mut served = Vec::new();
+    for _ in 0..4 {
+        let done = gateway
+            .run(&net.client, MODEL, &input, params.clone(), &mut |_| {
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        served.push(done.provider);
+    }
+    // Neither was measured at first, so the slow one may get one job (it is then measured);
+    // every job after that goes to the fast one.
+    let to_slow = served.iter().filter(|a| **a == slow.address()).count();
+    assert!(to_slow <= 1, "{served:?}");
+    assert_eq!(served[2..], [fast.address(), fast.address()]);
+    assert_eq!(slow.unsettled() + fast.unsettled(), 4);
+    let (s, f) = (
+        gateway.latency_ms(&slow.address()),
+        gateway.latency_ms(&fast.address()).unwrap(),
+    );
+    assert!(
+        s.is_none_or(|s| s >= slow_delay.as_millis() as u64 && s > f),
+        "{s:?} vs {f}"
     );
 }
 
