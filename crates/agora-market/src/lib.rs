@@ -64,6 +64,9 @@ pub enum Error {
     /// The chain could not be reached or refused.
     #[error("chain: {0}")]
     Chain(String),
+    /// Reading or writing the provider's own files.
+    #[error("i/o: {0}")]
+    Io(String),
     /// A job refused, with the HTTP status and code to answer with.
     #[error("{message}")]
     Refused {

@@ -73,7 +73,17 @@ pub struct Admitted {
     writer: OutputWriter,
     client: Address,
     worst_fee: Amount,
-    input_bytes: Vec<u8>,
+    /// The input as the client sealed it (to this provider's key): what is kept on disk.
+    sealed_input: Envelope,
+}
+
+/// A job's input as the provider keeps it for the verification window: still sealed to the
+/// provider's own key, so nothing on its disk holds a prompt in plain text.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct KeptInput {
+    request_hash: Hash,
+    input_hash: Hash,
+    sealed: Envelope,
 }
 
 impl Admitted {
@@ -165,6 +175,37 @@ impl Provider {
     }
 
     /// The file that keeps job `id`'s receipt until the chain has settled it.
+    fn input_path(&self, id: &Hash) -> Option<PathBuf> {
+        self.config
+            .jobs_dir
+            .as_ref()
+            .map(|dir| dir.join(format!("{id}.input")))
+    }
+
+    /// The input of job `id` as the client sent it, from the copy kept for the verification
+    /// window (opened with the provider's key and checked against the request's input hash);
+    /// `None` if none is kept.
+    pub fn kept_input(&self, id: &Hash) -> Result<Option<Vec<u8>>, Error> {
+        let Some(path) = self.input_path(id) else {
+            return Ok(None);
+        };
+        let json = match std::fs::read(&path) {
+            Ok(json) => json,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::Io(format!("{}: {e}", path.display()))),
+        };
+        let bad = |reason: String| Error::Malformed {
+            what: "kept input",
+            reason,
+        };
+        let kept: KeptInput = serde_json::from_slice(&json).map_err(|e| bad(e.to_string()))?;
+        let (bytes, _) = open(&self.secret, &kept.request_hash, &kept.sealed)?;
+        if Hash::digest(&bytes) != kept.input_hash {
+            return Err(bad("its hash is not the request's input hash".into()));
+        }
+        Ok(Some(bytes))
+    }
+
     fn receipt_path(&self, id: &Hash) -> Option<PathBuf> {
         self.config
             .jobs_dir
@@ -423,7 +464,7 @@ impl Provider {
             writer,
             client,
             worst_fee: worst,
-            input_bytes,
+            sealed_input: submission.input.clone(),
         })
     }
 
@@ -492,11 +533,18 @@ impl Provider {
                 tracing::warn!("cannot keep the receipt of job {}: {e}", req.job_id);
             }
         }
-        if let Some(dir) = &self.config.jobs_dir {
-            // Kept for the verification window: a sampled verifier is sent this input.
-            let path = dir.join(format!("{}.input", req.job_id));
-            if let Err(e) =
-                std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, &job.input_bytes))
+        if let Some(path) = self.input_path(&req.job_id) {
+            // Kept for the verification window (a sampled verifier is sent this input), sealed.
+            let kept = KeptInput {
+                request_hash: req.hash(),
+                input_hash: req.input_hash,
+                sealed: job.sealed_input.clone(),
+            };
+            let json = serde_json::to_vec(&kept).expect("JSON encoding of a kept input");
+            if let Err(e) = path
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| std::fs::write(&path, json))
             {
                 tracing::warn!("cannot keep the input of job {}: {e}", req.job_id);
             }

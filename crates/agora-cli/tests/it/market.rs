@@ -46,6 +46,20 @@ for chunk in c.chat.completions.create(
 out["streamed"] = "".join(parts)
 out["jobs"].append(last.model_extra["agora"])
 
+# A private prompt: nothing on the chain, on disk or in the logs may show it, or its answer.
+r = c.chat.completions.create(
+    model="smollm2-135m-instruct",
+    messages=[
+        {"role": "system", "content": "The code word is " + os.environ["MARKER"] + "."},
+        {"role": "user", "content": "Write two sentences about the sea."},
+    ],
+    max_tokens=32,
+)
+out["private_answer"] = r.choices[0].message.content
+out["jobs"].append(r.model_extra["agora"])
+e = c.embeddings.create(model="all-minilm-l6-v2", input=[os.environ["MARKER"] + " ledger"])
+out["jobs"].append(e.model_extra["agora"])
+
 e = c.embeddings.create(model="all-minilm-l6-v2", input=["a cat", "a kitten", "a tax form"])
 v = [d.embedding for d in e.data]
 dot = lambda a, b: sum(x * y for x, y in zip(a, b))
@@ -108,6 +122,9 @@ fn openai_clients_use_the_devnet_and_every_job_is_settled_for_exactly_its_fee() 
         return;
     };
     let home = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let log_path = logs.path().join("devnet.log");
+    let log = std::fs::File::create(&log_path).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_agora"))
         .arg("--home")
         .arg(home.path())
@@ -124,11 +141,13 @@ fn openai_clients_use_the_devnet_and_every_job_is_settled_for_exactly_its_fee() 
             "--block-time-ms",
             "200",
         ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        // Everything the node, provider and gateway log, to be searched for private text below.
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log.try_clone().unwrap()))
         .spawn()
         .unwrap();
+    let _show = ShowLogOnFailure(log_path.clone());
     let start = Instant::now();
     let (api, gateway) = loop {
         if let (Some(api), Some(gw)) = (
@@ -151,6 +170,7 @@ fn openai_clients_use_the_devnet_and_every_job_is_settled_for_exactly_its_fee() 
         .args(["-c", CLIENT])
         .env("GATEWAY", &gateway)
         .env("KEY", key.trim())
+        .env("MARKER", MARKER)
         .output()
         .unwrap();
     assert!(
@@ -212,4 +232,55 @@ fn openai_clients_use_the_devnet_and_every_job_is_settled_for_exactly_its_fee() 
     sigterm(child.id());
     let status = child.wait().unwrap();
     assert!(status.success(), "the devnet did not stop cleanly");
+
+    // Privacy: the prompt's code word and the answer appear nowhere in the chain's storage, the
+    // provider's and gateway's files, or the logs (the provider keeps the input sealed).
+    let answer = r["private_answer"].as_str().unwrap().trim();
+    assert!(answer.len() >= 16, "{answer:?}");
+    let secrets = [MARKER.as_bytes(), answer.as_bytes()];
+    let mut files = vec![log_path.clone()];
+    let mut dirs = vec![home.path().to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    let log_len = std::fs::metadata(&log_path).unwrap().len();
+    assert!(log_len > 10_000, "the devnet logged only {log_len} bytes");
+    assert!(files.len() > 5, "{files:?}");
+    for file in &files {
+        let bytes = std::fs::read(file).unwrap();
+        for secret in secrets {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret),
+                "{} holds private text {:?}",
+                file.display(),
+                String::from_utf8_lossy(secret)
+            );
+        }
+    }
+}
+
+/// A code word in a private prompt (see the privacy check).
+const MARKER: &str = "quetzal-marmot-7781";
+
+/// Prints the end of the devnet's log if the test fails.
+struct ShowLogOnFailure(std::path::PathBuf);
+
+impl Drop for ShowLogOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.0).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!("--- devnet log (last 60 lines) ---");
+            for line in &lines[lines.len().saturating_sub(60)..] {
+                eprintln!("{line}");
+            }
+        }
+    }
 }

@@ -258,6 +258,17 @@ fn a_job_is_served_sealed_receipted_and_settled_for_exactly_its_fee() {
         "duplicate_job"
     );
 
+    // The input is kept for the verification window, sealed: the provider opens it, its disk
+    // holds no prompt in plain text.
+    let job_id = Hash([1; 32]);
+    assert_eq!(
+        net.provider.kept_input(&job_id).unwrap().unwrap(),
+        input.to_bytes()
+    );
+    let kept = std::fs::read(net._dir.path().join(format!("jobs/{job_id}.input"))).unwrap();
+    assert!(!kept.windows(11).any(|w| w == b"hello there"));
+    assert!(net.provider.kept_input(&Hash([9; 32])).unwrap().is_none());
+
     let before = net.chain.escrow(&net.client.address()).unwrap();
     assert_eq!(net.provider.settle().unwrap().unwrap().1, 1);
     assert_eq!(net.provider.unsettled(), 0);
