@@ -497,7 +497,7 @@ pub fn now_ms() -> u64 {
 }
 
 /// The single-validator dev engine: proposes and finalizes a block every `block_time` until
-/// `shutdown` resolves.
+/// `shutdown` resolves, then commits what waits in the mempool in one last block.
 pub async fn run_dev_engine(node: Arc<Node>, shutdown: impl Future<Output = ()>) {
     let mut tick = tokio::time::interval(node.config.block_time);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -513,6 +513,19 @@ pub async fn run_dev_engine(node: Arc<Node>, shutdown: impl Future<Output = ()>)
                     Err(e) => warn!(error = %e, "block production task failed"),
                 }
             }
+        }
+    }
+    // What was accepted is committed before stopping (a provider's last settlement, say).
+    if node.mempool_len() > 0 {
+        let n = node.clone();
+        match tokio::task::spawn_blocking(move || n.produce_block(now_ms())).await {
+            Ok(Ok(b)) => info!(
+                height = b.block.header.height,
+                txs = b.block.txs.len(),
+                "committed the last block"
+            ),
+            Ok(Err(e)) => warn!(error = %e, "the last block failed"),
+            Err(e) => warn!(error = %e, "the last block's task failed"),
         }
     }
     info!("dev engine stopped");

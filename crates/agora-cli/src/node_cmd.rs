@@ -262,13 +262,20 @@ fn run_node(
             wait(stop_rx.clone()),
         ));
         let engine = tokio::spawn(run_dev_engine(node.clone(), wait(stop_rx.clone())));
+        // The market stops first: its final settlement still reaches a running chain.
+        let (market_stop_tx, market_stop_rx) = watch::channel(false);
         let (started, tasks) = match market {
             Some(setup) => {
-                let market =
-                    crate::market_cmd::start(home.to_path_buf(), api.clone(), setup, stop_rx);
+                let market = crate::market_cmd::start(
+                    home.to_path_buf(),
+                    api.clone(),
+                    setup,
+                    market_stop_rx,
+                );
                 let (started, tasks) = tokio::select! {
                     r = market => r?,
                     () = shutdown_signal() => {
+                        let _ = market_stop_tx.send(true);
                         let _ = stop_tx.send(true);
                         bail!("stopped while starting the market");
                     }
@@ -280,10 +287,11 @@ fn run_node(
         on_ready(&api, &node, started.as_ref());
         shutdown_signal().await;
         eprintln!("Stopping…");
-        let _ = stop_tx.send(true);
+        let _ = market_stop_tx.send(true);
         for task in tasks {
             let _ = task.await;
         }
+        let _ = stop_tx.send(true);
         engine.await?;
         server.await??;
         println!("Stopped at height {}.", height(&node));
