@@ -530,3 +530,135 @@ fn check_receipt(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_types::JobReceipt;
+
+    fn job() -> (JobRequest, JobOutput, Keypair) {
+        let client = Keypair::from_seed_label("client");
+        let provider = Keypair::from_seed_label("provider");
+        let request = JobRequest {
+            chain_id: "t".into(),
+            client: client.public(),
+            provider: provider.address(),
+            model: Hash([1; 32]),
+            input_hash: Hash([2; 32]),
+            params: JobParams::default(),
+            max_fee: 500,
+            job_id: Hash([3; 32]),
+            expiry_height: 10,
+        };
+        let output = JobOutput::Text {
+            text: "hi".into(),
+            tokens: vec![1, 2],
+            finish: "stop".into(),
+        };
+        (request, output, provider)
+    }
+
+    fn receipt(request: &JobRequest, output: &JobOutput, fee: Amount) -> JobReceipt {
+        JobReceipt {
+            request_hash: request.hash(),
+            output_hash: output.hash(),
+            input_tokens: 5,
+            output_tokens: 2,
+            fee,
+        }
+    }
+
+    #[test]
+    fn only_the_providers_receipt_for_this_request_and_output_passes() {
+        let (request, output, provider) = job();
+        let code = |r: Result<(), Error>| match r {
+            Ok(()) => "ok",
+            Err(Error::Refused { code, .. }) => code,
+            Err(e) => panic!("{e}"),
+        };
+        let honest = receipt(&request, &output, 100).sign(&provider);
+        assert_eq!(
+            code(check_receipt(
+                &request,
+                &output,
+                &honest,
+                provider.address()
+            )),
+            "ok"
+        );
+        // Another output than the one delivered.
+        let other = JobOutput::Text {
+            text: "ho".into(),
+            tokens: vec![1, 3],
+            finish: "stop".into(),
+        };
+        assert_eq!(
+            code(check_receipt(&request, &other, &honest, provider.address())),
+            "bad_receipt"
+        );
+        // Signed by someone else, or altered after signing.
+        let stranger = Keypair::from_seed_label("stranger");
+        let forged = receipt(&request, &output, 100).sign(&stranger);
+        assert_eq!(
+            code(check_receipt(
+                &request,
+                &output,
+                &forged,
+                provider.address()
+            )),
+            "bad_receipt"
+        );
+        let mut altered = honest.clone();
+        altered.receipt.fee = 99;
+        assert_eq!(
+            code(check_receipt(
+                &request,
+                &output,
+                &altered,
+                provider.address()
+            )),
+            "bad_receipt"
+        );
+        // For another request, or over the max fee.
+        let mut other_request = request.clone();
+        other_request.job_id = Hash([4; 32]);
+        let for_other = receipt(&other_request, &output, 100).sign(&provider);
+        assert_eq!(
+            code(check_receipt(
+                &request,
+                &output,
+                &for_other,
+                provider.address()
+            )),
+            "bad_receipt"
+        );
+        let greedy = receipt(&request, &output, 501).sign(&provider);
+        assert_eq!(
+            code(check_receipt(
+                &request,
+                &output,
+                &greedy,
+                provider.address()
+            )),
+            "bad_receipt"
+        );
+    }
+
+    #[test]
+    fn only_provider_faults_put_a_provider_behind_the_others() {
+        let refused = |status| Error::Refused {
+            status,
+            code: "x",
+            message: String::new(),
+        };
+        assert!(provider_at_fault(&refused(503)));
+        assert!(provider_at_fault(&Error::Chain(
+            "connection refused".into()
+        )));
+        assert!(!provider_at_fault(&refused(400)));
+        assert!(!provider_at_fault(&refused(402)));
+        assert!(!provider_at_fault(&Error::BadInput(
+            "client went away".into()
+        )));
+    }
+}

@@ -529,6 +529,36 @@ fn the_gateway_uses_the_cheapest_provider_and_fails_over_when_it_is_down() {
 }
 
 #[test]
+fn with_every_provider_down_the_gateway_answers_503_and_charges_nothing() {
+    let net = start();
+    // The net's only provider is registered at an endpoint nobody listens on.
+    let (down, _) = register_provider(&net, "down-too", 1_000, 1, false, Duration::ZERO);
+    let gateway = agora_market::Gateway::new(net.chain.clone(), &net.chain_base());
+    assert_eq!(gateway.candidates(&MODEL).unwrap().len(), 2);
+    let before = net.chain.escrow(&net.client.address()).unwrap();
+    let input = JobInput::Completion {
+        prompt: "hello".into(),
+    };
+    let err = gateway
+        .run(
+            &net.client,
+            MODEL,
+            &input,
+            JobParams::default(),
+            &mut |_| ControlFlow::Continue(()),
+        )
+        .unwrap_err();
+    let Error::Refused { status, code, .. } = err else {
+        panic!("{err:?}");
+    };
+    assert_eq!((status, code), (503, "no_provider_available"));
+    net.block();
+    net.block();
+    assert_eq!(net.chain.escrow(&net.client.address()).unwrap(), before);
+    assert_eq!((net.provider.unsettled(), down.unsettled()), (0, 0));
+}
+
+#[test]
 fn at_equal_prices_the_gateway_learns_which_provider_answers_faster() {
     let net = start();
     let slow_delay = Duration::from_millis(3 * agora_market::LATENCY_CLASS_MS);
