@@ -81,10 +81,15 @@ fn default_home(home: Option<PathBuf>, leaf: Option<&str>) -> PathBuf {
 
 fn main() {
     let cli = Cli::parse();
+    // Benchmarks print tables: only warnings interleave with them unless RUST_LOG asks for more.
+    let default_level = match cli.command {
+        Command::Bench(_) => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
