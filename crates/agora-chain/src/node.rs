@@ -258,6 +258,7 @@ impl Node {
             height: prev.header.height + 1,
             time_ms: time_ms.max(prev.header.time_ms + 1),
             proposer: self.proposer,
+            prev_hash: prev.hash(),
         };
         let candidates = self.mempool.lock().reap(self.config.max_block_txs);
         let mut exec = Executor::new(&snap, ctx.clone())?;
@@ -352,6 +353,7 @@ impl Node {
             height,
             time_ms: h.time_ms,
             proposer: h.proposer,
+            prev_hash: h.prev_hash,
         };
         // Signatures are checked on the pool while this thread executes: execution does not
         // depend on them, and a bad signature discards the whole block before anything commits.
@@ -562,6 +564,7 @@ mod tests {
                 },
             ],
             market: Default::default(),
+            verify: Default::default(),
             models: Vec::new(),
         };
         Node::open(

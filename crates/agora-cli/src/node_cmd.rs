@@ -177,6 +177,7 @@ pub fn genesis(home: PathBuf, cmd: GenesisCommand) -> Result<()> {
         },
         accounts: list,
         market: Default::default(),
+        verify: Default::default(),
         models: pinned_models(),
     };
     genesis.initial_writes()?;
@@ -357,6 +358,7 @@ fn init_devnet(home: &Path) -> Result<Genesis> {
             },
         ],
         market: Default::default(),
+        verify: Default::default(),
         models: pinned_models(),
     };
     std::fs::create_dir_all(path.parent().expect("has a parent"))?;

@@ -14,7 +14,7 @@
 #![allow(clippy::result_large_err)]
 
 use crate::{ChatMessage, Completed, Error, Gateway, JobInput, JobOutput};
-use agora_types::{Hash, JobParams, Keypair};
+use agora_types::{Hash, JobParams, Keypair, Verification};
 use axum::{
     Json, Router,
     extract::{Path, State},
@@ -230,6 +230,9 @@ struct Sampling {
     n: Option<u32>,
     #[serde(default)]
     stream: bool,
+    /// Agora's extension: how the job is checked (`"none"`, `"sampled"`, `{"redundant": k}`).
+    #[serde(default)]
+    verification: Option<Verification>,
 }
 
 impl Sampling {
@@ -260,6 +263,7 @@ impl Sampling {
             top_p_milli: milli(self.top_p, 1000, "top_p")?,
             top_k: 0,
             seed: self.seed.unwrap_or(0),
+            verification: self.verification.unwrap_or_default(),
         })
     }
 }

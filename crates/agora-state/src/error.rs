@@ -70,6 +70,38 @@ pub enum TxError {
     /// A settlement batch over the limit.
     #[error("{got} jobs in one SettleJobs, at most {max}")]
     TooManyJobs { max: usize, got: usize },
+    /// The sender is a registered verifier already.
+    #[error("{address} is already a registered verifier")]
+    VerifierExists { address: Address },
+    /// The sender is not a registered verifier.
+    #[error("{address} is not a registered verifier")]
+    NotVerifier { address: Address },
+    /// A verifier cannot leave while it holds seats on open checks.
+    #[error("the verifier holds {seats} seats on open checks; it can leave once they close")]
+    VerifierBusy { seats: u32 },
+    /// A verifier description that does not hold up.
+    #[error("invalid verifier: {0}")]
+    InvalidVerifier(String),
+    /// A provider cannot leave while its fees may still be disputed.
+    #[error(
+        "the provider has {open_checks} open checks and fees in their challenge window until height {until}; it can leave after"
+    )]
+    ProviderBusy { until: u64, open_checks: u32 },
+    /// No open check for that job.
+    #[error("job {job_id} has no open check")]
+    NoOpenCheck { job_id: String },
+    /// The verifier holds no open seat on the check.
+    #[error("{verifier} holds no open seat on this check")]
+    NotSeated { verifier: Address },
+    /// Only the job's provider reveals it.
+    #[error("only the provider of job {job_id} reveals it")]
+    NotJobProvider { job_id: String },
+    /// A reveal part that does not fit the reveal.
+    #[error("invalid reveal: {0}")]
+    InvalidReveal(String),
+    /// A verdict before the reveal arrived.
+    #[error("the provider's reveal has not arrived: nothing to judge yet")]
+    NotRevealed,
     /// Mempool full and this transaction's fee is not higher than the lowest evictable one.
     #[error(
         "mempool full ({capacity} transactions): offer a fee above {lowest_fee} to replace one"
@@ -95,6 +127,16 @@ impl TxError {
             TxError::ZeroAmount => "zero_amount",
             TxError::Duplicate { .. } => "duplicate_tx",
             TxError::MempoolFull { .. } => "mempool_full",
+            TxError::VerifierExists { .. } => "verifier_exists",
+            TxError::NotVerifier { .. } => "not_verifier",
+            TxError::VerifierBusy { .. } => "verifier_busy",
+            TxError::InvalidVerifier(_) => "invalid_verifier",
+            TxError::ProviderBusy { .. } => "provider_busy",
+            TxError::NoOpenCheck { .. } => "no_open_check",
+            TxError::NotSeated { .. } => "not_seated",
+            TxError::NotJobProvider { .. } => "not_job_provider",
+            TxError::InvalidReveal(_) => "invalid_reveal",
+            TxError::NotRevealed => "not_revealed",
             TxError::ProviderExists { .. } => "provider_exists",
             TxError::NotProvider { .. } => "not_provider",
             TxError::StakeTooLow { .. } => "stake_too_low",

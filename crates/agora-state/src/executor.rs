@@ -1,12 +1,16 @@
 use crate::{
     Account, Error, Escrow, EscrowRelease, JobRecord, JobRejection, MarketParams, ModelInfo,
-    Params, PendingFee, Provider, Result, TxError, UnbondingEntry, account_key, escrow_key,
-    escrow_queue_key, job_key, market_params_key, model_key, params_key, pending_key, provider_key,
-    unbonding_key, verifier_pool_key,
+    Params, PendingFee, Provider, Result, TxError, UnbondingEntry, VerifyParams, account_key,
+    deadline_queue_key, draw_queue_key, escrow_key, escrow_queue_key, job_key, market_params_key,
+    model_key, params_key, pending_key, provider_key, unbonding_key, verifier_pool_key,
+    verify_params_key,
 };
+
+mod checks;
 use agora_types::{
-    Address, Amount, Event, Hash, MAX_MODEL_NAME_BYTES, MAX_SETTLE_JOBS, Message, ProviderInfo,
-    Receipt, SettledJob, SignedTransaction, Transaction, TxFailure, job_fee,
+    Address, Amount, Event, Hash, MAX_MODEL_NAME_BYTES, MAX_REDUNDANCY, MAX_SETTLE_JOBS, Message,
+    ProviderInfo, Receipt, SettledJob, SignedTransaction, Transaction, TxFailure, Verification,
+    job_fee,
 };
 use borsh::{BorshDeserialize, BorshSerialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -54,6 +58,8 @@ pub struct BlockContext {
     pub time_ms: u64,
     /// Receives the fees.
     pub proposer: Address,
+    /// Hash of the previous block: the seed of the checks drawn in this block (DESIGN.md §4).
+    pub prev_hash: Hash,
 }
 
 /// The result of executing a block.
@@ -90,6 +96,9 @@ pub struct Executor<'a> {
     /// [`Executor::finish`], so a block of many settlements does not re-encode a queue per job).
     pending_adds: BTreeMap<u64, Vec<PendingFee>>,
     escrow_adds: BTreeMap<u64, Vec<EscrowRelease>>,
+    draw_adds: BTreeMap<u64, Vec<Hash>>,
+    deadline_adds: BTreeMap<u64, BTreeSet<Hash>>,
+    verify: VerifyParams,
 }
 
 /// A transaction's pending changes, applied to the block only if all its messages succeed.
@@ -99,6 +108,10 @@ struct Scratch {
     writes: WriteSet,
     pending: Vec<(u64, PendingFee)>,
     escrow_releases: Vec<(u64, EscrowRelease)>,
+    /// Jobs whose check is drawn at a height.
+    draws: Vec<(u64, Hash)>,
+    /// Checks with a deadline at a height.
+    deadlines: Vec<(u64, Hash)>,
 }
 
 fn decode<T: BorshDeserialize>(key: &[u8], bytes: &[u8]) -> Result<T> {
@@ -147,13 +160,21 @@ impl<'a> Executor<'a> {
             // A state from before the market existed: the defaults, the same on every node.
             None => MarketParams::default(),
         };
+        let key = verify_params_key();
+        let verify = match base.get(&key)? {
+            Some(bytes) => decode(&key, &bytes)?,
+            None => VerifyParams::default(),
+        };
         Ok(Executor {
             base,
             ctx,
             params,
             market,
+            verify,
             pending_adds: BTreeMap::new(),
             escrow_adds: BTreeMap::new(),
+            draw_adds: BTreeMap::new(),
+            deadline_adds: BTreeMap::new(),
             accounts: BTreeMap::new(),
             dirty: BTreeSet::new(),
             writes: WriteSet::new(),
@@ -188,6 +209,14 @@ impl<'a> Executor<'a> {
         let acc = read_account(self.base, address)?;
         self.accounts.insert(*address, acc.clone());
         Ok(acc)
+    }
+
+    /// An account as of this block's changes so far, without keeping it.
+    fn peek_account(&self, address: &Address) -> Result<Option<Account>> {
+        match self.accounts.get(address) {
+            Some(acc) => Ok(acc.clone()),
+            None => read_account(self.base, address),
+        }
     }
 
     fn store(&mut self, address: Address, account: Account) {
@@ -269,18 +298,7 @@ impl<'a> Executor<'a> {
             }
         }
         if failure.is_none() {
-            for (address, account) in scratch.accounts {
-                self.store(address, account);
-            }
-            for (k, v) in scratch.writes {
-                self.writes.insert(k, v);
-            }
-            for (height, entry) in scratch.pending {
-                self.pending_adds.entry(height).or_default().push(entry);
-            }
-            for (height, entry) in scratch.escrow_releases {
-                self.escrow_adds.entry(height).or_default().push(entry);
-            }
+            self.commit_scratch(scratch);
         } else {
             events.clear();
         }
@@ -294,6 +312,33 @@ impl<'a> Executor<'a> {
             events,
         });
         Ok(self.receipts.last().expect("just pushed"))
+    }
+
+    /// Applies a transaction's (or the end of block's) pending changes to the block.
+    fn commit_scratch(&mut self, scratch: Scratch) {
+        for (address, account) in scratch.accounts {
+            self.store(address, account);
+        }
+        for (k, v) in scratch.writes {
+            self.writes.insert(k, v);
+        }
+        for (height, entry) in scratch.pending {
+            self.pending_adds.entry(height).or_default().push(entry);
+        }
+        for (height, entry) in scratch.escrow_releases {
+            self.escrow_adds.entry(height).or_default().push(entry);
+        }
+        for (height, job) in scratch.draws {
+            self.draw_adds.entry(height).or_default().push(job);
+        }
+        for (height, job) in scratch.deadlines {
+            self.deadline_adds.entry(height).or_default().insert(job);
+        }
+    }
+
+    /// The verification parameters.
+    pub fn verify_params(&self) -> &VerifyParams {
+        &self.verify
     }
 
     /// Pays the block's fees to the proposer, once per block.
@@ -442,6 +487,9 @@ impl<'a> Executor<'a> {
                     registered_height: self.ctx.height,
                     jobs_settled: 0,
                     fees_settled: 0,
+                    held_until: 0,
+                    open_checks: 0,
+                    frauds: 0,
                 };
                 scratch
                     .writes
@@ -479,6 +527,13 @@ impl<'a> Executor<'a> {
                 let Some(provider) = self.get::<Provider>(scratch, &provider_key(sender))? else {
                     return Ok(Err(TxError::NotProvider { address: *sender }));
                 };
+                // Its stake must stay within reach while any of its fees can still be disputed.
+                if provider.open_checks > 0 || self.ctx.height <= provider.held_until {
+                    return Ok(Err(TxError::ProviderBusy {
+                        until: provider.held_until,
+                        open_checks: provider.open_checks,
+                    }));
+                }
                 // The stake unbonds like validator stake; fees still pending are paid later.
                 let Some(unbonding) = from.unbonding.checked_add(provider.stake) else {
                     return Ok(Err(TxError::AmountOverflow("unbonding total exceeds u128")));
@@ -583,6 +638,26 @@ impl<'a> Executor<'a> {
                     ],
                 ));
             }
+            Message::RegisterVerifier { stake, info } => {
+                return self.register_verifier(scratch, sender, from, *stake, info, events);
+            }
+            Message::UnregisterVerifier => {
+                return self.unregister_verifier(scratch, sender, from, events);
+            }
+            Message::RevealJob {
+                job_id,
+                verifier,
+                part,
+                parts,
+                data,
+            } => {
+                return self.reveal(
+                    scratch, sender, job_id, verifier, *part, *parts, data, events,
+                );
+            }
+            Message::PostVerdict { job_id, verdict } => {
+                return self.post_verdict(scratch, sender, job_id, *verdict, events);
+            }
             Message::SettleJobs { jobs } => {
                 if jobs.len() > MAX_SETTLE_JOBS {
                     return Ok(Err(TxError::TooManyJobs {
@@ -666,6 +741,17 @@ impl<'a> Executor<'a> {
         if !provider.info.models.contains(&req.model) {
             return Ok(Err(JobRejection::ModelNotServed { model: req.model }));
         }
+        let level = req.params.verification;
+        let checkers = match level {
+            Verification::Redundant(k) if k == 0 || k > MAX_REDUNDANCY => {
+                return Ok(Err(JobRejection::BadVerification {
+                    max: MAX_REDUNDANCY,
+                    got: k,
+                }));
+            }
+            Verification::Redundant(k) => Amount::from(k),
+            _ => 0,
+        };
         if rec.fee > req.max_fee {
             return Ok(Err(JobRejection::FeeAboveMax {
                 fee: rec.fee,
@@ -694,21 +780,36 @@ impl<'a> Executor<'a> {
         let client = req.client.address();
         let ekey = escrow_key(&client);
         let mut escrow: Escrow = self.get(scratch, &ekey)?.unwrap_or_default();
-        if escrow.claimable() < rec.fee {
+        // A redundant job also pays each of its verifiers the fee, into the verifiers' pool.
+        let surcharge = rec.fee.checked_mul(checkers).unwrap_or(Amount::MAX);
+        let need = rec.fee.saturating_add(surcharge);
+        if escrow.claimable() < need {
             return Ok(Err(JobRejection::InsufficientEscrow {
-                need: rec.fee,
+                need,
                 have: escrow.claimable(),
             }));
         }
         // From the balance first, then from what is being withdrawn.
-        let from_balance = rec.fee.min(escrow.balance);
+        let from_balance = need.min(escrow.balance);
         escrow.balance -= from_balance;
-        escrow.unlocking -= rec.fee - from_balance;
+        escrow.unlocking -= need - from_balance;
         scratch.writes.insert(ekey, Some(encode(&escrow)));
+        if surcharge > 0 {
+            let pool_key = verifier_pool_key();
+            let pool: Amount = self.get(scratch, &pool_key)?.unwrap_or(0);
+            let Some(pool) = pool.checked_add(surcharge) else {
+                return Err(Error::Corrupt {
+                    key: "pool/verifiers".into(),
+                    reason: "amount exceeds total supply".into(),
+                });
+            };
+            scratch.writes.insert(pool_key, Some(encode(&pool)));
+        }
 
         let release = self.ctx.height.saturating_add(self.market.challenge_window);
         provider.jobs_settled += 1;
         provider.fees_settled = provider.fees_settled.saturating_add(rec.fee);
+        provider.held_until = provider.held_until.max(release);
         scratch.writes.insert(pkey, Some(encode(&provider)));
         let record = JobRecord {
             client,
@@ -722,6 +823,7 @@ impl<'a> Executor<'a> {
             fee: rec.fee,
             settled_height: self.ctx.height,
             release_height: release,
+            level,
         };
         scratch.writes.insert(jkey, Some(encode(&record)));
         scratch.pending.push((
@@ -730,8 +832,16 @@ impl<'a> Executor<'a> {
                 provider: req.provider,
                 job_id: req.job_id,
                 amount: rec.fee,
+                share: level != Verification::None,
             },
         ));
+        if level != Verification::None {
+            // Whether it is checked, and by whom, is drawn in the next block, from this block's
+            // hash: unknown when the provider settles.
+            scratch
+                .draws
+                .push((self.ctx.height.saturating_add(1), req.job_id));
+        }
         Ok(Ok(Event::new(
             "job_settled",
             &[
@@ -752,7 +862,11 @@ impl<'a> Executor<'a> {
         self.credit_fees(&mut block_events)?;
         self.flush_queues()?;
         self.release_escrow(&mut block_events)?;
+        // A check that opens takes its job's fee out of the pending queue until it is decided.
+        self.draw_checks(&mut block_events)?;
+        self.enforce_deadlines(&mut block_events)?;
         self.release_fees(&mut block_events)?;
+        self.flush_queues()?;
         let qkey = unbonding_key(self.ctx.height);
         if let Some(bytes) = read(self.base, &[&self.writes], &qkey)? {
             let queue: Vec<UnbondingEntry> = decode(&qkey, &bytes)?;
@@ -799,6 +913,21 @@ impl<'a> Executor<'a> {
         }
         for (height, adds) in std::mem::take(&mut self.escrow_adds) {
             append_queue(self.base, &mut self.writes, escrow_queue_key(height), adds)?;
+        }
+        for (height, adds) in std::mem::take(&mut self.draw_adds) {
+            append_queue(self.base, &mut self.writes, draw_queue_key(height), adds)?;
+        }
+        for (height, adds) in std::mem::take(&mut self.deadline_adds) {
+            let key = deadline_queue_key(height);
+            let mut queue: BTreeSet<Hash> = read(self.base, &[&self.writes], &key)?
+                .map(|b| decode::<Vec<Hash>>(&key, &b))
+                .transpose()?
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+            queue.extend(adds);
+            let queue: Vec<Hash> = queue.into_iter().collect();
+            self.writes.insert(key, Some(encode(&queue)));
         }
         Ok(())
     }
@@ -859,7 +988,11 @@ impl<'a> Executor<'a> {
             reason: "amount exceeds total supply".into(),
         };
         for entry in queue {
-            let share = self.market.protocol_share(entry.amount);
+            let share = if entry.share {
+                self.market.protocol_share(entry.amount)
+            } else {
+                0
+            };
             let paid = entry.amount - share;
             let mut acc = self.load(&entry.provider)?.unwrap_or_default();
             acc.balance = acc

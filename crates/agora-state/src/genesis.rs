@@ -1,6 +1,6 @@
 use crate::{
-    Account, Error, MarketParams, ModelInfo, Params, Result, WriteSet, account_key,
-    market_params_key, model_key, params_key, supply_key,
+    Account, Error, MarketParams, ModelInfo, Params, Result, VerifyParams, WriteSet, account_key,
+    market_params_key, model_key, params_key, supply_key, verify_params_key,
 };
 use agora_types::{Address, Amount, Hash, MAX_MODEL_NAME_BYTES, ModelKind, serde_u128};
 use serde::{Deserialize, Serialize};
@@ -23,6 +23,9 @@ pub struct Genesis {
     /// Models registered from the start.
     #[serde(default)]
     pub models: Vec<GenesisModel>,
+    /// Verification's parameters.
+    #[serde(default)]
+    pub verify: VerifyParams,
 }
 
 /// A model in the registry at genesis.
@@ -76,6 +79,7 @@ impl Genesis {
             ));
         }
         self.market.check().map_err(Error::InvalidGenesis)?;
+        self.verify.check().map_err(Error::InvalidGenesis)?;
         let mut writes = WriteSet::new();
         let mut models = BTreeSet::new();
         for m in &self.models {
@@ -103,6 +107,10 @@ impl Genesis {
         writes.insert(
             market_params_key(),
             Some(borsh::to_vec(&self.market).expect("encode")),
+        );
+        writes.insert(
+            verify_params_key(),
+            Some(borsh::to_vec(&self.verify).expect("encode")),
         );
         let mut seen = BTreeSet::new();
         let mut supply: Amount = 0;

@@ -77,3 +77,65 @@ pub fn pending_key(height: u64) -> Vec<u8> {
 pub fn verifier_pool_key() -> Vec<u8> {
     b"pool/verifiers".to_vec()
 }
+
+/// `verify` → [`crate::VerifyParams`] (absent: defaults).
+pub fn verify_params_key() -> Vec<u8> {
+    b"verify".to_vec()
+}
+
+/// `vrfr/` + address → [`crate::Verifier`].
+pub fn verifier_key(address: &Address) -> Vec<u8> {
+    let mut key = b"vrfr/".to_vec();
+    key.extend_from_slice(&address.0);
+    key
+}
+
+/// `vset` → the registered verifiers' addresses, sorted (the set checks are drawn from).
+pub fn verifier_set_key() -> Vec<u8> {
+    b"vset".to_vec()
+}
+
+/// `chk/` + job id → [`crate::Check`].
+pub fn check_key(job: &Hash) -> Vec<u8> {
+    let mut key = b"chk/".to_vec();
+    key.extend_from_slice(&job.0);
+    key
+}
+
+/// `chko/` + address + job id → nothing: an open check in which the address (provider or seated
+/// verifier) has something to do. Listed by prefix.
+pub fn open_check_key(address: &Address, job: &Hash) -> Vec<u8> {
+    let mut key = open_check_prefix(address);
+    key.extend_from_slice(&job.0);
+    key
+}
+
+/// The prefix of [`open_check_key`] for one address.
+pub fn open_check_prefix(address: &Address) -> Vec<u8> {
+    let mut key = b"chko/".to_vec();
+    key.extend_from_slice(&address.0);
+    key
+}
+
+/// `drw/` + big-endian height → job ids whose check is drawn at that height.
+pub fn draw_queue_key(height: u64) -> Vec<u8> {
+    let mut key = b"drw/".to_vec();
+    key.extend_from_slice(&height.to_be_bytes());
+    key
+}
+
+/// `ddl/` + big-endian height → job ids whose check has a deadline at that height.
+pub fn deadline_queue_key(height: u64) -> Vec<u8> {
+    let mut key = b"ddl/".to_vec();
+    key.extend_from_slice(&height.to_be_bytes());
+    key
+}
+
+/// `rvl/` + job id + verifier + big-endian part → one part of a sealed reveal.
+pub fn reveal_key(job: &Hash, verifier: &Address, part: u16) -> Vec<u8> {
+    let mut key = b"rvl/".to_vec();
+    key.extend_from_slice(&job.0);
+    key.extend_from_slice(&verifier.0);
+    key.extend_from_slice(&part.to_be_bytes());
+    key
+}

@@ -1,7 +1,7 @@
 //! The compute market's on-chain state (DESIGN.md §5): providers, models, client escrow, settled
 //! jobs and the fees waiting out their challenge window.
 
-use agora_types::{AGR, Address, Amount, Hash, ModelKind, ProviderInfo, serde_u128};
+use agora_types::{AGR, Address, Amount, Hash, ModelKind, ProviderInfo, Verification, serde_u128};
 use borsh::{BorshDeserialize, BorshSerialize};
 use serde::{Deserialize, Serialize};
 
@@ -68,6 +68,13 @@ pub struct Provider {
     /// Fees settled so far (pending or released), in base units.
     #[serde(with = "serde_u128")]
     pub fees_settled: Amount,
+    /// The last height at which a fee it settled is still in its challenge window: it cannot
+    /// unregister (and take its stake out of reach of a dispute) before.
+    pub held_until: u64,
+    /// Checks of its jobs still open.
+    pub open_checks: u32,
+    /// Checks of its jobs that found fraud (or no reveal).
+    pub frauds: u64,
 }
 
 /// A registered model.
@@ -121,8 +128,10 @@ pub struct JobRecord {
     pub fee: Amount,
     /// Height of settlement.
     pub settled_height: u64,
-    /// Height at which the fee goes to the provider.
+    /// Height at which the fee goes to the provider (unless a check holds it).
     pub release_height: u64,
+    /// How the client asked for it to be checked.
+    pub level: Verification,
 }
 
 /// A fee waiting out its challenge window.
@@ -134,6 +143,9 @@ pub struct PendingFee {
     pub job_id: Hash,
     /// Base units.
     pub amount: Amount,
+    /// Whether the protocol's share is taken from it (not for jobs the client chose not to have
+    /// checked).
+    pub share: bool,
 }
 
 /// An escrow withdrawal that unlocks at a given height.
@@ -184,6 +196,9 @@ pub enum JobRejection {
     /// This job id was settled before.
     #[error("job {job_id} is settled already")]
     AlreadySettled { job_id: Hash },
+    /// A verification level the chain does not offer.
+    #[error("redundant verification takes 1 to {max} verifiers, not {got}")]
+    BadVerification { max: u8, got: u8 },
 }
 
 impl JobRejection {
@@ -202,6 +217,7 @@ impl JobRejection {
             JobRejection::WrongFee { .. } => "wrong_fee",
             JobRejection::InsufficientEscrow { .. } => "insufficient_escrow",
             JobRejection::AlreadySettled { .. } => "already_settled",
+            JobRejection::BadVerification { .. } => "invalid_verification",
         }
     }
 }

@@ -28,6 +28,7 @@ fn genesis(n: usize) -> Genesis {
             })
             .collect(),
         market: Default::default(),
+        verify: Default::default(),
         models: Vec::new(),
     }
 }
@@ -44,6 +45,7 @@ fn ctx(height: u64) -> BlockContext {
         height,
         time_ms: height * 500,
         proposer: proposer(),
+        prev_hash: agora_types::Hash::digest(&height.to_le_bytes()),
     }
 }
 
@@ -82,6 +84,12 @@ fn sum_accounts(s: &MemState) -> u128 {
         } else if k.starts_with(b"pend/") {
             let q: Vec<PendingFee> = borsh::from_slice(v).unwrap();
             q.iter().map(|p| p.amount).sum()
+        } else if k.starts_with(b"vrfr/") {
+            borsh::from_slice::<Verifier>(v).unwrap().stake
+        } else if k.starts_with(b"chk/") {
+            // An open check holds its job's fee.
+            let c: Check = borsh::from_slice(v).unwrap();
+            if c.outcome == Outcome::Open { c.fee } else { 0 }
         } else if k.as_slice() == verifier_pool_key().as_slice() {
             borsh::from_slice::<u128>(v).unwrap()
         } else {
@@ -850,5 +858,534 @@ mod market {
         );
         assert_eq!(escrow(&s, CLIENT), Escrow::default());
         assert_eq!(sum_accounts(&s), supply(&s));
+    }
+
+    /// Verification (DESIGN.md §6): checks drawn, reveals, verdicts, disputes, outcomes.
+    mod verification {
+        use super::*;
+        use agora_types::{Fault, Verdict, Verification, VerifierInfo};
+        use std::collections::BTreeMap;
+
+        // Accounts 4..=8 are verifiers.
+        const VERIFIERS: [usize; 5] = [4, 5, 6, 7, 8];
+
+        fn vgenesis(sample_bps: u32) -> Genesis {
+            let mut g = market_genesis();
+            g.accounts = genesis(9).accounts;
+            g.market.challenge_window = 30;
+            g.verify = VerifyParams {
+                sample_bps,
+                reveal_window: 2,
+                verdict_window: 3,
+                committee: 3,
+                min_verifier_stake: 20 * AGR,
+                ..VerifyParams::default()
+            };
+            g
+        }
+
+        fn vinfo() -> VerifierInfo {
+            VerifierInfo {
+                models: vec![MODEL],
+                encryption_key: EncryptionKey([7; 32]),
+            }
+        }
+
+        /// Provider 0 (stake 10 AGR), client 1 (escrow 1 AGR), verifiers 4..=8 (20 AGR each),
+        /// after block 1. Every sampled job is checked when `sample_bps` is 10000.
+        fn net(sample_bps: u32) -> MemState {
+            let mut s = MemState::default();
+            s.apply(&vgenesis(sample_bps).initial_writes().unwrap());
+            let mut txs = vec![
+                tx(
+                    PROVIDER,
+                    0,
+                    10,
+                    vec![Message::RegisterProvider {
+                        stake: 10 * AGR,
+                        info: info(),
+                    }],
+                ),
+                tx(CLIENT, 0, 10, vec![Message::EscrowDeposit { amount: AGR }]),
+            ];
+            for v in VERIFIERS {
+                txs.push(tx(
+                    v,
+                    0,
+                    10,
+                    vec![Message::RegisterVerifier {
+                        stake: 20 * AGR,
+                        info: vinfo(),
+                    }],
+                ));
+            }
+            let out = run_block(&mut s, 1, &txs);
+            assert!(out.receipts.iter().all(|r| r.success), "{:?}", out.receipts);
+            s
+        }
+
+        fn check(s: &MemState, job: u8) -> Option<Check> {
+            s.get(&check_key(&Hash([job; 32])))
+                .unwrap()
+                .map(|b| borsh::from_slice(&b).unwrap())
+        }
+
+        fn verifier(s: &MemState, who: usize) -> Verifier {
+            borsh::from_slice(&s.get(&verifier_key(&key(who).address())).unwrap().unwrap()).unwrap()
+        }
+
+        fn who(a: &Address) -> usize {
+            (0..9).find(|i| key(*i).address() == *a).unwrap()
+        }
+
+        fn nonce(s: &MemState, who: usize) -> u64 {
+            account(s, &key(who).address()).nonce
+        }
+
+        /// Runs block `h` with `msgs` from `from` (one tx each), asserting they succeed; returns
+        /// all events, the block's own included.
+        fn block(s: &mut MemState, h: u64, msgs: Vec<(usize, Message)>) -> Vec<Event> {
+            let mut next: BTreeMap<usize, u64> = BTreeMap::new();
+            let txs: Vec<_> = msgs
+                .into_iter()
+                .map(|(from, m)| {
+                    let n = *next.entry(from).or_insert_with(|| nonce(s, from));
+                    next.insert(from, n + 1);
+                    tx(from, n, 10, vec![m])
+                })
+                .collect();
+            let out = run_block(s, h, &txs);
+            for r in &out.receipts {
+                assert!(r.success, "{:?}", r.failure);
+            }
+            assert_eq!(sum_accounts(s), supply(s), "supply at height {h}");
+            let mut events: Vec<Event> =
+                out.receipts.iter().flat_map(|r| r.events.clone()).collect();
+            events.extend(out.block_events);
+            events
+        }
+
+        fn fails(s: &MemState, h: u64, from: usize, m: Message) -> String {
+            let mut s = s.clone();
+            let n = nonce(&s, from);
+            let out = run_block(&mut s, h, &[tx(from, n, 10, vec![m])]);
+            out.receipts[0].failure.clone().expect("fails").code
+        }
+
+        fn reveal(job: u8, verifier: usize) -> (usize, Message) {
+            (
+                PROVIDER,
+                Message::RevealJob {
+                    job_id: Hash([job; 32]),
+                    verifier: key(verifier).address(),
+                    part: 0,
+                    parts: 1,
+                    data: vec![job; 40],
+                },
+            )
+        }
+
+        fn verdict(job: u8, verifier: usize, pass: bool) -> (usize, Message) {
+            let verdict = if pass {
+                Verdict::Pass
+            } else {
+                Verdict::Fail {
+                    fault: Fault::WrongToken { position: 3 },
+                }
+            };
+            (
+                verifier,
+                Message::PostVerdict {
+                    job_id: Hash([job; 32]),
+                    verdict,
+                },
+            )
+        }
+
+        fn named<'a>(events: &'a [Event], kind: &str) -> Vec<&'a Event> {
+            events.iter().filter(|e| e.kind == kind).collect()
+        }
+
+        /// Settles job `job` at height 2; it is drawn at height 3. Returns the seated verifiers.
+        fn settled_and_drawn(s: &mut MemState, job: u8) -> Vec<usize> {
+            block(
+                s,
+                2,
+                vec![(
+                    PROVIDER,
+                    Message::SettleJobs {
+                        jobs: vec![honest(job)],
+                    },
+                )],
+            );
+            let events = block(s, 3, vec![]);
+            let sampled = named(&events, "job_sampled");
+            assert_eq!(sampled.len(), 1, "{events:?}");
+            check(s, job)
+                .unwrap()
+                .seats
+                .iter()
+                .map(|seat| who(&seat.verifier))
+                .collect()
+        }
+
+        #[test]
+        fn verifiers_register_with_stake_and_leave_only_without_open_seats() {
+            let s = net(10_000);
+            let v = verifier(&s, 4);
+            assert_eq!(
+                (v.stake, v.info.clone(), v.open_seats),
+                (20 * AGR, vinfo(), 0)
+            );
+            let register = |stake| Message::RegisterVerifier {
+                stake,
+                info: vinfo(),
+            };
+            assert_eq!(fails(&s, 2, 4, register(20 * AGR)), "verifier_exists");
+            assert_eq!(fails(&s, 2, 3, register(AGR)), "stake_too_low");
+            let mut unknown = vinfo();
+            unknown.models = vec![Hash([3; 32])];
+            assert_eq!(
+                fails(
+                    &s,
+                    2,
+                    3,
+                    Message::RegisterVerifier {
+                        stake: 20 * AGR,
+                        info: unknown
+                    }
+                ),
+                "unknown_model"
+            );
+            assert_eq!(fails(&s, 2, 3, Message::UnregisterVerifier), "not_verifier");
+
+            // Seated on an open check, a verifier cannot leave; once it has judged, it can.
+            let mut s = s;
+            let seated = settled_and_drawn(&mut s, 1);
+            assert_eq!(seated.len(), 1);
+            let v = seated[0];
+            assert_eq!(verifier(&s, v).open_seats, 1);
+            assert_eq!(
+                fails(&s, 4, v, Message::UnregisterVerifier),
+                "verifier_busy"
+            );
+            block(&mut s, 4, vec![reveal(1, v)]);
+            block(&mut s, 5, vec![verdict(1, v, true)]);
+            let events = block(&mut s, 6, vec![(v, Message::UnregisterVerifier)]);
+            assert_eq!(named(&events, "verifier_unregistered").len(), 1);
+            assert_eq!(account(&s, &key(v).address()).unbonding, 20 * AGR);
+        }
+
+        #[test]
+        fn an_honest_job_passes_its_check_and_the_fee_is_released_as_usual() {
+            let mut s = net(10_000);
+            let seated = settled_and_drawn(&mut s, 1);
+            let v = seated[0];
+            let c = check(&s, 1).unwrap();
+            assert_eq!(
+                (c.outcome, c.seats[0].role, c.seats[0].reveal_deadline),
+                (Outcome::Open, Role::First, 5)
+            );
+            // The provider cannot leave while its job is checked.
+            assert_eq!(
+                fails(&s, 4, PROVIDER, Message::UnregisterProvider),
+                "provider_busy"
+            );
+            // Only the provider reveals, only to the seated verifier, and only the whole reveal
+            // can be judged.
+            let other = VERIFIERS.into_iter().find(|x| *x != v).unwrap();
+            let r = reveal(1, v).1;
+            assert_eq!(fails(&s, 4, CLIENT, r.clone()), "not_job_provider");
+            assert_eq!(fails(&s, 4, PROVIDER, reveal(1, other).1), "not_seated");
+            assert_eq!(fails(&s, 4, v, verdict(1, v, true).1), "not_revealed");
+            assert_eq!(fails(&s, 4, other, verdict(1, other, true).1), "not_seated");
+            let bad_part = Message::RevealJob {
+                job_id: Hash([1; 32]),
+                verifier: key(v).address(),
+                part: 2,
+                parts: 2,
+                data: vec![1],
+            };
+            assert_eq!(fails(&s, 4, PROVIDER, bad_part), "invalid_reveal");
+            let events = block(&mut s, 4, vec![reveal(1, v)]);
+            assert_eq!(named(&events, "job_revealed").len(), 1);
+            assert_eq!(
+                s.get(&reveal_key(&Hash([1; 32]), &key(v).address(), 0))
+                    .unwrap(),
+                Some(vec![1; 40])
+            );
+            assert_eq!(fails(&s, 5, PROVIDER, r), "invalid_reveal");
+            let events = block(&mut s, 5, vec![verdict(1, v, true)]);
+            let decided = named(&events, "check_decided");
+            assert_eq!(attr(decided[0], "outcome"), "passed");
+            let c = check(&s, 1).unwrap();
+            assert_eq!((c.outcome, c.decided_height), (Outcome::Passed, Some(5)));
+            assert_eq!(verifier(&s, v).open_seats, 0);
+            // The reveal is gone from the state once judged.
+            assert_eq!(
+                s.get(&reveal_key(&Hash([1; 32]), &key(v).address(), 0))
+                    .unwrap(),
+                None
+            );
+            // The fee waits out its window (settled at 2, W = 30) and goes to the provider.
+            let before = account(&s, &key(PROVIDER).address()).balance;
+            for h in 6..32 {
+                block(&mut s, h, vec![]);
+            }
+            let events = block(&mut s, 32, vec![]);
+            assert_eq!(named(&events, "fee_released").len(), 1);
+            assert_eq!(
+                account(&s, &key(PROVIDER).address()).balance,
+                before + 500 - 25
+            );
+            assert!(provider(&s, PROVIDER).is_some());
+        }
+
+        #[test]
+        fn a_failed_check_goes_to_a_committee_whose_majority_convicts_the_provider() {
+            let mut s = net(10_000);
+            let first = settled_and_drawn(&mut s, 1)[0];
+            let escrow_before = escrow(&s, CLIENT).balance;
+            block(&mut s, 4, vec![reveal(1, first)]);
+            let events = block(&mut s, 5, vec![verdict(1, first, false)]);
+            let dispute = named(&events, "dispute_opened");
+            assert_eq!(dispute.len(), 1);
+            let c = check(&s, 1).unwrap();
+            assert!(c.dispute);
+            let committee: Vec<usize> = c.seats[1..].iter().map(|x| who(&x.verifier)).collect();
+            assert_eq!(committee.len(), 3);
+            assert!(!committee.contains(&first));
+            // Reveals to each member; two find the same fault, one passes it.
+            block(&mut s, 6, committee.iter().map(|v| reveal(1, *v)).collect());
+            let stakes: Vec<u128> = committee.iter().map(|v| verifier(&s, *v).stake).collect();
+            let balances: Vec<u128> = [first, committee[0], committee[1]]
+                .iter()
+                .map(|v| account(&s, &key(*v).address()).balance)
+                .collect();
+            let events = block(
+                &mut s,
+                7,
+                vec![
+                    verdict(1, committee[2], true),
+                    verdict(1, committee[0], false),
+                    verdict(1, committee[1], false),
+                ],
+            );
+            assert_eq!(attr(named(&events, "check_decided")[0], "outcome"), "fraud");
+            // The provider loses 10 % of its stake and its registration; the rest unbonds.
+            let slashed = named(&events, "provider_slashed");
+            assert_eq!(attr(slashed[0], "slashed"), AGR.to_string());
+            assert!(provider(&s, PROVIDER).is_none());
+            assert_eq!(account(&s, &key(PROVIDER).address()).unbonding, 9 * AGR);
+            // The client gets the fee back.
+            assert_eq!(escrow(&s, CLIENT).balance, escrow_before + 500);
+            // The three who found the fraud share the slashed stake (1 AGR / 3, rounded down);
+            // the one who passed it loses 5 % of its stake.
+            let each = AGR / 3;
+            for (i, v) in [first, committee[0], committee[1]].iter().enumerate() {
+                assert_eq!(
+                    account(&s, &key(*v).address()).balance,
+                    balances[i] + each - if *v == first { 0 } else { 10 }
+                );
+            }
+            assert_eq!(verifier(&s, committee[2]).stake, stakes[2] - stakes[2] / 20);
+            assert_eq!(verifier(&s, committee[2]).overturned, 1);
+            // No fee is ever released for it.
+            for h in 8..40 {
+                let events = block(&mut s, h, vec![]);
+                assert!(named(&events, "fee_released").is_empty(), "{events:?}");
+            }
+        }
+
+        #[test]
+        fn a_verifier_that_fails_an_honest_job_loses_the_dispute_and_is_slashed() {
+            let mut s = net(10_000);
+            let first = settled_and_drawn(&mut s, 1)[0];
+            block(&mut s, 4, vec![reveal(1, first)]);
+            block(&mut s, 5, vec![verdict(1, first, false)]);
+            let committee: Vec<usize> = check(&s, 1).unwrap().seats[1..]
+                .iter()
+                .map(|x| who(&x.verifier))
+                .collect();
+            block(&mut s, 6, committee.iter().map(|v| reveal(1, *v)).collect());
+            let stake = verifier(&s, first).stake;
+            let events = block(
+                &mut s,
+                7,
+                vec![
+                    verdict(1, committee[0], true),
+                    verdict(1, committee[1], true),
+                ],
+            );
+            assert_eq!(
+                attr(named(&events, "check_decided")[0], "outcome"),
+                "passed"
+            );
+            assert_eq!(verifier(&s, first).stake, stake - stake / 20);
+            assert_eq!(verifier(&s, first).overturned, 1);
+            // The third member's seat closed undecided: it can leave.
+            assert_eq!(verifier(&s, committee[2]).open_seats, 0);
+            assert!(provider(&s, PROVIDER).is_some());
+            let events: Vec<Event> = (8..=32).flat_map(|h| block(&mut s, h, vec![])).collect();
+            assert_eq!(named(&events, "fee_released").len(), 1);
+        }
+
+        #[test]
+        fn a_provider_that_does_not_reveal_in_time_is_slashed_and_the_client_refunded() {
+            let mut s = net(10_000);
+            settled_and_drawn(&mut s, 1);
+            let escrow_before = escrow(&s, CLIENT).balance;
+            block(&mut s, 4, vec![]);
+            // Reveal deadline: drawn at 3 + R = 2 → 5.
+            let events = block(&mut s, 5, vec![]);
+            assert_eq!(
+                attr(named(&events, "check_decided")[0], "outcome"),
+                "no_reveal"
+            );
+            assert!(provider(&s, PROVIDER).is_none());
+            assert_eq!(escrow(&s, CLIENT).balance, escrow_before + 500);
+            assert_eq!(check(&s, 1).unwrap().outcome, Outcome::NoReveal);
+        }
+
+        #[test]
+        fn a_verifier_that_never_answers_is_replaced() {
+            let mut s = net(10_000);
+            let first = settled_and_drawn(&mut s, 1)[0];
+            block(&mut s, 4, vec![reveal(1, first)]);
+            // Verdict deadline: 3 + 2 + 3 = 8.
+            for h in 5..8 {
+                block(&mut s, h, vec![]);
+            }
+            let events = block(&mut s, 8, vec![]);
+            let dismissed = named(&events, "verifier_dismissed");
+            assert_eq!(dismissed.len(), 1, "{events:?}");
+            let c = check(&s, 1).unwrap();
+            let second = who(&c.seats[0].verifier);
+            assert_ne!(second, first);
+            assert_eq!(c.dismissed, vec![key(first).address()]);
+            assert_eq!(verifier(&s, first).missed, 1);
+            assert_eq!(verifier(&s, first).open_seats, 0);
+            // The provider reveals again, to the new verifier, which passes the job.
+            block(&mut s, 9, vec![reveal(1, second)]);
+            let events = block(&mut s, 10, vec![verdict(1, second, true)]);
+            assert_eq!(
+                attr(named(&events, "check_decided")[0], "outcome"),
+                "passed"
+            );
+        }
+
+        #[test]
+        fn the_clients_level_decides_whether_and_how_a_job_is_checked() {
+            // Never sampled at 0 bps, never checked at level none (and no protocol share).
+            let mut s = net(0);
+            block(
+                &mut s,
+                2,
+                vec![(
+                    PROVIDER,
+                    Message::SettleJobs {
+                        jobs: vec![honest(1)],
+                    },
+                )],
+            );
+            assert!(named(&block(&mut s, 3, vec![]), "job_sampled").is_empty());
+            assert!(check(&s, 1).is_none());
+
+            let mut s = net(10_000);
+            let job = |id: u8, level| {
+                let mut req = request(id, 10_000, 100);
+                req.params.verification = level;
+                let rec = receipt(&req, 100, 50);
+                SettledJob {
+                    request: req.sign(&key(CLIENT)),
+                    receipt: rec.sign(&key(PROVIDER)),
+                }
+            };
+            let escrow_before = escrow(&s, CLIENT).balance;
+            let pool_before = pool(&s);
+            let events = block(
+                &mut s,
+                2,
+                vec![(
+                    PROVIDER,
+                    Message::SettleJobs {
+                        jobs: vec![
+                            job(1, Verification::None),
+                            job(2, Verification::Redundant(3)),
+                            job(3, Verification::Redundant(9)),
+                        ],
+                    },
+                )],
+            );
+            let rejected = named(&events, "job_rejected");
+            assert_eq!(attr(rejected[0], "code"), "invalid_verification");
+            // Redundant(3): the client paid the fee and three more into the verifiers' pool.
+            assert_eq!(escrow(&s, CLIENT).balance, escrow_before - 500 - 4 * 500);
+            assert_eq!(pool(&s), pool_before + 3 * 500);
+            let events = block(&mut s, 3, vec![]);
+            assert_eq!(named(&events, "job_sampled").len(), 1);
+            assert!(check(&s, 1).is_none());
+            let c = check(&s, 2).unwrap();
+            assert_eq!(c.seats.len(), 3);
+            assert!(c.seats.iter().all(|x| x.role == Role::Committee));
+            let seated: Vec<usize> = c.seats.iter().map(|x| who(&x.verifier)).collect();
+            block(&mut s, 4, seated.iter().map(|v| reveal(2, *v)).collect());
+            let events = block(
+                &mut s,
+                5,
+                vec![verdict(2, seated[0], true), verdict(2, seated[1], true)],
+            );
+            assert_eq!(
+                attr(named(&events, "check_decided")[0], "outcome"),
+                "passed"
+            );
+            // Each winner is paid one fee from the pool.
+            assert_eq!(named(&events, "verifier_rewarded").len(), 2);
+            // The unchecked job's fee is released whole (no protocol share).
+            let released: Vec<Event> = (6..=32).flat_map(|h| block(&mut s, h, vec![])).collect();
+            let fees = named(&released, "fee_released");
+            assert_eq!(fees.len(), 2);
+            let whole = fees
+                .iter()
+                .find(|e| attr(e, "job_id") == Hash([1; 32]).to_hex())
+                .unwrap();
+            assert_eq!(
+                (attr(whole, "amount"), attr(whole, "protocol_share")),
+                ("500", "0")
+            );
+        }
+
+        #[test]
+        fn the_draw_is_deterministic_and_about_p_of_jobs_are_checked() {
+            // 64 jobs at p = 25 %: the same checks on two runs, and a count near 16.
+            let run = || {
+                let mut s = net(2_500);
+                let mut jobs: Vec<SettledJob> = Vec::new();
+                for i in 0..64u16 {
+                    let mut req = request(0, 10_000, 100);
+                    req.job_id = Hash::digest(&i.to_le_bytes());
+                    let rec = receipt(&req, 10, 5);
+                    jobs.push(SettledJob {
+                        request: req.sign(&key(CLIENT)),
+                        receipt: rec.sign(&key(PROVIDER)),
+                    });
+                }
+                jobs.truncate(64);
+                let out = run_block(
+                    &mut s,
+                    2,
+                    &[tx(PROVIDER, 1, 10, vec![Message::SettleJobs { jobs }])],
+                );
+                assert!(out.receipts[0].success);
+                let events = block(&mut s, 3, vec![]);
+                named(&events, "job_sampled")
+                    .iter()
+                    .map(|e| attr(e, "job_id").to_string())
+                    .collect::<Vec<_>>()
+            };
+            let (a, b) = (run(), run());
+            assert_eq!(a, b);
+            assert!((6..=28).contains(&a.len()), "{}", a.len());
+        }
     }
 }

@@ -474,6 +474,7 @@ mod tests {
                 })
                 .collect(),
             market: Default::default(),
+            verify: Default::default(),
             models: Vec::new(),
         }
     }
@@ -486,6 +487,7 @@ mod tests {
             height: prev.header.height + 1,
             time_ms: prev.header.time_ms + 500,
             proposer: Address([9; 20]),
+            prev_hash: prev.hash(),
         };
         let executed = Executor::execute_block(&snap, ctx.clone(), &txs).unwrap();
         let staged = store.stage(&executed.writes).unwrap();
@@ -650,6 +652,7 @@ mod tests {
                 height: block.header.height,
                 time_ms: block.header.time_ms,
                 proposer: block.header.proposer,
+                prev_hash: block.header.prev_hash,
             };
             let snap = b.snapshot().unwrap();
             let executed = Executor::execute_block(&snap, ctx.clone(), &block.txs).unwrap();

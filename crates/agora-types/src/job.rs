@@ -19,6 +19,39 @@ pub const MAX_ENDPOINT_BYTES: usize = 256;
 pub const MAX_MODEL_NAME_BYTES: usize = 64;
 /// Most jobs in one `SettleJobs` message.
 pub const MAX_SETTLE_JOBS: usize = 64;
+/// Most verifiers that check one job at once (`Verification::Redundant`).
+pub const MAX_REDUNDANCY: u8 = 7;
+/// Most parts one reveal is split into ([`crate::Message::RevealJob`]).
+pub const MAX_REVEAL_PARTS: u16 = 16;
+/// Most bytes in one part of a reveal.
+pub const MAX_REVEAL_PART_BYTES: usize = 24 * 1024;
+
+/// How a job is checked (DESIGN.md §6), chosen by the client in its signed request; the price
+/// follows.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Verification {
+    /// Never checked; no protocol share is taken from the fee.
+    None,
+    /// Checked with the chain's probability for the model; the protocol share of the fee pays
+    /// the verifiers.
+    #[default]
+    Sampled,
+    /// Always checked, by this many verifiers at once (1 to [`MAX_REDUNDANCY`]), the majority
+    /// deciding; the client pays each of them the job's fee on top.
+    Redundant(u8),
+}
 
 /// Sampling parameters in integers (the state machine has no floats).
 #[derive(Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
@@ -33,6 +66,8 @@ pub struct JobParams {
     pub top_k: u32,
     /// Sampler seed.
     pub seed: u64,
+    /// How the job is checked.
+    pub verification: Verification,
 }
 
 /// What a client asks a provider to run, and the most it will pay.
@@ -176,6 +211,89 @@ pub fn job_fee(
         .checked_mul(Amount::from(input_tokens))?
         .checked_add(price_output_per_1k.checked_mul(Amount::from(output_tokens))?)?;
     Some(total.div_ceil(1000))
+}
+
+/// A verifier's judgement of one job, posted on-chain.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case", tag = "verdict")]
+pub enum Verdict {
+    /// The output is what the pinned model gives for the input and parameters.
+    Pass,
+    /// It is not.
+    Fail {
+        /// Why.
+        fault: Fault,
+    },
+}
+
+/// What was wrong with a job's output (or its reveal).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case", tag = "fault")]
+pub enum Fault {
+    /// The reveal does not open with the verifier's key, or is not the job's request, input and
+    /// output (their hashes differ from the settled ones).
+    BadReveal,
+    /// The claimed token at this position is not the model's choice.
+    WrongToken {
+        /// 0-based position in the output.
+        position: u32,
+    },
+    /// The output stops where the model would not (or goes on where it would stop).
+    WrongStop,
+    /// The receipt's token counts are not the output's.
+    WrongCount,
+    /// The text is not the claimed tokens' text.
+    WrongText,
+    /// Embedding vectors differ from the model's beyond the tolerance.
+    WrongEmbedding,
+    /// The output is not of the kind the model gives.
+    WrongKind,
+}
+
+impl Fault {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Fault::BadReveal => "bad_reveal",
+            Fault::WrongToken { .. } => "wrong_token",
+            Fault::WrongStop => "wrong_stop",
+            Fault::WrongCount => "wrong_count",
+            Fault::WrongText => "wrong_text",
+            Fault::WrongEmbedding => "wrong_embedding",
+            Fault::WrongKind => "wrong_kind",
+        }
+    }
+}
+
+/// What a verifier publishes: the models it can check and the key providers seal reveals to.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct VerifierInfo {
+    /// Model ids it checks (at most [`MAX_PROVIDER_MODELS`], each registered, no repeats).
+    pub models: Vec<Hash>,
+    /// X25519 public key for sealed reveals.
+    pub encryption_key: EncryptionKey,
+}
+
+impl VerifierInfo {
+    /// Checks what needs no state. `Err` says why.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if self.models.is_empty() || self.models.len() > MAX_PROVIDER_MODELS {
+            return Err(format!(
+                "a verifier checks 1 to {MAX_PROVIDER_MODELS} models, not {}",
+                self.models.len()
+            ));
+        }
+        let mut sorted = self.models.clone();
+        sorted.sort();
+        if sorted.windows(2).any(|w| w[0] == w[1]) {
+            return Err("a model is listed twice".into());
+        }
+        Ok(())
+    }
 }
 
 /// What kind of work a model does.

@@ -31,9 +31,10 @@ pub use block::{Block, BlockHeader, merkle_root};
 pub use error::{Error, Result};
 pub use hash::Hash;
 pub use job::{
-    EncryptionKey, JobParams, JobReceipt, JobRequest, MAX_ENDPOINT_BYTES, MAX_MODEL_NAME_BYTES,
-    MAX_PROVIDER_MODELS, MAX_SETTLE_JOBS, ModelKind, ProviderInfo, SettledJob, SignedJobReceipt,
-    SignedJobRequest, job_fee,
+    EncryptionKey, Fault, JobParams, JobReceipt, JobRequest, MAX_ENDPOINT_BYTES,
+    MAX_MODEL_NAME_BYTES, MAX_PROVIDER_MODELS, MAX_REDUNDANCY, MAX_REVEAL_PART_BYTES,
+    MAX_REVEAL_PARTS, MAX_SETTLE_JOBS, ModelKind, ProviderInfo, SettledJob, SignedJobReceipt,
+    SignedJobRequest, Verdict, Verification, VerifierInfo, job_fee,
 };
 pub use keys::{Keypair, PublicKey, Signature, verify_batch};
 pub use receipt::{Event, Receipt, TxFailure};

@@ -1,6 +1,6 @@
 use crate::{
     Address, Amount, Error, Hash, Keypair, ModelKind, ProviderInfo, PublicKey, Result, SettledJob,
-    Signature, serde_u128,
+    Signature, Verdict, VerifierInfo, serde_u128,
 };
 use borsh::{BorshDeserialize, BorshSerialize};
 use serde::Serialize;
@@ -83,6 +83,43 @@ pub enum Message {
         /// At most [`crate::MAX_SETTLE_JOBS`].
         jobs: Vec<SettledJob>,
     },
+    /// Registers the sender as a verifier, locking `stake`.
+    RegisterVerifier {
+        /// Base units; at least the chain's minimum.
+        #[serde(with = "serde_u128")]
+        stake: Amount,
+        /// Models it checks, and its key for reveals.
+        info: VerifierInfo,
+    },
+    /// Ends the sender's verifier registration (refused while it holds a seat on an open check);
+    /// the stake unbonds.
+    UnregisterVerifier,
+    /// One part of a checked job's reveal: its request, input and output, sealed by the provider
+    /// to `verifier`'s key (DESIGN.md §6).
+    RevealJob {
+        /// The checked job.
+        job_id: Hash,
+        /// The verifier it is sealed to.
+        verifier: Address,
+        /// 0-based.
+        part: u16,
+        /// Parts in all (1 to [`crate::MAX_REVEAL_PARTS`]).
+        parts: u16,
+        /// At most [`crate::MAX_REVEAL_PART_BYTES`].
+        #[serde(serialize_with = "hex_bytes")]
+        data: Vec<u8>,
+    },
+    /// A verifier's verdict on a job it was drawn to check.
+    PostVerdict {
+        /// The checked job.
+        job_id: Hash,
+        /// Pass, or the fault found.
+        verdict: Verdict,
+    },
+}
+
+fn hex_bytes<S: serde::Serializer>(bytes: &[u8], s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&hex::encode(bytes))
 }
 
 impl Message {
@@ -92,13 +129,18 @@ impl Message {
             Message::Transfer { amount, .. }
             | Message::Bond { amount }
             | Message::EscrowDeposit { amount } => *amount,
-            Message::RegisterProvider { stake, .. } => *stake,
+            Message::RegisterProvider { stake, .. } | Message::RegisterVerifier { stake, .. } => {
+                *stake
+            }
             Message::Unbond { .. }
             | Message::UpdateProvider { .. }
             | Message::UnregisterProvider
             | Message::RegisterModel { .. }
             | Message::EscrowWithdraw { .. }
-            | Message::SettleJobs { .. } => 0,
+            | Message::SettleJobs { .. }
+            | Message::UnregisterVerifier
+            | Message::RevealJob { .. }
+            | Message::PostVerdict { .. } => 0,
         }
     }
 }

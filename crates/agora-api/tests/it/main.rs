@@ -49,6 +49,7 @@ fn start() -> Harness {
             challenge_window: 2,
             ..MarketParams::default()
         },
+        verify: Default::default(),
         models: vec![GenesisModel {
             id: MODEL,
             name: "test-chat".into(),

@@ -132,6 +132,7 @@ fn start() -> Net {
             challenge_window: 2,
             ..MarketParams::default()
         },
+        verify: Default::default(),
         models: vec![GenesisModel {
             id: MODEL,
             name: "tiny-chat".into(),

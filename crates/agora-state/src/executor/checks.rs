@@ -1,0 +1,913 @@
+//! Verification in the state machine (DESIGN.md §6; the states are in [`crate::verify`]):
+//! verifier registration, drawing checks from block randomness, reveals, verdicts, disputes,
+//! deadlines, and the outcomes that pay, refund and slash.
+
+use super::{Executor, Scratch, decode, encode, read};
+use crate::{
+    Account, Check, Error, JobRecord, Outcome, PendingFee, Provider, Result, Role, Seat, TxError,
+    UnbondingEntry, Verifier, VerifyParams, check_key, deadline_queue_key, draw_queue_key,
+    escrow_key, job_key, model_key, open_check_key, pending_key, provider_key, reveal_key,
+    unbonding_key, verifier_key, verifier_pool_key, verifier_set_key,
+};
+use crate::{Escrow, ModelInfo};
+use agora_types::{
+    Address, Amount, Event, Hash, MAX_REVEAL_PART_BYTES, MAX_REVEAL_PARTS, Verdict, Verification,
+    VerifierInfo,
+};
+
+type TxResult = Result<std::result::Result<(), TxError>>;
+
+const DRAW_DOMAIN: &[u8] = b"agora/check-draw/v1";
+
+fn overflow(what: &str) -> Error {
+    Error::Corrupt {
+        key: what.into(),
+        reason: "amount exceeds total supply".into(),
+    }
+}
+
+fn verdict_code(v: &Verdict) -> &'static str {
+    match v {
+        Verdict::Pass => "pass",
+        Verdict::Fail { fault } => fault.code(),
+    }
+}
+
+fn outcome_name(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Open => "open",
+        Outcome::Passed => "passed",
+        Outcome::Fraud => "fraud",
+        Outcome::NoReveal => "no_reveal",
+        Outcome::NoVerifier => "no_verifier",
+    }
+}
+
+impl Executor<'_> {
+    /// A number drawn from the previous block's hash, the job and a salt: the same on every node,
+    /// unknown before the previous block was made.
+    fn draw_u64(&self, job: &Hash, salt: u32) -> u64 {
+        let mut bytes = DRAW_DOMAIN.to_vec();
+        bytes.extend_from_slice(&self.ctx.prev_hash.0);
+        bytes.extend_from_slice(&job.0);
+        bytes.extend_from_slice(&salt.to_le_bytes());
+        let h = Hash::digest(&bytes);
+        u64::from_le_bytes(h.0[..8].try_into().expect("8 bytes"))
+    }
+
+    /// Puts `amount` of `address`'s stake into the unbonding queue; returns the release height.
+    /// The caller adds `amount` to the account's `unbonding`.
+    fn queue_unbonding(
+        &self,
+        scratch: &mut Scratch,
+        address: Address,
+        amount: Amount,
+    ) -> Result<u64> {
+        let release = self.ctx.height.saturating_add(self.params.unbonding_period);
+        let qkey = unbonding_key(release);
+        let mut queue: Vec<UnbondingEntry> = self.get(scratch, &qkey)?.unwrap_or_default();
+        queue.push(UnbondingEntry { address, amount });
+        scratch.writes.insert(qkey, Some(encode(&queue)));
+        Ok(release)
+    }
+
+    fn pool(&self, scratch: &Scratch) -> Result<Amount> {
+        Ok(self.get(scratch, &verifier_pool_key())?.unwrap_or(0))
+    }
+
+    pub(super) fn register_verifier(
+        &mut self,
+        scratch: &mut Scratch,
+        sender: &Address,
+        mut from: Account,
+        stake: Amount,
+        info: &VerifierInfo,
+        events: &mut Vec<Event>,
+    ) -> TxResult {
+        if self
+            .get::<Verifier>(scratch, &verifier_key(sender))?
+            .is_some()
+        {
+            return Ok(Err(TxError::VerifierExists { address: *sender }));
+        }
+        if stake < self.verify.min_verifier_stake {
+            return Ok(Err(TxError::StakeTooLow {
+                min: self.verify.min_verifier_stake,
+                got: stake,
+            }));
+        }
+        if let Err(why) = info.check() {
+            return Ok(Err(TxError::InvalidVerifier(why)));
+        }
+        for model in &info.models {
+            if self.get::<ModelInfo>(scratch, &model_key(model))?.is_none() {
+                return Ok(Err(TxError::UnknownModel { id: model.to_hex() }));
+            }
+        }
+        if from.balance < stake {
+            return Ok(Err(TxError::InsufficientFunds {
+                need: stake,
+                have: from.balance,
+            }));
+        }
+        from.balance -= stake;
+        scratch.accounts.insert(*sender, from);
+        let verifier = Verifier {
+            info: info.clone(),
+            stake,
+            registered_height: self.ctx.height,
+            open_seats: 0,
+            verdicts: 0,
+            overturned: 0,
+            missed: 0,
+        };
+        scratch
+            .writes
+            .insert(verifier_key(sender), Some(encode(&verifier)));
+        let mut set: Vec<Address> = self.get(scratch, &verifier_set_key())?.unwrap_or_default();
+        if let Err(i) = set.binary_search(sender) {
+            set.insert(i, *sender);
+        }
+        scratch
+            .writes
+            .insert(verifier_set_key(), Some(encode(&set)));
+        events.push(Event::new(
+            "verifier_registered",
+            &[
+                ("verifier", sender.to_string()),
+                ("stake", stake.to_string()),
+            ],
+        ));
+        Ok(Ok(()))
+    }
+
+    pub(super) fn unregister_verifier(
+        &mut self,
+        scratch: &mut Scratch,
+        sender: &Address,
+        mut from: Account,
+        events: &mut Vec<Event>,
+    ) -> TxResult {
+        let Some(verifier) = self.get::<Verifier>(scratch, &verifier_key(sender))? else {
+            return Ok(Err(TxError::NotVerifier { address: *sender }));
+        };
+        if verifier.open_seats > 0 {
+            return Ok(Err(TxError::VerifierBusy {
+                seats: verifier.open_seats,
+            }));
+        }
+        let Some(unbonding) = from.unbonding.checked_add(verifier.stake) else {
+            return Ok(Err(TxError::AmountOverflow("unbonding total exceeds u128")));
+        };
+        from.unbonding = unbonding;
+        let release = self.queue_unbonding(scratch, *sender, verifier.stake)?;
+        scratch.accounts.insert(*sender, from);
+        scratch.writes.insert(verifier_key(sender), None);
+        let mut set: Vec<Address> = self.get(scratch, &verifier_set_key())?.unwrap_or_default();
+        set.retain(|a| a != sender);
+        scratch
+            .writes
+            .insert(verifier_set_key(), Some(encode(&set)));
+        events.push(Event::new(
+            "verifier_unregistered",
+            &[
+                ("verifier", sender.to_string()),
+                ("stake", verifier.stake.to_string()),
+                ("release_height", release.to_string()),
+            ],
+        ));
+        Ok(Ok(()))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn reveal(
+        &mut self,
+        scratch: &mut Scratch,
+        sender: &Address,
+        job_id: &Hash,
+        verifier: &Address,
+        part: u16,
+        parts: u16,
+        data: &[u8],
+        events: &mut Vec<Event>,
+    ) -> TxResult {
+        let ckey = check_key(job_id);
+        let Some(mut check) = self
+            .get::<Check>(scratch, &ckey)?
+            .filter(|c| c.outcome == Outcome::Open)
+        else {
+            return Ok(Err(TxError::NoOpenCheck {
+                job_id: job_id.to_hex(),
+            }));
+        };
+        if check.provider != *sender {
+            return Ok(Err(TxError::NotJobProvider {
+                job_id: job_id.to_hex(),
+            }));
+        }
+        let Some(i) = check
+            .seat_of(verifier)
+            .filter(|&i| check.seats[i].verdict.is_none())
+        else {
+            return Ok(Err(TxError::NotSeated {
+                verifier: *verifier,
+            }));
+        };
+        let seat = &mut check.seats[i];
+        let invalid = |why: String| Ok(Err(TxError::InvalidReveal(why)));
+        if seat.revealed() {
+            return invalid("the reveal to this verifier is complete".into());
+        }
+        if parts == 0 || parts > MAX_REVEAL_PARTS || part >= parts {
+            return invalid(format!(
+                "part {part} of {parts}: a reveal has 1 to {MAX_REVEAL_PARTS} parts"
+            ));
+        }
+        if data.is_empty() || data.len() > MAX_REVEAL_PART_BYTES {
+            return invalid(format!(
+                "a part holds 1 to {MAX_REVEAL_PART_BYTES} bytes, not {}",
+                data.len()
+            ));
+        }
+        if seat.parts != 0 && seat.parts != parts {
+            return invalid(format!("this reveal was announced in {} parts", seat.parts));
+        }
+        let rkey = reveal_key(job_id, verifier, part);
+        if read(self.base, &[&self.writes, &scratch.writes], &rkey)?.is_some() {
+            return invalid(format!("part {part} was sent already"));
+        }
+        scratch.writes.insert(rkey, Some(data.to_vec()));
+        seat.parts = parts;
+        seat.received += 1;
+        if seat.received == parts {
+            seat.revealed_height = Some(self.ctx.height);
+            events.push(Event::new(
+                "job_revealed",
+                &[
+                    ("job_id", job_id.to_hex()),
+                    ("verifier", verifier.to_string()),
+                ],
+            ));
+        }
+        scratch.writes.insert(ckey, Some(encode(&check)));
+        Ok(Ok(()))
+    }
+
+    pub(super) fn post_verdict(
+        &mut self,
+        scratch: &mut Scratch,
+        sender: &Address,
+        job_id: &Hash,
+        verdict: Verdict,
+        events: &mut Vec<Event>,
+    ) -> TxResult {
+        let ckey = check_key(job_id);
+        let Some(mut check) = self
+            .get::<Check>(scratch, &ckey)?
+            .filter(|c| c.outcome == Outcome::Open)
+        else {
+            return Ok(Err(TxError::NoOpenCheck {
+                job_id: job_id.to_hex(),
+            }));
+        };
+        let Some(i) = check
+            .seat_of(sender)
+            .filter(|&i| check.seats[i].verdict.is_none())
+        else {
+            return Ok(Err(TxError::NotSeated { verifier: *sender }));
+        };
+        if !check.seats[i].revealed() {
+            return Ok(Err(TxError::NotRevealed));
+        }
+        check.seats[i].verdict = Some(verdict);
+        self.close_seat(scratch, &check, i, |v| v.verdicts += 1)?;
+        events.push(Event::new(
+            "verdict_posted",
+            &[
+                ("job_id", job_id.to_hex()),
+                ("verifier", sender.to_string()),
+                ("verdict", verdict_code(&verdict).into()),
+            ],
+        ));
+        self.evaluate(scratch, &mut check, events)?;
+        scratch.writes.insert(ckey, Some(encode(&check)));
+        Ok(Ok(()))
+    }
+
+    /// A seat's verifier has nothing more to do on this check: its count of open seats goes
+    /// down (with `update` applied), its index entry and reveal go.
+    fn close_seat(
+        &self,
+        scratch: &mut Scratch,
+        check: &Check,
+        i: usize,
+        update: impl FnOnce(&mut Verifier),
+    ) -> Result<()> {
+        let seat = &check.seats[i];
+        let vkey = verifier_key(&seat.verifier);
+        if let Some(mut v) = self.get::<Verifier>(scratch, &vkey)? {
+            v.open_seats = v.open_seats.saturating_sub(1);
+            update(&mut v);
+            scratch.writes.insert(vkey, Some(encode(&v)));
+        }
+        scratch
+            .writes
+            .insert(open_check_key(&seat.verifier, &check.job_id), None);
+        for part in 0..seat.parts {
+            scratch
+                .writes
+                .insert(reveal_key(&check.job_id, &seat.verifier, part), None);
+        }
+        Ok(())
+    }
+
+    /// Draws up to `n` verifiers for `check`: registered, checking its model, neither its provider
+    /// nor its client, not seated or dismissed on it before. Uniform over that set, seeded by the
+    /// previous block.
+    fn draw(&self, scratch: &Scratch, check: &Check, n: usize) -> Result<Vec<Address>> {
+        let set: Vec<Address> = self.get(scratch, &verifier_set_key())?.unwrap_or_default();
+        let mut eligible = Vec::new();
+        for a in set {
+            if a == check.provider
+                || a == check.client
+                || check.seat_of(&a).is_some()
+                || check.dismissed.contains(&a)
+            {
+                continue;
+            }
+            if let Some(v) = self.get::<Verifier>(scratch, &verifier_key(&a))?
+                && v.info.models.contains(&check.model)
+            {
+                eligible.push(a);
+            }
+        }
+        let mut salt = u32::try_from(check.seats.len() + check.dismissed.len()).unwrap_or(u32::MAX);
+        let mut out = Vec::new();
+        while out.len() < n && !eligible.is_empty() {
+            salt = salt.wrapping_add(1);
+            let i = (self.draw_u64(&check.job_id, salt) % eligible.len() as u64) as usize;
+            out.push(eligible.remove(i));
+        }
+        Ok(out)
+    }
+
+    /// Seats `verifier` on `check` from this height: the provider has `reveal_window` blocks to
+    /// reveal to it, then it has `verdict_window` blocks to judge.
+    fn seat(&self, scratch: &mut Scratch, check: &mut Check, verifier: Address, role: Role) {
+        let h = self.ctx.height;
+        let reveal_deadline = h.saturating_add(self.verify.reveal_window);
+        let verdict_deadline = reveal_deadline.saturating_add(self.verify.verdict_window);
+        check.seats.push(Seat {
+            verifier,
+            role,
+            drawn_height: h,
+            reveal_deadline,
+            verdict_deadline,
+            parts: 0,
+            received: 0,
+            revealed_height: None,
+            verdict: None,
+        });
+        scratch
+            .writes
+            .insert(open_check_key(&verifier, &check.job_id), Some(Vec::new()));
+        scratch.deadlines.push((reveal_deadline, check.job_id));
+        scratch.deadlines.push((verdict_deadline, check.job_id));
+    }
+
+    /// Seats the verifiers drawn and counts the seat on each.
+    fn seat_all(
+        &self,
+        scratch: &mut Scratch,
+        check: &mut Check,
+        drawn: &[Address],
+        role: Role,
+    ) -> Result<()> {
+        for v in drawn {
+            let vkey = verifier_key(v);
+            let mut rec: Verifier = self.get(scratch, &vkey)?.ok_or_else(|| Error::Corrupt {
+                key: format!("vrfr/{v}"),
+                reason: "in the verifier set but not registered".into(),
+            })?;
+            rec.open_seats += 1;
+            scratch.writes.insert(vkey, Some(encode(&rec)));
+            self.seat(scratch, check, *v, role);
+        }
+        Ok(())
+    }
+
+    /// End of block: draws which of the jobs settled in the previous block are checked, and by
+    /// whom.
+    pub(super) fn draw_checks(&mut self, events: &mut Vec<Event>) -> Result<()> {
+        let key = draw_queue_key(self.ctx.height);
+        let Some(bytes) = read(self.base, &[&self.writes], &key)? else {
+            return Ok(());
+        };
+        let queue: Vec<Hash> = decode(&key, &bytes)?;
+        self.writes.insert(key, None);
+        let mut scratch = Scratch::default();
+        for job_id in queue {
+            let Some(record) = self.get::<JobRecord>(&scratch, &job_key(&job_id))? else {
+                continue;
+            };
+            let n = match record.level {
+                Verification::None => continue,
+                Verification::Sampled => {
+                    let bps = u64::from(self.verify.sample_bps_for(&record.model));
+                    if self.draw_u64(&job_id, 0) % 10_000 >= bps {
+                        continue;
+                    }
+                    1
+                }
+                Verification::Redundant(k) => usize::from(k),
+            };
+            let mut check = Check {
+                job_id,
+                provider: record.provider,
+                client: record.client,
+                model: record.model,
+                fee: record.fee,
+                level: record.level,
+                release_height: record.release_height,
+                opened_height: self.ctx.height,
+                dispute: false,
+                seats: Vec::new(),
+                dismissed: Vec::new(),
+                outcome: Outcome::Open,
+                decided_height: None,
+            };
+            let drawn = self.draw(&scratch, &check, n)?;
+            if drawn.is_empty() {
+                check.outcome = Outcome::NoVerifier;
+                check.decided_height = Some(self.ctx.height);
+                scratch
+                    .writes
+                    .insert(check_key(&job_id), Some(encode(&check)));
+                events.push(Event::new(
+                    "check_decided",
+                    &[
+                        ("job_id", job_id.to_hex()),
+                        ("outcome", "no_verifier".into()),
+                    ],
+                ));
+                continue;
+            }
+            let role = match record.level {
+                Verification::Sampled => Role::First,
+                _ => Role::Committee,
+            };
+            self.seat_all(&mut scratch, &mut check, &drawn, role)?;
+            // The check holds the fee until it is decided.
+            let qkey = pending_key(record.release_height);
+            let mut queue: Vec<PendingFee> = self.get(&scratch, &qkey)?.unwrap_or_default();
+            queue.retain(|p| p.job_id != job_id);
+            scratch.writes.insert(qkey, Some(encode(&queue)));
+            let pkey = provider_key(&record.provider);
+            if let Some(mut p) = self.get::<Provider>(&scratch, &pkey)? {
+                p.open_checks += 1;
+                scratch.writes.insert(pkey, Some(encode(&p)));
+            }
+            scratch
+                .writes
+                .insert(open_check_key(&record.provider, &job_id), Some(Vec::new()));
+            events.push(Event::new(
+                "job_sampled",
+                &[
+                    ("job_id", job_id.to_hex()),
+                    ("provider", record.provider.to_string()),
+                    (
+                        "verifiers",
+                        drawn
+                            .iter()
+                            .map(Address::to_string)
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    ),
+                    (
+                        "reveal_deadline",
+                        check.seats[0].reveal_deadline.to_string(),
+                    ),
+                ],
+            ));
+            scratch
+                .writes
+                .insert(check_key(&job_id), Some(encode(&check)));
+        }
+        self.commit_scratch(scratch);
+        Ok(())
+    }
+
+    /// End of block: a reveal missing at its deadline convicts the provider; a verdict missing at
+    /// its deadline dismisses the verifier, and another is drawn in its place.
+    pub(super) fn enforce_deadlines(&mut self, events: &mut Vec<Event>) -> Result<()> {
+        let h = self.ctx.height;
+        let key = deadline_queue_key(h);
+        let Some(bytes) = read(self.base, &[&self.writes], &key)? else {
+            return Ok(());
+        };
+        let queue: Vec<Hash> = decode(&key, &bytes)?;
+        self.writes.insert(key, None);
+        let mut scratch = Scratch::default();
+        for job_id in queue {
+            let ckey = check_key(&job_id);
+            let Some(mut check) = self
+                .get::<Check>(&scratch, &ckey)?
+                .filter(|c| c.outcome == Outcome::Open)
+            else {
+                continue;
+            };
+            let unrevealed = check
+                .seats
+                .iter()
+                .any(|s| s.verdict.is_none() && !s.revealed() && h >= s.reveal_deadline);
+            if unrevealed {
+                self.resolve(&mut scratch, &mut check, Outcome::NoReveal, events)?;
+            } else {
+                let late: Vec<usize> = (0..check.seats.len())
+                    .filter(|&i| {
+                        let s = &check.seats[i];
+                        s.verdict.is_none() && h >= s.verdict_deadline
+                    })
+                    .collect();
+                for &i in late.iter().rev() {
+                    self.dismiss(&mut scratch, &mut check, i, events)?;
+                }
+                if check.outcome == Outcome::Open && !late.is_empty() {
+                    self.evaluate(&mut scratch, &mut check, events)?;
+                }
+            }
+            scratch.writes.insert(ckey, Some(encode(&check)));
+        }
+        self.commit_scratch(scratch);
+        Ok(())
+    }
+
+    /// Replaces the verifier of seat `i`, who did not answer in time, with a newly drawn one (the
+    /// provider reveals to it afresh); with none left, the seat goes (and a check that loses its
+    /// only first seat ends unchecked).
+    fn dismiss(
+        &self,
+        scratch: &mut Scratch,
+        check: &mut Check,
+        i: usize,
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
+        self.close_seat(scratch, check, i, |v| v.missed += 1)?;
+        let old = check.seats.remove(i);
+        check.dismissed.push(old.verifier);
+        let drawn = self.draw(scratch, check, 1)?;
+        events.push(Event::new(
+            "verifier_dismissed",
+            &[
+                ("job_id", check.job_id.to_hex()),
+                ("verifier", old.verifier.to_string()),
+                (
+                    "replacement",
+                    drawn.first().map(Address::to_string).unwrap_or_default(),
+                ),
+            ],
+        ));
+        if drawn.is_empty() {
+            if old.role == Role::First {
+                self.resolve(scratch, check, Outcome::NoVerifier, events)?;
+            }
+            return Ok(());
+        }
+        self.seat_all(scratch, check, &drawn, old.role)?;
+        // Keep the seat's place: the replacement was pushed last.
+        let new = check.seats.pop().expect("just seated");
+        check.seats.insert(i, new);
+        Ok(())
+    }
+
+    /// Decides the check if its verdicts allow: a first verdict passes it or opens a dispute; a
+    /// committee's majority decides (a tie passes).
+    fn evaluate(
+        &self,
+        scratch: &mut Scratch,
+        check: &mut Check,
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
+        if check.outcome != Outcome::Open {
+            return Ok(());
+        }
+        let first = check.seats.iter().find(|s| s.role == Role::First).cloned();
+        if !check.dispute
+            && let Some(first) = &first
+        {
+            match first.verdict {
+                None => {}
+                Some(Verdict::Pass) => self.resolve(scratch, check, Outcome::Passed, events)?,
+                Some(Verdict::Fail { .. }) => {
+                    check.dispute = true;
+                    let drawn = self.draw(scratch, check, usize::from(self.verify.committee))?;
+                    events.push(Event::new(
+                        "dispute_opened",
+                        &[
+                            ("job_id", check.job_id.to_hex()),
+                            ("accuser", first.verifier.to_string()),
+                            (
+                                "committee",
+                                drawn
+                                    .iter()
+                                    .map(Address::to_string)
+                                    .collect::<Vec<_>>()
+                                    .join(","),
+                            ),
+                        ],
+                    ));
+                    if drawn.is_empty() {
+                        // No one else can judge: the first verdict stands.
+                        self.resolve(scratch, check, Outcome::Fraud, events)?;
+                    } else {
+                        self.seat_all(scratch, check, &drawn, Role::Committee)?;
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let committee: Vec<&Seat> = check
+            .seats
+            .iter()
+            .filter(|s| s.role == Role::Committee)
+            .collect();
+        let n = committee.len();
+        if n == 0 {
+            // Every committee member was dismissed with no replacement.
+            let outcome = match first.and_then(|f| f.verdict) {
+                Some(Verdict::Fail { .. }) => Outcome::Fraud,
+                _ => Outcome::NoVerifier,
+            };
+            return self.resolve(scratch, check, outcome, events);
+        }
+        let pass = committee
+            .iter()
+            .filter(|s| s.verdict == Some(Verdict::Pass))
+            .count();
+        let fail = committee
+            .iter()
+            .filter(|s| matches!(s.verdict, Some(Verdict::Fail { .. })))
+            .count();
+        let majority = n / 2 + 1;
+        if fail >= majority {
+            self.resolve(scratch, check, Outcome::Fraud, events)
+        } else if pass >= majority || pass + fail == n {
+            self.resolve(scratch, check, Outcome::Passed, events)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Ends the check: closes the seats still open, then pays, refunds and slashes as the
+    /// outcome says.
+    fn resolve(
+        &self,
+        scratch: &mut Scratch,
+        check: &mut Check,
+        outcome: Outcome,
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
+        let h = self.ctx.height;
+        check.outcome = outcome;
+        check.decided_height = Some(h);
+        for i in 0..check.seats.len() {
+            if check.seats[i].verdict.is_none() {
+                self.close_seat(scratch, check, i, |_| {})?;
+            } else {
+                // Its reveal is no longer needed either.
+                for part in 0..check.seats[i].parts {
+                    scratch.writes.insert(
+                        reveal_key(&check.job_id, &check.seats[i].verifier, part),
+                        None,
+                    );
+                }
+            }
+        }
+        scratch
+            .writes
+            .insert(open_check_key(&check.provider, &check.job_id), None);
+        let pkey = provider_key(&check.provider);
+        let mut provider = self.get::<Provider>(scratch, &pkey)?;
+        if let Some(p) = &mut provider {
+            p.open_checks = p.open_checks.saturating_sub(1);
+        }
+        let mut pool = self.pool(scratch)?;
+        events.push(Event::new(
+            "check_decided",
+            &[
+                ("job_id", check.job_id.to_hex()),
+                ("outcome", outcome_name(outcome).into()),
+            ],
+        ));
+        let is_fail = |s: &Seat| matches!(s.verdict, Some(Verdict::Fail { .. }));
+        let is_pass = |s: &Seat| s.verdict == Some(Verdict::Pass);
+        match outcome {
+            Outcome::Open => {}
+            Outcome::Passed | Outcome::NoVerifier => {
+                // The check held the fee: it goes back to its place in the queue, or is paid now
+                // if that place has passed.
+                if h < check.release_height {
+                    scratch.pending.push((
+                        check.release_height,
+                        PendingFee {
+                            provider: check.provider,
+                            job_id: check.job_id,
+                            amount: check.fee,
+                            share: check.level != Verification::None,
+                        },
+                    ));
+                } else {
+                    let share = if check.level == Verification::None {
+                        0
+                    } else {
+                        self.market.protocol_share(check.fee)
+                    };
+                    let mut acc = self.scratch_account_ro(scratch, &check.provider)?;
+                    acc.balance = acc
+                        .balance
+                        .checked_add(check.fee - share)
+                        .ok_or_else(|| overflow("provider balance"))?;
+                    scratch.accounts.insert(check.provider, acc);
+                    pool = pool.checked_add(share).ok_or_else(|| overflow("pool"))?;
+                    events.push(Event::new(
+                        "fee_released",
+                        &[
+                            ("job_id", check.job_id.to_hex()),
+                            ("provider", check.provider.to_string()),
+                            ("amount", (check.fee - share).to_string()),
+                            ("protocol_share", share.to_string()),
+                        ],
+                    ));
+                }
+                if outcome == Outcome::Passed {
+                    let winners: Vec<Address> = check
+                        .seats
+                        .iter()
+                        .filter(|s| is_pass(s))
+                        .map(|s| s.verifier)
+                        .collect();
+                    let losers: Vec<Address> = check
+                        .seats
+                        .iter()
+                        .filter(|s| is_fail(s))
+                        .map(|s| s.verifier)
+                        .collect();
+                    for v in winners {
+                        let reward = pool.min(check.fee);
+                        pool -= reward;
+                        self.credit(scratch, v, reward)?;
+                        events.push(Event::new(
+                            "verifier_rewarded",
+                            &[
+                                ("job_id", check.job_id.to_hex()),
+                                ("verifier", v.to_string()),
+                                ("amount", reward.to_string()),
+                            ],
+                        ));
+                    }
+                    for v in losers {
+                        pool = pool
+                            .checked_add(self.slash_verifier(scratch, check, v, events)?)
+                            .ok_or_else(|| overflow("pool"))?;
+                    }
+                }
+            }
+            Outcome::Fraud | Outcome::NoReveal => {
+                // The client gets its fee back.
+                let ekey = escrow_key(&check.client);
+                let mut escrow: Escrow = self.get(scratch, &ekey)?.unwrap_or_default();
+                escrow.balance = escrow
+                    .balance
+                    .checked_add(check.fee)
+                    .ok_or_else(|| overflow("escrow"))?;
+                scratch.writes.insert(ekey, Some(encode(&escrow)));
+                events.push(Event::new(
+                    "job_refunded",
+                    &[
+                        ("job_id", check.job_id.to_hex()),
+                        ("client", check.client.to_string()),
+                        ("amount", check.fee.to_string()),
+                    ],
+                ));
+                // The provider loses a share of its stake and its registration; the rest of the
+                // stake unbonds.
+                let mut slashed = 0;
+                if let Some(p) = provider.take() {
+                    slashed = VerifyParams::share(p.stake, self.verify.slash_provider_bps);
+                    let rest = p.stake - slashed;
+                    let mut acc = self.scratch_account_ro(scratch, &check.provider)?;
+                    acc.unbonding = acc
+                        .unbonding
+                        .checked_add(rest)
+                        .ok_or_else(|| overflow("unbonding"))?;
+                    scratch.accounts.insert(check.provider, acc);
+                    let release = self.queue_unbonding(scratch, check.provider, rest)?;
+                    scratch.writes.insert(pkey.clone(), None);
+                    events.push(Event::new(
+                        "provider_slashed",
+                        &[
+                            ("provider", check.provider.to_string()),
+                            ("job_id", check.job_id.to_hex()),
+                            ("slashed", slashed.to_string()),
+                            ("unbonding", rest.to_string()),
+                            ("release_height", release.to_string()),
+                        ],
+                    ));
+                }
+                // The verifiers who found it share what was slashed; those who voted against
+                // the majority are slashed in turn.
+                let winners: Vec<Address> = check
+                    .seats
+                    .iter()
+                    .filter(|s| is_fail(s))
+                    .map(|s| s.verifier)
+                    .collect();
+                let losers: Vec<Address> = check
+                    .seats
+                    .iter()
+                    .filter(|s| is_pass(s))
+                    .map(|s| s.verifier)
+                    .collect();
+                if winners.is_empty() {
+                    pool = pool.checked_add(slashed).ok_or_else(|| overflow("pool"))?;
+                } else {
+                    let each = slashed / winners.len() as Amount;
+                    pool = pool
+                        .checked_add(slashed - each * winners.len() as Amount)
+                        .ok_or_else(|| overflow("pool"))?;
+                    for v in winners {
+                        self.credit(scratch, v, each)?;
+                        events.push(Event::new(
+                            "verifier_rewarded",
+                            &[
+                                ("job_id", check.job_id.to_hex()),
+                                ("verifier", v.to_string()),
+                                ("amount", each.to_string()),
+                            ],
+                        ));
+                    }
+                }
+                for v in losers {
+                    pool = pool
+                        .checked_add(self.slash_verifier(scratch, check, v, events)?)
+                        .ok_or_else(|| overflow("pool"))?;
+                }
+            }
+        }
+        // (A convicted provider's record was deleted above.)
+        if let Some(p) = provider {
+            scratch.writes.insert(pkey, Some(encode(&p)));
+        }
+        scratch
+            .writes
+            .insert(verifier_pool_key(), Some(encode(&pool)));
+        Ok(())
+    }
+
+    fn scratch_account_ro(&self, scratch: &Scratch, address: &Address) -> Result<Account> {
+        match scratch.accounts.get(address) {
+            Some(acc) => Ok(acc.clone()),
+            None => Ok(self.peek_account(address)?.unwrap_or_default()),
+        }
+    }
+
+    fn credit(&self, scratch: &mut Scratch, to: Address, amount: Amount) -> Result<()> {
+        if amount == 0 {
+            return Ok(());
+        }
+        let mut acc = self.scratch_account_ro(scratch, &to)?;
+        acc.balance = acc
+            .balance
+            .checked_add(amount)
+            .ok_or_else(|| overflow("balance"))?;
+        scratch.accounts.insert(to, acc);
+        Ok(())
+    }
+
+    /// Takes the verifier-slash share of `v`'s stake (returned, for the pool).
+    fn slash_verifier(
+        &self,
+        scratch: &mut Scratch,
+        check: &Check,
+        v: Address,
+        events: &mut Vec<Event>,
+    ) -> Result<Amount> {
+        let vkey = verifier_key(&v);
+        let Some(mut rec) = self.get::<Verifier>(scratch, &vkey)? else {
+            return Ok(0);
+        };
+        let cut = VerifyParams::share(rec.stake, self.verify.slash_verifier_bps);
+        rec.stake -= cut;
+        rec.overturned += 1;
+        scratch.writes.insert(vkey, Some(encode(&rec)));
+        events.push(Event::new(
+            "verifier_slashed",
+            &[
+                ("job_id", check.job_id.to_hex()),
+                ("verifier", v.to_string()),
+                ("slashed", cut.to_string()),
+            ],
+        ));
+        Ok(cut)
+    }
+}
