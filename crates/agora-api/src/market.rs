@@ -3,7 +3,8 @@
 use crate::ApiError;
 use crate::routes::{ApiResult, AppState, parse_hash};
 use agora_state::{
-    Escrow, JobRecord, ModelInfo, Provider, StateRead, escrow_key, job_key, model_key, provider_key,
+    Check, Escrow, JobRecord, ModelInfo, Outcome, Provider, StateRead, Verifier, check_key,
+    escrow_key, job_key, model_key, open_check_prefix, provider_key, reveal_key,
 };
 use agora_store::Snapshot;
 use agora_types::{Address, Hash};
@@ -131,15 +132,121 @@ pub(crate) async fn get_job(
     let job: JobRecord = get(&snap, &job_key(&id))?.ok_or_else(|| {
         ApiError::not_found("unknown_job", format!("job {id} has not been settled"))
     })?;
-    let state = if height >= job.release_height {
-        "released"
-    } else {
-        "pending"
+    let check: Option<Check> = get(&snap, &check_key(&id))?;
+    let state = match check.as_ref().map(|c| c.outcome) {
+        Some(Outcome::Open) => "held",
+        Some(Outcome::Fraud | Outcome::NoReveal) => "refunded",
+        _ if height >= job.release_height => "released",
+        _ => "pending",
+    };
+    // Whether it is checked: drawn in the block after the one that settled it.
+    let sampled = match (&check, job.level) {
+        (_, agora_types::Verification::None) => json!(false),
+        (Some(c), _) => json!(c.outcome != Outcome::NoVerifier || !c.seats.is_empty()),
+        (None, _) if height > job.settled_height => json!(false),
+        (None, _) => Value::Null,
     };
     Ok(Json(json!({
         "height": height,
         "job_id": id,
         "state": state,
         "job": job,
+        "sampled": sampled,
+        "check": check,
+    })))
+}
+
+#[derive(Serialize)]
+struct VerifierJson {
+    address: Address,
+    #[serde(flatten)]
+    verifier: Verifier,
+}
+
+pub(crate) async fn list_verifiers(State(st): State<AppState>) -> ApiResult<Json<Value>> {
+    let snap = st.node.snapshot()?;
+    let mut verifiers = Vec::new();
+    for (k, v) in snap.scan_prefix(b"vrfr/", LIST_LIMIT)? {
+        verifiers.push(VerifierJson {
+            address: Address(suffix(&k, 5)?),
+            verifier: decode(&v)?,
+        });
+    }
+    Ok(Json(json!({
+        "height": snap.height()?.unwrap_or(0),
+        "verifiers": verifiers,
+    })))
+}
+
+pub(crate) async fn get_check(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = parse_hash(&id)?;
+    let snap = st.node.snapshot()?;
+    let check: Check = get(&snap, &check_key(&id))?
+        .ok_or_else(|| ApiError::not_found("unknown_check", format!("job {id} is not checked")))?;
+    Ok(Json(json!({
+        "height": snap.height()?.unwrap_or(0),
+        "check": check,
+    })))
+}
+
+/// The open checks in which an address (a provider or a seated verifier) has something to do.
+pub(crate) async fn open_checks(
+    State(st): State<AppState>,
+    Path(address): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let address = parse_address(&address)?;
+    let snap = st.node.snapshot()?;
+    let prefix = open_check_prefix(&address);
+    let mut checks = Vec::new();
+    for (k, _) in snap.scan_prefix(&prefix, LIST_LIMIT)? {
+        let job = Hash(suffix(&k, prefix.len())?);
+        if let Some(c) = get::<Check>(&snap, &check_key(&job))? {
+            checks.push(c);
+        }
+    }
+    Ok(Json(json!({
+        "height": snap.height()?.unwrap_or(0),
+        "address": address,
+        "checks": checks,
+    })))
+}
+
+/// A complete reveal to one verifier: its parts joined, in hex.
+pub(crate) async fn get_reveal(
+    State(st): State<AppState>,
+    Path((id, verifier)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let id = parse_hash(&id)?;
+    let verifier = parse_address(&verifier)?;
+    let snap = st.node.snapshot()?;
+    let check: Check = get(&snap, &check_key(&id))?
+        .ok_or_else(|| ApiError::not_found("unknown_check", format!("job {id} is not checked")))?;
+    let seat = check
+        .seats
+        .iter()
+        .find(|s| s.verifier == verifier && s.revealed())
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "no_reveal",
+                format!("no complete reveal of job {id} to {verifier} is held"),
+            )
+        })?;
+    let mut data = Vec::new();
+    for part in 0..seat.parts {
+        let bytes = snap
+            .get(&reveal_key(&id, &verifier, part))
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| {
+                ApiError::not_found("no_reveal", format!("the reveal of job {id} was removed"))
+            })?;
+        data.extend_from_slice(&bytes);
+    }
+    Ok(Json(json!({
+        "job_id": id,
+        "verifier": verifier,
+        "data": hex::encode(data),
     })))
 }

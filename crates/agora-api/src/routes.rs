@@ -47,6 +47,13 @@ pub fn router(node: Arc<Node>, shutdown: watch::Receiver<bool>) -> Router {
         .route("/v1/market/models/{id}", get(market::get_model))
         .route("/v1/market/escrow/{address}", get(market::get_escrow))
         .route("/v1/market/jobs/{id}", get(market::get_job))
+        .route("/v1/market/verifiers", get(market::list_verifiers))
+        .route("/v1/market/checks/{id}", get(market::get_check))
+        .route(
+            "/v1/market/checks/{id}/reveal/{verifier}",
+            get(market::get_reveal),
+        )
+        .route("/v1/market/open-checks/{address}", get(market::open_checks))
         .route("/v1/events/blocks", get(block_events))
         .route("/metrics", get(metrics))
         .route("/health", get(health))

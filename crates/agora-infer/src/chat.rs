@@ -226,6 +226,21 @@ impl ChatModel {
         Ok(())
     }
 
+    /// The text [`Self::generate`] gives for `tokens`: pieces decoded as they stream, the stop
+    /// token (and anything after it) adding nothing.
+    pub fn text_of(&self, tokens: &[u32]) -> String {
+        let mut stream = TextStream::default();
+        let mut text = String::new();
+        for &t in tokens {
+            if self.stop.contains(&t) {
+                break;
+            }
+            text.push_str(&stream.push(self.tokenizer.token_bytes(t)));
+        }
+        text.push_str(&stream.finish());
+        text
+    }
+
     /// Generates after `prompt`, calling `on_piece` for every token; it may stop the stream.
     pub fn generate(
         &self,

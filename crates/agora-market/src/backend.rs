@@ -4,7 +4,7 @@ use crate::{Error, JobInput, JobOutput};
 use agora_infer::bert::Embedder;
 use agora_infer::chat::{ChatModel, Finish, GenParams, Message};
 use agora_infer::sample::SamplingParams;
-use agora_types::{Hash, JobParams};
+use agora_types::{Fault, Hash, JobParams, Verdict};
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -34,6 +34,31 @@ pub trait Backend: Send + Sync {
         params: &JobParams,
         on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
     ) -> Result<Served, Error>;
+
+    /// A verifier's judgement (DESIGN.md §6): is `output`, with the receipt's token counts
+    /// `(input_tokens, output_tokens)`, what `model` gives for `input` and `params`? Text is
+    /// scored teacher-forced (greedy: each claimed token within `tolerance` logits of the best;
+    /// sampled: exactly the seeded sampler's choice); embeddings are recomputed. `Err` only when
+    /// this backend cannot judge (it does not have the model).
+    fn judge(
+        &self,
+        model: &Hash,
+        input: &JobInput,
+        params: &JobParams,
+        output: &JobOutput,
+        counts: (u32, u32),
+        tolerance: f32,
+    ) -> Result<Verdict, Error> {
+        let _ = (input, params, output, counts, tolerance);
+        Err(Error::UnknownModel(*model))
+    }
+}
+
+/// Least cosine similarity between a claimed embedding and the recomputed one.
+pub const EMBEDDING_MIN_COSINE: f32 = 0.9999;
+
+fn fail(fault: Fault) -> Verdict {
+    Verdict::Fail { fault }
 }
 
 /// Models of the inference runtime, by model id.
@@ -181,5 +206,116 @@ impl Backend for InferBackend {
             });
         }
         Err(Error::UnknownModel(*model))
+    }
+
+    fn judge(
+        &self,
+        model: &Hash,
+        input: &JobInput,
+        params: &JobParams,
+        output: &JobOutput,
+        counts: (u32, u32),
+        tolerance: f32,
+    ) -> Result<Verdict, Error> {
+        if let Some(m) = self.chat.get(model) {
+            return Ok(judge_text(m, input, params, output, counts, tolerance));
+        }
+        if let Some(m) = self.embed.get(model) {
+            let Ok(texts) = Self::texts(input) else {
+                return Ok(fail(Fault::WrongKind));
+            };
+            let JobOutput::Embeddings { vectors } = output else {
+                return Ok(fail(Fault::WrongKind));
+            };
+            let Ok(ids) = m.tokenize(&texts) else {
+                return Ok(fail(Fault::WrongKind));
+            };
+            if counts != (count(ids.iter().map(Vec::len).sum()), 0) {
+                return Ok(fail(Fault::WrongCount));
+            }
+            let expected = m.embed(&texts)?;
+            let close = |a: &[f32], b: &[f32]| {
+                let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+                let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+                let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+                a.len() == b.len() && dot >= EMBEDDING_MIN_COSINE * na * nb && nb > 0.0
+            };
+            let ok = vectors.len() == expected.len()
+                && vectors.iter().zip(&expected).all(|(v, e)| close(v, e));
+            return Ok(if ok {
+                Verdict::Pass
+            } else {
+                fail(Fault::WrongEmbedding)
+            });
+        }
+        Err(Error::UnknownModel(*model))
+    }
+}
+
+/// A text output against the chat model: counts, text, every token teacher-forced, the finish.
+fn judge_text(
+    m: &ChatModel,
+    input: &JobInput,
+    params: &JobParams,
+    output: &JobOutput,
+    counts: (u32, u32),
+    tolerance: f32,
+) -> Verdict {
+    let Ok(prompt) = InferBackend::chat_prompt(m, input) else {
+        return fail(Fault::WrongKind);
+    };
+    let JobOutput::Text {
+        text,
+        tokens,
+        finish,
+    } = output
+    else {
+        return fail(Fault::WrongKind);
+    };
+    if counts != (count(prompt.len()), count(tokens.len())) {
+        return fail(Fault::WrongCount);
+    }
+    if tokens.len() > params.max_tokens as usize {
+        return fail(Fault::WrongStop);
+    }
+    let vocab = m.llama.config.vocab;
+    if let Some(p) = tokens.iter().position(|&t| t as usize >= vocab) {
+        return fail(Fault::WrongToken { position: count(p) });
+    }
+    // Generation ends at the first stop token.
+    let stops = m.stop_tokens();
+    if let Some(p) = tokens.iter().position(|t| stops.contains(t))
+        && p + 1 != tokens.len()
+    {
+        return fail(Fault::WrongStop);
+    }
+    if *text != m.text_of(tokens) {
+        return fail(Fault::WrongText);
+    }
+    if !tokens.is_empty() {
+        match m.score(&prompt, tokens, &sampling(params), tolerance) {
+            Ok(score) => {
+                if let Some(p) = score.first_failure {
+                    return fail(Fault::WrongToken { position: count(p) });
+                }
+            }
+            // Past the context: the model could not have produced it.
+            Err(_) => return fail(Fault::WrongStop),
+        }
+    }
+    let ended_on_stop = tokens.last().is_some_and(|t| stops.contains(t));
+    let at_limit =
+        tokens.len() == params.max_tokens as usize || prompt.len() + tokens.len() >= m.context();
+    let finish_holds = match finish.as_str() {
+        "stop" => ended_on_stop,
+        "length" => !ended_on_stop && at_limit,
+        // The client went away: what was delivered is checked above, token by token.
+        "cancelled" => !ended_on_stop,
+        _ => false,
+    };
+    if finish_holds {
+        Verdict::Pass
+    } else {
+        fail(Fault::WrongStop)
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::Error;
 use agora_types::{Address, Amount, Hash, SignedTransaction};
+use serde::Deserialize;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -37,6 +38,63 @@ pub trait Chain: Send + Sync {
     fn is_provider(&self, provider: &Address) -> Result<bool, Error>;
     /// Whether the job `job_id` is settled.
     fn is_settled(&self, job_id: &Hash) -> Result<bool, Error>;
+    /// A settled job's record, if settled.
+    fn job(&self, job_id: &Hash) -> Result<Option<JobView>, Error>;
+    /// The open checks in which `address` (a provider or a seated verifier) has something to do.
+    fn open_checks(&self, address: &Address) -> Result<Vec<CheckView>, Error>;
+    /// A registered verifier's X25519 key, if registered.
+    fn verifier_key(&self, verifier: &Address) -> Result<Option<[u8; 32]>, Error>;
+    /// The complete reveal of `job_id` to `verifier`, if the chain holds one.
+    fn reveal(&self, job_id: &Hash, verifier: &Address) -> Result<Option<Vec<u8>>, Error>;
+}
+
+/// A settled job as the chain reports it (the fields a verifier checks a reveal against).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct JobView {
+    /// Who paid.
+    pub client: Address,
+    /// Who served.
+    pub provider: Address,
+    /// The model.
+    pub model: Hash,
+    /// The client's signed request, hashed.
+    pub request_hash: Hash,
+    /// blake3 of the input.
+    pub input_hash: Hash,
+    /// blake3 of the output.
+    pub output_hash: Hash,
+    /// Receipt's input tokens.
+    pub input_tokens: u32,
+    /// Receipt's output tokens.
+    pub output_tokens: u32,
+}
+
+/// One verifier's seat on a check.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct SeatView {
+    /// Who.
+    pub verifier: Address,
+    /// Parts of the reveal announced so far (0: none).
+    pub parts: u16,
+    /// When the reveal was complete.
+    pub revealed_height: Option<u64>,
+    /// Its verdict, once posted.
+    pub verdict: Option<Value>,
+}
+
+/// An open check as the chain reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct CheckView {
+    /// The job.
+    pub job_id: Hash,
+    /// Who served it.
+    pub provider: Address,
+    /// The model.
+    pub model: Hash,
+    /// `open`, `passed`, …
+    pub outcome: String,
+    /// Seated verifiers.
+    pub seats: Vec<SeatView>,
 }
 
 /// A node's HTTP API (`/v1/...`).
@@ -157,6 +215,51 @@ impl Chain for HttpChain {
             (200, _) => Ok(true),
             (404, _) => Ok(false),
             (status, body) => Err(Error::Chain(format!("node API jobs: {status} {body}"))),
+        }
+    }
+
+    fn job(&self, job_id: &Hash) -> Result<Option<JobView>, Error> {
+        match self.get(&format!("/v1/market/jobs/{job_id}"))? {
+            (200, body) => serde_json::from_value(body["job"].clone())
+                .map(Some)
+                .map_err(|e| Error::Chain(format!("node API jobs: {e}"))),
+            (404, _) => Ok(None),
+            (status, body) => Err(Error::Chain(format!("node API jobs: {status} {body}"))),
+        }
+    }
+
+    fn open_checks(&self, address: &Address) -> Result<Vec<CheckView>, Error> {
+        let body = self.ok(&format!("/v1/market/open-checks/{address}"))?;
+        serde_json::from_value(body["checks"].clone())
+            .map_err(|e| Error::Chain(format!("node API open checks: {e}")))
+    }
+
+    fn verifier_key(&self, verifier: &Address) -> Result<Option<[u8; 32]>, Error> {
+        let body = self.ok("/v1/market/verifiers")?;
+        let listed = body["verifiers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["address"].as_str() == Some(verifier.to_string().as_str()));
+        let Some(v) = listed else {
+            return Ok(None);
+        };
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(
+            v["info"]["encryption_key"].as_str().unwrap_or_default(),
+            &mut key,
+        )
+        .map_err(|_| Error::Chain("node API: a verifier key that is not hex".into()))?;
+        Ok(Some(key))
+    }
+
+    fn reveal(&self, job_id: &Hash, verifier: &Address) -> Result<Option<Vec<u8>>, Error> {
+        match self.get(&format!("/v1/market/checks/{job_id}/reveal/{verifier}"))? {
+            (200, body) => hex::decode(body["data"].as_str().unwrap_or_default())
+                .map(Some)
+                .map_err(|_| Error::Chain("node API: a reveal that is not hex".into())),
+            (404, _) => Ok(None),
+            (status, body) => Err(Error::Chain(format!("node API reveal: {status} {body}"))),
         }
     }
 }

@@ -23,9 +23,10 @@ mod input;
 mod openai;
 mod provider;
 mod server;
+mod verify;
 
-pub use backend::{Backend, InferBackend, Served, sampling};
-pub use chain::{Chain, EscrowView, HttpChain};
+pub use backend::{Backend, EMBEDDING_MIN_COSINE, InferBackend, Served, sampling};
+pub use chain::{Chain, CheckView, EscrowView, HttpChain, JobView, SeatView};
 pub use envelope::{Envelope, OutputReader, OutputWriter, ProviderSecret, open, seal};
 pub use gateway::{
     COOLDOWN_FIRST, COOLDOWN_MAX, Completed, Gateway, LATENCY_CLASS_MS, ListedInfo, ProviderListing,
@@ -36,6 +37,7 @@ pub use provider::{
     Admitted, Delivery, JobSubmission, Provider, ProviderConfig, SealedPiece, open_delivery,
 };
 pub use server::{provider_router, settle_loop};
+pub use verify::{GREEDY_TOLERANCE, RevealDoc, Verifier, open_reveal, seal_reveal, verify_loop};
 
 /// What can go wrong in the protocol.
 #[derive(Debug, thiserror::Error)]

@@ -1,12 +1,14 @@
 //! The provider's side of a job: admission (who asks, for what, who pays), running it, sealing the
 //! output, signing the receipt, and settling receipts on-chain in batches.
 
+use crate::verify::{RevealDoc, open_reveal, seal_reveal};
 use crate::{
     Backend, Chain, Envelope, Error, JobInput, JobOutput, OutputWriter, ProviderSecret, open,
 };
 use agora_types::{
-    Address, Amount, Hash, JobReceipt, Keypair, MAX_SETTLE_JOBS, Message, ProviderInfo, SettledJob,
-    SignedJobReceipt, SignedJobRequest, Transaction, job_fee,
+    Address, Amount, Hash, JobReceipt, Keypair, MAX_REVEAL_PART_BYTES, MAX_REVEAL_PARTS,
+    MAX_SETTLE_JOBS, Message, ProviderInfo, SettledJob, SignedJobReceipt, SignedJobRequest,
+    Transaction, job_fee,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -73,17 +75,7 @@ pub struct Admitted {
     writer: OutputWriter,
     client: Address,
     worst_fee: Amount,
-    /// The input as the client sealed it (to this provider's key): what is kept on disk.
-    sealed_input: Envelope,
-}
-
-/// A job's input as the provider keeps it for the verification window: still sealed to the
-/// provider's own key, so nothing on its disk holds a prompt in plain text.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct KeptInput {
-    request_hash: Hash,
-    input_hash: Hash,
-    sealed: Envelope,
+    input_bytes: Vec<u8>,
 }
 
 impl Admitted {
@@ -109,6 +101,8 @@ struct Books {
     /// Jobs submitted for settlement whose receipt files wait for the chain to confirm them:
     /// `(job id, expiry height)`.
     submitted: Vec<(Hash, u64)>,
+    /// Reveals submitted: `(job id, verifier)`.
+    revealed: BTreeSet<(Hash, Address)>,
 }
 
 /// A compute provider: one key, one set of models, one chain.
@@ -175,35 +169,99 @@ impl Provider {
     }
 
     /// The file that keeps job `id`'s receipt until the chain has settled it.
-    fn input_path(&self, id: &Hash) -> Option<PathBuf> {
+    fn kept_path(&self, id: &Hash) -> Option<PathBuf> {
         self.config
             .jobs_dir
             .as_ref()
-            .map(|dir| dir.join(format!("{id}.input")))
+            .map(|dir| dir.join(format!("{id}.job")))
     }
 
-    /// The input of job `id` as the client sent it, from the copy kept for the verification
-    /// window (opened with the provider's key and checked against the request's input hash);
-    /// `None` if none is kept.
-    pub fn kept_input(&self, id: &Hash) -> Result<Option<Vec<u8>>, Error> {
-        let Some(path) = self.input_path(id) else {
+    /// Job `id` as kept for the verification window (its request, input and output), opened
+    /// with the provider's key and checked against the request's input hash; `None` if none is
+    /// kept.
+    pub fn kept_job(&self, id: &Hash) -> Result<Option<RevealDoc>, Error> {
+        let Some(path) = self.kept_path(id) else {
             return Ok(None);
         };
-        let json = match std::fs::read(&path) {
-            Ok(json) => json,
+        let sealed = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::Io(format!("{}: {e}", path.display()))),
         };
-        let bad = |reason: String| Error::Malformed {
-            what: "kept input",
-            reason,
-        };
-        let kept: KeptInput = serde_json::from_slice(&json).map_err(|e| bad(e.to_string()))?;
-        let (bytes, _) = open(&self.secret, &kept.request_hash, &kept.sealed)?;
-        if Hash::digest(&bytes) != kept.input_hash {
-            return Err(bad("its hash is not the request's input hash".into()));
+        let doc = open_reveal(&self.secret, id, &sealed)?;
+        if Hash::digest(&doc.input) != doc.request.request.input_hash {
+            return Err(Error::Malformed {
+                what: "kept job",
+                reason: "its input is not the request's".into(),
+            });
         }
-        Ok(Some(bytes))
+        Ok(Some(doc))
+    }
+
+    /// The input of job `id` as the client sent it (see [`Self::kept_job`]).
+    pub fn kept_input(&self, id: &Hash) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.kept_job(id)?.map(|doc| doc.input))
+    }
+
+    /// Reveals, through the chain, every job of this provider drawn for checking to each seated
+    /// verifier that has not received it: sealed to the verifier's key, in parts. Returns the
+    /// reveals sent.
+    pub fn reveal_pending(&self) -> Result<usize, Error> {
+        let me = self.address();
+        let mut sent = 0;
+        for check in self.chain.open_checks(&me)? {
+            if check.provider != me || check.outcome != "open" {
+                continue;
+            }
+            for seat in &check.seats {
+                let due =
+                    seat.verdict.is_none() && seat.revealed_height.is_none() && seat.parts == 0;
+                let pair = (check.job_id, seat.verifier);
+                if !due || self.books().revealed.contains(&pair) {
+                    continue;
+                }
+                let Some(doc) = self.kept_job(&check.job_id)? else {
+                    tracing::warn!(
+                        "job {} is drawn for checking but not kept here",
+                        check.job_id
+                    );
+                    continue;
+                };
+                let Some(key) = self.chain.verifier_key(&seat.verifier)? else {
+                    continue;
+                };
+                let sealed = seal_reveal(&key, &check.job_id, &doc);
+                let parts: Vec<&[u8]> = sealed.chunks(MAX_REVEAL_PART_BYTES).collect();
+                let Ok(n) = u16::try_from(parts.len()) else {
+                    continue;
+                };
+                if n > MAX_REVEAL_PARTS {
+                    tracing::warn!(
+                        "job {} is too large to reveal ({} bytes)",
+                        check.job_id,
+                        sealed.len()
+                    );
+                    continue;
+                }
+                for (i, data) in parts.iter().enumerate() {
+                    self.submit(vec![Message::RevealJob {
+                        job_id: check.job_id,
+                        verifier: seat.verifier,
+                        part: i as u16,
+                        parts: n,
+                        data: data.to_vec(),
+                    }])?;
+                }
+                self.books().revealed.insert(pair);
+                tracing::info!(
+                    "revealed job {} to verifier {}",
+                    check.job_id,
+                    seat.verifier
+                );
+                sent += 1;
+            }
+        }
+        Ok(sent)
     }
 
     fn receipt_path(&self, id: &Hash) -> Option<PathBuf> {
@@ -464,7 +522,7 @@ impl Provider {
             writer,
             client,
             worst_fee: worst,
-            sealed_input: submission.input.clone(),
+            input_bytes,
         })
     }
 
@@ -533,20 +591,21 @@ impl Provider {
                 tracing::warn!("cannot keep the receipt of job {}: {e}", req.job_id);
             }
         }
-        if let Some(path) = self.input_path(&req.job_id) {
-            // Kept for the verification window (a sampled verifier is sent this input), sealed.
-            let kept = KeptInput {
-                request_hash: req.hash(),
-                input_hash: req.input_hash,
-                sealed: job.sealed_input.clone(),
+        if let Some(path) = self.kept_path(&req.job_id) {
+            // Kept for the verification window (a drawn verifier is sent it), sealed to this
+            // provider's own key: nothing on its disk holds a prompt or an answer in plain text.
+            let doc = RevealDoc {
+                request: job.request.clone(),
+                input: job.input_bytes.clone(),
+                output: served.output.to_bytes(),
             };
-            let json = serde_json::to_vec(&kept).expect("JSON encoding of a kept input");
+            let sealed = seal_reveal(&self.secret.public(), &req.job_id, &doc);
             if let Err(e) = path
                 .parent()
                 .map_or(Ok(()), std::fs::create_dir_all)
-                .and_then(|()| std::fs::write(&path, json))
+                .and_then(|()| std::fs::write(&path, sealed))
             {
-                tracing::warn!("cannot keep the input of job {}: {e}", req.job_id);
+                tracing::warn!("cannot keep job {} for verification: {e}", req.job_id);
             }
         }
         let (n, sealed) = job.writer.seal(&served.output.to_bytes());

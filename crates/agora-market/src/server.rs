@@ -122,7 +122,8 @@ async fn job(State(p): State<Arc<Provider>>, Json(submission): Json<JobSubmissio
         .into_response()
 }
 
-/// Settles waiting receipts every `interval` until `shutdown` turns true, then once more.
+/// Settles waiting receipts and reveals jobs drawn for checking every `interval` until `shutdown`
+/// turns true, then settles once more.
 pub async fn settle_loop(
     provider: Arc<Provider>,
     interval: Duration,
@@ -150,6 +151,13 @@ pub async fn settle_loop(
         }
         if stop || *shutdown.borrow() {
             return;
+        }
+        // Jobs drawn for checking: reveal them to their verifiers.
+        let p = provider.clone();
+        match tokio::task::spawn_blocking(move || p.reveal_pending()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("revealing checked jobs failed, will retry: {e}"),
+            Err(e) => tracing::warn!("reveal task failed: {e}"),
         }
     }
 }

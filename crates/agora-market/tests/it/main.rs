@@ -18,6 +18,8 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod verify;
+
 const MODEL: Hash = Hash([0x11; 32]);
 const CHAIN_ID: &str = "market-test";
 
@@ -107,6 +109,10 @@ fn tx(key: &Keypair, nonce: u64, messages: Vec<Message>) -> Vec<u8> {
 }
 
 fn start() -> Net {
+    start_with(agora_state::VerifyParams::default())
+}
+
+fn start_with(verify: agora_state::VerifyParams) -> Net {
     let dir = tempfile::tempdir().unwrap();
     let (provider_key, client) = (
         Keypair::from_seed_label("provider"),
@@ -132,7 +138,7 @@ fn start() -> Net {
             challenge_window: 2,
             ..MarketParams::default()
         },
-        verify: Default::default(),
+        verify,
         models: vec![GenesisModel {
             id: MODEL,
             name: "tiny-chat".into(),

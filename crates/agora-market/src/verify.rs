@@ -1,0 +1,259 @@
+//! The verifier's side of DESIGN.md §6, and the reveal a provider sends it through the chain.
+//!
+//! ```text
+//!  chain: job settled ─▶ check drawn, verifier seated
+//!  provider ── RevealJob parts: seal(verifier key, job id, {request, input, output}) ──▶ chain
+//!  verifier ◀── reveal ── opens it, checks it against the settled hashes, re-runs the model
+//!           ── PostVerdict(pass | fail: fault) ──▶ chain
+//! ```
+
+use crate::{Backend, Chain, Envelope, Error, JobInput, JobOutput, ProviderSecret, open, seal};
+use agora_types::{
+    Address, Amount, Fault, Hash, Keypair, Message, SignedJobRequest, Transaction, Verdict,
+    VerifierInfo,
+};
+use borsh::{BorshDeserialize, BorshSerialize};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Largest logit gap between a claimed greedy token and the model's best that still passes: it
+/// absorbs float differences between machines (this runtime gives the same bits everywhere).
+pub const GREEDY_TOLERANCE: f32 = 0.25;
+
+/// What a provider reveals to a verifier: the client's signed request, the input and the output,
+/// exactly as they were hashed.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct RevealDoc {
+    /// The request the client signed.
+    pub request: SignedJobRequest,
+    /// The input bytes (their blake3 is the request's input hash).
+    pub input: Vec<u8>,
+    /// The output bytes delivered (their blake3 is the receipt's output hash).
+    pub output: Vec<u8>,
+}
+
+/// Seals `doc` to `recipient` for job `job_id`: the ephemeral key (32 bytes) then the ciphertext.
+pub fn seal_reveal(recipient: &[u8; 32], job_id: &Hash, doc: &RevealDoc) -> Vec<u8> {
+    let bytes = borsh::to_vec(doc).expect("borsh encoding into a Vec");
+    let (envelope, _) = seal(recipient, job_id, &bytes);
+    let mut out = hex::decode(&envelope.ephemeral).expect("hex we wrote");
+    out.extend(hex::decode(&envelope.ciphertext).expect("hex we wrote"));
+    out
+}
+
+/// Opens what [`seal_reveal`] sealed.
+pub fn open_reveal(
+    secret: &ProviderSecret,
+    job_id: &Hash,
+    bytes: &[u8],
+) -> Result<RevealDoc, Error> {
+    if bytes.len() < 32 {
+        return Err(Error::Malformed {
+            what: "reveal",
+            reason: "shorter than a key".into(),
+        });
+    }
+    let envelope = Envelope {
+        ephemeral: hex::encode(&bytes[..32]),
+        ciphertext: hex::encode(&bytes[32..]),
+    };
+    let (plain, _) = open(secret, job_id, &envelope)?;
+    borsh::from_slice(&plain).map_err(|e| Error::Malformed {
+        what: "reveal",
+        reason: e.to_string(),
+    })
+}
+
+/// A verifier: one key, the models it can run, one chain.
+pub struct Verifier {
+    key: Keypair,
+    secret: ProviderSecret,
+    info: VerifierInfo,
+    chain_id: String,
+    chain: Arc<dyn Chain>,
+    backend: Arc<dyn Backend>,
+    tolerance: f32,
+    next_nonce: Mutex<u64>,
+    /// Jobs whose verdict this process submitted (not judged twice while the block is pending).
+    judged: Mutex<BTreeSet<Hash>>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Verifier({})", self.key.address())
+    }
+}
+
+impl Verifier {
+    /// A verifier of `backend`'s models on `chain`.
+    pub fn new(
+        key: Keypair,
+        secret: ProviderSecret,
+        models: Vec<Hash>,
+        chain: Arc<dyn Chain>,
+        backend: Arc<dyn Backend>,
+    ) -> Result<Self, Error> {
+        let info = VerifierInfo {
+            models,
+            encryption_key: agora_types::EncryptionKey(secret.public()),
+        };
+        info.check().map_err(Error::BadInput)?;
+        Ok(Verifier {
+            chain_id: chain.chain_id()?,
+            key,
+            secret,
+            info,
+            chain,
+            backend,
+            tolerance: GREEDY_TOLERANCE,
+            next_nonce: Mutex::new(0),
+            judged: Mutex::new(BTreeSet::new()),
+        })
+    }
+
+    /// Uses another greedy tolerance (logits) than [`GREEDY_TOLERANCE`].
+    pub fn with_tolerance(mut self, tolerance: f32) -> Self {
+        self.tolerance = tolerance;
+        self
+    }
+
+    /// Its account.
+    pub fn address(&self) -> Address {
+        self.key.address()
+    }
+
+    fn submit(&self, messages: Vec<Message>) -> Result<Hash, Error> {
+        let on_chain = self.chain.nonce(&self.address())?;
+        let nonce = {
+            let mut next = self.next_nonce.lock().unwrap_or_else(|e| e.into_inner());
+            let nonce = (*next).max(on_chain);
+            *next = nonce + 1;
+            nonce
+        };
+        let tx = Transaction {
+            chain_id: self.chain_id.clone(),
+            sender: self.key.public(),
+            nonce,
+            fee: 1_000,
+            messages,
+        }
+        .sign(&self.key);
+        let result = self.chain.submit(&tx);
+        if result.is_err() {
+            *self.next_nonce.lock().unwrap_or_else(|e| e.into_inner()) = on_chain;
+        }
+        result
+    }
+
+    /// Registers with `stake` unless registered already; returns the transaction hash when it
+    /// submitted one.
+    pub fn ensure_registered(&self, stake: Amount) -> Result<Option<Hash>, Error> {
+        if self.chain.verifier_key(&self.address())?.is_some() {
+            return Ok(None);
+        }
+        self.submit(vec![Message::RegisterVerifier {
+            stake,
+            info: self.info.clone(),
+        }])
+        .map(Some)
+    }
+
+    /// Judges job `job_id` from its reveal to this verifier.
+    pub fn judge(&self, job_id: &Hash) -> Result<Verdict, Error> {
+        let job = self
+            .chain
+            .job(job_id)?
+            .ok_or_else(|| Error::Chain(format!("job {job_id} is not settled")))?;
+        let bytes = self
+            .chain
+            .reveal(job_id, &self.address())?
+            .ok_or_else(|| Error::Chain(format!("no reveal of job {job_id} yet")))?;
+        let bad = Verdict::Fail {
+            fault: Fault::BadReveal,
+        };
+        let Ok(doc) = open_reveal(&self.secret, job_id, &bytes) else {
+            return Ok(bad);
+        };
+        let request = &doc.request.request;
+        let output = JobOutput::from_bytes(&doc.output);
+        let holds = request.hash() == job.request_hash
+            && request.job_id == *job_id
+            && request.model == job.model
+            && Hash::digest(&doc.input) == job.input_hash
+            && Hash::digest(&doc.output) == job.output_hash;
+        let (true, Ok(output)) = (holds, output) else {
+            return Ok(bad);
+        };
+        let Ok(input) = JobInput::from_bytes(&doc.input) else {
+            return Ok(Verdict::Fail {
+                fault: Fault::WrongKind,
+            });
+        };
+        self.backend.judge(
+            &job.model,
+            &input,
+            &request.params,
+            &output,
+            (job.input_tokens, job.output_tokens),
+            self.tolerance,
+        )
+    }
+
+    /// Judges every job revealed to this verifier that awaits its verdict, and posts the
+    /// verdicts. Returns them.
+    pub fn step(&self) -> Result<Vec<(Hash, Verdict)>, Error> {
+        let me = self.address();
+        let mut done = Vec::new();
+        for check in self.chain.open_checks(&me)? {
+            let waiting = check
+                .seats
+                .iter()
+                .any(|s| s.verifier == me && s.verdict.is_none() && s.revealed_height.is_some());
+            if !waiting
+                || self
+                    .judged
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&check.job_id)
+            {
+                continue;
+            }
+            let verdict = self.judge(&check.job_id)?;
+            self.submit(vec![Message::PostVerdict {
+                job_id: check.job_id,
+                verdict,
+            }])?;
+            self.judged
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(check.job_id);
+            tracing::info!("job {}: verdict {verdict:?}", check.job_id);
+            done.push((check.job_id, verdict));
+        }
+        Ok(done)
+    }
+}
+
+/// Runs [`Verifier::step`] every `interval` until `shutdown` turns true.
+pub async fn verify_loop(
+    verifier: Arc<Verifier>,
+    interval: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.changed() => return,
+        }
+        let v = verifier.clone();
+        match tokio::task::spawn_blocking(move || v.step()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("verifier step failed, will retry: {e}"),
+            Err(e) => tracing::warn!("verifier task failed: {e}"),
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! Verification end to end over a real node and API, with the tiny model: jobs drawn for checking
+//! are revealed by their provider through the chain, judged by a verifier, and decided.
+
+use super::*;
+use agora_market::{Backend, Served, Verifier};
+use agora_state::VerifyParams;
+use agora_types::{Fault, Verdict};
+
+/// A provider that alters one token in the middle of each answer (keeping the text consistent).
+struct OneTokenChanged {
+    inner: InferBackend,
+    model: Arc<ChatModel>,
+}
+
+impl Backend for OneTokenChanged {
+    fn serves(&self, model: &Hash) -> bool {
+        self.inner.serves(model)
+    }
+    fn input_tokens(&self, model: &Hash, input: &JobInput) -> Result<u32, Error> {
+        self.inner.input_tokens(model, input)
+    }
+    fn run(
+        &self,
+        model: &Hash,
+        input: &JobInput,
+        params: &JobParams,
+        on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Served, Error> {
+        let mut served =
+            self.inner
+                .run(model, input, params, &mut |_| ControlFlow::Continue(()))?;
+        if let JobOutput::Text { text, tokens, .. } = &mut served.output {
+            let vocab = self.model.llama.config.vocab as u32;
+            let mid = tokens.len() / 2;
+            tokens[mid] = (tokens[mid] + 1 + vocab / 2) % vocab;
+            *text = self.model.text_of(tokens);
+            let _ = on_text(text);
+        }
+        Ok(served)
+    }
+}
+
+fn checked_net() -> Net {
+    start_with(VerifyParams {
+        sample_bps: 10_000,
+        reveal_window: 5,
+        verdict_window: 5,
+        min_verifier_stake: 10 * AGR,
+        ..VerifyParams::default()
+    })
+}
+
+fn tiny_backend(net: &Net, label: &str) -> (InferBackend, Arc<ChatModel>) {
+    let path = net._dir.path().join(format!("{label}.gguf"));
+    write_tiny_chat_model(&path, TinySpec::default()).unwrap();
+    let model = Arc::new(ChatModel::load(&path, 1).unwrap());
+    let mut backend = InferBackend::default();
+    backend.add_chat(MODEL, model.clone());
+    (backend, model)
+}
+
+/// A verifier funded by the client and registered.
+fn verifier(net: &Net, nonce: u64) -> Verifier {
+    let key = Keypair::from_seed_label("verifier");
+    net.node
+        .submit(&tx(
+            &net.client,
+            nonce,
+            vec![Message::Transfer {
+                to: key.address(),
+                amount: 20 * AGR,
+            }],
+        ))
+        .unwrap();
+    net.block();
+    let (backend, _) = tiny_backend(net, "verifier");
+    let v = Verifier::new(
+        key,
+        ProviderSecret::generate(),
+        vec![MODEL],
+        net.chain.clone(),
+        Arc::new(backend),
+    )
+    .unwrap()
+    // This runtime gives the same logits bit for bit: no tolerance is needed.
+    .with_tolerance(0.0);
+    assert!(v.ensure_registered(10 * AGR).unwrap().is_some());
+    net.block();
+    assert!(v.ensure_registered(10 * AGR).unwrap().is_none());
+    v
+}
+
+fn job_state(net: &Net, job: &Hash) -> serde_json::Value {
+    let mut r = agent()
+        .get(&format!("{}/v1/market/jobs/{job}", net.base))
+        .call()
+        .unwrap();
+    r.body_mut().read_json().unwrap()
+}
+
+/// Serves job `id` on `provider` and settles it; the chain draws its check in the next block.
+fn serve_and_settle(net: &Net, provider: &Provider, id: u8) -> Hash {
+    let input = JobInput::Chat {
+        messages: vec![agora_market::ChatMessage {
+            role: "user".into(),
+            content: "tell me something".into(),
+        }],
+    };
+    let bytes = input.to_bytes();
+    let request = JobRequest {
+        chain_id: CHAIN_ID.into(),
+        client: net.client.public(),
+        provider: provider.address(),
+        model: MODEL,
+        input_hash: Hash::digest(&bytes),
+        params: JobParams {
+            max_tokens: 8,
+            ..JobParams::default()
+        },
+        max_fee: 1_000_000,
+        job_id: Hash([id; 32]),
+        expiry_height: 1_000,
+    };
+    let (envelope, _) = seal(&provider.info().encryption_key.0, &request.hash(), &bytes);
+    let submission = JobSubmission {
+        request: hex::encode(borsh::to_vec(&request.clone().sign(&net.client)).unwrap()),
+        input: envelope,
+        stream: false,
+    };
+    let job = provider.admit(&submission).unwrap();
+    provider
+        .execute(job, &mut |_| ControlFlow::Continue(()))
+        .unwrap();
+    assert_eq!(provider.settle().unwrap().unwrap().1, 1);
+    net.block(); // settled
+    net.block(); // drawn
+    request.job_id
+}
+
+#[test]
+fn an_honest_job_is_revealed_judged_and_passes() {
+    let net = checked_net();
+    let v = verifier(&net, 1);
+    let job = serve_and_settle(&net, &net.provider, 1);
+    assert_eq!(job_state(&net, &job)["state"], "held");
+    assert_eq!(job_state(&net, &job)["sampled"], true);
+    // The provider reveals once; the verifier judges what was revealed.
+    assert_eq!(net.provider.reveal_pending().unwrap(), 1);
+    assert_eq!(net.provider.reveal_pending().unwrap(), 0);
+    assert!(
+        v.step().unwrap().is_empty(),
+        "nothing revealed on-chain yet"
+    );
+    net.block();
+    assert_eq!(v.step().unwrap(), vec![(job, Verdict::Pass)]);
+    net.block();
+    let state = job_state(&net, &job);
+    assert_eq!(state["check"]["outcome"], "passed", "{state}");
+    assert!(v.step().unwrap().is_empty());
+}
+
+#[test]
+fn a_provider_that_changes_one_token_is_caught_slashed_and_the_client_refunded() {
+    let net = checked_net();
+    let v = verifier(&net, 1);
+    // The cheater: funded by the client, registered like any provider.
+    let key = Keypair::from_seed_label("cheater");
+    net.node
+        .submit(&tx(
+            &net.client,
+            2,
+            vec![Message::Transfer {
+                to: key.address(),
+                amount: 20 * AGR,
+            }],
+        ))
+        .unwrap();
+    net.block();
+    let (inner, model) = tiny_backend(&net, "cheater");
+    let secret = ProviderSecret::generate();
+    let info = ProviderInfo {
+        models: vec![MODEL],
+        price_input_per_1k: 10_000,
+        price_output_per_1k: 30_000,
+        endpoint: "http://127.0.0.1:1".into(),
+        encryption_key: EncryptionKey(secret.public()),
+    };
+    let cheater = Provider::new(
+        key,
+        secret,
+        info,
+        net.chain.clone(),
+        Arc::new(OneTokenChanged { inner, model }),
+        ProviderConfig {
+            min_expiry_margin: 5,
+            jobs_dir: Some(net._dir.path().join("cheater-jobs")),
+            ..ProviderConfig::default()
+        },
+    )
+    .unwrap();
+    cheater.ensure_registered(10 * AGR).unwrap();
+    net.block();
+    let escrow_before = net.chain.escrow(&net.client.address()).unwrap();
+
+    let job = serve_and_settle(&net, &cheater, 7);
+    assert_eq!(cheater.reveal_pending().unwrap(), 1);
+    net.block();
+    let verdicts = v.step().unwrap();
+    assert!(
+        matches!(
+            verdicts.as_slice(),
+            [(j, Verdict::Fail { fault: Fault::WrongToken { .. } })] if *j == job
+        ),
+        "{verdicts:?}"
+    );
+    net.block();
+    // The only verifier's verdict stands (no one else can be drawn): fraud.
+    let state = job_state(&net, &job);
+    assert_eq!(state["check"]["outcome"], "fraud", "{state}");
+    assert_eq!(state["state"], "refunded");
+    assert!(!net.chain.is_provider(&cheater.address()).unwrap());
+    assert_eq!(
+        net.chain.escrow(&net.client.address()).unwrap(),
+        escrow_before,
+        "the fee came back"
+    );
+}
