@@ -272,8 +272,11 @@ fn a_job_is_served_sealed_receipted_and_settled_for_exactly_its_fee() {
         net.provider.kept_input(&job_id).unwrap().unwrap(),
         input.to_bytes()
     );
-    let kept = std::fs::read(net._dir.path().join(format!("jobs/{job_id}.input"))).unwrap();
+    let kept_job = net.provider.kept_job(&job_id).unwrap().unwrap();
+    assert_eq!(kept_job.output, output.to_bytes());
+    let kept = std::fs::read(net._dir.path().join(format!("jobs/{job_id}.job"))).unwrap();
     assert!(!kept.windows(11).any(|w| w == b"hello there"));
+    assert!(!kept.windows(text.len()).any(|w| w == text.as_bytes()) || text.is_empty());
     assert!(net.provider.kept_input(&Hash([9; 32])).unwrap().is_none());
 
     let before = net.chain.escrow(&net.client.address()).unwrap();
