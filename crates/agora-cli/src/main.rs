@@ -33,7 +33,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run everything on this machine: a single-validator chain with a funded demo wallet, its
-    /// HTTP API, a provider serving the pinned models, and the OpenAI-compatible gateway.
+    /// HTTP API, a provider serving the pinned models, a verifier, and the OpenAI-compatible gateway.
     Devnet(node_cmd::DevnetArgs),
     /// Run a node (`--dev`: the single validator of a dev chain).
     Node(node_cmd::NodeArgs),
@@ -41,6 +41,9 @@ enum Command {
     Provider(market_cmd::ProviderArgs),
     /// The OpenAI-compatible API, paying providers from a wallet's compute escrow.
     Gateway(market_cmd::GatewayArgs),
+    /// Check other providers' work for the chain: re-run jobs drawn for checking, post verdicts
+    /// (staked; paid for checks, slashed for verdicts against the majority).
+    Verifier(market_cmd::VerifierArgs),
     /// Make a genesis file.
     #[command(subcommand)]
     Genesis(node_cmd::GenesisCommand),
@@ -116,6 +119,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Node(args) => node_cmd::node(default_home(cli.home, None), args),
         Command::Provider(args) => market_cmd::provider(default_home(cli.home, None), models, args),
         Command::Gateway(args) => market_cmd::gateway(default_home(cli.home, None), args),
+        Command::Verifier(args) => market_cmd::verifier(default_home(cli.home, None), models, args),
         Command::Genesis(cmd) => node_cmd::genesis(default_home(cli.home, None), cmd),
         Command::Wallet(cmd) => wallet_cmd::wallet(default_home(cli.home, None), cmd),
         Command::Tx(cmd) => wallet_cmd::tx(default_home(cli.home, None), cmd),

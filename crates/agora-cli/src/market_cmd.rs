@@ -9,7 +9,7 @@ use agora_infer::chat::ChatModel;
 use agora_infer::models::{self, ModelCache};
 use agora_market::{
     Chain, Gateway, HttpChain, InferBackend, OpenAiState, Provider, ProviderConfig, ProviderSecret,
-    openai_router, provider_router, settle_loop,
+    Verifier, openai_router, provider_router, settle_loop, verify_loop,
 };
 use agora_types::{
     AGR, Address, Amount, EncryptionKey, Keypair, Message, ProviderInfo, Transaction,
@@ -25,6 +25,8 @@ use tokio::sync::watch;
 
 /// Stake the devnet provider registers with.
 const PROVIDER_STAKE: Amount = 100 * AGR;
+/// Stake the devnet verifier registers with.
+const VERIFIER_STAKE: Amount = 50 * AGR;
 /// What the demo wallet keeps in its compute escrow.
 const DEMO_ESCROW: Amount = 100 * AGR;
 /// Devnet prices, base units per 1,000 tokens.
@@ -47,6 +49,7 @@ pub struct MarketStarted {
     pub api_key: String,
     pub provider: Address,
     pub provider_endpoint: String,
+    pub verifier: Address,
 }
 
 fn load_or_create_x25519(path: &Path) -> Result<ProviderSecret> {
@@ -146,7 +149,7 @@ fn provider_keys(home: &Path) -> Result<(Keypair, ProviderSecret)> {
 fn publish_provider(
     home: &Path,
     chain: Arc<HttpChain>,
-    backend: InferBackend,
+    backend: Arc<InferBackend>,
     keys: (Keypair, ProviderSecret),
     prices: (Amount, Amount),
     endpoint: &str,
@@ -165,7 +168,7 @@ fn publish_provider(
         secret,
         info,
         chain.clone(),
-        Arc::new(backend),
+        backend,
         ProviderConfig {
             jobs_dir: Some(home.join("data/jobs")),
             ..ProviderConfig::default()
@@ -181,18 +184,52 @@ fn publish_provider(
     Ok(provider)
 }
 
-/// Everything that blocks: models, keys, funding, registration. Returns the provider, ready.
-fn prepare(
-    home: &Path,
-    api: &str,
-    setup: &MarketSetup,
-    endpoint: &str,
-) -> Result<(Arc<Provider>, Keypair, Arc<HttpChain>)> {
+/// The verifier's signing key and encryption secret under `home` (created on first use).
+fn verifier_keys(home: &Path) -> Result<(Keypair, ProviderSecret)> {
+    Ok((
+        load_or_create_key(&home.join("config/verifier_key.json"))?,
+        load_or_create_x25519(&home.join("config/verifier_x25519.key"))?,
+    ))
+}
+
+/// A verifier of `backend`'s models, registered with `stake` (unless it is already) and
+/// confirmed.
+fn publish_verifier(
+    chain: Arc<HttpChain>,
+    backend: Arc<InferBackend>,
+    keys: (Keypair, ProviderSecret),
+    stake: Amount,
+) -> Result<Arc<Verifier>> {
+    let (key, secret) = keys;
+    let models = backend.models();
+    let verifier = Arc::new(Verifier::new(key, secret, models, chain.clone(), backend)?);
+    if verifier.ensure_registered(stake)?.is_some() {
+        wait_for(
+            "the verifier's registration",
+            Duration::from_secs(30),
+            || Ok(chain.verifier_key(&verifier.address())?.is_some()),
+        )?;
+    }
+    Ok(verifier)
+}
+
+/// The devnet market's parts, ready to serve.
+struct Prepared {
+    provider: Arc<Provider>,
+    verifier: Arc<Verifier>,
+    demo: Keypair,
+    chain: Arc<HttpChain>,
+}
+
+/// Everything that blocks: models, keys, funding, registration. Returns the provider and the
+/// verifier, ready.
+fn prepare(home: &Path, api: &str, setup: &MarketSetup, endpoint: &str) -> Result<Prepared> {
     let chain = Arc::new(HttpChain::new(api));
     let chain_id = chain.chain_id()?;
     let threads = setup.threads.unwrap_or_else(default_threads);
-    let backend = load_backend(&setup.models_dir, &[], threads)?;
+    let backend = Arc::new(load_backend(&setup.models_dir, &[], threads)?);
     let (provider_key, secret) = provider_keys(home)?;
+    let (verifier_key, verifier_secret) = verifier_keys(home)?;
     let demo = demo_key(home)?;
 
     // The provider's stake and the demo escrow come from the demo wallet, once.
@@ -208,6 +245,20 @@ fn prepare(
         )?;
         wait_for("the provider's funds", Duration::from_secs(30), || {
             funded(api, &provider_key.address())
+        })?;
+    }
+    if !funded(api, &verifier_key.address())? {
+        submit(
+            &chain,
+            &chain_id,
+            &demo,
+            vec![Message::Transfer {
+                to: verifier_key.address(),
+                amount: VERIFIER_STAKE + AGR,
+            }],
+        )?;
+        wait_for("the verifier's funds", Duration::from_secs(30), || {
+            funded(api, &verifier_key.address())
         })?;
     }
     if chain.escrow(&demo.address())?.claimable() < DEMO_ESCROW / 2 {
@@ -228,13 +279,24 @@ fn prepare(
     let provider = publish_provider(
         home,
         chain.clone(),
-        backend,
+        backend.clone(),
         (provider_key, secret),
         (PRICE_INPUT, PRICE_OUTPUT),
         endpoint,
         PROVIDER_STAKE,
     )?;
-    Ok((provider, demo, chain))
+    let verifier = publish_verifier(
+        chain.clone(),
+        backend,
+        (verifier_key, verifier_secret),
+        VERIFIER_STAKE,
+    )?;
+    Ok(Prepared {
+        provider,
+        verifier,
+        demo,
+        chain,
+    })
 }
 
 /// Whether `address` holds a balance (its account exists).
@@ -275,7 +337,12 @@ pub async fn start(
         })?;
     let endpoint = format!("http://{}", provider_listener.local_addr()?);
     let gateway_url = format!("http://{}", gateway_listener.local_addr()?);
-    let (provider, demo, chain) = {
+    let Prepared {
+        provider,
+        verifier,
+        demo,
+        chain,
+    } = {
         let (home, api, setup, endpoint) =
             (home.clone(), api.clone(), setup.clone(), endpoint.clone());
         tokio::task::spawn_blocking(move || prepare(&home, &api, &setup, &endpoint)).await??
@@ -313,6 +380,12 @@ pub async fn start(
     tasks.push(tokio::spawn(settle_loop(
         provider.clone(),
         Duration::from_secs(2),
+        stop.clone(),
+    )));
+    let verifier_address = verifier.address();
+    tasks.push(tokio::spawn(verify_loop(
+        verifier,
+        Duration::from_secs(2),
         stop,
     )));
     Ok((
@@ -321,6 +394,7 @@ pub async fn start(
             api_key,
             provider: provider.address(),
             provider_endpoint: endpoint,
+            verifier: verifier_address,
         },
         tasks,
     ))
@@ -390,7 +464,7 @@ pub fn provider(home: PathBuf, models_dir: PathBuf, args: ProviderArgs) -> Resul
         );
     }
     let threads = args.threads.unwrap_or_else(default_threads);
-    let backend = load_backend(&models_dir, &args.models, threads)?;
+    let backend = Arc::new(load_backend(&models_dir, &args.models, threads)?);
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen)
@@ -432,6 +506,49 @@ pub fn provider(home: PathBuf, models_dir: PathBuf, args: ProviderArgs) -> Resul
         let _ = stop_tx.send(true);
         settle.await?;
         server.await??;
+        anyhow::Ok(())
+    })
+}
+
+/// `agora verifier`: checks jobs the chain draws, for the pinned models.
+#[derive(Debug, clap::Args)]
+pub struct VerifierArgs {
+    /// The node's HTTP API.
+    #[arg(long, env = "AGORA_NODE", default_value = "http://127.0.0.1:7420")]
+    node: String,
+    /// Models to check, by name or id (default: every pinned model).
+    #[arg(long, value_delimiter = ',')]
+    models: Vec<String>,
+    /// Stake to register with.
+    #[arg(long, default_value = "50AGR")]
+    stake: String,
+    /// Inference threads (default: every core).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+pub fn verifier(home: PathBuf, models_dir: PathBuf, args: VerifierArgs) -> Result<()> {
+    let stake = agora_types::parse_amount(&args.stake)?;
+    let keys = verifier_keys(&home)?;
+    let chain = Arc::new(HttpChain::new(&args.node));
+    let address = keys.0.address();
+    if chain.verifier_key(&address)?.is_none() && !funded(&args.node, &address)? {
+        bail!(
+            "the verifier's account {address} has no funds: send it the stake ({}) and a little              for fees, e.g. agora tx transfer --from demo --to {address} --amount 51AGR",
+            args.stake
+        );
+    }
+    let threads = args.threads.unwrap_or_else(default_threads);
+    let backend = Arc::new(load_backend(&models_dir, &args.models, threads)?);
+    let verifier = publish_verifier(chain, backend, keys, stake)?;
+    println!("Verifier {} checking jobs drawn for it", verifier.address());
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(verify_loop(verifier, Duration::from_secs(2), stop_rx));
+        crate::node_cmd::shutdown_signal().await;
+        let _ = stop_tx.send(true);
+        task.await?;
         anyhow::Ok(())
     })
 }

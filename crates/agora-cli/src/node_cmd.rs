@@ -410,6 +410,7 @@ pub fn devnet(home: PathBuf, models_dir: PathBuf, args: DevnetArgs) -> Result<()
                 println!("Gateway: {gw}/v1");
                 println!("API key: {key}");
                 println!("Provider: {} at {}", m.provider, m.provider_endpoint);
+                println!("Verifier: {} (checks the jobs the chain draws)", m.verifier);
                 println!();
                 println!("  curl {gw}/v1/chat/completions -H 'Authorization: Bearer {key}' \\");
                 println!("    -H 'Content-Type: application/json' \\");
