@@ -184,14 +184,36 @@ async fn verify(State(st): State<OpenAiState>, Path(job_id): Path<String>) -> Re
     })
     .await;
     match result {
-        Ok(Ok((200, body))) => Json(json!({
-            "job_id": id,
-            "settled": true,
-            "state": body["state"],
-            "height": body["height"],
-            "job": body["job"],
-        }))
-        .into_response(),
+        Ok(Ok((200, body))) => {
+            let check = &body["check"];
+            let seats = check["seats"].as_array().cloned().unwrap_or_default();
+            let verdicts: Vec<Value> = seats
+                .iter()
+                .map(|s| {
+                    json!({
+                        "verifier": s["verifier"],
+                        "role": s["role"],
+                        "revealed": !s["revealed_height"].is_null(),
+                        "verdict": s["verdict"],
+                    })
+                })
+                .collect();
+            Json(json!({
+                "job_id": id,
+                "settled": true,
+                "state": body["state"],
+                "height": body["height"],
+                "job": body["job"],
+                "verification": {
+                    "level": body["job"]["level"],
+                    "sampled": body["sampled"],
+                    "verifiers": verdicts,
+                    "dispute": check["dispute"].as_bool().unwrap_or(false),
+                    "outcome": check["outcome"],
+                },
+            }))
+            .into_response()
+        }
         Ok(Ok((404, _))) => Json(json!({
             "job_id": id,
             "settled": false,

@@ -752,6 +752,11 @@ fn openai_routes_answer_stream_and_settle() {
         "{v}"
     );
     assert_eq!(v["job"]["fee"], whole["agora"]["fee"]);
+    // Whether it is checked is drawn in the next block (no verifier here: never checked).
+    assert_eq!(v["verification"]["level"], "sampled");
+    net.block();
+    let v = verify(&job_id);
+    assert_eq!(v["verification"]["sampled"], false, "{v}");
 }
 
 #[test]
