@@ -18,6 +18,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod cheats;
 mod verify;
 
 const MODEL: Hash = Hash([0x11; 32]);

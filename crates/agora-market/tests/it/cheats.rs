@@ -1,0 +1,202 @@
+//! The verifier's judgement with the real chat model (SmolLM2, fetched like the inference tests'
+//! models; skipped with a line when it cannot be had, unless `AGORA_REQUIRE_MODELS=1`): every
+//! cheating strategy of DESIGN.md §6 is caught, honest answers always pass, whatever the thread
+//! counts of provider and verifier.
+
+use super::*;
+use agora_infer::models::{ModelCache, SMOLLM2};
+use agora_market::{Backend, GREEDY_TOLERANCE};
+use agora_types::{Fault, Verdict};
+
+fn real_chat(threads: usize) -> Option<Arc<ChatModel>> {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("models");
+    match ModelCache::new(dir).ensure(&SMOLLM2, &mut |line| eprintln!("{line}")) {
+        Ok(m) => Some(Arc::new(ChatModel::load(&m.weights, threads).unwrap())),
+        Err(e) if std::env::var_os("AGORA_REQUIRE_MODELS").is_some() => {
+            panic!("SmolLM2 is required: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: SmolLM2 is not available here ({e})");
+            None
+        }
+    }
+}
+
+fn chat(text: &str) -> JobInput {
+    JobInput::Chat {
+        messages: vec![agora_market::ChatMessage {
+            role: "user".into(),
+            content: text.into(),
+        }],
+    }
+}
+
+fn backend(model: Arc<ChatModel>) -> InferBackend {
+    let mut b = InferBackend::default();
+    b.add_chat(MODEL, model);
+    b
+}
+
+/// Judges `output` for `input` as a verifier would, with the receipt counts it implies.
+fn judge(
+    verifier: &InferBackend,
+    input: &JobInput,
+    params: &JobParams,
+    output: &JobOutput,
+) -> Verdict {
+    let prompt_tokens = verifier.input_tokens(&MODEL, input).unwrap();
+    let n = match output {
+        JobOutput::Text { tokens, .. } => tokens.len() as u32,
+        JobOutput::Embeddings { .. } => 0,
+    };
+    verifier
+        .judge(
+            &MODEL,
+            input,
+            params,
+            output,
+            (prompt_tokens, n),
+            GREEDY_TOLERANCE,
+        )
+        .unwrap()
+}
+
+fn text(model: &ChatModel, tokens: Vec<u32>, finish: &str) -> JobOutput {
+    JobOutput::Text {
+        text: model.text_of(&tokens),
+        tokens,
+        finish: finish.into(),
+    }
+}
+
+#[test]
+fn every_cheating_strategy_is_caught_and_honest_answers_pass() {
+    let (Some(provider_model), Some(verifier_model)) = (real_chat(1), real_chat(2)) else {
+        return;
+    };
+    let provider = backend(provider_model.clone());
+    let verifier = backend(verifier_model.clone());
+    let m = &*verifier_model;
+    let vocab = m.llama.config.vocab as u32;
+    let params = JobParams {
+        max_tokens: 24,
+        ..JobParams::default()
+    };
+    let served = |input: &JobInput, params: &JobParams| {
+        provider
+            .run(&MODEL, input, params, &mut |_| ControlFlow::Continue(()))
+            .unwrap()
+            .output
+    };
+    let prompts = [
+        "What is the capital of France?",
+        "Write a haiku about the sea.",
+        "Explain what a blockchain is in one sentence.",
+        "List three prime numbers.",
+    ];
+    let mut caught = Vec::new();
+    for p in prompts {
+        let input = chat(p);
+        let honest = served(&input, &params);
+        // Honest, generated on 1 thread and judged on 2: passes.
+        assert_eq!(
+            judge(&verifier, &input, &params, &honest),
+            Verdict::Pass,
+            "{p}"
+        );
+        let JobOutput::Text { tokens, finish, .. } = honest.clone() else {
+            panic!("text expected");
+        };
+        assert!(tokens.len() >= 4, "{p}: {tokens:?}");
+        let mid = tokens.len() / 2;
+        let mut cheats: Vec<(&str, JobOutput)> = Vec::new();
+        // One token changed in the middle.
+        let mut one = tokens.clone();
+        one[mid] = (one[mid] + 1 + vocab / 2) % vocab;
+        cheats.push(("one token changed", text(m, one, &finish)));
+        // Truncated (claimed as a natural stop, or as the length limit).
+        cheats.push((
+            "truncated, claimed stop",
+            text(m, tokens[..mid].to_vec(), "stop"),
+        ));
+        cheats.push((
+            "truncated, claimed length",
+            text(m, tokens[..mid].to_vec(), "length"),
+        ));
+        // Random tokens.
+        let random: Vec<u32> = (0..tokens.len() as u32)
+            .map(|i| (i * 7_919 + 104_729) % vocab)
+            .collect();
+        cheats.push(("random tokens", text(m, random, "length")));
+        // A correct prefix, then garbage.
+        let mut garbage = tokens[..mid].to_vec();
+        garbage.extend((0..(tokens.len() - mid) as u32).map(|i| (i * 31 + 5) % vocab));
+        cheats.push(("prefix then garbage", text(m, garbage, "length")));
+        // An answer cached from another prompt.
+        let other = served(&chat("Tell me about volcanoes."), &params);
+        cheats.push(("cached from another prompt", other));
+        // An answer from another model: a sampled (temperature 1.2) answer claimed as greedy,
+        // standing in for a different model's choices over the same vocabulary.
+        let hot = JobParams {
+            temperature_milli: 1_200,
+            seed: 7,
+            ..params.clone()
+        };
+        cheats.push(("another model's answer", served(&input, &hot)));
+        // The right tokens with another text.
+        if let JobOutput::Text { tokens, finish, .. } = &honest {
+            cheats.push((
+                "text not the tokens'",
+                JobOutput::Text {
+                    text: "something else entirely".into(),
+                    tokens: tokens.clone(),
+                    finish: finish.clone(),
+                },
+            ));
+        }
+        for (name, output) in cheats {
+            let verdict = judge(&verifier, &input, &params, &output);
+            assert!(
+                matches!(verdict, Verdict::Fail { .. }),
+                "{p}: {name} passed: {output:?}"
+            );
+            caught.push((name, verdict));
+        }
+        // A receipt that claims more tokens than delivered.
+        let prompt_tokens = verifier.input_tokens(&MODEL, &input).unwrap();
+        assert_eq!(
+            verifier
+                .judge(
+                    &MODEL,
+                    &input,
+                    &params,
+                    &honest,
+                    (prompt_tokens, tokens.len() as u32 + 5),
+                    GREEDY_TOLERANCE
+                )
+                .unwrap(),
+            Verdict::Fail {
+                fault: Fault::WrongCount
+            }
+        );
+    }
+    // A sampled job is judged against the seeded sampler: honest passes, another seed fails.
+    let input = chat(prompts[1]);
+    let sampled = JobParams {
+        temperature_milli: 800,
+        top_p_milli: 900,
+        seed: 42,
+        ..params.clone()
+    };
+    let answer = served(&input, &sampled);
+    assert_eq!(judge(&verifier, &input, &sampled, &answer), Verdict::Pass);
+    let other_seed = JobParams {
+        seed: 43,
+        ..sampled.clone()
+    };
+    assert!(matches!(
+        judge(&verifier, &input, &other_seed, &answer),
+        Verdict::Fail { .. }
+    ));
+    eprintln!("caught: {caught:?}");
+}
