@@ -589,3 +589,29 @@ pub fn gateway(home: PathBuf, args: GatewayArgs) -> Result<()> {
         anyhow::Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_state::{MarketParams, VerifyParams};
+
+    /// DESIGN.md §6: with the default parameters, the stake a provider expects to lose by cheating
+    /// on one job (p × slash) exceeds the most it could gain: the whole fee of the largest job
+    /// the devnet prices allow (the model's whole context in and out), which bounds the compute
+    /// it could save.
+    #[test]
+    fn cheating_on_one_job_costs_more_than_it_can_save_with_the_defaults() {
+        let (market, verify) = (MarketParams::default(), VerifyParams::default());
+        let slash = VerifyParams::share(market.min_provider_stake, verify.slash_provider_bps);
+        let expected_loss = slash * Amount::from(verify.sample_bps) / 10_000;
+        let context = 8_192;
+        let largest_fee =
+            agora_types::job_fee(PRICE_INPUT, PRICE_OUTPUT, context, context).unwrap();
+        assert!(
+            expected_loss > largest_fee,
+            "p × slash = {expected_loss} base units, largest fee {largest_fee}"
+        );
+        // By a wide margin: prices could rise ×1,000 before it failed.
+        assert!(expected_loss > 1_000 * largest_fee);
+    }
+}
