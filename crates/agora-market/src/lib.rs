@@ -15,6 +15,7 @@
 //!          ◀── sealed pieces …, then SignedJobReceipt (output hash, tokens, fee)
 //! ```
 
+mod adversary;
 mod backend;
 mod chain;
 mod envelope;
@@ -25,6 +26,7 @@ mod provider;
 mod server;
 mod verify;
 
+pub use adversary::{Cheat, CheatingBackend};
 pub use backend::{Backend, EMBEDDING_MIN_COSINE, InferBackend, Served, sampling};
 pub use chain::{Chain, CheckView, EscrowView, HttpChain, JobView, SeatView};
 pub use envelope::{Envelope, OutputReader, OutputWriter, ProviderSecret, open, seal};

@@ -5,7 +5,7 @@
 
 use super::*;
 use agora_infer::models::{ModelCache, SMOLLM2};
-use agora_market::{Backend, GREEDY_TOLERANCE};
+use agora_market::{Backend, Cheat, GREEDY_TOLERANCE};
 use agora_types::{Fault, Verdict};
 
 fn real_chat(threads: usize) -> Option<Arc<ChatModel>> {
@@ -61,14 +61,6 @@ fn judge(
         .unwrap()
 }
 
-fn text(model: &ChatModel, tokens: Vec<u32>, finish: &str) -> JobOutput {
-    JobOutput::Text {
-        text: model.text_of(&tokens),
-        tokens,
-        finish: finish.into(),
-    }
-}
-
 #[test]
 fn every_cheating_strategy_is_caught_and_honest_answers_pass() {
     let (Some(provider_model), Some(verifier_model)) = (real_chat(1), real_chat(2)) else {
@@ -77,7 +69,6 @@ fn every_cheating_strategy_is_caught_and_honest_answers_pass() {
     let provider = backend(provider_model.clone());
     let verifier = backend(verifier_model.clone());
     let m = &*verifier_model;
-    let vocab = m.llama.config.vocab as u32;
     let params = JobParams {
         max_tokens: 24,
         ..JobParams::default()
@@ -104,45 +95,17 @@ fn every_cheating_strategy_is_caught_and_honest_answers_pass() {
             Verdict::Pass,
             "{p}"
         );
-        let JobOutput::Text { tokens, finish, .. } = honest.clone() else {
+        let JobOutput::Text { tokens, .. } = honest.clone() else {
             panic!("text expected");
         };
         assert!(tokens.len() >= 4, "{p}: {tokens:?}");
-        let mid = tokens.len() / 2;
         let mut cheats: Vec<(&str, JobOutput)> = Vec::new();
-        // One token changed in the middle.
-        let mut one = tokens.clone();
-        one[mid] = (one[mid] + 1 + vocab / 2) % vocab;
-        cheats.push(("one token changed", text(m, one, &finish)));
-        // Truncated (claimed as a natural stop, or as the length limit).
-        cheats.push((
-            "truncated, claimed stop",
-            text(m, tokens[..mid].to_vec(), "stop"),
-        ));
-        cheats.push((
-            "truncated, claimed length",
-            text(m, tokens[..mid].to_vec(), "length"),
-        ));
-        // Random tokens.
-        let random: Vec<u32> = (0..tokens.len() as u32)
-            .map(|i| (i * 7_919 + 104_729) % vocab)
-            .collect();
-        cheats.push(("random tokens", text(m, random, "length")));
-        // A correct prefix, then garbage.
-        let mut garbage = tokens[..mid].to_vec();
-        garbage.extend((0..(tokens.len() - mid) as u32).map(|i| (i * 31 + 5) % vocab));
-        cheats.push(("prefix then garbage", text(m, garbage, "length")));
-        // An answer cached from another prompt.
-        let other = served(&chat("Tell me about volcanoes."), &params);
-        cheats.push(("cached from another prompt", other));
-        // An answer from another model: a sampled (temperature 1.2) answer claimed as greedy,
-        // standing in for a different model's choices over the same vocabulary.
-        let hot = JobParams {
-            temperature_milli: 1_200,
-            seed: 7,
-            ..params.clone()
-        };
-        cheats.push(("another model's answer", served(&input, &hot)));
+        for cheat in Cheat::ALL {
+            let output = cheat
+                .apply(m, &provider, &MODEL, &input, &params, &honest)
+                .unwrap();
+            cheats.push((cheat.name(), output));
+        }
         // The right tokens with another text.
         if let JobOutput::Text { tokens, finish, .. } = &honest {
             cheats.push((

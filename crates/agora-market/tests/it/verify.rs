@@ -2,43 +2,9 @@
 //! are revealed by their provider through the chain, judged by a verifier, and decided.
 
 use super::*;
-use agora_market::{Backend, Served, Verifier};
+use agora_market::{Cheat, CheatingBackend, Verifier};
 use agora_state::VerifyParams;
 use agora_types::{Fault, Verdict};
-
-/// A provider that alters one token in the middle of each answer (keeping the text consistent).
-struct OneTokenChanged {
-    inner: InferBackend,
-    model: Arc<ChatModel>,
-}
-
-impl Backend for OneTokenChanged {
-    fn serves(&self, model: &Hash) -> bool {
-        self.inner.serves(model)
-    }
-    fn input_tokens(&self, model: &Hash, input: &JobInput) -> Result<u32, Error> {
-        self.inner.input_tokens(model, input)
-    }
-    fn run(
-        &self,
-        model: &Hash,
-        input: &JobInput,
-        params: &JobParams,
-        on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
-    ) -> Result<Served, Error> {
-        let mut served =
-            self.inner
-                .run(model, input, params, &mut |_| ControlFlow::Continue(()))?;
-        if let JobOutput::Text { text, tokens, .. } = &mut served.output {
-            let vocab = self.model.llama.config.vocab as u32;
-            let mid = tokens.len() / 2;
-            tokens[mid] = (tokens[mid] + 1 + vocab / 2) % vocab;
-            *text = self.model.text_of(tokens);
-            let _ = on_text(text);
-        }
-        Ok(served)
-    }
-}
 
 fn checked_net() -> Net {
     start_with(VerifyParams {
@@ -190,7 +156,11 @@ fn a_provider_that_changes_one_token_is_caught_slashed_and_the_client_refunded()
         secret,
         info,
         net.chain.clone(),
-        Arc::new(OneTokenChanged { inner, model }),
+        Arc::new(CheatingBackend {
+            inner,
+            chat: model,
+            cheat: Cheat::OneTokenChanged,
+        }),
         ProviderConfig {
             min_expiry_margin: 5,
             jobs_dir: Some(net._dir.path().join("cheater-jobs")),
