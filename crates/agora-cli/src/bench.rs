@@ -30,6 +30,9 @@ pub enum BenchCommand {
     /// Inference: prompt processing and generation speed of the chat model, time to first token,
     /// teacher-forced scoring against generation, embeddings per second, and peak memory.
     Infer(crate::infer_bench::InferBenchArgs),
+    /// Verification: how often one check catches each cheating strategy, a cheater's chance of
+    /// escaping after n jobs at the sampling rate, and a check's cost against generation.
+    Verify(crate::verify_bench::VerifyBenchArgs),
     /// The compute market on-chain: client-signed jobs with provider-signed receipts settled
     /// (`SettleJobs`, every signature checked) and committed per second.
     Market {
@@ -55,6 +58,7 @@ pub enum BenchCommand {
 pub fn run(cmd: BenchCommand, models: &std::path::Path) -> Result<()> {
     match cmd {
         BenchCommand::Infer(args) => crate::infer_bench::run(args, models),
+        BenchCommand::Verify(args) => crate::verify_bench::run(args, models),
         BenchCommand::Market {
             jobs,
             clients,

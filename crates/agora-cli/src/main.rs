@@ -10,6 +10,7 @@ mod infer_cmd;
 mod keystore;
 mod market_cmd;
 mod node_cmd;
+mod verify_bench;
 mod wallet_cmd;
 
 use anyhow::Result;
