@@ -46,6 +46,9 @@ pub trait Chain: Send + Sync {
     fn verifier_key(&self, verifier: &Address) -> Result<Option<[u8; 32]>, Error>;
     /// The complete reveal of `job_id` to `verifier`, if the chain holds one.
     fn reveal(&self, job_id: &Hash, verifier: &Address) -> Result<Option<Vec<u8>>, Error>;
+    /// Whether a settled job can no longer be checked (not drawn, or its check decided); `None`
+    /// when the job is not settled.
+    fn verification_over(&self, job_id: &Hash) -> Result<Option<bool>, Error>;
 }
 
 /// A settled job as the chain reports it (the fields a verifier checks a reveal against).
@@ -251,6 +254,19 @@ impl Chain for HttpChain {
         )
         .map_err(|_| Error::Chain("node API: a verifier key that is not hex".into()))?;
         Ok(Some(key))
+    }
+
+    fn verification_over(&self, job_id: &Hash) -> Result<Option<bool>, Error> {
+        match self.get(&format!("/v1/market/jobs/{job_id}"))? {
+            (200, body) => Ok(Some(
+                body["sampled"] == Value::Bool(false)
+                    || body["check"]["outcome"]
+                        .as_str()
+                        .is_some_and(|o| o != "open"),
+            )),
+            (404, _) => Ok(None),
+            (status, body) => Err(Error::Chain(format!("node API jobs: {status} {body}"))),
+        }
     }
 
     fn reveal(&self, job_id: &Hash, verifier: &Address) -> Result<Option<Vec<u8>>, Error> {

@@ -36,7 +36,8 @@ pub use gateway::{
 pub use input::{ChatMessage, JobInput, JobOutput, MAX_INPUT_BYTES};
 pub use openai::{OpenAiState, openai_router};
 pub use provider::{
-    Admitted, Delivery, JobSubmission, Provider, ProviderConfig, SealedPiece, open_delivery,
+    Admitted, Delivery, JobSubmission, KEPT_SWEEP_LIMIT, Provider, ProviderConfig, SealedPiece,
+    open_delivery,
 };
 pub use server::{provider_router, settle_loop};
 pub use verify::{GREEDY_TOLERANCE, RevealDoc, Verifier, open_reveal, seal_reveal, verify_loop};

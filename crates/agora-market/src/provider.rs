@@ -67,6 +67,11 @@ impl Default for ProviderConfig {
     }
 }
 
+/// How often kept jobs are swept for deletion.
+const KEPT_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// Most kept files one sweep looks at.
+pub const KEPT_SWEEP_LIMIT: usize = 256;
+
 /// A job that passed admission, ready to run.
 #[derive(Debug)]
 pub struct Admitted {
@@ -103,6 +108,8 @@ struct Books {
     submitted: Vec<(Hash, u64)>,
     /// Reveals submitted: `(job id, verifier)`.
     revealed: BTreeSet<(Hash, Address)>,
+    /// When kept jobs were last swept.
+    last_sweep: Option<std::time::Instant>,
 }
 
 /// A compute provider: one key, one set of models, one chain.
@@ -261,7 +268,56 @@ impl Provider {
                 sent += 1;
             }
         }
+        let due = self
+            .books()
+            .last_sweep
+            .is_none_or(|t| t.elapsed() >= KEPT_SWEEP_INTERVAL);
+        if due {
+            self.books().last_sweep = Some(std::time::Instant::now());
+            self.sweep_kept()?;
+        }
         Ok(sent)
+    }
+
+    /// Deletes kept jobs that can no longer be checked (their check decided, or not drawn) or
+    /// settled (expired unsettled). Looks at [`KEPT_SWEEP_LIMIT`] files at most; returns how many
+    /// it deleted.
+    pub fn sweep_kept(&self) -> Result<usize, Error> {
+        let Some(dir) = &self.config.jobs_dir else {
+            return Ok(0);
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Ok(0);
+        };
+        let height = self.chain.height()?;
+        let mut deleted = 0;
+        let kept = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "job"))
+            .take(KEPT_SWEEP_LIMIT);
+        for path in kept {
+            let Some(id) = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.parse::<Hash>().ok())
+            else {
+                continue;
+            };
+            let done = match self.chain.verification_over(&id)? {
+                Some(over) => over,
+                // Not settled: done once the request can no longer be settled.
+                None => self
+                    .kept_job(&id)
+                    .ok()
+                    .flatten()
+                    .is_none_or(|doc| height > doc.request.request.expiry_height),
+            };
+            if done && std::fs::remove_file(&path).is_ok() {
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
     }
 
     fn receipt_path(&self, id: &Hash) -> Option<PathBuf> {

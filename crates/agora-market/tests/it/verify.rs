@@ -123,6 +123,10 @@ fn an_honest_job_is_revealed_judged_and_passes() {
     let state = job_state(&net, &job);
     assert_eq!(state["check"]["outcome"], "passed", "{state}");
     assert!(v.step().unwrap().is_empty());
+    // Decided: the provider no longer keeps the job.
+    assert!(net.provider.kept_job(&job).unwrap().is_some());
+    assert_eq!(net.provider.sweep_kept().unwrap(), 1);
+    assert!(net.provider.kept_job(&job).unwrap().is_none());
 }
 
 #[test]
