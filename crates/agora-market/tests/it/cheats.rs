@@ -163,3 +163,47 @@ fn every_cheating_strategy_is_caught_and_honest_answers_pass() {
     ));
     eprintln!("caught: {caught:?}");
 }
+
+/// DESIGN.md §6: honest work is never slashed. Jobs (short answers, greedy and sampled
+/// alternately) generated on 1 thread all pass a verifier running on 2: 100 here, 500 with
+/// `AGORA_HONEST_JOBS=500` (about 3 minutes on 2 cores; run for the figure).
+#[test]
+fn honest_jobs_all_pass_across_thread_counts() {
+    let (Some(provider_model), Some(verifier_model)) = (real_chat(1), real_chat(2)) else {
+        return;
+    };
+    let provider = backend(provider_model);
+    let verifier = backend(verifier_model);
+    let jobs: u32 = std::env::var("AGORA_HONEST_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    for i in 0..jobs {
+        let input = chat(&format!(
+            "Question {i}: what is {} plus {}?",
+            i * 7 % 101,
+            i * 13 % 97
+        ));
+        let params = JobParams {
+            max_tokens: 6,
+            temperature_milli: if i % 2 == 0 { 0 } else { 700 },
+            top_p_milli: 950,
+            seed: u64::from(i),
+            ..JobParams::default()
+        };
+        let served = provider
+            .run(&MODEL, &input, &params, &mut |_| ControlFlow::Continue(()))
+            .unwrap();
+        let verdict = verifier
+            .judge(
+                &MODEL,
+                &input,
+                &params,
+                &served.output,
+                (served.input_tokens, served.output_tokens),
+                GREEDY_TOLERANCE,
+            )
+            .unwrap();
+        assert_eq!(verdict, Verdict::Pass, "job {i}: {:?}", served.output);
+    }
+}

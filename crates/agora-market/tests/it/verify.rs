@@ -199,3 +199,23 @@ fn a_provider_that_changes_one_token_is_caught_slashed_and_the_client_refunded()
         "the fee came back"
     );
 }
+
+#[test]
+fn a_provider_that_withholds_the_job_is_slashed_after_the_reveal_window() {
+    let net = checked_net();
+    let _v = verifier(&net, 1);
+    let escrow_before = net.chain.escrow(&net.client.address()).unwrap();
+    let job = serve_and_settle(&net, &net.provider, 3);
+    assert_eq!(job_state(&net, &job)["state"], "held");
+    // The provider never reveals: after the reveal window (5 blocks) it is convicted.
+    for _ in 0..5 {
+        net.block();
+    }
+    let state = job_state(&net, &job);
+    assert_eq!(state["check"]["outcome"], "no_reveal", "{state}");
+    assert!(!net.chain.is_provider(&net.provider.address()).unwrap());
+    assert_eq!(
+        net.chain.escrow(&net.client.address()).unwrap(),
+        escrow_before
+    );
+}
