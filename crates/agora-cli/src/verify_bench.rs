@@ -143,18 +143,25 @@ pub fn run(args: VerifyBenchArgs, models_dir: &std::path::Path) -> Result<()> {
     );
     println!(
         "  {:<32} {:>10} {:>14} {:>14} {:>14}",
-        "strategy", "caught", "escape n=10", "n=100", "n=1000"
+        "strategy (P escape after n jobs)", "caught", "n=10", "n=100", "n=1000"
     );
     for (k, cheat) in Cheat::ALL.iter().enumerate() {
         let d = detected[k] as f64 / args.jobs as f64;
-        let escape = |n: i32| (1.0 - p * d).powi(n);
+        let escape = |n: i32| {
+            let e = (1.0 - p * d).powi(n);
+            if e >= 1e-3 {
+                format!("{e:.4}")
+            } else {
+                format!("{e:.2e}")
+            }
+        };
         println!(
-            "  {:<32} {:>9.1}% {:>13.4}% {:>13.4}% {:>13.6}%",
+            "  {:<32} {:>9.1}% {:>14} {:>14} {:>14}",
             cheat.name(),
             d * 100.0,
-            escape(10) * 100.0,
-            escape(100) * 100.0,
-            escape(1000) * 100.0
+            escape(10),
+            escape(100),
+            escape(1000)
         );
     }
     if honest_passed != args.jobs {
