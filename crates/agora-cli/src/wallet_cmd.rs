@@ -100,6 +100,14 @@ pub enum TxCommand {
         #[arg(long)]
         amount: String,
     },
+    /// Dispute one of your jobs while its fee is pending: a committee of verifiers re-checks it
+    /// (locks the chain's challenge bond, 1 AGR by default: returned if the job is found wrong).
+    Challenge {
+        #[command(flatten)]
+        opts: TxOpts,
+        /// The job id (from the answer's receipt, `x-agora-job-id`).
+        job_id: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -251,6 +259,14 @@ pub fn tx(home: PathBuf, cmd: TxCommand) -> Result<()> {
             opts,
             Message::EscrowWithdraw {
                 amount: parse_amount(&amount)?,
+            },
+        ),
+        TxCommand::Challenge { opts, job_id } => (
+            opts,
+            Message::ChallengeJob {
+                job_id: job_id
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("a job id is 64 hex digits"))?,
             },
         ),
     };

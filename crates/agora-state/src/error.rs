@@ -99,6 +99,9 @@ pub enum TxError {
     /// A reveal part that does not fit the reveal.
     #[error("invalid reveal: {0}")]
     InvalidReveal(String),
+    /// A challenge the chain cannot take.
+    #[error("cannot challenge: {0}")]
+    InvalidChallenge(String),
     /// A verdict before the reveal arrived.
     #[error("the provider's reveal has not arrived: nothing to judge yet")]
     NotRevealed,
@@ -137,6 +140,7 @@ impl TxError {
             TxError::NotJobProvider { .. } => "not_job_provider",
             TxError::InvalidReveal(_) => "invalid_reveal",
             TxError::NotRevealed => "not_revealed",
+            TxError::InvalidChallenge(_) => "invalid_challenge",
             TxError::ProviderExists { .. } => "provider_exists",
             TxError::NotProvider { .. } => "not_provider",
             TxError::StakeTooLow { .. } => "stake_too_low",

@@ -655,6 +655,9 @@ impl<'a> Executor<'a> {
                     scratch, sender, job_id, verifier, *part, *parts, data, events,
                 );
             }
+            Message::ChallengeJob { job_id } => {
+                return self.challenge(scratch, sender, from, job_id, events);
+            }
             Message::PostVerdict { job_id, verdict } => {
                 return self.post_verdict(scratch, sender, job_id, *verdict, events);
             }

@@ -89,7 +89,11 @@ fn sum_accounts(s: &MemState) -> u128 {
         } else if k.starts_with(b"chk/") {
             // An open check holds its job's fee.
             let c: Check = borsh::from_slice(v).unwrap();
-            if c.outcome == Outcome::Open { c.fee } else { 0 }
+            if c.outcome == Outcome::Open {
+                c.fee + c.challenger.map_or(0, |(_, bond)| bond)
+            } else {
+                0
+            }
         } else if k.as_slice() == verifier_pool_key().as_slice() {
             borsh::from_slice::<u128>(v).unwrap()
         } else {
@@ -1353,6 +1357,109 @@ mod market {
                 (attr(whole, "amount"), attr(whole, "protocol_share")),
                 ("500", "0")
             );
+        }
+
+        fn challenge(job: u8) -> (usize, Message) {
+            (
+                CLIENT,
+                Message::ChallengeJob {
+                    job_id: Hash([job; 32]),
+                },
+            )
+        }
+
+        #[test]
+        fn a_verifier_that_passes_a_wrong_job_is_caught_by_the_clients_challenge() {
+            let mut s = net(10_000);
+            let first = settled_and_drawn(&mut s, 1)[0];
+            block(&mut s, 4, vec![reveal(1, first)]);
+            // The first verifier lies: it passes the (wrong) job.
+            block(&mut s, 5, vec![verdict(1, first, true)]);
+            assert_eq!(check(&s, 1).unwrap().outcome, Outcome::Passed);
+            let stake = verifier(&s, first).stake;
+            // The client, who saw the answer, challenges while the fee is pending.
+            assert_eq!(fails(&s, 6, 3, challenge(1).1), "invalid_challenge");
+            let balance = account(&s, &key(CLIENT).address()).balance;
+            let events = block(&mut s, 6, vec![challenge(1)]);
+            assert_eq!(named(&events, "job_challenged").len(), 1);
+            let c = check(&s, 1).unwrap();
+            assert_eq!((c.outcome, c.dispute), (Outcome::Open, true));
+            assert_eq!(c.challenger, Some((key(CLIENT).address(), AGR)));
+            assert_eq!(
+                account(&s, &key(CLIENT).address()).balance,
+                balance - 10 - AGR
+            );
+            assert_eq!(fails(&s, 7, CLIENT, challenge(1).1), "invalid_challenge");
+            let committee: Vec<usize> = c
+                .seats
+                .iter()
+                .filter(|x| x.role == Role::Committee)
+                .map(|x| who(&x.verifier))
+                .collect();
+            assert_eq!(committee.len(), 3);
+            assert!(!committee.contains(&first));
+            block(&mut s, 7, committee.iter().map(|v| reveal(1, *v)).collect());
+            let events = block(
+                &mut s,
+                8,
+                vec![
+                    verdict(1, committee[0], false),
+                    verdict(1, committee[1], false),
+                ],
+            );
+            assert_eq!(attr(named(&events, "check_decided")[0], "outcome"), "fraud");
+            // The lying verifier is slashed; the client has its fee and its bond back.
+            assert_eq!(verifier(&s, first).stake, stake - stake / 20);
+            assert!(provider(&s, PROVIDER).is_none());
+            // (Less the challenge transaction's fee.)
+            assert_eq!(account(&s, &key(CLIENT).address()).balance, balance - 10);
+        }
+
+        #[test]
+        fn a_challenge_that_finds_nothing_costs_the_client_its_bond() {
+            let mut s = net(0);
+            // Never drawn (p = 0): the client challenges it.
+            block(
+                &mut s,
+                2,
+                vec![(
+                    PROVIDER,
+                    Message::SettleJobs {
+                        jobs: vec![honest(1)],
+                    },
+                )],
+            );
+            block(&mut s, 3, vec![]);
+            assert!(check(&s, 1).is_none());
+            let provider_balance = account(&s, &key(PROVIDER).address()).balance;
+            block(&mut s, 4, vec![challenge(1)]);
+            let c = check(&s, 1).unwrap();
+            let committee: Vec<usize> = c.seats.iter().map(|x| who(&x.verifier)).collect();
+            assert_eq!(committee.len(), 3);
+            block(&mut s, 5, committee.iter().map(|v| reveal(1, *v)).collect());
+            let events = block(
+                &mut s,
+                6,
+                vec![
+                    verdict(1, committee[0], true),
+                    verdict(1, committee[2], true),
+                ],
+            );
+            assert_eq!(
+                attr(named(&events, "check_decided")[0], "outcome"),
+                "passed"
+            );
+            assert_eq!(named(&events, "challenge_lost").len(), 1);
+            // The bond went to the provider (which paid 3 reveals' fees); the fee is still
+            // released at the end of its window.
+            assert_eq!(
+                account(&s, &key(PROVIDER).address()).balance,
+                provider_balance + AGR - 30
+            );
+            let released: Vec<Event> = (7..=32).flat_map(|h| block(&mut s, h, vec![])).collect();
+            assert_eq!(named(&released, "fee_released").len(), 1);
+            // Too late now: the fee is out.
+            assert_eq!(fails(&s, 33, CLIENT, challenge(1).1), "invalid_challenge");
         }
 
         #[test]

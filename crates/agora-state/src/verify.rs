@@ -37,6 +37,10 @@ pub struct VerifyParams {
     /// Least stake a verifier registers with, in base units.
     #[serde(with = "serde_u128")]
     pub min_verifier_stake: Amount,
+    /// What a client locks to challenge a job (returned if the job is found wrong, paid to the
+    /// provider if not), in base units.
+    #[serde(with = "serde_u128")]
+    pub challenge_bond: Amount,
 }
 
 impl Default for VerifyParams {
@@ -50,6 +54,7 @@ impl Default for VerifyParams {
             slash_provider_bps: 1_000,
             slash_verifier_bps: 500,
             min_verifier_stake: 50 * AGR,
+            challenge_bond: AGR,
         }
     }
 }
@@ -142,6 +147,9 @@ pub struct Seat {
     pub revealed_height: Option<u64>,
     /// Its verdict, once posted.
     pub verdict: Option<Verdict>,
+    /// Whether its verdict agreed with the outcome, once counted (rewarded: `Some(true)`;
+    /// slashed: `Some(false)`). A challenge can decide again; a seat is paid or slashed once.
+    pub sided: Option<bool>,
 }
 
 impl Seat {
@@ -200,6 +208,8 @@ pub struct Check {
     pub outcome: Outcome,
     /// When it ended.
     pub decided_height: Option<u64>,
+    /// The client that challenged the job, and the bond it locked (held by the check).
+    pub challenger: Option<(Address, Amount)>,
 }
 
 impl Check {

@@ -109,6 +109,12 @@ pub enum Message {
         #[serde(serialize_with = "hex_bytes")]
         data: Vec<u8>,
     },
+    /// The client disputes a settled job whose fee is still pending: a committee re-checks it
+    /// (the sender locks the chain's challenge bond, returned if the job is found wrong).
+    ChallengeJob {
+        /// The job.
+        job_id: Hash,
+    },
     /// A verifier's verdict on a job it was drawn to check.
     PostVerdict {
         /// The checked job.
@@ -140,6 +146,7 @@ impl Message {
             | Message::SettleJobs { .. }
             | Message::UnregisterVerifier
             | Message::RevealJob { .. }
+            | Message::ChallengeJob { .. }
             | Message::PostVerdict { .. } => 0,
         }
     }

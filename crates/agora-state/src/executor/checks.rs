@@ -26,6 +26,19 @@ fn overflow(what: &str) -> Error {
     }
 }
 
+/// The verifiers whose verdict `agrees` (or not) with the outcome, not yet counted that way; they
+/// are marked counted.
+fn sides(check: &mut Check, agrees: bool, verdict: impl Fn(&Seat) -> bool) -> Vec<Address> {
+    let mut out = Vec::new();
+    for seat in check.seats.iter_mut() {
+        if verdict(seat) && seat.sided != Some(agrees) {
+            seat.sided = Some(agrees);
+            out.push(seat.verifier);
+        }
+    }
+    out
+}
+
 fn verdict_code(v: &Verdict) -> &'static str {
     match v {
         Verdict::Pass => "pass",
@@ -253,6 +266,115 @@ impl Executor<'_> {
         Ok(Ok(()))
     }
 
+    /// The client disputes its job while the fee is pending: a committee is drawn (the job's
+    /// check, if it had one, reopens; its verdicts are judged again with the committee's).
+    pub(super) fn challenge(
+        &mut self,
+        scratch: &mut Scratch,
+        sender: &Address,
+        mut from: Account,
+        job_id: &Hash,
+        events: &mut Vec<Event>,
+    ) -> TxResult {
+        let refuse = |why: String| Ok(Err(TxError::InvalidChallenge(why)));
+        let Some(record) = self.get::<JobRecord>(scratch, &job_key(job_id))? else {
+            return refuse(format!("job {job_id} is not settled"));
+        };
+        if record.client != *sender {
+            return refuse("only the job's client challenges it".into());
+        }
+        if self.ctx.height >= record.release_height {
+            return refuse(format!(
+                "the fee is released at height {}: the challenge window is over",
+                record.release_height
+            ));
+        }
+        let ckey = check_key(job_id);
+        let mut check = match self.get::<Check>(scratch, &ckey)? {
+            Some(c) if c.outcome == Outcome::Open => {
+                return refuse("the job is under check already".into());
+            }
+            Some(c) if matches!(c.outcome, Outcome::Fraud | Outcome::NoReveal) => {
+                return refuse("the job was found wrong and refunded already".into());
+            }
+            // Its fee went back to the block's queue just now: the queue is written at the end of
+            // the block, so the fee cannot be taken back from it before then.
+            Some(c) if c.decided_height == Some(self.ctx.height) => {
+                return refuse(
+                    "the job's check was decided in this block: challenge in the next".into(),
+                );
+            }
+            Some(mut c) => {
+                c.outcome = Outcome::Open;
+                c.decided_height = None;
+                c
+            }
+            None => Check {
+                job_id: *job_id,
+                provider: record.provider,
+                client: record.client,
+                model: record.model,
+                fee: record.fee,
+                level: record.level,
+                release_height: record.release_height,
+                opened_height: self.ctx.height,
+                dispute: true,
+                seats: Vec::new(),
+                dismissed: Vec::new(),
+                outcome: Outcome::Open,
+                decided_height: None,
+                challenger: None,
+            },
+        };
+        check.dispute = true;
+        let bond = self.verify.challenge_bond;
+        if from.balance < bond {
+            return Ok(Err(TxError::InsufficientFunds {
+                need: bond,
+                have: from.balance,
+            }));
+        }
+        let drawn = self.draw(scratch, &check, usize::from(self.verify.committee))?;
+        if drawn.is_empty() {
+            return refuse("no verifier can be drawn for this model".into());
+        }
+        from.balance -= bond;
+        scratch.accounts.insert(*sender, from);
+        check.challenger = Some((*sender, bond));
+        self.seat_all(scratch, &mut check, &drawn, Role::Committee)?;
+        // The check holds the fee again until it is decided.
+        let qkey = pending_key(record.release_height);
+        let mut queue: Vec<PendingFee> = self.get(scratch, &qkey)?.unwrap_or_default();
+        queue.retain(|p| p.job_id != *job_id);
+        scratch.writes.insert(qkey, Some(encode(&queue)));
+        let pkey = provider_key(&record.provider);
+        if let Some(mut p) = self.get::<Provider>(scratch, &pkey)? {
+            p.open_checks += 1;
+            scratch.writes.insert(pkey, Some(encode(&p)));
+        }
+        scratch
+            .writes
+            .insert(open_check_key(&record.provider, job_id), Some(Vec::new()));
+        events.push(Event::new(
+            "job_challenged",
+            &[
+                ("job_id", job_id.to_hex()),
+                ("client", sender.to_string()),
+                ("bond", bond.to_string()),
+                (
+                    "committee",
+                    drawn
+                        .iter()
+                        .map(Address::to_string)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
+            ],
+        ));
+        scratch.writes.insert(ckey, Some(encode(&check)));
+        Ok(Ok(()))
+    }
+
     pub(super) fn post_verdict(
         &mut self,
         scratch: &mut Scratch,
@@ -367,6 +489,7 @@ impl Executor<'_> {
             received: 0,
             revealed_height: None,
             verdict: None,
+            sided: None,
         });
         scratch
             .writes
@@ -435,6 +558,7 @@ impl Executor<'_> {
                 dismissed: Vec::new(),
                 outcome: Outcome::Open,
                 decided_height: None,
+                challenger: None,
             };
             let drawn = self.draw(&scratch, &check, n)?;
             if drawn.is_empty() {
@@ -739,19 +863,20 @@ impl Executor<'_> {
                         ],
                     ));
                 }
+                if let Some((_, bond)) = check.challenger.take() {
+                    // A challenge that found nothing: the bond goes to the provider.
+                    self.credit(scratch, check.provider, bond)?;
+                    events.push(Event::new(
+                        "challenge_lost",
+                        &[
+                            ("job_id", check.job_id.to_hex()),
+                            ("bond", bond.to_string()),
+                        ],
+                    ));
+                }
                 if outcome == Outcome::Passed {
-                    let winners: Vec<Address> = check
-                        .seats
-                        .iter()
-                        .filter(|s| is_pass(s))
-                        .map(|s| s.verifier)
-                        .collect();
-                    let losers: Vec<Address> = check
-                        .seats
-                        .iter()
-                        .filter(|s| is_fail(s))
-                        .map(|s| s.verifier)
-                        .collect();
+                    let winners = sides(check, true, is_pass);
+                    let losers = sides(check, false, is_fail);
                     for v in winners {
                         let reward = pool.min(check.fee);
                         pool -= reward;
@@ -781,6 +906,9 @@ impl Executor<'_> {
                     .checked_add(check.fee)
                     .ok_or_else(|| overflow("escrow"))?;
                 scratch.writes.insert(ekey, Some(encode(&escrow)));
+                if let Some((challenger, bond)) = check.challenger.take() {
+                    self.credit(scratch, challenger, bond)?;
+                }
                 events.push(Event::new(
                     "job_refunded",
                     &[
@@ -816,18 +944,8 @@ impl Executor<'_> {
                 }
                 // The verifiers who found it share what was slashed; those who voted against
                 // the majority are slashed in turn.
-                let winners: Vec<Address> = check
-                    .seats
-                    .iter()
-                    .filter(|s| is_fail(s))
-                    .map(|s| s.verifier)
-                    .collect();
-                let losers: Vec<Address> = check
-                    .seats
-                    .iter()
-                    .filter(|s| is_pass(s))
-                    .map(|s| s.verifier)
-                    .collect();
+                let winners = sides(check, true, is_fail);
+                let losers = sides(check, false, is_pass);
                 if winners.is_empty() {
                     pool = pool.checked_add(slashed).ok_or_else(|| overflow("pool"))?;
                 } else {
