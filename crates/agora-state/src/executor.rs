@@ -696,7 +696,16 @@ impl<'a> Executor<'a> {
         if let Err(why) = info.check() {
             return Ok(Err(TxError::InvalidProvider(why)));
         }
-        for model in &info.models {
+        self.models_registered(scratch, &info.models)
+    }
+
+    /// Every model in the registry, or the first that is not.
+    fn models_registered(
+        &self,
+        scratch: &Scratch,
+        models: &[Hash],
+    ) -> Result<std::result::Result<(), TxError>> {
+        for model in models {
             if self.get::<ModelInfo>(scratch, &model_key(model))?.is_none() {
                 return Ok(Err(TxError::UnknownModel { id: model.to_hex() }));
             }

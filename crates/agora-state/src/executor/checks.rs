@@ -3,13 +3,13 @@
 //! deadlines, and the outcomes that pay, refund and slash.
 
 use super::{Executor, Scratch, decode, encode, read};
+use crate::Escrow;
 use crate::{
     Account, Check, Error, JobRecord, Outcome, PendingFee, Provider, Result, Role, Seat, TxError,
     UnbondingEntry, Verifier, VerifyParams, check_key, deadline_queue_key, draw_queue_key,
-    escrow_key, job_key, model_key, open_check_key, pending_key, provider_key, reveal_key,
-    unbonding_key, verifier_key, verifier_pool_key, verifier_set_key,
+    escrow_key, job_key, open_check_key, pending_key, provider_key, reveal_key, unbonding_key,
+    verifier_key, verifier_pool_key, verifier_set_key,
 };
-use crate::{Escrow, ModelInfo};
 use agora_types::{
     Address, Amount, Event, Hash, MAX_REVEAL_PART_BYTES, MAX_REVEAL_PARTS, Verdict, Verification,
     VerifierInfo,
@@ -112,10 +112,8 @@ impl Executor<'_> {
         if let Err(why) = info.check() {
             return Ok(Err(TxError::InvalidVerifier(why)));
         }
-        for model in &info.models {
-            if self.get::<ModelInfo>(scratch, &model_key(model))?.is_none() {
-                return Ok(Err(TxError::UnknownModel { id: model.to_hex() }));
-            }
+        if let Err(e) = self.models_registered(scratch, &info.models)? {
+            return Ok(Err(e));
         }
         if from.balance < stake {
             return Ok(Err(TxError::InsufficientFunds {
@@ -880,15 +878,7 @@ impl Executor<'_> {
                     for v in winners {
                         let reward = pool.min(check.fee);
                         pool -= reward;
-                        self.credit(scratch, v, reward)?;
-                        events.push(Event::new(
-                            "verifier_rewarded",
-                            &[
-                                ("job_id", check.job_id.to_hex()),
-                                ("verifier", v.to_string()),
-                                ("amount", reward.to_string()),
-                            ],
-                        ));
+                        self.reward(scratch, check, v, reward, events)?;
                     }
                     for v in losers {
                         pool = pool
@@ -954,15 +944,7 @@ impl Executor<'_> {
                         .checked_add(slashed - each * winners.len() as Amount)
                         .ok_or_else(|| overflow("pool"))?;
                     for v in winners {
-                        self.credit(scratch, v, each)?;
-                        events.push(Event::new(
-                            "verifier_rewarded",
-                            &[
-                                ("job_id", check.job_id.to_hex()),
-                                ("verifier", v.to_string()),
-                                ("amount", each.to_string()),
-                            ],
-                        ));
+                        self.reward(scratch, check, v, each, events)?;
                     }
                 }
                 for v in losers {
@@ -999,6 +981,27 @@ impl Executor<'_> {
             .checked_add(amount)
             .ok_or_else(|| overflow("balance"))?;
         scratch.accounts.insert(to, acc);
+        Ok(())
+    }
+
+    /// Pays verifier `v` for its verdict on `check`.
+    fn reward(
+        &self,
+        scratch: &mut Scratch,
+        check: &Check,
+        v: Address,
+        amount: Amount,
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
+        self.credit(scratch, v, amount)?;
+        events.push(Event::new(
+            "verifier_rewarded",
+            &[
+                ("job_id", check.job_id.to_hex()),
+                ("verifier", v.to_string()),
+                ("amount", amount.to_string()),
+            ],
+        ));
         Ok(())
     }
 
