@@ -219,3 +219,71 @@ fn a_provider_that_withholds_the_job_is_slashed_after_the_reveal_window() {
         escrow_before
     );
 }
+
+#[test]
+fn every_cheating_strategy_is_caught_on_chain_and_the_cheater_slashed() {
+    let net = checked_net();
+    let v = verifier(&net, 1);
+    let mut nonce = 2;
+    for (i, cheat) in Cheat::ALL.into_iter().enumerate() {
+        let key = Keypair::from_seed_label(&format!("cheater-{i}"));
+        net.node
+            .submit(&tx(
+                &net.client,
+                nonce,
+                vec![Message::Transfer {
+                    to: key.address(),
+                    amount: 10 * AGR + AGR / 2,
+                }],
+            ))
+            .unwrap();
+        nonce += 1;
+        net.block();
+        let (inner, model) = tiny_backend(&net, &format!("cheater-{i}"));
+        let secret = ProviderSecret::generate();
+        let info = ProviderInfo {
+            models: vec![MODEL],
+            price_input_per_1k: 10_000,
+            price_output_per_1k: 30_000,
+            endpoint: "http://127.0.0.1:1".into(),
+            encryption_key: EncryptionKey(secret.public()),
+        };
+        let cheater = Provider::new(
+            key,
+            secret,
+            info,
+            net.chain.clone(),
+            Arc::new(CheatingBackend {
+                inner,
+                chat: model,
+                cheat,
+            }),
+            ProviderConfig {
+                min_expiry_margin: 5,
+                jobs_dir: Some(net._dir.path().join(format!("cheater-{i}"))),
+                ..ProviderConfig::default()
+            },
+        )
+        .unwrap();
+        cheater.ensure_registered(10 * AGR).unwrap();
+        net.block();
+        let job = serve_and_settle(&net, &cheater, 20 + i as u8);
+        assert_eq!(cheater.reveal_pending().unwrap(), 1);
+        net.block();
+        let verdicts = v.step().unwrap();
+        assert!(
+            matches!(verdicts.as_slice(), [(j, Verdict::Fail { .. })] if *j == job),
+            "{}: {verdicts:?}",
+            cheat.name()
+        );
+        net.block();
+        let state = job_state(&net, &job);
+        assert_eq!(
+            state["check"]["outcome"],
+            "fraud",
+            "{}: {state}",
+            cheat.name()
+        );
+        assert!(!net.chain.is_provider(&cheater.address()).unwrap());
+    }
+}
