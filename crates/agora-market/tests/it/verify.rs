@@ -224,20 +224,19 @@ fn a_provider_that_withholds_the_job_is_slashed_after_the_reveal_window() {
 fn every_cheating_strategy_is_caught_on_chain_and_the_cheater_slashed() {
     let net = checked_net();
     let v = verifier(&net, 1);
-    let mut nonce = 2;
     for (i, cheat) in Cheat::ALL.into_iter().enumerate() {
+        // The client's nonce: 0 funded its escrow, 1 the verifier.
         let key = Keypair::from_seed_label(&format!("cheater-{i}"));
         net.node
             .submit(&tx(
                 &net.client,
-                nonce,
+                2 + i as u64,
                 vec![Message::Transfer {
                     to: key.address(),
                     amount: 10 * AGR + AGR / 2,
                 }],
             ))
             .unwrap();
-        nonce += 1;
         net.block();
         let (inner, model) = tiny_backend(&net, &format!("cheater-{i}"));
         let secret = ProviderSecret::generate();
