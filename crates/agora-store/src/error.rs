@@ -24,6 +24,11 @@ pub enum Error {
         claimed: String,
         computed: String,
     },
+    /// The data was written by a version of Agora whose encodings differ.
+    #[error(
+        "the chain data was written by another version of Agora (format {found}, this one reads format {expected}): start the chain afresh (remove its data directory)"
+    )]
+    Format { found: u32, expected: u32 },
     /// The store belongs to another chain.
     #[error("store holds chain {stored:?}, not {expected:?}")]
     WrongChain { stored: String, expected: String },

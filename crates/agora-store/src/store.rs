@@ -24,6 +24,10 @@ const TXS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("txs");
 const RESULTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("results");
 
 const META_HEIGHT: &str = "height";
+/// The version of the stored encodings (state values, blocks); bumped when they change.
+const META_FORMAT: &str = "format";
+/// Format 2: verification (checks, verifiers, job verification levels, block context seed).
+const FORMAT_VERSION: u32 = 2;
 const META_ROOT: &str = "state_root";
 const META_CHAIN: &str = "chain_id";
 
@@ -118,6 +122,34 @@ impl Store {
         txn.open_table(BLOCKS)?;
         txn.open_table(BLOCK_HASHES)?;
         txn.open_table(RESULTS)?;
+        {
+            let mut meta = txn.open_table(META)?;
+            let found = match meta.get(META_FORMAT)? {
+                Some(v) => Some(decode::<u32>("meta", v.value())?),
+                None => None,
+            };
+            let has_blocks = meta.get(META_HEIGHT)?.is_some();
+            match found {
+                Some(v) if v == FORMAT_VERSION => {}
+                Some(v) => {
+                    return Err(Error::Format {
+                        found: v,
+                        expected: FORMAT_VERSION,
+                    });
+                }
+                // Data from before formats were recorded.
+                None if has_blocks => {
+                    return Err(Error::Format {
+                        found: 1,
+                        expected: FORMAT_VERSION,
+                    });
+                }
+                None => {
+                    let bytes = borsh::to_vec(&FORMAT_VERSION).expect("encode");
+                    meta.insert(META_FORMAT, bytes.as_slice())?;
+                }
+            }
+        }
         txn.commit()?;
         let tree = Self::rebuild_tree(&db)?;
         Ok(Store {
@@ -663,6 +695,58 @@ mod tests {
             assert_eq!(staged.state_root(), block.header.state_root);
             staged.commit(block, &executed).unwrap();
         }
+    }
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    #[test]
+    fn data_of_another_format_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.redb");
+        // A fresh store records its format and opens again.
+        drop(Store::open(&path).unwrap());
+        drop(Store::open(&path).unwrap());
+        let set_meta = |key: &str, value: Option<&[u8]>| {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut meta = txn.open_table(META).unwrap();
+                match value {
+                    Some(v) => {
+                        meta.insert(key, v).unwrap();
+                    }
+                    None => {
+                        meta.remove(key).unwrap();
+                    }
+                }
+            }
+            txn.commit().unwrap();
+        };
+        set_meta(META_FORMAT, Some(&borsh::to_vec(&7u32).unwrap()));
+        let Err(err) = Store::open(&path) else {
+            panic!("data of another format was opened");
+        };
+        assert!(
+            matches!(
+                err,
+                Error::Format {
+                    found: 7,
+                    expected: FORMAT_VERSION
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("start the chain afresh"), "{err}");
+        // Data from before formats were recorded: blocks but no format.
+        set_meta(META_FORMAT, None);
+        set_meta(META_HEIGHT, Some(&borsh::to_vec(&5u64).unwrap()));
+        assert!(matches!(
+            Store::open(&path).err(),
+            Some(Error::Format { found: 1, .. })
+        ));
     }
 }
 
