@@ -142,9 +142,13 @@ pub(crate) async fn get_job(
     // Whether it is checked: drawn in the block after the one that settled it.
     let sampled = match (&check, job.level) {
         (_, agora_types::Verification::None) => json!(false),
-        (Some(c), _) => json!(c.outcome != Outcome::NoVerifier || !c.seats.is_empty()),
-        (None, _) if height > job.settled_height => json!(false),
-        (None, _) => Value::Null,
+        (Some(c), _) if c.drawn => {
+            json!(c.outcome != Outcome::NoVerifier || !c.seats.is_empty())
+        }
+        // Not drawn (a client's challenge may have opened a check since).
+        _ if height > job.settled_height => json!(false),
+        // Drawn in the next block.
+        _ => Value::Null,
     };
     Ok(Json(json!({
         "height": height,

@@ -616,6 +616,19 @@ async fn embeddings(
             );
         }
     };
+    let verification = match body.get("verification") {
+        None => Verification::default(),
+        Some(v) => match serde_json::from_value(v.clone()) {
+            Ok(v) => v,
+            Err(_) => {
+                return oai_error(
+                    400,
+                    "invalid_verification",
+                    "`verification` is \"none\", \"sampled\" or {\"redundant\": k}",
+                );
+            }
+        },
+    };
     let gw = st.gateway.clone();
     let name = model_name.clone();
     let result = tokio::task::spawn_blocking(move || {
@@ -624,7 +637,10 @@ async fn embeddings(
             &key,
             model,
             &JobInput::Embedding { inputs },
-            JobParams::default(),
+            JobParams {
+                verification,
+                ..JobParams::default()
+            },
             &mut |_| ControlFlow::Continue(()),
         )
     })

@@ -1434,6 +1434,7 @@ mod market {
             let provider_balance = account(&s, &key(PROVIDER).address()).balance;
             block(&mut s, 4, vec![challenge(1)]);
             let c = check(&s, 1).unwrap();
+            assert!(!c.drawn, "opened by the challenge, not by the draw");
             let committee: Vec<usize> = c.seats.iter().map(|x| who(&x.verifier)).collect();
             assert_eq!(committee.len(), 3);
             block(&mut s, 5, committee.iter().map(|v| reveal(1, *v)).collect());

@@ -196,8 +196,10 @@ pub struct Check {
     pub level: Verification,
     /// When the fee would be released without a check.
     pub release_height: u64,
-    /// When the check was drawn.
+    /// When the check was opened.
     pub opened_height: u64,
+    /// Opened by the chain's draw (not by a client's challenge).
+    pub drawn: bool,
     /// A first verdict failed the job and a committee was drawn.
     pub dispute: bool,
     /// Verifiers seated, in the order drawn.
