@@ -129,24 +129,22 @@ fn an_honest_job_is_revealed_judged_and_passes() {
     assert!(net.provider.kept_job(&job).unwrap().is_none());
 }
 
-#[test]
-fn a_provider_that_changes_one_token_is_caught_slashed_and_the_client_refunded() {
-    let net = checked_net();
-    let v = verifier(&net, 1);
-    // The cheater: funded by the client, registered like any provider.
-    let key = Keypair::from_seed_label("cheater");
+/// A provider that cheats with `cheat`: funded by the client (its transaction `nonce`) and
+/// registered with 10 AGR like any provider.
+fn cheating_provider(net: &Net, label: &str, nonce: u64, cheat: Cheat) -> Provider {
+    let key = Keypair::from_seed_label(label);
     net.node
         .submit(&tx(
             &net.client,
-            2,
+            nonce,
             vec![Message::Transfer {
                 to: key.address(),
-                amount: 20 * AGR,
+                amount: 10 * AGR + AGR / 2,
             }],
         ))
         .unwrap();
     net.block();
-    let (inner, model) = tiny_backend(&net, "cheater");
+    let (inner, model) = tiny_backend(net, label);
     let secret = ProviderSecret::generate();
     let info = ProviderInfo {
         models: vec![MODEL],
@@ -163,17 +161,25 @@ fn a_provider_that_changes_one_token_is_caught_slashed_and_the_client_refunded()
         Arc::new(CheatingBackend {
             inner,
             chat: model,
-            cheat: Cheat::OneTokenChanged,
+            cheat,
         }),
         ProviderConfig {
             min_expiry_margin: 5,
-            jobs_dir: Some(net._dir.path().join("cheater-jobs")),
+            jobs_dir: Some(net._dir.path().join(format!("{label}-jobs"))),
             ..ProviderConfig::default()
         },
     )
     .unwrap();
     cheater.ensure_registered(10 * AGR).unwrap();
     net.block();
+    cheater
+}
+
+#[test]
+fn a_provider_that_changes_one_token_is_caught_slashed_and_the_client_refunded() {
+    let net = checked_net();
+    let v = verifier(&net, 1);
+    let cheater = cheating_provider(&net, "cheater", 2, Cheat::OneTokenChanged);
     let escrow_before = net.chain.escrow(&net.client.address()).unwrap();
 
     let job = serve_and_settle(&net, &cheater, 7);
@@ -226,46 +232,7 @@ fn every_cheating_strategy_is_caught_on_chain_and_the_cheater_slashed() {
     let v = verifier(&net, 1);
     for (i, cheat) in Cheat::ALL.into_iter().enumerate() {
         // The client's nonce: 0 funded its escrow, 1 the verifier.
-        let key = Keypair::from_seed_label(&format!("cheater-{i}"));
-        net.node
-            .submit(&tx(
-                &net.client,
-                2 + i as u64,
-                vec![Message::Transfer {
-                    to: key.address(),
-                    amount: 10 * AGR + AGR / 2,
-                }],
-            ))
-            .unwrap();
-        net.block();
-        let (inner, model) = tiny_backend(&net, &format!("cheater-{i}"));
-        let secret = ProviderSecret::generate();
-        let info = ProviderInfo {
-            models: vec![MODEL],
-            price_input_per_1k: 10_000,
-            price_output_per_1k: 30_000,
-            endpoint: "http://127.0.0.1:1".into(),
-            encryption_key: EncryptionKey(secret.public()),
-        };
-        let cheater = Provider::new(
-            key,
-            secret,
-            info,
-            net.chain.clone(),
-            Arc::new(CheatingBackend {
-                inner,
-                chat: model,
-                cheat,
-            }),
-            ProviderConfig {
-                min_expiry_margin: 5,
-                jobs_dir: Some(net._dir.path().join(format!("cheater-{i}"))),
-                ..ProviderConfig::default()
-            },
-        )
-        .unwrap();
-        cheater.ensure_registered(10 * AGR).unwrap();
-        net.block();
+        let cheater = cheating_provider(&net, &format!("cheater-{i}"), 2 + i as u64, cheat);
         let job = serve_and_settle(&net, &cheater, 20 + i as u8);
         assert_eq!(cheater.reveal_pending().unwrap(), 1);
         net.block();
