@@ -76,7 +76,32 @@ pub fn seal(recipient: &[u8; 32], request_hash: &Hash, input: &[u8]) -> (Envelop
     let secret = EphemeralSecret::random_from_rng(OsRng);
     let ephemeral = PublicKey::from(&secret).to_bytes();
     let shared = secret.diffie_hellman(&PublicKey::from(*recipient));
-    let (input_key, output_key) = keys(shared.as_bytes(), &ephemeral, recipient);
+    seal_shared(shared.as_bytes(), ephemeral, recipient, request_hash, input)
+}
+
+/// As [`seal`], with a one-time key derived from `seed` instead of a random one: the same seed
+/// and input give the same envelope (a reveal resent after a crash matches the parts already
+/// sent). Each seed must seal one message only.
+pub(crate) fn seal_seeded(
+    seed: [u8; 32],
+    recipient: &[u8; 32],
+    request_hash: &Hash,
+    input: &[u8],
+) -> Envelope {
+    let secret = StaticSecret::from(seed);
+    let ephemeral = PublicKey::from(&secret).to_bytes();
+    let shared = secret.diffie_hellman(&PublicKey::from(*recipient));
+    seal_shared(shared.as_bytes(), ephemeral, recipient, request_hash, input).0
+}
+
+fn seal_shared(
+    shared: &[u8; 32],
+    ephemeral: [u8; 32],
+    recipient: &[u8; 32],
+    request_hash: &Hash,
+    input: &[u8],
+) -> (Envelope, OutputReader) {
+    let (input_key, output_key) = keys(shared, &ephemeral, recipient);
     let ciphertext = ChaCha20Poly1305::new(&input_key)
         .encrypt(
             &nonce(0),

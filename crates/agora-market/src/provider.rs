@@ -176,6 +176,15 @@ impl Provider {
     }
 
     /// The file that keeps job `id`'s receipt until the chain has settled it.
+    /// The one-time key seed for sealing job `id` to `recipient`: the same every time (the same
+    /// document gives the same bytes), different for every job and recipient, secret.
+    fn reveal_seed(&self, id: &Hash, recipient: &[u8; 32]) -> [u8; 32] {
+        let mut material = self.secret.to_bytes().to_vec();
+        material.extend_from_slice(&id.0);
+        material.extend_from_slice(recipient);
+        blake3::derive_key("agora/market/reveal-seed/v1", &material)
+    }
+
     fn kept_path(&self, id: &Hash) -> Option<PathBuf> {
         self.config
             .jobs_dir
@@ -221,8 +230,9 @@ impl Provider {
                 continue;
             }
             for seat in &check.seats {
-                let due =
-                    seat.verdict.is_none() && seat.revealed_height.is_none() && seat.parts == 0;
+                // Not yet (or only partly, e.g. before a crash) revealed: the parts are sealed
+                // the same way every time, so a resend completes a partial reveal.
+                let due = seat.verdict.is_none() && seat.revealed_height.is_none();
                 let pair = (check.job_id, seat.verifier);
                 if !due || self.books().revealed.contains(&pair) {
                     continue;
@@ -237,7 +247,8 @@ impl Provider {
                 let Some(key) = self.chain.verifier_key(&seat.verifier)? else {
                     continue;
                 };
-                let sealed = seal_reveal(&key, &check.job_id, &doc);
+                let seed = self.reveal_seed(&check.job_id, &key);
+                let sealed = seal_reveal(&key, &check.job_id, &doc, seed);
                 let parts: Vec<&[u8]> = sealed.chunks(MAX_REVEAL_PART_BYTES).collect();
                 let Ok(n) = u16::try_from(parts.len()) else {
                     continue;
@@ -655,7 +666,8 @@ impl Provider {
                 input: job.input_bytes.clone(),
                 output: served.output.to_bytes(),
             };
-            let sealed = seal_reveal(&self.secret.public(), &req.job_id, &doc);
+            let own = self.secret.public();
+            let sealed = seal_reveal(&own, &req.job_id, &doc, self.reveal_seed(&req.job_id, &own));
             if let Err(e) = path
                 .parent()
                 .map_or(Ok(()), std::fs::create_dir_all)

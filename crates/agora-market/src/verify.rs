@@ -7,7 +7,8 @@
 //!           ── PostVerdict(pass | fail: fault) ──▶ chain
 //! ```
 
-use crate::{Backend, Chain, Envelope, Error, JobInput, JobOutput, ProviderSecret, open, seal};
+use crate::envelope::seal_seeded;
+use crate::{Backend, Chain, Envelope, Error, JobInput, JobOutput, ProviderSecret, open};
 use agora_types::{
     Address, Amount, Fault, Hash, Keypair, Message, SignedJobRequest, Transaction, Verdict,
     VerifierInfo,
@@ -33,10 +34,17 @@ pub struct RevealDoc {
     pub output: Vec<u8>,
 }
 
-/// Seals `doc` to `recipient` for job `job_id`: the ephemeral key (32 bytes) then the ciphertext.
-pub fn seal_reveal(recipient: &[u8; 32], job_id: &Hash, doc: &RevealDoc) -> Vec<u8> {
+/// Seals `doc` to `recipient` for job `job_id`: the one-time public key (32 bytes) then the
+/// ciphertext. The one-time key comes from `seed`, so sealing again gives the same bytes (a
+/// provider that crashed between the parts of a reveal resends parts that match).
+pub fn seal_reveal(
+    recipient: &[u8; 32],
+    job_id: &Hash,
+    doc: &RevealDoc,
+    seed: [u8; 32],
+) -> Vec<u8> {
     let bytes = borsh::to_vec(doc).expect("borsh encoding into a Vec");
-    let (envelope, _) = seal(recipient, job_id, &bytes);
+    let envelope = seal_seeded(seed, recipient, job_id, &bytes);
     let mut out = hex::decode(&envelope.ephemeral).expect("hex we wrote");
     out.extend(hex::decode(&envelope.ciphertext).expect("hex we wrote"));
     out
@@ -255,5 +263,48 @@ pub async fn verify_loop(
         if *shutdown.borrow() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_types::{JobParams, JobRequest};
+
+    fn doc() -> RevealDoc {
+        let client = Keypair::from_seed_label("client");
+        let request = JobRequest {
+            chain_id: "t".into(),
+            client: client.public(),
+            provider: Keypair::from_seed_label("provider").address(),
+            model: Hash([1; 32]),
+            input_hash: Hash::digest(b"input"),
+            params: JobParams::default(),
+            max_fee: 10,
+            job_id: Hash([2; 32]),
+            expiry_height: 5,
+        };
+        RevealDoc {
+            request: request.sign(&client),
+            input: b"input".to_vec(),
+            output: b"output".to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_reveal_seals_the_same_way_every_time_and_opens_only_for_its_verifier_and_job() {
+        let verifier = ProviderSecret::generate();
+        let job = Hash([2; 32]);
+        let a = seal_reveal(&verifier.public(), &job, &doc(), [7; 32]);
+        // Resent after a crash: the same bytes, so parts already on-chain still fit.
+        assert_eq!(a, seal_reveal(&verifier.public(), &job, &doc(), [7; 32]));
+        assert_ne!(a, seal_reveal(&verifier.public(), &job, &doc(), [8; 32]));
+        assert_eq!(open_reveal(&verifier, &job, &a).unwrap(), doc());
+        assert!(open_reveal(&ProviderSecret::generate(), &job, &a).is_err());
+        assert!(open_reveal(&verifier, &Hash([3; 32]), &a).is_err());
+        let mut tampered = a.clone();
+        tampered[40] ^= 1;
+        assert!(open_reveal(&verifier, &job, &tampered).is_err());
+        assert!(open_reveal(&verifier, &job, &a[..20]).is_err());
     }
 }
