@@ -225,7 +225,12 @@ impl Provider {
     pub fn reveal_pending(&self) -> Result<usize, Error> {
         let me = self.address();
         let mut sent = 0;
-        for check in self.chain.open_checks(&me)? {
+        let open = self.chain.open_checks(&me)?;
+        // Remember only reveals to checks still open (the set stays small).
+        self.books()
+            .revealed
+            .retain(|(job, _)| open.iter().any(|c| c.job_id == *job));
+        for check in open {
             if check.provider != me || check.outcome != "open" {
                 continue;
             }

@@ -213,7 +213,13 @@ impl Verifier {
     pub fn step(&self) -> Result<Vec<(Hash, Verdict)>, Error> {
         let me = self.address();
         let mut done = Vec::new();
-        for check in self.chain.open_checks(&me)? {
+        let open = self.chain.open_checks(&me)?;
+        // Remember only verdicts on checks still open (the set stays small).
+        self.judged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|job| open.iter().any(|c| c.job_id == *job));
+        for check in open {
             let waiting = check
                 .seats
                 .iter()
