@@ -164,9 +164,9 @@ fn every_cheating_strategy_is_caught_and_honest_answers_pass() {
     eprintln!("caught: {caught:?}");
 }
 
-/// DESIGN.md §6: honest work is never slashed. Jobs (short answers, greedy and sampled
-/// alternately) generated on 1 thread all pass a verifier running on 2: 100 here, 500 with
-/// `AGORA_HONEST_JOBS=500` (about 3 minutes on 2 cores; run for the figure).
+/// DESIGN.md §6: honest work is never slashed. 500 jobs (short answers, greedy and sampled
+/// alternately) generated on 1 thread all pass a verifier running on 2 (about 3 minutes on 2
+/// cores; `AGORA_HONEST_JOBS=N` runs another number).
 #[test]
 fn honest_jobs_all_pass_across_thread_counts() {
     let (Some(provider_model), Some(verifier_model)) = (real_chat(1), real_chat(2)) else {
@@ -177,7 +177,7 @@ fn honest_jobs_all_pass_across_thread_counts() {
     let jobs: u32 = std::env::var("AGORA_HONEST_JOBS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
+        .unwrap_or(500);
     for i in 0..jobs {
         let input = chat(&format!(
             "Question {i}: what is {} plus {}?",
