@@ -39,6 +39,15 @@ fn sides(check: &mut Check, agrees: bool, verdict: impl Fn(&Seat) -> bool) -> Ve
     out
 }
 
+/// Addresses for an event attribute, comma-separated.
+fn address_list(addresses: &[Address]) -> String {
+    addresses
+        .iter()
+        .map(Address::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn verdict_code(v: &Verdict) -> &'static str {
     match v {
         Verdict::Pass => "pass",
@@ -203,10 +212,7 @@ impl Executor<'_> {
         events: &mut Vec<Event>,
     ) -> TxResult {
         let ckey = check_key(job_id);
-        let Some(mut check) = self
-            .get::<Check>(scratch, &ckey)?
-            .filter(|c| c.outcome == Outcome::Open)
-        else {
+        let Some(mut check) = self.open_check(scratch, &ckey)? else {
             return Ok(Err(TxError::NoOpenCheck {
                 job_id: job_id.to_hex(),
             }));
@@ -341,33 +347,14 @@ impl Executor<'_> {
         scratch.accounts.insert(*sender, from);
         check.challenger = Some((*sender, bond));
         self.seat_all(scratch, &mut check, &drawn, Role::Committee)?;
-        // The check holds the fee again until it is decided.
-        let qkey = pending_key(record.release_height);
-        let mut queue: Vec<PendingFee> = self.get(scratch, &qkey)?.unwrap_or_default();
-        queue.retain(|p| p.job_id != *job_id);
-        scratch.writes.insert(qkey, Some(encode(&queue)));
-        let pkey = provider_key(&record.provider);
-        if let Some(mut p) = self.get::<Provider>(scratch, &pkey)? {
-            p.open_checks += 1;
-            scratch.writes.insert(pkey, Some(encode(&p)));
-        }
-        scratch
-            .writes
-            .insert(open_check_key(&record.provider, job_id), Some(Vec::new()));
+        self.open_for_provider(scratch, *job_id, &record)?;
         events.push(Event::new(
             "job_challenged",
             &[
                 ("job_id", job_id.to_hex()),
                 ("client", sender.to_string()),
                 ("bond", bond.to_string()),
-                (
-                    "committee",
-                    drawn
-                        .iter()
-                        .map(Address::to_string)
-                        .collect::<Vec<_>>()
-                        .join(","),
-                ),
+                ("committee", address_list(&drawn)),
             ],
         ));
         scratch.writes.insert(ckey, Some(encode(&check)));
@@ -383,10 +370,7 @@ impl Executor<'_> {
         events: &mut Vec<Event>,
     ) -> TxResult {
         let ckey = check_key(job_id);
-        let Some(mut check) = self
-            .get::<Check>(scratch, &ckey)?
-            .filter(|c| c.outcome == Outcome::Open)
-        else {
+        let Some(mut check) = self.open_check(scratch, &ckey)? else {
             return Ok(Err(TxError::NoOpenCheck {
                 job_id: job_id.to_hex(),
             }));
@@ -413,6 +397,13 @@ impl Executor<'_> {
         self.evaluate(scratch, &mut check, events)?;
         scratch.writes.insert(ckey, Some(encode(&check)));
         Ok(Ok(()))
+    }
+
+    /// The check under `ckey` if it is open.
+    fn open_check(&self, scratch: &Scratch, ckey: &[u8]) -> Result<Option<Check>> {
+        Ok(self
+            .get::<Check>(scratch, ckey)?
+            .filter(|c| c.outcome == Outcome::Open))
     }
 
     /// A seat's verifier has nothing more to do on this check: its count of open seats goes
@@ -495,6 +486,30 @@ impl Executor<'_> {
             .insert(open_check_key(&verifier, &check.job_id), Some(Vec::new()));
         scratch.deadlines.push((reveal_deadline, check.job_id));
         scratch.deadlines.push((verdict_deadline, check.job_id));
+    }
+
+    /// A check of `record`'s job opens: it holds the job's fee (out of the pending queue) until
+    /// decided, counts against the provider (which cannot leave meanwhile) and is listed among
+    /// the provider's open checks.
+    fn open_for_provider(
+        &self,
+        scratch: &mut Scratch,
+        job_id: Hash,
+        record: &JobRecord,
+    ) -> Result<()> {
+        let qkey = pending_key(record.release_height);
+        let mut queue: Vec<PendingFee> = self.get(scratch, &qkey)?.unwrap_or_default();
+        queue.retain(|p| p.job_id != job_id);
+        scratch.writes.insert(qkey, Some(encode(&queue)));
+        let pkey = provider_key(&record.provider);
+        if let Some(mut p) = self.get::<Provider>(scratch, &pkey)? {
+            p.open_checks += 1;
+            scratch.writes.insert(pkey, Some(encode(&p)));
+        }
+        scratch
+            .writes
+            .insert(open_check_key(&record.provider, &job_id), Some(Vec::new()));
+        Ok(())
     }
 
     /// Seats the verifiers drawn and counts the seat on each.
@@ -581,32 +596,13 @@ impl Executor<'_> {
                 _ => Role::Committee,
             };
             self.seat_all(&mut scratch, &mut check, &drawn, role)?;
-            // The check holds the fee until it is decided.
-            let qkey = pending_key(record.release_height);
-            let mut queue: Vec<PendingFee> = self.get(&scratch, &qkey)?.unwrap_or_default();
-            queue.retain(|p| p.job_id != job_id);
-            scratch.writes.insert(qkey, Some(encode(&queue)));
-            let pkey = provider_key(&record.provider);
-            if let Some(mut p) = self.get::<Provider>(&scratch, &pkey)? {
-                p.open_checks += 1;
-                scratch.writes.insert(pkey, Some(encode(&p)));
-            }
-            scratch
-                .writes
-                .insert(open_check_key(&record.provider, &job_id), Some(Vec::new()));
+            self.open_for_provider(&mut scratch, job_id, &record)?;
             events.push(Event::new(
                 "job_sampled",
                 &[
                     ("job_id", job_id.to_hex()),
                     ("provider", record.provider.to_string()),
-                    (
-                        "verifiers",
-                        drawn
-                            .iter()
-                            .map(Address::to_string)
-                            .collect::<Vec<_>>()
-                            .join(","),
-                    ),
+                    ("verifiers", address_list(&drawn)),
                     (
                         "reveal_deadline",
                         check.seats[0].reveal_deadline.to_string(),
@@ -730,14 +726,7 @@ impl Executor<'_> {
                         &[
                             ("job_id", check.job_id.to_hex()),
                             ("accuser", first.verifier.to_string()),
-                            (
-                                "committee",
-                                drawn
-                                    .iter()
-                                    .map(Address::to_string)
-                                    .collect::<Vec<_>>()
-                                    .join(","),
-                            ),
+                            ("committee", address_list(&drawn)),
                         ],
                     ));
                     if drawn.is_empty() {
