@@ -565,6 +565,8 @@ mod tests {
             ],
             market: Default::default(),
             verify: Default::default(),
+            consensus: Default::default(),
+            validators: Vec::new(),
             models: Vec::new(),
         };
         Node::open(

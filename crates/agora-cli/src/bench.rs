@@ -134,6 +134,8 @@ fn ledger(n_txs: usize, n_accounts: usize, block_txs: usize, sequential: bool) -
             .collect(),
         market: Default::default(),
         verify: Default::default(),
+        consensus: Default::default(),
+        validators: Vec::new(),
         models: Vec::new(),
     };
     eprintln!("signing {n_txs} transfers from {n_accounts} accounts…");
@@ -334,6 +336,8 @@ fn market(n_jobs: usize, n_clients: usize) -> Result<()> {
             .collect(),
         market: MarketParams::default(),
         verify: Default::default(),
+        consensus: Default::default(),
+        validators: Vec::new(),
         models: vec![GenesisModel {
             id: model,
             name: "bench-model".into(),
@@ -546,6 +550,8 @@ fn market_gateway(models_dir: &std::path::Path, requests: usize, max_tokens: u32
             .collect(),
         market: MarketParams::default(),
         verify: Default::default(),
+        consensus: Default::default(),
+        validators: Vec::new(),
         models: vec![GenesisModel {
             id: model_id,
             name: spec.name.into(),

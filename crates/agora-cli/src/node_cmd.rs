@@ -178,6 +178,8 @@ pub fn genesis(home: PathBuf, cmd: GenesisCommand) -> Result<()> {
         accounts: list,
         market: Default::default(),
         verify: Default::default(),
+        consensus: Default::default(),
+        validators: Vec::new(),
         models: pinned_models(),
     };
     genesis.initial_writes()?;
@@ -359,6 +361,8 @@ fn init_devnet(home: &Path) -> Result<Genesis> {
         ],
         market: Default::default(),
         verify: Default::default(),
+        consensus: Default::default(),
+        validators: Vec::new(),
         models: pinned_models(),
     };
     std::fs::create_dir_all(path.parent().expect("has a parent"))?;

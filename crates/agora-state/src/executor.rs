@@ -1,16 +1,17 @@
 use crate::{
-    Account, Error, Escrow, EscrowRelease, JobRecord, JobRejection, MarketParams, ModelInfo,
-    Params, PendingFee, Provider, Result, TxError, UnbondingEntry, VerifyParams, account_key,
-    deadline_queue_key, draw_queue_key, escrow_key, escrow_queue_key, job_key, market_params_key,
-    model_key, params_key, pending_key, provider_key, unbonding_key, verifier_pool_key,
-    verify_params_key,
+    Account, ConsensusParams, Error, Escrow, EscrowRelease, JobRecord, JobRejection, MarketParams,
+    ModelInfo, Params, PendingFee, Provider, Result, TxError, UnbondingEntry, VerifyParams,
+    account_key, consensus_params_key, deadline_queue_key, draw_queue_key, escrow_key,
+    escrow_queue_key, job_key, market_params_key, model_key, params_key, pending_key, provider_key,
+    unbonding_key, verifier_pool_key, verify_params_key,
 };
 
 mod checks;
+mod epoch;
 use agora_types::{
     Address, Amount, Event, Hash, MAX_MODEL_NAME_BYTES, MAX_REDUNDANCY, MAX_SETTLE_JOBS, Message,
-    ProviderInfo, Receipt, SettledJob, SignedTransaction, Transaction, TxFailure, Verification,
-    job_fee,
+    ProviderInfo, PublicKey, Receipt, SettledJob, SignedTransaction, Transaction, TxFailure,
+    Verification, job_fee,
 };
 use borsh::{BorshDeserialize, BorshSerialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -99,6 +100,7 @@ pub struct Executor<'a> {
     draw_adds: BTreeMap<u64, Vec<Hash>>,
     deadline_adds: BTreeMap<u64, BTreeSet<Hash>>,
     verify: VerifyParams,
+    consensus: ConsensusParams,
 }
 
 /// A transaction's pending changes, applied to the block only if all its messages succeed.
@@ -165,12 +167,18 @@ impl<'a> Executor<'a> {
             Some(bytes) => decode(&key, &bytes)?,
             None => VerifyParams::default(),
         };
+        let key = consensus_params_key();
+        let consensus = match base.get(&key)? {
+            Some(bytes) => decode(&key, &bytes)?,
+            None => ConsensusParams::default(),
+        };
         Ok(Executor {
             base,
             ctx,
             params,
             market,
             verify,
+            consensus,
             pending_adds: BTreeMap::new(),
             escrow_adds: BTreeMap::new(),
             draw_adds: BTreeMap::new(),
@@ -288,7 +296,9 @@ impl<'a> Executor<'a> {
         let mut events = Vec::new();
         let mut failure = None;
         for (i, msg) in body.messages.iter().enumerate() {
-            if let Err(e) = self.apply_message(&mut scratch, &sender_addr, msg, &mut events)? {
+            if let Err(e) =
+                self.apply_message(&mut scratch, &sender_addr, &body.sender, msg, &mut events)?
+            {
                 failure = Some(TxFailure {
                     code: e.code().into(),
                     message: e.to_string(),
@@ -379,6 +389,7 @@ impl<'a> Executor<'a> {
         &mut self,
         scratch: &mut Scratch,
         sender: &Address,
+        sender_key: &PublicKey,
         msg: &Message,
         events: &mut Vec<Event>,
     ) -> Result<std::result::Result<(), TxError>> {
@@ -413,6 +424,7 @@ impl<'a> Executor<'a> {
                 from.balance -= amount;
                 from.bonded += amount;
                 scratch.accounts.insert(*sender, from);
+                self.record_validator_key(scratch, sender, sender_key)?;
                 events.push(Event::new(
                     "bond",
                     &[
@@ -904,6 +916,9 @@ impl<'a> Executor<'a> {
                 ));
             }
             self.writes.insert(qkey, None);
+        }
+        if self.consensus.is_epoch_end(self.ctx.height) {
+            self.rotate_validators(&mut block_events)?;
         }
         let mut writes = self.writes;
         for address in &self.dirty {

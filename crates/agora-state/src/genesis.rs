@@ -1,8 +1,10 @@
 use crate::{
-    Account, Error, MarketParams, ModelInfo, Params, Result, VerifyParams, WriteSet, account_key,
-    market_params_key, model_key, params_key, supply_key, verify_params_key,
+    Account, ConsensusParams, Error, MarketParams, ModelInfo, Params, Result, ValidatorSet,
+    VerifyParams, WriteSet, account_key, consensus_params_key, market_params_key, model_key,
+    params_key, supply_key, validator_candidates_key, validator_key_key, validator_set_key,
+    verify_params_key,
 };
-use agora_types::{Address, Amount, Hash, MAX_MODEL_NAME_BYTES, ModelKind, serde_u128};
+use agora_types::{Address, Amount, Hash, MAX_MODEL_NAME_BYTES, ModelKind, PublicKey, serde_u128};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -26,6 +28,21 @@ pub struct Genesis {
     /// Verification's parameters.
     #[serde(default)]
     pub verify: VerifyParams,
+    /// Consensus parameters (epochs, validator seats).
+    #[serde(default)]
+    pub consensus: ConsensusParams,
+    /// The validators of the first epoch: each must be an account above with at least
+    /// `consensus.min_validator_stake` bonded. Empty for a dev chain (one block producer, no
+    /// consensus set).
+    #[serde(default)]
+    pub validators: Vec<GenesisValidator>,
+}
+
+/// A validator at genesis: its consensus key, which is also its account's key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenesisValidator {
+    /// The ed25519 public key; the account is its address.
+    pub public_key: PublicKey,
 }
 
 /// A model in the registry at genesis.
@@ -140,6 +157,54 @@ impl Genesis {
             Some(borsh::to_vec(&self.params).expect("encode")),
         );
         writes.insert(supply_key(), Some(borsh::to_vec(&supply).expect("encode")));
+        self.consensus.check().map_err(Error::InvalidGenesis)?;
+        writes.insert(
+            consensus_params_key(),
+            Some(borsh::to_vec(&self.consensus).expect("encode")),
+        );
+        let mut candidates = Vec::new();
+        for v in &self.validators {
+            let address = v.public_key.address();
+            let bonded = self
+                .accounts
+                .iter()
+                .find(|a| a.address == address)
+                .map(|a| a.bonded)
+                .ok_or_else(|| {
+                    Error::InvalidGenesis(format!(
+                        "validator {address} has no account: list it under accounts with bonded stake"
+                    ))
+                })?;
+            if bonded < self.consensus.min_validator_stake {
+                return Err(Error::InvalidGenesis(format!(
+                    "validator {address} has {bonded} bonded, less than consensus.min_validator_stake ({})",
+                    self.consensus.min_validator_stake
+                )));
+            }
+            if candidates.iter().any(|(a, _, _)| *a == address) {
+                return Err(Error::InvalidGenesis(format!(
+                    "validator {address} listed twice"
+                )));
+            }
+            writes.insert(
+                validator_key_key(&address),
+                Some(borsh::to_vec(&v.public_key).expect("encode")),
+            );
+            candidates.push((address, v.public_key, bonded));
+        }
+        if !candidates.is_empty() {
+            let mut addresses: Vec<Address> = candidates.iter().map(|c| c.0).collect();
+            addresses.sort();
+            writes.insert(
+                validator_candidates_key(),
+                Some(borsh::to_vec(&addresses).expect("encode")),
+            );
+            let set = ValidatorSet::from_bonds(&self.consensus, candidates);
+            writes.insert(
+                validator_set_key(),
+                Some(borsh::to_vec(&set).expect("encode")),
+            );
+        }
         Ok(writes)
     }
 }

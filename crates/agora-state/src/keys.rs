@@ -139,3 +139,25 @@ pub fn reveal_key(job: &Hash, verifier: &Address, part: u16) -> Vec<u8> {
     key.extend_from_slice(&part.to_be_bytes());
     key
 }
+
+/// `cons` → [`crate::ConsensusParams`] (absent: defaults).
+pub fn consensus_params_key() -> Vec<u8> {
+    b"cons".to_vec()
+}
+
+/// `valk/` + address → the consensus key ([`agora_types::PublicKey`]) of an account that bonded.
+pub fn validator_key_key(address: &Address) -> Vec<u8> {
+    let mut key = b"valk/".to_vec();
+    key.extend_from_slice(&address.0);
+    key
+}
+
+/// `valc` → every account that ever bonded with a recorded key, sorted: the epoch's candidates.
+pub fn validator_candidates_key() -> Vec<u8> {
+    b"valc".to_vec()
+}
+
+/// `vals` → the [`crate::ValidatorSet`] in force (absent: a dev chain, no consensus set).
+pub fn validator_set_key() -> Vec<u8> {
+    b"vals".to_vec()
+}

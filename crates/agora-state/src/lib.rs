@@ -22,6 +22,7 @@ mod genesis;
 mod keys;
 mod market;
 mod model;
+mod validators;
 mod verify;
 
 pub use error::{Error, Result, TxError};
@@ -29,17 +30,19 @@ pub use executor::{
     BlockContext, CheckError, Executed, Executor, MemState, StateRead, WriteSet,
     check_chain_and_fee, read_account,
 };
-pub use genesis::{Genesis, GenesisAccount, GenesisModel};
+pub use genesis::{Genesis, GenesisAccount, GenesisModel, GenesisValidator};
 pub use keys::{
-    account_key, check_key, deadline_queue_key, draw_queue_key, escrow_key, escrow_queue_key,
-    job_key, market_params_key, model_key, open_check_key, open_check_prefix, params_key,
-    pending_key, provider_key, reveal_key, supply_key, unbonding_key, verifier_key,
+    account_key, check_key, consensus_params_key, deadline_queue_key, draw_queue_key, escrow_key,
+    escrow_queue_key, job_key, market_params_key, model_key, open_check_key, open_check_prefix,
+    params_key, pending_key, provider_key, reveal_key, supply_key, unbonding_key,
+    validator_candidates_key, validator_key_key, validator_set_key, verifier_key,
     verifier_pool_key, verifier_set_key, verify_params_key,
 };
 pub use market::{
     Escrow, EscrowRelease, JobRecord, JobRejection, MarketParams, ModelInfo, PendingFee, Provider,
 };
 pub use model::{Account, Params, UnbondingEntry};
+pub use validators::{ConsensusParams, ValidatorEntry, ValidatorSet};
 pub use verify::{Check, Outcome, Role, Seat, Verifier, VerifyParams};
 
 #[cfg(test)]

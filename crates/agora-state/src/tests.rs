@@ -29,6 +29,8 @@ fn genesis(n: usize) -> Genesis {
             .collect(),
         market: Default::default(),
         verify: Default::default(),
+        consensus: Default::default(),
+        validators: Vec::new(),
         models: Vec::new(),
     }
 }
@@ -1496,4 +1498,91 @@ mod market {
             assert!((6..=28).contains(&a.len()), "{}", a.len());
         }
     }
+}
+
+fn validator_set(s: &MemState) -> Option<ValidatorSet> {
+    s.get(&validator_set_key())
+        .unwrap()
+        .map(|b| borsh::from_slice(&b).unwrap())
+}
+
+#[test]
+fn validator_set_follows_bonds_at_epoch_ends_only() {
+    let mut g = genesis(4);
+    g.consensus.epoch_length = 4;
+    g.consensus.min_validator_stake = 10 * AGR;
+    g.accounts[0].bonded = 30 * AGR;
+    g.validators = vec![GenesisValidator {
+        public_key: key(0).public(),
+    }];
+    let mut s = MemState::default();
+    s.apply(&g.initial_writes().unwrap());
+    let set = validator_set(&s).expect("genesis set");
+    assert_eq!(set.validators.len(), 1);
+    assert_eq!(set.validators[0].address, key(0).address());
+    assert_eq!(set.validators[0].public_key, key(0).public());
+    assert_eq!(set.total_power(), 30);
+
+    // User 1 bonds 20 AGR at height 1 and user 2 bonds 5 (below the minimum): no change before
+    // the epoch ends at height 4.
+    run_block(
+        &mut s,
+        1,
+        &[
+            tx(1, 0, 10, vec![Message::Bond { amount: 20 * AGR }]),
+            tx(2, 0, 10, vec![Message::Bond { amount: 5 * AGR }]),
+        ],
+    );
+    for h in 2..4 {
+        run_block(&mut s, h, &[]);
+        assert_eq!(validator_set(&s).unwrap(), set, "height {h}");
+    }
+    let out = run_block(&mut s, 4, &[]);
+    assert!(out.block_events.iter().any(|e| e.kind == "validator_set"));
+    let set = validator_set(&s).unwrap();
+    let seats: Vec<(Address, u64)> = set
+        .validators
+        .iter()
+        .map(|v| (v.address, v.power))
+        .collect();
+    let mut expected = vec![(key(0).address(), 30), (key(1).address(), 20)];
+    expected.sort();
+    assert_eq!(seats, expected);
+    assert_eq!(
+        set.get(&key(1).address()).unwrap().public_key,
+        key(1).public()
+    );
+
+    // Everyone unbonds below the minimum: the set never becomes empty, the last one stays.
+    run_block(
+        &mut s,
+        5,
+        &[
+            tx(0, 0, 10, vec![Message::Unbond { amount: 30 * AGR }]),
+            tx(1, 1, 10, vec![Message::Unbond { amount: 15 * AGR }]),
+        ],
+    );
+    for h in 6..=8 {
+        run_block(&mut s, h, &[]);
+    }
+    assert_eq!(validator_set(&s).unwrap(), set);
+}
+
+#[test]
+fn a_genesis_validator_needs_its_account_and_stake() {
+    let mut g = genesis(2);
+    g.validators = vec![GenesisValidator {
+        public_key: key(7).public(),
+    }];
+    let err = g.initial_writes().unwrap_err().to_string();
+    assert!(err.contains("has no account"), "{err}");
+    g.validators = vec![GenesisValidator {
+        public_key: key(1).public(),
+    }];
+    let err = g.initial_writes().unwrap_err().to_string();
+    assert!(err.contains("min_validator_stake"), "{err}");
+    g.accounts[1].bonded = AGR;
+    assert!(g.initial_writes().is_ok());
+    // A dev chain has no set.
+    assert!(validator_set(&state(2)).is_none());
 }

@@ -507,6 +507,8 @@ mod tests {
                 .collect(),
             market: Default::default(),
             verify: Default::default(),
+            consensus: Default::default(),
+            validators: Vec::new(),
             models: Vec::new(),
         }
     }

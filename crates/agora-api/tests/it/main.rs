@@ -50,6 +50,8 @@ fn start() -> Harness {
             ..MarketParams::default()
         },
         verify: Default::default(),
+        consensus: Default::default(),
+        validators: Vec::new(),
         models: vec![GenesisModel {
             id: MODEL,
             name: "test-chat".into(),

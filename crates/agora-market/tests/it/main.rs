@@ -140,6 +140,8 @@ fn start_with(verify: agora_state::VerifyParams) -> Net {
             ..MarketParams::default()
         },
         verify,
+        consensus: Default::default(),
+        validators: Vec::new(),
         models: vec![GenesisModel {
             id: MODEL,
             name: "tiny-chat".into(),
