@@ -26,4 +26,4 @@ mod store;
 
 pub use error::{Error, Result};
 pub use smt::Proof;
-pub use store::{BlockResults, Snapshot, Store, TxLocation};
+pub use store::{BlockResults, Prepared, Snapshot, Staged, Store, TxLocation};

@@ -22,6 +22,9 @@ const BLOCKS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("blocks");
 const BLOCK_HASHES: TableDefinition<'_, &[u8], u64> = TableDefinition::new("block_hashes");
 const TXS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("txs");
 const RESULTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("results");
+/// Height → the consensus engine's commit certificate of that block (network mode only; opaque
+/// bytes here), so that lagging peers can be served decided blocks with their proof.
+const CERTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("certificates");
 
 const META_HEIGHT: &str = "height";
 /// The version of the stored encodings (state values, blocks); bumped when they change.
@@ -122,6 +125,7 @@ impl Store {
         txn.open_table(BLOCKS)?;
         txn.open_table(BLOCK_HASHES)?;
         txn.open_table(RESULTS)?;
+        txn.open_table(CERTS)?;
         {
             let mut meta = txn.open_table(META)?;
             let found = match meta.get(META_FORMAT)? {
@@ -244,9 +248,31 @@ impl Store {
         Ok(block)
     }
 
+    /// Computes the state root that `writes` would give over the latest committed state, without
+    /// writing anything: how a proposed block is checked before it is decided. The result can be
+    /// handed to [`Store::stage_prepared`] so the commit does not compute the tree again.
+    pub fn prepare(&self, writes: &WriteSet) -> Prepared {
+        let updates = leaf_updates(writes);
+        let tree = self.tree.read().unwrap_or_else(|e| e.into_inner());
+        let mut up = Updater::new(&*tree);
+        let root = never(up.apply(tree.root, &updates));
+        Prepared {
+            base_root: tree.root,
+            base_height: tree.height,
+            root,
+            changes: up.changes,
+        }
+    }
+
     /// Starts the atomic write of a block: applies its state changes and computes the new state
     /// root. Nothing is visible to readers until [`Staged::commit`].
     pub fn stage(&self, writes: &WriteSet) -> Result<Staged> {
+        self.stage_prepared(writes, None)
+    }
+
+    /// [`Store::stage`], reusing the tree changes of a [`Store::prepare`] of the same writes when
+    /// they were computed over the state still committed (otherwise they are computed again).
+    pub fn stage_prepared(&self, writes: &WriteSet, prepared: Option<Prepared>) -> Result<Staged> {
         let txn = self.db.begin_write()?;
         let updates = {
             let mut state = txn.open_table(STATE)?;
@@ -266,17 +292,51 @@ impl Store {
             updates
         };
         let tree = self.tree.read().unwrap_or_else(|e| e.into_inner());
-        let mut up = Updater::new(&*tree);
-        let new_root = never(up.apply(tree.root, &updates));
-        let changes = up.changes;
+        let (root, changes) = match prepared {
+            Some(p) if p.base_root == tree.root && p.base_height == tree.height => {
+                (p.root, p.changes)
+            }
+            _ => {
+                let mut up = Updater::new(&*tree);
+                let root = never(up.apply(tree.root, &updates));
+                (root, up.changes)
+            }
+        };
         drop(tree);
         Ok(Staged {
             txn,
-            root: new_root,
+            root,
             changes,
             tree: self.tree.clone(),
+            certificate: None,
         })
     }
+}
+
+/// The tree changes and root of a block's writes, computed over one committed state.
+#[derive(Debug)]
+pub struct Prepared {
+    base_root: Hash,
+    base_height: Option<u64>,
+    root: Hash,
+    changes: BTreeMap<NodeKey, Option<Node>>,
+}
+
+impl Prepared {
+    /// The state root after the writes.
+    pub fn state_root(&self) -> Hash {
+        self.root
+    }
+}
+
+/// The SMT leaf updates of a write set, sorted by key hash.
+fn leaf_updates(writes: &WriteSet) -> Vec<(Hash, Option<Hash>)> {
+    let mut updates: Vec<(Hash, Option<Hash>)> = writes
+        .iter()
+        .map(|(k, v)| (Hash::digest(k), v.as_ref().map(|v| Hash::digest(v))))
+        .collect();
+    updates.sort_unstable_by_key(|u| u.0);
+    updates
 }
 
 /// A block's write in progress: state applied, root known, not yet committed.
@@ -286,9 +346,16 @@ pub struct Staged {
     root: Hash,
     changes: BTreeMap<NodeKey, Option<Node>>,
     tree: Arc<RwLock<Tree>>,
+    certificate: Option<Vec<u8>>,
 }
 
 impl Staged {
+    /// Stores the consensus commit certificate of the block with it, in the same atomic write.
+    pub fn with_certificate(mut self, certificate: Vec<u8>) -> Self {
+        self.certificate = Some(certificate);
+        self
+    }
+
     /// The state root after the staged writes.
     pub fn state_root(&self) -> Hash {
         self.root
@@ -360,6 +427,11 @@ impl Staged {
             self.txn
                 .open_table(RESULTS)?
                 .insert(height, results.as_slice())?;
+            if let Some(cert) = &self.certificate {
+                self.txn
+                    .open_table(CERTS)?
+                    .insert(height, cert.as_slice())?;
+            }
         }
         // The tree changes under its lock together with the commit: a snapshot sees both or
         // neither.
@@ -462,6 +534,12 @@ impl Snapshot {
             .transpose()
     }
 
+    /// The commit certificate stored with the block at `height` (network mode).
+    pub fn certificate(&self, height: u64) -> Result<Option<Vec<u8>>> {
+        let certs = self.txn.open_table(CERTS)?;
+        Ok(certs.get(height)?.map(|v| v.value().to_vec()))
+    }
+
     /// Receipts and events of the block at `height`.
     pub fn results(&self, height: u64) -> Result<Option<BlockResults>> {
         let results = self.txn.open_table(RESULTS)?;
@@ -554,6 +632,85 @@ mod tests {
             }],
         }
         .sign(&key)
+    }
+
+    fn executed_next(store: &Store, nonce: u64) -> (Block, Executed) {
+        let snap = store.snapshot().unwrap();
+        let prev = snap.latest_block().unwrap().unwrap();
+        let txs = vec![transfer(0, nonce)];
+        let ctx = BlockContext {
+            chain_id: prev.header.chain_id.clone(),
+            height: prev.header.height + 1,
+            time_ms: prev.header.time_ms + 500,
+            proposer: Address([9; 20]),
+            prev_hash: prev.hash(),
+        };
+        let executed = Executor::execute_block(&snap, ctx.clone(), &txs).unwrap();
+        let block = Block {
+            header: BlockHeader {
+                chain_id: ctx.chain_id,
+                height: ctx.height,
+                time_ms: ctx.time_ms,
+                prev_hash: prev.hash(),
+                tx_root: Block::compute_tx_root(&txs),
+                state_root: Hash::ZERO,
+                proposer: ctx.proposer,
+            },
+            txs,
+        };
+        (block, executed)
+    }
+
+    #[test]
+    fn a_prepared_root_commits_with_its_certificate_and_a_stale_one_is_recomputed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.redb");
+        let store = Store::open(&path).unwrap();
+        store.init_genesis(&genesis()).unwrap();
+
+        // Prepared over the committed state: the same root as staging, certificate stored with it.
+        let (mut block, executed) = executed_next(&store, 0);
+        let prepared = store.prepare(&executed.writes);
+        block.header.state_root = prepared.state_root();
+        assert_eq!(
+            store.snapshot().unwrap().height().unwrap(),
+            Some(0),
+            "preparing writes nothing"
+        );
+        let staged = store
+            .stage_prepared(&executed.writes, Some(prepared))
+            .unwrap()
+            .with_certificate(b"cert-1".to_vec());
+        staged.commit(&block, &executed).unwrap();
+        let snap = store.snapshot().unwrap();
+        assert_eq!(
+            snap.certificate(1).unwrap().as_deref(),
+            Some(&b"cert-1"[..])
+        );
+        assert_eq!(snap.certificate(0).unwrap(), None);
+        drop(snap);
+
+        // Prepared, then another block commits first: the stale changes are not used.
+        let (_, stale_exec) = executed_next(&store, 1);
+        let stale = store.prepare(&stale_exec.writes);
+        let (mut b2, e2) = executed_next(&store, 1);
+        b2.header.state_root = store.stage(&e2.writes).unwrap().state_root();
+        store.stage(&e2.writes).unwrap().commit(&b2, &e2).unwrap();
+        let (mut b3, e3) = executed_next(&store, 2);
+        let staged = store.stage_prepared(&e3.writes, Some(stale)).unwrap();
+        b3.header.state_root = staged.state_root();
+        assert_eq!(staged.state_root(), store.prepare(&e3.writes).state_root());
+        staged.commit(&b3, &e3).unwrap();
+        drop(store);
+        // Reopening rebuilds the tree from the state and checks it against the stored root.
+        let store = Store::open(&path).unwrap();
+        let snap = store.snapshot().unwrap();
+        assert_eq!(snap.height().unwrap(), Some(3));
+        assert_eq!(snap.state_root().unwrap(), b3.header.state_root);
+        assert_eq!(
+            snap.certificate(1).unwrap().as_deref(),
+            Some(&b"cert-1"[..])
+        );
     }
 
     #[test]
