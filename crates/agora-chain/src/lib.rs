@@ -24,4 +24,6 @@ pub use error::{BlockError, Error, Result};
 pub use mempool::SenderState;
 pub use mempool::{Mempool, MempoolConfig};
 pub use metrics::Metrics;
-pub use node::{CommittedBlock, Node, NodeConfig, SubmitError, now_ms, run_dev_engine};
+pub use node::{
+    CheckedBlock, CommittedBlock, Node, NodeConfig, SubmitError, now_ms, run_dev_engine,
+};

@@ -3,7 +3,7 @@ use agora_state::{
     Account, BlockContext, CheckError, Executor, Genesis, Params, StateRead, TxError, account_key,
     check_chain_and_fee, params_key, read_account,
 };
-use agora_store::{BlockResults, Snapshot, Store};
+use agora_store::{BlockResults, Prepared, Snapshot, Store};
 use agora_types::{
     Address, Block, BlockHeader, Hash, SignedTransaction, merkle_root, verify_batch,
 };
@@ -43,6 +43,21 @@ pub struct CommittedBlock {
     pub hash: Hash,
     /// Its receipts and events.
     pub results: BlockResults,
+}
+
+/// A block on top of the latest committed one, executed and with its state root computed: built
+/// by this node ([`Node::build_block`]) or checked ([`Node::check_block`]), committed by
+/// [`Node::commit_block`] once decided.
+#[derive(Debug)]
+pub struct CheckedBlock {
+    /// The block.
+    pub block: Block,
+    /// Its hash.
+    pub hash: Hash,
+    executed: agora_state::Executed,
+    prepared: Prepared,
+    tx_hashes: Vec<Hash>,
+    dropped: Vec<Hash>,
 }
 
 /// A full node: store, mempool, block production.
@@ -246,10 +261,18 @@ impl Node {
         }
     }
 
-    /// Builds, executes and commits the next block from the mempool, at `time_ms` (raised to stay
-    /// monotone). Transactions that are no longer admissible are dropped from the mempool.
+    /// Builds, commits and announces the next block from the mempool (dev mode: the only
+    /// validator, so the block is final at once). `time_ms` is clamped to move forward.
     pub fn produce_block(&self, time_ms: u64) -> Result<Arc<CommittedBlock>> {
         let _producing = self.produce.lock();
+        let checked = self.build_block(time_ms, self.proposer)?;
+        self.commit_locked(checked, None)
+    }
+
+    /// Builds the next block from the mempool on top of the latest committed one, without
+    /// committing it: what a proposer offers to consensus. Transactions that are no longer
+    /// admissible are left out (and dropped from the mempool when a block commits).
+    pub fn build_block(&self, time_ms: u64, proposer: Address) -> Result<CheckedBlock> {
         let t_start = std::time::Instant::now();
         let snap = self.snapshot()?;
         let prev = snap.latest_block()?.ok_or(Error::NoGenesis)?;
@@ -257,16 +280,20 @@ impl Node {
             chain_id: self.chain_id.clone(),
             height: prev.header.height + 1,
             time_ms: time_ms.max(prev.header.time_ms + 1),
-            proposer: self.proposer,
+            proposer,
             prev_hash: prev.hash(),
         };
         let candidates = self.mempool.lock().reap(self.config.max_block_txs);
         let mut exec = Executor::new(&snap, ctx.clone())?;
         let mut included = Vec::with_capacity(candidates.len());
+        let mut tx_hashes = Vec::with_capacity(candidates.len());
         let mut dropped = Vec::new();
         for (hash, tx) in candidates {
             match exec.apply_tx(&tx, hash) {
-                Ok(_) => included.push(tx),
+                Ok(_) => {
+                    included.push(tx);
+                    tx_hashes.push(hash);
+                }
                 Err(CheckError::Tx(e)) => {
                     debug!(%hash, error = %e, "dropping transaction that is no longer admissible");
                     dropped.push(hash);
@@ -277,9 +304,7 @@ impl Node {
         let executed = exec.finish()?;
         drop(snap);
         let t_exec = t_start.elapsed();
-        let staged = self.store.stage(&executed.writes)?;
-        let t_stage = t_start.elapsed();
-        let tx_hashes: Vec<Hash> = executed.receipts.iter().map(|r| r.tx_hash).collect();
+        let prepared = self.store.prepare(&executed.writes);
         let block = Block {
             header: BlockHeader {
                 chain_id: ctx.chain_id,
@@ -287,30 +312,39 @@ impl Node {
                 time_ms: ctx.time_ms,
                 prev_hash: prev.hash(),
                 tx_root: merkle_root(&tx_hashes),
-                state_root: staged.state_root(),
+                state_root: prepared.state_root(),
                 proposer: ctx.proposer,
             },
             txs: included,
         };
-        // Admission goes on during the commit: the mempool copes with a queue that still holds
-        // the transactions just committed (see `Mempool::insert`).
-        staged.commit(&block, &executed)?;
         debug!(
             height = block.header.height,
             txs = block.txs.len(),
             execute_ms = t_exec.as_millis() as u64,
-            state_ms = (t_stage - t_exec).as_millis() as u64,
-            commit_ms = (t_start.elapsed() - t_stage).as_millis() as u64,
-            "block timings"
+            state_ms = (t_start.elapsed() - t_exec).as_millis() as u64,
+            "block built"
         );
-        Ok(self.after_commit(block, executed, &tx_hashes, &dropped))
+        Ok(CheckedBlock {
+            hash: block.hash(),
+            block,
+            executed,
+            prepared,
+            tx_hashes,
+            dropped,
+        })
     }
 
-    /// Checks, executes and commits a block proposed by another validator: the path of a
-    /// validator that did not build the block. Everything is checked (header links, tx root, every
-    /// signature, admissibility, the state root); a block that fails any check changes nothing.
+    /// Checks and commits a block made elsewhere (a follower replaying the chain).
     pub fn import_block(&self, block: Block) -> Result<Arc<CommittedBlock>> {
         let _producing = self.produce.lock();
+        let checked = self.check_block(block)?;
+        self.commit_locked(checked, None)
+    }
+
+    /// Checks a block made elsewhere against the latest committed one — chain, height, parent,
+    /// time, transaction root, every signature, execution of every transaction, state root —
+    /// without committing it. An error names what is wrong; nothing changes.
+    pub fn check_block(&self, block: Block) -> Result<CheckedBlock> {
         let height = block.header.height;
         let invalid = |reason| Error::InvalidBlock { height, reason };
         let snap = self.snapshot()?;
@@ -356,7 +390,7 @@ impl Node {
             prev_hash: h.prev_hash,
         };
         // Signatures are checked on the pool while this thread executes: execution does not
-        // depend on them, and a bad signature discards the whole block before anything commits.
+        // depend on them, and a bad signature discards the whole block.
         let txs: Vec<&SignedTransaction> = block.txs.iter().collect();
         let (sig_ok, executed) = rayon::join(
             || verify_batched(&txs),
@@ -383,19 +417,67 @@ impl Node {
         }
         let executed = executed?.map_err(invalid)?;
         drop(snap);
-        let staged = self.store.stage(&executed.writes)?;
-        if staged.state_root() != h.state_root {
+        let prepared = self.store.prepare(&executed.writes);
+        if prepared.state_root() != block.header.state_root {
             return Err(invalid(BlockError::StateRootMismatch {
-                header: h.state_root,
-                computed: staged.state_root(),
+                header: block.header.state_root,
+                computed: prepared.state_root(),
             }));
         }
-        staged.commit(&block, &executed)?;
-        Ok(self.after_commit(block, executed, &tx_hashes, &[]))
+        Ok(CheckedBlock {
+            hash: block.hash(),
+            block,
+            executed,
+            prepared,
+            tx_hashes,
+            dropped: Vec::new(),
+        })
     }
 
-    /// After a commit: drops what the block included (and `dropped`) from the mempool, updates
-    /// the metrics and tells subscribers.
+    /// Commits a block built or checked on top of the latest committed one, with the consensus
+    /// certificate that decided it (network mode), in one atomic write; then announces it. Fails,
+    /// changing nothing, if another block was committed since it was checked.
+    pub fn commit_block(
+        &self,
+        checked: CheckedBlock,
+        certificate: Option<Vec<u8>>,
+    ) -> Result<Arc<CommittedBlock>> {
+        let _producing = self.produce.lock();
+        self.commit_locked(checked, certificate)
+    }
+
+    fn commit_locked(
+        &self,
+        checked: CheckedBlock,
+        certificate: Option<Vec<u8>>,
+    ) -> Result<Arc<CommittedBlock>> {
+        let t_start = std::time::Instant::now();
+        let CheckedBlock {
+            block,
+            executed,
+            prepared,
+            tx_hashes,
+            dropped,
+            ..
+        } = checked;
+        let mut staged = self
+            .store
+            .stage_prepared(&executed.writes, Some(prepared))?;
+        if let Some(cert) = certificate {
+            staged = staged.with_certificate(cert);
+        }
+        // Admission goes on during the commit: the mempool copes with a queue that still holds
+        // the transactions just committed (see `Mempool::insert`).
+        staged.commit(&block, &executed)?;
+        debug!(
+            height = block.header.height,
+            txs = block.txs.len(),
+            commit_ms = t_start.elapsed().as_millis() as u64,
+            "block committed"
+        );
+        Ok(self.after_commit(block, executed, &tx_hashes, &dropped))
+    }
+
     fn after_commit(
         &self,
         block: Block,
