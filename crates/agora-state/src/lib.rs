@@ -42,7 +42,7 @@ pub use market::{
     Escrow, EscrowRelease, JobRecord, JobRejection, MarketParams, ModelInfo, PendingFee, Provider,
 };
 pub use model::{Account, Params, UnbondingEntry};
-pub use validators::{ConsensusParams, ValidatorEntry, ValidatorSet};
+pub use validators::{ConsensusParams, ValidatorEntry, ValidatorSet, read_validator_set};
 pub use verify::{Check, Outcome, Role, Seat, Verifier, VerifyParams};
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! of `epoch_length`, the set is recomputed from the bonds of that moment, so every node applies the
 //! same change at the same height. Voting power is the bonded stake in whole AGR.
 
+use crate::{Result, StateRead, validator_set_key};
 use agora_types::{AGR, Address, Amount, PublicKey, serde_u128};
 use borsh::{BorshDeserialize, BorshSerialize};
 use serde::{Deserialize, Serialize};
@@ -35,7 +36,7 @@ impl Default for ConsensusParams {
 
 impl ConsensusParams {
     /// Checks the parameters; the error says which is wrong.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> std::result::Result<(), String> {
         if self.epoch_length == 0 {
             return Err("consensus.epoch_length must be at least 1 block".into());
         }
@@ -109,4 +110,18 @@ impl ValidatorSet {
         seats.dedup_by(|a, b| a.address == b.address);
         ValidatorSet { validators: seats }
     }
+}
+
+/// The validator set in force in `state` (`None`: a dev chain).
+pub fn read_validator_set(state: &dyn StateRead) -> Result<Option<ValidatorSet>> {
+    let key = validator_set_key();
+    state
+        .get(&key)?
+        .map(|b| {
+            borsh::from_slice(&b).map_err(|e| crate::Error::Corrupt {
+                key: "vals".into(),
+                reason: e.to_string(),
+            })
+        })
+        .transpose()
 }

@@ -51,7 +51,7 @@ impl<'de> serde::Deserialize<'de> for PublicKey {
 }
 
 /// An ed25519 signature (64 bytes).
-#[derive(Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, BorshSerialize, BorshDeserialize)]
 pub struct Signature(pub [u8; 64]);
 
 impl fmt::Debug for Signature {

@@ -1,0 +1,183 @@
+//! Starting Malachite for a node: network identity, configuration, WAL, and the application loop.
+
+use crate::{
+    app::{AppConfig, ConsensusApp},
+    codec::AgoraCodec,
+    context::{AgoraContext, ValidatorAddress},
+    signing::{Ed25519Signer, Ed25519Verifier},
+};
+use agora_chain::Node;
+use agora_types::Keypair;
+use malachitebft_app::{
+    config::{
+        ConsensusConfig, DiscoveryConfig, P2pConfig, PubSubProtocol, ValuePayload, ValueSyncConfig,
+    },
+    net::Multiaddr,
+    types::codec::Codec,
+};
+use malachitebft_app_channel::{
+    ConsensusContext, EngineBuilder, NetworkContext, NetworkIdentity, RequestContext, Signer,
+    SyncContext, WalContext,
+};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+/// How a validator joins its network.
+#[derive(Clone, Debug)]
+pub struct NetworkConfig {
+    /// A name for logs.
+    pub moniker: String,
+    /// Where this node listens for its peers (TCP).
+    pub listen: SocketAddr,
+    /// The other validators' listen addresses.
+    pub peers: Vec<SocketAddr>,
+    /// Directory of the consensus write-ahead log.
+    pub wal_dir: PathBuf,
+    /// Round timeouts and pacing.
+    pub app: AppConfig,
+}
+
+fn multiaddr(addr: &SocketAddr) -> Multiaddr {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) => format!("/ip4/{ip}"),
+        std::net::IpAddr::V6(ip) => format!("/ip6/{ip}"),
+    };
+    format!("{ip}/tcp/{}", addr.port())
+        .parse()
+        .expect("an ip and a port make a multiaddr")
+}
+
+/// Malachite's node configuration, built from [`NetworkConfig`].
+#[derive(Clone, Debug)]
+struct EngineConfig {
+    moniker: String,
+    consensus: ConsensusConfig,
+    value_sync: ValueSyncConfig,
+}
+
+impl malachitebft_app::config::NodeConfig for EngineConfig {
+    fn moniker(&self) -> &str {
+        &self.moniker
+    }
+
+    fn consensus(&self) -> &ConsensusConfig {
+        &self.consensus
+    }
+
+    fn consensus_mut(&mut self) -> &mut ConsensusConfig {
+        &mut self.consensus
+    }
+
+    fn value_sync(&self) -> &ValueSyncConfig {
+        &self.value_sync
+    }
+
+    fn value_sync_mut(&mut self) -> &mut ValueSyncConfig {
+        &mut self.value_sync
+    }
+}
+
+/// A running consensus engine and its application loop.
+pub struct ConsensusHandle {
+    app: JoinHandle<()>,
+    engine: malachitebft_app_channel::EngineHandle,
+}
+
+impl std::fmt::Debug for ConsensusHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsensusHandle").finish_non_exhaustive()
+    }
+}
+
+impl ConsensusHandle {
+    /// Stops the engine and the application loop.
+    pub async fn stop(self) {
+        if let Err(e) = self.engine.actor.kill_and_wait(None).await {
+            warn!(error = %e, "consensus engine did not stop cleanly");
+        }
+        self.app.abort();
+        self.engine.handle.abort();
+    }
+
+    /// Whether the application loop has ended (the engine stopped).
+    pub fn is_finished(&self) -> bool {
+        self.app.is_finished()
+    }
+}
+
+/// Starts consensus for validator `key` over `node`.
+pub async fn start(
+    node: Arc<Node>,
+    key: Arc<Keypair>,
+    config: NetworkConfig,
+) -> eyre::Result<ConsensusHandle> {
+    let chain_id = node.chain_id().to_string();
+    let address = ValidatorAddress(key.address());
+    let signer = Ed25519Signer::new(key.clone(), &chain_id);
+    // The network identity is its own key, derived from the validator's secret.
+    let mut net_secret =
+        *blake3::keyed_hash(&key.secret(), b"agora/consensus/p2p-identity/v1").as_bytes();
+    let keypair = malachitebft_app::types::Keypair::ed25519_from_bytes(&mut net_secret)?;
+    let peer_id = keypair.public().to_peer_id();
+    let proof = signer
+        .sign_validator_proof(key.public().0.to_vec(), peer_id.to_bytes())
+        .await
+        .map_err(|e| eyre::eyre!("signing the validator proof: {e}"))?;
+    let proof_bytes = AgoraCodec.encode(&proof)?;
+    let identity = NetworkIdentity::new_validator(
+        config.moniker.clone(),
+        keypair,
+        address.to_string(),
+        proof_bytes,
+    );
+    let engine_config = EngineConfig {
+        moniker: config.moniker.clone(),
+        consensus: ConsensusConfig {
+            enabled: true,
+            p2p: P2pConfig {
+                listen_addr: multiaddr(&config.listen),
+                persistent_peers: config.peers.iter().map(multiaddr).collect(),
+                persistent_peers_only: true,
+                discovery: DiscoveryConfig {
+                    enabled: false,
+                    ..Default::default()
+                },
+                protocol: PubSubProtocol::Broadcast,
+                ..Default::default()
+            },
+            value_payload: ValuePayload::ProposalAndParts,
+            ..Default::default()
+        },
+        value_sync: ValueSyncConfig {
+            enabled: true,
+            status_update_interval: Duration::from_millis(500),
+            request_timeout: Duration::from_secs(5),
+            ..Default::default()
+        },
+    };
+    std::fs::create_dir_all(&config.wal_dir)?;
+    let (mut channels, engine) = EngineBuilder::new(AgoraContext, engine_config)
+        .with_default_wal(WalContext::new(
+            config.wal_dir.join("consensus.wal"),
+            AgoraCodec,
+        ))
+        .with_default_network(NetworkContext::new(identity, AgoraCodec))
+        .with_default_consensus(ConsensusContext::new_validator(
+            address,
+            Box::new(Ed25519Verifier::new(&chain_id)),
+            Box::new(signer.clone()),
+        ))
+        .with_default_sync(SyncContext::new(AgoraCodec))
+        .with_default_request(RequestContext::new(100))
+        .build()
+        .await?;
+    info!(moniker = %config.moniker, %address, listen = %config.listen, peers = config.peers.len(), "consensus started");
+    let app = ConsensusApp::new(node, signer, address, config.app);
+    let app = tokio::spawn(async move {
+        if let Err(e) = app.run(&mut channels).await {
+            warn!(error = %e, "consensus application stopped");
+        }
+    });
+    Ok(ConsensusHandle { app, engine })
+}

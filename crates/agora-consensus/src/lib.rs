@@ -1,0 +1,17 @@
+//! Agora's adapter to Malachite, the Tendermint-family BFT engine (DESIGN.md §4): the types
+//! consensus works with ([`context`]), signatures ([`signing`]), encodings ([`codec`]), and the
+//! application side of the engine's messages ([`app`]), which builds, checks and commits blocks
+//! through [`agora_chain::Node`]. Kept in this one crate so that the engine could be swapped.
+
+pub mod app;
+pub mod codec;
+pub mod context;
+pub mod engine;
+pub mod signing;
+mod streams;
+
+pub use app::{AppConfig, AppError, ConsensusApp};
+pub use codec::AgoraCodec;
+pub use context::{AgoraContext, BlockId, Height, ProposalPart, ValidatorAddress, ValidatorSet};
+pub use engine::{ConsensusHandle, NetworkConfig, start};
+pub use signing::{Ed25519Signer, Ed25519Verifier};
