@@ -86,6 +86,9 @@ pub async fn serve(
 struct SubmitBody {
     tx: Option<String>,
     txs: Option<Vec<String>>,
+    /// Set by a validator relaying transactions its clients sent: not relayed again.
+    #[serde(default)]
+    relayed: bool,
 }
 
 fn decode_hex(s: &str) -> Result<Vec<u8>, ApiError> {
@@ -114,12 +117,17 @@ async fn submit_txs(
         )
     })?;
     let node = st.node.clone();
+    let relay = !body.relayed;
     match (body.tx, body.txs) {
         (Some(tx), None) => {
             let bytes = decode_hex(&tx)?;
-            let hash = tokio::task::spawn_blocking(move || node.submit(&bytes))
-                .await
-                .map_err(ApiError::internal)??;
+            let hash = tokio::task::spawn_blocking(move || {
+                node.submit_batch_from(vec![bytes], relay)
+                    .pop()
+                    .expect("one result per input")
+            })
+            .await
+            .map_err(ApiError::internal)??;
             Ok((StatusCode::ACCEPTED, Json(json!({ "hash": hash }))).into_response())
         }
         (None, Some(txs)) => {
@@ -128,10 +136,11 @@ async fn submit_txs(
                 .iter()
                 .filter_map(|r| r.as_ref().ok().cloned())
                 .collect();
-            let mut results = tokio::task::spawn_blocking(move || node.submit_batch(good))
-                .await
-                .map_err(ApiError::internal)?
-                .into_iter();
+            let mut results =
+                tokio::task::spawn_blocking(move || node.submit_batch_from(good, relay))
+                    .await
+                    .map_err(ApiError::internal)?
+                    .into_iter();
             let out: Vec<Value> = items
                 .into_iter()
                 .map(|item| {

@@ -71,6 +71,7 @@ pub struct Node {
     mempool: Mutex<Mempool>,
     produce: Mutex<()>,
     events: broadcast::Sender<Arc<CommittedBlock>>,
+    admitted: broadcast::Sender<Arc<Vec<Vec<u8>>>>,
     metrics: Metrics,
 }
 
@@ -98,6 +99,7 @@ impl Node {
         metrics.height.set(height as i64);
         info!(chain_id = %genesis.chain_id, height, "store opened");
         let (events, _) = broadcast::channel(256);
+        let (admitted, _) = broadcast::channel(1024);
         Ok(Node {
             store,
             chain_id: genesis.chain_id.clone(),
@@ -107,6 +109,7 @@ impl Node {
             config,
             produce: Mutex::new(()),
             events,
+            admitted,
             metrics,
         })
     }
@@ -146,6 +149,12 @@ impl Node {
         self.events.subscribe()
     }
 
+    /// Transactions admitted from clients (not relayed from peers), in batches, encoded: what a
+    /// network node forwards to the other validators so that any proposer can include them.
+    pub fn subscribe_admitted(&self) -> broadcast::Receiver<Arc<Vec<Vec<u8>>>> {
+        self.admitted.subscribe()
+    }
+
     /// A transaction waiting in the mempool.
     pub fn pending(&self, hash: &Hash) -> Option<SignedTransaction> {
         self.mempool.lock().get(hash).cloned()
@@ -167,6 +176,17 @@ impl Node {
     /// verification), then checks each against the committed state and the mempool, in order.
     /// Returns one result per input.
     pub fn submit_batch(&self, items: Vec<Vec<u8>>) -> Vec<std::result::Result<Hash, SubmitError>> {
+        self.submit_batch_from(items, true)
+    }
+
+    /// [`Node::submit_batch`]; `relay` says whether admitted transactions are announced to
+    /// [`Node::subscribe_admitted`] (false for those a peer relayed, which it sent everywhere).
+    pub fn submit_batch_from(
+        &self,
+        items: Vec<Vec<u8>>,
+        relay: bool,
+    ) -> Vec<std::result::Result<Hash, SubmitError>> {
+        let relay = relay && self.admitted.receiver_count() > 0;
         let decoded: Vec<std::result::Result<(SignedTransaction, Hash), TxError>> = items
             .par_iter()
             .map(|bytes| {
@@ -206,6 +226,18 @@ impl Node {
             "admission timings"
         );
         self.metrics.mempool_size.set(pool.len() as i64);
+        drop(pool);
+        if relay {
+            let accepted: Vec<Vec<u8>> = items
+                .into_iter()
+                .zip(&results)
+                .filter(|(_, r)| r.is_ok())
+                .map(|(b, _)| b)
+                .collect();
+            if !accepted.is_empty() {
+                let _ = self.admitted.send(Arc::new(accepted));
+            }
+        }
         for r in &results {
             match r {
                 Ok(_) => self.metrics.txs_accepted.inc(),

@@ -138,7 +138,10 @@ pub async fn start(
             p2p: P2pConfig {
                 listen_addr: multiaddr(&config.listen),
                 persistent_peers: config.peers.iter().map(multiaddr).collect(),
-                persistent_peers_only: true,
+                // Inbound connections come from ephemeral ports, which this mode cannot match to a
+                // configured peer until the outbound dial identifies it: it drops good links.
+                // Consensus messages are signed, so an unknown peer can do no more than relay.
+                persistent_peers_only: false,
                 discovery: DiscoveryConfig {
                     enabled: false,
                     ..Default::default()

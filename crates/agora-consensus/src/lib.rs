@@ -7,6 +7,7 @@ pub mod app;
 pub mod codec;
 pub mod context;
 pub mod engine;
+pub mod relay;
 pub mod signing;
 mod streams;
 
@@ -14,4 +15,5 @@ pub use app::{AppConfig, AppError, ConsensusApp};
 pub use codec::AgoraCodec;
 pub use context::{AgoraContext, BlockId, Height, ProposalPart, ValidatorAddress, ValidatorSet};
 pub use engine::{ConsensusHandle, NetworkConfig, start};
+pub use relay::{Relay, spawn_relay};
 pub use signing::{Ed25519Signer, Ed25519Verifier};

@@ -6,7 +6,7 @@
 use agora_chain::{Node, NodeConfig};
 use agora_consensus::{AppConfig, ConsensusHandle, NetworkConfig, start};
 use agora_state::{Genesis, GenesisAccount, GenesisValidator, Params};
-use agora_types::{AGR, Address, Hash, Keypair};
+use agora_types::{AGR, Address, Hash, Keypair, Message, SignedTransaction, Transaction};
 use std::{
     net::{SocketAddr, TcpListener},
     path::Path,
@@ -16,32 +16,65 @@ use std::{
 
 const CHAIN: &str = "agora-net-test";
 
-fn validator_key(i: usize) -> Keypair {
-    Keypair::from_seed_label(&format!("validator-{i}"))
+/// Each test has its own keys (so its own network identities): tests run side by side.
+fn validator_key(tag: &str, i: usize) -> Keypair {
+    Keypair::from_seed_label(&format!("{tag}-validator-{i}"))
 }
 
-fn genesis(n: usize) -> Genesis {
+const USERS: usize = 8;
+
+fn user_key(i: usize) -> Keypair {
+    Keypair::from_seed_label(&format!("user-{i}"))
+}
+
+fn transfer(user: usize, nonce: u64) -> SignedTransaction {
+    Transaction {
+        chain_id: CHAIN.into(),
+        sender: user_key(user).public(),
+        nonce,
+        fee: 1_000,
+        messages: vec![Message::Transfer {
+            to: Address([0x42; 20]),
+            amount: 1_000 + nonce as u128,
+        }],
+    }
+    .sign(&user_key(user))
+}
+
+fn genesis(tag: &str, n: usize) -> Genesis {
     Genesis {
         chain_id: CHAIN.into(),
         genesis_time_ms: 1,
         params: Params::default(),
         accounts: (0..n)
             .map(|i| GenesisAccount {
-                address: validator_key(i).address(),
+                address: validator_key(tag, i).address(),
                 balance: 1_000 * AGR,
                 bonded: 10 * AGR,
             })
+            .chain((0..USERS).map(|i| GenesisAccount {
+                address: user_key(i).address(),
+                balance: 100 * AGR,
+                bonded: 0,
+            }))
             .collect(),
         market: Default::default(),
         verify: Default::default(),
         consensus: Default::default(),
         validators: (0..n)
             .map(|i| GenesisValidator {
-                public_key: validator_key(i).public(),
+                public_key: validator_key(tag, i).public(),
             })
             .collect(),
         models: Vec::new(),
     }
+}
+
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
 }
 
 fn free_ports(n: usize) -> Vec<SocketAddr> {
@@ -56,13 +89,48 @@ struct Validator {
     handle: Option<ConsensusHandle>,
 }
 
+/// Serves each node's API on its own port and relays each node's client transactions to the
+/// others. Returns the relays and a sender that stops the APIs.
+async fn serve_and_relay(
+    nodes: &[Arc<Node>],
+) -> (
+    Vec<agora_consensus::Relay>,
+    tokio::sync::watch::Sender<bool>,
+) {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut urls = Vec::new();
+    for node in nodes {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        urls.push(format!("http://{}", listener.local_addr().unwrap()));
+        let mut stopped = stopped.clone();
+        tokio::spawn(agora_api::serve(node.clone(), listener, async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }));
+    }
+    let relays = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let peers = urls
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, u)| u.clone())
+                .collect();
+            agora_consensus::spawn_relay(node, peers)
+        })
+        .collect();
+    (relays, stop)
+}
+
 async fn start_validator(
+    tag: &str,
     dir: &Path,
     i: usize,
     addrs: &[SocketAddr],
     genesis: &Genesis,
 ) -> Validator {
-    let key = validator_key(i);
+    let key = validator_key(tag, i);
     let home = dir.join(format!("node{i}"));
     std::fs::create_dir_all(&home).unwrap();
     let node = Arc::new(
@@ -75,7 +143,8 @@ async fn start_validator(
         .unwrap(),
     );
     let config = NetworkConfig {
-        moniker: format!("node{i}"),
+        // Unique in the process: engines register their actors by name, and tests run side by side.
+        moniker: format!("{tag}-node{i}"),
         listen: addrs[i],
         peers: addrs
             .iter()
@@ -125,12 +194,14 @@ async fn wait_for(nodes: &[&Node], target: u64, limit: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn four_validators_agree_on_every_block_and_state_root() {
+    const TAG: &str = "agree";
+    init_logs();
     let dir = tempfile::tempdir().unwrap();
-    let g = genesis(4);
+    let g = genesis(TAG, 4);
     let addrs = free_ports(4);
     let mut vals = Vec::new();
     for i in 0..4 {
-        vals.push(start_validator(dir.path(), i, &addrs, &g).await);
+        vals.push(start_validator(TAG, dir.path(), i, &addrs, &g).await);
     }
     let nodes: Vec<&Node> = vals.iter().map(|v| &*v.node).collect();
     wait_for(&nodes, 20, Duration::from_secs(90)).await;
@@ -144,7 +215,7 @@ async fn four_validators_agree_on_every_block_and_state_root() {
         .map(|h| snap.block(h).unwrap().unwrap().header.proposer)
         .collect();
     let keys: std::collections::BTreeSet<Address> =
-        (0..4).map(|i| validator_key(i).address()).collect();
+        (0..4).map(|i| validator_key(TAG, i).address()).collect();
     assert!(proposers.is_subset(&keys), "{proposers:?}");
     assert!(proposers.len() >= 3, "proposers {proposers:?}");
     // Every committed block carries its certificate.
@@ -152,6 +223,92 @@ async fn four_validators_agree_on_every_block_and_state_root() {
         assert!(snap.certificate(h).unwrap().is_some(), "certificate of {h}");
     }
     drop(snap);
+    for v in &mut vals {
+        v.handle.take().unwrap().stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transfers_sent_to_any_node_commit_once_in_the_same_order_everywhere() {
+    const TAG: &str = "transfers";
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let g = genesis(TAG, 4);
+    let addrs = free_ports(4);
+    let mut vals = Vec::new();
+    for i in 0..4 {
+        vals.push(start_validator(TAG, dir.path(), i, &addrs, &g).await);
+    }
+    let arcs: Vec<Arc<Node>> = vals.iter().map(|v| v.node.clone()).collect();
+    let (relays, stop_apis) = serve_and_relay(&arcs).await;
+    // Each user sends its transfers, in nonce order and a few at a time, to one node.
+    const PER_USER: u64 = 25;
+    let mut hashes = Vec::new();
+    for round in 0..5 {
+        for user in 0..USERS {
+            let batch: Vec<Vec<u8>> = (0..PER_USER / 5)
+                .map(|k| transfer(user, round * (PER_USER / 5) + k).encode())
+                .collect();
+            for r in arcs[user % 4].submit_batch(batch) {
+                hashes.push(r.expect("admitted"));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(hashes.len(), USERS * PER_USER as usize);
+    let start = Instant::now();
+    loop {
+        let done = arcs.iter().all(|n| {
+            let snap = n.snapshot().unwrap();
+            hashes
+                .iter()
+                .all(|h| snap.tx_location(h).unwrap().is_some())
+        });
+        if done {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "not every transfer committed on every node in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The same place everywhere, and no transaction twice.
+    let snaps: Vec<_> = arcs.iter().map(|n| n.snapshot().unwrap()).collect();
+    for h in &hashes {
+        let loc = snaps[0].tx_location(h).unwrap();
+        for s in &snaps[1..] {
+            assert_eq!(s.tx_location(h).unwrap(), loc);
+        }
+    }
+    let top = snaps
+        .iter()
+        .map(|s| s.height().unwrap().unwrap())
+        .min()
+        .unwrap();
+    let committed: usize = (1..=top)
+        .map(|h| snaps[0].block(h).unwrap().unwrap().txs.len())
+        .sum();
+    assert_eq!(committed, hashes.len(), "every transfer exactly once");
+    let reference = chain(&arcs[0], top);
+    for n in &arcs[1..] {
+        assert_eq!(chain(n, top), reference);
+    }
+    // The recipient got every transfer once.
+    let got = agora_state::read_account(&snaps[0], &Address([0x42; 20]))
+        .unwrap()
+        .unwrap()
+        .balance;
+    let expected: u128 = (0..USERS as u64)
+        .flat_map(|_| 0..PER_USER)
+        .map(|n| 1_000 + n as u128)
+        .sum();
+    assert_eq!(got, expected);
+    drop(snaps);
+    for r in relays {
+        r.stop();
+    }
+    let _ = stop_apis.send(true);
     for v in &mut vals {
         v.handle.take().unwrap().stop().await;
     }
