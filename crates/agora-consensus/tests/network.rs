@@ -133,15 +133,23 @@ async fn start_validator(
     let key = validator_key(tag, i);
     let home = dir.join(format!("node{i}"));
     std::fs::create_dir_all(&home).unwrap();
-    let node = Arc::new(
-        Node::open(
+    // A restarted validator waits for its stopped engine to let go of the database.
+    let opened = Instant::now();
+    let node = loop {
+        match Node::open(
             &home.join("chain.redb"),
             genesis,
             key.address(),
             NodeConfig::default(),
-        )
-        .unwrap(),
-    );
+        ) {
+            Ok(node) => break Arc::new(node),
+            Err(e) if opened.elapsed() < Duration::from_secs(10) => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("node {i} does not open: {e}"),
+        }
+    };
     let config = NetworkConfig {
         // Unique in the process: engines register their actors by name, and tests run side by side.
         moniker: format!("{tag}-node{i}"),
@@ -311,5 +319,83 @@ async fn transfers_sent_to_any_node_commit_once_in_the_same_order_everywhere() {
     let _ = stop_apis.send(true);
     for v in &mut vals {
         v.handle.take().unwrap().stop().await;
+    }
+}
+
+async fn stop(v: &mut Validator) {
+    if let Some(h) = v.handle.take() {
+        h.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_validator_down_the_rest_go_on_and_it_catches_up_when_back() {
+    const TAG: &str = "one-down";
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let g = genesis(TAG, 4);
+    let addrs = free_ports(4);
+    let mut vals = Vec::new();
+    for i in 0..4 {
+        vals.push(start_validator(TAG, dir.path(), i, &addrs, &g).await);
+    }
+    wait_for(&[&*vals[0].node], 3, Duration::from_secs(60)).await;
+    // Validator 3 goes down; the three others (3/4 of the power) go on.
+    stop(&mut vals[3]).await;
+    let down = vals.pop().unwrap();
+    let stopped_at = height(&down.node);
+    drop(down);
+    let others: Vec<&Node> = vals.iter().map(|v| &*v.node).collect();
+    wait_for(&others, stopped_at + 10, Duration::from_secs(60)).await;
+    // Back from its own store and WAL: it catches up by sync and agrees on every block.
+    let back = start_validator(TAG, dir.path(), 3, &addrs, &g).await;
+    let target = height(&vals[0].node) + 3;
+    let all: Vec<&Node> = vals.iter().map(|v| &*v.node).chain([&*back.node]).collect();
+    wait_for(&all, target, Duration::from_secs(60)).await;
+    let reference = chain(&vals[0].node, target);
+    assert_eq!(chain(&back.node, target), reference);
+    for v in &vals[1..] {
+        assert_eq!(chain(&v.node, target), reference);
+    }
+    vals.push(back);
+    for v in &mut vals {
+        stop(v).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_of_four_down_the_chain_halts_without_forking_and_resumes() {
+    const TAG: &str = "two-down";
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let g = genesis(TAG, 4);
+    let addrs = free_ports(4);
+    let mut vals = Vec::new();
+    for i in 0..4 {
+        vals.push(start_validator(TAG, dir.path(), i, &addrs, &g).await);
+    }
+    wait_for(&[&*vals[0].node], 3, Duration::from_secs(60)).await;
+    stop(&mut vals[2]).await;
+    stop(&mut vals[3]).await;
+    vals.truncate(2);
+    // Half the power cannot decide: after what was in flight, no new block for 3 s.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let halted: Vec<u64> = vals.iter().map(|v| height(&v.node)).collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let later: Vec<u64> = vals.iter().map(|v| height(&v.node)).collect();
+    assert_eq!(later, halted, "blocks were made without a quorum");
+    let top = *halted.iter().min().unwrap();
+    assert_eq!(chain(&vals[0].node, top), chain(&vals[1].node, top));
+    // One comes back: 3/4 of the power again, the chain resumes.
+    vals.push(start_validator(TAG, dir.path(), 2, &addrs, &g).await);
+    let target = halted.iter().max().unwrap() + 5;
+    let all: Vec<&Node> = vals.iter().map(|v| &*v.node).collect();
+    wait_for(&all, target, Duration::from_secs(90)).await;
+    let reference = chain(&vals[0].node, target);
+    for v in &vals[1..] {
+        assert_eq!(chain(&v.node, target), reference);
+    }
+    for v in &mut vals {
+        stop(v).await;
     }
 }
