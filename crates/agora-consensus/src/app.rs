@@ -55,6 +55,10 @@ pub struct AppConfig {
     pub timeouts: LinearTimeouts,
     /// Least time between two heights (`None`: start the next height as soon as one is decided).
     pub target_time: Option<Duration>,
+    /// Test hook for Byzantine behaviour: alters every block this node proposes (after it is
+    /// built, before it is signed and streamed). Never set on a real node.
+    #[doc(hidden)]
+    pub tamper: Option<fn(&mut Block)>,
 }
 
 impl Default for AppConfig {
@@ -71,6 +75,7 @@ impl Default for AppConfig {
                 max_timeout: Duration::from_secs(30),
             },
             target_time: None,
+            tamper: None,
         }
     }
 }
@@ -348,6 +353,20 @@ impl ConsensusApp {
         let checked = tokio::task::spawn_blocking(move || node.build_block(now_ms(), proposer))
             .await
             .map_err(|e| AppError::Task(e.to_string()))??;
+        if let Some(tamper) = self.config.tamper {
+            let mut block = checked.block.clone();
+            tamper(&mut block);
+            let hash = block.hash();
+            warn!(%height, block = %hash, "proposing a tampered block (test hook)");
+            self.candidates.insert(
+                hash,
+                Candidate {
+                    block: Arc::new(block),
+                    checked: None,
+                },
+            );
+            return Ok(Some(hash));
+        }
         let hash = checked.hash;
         info!(%height, txs = checked.block.txs.len(), block = %hash, "proposing");
         self.candidates.insert(

@@ -130,6 +130,17 @@ async fn start_validator(
     addrs: &[SocketAddr],
     genesis: &Genesis,
 ) -> Validator {
+    start_validator_with(tag, dir, i, addrs, genesis, AppConfig::default()).await
+}
+
+async fn start_validator_with(
+    tag: &str,
+    dir: &Path,
+    i: usize,
+    addrs: &[SocketAddr],
+    genesis: &Genesis,
+    app: AppConfig,
+) -> Validator {
     let key = validator_key(tag, i);
     let home = dir.join(format!("node{i}"));
     std::fs::create_dir_all(&home).unwrap();
@@ -161,7 +172,7 @@ async fn start_validator(
             .map(|(_, a)| *a)
             .collect(),
         wal_dir: home.join("wal"),
-        app: AppConfig::default(),
+        app,
     };
     let handle = start(node.clone(), Arc::new(key), config).await.unwrap();
     Validator {
@@ -395,6 +406,66 @@ async fn two_of_four_down_the_chain_halts_without_forking_and_resumes() {
     for v in &vals[1..] {
         assert_eq!(chain(&v.node, target), reference);
     }
+    for v in &mut vals {
+        stop(v).await;
+    }
+}
+
+/// Faulty proposal: the header claims another state root.
+fn wrong_state_root(block: &mut agora_types::Block) {
+    block.header.state_root = Hash::digest(b"not the state");
+}
+
+/// Faulty proposal: a transfer with a forged signature (the header's tx root made to match).
+fn forged_transaction(block: &mut agora_types::Block) {
+    let mut tx = transfer(0, 1_000);
+    tx.signature = agora_types::Signature([7; 64]);
+    block.txs.push(tx);
+    let hashes: Vec<Hash> = block.txs.iter().map(SignedTransaction::hash).collect();
+    block.header.tx_root = agora_types::merkle_root(&hashes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn proposals_with_a_wrong_state_root_or_a_forged_transaction_are_rejected() {
+    const TAG: &str = "faulty";
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let g = genesis(TAG, 4);
+    let addrs = free_ports(4);
+    let mut vals = Vec::new();
+    for i in 0..4 {
+        let tamper: Option<fn(&mut agora_types::Block)> = match i {
+            0 => Some(wrong_state_root),
+            1 => Some(forged_transaction),
+            _ => None,
+        };
+        let app = AppConfig {
+            tamper,
+            ..AppConfig::default()
+        };
+        vals.push(start_validator_with(TAG, dir.path(), i, &addrs, &g, app).await);
+    }
+    let nodes: Vec<&Node> = vals.iter().map(|v| &*v.node).collect();
+    wait_for(&nodes, 8, Duration::from_secs(90)).await;
+    let reference = chain(nodes[0], 8);
+    for n in &nodes[1..] {
+        assert_eq!(chain(n, 8), reference);
+    }
+    // Only the honest validators' blocks made it, each checked by everyone.
+    let snap = nodes[0].snapshot().unwrap();
+    let honest = [
+        validator_key(TAG, 2).address(),
+        validator_key(TAG, 3).address(),
+    ];
+    for h in 1..=8 {
+        let b = snap.block(h).unwrap().unwrap();
+        assert!(
+            honest.contains(&b.header.proposer),
+            "block {h} by a faulty proposer"
+        );
+        assert!(b.txs.is_empty());
+    }
+    drop(snap);
     for v in &mut vals {
         stop(v).await;
     }
