@@ -10,6 +10,7 @@ mod infer_cmd;
 mod keystore;
 mod market_cmd;
 mod node_cmd;
+mod testnet_cmd;
 mod verify_bench;
 mod wallet_cmd;
 
@@ -36,8 +37,12 @@ enum Command {
     /// Run everything on this machine: a single-validator chain with a funded demo wallet, its
     /// HTTP API, a provider serving the pinned models, a verifier, and the OpenAI-compatible gateway.
     Devnet(node_cmd::DevnetArgs),
-    /// Run a node (`--dev`: the single validator of a dev chain).
+    /// Run a node: one validator of a network (Malachite BFT), or with `--dev` the single
+    /// validator of a dev chain.
     Node(node_cmd::NodeArgs),
+    /// Local multi-validator networks.
+    #[command(subcommand)]
+    Testnet(testnet_cmd::TestnetCommand),
     /// Sell inference: serve the pinned models to the market of a node's chain.
     Provider(market_cmd::ProviderArgs),
     /// The OpenAI-compatible API, paying providers from a wallet's compute escrow.
@@ -121,6 +126,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Provider(args) => market_cmd::provider(default_home(cli.home, None), models, args),
         Command::Gateway(args) => market_cmd::gateway(default_home(cli.home, None), args),
         Command::Verifier(args) => market_cmd::verifier(default_home(cli.home, None), models, args),
+        Command::Testnet(cmd) => testnet_cmd::testnet(cmd),
         Command::Genesis(cmd) => node_cmd::genesis(default_home(cli.home, None), cmd),
         Command::Wallet(cmd) => wallet_cmd::wallet(default_home(cli.home, None), cmd),
         Command::Tx(cmd) => wallet_cmd::tx(default_home(cli.home, None), cmd),

@@ -2,6 +2,7 @@
 
 use crate::keystore::{Keystore, write_private};
 use crate::market_cmd::{MarketSetup, MarketStarted};
+use crate::testnet_cmd::{NetworkFile, network_path, read_network};
 use agora_chain::{Node, NodeConfig, now_ms, run_dev_engine};
 use agora_state::{Genesis, GenesisAccount, GenesisModel, Params};
 use agora_types::{AGR, Address, Keypair, format_amount, parse_amount};
@@ -20,11 +21,14 @@ use tokio::sync::watch;
 #[derive(Debug, Args)]
 pub struct NodeArgs {
     /// Run as the single validator of a dev chain (block every --block-time-ms, final at once).
+    /// Without it the node is one validator of a network (Malachite BFT), as described by
+    /// HOME/config/network.json (see `agora testnet init`).
     #[arg(long)]
     dev: bool,
     /// Address of the HTTP API (port 0 picks a free port; the address is written to HOME/api.addr).
-    #[arg(long, env = "AGORA_API_ADDR", default_value = "127.0.0.1:7420")]
-    api_addr: SocketAddr,
+    /// Default: 127.0.0.1:7420 with --dev, the network file's otherwise.
+    #[arg(long, env = "AGORA_API_ADDR")]
+    api_addr: Option<SocketAddr>,
     /// Milliseconds between blocks.
     #[arg(long, default_value_t = 500)]
     block_time_ms: u64,
@@ -78,7 +82,7 @@ pub fn genesis_path(home: &Path) -> PathBuf {
     home.join("config/genesis.json")
 }
 
-fn node_key_path(home: &Path) -> PathBuf {
+pub fn node_key_path(home: &Path) -> PathBuf {
     home.join("config/node_key.json")
 }
 
@@ -195,24 +199,44 @@ pub fn genesis(home: PathBuf, cmd: GenesisCommand) -> Result<()> {
     Ok(())
 }
 
+/// How blocks are made.
+enum Engine {
+    /// The single validator of a dev chain: a block every interval, final at once.
+    Dev(Duration),
+    /// One validator of a network running Malachite.
+    Network(NetworkFile),
+}
+
 pub fn node(home: PathBuf, args: NodeArgs) -> Result<()> {
-    if !args.dev {
-        bail!(
-            "multi-validator (Malachite BFT) mode is not available yet: run `agora node --dev` for a single-validator chain"
-        );
-    }
     let genesis = read_genesis(&home)?;
-    run_node(
-        &home,
-        &genesis,
-        args.api_addr,
-        args.block_time_ms,
-        None,
-        |api, node, _| {
-            println!("API: {api}");
-            println!("Chain {} at height {}", node.chain_id(), height(node));
-        },
-    )
+    let (engine, api_addr) = if args.dev {
+        if args.block_time_ms == 0 {
+            bail!("--block-time-ms must be at least 1");
+        }
+        let api = args
+            .api_addr
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7420)));
+        (Engine::Dev(Duration::from_millis(args.block_time_ms)), api)
+    } else {
+        let net = read_network(&home)?.with_context(|| {
+            format!(
+                "{} has no network file ({}): make a network with `agora testnet init -n 4 --out DIR`, or run a single-validator chain with `agora node --dev`",
+                home.display(),
+                network_path(&home).display()
+            )
+        })?;
+        if genesis.validators.is_empty() {
+            bail!(
+                "the genesis names no validators: a network needs them (a dev chain runs with --dev)"
+            );
+        }
+        let api = args.api_addr.unwrap_or(net.api_addr);
+        (Engine::Network(net), api)
+    };
+    run_node(&home, &genesis, api_addr, engine, None, |api, node, _| {
+        println!("API: {api}");
+        println!("Chain {} at height {}", node.chain_id(), height(node));
+    })
 }
 
 fn height(node: &Node) -> u64 {
@@ -227,18 +251,18 @@ fn run_node(
     home: &Path,
     genesis: &Genesis,
     api_addr: SocketAddr,
-    block_time_ms: u64,
+    engine: Engine,
     market: Option<MarketSetup>,
     on_ready: impl FnOnce(&str, &Node, Option<&MarketStarted>),
 ) -> Result<()> {
-    if block_time_ms == 0 {
-        bail!("--block-time-ms must be at least 1");
-    }
     let key = load_or_create_node_key(home)?;
     let db = db_path(home);
     std::fs::create_dir_all(db.parent().expect("has a parent"))?;
     let config = NodeConfig {
-        block_time: Duration::from_millis(block_time_ms),
+        block_time: match &engine {
+            Engine::Dev(t) => *t,
+            Engine::Network(_) => NodeConfig::default().block_time,
+        },
         ..NodeConfig::default()
     };
     let node = Arc::new(
@@ -264,7 +288,29 @@ fn run_node(
             listener,
             wait(stop_rx.clone()),
         ));
-        let engine = tokio::spawn(run_dev_engine(node.clone(), wait(stop_rx.clone())));
+        let engine = match engine {
+            Engine::Dev(_) => Running::Dev(tokio::spawn(run_dev_engine(
+                node.clone(),
+                wait(stop_rx.clone()),
+            ))),
+            Engine::Network(net) => {
+                let config = agora_consensus::NetworkConfig {
+                    moniker: net.moniker.clone(),
+                    listen: net.p2p_addr,
+                    peers: net.peers.clone(),
+                    wal_dir: home.join("data/wal"),
+                    app: agora_consensus::AppConfig {
+                        target_time: Some(Duration::from_millis(net.block_time_ms)),
+                        ..agora_consensus::AppConfig::default()
+                    },
+                };
+                let consensus = agora_consensus::start(node.clone(), Arc::new(key), config)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("starting consensus: {e:#}"))?;
+                let relay = agora_consensus::spawn_relay(&node, net.peer_apis.clone());
+                Running::Network(consensus, relay)
+            }
+        };
         // The market stops first: its final settlement still reaches a running chain.
         let (market_stop_tx, market_stop_rx) = watch::channel(false);
         let (started, tasks) = match market {
@@ -295,11 +341,23 @@ fn run_node(
             let _ = task.await;
         }
         let _ = stop_tx.send(true);
-        engine.await?;
+        match engine {
+            Running::Dev(task) => task.await?,
+            Running::Network(consensus, relay) => {
+                relay.stop();
+                consensus.stop().await;
+            }
+        }
         server.await??;
         println!("Stopped at height {}.", height(&node));
         anyhow::Ok(())
     })
+}
+
+/// The engine while the node runs.
+enum Running {
+    Dev(tokio::task::JoinHandle<()>),
+    Network(agora_consensus::ConsensusHandle, agora_consensus::Relay),
 }
 
 pub async fn shutdown_signal() {
@@ -382,11 +440,14 @@ pub fn devnet(home: PathBuf, models_dir: PathBuf, args: DevnetArgs) -> Result<()
         models_dir,
         threads: args.threads,
     });
+    if args.block_time_ms == 0 {
+        bail!("--block-time-ms must be at least 1");
+    }
     run_node(
         &home,
         &genesis,
         args.api_addr,
-        args.block_time_ms,
+        Engine::Dev(Duration::from_millis(args.block_time_ms)),
         market,
         |api, node, market| {
             println!(
@@ -439,7 +500,7 @@ pub fn devnet(home: PathBuf, models_dir: PathBuf, args: DevnetArgs) -> Result<()
 }
 
 /// The models of the runtime's catalog, registered at genesis so providers can serve them at once.
-fn pinned_models() -> Vec<GenesisModel> {
+pub fn pinned_models() -> Vec<GenesisModel> {
     agora_infer::models::CATALOG
         .iter()
         .map(|spec| GenesisModel {

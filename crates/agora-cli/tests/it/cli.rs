@@ -185,16 +185,34 @@ fn wallet_genesis_node_transfer_stake_and_proof_through_the_cli() {
 }
 
 #[test]
-fn node_refuses_network_mode_and_missing_genesis() {
+fn node_without_genesis_or_network_file_says_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     let out = agora(dir.path(), &["node", "--dev"]);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("no genesis"),
         "{out:?}"
     );
+    // A dev genesis but no network file: network mode points to `testnet init` and `--dev`.
+    agora_ok(dir.path(), &["genesis", "init", "--chain-id", "solo"]);
     let out = agora(dir.path(), &["node"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--dev"),
+        err.contains("testnet init") && err.contains("--dev"),
         "{out:?}"
     );
+    // A testnet home must not be overwritten by accident.
+    let net = dir.path().join("net");
+    let args = ["testnet", "init", "-n", "2", "--out", net.to_str().unwrap()];
+    agora_ok(dir.path(), &args);
+    let out = agora(dir.path(), &args);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--force"),
+        "{out:?}"
+    );
+    let genesis: Value = serde_json::from_str(
+        &std::fs::read_to_string(net.join("node1/config/genesis.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(genesis["validators"].as_array().unwrap().len(), 2);
 }

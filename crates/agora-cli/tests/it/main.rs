@@ -6,6 +6,7 @@ mod cli;
 mod crash;
 mod infer;
 mod market;
+mod network;
 
 use serde_json::Value;
 use std::{

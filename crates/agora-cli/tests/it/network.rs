@@ -1,0 +1,186 @@
+//! A 4-validator network of real `agora node` processes on loopback (`agora testnet init`), with
+//! one validator killed by SIGKILL while it commits under load, and restarted from its WAL and
+//! store.
+
+use crate::*;
+use agora_types::{Address, Keypair, Message, Transaction};
+use serde_json::json;
+use std::net::TcpListener;
+
+/// A base port with 8 free ports after it (p2p and API of 4 nodes).
+fn free_base() -> u16 {
+    let seed = std::process::id() as u16;
+    for attempt in 0..200u16 {
+        let base = 20_000 + (seed.wrapping_mul(7).wrapping_add(attempt * 16)) % 30_000;
+        if (base..base + 8).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no free port range");
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(home: &Path) -> Proc {
+    Proc(
+        Command::new(env!("CARGO_BIN_EXE_agora"))
+            .arg("--home")
+            .arg(home)
+            .arg("node")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node starts"),
+    )
+}
+
+fn height(api: &str) -> Option<u64> {
+    get(api, "/v1/status").and_then(|s| s["height"].as_u64())
+}
+
+fn wait_all(apis: &[String], target: u64, limit: Duration) {
+    let start = Instant::now();
+    loop {
+        let heights: Vec<Option<u64>> = apis.iter().map(|a| height(a)).collect();
+        if heights.iter().all(|h| h.is_some_and(|h| h >= target)) {
+            return;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "heights {heights:?}, waiting for {target}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// (hash, state root) of block `h` as node `api` serves it.
+fn block_id(api: &str, h: u64) -> (String, String) {
+    let b = get(api, &format!("/v1/blocks/{h}")).unwrap_or_else(|| panic!("{api} lacks {h}"));
+    (
+        b["hash"].as_str().unwrap().to_string(),
+        b["header"]["state_root"].as_str().unwrap().to_string(),
+    )
+}
+
+fn validator_key(home: &Path) -> Keypair {
+    let file: Value =
+        serde_json::from_str(&std::fs::read_to_string(home.join("config/node_key.json")).unwrap())
+            .unwrap();
+    let mut secret = [0u8; 32];
+    hex::decode_to_slice(file["secret"].as_str().unwrap(), &mut secret).unwrap();
+    Keypair::from_secret(secret)
+}
+
+#[test]
+fn a_validator_killed_while_committing_recovers_and_agrees_on_every_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("net");
+    let base = free_base();
+    agora_ok(
+        dir.path(),
+        &[
+            "testnet",
+            "init",
+            "-n",
+            "4",
+            "--out",
+            out.to_str().unwrap(),
+            "--chain-id",
+            "net-test",
+            "--base-port",
+            &base.to_string(),
+        ],
+    );
+    let homes: Vec<PathBuf> = (0..4).map(|i| out.join(format!("node{i}"))).collect();
+    let apis: Vec<String> = (0..4)
+        .map(|i| format!("http://127.0.0.1:{}", base + 2 * i + 1))
+        .collect();
+    let mut procs: Vec<Proc> = homes.iter().map(|h| start(h)).collect();
+    wait_all(&apis, 3, Duration::from_secs(60));
+
+    // Node 0's account pays transfers, sent to node 1 (relayed to the others) while node 3 is
+    // killed and restarted three times.
+    let payer = validator_key(&homes[0]);
+    let mut nonce = get(&apis[1], &format!("/v1/accounts/{}", payer.address())).unwrap()["nonce"]
+        .as_u64()
+        .unwrap();
+    let mut sent = Vec::new();
+    for cycle in 0..3u64 {
+        let until = Instant::now() + Duration::from_millis(400 + 300 * cycle);
+        while Instant::now() < until {
+            let txs: Vec<String> = (0..20)
+                .map(|k| {
+                    let tx = Transaction {
+                        chain_id: "net-test".into(),
+                        sender: payer.public(),
+                        nonce: nonce + k,
+                        fee: 1_000,
+                        messages: vec![Message::Transfer {
+                            to: Address([0x33; 20]),
+                            amount: 1,
+                        }],
+                    }
+                    .sign(&payer);
+                    hex::encode(tx.encode())
+                })
+                .collect();
+            let (status, body) = post(&apis[1], "/v1/txs", &json!({ "txs": txs }));
+            assert_eq!(status, 202, "{body}");
+            for r in body["results"].as_array().unwrap() {
+                if let Some(h) = r["hash"].as_str() {
+                    sent.push(h.to_string());
+                    nonce += 1;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // SIGKILL in the middle of the stream: no chance to clean up.
+        let mut victim = std::mem::replace(&mut procs[3], start_placeholder());
+        victim.0.kill().unwrap();
+        victim.0.wait().unwrap();
+        drop(victim);
+        let before = height(&apis[0]).unwrap();
+        // The three others go on.
+        wait_all(&apis[..3], before + 3, Duration::from_secs(30));
+        procs[3] = start(&homes[3]);
+    }
+    let tip = height(&apis[0]).unwrap() + 3;
+    wait_all(&apis, tip, Duration::from_secs(60));
+    // Every transfer committed, once, at the same place on every node.
+    let start_wait = Instant::now();
+    for h in &sent {
+        loop {
+            let v = get(&apis[3], &format!("/v1/txs/{h}"));
+            if v.as_ref().is_some_and(|v| v["status"] == "committed") {
+                break;
+            }
+            assert!(
+                start_wait.elapsed() < Duration::from_secs(60),
+                "transfer {h} not committed on the restarted node"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    for (i, api) in apis.iter().enumerate().skip(1) {
+        for h in 1..=tip {
+            assert_eq!(block_id(api, h), block_id(&apis[0], h), "node {i} at {h}");
+        }
+    }
+    let recipient = get(&apis[2], &format!("/v1/accounts/{}", Address([0x33; 20]))).unwrap();
+    assert_eq!(recipient["balance"], json!(sent.len().to_string()));
+}
+
+/// A stand-in while a node is down: an already finished process.
+fn start_placeholder() -> Proc {
+    let mut child = Command::new("true").spawn().unwrap();
+    let _ = child.wait();
+    Proc(child)
+}
