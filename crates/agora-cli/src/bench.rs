@@ -30,6 +30,9 @@ pub enum BenchCommand {
     /// Inference: prompt processing and generation speed of the chat model, time to first token,
     /// teacher-forced scoring against generation, embeddings per second, and peak memory.
     Infer(crate::infer_bench::InferBenchArgs),
+    /// A local multi-validator network (Malachite) under a stream of transfers: time to finality
+    /// (mean, p50, p99) and committed transfers per second.
+    Network(crate::network_bench::NetworkBenchArgs),
     /// Verification: how often one check catches each cheating strategy, a cheater's chance of
     /// escaping after n jobs at the sampling rate, and a check's cost against generation.
     Verify(crate::verify_bench::VerifyBenchArgs),
@@ -59,6 +62,7 @@ pub fn run(cmd: BenchCommand, models: &std::path::Path) -> Result<()> {
     match cmd {
         BenchCommand::Infer(args) => crate::infer_bench::run(args, models),
         BenchCommand::Verify(args) => crate::verify_bench::run(args, models),
+        BenchCommand::Network(args) => crate::network_bench::run(args),
         BenchCommand::Market {
             jobs,
             clients,

@@ -9,6 +9,7 @@ mod infer_bench;
 mod infer_cmd;
 mod keystore;
 mod market_cmd;
+mod network_bench;
 mod node_cmd;
 mod testnet_cmd;
 mod verify_bench;
