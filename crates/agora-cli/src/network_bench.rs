@@ -130,21 +130,20 @@ pub fn run(args: NetworkBenchArgs) -> Result<()> {
             tokio::spawn(agora_api::serve(node.clone(), listener, async move {
                 let _ = stopped.wait_for(|s| *s).await;
             }));
-            let config = NetworkConfig {
-                moniker: format!("bench-node{i}"),
-                listen: p2p[i],
-                peers: p2p
-                    .iter()
+            let config = NetworkConfig::new(
+                format!("bench-node{i}"),
+                p2p[i],
+                p2p.iter()
                     .enumerate()
                     .filter(|(j, _)| *j != i)
                     .map(|(_, a)| *a)
                     .collect(),
-                wal_dir: home.join("wal"),
-                app: AppConfig {
+                home.join("wal"),
+                AppConfig {
                     target_time: Some(Duration::from_millis(args.block_time_ms)),
                     ..AppConfig::default()
                 },
-            };
+            );
             handles.push(
                 agora_consensus::start(node.clone(), Arc::new(key), config)
                     .await

@@ -294,16 +294,16 @@ fn run_node(
                 wait(stop_rx.clone()),
             ))),
             Engine::Network(net) => {
-                let config = agora_consensus::NetworkConfig {
-                    moniker: net.moniker.clone(),
-                    listen: net.p2p_addr,
-                    peers: net.peers.clone(),
-                    wal_dir: home.join("data/wal"),
-                    app: agora_consensus::AppConfig {
+                let config = agora_consensus::NetworkConfig::new(
+                    net.moniker.clone(),
+                    net.p2p_addr,
+                    net.peers.clone(),
+                    home.join("data/wal"),
+                    agora_consensus::AppConfig {
                         target_time: Some(Duration::from_millis(net.block_time_ms)),
                         ..agora_consensus::AppConfig::default()
                     },
-                };
+                );
                 let consensus = agora_consensus::start(node.clone(), Arc::new(key), config)
                     .await
                     .map_err(|e| anyhow::anyhow!("starting consensus: {e:#}"))?;

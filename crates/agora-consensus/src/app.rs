@@ -311,8 +311,19 @@ impl ConsensusApp {
                 let _ = reply.send(());
             }
             AppMsg::Finalized {
-                certificate, reply, ..
+                certificate,
+                evidence,
+                reply,
+                ..
             } => {
+                if !evidence.is_empty() {
+                    warn!(
+                        height = %certificate.height,
+                        conflicting_votes = evidence.votes.len(),
+                        conflicting_proposals = evidence.proposals.len(),
+                        "validators signed conflicting messages"
+                    );
+                }
                 let committed = self.committed_height()?;
                 let next = if committed >= certificate.height.0 {
                     let next = Height(committed + 1);

@@ -36,6 +36,38 @@ pub struct NetworkConfig {
     pub wal_dir: PathBuf,
     /// Round timeouts and pacing.
     pub app: AppConfig,
+    /// Test support: this validator's network misbehaves as configured (equivocates, drops…).
+    #[cfg(feature = "byzantine")]
+    byzantine: Option<malachitebft_engine_byzantine::ByzantineConfig>,
+}
+
+impl NetworkConfig {
+    /// A validator named `moniker` listening on `listen` for `peers`, its WAL in `wal_dir`.
+    pub fn new(
+        moniker: String,
+        listen: SocketAddr,
+        peers: Vec<SocketAddr>,
+        wal_dir: PathBuf,
+        app: AppConfig,
+    ) -> Self {
+        NetworkConfig {
+            moniker,
+            listen,
+            peers,
+            wal_dir,
+            app,
+            #[cfg(feature = "byzantine")]
+            byzantine: None,
+        }
+    }
+
+    /// Test support: makes this validator's network misbehave.
+    #[cfg(feature = "byzantine")]
+    #[doc(hidden)]
+    pub fn byzantine(mut self, config: malachitebft_engine_byzantine::ByzantineConfig) -> Self {
+        self.byzantine = Some(config);
+        self
+    }
 }
 
 fn multiaddr(addr: &SocketAddr) -> Multiaddr {
@@ -160,17 +192,51 @@ pub async fn start(
         },
     };
     std::fs::create_dir_all(&config.wal_dir)?;
-    let (mut channels, engine) = EngineBuilder::new(AgoraContext, engine_config)
-        .with_default_wal(WalContext::new(
-            config.wal_dir.join("consensus.wal"),
-            AgoraCodec,
-        ))
-        .with_default_network(NetworkContext::new(identity, AgoraCodec))
-        .with_default_consensus(ConsensusContext::new_validator(
+    let builder = EngineBuilder::new(AgoraContext, engine_config).with_default_wal(
+        WalContext::new(config.wal_dir.join("consensus.wal"), AgoraCodec),
+    );
+    let consensus = || {
+        ConsensusContext::new_validator(
             address,
             Box::new(Ed25519Verifier::new(&chain_id)),
             Box::new(signer.clone()),
-        ))
+        )
+    };
+    #[cfg(feature = "byzantine")]
+    let (mut channels, engine) = match config.byzantine.clone() {
+        Some(byz) => {
+            warn!(moniker = %config.moniker, ?byz, "BYZANTINE test validator");
+            builder
+                .with_byzantine_network(malachitebft_app_channel::ByzantineContext {
+                    identity,
+                    codec: AgoraCodec,
+                    config: byz,
+                    signer: Box::new(signer.clone()),
+                    address,
+                    conflicting_value_fn: None,
+                    conflicting_vote_value_fn: None,
+                })
+                .await?
+                .with_default_consensus(consensus())
+                .with_default_sync(SyncContext::new(AgoraCodec))
+                .with_default_request(RequestContext::new(100))
+                .build()
+                .await?
+        }
+        None => {
+            builder
+                .with_default_network(NetworkContext::new(identity, AgoraCodec))
+                .with_default_consensus(consensus())
+                .with_default_sync(SyncContext::new(AgoraCodec))
+                .with_default_request(RequestContext::new(100))
+                .build()
+                .await?
+        }
+    };
+    #[cfg(not(feature = "byzantine"))]
+    let (mut channels, engine) = builder
+        .with_default_network(NetworkContext::new(identity, AgoraCodec))
+        .with_default_consensus(consensus())
         .with_default_sync(SyncContext::new(AgoraCodec))
         .with_default_request(RequestContext::new(100))
         .build()

@@ -15,5 +15,9 @@ pub use app::{AppConfig, AppError, ConsensusApp};
 pub use codec::AgoraCodec;
 pub use context::{AgoraContext, BlockId, Height, ProposalPart, ValidatorAddress, ValidatorSet};
 pub use engine::{ConsensusHandle, NetworkConfig, start};
+/// Byzantine test validators (feature `byzantine`).
+#[cfg(feature = "byzantine")]
+#[doc(hidden)]
+pub use malachitebft_engine_byzantine as byzantine;
 pub use relay::{Relay, spawn_relay};
 pub use signing::{Ed25519Signer, Ed25519Verifier};

@@ -4,7 +4,11 @@
 #![allow(clippy::unwrap_used)]
 
 use agora_chain::{Node, NodeConfig};
-use agora_consensus::{AppConfig, ConsensusHandle, NetworkConfig, start};
+use agora_consensus::{
+    AppConfig, ConsensusHandle, NetworkConfig,
+    byzantine::{ByzantineConfig, Trigger},
+    start,
+};
 use agora_state::{Genesis, GenesisAccount, GenesisValidator, Params};
 use agora_types::{AGR, Address, Hash, Keypair, Message, SignedTransaction, Transaction};
 use std::{
@@ -130,7 +134,7 @@ async fn start_validator(
     addrs: &[SocketAddr],
     genesis: &Genesis,
 ) -> Validator {
-    start_validator_with(tag, dir, i, addrs, genesis, AppConfig::default()).await
+    start_validator_with(tag, dir, i, addrs, genesis, AppConfig::default(), None).await
 }
 
 async fn start_validator_with(
@@ -140,6 +144,7 @@ async fn start_validator_with(
     addrs: &[SocketAddr],
     genesis: &Genesis,
     app: AppConfig,
+    byzantine: Option<ByzantineConfig>,
 ) -> Validator {
     let key = validator_key(tag, i);
     let home = dir.join(format!("node{i}"));
@@ -161,19 +166,22 @@ async fn start_validator_with(
             Err(e) => panic!("node {i} does not open: {e}"),
         }
     };
-    let config = NetworkConfig {
+    let mut config = NetworkConfig::new(
         // Unique in the process: engines register their actors by name, and tests run side by side.
-        moniker: format!("{tag}-node{i}"),
-        listen: addrs[i],
-        peers: addrs
+        format!("{tag}-node{i}"),
+        addrs[i],
+        addrs
             .iter()
             .enumerate()
             .filter(|(j, _)| *j != i)
             .map(|(_, a)| *a)
             .collect(),
-        wal_dir: home.join("wal"),
+        home.join("wal"),
         app,
-    };
+    );
+    if let Some(byz) = byzantine {
+        config = config.byzantine(byz);
+    }
     let handle = start(node.clone(), Arc::new(key), config).await.unwrap();
     Validator {
         node,
@@ -443,7 +451,7 @@ async fn proposals_with_a_wrong_state_root_or_a_forged_transaction_are_rejected(
             tamper,
             ..AppConfig::default()
         };
-        vals.push(start_validator_with(TAG, dir.path(), i, &addrs, &g, app).await);
+        vals.push(start_validator_with(TAG, dir.path(), i, &addrs, &g, app, None).await);
     }
     let nodes: Vec<&Node> = vals.iter().map(|v| &*v.node).collect();
     wait_for(&nodes, 8, Duration::from_secs(90)).await;
@@ -466,6 +474,37 @@ async fn proposals_with_a_wrong_state_root_or_a_forged_transaction_are_rejected(
         assert!(b.txs.is_empty());
     }
     drop(snap);
+    for v in &mut vals {
+        stop(v).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_validator_sending_conflicting_votes_does_not_make_honest_nodes_diverge() {
+    const TAG: &str = "equivocate";
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let g = genesis(TAG, 4);
+    let addrs = free_ports(4);
+    let mut vals = Vec::new();
+    for i in 0..4 {
+        // Validator 0 signs two votes for every vote it casts (the value and nil), and sends
+        // two conflicting proposals when it proposes.
+        let byz = (i == 0).then(|| {
+            ByzantineConfig::new(Some(7))
+                .with_equivocate_votes(Trigger::Always)
+                .with_equivocate_proposals(Trigger::Always)
+        });
+        vals.push(
+            start_validator_with(TAG, dir.path(), i, &addrs, &g, AppConfig::default(), byz).await,
+        );
+    }
+    let nodes: Vec<&Node> = vals.iter().map(|v| &*v.node).collect();
+    wait_for(&nodes, 10, Duration::from_secs(90)).await;
+    let reference = chain(nodes[1], 10);
+    for n in [nodes[0], nodes[2], nodes[3]] {
+        assert_eq!(chain(n, 10), reference);
+    }
     for v in &mut vals {
         stop(v).await;
     }
