@@ -189,3 +189,100 @@ impl HasEncodedLen<Response<AgoraContext>> for AgoraCodec {
         borsh::object_length(&wire_response(msg)).map_err(|e| CodecError(e.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::{BlockId, Vote};
+    use crate::signing::{Ed25519Signer, Ed25519Verifier};
+    use agora_types::{Address, Keypair};
+    use malachitebft_app::types::core::{CommitSignature, NilOrVal, VoteType};
+    use malachitebft_app_channel::{Signer, Verifier};
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn sync_responses_and_validator_proofs_round_trip() {
+        let key = Arc::new(Keypair::from_seed_label("codec"));
+        let signer = Ed25519Signer::new(key.clone(), "c");
+        let vote = Vote {
+            vote_type: VoteType::Precommit,
+            height: Height(7),
+            round: Round::new(1),
+            value: NilOrVal::Val(Hash::digest(b"block")),
+            validator: ValidatorAddress(key.address()),
+        };
+        let signed = signer.sign_vote(vote.clone()).await.unwrap();
+        let cert = CommitCertificate::<AgoraContext> {
+            height: Height(7),
+            round: Round::new(1),
+            value_id: Hash::digest(b"block"),
+            commit_signatures: vec![CommitSignature::new(vote.validator, signed.signature)],
+        };
+        let response = Response::ValueResponse(ValueResponse {
+            start_height: Height(7),
+            values: vec![RawDecidedValue::new(
+                Bytes::from_static(b"block bytes"),
+                ExtendedCommitCertificate::from_commit_certificate_and_extensions(
+                    cert.clone(),
+                    Default::default(),
+                ),
+            )],
+        });
+        let bytes = AgoraCodec.encode(&response).unwrap();
+        assert_eq!(AgoraCodec.encoded_len(&response).unwrap(), bytes.len());
+        let back: Response<AgoraContext> = AgoraCodec.decode(bytes).unwrap();
+        assert_eq!(back, response);
+        let back: CommitCertificate<AgoraContext> = AgoraCodec
+            .decode(AgoraCodec.encode(&cert).unwrap())
+            .unwrap();
+        assert_eq!(back, cert);
+
+        let proof = signer
+            .sign_validator_proof(key.public().0.to_vec(), b"peer".to_vec())
+            .await
+            .unwrap();
+        let back: ValidatorProof<AgoraContext> = AgoraCodec
+            .decode(AgoraCodec.encode(&proof).unwrap())
+            .unwrap();
+        assert_eq!(back, proof);
+        let verifier = Ed25519Verifier::new("c");
+        assert!(
+            verifier
+                .verify_validator_proof(&back)
+                .await
+                .unwrap()
+                .is_valid()
+        );
+        // Another peer id, or another chain: not valid.
+        let mut other = back.clone();
+        other.peer_id = b"other".to_vec();
+        assert!(
+            verifier
+                .verify_validator_proof(&other)
+                .await
+                .unwrap()
+                .is_invalid()
+        );
+        let elsewhere = Ed25519Verifier::new("d");
+        assert!(
+            elsewhere
+                .verify_validator_proof(&back)
+                .await
+                .unwrap()
+                .is_invalid()
+        );
+        let _ = BlockId(Hash::ZERO);
+        let _ = Address::default();
+    }
+
+    #[test]
+    fn garbage_and_oversized_messages_are_refused() {
+        let r: Result<ProposalPart, _> = AgoraCodec.decode(Bytes::from_static(&[9, 9, 9]));
+        assert!(r.is_err());
+        let r: Result<Response<AgoraContext>, _> = AgoraCodec.decode(Bytes::from_static(&[1]));
+        assert!(r.is_err());
+        let big = Bytes::from(vec![0u8; MAX_MESSAGE_BYTES + 1]);
+        let err = Codec::<ProposalPart>::decode(&AgoraCodec, big).unwrap_err();
+        assert!(err.to_string().contains("more than"), "{err}");
+    }
+}

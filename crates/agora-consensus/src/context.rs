@@ -432,3 +432,35 @@ impl mc::Context for AgoraContext {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mc::Context as _;
+
+    #[test]
+    fn proposers_rotate_by_height_and_round_over_every_validator() {
+        let set = agora_state::ValidatorSet {
+            validators: (0..4u8)
+                .map(|i| agora_state::ValidatorEntry {
+                    address: Address([i; 20]),
+                    public_key: PublicKey([i; 32]),
+                    power: 10,
+                })
+                .collect(),
+        };
+        let set = ValidatorSet::from_state(&set);
+        let ctx = AgoraContext;
+        let pick = |h: u64, r: u32| ctx.select_proposer(&set, Height(h), Round::new(r)).address;
+        let by_height: std::collections::BTreeSet<_> = (1..=4).map(|h| pick(h, 0)).collect();
+        assert_eq!(
+            by_height.len(),
+            4,
+            "each validator proposes once in 4 heights"
+        );
+        for h in 1..10 {
+            assert_ne!(pick(h, 0), pick(h, 1), "a new round has another proposer");
+        }
+        assert_eq!(mc::ValidatorSet::total_voting_power(&set), 40);
+    }
+}

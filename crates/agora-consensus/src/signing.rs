@@ -196,3 +196,101 @@ impl Signer<AgoraContext> for Ed25519Signer {
         Ok(ValidatorProof::new(public_key, peer_id, signature))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::{BlockId, ValidatorAddress};
+    use malachitebft_app::types::core::{NilOrVal, VoteType};
+
+    #[tokio::test]
+    async fn a_signature_is_valid_only_for_its_message_kind_and_chain() {
+        let key = Arc::new(Keypair::from_seed_label("signing"));
+        let signer = Ed25519Signer::new(key.clone(), "chain-a");
+        let verifier = Ed25519Verifier::new("chain-a");
+        let vote = Vote {
+            vote_type: VoteType::Prevote,
+            height: Height(3),
+            round: Round::new(0),
+            value: NilOrVal::Val(Hash::digest(b"b")),
+            validator: ValidatorAddress(key.address()),
+        };
+        let signed = signer.sign_vote(vote.clone()).await.unwrap();
+        let pk = key.public();
+        assert!(
+            verifier
+                .verify_signed_vote(&vote, &signed.signature, &pk)
+                .await
+                .unwrap()
+                .is_valid()
+        );
+        // The same vote for nil, or as a precommit: invalid.
+        let mut nil = vote.clone();
+        nil.value = NilOrVal::Nil;
+        assert!(
+            verifier
+                .verify_signed_vote(&nil, &signed.signature, &pk)
+                .await
+                .unwrap()
+                .is_invalid()
+        );
+        let mut pre = vote.clone();
+        pre.vote_type = VoteType::Precommit;
+        assert!(
+            verifier
+                .verify_signed_vote(&pre, &signed.signature, &pk)
+                .await
+                .unwrap()
+                .is_invalid()
+        );
+        // Another chain's verifier refuses it.
+        assert!(
+            Ed25519Verifier::new("chain-b")
+                .verify_signed_vote(&vote, &signed.signature, &pk)
+                .await
+                .unwrap()
+                .is_invalid()
+        );
+        // A proposal signature is no vote signature.
+        let proposal = Proposal {
+            height: Height(3),
+            round: Round::new(0),
+            value: BlockId(Hash::digest(b"b")),
+            pol_round: Round::Nil,
+            proposer: ValidatorAddress(key.address()),
+        };
+        let sp = signer.sign_proposal(proposal.clone()).await.unwrap();
+        assert!(
+            verifier
+                .verify_signed_proposal(&proposal, &sp.signature, &pk)
+                .await
+                .unwrap()
+                .is_valid()
+        );
+        assert!(
+            verifier
+                .verify_signed_vote(&vote, &sp.signature, &pk)
+                .await
+                .unwrap()
+                .is_invalid()
+        );
+        // The parts' signature binds height, round, pol round and block.
+        let parts = signer.sign_parts(Height(3), Round::new(0), Round::Nil, &Hash::digest(b"b"));
+        let bytes = parts_sign_bytes(
+            "chain-a",
+            Height(3),
+            Round::new(1),
+            Round::Nil,
+            &Hash::digest(b"b"),
+        );
+        assert!(pk.verify(&bytes, &parts).is_err());
+        let bytes = parts_sign_bytes(
+            "chain-a",
+            Height(3),
+            Round::new(0),
+            Round::Nil,
+            &Hash::digest(b"b"),
+        );
+        assert!(pk.verify(&bytes, &parts).is_ok());
+    }
+}

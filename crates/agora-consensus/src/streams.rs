@@ -110,3 +110,77 @@ impl Streams {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::ValidatorAddress;
+    use agora_types::Signature;
+    use bytes::Bytes;
+    use malachitebft_app::types::core::Round;
+
+    fn msg(seq: u64, content: StreamContent<ProposalPart>) -> StreamMessage<ProposalPart> {
+        StreamMessage::new(StreamId::new(Bytes::from_static(b"s1")), seq, content)
+    }
+
+    fn parts() -> Vec<StreamMessage<ProposalPart>> {
+        vec![
+            msg(
+                0,
+                StreamContent::Data(ProposalPart::Init {
+                    height: Height(5),
+                    round: Round::new(0),
+                    proposer: ValidatorAddress::default(),
+                    pol_round: Round::Nil,
+                }),
+            ),
+            msg(1, StreamContent::Data(ProposalPart::Data(vec![1; 10]))),
+            msg(2, StreamContent::Data(ProposalPart::Data(vec![2; 10]))),
+            msg(
+                3,
+                StreamContent::Data(ProposalPart::Fin {
+                    signature: Signature([0; 64]),
+                }),
+            ),
+            msg(4, StreamContent::Fin),
+        ]
+    }
+
+    #[test]
+    fn parts_in_any_order_complete_once_and_oversized_streams_are_dropped() {
+        let id = malachitebft_app::types::Keypair::ed25519_from_bytes([5u8; 32])
+            .unwrap()
+            .public()
+            .to_peer_id();
+        let peer = PeerId::from_bytes(&id.to_bytes()).unwrap();
+        let mut streams = Streams::new(1 << 20);
+        let mut shuffled = parts();
+        shuffled.reverse();
+        let mut done = Vec::new();
+        for m in shuffled {
+            if let Some(a) = streams.insert(peer, m) {
+                done.push(a);
+            }
+        }
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].height(), Some(Height(5)));
+        assert_eq!(done[0].parts.len(), 4);
+        assert!(matches!(done[0].parts[2], ProposalPart::Data(ref d) if d[0] == 2));
+
+        // A gap: never complete.
+        let mut streams = Streams::new(1 << 20);
+        let all = parts();
+        for (i, m) in all.into_iter().enumerate() {
+            if i != 2 {
+                assert!(streams.insert(peer, m).is_none());
+            }
+        }
+        // Over the byte limit: dropped.
+        let mut streams = Streams::new(15);
+        let mut out = None;
+        for m in parts() {
+            out = out.or(streams.insert(peer, m));
+        }
+        assert!(out.is_none());
+    }
+}
