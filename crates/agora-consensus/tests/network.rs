@@ -509,3 +509,85 @@ async fn a_validator_sending_conflicting_votes_does_not_make_honest_nodes_diverg
         stop(v).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bond_adds_a_validator_at_the_epoch_end_on_every_node() {
+    const TAG: &str = "bonding";
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = genesis(TAG, 4);
+    g.consensus.epoch_length = 6;
+    // A fifth account, funded but not bonded: it runs a node from the start and votes once its
+    // bond takes effect.
+    let newcomer = validator_key(TAG, 4);
+    g.accounts.push(GenesisAccount {
+        address: newcomer.address(),
+        balance: 1_000 * AGR,
+        bonded: 0,
+    });
+    let addrs = free_ports(5);
+    let mut vals = Vec::new();
+    for i in 0..5 {
+        vals.push(start_validator(TAG, dir.path(), i, &addrs, &g).await);
+    }
+    wait_for(&[&*vals[0].node], 2, Duration::from_secs(60)).await;
+    let bond = Transaction {
+        chain_id: CHAIN.into(),
+        sender: newcomer.public(),
+        nonce: 0,
+        fee: 1_000,
+        messages: vec![Message::Bond { amount: 30 * AGR }],
+    }
+    .sign(&newcomer);
+    // Sent to a node of the set (the newcomer's own mempool is not relayed here).
+    vals[1].node.submit(&bond.encode()).expect("bond admitted");
+    // After the next epoch end every node holds a set of five, the newcomer with 30 of 70.
+    let start = Instant::now();
+    loop {
+        let sets: Vec<Option<agora_state::ValidatorSet>> = vals
+            .iter()
+            .map(|v| agora_state::read_validator_set(&v.node.snapshot().unwrap()).unwrap())
+            .collect();
+        if sets
+            .iter()
+            .all(|s| s.as_ref().is_some_and(|s| s.validators.len() == 5))
+        {
+            assert!(sets.windows(2).all(|w| w[0] == w[1]), "sets differ");
+            let set = sets[0].as_ref().unwrap();
+            assert_eq!(set.total_power(), 70);
+            assert_eq!(set.get(&newcomer.address()).unwrap().power, 30);
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the set never grew"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let grown = height(&vals[0].node);
+    assert!(
+        grown >= 6,
+        "the set changes at an epoch end, not before (height {grown})"
+    );
+    // Its power counts: with validators 2 and 3 down (20 of 70), the other 50 (> 2/3) go on —
+    // the four genesis validators alone, two of them down, could not.
+    stop(&mut vals[2]).await;
+    stop(&mut vals[3]).await;
+    let live: Vec<&Node> = [0usize, 1, 4].iter().map(|i| &*vals[*i].node).collect();
+    let at = height(&vals[0].node);
+    wait_for(&live, at + 5, Duration::from_secs(60)).await;
+    let reference = chain(live[0], at + 5);
+    for n in &live[1..] {
+        assert_eq!(chain(n, at + 5), reference);
+    }
+    // The newcomer proposes too, now.
+    let snap = live[0].snapshot().unwrap();
+    let proposers: std::collections::BTreeSet<Address> = (grown + 1..=at + 5)
+        .map(|h| snap.block(h).unwrap().unwrap().header.proposer)
+        .collect();
+    assert!(proposers.contains(&newcomer.address()), "{proposers:?}");
+    drop(snap);
+    for v in &mut vals {
+        stop(v).await;
+    }
+}
