@@ -41,6 +41,7 @@ pub fn router(node: Arc<Node>, shutdown: watch::Receiver<bool>) -> Router {
         .route("/v1/blocks/{id}", get(get_block))
         .route("/v1/accounts/{address}", get(get_account))
         .route("/v1/status", get(status))
+        .route("/v1/validators", get(validators))
         .route("/v1/market/providers", get(market::list_providers))
         .route("/v1/market/providers/{address}", get(market::get_provider))
         .route("/v1/market/models", get(market::list_models))
@@ -346,6 +347,38 @@ async fn status(State(st): State<AppState>) -> ApiResult<Json<Value>> {
         "mempool_size": st.node.mempool_len(),
         "min_fee": st.node.params().min_fee.to_string(),
         "validator": st.node.proposer(),
+    })))
+}
+
+/// The validator set in force after the latest block (a dev chain has none: its single block
+/// producer is `validator` in the status).
+async fn validators(State(st): State<AppState>) -> ApiResult<Json<Value>> {
+    let snap = st.node.snapshot()?;
+    let height = snap.height()?.unwrap_or(0);
+    let set = agora_state::read_validator_set(&snap).map_err(ApiError::internal)?;
+    let params: agora_state::ConsensusParams = snap
+        .get(&agora_state::consensus_params_key())
+        .map_err(ApiError::internal)?
+        .map(|b| borsh::from_slice(&b))
+        .transpose()
+        .map_err(ApiError::internal)?
+        .unwrap_or_default();
+    let Some(set) = set else {
+        return Ok(Json(json!({
+            "height": height,
+            "mode": "dev",
+            "validators": [],
+            "total_power": 0,
+            "epoch_length": params.epoch_length,
+        })));
+    };
+    Ok(Json(json!({
+        "height": height,
+        "mode": "network",
+        "validators": set.validators,
+        "total_power": set.total_power(),
+        "epoch_length": params.epoch_length,
+        "next_epoch_end": (height / params.epoch_length + 1) * params.epoch_length,
     })))
 }
 

@@ -105,6 +105,23 @@ fn a_validator_killed_while_committing_recovers_and_agrees_on_every_root() {
         .collect();
     let mut procs: Vec<Proc> = homes.iter().map(|h| start(h)).collect();
     wait_all(&apis, 3, Duration::from_secs(60));
+    // Every node serves the same validator set: the four keys, 1,000 AGR of power each.
+    let set = get(&apis[2], "/v1/validators").unwrap();
+    assert_eq!(set["mode"], "network");
+    assert_eq!(set["total_power"], 4_000);
+    let mut listed: Vec<String> = set["validators"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["address"].as_str().unwrap().to_string())
+        .collect();
+    listed.sort();
+    let mut keys: Vec<String> = homes
+        .iter()
+        .map(|h| validator_key(h).address().to_string())
+        .collect();
+    keys.sort();
+    assert_eq!(listed, keys);
 
     // Node 0's account pays transfers, sent to node 1 (relayed to the others) while node 3 is
     // killed and restarted three times.
