@@ -38,7 +38,7 @@ use malachitebft_app_channel::{
         streaming::StreamContent,
     },
 };
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 use tracing::{debug, info, warn};
 
 /// Bytes of block data per proposal part.
@@ -47,6 +47,8 @@ const CHUNK: usize = 256 * 1024;
 const MAX_CLOCK_DRIFT_MS: u64 = 10_000;
 /// Most decided values served per sync request.
 const MAX_SYNC_BATCH: u64 = 64;
+/// Proposals kept for heights ahead of this node's (at most this many heights ahead).
+const MAX_HEIGHTS_AHEAD: u64 = 4;
 
 /// Consensus settings of a node.
 #[derive(Clone, Debug)]
@@ -105,6 +107,9 @@ pub struct ConsensusApp {
     /// Complete proposals for later heights, checked when their height starts.
     future: BTreeMap<Height, Vec<Assembled>>,
     streams: Streams,
+    /// Where valid blocks of the current height are kept on disk until one is committed, so that
+    /// a node that voted for a block and crashed before committing it can still commit it.
+    block_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for ConsensusApp {
@@ -159,6 +164,59 @@ impl ConsensusApp {
             own: BTreeMap::new(),
             future: BTreeMap::new(),
             streams: Streams::new(64 << 20),
+            block_dir: None,
+        }
+    }
+
+    /// Keeps the valid blocks of the current height in `dir` (see [`ConsensusApp`]).
+    pub fn with_block_dir(mut self, dir: PathBuf) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&dir)?;
+        self.block_dir = Some(dir);
+        Ok(self)
+    }
+
+    fn block_file(&self, hash: &Hash) -> Option<PathBuf> {
+        self.block_dir
+            .as_ref()
+            .map(|d| d.join(format!("{}.block", hash.to_hex())))
+    }
+
+    /// Writes a valid block of the current height to disk (synced) before consensus may vote for
+    /// it. A failure is logged: the block can still come back by sync.
+    fn keep_block(&self, block: &Block) {
+        let Some(path) = self.block_file(&block.hash()) else {
+            return;
+        };
+        if path.exists() {
+            return;
+        }
+        let write = || -> std::io::Result<()> {
+            let tmp = path.with_extension("tmp");
+            let mut f = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut f, &borsh::to_vec(block).expect("borsh into a Vec"))?;
+            f.sync_data()?;
+            std::fs::rename(&tmp, &path)
+        };
+        if let Err(e) = write() {
+            warn!(error = %e, path = %path.display(), "could not keep a proposed block on disk");
+        }
+    }
+
+    /// A block kept by [`ConsensusApp::keep_block`] before a restart.
+    fn kept_block(&self, hash: &Hash) -> Option<Block> {
+        let bytes = std::fs::read(self.block_file(hash)?).ok()?;
+        borsh::from_slice(&bytes).ok()
+    }
+
+    /// Forgets the kept blocks (after a commit, they are all of past heights).
+    fn clear_kept_blocks(&self) {
+        let Some(dir) = &self.block_dir else {
+            return;
+        };
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
         }
     }
 
@@ -380,6 +438,7 @@ impl ConsensusApp {
         }
         let hash = checked.hash;
         info!(%height, txs = checked.block.txs.len(), block = %hash, "proposing");
+        self.keep_block(&checked.block);
         self.candidates.insert(
             hash,
             Candidate {
@@ -447,6 +506,9 @@ impl ConsensusApp {
             return None;
         }
         if height > self.height {
+            if height.0 > self.height.0 + MAX_HEIGHTS_AHEAD {
+                return None;
+            }
             let waiting = self.future.entry(height).or_default();
             if waiting.len() < 16 {
                 waiting.push(assembled);
@@ -580,6 +642,9 @@ impl ConsensusApp {
             }
         };
         let validity = Validity::from_bool(checked.is_some());
+        if checked.is_some() {
+            self.keep_block(&block);
+        }
         self.candidates.insert(hash, Candidate { block, checked });
         validity
     }
@@ -594,15 +659,28 @@ impl ConsensusApp {
             return Ok(());
         }
         // Taken out: a failed commit forgets the block, and the restarted height gets it again.
-        let Some(checked) = self
+        let checked = match self
             .candidates
             .remove(&certificate.value_id)
             .and_then(|c| c.checked)
-        else {
-            return Err(AppError::Task(format!(
-                "decided block {} of height {height} is not known here",
-                certificate.value_id
-            )));
+        {
+            Some(checked) => checked,
+            // Voted for before a restart: the block was kept on disk.
+            None => match self.kept_block(&certificate.value_id) {
+                Some(block) if block.hash() == certificate.value_id => {
+                    info!(%height, block = %certificate.value_id, "committing a block kept across a restart");
+                    let node = self.node.clone();
+                    tokio::task::spawn_blocking(move || node.check_block(block))
+                        .await
+                        .map_err(|e| AppError::Task(e.to_string()))??
+                }
+                _ => {
+                    return Err(AppError::Task(format!(
+                        "decided block {} of height {height} is not known here",
+                        certificate.value_id
+                    )));
+                }
+            },
         };
         let cert = AgoraCodec
             .encode(&certificate)
@@ -612,6 +690,7 @@ impl ConsensusApp {
         let committed = tokio::task::spawn_blocking(move || node.commit_block(checked, Some(cert)))
             .await
             .map_err(|e| AppError::Task(e.to_string()))??;
+        self.clear_kept_blocks();
         info!(
             height = committed.block.header.height,
             txs = committed.block.txs.len(),
@@ -681,5 +760,92 @@ impl ConsensusApp {
             value: BlockId(hash),
             validity,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_chain::NodeConfig;
+    use agora_state::{Genesis, GenesisAccount, GenesisValidator, Params};
+    use agora_types::{AGR, Keypair};
+
+    fn node(dir: &std::path::Path, key: &Keypair) -> Arc<Node> {
+        let genesis = Genesis {
+            chain_id: "kept".into(),
+            genesis_time_ms: 1,
+            params: Params::default(),
+            accounts: vec![GenesisAccount {
+                address: key.address(),
+                balance: AGR,
+                bonded: AGR,
+            }],
+            market: Default::default(),
+            verify: Default::default(),
+            consensus: Default::default(),
+            validators: vec![GenesisValidator {
+                public_key: key.public(),
+            }],
+            models: Vec::new(),
+        };
+        Arc::new(
+            Node::open(
+                &dir.join("chain.redb"),
+                &genesis,
+                key.address(),
+                NodeConfig::default(),
+            )
+            .unwrap(),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_block_voted_for_before_a_restart_is_committed_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Arc::new(Keypair::from_seed_label("kept-validator"));
+        let node = node(dir.path(), &key);
+        let address = ValidatorAddress(key.address());
+        let signer = Ed25519Signer::new(key.clone(), "kept");
+        let blocks = dir.path().join("blocks");
+        let mut before =
+            ConsensusApp::new(node.clone(), signer.clone(), address, AppConfig::default())
+                .with_block_dir(blocks.clone())
+                .unwrap();
+        before.enter(Height(1));
+        let hash = before.build(Height(1)).await.unwrap().expect("at height 1");
+        // The process dies here: everything in memory is gone, the block file stays.
+        drop(before);
+        assert_eq!(std::fs::read_dir(&blocks).unwrap().count(), 1);
+        let mut after = ConsensusApp::new(node.clone(), signer, address, AppConfig::default())
+            .with_block_dir(blocks.clone())
+            .unwrap();
+        after.enter(Height(1));
+        let cert = CommitCertificate::<AgoraContext> {
+            height: Height(1),
+            round: Round::new(0),
+            value_id: hash,
+            commit_signatures: Vec::new(),
+        };
+        after.commit(cert.clone()).await.unwrap();
+        let snap = node.snapshot().unwrap();
+        assert_eq!(snap.height().unwrap(), Some(1));
+        assert_eq!(snap.block(1).unwrap().unwrap().hash(), hash);
+        let stored = snap.certificate(1).unwrap().expect("certificate kept");
+        let back: CommitCertificate<AgoraContext> = AgoraCodec.decode(Bytes::from(stored)).unwrap();
+        assert_eq!(back, cert);
+        assert_eq!(
+            std::fs::read_dir(&blocks).unwrap().count(),
+            0,
+            "kept blocks cleared"
+        );
+        // An unknown decided block is an error, not a commit.
+        let unknown = CommitCertificate::<AgoraContext> {
+            height: Height(2),
+            round: Round::new(0),
+            value_id: Hash::digest(b"never seen"),
+            commit_signatures: Vec::new(),
+        };
+        assert!(after.commit(unknown).await.is_err());
+        assert_eq!(node.snapshot().unwrap().height().unwrap(), Some(1));
     }
 }

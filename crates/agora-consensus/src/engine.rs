@@ -242,7 +242,8 @@ pub async fn start(
         .build()
         .await?;
     info!(moniker = %config.moniker, %address, listen = %config.listen, peers = config.peers.len(), "consensus started");
-    let app = ConsensusApp::new(node, signer, address, config.app);
+    let app = ConsensusApp::new(node, signer, address, config.app)
+        .with_block_dir(config.wal_dir.join("blocks"))?;
     let app = tokio::spawn(async move {
         if let Err(e) = app.run(&mut channels).await {
             warn!(error = %e, "consensus application stopped");
