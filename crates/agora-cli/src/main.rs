@@ -127,7 +127,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Provider(args) => market_cmd::provider(default_home(cli.home, None), models, args),
         Command::Gateway(args) => market_cmd::gateway(default_home(cli.home, None), args),
         Command::Verifier(args) => market_cmd::verifier(default_home(cli.home, None), models, args),
-        Command::Testnet(cmd) => testnet_cmd::testnet(cmd),
+        Command::Testnet(cmd) => testnet_cmd::testnet(&default_home(cli.home, None), cmd),
         Command::Genesis(cmd) => node_cmd::genesis(default_home(cli.home, None), cmd),
         Command::Wallet(cmd) => wallet_cmd::wallet(default_home(cli.home, None), cmd),
         Command::Tx(cmd) => wallet_cmd::tx(default_home(cli.home, None), cmd),

@@ -150,27 +150,7 @@ pub fn genesis(home: PathBuf, cmd: GenesisCommand) -> Result<()> {
     if path.exists() && !force {
         bail!("{} exists; pass --force to replace it", path.display());
     }
-    let keystore = Keystore::new(&home);
-    let mut list = Vec::new();
-    for spec in &accounts {
-        let (who, amount) = spec.split_once('=').with_context(|| {
-            format!("--account {spec:?}: expected WHO=AMOUNT, e.g. alice=1000AGR")
-        })?;
-        let address = match who.parse::<Address>() {
-            Ok(a) => a,
-            Err(_) => {
-                keystore
-                    .load(who)
-                    .with_context(|| format!("--account {spec:?}"))?
-                    .address
-            }
-        };
-        list.push(GenesisAccount {
-            address,
-            balance: parse_amount(amount)?,
-            bonded: 0,
-        });
-    }
+    let list = parse_accounts(&home, &accounts)?;
     let node_key = load_or_create_node_key(&home)?;
     let genesis = Genesis {
         chain_id,
@@ -197,6 +177,32 @@ pub fn genesis(home: PathBuf, cmd: GenesisCommand) -> Result<()> {
     );
     println!("Validator: {}", node_key.address());
     Ok(())
+}
+
+/// `--account WHO=AMOUNT` specs: WHO is an address or a wallet under `home`.
+pub fn parse_accounts(home: &Path, specs: &[String]) -> Result<Vec<GenesisAccount>> {
+    let keystore = Keystore::new(home);
+    let mut list = Vec::new();
+    for spec in specs {
+        let (who, amount) = spec.split_once('=').with_context(|| {
+            format!("--account {spec:?}: expected WHO=AMOUNT, e.g. alice=1000AGR")
+        })?;
+        let address = match who.parse::<Address>() {
+            Ok(a) => a,
+            Err(_) => {
+                keystore
+                    .load(who)
+                    .with_context(|| format!("--account {spec:?}"))?
+                    .address
+            }
+        };
+        list.push(GenesisAccount {
+            address,
+            balance: parse_amount(amount)?,
+            bonded: 0,
+        });
+    }
+    Ok(list)
 }
 
 /// How blocks are made.

@@ -32,6 +32,10 @@ pub enum TestnetCommand {
         /// Blocks per epoch (the validator set follows bonds at epoch ends).
         #[arg(long, default_value_t = 100)]
         epoch_length: u64,
+        /// Another funded account: `ADDRESS=AMOUNT` or `WALLET=AMOUNT` (a wallet under --home).
+        /// Repeatable.
+        #[arg(long = "account", value_name = "WHO=AMOUNT")]
+        accounts: Vec<String>,
         /// Replace existing homes.
         #[arg(long)]
         force: bool,
@@ -77,7 +81,7 @@ pub fn read_network(home: &Path) -> Result<Option<NetworkFile>> {
     Ok(Some(file))
 }
 
-pub fn testnet(cmd: TestnetCommand) -> Result<()> {
+pub fn testnet(home: &Path, cmd: TestnetCommand) -> Result<()> {
     match cmd {
         TestnetCommand::Init {
             validators,
@@ -85,8 +89,20 @@ pub fn testnet(cmd: TestnetCommand) -> Result<()> {
             chain_id,
             base_port,
             epoch_length,
+            accounts,
             force,
-        } => init(&out, validators, &chain_id, base_port, epoch_length, force),
+        } => {
+            let extra = crate::node_cmd::parse_accounts(home, &accounts)?;
+            init(
+                &out,
+                validators,
+                &chain_id,
+                base_port,
+                epoch_length,
+                extra,
+                force,
+            )
+        }
     }
 }
 
@@ -96,6 +112,7 @@ fn init(
     chain_id: &str,
     base_port: u16,
     epoch_length: u64,
+    extra: Vec<GenesisAccount>,
     force: bool,
 ) -> Result<()> {
     if !(1..=100).contains(&n) {
@@ -132,6 +149,7 @@ fn init(
                 balance: 1_000_000 * AGR,
                 bonded: 1_000 * AGR,
             })
+            .chain(extra)
             .collect(),
         market: Default::default(),
         verify: Default::default(),
