@@ -223,13 +223,7 @@ async fn wait_for(nodes: &[&Node], target: u64, limit: Duration) {
 async fn four_validators_agree_on_every_block_and_state_root() {
     const TAG: &str = "agree";
     init_logs();
-    let dir = tempfile::tempdir().unwrap();
-    let g = genesis(TAG, 4);
-    let addrs = free_ports(4);
-    let mut vals = Vec::new();
-    for i in 0..4 {
-        vals.push(start_validator(TAG, dir.path(), i, &addrs, &g).await);
-    }
+    let (_dir, _, _, mut vals) = start_network(TAG).await;
     let nodes: Vec<&Node> = vals.iter().map(|v| &*v.node).collect();
     wait_for(&nodes, 20, Duration::from_secs(90)).await;
     let reference = chain(nodes[0], 20);
@@ -259,13 +253,7 @@ async fn four_validators_agree_on_every_block_and_state_root() {
 async fn transfers_sent_to_any_node_commit_once_in_the_same_order_everywhere() {
     const TAG: &str = "transfers";
     init_logs();
-    let dir = tempfile::tempdir().unwrap();
-    let g = genesis(TAG, 4);
-    let addrs = free_ports(4);
-    let mut vals = Vec::new();
-    for i in 0..4 {
-        vals.push(start_validator(TAG, dir.path(), i, &addrs, &g).await);
-    }
+    let (_dir, _, _, mut vals) = start_network(TAG).await;
     let arcs: Vec<Arc<Node>> = vals.iter().map(|v| v.node.clone()).collect();
     let (relays, stop_apis) = serve_and_relay(&arcs).await;
     // Each user sends its transfers, in nonce order and a few at a time, to one node.
@@ -341,6 +329,18 @@ async fn transfers_sent_to_any_node_commit_once_in_the_same_order_everywhere() {
     }
 }
 
+/// Four validators of a new chain, started: the home directory, genesis, p2p addresses, nodes.
+async fn start_network(tag: &str) -> (tempfile::TempDir, Genesis, Vec<SocketAddr>, Vec<Validator>) {
+    let dir = tempfile::tempdir().unwrap();
+    let g = genesis(tag, 4);
+    let addrs = free_ports(4);
+    let mut vals = Vec::new();
+    for i in 0..4 {
+        vals.push(start_validator(tag, dir.path(), i, &addrs, &g).await);
+    }
+    (dir, g, addrs, vals)
+}
+
 async fn stop(v: &mut Validator) {
     if let Some(h) = v.handle.take() {
         h.stop().await;
@@ -351,13 +351,7 @@ async fn stop(v: &mut Validator) {
 async fn one_validator_down_the_rest_go_on_and_it_catches_up_when_back() {
     const TAG: &str = "one-down";
     init_logs();
-    let dir = tempfile::tempdir().unwrap();
-    let g = genesis(TAG, 4);
-    let addrs = free_ports(4);
-    let mut vals = Vec::new();
-    for i in 0..4 {
-        vals.push(start_validator(TAG, dir.path(), i, &addrs, &g).await);
-    }
+    let (dir, g, addrs, mut vals) = start_network(TAG).await;
     wait_for(&[&*vals[0].node], 3, Duration::from_secs(60)).await;
     // Validator 3 goes down; the three others (3/4 of the power) go on.
     stop(&mut vals[3]).await;
@@ -386,13 +380,7 @@ async fn one_validator_down_the_rest_go_on_and_it_catches_up_when_back() {
 async fn two_of_four_down_the_chain_halts_without_forking_and_resumes() {
     const TAG: &str = "two-down";
     init_logs();
-    let dir = tempfile::tempdir().unwrap();
-    let g = genesis(TAG, 4);
-    let addrs = free_ports(4);
-    let mut vals = Vec::new();
-    for i in 0..4 {
-        vals.push(start_validator(TAG, dir.path(), i, &addrs, &g).await);
-    }
+    let (dir, g, addrs, mut vals) = start_network(TAG).await;
     wait_for(&[&*vals[0].node], 3, Duration::from_secs(60)).await;
     stop(&mut vals[2]).await;
     stop(&mut vals[3]).await;

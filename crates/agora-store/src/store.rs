@@ -592,29 +592,9 @@ mod tests {
     }
 
     fn next_block(store: &Store, txs: Vec<agora_types::SignedTransaction>) -> Block {
-        let snap = store.snapshot().unwrap();
-        let prev = snap.latest_block().unwrap().unwrap();
-        let ctx = BlockContext {
-            chain_id: prev.header.chain_id.clone(),
-            height: prev.header.height + 1,
-            time_ms: prev.header.time_ms + 500,
-            proposer: Address([9; 20]),
-            prev_hash: prev.hash(),
-        };
-        let executed = Executor::execute_block(&snap, ctx.clone(), &txs).unwrap();
+        let (mut block, executed) = executed_next(store, txs);
         let staged = store.stage(&executed.writes).unwrap();
-        let block = Block {
-            header: BlockHeader {
-                chain_id: ctx.chain_id,
-                height: ctx.height,
-                time_ms: ctx.time_ms,
-                prev_hash: prev.hash(),
-                tx_root: Block::compute_tx_root(&txs),
-                state_root: staged.state_root(),
-                proposer: ctx.proposer,
-            },
-            txs,
-        };
+        block.header.state_root = staged.state_root();
         staged.commit(&block, &executed).unwrap();
         block
     }
@@ -634,10 +614,10 @@ mod tests {
         .sign(&key)
     }
 
-    fn executed_next(store: &Store, nonce: u64) -> (Block, Executed) {
+    /// The next block over the committed state, executed; its state root left zero.
+    fn executed_next(store: &Store, txs: Vec<agora_types::SignedTransaction>) -> (Block, Executed) {
         let snap = store.snapshot().unwrap();
         let prev = snap.latest_block().unwrap().unwrap();
-        let txs = vec![transfer(0, nonce)];
         let ctx = BlockContext {
             chain_id: prev.header.chain_id.clone(),
             height: prev.header.height + 1,
@@ -669,7 +649,7 @@ mod tests {
         store.init_genesis(&genesis()).unwrap();
 
         // Prepared over the committed state: the same root as staging, certificate stored with it.
-        let (mut block, executed) = executed_next(&store, 0);
+        let (mut block, executed) = executed_next(&store, vec![transfer(0, 0)]);
         let prepared = store.prepare(&executed.writes);
         block.header.state_root = prepared.state_root();
         assert_eq!(
@@ -691,12 +671,12 @@ mod tests {
         drop(snap);
 
         // Prepared, then another block commits first: the stale changes are not used.
-        let (_, stale_exec) = executed_next(&store, 1);
+        let (_, stale_exec) = executed_next(&store, vec![transfer(0, 1)]);
         let stale = store.prepare(&stale_exec.writes);
-        let (mut b2, e2) = executed_next(&store, 1);
+        let (mut b2, e2) = executed_next(&store, vec![transfer(0, 1)]);
         b2.header.state_root = store.stage(&e2.writes).unwrap().state_root();
         store.stage(&e2.writes).unwrap().commit(&b2, &e2).unwrap();
-        let (mut b3, e3) = executed_next(&store, 2);
+        let (mut b3, e3) = executed_next(&store, vec![transfer(0, 2)]);
         let staged = store.stage_prepared(&e3.writes, Some(stale)).unwrap();
         b3.header.state_root = staged.state_root();
         assert_eq!(staged.state_root(), store.prepare(&e3.writes).state_root());
