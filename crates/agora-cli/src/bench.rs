@@ -30,6 +30,9 @@ pub enum BenchCommand {
     /// Inference: prompt processing and generation speed of the chat model, time to first token,
     /// teacher-forced scoring against generation, embeddings per second, and peak memory.
     Infer(crate::infer_bench::InferBenchArgs),
+    /// The Solidity auditor on a labelled folder: recall, precision and F1 per category (a finding
+    /// counts if it names a labelled line ±2 in the label's category), and contracts per second.
+    Audit(crate::audit_cmd::AuditBenchArgs),
     /// A local multi-validator network (Malachite) under a stream of transfers: time to finality
     /// (mean, p50, p99) and committed transfers per second.
     Network(crate::network_bench::NetworkBenchArgs),
@@ -63,6 +66,7 @@ pub fn run(cmd: BenchCommand, models: &std::path::Path) -> Result<()> {
         BenchCommand::Infer(args) => crate::infer_bench::run(args, models),
         BenchCommand::Verify(args) => crate::verify_bench::run(args, models),
         BenchCommand::Network(args) => crate::network_bench::run(args),
+        BenchCommand::Audit(args) => crate::audit_cmd::bench(args),
         BenchCommand::Market {
             jobs,
             clients,

@@ -3,6 +3,7 @@
 // A binary: `pub` marks what modules share with each other, nothing is exported.
 #![allow(unreachable_pub)]
 
+mod audit_cmd;
 mod bench;
 mod client;
 mod infer_bench;
@@ -69,6 +70,9 @@ enum Command {
     /// Run the models locally: chat and embeddings.
     #[command(subcommand)]
     Infer(infer_cmd::InferCommand),
+    /// Audit Solidity contracts (no compiler needed): findings by line, category, severity.
+    /// Exit code 0 when clean, 1 with findings, 2 when a file does not parse.
+    Audit(audit_cmd::AuditArgs),
     /// Measure throughput and print figures.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -135,5 +139,13 @@ fn run(cli: Cli) -> Result<()> {
         Command::Models(cmd) => infer_cmd::models(&models, cmd),
         Command::Infer(cmd) => infer_cmd::infer(&models, cmd),
         Command::Bench(cmd) => bench::run(cmd, &models),
+        // 0 clean, 1 findings, 2 usage or parse errors.
+        Command::Audit(args) => match audit_cmd::audit(args) {
+            Ok(code) => std::process::exit(code),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::exit(2);
+            }
+        },
     }
 }

@@ -1,0 +1,473 @@
+//! The detectors. Each looks at one pattern, reports the line where the fix belongs, and carries
+//! its SWC id and DASP category.
+
+use crate::model::{
+    Contract, Function, Unit, called_member, called_name, is_member, root_name, walk_expr,
+    walk_stmt, walk_stmt_exprs,
+};
+use crate::{Category, Confidence, Detector, Finding, Severity};
+use solang_parser::pt::{Expression, FunctionTy, Loc, Statement};
+
+const TX_ORIGIN: Detector = Detector {
+    id: "tx-origin",
+    swc: "SWC-115",
+    category: Category::AccessControl,
+    severity: Severity::High,
+    confidence: Confidence::High,
+    hint: "authorize with msg.sender; tx.origin is whoever started the transaction, through any contract",
+};
+const UNCHECKED_CALL: Detector = Detector {
+    id: "unchecked-call",
+    swc: "SWC-104",
+    category: Category::UncheckedLowLevelCalls,
+    severity: Severity::Medium,
+    confidence: Confidence::High,
+    hint: "check the returned success flag (require(ok)), or use transfer",
+};
+const UNPROTECTED_SELFDESTRUCT: Detector = Detector {
+    id: "unprotected-selfdestruct",
+    swc: "SWC-106",
+    category: Category::AccessControl,
+    severity: Severity::High,
+    confidence: Confidence::Medium,
+    hint: "restrict the function to the owner (a modifier or require(msg.sender == owner))",
+};
+const REENTRANCY: Detector = Detector {
+    id: "reentrancy",
+    swc: "SWC-107",
+    category: Category::Reentrancy,
+    severity: Severity::High,
+    confidence: Confidence::Medium,
+    hint: "update state before the external call (checks-effects-interactions) or use a reentrancy guard",
+};
+const WEAK_RANDOMNESS: Detector = Detector {
+    id: "weak-randomness",
+    swc: "SWC-120",
+    category: Category::BadRandomness,
+    severity: Severity::High,
+    confidence: Confidence::Medium,
+    hint: "block values are known to (and chosen by) miners: use a commit-reveal scheme or an oracle",
+};
+const TIMESTAMP: Detector = Detector {
+    id: "timestamp-dependence",
+    swc: "SWC-116",
+    category: Category::TimeManipulation,
+    severity: Severity::Low,
+    confidence: Confidence::Medium,
+    hint: "miners move the timestamp by seconds: do not let a decision hinge on it",
+};
+const DEPRECATED: Detector = Detector {
+    id: "deprecated",
+    swc: "SWC-111",
+    category: Category::Other,
+    severity: Severity::Info,
+    confidence: Confidence::High,
+    hint: "use revert()/require, selfdestruct, keccak256, delegatecall, view and explicit types",
+};
+const OVERFLOW: Detector = Detector {
+    id: "integer-overflow",
+    swc: "SWC-101",
+    category: Category::Arithmetic,
+    severity: Severity::High,
+    confidence: Confidence::Low,
+    hint: "before Solidity 0.8 arithmetic wraps: use SafeMath or check the bounds first",
+};
+const WRONG_CONSTRUCTOR: Detector = Detector {
+    id: "wrong-constructor-name",
+    swc: "SWC-118",
+    category: Category::AccessControl,
+    severity: Severity::High,
+    confidence: Confidence::High,
+    hint: "name the constructor `constructor` (or exactly as the contract before 0.5)",
+};
+const CALL_IN_LOOP: Detector = Detector {
+    id: "external-call-in-loop",
+    swc: "SWC-113",
+    category: Category::DenialOfService,
+    severity: Severity::Medium,
+    confidence: Confidence::Medium,
+    hint: "one failing or expensive recipient blocks everyone: let each recipient withdraw (pull payments)",
+};
+
+const LOCKED_ETHER: Detector = Detector {
+    id: "locked-ether",
+    swc: "none",
+    category: Category::Other,
+    severity: Severity::Medium,
+    confidence: Confidence::Medium,
+    hint: "add a way to withdraw, or do not accept ether",
+};
+
+/// Every detector, for listings and SARIF rules.
+pub const DETECTORS: &[Detector] = &[
+    TX_ORIGIN,
+    UNCHECKED_CALL,
+    UNPROTECTED_SELFDESTRUCT,
+    REENTRANCY,
+    WEAK_RANDOMNESS,
+    TIMESTAMP,
+    DEPRECATED,
+    OVERFLOW,
+    WRONG_CONSTRUCTOR,
+    CALL_IN_LOOP,
+    LOCKED_ETHER,
+];
+
+struct Out<'u, 'a> {
+    unit: &'u Unit<'a>,
+    findings: Vec<Finding>,
+}
+
+impl Out<'_, '_> {
+    fn at(&mut self, d: &Detector, loc: &Loc, message: String) {
+        let line = self.unit.line(loc);
+        let end_line = self.unit.end_line(loc).max(line);
+        self.line(d, line, end_line, message);
+    }
+
+    fn line(&mut self, d: &Detector, line: usize, end_line: usize, message: String) {
+        self.findings.push(Finding {
+            file: String::new(),
+            line,
+            end_line,
+            detector: d.id,
+            swc: d.swc,
+            category: d.category,
+            severity: d.severity,
+            confidence: d.confidence,
+            message,
+            hint: d.hint,
+        });
+    }
+}
+
+/// Runs every detector over a parsed file.
+pub(crate) fn run(unit: &Unit<'_>) -> Vec<Finding> {
+    let mut out = Out {
+        unit,
+        findings: Vec::new(),
+    };
+    for r in unit.rewrites {
+        let message = match r.word {
+            "throw" => "`throw` is deprecated: use revert() or require",
+            "suicide" => "`suicide` is deprecated: use selfdestruct",
+            "sha3" => "`sha3` is deprecated: use keccak256",
+            _ => "`var` is deprecated: declare the type",
+        };
+        out.line(&DEPRECATED, r.line, r.line, message.into());
+    }
+    for c in &unit.contracts {
+        wrong_constructor(&mut out, c);
+        locked_ether(&mut out, c);
+        for f in &c.functions {
+            let Some(body) = &f.body else { continue };
+            expressions(&mut out, c, f, body);
+            unchecked_calls(&mut out, body);
+            reentrancy(&mut out, c, body);
+            calls_in_loops(&mut out, body);
+            selfdestruct(&mut out, f, body);
+        }
+    }
+    out.findings
+}
+
+fn is_block_value(e: &Expression) -> bool {
+    is_member(e, "block", "timestamp")
+        || is_member(e, "block", "number")
+        || is_member(e, "block", "difficulty")
+        || is_member(e, "block", "prevrandao")
+        || is_member(e, "block", "coinbase")
+        || matches!(e, Expression::Variable(v) if v.name == "now")
+        || matches!(called_name(e), Some("blockhash"))
+        || matches!(called_member(e), Some(("blockhash", r)) if matches!(r, Expression::Variable(v) if v.name == "block"))
+}
+
+fn is_time(e: &Expression) -> bool {
+    is_member(e, "block", "timestamp") || matches!(e, Expression::Variable(v) if v.name == "now")
+}
+
+fn contains(e: &Expression, pred: &dyn Fn(&Expression) -> bool) -> bool {
+    let mut found = false;
+    walk_expr(e, &mut |x| found |= pred(x));
+    found
+}
+
+/// tx.origin comparisons, block values as entropy, timestamp comparisons, unchecked arithmetic.
+fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Statement) {
+    let before_08 = out.unit.before_08 && !c.bases.iter().any(|b| b == "SafeMath");
+    let mut hits: Vec<(&Detector, Loc, String)> = Vec::new();
+    walk_stmt_exprs(body, &mut |e| match e {
+        Expression::Equal(loc, a, b) | Expression::NotEqual(loc, a, b) => {
+            if is_member(a, "tx", "origin") || is_member(b, "tx", "origin") {
+                hits.push((&TX_ORIGIN, *loc, "authorization by tx.origin".into()));
+            }
+            if is_time(a) || is_time(b) {
+                hits.push((&TIMESTAMP, *loc, "equality test on the block time".into()));
+            }
+        }
+        Expression::Less(loc, a, b)
+        | Expression::More(loc, a, b)
+        | Expression::LessEqual(loc, a, b)
+        | Expression::MoreEqual(loc, a, b)
+            if contains(a, &is_time) || contains(b, &is_time) =>
+        {
+            hits.push((
+                &TIMESTAMP,
+                *loc,
+                "a decision depends on the block time".into(),
+            ));
+        }
+        Expression::Modulo(loc, a, _) if contains(a, &is_block_value) => {
+            hits.push((
+                &WEAK_RANDOMNESS,
+                *loc,
+                "a block value used as a random number".into(),
+            ));
+        }
+        Expression::FunctionCall(loc, _, args)
+            if matches!(called_name(e), Some("keccak256" | "sha256" | "ripemd160"))
+                && args.iter().any(|a| contains(a, &is_block_value)) =>
+        {
+            hits.push((
+                &WEAK_RANDOMNESS,
+                *loc,
+                "a hash of block values used as randomness".into(),
+            ));
+        }
+        Expression::AssignAdd(loc, lhs, _)
+        | Expression::AssignSubtract(loc, lhs, _)
+        | Expression::AssignMultiply(loc, lhs, _)
+            if before_08 && !f.view && root_name(lhs).is_some_and(|n| c.state_vars.contains(n)) =>
+        {
+            hits.push((
+                &OVERFLOW,
+                *loc,
+                "unchecked arithmetic on a state variable".into(),
+            ));
+        }
+        Expression::Assign(_, lhs, rhs) if before_08 && !f.view => {
+            if root_name(lhs).is_some_and(|n| c.state_vars.contains(n))
+                && let Expression::Add(loc, _, _)
+                | Expression::Subtract(loc, _, _)
+                | Expression::Multiply(loc, _, _) = rhs.as_ref()
+            {
+                hits.push((
+                    &OVERFLOW,
+                    *loc,
+                    "unchecked arithmetic stored in state".into(),
+                ));
+            }
+        }
+        _ => {}
+    });
+    for (d, loc, m) in hits {
+        out.at(d, &loc, m);
+    }
+}
+
+const LOW_LEVEL: &[&str] = &["call", "send", "delegatecall", "callcode"];
+
+/// A low-level call whose success flag is dropped: an expression statement that is the call.
+fn unchecked_calls(out: &mut Out<'_, '_>, body: &Statement) {
+    let mut hits = Vec::new();
+    walk_stmt(body, &mut |s| {
+        if let Statement::Expression(loc, e) = s
+            && let Some((m, _)) = called_member(e)
+            && LOW_LEVEL.contains(&m)
+        {
+            hits.push((*loc, m.to_string()));
+        }
+    });
+    for (loc, m) in hits {
+        out.at(
+            &UNCHECKED_CALL,
+            &loc,
+            format!("the result of `{m}` is not checked"),
+        );
+    }
+}
+
+/// A call that hands control to another contract (and can send value).
+fn external_call(e: &Expression) -> Option<&'static str> {
+    match called_member(e) {
+        Some(("call", _)) => Some("call"),
+        Some(("delegatecall", _)) => Some("delegatecall"),
+        Some(("callcode", _)) => Some("callcode"),
+        _ => None,
+    }
+}
+
+/// State written after an external call in the same function.
+fn reentrancy(out: &mut Out<'_, '_>, c: &Contract, body: &Statement) {
+    let mut call: Option<(Loc, &'static str)> = None;
+    let mut hit: Option<(Loc, Loc, &'static str)> = None;
+    walk_stmt_exprs(body, &mut |e| {
+        if hit.is_some() {
+            return;
+        }
+        if call.is_none() {
+            if let Some(kind) = external_call(e) {
+                call = Some((expr_loc(e), kind));
+            }
+            return;
+        }
+        let written = match e {
+            Expression::Assign(loc, lhs, _)
+            | Expression::AssignAdd(loc, lhs, _)
+            | Expression::AssignSubtract(loc, lhs, _)
+            | Expression::AssignMultiply(loc, lhs, _)
+            | Expression::AssignDivide(loc, lhs, _)
+            | Expression::Delete(loc, lhs)
+            | Expression::PostIncrement(loc, lhs)
+            | Expression::PostDecrement(loc, lhs)
+            | Expression::PreIncrement(loc, lhs)
+            | Expression::PreDecrement(loc, lhs) => root_name(lhs)
+                .filter(|n| c.state_vars.contains(*n))
+                .map(|_| *loc),
+            _ => None,
+        };
+        if let (Some(w), Some((cl, kind))) = (written, call) {
+            hit = Some((cl, w, kind));
+        }
+    });
+    if let Some((call_loc, write_loc, kind)) = hit {
+        let line = out.unit.line(&call_loc);
+        let end = out.unit.line(&write_loc).max(line);
+        out.line(
+            &REENTRANCY,
+            line,
+            end,
+            format!("state is written on line {end} after the external `{kind}` on line {line}"),
+        );
+    }
+}
+
+fn expr_loc(e: &Expression) -> Loc {
+    use solang_parser::pt::CodeLocation;
+    e.loc()
+}
+
+/// Value transfers or calls inside a loop.
+fn calls_in_loops(out: &mut Out<'_, '_>, body: &Statement) {
+    let mut hits = Vec::new();
+    walk_stmt(body, &mut |s| {
+        let inner = match s {
+            Statement::For(_, _, _, _, Some(b)) => b.as_ref(),
+            Statement::While(_, _, b) | Statement::DoWhile(_, b, _) => b.as_ref(),
+            _ => return,
+        };
+        walk_stmt_exprs(inner, &mut |e| {
+            if let Some((m, _)) = called_member(e)
+                && matches!(m, "send" | "transfer" | "call")
+            {
+                hits.push((expr_loc(e), m.to_string()));
+            }
+        });
+    });
+    hits.sort_by_key(|(l, _)| l.start());
+    hits.dedup_by_key(|(l, _)| l.start());
+    for (loc, m) in hits {
+        out.at(
+            &CALL_IN_LOOP,
+            &loc,
+            format!("`{m}` inside a loop: one recipient can block the rest"),
+        );
+    }
+}
+
+/// Whether a function checks who calls it: a modifier, or a comparison with msg.sender.
+fn guarded(f: &Function, body: &Statement) -> bool {
+    if !f.modifiers.is_empty() {
+        return true;
+    }
+    let mut checked = false;
+    walk_stmt_exprs(body, &mut |e| {
+        if let Expression::Equal(_, a, b) | Expression::NotEqual(_, a, b) = e
+            && (is_member(a, "msg", "sender") || is_member(b, "msg", "sender"))
+        {
+            checked = true;
+        }
+    });
+    checked
+}
+
+fn selfdestruct(out: &mut Out<'_, '_>, f: &Function, body: &Statement) {
+    if !f.exposed || f.ty == FunctionTy::Constructor || guarded(f, body) {
+        return;
+    }
+    let mut hits = Vec::new();
+    walk_stmt_exprs(body, &mut |e| {
+        if matches!(called_name(e), Some("selfdestruct")) {
+            hits.push(expr_loc(e));
+        }
+    });
+    for loc in hits {
+        out.at(
+            &UNPROTECTED_SELFDESTRUCT,
+            &loc,
+            format!("anyone can call `{}` and destroy the contract", f.name),
+        );
+    }
+}
+
+/// A function meant as the constructor whose name does not make it one.
+fn wrong_constructor(out: &mut Out<'_, '_>, c: &Contract) {
+    let has_constructor = c
+        .functions
+        .iter()
+        .any(|f| f.ty == FunctionTy::Constructor || f.name == c.name);
+    if !out.unit.before_05 || has_constructor {
+        return;
+    }
+    for f in &c.functions {
+        if f.ty != FunctionTy::Function || !f.exposed || f.name.is_empty() {
+            continue;
+        }
+        // Same letters, another case: `function owned()` in `contract Owned` never runs as the
+        // constructor.
+        if f.name != c.name && f.name.eq_ignore_ascii_case(&c.name) {
+            out.line(
+                &WRONG_CONSTRUCTOR,
+                f.line,
+                f.line,
+                format!(
+                    "`{}` looks like the constructor of `{}` but is a public function anyone can call",
+                    f.name, c.name
+                ),
+            );
+        }
+    }
+}
+
+/// A contract that accepts ether and has no way to send any out.
+fn locked_ether(out: &mut Out<'_, '_>, c: &Contract) {
+    let Some(payable) = c.functions.iter().find(|f| f.payable) else {
+        return;
+    };
+    // Inherited code may pay out: only self-contained contracts are judged.
+    if !c.bases.is_empty() {
+        return;
+    }
+    let mut pays = false;
+    for f in &c.functions {
+        if let Some(body) = &f.body {
+            walk_stmt_exprs(body, &mut |e| {
+                pays |= matches!(
+                    called_member(e),
+                    Some((
+                        "transfer" | "send" | "call" | "delegatecall" | "callcode",
+                        _
+                    ))
+                ) || matches!(called_name(e), Some("selfdestruct"));
+            });
+        }
+    }
+    if !pays {
+        out.line(
+            &LOCKED_ETHER,
+            payable.line,
+            payable.line,
+            format!("`{}` accepts ether that nothing can take out", c.name),
+        );
+    }
+}

@@ -1,0 +1,268 @@
+//! Agora's Solidity auditor (DESIGN.md §10): no compiler, Solidity 0.4 through 0.8.
+//!
+//! ```text
+//!  source ─▶ prepass (old syntax, same lines) ─▶ solang-parser ─▶ Unit (contracts, functions,
+//!  modifiers, state variables) ─▶ detectors ─▶ findings (line, category, severity) ─▶ text/JSON/SARIF
+//! ```
+//!
+//! Every finding names its line, a detector id, the SWC id and the DASP category, so results can
+//! be scored against labelled contracts.
+
+mod detectors;
+mod model;
+pub mod output;
+mod prepass;
+
+pub use detectors::DETECTORS;
+pub use prepass::{Rewrite, prepass};
+use serde::Serialize;
+
+/// The DASP 10 category of a finding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    /// Access control.
+    AccessControl,
+    /// Integer overflow and underflow.
+    Arithmetic,
+    /// Predictable randomness.
+    BadRandomness,
+    /// Denial of service.
+    DenialOfService,
+    /// Transaction-order dependence.
+    FrontRunning,
+    /// Reentrancy.
+    Reentrancy,
+    /// Short address attack.
+    ShortAddresses,
+    /// Timestamp dependence.
+    TimeManipulation,
+    /// Unchecked return values of low-level calls.
+    UncheckedLowLevelCalls,
+    /// Everything else (deprecated constructs, uninitialized storage, locked ether).
+    Other,
+}
+
+impl Category {
+    /// The name used in JSON, SARIF and label files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Category::AccessControl => "access_control",
+            Category::Arithmetic => "arithmetic",
+            Category::BadRandomness => "bad_randomness",
+            Category::DenialOfService => "denial_of_service",
+            Category::FrontRunning => "front_running",
+            Category::Reentrancy => "reentrancy",
+            Category::ShortAddresses => "short_addresses",
+            Category::TimeManipulation => "time_manipulation",
+            Category::UncheckedLowLevelCalls => "unchecked_low_level_calls",
+            Category::Other => "other",
+        }
+    }
+}
+
+/// How bad a finding is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Style or deprecation.
+    Info,
+    /// Rarely exploitable.
+    Low,
+    /// Exploitable in some conditions.
+    Medium,
+    /// Funds at risk.
+    High,
+}
+
+impl std::str::FromStr for Severity {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "info" => Ok(Severity::Info),
+            "low" => Ok(Severity::Low),
+            "medium" => Ok(Severity::Medium),
+            "high" => Ok(Severity::High),
+            other => Err(format!(
+                "severity {other:?}: one of info, low, medium, high"
+            )),
+        }
+    }
+}
+
+/// How sure the detector is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Confidence {
+    /// A pattern that is often benign.
+    Low,
+    /// Usually a bug.
+    Medium,
+    /// Almost always a bug.
+    High,
+}
+
+/// A detector's fixed description.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Detector {
+    /// Stable id, e.g. `tx-origin`.
+    pub id: &'static str,
+    /// SWC registry id, e.g. `SWC-115`.
+    pub swc: &'static str,
+    /// DASP category.
+    pub category: Category,
+    /// Severity.
+    pub severity: Severity,
+    /// Confidence.
+    pub confidence: Confidence,
+    /// What to do about it.
+    pub hint: &'static str,
+}
+
+/// One problem at one place.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// The file, as given.
+    pub file: String,
+    /// First line (1-based).
+    pub line: usize,
+    /// Last line.
+    pub end_line: usize,
+    /// Detector id.
+    pub detector: &'static str,
+    /// SWC id.
+    pub swc: &'static str,
+    /// DASP category.
+    pub category: Category,
+    /// Severity.
+    pub severity: Severity,
+    /// Confidence.
+    pub confidence: Confidence,
+    /// What is wrong, in one line.
+    pub message: String,
+    /// How to fix it.
+    pub hint: &'static str,
+}
+
+/// A file that could not be analysed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{file}:{line}: {message}")]
+pub struct ParseError {
+    /// The file.
+    pub file: String,
+    /// Line of the first error.
+    pub line: usize,
+    /// The parser's message.
+    pub message: String,
+}
+
+/// Audits one Solidity source. `file` names it in the findings.
+pub fn audit_source(file: &str, src: &str) -> Result<Vec<Finding>, ParseError> {
+    let (text, rewrites) = prepass(src);
+    let lines = model::LineIndex::new(&text);
+    let unit = match solang_parser::parse(&text, 0) {
+        Ok((unit, _comments)) => unit,
+        Err(errors) => {
+            let first = errors.first();
+            return Err(ParseError {
+                file: file.to_string(),
+                line: first.map_or(1, |e| lines.line(e.loc.start())),
+                message: first.map_or_else(|| "does not parse".into(), |e| e.message.clone()),
+            });
+        }
+    };
+    let unit = model::Unit::build(&unit, &lines, &rewrites);
+    let mut findings = detectors::run(&unit);
+    for f in &mut findings {
+        f.file = file.to_string();
+    }
+    findings.sort_by(|a, b| (a.line, a.detector).cmp(&(b.line, b.detector)));
+    findings.dedup_by(|a, b| a.line == b.line && a.detector == b.detector);
+    Ok(findings)
+}
+
+/// A labelled vulnerability: a file, its lines, its category.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, Serialize)]
+pub struct Label {
+    /// File name, relative to the labelled folder.
+    pub file: String,
+    /// The vulnerable lines (any of them names the bug).
+    pub lines: Vec<usize>,
+    /// DASP category name (`reentrancy`, `access_control`, …).
+    pub category: String,
+}
+
+/// Recall and precision counts of one category (or all).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Score {
+    /// Labels found.
+    pub found: usize,
+    /// Labels.
+    pub labels: usize,
+    /// Findings that match a label.
+    pub true_findings: usize,
+    /// Findings.
+    pub findings: usize,
+}
+
+impl Score {
+    /// Found labels / labels (1 when there are none).
+    pub fn recall(&self) -> f64 {
+        ratio(self.found, self.labels)
+    }
+
+    /// Findings matching a label / findings (1 when there are none).
+    pub fn precision(&self) -> f64 {
+        ratio(self.true_findings, self.findings)
+    }
+
+    /// Harmonic mean of recall and precision.
+    pub fn f1(&self) -> f64 {
+        let (r, p) = (self.recall(), self.precision());
+        if r + p == 0.0 {
+            0.0
+        } else {
+            2.0 * r * p / (r + p)
+        }
+    }
+}
+
+fn ratio(a: usize, b: usize) -> f64 {
+    if b == 0 { 1.0 } else { a as f64 / b as f64 }
+}
+
+/// Scores findings against labels at line level: a finding matches a label of its file and
+/// category whose lines include one within `tolerance` of the finding's line range. Returns the
+/// score per category name and overall (`"overall"`).
+pub fn score(
+    findings: &[Finding],
+    labels: &[Label],
+    tolerance: usize,
+) -> std::collections::BTreeMap<String, Score> {
+    let matches = |f: &Finding, l: &Label| {
+        f.file == l.file
+            && f.category.name() == l.category
+            && l.lines
+                .iter()
+                .any(|&line| line + tolerance >= f.line && line <= f.end_line + tolerance)
+    };
+    let mut out: std::collections::BTreeMap<String, Score> = Default::default();
+    for l in labels {
+        let found = findings.iter().any(|f| matches(f, l));
+        for key in [l.category.clone(), "overall".to_string()] {
+            let s = out.entry(key).or_default();
+            s.labels += 1;
+            s.found += usize::from(found);
+        }
+    }
+    for f in findings {
+        let good = labels.iter().any(|l| matches(f, l));
+        for key in [f.category.name().to_string(), "overall".to_string()] {
+            let s = out.entry(key).or_default();
+            s.findings += 1;
+            s.true_findings += usize::from(good);
+        }
+    }
+    out
+}

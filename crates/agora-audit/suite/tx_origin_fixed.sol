@@ -1,0 +1,14 @@
+pragma solidity ^0.4.24;
+
+contract Wallet {
+    address owner;
+
+    constructor() public {
+        owner = msg.sender;
+    }
+
+    function transferTo(address dest, uint amount) public {
+        require(msg.sender == owner);
+        dest.transfer(amount);
+    }
+}

@@ -1,0 +1,76 @@
+//! The labelled suite in `suite/`: every label found; fixed twins clean in their category.
+
+use agora_audit::{Label, audit_source, score};
+use std::path::Path;
+
+fn suite() -> (Vec<agora_audit::Finding>, Vec<Label>, Vec<String>) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("suite");
+    let labels: Vec<Label> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("labels.json")).expect("labels"))
+            .expect("labels parse");
+    let mut findings = Vec::new();
+    let mut files = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(&dir).expect("suite").flatten().collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name().to_string_lossy().to_string();
+        if !name.ends_with(".sol") {
+            continue;
+        }
+        let src = std::fs::read_to_string(e.path()).expect("read");
+        match audit_source(&name, &src) {
+            Ok(f) => findings.extend(f),
+            Err(err) => panic!("{err}"),
+        }
+        files.push(name);
+    }
+    (findings, labels, files)
+}
+
+#[test]
+fn every_labelled_bug_is_found_and_fixed_twins_are_clean() {
+    let (findings, labels, files) = suite();
+    let scores = score(&findings, &labels, 2);
+    for l in &labels {
+        let one = score(&findings, std::slice::from_ref(l), 2);
+        assert_eq!(one["overall"].found, 1, "missed {l:?}");
+    }
+    for f in &files {
+        if let Some(base) = f.strip_suffix("_fixed.sol") {
+            let vulnerable = format!("{base}.sol");
+            let cats: Vec<&str> = labels
+                .iter()
+                .filter(|l| l.file == vulnerable)
+                .map(|l| l.category.as_str())
+                .collect();
+            let left: Vec<_> = findings
+                .iter()
+                .filter(|x| &x.file == f && cats.contains(&x.category.name()))
+                .collect();
+            assert!(left.is_empty(), "{f} still has {left:?}");
+        }
+    }
+    let overall = &scores["overall"];
+    assert_eq!(overall.recall(), 1.0);
+    assert!(overall.precision() >= 0.6, "{scores:?}");
+}
+
+#[test]
+fn the_front_end_never_panics_on_mangled_input() {
+    let (_, _, files) = suite();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("suite");
+    for f in files {
+        let src = std::fs::read_to_string(dir.join(&f)).unwrap();
+        // Every prefix, and every text with one byte range removed: errors, never panics.
+        let chars: Vec<char> = src.chars().collect();
+        for cut in (0..chars.len()).step_by(7) {
+            let prefix: String = chars[..cut].iter().collect();
+            let _ = audit_source(&f, &prefix);
+            let holed: String = chars[..cut]
+                .iter()
+                .chain(chars[(cut + 5).min(chars.len())..].iter())
+                .collect();
+            let _ = audit_source(&f, &holed);
+        }
+    }
+}
