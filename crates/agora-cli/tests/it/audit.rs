@@ -1,0 +1,76 @@
+//! `agora audit`: exit codes, formats, a broken file among good ones.
+
+use crate::*;
+
+const VULNERABLE: &str = "pragma solidity ^0.4.24;\ncontract W {\n    address owner;\n    function pay(address to) public {\n        require(tx.origin == owner);\n        to.send(1);\n    }\n}\n";
+const CLEAN: &str = "pragma solidity ^0.8.0;\ncontract C {\n    uint public x;\n    function set(uint v) external {\n        x = v;\n    }\n}\n";
+
+#[test]
+fn audit_exit_codes_formats_and_a_broken_file_among_good_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("clean.sol"), CLEAN).unwrap();
+    std::fs::create_dir(d.join("sub")).unwrap();
+    std::fs::write(d.join("sub/vuln.sol"), VULNERABLE).unwrap();
+
+    // Clean: exit 0.
+    let out = agora(d, &["audit", d.join("clean.sol").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+
+    // Findings: exit 1; SARIF names the flagged lines and the DASP categories.
+    let out = agora(d, &["audit", "--format", "sarif", d.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let sarif: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sarif["version"], "2.1.0");
+    let results = sarif["runs"][0]["results"].as_array().unwrap();
+    let got: Vec<(String, u64)> = results
+        .iter()
+        .map(|r| {
+            (
+                r["properties"]["category"].as_str().unwrap().to_string(),
+                r["locations"][0]["physicalLocation"]["region"]["startLine"]
+                    .as_u64()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    assert!(got.contains(&("access_control".into(), 5)), "{got:?}");
+    assert!(
+        got.contains(&("unchecked_low_level_calls".into(), 6)),
+        "{got:?}"
+    );
+
+    // JSON, and --min-severity filters.
+    let out = agora(
+        d,
+        &[
+            "audit",
+            "--format",
+            "json",
+            "--min-severity",
+            "high",
+            d.to_str().unwrap(),
+        ],
+    );
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let detectors: Vec<&str> = json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["detector"].as_str().unwrap())
+        .collect();
+    assert_eq!(detectors, vec!["tx-origin"]);
+
+    // A file that does not parse: reported, the others still audited, exit 2.
+    std::fs::write(d.join("broken.sol"), "contract { function (").unwrap();
+    let out = agora(d, &["audit", d.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("broken.sol:1:"), "{text}");
+    assert!(text.contains("tx-origin"), "{text}");
+
+    // Usage errors: exit 2.
+    let out = agora(d, &["audit", d.join("missing.sol").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+}
