@@ -98,6 +98,63 @@ const LOCKED_ETHER: Detector = Detector {
     hint: "add a way to withdraw, or do not accept ether",
 };
 
+const ARBITRARY_DELEGATECALL: Detector = Detector {
+    id: "arbitrary-delegatecall",
+    swc: "SWC-112",
+    category: Category::AccessControl,
+    severity: Severity::High,
+    confidence: Confidence::Medium,
+    hint: "never delegatecall an address the caller chooses: delegate to a fixed, trusted library",
+};
+const UNPROTECTED_OWNER: Detector = Detector {
+    id: "unprotected-owner-change",
+    swc: "SWC-105",
+    category: Category::AccessControl,
+    severity: Severity::High,
+    confidence: Confidence::Medium,
+    hint: "let only the current owner (or a one-time initializer guard) set the owner",
+};
+const APPROVE_RACE: Detector = Detector {
+    id: "erc20-approve-race",
+    swc: "SWC-114",
+    category: Category::FrontRunning,
+    severity: Severity::Low,
+    confidence: Confidence::Medium,
+    hint: "require the allowance to be 0 first, or offer increaseAllowance/decreaseAllowance",
+};
+const HASH_SOLUTION: Detector = Detector {
+    id: "hash-solution",
+    swc: "SWC-114",
+    category: Category::FrontRunning,
+    severity: Severity::Medium,
+    confidence: Confidence::Medium,
+    hint: "a submitted answer is visible in the mempool: use commit-reveal",
+};
+const UNINITIALIZED_STORAGE: Detector = Detector {
+    id: "uninitialized-storage-pointer",
+    swc: "SWC-109",
+    category: Category::Other,
+    severity: Severity::High,
+    confidence: Confidence::High,
+    hint: "declare the local `memory`, or point it at a storage element explicitly",
+};
+const UNBOUNDED_LOOP: Detector = Detector {
+    id: "unbounded-loop",
+    swc: "SWC-128",
+    category: Category::DenialOfService,
+    severity: Severity::Medium,
+    confidence: Confidence::Low,
+    hint: "a loop over a growing array runs out of gas: paginate, or let users act one by one",
+};
+const SHORT_ADDRESS: Detector = Detector {
+    id: "short-address",
+    swc: "none",
+    category: Category::ShortAddresses,
+    severity: Severity::Low,
+    confidence: Confidence::Low,
+    hint: "check msg.data.length (or rely on a compiler from 0.5, which does)",
+};
+
 /// Every detector, for listings and SARIF rules.
 pub const DETECTORS: &[Detector] = &[
     TX_ORIGIN,
@@ -111,6 +168,13 @@ pub const DETECTORS: &[Detector] = &[
     WRONG_CONSTRUCTOR,
     CALL_IN_LOOP,
     LOCKED_ETHER,
+    ARBITRARY_DELEGATECALL,
+    UNPROTECTED_OWNER,
+    APPROVE_RACE,
+    HASH_SOLUTION,
+    UNINITIALIZED_STORAGE,
+    UNBOUNDED_LOOP,
+    SHORT_ADDRESS,
 ];
 
 struct Out<'u, 'a> {
@@ -166,6 +230,11 @@ pub(crate) fn run(unit: &Unit<'_>) -> Vec<Finding> {
             reentrancy(&mut out, c, body);
             calls_in_loops(&mut out, body);
             selfdestruct(&mut out, f, body);
+            access(&mut out, c, f, body);
+            front_running(&mut out, c, f, body);
+            storage_pointers(&mut out, c, body);
+            loops(&mut out, c, body);
+            short_address(&mut out, f, body);
         }
     }
     out.findings
@@ -195,6 +264,20 @@ fn contains(e: &Expression, pred: &dyn Fn(&Expression) -> bool) -> bool {
 /// tx.origin comparisons, block values as entropy, timestamp comparisons, unchecked arithmetic.
 fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Statement) {
     let before_08 = out.unit.before_08 && !c.bases.iter().any(|b| b == "SafeMath");
+    // Names compared in an order test anywhere in the function: a subtraction from them is
+    // taken as checked (`require(balance >= amount); balance -= amount;`).
+    let mut bounded: Vec<String> = Vec::new();
+    walk_stmt_exprs(body, &mut |e| {
+        if let Expression::Less(_, a, b)
+        | Expression::More(_, a, b)
+        | Expression::LessEqual(_, a, b)
+        | Expression::MoreEqual(_, a, b) = e
+        {
+            bounded.extend(root_name(a).map(str::to_string));
+            bounded.extend(root_name(b).map(str::to_string));
+        }
+    });
+    let checked = |lhs: &Expression| root_name(lhs).is_some_and(|n| bounded.iter().any(|b| b == n));
     let mut hits: Vec<(&Detector, Loc, String)> = Vec::new();
     walk_stmt_exprs(body, &mut |e| match e {
         Expression::Equal(loc, a, b) | Expression::NotEqual(loc, a, b) => {
@@ -234,10 +317,24 @@ fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Stateme
                 "a hash of block values used as randomness".into(),
             ));
         }
-        Expression::AssignAdd(loc, lhs, _)
-        | Expression::AssignSubtract(loc, lhs, _)
-        | Expression::AssignMultiply(loc, lhs, _)
-            if before_08 && !f.view && root_name(lhs).is_some_and(|n| c.state_vars.contains(n)) =>
+        Expression::AssignSubtract(loc, lhs, _)
+            if before_08
+                && !f.view
+                && !checked(lhs)
+                && root_name(lhs).is_some_and(|n| c.state_vars.contains(n)) =>
+        {
+            hits.push((
+                &OVERFLOW,
+                *loc,
+                "unchecked subtraction from a state variable".into(),
+            ));
+        }
+        // Adding msg.value cannot overflow: all the ether there is fits in 256 bits many times.
+        Expression::AssignAdd(loc, lhs, rhs) | Expression::AssignMultiply(loc, lhs, rhs)
+            if before_08
+                && !f.view
+                && !is_member(rhs, "msg", "value")
+                && root_name(lhs).is_some_and(|n| c.state_vars.contains(n)) =>
         {
             hits.push((
                 &OVERFLOW,
@@ -468,6 +565,208 @@ fn locked_ether(out: &mut Out<'_, '_>, c: &Contract) {
             payable.line,
             payable.line,
             format!("`{}` accepts ether that nothing can take out", c.name),
+        );
+    }
+}
+
+/// Whether the function checks its caller or a state condition before acting: a modifier, or a
+/// `require`/`if` on msg.sender or on any state variable (`require(!initialized)`).
+fn checks_state(c: &Contract, f: &Function, body: &Statement) -> bool {
+    if guarded(f, body) {
+        return true;
+    }
+    let mut checked = false;
+    walk_stmt(body, &mut |s| {
+        let cond = match s {
+            Statement::If(_, cond, _, _) => Some(cond),
+            Statement::Expression(_, e) => match e {
+                Expression::FunctionCall(_, callee, args) if matches!(callee.as_ref(), Expression::Variable(v) if v.name == "require" || v.name == "assert") => {
+                    args.first()
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(cond) = cond {
+            walk_expr(cond, &mut |x| {
+                if let Expression::Variable(v) = x
+                    && c.state_vars.contains(&v.name)
+                {
+                    checked = true;
+                }
+            });
+        }
+    });
+    checked
+}
+
+/// Arbitrary delegatecall targets, and owner changes anyone can make.
+fn access(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Statement) {
+    if !f.exposed || f.ty == FunctionTy::Constructor || f.name == c.name {
+        return;
+    }
+    let unguarded = !guarded(f, body);
+    let mut hits: Vec<(&Detector, Loc, String)> = Vec::new();
+    walk_stmt_exprs(body, &mut |e| {
+        if unguarded
+            && let Some(("delegatecall", target)) = called_member(e)
+            && root_name(target).is_some_and(|n| f.params.iter().any(|p| p == n))
+        {
+            hits.push((
+                &ARBITRARY_DELEGATECALL,
+                expr_loc(e),
+                "delegatecall to an address the caller passes".into(),
+            ));
+        }
+    });
+    if !checks_state(c, f, body) {
+        walk_stmt_exprs(body, &mut |e| {
+            if let Expression::Assign(loc, lhs, _) = e
+                && let Some(name) = root_name(lhs)
+                && c.state_vars.contains(name)
+                && {
+                    let n = name.to_ascii_lowercase();
+                    n.contains("owner") || n.contains("admin")
+                }
+            {
+                hits.push((
+                    &UNPROTECTED_OWNER,
+                    *loc,
+                    format!("anyone can call `{}` and set `{name}`", f.name),
+                ));
+            }
+        });
+    }
+    for (d, loc, m) in hits {
+        out.at(d, &loc, m);
+    }
+}
+
+fn is_hash_call(e: &Expression) -> bool {
+    matches!(called_name(e), Some("keccak256" | "sha256" | "ripemd160"))
+}
+
+/// ERC-20 approve races and puzzles whose answer a front-runner can copy.
+fn front_running(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Statement) {
+    let mut hits: Vec<(&Detector, Loc, String)> = Vec::new();
+    // A require on the current allowance (`require(v == 0 || allowed[..] == 0)`) is the fix.
+    if f.exposed && f.name == "approve" && f.params.len() == 2 && !checks_state(c, f, body) {
+        walk_stmt_exprs(body, &mut |e| {
+            if let Expression::Assign(loc, lhs, _) = e
+                && root_name(lhs).is_some_and(|n| c.state_vars.contains(n))
+            {
+                hits.push((
+                    &APPROVE_RACE,
+                    *loc,
+                    "the allowance is overwritten: a spender can use the old and the new one"
+                        .into(),
+                ));
+            }
+        });
+    }
+    if f.exposed {
+        walk_stmt_exprs(body, &mut |e| {
+            if let Expression::Equal(loc, a, b) = e
+                && ((is_hash_call(a) && contains(a, &|x| is_param(f, x)))
+                    || (is_hash_call(b) && contains(b, &|x| is_param(f, x))))
+            {
+                hits.push((
+                    &HASH_SOLUTION,
+                    *loc,
+                    "the answer to a hash puzzle is submitted in the clear".into(),
+                ));
+            }
+        });
+    }
+    for (d, loc, m) in hits {
+        out.at(d, &loc, m);
+    }
+}
+
+fn is_param(f: &Function, e: &Expression) -> bool {
+    matches!(e, Expression::Variable(v) if f.params.contains(&v.name))
+}
+
+/// Before 0.5, a local struct or array declared without initializer is a storage pointer to slot 0.
+fn storage_pointers(out: &mut Out<'_, '_>, c: &Contract, body: &Statement) {
+    if !out.unit.before_05 {
+        return;
+    }
+    let mut hits = Vec::new();
+    walk_stmt(body, &mut |s| {
+        if let Statement::VariableDefinition(loc, decl, None) = s
+            && !matches!(
+                decl.storage,
+                Some(solang_parser::pt::StorageLocation::Memory(_))
+            )
+            && let Expression::Variable(ty) = &decl.ty
+            && c.structs.contains(&ty.name)
+        {
+            let name = decl.name.as_ref().map_or("", |n| n.name.as_str());
+            hits.push((
+                *loc,
+                format!("`{name}` points at storage slot 0 and overwrites state"),
+            ));
+        }
+    });
+    for (loc, m) in hits {
+        out.at(&UNINITIALIZED_STORAGE, &loc, m);
+    }
+}
+
+/// Loops bounded by the length of a state array.
+fn loops(out: &mut Out<'_, '_>, c: &Contract, body: &Statement) {
+    let mut hits = Vec::new();
+    walk_stmt(body, &mut |s| {
+        let cond = match s {
+            Statement::For(loc, _, Some(cond), _, _) => Some((loc, cond.as_ref())),
+            Statement::While(loc, cond, _) => Some((loc, cond)),
+            _ => None,
+        };
+        if let Some((loc, cond)) = cond
+            && contains(cond, &|x| {
+                matches!(x, Expression::MemberAccess(_, a, m)
+                    if m.name == "length" && root_name(a).is_some_and(|n| c.state_arrays.contains(n)))
+            })
+        {
+            hits.push(*loc);
+        }
+    });
+    for loc in hits {
+        let line = out.unit.line(&loc);
+        out.line(
+            &UNBOUNDED_LOOP,
+            line,
+            line,
+            "a loop over a state array that anyone can grow".into(),
+        );
+    }
+}
+
+/// Token transfers that trust the length of their arguments (before 0.5).
+fn short_address(out: &mut Out<'_, '_>, f: &Function, body: &Statement) {
+    if !out.unit.before_05
+        || !f.exposed
+        || f.params.len() != 2
+        || !matches!(f.name.as_str(), "transfer" | "sendCoin" | "transferFrom")
+        || f.modifiers.iter().any(|m| {
+            let m = m.to_ascii_lowercase();
+            m.contains("size") || m.contains("payload")
+        })
+    {
+        return;
+    }
+    let mut checks_length = false;
+    walk_stmt_exprs(body, &mut |e| {
+        checks_length |= matches!(e, Expression::MemberAccess(_, a, m)
+            if m.name == "length" && is_member(a, "msg", "data"));
+    });
+    if !checks_length {
+        out.line(
+            &SHORT_ADDRESS,
+            f.line,
+            f.line,
+            format!("`{}` does not check the length of its call data", f.name),
         );
     }
 }

@@ -39,6 +39,8 @@ pub(crate) struct Function {
     pub(crate) payable: bool,
     /// Modifiers applied (names).
     pub(crate) modifiers: Vec<String>,
+    /// Parameter names.
+    pub(crate) params: Vec<String>,
     pub(crate) line: usize,
     pub(crate) body: Option<Statement>,
 }
@@ -48,6 +50,10 @@ pub(crate) struct Contract {
     pub(crate) name: String,
     pub(crate) bases: Vec<String>,
     pub(crate) state_vars: BTreeSet<String>,
+    /// State arrays (`T[] name`).
+    pub(crate) state_arrays: BTreeSet<String>,
+    /// Struct names defined in the contract.
+    pub(crate) structs: BTreeSet<String>,
     pub(crate) functions: Vec<Function>,
 }
 
@@ -140,12 +146,22 @@ fn contract(c: &pt::ContractDefinition, lines: &LineIndex) -> Contract {
         })
         .collect();
     let mut state_vars = BTreeSet::new();
+    let mut state_arrays = BTreeSet::new();
+    let mut structs = BTreeSet::new();
     let mut functions = Vec::new();
     for part in &c.parts {
         match part {
             ContractPart::VariableDefinition(v) => {
                 if let Some(n) = &v.name {
                     state_vars.insert(n.name.clone());
+                    if matches!(v.ty, Expression::ArraySubscript(_, _, None)) {
+                        state_arrays.insert(n.name.clone());
+                    }
+                }
+            }
+            ContractPart::StructDefinition(st) => {
+                if let Some(n) = &st.name {
+                    structs.insert(n.name.clone());
                 }
             }
             ContractPart::FunctionDefinition(f) => functions.push(function(f, lines)),
@@ -156,6 +172,8 @@ fn contract(c: &pt::ContractDefinition, lines: &LineIndex) -> Contract {
         name,
         bases,
         state_vars,
+        state_arrays,
+        structs,
         functions,
     }
 }
@@ -184,9 +202,15 @@ fn function(f: &pt::FunctionDefinition, lines: &LineIndex) -> Function {
             _ => {}
         }
     }
+    let params = f
+        .params
+        .iter()
+        .filter_map(|(_, p)| p.as_ref()?.name.as_ref().map(|n| n.name.clone()))
+        .collect();
     Function {
         name: f.name.as_ref().map_or(String::new(), |n| n.name.clone()),
         ty: f.ty,
+        params,
         exposed,
         view,
         payable,

@@ -1,0 +1,14 @@
+pragma solidity ^0.4.24;
+
+contract Proxy {
+    address owner;
+
+    constructor() public {
+        owner = msg.sender;
+    }
+
+    function forward(address callee, bytes _data) public {
+        require(msg.sender == owner);
+        require(callee.delegatecall(_data));
+    }
+}

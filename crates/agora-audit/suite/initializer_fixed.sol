@@ -1,0 +1,15 @@
+pragma solidity ^0.4.23;
+
+contract WalletLibrary {
+    address public m_owner;
+
+    function initWallet(address _owner) public {
+        require(m_owner == address(0));
+        m_owner = _owner;
+    }
+
+    function execute(address _to, uint _value) external {
+        require(msg.sender == m_owner);
+        _to.transfer(_value);
+    }
+}
