@@ -223,6 +223,14 @@ pub(crate) fn run(unit: &Unit<'_>) -> Vec<Finding> {
     for c in &unit.contracts {
         wrong_constructor(&mut out, c);
         locked_ether(&mut out, c);
+        for f in c.functions.iter().filter(|f| f.constant) {
+            out.line(
+                &DEPRECATED,
+                f.line,
+                f.line,
+                format!("`{}` is declared `constant`: use view", f.name),
+            );
+        }
         for f in &c.functions {
             let Some(body) = &f.body else { continue };
             expressions(&mut out, c, f, body);
@@ -298,6 +306,25 @@ fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Stateme
                 &TIMESTAMP,
                 *loc,
                 "a decision depends on the block time".into(),
+            ));
+        }
+        Expression::MemberAccess(loc, _, _)
+            if is_member(e, "block", "blockhash") || is_member(e, "msg", "gas") =>
+        {
+            hits.push((
+                &DEPRECATED,
+                *loc,
+                "`block.blockhash` and `msg.gas` are deprecated: use blockhash() and gasleft()"
+                    .into(),
+            ));
+        }
+        Expression::FunctionCall(loc, _, _)
+            if matches!(called_member(e), Some(("callcode", _))) =>
+        {
+            hits.push((
+                &DEPRECATED,
+                *loc,
+                "`callcode` is deprecated: use delegatecall".into(),
             ));
         }
         Expression::Modulo(loc, a, _) if contains(a, &is_block_value) => {

@@ -36,6 +36,8 @@ pub(crate) struct Function {
     /// Public or external (pre-0.5 functions without a visibility are public).
     pub(crate) exposed: bool,
     pub(crate) view: bool,
+    /// Declared `constant` (the pre-0.5 spelling of view).
+    pub(crate) constant: bool,
     pub(crate) payable: bool,
     /// Modifiers applied (names).
     pub(crate) modifiers: Vec<String>,
@@ -181,6 +183,7 @@ fn contract(c: &pt::ContractDefinition, lines: &LineIndex) -> Contract {
 fn function(f: &pt::FunctionDefinition, lines: &LineIndex) -> Function {
     let mut exposed = true;
     let mut view = false;
+    let mut constant = false;
     let mut payable = false;
     let mut modifiers = Vec::new();
     for a in &f.attributes {
@@ -189,8 +192,10 @@ fn function(f: &pt::FunctionDefinition, lines: &LineIndex) -> Function {
                 exposed = false
             }
             FunctionAttribute::Mutability(m) => match m {
-                pt::Mutability::Pure(_) | pt::Mutability::View(_) | pt::Mutability::Constant(_) => {
-                    view = true
+                pt::Mutability::Pure(_) | pt::Mutability::View(_) => view = true,
+                pt::Mutability::Constant(_) => {
+                    view = true;
+                    constant = true;
                 }
                 pt::Mutability::Payable(_) => payable = true,
             },
@@ -213,6 +218,7 @@ fn function(f: &pt::FunctionDefinition, lines: &LineIndex) -> Function {
         params,
         exposed,
         view,
+        constant,
         payable,
         modifiers,
         line: lines.line(f.loc.start()),
