@@ -259,6 +259,37 @@ fn is_block_value(e: &Expression) -> bool {
         || matches!(called_member(e), Some(("blockhash", r)) if matches!(r, Expression::Variable(v) if v.name == "block"))
 }
 
+fn is_arith(e: &Expression) -> bool {
+    matches!(
+        e,
+        Expression::Add(..) | Expression::Subtract(..) | Expression::Multiply(..)
+    )
+}
+
+/// An arithmetic expression over state variables or parameters (what a caller can push to wrap).
+fn risky_arith(c: &Contract, f: &Function, e: &Expression) -> bool {
+    let (Expression::Add(_, a, b) | Expression::Subtract(_, a, b) | Expression::Multiply(_, a, b)) =
+        e
+    else {
+        return false;
+    };
+    let input = |x: &Expression| {
+        root_name(x).is_some_and(|n| c.state_vars.contains(n) || f.params.iter().any(|p| p == n))
+    };
+    // Constants and msg.value on one side of an addition do not wrap in practice.
+    let small = |x: &Expression| {
+        matches!(
+            x,
+            Expression::NumberLiteral(..) | Expression::HexNumberLiteral(..)
+        ) || is_member(x, "msg", "value")
+            || is_time(x)
+    };
+    match e {
+        Expression::Add(..) => (input(a) || input(b)) && !small(a) && !small(b),
+        _ => input(a) || input(b),
+    }
+}
+
 fn is_time(e: &Expression) -> bool {
     is_member(e, "block", "timestamp") || matches!(e, Expression::Variable(v) if v.name == "now")
 }
@@ -271,7 +302,7 @@ fn contains(e: &Expression, pred: &dyn Fn(&Expression) -> bool) -> bool {
 
 /// tx.origin comparisons, block values as entropy, timestamp comparisons, unchecked arithmetic.
 fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Statement) {
-    let before_08 = out.unit.before_08 && !c.bases.iter().any(|b| b == "SafeMath");
+    let before_08 = out.unit.before_08 && !c.safe_math;
     // Names compared in an order test anywhere in the function: a subtraction from them is
     // taken as checked (`require(balance >= amount); balance -= amount;`).
     let mut bounded: Vec<String> = Vec::new();
@@ -280,6 +311,8 @@ fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Stateme
         | Expression::More(_, a, b)
         | Expression::LessEqual(_, a, b)
         | Expression::MoreEqual(_, a, b) = e
+            && !is_arith(a)
+            && !is_arith(b)
         {
             bounded.extend(root_name(a).map(str::to_string));
             bounded.extend(root_name(b).map(str::to_string));
@@ -369,21 +402,47 @@ fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Stateme
                 "unchecked arithmetic on a state variable".into(),
             ));
         }
-        Expression::Assign(_, lhs, rhs) if before_08 && !f.view => {
-            if root_name(lhs).is_some_and(|n| c.state_vars.contains(n))
-                && let Expression::Add(loc, _, _)
-                | Expression::Subtract(loc, _, _)
-                | Expression::Multiply(loc, _, _) = rhs.as_ref()
-            {
-                hits.push((
-                    &OVERFLOW,
-                    *loc,
-                    "unchecked arithmetic stored in state".into(),
-                ));
-            }
+        Expression::MoreEqual(loc, a, b)
+            if before_08
+                && matches!(a.as_ref(), Expression::Subtract(..))
+                && matches!(b.as_ref(), Expression::NumberLiteral(_, n, _, _) if n == "0") =>
+        {
+            hits.push((
+                &OVERFLOW,
+                *loc,
+                "`a - b >= 0` is always true for unsigned integers: the subtraction wraps".into(),
+            ));
+        }
+        Expression::Assign(_, lhs, rhs)
+            if before_08
+                && !f.view
+                && root_name(lhs).is_some_and(|n| c.state_vars.contains(n))
+                && risky_arith(c, f, rhs)
+                && !(matches!(rhs.as_ref(), Expression::Subtract(..)) && checked(rhs)) =>
+        {
+            hits.push((
+                &OVERFLOW,
+                expr_loc(rhs),
+                "unchecked arithmetic stored in state".into(),
+            ));
         }
         _ => {}
     });
+    // A local computed from inputs by unchecked arithmetic.
+    if before_08 && !f.view {
+        walk_stmt(body, &mut |st| {
+            if let Statement::VariableDefinition(_, _, Some(init)) = st
+                && risky_arith(c, f, init)
+                && !(matches!(init, Expression::Subtract(..)) && checked(init))
+            {
+                hits.push((
+                    &OVERFLOW,
+                    expr_loc(init),
+                    "unchecked arithmetic on inputs".into(),
+                ));
+            }
+        });
+    }
     for (d, loc, m) in hits {
         out.at(d, &loc, m);
     }

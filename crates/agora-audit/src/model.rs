@@ -56,6 +56,8 @@ pub(crate) struct Contract {
     pub(crate) state_arrays: BTreeSet<String>,
     /// Struct names defined in the contract.
     pub(crate) structs: BTreeSet<String>,
+    /// `using SafeMath for …` (or another *Math library): arithmetic goes through checked calls.
+    pub(crate) safe_math: bool,
     pub(crate) functions: Vec<Function>,
 }
 
@@ -150,6 +152,7 @@ fn contract(c: &pt::ContractDefinition, lines: &LineIndex) -> Contract {
     let mut state_vars = BTreeSet::new();
     let mut state_arrays = BTreeSet::new();
     let mut structs = BTreeSet::new();
+    let mut safe_math = false;
     let mut functions = Vec::new();
     for part in &c.parts {
         match part {
@@ -159,6 +162,16 @@ fn contract(c: &pt::ContractDefinition, lines: &LineIndex) -> Contract {
                     if matches!(v.ty, Expression::ArraySubscript(_, _, None)) {
                         state_arrays.insert(n.name.clone());
                     }
+                }
+            }
+            ContractPart::Using(u) => {
+                if let pt::UsingList::Library(path) = &u.list
+                    && path
+                        .identifiers
+                        .last()
+                        .is_some_and(|i| i.name.to_ascii_lowercase().contains("math"))
+                {
+                    safe_math = true;
                 }
             }
             ContractPart::StructDefinition(st) => {
@@ -176,6 +189,7 @@ fn contract(c: &pt::ContractDefinition, lines: &LineIndex) -> Contract {
         state_vars,
         state_arrays,
         structs,
+        safe_math,
         functions,
     }
 }
