@@ -146,6 +146,14 @@ const UNBOUNDED_LOOP: Detector = Detector {
     confidence: Confidence::Low,
     hint: "a loop over a growing array runs out of gas: paginate, or let users act one by one",
 };
+const ARBITRARY_STORAGE: Detector = Detector {
+    id: "arbitrary-storage-write",
+    swc: "SWC-124",
+    category: Category::AccessControl,
+    severity: Severity::High,
+    confidence: Confidence::Medium,
+    hint: "never shrink a dynamic array by its length: an underflowed length lets any slot be written",
+};
 const SHORT_ADDRESS: Detector = Detector {
     id: "short-address",
     swc: "none",
@@ -175,6 +183,7 @@ pub const DETECTORS: &[Detector] = &[
     UNINITIALIZED_STORAGE,
     UNBOUNDED_LOOP,
     SHORT_ADDRESS,
+    ARBITRARY_STORAGE,
 ];
 
 struct Out<'u, 'a> {
@@ -242,7 +251,7 @@ pub(crate) fn run(unit: &Unit<'_>) -> Vec<Finding> {
             front_running(&mut out, c, f, body);
             storage_pointers(&mut out, c, body);
             loops(&mut out, c, body);
-            short_address(&mut out, f, body);
+            short_address(&mut out, c, f, body);
         }
     }
     out.findings
@@ -319,6 +328,22 @@ fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Stateme
         }
     });
     let checked = |lhs: &Expression| root_name(lhs).is_some_and(|n| bounded.iter().any(|b| b == n));
+    // Locals that hold a block value (`bytes32 answer = blockhash(n);`).
+    let mut from_block: Vec<String> = Vec::new();
+    walk_stmt(body, &mut |st| {
+        if let Statement::VariableDefinition(_, decl, Some(init)) = st
+            && contains(init, &is_block_value)
+            && let Some(n) = &decl.name
+        {
+            from_block.push(n.name.clone());
+        }
+    });
+    let block_derived = |x: &Expression| {
+        contains(x, &|y| {
+            is_block_value(y)
+                || matches!(y, Expression::Variable(v) if from_block.contains(&v.name))
+        })
+    };
     let mut hits: Vec<(&Detector, Loc, String)> = Vec::new();
     walk_stmt_exprs(body, &mut |e| match e {
         Expression::Equal(loc, a, b) | Expression::NotEqual(loc, a, b) => {
@@ -327,6 +352,13 @@ fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Stateme
             }
             if is_time(a) || is_time(b) {
                 hits.push((&TIMESTAMP, *loc, "equality test on the block time".into()));
+            } else if block_derived(a) || block_derived(b) {
+                // A guess compared with a block hash or number: the answer is public.
+                hits.push((
+                    &WEAK_RANDOMNESS,
+                    *loc,
+                    "a guess compared with a block value".into(),
+                ));
             }
         }
         Expression::Less(loc, a, b)
@@ -694,6 +726,35 @@ fn access(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Statement) {
     let unguarded = !guarded(f, body);
     let mut hits: Vec<(&Detector, Loc, String)> = Vec::new();
     walk_stmt_exprs(body, &mut |e| {
+        // Array lengths written directly (before 0.6): `a.length--`, `a.length -= n`, `a.length = n`.
+        if let Expression::PostDecrement(loc, x)
+        | Expression::PreDecrement(loc, x)
+        | Expression::AssignSubtract(loc, x, _)
+        | Expression::Assign(loc, x, _) = e
+            && matches!(x.as_ref(), Expression::MemberAccess(_, arr, m)
+                if m.name == "length" && root_name(arr).is_some_and(|n| c.state_arrays.contains(n)))
+        {
+            hits.push((
+                &ARBITRARY_STORAGE,
+                *loc,
+                "a state array's length is set directly: it can underflow to cover all storage"
+                    .into(),
+            ));
+        }
+        // Calling data the caller chose into a delegate: the Parity wallet pattern.
+        let forwards_data = |args: &[Expression]| args.iter().any(|a| is_member(a, "msg", "data"));
+        if unguarded
+            && let Expression::FunctionCall(_, _, args) = e
+            && let Some(("delegatecall", _)) = called_member(e)
+            && forwards_data(args)
+        {
+            hits.push((
+                &ARBITRARY_DELEGATECALL,
+                expr_loc(e),
+                "anyone's call data is delegated: every function of the target runs as this contract"
+                    .into(),
+            ));
+        }
         if unguarded
             && let Some(("delegatecall", target)) = called_member(e)
             && root_name(target).is_some_and(|n| f.params.iter().any(|p| p == n))
@@ -752,9 +813,11 @@ fn front_running(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &State
     }
     if f.exposed {
         walk_stmt_exprs(body, &mut |e| {
+            // Against a fixed hash (not a per-sender commitment: that is the commit-reveal fix).
+            let per_sender = |x: &Expression| contains(x, &|y| is_member(y, "msg", "sender"));
             if let Expression::Equal(loc, a, b) = e
-                && ((is_hash_call(a) && contains(a, &|x| is_param(f, x)))
-                    || (is_hash_call(b) && contains(b, &|x| is_param(f, x))))
+                && ((is_hash_call(a) && contains(a, &|x| is_param(f, x)) && !per_sender(b))
+                    || (is_hash_call(b) && contains(b, &|x| is_param(f, x)) && !per_sender(a)))
             {
                 hits.push((
                     &HASH_SOLUTION,
@@ -829,9 +892,11 @@ fn loops(out: &mut Out<'_, '_>, c: &Contract, body: &Statement) {
     }
 }
 
-/// Token transfers that trust the length of their arguments (before 0.5).
-fn short_address(out: &mut Out<'_, '_>, f: &Function, body: &Statement) {
+/// Token transfers that trust the length of their arguments (before 0.5), in minimal tokens
+/// (a full ERC-20, with `approve`, is left to exchanges that check input lengths).
+fn short_address(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Statement) {
     if !out.unit.before_05
+        || c.functions.iter().any(|g| g.name == "approve")
         || !f.exposed
         || f.params.len() != 2
         || !matches!(f.name.as_str(), "transfer" | "sendCoin" | "transferFrom")
