@@ -43,9 +43,14 @@ fn every_labelled_bug_is_found_and_fixed_twins_are_clean() {
                 .filter(|l| l.file == vulnerable)
                 .map(|l| l.category.as_str())
                 .collect();
+            // What the twin fixed is gone (a bug it still has on purpose is labelled in it).
+            let twin_labels: Vec<Label> = labels.iter().filter(|l| &l.file == f).cloned().collect();
             let left: Vec<_> = findings
                 .iter()
                 .filter(|x| &x.file == f && cats.contains(&x.category.name()))
+                .filter(|x| {
+                    score(std::slice::from_ref(*x), &twin_labels, 2)["overall"].true_findings == 0
+                })
                 .collect();
             assert!(left.is_empty(), "{f} still has {left:?}");
         }
