@@ -635,7 +635,20 @@ fn wrong_constructor(out: &mut Out<'_, '_>, c: &Contract) {
         return;
     }
     for f in &c.functions {
-        if f.ty != FunctionTy::Function || !f.exposed || f.name.is_empty() {
+        if f.ty != FunctionTy::Function || !f.exposed || f.view || f.name.is_empty() {
+            continue;
+        }
+        // A constructor sets up state.
+        let writes_state = f.body.as_ref().is_some_and(|b| {
+            let mut w = false;
+            walk_stmt_exprs(b, &mut |e| {
+                if let Expression::Assign(_, lhs, _) = e {
+                    w |= root_name(lhs).is_some_and(|n| c.state_vars.contains(n));
+                }
+            });
+            w
+        });
+        if !writes_state {
             continue;
         }
         // Same letters, another case: `function owned()` in `contract Owned` never runs as the
@@ -896,6 +909,7 @@ fn loops(out: &mut Out<'_, '_>, c: &Contract, body: &Statement) {
 /// (a full ERC-20, with `approve`, is left to exchanges that check input lengths).
 fn short_address(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Statement) {
     if !out.unit.before_05
+        || !c.bases.is_empty()
         || c.functions.iter().any(|g| g.name == "approve")
         || !f.exposed
         || f.params.len() != 2
