@@ -672,8 +672,20 @@ fn locked_ether(out: &mut Out<'_, '_>, c: &Contract) {
     let Some(payable) = c.functions.iter().find(|f| f.payable) else {
         return;
     };
-    // Inherited code may pay out: only self-contained contracts are judged.
-    if !c.bases.is_empty() {
+    // Inherited code may pay out, an interface or abstract contract has no code to judge, and
+    // assembly may call out: only self-contained, complete contracts are judged.
+    if !c.bases.is_empty() || c.functions.iter().any(|f| f.body.is_none()) {
+        return;
+    }
+    let mut assembly = false;
+    for f in &c.functions {
+        if let Some(body) = &f.body {
+            walk_stmt(body, &mut |s| {
+                assembly |= matches!(s, Statement::Assembly { .. })
+            });
+        }
+    }
+    if assembly {
         return;
     }
     let mut pays = false;

@@ -73,6 +73,13 @@ pub fn prepass(src: &str) -> (String, Vec<Rewrite>) {
                 }
                 _ => None,
             };
+            // Words the parser reserves for other dialects, ordinary identifiers in Solidity.
+            if matches!(word, "instance" | "persistent" | "temporary") && !prev_dot {
+                out.push_str(word);
+                out.push('_');
+                i = j;
+                continue;
+            }
             // Before 0.6 `receive` and `fallback` were ordinary function names.
             if matches!(word, "receive" | "fallback")
                 && out.trim_end().ends_with("function")
