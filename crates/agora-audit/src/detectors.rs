@@ -460,6 +460,34 @@ fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Stateme
         }
         _ => {}
     });
+    // From 0.8, arithmetic wraps only inside `unchecked { }`: flag what inputs reach there.
+    if !out.unit.before_08 && !f.view {
+        walk_stmt(body, &mut |st| {
+            if let Statement::Block {
+                unchecked: true, ..
+            } = st
+            {
+                walk_stmt_exprs(st, &mut |e| {
+                    let arith = match e {
+                        Expression::AssignAdd(_, lhs, _)
+                        | Expression::AssignSubtract(_, lhs, _)
+                        | Expression::AssignMultiply(_, lhs, _) => {
+                            root_name(lhs).is_some_and(|n| c.state_vars.contains(n))
+                                && !checked(lhs)
+                        }
+                        other => risky_arith(c, f, other) && !checked(other),
+                    };
+                    if arith {
+                        hits.push((
+                            &OVERFLOW,
+                            expr_loc(e),
+                            "arithmetic on inputs inside `unchecked`".into(),
+                        ));
+                    }
+                });
+            }
+        });
+    }
     // A local computed from inputs by unchecked arithmetic.
     if before_08 && !f.view {
         walk_stmt(body, &mut |st| {
