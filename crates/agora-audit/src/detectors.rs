@@ -154,6 +154,14 @@ const ARBITRARY_STORAGE: Detector = Detector {
     confidence: Confidence::Medium,
     hint: "never shrink a dynamic array by its length: an underflowed length lets any slot be written",
 };
+const FAILED_CALL_DOS: Detector = Detector {
+    id: "dos-failed-payment",
+    swc: "SWC-113",
+    category: Category::DenialOfService,
+    severity: Severity::Medium,
+    confidence: Confidence::Medium,
+    hint: "a recipient that rejects ether blocks this function for everyone: let it withdraw instead",
+};
 const SHORT_ADDRESS: Detector = Detector {
     id: "short-address",
     swc: "none",
@@ -184,6 +192,7 @@ pub const DETECTORS: &[Detector] = &[
     UNBOUNDED_LOOP,
     SHORT_ADDRESS,
     ARBITRARY_STORAGE,
+    FAILED_CALL_DOS,
 ];
 
 struct Out<'u, 'a> {
@@ -252,6 +261,7 @@ pub(crate) fn run(unit: &Unit<'_>) -> Vec<Finding> {
             storage_pointers(&mut out, c, body);
             loops(&mut out, c, body);
             short_address(&mut out, c, f, body);
+            failed_payment(&mut out, c, f, body);
         }
     }
     out.findings
@@ -327,7 +337,17 @@ fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Stateme
             bounded.extend(root_name(b).map(str::to_string));
         }
     });
-    let checked = |lhs: &Expression| root_name(lhs).is_some_and(|n| bounded.iter().any(|b| b == n));
+    // A value, or either operand of an arithmetic expression, compared somewhere in the function.
+    let checked = |x: &Expression| {
+        let is_bounded =
+            |y: &Expression| root_name(y).is_some_and(|n| bounded.iter().any(|b| b == n));
+        match x {
+            Expression::Add(_, a, b)
+            | Expression::Subtract(_, a, b)
+            | Expression::Multiply(_, a, b) => is_bounded(a) || is_bounded(b),
+            other => is_bounded(other),
+        }
+    };
     // Locals that hold a block value (`bytes32 answer = blockhash(n);`).
     let mut from_block: Vec<String> = Vec::new();
     walk_stmt(body, &mut |st| {
@@ -469,11 +489,14 @@ fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Stateme
             {
                 walk_stmt_exprs(st, &mut |e| {
                     let arith = match e {
-                        Expression::AssignAdd(_, lhs, _)
-                        | Expression::AssignSubtract(_, lhs, _)
-                        | Expression::AssignMultiply(_, lhs, _) => {
+                        Expression::AssignAdd(_, lhs, rhs)
+                        | Expression::AssignSubtract(_, lhs, rhs)
+                        | Expression::AssignMultiply(_, lhs, rhs) => {
                             root_name(lhs).is_some_and(|n| c.state_vars.contains(n))
                                 && !checked(lhs)
+                                && !checked(rhs)
+                                // Counters moved by a constant are deliberate.
+                                && !matches!(rhs.as_ref(), Expression::NumberLiteral(..))
                         }
                         other => risky_arith(c, f, other) && !checked(other),
                     };
@@ -972,6 +995,40 @@ fn short_address(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &State
             f.line,
             f.line,
             format!("`{}` does not check the length of its call data", f.name),
+        );
+    }
+}
+
+/// A payable function that must pay a stored address (the previous king, the last bidder) to
+/// go on: if that address rejects ether, nobody can call it again.
+fn failed_payment(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Statement) {
+    if !f.exposed || !f.payable {
+        return;
+    }
+    let stored = |r: &Expression| root_name(r).is_some_and(|n| c.state_vars.contains(n));
+    let mut hits = Vec::new();
+    walk_stmt_exprs(body, &mut |e| {
+        // `require(stored.send(v))`, or `stored.transfer(v)` (which reverts on failure).
+        if let Expression::FunctionCall(_, callee, args) = e
+            && matches!(callee.as_ref(), Expression::Variable(v) if v.name == "require" || v.name == "assert")
+            && let Some(first) = args.first()
+            && let Some(("send" | "call", recv)) = called_member(first)
+            && stored(recv)
+        {
+            hits.push(expr_loc(e));
+        }
+        if let Some(("transfer", recv)) = called_member(e)
+            && stored(recv)
+            && matches!(e, Expression::FunctionCall(_, _, a) if a.len() == 1)
+        {
+            hits.push(expr_loc(e));
+        }
+    });
+    for loc in hits {
+        out.at(
+            &FAILED_CALL_DOS,
+            &loc,
+            "a payment to a stored address must succeed for the function to go on".into(),
         );
     }
 }
