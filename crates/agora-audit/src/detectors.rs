@@ -887,7 +887,16 @@ fn front_running(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &State
             }
         });
     }
-    if f.exposed {
+    // A reveal that checks the sender's earlier commitment is the commit-reveal fix.
+    let mut commitment = false;
+    walk_stmt_exprs(body, &mut |e| {
+        if let Expression::Equal(_, a, b) = e {
+            let sender = |x: &Expression| contains(x, &|y| is_member(y, "msg", "sender"));
+            commitment |= (sender(a) && contains(b, &is_hash_call))
+                || (sender(b) && contains(a, &is_hash_call));
+        }
+    });
+    if f.exposed && !commitment {
         walk_stmt_exprs(body, &mut |e| {
             // Against a fixed hash (not a per-sender commitment: that is the commit-reveal fix).
             let per_sender = |x: &Expression| contains(x, &|y| is_member(y, "msg", "sender"));

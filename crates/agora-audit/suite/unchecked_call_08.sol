@@ -1,0 +1,12 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.0;
+
+contract Payout {
+    mapping(address => uint256) public owed;
+
+    function pay(address payable to) external {
+        uint256 amount = owed[to];
+        owed[to] = 0;
+        to.send(amount);
+    }
+}
