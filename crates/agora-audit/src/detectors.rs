@@ -212,13 +212,13 @@ impl Out<'_, '_> {
             file: String::new(),
             line,
             end_line,
-            detector: d.id,
-            swc: d.swc,
+            detector: d.id.to_string(),
+            swc: d.swc.to_string(),
             category: d.category,
             severity: d.severity,
             confidence: d.confidence,
             message,
-            hint: d.hint,
+            hint: d.hint.to_string(),
         });
     }
 }

@@ -15,10 +15,10 @@ mod prepass;
 
 pub use detectors::DETECTORS;
 pub use prepass::{Rewrite, prepass};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The DASP 10 category of a finding.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Category {
     /// Access control.
@@ -62,7 +62,7 @@ impl Category {
 }
 
 /// How bad a finding is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// Style or deprecation.
@@ -92,7 +92,7 @@ impl std::str::FromStr for Severity {
 }
 
 /// How sure the detector is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Confidence {
     /// A pattern that is often benign.
@@ -121,7 +121,7 @@ pub struct Detector {
 }
 
 /// One problem at one place.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
     /// The file, as given.
     pub file: String,
@@ -130,9 +130,9 @@ pub struct Finding {
     /// Last line.
     pub end_line: usize,
     /// Detector id.
-    pub detector: &'static str,
+    pub detector: String,
     /// SWC id.
-    pub swc: &'static str,
+    pub swc: String,
     /// DASP category.
     pub category: Category,
     /// Severity.
@@ -142,11 +142,11 @@ pub struct Finding {
     /// What is wrong, in one line.
     pub message: String,
     /// How to fix it.
-    pub hint: &'static str,
+    pub hint: String,
 }
 
 /// A file that could not be analysed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{file}:{line}: {message}")]
 pub struct ParseError {
     /// The file.
@@ -177,9 +177,69 @@ pub fn audit_source(file: &str, src: &str) -> Result<Vec<Finding>, ParseError> {
     for f in &mut findings {
         f.file = file.to_string();
     }
-    findings.sort_by(|a, b| (a.line, a.detector).cmp(&(b.line, b.detector)));
+    findings.sort_by(|a, b| (a.line, &a.detector).cmp(&(b.line, &b.detector)));
     findings.dedup_by(|a, b| a.line == b.line && a.detector == b.detector);
     Ok(findings)
+}
+
+/// The auditor's name as a network model (DESIGN.md §10): providers serve it and verifiers
+/// re-run it like any model. A verifier compares a provider's report with its own exactly, so any
+/// change to what the detectors report must change this version (a test pins the labelled
+/// suite's report to it).
+pub const MODEL_NAME: &str = "agora-audit@0.1.0";
+
+/// The auditor's model id: SHA-256 of its name and its detector table (a weights file's hash
+/// is the id of a neural model; the auditor's "weights" are its detectors).
+pub fn model_id() -> [u8; 32] {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(b"agora auditor\n");
+    h.update(MODEL_NAME.as_bytes());
+    for d in DETECTORS {
+        h.update(
+            format!(
+                "\n{} {} {} {:?} {:?}",
+                d.id,
+                d.swc,
+                d.category.name(),
+                d.severity,
+                d.confidence
+            )
+            .as_bytes(),
+        );
+    }
+    h.finalize().into()
+}
+
+/// Billable size of a source, in Solidity tokens: what the lexer reads (comments count one
+/// each). Never more than the source's bytes.
+pub fn count_tokens(src: &str) -> usize {
+    let (text, _) = prepass(src);
+    let mut comments = Vec::new();
+    let mut errors = Vec::new();
+    let tokens = solang_parser::lexer::Lexer::new(&text, 0, &mut comments, &mut errors).count();
+    (tokens + comments.len()).min(src.len())
+}
+
+/// What auditing a set of files gives.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// Findings, file by file in the order given, by line within a file.
+    pub findings: Vec<Finding>,
+    /// Files that do not parse.
+    pub errors: Vec<ParseError>,
+}
+
+/// Audits `(name, source)` files; one that does not parse is reported and the rest go on.
+pub fn audit_files<'a>(files: impl IntoIterator<Item = (&'a str, &'a str)>) -> Report {
+    let mut report = Report::default();
+    for (name, src) in files {
+        match audit_source(name, src) {
+            Ok(found) => report.findings.extend(found),
+            Err(e) => report.errors.push(e),
+        }
+    }
+    report
 }
 
 /// A labelled vulnerability: a file, its lines, its category.

@@ -1,0 +1,93 @@
+//! The auditor as a network model: a stable id, a billable size, a report over many files, and an
+//! output pinned to its version (verifiers compare reports exactly).
+
+use agora_audit::{MODEL_NAME, audit_files, count_tokens, model_id};
+use sha2::Digest as _;
+use std::path::Path;
+
+/// The model name, id and the SHA-256 of the labelled suite's JSON report that this version
+/// gives. When a detector's output changes, this test fails: bump `MODEL_NAME` (providers and
+/// verifiers of different versions would otherwise disagree) and update the pins.
+const PINNED: (&str, &str, &str) = (
+    "agora-audit@0.1.0",
+    "51ce1214b690f1f57af63717f5bd5eadb501f62d96a971f8f4d9f0156c3af695",
+    "78aec520283107298c4e01f3f50fb7439a074f3117806b2356841a5531bec0e2",
+);
+
+fn suite_files() -> Vec<(String, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("suite");
+    let mut entries: Vec<_> = std::fs::read_dir(&dir).expect("suite").flatten().collect();
+    entries.sort_by_key(|e| e.file_name());
+    entries
+        .into_iter()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".sol"))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().to_string(),
+                std::fs::read_to_string(e.path()).expect("read"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_output_is_pinned_to_the_version() {
+    let files = suite_files();
+    let report = audit_files(files.iter().map(|(n, s)| (n.as_str(), s.as_str())));
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let digest = hex(&sha2::Sha256::digest(
+        serde_json::to_vec(&report).expect("serializes"),
+    ));
+    let id = hex(&model_id());
+    assert_eq!(
+        (MODEL_NAME, id.as_str(), digest.as_str()),
+        PINNED,
+        "the auditor's output or detector table changed: bump MODEL_NAME and update PINNED"
+    );
+    // Same input, same bytes.
+    let again = audit_files(files.iter().map(|(n, s)| (n.as_str(), s.as_str())));
+    assert_eq!(again, report);
+}
+
+#[test]
+fn a_report_goes_on_past_a_file_that_does_not_parse() {
+    let good = "pragma solidity ^0.4.24;\ncontract A {\n  function f() public {\n    selfdestruct(msg.sender);\n  }\n}\n";
+    let report = audit_files([("bad.sol", "contract {"), ("good.sol", good)]);
+    assert_eq!(report.errors.len(), 1);
+    assert_eq!(report.errors[0].file, "bad.sol");
+    assert!(
+        report.findings.iter().any(|f| f.file == "good.sol"
+            && f.detector == "unprotected-selfdestruct"
+            && f.line == 4),
+        "{:?}",
+        report.findings
+    );
+    // Round trip through JSON, as it travels on the network.
+    let back: agora_audit::Report =
+        serde_json::from_slice(&serde_json::to_vec(&report).unwrap()).unwrap();
+    assert_eq!(back, report);
+}
+
+#[test]
+fn tokens_are_counted_as_the_lexer_reads_them() {
+    assert_eq!(count_tokens("contract A { uint x; }"), 7);
+    // A comment counts one; whitespace nothing.
+    assert_eq!(count_tokens("contract A { uint x; } // the end\n\n\n"), 8);
+    assert_eq!(count_tokens(""), 0);
+    // Old syntax is counted after the same rewrites the parser sees; garbage never panics and
+    // never counts more than its bytes.
+    assert!(count_tokens("function f() { throw; }") > 0);
+    for junk in [
+        "\"unterminated",
+        "/* open",
+        "0x",
+        "\u{0}\u{1}ü",
+        "hex\"zz\"",
+    ] {
+        assert!(count_tokens(junk) <= junk.len(), "{junk:?}");
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
