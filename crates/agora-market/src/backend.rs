@@ -1,6 +1,6 @@
 //! The models a provider runs, behind one trait so the service does not care which engine.
 
-use crate::{Error, JobInput, JobOutput};
+use crate::{Error, JobInput, JobOutput, SourceFile};
 use agora_infer::bert::Embedder;
 use agora_infer::chat::{ChatModel, Finish, GenParams, Message};
 use agora_infer::sample::SamplingParams;
@@ -61,11 +61,13 @@ fn fail(fault: Fault) -> Verdict {
     Verdict::Fail { fault }
 }
 
-/// Models of the inference runtime, by model id.
+/// The models a node runs, by model id: those of the inference runtime, and the Solidity
+/// auditor (a deterministic model: a verifier re-runs it and compares reports exactly).
 #[derive(Default)]
 pub struct InferBackend {
     chat: BTreeMap<Hash, Arc<ChatModel>>,
     embed: BTreeMap<Hash, Arc<Embedder>>,
+    auditor: Option<Hash>,
 }
 
 impl std::fmt::Debug for InferBackend {
@@ -73,6 +75,7 @@ impl std::fmt::Debug for InferBackend {
         f.debug_struct("InferBackend")
             .field("chat", &self.chat.keys().collect::<Vec<_>>())
             .field("embed", &self.embed.keys().collect::<Vec<_>>())
+            .field("auditor", &self.auditor)
             .finish()
     }
 }
@@ -88,9 +91,58 @@ impl InferBackend {
         self.embed.insert(id, model);
     }
 
+    /// Serves the Solidity auditor, under its id ([`auditor_id`]).
+    pub fn add_auditor(&mut self) {
+        self.auditor = Some(auditor_id());
+    }
+
     /// The model ids served.
     pub fn models(&self) -> Vec<Hash> {
-        self.chat.keys().chain(self.embed.keys()).copied().collect()
+        self.chat
+            .keys()
+            .chain(self.embed.keys())
+            .chain(&self.auditor)
+            .copied()
+            .collect()
+    }
+
+    /// An audit's files, checked: at least one, each named.
+    fn audit_files(input: &JobInput) -> Result<&[SourceFile], Error> {
+        match input {
+            JobInput::Audit { files } if !files.is_empty() => {
+                if let Some(f) = files
+                    .iter()
+                    .find(|f| f.name.trim().is_empty() || f.name.len() > MAX_FILE_NAME_BYTES)
+                {
+                    return Err(Error::BadInput(format!(
+                        "file name {:?}: 1 to {MAX_FILE_NAME_BYTES} bytes",
+                        f.name
+                    )));
+                }
+                Ok(files)
+            }
+            _ => Err(Error::BadInput(
+                "this is the Solidity auditor: send one or more files".into(),
+            )),
+        }
+    }
+
+    fn audit_tokens(files: &[SourceFile]) -> u32 {
+        count(
+            files
+                .iter()
+                .map(|f| agora_audit::count_tokens(&f.source))
+                .sum(),
+        )
+    }
+
+    fn audit(files: &[SourceFile]) -> JobOutput {
+        let report =
+            agora_audit::audit_files(files.iter().map(|f| (f.name.as_str(), f.source.as_str())));
+        JobOutput::Audit {
+            findings: report.findings,
+            errors: report.errors,
+        }
     }
 
     fn chat_prompt(model: &ChatModel, input: &JobInput) -> Result<Vec<u32>, Error> {
@@ -103,7 +155,7 @@ impl InferBackend {
                 model.encode_chat(&messages)?
             }
             JobInput::Completion { prompt } => model.tokenizer.encode(prompt)?,
-            JobInput::Embedding { .. } => {
+            JobInput::Embedding { .. } | JobInput::Audit { .. } => {
                 return Err(Error::BadInput(
                     "this is a chat model: send messages or a prompt".into(),
                 ));
@@ -127,6 +179,14 @@ impl InferBackend {
     }
 }
 
+/// Longest file name in an audit.
+pub const MAX_FILE_NAME_BYTES: usize = 256;
+
+/// The auditor's model id.
+pub fn auditor_id() -> Hash {
+    Hash(agora_audit::model_id())
+}
+
 /// Sampling parameters from the request's integers.
 pub fn sampling(params: &JobParams) -> SamplingParams {
     SamplingParams {
@@ -147,7 +207,9 @@ fn count(n: usize) -> u32 {
 
 impl Backend for InferBackend {
     fn serves(&self, model: &Hash) -> bool {
-        self.chat.contains_key(model) || self.embed.contains_key(model)
+        self.chat.contains_key(model)
+            || self.embed.contains_key(model)
+            || self.auditor.as_ref() == Some(model)
     }
 
     fn input_tokens(&self, model: &Hash, input: &JobInput) -> Result<u32, Error> {
@@ -159,6 +221,9 @@ impl Backend for InferBackend {
         if let Some(m) = self.embed.get(model) {
             let ids = m.tokenize(&Self::texts(input)?)?;
             return Ok(count(ids.iter().map(Vec::len).sum()));
+        }
+        if self.auditor.as_ref() == Some(model) {
+            return Ok(Self::audit_tokens(Self::audit_files(input)?));
         }
         Err(Error::UnknownModel(*model))
     }
@@ -205,6 +270,14 @@ impl Backend for InferBackend {
                 output: JobOutput::Embeddings { vectors },
             });
         }
+        if self.auditor.as_ref() == Some(model) {
+            let files = Self::audit_files(input)?;
+            return Ok(Served {
+                input_tokens: Self::audit_tokens(files),
+                output_tokens: 0,
+                output: Self::audit(files),
+            });
+        }
         Err(Error::UnknownModel(*model))
     }
 
@@ -246,6 +319,23 @@ impl Backend for InferBackend {
                 Verdict::Pass
             } else {
                 fail(Fault::WrongEmbedding)
+            });
+        }
+        if self.auditor.as_ref() == Some(model) {
+            let Ok(files) = Self::audit_files(input) else {
+                return Ok(fail(Fault::WrongKind));
+            };
+            if !matches!(output, JobOutput::Audit { .. }) {
+                return Ok(fail(Fault::WrongKind));
+            }
+            if counts != (Self::audit_tokens(files), 0) {
+                return Ok(fail(Fault::WrongCount));
+            }
+            // The auditor is deterministic: the report must be exactly its own.
+            return Ok(if *output == Self::audit(files) {
+                Verdict::Pass
+            } else {
+                fail(Fault::WrongReport)
             });
         }
         Err(Error::UnknownModel(*model))

@@ -277,7 +277,7 @@ impl Gateway {
         // Tokens never outnumber the input's bytes (plus the template's), so this bounds the fee.
         let max_input = u32::try_from(bytes.len() + 256).unwrap_or(u32::MAX);
         let max_output = match input {
-            JobInput::Embedding { .. } => 0,
+            JobInput::Embedding { .. } | JobInput::Audit { .. } => 0,
             _ => params.max_tokens,
         };
         let candidates = self.candidates_for(&model, max_input, max_output)?;

@@ -17,6 +17,15 @@ pub struct ChatMessage {
     pub content: String,
 }
 
+/// One Solidity file of an audit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceFile {
+    /// Its name (it names the file in findings).
+    pub name: String,
+    /// The Solidity source.
+    pub source: String,
+}
+
 /// What a job asks the model for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -35,6 +44,11 @@ pub enum JobInput {
     Embedding {
         /// One vector per text.
         inputs: Vec<String>,
+    },
+    /// Solidity files to audit.
+    Audit {
+        /// The files, audited in this order.
+        files: Vec<SourceFile>,
     },
 }
 
@@ -76,6 +90,13 @@ pub enum JobOutput {
     Embeddings {
         /// Unit-length vectors.
         vectors: Vec<Vec<f32>>,
+    },
+    /// The auditor's report.
+    Audit {
+        /// Findings, file by file, by line.
+        findings: Vec<agora_audit::Finding>,
+        /// Files that do not parse.
+        errors: Vec<agora_audit::ParseError>,
     },
 }
 

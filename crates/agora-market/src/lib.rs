@@ -27,13 +27,15 @@ mod server;
 mod verify;
 
 pub use adversary::{Cheat, CheatingBackend};
-pub use backend::{Backend, EMBEDDING_MIN_COSINE, InferBackend, Served, sampling};
+pub use backend::{
+    Backend, EMBEDDING_MIN_COSINE, InferBackend, MAX_FILE_NAME_BYTES, Served, auditor_id, sampling,
+};
 pub use chain::{Chain, CheckView, EscrowView, HttpChain, JobView, SeatView};
 pub use envelope::{Envelope, OutputReader, OutputWriter, ProviderSecret, open, seal};
 pub use gateway::{
     COOLDOWN_FIRST, COOLDOWN_MAX, Completed, Gateway, LATENCY_CLASS_MS, ListedInfo, ProviderListing,
 };
-pub use input::{ChatMessage, JobInput, JobOutput, MAX_INPUT_BYTES};
+pub use input::{ChatMessage, JobInput, JobOutput, MAX_INPUT_BYTES, SourceFile};
 pub use openai::{OpenAiState, openai_router};
 pub use provider::{
     Admitted, Delivery, JobSubmission, KEPT_SWEEP_LIMIT, Provider, ProviderConfig, SealedPiece,

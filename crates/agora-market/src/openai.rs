@@ -440,7 +440,7 @@ fn usage(done: &Completed) -> Value {
 fn text_of(done: &Completed) -> &str {
     match &done.output {
         JobOutput::Text { text, .. } => text,
-        JobOutput::Embeddings { .. } => "",
+        _ => "",
     }
 }
 

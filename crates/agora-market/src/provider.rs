@@ -545,7 +545,7 @@ impl Provider {
                 other => refuse(400, "bad_input", other.to_string()),
             })?;
         let max_output = match input {
-            JobInput::Embedding { .. } => 0,
+            JobInput::Embedding { .. } | JobInput::Audit { .. } => 0,
             _ => req.params.max_tokens,
         };
         let worst = job_fee(

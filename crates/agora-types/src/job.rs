@@ -252,6 +252,8 @@ pub enum Fault {
     WrongEmbedding,
     /// The output is not of the kind the model gives.
     WrongKind,
+    /// An audit report that is not the auditor's (findings added, dropped or changed).
+    WrongReport,
 }
 
 impl Fault {
@@ -265,6 +267,7 @@ impl Fault {
             Fault::WrongText => "wrong_text",
             Fault::WrongEmbedding => "wrong_embedding",
             Fault::WrongKind => "wrong_kind",
+            Fault::WrongReport => "wrong_report",
         }
     }
 }

@@ -18,6 +18,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod audit;
 mod cheats;
 mod verify;
 
@@ -142,11 +143,18 @@ fn start_with(verify: agora_state::VerifyParams) -> Net {
         verify,
         consensus: Default::default(),
         validators: Vec::new(),
-        models: vec![GenesisModel {
-            id: MODEL,
-            name: "tiny-chat".into(),
-            kind: ModelKind::Chat,
-        }],
+        models: vec![
+            GenesisModel {
+                id: MODEL,
+                name: "tiny-chat".into(),
+                kind: ModelKind::Chat,
+            },
+            GenesisModel {
+                id: agora_market::auditor_id(),
+                name: agora_audit::MODEL_NAME.into(),
+                kind: ModelKind::Audit,
+            },
+        ],
     };
     let node = Arc::new(
         Node::open(
@@ -177,9 +185,10 @@ fn start_with(verify: agora_state::VerifyParams) -> Net {
     write_tiny_chat_model(&model_path, TinySpec::default()).unwrap();
     let mut backend = InferBackend::default();
     backend.add_chat(MODEL, Arc::new(ChatModel::load(&model_path, 1).unwrap()));
+    backend.add_auditor();
     let secret = ProviderSecret::generate();
     let info = ProviderInfo {
-        models: vec![MODEL],
+        models: vec![MODEL, agora_market::auditor_id()],
         price_input_per_1k: 10_000,
         price_output_per_1k: 30_000,
         endpoint: "http://127.0.0.1:1".into(),
@@ -426,9 +435,10 @@ fn register_provider(
     write_tiny_chat_model(&model_path, TinySpec::default()).unwrap();
     let mut backend = InferBackend::default();
     backend.add_chat(MODEL, Arc::new(ChatModel::load(&model_path, 1).unwrap()));
+    backend.add_auditor();
     let secret = ProviderSecret::generate();
     let info = ProviderInfo {
-        models: vec![MODEL],
+        models: vec![MODEL, agora_market::auditor_id()],
         price_input_per_1k: 10_000,
         price_output_per_1k: price_out,
         endpoint: endpoint.clone(),
@@ -782,6 +792,7 @@ fn receipts_survive_a_provider_restart_and_are_forgotten_once_settled() {
     let model_path = net._dir.path().join("tiny.gguf");
     let mut backend = InferBackend::default();
     backend.add_chat(MODEL, Arc::new(ChatModel::load(&model_path, 1).unwrap()));
+    backend.add_auditor();
     let secret = ProviderSecret::generate();
     let mut info = net.provider.info().clone();
     info.encryption_key = EncryptionKey(secret.public());

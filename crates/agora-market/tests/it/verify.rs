@@ -6,7 +6,7 @@ use agora_market::{Cheat, CheatingBackend, Verifier};
 use agora_state::VerifyParams;
 use agora_types::{Fault, Verdict};
 
-fn checked_net() -> Net {
+pub(crate) fn checked_net() -> Net {
     start_with(VerifyParams {
         sample_bps: 10_000,
         reveal_window: 5,
@@ -16,17 +16,18 @@ fn checked_net() -> Net {
     })
 }
 
-fn tiny_backend(net: &Net, label: &str) -> (InferBackend, Arc<ChatModel>) {
+pub(crate) fn tiny_backend(net: &Net, label: &str) -> (InferBackend, Arc<ChatModel>) {
     let path = net._dir.path().join(format!("{label}.gguf"));
     write_tiny_chat_model(&path, TinySpec::default()).unwrap();
     let model = Arc::new(ChatModel::load(&path, 1).unwrap());
     let mut backend = InferBackend::default();
     backend.add_chat(MODEL, model.clone());
+    backend.add_auditor();
     (backend, model)
 }
 
 /// A verifier funded by the client and registered.
-fn verifier(net: &Net, nonce: u64) -> Verifier {
+pub(crate) fn verifier(net: &Net, nonce: u64) -> Verifier {
     let key = Keypair::from_seed_label("verifier");
     net.node
         .submit(&tx(
@@ -43,7 +44,7 @@ fn verifier(net: &Net, nonce: u64) -> Verifier {
     let v = Verifier::new(
         key,
         ProviderSecret::generate(),
-        vec![MODEL],
+        vec![MODEL, agora_market::auditor_id()],
         net.chain.clone(),
         Arc::new(backend),
     )
@@ -56,7 +57,7 @@ fn verifier(net: &Net, nonce: u64) -> Verifier {
     v
 }
 
-fn job_state(net: &Net, job: &Hash) -> serde_json::Value {
+pub(crate) fn job_state(net: &Net, job: &Hash) -> serde_json::Value {
     let mut r = agent()
         .get(&format!("{}/v1/market/jobs/{job}", net.base))
         .call()
@@ -72,12 +73,23 @@ fn serve_and_settle(net: &Net, provider: &Provider, id: u8) -> Hash {
             content: "tell me something".into(),
         }],
     };
+    serve_and_settle_input(net, provider, id, MODEL, &input)
+}
+
+/// Serves job `id` of `model` for `input` on `provider` and settles it.
+pub(crate) fn serve_and_settle_input(
+    net: &Net,
+    provider: &Provider,
+    id: u8,
+    model: Hash,
+    input: &JobInput,
+) -> Hash {
     let bytes = input.to_bytes();
     let request = JobRequest {
         chain_id: CHAIN_ID.into(),
         client: net.client.public(),
         provider: provider.address(),
-        model: MODEL,
+        model,
         input_hash: Hash::digest(&bytes),
         params: JobParams {
             max_tokens: 8,
@@ -132,6 +144,27 @@ fn an_honest_job_is_revealed_judged_and_passes() {
 /// A provider that cheats with `cheat`: funded by the client (its transaction `nonce`) and
 /// registered with 10 AGR like any provider.
 fn cheating_provider(net: &Net, label: &str, nonce: u64, cheat: Cheat) -> Provider {
+    let (inner, model) = tiny_backend(net, label);
+    provider_with(
+        net,
+        label,
+        nonce,
+        Arc::new(CheatingBackend {
+            inner,
+            chat: model,
+            cheat,
+        }),
+    )
+}
+
+/// A provider of `backend` (the tiny chat model and the auditor), funded by the client (its
+/// transaction `nonce`) and registered with 10 AGR.
+pub(crate) fn provider_with(
+    net: &Net,
+    label: &str,
+    nonce: u64,
+    backend: Arc<dyn agora_market::Backend>,
+) -> Provider {
     let key = Keypair::from_seed_label(label);
     net.node
         .submit(&tx(
@@ -144,10 +177,9 @@ fn cheating_provider(net: &Net, label: &str, nonce: u64, cheat: Cheat) -> Provid
         ))
         .unwrap();
     net.block();
-    let (inner, model) = tiny_backend(net, label);
     let secret = ProviderSecret::generate();
     let info = ProviderInfo {
-        models: vec![MODEL],
+        models: vec![MODEL, agora_market::auditor_id()],
         price_input_per_1k: 10_000,
         price_output_per_1k: 30_000,
         endpoint: "http://127.0.0.1:1".into(),
@@ -158,11 +190,7 @@ fn cheating_provider(net: &Net, label: &str, nonce: u64, cheat: Cheat) -> Provid
         secret,
         info,
         net.chain.clone(),
-        Arc::new(CheatingBackend {
-            inner,
-            chat: model,
-            cheat,
-        }),
+        backend,
         ProviderConfig {
             min_expiry_margin: 5,
             jobs_dir: Some(net._dir.path().join(format!("{label}-jobs"))),

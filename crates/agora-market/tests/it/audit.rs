@@ -1,0 +1,270 @@
+//! The Solidity auditor as a network job: served, receipted and priced by its tokens, settled,
+//! and re-run by a verifier that catches a doctored report.
+
+use super::verify::{
+    checked_net, job_state, provider_with, serve_and_settle_input, tiny_backend, verifier,
+};
+use super::*;
+use agora_market::{Backend, Served, SourceFile, auditor_id};
+use agora_types::{Fault, Verdict};
+
+const BANK: &str = "pragma solidity ^0.4.24;
+contract Bank {
+    mapping(address => uint) public balances;
+    function withdraw() public {
+        uint amount = balances[msg.sender];
+        msg.sender.call.value(amount)();
+        balances[msg.sender] = 0;
+    }
+    function kill() public {
+        selfdestruct(msg.sender);
+    }
+}
+";
+
+fn audit_input() -> JobInput {
+    JobInput::Audit {
+        files: vec![
+            SourceFile {
+                name: "Bank.sol".into(),
+                source: BANK.into(),
+            },
+            SourceFile {
+                name: "broken.sol".into(),
+                source: "contract {".into(),
+            },
+        ],
+    }
+}
+
+/// A provider that drops the first finding of every report it delivers.
+struct Doctored(InferBackend);
+
+impl Backend for Doctored {
+    fn serves(&self, model: &Hash) -> bool {
+        self.0.serves(model)
+    }
+
+    fn input_tokens(&self, model: &Hash, input: &JobInput) -> Result<u32, Error> {
+        self.0.input_tokens(model, input)
+    }
+
+    fn run(
+        &self,
+        model: &Hash,
+        input: &JobInput,
+        params: &JobParams,
+        on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Served, Error> {
+        let mut served = self.0.run(model, input, params, on_text)?;
+        if let JobOutput::Audit { findings, .. } = &mut served.output {
+            findings.remove(0);
+        }
+        Ok(served)
+    }
+}
+
+#[test]
+fn an_audit_is_served_receipted_and_priced_by_its_solidity_tokens() {
+    let net = start();
+    let input = audit_input();
+    let bytes = input.to_bytes();
+    let request = JobRequest {
+        chain_id: CHAIN_ID.into(),
+        client: net.client.public(),
+        provider: net.provider.address(),
+        model: auditor_id(),
+        input_hash: Hash::digest(&bytes),
+        params: JobParams::default(),
+        max_fee: 1_000_000,
+        job_id: Hash([9; 32]),
+        expiry_height: 100,
+    };
+    let (envelope, mut reader) = seal(
+        &net.provider.info().encryption_key.0,
+        &request.hash(),
+        &bytes,
+    );
+    let submission = JobSubmission {
+        request: hex::encode(borsh::to_vec(&request.clone().sign(&net.client)).unwrap()),
+        input: envelope,
+        stream: false,
+    };
+    let job = net.provider.admit(&submission).unwrap();
+    let delivery = net
+        .provider
+        .execute(job, &mut |_| ControlFlow::Continue(()))
+        .unwrap();
+    let (output, receipt) = open_delivery(&mut reader, &delivery).unwrap();
+    receipt.verify().unwrap();
+    assert_eq!(receipt.receipt.output_hash, output.hash());
+    let expected = agora_audit::audit_files([("Bank.sol", BANK), ("broken.sol", "contract {")]);
+    let JobOutput::Audit { findings, errors } = &output else {
+        panic!("an audit report expected, got {output:?}");
+    };
+    assert_eq!(findings, &expected.findings);
+    assert_eq!(errors, &expected.errors);
+    let detectors: Vec<(&str, usize)> = findings
+        .iter()
+        .map(|f| (f.detector.as_str(), f.line))
+        .collect();
+    assert!(detectors.contains(&("reentrancy", 6)), "{detectors:?}");
+    assert!(
+        detectors.contains(&("unprotected-selfdestruct", 10)),
+        "{detectors:?}"
+    );
+    assert_eq!(
+        errors.len(),
+        1,
+        "the broken file is reported, the rest audited"
+    );
+    // Billed by the lexer's tokens, nothing for output.
+    let tokens = agora_audit::count_tokens(BANK) + agora_audit::count_tokens("contract {");
+    assert_eq!(receipt.receipt.input_tokens as usize, tokens);
+    assert_eq!(receipt.receipt.output_tokens, 0);
+    assert_eq!(
+        receipt.receipt.fee,
+        job_fee(10_000, 30_000, tokens as u32, 0).unwrap()
+    );
+    // It settles like any job.
+    assert_eq!(net.provider.settle().unwrap().unwrap().1, 1);
+    net.block();
+    assert!(net.chain.job(&request.job_id).unwrap().is_some());
+}
+
+#[test]
+fn the_wrong_input_for_a_model_is_refused_before_any_work() {
+    let net = start();
+    let chat = JobInput::Completion {
+        prompt: "pragma solidity".into(),
+    };
+    let mut backend = InferBackend::default();
+    backend.add_auditor();
+    let err = backend.input_tokens(&auditor_id(), &chat).unwrap_err();
+    assert!(matches!(err, Error::BadInput(_)), "{err:?}");
+    for files in [
+        vec![],
+        vec![SourceFile {
+            name: " ".into(),
+            source: BANK.into(),
+        }],
+    ] {
+        let err = backend
+            .input_tokens(&auditor_id(), &JobInput::Audit { files })
+            .unwrap_err();
+        assert!(matches!(err, Error::BadInput(_)), "{err:?}");
+    }
+    // An audit sent to the chat model is refused at admission, with the code a client sees.
+    let (submission, _) = net.submission(3, &audit_input(), 1_000_000, 100);
+    assert_eq!(
+        code(net.provider.admit(&submission).unwrap_err()),
+        "bad_input"
+    );
+}
+
+#[test]
+fn a_verifier_passes_an_honest_audit_and_convicts_a_doctored_report() {
+    let net = checked_net();
+    let v = verifier(&net, 1);
+
+    // Honest.
+    let job = serve_and_settle_input(&net, &net.provider, 1, auditor_id(), &audit_input());
+    assert_eq!(job_state(&net, &job)["sampled"], true);
+    assert_eq!(net.provider.reveal_pending().unwrap(), 1);
+    net.block();
+    assert_eq!(v.step().unwrap(), vec![(job, Verdict::Pass)]);
+    net.block();
+    assert_eq!(job_state(&net, &job)["check"]["outcome"], "passed");
+    let escrow_before = net.chain.escrow(&net.client.address()).unwrap();
+
+    // A provider that hides a finding (the reentrancy here) is caught and slashed.
+    let (inner, _) = tiny_backend(&net, "doctor");
+    let cheater = provider_with(&net, "doctor", 2, Arc::new(Doctored(inner)));
+    let job = serve_and_settle_input(&net, &cheater, 2, auditor_id(), &audit_input());
+    assert_eq!(cheater.reveal_pending().unwrap(), 1);
+    net.block();
+    assert_eq!(
+        v.step().unwrap(),
+        vec![(
+            job,
+            Verdict::Fail {
+                fault: Fault::WrongReport
+            }
+        )]
+    );
+    net.block();
+    let state = job_state(&net, &job);
+    assert_eq!(state["check"]["outcome"], "fraud", "{state}");
+    assert_eq!(state["state"], "refunded");
+    assert!(!net.chain.is_provider(&cheater.address()).unwrap());
+    assert_eq!(
+        net.chain.escrow(&net.client.address()).unwrap(),
+        escrow_before,
+        "the doctored report's fee came back"
+    );
+}
+
+#[test]
+fn judging_an_audit_checks_the_counts_the_kind_and_every_finding() {
+    let mut backend = InferBackend::default();
+    backend.add_auditor();
+    let input = audit_input();
+    let params = JobParams::default();
+    let served = backend
+        .run(&auditor_id(), &input, &params, &mut |_| {
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    let counts = (served.input_tokens, 0);
+    let judge = |output: &JobOutput, counts: (u32, u32)| {
+        backend
+            .judge(&auditor_id(), &input, &params, output, counts, 0.0)
+            .unwrap()
+    };
+    assert_eq!(judge(&served.output, counts), Verdict::Pass);
+    assert_eq!(
+        judge(&served.output, (counts.0 + 1, 0)),
+        Verdict::Fail {
+            fault: Fault::WrongCount
+        }
+    );
+    let JobOutput::Audit { findings, errors } = served.output.clone() else {
+        panic!("audit expected");
+    };
+    let mut moved = findings.clone();
+    moved[0].line += 1;
+    let mut softened = findings.clone();
+    softened[0].severity = agora_audit::Severity::Info;
+    for bad in [
+        JobOutput::Audit {
+            findings: moved,
+            errors: errors.clone(),
+        },
+        JobOutput::Audit {
+            findings: softened,
+            errors: errors.clone(),
+        },
+        JobOutput::Audit {
+            findings: findings.clone(),
+            errors: vec![],
+        },
+    ] {
+        assert_eq!(
+            judge(&bad, counts),
+            Verdict::Fail {
+                fault: Fault::WrongReport
+            }
+        );
+    }
+    let text = JobOutput::Text {
+        text: String::new(),
+        tokens: vec![],
+        finish: "stop".into(),
+    };
+    assert_eq!(
+        judge(&text, counts),
+        Verdict::Fail {
+            fault: Fault::WrongKind
+        }
+    );
+}
