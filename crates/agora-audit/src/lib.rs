@@ -242,6 +242,46 @@ pub fn audit_files<'a>(files: impl IntoIterator<Item = (&'a str, &'a str)>) -> R
     report
 }
 
+/// Lines of source shown to a chat model around a finding it explains.
+const EXPLAIN_CONTEXT_LINES: usize = 3;
+
+/// The chat (`(role, content)` messages) that asks a chat model to explain `finding` of
+/// `source`: what the detector found, the numbered lines around it, and the detector's fix. What
+/// the model answers is generated text: show it marked as such, beside the finding, never instead
+/// of it.
+pub fn explain_prompt(finding: &Finding, source: &str) -> [(&'static str, String); 2] {
+    let f = finding;
+    let lines: Vec<&str> = source.lines().collect();
+    let first = f.line.saturating_sub(EXPLAIN_CONTEXT_LINES).max(1);
+    let last = (f.end_line.max(f.line) + EXPLAIN_CONTEXT_LINES).min(lines.len());
+    let snippet: String = (first..=last)
+        .filter_map(|n| lines.get(n - 1).map(|l| format!("{n:>4} | {l}\n")))
+        .collect();
+    [
+        (
+            "system",
+            "You are a smart-contract security auditor. Explain findings to a Solidity developer \
+             in two or three plain sentences: what can go wrong and how to fix it."
+                .to_string(),
+        ),
+        (
+            "user",
+            format!(
+                "Finding {} ({}, {}, severity {:?}) at line {} of {}: {}\n\nCode:\n{}\nSuggested fix: {}\n\nExplain this finding.",
+                f.detector,
+                f.swc,
+                f.category.name(),
+                f.severity,
+                f.line,
+                f.file,
+                f.message,
+                snippet,
+                f.hint
+            ),
+        ),
+    ]
+}
+
 /// A labelled vulnerability: a file, its lines, its category.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, Serialize)]
 pub struct Label {

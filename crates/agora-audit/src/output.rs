@@ -26,8 +26,9 @@ pub fn text(
             for (n, l) in src
                 .lines()
                 .enumerate()
-                .skip(f.line - 1)
-                .take(f.end_line - f.line + 1)
+                // Lines as given (a report from the network is not trusted to be well formed).
+                .skip(f.line.saturating_sub(1))
+                .take(f.end_line.saturating_sub(f.line).saturating_add(1).min(20))
             {
                 out.push_str(&format!("  {:>5} | {}\n", n + 1, l));
             }

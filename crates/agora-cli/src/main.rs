@@ -140,7 +140,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Infer(cmd) => infer_cmd::infer(&models, cmd),
         Command::Bench(cmd) => bench::run(cmd, &models),
         // 0 clean, 1 findings, 2 usage or parse errors.
-        Command::Audit(args) => match audit_cmd::audit(args) {
+        Command::Audit(args) => match audit_cmd::audit(args, &models) {
             Ok(code) => std::process::exit(code),
             Err(e) => {
                 eprintln!("error: {e:#}");

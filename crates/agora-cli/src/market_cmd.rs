@@ -111,7 +111,12 @@ fn submit(chain: &HttpChain, chain_id: &str, key: &Keypair, messages: Vec<Messag
 /// and loaded.
 fn load_backend(models_dir: &Path, names: &[String], threads: usize) -> Result<InferBackend> {
     let cache = ModelCache::new(models_dir);
-    let specs = if names.is_empty() {
+    let auditor = agora_market::auditor_id().to_hex();
+    let (audit, names): (Vec<&String>, Vec<&String>) = names
+        .iter()
+        .partition(|n| *n == agora_audit::MODEL_NAME || *n == "agora-audit" || **n == auditor);
+    let everything = names.is_empty() && audit.is_empty();
+    let specs = if everything {
         models::CATALOG.to_vec()
     } else {
         names
@@ -120,6 +125,9 @@ fn load_backend(models_dir: &Path, names: &[String], threads: usize) -> Result<I
             .collect::<Result<Vec<_>, _>>()?
     };
     let mut backend = InferBackend::default();
+    if everything || !audit.is_empty() {
+        backend.add_auditor();
+    }
     for spec in specs {
         let installed = ensure(&cache, &spec)?;
         eprintln!("Loading {}…", spec.display);
@@ -156,6 +164,27 @@ fn publish_provider(
     stake: Amount,
 ) -> Result<Arc<Provider>> {
     let (key, secret) = keys;
+    // A chain made before the auditor was a model lacks it in its registry: register it (any
+    // account may register a model).
+    let auditor = agora_market::auditor_id();
+    if backend.models().contains(&auditor) && !chain.model_registered(&auditor)? {
+        let model = crate::node_cmd::auditor_model();
+        submit(
+            &chain,
+            &chain.chain_id()?,
+            &key,
+            vec![Message::RegisterModel {
+                id: model.id,
+                name: model.name,
+                kind: model.kind,
+            }],
+        )?;
+        wait_for(
+            "the auditor's registration",
+            Duration::from_secs(30),
+            || Ok(chain.model_registered(&auditor)?),
+        )?;
+    }
     let info = ProviderInfo {
         models: backend.models(),
         price_input_per_1k: prices.0,
@@ -412,7 +441,8 @@ pub struct ProviderArgs {
     /// The URL clients reach it at (default: http:// + the listening address).
     #[arg(long)]
     endpoint: Option<String>,
-    /// Models to serve, by name or id (default: every pinned model).
+    /// Models to serve, by name or id (default: every pinned model and the auditor,
+    /// `agora-audit`).
     #[arg(long, value_delimiter = ',')]
     models: Vec<String>,
     /// Price per 1,000 input tokens.

@@ -497,6 +497,8 @@ pub fn devnet(home: PathBuf, models_dir: PathBuf, args: DevnetArgs) -> Result<()
                     agora_infer::models::SMOLLM2.name
                 );
                 println!();
+                println!("  agora audit --gateway {gw} --api-key {key} --explain CONTRACT.sol");
+                println!();
             }
             println!(
                 "Ctrl-C stops the devnet; run the same command again to continue where it stopped."
@@ -505,7 +507,8 @@ pub fn devnet(home: PathBuf, models_dir: PathBuf, args: DevnetArgs) -> Result<()
     )
 }
 
-/// The models of the runtime's catalog, registered at genesis so providers can serve them at once.
+/// The models of the runtime's catalog and the auditor, registered at genesis so providers can
+/// serve them at once.
 pub fn pinned_models() -> Vec<GenesisModel> {
     agora_infer::models::CATALOG
         .iter()
@@ -517,5 +520,15 @@ pub fn pinned_models() -> Vec<GenesisModel> {
                 agora_infer::models::ModelKind::Embedding => agora_types::ModelKind::Embedding,
             },
         })
+        .chain([auditor_model()])
         .collect()
+}
+
+/// The Solidity auditor as a registered model.
+pub fn auditor_model() -> GenesisModel {
+    GenesisModel {
+        id: agora_market::auditor_id(),
+        name: agora_audit::MODEL_NAME.to_string(),
+        kind: agora_types::ModelKind::Audit,
+    }
 }

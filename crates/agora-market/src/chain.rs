@@ -141,6 +141,17 @@ impl HttpChain {
             (status, body) => Err(Error::Chain(format!("node API {path}: {status} {body}"))),
         }
     }
+
+    /// Whether `model` is in the chain's model registry.
+    pub fn model_registered(&self, model: &Hash) -> Result<bool, Error> {
+        match self.get(&format!("/v1/market/models/{model}"))? {
+            (200, _) => Ok(true),
+            (404, _) => Ok(false),
+            (status, body) => Err(Error::Chain(format!(
+                "node API /v1/market/models: {status} {body}"
+            ))),
+        }
+    }
 }
 
 fn amount(v: &Value, what: &str) -> Result<Amount, Error> {

@@ -116,6 +116,15 @@ impl std::fmt::Debug for Gateway {
     }
 }
 
+/// A refusal status that blames the request, not the provider or the escrow.
+fn request_fault(status: u16) -> bool {
+    status < 500 && status != 402
+}
+
+fn is_request_fault(e: Option<&Error>) -> bool {
+    matches!(e, Some(Error::Refused { status, .. }) if request_fault(*status))
+}
+
 impl Gateway {
     /// A gateway over a node API at `node_api`.
     pub fn new(chain: Arc<dyn Chain>, node_api: &str) -> Self {
@@ -350,7 +359,10 @@ impl Gateway {
                     if provider_at_fault(&e) {
                         self.record_failure(provider.address);
                     }
-                    last = Some(e);
+                    // A refusal that blames the request says more than a dead provider after it.
+                    if !is_request_fault(last.as_ref()) || is_request_fault(Some(&e)) {
+                        last = Some(e);
+                    }
                 }
                 Err(CallError::AfterOutput(e)) => {
                     if provider_at_fault(&e) {
@@ -366,7 +378,7 @@ impl Gateway {
                 status,
                 code,
                 message,
-            }) if status < 500 && status != 402 => Error::Refused {
+            }) if request_fault(status) => Error::Refused {
                 status,
                 code,
                 message,

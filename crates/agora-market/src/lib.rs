@@ -16,6 +16,7 @@
 //! ```
 
 mod adversary;
+mod audits;
 mod backend;
 mod chain;
 mod envelope;
@@ -27,6 +28,7 @@ mod server;
 mod verify;
 
 pub use adversary::{Cheat, CheatingBackend};
+pub use audits::MAX_EXPLAINED;
 pub use backend::{
     Backend, EMBEDDING_MIN_COSINE, InferBackend, MAX_FILE_NAME_BYTES, Served, auditor_id, sampling,
 };

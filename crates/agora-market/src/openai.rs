@@ -6,6 +6,7 @@
 //!  POST /v1/chat/completions        chat (stream: true → server-sent chunks)
 //!  POST /v1/completions             text completion
 //!  POST /v1/embeddings              embeddings (float or base64)
+//!  POST /v1/audits                 Solidity audit (Agora's own; see `audits`)
 //!  GET  /v1/verify/{job_id}         the job's settlement on-chain
 //! ```
 //! Every response carries the job's receipt in an `agora` field (and the `x-agora-job-id` header).
@@ -42,7 +43,7 @@ const DEFAULT_MAX_TOKENS: u32 = 256;
 /// The gateway's HTTP state: the market, and API keys mapped to client wallets.
 #[derive(Clone)]
 pub struct OpenAiState {
-    gateway: Arc<Gateway>,
+    pub(crate) gateway: Arc<Gateway>,
     keys: Arc<BTreeMap<String, Arc<Keypair>>>,
     node_api: String,
 }
@@ -72,11 +73,12 @@ pub fn openai_router(state: OpenAiState) -> Router {
         .route("/v1/completions", post(completions))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/verify/{job_id}", get(verify))
+        .route("/v1/audits", post(crate::audits::audit))
         .with_state(state)
 }
 
 /// An error in OpenAI's shape: `{"error": {message, type, param, code}}`.
-fn oai_error(status: u16, code: &str, message: impl Into<String>) -> Response {
+pub(crate) fn oai_error(status: u16, code: &str, message: impl Into<String>) -> Response {
     let kind = match status {
         401 => "authentication_error",
         402 | 429 => "insufficient_quota",
@@ -91,7 +93,7 @@ fn oai_error(status: u16, code: &str, message: impl Into<String>) -> Response {
         .into_response()
 }
 
-fn from_error(e: &Error) -> Response {
+pub(crate) fn from_error(e: &Error) -> Response {
     match e {
         Error::Refused {
             status,
@@ -104,7 +106,7 @@ fn from_error(e: &Error) -> Response {
     }
 }
 
-fn client(state: &OpenAiState, headers: &HeaderMap) -> Result<Arc<Keypair>, Response> {
+pub(crate) fn client(state: &OpenAiState, headers: &HeaderMap) -> Result<Arc<Keypair>, Response> {
     let key = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -290,7 +292,7 @@ impl Sampling {
     }
 }
 
-fn receipt_json(done: &Completed) -> Value {
+pub(crate) fn receipt_json(done: &Completed) -> Value {
     json!({
         "job_id": done.job_id,
         "model_id": done.model,
@@ -306,7 +308,7 @@ fn receipt_json(done: &Completed) -> Value {
     })
 }
 
-fn with_job_header(mut response: Response, done: &Completed) -> Response {
+pub(crate) fn with_job_header(mut response: Response, done: &Completed) -> Response {
     if let Ok(v) = HeaderValue::from_str(&done.job_id.to_hex()) {
         response.headers_mut().insert("x-agora-job-id", v);
     }

@@ -179,6 +179,7 @@ fn openai_clients_use_the_devnet_and_every_job_is_settled_for_exactly_its_fee() 
         String::from_utf8_lossy(&out.stderr)
     );
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let audit_jobs = audit_through_the_gateway(&gateway, key.trim());
     let models: Vec<&str> = r["models"]
         .as_array()
         .unwrap()
@@ -186,6 +187,7 @@ fn openai_clients_use_the_devnet_and_every_job_is_settled_for_exactly_its_fee() 
         .filter_map(Value::as_str)
         .collect();
     assert!(models.contains(&"smollm2-135m-instruct") && models.contains(&"all-minilm-l6-v2"));
+    assert!(models.contains(&agora_audit::MODEL_NAME), "{models:?}");
     let chat = r["chat"].as_str().unwrap();
     assert!(chat.contains("Paris"), "{chat}");
     assert_eq!(
@@ -199,10 +201,11 @@ fn openai_clients_use_the_devnet_and_every_job_is_settled_for_exactly_its_fee() 
     assert_eq!(r["bad_key"], "invalid_api_key");
 
     // Every job is settled on-chain; the demo escrow (100 AGR deposited) pays exactly the fees.
-    let jobs = r["jobs"].as_array().unwrap();
+    let mut jobs = r["jobs"].as_array().unwrap().clone();
+    jobs.extend(audit_jobs);
     let mut fees = 0u128;
     let mut client = String::new();
-    for job in jobs {
+    for job in &jobs {
         let id = job["job_id"].as_str().unwrap();
         let start = Instant::now();
         let settled = loop {
@@ -264,6 +267,66 @@ fn openai_clients_use_the_devnet_and_every_job_is_settled_for_exactly_its_fee() 
             );
         }
     }
+}
+
+/// `agora audit --gateway … --explain`: the contract is audited as a paid job, each finding
+/// explained by the chat model in a job of its own. Returns the jobs' receipts.
+fn audit_through_the_gateway(gateway: &str, key: &str) -> Vec<Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("Wallet.sol");
+    std::fs::write(
+        &file,
+        "pragma solidity ^0.4.24;\n\
+         contract Wallet {\n\
+         \x20   address owner;\n\
+         \x20   function Wallet() public { owner = msg.sender; }\n\
+         \x20   function withdraw(uint amount) public {\n\
+         \x20       require(tx.origin == owner);\n\
+         \x20       msg.sender.transfer(amount);\n\
+         \x20   }\n\
+         }\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_agora"))
+        .args([
+            "audit",
+            "--format",
+            "json",
+            "--explain",
+            "--gateway",
+            gateway,
+        ])
+        .arg("--api-key")
+        .arg(key)
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "findings expected: {stderr}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The report is exactly what the auditor gives here.
+    let name = file.display().to_string();
+    let src = std::fs::read_to_string(&file).unwrap();
+    let local = agora_audit::audit_files([(name.as_str(), src.as_str())]);
+    let findings: Vec<agora_audit::Finding> =
+        serde_json::from_value(v["findings"].clone()).unwrap_or_else(|e| panic!("{e}: {v}"));
+    assert_eq!(findings, local.findings);
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.detector == "tx-origin" && f.line == 6)
+    );
+    let mut jobs = vec![v["agora"].clone()];
+    for f in v["findings"].as_array().unwrap() {
+        let e = &f["explanation"];
+        assert_eq!(e["generated"], true, "{f}");
+        assert_eq!(e["model"], "smollm2-135m-instruct");
+        assert!(e["text"].as_str().unwrap().len() > 20, "{e}");
+        jobs.push(e["agora"].clone());
+    }
+    assert_eq!(jobs.len(), 1 + findings.len());
+    assert!(jobs.iter().all(|j| j["job_id"].is_string()), "{jobs:?}");
+    jobs
 }
 
 /// A code word in a private prompt (see the privacy check).

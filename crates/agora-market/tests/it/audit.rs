@@ -268,3 +268,114 @@ fn judging_an_audit_checks_the_counts_the_kind_and_every_finding() {
         }
     );
 }
+
+#[test]
+fn the_gateway_audits_over_http_filters_exports_sarif_and_explains_each_finding() {
+    let net = start();
+    let (provider, _) = serve_provider(&net, "audit-provider", 5_000, 1);
+    let base = serve_gateway(&net);
+    let one = serde_json::json!({ "source": BANK });
+
+    let (status, body, _) = post(&base, "/v1/audits", None, one.clone());
+    assert_eq!(status, 401, "{body}");
+    for (bad, code) in [
+        (
+            serde_json::json!({"source": BANK, "files": [{"name": "a.sol", "source": BANK}]}),
+            "invalid_input",
+        ),
+        (serde_json::json!({"files": []}), "invalid_input"),
+        (
+            serde_json::json!({"source": BANK, "min_severity": "urgent"}),
+            "invalid_min_severity",
+        ),
+        (
+            serde_json::json!({"source": BANK, "format": "pdf"}),
+            "invalid_format",
+        ),
+        (
+            serde_json::json!({"source": BANK, "sourec": 1}),
+            "invalid_request",
+        ),
+        (
+            serde_json::json!({"source": BANK, "model": "tiny-chat"}),
+            "bad_input",
+        ),
+    ] {
+        let (status, body, _) = post(&base, "/v1/audits", Some("test-key"), bad);
+        assert_eq!(status, 400, "{code}: {body}");
+        assert!(body.contains(code), "{code}: {body}");
+    }
+
+    let (status, body, job) = post(&base, "/v1/audits", Some("test-key"), one);
+    assert_eq!(status, 200, "{body}");
+    let whole: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(whole["object"], "audit");
+    assert_eq!(whole["model"], agora_audit::MODEL_NAME);
+    assert_eq!(job.as_deref(), whole["agora"]["job_id"].as_str());
+    let expected = agora_audit::audit_files([("contract.sol", BANK)]);
+    let findings: Vec<agora_audit::Finding> =
+        serde_json::from_value(whole["findings"].clone()).unwrap();
+    assert_eq!(findings, expected.findings);
+    assert_eq!(whole["summary"]["findings"], findings.len());
+    assert_eq!(whole["summary"]["high"], 2, "{}", whole["summary"]);
+    assert_eq!(
+        whole["agora"]["input_tokens"],
+        agora_audit::count_tokens(BANK)
+    );
+    assert_eq!(whole["agora"]["output_tokens"], 0);
+    // The receipt's output hash is the report's.
+    let report = JobOutput::Audit {
+        findings: expected.findings.clone(),
+        errors: vec![],
+    };
+    assert_eq!(whole["agora"]["output_hash"], report.hash().to_hex());
+
+    // Only what is high, also as SARIF.
+    let (status, body, _) = post(
+        &base,
+        "/v1/audits",
+        Some("test-key"),
+        serde_json::json!({"files": [{"name": "Bank.sol", "source": BANK}], "min_severity": "high", "format": "sarif"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let whole: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let high: Vec<&serde_json::Value> = whole["findings"].as_array().unwrap().iter().collect();
+    assert!(!high.is_empty() && high.iter().all(|f| f["severity"] == "high"));
+    assert!(
+        high.len() < findings.len(),
+        "the medium finding is filtered"
+    );
+    let results = whole["sarif"]["runs"][0]["results"].as_array().unwrap();
+    assert_eq!(results.len(), high.len());
+    assert_eq!(
+        results[0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
+        "Bank.sol"
+    );
+
+    // Explained: each finding by its own chat job, marked generated, with its own receipt.
+    let settled_before = provider.unsettled();
+    let (status, body, _) = post(
+        &base,
+        "/v1/audits",
+        Some("test-key"),
+        serde_json::json!({"source": BANK, "explain": true}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let whole: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(whole.get("explain_error").is_none(), "{whole}");
+    let listed = whole["findings"].as_array().unwrap();
+    let mut jobs = vec![whole["agora"]["job_id"].clone()];
+    for f in listed {
+        let e = &f["explanation"];
+        assert_eq!(e["generated"], true, "{f}");
+        assert_eq!(e["model"], "tiny-chat");
+        assert!(e["text"].is_string());
+        assert!(e["agora"]["output_tokens"].as_u64().unwrap() > 0);
+        jobs.push(e["agora"]["job_id"].clone());
+    }
+    jobs.sort_by_key(|j| j.to_string());
+    jobs.dedup();
+    assert_eq!(jobs.len(), 1 + listed.len(), "one job per explanation");
+    // Jobs served by this provider or the other one the market lists; all were receipted.
+    assert!(provider.unsettled() > settled_before);
+}

@@ -432,7 +432,13 @@ fn register_provider(
     let dir = net._dir.path().join(label);
     std::fs::create_dir_all(&dir).unwrap();
     let model_path = dir.join("tiny.gguf");
-    write_tiny_chat_model(&model_path, TinySpec::default()).unwrap();
+    // Room for the prompts that explain audit findings (the tiny vocabulary spends a token on
+    // almost every byte).
+    let spec = TinySpec {
+        context: 1024,
+        ..TinySpec::default()
+    };
+    write_tiny_chat_model(&model_path, spec).unwrap();
     let mut backend = InferBackend::default();
     backend.add_chat(MODEL, Arc::new(ChatModel::load(&model_path, 1).unwrap()));
     backend.add_auditor();

@@ -1,0 +1,270 @@
+//! `POST /v1/audits`: the Solidity auditor as a paid, verifiable job through the gateway
+//! (DESIGN.md §10), with optional explanations of the findings by a chat model.
+//!
+//! ```text
+//! {"files": [{"name": "Bank.sol", "source": "…"}]   (or "source": "…" for one file)
+//!  "model": "agora-audit@…"                          (default: this build's auditor)
+//!  "min_severity": "low", "format": "json"|"sarif",
+//!  "explain": true, "explain_model": "…",            (a chat job per finding, marked generated)
+//!  "verification": "sampled"}
+//! ```
+//! The answer carries the findings, the files that did not parse, a summary, the job's receipt in
+//! `agora` (its output hash covers the whole report, as returned when no `min_severity` filters
+//! it), and with `format: "sarif"` the SARIF 2.1.0 log as well.
+
+// Handlers answer errors as ready responses, as axum handlers do.
+#![allow(clippy::result_large_err)]
+
+use crate::openai::{client, from_error, oai_error, receipt_json, with_job_header};
+use crate::{ChatMessage, Completed, Error, Gateway, JobInput, JobOutput, OpenAiState, SourceFile};
+use agora_audit::{Finding, Severity};
+use agora_types::{JobParams, Keypair, Verification};
+use axum::{Json, extract::State, http::HeaderMap, response::IntoResponse, response::Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::ops::ControlFlow;
+
+/// Most findings explained in one request (each explanation is a chat job of its own).
+pub const MAX_EXPLAINED: usize = 8;
+/// Most tokens of one explanation.
+const EXPLAIN_MAX_TOKENS: u32 = 160;
+
+/// The name a single `source` gets.
+const DEFAULT_FILE: &str = "contract.sol";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditRequest {
+    model: Option<String>,
+    files: Option<Vec<SourceFile>>,
+    source: Option<String>,
+    min_severity: Option<String>,
+    format: Option<String>,
+    #[serde(default)]
+    explain: bool,
+    explain_model: Option<String>,
+    verification: Option<Verification>,
+}
+
+/// What the blocking part produces.
+struct Audited {
+    done: Completed,
+    explanations: Vec<Option<Value>>,
+    explain_error: Option<String>,
+}
+
+pub(crate) async fn audit(
+    State(st): State<OpenAiState>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let key = match client(&st, &headers) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let req: AuditRequest = match serde_json::from_value(body) {
+        Ok(r) => r,
+        Err(e) => return oai_error(400, "invalid_request", e.to_string()),
+    };
+    let files = match (req.files, req.source) {
+        (Some(files), None) if !files.is_empty() => files,
+        (None, Some(source)) => vec![SourceFile {
+            name: DEFAULT_FILE.into(),
+            source,
+        }],
+        _ => {
+            return oai_error(
+                400,
+                "invalid_input",
+                "send `files` (a non-empty array of {name, source}) or `source`, not both",
+            );
+        }
+    };
+    let min_severity = match req.min_severity.as_deref().map(str::parse::<Severity>) {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => return oai_error(400, "invalid_min_severity", e),
+    };
+    let sarif = match req.format.as_deref() {
+        None | Some("json") => false,
+        Some("sarif") => true,
+        Some(other) => {
+            return oai_error(
+                400,
+                "invalid_format",
+                format!("format {other:?}: json or sarif"),
+            );
+        }
+    };
+    let model_name = req
+        .model
+        .unwrap_or_else(|| agora_audit::MODEL_NAME.to_string());
+    let gw = st.gateway.clone();
+    let name = model_name.clone();
+    let params = JobParams {
+        verification: req.verification.unwrap_or_default(),
+        ..JobParams::default()
+    };
+    let explain = req.explain.then_some(req.explain_model);
+    let result = tokio::task::spawn_blocking(move || {
+        run_audit(&gw, &key, &name, files, params, min_severity, explain)
+    })
+    .await;
+    let audited = match result {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => return e,
+        Err(e) => return oai_error(500, "internal", e.to_string()),
+    };
+    let JobOutput::Audit { findings, errors } = &audited.done.output else {
+        return oai_error(500, "internal", "the auditor's output is not a report");
+    };
+    let shown: Vec<&Finding> = shown(findings, min_severity);
+    let mut summary = json!({
+        "findings": shown.len(),
+        "unparsed_files": errors.len(),
+    });
+    for sev in ["high", "medium", "low", "info"] {
+        let n = shown
+            .iter()
+            .filter(|f| f.severity == sev.parse().expect("a severity name"))
+            .count();
+        summary[sev] = json!(n);
+    }
+    let listed: Vec<Value> = shown
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let mut v = json!(f);
+            if let Some(Some(e)) = audited.explanations.get(i) {
+                v["explanation"] = e.clone();
+            }
+            v
+        })
+        .collect();
+    let mut out = json!({
+        "object": "audit",
+        "model": model_name,
+        "findings": listed,
+        "errors": errors,
+        "summary": summary,
+        "usage": {"input_tokens": audited.done.receipt.receipt.input_tokens},
+        "agora": receipt_json(&audited.done),
+    });
+    if let Some(e) = &audited.explain_error {
+        out["explain_error"] = json!(e);
+    }
+    if sarif {
+        let owned: Vec<Finding> = shown.iter().map(|f| (*f).clone()).collect();
+        out["sarif"] = agora_audit::output::sarif(&owned, errors);
+    }
+    with_job_header(Json(out).into_response(), &audited.done)
+}
+
+fn shown(findings: &[Finding], min: Option<Severity>) -> Vec<&Finding> {
+    findings
+        .iter()
+        .filter(|f| min.is_none_or(|m| f.severity >= m))
+        .collect()
+}
+
+/// The audit job, then (when asked) one chat job per finding shown.
+fn run_audit(
+    gw: &Gateway,
+    key: &Keypair,
+    name: &str,
+    files: Vec<SourceFile>,
+    params: JobParams,
+    min_severity: Option<Severity>,
+    explain: Option<Option<String>>,
+) -> Result<Audited, Response> {
+    let model = gw.resolve_model(name).map_err(|e| from_error(&e))?;
+    let input = JobInput::Audit { files };
+    let done = gw
+        .run(key, model, &input, params, &mut |_| {
+            ControlFlow::Continue(())
+        })
+        .map_err(|e| from_error(&e))?;
+    let JobOutput::Audit { findings, .. } = &done.output else {
+        return Err(oai_error(
+            400,
+            "wrong_model_kind",
+            format!("{name} is not an auditor"),
+        ));
+    };
+    let mut audited = Audited {
+        explanations: Vec::new(),
+        explain_error: None,
+        done: done.clone(),
+    };
+    let Some(explain_model) = explain else {
+        return Ok(audited);
+    };
+    let JobInput::Audit { files } = &input else {
+        return Ok(audited);
+    };
+    let shown = shown(findings, min_severity);
+    match explain_all(gw, key, explain_model.as_deref(), &shown, files) {
+        Ok(explanations) => audited.explanations = explanations,
+        Err(e) => audited.explain_error = Some(e.to_string()),
+    }
+    Ok(audited)
+}
+
+/// Explains up to [`MAX_EXPLAINED`] findings, each by its own greedy chat job.
+fn explain_all(
+    gw: &Gateway,
+    key: &Keypair,
+    model: Option<&str>,
+    findings: &[&Finding],
+    files: &[SourceFile],
+) -> Result<Vec<Option<Value>>, Error> {
+    let models = gw.models()?;
+    let (id, name) = match model {
+        Some(name) => (gw.resolve_model(name)?, name.to_string()),
+        None => models
+            .iter()
+            .find(|(_, _, kind)| kind == "chat")
+            .map(|(id, name, _)| (*id, name.clone()))
+            .ok_or_else(|| Error::Refused {
+                status: 503,
+                code: "no_chat_model",
+                message: "no provider serves a chat model to explain findings".into(),
+            })?,
+    };
+    let mut out = Vec::new();
+    for f in findings.iter().take(MAX_EXPLAINED) {
+        let source = files
+            .iter()
+            .find(|s| s.name == f.file)
+            .map_or("", |s| s.source.as_str());
+        let input = JobInput::Chat {
+            messages: explain_prompt(f, source),
+        };
+        let params = JobParams {
+            max_tokens: EXPLAIN_MAX_TOKENS,
+            ..JobParams::default()
+        };
+        let done = gw.run(key, id, &input, params, &mut |_| ControlFlow::Continue(()))?;
+        let JobOutput::Text { text, .. } = &done.output else {
+            return Err(Error::BadInput(format!("{name} is not a chat model")));
+        };
+        out.push(Some(json!({
+            "generated": true,
+            "model": name,
+            "text": text.trim(),
+            "agora": receipt_json(&done),
+        })));
+    }
+    Ok(out)
+}
+
+/// The chat that asks for one finding's explanation (see [`agora_audit::explain_prompt`]).
+fn explain_prompt(f: &Finding, source: &str) -> Vec<ChatMessage> {
+    agora_audit::explain_prompt(f, source)
+        .into_iter()
+        .map(|(role, content)| ChatMessage {
+            role: role.into(),
+            content,
+        })
+        .collect()
+}
