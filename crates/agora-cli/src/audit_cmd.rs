@@ -178,7 +178,10 @@ fn print_report(format: Format, outcome: &Outcome) -> Result<()> {
                 );
                 for (f, text) in findings.iter().zip(&e.texts) {
                     if let Some(text) = text {
-                        println!("{}:{}: {}\n    {}", f.file, f.line, f.detector, text.trim());
+                        // The first paragraph: a small model tends to repeat itself after it
+                        // (`--format json` has the whole text).
+                        let first = text.trim().split("\n\n").next().unwrap_or_default();
+                        println!("{}:{}: {}\n    {}", f.file, f.line, f.detector, first);
                     }
                 }
             }
@@ -227,7 +230,7 @@ fn explain_locally(
         threads.unwrap_or_else(crate::infer_cmd::default_threads),
     )?;
     let params = GenParams {
-        max_tokens: 160,
+        max_tokens: 96,
         sampling: Default::default(),
     };
     let mut texts = Vec::new();

@@ -497,7 +497,7 @@ pub fn devnet(home: PathBuf, models_dir: PathBuf, args: DevnetArgs) -> Result<()
                     agora_infer::models::SMOLLM2.name
                 );
                 println!();
-                println!("  agora audit --gateway {gw} --api-key {key} --explain CONTRACT.sol");
+                println!("  {exe} audit --gateway {gw} --api-key {key} --explain CONTRACT.sol");
                 println!();
             }
             println!(

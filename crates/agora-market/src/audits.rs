@@ -27,7 +27,7 @@ use std::ops::ControlFlow;
 /// Most findings explained in one request (each explanation is a chat job of its own).
 pub const MAX_EXPLAINED: usize = 8;
 /// Most tokens of one explanation.
-const EXPLAIN_MAX_TOKENS: u32 = 160;
+const EXPLAIN_MAX_TOKENS: u32 = 96;
 
 /// The name a single `source` gets.
 const DEFAULT_FILE: &str = "contract.sol";
