@@ -285,16 +285,92 @@ fn is_arith(e: &Expression) -> bool {
     )
 }
 
-/// An arithmetic expression over state variables or parameters (what a caller can push to wrap).
-fn risky_arith(c: &Contract, f: &Function, e: &Expression) -> bool {
+/// Names whose values any caller chooses, unbounded: the parameters of a function anyone can
+/// call (an owner-only or internal function's inputs are trusted) and the locals computed from
+/// them (in source order), less those the function bounds — an upper bound in a comparison
+/// (`require(v <= limit)`, `require(balance >= v)`), an amount it also sends as ether (the
+/// balance bounds it), a local checked after its arithmetic (`c = a * b; assert(c / a == b)`).
+fn tainted_names(f: &Function, body: &Statement) -> Vec<String> {
+    if !f.exposed || guarded(f, body) {
+        return Vec::new();
+    }
+    let mut names = f.params.clone();
+    walk_stmt(body, &mut |st| {
+        if let Statement::VariableDefinition(_, decl, Some(init)) = st
+            && let Some(n) = &decl.name
+            && carries(init, &names)
+        {
+            names.push(n.name.clone());
+        }
+    });
+    let mut safe: Vec<String> = Vec::new();
+    walk_stmt_exprs(body, &mut |e| match e {
+        Expression::FunctionCall(_, callee, args) => {
+            if let (Expression::MemberAccess(_, _, m), [amount]) =
+                (callee.as_ref(), args.as_slice())
+                && matches!(m.name.as_str(), "transfer" | "send" | "value")
+            {
+                safe.extend(root_name(amount).map(str::to_string));
+            }
+        }
+        Expression::Less(_, small, _)
+        | Expression::LessEqual(_, small, _)
+        | Expression::More(_, _, small)
+        | Expression::MoreEqual(_, _, small) => {
+            safe.extend(root_name(small).map(str::to_string));
+        }
+        Expression::Equal(_, a, b) => {
+            for side in [a, b] {
+                walk_expr(side, &mut |x| {
+                    if let Expression::Variable(v) = x
+                        && !f.params.contains(&v.name)
+                    {
+                        safe.push(v.name.clone());
+                    }
+                });
+            }
+        }
+        _ => {}
+    });
+    names.retain(|n| !safe.contains(n));
+    names
+}
+
+/// Whether the value of `e` comes from one of `names`: the name itself, arithmetic, casts and
+/// conditionals over it, or a member or element *of* it (an index into another array does not
+/// make the element the caller's).
+fn carries(e: &Expression, names: &[String]) -> bool {
+    match e {
+        Expression::Variable(v) => names.contains(&v.name),
+        Expression::Add(_, a, b)
+        | Expression::Subtract(_, a, b)
+        | Expression::Multiply(_, a, b)
+        | Expression::Divide(_, a, b)
+        | Expression::Modulo(_, a, b)
+        | Expression::Power(_, a, b)
+        | Expression::ShiftLeft(_, a, b)
+        | Expression::ConditionalOperator(_, _, a, b) => carries(a, names) || carries(b, names),
+        Expression::Parenthesis(_, a)
+        | Expression::ArraySubscript(_, a, _)
+        | Expression::MemberAccess(_, a, _) => carries(a, names),
+        // A type conversion `uint256(x)` keeps the value.
+        Expression::FunctionCall(_, callee, args)
+            if matches!(callee.as_ref(), Expression::Type(..)) =>
+        {
+            args.iter().any(|a| carries(a, names))
+        }
+        _ => false,
+    }
+}
+
+/// An arithmetic expression with an operand the caller chooses (what a caller can push to wrap).
+fn risky_arith(tainted: &[String], e: &Expression) -> bool {
     let (Expression::Add(_, a, b) | Expression::Subtract(_, a, b) | Expression::Multiply(_, a, b)) =
         e
     else {
         return false;
     };
-    let input = |x: &Expression| {
-        root_name(x).is_some_and(|n| c.state_vars.contains(n) || f.params.iter().any(|p| p == n))
-    };
+    let input = |x: &Expression| carries(x, tainted);
     // Constants and msg.value on one side of an addition do not wrap in practice.
     let small = |x: &Expression| {
         matches!(
@@ -322,6 +398,22 @@ fn contains(e: &Expression, pred: &dyn Fn(&Expression) -> bool) -> bool {
 /// tx.origin comparisons, block values as entropy, timestamp comparisons, unchecked arithmetic.
 fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Statement) {
     let before_08 = out.unit.before_08 && !c.safe_math;
+    let tainted = tainted_names(f, body);
+    // Entries a subtraction moves value out of: `balances[from] -= v; balances[to] += v;`
+    // moves value between entries of one mapping and cannot create an overflow the total
+    // supply does not already have.
+    let mut debited: Vec<(String, String)> = Vec::new();
+    walk_stmt_exprs(body, &mut |e| {
+        if let Expression::AssignSubtract(_, lhs, rhs) = e
+            && let (Some(l), Some(r)) = (root_name(lhs), root_name(rhs))
+        {
+            debited.push((l.to_string(), r.to_string()));
+        }
+    });
+    let moved = |lhs: &Expression, rhs: &Expression| {
+        matches!((root_name(lhs), root_name(rhs)), (Some(l), Some(r))
+            if debited.iter().any(|(dl, dr)| dl == l && dr == r))
+    };
     // Names compared in an order test anywhere in the function: a subtraction from them is
     // taken as checked (`require(balance >= amount); balance -= amount;`).
     let mut bounded: Vec<String> = Vec::new();
@@ -330,11 +422,20 @@ fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Stateme
         | Expression::More(_, a, b)
         | Expression::LessEqual(_, a, b)
         | Expression::MoreEqual(_, a, b) = e
-            && !is_arith(a)
-            && !is_arith(b)
         {
-            bounded.extend(root_name(a).map(str::to_string));
-            bounded.extend(root_name(b).map(str::to_string));
+            if !is_arith(a) && !is_arith(b) {
+                bounded.extend(root_name(a).map(str::to_string));
+                bounded.extend(root_name(b).map(str::to_string));
+            }
+            // The overflow check itself: `x + y >= x` (or `>`, either way round).
+            for (sum, other) in [(a, b), (b, a)] {
+                if let Expression::Add(_, x, y) = sum.as_ref()
+                    && let Some(o) = root_name(other)
+                    && (root_name(x) == Some(o) || root_name(y) == Some(o))
+                {
+                    bounded.push(o.to_string());
+                }
+            }
         }
     });
     // A value, or either operand of an arithmetic expression, compared somewhere in the function.
@@ -429,10 +530,11 @@ fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Stateme
                 "a hash of block values used as randomness".into(),
             ));
         }
-        Expression::AssignSubtract(loc, lhs, _)
+        Expression::AssignSubtract(loc, lhs, rhs)
             if before_08
                 && !f.view
                 && !checked(lhs)
+                && carries(rhs, &tainted)
                 && root_name(lhs).is_some_and(|n| c.state_vars.contains(n)) =>
         {
             hits.push((
@@ -442,10 +544,14 @@ fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Stateme
             ));
         }
         // Adding msg.value cannot overflow: all the ether there is fits in 256 bits many times.
+        // An amount the caller chooses, added to state nothing bounds.
         Expression::AssignAdd(loc, lhs, rhs) | Expression::AssignMultiply(loc, lhs, rhs)
             if before_08
                 && !f.view
                 && !is_member(rhs, "msg", "value")
+                && carries(rhs, &tainted)
+                && !checked(lhs)
+                && !moved(lhs, rhs)
                 && root_name(lhs).is_some_and(|n| c.state_vars.contains(n)) =>
         {
             hits.push((
@@ -469,7 +575,7 @@ fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Stateme
             if before_08
                 && !f.view
                 && root_name(lhs).is_some_and(|n| c.state_vars.contains(n))
-                && risky_arith(c, f, rhs)
+                && risky_arith(&tainted, rhs)
                 && !(matches!(rhs.as_ref(), Expression::Subtract(..)) && checked(rhs)) =>
         {
             hits.push((
@@ -498,7 +604,7 @@ fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Stateme
                                 // Counters moved by a constant are deliberate.
                                 && !matches!(rhs.as_ref(), Expression::NumberLiteral(..))
                         }
-                        other => risky_arith(c, f, other) && !checked(other),
+                        other => risky_arith(&tainted, other) && !checked(other),
                     };
                     if arith {
                         hits.push((
@@ -515,7 +621,7 @@ fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Stateme
     if before_08 && !f.view {
         walk_stmt(body, &mut |st| {
             if let Statement::VariableDefinition(_, _, Some(init)) = st
-                && risky_arith(c, f, init)
+                && risky_arith(&tainted, init)
                 && !(matches!(init, Expression::Subtract(..)) && checked(init))
             {
                 hits.push((
@@ -613,7 +719,27 @@ fn expr_loc(e: &Expression) -> Loc {
     e.loc()
 }
 
-/// Value transfers or calls inside a loop.
+/// The conditions a statement tests: an `if`'s, a `require`/`assert`'s first argument.
+fn tested(s: &Statement) -> Option<&Expression> {
+    match s {
+        Statement::If(_, cond, _, _) => Some(cond),
+        Statement::Expression(_, e) => condition_of(e),
+        _ => None,
+    }
+}
+
+/// The condition of a `require(...)`/`assert(...)` call.
+fn condition_of(e: &Expression) -> Option<&Expression> {
+    match e {
+        Expression::FunctionCall(_, callee, args) if matches!(callee.as_ref(), Expression::Variable(v) if v.name == "require" || v.name == "assert") => {
+            args.first()
+        }
+        _ => None,
+    }
+}
+
+/// Payments inside a loop that revert the whole loop when one recipient fails: `transfer`, and
+/// `send`/`call` whose result is required (an unchecked one skips the failure and goes on).
 fn calls_in_loops(out: &mut Out<'_, '_>, body: &Statement) {
     let mut hits = Vec::new();
     walk_stmt(body, &mut |s| {
@@ -622,11 +748,20 @@ fn calls_in_loops(out: &mut Out<'_, '_>, body: &Statement) {
             Statement::While(_, _, b) | Statement::DoWhile(_, b, _) => b.as_ref(),
             _ => return,
         };
+        walk_stmt(inner, &mut |st| {
+            if let Some(cond) = tested(st) {
+                walk_expr(cond, &mut |e| {
+                    if let Some((m @ ("send" | "call"), _)) = called_member(e) {
+                        hits.push((expr_loc(e), m.to_string()));
+                    }
+                });
+            }
+        });
         walk_stmt_exprs(inner, &mut |e| {
-            if let Some((m, _)) = called_member(e)
-                && matches!(m, "send" | "transfer" | "call")
+            if let Some(("transfer", _)) = called_member(e)
+                && matches!(e, Expression::FunctionCall(_, _, a) if a.len() == 1)
             {
-                hits.push((expr_loc(e), m.to_string()));
+                hits.push((expr_loc(e), "transfer".to_string()));
             }
         });
     });
@@ -948,33 +1083,55 @@ fn storage_pointers(out: &mut Out<'_, '_>, c: &Contract, body: &Statement) {
     }
 }
 
-/// Loops bounded by the length of a state array.
+/// Gas that grows without bound (SWC-128): loops over a state array, state arrays grown inside
+/// a loop, and state arrays reset wholesale (clearing costs gas for every element).
 fn loops(out: &mut Out<'_, '_>, c: &Contract, body: &Statement) {
-    let mut hits = Vec::new();
+    let state_array = |x: &Expression| root_name(x).is_some_and(|n| c.state_arrays.contains(n));
+    let mut hits: Vec<(Loc, &str)> = Vec::new();
     walk_stmt(body, &mut |s| {
-        let cond = match s {
-            Statement::For(loc, _, Some(cond), _, _) => Some((loc, cond.as_ref())),
-            Statement::While(loc, cond, _) => Some((loc, cond)),
-            _ => None,
+        let (loc, cond, inner) = match s {
+            Statement::For(loc, _, Some(cond), _, inner) => (loc, cond.as_ref(), inner.as_deref()),
+            Statement::While(loc, cond, inner) => (loc, cond, Some(inner.as_ref())),
+            _ => return,
         };
-        if let Some((loc, cond)) = cond
-            && contains(cond, &|x| {
-                matches!(x, Expression::MemberAccess(_, a, m)
-                    if m.name == "length" && root_name(a).is_some_and(|n| c.state_arrays.contains(n)))
-            })
-        {
-            hits.push(*loc);
+        if contains(
+            cond,
+            &|x| matches!(x, Expression::MemberAccess(_, a, m) if m.name == "length" && state_array(a)),
+        ) {
+            hits.push((*loc, "a loop over a state array that anyone can grow"));
+        } else if let Some(inner) = inner {
+            let mut grows = false;
+            walk_stmt_exprs(inner, &mut |e| {
+                let length = |x: &Expression| matches!(x, Expression::MemberAccess(_, a, m) if m.name == "length" && state_array(a));
+                grows |= matches!(called_member(e), Some(("push", a)) if state_array(a))
+                    || matches!(e, Expression::AssignAdd(_, x, _) | Expression::PostIncrement(_, x) | Expression::PreIncrement(_, x) if length(x));
+            });
+            if grows {
+                hits.push((*loc, "a loop grows a state array on every call"));
+            }
         }
     });
-    for loc in hits {
+    walk_stmt_exprs(body, &mut |e| {
+        if let Expression::Assign(loc, lhs, rhs) = e
+            && state_array(lhs)
+            && matches!(lhs.as_ref(), Expression::Variable(_))
+            && is_new_array(rhs)
+        {
+            hits.push((
+                *loc,
+                "resetting a state array clears every element: its gas grows with it",
+            ));
+        }
+    });
+    for (loc, message) in hits {
         let line = out.unit.line(&loc);
-        out.line(
-            &UNBOUNDED_LOOP,
-            line,
-            line,
-            "a loop over a state array that anyone can grow".into(),
-        );
+        out.line(&UNBOUNDED_LOOP, line, line, message.into());
     }
+}
+
+/// `new T[](n)`.
+fn is_new_array(e: &Expression) -> bool {
+    matches!(e, Expression::FunctionCall(_, callee, _) if matches!(callee.as_ref(), Expression::New(..)))
 }
 
 /// Token transfers that trust the length of their arguments (before 0.5), in minimal tokens
@@ -1008,13 +1165,51 @@ fn short_address(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &State
     }
 }
 
-/// A payable function that must pay a stored address (the previous king, the last bidder) to
-/// go on: if that address rejects ether, nobody can call it again.
+/// The value under type conversions: `x` in `payable(x)`, `address(x)`, `uint256(x)`.
+fn converted(e: &Expression) -> &Expression {
+    match e {
+        Expression::FunctionCall(_, callee, args)
+            if args.len() == 1
+                && (matches!(callee.as_ref(), Expression::Type(..))
+                    || matches!(callee.as_ref(), Expression::Variable(v) if v.name == "payable")) =>
+        {
+            converted(&args[0])
+        }
+        Expression::Parenthesis(_, x) => converted(x),
+        _ => e,
+    }
+}
+
+/// State variables any caller can make their own address: assigned `msg.sender` in a function
+/// anyone can call (the king, the frontrunner, the last bidder).
+fn claimable_addresses(c: &Contract) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in &c.functions {
+        let Some(body) = &f.body else { continue };
+        if !f.exposed || f.ty == FunctionTy::Constructor || f.name == c.name || guarded(f, body) {
+            continue;
+        }
+        walk_stmt_exprs(body, &mut |e| {
+            if let Expression::Assign(_, lhs, rhs) = e
+                && is_member(converted(rhs), "msg", "sender")
+                && let Some(n) = root_name(lhs)
+                && c.state_vars.contains(n)
+            {
+                out.push(n.to_string());
+            }
+        });
+    }
+    out
+}
+
+/// A payable function that must pay a stored address anyone can take (the previous king, the
+/// last bidder) to go on: if that address rejects ether, nobody can call it again.
 fn failed_payment(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Statement) {
     if !f.exposed || !f.payable {
         return;
     }
-    let stored = |r: &Expression| root_name(r).is_some_and(|n| c.state_vars.contains(n));
+    let claimable = claimable_addresses(c);
+    let stored = |r: &Expression| root_name(r).is_some_and(|n| claimable.iter().any(|x| x == n));
     let mut hits = Vec::new();
     walk_stmt_exprs(body, &mut |e| {
         // `require(stored.send(v))`, or `stored.transfer(v)` (which reverts on failure).

@@ -9,9 +9,9 @@ use std::path::Path;
 /// gives. When a detector's output changes, this test fails: bump `MODEL_NAME` (providers and
 /// verifiers of different versions would otherwise disagree) and update the pins.
 const PINNED: (&str, &str, &str) = (
-    "agora-audit@0.1.0",
-    "51ce1214b690f1f57af63717f5bd5eadb501f62d96a971f8f4d9f0156c3af695",
-    "78aec520283107298c4e01f3f50fb7439a074f3117806b2356841a5531bec0e2",
+    "agora-audit@0.2.0",
+    "272617ac67382eabeb1a6c8a98d18325e24371bb594bb64ba259f99df2319803",
+    "c41d92ffd5e51075b200b0ddd224c38d387c8599dba1eb13bd156945e86e3aed",
 );
 
 fn suite_files() -> Vec<(String, String)> {

@@ -79,3 +79,21 @@ fn the_front_end_never_panics_on_mangled_input() {
         }
     }
 }
+
+/// Deprecated syntax is not a vulnerability (the labels leave it out) but is reported, as info,
+/// on every line that has it.
+#[test]
+fn deprecated_syntax_is_reported_as_info_line_by_line() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("suite");
+    let src = std::fs::read_to_string(dir.join("deprecated.sol")).expect("read");
+    let found = audit_source("deprecated.sol", &src).expect("parses");
+    let lines: Vec<usize> = found
+        .iter()
+        .filter(|f| f.detector == "deprecated")
+        .inspect(|f| assert_eq!(f.severity, agora_audit::Severity::Info))
+        .map(|f| f.line)
+        .collect();
+    for line in [12, 13, 14, 18, 19] {
+        assert!(lines.contains(&line), "line {line}: {lines:?}");
+    }
+}

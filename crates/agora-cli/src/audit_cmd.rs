@@ -21,8 +21,9 @@ pub struct AuditArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
-    /// Report only findings at least this severe: info, low, medium, high.
-    #[arg(long, default_value = "info")]
+    /// Report only findings at least this severe: info, low, medium, high. The default leaves
+    /// out `info` (deprecated syntax, not a vulnerability).
+    #[arg(long, default_value = "low")]
     min_severity: Severity,
     /// Explain each finding with the chat model (fetched on first use; through a gateway, a paid
     /// chat job per finding). Explanations are generated text and are marked so.
@@ -351,6 +352,9 @@ pub struct AuditBenchArgs {
     /// A finding matches a label within this many lines.
     #[arg(long, default_value_t = 2)]
     tolerance: usize,
+    /// Score only findings at least this severe, as `agora audit` reports them by default.
+    #[arg(long, default_value = "low")]
+    min_severity: Severity,
 }
 
 /// Recall, precision and F1 per category on a labelled folder, and contracts audited per second.
@@ -390,7 +394,7 @@ pub fn bench(args: AuditBenchArgs) -> Result<()> {
     let mut errors = 0;
     for (name, src) in &sources {
         match audit_source(name, src) {
-            Ok(f) => findings.extend(f),
+            Ok(f) => findings.extend(f.into_iter().filter(|f| f.severity >= args.min_severity)),
             Err(e) => {
                 errors += 1;
                 eprintln!("not parsed: {e}");
@@ -409,11 +413,12 @@ pub fn bench(args: AuditBenchArgs) -> Result<()> {
     let per_sec = (rounds * sources.len()) as f64 / start.elapsed().as_secs_f64();
     let scores = score(&findings, &labels, args.tolerance);
     println!(
-        "agora bench audit: {} contracts ({} not parsed), {} labels, {} findings, match within ±{} lines",
+        "agora bench audit: {} contracts ({} not parsed), {} labels, {} findings at severity {:?} and up, match within ±{} lines",
         sources.len(),
         errors,
         labels.len(),
         findings.len(),
+        args.min_severity,
         args.tolerance
     );
     println!(

@@ -61,6 +61,23 @@ fn audit_exit_codes_formats_and_a_broken_file_among_good_ones() {
         .collect();
     assert_eq!(detectors, vec!["tx-origin"]);
 
+    // Deprecated syntax is info: left out by default, shown with --min-severity info.
+    let old = d.join("old.sol");
+    std::fs::write(
+        &old,
+        "pragma solidity ^0.4.24;\ncontract O {\n    function f(uint a) public pure returns (uint) {\n        if (a == 0) throw;\n        return a;\n    }\n}\n",
+    )
+    .unwrap();
+    let out = agora(d, &["audit", old.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = agora(
+        d,
+        &["audit", "--min-severity", "info", old.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("old.sol:4: deprecated"));
+    std::fs::remove_file(&old).unwrap();
+
     // A file that does not parse: reported, the others still audited, exit 2.
     std::fs::write(d.join("broken.sol"), "contract { function (").unwrap();
     let out = agora(d, &["audit", d.to_str().unwrap()]);
