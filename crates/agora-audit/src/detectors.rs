@@ -239,6 +239,21 @@ pub(crate) fn run(unit: &Unit<'_>) -> Vec<Finding> {
         out.line(&DEPRECATED, r.line, r.line, message.into());
     }
     for c in &unit.contracts {
+        // A state variable named as entropy and seeded from the block.
+        for (name, init) in &c.state_inits {
+            let n = name.to_ascii_lowercase();
+            if contains(init, &is_block_value)
+                && ["salt", "seed", "rand", "entropy"]
+                    .iter()
+                    .any(|w| n.contains(w))
+            {
+                out.at(
+                    &WEAK_RANDOMNESS,
+                    &expr_loc(init),
+                    format!("`{name}` is seeded from a block value"),
+                );
+            }
+        }
         wrong_constructor(&mut out, c);
         locked_ether(&mut out, c);
         for f in c.functions.iter().filter(|f| f.constant) {
@@ -449,16 +464,43 @@ fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Stateme
             other => is_bounded(other),
         }
     };
-    // Locals that hold a block value (`bytes32 answer = blockhash(n);`).
+    // Locals that hold a block value (`bytes32 answer = blockhash(n);`), where they are set,
+    // and every local's name.
     let mut from_block: Vec<String> = Vec::new();
+    let mut from_block_at: Vec<Loc> = Vec::new();
+    let mut locals: Vec<String> = Vec::new();
     walk_stmt(body, &mut |st| {
-        if let Statement::VariableDefinition(_, decl, Some(init)) = st
-            && contains(init, &is_block_value)
+        if let Statement::VariableDefinition(loc, decl, init) = st
             && let Some(n) = &decl.name
         {
-            from_block.push(n.name.clone());
+            locals.push(n.name.clone());
+            if init.as_ref().is_some_and(|i| contains(i, &is_block_value)) {
+                from_block.push(n.name.clone());
+                from_block_at.push(*loc);
+            }
         }
     });
+    // A function whose name says it draws random numbers: every block value in it is entropy.
+    let lname = f.name.to_ascii_lowercase();
+    let random_fn = lname.starts_with("rand") || lname.contains("random") || lname.contains("seed");
+    // `cond ? x : y` that picks the later of two times computes, it does not decide.
+    let mut picks: Vec<Loc> = Vec::new();
+    walk_stmt_exprs(body, &mut |e| {
+        if let Expression::ConditionalOperator(_, cond, x, y) = e
+            && (is_time(x) || is_time(y))
+        {
+            picks.push(expr_loc(cond));
+        }
+    });
+    // The block time against one account's own deadline (`now > lockTime[msg.sender]`,
+    // `now > acc.unlockTime`): a miner can move one lock by seconds, which decides nothing.
+    let per_account = |x: &Expression| {
+        contains(x, &|y| {
+            matches!(y, Expression::ArraySubscript(..))
+                || matches!(y, Expression::MemberAccess(_, base, _)
+                    if matches!(base.as_ref(), Expression::Variable(v) if locals.contains(&v.name)))
+        })
+    };
     let block_derived = |x: &Expression| {
         contains(x, &|y| {
             is_block_value(y)
@@ -486,7 +528,10 @@ fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Stateme
         | Expression::More(loc, a, b)
         | Expression::LessEqual(loc, a, b)
         | Expression::MoreEqual(loc, a, b)
-            if contains(a, &is_time) || contains(b, &is_time) =>
+            if (contains(a, &is_time) || contains(b, &is_time))
+                && !picks.contains(loc)
+                && !per_account(a)
+                && !per_account(b) =>
         {
             hits.push((
                 &TIMESTAMP,
@@ -513,21 +558,57 @@ fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Stateme
                 "`callcode` is deprecated: use delegatecall".into(),
             ));
         }
-        Expression::Modulo(loc, a, _) if contains(a, &is_block_value) => {
+        Expression::Modulo(loc, a, _) if block_derived(a) => {
             hits.push((
                 &WEAK_RANDOMNESS,
                 *loc,
                 "a block value used as a random number".into(),
             ));
+            if contains(a, &is_time) {
+                hits.push((
+                    &TIMESTAMP,
+                    *loc,
+                    "the block time used as a random number".into(),
+                ));
+            }
         }
-        Expression::FunctionCall(loc, _, args)
-            if matches!(called_name(e), Some("keccak256" | "sha256" | "ripemd160"))
-                && args.iter().any(|a| contains(a, &is_block_value)) =>
+        // A hash of block values turned into a number (`uint(keccak256(block.timestamp))`); a
+        // hash kept as bytes is an identifier.
+        Expression::FunctionCall(loc, callee, args)
+            if matches!(callee.as_ref(), Expression::Type(..))
+                && args
+                    .iter()
+                    .any(|a| contains(a, &is_hash_call) && block_derived(a)) =>
         {
             hits.push((
                 &WEAK_RANDOMNESS,
                 *loc,
-                "a hash of block values used as randomness".into(),
+                "a hash of block values used as a random number".into(),
+            ));
+            if args.iter().any(|a| contains(a, &is_time)) {
+                hits.push((
+                    &TIMESTAMP,
+                    *loc,
+                    "the block time used as a random number".into(),
+                ));
+            }
+        }
+        // A block hash, or the difficulty (prevrandao), has no use but entropy.
+        _ if is_block_hash(e)
+            || is_member(e, "block", "difficulty")
+            || is_member(e, "block", "prevrandao") =>
+        {
+            hits.push((
+                &WEAK_RANDOMNESS,
+                expr_loc(e),
+                "a block hash or the difficulty used as a source of randomness".into(),
+            ));
+        }
+        _ if random_fn && is_block_value(e) => {
+            hits.push((
+                &WEAK_RANDOMNESS,
+                expr_loc(e),
+                format!("`{}` draws its randomness from block values", f.name),
             ));
         }
         Expression::AssignSubtract(loc, lhs, rhs)
@@ -632,9 +713,46 @@ fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Stateme
             }
         });
     }
+    // A local set from a block value, when that value is used as randomness: its definition too.
+    if hits.iter().any(|(d, _, _)| d.id == WEAK_RANDOMNESS.id) {
+        for (name, loc) in from_block.iter().zip(&from_block_at) {
+            let mut used = false;
+            walk_stmt_exprs(body, &mut |e| {
+                if let Expression::Modulo(_, a, _) = e {
+                    used |= contains(
+                        a,
+                        &|y| matches!(y, Expression::Variable(v) if &v.name == name),
+                    );
+                }
+                if let Expression::FunctionCall(_, _, args) = e
+                    && is_hash_call(e)
+                {
+                    used |= args.iter().any(|a| {
+                        contains(
+                            a,
+                            &|y| matches!(y, Expression::Variable(v) if &v.name == name),
+                        )
+                    });
+                }
+            });
+            if used {
+                hits.push((
+                    &WEAK_RANDOMNESS,
+                    *loc,
+                    format!("`{name}` holds a block value that becomes randomness"),
+                ));
+            }
+        }
+    }
     for (d, loc, m) in hits {
         out.at(d, &loc, m);
     }
+}
+
+/// `blockhash(n)` or `block.blockhash(n)`.
+fn is_block_hash(e: &Expression) -> bool {
+    matches!(called_name(e), Some("blockhash"))
+        || matches!(called_member(e), Some(("blockhash", r)) if matches!(r, Expression::Variable(v) if v.name == "block"))
 }
 
 const LOW_LEVEL: &[&str] = &["call", "send", "delegatecall", "callcode"];
@@ -1131,7 +1249,8 @@ fn loops(out: &mut Out<'_, '_>, c: &Contract, body: &Statement) {
 
 /// `new T[](n)`.
 fn is_new_array(e: &Expression) -> bool {
-    matches!(e, Expression::FunctionCall(_, callee, _) if matches!(callee.as_ref(), Expression::New(..)))
+    matches!(e, Expression::New(..))
+        || matches!(e, Expression::FunctionCall(_, callee, _) if matches!(callee.as_ref(), Expression::New(..)))
 }
 
 /// Token transfers that trust the length of their arguments (before 0.5), in minimal tokens

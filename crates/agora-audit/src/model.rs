@@ -56,6 +56,8 @@ pub(crate) struct Contract {
     pub(crate) state_arrays: BTreeSet<String>,
     /// Struct names defined in the contract.
     pub(crate) structs: BTreeSet<String>,
+    /// State variables with an initializer, and it.
+    pub(crate) state_inits: Vec<(String, Expression)>,
     /// `using SafeMath for …` (or another *Math library): arithmetic goes through checked calls.
     pub(crate) safe_math: bool,
     pub(crate) functions: Vec<Function>,
@@ -152,6 +154,7 @@ fn contract(c: &pt::ContractDefinition, lines: &LineIndex) -> Contract {
     let mut state_vars = BTreeSet::new();
     let mut state_arrays = BTreeSet::new();
     let mut structs = BTreeSet::new();
+    let mut state_inits = Vec::new();
     let mut safe_math = false;
     let mut functions = Vec::new();
     for part in &c.parts {
@@ -159,6 +162,9 @@ fn contract(c: &pt::ContractDefinition, lines: &LineIndex) -> Contract {
             ContractPart::VariableDefinition(v) => {
                 if let Some(n) = &v.name {
                     state_vars.insert(n.name.clone());
+                    if let Some(init) = &v.initializer {
+                        state_inits.push((n.name.clone(), init.clone()));
+                    }
                     if matches!(v.ty, Expression::ArraySubscript(_, _, None)) {
                         state_arrays.insert(n.name.clone());
                     }
@@ -189,6 +195,7 @@ fn contract(c: &pt::ContractDefinition, lines: &LineIndex) -> Contract {
         state_vars,
         state_arrays,
         structs,
+        state_inits,
         safe_math,
         functions,
     }

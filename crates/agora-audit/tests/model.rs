@@ -11,7 +11,7 @@ use std::path::Path;
 const PINNED: (&str, &str, &str) = (
     "agora-audit@0.2.0",
     "272617ac67382eabeb1a6c8a98d18325e24371bb594bb64ba259f99df2319803",
-    "c41d92ffd5e51075b200b0ddd224c38d387c8599dba1eb13bd156945e86e3aed",
+    "3c6db6e9d9896026c0e9e1d53ec7e34d6c96e6858b9f376b12199e65c10bab40",
 );
 
 fn suite_files() -> Vec<(String, String)> {
