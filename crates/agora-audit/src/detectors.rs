@@ -1054,22 +1054,70 @@ fn access(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Statement) {
     }
     let unguarded = !guarded(f, body);
     let mut hits: Vec<(&Detector, Loc, String)> = Vec::new();
+    // Array lengths written directly (before 0.6): shrunk below zero without a check on the
+    // length, or set to what the caller asks; then any slot of storage is an element.
+    let tainted = tainted_names(f, body);
+    // A lower bound on the length (`length > 0`, `length != 0`; not `0 <= length`, always true).
+    let mut length_checked: Vec<&str> = Vec::new();
     walk_stmt_exprs(body, &mut |e| {
-        // Array lengths written directly (before 0.6): `a.length--`, `a.length -= n`, `a.length = n`.
-        if let Expression::PostDecrement(loc, x)
+        let zero = |x: &Expression| matches!(x, Expression::NumberLiteral(_, n, _, _) if n == "0");
+        let pairs: Vec<(&Expression, &Expression, bool)> = match e {
+            Expression::More(_, a, b) => vec![(a, b, true)],
+            Expression::MoreEqual(_, a, b) => vec![(a, b, false)],
+            Expression::Less(_, a, b) => vec![(b, a, true)],
+            Expression::LessEqual(_, a, b) => vec![(b, a, false)],
+            Expression::NotEqual(_, a, b) => vec![(a, b, true), (b, a, true)],
+            _ => Vec::new(),
+        };
+        for (big, small, strict) in pairs {
+            if strict || !zero(small) {
+                length_checked.extend(length_of(c, big));
+            }
+        }
+    });
+    let mut caller_sized: Vec<&str> = Vec::new();
+    walk_stmt_exprs(body, &mut |e| match e {
+        Expression::PostDecrement(loc, x)
         | Expression::PreDecrement(loc, x)
-        | Expression::AssignSubtract(loc, x, _)
-        | Expression::Assign(loc, x, _) = e
-            && matches!(x.as_ref(), Expression::MemberAccess(_, arr, m)
-                if m.name == "length" && root_name(arr).is_some_and(|n| c.state_arrays.contains(n)))
+        | Expression::AssignSubtract(loc, x, _) => {
+            if let Some(arr) = length_of(c, x)
+                && !length_checked.contains(&arr)
+            {
+                hits.push((
+                    &ARBITRARY_STORAGE,
+                    *loc,
+                    format!("`{arr}.length` is shrunk unchecked: below zero it covers all storage"),
+                ));
+            }
+        }
+        Expression::Assign(loc, x, v) => {
+            if let Some(arr) = length_of(c, x)
+                && carries(v, &tainted)
+            {
+                caller_sized.push(arr);
+                hits.push((
+                    &ARBITRARY_STORAGE,
+                    *loc,
+                    format!("the caller sets `{arr}.length`: any storage slot becomes an element"),
+                ));
+            }
+        }
+        _ => {}
+    });
+    walk_stmt_exprs(body, &mut |e| {
+        if let Expression::Assign(loc, x, _) = e
+            && let Expression::ArraySubscript(_, arr, Some(index)) = x.as_ref()
+            && root_name(arr).is_some_and(|n| caller_sized.contains(&n))
+            && carries(index, &tainted)
         {
             hits.push((
                 &ARBITRARY_STORAGE,
                 *loc,
-                "a state array's length is set directly: it can underflow to cover all storage"
-                    .into(),
+                "a write at an index the caller chooses, past a length the caller chose".into(),
             ));
         }
+    });
+    walk_stmt_exprs(body, &mut |e| {
         // Calling data the caller chose into a delegate: the Parity wallet pattern.
         let forwards_data = |args: &[Expression]| args.iter().any(|a| is_member(a, "msg", "data"));
         if unguarded
@@ -1095,20 +1143,34 @@ fn access(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Statement) {
             ));
         }
     });
-    if !checks_state(c, f, body) {
+    // From the declaration (where the missing guard belongs) to the write.
+    let mut ranges: Vec<(usize, String)> = Vec::new();
+    if f.ty == FunctionTy::Function && !checks_state(c, f, body) {
+        let auth = auth_vars(c);
+        for (loc, name) in auth_writes(c, &auth, body) {
+            ranges.push((
+                out.unit.line(&loc),
+                format!("anyone can call `{}` and set `{name}`", f.name),
+            ));
+        }
+        // Through the call graph: a helper (often internal) that sets them unguarded.
         walk_stmt_exprs(body, &mut |e| {
-            if let Expression::Assign(loc, lhs, _) = e
-                && let Some(name) = root_name(lhs)
-                && c.state_vars.contains(name)
-                && {
-                    let n = name.to_ascii_lowercase();
-                    n.contains("owner") || n.contains("admin")
-                }
+            if let Some(callee) = called_name(e)
+                && callee != f.name
+                && let Some(g) = c
+                    .functions
+                    .iter()
+                    .find(|g| g.name == callee && g.ty == FunctionTy::Function && g.body.is_some())
+                && let Some(gb) = &g.body
+                && !checks_state(c, g, gb)
+                && let Some((_, name)) = auth_writes(c, &auth, gb).into_iter().next()
             {
-                hits.push((
-                    &UNPROTECTED_OWNER,
-                    *loc,
-                    format!("anyone can call `{}` and set `{name}`", f.name),
+                ranges.push((
+                    out.unit.line(&expr_loc(e)),
+                    format!(
+                        "anyone can call `{}`, which calls `{callee}` and sets `{name}`",
+                        f.name
+                    ),
                 ));
             }
         });
@@ -1116,6 +1178,64 @@ fn access(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Statement) {
     for (d, loc, m) in hits {
         out.at(d, &loc, m);
     }
+    for (end, m) in ranges {
+        out.line(&UNPROTECTED_OWNER, f.line, end.max(f.line), m);
+    }
+}
+
+/// `a` in `a.length`, when `a` is a state array.
+fn length_of<'e>(c: &Contract, x: &'e Expression) -> Option<&'e str> {
+    match x {
+        Expression::MemberAccess(_, arr, m) if m.name == "length" => {
+            root_name(arr).filter(|n| c.state_arrays.contains(*n))
+        }
+        _ => None,
+    }
+}
+
+/// State variables that decide who may act: compared with msg.sender somewhere (in a function
+/// or a modifier), or named as an owner or admin.
+fn auth_vars(c: &Contract) -> Vec<String> {
+    let mut out: Vec<String> = c
+        .state_vars
+        .iter()
+        .filter(|n| {
+            let n = n.to_ascii_lowercase();
+            n.contains("owner") || n.contains("admin")
+        })
+        .cloned()
+        .collect();
+    for g in &c.functions {
+        let Some(body) = &g.body else { continue };
+        walk_stmt_exprs(body, &mut |e| {
+            if let Expression::Equal(_, a, b) | Expression::NotEqual(_, a, b) = e {
+                for (x, y) in [(a, b), (b, a)] {
+                    if is_member(x, "msg", "sender")
+                        && let Some(n) = root_name(y)
+                        && c.state_vars.contains(n)
+                    {
+                        out.push(n.to_string());
+                    }
+                }
+            }
+        });
+    }
+    out
+}
+
+/// Assignments to `auth` variables in `body`.
+fn auth_writes(c: &Contract, auth: &[String], body: &Statement) -> Vec<(Loc, String)> {
+    let mut out = Vec::new();
+    walk_stmt_exprs(body, &mut |e| {
+        if let Expression::Assign(loc, lhs, _) = e
+            && let Some(name) = root_name(lhs)
+            && c.state_vars.contains(name)
+            && auth.iter().any(|a| a == name)
+        {
+            out.push((*loc, name.to_string()));
+        }
+    });
+    out
 }
 
 fn is_hash_call(e: &Expression) -> bool {

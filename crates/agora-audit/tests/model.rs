@@ -11,7 +11,7 @@ use std::path::Path;
 const PINNED: (&str, &str, &str) = (
     "agora-audit@0.2.0",
     "272617ac67382eabeb1a6c8a98d18325e24371bb594bb64ba259f99df2319803",
-    "3c6db6e9d9896026c0e9e1d53ec7e34d6c96e6858b9f376b12199e65c10bab40",
+    "d2cf65e7be8a8156739880e7ca97a19019c43a51f2c343a515c6a2ebad331564",
 );
 
 fn suite_files() -> Vec<(String, String)> {
