@@ -162,6 +162,14 @@ const FAILED_CALL_DOS: Detector = Detector {
     confidence: Confidence::Medium,
     hint: "a recipient that rejects ether blocks this function for everyone: let it withdraw instead",
 };
+const UNPROTECTED_WITHDRAWAL: Detector = Detector {
+    id: "unprotected-withdrawal",
+    swc: "SWC-105",
+    category: Category::AccessControl,
+    severity: Severity::High,
+    confidence: Confidence::Medium,
+    hint: "debit the caller's balance before paying it out, and check `balance >= amount`",
+};
 const SHORT_ADDRESS: Detector = Detector {
     id: "short-address",
     swc: "none",
@@ -193,6 +201,7 @@ pub const DETECTORS: &[Detector] = &[
     SHORT_ADDRESS,
     ARBITRARY_STORAGE,
     FAILED_CALL_DOS,
+    UNPROTECTED_WITHDRAWAL,
 ];
 
 struct Out<'u, 'a> {
@@ -274,9 +283,10 @@ pub(crate) fn run(unit: &Unit<'_>) -> Vec<Finding> {
             access(&mut out, c, f, body);
             front_running(&mut out, c, f, body);
             storage_pointers(&mut out, c, body);
-            loops(&mut out, c, body);
+            loops(&mut out, c, f, body);
             short_address(&mut out, c, f, body);
             failed_payment(&mut out, c, f, body);
+            withdrawals(&mut out, c, f, body);
         }
     }
     out.findings
@@ -1323,7 +1333,9 @@ fn storage_pointers(out: &mut Out<'_, '_>, c: &Contract, body: &Statement) {
 
 /// Gas that grows without bound (SWC-128): loops over a state array, state arrays grown inside
 /// a loop, and state arrays reset wholesale (clearing costs gas for every element).
-fn loops(out: &mut Out<'_, '_>, c: &Contract, body: &Statement) {
+fn loops(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Statement) {
+    // A constructor's arrays are empty.
+    let constructor = f.ty == FunctionTy::Constructor || f.name == c.name;
     let state_array = |x: &Expression| root_name(x).is_some_and(|n| c.state_arrays.contains(n));
     let mut hits: Vec<(Loc, &str)> = Vec::new();
     walk_stmt(body, &mut |s| {
@@ -1351,6 +1363,7 @@ fn loops(out: &mut Out<'_, '_>, c: &Contract, body: &Statement) {
     });
     walk_stmt_exprs(body, &mut |e| {
         if let Expression::Assign(loc, lhs, rhs) = e
+            && !constructor
             && state_array(lhs)
             && matches!(lhs.as_ref(), Expression::Variable(_))
             && is_new_array(rhs)
@@ -1416,6 +1429,72 @@ fn converted(e: &Expression) -> &Expression {
         }
         Expression::Parenthesis(_, x) => converted(x),
         _ => e,
+    }
+}
+
+/// Ether paid out of a per-account balance that the function never debits (so the caller is paid
+/// again and again), or guarded by a check the wrong way round (`amount >= balance`).
+fn withdrawals(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Statement) {
+    if !f.exposed || f.ty != FunctionTy::Function || guarded(f, body) {
+        return;
+    }
+    // `x.transfer(a)`, `x.send(a)`, `x.call.value(a)(…)`: the amount.
+    let mut paid: Vec<(Loc, &Expression)> = Vec::new();
+    walk_stmt_exprs(body, &mut |e| {
+        if let Expression::FunctionCall(_, callee, args) = e
+            && let (Expression::MemberAccess(_, _, m), [amount]) =
+                (callee.as_ref(), args.as_slice())
+            && matches!(m.name.as_str(), "transfer" | "send" | "value")
+        {
+            paid.push((expr_loc(e), amount));
+        }
+    });
+    let balance_of_caller = |x: &Expression| {
+        matches!(x, Expression::ArraySubscript(_, m, Some(i))
+            if is_member(i, "msg", "sender") && root_name(m).is_some_and(|n| c.state_vars.contains(n)))
+    };
+    let mut written: Vec<&str> = Vec::new();
+    walk_stmt_exprs(body, &mut |e| {
+        if let Expression::Assign(_, lhs, _)
+        | Expression::AssignSubtract(_, lhs, _)
+        | Expression::Delete(_, lhs) = e
+        {
+            written.extend(root_name(lhs));
+        }
+    });
+    let mut hits: Vec<(Loc, String)> = Vec::new();
+    for (loc, amount) in &paid {
+        if balance_of_caller(amount)
+            && let Some(name) = root_name(amount)
+            && !written.contains(&name)
+        {
+            hits.push((
+                *loc,
+                format!("pays out `{name}[msg.sender]` without ever reducing it"),
+            ));
+        }
+    }
+    // `require(amount >= balances[msg.sender])` before paying `amount`.
+    let amounts: Vec<&str> = paid.iter().filter_map(|(_, a)| root_name(a)).collect();
+    walk_stmt_exprs(body, &mut |e| {
+        let (big, small) = match e {
+            Expression::MoreEqual(_, a, b) | Expression::More(_, a, b) => (a, b),
+            Expression::LessEqual(_, a, b) | Expression::Less(_, a, b) => (b, a),
+            _ => return,
+        };
+        if balance_of_caller(small)
+            && root_name(big)
+                .is_some_and(|n| amounts.contains(&n) && f.params.iter().any(|p| p == n))
+        {
+            hits.push((
+                expr_loc(e),
+                "the balance check is the wrong way round: it lets through amounts above the balance"
+                    .into(),
+            ));
+        }
+    });
+    for (loc, m) in hits {
+        out.at(&UNPROTECTED_WITHDRAWAL, &loc, m);
     }
 }
 

@@ -10,8 +10,8 @@ use std::path::Path;
 /// verifiers of different versions would otherwise disagree) and update the pins.
 const PINNED: (&str, &str, &str) = (
     "agora-audit@0.2.0",
-    "272617ac67382eabeb1a6c8a98d18325e24371bb594bb64ba259f99df2319803",
-    "d2cf65e7be8a8156739880e7ca97a19019c43a51f2c343a515c6a2ebad331564",
+    "8ca8d5888e0e3b03c53afd9904ed73b97ce3527ae9da03d6fccb4d8b92b73be8",
+    "2dbfc2f388b4dab2b4345782a278993a83fd98bfd8547d108d37fd715e6ee374",
 );
 
 fn suite_files() -> Vec<(String, String)> {
