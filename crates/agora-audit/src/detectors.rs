@@ -787,8 +787,14 @@ fn unchecked_calls(out: &mut Out<'_, '_>, body: &Statement) {
     }
 }
 
-/// A call that hands control to another contract (and can send value).
+/// A call that hands control to another contract (and can send value). `x.call.value(v)` alone
+/// only sets the value: the call is the `(…)` after it.
 fn external_call(e: &Expression) -> Option<&'static str> {
+    if let Expression::FunctionCall(_, callee, _) = e
+        && matches!(callee.as_ref(), Expression::MemberAccess(_, _, m) if m.name == "value" || m.name == "gas")
+    {
+        return None;
+    }
     match called_member(e) {
         Some(("call", _)) => Some("call"),
         Some(("delegatecall", _)) => Some("delegatecall"),
@@ -797,8 +803,63 @@ fn external_call(e: &Expression) -> Option<&'static str> {
     }
 }
 
-/// State written after an external call in the same function.
+/// Whether `body` makes an external call itself.
+fn calls_out(body: &Statement) -> bool {
+    let mut found = false;
+    walk_stmt_exprs(body, &mut |e| found |= external_call(e).is_some());
+    found
+}
+
+/// State the function reads before a call and writes after it (the balance it pays out and
+/// zeroes afterwards): a reentrant call sees the old value. Writes through a local storage
+/// pointer (`var acc = accounts[msg.sender]; … acc.balance -= v`) are writes to state, and a
+/// call to a function of the contract that calls out is a call out. State written after the
+/// call but never read before it (a counter of donations) decides nothing and is not reported.
 fn reentrancy(out: &mut Out<'_, '_>, c: &Contract, body: &Statement) {
+    // Locals that point into state: set from a state variable and written through a member or
+    // an index.
+    let mut from_state: Vec<(String, String)> = Vec::new();
+    walk_stmt(body, &mut |st| {
+        if let Statement::VariableDefinition(_, decl, Some(init)) = st
+            && let Some(n) = &decl.name
+            && let Some(root) = root_name(init)
+            && c.state_vars.contains(root)
+            && !matches!(init, Expression::Variable(_))
+        {
+            from_state.push((n.name.clone(), root.to_string()));
+        }
+    });
+    let mut aliases: Vec<(String, String)> = Vec::new();
+    walk_stmt_exprs(body, &mut |e| {
+        if let Expression::Assign(_, lhs, _)
+        | Expression::AssignAdd(_, lhs, _)
+        | Expression::AssignSubtract(_, lhs, _) = e
+            && matches!(
+                lhs.as_ref(),
+                Expression::MemberAccess(..) | Expression::ArraySubscript(..)
+            )
+            && let Some(n) = root_name(lhs)
+            && let Some(pair) = from_state.iter().find(|(l, _)| l == n)
+        {
+            aliases.push(pair.clone());
+        }
+    });
+    // The state a name stands for.
+    let state_of = |n: &str| -> Option<String> {
+        if c.state_vars.contains(n) {
+            Some(n.to_string())
+        } else {
+            aliases.iter().find(|(l, _)| l == n).map(|(_, s)| s.clone())
+        }
+    };
+    let internal_call_out = |e: &Expression| {
+        called_name(e).is_some_and(|name| {
+            c.functions
+                .iter()
+                .any(|g| g.name == name && g.body.as_ref().is_some_and(calls_out))
+        })
+    };
+    let mut read_before: Vec<String> = Vec::new();
     let mut call: Option<(Loc, &'static str)> = None;
     let mut hit: Option<(Loc, Loc, &'static str)> = None;
     walk_stmt_exprs(body, &mut |e| {
@@ -806,8 +867,22 @@ fn reentrancy(out: &mut Out<'_, '_>, c: &Contract, body: &Statement) {
             return;
         }
         if call.is_none() {
-            if let Some(kind) = external_call(e) {
+            let kind = external_call(e).or_else(|| internal_call_out(e).then_some("call"));
+            if let Some(kind) = kind {
                 call = Some((expr_loc(e), kind));
+                // What the call itself reads (`call.value(balances[msg.sender])()`) is read
+                // before it runs.
+                walk_expr(e, &mut |x| {
+                    if let Expression::Variable(v) = x
+                        && let Some(s) = state_of(&v.name)
+                    {
+                        read_before.push(s);
+                    }
+                });
+            } else if let Expression::Variable(v) = e
+                && let Some(s) = state_of(&v.name)
+            {
+                read_before.push(s);
             }
             return;
         }
@@ -822,7 +897,8 @@ fn reentrancy(out: &mut Out<'_, '_>, c: &Contract, body: &Statement) {
             | Expression::PostDecrement(loc, lhs)
             | Expression::PreIncrement(loc, lhs)
             | Expression::PreDecrement(loc, lhs) => root_name(lhs)
-                .filter(|n| c.state_vars.contains(*n))
+                .and_then(&state_of)
+                .filter(|s| read_before.contains(s))
                 .map(|_| *loc),
             _ => None,
         };

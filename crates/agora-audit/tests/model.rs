@@ -11,7 +11,7 @@ use std::path::Path;
 const PINNED: (&str, &str, &str) = (
     "agora-audit@0.2.0",
     "8ca8d5888e0e3b03c53afd9904ed73b97ce3527ae9da03d6fccb4d8b92b73be8",
-    "2dbfc2f388b4dab2b4345782a278993a83fd98bfd8547d108d37fd715e6ee374",
+    "43934513e7d705db7f9095261024b52a4153a2612599f4f5e15b56602dc29757",
 );
 
 fn suite_files() -> Vec<(String, String)> {
