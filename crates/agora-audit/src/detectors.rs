@@ -16,6 +16,14 @@ const TX_ORIGIN: Detector = Detector {
     confidence: Confidence::High,
     hint: "authorize with msg.sender; tx.origin is whoever started the transaction, through any contract",
 };
+const TX_ORDER: Detector = Detector {
+    id: "tx-order-dependence",
+    swc: "SWC-114",
+    category: Category::FrontRunning,
+    severity: Severity::Medium,
+    confidence: Confidence::Low,
+    hint: "do not let one transaction change what another pays out: fix the amount per round, or let the payer name the amount it expects",
+};
 const UNCHECKED_CALL: Detector = Detector {
     id: "unchecked-call",
     swc: "SWC-104",
@@ -202,6 +210,7 @@ pub const DETECTORS: &[Detector] = &[
     ARBITRARY_STORAGE,
     FAILED_CALL_DOS,
     UNPROTECTED_WITHDRAWAL,
+    TX_ORDER,
 ];
 
 struct Out<'u, 'a> {
@@ -767,9 +776,11 @@ fn is_block_hash(e: &Expression) -> bool {
 
 const LOW_LEVEL: &[&str] = &["call", "send", "delegatecall", "callcode"];
 
-/// A low-level call whose success flag is dropped: an expression statement that is the call.
+/// A low-level call whose success flag is dropped: an expression statement that is the call, or
+/// a local that takes the flag and is never read.
 fn unchecked_calls(out: &mut Out<'_, '_>, body: &Statement) {
     let mut hits = Vec::new();
+    let mut kept: Vec<(Loc, String, String)> = Vec::new();
     walk_stmt(body, &mut |s| {
         if let Statement::Expression(loc, e) = s
             && let Some((m, _)) = called_member(e)
@@ -777,7 +788,23 @@ fn unchecked_calls(out: &mut Out<'_, '_>, body: &Statement) {
         {
             hits.push((*loc, m.to_string()));
         }
+        if let Statement::VariableDefinition(loc, decl, Some(e)) = s
+            && let Some(n) = &decl.name
+            && let Some((m, _)) = called_member(e)
+            && LOW_LEVEL.contains(&m)
+        {
+            kept.push((*loc, n.name.clone(), m.to_string()));
+        }
     });
+    for (loc, name, m) in kept {
+        let mut read = false;
+        walk_stmt_exprs(body, &mut |e| {
+            read |= matches!(e, Expression::Variable(v) if v.name == name);
+        });
+        if !read {
+            hits.push((loc, m));
+        }
+    }
     for (loc, m) in hits {
         out.at(
             &UNCHECKED_CALL,
@@ -1332,16 +1359,47 @@ fn is_hash_call(e: &Expression) -> bool {
 fn front_running(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Statement) {
     let mut hits: Vec<(&Detector, Loc, String)> = Vec::new();
     // A require on the current allowance (`require(v == 0 || allowed[..] == 0)`) is the fix.
+    // Reported from the declaration (where the fix goes) to the overwrite.
     if f.exposed && f.name == "approve" && f.params.len() == 2 && !checks_state(c, f, body) {
+        let mut writes = Vec::new();
         walk_stmt_exprs(body, &mut |e| {
             if let Expression::Assign(loc, lhs, _) = e
                 && root_name(lhs).is_some_and(|n| c.state_vars.contains(n))
             {
+                writes.push(out.unit.line(loc));
+            }
+        });
+        for line in writes {
+            out.line(
+                &APPROVE_RACE,
+                f.line,
+                line.max(f.line),
+                "the allowance is overwritten: a spender can use the old and the new one".into(),
+            );
+        }
+    }
+    // Paying out a state amount that transactions set (`reward = msg.value`): whoever's
+    // transaction is mined first decides what the payout is (transaction-order dependence).
+    // A refund of the previous bid to the previous bidder (an address anyone can take) is what
+    // that bidder paid, not a race.
+    if f.exposed {
+        let set_by_tx = amounts_set_by_transactions(c);
+        let claimable = claimable_addresses(c);
+        walk_stmt_exprs(body, &mut |e| {
+            if let Expression::FunctionCall(loc, callee, args) = e
+                && let (Expression::MemberAccess(_, to, m), [Expression::Variable(v)]) =
+                    (callee.as_ref(), args.as_slice())
+                && matches!(m.name.as_str(), "transfer" | "send" | "value")
+                && set_by_tx.contains(&v.name)
+                && !root_name(to).is_some_and(|n| claimable.iter().any(|x| x == n))
+            {
                 hits.push((
-                    &APPROVE_RACE,
+                    &TX_ORDER,
                     *loc,
-                    "the allowance is overwritten: a spender can use the old and the new one"
-                        .into(),
+                    format!(
+                        "pays out `{}`, which another transaction can change first",
+                        v.name
+                    ),
                 ));
             }
         });
@@ -1374,6 +1432,30 @@ fn front_running(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &State
     for (d, loc, m) in hits {
         out.at(d, &loc, m);
     }
+}
+
+/// Plain state variables that an open function sets to what its transaction brings: msg.value or
+/// a parameter.
+fn amounts_set_by_transactions(c: &Contract) -> Vec<String> {
+    let mut out = Vec::new();
+    for g in &c.functions {
+        let Some(body) = &g.body else { continue };
+        // A constructor runs once, before anyone can race it.
+        if !g.exposed || g.ty != FunctionTy::Function || g.name == c.name {
+            continue;
+        }
+        walk_stmt_exprs(body, &mut |e| {
+            if let Expression::Assign(_, lhs, rhs) = e
+                && let Expression::Variable(v) = lhs.as_ref()
+                && c.state_vars.contains(&v.name)
+                && !c.state_arrays.contains(&v.name)
+                && (is_member(rhs, "msg", "value") || is_param(g, rhs))
+            {
+                out.push(v.name.clone());
+            }
+        });
+    }
+    out
 }
 
 fn is_param(f: &Function, e: &Expression) -> bool {

@@ -406,11 +406,14 @@ pub(crate) fn called_member(e: &Expression) -> Option<(&str, &Expression)> {
 fn member_of(f: &Expression) -> Option<(&str, &Expression)> {
     match f {
         Expression::MemberAccess(_, recv, m) => {
-            // `x.call.value(v)` / `x.call.gas(g)`: the call is `call`.
-            if matches!(m.name.as_str(), "value" | "gas")
-                && let Expression::MemberAccess(_, inner, m2) = recv.as_ref()
-            {
-                return Some((&m2.name, inner));
+            // `x.call.value(v)` / `x.call.gas(g)`, chained in any order
+            // (`x.call.value(v).gas(g)`): the call is `call`.
+            if matches!(m.name.as_str(), "value" | "gas") {
+                match recv.as_ref() {
+                    Expression::MemberAccess(_, inner, m2) => return Some((&m2.name, inner)),
+                    Expression::FunctionCall(_, inner, _) => return member_of(inner),
+                    _ => {}
+                }
             }
             Some((&m.name, recv))
         }

@@ -10,8 +10,8 @@ use std::path::Path;
 /// verifiers of different versions would otherwise disagree) and update the pins.
 const PINNED: (&str, &str, &str) = (
     "agora-audit@0.2.0",
-    "8ca8d5888e0e3b03c53afd9904ed73b97ce3527ae9da03d6fccb4d8b92b73be8",
-    "43934513e7d705db7f9095261024b52a4153a2612599f4f5e15b56602dc29757",
+    "1bc139b4ae21c04ad06a96e0c81aba7d443c3eabd1410b3aaf21af7a4860b18a",
+    "c238930f49305fe8739880db114a0d6c578857e5d8a4204ae2dd27c9d5cf459f",
 );
 
 fn suite_files() -> Vec<(String, String)> {
