@@ -319,11 +319,27 @@ fn is_arith(e: &Expression) -> bool {
     )
 }
 
+/// Amounts the function sends as ether: the contract's balance bounds them, so adding them up
+/// cannot overflow (subtracting them can still underflow).
+fn sent_amounts(body: &Statement) -> Vec<String> {
+    let mut out = Vec::new();
+    walk_stmt_exprs(body, &mut |e| {
+        if let Expression::FunctionCall(_, callee, args) = e
+            && let (Expression::MemberAccess(_, _, m), [amount]) =
+                (callee.as_ref(), args.as_slice())
+            && matches!(m.name.as_str(), "transfer" | "send" | "value")
+        {
+            out.extend(root_name(amount).map(str::to_string));
+        }
+    });
+    out
+}
+
 /// Names whose values any caller chooses, unbounded: the parameters of a function anyone can
 /// call (an owner-only or internal function's inputs are trusted) and the locals computed from
 /// them (in source order), less those the function bounds — an upper bound in a comparison
-/// (`require(v <= limit)`, `require(balance >= v)`), an amount it also sends as ether (the
-/// balance bounds it), a local checked after its arithmetic (`c = a * b; assert(c / a == b)`).
+/// (`require(v <= limit)`, `require(balance >= v)`), a local checked after its arithmetic
+/// (`c = a * b; assert(c / a == b)`).
 fn tainted_names(f: &Function, body: &Statement) -> Vec<String> {
     if !f.exposed || guarded(f, body) {
         return Vec::new();
@@ -339,14 +355,6 @@ fn tainted_names(f: &Function, body: &Statement) -> Vec<String> {
     });
     let mut safe: Vec<String> = Vec::new();
     walk_stmt_exprs(body, &mut |e| match e {
-        Expression::FunctionCall(_, callee, args) => {
-            if let (Expression::MemberAccess(_, _, m), [amount]) =
-                (callee.as_ref(), args.as_slice())
-                && matches!(m.name.as_str(), "transfer" | "send" | "value")
-            {
-                safe.extend(root_name(amount).map(str::to_string));
-            }
-        }
         Expression::Less(_, small, _)
         | Expression::LessEqual(_, small, _)
         | Expression::More(_, _, small)
@@ -433,6 +441,7 @@ fn contains(e: &Expression, pred: &dyn Fn(&Expression) -> bool) -> bool {
 fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Statement) {
     let before_08 = out.unit.before_08 && !c.safe_math;
     let tainted = tainted_names(f, body);
+    let sent = sent_amounts(body);
     // Entries a subtraction moves value out of: `balances[from] -= v; balances[to] += v;`
     // moves value between entries of one mapping and cannot create an overflow the total
     // supply does not already have.
@@ -650,6 +659,7 @@ fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Stateme
                 && !f.view
                 && !is_member(rhs, "msg", "value")
                 && carries(rhs, &tainted)
+                && !root_name(rhs).is_some_and(|n| sent.iter().any(|s| s == n))
                 && !checked(lhs)
                 && !moved(lhs, rhs)
                 && root_name(lhs).is_some_and(|n| c.state_vars.contains(n)) =>
@@ -701,8 +711,9 @@ fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Stateme
                             root_name(lhs).is_some_and(|n| c.state_vars.contains(n))
                                 && !checked(lhs)
                                 && !checked(rhs)
-                                // Counters moved by a constant are deliberate.
-                                && !matches!(rhs.as_ref(), Expression::NumberLiteral(..))
+                                // What no caller chooses (constants, internal values) is
+                                // deliberate.
+                                && carries(rhs, &tainted)
                         }
                         other => risky_arith(&tainted, other) && !checked(other),
                     };
@@ -1307,11 +1318,14 @@ fn length_of<'e>(c: &Contract, x: &'e Expression) -> Option<&'e str> {
 }
 
 /// State variables that decide who may act: compared with msg.sender somewhere (in a function
-/// or a modifier), or named as an owner or admin.
+/// or a modifier), or named as an owner or admin. Mappings (`tokenOwner[id]`, `_owners[id]`)
+/// record who owns each item: data, not the contract's access control — unless named as owners
+/// and looked up by the caller in a condition (`require(owners[msg.sender] != 0)`).
 fn auth_vars(c: &Contract) -> Vec<String> {
     let mut out: Vec<String> = c
         .state_vars
         .iter()
+        .filter(|n| !c.state_maps.contains(*n))
         .filter(|n| {
             let n = n.to_ascii_lowercase();
             n.contains("owner") || n.contains("admin")
@@ -1321,11 +1335,23 @@ fn auth_vars(c: &Contract) -> Vec<String> {
     for g in &c.functions {
         let Some(body) = &g.body else { continue };
         walk_stmt_exprs(body, &mut |e| {
+            if let Expression::ArraySubscript(_, m, Some(i)) = e
+                && is_member(i, "msg", "sender")
+                && let Expression::Variable(v) = m.as_ref()
+                && c.state_maps.contains(&v.name)
+                && {
+                    let n = v.name.to_ascii_lowercase();
+                    n.contains("owner") || n.contains("admin")
+                }
+            {
+                out.push(v.name.clone());
+            }
             if let Expression::Equal(_, a, b) | Expression::NotEqual(_, a, b) = e {
                 for (x, y) in [(a, b), (b, a)] {
                     if is_member(x, "msg", "sender")
                         && let Some(n) = root_name(y)
                         && c.state_vars.contains(n)
+                        && !c.state_maps.contains(n)
                     {
                         out.push(n.to_string());
                     }

@@ -54,6 +54,8 @@ pub(crate) struct Contract {
     pub(crate) state_vars: BTreeSet<String>,
     /// State arrays (`T[] name`).
     pub(crate) state_arrays: BTreeSet<String>,
+    /// State mappings.
+    pub(crate) state_maps: BTreeSet<String>,
     /// Struct names defined in the contract.
     pub(crate) structs: BTreeSet<String>,
     /// State variables with an initializer, and it.
@@ -153,6 +155,7 @@ fn contract(c: &pt::ContractDefinition, lines: &LineIndex) -> Contract {
         .collect();
     let mut state_vars = BTreeSet::new();
     let mut state_arrays = BTreeSet::new();
+    let mut state_maps = BTreeSet::new();
     let mut structs = BTreeSet::new();
     let mut state_inits = Vec::new();
     let mut safe_math = false;
@@ -167,6 +170,9 @@ fn contract(c: &pt::ContractDefinition, lines: &LineIndex) -> Contract {
                     }
                     if matches!(v.ty, Expression::ArraySubscript(_, _, None)) {
                         state_arrays.insert(n.name.clone());
+                    }
+                    if matches!(v.ty, Expression::Type(_, pt::Type::Mapping { .. })) {
+                        state_maps.insert(n.name.clone());
                     }
                 }
             }
@@ -194,6 +200,7 @@ fn contract(c: &pt::ContractDefinition, lines: &LineIndex) -> Contract {
         bases,
         state_vars,
         state_arrays,
+        state_maps,
         structs,
         state_inits,
         safe_math,
