@@ -213,6 +213,34 @@ pub const DETECTORS: &[Detector] = &[
     TX_ORDER,
 ];
 
+/// What the detectors need to know about a whole contract, computed once.
+struct Facts {
+    /// State addresses anyone can make their own.
+    claimable: Vec<String>,
+    /// State that decides who may act.
+    auth: Vec<String>,
+    /// Plain state amounts that transactions set.
+    set_by_tx: Vec<String>,
+    /// Functions that make an external call themselves.
+    calls_out: Vec<String>,
+}
+
+impl Facts {
+    fn of(c: &Contract) -> Facts {
+        Facts {
+            claimable: claimable_addresses(c),
+            auth: auth_vars(c),
+            set_by_tx: amounts_set_by_transactions(c),
+            calls_out: c
+                .functions
+                .iter()
+                .filter(|g| g.body.as_ref().is_some_and(calls_out))
+                .map(|g| g.name.clone())
+                .collect(),
+        }
+    }
+}
+
 struct Out<'u, 'a> {
     unit: &'u Unit<'a>,
     findings: Vec<Finding>,
@@ -282,19 +310,20 @@ pub(crate) fn run(unit: &Unit<'_>) -> Vec<Finding> {
                 format!("`{}` is declared `constant`: use view", f.name),
             );
         }
+        let facts = Facts::of(c);
         for f in &c.functions {
             let Some(body) = &f.body else { continue };
             expressions(&mut out, c, f, body);
             unchecked_calls(&mut out, body);
-            reentrancy(&mut out, c, body);
+            reentrancy(&mut out, c, &facts, body);
             calls_in_loops(&mut out, body);
             selfdestruct(&mut out, f, body);
-            access(&mut out, c, f, body);
-            front_running(&mut out, c, f, body);
+            access(&mut out, c, &facts, f, body);
+            front_running(&mut out, c, &facts, f, body);
             storage_pointers(&mut out, c, body);
             loops(&mut out, c, f, body);
             short_address(&mut out, c, f, body);
-            failed_payment(&mut out, c, f, body);
+            failed_payment(&mut out, &facts, f, body);
             withdrawals(&mut out, c, f, body);
         }
     }
@@ -853,7 +882,7 @@ fn calls_out(body: &Statement) -> bool {
 /// pointer (`var acc = accounts[msg.sender]; … acc.balance -= v`) are writes to state, and a
 /// call to a function of the contract that calls out is a call out. State written after the
 /// call but never read before it (a counter of donations) decides nothing and is not reported.
-fn reentrancy(out: &mut Out<'_, '_>, c: &Contract, body: &Statement) {
+fn reentrancy(out: &mut Out<'_, '_>, c: &Contract, facts: &Facts, body: &Statement) {
     // Locals that point into state: set from a state variable and written through a member or
     // an index.
     let mut from_state: Vec<(String, String)> = Vec::new();
@@ -891,11 +920,7 @@ fn reentrancy(out: &mut Out<'_, '_>, c: &Contract, body: &Statement) {
         }
     };
     let internal_call_out = |e: &Expression| {
-        called_name(e).is_some_and(|name| {
-            c.functions
-                .iter()
-                .any(|g| g.name == name && g.body.as_ref().is_some_and(calls_out))
-        })
+        called_name(e).is_some_and(|name| facts.calls_out.iter().any(|g| g == name))
     };
     let mut read_before: Vec<String> = Vec::new();
     let mut call: Option<(Loc, &'static str)> = None;
@@ -1172,7 +1197,7 @@ fn checks_state(c: &Contract, f: &Function, body: &Statement) -> bool {
 }
 
 /// Arbitrary delegatecall targets, and owner changes anyone can make.
-fn access(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Statement) {
+fn access(out: &mut Out<'_, '_>, c: &Contract, facts: &Facts, f: &Function, body: &Statement) {
     if !f.exposed || f.ty == FunctionTy::Constructor || f.name == c.name {
         return;
     }
@@ -1270,8 +1295,8 @@ fn access(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Statement) {
     // From the declaration (where the missing guard belongs) to the write.
     let mut ranges: Vec<(usize, String)> = Vec::new();
     if f.ty == FunctionTy::Function && !checks_state(c, f, body) {
-        let auth = auth_vars(c);
-        for (loc, name) in auth_writes(c, &auth, body) {
+        let auth = &facts.auth;
+        for (loc, name) in auth_writes(c, auth, body) {
             ranges.push((
                 out.unit.line(&loc),
                 format!("anyone can call `{}` and set `{name}`", f.name),
@@ -1287,7 +1312,7 @@ fn access(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Statement) {
                     .find(|g| g.name == callee && g.ty == FunctionTy::Function && g.body.is_some())
                 && let Some(gb) = &g.body
                 && !checks_state(c, g, gb)
-                && let Some((_, name)) = auth_writes(c, &auth, gb).into_iter().next()
+                && let Some((_, name)) = auth_writes(c, auth, gb).into_iter().next()
             {
                 ranges.push((
                     out.unit.line(&expr_loc(e)),
@@ -1382,7 +1407,13 @@ fn is_hash_call(e: &Expression) -> bool {
 }
 
 /// ERC-20 approve races and puzzles whose answer a front-runner can copy.
-fn front_running(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Statement) {
+fn front_running(
+    out: &mut Out<'_, '_>,
+    c: &Contract,
+    facts: &Facts,
+    f: &Function,
+    body: &Statement,
+) {
     let mut hits: Vec<(&Detector, Loc, String)> = Vec::new();
     // A require on the current allowance (`require(v == 0 || allowed[..] == 0)`) is the fix.
     // Reported from the declaration (where the fix goes) to the overwrite.
@@ -1409,8 +1440,7 @@ fn front_running(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &State
     // A refund of the previous bid to the previous bidder (an address anyone can take) is what
     // that bidder paid, not a race.
     if f.exposed {
-        let set_by_tx = amounts_set_by_transactions(c);
-        let claimable = claimable_addresses(c);
+        let (set_by_tx, claimable) = (&facts.set_by_tx, &facts.claimable);
         walk_stmt_exprs(body, &mut |e| {
             if let Expression::FunctionCall(loc, callee, args) = e
                 && let (Expression::MemberAccess(_, to, m), [Expression::Variable(v)]) =
@@ -1706,11 +1736,11 @@ fn claimable_addresses(c: &Contract) -> Vec<String> {
 
 /// A payable function that must pay a stored address anyone can take (the previous king, the
 /// last bidder) to go on: if that address rejects ether, nobody can call it again.
-fn failed_payment(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Statement) {
+fn failed_payment(out: &mut Out<'_, '_>, facts: &Facts, f: &Function, body: &Statement) {
     if !f.exposed || !f.payable {
         return;
     }
-    let claimable = claimable_addresses(c);
+    let claimable = &facts.claimable;
     let stored = |r: &Expression| root_name(r).is_some_and(|n| claimable.iter().any(|x| x == n));
     let mut hits = Vec::new();
     walk_stmt_exprs(body, &mut |e| {

@@ -413,12 +413,12 @@ pub fn bench(args: AuditBenchArgs) -> Result<()> {
     let per_sec = (rounds * sources.len()) as f64 / start.elapsed().as_secs_f64();
     let scores = score(&findings, &labels, args.tolerance);
     println!(
-        "agora bench audit: {} contracts ({} not parsed), {} labels, {} findings at severity {:?} and up, match within ±{} lines",
+        "agora bench audit: {} contracts ({} not parsed), {} labels, {} findings at severity {} and up, match within ±{} lines",
         sources.len(),
         errors,
         labels.len(),
         findings.len(),
-        args.min_severity,
+        format!("{:?}", args.min_severity).to_lowercase(),
         args.tolerance
     );
     println!(
