@@ -19,7 +19,11 @@ fn suite() -> (Vec<agora_audit::Finding>, Vec<Label>, Vec<String>) {
         }
         let src = std::fs::read_to_string(e.path()).expect("read");
         match audit_source(&name, &src) {
-            Ok(f) => findings.extend(f),
+            // Scored as reported by default: deprecated syntax (info) is not a vulnerability.
+            Ok(f) => findings.extend(
+                f.into_iter()
+                    .filter(|f| f.severity >= agora_audit::Severity::Low),
+            ),
             Err(err) => panic!("{err}"),
         }
         files.push(name);
@@ -57,7 +61,8 @@ fn every_labelled_bug_is_found_and_fixed_twins_are_clean() {
     }
     let overall = &scores["overall"];
     assert_eq!(overall.recall(), 1.0);
-    assert!(overall.precision() >= 0.6, "{scores:?}");
+    // Every finding in the suite is a labelled bug (the floor is 60 %).
+    assert!(overall.precision() >= 0.95, "{scores:?}");
 }
 
 #[test]
