@@ -191,23 +191,19 @@ fn run_audit(
             format!("{name} is not an auditor"),
         ));
     };
-    let mut audited = Audited {
-        explanations: Vec::new(),
-        explain_error: None,
-        done: done.clone(),
-    };
-    let Some(explain_model) = explain else {
-        return Ok(audited);
-    };
-    let JobInput::Audit { files } = &input else {
-        return Ok(audited);
-    };
-    let shown = shown(findings, min_severity);
-    match explain_all(gw, key, explain_model.as_deref(), &shown, files) {
-        Ok(explanations) => audited.explanations = explanations,
-        Err(e) => audited.explain_error = Some(e.to_string()),
+    let (mut explanations, mut explain_error) = (Vec::new(), None);
+    if let (Some(explain_model), JobInput::Audit { files }) = (explain, &input) {
+        let shown = shown(findings, min_severity);
+        match explain_all(gw, key, explain_model.as_deref(), &shown, files) {
+            Ok(e) => explanations = e,
+            Err(e) => explain_error = Some(e.to_string()),
+        }
     }
-    Ok(audited)
+    Ok(Audited {
+        done,
+        explanations,
+        explain_error,
+    })
 }
 
 /// Explains up to [`MAX_EXPLAINED`] findings, each by its own greedy chat job.
