@@ -30,7 +30,7 @@ pub struct AuditArgs {
     #[arg(long)]
     explain: bool,
     /// Run the audit as a paid, verifiable job through an Agora gateway at this URL (e.g. the
-    /// devnet's `http://127.0.0.1:8080`) instead of on this machine.
+    /// devnet's `http://127.0.0.1:7421`) instead of on this machine.
     #[arg(long, env = "AGORA_GATEWAY")]
     gateway: Option<String>,
     /// The gateway's API key (`agora devnet` prints one).
