@@ -1045,7 +1045,7 @@ fn calls_in_loops(out: &mut Out<'_, '_>, body: &Statement) {
 
 /// Whether a function checks who calls it: a modifier, or a comparison with msg.sender.
 fn guarded(f: &Function, body: &Statement) -> bool {
-    if !f.modifiers.is_empty() {
+    if f.access_modifier {
         return true;
     }
     let mut checked = false;

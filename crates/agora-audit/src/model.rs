@@ -41,6 +41,10 @@ pub(crate) struct Function {
     pub(crate) payable: bool,
     /// Modifiers applied (names).
     pub(crate) modifiers: Vec<String>,
+    /// One of them checks the caller: its name says so (`onlyOwner`, `auth`), or its body (in
+    /// this file) looks at msg.sender or tx.origin. `whenNotPaused` or `nonReentrant` guard
+    /// nothing about who calls.
+    pub(crate) access_modifier: bool,
     /// Parameter names.
     pub(crate) params: Vec<String>,
     pub(crate) line: usize,
@@ -93,6 +97,35 @@ impl<'a> Unit<'a> {
                 }
                 SourceUnitPart::ContractDefinition(c) => contracts.push(contract(c, lines)),
                 _ => {}
+            }
+        }
+        // Which modifiers check the caller, across the file's contracts (bases included).
+        let defined: Vec<(String, bool)> = contracts
+            .iter()
+            .flat_map(|c: &Contract| &c.functions)
+            .filter(|m| m.ty == pt::FunctionTy::Modifier)
+            .map(|m| {
+                let mut caller = false;
+                if let Some(b) = &m.body {
+                    walk_stmt_exprs(b, &mut |e| {
+                        caller |= is_member(e, "msg", "sender")
+                            || is_member(e, "tx", "origin")
+                            || matches!(e, Expression::FunctionCall(_, f, _)
+                                if matches!(f.as_ref(), Expression::Variable(v) if v.name == "_msgSender"));
+                    });
+                }
+                (m.name.clone(), caller)
+            })
+            .collect();
+        for c in &mut contracts {
+            for f in &mut c.functions {
+                f.access_modifier = f.modifiers.iter().any(|m| {
+                    let n = m.to_ascii_lowercase();
+                    let named = ["only", "owner", "admin", "auth", "role"]
+                        .iter()
+                        .any(|w| n.contains(w));
+                    named || defined.iter().any(|(d, caller)| d == m && *caller)
+                });
             }
         }
         // Without a pragma, assume the oldest syntax the file could be.
@@ -249,6 +282,7 @@ fn function(f: &pt::FunctionDefinition, lines: &LineIndex) -> Function {
         constant,
         payable,
         modifiers,
+        access_modifier: false,
         line: lines.line(f.loc.start()),
         body: f.body.clone(),
     }

@@ -11,7 +11,7 @@ use std::path::Path;
 const PINNED: (&str, &str, &str) = (
     "agora-audit@0.2.0",
     "1bc139b4ae21c04ad06a96e0c81aba7d443c3eabd1410b3aaf21af7a4860b18a",
-    "c238930f49305fe8739880db114a0d6c578857e5d8a4204ae2dd27c9d5cf459f",
+    "571eca69c26d5bb79d513d4967e62e634cf432948d7dd9f8d4d56258646a9ec5",
 );
 
 fn suite_files() -> Vec<(String, String)> {
