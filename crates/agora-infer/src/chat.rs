@@ -15,8 +15,8 @@ use crate::tokenizer::{BpeTokenizer, TextStream};
 
 /// Positions a session may hold unless told otherwise: bounds the KV cache to ~94 MB for SmolLM2.
 pub const DEFAULT_CONTEXT: usize = 2048;
-/// Tokens scored per forward pass, which bounds the logits held at once.
-const SCORE_CHUNK: usize = 64;
+/// Answer tokens scored per forward pass, which bounds the logits held at once (25 MB for SmolLM2).
+const SCORE_CHUNK: usize = 128;
 
 /// One chat message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -329,10 +329,17 @@ impl ChatModel {
         }
         let mut cache: KvCache = self.llama.new_cache();
         let mut checks = Vec::with_capacity(output.len());
-        // Logits before output token i come from the pass that ends at prompt (i = 0) or output[i-1].
-        let mut pending = self
-            .llama
-            .forward(&mut cache, prompt, prompt.len() - 1..prompt.len())?;
+        // Logits before output token i come from the position of the prompt's last token (i = 0) or
+        // of output[i-1]. The first pass takes the prompt and the first chunk of the answer together.
+        let first = SCORE_CHUNK.min(output.len());
+        let mut feed = Vec::with_capacity(prompt.len() + first);
+        feed.extend_from_slice(prompt);
+        feed.extend_from_slice(&output[..first.saturating_sub(1)]);
+        let mut pending = self.llama.forward(
+            &mut cache,
+            &feed,
+            prompt.len() - 1..prompt.len() - 1 + first,
+        )?;
         let mut done = 0;
         while done < output.len() {
             let rows = pending.len() / vocab;

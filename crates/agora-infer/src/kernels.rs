@@ -1,5 +1,6 @@
 //! Quantized matrix products: weight rows (Q4_1 or Q8_0, interleaved by eights, see `quant`) times
-//! quantized activations, eight rows at a time.
+//! quantized activations (tokens interleaved by fours), eight rows against up to four tokens at a
+//! time, written straight into the caller's output.
 //!
 //! Every implementation computes the same thing in the same order, so results are bit-identical
 //! whichever runs (AVX2 or portable), however rows and tokens are split between threads, and however
@@ -14,7 +15,7 @@
 use std::ops::Range;
 use std::sync::OnceLock;
 
-use crate::quant::{GROUP, QActs, QK, QMatrix, WeightType, f16_at};
+use crate::quant::{GROUP, QActs, QMatrix, WeightType, f16_at};
 
 /// Which kernel implementation runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +42,53 @@ pub fn detected() -> Isa {
 /// Computes `out[t * rows.len() + i] = dot(row rows.start + i, token t)` for every token.
 /// `rows.start` must be a multiple of 8 (a row group boundary).
 pub fn matmul_rows(isa: Isa, w: &QMatrix, acts: &QActs, rows: Range<usize>, out: &mut [f32]) {
+    assert_eq!(out.len(), acts.n * rows.len(), "matmul: output size");
+    let width = rows.len();
+    let view = Out::new(out, width, rows.start);
+    run_rows(isa, w, acts, rows, &view);
+}
+
+/// Several matmuls that share their input, split into row ranges run in parallel on the current
+/// rayon pool: `jobs[j].1` (`acts.n` rows of `jobs[j].0.rows`) receives `acts · jobs[j].0ᵀ`. Each
+/// output element is computed by one task, start to finish, so the split changes no bit of it; the
+/// tasks write straight into the outputs (disjoint row ranges), with no copy afterwards.
+pub fn matmuls(
+    isa: Isa,
+    acts: &QActs,
+    jobs: &mut [(&QMatrix, &mut [f32])],
+    tasks_per_thread: usize,
+) {
+    use rayon::prelude::*;
+    let threads = rayon::current_num_threads();
+    let total_rows: usize = jobs.iter().map(|(m, _)| m.rows).sum();
+    let chunk = total_rows
+        .div_ceil(threads * tasks_per_thread.max(1))
+        .next_multiple_of(16)
+        .max(16);
+    let mats: Vec<&QMatrix> = jobs.iter().map(|(m, _)| *m).collect();
+    let views: Vec<Out<'_>> = jobs
+        .iter_mut()
+        .map(|(m, out)| {
+            assert_eq!(out.len(), acts.n * m.rows, "matmuls: output size");
+            Out::new(out, m.rows, 0)
+        })
+        .collect();
+    let mut tasks = Vec::new();
+    for (j, m) in mats.iter().enumerate() {
+        let mut r = 0;
+        while r < m.rows {
+            let end = (r + chunk).min(m.rows);
+            tasks.push((j, r..end));
+            r = end;
+        }
+    }
+    // Every task's rows are its own: no two tasks write the same element (see `Out`).
+    tasks
+        .into_par_iter()
+        .for_each(|(j, rows)| run_rows(isa, mats[j], acts, rows, &views[j]));
+}
+
+fn run_rows(isa: Isa, w: &QMatrix, acts: &QActs, rows: Range<usize>, out: &Out<'_>) {
     assert_eq!(
         w.cols, acts.cols,
         "matmul: weight columns and activation length differ"
@@ -49,7 +97,10 @@ pub fn matmul_rows(isa: Isa, w: &QMatrix, acts: &QActs, rows: Range<usize>, out:
         rows.end <= w.rows && rows.start.is_multiple_of(GROUP),
         "matmul: row range"
     );
-    assert_eq!(out.len(), acts.n * rows.len(), "matmul: output size");
+    assert!(
+        rows.start >= out.col0 && rows.end - out.col0 <= out.width && acts.n <= out.n,
+        "matmul: rows outside the output"
+    );
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 if detected() == Isa::Avx2 => avx2::matmul_rows(w, acts, rows, out),
@@ -57,19 +108,59 @@ pub fn matmul_rows(isa: Isa, w: &QMatrix, acts: &QActs, rows: Range<usize>, out:
     }
 }
 
-/// Writes the results of one row group (eight rows) for token `t`, skipping padding rows.
-#[inline(always)]
-fn store(out: &mut [f32], rows: &Range<usize>, g: usize, t: usize, values: &[f32; GROUP]) {
-    let n_rows = rows.len();
-    for (lane, v) in values.iter().enumerate() {
-        let r = g * GROUP + lane;
-        if r < rows.end {
-            out[t * n_rows + r - rows.start] = *v;
+/// A matmul's output, `n` rows (tokens) of `width` floats, written through a pointer by tasks that
+/// each own a range of its columns (weight rows): element (t, r) lives at `t · width + r − col0`.
+/// Only this module makes one, from a `&mut` slice it then borrows, and every task it gives one to
+/// writes only inside its own row range (checked in `run_rows`), so writes never overlap.
+#[derive(Debug)]
+struct Out<'a> {
+    ptr: *mut f32,
+    n: usize,
+    width: usize,
+    col0: usize,
+    _out: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: see the type's comment: tasks sharing an `Out` write disjoint elements.
+#[allow(unsafe_code)]
+unsafe impl Send for Out<'_> {}
+// SAFETY: as above.
+#[allow(unsafe_code)]
+unsafe impl Sync for Out<'_> {}
+
+impl<'a> Out<'a> {
+    fn new(out: &'a mut [f32], width: usize, col0: usize) -> Self {
+        let n = out.len().checked_div(width).unwrap_or(0);
+        assert_eq!(n * width, out.len(), "matmul: output size");
+        Self {
+            ptr: out.as_mut_ptr(),
+            n,
+            width,
+            col0,
+            _out: std::marker::PhantomData,
+        }
+    }
+
+    /// Writes the results of one row group (eight rows) for token `t`, skipping rows past `rows`.
+    #[inline(always)]
+    fn store(&self, rows: &Range<usize>, g: usize, t: usize, values: &[f32; GROUP]) {
+        assert!(t < self.n, "matmul: token outside the output");
+        for (lane, v) in values.iter().enumerate() {
+            let r = g * GROUP + lane;
+            if r < rows.end {
+                let at = t * self.width + r - self.col0;
+                assert!(r >= self.col0 && r - self.col0 < self.width);
+                // SAFETY: `at` is inside the output (checked above); the row is this task's.
+                #[allow(unsafe_code)]
+                unsafe {
+                    *self.ptr.add(at) = *v;
+                }
+            }
         }
     }
 }
 
-fn portable_rows(w: &QMatrix, acts: &QActs, rows: Range<usize>, out: &mut [f32]) {
+fn portable_rows(w: &QMatrix, acts: &QActs, rows: Range<usize>, out: &Out<'_>) {
     let nb = acts.blocks_per_row();
     for g in rows.start / GROUP..rows.end.div_ceil(GROUP) {
         for t in 0..acts.n {
@@ -77,8 +168,7 @@ fn portable_rows(w: &QMatrix, acts: &QActs, rows: Range<usize>, out: &mut [f32])
             let mut macc = [0f32; GROUP];
             for b in 0..nb {
                 let blk = w.group_block(g, b);
-                let a = &acts.qs[t * acts.cols + b * QK..][..QK];
-                let (da, sa) = (acts.d[t * nb + b], acts.s[t * nb + b]);
+                let (a, da, sa) = acts.token_block(t, b);
                 for lane in 0..GROUP {
                     let dw = f16_at(blk, lane * 2);
                     let isum: i32 = match w.ty {
@@ -105,29 +195,32 @@ fn portable_rows(w: &QMatrix, acts: &QActs, rows: Range<usize>, out: &mut [f32])
                 }
             }
             let values: [f32; GROUP] = std::array::from_fn(|l| acc[l] + macc[l]);
-            store(out, &rows, g, t, &values);
+            out.store(&rows, g, t, &values);
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
+// Token `k` is both an accumulator's index and an offset into the quad: loops count it.
+#[allow(clippy::needless_range_loop)]
 mod avx2 {
     use std::arch::x86_64::*;
     use std::ops::Range;
 
-    use super::store;
-    use crate::quant::{GROUP, QActs, QK, QMatrix, WeightType};
+    use super::Out;
+    use crate::quant::{GROUP, QActs, QK, QMatrix, QUAD, WeightType};
 
-    pub(super) fn matmul_rows(w: &QMatrix, acts: &QActs, rows: Range<usize>, out: &mut [f32]) {
+    pub(super) fn matmul_rows(w: &QMatrix, acts: &QActs, rows: Range<usize>, out: &Out<'_>) {
         // SAFETY: the caller checked (`detected`) that the CPU has AVX2, FMA and F16C.
         unsafe { rows_impl(w, acts, rows, out) }
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn rows_impl(w: &QMatrix, acts: &QActs, rows: Range<usize>, out: &mut [f32]) {
+    fn rows_impl(w: &QMatrix, acts: &QActs, rows: Range<usize>, out: &Out<'_>) {
         let n = acts.n;
-        for g in rows.start / GROUP..rows.end.div_ceil(GROUP) {
+        let (g0, g1) = (rows.start / GROUP, rows.end.div_ceil(GROUP));
+        for g in g0..g1 {
             let mut t = 0;
             while t + 4 <= n {
                 group::<4>(w, acts, g, t, &rows, out);
@@ -142,6 +235,25 @@ mod avx2 {
         }
     }
 
+    /// Writes eight results of row group `g` for token `t`: one vector store when the group lies
+    /// wholly inside `rows`.
+    #[inline(always)]
+    fn put(out: &Out<'_>, rows: &Range<usize>, g: usize, t: usize, v: __m256) {
+        let r0 = g * GROUP;
+        if r0 + GROUP <= rows.end {
+            // `run_rows` checked that rows.start ≥ col0 and rows.end − col0 ≤ width.
+            assert!(t < out.n && r0 >= out.col0 && r0 + GROUP - out.col0 <= out.width);
+            let at = t * out.width + r0 - out.col0;
+            // SAFETY: the eight floats at `at` are inside the output and in this task's rows.
+            unsafe { _mm256_storeu_ps(out.ptr.add(at), v) };
+        } else {
+            let mut lanes = [0f32; GROUP];
+            // SAFETY: `lanes` holds eight f32.
+            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v) };
+            out.store(rows, g, t, &lanes);
+        }
+    }
+
     /// Eight rows (group `g`) against tokens `t0..t0+T`.
     #[inline(always)]
     fn group<const T: usize>(
@@ -150,24 +262,18 @@ mod avx2 {
         g: usize,
         t0: usize,
         rows: &Range<usize>,
-        out: &mut [f32],
+        out: &Out<'_>,
     ) {
         let nb = acts.blocks_per_row();
-        let cols = acts.cols;
         let block_bytes = GROUP * w.ty.block_bytes();
-        // Bounds, checked once: the group's nb blocks, and T tokens of activations from t0.
+        // Bounds, checked once: the group's nb blocks, and the quad of tokens from t0.
         let group_bytes = &w.data[g * nb * block_bytes..(g + 1) * nb * block_bytes];
-        let qs = &acts.qs[t0 * cols..(t0 + T) * cols];
-        let ds = &acts.d[t0 * nb..(t0 + T) * nb];
-        let ss = &acts.s[t0 * nb..(t0 + T) * nb];
         let base = group_bytes.as_ptr();
-        // Token k's quants, scales and sums start at these (inside `qs`, `ds`, `ss`).
-        let qa: [*const i8; T] = std::array::from_fn(|k| qs[k * cols..].as_ptr());
-        let da: [*const f32; T] = std::array::from_fn(|k| ds[k * nb..].as_ptr());
-        let sa: [*const f32; T] = std::array::from_fn(|k| ss[k * nb..].as_ptr());
+        let (qa, da, sa) = quad(acts, t0);
         // SAFETY: the kernels read block b of the group at base + b·block_bytes (inside
-        // `group_bytes`), token k's 32 quants of block b at qa[k] + 32b, and its scale and sum at
-        // da[k] + b and sa[k] + b, for b < nb: all inside the slices above.
+        // `group_bytes`), the quad's 128 quant bytes of block b at qa + 128b, and token k's scale
+        // and sum at da + 4b + k and sa + 4b + k (k < T ≤ 4), for b < nb: inside the slices `quad`
+        // took them from.
         let values = unsafe {
             match w.ty {
                 WeightType::Q4_1 => q4_1::<T>(base, nb, qa, da, sa),
@@ -175,11 +281,20 @@ mod avx2 {
             }
         };
         for (k, v) in values.iter().enumerate() {
-            let mut lanes = [0f32; GROUP];
-            // SAFETY: `lanes` holds eight f32.
-            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *v) };
-            store(out, rows, g, t0 + k, &lanes);
+            put(out, rows, g, t0 + k, *v);
         }
+    }
+
+    /// Where the quad of tokens starting at `t0` (a multiple of 4) begins: its quants, scales and
+    /// sums (`nb` blocks each), bounds checked here.
+    #[inline(always)]
+    fn quad(acts: &QActs, t0: usize) -> (*const i8, *const f32, *const f32) {
+        debug_assert!(t0.is_multiple_of(QUAD));
+        let nb = acts.blocks_per_row();
+        let q = &acts.qs[t0 * acts.cols..(t0 + QUAD) * acts.cols];
+        let d = &acts.d[t0 * nb..(t0 + QUAD) * nb];
+        let s = &acts.s[t0 * nb..(t0 + QUAD) * nb];
+        (q.as_ptr(), d.as_ptr(), s.as_ptr())
     }
 
     /// The four bytes at `p` repeated across a vector.
@@ -208,9 +323,9 @@ mod avx2 {
     unsafe fn q4_1<const T: usize>(
         base: *const u8,
         nb: usize,
-        qa: [*const i8; T],
-        da: [*const f32; T],
-        sa: [*const f32; T],
+        qa: *const i8,
+        da: *const f32,
+        sa: *const f32,
     ) -> [__m256; T] {
         const BLOCK: usize = GROUP * 20;
         // SAFETY (whole body): see `group`; every offset below is inside block b.
@@ -228,16 +343,16 @@ mod avx2 {
                     let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
                     for k in 0..T {
                         // Pairs of u4·i8 sum to at most 3810 in magnitude; eight fit in i16.
-                        let a = qa[k].add(b * QK + 4 * j);
+                        let a = qa.add(b * QUAD * QK + 16 * j + 4 * k);
                         let x = _mm256_maddubs_epi16(lo, bcast(a));
-                        let y = _mm256_maddubs_epi16(hi, bcast(a.add(16)));
+                        let y = _mm256_maddubs_epi16(hi, bcast(a.add(64)));
                         s16[k] = _mm256_add_epi16(s16[k], _mm256_add_epi16(x, y));
                     }
                 }
                 let dw = _mm256_cvtph_ps(_mm_loadu_si128(p.cast()));
                 for k in 0..T {
                     let isum = _mm256_madd_epi16(s16[k], ones);
-                    let scale = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*da[k].add(b)));
+                    let scale = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*da.add(b * QUAD + k)));
                     acc[k] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum), acc[k]);
                 }
                 p = p.add(BLOCK);
@@ -248,7 +363,8 @@ mod avx2 {
             for b in 0..nb {
                 let mw = _mm256_cvtph_ps(_mm_loadu_si128(p.add(2 * GROUP).cast()));
                 for k in 0..T {
-                    macc[k] = _mm256_fmadd_ps(mw, _mm256_broadcast_ss(&*sa[k].add(b)), macc[k]);
+                    macc[k] =
+                        _mm256_fmadd_ps(mw, _mm256_broadcast_ss(&*sa.add(b * QUAD + k)), macc[k]);
                 }
                 p = p.add(BLOCK);
             }
@@ -261,8 +377,8 @@ mod avx2 {
     unsafe fn q8_0<const T: usize>(
         base: *const u8,
         nb: usize,
-        qa: [*const i8; T],
-        da: [*const f32; T],
+        qa: *const i8,
+        da: *const f32,
     ) -> [__m256; T] {
         const BLOCK: usize = GROUP * 34;
         // SAFETY (whole body): see `group`; every offset below is inside block b.
@@ -278,14 +394,14 @@ mod avx2 {
                     let aq = _mm256_sign_epi8(q, q);
                     for k in 0..T {
                         // |q|·(±a): pairs sum to at most 2·128·127 = 32512, which fits i16.
-                        let a = bcast(qa[k].add(b * QK + 4 * j));
+                        let a = bcast(qa.add(b * QUAD * QK + 16 * j + 4 * k));
                         let prod = _mm256_maddubs_epi16(aq, _mm256_sign_epi8(a, q));
                         isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(prod, ones));
                     }
                 }
                 let dw = _mm256_cvtph_ps(_mm_loadu_si128(p.cast()));
                 for k in 0..T {
-                    let scale = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*da[k].add(b)));
+                    let scale = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*da.add(b * QUAD + k)));
                     acc[k] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum[k]), acc[k]);
                 }
                 p = p.add(BLOCK);

@@ -450,44 +450,14 @@ impl Llama {
         self.matmuls(&acts, &mut [(output, logits)]);
     }
 
-    /// Runs several matmuls that share their input, split into row ranges over the pool. Each output
-    /// element is computed by one task, so the split does not change a bit of the result.
+    /// Runs several matmuls that share their input, split into row ranges over the pool (see
+    /// [`kernels::matmuls`]: the split does not change a bit of the result).
     fn matmuls(&self, acts: &QActs, jobs: &mut [(&QMatrix, &mut Vec<f32>)]) {
-        let threads = self.pool.current_num_threads();
-        let total_rows: usize = jobs.iter().map(|(m, _)| m.rows).sum();
-        // Enough tasks to balance the threads, few enough that scheduling stays cheap.
-        let chunk = total_rows
-            .div_ceil(threads * 4)
-            .next_multiple_of(16)
-            .max(16);
-        let mut tasks = Vec::new();
-        for (j, (m, _)) in jobs.iter().enumerate() {
-            let mut r = 0;
-            while r < m.rows {
-                let end = (r + chunk).min(m.rows);
-                tasks.push((j, r..end));
-                r = end;
-            }
-        }
-        let n = acts.n;
-        let isa = self.isa;
-        let parts: Vec<Vec<f32>> = tasks
-            .par_iter()
-            .map(|(j, rows)| {
-                let mut out = take_buffer(n * rows.len());
-                kernels::matmul_rows(isa, jobs[*j].0, acts, rows.clone(), &mut out);
-                out
-            })
+        let mut jobs: Vec<(&QMatrix, &mut [f32])> = jobs
+            .iter_mut()
+            .map(|(m, out)| (*m, out.as_mut_slice()))
             .collect();
-        for ((j, rows), part) in tasks.iter().zip(parts) {
-            let (m, out) = &mut jobs[*j];
-            let width = m.rows;
-            for t in 0..n {
-                out[t * width + rows.start..t * width + rows.end]
-                    .copy_from_slice(&part[t * rows.len()..(t + 1) * rows.len()]);
-            }
-            give_buffer(part);
-        }
+        kernels::matmuls(self.isa, acts, &mut jobs, 4);
     }
 
     /// Causal attention of `n` new tokens (at positions `pos0..pos0+n`) over the cache: one token's
@@ -734,29 +704,6 @@ crate::kernels::multiversion! {
     fn silu_mul(gate: &mut [f32], up: &[f32]) {
         for (g, u) in gate.iter_mut().zip(up) {
             *g = *g / (1.0 + exp(-*g)) * u;
-        }
-    }
-}
-
-/// Spare buffers for the matmul tasks' partial results, so batches do not allocate (and fault in
-/// fresh pages) for every matmul.
-static BUFFERS: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
-
-/// A buffer of `len` floats (contents unspecified: the caller overwrites all of them).
-fn take_buffer(len: usize) -> Vec<f32> {
-    let spare = BUFFERS.lock().map(|mut b| b.pop()).unwrap_or(None);
-    let mut buf = spare.unwrap_or_default();
-    buf.resize(len, 0.0);
-    buf
-}
-
-/// Returns a buffer for reuse, unless the spare ones would then hold more than 16 MB.
-fn give_buffer(buf: Vec<f32>) {
-    const MAX_FLOATS: usize = 4 << 20;
-    if let Ok(mut spare) = BUFFERS.lock() {
-        let held: usize = spare.iter().map(Vec::capacity).sum();
-        if held + buf.capacity() <= MAX_FLOATS {
-            spare.push(buf);
         }
     }
 }

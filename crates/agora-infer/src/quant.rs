@@ -189,15 +189,22 @@ pub fn quantize_q8_0(x: &[f32]) -> Vec<u8> {
     out
 }
 
-/// Activations of `n` tokens, each of `cols` elements, quantized per 32-element block.
+/// Tokens interleaved together in [`QActs`].
+pub const QUAD: usize = 4;
+
+/// Activations of `n` tokens, each of `cols` elements, quantized per 32-element block, tokens
+/// interleaved by fours ([`QUAD`]) so that a kernel reads four tokens' quants from one place: for each
+/// quad of tokens and each block, 128 bytes, the 4-byte slice `c` (of 8) of the four tokens side by
+/// side at `16c`; the quad's scales (and sums) of a block are four consecutive floats. A last quad that
+/// is not full is padded with zeros.
 #[derive(Debug, Clone, Default)]
 pub struct QActs {
     pub n: usize,
     pub cols: usize,
     pub qs: Vec<i8>,
-    /// Per block: the scale (rounded through f16).
+    /// Per token and block: the scale (rounded through f16).
     pub d: Vec<f32>,
-    /// Per block: `d * Σq` rounded through f16 (Q8_1 only; zero for Q8_0).
+    /// Per token and block: `d * Σq` rounded through f16 (Q8_1 only; zero for Q8_0).
     pub s: Vec<f32>,
 }
 
@@ -205,30 +212,69 @@ impl QActs {
     /// Quantizes `x` (`n` rows of `cols`) for a matmul with weights of type `ty`.
     pub fn quantize(&mut self, x: &[f32], cols: usize, ty: WeightType) {
         debug_assert!(cols.is_multiple_of(QK) && x.len().is_multiple_of(cols));
-        let nb = x.len() / QK;
         self.n = x.len() / cols;
         self.cols = cols;
-        self.qs.resize(x.len(), 0);
-        self.d.resize(nb, 0.0);
-        self.s.resize(nb, 0.0);
+        let nb = cols / QK;
+        let quads = self.n.div_ceil(QUAD);
+        self.qs.clear();
+        self.qs.resize(quads * QUAD * cols, 0);
+        self.d.clear();
+        self.d.resize(quads * QUAD * nb, 0.0);
+        self.s.clear();
+        self.s.resize(quads * QUAD * nb, 0.0);
         let sums = ty == WeightType::Q4_1;
+        let quad_rows = QUAD * cols;
         if self.n < 8 {
-            quantize_blocks(x, &mut self.qs, &mut self.d, &mut self.s, sums);
+            for (((x, qs), d), s) in x
+                .chunks(quad_rows)
+                .zip(self.qs.chunks_mut(quad_rows))
+                .zip(self.d.chunks_mut(QUAD * nb))
+                .zip(self.s.chunks_mut(QUAD * nb))
+            {
+                quantize_quad(x, cols, qs, d, s, sums);
+            }
             return;
         }
-        // Many tokens: runs of tokens in parallel on the current pool (each block is independent).
+        // Many tokens: quads in parallel on the current pool (each block is independent).
         use rayon::prelude::*;
-        let per = self.n.div_ceil(rayon::current_num_threads() * 2);
-        let nb_row = cols / QK;
-        x.par_chunks(per * cols)
-            .zip(self.qs.par_chunks_mut(per * cols))
-            .zip(self.d.par_chunks_mut(per * nb_row))
-            .zip(self.s.par_chunks_mut(per * nb_row))
-            .for_each(|(((x, qs), d), s)| quantize_blocks(x, qs, d, s, sums));
+        x.par_chunks(quad_rows)
+            .zip(self.qs.par_chunks_mut(quad_rows))
+            .zip(self.d.par_chunks_mut(QUAD * nb))
+            .zip(self.s.par_chunks_mut(QUAD * nb))
+            .with_min_len(quads.div_ceil(rayon::current_num_threads() * 2))
+            .for_each(|(((x, qs), d), s)| quantize_quad(x, cols, qs, d, s, sums));
     }
 
     pub(crate) fn blocks_per_row(&self) -> usize {
         self.cols / QK
+    }
+
+    /// Token `t`'s 32 quants of block `b`, its scale and its sum.
+    pub(crate) fn token_block(&self, t: usize, b: usize) -> ([i8; QK], f32, f32) {
+        let nb = self.blocks_per_row();
+        let at = (t / QUAD * nb + b) * QUAD;
+        let lane = t % QUAD;
+        let bytes = &self.qs[at * QK..][..QUAD * QK];
+        let q = std::array::from_fn(|i| bytes[i / 4 * 16 + lane * 4 + i % 4]);
+        (q, self.d[at + lane], self.s[at + lane])
+    }
+}
+
+/// Quantizes up to four rows (`x`, rows of `cols`) into one quad's interleaved quants and scales.
+fn quantize_quad(x: &[f32], cols: usize, qs: &mut [i8], d: &mut [f32], s: &mut [f32], sums: bool) {
+    let nb = cols / QK;
+    let mut row_q = vec![0i8; cols];
+    let (mut row_d, mut row_s) = (vec![0f32; nb], vec![0f32; nb]);
+    for (lane, row) in x.chunks_exact(cols).enumerate() {
+        quantize_blocks(row, &mut row_q, &mut row_d, &mut row_s, sums);
+        for b in 0..nb {
+            let dst = &mut qs[b * QUAD * QK..][..QUAD * QK];
+            for c in 0..QK / 4 {
+                dst[c * 16 + lane * 4..][..4].copy_from_slice(&row_q[b * QK + c * 4..][..4]);
+            }
+            d[b * QUAD + lane] = row_d[b];
+            s[b * QUAD + lane] = row_s[b];
+        }
     }
 }
 
