@@ -329,6 +329,7 @@ impl ChatModel {
         }
         let mut cache: KvCache = self.llama.new_cache();
         let mut checks = Vec::with_capacity(output.len());
+        let mut batch = Vec::new();
         // Logits before output token i come from the position of the prompt's last token (i = 0) or
         // of output[i-1]. The first pass takes the prompt and the first chunk of the answer together.
         let first = SCORE_CHUNK.min(output.len());
@@ -343,7 +344,8 @@ impl ChatModel {
         let mut done = 0;
         while done < output.len() {
             let rows = pending.len() / vocab;
-            for r in 0..rows {
+            // Each position is checked on its own (the sampler is seeded by position): in parallel.
+            let check = |r: usize| {
                 let i = done + r;
                 let row = &pending[r * vocab..(r + 1) * vocab];
                 let claimed = output[i];
@@ -355,13 +357,21 @@ impl ChatModel {
                     let choice = sample::sample(row, params, i as u64);
                     (choice, choice == claimed)
                 };
-                checks.push(TokenCheck {
+                TokenCheck {
                     claimed,
                     expected,
                     margin,
                     ok,
-                });
-            }
+                }
+            };
+            self.llama.install(|| {
+                use rayon::prelude::*;
+                (0..rows)
+                    .into_par_iter()
+                    .map(check)
+                    .collect_into_vec(&mut batch)
+            });
+            checks.append(&mut batch);
             done += rows;
             if done >= output.len() {
                 break;

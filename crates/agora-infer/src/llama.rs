@@ -262,6 +262,11 @@ impl Llama {
         self.isa = Isa::Portable;
     }
 
+    /// Runs `f` on this model's thread pool (rayon's parallel iterators inside it use that pool).
+    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(f)
+    }
+
     pub fn threads(&self) -> usize {
         self.pool.current_num_threads()
     }
@@ -501,7 +506,8 @@ impl Llama {
         // A batch: runs of tokens in parallel, every head of a token in one task.
         let d = n_head * hd;
         let tokens = q.len() / d;
-        let per_task = tokens.div_ceil(self.threads() * 4).max(1);
+        // Later tokens attend to more positions: small runs, so the threads end together.
+        let per_task = tokens.div_ceil(self.threads() * 16).max(1);
         out.par_chunks_mut(d * per_task)
             .enumerate()
             .for_each(|(c, out_c)| {
