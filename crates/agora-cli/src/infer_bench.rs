@@ -128,6 +128,8 @@ fn chat(args: &InferBenchArgs, cache: &ModelCache, threads: usize, runs: usize) 
         let per_token = gen_time.as_secs_f64() / (answer.len() - 1).max(1) as f64;
         tg.push(1.0 / per_token);
 
+        // A verifier holds no generation cache: the scoring pass brings its own.
+        drop(cache);
         let t = Instant::now();
         let score = model.score(&prompt, &answer, &SamplingParams::greedy(), 0.0)?;
         let st = t.elapsed();
