@@ -351,6 +351,7 @@ multiversion! {
         let mut scores = Vec::new();
         let mut kt = Vec::new();
         let mut q = Vec::new();
+        let mut vals = Vec::new();
         for (s, &start) in seqs.iter().zip(starts) {
             let len = s.len();
             // Key rows padded to whole blocks (the padding's scores are computed and not used).
@@ -358,13 +359,17 @@ multiversion! {
             scores.resize(QROWS * stride, 0f32);
             kt.resize(hd * stride, 0f32);
             q.resize(QROWS * hd, 0f32);
+            vals.resize(len * hd, 0f32);
             for head in 0..heads {
                 let col = head * hd;
-                // Keys transposed (head_dim × len), so scores for all keys build up as whole rows.
+                // Keys transposed (head_dim × len), so scores for all keys build up as whole rows;
+                // values gathered into one block, read again for every run of query rows.
                 for j in 0..len {
-                    for (d, &v) in qkv[(start + j) * 3 * h + h + col..][..hd].iter().enumerate() {
-                        kt[d * stride + j] = v;
+                    let row = &qkv[(start + j) * 3 * h..][..3 * h];
+                    for (dst, &v) in kt[j..].iter_mut().step_by(stride).zip(&row[h + col..h + col + hd]) {
+                        *dst = v;
                     }
+                    vals[j * hd..(j + 1) * hd].copy_from_slice(&row[2 * h + col..2 * h + col + hd]);
                 }
                 for i0 in (0..len).step_by(QROWS) {
                     let rows = (len - i0).min(QROWS);
@@ -380,21 +385,12 @@ multiversion! {
                         let inv = 1.0 / sum8(row);
                         row.iter_mut().for_each(|sc| *sc *= inv);
                     }
-                    let values = |j: usize| &qkv[(start + j) * 3 * h + 2 * h + col..][..hd];
-                    for d0 in (0..hd).step_by(LANES) {
-                        let mut acc = [[0f32; LANES]; QROWS];
-                        for j in 0..len {
-                            let v: &[f32; LANES] = values(j)[d0..d0 + LANES].try_into().expect("hd is a multiple of 8");
-                            for (r, acc_r) in acc.iter_mut().enumerate().take(rows) {
-                                let w = scores[r * stride + j];
-                                for (a, x) in acc_r.iter_mut().zip(v) {
-                                    *a += w * x;
-                                }
-                            }
-                        }
-                        for (r, acc_r) in acc.iter().enumerate().take(rows) {
-                            ctx[(start + i0 + r) * h + col + d0..][..LANES].copy_from_slice(acc_r);
-                        }
+                    let out = &mut ctx[(start + i0) * h + col..];
+                    match rows {
+                        4 => weigh_values::<4>(&scores, stride, &vals, hd, len, hd, out, h),
+                        3 => weigh_values::<3>(&scores, stride, &vals, hd, len, hd, out, h),
+                        2 => weigh_values::<2>(&scores, stride, &vals, hd, len, hd, out, h),
+                        _ => weigh_values::<1>(&scores, stride, &vals, hd, len, hd, out, h),
                     }
                 }
             }
@@ -405,6 +401,39 @@ multiversion! {
 /// Query rows per attention block; keys (and head dimensions) per vector block.
 const QROWS: usize = 4;
 const LANES: usize = 8;
+
+/// `out[r][d] = Σ_j w[r][j] · v[j][d]` for `R` query rows (weights in rows `stride` apart; value `j`
+/// at `values[j * v_stride..][..hd]`; output rows `o_stride` apart), eight head dimensions at a time.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn weigh_values<const R: usize>(
+    w: &[f32],
+    stride: usize,
+    values: &[f32],
+    v_stride: usize,
+    len: usize,
+    hd: usize,
+    out: &mut [f32],
+    o_stride: usize,
+) {
+    for d0 in (0..hd).step_by(LANES) {
+        let mut acc = [[0f32; LANES]; R];
+        for j in 0..len {
+            let v: &[f32; LANES] = values[j * v_stride + d0..][..LANES]
+                .try_into()
+                .expect("hd is a multiple of 8");
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let wj = w[r * stride + j];
+                for (a, x) in acc_r.iter_mut().zip(v) {
+                    *a = wj.mul_add(*x, *a);
+                }
+            }
+        }
+        for (r, acc_r) in acc.iter().enumerate() {
+            out[r * o_stride + d0..][..LANES].copy_from_slice(acc_r);
+        }
+    }
+}
 
 /// Scores of up to [`QROWS`] query rows (`q`, rows of `hd`) against the transposed keys `kt` (rows
 /// of `stride`, a multiple of 8), into `scores` (rows of `stride`).
@@ -419,7 +448,7 @@ fn score_rows(q: &[f32], rows: usize, hd: usize, kt: &[f32], stride: usize, scor
             for (r, acc_r) in acc.iter_mut().enumerate() {
                 let qd = q[r * hd + d];
                 for (a, x) in acc_r.iter_mut().zip(k) {
-                    *a += qd * x;
+                    *a = qd.mul_add(*x, *a);
                 }
             }
         }

@@ -622,7 +622,8 @@ mod tests {
     }
 
     fn check(ty: WeightType) {
-        let (rows, cols, n) = (37, 192, 7);
+        // 13 tokens: three quads and a lone token.
+        let (rows, cols, n) = (37, 192, 13);
         let wf = data(rows * cols, 1);
         let data_bytes = match ty {
             WeightType::Q4_1 => quantize_q4_1(&wf),
