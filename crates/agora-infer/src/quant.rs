@@ -196,7 +196,7 @@ pub const QUAD: usize = 4;
 /// interleaved by fours ([`QUAD`]) so that a kernel reads four tokens' quants from one place: for each
 /// quad of tokens and each block, 128 bytes, the 4-byte slice `c` (of 8) of the four tokens side by
 /// side at `16c`; the quad's scales (and sums) of a block are four consecutive floats. A last quad that
-/// is not full is padded with zeros.
+/// is not full is padded (with values no kernel reads).
 #[derive(Debug, Clone, Default)]
 pub struct QActs {
     pub n: usize,
@@ -216,11 +216,10 @@ impl QActs {
         self.cols = cols;
         let nb = cols / QK;
         let quads = self.n.div_ceil(QUAD);
-        self.qs.clear();
+        // Every real token's entries are written below; a padding token's are never read, so a
+        // reused buffer is not cleared.
         self.qs.resize(quads * QUAD * cols, 0);
-        self.d.clear();
         self.d.resize(quads * QUAD * nb, 0.0);
-        self.s.clear();
         self.s.resize(quads * QUAD * nb, 0.0);
         let sums = ty == WeightType::Q4_1;
         let quad_rows = QUAD * cols;
