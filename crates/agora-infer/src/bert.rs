@@ -387,10 +387,10 @@ multiversion! {
                     }
                     let out = &mut ctx[(start + i0) * h + col..];
                     match rows {
-                        4 => weigh_values::<4>(&scores, stride, &vals, hd, len, hd, out, h),
-                        3 => weigh_values::<3>(&scores, stride, &vals, hd, len, hd, out, h),
-                        2 => weigh_values::<2>(&scores, stride, &vals, hd, len, hd, out, h),
-                        _ => weigh_values::<1>(&scores, stride, &vals, hd, len, hd, out, h),
+                        4 => weigh_values::<4>(&scores, stride, &vals, len, hd, out, h),
+                        3 => weigh_values::<3>(&scores, stride, &vals, len, hd, out, h),
+                        2 => weigh_values::<2>(&scores, stride, &vals, len, hd, out, h),
+                        _ => weigh_values::<1>(&scores, stride, &vals, len, hd, out, h),
                     }
                 }
             }
@@ -402,15 +402,13 @@ multiversion! {
 const QROWS: usize = 4;
 const LANES: usize = 8;
 
-/// `out[r][d] = Σ_j w[r][j] · v[j][d]` for `R` query rows (weights in rows `stride` apart; value `j`
-/// at `values[j * v_stride..][..hd]`; output rows `o_stride` apart), eight head dimensions at a time.
-#[allow(clippy::too_many_arguments)]
+/// `out[r][d] = Σ_j w[r][j] · v[j][d]` for `R` query rows (weights in rows `stride` apart; values
+/// `len` rows of `hd`; output rows `o_stride` apart), eight head dimensions at a time.
 #[inline(always)]
 fn weigh_values<const R: usize>(
     w: &[f32],
     stride: usize,
     values: &[f32],
-    v_stride: usize,
     len: usize,
     hd: usize,
     out: &mut [f32],
@@ -419,7 +417,7 @@ fn weigh_values<const R: usize>(
     for d0 in (0..hd).step_by(LANES) {
         let mut acc = [[0f32; LANES]; R];
         for j in 0..len {
-            let v: &[f32; LANES] = values[j * v_stride + d0..][..LANES]
+            let v: &[f32; LANES] = values[j * hd + d0..][..LANES]
                 .try_into()
                 .expect("hd is a multiple of 8");
             for (r, acc_r) in acc.iter_mut().enumerate() {

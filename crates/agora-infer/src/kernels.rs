@@ -52,17 +52,13 @@ pub fn matmul_rows(isa: Isa, w: &QMatrix, acts: &QActs, rows: Range<usize>, out:
 /// rayon pool: `jobs[j].1` (`acts.n` rows of `jobs[j].0.rows`) receives `acts · jobs[j].0ᵀ`. Each
 /// output element is computed by one task, start to finish, so the split changes no bit of it; the
 /// tasks write straight into the outputs (disjoint row ranges), with no copy afterwards.
-pub fn matmuls(
-    isa: Isa,
-    acts: &QActs,
-    jobs: &mut [(&QMatrix, &mut [f32])],
-    tasks_per_thread: usize,
-) {
+pub fn matmuls(isa: Isa, acts: &QActs, jobs: &mut [(&QMatrix, &mut [f32])]) {
     use rayon::prelude::*;
     let threads = rayon::current_num_threads();
     let total_rows: usize = jobs.iter().map(|(m, _)| m.rows).sum();
+    // Four tasks per thread: enough to balance the threads, few enough that scheduling stays cheap.
     let chunk = total_rows
-        .div_ceil(threads * tasks_per_thread.max(1))
+        .div_ceil(threads * 4)
         .next_multiple_of(16)
         .max(16);
     let mats: Vec<&QMatrix> = jobs.iter().map(|(m, _)| *m).collect();
@@ -588,8 +584,8 @@ pub fn exp(y: f32) -> f32 {
 
 /// Defines a function whose body is compiled twice: for the baseline CPU, and with AVX2 and FMA
 /// enabled, taken at run time when the CPU has them, so that plain loops in it vectorize 8 lanes wide.
-/// Both copies compute the same thing; Rust never fuses a multiply and an add by itself, so they give
-/// the same bits as long as the body calls no `mul_add`.
+/// Both copies give the same bits: Rust never fuses a multiply and an add by itself, and `mul_add` is
+/// fused in both (an FMA instruction in one, libm's correctly rounded `fma` in the other, slower).
 macro_rules! multiversion {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$meta])*

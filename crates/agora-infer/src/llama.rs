@@ -462,7 +462,7 @@ impl Llama {
             .iter_mut()
             .map(|(m, out)| (*m, out.as_mut_slice()))
             .collect();
-        kernels::matmuls(self.isa, acts, &mut jobs, 4);
+        kernels::matmuls(self.isa, acts, &mut jobs);
     }
 
     /// Causal attention of `n` new tokens (at positions `pos0..pos0+n`) over the cache: one token's
