@@ -14,7 +14,7 @@ use serde::Deserialize;
 use tokenizers::{Tokenizer, TruncationParams};
 
 use crate::Error;
-use crate::kernels::{PackedF32, exp, matmul_f32_bias, multiversion};
+use crate::kernels::{PackedF32, matmul_f32_bias, multiversion};
 
 /// Longest input in tokens (sentence-transformers' `max_seq_length` for this model); longer text is cut.
 pub const MAX_TOKENS: usize = 256;
@@ -381,7 +381,7 @@ multiversion! {
                     for r in 0..rows {
                         let row = &mut scores[r * stride..r * stride + len];
                         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) * scale;
-                        row.iter_mut().for_each(|sc| *sc = exp(*sc * scale - max));
+                        row.iter_mut().for_each(|sc| *sc = fexp(sc.mul_add(scale, -max)));
                         let inv = 1.0 / sum8(row);
                         row.iter_mut().for_each(|sc| *sc *= inv);
                     }
@@ -504,15 +504,39 @@ multiversion! {
     }
 }
 
-/// erf by Abramowitz and Stegun 7.1.26 (absolute error below 1.5e-7), branch-free.
+/// erf by Abramowitz and Stegun 7.1.26 (absolute error below 1.5e-7), branch-free, with fused
+/// multiply-adds and its polynomial in Estrin's scheme (see [`fexp`]).
 #[inline(always)]
 fn erf(x: f32) -> f32 {
     let a = x.abs();
-    let t = 1.0 / (1.0 + 0.327_591_1 * a);
-    let poly = t
-        * (0.254_829_6
-            + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152 + t * 1.061_405_4))));
-    (1.0 - poly * exp(-a * a)).copysign(x)
+    let t = 1.0 / a.mul_add(0.327_591_1, 1.0);
+    let t2 = t * t;
+    let low = t.mul_add(-0.284_496_74, 0.254_829_6);
+    let high = t.mul_add(-1.453_152, 1.421_413_7);
+    let poly = t * (t2 * t2).mul_add(1.061_405_4, t2.mul_add(high, low));
+    (-poly).mul_add(fexp(-a * a), 1.0).copysign(x)
+}
+
+/// `e^y` as [`exp`](crate::kernels::exp) computes it (same reduction, same Taylor terms to r⁶), but
+/// with fused multiply-adds and the polynomial in Estrin's scheme rather than Horner's. The chains of
+/// dependent operations are about half as long, and these loops are bound by them (the FP scheduler
+/// fills with waiting operations), not by the arithmetic units. The rounding differs from `exp`'s in
+/// the last bits, which the embedding model may do (its vectors are compared by cosine); the chat
+/// model's arithmetic is fixed to the bit, so it keeps `exp`.
+#[inline(always)]
+fn fexp(y: f32) -> f32 {
+    const SHIFT: f32 = 12_582_912.0; // 1.5·2^23: adding it rounds to an integer
+    let y = y.clamp(-87.0, 88.0);
+    let z = y.mul_add(std::f32::consts::LOG2_E, SHIFT);
+    let n = z - SHIFT;
+    let ni = (z.to_bits() as i32).wrapping_sub(SHIFT.to_bits() as i32);
+    let r = n.mul_add(-1.428_606_8e-6, n.mul_add(-0.693_145_75, y));
+    let r2 = r * r;
+    let p01 = r + 1.0;
+    let p23 = r.mul_add(1.0 / 6.0, 0.5);
+    let p45 = r.mul_add(1.0 / 120.0, 1.0 / 24.0);
+    let p = (r2 * r2).mul_add(r2.mul_add(1.0 / 720.0, p45), r2.mul_add(p23, p01));
+    p * f32::from_bits((ni.wrapping_add(127) as u32) << 23)
 }
 
 #[cfg(test)]
@@ -528,12 +552,16 @@ mod tests {
             worst_erf = worst_erf.max((f64::from(erf(x)) - libm_erf(f64::from(x))).abs());
             let y = -(i32::abs(i) as f32) / 100.0;
             let want = f64::from(y).exp();
-            worst_exp = worst_exp.max((f64::from(exp(y)) - want).abs() / want.max(1e-30));
+            for e in [crate::kernels::exp(y), fexp(y)] {
+                worst_exp = worst_exp.max((f64::from(e) - want).abs() / want.max(1e-30));
+            }
         }
         assert!(worst_erf < 6e-7, "erf error {worst_erf}");
         assert!(worst_exp < 5e-7, "exp relative error {worst_exp}");
-        assert_eq!(exp(-200.0), exp(-87.0));
-        assert!((f64::from(exp(10.0)) - 10f64.exp()).abs() / 10f64.exp() < 5e-7);
+        for e in [crate::kernels::exp, fexp] {
+            assert_eq!(e(-200.0), e(-87.0));
+            assert!((f64::from(e(10.0)) - 10f64.exp()).abs() / 10f64.exp() < 5e-7);
+        }
     }
 
     /// erf in f64 by its Taylor series (|x| ≤ 3) or continued fraction, as an independent reference.
