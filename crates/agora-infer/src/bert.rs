@@ -364,12 +364,16 @@ multiversion! {
                 let col = head * hd;
                 // Keys transposed (head_dim × len), so scores for all keys build up as whole rows;
                 // values gathered into one block, read again for every run of query rows.
-                for j in 0..len {
-                    let row = &qkv[(start + j) * 3 * h..][..3 * h];
-                    for (dst, &v) in kt[j..].iter_mut().step_by(stride).zip(&row[h + col..h + col + hd]) {
-                        *dst = v;
+                // The transpose reads with a stride and writes whole rows: scattered stores would
+                // queue up behind each other.
+                let rows = &qkv[start * 3 * h..(start + len) * 3 * h];
+                for (d, dst) in kt.chunks_exact_mut(stride).enumerate() {
+                    for (o, row) in dst.iter_mut().zip(rows.chunks_exact(3 * h)) {
+                        *o = row[h + col + d];
                     }
-                    vals[j * hd..(j + 1) * hd].copy_from_slice(&row[2 * h + col..2 * h + col + hd]);
+                }
+                for (dst, row) in vals.chunks_exact_mut(hd).zip(rows.chunks_exact(3 * h)) {
+                    dst.copy_from_slice(&row[2 * h + col..2 * h + col + hd]);
                 }
                 for i0 in (0..len).step_by(QROWS) {
                     let rows = (len - i0).min(QROWS);
@@ -414,14 +418,13 @@ fn weigh_values<const R: usize>(
     out: &mut [f32],
     o_stride: usize,
 ) {
+    let rows: [&[f32]; R] = std::array::from_fn(|r| &w[r * stride..r * stride + len]);
     for d0 in (0..hd).step_by(LANES) {
         let mut acc = [[0f32; LANES]; R];
-        for j in 0..len {
-            let v: &[f32; LANES] = values[j * hd + d0..][..LANES]
-                .try_into()
-                .expect("hd is a multiple of 8");
-            for (r, acc_r) in acc.iter_mut().enumerate() {
-                let wj = w[r * stride + j];
+        for (j, v) in values[..len * hd].chunks_exact(hd).enumerate() {
+            let v: &[f32; LANES] = v[d0..d0 + LANES].try_into().expect("hd is a multiple of 8");
+            for (acc_r, row) in acc.iter_mut().zip(&rows) {
+                let wj = row[j];
                 for (a, x) in acc_r.iter_mut().zip(v) {
                     *a = wj.mul_add(*x, *a);
                 }
@@ -437,14 +440,13 @@ fn weigh_values<const R: usize>(
 /// of `stride`, a multiple of 8), into `scores` (rows of `stride`).
 #[inline(always)]
 fn score_rows(q: &[f32], rows: usize, hd: usize, kt: &[f32], stride: usize, scores: &mut [f32]) {
+    let qs: [&[f32]; QROWS] = std::array::from_fn(|r| &q[r * hd..(r + 1) * hd]);
     for p0 in (0..stride).step_by(LANES) {
         let mut acc = [[0f32; LANES]; QROWS];
-        for d in 0..hd {
-            let k: &[f32; LANES] = kt[d * stride + p0..][..LANES]
-                .try_into()
-                .expect("a block of keys");
-            for (r, acc_r) in acc.iter_mut().enumerate() {
-                let qd = q[r * hd + d];
+        for (d, k) in kt[..hd * stride].chunks_exact(stride).enumerate() {
+            let k: &[f32; LANES] = k[p0..p0 + LANES].try_into().expect("a block of keys");
+            for (acc_r, qr) in acc.iter_mut().zip(&qs) {
+                let qd = qr[d];
                 for (a, x) in acc_r.iter_mut().zip(k) {
                     *a = qd.mul_add(*x, *a);
                 }
