@@ -243,13 +243,22 @@ impl Embedder {
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| (std::cmp::Reverse(ids[i].len()), i));
         // Full batches, but at least one per thread when there are enough sentences. Batches are
-        // ragged (no padding), so lengths need not match within one; dealing the sentences out
-        // longest first, round robin, gives every batch (and thread) about the same work.
+        // ragged (no padding), so lengths need not match within one. Each sentence, longest first,
+        // goes to the batch with the fewest tokens so far (that has room): the batches, and so the
+        // threads, end up with the same work to within about one short sentence. (Dealing them out
+        // round robin gave the first batch the longer sentence of every round, and left the other
+        // thread idle for several percent of the time.)
         let size = BATCH.min(ids.len().div_ceil(self.threads())).max(1);
         let n_batches = ids.len().div_ceil(size);
         let mut batches: Vec<Vec<usize>> = vec![Vec::with_capacity(size); n_batches];
-        for (k, &i) in order.iter().enumerate() {
-            batches[k % n_batches].push(i);
+        let mut tokens = vec![0usize; n_batches];
+        for &i in &order {
+            let b = (0..n_batches)
+                .filter(|&b| batches[b].len() < size)
+                .min_by_key(|&b| (tokens[b], b))
+                .expect("the batches hold every sentence");
+            batches[b].push(i);
+            tokens[b] += ids[i].len();
         }
         let results: Vec<Vec<Vec<f32>>> = self.pool.install(|| {
             batches
