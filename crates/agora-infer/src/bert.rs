@@ -293,7 +293,14 @@ impl Embedder {
             .collect();
         let total: usize = seqs.iter().map(|s| s.len()).sum();
 
-        let mut x = vec![0f32; total * h];
+        // The pass's buffers come from this thread's scratch: every element is written before it
+        // is read (the sums below; the matrix products; attention, every row and head), so they
+        // are not cleared.
+        let mut scratch = SCRATCH.take();
+        for (buf, width) in scratch.0.iter_mut().zip([h, 3 * h, h, h, ff]) {
+            buf.resize(total * width, 0.0);
+        }
+        let [x, qkv, ctx, tmp, inner] = &mut scratch.0;
         for (s, &start) in seqs.iter().zip(&starts) {
             for (p, &id) in s.iter().enumerate() {
                 let row = &mut x[(start + p) * h..(start + p + 1) * h];
@@ -304,24 +311,21 @@ impl Embedder {
                 }
             }
         }
-        layer_norm(&mut x, &self.ln.0, &self.ln.1, eps);
+        layer_norm(x, &self.ln.0, &self.ln.1, eps);
 
-        let mut qkv = vec![0f32; total * 3 * h];
-        let mut ctx = vec![0f32; total * h];
-        let mut tmp = vec![0f32; total * h];
-        let mut inner = vec![0f32; total * ff];
         for layer in &self.layers {
-            matmul_f32_bias(&x, total, &layer.wqkv, &layer.bqkv, &mut qkv);
-            self.attention(&qkv, seqs, &starts, &mut ctx);
-            matmul_f32_bias(&ctx, total, &layer.wo, &layer.bo, &mut tmp);
-            residual_norm(&mut x, &tmp, &layer.ln1, eps);
-            matmul_f32_bias(&x, total, &layer.w1, &layer.b1, &mut inner);
-            gelu(&mut inner);
-            matmul_f32_bias(&inner, total, &layer.w2, &layer.b2, &mut tmp);
-            residual_norm(&mut x, &tmp, &layer.ln2, eps);
+            matmul_f32_bias(x, total, &layer.wqkv, &layer.bqkv, qkv);
+            self.attention(qkv, seqs, &starts, ctx);
+            matmul_f32_bias(ctx, total, &layer.wo, &layer.bo, tmp);
+            residual_norm(x, tmp, &layer.ln1, eps);
+            matmul_f32_bias(x, total, &layer.w1, &layer.b1, inner);
+            gelu(inner);
+            matmul_f32_bias(inner, total, &layer.w2, &layer.b2, tmp);
+            residual_norm(x, tmp, &layer.ln2, eps);
         }
 
-        seqs.iter()
+        let pooled = seqs
+            .iter()
             .zip(&starts)
             .map(|(s, &start)| {
                 let mut v = vec![0f32; h];
@@ -336,7 +340,12 @@ impl Embedder {
                 v.iter_mut().for_each(|a| *a /= norm);
                 v
             })
-            .collect()
+            .collect();
+        // Kept for the next batch, unless a batch of long texts made it large.
+        if scratch.0.iter().map(Vec::capacity).sum::<usize>() * 4 <= SCRATCH_KEEP_BYTES {
+            SCRATCH.set(scratch);
+        }
+        pooled
     }
 
     /// Self-attention of every sentence and head.
@@ -410,6 +419,19 @@ multiversion! {
         }
     }
 }
+
+/// A forward pass's work buffers (hidden states, query/key/value, attention output, a layer's
+/// output, the feed-forward inner layer), kept per thread between batches so that their pages stay
+/// mapped: allocating them afresh cost a page fault and a zeroed page for every 4 KiB.
+#[derive(Default)]
+struct Scratch([Vec<f32>; 5]);
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::new(Scratch::default());
+}
+
+/// The most scratch memory a thread keeps between batches (a batch of 32 sentences of ~50 tokens).
+const SCRATCH_KEEP_BYTES: usize = 32 << 20;
 
 /// Query rows per attention block; keys (and head dimensions) per vector block.
 const QROWS: usize = 4;
