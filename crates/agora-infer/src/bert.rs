@@ -240,26 +240,8 @@ impl Embedder {
     /// Unit-length embeddings of `texts`, in order.
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, Error> {
         let ids = self.tokenize(texts)?;
-        let mut order: Vec<usize> = (0..ids.len()).collect();
-        order.sort_by_key(|&i| (std::cmp::Reverse(ids[i].len()), i));
-        // Full batches, but at least one per thread when there are enough sentences. Batches are
-        // ragged (no padding), so lengths need not match within one. Each sentence, longest first,
-        // goes to the batch with the fewest tokens so far (that has room): the batches, and so the
-        // threads, end up with the same work to within about one short sentence. (Dealing them out
-        // round robin gave the first batch the longer sentence of every round, and left the other
-        // thread idle for several percent of the time.)
-        let size = BATCH.min(ids.len().div_ceil(self.threads())).max(1);
-        let n_batches = ids.len().div_ceil(size);
-        let mut batches: Vec<Vec<usize>> = vec![Vec::with_capacity(size); n_batches];
-        let mut tokens = vec![0usize; n_batches];
-        for &i in &order {
-            let b = (0..n_batches)
-                .filter(|&b| batches[b].len() < size)
-                .min_by_key(|&b| (tokens[b], b))
-                .expect("the batches hold every sentence");
-            batches[b].push(i);
-            tokens[b] += ids[i].len();
-        }
+        let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
+        let batches = batches_by_tokens(&lens, self.threads());
         let results: Vec<Vec<Vec<f32>>> = self.pool.install(|| {
             batches
                 .par_iter()
@@ -420,6 +402,30 @@ multiversion! {
     }
 }
 
+/// Splits sentences of `lens` tokens into batches of at most [`BATCH`] (full ones, but at least one
+/// per thread when there are enough sentences). Batches are ragged (no padding), so lengths need not
+/// match within one. Each sentence, longest first, goes to the batch with the fewest tokens so far
+/// (that has room): the batches, and so the threads, end up with the same work to within about one
+/// short sentence. (Dealing them out round robin gave the first batch the longer sentence of every
+/// round, and left the other thread idle for several percent of the time.)
+fn batches_by_tokens(lens: &[usize], threads: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lens.len()).collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(lens[i]), i));
+    let size = BATCH.min(lens.len().div_ceil(threads.max(1))).max(1);
+    let n_batches = lens.len().div_ceil(size);
+    let mut batches: Vec<Vec<usize>> = vec![Vec::with_capacity(size); n_batches];
+    let mut tokens = vec![0usize; n_batches];
+    for &i in &order {
+        let b = (0..n_batches)
+            .filter(|&b| batches[b].len() < size)
+            .min_by_key(|&b| (tokens[b], b))
+            .expect("the batches hold every sentence");
+        batches[b].push(i);
+        tokens[b] += lens[i];
+    }
+    batches
+}
+
 /// A forward pass's work buffers (hidden states, query/key/value, attention output, a layer's
 /// output, the feed-forward inner layer), kept per thread between batches so that their pages stay
 /// mapped: allocating them afresh cost a page fault and a zeroed page for every 4 KiB.
@@ -575,6 +581,33 @@ fn fexp(y: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_share_the_tokens_evenly() {
+        // 32 sentences of 5..=67 tokens, two threads: two batches of 16.
+        let lens: Vec<usize> = (0..32).map(|i| 5 + (i * 37) % 63).collect();
+        let batches = batches_by_tokens(&lens, 2);
+        assert_eq!(batches.len(), 2);
+        let mut seen: Vec<usize> = batches.iter().flatten().copied().collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..32).collect::<Vec<_>>());
+        assert!(batches.iter().all(|b| b.len() == 16));
+        let tokens: Vec<usize> = batches
+            .iter()
+            .map(|b| b.iter().map(|&i| lens[i]).sum())
+            .collect();
+        let shortest = *lens.iter().min().unwrap();
+        assert!(tokens[0].abs_diff(tokens[1]) <= shortest, "{tokens:?}");
+        // Many sentences: full batches of BATCH, every one placed once.
+        let lens: Vec<usize> = (0..1000).map(|i| 3 + (i * 7919) % 200).collect();
+        let batches = batches_by_tokens(&lens, 2);
+        assert_eq!(batches.len(), 1000usize.div_ceil(BATCH));
+        assert!(batches.iter().all(|b| b.len() <= BATCH));
+        assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 1000);
+        // One sentence, and none.
+        assert_eq!(batches_by_tokens(&[9], 2), vec![vec![0]]);
+        assert!(batches_by_tokens(&[], 2).is_empty());
+    }
 
     #[test]
     fn fast_erf_and_exp_are_accurate() {
