@@ -5,6 +5,7 @@
 
 pub mod bert;
 pub mod chat;
+pub mod fmath;
 pub mod gguf;
 pub mod kernels;
 pub mod llama;

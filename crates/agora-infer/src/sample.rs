@@ -108,7 +108,8 @@ pub fn sample(logits: &[f32], params: &SamplingParams, position: u64) -> u32 {
     }
     let max = f64::from(logits[argmax(logits) as usize]);
     let t = f64::from(params.temperature);
-    let weight = |id: u32| ((f64::from(logits[id as usize]) - max) / t).exp();
+    // `fmath::exp`, not libm's: a verifier must pick the same token on any machine.
+    let weight = |id: u32| crate::fmath::exp((f64::from(logits[id as usize]) - max) / t);
 
     // Sort only as much of the candidates as top-p needs: grow a sorted prefix until it holds top_p
     // of the probability mass. Without top-p, the candidates keep id order (no sort needed).
