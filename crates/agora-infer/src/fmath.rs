@@ -9,8 +9,6 @@
 //! once at the end where the caller needs f32: the same bits everywhere, and in practice the correctly
 //! rounded f32 value.
 
-use std::f64::consts::LN_2;
-
 /// ln 2 in two parts (their bits, so no decimal rounding stands between): `k · LN2_HI` is exact
 /// for |k| < 2^20.
 const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
@@ -29,15 +27,34 @@ pub fn exp(x: f64) -> f64 {
         return f64::INFINITY;
     }
     // x = k·ln2 + r with |r| ≤ ln2/2; e^r by its Taylor series to r¹³ (the next term is below 4e-18).
-    let k = (x / LN_2).round();
+    let k = round(x * std::f64::consts::LOG2_E);
     let r = (x - k * LN2_HI) - k * LN2_LO;
-    let mut p = 1.0;
-    for n in (1..=13).rev() {
-        p = 1.0 + p * r / f64::from(n);
+    let mut p = EXP_TAYLOR[13];
+    for c in EXP_TAYLOR[..13].iter().rev() {
+        p = p * r + c;
     }
     // k is in [-1022, 1023]: 2^k is a normal number, built from its exponent bits.
     p * f64::from_bits(((k as i64 + 1023) as u64) << 52)
 }
+
+/// `x` rounded to an integer (ties to even), for |x| < 2^51: adding 1.5·2^52 leaves no fraction bits.
+/// (`f64::round` is a libm call on CPUs without SSE4.1, and slow.)
+#[inline(always)]
+fn round(x: f64) -> f64 {
+    const SHIFT: f64 = 6_755_399_441_055_744.0;
+    (x + SHIFT) - SHIFT
+}
+
+/// 1/n! for n = 0..=13, computed once by the compiler.
+const EXP_TAYLOR: [f64; 14] = {
+    let mut c = [1.0; 14];
+    let mut n = 1;
+    while n < 14 {
+        c[n] = c[n - 1] / n as f64;
+        n += 1;
+    }
+    c
+};
 
 /// Natural logarithm of a positive, finite, normal `x`, absolute error about 1e-16.
 pub fn ln(x: f64) -> f64 {
@@ -75,20 +92,34 @@ const PIO2_1: f64 = f64::from_bits(0x3ff9_21fb_5440_0000);
 const PIO2_2: f64 = f64::from_bits(0x3dd0_b461_1a60_0000);
 const PIO2_3: f64 = f64::from_bits(0x3ba3_198a_2e00_0000);
 
+/// The factors of the nested Taylor series: 1/((2n)(2n+1)) for sine, 1/((2n−1)(2n)) for cosine,
+/// n = 1..=9 (multiplications, not divisions, in the loop).
+const SIN_STEPS: [f64; 9] = steps(1);
+const COS_STEPS: [f64; 9] = steps(0);
+
+const fn steps(odd: usize) -> [f64; 9] {
+    let mut c = [0.0; 9];
+    let mut n = 1;
+    while n <= 9 {
+        c[n - 1] = 1.0 / ((2 * n - 1 + odd) as f64 * (2 * n + odd) as f64);
+        n += 1;
+    }
+    c
+}
+
 /// `(sin x, cos x)` rounded to f32, for |x| < 10⁵ (rotary angles are at most the context length).
 pub fn sin_cos(x: f32) -> (f32, f32) {
     let x = f64::from(x);
     assert!(x.abs() < 1e5, "sin_cos of {x}: |x| < 1e5 expected");
     // x = k·π/2 + r with |r| ≤ π/4 (to within 1e-16); then the quadrant k mod 4 picks the signs.
-    let k = (x / std::f64::consts::FRAC_PI_2).round();
+    let k = round(x / std::f64::consts::FRAC_PI_2);
     let r = ((x - k * PIO2_1) - k * PIO2_2) - k * PIO2_3;
     let r2 = r * r;
     // Taylor series: sin to r¹⁹, cos to r¹⁸ (the next terms are below 4e-21 for |r| ≤ π/4).
     let (mut s, mut c) = (1.0, 1.0);
-    for n in (1..=9).rev() {
-        let n = f64::from(n);
-        s = 1.0 - s * r2 / ((2.0 * n) * (2.0 * n + 1.0));
-        c = 1.0 - c * r2 / ((2.0 * n - 1.0) * (2.0 * n));
+    for (ks, kc) in SIN_STEPS.iter().zip(&COS_STEPS).rev() {
+        s = 1.0 - s * r2 * ks;
+        c = 1.0 - c * r2 * kc;
     }
     let s = s * r;
     let (sin, cos) = match (k as i64).rem_euclid(4) {

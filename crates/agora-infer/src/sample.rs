@@ -111,16 +111,15 @@ pub fn sample(logits: &[f32], params: &SamplingParams, position: u64) -> u32 {
     // `fmath::exp`, not libm's: a verifier must pick the same token on any machine.
     let weight = |id: u32| crate::fmath::exp((f64::from(logits[id as usize]) - max) / t);
 
-    // Sort only as much of the candidates as top-p needs: grow a sorted prefix until it holds top_p
-    // of the probability mass. Without top-p, the candidates keep id order (no sort needed).
-    let total: f64 = {
-        let mut by_id = ids.clone();
-        by_id.sort_unstable();
-        by_id.iter().map(|&id| weight(id)).sum()
-    };
-    let chosen: Vec<u32> = if params.top_p < 1.0 {
+    // The candidates' weights in id order; the total sums them in that order.
+    ids.sort_unstable();
+    let by_id: Vec<f64> = ids.iter().map(|&id| weight(id)).collect();
+    let total: f64 = by_id.iter().sum();
+    let (chosen, weights): (Vec<u32>, Vec<f64>) = if params.top_p < 1.0 {
+        // Sort only as much of the candidates as top-p needs: grow a sorted prefix until it holds
+        // top_p of the probability mass.
         let mut prefix = 64.min(ids.len());
-        loop {
+        let chosen = loop {
             if prefix < ids.len() {
                 ids.select_nth_unstable_by(prefix - 1, &cmp);
             }
@@ -139,12 +138,13 @@ pub fn sample(logits: &[f32], params: &SamplingParams, position: u64) -> u32 {
                 None if prefix == ids.len() => break ids,
                 None => prefix = (prefix * 4).min(ids.len()),
             }
-        }
+        };
+        let weights = chosen.iter().map(|&id| weight(id)).collect();
+        (chosen, weights)
     } else {
-        ids.sort_unstable();
-        ids
+        // Without top-p every candidate is chosen, in id order, and its weight is known already.
+        (ids, by_id)
     };
-    let weights: Vec<f64> = chosen.iter().map(|&id| weight(id)).collect();
     let sum: f64 = weights.iter().sum();
     let target = uniform(params.seed, position) * sum;
     let mut acc = 0.0;
