@@ -107,10 +107,14 @@ const fn steps(odd: usize) -> [f64; 9] {
     c
 }
 
-/// `(sin x, cos x)` rounded to f32, for |x| < 10⁵ (rotary angles are at most the context length).
+/// The largest angle [`sin_cos`] takes, 2^20: below it, `k · PIO2_n` is exact. Rotary angles are at
+/// most the context length, which the model loader checks against this.
+pub const MAX_ANGLE: f32 = 1_048_576.0;
+
+/// `(sin x, cos x)` rounded to f32, for |x| < [`MAX_ANGLE`].
 pub fn sin_cos(x: f32) -> (f32, f32) {
+    assert!(x.abs() < MAX_ANGLE, "sin_cos of {x}: |x| < 2^20 expected");
     let x = f64::from(x);
-    assert!(x.abs() < 1e5, "sin_cos of {x}: |x| < 1e5 expected");
     // x = k·π/2 + r with |r| ≤ π/4 (to within 1e-16); then the quadrant k mod 4 picks the signs.
     let k = round(x / std::f64::consts::FRAC_PI_2);
     let r = ((x - k * PIO2_1) - k * PIO2_2) - k * PIO2_3;

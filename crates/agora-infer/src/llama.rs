@@ -85,6 +85,19 @@ impl LlamaConfig {
                 "inconsistent llama shape: {cfg:?}"
             )));
         }
+        // The rotary angles (see `fmath`): a positive base, positions below the largest angle.
+        if !(cfg.rope_base.is_finite() && cfg.rope_base >= f32::MIN_POSITIVE) {
+            return Err(Error::BadModel(format!(
+                "rope.freq_base is {}: a positive number expected",
+                cfg.rope_base
+            )));
+        }
+        if cfg.context as f64 >= f64::from(fmath::MAX_ANGLE) {
+            return Err(Error::BadModel(format!(
+                "a context of {} tokens is beyond what this runtime supports (2^20)",
+                cfg.context
+            )));
+        }
         Ok(cfg)
     }
 

@@ -323,6 +323,19 @@ fn corrupt_model_files_are_refused() {
         Llama::load(&dir.path().join("missing.gguf"), 1),
         Err(Error::Io { .. })
     ));
+    // A context past the largest rotary angle the runtime computes is refused at load, not later.
+    let huge = dir.path().join("huge");
+    std::fs::create_dir(&huge).unwrap();
+    let spec = TinySpec {
+        context: 1 << 20,
+        ..TinySpec::default()
+    };
+    let err = Llama::load(&tiny(&huge, spec), 1).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("beyond what this runtime supports"),
+        "{err}"
+    );
 }
 
 #[test]
