@@ -2,7 +2,8 @@
 //! layers, mean pooling over the tokens, L2 normalization — what sentence-transformers computes.
 //!
 //! Batches are ragged: the sentences of a batch are laid end to end (no padding), the dense layers run
-//! as one matrix product over all their tokens, and attention runs per sentence. Sentences are sorted
+//! as one matrix product over all their tokens (16-bit integer products, [`crate::gemm16`]: within
+//! 1e-6 in cosine of the f32 computation), and attention runs per sentence. Sentences are sorted
 //! by length into batches, and the batches run in parallel, one thread each: no thread waits on
 //! another inside a batch. A sentence's embedding does not depend on the batch it lands in, so the
 //! result is the same for any thread count and any batching.
@@ -14,7 +15,8 @@ use serde::Deserialize;
 use tokenizers::{Tokenizer, TruncationParams};
 
 use crate::Error;
-use crate::kernels::{PackedF32, matmul_f32_bias, multiversion};
+use crate::gemm16::{PackedI16, QuantRows, matmul_i16_bias};
+use crate::kernels::multiversion;
 
 /// Longest input in tokens (sentence-transformers' `max_seq_length` for this model); longer text is cut.
 pub const MAX_TOKENS: usize = 256;
@@ -36,14 +38,14 @@ struct BertConfig {
 #[derive(Debug)]
 struct Layer {
     /// Query, key and value weights stacked: [3·hidden × hidden].
-    wqkv: PackedF32,
+    wqkv: PackedI16,
     bqkv: Vec<f32>,
-    wo: PackedF32,
+    wo: PackedI16,
     bo: Vec<f32>,
     ln1: (Vec<f32>, Vec<f32>),
-    w1: PackedF32,
+    w1: PackedI16,
     b1: Vec<f32>,
-    w2: PackedF32,
+    w2: PackedI16,
     b2: Vec<f32>,
     ln2: (Vec<f32>, Vec<f32>),
 }
@@ -145,22 +147,22 @@ impl Embedder {
                     &[h],
                 )?);
                 Ok(Layer {
-                    wqkv: PackedF32::new(&wqkv, 3 * h, h),
+                    wqkv: PackedI16::new(&wqkv, 3 * h, h),
                     bqkv,
-                    wo: PackedF32::new(
+                    wo: PackedI16::new(
                         &tensor(&st, &format!("{p}.attention.output.dense.weight"), &[h, h])?,
                         h,
                         h,
                     ),
                     bo: tensor(&st, &format!("{p}.attention.output.dense.bias"), &[h])?,
                     ln1: ln(&format!("{p}.attention.output.LayerNorm"))?,
-                    w1: PackedF32::new(
+                    w1: PackedI16::new(
                         &tensor(&st, &format!("{p}.intermediate.dense.weight"), &[ff, h])?,
                         ff,
                         h,
                     ),
                     b1: tensor(&st, &format!("{p}.intermediate.dense.bias"), &[ff])?,
-                    w2: PackedF32::new(
+                    w2: PackedI16::new(
                         &tensor(&st, &format!("{p}.output.dense.weight"), &[h, ff])?,
                         h,
                         ff,
@@ -283,6 +285,7 @@ impl Embedder {
             buf.resize(total * width, 0.0);
         }
         let [x, qkv, ctx, tmp, inner] = &mut scratch.0;
+        let quant = &mut scratch.1;
         for (s, &start) in seqs.iter().zip(&starts) {
             for (p, &id) in s.iter().enumerate() {
                 let row = &mut x[(start + p) * h..(start + p + 1) * h];
@@ -296,13 +299,17 @@ impl Embedder {
         layer_norm(x, &self.ln.0, &self.ln.1, eps);
 
         for layer in &self.layers {
-            matmul_f32_bias(x, total, &layer.wqkv, &layer.bqkv, qkv);
+            quant.quantize(x, h);
+            matmul_i16_bias(quant, &layer.wqkv, &layer.bqkv, qkv);
             self.attention(qkv, seqs, &starts, ctx);
-            matmul_f32_bias(ctx, total, &layer.wo, &layer.bo, tmp);
+            quant.quantize(ctx, h);
+            matmul_i16_bias(quant, &layer.wo, &layer.bo, tmp);
             residual_norm(x, tmp, &layer.ln1, eps);
-            matmul_f32_bias(x, total, &layer.w1, &layer.b1, inner);
+            quant.quantize(x, h);
+            matmul_i16_bias(quant, &layer.w1, &layer.b1, inner);
             gelu(inner);
-            matmul_f32_bias(inner, total, &layer.w2, &layer.b2, tmp);
+            quant.quantize(inner, ff);
+            matmul_i16_bias(quant, &layer.w2, &layer.b2, tmp);
             residual_norm(x, tmp, &layer.ln2, eps);
         }
 
@@ -324,7 +331,9 @@ impl Embedder {
             })
             .collect();
         // Kept for the next batch, unless a batch of long texts made it large.
-        if scratch.0.iter().map(Vec::capacity).sum::<usize>() * 4 <= SCRATCH_KEEP_BYTES {
+        if scratch.0.iter().map(Vec::capacity).sum::<usize>() * 4 + scratch.1.capacity_bytes()
+            <= SCRATCH_KEEP_BYTES
+        {
             SCRATCH.set(scratch);
         }
         pooled
@@ -427,10 +436,11 @@ fn batches_by_tokens(lens: &[usize], threads: usize) -> Vec<Vec<usize>> {
 }
 
 /// A forward pass's work buffers (hidden states, query/key/value, attention output, a layer's
-/// output, the feed-forward inner layer), kept per thread between batches so that their pages stay
-/// mapped: allocating them afresh cost a page fault and a zeroed page for every 4 KiB.
+/// output, the feed-forward inner layer) and a matrix product's quantized input, kept per thread
+/// between batches so that their pages stay mapped: allocating them afresh cost a page fault and a
+/// zeroed page for every 4 KiB.
 #[derive(Default)]
-struct Scratch([Vec<f32>; 5]);
+struct Scratch([Vec<f32>; 5], QuantRows);
 
 thread_local! {
     static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::new(Scratch::default());

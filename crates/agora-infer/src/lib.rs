@@ -6,6 +6,7 @@
 pub mod bert;
 pub mod chat;
 pub mod fmath;
+pub mod gemm16;
 pub mod gguf;
 pub mod kernels;
 pub mod llama;
