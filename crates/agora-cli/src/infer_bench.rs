@@ -31,6 +31,9 @@ pub struct InferBenchArgs {
     /// Measure only one model.
     #[arg(long, value_enum)]
     only: Option<Only>,
+    /// Set on the child processes a full run starts: no header line.
+    #[arg(long, hide = true)]
+    part: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -66,11 +69,34 @@ pub fn run(args: InferBenchArgs, dir: &std::path::Path) -> Result<()> {
     let threads = args.threads.unwrap_or_else(default_threads);
     let runs = args.runs.max(1);
     let cache = ModelCache::new(dir);
-    println!(
-        "agora bench infer: {} threads, kernels {:?}",
-        threads,
-        agora_infer::kernels::detected()
-    );
+    if !args.part {
+        println!(
+            "agora bench infer: {} threads, kernels {:?}",
+            threads,
+            agora_infer::kernels::detected()
+        );
+    }
+    if args.only.is_none() {
+        // Each model in a process of its own, so that one's peak memory is not counted in the
+        // other's (the allocator keeps the chat model's freed pages).
+        for only in ["chat", "embed"] {
+            std::io::Write::flush(&mut std::io::stdout())?;
+            let status = std::process::Command::new(std::env::current_exe()?)
+                .arg("--models-dir")
+                .arg(dir)
+                .args(["bench", "infer", "--part", "--only", only])
+                .args(["--threads", &threads.to_string()])
+                .args(["--prompt-tokens", &args.prompt_tokens.to_string()])
+                .args(["--gen-tokens", &args.gen_tokens.to_string()])
+                .args(["--runs", &runs.to_string()])
+                .args(["--batch", &args.batch.to_string()])
+                .status()?;
+            if !status.success() {
+                bail!("the {only} benchmark failed ({status})");
+            }
+        }
+        return Ok(());
+    }
     if args.only != Some(Only::Embed) {
         chat(&args, &cache, threads, runs)?;
     }
