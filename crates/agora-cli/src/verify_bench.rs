@@ -59,10 +59,14 @@ pub fn run(args: VerifyBenchArgs, models_dir: &std::path::Path) -> Result<()> {
     let threads = args.threads.unwrap_or_else(default_threads);
     let spec = models::SMOLLM2;
     let installed = ensure(&ModelCache::new(models_dir), &spec)?;
+    // The provider and the verifier each load the model: each keeps its own cache of prefixes
+    // (see `ChatModel::generate`), as on two machines.
     let chat = Arc::new(ChatModel::load(&installed.weights, threads)?);
     let id = spec.id.parse()?;
     let mut backend = InferBackend::default();
     backend.add_chat(id, chat.clone());
+    let mut verifier = InferBackend::default();
+    verifier.add_chat(id, Arc::new(ChatModel::load(&installed.weights, threads)?));
     let p = f64::from(
         args.sample_bps
             .unwrap_or(VerifyParams::default().sample_bps),
@@ -85,9 +89,9 @@ pub fn run(args: VerifyBenchArgs, models_dir: &std::path::Path) -> Result<()> {
             JobOutput::Text { tokens, .. } => tokens.len() as u32,
             JobOutput::Embeddings { .. } | JobOutput::Audit { .. } => 0,
         };
-        let prompt = backend.input_tokens(&id, input)?;
+        let prompt = verifier.input_tokens(&id, input)?;
         let t = Instant::now();
-        let v = backend.judge(&id, input, &params, output, (prompt, n), GREEDY_TOLERANCE)?;
+        let v = verifier.judge(&id, input, &params, output, (prompt, n), GREEDY_TOLERANCE)?;
         Ok((v, t.elapsed()))
     };
     let (mut honest_passed, mut costs, mut tokens_out) = (0, Vec::new(), Vec::new());

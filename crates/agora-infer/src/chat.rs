@@ -3,6 +3,7 @@
 
 use std::ops::ControlFlow;
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,10 @@ use crate::tokenizer::{BpeTokenizer, TextStream};
 pub const DEFAULT_CONTEXT: usize = 2048;
 /// Answer tokens scored per forward pass, which bounds the logits held at once (25 MB for SmolLM2).
 const SCORE_CHUNK: usize = 128;
+/// Most bytes of keys and values kept for reuse by later requests (~1,000 positions of SmolLM2).
+const PREFIX_BYTES: usize = 48 << 20;
+/// Shortest common prefix worth reusing (reuse copies it).
+const MIN_PREFIX: usize = 4;
 
 /// One chat message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +77,8 @@ pub struct Generation {
     /// Output text, without the stop token.
     pub text: String,
     pub finish: Finish,
+    /// Prompt tokens whose keys and values came from an earlier request (not run again).
+    pub cached_tokens: usize,
     pub prompt_time: Duration,
     pub generate_time: Duration,
 }
@@ -121,6 +128,16 @@ pub struct ChatModel {
     template: Option<String>,
     stop: Vec<u32>,
     context: usize,
+    prefixes: Mutex<Prefixes>,
+}
+
+/// Token sequences recently run, with their keys and values, least recently used first. A request
+/// that starts with the same tokens (the system prompt every chat shares, a conversation's earlier
+/// turns) skips them. Reuse gives the same bits as running them again: a position's keys and values
+/// do not depend on how the positions were batched.
+#[derive(Debug, Default)]
+struct Prefixes {
+    entries: Vec<(Vec<u32>, KvCache)>,
 }
 
 impl ChatModel {
@@ -157,7 +174,55 @@ impl ChatModel {
             template,
             stop,
             context,
+            prefixes: Mutex::default(),
         })
+    }
+
+    /// A cache holding the longest kept prefix of `seq`, at most `most` tokens long, and its length
+    /// (an empty cache and 0 when none is worth reusing).
+    fn reuse(&self, seq: &[u32], most: usize) -> (KvCache, usize) {
+        let mut kept = self.prefixes.lock().unwrap_or_else(|e| e.into_inner());
+        let best = kept
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, (tokens, cache))| {
+                let common = tokens.iter().zip(seq).take_while(|(a, b)| a == b).count();
+                (common.min(most).min(cache.len()), i)
+            })
+            .max();
+        match best {
+            Some((n, i)) if n >= MIN_PREFIX => {
+                let entry = kept.entries.remove(i);
+                let cache = entry.1.prefix(n);
+                kept.entries.push(entry);
+                (cache, n)
+            }
+            _ => (self.llama.new_cache(), 0),
+        }
+    }
+
+    /// Keeps `cache`, which holds the keys and values of `seq`, for later requests, dropping the
+    /// least recently used beyond [`PREFIX_BYTES`].
+    fn keep(&self, seq: Vec<u32>, cache: KvCache) {
+        if seq.len() != cache.len() || seq.len() < MIN_PREFIX || cache.bytes() > PREFIX_BYTES {
+            return;
+        }
+        let mut kept = self.prefixes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = kept.entries.iter().position(|(t, _)| t.starts_with(&seq)) {
+            // Already held, within a longer sequence.
+            let entry = kept.entries.remove(i);
+            kept.entries.push(entry);
+            return;
+        }
+        // Entries this one extends are no longer needed.
+        kept.entries.retain(|(t, _)| !seq.starts_with(t));
+        kept.entries.push((seq, cache));
+        let mut bytes: usize = kept.entries.iter().map(|(_, c)| c.bytes()).sum();
+        while bytes > PREFIX_BYTES {
+            let (_, dropped) = kept.entries.remove(0);
+            bytes -= dropped.bytes();
+        }
     }
 
     /// Sets how many positions (prompt + answer) a request may use, up to the model's own context.
@@ -241,7 +306,8 @@ impl ChatModel {
         text
     }
 
-    /// Generates after `prompt`, calling `on_piece` for every token; it may stop the stream.
+    /// Generates after `prompt`, calling `on_piece` for every token; it may stop the stream. A prefix
+    /// of the prompt kept from an earlier request is not run again ([`Generation::cached_tokens`]).
     pub fn generate(
         &self,
         prompt: &[u32],
@@ -250,11 +316,13 @@ impl ChatModel {
     ) -> Result<Generation, Error> {
         params.sampling.validate()?;
         self.check_prompt(prompt)?;
-        let mut cache = self.llama.new_cache();
         let start = Instant::now();
-        let mut logits = self
-            .llama
-            .forward(&mut cache, prompt, prompt.len() - 1..prompt.len())?;
+        let (mut cache, cached) = self.reuse(prompt, prompt.len() - 1);
+        let mut logits = self.llama.forward(
+            &mut cache,
+            &prompt[cached..],
+            prompt.len() - 1 - cached..prompt.len() - cached,
+        )?;
         let prompt_time = start.elapsed();
         let start = Instant::now();
         let mut tokens = Vec::new();
@@ -285,6 +353,9 @@ impl ChatModel {
             self.llama
                 .forward_into(&mut cache, &[token], 0..1, &mut logits)?;
         };
+        // The cache holds the prompt and every output token but the last (never fed back).
+        let fed = cache.len() - prompt.len();
+        self.keep([prompt, &tokens[..fed]].concat(), cache);
         let rest = stream.finish();
         if !rest.is_empty() {
             text.push_str(&rest);
@@ -298,13 +369,14 @@ impl ChatModel {
             tokens,
             text,
             finish,
+            cached_tokens: cached,
             prompt_time,
             generate_time: start.elapsed(),
         })
     }
 
     /// Teacher-forced scoring: runs `prompt` and the claimed `output` through the model in a few batched
-    /// passes and checks every claimed token. Greedy: the claimed token's logit must be within
+    /// passes (less a prefix of the prompt kept from an earlier request) and checks every claimed token. Greedy: the claimed token's logit must be within
     /// `tolerance` of the best. Sampled: it must be the seeded sampler's choice.
     pub fn score(
         &self,
@@ -327,20 +399,20 @@ impl ChatModel {
                 "token id {t} is outside the vocabulary ({vocab})"
             )));
         }
-        let mut cache: KvCache = self.llama.new_cache();
         let mut checks = Vec::with_capacity(output.len());
         let mut batch = Vec::new();
         // Logits before output token i come from the position of the prompt's last token (i = 0) or
-        // of output[i-1]. The first pass takes the prompt and the first chunk of the answer together.
+        // of output[i-1]. The first pass takes the prompt and the first chunk of the answer together
+        // (less a prefix of the prompt kept from an earlier request).
         let first = SCORE_CHUNK.min(output.len());
         let mut feed = Vec::with_capacity(prompt.len() + first);
         feed.extend_from_slice(prompt);
         feed.extend_from_slice(&output[..first.saturating_sub(1)]);
-        let mut pending = self.llama.forward(
-            &mut cache,
-            &feed,
-            prompt.len() - 1..prompt.len() - 1 + first,
-        )?;
+        let (mut cache, cached) = self.reuse(&feed, prompt.len() - 1);
+        let at = prompt.len() - 1 - cached;
+        let mut pending = self
+            .llama
+            .forward(&mut cache, &feed[cached..], at..at + first)?;
         let mut done = 0;
         while done < output.len() {
             let rows = pending.len() / vocab;
@@ -382,6 +454,8 @@ impl ChatModel {
             self.llama
                 .forward_into(&mut cache, feed, 0..feed.len(), &mut pending)?;
         }
+        let fed = cache.len() - prompt.len();
+        self.keep([prompt, &output[..fed]].concat(), cache);
         let first_failure = checks.iter().position(|c| !c.ok);
         let max_margin = checks.iter().map(|c| c.margin).fold(0f32, f32::max);
         Ok(Score {

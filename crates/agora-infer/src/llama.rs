@@ -153,14 +153,36 @@ impl KvCache {
         self.len == 0
     }
 
-    /// Drops every position from `len` on (to reuse a common prefix).
-    pub fn truncate(&mut self, len: usize, kv_dim: usize) {
-        if len < self.len {
-            for layer in self.v.iter_mut() {
-                layer.truncate(len * kv_dim);
-            }
-            self.len = len;
+    /// A copy of the first `len` positions (at most all of them), to reuse a common prefix in
+    /// another sequence.
+    pub fn prefix(&self, len: usize) -> KvCache {
+        let len = len.min(self.len);
+        let mut out = KvCache {
+            k: vec![Vec::new(); self.k.len()],
+            v: vec![Vec::new(); self.v.len()],
+            len: 0,
+            cap: 0,
+        };
+        let Some(kv_dim) = self.v.first().and_then(|v| v.len().checked_div(self.len)) else {
+            return out;
+        };
+        if len == 0 {
+            return out;
         }
+        out.reserve(len, kv_dim);
+        for (dst, src) in out.k.iter_mut().zip(&self.k) {
+            for (d, s) in dst
+                .chunks_exact_mut(out.cap)
+                .zip(src.chunks_exact(self.cap))
+            {
+                d[..len].copy_from_slice(&s[..len]);
+            }
+        }
+        for (dst, src) in out.v.iter_mut().zip(&self.v) {
+            dst.extend_from_slice(&src[..len * kv_dim]);
+        }
+        out.len = len;
+        out
     }
 
     /// Bytes held by the cache.

@@ -100,6 +100,70 @@ fn a_batch_gives_the_logits_of_tokens_fed_one_by_one() {
     assert_eq!(batch, mixed);
 }
 
+/// A request that starts like an earlier one reuses the earlier keys and values for the common
+/// prefix, and gets the same tokens and scores, bit for bit, as a model that runs everything.
+#[test]
+fn kept_prefixes_are_reused_and_change_no_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny(dir.path(), TinySpec::default());
+    let warm = ChatModel::load(&path, 2).unwrap();
+    let system = Message::new(
+        "system",
+        "You are a terse assistant who answers in one line.",
+    );
+    let chat = |text: &str| {
+        warm.encode_chat(&[system.clone(), Message::new("user", text)])
+            .unwrap()
+    };
+    let (first, second) = (chat("What is a ledger?"), chat("What is a validator?"));
+    let common = first
+        .iter()
+        .zip(&second)
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert!(common >= 8, "the prompts share the system message");
+    for params in [GenParams::default(), sampled(3)] {
+        let params = GenParams {
+            max_tokens: 24,
+            ..params
+        };
+        // A fresh model for each request: nothing kept.
+        let cold = |prompt: &[u32]| {
+            let m = ChatModel::load(&path, 1).unwrap();
+            let g = m.generate(prompt, &params, &mut no_stream).unwrap();
+            assert_eq!(g.cached_tokens, 0);
+            g.tokens
+        };
+        let a = warm.generate(&first, &params, &mut no_stream).unwrap();
+        assert_eq!(a.tokens, cold(&first));
+        // The same prompt again: all of it but the last token comes from the kept cache.
+        let again = warm.generate(&first, &params, &mut no_stream).unwrap();
+        assert_eq!(again.cached_tokens, first.len() - 1);
+        assert_eq!(again.tokens, a.tokens);
+        // Another question after the same system message: the shared part is reused.
+        let b = warm.generate(&second, &params, &mut no_stream).unwrap();
+        assert!(b.cached_tokens >= common, "{} < {common}", b.cached_tokens);
+        assert_eq!(b.tokens, cold(&second));
+        // The answer continued by the next turn's prompt reuses the whole first exchange.
+        let mut next = first.clone();
+        next.extend_from_slice(&a.tokens);
+        next.extend_from_slice(&first[first.len() - 3..]);
+        let c = warm.generate(&next, &params, &mut no_stream).unwrap();
+        assert!(c.cached_tokens >= first.len() + a.tokens.len() - 1);
+        assert_eq!(c.tokens, cold(&next));
+        // Scoring after the generation it checks: the same verdicts and margins as from scratch.
+        let fresh = ChatModel::load(&path, 2).unwrap();
+        let s1 = warm
+            .score(&second, &b.tokens, &params.sampling, 0.0)
+            .unwrap();
+        let s2 = fresh
+            .score(&second, &b.tokens, &params.sampling, 0.0)
+            .unwrap();
+        assert!(s1.passed);
+        assert_eq!(s1.checks, s2.checks);
+    }
+}
+
 #[test]
 fn scoring_passes_honest_answers_and_catches_altered_ones() {
     let dir = tempfile::tempdir().unwrap();
