@@ -531,6 +531,7 @@ impl Llama {
                         kv_dim,
                         (head / group) * hd,
                         pos0 + 1,
+                        1,
                         scale,
                         out_h,
                         &mut scores,
@@ -548,36 +549,54 @@ impl Llama {
             .enumerate()
             .for_each(|(c, out_c)| {
                 let mut scores = Vec::new();
-                for (i, out_t) in out_c.chunks_exact_mut(d).enumerate() {
-                    let t = c * per_task + i;
-                    // The query heads of one key/value head together: each key and value read once.
-                    for (kvh, out_g) in out_t.chunks_exact_mut(group * hd).enumerate() {
-                        let q_g = &q[t * d + kvh * group * hd..][..group * hd];
+                let (mut q2, mut out2) = (vec![0f32; 2 * group * hd], vec![0f32; 2 * group * hd]);
+                let t0 = c * per_task;
+                let mut i = 0;
+                let in_chunk = out_c.len() / d;
+                while i < in_chunk {
+                    let t = t0 + i;
+                    // Two tokens at a time where there are two: their query heads of one key/value
+                    // head stacked, so each key and value is read once for both.
+                    let pair = i + 1 < in_chunk;
+                    let tokens = if pair { 2 } else { 1 };
+                    for kvh in 0..cfg.n_head_kv {
+                        let g = group * hd;
+                        for k in 0..tokens {
+                            q2[k * g..(k + 1) * g]
+                                .copy_from_slice(&q[(t + k) * d + kvh * g..][..g]);
+                        }
                         attend(
-                            q_g,
+                            &q2[..tokens * g],
                             kt,
                             cap,
                             vc,
                             kv_dim,
                             kvh * hd,
                             pos0 + t + 1,
+                            group,
                             scale,
-                            out_g,
+                            &mut out2[..tokens * g],
                             &mut scores,
                             hd,
                         );
+                        for k in 0..tokens {
+                            out_c[(i + k) * d + kvh * g..][..g]
+                                .copy_from_slice(&out2[k * g..(k + 1) * g]);
+                        }
                     }
+                    i += tokens;
                 }
             });
     }
 }
 
 crate::kernels::multiversion! {
-    /// Query heads that share one key/value head (`q` and `out`: `heads` rows of `hd`) over the first
-    /// `span` cached positions: softmax(q·k · scale) · v. Key dimension `d` of the head is row
-    /// `offset + d` of the transposed keys `kt` (rows `cap` long); a position's value starts at
-    /// `p * kv_dim + offset`. Each head's arithmetic is the same whether it runs alone or in a group;
-    /// a group reads each key and value once for all its heads.
+    /// Query rows that share one key/value head (`q` and `out`: rows of `hd`), over the cached
+    /// positions: softmax(q·k · scale) · v. Rows come `per_token` at a time from consecutive
+    /// tokens: row r sees the first `span + r / per_token` positions. Key dimension `d` of the head
+    /// is row `offset + d` of the transposed keys `kt` (rows `cap` long); a position's value starts
+    /// at `p * kv_dim + offset`. Each row's arithmetic is the same whether it runs alone or with
+    /// others (the same operations in the same order); rows together read each key and value once.
     #[allow(clippy::too_many_arguments)]
     fn attend(
         q: &[f32],
@@ -587,60 +606,115 @@ crate::kernels::multiversion! {
         kv_dim: usize,
         offset: usize,
         span: usize,
+        per_token: usize,
         scale: f32,
         out: &mut [f32],
         scores: &mut Vec<f32>,
         hd: usize,
     ) {
-        let heads = q.len() / hd;
-        // Rows of whole blocks; what lies past `span` is computed and never used.
-        let stride = span.next_multiple_of(SCORE_BLOCK);
+        let rows = q.len() / hd;
+        let span_of = |r: usize| span + r / per_token;
+        let last = span_of(rows - 1);
+        // Rows of whole blocks; what lies past a row's span is computed and never used.
+        let stride = last.next_multiple_of(SCORE_BLOCK);
         assert!(stride <= cap, "attention: the key rows are not padded");
         scores.clear();
-        scores.resize(heads * stride, 0.0);
-        // Up to three heads at a time, so a block of accumulators stays in registers.
-        for h0 in (0..heads).step_by(3) {
-            let rows = (heads - h0).min(3);
-            let q_r = &q[h0 * hd..(h0 + rows) * hd];
-            let s_r = &mut scores[h0 * stride..(h0 + rows) * stride];
-            match rows {
+        scores.resize(rows * stride, 0.0);
+        // Up to six rows at a time, so a block of accumulators stays in registers.
+        for r0 in (0..rows).step_by(ROW_BLOCK) {
+            let n = (rows - r0).min(ROW_BLOCK);
+            let q_r = &q[r0 * hd..(r0 + n) * hd];
+            let s_r = &mut scores[r0 * stride..(r0 + n) * stride];
+            match n {
+                6 => scores_block::<6>(q_r, kt, cap, offset, stride, hd, s_r),
+                5 => scores_block::<5>(q_r, kt, cap, offset, stride, hd, s_r),
+                4 => scores_block::<4>(q_r, kt, cap, offset, stride, hd, s_r),
                 3 => scores_block::<3>(q_r, kt, cap, offset, stride, hd, s_r),
                 2 => scores_block::<2>(q_r, kt, cap, offset, stride, hd, s_r),
                 _ => scores_block::<1>(q_r, kt, cap, offset, stride, hd, s_r),
             }
         }
-        for row in scores.chunks_exact_mut(stride) {
-            let row = &mut row[..span];
-            for s in row.iter_mut() {
-                *s *= scale;
+        let mut sums = [0f32; ROW_BLOCK];
+        for (r0, block) in (0..rows).step_by(ROW_BLOCK).zip(scores.chunks_mut(ROW_BLOCK * stride)) {
+            for (r, row) in block.chunks_exact_mut(stride).enumerate() {
+                let row = &mut row[..span_of(r0 + r)];
+                for s in row.iter_mut() {
+                    *s *= scale;
+                }
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                for s in row.iter_mut() {
+                    *s = exp(*s - max);
+                }
             }
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            for s in row.iter_mut() {
-                *s = exp(*s - max);
+            // Each row's sum in position order: the rows side by side, so the additions of one
+            // row do not wait on each other.
+            let n = block.len() / stride;
+            let sums = &mut sums[..n];
+            let common = span_of(r0);
+            match n {
+                6 => sum_rows::<6>(block, stride, common, sums),
+                5 => sum_rows::<5>(block, stride, common, sums),
+                4 => sum_rows::<4>(block, stride, common, sums),
+                3 => sum_rows::<3>(block, stride, common, sums),
+                2 => sum_rows::<2>(block, stride, common, sums),
+                _ => sum_rows::<1>(block, stride, common, sums),
             }
-            // The sum in position order; then each weight divided as `w · (1 / sum)`.
-            let mut sum = 0f32;
-            for s in row.iter() {
-                sum += *s;
+            for (r, sum) in sums.iter_mut().enumerate() {
+                for p in common..span_of(r0 + r) {
+                    *sum += block[r * stride + p];
+                }
             }
-            let inv = 1.0 / sum;
-            for s in row.iter_mut() {
-                *s *= inv;
+            // Each weight divided as `w · (1 / sum)`.
+            for (r, row) in block.chunks_exact_mut(stride).enumerate() {
+                let inv = 1.0 / sums[r];
+                for s in row[..span_of(r0 + r)].iter_mut() {
+                    *s *= inv;
+                }
             }
         }
-        for h0 in (0..heads).step_by(3) {
-            let rows = (heads - h0).min(3);
-            let w_r = &scores[h0 * stride..(h0 + rows) * stride];
-            let o_r = &mut out[h0 * hd..(h0 + rows) * hd];
-            match rows {
-                3 => values_block::<3>(w_r, stride, vc, kv_dim, offset, span, hd, o_r),
-                2 => values_block::<2>(w_r, stride, vc, kv_dim, offset, span, hd, o_r),
-                _ => values_block::<1>(w_r, stride, vc, kv_dim, offset, span, hd, o_r),
+        for r0 in (0..rows).step_by(ROW_BLOCK) {
+            let n = (rows - r0).min(ROW_BLOCK);
+            let w_r = &scores[r0 * stride..(r0 + n) * stride];
+            let o_r = &mut out[r0 * hd..(r0 + n) * hd];
+            // The positions every row of the block sees, together; then each row's last ones.
+            let common = span_of(r0);
+            match n {
+                6 => values_block::<6>(w_r, stride, vc, kv_dim, offset, common, hd, o_r),
+                5 => values_block::<5>(w_r, stride, vc, kv_dim, offset, common, hd, o_r),
+                4 => values_block::<4>(w_r, stride, vc, kv_dim, offset, common, hd, o_r),
+                3 => values_block::<3>(w_r, stride, vc, kv_dim, offset, common, hd, o_r),
+                2 => values_block::<2>(w_r, stride, vc, kv_dim, offset, common, hd, o_r),
+                _ => values_block::<1>(w_r, stride, vc, kv_dim, offset, common, hd, o_r),
+            }
+            for r in 0..n {
+                let o = &mut o_r[r * hd..(r + 1) * hd];
+                for p in common..span_of(r0 + r) {
+                    let wp = w_r[r * stride + p];
+                    for (a, x) in o.iter_mut().zip(&vc[p * kv_dim + offset..][..hd]) {
+                        *a += wp * x;
+                    }
+                }
             }
         }
     }
 }
 
+/// `sums[r] = Σ_p rows[r][p]` over `p < len` in order, for `R` rows `stride` apart.
+#[inline(always)]
+fn sum_rows<const R: usize>(rows: &[f32], stride: usize, len: usize, sums: &mut [f32]) {
+    let rows: [&[f32]; R] = std::array::from_fn(|r| &rows[r * stride..r * stride + len]);
+    let mut acc = [0f32; R];
+    for p in 0..len {
+        for (a, row) in acc.iter_mut().zip(&rows) {
+            *a += row[p];
+        }
+    }
+    sums.copy_from_slice(&acc);
+}
+
+/// Query rows whose attention runs together (see `attend`): two tokens' three heads per key/value
+/// head for SmolLM2.
+const ROW_BLOCK: usize = 6;
 /// Positions per block of attention scores held in registers.
 const SCORE_BLOCK: usize = 16;
 /// Head dimensions per block of attention outputs held in registers.
@@ -711,12 +785,11 @@ fn values_block<const R: usize>(
         if n == VALUE_BLOCK {
             let mut acc = [[0f32; VALUE_BLOCK]; R];
             let col = offset + j0;
-            for (p, row) in vc.chunks_exact(kv_dim).take(span).enumerate() {
+            for (ws, row) in wt.iter().zip(vc.chunks_exact(kv_dim)) {
                 let v: &[f32; VALUE_BLOCK] = row[col..col + VALUE_BLOCK]
                     .try_into()
                     .expect("a block of values");
-                for (r, acc_r) in acc.iter_mut().enumerate() {
-                    let wp = wt[p][r];
+                for (acc_r, &wp) in acc.iter_mut().zip(ws) {
                     for (a, x) in acc_r.iter_mut().zip(v) {
                         *a += wp * x;
                     }
