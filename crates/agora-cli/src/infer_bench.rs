@@ -154,8 +154,10 @@ fn chat(args: &InferBenchArgs, cache: &ModelCache, threads: usize, runs: usize) 
         let per_token = gen_time.as_secs_f64() / (answer.len() - 1).max(1) as f64;
         tg.push(1.0 / per_token);
 
-        // A verifier holds no generation cache: the scoring pass brings its own.
+        // A verifier holds no generation cache, nor a kept prefix of a prompt it has not seen:
+        // the scoring pass runs everything.
         drop(cache);
+        model.clear_prefixes();
         let t = Instant::now();
         let score = model.score(&prompt, &answer, &SamplingParams::greedy(), 0.0)?;
         let st = t.elapsed();

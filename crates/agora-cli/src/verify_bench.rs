@@ -65,8 +65,9 @@ pub fn run(args: VerifyBenchArgs, models_dir: &std::path::Path) -> Result<()> {
     let id = spec.id.parse()?;
     let mut backend = InferBackend::default();
     backend.add_chat(id, chat.clone());
+    let verifier_chat = Arc::new(ChatModel::load(&installed.weights, threads)?);
     let mut verifier = InferBackend::default();
-    verifier.add_chat(id, Arc::new(ChatModel::load(&installed.weights, threads)?));
+    verifier.add_chat(id, verifier_chat.clone());
     let p = f64::from(
         args.sample_bps
             .unwrap_or(VerifyParams::default().sample_bps),
@@ -95,6 +96,7 @@ pub fn run(args: VerifyBenchArgs, models_dir: &std::path::Path) -> Result<()> {
         Ok((v, t.elapsed()))
     };
     let (mut honest_passed, mut costs, mut tokens_out) = (0, Vec::new(), Vec::new());
+    let mut cold_costs = Vec::new();
     let mut detected = [0usize; Cheat::ALL.len()];
     for i in 0..args.jobs {
         let topic = TOPICS[i % TOPICS.len()];
@@ -119,6 +121,10 @@ pub fn run(args: VerifyBenchArgs, models_dir: &std::path::Path) -> Result<()> {
             honest_passed += 1;
         }
         costs.push(check.as_secs_f64() / generation.as_secs_f64() * 100.0);
+        // Again with nothing kept from earlier checks (the shared system prompt run too).
+        verifier_chat.clear_prefixes();
+        let (_, cold) = judge(&input, &honest)?;
+        cold_costs.push(cold.as_secs_f64() / generation.as_secs_f64() * 100.0);
         if let JobOutput::Text { tokens, .. } = &honest {
             tokens_out.push(tokens.len() as f64);
             if tokens.len() < 2 {
@@ -144,6 +150,10 @@ pub fn run(args: VerifyBenchArgs, models_dir: &std::path::Path) -> Result<()> {
         median(costs),
         sorted.first().copied().unwrap_or(0.0),
         sorted.last().copied().unwrap_or(0.0),
+    );
+    println!(
+        "    with no prefix kept        {:.1} % (the verifier runs the shared system prompt too)",
+        median(cold_costs)
     );
     println!(
         "  {:<32} {:>10} {:>14} {:>14} {:>14}",

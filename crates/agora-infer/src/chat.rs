@@ -178,6 +178,15 @@ impl ChatModel {
         })
     }
 
+    /// Drops every kept prefix (see [`Self::generate`]): the next request runs its whole prompt.
+    pub fn clear_prefixes(&self) {
+        self.prefixes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entries
+            .clear();
+    }
+
     /// A cache holding the longest kept prefix of `seq`, at most `most` tokens long, and its length
     /// (an empty cache and 0 when none is worth reusing).
     fn reuse(&self, seq: &[u32], most: usize) -> (KvCache, usize) {

@@ -140,6 +140,12 @@ fn kept_prefixes_are_reused_and_change_no_bit() {
         let again = warm.generate(&first, &params, &mut no_stream).unwrap();
         assert_eq!(again.cached_tokens, first.len() - 1);
         assert_eq!(again.tokens, a.tokens);
+        warm.clear_prefixes();
+        let cleared = warm.generate(&first, &params, &mut no_stream).unwrap();
+        assert_eq!(
+            cleared.cached_tokens, 0,
+            "nothing kept after clear_prefixes"
+        );
         // Another question after the same system message: the shared part is reused.
         let b = warm.generate(&second, &params, &mut no_stream).unwrap();
         assert!(b.cached_tokens >= common, "{} < {common}", b.cached_tokens);
