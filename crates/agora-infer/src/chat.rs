@@ -135,9 +135,20 @@ pub struct ChatModel {
 /// that starts with the same tokens (the system prompt every chat shares, a conversation's earlier
 /// turns) skips them. Reuse gives the same bits as running them again: a position's keys and values
 /// do not depend on how the positions were batched.
+///
+/// Each entry belongs to a scope (a client, for a provider), and only requests of the same scope
+/// reuse it: otherwise the time to the first token would tell one client whether another had sent a
+/// prompt that starts the same way.
 #[derive(Debug, Default)]
 struct Prefixes {
-    entries: Vec<(Vec<u32>, KvCache)>,
+    entries: Vec<Entry>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    scope: Vec<u8>,
+    tokens: Vec<u32>,
+    cache: KvCache,
 }
 
 impl ChatModel {
@@ -187,23 +198,24 @@ impl ChatModel {
             .clear();
     }
 
-    /// A cache holding the longest kept prefix of `seq`, at most `most` tokens long, and its length
-    /// (an empty cache and 0 when none is worth reusing).
-    fn reuse(&self, seq: &[u32], most: usize) -> (KvCache, usize) {
+    /// A cache holding the longest prefix of `seq` kept in `scope`, at most `most` tokens long, and
+    /// its length (an empty cache and 0 when none is worth reusing).
+    fn reuse(&self, scope: &[u8], seq: &[u32], most: usize) -> (KvCache, usize) {
         let mut kept = self.prefixes.lock().unwrap_or_else(|e| e.into_inner());
         let best = kept
             .entries
             .iter()
             .enumerate()
-            .map(|(i, (tokens, cache))| {
-                let common = tokens.iter().zip(seq).take_while(|(a, b)| a == b).count();
-                (common.min(most).min(cache.len()), i)
+            .filter(|(_, e)| e.scope == scope)
+            .map(|(i, e)| {
+                let common = e.tokens.iter().zip(seq).take_while(|(a, b)| a == b).count();
+                (common.min(most).min(e.cache.len()), i)
             })
             .max();
         match best {
             Some((n, i)) if n >= MIN_PREFIX => {
                 let entry = kept.entries.remove(i);
-                let cache = entry.1.prefix(n);
+                let cache = entry.cache.prefix(n);
                 kept.entries.push(entry);
                 (cache, n)
             }
@@ -211,26 +223,37 @@ impl ChatModel {
         }
     }
 
-    /// Keeps `cache`, which holds the keys and values of `seq`, for later requests, dropping the
-    /// least recently used beyond [`PREFIX_BYTES`].
-    fn keep(&self, seq: Vec<u32>, cache: KvCache) {
-        if seq.len() != cache.len() || seq.len() < MIN_PREFIX || cache.bytes() > PREFIX_BYTES {
+    /// Keeps `cache`, which holds the keys and values of `tokens`, for later requests of `scope`,
+    /// dropping the least recently used beyond [`PREFIX_BYTES`].
+    fn keep(&self, scope: &[u8], tokens: Vec<u32>, cache: KvCache) {
+        if tokens.len() != cache.len() || tokens.len() < MIN_PREFIX || cache.bytes() > PREFIX_BYTES
+        {
             return;
         }
         let mut kept = self.prefixes.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = kept.entries.iter().position(|(t, _)| t.starts_with(&seq)) {
+        let mine = |e: &Entry| e.scope == scope;
+        if let Some(i) = kept
+            .entries
+            .iter()
+            .position(|e| mine(e) && e.tokens.starts_with(&tokens))
+        {
             // Already held, within a longer sequence.
             let entry = kept.entries.remove(i);
             kept.entries.push(entry);
             return;
         }
         // Entries this one extends are no longer needed.
-        kept.entries.retain(|(t, _)| !seq.starts_with(t));
-        kept.entries.push((seq, cache));
-        let mut bytes: usize = kept.entries.iter().map(|(_, c)| c.bytes()).sum();
+        kept.entries
+            .retain(|e| !(mine(e) && tokens.starts_with(&e.tokens)));
+        kept.entries.push(Entry {
+            scope: scope.to_vec(),
+            tokens,
+            cache,
+        });
+        let mut bytes: usize = kept.entries.iter().map(|e| e.cache.bytes()).sum();
         while bytes > PREFIX_BYTES {
-            let (_, dropped) = kept.entries.remove(0);
-            bytes -= dropped.bytes();
+            let dropped = kept.entries.remove(0);
+            bytes -= dropped.cache.bytes();
         }
     }
 
@@ -323,10 +346,22 @@ impl ChatModel {
         params: &GenParams,
         on_piece: &mut dyn FnMut(Piece<'_>) -> ControlFlow<()>,
     ) -> Result<Generation, Error> {
+        self.generate_in(&[], prompt, params, on_piece)
+    }
+
+    /// [`Self::generate`] for a request of `scope` (a client): only prefixes kept for the same
+    /// scope are reused.
+    pub fn generate_in(
+        &self,
+        scope: &[u8],
+        prompt: &[u32],
+        params: &GenParams,
+        on_piece: &mut dyn FnMut(Piece<'_>) -> ControlFlow<()>,
+    ) -> Result<Generation, Error> {
         params.sampling.validate()?;
         self.check_prompt(prompt)?;
         let start = Instant::now();
-        let (mut cache, cached) = self.reuse(prompt, prompt.len() - 1);
+        let (mut cache, cached) = self.reuse(scope, prompt, prompt.len() - 1);
         let mut logits = self.llama.forward(
             &mut cache,
             &prompt[cached..],
@@ -364,7 +399,7 @@ impl ChatModel {
         };
         // The cache holds the prompt and every output token but the last (never fed back).
         let fed = cache.len() - prompt.len();
-        self.keep([prompt, &tokens[..fed]].concat(), cache);
+        self.keep(scope, [prompt, &tokens[..fed]].concat(), cache);
         let rest = stream.finish();
         if !rest.is_empty() {
             text.push_str(&rest);
@@ -417,7 +452,7 @@ impl ChatModel {
         let mut feed = Vec::with_capacity(prompt.len() + first);
         feed.extend_from_slice(prompt);
         feed.extend_from_slice(&output[..first.saturating_sub(1)]);
-        let (mut cache, cached) = self.reuse(&feed, prompt.len() - 1);
+        let (mut cache, cached) = self.reuse(&[], &feed, prompt.len() - 1);
         let at = prompt.len() - 1 - cached;
         let mut pending = self
             .llama
@@ -464,7 +499,7 @@ impl ChatModel {
                 .forward_into(&mut cache, feed, 0..feed.len(), &mut pending)?;
         }
         let fed = cache.len() - prompt.len();
-        self.keep([prompt, &output[..fed]].concat(), cache);
+        self.keep(&[], [prompt, &output[..fed]].concat(), cache);
         let first_failure = checks.iter().position(|c| !c.ok);
         let max_margin = checks.iter().map(|c| c.margin).fold(0f32, f32::max);
         Ok(Score {

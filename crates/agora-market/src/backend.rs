@@ -35,6 +35,21 @@ pub trait Backend: Send + Sync {
         on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
     ) -> Result<Served, Error>;
 
+    /// [`Self::run`] for a job of `client`: work kept from earlier jobs (a chat model's prompt
+    /// prefixes) is reused only for the same client, so that one client's timings reveal nothing
+    /// of another's prompts.
+    fn run_for(
+        &self,
+        client: &[u8],
+        model: &Hash,
+        input: &JobInput,
+        params: &JobParams,
+        on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Served, Error> {
+        let _ = client;
+        self.run(model, input, params, on_text)
+    }
+
     /// A verifier's judgement (DESIGN.md §6): is `output`, with the receipt's token counts
     /// `(input_tokens, output_tokens)`, what `model` gives for `input` and `params`? Text is
     /// scored teacher-forced (greedy: each claimed token within `tolerance` logits of the best;
@@ -235,9 +250,21 @@ impl Backend for InferBackend {
         params: &JobParams,
         on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
     ) -> Result<Served, Error> {
+        self.run_for(&[], model, input, params, on_text)
+    }
+
+    fn run_for(
+        &self,
+        client: &[u8],
+        model: &Hash,
+        input: &JobInput,
+        params: &JobParams,
+        on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Served, Error> {
         if let Some(m) = self.chat.get(model) {
             let prompt = Self::chat_prompt(m, input)?;
-            let generation = m.generate(
+            let generation = m.generate_in(
+                client,
                 &prompt,
                 &GenParams {
                     max_tokens: params.max_tokens,

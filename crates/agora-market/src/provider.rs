@@ -607,15 +607,19 @@ impl Provider {
         on_piece: &mut dyn FnMut(SealedPiece) -> ControlFlow<()>,
     ) -> Result<Delivery, Error> {
         let req = job.request.request.clone();
-        let result = self
-            .backend
-            .run(&req.model, &job.input, &req.params, &mut |text| {
+        let result = self.backend.run_for(
+            &req.client.0,
+            &req.model,
+            &job.input,
+            &req.params,
+            &mut |text| {
                 if text.is_empty() {
                     return ControlFlow::Continue(());
                 }
                 let (n, sealed) = job.writer.seal(text.as_bytes());
                 on_piece(SealedPiece { n, sealed })
-            });
+            },
+        );
         let mut books = self.books();
         if let Some(r) = books.running.get_mut(&job.client) {
             *r = r.saturating_sub(job.worst_fee);

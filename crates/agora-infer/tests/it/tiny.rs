@@ -140,6 +140,19 @@ fn kept_prefixes_are_reused_and_change_no_bit() {
         let again = warm.generate(&first, &params, &mut no_stream).unwrap();
         assert_eq!(again.cached_tokens, first.len() - 1);
         assert_eq!(again.tokens, a.tokens);
+        // Kept prefixes serve only their own scope (client).
+        let alice = warm
+            .generate_in(b"alice", &first, &params, &mut no_stream)
+            .unwrap();
+        assert_eq!((alice.cached_tokens, &alice.tokens), (0, &a.tokens));
+        let bob = warm
+            .generate_in(b"bob", &first, &params, &mut no_stream)
+            .unwrap();
+        assert_eq!((bob.cached_tokens, &bob.tokens), (0, &a.tokens));
+        let alice = warm
+            .generate_in(b"alice", &first, &params, &mut no_stream)
+            .unwrap();
+        assert_eq!(alice.cached_tokens, first.len() - 1);
         warm.clear_prefixes();
         let cleared = warm.generate(&first, &params, &mut no_stream).unwrap();
         assert_eq!(
