@@ -420,8 +420,9 @@ impl ChatModel {
     }
 
     /// Teacher-forced scoring: runs `prompt` and the claimed `output` through the model in a few batched
-    /// passes (less a prefix of the prompt kept from an earlier request) and checks every claimed token. Greedy: the claimed token's logit must be within
-    /// `tolerance` of the best. Sampled: it must be the seeded sampler's choice.
+    /// passes (less a prefix of the prompt kept from an earlier check) and checks every claimed
+    /// token. Greedy: the claimed token's logit must be within `tolerance` of the best. Sampled: it
+    /// must be the seeded sampler's choice.
     pub fn score(
         &self,
         prompt: &[u32],
