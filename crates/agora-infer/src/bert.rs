@@ -2,8 +2,8 @@
 //! layers, mean pooling over the tokens, L2 normalization — what sentence-transformers computes.
 //!
 //! Batches are ragged: the sentences of a batch are laid end to end (no padding), the dense layers run
-//! as one matrix product over all their tokens (16-bit integer products, [`crate::gemm16`]: within
-//! 1e-6 in cosine of the f32 computation), and attention runs per sentence. Sentences are sorted
+//! as one matrix product over all their tokens (16-bit integer products, [`crate::gemm16`]: cosine
+//! ≥ 0.999998 to the f32 computation), and attention runs per sentence. Sentences are sorted
 //! by length into batches, and the batches run in parallel, one thread each: no thread waits on
 //! another inside a batch. A sentence's embedding does not depend on the batch it lands in, so the
 //! result is the same for any thread count and any batching.
