@@ -133,12 +133,7 @@ pub(crate) async fn get_job(
         ApiError::not_found("unknown_job", format!("job {id} has not been settled"))
     })?;
     let check: Option<Check> = get(&snap, &check_key(&id))?;
-    let state = match check.as_ref().map(|c| c.outcome) {
-        Some(Outcome::Open) => "held",
-        Some(Outcome::Fraud | Outcome::NoReveal) => "refunded",
-        _ if height >= job.release_height => "released",
-        _ => "pending",
-    };
+    let state = job.fee_state.name();
     // Whether it is checked: drawn in the block after the one that settled it.
     let sampled = match (&check, job.level) {
         (_, agora_types::Verification::None) => json!(false),

@@ -157,11 +157,129 @@ pub struct ParseError {
     pub message: String,
 }
 
+/// Deepest syntax tree, estimated from the tokens, that a source may have: far beyond real
+/// contracts (a few dozen levels), and well inside what [`AUDIT_STACK_BYTES`] holds (about 5 KiB
+/// a level in an unoptimized build, far less optimized).
+pub const MAX_DEPTH: usize = 1_000;
+
+/// The stack the parser and detectors run on for a source deeper than [`SHALLOW_DEPTH`]: their
+/// walks recurse once per level of the tree.
+const AUDIT_STACK_BYTES: usize = 64 << 20;
+/// Sources at most this deep (nearly all) are audited on the caller's thread: at about 5 KiB a
+/// level unoptimized, any thread's stack (tokio's are 2 MiB) holds them.
+const SHALLOW_DEPTH: usize = 100;
+
+/// Refuses, before parsing, a source whose syntax tree would nest deeper than [`MAX_DEPTH`]
+/// (a crafted `((((…))))` otherwise overflows the stack and aborts the process). The estimate
+/// counts, along the path to each token: enclosing blocks, `else` links before it in each
+/// block (an `else if` chain nests one level per link), and within its statement every
+/// operator, call, index, member access and control keyword (each can nest one level with no
+/// bracket to show it: `a+a+…`, `!!…x`, `a.b.c…`, `if (x) if (x) …`). Returns the deepest
+/// estimate; `Err` is the byte offset and why.
+fn check_depth(text: &str) -> Result<usize, (usize, String)> {
+    use solang_parser::lexer::{Lexer, Token};
+    /// What a `{` opened.
+    struct Open {
+        /// Inside an expression (`f({a: 1})`): the statement goes on after it.
+        in_expression: bool,
+        /// The statement's count and open parentheses when it opened.
+        saved: (usize, usize),
+        /// Depth at the block's first token, and its `else` links so far.
+        base: usize,
+        elses: usize,
+    }
+    let (mut comments, mut errors) = (Vec::new(), Vec::new());
+    let mut opens: Vec<Open> = Vec::new();
+    let (mut base, mut elses) = (0usize, 0usize);
+    // Within the current statement: operators and the like, and open parentheses/brackets.
+    let (mut ops, mut parens) = (0usize, 0usize);
+    let mut deepest = 0;
+    for (start, token, _) in Lexer::new(text, 0, &mut comments, &mut errors) {
+        match token {
+            Token::OpenParenthesis | Token::OpenBracket => {
+                parens += 1;
+                ops += 1;
+            }
+            Token::CloseParenthesis | Token::CloseBracket => parens = parens.saturating_sub(1),
+            Token::OpenCurlyBrace => {
+                let in_expression = parens > 0;
+                opens.push(Open {
+                    in_expression,
+                    saved: (ops, parens),
+                    base,
+                    elses,
+                });
+                if !in_expression {
+                    base += elses + ops + 1;
+                    (elses, ops, parens) = (0, 0, 0);
+                }
+            }
+            Token::CloseCurlyBrace => match opens.pop() {
+                Some(open) if open.in_expression => (ops, parens) = open.saved,
+                Some(open) => {
+                    (base, elses) = (open.base, open.elses);
+                    (ops, parens) = (0, 0);
+                }
+                None => (ops, parens) = (0, 0),
+            },
+            Token::Semicolon if parens == 0 => ops = 0,
+            Token::Else => elses += 1,
+            Token::Identifier(_)
+            | Token::StringLiteral(..)
+            | Token::AddressLiteral(_)
+            | Token::HexLiteral(_)
+            | Token::Number(..)
+            | Token::RationalNumber(..)
+            | Token::HexNumber(_)
+            | Token::Comma
+            | Token::Semicolon => {}
+            _ => ops += 1,
+        }
+        let depth = base + elses + ops;
+        if depth > MAX_DEPTH {
+            return Err((start, format!("it nests deeper than {MAX_DEPTH} levels")));
+        }
+        deepest = deepest.max(depth);
+    }
+    Ok(deepest)
+}
+
 /// Audits one Solidity source. `file` names it in the findings.
 pub fn audit_source(file: &str, src: &str) -> Result<Vec<Finding>, ParseError> {
     let (text, rewrites) = prepass(src);
     let lines = model::LineIndex::new(&text);
-    let unit = match solang_parser::parse(&text, 0) {
+    let depth = check_depth(&text).map_err(|(offset, why)| ParseError {
+        file: file.to_string(),
+        line: lines.line(offset),
+        message: format!("too deeply nested to audit: {why}"),
+    })?;
+    if depth <= SHALLOW_DEPTH {
+        return analyse(file, &text, &rewrites, &lines);
+    }
+    // Deep: on a stack of its own, whatever thread calls.
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("audit".into())
+            .stack_size(AUDIT_STACK_BYTES)
+            .spawn_scoped(scope, || analyse(file, &text, &rewrites, &lines))
+            .map_err(|e| ParseError {
+                file: file.to_string(),
+                line: 1,
+                message: format!("cannot start the audit: {e}"),
+            })?
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// Parses and runs the detectors (on the audit's own stack).
+fn analyse(
+    file: &str,
+    text: &str,
+    rewrites: &[prepass::Rewrite],
+    lines: &model::LineIndex,
+) -> Result<Vec<Finding>, ParseError> {
+    let unit = match solang_parser::parse(text, 0) {
         Ok((unit, _comments)) => unit,
         Err(errors) => {
             let first = errors.first();
@@ -172,7 +290,7 @@ pub fn audit_source(file: &str, src: &str) -> Result<Vec<Finding>, ParseError> {
             });
         }
     };
-    let unit = model::Unit::build(&unit, &lines, &rewrites);
+    let unit = model::Unit::build(&unit, lines, rewrites);
     let mut findings = detectors::run(&unit);
     for f in &mut findings {
         f.file = file.to_string();
@@ -186,7 +304,7 @@ pub fn audit_source(file: &str, src: &str) -> Result<Vec<Finding>, ParseError> {
 /// re-run it like any model. A verifier compares a provider's report with its own exactly, so any
 /// change to what the detectors report must change this version (a test pins the labelled
 /// suite's report to it).
-pub const MODEL_NAME: &str = "agora-audit@0.2.0";
+pub const MODEL_NAME: &str = "agora-audit@0.2.1";
 
 /// The auditor's model id: SHA-256 of its name and its detector table (a weights file's hash
 /// is the id of a neural model; the auditor's "weights" are its detectors).

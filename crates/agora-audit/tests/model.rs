@@ -9,8 +9,8 @@ use std::path::Path;
 /// gives. When a detector's output changes, this test fails: bump `MODEL_NAME` (providers and
 /// verifiers of different versions would otherwise disagree) and update the pins.
 const PINNED: (&str, &str, &str) = (
-    "agora-audit@0.2.0",
-    "1bc139b4ae21c04ad06a96e0c81aba7d443c3eabd1410b3aaf21af7a4860b18a",
+    "agora-audit@0.2.1",
+    "4ffcba40c4f0720027c8f81de31243d428aeaa2b61a92fbd38991c4960c005fe",
     "571eca69c26d5bb79d513d4967e62e634cf432948d7dd9f8d4d56258646a9ec5",
 );
 
@@ -47,6 +47,72 @@ fn the_output_is_pinned_to_the_version() {
     // Same input, same bytes.
     let again = audit_files(files.iter().map(|(n, s)| (n.as_str(), s.as_str())));
     assert_eq!(again, report);
+}
+
+/// Audits `src` on a thread with a 2 MiB stack (what tokio's and the test harness's threads
+/// have), so that a stack overflow shows as a failure here, not as an abort elsewhere.
+fn audit_on_small_stack(src: String) -> Result<usize, String> {
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            agora_audit::audit_source("deep.sol", &src)
+                .map(|f| f.len())
+                .map_err(|e| e.message)
+        })
+        .expect("a thread starts")
+        .join()
+        .expect("the audit thread survives")
+}
+
+fn in_function(body: &str) -> String {
+    format!("contract C {{\n  function f(uint a) public returns (uint) {{\n{body}\n  }}\n}}\n")
+}
+
+#[test]
+fn crafted_nesting_is_refused_before_it_can_overflow_the_stack() {
+    use agora_audit::MAX_DEPTH;
+    let parens = |n: usize| format!("return {}a{};", "(".repeat(n), ")".repeat(n));
+    let sums = |n: usize| format!("return a{};", "+a".repeat(n));
+    let nots = |n: usize| format!("bool b = {}true; return a;", "!".repeat(n));
+    let ifs = |n: usize| format!("{}return a;", "if (a > 1) ".repeat(n));
+    let chain = |n: usize| {
+        let mut s = "if (a == 0) { return 0; }".to_string();
+        for i in 1..=n {
+            s += &format!(" else if (a == {i}) {{ return {i}; }}");
+        }
+        s + " return a;"
+    };
+    let blocks = |n: usize| format!("{}return a;{}", "{ ".repeat(n), " }".repeat(n));
+    // A struct literal cannot reset the count of the expression around it.
+    let literals = |n: usize| format!("return a{};", "+f({x: 1})".repeat(n));
+    // Just under the limit: audited, called from a thread with a 2 MiB stack, in this
+    // (unoptimized) build.
+    let n = MAX_DEPTH - 20;
+    for body in [
+        parens(n / 2),
+        sums(n),
+        nots(n),
+        ifs(n / 4),
+        chain(n / 3),
+        blocks(n),
+        literals(n / 6),
+    ] {
+        let head: String = body.chars().take(40).collect();
+        assert!(audit_on_small_stack(in_function(&body)).is_ok(), "{head}");
+    }
+    // Far past it (the attack: 60,000 parentheses): a clear error, no crash.
+    for body in [
+        parens(60_000),
+        sums(60_000),
+        nots(60_000),
+        ifs(60_000),
+        chain(5_000),
+        blocks(60_000),
+        literals(60_000),
+    ] {
+        let err = audit_on_small_stack(in_function(&body)).unwrap_err();
+        assert!(err.starts_with("too deeply nested to audit"), "{err}");
+    }
 }
 
 #[test]

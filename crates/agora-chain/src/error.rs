@@ -44,6 +44,12 @@ pub enum BlockError {
     /// A transaction signature does not verify.
     #[error("transaction {index} has an invalid signature")]
     BadSignature { index: usize },
+    /// Its transactions are more bytes than a block may carry.
+    #[error("the transactions are {bytes} bytes, a block carries at most {limit}")]
+    TooLarge { bytes: usize, limit: usize },
+    /// A transaction breaks a limit admission would have refused it for.
+    #[error("transaction {index}: {reason}")]
+    TxLimit { index: usize, reason: String },
     /// A transaction is not admissible in order.
     #[error(transparent)]
     Execution(agora_state::Error),

@@ -5,7 +5,8 @@ use agora_state::{
 };
 use agora_store::{BlockResults, Prepared, Snapshot, Store};
 use agora_types::{
-    Address, Block, BlockHeader, Hash, SignedTransaction, merkle_root, verify_batch,
+    Address, Block, BlockHeader, Hash, MAX_BLOCK_BYTES, SignedTransaction, merkle_root,
+    verify_batch,
 };
 use parking_lot::Mutex;
 use rayon::prelude::*;
@@ -320,9 +321,16 @@ impl Node {
         let mut included = Vec::with_capacity(candidates.len());
         let mut tx_hashes = Vec::with_capacity(candidates.len());
         let mut dropped = Vec::new();
+        let mut bytes = 0;
         for (hash, tx) in candidates {
+            // The block is full: the rest wait in the mempool, in order, for the next one.
+            let size = borsh::object_length(&tx).unwrap_or(usize::MAX);
+            if bytes + size > MAX_BLOCK_BYTES {
+                break;
+            }
             match exec.apply_tx(&tx, hash) {
                 Ok(_) => {
+                    bytes += size;
                     included.push(tx);
                     tx_hashes.push(hash);
                 }
@@ -406,7 +414,31 @@ impl Node {
                 got: h.time_ms,
             }));
         }
-        let tx_hashes: Vec<Hash> = block.txs.par_iter().map(SignedTransaction::hash).collect();
+        // Every limit admission applies, again: a Byzantine proposer skips admission.
+        let sized: Vec<(Hash, usize)> = block
+            .txs
+            .par_iter()
+            .map(|tx| {
+                let bytes = tx.encode();
+                (Hash::digest(&bytes), bytes.len())
+            })
+            .collect();
+        let bytes: usize = sized.iter().map(|(_, n)| n).sum();
+        if bytes > MAX_BLOCK_BYTES {
+            return Err(invalid(BlockError::TooLarge {
+                bytes,
+                limit: MAX_BLOCK_BYTES,
+            }));
+        }
+        for (index, (tx, (_, n))) in block.txs.iter().zip(&sized).enumerate() {
+            if let Err(e) = tx.check_limits(*n) {
+                return Err(invalid(BlockError::TxLimit {
+                    index,
+                    reason: e.to_string(),
+                }));
+            }
+        }
+        let tx_hashes: Vec<Hash> = sized.into_iter().map(|(h, _)| h).collect();
         let computed = merkle_root(&tx_hashes);
         if computed != h.tx_root {
             return Err(invalid(BlockError::TxRootMismatch {
@@ -941,5 +973,80 @@ mod tests {
         let (sa, sb) = (a.snapshot().unwrap(), b.snapshot().unwrap());
         assert_eq!(sa.state_root().unwrap(), sb.state_root().unwrap());
         assert_eq!(sa.results(3).unwrap(), sb.results(3).unwrap());
+    }
+
+    /// A proposer that skips admission cannot make a block peers cannot carry or a
+    /// transaction admission would refuse: the block's check applies every limit again, before
+    /// any signature or execution.
+    #[test]
+    fn blocks_over_the_byte_limit_or_with_inadmissible_shapes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = node(dir.path());
+        let block_of = |txs: Vec<SignedTransaction>| {
+            let hashes: Vec<Hash> = txs.iter().map(SignedTransaction::hash).collect();
+            let snap = n.snapshot().unwrap();
+            let prev = snap.latest_block().unwrap().unwrap();
+            Block {
+                header: BlockHeader {
+                    chain_id: "chain-test".into(),
+                    height: 1,
+                    time_ms: 1_000,
+                    prev_hash: prev.hash(),
+                    tx_root: merkle_root(&hashes),
+                    state_root: Hash::ZERO,
+                    proposer: Address([0xAA; 20]),
+                },
+                txs,
+            }
+        };
+        // 150 transactions of ~30 KiB each: under the per-transaction limit, 4.3 MiB in all.
+        let big = |nonce: u64| {
+            Transaction {
+                chain_id: "chain-test".into(),
+                sender: key("alice").public(),
+                nonce,
+                fee: 100,
+                messages: vec![Message::RegisterModel {
+                    id: Hash([1; 32]),
+                    name: "x".repeat(30_000),
+                    kind: agora_types::ModelKind::Chat,
+                }],
+            }
+            .sign(&key("alice"))
+        };
+        let txs: Vec<SignedTransaction> = (0..150).map(big).collect();
+        assert!(matches!(
+            import_error(&n, block_of(txs)),
+            BlockError::TooLarge { limit, .. } if limit == MAX_BLOCK_BYTES
+        ));
+        // One transaction with no message and one over the size limit.
+        let mut empty = transfer("alice", 0, 100, 1);
+        empty.tx.messages.clear();
+        let empty = empty.tx.sign(&key("alice"));
+        assert!(matches!(
+            import_error(&n, block_of(vec![empty])),
+            BlockError::TxLimit { index: 0, .. }
+        ));
+        let mut huge = big(0);
+        if let Message::RegisterModel { name, .. } = &mut huge.tx.messages[0] {
+            *name = "x".repeat(MAX_TX_BYTES);
+        }
+        let huge = huge.tx.sign(&key("alice"));
+        assert!(matches!(
+            import_error(&n, block_of(vec![transfer("alice", 0, 100, 1), huge])),
+            BlockError::TxLimit { index: 1, .. }
+        ));
+        assert_eq!(n.snapshot().unwrap().height().unwrap(), Some(0));
+
+        // A proposer fills blocks up to the limit; the rest wait, in order, for the next.
+        for r in n.submit_batch((0..150).map(|i| big(i).encode()).collect()) {
+            r.unwrap();
+        }
+        let first = n.produce_block(1_000).unwrap();
+        let bytes: usize = first.block.txs.iter().map(|t| t.encode().len()).sum();
+        assert!(bytes <= MAX_BLOCK_BYTES, "{bytes}");
+        assert!(first.block.txs.len() < 150);
+        let second = n.produce_block(2_000).unwrap();
+        assert_eq!(first.block.txs.len() + second.block.txs.len(), 150);
     }
 }

@@ -39,6 +39,18 @@ pub enum BenchCommand {
     /// Verification: how often one check catches each cheating strategy, a cheater's chance of
     /// escaping after n jobs at the sampling rate, and a check's cost against generation.
     Verify(crate::verify_bench::VerifyBenchArgs),
+    /// Adversarial runs of the state machine: random blocks of every message type from actors
+    /// playing every role, honest and not; every invariant (supply, escrow, stake and pool
+    /// conservation, counters, windows) checked after every block, each run twice for
+    /// determinism. Prints runs, blocks and blocks/s; fails with the shrunk failing run.
+    Invariants {
+        /// How long to run, in seconds.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Seed of the first batch of runs (each batch of 64 takes the next).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// The compute market on-chain: client-signed jobs with provider-signed receipts settled
     /// (`SettleJobs`, every signature checked) and committed per second.
     Market {
@@ -61,12 +73,32 @@ pub enum BenchCommand {
     },
 }
 
+fn invariants(seconds: u64, seed: u64) -> Result<()> {
+    println!("adversarial state-machine runs for {seconds} s from seed {seed}…");
+    let start = Instant::now();
+    let stats = match agora_state::sim::campaign(seconds, seed) {
+        Ok(stats) => stats,
+        Err(failure) => bail!("an invariant broke: {failure}"),
+    };
+    let secs = start.elapsed().as_secs_f64();
+    println!("| runs | blocks | seconds | blocks/s | invariants broken |");
+    println!("| --- | --- | --- | --- | --- |");
+    println!(
+        "| {} | {} | {secs:.1} | {:.0} | 0 |",
+        stats.cases,
+        stats.blocks,
+        stats.blocks as f64 / secs
+    );
+    Ok(())
+}
+
 pub fn run(cmd: BenchCommand, models: &std::path::Path) -> Result<()> {
     match cmd {
         BenchCommand::Infer(args) => crate::infer_bench::run(args, models),
         BenchCommand::Verify(args) => crate::verify_bench::run(args, models),
         BenchCommand::Network(args) => crate::network_bench::run(args),
         BenchCommand::Audit(args) => crate::audit_cmd::bench(args),
+        BenchCommand::Invariants { seconds, seed } => invariants(seconds, seed),
         BenchCommand::Market {
             jobs,
             clients,
@@ -421,7 +453,7 @@ fn market(n_jobs: usize, n_clients: usize) -> Result<()> {
                     ..JobParams::default()
                 },
                 max_fee: 1_000_000,
-                job_id: Hash::digest(&[b"job".as_slice(), &i.to_le_bytes()].concat()),
+                nonce: Hash::digest(&[b"job".as_slice(), &i.to_le_bytes()].concat()),
                 expiry_height: 1_000_000,
             };
             let (input_tokens, output_tokens) = (100 + (i % 50) as u32, 128);

@@ -47,6 +47,12 @@ const CHUNK: usize = 256 * 1024;
 const MAX_CLOCK_DRIFT_MS: u64 = 10_000;
 /// Most decided values served per sync request.
 const MAX_SYNC_BATCH: u64 = 64;
+/// Most bytes of blocks and certificates in one sync response: a block of
+/// [`agora_types::MAX_BLOCK_BYTES`] with its certificate always fits, and the response stays
+/// under the codec's [`crate::codec::MAX_MESSAGE_BYTES`].
+const MAX_SYNC_BYTES: usize = 12 << 20;
+const _: () = assert!(agora_types::MAX_BLOCK_BYTES + (1 << 20) <= MAX_SYNC_BYTES);
+const _: () = assert!(MAX_SYNC_BYTES + (1 << 20) <= crate::codec::MAX_MESSAGE_BYTES);
 /// Proposals kept for heights ahead of this node's (at most this many heights ahead).
 const MAX_HEIGHTS_AHEAD: u64 = 4;
 
@@ -710,10 +716,16 @@ impl ConsensusApp {
         let snap = self.node.snapshot()?;
         let mut out = Vec::new();
         let to = to.0.min(from.0.saturating_add(MAX_SYNC_BATCH - 1));
+        let mut bytes = 0;
         for h in from.0.max(1)..=to {
             let (Some(block), Some(cert)) = (snap.block(h)?, snap.certificate(h)?) else {
                 break;
             };
+            // One response is one message: at least one block, and never more than fit.
+            bytes += borsh::object_length(&block).unwrap_or(usize::MAX) + cert.len();
+            if !out.is_empty() && bytes > MAX_SYNC_BYTES {
+                break;
+            }
             let Ok(cert) =
                 Codec::<CommitCertificate<AgoraContext>>::decode(&AgoraCodec, Bytes::from(cert))
             else {

@@ -34,7 +34,7 @@ pub trait Chain: Send + Sync {
     fn nonce(&self, account: &Address) -> Result<u64, Error>;
     /// Submits a signed transaction; returns its hash.
     fn submit(&self, tx: &SignedTransaction) -> Result<Hash, Error>;
-    /// Whether `provider` is registered.
+    /// Whether `provider` is registered and serving (not convicted).
     fn is_provider(&self, provider: &Address) -> Result<bool, Error>;
     /// Whether the job `job_id` is settled.
     fn is_settled(&self, job_id: &Hash) -> Result<bool, Error>;
@@ -218,7 +218,8 @@ impl Chain for HttpChain {
 
     fn is_provider(&self, provider: &Address) -> Result<bool, Error> {
         match self.get(&format!("/v1/market/providers/{provider}"))? {
-            (200, _) => Ok(true),
+            // A convicted provider keeps its record (and stake) but serves no more.
+            (200, body) => Ok(body["provider"]["retired_height"].is_null()),
             (404, _) => Ok(false),
             (status, body) => Err(Error::Chain(format!("node API providers: {status} {body}"))),
         }

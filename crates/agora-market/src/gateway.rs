@@ -53,6 +53,9 @@ pub struct ProviderListing {
     /// Jobs settled so far (reputation).
     #[serde(default)]
     pub jobs_settled: u64,
+    /// Set when a check convicted it: it serves nothing more.
+    #[serde(default)]
+    pub retired_height: Option<u64>,
 }
 
 /// [`ProviderInfo`] as JSON.
@@ -218,7 +221,12 @@ impl Gateway {
         let mut list: Vec<ProviderListing> = self
             .providers()?
             .into_iter()
-            .filter(|p| p.info.models.contains(model) && p.prices().is_some() && p.key().is_some())
+            .filter(|p| {
+                p.retired_height.is_none()
+                    && p.info.models.contains(model)
+                    && p.prices().is_some()
+                    && p.key().is_some()
+            })
             .collect();
         let now = Instant::now();
         let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
@@ -307,8 +315,8 @@ impl Gateway {
             let Some(max_fee) = job_fee(p_in, p_out, max_input, max_output) else {
                 continue;
             };
-            let mut job_id = [0u8; 32];
-            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut job_id);
+            let mut nonce = [0u8; 32];
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
             let request = JobRequest {
                 chain_id: chain_id.clone(),
                 client: client.public(),
@@ -317,7 +325,7 @@ impl Gateway {
                 input_hash: Hash::digest(&bytes),
                 params: params.clone(),
                 max_fee,
-                job_id: Hash(job_id),
+                nonce: Hash(nonce),
                 expiry_height: height + EXPIRY_BLOCKS,
             };
             let (envelope, reader) = seal(&key, &request.hash(), &bytes);
@@ -347,7 +355,7 @@ impl Gateway {
                     return Ok(Completed {
                         output,
                         receipt,
-                        job_id: request.job_id,
+                        job_id: request.id(),
                         model,
                         provider: provider.address,
                         input_hash: request.input_hash,
@@ -559,7 +567,7 @@ mod tests {
             input_hash: Hash([2; 32]),
             params: JobParams::default(),
             max_fee: 500,
-            job_id: Hash([3; 32]),
+            nonce: Hash([3; 32]),
             expiry_height: 10,
         };
         let output = JobOutput::Text {
@@ -633,7 +641,7 @@ mod tests {
         );
         // For another request, or over the max fee.
         let mut other_request = request.clone();
-        other_request.job_id = Hash([4; 32]);
+        other_request.nonce = Hash([4; 32]);
         let for_other = receipt(&other_request, &output, 100).sign(&provider);
         assert_eq!(
             code(check_receipt(

@@ -68,6 +68,13 @@ impl Default for ProviderConfig {
 }
 
 /// How often kept jobs are swept for deletion.
+/// Blocks after which a reveal the chain has not seen whole is sent again.
+const REVEAL_RESEND_BLOCKS: u64 = 4;
+
+/// The largest sealed reveal the chain takes: a job whose reveal would be larger is refused
+/// before its receipt is signed, so a provider never settles a job it could not reveal.
+const REVEAL_CAPACITY: usize = MAX_REVEAL_PARTS as usize * MAX_REVEAL_PART_BYTES;
+
 const KEPT_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 /// Most kept files one sweep looks at.
 pub const KEPT_SWEEP_LIMIT: usize = 256;
@@ -86,7 +93,7 @@ pub struct Admitted {
 impl Admitted {
     /// The job id.
     pub fn job_id(&self) -> Hash {
-        self.request.request.job_id
+        self.request.request.id()
     }
 }
 
@@ -106,8 +113,10 @@ struct Books {
     /// Jobs submitted for settlement whose receipt files wait for the chain to confirm them:
     /// `(job id, expiry height)`.
     submitted: Vec<(Hash, u64)>,
-    /// Reveals submitted: `(job id, verifier)`.
-    revealed: BTreeSet<(Hash, Address)>,
+    /// Reveals submitted: `(job id, verifier)` → the height they were sent at (sent again if the
+    /// chain has not seen them whole [`REVEAL_RESEND_BLOCKS`] later: a transaction evicted from a
+    /// mempool must not cost the provider its stake).
+    revealed: BTreeMap<(Hash, Address), u64>,
     /// When kept jobs were last swept.
     last_sweep: Option<std::time::Instant>,
 }
@@ -226,10 +235,11 @@ impl Provider {
         let me = self.address();
         let mut sent = 0;
         let open = self.chain.open_checks(&me)?;
+        let height = self.chain.height()?;
         // Remember only reveals to checks still open (the set stays small).
         self.books()
             .revealed
-            .retain(|(job, _)| open.iter().any(|c| c.job_id == *job));
+            .retain(|(job, _), _| open.iter().any(|c| c.job_id == *job));
         for check in open {
             if check.provider != me || check.outcome != "open" {
                 continue;
@@ -239,7 +249,8 @@ impl Provider {
                 // the same way every time, so a resend completes a partial reveal.
                 let due = seat.verdict.is_none() && seat.revealed_height.is_none();
                 let pair = (check.job_id, seat.verifier);
-                if !due || self.books().revealed.contains(&pair) {
+                let sent_at = self.books().revealed.get(&pair).copied();
+                if !due || sent_at.is_some_and(|h| height < h + REVEAL_RESEND_BLOCKS) {
                     continue;
                 }
                 let Some(doc) = self.kept_job(&check.job_id)? else {
@@ -275,7 +286,7 @@ impl Provider {
                         data: data.to_vec(),
                     }])?;
                 }
-                self.books().revealed.insert(pair);
+                self.books().revealed.insert(pair, height);
                 tracing::info!(
                     "revealed job {} to verifier {}",
                     check.job_id,
@@ -368,7 +379,7 @@ impl Provider {
                     continue;
                 }
             };
-            let id = job.request.request.job_id;
+            let id = job.request.request.id();
             if job.receipt.provider != self.key.public() {
                 continue;
             }
@@ -499,11 +510,11 @@ impl Provider {
             ));
         }
         // A replay is refused before any decryption (and again, atomically, below).
-        if self.books().seen.contains(&req.job_id) {
+        if self.books().seen.contains(&req.id()) {
             return Err(refuse(
                 409,
                 "duplicate_job",
-                format!("job {} was taken already", req.job_id),
+                format!("job {} was taken already", req.id()),
             ));
         }
         let height = self.chain.height()?;
@@ -568,11 +579,11 @@ impl Provider {
         let client = req.client.address();
         let escrow = self.chain.escrow(&client)?;
         let mut books = self.books();
-        if books.seen.contains(&req.job_id) {
+        if books.seen.contains(&req.id()) {
             return Err(refuse(
                 409,
                 "duplicate_job",
-                format!("job {} was taken already", req.job_id),
+                format!("job {} was taken already", req.id()),
             ));
         }
         let owed = books.running.get(&client).copied().unwrap_or(0)
@@ -585,7 +596,7 @@ impl Provider {
                 format!("the client's escrow has {free} free, this job may cost {worst}"),
             ));
         }
-        books.seen.insert(req.job_id);
+        books.seen.insert(req.id());
         *books.running.entry(client).or_default() += worst;
         drop(books);
         Ok(Admitted {
@@ -628,10 +639,45 @@ impl Provider {
             Ok(served) => served,
             Err(e) => {
                 // Nothing delivered, nothing charged; the job id may be tried again.
-                books.seen.remove(&req.job_id);
+                books.seen.remove(&req.id());
                 return Err(e);
             }
         };
+        drop(books);
+        // The job must be revealable before it is claimed: a reveal sealed to a verifier is the
+        // size of this copy sealed to the provider's own key, kept for the verification window.
+        let doc = RevealDoc {
+            request: job.request.clone(),
+            input: job.input_bytes.clone(),
+            output: served.output.to_bytes(),
+        };
+        let own = self.secret.public();
+        let kept = seal_reveal(&own, &req.id(), &doc, self.reveal_seed(&req.id(), &own));
+        let unclaimable = if kept.len() > REVEAL_CAPACITY {
+            Some(refuse(
+                413,
+                "too_large_to_verify",
+                format!(
+                    "the job's reveal would be {} bytes, more than the {REVEAL_CAPACITY} a check \
+                     can carry: send less input or ask for less output",
+                    kept.len()
+                ),
+            ))
+        } else if let Some(path) = self.kept_path(&req.id()) {
+            // Sealed to this provider's own key: nothing on its disk holds a prompt or an
+            // answer in plain text. Without this copy a drawn check could not be answered.
+            write_synced(&path, &kept).err().map(|e| {
+                tracing::warn!("cannot keep job {} for verification: {e}", req.id());
+                Error::Io(format!("cannot keep the job for verification: {e}"))
+            })
+        } else {
+            None
+        };
+        if let Some(e) = unclaimable {
+            self.books().seen.remove(&req.id());
+            return Err(e);
+        }
+        let mut books = self.books();
         let fee = job_fee(
             self.info.price_input_per_1k,
             self.info.price_output_per_1k,
@@ -656,33 +702,10 @@ impl Provider {
         books.unsettled.push(settled.clone());
         drop(books);
         // The receipt is the provider's claim: kept on disk until the chain has settled it.
-        if let Some(path) = self.receipt_path(&req.job_id) {
-            let tmp = path.with_extension("tmp");
-            let kept = path
-                .parent()
-                .map_or(Ok(()), std::fs::create_dir_all)
-                .and_then(|()| std::fs::write(&tmp, borsh::to_vec(&settled).expect("encode")))
-                .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Some(path) = self.receipt_path(&req.id()) {
+            let kept = write_synced(&path, &borsh::to_vec(&settled).expect("encode"));
             if let Err(e) = kept {
-                tracing::warn!("cannot keep the receipt of job {}: {e}", req.job_id);
-            }
-        }
-        if let Some(path) = self.kept_path(&req.job_id) {
-            // Kept for the verification window (a drawn verifier is sent it), sealed to this
-            // provider's own key: nothing on its disk holds a prompt or an answer in plain text.
-            let doc = RevealDoc {
-                request: job.request.clone(),
-                input: job.input_bytes.clone(),
-                output: served.output.to_bytes(),
-            };
-            let own = self.secret.public();
-            let sealed = seal_reveal(&own, &req.job_id, &doc, self.reveal_seed(&req.job_id, &own));
-            if let Err(e) = path
-                .parent()
-                .map_or(Ok(()), std::fs::create_dir_all)
-                .and_then(|()| std::fs::write(&path, sealed))
-            {
-                tracing::warn!("cannot keep job {} for verification: {e}", req.job_id);
+                tracing::warn!("cannot keep the receipt of job {}: {e}", req.id());
             }
         }
         let (n, sealed) = job.writer.seal(&served.output.to_bytes());
@@ -720,7 +743,7 @@ impl Provider {
                         *f = f.saturating_sub(job.receipt.receipt.fee);
                     }
                     let req = &job.request.request;
-                    books.submitted.push((req.job_id, req.expiry_height));
+                    books.submitted.push((req.id(), req.expiry_height));
                 }
                 Ok(Some((hash, n)))
             }
@@ -789,4 +812,18 @@ pub fn open_delivery(
             reason: e.to_string(),
         })?;
     Ok((output, receipt))
+}
+
+/// Writes `bytes` to `path` so that a crash leaves either the old file or the whole new one:
+/// a temporary file, synced, renamed over `path`, and the folder synced.
+fn write_synced(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
 }

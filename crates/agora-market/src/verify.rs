@@ -186,7 +186,7 @@ impl Verifier {
         let request = &doc.request.request;
         let output = JobOutput::from_bytes(&doc.output);
         let holds = request.hash() == job.request_hash
-            && request.job_id == *job_id
+            && request.id() == *job_id
             && request.model == job.model
             && Hash::digest(&doc.input) == job.input_hash
             && Hash::digest(&doc.output) == job.output_hash;
@@ -287,7 +287,7 @@ mod tests {
             input_hash: Hash::digest(b"input"),
             params: JobParams::default(),
             max_fee: 10,
-            job_id: Hash([2; 32]),
+            nonce: Hash([2; 32]),
             expiry_height: 5,
         };
         RevealDoc {

@@ -87,6 +87,11 @@ pub enum TxError {
         "the provider has {open_checks} open checks and fees in their challenge window until height {until}; it can leave after"
     )]
     ProviderBusy { until: u64, open_checks: u32 },
+    /// A convicted provider serves nothing more; it can only unregister.
+    #[error(
+        "provider {address} was convicted at height {height}: it can only unregister, once its windows pass"
+    )]
+    ProviderRetired { address: Address, height: u64 },
     /// No open check for that job.
     #[error("job {job_id} has no open check")]
     NoOpenCheck { job_id: String },
@@ -135,6 +140,7 @@ impl TxError {
             TxError::VerifierBusy { .. } => "verifier_busy",
             TxError::InvalidVerifier(_) => "invalid_verifier",
             TxError::ProviderBusy { .. } => "provider_busy",
+            TxError::ProviderRetired { .. } => "provider_retired",
             TxError::NoOpenCheck { .. } => "no_open_check",
             TxError::NotSeated { .. } => "not_seated",
             TxError::NotJobProvider { .. } => "not_job_provider",

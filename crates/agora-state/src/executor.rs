@@ -1,6 +1,6 @@
 use crate::{
-    Account, ConsensusParams, Error, Escrow, EscrowRelease, JobRecord, JobRejection, MarketParams,
-    ModelInfo, Params, PendingFee, Provider, Result, TxError, UnbondingEntry, VerifyParams,
+    Account, ConsensusParams, Error, Escrow, EscrowRelease, FeeState, JobRecord, JobRejection,
+    MarketParams, ModelInfo, Params, Provider, Result, TxError, UnbondingEntry, VerifyParams,
     account_key, consensus_params_key, deadline_queue_key, draw_queue_key, escrow_key,
     escrow_queue_key, job_key, market_params_key, model_key, params_key, pending_key, provider_key,
     unbonding_key, verifier_pool_key, verify_params_key,
@@ -95,7 +95,8 @@ pub struct Executor<'a> {
     fees: Amount,
     /// Entries this block adds to the release queues, by release height (written once, at
     /// [`Executor::finish`], so a block of many settlements does not re-encode a queue per job).
-    pending_adds: BTreeMap<u64, Vec<PendingFee>>,
+    pending_adds: BTreeMap<u64, Vec<Hash>>,
+    unbonding_adds: BTreeMap<u64, Vec<UnbondingEntry>>,
     escrow_adds: BTreeMap<u64, Vec<EscrowRelease>>,
     draw_adds: BTreeMap<u64, Vec<Hash>>,
     deadline_adds: BTreeMap<u64, BTreeSet<Hash>>,
@@ -108,7 +109,10 @@ pub struct Executor<'a> {
 struct Scratch {
     accounts: BTreeMap<Address, Account>,
     writes: WriteSet,
-    pending: Vec<(u64, PendingFee)>,
+    /// Jobs whose fee's challenge window ends at a height.
+    pending: Vec<(u64, Hash)>,
+    /// Stake that returns to its owner at a height.
+    unbondings: Vec<(u64, UnbondingEntry)>,
     escrow_releases: Vec<(u64, EscrowRelease)>,
     /// Jobs whose check is drawn at a height.
     draws: Vec<(u64, Hash)>,
@@ -180,6 +184,7 @@ impl<'a> Executor<'a> {
             verify,
             consensus,
             pending_adds: BTreeMap::new(),
+            unbonding_adds: BTreeMap::new(),
             escrow_adds: BTreeMap::new(),
             draw_adds: BTreeMap::new(),
             deadline_adds: BTreeMap::new(),
@@ -332,8 +337,11 @@ impl<'a> Executor<'a> {
         for (k, v) in scratch.writes {
             self.writes.insert(k, v);
         }
-        for (height, entry) in scratch.pending {
-            self.pending_adds.entry(height).or_default().push(entry);
+        for (height, job) in scratch.pending {
+            self.pending_adds.entry(height).or_default().push(job);
+        }
+        for (height, entry) in scratch.unbondings {
+            self.unbonding_adds.entry(height).or_default().push(entry);
         }
         for (height, entry) in scratch.escrow_releases {
             self.escrow_adds.entry(height).or_default().push(entry);
@@ -446,18 +454,7 @@ impl<'a> Executor<'a> {
                 }
                 from.bonded -= amount;
                 from.unbonding += amount;
-                let release = self.ctx.height.saturating_add(self.params.unbonding_period);
-                let qkey = unbonding_key(release);
-                let mut queue: Vec<UnbondingEntry> =
-                    read(self.base, &[&self.writes, &scratch.writes], &qkey)?
-                        .map(|b| decode(&qkey, &b))
-                        .transpose()?
-                        .unwrap_or_default();
-                queue.push(UnbondingEntry {
-                    address: *sender,
-                    amount,
-                });
-                scratch.writes.insert(qkey, Some(encode(&queue)));
+                let release = self.queue_unbonding(scratch, *sender, amount);
                 scratch.accounts.insert(*sender, from);
                 events.push(Event::new(
                     "unbond",
@@ -470,11 +467,18 @@ impl<'a> Executor<'a> {
             }
             Message::RegisterProvider { stake, info } => {
                 let stake = *stake;
-                if self
-                    .get::<Provider>(scratch, &provider_key(sender))?
-                    .is_some()
-                {
-                    return Ok(Err(TxError::ProviderExists { address: *sender }));
+                match self.get::<Provider>(scratch, &provider_key(sender))? {
+                    Some(Provider {
+                        retired_height: Some(height),
+                        ..
+                    }) => {
+                        return Ok(Err(TxError::ProviderRetired {
+                            address: *sender,
+                            height,
+                        }));
+                    }
+                    Some(_) => return Ok(Err(TxError::ProviderExists { address: *sender })),
+                    None => {}
                 }
                 if stake < self.market.min_provider_stake {
                     return Ok(Err(TxError::StakeTooLow {
@@ -502,6 +506,7 @@ impl<'a> Executor<'a> {
                     held_until: 0,
                     open_checks: 0,
                     frauds: 0,
+                    retired_height: None,
                 };
                 scratch
                     .writes
@@ -520,6 +525,12 @@ impl<'a> Executor<'a> {
                 else {
                     return Ok(Err(TxError::NotProvider { address: *sender }));
                 };
+                if let Some(height) = provider.retired_height {
+                    return Ok(Err(TxError::ProviderRetired {
+                        address: *sender,
+                        height,
+                    }));
+                }
                 if let Err(e) = self.check_provider_info(scratch, info)? {
                     return Ok(Err(e));
                 }
@@ -551,14 +562,7 @@ impl<'a> Executor<'a> {
                     return Ok(Err(TxError::AmountOverflow("unbonding total exceeds u128")));
                 };
                 from.unbonding = unbonding;
-                let release = self.ctx.height.saturating_add(self.params.unbonding_period);
-                let qkey = unbonding_key(release);
-                let mut queue: Vec<UnbondingEntry> = self.get(scratch, &qkey)?.unwrap_or_default();
-                queue.push(UnbondingEntry {
-                    address: *sender,
-                    amount: provider.stake,
-                });
-                scratch.writes.insert(qkey, Some(encode(&queue)));
+                let release = self.queue_unbonding(scratch, *sender, provider.stake);
                 scratch.writes.insert(provider_key(sender), None);
                 scratch.accounts.insert(*sender, from);
                 events.push(Event::new(
@@ -681,7 +685,7 @@ impl<'a> Executor<'a> {
                     }));
                 }
                 for job in jobs {
-                    let id = job.request.request.job_id;
+                    let id = job.request.request.id();
                     match self.settle(scratch, job)? {
                         Ok(event) => events.push(event),
                         Err(why) => events.push(Event::new(
@@ -752,9 +756,11 @@ impl<'a> Executor<'a> {
                 expiry: req.expiry_height,
             }));
         }
-        let jkey = job_key(&req.job_id);
+        // The request's hash, which the receipt names (checked above).
+        let job_id = rec.request_hash;
+        let jkey = job_key(&job_id);
         if read(self.base, &[&self.writes, &scratch.writes], &jkey)?.is_some() {
-            return Ok(Err(JobRejection::AlreadySettled { job_id: req.job_id }));
+            return Ok(Err(JobRejection::AlreadySettled { job_id }));
         }
         let pkey = provider_key(&req.provider);
         let Some(mut provider) = self.get::<Provider>(scratch, &pkey)? else {
@@ -762,6 +768,12 @@ impl<'a> Executor<'a> {
                 address: req.provider,
             }));
         };
+        if let Some(height) = provider.retired_height {
+            return Ok(Err(JobRejection::ProviderRetired {
+                address: req.provider,
+                height,
+            }));
+        }
         if !provider.info.models.contains(&req.model) {
             return Ok(Err(JobRejection::ModelNotServed { model: req.model }));
         }
@@ -848,28 +860,21 @@ impl<'a> Executor<'a> {
             settled_height: self.ctx.height,
             release_height: release,
             level,
+            fee_state: FeeState::Pending,
         };
         scratch.writes.insert(jkey, Some(encode(&record)));
-        scratch.pending.push((
-            release,
-            PendingFee {
-                provider: req.provider,
-                job_id: req.job_id,
-                amount: rec.fee,
-                share: level != Verification::None,
-            },
-        ));
+        scratch.pending.push((release, job_id));
         if level != Verification::None {
             // Whether it is checked, and by whom, is drawn in the next block, from this block's
             // hash: unknown when the provider settles.
             scratch
                 .draws
-                .push((self.ctx.height.saturating_add(1), req.job_id));
+                .push((self.ctx.height.saturating_add(1), job_id));
         }
         Ok(Ok(Event::new(
             "job_settled",
             &[
-                ("job_id", req.job_id.to_hex()),
+                ("job_id", job_id.to_hex()),
                 ("client", client.to_string()),
                 ("provider", req.provider.to_string()),
                 ("model", req.model.to_hex()),
@@ -938,6 +943,9 @@ impl<'a> Executor<'a> {
         for (height, adds) in std::mem::take(&mut self.pending_adds) {
             append_queue(self.base, &mut self.writes, pending_key(height), adds)?;
         }
+        for (height, adds) in std::mem::take(&mut self.unbonding_adds) {
+            append_queue(self.base, &mut self.writes, unbonding_key(height), adds)?;
+        }
         for (height, adds) in std::mem::take(&mut self.escrow_adds) {
             append_queue(self.base, &mut self.writes, escrow_queue_key(height), adds)?;
         }
@@ -997,51 +1005,78 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
-    /// Pays providers the fees whose challenge window ends at this height, less the protocol
-    /// share, which goes to the verifiers' pool.
+    /// Pays providers the fees whose challenge window ends at this height and that no check
+    /// holds or refunded.
     fn release_fees(&mut self, events: &mut Vec<Event>) -> Result<()> {
         let qkey = pending_key(self.ctx.height);
         let Some(bytes) = read(self.base, &[&self.writes], &qkey)? else {
             return Ok(());
         };
-        let queue: Vec<PendingFee> = decode(&qkey, &bytes)?;
-        let pool_key = verifier_pool_key();
-        let mut pool: Amount = read(self.base, &[&self.writes], &pool_key)?
-            .map(|b| decode(&pool_key, &b))
-            .transpose()?
-            .unwrap_or(0);
-        let corrupt = |what: &str| Error::Corrupt {
-            key: what.into(),
-            reason: "amount exceeds total supply".into(),
-        };
-        for entry in queue {
-            let share = if entry.share {
-                self.market.protocol_share(entry.amount)
-            } else {
-                0
-            };
-            let paid = entry.amount - share;
-            let mut acc = self.load(&entry.provider)?.unwrap_or_default();
-            acc.balance = acc
-                .balance
-                .checked_add(paid)
-                .ok_or_else(|| corrupt("provider balance"))?;
-            self.store(entry.provider, acc);
-            pool = pool
-                .checked_add(share)
-                .ok_or_else(|| corrupt("verifier pool"))?;
-            events.push(Event::new(
-                "fee_released",
-                &[
-                    ("job_id", entry.job_id.to_hex()),
-                    ("provider", entry.provider.to_string()),
-                    ("amount", paid.to_string()),
-                    ("protocol_share", share.to_string()),
-                ],
-            ));
-        }
-        self.writes.insert(pool_key, Some(encode(&pool)));
+        let queue: Vec<Hash> = decode(&qkey, &bytes)?;
         self.writes.insert(qkey, None);
+        let mut scratch = Scratch::default();
+        for job_id in queue {
+            let jkey = job_key(&job_id);
+            let Some(mut record) = self.get::<JobRecord>(&scratch, &jkey)? else {
+                continue;
+            };
+            if record.fee_state != FeeState::Pending {
+                continue;
+            }
+            self.pay_fee(&mut scratch, &job_id, &mut record, events)?;
+            scratch.writes.insert(jkey, Some(encode(&record)));
+        }
+        self.commit_scratch(scratch);
+        Ok(())
+    }
+
+    /// Pays a job's fee to its provider, less the protocol share (into the verifiers' pool; none
+    /// for a job its client chose not to have checked), and marks it released. The caller writes
+    /// the record.
+    fn pay_fee(
+        &self,
+        scratch: &mut Scratch,
+        job_id: &Hash,
+        record: &mut JobRecord,
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
+        let share = if record.level == Verification::None {
+            0
+        } else {
+            self.market.protocol_share(record.fee)
+        };
+        let paid = record.fee - share;
+        let mut acc = self.scratch_account_ro(scratch, &record.provider)?;
+        acc.balance = acc
+            .balance
+            .checked_add(paid)
+            .ok_or_else(|| Error::Corrupt {
+                key: format!("acct/{}", record.provider),
+                reason: "balance exceeds total supply".into(),
+            })?;
+        scratch.accounts.insert(record.provider, acc);
+        if share > 0 {
+            let pool = self
+                .pool(scratch)?
+                .checked_add(share)
+                .ok_or_else(|| Error::Corrupt {
+                    key: "pool/verifiers".into(),
+                    reason: "amount exceeds total supply".into(),
+                })?;
+            scratch
+                .writes
+                .insert(verifier_pool_key(), Some(encode(&pool)));
+        }
+        record.fee_state = FeeState::Released;
+        events.push(Event::new(
+            "fee_released",
+            &[
+                ("job_id", job_id.to_hex()),
+                ("provider", record.provider.to_string()),
+                ("amount", paid.to_string()),
+                ("protocol_share", share.to_string()),
+            ],
+        ));
         Ok(())
     }
 

@@ -19,6 +19,7 @@
 mod error;
 mod executor;
 mod genesis;
+pub mod invariants;
 mod keys;
 mod market;
 mod model;
@@ -39,11 +40,13 @@ pub use keys::{
     verifier_pool_key, verifier_set_key, verify_params_key,
 };
 pub use market::{
-    Escrow, EscrowRelease, JobRecord, JobRejection, MarketParams, ModelInfo, PendingFee, Provider,
+    Escrow, EscrowRelease, FeeState, JobRecord, JobRejection, MarketParams, ModelInfo, Provider,
 };
 pub use model::{Account, Params, UnbondingEntry};
 pub use validators::{ConsensusParams, ValidatorEntry, ValidatorSet, read_validator_set};
 pub use verify::{Check, Outcome, Role, Seat, Verifier, VerifyParams};
 
+#[cfg(any(test, feature = "test-utils"))]
+pub mod sim;
 #[cfg(test)]
 mod tests;

@@ -75,6 +75,17 @@ pub struct Provider {
     pub open_checks: u32,
     /// Checks of its jobs that found fraud (or no reveal).
     pub frauds: u64,
+    /// Set when a check convicts it: it serves and settles nothing more, but its stake stays
+    /// here, within reach of every check still open and every fee still in its window, until it
+    /// unregisters like any provider (each later conviction slashes it again).
+    pub retired_height: Option<u64>,
+}
+
+impl Provider {
+    /// Whether it may serve and settle jobs.
+    pub fn active(&self) -> bool {
+        self.retired_height.is_none()
+    }
 }
 
 /// A registered model.
@@ -104,7 +115,37 @@ impl Escrow {
     }
 }
 
-/// A settled job: its job id can never be settled again.
+/// Where a settled job's fee is. Only this record says so: the queues of release heights are
+/// reminders, and a fee is paid, held or refunded only by changing this state, once.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum FeeState {
+    /// Out of the client's escrow, waiting out the challenge window.
+    Pending,
+    /// Held by an open check until it is decided.
+    Held,
+    /// Paid to the provider (less the protocol share).
+    Released,
+    /// Returned to the client's escrow: a check found the job wrong.
+    Refunded,
+}
+
+impl FeeState {
+    /// The name the API shows.
+    pub fn name(self) -> &'static str {
+        match self {
+            FeeState::Pending => "pending",
+            FeeState::Held => "held",
+            FeeState::Released => "released",
+            FeeState::Refunded => "refunded",
+        }
+    }
+}
+
+/// A settled job, keyed by its id ([`agora_types::JobRequest::id`], the hash of what the client
+/// signed): it can never be settled again.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
 pub struct JobRecord {
     /// Who paid.
@@ -132,20 +173,8 @@ pub struct JobRecord {
     pub release_height: u64,
     /// How the client asked for it to be checked.
     pub level: Verification,
-}
-
-/// A fee waiting out its challenge window.
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
-pub struct PendingFee {
-    /// Paid to.
-    pub provider: Address,
-    /// For this job.
-    pub job_id: Hash,
-    /// Base units.
-    pub amount: Amount,
-    /// Whether the protocol's share is taken from it (not for jobs the client chose not to have
-    /// checked).
-    pub share: bool,
+    /// Where its fee is.
+    pub fee_state: FeeState,
 }
 
 /// An escrow withdrawal that unlocks at a given height.
@@ -181,6 +210,9 @@ pub enum JobRejection {
     /// The provider is not registered.
     #[error("provider {address} is not registered")]
     UnknownProvider { address: Address },
+    /// The provider was convicted of fraud and serves no more.
+    #[error("provider {address} was convicted at height {height} and settles nothing more")]
+    ProviderRetired { address: Address, height: u64 },
     /// The provider does not serve the model.
     #[error("the provider does not serve model {model}")]
     ModelNotServed { model: Hash },
@@ -212,6 +244,7 @@ impl JobRejection {
             JobRejection::RequestMismatch => "request_mismatch",
             JobRejection::Expired { .. } => "expired",
             JobRejection::UnknownProvider { .. } => "unknown_provider",
+            JobRejection::ProviderRetired { .. } => "provider_retired",
             JobRejection::ModelNotServed { .. } => "model_not_served",
             JobRejection::FeeAboveMax { .. } => "fee_above_max",
             JobRejection::WrongFee { .. } => "wrong_fee",

@@ -83,16 +83,19 @@ fn sum_accounts(s: &MemState) -> u128 {
         } else if k.starts_with(b"escr/") {
             let e: Escrow = borsh::from_slice(v).unwrap();
             e.balance + e.unlocking
-        } else if k.starts_with(b"pend/") {
-            let q: Vec<PendingFee> = borsh::from_slice(v).unwrap();
-            q.iter().map(|p| p.amount).sum()
+        } else if k.starts_with(b"job/") {
+            let j: JobRecord = borsh::from_slice(v).unwrap();
+            match j.fee_state {
+                FeeState::Pending | FeeState::Held => j.fee,
+                FeeState::Released | FeeState::Refunded => 0,
+            }
         } else if k.starts_with(b"vrfr/") {
             borsh::from_slice::<Verifier>(v).unwrap().stake
         } else if k.starts_with(b"chk/") {
-            // An open check holds its job's fee.
+            // An open check holds its budget and the challenger's bond.
             let c: Check = borsh::from_slice(v).unwrap();
             if c.outcome == Outcome::Open {
-                c.fee + c.challenger.map_or(0, |(_, bond)| bond)
+                c.budget + c.challenger.map_or(0, |(_, bond)| bond)
             } else {
                 0
             }
@@ -106,9 +109,14 @@ fn sum_accounts(s: &MemState) -> u128 {
     total
 }
 
+/// Executes block `height` over `s` and checks every invariant of the state it leaves.
 fn run_block(s: &mut MemState, height: u64, txs: &[SignedTransaction]) -> Executed {
     let out = Executor::execute_block(s, ctx(height), txs).unwrap();
     s.apply(&out.writes);
+    let entries = s.0.iter().map(|(k, v)| (k.as_slice(), v.as_slice()));
+    if let Err(broken) = invariants::check(height, entries) {
+        panic!("after block {height}: {broken}");
+    }
     out
 }
 
@@ -381,6 +389,61 @@ proptest! {
     }
 }
 
+// ---- Adversarial runs of every message type (see `sim`) ----
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Random blocks of every message type from actors playing every role, honest and not:
+    /// every invariant holds after every block, and the same blocks give the same state.
+    #[test]
+    fn adversarial_runs_keep_every_invariant_after_every_block(run in sim::arb_run(20)) {
+        sim::check_run(&run)?;
+    }
+}
+
+/// The adversarial runs are not vacuous: over a fixed set of them, jobs settle, are drawn,
+/// revealed, challenged, judged every way, and providers and verifiers are slashed.
+#[test]
+fn adversarial_runs_reach_every_outcome() {
+    use proptest::{
+        strategy::ValueTree,
+        test_runner::{Config, RngAlgorithm, TestRng, TestRunner},
+    };
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]),
+    );
+    let mut seen: std::collections::BTreeMap<String, u64> = Default::default();
+    for _ in 0..60 {
+        let run = sim::arb_run(20).new_tree(&mut runner).unwrap().current();
+        let world = sim::run(&run).unwrap();
+        for (k, n) in world.events {
+            *seen.entry(k).or_default() += n;
+        }
+    }
+    for kind in [
+        "job_settled",
+        "job_rejected",
+        "job_sampled",
+        "job_revealed",
+        "job_challenged",
+        "dispute_opened",
+        "check_decided:passed",
+        "check_decided:fraud",
+        "check_decided:no_reveal",
+        "provider_slashed",
+        "verifier_slashed",
+        "verifier_rewarded",
+        "fee_released",
+        "job_refunded",
+        "unbond_released",
+        "escrow_released",
+    ] {
+        assert!(seen.contains_key(kind), "no {kind} in {seen:?}");
+    }
+}
+
 // ---- The compute market ----
 
 mod market {
@@ -490,7 +553,7 @@ mod market {
                 ..JobParams::default()
             },
             max_fee,
-            job_id: Hash([job; 32]),
+            nonce: Hash([job; 32]),
             expiry_height: expiry,
         }
     }
@@ -503,6 +566,11 @@ mod market {
             output_tokens,
             fee: job_fee(PRICE_IN, PRICE_OUT, input_tokens, output_tokens).unwrap(),
         }
+    }
+
+    /// The id of [`honest`]`(job)`: the hash of its signed request.
+    fn jid(job: u8) -> Hash {
+        request(job, 10_000, 100).id()
     }
 
     /// An honest job: 100 tokens in, 50 out (fee 500 base units).
@@ -685,7 +753,7 @@ mod market {
         assert_eq!(attr(settled[0], "fee"), "500");
         assert_eq!(escrow(&s, CLIENT).balance, AGR - 1_000);
         let record: JobRecord =
-            borsh::from_slice(&s.get(&job_key(&Hash([1; 32]))).unwrap().unwrap()).unwrap();
+            borsh::from_slice(&s.get(&job_key(&jid(1))).unwrap().unwrap()).unwrap();
         assert_eq!((record.fee, record.release_height), (500, 4));
         assert_eq!(provider(&s, PROVIDER).unwrap().jobs_settled, 2);
         assert_eq!(sum_accounts(&s), supply(&s));
@@ -900,6 +968,11 @@ mod market {
         /// Provider 0 (stake 10 AGR), client 1 (escrow 1 AGR), verifiers 4..=8 (20 AGR each),
         /// after block 1. Every sampled job is checked when `sample_bps` is 10000.
         fn net(sample_bps: u32) -> MemState {
+            net_with(sample_bps, [20 * AGR; 5])
+        }
+
+        /// [`net`] with each verifier's stake given.
+        fn net_with(sample_bps: u32, stakes: [u128; 5]) -> MemState {
             let mut s = MemState::default();
             s.apply(&vgenesis(sample_bps).initial_writes().unwrap());
             let mut txs = vec![
@@ -914,13 +987,13 @@ mod market {
                 ),
                 tx(CLIENT, 0, 10, vec![Message::EscrowDeposit { amount: AGR }]),
             ];
-            for v in VERIFIERS {
+            for (v, stake) in VERIFIERS.into_iter().zip(stakes) {
                 txs.push(tx(
                     v,
                     0,
                     10,
                     vec![Message::RegisterVerifier {
-                        stake: 20 * AGR,
+                        stake,
                         info: vinfo(),
                     }],
                 ));
@@ -931,7 +1004,11 @@ mod market {
         }
 
         fn check(s: &MemState, job: u8) -> Option<Check> {
-            s.get(&check_key(&Hash([job; 32])))
+            check_of(s, &jid(job))
+        }
+
+        fn check_of(s: &MemState, id: &Hash) -> Option<Check> {
+            s.get(&check_key(id))
                 .unwrap()
                 .map(|b| borsh::from_slice(&b).unwrap())
         }
@@ -979,19 +1056,27 @@ mod market {
         }
 
         fn reveal(job: u8, verifier: usize) -> (usize, Message) {
+            reveal_of(jid(job), verifier)
+        }
+
+        fn reveal_of(job_id: Hash, verifier: usize) -> (usize, Message) {
             (
                 PROVIDER,
                 Message::RevealJob {
-                    job_id: Hash([job; 32]),
+                    job_id,
                     verifier: key(verifier).address(),
                     part: 0,
                     parts: 1,
-                    data: vec![job; 40],
+                    data: job_id.0.to_vec(),
                 },
             )
         }
 
         fn verdict(job: u8, verifier: usize, pass: bool) -> (usize, Message) {
+            verdict_of(jid(job), verifier, pass)
+        }
+
+        fn verdict_of(job_id: Hash, verifier: usize, pass: bool) -> (usize, Message) {
             let verdict = if pass {
                 Verdict::Pass
             } else {
@@ -999,13 +1084,7 @@ mod market {
                     fault: Fault::WrongToken { position: 3 },
                 }
             };
-            (
-                verifier,
-                Message::PostVerdict {
-                    job_id: Hash([job; 32]),
-                    verdict,
-                },
-            )
+            (verifier, Message::PostVerdict { job_id, verdict })
         }
 
         fn named<'a>(events: &'a [Event], kind: &str) -> Vec<&'a Event> {
@@ -1106,7 +1185,7 @@ mod market {
             assert_eq!(fails(&s, 4, v, verdict(1, v, true).1), "not_revealed");
             assert_eq!(fails(&s, 4, other, verdict(1, other, true).1), "not_seated");
             let bad_part = Message::RevealJob {
-                job_id: Hash([1; 32]),
+                job_id: jid(1),
                 verifier: key(v).address(),
                 part: 2,
                 parts: 2,
@@ -1116,9 +1195,8 @@ mod market {
             let events = block(&mut s, 4, vec![reveal(1, v)]);
             assert_eq!(named(&events, "job_revealed").len(), 1);
             assert_eq!(
-                s.get(&reveal_key(&Hash([1; 32]), &key(v).address(), 0))
-                    .unwrap(),
-                Some(vec![1; 40])
+                s.get(&reveal_key(&jid(1), &key(v).address(), 0)).unwrap(),
+                Some(jid(1).0.to_vec())
             );
             assert_eq!(fails(&s, 5, PROVIDER, r), "invalid_reveal");
             let events = block(&mut s, 5, vec![verdict(1, v, true)]);
@@ -1129,8 +1207,7 @@ mod market {
             assert_eq!(verifier(&s, v).open_seats, 0);
             // The reveal is gone from the state once judged.
             assert_eq!(
-                s.get(&reveal_key(&Hash([1; 32]), &key(v).address(), 0))
-                    .unwrap(),
+                s.get(&reveal_key(&jid(1), &key(v).address(), 0)).unwrap(),
                 None
             );
             // The fee waits out its window (settled at 2, W = 30) and goes to the provider.
@@ -1178,11 +1255,13 @@ mod market {
                 ],
             );
             assert_eq!(attr(named(&events, "check_decided")[0], "outcome"), "fraud");
-            // The provider loses 10 % of its stake and its registration; the rest unbonds.
+            // The provider loses 10 % of its stake and serves no more; the rest stays locked,
+            // within reach of its other checks, until it unregisters.
             let slashed = named(&events, "provider_slashed");
             assert_eq!(attr(slashed[0], "slashed"), AGR.to_string());
-            assert!(provider(&s, PROVIDER).is_none());
-            assert_eq!(account(&s, &key(PROVIDER).address()).unbonding, 9 * AGR);
+            let p = provider(&s, PROVIDER).unwrap();
+            assert_eq!((p.stake, p.retired_height, p.frauds), (9 * AGR, Some(7), 1));
+            assert_eq!(account(&s, &key(PROVIDER).address()).unbonding, 0);
             // The client gets the fee back.
             assert_eq!(escrow(&s, CLIENT).balance, escrow_before + 500);
             // The three who found the fraud share the slashed stake (1 AGR / 3, rounded down);
@@ -1248,7 +1327,7 @@ mod market {
                 attr(named(&events, "check_decided")[0], "outcome"),
                 "no_reveal"
             );
-            assert!(provider(&s, PROVIDER).is_none());
+            assert_eq!(provider(&s, PROVIDER).unwrap().retired_height, Some(5));
             assert_eq!(escrow(&s, CLIENT).balance, escrow_before + 500);
             assert_eq!(check(&s, 1).unwrap().outcome, Outcome::NoReveal);
         }
@@ -1309,20 +1388,13 @@ mod market {
             };
             let escrow_before = escrow(&s, CLIENT).balance;
             let pool_before = pool(&s);
-            let events = block(
-                &mut s,
-                2,
-                vec![(
-                    PROVIDER,
-                    Message::SettleJobs {
-                        jobs: vec![
-                            job(1, Verification::None),
-                            job(2, Verification::Redundant(3)),
-                            job(3, Verification::Redundant(9)),
-                        ],
-                    },
-                )],
-            );
+            let jobs = vec![
+                job(1, Verification::None),
+                job(2, Verification::Redundant(3)),
+                job(3, Verification::Redundant(9)),
+            ];
+            let ids: Vec<Hash> = jobs.iter().map(|j| j.request.request.id()).collect();
+            let events = block(&mut s, 2, vec![(PROVIDER, Message::SettleJobs { jobs })]);
             let rejected = named(&events, "job_rejected");
             assert_eq!(attr(rejected[0], "code"), "invalid_verification");
             // Redundant(3): the client paid the fee and three more into the verifiers' pool.
@@ -1330,30 +1402,43 @@ mod market {
             assert_eq!(pool(&s), pool_before + 3 * 500);
             let events = block(&mut s, 3, vec![]);
             assert_eq!(named(&events, "job_sampled").len(), 1);
-            assert!(check(&s, 1).is_none());
-            let c = check(&s, 2).unwrap();
+            assert!(check_of(&s, &ids[0]).is_none());
+            let c = check_of(&s, &ids[1]).unwrap();
             assert_eq!(c.seats.len(), 3);
             assert!(c.seats.iter().all(|x| x.role == Role::Committee));
+            // The check holds what the client paid for it.
+            assert_eq!(c.budget, 3 * 500);
+            assert_eq!(pool(&s), pool_before);
             let seated: Vec<usize> = c.seats.iter().map(|x| who(&x.verifier)).collect();
-            block(&mut s, 4, seated.iter().map(|v| reveal(2, *v)).collect());
+            block(
+                &mut s,
+                4,
+                seated.iter().map(|v| reveal_of(ids[1], *v)).collect(),
+            );
             let events = block(
                 &mut s,
                 5,
-                vec![verdict(2, seated[0], true), verdict(2, seated[1], true)],
+                vec![
+                    verdict_of(ids[1], seated[0], true),
+                    verdict_of(ids[1], seated[1], true),
+                ],
             );
             assert_eq!(
                 attr(named(&events, "check_decided")[0], "outcome"),
                 "passed"
             );
-            // Each winner is paid one fee from the pool.
-            assert_eq!(named(&events, "verifier_rewarded").len(), 2);
+            // The two who judged share the three fees paid for the check; the third, who never
+            // answered, gets nothing.
+            let rewards = named(&events, "verifier_rewarded");
+            assert_eq!(rewards.len(), 2);
+            assert!(rewards.iter().all(|e| attr(e, "amount") == "750"));
             // The unchecked job's fee is released whole (no protocol share).
             let released: Vec<Event> = (6..=32).flat_map(|h| block(&mut s, h, vec![])).collect();
             let fees = named(&released, "fee_released");
             assert_eq!(fees.len(), 2);
             let whole = fees
                 .iter()
-                .find(|e| attr(e, "job_id") == Hash([1; 32]).to_hex())
+                .find(|e| attr(e, "job_id") == ids[0].to_hex())
                 .unwrap();
             assert_eq!(
                 (attr(whole, "amount"), attr(whole, "protocol_share")),
@@ -1362,12 +1447,7 @@ mod market {
         }
 
         fn challenge(job: u8) -> (usize, Message) {
-            (
-                CLIENT,
-                Message::ChallengeJob {
-                    job_id: Hash([job; 32]),
-                },
-            )
+            (CLIENT, Message::ChallengeJob { job_id: jid(job) })
         }
 
         #[test]
@@ -1412,7 +1492,7 @@ mod market {
             assert_eq!(attr(named(&events, "check_decided")[0], "outcome"), "fraud");
             // The lying verifier is slashed; the client has its fee and its bond back.
             assert_eq!(verifier(&s, first).stake, stake - stake / 20);
-            assert!(provider(&s, PROVIDER).is_none());
+            assert_eq!(provider(&s, PROVIDER).unwrap().retired_height, Some(8));
             // (Less the challenge transaction's fee.)
             assert_eq!(account(&s, &key(CLIENT).address()).balance, balance - 10);
         }
@@ -1453,11 +1533,18 @@ mod market {
                 "passed"
             );
             assert_eq!(named(&events, "challenge_lost").len(), 1);
-            // The bond went to the provider (which paid 3 reveals' fees); the fee is still
-            // released at the end of its window.
+            // The bond pays the two who judged it (the check's only budget: a challenge takes
+            // nothing from the pool); the fee is still released at the end of its window.
             assert_eq!(
                 account(&s, &key(PROVIDER).address()).balance,
-                provider_balance + AGR - 30
+                provider_balance - 30
+            );
+            let rewards = named(&events, "verifier_rewarded");
+            assert_eq!(rewards.len(), 2);
+            assert!(
+                rewards
+                    .iter()
+                    .all(|e| attr(e, "amount") == (AGR / 2).to_string())
             );
             let released: Vec<Event> = (7..=32).flat_map(|h| block(&mut s, h, vec![])).collect();
             assert_eq!(named(&released, "fee_released").len(), 1);
@@ -1473,7 +1560,7 @@ mod market {
                 let mut jobs: Vec<SettledJob> = Vec::new();
                 for i in 0..64u16 {
                     let mut req = request(0, 10_000, 100);
-                    req.job_id = Hash::digest(&i.to_le_bytes());
+                    req.nonce = Hash::digest(&i.to_le_bytes());
                     let rec = receipt(&req, 10, 5);
                     jobs.push(SettledJob {
                         request: req.sign(&key(CLIENT)),
@@ -1496,6 +1583,373 @@ mod market {
             let (a, b) = (run(), run());
             assert_eq!(a, b);
             assert!((6..=28).contains(&a.len()), "{}", a.len());
+        }
+
+        #[test]
+        fn verifiers_are_drawn_in_proportion_to_their_stake() {
+            // Verifier 4 holds 180 AGR, the four others 20 each: 180 / 260 of the stake.
+            let mut s = net_with(10_000, [180 * AGR, 20 * AGR, 20 * AGR, 20 * AGR, 20 * AGR]);
+            let jobs: Vec<SettledJob> = (0..64u16)
+                .map(|i| {
+                    let mut req = request(0, 10_000, 100);
+                    req.nonce = Hash::digest(&i.to_le_bytes());
+                    let rec = receipt(&req, 10, 5);
+                    SettledJob {
+                        request: req.sign(&key(CLIENT)),
+                        receipt: rec.sign(&key(PROVIDER)),
+                    }
+                })
+                .collect();
+            let ids: Vec<Hash> = jobs.iter().map(|j| j.request.request.id()).collect();
+            block(&mut s, 2, vec![(PROVIDER, Message::SettleJobs { jobs })]);
+            block(&mut s, 3, vec![]);
+            let big = ids
+                .iter()
+                .filter(|id| who(&check_of(&s, id).unwrap().seats[0].verifier) == 4)
+                .count();
+            // Expected 44 of 64; uniform drawing would give 13.
+            assert!((34..=54).contains(&big), "{big}");
+        }
+
+        // ---- Attacks from the economic-safety review (issue 17): each broke supply, drained a
+        // pool or locked stake before its fix. `block` checks every invariant after each block.
+
+        /// Everything accounts `who` hold: balances, stakes (bonded, unbonding, provider,
+        /// verifier) and escrows.
+        fn wealth(s: &MemState, who: &[usize]) -> u128 {
+            who.iter()
+                .map(|&i| {
+                    let a = key(i).address();
+                    let acc = s
+                        .get(&account_key(&a))
+                        .unwrap()
+                        .map(|b| borsh::from_slice::<Account>(&b).unwrap())
+                        .unwrap_or_default();
+                    acc.total().unwrap()
+                        + provider(s, i).map_or(0, |p| p.stake)
+                        + s.get(&verifier_key(&a))
+                            .unwrap()
+                            .map_or(0, |b| borsh::from_slice::<Verifier>(&b).unwrap().stake)
+                        + escrow(s, i).claimable()
+                })
+                .sum()
+        }
+
+        #[test]
+        fn a_fee_settled_and_challenged_in_one_transaction_is_paid_once() {
+            let mut s = net(0);
+            // The client settles its own job (anyone may submit a settlement) and challenges it
+            // in the same transaction: the challenge must see the fee settled just before.
+            let events = block(
+                &mut s,
+                2,
+                vec![(
+                    CLIENT,
+                    Message::SettleJobs {
+                        jobs: vec![honest(1)],
+                    },
+                )],
+            );
+            assert_eq!(named(&events, "job_settled").len(), 1);
+            let mut s2 = net(0);
+            let n = nonce(&s2, CLIENT);
+            let both = tx(
+                CLIENT,
+                n,
+                10,
+                vec![
+                    Message::SettleJobs {
+                        jobs: vec![honest(1)],
+                    },
+                    challenge(1).1,
+                ],
+            );
+            let out = run_block(&mut s2, 2, &[both]);
+            assert!(out.receipts[0].success, "{:?}", out.receipts[0].failure);
+            let c = check(&s2, 1).unwrap();
+            assert_eq!(c.outcome, Outcome::Open);
+            let fee_state = |s: &MemState| {
+                borsh::from_slice::<JobRecord>(&s.get(&job_key(&jid(1))).unwrap().unwrap())
+                    .unwrap()
+                    .fee_state
+            };
+            assert_eq!(fee_state(&s2), FeeState::Held);
+            // The committee passes it: the fee waits out its window and is paid once, never
+            // twice.
+            let committee: Vec<usize> = c.seats.iter().map(|x| who(&x.verifier)).collect();
+            block(
+                &mut s2,
+                3,
+                committee.iter().map(|v| reveal(1, *v)).collect(),
+            );
+            block(
+                &mut s2,
+                4,
+                vec![
+                    verdict(1, committee[0], true),
+                    verdict(1, committee[1], true),
+                ],
+            );
+            let mut released = 0;
+            for h in 5..=40 {
+                released += named(&block(&mut s2, h, vec![]), "fee_released").len();
+            }
+            assert_eq!(released, 1);
+            assert_eq!(fee_state(&s2), FeeState::Released);
+            // The same in one block from two senders: the provider settles, the client
+            // challenges right after.
+            let mut s3 = net(0);
+            block(
+                &mut s3,
+                2,
+                vec![
+                    (
+                        PROVIDER,
+                        Message::SettleJobs {
+                            jobs: vec![honest(1)],
+                        },
+                    ),
+                    challenge(1),
+                ],
+            );
+            assert_eq!(fee_state(&s3), FeeState::Held);
+            let c = check(&s3, 1).unwrap();
+            let committee: Vec<usize> = c.seats.iter().map(|x| who(&x.verifier)).collect();
+            block(
+                &mut s3,
+                3,
+                committee.iter().map(|v| reveal(1, *v)).collect(),
+            );
+            let escrow_before = escrow(&s3, CLIENT).balance;
+            block(
+                &mut s3,
+                4,
+                vec![
+                    verdict(1, committee[0], false),
+                    verdict(1, committee[1], false),
+                ],
+            );
+            // Refunded once; never released.
+            assert_eq!(escrow(&s3, CLIENT).balance, escrow_before + 500);
+            for h in 5..=40 {
+                assert!(named(&block(&mut s3, h, vec![]), "fee_released").is_empty());
+            }
+        }
+
+        #[test]
+        fn a_check_never_pays_out_more_than_was_paid_in_for_it() {
+            let mut s = net(0);
+            // The pool holds 100 AGR of other jobs' protocol shares.
+            let put = |s: &mut MemState, k: Vec<u8>, v: u128| {
+                s.0.insert(k, borsh::to_vec(&v).unwrap());
+            };
+            let supply_now = supply(&s);
+            put(&mut s, supply_key(), supply_now + 100 * AGR);
+            put(&mut s, verifier_pool_key(), 100 * AGR);
+            // One party holds the provider, the client and every verifier: it prices its own
+            // provider at 10 AGR per job, settles a job with itself, challenges it and has its
+            // own committee pass it.
+            let gang = [PROVIDER, CLIENT, 4, 5, 6, 7, 8];
+            let mut rich = info();
+            rich.price_output_per_1k = 10 * AGR;
+            block(
+                &mut s,
+                2,
+                vec![
+                    (PROVIDER, Message::UpdateProvider { info: rich }),
+                    (CLIENT, Message::EscrowDeposit { amount: 100 * AGR }),
+                ],
+            );
+            let before = wealth(&s, &gang);
+            let req = request(9, 100 * AGR, 100);
+            let rec = JobReceipt {
+                request_hash: req.hash(),
+                output_hash: Hash::digest(b"answer"),
+                input_tokens: 0,
+                output_tokens: 1_000,
+                fee: 10 * AGR,
+            };
+            let id = req.id();
+            let job = SettledJob {
+                request: req.sign(&key(CLIENT)),
+                receipt: rec.sign(&key(PROVIDER)),
+            };
+            block(
+                &mut s,
+                3,
+                vec![(PROVIDER, Message::SettleJobs { jobs: vec![job] })],
+            );
+            block(
+                &mut s,
+                4,
+                vec![(CLIENT, Message::ChallengeJob { job_id: id })],
+            );
+            let committee: Vec<usize> = check_of(&s, &id)
+                .unwrap()
+                .seats
+                .iter()
+                .map(|x| who(&x.verifier))
+                .collect();
+            block(
+                &mut s,
+                5,
+                committee.iter().map(|v| reveal_of(id, *v)).collect(),
+            );
+            block(
+                &mut s,
+                6,
+                vec![
+                    verdict_of(id, committee[0], true),
+                    verdict_of(id, committee[1], true),
+                ],
+            );
+            assert_eq!(check_of(&s, &id).unwrap().outcome, Outcome::Passed);
+            for h in 7..=40 {
+                block(&mut s, h, vec![]);
+            }
+            // The gang paid the protocol share of its own fee into the pool and its
+            // transactions' fees; it took nothing out of it.
+            let share = 10 * AGR / 20;
+            let tx_fees = 10 * (1 + 1 + 3 + 2);
+            assert_eq!(wealth(&s, &gang), before - share - tx_fees);
+            assert_eq!(pool(&s), 100 * AGR + share);
+        }
+
+        #[test]
+        fn a_check_challenged_before_its_draw_keeps_its_committee_and_bond() {
+            let mut s = net(10_000);
+            block(
+                &mut s,
+                2,
+                vec![(
+                    PROVIDER,
+                    Message::SettleJobs {
+                        jobs: vec![honest(1)],
+                    },
+                )],
+            );
+            // The challenge lands in the block whose end draws the job's check.
+            let events = block(&mut s, 3, vec![challenge(1)]);
+            assert!(named(&events, "job_sampled").is_empty(), "{events:?}");
+            let c = check(&s, 1).unwrap();
+            assert_eq!(c.challenger, Some((key(CLIENT).address(), AGR)));
+            assert_eq!(c.seats.len(), 3);
+            let committee: Vec<usize> = c.seats.iter().map(|x| who(&x.verifier)).collect();
+            block(&mut s, 4, committee.iter().map(|v| reveal(1, *v)).collect());
+            block(
+                &mut s,
+                5,
+                vec![
+                    verdict(1, committee[0], true),
+                    verdict(1, committee[1], true),
+                ],
+            );
+            assert_eq!(check(&s, 1).unwrap().outcome, Outcome::Passed);
+            // Every seat and check closed: the provider leaves once its fees are out of reach.
+            assert_eq!(provider(&s, PROVIDER).unwrap().open_checks, 0);
+            for h in 6..=32 {
+                block(&mut s, h, vec![]);
+            }
+            block(&mut s, 33, vec![(PROVIDER, Message::UnregisterProvider)]);
+            assert!(provider(&s, PROVIDER).is_none());
+        }
+
+        #[test]
+        fn a_job_cannot_be_settled_first_through_another_provider() {
+            let mut s = net(0);
+            // Account 2 registers as a second provider, run by the client.
+            block(
+                &mut s,
+                2,
+                vec![(
+                    2,
+                    Message::RegisterProvider {
+                        stake: 10 * AGR,
+                        info: info(),
+                    },
+                )],
+            );
+            // The client signs the same nonce for its own provider and settles that first.
+            let mut squat = request(1, 10_000, 100);
+            squat.provider = key(2).address();
+            let squat = SettledJob {
+                receipt: receipt(&squat, 100, 50).sign(&key(2)),
+                request: squat.sign(&key(CLIENT)),
+            };
+            block(
+                &mut s,
+                3,
+                vec![(2, Message::SettleJobs { jobs: vec![squat] })],
+            );
+            // The real provider is paid all the same: its job is another id.
+            let events = block(
+                &mut s,
+                4,
+                vec![(
+                    PROVIDER,
+                    Message::SettleJobs {
+                        jobs: vec![honest(1)],
+                    },
+                )],
+            );
+            assert_eq!(named(&events, "job_settled").len(), 1, "{events:?}");
+            assert_eq!(provider(&s, PROVIDER).unwrap().jobs_settled, 1);
+        }
+
+        #[test]
+        fn a_provider_convicted_twice_is_slashed_twice_and_its_stake_waits_for_its_windows() {
+            let mut s = net(10_000);
+            block(
+                &mut s,
+                2,
+                vec![(
+                    PROVIDER,
+                    Message::SettleJobs {
+                        jobs: vec![honest(1), honest(2)],
+                    },
+                )],
+            );
+            block(&mut s, 3, vec![]);
+            assert!(check(&s, 1).is_some() && check(&s, 2).is_some());
+            block(&mut s, 4, vec![]);
+            // Neither is revealed by its deadline (3 + 2): both convict it.
+            let events = block(&mut s, 5, vec![]);
+            let slashed = named(&events, "provider_slashed");
+            assert_eq!(slashed.len(), 2);
+            assert_eq!(attr(slashed[0], "slashed"), AGR.to_string());
+            assert_eq!(attr(slashed[1], "slashed"), (9 * AGR / 10).to_string());
+            let p = provider(&s, PROVIDER).unwrap();
+            assert_eq!((p.stake, p.frauds), (10 * AGR - AGR - 9 * AGR / 10, 2));
+            // It settles and serves no more, and cannot re-register...
+            assert_eq!(
+                fails(&s, 6, PROVIDER, Message::UpdateProvider { info: info() }),
+                "provider_retired"
+            );
+            let events = block(
+                &mut s,
+                6,
+                vec![(
+                    PROVIDER,
+                    Message::SettleJobs {
+                        jobs: vec![honest(3)],
+                    },
+                )],
+            );
+            assert_eq!(
+                attr(named(&events, "job_rejected")[0], "code"),
+                "provider_retired"
+            );
+            // ...and its stake leaves only once its fees' windows are over.
+            assert_eq!(
+                fails(&s, 7, PROVIDER, Message::UnregisterProvider),
+                "provider_busy"
+            );
+            for h in 7..=32 {
+                block(&mut s, h, vec![]);
+            }
+            let stake = provider(&s, PROVIDER).unwrap().stake;
+            block(&mut s, 33, vec![(PROVIDER, Message::UnregisterProvider)]);
+            assert_eq!(account(&s, &key(PROVIDER).address()).unbonding, stake);
         }
     }
 }

@@ -37,8 +37,8 @@ pub struct VerifyParams {
     /// Least stake a verifier registers with, in base units.
     #[serde(with = "serde_u128")]
     pub min_verifier_stake: Amount,
-    /// What a client locks to challenge a job (returned if the job is found wrong, paid to the
-    /// provider if not), in base units.
+    /// What a client locks to challenge a job (returned if the job is found wrong; if not, it
+    /// pays the committee that judged it), in base units.
     #[serde(with = "serde_u128")]
     pub challenge_bond: Amount,
 }
@@ -48,8 +48,10 @@ impl Default for VerifyParams {
         VerifyParams {
             sample_bps: 500,
             model_sample_bps: Vec::new(),
-            reveal_window: 10,
-            verdict_window: 20,
+            // A minute at 500 ms blocks: long enough for a provider or verifier to restart
+            // (and reload its models) without losing a deadline.
+            reveal_window: 120,
+            verdict_window: 120,
             committee: 3,
             slash_provider_bps: 1_000,
             slash_verifier_bps: 500,
@@ -212,6 +214,12 @@ pub struct Check {
     pub decided_height: Option<u64>,
     /// The client that challenged the job, and the bond it locked (held by the check).
     pub challenger: Option<(Address, Amount)>,
+    /// What the check pays the verifiers who judge it right, held by the check: taken from the
+    /// verifiers' pool when it opens, never more than was paid in for it (see
+    /// `Executor::check_budget`). Split among the winners when it is decided; back to the pool
+    /// if none.
+    #[serde(with = "serde_u128")]
+    pub budget: Amount,
 }
 
 impl Check {

@@ -30,7 +30,9 @@ const META_HEIGHT: &str = "height";
 /// The version of the stored encodings (state values, blocks); bumped when they change.
 const META_FORMAT: &str = "format";
 /// Format 2: verification (checks, verifiers, job verification levels, block context seed).
-const FORMAT_VERSION: u32 = 2;
+/// Format 3: jobs keyed by their request's hash with their fee's state, checks with budgets,
+/// convicted providers kept.
+const FORMAT_VERSION: u32 = 3;
 const META_ROOT: &str = "state_root";
 const META_CHAIN: &str = "chain_id";
 

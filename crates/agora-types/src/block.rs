@@ -2,6 +2,11 @@ use crate::{Address, Hash, SignedTransaction};
 use borsh::{BorshDeserialize, BorshSerialize};
 use serde::Serialize;
 
+/// Most bytes of encoded transactions in one block: well below what a peer accepts in one
+/// proposal stream (64 MiB) or one sync message (16 MiB, which holds at least one block and its
+/// certificate), so that every block a proposer can build is one every peer can receive.
+pub const MAX_BLOCK_BYTES: usize = 4 * 1024 * 1024;
+
 /// What a block commits to. Its hash is the block's hash.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
 pub struct BlockHeader {

@@ -89,8 +89,9 @@ pub struct JobRequest {
     /// The most the client pays for this job, in base units.
     #[serde(with = "serde_u128")]
     pub max_fee: Amount,
-    /// Chosen by the client, unique: a job is settled at most once.
-    pub job_id: Hash,
+    /// Chosen by the client so that each request it signs is unique (two requests that differ
+    /// only here are two jobs). The job's id is [`JobRequest::id`], not this.
+    pub nonce: Hash,
     /// The last height at which the job may be settled.
     pub expiry_height: u64,
 }
@@ -106,6 +107,13 @@ impl JobRequest {
     /// blake3 of the signed bytes: what the provider's receipt names.
     pub fn hash(&self) -> Hash {
         Hash::digest(&self.sign_bytes())
+    }
+
+    /// The job's id on chain: the hash of everything the client signed ([`JobRequest::hash`]).
+    /// Keyed by it, a job cannot be settled ahead of its provider under the same id by anyone
+    /// else: another provider, another model or another fee cap is another id.
+    pub fn id(&self) -> Hash {
+        self.hash()
     }
 
     /// Signs with the client's key (which must be `self.client`).
@@ -397,7 +405,7 @@ mod tests {
                 ..JobParams::default()
             },
             max_fee: 1_000,
-            job_id: Hash([1; 32]),
+            nonce: Hash([1; 32]),
             expiry_height: 100,
         }
     }

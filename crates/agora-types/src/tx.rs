@@ -97,7 +97,7 @@ pub enum Message {
     /// One part of a checked job's reveal: its request, input and output, sealed by the provider
     /// to `verifier`'s key (DESIGN.md §6).
     RevealJob {
-        /// The checked job.
+        /// The checked job ([`crate::JobRequest::id`]).
         job_id: Hash,
         /// The verifier it is sealed to.
         verifier: Address,
@@ -112,12 +112,12 @@ pub enum Message {
     /// The client disputes a settled job whose fee is still pending: a committee re-checks it
     /// (the sender locks the chain's challenge bond, returned if the job is found wrong).
     ChallengeJob {
-        /// The job.
+        /// The job ([`crate::JobRequest::id`]).
         job_id: Hash,
     },
     /// A verifier's verdict on a job it was drawn to check.
     PostVerdict {
-        /// The checked job.
+        /// The checked job ([`crate::JobRequest::id`]).
         job_id: Hash,
         /// Pass, or the fault found.
         verdict: Verdict,
@@ -208,7 +208,7 @@ impl SignedTransaction {
     }
 
     /// Decodes untrusted bytes: size limit first, then borsh with no trailing bytes, then the
-    /// message-count limit. Never panics.
+    /// limits of [`SignedTransaction::check_limits`]. Never panics.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         if bytes.len() > MAX_TX_BYTES {
             return Err(Error::TooLarge {
@@ -221,32 +221,48 @@ impl SignedTransaction {
             what: "transaction",
             reason: e.to_string(),
         })?;
-        if tx.tx.messages.len() > MAX_MESSAGES {
-            return Err(Error::Malformed {
+        tx.check_limits(bytes.len())?;
+        Ok(tx)
+    }
+
+    /// Every limit on a transaction's shape, given its encoded size: what admission checks on
+    /// decoding, and what a block's check applies again to each transaction (a proposer can
+    /// skip admission).
+    pub fn check_limits(&self, encoded_len: usize) -> Result<()> {
+        if encoded_len > MAX_TX_BYTES {
+            return Err(Error::TooLarge {
                 what: "transaction",
-                reason: format!("{} messages, at most {MAX_MESSAGES}", tx.tx.messages.len()),
+                size: encoded_len,
+                limit: MAX_TX_BYTES,
             });
         }
-        let jobs = tx.tx.messages.iter().map(|m| match m {
+        let malformed = |reason: String| {
+            Err(Error::Malformed {
+                what: "transaction",
+                reason,
+            })
+        };
+        let messages = &self.tx.messages;
+        if messages.is_empty() {
+            return malformed("no messages".into());
+        }
+        if messages.len() > MAX_MESSAGES {
+            return malformed(format!(
+                "{} messages, at most {MAX_MESSAGES}",
+                messages.len()
+            ));
+        }
+        let jobs = messages.iter().map(|m| match m {
             Message::SettleJobs { jobs } => jobs.len(),
             _ => 0,
         });
         if let Some(n) = jobs.max().filter(|&n| n > crate::MAX_SETTLE_JOBS) {
-            return Err(Error::Malformed {
-                what: "transaction",
-                reason: format!(
-                    "{n} jobs in one SettleJobs, at most {}",
-                    crate::MAX_SETTLE_JOBS
-                ),
-            });
+            return malformed(format!(
+                "{n} jobs in one SettleJobs, at most {}",
+                crate::MAX_SETTLE_JOBS
+            ));
         }
-        if tx.tx.messages.is_empty() {
-            return Err(Error::Malformed {
-                what: "transaction",
-                reason: "no messages".into(),
-            });
-        }
-        Ok(tx)
+        Ok(())
     }
 
     /// `blake3` of the canonical encoding.
@@ -361,7 +377,7 @@ mod tests {
                 input_hash: Hash([2; 32]),
                 params: crate::JobParams::default(),
                 max_fee: 1,
-                job_id: Hash([i; 32]),
+                nonce: Hash([i; 32]),
                 expiry_height: 9,
             };
             let receipt = crate::JobReceipt {

@@ -362,7 +362,7 @@ fn market_state_is_readable_providers_models_escrow_and_jobs() {
         input_hash: Hash::digest(b"prompt"),
         params: JobParams::default(),
         max_fee: 1_000,
-        job_id: Hash([3; 32]),
+        nonce: Hash([3; 32]),
         expiry_height: 50,
     };
     let receipt = JobReceipt {
@@ -372,6 +372,7 @@ fn market_state_is_readable_providers_models_escrow_and_jobs() {
         output_tokens: 20,
         fee: job_fee(1_000, 3_000, 10, 20).unwrap(),
     };
+    let job_id = request.id();
     let job = SettledJob {
         request: request.sign(&key("bob")),
         receipt: receipt.sign(&key("alice")),
@@ -404,7 +405,7 @@ fn market_state_is_readable_providers_models_escrow_and_jobs() {
     // 10 tokens at 1,000 and 20 at 3,000 per 1,000: 10 + 60 = 70.
     let (_, escrow) = h.get(&format!("/v1/market/escrow/{bob}"));
     assert_eq!(escrow["escrow"]["balance"], (AGR - 70).to_string());
-    let job_path = format!("/v1/market/jobs/{}", Hash([3; 32]));
+    let job_path = format!("/v1/market/jobs/{job_id}");
     let (code, job) = h.get(&job_path);
     assert_eq!(code, 200, "{job}");
     assert_eq!(

@@ -64,6 +64,60 @@ impl Backend for Doctored {
     }
 }
 
+/// A job whose reveal would not fit what a check carries is refused before its receipt is
+/// signed: the provider never claims a fee it could be slashed for failing to reveal.
+#[test]
+fn a_job_too_large_to_reveal_is_refused_and_never_claimed() {
+    let net = start();
+    // Thousands of findings: a report far larger than a reveal can carry.
+    let body = "function k() public { selfdestruct(msg.sender); }\n".repeat(3_000);
+    let input = JobInput::Audit {
+        files: vec![SourceFile {
+            name: "Many.sol".into(),
+            source: format!("pragma solidity ^0.4.24;\ncontract Many {{\n{body}}}\n"),
+        }],
+    };
+    let bytes = input.to_bytes();
+    let request = JobRequest {
+        chain_id: CHAIN_ID.into(),
+        client: net.client.public(),
+        provider: net.provider.address(),
+        model: auditor_id(),
+        input_hash: Hash::digest(&bytes),
+        params: JobParams::default(),
+        max_fee: 100_000_000,
+        nonce: Hash([8; 32]),
+        expiry_height: 100,
+    };
+    let (envelope, _reader) = seal(
+        &net.provider.info().encryption_key.0,
+        &request.hash(),
+        &bytes,
+    );
+    let submission = JobSubmission {
+        request: hex::encode(borsh::to_vec(&request.clone().sign(&net.client)).unwrap()),
+        input: envelope,
+        stream: false,
+    };
+    let job = net.provider.admit(&submission).unwrap();
+    let err = net
+        .provider
+        .execute(job, &mut |_| ControlFlow::Continue(()))
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::Refused {
+                code: "too_large_to_verify",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(net.provider.unsettled(), 0, "nothing to claim");
+    assert!(net.provider.kept_input(&request.id()).unwrap().is_none());
+}
+
 #[test]
 fn an_audit_is_served_receipted_and_priced_by_its_solidity_tokens() {
     let net = start();
@@ -77,7 +131,7 @@ fn an_audit_is_served_receipted_and_priced_by_its_solidity_tokens() {
         input_hash: Hash::digest(&bytes),
         params: JobParams::default(),
         max_fee: 1_000_000,
-        job_id: Hash([9; 32]),
+        nonce: Hash([9; 32]),
         expiry_height: 100,
     };
     let (envelope, mut reader) = seal(
@@ -129,7 +183,7 @@ fn an_audit_is_served_receipted_and_priced_by_its_solidity_tokens() {
     // It settles like any job.
     assert_eq!(net.provider.settle().unwrap().unwrap().1, 1);
     net.block();
-    assert!(net.chain.job(&request.job_id).unwrap().is_some());
+    assert!(net.chain.job(&request.id()).unwrap().is_some());
 }
 
 #[test]

@@ -78,7 +78,7 @@ impl Net {
                 ..JobParams::default()
             },
             max_fee,
-            job_id: Hash([job; 32]),
+            nonce: Hash([job; 32]),
             expiry_height: expiry,
         };
         let (envelope, reader) = seal(
@@ -279,7 +279,7 @@ fn a_job_is_served_sealed_receipted_and_settled_for_exactly_its_fee() {
 
     // The input is kept for the verification window, sealed: the provider opens it, its disk
     // holds no prompt in plain text.
-    let job_id = Hash([1; 32]);
+    let job_id = receipt.receipt.request_hash;
     assert_eq!(
         net.provider.kept_input(&job_id).unwrap().unwrap(),
         input.to_bytes()
@@ -349,7 +349,7 @@ fn bad_requests_are_refused_before_anything_runs() {
     );
     // Signed by someone else than the client it names.
     let mut forged = request.clone();
-    forged.request.job_id = Hash([6; 32]);
+    forged.request.nonce = Hash([6; 32]);
     let forged = agora_types::SignedJobRequest {
         signature: Keypair::from_seed_label("mallory").sign(&forged.request.sign_bytes()),
         ..forged

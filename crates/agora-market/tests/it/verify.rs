@@ -96,7 +96,7 @@ pub(crate) fn serve_and_settle_input(
             ..JobParams::default()
         },
         max_fee: 1_000_000,
-        job_id: Hash([id; 32]),
+        nonce: Hash([id; 32]),
         expiry_height: 1_000,
     };
     let (envelope, _) = seal(&provider.info().encryption_key.0, &request.hash(), &bytes);
@@ -112,7 +112,7 @@ pub(crate) fn serve_and_settle_input(
     assert_eq!(provider.settle().unwrap().unwrap().1, 1);
     net.block(); // settled
     net.block(); // drawn
-    request.job_id
+    request.id()
 }
 
 #[test]

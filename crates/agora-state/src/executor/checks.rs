@@ -3,12 +3,11 @@
 //! deadlines, and the outcomes that pay, refund and slash.
 
 use super::{Executor, Scratch, decode, encode, read};
-use crate::Escrow;
 use crate::{
-    Account, Check, Error, JobRecord, Outcome, PendingFee, Provider, Result, Role, Seat, TxError,
-    UnbondingEntry, Verifier, VerifyParams, check_key, deadline_queue_key, draw_queue_key,
-    escrow_key, job_key, open_check_key, pending_key, provider_key, reveal_key, unbonding_key,
-    verifier_key, verifier_pool_key, verifier_set_key,
+    Account, Check, Error, Escrow, FeeState, JobRecord, Outcome, Provider, Result, Role, Seat,
+    TxError, UnbondingEntry, Verifier, VerifyParams, check_key, deadline_queue_key, draw_queue_key,
+    escrow_key, job_key, open_check_key, provider_key, reveal_key, verifier_key, verifier_pool_key,
+    verifier_set_key,
 };
 use agora_types::{
     Address, Amount, Event, Hash, MAX_REVEAL_PART_BYTES, MAX_REVEAL_PARTS, Verdict, Verification,
@@ -69,32 +68,79 @@ impl Executor<'_> {
     /// A number drawn from the previous block's hash, the job and a salt: the same on every node,
     /// unknown before the previous block was made.
     fn draw_u64(&self, job: &Hash, salt: u32) -> u64 {
+        let h = self.draw_hash(job, salt);
+        u64::from_le_bytes(h.0[..8].try_into().expect("8 bytes"))
+    }
+
+    /// [`Self::draw_u64`], 128 bits wide.
+    fn draw_u128(&self, job: &Hash, salt: u32) -> u128 {
+        let h = self.draw_hash(job, salt);
+        u128::from_le_bytes(h.0[..16].try_into().expect("16 bytes"))
+    }
+
+    fn draw_hash(&self, job: &Hash, salt: u32) -> Hash {
         let mut bytes = DRAW_DOMAIN.to_vec();
         bytes.extend_from_slice(&self.ctx.prev_hash.0);
         bytes.extend_from_slice(&job.0);
         bytes.extend_from_slice(&salt.to_le_bytes());
-        let h = Hash::digest(&bytes);
-        u64::from_le_bytes(h.0[..8].try_into().expect("8 bytes"))
+        Hash::digest(&bytes)
     }
 
     /// Puts `amount` of `address`'s stake into the unbonding queue; returns the release height.
     /// The caller adds `amount` to the account's `unbonding`.
-    fn queue_unbonding(
+    pub(super) fn queue_unbonding(
         &self,
         scratch: &mut Scratch,
         address: Address,
         amount: Amount,
-    ) -> Result<u64> {
+    ) -> u64 {
         let release = self.ctx.height.saturating_add(self.params.unbonding_period);
-        let qkey = unbonding_key(release);
-        let mut queue: Vec<UnbondingEntry> = self.get(scratch, &qkey)?.unwrap_or_default();
-        queue.push(UnbondingEntry { address, amount });
-        scratch.writes.insert(qkey, Some(encode(&queue)));
-        Ok(release)
+        scratch
+            .unbondings
+            .push((release, UnbondingEntry { address, amount }));
+        release
     }
 
-    fn pool(&self, scratch: &Scratch) -> Result<Amount> {
+    /// The verifiers' pool as of `scratch`.
+    pub(super) fn pool(&self, scratch: &Scratch) -> Result<Amount> {
         Ok(self.get(scratch, &verifier_pool_key())?.unwrap_or(0))
+    }
+
+    /// What a check of `record`'s job may pay its verifiers, at most: what was paid in for it.
+    /// - a redundant job: the surcharge its client paid, `k` × the fee;
+    /// - a sampled job drawn by the chain: the protocol share of its fee divided by the chance it
+    ///   had of being drawn (capped at the fee), so that over the jobs drawn the pool pays out
+    ///   what the protocol shares paid in — a job settled with oneself wins, on average, what
+    ///   its share cost;
+    /// - a sampled job opened by its client's challenge: nothing from the pool (the challenge
+    ///   bond pays the committee if the challenge fails).
+    fn check_budget(&self, record: &JobRecord, drawn: bool) -> Amount {
+        match record.level {
+            Verification::None => 0,
+            Verification::Redundant(k) => record.fee.saturating_mul(Amount::from(k)),
+            Verification::Sampled if !drawn => 0,
+            Verification::Sampled => {
+                let bps = self.verify.sample_bps_for(&record.model);
+                if bps == 0 {
+                    return 0;
+                }
+                let share = self.market.protocol_share(record.fee);
+                (share.saturating_mul(10_000) / Amount::from(bps)).min(record.fee)
+            }
+        }
+    }
+
+    /// Takes up to `want` out of the verifiers' pool; returns what it took.
+    fn take_from_pool(&self, scratch: &mut Scratch, want: Amount) -> Result<Amount> {
+        if want == 0 {
+            return Ok(0);
+        }
+        let pool = self.pool(scratch)?;
+        let take = want.min(pool);
+        scratch
+            .writes
+            .insert(verifier_pool_key(), Some(encode(&(pool - take))));
+        Ok(take)
     }
 
     pub(super) fn register_verifier(
@@ -180,7 +226,7 @@ impl Executor<'_> {
             return Ok(Err(TxError::AmountOverflow("unbonding total exceeds u128")));
         };
         from.unbonding = unbonding;
-        let release = self.queue_unbonding(scratch, *sender, verifier.stake)?;
+        let release = self.queue_unbonding(scratch, *sender, verifier.stake);
         scratch.accounts.insert(*sender, from);
         scratch.writes.insert(verifier_key(sender), None);
         let mut set: Vec<Address> = self.get(scratch, &verifier_set_key())?.unwrap_or_default();
@@ -281,11 +327,25 @@ impl Executor<'_> {
         events: &mut Vec<Event>,
     ) -> TxResult {
         let refuse = |why: String| Ok(Err(TxError::InvalidChallenge(why)));
-        let Some(record) = self.get::<JobRecord>(scratch, &job_key(job_id))? else {
+        let jkey = job_key(job_id);
+        let Some(mut record) = self.get::<JobRecord>(scratch, &jkey)? else {
             return refuse(format!("job {job_id} is not settled"));
         };
         if record.client != *sender {
             return refuse("only the job's client challenges it".into());
+        }
+        match record.fee_state {
+            FeeState::Pending => {}
+            FeeState::Held => return refuse("the job is under check already".into()),
+            FeeState::Refunded => {
+                return refuse("the job was found wrong and refunded already".into());
+            }
+            FeeState::Released => {
+                return refuse(format!(
+                    "the fee was released at height {}: the challenge window is over",
+                    record.release_height
+                ));
+            }
         }
         if self.ctx.height >= record.release_height {
             return refuse(format!(
@@ -294,20 +354,19 @@ impl Executor<'_> {
             ));
         }
         let ckey = check_key(job_id);
-        let mut check = match self.get::<Check>(scratch, &ckey)? {
-            Some(c) if c.outcome == Outcome::Open => {
-                return refuse("the job is under check already".into());
-            }
-            Some(c) if matches!(c.outcome, Outcome::Fraud | Outcome::NoReveal) => {
-                return refuse("the job was found wrong and refunded already".into());
-            }
-            // Its fee went back to the block's queue just now: the queue is written at the end of
-            // the block, so the fee cannot be taken back from it before then.
-            Some(c) if c.decided_height == Some(self.ctx.height) => {
-                return refuse(
-                    "the job's check was decided in this block: challenge in the next".into(),
-                );
-            }
+        let existing = self.get::<Check>(scratch, &ckey)?;
+        if existing
+            .as_ref()
+            .is_some_and(|c| c.outcome == Outcome::Open)
+        {
+            return Err(Error::Corrupt {
+                key: format!("chk/{job_id}"),
+                reason: "an open check whose job's fee is not held".into(),
+            });
+        }
+        let reopened = existing.is_some();
+        let mut check = match existing {
+            // A decided check reopens: its verdicts are judged again with the committee's.
             Some(mut c) => {
                 c.outcome = Outcome::Open;
                 c.decided_height = None;
@@ -329,6 +388,7 @@ impl Executor<'_> {
                 outcome: Outcome::Open,
                 decided_height: None,
                 challenger: None,
+                budget: 0,
             },
         };
         check.dispute = true;
@@ -346,8 +406,13 @@ impl Executor<'_> {
         from.balance -= bond;
         scratch.accounts.insert(*sender, from);
         check.challenger = Some((*sender, bond));
+        if !reopened {
+            // A redundant job challenged before its draw: the surcharge its client paid is
+            // this check's (the draw then finds the fee held and opens nothing).
+            check.budget = self.take_from_pool(scratch, self.check_budget(&record, false))?;
+        }
         self.seat_all(scratch, &mut check, &drawn, Role::Committee)?;
-        self.open_for_provider(scratch, *job_id, &record)?;
+        self.open_for_provider(scratch, *job_id, &mut record)?;
         events.push(Event::new(
             "job_challenged",
             &[
@@ -434,11 +499,12 @@ impl Executor<'_> {
     }
 
     /// Draws up to `n` verifiers for `check`: registered, checking its model, neither its provider
-    /// nor its client, not seated or dismissed on it before. Uniform over that set, seeded by the
-    /// previous block.
+    /// nor its client, not seated or dismissed on it before. Each draw picks one with a chance
+    /// proportional to its stake (so splitting a stake over many verifiers gains nothing), seeded
+    /// by the previous block.
     fn draw(&self, scratch: &Scratch, check: &Check, n: usize) -> Result<Vec<Address>> {
         let set: Vec<Address> = self.get(scratch, &verifier_set_key())?.unwrap_or_default();
-        let mut eligible = Vec::new();
+        let mut eligible: Vec<(Address, Amount)> = Vec::new();
         for a in set {
             if a == check.provider
                 || a == check.client
@@ -449,16 +515,34 @@ impl Executor<'_> {
             }
             if let Some(v) = self.get::<Verifier>(scratch, &verifier_key(&a))?
                 && v.info.models.contains(&check.model)
+                && v.stake > 0
             {
-                eligible.push(a);
+                eligible.push((a, v.stake));
             }
         }
         let mut salt = u32::try_from(check.seats.len() + check.dismissed.len()).unwrap_or(u32::MAX);
         let mut out = Vec::new();
         while out.len() < n && !eligible.is_empty() {
             salt = salt.wrapping_add(1);
-            let i = (self.draw_u64(&check.job_id, salt) % eligible.len() as u64) as usize;
-            out.push(eligible.remove(i));
+            // Stakes sum to at most the supply (< 2^128); a 128-bit draw keeps the modulo bias
+            // below total / 2^128.
+            let total = eligible
+                .iter()
+                .try_fold(0 as Amount, |t, (_, s)| t.checked_add(*s))
+                .ok_or_else(|| overflow("verifier stakes"))?;
+            let mut point = self.draw_u128(&check.job_id, salt) % total;
+            let i = eligible
+                .iter()
+                .position(|(_, s)| {
+                    if point < *s {
+                        true
+                    } else {
+                        point -= s;
+                        false
+                    }
+                })
+                .expect("point < total");
+            out.push(eligible.remove(i).0);
         }
         Ok(out)
     }
@@ -488,19 +572,19 @@ impl Executor<'_> {
         scratch.deadlines.push((verdict_deadline, check.job_id));
     }
 
-    /// A check of `record`'s job opens: it holds the job's fee (out of the pending queue) until
-    /// decided, counts against the provider (which cannot leave meanwhile) and is listed among
-    /// the provider's open checks.
+    /// A check of `record`'s job opens: it holds the job's fee until decided, counts against the
+    /// provider (which cannot leave meanwhile) and is listed among the provider's open checks.
+    /// Writes the record.
     fn open_for_provider(
         &self,
         scratch: &mut Scratch,
         job_id: Hash,
-        record: &JobRecord,
+        record: &mut JobRecord,
     ) -> Result<()> {
-        let qkey = pending_key(record.release_height);
-        let mut queue: Vec<PendingFee> = self.get(scratch, &qkey)?.unwrap_or_default();
-        queue.retain(|p| p.job_id != job_id);
-        scratch.writes.insert(qkey, Some(encode(&queue)));
+        record.fee_state = FeeState::Held;
+        scratch
+            .writes
+            .insert(job_key(&job_id), Some(encode(&*record)));
         let pkey = provider_key(&record.provider);
         if let Some(mut p) = self.get::<Provider>(scratch, &pkey)? {
             p.open_checks += 1;
@@ -544,9 +628,15 @@ impl Executor<'_> {
         self.writes.insert(key, None);
         let mut scratch = Scratch::default();
         for job_id in queue {
-            let Some(record) = self.get::<JobRecord>(&scratch, &job_key(&job_id))? else {
+            let Some(mut record) = self.get::<JobRecord>(&scratch, &job_key(&job_id))? else {
                 continue;
             };
+            // Its client challenged it before the draw: a committee checks it already.
+            if record.fee_state != FeeState::Pending
+                || self.get::<Check>(&scratch, &check_key(&job_id))?.is_some()
+            {
+                continue;
+            }
             let n = match record.level {
                 Verification::None => continue,
                 Verification::Sampled => {
@@ -574,6 +664,7 @@ impl Executor<'_> {
                 outcome: Outcome::Open,
                 decided_height: None,
                 challenger: None,
+                budget: 0,
             };
             let drawn = self.draw(&scratch, &check, n)?;
             if drawn.is_empty() {
@@ -596,7 +687,8 @@ impl Executor<'_> {
                 _ => Role::Committee,
             };
             self.seat_all(&mut scratch, &mut check, &drawn, role)?;
-            self.open_for_provider(&mut scratch, job_id, &record)?;
+            check.budget = self.take_from_pool(&mut scratch, self.check_budget(&record, true))?;
+            self.open_for_provider(&mut scratch, job_id, &mut record)?;
             events.push(Event::new(
                 "job_sampled",
                 &[
@@ -804,7 +896,11 @@ impl Executor<'_> {
         if let Some(p) = &mut provider {
             p.open_checks = p.open_checks.saturating_sub(1);
         }
-        let mut pool = self.pool(scratch)?;
+        let jkey = job_key(&check.job_id);
+        let mut record: JobRecord = self.get(scratch, &jkey)?.ok_or_else(|| Error::Corrupt {
+            key: format!("job/{}", check.job_id),
+            reason: "a check of a job never settled".into(),
+        })?;
         events.push(Event::new(
             "check_decided",
             &[
@@ -814,148 +910,124 @@ impl Executor<'_> {
         ));
         let is_fail = |s: &Seat| matches!(s.verdict, Some(Verdict::Fail { .. }));
         let is_pass = |s: &Seat| s.verdict == Some(Verdict::Pass);
-        match outcome {
-            Outcome::Open => {}
+        // What the verifiers on the right side share: the check's budget, plus the bond of a
+        // challenge that found nothing, or the stake of a provider found cheating.
+        let mut rewards = std::mem::take(&mut check.budget);
+        let (winners, losers) = match outcome {
+            Outcome::Open => (Vec::new(), Vec::new()),
             Outcome::Passed | Outcome::NoVerifier => {
-                // The check held the fee: it goes back to its place in the queue, or is paid now
-                // if that place has passed.
-                if h < check.release_height {
-                    scratch.pending.push((
-                        check.release_height,
-                        PendingFee {
-                            provider: check.provider,
-                            job_id: check.job_id,
-                            amount: check.fee,
-                            share: check.level != Verification::None,
-                        },
-                    ));
-                } else {
-                    let share = if check.level == Verification::None {
-                        0
+                // The check held the fee: it waits out the rest of its window, or is paid now if
+                // the window has passed.
+                if record.fee_state == FeeState::Held {
+                    if h < record.release_height {
+                        record.fee_state = FeeState::Pending;
                     } else {
-                        self.market.protocol_share(check.fee)
-                    };
-                    let mut acc = self.scratch_account_ro(scratch, &check.provider)?;
-                    acc.balance = acc
-                        .balance
-                        .checked_add(check.fee - share)
-                        .ok_or_else(|| overflow("provider balance"))?;
-                    scratch.accounts.insert(check.provider, acc);
-                    pool = pool.checked_add(share).ok_or_else(|| overflow("pool"))?;
-                    events.push(Event::new(
-                        "fee_released",
-                        &[
-                            ("job_id", check.job_id.to_hex()),
-                            ("provider", check.provider.to_string()),
-                            ("amount", (check.fee - share).to_string()),
-                            ("protocol_share", share.to_string()),
-                        ],
-                    ));
+                        self.pay_fee(scratch, &check.job_id, &mut record, events)?;
+                    }
                 }
-                if let Some((_, bond)) = check.challenger.take() {
-                    // A challenge that found nothing: the bond goes to the provider.
-                    self.credit(scratch, check.provider, bond)?;
-                    events.push(Event::new(
-                        "challenge_lost",
-                        &[
-                            ("job_id", check.job_id.to_hex()),
-                            ("bond", bond.to_string()),
-                        ],
-                    ));
+                if let Some((challenger, bond)) = check.challenger.take() {
+                    if outcome == Outcome::Passed {
+                        // A challenge that found nothing: its bond pays the committee that judged.
+                        rewards = rewards.checked_add(bond).ok_or_else(|| overflow("bond"))?;
+                        events.push(Event::new(
+                            "challenge_lost",
+                            &[
+                                ("job_id", check.job_id.to_hex()),
+                                ("bond", bond.to_string()),
+                            ],
+                        ));
+                    } else {
+                        // Nobody could judge it: the client has its bond back.
+                        self.credit(scratch, challenger, bond)?;
+                    }
                 }
                 if outcome == Outcome::Passed {
-                    let winners = sides(check, true, is_pass);
-                    let losers = sides(check, false, is_fail);
-                    for v in winners {
-                        let reward = pool.min(check.fee);
-                        pool -= reward;
-                        self.reward(scratch, check, v, reward, events)?;
-                    }
-                    for v in losers {
-                        pool = pool
-                            .checked_add(self.slash_verifier(scratch, check, v, events)?)
-                            .ok_or_else(|| overflow("pool"))?;
-                    }
+                    (sides(check, true, is_pass), sides(check, false, is_fail))
+                } else {
+                    (Vec::new(), Vec::new())
                 }
             }
             Outcome::Fraud | Outcome::NoReveal => {
                 // The client gets its fee back.
-                let ekey = escrow_key(&check.client);
-                let mut escrow: Escrow = self.get(scratch, &ekey)?.unwrap_or_default();
-                escrow.balance = escrow
-                    .balance
-                    .checked_add(check.fee)
-                    .ok_or_else(|| overflow("escrow"))?;
-                scratch.writes.insert(ekey, Some(encode(&escrow)));
+                if record.fee_state == FeeState::Held {
+                    let ekey = escrow_key(&check.client);
+                    let mut escrow: Escrow = self.get(scratch, &ekey)?.unwrap_or_default();
+                    escrow.balance = escrow
+                        .balance
+                        .checked_add(record.fee)
+                        .ok_or_else(|| overflow("escrow"))?;
+                    scratch.writes.insert(ekey, Some(encode(&escrow)));
+                    record.fee_state = FeeState::Refunded;
+                    events.push(Event::new(
+                        "job_refunded",
+                        &[
+                            ("job_id", check.job_id.to_hex()),
+                            ("client", check.client.to_string()),
+                            ("amount", record.fee.to_string()),
+                        ],
+                    ));
+                }
                 if let Some((challenger, bond)) = check.challenger.take() {
                     self.credit(scratch, challenger, bond)?;
                 }
-                events.push(Event::new(
-                    "job_refunded",
-                    &[
-                        ("job_id", check.job_id.to_hex()),
-                        ("client", check.client.to_string()),
-                        ("amount", check.fee.to_string()),
-                    ],
-                ));
-                // The provider loses a share of its stake and its registration; the rest of the
-                // stake unbonds.
-                let mut slashed = 0;
-                if let Some(p) = provider.take() {
-                    slashed = VerifyParams::share(p.stake, self.verify.slash_provider_bps);
-                    let rest = p.stake - slashed;
-                    let mut acc = self.scratch_account_ro(scratch, &check.provider)?;
-                    acc.unbonding = acc
-                        .unbonding
-                        .checked_add(rest)
-                        .ok_or_else(|| overflow("unbonding"))?;
-                    scratch.accounts.insert(check.provider, acc);
-                    let release = self.queue_unbonding(scratch, check.provider, rest)?;
-                    scratch.writes.insert(pkey.clone(), None);
+                // The provider loses a share of its stake and serves no more; the rest stays
+                // within reach of its other checks until it unregisters.
+                if let Some(p) = &mut provider {
+                    let slashed = VerifyParams::share(p.stake, self.verify.slash_provider_bps);
+                    p.stake -= slashed;
+                    p.frauds += 1;
+                    p.retired_height.get_or_insert(h);
+                    rewards = rewards
+                        .checked_add(slashed)
+                        .ok_or_else(|| overflow("rewards"))?;
                     events.push(Event::new(
                         "provider_slashed",
                         &[
                             ("provider", check.provider.to_string()),
                             ("job_id", check.job_id.to_hex()),
                             ("slashed", slashed.to_string()),
-                            ("unbonding", rest.to_string()),
-                            ("release_height", release.to_string()),
+                            ("stake_left", p.stake.to_string()),
                         ],
                     ));
                 }
-                // The verifiers who found it share what was slashed; those who voted against
-                // the majority are slashed in turn.
-                let winners = sides(check, true, is_fail);
-                let losers = sides(check, false, is_pass);
-                if winners.is_empty() {
-                    pool = pool.checked_add(slashed).ok_or_else(|| overflow("pool"))?;
-                } else {
-                    let each = slashed / winners.len() as Amount;
-                    pool = pool
-                        .checked_add(slashed - each * winners.len() as Amount)
-                        .ok_or_else(|| overflow("pool"))?;
-                    for v in winners {
-                        self.reward(scratch, check, v, each, events)?;
-                    }
-                }
-                for v in losers {
-                    pool = pool
-                        .checked_add(self.slash_verifier(scratch, check, v, events)?)
-                        .ok_or_else(|| overflow("pool"))?;
-                }
+                (sides(check, true, is_fail), sides(check, false, is_pass))
+            }
+        };
+        let mut pool = self.pool(scratch)?;
+        if winners.is_empty() {
+            pool = pool.checked_add(rewards).ok_or_else(|| overflow("pool"))?;
+        } else {
+            let n = winners.len() as Amount;
+            let each = rewards / n;
+            pool = pool
+                .checked_add(rewards - each * n)
+                .ok_or_else(|| overflow("pool"))?;
+            for v in winners {
+                self.reward(scratch, check, v, each, events)?;
             }
         }
-        // (A convicted provider's record was deleted above.)
+        // Those who judged against the outcome are slashed, into the pool.
+        for v in losers {
+            pool = pool
+                .checked_add(self.slash_verifier(scratch, check, v, events)?)
+                .ok_or_else(|| overflow("pool"))?;
+        }
         if let Some(p) = provider {
             scratch.writes.insert(pkey, Some(encode(&p)));
         }
+        scratch.writes.insert(jkey, Some(encode(&record)));
         scratch
             .writes
             .insert(verifier_pool_key(), Some(encode(&pool)));
         Ok(())
     }
 
-    fn scratch_account_ro(&self, scratch: &Scratch, address: &Address) -> Result<Account> {
+    /// An account as of `scratch`, without keeping it in the block's cache.
+    pub(super) fn scratch_account_ro(
+        &self,
+        scratch: &Scratch,
+        address: &Address,
+    ) -> Result<Account> {
         match scratch.accounts.get(address) {
             Some(acc) => Ok(acc.clone()),
             None => Ok(self.peek_account(address)?.unwrap_or_default()),

@@ -1,0 +1,697 @@
+//! Adversarial runs of the whole state machine: random blocks of random transactions from a
+//! handful of actors who play every role at once (clients, providers, verifiers, challengers,
+//! squatters) and every message type, honest and malicious — several messages of one
+//! transaction and several transactions of one block on the same job included. After every
+//! block every invariant of [`crate::invariants`] must hold; the same blocks run twice must
+//! leave the same state.
+//!
+//! Actions are abstract (indices, choices) and are turned into signed transactions against the
+//! state as it is when their block is built, so a shrunk failing case stays meaningful.
+//! `cargo test` runs a short campaign; `agora bench invariants` a long one.
+
+use crate::{
+    BlockContext, Check, Executor, Genesis, GenesisAccount, GenesisModel, MarketParams, MemState,
+    Outcome, Params, Provider, VerifyParams, invariants, provider_key,
+};
+use agora_types::{
+    AGR, Address, Amount, EncryptionKey, Fault, Hash, JobParams, JobReceipt, JobRequest, Keypair,
+    Message, ModelKind, ProviderInfo, SettledJob, SignedTransaction, Transaction, Verdict,
+    Verification, VerifierInfo, job_fee,
+};
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+
+const CHAIN: &str = "agora-sim";
+/// Actors; each may be a client, a provider and a verifier.
+pub const ACTORS: usize = 8;
+/// Actors `0..PROVIDERS` register as providers in the opening block, the next `VERIFIERS` as
+/// verifiers; every actor funds its escrow. The random blocks may undo any of it.
+const PROVIDERS: usize = 3;
+const VERIFIERS: usize = 4;
+const MODEL: Hash = Hash([0xAB; 32]);
+
+/// Amounts chosen to hit edges: zero, dust, the minimums, more than anyone holds, `u128::MAX`.
+const AMOUNTS: [Amount; 8] = [
+    0,
+    1,
+    1_000_000,
+    AGR,
+    5 * AGR,
+    20 * AGR,
+    900 * AGR,
+    Amount::MAX,
+];
+
+/// One abstract action; turned into a message by [`World::message`].
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// Moves an amount to an actor.
+    Transfer { to: u8, amount: u8 },
+    /// Bonds.
+    Bond { amount: u8 },
+    /// Unbonds.
+    Unbond { amount: u8 },
+    /// Registers as a provider with a price.
+    RegisterProvider { stake: u8, price: u8 },
+    /// Changes its price.
+    UpdateProvider { price: u8 },
+    /// Leaves the provider registry.
+    UnregisterProvider,
+    /// Registers a model (one of a few ids).
+    RegisterModel { id: u8 },
+    /// Deposits into its escrow.
+    EscrowDeposit { amount: u8 },
+    /// Starts a withdrawal.
+    EscrowWithdraw { amount: u8 },
+    /// Settles a job of `client` served by `provider` (signed by both), maybe malformed.
+    Settle {
+        client: u8,
+        provider: u8,
+        nonce: u8,
+        tokens: u16,
+        level: u8,
+        flaw: u8,
+    },
+    /// Registers as a verifier.
+    RegisterVerifier { stake: u8 },
+    /// Leaves the verifier registry.
+    UnregisterVerifier,
+    /// Reveals (one of the parts of) an open check's job to one of its seats.
+    Reveal {
+        check: u8,
+        seat: u8,
+        parts: u8,
+        part: u8,
+    },
+    /// Challenges a settled job.
+    Challenge { job: u8 },
+    /// Posts a verdict on an open check.
+    Verdict { check: u8, pass: bool },
+}
+
+/// A transaction: its messages, and whether it is sent by the natural sender of its first
+/// message (the job's client for a challenge, the check's provider for a reveal, a seated
+/// verifier for a verdict) or by actor `by`.
+#[derive(Clone, Debug)]
+pub struct TxPlan {
+    /// Who sends it when `natural` is false.
+    pub by: u8,
+    /// Send as the natural sender of the first message.
+    pub natural: bool,
+    /// Its messages.
+    pub actions: Vec<Action>,
+}
+
+fn key(i: usize) -> Keypair {
+    Keypair::from_seed_label(&format!("sim-actor{i}"))
+}
+
+fn amount(i: u8) -> Amount {
+    AMOUNTS[usize::from(i) % AMOUNTS.len()]
+}
+
+fn model_id(i: u8) -> Hash {
+    if i.is_multiple_of(3) {
+        MODEL
+    } else {
+        Hash([i; 32])
+    }
+}
+
+/// The genesis of a run: every actor funded, short windows so that every deadline comes.
+pub fn genesis() -> Genesis {
+    Genesis {
+        chain_id: CHAIN.into(),
+        genesis_time_ms: 0,
+        params: Params {
+            min_fee: 10,
+            unbonding_period: 3,
+        },
+        accounts: (0..ACTORS)
+            .map(|i| GenesisAccount {
+                address: key(i).address(),
+                balance: 1_000 * AGR,
+                bonded: 0,
+            })
+            .collect(),
+        market: MarketParams {
+            min_provider_stake: 5 * AGR,
+            escrow_unlock_period: 3,
+            challenge_window: 6,
+            protocol_share_bps: 500,
+        },
+        models: vec![GenesisModel {
+            id: MODEL,
+            name: "sim-model".into(),
+            kind: ModelKind::Chat,
+        }],
+        verify: VerifyParams {
+            sample_bps: 5_000,
+            model_sample_bps: Vec::new(),
+            reveal_window: 3,
+            verdict_window: 3,
+            committee: 3,
+            slash_provider_bps: 1_000,
+            slash_verifier_bps: 500,
+            min_verifier_stake: 5 * AGR,
+            challenge_bond: AGR,
+        },
+        consensus: Default::default(),
+        validators: Vec::new(),
+    }
+}
+
+/// The chain as a run sees it.
+#[derive(Clone, Debug)]
+pub struct World {
+    /// The state after the last block.
+    pub state: MemState,
+    /// The last block's height.
+    pub height: u64,
+    /// Jobs settlements were built for (settled or not): (id, client).
+    jobs: Vec<(Hash, usize)>,
+    /// The last settlement built, to replay.
+    last: Option<SettledJob>,
+    /// Blocks executed.
+    pub blocks: u64,
+    /// Events seen, by kind (successful transactions' and blocks' own), to show what a run
+    /// reached.
+    pub events: BTreeMap<String, u64>,
+}
+
+impl Default for World {
+    fn default() -> Self {
+        let mut state = MemState::default();
+        state.apply(
+            &genesis()
+                .initial_writes()
+                .expect("the sim genesis is valid"),
+        );
+        World {
+            state,
+            height: 0,
+            jobs: Vec::new(),
+            last: None,
+            blocks: 0,
+            events: BTreeMap::new(),
+        }
+    }
+}
+
+impl World {
+    fn decoded<T: borsh::BorshDeserialize>(&self, key: &[u8]) -> Option<T> {
+        self.state
+            .0
+            .get(key)
+            .and_then(|b| borsh::from_slice(b).ok())
+    }
+
+    fn nonce(&self, i: usize) -> u64 {
+        crate::read_account(&self.state, &key(i).address())
+            .ok()
+            .flatten()
+            .map_or(0, |a| a.nonce)
+    }
+
+    /// A job a settlement was built for: mostly the latest (a challenge in the same transaction
+    /// or block as its settlement), else any.
+    fn job(&self, pick: u8) -> Option<(Hash, usize)> {
+        if pick < 160 {
+            self.jobs.last().copied()
+        } else {
+            self.jobs
+                .get(usize::from(pick) % self.jobs.len().max(1))
+                .copied()
+        }
+    }
+
+    fn open_checks(&self) -> Vec<Check> {
+        self.state
+            .0
+            .range(b"chk/".to_vec()..b"chk0".to_vec())
+            .filter_map(|(_, v)| borsh::from_slice::<Check>(v).ok())
+            .filter(|c| c.outcome == Outcome::Open)
+            .collect()
+    }
+
+    fn actor(address: &Address) -> usize {
+        (0..ACTORS)
+            .find(|i| key(*i).address() == *address)
+            .unwrap_or(0)
+    }
+
+    fn info(price: u8) -> ProviderInfo {
+        ProviderInfo {
+            models: vec![MODEL],
+            price_input_per_1k: Amount::from(price) * 1_000,
+            price_output_per_1k: Amount::from(price) * 3_000,
+            endpoint: "http://127.0.0.1:1".into(),
+            encryption_key: EncryptionKey([1; 32]),
+        }
+    }
+
+    /// The natural sender of `action`, if it has one.
+    fn natural_sender(&self, action: &Action) -> Option<usize> {
+        match action {
+            // A client may submit its own job's settlement (and challenge it in the same
+            // transaction).
+            Action::Settle { client, .. } => Some(usize::from(*client) % ACTORS),
+            Action::Challenge { job } => self.job(*job).map(|(_, client)| client),
+            Action::Reveal { check, .. } => {
+                let open = self.open_checks();
+                open.get(usize::from(*check) % open.len().max(1))
+                    .map(|c| Self::actor(&c.provider))
+            }
+            Action::Verdict { check, .. } => {
+                let open = self.open_checks();
+                let c = open.get(usize::from(*check) % open.len().max(1))?;
+                // A seat that can judge now, else any still owing a verdict.
+                c.seats
+                    .iter()
+                    .find(|s| s.verdict.is_none() && s.revealed())
+                    .or_else(|| c.seats.iter().find(|s| s.verdict.is_none()))
+                    .map(|s| Self::actor(&s.verifier))
+            }
+            _ => None,
+        }
+    }
+
+    /// The message for `action` sent by actor `sender`, against the current state.
+    fn message(&mut self, sender: usize, action: &Action) -> Message {
+        match action {
+            Action::Transfer { to, amount: a } => Message::Transfer {
+                to: key(usize::from(*to) % ACTORS).address(),
+                amount: amount(*a),
+            },
+            Action::Bond { amount: a } => Message::Bond { amount: amount(*a) },
+            Action::Unbond { amount: a } => Message::Unbond { amount: amount(*a) },
+            Action::RegisterProvider { stake, price } => Message::RegisterProvider {
+                stake: amount(*stake),
+                info: Self::info(*price),
+            },
+            Action::UpdateProvider { price } => Message::UpdateProvider {
+                info: Self::info(*price),
+            },
+            Action::UnregisterProvider => Message::UnregisterProvider,
+            Action::RegisterModel { id } => Message::RegisterModel {
+                id: model_id(*id),
+                name: format!("model-{id}"),
+                kind: ModelKind::Chat,
+            },
+            Action::EscrowDeposit { amount: a } => Message::EscrowDeposit { amount: amount(*a) },
+            Action::EscrowWithdraw { amount: a } => Message::EscrowWithdraw { amount: amount(*a) },
+            Action::Settle {
+                client,
+                provider,
+                nonce,
+                tokens,
+                level,
+                flaw,
+            } => self.settle(
+                usize::from(*client) % ACTORS,
+                // Mostly the providers of the opening block.
+                usize::from(*provider) % (PROVIDERS + 1),
+                *nonce,
+                *tokens,
+                *level,
+                *flaw,
+            ),
+            Action::RegisterVerifier { stake } => Message::RegisterVerifier {
+                stake: amount(*stake),
+                info: VerifierInfo {
+                    models: vec![MODEL],
+                    encryption_key: EncryptionKey([2; 32]),
+                },
+            },
+            Action::UnregisterVerifier => Message::UnregisterVerifier,
+            Action::Reveal {
+                check,
+                seat,
+                parts,
+                part,
+            } => {
+                let open = self.open_checks();
+                let (job_id, verifier) = match open.get(usize::from(*check) % open.len().max(1)) {
+                    Some(c) if !c.seats.is_empty() => (
+                        c.job_id,
+                        c.seats[usize::from(*seat) % c.seats.len()].verifier,
+                    ),
+                    _ => (Hash::digest(&[*check]), key(sender).address()),
+                };
+                // Mostly whole one-part reveals; sometimes parts that do not fit.
+                let parts = if *parts < 192 {
+                    1
+                } else {
+                    u16::from(*parts % 3) + 1
+                };
+                let part = if *part < 192 {
+                    0
+                } else {
+                    u16::from(*part) % (parts + 1)
+                };
+                Message::RevealJob {
+                    job_id,
+                    verifier,
+                    part,
+                    parts,
+                    data: vec![part as u8; 16],
+                }
+            }
+            Action::Challenge { job } => Message::ChallengeJob {
+                job_id: self.job(*job).map_or(Hash::digest(&[*job]), |(id, _)| id),
+            },
+            Action::Verdict { check, pass } => {
+                let open = self.open_checks();
+                let job_id = open
+                    .get(usize::from(*check) % open.len().max(1))
+                    .map_or(Hash::digest(&[*check]), |c| c.job_id);
+                let verdict = if *pass {
+                    Verdict::Pass
+                } else {
+                    Verdict::Fail {
+                        fault: Fault::WrongToken { position: 0 },
+                    }
+                };
+                Message::PostVerdict { job_id, verdict }
+            }
+        }
+    }
+
+    /// A settlement of one job; `flaw` picks an honest one or one of the ways to cheat.
+    fn settle(
+        &mut self,
+        client: usize,
+        provider: usize,
+        nonce: u8,
+        tokens: u16,
+        level: u8,
+        flaw: u8,
+    ) -> Message {
+        let listed: Option<Provider> = self.decoded(&provider_key(&key(provider).address()));
+        let info = listed.map_or_else(|| Self::info(1), |p| p.info);
+        let out = u32::from(tokens);
+        let fee = job_fee(info.price_input_per_1k, info.price_output_per_1k, 10, out)
+            .unwrap_or(Amount::MAX);
+        let level = match level % 4 {
+            0 => Verification::None,
+            1 | 2 => Verification::Sampled,
+            _ => Verification::Redundant(level % 9),
+        };
+        let mut request = JobRequest {
+            chain_id: CHAIN.into(),
+            client: key(client).public(),
+            provider: key(provider).address(),
+            model: MODEL,
+            input_hash: Hash::digest(&[nonce]),
+            params: JobParams {
+                max_tokens: 64,
+                verification: level,
+                ..JobParams::default()
+            },
+            max_fee: fee.saturating_mul(2),
+            nonce: Hash([nonce; 32]),
+            expiry_height: self.height + 20,
+        };
+        let mut receipt_fee = fee;
+        let mut signer = provider;
+        match flaw % 12 {
+            1 => receipt_fee = fee.saturating_add(1),
+            2 => signer = (provider + 1) % ACTORS,
+            3 => request.expiry_height = self.height,
+            4 => request.max_fee = fee.saturating_sub(1),
+            5 => {
+                // The last settlement again, word for word.
+                if let Some(job) = self.last.clone() {
+                    return Message::SettleJobs { jobs: vec![job] };
+                }
+            }
+            _ => {}
+        }
+        let receipt = JobReceipt {
+            request_hash: request.hash(),
+            output_hash: Hash::digest(&[nonce, 1]),
+            input_tokens: 10,
+            output_tokens: out,
+            fee: receipt_fee,
+        };
+        self.jobs.push((request.id(), client));
+        let job = SettledJob {
+            request: request.sign(&key(client)),
+            receipt: receipt.sign(&key(signer)),
+        };
+        self.last = Some(job.clone());
+        Message::SettleJobs { jobs: vec![job] }
+    }
+
+    /// Builds block `height + 1` from `plans`, runs it and checks every invariant.
+    pub fn step(&mut self, plans: &[TxPlan]) -> Result<(), String> {
+        let height = self.height + 1;
+        let mut next: BTreeMap<usize, u64> = BTreeMap::new();
+        let mut txs: Vec<SignedTransaction> = Vec::new();
+        for plan in plans {
+            let Some(first) = plan.actions.first() else {
+                continue;
+            };
+            let sender = if plan.natural {
+                self.natural_sender(first)
+                    .unwrap_or(usize::from(plan.by) % ACTORS)
+            } else {
+                usize::from(plan.by) % ACTORS
+            };
+            let messages: Vec<Message> = plan
+                .actions
+                .iter()
+                .map(|a| self.message(sender, a))
+                .collect();
+            let nonce = *next.entry(sender).or_insert_with(|| self.nonce(sender));
+            let tx = Transaction {
+                chain_id: CHAIN.into(),
+                sender: key(sender).public(),
+                nonce,
+                fee: 10,
+                messages,
+            }
+            .sign(&key(sender));
+            // A transaction admission refuses never enters a block.
+            let mut probe =
+                Executor::new(&self.state, self.ctx(height)).map_err(|e| e.to_string())?;
+            for t in &txs {
+                probe.apply_tx(t, t.hash()).map_err(|e| e.to_string())?;
+            }
+            if probe.check_tx(&tx).is_ok() {
+                next.insert(sender, nonce + 1);
+                txs.push(tx);
+            }
+        }
+        let out = Executor::execute_block(&self.state, self.ctx(height), &txs)
+            .map_err(|e| format!("block {height}: {e}"))?;
+        self.state.apply(&out.writes);
+        self.height = height;
+        self.blocks += 1;
+        let receipts = out.receipts.iter().flat_map(|r| &r.events);
+        for e in receipts.chain(&out.block_events) {
+            let kind = if e.kind == "check_decided" {
+                let outcome = e.attributes.iter().find(|(k, _)| k == "outcome");
+                format!("check_decided:{}", outcome.map_or("", |(_, v)| v.as_str()))
+            } else {
+                e.kind.clone()
+            };
+            *self.events.entry(kind).or_default() += 1;
+        }
+        let entries = self
+            .state
+            .0
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_slice()));
+        invariants::check(height, entries).map_err(|v| format!("after block {height}: {v}"))?;
+        Ok(())
+    }
+
+    fn ctx(&self, height: u64) -> BlockContext {
+        BlockContext {
+            chain_id: CHAIN.into(),
+            height,
+            time_ms: height * 500,
+            proposer: key(height as usize % ACTORS).address(),
+            prev_hash: Hash::digest(&height.to_le_bytes()),
+        }
+    }
+}
+
+/// Any action, weighted towards the ones that move money in the market.
+pub fn arb_action() -> impl Strategy<Value = Action> {
+    let b = any::<u8>;
+    prop_oneof![
+        1 => (b(), b()).prop_map(|(to, amount)| Action::Transfer { to, amount }),
+        1 => b().prop_map(|amount| Action::Bond { amount }),
+        1 => b().prop_map(|amount| Action::Unbond { amount }),
+        2 => (b(), b()).prop_map(|(stake, price)| Action::RegisterProvider { stake, price }),
+        1 => b().prop_map(|price| Action::UpdateProvider { price }),
+        1 => Just(Action::UnregisterProvider),
+        1 => b().prop_map(|id| Action::RegisterModel { id }),
+        2 => b().prop_map(|amount| Action::EscrowDeposit { amount }),
+        1 => b().prop_map(|amount| Action::EscrowWithdraw { amount }),
+        6 => (b(), b(), b(), 0u16..2_000, b(), b()).prop_map(
+            |(client, provider, nonce, tokens, level, flaw)| Action::Settle {
+                client,
+                provider,
+                nonce,
+                tokens,
+                level,
+                flaw,
+            }
+        ),
+        2 => b().prop_map(|stake| Action::RegisterVerifier { stake }),
+        1 => Just(Action::UnregisterVerifier),
+        10 => (b(), b(), b(), b()).prop_map(|(check, seat, parts, part)| Action::Reveal {
+            check,
+            seat,
+            parts,
+            part,
+        }),
+        3 => b().prop_map(|job| Action::Challenge { job }),
+        10 => (b(), any::<bool>()).prop_map(|(check, pass)| Action::Verdict { check, pass }),
+    ]
+}
+
+/// A transaction of 1 to 3 actions.
+pub fn arb_tx() -> impl Strategy<Value = TxPlan> {
+    (
+        any::<u8>(),
+        prop::bool::weighted(0.7),
+        prop::collection::vec(arb_action(), 1..4),
+    )
+        .prop_map(|(by, natural, actions)| TxPlan {
+            by,
+            natural,
+            actions,
+        })
+}
+
+/// A run: up to `blocks` blocks of up to 7 transactions each.
+pub fn arb_run(blocks: usize) -> impl Strategy<Value = Vec<Vec<TxPlan>>> {
+    prop::collection::vec(prop::collection::vec(arb_tx(), 0..8), 1..=blocks)
+}
+
+/// Runs the opening block, then `blocks`, then a few empty blocks so every window closes;
+/// checks the invariants after each. Returns the final world.
+pub fn run(blocks: &[Vec<TxPlan>]) -> Result<World, String> {
+    let mut world = World::default();
+    let opening: Vec<TxPlan> = (0..ACTORS)
+        .map(|i| {
+            let mut actions = vec![Action::EscrowDeposit { amount: 5 }];
+            if i < PROVIDERS {
+                actions.push(Action::RegisterProvider { stake: 5, price: 1 });
+            } else if i < PROVIDERS + VERIFIERS {
+                actions.push(Action::RegisterVerifier { stake: 5 });
+            }
+            TxPlan {
+                by: i as u8,
+                natural: false,
+                actions,
+            }
+        })
+        .collect();
+    world.step(&opening)?;
+    for plans in blocks {
+        world.step(plans)?;
+    }
+    // Closing: providers reveal to every seat, seats judge (some pass, some fail), until every
+    // window is over.
+    for round in 0..12u8 {
+        let plans = world.closing(round);
+        world.step(&plans)?;
+    }
+    Ok(world)
+}
+
+impl World {
+    /// The reveals and verdicts the open checks wait for; whether a seat passes depends on the
+    /// job and the round, so that disputes are won and lost both ways.
+    fn closing(&self, round: u8) -> Vec<TxPlan> {
+        let mut plans = Vec::new();
+        let open = self.open_checks();
+        for (i, c) in open.iter().enumerate() {
+            let i = i as u8;
+            for (j, seat) in c.seats.iter().enumerate() {
+                if seat.verdict.is_some() {
+                    continue;
+                }
+                let action = if seat.revealed() {
+                    let pass = !(c.job_id.0[0] ^ round ^ j as u8).is_multiple_of(3);
+                    Action::Verdict { check: i, pass }
+                } else {
+                    Action::Reveal {
+                        check: i,
+                        seat: j as u8,
+                        parts: 0,
+                        part: 0,
+                    }
+                };
+                let by = if seat.revealed() {
+                    Self::actor(&seat.verifier)
+                } else {
+                    Self::actor(&c.provider)
+                };
+                plans.push(TxPlan {
+                    by: by as u8,
+                    natural: false,
+                    actions: vec![action],
+                });
+            }
+        }
+        plans
+    }
+}
+
+/// Runs each case twice: every invariant after every block, and the same final state.
+/// Returns the blocks executed.
+pub fn check_run(blocks: &[Vec<TxPlan>]) -> Result<u64, TestCaseError> {
+    let a = run(blocks).map_err(TestCaseError::fail)?;
+    let b = run(blocks).map_err(TestCaseError::fail)?;
+    prop_assert_eq!(a.state.0, b.state.0, "the same blocks gave two states");
+    Ok(a.blocks + b.blocks)
+}
+
+/// What a campaign did.
+#[derive(Clone, Debug, Default)]
+pub struct CampaignStats {
+    /// Random runs.
+    pub cases: u64,
+    /// Blocks executed (each run twice).
+    pub blocks: u64,
+}
+
+/// Runs random cases for `seconds` (at least one batch) from `seed`. `Err` carries the
+/// shrunk failing case.
+pub fn campaign(seconds: u64, seed: u64) -> Result<CampaignStats, String> {
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    let start = std::time::Instant::now();
+    let mut stats = CampaignStats::default();
+    let mut batch = seed;
+    loop {
+        let mut bytes = [0u8; 32];
+        bytes[..8].copy_from_slice(&batch.to_le_bytes());
+        let config = Config {
+            cases: 64,
+            failure_persistence: None,
+            ..Config::default()
+        };
+        let mut runner =
+            TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes));
+        let executed = std::sync::atomic::AtomicU64::new(0);
+        runner
+            .run(&arb_run(24), |b| {
+                let n = check_run(&b)?;
+                executed.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            })
+            .map_err(|e| format!("seed {batch}: {e}"))?;
+        stats.cases += 64;
+        stats.blocks += executed.into_inner();
+        batch = batch.wrapping_add(1);
+        if start.elapsed().as_secs() >= seconds {
+            return Ok(stats);
+        }
+    }
+}
