@@ -101,7 +101,8 @@ pub enum TxCommand {
         amount: String,
     },
     /// Dispute one of your jobs while its fee is pending: a committee of verifiers re-checks it
-    /// (locks the chain's challenge bond, 1 AGR by default: returned if the job is found wrong).
+    /// (locks the chain's challenge bond, 1 AGR by default: returned if the job is found wrong,
+    /// paid to the committee if not). The committee is drawn in the next block.
     Challenge {
         #[command(flatten)]
         opts: TxOpts,

@@ -1,9 +1,9 @@
 use crate::{
     Account, ConsensusParams, Error, Escrow, EscrowRelease, FeeState, JobRecord, JobRejection,
     MarketParams, ModelInfo, Params, Provider, Result, TxError, UnbondingEntry, VerifyParams,
-    account_key, consensus_params_key, deadline_queue_key, draw_queue_key, escrow_key,
-    escrow_queue_key, job_key, market_params_key, model_key, params_key, pending_key, provider_key,
-    unbonding_key, verifier_pool_key, verify_params_key,
+    account_key, committee_queue_key, consensus_params_key, deadline_queue_key, draw_queue_key,
+    escrow_key, escrow_queue_key, job_key, market_params_key, model_key, params_key, pending_key,
+    provider_key, unbonding_key, verifier_pool_key, verify_params_key,
 };
 
 mod checks;
@@ -99,6 +99,7 @@ pub struct Executor<'a> {
     unbonding_adds: BTreeMap<u64, Vec<UnbondingEntry>>,
     escrow_adds: BTreeMap<u64, Vec<EscrowRelease>>,
     draw_adds: BTreeMap<u64, Vec<Hash>>,
+    committee_adds: BTreeMap<u64, Vec<Hash>>,
     deadline_adds: BTreeMap<u64, BTreeSet<Hash>>,
     verify: VerifyParams,
     consensus: ConsensusParams,
@@ -116,6 +117,8 @@ struct Scratch {
     escrow_releases: Vec<(u64, EscrowRelease)>,
     /// Jobs whose check is drawn at a height.
     draws: Vec<(u64, Hash)>,
+    /// Disputes whose committee is drawn at a height.
+    committee_draws: Vec<(u64, Hash)>,
     /// Checks with a deadline at a height.
     deadlines: Vec<(u64, Hash)>,
 }
@@ -187,6 +190,7 @@ impl<'a> Executor<'a> {
             unbonding_adds: BTreeMap::new(),
             escrow_adds: BTreeMap::new(),
             draw_adds: BTreeMap::new(),
+            committee_adds: BTreeMap::new(),
             deadline_adds: BTreeMap::new(),
             accounts: BTreeMap::new(),
             dirty: BTreeSet::new(),
@@ -348,6 +352,9 @@ impl<'a> Executor<'a> {
         }
         for (height, job) in scratch.draws {
             self.draw_adds.entry(height).or_default().push(job);
+        }
+        for (height, job) in scratch.committee_draws {
+            self.committee_adds.entry(height).or_default().push(job);
         }
         for (height, job) in scratch.deadlines {
             self.deadline_adds.entry(height).or_default().insert(job);
@@ -893,6 +900,7 @@ impl<'a> Executor<'a> {
         self.release_escrow(&mut block_events)?;
         // A check that opens takes its job's fee out of the pending queue until it is decided.
         self.draw_checks(&mut block_events)?;
+        self.draw_committees(&mut block_events)?;
         self.enforce_deadlines(&mut block_events)?;
         self.release_fees(&mut block_events)?;
         self.flush_queues()?;
@@ -951,6 +959,14 @@ impl<'a> Executor<'a> {
         }
         for (height, adds) in std::mem::take(&mut self.draw_adds) {
             append_queue(self.base, &mut self.writes, draw_queue_key(height), adds)?;
+        }
+        for (height, adds) in std::mem::take(&mut self.committee_adds) {
+            append_queue(
+                self.base,
+                &mut self.writes,
+                committee_queue_key(height),
+                adds,
+            )?;
         }
         for (height, adds) in std::mem::take(&mut self.deadline_adds) {
             let key = deadline_queue_key(height);

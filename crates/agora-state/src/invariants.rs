@@ -12,7 +12,8 @@
 //! - **Windows**: after block `h` no queue (unbonding, escrow, fees, draws, deadlines) holds an
 //!   entry at or below `h`; a pending fee's window ends after `h` and its reminder is queued; a
 //!   held fee has an open check, and every open check's job is held; every seat still owed a
-//!   reveal or a verdict is inside its window. So nothing stays locked past its windows.
+//!   reveal or a verdict is inside its window, and an open check with no such seat has its
+//!   committee's draw queued. So nothing stays locked past its windows.
 
 use crate::{
     Account, Check, Escrow, EscrowRelease, FeeState, JobRecord, Outcome, Provider, UnbondingEntry,
@@ -96,6 +97,7 @@ pub fn check<'a>(
     let mut unbonding: BTreeMap<Address, Amount> = BTreeMap::new();
     let mut withdrawing: BTreeMap<Address, Amount> = BTreeMap::new();
     let mut pending: BTreeSet<(u64, Hash)> = BTreeSet::new();
+    let mut committees_due: BTreeSet<Hash> = BTreeSet::new();
     let mut open_index: BTreeSet<(Address, Hash)> = BTreeSet::new();
     let mut verifier_set: Option<Vec<Address>> = None;
     let mut supply = None;
@@ -204,6 +206,11 @@ pub fn check<'a>(
             for j in decode::<Vec<Hash>>(&mut bad, key, value).unwrap_or_default() {
                 pending.insert((h, j));
             }
+        } else if let Some(h) = queue_height(b"cmtq/") {
+            if h <= height {
+                bad.push(format!("committee queue at {h} left behind at {height}"));
+            }
+            committees_due.extend(decode::<Vec<Hash>>(&mut bad, key, value).unwrap_or_default());
         } else if let Some(h) = queue_height(b"drw/").or_else(|| queue_height(b"ddl/"))
             && h <= height
         {
@@ -277,6 +284,10 @@ pub fn check<'a>(
         }
         *provider_checks.entry(c.provider).or_default() += 1;
         expected_index.insert((c.provider, *id));
+        // Something must still happen: a seat owes a reveal or verdict, or a committee is due.
+        if c.seats.iter().all(|s| s.verdict.is_some()) && !committees_due.contains(id) {
+            bad.push(format!("check {id}: open with nothing left to wait for"));
+        }
         for s in c.seats.iter().filter(|s| s.verdict.is_none()) {
             *verifier_seats.entry(s.verifier).or_default() += 1;
             expected_index.insert((s.verifier, *id));

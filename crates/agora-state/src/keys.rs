@@ -124,6 +124,13 @@ pub fn draw_queue_key(height: u64) -> Vec<u8> {
     key
 }
 
+/// `cmtq/` + big-endian height → job ids whose dispute committee is drawn at that height.
+pub fn committee_queue_key(height: u64) -> Vec<u8> {
+    let mut key = b"cmtq/".to_vec();
+    key.extend_from_slice(&height.to_be_bytes());
+    key
+}
+
 /// `ddl/` + big-endian height → job ids whose check has a deadline at that height.
 pub fn deadline_queue_key(height: u64) -> Vec<u8> {
     let mut key = b"ddl/".to_vec();

@@ -1233,13 +1233,18 @@ mod market {
             let events = block(&mut s, 5, vec![verdict(1, first, false)]);
             let dispute = named(&events, "dispute_opened");
             assert_eq!(dispute.len(), 1);
+            // The committee is drawn at the end of the next block: unknown to the accuser.
+            assert_eq!(attr(dispute[0], "committee_drawn_at"), "6");
+            assert_eq!(check(&s, 1).unwrap().seats.len(), 1);
+            let events = block(&mut s, 6, vec![]);
+            assert_eq!(named(&events, "committee_drawn").len(), 1);
             let c = check(&s, 1).unwrap();
             assert!(c.dispute);
             let committee: Vec<usize> = c.seats[1..].iter().map(|x| who(&x.verifier)).collect();
             assert_eq!(committee.len(), 3);
             assert!(!committee.contains(&first));
             // Reveals to each member; two find the same fault, one passes it.
-            block(&mut s, 6, committee.iter().map(|v| reveal(1, *v)).collect());
+            block(&mut s, 7, committee.iter().map(|v| reveal(1, *v)).collect());
             let stakes: Vec<u128> = committee.iter().map(|v| verifier(&s, *v).stake).collect();
             let balances: Vec<u128> = [first, committee[0], committee[1]]
                 .iter()
@@ -1247,7 +1252,7 @@ mod market {
                 .collect();
             let events = block(
                 &mut s,
-                7,
+                8,
                 vec![
                     verdict(1, committee[2], true),
                     verdict(1, committee[0], false),
@@ -1260,7 +1265,7 @@ mod market {
             let slashed = named(&events, "provider_slashed");
             assert_eq!(attr(slashed[0], "slashed"), AGR.to_string());
             let p = provider(&s, PROVIDER).unwrap();
-            assert_eq!((p.stake, p.retired_height, p.frauds), (9 * AGR, Some(7), 1));
+            assert_eq!((p.stake, p.retired_height, p.frauds), (9 * AGR, Some(8), 1));
             assert_eq!(account(&s, &key(PROVIDER).address()).unbonding, 0);
             // The client gets the fee back.
             assert_eq!(escrow(&s, CLIENT).balance, escrow_before + 500);
@@ -1276,7 +1281,7 @@ mod market {
             assert_eq!(verifier(&s, committee[2]).stake, stakes[2] - stakes[2] / 20);
             assert_eq!(verifier(&s, committee[2]).overturned, 1);
             // No fee is ever released for it.
-            for h in 8..40 {
+            for h in 9..40 {
                 let events = block(&mut s, h, vec![]);
                 assert!(named(&events, "fee_released").is_empty(), "{events:?}");
             }
@@ -1288,15 +1293,16 @@ mod market {
             let first = settled_and_drawn(&mut s, 1)[0];
             block(&mut s, 4, vec![reveal(1, first)]);
             block(&mut s, 5, vec![verdict(1, first, false)]);
+            block(&mut s, 6, vec![]);
             let committee: Vec<usize> = check(&s, 1).unwrap().seats[1..]
                 .iter()
                 .map(|x| who(&x.verifier))
                 .collect();
-            block(&mut s, 6, committee.iter().map(|v| reveal(1, *v)).collect());
+            block(&mut s, 7, committee.iter().map(|v| reveal(1, *v)).collect());
             let stake = verifier(&s, first).stake;
             let events = block(
                 &mut s,
-                7,
+                8,
                 vec![
                     verdict(1, committee[0], true),
                     verdict(1, committee[1], true),
@@ -1311,7 +1317,7 @@ mod market {
             // The third member's seat closed undecided: it can leave.
             assert_eq!(verifier(&s, committee[2]).open_seats, 0);
             assert!(provider(&s, PROVIDER).is_some());
-            let events: Vec<Event> = (8..=32).flat_map(|h| block(&mut s, h, vec![])).collect();
+            let events: Vec<Event> = (9..=32).flat_map(|h| block(&mut s, h, vec![])).collect();
             assert_eq!(named(&events, "fee_released").len(), 1);
         }
 
@@ -1472,7 +1478,14 @@ mod market {
                 balance - 10 - AGR
             );
             assert_eq!(fails(&s, 7, CLIENT, challenge(1).1), "invalid_challenge");
-            let committee: Vec<usize> = c
+            // The committee is drawn at the end of the next block, from its hash.
+            assert_eq!(
+                c.seats.iter().filter(|x| x.role == Role::Committee).count(),
+                0
+            );
+            block(&mut s, 7, vec![]);
+            let committee: Vec<usize> = check(&s, 1)
+                .unwrap()
                 .seats
                 .iter()
                 .filter(|x| x.role == Role::Committee)
@@ -1480,10 +1493,10 @@ mod market {
                 .collect();
             assert_eq!(committee.len(), 3);
             assert!(!committee.contains(&first));
-            block(&mut s, 7, committee.iter().map(|v| reveal(1, *v)).collect());
+            block(&mut s, 8, committee.iter().map(|v| reveal(1, *v)).collect());
             let events = block(
                 &mut s,
-                8,
+                9,
                 vec![
                     verdict(1, committee[0], false),
                     verdict(1, committee[1], false),
@@ -1492,7 +1505,7 @@ mod market {
             assert_eq!(attr(named(&events, "check_decided")[0], "outcome"), "fraud");
             // The lying verifier is slashed; the client has its fee and its bond back.
             assert_eq!(verifier(&s, first).stake, stake - stake / 20);
-            assert_eq!(provider(&s, PROVIDER).unwrap().retired_height, Some(8));
+            assert_eq!(provider(&s, PROVIDER).unwrap().retired_height, Some(9));
             // (Less the challenge transaction's fee.)
             assert_eq!(account(&s, &key(CLIENT).address()).balance, balance - 10);
         }
@@ -1515,14 +1528,15 @@ mod market {
             assert!(check(&s, 1).is_none());
             let provider_balance = account(&s, &key(PROVIDER).address()).balance;
             block(&mut s, 4, vec![challenge(1)]);
+            block(&mut s, 5, vec![]);
             let c = check(&s, 1).unwrap();
             assert!(!c.drawn, "opened by the challenge, not by the draw");
             let committee: Vec<usize> = c.seats.iter().map(|x| who(&x.verifier)).collect();
             assert_eq!(committee.len(), 3);
-            block(&mut s, 5, committee.iter().map(|v| reveal(1, *v)).collect());
+            block(&mut s, 6, committee.iter().map(|v| reveal(1, *v)).collect());
             let events = block(
                 &mut s,
-                6,
+                7,
                 vec![
                     verdict(1, committee[0], true),
                     verdict(1, committee[2], true),
@@ -1546,7 +1560,7 @@ mod market {
                     .iter()
                     .all(|e| attr(e, "amount") == (AGR / 2).to_string())
             );
-            let released: Vec<Event> = (7..=32).flat_map(|h| block(&mut s, h, vec![])).collect();
+            let released: Vec<Event> = (8..=32).flat_map(|h| block(&mut s, h, vec![])).collect();
             assert_eq!(named(&released, "fee_released").len(), 1);
             // Too late now: the fee is out.
             assert_eq!(fails(&s, 33, CLIENT, challenge(1).1), "invalid_challenge");
@@ -1676,22 +1690,24 @@ mod market {
             assert_eq!(fee_state(&s2), FeeState::Held);
             // The committee passes it: the fee waits out its window and is paid once, never
             // twice.
+            block(&mut s2, 3, vec![]);
+            let c = check(&s2, 1).unwrap();
             let committee: Vec<usize> = c.seats.iter().map(|x| who(&x.verifier)).collect();
             block(
                 &mut s2,
-                3,
+                4,
                 committee.iter().map(|v| reveal(1, *v)).collect(),
             );
             block(
                 &mut s2,
-                4,
+                5,
                 vec![
                     verdict(1, committee[0], true),
                     verdict(1, committee[1], true),
                 ],
             );
             let mut released = 0;
-            for h in 5..=40 {
+            for h in 6..=40 {
                 released += named(&block(&mut s2, h, vec![]), "fee_released").len();
             }
             assert_eq!(released, 1);
@@ -1713,17 +1729,18 @@ mod market {
                 ],
             );
             assert_eq!(fee_state(&s3), FeeState::Held);
+            block(&mut s3, 3, vec![]);
             let c = check(&s3, 1).unwrap();
             let committee: Vec<usize> = c.seats.iter().map(|x| who(&x.verifier)).collect();
             block(
                 &mut s3,
-                3,
+                4,
                 committee.iter().map(|v| reveal(1, *v)).collect(),
             );
             let escrow_before = escrow(&s3, CLIENT).balance;
             block(
                 &mut s3,
-                4,
+                5,
                 vec![
                     verdict(1, committee[0], false),
                     verdict(1, committee[1], false),
@@ -1731,7 +1748,7 @@ mod market {
             );
             // Refunded once; never released.
             assert_eq!(escrow(&s3, CLIENT).balance, escrow_before + 500);
-            for h in 5..=40 {
+            for h in 6..=40 {
                 assert!(named(&block(&mut s3, h, vec![]), "fee_released").is_empty());
             }
         }
@@ -1784,6 +1801,7 @@ mod market {
                 4,
                 vec![(CLIENT, Message::ChallengeJob { job_id: id })],
             );
+            block(&mut s, 5, vec![]);
             let committee: Vec<usize> = check_of(&s, &id)
                 .unwrap()
                 .seats
@@ -1792,19 +1810,19 @@ mod market {
                 .collect();
             block(
                 &mut s,
-                5,
+                6,
                 committee.iter().map(|v| reveal_of(id, *v)).collect(),
             );
             block(
                 &mut s,
-                6,
+                7,
                 vec![
                     verdict_of(id, committee[0], true),
                     verdict_of(id, committee[1], true),
                 ],
             );
             assert_eq!(check_of(&s, &id).unwrap().outcome, Outcome::Passed);
-            for h in 7..=40 {
+            for h in 8..=40 {
                 block(&mut s, h, vec![]);
             }
             // The gang paid the protocol share of its own fee into the pool and its
@@ -1831,14 +1849,15 @@ mod market {
             // The challenge lands in the block whose end draws the job's check.
             let events = block(&mut s, 3, vec![challenge(1)]);
             assert!(named(&events, "job_sampled").is_empty(), "{events:?}");
+            block(&mut s, 4, vec![]);
             let c = check(&s, 1).unwrap();
             assert_eq!(c.challenger, Some((key(CLIENT).address(), AGR)));
             assert_eq!(c.seats.len(), 3);
             let committee: Vec<usize> = c.seats.iter().map(|x| who(&x.verifier)).collect();
-            block(&mut s, 4, committee.iter().map(|v| reveal(1, *v)).collect());
+            block(&mut s, 5, committee.iter().map(|v| reveal(1, *v)).collect());
             block(
                 &mut s,
-                5,
+                6,
                 vec![
                     verdict(1, committee[0], true),
                     verdict(1, committee[1], true),
@@ -1847,7 +1866,7 @@ mod market {
             assert_eq!(check(&s, 1).unwrap().outcome, Outcome::Passed);
             // Every seat and check closed: the provider leaves once its fees are out of reach.
             assert_eq!(provider(&s, PROVIDER).unwrap().open_checks, 0);
-            for h in 6..=32 {
+            for h in 7..=32 {
                 block(&mut s, h, vec![]);
             }
             block(&mut s, 33, vec![(PROVIDER, Message::UnregisterProvider)]);

@@ -247,6 +247,8 @@ fn a_verifier_passes_an_honest_audit_and_convicts_a_doctored_report() {
         )]
     );
     net.block();
+    // The dispute's committee is drawn in the next block: nobody else checks this model.
+    net.block();
     let state = job_state(&net, &job);
     assert_eq!(state["check"]["outcome"], "fraud", "{state}");
     assert_eq!(state["state"], "refunded");

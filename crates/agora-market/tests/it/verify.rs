@@ -222,6 +222,8 @@ fn a_provider_that_changes_one_token_is_caught_slashed_and_the_client_refunded()
         "{verdicts:?}"
     );
     net.block();
+    // The dispute's committee is drawn in the next block: nobody else checks this model.
+    net.block();
     // The only verifier's verdict stands (no one else can be drawn): fraud.
     let state = job_state(&net, &job);
     assert_eq!(state["check"]["outcome"], "fraud", "{state}");
@@ -270,6 +272,8 @@ fn every_cheating_strategy_is_caught_on_chain_and_the_cheater_slashed() {
             "{}: {verdicts:?}",
             cheat.name()
         );
+        net.block();
+        // The dispute's committee is drawn in the next block.
         net.block();
         let state = job_state(&net, &job);
         assert_eq!(

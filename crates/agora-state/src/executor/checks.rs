@@ -5,9 +5,9 @@
 use super::{Executor, Scratch, decode, encode, read};
 use crate::{
     Account, Check, Error, Escrow, FeeState, JobRecord, Outcome, Provider, Result, Role, Seat,
-    TxError, UnbondingEntry, Verifier, VerifyParams, check_key, deadline_queue_key, draw_queue_key,
-    escrow_key, job_key, open_check_key, provider_key, reveal_key, verifier_key, verifier_pool_key,
-    verifier_set_key,
+    TxError, UnbondingEntry, Verifier, VerifyParams, check_key, committee_queue_key,
+    deadline_queue_key, draw_queue_key, escrow_key, job_key, open_check_key, provider_key,
+    reveal_key, verifier_key, verifier_pool_key, verifier_set_key,
 };
 use agora_types::{
     Address, Amount, Event, Hash, MAX_REVEAL_PART_BYTES, MAX_REVEAL_PARTS, Verdict, Verification,
@@ -399,8 +399,10 @@ impl Executor<'_> {
                 have: from.balance,
             }));
         }
-        let drawn = self.draw(scratch, &check, usize::from(self.verify.committee))?;
-        if drawn.is_empty() {
+        if self
+            .draw(scratch, &check, usize::from(self.verify.committee))?
+            .is_empty()
+        {
             return refuse("no verifier can be drawn for this model".into());
         }
         from.balance -= bond;
@@ -411,15 +413,15 @@ impl Executor<'_> {
             // this check's (the draw then finds the fee held and opens nothing).
             check.budget = self.take_from_pool(scratch, self.check_budget(&record, false))?;
         }
-        self.seat_all(scratch, &mut check, &drawn, Role::Committee)?;
         self.open_for_provider(scratch, *job_id, &mut record)?;
+        let at = self.schedule_committee(scratch, *job_id);
         events.push(Event::new(
             "job_challenged",
             &[
                 ("job_id", job_id.to_hex()),
                 ("client", sender.to_string()),
                 ("bond", bond.to_string()),
-                ("committee", address_list(&drawn)),
+                ("committee_drawn_at", at.to_string()),
             ],
         ));
         scratch.writes.insert(ckey, Some(encode(&check)));
@@ -709,6 +711,50 @@ impl Executor<'_> {
         Ok(())
     }
 
+    /// A dispute's committee is drawn at the end of the next block, from that block's hash:
+    /// whoever opens the dispute (a challenging client, an accusing verifier) cannot know, when
+    /// it sends its transaction, who will judge. Returns the height of the draw.
+    fn schedule_committee(&self, scratch: &mut Scratch, job_id: Hash) -> u64 {
+        let at = self.ctx.height.saturating_add(1);
+        scratch.committee_draws.push((at, job_id));
+        at
+    }
+
+    /// End of block: seats the committees of the disputes opened in the previous block. With no
+    /// verifier to draw, the check is decided as it stands (a first verdict of fraud holds;
+    /// otherwise nobody checked it).
+    pub(super) fn draw_committees(&mut self, events: &mut Vec<Event>) -> Result<()> {
+        let key = committee_queue_key(self.ctx.height);
+        let Some(bytes) = read(self.base, &[&self.writes], &key)? else {
+            return Ok(());
+        };
+        let queue: Vec<Hash> = decode(&key, &bytes)?;
+        self.writes.insert(key, None);
+        let mut scratch = Scratch::default();
+        for job_id in queue {
+            let ckey = check_key(&job_id);
+            let Some(mut check) = self.open_check(&scratch, &ckey)? else {
+                continue;
+            };
+            let drawn = self.draw(&scratch, &check, usize::from(self.verify.committee))?;
+            events.push(Event::new(
+                "committee_drawn",
+                &[
+                    ("job_id", job_id.to_hex()),
+                    ("committee", address_list(&drawn)),
+                ],
+            ));
+            if drawn.is_empty() {
+                self.evaluate(&mut scratch, &mut check, events)?;
+            } else {
+                self.seat_all(&mut scratch, &mut check, &drawn, Role::Committee)?;
+            }
+            scratch.writes.insert(ckey, Some(encode(&check)));
+        }
+        self.commit_scratch(scratch);
+        Ok(())
+    }
+
     /// End of block: a reveal missing at its deadline convicts the provider; a verdict missing at
     /// its deadline dismisses the verifier, and another is drawn in its place.
     pub(super) fn enforce_deadlines(&mut self, events: &mut Vec<Event>) -> Result<()> {
@@ -812,21 +858,15 @@ impl Executor<'_> {
                 Some(Verdict::Pass) => self.resolve(scratch, check, Outcome::Passed, events)?,
                 Some(Verdict::Fail { .. }) => {
                     check.dispute = true;
-                    let drawn = self.draw(scratch, check, usize::from(self.verify.committee))?;
+                    let at = self.schedule_committee(scratch, check.job_id);
                     events.push(Event::new(
                         "dispute_opened",
                         &[
                             ("job_id", check.job_id.to_hex()),
                             ("accuser", first.verifier.to_string()),
-                            ("committee", address_list(&drawn)),
+                            ("committee_drawn_at", at.to_string()),
                         ],
                     ));
-                    if drawn.is_empty() {
-                        // No one else can judge: the first verdict stands.
-                        self.resolve(scratch, check, Outcome::Fraud, events)?;
-                    } else {
-                        self.seat_all(scratch, check, &drawn, Role::Committee)?;
-                    }
                 }
             }
             return Ok(());
