@@ -804,7 +804,8 @@ mod tests {
             chain_id: "chain-test".into(),
             sender: key("alice").public(),
             nonce: 0,
-            fee: 100,
+            // Two messages: two units of work.
+            fee: 200,
             messages: vec![
                 Message::Transfer {
                     to: key("bob").address(),

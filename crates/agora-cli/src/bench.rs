@@ -397,7 +397,7 @@ fn market(n_jobs: usize, n_clients: usize) -> Result<()> {
             chain_id: chain_id.into(),
             sender: key.public(),
             nonce,
-            fee: 1_000,
+            fee: 1_000 * u128::from(agora_types::work_units(&messages)),
             messages,
         }
         .sign(key)

@@ -99,7 +99,7 @@ fn submit(chain: &HttpChain, chain_id: &str, key: &Keypair, messages: Vec<Messag
         chain_id: chain_id.to_string(),
         sender: key.public(),
         nonce: chain.nonce(&key.address())?,
-        fee: 1_000,
+        fee: 1_000 * u128::from(agora_types::work_units(&messages)),
         messages,
     }
     .sign(key);

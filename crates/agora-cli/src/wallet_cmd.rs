@@ -281,12 +281,16 @@ pub fn tx(home: PathBuf, cmd: TxCommand) -> Result<()> {
         .as_str()
         .context("status without chain_id")?
         .to_string();
+    // The chain's minimum is per unit of work (a transfer is one).
     let fee = match &opts.fee {
         Some(f) => parse_amount(f)?,
         None => status["min_fee"]
             .as_str()
-            .and_then(|s| s.parse().ok())
-            .context("status without min_fee")?,
+            .and_then(|s| s.parse::<u128>().ok())
+            .context("status without min_fee")?
+            .saturating_mul(u128::from(agora_types::work_units(std::slice::from_ref(
+                &message,
+            )))),
     };
     let address = key.address();
     let account = client

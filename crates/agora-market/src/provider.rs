@@ -51,7 +51,8 @@ pub struct Delivery {
 pub struct ProviderConfig {
     /// Blocks a request must stay settle-able after it arrives.
     pub min_expiry_margin: u64,
-    /// Fee paid for each settlement transaction, in base units.
+    /// Fee paid per unit of work of each transaction it sends (settlements, reveals), in base
+    /// units: the chain's minimum fee per unit ([`agora_types::work_units`]).
     pub settle_tx_fee: Amount,
     /// Where job inputs are kept for the verification window (none: not kept).
     pub jobs_dir: Option<PathBuf>,
@@ -428,7 +429,10 @@ impl Provider {
             chain_id: self.chain_id.clone(),
             sender: self.key.public(),
             nonce,
-            fee: self.config.settle_tx_fee,
+            fee: self
+                .config
+                .settle_tx_fee
+                .saturating_mul(Amount::from(agora_types::work_units(&messages))),
             messages,
         }
         .sign(&self.key);

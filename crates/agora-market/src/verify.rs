@@ -143,7 +143,8 @@ impl Verifier {
             chain_id: self.chain_id.clone(),
             sender: self.key.public(),
             nonce,
-            fee: 1_000,
+            // The devnet's minimum fee per unit of work.
+            fee: 1_000 * u128::from(agora_types::work_units(&messages)),
             messages,
         }
         .sign(&self.key);

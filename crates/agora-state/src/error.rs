@@ -23,7 +23,7 @@ pub enum TxError {
     #[error("nonce {got} leaves a gap: the account's next nonce is {expected}")]
     NonceTooHigh { expected: u64, got: u64 },
     /// Fee under the chain's minimum.
-    #[error("fee {got} is below the minimum fee {min} (base units)")]
+    #[error("fee {got} is below the minimum fee {min} for this transaction's work (base units)")]
     FeeTooLow { min: Amount, got: Amount },
     /// The sender has never received funds.
     #[error("unknown account {address}: it has never received funds")]
@@ -76,9 +76,12 @@ pub enum TxError {
     /// The sender is not a registered verifier.
     #[error("{address} is not a registered verifier")]
     NotVerifier { address: Address },
-    /// A verifier cannot leave while it holds seats on open checks.
-    #[error("the verifier holds {seats} seats on open checks; it can leave once they close")]
-    VerifierBusy { seats: u32 },
+    /// A verifier cannot leave while it holds seats on open checks, or while a check it sat on
+    /// can still be reopened.
+    #[error(
+        "the verifier holds {seats} seats on open checks, and checks it sat on can be reopened until height {until}; it can leave after"
+    )]
+    VerifierBusy { seats: u32, until: u64 },
     /// A verifier description that does not hold up.
     #[error("invalid verifier: {0}")]
     InvalidVerifier(String),

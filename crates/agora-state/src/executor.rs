@@ -3,7 +3,7 @@ use crate::{
     MarketParams, ModelInfo, Params, Provider, Result, TxError, UnbondingEntry, VerifyParams,
     account_key, committee_queue_key, consensus_params_key, deadline_queue_key, draw_queue_key,
     escrow_key, escrow_queue_key, job_key, market_params_key, model_key, params_key, pending_key,
-    provider_key, unbonding_key, verifier_pool_key, verify_params_key,
+    provider_key, unbonding_key, verification_fund_key, verifier_pool_key, verify_params_key,
 };
 
 mod checks;
@@ -571,6 +571,21 @@ impl<'a> Executor<'a> {
                 from.unbonding = unbonding;
                 let release = self.queue_unbonding(scratch, *sender, provider.stake);
                 scratch.writes.insert(provider_key(sender), None);
+                // What its fund holds no longer pays for its checks (it has none left).
+                let fund = self.fund(scratch, sender)?;
+                if fund > 0 {
+                    let pool =
+                        self.pool(scratch)?
+                            .checked_add(fund)
+                            .ok_or_else(|| Error::Corrupt {
+                                key: "pool/verifiers".into(),
+                                reason: "amount exceeds total supply".into(),
+                            })?;
+                    scratch
+                        .writes
+                        .insert(verifier_pool_key(), Some(encode(&pool)));
+                    scratch.writes.insert(verification_fund_key(sender), None);
+                }
                 scratch.accounts.insert(*sender, from);
                 events.push(Event::new(
                     "provider_unregistered",
@@ -837,17 +852,8 @@ impl<'a> Executor<'a> {
         escrow.balance -= from_balance;
         escrow.unlocking -= need - from_balance;
         scratch.writes.insert(ekey, Some(encode(&escrow)));
-        if surcharge > 0 {
-            let pool_key = verifier_pool_key();
-            let pool: Amount = self.get(scratch, &pool_key)?.unwrap_or(0);
-            let Some(pool) = pool.checked_add(surcharge) else {
-                return Err(Error::Corrupt {
-                    key: "pool/verifiers".into(),
-                    reason: "amount exceeds total supply".into(),
-                });
-            };
-            scratch.writes.insert(pool_key, Some(encode(&pool)));
-        }
+        // The surcharge pays the job's check, through its provider's verification fund.
+        self.add_to_fund(scratch, &req.provider, surcharge)?;
 
         let release = self.ctx.height.saturating_add(self.market.challenge_window);
         provider.jobs_settled += 1;
@@ -1046,9 +1052,9 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
-    /// Pays a job's fee to its provider, less the protocol share (into the verifiers' pool; none
-    /// for a job its client chose not to have checked), and marks it released. The caller writes
-    /// the record.
+    /// Pays a job's fee to its provider, less the protocol share (into the provider's
+    /// verification fund; none for a job its client chose not to have checked), and marks it
+    /// released. The caller writes the record.
     fn pay_fee(
         &self,
         scratch: &mut Scratch,
@@ -1071,18 +1077,9 @@ impl<'a> Executor<'a> {
                 reason: "balance exceeds total supply".into(),
             })?;
         scratch.accounts.insert(record.provider, acc);
-        if share > 0 {
-            let pool = self
-                .pool(scratch)?
-                .checked_add(share)
-                .ok_or_else(|| Error::Corrupt {
-                    key: "pool/verifiers".into(),
-                    reason: "amount exceeds total supply".into(),
-                })?;
-            scratch
-                .writes
-                .insert(verifier_pool_key(), Some(encode(&pool)));
-        }
+        // The share goes to the provider's own verification fund, which pays for checks of its
+        // jobs.
+        self.add_to_fund(scratch, &record.provider, share)?;
         record.fee_state = FeeState::Released;
         events.push(Event::new(
             "fee_released",
@@ -1163,7 +1160,8 @@ fn transfer_event(from: &Address, to: &Address, amount: Amount) -> Event {
     )
 }
 
-/// The checks that need no account: the chain id and the minimum fee.
+/// The checks that need no account: the chain id and the minimum fee for the transaction's
+/// work ([`Params::min_fee_for`]).
 pub fn check_chain_and_fee(
     tx: &Transaction,
     chain_id: &str,
@@ -1175,11 +1173,9 @@ pub fn check_chain_and_fee(
             got: tx.chain_id.clone(),
         });
     }
-    if tx.fee < params.min_fee {
-        return Err(TxError::FeeTooLow {
-            min: params.min_fee,
-            got: tx.fee,
-        });
+    let min = params.min_fee_for(&tx.messages);
+    if tx.fee < min {
+        return Err(TxError::FeeTooLow { min, got: tx.fee });
     }
     Ok(())
 }

@@ -36,6 +36,8 @@ pub struct Holdings {
     pub verifier_stakes: Amount,
     /// The verifiers' pool.
     pub pool: Amount,
+    /// Providers' verification funds.
+    pub funds: Amount,
     /// Fees waiting out their challenge window.
     pub fees_pending: Amount,
     /// Fees held by open checks.
@@ -54,6 +56,7 @@ impl Holdings {
             self.provider_stakes,
             self.verifier_stakes,
             self.pool,
+            self.funds,
             self.fees_pending,
             self.fees_held,
             self.checks,
@@ -175,6 +178,10 @@ pub fn check<'a>(
                 }
                 _ => bad.push("chko/: malformed key".into()),
             }
+        } else if key.starts_with(b"vfnd/") {
+            if let Some(f) = decode::<Amount>(&mut bad, key, value) {
+                add(&mut bad, &mut held.funds, f);
+            }
         } else if key == b"pool/verifiers" {
             if let Some(p) = decode::<Amount>(&mut bad, key, value) {
                 held.pool = p;
@@ -282,6 +289,10 @@ pub fn check<'a>(
         if !jobs.contains_key(id) {
             bad.push(format!("check {id}: its job is not settled"));
         }
+        // Every seat of an open check, judged or not, counts for its verifier.
+        for s in &c.seats {
+            *verifier_seats.entry(s.verifier).or_default() += 1;
+        }
         *provider_checks.entry(c.provider).or_default() += 1;
         expected_index.insert((c.provider, *id));
         // Something must still happen: a seat owes a reveal or verdict, or a committee is due.
@@ -289,7 +300,6 @@ pub fn check<'a>(
             bad.push(format!("check {id}: open with nothing left to wait for"));
         }
         for s in c.seats.iter().filter(|s| s.verdict.is_none()) {
-            *verifier_seats.entry(s.verifier).or_default() += 1;
             expected_index.insert((s.verifier, *id));
             if !s.revealed() && s.reveal_deadline <= height {
                 bad.push(format!("check {id}: reveal to {} overdue", s.verifier));

@@ -78,6 +78,14 @@ pub fn verifier_pool_key() -> Vec<u8> {
     b"pool/verifiers".to_vec()
 }
 
+/// `vfnd/` + provider address → the verification fund of a provider (u128): the protocol
+/// shares and redundancy surcharges its own jobs paid, from which checks of its jobs are paid.
+pub fn verification_fund_key(provider: &Address) -> Vec<u8> {
+    let mut key = b"vfnd/".to_vec();
+    key.extend_from_slice(&provider.0);
+    key
+}
+
 /// `verify` → [`crate::VerifyParams`] (absent: defaults).
 pub fn verify_params_key() -> Vec<u8> {
     b"verify".to_vec()

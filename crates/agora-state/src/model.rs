@@ -30,11 +30,21 @@ impl Account {
 /// Chain parameters, fixed in genesis.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 pub struct Params {
-    /// Smallest fee a transaction may pay, in base units.
+    /// Smallest fee per unit of work ([`agora_types::work_units`]; a transfer is one unit), in
+    /// base units.
     #[serde(with = "serde_u128")]
     pub min_fee: Amount,
     /// Blocks between an unbond and the release of its stake.
     pub unbonding_period: u64,
+}
+
+impl Params {
+    /// The least fee a transaction of `messages` pays: the minimum fee per unit of work times
+    /// its units ([`agora_types::work_units`]).
+    pub fn min_fee_for(&self, messages: &[agora_types::Message]) -> Amount {
+        self.min_fee
+            .saturating_mul(Amount::from(agora_types::work_units(messages)))
+    }
 }
 
 impl Default for Params {

@@ -468,7 +468,7 @@ impl World {
                 chain_id: CHAIN.into(),
                 sender: key(sender).public(),
                 nonce,
-                fee: 10,
+                fee: 10 * u128::from(agora_types::work_units(&messages)),
                 messages,
             }
             .sign(&key(sender));

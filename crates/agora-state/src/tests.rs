@@ -51,12 +51,13 @@ fn ctx(height: u64) -> BlockContext {
     }
 }
 
+/// A transaction paying `fee` per unit of work (the tests' chains charge 10).
 fn tx(from: usize, nonce: u64, fee: u128, messages: Vec<Message>) -> SignedTransaction {
     Transaction {
         chain_id: CHAIN.into(),
         sender: key(from).public(),
         nonce,
-        fee,
+        fee: fee * u128::from(agora_types::work_units(&messages)),
         messages,
     }
     .sign(&key(from))
@@ -99,7 +100,7 @@ fn sum_accounts(s: &MemState) -> u128 {
             } else {
                 0
             }
-        } else if k.as_slice() == verifier_pool_key().as_slice() {
+        } else if k.starts_with(b"vfnd/") || k.as_slice() == verifier_pool_key().as_slice() {
             borsh::from_slice::<u128>(v).unwrap()
         } else {
             0
@@ -213,9 +214,10 @@ fn failed_messages_charge_the_fee_and_roll_back_everything_else() {
         (failure.code.as_str(), failure.message_index),
         ("insufficient_funds", 1)
     );
+    // Two messages: two units of work at 10.
     assert_eq!(
         account(&s, &key(0).address()).balance,
-        1_000 * AGR - 10,
+        1_000 * AGR - 20,
         "first transfer undone"
     );
     assert_eq!(account(&s, &key(0).address()).nonce, 1);
@@ -499,6 +501,13 @@ mod market {
             .unwrap_or_default()
     }
 
+    fn fund(s: &MemState, who: usize) -> u128 {
+        s.get(&verification_fund_key(&key(who).address()))
+            .unwrap()
+            .map(|b| borsh::from_slice(&b).unwrap())
+            .unwrap_or(0)
+    }
+
     fn pool(s: &MemState) -> u128 {
         s.get(&verifier_pool_key())
             .unwrap()
@@ -759,10 +768,11 @@ mod market {
         assert_eq!(sum_accounts(&s), supply(&s));
 
         run_block(&mut s, 3, &[]);
-        // The settle transaction's fee (10) was paid by the provider.
+        // The settle transaction's fee was paid by the provider: 10 for each of its 5 units of
+        // work (one, and two signature checks per job).
         assert_eq!(
             account(&s, &key(PROVIDER).address()).balance,
-            provider_before - 10
+            provider_before - 50
         );
         let out = run_block(&mut s, 4, &[]);
         assert_eq!(
@@ -772,12 +782,12 @@ mod market {
                 .count(),
             2
         );
-        // 5 % of 500 = 25 per job to the verifiers' pool.
+        // 5 % of 500 = 25 per job to the provider's verification fund.
         assert_eq!(
             account(&s, &key(PROVIDER).address()).balance,
-            provider_before - 10 + 2 * 475
+            provider_before - 50 + 2 * 475
         );
-        assert_eq!(pool(&s), 50);
+        assert_eq!((fund(&s, PROVIDER), pool(&s)), (50, 0));
         assert_eq!(sum_accounts(&s), supply(&s));
     }
 
@@ -1144,7 +1154,9 @@ mod market {
             );
             assert_eq!(fails(&s, 2, 3, Message::UnregisterVerifier), "not_verifier");
 
-            // Seated on an open check, a verifier cannot leave; once it has judged, it can.
+            // Seated on an open check, a verifier cannot leave; once it has judged, it still
+            // cannot while the check can be reopened (until the job's release at 2 + 30): a
+            // later outcome must still reach its stake.
             let mut s = s;
             let seated = settled_and_drawn(&mut s, 1);
             assert_eq!(seated.len(), 1);
@@ -1155,8 +1167,18 @@ mod market {
                 "verifier_busy"
             );
             block(&mut s, 4, vec![reveal(1, v)]);
-            block(&mut s, 5, vec![verdict(1, v, true)]);
-            let events = block(&mut s, 6, vec![(v, Message::UnregisterVerifier)]);
+            // Judged, but the check is open (a dispute, here): the seat still counts.
+            block(&mut s, 5, vec![verdict(1, v, false)]);
+            assert_eq!(verifier(&s, v).open_seats, 1);
+            assert_eq!(
+                fails(&s, 6, v, Message::UnregisterVerifier),
+                "verifier_busy"
+            );
+            for h in 6..=32 {
+                block(&mut s, h, vec![]);
+            }
+            assert_eq!(verifier(&s, v).open_seats, 0);
+            let events = block(&mut s, 33, vec![(v, Message::UnregisterVerifier)]);
             assert_eq!(named(&events, "verifier_unregistered").len(), 1);
             assert_eq!(account(&s, &key(v).address()).unbonding, 20 * AGR);
         }
@@ -1403,9 +1425,10 @@ mod market {
             let events = block(&mut s, 2, vec![(PROVIDER, Message::SettleJobs { jobs })]);
             let rejected = named(&events, "job_rejected");
             assert_eq!(attr(rejected[0], "code"), "invalid_verification");
-            // Redundant(3): the client paid the fee and three more into the verifiers' pool.
+            // Redundant(3): the client paid the fee and three more into the provider's
+            // verification fund.
             assert_eq!(escrow(&s, CLIENT).balance, escrow_before - 500 - 4 * 500);
-            assert_eq!(pool(&s), pool_before + 3 * 500);
+            assert_eq!(fund(&s, PROVIDER), 3 * 500);
             let events = block(&mut s, 3, vec![]);
             assert_eq!(named(&events, "job_sampled").len(), 1);
             assert!(check_of(&s, &ids[0]).is_none());
@@ -1414,7 +1437,7 @@ mod market {
             assert!(c.seats.iter().all(|x| x.role == Role::Committee));
             // The check holds what the client paid for it.
             assert_eq!(c.budget, 3 * 500);
-            assert_eq!(pool(&s), pool_before);
+            assert_eq!((fund(&s, PROVIDER), pool(&s)), (0, pool_before));
             let seated: Vec<usize> = c.seats.iter().map(|x| who(&x.verifier)).collect();
             block(
                 &mut s,
@@ -1475,7 +1498,7 @@ mod market {
             assert_eq!(c.challenger, Some((key(CLIENT).address(), AGR)));
             assert_eq!(
                 account(&s, &key(CLIENT).address()).balance,
-                balance - 10 - AGR
+                balance - 20 - AGR
             );
             assert_eq!(fails(&s, 7, CLIENT, challenge(1).1), "invalid_challenge");
             // The committee is drawn at the end of the next block, from its hash.
@@ -1507,7 +1530,7 @@ mod market {
             assert_eq!(verifier(&s, first).stake, stake - stake / 20);
             assert_eq!(provider(&s, PROVIDER).unwrap().retired_height, Some(9));
             // (Less the challenge transaction's fee.)
-            assert_eq!(account(&s, &key(CLIENT).address()).balance, balance - 10);
+            assert_eq!(account(&s, &key(CLIENT).address()).balance, balance - 20);
         }
 
         #[test]
@@ -1623,6 +1646,114 @@ mod market {
                 .count();
             // Expected 44 of 64; uniform drawing would give 13.
             assert!((34..=54).contains(&big), "{big}");
+        }
+
+        #[test]
+        fn a_reopened_check_is_judged_by_its_new_committee_alone() {
+            let mut s = net(0);
+            block(
+                &mut s,
+                2,
+                vec![(
+                    PROVIDER,
+                    Message::SettleJobs {
+                        jobs: vec![honest(1)],
+                    },
+                )],
+            );
+            block(&mut s, 3, vec![challenge(1)]);
+            block(&mut s, 4, vec![]);
+            let first: Vec<usize> = check(&s, 1)
+                .unwrap()
+                .seats
+                .iter()
+                .map(|x| who(&x.verifier))
+                .collect();
+            assert_eq!(first.len(), 3);
+            block(&mut s, 5, first.iter().map(|v| reveal(1, *v)).collect());
+            // Two pass it (wrongly, say); the third never answers.
+            block(
+                &mut s,
+                6,
+                vec![verdict(1, first[0], true), verdict(1, first[1], true)],
+            );
+            let c = check(&s, 1).unwrap();
+            assert_eq!(c.outcome, Outcome::Passed);
+            // The silent seat left the check: a reopening cannot bring it back unseen.
+            assert_eq!(c.seats.len(), 2);
+            assert!(c.dismissed.contains(&key(first[2]).address()));
+            assert_eq!(verifier(&s, first[2]).open_seats, 0);
+            // Those who judged cannot leave while the check can be reopened.
+            assert_eq!(
+                fails(&s, 7, first[0], Message::UnregisterVerifier),
+                "verifier_busy"
+            );
+            // The client challenges again: the two earlier verdicts are judged by a new
+            // committee, which decides alone (2 of the 2 verifiers left), not outvoted by them.
+            block(&mut s, 7, vec![challenge(1)]);
+            block(&mut s, 8, vec![]);
+            let c = check(&s, 1).unwrap();
+            let earlier: Vec<&Seat> = c.seats.iter().filter(|x| x.role == Role::Earlier).collect();
+            assert_eq!(earlier.len(), 2);
+            assert_eq!(verifier(&s, first[0]).open_seats, 1);
+            let fresh: Vec<usize> = c
+                .seats
+                .iter()
+                .filter(|x| x.role == Role::Committee)
+                .map(|x| who(&x.verifier))
+                .collect();
+            assert_eq!(fresh.len(), 2);
+            assert!(fresh.iter().all(|v| !first.contains(v)));
+            block(&mut s, 9, fresh.iter().map(|v| reveal(1, *v)).collect());
+            let stake = verifier(&s, first[0]).stake;
+            let events = block(
+                &mut s,
+                10,
+                fresh.iter().map(|v| verdict(1, *v, false)).collect(),
+            );
+            assert_eq!(attr(named(&events, "check_decided")[0], "outcome"), "fraud");
+            // The earlier passers are slashed by the new outcome.
+            assert_eq!(verifier(&s, first[0]).stake, stake - stake / 20);
+            assert_eq!(verifier(&s, first[0]).open_seats, 0);
+        }
+
+        #[test]
+        fn one_accusation_with_no_committee_to_confirm_it_convicts_nobody() {
+            // A single verifier for the model: nobody can confirm its accusation.
+            let mut s = MemState::default();
+            s.apply(&vgenesis(10_000).initial_writes().unwrap());
+            let setup = vec![
+                tx(
+                    PROVIDER,
+                    0,
+                    10,
+                    vec![Message::RegisterProvider {
+                        stake: 10 * AGR,
+                        info: info(),
+                    }],
+                ),
+                tx(CLIENT, 0, 10, vec![Message::EscrowDeposit { amount: AGR }]),
+                tx(
+                    4,
+                    0,
+                    10,
+                    vec![Message::RegisterVerifier {
+                        stake: 20 * AGR,
+                        info: vinfo(),
+                    }],
+                ),
+            ];
+            run_block(&mut s, 1, &setup);
+            assert_eq!(settled_and_drawn(&mut s, 1), vec![4]);
+            block(&mut s, 4, vec![reveal(1, 4)]);
+            block(&mut s, 5, vec![verdict(1, 4, false)]);
+            let events = block(&mut s, 6, vec![]);
+            assert_eq!(
+                attr(named(&events, "check_decided")[0], "outcome"),
+                "no_verifier"
+            );
+            let p = provider(&s, PROVIDER).unwrap();
+            assert_eq!((p.stake, p.retired_height), (10 * AGR, None));
         }
 
         // ---- Attacks from the economic-safety review (issue 17): each broke supply, drained a
@@ -1825,12 +1956,13 @@ mod market {
             for h in 8..=40 {
                 block(&mut s, h, vec![]);
             }
-            // The gang paid the protocol share of its own fee into the pool and its
-            // transactions' fees; it took nothing out of it.
+            // The gang paid the protocol share of its own fee into its provider's fund and its
+            // transactions' fees (units: settle 3, challenge 2, 3 reveals, 2 verdicts); it took
+            // nothing out of the pool.
             let share = 10 * AGR / 20;
-            let tx_fees = 10 * (1 + 1 + 3 + 2);
+            let tx_fees = 10 * (3 + 2 + 3 + 2);
             assert_eq!(wealth(&s, &gang), before - share - tx_fees);
-            assert_eq!(pool(&s), 100 * AGR + share);
+            assert_eq!((pool(&s), fund(&s, PROVIDER)), (100 * AGR, share));
         }
 
         #[test]

@@ -106,8 +106,12 @@ pub struct Verifier {
     pub stake: Amount,
     /// Height of registration.
     pub registered_height: u64,
-    /// Seats it holds on open checks (it cannot leave while it holds one).
+    /// Seats it holds on open checks, judged or not (it cannot leave while it holds one: a seat
+    /// it judged is still rewarded or slashed by the outcome).
     pub open_seats: u32,
+    /// The last height at which a check it sat on can still be reopened by a challenge (its
+    /// job's release height): it cannot leave before, so a later outcome still reaches its stake.
+    pub held_until: u64,
     /// Verdicts it posted.
     pub verdicts: u64,
     /// Verdicts on the losing side of a majority.
@@ -126,6 +130,9 @@ pub enum Role {
     First,
     /// One of the verifiers of a dispute or of a redundant job; the majority of them decides.
     Committee,
+    /// Judged the check before a client's challenge reopened it: the new committee decides
+    /// alone, and this seat is rewarded or slashed by its outcome.
+    Earlier,
 }
 
 /// One verifier's part in a check.

@@ -38,4 +38,7 @@ pub use job::{
 };
 pub use keys::{Keypair, PublicKey, Signature, verify_batch};
 pub use receipt::{Event, Receipt, TxFailure};
-pub use tx::{MAX_MESSAGES, MAX_TX_BYTES, Message, SignedTransaction, Transaction};
+pub use tx::{
+    MAX_MESSAGES, MAX_TX_BYTES, Message, REVEAL_BYTES_PER_UNIT, SignedTransaction, Transaction,
+    work_units,
+};

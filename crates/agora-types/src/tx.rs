@@ -128,7 +128,35 @@ fn hex_bytes<S: serde::Serializer>(bytes: &[u8], s: S) -> std::result::Result<S:
     s.serialize_str(&hex::encode(bytes))
 }
 
+/// Bytes of reveal data one unit of work pays for (a part of a reveal is stored in the state
+/// until its check is decided).
+pub const REVEAL_BYTES_PER_UNIT: usize = 4 * 1024;
+
+/// The work units of a transaction's messages: what its fee must cover, at the chain's minimum
+/// fee per unit. A unit is about one signature check and a few state reads and writes — what a
+/// plain transfer costs every node — so a transaction that makes every node check 128 signatures
+/// or store 24 KiB pays for it.
+pub fn work_units(messages: &[Message]) -> u64 {
+    messages
+        .iter()
+        .map(Message::work_units)
+        .fold(0u64, u64::saturating_add)
+        .max(1)
+}
+
 impl Message {
+    /// This message's work units (see [`work_units`]): one, plus two per settled job (the
+    /// client's and the provider's signatures), plus the bytes a reveal stores.
+    pub fn work_units(&self) -> u64 {
+        match self {
+            Message::SettleJobs { jobs } => 1 + 2 * jobs.len() as u64,
+            Message::RevealJob { data, .. } => 1 + (data.len() / REVEAL_BYTES_PER_UNIT) as u64,
+            // A challenge draws a committee over the verifier set.
+            Message::ChallengeJob { .. } => 2,
+            _ => 1,
+        }
+    }
+
     /// How much of the sender's liquid balance this message spends, at most.
     pub fn spend(&self) -> Amount {
         match self {

@@ -315,7 +315,8 @@ fn signed(who: &str, nonce: u64, messages: Vec<Message>) -> String {
         chain_id: "api-test".into(),
         sender: key(who).public(),
         nonce,
-        fee: 100,
+        // The minimum fee per unit of work, times the units.
+        fee: 100 * u128::from(agora_types::work_units(&messages)),
         messages,
     }
     .sign(&key(who));

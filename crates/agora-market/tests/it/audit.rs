@@ -2,7 +2,8 @@
 //! and re-run by a verifier that catches a doctored report.
 
 use super::verify::{
-    checked_net, job_state, provider_with, serve_and_settle_input, tiny_backend, verifier,
+    checked_net, job_state, judge_until_decided, provider_with, serve_and_settle_input,
+    tiny_backend, verifier, verifier_named,
 };
 use super::*;
 use agora_market::{Backend, Served, SourceFile, auditor_id};
@@ -220,35 +221,33 @@ fn the_wrong_input_for_a_model_is_refused_before_any_work() {
 fn a_verifier_passes_an_honest_audit_and_convicts_a_doctored_report() {
     let net = checked_net();
     let v = verifier(&net, 1);
+    let v2 = verifier_named(&net, 2, "verifier-2");
 
     // Honest.
     let job = serve_and_settle_input(&net, &net.provider, 1, auditor_id(), &audit_input());
     assert_eq!(job_state(&net, &job)["sampled"], true);
-    assert_eq!(net.provider.reveal_pending().unwrap(), 1);
-    net.block();
-    assert_eq!(v.step().unwrap(), vec![(job, Verdict::Pass)]);
-    net.block();
+    assert_eq!(
+        judge_until_decided(&net, &net.provider, &[&v, &v2], &job),
+        vec![(job, Verdict::Pass)]
+    );
     assert_eq!(job_state(&net, &job)["check"]["outcome"], "passed");
     let escrow_before = net.chain.escrow(&net.client.address()).unwrap();
 
-    // A provider that hides a finding (the reentrancy here) is caught and slashed.
+    // A provider that hides a finding (the reentrancy here) is caught and slashed: accused by
+    // the verifier drawn, confirmed by the other.
     let (inner, _) = tiny_backend(&net, "doctor");
-    let cheater = provider_with(&net, "doctor", 2, Arc::new(Doctored(inner)));
+    let cheater = provider_with(&net, "doctor", 3, Arc::new(Doctored(inner)));
     let job = serve_and_settle_input(&net, &cheater, 2, auditor_id(), &audit_input());
-    assert_eq!(cheater.reveal_pending().unwrap(), 1);
-    net.block();
-    assert_eq!(
-        v.step().unwrap(),
-        vec![(
-            job,
-            Verdict::Fail {
-                fault: Fault::WrongReport
-            }
-        )]
+    let wrong = (
+        job,
+        Verdict::Fail {
+            fault: Fault::WrongReport,
+        },
     );
-    net.block();
-    // The dispute's committee is drawn in the next block: nobody else checks this model.
-    net.block();
+    assert_eq!(
+        judge_until_decided(&net, &cheater, &[&v, &v2], &job),
+        vec![wrong, wrong]
+    );
     let state = job_state(&net, &job);
     assert_eq!(state["check"]["outcome"], "fraud", "{state}");
     assert_eq!(state["state"], "refunded");

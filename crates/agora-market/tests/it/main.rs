@@ -131,7 +131,7 @@ fn start_with(verify: agora_state::VerifyParams) -> Net {
             .iter()
             .map(|k| GenesisAccount {
                 address: k.address(),
-                balance: 100 * AGR,
+                balance: 200 * AGR,
                 bonded: 0,
             })
             .collect(),

@@ -11,6 +11,8 @@ pub(crate) fn checked_net() -> Net {
         sample_bps: 10_000,
         reveal_window: 5,
         verdict_window: 5,
+        // A dispute needs one more verifier to confirm an accusation.
+        committee: 1,
         min_verifier_stake: 10 * AGR,
         ..VerifyParams::default()
     })
@@ -28,7 +30,12 @@ pub(crate) fn tiny_backend(net: &Net, label: &str) -> (InferBackend, Arc<ChatMod
 
 /// A verifier funded by the client and registered.
 pub(crate) fn verifier(net: &Net, nonce: u64) -> Verifier {
-    let key = Keypair::from_seed_label("verifier");
+    verifier_named(net, nonce, "verifier")
+}
+
+/// A verifier of key `label`, funded by the client's transaction `nonce` and registered.
+pub(crate) fn verifier_named(net: &Net, nonce: u64, label: &str) -> Verifier {
+    let key = Keypair::from_seed_label(label);
     net.node
         .submit(&tx(
             &net.client,
@@ -40,7 +47,7 @@ pub(crate) fn verifier(net: &Net, nonce: u64) -> Verifier {
         ))
         .unwrap();
     net.block();
-    let (backend, _) = tiny_backend(net, "verifier");
+    let (backend, _) = tiny_backend(net, label);
     let v = Verifier::new(
         key,
         ProviderSecret::generate(),
@@ -63,6 +70,30 @@ pub(crate) fn job_state(net: &Net, job: &Hash) -> serde_json::Value {
         .call()
         .unwrap();
     r.body_mut().read_json().unwrap()
+}
+
+/// Drives job `job`'s check to its outcome, block by block: `provider` reveals to each seat,
+/// `verifiers` judge (a dispute's committee is drawn a block after the accusation). Returns the
+/// verdicts posted.
+pub(crate) fn judge_until_decided(
+    net: &Net,
+    provider: &Provider,
+    verifiers: &[&Verifier],
+    job: &Hash,
+) -> Vec<(Hash, Verdict)> {
+    let mut verdicts = Vec::new();
+    for _ in 0..8 {
+        provider.reveal_pending().unwrap();
+        net.block();
+        for v in verifiers {
+            verdicts.extend(v.step().unwrap());
+        }
+        net.block();
+        if job_state(net, job)["check"]["outcome"] != "open" {
+            break;
+        }
+    }
+    verdicts
 }
 
 /// Serves job `id` on `provider` and settles it; the chain draws its check in the next block.
@@ -207,24 +238,23 @@ pub(crate) fn provider_with(
 fn a_provider_that_changes_one_token_is_caught_slashed_and_the_client_refunded() {
     let net = checked_net();
     let v = verifier(&net, 1);
-    let cheater = cheating_provider(&net, "cheater", 2, Cheat::OneTokenChanged);
+    let v2 = verifier_named(&net, 2, "verifier-2");
+    let cheater = cheating_provider(&net, "cheater", 3, Cheat::OneTokenChanged);
     let escrow_before = net.chain.escrow(&net.client.address()).unwrap();
 
     let job = serve_and_settle(&net, &cheater, 7);
-    assert_eq!(cheater.reveal_pending().unwrap(), 1);
-    net.block();
-    let verdicts = v.step().unwrap();
+    // The verifier drawn accuses it; the other, drawn to the dispute's committee, confirms.
+    let verdicts = judge_until_decided(&net, &cheater, &[&v, &v2], &job);
     assert!(
         matches!(
             verdicts.as_slice(),
-            [(j, Verdict::Fail { fault: Fault::WrongToken { .. } })] if *j == job
+            [
+                (j, Verdict::Fail { fault: Fault::WrongToken { .. } }),
+                (k, Verdict::Fail { fault: Fault::WrongToken { .. } })
+            ] if *j == job && *k == job
         ),
         "{verdicts:?}"
     );
-    net.block();
-    // The dispute's committee is drawn in the next block: nobody else checks this model.
-    net.block();
-    // The only verifier's verdict stands (no one else can be drawn): fraud.
     let state = job_state(&net, &job);
     assert_eq!(state["check"]["outcome"], "fraud", "{state}");
     assert_eq!(state["state"], "refunded");
@@ -260,21 +290,20 @@ fn a_provider_that_withholds_the_job_is_slashed_after_the_reveal_window() {
 fn every_cheating_strategy_is_caught_on_chain_and_the_cheater_slashed() {
     let net = checked_net();
     let v = verifier(&net, 1);
+    let v2 = verifier_named(&net, 2, "verifier-2");
     for (i, cheat) in Cheat::ALL.into_iter().enumerate() {
-        // The client's nonce: 0 funded its escrow, 1 the verifier.
-        let cheater = cheating_provider(&net, &format!("cheater-{i}"), 2 + i as u64, cheat);
+        // The client's nonce: 0 funded its escrow, 1 and 2 the verifiers.
+        let cheater = cheating_provider(&net, &format!("cheater-{i}"), 3 + i as u64, cheat);
         let job = serve_and_settle(&net, &cheater, 20 + i as u8);
-        assert_eq!(cheater.reveal_pending().unwrap(), 1);
-        net.block();
-        let verdicts = v.step().unwrap();
+        let verdicts = judge_until_decided(&net, &cheater, &[&v, &v2], &job);
         assert!(
-            matches!(verdicts.as_slice(), [(j, Verdict::Fail { .. })] if *j == job),
+            verdicts.len() == 2
+                && verdicts
+                    .iter()
+                    .all(|(j, v)| *j == job && matches!(v, Verdict::Fail { .. })),
             "{}: {verdicts:?}",
             cheat.name()
         );
-        net.block();
-        // The dispute's committee is drawn in the next block.
-        net.block();
         let state = job_state(&net, &job);
         assert_eq!(
             state["check"]["outcome"],

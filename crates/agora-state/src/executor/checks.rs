@@ -7,7 +7,7 @@ use crate::{
     Account, Check, Error, Escrow, FeeState, JobRecord, Outcome, Provider, Result, Role, Seat,
     TxError, UnbondingEntry, Verifier, VerifyParams, check_key, committee_queue_key,
     deadline_queue_key, draw_queue_key, escrow_key, job_key, open_check_key, provider_key,
-    reveal_key, verifier_key, verifier_pool_key, verifier_set_key,
+    reveal_key, verification_fund_key, verifier_key, verifier_pool_key, verifier_set_key,
 };
 use agora_types::{
     Address, Amount, Event, Hash, MAX_REVEAL_PART_BYTES, MAX_REVEAL_PARTS, Verdict, Verification,
@@ -101,19 +101,48 @@ impl Executor<'_> {
         release
     }
 
-    /// The verifiers' pool as of `scratch`.
+    /// The verifiers' pool as of `scratch`: what checks of no provider in particular left
+    /// (slashed stakes nobody won, verifiers' slashes, lost bonds nobody judged).
     pub(super) fn pool(&self, scratch: &Scratch) -> Result<Amount> {
         Ok(self.get(scratch, &verifier_pool_key())?.unwrap_or(0))
     }
 
-    /// What a check of `record`'s job may pay its verifiers, at most: what was paid in for it.
+    /// `provider`'s verification fund as of `scratch`.
+    pub(super) fn fund(&self, scratch: &Scratch, provider: &Address) -> Result<Amount> {
+        Ok(self
+            .get(scratch, &verification_fund_key(provider))?
+            .unwrap_or(0))
+    }
+
+    /// Adds `amount` to `provider`'s verification fund.
+    pub(super) fn add_to_fund(
+        &self,
+        scratch: &mut Scratch,
+        provider: &Address,
+        amount: Amount,
+    ) -> Result<()> {
+        if amount == 0 {
+            return Ok(());
+        }
+        let fund = self
+            .fund(scratch, provider)?
+            .checked_add(amount)
+            .ok_or_else(|| overflow("verification fund"))?;
+        scratch
+            .writes
+            .insert(verification_fund_key(provider), Some(encode(&fund)));
+        Ok(())
+    }
+
+    /// What a check of `record`'s job may pay its verifiers, at most, out of its provider's
+    /// verification fund (never another provider's money: a provider that settles jobs with
+    /// itself, or a proposer that grinds the draw for it, only moves its own fund):
     /// - a redundant job: the surcharge its client paid, `k` × the fee;
     /// - a sampled job drawn by the chain: the protocol share of its fee divided by the chance it
-    ///   had of being drawn (capped at the fee), so that over the jobs drawn the pool pays out
-    ///   what the protocol shares paid in — a job settled with oneself wins, on average, what
-    ///   its share cost;
-    /// - a sampled job opened by its client's challenge: nothing from the pool (the challenge
-    ///   bond pays the committee if the challenge fails).
+    ///   had of being drawn (capped at the fee), so that over its jobs a provider's fund pays out
+    ///   what their shares paid in;
+    /// - a sampled job opened by its client's challenge: nothing (the challenge bond pays the
+    ///   committee if the challenge fails).
     fn check_budget(&self, record: &JobRecord, drawn: bool) -> Amount {
         match record.level {
             Verification::None => 0,
@@ -130,16 +159,22 @@ impl Executor<'_> {
         }
     }
 
-    /// Takes up to `want` out of the verifiers' pool; returns what it took.
-    fn take_from_pool(&self, scratch: &mut Scratch, want: Amount) -> Result<Amount> {
+    /// Takes up to `want` out of `provider`'s verification fund; returns what it took.
+    fn take_from_fund(
+        &self,
+        scratch: &mut Scratch,
+        provider: &Address,
+        want: Amount,
+    ) -> Result<Amount> {
         if want == 0 {
             return Ok(0);
         }
-        let pool = self.pool(scratch)?;
-        let take = want.min(pool);
-        scratch
-            .writes
-            .insert(verifier_pool_key(), Some(encode(&(pool - take))));
+        let fund = self.fund(scratch, provider)?;
+        let take = want.min(fund);
+        scratch.writes.insert(
+            verification_fund_key(provider),
+            Some(encode(&(fund - take))),
+        );
         Ok(take)
     }
 
@@ -183,6 +218,7 @@ impl Executor<'_> {
             stake,
             registered_height: self.ctx.height,
             open_seats: 0,
+            held_until: 0,
             verdicts: 0,
             overturned: 0,
             missed: 0,
@@ -217,9 +253,10 @@ impl Executor<'_> {
         let Some(verifier) = self.get::<Verifier>(scratch, &verifier_key(sender))? else {
             return Ok(Err(TxError::NotVerifier { address: *sender }));
         };
-        if verifier.open_seats > 0 {
+        if verifier.open_seats > 0 || self.ctx.height <= verifier.held_until {
             return Ok(Err(TxError::VerifierBusy {
                 seats: verifier.open_seats,
+                until: verifier.held_until,
             }));
         }
         let Some(unbonding) = from.unbonding.checked_add(verifier.stake) else {
@@ -366,10 +403,20 @@ impl Executor<'_> {
         }
         let reopened = existing.is_some();
         let mut check = match existing {
-            // A decided check reopens: its verdicts are judged again with the committee's.
+            // A decided check reopens: a new committee decides, and the verdicts given before are
+            // rewarded or slashed by its outcome. Their verifiers are still registered: none can
+            // leave before the job's release height.
             Some(mut c) => {
                 c.outcome = Outcome::Open;
                 c.decided_height = None;
+                for seat in &mut c.seats {
+                    seat.role = Role::Earlier;
+                    let vkey = verifier_key(&seat.verifier);
+                    if let Some(mut v) = self.get::<Verifier>(scratch, &vkey)? {
+                        v.open_seats += 1;
+                        scratch.writes.insert(vkey, Some(encode(&v)));
+                    }
+                }
                 c
             }
             None => Check {
@@ -411,7 +458,8 @@ impl Executor<'_> {
         if !reopened {
             // A redundant job challenged before its draw: the surcharge its client paid is
             // this check's (the draw then finds the fee held and opens nothing).
-            check.budget = self.take_from_pool(scratch, self.check_budget(&record, false))?;
+            let want = self.check_budget(&record, false);
+            check.budget = self.take_from_fund(scratch, &record.provider, want)?;
         }
         self.open_for_provider(scratch, *job_id, &mut record)?;
         let at = self.schedule_committee(scratch, *job_id);
@@ -452,7 +500,7 @@ impl Executor<'_> {
             return Ok(Err(TxError::NotRevealed));
         }
         check.seats[i].verdict = Some(verdict);
-        self.close_seat(scratch, &check, i, |v| v.verdicts += 1)?;
+        self.seat_judged(scratch, &check, i)?;
         events.push(Event::new(
             "verdict_posted",
             &[
@@ -473,7 +521,27 @@ impl Executor<'_> {
             .filter(|c| c.outcome == Outcome::Open))
     }
 
-    /// A seat's verifier has nothing more to do on this check: its count of open seats goes
+    /// A seat's verdict is in: the verifier has nothing more to do (its index entry and the
+    /// reveal go), but the seat stays counted until the check is decided.
+    fn seat_judged(&self, scratch: &mut Scratch, check: &Check, i: usize) -> Result<()> {
+        let seat = &check.seats[i];
+        let vkey = verifier_key(&seat.verifier);
+        if let Some(mut v) = self.get::<Verifier>(scratch, &vkey)? {
+            v.verdicts += 1;
+            scratch.writes.insert(vkey, Some(encode(&v)));
+        }
+        scratch
+            .writes
+            .insert(open_check_key(&seat.verifier, &check.job_id), None);
+        for part in 0..seat.parts {
+            scratch
+                .writes
+                .insert(reveal_key(&check.job_id, &seat.verifier, part), None);
+        }
+        Ok(())
+    }
+
+    /// A seat's verifier leaves the check (decided, or dismissed): its count of open seats goes
     /// down (with `update` applied), its index entry and reveal go.
     fn close_seat(
         &self,
@@ -613,6 +681,7 @@ impl Executor<'_> {
                 reason: "in the verifier set but not registered".into(),
             })?;
             rec.open_seats += 1;
+            rec.held_until = rec.held_until.max(check.release_height);
             scratch.writes.insert(vkey, Some(encode(&rec)));
             self.seat(scratch, check, *v, role);
         }
@@ -689,7 +758,8 @@ impl Executor<'_> {
                 _ => Role::Committee,
             };
             self.seat_all(&mut scratch, &mut check, &drawn, role)?;
-            check.budget = self.take_from_pool(&mut scratch, self.check_budget(&record, true))?;
+            let want = self.check_budget(&record, true);
+            check.budget = self.take_from_fund(&mut scratch, &record.provider, want)?;
             self.open_for_provider(&mut scratch, job_id, &mut record)?;
             events.push(Event::new(
                 "job_sampled",
@@ -878,12 +948,10 @@ impl Executor<'_> {
             .collect();
         let n = committee.len();
         if n == 0 {
-            // Every committee member was dismissed with no replacement.
-            let outcome = match first.and_then(|f| f.verdict) {
-                Some(Verdict::Fail { .. }) => Outcome::Fraud,
-                _ => Outcome::NoVerifier,
-            };
-            return self.resolve(scratch, check, outcome, events);
+            // No committee could be drawn, or every member was dismissed with no replacement:
+            // one accusation alone never convicts (a lone verifier could otherwise slash any
+            // provider of its model), so nobody checked it.
+            return self.resolve(scratch, check, Outcome::NoVerifier, events);
         }
         let pass = committee
             .iter()
@@ -916,18 +984,17 @@ impl Executor<'_> {
         check.outcome = outcome;
         check.decided_height = Some(h);
         for i in 0..check.seats.len() {
-            if check.seats[i].verdict.is_none() {
-                self.close_seat(scratch, check, i, |_| {})?;
-            } else {
-                // Its reveal is no longer needed either.
-                for part in 0..check.seats[i].parts {
-                    scratch.writes.insert(
-                        reveal_key(&check.job_id, &check.seats[i].verifier, part),
-                        None,
-                    );
-                }
-            }
+            self.close_seat(scratch, check, i, |_| {})?;
         }
+        // A seat that never judged is not part of the check any more: a challenge that reopens
+        // it seats a new committee and judges only the verdicts given.
+        let (judged, unjudged): (Vec<Seat>, Vec<Seat>) = std::mem::take(&mut check.seats)
+            .into_iter()
+            .partition(|s| s.verdict.is_some());
+        check.seats = judged;
+        check
+            .dismissed
+            .extend(unjudged.into_iter().map(|s| s.verifier));
         scratch
             .writes
             .insert(open_check_key(&check.provider, &check.job_id), None);
@@ -952,7 +1019,8 @@ impl Executor<'_> {
         let is_pass = |s: &Seat| s.verdict == Some(Verdict::Pass);
         // What the verifiers on the right side share: the check's budget, plus the bond of a
         // challenge that found nothing, or the stake of a provider found cheating.
-        let mut rewards = std::mem::take(&mut check.budget);
+        let budget = std::mem::take(&mut check.budget);
+        let mut rewards = budget;
         let (winners, losers) = match outcome {
             Outcome::Open => (Vec::new(), Vec::new()),
             Outcome::Passed | Outcome::NoVerifier => {
@@ -1035,7 +1103,12 @@ impl Executor<'_> {
         };
         let mut pool = self.pool(scratch)?;
         if winners.is_empty() {
-            pool = pool.checked_add(rewards).ok_or_else(|| overflow("pool"))?;
+            // Nobody judged it right: the budget goes back to the provider's fund, the rest to
+            // the pool.
+            self.add_to_fund(scratch, &check.provider, budget)?;
+            pool = pool
+                .checked_add(rewards - budget)
+                .ok_or_else(|| overflow("pool"))?;
         } else {
             let n = winners.len() as Amount;
             let each = rewards / n;
