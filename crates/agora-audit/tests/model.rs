@@ -115,6 +115,24 @@ fn crafted_nesting_is_refused_before_it_can_overflow_the_stack() {
     }
 }
 
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// Random soups of Solidity's nesting and operator tokens, inside a function: audited or
+    /// refused with an error, on a 2 MiB stack, never a crash.
+    #[test]
+    fn random_token_soups_never_crash_the_auditor(
+        tokens in proptest::collection::vec(0usize..22, 0..4_000),
+    ) {
+        const VOCABULARY: [&str; 22] = [
+            "(", ")", "{", "}", "[", "]", "if (a)", "else", "a", "+", "!", ";", ".b", ",", "1",
+            "\"s\"", "return", "new", "delete", "f({x: 1})", "while (a)", "? a :",
+        ];
+        let body: Vec<&str> = tokens.iter().map(|&t| VOCABULARY[t]).collect();
+        let _ = audit_on_small_stack(in_function(&body.join(" ")));
+    }
+}
+
 #[test]
 fn a_report_goes_on_past_a_file_that_does_not_parse() {
     let good = "pragma solidity ^0.4.24;\ncontract A {\n  function f() public {\n    selfdestruct(msg.sender);\n  }\n}\n";

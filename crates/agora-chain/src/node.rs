@@ -539,7 +539,25 @@ impl Node {
             commit_ms = t_start.elapsed().as_millis() as u64,
             "block committed"
         );
+        #[cfg(debug_assertions)]
+        self.check_invariants(block.header.height);
         Ok(self.after_commit(block, executed, &tx_hashes, &dropped))
+    }
+
+    /// Debug builds (every test that runs a node) check every invariant of the whole state
+    /// (`agora_state::invariants`) after each block, and stop at the first broken one.
+    #[cfg(debug_assertions)]
+    fn check_invariants(&self, height: u64) {
+        let Ok(snap) = self.snapshot() else {
+            return;
+        };
+        let Ok(entries) = snap.scan_prefix(b"", usize::MAX) else {
+            return;
+        };
+        let state = entries.iter().map(|(k, v)| (k.as_slice(), v.as_slice()));
+        if let Err(broken) = agora_state::invariants::check(height, state) {
+            panic!("the state after block {height} breaks an invariant: {broken}");
+        }
     }
 
     fn after_commit(
