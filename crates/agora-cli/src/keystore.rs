@@ -40,7 +40,21 @@ pub struct Cipher {
     pub ciphertext: String,
 }
 
+/// The costliest key derivation a key file may ask for: a crafted file must not make `unlock`
+/// allocate gigabytes or run for hours (this tool writes argon2's defaults: m = 19 MiB, t = 2,
+/// p = 1).
+const MAX_KDF_MEMORY_KIB: u32 = 1 << 20;
+const MAX_KDF_PASSES: u32 = 16;
+const MAX_KDF_LANES: u32 = 16;
+
 fn derive_key(password: &str, salt: &[u8], m: u32, t: u32, p: u32) -> Result<[u8; 32]> {
+    if m > MAX_KDF_MEMORY_KIB || t > MAX_KDF_PASSES || p > MAX_KDF_LANES {
+        bail!(
+            "the key file asks for argon2 m={m} KiB, t={t}, p={p}: more than this tool accepts \
+             (m ≤ {MAX_KDF_MEMORY_KIB}, t ≤ {MAX_KDF_PASSES}, p ≤ {MAX_KDF_LANES}); it was not \
+             written by agora"
+        );
+    }
     let params =
         Params::new(m, t, p, Some(32)).map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
     let mut out = [0u8; 32];
@@ -250,5 +264,21 @@ mod tests {
         assert!(ks.unlock("alice", "correct horse").is_err());
         assert!(ks.path("../etc/passwd").is_err());
         assert_eq!(ks.list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_key_file_asking_for_a_huge_derivation_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let ks = Keystore::new(dir.path());
+        ks.save("bob", &Keypair::generate(), "pw").unwrap();
+        let path = dir.path().join("keystore/bob.json");
+        let mut file: KeyFile =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        // 4 TiB of memory and a billion passes: argon2 would try.
+        file.kdf.m_cost = u32::MAX;
+        file.kdf.t_cost = 1_000_000_000;
+        std::fs::write(&path, serde_json::to_string(&file).unwrap()).unwrap();
+        let err = ks.unlock("bob", "pw").unwrap_err().to_string();
+        assert!(err.contains("more than this tool accepts"), "{err}");
     }
 }

@@ -112,7 +112,18 @@ pub(crate) fn client(state: &OpenAiState, headers: &HeaderMap) -> Result<Arc<Key
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    match key.and_then(|k| state.keys.get(k)) {
+    // Compared with every key, in time that does not depend on where they differ: a lookup
+    // would tell a timing attacker how much of a guess is right.
+    let found = key.and_then(|k| {
+        state.keys.iter().fold(None, |hit, (known, wallet)| {
+            if constant_time_eq(known.as_bytes(), k.as_bytes()) {
+                Some(wallet)
+            } else {
+                hit
+            }
+        })
+    });
+    match found {
         Some(k) => Ok(k.clone()),
         None => Err(oai_error(
             401,
@@ -120,6 +131,12 @@ pub(crate) fn client(state: &OpenAiState, headers: &HeaderMap) -> Result<Arc<Key
             "missing or unknown API key (Authorization: Bearer KEY)",
         )),
     }
+}
+
+/// Whether `a` and `b` are equal, looking at every byte whatever the differences.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len()
+        && std::hint::black_box(a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y))) == 0
 }
 
 /// The wallet behind the request's API key, and the model it names.
@@ -436,7 +453,7 @@ fn usage(done: &Completed) -> Value {
         done.receipt.receipt.input_tokens,
         done.receipt.receipt.output_tokens,
     );
-    json!({"prompt_tokens": i, "completion_tokens": o, "total_tokens": i + o})
+    json!({"prompt_tokens": i, "completion_tokens": o, "total_tokens": u64::from(i) + u64::from(o)})
 }
 
 fn text_of(done: &Completed) -> &str {

@@ -348,6 +348,16 @@ impl Provider {
         Ok(deleted)
     }
 
+    /// Whether job `id` was served by this provider before (by a run that may have ended since):
+    /// its receipt or kept copy is on disk, or the chain has settled it.
+    fn served_before(&self, id: &Hash) -> Result<bool, Error> {
+        let on_disk = [self.receipt_path(id), self.kept_path(id)]
+            .into_iter()
+            .flatten()
+            .any(|p| p.exists());
+        Ok(on_disk || self.chain.is_settled(id)?)
+    }
+
     fn receipt_path(&self, id: &Hash) -> Option<PathBuf> {
         self.config
             .jobs_dir
@@ -513,8 +523,9 @@ impl Provider {
                 "the client's signature over the request does not verify",
             ));
         }
-        // A replay is refused before any decryption (and again, atomically, below).
-        if self.books().seen.contains(&req.id()) {
+        // A replay is refused before any decryption (and again, atomically, below), also after a
+        // restart: a job served before has its receipt or its kept copy on disk, or is settled.
+        if self.books().seen.contains(&req.id()) || self.served_before(&req.id())? {
             return Err(refuse(
                 409,
                 "duplicate_job",
@@ -592,7 +603,9 @@ impl Provider {
         }
         let owed = books.running.get(&client).copied().unwrap_or(0)
             + books.unsettled_fees.get(&client).copied().unwrap_or(0);
-        let free = escrow.claimable().saturating_sub(owed);
+        // What is being withdrawn leaves the escrow when its unlock period ends, perhaps before
+        // this job's settlement lands: only the balance counts.
+        let free = escrow.balance.saturating_sub(owed);
         if free < worst {
             return Err(refuse(
                 402,
@@ -819,13 +832,18 @@ pub fn open_delivery(
 }
 
 /// Writes `bytes` to `path` so that a crash leaves either the old file or the whole new one:
-/// a temporary file, synced, renamed over `path`, and the folder synced.
+/// a temporary file, synced, renamed over `path`, and the folder synced. Readable by its owner
+/// only (receipts are claims; kept jobs are sealed but private).
 fn write_synced(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     let dir = path.parent().unwrap_or(std::path::Path::new("."));
     std::fs::create_dir_all(dir)?;
     let tmp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)?;

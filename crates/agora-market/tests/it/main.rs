@@ -795,26 +795,29 @@ fn receipts_survive_a_provider_restart_and_are_forgotten_once_settled() {
         borsh::from_slice(&hex::decode(&delivery.receipt).unwrap()).unwrap();
 
     // The provider stops before settling; a new one on the same key and folder takes the claim.
-    let model_path = net._dir.path().join("tiny.gguf");
-    let mut backend = InferBackend::default();
-    backend.add_chat(MODEL, Arc::new(ChatModel::load(&model_path, 1).unwrap()));
-    backend.add_auditor();
-    let secret = ProviderSecret::generate();
-    let mut info = net.provider.info().clone();
-    info.encryption_key = EncryptionKey(secret.public());
-    let restarted = Provider::new(
-        Keypair::from_seed_label("provider"),
-        secret,
-        info,
-        net.chain.clone(),
-        Arc::new(backend),
-        ProviderConfig {
-            min_expiry_margin: 5,
-            jobs_dir: Some(net._dir.path().join("jobs")),
-            ..ProviderConfig::default()
-        },
-    )
-    .unwrap();
+    let restart = || {
+        let model_path = net._dir.path().join("tiny.gguf");
+        let mut backend = InferBackend::default();
+        backend.add_chat(MODEL, Arc::new(ChatModel::load(&model_path, 1).unwrap()));
+        backend.add_auditor();
+        let secret = ProviderSecret::generate();
+        let mut info = net.provider.info().clone();
+        info.encryption_key = EncryptionKey(secret.public());
+        Provider::new(
+            Keypair::from_seed_label("provider"),
+            secret,
+            info,
+            net.chain.clone(),
+            Arc::new(backend),
+            ProviderConfig {
+                min_expiry_margin: 5,
+                jobs_dir: Some(net._dir.path().join("jobs")),
+                ..ProviderConfig::default()
+            },
+        )
+        .unwrap()
+    };
+    let restarted = restart();
     assert_eq!(restarted.unsettled(), 1);
     // The same job id is not served again by the new process either.
     assert_eq!(
@@ -830,4 +833,15 @@ fn receipts_survive_a_provider_restart_and_are_forgotten_once_settled() {
     assert_eq!(restarted.receipts_kept(), 1);
     assert!(restarted.settle().unwrap().is_none());
     assert_eq!(restarted.receipts_kept(), 0);
+    // Replayed to yet another run, after its receipt is gone and its kept copy swept: the
+    // chain shows it settled, so it is not served (for nothing) again.
+    let _ = std::fs::remove_file(
+        net._dir
+            .path()
+            .join(format!("jobs/{}.job", receipt.receipt.request_hash)),
+    );
+    assert_eq!(
+        code(restart().admit(&submission).unwrap_err()),
+        "duplicate_job"
+    );
 }
