@@ -557,6 +557,10 @@ impl<'a> Executor<'a> {
                 let Some(provider) = self.get::<Provider>(scratch, &provider_key(sender))? else {
                     return Ok(Err(TxError::NotProvider { address: *sender }));
                 };
+                // A convicted provider that left already: only its record is left.
+                if provider.retired_height.is_some() && provider.stake == 0 {
+                    return Ok(Err(TxError::NotProvider { address: *sender }));
+                }
                 // Its stake must stay within reach while any of its fees can still be disputed.
                 if provider.open_checks > 0 || self.ctx.height <= provider.held_until {
                     return Ok(Err(TxError::ProviderBusy {
@@ -570,7 +574,19 @@ impl<'a> Executor<'a> {
                 };
                 from.unbonding = unbonding;
                 let release = self.queue_unbonding(scratch, *sender, provider.stake);
-                scratch.writes.insert(provider_key(sender), None);
+                if provider.retired_height.is_some() {
+                    // A convicted provider's record stays, without stake, so that its address
+                    // cannot register again.
+                    let tombstone = Provider {
+                        stake: 0,
+                        ..provider.clone()
+                    };
+                    scratch
+                        .writes
+                        .insert(provider_key(sender), Some(encode(&tombstone)));
+                } else {
+                    scratch.writes.insert(provider_key(sender), None);
+                }
                 // What its fund holds no longer pays for its checks (it has none left).
                 let fund = self.fund(scratch, sender)?;
                 if fund > 0 {
@@ -852,8 +868,7 @@ impl<'a> Executor<'a> {
         escrow.balance -= from_balance;
         escrow.unlocking -= need - from_balance;
         scratch.writes.insert(ekey, Some(encode(&escrow)));
-        // The surcharge pays the job's check, through its provider's verification fund.
-        self.add_to_fund(scratch, &req.provider, surcharge)?;
+        // The surcharge waits in the job's record for the job's own check.
 
         let release = self.ctx.height.saturating_add(self.market.challenge_window);
         provider.jobs_settled += 1;
@@ -874,6 +889,7 @@ impl<'a> Executor<'a> {
             release_height: release,
             level,
             fee_state: FeeState::Pending,
+            surcharge,
         };
         scratch.writes.insert(jkey, Some(encode(&record)));
         scratch.pending.push((release, job_id));

@@ -44,6 +44,8 @@ pub struct Holdings {
     pub fees_held: Amount,
     /// Budgets and challenge bonds held by open checks.
     pub checks: Amount,
+    /// Redundancy surcharges held by jobs until their check opens.
+    pub surcharges: Amount,
     /// The recorded total supply.
     pub supply: Amount,
 }
@@ -60,6 +62,7 @@ impl Holdings {
             self.fees_pending,
             self.fees_held,
             self.checks,
+            self.surcharges,
         ]
         .into_iter()
         .try_fold(self.accounts, Amount::checked_add)
@@ -154,6 +157,11 @@ pub fn check<'a>(
                     FeeState::Pending => add(&mut bad, &mut held.fees_pending, j.fee),
                     FeeState::Held => add(&mut bad, &mut held.fees_held, j.fee),
                     FeeState::Released | FeeState::Refunded => {}
+                }
+                add(&mut bad, &mut held.surcharges, j.surcharge);
+                // Drawn (or challenged) the block after settlement: then it is spent or refunded.
+                if j.surcharge > 0 && j.settled_height < height {
+                    bad.push(format!("job {id}: surcharge still held after its draw"));
                 }
                 jobs.insert(id, j);
             }

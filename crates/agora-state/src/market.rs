@@ -175,6 +175,10 @@ pub struct JobRecord {
     pub level: Verification,
     /// Where its fee is.
     pub fee_state: FeeState,
+    /// What its client paid on top for a redundant check (`k` × the fee), held here until its
+    /// check opens (it becomes the check's budget) or cannot (it is refunded).
+    #[serde(with = "serde_u128")]
+    pub surcharge: Amount,
 }
 
 /// An escrow withdrawal that unlocks at a given height.

@@ -86,10 +86,11 @@ fn sum_accounts(s: &MemState) -> u128 {
             e.balance + e.unlocking
         } else if k.starts_with(b"job/") {
             let j: JobRecord = borsh::from_slice(v).unwrap();
-            match j.fee_state {
-                FeeState::Pending | FeeState::Held => j.fee,
-                FeeState::Released | FeeState::Refunded => 0,
-            }
+            j.surcharge
+                + match j.fee_state {
+                    FeeState::Pending | FeeState::Held => j.fee,
+                    FeeState::Released | FeeState::Refunded => 0,
+                }
         } else if k.starts_with(b"vrfr/") {
             borsh::from_slice::<Verifier>(v).unwrap().stake
         } else if k.starts_with(b"chk/") {
@@ -1378,6 +1379,12 @@ mod market {
             assert_eq!(c.dismissed, vec![key(first).address()]);
             assert_eq!(verifier(&s, first).missed, 1);
             assert_eq!(verifier(&s, first).open_seats, 0);
+            // Silence costs what a wrong verdict costs: it cannot re-roll a check for free.
+            assert_eq!(verifier(&s, first).stake, 20 * AGR - AGR);
+            assert_eq!(
+                attr(named(&events, "verifier_slashed")[0], "reason"),
+                "missed"
+            );
             // The provider reveals again, to the new verifier, which passes the job.
             block(&mut s, 9, vec![reveal(1, second)]);
             let events = block(&mut s, 10, vec![verdict(1, second, true)]);
@@ -1425,10 +1432,15 @@ mod market {
             let events = block(&mut s, 2, vec![(PROVIDER, Message::SettleJobs { jobs })]);
             let rejected = named(&events, "job_rejected");
             assert_eq!(attr(rejected[0], "code"), "invalid_verification");
-            // Redundant(3): the client paid the fee and three more into the provider's
-            // verification fund.
+            // Redundant(3): the client paid the fee and three more, held by the job for its
+            // check.
             assert_eq!(escrow(&s, CLIENT).balance, escrow_before - 500 - 4 * 500);
-            assert_eq!(fund(&s, PROVIDER), 3 * 500);
+            let held = |s: &MemState| {
+                borsh::from_slice::<JobRecord>(&s.get(&job_key(&ids[1])).unwrap().unwrap())
+                    .unwrap()
+                    .surcharge
+            };
+            assert_eq!((held(&s), fund(&s, PROVIDER)), (3 * 500, 0));
             let events = block(&mut s, 3, vec![]);
             assert_eq!(named(&events, "job_sampled").len(), 1);
             assert!(check_of(&s, &ids[0]).is_none());
@@ -1437,7 +1449,10 @@ mod market {
             assert!(c.seats.iter().all(|x| x.role == Role::Committee));
             // The check holds what the client paid for it.
             assert_eq!(c.budget, 3 * 500);
-            assert_eq!((fund(&s, PROVIDER), pool(&s)), (0, pool_before));
+            assert_eq!(
+                (held(&s), fund(&s, PROVIDER), pool(&s)),
+                (0, 0, pool_before)
+            );
             let seated: Vec<usize> = c.seats.iter().map(|x| who(&x.verifier)).collect();
             block(
                 &mut s,
@@ -1715,6 +1730,33 @@ mod market {
             // The earlier passers are slashed by the new outcome.
             assert_eq!(verifier(&s, first[0]).stake, stake - stake / 20);
             assert_eq!(verifier(&s, first[0]).open_seats, 0);
+        }
+
+        #[test]
+        fn a_provider_that_withholds_a_reveal_cannot_get_an_honest_pass_slashed() {
+            let mut s = net(10_000);
+            let first = settled_and_drawn(&mut s, 1)[0];
+            block(&mut s, 4, vec![reveal(1, first)]);
+            block(&mut s, 5, vec![verdict(1, first, true)]);
+            let stake = verifier(&s, first).stake;
+            // The job's client (say, the provider itself) challenges; the provider then reveals
+            // nothing to the committee, to have the honest pass judged wrong.
+            block(&mut s, 6, vec![challenge(1)]);
+            block(&mut s, 7, vec![]);
+            let mut outcome = None;
+            for h in 8..=12 {
+                let events = block(&mut s, h, vec![]);
+                if let Some(e) = named(&events, "check_decided").first() {
+                    outcome = Some(attr(e, "outcome").to_string());
+                    break;
+                }
+            }
+            assert_eq!(outcome.as_deref(), Some("no_reveal"));
+            assert_eq!(
+                verifier(&s, first).stake,
+                stake,
+                "a pass is not proven wrong"
+            );
         }
 
         #[test]
@@ -2101,6 +2143,20 @@ mod market {
             let stake = provider(&s, PROVIDER).unwrap().stake;
             block(&mut s, 33, vec![(PROVIDER, Message::UnregisterProvider)]);
             assert_eq!(account(&s, &key(PROVIDER).address()).unbonding, stake);
+            // Its address keeps the mark: it cannot register again.
+            assert_eq!(provider(&s, PROVIDER).unwrap().stake, 0);
+            assert_eq!(
+                fails(
+                    &s,
+                    34,
+                    PROVIDER,
+                    Message::RegisterProvider {
+                        stake: 10 * AGR,
+                        info: info()
+                    }
+                ),
+                "provider_retired"
+            );
         }
     }
 }

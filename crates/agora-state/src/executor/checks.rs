@@ -134,10 +134,10 @@ impl Executor<'_> {
         Ok(())
     }
 
-    /// What a check of `record`'s job may pay its verifiers, at most, out of its provider's
-    /// verification fund (never another provider's money: a provider that settles jobs with
-    /// itself, or a proposer that grinds the draw for it, only moves its own fund):
-    /// - a redundant job: the surcharge its client paid, `k` × the fee;
+    /// What a check of `record`'s job may take out of its provider's verification fund, at most
+    /// (never another provider's money: a provider that settles jobs with itself, or a proposer
+    /// that grinds the draw for it, only moves its own fund); a redundant job's check is paid by
+    /// the surcharge its own record holds instead (see [`Self::open_budget`]):
     /// - a sampled job drawn by the chain: the protocol share of its fee divided by the chance it
     ///   had of being drawn (capped at the fee), so that over its jobs a provider's fund pays out
     ///   what their shares paid in;
@@ -145,8 +145,7 @@ impl Executor<'_> {
     ///   committee if the challenge fails).
     fn check_budget(&self, record: &JobRecord, drawn: bool) -> Amount {
         match record.level {
-            Verification::None => 0,
-            Verification::Redundant(k) => record.fee.saturating_mul(Amount::from(k)),
+            Verification::None | Verification::Redundant(_) => 0,
             Verification::Sampled if !drawn => 0,
             Verification::Sampled => {
                 let bps = self.verify.sample_bps_for(&record.model);
@@ -157,6 +156,21 @@ impl Executor<'_> {
                 (share.saturating_mul(10_000) / Amount::from(bps)).min(record.fee)
             }
         }
+    }
+
+    /// The budget of a check of `record`'s job as it opens: the surcharge its record held (a
+    /// redundant job; the record is written by the caller) and what its provider's fund pays
+    /// (see [`Self::check_budget`]).
+    fn open_budget(
+        &self,
+        scratch: &mut Scratch,
+        record: &mut JobRecord,
+        drawn: bool,
+    ) -> Result<Amount> {
+        let own = std::mem::take(&mut record.surcharge);
+        let want = self.check_budget(record, drawn);
+        let funded = self.take_from_fund(scratch, &record.provider, want)?;
+        own.checked_add(funded).ok_or_else(|| overflow("budget"))
     }
 
     /// Takes up to `want` out of `provider`'s verification fund; returns what it took.
@@ -458,8 +472,7 @@ impl Executor<'_> {
         if !reopened {
             // A redundant job challenged before its draw: the surcharge its client paid is
             // this check's (the draw then finds the fee held and opens nothing).
-            let want = self.check_budget(&record, false);
-            check.budget = self.take_from_fund(scratch, &record.provider, want)?;
+            check.budget = self.open_budget(scratch, &mut record, false)?;
         }
         self.open_for_provider(scratch, *job_id, &mut record)?;
         let at = self.schedule_committee(scratch, *job_id);
@@ -751,6 +764,20 @@ impl Executor<'_> {
                         ("outcome", "no_verifier".into()),
                     ],
                 ));
+                // Nobody can check it: the client has back what it paid for the check.
+                let surcharge = std::mem::take(&mut record.surcharge);
+                if surcharge > 0 {
+                    let ekey = escrow_key(&record.client);
+                    let mut escrow: Escrow = self.get(&scratch, &ekey)?.unwrap_or_default();
+                    escrow.balance = escrow
+                        .balance
+                        .checked_add(surcharge)
+                        .ok_or_else(|| overflow("escrow"))?;
+                    scratch.writes.insert(ekey, Some(encode(&escrow)));
+                    scratch
+                        .writes
+                        .insert(job_key(&job_id), Some(encode(&record)));
+                }
                 continue;
             }
             let role = match record.level {
@@ -758,8 +785,7 @@ impl Executor<'_> {
                 _ => Role::Committee,
             };
             self.seat_all(&mut scratch, &mut check, &drawn, role)?;
-            let want = self.check_budget(&record, true);
-            check.budget = self.take_from_fund(&mut scratch, &record.provider, want)?;
+            check.budget = self.open_budget(&mut scratch, &mut record, true)?;
             self.open_for_provider(&mut scratch, job_id, &mut record)?;
             events.push(Event::new(
                 "job_sampled",
@@ -791,8 +817,7 @@ impl Executor<'_> {
     }
 
     /// End of block: seats the committees of the disputes opened in the previous block. With no
-    /// verifier to draw, the check is decided as it stands (a first verdict of fraud holds;
-    /// otherwise nobody checked it).
+    /// verifier to draw, nobody checked it (`NoVerifier`: one accusation never convicts).
     pub(super) fn draw_committees(&mut self, events: &mut Vec<Event>) -> Result<()> {
         let key = committee_queue_key(self.ctx.height);
         let Some(bytes) = read(self.base, &[&self.writes], &key)? else {
@@ -858,6 +883,9 @@ impl Executor<'_> {
                     })
                     .collect();
                 for &i in late.iter().rev() {
+                    if check.outcome != Outcome::Open {
+                        break;
+                    }
                     self.dismiss(&mut scratch, &mut check, i, events)?;
                 }
                 if check.outcome == Outcome::Open && !late.is_empty() {
@@ -883,6 +911,17 @@ impl Executor<'_> {
         self.close_seat(scratch, check, i, |v| v.missed += 1)?;
         let old = check.seats.remove(i);
         check.dismissed.push(old.verifier);
+        // Silence is not free: a seat that could choose between judging and being replaced
+        // (whose replacement the previous block's hash already tells) would otherwise re-roll
+        // its check, or stall it, at no cost.
+        let cut = self.slash_verifier(scratch, check, old.verifier, false, events)?;
+        let pool = self
+            .pool(scratch)?
+            .checked_add(cut)
+            .ok_or_else(|| overflow("pool"))?;
+        scratch
+            .writes
+            .insert(verifier_pool_key(), Some(encode(&pool)));
         let drawn = self.draw(scratch, check, 1)?;
         events.push(Event::new(
             "verifier_dismissed",
@@ -1098,7 +1137,14 @@ impl Executor<'_> {
                         ],
                     ));
                 }
-                (sides(check, true, is_fail), sides(check, false, is_pass))
+                // A missing reveal says nothing about a verdict of pass given on an earlier
+                // reveal: only fraud proves those who passed it wrong.
+                let losers = if outcome == Outcome::Fraud {
+                    sides(check, false, is_pass)
+                } else {
+                    Vec::new()
+                };
+                (sides(check, true, is_fail), losers)
             }
         };
         let mut pool = self.pool(scratch)?;
@@ -1122,7 +1168,7 @@ impl Executor<'_> {
         // Those who judged against the outcome are slashed, into the pool.
         for v in losers {
             pool = pool
-                .checked_add(self.slash_verifier(scratch, check, v, events)?)
+                .checked_add(self.slash_verifier(scratch, check, v, true, events)?)
                 .ok_or_else(|| overflow("pool"))?;
         }
         if let Some(p) = provider {
@@ -1181,12 +1227,14 @@ impl Executor<'_> {
         Ok(())
     }
 
-    /// Takes the verifier-slash share of `v`'s stake (returned, for the pool).
+    /// Takes the verifier-slash share of `v`'s stake (returned, for the pool): for a verdict
+    /// against the outcome (`overturned`), or for a verdict never given.
     fn slash_verifier(
         &self,
         scratch: &mut Scratch,
         check: &Check,
         v: Address,
+        overturned: bool,
         events: &mut Vec<Event>,
     ) -> Result<Amount> {
         let vkey = verifier_key(&v);
@@ -1195,7 +1243,9 @@ impl Executor<'_> {
         };
         let cut = VerifyParams::share(rec.stake, self.verify.slash_verifier_bps);
         rec.stake -= cut;
-        rec.overturned += 1;
+        if overturned {
+            rec.overturned += 1;
+        }
         scratch.writes.insert(vkey, Some(encode(&rec)));
         events.push(Event::new(
             "verifier_slashed",
@@ -1203,6 +1253,10 @@ impl Executor<'_> {
                 ("job_id", check.job_id.to_hex()),
                 ("verifier", v.to_string()),
                 ("slashed", cut.to_string()),
+                (
+                    "reason",
+                    if overturned { "overturned" } else { "missed" }.into(),
+                ),
             ],
         ));
         Ok(cut)
