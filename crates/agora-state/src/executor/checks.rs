@@ -537,21 +537,7 @@ impl Executor<'_> {
     /// A seat's verdict is in: the verifier has nothing more to do (its index entry and the
     /// reveal go), but the seat stays counted until the check is decided.
     fn seat_judged(&self, scratch: &mut Scratch, check: &Check, i: usize) -> Result<()> {
-        let seat = &check.seats[i];
-        let vkey = verifier_key(&seat.verifier);
-        if let Some(mut v) = self.get::<Verifier>(scratch, &vkey)? {
-            v.verdicts += 1;
-            scratch.writes.insert(vkey, Some(encode(&v)));
-        }
-        scratch
-            .writes
-            .insert(open_check_key(&seat.verifier, &check.job_id), None);
-        for part in 0..seat.parts {
-            scratch
-                .writes
-                .insert(reveal_key(&check.job_id, &seat.verifier, part), None);
-        }
-        Ok(())
+        self.update_seat(scratch, check, i, |v| v.verdicts += 1)
     }
 
     /// A seat's verifier leaves the check (decided, or dismissed): its count of open seats goes
@@ -563,10 +549,23 @@ impl Executor<'_> {
         i: usize,
         update: impl FnOnce(&mut Verifier),
     ) -> Result<()> {
+        self.update_seat(scratch, check, i, |v| {
+            v.open_seats = v.open_seats.saturating_sub(1);
+            update(v);
+        })
+    }
+
+    /// Applies `update` to seat `i`'s verifier and drops the seat's index entry and reveal.
+    fn update_seat(
+        &self,
+        scratch: &mut Scratch,
+        check: &Check,
+        i: usize,
+        update: impl FnOnce(&mut Verifier),
+    ) -> Result<()> {
         let seat = &check.seats[i];
         let vkey = verifier_key(&seat.verifier);
         if let Some(mut v) = self.get::<Verifier>(scratch, &vkey)? {
-            v.open_seats = v.open_seats.saturating_sub(1);
             update(&mut v);
             scratch.writes.insert(vkey, Some(encode(&v)));
         }
