@@ -854,7 +854,7 @@ impl<'a> Executor<'a> {
         let client = req.client.address();
         let ekey = escrow_key(&client);
         let mut escrow: Escrow = self.get(scratch, &ekey)?.unwrap_or_default();
-        // A redundant job also pays each of its verifiers the fee, into the verifiers' pool.
+        // A redundant job also pays each of its verifiers the fee: held by its record for its check.
         let surcharge = rec.fee.checked_mul(checkers).unwrap_or(Amount::MAX);
         let need = rec.fee.saturating_add(surcharge);
         if escrow.claimable() < need {

@@ -73,7 +73,8 @@ pub fn pending_key(height: u64) -> Vec<u8> {
     key
 }
 
-/// `pool/verifiers` → the protocol's share of fees (u128), which pays verifiers.
+/// `pool/verifiers` → what checks left that belongs to no provider's fund (u128): slashed stakes
+/// nobody won, verifiers' slashes, rounding, the funds of providers that left.
 pub fn verifier_pool_key() -> Vec<u8> {
     b"pool/verifiers".to_vec()
 }

@@ -15,7 +15,8 @@ pub struct MarketParams {
     pub escrow_unlock_period: u64,
     /// Blocks a settled fee waits (open to disputes) before the provider gets it.
     pub challenge_window: u64,
-    /// Protocol share of every released fee, in basis points (pays verifiers).
+    /// Protocol share of every released fee, in basis points: into the provider's verification
+    /// fund, which pays the checks of its jobs.
     pub protocol_share_bps: u32,
 }
 

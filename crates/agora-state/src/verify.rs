@@ -221,10 +221,10 @@ pub struct Check {
     pub decided_height: Option<u64>,
     /// The client that challenged the job, and the bond it locked (held by the check).
     pub challenger: Option<(Address, Amount)>,
-    /// What the check pays the verifiers who judge it right, held by the check: taken from the
-    /// verifiers' pool when it opens, never more than was paid in for it (see
-    /// `Executor::check_budget`). Split among the winners when it is decided; back to the pool
-    /// if none.
+    /// What the check pays the verifiers who judge it right, held by the check: its job's
+    /// redundancy surcharge and what its provider's verification fund pays when it opens, never
+    /// more than was paid in for it (see `Executor::check_budget`). Split among the winners when
+    /// it is decided; back to the provider's fund if none.
     #[serde(with = "serde_u128")]
     pub budget: Amount,
 }
