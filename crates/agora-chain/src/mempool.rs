@@ -1,6 +1,9 @@
 use agora_state::TxError;
 use agora_types::{Address, Amount, Hash, SignedTransaction};
-use std::collections::{BTreeMap, VecDeque};
+use std::{
+    cmp::Reverse,
+    collections::{BTreeMap, BTreeSet, VecDeque},
+};
 
 /// Mempool limits.
 #[derive(Clone, Debug)]
@@ -26,6 +29,13 @@ struct Entry {
     seq: u64,
 }
 
+impl Entry {
+    /// Its place among the queues' last transactions.
+    fn tail_key(&self, hash: &Hash) -> (Amount, Reverse<u64>, Hash) {
+        (fee_rate(&self.tx), Reverse(self.seq), *hash)
+    }
+}
+
 /// Pending transactions: bounded, per-sender nonce queues, FIFO across senders.
 #[derive(Debug)]
 pub struct Mempool {
@@ -35,7 +45,15 @@ pub struct Mempool {
     by_sender: BTreeMap<Address, VecDeque<Hash>>,
     /// Arrival order.
     order: BTreeMap<u64, Hash>,
+    /// The last transaction of every sender's queue, cheapest (fee per unit of work) and then
+    /// newest first: what a full mempool evicts, found without scanning every sender.
+    tails: BTreeSet<(Amount, Reverse<u64>, Hash)>,
     next_seq: u64,
+}
+
+/// A transaction's fee per unit of work ([`agora_types::work_units`]): what it bids for room.
+fn fee_rate(tx: &SignedTransaction) -> Amount {
+    tx.tx.fee / Amount::from(agora_types::work_units(&tx.tx.messages))
 }
 
 /// What the mempool needs to know about a sender's committed account.
@@ -57,6 +75,7 @@ impl Mempool {
             by_hash: BTreeMap::new(),
             by_sender: BTreeMap::new(),
             order: BTreeMap::new(),
+            tails: BTreeSet::new(),
             next_seq: 0,
         }
     }
@@ -153,16 +172,17 @@ impl Mempool {
             });
         }
         if self.by_hash.len() >= self.config.capacity {
-            let (victim, victim_fee) =
+            let units = Amount::from(agora_types::work_units(&tx.tx.messages));
+            let (victim, victim_rate) =
                 self.eviction_candidate(&sender)
                     .ok_or(TxError::MempoolFull {
                         capacity: self.config.capacity,
                         lowest_fee: Amount::MAX,
                     })?;
-            if victim_fee >= tx.tx.fee {
+            if victim_rate >= fee_rate(&tx) {
                 return Err(TxError::MempoolFull {
                     capacity: self.config.capacity,
-                    lowest_fee: victim_fee,
+                    lowest_fee: victim_rate.saturating_mul(units),
                 });
             }
             self.remove(&victim);
@@ -170,29 +190,40 @@ impl Mempool {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.order.insert(seq, hash);
-        self.by_sender.entry(sender).or_default().push_back(hash);
-        self.by_hash.insert(hash, Entry { tx, seq });
+        let queue = self.by_sender.entry(sender).or_default();
+        if let Some(old) = queue.back() {
+            let old = self.by_hash[old].tail_key(old);
+            self.tails.remove(&old);
+        }
+        queue.push_back(hash);
+        let entry = Entry { tx, seq };
+        self.tails.insert(entry.tail_key(&hash));
+        self.by_hash.insert(hash, entry);
         Ok(())
     }
 
-    /// The lowest-fee transaction that is last in its sender's queue (other than `except`'s),
-    /// so that evicting it leaves no sender with a gap.
+    /// The cheapest transaction (by fee per unit of work, the newest among equals) that is last
+    /// in its sender's queue, other than `except`'s, so that evicting it leaves no sender with
+    /// a gap. Looks at two entries at most.
     fn eviction_candidate(&self, except: &Address) -> Option<(Hash, Amount)> {
-        self.by_sender
+        self.tails
             .iter()
-            .filter(|(addr, _)| *addr != except)
-            .filter_map(|(_, q)| q.back())
-            .map(|h| (*h, self.by_hash[h].tx.tx.fee))
-            .min_by_key(|(h, fee)| (*fee, std::cmp::Reverse(self.by_hash[h].seq)))
+            .find(|(_, _, h)| self.by_hash[h].tx.tx.sender_address() != *except)
+            .map(|(rate, _, h)| (*h, *rate))
     }
 
     /// Removes one transaction (no-op if absent).
     pub fn remove(&mut self, hash: &Hash) -> Option<SignedTransaction> {
         let entry = self.by_hash.remove(hash)?;
         self.order.remove(&entry.seq);
+        self.tails.remove(&entry.tail_key(hash));
         let sender = entry.tx.tx.sender_address();
         if let Some(q) = self.by_sender.get_mut(&sender) {
+            let was_last = q.back() == Some(hash);
             q.retain(|h| h != hash);
+            if was_last && let Some(new) = q.back() {
+                self.tails.insert(self.by_hash[new].tail_key(new));
+            }
             if q.is_empty() {
                 self.by_sender.remove(&sender);
             }
@@ -374,6 +405,60 @@ mod tests {
         assert_eq!(m.len(), 3);
         assert!(!m.contains(&tx("b", 0, 20, 1).1), "lowest fee evicted");
         assert!(m.contains(&rh));
+        assert_eq!(m.tails.len(), m.by_sender.len());
+    }
+
+    /// Room goes to the higher fee per unit of work, not the higher fee: a transaction of two
+    /// messages paying 40 bids 20 a unit.
+    #[test]
+    fn a_full_pool_compares_fees_per_unit_of_work() {
+        let mut m = pool(2);
+        for (who, fee) in [("a", 30), ("b", 25)] {
+            let (t, h) = tx(who, 0, fee, 1);
+            m.insert(t, h, RICH).unwrap();
+        }
+        let key = Keypair::from_seed_label("two");
+        let two = Transaction {
+            chain_id: "c".into(),
+            sender: key.public(),
+            nonce: 0,
+            fee: 40,
+            messages: vec![
+                Message::Transfer {
+                    to: Address([1; 20]),
+                    amount: 1,
+                },
+                Message::Transfer {
+                    to: Address([2; 20]),
+                    amount: 1,
+                },
+            ],
+        }
+        .sign(&key);
+        let err = m.insert(two.clone(), two.hash(), RICH).unwrap_err();
+        assert_eq!(
+            err,
+            TxError::MempoolFull {
+                capacity: 2,
+                lowest_fee: 50
+            }
+        );
+        // Many senders, removals from the middle and the end: the index of queue tails stays
+        // the queues' last transactions.
+        let mut m = pool(1_000);
+        for who in 0..20 {
+            for n in 0..5 {
+                let (t, h) = tx(&format!("s{who}"), n, 10 + who as u128, 1);
+                m.insert(t, h, RICH).unwrap();
+            }
+        }
+        m.remove(&tx("s3", 4, 13, 1).1);
+        m.remove(&tx("s4", 2, 14, 1).1);
+        m.prune_sender(&Keypair::from_seed_label("s5").address(), 5);
+        assert_eq!(m.tails.len(), m.by_sender.len());
+        for h in m.by_sender.values().filter_map(|q| q.back()) {
+            assert!(m.tails.contains(&m.by_hash[h].tail_key(h)));
+        }
     }
 
     #[test]
