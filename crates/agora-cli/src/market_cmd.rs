@@ -474,6 +474,10 @@ pub struct GatewayArgs {
     /// Read the wallet's passphrase from this file (else AGORA_PASSWORD, else a prompt).
     #[arg(long)]
     password_file: Option<PathBuf>,
+    /// Also send jobs to providers whose endpoint is on a loopback or private address (by
+    /// default only when the node itself is reached on one: a local network).
+    #[arg(long)]
+    allow_private_endpoints: bool,
 }
 
 pub fn provider(home: PathBuf, models_dir: PathBuf, args: ProviderArgs) -> Result<()> {
@@ -602,7 +606,15 @@ pub fn gateway(home: PathBuf, args: GatewayArgs) -> Result<()> {
             wallet.address(),
             agora_types::format_amount(escrow.claimable())
         );
-        let gateway = Arc::new(Gateway::new(chain, &args.node));
+        // A node on this machine or a private network is a local set-up, whose providers are
+        // local too; a public node's providers are reached only at public addresses.
+        let local = !agora_market::public_endpoint(&args.node);
+        let mut gateway = Gateway::new(chain, &args.node);
+        if !(local || args.allow_private_endpoints) {
+            gateway = gateway.public_endpoints_only();
+            println!("Providers reached at public addresses only (--allow-private-endpoints)");
+        }
+        let gateway = Arc::new(gateway);
         let state = OpenAiState::new(gateway, &args.node, BTreeMap::from([(api_key, wallet)]));
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let router = openai_router(state);

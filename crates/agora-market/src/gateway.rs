@@ -111,11 +111,87 @@ pub struct Gateway {
     node_api: String,
     agent: ureq::Agent,
     seen: Mutex<BTreeMap<Address, Seen>>,
+    /// Whether providers may be reached on loopback, private or link-local addresses (a local
+    /// network, the devnet); otherwise an endpoint registered on chain cannot turn the gateway
+    /// against the machines around it.
+    private_endpoints: bool,
 }
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Gateway({})", self.node_api)
+    }
+}
+
+/// Whether an `http(s)://host[:port]/…` endpoint names only public addresses: an IP literal
+/// that is not loopback, private, link-local, shared (100.64/10), documentation, multicast or
+/// unspecified, or a name all of whose addresses are such. Unresolvable: not public.
+pub fn public_endpoint(endpoint: &str) -> bool {
+    use std::net::{IpAddr, ToSocketAddrs};
+    let Some((scheme, rest)) = endpoint.split_once("://") else {
+        return false;
+    };
+    let default_port = match scheme {
+        "http" => 80,
+        "https" => 443,
+        _ => return false,
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let authority = authority.rsplit('@').next().unwrap_or("");
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let Some((host, after)) = v6.split_once(']') else {
+            return false;
+        };
+        (host, after.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    let port = match port {
+        Some(p) => match p.parse::<u16>() {
+            Ok(p) => p,
+            Err(_) => return false,
+        },
+        None => default_port,
+    };
+    let public = |ip: IpAddr| match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b)))
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            let mapped = v6.to_ipv4_mapped();
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || mapped.is_some())
+        }
+    };
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return public(ip);
+    }
+    if host.is_empty() || host.eq_ignore_ascii_case("localhost") {
+        return false;
+    }
+    match (host, port).to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<_> = addrs.collect();
+            !addrs.is_empty() && addrs.iter().all(|a| public(a.ip()))
+        }
+        Err(_) => false,
     }
 }
 
@@ -142,7 +218,15 @@ impl Gateway {
             node_api: node_api.trim_end_matches('/').to_string(),
             agent,
             seen: Mutex::new(BTreeMap::new()),
+            private_endpoints: true,
         }
+    }
+
+    /// Reaches providers only at public addresses: endpoints on loopback, private, link-local,
+    /// shared or unspecified addresses (or names that resolve to one) are skipped.
+    pub fn public_endpoints_only(mut self) -> Self {
+        self.private_endpoints = false;
+        self
     }
 
     fn node_get(&self, path: &str) -> Result<Value, Error> {
@@ -226,6 +310,7 @@ impl Gateway {
                     && p.info.models.contains(model)
                     && p.prices().is_some()
                     && p.key().is_some()
+                    && (self.private_endpoints || public_endpoint(&p.info.endpoint))
             })
             .collect();
         let now = Instant::now();
@@ -585,6 +670,37 @@ mod tests {
             input_tokens: 5,
             output_tokens: 2,
             fee,
+        }
+    }
+
+    #[test]
+    fn only_public_addresses_pass_for_a_public_gateway() {
+        for private in [
+            "http://127.0.0.1:9000",
+            "http://localhost:9000/v1",
+            "https://10.1.2.3",
+            "http://192.168.0.7:80",
+            "http://172.16.0.1",
+            "http://169.254.169.254/latest/meta-data",
+            "http://100.64.0.1",
+            "http://0.0.0.0:1",
+            "http://[::1]:9000",
+            "http://[fd00::1]",
+            "http://[fe80::1]",
+            "http://[::ffff:127.0.0.1]",
+            "http://user@127.0.0.1:9000",
+            "ftp://8.8.8.8",
+            "http://8.8.8.8:notaport",
+            "http://",
+        ] {
+            assert!(!public_endpoint(private), "{private}");
+        }
+        for public in [
+            "http://8.8.8.8:9000",
+            "https://1.1.1.1/v1",
+            "http://[2606:4700::1111]:443",
+        ] {
+            assert!(public_endpoint(public), "{public}");
         }
     }
 
