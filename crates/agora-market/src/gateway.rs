@@ -195,6 +195,10 @@ pub fn public_endpoint(endpoint: &str) -> bool {
     }
 }
 
+/// The most a provider's answer stream may carry: a job's sealed pieces and its delivery, each
+/// at most a reveal's size (what a provider may deliver at all), hex-encoded, with room to spare.
+const MAX_STREAM_BYTES: u64 = 16 << 20;
+
 /// A refusal status that blames the request, not the provider or the escrow.
 fn request_fault(status: u16) -> bool {
     status < 500 && status != 402
@@ -513,7 +517,10 @@ impl Gateway {
                 message: body["message"].as_str().unwrap_or("refused").to_string(),
             }));
         }
-        let lines = BufReader::new(response.into_body().into_reader()).lines();
+        // A provider cannot make the gateway buffer without bound (one endless line, an endless
+        // stream): past the limit the stream ends, as if the provider had closed it.
+        let body = std::io::Read::take(response.into_body().into_reader(), MAX_STREAM_BYTES);
+        let lines = BufReader::new(body).lines();
         let mut event = String::new();
         let mut started = false;
         for line in lines {
