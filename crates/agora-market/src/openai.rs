@@ -100,9 +100,25 @@ pub(crate) fn from_error(e: &Error) -> Response {
             code,
             message,
         } => oai_error(*status, code, message.clone()),
-        Error::Chain(m) => oai_error(503, "chain_unavailable", m.clone()),
+        // Internal details (node and provider addresses, I/O errors) go to the log, not to the
+        // caller.
+        Error::Chain(m) => {
+            tracing::warn!("chain unavailable: {m}");
+            oai_error(
+                503,
+                "chain_unavailable",
+                "the chain or the providers cannot be reached now; try again",
+            )
+        }
         Error::BadInput(m) => oai_error(400, "bad_input", m.clone()),
-        other => oai_error(502, "provider_error", other.to_string()),
+        other => {
+            tracing::warn!("provider error: {other}");
+            oai_error(
+                502,
+                "provider_error",
+                "the provider failed to serve the job",
+            )
+        }
     }
 }
 
