@@ -15,7 +15,7 @@
 // Handlers answer errors as ready responses, as axum handlers do.
 #![allow(clippy::result_large_err)]
 
-use crate::openai::{client, from_error, oai_error, receipt_json, with_job_header};
+use crate::openai::{client, from_error, internal, oai_error, receipt_json, with_job_header};
 use crate::{ChatMessage, Completed, Error, Gateway, JobInput, JobOutput, OpenAiState, SourceFile};
 use agora_audit::{Finding, Severity};
 use agora_types::{JobParams, Keypair, Verification};
@@ -113,7 +113,7 @@ pub(crate) async fn audit(
     let audited = match result {
         Ok(Ok(a)) => a,
         Ok(Err(e)) => return e,
-        Err(e) => return oai_error(500, "internal", e.to_string()),
+        Err(e) => return internal(&e),
     };
     let JobOutput::Audit { findings, errors } = &audited.done.output else {
         return oai_error(500, "internal", "the auditor's output is not a report");

@@ -93,6 +93,13 @@ pub(crate) fn oai_error(status: u16, code: &str, message: impl Into<String>) -> 
         .into_response()
 }
 
+/// A failure inside the gateway itself (a task that died): logged, and the caller told no
+/// more than that.
+pub(crate) fn internal(e: &dyn std::fmt::Display) -> Response {
+    tracing::error!("gateway: {e}");
+    oai_error(500, "internal", "the gateway failed to serve the request")
+}
+
 pub(crate) fn from_error(e: &Error) -> Response {
     match e {
         Error::Refused {
@@ -197,7 +204,7 @@ async fn models(State(st): State<OpenAiState>) -> Response {
         }))
         .into_response(),
         Ok(Err(e)) => from_error(&e),
-        Err(e) => oai_error(500, "internal", e.to_string()),
+        Err(e) => internal(&e),
     }
 }
 
@@ -257,7 +264,7 @@ async fn verify(State(st): State<OpenAiState>, Path(job_id): Path<String>) -> Re
         .into_response(),
         Ok(Ok((status, body))) => oai_error(502, "chain_error", format!("{status} {body}")),
         Ok(Err(e)) => oai_error(503, "chain_unavailable", e),
-        Err(e) => oai_error(500, "internal", e.to_string()),
+        Err(e) => internal(&e),
     }
 }
 
@@ -386,7 +393,7 @@ async fn generate(
     let model = match tokio::task::spawn_blocking(move || gw.resolve_model(&name)).await {
         Ok(Ok(m)) => m,
         Ok(Err(e)) => return from_error(&e),
-        Err(e) => return oai_error(500, "internal", e.to_string()),
+        Err(e) => return internal(&e),
     };
     let (tx, mut rx) = mpsc::channel::<Step>(64);
     let gw = st.gateway.clone();
@@ -683,7 +690,7 @@ async fn embeddings(
     let done = match result {
         Ok(Ok(done)) => done,
         Ok(Err(e)) => return from_error(&e),
-        Err(e) => return oai_error(500, "internal", e.to_string()),
+        Err(e) => return internal(&e),
     };
     let JobOutput::Embeddings { vectors } = &done.output else {
         return oai_error(

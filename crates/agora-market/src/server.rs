@@ -36,9 +36,26 @@ fn error_response(e: &Error) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (
         status,
-        Json(json!({ "code": code, "message": e.to_string() })),
+        Json(json!({ "code": code, "message": public_message(e) })),
     )
         .into_response()
+}
+
+/// What a caller is told of `e`: the reason of a refusal or of bad input in full; for failures
+/// inside the provider (its chain connection, its disk, its runtime), a plain message, the
+/// details going to the log.
+fn public_message(e: &Error) -> String {
+    match e {
+        Error::Refused { .. } | Error::BadInput(_) | Error::UnknownModel(_) => e.to_string(),
+        Error::Chain(_) => {
+            tracing::warn!("{e}");
+            "the provider cannot reach its chain now; try again".into()
+        }
+        _ => {
+            tracing::warn!("{e}");
+            "the provider failed to serve the job".into()
+        }
+    }
 }
 
 /// The provider's routes.
@@ -113,7 +130,7 @@ async fn job(State(p): State<Arc<Provider>>, Json(submission): Json<JobSubmissio
             Step::Done(delivery) => Event::default().event("done").json_data(delivery),
             Step::Failed(e) => Event::default()
                 .event("error")
-                .json_data(json!({"code": "job_failed", "message": e.to_string()})),
+                .json_data(json!({"code": "job_failed", "message": public_message(&e)})),
         };
         Ok::<_, Infallible>(event.unwrap_or_else(|_| Event::default().event("error")))
     });
