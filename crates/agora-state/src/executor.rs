@@ -3,7 +3,7 @@ use crate::{
     MarketParams, ModelInfo, Params, Provider, Result, TxError, UnbondingEntry, VerifyParams,
     account_key, committee_queue_key, consensus_params_key, deadline_queue_key, draw_queue_key,
     escrow_key, escrow_queue_key, job_key, market_params_key, model_key, params_key, pending_key,
-    provider_key, unbonding_key, verification_fund_key, verifier_pool_key, verify_params_key,
+    provider_key, unbonding_key, verification_fund_key, verify_params_key,
 };
 
 mod checks;
@@ -590,16 +590,7 @@ impl<'a> Executor<'a> {
                 // What its fund holds no longer pays for its checks (it has none left).
                 let fund = self.fund(scratch, sender)?;
                 if fund > 0 {
-                    let pool =
-                        self.pool(scratch)?
-                            .checked_add(fund)
-                            .ok_or_else(|| Error::Corrupt {
-                                key: "pool/verifiers".into(),
-                                reason: "amount exceeds total supply".into(),
-                            })?;
-                    scratch
-                        .writes
-                        .insert(verifier_pool_key(), Some(encode(&pool)));
+                    self.add_to_pool(scratch, fund)?;
                     scratch.writes.insert(verification_fund_key(sender), None);
                 }
                 scratch.accounts.insert(*sender, from);
@@ -968,6 +959,16 @@ impl<'a> Executor<'a> {
         })
     }
 
+    /// Takes the job ids queued under `key` (deleting the queue), if any.
+    fn take_queue(&mut self, key: Vec<u8>) -> Result<Option<Vec<Hash>>> {
+        let Some(bytes) = read(self.base, &[&self.writes], &key)? else {
+            return Ok(None);
+        };
+        let queue = decode(&key, &bytes)?;
+        self.writes.insert(key, None);
+        Ok(Some(queue))
+    }
+
     /// Appends this block's new entries to the release queues (one write per queue).
     fn flush_queues(&mut self) -> Result<()> {
         for (height, adds) in std::mem::take(&mut self.pending_adds) {
@@ -1046,12 +1047,9 @@ impl<'a> Executor<'a> {
     /// Pays providers the fees whose challenge window ends at this height and that no check
     /// holds or refunded.
     fn release_fees(&mut self, events: &mut Vec<Event>) -> Result<()> {
-        let qkey = pending_key(self.ctx.height);
-        let Some(bytes) = read(self.base, &[&self.writes], &qkey)? else {
+        let Some(queue) = self.take_queue(pending_key(self.ctx.height))? else {
             return Ok(());
         };
-        let queue: Vec<Hash> = decode(&qkey, &bytes)?;
-        self.writes.insert(qkey, None);
         let mut scratch = Scratch::default();
         for job_id in queue {
             let jkey = job_key(&job_id);

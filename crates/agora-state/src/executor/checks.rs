@@ -2,7 +2,7 @@
 //! verifier registration, drawing checks from block randomness, reveals, verdicts, disputes,
 //! deadlines, and the outcomes that pay, refund and slash.
 
-use super::{Executor, Scratch, decode, encode, read};
+use super::{Executor, Scratch, encode, read};
 use crate::{
     Account, Check, Error, Escrow, FeeState, JobRecord, Outcome, Provider, Result, Role, Seat,
     TxError, UnbondingEntry, Verifier, VerifyParams, check_key, committee_queue_key,
@@ -105,6 +105,38 @@ impl Executor<'_> {
     /// (slashed stakes nobody won, verifiers' slashes, lost bonds nobody judged).
     pub(super) fn pool(&self, scratch: &Scratch) -> Result<Amount> {
         Ok(self.get(scratch, &verifier_pool_key())?.unwrap_or(0))
+    }
+
+    /// Adds `amount` to the verifiers' pool.
+    pub(super) fn add_to_pool(&self, scratch: &mut Scratch, amount: Amount) -> Result<()> {
+        if amount == 0 {
+            return Ok(());
+        }
+        let pool = self
+            .pool(scratch)?
+            .checked_add(amount)
+            .ok_or_else(|| overflow("pool"))?;
+        scratch
+            .writes
+            .insert(verifier_pool_key(), Some(encode(&pool)));
+        Ok(())
+    }
+
+    /// Returns `amount` to `client`'s escrow balance.
+    fn refund_to_escrow(
+        &self,
+        scratch: &mut Scratch,
+        client: &Address,
+        amount: Amount,
+    ) -> Result<()> {
+        let ekey = escrow_key(client);
+        let mut escrow: Escrow = self.get(scratch, &ekey)?.unwrap_or_default();
+        escrow.balance = escrow
+            .balance
+            .checked_add(amount)
+            .ok_or_else(|| overflow("escrow"))?;
+        scratch.writes.insert(ekey, Some(encode(&escrow)));
+        Ok(())
     }
 
     /// `provider`'s verification fund as of `scratch`.
@@ -703,12 +735,9 @@ impl Executor<'_> {
     /// End of block: draws which of the jobs settled in the previous block are checked, and by
     /// whom.
     pub(super) fn draw_checks(&mut self, events: &mut Vec<Event>) -> Result<()> {
-        let key = draw_queue_key(self.ctx.height);
-        let Some(bytes) = read(self.base, &[&self.writes], &key)? else {
+        let Some(queue) = self.take_queue(draw_queue_key(self.ctx.height))? else {
             return Ok(());
         };
-        let queue: Vec<Hash> = decode(&key, &bytes)?;
-        self.writes.insert(key, None);
         let mut scratch = Scratch::default();
         for job_id in queue {
             let Some(mut record) = self.get::<JobRecord>(&scratch, &job_key(&job_id))? else {
@@ -766,13 +795,7 @@ impl Executor<'_> {
                 // Nobody can check it: the client has back what it paid for the check.
                 let surcharge = std::mem::take(&mut record.surcharge);
                 if surcharge > 0 {
-                    let ekey = escrow_key(&record.client);
-                    let mut escrow: Escrow = self.get(&scratch, &ekey)?.unwrap_or_default();
-                    escrow.balance = escrow
-                        .balance
-                        .checked_add(surcharge)
-                        .ok_or_else(|| overflow("escrow"))?;
-                    scratch.writes.insert(ekey, Some(encode(&escrow)));
+                    self.refund_to_escrow(&mut scratch, &record.client, surcharge)?;
                     scratch
                         .writes
                         .insert(job_key(&job_id), Some(encode(&record)));
@@ -818,12 +841,9 @@ impl Executor<'_> {
     /// End of block: seats the committees of the disputes opened in the previous block. With no
     /// verifier to draw, nobody checked it (`NoVerifier`: one accusation never convicts).
     pub(super) fn draw_committees(&mut self, events: &mut Vec<Event>) -> Result<()> {
-        let key = committee_queue_key(self.ctx.height);
-        let Some(bytes) = read(self.base, &[&self.writes], &key)? else {
+        let Some(queue) = self.take_queue(committee_queue_key(self.ctx.height))? else {
             return Ok(());
         };
-        let queue: Vec<Hash> = decode(&key, &bytes)?;
-        self.writes.insert(key, None);
         let mut scratch = Scratch::default();
         for job_id in queue {
             let ckey = check_key(&job_id);
@@ -853,12 +873,9 @@ impl Executor<'_> {
     /// its deadline dismisses the verifier, and another is drawn in its place.
     pub(super) fn enforce_deadlines(&mut self, events: &mut Vec<Event>) -> Result<()> {
         let h = self.ctx.height;
-        let key = deadline_queue_key(h);
-        let Some(bytes) = read(self.base, &[&self.writes], &key)? else {
+        let Some(queue) = self.take_queue(deadline_queue_key(h))? else {
             return Ok(());
         };
-        let queue: Vec<Hash> = decode(&key, &bytes)?;
-        self.writes.insert(key, None);
         let mut scratch = Scratch::default();
         for job_id in queue {
             let ckey = check_key(&job_id);
@@ -914,13 +931,7 @@ impl Executor<'_> {
         // (whose replacement the previous block's hash already tells) would otherwise re-roll
         // its check, or stall it, at no cost.
         let cut = self.slash_verifier(scratch, check, old.verifier, false, events)?;
-        let pool = self
-            .pool(scratch)?
-            .checked_add(cut)
-            .ok_or_else(|| overflow("pool"))?;
-        scratch
-            .writes
-            .insert(verifier_pool_key(), Some(encode(&pool)));
+        self.add_to_pool(scratch, cut)?;
         let drawn = self.draw(scratch, check, 1)?;
         events.push(Event::new(
             "verifier_dismissed",
@@ -1096,13 +1107,7 @@ impl Executor<'_> {
             Outcome::Fraud | Outcome::NoReveal => {
                 // The client gets its fee back.
                 if record.fee_state == FeeState::Held {
-                    let ekey = escrow_key(&check.client);
-                    let mut escrow: Escrow = self.get(scratch, &ekey)?.unwrap_or_default();
-                    escrow.balance = escrow
-                        .balance
-                        .checked_add(record.fee)
-                        .ok_or_else(|| overflow("escrow"))?;
-                    scratch.writes.insert(ekey, Some(encode(&escrow)));
+                    self.refund_to_escrow(scratch, &check.client, record.fee)?;
                     record.fee_state = FeeState::Refunded;
                     events.push(Event::new(
                         "job_refunded",
