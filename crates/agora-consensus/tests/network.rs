@@ -81,11 +81,29 @@ fn init_logs() {
         .try_init();
 }
 
+/// `n` free ports below the kernel's range of ephemeral ports: while a validator is stopped, no
+/// outgoing connection (whose TIME_WAIT would last a minute) can take its port, so it gets it back.
 fn free_ports(n: usize) -> Vec<SocketAddr> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners.iter().map(|l| l.local_addr().unwrap()).collect()
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768)
+        .max(12_000);
+    let span = ephemeral_start - 10_000;
+    let seed = (std::process::id() as u16).wrapping_mul(131);
+    let mut listeners = Vec::new();
+    for _ in 0..10_000 {
+        let step = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = 10_000 + seed.wrapping_add(step) % span;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            listeners.push(l);
+            if listeners.len() == n {
+                return listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+            }
+        }
+    }
+    panic!("no {n} free ports below {ephemeral_start}");
 }
 
 struct Validator {

@@ -7,11 +7,22 @@ use agora_types::{Address, Keypair, Message, Transaction};
 use serde_json::json;
 use std::net::TcpListener;
 
-/// A base port with 8 free ports after it (p2p and API of 4 nodes).
+/// A base port with 8 free ports after it (p2p and API of 4 nodes), below the kernel's range of
+/// ephemeral ports: while a node is down, no outgoing connection or `bind(0)` of another test can
+/// take its port, so it gets it back when it restarts.
 fn free_base() -> u16 {
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let (low, span) = if ephemeral_start > 10_000 + 1_000 {
+        (10_000, ephemeral_start - 10_000 - 16)
+    } else {
+        (1_024, ephemeral_start.saturating_sub(1_024 + 16).max(16))
+    };
     let seed = std::process::id() as u16;
     for attempt in 0..200u16 {
-        let base = 20_000 + (seed.wrapping_mul(7).wrapping_add(attempt * 16)) % 30_000;
+        let base = low + (seed.wrapping_mul(7).wrapping_add(attempt * 16)) % span;
         if (base..base + 8).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
             return base;
         }
@@ -28,35 +39,57 @@ impl Drop for Proc {
     }
 }
 
+/// Starts a node whose output goes to HOME/node.log (appended across restarts).
 fn start(home: &Path) -> Proc {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(home.join("node.log"))
+        .unwrap();
     Proc(
         Command::new(env!("CARGO_BIN_EXE_agora"))
             .arg("--home")
             .arg(home)
             .arg("node")
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
             .spawn()
             .expect("node starts"),
     )
+}
+
+/// Fails the test with what each node was doing: whether it still runs, and the end of its log.
+fn fail(procs: &mut [Proc], homes: &[PathBuf], why: String) -> ! {
+    for (i, (p, home)) in procs.iter_mut().zip(homes).enumerate() {
+        let log = std::fs::read_to_string(home.join("node.log")).unwrap_or_default();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| !l.contains("arc_malachitebft_network") && !l.contains("discovery"))
+            .collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        eprintln!(
+            "--- node {i}: {:?}, end of its log:\n{tail}",
+            p.0.try_wait()
+        );
+    }
+    panic!("{why}");
 }
 
 fn height(api: &str) -> Option<u64> {
     get(api, "/v1/status").and_then(|s| s["height"].as_u64())
 }
 
-fn wait_all(apis: &[String], target: u64, limit: Duration) {
+fn wait_all(apis: &[String], target: u64, limit: Duration) -> Result<(), String> {
     let start = Instant::now();
     loop {
         let heights: Vec<Option<u64>> = apis.iter().map(|a| height(a)).collect();
         if heights.iter().all(|h| h.is_some_and(|h| h >= target)) {
-            return;
+            return Ok(());
         }
-        assert!(
-            start.elapsed() < limit,
-            "heights {heights:?}, waiting for {target}"
-        );
+        if start.elapsed() >= limit {
+            return Err(format!("heights {heights:?}, waiting for {target}"));
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -104,7 +137,9 @@ fn a_validator_killed_while_committing_recovers_and_agrees_on_every_root() {
         .map(|i| format!("http://127.0.0.1:{}", base + 2 * i + 1))
         .collect();
     let mut procs: Vec<Proc> = homes.iter().map(|h| start(h)).collect();
-    wait_all(&apis, 3, Duration::from_secs(60));
+    if let Err(e) = wait_all(&apis, 3, Duration::from_secs(60)) {
+        fail(&mut procs, &homes, e);
+    }
     // Every node serves the same validator set: the four keys, 1,000 AGR of power each.
     let set = get(&apis[2], "/v1/validators").unwrap();
     assert_eq!(set["mode"], "network");
@@ -166,11 +201,15 @@ fn a_validator_killed_while_committing_recovers_and_agrees_on_every_root() {
         drop(victim);
         let before = height(&apis[0]).unwrap();
         // The three others go on.
-        wait_all(&apis[..3], before + 3, Duration::from_secs(30));
+        if let Err(e) = wait_all(&apis[..3], before + 3, Duration::from_secs(30)) {
+            fail(&mut procs, &homes, e);
+        }
         procs[3] = start(&homes[3]);
     }
     let tip = height(&apis[0]).unwrap() + 3;
-    wait_all(&apis, tip, Duration::from_secs(60));
+    if let Err(e) = wait_all(&apis, tip, Duration::from_secs(60)) {
+        fail(&mut procs, &homes, e);
+    }
     // Every transfer committed, once, at the same place on every node.
     let start_wait = Instant::now();
     for h in &sent {
