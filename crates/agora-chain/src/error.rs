@@ -10,6 +10,9 @@ pub enum Error {
     /// State execution failed.
     #[error(transparent)]
     State(#[from] agora_state::Error),
+    /// This node's key cannot prove a block's seed (a key of small order).
+    #[error("cannot prove the block's seed: {0}")]
+    Seed(#[from] agora_types::Error),
     /// The store has no genesis block.
     #[error("the store has no genesis block: initialize the node first")]
     NoGenesis,
@@ -50,6 +53,12 @@ pub enum BlockError {
     /// A transaction breaks a limit admission would have refused it for.
     #[error("transaction {index}: {reason}")]
     TxLimit { index: usize, reason: String },
+    /// The header's proposer is not the address of its proposer key.
+    #[error("proposer {proposer} is not the address of the header's key")]
+    WrongProposerKey { proposer: agora_types::Address },
+    /// The header's seed is not its proposer's VRF output on the parent's seed.
+    #[error("the seed is not the proposer's VRF output on the parent's seed: {reason}")]
+    BadSeed { reason: String },
     /// A transaction is not admissible in order.
     #[error(transparent)]
     Execution(agora_state::Error),

@@ -5,8 +5,8 @@ use agora_state::{
 };
 use agora_store::{BlockResults, Prepared, Snapshot, Store};
 use agora_types::{
-    Address, Block, BlockHeader, Hash, MAX_BLOCK_BYTES, SignedTransaction, merkle_root,
-    verify_batch,
+    Address, Block, BlockHeader, Hash, Keypair, MAX_BLOCK_BYTES, SignedTransaction, merkle_root,
+    verify_batch, vrf,
 };
 use parking_lot::Mutex;
 use rayon::prelude::*;
@@ -67,6 +67,8 @@ pub struct Node {
     store: Store,
     chain_id: String,
     params: Params,
+    /// Signs the seeds of the blocks this node proposes; its address receives their fees.
+    key: Keypair,
     proposer: Address,
     config: NodeConfig,
     mempool: Mutex<Mempool>,
@@ -77,11 +79,12 @@ pub struct Node {
 }
 
 impl Node {
-    /// Opens the store at `db_path`, committing `genesis` as block 0 if it is new.
+    /// Opens the store at `db_path`, committing `genesis` as block 0 if it is new. `key` is the
+    /// validator key of the blocks this node builds (their proposer and seed).
     pub fn open(
         db_path: &Path,
         genesis: &Genesis,
-        proposer: Address,
+        key: Keypair,
         config: NodeConfig,
     ) -> Result<Self> {
         let store = Store::open(db_path)?;
@@ -105,7 +108,8 @@ impl Node {
             store,
             chain_id: genesis.chain_id.clone(),
             params,
-            proposer,
+            proposer: key.address(),
+            key,
             mempool: Mutex::new(Mempool::new(config.mempool.clone())),
             config,
             produce: Mutex::new(()),
@@ -298,23 +302,29 @@ impl Node {
     /// validator, so the block is final at once). `time_ms` is clamped to move forward.
     pub fn produce_block(&self, time_ms: u64) -> Result<Arc<CommittedBlock>> {
         let _producing = self.produce.lock();
-        let checked = self.build_block(time_ms, self.proposer)?;
+        let checked = self.build_block(time_ms)?;
         self.commit_locked(checked, None)
     }
 
     /// Builds the next block from the mempool on top of the latest committed one, without
     /// committing it: what a proposer offers to consensus. Transactions that are no longer
     /// admissible are left out (and dropped from the mempool when a block commits).
-    pub fn build_block(&self, time_ms: u64, proposer: Address) -> Result<CheckedBlock> {
+    /// Its proposer is this node's key, which also proves the block's seed.
+    pub fn build_block(&self, time_ms: u64) -> Result<CheckedBlock> {
         let t_start = std::time::Instant::now();
         let snap = self.snapshot()?;
         let prev = snap.latest_block()?.ok_or(Error::NoGenesis)?;
+        let height = prev.header.height + 1;
+        let (output, seed_proof) = vrf::prove(
+            &self.key,
+            &BlockHeader::seed_input(&self.chain_id, height, &prev.header.seed),
+        )?;
         let ctx = BlockContext {
             chain_id: self.chain_id.clone(),
-            height: prev.header.height + 1,
+            height,
             time_ms: time_ms.max(prev.header.time_ms + 1),
-            proposer,
-            prev_hash: prev.hash(),
+            proposer: self.proposer,
+            seed: BlockHeader::seed_of(&output),
         };
         let candidates = self.mempool.lock().reap(self.config.max_block_txs);
         let mut exec = Executor::new(&snap, ctx.clone())?;
@@ -354,6 +364,9 @@ impl Node {
                 tx_root: merkle_root(&tx_hashes),
                 state_root: prepared.state_root(),
                 proposer: ctx.proposer,
+                proposer_key: self.key.public(),
+                seed: ctx.seed,
+                seed_proof,
             },
             txs: included,
         };
@@ -446,12 +459,32 @@ impl Node {
                 computed,
             }));
         }
+        // The seed: the proposer's own, on the parent's; the proposer could not choose it.
+        if h.proposer_key.address() != h.proposer {
+            return Err(invalid(BlockError::WrongProposerKey {
+                proposer: h.proposer,
+            }));
+        }
+        let alpha = BlockHeader::seed_input(&self.chain_id, height, &prev.header.seed);
+        match vrf::verify(&h.proposer_key, &alpha, &h.seed_proof) {
+            Ok(output) if BlockHeader::seed_of(&output) == h.seed => {}
+            Ok(_) => {
+                return Err(invalid(BlockError::BadSeed {
+                    reason: "it is not the output its proof gives".into(),
+                }));
+            }
+            Err(e) => {
+                return Err(invalid(BlockError::BadSeed {
+                    reason: e.to_string(),
+                }));
+            }
+        }
         let ctx = BlockContext {
             chain_id: h.chain_id.clone(),
             height,
             time_ms: h.time_ms,
             proposer: h.proposer,
-            prev_hash: h.prev_hash,
+            seed: h.seed,
         };
         // Signatures are checked on the pool while this thread executes: execution does not
         // depend on them, and a bad signature discards the whole block.
@@ -736,7 +769,7 @@ mod tests {
         Node::open(
             &dir.join("db.redb"),
             &genesis,
-            Address([0xAA; 20]),
+            key("validator"),
             NodeConfig::default(),
         )
         .unwrap()
@@ -895,7 +928,7 @@ mod tests {
             50_000
         );
         assert_eq!(
-            read_account(&snap, &Address([0xAA; 20]))
+            read_account(&snap, &key("validator").address())
                 .unwrap()
                 .unwrap()
                 .balance,
@@ -965,6 +998,42 @@ mod tests {
             matches!(import_error(&b, forged), BlockError::Execution(_)),
             "nonce order broken"
         );
+        // Seeds: only the proposer's VRF output on the parent's seed.
+        let mut forged = next.clone();
+        forged.header.seed.0[0] ^= 1;
+        assert!(matches!(
+            import_error(&b, forged),
+            BlockError::BadSeed { .. }
+        ));
+        let mut forged = next.clone();
+        forged.header.seed_proof.0[40] ^= 1;
+        assert!(matches!(
+            import_error(&b, forged),
+            BlockError::BadSeed { .. }
+        ));
+        let mut forged = next.clone();
+        forged.header.proposer_key = key("mallory").public();
+        assert!(matches!(
+            import_error(&b, forged),
+            BlockError::WrongProposerKey { .. }
+        ));
+        // Another key's seed, with its own valid proof, but on another parent seed (a proposer
+        // trying seeds by varying what it proves on).
+        let mallory = key("mallory");
+        let (output, proof) = vrf::prove(
+            &mallory,
+            &BlockHeader::seed_input("chain-test", 1, &Hash([5; 32])),
+        )
+        .unwrap();
+        let mut forged = next.clone();
+        forged.header.proposer = mallory.address();
+        forged.header.proposer_key = mallory.public();
+        forged.header.seed = BlockHeader::seed_of(&output);
+        forged.header.seed_proof = proof;
+        assert!(matches!(
+            import_error(&b, forged),
+            BlockError::BadSeed { .. }
+        ));
         let mut forged = next.clone();
         forged.header.prev_hash = Hash([1; 32]);
         assert!(matches!(
@@ -994,6 +1063,31 @@ mod tests {
         assert_eq!(sa.results(3).unwrap(), sb.results(3).unwrap());
     }
 
+    /// A proposer cannot try seeds: whatever it puts in its block, and whenever it proposes it,
+    /// its key gives one seed per height; another key gives another.
+    #[test]
+    fn a_block_seed_depends_on_its_proposer_and_parent_only() {
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = (node(da.path()), node(db.path()));
+        a.submit(&transfer("alice", 0, 100, 5).encode()).unwrap();
+        let full = a.produce_block(1_000).unwrap();
+        let empty = b.produce_block(9_000).unwrap();
+        assert_ne!(full.hash, empty.hash);
+        assert_eq!(full.block.txs.len(), 1);
+        assert_eq!(full.block.header.seed, empty.block.header.seed);
+        // The next height's seed chains on this one, and differs.
+        let next = a.produce_block(2_000).unwrap();
+        assert_ne!(next.block.header.seed, full.block.header.seed);
+        // Another validator key, same parent: another seed, and no way to choose it either.
+        let genesis_seed = a.snapshot().unwrap().block(0).unwrap().unwrap().header.seed;
+        let (output, _) = vrf::prove(
+            &key("other-validator"),
+            &BlockHeader::seed_input("chain-test", 1, &genesis_seed),
+        )
+        .unwrap();
+        assert_ne!(BlockHeader::seed_of(&output), full.block.header.seed);
+    }
+
     /// A proposer that skips admission cannot make a block peers cannot carry or a
     /// transaction admission would refuse: the block's check applies every limit again, before
     /// any signature or execution.
@@ -1005,6 +1099,12 @@ mod tests {
             let hashes: Vec<Hash> = txs.iter().map(SignedTransaction::hash).collect();
             let snap = n.snapshot().unwrap();
             let prev = snap.latest_block().unwrap().unwrap();
+            let validator = key("validator");
+            let (output, seed_proof) = vrf::prove(
+                &validator,
+                &BlockHeader::seed_input("chain-test", 1, &prev.header.seed),
+            )
+            .unwrap();
             Block {
                 header: BlockHeader {
                     chain_id: "chain-test".into(),
@@ -1013,7 +1113,10 @@ mod tests {
                     prev_hash: prev.hash(),
                     tx_root: merkle_root(&hashes),
                     state_root: Hash::ZERO,
-                    proposer: Address([0xAA; 20]),
+                    proposer: validator.address(),
+                    proposer_key: validator.public(),
+                    seed: BlockHeader::seed_of(&output),
+                    seed_proof,
                 },
                 txs,
             }

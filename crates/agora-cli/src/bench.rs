@@ -211,7 +211,7 @@ fn ledger(n_txs: usize, n_accounts: usize, block_txs: usize, sequential: bool) -
     let node = Node::open(
         &dir.path().join("bench.redb"),
         &genesis,
-        Address([0xBE; 20]),
+        Keypair::from_seed_label("bench-validator"),
         config,
     )?;
 
@@ -281,7 +281,7 @@ fn ledger(n_txs: usize, n_accounts: usize, block_txs: usize, sequential: bool) -
     let follower = Node::open(
         &import_dir.path().join("follower.redb"),
         &genesis,
-        Address([0xBF; 20]),
+        Keypair::from_seed_label("bench-follower"),
         NodeConfig::default(),
     )?;
     let snap = node.snapshot()?;
@@ -388,7 +388,7 @@ fn market(n_jobs: usize, n_clients: usize) -> Result<()> {
     let node = Node::open(
         &dir.path().join("bench.redb"),
         &genesis,
-        Address([0xBE; 20]),
+        Keypair::from_seed_label("bench-validator"),
         NodeConfig::default(),
     )?;
     let (price_in, price_out) = (1_000, 3_000);
@@ -602,7 +602,7 @@ fn market_gateway(models_dir: &std::path::Path, requests: usize, max_tokens: u32
     let node = Arc::new(Node::open(
         &dir.path().join("bench.redb"),
         &genesis,
-        Address([0xBE; 20]),
+        Keypair::from_seed_label("bench-validator"),
         NodeConfig {
             block_time: Duration::from_millis(100),
             ..NodeConfig::default()

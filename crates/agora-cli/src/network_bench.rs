@@ -121,7 +121,7 @@ pub fn run(args: NetworkBenchArgs) -> Result<()> {
             let node = Arc::new(Node::open(
                 &home.join("chain.redb"),
                 &genesis,
-                key.address(),
+                key.clone(),
                 NodeConfig::default(),
             )?);
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -272,7 +272,7 @@ fn run_node(
         ..NodeConfig::default()
     };
     let node = Arc::new(
-        Node::open(&db, genesis, key.address(), config)
+        Node::open(&db, genesis, key.clone(), config)
             .with_context(|| format!("opening the chain database {}", db.display()))?,
     );
     let rt = tokio::runtime::Runtime::new()?;

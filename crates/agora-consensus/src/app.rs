@@ -424,8 +424,7 @@ impl ConsensusApp {
             return Ok(None);
         }
         let node = self.node.clone();
-        let proposer = self.address.0;
-        let checked = tokio::task::spawn_blocking(move || node.build_block(now_ms(), proposer))
+        let checked = tokio::task::spawn_blocking(move || node.build_block(now_ms()))
             .await
             .map_err(|e| AppError::Task(e.to_string()))??;
         if let Some(tamper) = self.config.tamper {
@@ -804,7 +803,7 @@ mod tests {
             Node::open(
                 &dir.join("chain.redb"),
                 &genesis,
-                key.address(),
+                (*key).clone(),
                 NodeConfig::default(),
             )
             .unwrap(),

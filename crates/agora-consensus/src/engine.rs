@@ -145,6 +145,13 @@ pub async fn start(
     config: NetworkConfig,
 ) -> eyre::Result<ConsensusHandle> {
     let chain_id = node.chain_id().to_string();
+    if node.proposer() != key.address() {
+        eyre::bail!(
+            "the node builds blocks as {} but consensus signs as {}: open the node with the validator key",
+            node.proposer(),
+            key.address()
+        );
+    }
     let address = ValidatorAddress(key.address());
     let signer = Ed25519Signer::new(key.clone(), &chain_id);
     // The network identity is its own key, derived from the validator's secret.

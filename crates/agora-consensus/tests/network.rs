@@ -173,7 +173,7 @@ async fn start_validator_with(
         match Node::open(
             &home.join("chain.redb"),
             genesis,
-            key.address(),
+            key.clone(),
             NodeConfig::default(),
         ) {
             Ok(node) => break Arc::new(node),

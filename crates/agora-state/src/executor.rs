@@ -59,8 +59,9 @@ pub struct BlockContext {
     pub time_ms: u64,
     /// Receives the fees.
     pub proposer: Address,
-    /// Hash of the previous block: the seed of the checks drawn in this block (DESIGN.md §4).
-    pub prev_hash: Hash,
+    /// The block's seed (its proposer's VRF output, checked before execution): the randomness
+    /// of the checks and committees drawn in this block (DESIGN.md §6).
+    pub seed: Hash,
 }
 
 /// The result of executing a block.

@@ -513,7 +513,7 @@ impl World {
             height,
             time_ms: height * 500,
             proposer: key(height as usize % ACTORS).address(),
-            prev_hash: Hash::digest(&height.to_le_bytes()),
+            seed: Hash::digest(&height.to_le_bytes()),
         }
     }
 }

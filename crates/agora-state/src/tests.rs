@@ -47,7 +47,7 @@ fn ctx(height: u64) -> BlockContext {
         height,
         time_ms: height * 500,
         proposer: proposer(),
-        prev_hash: agora_types::Hash::digest(&height.to_le_bytes()),
+        seed: agora_types::Hash::digest(&height.to_le_bytes()),
     }
 }
 

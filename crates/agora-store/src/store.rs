@@ -3,7 +3,8 @@ use crate::{
     smt::{self, Node, NodeKey, NodeSource, Proof, Updater},
 };
 use agora_state::{Executed, Genesis, StateRead, WriteSet};
-use agora_types::{Address, Block, BlockHeader, Event, Hash, Receipt};
+use agora_types::vrf::VrfProof;
+use agora_types::{Address, Block, BlockHeader, Event, Hash, PublicKey, Receipt};
 use borsh::{BorshDeserialize, BorshSerialize};
 use redb::{
     Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
@@ -32,7 +33,8 @@ const META_FORMAT: &str = "format";
 /// Format 2: verification (checks, verifiers, job verification levels, block context seed).
 /// Format 3: jobs keyed by their request's hash with their fee's state, checks with budgets,
 /// convicted providers kept.
-const FORMAT_VERSION: u32 = 3;
+/// Format 4: block headers carry the proposer's key and the VRF seed with its proof.
+const FORMAT_VERSION: u32 = 4;
 const META_ROOT: &str = "state_root";
 const META_CHAIN: &str = "chain_id";
 
@@ -243,6 +245,9 @@ impl Store {
                 tx_root: Hash::ZERO,
                 state_root: staged.state_root(),
                 proposer: Address::default(),
+                proposer_key: PublicKey([0; 32]),
+                seed: BlockHeader::genesis_seed(&genesis.chain_id, &staged.state_root()),
+                seed_proof: VrfProof::ZERO,
             },
             txs: Vec::new(),
         };
@@ -625,7 +630,7 @@ mod tests {
             height: prev.header.height + 1,
             time_ms: prev.header.time_ms + 500,
             proposer: Address([9; 20]),
-            prev_hash: prev.hash(),
+            seed: Hash::digest(&prev.header.seed.0),
         };
         let executed = Executor::execute_block(&snap, ctx.clone(), &txs).unwrap();
         let block = Block {
@@ -637,6 +642,9 @@ mod tests {
                 tx_root: Block::compute_tx_root(&txs),
                 state_root: Hash::ZERO,
                 proposer: ctx.proposer,
+                proposer_key: PublicKey([9; 32]),
+                seed: ctx.seed,
+                seed_proof: VrfProof::ZERO,
             },
             txs,
         };
@@ -825,7 +833,7 @@ mod tests {
                 height: block.header.height,
                 time_ms: block.header.time_ms,
                 proposer: block.header.proposer,
-                prev_hash: block.header.prev_hash,
+                seed: block.header.seed,
             };
             let snap = b.snapshot().unwrap();
             let executed = Executor::execute_block(&snap, ctx.clone(), &block.txs).unwrap();

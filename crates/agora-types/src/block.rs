@@ -1,4 +1,5 @@
-use crate::{Address, Hash, SignedTransaction};
+use crate::vrf::{VrfOutput, VrfProof};
+use crate::{Address, Hash, PublicKey, SignedTransaction};
 use borsh::{BorshDeserialize, BorshSerialize};
 use serde::Serialize;
 
@@ -24,12 +25,45 @@ pub struct BlockHeader {
     pub state_root: Hash,
     /// Validator that proposed the block; receives the fees.
     pub proposer: Address,
+    /// The proposer's public key (`proposer` is its address).
+    pub proposer_key: PublicKey,
+    /// The block's randomness, from which the chain draws checks and committees: the proposer's
+    /// VRF output on the parent's seed ([`BlockHeader::seed_input`]). Nobody can choose it,
+    /// the proposer included: its key gives exactly one (DESIGN.md §6).
+    pub seed: Hash,
+    /// Proof that `seed` is that output ([`crate::vrf`]).
+    pub seed_proof: VrfProof,
 }
 
 impl BlockHeader {
     /// `blake3` of the header's borsh encoding.
     pub fn hash(&self) -> Hash {
         Hash::digest(&borsh::to_vec(self).expect("borsh encoding into a Vec"))
+    }
+
+    /// What the proposer of block `height` proves its VRF on: the chain, the height and the
+    /// parent's seed, and nothing a proposer chooses (not the block's contents, time or round),
+    /// so that each validator has one seed per height.
+    pub fn seed_input(chain_id: &str, height: u64, parent_seed: &Hash) -> Vec<u8> {
+        let mut alpha = b"agora/block-seed/v1".to_vec();
+        alpha.extend_from_slice(&(chain_id.len() as u64).to_le_bytes());
+        alpha.extend_from_slice(chain_id.as_bytes());
+        alpha.extend_from_slice(&height.to_le_bytes());
+        alpha.extend_from_slice(&parent_seed.0);
+        alpha
+    }
+
+    /// The seed a VRF output gives (its first 32 bytes).
+    pub fn seed_of(output: &VrfOutput) -> Hash {
+        Hash(output[..32].try_into().expect("32 bytes"))
+    }
+
+    /// The genesis block's seed: fixed by the genesis itself.
+    pub fn genesis_seed(chain_id: &str, state_root: &Hash) -> Hash {
+        let mut bytes = b"agora/genesis-seed/v1".to_vec();
+        bytes.extend_from_slice(chain_id.as_bytes());
+        bytes.extend_from_slice(&state_root.0);
+        Hash::digest(&bytes)
     }
 }
 

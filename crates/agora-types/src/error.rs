@@ -28,6 +28,9 @@ pub enum Error {
     /// A signature that does not verify.
     #[error("invalid signature")]
     InvalidSignature,
+    /// A VRF proof that does not verify under its key and input.
+    #[error("invalid VRF proof")]
+    InvalidVrfProof,
 }
 
 /// Result with this crate's [`Error`].

@@ -67,6 +67,7 @@ impl serde::Serialize for Signature {
 }
 
 /// An ed25519 signing key with its public half.
+#[derive(Clone)]
 pub struct Keypair {
     signing: SigningKey,
 }

@@ -24,6 +24,7 @@ mod job;
 mod keys;
 mod receipt;
 mod tx;
+pub mod vrf;
 
 pub use address::{ADDRESS_HRP, Address};
 pub use amount::{AGR, Amount, DECIMALS, format_amount, parse_amount, serde_u128};

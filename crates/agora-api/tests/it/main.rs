@@ -6,8 +6,8 @@ use agora_chain::{Node, NodeConfig};
 use agora_state::{Genesis, GenesisAccount, GenesisModel, MarketParams, Params};
 use agora_store::Proof;
 use agora_types::{
-    AGR, Address, EncryptionKey, Hash, JobParams, JobReceipt, JobRequest, Keypair, Message,
-    ModelKind, ProviderInfo, SettledJob, Transaction, job_fee,
+    AGR, EncryptionKey, Hash, JobParams, JobReceipt, JobRequest, Keypair, Message, ModelKind,
+    ProviderInfo, SettledJob, Transaction, job_fee,
 };
 use serde_json::{Value, json};
 use std::{
@@ -62,7 +62,7 @@ fn start() -> Harness {
         Node::open(
             &dir.path().join("db.redb"),
             &genesis,
-            Address([0xAB; 20]),
+            Keypair::from_seed_label("api-test-validator"),
             NodeConfig::default(),
         )
         .unwrap(),

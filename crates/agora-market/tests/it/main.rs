@@ -160,7 +160,7 @@ fn start_with(verify: agora_state::VerifyParams) -> Net {
         Node::open(
             &dir.path().join("db.redb"),
             &genesis,
-            Address([0xAB; 20]),
+            Keypair::from_seed_label("market-test-validator"),
             NodeConfig::default(),
         )
         .unwrap(),

@@ -80,7 +80,7 @@ impl Executor<'_> {
 
     fn draw_hash(&self, job: &Hash, salt: u32) -> Hash {
         let mut bytes = DRAW_DOMAIN.to_vec();
-        bytes.extend_from_slice(&self.ctx.prev_hash.0);
+        bytes.extend_from_slice(&self.ctx.seed.0);
         bytes.extend_from_slice(&job.0);
         bytes.extend_from_slice(&salt.to_le_bytes());
         Hash::digest(&bytes)
