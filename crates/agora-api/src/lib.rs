@@ -19,8 +19,10 @@
 //! Errors are JSON `{code, message}` with a fitting HTTP status.
 
 mod error;
+pub mod limits;
 mod market;
 mod routes;
 
 pub use error::ApiError;
+pub use limits::{Limits, limit};
 pub use routes::{router, serve};

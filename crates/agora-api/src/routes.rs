@@ -66,20 +66,24 @@ pub fn router(node: Arc<Node>, shutdown: watch::Receiver<bool>) -> Router {
         })
 }
 
-/// Serves the API on `listener` until `shutdown` resolves; open event streams are closed then.
+/// Serves the API on `listener`, within [`crate::Limits::NODE_API`], until `shutdown` resolves;
+/// open event streams are closed then.
 pub async fn serve(
     node: Arc<Node>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (tx, rx) = watch::channel(false);
-    let app = router(node, rx);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = tx.send(true);
-        })
-        .await
+    let app = crate::limit(router(node, rx), crate::Limits::NODE_API);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    })
+    .await
 }
 
 #[derive(Deserialize)]

@@ -1,5 +1,6 @@
 //! `agora bench …`: whole-system figures, printed as a table.
 
+use agora_api::Limits;
 use agora_chain::{MempoolConfig, Node, NodeConfig};
 use agora_state::{Genesis, GenesisAccount, Params};
 use agora_types::{AGR, Address, Keypair, Message, Transaction};
@@ -664,10 +665,10 @@ fn market_gateway(models_dir: &std::path::Path, requests: usize, max_tokens: u32
         std::thread::sleep(Duration::from_millis(50));
     }
     rt.spawn({
-        let router = provider_router(provider.clone());
+        let router = agora_api::limit(provider_router(provider.clone()), Limits::PROVIDER);
         let until = wait(stop_rx.clone());
         async move {
-            let _ = axum::serve(prov_l, router)
+            let _ = axum::serve(prov_l, crate::market_cmd::with_peer(router))
                 .with_graceful_shutdown(until)
                 .await;
         }
@@ -683,10 +684,10 @@ fn market_gateway(models_dir: &std::path::Path, requests: usize, max_tokens: u32
         std::collections::BTreeMap::from([("bench".to_string(), client)]),
     );
     rt.spawn({
-        let router = openai_router(state);
+        let router = agora_api::limit(openai_router(state), Limits::GATEWAY);
         let until = wait(stop_rx.clone());
         async move {
-            let _ = axum::serve(gw_l, router)
+            let _ = axum::serve(gw_l, crate::market_cmd::with_peer(router))
                 .with_graceful_shutdown(until)
                 .await;
         }

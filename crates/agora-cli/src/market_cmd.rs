@@ -4,6 +4,7 @@
 use crate::infer_cmd::{default_threads, ensure};
 use crate::keystore::{Keystore, write_private};
 use crate::node_cmd::load_or_create_key;
+use agora_api::Limits;
 use agora_infer::bert::Embedder;
 use agora_infer::chat::ChatModel;
 use agora_infer::models::{self, ModelCache};
@@ -386,20 +387,20 @@ pub async fn start(
         let _ = rx.wait_for(|s| *s).await;
     };
     let mut tasks = Vec::new();
-    let router = provider_router(provider.clone());
+    let router = agora_api::limit(provider_router(provider.clone()), Limits::PROVIDER);
     let until = wait(stop.clone());
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = axum::serve(provider_listener, router)
+        if let Err(e) = axum::serve(provider_listener, with_peer(router))
             .with_graceful_shutdown(until)
             .await
         {
             tracing::warn!("provider endpoint stopped: {e}");
         }
     }));
-    let router = openai_router(state);
+    let router = agora_api::limit(openai_router(state), Limits::GATEWAY);
     let until = wait(stop.clone());
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = axum::serve(gateway_listener, router)
+        if let Err(e) = axum::serve(gateway_listener, with_peer(router))
             .with_graceful_shutdown(until)
             .await
         {
@@ -526,9 +527,9 @@ pub fn provider(home: PathBuf, models_dir: PathBuf, args: ProviderArgs) -> Resul
         println!("Provider {} serving at {endpoint}", provider.address());
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut until = stop_rx.clone();
-        let router = provider_router(provider.clone());
+        let router = agora_api::limit(provider_router(provider.clone()), Limits::PROVIDER);
         let server = tokio::spawn(async move {
-            axum::serve(listener, router)
+            axum::serve(listener, with_peer(router))
                 .with_graceful_shutdown(async move {
                     let _ = until.wait_for(|s| *s).await;
                 })
@@ -617,9 +618,9 @@ pub fn gateway(home: PathBuf, args: GatewayArgs) -> Result<()> {
         let gateway = Arc::new(gateway);
         let state = OpenAiState::new(gateway, &args.node, BTreeMap::from([(api_key, wallet)]));
         let (stop_tx, mut stop_rx) = watch::channel(false);
-        let router = openai_router(state);
+        let router = agora_api::limit(openai_router(state), Limits::GATEWAY);
         let server = tokio::spawn(async move {
-            axum::serve(listener, router)
+            axum::serve(listener, with_peer(router))
                 .with_graceful_shutdown(async move {
                     let _ = stop_rx.wait_for(|s| *s).await;
                 })
@@ -630,6 +631,15 @@ pub fn gateway(home: PathBuf, args: GatewayArgs) -> Result<()> {
         server.await??;
         anyhow::Ok(())
     })
+}
+
+/// `router` as a service that knows each request's peer address (for the per-address limits of
+/// [`agora_api::limits`]).
+pub(crate) fn with_peer(
+    router: axum::Router,
+) -> axum::extract::connect_info::IntoMakeServiceWithConnectInfo<axum::Router, std::net::SocketAddr>
+{
+    router.into_make_service_with_connect_info::<std::net::SocketAddr>()
 }
 
 #[cfg(test)]
