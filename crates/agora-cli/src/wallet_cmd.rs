@@ -468,6 +468,7 @@ pub fn query(cmd: QueryCommand) -> Result<()> {
                 println!("prev_hash   {}", h["prev_hash"].as_str().unwrap_or("?"));
                 println!("state_root  {}", h["state_root"].as_str().unwrap_or("?"));
                 println!("tx_root     {}", h["tx_root"].as_str().unwrap_or("?"));
+                println!("seed        {}", h["seed"].as_str().unwrap_or("?"));
                 let txs = b["txs"].as_array().cloned().unwrap_or_default();
                 println!("txs         {}", txs.len());
                 for t in txs {

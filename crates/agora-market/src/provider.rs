@@ -51,6 +51,9 @@ pub struct Delivery {
 pub struct ProviderConfig {
     /// Blocks a request must stay settle-able after it arrives.
     pub min_expiry_margin: u64,
+    /// Most blocks ahead a request may expire: the chain's `max_request_lifetime` (a request
+    /// valid for longer could never be settled, so serving it would be work for nothing).
+    pub max_expiry_ahead: u64,
     /// Fee paid per unit of work of each transaction it sends (settlements, reveals), in base
     /// units: the chain's minimum fee per unit ([`agora_types::work_units`]).
     pub settle_tx_fee: Amount,
@@ -62,6 +65,8 @@ impl Default for ProviderConfig {
     fn default() -> Self {
         ProviderConfig {
             min_expiry_margin: 20,
+            // The chain's default (`MarketParams::max_request_lifetime`), less a block of slack.
+            max_expiry_ahead: 172_800 - 1,
             settle_tx_fee: 1_000,
             jobs_dir: None,
         }
@@ -541,6 +546,17 @@ impl Provider {
                     "the request expires at height {}; at least {} is needed",
                     req.expiry_height,
                     height + self.config.min_expiry_margin
+                ),
+            ));
+        }
+        if req.expiry_height > height.saturating_add(self.config.max_expiry_ahead) {
+            return Err(refuse(
+                400,
+                "expiry_too_far",
+                format!(
+                    "the request expires at height {}; the chain settles requests expiring by {} at most",
+                    req.expiry_height,
+                    height.saturating_add(self.config.max_expiry_ahead)
                 ),
             ));
         }

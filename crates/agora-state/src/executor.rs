@@ -1,9 +1,10 @@
 use crate::{
     Account, ConsensusParams, Error, Escrow, EscrowRelease, FeeState, JobRecord, JobRejection,
     MarketParams, ModelInfo, Params, Provider, Result, TxError, UnbondingEntry, VerifyParams,
-    account_key, committee_queue_key, consensus_params_key, deadline_queue_key, draw_queue_key,
-    escrow_key, escrow_queue_key, job_key, market_params_key, model_key, params_key, pending_key,
-    provider_key, unbonding_key, verification_fund_key, verify_params_key,
+    account_key, check_key, committee_queue_key, consensus_params_key, deadline_queue_key,
+    draw_queue_key, escrow_key, escrow_queue_key, job_key, market_params_key, model_key,
+    params_key, pending_key, provider_key, prune_queue_key, unbonding_key, verification_fund_key,
+    verify_params_key,
 };
 
 mod checks;
@@ -101,6 +102,7 @@ pub struct Executor<'a> {
     escrow_adds: BTreeMap<u64, Vec<EscrowRelease>>,
     draw_adds: BTreeMap<u64, Vec<Hash>>,
     committee_adds: BTreeMap<u64, Vec<Hash>>,
+    prune_adds: BTreeMap<u64, Vec<Hash>>,
     deadline_adds: BTreeMap<u64, BTreeSet<Hash>>,
     verify: VerifyParams,
     consensus: ConsensusParams,
@@ -122,6 +124,8 @@ struct Scratch {
     committee_draws: Vec<(u64, Hash)>,
     /// Checks with a deadline at a height.
     deadlines: Vec<(u64, Hash)>,
+    /// Job records pruned at a height.
+    prunes: Vec<(u64, Hash)>,
 }
 
 fn decode<T: BorshDeserialize>(key: &[u8], bytes: &[u8]) -> Result<T> {
@@ -192,6 +196,7 @@ impl<'a> Executor<'a> {
             escrow_adds: BTreeMap::new(),
             draw_adds: BTreeMap::new(),
             committee_adds: BTreeMap::new(),
+            prune_adds: BTreeMap::new(),
             deadline_adds: BTreeMap::new(),
             accounts: BTreeMap::new(),
             dirty: BTreeSet::new(),
@@ -359,6 +364,9 @@ impl<'a> Executor<'a> {
         }
         for (height, job) in scratch.deadlines {
             self.deadline_adds.entry(height).or_default().insert(job);
+        }
+        for (height, job) in scratch.prunes {
+            self.prune_adds.entry(height).or_default().push(job);
         }
     }
 
@@ -786,6 +794,14 @@ impl<'a> Executor<'a> {
                 expiry: req.expiry_height,
             }));
         }
+        // A request valid for ever could never be forgotten: its id must stay refused.
+        let max = self.market.max_request_lifetime;
+        if req.expiry_height - self.ctx.height > max {
+            return Ok(Err(JobRejection::ExpiryTooFar {
+                expiry: req.expiry_height,
+                max,
+            }));
+        }
         // The request's hash, which the receipt names (checked above).
         let job_id = rec.request_hash;
         let jkey = job_key(&job_id);
@@ -885,9 +901,14 @@ impl<'a> Executor<'a> {
         };
         scratch.writes.insert(jkey, Some(encode(&record)));
         scratch.pending.push((release, job_id));
+        // Forgotten once nobody can settle its request again and its fee is final (kept a while
+        // for readers): see `prune_jobs`.
+        scratch
+            .prunes
+            .push((self.prune_height(req.expiry_height.max(release)), job_id));
         if level != Verification::None {
-            // Whether it is checked, and by whom, is drawn in the next block, from this block's
-            // hash: unknown when the provider settles.
+            // Whether it is checked, and by whom, is drawn in the next block, from that block's
+            // seed (its proposer's VRF output): unknown when the provider settles.
             scratch
                 .draws
                 .push((self.ctx.height.saturating_add(1), job_id));
@@ -917,6 +938,7 @@ impl<'a> Executor<'a> {
         self.draw_committees(&mut block_events)?;
         self.enforce_deadlines(&mut block_events)?;
         self.release_fees(&mut block_events)?;
+        self.prune_jobs(&mut block_events)?;
         self.flush_queues()?;
         let qkey = unbonding_key(self.ctx.height);
         if let Some(bytes) = read(self.base, &[&self.writes], &qkey)? {
@@ -983,6 +1005,9 @@ impl<'a> Executor<'a> {
         }
         for (height, adds) in std::mem::take(&mut self.draw_adds) {
             append_queue(self.base, &mut self.writes, draw_queue_key(height), adds)?;
+        }
+        for (height, adds) in std::mem::take(&mut self.prune_adds) {
+            append_queue(self.base, &mut self.writes, prune_queue_key(height), adds)?;
         }
         for (height, adds) in std::mem::take(&mut self.committee_adds) {
             append_queue(
@@ -1062,6 +1087,48 @@ impl<'a> Executor<'a> {
             }
             self.pay_fee(&mut scratch, &job_id, &mut record, events)?;
             scratch.writes.insert(jkey, Some(encode(&record)));
+        }
+        self.commit_scratch(scratch);
+        Ok(())
+    }
+
+    /// The height at which a job record that can be forgotten after `after` is pruned.
+    fn prune_height(&self, after: u64) -> u64 {
+        after
+            .max(self.ctx.height)
+            .saturating_add(self.market.job_retention)
+            .saturating_add(1)
+    }
+
+    /// Forgets the records of jobs whose request has expired (so their id can never be settled
+    /// again: settlement refuses an expired request before it looks for a record) and whose fee
+    /// is final, with their decided check. A job still in play (a fee pending or held, a check
+    /// open) is looked at again later.
+    fn prune_jobs(&mut self, events: &mut Vec<Event>) -> Result<()> {
+        let Some(queue) = self.take_queue(prune_queue_key(self.ctx.height))? else {
+            return Ok(());
+        };
+        let mut scratch = Scratch::default();
+        for job_id in queue {
+            let jkey = job_key(&job_id);
+            let Some(record) = self.get::<JobRecord>(&scratch, &jkey)? else {
+                continue;
+            };
+            let check: Option<crate::Check> = self.get(&scratch, &check_key(&job_id))?;
+            let final_fee = matches!(record.fee_state, FeeState::Released | FeeState::Refunded);
+            let open = check
+                .as_ref()
+                .is_some_and(|c| c.outcome == crate::Outcome::Open);
+            if !final_fee || open {
+                let later = self.prune_height(self.ctx.height);
+                scratch.prunes.push((later, job_id));
+                continue;
+            }
+            scratch.writes.insert(jkey, None);
+            if check.is_some() {
+                scratch.writes.insert(check_key(&job_id), None);
+            }
+            events.push(Event::new("job_pruned", &[("job_id", job_id.to_hex())]));
         }
         self.commit_scratch(scratch);
         Ok(())

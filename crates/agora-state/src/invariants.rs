@@ -14,6 +14,7 @@
 //!   held fee has an open check, and every open check's job is held; every seat still owed a
 //!   reveal or a verdict is inside its window, and an open check with no such seat has its
 //!   committee's draw queued. So nothing stays locked past its windows.
+//! - **Growth**: every job record has its pruning queued, so settled jobs do not pile up.
 
 use crate::{
     Account, Check, Escrow, EscrowRelease, FeeState, JobRecord, Outcome, Provider, UnbondingEntry,
@@ -104,6 +105,7 @@ pub fn check<'a>(
     let mut withdrawing: BTreeMap<Address, Amount> = BTreeMap::new();
     let mut pending: BTreeSet<(u64, Hash)> = BTreeSet::new();
     let mut committees_due: BTreeSet<Hash> = BTreeSet::new();
+    let mut prunes_due: BTreeSet<Hash> = BTreeSet::new();
     let mut open_index: BTreeSet<(Address, Hash)> = BTreeSet::new();
     let mut verifier_set: Option<Vec<Address>> = None;
     let mut supply = None;
@@ -221,6 +223,11 @@ pub fn check<'a>(
             for j in decode::<Vec<Hash>>(&mut bad, key, value).unwrap_or_default() {
                 pending.insert((h, j));
             }
+        } else if let Some(h) = queue_height(b"prnq/") {
+            if h <= height {
+                bad.push(format!("prune queue at {h} left behind at {height}"));
+            }
+            prunes_due.extend(decode::<Vec<Hash>>(&mut bad, key, value).unwrap_or_default());
         } else if let Some(h) = queue_height(b"cmtq/") {
             if h <= height {
                 bad.push(format!("committee queue at {h} left behind at {height}"));
@@ -271,6 +278,10 @@ pub fn check<'a>(
 
     // Jobs and their fees.
     for (id, j) in &jobs {
+        // Every record is forgotten some day: none is left without its reminder.
+        if !prunes_due.contains(id) {
+            bad.push(format!("job {id}: its record is never pruned"));
+        }
         let open = checks.get(id).is_some_and(|c| c.outcome == Outcome::Open);
         match j.fee_state {
             FeeState::Pending => {
@@ -293,10 +304,12 @@ pub fn check<'a>(
     let mut provider_checks: BTreeMap<Address, u32> = BTreeMap::new();
     let mut verifier_seats: BTreeMap<Address, u32> = BTreeMap::new();
     let mut expected_index: BTreeSet<(Address, Hash)> = BTreeSet::new();
-    for (id, c) in checks.iter().filter(|(_, c)| c.outcome == Outcome::Open) {
+    for id in checks.keys() {
         if !jobs.contains_key(id) {
-            bad.push(format!("check {id}: its job is not settled"));
+            bad.push(format!("check {id}: its job has no record"));
         }
+    }
+    for (id, c) in checks.iter().filter(|(_, c)| c.outcome == Outcome::Open) {
         // Every seat of an open check, judged or not, counts for its verifier.
         for s in &c.seats {
             *verifier_seats.entry(s.verifier).or_default() += 1;

@@ -133,6 +133,13 @@ pub fn draw_queue_key(height: u64) -> Vec<u8> {
     key
 }
 
+/// `prnq/` + big-endian height → job ids whose records are pruned at that height.
+pub fn prune_queue_key(height: u64) -> Vec<u8> {
+    let mut key = b"prnq/".to_vec();
+    key.extend_from_slice(&height.to_be_bytes());
+    key
+}
+
 /// `cmtq/` + big-endian height → job ids whose dispute committee is drawn at that height.
 pub fn committee_queue_key(height: u64) -> Vec<u8> {
     let mut key = b"cmtq/".to_vec();

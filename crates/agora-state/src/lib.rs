@@ -35,9 +35,10 @@ pub use genesis::{Genesis, GenesisAccount, GenesisModel, GenesisValidator};
 pub use keys::{
     account_key, check_key, committee_queue_key, consensus_params_key, deadline_queue_key,
     draw_queue_key, escrow_key, escrow_queue_key, job_key, market_params_key, model_key,
-    open_check_key, open_check_prefix, params_key, pending_key, provider_key, reveal_key,
-    supply_key, unbonding_key, validator_candidates_key, validator_key_key, validator_set_key,
-    verification_fund_key, verifier_key, verifier_pool_key, verifier_set_key, verify_params_key,
+    open_check_key, open_check_prefix, params_key, pending_key, provider_key, prune_queue_key,
+    reveal_key, supply_key, unbonding_key, validator_candidates_key, validator_key_key,
+    validator_set_key, verification_fund_key, verifier_key, verifier_pool_key, verifier_set_key,
+    verify_params_key,
 };
 pub use market::{
     Escrow, EscrowRelease, FeeState, JobRecord, JobRejection, MarketParams, ModelInfo, Provider,

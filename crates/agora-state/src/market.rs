@@ -18,6 +18,23 @@ pub struct MarketParams {
     /// Protocol share of every released fee, in basis points: into the provider's verification
     /// fund, which pays the checks of its jobs.
     pub protocol_share_bps: u32,
+    /// Most blocks a job request may stay valid for settlement (its `expiry_height` at most this
+    /// far past the settling block): what lets a settled job's record be forgotten, since a
+    /// request past its expiry can never be settled again.
+    #[serde(default = "default_max_request_lifetime")]
+    pub max_request_lifetime: u64,
+    /// Blocks a finished job's record (and its check's) stays readable once its request has
+    /// expired and its fee is final; then it is pruned.
+    #[serde(default = "default_job_retention")]
+    pub job_retention: u64,
+}
+
+fn default_max_request_lifetime() -> u64 {
+    MarketParams::default().max_request_lifetime
+}
+
+fn default_job_retention() -> u64 {
+    MarketParams::default().job_retention
 }
 
 impl Default for MarketParams {
@@ -27,6 +44,10 @@ impl Default for MarketParams {
             escrow_unlock_period: 100,
             challenge_window: 40,
             protocol_share_bps: 500,
+            // A day at 500 ms blocks; gateways ask for 1,200 (10 minutes).
+            max_request_lifetime: 172_800,
+            // A day at 500 ms blocks.
+            job_retention: 172_800,
         }
     }
 }
@@ -41,6 +62,9 @@ impl MarketParams {
         }
         if self.protocol_share_bps > 10_000 {
             return Err("protocol_share_bps is at most 10000".into());
+        }
+        if self.max_request_lifetime == 0 {
+            return Err("max_request_lifetime must be at least 1 block".into());
         }
         Ok(())
     }
@@ -197,6 +221,9 @@ pub enum JobRejection {
     /// The request names another chain.
     #[error("the request is for chain {got:?}")]
     WrongChain { got: String },
+    /// The request stays valid for longer than the chain allows.
+    #[error("the request expires at height {expiry}, more than {max} blocks ahead")]
+    ExpiryTooFar { expiry: u64, max: u64 },
     /// The client's signature does not verify.
     #[error("the client's signature over the request does not verify")]
     BadClientSignature,
@@ -248,6 +275,7 @@ impl JobRejection {
             JobRejection::WrongProvider { .. } => "wrong_provider",
             JobRejection::RequestMismatch => "request_mismatch",
             JobRejection::Expired { .. } => "expired",
+            JobRejection::ExpiryTooFar { .. } => "expiry_too_far",
             JobRejection::UnknownProvider { .. } => "unknown_provider",
             JobRejection::ProviderRetired { .. } => "provider_retired",
             JobRejection::ModelNotServed { .. } => "model_not_served",

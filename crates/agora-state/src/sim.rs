@@ -139,6 +139,9 @@ pub fn genesis() -> Genesis {
             escrow_unlock_period: 3,
             challenge_window: 6,
             protocol_share_bps: 500,
+            // Short, so that runs of 20 blocks see records pruned.
+            max_request_lifetime: 12,
+            job_retention: 2,
         },
         models: vec![GenesisModel {
             id: MODEL,
@@ -410,7 +413,7 @@ impl World {
             },
             max_fee: fee.saturating_mul(2),
             nonce: Hash([nonce; 32]),
-            expiry_height: self.height + 20,
+            expiry_height: self.height + 8,
         };
         let mut receipt_fee = fee;
         let mut signer = provider;
@@ -418,6 +421,7 @@ impl World {
             1 => receipt_fee = fee.saturating_add(1),
             2 => signer = (provider + 1) % ACTORS,
             3 => request.expiry_height = self.height,
+            6 => request.expiry_height = self.height + 100,
             4 => request.max_fee = fee.saturating_sub(1),
             5 => {
                 // The last settlement again, word for word.
@@ -618,7 +622,11 @@ impl World {
                     continue;
                 }
                 let action = if seat.revealed() {
-                    let pass = !(c.job_id.0[0] ^ round ^ j as u8).is_multiple_of(3);
+                    // A quarter of the jobs are judged frauds; one seat in three dissents
+                    // every other round, so majorities win and lose both ways.
+                    let fraud = c.job_id.0[0].is_multiple_of(4);
+                    let dissent = j % 3 == 2 && round % 2 == 1;
+                    let pass = fraud == dissent;
                     Action::Verdict { check: i, pass }
                 } else {
                     Action::Reveal {

@@ -442,6 +442,7 @@ fn adversarial_runs_reach_every_outcome() {
         "job_refunded",
         "unbond_released",
         "escrow_released",
+        "job_pruned",
     ] {
         assert!(seen.contains_key(kind), "no {kind} in {seen:?}");
     }
@@ -470,6 +471,7 @@ mod market {
             escrow_unlock_period: 3,
             challenge_window: 2,
             protocol_share_bps: 500,
+            ..MarketParams::default()
         };
         g.models = vec![GenesisModel {
             id: MODEL,
@@ -605,6 +607,77 @@ mod market {
 
     fn attr<'a>(e: &'a Event, name: &str) -> &'a str {
         &e.attributes.iter().find(|(k, _)| k == name).unwrap().1
+    }
+
+    /// A settled job's record is forgotten once its request has expired, its fee is final and
+    /// a short retention has passed; the same settlement sent again is still refused (as
+    /// expired), so the fee is never paid twice, and nothing is left behind.
+    #[test]
+    fn finished_jobs_are_pruned_and_never_settled_again() {
+        let mut g = market_genesis();
+        g.market.job_retention = 3;
+        g.market.max_request_lifetime = 50;
+        let mut s = MemState::default();
+        s.apply(&g.initial_writes().unwrap());
+        let setup = run_block(
+            &mut s,
+            1,
+            &[
+                tx(
+                    PROVIDER,
+                    0,
+                    10,
+                    vec![Message::RegisterProvider {
+                        stake: 10 * AGR,
+                        info: info(),
+                    }],
+                ),
+                tx(CLIENT, 0, 10, vec![Message::EscrowDeposit { amount: AGR }]),
+            ],
+        );
+        assert!(setup.receipts.iter().all(|r| r.success));
+        // Expires at 6; its fee is released at 2 + 2 = 4; pruned at 6 + 3 + 1 = 10.
+        let req = request(7, 10_000, 6);
+        let job = SettledJob {
+            receipt: receipt(&req, 100, 50).sign(&key(PROVIDER)),
+            request: req.sign(&key(CLIENT)),
+        };
+        let id = job.request.request.id();
+        settle(&mut s, 2, 1, vec![job.clone()]);
+        let mut pruned_at = None;
+        for h in 3..=11 {
+            let out = run_block(&mut s, h, &[]);
+            if out.block_events.iter().any(|e| e.kind == "job_pruned") {
+                pruned_at = Some(h);
+            }
+        }
+        assert_eq!(pruned_at, Some(10));
+        assert!(s.get(&job_key(&id)).unwrap().is_none());
+        assert!(s.get(&check_key(&id)).unwrap().is_none());
+        let paid = account(&s, &key(PROVIDER).address()).balance;
+        // The provider sends it again: refused, nothing paid.
+        let out = run_block(
+            &mut s,
+            12,
+            &[tx(
+                PROVIDER,
+                2,
+                10,
+                vec![Message::SettleJobs { jobs: vec![job] }],
+            )],
+        );
+        let rejected: Vec<&Event> = out.receipts[0]
+            .events
+            .iter()
+            .filter(|e| e.kind == "job_rejected")
+            .collect();
+        assert_eq!(rejected.len(), 1, "{:?}", out.receipts[0]);
+        assert_eq!(attr(rejected[0], "code"), "expired");
+        assert_eq!(
+            account(&s, &key(PROVIDER).address()).balance,
+            paid - out.receipts[0].fee_paid,
+            "only the transaction's fee"
+        );
     }
 
     #[test]
@@ -818,6 +891,13 @@ mod market {
                 "expired",
                 with(&|q, r| {
                     q.expiry_height = 1;
+                    rehash(q, r)
+                }),
+            ),
+            (
+                "expiry_too_far",
+                with(&|q, r| {
+                    q.expiry_height = u64::MAX;
                     rehash(q, r)
                 }),
             ),
