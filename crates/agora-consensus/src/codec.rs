@@ -275,6 +275,118 @@ mod tests {
         let _ = Address::default();
     }
 
+    /// What a peer sends is decoded before anything checks it: whatever the bytes, decoding
+    /// returns a value or an error, never panics; and a value that decodes encodes back to the
+    /// same bytes' meaning (decode ∘ encode is the identity on it).
+    fn survives<T>(bytes: &[u8])
+    where
+        AgoraCodec: Codec<T>,
+        T: PartialEq + std::fmt::Debug,
+    {
+        if let Ok(value) = Codec::<T>::decode(&AgoraCodec, Bytes::copy_from_slice(bytes)) {
+            let again = Codec::<T>::encode(&AgoraCodec, &value).expect("a decoded value encodes");
+            let back = Codec::<T>::decode(&AgoraCodec, again).expect("its encoding decodes");
+            assert_eq!(back, value);
+        }
+    }
+
+    fn every_message(bytes: &[u8]) {
+        survives::<ProposalPart>(bytes);
+        survives::<SignedConsensusMsg<AgoraContext>>(bytes);
+        survives::<LivenessMsg<AgoraContext>>(bytes);
+        survives::<StreamMessage<ProposalPart>>(bytes);
+        survives::<Status<AgoraContext>>(bytes);
+        survives::<Request<AgoraContext>>(bytes);
+        survives::<ProposedValue<AgoraContext>>(bytes);
+        survives::<PolkaCertificate<AgoraContext>>(bytes);
+        survives::<CommitCertificate<AgoraContext>>(bytes);
+        survives::<ValidatorProof<AgoraContext>>(bytes);
+        survives::<Response<AgoraContext>>(bytes);
+    }
+
+    /// Valid encodings to mutate: a proposal's parts, a certificate, a sync response.
+    fn samples() -> Vec<Vec<u8>> {
+        let validator = ValidatorAddress(Address([3; 20]));
+        let cert = CommitCertificate::<AgoraContext> {
+            height: Height(7),
+            round: Round::new(1),
+            value_id: Hash::digest(b"block"),
+            commit_signatures: vec![CommitSignature::new(validator, Signature([7; 64]))],
+        };
+        let response = Response::ValueResponse(ValueResponse {
+            start_height: Height(7),
+            values: vec![RawDecidedValue::new(
+                Bytes::from_static(b"block bytes"),
+                ExtendedCommitCertificate::from_commit_certificate_and_extensions(
+                    cert.clone(),
+                    Default::default(),
+                ),
+            )],
+        });
+        let parts = [
+            ProposalPart::Init {
+                height: Height(7),
+                round: Round::new(0),
+                proposer: validator,
+                pol_round: Round::Nil,
+            },
+            ProposalPart::Data(vec![1, 2, 3, 4, 5]),
+            ProposalPart::Fin {
+                signature: Signature([9; 64]),
+            },
+        ];
+        let mut out: Vec<Vec<u8>> = parts
+            .iter()
+            .map(|p| AgoraCodec.encode(p).unwrap().to_vec())
+            .collect();
+        out.push(AgoraCodec.encode(&cert).unwrap().to_vec());
+        out.push(AgoraCodec.encode(&response).unwrap().to_vec());
+        out
+    }
+
+    #[test]
+    fn the_samples_the_fuzz_mutates_decode() {
+        let s = samples();
+        for part in &s[..3] {
+            let r: Result<ProposalPart, _> = AgoraCodec.decode(Bytes::copy_from_slice(part));
+            assert!(r.is_ok());
+        }
+        let r: Result<CommitCertificate<AgoraContext>, _> =
+            AgoraCodec.decode(Bytes::copy_from_slice(&s[3]));
+        assert!(r.is_ok());
+        let r: Result<Response<AgoraContext>, _> = AgoraCodec.decode(Bytes::copy_from_slice(&s[4]));
+        assert!(r.is_ok());
+    }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+                every_message(&bytes);
+            }
+
+            #[test]
+            fn mutated_messages_never_panic(
+                which in 0usize..5,
+                flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..4),
+                cut in any::<usize>(),
+            ) {
+                let mut bytes = samples()[which].clone();
+                for (at, byte) in flips {
+                    let i = at % bytes.len();
+                    bytes[i] ^= byte | 1;
+                }
+                every_message(&bytes);
+                every_message(&bytes[..cut % (bytes.len() + 1)]);
+            }
+        }
+    }
+
     #[test]
     fn garbage_and_oversized_messages_are_refused() {
         let r: Result<ProposalPart, _> = AgoraCodec.decode(Bytes::from_static(&[9, 9, 9]));
