@@ -314,4 +314,41 @@ mod tests {
         assert!(open_reveal(&verifier, &job, &tampered).is_err());
         assert!(open_reveal(&verifier, &job, &a[..20]).is_err());
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(128))]
+
+            /// A lying provider can seal anything to its verifier: whatever the plaintext
+            /// (random, or a real reveal with bytes changed or cut), opening it gives a reveal
+            /// or an error, never a panic; and unsealed bytes never open.
+            #[test]
+            fn whatever_a_provider_seals_opens_or_is_refused(
+                random in proptest::collection::vec(any::<u8>(), 0..400),
+                flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4),
+                cut in any::<usize>(),
+            ) {
+                let verifier = ProviderSecret::from_bytes([9; 32]);
+                let job = Hash([2; 32]);
+                let mut plain = borsh::to_vec(&doc()).unwrap();
+                for (at, byte) in flips {
+                    let i = at % plain.len();
+                    plain[i] ^= byte;
+                }
+                plain.truncate(cut % (plain.len() + 1));
+                for bytes in [plain, random.clone()] {
+                    let envelope = crate::envelope::seal_seeded([4; 32], &verifier.public(), &job, &bytes);
+                    let mut sealed = hex::decode(&envelope.ephemeral).unwrap();
+                    sealed.extend(hex::decode(&envelope.ciphertext).unwrap());
+                    if let Ok(doc) = open_reveal(&verifier, &job, &sealed) {
+                        prop_assert_eq!(borsh::to_vec(&doc).unwrap(), bytes);
+                    }
+                }
+                prop_assert!(open_reveal(&verifier, &job, &random).is_err());
+            }
+        }
+    }
 }
