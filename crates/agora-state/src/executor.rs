@@ -902,10 +902,17 @@ impl<'a> Executor<'a> {
         scratch.writes.insert(jkey, Some(encode(&record)));
         scratch.pending.push((release, job_id));
         // Forgotten once nobody can settle its request again and its fee is final (kept a while
-        // for readers): see `prune_jobs`.
+        // for readers): see `prune_jobs`. Queued by the settling height, not by the expiry the
+        // client chose, so one prune queue holds one block's settlements, never a pile-up of
+        // jobs that all name the same expiry.
+        let unsettleable = self
+            .ctx
+            .height
+            .saturating_add(self.market.max_request_lifetime)
+            .max(release);
         scratch
             .prunes
-            .push((self.prune_height(req.expiry_height.max(release)), job_id));
+            .push((self.prune_height(unsettleable), job_id));
         if level != Verification::None {
             // Whether it is checked, and by whom, is drawn in the next block, from that block's
             // seed (its proposer's VRF output): unknown when the provider settles.

@@ -140,7 +140,7 @@ pub fn genesis() -> Genesis {
             challenge_window: 6,
             protocol_share_bps: 500,
             // Short, so that runs of 20 blocks see records pruned.
-            max_request_lifetime: 12,
+            max_request_lifetime: 9,
             job_retention: 2,
         },
         models: vec![GenesisModel {

@@ -616,7 +616,7 @@ mod market {
     fn finished_jobs_are_pruned_and_never_settled_again() {
         let mut g = market_genesis();
         g.market.job_retention = 3;
-        g.market.max_request_lifetime = 50;
+        g.market.max_request_lifetime = 6;
         let mut s = MemState::default();
         s.apply(&g.initial_writes().unwrap());
         let setup = run_block(
@@ -636,7 +636,8 @@ mod market {
             ],
         );
         assert!(setup.receipts.iter().all(|r| r.success));
-        // Expires at 6; its fee is released at 2 + 2 = 4; pruned at 6 + 3 + 1 = 10.
+        // Settled at 2, expires at 6 (at most 2 + 6); its fee is released at 2 + 2 = 4; pruned
+        // once no request settled at 2 can be valid any more: at 2 + 6 + 3 + 1 = 12.
         let req = request(7, 10_000, 6);
         let job = SettledJob {
             receipt: receipt(&req, 100, 50).sign(&key(PROVIDER)),
@@ -645,20 +646,20 @@ mod market {
         let id = job.request.request.id();
         settle(&mut s, 2, 1, vec![job.clone()]);
         let mut pruned_at = None;
-        for h in 3..=11 {
+        for h in 3..=13 {
             let out = run_block(&mut s, h, &[]);
             if out.block_events.iter().any(|e| e.kind == "job_pruned") {
                 pruned_at = Some(h);
             }
         }
-        assert_eq!(pruned_at, Some(10));
+        assert_eq!(pruned_at, Some(12));
         assert!(s.get(&job_key(&id)).unwrap().is_none());
         assert!(s.get(&check_key(&id)).unwrap().is_none());
         let paid = account(&s, &key(PROVIDER).address()).balance;
         // The provider sends it again: refused, nothing paid.
         let out = run_block(
             &mut s,
-            12,
+            14,
             &[tx(
                 PROVIDER,
                 2,
@@ -1741,6 +1742,57 @@ mod market {
                 .count();
             // Expected 44 of 64; uniform drawing would give 13.
             assert!((34..=54).contains(&big), "{big}");
+        }
+
+        /// The proposer of the drawing block knows its seed before it picks the block's
+        /// transactions: a verifier registered in that block (with a ground address or stake)
+        /// is not among the candidates; from the next block on it is, by its stake.
+        #[test]
+        fn a_verifier_registered_in_the_drawing_block_is_not_drawn_in_it() {
+            let mut s = net_with(10_000, [20 * AGR; 5]);
+            let jobs = |from: u16| -> Vec<SettledJob> {
+                (from..from + 32)
+                    .map(|i| {
+                        let mut req = request(0, 10_000, 100);
+                        req.nonce = Hash::digest(&i.to_le_bytes());
+                        let rec = receipt(&req, 10, 5);
+                        SettledJob {
+                            request: req.sign(&key(CLIENT)),
+                            receipt: rec.sign(&key(PROVIDER)),
+                        }
+                    })
+                    .collect()
+            };
+            let first = jobs(0);
+            let first_ids: Vec<Hash> = first.iter().map(|j| j.request.request.id()).collect();
+            block(&mut s, 2, vec![(PROVIDER, Message::SettleJobs { jobs: first })]);
+            // Block 3 draws block 2's jobs; actor 3 joins in it with 900 of the 1,000 AGR staked.
+            let late = jobs(100);
+            let late_ids: Vec<Hash> = late.iter().map(|j| j.request.request.id()).collect();
+            block(
+                &mut s,
+                3,
+                vec![
+                    (
+                        3,
+                        Message::RegisterVerifier {
+                            stake: 900 * AGR,
+                            info: vinfo(),
+                        },
+                    ),
+                    (PROVIDER, Message::SettleJobs { jobs: late }),
+                ],
+            );
+            let drawn = |s: &MemState, ids: &[Hash]| {
+                ids.iter()
+                    .filter(|id| who(&check_of(s, id).unwrap().seats[0].verifier) == 3)
+                    .count()
+            };
+            assert_eq!(drawn(&s, &first_ids), 0);
+            block(&mut s, 4, vec![]);
+            // Expected 90 % of 32.
+            let late_drawn = drawn(&s, &late_ids);
+            assert!(late_drawn >= 20, "{late_drawn}");
         }
 
         #[test]

@@ -2,7 +2,7 @@
 //! verifier registration, drawing checks from block randomness, reveals, verdicts, disputes,
 //! deadlines, and the outcomes that pay, refund and slash.
 
-use super::{Executor, Scratch, encode, read};
+use super::{Executor, Scratch, decode, encode, read};
 use crate::{
     Account, Check, Error, Escrow, FeeState, JobRecord, Outcome, Provider, Result, Role, Seat,
     TxError, UnbondingEntry, Verifier, VerifyParams, check_key, committee_queue_key,
@@ -65,8 +65,9 @@ fn outcome_name(o: Outcome) -> &'static str {
 }
 
 impl Executor<'_> {
-    /// A number drawn from the previous block's hash, the job and a salt: the same on every node,
-    /// unknown before the previous block was made.
+    /// A number drawn from this block's seed, the job and a salt: the same on every node, known
+    /// to nobody but this block's proposer before the parent block was proposed (see
+    /// [`agora_types::BlockHeader::seed_input`]).
     fn draw_u64(&self, job: &Hash, salt: u32) -> u64 {
         let h = self.draw_hash(job, salt);
         u64::from_le_bytes(h.0[..8].try_into().expect("8 bytes"))
@@ -615,9 +616,18 @@ impl Executor<'_> {
     /// Draws up to `n` verifiers for `check`: registered, checking its model, neither its provider
     /// nor its client, not seated or dismissed on it before. Each draw picks one with a chance
     /// proportional to its stake (so splitting a stake over many verifiers gains nothing), seeded
-    /// by the previous block.
+    /// by this block's seed.
+    ///
+    /// The candidates and their stakes are those of the parent state: this block's proposer
+    /// knows the seed before it chooses the block's transactions, so nothing in them (a verifier
+    /// registering with a ground address or stake, one leaving) may move the draw. One drawn but
+    /// gone in this block (left, or slashed to nothing) is passed over for the next salt.
     fn draw(&self, scratch: &Scratch, check: &Check, n: usize) -> Result<Vec<Address>> {
-        let set: Vec<Address> = self.get(scratch, &verifier_set_key())?.unwrap_or_default();
+        let parent = |key: Vec<u8>| -> Result<Option<Vec<u8>>> { self.base.get(&key) };
+        let set: Vec<Address> = parent(verifier_set_key())?
+            .map(|b| decode(&verifier_set_key(), &b))
+            .transpose()?
+            .unwrap_or_default();
         let mut eligible: Vec<(Address, Amount)> = Vec::new();
         for a in set {
             if a == check.provider
@@ -627,13 +637,21 @@ impl Executor<'_> {
             {
                 continue;
             }
-            if let Some(v) = self.get::<Verifier>(scratch, &verifier_key(&a))?
+            let key = verifier_key(&a);
+            if let Some(v) = parent(key.clone())?
+                .map(|b| decode::<Verifier>(&key, &b))
+                .transpose()?
                 && v.info.models.contains(&check.model)
                 && v.stake > 0
             {
                 eligible.push((a, v.stake));
             }
         }
+        let still_here = |a: &Address| -> Result<bool> {
+            Ok(self
+                .get::<Verifier>(scratch, &verifier_key(a))?
+                .is_some_and(|v| v.stake > 0 && v.info.models.contains(&check.model)))
+        };
         let mut salt = u32::try_from(check.seats.len() + check.dismissed.len()).unwrap_or(u32::MAX);
         let mut out = Vec::new();
         while out.len() < n && !eligible.is_empty() {
@@ -656,7 +674,10 @@ impl Executor<'_> {
                     }
                 })
                 .expect("point < total");
-            out.push(eligible.remove(i).0);
+            let (drawn, _) = eligible.remove(i);
+            if still_here(&drawn)? {
+                out.push(drawn);
+            }
         }
         Ok(out)
     }
@@ -928,7 +949,7 @@ impl Executor<'_> {
         let old = check.seats.remove(i);
         check.dismissed.push(old.verifier);
         // Silence is not free: a seat that could choose between judging and being replaced
-        // (whose replacement the previous block's hash already tells) would otherwise re-roll
+        // (whose replacement a known seed may already tell) would otherwise re-roll
         // its check, or stall it, at no cost.
         let cut = self.slash_verifier(scratch, check, old.verifier, false, events)?;
         self.add_to_pool(scratch, cut)?;
