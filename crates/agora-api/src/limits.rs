@@ -26,6 +26,7 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
+    time::Duration,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -34,35 +35,54 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub struct Limits {
     /// In flight, from everyone.
     pub max_in_flight: usize,
-    /// In flight, from one IP address.
+    /// In flight, from one client: one IPv4 address, or one IPv6 /64 (what one host is given).
     pub per_client: usize,
+    /// Longest a request may take to be answered (reading its body included); the answer's body
+    /// may stream for longer. `None`: no limit (inference takes as long as it takes).
+    pub timeout: Option<Duration>,
 }
 
 impl Limits {
-    /// A node's API: cheap reads and submissions, event streams.
+    /// A node's API: cheap reads, answered within 30 s.
     pub const NODE_API: Limits = Limits {
-        max_in_flight: 1024,
-        per_client: 64,
+        max_in_flight: 512,
+        per_client: 32,
+        timeout: Some(Duration::from_secs(30)),
+    };
+    /// A node's `POST /v1/txs`: bodies up to 8 MiB, so few at once (at most 256 MiB buffered).
+    pub const SUBMIT: Limits = Limits {
+        max_in_flight: 32,
+        per_client: 8,
+        timeout: Some(Duration::from_secs(30)),
+    };
+    /// A node's event streams: long-lived, so few, and a handful per client.
+    pub const EVENTS: Limits = Limits {
+        max_in_flight: 128,
+        per_client: 4,
+        timeout: None,
     };
     /// A provider: each request is an inference job (its own queue bounds the work); a gateway
     /// is one address that brings many users' jobs.
     pub const PROVIDER: Limits = Limits {
         max_in_flight: 256,
         per_client: 128,
+        timeout: None,
     };
     /// The gateway: each request waits on a provider.
     pub const GATEWAY: Limits = Limits {
         max_in_flight: 512,
         per_client: 64,
+        timeout: None,
     };
 }
 
-/// `router` with `limits` applied to every route it has.
-pub fn limit(router: Router, limits: Limits) -> Router {
+/// `router` with `limits` applied to every route it has (not to routes added after).
+pub fn limit<S: Clone + Send + Sync + 'static>(router: Router<S>, limits: Limits) -> Router<S> {
     let gate = Gate {
         total: Arc::new(Semaphore::new(limits.max_in_flight)),
         clients: Arc::new(Mutex::new(BTreeMap::new())),
         per_client: limits.per_client,
+        timeout: limits.timeout,
     };
     router.layer(axum::middleware::from_fn_with_state(gate, guard))
 }
@@ -70,10 +90,24 @@ pub fn limit(router: Router, limits: Limits) -> Router {
 #[derive(Clone)]
 struct Gate {
     total: Arc<Semaphore>,
-    /// Requests in flight per address; an address leaves the map when it has none, so the map
+    /// Requests in flight per client; a client leaves the map when it has none, so the map
     /// never holds more entries than requests in flight.
     clients: Arc<Mutex<BTreeMap<IpAddr, usize>>>,
     per_client: usize,
+    timeout: Option<Duration>,
+}
+
+/// The client an address belongs to: an IPv4 address, or the /64 of an IPv6 one (a host gets a
+/// whole /64, so counting its addresses one by one would give it 2^64 clients).
+fn client_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            IpAddr::V6(octets.into())
+        }
+        v4 => v4,
+    }
 }
 
 /// One request's place from one address.
@@ -113,7 +147,7 @@ async fn guard(State(gate): State<Gate>, request: Request, next: Next) -> Respon
     let client = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
+        .map(|c| client_of(c.0.ip()));
     let slot = match client {
         Some(ip) => match gate.enter(ip) {
             Some(slot) => Some(slot),
@@ -134,7 +168,20 @@ async fn guard(State(gate): State<Gate>, request: Request, next: Next) -> Respon
             "the server is serving as many requests as it takes; retry later",
         );
     };
-    let (parts, body) = next.run(request).await.into_parts();
+    let response = match gate.timeout {
+        None => next.run(request).await,
+        Some(limit) => match tokio::time::timeout(limit, next.run(request)).await {
+            Ok(response) => response,
+            Err(_) => {
+                return refuse(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "timeout",
+                    "the request took too long (a slow upload, or a server too busy); retry",
+                );
+            }
+        },
+    };
+    let (parts, body) = response.into_parts();
     Response::from_parts(
         parts,
         Body::new(Held {
@@ -241,6 +288,7 @@ mod tests {
         let (url, release, entered) = server(Limits {
             max_in_flight: 8,
             per_client: 2,
+            timeout: None,
         })
         .await;
         // Two slow requests from this address hold its two places: a third is refused with 429.
@@ -265,11 +313,37 @@ mod tests {
         }
     }
 
+    #[test]
+    fn an_ipv6_host_is_one_client_and_mapped_ipv4_is_ipv4() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_of(a), client_of(b));
+        assert_ne!(client_of(a), client_of(other));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(client_of(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_request_over_its_time_is_answered_408_and_frees_its_place() {
+        let (url, release, entered) = server(Limits {
+            max_in_flight: 1,
+            per_client: 1,
+            timeout: Some(Duration::from_millis(200)),
+        })
+        .await;
+        assert_eq!(spawn_status(format!("{url}/slow")).await.unwrap(), 408);
+        assert_eq!(entered.load(Ordering::SeqCst), 1);
+        release.add_permits(1);
+        assert_eq!(spawn_status(format!("{url}/slow")).await.unwrap(), 200);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn the_total_limit_answers_503() {
         let (url, release, entered) = server(Limits {
             max_in_flight: 1,
             per_client: 8,
+            timeout: None,
         })
         .await;
         let held = spawn_status(format!("{url}/slow"));

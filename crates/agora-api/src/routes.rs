@@ -32,11 +32,14 @@ pub(crate) type ApiResult<T> = Result<T, ApiError>;
 /// The API's routes over a node. `shutdown` ends open event streams when it turns `true`.
 pub fn router(node: Arc<Node>, shutdown: watch::Receiver<bool>) -> Router {
     let registry = Arc::new(node.metrics().registry());
-    Router::new()
-        .route(
-            "/v1/txs",
-            post(submit_txs).layer(axum::extract::DefaultBodyLimit::max(MAX_SUBMIT_BODY)),
-        )
+    // Each kind of route has its own limits (`crate::limits`): a flood of one does not starve
+    // the others, and `/health` answers whatever happens.
+    let submit = Router::new().route(
+        "/v1/txs",
+        post(submit_txs).layer(axum::extract::DefaultBodyLimit::max(MAX_SUBMIT_BODY)),
+    );
+    let events = Router::new().route("/v1/events/blocks", get(block_events));
+    let reads = Router::new()
         .route("/v1/txs/{hash}", get(get_tx))
         .route("/v1/blocks/{id}", get(get_block))
         .route("/v1/accounts/{address}", get(get_account))
@@ -55,10 +58,12 @@ pub fn router(node: Arc<Node>, shutdown: watch::Receiver<bool>) -> Router {
             get(market::get_reveal),
         )
         .route("/v1/market/open-checks/{address}", get(market::open_checks))
-        .route("/v1/events/blocks", get(block_events))
         .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::not_found("not_found", "no such route; see /v1/status") });
+    crate::limit(reads, crate::Limits::NODE_API)
+        .merge(crate::limit(submit, crate::Limits::SUBMIT))
+        .merge(crate::limit(events, crate::Limits::EVENTS))
         .route("/health", get(health))
-        .fallback(|| async { ApiError::not_found("not_found", "no such route; see /v1/status") })
         .with_state(AppState {
             node,
             registry,
@@ -66,7 +71,7 @@ pub fn router(node: Arc<Node>, shutdown: watch::Receiver<bool>) -> Router {
         })
 }
 
-/// Serves the API on `listener`, within [`crate::Limits::NODE_API`], until `shutdown` resolves;
+/// Serves the API on `listener` (within the limits of [`router`]) until `shutdown` resolves;
 /// open event streams are closed then.
 pub async fn serve(
     node: Arc<Node>,
@@ -74,7 +79,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (tx, rx) = watch::channel(false);
-    let app = crate::limit(router(node, rx), crate::Limits::NODE_API);
+    let app = router(node, rx);
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),

@@ -1765,7 +1765,11 @@ mod market {
             };
             let first = jobs(0);
             let first_ids: Vec<Hash> = first.iter().map(|j| j.request.request.id()).collect();
-            block(&mut s, 2, vec![(PROVIDER, Message::SettleJobs { jobs: first })]);
+            block(
+                &mut s,
+                2,
+                vec![(PROVIDER, Message::SettleJobs { jobs: first })],
+            );
             // Block 3 draws block 2's jobs; actor 3 joins in it with 900 of the 1,000 AGR staked.
             let late = jobs(100);
             let late_ids: Vec<Hash> = late.iter().map(|j| j.request.request.id()).collect();
