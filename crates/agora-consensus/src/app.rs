@@ -585,7 +585,17 @@ impl ConsensusApp {
             debug!(%height, %round, "proposal parts with a bad signature: ignored");
             return None;
         }
-        let validity = self.check_block(height, proposer, block).await;
+        // A block re-proposed from its proof-of-lock round names that round's proposer.
+        let mut allowed = vec![proposer.0];
+        if let Some(r) = pol_round.as_u32() {
+            allowed.push(
+                self.ctx
+                    .select_proposer(&set, height, Round::new(r))
+                    .address
+                    .0,
+            );
+        }
+        let validity = self.check_block(height, &allowed, block).await;
         Some(ProposedValue {
             height,
             round,
@@ -596,14 +606,21 @@ impl ConsensusApp {
         })
     }
 
-    /// Checks a block proposed by `proposer` for the current height, remembering the result.
+    /// Checks a block for the current height whose header must name one of `allowed` as its
+    /// proposer, remembering the result.
     async fn check_block(
         &mut self,
         height: Height,
-        proposer: ValidatorAddress,
+        allowed: &[agora_types::Address],
         block: Block,
     ) -> Validity {
         let hash = block.hash();
+        // Before the cache: a proposer may not re-propose another round's block (and its seed)
+        // as its own.
+        if !allowed.contains(&block.header.proposer) {
+            warn!(%height, block = %hash, proposer = %block.header.proposer, "the block names a proposer it may not");
+            return Validity::Invalid;
+        }
         if let Some(c) = self.candidates.get(&hash) {
             return Validity::from_bool(c.checked.is_some());
         }
@@ -613,11 +630,6 @@ impl ConsensusApp {
             problem = Some(format!(
                 "block height {} in a proposal for {height}",
                 block.header.height
-            ));
-        } else if block.header.proposer != proposer.0 {
-            problem = Some(format!(
-                "block names proposer {}, the proposal {proposer}",
-                block.header.proposer
             ));
         } else if block.header.time_ms > now_ms().saturating_add(MAX_CLOCK_DRIFT_MS) {
             problem = Some(format!(
@@ -762,7 +774,17 @@ impl ConsensusApp {
         }
         self.enter(height);
         let hash = block.hash();
-        let validity = self.check_block(height, proposer, block).await;
+        // The commit certificate proves the decision: the block may name any validator (one
+        // re-proposed from its proof-of-lock round names that round's proposer, not the
+        // certificate's round's). Its seed is still checked against the key it names.
+        let allowed: Vec<agora_types::Address> = match Self::validator_set(&self.node) {
+            Ok(set) => set.validators().iter().map(|v| v.address.0).collect(),
+            Err(e) => {
+                warn!(error = %e, "no validator set to check a synced block against");
+                return SyncedValueOutcome::LocalTransientError;
+            }
+        };
+        let validity = self.check_block(height, &allowed, block).await;
         SyncedValueOutcome::Verdict(ProposedValue {
             height,
             round,
@@ -808,6 +830,31 @@ mod tests {
             )
             .unwrap(),
         )
+    }
+
+    /// A proposer cannot pass off a block it has seen (and its seed) as its own: the header
+    /// must name a proposer the proposal allows, checked before the cache of checked blocks.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_known_valid_block_naming_another_proposer_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Arc::new(Keypair::from_seed_label("kept-validator"));
+        let node = node(dir.path(), &key);
+        let address = ValidatorAddress(key.address());
+        let signer = Ed25519Signer::new(key.clone(), "kept");
+        let mut app = ConsensusApp::new(node.clone(), signer, address, AppConfig::default());
+        app.enter(Height(1));
+        app.build(Height(1)).await.unwrap().expect("at height 1");
+        let block = node.build_block(now_ms()).unwrap().block;
+        assert_eq!(
+            app.check_block(Height(1), &[key.address()], block.clone())
+                .await,
+            Validity::Valid
+        );
+        let other = Keypair::from_seed_label("another-validator").address();
+        assert_eq!(
+            app.check_block(Height(1), &[other], block).await,
+            Validity::Invalid
+        );
     }
 
     #[tokio::test(flavor = "multi_thread")]
