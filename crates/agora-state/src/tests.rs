@@ -521,8 +521,13 @@ mod market {
     /// A market with provider 0 registered (stake 10 AGR) and client 1's escrow funded with
     /// `deposit`, after block 1.
     fn market_with_escrow(deposit: u128) -> MemState {
+        market_from(&market_genesis(), deposit)
+    }
+
+    /// [`market_with_escrow`] over genesis `g`.
+    fn market_from(g: &Genesis, deposit: u128) -> MemState {
         let mut s = MemState::default();
-        s.apply(&market_genesis().initial_writes().unwrap());
+        s.apply(&g.initial_writes().unwrap());
         let out = run_block(
             &mut s,
             1,
@@ -617,25 +622,7 @@ mod market {
         let mut g = market_genesis();
         g.market.job_retention = 3;
         g.market.max_request_lifetime = 6;
-        let mut s = MemState::default();
-        s.apply(&g.initial_writes().unwrap());
-        let setup = run_block(
-            &mut s,
-            1,
-            &[
-                tx(
-                    PROVIDER,
-                    0,
-                    10,
-                    vec![Message::RegisterProvider {
-                        stake: 10 * AGR,
-                        info: info(),
-                    }],
-                ),
-                tx(CLIENT, 0, 10, vec![Message::EscrowDeposit { amount: AGR }]),
-            ],
-        );
-        assert!(setup.receipts.iter().all(|r| r.success));
+        let mut s = market_from(&g, AGR);
         // Settled at 2, expires at 6 (at most 2 + 6); its fee is released at 2 + 2 = 4; pruned
         // once no request settled at 2 can be valid any more: at 2 + 6 + 3 + 1 = 12.
         let req = request(7, 10_000, 6);
