@@ -22,6 +22,7 @@ use parking_lot::Mutex;
 use serde_json::json;
 use std::{
     collections::BTreeMap,
+    future::Future,
     net::{IpAddr, SocketAddr},
     pin::Pin,
     sync::Arc,
@@ -40,6 +41,10 @@ pub struct Limits {
     /// Longest a request may take to be answered (reading its body included); the answer's body
     /// may stream for longer. `None`: no limit (inference takes as long as it takes).
     pub timeout: Option<Duration>,
+    /// Whether requests from this machine (loopback) are spared the per-client limit: they come
+    /// from the operator's own services (a gateway, a provider, a verifier calling their node),
+    /// which bring many users' requests through one address. The total still applies.
+    pub trust_loopback: bool,
 }
 
 impl Limits {
@@ -48,18 +53,21 @@ impl Limits {
         max_in_flight: 512,
         per_client: 32,
         timeout: Some(Duration::from_secs(30)),
+        trust_loopback: true,
     };
     /// A node's `POST /v1/txs`: bodies up to 8 MiB, so few at once (at most 256 MiB buffered).
     pub const SUBMIT: Limits = Limits {
         max_in_flight: 32,
         per_client: 8,
         timeout: Some(Duration::from_secs(30)),
+        trust_loopback: true,
     };
     /// A node's event streams: long-lived, so few, and a handful per client.
     pub const EVENTS: Limits = Limits {
         max_in_flight: 128,
         per_client: 4,
         timeout: None,
+        trust_loopback: true,
     };
     /// A provider: each request is an inference job (its own queue bounds the work); a gateway
     /// is one address that brings many users' jobs.
@@ -67,12 +75,14 @@ impl Limits {
         max_in_flight: 256,
         per_client: 128,
         timeout: None,
+        trust_loopback: true,
     };
     /// The gateway: each request waits on a provider.
     pub const GATEWAY: Limits = Limits {
         max_in_flight: 512,
         per_client: 64,
         timeout: None,
+        trust_loopback: true,
     };
 }
 
@@ -83,6 +93,7 @@ pub fn limit<S: Clone + Send + Sync + 'static>(router: Router<S>, limits: Limits
         clients: Arc::new(Mutex::new(BTreeMap::new())),
         per_client: limits.per_client,
         timeout: limits.timeout,
+        trust_loopback: limits.trust_loopback,
     };
     router.layer(axum::middleware::from_fn_with_state(gate, guard))
 }
@@ -95,6 +106,7 @@ struct Gate {
     clients: Arc<Mutex<BTreeMap<IpAddr, usize>>>,
     per_client: usize,
     timeout: Option<Duration>,
+    trust_loopback: bool,
 }
 
 /// The client an address belongs to: an IPv4 address, or the /64 of an IPv6 one (a host gets a
@@ -129,17 +141,22 @@ impl Drop for ClientSlot {
 }
 
 impl Gate {
-    fn enter(&self, ip: IpAddr) -> Option<ClientSlot> {
+    /// A place for a request (or connection) of client `ip`: `None` when the client has used
+    /// its share; `Some(None)` when it is not counted (a trusted local one).
+    fn enter(&self, ip: IpAddr) -> Option<Option<ClientSlot>> {
+        if self.trust_loopback && ip.is_loopback() {
+            return Some(None);
+        }
         let mut clients = self.clients.lock();
         let n = clients.entry(ip).or_insert(0);
         if *n >= self.per_client {
             return None;
         }
         *n += 1;
-        Some(ClientSlot {
+        Some(Some(ClientSlot {
             clients: self.clients.clone(),
             ip,
-        })
+        }))
     }
 }
 
@@ -150,7 +167,7 @@ async fn guard(State(gate): State<Gate>, request: Request, next: Next) -> Respon
         .map(|c| client_of(c.0.ip()));
     let slot = match client {
         Some(ip) => match gate.enter(ip) {
-            Some(slot) => Some(slot),
+            Some(slot) => slot,
             None => {
                 return refuse(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -201,6 +218,191 @@ fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
+}
+
+/// How many connections a server holds open, and for how long one may sit idle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Open at once, from everyone.
+    pub max_open: usize,
+    /// Open at once, from one client ([`client_of`]).
+    pub per_client: usize,
+    /// A connection that moves no byte either way for this long is closed.
+    pub idle: Duration,
+    /// Whether connections from this machine are spared the per-client limit (see
+    /// [`Limits::trust_loopback`]).
+    pub trust_loopback: bool,
+}
+
+impl ConnectionLimits {
+    /// Every Agora server: below a process's usual 1,024 open files, a client's share of them
+    /// bounded, and idle connections (a slow client that never finishes its request) closed
+    /// after ten minutes, longer than any answer takes to start.
+    pub const DEFAULT: ConnectionLimits = ConnectionLimits {
+        max_open: 768,
+        per_client: 128,
+        idle: Duration::from_secs(600),
+        trust_loopback: true,
+    };
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves: within [`ConnectionLimits::DEFAULT`]
+/// (a connection over a limit is closed as soon as it is accepted), with each request's peer
+/// address known to [`limit`]'s per-client limits.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_within(listener, router, ConnectionLimits::DEFAULT, shutdown).await
+}
+
+/// [`serve`] within `limits`.
+pub async fn serve_within(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    limits: ConnectionLimits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let bounded = Bounded {
+        inner: listener,
+        open: Arc::new(Semaphore::new(limits.max_open)),
+        gate: Gate {
+            total: Arc::new(Semaphore::new(usize::MAX >> 4)),
+            clients: Arc::new(Mutex::new(BTreeMap::new())),
+            per_client: limits.per_client,
+            timeout: None,
+            trust_loopback: limits.trust_loopback,
+        },
+        idle: limits.idle,
+    };
+    // `tap_io` gives the listener axum's `SocketAddr` connect info.
+    axum::serve(
+        bounded.tap_io(|_| {}),
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// A TCP listener that closes connections over its limits at once.
+struct Bounded {
+    inner: tokio::net::TcpListener,
+    open: Arc<Semaphore>,
+    gate: Gate,
+    idle: Duration,
+}
+
+impl axum::serve::Listener for Bounded {
+    type Io = Counted;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Counted, SocketAddr) {
+        loop {
+            let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+            let Ok(permit) = self.open.clone().try_acquire_owned() else {
+                tracing::debug!(%addr, "too many connections: closed");
+                continue;
+            };
+            let Some(slot) = self.gate.enter(client_of(addr.ip())) else {
+                tracing::debug!(%addr, "too many connections from this client: closed");
+                continue;
+            };
+            let idle = self.idle;
+            return (
+                Counted {
+                    stream,
+                    idle,
+                    deadline: Box::pin(tokio::time::sleep(idle)),
+                    _place: (permit, slot),
+                },
+                addr,
+            );
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// An accepted connection: keeps its place while open, and fails once idle too long.
+struct Counted {
+    stream: tokio::net::TcpStream,
+    idle: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    _place: (OwnedSemaphorePermit, Option<ClientSlot>),
+}
+
+impl Counted {
+    /// After `poll` on the stream: progress pushes the deadline back; waiting past it fails.
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        match poll {
+            Poll::Ready(r) => {
+                let next = tokio::time::Instant::now() + self.idle;
+                self.deadline.as_mut().reset(next);
+                Poll::Ready(r)
+            }
+            Poll::Pending => match self.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connection idle too long",
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Counted {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.stream).poll_read(cx, buf);
+        this.watch(cx, poll)
+    }
+}
+
+impl tokio::io::AsyncWrite for Counted {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.watch(cx, poll)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.watch(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
 }
 
 /// A response body that keeps its request's place until it is sent (or dropped).
@@ -289,6 +491,7 @@ mod tests {
             max_in_flight: 8,
             per_client: 2,
             timeout: None,
+            trust_loopback: false,
         })
         .await;
         // Two slow requests from this address hold its two places: a third is refused with 429.
@@ -313,6 +516,61 @@ mod tests {
         }
     }
 
+    /// Whether the server closes `stream` within `within` (it reads end of file or an error).
+    fn closed_within(stream: &mut std::net::TcpStream, within: Duration) -> bool {
+        use std::io::Read;
+        stream.set_read_timeout(Some(within)).unwrap();
+        let mut buf = [0u8; 64];
+        match stream.read(&mut buf) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn connections_over_a_clients_share_are_closed_and_idle_ones_too() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = Router::new().route("/", get(|| async { "ok" }));
+        tokio::spawn(serve_within(
+            listener,
+            router,
+            ConnectionLimits {
+                max_open: 8,
+                per_client: 1,
+                idle: Duration::from_millis(700),
+                trust_loopback: false,
+            },
+            std::future::pending(),
+        ));
+        let verdict = tokio::task::spawn_blocking(move || {
+            // The first connection is this client's one; a second is closed at once.
+            let mut first = std::net::TcpStream::connect(addr).unwrap();
+            let mut second = std::net::TcpStream::connect(addr).unwrap();
+            let second_closed = closed_within(&mut second, Duration::from_millis(500));
+            // The first, silent, is closed once idle too long.
+            let first_open_meanwhile = !closed_within(&mut first, Duration::from_millis(100));
+            let first_closed = closed_within(&mut first, Duration::from_secs(5));
+            // Its place is back: a request is served again.
+            let mut served = false;
+            for _ in 0..50 {
+                if ureq::get(&format!("http://{addr}/")).call().is_ok() {
+                    served = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (second_closed, first_open_meanwhile, first_closed, served)
+        })
+        .await
+        .unwrap();
+        assert_eq!(verdict, (true, true, true, true));
+    }
+
     #[test]
     fn an_ipv6_host_is_one_client_and_mapped_ipv4_is_ipv4() {
         let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
@@ -330,6 +588,7 @@ mod tests {
             max_in_flight: 1,
             per_client: 1,
             timeout: Some(Duration::from_millis(200)),
+            trust_loopback: false,
         })
         .await;
         assert_eq!(spawn_status(format!("{url}/slow")).await.unwrap(), 408);
@@ -339,11 +598,32 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn local_services_are_spared_the_per_client_limit_not_the_total() {
+        let (url, release, entered) = server(Limits {
+            max_in_flight: 3,
+            per_client: 1,
+            timeout: None,
+            trust_loopback: true,
+        })
+        .await;
+        let held: Vec<_> = (0..3)
+            .map(|_| spawn_status(format!("{url}/slow")))
+            .collect();
+        wait_entered(&entered, 3).await;
+        assert_eq!(spawn_status(format!("{url}/slow")).await.unwrap(), 503);
+        release.add_permits(3);
+        for h in held {
+            assert_eq!(h.await.unwrap(), 200);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn the_total_limit_answers_503() {
         let (url, release, entered) = server(Limits {
             max_in_flight: 1,
             per_client: 8,
             timeout: None,
+            trust_loopback: false,
         })
         .await;
         let held = spawn_status(format!("{url}/slow"));

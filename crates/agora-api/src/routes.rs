@@ -80,11 +80,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let (tx, rx) = watch::channel(false);
     let app = router(node, rx);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    crate::limits::serve(listener, app, async move {
         shutdown.await;
         let _ = tx.send(true);
     })

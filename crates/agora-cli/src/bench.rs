@@ -668,9 +668,7 @@ fn market_gateway(models_dir: &std::path::Path, requests: usize, max_tokens: u32
         let router = agora_api::limit(provider_router(provider.clone()), Limits::PROVIDER);
         let until = wait(stop_rx.clone());
         async move {
-            let _ = axum::serve(prov_l, crate::market_cmd::with_peer(router))
-                .with_graceful_shutdown(until)
-                .await;
+            let _ = agora_api::limits::serve(prov_l, router, until).await;
         }
     });
     rt.spawn(settle_loop(
@@ -687,9 +685,7 @@ fn market_gateway(models_dir: &std::path::Path, requests: usize, max_tokens: u32
         let router = agora_api::limit(openai_router(state), Limits::GATEWAY);
         let until = wait(stop_rx.clone());
         async move {
-            let _ = axum::serve(gw_l, crate::market_cmd::with_peer(router))
-                .with_graceful_shutdown(until)
-                .await;
+            let _ = agora_api::limits::serve(gw_l, router, until).await;
         }
     });
 

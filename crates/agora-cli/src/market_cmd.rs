@@ -390,20 +390,14 @@ pub async fn start(
     let router = agora_api::limit(provider_router(provider.clone()), Limits::PROVIDER);
     let until = wait(stop.clone());
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = axum::serve(provider_listener, with_peer(router))
-            .with_graceful_shutdown(until)
-            .await
-        {
+        if let Err(e) = agora_api::limits::serve(provider_listener, router, until).await {
             tracing::warn!("provider endpoint stopped: {e}");
         }
     }));
     let router = agora_api::limit(openai_router(state), Limits::GATEWAY);
     let until = wait(stop.clone());
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = axum::serve(gateway_listener, with_peer(router))
-            .with_graceful_shutdown(until)
-            .await
-        {
+        if let Err(e) = agora_api::limits::serve(gateway_listener, router, until).await {
             tracing::warn!("gateway stopped: {e}");
         }
     }));
@@ -529,11 +523,10 @@ pub fn provider(home: PathBuf, models_dir: PathBuf, args: ProviderArgs) -> Resul
         let mut until = stop_rx.clone();
         let router = agora_api::limit(provider_router(provider.clone()), Limits::PROVIDER);
         let server = tokio::spawn(async move {
-            axum::serve(listener, with_peer(router))
-                .with_graceful_shutdown(async move {
-                    let _ = until.wait_for(|s| *s).await;
-                })
-                .await
+            agora_api::limits::serve(listener, router, async move {
+                let _ = until.wait_for(|s| *s).await;
+            })
+            .await
         });
         let settle = tokio::spawn(settle_loop(provider, Duration::from_secs(2), stop_rx));
         crate::node_cmd::shutdown_signal().await;
@@ -620,26 +613,16 @@ pub fn gateway(home: PathBuf, args: GatewayArgs) -> Result<()> {
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let router = agora_api::limit(openai_router(state), Limits::GATEWAY);
         let server = tokio::spawn(async move {
-            axum::serve(listener, with_peer(router))
-                .with_graceful_shutdown(async move {
-                    let _ = stop_rx.wait_for(|s| *s).await;
-                })
-                .await
+            agora_api::limits::serve(listener, router, async move {
+                let _ = stop_rx.wait_for(|s| *s).await;
+            })
+            .await
         });
         crate::node_cmd::shutdown_signal().await;
         let _ = stop_tx.send(true);
         server.await??;
         anyhow::Ok(())
     })
-}
-
-/// `router` as a service that knows each request's peer address (for the per-address limits of
-/// [`agora_api::limits`]).
-pub(crate) fn with_peer(
-    router: axum::Router,
-) -> axum::extract::connect_info::IntoMakeServiceWithConnectInfo<axum::Router, std::net::SocketAddr>
-{
-    router.into_make_service_with_connect_info::<std::net::SocketAddr>()
 }
 
 #[cfg(test)]
