@@ -62,7 +62,9 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1_000)]
         clients: usize,
         /// Also measure the gateway with the real chat model: overhead over calling the runtime
-        /// directly, and requests/s with p50/p99 latency at 1, 4 and 16 concurrent clients.
+        /// directly, and requests/s with p50/p99 latency and failures at 1, 4, 16 and 64
+        /// concurrent clients; then check that the chain charged the client exactly its answers'
+        /// receipts.
         #[arg(long)]
         gateway: bool,
         /// Requests per client in the gateway measurement.
@@ -455,7 +457,7 @@ fn market(n_jobs: usize, n_clients: usize) -> Result<()> {
                 },
                 max_fee: 1_000_000,
                 nonce: Hash::digest(&[b"job".as_slice(), &i.to_le_bytes()].concat()),
-                expiry_height: 1_000_000,
+                expiry_height: 100_000,
             };
             let (input_tokens, output_tokens) = (100 + (i % 50) as u32, 128);
             let receipt = JobReceipt {
@@ -699,6 +701,9 @@ fn market_gateway(models_dir: &std::path::Path, requests: usize, max_tokens: u32
         .timeout_global(Some(Duration::from_secs(120)))
         .build()
         .into();
+    // Every answer's receipt fee, to compare with what the chain charges the client.
+    let receipted = std::sync::atomic::AtomicU64::new(0);
+    let answered = std::sync::atomic::AtomicU64::new(0);
     let call = |agent: &ureq::Agent| -> Result<f64> {
         let t0 = Instant::now();
         let mut r = agent
@@ -709,6 +714,12 @@ fn market_gateway(models_dir: &std::path::Path, requests: usize, max_tokens: u32
         if v["choices"][0]["message"]["content"].as_str().is_none() {
             bail!("gateway answer without content: {v}");
         }
+        let fee: u64 = v["agora"]["fee"]
+            .as_str()
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("gateway answer without a receipt fee: {v}"))?;
+        receipted.fetch_add(fee, std::sync::atomic::Ordering::Relaxed);
+        answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(t0.elapsed().as_secs_f64() * 1e3)
     };
     // Direct: the same generation on the runtime, no network, no chain.
@@ -744,39 +755,70 @@ fn market_gateway(models_dir: &std::path::Path, requests: usize, max_tokens: u32
         (g - d) / d * 100.0
     );
     println!(
-        "  {:<10} {:>10} {:>10} {:>10}",
-        "clients", "req/s", "p50 ms", "p99 ms"
+        "  {:<10} {:>10} {:>10} {:>10} {:>10}",
+        "clients", "req/s", "p50 ms", "p99 ms", "failed"
     );
-    for clients in [1usize, 4, 16] {
+    for clients in [1usize, 4, 16, 64] {
         let t0 = Instant::now();
-        let lat: Vec<f64> = std::thread::scope(|scope| -> Result<Vec<f64>> {
+        let (lat, failed) = std::thread::scope(|scope| -> Result<(Vec<f64>, usize)> {
             let handles: Vec<_> = (0..clients)
                 .map(|_| {
-                    scope.spawn(|| -> Result<Vec<f64>> {
+                    scope.spawn(|| -> Vec<Result<f64>> {
                         let agent: ureq::Agent = ureq::Agent::config_builder()
-                            .timeout_global(Some(Duration::from_secs(300)))
+                            .timeout_global(Some(Duration::from_secs(600)))
                             .build()
                             .into();
                         (0..requests).map(|_| call(&agent)).collect()
                     })
                 })
                 .collect();
-            let mut all = Vec::new();
+            let (mut all, mut failed) = (Vec::new(), 0);
             for h in handles {
-                all.extend(h.join().map_err(|_| anyhow::anyhow!("client panicked"))??);
+                for r in h.join().map_err(|_| anyhow::anyhow!("client panicked"))? {
+                    match r {
+                        Ok(ms) => all.push(ms),
+                        Err(e) => {
+                            failed += 1;
+                            tracing::warn!("a request failed under load: {e:#}");
+                        }
+                    }
+                }
             }
-            Ok(all)
+            Ok((all, failed))
         })?;
         let took = t0.elapsed().as_secs_f64();
         let mut lat = lat;
         lat.sort_by(f64::total_cmp);
         println!(
-            "  {:<10} {:>10.2} {:>10.1} {:>10.1}",
+            "  {:<10} {:>10.2} {:>10.1} {:>10.1} {:>10}",
             clients,
             lat.len() as f64 / took,
             percentile(&lat, 0.5),
-            percentile(&lat, 0.99)
+            percentile(&lat, 0.99),
+            failed
         );
+    }
+    // Every answer is charged, once, for its receipt's fee, and nothing else is: the client's
+    // escrow falls by exactly the receipts' fees once the provider has settled them.
+    let (answers, fees) = (
+        answered.load(std::sync::atomic::Ordering::Relaxed),
+        u128::from(receipted.load(std::sync::atomic::Ordering::Relaxed)),
+    );
+    let client_address = Keypair::from_seed_label("bench-gw-client").address();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let charged = loop {
+        let escrow = agora_market::Chain::escrow(chain.as_ref(), &client_address)?;
+        let charged = (1_000 * AGR).saturating_sub(escrow.balance);
+        if charged >= fees || Instant::now() > deadline {
+            break charged;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    println!(
+        "  {answers} answers with receipts for {fees} base units; the chain charged the client {charged}"
+    );
+    if charged != fees {
+        bail!("the client was charged {charged}, its answers' receipts say {fees}");
     }
     let _ = stop_tx.send(true);
     drop(rt);
