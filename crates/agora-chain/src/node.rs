@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use rayon::prelude::*;
 use std::{collections::BTreeSet, future::Future, path::Path, sync::Arc, time::Duration};
 use tokio::sync::broadcast;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// How the node builds blocks.
 #[derive(Clone, Debug)]
@@ -697,7 +697,11 @@ pub fn now_ms() -> u64 {
 
 /// The single-validator dev engine: proposes and finalizes a block every `block_time` until
 /// `shutdown` resolves, then commits what waits in the mempool in one last block.
-pub async fn run_dev_engine(node: Arc<Node>, shutdown: impl Future<Output = ()>) {
+///
+/// A block the store cannot write (a full disk, an I/O error) stops production with that error:
+/// the store refuses every write after a failed one until it is opened again, so the node must
+/// restart, and loses nothing committed. Nothing half-written is ever visible.
+pub async fn run_dev_engine(node: Arc<Node>, shutdown: impl Future<Output = ()>) -> Result<()> {
     let mut tick = tokio::time::interval(node.config.block_time);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -708,6 +712,10 @@ pub async fn run_dev_engine(node: Arc<Node>, shutdown: impl Future<Output = ()>)
                 let n = node.clone();
                 match tokio::task::spawn_blocking(move || n.produce_block(now_ms())).await {
                     Ok(Ok(b)) => debug!(height = b.block.header.height, txs = b.block.txs.len(), "committed block"),
+                    Ok(Err(Error::Store(e))) => {
+                        error!(error = %e, "the store cannot commit blocks: production stops");
+                        return Err(Error::Store(e));
+                    }
                     Ok(Err(e)) => warn!(error = %e, "block production failed"),
                     Err(e) => warn!(error = %e, "block production task failed"),
                 }
@@ -728,6 +736,7 @@ pub async fn run_dev_engine(node: Arc<Node>, shutdown: impl Future<Output = ()>)
         }
     }
     info!("dev engine stopped");
+    Ok(())
 }
 
 #[cfg(test)]

@@ -294,7 +294,7 @@ fn run_node(
             listener,
             wait(stop_rx.clone()),
         ));
-        let engine = match engine {
+        let mut engine = match engine {
             Engine::Dev(_) => Running::Dev(tokio::spawn(run_dev_engine(
                 node.clone(),
                 wait(stop_rx.clone()),
@@ -340,7 +340,35 @@ fn run_node(
             None => (None, Vec::new()),
         };
         on_ready(&api, &node, started.as_ref());
-        shutdown_signal().await;
+        // Until Ctrl-C or SIGTERM, or until the dev engine cannot go on (a store that cannot be
+        // written: the node stops, and a restart continues from what was committed).
+        let failed = match &mut engine {
+            Running::Dev(task) => tokio::select! {
+                () = shutdown_signal() => None,
+                done = task => Some(done),
+            },
+            Running::Network(..) => {
+                shutdown_signal().await;
+                None
+            }
+        };
+        if let Some(done) = failed {
+            let _ = market_stop_tx.send(true);
+            for task in tasks {
+                let _ = task.await;
+            }
+            let _ = stop_tx.send(true);
+            let _ = server.await;
+            let why = match done {
+                Ok(Ok(())) => "the block engine stopped".to_string(),
+                Ok(Err(e)) => format!("{e:#}"),
+                Err(e) => format!("the block engine failed: {e}"),
+            };
+            bail!(
+                "block production stopped at height {}: {why}. Nothing committed is lost: free disk space (or fix the store's disk) and start the node again",
+                height(&node)
+            );
+        }
         eprintln!("Stopping…");
         let _ = market_stop_tx.send(true);
         for task in tasks {
@@ -348,7 +376,7 @@ fn run_node(
         }
         let _ = stop_tx.send(true);
         match engine {
-            Running::Dev(task) => task.await?,
+            Running::Dev(task) => task.await??,
             Running::Network(consensus, relay) => {
                 relay.stop();
                 consensus.stop().await;
@@ -362,7 +390,7 @@ fn run_node(
 
 /// The engine while the node runs.
 enum Running {
-    Dev(tokio::task::JoinHandle<()>),
+    Dev(tokio::task::JoinHandle<agora_chain::Result<()>>),
     Network(agora_consensus::ConsensusHandle, agora_consensus::Relay),
 }
 

@@ -78,10 +78,8 @@ fn stream_transfers(api: &str, chain_id: &str, duration: Duration) -> Vec<String
     committed
 }
 
-#[test]
-fn sigkill_while_committing_loses_nothing_committed_and_conserves_supply() {
-    let dir = tempfile::tempdir().unwrap();
-    let home = dir.path();
+/// A chain at `home` funding the senders: (everyone holding tokens, the supply).
+fn crash_chain(home: &Path) -> (Vec<Address>, u128) {
     let mut args: Vec<String> = ["genesis", "init", "--chain-id", "crash-test"]
         .iter()
         .map(|s| s.to_string())
@@ -101,19 +99,30 @@ fn sigkill_while_committing_loses_nothing_committed_and_conserves_supply() {
     let mut everyone: Vec<Address> = (0..SENDERS).map(|i| sender(i).address()).collect();
     everyone.extend(recipients());
     everyone.push(validator);
+    (everyone, supply)
+}
 
+/// Every transaction in `committed` is still committed at its height, and the supply is whole.
+fn nothing_lost(api: &str, committed: &BTreeMap<String, u64>, everyone: &[Address], supply: u128) {
+    for (hash, height) in committed {
+        let tx = get(api, &format!("/v1/txs/{hash}")).unwrap_or_else(|| panic!("lost {hash}"));
+        assert_eq!(tx["status"], "committed");
+        assert_eq!(tx["height"].as_u64().unwrap(), *height, "{hash} moved");
+    }
+    let total: u128 = everyone.iter().map(|a| balance_total(api, a)).sum();
+    assert_eq!(total, supply, "supply conserved");
+}
+
+#[test]
+fn sigkill_while_committing_loses_nothing_committed_and_conserves_supply() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    let (everyone, supply) = crash_chain(home);
     let mut all_committed: BTreeMap<String, u64> = BTreeMap::new();
     for cycle in 0..3 {
         let node = NodeProc::start(home, 10);
         // Everything reported committed before any crash is still there, at the same height.
-        for (hash, height) in &all_committed {
-            let tx =
-                get(&node.api, &format!("/v1/txs/{hash}")).unwrap_or_else(|| panic!("lost {hash}"));
-            assert_eq!(tx["status"], "committed");
-            assert_eq!(tx["height"].as_u64().unwrap(), *height, "{hash} moved");
-        }
-        let total: u128 = everyone.iter().map(|a| balance_total(&node.api, a)).sum();
-        assert_eq!(total, supply, "supply conserved after restart {cycle}");
+        nothing_lost(&node.api, &all_committed, &everyone, supply);
 
         let committed = stream_transfers(
             &node.api,
@@ -146,4 +155,87 @@ fn sigkill_while_committing_loses_nothing_committed_and_conserves_supply() {
         "only {} transactions were committed",
         all_committed.len()
     );
+}
+
+/// The disk fills up while the node commits (its database file may not grow past its size, as
+/// `prlimit --fsize` sets): the node stops with a clear error instead of going on half-written,
+/// and once it has room again it starts where it stopped, nothing committed lost.
+#[test]
+fn a_full_disk_stops_the_node_and_a_restart_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    let (everyone, supply) = crash_chain(home);
+    let node = NodeProc::start(home, 10);
+    let mut committed: BTreeMap<String, u64> = BTreeMap::new();
+    for h in stream_transfers(&node.api, "crash-test", Duration::from_millis(500)) {
+        let tx = get(&node.api, &format!("/v1/txs/{h}")).unwrap();
+        committed.insert(h, tx["height"].as_u64().unwrap());
+    }
+    node.kill();
+
+    // No room to grow: the first write past the file's size fails (EFBIG; the signal that would
+    // kill the process instead is ignored, as a full disk sends none).
+    let db = home.join("data/chain.redb");
+    let size = std::fs::metadata(&db).unwrap().len();
+    let fsize = format!("--fsize={size}");
+    let mut node = NodeProc::start_in(
+        home,
+        10,
+        &[
+            "bash",
+            "-c",
+            "trap '' XFSZ; exec \"$@\"",
+            "bash",
+            "prlimit",
+            &fsize,
+        ],
+    );
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = node.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the node went on with a full disk"
+        );
+        // Transfers while there is room; what the node reports committed must survive.
+        let keys: Vec<Keypair> = (0..SENDERS).map(sender).collect();
+        for key in &keys {
+            let Some(acc) = get(&node.api, &format!("/v1/accounts/{}", key.address())) else {
+                continue;
+            };
+            let tx = Transaction {
+                chain_id: "crash-test".into(),
+                sender: key.public(),
+                nonce: acc["nonce"].as_u64().unwrap(),
+                fee: 1_000,
+                messages: vec![Message::Transfer {
+                    to: recipients()[0],
+                    amount: 7,
+                }],
+            }
+            .sign(key);
+            let _ = agent()
+                .post(&format!("{}/v1/txs", node.api))
+                .send_json(json!({ "tx": hex::encode(tx.encode()) }));
+            let h = tx.hash().to_hex();
+            if let Some(v) = get(&node.api, &format!("/v1/txs/{h}"))
+                && v["status"] == "committed"
+            {
+                committed.insert(h, v["height"].as_u64().unwrap());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success(), "the node stopped with an error");
+    assert!(std::fs::metadata(&db).unwrap().len() <= size);
+
+    // Room again: it starts where it stopped and goes on.
+    let node = NodeProc::start(home, 10);
+    nothing_lost(&node.api, &committed, &everyone, supply);
+    let height = node.height();
+    node.wait_height(height + 3);
+    let after = stream_transfers(&node.api, "crash-test", Duration::from_millis(300));
+    assert!(!after.is_empty(), "the chain commits again");
 }

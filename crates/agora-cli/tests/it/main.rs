@@ -52,9 +52,23 @@ pub struct NodeProc {
 
 impl NodeProc {
     pub fn start(home: &Path, block_time_ms: u64) -> NodeProc {
+        Self::start_in(home, block_time_ms, &[])
+    }
+
+    /// [`NodeProc::start`] through `wrapper` (a command that runs the rest, e.g. `prlimit …`),
+    /// which must `exec` it so that the node keeps the child's pid.
+    pub fn start_in(home: &Path, block_time_ms: u64, wrapper: &[&str]) -> NodeProc {
         let addr_file = home.join("api.addr");
         let _ = std::fs::remove_file(&addr_file);
-        let child = Command::new(env!("CARGO_BIN_EXE_agora"))
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_agora"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_agora")),
+        };
+        let child = command
             .arg("--home")
             .arg(home)
             .args([
