@@ -232,6 +232,43 @@ fn a_validator_killed_while_committing_recovers_and_agrees_on_every_root() {
     }
     let recipient = get(&apis[2], &format!("/v1/accounts/{}", Address([0x33; 20]))).unwrap();
     assert_eq!(recipient["balance"], json!(sent.len().to_string()));
+
+    // A split of 2 + 2 (nodes 2 and 3 frozen: unreachable, as behind a partition): neither side
+    // has the two thirds of power to decide, so nothing commits; healed, all four go on, on one
+    // chain.
+    for i in [2, 3] {
+        signal(&procs[i], "-STOP");
+    }
+    std::thread::sleep(Duration::from_millis(1_500));
+    let split = height(&apis[0]).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let stalled = [height(&apis[0]).unwrap(), height(&apis[1]).unwrap()];
+    for i in [2, 3] {
+        signal(&procs[i], "-CONT");
+    }
+    assert!(
+        stalled.iter().all(|h| *h <= split + 1),
+        "half the power committed alone: {split} then {stalled:?}"
+    );
+    let healed = stalled[0] + 3;
+    if let Err(e) = wait_all(&apis, healed, Duration::from_secs(60)) {
+        fail(&mut procs, &homes, e);
+    }
+    for (i, api) in apis.iter().enumerate().skip(1) {
+        for h in tip..=healed {
+            assert_eq!(block_id(api, h), block_id(&apis[0], h), "node {i} at {h}");
+        }
+    }
+}
+
+/// Sends `signal` (e.g. `-STOP`) to a node.
+fn signal(node: &Proc, signal: &str) {
+    let status = Command::new("kill")
+        .arg(signal)
+        .arg(node.0.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal}");
 }
 
 /// A stand-in while a node is down: an already finished process.
