@@ -141,18 +141,20 @@ impl Drop for ClientSlot {
 }
 
 impl Gate {
-    /// A place for a request (or connection) of client `ip`: `None` when the client has used
-    /// its share; `Some(None)` when it is not counted (a trusted local one).
-    fn enter(&self, ip: IpAddr) -> Option<Option<ClientSlot>> {
-        if self.trust_loopback && ip.is_loopback() {
+    /// A place for a request (or connection) from address `peer`: `None` when its client
+    /// ([`client_of`]) has used its share; `Some(None)` when it is not counted (a trusted local
+    /// one, IPv4 or IPv6 loopback).
+    fn enter(&self, peer: IpAddr) -> Option<Option<ClientSlot>> {
+        if self.trust_loopback && peer.to_canonical().is_loopback() {
             return Some(None);
         }
+        let ip = client_of(peer);
         let mut clients = self.clients.lock();
-        let n = clients.entry(ip).or_insert(0);
-        if *n >= self.per_client {
+        let n = clients.get(&ip).copied().unwrap_or(0);
+        if n >= self.per_client {
             return None;
         }
-        *n += 1;
+        clients.insert(ip, n + 1);
         Some(Some(ClientSlot {
             clients: self.clients.clone(),
             ip,
@@ -164,7 +166,7 @@ async fn guard(State(gate): State<Gate>, request: Request, next: Next) -> Respon
     let client = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| client_of(c.0.ip()));
+        .map(|c| c.0.ip());
     let slot = match client {
         Some(ip) => match gate.enter(ip) {
             Some(slot) => slot,
@@ -227,7 +229,9 @@ pub struct ConnectionLimits {
     pub max_open: usize,
     /// Open at once, from one client ([`client_of`]).
     pub per_client: usize,
-    /// A connection that moves no byte either way for this long is closed.
+    /// A connection that moves no byte either way for this long is closed. It must be longer
+    /// than any answer may take to send its first byte: the server keeps reading a connection
+    /// while it works on its request (to notice a client that leaves).
     pub idle: Duration,
     /// Whether connections from this machine are spared the per-client limit (see
     /// [`Limits::trust_loopback`]).
@@ -235,20 +239,27 @@ pub struct ConnectionLimits {
 }
 
 impl ConnectionLimits {
-    /// Every Agora server: below a process's usual 1,024 open files, a client's share of them
+    /// A node's API: below a process's usual 1,024 open files, a client's share of them
     /// bounded, and idle connections (a slow client that never finishes its request) closed
-    /// after ten minutes, longer than any answer takes to start.
+    /// after ten minutes, far longer than its 30 s answers or its event streams' keep-alives.
     pub const DEFAULT: ConnectionLimits = ConnectionLimits {
         max_open: 768,
         per_client: 128,
         idle: Duration::from_secs(600),
         trust_loopback: true,
     };
+    /// A provider or a gateway: answers may wait on inference (the gateway gives a provider up
+    /// to 10 minutes), so idle connections are closed after an hour.
+    pub const MARKET: ConnectionLimits = ConnectionLimits {
+        idle: Duration::from_secs(3_600),
+        ..ConnectionLimits::DEFAULT
+    };
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves: within [`ConnectionLimits::DEFAULT`]
 /// (a connection over a limit is closed as soon as it is accepted), with each request's peer
-/// address known to [`limit`]'s per-client limits.
+/// address known to [`limit`]'s per-client limits. A provider or gateway uses
+/// [`serve_within`] and [`ConnectionLimits::MARKET`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
@@ -305,7 +316,7 @@ impl axum::serve::Listener for Bounded {
                 tracing::debug!(%addr, "too many connections: closed");
                 continue;
             };
-            let Some(slot) = self.gate.enter(client_of(addr.ip())) else {
+            let Some(slot) = self.gate.enter(addr.ip()) else {
                 tracing::debug!(%addr, "too many connections from this client: closed");
                 continue;
             };
@@ -580,6 +591,21 @@ mod tests {
         assert_ne!(client_of(a), client_of(other));
         let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
         assert_eq!(client_of(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
+        // Loopback is loopback in either family, before any grouping.
+        let gate = Gate {
+            total: Arc::new(Semaphore::new(1)),
+            clients: Arc::new(Mutex::new(BTreeMap::new())),
+            per_client: 0,
+            timeout: None,
+            trust_loopback: true,
+        };
+        for local in ["127.0.0.1", "::1", "::ffff:127.0.0.1"] {
+            assert!(
+                matches!(gate.enter(local.parse().unwrap()), Some(None)),
+                "{local}"
+            );
+        }
+        assert!(gate.enter("192.0.2.7".parse().unwrap()).is_none());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

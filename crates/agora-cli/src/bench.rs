@@ -670,7 +670,13 @@ fn market_gateway(models_dir: &std::path::Path, requests: usize, max_tokens: u32
         let router = agora_api::limit(provider_router(provider.clone()), Limits::PROVIDER);
         let until = wait(stop_rx.clone());
         async move {
-            let _ = agora_api::limits::serve(prov_l, router, until).await;
+            let _ = agora_api::limits::serve_within(
+                prov_l,
+                router,
+                agora_api::limits::ConnectionLimits::MARKET,
+                until,
+            )
+            .await;
         }
     });
     rt.spawn(settle_loop(
@@ -687,7 +693,13 @@ fn market_gateway(models_dir: &std::path::Path, requests: usize, max_tokens: u32
         let router = agora_api::limit(openai_router(state), Limits::GATEWAY);
         let until = wait(stop_rx.clone());
         async move {
-            let _ = agora_api::limits::serve(gw_l, router, until).await;
+            let _ = agora_api::limits::serve_within(
+                gw_l,
+                router,
+                agora_api::limits::ConnectionLimits::MARKET,
+                until,
+            )
+            .await;
         }
     });
 

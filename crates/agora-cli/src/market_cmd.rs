@@ -390,14 +390,28 @@ pub async fn start(
     let router = agora_api::limit(provider_router(provider.clone()), Limits::PROVIDER);
     let until = wait(stop.clone());
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = agora_api::limits::serve(provider_listener, router, until).await {
+        if let Err(e) = agora_api::limits::serve_within(
+            provider_listener,
+            router,
+            agora_api::limits::ConnectionLimits::MARKET,
+            until,
+        )
+        .await
+        {
             tracing::warn!("provider endpoint stopped: {e}");
         }
     }));
     let router = agora_api::limit(openai_router(state), Limits::GATEWAY);
     let until = wait(stop.clone());
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = agora_api::limits::serve(gateway_listener, router, until).await {
+        if let Err(e) = agora_api::limits::serve_within(
+            gateway_listener,
+            router,
+            agora_api::limits::ConnectionLimits::MARKET,
+            until,
+        )
+        .await
+        {
             tracing::warn!("gateway stopped: {e}");
         }
     }));
@@ -523,9 +537,14 @@ pub fn provider(home: PathBuf, models_dir: PathBuf, args: ProviderArgs) -> Resul
         let mut until = stop_rx.clone();
         let router = agora_api::limit(provider_router(provider.clone()), Limits::PROVIDER);
         let server = tokio::spawn(async move {
-            agora_api::limits::serve(listener, router, async move {
-                let _ = until.wait_for(|s| *s).await;
-            })
+            agora_api::limits::serve_within(
+                listener,
+                router,
+                agora_api::limits::ConnectionLimits::MARKET,
+                async move {
+                    let _ = until.wait_for(|s| *s).await;
+                },
+            )
             .await
         });
         let settle = tokio::spawn(settle_loop(provider, Duration::from_secs(2), stop_rx));
@@ -613,9 +632,14 @@ pub fn gateway(home: PathBuf, args: GatewayArgs) -> Result<()> {
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let router = agora_api::limit(openai_router(state), Limits::GATEWAY);
         let server = tokio::spawn(async move {
-            agora_api::limits::serve(listener, router, async move {
-                let _ = stop_rx.wait_for(|s| *s).await;
-            })
+            agora_api::limits::serve_within(
+                listener,
+                router,
+                agora_api::limits::ConnectionLimits::MARKET,
+                async move {
+                    let _ = stop_rx.wait_for(|s| *s).await;
+                },
+            )
             .await
         });
         crate::node_cmd::shutdown_signal().await;
