@@ -1705,11 +1705,9 @@ mod market {
             assert!((6..=28).contains(&a.len()), "{}", a.len());
         }
 
-        #[test]
-        fn verifiers_are_drawn_in_proportion_to_their_stake() {
-            // Verifier 4 holds 180 AGR, the four others 20 each: 180 / 260 of the stake.
-            let mut s = net_with(10_000, [180 * AGR, 20 * AGR, 20 * AGR, 20 * AGR, 20 * AGR]);
-            let jobs: Vec<SettledJob> = (0..64u16)
+        /// Honest small jobs (10 tokens in, 5 out) numbered `range`, each its own request.
+        fn small_jobs(range: std::ops::Range<u16>) -> Vec<SettledJob> {
+            range
                 .map(|i| {
                     let mut req = request(0, 10_000, 100);
                     req.nonce = Hash::digest(&i.to_le_bytes());
@@ -1719,7 +1717,14 @@ mod market {
                         receipt: rec.sign(&key(PROVIDER)),
                     }
                 })
-                .collect();
+                .collect()
+        }
+
+        #[test]
+        fn verifiers_are_drawn_in_proportion_to_their_stake() {
+            // Verifier 4 holds 180 AGR, the four others 20 each: 180 / 260 of the stake.
+            let mut s = net_with(10_000, [180 * AGR, 20 * AGR, 20 * AGR, 20 * AGR, 20 * AGR]);
+            let jobs = small_jobs(0..64);
             let ids: Vec<Hash> = jobs.iter().map(|j| j.request.request.id()).collect();
             block(&mut s, 2, vec![(PROVIDER, Message::SettleJobs { jobs })]);
             block(&mut s, 3, vec![]);
@@ -1737,20 +1742,7 @@ mod market {
         #[test]
         fn a_verifier_registered_in_the_drawing_block_is_not_drawn_in_it() {
             let mut s = net_with(10_000, [20 * AGR; 5]);
-            let jobs = |from: u16| -> Vec<SettledJob> {
-                (from..from + 32)
-                    .map(|i| {
-                        let mut req = request(0, 10_000, 100);
-                        req.nonce = Hash::digest(&i.to_le_bytes());
-                        let rec = receipt(&req, 10, 5);
-                        SettledJob {
-                            request: req.sign(&key(CLIENT)),
-                            receipt: rec.sign(&key(PROVIDER)),
-                        }
-                    })
-                    .collect()
-            };
-            let first = jobs(0);
+            let first = small_jobs(0..32);
             let first_ids: Vec<Hash> = first.iter().map(|j| j.request.request.id()).collect();
             block(
                 &mut s,
@@ -1758,7 +1750,7 @@ mod market {
                 vec![(PROVIDER, Message::SettleJobs { jobs: first })],
             );
             // Block 3 draws block 2's jobs; actor 3 joins in it with 900 of the 1,000 AGR staked.
-            let late = jobs(100);
+            let late = small_jobs(100..132);
             let late_ids: Vec<Hash> = late.iter().map(|j| j.request.request.id()).collect();
             block(
                 &mut s,
