@@ -280,7 +280,8 @@ pub async fn serve_within(
         inner: listener,
         open: Arc::new(Semaphore::new(limits.max_open)),
         gate: Gate {
-            total: Arc::new(Semaphore::new(usize::MAX >> 4)),
+            // Connections are counted by `open`; the gate only keeps each client's share.
+            total: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
             clients: Arc::new(Mutex::new(BTreeMap::new())),
             per_client: limits.per_client,
             timeout: None,

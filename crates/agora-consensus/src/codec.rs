@@ -200,6 +200,20 @@ mod tests {
     use malachitebft_app_channel::{Signer, Verifier};
     use std::sync::Arc;
 
+    /// A sync response carrying one decided block with `cert`.
+    fn sync_response(cert: &CommitCertificate<AgoraContext>) -> Response<AgoraContext> {
+        Response::ValueResponse(ValueResponse {
+            start_height: cert.height,
+            values: vec![RawDecidedValue::new(
+                Bytes::from_static(b"block bytes"),
+                ExtendedCommitCertificate::from_commit_certificate_and_extensions(
+                    cert.clone(),
+                    Default::default(),
+                ),
+            )],
+        })
+    }
+
     #[tokio::test]
     async fn sync_responses_and_validator_proofs_round_trip() {
         let key = Arc::new(Keypair::from_seed_label("codec"));
@@ -218,16 +232,7 @@ mod tests {
             value_id: Hash::digest(b"block"),
             commit_signatures: vec![CommitSignature::new(vote.validator, signed.signature)],
         };
-        let response = Response::ValueResponse(ValueResponse {
-            start_height: Height(7),
-            values: vec![RawDecidedValue::new(
-                Bytes::from_static(b"block bytes"),
-                ExtendedCommitCertificate::from_commit_certificate_and_extensions(
-                    cert.clone(),
-                    Default::default(),
-                ),
-            )],
-        });
+        let response = sync_response(&cert);
         let bytes = AgoraCodec.encode(&response).unwrap();
         assert_eq!(AgoraCodec.encoded_len(&response).unwrap(), bytes.len());
         let back: Response<AgoraContext> = AgoraCodec.decode(bytes).unwrap();
@@ -313,16 +318,7 @@ mod tests {
             value_id: Hash::digest(b"block"),
             commit_signatures: vec![CommitSignature::new(validator, Signature([7; 64]))],
         };
-        let response = Response::ValueResponse(ValueResponse {
-            start_height: Height(7),
-            values: vec![RawDecidedValue::new(
-                Bytes::from_static(b"block bytes"),
-                ExtendedCommitCertificate::from_commit_certificate_and_extensions(
-                    cert.clone(),
-                    Default::default(),
-                ),
-            )],
-        });
+        let response = sync_response(&cert);
         let parts = [
             ProposalPart::Init {
                 height: Height(7),
