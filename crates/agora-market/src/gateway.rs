@@ -2,11 +2,18 @@
 //! input to the provider, follows the sealed output and checks the receipt — failing over to the
 //! next provider when one refuses or fails before its first piece of output.
 //!
-//! Choosing a provider: the cheapest for the request first; among equal prices, the faster (time to
-//! its first output, as this gateway measured it, in classes of [`LATENCY_CLASS_MS`]; one never
-//! measured counts as fast, so each gets tried), then the one with more jobs settled on-chain (its
-//! reputation). A provider that failed is put behind the others for a while, doubling with each
-//! failure in a row ([`COOLDOWN_FIRST`] up to [`COOLDOWN_MAX`]), and back in place after a success.
+//! Choosing a provider. A price alone cannot be trusted: a provider that asks nothing and answers
+//! garbage would get every job until a check convicts it (about 1/p jobs). So the first provider
+//! tried is drawn at random, weighted by its bonded stake, among the providers whose fee for the
+//! request is at most the stake-weighted median fee of those not cooling down (the *price band*).
+//! A provider's share of first tries is then bounded by its share of the band's stake, whatever
+//! its price, and splitting a stake across many providers gains nothing. Within the band a faster
+//! provider (time to its first output, as this gateway measured it, in classes of
+//! [`LATENCY_CLASS_MS`]; one never measured counts as fast, so each gets tried) weighs more: its
+//! stake is divided by (1 + class)². After the band come the dearer providers, cheapest first
+//! (then faster, then more jobs settled on-chain), then those cooling down. A provider that failed
+//! cools down for a while, doubling with each failure in a row ([`COOLDOWN_FIRST`] up to
+//! [`COOLDOWN_MAX`]), and is back in place after a success.
 
 use crate::{
     Chain, Delivery, Error, JobInput, JobOutput, JobSubmission, OutputReader, SealedPiece,
@@ -56,6 +63,9 @@ pub struct ProviderListing {
     /// Set when a check convicted it: it serves nothing more.
     #[serde(default)]
     pub retired_height: Option<u64>,
+    /// Bonded stake, base units (decimal string).
+    #[serde(default)]
+    pub stake: String,
 }
 
 /// [`ProviderInfo`] as JSON.
@@ -79,6 +89,11 @@ impl ProviderListing {
             self.info.price_input_per_1k.parse().ok()?,
             self.info.price_output_per_1k.parse().ok()?,
         ))
+    }
+
+    /// Bonded stake; 0 when unreadable.
+    pub fn stake(&self) -> Amount {
+        self.stake.parse().unwrap_or(0)
     }
 
     fn key(&self) -> Option<[u8; 32]> {
@@ -306,7 +321,7 @@ impl Gateway {
         input_tokens: u32,
         output_tokens: u32,
     ) -> Result<Vec<ProviderListing>, Error> {
-        let mut list: Vec<ProviderListing> = self
+        let list: Vec<ProviderListing> = self
             .providers()?
             .into_iter()
             .filter(|p| {
@@ -317,20 +332,18 @@ impl Gateway {
                     && (self.private_endpoints || public_endpoint(&p.info.endpoint))
             })
             .collect();
-        let now = Instant::now();
         let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        list.sort_by_cached_key(|p| {
-            let s = seen.get(&p.address).copied().unwrap_or_default();
-            let (i, o) = p.prices().unwrap_or((Amount::MAX, Amount::MAX));
-            (
-                s.cool_until.is_some_and(|t| t > now),
-                job_fee(i, o, input_tokens, output_tokens).unwrap_or(Amount::MAX),
-                s.latency_ms.unwrap_or(0) / LATENCY_CLASS_MS,
-                std::cmp::Reverse(p.jobs_settled),
-                p.address,
-            )
-        });
-        Ok(list)
+        Ok(order_candidates(
+            list,
+            &seen,
+            Instant::now(),
+            (input_tokens, output_tokens),
+            &mut |below| {
+                let mut r = [0u8; 16];
+                rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut r);
+                u128::from_le_bytes(r) % below
+            },
+        ))
     }
 
     /// [`Self::candidates_for`] a request of 1,000 input and 1,000 output tokens.
@@ -369,8 +382,8 @@ impl Gateway {
         s.cool_until = Some(Instant::now() + cooldown);
     }
 
-    /// Runs a job for `client` on the cheapest provider of `model` that takes it, calling
-    /// `on_text` with each piece of output text as it arrives.
+    /// Runs a job for `client` on a provider of `model` that takes it, trying them in the order
+    /// of [`Self::candidates_for`], calling `on_text` with each piece of output text as it arrives.
     pub fn run(
         &self,
         client: &Keypair,
@@ -643,6 +656,76 @@ fn check_receipt(
     Ok(())
 }
 
+/// Orders `list` as [`Gateway::run`] tries it (see the module's documentation); `below(n)`
+/// returns a uniformly random number below `n`.
+fn order_candidates(
+    list: Vec<ProviderListing>,
+    seen: &BTreeMap<Address, Seen>,
+    now: Instant,
+    (input_tokens, output_tokens): (u32, u32),
+    below: &mut dyn FnMut(u128) -> u128,
+) -> Vec<ProviderListing> {
+    let state = |p: &ProviderListing| seen.get(&p.address).copied().unwrap_or_default();
+    let fee = |p: &ProviderListing| {
+        let (i, o) = p.prices().unwrap_or((Amount::MAX, Amount::MAX));
+        job_fee(i, o, input_tokens, output_tokens).unwrap_or(Amount::MAX)
+    };
+    let class = |p: &ProviderListing| state(p).latency_ms.unwrap_or(0) / LATENCY_CLASS_MS;
+    let (cooling, ready): (Vec<_>, Vec<_>) = list
+        .into_iter()
+        .partition(|p| state(p).cool_until.is_some_and(|t| t > now));
+    // The stake-weighted median fee of the ready providers (each counts at least 1).
+    let mut by_fee: Vec<(Amount, Amount)> =
+        ready.iter().map(|p| (fee(p), p.stake().max(1))).collect();
+    by_fee.sort_unstable();
+    let total = by_fee.iter().fold(0u128, |t, (_, s)| t.saturating_add(*s));
+    let mut band_fee = 0;
+    let mut acc = 0u128;
+    for (f, s) in &by_fee {
+        acc = acc.saturating_add(*s);
+        band_fee = *f;
+        if acc >= total.div_ceil(2) {
+            break;
+        }
+    }
+    let (mut band, mut rest): (Vec<_>, Vec<_>) =
+        ready.into_iter().partition(|p| fee(p) <= band_fee);
+    // Drawn without replacement, by stake / (1 + latency class)².
+    let mut out = Vec::with_capacity(band.len() + rest.len() + cooling.len());
+    let weight = |p: &ProviderListing| {
+        let c = u128::from(class(p)).saturating_add(1);
+        (p.stake().max(1) / c.saturating_mul(c)).max(1)
+    };
+    while !band.is_empty() {
+        let total = band.iter().fold(0u128, |t, p| t.saturating_add(weight(p)));
+        let mut r = below(total);
+        let mut pick = band.len() - 1;
+        for (i, p) in band.iter().enumerate() {
+            let w = weight(p);
+            if r < w {
+                pick = i;
+                break;
+            }
+            r -= w;
+        }
+        out.push(band.swap_remove(pick));
+    }
+    let key = |p: &ProviderListing| {
+        (
+            fee(p),
+            class(p),
+            std::cmp::Reverse(p.jobs_settled),
+            p.address,
+        )
+    };
+    rest.sort_by_cached_key(key);
+    let mut cooling = cooling;
+    cooling.sort_by_cached_key(key);
+    out.extend(rest);
+    out.extend(cooling);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -678,6 +761,129 @@ mod tests {
             output_tokens: 2,
             fee,
         }
+    }
+
+    fn listing(n: u8, price_out: Amount, stake: Amount) -> ProviderListing {
+        ProviderListing {
+            address: Address([n; 20]),
+            info: ListedInfo {
+                models: vec![Hash([1; 32])],
+                price_input_per_1k: "0".into(),
+                price_output_per_1k: price_out.to_string(),
+                endpoint: "http://192.0.2.1".into(),
+                encryption_key: hex::encode([n; 32]),
+            },
+            jobs_settled: 0,
+            retired_height: None,
+            stake: stake.to_string(),
+        }
+    }
+
+    /// How often each provider comes first over `rounds` orderings, from a fixed random stream.
+    fn firsts(
+        list: &[ProviderListing],
+        seen: &BTreeMap<Address, Seen>,
+        rounds: u32,
+    ) -> BTreeMap<Address, u32> {
+        let mut counter = 0u64;
+        let mut below = |n: u128| {
+            counter += 1;
+            let h = Hash::digest(&counter.to_le_bytes());
+            u128::from_le_bytes(h.0[..16].try_into().unwrap()) % n
+        };
+        let mut out = BTreeMap::new();
+        for _ in 0..rounds {
+            let order =
+                order_candidates(list.to_vec(), seen, Instant::now(), (0, 1_000), &mut below);
+            assert_eq!(order.len(), list.len(), "every provider stays a candidate");
+            *out.entry(order[0].address).or_default() += 1;
+        }
+        out
+    }
+
+    #[test]
+    fn a_free_provider_gets_its_share_of_stake_not_every_job() {
+        // Nine honest providers at 1,000 with 10 each; an attacker asking nothing with 10.
+        let mut list: Vec<_> = (1..=9).map(|n| listing(n, 1_000, 10)).collect();
+        list.push(listing(66, 0, 10));
+        let seen = BTreeMap::new();
+        let got = firsts(&list, &seen, 10_000);
+        let attacker = got.get(&Address([66; 20])).copied().unwrap_or(0);
+        assert!((800..1_200).contains(&attacker), "{attacker} of 10,000");
+        // Split across ten providers of 1 each, the same stake wins no more.
+        let mut list: Vec<_> = (1..=9).map(|n| listing(n, 1_000, 10)).collect();
+        list.extend((100..110).map(|n| listing(n, 0, 1)));
+        let got = firsts(&list, &seen, 10_000);
+        let sybils: u32 = (100..110)
+            .map(|n| got.get(&Address([n; 20])).copied().unwrap_or(0))
+            .sum();
+        assert!((800..1_200).contains(&sybils), "{sybils} of 10,000");
+    }
+
+    #[test]
+    fn providers_dearer_than_the_median_come_after_the_band_cheapest_first() {
+        let list = vec![
+            listing(1, 9_000, 10),
+            listing(2, 1_000, 10),
+            listing(3, 5_000, 10),
+            listing(4, 2_000, 10),
+            listing(5, 7_000, 10),
+        ];
+        let seen = BTreeMap::new();
+        let got = firsts(&list, &seen, 3_000);
+        // The median fee is 5,000: the band is {1,000, 2,000, 5,000}, a third each.
+        assert_eq!(
+            got.keys().copied().collect::<Vec<_>>(),
+            [2, 3, 4].map(|n| Address([n; 20]))
+        );
+        assert!(got.values().all(|c| (850..1_150).contains(c)), "{got:?}");
+        let mut below = |n: u128| n - 1;
+        let order = order_candidates(list, &seen, Instant::now(), (0, 1_000), &mut below);
+        let tail: Vec<Address> = order[3..].iter().map(|p| p.address).collect();
+        assert_eq!(tail, [Address([5; 20]), Address([1; 20])]);
+    }
+
+    #[test]
+    fn slower_providers_weigh_less_and_cooling_ones_come_last() {
+        let list = vec![
+            listing(1, 1_000, 10_000),
+            listing(2, 1_000, 10_000),
+            listing(3, 1, 10_000),
+        ];
+        let now = Instant::now();
+        let seen: BTreeMap<Address, Seen> = [
+            (
+                Address([1; 20]),
+                Seen {
+                    latency_ms: Some(350),
+                    ..Seen::default()
+                },
+            ),
+            (
+                Address([2; 20]),
+                Seen {
+                    latency_ms: Some(20),
+                    ..Seen::default()
+                },
+            ),
+            (
+                Address([3; 20]),
+                Seen {
+                    failures: 1,
+                    cool_until: Some(now + COOLDOWN_FIRST),
+                    ..Seen::default()
+                },
+            ),
+        ]
+        .into();
+        let got = firsts(&list, &seen, 3_400);
+        // Class 3 weighs 1/16 of class 0; the cooling one, though cheapest, is never first.
+        let slow = got.get(&Address([1; 20])).copied().unwrap_or(0);
+        assert!((120..300).contains(&slow), "{got:?}");
+        assert!(!got.contains_key(&Address([3; 20])), "{got:?}");
+        let mut below = |_| 0;
+        let order = order_candidates(list, &seen, now, (0, 1_000), &mut below);
+        assert_eq!(order[2].address, Address([3; 20]));
     }
 
     #[test]
