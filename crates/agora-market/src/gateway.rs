@@ -478,7 +478,20 @@ impl Gateway {
                     if provider_at_fault(&e) {
                         self.record_failure(provider.address);
                     }
-                    return Err(e);
+                    // Output already went to the client, so no failover can hide the cut.
+                    return Err(match e {
+                        Error::Chain(why) => {
+                            tracing::warn!("provider {} broke off: {why}", provider.address);
+                            Error::Refused {
+                                status: 502,
+                                code: "provider_broke_off",
+                                message: "the provider stopped before its answer was complete; \
+                                          what arrived is not a whole answer: try again"
+                                    .into(),
+                            }
+                        }
+                        other => other,
+                    });
                 }
             }
         }

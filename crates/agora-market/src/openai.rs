@@ -101,29 +101,34 @@ pub(crate) fn internal(e: &dyn std::fmt::Display) -> Response {
 }
 
 pub(crate) fn from_error(e: &Error) -> Response {
+    let (status, code, message) = public_error(e);
+    oai_error(status, code, message)
+}
+
+/// What a caller is told of `e`: its status, code and a plain message. Internal details (node
+/// and provider addresses, I/O errors) go to the log, not to the caller.
+fn public_error(e: &Error) -> (u16, &'static str, String) {
     match e {
         Error::Refused {
             status,
             code,
             message,
-        } => oai_error(*status, code, message.clone()),
-        // Internal details (node and provider addresses, I/O errors) go to the log, not to the
-        // caller.
+        } => (*status, code, message.clone()),
         Error::Chain(m) => {
             tracing::warn!("chain unavailable: {m}");
-            oai_error(
+            (
                 503,
                 "chain_unavailable",
-                "the chain or the providers cannot be reached now; try again",
+                "the chain or the providers cannot be reached now; try again".into(),
             )
         }
-        Error::BadInput(m) => oai_error(400, "bad_input", m.clone()),
+        Error::BadInput(m) => (400, "bad_input", m.clone()),
         other => {
             tracing::warn!("provider error: {other}");
-            oai_error(
+            (
                 502,
                 "provider_error",
-                "the provider failed to serve the job",
+                "the provider failed to serve the job".into(),
             )
         }
     }
@@ -440,19 +445,29 @@ async fn generate(
     let events = futures_util::StreamExt::flat_map(steps, move |step| {
         let events: Vec<Event> = match step {
             Step::Text(text) => vec![
-                Event::default().data(chunk(&id, &model_name, created, Some(&text), None).to_string()),
+                Event::default()
+                    .data(chunk(&id, &model_name, created, Some(&text), None).to_string()),
             ],
             Step::Done(result) => match *result {
                 Ok(done) => vec![
-                    Event::default()
-                        .data(chunk(&done.job_id.to_hex(), &model_name, created, None, Some(&done)).to_string()),
+                    Event::default().data(
+                        chunk(
+                            &done.job_id.to_hex(),
+                            &model_name,
+                            created,
+                            None,
+                            Some(&done),
+                        )
+                        .to_string(),
+                    ),
                     Event::default().data("[DONE]"),
                 ],
                 Err(e) => vec![
-                    Event::default().data(
-                        json!({"error": {"message": e.to_string(), "type": "api_error", "code": "provider_error"}})
-                            .to_string(),
-                    ),
+                    Event::default().data({
+                        let (_, code, message) = public_error(&e);
+                        json!({"error": {"message": message, "type": "api_error", "code": code}})
+                            .to_string()
+                    }),
                     Event::default().data("[DONE]"),
                 ],
             },

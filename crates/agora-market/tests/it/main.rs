@@ -402,6 +402,159 @@ impl agora_market::Backend for Slow {
     }
 }
 
+/// A backend that, after `after` pieces of a job's output, freezes for good, as a process does
+/// when it is killed (its thread never returns, so it never signs a receipt).
+struct FreezesAfter(InferBackend, usize, Arc<std::sync::atomic::AtomicBool>);
+
+impl agora_market::Backend for FreezesAfter {
+    fn serves(&self, model: &Hash) -> bool {
+        self.0.serves(model)
+    }
+    fn input_tokens(&self, model: &Hash, input: &JobInput) -> Result<u32, Error> {
+        self.0.input_tokens(model, input)
+    }
+    fn run(
+        &self,
+        model: &Hash,
+        input: &JobInput,
+        params: &JobParams,
+        on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<agora_market::Served, Error> {
+        let freeze = || {
+            self.2.store(true, std::sync::atomic::Ordering::SeqCst);
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        };
+        if self.1 == 0 {
+            freeze();
+        }
+        let mut pieces = 0;
+        self.0.run(model, input, params, &mut |text| {
+            let flow = on_text(text);
+            pieces += 1;
+            if pieces == self.1 {
+                freeze();
+            }
+            flow
+        })
+    }
+}
+
+/// A provider killed with its process while it serves a job: after `pieces` of its output (0:
+/// before any), its server's runtime is shut down, closing every connection, and its job never
+/// finishes.
+fn killed_mid_job(net: &Net, label: &str, nonce: u64, pieces: usize) -> (Arc<Provider>, Killer) {
+    let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Cheapest, with more than half the stake of those ready: the band holds it alone, so it is
+    // tried first.
+    let (provider, _) = provider_on(net, label, 10, nonce, 25 * AGR, Some(&rt), &|b| {
+        Arc::new(FreezesAfter(b, pieces, frozen.clone()))
+    });
+    (provider, Killer(Some(rt), frozen))
+}
+
+/// Kills a provider's server once its job has frozen.
+struct Killer(
+    Option<tokio::runtime::Runtime>,
+    Arc<std::sync::atomic::AtomicBool>,
+);
+
+impl Killer {
+    fn kill_when_frozen(mut self) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            while !self.1.load(std::sync::atomic::Ordering::SeqCst) {
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "the job never froze"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if let Some(rt) = self.0.take() {
+                rt.shutdown_background();
+            }
+        })
+    }
+}
+
+#[test]
+fn a_provider_killed_mid_job_gets_the_client_a_failover_or_an_error_and_no_charge() {
+    let net = start();
+    let gateway = Arc::new(agora_market::Gateway::new(
+        net.chain.clone(),
+        &net.chain_base(),
+    ));
+    let input = JobInput::Chat {
+        messages: vec![agora_market::ChatMessage {
+            role: "user".into(),
+            content: "hi".into(),
+        }],
+    };
+    let params = JobParams {
+        max_tokens: 8,
+        ..JobParams::default()
+    };
+    let escrow = || net.chain.escrow(&net.client.address()).unwrap().balance;
+    // The net's own provider is down; this one answers.
+    let (fallback, _) = serve_provider(&net, "fallback", 50_000, 1);
+
+    // Killed before its first piece of output: the gateway fails over to the next provider,
+    // and the client pays that one's fee only.
+    let (early, killer) = killed_mid_job(&net, "killed-early", 2, 0);
+    assert_eq!(
+        gateway.candidates(&MODEL).unwrap()[0].address,
+        early.address()
+    );
+    let killer = killer.kill_when_frozen();
+    let before = escrow();
+    let done = gateway
+        .run(&net.client, MODEL, &input, params.clone(), &mut |_| {
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    killer.join().unwrap();
+    assert_eq!(done.provider, fallback.address());
+    assert_eq!(early.unsettled(), 0);
+    fallback.settle().unwrap();
+    net.block();
+    assert_eq!(before - escrow(), done.receipt.receipt.fee);
+
+    // Killed after two pieces: the client has seen output, so no failover can hide the cut; it
+    // gets an error, and nothing is charged, then or later.
+    let (late, killer) = killed_mid_job(&net, "killed-late", 3, 2);
+    assert_eq!(
+        gateway.candidates(&MODEL).unwrap()[0].address,
+        late.address()
+    );
+    let before = escrow();
+    let killer = killer.kill_when_frozen();
+    let mut seen = 0;
+    let err = gateway
+        .run(&net.client, MODEL, &input, params, &mut |_| {
+            seen += 1;
+            ControlFlow::Continue(())
+        })
+        .unwrap_err();
+    killer.join().unwrap();
+    assert_eq!(seen, 2, "{err:?}");
+    let Error::Refused { status, code, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!((*status, *code), (502, "provider_broke_off"), "{err:?}");
+    for _ in 0..3 {
+        assert_eq!(late.settle().unwrap(), None, "nothing to settle");
+        assert_eq!(fallback.settle().unwrap(), None);
+        net.block();
+    }
+    assert_eq!(escrow(), before);
+}
+
 /// As [`serve_provider`]; with `serve` false, the endpoint is a port nobody listens on; each job
 /// starts after `delay`.
 fn register_provider(
@@ -412,6 +565,23 @@ fn register_provider(
     serve: bool,
     delay: Duration,
 ) -> (Arc<Provider>, String) {
+    let rt = serve.then_some(&net._rt);
+    provider_on(net, label, price_out, nonce, 10 * AGR, rt, &|b| {
+        Arc::new(Slow(b, delay))
+    })
+}
+
+/// A provider registered for `label`, its backend wrapped by `wrap`, served on `rt` (none: the
+/// endpoint is a port nobody listens on).
+fn provider_on(
+    net: &Net,
+    label: &str,
+    price_out: u128,
+    nonce: u64,
+    stake: u128,
+    rt: Option<&tokio::runtime::Runtime>,
+    wrap: &dyn Fn(InferBackend) -> Arc<dyn agora_market::Backend>,
+) -> (Arc<Provider>, String) {
     let key = Keypair::from_seed_label(label);
     // Funds for the stake, from the client (who has plenty).
     net.node
@@ -420,7 +590,7 @@ fn register_provider(
             nonce,
             vec![Message::Transfer {
                 to: key.address(),
-                amount: 20 * AGR,
+                amount: stake + 10 * AGR,
             }],
         ))
         .unwrap();
@@ -457,7 +627,7 @@ fn register_provider(
             secret,
             info,
             net.chain.clone(),
-            Arc::new(Slow(backend, delay)),
+            wrap(backend),
             ProviderConfig {
                 min_expiry_margin: 5,
                 ..ProviderConfig::default()
@@ -465,11 +635,14 @@ fn register_provider(
         )
         .unwrap(),
     );
-    provider.ensure_registered(10 * AGR).unwrap();
+    provider.ensure_registered(stake).unwrap();
     net.block();
-    if serve {
+    if let Some(rt) = rt {
+        // The listener was bound on the net's runtime; it moves to `rt`'s reactor.
+        let listener = listener.into_std().unwrap();
         let router = agora_market::provider_router(provider.clone());
-        net._rt.spawn(async move {
+        rt.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             let _ = axum::serve(listener, router).await;
         });
     } else {
@@ -547,14 +720,16 @@ fn the_gateway_draws_within_the_price_band_and_fails_over_when_one_is_down() {
         fees += done.receipt.receipt.fee;
         // Run until the down one was drawn first (half the time) and failed: it then comes
         // after all the others for a while.
+        // (The band is the cheap one and the down one while neither cools down.)
         let order = gateway.candidates(&MODEL).unwrap();
-        if order[3].address == down.address() {
+        if order[..2].iter().all(|p| p.address != down.address()) {
             break;
         }
         assert!(tries < 40, "the down provider was never drawn first");
     }
     assert_eq!(down.unsettled() + dear.unsettled(), 0);
-    // The provider that failed comes after all the others for a while.
+    // The provider that failed comes after all the others that are not cooling down too (the
+    // net's own provider may be: nothing listens at its endpoint).
     let order: Vec<Address> = gateway
         .candidates(&MODEL)
         .unwrap()
@@ -562,7 +737,11 @@ fn the_gateway_draws_within_the_price_band_and_fails_over_when_one_is_down() {
         .map(|p| p.address)
         .collect();
     assert_eq!(order.len(), 4);
-    assert_eq!((order[2], order[3]), (dear.address(), down.address()));
+    let at = |a: Address| order.iter().position(|p| *p == a).unwrap();
+    assert!(
+        at(cheap.address()) < at(dear.address()) && at(dear.address()) < at(down.address()),
+        "{order:?}"
+    );
     assert!(gateway.latency_ms(&cheap.address()).is_some());
     assert!(gateway.latency_ms(&down.address()).is_none());
 
