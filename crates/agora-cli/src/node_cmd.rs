@@ -345,25 +345,28 @@ fn run_node(
         let failed = match &mut engine {
             Running::Dev(task) => tokio::select! {
                 () = shutdown_signal() => None,
-                done = task => Some(done),
+                done = task => Some(match done {
+                    Ok(Ok(())) => "the block engine stopped".to_string(),
+                    Ok(Err(e)) => format!("{e:#}"),
+                    Err(e) => format!("the block engine failed: {e}"),
+                }),
             },
-            Running::Network(..) => {
-                shutdown_signal().await;
-                None
-            }
+            Running::Network(consensus, _) => tokio::select! {
+                () = shutdown_signal() => None,
+                why = consensus.stopped() => Some(why),
+            },
         };
-        if let Some(done) = failed {
+        if let Some(why) = failed {
             let _ = market_stop_tx.send(true);
             for task in tasks {
                 let _ = task.await;
             }
             let _ = stop_tx.send(true);
             let _ = server.await;
-            let why = match done {
-                Ok(Ok(())) => "the block engine stopped".to_string(),
-                Ok(Err(e)) => format!("{e:#}"),
-                Err(e) => format!("the block engine failed: {e}"),
-            };
+            if let Running::Network(consensus, relay) = engine {
+                relay.stop();
+                consensus.stop().await;
+            }
             bail!(
                 "block production stopped at height {}: {why}. Nothing committed is lost: free disk space (or fix the store's disk) and start the node again",
                 height(&node)

@@ -39,7 +39,7 @@ use malachitebft_app_channel::{
     },
 };
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// Bytes of block data per proposal part.
 const CHUNK: usize = 256 * 1024;
@@ -148,6 +148,15 @@ pub enum AppError {
     /// A blocking task failed.
     #[error("task failed: {0}")]
     Task(String),
+    /// The store cannot commit decided blocks (a full disk, an I/O error): the application
+    /// stops, and the node with it; a restart goes on from what was committed.
+    #[error("the store cannot commit the block decided at height {height}: {cause}")]
+    CannotCommit {
+        /// The decided height.
+        height: u64,
+        /// The store's error.
+        cause: String,
+    },
 }
 
 impl ConsensusApp {
@@ -263,8 +272,13 @@ impl ConsensusApp {
     /// Runs until the engine closes its channel.
     pub async fn run(mut self, channels: &mut Channels<AgoraContext>) -> Result<(), AppError> {
         while let Some(msg) = channels.consensus.recv().await {
-            if let Err(e) = self.handle(msg, channels).await {
-                warn!(error = %e, "consensus application error");
+            match self.handle(msg, channels).await {
+                Ok(()) => {}
+                Err(e @ AppError::CannotCommit { .. }) => {
+                    error!(error = %e, "the store cannot commit blocks: consensus stops");
+                    return Err(e);
+                }
+                Err(e) => warn!(error = %e, "consensus application error"),
             }
         }
         Ok(())
@@ -369,10 +383,21 @@ impl ConsensusApp {
                 extensions: _,
                 reply,
             } => {
-                if let Err(e) = self.commit(certificate).await {
-                    warn!(error = %e, "could not commit the decided block");
-                }
+                let height = certificate.height.0;
+                let committed = self.commit(certificate).await;
                 let _ = reply.send(());
+                match committed {
+                    Ok(()) => {}
+                    // The store refuses every write after a failed one until it is opened again:
+                    // restarting the height would fail the same way, for ever.
+                    Err(AppError::Node(agora_chain::Error::Store(e)) | AppError::Store(e)) => {
+                        return Err(AppError::CannotCommit {
+                            height,
+                            cause: e.to_string(),
+                        });
+                    }
+                    Err(e) => warn!(error = %e, "could not commit the decided block"),
+                }
             }
             AppMsg::Finalized {
                 certificate,

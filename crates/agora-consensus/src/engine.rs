@@ -112,7 +112,7 @@ impl malachitebft_app::config::NodeConfig for EngineConfig {
 
 /// A running consensus engine and its application loop.
 pub struct ConsensusHandle {
-    app: JoinHandle<()>,
+    app: JoinHandle<Result<(), crate::AppError>>,
     engine: malachitebft_app_channel::EngineHandle,
 }
 
@@ -123,6 +123,16 @@ impl std::fmt::Debug for ConsensusHandle {
 }
 
 impl ConsensusHandle {
+    /// Waits until the application stops by itself (it never does while it can commit), and
+    /// says why. Call at most once; [`Self::stop`] afterwards still stops the engine.
+    pub async fn stopped(&mut self) -> String {
+        match (&mut self.app).await {
+            Ok(Ok(())) => "the consensus engine closed".to_string(),
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => format!("the consensus application failed: {e}"),
+        }
+    }
+
     /// Stops the engine and the application loop.
     pub async fn stop(self) {
         if let Err(e) = self.engine.actor.kill_and_wait(None).await {
@@ -252,9 +262,11 @@ pub async fn start(
     let app = ConsensusApp::new(node, signer, address, config.app)
         .with_block_dir(config.wal_dir.join("blocks"))?;
     let app = tokio::spawn(async move {
-        if let Err(e) = app.run(&mut channels).await {
+        let result = app.run(&mut channels).await;
+        if let Err(e) = &result {
             warn!(error = %e, "consensus application stopped");
         }
+        result
     });
     Ok(ConsensusHandle { app, engine })
 }

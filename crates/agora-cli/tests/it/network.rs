@@ -41,13 +41,26 @@ impl Drop for Proc {
 
 /// Starts a node whose output goes to HOME/node.log (appended across restarts).
 fn start(home: &Path) -> Proc {
+    start_in(home, &[])
+}
+
+/// [`start`], run by the command `wrapper` (its words, then the node's).
+fn start_in(home: &Path, wrapper: &[&str]) -> Proc {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(home.join("node.log"))
         .unwrap();
+    let mut command = match wrapper {
+        [] => Command::new(env!("CARGO_BIN_EXE_agora")),
+        [program, args @ ..] => {
+            let mut c = Command::new(program);
+            c.args(args).arg(env!("CARGO_BIN_EXE_agora"));
+            c
+        }
+    };
     Proc(
-        Command::new(env!("CARGO_BIN_EXE_agora"))
+        command
             .arg("--home")
             .arg(home)
             .arg("node")
@@ -168,30 +181,7 @@ fn a_validator_killed_while_committing_recovers_and_agrees_on_every_root() {
     for cycle in 0..3u64 {
         let until = Instant::now() + Duration::from_millis(400 + 300 * cycle);
         while Instant::now() < until {
-            let txs: Vec<String> = (0..20)
-                .map(|k| {
-                    let tx = Transaction {
-                        chain_id: "net-test".into(),
-                        sender: payer.public(),
-                        nonce: nonce + k,
-                        fee: 1_000,
-                        messages: vec![Message::Transfer {
-                            to: Address([0x33; 20]),
-                            amount: 1,
-                        }],
-                    }
-                    .sign(&payer);
-                    hex::encode(tx.encode())
-                })
-                .collect();
-            let (status, body) = post(&apis[1], "/v1/txs", &json!({ "txs": txs }));
-            assert_eq!(status, 202, "{body}");
-            for r in body["results"].as_array().unwrap() {
-                if let Some(h) = r["hash"].as_str() {
-                    sent.push(h.to_string());
-                    nonce += 1;
-                }
-            }
+            send_transfers(&apis[1], &payer, &mut nonce, &mut sent);
             std::thread::sleep(Duration::from_millis(20));
         }
         // SIGKILL in the middle of the stream: no chance to clean up.
@@ -257,6 +247,95 @@ fn a_validator_killed_while_committing_recovers_and_agrees_on_every_root() {
     for (i, api) in apis.iter().enumerate().skip(1) {
         for h in tip..=healed {
             assert_eq!(block_id(api, h), block_id(&apis[0], h), "node {i} at {h}");
+        }
+    }
+
+    // Node 3's disk fills up (its files may not grow past the database's size, as `prlimit
+    // --fsize` sets; the signal that would kill it instead is ignored, as a full disk sends
+    // none): it stops with a clear error instead of restarting the height for ever; the others
+    // go on; given room, it starts again, catches up and agrees.
+    let victim = std::mem::replace(&mut procs[3], start_placeholder());
+    drop(victim);
+    let size = std::fs::metadata(homes[3].join("data/chain.redb"))
+        .unwrap()
+        .len();
+    let fsize = format!("--fsize={size}");
+    procs[3] = start_in(
+        &homes[3],
+        &[
+            "bash",
+            "-c",
+            "trap '' XFSZ; exec \"$@\"",
+            "bash",
+            "prlimit",
+            &fsize,
+        ],
+    );
+    let full = Instant::now();
+    let status = loop {
+        if let Some(status) = procs[3].0.try_wait().unwrap() {
+            break status;
+        }
+        if full.elapsed() > Duration::from_secs(60) {
+            fail(&mut procs, &homes, "node 3 went on with a full disk".into());
+        }
+        // Blocks with transactions, so that the database must grow.
+        send_transfers(&apis[1], &payer, &mut nonce, &mut sent);
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let log = std::fs::read_to_string(homes[3].join("node.log")).unwrap();
+    if status.success()
+        || !log.contains("the store cannot commit the block decided at height")
+        || !log.contains("Nothing committed is lost")
+    {
+        fail(
+            &mut procs,
+            &homes,
+            format!("node 3 stopped with {status:?}"),
+        );
+    }
+    let stopped_at = height(&apis[0]).unwrap();
+    if let Err(e) = wait_all(&apis[..3], stopped_at + 3, Duration::from_secs(30)) {
+        fail(&mut procs, &homes, e);
+    }
+    procs[3] = start(&homes[3]);
+    let end = height(&apis[0]).unwrap() + 3;
+    if let Err(e) = wait_all(&apis, end, Duration::from_secs(60)) {
+        fail(&mut procs, &homes, e);
+    }
+    for h in 1..=end {
+        assert_eq!(
+            block_id(&apis[3], h),
+            block_id(&apis[0], h),
+            "node 3 at {h}"
+        );
+    }
+}
+
+/// Sends 20 transfers from `payer` to node `api`, noting each accepted one's hash in `sent`.
+fn send_transfers(api: &str, payer: &Keypair, nonce: &mut u64, sent: &mut Vec<String>) {
+    let txs: Vec<String> = (0..20)
+        .map(|k| {
+            let tx = Transaction {
+                chain_id: "net-test".into(),
+                sender: payer.public(),
+                nonce: *nonce + k,
+                fee: 1_000,
+                messages: vec![Message::Transfer {
+                    to: Address([0x33; 20]),
+                    amount: 1,
+                }],
+            }
+            .sign(payer);
+            hex::encode(tx.encode())
+        })
+        .collect();
+    let (status, body) = post(api, "/v1/txs", &json!({ "txs": txs }));
+    assert_eq!(status, 202, "{body}");
+    for r in body["results"].as_array().unwrap() {
+        if let Some(h) = r["hash"].as_str() {
+            sent.push(h.to_string());
+            *nonce += 1;
         }
     }
 }
