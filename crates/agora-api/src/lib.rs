@@ -24,5 +24,5 @@ mod market;
 mod routes;
 
 pub use error::ApiError;
-pub use limits::{Limits, limit};
+pub use limits::{Limits, limit, limit_per_key};
 pub use routes::{router, serve};

@@ -5,6 +5,12 @@
 //! request holds its place until its answer's body has been sent: a streamed answer or an event
 //! stream counts for as long as it runs.
 //!
+//! A request that comes from loopback but *forwards* for someone (`X-Forwarded-For` or
+//! `Forwarded`, as a reverse proxy on this machine adds) is counted as the client it forwards
+//! for, never trusted: the last address in the header, the one the nearest proxy saw (earlier
+//! ones are the client's own claims). Only loopback peers are believed, so a stranger cannot
+//! choose its client address by sending the header itself.
+//!
 //! The per-address limit needs the peer's address: serve the router with
 //! [`axum::Router::into_make_service_with_connect_info`] (`SocketAddr`); without it, only the
 //! total applies.
@@ -84,6 +90,8 @@ impl Limits {
         timeout: None,
         trust_loopback: true,
     };
+    /// The gateway's requests in flight per API key ([`limit_per_key`]).
+    pub const GATEWAY_PER_KEY: usize = 32;
 }
 
 /// `router` with `limits` applied to every route it has (not to routes added after).
@@ -123,12 +131,16 @@ fn client_of(ip: IpAddr) -> IpAddr {
 }
 
 /// One request's place from one address.
-struct ClientSlot {
-    clients: Arc<Mutex<BTreeMap<IpAddr, usize>>>,
-    ip: IpAddr,
+type ClientSlot = Slot<IpAddr>;
+
+/// One request's place in a count per key (a client's address, an API key), given back when
+/// dropped; a key leaves its map when it has no place left.
+struct Slot<K: Ord> {
+    clients: Arc<Mutex<BTreeMap<K, usize>>>,
+    ip: K,
 }
 
-impl Drop for ClientSlot {
+impl<K: Ord> Drop for Slot<K> {
     fn drop(&mut self) {
         let mut clients = self.clients.lock();
         if let Some(n) = clients.get_mut(&self.ip) {
@@ -145,7 +157,13 @@ impl Gate {
     /// ([`client_of`]) has used its share; `Some(None)` when it is not counted (a trusted local
     /// one, IPv4 or IPv6 loopback).
     fn enter(&self, peer: IpAddr) -> Option<Option<ClientSlot>> {
-        if self.trust_loopback && peer.to_canonical().is_loopback() {
+        self.enter_as(peer, false)
+    }
+
+    /// [`Self::enter`]; a `forwarded` address (a client a local proxy forwards for) is never
+    /// trusted.
+    fn enter_as(&self, peer: IpAddr, forwarded: bool) -> Option<Option<ClientSlot>> {
+        if self.trust_loopback && !forwarded && peer.to_canonical().is_loopback() {
             return Some(None);
         }
         let ip = client_of(peer);
@@ -167,8 +185,13 @@ async fn guard(State(gate): State<Gate>, request: Request, next: Next) -> Respon
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
+    // A local proxy's request is its client's.
+    let client = client.map(|ip| match ip.to_canonical().is_loopback() {
+        true => forwarded_for(request.headers()).map_or((ip, false), |f| (f, true)),
+        false => (ip, false),
+    });
     let slot = match client {
-        Some(ip) => match gate.enter(ip) {
+        Some((ip, forwarded)) => match gate.enter_as(ip, forwarded) {
             Some(slot) => slot,
             None => {
                 return refuse(
@@ -205,9 +228,104 @@ async fn guard(State(gate): State<Gate>, request: Request, next: Next) -> Respon
         parts,
         Body::new(Held {
             body,
-            _place: (permit, slot),
+            _place: Box::new((permit, slot)),
         }),
     )
+}
+
+/// `router` with at most `per_key` requests in flight for each API key (the bearer token of
+/// `Authorization`), over its routes as they are now: one tenant of a gateway cannot take every
+/// place the gateway's total allows. Requests without a key are not counted here (the routes
+/// refuse them). Over the limit: 429 at once, with `Retry-After`.
+pub fn limit_per_key<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    per_key: usize,
+) -> Router<S> {
+    let gate = KeyGate {
+        keys: Arc::new(Mutex::new(BTreeMap::new())),
+        per_key,
+    };
+    router.layer(axum::middleware::from_fn_with_state(gate, key_guard))
+}
+
+#[derive(Clone)]
+struct KeyGate {
+    /// Requests in flight per key, by the key's hash (so the map holds no secret).
+    keys: Arc<Mutex<BTreeMap<[u8; 32], usize>>>,
+    per_key: usize,
+}
+
+async fn key_guard(State(gate): State<KeyGate>, request: Request, next: Next) -> Response {
+    let key = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|k| agora_types::Hash::digest(k.trim().as_bytes()).0);
+    let Some(key) = key else {
+        return next.run(request).await;
+    };
+    let slot = {
+        let mut keys = gate.keys.lock();
+        let n = keys.get(&key).copied().unwrap_or(0);
+        if n >= gate.per_key {
+            return refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_exceeded",
+                "too many requests in flight with this API key; retry later",
+            );
+        }
+        keys.insert(key, n + 1);
+        Slot {
+            clients: gate.keys.clone(),
+            ip: key,
+        }
+    };
+    let (parts, body) = next.run(request).await.into_parts();
+    Response::from_parts(
+        parts,
+        Body::new(Held {
+            body,
+            _place: Box::new(slot),
+        }),
+    )
+}
+
+/// The client a proxy forwards for: the last address of `X-Forwarded-For`, else the last `for=`
+/// of `Forwarded` (RFC 7239). A header that is present but names no address gives the
+/// unspecified address, so the request is still counted as forwarded (and not trusted).
+fn forwarded_for(headers: &axum::http::HeaderMap) -> Option<IpAddr> {
+    let unspecified = IpAddr::from([0, 0, 0, 0]);
+    if let Some(v) = headers.get_all("x-forwarded-for").iter().next_back() {
+        let last = v.to_str().ok().and_then(|v| v.rsplit(',').next());
+        return Some(last.and_then(parse_node).unwrap_or(unspecified));
+    }
+    if let Some(v) = headers.get_all(header::FORWARDED).iter().next_back() {
+        let last = v
+            .to_str()
+            .ok()
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|e| {
+                e.split(';').find_map(|pair| {
+                    let (k, v) = pair.split_once('=')?;
+                    k.trim().eq_ignore_ascii_case("for").then_some(v)
+                })
+            });
+        return Some(last.and_then(parse_node).unwrap_or(unspecified));
+    }
+    None
+}
+
+/// An address as proxies write it: `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`, `"[2001:db8::1]:80"`.
+fn parse_node(s: &str) -> Option<IpAddr> {
+    let s = s.trim().trim_matches('"');
+    if let Ok(ip) = s.parse() {
+        return Some(ip);
+    }
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Some(addr.ip());
+    }
+    s.strip_prefix('[')?.split(']').next()?.parse().ok()
 }
 
 fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
@@ -420,7 +538,7 @@ impl tokio::io::AsyncWrite for Counted {
 /// A response body that keeps its request's place until it is sent (or dropped).
 struct Held {
     body: Body,
-    _place: (OwnedSemaphorePermit, Option<ClientSlot>),
+    _place: Box<dyn Send>,
 }
 
 impl http_body::Body for Held {
@@ -642,6 +760,110 @@ mod tests {
         for h in held {
             assert_eq!(h.await.unwrap(), 200);
         }
+    }
+
+    #[test]
+    fn a_proxy_is_believed_for_the_client_it_saw_last() {
+        let mut h = axum::http::HeaderMap::new();
+        assert_eq!(forwarded_for(&h), None);
+        h.insert("x-forwarded-for", "10.0.0.1, 203.0.113.7".parse().unwrap());
+        assert_eq!(forwarded_for(&h), Some("203.0.113.7".parse().unwrap()));
+        h.insert("x-forwarded-for", "garbage".parse().unwrap());
+        assert_eq!(forwarded_for(&h), Some("0.0.0.0".parse().unwrap()));
+        let mut h = axum::http::HeaderMap::new();
+        h.insert(
+            header::FORWARDED,
+            "for=192.0.2.1, for=\"[2001:db8::7]:4711\";proto=https"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(forwarded_for(&h), Some("2001:db8::7".parse().unwrap()));
+        assert_eq!(parse_node("198.51.100.2:80"), "198.51.100.2".parse().ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_local_proxys_clients_are_counted_one_by_one() {
+        let (url, release, entered) = server(Limits {
+            max_in_flight: 8,
+            per_client: 1,
+            timeout: None,
+            trust_loopback: true,
+        })
+        .await;
+        let via_proxy = |client: &'static str| {
+            let url = format!("{url}/slow");
+            tokio::task::spawn_blocking(move || {
+                match ureq::get(&url).header("X-Forwarded-For", client).call() {
+                    Ok(r) => r.status().as_u16(),
+                    Err(ureq::Error::StatusCode(code)) => code,
+                    Err(e) => panic!("{e}"),
+                }
+            })
+        };
+        // One stranger's request through the proxy holds its one place; its second is refused,
+        // another stranger's is not, and the proxy's own (no header) stays trusted.
+        let first = via_proxy("203.0.113.7");
+        wait_entered(&entered, 1).await;
+        assert_eq!(via_proxy("10.9.9.9, 203.0.113.7").await.unwrap(), 429);
+        let other = via_proxy("198.51.100.2");
+        let local: Vec<_> = (0..2)
+            .map(|_| spawn_status(format!("{url}/slow")))
+            .collect();
+        wait_entered(&entered, 4).await;
+        release.add_permits(4);
+        assert_eq!(first.await.unwrap(), 200);
+        assert_eq!(other.await.unwrap(), 200);
+        for l in local {
+            assert_eq!(l.await.unwrap(), 200);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn each_api_key_has_its_share_of_places() {
+        let release = Arc::new(Semaphore::new(0));
+        let entered = Arc::new(AtomicUsize::new(0));
+        let (r, e) = (release.clone(), entered.clone());
+        let slow = get(move || {
+            let (r, e) = (r.clone(), e.clone());
+            async move {
+                e.fetch_add(1, Ordering::SeqCst);
+                r.acquire().await.unwrap().forget();
+                "done"
+            }
+        });
+        let router = limit_per_key(Router::new().route("/slow", slow), 2);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/slow", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        let call = |key: Option<&'static str>| {
+            let url = url.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut req = ureq::get(&url);
+                if let Some(k) = key {
+                    req = req.header("Authorization", &format!("Bearer {k}"));
+                }
+                match req.call() {
+                    Ok(r) => r.status().as_u16(),
+                    Err(ureq::Error::StatusCode(code)) => code,
+                    Err(e) => panic!("{e}"),
+                }
+            })
+        };
+        let held: Vec<_> = (0..2).map(|_| call(Some("alice"))).collect();
+        wait_entered(&entered, 2).await;
+        assert_eq!(call(Some("alice")).await.unwrap(), 429);
+        // Another key, and no key, are not held back by alice's.
+        let others = [call(Some("bob")), call(None)];
+        wait_entered(&entered, 4).await;
+        release.add_permits(4);
+        for h in held.into_iter().chain(others) {
+            assert_eq!(h.await.unwrap(), 200);
+        }
+        // Alice's places came back.
+        let again = call(Some("alice"));
+        wait_entered(&entered, 5).await;
+        release.add_permits(1);
+        assert_eq!(again.await.unwrap(), 200);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -561,7 +561,7 @@ fn market_gateway(models_dir: &std::path::Path, requests: usize, max_tokens: u32
     use agora_infer::models::{self, ModelCache};
     use agora_market::{
         Gateway, HttpChain, InferBackend, OpenAiState, Provider, ProviderConfig, ProviderSecret,
-        openai_router, provider_router, settle_loop,
+        provider_router, settle_loop,
     };
     use agora_state::{GenesisModel, MarketParams};
     use agora_types::{EncryptionKey, Hash, ModelKind, ProviderInfo};
@@ -687,10 +687,14 @@ fn market_gateway(models_dir: &std::path::Path, requests: usize, max_tokens: u32
     let state = OpenAiState::new(
         Arc::new(Gateway::new(chain.clone(), &api)),
         &api,
-        std::collections::BTreeMap::from([("bench".to_string(), client)]),
+        // A key per load client: one tenant's requests in flight are limited
+        // (`Limits::GATEWAY_PER_KEY`), and each client here stands for a tenant.
+        (0..64)
+            .map(|i| (format!("bench-{i}"), client.clone()))
+            .collect(),
     );
     rt.spawn({
-        let router = agora_api::limit(openai_router(state), Limits::GATEWAY);
+        let router = crate::market_cmd::gateway_router(state);
         let until = wait(stop_rx.clone());
         async move {
             let _ = agora_api::limits::serve_within(
@@ -716,11 +720,11 @@ fn market_gateway(models_dir: &std::path::Path, requests: usize, max_tokens: u32
     // Every answer's receipt fee, to compare with what the chain charges the client.
     let receipted = std::sync::atomic::AtomicU64::new(0);
     let answered = std::sync::atomic::AtomicU64::new(0);
-    let call = |agent: &ureq::Agent| -> Result<f64> {
+    let call = |agent: &ureq::Agent, tenant: usize| -> Result<f64> {
         let t0 = Instant::now();
         let mut r = agent
             .post(&format!("{gw}/v1/chat/completions"))
-            .header("Authorization", "Bearer bench")
+            .header("Authorization", &format!("Bearer bench-{tenant}"))
             .send_json(&body)?;
         let v: serde_json::Value = r.body_mut().read_json()?;
         if v["choices"][0]["message"]["content"].as_str().is_none() {
@@ -740,7 +744,7 @@ fn market_gateway(models_dir: &std::path::Path, requests: usize, max_tokens: u32
         max_tokens,
         ..GenParams::default()
     };
-    call(&agent)?; // warm up
+    call(&agent, 0)?; // warm up
     let runs = requests.max(3);
     let mut direct = Vec::new();
     let mut via = Vec::new();
@@ -750,7 +754,7 @@ fn market_gateway(models_dir: &std::path::Path, requests: usize, max_tokens: u32
             std::ops::ControlFlow::Continue(())
         })?;
         direct.push(t0.elapsed().as_secs_f64() * 1e3);
-        via.push(call(&agent)?);
+        via.push(call(&agent, 0)?);
     }
     direct.sort_by(f64::total_cmp);
     via.sort_by(f64::total_cmp);
@@ -774,13 +778,13 @@ fn market_gateway(models_dir: &std::path::Path, requests: usize, max_tokens: u32
         let t0 = Instant::now();
         let (lat, failed) = std::thread::scope(|scope| -> Result<(Vec<f64>, usize)> {
             let handles: Vec<_> = (0..clients)
-                .map(|_| {
-                    scope.spawn(|| -> Vec<Result<f64>> {
+                .map(|tenant| {
+                    scope.spawn(move || -> Vec<Result<f64>> {
                         let agent: ureq::Agent = ureq::Agent::config_builder()
                             .timeout_global(Some(Duration::from_secs(600)))
                             .build()
                             .into();
-                        (0..requests).map(|_| call(&agent)).collect()
+                        (0..requests).map(|_| call(&agent, tenant)).collect()
                     })
                 })
                 .collect();

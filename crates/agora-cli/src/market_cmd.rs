@@ -401,7 +401,7 @@ pub async fn start(
             tracing::warn!("provider endpoint stopped: {e}");
         }
     }));
-    let router = agora_api::limit(openai_router(state), Limits::GATEWAY);
+    let router = gateway_router(state);
     let until = wait(stop.clone());
     tasks.push(tokio::spawn(async move {
         if let Err(e) = agora_api::limits::serve_within(
@@ -630,7 +630,7 @@ pub fn gateway(home: PathBuf, args: GatewayArgs) -> Result<()> {
         let gateway = Arc::new(gateway);
         let state = OpenAiState::new(gateway, &args.node, BTreeMap::from([(api_key, wallet)]));
         let (stop_tx, mut stop_rx) = watch::channel(false);
-        let router = agora_api::limit(openai_router(state), Limits::GATEWAY);
+        let router = gateway_router(state);
         let server = tokio::spawn(async move {
             agora_api::limits::serve_within(
                 listener,
@@ -647,6 +647,15 @@ pub fn gateway(home: PathBuf, args: GatewayArgs) -> Result<()> {
         server.await??;
         anyhow::Ok(())
     })
+}
+
+/// The gateway's routes within its limits: requests in flight in total, per client address and
+/// per API key.
+pub fn gateway_router(state: OpenAiState) -> axum::Router {
+    agora_api::limit(
+        agora_api::limit_per_key(openai_router(state), Limits::GATEWAY_PER_KEY),
+        Limits::GATEWAY,
+    )
 }
 
 #[cfg(test)]
