@@ -124,7 +124,11 @@ pub struct Completed {
 pub struct Gateway {
     chain: Arc<dyn Chain>,
     node_api: String,
+    /// For the node API.
     agent: ureq::Agent,
+    /// For providers: where only public endpoints may be reached, it connects only to public
+    /// addresses.
+    providers_agent: ureq::Agent,
     seen: Mutex<BTreeMap<Address, Seen>>,
     /// Whether providers may be reached on loopback, private or link-local addresses (a local
     /// network, the devnet); otherwise an endpoint registered on chain cannot turn the gateway
@@ -135,6 +139,62 @@ pub struct Gateway {
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Gateway({})", self.node_api)
+    }
+}
+
+/// Whether `ip` is a public address: not loopback, private, link-local, shared (100.64/10),
+/// documentation, multicast, broadcast or unspecified (nor IPv4 mapped into IPv6).
+fn public_ip(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b)))
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            let mapped = v6.to_ipv4_mapped();
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || mapped.is_some())
+        }
+    }
+}
+
+/// Resolves names as ureq does, keeping public addresses only ([`public_ip`]). The addresses a
+/// connection uses are the ones checked here, so a name that resolves to a public address when
+/// the provider list is filtered and to a private one a moment later (DNS rebinding) still
+/// cannot reach the machines around the gateway.
+#[derive(Debug, Default)]
+struct PublicOnly(ureq::unversioned::resolver::DefaultResolver);
+
+impl ureq::unversioned::resolver::Resolver for PublicOnly {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        let all = self.0.resolve(uri, config, timeout)?;
+        let mut public = self.empty();
+        for addr in all.iter().filter(|a| public_ip(a.ip())) {
+            public.push(*addr);
+        }
+        if public.is_empty() {
+            return Err(ureq::Error::HostNotFound);
+        }
+        Ok(public)
     }
 }
 
@@ -171,32 +231,8 @@ pub fn public_endpoint(endpoint: &str) -> bool {
         },
         None => default_port,
     };
-    let public = |ip: IpAddr| match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b)))
-        }
-        IpAddr::V6(v6) => {
-            let first = v6.segments()[0];
-            let mapped = v6.to_ipv4_mapped();
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || mapped.is_some())
-        }
-    };
     if let Ok(ip) = host.parse::<IpAddr>() {
-        return public(ip);
+        return public_ip(ip);
     }
     if host.is_empty() || host.eq_ignore_ascii_case("localhost") {
         return false;
@@ -204,7 +240,7 @@ pub fn public_endpoint(endpoint: &str) -> bool {
     match (host, port).to_socket_addrs() {
         Ok(addrs) => {
             let addrs: Vec<_> = addrs.collect();
-            !addrs.is_empty() && addrs.iter().all(|a| public(a.ip()))
+            !addrs.is_empty() && addrs.iter().all(|a| public_ip(a.ip()))
         }
         Err(_) => false,
     }
@@ -223,18 +259,23 @@ fn is_request_fault(e: Option<&Error>) -> bool {
     matches!(e, Some(Error::Refused { status, .. }) if request_fault(*status))
 }
 
+/// How the gateway's HTTP clients are set.
+fn agent_config() -> ureq::config::Config {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(Duration::from_secs(3)))
+        .timeout_global(Some(Duration::from_secs(600)))
+        .build()
+}
+
 impl Gateway {
     /// A gateway over a node API at `node_api`.
     pub fn new(chain: Arc<dyn Chain>, node_api: &str) -> Self {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(3)))
-            .timeout_global(Some(Duration::from_secs(600)))
-            .build()
-            .into();
+        let agent: ureq::Agent = agent_config().into();
         Gateway {
             chain,
             node_api: node_api.trim_end_matches('/').to_string(),
+            providers_agent: agent.clone(),
             agent,
             seen: Mutex::new(BTreeMap::new()),
             private_endpoints: true,
@@ -245,6 +286,11 @@ impl Gateway {
     /// shared or unspecified addresses (or names that resolve to one) are skipped.
     pub fn public_endpoints_only(mut self) -> Self {
         self.private_endpoints = false;
+        self.providers_agent = ureq::Agent::with_parts(
+            agent_config(),
+            ureq::unversioned::transport::DefaultConnector::default(),
+            PublicOnly::default(),
+        );
         self
     }
 
@@ -530,7 +576,7 @@ impl Gateway {
         let before = |e: Error| CallError::BeforeOutput(e);
         let url = format!("{}/v1/jobs", provider.info.endpoint.trim_end_matches('/'));
         let response = self
-            .agent
+            .providers_agent
             .post(&url)
             .send_json(submission)
             .map_err(|e| before(Error::Chain(format!("provider {url}: {e}"))))?;
@@ -812,6 +858,35 @@ mod tests {
             *out.entry(order[0].address).or_default() += 1;
         }
         out
+    }
+
+    #[test]
+    fn a_public_only_gateway_never_connects_to_a_private_address() {
+        let gateway = Gateway::new(
+            Arc::new(crate::HttpChain::new("http://127.0.0.1:1")),
+            "http://127.0.0.1:1",
+        )
+        .public_endpoints_only();
+        // A provider may not send the gateway to loopback, whether by its address or by a name
+        // that resolves to it (checked when it is used, not only when the list was filtered):
+        // refused before any connection (nothing listens there, so a connection would fail
+        // otherwise, with an I/O error).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        for url in [
+            format!("http://127.0.0.1:{port}/v1/jobs"),
+            format!("http://localhost:{port}/v1/jobs"),
+            format!("http://[::ffff:127.0.0.1]:{port}/v1/jobs"),
+        ] {
+            let err = gateway.providers_agent.post(&url).send_json(1).unwrap_err();
+            assert!(matches!(err, ureq::Error::HostNotFound), "{url}: {err}");
+        }
+        // The node API is the operator's own, on any address.
+        let err = gateway.agent.get("http://127.0.0.1:1/").call().unwrap_err();
+        assert!(matches!(err, ureq::Error::Io(_)), "{err}");
     }
 
     #[test]
