@@ -7,11 +7,14 @@
 //! tried is drawn at random, weighted by its bonded stake, among the providers whose fee for the
 //! request is at most the stake-weighted median fee of those not cooling down (the *price band*).
 //! A provider's share of first tries is then bounded by its share of the band's stake, whatever
-//! its price, and splitting a stake across many providers gains nothing. Within the band a faster
-//! provider (time to its first output, as this gateway measured it, in classes of
-//! [`LATENCY_CLASS_MS`]; one never measured counts as fast, so each gets tried) weighs more: its
-//! stake is divided by (1 + class)². After the band come the dearer providers, cheapest first
-//! (then faster, then more jobs settled on-chain), then those cooling down. A provider that failed
+//! its price, and splitting a stake across many providers gains nothing. Within the band a slow
+//! provider weighs a sixteenth ([`SLOW_DIVISOR`]): one whose time to its first output, as this
+//! gateway measured it, is more than twice the band's stake-weighted median plus
+//! [`LATENCY_CLASS_MS`] (one never measured counts as typical, so each gets tried). Being fast
+//! earns nothing over being typical, so a provider that answers garbage at once cannot outweigh
+//! honest ones by its speed. After the band come the dearer providers, cheapest first (then
+//! faster, in classes of [`LATENCY_CLASS_MS`], then more jobs settled on-chain), then those
+//! cooling down. A provider that failed
 //! cools down for a while, doubling with each failure in a row ([`COOLDOWN_FIRST`] up to
 //! [`COOLDOWN_MAX`]), and is back in place after a success.
 
@@ -34,6 +37,8 @@ use std::time::{Duration, Instant};
 const EXPIRY_BLOCKS: u64 = 1_200;
 /// Latencies closer than this count as equal (then reputation decides).
 pub const LATENCY_CLASS_MS: u64 = 100;
+/// What a slow provider's stake is divided by in the draw.
+pub const SLOW_DIVISOR: u128 = 16;
 /// How long a provider stays behind the others after one failure.
 pub const COOLDOWN_FIRST: Duration = Duration::from_secs(5);
 /// The longest it stays behind, after failures in a row.
@@ -715,6 +720,20 @@ fn check_receipt(
     Ok(())
 }
 
+/// The value at which the running total of weights first reaches half of all of them, in
+/// `sorted` (value, weight) pairs; `None` for none.
+fn weighted_median<V: Copy>(sorted: &[(V, Amount)]) -> Option<V> {
+    let total = sorted.iter().fold(0u128, |t, (_, w)| t.saturating_add(*w));
+    let mut acc = 0u128;
+    for (v, w) in sorted {
+        acc = acc.saturating_add(*w);
+        if acc >= total.div_ceil(2) {
+            return Some(*v);
+        }
+    }
+    None
+}
+
 /// Orders `list` as [`Gateway::run`] tries it (see the module's documentation); `below(n)`
 /// returns a uniformly random number below `n`.
 fn order_candidates(
@@ -737,23 +756,29 @@ fn order_candidates(
     let mut by_fee: Vec<(Amount, Amount)> =
         ready.iter().map(|p| (fee(p), p.stake().max(1))).collect();
     by_fee.sort_unstable();
-    let total = by_fee.iter().fold(0u128, |t, (_, s)| t.saturating_add(*s));
-    let mut band_fee = 0;
-    let mut acc = 0u128;
-    for (f, s) in &by_fee {
-        acc = acc.saturating_add(*s);
-        band_fee = *f;
-        if acc >= total.div_ceil(2) {
-            break;
-        }
-    }
+    let band_fee = weighted_median(&by_fee).unwrap_or(0);
     let (mut band, mut rest): (Vec<_>, Vec<_>) =
         ready.into_iter().partition(|p| fee(p) <= band_fee);
-    // Drawn without replacement, by stake / (1 + latency class)².
+    // The band's stake-weighted median time to first output, among those measured.
+    let mut by_latency: Vec<(u64, Amount)> = band
+        .iter()
+        .filter_map(|p| Some((state(p).latency_ms?, p.stake().max(1))))
+        .collect();
+    by_latency.sort_unstable();
+    let typical = weighted_median(&by_latency);
+    // Drawn without replacement, by stake, slow ones divided.
     let mut out = Vec::with_capacity(band.len() + rest.len() + cooling.len());
     let weight = |p: &ProviderListing| {
-        let c = u128::from(class(p)).saturating_add(1);
-        (p.stake().max(1) / c.saturating_mul(c)).max(1)
+        let slow = match (state(p).latency_ms, typical) {
+            (Some(ms), Some(t)) => ms > t.saturating_mul(2).saturating_add(LATENCY_CLASS_MS),
+            _ => false,
+        };
+        let stake = p.stake().max(1);
+        if slow {
+            (stake / SLOW_DIVISOR).max(1)
+        } else {
+            stake
+        }
     };
     while !band.is_empty() {
         let total = band.iter().fold(0u128, |t, p| t.saturating_add(weight(p)));
@@ -932,6 +957,35 @@ mod tests {
     }
 
     #[test]
+    fn answering_at_once_earns_no_more_than_answering_in_typical_time() {
+        // Nine honest providers take 500 ms to their first output; an attacker with a tenth of
+        // the stake answers garbage in 1 ms.
+        let mut list: Vec<_> = (1..=9).map(|n| listing(n, 1_000, 1_000)).collect();
+        list.push(listing(66, 1_000, 1_000));
+        let mut seen: BTreeMap<Address, Seen> = (1..=9)
+            .map(|n| {
+                (
+                    Address([n; 20]),
+                    Seen {
+                        latency_ms: Some(500),
+                        ..Seen::default()
+                    },
+                )
+            })
+            .collect();
+        seen.insert(
+            Address([66; 20]),
+            Seen {
+                latency_ms: Some(1),
+                ..Seen::default()
+            },
+        );
+        let got = firsts(&list, &seen, 10_000);
+        let attacker = got.get(&Address([66; 20])).copied().unwrap_or(0);
+        assert!((800..1_200).contains(&attacker), "{attacker} of 10,000");
+    }
+
+    #[test]
     fn slower_providers_weigh_less_and_cooling_ones_come_last() {
         let list = vec![
             listing(1, 1_000, 10_000),
@@ -965,7 +1019,8 @@ mod tests {
         ]
         .into();
         let got = firsts(&list, &seen, 3_400);
-        // Class 3 weighs 1/16 of class 0; the cooling one, though cheapest, is never first.
+        // Slower than twice the median (20 ms) and 100 ms more: a sixteenth of its stake; the
+        // cooling one, though cheapest, is never first.
         let slow = got.get(&Address([1; 20])).copied().unwrap_or(0);
         assert!((120..300).contains(&slow), "{got:?}");
         assert!(!got.contains_key(&Address([3; 20])), "{got:?}");

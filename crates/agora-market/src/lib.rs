@@ -36,7 +36,7 @@ pub use chain::{Chain, CheckView, EscrowView, HttpChain, JobView, SeatView};
 pub use envelope::{Envelope, OutputReader, OutputWriter, ProviderSecret, open, seal};
 pub use gateway::{
     COOLDOWN_FIRST, COOLDOWN_MAX, Completed, Gateway, LATENCY_CLASS_MS, ListedInfo,
-    ProviderListing, public_endpoint,
+    ProviderListing, SLOW_DIVISOR, public_endpoint,
 };
 pub use input::{ChatMessage, JobInput, JobOutput, MAX_INPUT_BYTES, SourceFile};
 pub use openai::{OpenAiState, openai_router};
