@@ -371,6 +371,25 @@ mod tests {
         crate::testing::random_f32(n, seed)
     }
 
+    /// Whether this CPU runs the AVX2 kernels, checked against what it reports: the tests below
+    /// compare them with the portable code where it does, and say that they cannot where it
+    /// does not.
+    fn simd_here() -> bool {
+        let simd = crate::kernels::detected() == crate::kernels::Isa::Avx2;
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(
+            simd,
+            std::is_x86_feature_detected!("avx2")
+                && std::is_x86_feature_detected!("fma")
+                && std::is_x86_feature_detected!("f16c"),
+            "the dispatch follows the CPU"
+        );
+        if !simd {
+            eprintln!("no AVX2 on this CPU: only the portable int16 code is checked");
+        }
+        simd
+    }
+
     #[test]
     fn products_are_close_to_f32_and_the_same_bits_everywhere() {
         // k = 100: one whole block and a padded one; n = 48: three panels.
@@ -408,9 +427,16 @@ mod tests {
                     );
                 }
             }
-            // The portable code gives the same bits as the SIMD one.
+            // The portable code gives the same bits as the AVX2 one (called directly, not
+            // through the dispatch), and the dispatch runs the one this CPU has.
             let mut slow = vec![0f32; m * n];
             portable(&a, &w, &bias, &mut slow);
+            #[cfg(target_arch = "x86_64")]
+            if simd_here() {
+                let mut fast = vec![0f32; m * n];
+                avx2::matmul(&a, &w, &bias, &mut fast);
+                assert_eq!(slow, fast, "m{m}: portable and AVX2 products differ");
+            }
             assert_eq!(slow, out, "m{m}: portable and dispatched products differ");
             // A row's result does not depend on the rows around it.
             let mut last = QuantRows::default();
@@ -431,14 +457,24 @@ mod tests {
             *x = (i as f32 - 32.0) * 90.5;
         }
         v[192] = QMAX;
+        let simd = simd_here();
         for block in v.chunks_exact(QB) {
             let (mut a, mut b) = ([0i16; QB], [0i16; QB]);
             let sa = quantize_block(block, &mut a);
+            // The AVX2 quantizer, called directly.
+            #[cfg(target_arch = "x86_64")]
+            if simd {
+                let mut c = [0i16; QB];
+                let sc = avx2::quantize_block(block.try_into().unwrap(), &mut c);
+                assert_eq!((sa, a), (sc, c), "portable and AVX2 quantizers differ");
+            }
+            // And whichever the dispatch runs.
             let mut q = QuantRows::default();
             q.quantize(block, QB);
             b.copy_from_slice(&q.q);
             assert_eq!((sa, a), (q.scales[0], b));
         }
+        let _ = simd;
     }
 
     #[test]

@@ -107,12 +107,25 @@ mod tests {
 
     #[test]
     fn known_answer_address_of_public_key() {
-        // Pins the address derivation: blake3 of the 32 key bytes, first 20 bytes.
-        let key = PublicKey([0u8; 32]);
-        let digest = blake3::hash(&[0u8; 32]);
+        // Computed outside this code (Python's `blake3` and the bech32 reference
+        // implementation): the RFC 8032 test 1 public key, and the all-zero key.
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(
+            "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",
+            &mut key,
+        )
+        .unwrap();
         assert_eq!(
-            &Address::from_public_key(&key).0[..],
-            &digest.as_bytes()[..20]
+            Address::from_public_key(&PublicKey(key)).to_string(),
+            "agora1dscsgyng73ckp8re7hedhnpcujj2kt6dsvyn2u"
+        );
+        assert_eq!(
+            hex::encode(Address::from_public_key(&PublicKey(key)).0),
+            "6c31041268f471609c79f5f2dbcc38e4a4ab2f4d"
+        );
+        assert_eq!(
+            Address::from_public_key(&PublicKey([0u8; 32])).to_string(),
+            "agora19tdg8svpnffh9khpyw8urhk3y0ypqn76a0aamd"
         );
     }
 }
