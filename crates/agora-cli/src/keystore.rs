@@ -218,24 +218,16 @@ impl Keystore {
     }
 }
 
-/// Writes a file readable only by its owner.
+/// Writes a file readable only by its owner, durably ([`agora_types::durable`]).
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::{io::Write, os::unix::fs::OpenOptionsExt};
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    agora_types::durable::write(path, bytes, agora_types::durable::Access::Private)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Writes a file others may read (a genesis, a network file), durably.
+pub fn write_shared(path: &Path, bytes: &[u8]) -> Result<()> {
+    agora_types::durable::write(path, bytes, agora_types::durable::Access::Shared)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]

@@ -41,6 +41,8 @@ pub struct MarketSetup {
     pub gateway_addr: SocketAddr,
     pub models_dir: PathBuf,
     pub threads: Option<usize>,
+    /// Between the provider's settlements.
+    pub settle_every: Duration,
 }
 
 /// What the market tells the user.
@@ -417,7 +419,7 @@ pub async fn start(
     }));
     tasks.push(tokio::spawn(settle_loop(
         provider.clone(),
-        Duration::from_secs(2),
+        setup.settle_every,
         stop.clone(),
     )));
     let verifier_address = verifier.address();
@@ -466,6 +468,10 @@ pub struct ProviderArgs {
     /// Inference threads (default: every core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Seconds between settlements: receipts wait on disk meanwhile (synced before each answer,
+    /// so a crash loses none), and more seconds mean fewer, fuller transactions.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    settle_every: u64,
 }
 
 /// `agora gateway`: the OpenAI-compatible API, paying from a wallet's compute escrow.
@@ -547,7 +553,11 @@ pub fn provider(home: PathBuf, models_dir: PathBuf, args: ProviderArgs) -> Resul
             )
             .await
         });
-        let settle = tokio::spawn(settle_loop(provider, Duration::from_secs(2), stop_rx));
+        let settle = tokio::spawn(settle_loop(
+            provider,
+            Duration::from_secs(args.settle_every),
+            stop_rx,
+        ));
         crate::node_cmd::shutdown_signal().await;
         eprintln!("Stopping (settling what is waiting)…");
         let _ = stop_tx.send(true);

@@ -32,6 +32,9 @@ pub struct NodeArgs {
     /// Milliseconds between blocks.
     #[arg(long, default_value_t = 500)]
     block_time_ms: u64,
+    /// Seconds between the provider's settlements (see `agora provider --help`).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    settle_every: u64,
 }
 
 #[derive(Debug, Args)]
@@ -54,6 +57,9 @@ pub struct DevnetArgs {
     /// Milliseconds between blocks.
     #[arg(long, default_value_t = 500)]
     block_time_ms: u64,
+    /// Seconds between the provider's settlements (see `agora provider --help`).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    settle_every: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -168,7 +174,7 @@ pub fn genesis(home: PathBuf, cmd: GenesisCommand) -> Result<()> {
     };
     genesis.initial_writes()?;
     std::fs::create_dir_all(path.parent().expect("has a parent"))?;
-    std::fs::write(&path, genesis.to_json())?;
+    crate::keystore::write_shared(&path, genesis.to_json().as_bytes())?;
     println!(
         "Wrote {} (chain {}, {} accounts)",
         path.display(),
@@ -461,7 +467,7 @@ fn init_devnet(home: &Path) -> Result<Genesis> {
         models: pinned_models(),
     };
     std::fs::create_dir_all(path.parent().expect("has a parent"))?;
-    std::fs::write(&path, genesis.to_json())?;
+    crate::keystore::write_shared(&path, genesis.to_json().as_bytes())?;
     Ok(genesis)
 }
 
@@ -476,6 +482,7 @@ pub fn devnet(home: PathBuf, models_dir: PathBuf, args: DevnetArgs) -> Result<()
         gateway_addr: args.gateway_addr,
         models_dir,
         threads: args.threads,
+        settle_every: Duration::from_secs(args.settle_every),
     });
     if args.block_time_ms == 0 {
         bail!("--block-time-ms must be at least 1");

@@ -171,7 +171,7 @@ fn init(
     for (i, home) in homes.iter().enumerate() {
         let path = genesis_path(home);
         std::fs::create_dir_all(path.parent().expect("has a parent"))?;
-        std::fs::write(&path, genesis.to_json())?;
+        crate::keystore::write_shared(&path, genesis.to_json().as_bytes())?;
         let others = (0..n).filter(|j| *j != i);
         let file = NetworkFile {
             moniker: format!("node{i}"),
@@ -181,7 +181,10 @@ fn init(
             peer_apis: others.map(|j| format!("http://{}", api(j))).collect(),
             block_time_ms: default_block_time_ms(),
         };
-        std::fs::write(network_path(home), serde_json::to_string_pretty(&file)?)?;
+        crate::keystore::write_shared(
+            &network_path(home),
+            serde_json::to_string_pretty(&file)?.as_bytes(),
+        )?;
     }
     println!("Testnet {chain_id}: {n} validators under {}", out.display());
     for (i, (home, key)) in homes.iter().zip(&keys).enumerate() {

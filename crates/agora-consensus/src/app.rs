@@ -205,14 +205,10 @@ impl ConsensusApp {
         if path.exists() {
             return;
         }
-        let write = || -> std::io::Result<()> {
-            let tmp = path.with_extension("tmp");
-            let mut f = std::fs::File::create(&tmp)?;
-            std::io::Write::write_all(&mut f, &borsh::to_vec(block).expect("borsh into a Vec"))?;
-            f.sync_data()?;
-            std::fs::rename(&tmp, &path)
-        };
-        if let Err(e) = write() {
+        let bytes = borsh::to_vec(block).expect("borsh into a Vec");
+        if let Err(e) =
+            agora_types::durable::write(&path, &bytes, agora_types::durable::Access::Shared)
+        {
             warn!(error = %e, path = %path.display(), "could not keep a proposed block on disk");
         }
     }

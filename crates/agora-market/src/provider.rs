@@ -847,21 +847,8 @@ pub fn open_delivery(
     Ok((output, receipt))
 }
 
-/// Writes `bytes` to `path` so that a crash leaves either the old file or the whole new one:
-/// a temporary file, synced, renamed over `path`, and the folder synced. Readable by its owner
-/// only (receipts are claims; kept jobs are sealed but private).
+/// Writes `bytes` to `path` durably, readable by its owner only (receipts are claims; kept jobs
+/// are sealed but private).
 fn write_synced(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let dir = path.parent().unwrap_or(std::path::Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
+    agora_types::durable::write(path, bytes, agora_types::durable::Access::Private)
 }

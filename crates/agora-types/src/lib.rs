@@ -18,6 +18,7 @@
 mod address;
 mod amount;
 mod block;
+pub mod durable;
 mod error;
 mod hash;
 mod job;

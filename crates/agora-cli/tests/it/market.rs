@@ -124,46 +124,9 @@ fn openai_clients_use_the_devnet_and_every_job_is_settled_for_exactly_its_fee() 
     let home = tempfile::tempdir().unwrap();
     let logs = tempfile::tempdir().unwrap();
     let log_path = logs.path().join("devnet.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_agora"))
-        .arg("--home")
-        .arg(home.path())
-        .arg("--models-dir")
-        .arg(models_dir())
-        .args([
-            "devnet",
-            "--api-addr",
-            "127.0.0.1:0",
-            "--gateway-addr",
-            "127.0.0.1:0",
-            "--provider-addr",
-            "127.0.0.1:0",
-            "--block-time-ms",
-            "200",
-        ])
-        // Everything the node, provider and gateway log, to be searched for private text below.
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::from(log.try_clone().unwrap()))
-        .stderr(Stdio::from(log.try_clone().unwrap()))
-        .spawn()
-        .unwrap();
     let _show = ShowLogOnFailure(log_path.clone());
-    let start = Instant::now();
-    let (api, gateway) = loop {
-        if let (Some(api), Some(gw)) = (
-            read_addr(&home.path().join("api.addr")),
-            read_addr(&home.path().join("gateway.addr")),
-        ) && get(&gw, "/v1/models").is_some()
-        {
-            break (api, gw);
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(180),
-            "the devnet's gateway did not come up"
-        );
-        assert!(child.try_wait().unwrap().is_none(), "the devnet exited");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    // Everything the node, provider and gateway log, to be searched for private text below.
+    let (mut child, api, gateway) = start_devnet(home.path(), &log_path, "debug", &[]);
     let key = std::fs::read_to_string(home.path().join("config/gateway_api_key")).unwrap();
 
     let out = Command::new(&python)
@@ -267,6 +230,117 @@ fn openai_clients_use_the_devnet_and_every_job_is_settled_for_exactly_its_fee() 
             );
         }
     }
+}
+
+/// Starts `agora devnet` in `home` (with `extra` arguments), logging at `log` level to
+/// `log_path` (appended); returns it with its API's and gateway's URLs once the gateway lists
+/// models.
+fn start_devnet(
+    home: &Path,
+    log_path: &Path,
+    log: &str,
+    extra: &[&str],
+) -> (std::process::Child, String, String) {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .unwrap();
+    // Addresses of an earlier run must not be mistaken for this one's.
+    let _ = std::fs::remove_file(home.join("api.addr"));
+    let _ = std::fs::remove_file(home.join("gateway.addr"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agora"))
+        .arg("--home")
+        .arg(home)
+        .arg("--models-dir")
+        .arg(models_dir())
+        .args([
+            "devnet",
+            "--api-addr",
+            "127.0.0.1:0",
+            "--gateway-addr",
+            "127.0.0.1:0",
+            "--provider-addr",
+            "127.0.0.1:0",
+            "--block-time-ms",
+            "200",
+        ])
+        .args(extra)
+        .env("RUST_LOG", log)
+        .stdout(Stdio::from(file.try_clone().unwrap()))
+        .stderr(Stdio::from(file))
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        if let (Some(api), Some(gw)) = (
+            read_addr(&home.join("api.addr")),
+            read_addr(&home.join("gateway.addr")),
+        ) && get(&gw, "/v1/models").is_some()
+        {
+            return (child, api, gw);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "the devnet's gateway did not come up"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the devnet exited");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A provider killed (SIGKILL) after it answered but before it settled: its receipt, its claim
+/// to the fee, was synced to disk before the answer left, so once restarted it settles the job,
+/// once, for exactly its fee.
+#[test]
+fn a_provider_killed_before_it_settles_claims_its_fee_after_a_restart() {
+    if !models_available() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let log_path = logs.path().join("devnet.log");
+    let _show = ShowLogOnFailure(log_path.clone());
+    // Settlements an hour apart: the job below waits unsettled.
+    let (mut child, api, gateway) =
+        start_devnet(home.path(), &log_path, "info", &["--settle-every", "3600"]);
+    let key = std::fs::read_to_string(home.path().join("config/gateway_api_key")).unwrap();
+    let mut r = ureq::post(&format!("{gateway}/v1/chat/completions"))
+        .header("Authorization", &format!("Bearer {}", key.trim()))
+        .send_json(serde_json::json!({
+            "model": "smollm2-135m-instruct",
+            "messages": [{"role": "user", "content": "Name a colour."}],
+            "max_tokens": 4,
+        }))
+        .unwrap();
+    let answer: Value = r.body_mut().read_json().unwrap();
+    let id = answer["agora"]["job_id"].as_str().unwrap().to_string();
+    let fee: u128 = answer["agora"]["fee"].as_str().unwrap().parse().unwrap();
+    assert!(fee > 0);
+    // Unsettled, and the escrow whole, when the devnet dies with no chance to clean up.
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(get(&api, &format!("/v1/market/jobs/{id}")).is_none());
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let (mut child, api, _) = start_devnet(home.path(), &log_path, "info", &[]);
+    let start = Instant::now();
+    let settled = loop {
+        if let Some(v) = get(&api, &format!("/v1/market/jobs/{id}")) {
+            break v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "job {id} was not settled after the restart"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(settled["job"]["fee"], fee.to_string());
+    let client = settled["job"]["client"].as_str().unwrap().to_string();
+    let escrow = get(&api, &format!("/v1/market/escrow/{client}")).unwrap();
+    assert_eq!(escrow["escrow"]["balance"], (100 * AGR - fee).to_string());
+    sigterm(child.id());
+    assert!(child.wait().unwrap().success());
 }
 
 /// `agora audit --gateway … --explain`: the contract is audited as a paid job, each finding
