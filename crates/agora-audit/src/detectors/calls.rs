@@ -1,0 +1,219 @@
+//! External calls: unchecked results, reentrancy, calls in loops, a failed payment that blocks
+//! everyone.
+
+use super::*;
+
+/// A low-level call whose success flag is dropped: an expression statement that is the call, or
+/// a local that takes the flag and is never read.
+pub(super) fn unchecked_calls(out: &mut Out<'_, '_>, body: &Statement) {
+    let mut hits = Vec::new();
+    let mut kept: Vec<(Loc, String, String)> = Vec::new();
+    walk_stmt(body, &mut |s| {
+        if let Statement::Expression(loc, e) = s
+            && let Some((m, _)) = called_member(e)
+            && LOW_LEVEL.contains(&m)
+        {
+            hits.push((*loc, m.to_string()));
+        }
+        if let Statement::VariableDefinition(loc, decl, Some(e)) = s
+            && let Some(n) = &decl.name
+            && let Some((m, _)) = called_member(e)
+            && LOW_LEVEL.contains(&m)
+        {
+            kept.push((*loc, n.name.clone(), m.to_string()));
+        }
+    });
+    for (loc, name, m) in kept {
+        let mut read = false;
+        walk_stmt_exprs(body, &mut |e| {
+            read |= matches!(e, Expression::Variable(v) if v.name == name);
+        });
+        if !read {
+            hits.push((loc, m));
+        }
+    }
+    for (loc, m) in hits {
+        out.at(
+            &UNCHECKED_CALL,
+            &loc,
+            format!("the result of `{m}` is not checked"),
+        );
+    }
+}
+
+/// State the function reads before a call and writes after it (the balance it pays out and
+/// zeroes afterwards): a reentrant call sees the old value. Writes through a local storage
+/// pointer (`var acc = accounts[msg.sender]; … acc.balance -= v`) are writes to state, and a
+/// call to a function of the contract that calls out is a call out. State written after the
+/// call but never read before it (a counter of donations) decides nothing and is not reported.
+pub(super) fn reentrancy(out: &mut Out<'_, '_>, c: &Contract, facts: &Facts, body: &Statement) {
+    // Locals that point into state: set from a state variable and written through a member or
+    // an index.
+    let mut from_state: Vec<(String, String)> = Vec::new();
+    walk_stmt(body, &mut |st| {
+        if let Statement::VariableDefinition(_, decl, Some(init)) = st
+            && let Some(n) = &decl.name
+            && let Some(root) = root_name(init)
+            && c.state_vars.contains(root)
+            && !matches!(init, Expression::Variable(_))
+        {
+            from_state.push((n.name.clone(), root.to_string()));
+        }
+    });
+    let mut aliases: Vec<(String, String)> = Vec::new();
+    walk_stmt_exprs(body, &mut |e| {
+        if let Expression::Assign(_, lhs, _)
+        | Expression::AssignAdd(_, lhs, _)
+        | Expression::AssignSubtract(_, lhs, _) = e
+            && matches!(
+                lhs.as_ref(),
+                Expression::MemberAccess(..) | Expression::ArraySubscript(..)
+            )
+            && let Some(n) = root_name(lhs)
+            && let Some(pair) = from_state.iter().find(|(l, _)| l == n)
+        {
+            aliases.push(pair.clone());
+        }
+    });
+    // The state a name stands for.
+    let state_of = |n: &str| -> Option<String> {
+        if c.state_vars.contains(n) {
+            Some(n.to_string())
+        } else {
+            aliases.iter().find(|(l, _)| l == n).map(|(_, s)| s.clone())
+        }
+    };
+    let internal_call_out = |e: &Expression| {
+        called_name(e).is_some_and(|name| facts.calls_out.iter().any(|g| g == name))
+    };
+    let mut read_before: Vec<String> = Vec::new();
+    let mut call: Option<(Loc, &'static str)> = None;
+    let mut hit: Option<(Loc, Loc, &'static str)> = None;
+    walk_stmt_exprs(body, &mut |e| {
+        if hit.is_some() {
+            return;
+        }
+        if call.is_none() {
+            let kind = external_call(e).or_else(|| internal_call_out(e).then_some("call"));
+            if let Some(kind) = kind {
+                call = Some((expr_loc(e), kind));
+                // What the call itself reads (`call.value(balances[msg.sender])()`) is read
+                // before it runs.
+                walk_expr(e, &mut |x| {
+                    if let Expression::Variable(v) = x
+                        && let Some(s) = state_of(&v.name)
+                    {
+                        read_before.push(s);
+                    }
+                });
+            } else if let Expression::Variable(v) = e
+                && let Some(s) = state_of(&v.name)
+            {
+                read_before.push(s);
+            }
+            return;
+        }
+        let written = match e {
+            Expression::Assign(loc, lhs, _)
+            | Expression::AssignAdd(loc, lhs, _)
+            | Expression::AssignSubtract(loc, lhs, _)
+            | Expression::AssignMultiply(loc, lhs, _)
+            | Expression::AssignDivide(loc, lhs, _)
+            | Expression::Delete(loc, lhs)
+            | Expression::PostIncrement(loc, lhs)
+            | Expression::PostDecrement(loc, lhs)
+            | Expression::PreIncrement(loc, lhs)
+            | Expression::PreDecrement(loc, lhs) => root_name(lhs)
+                .and_then(&state_of)
+                .filter(|s| read_before.contains(s))
+                .map(|_| *loc),
+            _ => None,
+        };
+        if let (Some(w), Some((cl, kind))) = (written, call) {
+            hit = Some((cl, w, kind));
+        }
+    });
+    if let Some((call_loc, write_loc, kind)) = hit {
+        let line = out.unit.line(&call_loc);
+        let end = out.unit.line(&write_loc).max(line);
+        out.line(
+            &REENTRANCY,
+            line,
+            end,
+            format!("state is written on line {end} after the external `{kind}` on line {line}"),
+        );
+    }
+}
+
+/// Payments inside a loop that revert the whole loop when one recipient fails: `transfer`, and
+/// `send`/`call` whose result is required (an unchecked one skips the failure and goes on).
+pub(super) fn calls_in_loops(out: &mut Out<'_, '_>, body: &Statement) {
+    let mut hits = Vec::new();
+    walk_stmt(body, &mut |s| {
+        let inner = match s {
+            Statement::For(_, _, _, _, Some(b)) => b.as_ref(),
+            Statement::While(_, _, b) | Statement::DoWhile(_, b, _) => b.as_ref(),
+            _ => return,
+        };
+        walk_stmt(inner, &mut |st| {
+            if let Some(cond) = tested(st) {
+                walk_expr(cond, &mut |e| {
+                    if let Some((m @ ("send" | "call"), _)) = called_member(e) {
+                        hits.push((expr_loc(e), m.to_string()));
+                    }
+                });
+            }
+        });
+        walk_stmt_exprs(inner, &mut |e| {
+            if let Some(("transfer", _)) = called_member(e)
+                && matches!(e, Expression::FunctionCall(_, _, a) if a.len() == 1)
+            {
+                hits.push((expr_loc(e), "transfer".to_string()));
+            }
+        });
+    });
+    hits.sort_by_key(|(l, _)| l.start());
+    hits.dedup_by_key(|(l, _)| l.start());
+    for (loc, m) in hits {
+        out.at(
+            &CALL_IN_LOOP,
+            &loc,
+            format!("`{m}` inside a loop: one recipient can block the rest"),
+        );
+    }
+}
+
+/// A payable function that must pay a stored address anyone can take (the previous king, the
+/// last bidder) to go on: if that address rejects ether, nobody can call it again.
+pub(super) fn failed_payment(out: &mut Out<'_, '_>, facts: &Facts, f: &Function, body: &Statement) {
+    if !f.exposed || !f.payable {
+        return;
+    }
+    let claimable = &facts.claimable;
+    let stored = |r: &Expression| root_name(r).is_some_and(|n| claimable.iter().any(|x| x == n));
+    let mut hits = Vec::new();
+    walk_stmt_exprs(body, &mut |e| {
+        // `require(stored.send(v))`, or `stored.transfer(v)` (which reverts on failure).
+        if let Expression::FunctionCall(_, callee, args) = e
+            && matches!(callee.as_ref(), Expression::Variable(v) if v.name == "require" || v.name == "assert")
+            && let Some(first) = args.first()
+            && let Some(("send" | "call", recv)) = called_member(first)
+            && stored(recv)
+        {
+            hits.push(expr_loc(e));
+        }
+        if let Some(("transfer", recv)) = called_member(e)
+            && stored(recv)
+            && matches!(e, Expression::FunctionCall(_, _, a) if a.len() == 1)
+        {
+            hits.push(expr_loc(e));
+        }
+    });
+    for loc in hits {
+        out.at(
+            &FAILED_CALL_DOS,
+            &loc,
+            "a payment to a stored address must succeed for the function to go on".into(),
+        );
+    }
+}

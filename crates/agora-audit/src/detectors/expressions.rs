@@ -1,0 +1,346 @@
+//! The expression detectors: tx.origin, weak randomness, timestamps, overflow, delegatecall,
+//! hash solutions and the other patterns seen in one expression.
+
+use super::*;
+
+/// tx.origin comparisons, block values as entropy, timestamp comparisons, unchecked arithmetic.
+pub(super) fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Statement) {
+    let before_08 = out.unit.before_08 && !c.safe_math;
+    let tainted = tainted_names(f, body);
+    let sent = sent_amounts(body);
+    // Entries a subtraction moves value out of: `balances[from] -= v; balances[to] += v;`
+    // moves value between entries of one mapping and cannot create an overflow the total
+    // supply does not already have.
+    let mut debited: Vec<(String, String)> = Vec::new();
+    walk_stmt_exprs(body, &mut |e| {
+        if let Expression::AssignSubtract(_, lhs, rhs) = e
+            && let (Some(l), Some(r)) = (root_name(lhs), root_name(rhs))
+        {
+            debited.push((l.to_string(), r.to_string()));
+        }
+    });
+    let moved = |lhs: &Expression, rhs: &Expression| {
+        matches!((root_name(lhs), root_name(rhs)), (Some(l), Some(r))
+            if debited.iter().any(|(dl, dr)| dl == l && dr == r))
+    };
+    // Names compared in an order test anywhere in the function: a subtraction from them is
+    // taken as checked (`require(balance >= amount); balance -= amount;`).
+    let mut bounded: Vec<String> = Vec::new();
+    walk_stmt_exprs(body, &mut |e| {
+        if let Expression::Less(_, a, b)
+        | Expression::More(_, a, b)
+        | Expression::LessEqual(_, a, b)
+        | Expression::MoreEqual(_, a, b) = e
+        {
+            if !is_arith(a) && !is_arith(b) {
+                bounded.extend(root_name(a).map(str::to_string));
+                bounded.extend(root_name(b).map(str::to_string));
+            }
+            // The overflow check itself: `x + y >= x` (or `>`, either way round).
+            for (sum, other) in [(a, b), (b, a)] {
+                if let Expression::Add(_, x, y) = sum.as_ref()
+                    && let Some(o) = root_name(other)
+                    && (root_name(x) == Some(o) || root_name(y) == Some(o))
+                {
+                    bounded.push(o.to_string());
+                }
+            }
+        }
+    });
+    // A value, or either operand of an arithmetic expression, compared somewhere in the function.
+    let checked = |x: &Expression| {
+        let is_bounded =
+            |y: &Expression| root_name(y).is_some_and(|n| bounded.iter().any(|b| b == n));
+        match x {
+            Expression::Add(_, a, b)
+            | Expression::Subtract(_, a, b)
+            | Expression::Multiply(_, a, b) => is_bounded(a) || is_bounded(b),
+            other => is_bounded(other),
+        }
+    };
+    // Locals that hold a block value (`bytes32 answer = blockhash(n);`), where they are set,
+    // and every local's name.
+    let mut from_block: Vec<String> = Vec::new();
+    let mut from_block_at: Vec<Loc> = Vec::new();
+    let mut locals: Vec<String> = Vec::new();
+    walk_stmt(body, &mut |st| {
+        if let Statement::VariableDefinition(loc, decl, init) = st
+            && let Some(n) = &decl.name
+        {
+            locals.push(n.name.clone());
+            if init.as_ref().is_some_and(|i| contains(i, &is_block_value)) {
+                from_block.push(n.name.clone());
+                from_block_at.push(*loc);
+            }
+        }
+    });
+    // A function whose name says it draws random numbers: every block value in it is entropy.
+    let lname = f.name.to_ascii_lowercase();
+    let random_fn = lname.starts_with("rand") || lname.contains("random") || lname.contains("seed");
+    // `cond ? x : y` that picks the later of two times computes, it does not decide.
+    let mut picks: Vec<Loc> = Vec::new();
+    walk_stmt_exprs(body, &mut |e| {
+        if let Expression::ConditionalOperator(_, cond, x, y) = e
+            && (is_time(x) || is_time(y))
+        {
+            picks.push(expr_loc(cond));
+        }
+    });
+    // The block time against one account's own deadline (`now > lockTime[msg.sender]`,
+    // `now > acc.unlockTime`): a miner can move one lock by seconds, which decides nothing.
+    let per_account = |x: &Expression| {
+        contains(x, &|y| {
+            matches!(y, Expression::ArraySubscript(..))
+                || matches!(y, Expression::MemberAccess(_, base, _)
+                    if matches!(base.as_ref(), Expression::Variable(v) if locals.contains(&v.name)))
+        })
+    };
+    let block_derived = |x: &Expression| {
+        contains(x, &|y| {
+            is_block_value(y)
+                || matches!(y, Expression::Variable(v) if from_block.contains(&v.name))
+        })
+    };
+    let mut hits: Vec<(&Detector, Loc, String)> = Vec::new();
+    walk_stmt_exprs(body, &mut |e| match e {
+        Expression::Equal(loc, a, b) | Expression::NotEqual(loc, a, b) => {
+            if is_member(a, "tx", "origin") || is_member(b, "tx", "origin") {
+                hits.push((&TX_ORIGIN, *loc, "authorization by tx.origin".into()));
+            }
+            if is_time(a) || is_time(b) {
+                hits.push((&TIMESTAMP, *loc, "equality test on the block time".into()));
+            } else if block_derived(a) || block_derived(b) {
+                // A guess compared with a block hash or number: the answer is public.
+                hits.push((
+                    &WEAK_RANDOMNESS,
+                    *loc,
+                    "a guess compared with a block value".into(),
+                ));
+            }
+        }
+        Expression::Less(loc, a, b)
+        | Expression::More(loc, a, b)
+        | Expression::LessEqual(loc, a, b)
+        | Expression::MoreEqual(loc, a, b)
+            if (contains(a, &is_time) || contains(b, &is_time))
+                && !picks.contains(loc)
+                && !per_account(a)
+                && !per_account(b) =>
+        {
+            hits.push((
+                &TIMESTAMP,
+                *loc,
+                "a decision depends on the block time".into(),
+            ));
+        }
+        Expression::MemberAccess(loc, _, _)
+            if is_member(e, "block", "blockhash") || is_member(e, "msg", "gas") =>
+        {
+            hits.push((
+                &DEPRECATED,
+                *loc,
+                "`block.blockhash` and `msg.gas` are deprecated: use blockhash() and gasleft()"
+                    .into(),
+            ));
+        }
+        Expression::FunctionCall(loc, _, _)
+            if matches!(called_member(e), Some(("callcode", _))) =>
+        {
+            hits.push((
+                &DEPRECATED,
+                *loc,
+                "`callcode` is deprecated: use delegatecall".into(),
+            ));
+        }
+        Expression::Modulo(loc, a, _) if block_derived(a) => {
+            hits.push((
+                &WEAK_RANDOMNESS,
+                *loc,
+                "a block value used as a random number".into(),
+            ));
+            if contains(a, &is_time) {
+                hits.push((
+                    &TIMESTAMP,
+                    *loc,
+                    "the block time used as a random number".into(),
+                ));
+            }
+        }
+        // A hash of block values turned into a number (`uint(keccak256(block.timestamp))`); a
+        // hash kept as bytes is an identifier.
+        Expression::FunctionCall(loc, callee, args)
+            if matches!(callee.as_ref(), Expression::Type(..))
+                && args
+                    .iter()
+                    .any(|a| contains(a, &is_hash_call) && block_derived(a)) =>
+        {
+            hits.push((
+                &WEAK_RANDOMNESS,
+                *loc,
+                "a hash of block values used as a random number".into(),
+            ));
+            if args.iter().any(|a| contains(a, &is_time)) {
+                hits.push((
+                    &TIMESTAMP,
+                    *loc,
+                    "the block time used as a random number".into(),
+                ));
+            }
+        }
+        // A block hash, or the difficulty (prevrandao), has no use but entropy.
+        _ if is_block_hash(e)
+            || is_member(e, "block", "difficulty")
+            || is_member(e, "block", "prevrandao") =>
+        {
+            hits.push((
+                &WEAK_RANDOMNESS,
+                expr_loc(e),
+                "a block hash or the difficulty used as a source of randomness".into(),
+            ));
+        }
+        _ if random_fn && is_block_value(e) => {
+            hits.push((
+                &WEAK_RANDOMNESS,
+                expr_loc(e),
+                format!("`{}` draws its randomness from block values", f.name),
+            ));
+        }
+        Expression::AssignSubtract(loc, lhs, rhs)
+            if before_08
+                && !f.view
+                && !checked(lhs)
+                && carries(rhs, &tainted)
+                && root_name(lhs).is_some_and(|n| c.state_vars.contains(n)) =>
+        {
+            hits.push((
+                &OVERFLOW,
+                *loc,
+                "unchecked subtraction from a state variable".into(),
+            ));
+        }
+        // Adding msg.value cannot overflow: all the ether there is fits in 256 bits many times.
+        // An amount the caller chooses, added to state nothing bounds.
+        Expression::AssignAdd(loc, lhs, rhs) | Expression::AssignMultiply(loc, lhs, rhs)
+            if before_08
+                && !f.view
+                && !is_member(rhs, "msg", "value")
+                && carries(rhs, &tainted)
+                && !root_name(rhs).is_some_and(|n| sent.iter().any(|s| s == n))
+                && !checked(lhs)
+                && !moved(lhs, rhs)
+                && root_name(lhs).is_some_and(|n| c.state_vars.contains(n)) =>
+        {
+            hits.push((
+                &OVERFLOW,
+                *loc,
+                "unchecked arithmetic on a state variable".into(),
+            ));
+        }
+        Expression::MoreEqual(loc, a, b)
+            if before_08
+                && matches!(a.as_ref(), Expression::Subtract(..))
+                && matches!(b.as_ref(), Expression::NumberLiteral(_, n, _, _) if n == "0") =>
+        {
+            hits.push((
+                &OVERFLOW,
+                *loc,
+                "`a - b >= 0` is always true for unsigned integers: the subtraction wraps".into(),
+            ));
+        }
+        Expression::Assign(_, lhs, rhs)
+            if before_08
+                && !f.view
+                && root_name(lhs).is_some_and(|n| c.state_vars.contains(n))
+                && risky_arith(&tainted, rhs)
+                && !(matches!(rhs.as_ref(), Expression::Subtract(..)) && checked(rhs)) =>
+        {
+            hits.push((
+                &OVERFLOW,
+                expr_loc(rhs),
+                "unchecked arithmetic stored in state".into(),
+            ));
+        }
+        _ => {}
+    });
+    // From 0.8, arithmetic wraps only inside `unchecked { }`: flag what inputs reach there.
+    if !out.unit.before_08 && !f.view {
+        walk_stmt(body, &mut |st| {
+            if let Statement::Block {
+                unchecked: true, ..
+            } = st
+            {
+                walk_stmt_exprs(st, &mut |e| {
+                    let arith = match e {
+                        Expression::AssignAdd(_, lhs, rhs)
+                        | Expression::AssignSubtract(_, lhs, rhs)
+                        | Expression::AssignMultiply(_, lhs, rhs) => {
+                            root_name(lhs).is_some_and(|n| c.state_vars.contains(n))
+                                && !checked(lhs)
+                                && !checked(rhs)
+                                // What no caller chooses (constants, internal values) is
+                                // deliberate.
+                                && carries(rhs, &tainted)
+                        }
+                        other => risky_arith(&tainted, other) && !checked(other),
+                    };
+                    if arith {
+                        hits.push((
+                            &OVERFLOW,
+                            expr_loc(e),
+                            "arithmetic on inputs inside `unchecked`".into(),
+                        ));
+                    }
+                });
+            }
+        });
+    }
+    // A local computed from inputs by unchecked arithmetic.
+    if before_08 && !f.view {
+        walk_stmt(body, &mut |st| {
+            if let Statement::VariableDefinition(_, _, Some(init)) = st
+                && risky_arith(&tainted, init)
+                && !(matches!(init, Expression::Subtract(..)) && checked(init))
+            {
+                hits.push((
+                    &OVERFLOW,
+                    expr_loc(init),
+                    "unchecked arithmetic on inputs".into(),
+                ));
+            }
+        });
+    }
+    // A local set from a block value, when that value is used as randomness: its definition too.
+    if hits.iter().any(|(d, _, _)| d.id == WEAK_RANDOMNESS.id) {
+        for (name, loc) in from_block.iter().zip(&from_block_at) {
+            let mut used = false;
+            walk_stmt_exprs(body, &mut |e| {
+                if let Expression::Modulo(_, a, _) = e {
+                    used |= contains(
+                        a,
+                        &|y| matches!(y, Expression::Variable(v) if &v.name == name),
+                    );
+                }
+                if let Expression::FunctionCall(_, _, args) = e
+                    && is_hash_call(e)
+                {
+                    used |= args.iter().any(|a| {
+                        contains(
+                            a,
+                            &|y| matches!(y, Expression::Variable(v) if &v.name == name),
+                        )
+                    });
+                }
+            });
+            if used {
+                hits.push((
+                    &WEAK_RANDOMNESS,
+                    *loc,
+                    format!("`{name}` holds a block value that becomes randomness"),
+                ));
+            }
+        }
+    }
+    for (d, loc, m) in hits {
+        out.at(d, &loc, m);
+    }
+}

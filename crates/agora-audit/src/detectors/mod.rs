@@ -1,0 +1,344 @@
+//! The detectors. Each looks at one pattern, reports the line where the fix belongs, and carries
+//! its SWC id and DASP category.
+
+use crate::model::{
+    Contract, Function, Unit, called_member, called_name, is_member, root_name, walk_expr,
+    walk_stmt, walk_stmt_exprs,
+};
+use crate::{Category, Confidence, Detector, Finding, Severity};
+use solang_parser::pt::{Expression, FunctionTy, Loc, Statement};
+
+mod access;
+mod calls;
+mod expressions;
+mod ordering;
+mod storage;
+mod walk;
+use access::*;
+use calls::*;
+use expressions::*;
+use ordering::*;
+use storage::*;
+use walk::*;
+
+const TX_ORIGIN: Detector = Detector {
+    id: "tx-origin",
+    swc: "SWC-115",
+    category: Category::AccessControl,
+    severity: Severity::High,
+    confidence: Confidence::High,
+    hint: "authorize with msg.sender; tx.origin is whoever started the transaction, through any contract",
+};
+const TX_ORDER: Detector = Detector {
+    id: "tx-order-dependence",
+    swc: "SWC-114",
+    category: Category::FrontRunning,
+    severity: Severity::Medium,
+    confidence: Confidence::Low,
+    hint: "do not let one transaction change what another pays out: fix the amount per round, or let the payer name the amount it expects",
+};
+const UNCHECKED_CALL: Detector = Detector {
+    id: "unchecked-call",
+    swc: "SWC-104",
+    category: Category::UncheckedLowLevelCalls,
+    severity: Severity::Medium,
+    confidence: Confidence::High,
+    hint: "check the returned success flag (require(ok)), or use transfer",
+};
+const UNPROTECTED_SELFDESTRUCT: Detector = Detector {
+    id: "unprotected-selfdestruct",
+    swc: "SWC-106",
+    category: Category::AccessControl,
+    severity: Severity::High,
+    confidence: Confidence::Medium,
+    hint: "restrict the function to the owner (a modifier or require(msg.sender == owner))",
+};
+const REENTRANCY: Detector = Detector {
+    id: "reentrancy",
+    swc: "SWC-107",
+    category: Category::Reentrancy,
+    severity: Severity::High,
+    confidence: Confidence::Medium,
+    hint: "update state before the external call (checks-effects-interactions) or use a reentrancy guard",
+};
+const WEAK_RANDOMNESS: Detector = Detector {
+    id: "weak-randomness",
+    swc: "SWC-120",
+    category: Category::BadRandomness,
+    severity: Severity::High,
+    confidence: Confidence::Medium,
+    hint: "block values are known to (and chosen by) miners: use a commit-reveal scheme or an oracle",
+};
+const TIMESTAMP: Detector = Detector {
+    id: "timestamp-dependence",
+    swc: "SWC-116",
+    category: Category::TimeManipulation,
+    severity: Severity::Low,
+    confidence: Confidence::Medium,
+    hint: "miners move the timestamp by seconds: do not let a decision hinge on it",
+};
+const DEPRECATED: Detector = Detector {
+    id: "deprecated",
+    swc: "SWC-111",
+    category: Category::Other,
+    severity: Severity::Info,
+    confidence: Confidence::High,
+    hint: "use revert()/require, selfdestruct, keccak256, delegatecall, view and explicit types",
+};
+const OVERFLOW: Detector = Detector {
+    id: "integer-overflow",
+    swc: "SWC-101",
+    category: Category::Arithmetic,
+    severity: Severity::High,
+    confidence: Confidence::Low,
+    hint: "before Solidity 0.8 arithmetic wraps: use SafeMath or check the bounds first",
+};
+const WRONG_CONSTRUCTOR: Detector = Detector {
+    id: "wrong-constructor-name",
+    swc: "SWC-118",
+    category: Category::AccessControl,
+    severity: Severity::High,
+    confidence: Confidence::High,
+    hint: "name the constructor `constructor` (or exactly as the contract before 0.5)",
+};
+const CALL_IN_LOOP: Detector = Detector {
+    id: "external-call-in-loop",
+    swc: "SWC-113",
+    category: Category::DenialOfService,
+    severity: Severity::Medium,
+    confidence: Confidence::Medium,
+    hint: "one failing or expensive recipient blocks everyone: let each recipient withdraw (pull payments)",
+};
+
+const LOCKED_ETHER: Detector = Detector {
+    id: "locked-ether",
+    swc: "none",
+    category: Category::Other,
+    severity: Severity::Medium,
+    confidence: Confidence::Medium,
+    hint: "add a way to withdraw, or do not accept ether",
+};
+
+const ARBITRARY_DELEGATECALL: Detector = Detector {
+    id: "arbitrary-delegatecall",
+    swc: "SWC-112",
+    category: Category::AccessControl,
+    severity: Severity::High,
+    confidence: Confidence::Medium,
+    hint: "never delegatecall an address the caller chooses: delegate to a fixed, trusted library",
+};
+const UNPROTECTED_OWNER: Detector = Detector {
+    id: "unprotected-owner-change",
+    swc: "SWC-105",
+    category: Category::AccessControl,
+    severity: Severity::High,
+    confidence: Confidence::Medium,
+    hint: "let only the current owner (or a one-time initializer guard) set the owner",
+};
+const APPROVE_RACE: Detector = Detector {
+    id: "erc20-approve-race",
+    swc: "SWC-114",
+    category: Category::FrontRunning,
+    severity: Severity::Low,
+    confidence: Confidence::Medium,
+    hint: "require the allowance to be 0 first, or offer increaseAllowance/decreaseAllowance",
+};
+const HASH_SOLUTION: Detector = Detector {
+    id: "hash-solution",
+    swc: "SWC-114",
+    category: Category::FrontRunning,
+    severity: Severity::Medium,
+    confidence: Confidence::Medium,
+    hint: "a submitted answer is visible in the mempool: use commit-reveal",
+};
+const UNINITIALIZED_STORAGE: Detector = Detector {
+    id: "uninitialized-storage-pointer",
+    swc: "SWC-109",
+    category: Category::Other,
+    severity: Severity::High,
+    confidence: Confidence::High,
+    hint: "declare the local `memory`, or point it at a storage element explicitly",
+};
+const UNBOUNDED_LOOP: Detector = Detector {
+    id: "unbounded-loop",
+    swc: "SWC-128",
+    category: Category::DenialOfService,
+    severity: Severity::Medium,
+    confidence: Confidence::Low,
+    hint: "a loop over a growing array runs out of gas: paginate, or let users act one by one",
+};
+const ARBITRARY_STORAGE: Detector = Detector {
+    id: "arbitrary-storage-write",
+    swc: "SWC-124",
+    category: Category::AccessControl,
+    severity: Severity::High,
+    confidence: Confidence::Medium,
+    hint: "never shrink a dynamic array by its length: an underflowed length lets any slot be written",
+};
+const FAILED_CALL_DOS: Detector = Detector {
+    id: "dos-failed-payment",
+    swc: "SWC-113",
+    category: Category::DenialOfService,
+    severity: Severity::Medium,
+    confidence: Confidence::Medium,
+    hint: "a recipient that rejects ether blocks this function for everyone: let it withdraw instead",
+};
+const UNPROTECTED_WITHDRAWAL: Detector = Detector {
+    id: "unprotected-withdrawal",
+    swc: "SWC-105",
+    category: Category::AccessControl,
+    severity: Severity::High,
+    confidence: Confidence::Medium,
+    hint: "debit the caller's balance before paying it out, and check `balance >= amount`",
+};
+const SHORT_ADDRESS: Detector = Detector {
+    id: "short-address",
+    swc: "none",
+    category: Category::ShortAddresses,
+    severity: Severity::Low,
+    confidence: Confidence::Low,
+    hint: "check msg.data.length (or rely on a compiler from 0.5, which does)",
+};
+
+/// Every detector, for listings and SARIF rules.
+pub const DETECTORS: &[Detector] = &[
+    TX_ORIGIN,
+    UNCHECKED_CALL,
+    UNPROTECTED_SELFDESTRUCT,
+    REENTRANCY,
+    WEAK_RANDOMNESS,
+    TIMESTAMP,
+    DEPRECATED,
+    OVERFLOW,
+    WRONG_CONSTRUCTOR,
+    CALL_IN_LOOP,
+    LOCKED_ETHER,
+    ARBITRARY_DELEGATECALL,
+    UNPROTECTED_OWNER,
+    APPROVE_RACE,
+    HASH_SOLUTION,
+    UNINITIALIZED_STORAGE,
+    UNBOUNDED_LOOP,
+    SHORT_ADDRESS,
+    ARBITRARY_STORAGE,
+    FAILED_CALL_DOS,
+    UNPROTECTED_WITHDRAWAL,
+    TX_ORDER,
+];
+
+/// What the detectors need to know about a whole contract, computed once.
+struct Facts {
+    /// State addresses anyone can make their own.
+    claimable: Vec<String>,
+    /// State that decides who may act.
+    auth: Vec<String>,
+    /// Plain state amounts that transactions set.
+    set_by_tx: Vec<String>,
+    /// Functions that make an external call themselves.
+    calls_out: Vec<String>,
+}
+
+impl Facts {
+    fn of(c: &Contract) -> Facts {
+        Facts {
+            claimable: claimable_addresses(c),
+            auth: auth_vars(c),
+            set_by_tx: amounts_set_by_transactions(c),
+            calls_out: c
+                .functions
+                .iter()
+                .filter(|g| g.body.as_ref().is_some_and(calls_out))
+                .map(|g| g.name.clone())
+                .collect(),
+        }
+    }
+}
+
+struct Out<'u, 'a> {
+    unit: &'u Unit<'a>,
+    findings: Vec<Finding>,
+}
+
+impl Out<'_, '_> {
+    fn at(&mut self, d: &Detector, loc: &Loc, message: String) {
+        let line = self.unit.line(loc);
+        let end_line = self.unit.end_line(loc).max(line);
+        self.line(d, line, end_line, message);
+    }
+
+    fn line(&mut self, d: &Detector, line: usize, end_line: usize, message: String) {
+        self.findings.push(Finding {
+            file: String::new(),
+            line,
+            end_line,
+            detector: d.id.to_string(),
+            swc: d.swc.to_string(),
+            category: d.category,
+            severity: d.severity,
+            confidence: d.confidence,
+            message,
+            hint: d.hint.to_string(),
+        });
+    }
+}
+
+/// Runs every detector over a parsed file.
+pub(crate) fn run(unit: &Unit<'_>) -> Vec<Finding> {
+    let mut out = Out {
+        unit,
+        findings: Vec::new(),
+    };
+    for r in unit.rewrites {
+        let message = match r.word {
+            "throw" => "`throw` is deprecated: use revert() or require",
+            "suicide" => "`suicide` is deprecated: use selfdestruct",
+            "sha3" => "`sha3` is deprecated: use keccak256",
+            _ => "`var` is deprecated: declare the type",
+        };
+        out.line(&DEPRECATED, r.line, r.line, message.into());
+    }
+    for c in &unit.contracts {
+        // A state variable named as entropy and seeded from the block.
+        for (name, init) in &c.state_inits {
+            let n = name.to_ascii_lowercase();
+            if contains(init, &is_block_value)
+                && ["salt", "seed", "rand", "entropy"]
+                    .iter()
+                    .any(|w| n.contains(w))
+            {
+                out.at(
+                    &WEAK_RANDOMNESS,
+                    &expr_loc(init),
+                    format!("`{name}` is seeded from a block value"),
+                );
+            }
+        }
+        wrong_constructor(&mut out, c);
+        locked_ether(&mut out, c);
+        for f in c.functions.iter().filter(|f| f.constant) {
+            out.line(
+                &DEPRECATED,
+                f.line,
+                f.line,
+                format!("`{}` is declared `constant`: use view", f.name),
+            );
+        }
+        let facts = Facts::of(c);
+        for f in &c.functions {
+            let Some(body) = &f.body else { continue };
+            expressions(&mut out, c, f, body);
+            unchecked_calls(&mut out, body);
+            reentrancy(&mut out, c, &facts, body);
+            calls_in_loops(&mut out, body);
+            selfdestruct(&mut out, f, body);
+            access(&mut out, c, &facts, f, body);
+            front_running(&mut out, c, &facts, f, body);
+            storage_pointers(&mut out, c, body);
+            loops(&mut out, c, f, body);
+            short_address(&mut out, c, f, body);
+            failed_payment(&mut out, &facts, f, body);
+            withdrawals(&mut out, c, f, body);
+        }
+    }
+    out.findings
+}
