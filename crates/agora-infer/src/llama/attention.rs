@@ -1,0 +1,317 @@
+//! Grouped-query attention over the KV cache, in blocks of rows, scores and values.
+
+use super::*;
+
+impl Llama {
+    /// Causal attention of `n` new tokens (at positions `pos0..pos0+n`) over the cache: one token's
+    /// heads in parallel, or runs of a batch's tokens in parallel.
+    pub(super) fn attention(
+        &self,
+        q: &[f32],
+        kt: &[f32],
+        cap: usize,
+        vc: &[f32],
+        pos0: usize,
+        out: &mut [f32],
+    ) {
+        let cfg = &self.config;
+        let (hd, n_head, kv_dim) = (cfg.head_dim, cfg.n_head, cfg.kv_dim());
+        let group = n_head / cfg.n_head_kv;
+        let scale = 1.0 / (hd as f32).sqrt();
+        if q.len() == n_head * hd {
+            // One token: its heads in parallel.
+            out.par_chunks_mut(hd)
+                .enumerate()
+                .for_each(|(head, out_h)| {
+                    let mut scores = Vec::new();
+                    let q_h = &q[head * hd..(head + 1) * hd];
+                    attend(
+                        q_h,
+                        kt,
+                        cap,
+                        vc,
+                        kv_dim,
+                        (head / group) * hd,
+                        pos0 + 1,
+                        1,
+                        scale,
+                        out_h,
+                        &mut scores,
+                        hd,
+                    );
+                });
+            return;
+        }
+        // A batch: runs of tokens in parallel, every head of a token in one task.
+        let d = n_head * hd;
+        let tokens = q.len() / d;
+        // Later tokens attend to more positions: small runs, so the threads end together.
+        let per_task = tokens.div_ceil(self.threads() * 16).max(1);
+        out.par_chunks_mut(d * per_task)
+            .enumerate()
+            .for_each(|(c, out_c)| {
+                let mut scores = Vec::new();
+                let (mut q2, mut out2) = (vec![0f32; 2 * group * hd], vec![0f32; 2 * group * hd]);
+                let t0 = c * per_task;
+                let mut i = 0;
+                let in_chunk = out_c.len() / d;
+                while i < in_chunk {
+                    let t = t0 + i;
+                    // Two tokens at a time where there are two: their query heads of one key/value
+                    // head stacked, so each key and value is read once for both.
+                    let pair = i + 1 < in_chunk;
+                    let tokens = if pair { 2 } else { 1 };
+                    for kvh in 0..cfg.n_head_kv {
+                        let g = group * hd;
+                        for k in 0..tokens {
+                            q2[k * g..(k + 1) * g]
+                                .copy_from_slice(&q[(t + k) * d + kvh * g..][..g]);
+                        }
+                        attend(
+                            &q2[..tokens * g],
+                            kt,
+                            cap,
+                            vc,
+                            kv_dim,
+                            kvh * hd,
+                            pos0 + t + 1,
+                            group,
+                            scale,
+                            &mut out2[..tokens * g],
+                            &mut scores,
+                            hd,
+                        );
+                        for k in 0..tokens {
+                            out_c[(i + k) * d + kvh * g..][..g]
+                                .copy_from_slice(&out2[k * g..(k + 1) * g]);
+                        }
+                    }
+                    i += tokens;
+                }
+            });
+    }
+}
+
+crate::kernels::multiversion! {
+    /// Query rows that share one key/value head (`q` and `out`: rows of `hd`), over the cached
+    /// positions: softmax(q·k · scale) · v. Rows come `per_token` at a time from consecutive
+    /// tokens: row r sees the first `span + r / per_token` positions. Key dimension `d` of the head
+    /// is row `offset + d` of the transposed keys `kt` (rows `cap` long); a position's value starts
+    /// at `p * kv_dim + offset`. Each row's arithmetic is the same whether it runs alone or with
+    /// others (the same operations in the same order); rows together read each key and value once.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn attend(
+        q: &[f32],
+        kt: &[f32],
+        cap: usize,
+        vc: &[f32],
+        kv_dim: usize,
+        offset: usize,
+        span: usize,
+        per_token: usize,
+        scale: f32,
+        out: &mut [f32],
+        scores: &mut Vec<f32>,
+        hd: usize,
+    ) {
+        let rows = q.len() / hd;
+        let span_of = |r: usize| span + r / per_token;
+        let last = span_of(rows - 1);
+        // Rows of whole blocks; what lies past a row's span is computed and never used.
+        let stride = last.next_multiple_of(SCORE_BLOCK);
+        assert!(stride <= cap, "attention: the key rows are not padded");
+        scores.clear();
+        scores.resize(rows * stride, 0.0);
+        // Up to six rows at a time, so a block of accumulators stays in registers.
+        for r0 in (0..rows).step_by(ROW_BLOCK) {
+            let n = (rows - r0).min(ROW_BLOCK);
+            let q_r = &q[r0 * hd..(r0 + n) * hd];
+            let s_r = &mut scores[r0 * stride..(r0 + n) * stride];
+            match n {
+                6 => scores_block::<6>(q_r, kt, cap, offset, stride, hd, s_r),
+                5 => scores_block::<5>(q_r, kt, cap, offset, stride, hd, s_r),
+                4 => scores_block::<4>(q_r, kt, cap, offset, stride, hd, s_r),
+                3 => scores_block::<3>(q_r, kt, cap, offset, stride, hd, s_r),
+                2 => scores_block::<2>(q_r, kt, cap, offset, stride, hd, s_r),
+                _ => scores_block::<1>(q_r, kt, cap, offset, stride, hd, s_r),
+            }
+        }
+        let mut sums = [0f32; ROW_BLOCK];
+        for (r0, block) in (0..rows).step_by(ROW_BLOCK).zip(scores.chunks_mut(ROW_BLOCK * stride)) {
+            for (r, row) in block.chunks_exact_mut(stride).enumerate() {
+                let row = &mut row[..span_of(r0 + r)];
+                for s in row.iter_mut() {
+                    *s *= scale;
+                }
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                for s in row.iter_mut() {
+                    *s = exp(*s - max);
+                }
+            }
+            // Each row's sum in position order: the rows side by side, so the additions of one
+            // row do not wait on each other.
+            let n = block.len() / stride;
+            let sums = &mut sums[..n];
+            let common = span_of(r0);
+            match n {
+                6 => sum_rows::<6>(block, stride, common, sums),
+                5 => sum_rows::<5>(block, stride, common, sums),
+                4 => sum_rows::<4>(block, stride, common, sums),
+                3 => sum_rows::<3>(block, stride, common, sums),
+                2 => sum_rows::<2>(block, stride, common, sums),
+                _ => sum_rows::<1>(block, stride, common, sums),
+            }
+            for (r, sum) in sums.iter_mut().enumerate() {
+                for p in common..span_of(r0 + r) {
+                    *sum += block[r * stride + p];
+                }
+            }
+            // Each weight divided as `w · (1 / sum)`.
+            for (r, row) in block.chunks_exact_mut(stride).enumerate() {
+                let inv = 1.0 / sums[r];
+                for s in row[..span_of(r0 + r)].iter_mut() {
+                    *s *= inv;
+                }
+            }
+        }
+        for r0 in (0..rows).step_by(ROW_BLOCK) {
+            let n = (rows - r0).min(ROW_BLOCK);
+            let w_r = &scores[r0 * stride..(r0 + n) * stride];
+            let o_r = &mut out[r0 * hd..(r0 + n) * hd];
+            // The positions every row of the block sees, together; then each row's last ones.
+            let common = span_of(r0);
+            match n {
+                6 => values_block::<6>(w_r, stride, vc, kv_dim, offset, common, hd, o_r),
+                5 => values_block::<5>(w_r, stride, vc, kv_dim, offset, common, hd, o_r),
+                4 => values_block::<4>(w_r, stride, vc, kv_dim, offset, common, hd, o_r),
+                3 => values_block::<3>(w_r, stride, vc, kv_dim, offset, common, hd, o_r),
+                2 => values_block::<2>(w_r, stride, vc, kv_dim, offset, common, hd, o_r),
+                _ => values_block::<1>(w_r, stride, vc, kv_dim, offset, common, hd, o_r),
+            }
+            for r in 0..n {
+                let o = &mut o_r[r * hd..(r + 1) * hd];
+                for p in common..span_of(r0 + r) {
+                    let wp = w_r[r * stride + p];
+                    for (a, x) in o.iter_mut().zip(&vc[p * kv_dim + offset..][..hd]) {
+                        *a += wp * x;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `sums[r] = Σ_p rows[r][p]` over `p < len` in order, for `R` rows `stride` apart.
+#[inline(always)]
+pub(super) fn sum_rows<const R: usize>(rows: &[f32], stride: usize, len: usize, sums: &mut [f32]) {
+    let rows: [&[f32]; R] = std::array::from_fn(|r| &rows[r * stride..r * stride + len]);
+    let mut acc = [0f32; R];
+    for p in 0..len {
+        for (a, row) in acc.iter_mut().zip(&rows) {
+            *a += row[p];
+        }
+    }
+    sums.copy_from_slice(&acc);
+}
+
+/// Query rows whose attention runs together (see `attend`): two tokens' three heads per key/value
+/// head for SmolLM2.
+pub(super) const ROW_BLOCK: usize = 6;
+/// Positions per block of attention scores held in registers.
+pub(super) const SCORE_BLOCK: usize = 16;
+/// Head dimensions per block of attention outputs held in registers.
+pub(super) const VALUE_BLOCK: usize = 16;
+
+/// Scores of `R` query heads (`q`: `R` rows of `hd`) for positions `0..stride` (a multiple of
+/// [`SCORE_BLOCK`]): `s[r][p] = Σ_d q[r][d] · k[d][p]`, over `d` in order (multiply, then add).
+#[inline(always)]
+pub(super) fn scores_block<const R: usize>(
+    q: &[f32],
+    kt: &[f32],
+    cap: usize,
+    offset: usize,
+    stride: usize,
+    hd: usize,
+    s: &mut [f32],
+) {
+    // The queries transposed: for each key dimension, the R heads' values side by side.
+    let mut qt = vec![[0f32; R]; hd];
+    for (d, col) in qt.iter_mut().enumerate() {
+        for (r, x) in col.iter_mut().enumerate() {
+            *x = q[r * hd + d];
+        }
+    }
+    let key_rows = &kt[offset * cap..(offset + hd) * cap];
+    for p0 in (0..stride).step_by(SCORE_BLOCK) {
+        let mut acc = [[0f32; SCORE_BLOCK]; R];
+        for (q_d, row) in qt.iter().zip(key_rows.chunks_exact(cap)) {
+            let keys: &[f32; SCORE_BLOCK] = row[p0..p0 + SCORE_BLOCK]
+                .try_into()
+                .expect("a block of keys");
+            for (acc_r, &qd) in acc.iter_mut().zip(q_d) {
+                for (a, k) in acc_r.iter_mut().zip(keys) {
+                    *a += qd * k;
+                }
+            }
+        }
+        for (r, acc_r) in acc.iter().enumerate() {
+            s[r * stride + p0..][..SCORE_BLOCK].copy_from_slice(acc_r);
+        }
+    }
+}
+
+/// `out[r][j] = Σ_p w[r][p] · v[p][j]` for `R` heads (weights in rows `stride` apart), over the
+/// first `span` positions in order (multiply, then add), in register blocks of head dimensions.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(super) fn values_block<const R: usize>(
+    w: &[f32],
+    stride: usize,
+    vc: &[f32],
+    kv_dim: usize,
+    offset: usize,
+    span: usize,
+    hd: usize,
+    out: &mut [f32],
+) {
+    // The weights transposed: for each position, the R heads' weights side by side.
+    let mut wt = vec![[0f32; R]; span];
+    for (p, ws) in wt.iter_mut().enumerate() {
+        for (r, x) in ws.iter_mut().enumerate() {
+            *x = w[r * stride + p];
+        }
+    }
+    let mut j0 = 0;
+    while j0 < hd {
+        let n = (hd - j0).min(VALUE_BLOCK);
+        if n == VALUE_BLOCK {
+            let mut acc = [[0f32; VALUE_BLOCK]; R];
+            let col = offset + j0;
+            for (ws, row) in wt.iter().zip(vc.chunks_exact(kv_dim)) {
+                let v: &[f32; VALUE_BLOCK] = row[col..col + VALUE_BLOCK]
+                    .try_into()
+                    .expect("a block of values");
+                for (acc_r, &wp) in acc.iter_mut().zip(ws) {
+                    for (a, x) in acc_r.iter_mut().zip(v) {
+                        *a += wp * x;
+                    }
+                }
+            }
+            for (r, acc_r) in acc.iter().enumerate() {
+                out[r * hd + j0..][..VALUE_BLOCK].copy_from_slice(acc_r);
+            }
+        } else {
+            for r in 0..R {
+                let o = &mut out[r * hd + j0..][..n];
+                o.fill(0.0);
+                for p in 0..span {
+                    let wp = w[r * stride + p];
+                    for (a, x) in o.iter_mut().zip(&vc[p * kv_dim + offset + j0..][..n]) {
+                        *a += wp * x;
+                    }
+                }
+            }
+        }
+        j0 += n;
+    }
+}
