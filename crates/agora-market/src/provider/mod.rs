@@ -16,6 +16,9 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+mod kept;
+mod settlement;
+
 /// What a gateway posts to a provider.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct JobSubmission {
@@ -73,7 +76,6 @@ impl Default for ProviderConfig {
     }
 }
 
-/// How often kept jobs are swept for deletion.
 /// Blocks after which a reveal the chain has not seen whole is sent again.
 const REVEAL_RESEND_BLOCKS: u64 = 4;
 
@@ -81,6 +83,7 @@ const REVEAL_RESEND_BLOCKS: u64 = 4;
 /// before its receipt is signed, so a provider never settles a job it could not reveal.
 const REVEAL_CAPACITY: usize = MAX_REVEAL_PARTS as usize * MAX_REVEAL_PART_BYTES;
 
+/// How often kept jobs are swept for deletion.
 const KEPT_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 /// Most kept files one sweep looks at.
 pub const KEPT_SWEEP_LIMIT: usize = 256;
@@ -188,233 +191,6 @@ impl Provider {
         };
         provider.recover()?;
         Ok(provider)
-    }
-
-    /// The file that keeps job `id`'s receipt until the chain has settled it.
-    /// The one-time key seed for sealing job `id` to `recipient`: the same every time (the same
-    /// document gives the same bytes), different for every job and recipient, secret.
-    fn reveal_seed(&self, id: &Hash, recipient: &[u8; 32]) -> [u8; 32] {
-        let mut material = self.secret.to_bytes().to_vec();
-        material.extend_from_slice(&id.0);
-        material.extend_from_slice(recipient);
-        blake3::derive_key("agora/market/reveal-seed/v1", &material)
-    }
-
-    fn kept_path(&self, id: &Hash) -> Option<PathBuf> {
-        self.config
-            .jobs_dir
-            .as_ref()
-            .map(|dir| dir.join(format!("{id}.job")))
-    }
-
-    /// Job `id` as kept for the verification window (its request, input and output), opened
-    /// with the provider's key and checked against the request's input hash; `None` if none is
-    /// kept.
-    pub fn kept_job(&self, id: &Hash) -> Result<Option<RevealDoc>, Error> {
-        let Some(path) = self.kept_path(id) else {
-            return Ok(None);
-        };
-        let sealed = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::Io(format!("{}: {e}", path.display()))),
-        };
-        let doc = open_reveal(&self.secret, id, &sealed)?;
-        if Hash::digest(&doc.input) != doc.request.request.input_hash {
-            return Err(Error::Malformed {
-                what: "kept job",
-                reason: "its input is not the request's".into(),
-            });
-        }
-        Ok(Some(doc))
-    }
-
-    /// The input of job `id` as the client sent it (see [`Self::kept_job`]).
-    pub fn kept_input(&self, id: &Hash) -> Result<Option<Vec<u8>>, Error> {
-        Ok(self.kept_job(id)?.map(|doc| doc.input))
-    }
-
-    /// Reveals, through the chain, every job of this provider drawn for checking to each seated
-    /// verifier that has not received it: sealed to the verifier's key, in parts. Returns the
-    /// reveals sent.
-    pub fn reveal_pending(&self) -> Result<usize, Error> {
-        let me = self.address();
-        let mut sent = 0;
-        let open = self.chain.open_checks(&me)?;
-        let height = self.chain.height()?;
-        // Remember only reveals to checks still open (the set stays small).
-        self.books()
-            .revealed
-            .retain(|(job, _), _| open.iter().any(|c| c.job_id == *job));
-        for check in open {
-            if check.provider != me || check.outcome != "open" {
-                continue;
-            }
-            for seat in &check.seats {
-                // Not yet (or only partly, e.g. before a crash) revealed: the parts are sealed
-                // the same way every time, so a resend completes a partial reveal.
-                let due = seat.verdict.is_none() && seat.revealed_height.is_none();
-                let pair = (check.job_id, seat.verifier);
-                let sent_at = self.books().revealed.get(&pair).copied();
-                if !due || sent_at.is_some_and(|h| height < h + REVEAL_RESEND_BLOCKS) {
-                    continue;
-                }
-                let Some(doc) = self.kept_job(&check.job_id)? else {
-                    tracing::warn!(
-                        "job {} is drawn for checking but not kept here",
-                        check.job_id
-                    );
-                    continue;
-                };
-                let Some(key) = self.chain.verifier_key(&seat.verifier)? else {
-                    continue;
-                };
-                let seed = self.reveal_seed(&check.job_id, &key);
-                let sealed = seal_reveal(&key, &check.job_id, &doc, seed);
-                let parts: Vec<&[u8]> = sealed.chunks(MAX_REVEAL_PART_BYTES).collect();
-                let Ok(n) = u16::try_from(parts.len()) else {
-                    continue;
-                };
-                if n > MAX_REVEAL_PARTS {
-                    tracing::warn!(
-                        "job {} is too large to reveal ({} bytes)",
-                        check.job_id,
-                        sealed.len()
-                    );
-                    continue;
-                }
-                for (i, data) in parts.iter().enumerate() {
-                    self.submit(vec![Message::RevealJob {
-                        job_id: check.job_id,
-                        verifier: seat.verifier,
-                        part: i as u16,
-                        parts: n,
-                        data: data.to_vec(),
-                    }])?;
-                }
-                self.books().revealed.insert(pair, height);
-                tracing::info!(
-                    "revealed job {} to verifier {}",
-                    check.job_id,
-                    seat.verifier
-                );
-                sent += 1;
-            }
-        }
-        let due = self
-            .books()
-            .last_sweep
-            .is_none_or(|t| t.elapsed() >= KEPT_SWEEP_INTERVAL);
-        if due {
-            self.books().last_sweep = Some(std::time::Instant::now());
-            self.sweep_kept()?;
-        }
-        Ok(sent)
-    }
-
-    /// Deletes kept jobs that can no longer be checked (their check decided, or not drawn) or
-    /// settled (expired unsettled). Looks at [`KEPT_SWEEP_LIMIT`] files at most; returns how many
-    /// it deleted.
-    pub fn sweep_kept(&self) -> Result<usize, Error> {
-        let Some(dir) = &self.config.jobs_dir else {
-            return Ok(0);
-        };
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return Ok(0);
-        };
-        let height = self.chain.height()?;
-        let mut deleted = 0;
-        let kept = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "job"))
-            .take(KEPT_SWEEP_LIMIT);
-        for path in kept {
-            let Some(id) = path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .and_then(|s| s.parse::<Hash>().ok())
-            else {
-                continue;
-            };
-            let done = match self.chain.verification_over(&id)? {
-                Some(over) => over,
-                // Not settled: done once the request can no longer be settled.
-                None => self
-                    .kept_job(&id)
-                    .ok()
-                    .flatten()
-                    .is_none_or(|doc| height > doc.request.request.expiry_height),
-            };
-            if done && std::fs::remove_file(&path).is_ok() {
-                deleted += 1;
-            }
-        }
-        Ok(deleted)
-    }
-
-    /// Whether job `id` was served by this provider before (by a run that may have ended since):
-    /// its receipt or kept copy is on disk, or the chain has settled it.
-    fn served_before(&self, id: &Hash) -> Result<bool, Error> {
-        let on_disk = [self.receipt_path(id), self.kept_path(id)]
-            .into_iter()
-            .flatten()
-            .any(|p| p.exists());
-        Ok(on_disk || self.chain.is_settled(id)?)
-    }
-
-    fn receipt_path(&self, id: &Hash) -> Option<PathBuf> {
-        self.config
-            .jobs_dir
-            .as_ref()
-            .map(|dir| dir.join(format!("{id}.receipt")))
-    }
-
-    /// Takes back the receipts a previous run left unsettled (a crash, a failed settlement), and
-    /// forgets those the chain has settled since.
-    fn recover(&self) -> Result<(), Error> {
-        let Some(dir) = &self.config.jobs_dir else {
-            return Ok(());
-        };
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return Ok(());
-        };
-        let mut paths: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "receipt"))
-            .collect();
-        paths.sort();
-        for path in paths {
-            let job: SettledJob = match std::fs::read(&path)
-                .ok()
-                .and_then(|b| borsh::from_slice(&b).ok())
-            {
-                Some(job) => job,
-                None => {
-                    tracing::warn!("ignoring unreadable receipt file {}", path.display());
-                    continue;
-                }
-            };
-            let id = job.request.request.id();
-            if job.receipt.provider != self.key.public() {
-                continue;
-            }
-            // Settled since, or too late to settle: nothing left to claim.
-            if self.chain.is_settled(&id)?
-                || self.chain.height()? > job.request.request.expiry_height
-            {
-                let _ = std::fs::remove_file(&path);
-                continue;
-            }
-            let mut books = self.books();
-            books.seen.insert(id);
-            *books
-                .unsettled_fees
-                .entry(job.request.request.client.address())
-                .or_default() += job.receipt.receipt.fee;
-            books.unsettled.push(job);
-        }
-        Ok(())
     }
 
     /// The provider's account.
@@ -747,86 +523,9 @@ impl Provider {
             receipt: hex::encode(borsh::to_vec(&receipt).expect("borsh encoding into a Vec")),
         })
     }
-
-    /// Receipts waiting for settlement.
-    pub fn unsettled(&self) -> usize {
-        self.books().unsettled.len()
-    }
-
-    /// Submits up to [`MAX_SETTLE_JOBS`] waiting receipts in one `SettleJobs`. Returns the
-    /// transaction hash and the number of jobs, or `None` when nothing waits. On failure the
-    /// receipts stay queued.
-    pub fn settle(&self) -> Result<Option<(Hash, usize)>, Error> {
-        self.forget_settled()?;
-        let jobs: Vec<SettledJob> = {
-            let mut books = self.books();
-            let n = books.unsettled.len().min(MAX_SETTLE_JOBS);
-            books.unsettled.drain(..n).collect()
-        };
-        if jobs.is_empty() {
-            return Ok(None);
-        }
-        let n = jobs.len();
-        match self.submit(vec![Message::SettleJobs { jobs: jobs.clone() }]) {
-            Ok(hash) => {
-                let mut books = self.books();
-                for job in &jobs {
-                    let client = job.request.request.client.address();
-                    if let Some(f) = books.unsettled_fees.get_mut(&client) {
-                        *f = f.saturating_sub(job.receipt.receipt.fee);
-                    }
-                    let req = &job.request.request;
-                    books.submitted.push((req.id(), req.expiry_height));
-                }
-                Ok(Some((hash, n)))
-            }
-            Err(e) => {
-                let mut books = self.books();
-                let rest = std::mem::take(&mut books.unsettled);
-                books.unsettled = jobs;
-                books.unsettled.extend(rest);
-                Err(e)
-            }
-        }
-    }
 }
 
-impl Provider {
-    /// Deletes the receipt files of submitted jobs the chain has settled (or that can no longer
-    /// be settled).
-    fn forget_settled(&self) -> Result<(), Error> {
-        let submitted = std::mem::take(&mut self.books().submitted);
-        if submitted.is_empty() {
-            return Ok(());
-        }
-        let height = self.chain.height()?;
-        let mut waiting = Vec::new();
-        for (id, expiry) in submitted {
-            if self.chain.is_settled(&id)? || height > expiry {
-                if let Some(path) = self.receipt_path(&id) {
-                    let _ = std::fs::remove_file(path);
-                }
-            } else {
-                waiting.push((id, expiry));
-            }
-        }
-        self.books().submitted.extend(waiting);
-        Ok(())
-    }
-
-    /// Receipt files still waiting for the chain (for tests and status).
-    pub fn receipts_kept(&self) -> usize {
-        let Some(dir) = &self.config.jobs_dir else {
-            return 0;
-        };
-        std::fs::read_dir(dir).map_or(0, |entries| {
-            entries
-                .filter_map(Result::ok)
-                .filter(|e| e.path().extension().is_some_and(|x| x == "receipt"))
-                .count()
-        })
-    }
-}
+impl Provider {}
 
 /// The output document a client gets back, opened.
 pub fn open_delivery(

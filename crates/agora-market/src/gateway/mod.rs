@@ -33,6 +33,12 @@ use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod endpoints;
+mod routing;
+pub use endpoints::public_endpoint;
+use endpoints::*;
+use routing::*;
+
 /// Blocks a request stays valid for settlement.
 const EXPIRY_BLOCKS: u64 = 1_200;
 /// Latencies closer than this count as equal (then reputation decides).
@@ -144,110 +150,6 @@ pub struct Gateway {
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Gateway({})", self.node_api)
-    }
-}
-
-/// Whether `ip` is a public address: not loopback, private, link-local, shared (100.64/10),
-/// documentation, multicast, broadcast or unspecified (nor IPv4 mapped into IPv6).
-fn public_ip(ip: std::net::IpAddr) -> bool {
-    use std::net::IpAddr;
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b)))
-        }
-        IpAddr::V6(v6) => {
-            let first = v6.segments()[0];
-            let mapped = v6.to_ipv4_mapped();
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || mapped.is_some())
-        }
-    }
-}
-
-/// Resolves names as ureq does, keeping public addresses only ([`public_ip`]). The addresses a
-/// connection uses are the ones checked here, so a name that resolves to a public address when
-/// the provider list is filtered and to a private one a moment later (DNS rebinding) still
-/// cannot reach the machines around the gateway.
-#[derive(Debug, Default)]
-struct PublicOnly(ureq::unversioned::resolver::DefaultResolver);
-
-impl ureq::unversioned::resolver::Resolver for PublicOnly {
-    fn resolve(
-        &self,
-        uri: &ureq::http::Uri,
-        config: &ureq::config::Config,
-        timeout: ureq::unversioned::transport::NextTimeout,
-    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
-        let all = self.0.resolve(uri, config, timeout)?;
-        let mut public = self.empty();
-        for addr in all.iter().filter(|a| public_ip(a.ip())) {
-            public.push(*addr);
-        }
-        if public.is_empty() {
-            return Err(ureq::Error::HostNotFound);
-        }
-        Ok(public)
-    }
-}
-
-/// Whether an `http(s)://host[:port]/…` endpoint names only public addresses: an IP literal
-/// that is not loopback, private, link-local, shared (100.64/10), documentation, multicast or
-/// unspecified, or a name all of whose addresses are such. Unresolvable: not public.
-pub fn public_endpoint(endpoint: &str) -> bool {
-    use std::net::{IpAddr, ToSocketAddrs};
-    let Some((scheme, rest)) = endpoint.split_once("://") else {
-        return false;
-    };
-    let default_port = match scheme {
-        "http" => 80,
-        "https" => 443,
-        _ => return false,
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let authority = authority.rsplit('@').next().unwrap_or("");
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let Some((host, after)) = v6.split_once(']') else {
-            return false;
-        };
-        (host, after.strip_prefix(':'))
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (authority, None),
-        }
-    };
-    let port = match port {
-        Some(p) => match p.parse::<u16>() {
-            Ok(p) => p,
-            Err(_) => return false,
-        },
-        None => default_port,
-    };
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return public_ip(ip);
-    }
-    if host.is_empty() || host.eq_ignore_ascii_case("localhost") {
-        return false;
-    }
-    match (host, port).to_socket_addrs() {
-        Ok(addrs) => {
-            let addrs: Vec<_> = addrs.collect();
-            !addrs.is_empty() && addrs.iter().all(|a| public_ip(a.ip()))
-        }
-        Err(_) => false,
     }
 }
 
@@ -718,96 +620,6 @@ fn check_receipt(
         return Err(bad("claims more than the max fee"));
     }
     Ok(())
-}
-
-/// The value at which the running total of weights first reaches half of all of them, in
-/// `sorted` (value, weight) pairs; `None` for none.
-fn weighted_median<V: Copy>(sorted: &[(V, Amount)]) -> Option<V> {
-    let total = sorted.iter().fold(0u128, |t, (_, w)| t.saturating_add(*w));
-    let mut acc = 0u128;
-    for (v, w) in sorted {
-        acc = acc.saturating_add(*w);
-        if acc >= total.div_ceil(2) {
-            return Some(*v);
-        }
-    }
-    None
-}
-
-/// Orders `list` as [`Gateway::run`] tries it (see the module's documentation); `below(n)`
-/// returns a uniformly random number below `n`.
-fn order_candidates(
-    list: Vec<ProviderListing>,
-    seen: &BTreeMap<Address, Seen>,
-    now: Instant,
-    (input_tokens, output_tokens): (u32, u32),
-    below: &mut dyn FnMut(u128) -> u128,
-) -> Vec<ProviderListing> {
-    let state = |p: &ProviderListing| seen.get(&p.address).copied().unwrap_or_default();
-    let fee = |p: &ProviderListing| {
-        let (i, o) = p.prices().unwrap_or((Amount::MAX, Amount::MAX));
-        job_fee(i, o, input_tokens, output_tokens).unwrap_or(Amount::MAX)
-    };
-    let class = |p: &ProviderListing| state(p).latency_ms.unwrap_or(0) / LATENCY_CLASS_MS;
-    let (cooling, ready): (Vec<_>, Vec<_>) = list
-        .into_iter()
-        .partition(|p| state(p).cool_until.is_some_and(|t| t > now));
-    // The stake-weighted median fee of the ready providers (each counts at least 1).
-    let mut by_fee: Vec<(Amount, Amount)> =
-        ready.iter().map(|p| (fee(p), p.stake().max(1))).collect();
-    by_fee.sort_unstable();
-    let band_fee = weighted_median(&by_fee).unwrap_or(0);
-    let (mut band, mut rest): (Vec<_>, Vec<_>) =
-        ready.into_iter().partition(|p| fee(p) <= band_fee);
-    // The band's stake-weighted median time to first output, among those measured.
-    let mut by_latency: Vec<(u64, Amount)> = band
-        .iter()
-        .filter_map(|p| Some((state(p).latency_ms?, p.stake().max(1))))
-        .collect();
-    by_latency.sort_unstable();
-    let typical = weighted_median(&by_latency);
-    // Drawn without replacement, by stake, slow ones divided.
-    let mut out = Vec::with_capacity(band.len() + rest.len() + cooling.len());
-    let weight = |p: &ProviderListing| {
-        let slow = match (state(p).latency_ms, typical) {
-            (Some(ms), Some(t)) => ms > t.saturating_mul(2).saturating_add(LATENCY_CLASS_MS),
-            _ => false,
-        };
-        let stake = p.stake().max(1);
-        if slow {
-            (stake / SLOW_DIVISOR).max(1)
-        } else {
-            stake
-        }
-    };
-    while !band.is_empty() {
-        let total = band.iter().fold(0u128, |t, p| t.saturating_add(weight(p)));
-        let mut r = below(total);
-        let mut pick = band.len() - 1;
-        for (i, p) in band.iter().enumerate() {
-            let w = weight(p);
-            if r < w {
-                pick = i;
-                break;
-            }
-            r -= w;
-        }
-        out.push(band.swap_remove(pick));
-    }
-    let key = |p: &ProviderListing| {
-        (
-            fee(p),
-            class(p),
-            std::cmp::Reverse(p.jobs_settled),
-            p.address,
-        )
-    };
-    rest.sort_by_cached_key(key);
-    let mut cooling = cooling;
-    cooling.sort_by_cached_key(key);
-    out.extend(rest);
-    out.extend(cooling);
-    out
 }
 
 #[cfg(test)]
