@@ -21,8 +21,10 @@
 mod error;
 pub mod limits;
 mod market;
+pub mod relay;
 mod routes;
 
 pub use error::ApiError;
 pub use limits::{Limits, limit, limit_per_key};
+pub use relay::{Relay, spawn_relay};
 pub use routes::{router, serve};

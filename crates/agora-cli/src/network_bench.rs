@@ -161,7 +161,7 @@ pub fn run(args: NetworkBenchArgs) -> Result<()> {
                     .filter(|(j, _)| *j != i)
                     .map(|(_, u)| u.clone())
                     .collect();
-                agora_consensus::spawn_relay(node, peers)
+                agora_api::spawn_relay(node, peers)
             })
             .collect();
         // Warm up: the network makes a few blocks before the load starts.

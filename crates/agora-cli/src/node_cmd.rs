@@ -319,7 +319,7 @@ fn run_node(
                 let consensus = agora_consensus::start(node.clone(), Arc::new(key), config)
                     .await
                     .map_err(|e| anyhow::anyhow!("starting consensus: {e:#}"))?;
-                let relay = agora_consensus::spawn_relay(&node, net.peer_apis.clone());
+                let relay = agora_api::spawn_relay(&node, net.peer_apis.clone());
                 Running::Network(consensus, relay)
             }
         };
@@ -400,7 +400,7 @@ fn run_node(
 /// The engine while the node runs.
 enum Running {
     Dev(tokio::task::JoinHandle<agora_chain::Result<()>>),
-    Network(agora_consensus::ConsensusHandle, agora_consensus::Relay),
+    Network(agora_consensus::ConsensusHandle, agora_api::Relay),
 }
 
 pub async fn shutdown_signal() {

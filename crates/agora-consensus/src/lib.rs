@@ -7,7 +7,6 @@ pub mod app;
 pub mod codec;
 pub mod context;
 pub mod engine;
-pub mod relay;
 pub mod signing;
 mod streams;
 
@@ -19,5 +18,4 @@ pub use engine::{ConsensusHandle, NetworkConfig, start};
 #[cfg(feature = "byzantine")]
 #[doc(hidden)]
 pub use malachitebft_engine_byzantine as byzantine;
-pub use relay::{Relay, spawn_relay};
 pub use signing::{Ed25519Signer, Ed25519Verifier};

@@ -115,10 +115,7 @@ struct Validator {
 /// others. Returns the relays and a sender that stops the APIs.
 async fn serve_and_relay(
     nodes: &[Arc<Node>],
-) -> (
-    Vec<agora_consensus::Relay>,
-    tokio::sync::watch::Sender<bool>,
-) {
+) -> (Vec<agora_api::Relay>, tokio::sync::watch::Sender<bool>) {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut urls = Vec::new();
     for node in nodes {
@@ -139,7 +136,7 @@ async fn serve_and_relay(
                 .filter(|(j, _)| *j != i)
                 .map(|(_, u)| u.clone())
                 .collect();
-            agora_consensus::spawn_relay(node, peers)
+            agora_api::spawn_relay(node, peers)
         })
         .collect();
     (relays, stop)

@@ -1,8 +1,8 @@
-//! Transaction relay: Malachite moves votes and proposals, not transactions, so each validator
-//! forwards what its own clients submit to the other validators' HTTP APIs (marked as relayed, so
-//! it goes one hop and never loops). Whichever validator proposes next then has them in its
-//! mempool; a transaction is committed once, in the block that includes it, because a repeated
-//! nonce is refused.
+//! Transaction relay, beside the submission route it feeds. Malachite moves votes and
+//! proposals, not transactions, so each validator forwards what its own clients submit to the
+//! other validators' HTTP APIs (marked as relayed, so it goes one hop and never loops). Whichever
+//! validator proposes next then has them in its mempool; a transaction is committed once, in the
+//! block that includes it, because a repeated nonce is refused.
 //!
 //! One thread per peer sends batches from a bounded queue: a slow or dead peer loses batches (its
 //! transactions still reach the chain through the validators that have them) and never slows the
