@@ -79,7 +79,9 @@ impl MarketParams {
 }
 
 /// A registered provider.
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, serde::Deserialize,
+)]
 pub struct Provider {
     /// Models, prices, endpoint, key.
     pub info: ProviderInfo,
@@ -114,7 +116,9 @@ impl Provider {
 }
 
 /// A registered model.
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, serde::Deserialize,
+)]
 pub struct ModelInfo {
     /// Human name.
     pub name: String,
@@ -123,7 +127,17 @@ pub struct ModelInfo {
 }
 
 /// A client's compute escrow.
-#[derive(Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[derive(
+    Clone,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    serde::Deserialize,
+)]
 pub struct Escrow {
     /// Available to pay jobs.
     #[serde(with = "serde_u128")]
@@ -171,7 +185,9 @@ impl FeeState {
 
 /// A settled job, keyed by its id ([`agora_types::JobRequest::id`], the hash of what the client
 /// signed): it can never be settled again.
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, serde::Deserialize,
+)]
 pub struct JobRecord {
     /// Who paid.
     pub client: Address,

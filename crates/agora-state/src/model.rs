@@ -3,7 +3,17 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use serde::{Deserialize, Serialize};
 
 /// An account: liquid balance, next nonce, and stake.
-#[derive(Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[derive(
+    Clone,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    serde::Deserialize,
+)]
 pub struct Account {
     /// Spendable base units.
     #[serde(with = "serde_u128")]

@@ -56,7 +56,9 @@ impl ConsensusParams {
 }
 
 /// One seat in the validator set.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, BorshSerialize, BorshDeserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize, BorshSerialize, BorshDeserialize,
+)]
 pub struct ValidatorEntry {
     /// The validator's account.
     pub address: Address,
@@ -67,7 +69,17 @@ pub struct ValidatorEntry {
 }
 
 /// The validators in force, sorted by address.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, BorshSerialize, BorshDeserialize)]
+#[derive(
+    Clone,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    serde::Deserialize,
+    BorshSerialize,
+    BorshDeserialize,
+)]
 pub struct ValidatorSet {
     /// The seats, sorted by address, each address once.
     pub validators: Vec<ValidatorEntry>,

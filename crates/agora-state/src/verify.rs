@@ -97,7 +97,9 @@ impl VerifyParams {
 }
 
 /// A registered verifier.
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, serde::Deserialize,
+)]
 pub struct Verifier {
     /// Models it checks, and its key.
     pub info: VerifierInfo,
@@ -136,7 +138,9 @@ pub enum Role {
 }
 
 /// One verifier's part in a check.
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, serde::Deserialize,
+)]
 pub struct Seat {
     /// Who.
     pub verifier: Address,
@@ -188,7 +192,9 @@ pub enum Outcome {
 }
 
 /// A settled job drawn for checking.
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, serde::Deserialize,
+)]
 pub struct Check {
     /// The job.
     pub job_id: Hash,

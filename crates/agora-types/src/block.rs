@@ -9,7 +9,9 @@ use serde::Serialize;
 pub const MAX_BLOCK_BYTES: usize = 4 * 1024 * 1024;
 
 /// What a block commits to. Its hash is the block's hash.
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, serde::Deserialize,
+)]
 pub struct BlockHeader {
     /// The chain this block belongs to.
     pub chain_id: String,

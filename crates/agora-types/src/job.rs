@@ -54,7 +54,17 @@ pub enum Verification {
 }
 
 /// Sampling parameters in integers (the state machine has no floats).
-#[derive(Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[derive(
+    Clone,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    serde::Deserialize,
+)]
 pub struct JobParams {
     /// Most output tokens.
     pub max_tokens: u32,
@@ -71,7 +81,9 @@ pub struct JobParams {
 }
 
 /// What a client asks a provider to run, and the most it will pay.
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, serde::Deserialize,
+)]
 pub struct JobRequest {
     /// The chain whose escrow pays; stops replays across chains.
     pub chain_id: String,
@@ -127,7 +139,9 @@ impl JobRequest {
 }
 
 /// A job request with the client's signature.
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, serde::Deserialize,
+)]
 pub struct SignedJobRequest {
     /// The request.
     pub request: JobRequest,
@@ -145,7 +159,9 @@ impl SignedJobRequest {
 }
 
 /// What a provider delivered for a request, and the fee it claims.
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, serde::Deserialize,
+)]
 pub struct JobReceipt {
     /// [`JobRequest::hash`] of the request served.
     pub request_hash: Hash,
@@ -180,7 +196,9 @@ impl JobReceipt {
 }
 
 /// A job receipt with the provider's key and signature.
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, serde::Deserialize,
+)]
 pub struct SignedJobReceipt {
     /// The receipt.
     pub receipt: JobReceipt,
@@ -199,7 +217,9 @@ impl SignedJobReceipt {
 }
 
 /// One job to settle: the client's request and the provider's receipt for it.
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, serde::Deserialize,
+)]
 pub struct SettledJob {
     /// Signed by the client.
     pub request: SignedJobRequest,
@@ -281,7 +301,9 @@ impl Fault {
 }
 
 /// What a verifier publishes: the models it can check and the key providers seal reveals to.
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, serde::Deserialize,
+)]
 pub struct VerifierInfo {
     /// Model ids it checks (at most [`MAX_PROVIDER_MODELS`], each registered, no repeats).
     pub models: Vec<Hash>,
@@ -337,9 +359,17 @@ impl Serialize for EncryptionKey {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for EncryptionKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        crate::keys::hex_array(d).map(EncryptionKey)
+    }
+}
+
 /// What a provider publishes: the models it serves, its prices, where to reach it, and the key to
 /// encrypt inputs to.
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, serde::Deserialize,
+)]
 pub struct ProviderInfo {
     /// Model ids served (at most [`MAX_PROVIDER_MODELS`], each registered, no repeats).
     pub models: Vec<Hash>,

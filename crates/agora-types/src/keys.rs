@@ -66,6 +66,22 @@ impl serde::Serialize for Signature {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Signature {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        hex_array(d).map(Signature)
+    }
+}
+
+/// `N` bytes from a hex string (for serde).
+pub(crate) fn hex_array<'de, D: serde::Deserializer<'de>, const N: usize>(
+    d: D,
+) -> std::result::Result<[u8; N], D::Error> {
+    let s = <String as serde::Deserialize>::deserialize(d)?;
+    let mut out = [0u8; N];
+    hex::decode_to_slice(s.trim_start_matches("0x"), &mut out).map_err(serde::de::Error::custom)?;
+    Ok(out)
+}
+
 /// An ed25519 signing key with its public half.
 #[derive(Clone)]
 pub struct Keypair {

@@ -23,6 +23,7 @@ mod error;
 mod hash;
 mod job;
 mod keys;
+pub mod proof;
 mod receipt;
 mod tx;
 pub mod vrf;

@@ -3,7 +3,9 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use serde::Serialize;
 
 /// Something that happened while executing a transaction or a block, for indexers and clients.
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, serde::Deserialize,
+)]
 pub struct Event {
     /// What happened, e.g. `transfer`, `bond`, `unbond`, `unbond_released`, `fee`.
     pub kind: String,
@@ -25,7 +27,9 @@ impl Event {
 }
 
 /// Why a transaction's messages failed (the fee is still charged).
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, serde::Deserialize,
+)]
 pub struct TxFailure {
     /// Stable machine-readable code, e.g. `insufficient_funds`.
     pub code: String,
@@ -36,7 +40,9 @@ pub struct TxFailure {
 }
 
 /// The outcome of one transaction in a block.
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, serde::Deserialize,
+)]
 pub struct Receipt {
     /// The transaction.
     pub tx_hash: Hash,

@@ -16,7 +16,9 @@ pub const MAX_MESSAGES: usize = 64;
 const TX_SIGN_DOMAIN: &[u8] = b"agora/tx/v1";
 
 /// One action inside a transaction.
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, serde::Deserialize,
+)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Message {
     /// Moves `amount` from the sender to `to`.
@@ -106,7 +108,7 @@ pub enum Message {
         /// Parts in all (1 to [`crate::MAX_REVEAL_PARTS`]).
         parts: u16,
         /// At most [`crate::MAX_REVEAL_PART_BYTES`].
-        #[serde(serialize_with = "hex_bytes")]
+        #[serde(serialize_with = "hex_bytes", deserialize_with = "from_hex_bytes")]
         data: Vec<u8>,
     },
     /// The client disputes a settled job whose fee is still pending: a committee re-checks it
@@ -126,6 +128,13 @@ pub enum Message {
 
 fn hex_bytes<S: serde::Serializer>(bytes: &[u8], s: S) -> std::result::Result<S::Ok, S::Error> {
     s.serialize_str(&hex::encode(bytes))
+}
+
+fn from_hex_bytes<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<u8>, D::Error> {
+    let s = <String as serde::Deserialize>::deserialize(d)?;
+    hex::decode(s).map_err(serde::de::Error::custom)
 }
 
 /// Bytes of reveal data one unit of work pays for (a part of a reveal is stored in the state
@@ -181,7 +190,9 @@ impl Message {
 }
 
 /// The unsigned body of a transaction.
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, serde::Deserialize,
+)]
 pub struct Transaction {
     /// The chain this transaction is valid on; stops replays across chains.
     pub chain_id: String,
@@ -221,7 +232,9 @@ impl Transaction {
 }
 
 /// A transaction with its signature: what travels and what blocks hold.
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, serde::Deserialize,
+)]
 pub struct SignedTransaction {
     /// The signed body.
     pub tx: Transaction,
@@ -439,6 +452,108 @@ mod tests {
             matches!(err, Error::Malformed { .. } | Error::TooLarge { .. }),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn every_message_reads_back_from_its_json() {
+        let key = Keypair::from_seed_label("j");
+        let job = {
+            let request = crate::JobRequest {
+                chain_id: "c".into(),
+                client: key.public(),
+                provider: key.address(),
+                model: Hash([1; 32]),
+                input_hash: Hash([2; 32]),
+                params: crate::JobParams {
+                    max_tokens: 7,
+                    verification: crate::Verification::Redundant(2),
+                    ..crate::JobParams::default()
+                },
+                max_fee: u128::MAX,
+                nonce: Hash([4; 32]),
+                expiry_height: 9,
+            };
+            let receipt = crate::JobReceipt {
+                request_hash: request.hash(),
+                output_hash: Hash([3; 32]),
+                input_tokens: 1,
+                output_tokens: 2,
+                fee: 3,
+            };
+            SettledJob {
+                request: request.sign(&key),
+                receipt: receipt.sign(&key),
+            }
+        };
+        let info = crate::ProviderInfo {
+            models: vec![Hash([5; 32])],
+            price_input_per_1k: 1,
+            price_output_per_1k: u128::MAX,
+            endpoint: "http://x".into(),
+            encryption_key: crate::EncryptionKey([6; 32]),
+        };
+        let messages = vec![
+            Message::Transfer {
+                to: key.address(),
+                amount: u128::MAX,
+            },
+            Message::Bond { amount: 1 },
+            Message::Unbond { amount: 2 },
+            Message::RegisterProvider {
+                stake: 3,
+                info: info.clone(),
+            },
+            Message::UpdateProvider { info },
+            Message::UnregisterProvider,
+            Message::RegisterModel {
+                id: Hash([7; 32]),
+                name: "m".into(),
+                kind: crate::ModelKind::Embedding,
+            },
+            Message::EscrowDeposit { amount: 4 },
+            Message::EscrowWithdraw { amount: 5 },
+            Message::SettleJobs { jobs: vec![job] },
+            Message::RegisterVerifier {
+                stake: 6,
+                info: crate::VerifierInfo {
+                    models: vec![Hash([8; 32])],
+                    encryption_key: crate::EncryptionKey([9; 32]),
+                },
+            },
+            Message::UnregisterVerifier,
+            Message::RevealJob {
+                job_id: Hash([10; 32]),
+                verifier: key.address(),
+                part: 1,
+                parts: 2,
+                data: vec![0, 1, 255],
+            },
+            Message::ChallengeJob {
+                job_id: Hash([11; 32]),
+            },
+            Message::PostVerdict {
+                job_id: Hash([12; 32]),
+                verdict: crate::Verdict::Pass,
+            },
+            Message::PostVerdict {
+                job_id: Hash([13; 32]),
+                verdict: crate::Verdict::Fail {
+                    fault: crate::Fault::WrongToken { position: 3 },
+                },
+            },
+        ];
+        let tx = Transaction {
+            chain_id: "c".into(),
+            sender: key.public(),
+            nonce: 1,
+            fee: 2,
+            messages,
+        }
+        .sign(&key);
+        let json = serde_json::to_string(&tx).unwrap();
+        let back: SignedTransaction = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, tx, "{json}");
+        back.verify_signature().unwrap();
     }
 
     proptest! {
