@@ -2,9 +2,14 @@
 
 use crate::ApiError;
 use crate::routes::{ApiResult, AppState, parse_hash};
+use agora_node_api::{
+    CheckResponse, EscrowResponse, JobResponse, ModelEntry, ModelsResponse, OpenChecksResponse,
+    ProviderEntry, ProviderResponse, ProvidersResponse, RevealResponse, VerifierEntry,
+    VerifiersResponse,
+};
 use agora_state::{
-    Check, Escrow, JobRecord, ModelInfo, Outcome, Provider, StateRead, Verifier, check_key,
-    escrow_key, job_key, model_key, open_check_prefix, provider_key, reveal_key,
+    Check, Escrow, JobRecord, ModelInfo, Outcome, Provider, StateRead, check_key, escrow_key,
+    job_key, model_key, open_check_prefix, provider_key, reveal_key,
 };
 use agora_store::Snapshot;
 use agora_types::{Address, Hash};
@@ -13,8 +18,6 @@ use axum::{
     extract::{Path, State},
 };
 use borsh::BorshDeserialize;
-use serde::Serialize;
-use serde_json::{Value, json};
 
 /// Most providers or models one listing returns.
 const LIST_LIMIT: usize = 1_000;
@@ -42,32 +45,27 @@ fn suffix<const N: usize>(key: &[u8], prefix: usize) -> ApiResult<[u8; N]> {
         .ok_or_else(|| ApiError::internal("a market key of the wrong length"))
 }
 
-#[derive(Serialize)]
-struct ProviderJson {
-    address: Address,
-    #[serde(flatten)]
-    provider: Provider,
-}
-
-pub(crate) async fn list_providers(State(st): State<AppState>) -> ApiResult<Json<Value>> {
+pub(crate) async fn list_providers(
+    State(st): State<AppState>,
+) -> ApiResult<Json<ProvidersResponse>> {
     let snap = st.node.snapshot()?;
     let mut providers = Vec::new();
     for (k, v) in snap.scan_prefix(b"prov/", LIST_LIMIT)? {
-        providers.push(ProviderJson {
+        providers.push(ProviderEntry {
             address: Address(suffix(&k, 5)?),
             provider: decode(&v)?,
         });
     }
-    Ok(Json(json!({
-        "height": snap.height()?.unwrap_or(0),
-        "providers": providers,
-    })))
+    Ok(Json(ProvidersResponse {
+        height: snap.height()?.unwrap_or(0),
+        providers,
+    }))
 }
 
 pub(crate) async fn get_provider(
     State(st): State<AppState>,
     Path(address): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ProviderResponse>> {
     let address = parse_address(&address)?;
     let snap = st.node.snapshot()?;
     let provider: Provider = get(&snap, &provider_key(&address))?.ok_or_else(|| {
@@ -76,56 +74,62 @@ pub(crate) async fn get_provider(
             format!("{address} is not a registered provider"),
         )
     })?;
-    Ok(Json(json!({
-        "height": snap.height()?.unwrap_or(0),
-        "provider": ProviderJson { address, provider },
-    })))
+    Ok(Json(ProviderResponse {
+        height: snap.height()?.unwrap_or(0),
+        provider: ProviderEntry { address, provider },
+    }))
 }
 
-pub(crate) async fn list_models(State(st): State<AppState>) -> ApiResult<Json<Value>> {
+pub(crate) async fn list_models(State(st): State<AppState>) -> ApiResult<Json<ModelsResponse>> {
     let snap = st.node.snapshot()?;
     let mut models = Vec::new();
     for (k, v) in snap.scan_prefix(b"modl/", LIST_LIMIT)? {
         let info: ModelInfo = decode(&v)?;
-        models.push(json!({"id": Hash(suffix(&k, 5)?), "name": info.name, "kind": info.kind}));
+        models.push(ModelEntry {
+            id: Hash(suffix(&k, 5)?),
+            name: info.name,
+            kind: info.kind,
+        });
     }
-    Ok(Json(json!({
-        "height": snap.height()?.unwrap_or(0),
-        "models": models,
-    })))
+    Ok(Json(ModelsResponse {
+        height: snap.height()?.unwrap_or(0),
+        models,
+    }))
 }
 
 pub(crate) async fn get_model(
     State(st): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ModelEntry>> {
     let id = parse_hash(&id)?;
     let snap = st.node.snapshot()?;
     let info: ModelInfo = get(&snap, &model_key(&id))?
         .ok_or_else(|| ApiError::not_found("unknown_model", format!("no model {id}")))?;
-    Ok(Json(
-        json!({"id": id, "name": info.name, "kind": info.kind}),
-    ))
+    Ok(Json(ModelEntry {
+        id,
+        name: info.name,
+        kind: info.kind,
+    }))
 }
 
 pub(crate) async fn get_escrow(
     State(st): State<AppState>,
     Path(address): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EscrowResponse>> {
     let address = parse_address(&address)?;
     let snap = st.node.snapshot()?;
     let escrow: Escrow = get(&snap, &escrow_key(&address))?.unwrap_or_default();
-    Ok(Json(json!({
-        "height": snap.height()?.unwrap_or(0),
-        "address": address,
-        "escrow": escrow,
-    })))
+    Ok(Json(EscrowResponse {
+        height: snap.height()?.unwrap_or(0),
+        address,
+        escrow,
+    }))
 }
 
 pub(crate) async fn get_job(
     State(st): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<JobResponse>> {
     let id = parse_hash(&id)?;
     let snap = st.node.snapshot()?;
     let height = snap.height()?.unwrap_or(0);
@@ -136,66 +140,59 @@ pub(crate) async fn get_job(
     let state = job.fee_state.name();
     // Whether it is checked: drawn in the block after the one that settled it.
     let sampled = match (&check, job.level) {
-        (_, agora_types::Verification::None) => json!(false),
-        (Some(c), _) if c.drawn => {
-            json!(c.outcome != Outcome::NoVerifier || !c.seats.is_empty())
-        }
+        (_, agora_types::Verification::None) => Some(false),
+        (Some(c), _) if c.drawn => Some(c.outcome != Outcome::NoVerifier || !c.seats.is_empty()),
         // Not drawn (a client's challenge may have opened a check since).
-        _ if height > job.settled_height => json!(false),
+        _ if height > job.settled_height => Some(false),
         // Drawn in the next block.
-        _ => Value::Null,
+        _ => None,
     };
-    Ok(Json(json!({
-        "height": height,
-        "job_id": id,
-        "state": state,
-        "job": job,
-        "sampled": sampled,
-        "check": check,
-    })))
+    Ok(Json(JobResponse {
+        height,
+        job_id: id,
+        state: state.to_string(),
+        job,
+        sampled,
+        check,
+    }))
 }
 
-#[derive(Serialize)]
-struct VerifierJson {
-    address: Address,
-    #[serde(flatten)]
-    verifier: Verifier,
-}
-
-pub(crate) async fn list_verifiers(State(st): State<AppState>) -> ApiResult<Json<Value>> {
+pub(crate) async fn list_verifiers(
+    State(st): State<AppState>,
+) -> ApiResult<Json<VerifiersResponse>> {
     let snap = st.node.snapshot()?;
     let mut verifiers = Vec::new();
     for (k, v) in snap.scan_prefix(b"vrfr/", LIST_LIMIT)? {
-        verifiers.push(VerifierJson {
+        verifiers.push(VerifierEntry {
             address: Address(suffix(&k, 5)?),
             verifier: decode(&v)?,
         });
     }
-    Ok(Json(json!({
-        "height": snap.height()?.unwrap_or(0),
-        "verifiers": verifiers,
-    })))
+    Ok(Json(VerifiersResponse {
+        height: snap.height()?.unwrap_or(0),
+        verifiers,
+    }))
 }
 
 pub(crate) async fn get_check(
     State(st): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<CheckResponse>> {
     let id = parse_hash(&id)?;
     let snap = st.node.snapshot()?;
     let check: Check = get(&snap, &check_key(&id))?
         .ok_or_else(|| ApiError::not_found("unknown_check", format!("job {id} is not checked")))?;
-    Ok(Json(json!({
-        "height": snap.height()?.unwrap_or(0),
-        "check": check,
-    })))
+    Ok(Json(CheckResponse {
+        height: snap.height()?.unwrap_or(0),
+        check,
+    }))
 }
 
 /// The open checks in which an address (a provider or a seated verifier) has something to do.
 pub(crate) async fn open_checks(
     State(st): State<AppState>,
     Path(address): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<OpenChecksResponse>> {
     let address = parse_address(&address)?;
     let snap = st.node.snapshot()?;
     let prefix = open_check_prefix(&address);
@@ -206,18 +203,18 @@ pub(crate) async fn open_checks(
             checks.push(c);
         }
     }
-    Ok(Json(json!({
-        "height": snap.height()?.unwrap_or(0),
-        "address": address,
-        "checks": checks,
-    })))
+    Ok(Json(OpenChecksResponse {
+        height: snap.height()?.unwrap_or(0),
+        address,
+        checks,
+    }))
 }
 
 /// A complete reveal to one verifier: its parts joined, in hex.
 pub(crate) async fn get_reveal(
     State(st): State<AppState>,
     Path((id, verifier)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RevealResponse>> {
     let id = parse_hash(&id)?;
     let verifier = parse_address(&verifier)?;
     let snap = st.node.snapshot()?;
@@ -243,9 +240,9 @@ pub(crate) async fn get_reveal(
             })?;
         data.extend_from_slice(&bytes);
     }
-    Ok(Json(json!({
-        "job_id": id,
-        "verifier": verifier,
-        "data": hex::encode(data),
-    })))
+    Ok(Json(RevealResponse {
+        job_id: id,
+        verifier,
+        data: hex::encode(data),
+    }))
 }

@@ -1,7 +1,12 @@
 use crate::{ApiError, market};
 use agora_chain::{CommittedBlock, Node};
+use agora_node_api::{
+    AccountProof, AccountResponse, BlockEvent, BlockResponse, ChainMode, HealthResponse,
+    StatusResponse, SubmitOutcome, SubmitRequest, Submitted, SubmittedBatch, TxEntry, TxResponse,
+    TxStatus, ValidatorsResponse,
+};
 use agora_state::{Account, StateRead, account_key};
-use agora_store::{Proof, Snapshot};
+use agora_store::Snapshot;
 use agora_types::{Address, Block, Hash, Receipt, SignedTransaction};
 use axum::{
     Json, Router,
@@ -14,8 +19,7 @@ use axum::{
     routing::{get, post},
 };
 use futures_util::StreamExt as _;
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde::Deserialize;
 use std::{convert::Infallible, future::Future, sync::Arc};
 use tokio::{net::TcpListener, sync::watch};
 use tokio_stream::wrappers::BroadcastStream;
@@ -87,16 +91,6 @@ pub async fn serve(
     .await
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SubmitBody {
-    tx: Option<String>,
-    txs: Option<Vec<String>>,
-    /// Set by a validator relaying transactions its clients sent: not relayed again.
-    #[serde(default)]
-    relayed: bool,
-}
-
 fn decode_hex(s: &str) -> Result<Vec<u8>, ApiError> {
     hex::decode(s.trim_start_matches("0x"))
         .map_err(|e| ApiError::bad_request("malformed_tx", format!("transaction is not hex: {e}")))
@@ -116,7 +110,7 @@ async fn submit_txs(
             format!("{e}: send at most {MAX_SUBMIT_BODY} bytes per request (split the batch)"),
         )
     })?;
-    let body: SubmitBody = serde_json::from_slice(&body).map_err(|e| {
+    let body: SubmitRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(
             "malformed_request",
             format!("expected {{\"tx\": hex}} or {{\"txs\": [hex…]}}: {e}"),
@@ -134,7 +128,7 @@ async fn submit_txs(
             })
             .await
             .map_err(ApiError::internal)??;
-            Ok((StatusCode::ACCEPTED, Json(json!({ "hash": hash }))).into_response())
+            Ok((StatusCode::ACCEPTED, Json(Submitted { hash })).into_response())
         }
         (None, Some(txs)) => {
             let items: Vec<Result<Vec<u8>, ApiError>> = txs.iter().map(|t| decode_hex(t)).collect();
@@ -147,7 +141,7 @@ async fn submit_txs(
                     .await
                     .map_err(ApiError::internal)?
                     .into_iter();
-            let out: Vec<Value> = items
+            let results: Vec<SubmitOutcome> = items
                 .into_iter()
                 .map(|item| {
                     let r = match item {
@@ -158,12 +152,15 @@ async fn submit_txs(
                         Err(e) => Err(e),
                     };
                     match r {
-                        Ok(hash) => json!({ "hash": hash }),
-                        Err(e) => json!({ "code": e.code, "message": e.message }),
+                        Ok(hash) => SubmitOutcome::Accepted { hash },
+                        Err(e) => SubmitOutcome::Refused {
+                            code: e.code,
+                            message: e.message,
+                        },
                     }
                 })
                 .collect();
-            Ok((StatusCode::ACCEPTED, Json(json!({ "results": out }))).into_response())
+            Ok((StatusCode::ACCEPTED, Json(SubmittedBatch { results })).into_response())
         }
         _ => Err(ApiError::bad_request(
             "malformed_request",
@@ -177,11 +174,18 @@ pub(crate) fn parse_hash(s: &str) -> ApiResult<Hash> {
         .map_err(|e: agora_types::Error| ApiError::bad_request("invalid_hash", e.to_string()))
 }
 
-fn tx_json(tx: &SignedTransaction, hash: Hash, receipt: Option<&Receipt>) -> Value {
-    json!({ "hash": hash, "tx": tx, "receipt": receipt })
+fn tx_entry(tx: &SignedTransaction, hash: Hash, receipt: Option<&Receipt>) -> TxEntry {
+    TxEntry {
+        hash,
+        tx: tx.clone(),
+        receipt: receipt.cloned(),
+    }
 }
 
-async fn get_tx(State(st): State<AppState>, Path(hash): Path<String>) -> ApiResult<Json<Value>> {
+async fn get_tx(
+    State(st): State<AppState>,
+    Path(hash): Path<String>,
+) -> ApiResult<Json<TxResponse>> {
     let hash = parse_hash(&hash)?;
     let snap = st.node.snapshot()?;
     if let Some(loc) = snap.tx_location(&hash)? {
@@ -194,17 +198,22 @@ async fn get_tx(State(st): State<AppState>, Path(hash): Path<String>) -> ApiResu
             .get(loc.index as usize)
             .ok_or_else(|| ApiError::internal("tx missing"))?;
         let receipt = results.receipts.get(loc.index as usize);
-        let mut v = tx_json(tx, hash, receipt);
-        v["status"] = json!("committed");
-        v["height"] = json!(loc.height);
-        v["index"] = json!(loc.index);
-        v["block_hash"] = json!(block.hash());
-        return Ok(Json(v));
+        return Ok(Json(TxResponse {
+            entry: tx_entry(tx, hash, receipt),
+            status: TxStatus::Committed,
+            height: Some(loc.height),
+            index: Some(loc.index),
+            block_hash: Some(block.hash()),
+        }));
     }
     if let Some(tx) = st.node.pending(&hash) {
-        let mut v = tx_json(&tx, hash, None);
-        v["status"] = json!("pending");
-        return Ok(Json(v));
+        return Ok(Json(TxResponse {
+            entry: tx_entry(&tx, hash, None),
+            status: TxStatus::Pending,
+            height: None,
+            index: None,
+            block_hash: None,
+        }));
     }
     Err(ApiError::not_found(
         "tx_not_found",
@@ -212,27 +221,30 @@ async fn get_tx(State(st): State<AppState>, Path(hash): Path<String>) -> ApiResu
     ))
 }
 
-fn block_json(snap: &Snapshot, block: &Block) -> ApiResult<Value> {
+fn block_response(snap: &Snapshot, block: &Block) -> ApiResult<BlockResponse> {
     let results = snap.results(block.header.height)?.unwrap_or_default();
-    let txs: Vec<Value> = block
+    let txs: Vec<TxEntry> = block
         .txs
         .iter()
         .enumerate()
         .map(|(i, tx)| {
             let receipt = results.receipts.get(i);
             let hash = receipt.map(|r| r.tx_hash).unwrap_or_else(|| tx.hash());
-            tx_json(tx, hash, receipt)
+            tx_entry(tx, hash, receipt)
         })
         .collect();
-    Ok(json!({
-        "hash": block.hash(),
-        "header": block.header,
-        "txs": txs,
-        "block_events": results.block_events,
-    }))
+    Ok(BlockResponse {
+        hash: block.hash(),
+        header: block.header.clone(),
+        txs,
+        block_events: results.block_events,
+    })
 }
 
-async fn get_block(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn get_block(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<BlockResponse>> {
     let snap = st.node.snapshot()?;
     let block = if id == "latest" {
         snap.latest_block()?
@@ -257,34 +269,13 @@ async fn get_block(State(st): State<AppState>, Path(id): Path<String>) -> ApiRes
             format!("no block {id}; the latest height is {latest}"),
         )
     })?;
-    Ok(Json(block_json(&snap, &block)?))
+    Ok(Json(block_response(&snap, &block)?))
 }
 
 #[derive(Deserialize)]
 struct AccountQuery {
     #[serde(default)]
     prove: bool,
-}
-
-/// An account's state and, on request, its proof.
-#[derive(Serialize)]
-struct AccountResponse {
-    address: Address,
-    #[serde(flatten)]
-    account: Account,
-    height: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    proof: Option<ProofJson>,
-}
-
-#[derive(Serialize)]
-struct ProofJson {
-    height: u64,
-    state_root: Hash,
-    key: String,
-    value: String,
-    #[serde(flatten)]
-    proof: Proof,
 }
 
 async fn get_account(
@@ -320,7 +311,7 @@ async fn get_account(
     })?;
     let account: Account = borsh::from_slice(&value).map_err(ApiError::internal)?;
     let proof = match proof {
-        Some(proof) => Some(ProofJson {
+        Some(proof) => Some(AccountProof {
             height,
             state_root: snap.state_root()?,
             key: hex::encode(&key),
@@ -337,27 +328,27 @@ async fn get_account(
     }))
 }
 
-async fn status(State(st): State<AppState>) -> ApiResult<Json<Value>> {
+async fn status(State(st): State<AppState>) -> ApiResult<Json<StatusResponse>> {
     let snap = st.node.snapshot()?;
     let latest = snap
         .latest_block()?
         .ok_or_else(|| ApiError::internal("no genesis block"))?;
-    Ok(Json(json!({
-        "chain_id": st.node.chain_id(),
-        "height": latest.header.height,
-        "latest_block_hash": latest.hash(),
-        "latest_block_time_ms": latest.header.time_ms,
-        "state_root": latest.header.state_root,
-        "peers": [],
-        "mempool_size": st.node.mempool_len(),
-        "min_fee": st.node.params().min_fee.to_string(),
-        "validator": st.node.proposer(),
-    })))
+    Ok(Json(StatusResponse {
+        chain_id: st.node.chain_id().to_string(),
+        height: latest.header.height,
+        latest_block_hash: latest.hash(),
+        latest_block_time_ms: latest.header.time_ms,
+        state_root: latest.header.state_root,
+        peers: Vec::new(),
+        mempool_size: st.node.mempool_len(),
+        min_fee: st.node.params().min_fee,
+        validator: st.node.proposer(),
+    }))
 }
 
 /// The validator set in force after the latest block (a dev chain has none: its single block
 /// producer is `validator` in the status).
-async fn validators(State(st): State<AppState>) -> ApiResult<Json<Value>> {
+async fn validators(State(st): State<AppState>) -> ApiResult<Json<ValidatorsResponse>> {
     let snap = st.node.snapshot()?;
     let height = snap.height()?.unwrap_or(0);
     let set = agora_state::read_validator_set(&snap).map_err(ApiError::internal)?;
@@ -369,34 +360,37 @@ async fn validators(State(st): State<AppState>) -> ApiResult<Json<Value>> {
         .map_err(ApiError::internal)?
         .unwrap_or_default();
     let Some(set) = set else {
-        return Ok(Json(json!({
-            "height": height,
-            "mode": "dev",
-            "validators": [],
-            "total_power": 0,
-            "epoch_length": params.epoch_length,
-        })));
+        return Ok(Json(ValidatorsResponse {
+            height,
+            mode: ChainMode::Dev,
+            validators: Vec::new(),
+            total_power: 0,
+            epoch_length: params.epoch_length,
+            next_epoch_end: None,
+        }));
     };
-    Ok(Json(json!({
-        "height": height,
-        "mode": "network",
-        "validators": set.validators,
-        "total_power": set.total_power(),
-        "epoch_length": params.epoch_length,
-        "next_epoch_end": (height / params.epoch_length + 1) * params.epoch_length,
-    })))
+    Ok(Json(ValidatorsResponse {
+        height,
+        mode: ChainMode::Network,
+        total_power: set.total_power(),
+        validators: set.validators,
+        epoch_length: params.epoch_length,
+        next_epoch_end: Some((height / params.epoch_length + 1) * params.epoch_length),
+    }))
 }
 
 fn block_event(b: &CommittedBlock) -> Event {
-    let data = json!({
-        "height": b.block.header.height,
-        "hash": b.hash,
-        "time_ms": b.block.header.time_ms,
-        "txs": b.block.txs.len(),
-        "proposer": b.block.header.proposer,
-        "state_root": b.block.header.state_root,
-    });
-    Event::default().event("block").data(data.to_string())
+    let data = BlockEvent {
+        height: b.block.header.height,
+        hash: b.hash,
+        time_ms: b.block.header.time_ms,
+        txs: b.block.txs.len(),
+        proposer: b.block.header.proposer,
+        state_root: b.block.header.state_root,
+    };
+    Event::default()
+        .event("block")
+        .data(serde_json::to_string(&data).expect("a block event is JSON"))
 }
 
 async fn block_events(State(st): State<AppState>) -> impl IntoResponse {
@@ -424,7 +418,10 @@ async fn metrics(State(st): State<AppState>) -> ApiResult<Response> {
         .into_response())
 }
 
-async fn health(State(st): State<AppState>) -> ApiResult<Json<Value>> {
+async fn health(State(st): State<AppState>) -> ApiResult<Json<HealthResponse>> {
     let height = st.node.snapshot()?.height()?;
-    Ok(Json(json!({ "status": "ok", "height": height })))
+    Ok(Json(HealthResponse {
+        status: "ok".into(),
+        height,
+    }))
 }

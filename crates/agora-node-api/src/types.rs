@@ -1,0 +1,353 @@
+//! Request and response bodies of the node API, as JSON. Amounts are decimal strings (they do
+//! not fit a JSON number), hashes, keys and signatures hex, addresses bech32.
+
+use agora_state::{Account, Check, Escrow, JobRecord, Provider, ValidatorEntry, Verifier};
+use agora_types::proof::Proof;
+use agora_types::{
+    Address, Amount, BlockHeader, Event, Hash, ModelKind, Receipt, SignedTransaction, serde_u128,
+};
+use serde::{Deserialize, Serialize};
+
+/// An error's body: `{code, message}` (a stable machine-readable code, and an explanation).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable code, e.g. `unknown_account`.
+    pub code: String,
+    /// For people.
+    pub message: String,
+}
+
+/// `POST /v1/txs`: one transaction (`tx`) or a batch (`txs`), each hex of its encoding.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRequest {
+    /// One transaction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx: Option<String>,
+    /// A batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub txs: Option<Vec<String>>,
+    /// Set by a validator relaying transactions its clients sent: not relayed again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub relayed: bool,
+}
+
+/// The answer to one submitted transaction (202).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submitted {
+    /// Its hash.
+    pub hash: Hash,
+}
+
+/// One transaction of a batch: accepted, or refused with why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SubmitOutcome {
+    /// In the mempool.
+    Accepted {
+        /// Its hash.
+        hash: Hash,
+    },
+    /// Not admitted.
+    Refused {
+        /// Stable code.
+        code: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// The answer to a batch (202): one outcome per transaction, in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmittedBatch {
+    /// In the order sent.
+    pub results: Vec<SubmitOutcome>,
+}
+
+/// A transaction with its hash and, once committed, its receipt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxEntry {
+    /// Its hash.
+    pub hash: Hash,
+    /// The signed transaction.
+    pub tx: SignedTransaction,
+    /// Its receipt; `None` while pending.
+    pub receipt: Option<Receipt>,
+}
+
+/// Where a transaction is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TxStatus {
+    /// In a block.
+    Committed,
+    /// In the mempool.
+    Pending,
+}
+
+/// `GET /v1/txs/{hash}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxResponse {
+    /// The transaction.
+    #[serde(flatten)]
+    pub entry: TxEntry,
+    /// Committed or pending.
+    pub status: TxStatus,
+    /// The block's height, once committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u64>,
+    /// Its position in the block.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
+    /// The block's hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_hash: Option<Hash>,
+}
+
+/// `GET /v1/blocks/{height|hash|latest}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockResponse {
+    /// The block's hash.
+    pub hash: Hash,
+    /// Its header.
+    pub header: BlockHeader,
+    /// Its transactions with their receipts.
+    pub txs: Vec<TxEntry>,
+    /// Events of the block itself (releases, draws, slashes…).
+    pub block_events: Vec<Event>,
+}
+
+/// `GET /v1/accounts/{address}[?prove=true]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountResponse {
+    /// The account's address.
+    pub address: Address,
+    /// Its state.
+    #[serde(flatten)]
+    pub account: Account,
+    /// The height it was read at.
+    pub height: u64,
+    /// A Merkle proof of it, when asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<AccountProof>,
+}
+
+/// An account's proof against the state root of block `height`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountProof {
+    /// The block whose state root it is checked against.
+    pub height: u64,
+    /// That root.
+    pub state_root: Hash,
+    /// The state key, hex.
+    pub key: String,
+    /// The proven value (the account's encoding), hex.
+    pub value: String,
+    /// The proof.
+    #[serde(flatten)]
+    pub proof: Proof,
+}
+
+/// `GET /v1/status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusResponse {
+    /// The chain id transactions must carry.
+    pub chain_id: String,
+    /// The latest height.
+    pub height: u64,
+    /// The latest block's hash.
+    pub latest_block_hash: Hash,
+    /// Its time.
+    pub latest_block_time_ms: u64,
+    /// Its state root.
+    pub state_root: Hash,
+    /// Connected peers (reported by the consensus engine; empty here).
+    pub peers: Vec<String>,
+    /// Transactions waiting.
+    pub mempool_size: usize,
+    /// The minimum fee per unit of work.
+    #[serde(with = "serde_u128")]
+    pub min_fee: Amount,
+    /// The validator this node runs as.
+    pub validator: Address,
+}
+
+/// How a chain makes blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChainMode {
+    /// One block producer, no consensus.
+    Dev,
+    /// A validator set running Malachite.
+    Network,
+}
+
+/// `GET /v1/validators`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidatorsResponse {
+    /// The height it was read at.
+    pub height: u64,
+    /// Dev or network.
+    pub mode: ChainMode,
+    /// The validators in force (none on a dev chain).
+    pub validators: Vec<ValidatorEntry>,
+    /// Their power together.
+    pub total_power: u64,
+    /// Blocks per epoch.
+    pub epoch_length: u64,
+    /// The height at which the current epoch ends (network only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_epoch_end: Option<u64>,
+}
+
+/// `GET /health`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthResponse {
+    /// `ok`.
+    pub status: String,
+    /// The latest height, if any block.
+    pub height: Option<u64>,
+}
+
+/// One `block` event of `GET /v1/events/blocks`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockEvent {
+    /// Height.
+    pub height: u64,
+    /// Hash.
+    pub hash: Hash,
+    /// Time.
+    pub time_ms: u64,
+    /// Transactions in it.
+    pub txs: usize,
+    /// Who proposed it.
+    pub proposer: Address,
+    /// The state root after it.
+    pub state_root: Hash,
+}
+
+/// A registered provider.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderEntry {
+    /// Its account.
+    pub address: Address,
+    /// Its record.
+    #[serde(flatten)]
+    pub provider: Provider,
+}
+
+/// `GET /v1/market/providers`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvidersResponse {
+    /// The height it was read at.
+    pub height: u64,
+    /// Up to a thousand.
+    pub providers: Vec<ProviderEntry>,
+}
+
+/// `GET /v1/market/providers/{address}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderResponse {
+    /// The height it was read at.
+    pub height: u64,
+    /// The provider.
+    pub provider: ProviderEntry,
+}
+
+/// A registered model (`GET /v1/market/models/{id}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelEntry {
+    /// Its id (the hash of its weights' manifest).
+    pub id: Hash,
+    /// Its name.
+    pub name: String,
+    /// What it does.
+    pub kind: ModelKind,
+}
+
+/// `GET /v1/market/models`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelsResponse {
+    /// The height it was read at.
+    pub height: u64,
+    /// Up to a thousand.
+    pub models: Vec<ModelEntry>,
+}
+
+/// `GET /v1/market/escrow/{address}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscrowResponse {
+    /// The height it was read at.
+    pub height: u64,
+    /// The client.
+    pub address: Address,
+    /// Its escrow (zero when it never deposited).
+    pub escrow: Escrow,
+}
+
+/// `GET /v1/market/jobs/{id}`: a settled job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobResponse {
+    /// The height it was read at.
+    pub height: u64,
+    /// The job.
+    pub job_id: Hash,
+    /// Its fee: `pending`, `held`, `released` or `refunded`.
+    pub state: String,
+    /// Its record.
+    pub job: JobRecord,
+    /// Whether it is checked; `None` until the draw (the block after its settlement).
+    pub sampled: Option<bool>,
+    /// Its check, if one opened.
+    pub check: Option<Check>,
+}
+
+/// A registered verifier.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifierEntry {
+    /// Its account.
+    pub address: Address,
+    /// Its record.
+    #[serde(flatten)]
+    pub verifier: Verifier,
+}
+
+/// `GET /v1/market/verifiers`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifiersResponse {
+    /// The height it was read at.
+    pub height: u64,
+    /// Up to a thousand.
+    pub verifiers: Vec<VerifierEntry>,
+}
+
+/// `GET /v1/market/checks/{id}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckResponse {
+    /// The height it was read at.
+    pub height: u64,
+    /// The check.
+    pub check: Check,
+}
+
+/// `GET /v1/market/open-checks/{address}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenChecksResponse {
+    /// The height it was read at.
+    pub height: u64,
+    /// The provider or verifier.
+    pub address: Address,
+    /// The open checks it has something to do in.
+    pub checks: Vec<Check>,
+}
+
+/// `GET /v1/market/checks/{id}/reveal/{verifier}`: a complete reveal, its parts joined.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevealResponse {
+    /// The job.
+    pub job_id: Hash,
+    /// The verifier it is sealed to.
+    pub verifier: Address,
+    /// The sealed bytes, hex.
+    pub data: String,
+}
