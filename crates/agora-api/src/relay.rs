@@ -71,12 +71,7 @@ pub fn spawn_relay(node: &Node, peers: Vec<String>) -> Relay {
 }
 
 fn send_loop(peer: &str, rx: mpsc::Receiver<Arc<Vec<Vec<u8>>>>) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .into();
-    let url = format!("{}/v1/txs", peer.trim_end_matches('/'));
+    let client = agora_node_api::NodeClient::with_timeout(peer, Duration::from_secs(5));
     while let Ok(first) = rx.recv() {
         // Everything queued meanwhile goes in the same request.
         let mut txs: Vec<String> = first.iter().map(hex::encode).collect();
@@ -86,13 +81,8 @@ fn send_loop(peer: &str, rx: mpsc::Receiver<Arc<Vec<Vec<u8>>>>) {
                 Err(_) => break,
             }
         }
-        let body = serde_json::json!({ "txs": txs, "relayed": true });
-        match agent.post(&url).send_json(&body) {
-            Ok(r) if r.status().is_success() => {}
-            Ok(r) => {
-                debug!(%url, status = r.status().as_u16(), "peer refused relayed transactions")
-            }
-            Err(e) => debug!(%url, error = %e, "peer unreachable: relayed transactions dropped"),
+        if let Err(e) = client.submit_batch(txs, true) {
+            debug!(%peer, error = %e, "relayed transactions not taken: dropped");
         }
     }
 }

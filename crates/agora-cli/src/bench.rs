@@ -685,9 +685,7 @@ fn market_gateway(models_dir: &std::path::Path, requests: usize, max_tokens: u32
         stop_rx.clone(),
     ));
     let state = OpenAiState::new(
-        Arc::new(Gateway::new(chain.clone(), &api)),
-        &api,
-        // A key per load client: one tenant's requests in flight are limited
+        Arc::new(Gateway::new(chain.clone())), // A key per load client: one tenant's requests in flight are limited
         // (`Limits::GATEWAY_PER_KEY`), and each client here stands for a tenant.
         (0..64)
             .map(|i| (format!("bench-{i}"), client.clone()))

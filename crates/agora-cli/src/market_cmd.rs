@@ -381,9 +381,9 @@ pub async fn start(
     };
     let api_key = load_or_create_api_key(&home.join("config/gateway_api_key"))?;
     std::fs::write(home.join("gateway.addr"), &gateway_url)?;
-    let gateway = Arc::new(Gateway::new(chain, &api));
+    let gateway = Arc::new(Gateway::new(chain));
     let keys = BTreeMap::from([(api_key.clone(), demo)]);
-    let state = OpenAiState::new(gateway, &api, keys);
+    let state = OpenAiState::new(gateway, keys);
 
     let wait = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -632,13 +632,13 @@ pub fn gateway(home: PathBuf, args: GatewayArgs) -> Result<()> {
         // A node on this machine or a private network is a local set-up, whose providers are
         // local too; a public node's providers are reached only at public addresses.
         let local = !agora_market::public_endpoint(&args.node);
-        let mut gateway = Gateway::new(chain, &args.node);
+        let mut gateway = Gateway::new(chain);
         if !(local || args.allow_private_endpoints) {
             gateway = gateway.public_endpoints_only();
             println!("Providers reached at public addresses only (--allow-private-endpoints)");
         }
         let gateway = Arc::new(gateway);
-        let state = OpenAiState::new(gateway, &args.node, BTreeMap::from([(api_key, wallet)]));
+        let state = OpenAiState::new(gateway, BTreeMap::from([(api_key, wallet)]));
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let router = gateway_router(state);
         let server = tokio::spawn(async move {

@@ -219,8 +219,8 @@ fn explain_all(
         Some(name) => (gw.resolve_model(name)?, name.to_string()),
         None => models
             .iter()
-            .find(|(_, _, kind)| kind == "chat")
-            .map(|(id, name, _)| (*id, name.clone()))
+            .find(|m| m.kind == agora_types::ModelKind::Chat)
+            .map(|m| (m.id, m.name.clone()))
             .ok_or_else(|| Error::Refused {
                 status: 503,
                 code: "no_chat_model",

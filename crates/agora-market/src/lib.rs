@@ -32,11 +32,11 @@ pub use audits::MAX_EXPLAINED;
 pub use backend::{
     Backend, EMBEDDING_MIN_COSINE, InferBackend, MAX_FILE_NAME_BYTES, Served, auditor_id, sampling,
 };
-pub use chain::{Chain, CheckView, EscrowView, HttpChain, JobView, SeatView};
+pub use chain::{Chain, EscrowView, HttpChain};
 pub use envelope::{Envelope, OutputReader, OutputWriter, ProviderSecret, open, seal};
 pub use gateway::{
-    COOLDOWN_FIRST, COOLDOWN_MAX, Completed, Gateway, LATENCY_CLASS_MS, ListedInfo,
-    ProviderListing, SLOW_DIVISOR, public_endpoint,
+    COOLDOWN_FIRST, COOLDOWN_MAX, Completed, Gateway, LATENCY_CLASS_MS, ProviderListing,
+    SLOW_DIVISOR, public_endpoint,
 };
 pub use input::{ChatMessage, JobInput, JobOutput, MAX_INPUT_BYTES, SourceFile};
 pub use openai::{OpenAiState, openai_router};
@@ -74,6 +74,9 @@ pub enum Error {
     /// The chain could not be reached or refused.
     #[error("chain: {0}")]
     Chain(String),
+    /// The node's API failed or refused.
+    #[error("node: {0}")]
+    Node(#[from] agora_node_api::ClientError),
     /// Reading or writing the provider's own files.
     #[error("i/o: {0}")]
     Io(String),

@@ -45,7 +45,6 @@ const DEFAULT_MAX_TOKENS: u32 = 256;
 pub struct OpenAiState {
     pub(crate) gateway: Arc<Gateway>,
     keys: Arc<BTreeMap<String, Arc<Keypair>>>,
-    node_api: String,
 }
 
 impl std::fmt::Debug for OpenAiState {
@@ -56,11 +55,10 @@ impl std::fmt::Debug for OpenAiState {
 
 impl OpenAiState {
     /// A gateway whose API keys pay from the given client wallets.
-    pub fn new(gateway: Arc<Gateway>, node_api: &str, keys: BTreeMap<String, Keypair>) -> Self {
+    pub fn new(gateway: Arc<Gateway>, keys: BTreeMap<String, Keypair>) -> Self {
         OpenAiState {
             gateway,
             keys: Arc::new(keys.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()),
-            node_api: node_api.trim_end_matches('/').to_string(),
         }
     }
 }
@@ -202,9 +200,9 @@ async fn models(State(st): State<OpenAiState>) -> Response {
     match tokio::task::spawn_blocking(move || gw.models()).await {
         Ok(Ok(models)) => Json(json!({
             "object": "list",
-            "data": models.iter().map(|(id, name, kind)| json!({
-                "id": name, "object": "model", "created": 0, "owned_by": "agora",
-                "agora": {"model_id": id, "kind": kind},
+            "data": models.iter().map(|m| json!({
+                "id": m.name, "object": "model", "created": 0, "owned_by": "agora",
+                "agora": {"model_id": m.id, "kind": m.kind},
             })).collect::<Vec<_>>(),
         }))
         .into_response(),
@@ -217,58 +215,46 @@ async fn verify(State(st): State<OpenAiState>, Path(job_id): Path<String>) -> Re
     let Ok(id) = job_id.parse::<Hash>() else {
         return oai_error(400, "invalid_job_id", "a job id is 64 hex digits");
     };
-    let url = format!("{}/v1/market/jobs/{id}", st.node_api);
-    let result = tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(10)))
-            .build()
-            .into();
-        let mut r = agent.get(&url).call().map_err(|e| e.to_string())?;
-        let status = r.status().as_u16();
-        let body: Value = r.body_mut().read_json().map_err(|e| e.to_string())?;
-        Ok::<_, String>((status, body))
-    })
-    .await;
-    match result {
-        Ok(Ok((200, body))) => {
-            let check = &body["check"];
-            let seats = check["seats"].as_array().cloned().unwrap_or_default();
-            let verdicts: Vec<Value> = seats
+    let gateway = st.gateway.clone();
+    match tokio::task::spawn_blocking(move || gateway.chain().job(&id)).await {
+        Ok(Ok(Some(body))) => {
+            let check = body.check.as_ref();
+            let verdicts: Vec<Value> = check
+                .map(|c| c.seats.as_slice())
+                .unwrap_or_default()
                 .iter()
                 .map(|s| {
                     json!({
-                        "verifier": s["verifier"],
-                        "role": s["role"],
-                        "revealed": !s["revealed_height"].is_null(),
-                        "verdict": s["verdict"],
+                        "verifier": s.verifier,
+                        "role": s.role,
+                        "revealed": s.revealed_height.is_some(),
+                        "verdict": s.verdict,
                     })
                 })
                 .collect();
             Json(json!({
                 "job_id": id,
                 "settled": true,
-                "state": body["state"],
-                "height": body["height"],
-                "job": body["job"],
+                "state": body.state,
+                "height": body.height,
+                "job": body.job,
                 "verification": {
-                    "level": body["job"]["level"],
-                    "sampled": body["sampled"],
+                    "level": body.job.level,
+                    "sampled": body.sampled,
                     "verifiers": verdicts,
-                    "dispute": check["dispute"].as_bool().unwrap_or(false),
-                    "outcome": check["outcome"],
+                    "dispute": check.is_some_and(|c| c.dispute),
+                    "outcome": check.map(|c| c.outcome),
                 },
             }))
             .into_response()
         }
-        Ok(Ok((404, _))) => Json(json!({
+        Ok(Ok(None)) => Json(json!({
             "job_id": id,
             "settled": false,
             "state": "not_settled",
         }))
         .into_response(),
-        Ok(Ok((status, body))) => oai_error(502, "chain_error", format!("{status} {body}")),
-        Ok(Err(e)) => oai_error(503, "chain_unavailable", e),
+        Ok(Err(e)) => from_error(&e),
         Err(e) => internal(&e),
     }
 }

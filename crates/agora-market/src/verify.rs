@@ -173,7 +173,8 @@ impl Verifier {
         let job = self
             .chain
             .job(job_id)?
-            .ok_or_else(|| Error::Chain(format!("job {job_id} is not settled")))?;
+            .ok_or_else(|| Error::Chain(format!("job {job_id} is not settled")))?
+            .job;
         let bytes = self
             .chain
             .reveal(job_id, &self.address())?

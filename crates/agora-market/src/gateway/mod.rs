@@ -25,7 +25,6 @@ use crate::{
 use agora_types::{
     Address, Amount, Hash, JobParams, JobRequest, Keypair, SignedJobReceipt, job_fee,
 };
-use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -61,56 +60,31 @@ struct Seen {
     cool_until: Option<Instant>,
 }
 
-/// A provider as the chain lists it.
-#[derive(Clone, Debug, Deserialize)]
-pub struct ProviderListing {
-    /// Its account.
-    pub address: Address,
-    /// What it publishes.
-    pub info: ListedInfo,
-    /// Jobs settled so far (reputation).
-    #[serde(default)]
-    pub jobs_settled: u64,
-    /// Set when a check convicted it: it serves nothing more.
-    #[serde(default)]
-    pub retired_height: Option<u64>,
-    /// Bonded stake, base units (decimal string).
-    #[serde(default)]
-    pub stake: String,
+/// A provider as the chain lists it ([`agora_node_api::ProviderEntry`]).
+pub type ProviderListing = agora_node_api::ProviderEntry;
+
+/// What routing reads of a listed provider.
+pub(crate) trait Listed {
+    /// Its prices per 1,000 input and output tokens.
+    fn prices(&self) -> (Amount, Amount);
+    /// Its bonded stake.
+    fn stake(&self) -> Amount;
+    /// Its X25519 key.
+    fn key(&self) -> [u8; 32];
 }
 
-/// [`ProviderInfo`] as JSON.
-#[derive(Clone, Debug, Deserialize)]
-pub struct ListedInfo {
-    /// Model ids.
-    pub models: Vec<Hash>,
-    /// Base units per 1,000 input tokens (decimal string).
-    pub price_input_per_1k: String,
-    /// Base units per 1,000 output tokens (decimal string).
-    pub price_output_per_1k: String,
-    /// Its API.
-    pub endpoint: String,
-    /// Hex X25519 key.
-    pub encryption_key: String,
-}
-
-impl ProviderListing {
-    fn prices(&self) -> Option<(Amount, Amount)> {
-        Some((
-            self.info.price_input_per_1k.parse().ok()?,
-            self.info.price_output_per_1k.parse().ok()?,
-        ))
+impl Listed for ProviderListing {
+    fn prices(&self) -> (Amount, Amount) {
+        let info = &self.provider.info;
+        (info.price_input_per_1k, info.price_output_per_1k)
     }
 
-    /// Bonded stake; 0 when unreadable.
-    pub fn stake(&self) -> Amount {
-        self.stake.parse().unwrap_or(0)
+    fn stake(&self) -> Amount {
+        self.provider.stake
     }
 
-    fn key(&self) -> Option<[u8; 32]> {
-        let mut k = [0u8; 32];
-        hex::decode_to_slice(&self.info.encryption_key, &mut k).ok()?;
-        Some(k)
+    fn key(&self) -> [u8; 32] {
+        self.provider.info.encryption_key.0
     }
 }
 
@@ -131,12 +105,9 @@ pub struct Completed {
     pub input_hash: Hash,
 }
 
-/// Where a gateway reads the market: the chain, and the node API for the provider list.
+/// A gateway: reads the market from the chain, and sends jobs to its providers.
 pub struct Gateway {
     chain: Arc<dyn Chain>,
-    node_api: String,
-    /// For the node API.
-    agent: ureq::Agent,
     /// For providers: where only public endpoints may be reached, it connects only to public
     /// addresses.
     providers_agent: ureq::Agent,
@@ -149,7 +120,9 @@ pub struct Gateway {
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Gateway({})", self.node_api)
+        f.debug_struct("Gateway")
+            .field("private_endpoints", &self.private_endpoints)
+            .finish_non_exhaustive()
     }
 }
 
@@ -176,17 +149,19 @@ fn agent_config() -> ureq::config::Config {
 }
 
 impl Gateway {
-    /// A gateway over a node API at `node_api`.
-    pub fn new(chain: Arc<dyn Chain>, node_api: &str) -> Self {
-        let agent: ureq::Agent = agent_config().into();
+    /// A gateway over `chain`.
+    pub fn new(chain: Arc<dyn Chain>) -> Self {
         Gateway {
             chain,
-            node_api: node_api.trim_end_matches('/').to_string(),
-            providers_agent: agent.clone(),
-            agent,
+            providers_agent: agent_config().into(),
             seen: Mutex::new(BTreeMap::new()),
             private_endpoints: true,
         }
+    }
+
+    /// The chain it reads.
+    pub fn chain(&self) -> &Arc<dyn Chain> {
+        &self.chain
     }
 
     /// Reaches providers only at public addresses: endpoints on loopback, private, link-local,
@@ -201,35 +176,19 @@ impl Gateway {
         self
     }
 
-    fn node_get(&self, path: &str) -> Result<Value, Error> {
-        let mut r = self
-            .agent
-            .get(&format!("{}{path}", self.node_api))
-            .call()
-            .map_err(|e| Error::Chain(format!("{path}: {e}")))?;
-        r.body_mut()
-            .read_json()
-            .map_err(|e| Error::Chain(format!("{path}: {e}")))
-    }
-
-    /// The models registered on-chain that some provider serves: `(id, name, kind)`.
-    pub fn models(&self) -> Result<Vec<(Hash, String, String)>, Error> {
+    /// The models registered on-chain that some provider serves.
+    pub fn models(&self) -> Result<Vec<agora_node_api::ModelEntry>, Error> {
         let providers = self.providers()?;
-        let registry = self.node_get("/v1/market/models")?;
-        let mut out = Vec::new();
-        for m in registry["models"].as_array().into_iter().flatten() {
-            let (Some(id), Some(name), Some(kind)) = (
-                m["id"].as_str().and_then(|s| s.parse::<Hash>().ok()),
-                m["name"].as_str(),
-                m["kind"].as_str(),
-            ) else {
-                continue;
-            };
-            if providers.iter().any(|p| p.info.models.contains(&id)) {
-                out.push((id, name.to_string(), kind.to_string()));
-            }
-        }
-        Ok(out)
+        Ok(self
+            .chain
+            .models()?
+            .into_iter()
+            .filter(|m| {
+                providers
+                    .iter()
+                    .any(|p| p.provider.info.models.contains(&m.id))
+            })
+            .collect())
     }
 
     /// A model id from a name or an id (hex, or a unique prefix of at least 8 digits).
@@ -237,10 +196,11 @@ impl Gateway {
         let models = self.models()?;
         let found: Vec<Hash> = models
             .iter()
-            .filter(|(id, n, _)| {
-                n == name || (name.len() >= 8 && id.to_hex().starts_with(&name.to_lowercase()))
+            .filter(|m| {
+                m.name == name
+                    || (name.len() >= 8 && m.id.to_hex().starts_with(&name.to_lowercase()))
             })
-            .map(|(id, _, _)| *id)
+            .map(|m| m.id)
             .collect();
         match found.as_slice() {
             [one] => Ok(*one),
@@ -261,9 +221,7 @@ impl Gateway {
 
     /// Registered providers.
     pub fn providers(&self) -> Result<Vec<ProviderListing>, Error> {
-        let body = self.node_get("/v1/market/providers")?;
-        serde_json::from_value(body["providers"].clone())
-            .map_err(|e| Error::Chain(format!("provider list: {e}")))
+        self.chain.providers()
     }
 
     /// Providers of `model` in the order a job would try them (see the module's documentation),
@@ -278,11 +236,9 @@ impl Gateway {
             .providers()?
             .into_iter()
             .filter(|p| {
-                p.retired_height.is_none()
-                    && p.info.models.contains(model)
-                    && p.prices().is_some()
-                    && p.key().is_some()
-                    && (self.private_endpoints || public_endpoint(&p.info.endpoint))
+                p.provider.active()
+                    && p.provider.info.models.contains(model)
+                    && (self.private_endpoints || public_endpoint(&p.provider.info.endpoint))
             })
             .collect();
         let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
@@ -364,9 +320,7 @@ impl Gateway {
         let height = self.chain.height()?;
         let mut last = None;
         for provider in &candidates {
-            let (Some((p_in, p_out)), Some(key)) = (provider.prices(), provider.key()) else {
-                continue;
-            };
+            let ((p_in, p_out), key) = (provider.prices(), provider.key());
             let Some(max_fee) = job_fee(p_in, p_out, max_input, max_output) else {
                 continue;
             };
@@ -481,7 +435,10 @@ impl Gateway {
         on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
     ) -> Result<(JobOutput, SignedJobReceipt), CallError> {
         let before = |e: Error| CallError::BeforeOutput(e);
-        let url = format!("{}/v1/jobs", provider.info.endpoint.trim_end_matches('/'));
+        let url = format!(
+            "{}/v1/jobs",
+            provider.provider.info.endpoint.trim_end_matches('/')
+        );
         let response = self
             .providers_agent
             .post(&url)
@@ -662,16 +619,23 @@ mod tests {
     fn listing(n: u8, price_out: Amount, stake: Amount) -> ProviderListing {
         ProviderListing {
             address: Address([n; 20]),
-            info: ListedInfo {
-                models: vec![Hash([1; 32])],
-                price_input_per_1k: "0".into(),
-                price_output_per_1k: price_out.to_string(),
-                endpoint: "http://192.0.2.1".into(),
-                encryption_key: hex::encode([n; 32]),
+            provider: agora_state::Provider {
+                info: agora_types::ProviderInfo {
+                    models: vec![Hash([1; 32])],
+                    price_input_per_1k: 0,
+                    price_output_per_1k: price_out,
+                    endpoint: "http://192.0.2.1".into(),
+                    encryption_key: agora_types::EncryptionKey([n; 32]),
+                },
+                stake,
+                registered_height: 0,
+                jobs_settled: 0,
+                fees_settled: 0,
+                held_until: 0,
+                open_checks: 0,
+                frauds: 0,
+                retired_height: None,
             },
-            jobs_settled: 0,
-            retired_height: None,
-            stake: stake.to_string(),
         }
     }
 
@@ -699,11 +663,8 @@ mod tests {
 
     #[test]
     fn a_public_only_gateway_never_connects_to_a_private_address() {
-        let gateway = Gateway::new(
-            Arc::new(crate::HttpChain::new("http://127.0.0.1:1")),
-            "http://127.0.0.1:1",
-        )
-        .public_endpoints_only();
+        let gateway = Gateway::new(Arc::new(crate::HttpChain::new("http://127.0.0.1:1")))
+            .public_endpoints_only();
         // A provider may not send the gateway to loopback, whether by its address or by a name
         // that resolves to it (checked when it is used, not only when the list was filtered):
         // refused before any connection (nothing listens there, so a connection would fail
@@ -721,9 +682,6 @@ mod tests {
             let err = gateway.providers_agent.post(&url).send_json(1).unwrap_err();
             assert!(matches!(err, ureq::Error::HostNotFound), "{url}: {err}");
         }
-        // The node API is the operator's own, on any address.
-        let err = gateway.agent.get("http://127.0.0.1:1/").call().unwrap_err();
-        assert!(matches!(err, ureq::Error::Io(_)), "{err}");
     }
 
     #[test]

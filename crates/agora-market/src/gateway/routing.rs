@@ -28,7 +28,7 @@ pub(super) fn order_candidates(
 ) -> Vec<ProviderListing> {
     let state = |p: &ProviderListing| seen.get(&p.address).copied().unwrap_or_default();
     let fee = |p: &ProviderListing| {
-        let (i, o) = p.prices().unwrap_or((Amount::MAX, Amount::MAX));
+        let (i, o) = p.prices();
         job_fee(i, o, input_tokens, output_tokens).unwrap_or(Amount::MAX)
     };
     let class = |p: &ProviderListing| state(p).latency_ms.unwrap_or(0) / LATENCY_CLASS_MS;
@@ -81,7 +81,7 @@ pub(super) fn order_candidates(
         (
             fee(p),
             class(p),
-            std::cmp::Reverse(p.jobs_settled),
+            std::cmp::Reverse(p.provider.jobs_settled),
             p.address,
         )
     };

@@ -61,7 +61,7 @@ impl Provider {
             .revealed
             .retain(|(job, _), _| open.iter().any(|c| c.job_id == *job));
         for check in open {
-            if check.provider != me || check.outcome != "open" {
+            if check.provider != me || check.outcome != agora_state::Outcome::Open {
                 continue;
             }
             for seat in &check.seats {

@@ -27,6 +27,7 @@ const MODEL: Hash = Hash([0x11; 32]);
 const CHAIN_ID: &str = "market-test";
 
 struct Net {
+    /// The node API's URL.
     base: String,
     node: Arc<Node>,
     chain: Arc<HttpChain>,
@@ -38,10 +39,6 @@ struct Net {
 }
 
 impl Net {
-    fn chain_base(&self) -> String {
-        self.base.clone()
-    }
-
     fn block(&self) {
         let h = self.height.get() + 1;
         self.height.set(h);
@@ -209,8 +206,8 @@ fn start_with(verify: agora_state::VerifyParams) -> Net {
     )
     .unwrap();
     let net = Net {
-        base: base.clone(),
         node,
+        base: base.clone(),
         chain,
         provider,
         client,
@@ -486,10 +483,7 @@ impl Killer {
 #[test]
 fn a_provider_killed_mid_job_gets_the_client_a_failover_or_an_error_and_no_charge() {
     let net = start();
-    let gateway = Arc::new(agora_market::Gateway::new(
-        net.chain.clone(),
-        &net.chain_base(),
-    ));
+    let gateway = Arc::new(agora_market::Gateway::new(net.chain.clone()));
     let input = JobInput::Chat {
         messages: vec![agora_market::ChatMessage {
             role: "user".into(),
@@ -656,7 +650,7 @@ fn the_gateway_draws_within_the_price_band_and_fails_over_when_one_is_down() {
     let net = start();
     let (cheap, _) = serve_provider(&net, "cheap", 1_000, 1);
     let (dear, _) = serve_provider(&net, "dear", 50_000, 2);
-    let gateway = agora_market::Gateway::new(net.chain.clone(), &net.chain_base());
+    let gateway = agora_market::Gateway::new(net.chain.clone());
     // Equal stakes; the median fee is the net's own provider's (30,000): the band is it and
     // the cheap one, and the dear one comes after them.
     let band = [cheap.address(), net.provider.address()];
@@ -759,7 +753,7 @@ fn with_every_provider_down_the_gateway_answers_503_and_charges_nothing() {
     let net = start();
     // The net's only provider is registered at an endpoint nobody listens on.
     let (down, _) = register_provider(&net, "down-too", 1_000, 1, false, Duration::ZERO);
-    let gateway = agora_market::Gateway::new(net.chain.clone(), &net.chain_base());
+    let gateway = agora_market::Gateway::new(net.chain.clone());
     assert_eq!(gateway.candidates(&MODEL).unwrap().len(), 2);
     let before = net.chain.escrow(&net.client.address()).unwrap();
     let input = JobInput::Completion {
@@ -790,7 +784,7 @@ fn at_equal_prices_the_gateway_learns_which_provider_answers_faster() {
     let slow_delay = Duration::from_millis(6 * agora_market::LATENCY_CLASS_MS);
     let (slow, _) = register_provider(&net, "slow", 5_000, 1, true, slow_delay);
     let (fast, _) = register_provider(&net, "fast", 5_000, 2, true, Duration::ZERO);
-    let gateway = agora_market::Gateway::new(net.chain.clone(), &net.chain_base());
+    let gateway = agora_market::Gateway::new(net.chain.clone());
     let input = JobInput::Chat {
         messages: vec![agora_market::ChatMessage {
             role: "user".into(),
@@ -836,12 +830,9 @@ fn at_equal_prices_the_gateway_learns_which_provider_answers_faster() {
 
 /// The gateway's OpenAI-compatible API on 127.0.0.1, paying from the test client's escrow.
 fn serve_gateway(net: &Net) -> String {
-    let gateway = Arc::new(agora_market::Gateway::new(
-        net.chain.clone(),
-        &net.chain_base(),
-    ));
+    let gateway = Arc::new(agora_market::Gateway::new(net.chain.clone()));
     let keys = [("test-key".to_string(), Keypair::from_seed_label("client"))].into();
-    let state = agora_market::OpenAiState::new(gateway, &net.chain_base(), keys);
+    let state = agora_market::OpenAiState::new(gateway, keys);
     let listener = net
         ._rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
