@@ -5,7 +5,6 @@
 
 mod audit_cmd;
 mod bench;
-mod client;
 mod infer_bench;
 mod infer_cmd;
 mod keystore;

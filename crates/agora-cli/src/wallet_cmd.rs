@@ -1,8 +1,8 @@
 //! `agora wallet`, `agora tx`, `agora query`.
 
-use crate::{client::Client, keystore::Keystore};
+use crate::keystore::Keystore;
+use agora_node_api::{AccountResponse, BlockId, BlockResponse, NodeClient, TxResponse, TxStatus};
 use agora_state::Account;
-use agora_store::Proof;
 use agora_types::{Address, Hash, Keypair, Message, Transaction, format_amount, parse_amount};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -219,13 +219,6 @@ pub fn wallet(home: PathBuf, cmd: WalletCommand) -> Result<()> {
     Ok(())
 }
 
-fn amount_of(v: &Value) -> String {
-    v.as_str()
-        .and_then(|s| s.parse::<u128>().ok())
-        .map(format_amount)
-        .unwrap_or_else(|| v.to_string())
-}
-
 pub fn tx(home: PathBuf, cmd: TxCommand) -> Result<()> {
     let (opts, message) = match cmd {
         TxCommand::Transfer { opts, to, amount } => {
@@ -275,43 +268,31 @@ pub fn tx(home: PathBuf, cmd: TxCommand) -> Result<()> {
         &opts.from,
         &read_password(opts.password_file.as_deref(), false)?,
     )?;
-    let client = Client::new(&opts.node);
-    let status = client.get("/v1/status")?;
-    let chain_id = status["chain_id"]
-        .as_str()
-        .context("status without chain_id")?
-        .to_string();
+    let client = NodeClient::new(&opts.node);
+    let status = client.status()?;
+    let chain_id = status.chain_id;
     // The chain's minimum is per unit of work (a transfer is one).
     let fee = match &opts.fee {
         Some(f) => parse_amount(f)?,
-        None => status["min_fee"]
-            .as_str()
-            .and_then(|s| s.parse::<u128>().ok())
-            .context("status without min_fee")?
+        None => status
+            .min_fee
             .saturating_mul(u128::from(agora_types::work_units(std::slice::from_ref(
                 &message,
             )))),
     };
     let address = key.address();
-    let account = client
-        .get_opt(&format!("/v1/accounts/{address}"))?
-        .with_context(|| {
-            format!("account {address} does not exist on chain {chain_id}: send it some AGR first")
-        })?;
-    let nonce = account["nonce"].as_u64().context("account without nonce")?;
+    let account = client.account(&address)?.with_context(|| {
+        format!("account {address} does not exist on chain {chain_id}: send it some AGR first")
+    })?;
     let signed = Transaction {
         chain_id,
         sender: key.public(),
-        nonce,
+        nonce: account.account.nonce,
         fee,
         messages: vec![message],
     }
     .sign(&key);
-    let resp = client.post("/v1/txs", &json!({ "tx": hex::encode(signed.encode()) }))?;
-    let hash = resp["hash"]
-        .as_str()
-        .context("no hash in the answer")?
-        .to_string();
+    let hash = client.submit(&signed)?;
     if opts.no_wait {
         if opts.json {
             println!("{}", json!({ "hash": hash, "status": "pending" }));
@@ -322,8 +303,8 @@ pub fn tx(home: PathBuf, cmd: TxCommand) -> Result<()> {
     }
     let start = Instant::now();
     let tx = loop {
-        if let Some(tx) = client.get_opt(&format!("/v1/txs/{hash}"))?
-            && tx["status"] == "committed"
+        if let Some(tx) = client.tx(&hash)?
+            && tx.status == TxStatus::Committed
         {
             break tx;
         }
@@ -339,84 +320,83 @@ pub fn tx(home: PathBuf, cmd: TxCommand) -> Result<()> {
     } else {
         print_tx(&tx);
     }
-    if tx["receipt"]["success"] != true {
+    if let Some(r) = &tx.entry.receipt
+        && !r.success
+    {
         bail!(
             "transaction {hash} failed: {}",
-            tx["receipt"]["failure"]["message"].as_str().unwrap_or("?")
+            r.failure.as_ref().map_or("?", |f| f.message.as_str())
         );
     }
     Ok(())
 }
 
-fn print_tx(tx: &Value) {
-    println!("hash      {}", tx["hash"].as_str().unwrap_or("?"));
-    println!("status    {}", tx["status"].as_str().unwrap_or("?"));
-    if let Some(h) = tx["height"].as_u64() {
+fn print_tx(tx: &TxResponse) {
+    let status = match tx.status {
+        TxStatus::Committed => "committed",
+        TxStatus::Pending => "pending",
+    };
+    println!("hash      {}", tx.entry.hash);
+    println!("status    {status}");
+    if let Some(h) = tx.height {
         println!("block     {h}");
     }
-    let body = &tx["tx"]["tx"];
-    let sender = body["sender"]
-        .as_str()
-        .and_then(|k| {
-            let mut b = [0u8; 32];
-            hex::decode_to_slice(k, &mut b).ok()?;
-            Some(agora_types::PublicKey(b).address().to_string())
-        })
-        .unwrap_or_else(|| "?".into());
-    println!("sender    {sender}");
-    println!("nonce     {}", body["nonce"]);
-    println!("fee       {}", amount_of(&body["fee"]));
-    for m in body["messages"].as_array().into_iter().flatten() {
-        match m["type"].as_str() {
-            Some("transfer") => println!(
-                "message   transfer {} to {}",
-                amount_of(&m["amount"]),
-                m["to"].as_str().unwrap_or("?")
-            ),
-            Some(kind) => println!("message   {kind} {}", amount_of(&m["amount"])),
-            None => println!("message   {m}"),
+    let body = &tx.entry.tx.tx;
+    println!("sender    {}", body.sender.address());
+    println!("nonce     {}", body.nonce);
+    println!("fee       {}", format_amount(body.fee));
+    for m in &body.messages {
+        match m {
+            Message::Transfer { to, amount } => {
+                println!("message   transfer {} to {to}", format_amount(*amount))
+            }
+            Message::Bond { amount } => println!("message   bond {}", format_amount(*amount)),
+            Message::Unbond { amount } => println!("message   unbond {}", format_amount(*amount)),
+            Message::EscrowDeposit { amount } => {
+                println!("message   escrow_deposit {}", format_amount(*amount))
+            }
+            Message::EscrowWithdraw { amount } => {
+                println!("message   escrow_withdraw {}", format_amount(*amount))
+            }
+            other => match serde_json::to_value(other) {
+                Ok(v) => println!("message   {}", v["type"].as_str().unwrap_or("?")),
+                Err(_) => println!("message   ?"),
+            },
         }
     }
-    let r = &tx["receipt"];
-    if r.is_object() {
-        if r["success"] == true {
-            println!("result    success");
-        } else {
-            println!(
-                "result    failed: {} [{}]",
-                r["failure"]["message"].as_str().unwrap_or("?"),
-                r["failure"]["code"].as_str().unwrap_or("?")
-            );
+    if let Some(r) = &tx.entry.receipt {
+        match (&r.failure, r.success) {
+            (_, true) => println!("result    success"),
+            (Some(f), false) => println!("result    failed: {} [{}]", f.message, f.code),
+            (None, false) => println!("result    failed"),
         }
     }
 }
 
 /// Checks an account proof against the state root of the block it names, and that the proven
 /// value is the account shown.
-fn check_proof(client: &Client, acc: &Value) -> Result<(u64, Hash)> {
-    let p = &acc["proof"];
-    let height = p["height"].as_u64().context("proof without height")?;
-    let proof: Proof = serde_json::from_value(p.clone()).context("malformed proof")?;
-    let block = client.get(&format!("/v1/blocks/{height}"))?;
-    let root: Hash = block["header"]["state_root"]
-        .as_str()
-        .context("block without state root")?
-        .parse()?;
-    let key = hex::decode(p["key"].as_str().context("proof without key")?)?;
-    let value = hex::decode(p["value"].as_str().context("proof without value")?)?;
-    let address: Address = acc["address"].as_str().context("no address")?.parse()?;
-    if key != agora_state::account_key(&address) {
+fn check_proof(client: &NodeClient, acc: &AccountResponse) -> Result<(u64, Hash)> {
+    let p = acc.proof.as_ref().context("the node sent no proof")?;
+    let block = client
+        .block(BlockId::Height(p.height))?
+        .with_context(|| format!("the node has no block {}", p.height))?;
+    let root = block.header.state_root;
+    let key = hex::decode(&p.key)?;
+    let value = hex::decode(&p.value)?;
+    if key != agora_state::account_key(&acc.address) {
         bail!("the proof is for another key");
     }
-    if !proof.verify(&root, &key, Some(&value)) {
-        bail!("INVALID proof: the account does not match block {height}'s state root {root}");
+    if !p.proof.verify(&root, &key, Some(&value)) {
+        bail!(
+            "INVALID proof: the account does not match block {}'s state root {root}",
+            p.height
+        );
     }
     let proven: Account = borsh::from_slice(&value).context("proven value is not an account")?;
-    let shown_balance = acc["balance"].as_str().and_then(|s| s.parse::<u128>().ok());
-    if Some(proven.balance) != shown_balance || Some(proven.nonce) != acc["nonce"].as_u64() {
+    if proven != acc.account {
         bail!("INVALID proof: the proven account differs from the one the node reported");
     }
-    Ok((height, root))
+    Ok((p.height, root))
 }
 
 pub fn query(cmd: QueryCommand) -> Result<()> {
@@ -427,8 +407,9 @@ pub fn query(cmd: QueryCommand) -> Result<()> {
             opts,
         } => {
             let address: Address = address.parse()?;
-            let client = Client::new(&opts.node);
-            let acc = client.get(&format!(
+            let client = NodeClient::new(&opts.node);
+            // Not `account()`: an absent account is the node's error, with its code.
+            let acc: AccountResponse = client.get(&format!(
                 "/v1/accounts/{address}{}",
                 if prove { "?prove=true" } else { "" }
             ))?;
@@ -438,51 +419,51 @@ pub fn query(cmd: QueryCommand) -> Result<()> {
                 None
             };
             if opts.json {
-                let mut out = acc.clone();
+                let mut out = serde_json::to_value(&acc)?;
                 if let Some((h, root)) = checked {
                     out["proof_check"] = json!({ "valid": true, "height": h, "state_root": root });
                 }
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
+                let a = &acc.account;
                 println!("address    {address}");
-                println!("balance    {}", amount_of(&acc["balance"]));
-                println!("bonded     {}", amount_of(&acc["bonded"]));
-                println!("unbonding  {}", amount_of(&acc["unbonding"]));
-                println!("nonce      {}", acc["nonce"]);
-                println!("height     {}", acc["height"]);
+                println!("balance    {}", format_amount(a.balance));
+                println!("bonded     {}", format_amount(a.bonded));
+                println!("unbonding  {}", format_amount(a.unbonding));
+                println!("nonce      {}", a.nonce);
+                println!("height     {}", acc.height);
                 if let Some((h, root)) = checked {
                     println!("proof      valid against the state root of block {h} ({root})");
                 }
             }
         }
         QueryCommand::Block { id, opts } => {
-            let b = Client::new(&opts.node).get(&format!("/v1/blocks/{id}"))?;
+            // The node reads the id (a height, a hash or "latest") and says what it lacks.
+            let b: BlockResponse = NodeClient::new(&opts.node).get(&format!("/v1/blocks/{id}"))?;
             if opts.json {
                 println!("{}", serde_json::to_string_pretty(&b)?);
             } else {
-                let h = &b["header"];
-                println!("height      {}", h["height"]);
-                println!("hash        {}", b["hash"].as_str().unwrap_or("?"));
-                println!("time_ms     {}", h["time_ms"]);
-                println!("proposer    {}", h["proposer"].as_str().unwrap_or("?"));
-                println!("prev_hash   {}", h["prev_hash"].as_str().unwrap_or("?"));
-                println!("state_root  {}", h["state_root"].as_str().unwrap_or("?"));
-                println!("tx_root     {}", h["tx_root"].as_str().unwrap_or("?"));
-                println!("seed        {}", h["seed"].as_str().unwrap_or("?"));
-                let txs = b["txs"].as_array().cloned().unwrap_or_default();
-                println!("txs         {}", txs.len());
-                for t in txs {
-                    let ok = if t["receipt"]["success"] == true {
-                        "ok"
-                    } else {
-                        "failed"
+                let h = &b.header;
+                println!("height      {}", h.height);
+                println!("hash        {}", b.hash);
+                println!("time_ms     {}", h.time_ms);
+                println!("proposer    {}", h.proposer);
+                println!("prev_hash   {}", h.prev_hash);
+                println!("state_root  {}", h.state_root);
+                println!("tx_root     {}", h.tx_root);
+                println!("seed        {}", h.seed);
+                println!("txs         {}", b.txs.len());
+                for t in &b.txs {
+                    let ok = match &t.receipt {
+                        Some(r) if r.success => "ok",
+                        _ => "failed",
                     };
-                    println!("  {} {ok}", t["hash"].as_str().unwrap_or("?"));
+                    println!("  {} {ok}", t.hash);
                 }
             }
         }
         QueryCommand::Tx { hash, opts } => {
-            let t = Client::new(&opts.node).get(&format!("/v1/txs/{hash}"))?;
+            let t: TxResponse = NodeClient::new(&opts.node).get(&format!("/v1/txs/{hash}"))?;
             if opts.json {
                 println!("{}", serde_json::to_string_pretty(&t)?);
             } else {
@@ -490,18 +471,15 @@ pub fn query(cmd: QueryCommand) -> Result<()> {
             }
         }
         QueryCommand::Status { opts } => {
-            let s = Client::new(&opts.node).get("/v1/status")?;
+            let s = NodeClient::new(&opts.node).status()?;
             if opts.json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {
-                println!("chain_id    {}", s["chain_id"].as_str().unwrap_or("?"));
-                println!("height      {}", s["height"]);
-                println!(
-                    "latest      {}",
-                    s["latest_block_hash"].as_str().unwrap_or("?")
-                );
-                println!("state_root  {}", s["state_root"].as_str().unwrap_or("?"));
-                println!("mempool     {}", s["mempool_size"]);
+                println!("chain_id    {}", s.chain_id);
+                println!("height      {}", s.height);
+                println!("latest      {}", s.latest_block_hash);
+                println!("state_root  {}", s.state_root);
+                println!("mempool     {}", s.mempool_size);
             }
         }
     }
