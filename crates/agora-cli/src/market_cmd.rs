@@ -265,7 +265,7 @@ fn prepare(home: &Path, api: &str, setup: &MarketSetup, endpoint: &str) -> Resul
     let demo = demo_key(home)?;
 
     // The provider's stake and the demo escrow come from the demo wallet, once.
-    if !funded(api, &provider_key.address())? {
+    if !funded(&chain, &provider_key.address())? {
         submit(
             &chain,
             &chain_id,
@@ -276,10 +276,10 @@ fn prepare(home: &Path, api: &str, setup: &MarketSetup, endpoint: &str) -> Resul
             }],
         )?;
         wait_for("the provider's funds", Duration::from_secs(30), || {
-            funded(api, &provider_key.address())
+            funded(&chain, &provider_key.address())
         })?;
     }
-    if !funded(api, &verifier_key.address())? {
+    if !funded(&chain, &verifier_key.address())? {
         submit(
             &chain,
             &chain_id,
@@ -290,7 +290,7 @@ fn prepare(home: &Path, api: &str, setup: &MarketSetup, endpoint: &str) -> Resul
             }],
         )?;
         wait_for("the verifier's funds", Duration::from_secs(30), || {
-            funded(api, &verifier_key.address())
+            funded(&chain, &verifier_key.address())
         })?;
     }
     if chain.escrow(&demo.address())?.claimable() < DEMO_ESCROW / 2 {
@@ -332,16 +332,8 @@ fn prepare(home: &Path, api: &str, setup: &MarketSetup, endpoint: &str) -> Resul
 }
 
 /// Whether `address` holds a balance (its account exists).
-fn funded(api: &str, address: &Address) -> Result<bool> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let r = agent
-        .get(&format!("{api}/v1/accounts/{address}"))
-        .call()
-        .context("node API")?;
-    Ok(r.status().as_u16() == 200)
+fn funded(chain: &HttpChain, address: &Address) -> Result<bool> {
+    Ok(chain.client().account(address)?.is_some())
 }
 
 /// Starts the provider and the gateway; they stop when `stop` turns true.
@@ -503,7 +495,7 @@ pub fn provider(home: PathBuf, models_dir: PathBuf, args: ProviderArgs) -> Resul
     );
     let (key, secret) = provider_keys(&home)?;
     let chain = Arc::new(HttpChain::new(&args.node));
-    if !chain.is_provider(&key.address())? && !funded(&args.node, &key.address())? {
+    if !chain.is_provider(&key.address())? && !funded(&chain, &key.address())? {
         bail!(
             "the provider's account {} has no funds: send it the stake ({}) and a little for fees, e.g. \
              agora tx transfer --from demo --to {} --amount 101AGR",
@@ -589,7 +581,7 @@ pub fn verifier(home: PathBuf, models_dir: PathBuf, args: VerifierArgs) -> Resul
     let keys = verifier_keys(&home)?;
     let chain = Arc::new(HttpChain::new(&args.node));
     let address = keys.0.address();
-    if chain.verifier_key(&address)?.is_none() && !funded(&args.node, &address)? {
+    if chain.verifier_key(&address)?.is_none() && !funded(&chain, &address)? {
         bail!(
             "the verifier's account {address} has no funds: send it the stake ({}) and a little              for fees, e.g. agora tx transfer --from demo --to {address} --amount 51AGR",
             args.stake
