@@ -20,11 +20,13 @@
 
 mod error;
 pub mod limits;
+mod local;
 mod market;
 pub mod relay;
 mod routes;
 
 pub use error::ApiError;
 pub use limits::{Limits, limit, limit_per_key};
+pub use local::LocalNode;
 pub use relay::{Relay, spawn_relay};
 pub use routes::{router, serve};

@@ -333,7 +333,7 @@ fn prepare(home: &Path, api: &str, setup: &MarketSetup, endpoint: &str) -> Resul
 
 /// Whether `address` holds a balance (its account exists).
 fn funded(chain: &HttpChain, address: &Address) -> Result<bool> {
-    Ok(chain.client().account(address)?.is_some())
+    Ok(chain.account(address)?.is_some())
 }
 
 /// Starts the provider and the gateway; they stop when `stop` turns true.

@@ -18,7 +18,6 @@
 mod adversary;
 mod audits;
 mod backend;
-mod chain;
 mod envelope;
 mod gateway;
 mod input;
@@ -28,11 +27,14 @@ mod server;
 mod verify;
 
 pub use adversary::{Cheat, CheatingBackend};
+/// The chain as the market sees it, over HTTP or in process ([`agora_node_api::Chain`]).
+pub use agora_node_api::Chain;
 pub use audits::MAX_EXPLAINED;
 pub use backend::{
     Backend, EMBEDDING_MIN_COSINE, InferBackend, MAX_FILE_NAME_BYTES, Served, auditor_id, sampling,
 };
-pub use chain::{Chain, EscrowView, HttpChain};
+/// A node's HTTP API as the market's [`Chain`].
+pub type HttpChain = agora_node_api::NodeClient;
 pub use envelope::{Envelope, OutputReader, OutputWriter, ProviderSecret, open, seal};
 pub use gateway::{
     COOLDOWN_FIRST, COOLDOWN_MAX, Completed, Gateway, LATENCY_CLASS_MS, ProviderListing,

@@ -120,6 +120,14 @@ fn public_error(e: &Error) -> (u16, &'static str, String) {
                 "the chain or the providers cannot be reached now; try again".into(),
             )
         }
+        Error::Node(e) => {
+            tracing::warn!("node: {e}");
+            (
+                503,
+                "chain_unavailable",
+                "the chain or the providers cannot be reached now; try again".into(),
+            )
+        }
         Error::BadInput(m) => (400, "bad_input", m.clone()),
         other => {
             tracing::warn!("provider error: {other}");
@@ -254,7 +262,7 @@ async fn verify(State(st): State<OpenAiState>, Path(job_id): Path<String>) -> Re
             "state": "not_settled",
         }))
         .into_response(),
-        Ok(Err(e)) => from_error(&e),
+        Ok(Err(e)) => from_error(&e.into()),
         Err(e) => internal(&e),
     }
 }

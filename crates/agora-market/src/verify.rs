@@ -148,7 +148,7 @@ impl Verifier {
             messages,
         }
         .sign(&self.key);
-        let result = self.chain.submit(&tx);
+        let result = self.chain.submit(&tx).map_err(Error::from);
         if result.is_err() {
             *self.next_nonce.lock().unwrap_or_else(|e| e.into_inner()) = on_chain;
         }

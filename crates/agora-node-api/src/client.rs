@@ -255,19 +255,23 @@ impl NodeClient {
         self.post("/v1/txs", &body)
     }
 
-    /// `GET /v1/market/providers`.
-    pub fn providers(&self) -> Result<ProvidersResponse, ClientError> {
-        self.get("/v1/market/providers")
+    /// The registered providers (`GET /v1/market/providers`, up to a thousand).
+    pub fn providers(&self) -> Result<Vec<ProviderEntry>, ClientError> {
+        Ok(self
+            .get::<ProvidersResponse>("/v1/market/providers")?
+            .providers)
     }
 
     /// A registered provider, if it is one.
-    pub fn provider(&self, address: &Address) -> Result<Option<ProviderResponse>, ClientError> {
-        self.get_opt(&format!("/v1/market/providers/{address}"))
+    pub fn provider(&self, address: &Address) -> Result<Option<ProviderEntry>, ClientError> {
+        Ok(self
+            .get_opt::<ProviderResponse>(&format!("/v1/market/providers/{address}"))?
+            .map(|p| p.provider))
     }
 
-    /// `GET /v1/market/models`.
-    pub fn models(&self) -> Result<ModelsResponse, ClientError> {
-        self.get("/v1/market/models")
+    /// The model registry (`GET /v1/market/models`, up to a thousand).
+    pub fn models(&self) -> Result<Vec<ModelEntry>, ClientError> {
+        Ok(self.get::<ModelsResponse>("/v1/market/models")?.models)
     }
 
     /// A registered model, if it is one.
@@ -276,8 +280,10 @@ impl NodeClient {
     }
 
     /// A client's escrow (zero when it never deposited).
-    pub fn escrow(&self, client: &Address) -> Result<EscrowResponse, ClientError> {
-        self.get(&format!("/v1/market/escrow/{client}"))
+    pub fn escrow(&self, client: &Address) -> Result<agora_state::Escrow, ClientError> {
+        Ok(self
+            .get::<EscrowResponse>(&format!("/v1/market/escrow/{client}"))?
+            .escrow)
     }
 
     /// A settled job, if settled.
@@ -285,9 +291,11 @@ impl NodeClient {
         self.get_opt(&format!("/v1/market/jobs/{id}"))
     }
 
-    /// `GET /v1/market/verifiers`.
-    pub fn verifiers(&self) -> Result<VerifiersResponse, ClientError> {
-        self.get("/v1/market/verifiers")
+    /// The registered verifiers (`GET /v1/market/verifiers`, up to a thousand).
+    pub fn verifiers(&self) -> Result<Vec<VerifierEntry>, ClientError> {
+        Ok(self
+            .get::<VerifiersResponse>("/v1/market/verifiers")?
+            .verifiers)
     }
 
     /// A job's check, if it is checked.
@@ -296,8 +304,10 @@ impl NodeClient {
     }
 
     /// The open checks in which `address` (a provider or a seated verifier) has something to do.
-    pub fn open_checks(&self, address: &Address) -> Result<OpenChecksResponse, ClientError> {
-        self.get(&format!("/v1/market/open-checks/{address}"))
+    pub fn open_checks(&self, address: &Address) -> Result<Vec<agora_state::Check>, ClientError> {
+        Ok(self
+            .get::<OpenChecksResponse>(&format!("/v1/market/open-checks/{address}"))?
+            .checks)
     }
 
     /// The complete reveal of job `id` to `verifier`, if the chain holds one.

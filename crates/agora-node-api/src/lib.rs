@@ -10,8 +10,10 @@
 //!                                                                          gateway, verifier, relay
 //! ```
 
+mod chain;
 mod client;
 pub mod types;
 
+pub use chain::Chain;
 pub use client::{BlockId, ClientError, NodeClient};
 pub use types::*;

@@ -221,7 +221,7 @@ impl Gateway {
 
     /// Registered providers.
     pub fn providers(&self) -> Result<Vec<ProviderListing>, Error> {
-        self.chain.providers()
+        Ok(self.chain.providers()?)
     }
 
     /// Providers of `model` in the order a job would try them (see the module's documentation),

@@ -227,7 +227,7 @@ impl Provider {
             messages,
         }
         .sign(&self.key);
-        let result = self.chain.submit(&tx);
+        let result = self.chain.submit(&tx).map_err(Error::from);
         if result.is_err() {
             // The nonce was not used: the next transaction takes the chain's view again.
             self.books().next_nonce = on_chain;

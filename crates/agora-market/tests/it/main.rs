@@ -30,7 +30,7 @@ struct Net {
     /// The node API's URL.
     base: String,
     node: Arc<Node>,
-    chain: Arc<HttpChain>,
+    chain: Arc<dyn Chain>,
     provider: Provider,
     client: Keypair,
     _rt: tokio::runtime::Runtime,
@@ -177,7 +177,7 @@ fn start_with(verify: agora_state::VerifyParams) -> Net {
         listener,
         std::future::pending(),
     ));
-    let chain = Arc::new(HttpChain::new(&base));
+    let chain: Arc<dyn Chain> = Arc::new(HttpChain::new(&base));
 
     let model_path = dir.path().join("tiny.gguf");
     write_tiny_chat_model(&model_path, TinySpec::default()).unwrap();

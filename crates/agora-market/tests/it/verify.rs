@@ -172,6 +172,97 @@ fn an_honest_job_is_revealed_judged_and_passes() {
     assert!(net.provider.kept_job(&job).unwrap().is_none());
 }
 
+/// A verifier whose chain is the node in this process, with no HTTP in between.
+fn local_verifier(net: &Net, nonce: u64) -> Verifier {
+    let key = Keypair::from_seed_label("local-verifier");
+    net.node
+        .submit(&tx(
+            &net.client,
+            nonce,
+            vec![Message::Transfer {
+                to: key.address(),
+                amount: 20 * AGR,
+            }],
+        ))
+        .unwrap();
+    net.block();
+    let (backend, _) = tiny_backend(net, "local-verifier");
+    let local: Arc<dyn Chain> = Arc::new(agora_api::LocalNode::new(net.node.clone()));
+    let v = Verifier::new(
+        key,
+        ProviderSecret::generate(),
+        vec![MODEL],
+        local,
+        Arc::new(backend),
+    )
+    .unwrap()
+    .with_tolerance(0.0);
+    assert!(v.ensure_registered(10 * AGR).unwrap().is_some());
+    net.block();
+    v
+}
+
+#[test]
+fn the_in_process_chain_answers_as_the_http_api_does_and_serves_a_verifier() {
+    let net = checked_net();
+    let v = local_verifier(&net, 1);
+    let job = serve_and_settle(&net, &net.provider, 1);
+    assert_eq!(net.provider.reveal_pending().unwrap(), 1);
+    net.block();
+    // The same node, read both ways, mid-check (a reveal held, a verdict due).
+    let local = agora_api::LocalNode::new(net.node.clone());
+    let http = agora_market::HttpChain::new(&net.base);
+    let (a, b): (&dyn Chain, &dyn Chain) = (&local, &http);
+    let me = v.address();
+    let provider = net.provider.address();
+    let nobody = Address([0xEE; 20]);
+    let unknown = Hash([0xEE; 32]);
+    assert_eq!(a.chain_id().unwrap(), b.chain_id().unwrap());
+    assert_eq!(a.height().unwrap(), b.height().unwrap());
+    assert_eq!(
+        a.escrow(&net.client.address()).unwrap(),
+        b.escrow(&net.client.address()).unwrap()
+    );
+    assert_eq!(a.escrow(&nobody).unwrap(), b.escrow(&nobody).unwrap());
+    for who in [provider, me, nobody] {
+        assert_eq!(a.nonce(&who).unwrap(), b.nonce(&who).unwrap());
+        assert_eq!(a.provider(&who).unwrap(), b.provider(&who).unwrap());
+        assert_eq!(a.open_checks(&who).unwrap(), b.open_checks(&who).unwrap());
+        assert_eq!(a.verifier_key(&who).unwrap(), b.verifier_key(&who).unwrap());
+        assert_eq!(a.is_provider(&who).unwrap(), b.is_provider(&who).unwrap());
+    }
+    assert_eq!(a.providers().unwrap(), b.providers().unwrap());
+    assert_eq!(a.models().unwrap(), b.models().unwrap());
+    for id in [MODEL, unknown] {
+        assert_eq!(a.model(&id).unwrap(), b.model(&id).unwrap());
+    }
+    for id in [job, unknown] {
+        assert_eq!(a.job(&id).unwrap(), b.job(&id).unwrap());
+        assert_eq!(
+            a.verification_over(&id).unwrap(),
+            b.verification_over(&id).unwrap()
+        );
+        assert_eq!(a.reveal(&id, &me).unwrap(), b.reveal(&id, &me).unwrap());
+    }
+    assert!(a.reveal(&job, &me).unwrap().is_some(), "the reveal is held");
+    assert_eq!(a.open_checks(&me).unwrap().len(), 1);
+    // A refusal reads the same too: a transaction with a stale nonce.
+    let stale = agora_types::SignedTransaction::decode(&tx(
+        &net.client,
+        0,
+        vec![Message::Bond { amount: 1 }],
+    ))
+    .unwrap();
+    let (ea, eb) = (a.submit(&stale).unwrap_err(), b.submit(&stale).unwrap_err());
+    assert_eq!(ea, eb);
+    assert_eq!(ea.code(), Some("nonce_too_low"), "{ea}");
+
+    // The verifier on the in-process chain judges and posts its verdict; the check passes.
+    assert_eq!(v.step().unwrap(), vec![(job, Verdict::Pass)]);
+    net.block();
+    assert_eq!(job_state(&net, &job)["check"]["outcome"], "passed");
+}
+
 /// A provider that cheats with `cheat`: funded by the client (its transaction `nonce`) and
 /// registered with 10 AGR like any provider.
 fn cheating_provider(net: &Net, label: &str, nonce: u64, cheat: Cheat) -> Provider {
