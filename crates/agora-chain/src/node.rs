@@ -750,14 +750,12 @@ mod tests {
     }
 
     fn node(dir: &Path) -> Node {
-        let genesis = Genesis {
-            chain_id: "chain-test".into(),
-            genesis_time_ms: 0,
-            params: Params {
+        let genesis = Genesis::new("chain-test")
+            .with_params(Params {
                 min_fee: 100,
                 unbonding_period: 2,
-            },
-            accounts: vec![
+            })
+            .with_accounts(vec![
                 GenesisAccount {
                     address: key("alice").address(),
                     balance: 10 * AGR,
@@ -768,13 +766,7 @@ mod tests {
                     balance: 10 * AGR,
                     bonded: 0,
                 },
-            ],
-            market: Default::default(),
-            verify: Default::default(),
-            consensus: Default::default(),
-            validators: Vec::new(),
-            models: Vec::new(),
-        };
+            ]);
         Node::open(
             &dir.join("db.redb"),
             &genesis,

@@ -160,27 +160,16 @@ fn ledger(n_txs: usize, n_accounts: usize, block_txs: usize, sequential: bool) -
         .map(|i| Keypair::from_seed_label(&format!("bench-{i}")))
         .collect();
     let addresses: Vec<Address> = keys.iter().map(Keypair::address).collect();
-    let genesis = Genesis {
-        chain_id: chain_id.into(),
-        genesis_time_ms: 0,
-        params: Params {
+    let genesis = Genesis::new(chain_id)
+        .with_params(Params {
             min_fee: 1_000,
             unbonding_period: 10,
-        },
-        accounts: addresses
-            .iter()
-            .map(|a| GenesisAccount {
-                address: *a,
-                balance: 1_000_000 * AGR,
-                bonded: 0,
-            })
-            .collect(),
-        market: Default::default(),
-        verify: Default::default(),
-        consensus: Default::default(),
-        validators: Vec::new(),
-        models: Vec::new(),
-    };
+        })
+        .with_accounts(addresses.iter().map(|a| GenesisAccount {
+            address: *a,
+            balance: 1_000_000 * AGR,
+            bonded: 0,
+        }));
     eprintln!("signing {n_txs} transfers from {n_accounts} accounts…");
     let encoded: Vec<Vec<u8>> = (0..n_txs)
         .into_par_iter()
@@ -346,7 +335,7 @@ fn ledger(n_txs: usize, n_accounts: usize, block_txs: usize, sequential: bool) -
 
 /// Settles `n_jobs` jobs from `n_clients` clients with one provider and reports jobs per second.
 fn market(n_jobs: usize, n_clients: usize) -> Result<()> {
-    use agora_state::{GenesisModel, MarketParams};
+    use agora_state::GenesisModel;
     use agora_types::{
         EncryptionKey, Hash, JobParams, JobReceipt, JobRequest, MAX_SETTLE_JOBS, ModelKind,
         ProviderInfo, SettledJob, job_fee,
@@ -361,32 +350,21 @@ fn market(n_jobs: usize, n_clients: usize) -> Result<()> {
         .into_par_iter()
         .map(|i| Keypair::from_seed_label(&format!("bench-client-{i}")))
         .collect();
-    let genesis = Genesis {
-        chain_id: chain_id.into(),
-        genesis_time_ms: 0,
-        params: Params {
+    let genesis = Genesis::new(chain_id)
+        .with_params(Params {
             min_fee: 1_000,
             unbonding_period: 10,
-        },
-        accounts: clients
-            .iter()
-            .chain([&provider])
-            .map(|k| GenesisAccount {
-                address: k.address(),
-                balance: 1_000_000 * AGR,
-                bonded: 0,
-            })
-            .collect(),
-        market: MarketParams::default(),
-        verify: Default::default(),
-        consensus: Default::default(),
-        validators: Vec::new(),
-        models: vec![GenesisModel {
+        })
+        .with_accounts(clients.iter().chain([&provider]).map(|k| GenesisAccount {
+            address: k.address(),
+            balance: 1_000_000 * AGR,
+            bonded: 0,
+        }))
+        .with_models(vec![GenesisModel {
             id: model,
             name: "bench-model".into(),
             kind: ModelKind::Chat,
-        }],
-    };
+        }]);
     let dir = tempfile::tempdir()?;
     let node = Node::open(
         &dir.path().join("bench.redb"),
@@ -563,7 +541,7 @@ fn market_gateway(models_dir: &std::path::Path, requests: usize, max_tokens: u32
         Gateway, HttpChain, InferBackend, OpenAiState, Provider, ProviderConfig, ProviderSecret,
         provider_router, settle_loop,
     };
-    use agora_state::{GenesisModel, MarketParams};
+    use agora_state::GenesisModel;
     use agora_types::{EncryptionKey, Hash, ModelKind, ProviderInfo};
     use std::sync::Arc;
 
@@ -576,31 +554,21 @@ fn market_gateway(models_dir: &std::path::Path, requests: usize, max_tokens: u32
         Keypair::from_seed_label("bench-gw-provider"),
         Keypair::from_seed_label("bench-gw-client"),
     );
-    let genesis = Genesis {
-        chain_id: "agora-bench-gw".into(),
-        genesis_time_ms: 0,
-        params: Params {
+    let genesis = Genesis::new("agora-bench-gw")
+        .with_params(Params {
             min_fee: 1_000,
             unbonding_period: 10,
-        },
-        accounts: [&provider_key, &client]
-            .iter()
-            .map(|k| GenesisAccount {
-                address: k.address(),
-                balance: 1_000_000 * AGR,
-                bonded: 0,
-            })
-            .collect(),
-        market: MarketParams::default(),
-        verify: Default::default(),
-        consensus: Default::default(),
-        validators: Vec::new(),
-        models: vec![GenesisModel {
+        })
+        .with_accounts([&provider_key, &client].iter().map(|k| GenesisAccount {
+            address: k.address(),
+            balance: 1_000_000 * AGR,
+            bonded: 0,
+        }))
+        .with_models(vec![GenesisModel {
             id: model_id,
             name: spec.name.into(),
             kind: ModelKind::Chat,
-        }],
-    };
+        }]);
     let dir = tempfile::tempdir()?;
     let node = Arc::new(Node::open(
         &dir.path().join("bench.redb"),

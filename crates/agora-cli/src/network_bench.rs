@@ -5,7 +5,7 @@
 
 use agora_chain::{Node, NodeConfig};
 use agora_consensus::{AppConfig, NetworkConfig};
-use agora_state::{Genesis, GenesisAccount, GenesisValidator, Params};
+use agora_state::{Genesis, GenesisAccount, GenesisValidator};
 use agora_types::{AGR, Address, Hash, Keypair, Message, Transaction};
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -53,34 +53,25 @@ pub fn run(args: NetworkBenchArgs) -> Result<()> {
     let senders: Vec<Keypair> = (0..args.accounts)
         .map(|i| Keypair::from_seed_label(&format!("bench-net-sender-{i}")))
         .collect();
-    let genesis = Genesis {
-        chain_id: CHAIN.into(),
-        genesis_time_ms: 1,
-        params: Params::default(),
-        accounts: validators
-            .iter()
-            .map(|k| GenesisAccount {
-                address: k.address(),
-                balance: 1_000 * AGR,
-                bonded: 100 * AGR,
-            })
-            .chain(senders.iter().map(|k| GenesisAccount {
-                address: k.address(),
-                balance: 1_000 * AGR,
-                bonded: 0,
-            }))
-            .collect(),
-        market: Default::default(),
-        verify: Default::default(),
-        consensus: Default::default(),
-        validators: validators
-            .iter()
-            .map(|k| GenesisValidator {
-                public_key: k.public(),
-            })
-            .collect(),
-        models: Vec::new(),
-    };
+    let genesis = Genesis::new(CHAIN)
+        .with_time(1)
+        .with_accounts(
+            validators
+                .iter()
+                .map(|k| GenesisAccount {
+                    address: k.address(),
+                    balance: 1_000 * AGR,
+                    bonded: 100 * AGR,
+                })
+                .chain(senders.iter().map(|k| GenesisAccount {
+                    address: k.address(),
+                    balance: 1_000 * AGR,
+                    bonded: 0,
+                })),
+        )
+        .with_validators(validators.iter().map(|k| GenesisValidator {
+            public_key: k.public(),
+        }));
     // Signed before the clock starts: signing is the clients' work, not the network's.
     let total = args.rate * args.seconds as usize;
     println!(

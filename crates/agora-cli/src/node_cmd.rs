@@ -158,20 +158,14 @@ pub fn genesis(home: PathBuf, cmd: GenesisCommand) -> Result<()> {
     }
     let list = parse_accounts(&home, &accounts)?;
     let node_key = load_or_create_node_key(&home)?;
-    let genesis = Genesis {
-        chain_id,
-        genesis_time_ms: now_ms(),
-        params: Params {
+    let genesis = Genesis::new(&chain_id)
+        .with_time(now_ms())
+        .with_params(Params {
             min_fee: parse_amount(&min_fee)?,
             unbonding_period,
-        },
-        accounts: list,
-        market: Default::default(),
-        verify: Default::default(),
-        consensus: Default::default(),
-        validators: Vec::new(),
-        models: pinned_models(),
-    };
+        })
+        .with_accounts(list)
+        .with_models(pinned_models());
     genesis.initial_writes()?;
     std::fs::create_dir_all(path.parent().expect("has a parent"))?;
     crate::keystore::write_shared(&path, genesis.to_json().as_bytes())?;
@@ -441,14 +435,13 @@ fn init_devnet(home: &Path) -> Result<Genesis> {
                 .address
         }
     };
-    let genesis = Genesis {
-        chain_id: "agora-devnet".into(),
-        genesis_time_ms: now_ms(),
-        params: Params {
+    let genesis = Genesis::new("agora-devnet")
+        .with_time(now_ms())
+        .with_params(Params {
             min_fee: 1_000,
             unbonding_period: 20,
-        },
-        accounts: vec![
+        })
+        .with_accounts(vec![
             GenesisAccount {
                 address: demo,
                 balance: 1_000_000 * AGR,
@@ -459,13 +452,8 @@ fn init_devnet(home: &Path) -> Result<Genesis> {
                 balance: 1_000 * AGR,
                 bonded: 10_000 * AGR,
             },
-        ],
-        market: Default::default(),
-        verify: Default::default(),
-        consensus: Default::default(),
-        validators: Vec::new(),
-        models: pinned_models(),
-    };
+        ])
+        .with_models(pinned_models());
     std::fs::create_dir_all(path.parent().expect("has a parent"))?;
     crate::keystore::write_shared(&path, genesis.to_json().as_bytes())?;
     Ok(genesis)

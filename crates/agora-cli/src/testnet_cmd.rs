@@ -2,7 +2,7 @@
 //! node's network file), and the network file `agora node` reads in network mode.
 
 use crate::node_cmd::{genesis_path, load_or_create_key, node_key_path};
-use agora_state::{ConsensusParams, Genesis, GenesisAccount, GenesisValidator, Params};
+use agora_state::{ConsensusParams, Genesis, GenesisAccount, GenesisValidator};
 use agora_types::{AGR, Keypair};
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
@@ -138,33 +138,25 @@ fn init(
         .iter()
         .map(|h| load_or_create_key(&node_key_path(h)))
         .collect::<Result<_>>()?;
-    let genesis = Genesis {
-        chain_id: chain_id.to_string(),
-        genesis_time_ms: agora_chain::now_ms(),
-        params: Params::default(),
-        accounts: keys
-            .iter()
-            .map(|k| GenesisAccount {
-                address: k.address(),
-                balance: 1_000_000 * AGR,
-                bonded: 1_000 * AGR,
-            })
-            .chain(extra)
-            .collect(),
-        market: Default::default(),
-        verify: Default::default(),
-        consensus: ConsensusParams {
+    let genesis = Genesis::new(chain_id)
+        .with_time(agora_chain::now_ms())
+        .with_consensus(ConsensusParams {
             epoch_length,
             ..ConsensusParams::default()
-        },
-        validators: keys
-            .iter()
-            .map(|k| GenesisValidator {
-                public_key: k.public(),
-            })
-            .collect(),
-        models: crate::node_cmd::pinned_models(),
-    };
+        })
+        .with_accounts(
+            keys.iter()
+                .map(|k| GenesisAccount {
+                    address: k.address(),
+                    balance: 1_000_000 * AGR,
+                    bonded: 1_000 * AGR,
+                })
+                .chain(extra),
+        )
+        .with_models(crate::node_cmd::pinned_models())
+        .with_validators(keys.iter().map(|k| GenesisValidator {
+            public_key: k.public(),
+        }));
     genesis.initial_writes().context("the genesis")?;
     let p2p = |i: usize| SocketAddr::from(([127, 0, 0, 1], base_port + 2 * i as u16));
     let api = |i: usize| SocketAddr::from(([127, 0, 0, 1], base_port + 2 * i as u16 + 1));

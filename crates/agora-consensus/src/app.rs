@@ -821,27 +821,20 @@ impl ConsensusApp {
 mod tests {
     use super::*;
     use agora_chain::NodeConfig;
-    use agora_state::{Genesis, GenesisAccount, GenesisValidator, Params};
+    use agora_state::{Genesis, GenesisAccount, GenesisValidator};
     use agora_types::{AGR, Keypair};
 
     fn node(dir: &std::path::Path, key: &Keypair) -> Arc<Node> {
-        let genesis = Genesis {
-            chain_id: "kept".into(),
-            genesis_time_ms: 1,
-            params: Params::default(),
-            accounts: vec![GenesisAccount {
+        let genesis = Genesis::new("kept")
+            .with_time(1)
+            .with_accounts(vec![GenesisAccount {
                 address: key.address(),
                 balance: AGR,
                 bonded: AGR,
-            }],
-            market: Default::default(),
-            verify: Default::default(),
-            consensus: Default::default(),
-            validators: vec![GenesisValidator {
+            }])
+            .with_validators(vec![GenesisValidator {
                 public_key: key.public(),
-            }],
-            models: Vec::new(),
-        };
+            }]);
         Arc::new(
             Node::open(
                 &dir.join("chain.redb"),

@@ -9,7 +9,7 @@ use agora_consensus::{
     byzantine::{ByzantineConfig, Trigger},
     start,
 };
-use agora_state::{Genesis, GenesisAccount, GenesisValidator, Params};
+use agora_state::{Genesis, GenesisAccount, GenesisValidator};
 use agora_types::{AGR, Address, Hash, Keypair, Message, SignedTransaction, Transaction};
 use std::{
     net::{SocketAddr, TcpListener},
@@ -46,32 +46,24 @@ fn transfer(user: usize, nonce: u64) -> SignedTransaction {
 }
 
 fn genesis(tag: &str, n: usize) -> Genesis {
-    Genesis {
-        chain_id: CHAIN.into(),
-        genesis_time_ms: 1,
-        params: Params::default(),
-        accounts: (0..n)
-            .map(|i| GenesisAccount {
-                address: validator_key(tag, i).address(),
-                balance: 1_000 * AGR,
-                bonded: 10 * AGR,
-            })
-            .chain((0..USERS).map(|i| GenesisAccount {
-                address: user_key(i).address(),
-                balance: 100 * AGR,
-                bonded: 0,
-            }))
-            .collect(),
-        market: Default::default(),
-        verify: Default::default(),
-        consensus: Default::default(),
-        validators: (0..n)
-            .map(|i| GenesisValidator {
-                public_key: validator_key(tag, i).public(),
-            })
-            .collect(),
-        models: Vec::new(),
-    }
+    Genesis::new(CHAIN)
+        .with_time(1)
+        .with_accounts(
+            (0..n)
+                .map(|i| GenesisAccount {
+                    address: validator_key(tag, i).address(),
+                    balance: 1_000 * AGR,
+                    bonded: 10 * AGR,
+                })
+                .chain((0..USERS).map(|i| GenesisAccount {
+                    address: user_key(i).address(),
+                    balance: 100 * AGR,
+                    bonded: 0,
+                })),
+        )
+        .with_validators((0..n).map(|i| GenesisValidator {
+            public_key: validator_key(tag, i).public(),
+        }))
 }
 
 fn init_logs() {

@@ -70,6 +70,119 @@ pub struct GenesisAccount {
 }
 
 impl Genesis {
+    /// A genesis for `chain_id` at time 0 with the default parameters and nothing in it: add
+    /// accounts, models, validators and parameters with the `with_*` methods.
+    ///
+    /// ```
+    /// # use agora_state::Genesis;
+    /// # use agora_types::{AGR, Keypair, ModelKind, Hash};
+    /// let alice = Keypair::from_seed_label("alice");
+    /// let genesis = Genesis::new("dev")
+    ///     .with_account(alice.address(), 1_000 * AGR)
+    ///     .with_model(Hash([1; 32]), "tiny", ModelKind::Chat);
+    /// assert!(genesis.initial_writes().is_ok());
+    /// ```
+    pub fn new(chain_id: &str) -> Genesis {
+        Genesis {
+            chain_id: chain_id.to_string(),
+            genesis_time_ms: 0,
+            params: Params::default(),
+            accounts: Vec::new(),
+            market: MarketParams::default(),
+            models: Vec::new(),
+            verify: VerifyParams::default(),
+            consensus: ConsensusParams::default(),
+            validators: Vec::new(),
+        }
+    }
+
+    /// With an account holding `balance`.
+    pub fn with_account(self, address: Address, balance: Amount) -> Genesis {
+        self.with_bonded_account(address, balance, 0)
+    }
+
+    /// With an account holding `balance` and `bonded` stake.
+    pub fn with_bonded_account(
+        mut self,
+        address: Address,
+        balance: Amount,
+        bonded: Amount,
+    ) -> Genesis {
+        self.accounts.push(GenesisAccount {
+            address,
+            balance,
+            bonded,
+        });
+        self
+    }
+
+    /// With these accounts too.
+    pub fn with_accounts(mut self, accounts: impl IntoIterator<Item = GenesisAccount>) -> Genesis {
+        self.accounts.extend(accounts);
+        self
+    }
+
+    /// With these models in the registry too.
+    pub fn with_models(mut self, models: impl IntoIterator<Item = GenesisModel>) -> Genesis {
+        self.models.extend(models);
+        self
+    }
+
+    /// With these validators too.
+    pub fn with_validators(
+        mut self,
+        validators: impl IntoIterator<Item = GenesisValidator>,
+    ) -> Genesis {
+        self.validators.extend(validators);
+        self
+    }
+
+    /// With a model in the registry.
+    pub fn with_model(mut self, id: Hash, name: &str, kind: ModelKind) -> Genesis {
+        self.models.push(GenesisModel {
+            id,
+            name: name.to_string(),
+            kind,
+        });
+        self
+    }
+
+    /// With a validator (its account must be bonded).
+    pub fn with_validator(mut self, public_key: PublicKey) -> Genesis {
+        self.validators.push(GenesisValidator { public_key });
+        self
+    }
+
+    /// With these chain parameters.
+    pub fn with_params(mut self, params: Params) -> Genesis {
+        self.params = params;
+        self
+    }
+
+    /// With these market parameters.
+    pub fn with_market(mut self, market: MarketParams) -> Genesis {
+        self.market = market;
+        self
+    }
+
+    /// With these verification parameters.
+    pub fn with_verify(mut self, verify: VerifyParams) -> Genesis {
+        self.verify = verify;
+        self
+    }
+
+    /// With these consensus parameters.
+    pub fn with_consensus(mut self, consensus: ConsensusParams) -> Genesis {
+        self.consensus = consensus;
+        self
+    }
+
+    /// Starting at `time_ms`.
+    pub fn with_time(mut self, time_ms: u64) -> Genesis {
+        self.genesis_time_ms = time_ms;
+        self
+    }
+
     /// Parses and checks a genesis JSON document.
     pub fn from_json(text: &str) -> Result<Self> {
         let genesis: Genesis =

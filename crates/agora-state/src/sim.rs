@@ -120,35 +120,20 @@ fn model_id(i: u8) -> Hash {
 
 /// The genesis of a run: every actor funded, short windows so that every deadline comes.
 pub fn genesis() -> Genesis {
-    Genesis {
-        chain_id: CHAIN.into(),
-        genesis_time_ms: 0,
-        params: Params {
+    Genesis::new(CHAIN)
+        .with_params(Params {
             min_fee: 10,
             unbonding_period: 3,
-        },
-        accounts: (0..ACTORS)
-            .map(|i| GenesisAccount {
-                address: key(i).address(),
-                balance: 1_000 * AGR,
-                bonded: 0,
-            })
-            .collect(),
-        market: MarketParams {
+        })
+        .with_market(MarketParams {
             min_provider_stake: 5 * AGR,
             escrow_unlock_period: 3,
             challenge_window: 6,
             protocol_share_bps: 500,
-            // Short, so that runs of 20 blocks see records pruned.
             max_request_lifetime: 9,
             job_retention: 2,
-        },
-        models: vec![GenesisModel {
-            id: MODEL,
-            name: "sim-model".into(),
-            kind: ModelKind::Chat,
-        }],
-        verify: VerifyParams {
+        })
+        .with_verify(VerifyParams {
             sample_bps: 5_000,
             model_sample_bps: Vec::new(),
             reveal_window: 3,
@@ -158,10 +143,17 @@ pub fn genesis() -> Genesis {
             slash_verifier_bps: 500,
             min_verifier_stake: 5 * AGR,
             challenge_bond: AGR,
-        },
-        consensus: Default::default(),
-        validators: Vec::new(),
-    }
+        })
+        .with_accounts((0..ACTORS).map(|i| GenesisAccount {
+            address: key(i).address(),
+            balance: 1_000 * AGR,
+            bonded: 0,
+        }))
+        .with_models(vec![GenesisModel {
+            id: MODEL,
+            name: "sim-model".into(),
+            kind: ModelKind::Chat,
+        }])
 }
 
 /// The chain as a run sees it.

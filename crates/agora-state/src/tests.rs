@@ -13,26 +13,16 @@ fn proposer() -> Address {
 }
 
 fn genesis(n: usize) -> Genesis {
-    Genesis {
-        chain_id: CHAIN.into(),
-        genesis_time_ms: 0,
-        params: Params {
+    Genesis::new(CHAIN)
+        .with_params(Params {
             min_fee: 10,
             unbonding_period: 3,
-        },
-        accounts: (0..n)
-            .map(|i| GenesisAccount {
-                address: key(i).address(),
-                balance: 1_000 * AGR,
-                bonded: 0,
-            })
-            .collect(),
-        market: Default::default(),
-        verify: Default::default(),
-        consensus: Default::default(),
-        validators: Vec::new(),
-        models: Vec::new(),
-    }
+        })
+        .with_accounts((0..n).map(|i| GenesisAccount {
+            address: key(i).address(),
+            balance: 1_000 * AGR,
+            bonded: 0,
+        }))
 }
 
 fn state(n: usize) -> MemState {

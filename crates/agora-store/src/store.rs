@@ -573,29 +573,17 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use agora_state::{
-        Account, BlockContext, Executor, GenesisAccount, MemState, Params, account_key,
-    };
+    use agora_state::{Account, BlockContext, Executor, GenesisAccount, MemState, account_key};
     use agora_types::{AGR, Keypair, Message, Transaction};
 
     fn genesis() -> Genesis {
-        Genesis {
-            chain_id: "store-test".into(),
-            genesis_time_ms: 1,
-            params: Params::default(),
-            accounts: (0..3)
-                .map(|i| GenesisAccount {
-                    address: Keypair::from_seed_label(&format!("u{i}")).address(),
-                    balance: 100 * AGR,
-                    bonded: 0,
-                })
-                .collect(),
-            market: Default::default(),
-            verify: Default::default(),
-            consensus: Default::default(),
-            validators: Vec::new(),
-            models: Vec::new(),
-        }
+        Genesis::new("store-test")
+            .with_time(1)
+            .with_accounts((0..3).map(|i| GenesisAccount {
+                address: Keypair::from_seed_label(&format!("u{i}")).address(),
+                balance: 100 * AGR,
+                bonded: 0,
+            }))
     }
 
     fn next_block(store: &Store, txs: Vec<agora_types::SignedTransaction>) -> Block {

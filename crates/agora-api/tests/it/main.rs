@@ -32,32 +32,26 @@ fn key(name: &str) -> Keypair {
 
 fn start() -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let genesis = Genesis {
-        chain_id: "api-test".into(),
-        genesis_time_ms: 0,
-        params: Params {
+    let genesis = Genesis::new("api-test")
+        .with_params(Params {
             min_fee: 100,
             unbonding_period: 5,
-        },
-        accounts: vec![GenesisAccount {
-            address: key("alice").address(),
-            balance: 50 * AGR,
-            bonded: 0,
-        }],
-        market: MarketParams {
+        })
+        .with_market(MarketParams {
             min_provider_stake: 10 * AGR,
             challenge_window: 2,
             ..MarketParams::default()
-        },
-        verify: Default::default(),
-        consensus: Default::default(),
-        validators: Vec::new(),
-        models: vec![GenesisModel {
+        })
+        .with_accounts(vec![GenesisAccount {
+            address: key("alice").address(),
+            balance: 50 * AGR,
+            bonded: 0,
+        }])
+        .with_models(vec![GenesisModel {
             id: MODEL,
             name: "test-chat".into(),
             kind: ModelKind::Chat,
-        }],
-    };
+        }]);
     let node = Arc::new(
         Node::open(
             &dir.path().join("db.redb"),

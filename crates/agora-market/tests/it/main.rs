@@ -9,7 +9,7 @@ use agora_market::{
     Chain, Error, HttpChain, InferBackend, JobInput, JobOutput, JobSubmission, Provider,
     ProviderConfig, ProviderSecret, open_delivery, seal,
 };
-use agora_state::{Genesis, GenesisAccount, GenesisModel, MarketParams, Params};
+use agora_state::{Genesis, GenesisAccount, MarketParams, Params};
 use agora_types::{
     AGR, Address, EncryptionKey, Hash, JobParams, JobRequest, Keypair, Message, ModelKind,
     ProviderInfo, Transaction, job_fee,
@@ -118,42 +118,28 @@ fn start_with(verify: agora_state::VerifyParams) -> Net {
         Keypair::from_seed_label("provider"),
         Keypair::from_seed_label("client"),
     );
-    let genesis = Genesis {
-        chain_id: CHAIN_ID.into(),
-        genesis_time_ms: 0,
-        params: Params {
+    let genesis = Genesis::new(CHAIN_ID)
+        .with_params(Params {
             min_fee: 1_000,
             unbonding_period: 5,
-        },
-        accounts: [&provider_key, &client]
-            .iter()
-            .map(|k| GenesisAccount {
-                address: k.address(),
-                balance: 200 * AGR,
-                bonded: 0,
-            })
-            .collect(),
-        market: MarketParams {
+        })
+        .with_accounts([&provider_key, &client].iter().map(|k| GenesisAccount {
+            address: k.address(),
+            balance: 200 * AGR,
+            bonded: 0,
+        }))
+        .with_market(MarketParams {
             min_provider_stake: 10 * AGR,
             challenge_window: 2,
             ..MarketParams::default()
-        },
-        verify,
-        consensus: Default::default(),
-        validators: Vec::new(),
-        models: vec![
-            GenesisModel {
-                id: MODEL,
-                name: "tiny-chat".into(),
-                kind: ModelKind::Chat,
-            },
-            GenesisModel {
-                id: agora_market::auditor_id(),
-                name: agora_audit::MODEL_NAME.into(),
-                kind: ModelKind::Audit,
-            },
-        ],
-    };
+        })
+        .with_verify(verify)
+        .with_model(MODEL, "tiny-chat", ModelKind::Chat)
+        .with_model(
+            agora_market::auditor_id(),
+            agora_audit::MODEL_NAME,
+            ModelKind::Audit,
+        );
     let node = Arc::new(
         Node::open(
             &dir.path().join("db.redb"),
