@@ -49,6 +49,36 @@ pub use provider::{
 pub use server::{provider_router, settle_loop};
 pub use verify::{GREEDY_TOLERANCE, RevealDoc, Verifier, open_reveal, seal_reveal, verify_loop};
 
+/// How a provider the gateway called failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderFailure {
+    /// No answer at its endpoint.
+    #[error("cannot reach {url}: {reason}")]
+    Unreachable {
+        /// Its endpoint.
+        url: String,
+        /// The transport's error.
+        reason: String,
+    },
+    /// Its answer stream broke off.
+    #[error("its stream broke: {0}")]
+    StreamBroken(String),
+    /// It sent something that is not the protocol's.
+    #[error("it sent a malformed {what}: {reason}")]
+    Malformed {
+        /// What.
+        what: &'static str,
+        /// Why it does not read.
+        reason: String,
+    },
+    /// It reported a failure in its stream.
+    #[error("it failed: {0}")]
+    Reported(String),
+    /// It closed its stream before its receipt.
+    #[error("it closed the stream before its receipt")]
+    ClosedEarly,
+}
+
 /// What can go wrong in the protocol.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -73,15 +103,27 @@ pub enum Error {
     /// The inference runtime failed or refused.
     #[error(transparent)]
     Infer(#[from] agora_infer::Error),
-    /// The chain could not be reached or refused.
-    #[error("chain: {0}")]
-    Chain(String),
     /// The node's API failed or refused.
     #[error("node: {0}")]
     Node(#[from] agora_node_api::ClientError),
+    /// A provider the gateway called failed.
+    #[error("provider: {0}")]
+    Provider(#[from] ProviderFailure),
+    /// A job the chain has not settled (yet).
+    #[error("job {0} is not settled")]
+    NotSettled(agora_types::Hash),
+    /// No complete reveal of a job to this verifier on chain (yet).
+    #[error("no complete reveal of job {0} to this verifier yet")]
+    NoReveal(agora_types::Hash),
     /// Reading or writing the provider's own files.
-    #[error("i/o: {0}")]
-    Io(String),
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A job refused, with the HTTP status and code to answer with.
     #[error("{message}")]
     Refused {

@@ -112,8 +112,8 @@ fn public_error(e: &Error) -> (u16, &'static str, String) {
             code,
             message,
         } => (*status, code, message.clone()),
-        Error::Chain(m) => {
-            tracing::warn!("chain unavailable: {m}");
+        Error::Provider(e) => {
+            tracing::warn!("provider: {e}");
             (
                 503,
                 "chain_unavailable",

@@ -28,7 +28,7 @@ const MAX_BODY: usize = 2 * crate::MAX_INPUT_BYTES + 16 * 1024;
 fn error_response(e: &Error) -> Response {
     let (status, code) = match e {
         Error::Refused { status, code, .. } => (*status, *code),
-        Error::Chain(_) => (503, "chain_unavailable"),
+        Error::Node(_) => (503, "chain_unavailable"),
         Error::BadInput(_) => (400, "bad_input"),
         Error::UnknownModel(_) => (404, "unknown_model"),
         _ => (500, "internal"),
@@ -47,7 +47,7 @@ fn error_response(e: &Error) -> Response {
 fn public_message(e: &Error) -> String {
     match e {
         Error::Refused { .. } | Error::BadInput(_) | Error::UnknownModel(_) => e.to_string(),
-        Error::Chain(_) => {
+        Error::Node(_) => {
             tracing::warn!("{e}");
             "the provider cannot reach its chain now; try again".into()
         }

@@ -173,12 +173,12 @@ impl Verifier {
         let job = self
             .chain
             .job(job_id)?
-            .ok_or_else(|| Error::Chain(format!("job {job_id} is not settled")))?
+            .ok_or(Error::NotSettled(*job_id))?
             .job;
         let bytes = self
             .chain
             .reveal(job_id, &self.address())?
-            .ok_or_else(|| Error::Chain(format!("no reveal of job {job_id} yet")))?;
+            .ok_or(Error::NoReveal(*job_id))?;
         let bad = Verdict::Fail {
             fault: Fault::BadReveal,
         };

@@ -19,8 +19,8 @@
 //! [`COOLDOWN_MAX`]), and is back in place after a success.
 
 use crate::{
-    Chain, Delivery, Error, JobInput, JobOutput, JobSubmission, OutputReader, SealedPiece,
-    open_delivery, seal,
+    Chain, Delivery, Error, JobInput, JobOutput, JobSubmission, OutputReader, ProviderFailure,
+    SealedPiece, open_delivery, seal,
 };
 use agora_types::{
     Address, Amount, Hash, JobParams, JobRequest, Keypair, SignedJobReceipt, job_fee,
@@ -387,7 +387,7 @@ impl Gateway {
                     }
                     // Output already went to the client, so no failover can hide the cut.
                     return Err(match e {
-                        Error::Chain(why) => {
+                        Error::Provider(why) => {
                             tracing::warn!("provider {} broke off: {why}", provider.address);
                             Error::Refused {
                                 status: 502,
@@ -443,7 +443,12 @@ impl Gateway {
             .providers_agent
             .post(&url)
             .send_json(submission)
-            .map_err(|e| before(Error::Chain(format!("provider {url}: {e}"))))?;
+            .map_err(|e| {
+                before(Error::Provider(ProviderFailure::Unreachable {
+                    url: url.clone(),
+                    reason: e.to_string(),
+                }))
+            })?;
         let status = response.status().as_u16();
         if status != 200 {
             let body: Value = response.into_body().read_json().unwrap_or(Value::Null);
@@ -461,7 +466,7 @@ impl Gateway {
         let mut started = false;
         for line in lines {
             let line = line.map_err(|e| {
-                let e = Error::Chain(format!("provider stream: {e}"));
+                let e = Error::Provider(ProviderFailure::StreamBroken(e.to_string()));
                 if started {
                     CallError::AfterOutput(e)
                 } else {
@@ -478,7 +483,7 @@ impl Gateway {
             match event.as_str() {
                 "piece" => {
                     let piece: SealedPiece = serde_json::from_str(data.trim())
-                        .map_err(|e| CallError::AfterOutput(Error::Chain(e.to_string())))?;
+                        .map_err(|e| CallError::AfterOutput(malformed("piece", e)))?;
                     let text = reader
                         .open(piece.n, &piece.sealed)
                         .map_err(CallError::AfterOutput)?;
@@ -491,11 +496,11 @@ impl Gateway {
                 }
                 "done" => {
                     let delivery: Delivery = serde_json::from_str(data.trim())
-                        .map_err(|e| CallError::AfterOutput(Error::Chain(e.to_string())))?;
+                        .map_err(|e| CallError::AfterOutput(malformed("delivery", e)))?;
                     return open_delivery(&mut reader, &delivery).map_err(CallError::AfterOutput);
                 }
                 "error" => {
-                    let e = Error::Chain(format!("provider failed: {}", data.trim()));
+                    let e = Error::Provider(ProviderFailure::Reported(data.trim().to_string()));
                     return Err(if started {
                         CallError::AfterOutput(e)
                     } else {
@@ -505,13 +510,21 @@ impl Gateway {
                 _ => {}
             }
         }
-        let e = Error::Chain("the provider closed the stream early".into());
+        let e = Error::Provider(ProviderFailure::ClosedEarly);
         Err(if started {
             CallError::AfterOutput(e)
         } else {
             before(e)
         })
     }
+}
+
+/// A provider's answer that does not read as `what`.
+fn malformed(what: &'static str, e: serde_json::Error) -> Error {
+    Error::Provider(ProviderFailure::Malformed {
+        what,
+        reason: e.to_string(),
+    })
 }
 
 enum CallError {
@@ -914,8 +927,11 @@ mod tests {
             message: String::new(),
         };
         assert!(provider_at_fault(&refused(503)));
-        assert!(provider_at_fault(&Error::Chain(
-            "connection refused".into()
+        assert!(provider_at_fault(&Error::Provider(
+            ProviderFailure::Unreachable {
+                url: "http://192.0.2.1".into(),
+                reason: "connection refused".into(),
+            }
         )));
         assert!(!provider_at_fault(&refused(400)));
         assert!(!provider_at_fault(&refused(402)));

@@ -31,7 +31,12 @@ impl Provider {
         let sealed = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::Io(format!("{}: {e}", path.display()))),
+            Err(e) => {
+                return Err(Error::Io {
+                    what: format!("reading {}", path.display()),
+                    source: e,
+                });
+            }
         };
         let doc = open_reveal(&self.secret, id, &sealed)?;
         if Hash::digest(&doc.input) != doc.request.request.input_hash {

@@ -477,7 +477,10 @@ impl Provider {
             // answer in plain text. Without this copy a drawn check could not be answered.
             write_synced(&path, &kept).err().map(|e| {
                 tracing::warn!("cannot keep job {} for verification: {e}", req.id());
-                Error::Io(format!("cannot keep the job for verification: {e}"))
+                Error::Io {
+                    what: "keeping the job for verification".into(),
+                    source: e,
+                }
             })
         } else {
             None
