@@ -145,7 +145,73 @@ pub struct Finding {
     pub hint: String,
 }
 
-/// A file that could not be analysed.
+/// Why a file could not be audited.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// It is not Solidity the parser reads.
+    #[error("{file}:{line}: {message}")]
+    Syntax {
+        /// The file.
+        file: String,
+        /// Line of the first error.
+        line: usize,
+        /// The parser's message.
+        message: String,
+    },
+    /// It nests deeper than [`MAX_DEPTH`] levels (or than a stack can hold).
+    #[error("{file}:{line}: too deeply nested to audit: {why}")]
+    TooDeep {
+        /// The file.
+        file: String,
+        /// Where the nesting goes too deep.
+        line: usize,
+        /// How deep.
+        why: String,
+    },
+    /// The thread that audits deep sources could not start.
+    #[error("{file}: cannot start the audit: {reason}")]
+    Thread {
+        /// The file.
+        file: String,
+        /// The system's reason.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// The file.
+    pub fn file(&self) -> &str {
+        match self {
+            Error::Syntax { file, .. }
+            | Error::TooDeep { file, .. }
+            | Error::Thread { file, .. } => file,
+        }
+    }
+
+    /// As a report lists it.
+    pub fn report(&self) -> ParseError {
+        let (line, message) = match self {
+            Error::Syntax { line, message, .. } => (*line, message.clone()),
+            Error::TooDeep { line, why, .. } => {
+                (*line, format!("too deeply nested to audit: {why}"))
+            }
+            Error::Thread { reason, .. } => (1, format!("cannot start the audit: {reason}")),
+        };
+        ParseError {
+            file: self.file().to_string(),
+            line,
+            message,
+        }
+    }
+}
+
+impl From<Error> for ParseError {
+    fn from(e: Error) -> Self {
+        e.report()
+    }
+}
+
+/// A file that could not be analysed, as reports (JSON, SARIF, the gateway's answers) list it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{file}:{line}: {message}")]
 pub struct ParseError {
@@ -245,13 +311,13 @@ fn check_depth(text: &str) -> Result<usize, (usize, String)> {
 }
 
 /// Audits one Solidity source. `file` names it in the findings.
-pub fn audit_source(file: &str, src: &str) -> Result<Vec<Finding>, ParseError> {
+pub fn audit_source(file: &str, src: &str) -> Result<Vec<Finding>, Error> {
     let (text, rewrites) = prepass(src);
     let lines = model::LineIndex::new(&text);
-    let depth = check_depth(&text).map_err(|(offset, why)| ParseError {
+    let depth = check_depth(&text).map_err(|(offset, why)| Error::TooDeep {
         file: file.to_string(),
         line: lines.line(offset),
-        message: format!("too deeply nested to audit: {why}"),
+        why,
     })?;
     if depth <= SHALLOW_DEPTH {
         return analyse(file, &text, &rewrites, &lines);
@@ -262,10 +328,9 @@ pub fn audit_source(file: &str, src: &str) -> Result<Vec<Finding>, ParseError> {
             .name("audit".into())
             .stack_size(AUDIT_STACK_BYTES)
             .spawn_scoped(scope, || analyse(file, &text, &rewrites, &lines))
-            .map_err(|e| ParseError {
+            .map_err(|e| Error::Thread {
                 file: file.to_string(),
-                line: 1,
-                message: format!("cannot start the audit: {e}"),
+                reason: e.to_string(),
             })?
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
@@ -278,12 +343,12 @@ fn analyse(
     text: &str,
     rewrites: &[prepass::Rewrite],
     lines: &model::LineIndex,
-) -> Result<Vec<Finding>, ParseError> {
+) -> Result<Vec<Finding>, Error> {
     let unit = match solang_parser::parse(text, 0) {
         Ok((unit, _comments)) => unit,
         Err(errors) => {
             let first = errors.first();
-            return Err(ParseError {
+            return Err(Error::Syntax {
                 file: file.to_string(),
                 line: first.map_or(1, |e| lines.line(e.loc.start())),
                 message: first.map_or_else(|| "does not parse".into(), |e| e.message.clone()),
@@ -354,7 +419,7 @@ pub fn audit_files<'a>(files: impl IntoIterator<Item = (&'a str, &'a str)>) -> R
     for (name, src) in files {
         match audit_source(name, src) {
             Ok(found) => report.findings.extend(found),
-            Err(e) => report.errors.push(e),
+            Err(e) => report.errors.push(e.report()),
         }
     }
     report

@@ -57,7 +57,7 @@ fn audit_on_small_stack(src: String) -> Result<usize, String> {
         .spawn(move || {
             agora_audit::audit_source("deep.sol", &src)
                 .map(|f| f.len())
-                .map_err(|e| e.message)
+                .map_err(|e| e.report().message)
         })
         .expect("a thread starts")
         .join()

@@ -207,9 +207,9 @@ impl Node {
         let snap = match self.snapshot() {
             Ok(s) => s,
             Err(e) => {
-                let msg = e.to_string();
+                let e = Arc::new(e);
                 return (0..items.len())
-                    .map(|_| Err(SubmitError::Node(msg.clone())))
+                    .map(|_| Err(SubmitError::Node(e.clone())))
                     .collect();
             }
         };
@@ -674,14 +674,14 @@ pub enum SubmitError {
     /// The transaction's fault.
     #[error(transparent)]
     Tx(#[from] TxError),
-    /// The node's fault (storage).
+    /// The node's fault (its storage): shared by every transaction of a batch it failed.
     #[error("node error: {0}")]
-    Node(String),
+    Node(#[source] Arc<Error>),
 }
 
 impl SubmitError {
-    fn node(e: impl std::fmt::Display) -> Self {
-        SubmitError::Node(e.to_string())
+    fn node(e: impl Into<Error>) -> Self {
+        SubmitError::Node(Arc::new(e.into()))
     }
 }
 

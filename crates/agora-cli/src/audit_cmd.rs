@@ -111,7 +111,7 @@ fn audit_files(
         };
         match audit_source(&file, &src) {
             Ok(found) => findings.extend(found),
-            Err(e) => errors.push(e),
+            Err(e) => errors.push(e.report()),
         }
     }
     (findings, errors)

@@ -148,20 +148,60 @@ impl ConsensusHandle {
     }
 }
 
+/// Why consensus did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The node and consensus would sign with different keys.
+    #[error(
+        "the node builds blocks as {node} but consensus signs as {key}: open the node with the validator key"
+    )]
+    WrongKey {
+        /// The node's block producer.
+        node: agora_types::Address,
+        /// Consensus's key.
+        key: agora_types::Address,
+    },
+    /// The folder of the write-ahead log and kept blocks cannot be made.
+    #[error("the consensus folder {path}: {source}")]
+    Folder {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The engine (its network, log or actors) failed to start.
+    #[error("the consensus engine did not start: {0}")]
+    Engine(String),
+}
+
 /// Starts consensus for validator `key` over `node`.
 pub async fn start(
     node: Arc<Node>,
     key: Arc<Keypair>,
     config: NetworkConfig,
+) -> Result<ConsensusHandle, StartError> {
+    if node.proposer() != key.address() {
+        return Err(StartError::WrongKey {
+            node: node.proposer(),
+            key: key.address(),
+        });
+    }
+    for path in [config.wal_dir.clone(), config.wal_dir.join("blocks")] {
+        std::fs::create_dir_all(&path).map_err(|source| StartError::Folder { path, source })?;
+    }
+    start_engine(node, key, config)
+        .await
+        .map_err(|e| StartError::Engine(format!("{e:#}")))
+}
+
+/// [`start`] past its checks; Malachite's builders report with `eyre`.
+async fn start_engine(
+    node: Arc<Node>,
+    key: Arc<Keypair>,
+    config: NetworkConfig,
 ) -> eyre::Result<ConsensusHandle> {
     let chain_id = node.chain_id().to_string();
-    if node.proposer() != key.address() {
-        eyre::bail!(
-            "the node builds blocks as {} but consensus signs as {}: open the node with the validator key",
-            node.proposer(),
-            key.address()
-        );
-    }
     let address = ValidatorAddress(key.address());
     let signer = Ed25519Signer::new(key.clone(), &chain_id);
     // The network identity is its own key, derived from the validator's secret.
@@ -208,7 +248,6 @@ pub async fn start(
             ..Default::default()
         },
     };
-    std::fs::create_dir_all(&config.wal_dir)?;
     let builder = EngineBuilder::new(AgoraContext, engine_config).with_default_wal(
         WalContext::new(config.wal_dir.join("consensus.wal"), AgoraCodec),
     );

@@ -13,7 +13,7 @@ mod streams;
 pub use app::{AppConfig, AppError, ConsensusApp};
 pub use codec::AgoraCodec;
 pub use context::{AgoraContext, BlockId, Height, ProposalPart, ValidatorAddress, ValidatorSet};
-pub use engine::{ConsensusHandle, NetworkConfig, start};
+pub use engine::{ConsensusHandle, NetworkConfig, StartError, start};
 /// Byzantine test validators (feature `byzantine`).
 #[cfg(feature = "byzantine")]
 #[doc(hidden)]
