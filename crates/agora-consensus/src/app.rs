@@ -384,9 +384,13 @@ impl ConsensusApp {
                 let _ = reply.send(());
                 match committed {
                     Ok(()) => {}
-                    // The store refuses every write after a failed one until it is opened again:
-                    // restarting the height would fail the same way, for ever.
-                    Err(AppError::Node(agora_chain::Error::Store(e)) | AppError::Store(e)) => {
+                    // The database failed (a full disk, an I/O error): it refuses every write
+                    // after a failed one until it is opened again, so restarting the height
+                    // would fail the same way, for ever. (Logic errors are not this.)
+                    Err(
+                        AppError::Node(agora_chain::Error::Store(e @ agora_store::Error::Db(_)))
+                        | AppError::Store(e @ agora_store::Error::Db(_)),
+                    ) => {
                         return Err(AppError::CannotCommit {
                             height,
                             cause: e.to_string(),

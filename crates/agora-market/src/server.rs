@@ -24,15 +24,20 @@ use tokio_stream::wrappers::ReceiverStream;
 /// Largest job submission accepted, in bytes (the sealed input is hex: twice the input limit).
 const MAX_BODY: usize = 2 * crate::MAX_INPUT_BYTES + 16 * 1024;
 
-/// An error as JSON `{code, message}` with its status.
-fn error_response(e: &Error) -> Response {
-    let (status, code) = match e {
+/// The status and code that answer `e`.
+fn status_and_code(e: &Error) -> (u16, &'static str) {
+    match e {
         Error::Refused { status, code, .. } => (*status, *code),
         Error::Node(_) => (503, "chain_unavailable"),
         Error::BadInput(_) => (400, "bad_input"),
         Error::UnknownModel(_) => (404, "unknown_model"),
         _ => (500, "internal"),
-    };
+    }
+}
+
+/// An error as JSON `{code, message}` with its status.
+fn error_response(e: &Error) -> Response {
+    let (status, code) = status_and_code(e);
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (
         status,
@@ -128,9 +133,15 @@ async fn job(State(p): State<Arc<Provider>>, Json(submission): Json<JobSubmissio
         let event = match step {
             Step::Piece(piece) => Event::default().event("piece").json_data(piece),
             Step::Done(delivery) => Event::default().event("done").json_data(delivery),
-            Step::Failed(e) => Event::default()
-                .event("error")
-                .json_data(json!({"code": "job_failed", "message": public_message(&e)})),
+            // With the status and code an unstreamed answer would have had: the gateway must
+            // tell a request the provider refused after working on it (too large to verify)
+            // from a provider that failed.
+            Step::Failed(e) => {
+                let (status, code) = status_and_code(&e);
+                Event::default().event("error").json_data(
+                    json!({"status": status, "code": code, "message": public_message(&e)}),
+                )
+            }
         };
         Ok::<_, Infallible>(event.unwrap_or_else(|_| Event::default().event("error")))
     });

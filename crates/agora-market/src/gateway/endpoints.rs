@@ -5,12 +5,14 @@
 use super::*;
 
 /// Whether `ip` is a public address: not loopback, private, link-local, shared (100.64/10),
-/// documentation, multicast, broadcast or unspecified (nor IPv4 mapped into IPv6).
+/// documentation, benchmarking (198.18/15), IETF (192.0.0/24), reserved (240/4), multicast,
+/// broadcast or unspecified; for IPv6 also not unique-local, site-local or link-local, and an
+/// IPv4 address carried in IPv6 (mapped, compatible, 6to4, NAT64) is judged as that address.
 pub(super) fn public_ip(ip: std::net::IpAddr) -> bool {
-    use std::net::IpAddr;
+    use std::net::{IpAddr, Ipv4Addr};
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             !(v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
@@ -19,17 +21,32 @@ pub(super) fn public_ip(ip: std::net::IpAddr) -> bool {
                 || v4.is_multicast()
                 || v4.is_documentation()
                 || a == 0
-                || (a == 100 && (64..128).contains(&b)))
+                || a >= 240
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (18..20).contains(&b))
+                || (a == 192 && b == 0 && c == 0))
         }
         IpAddr::V6(v6) => {
-            let first = v6.segments()[0];
-            let mapped = v6.to_ipv4_mapped();
+            let s = v6.segments();
+            let o = v6.octets();
+            let embedded = |x: &[u8]| IpAddr::V4(Ipv4Addr::new(x[0], x[1], x[2], x[3]));
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return public_ip(IpAddr::V4(v4));
+            }
+            // NAT64 (64:ff9b::/96) and IPv4-compatible (::/96, not :: or ::1).
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || (s[..6] == [0; 6] && s[6] != 0) {
+                return public_ip(embedded(&o[12..]));
+            }
+            // 6to4 (2002::/16) carries its IPv4 address in bits 16–48.
+            if s[0] == 0x2002 {
+                return public_ip(embedded(&o[2..6]));
+            }
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || mapped.is_some())
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] & 0xffc0) == 0xfec0)
         }
     }
 }
@@ -60,25 +77,32 @@ impl ureq::unversioned::resolver::Resolver for PublicOnly {
     }
 }
 
-/// Whether an `http(s)://host[:port]/…` endpoint names only public addresses: an IP literal
-/// that is not loopback, private, link-local, shared (100.64/10), documentation, multicast or
-/// unspecified, or a name all of whose addresses are such. Unresolvable: not public.
-pub fn public_endpoint(endpoint: &str) -> bool {
-    use std::net::{IpAddr, ToSocketAddrs};
-    let Some((scheme, rest)) = endpoint.split_once("://") else {
+/// Whether an `http(s)://host[:port]/…` endpoint may be public, without resolving it: an IP
+/// literal must be public ([`public_ip`]); a name other than `localhost` passes, its addresses
+/// being checked when a connection resolves it ([`PublicOnly`]). Cheap enough for every provider
+/// on every request (no DNS lookup, which a slow name could stall).
+pub(super) fn maybe_public_endpoint(endpoint: &str) -> bool {
+    let Some((host, _)) = host_port(endpoint) else {
         return false;
     };
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => public_ip(ip),
+        Err(_) => !host.is_empty() && !host.eq_ignore_ascii_case("localhost"),
+    }
+}
+
+/// The host and port of an `http(s)://` URL (the scheme's port when none is given).
+fn host_port(endpoint: &str) -> Option<(&str, u16)> {
+    let (scheme, rest) = endpoint.split_once("://")?;
     let default_port = match scheme {
         "http" => 80,
         "https" => 443,
-        _ => return false,
+        _ => return None,
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     let authority = authority.rsplit('@').next().unwrap_or("");
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let Some((host, after)) = v6.split_once(']') else {
-            return false;
-        };
+        let (host, after) = v6.split_once(']')?;
         (host, after.strip_prefix(':'))
     } else {
         match authority.rsplit_once(':') {
@@ -87,11 +111,19 @@ pub fn public_endpoint(endpoint: &str) -> bool {
         }
     };
     let port = match port {
-        Some(p) => match p.parse::<u16>() {
-            Ok(p) => p,
-            Err(_) => return false,
-        },
+        Some(p) => p.parse::<u16>().ok()?,
         None => default_port,
+    };
+    Some((host, port))
+}
+
+/// Whether an `http(s)://host[:port]/…` endpoint names only public addresses: an IP literal
+/// that is not loopback, private, link-local, shared (100.64/10), documentation, multicast or
+/// unspecified, or a name all of whose addresses are such. Unresolvable: not public.
+pub fn public_endpoint(endpoint: &str) -> bool {
+    use std::net::{IpAddr, ToSocketAddrs};
+    let Some((host, port)) = host_port(endpoint) else {
+        return false;
     };
     if let Ok(ip) = host.parse::<IpAddr>() {
         return public_ip(ip);

@@ -111,7 +111,10 @@ pub struct Gateway {
     /// For providers: where only public endpoints may be reached, it connects only to public
     /// addresses.
     providers_agent: ureq::Agent,
-    seen: Mutex<BTreeMap<Address, Seen>>,
+    /// By provider and model: a provider's speed and failures on one model say little about
+    /// another (and a client cannot slow an honest provider's name down for every model by
+    /// sending one model long inputs).
+    seen: Mutex<BTreeMap<(Address, Hash), Seen>>,
     /// Whether providers may be reached on loopback, private or link-local addresses (a local
     /// network, the devnet); otherwise an endpoint registered on chain cannot turn the gateway
     /// against the machines around it.
@@ -168,8 +171,17 @@ impl Gateway {
     /// shared or unspecified addresses (or names that resolve to one) are skipped.
     pub fn public_endpoints_only(mut self) -> Self {
         self.private_endpoints = false;
+        // No proxy (it would resolve the provider's name itself, past the check below) and no
+        // redirect (a provider has no reason to send the gateway elsewhere).
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(3)))
+            .timeout_global(Some(Duration::from_secs(600)))
+            .proxy(None)
+            .max_redirects(0)
+            .build();
         self.providers_agent = ureq::Agent::with_parts(
-            agent_config(),
+            config,
             ureq::unversioned::transport::DefaultConnector::default(),
             PublicOnly::default(),
         );
@@ -238,10 +250,17 @@ impl Gateway {
             .filter(|p| {
                 p.provider.active()
                     && p.provider.info.models.contains(model)
-                    && (self.private_endpoints || public_endpoint(&p.provider.info.endpoint))
+                    && (self.private_endpoints || maybe_public_endpoint(&p.provider.info.endpoint))
             })
             .collect();
-        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let seen: BTreeMap<Address, Seen> = self
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|((_, m), _)| m == model)
+            .map(|((a, _), s)| (*a, *s))
+            .collect();
         Ok(order_candidates(
             list,
             &seen,
@@ -260,18 +279,18 @@ impl Gateway {
         self.candidates_for(model, 1_000, 1_000)
     }
 
-    /// The smoothed time to first output this gateway measured for `provider`, if any.
-    pub fn latency_ms(&self, provider: &Address) -> Option<u64> {
+    /// The smoothed time to first output this gateway measured for `provider` on `model`, if any.
+    pub fn latency_ms(&self, provider: &Address, model: &Hash) -> Option<u64> {
         self.seen
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(provider)?
+            .get(&(*provider, *model))?
             .latency_ms
     }
 
-    fn record_success(&self, provider: Address, first_output: Duration) {
+    fn record_success(&self, provider: Address, model: Hash, first_output: Duration) {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let s = seen.entry(provider).or_default();
+        let s = seen.entry((provider, model)).or_default();
         let sample = u64::try_from(first_output.as_millis()).unwrap_or(u64::MAX);
         // Exponential smoothing, a quarter weight to the newest sample.
         s.latency_ms = Some(s.latency_ms.map_or(sample, |old| {
@@ -281,9 +300,9 @@ impl Gateway {
         s.cool_until = None;
     }
 
-    fn record_failure(&self, provider: Address) {
+    fn record_failure(&self, provider: Address, model: Hash) {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let s = seen.entry(provider).or_default();
+        let s = seen.entry((provider, model)).or_default();
         s.failures = s.failures.saturating_add(1);
         let cooldown = COOLDOWN_FIRST
             .saturating_mul(1u32 << s.failures.saturating_sub(1).min(16))
@@ -353,12 +372,13 @@ impl Gateway {
             match self.call(provider, &submission, reader, &mut timed) {
                 Ok((output, receipt)) => {
                     if let Err(e) = check_receipt(&request, &output, &receipt, provider.address) {
-                        self.record_failure(provider.address);
+                        self.record_failure(provider.address, model);
                         return Err(e);
                     }
                     // An embedding has no pieces: its first output is the whole answer.
                     self.record_success(
                         provider.address,
+                        model,
                         first_output.unwrap_or_else(|| sent.elapsed()),
                     );
                     return Ok(Completed {
@@ -374,16 +394,17 @@ impl Gateway {
                 Err(CallError::BeforeOutput(e)) => {
                     tracing::info!("provider {} did not take the job: {e}", provider.address);
                     if provider_at_fault(&e) {
-                        self.record_failure(provider.address);
+                        self.record_failure(provider.address, model);
                     }
                     // A refusal that blames the request says more than a dead provider after it.
                     if !is_request_fault(last.as_ref()) || is_request_fault(Some(&e)) {
                         last = Some(e);
                     }
                 }
+                Err(CallError::RequestFault(e)) => return Err(e),
                 Err(CallError::AfterOutput(e)) => {
                     if provider_at_fault(&e) {
-                        self.record_failure(provider.address);
+                        self.record_failure(provider.address, model);
                     }
                     // Output already went to the client, so no failover can hide the cut.
                     return Err(match e {
@@ -392,8 +413,9 @@ impl Gateway {
                             Error::Refused {
                                 status: 502,
                                 code: "provider_broke_off",
-                                message: "the provider stopped before its answer was complete; \
-                                          what arrived is not a whole answer: try again"
+                                message: "the provider stopped before its answer was complete: \
+                                          what arrived is not a whole answer (a provider cut off \
+                                          may still be paid for what it generated); try again"
                                     .into(),
                             }
                         }
@@ -500,7 +522,27 @@ impl Gateway {
                     return open_delivery(&mut reader, &delivery).map_err(CallError::AfterOutput);
                 }
                 "error" => {
-                    let e = Error::Provider(ProviderFailure::Reported(data.trim().to_string()));
+                    #[derive(serde::Deserialize)]
+                    struct Failed {
+                        #[serde(default)]
+                        status: u16,
+                        code: String,
+                        message: String,
+                    }
+                    let e = match serde_json::from_str::<Failed>(data.trim()) {
+                        // The request's fault, found after the provider worked on it: every
+                        // provider would do the same, so no other is tried, and this one is not
+                        // blamed for it.
+                        Ok(f) if request_fault(f.status) => {
+                            return Err(CallError::RequestFault(Error::Refused {
+                                status: f.status,
+                                code: known_code(&f.code),
+                                message: f.message,
+                            }));
+                        }
+                        Ok(f) => Error::Provider(ProviderFailure::Reported(f.message)),
+                        Err(_) => Error::Provider(ProviderFailure::Reported(data.trim().into())),
+                    };
                     return Err(if started {
                         CallError::AfterOutput(e)
                     } else {
@@ -530,6 +572,8 @@ fn malformed(what: &'static str, e: serde_json::Error) -> Error {
 enum CallError {
     BeforeOutput(Error),
     AfterOutput(Error),
+    /// The request's fault, reported after the provider ran it: answer it as it is.
+    RequestFault(Error),
 }
 
 /// Whether a failure counts against the provider (not a refusal of a bad request, an unpaid one,
@@ -544,8 +588,12 @@ fn provider_at_fault(e: &Error) -> bool {
 
 /// A provider's error code, if it is one this protocol defines; otherwise "provider_error".
 fn known_code(code: &str) -> &'static str {
-    const KNOWN: [&str; 12] = [
+    const KNOWN: [&str; 16] = [
         "malformed_request",
+        "too_large_to_verify",
+        "expiry_too_far",
+        "duplicate_job",
+        "fee_overflow",
         "wrong_chain_id",
         "wrong_provider",
         "unknown_model",
@@ -831,16 +879,31 @@ mod tests {
             "ftp://8.8.8.8",
             "http://8.8.8.8:notaport",
             "http://",
+            // IPv4 carried in IPv6: NAT64, 6to4, IPv4-compatible; and site-local.
+            "http://[64:ff9b::a00:1]",
+            "http://[2002:a00:1::1]",
+            "http://[::10.0.0.1]",
+            "http://[fec0::1]",
+            // Benchmarking, IETF protocol assignments, reserved.
+            "http://198.18.0.1",
+            "http://192.0.0.8",
+            "http://240.0.0.1",
         ] {
             assert!(!public_endpoint(private), "{private}");
+            assert!(!maybe_public_endpoint(private), "{private}");
         }
         for public in [
             "http://8.8.8.8:9000",
             "https://1.1.1.1/v1",
             "http://[2606:4700::1111]:443",
+            "http://[64:ff9b::808:808]",
+            "http://[2002:808:808::1]",
         ] {
             assert!(public_endpoint(public), "{public}");
+            assert!(maybe_public_endpoint(public), "{public}");
         }
+        // A name passes the list without a lookup; its addresses are checked on connecting.
+        assert!(maybe_public_endpoint("https://provider.example:8443/v1"));
     }
 
     #[test]

@@ -35,9 +35,13 @@ pub(super) fn order_candidates(
     let (cooling, ready): (Vec<_>, Vec<_>) = list
         .into_iter()
         .partition(|p| state(p).cool_until.is_some_and(|t| t > now));
-    // The stake-weighted median fee of the ready providers (each counts at least 1).
-    let mut by_fee: Vec<(Amount, Amount)> =
-        ready.iter().map(|p| (fee(p), p.stake().max(1))).collect();
+    // The stake-weighted median fee of every provider, cooling ones included (each counts at
+    // least 1): cooling a provider down (by making it fail) cannot move the band.
+    let mut by_fee: Vec<(Amount, Amount)> = ready
+        .iter()
+        .chain(&cooling)
+        .map(|p| (fee(p), p.stake().max(1)))
+        .collect();
     by_fee.sort_unstable();
     let band_fee = weighted_median(&by_fee).unwrap_or(0);
     let (mut band, mut rest): (Vec<_>, Vec<_>) =

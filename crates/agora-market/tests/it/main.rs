@@ -449,7 +449,11 @@ struct Killer(
 );
 
 impl Killer {
-    fn kill_when_frozen(mut self) -> std::thread::JoinHandle<()> {
+    /// Kills the server once its job has frozen, and `ready` (if any) has fired.
+    fn kill_when_frozen(
+        mut self,
+        ready: Option<std::sync::mpsc::Receiver<()>>,
+    ) -> std::thread::JoinHandle<()> {
         std::thread::spawn(move || {
             let start = std::time::Instant::now();
             while !self.1.load(std::sync::atomic::Ordering::SeqCst) {
@@ -458,6 +462,11 @@ impl Killer {
                     "the job never froze"
                 );
                 std::thread::sleep(Duration::from_millis(10));
+            }
+            if let Some(ready) = ready {
+                ready
+                    .recv_timeout(Duration::from_secs(60))
+                    .expect("the client saw its pieces");
             }
             if let Some(rt) = self.0.take() {
                 rt.shutdown_background();
@@ -491,7 +500,7 @@ fn a_provider_killed_mid_job_gets_the_client_a_failover_or_an_error_and_no_charg
         gateway.candidates(&MODEL).unwrap()[0].address,
         early.address()
     );
-    let killer = killer.kill_when_frozen();
+    let killer = killer.kill_when_frozen(None);
     let before = escrow();
     let done = gateway
         .run(&net.client, MODEL, &input, params.clone(), &mut |_| {
@@ -505,19 +514,28 @@ fn a_provider_killed_mid_job_gets_the_client_a_failover_or_an_error_and_no_charg
     net.block();
     assert_eq!(before - escrow(), done.receipt.receipt.fee);
 
-    // Killed after two pieces: the client has seen output, so no failover can hide the cut; it
-    // gets an error, and nothing is charged, then or later.
+    // Killed after two pieces, once the client has them: no failover can hide the cut; the
+    // client gets an error, and nothing is charged, then or later. (The dead early provider may
+    // be drawn first again once it has cooled down: it refuses the connection, and the job goes
+    // on to the late one, which is in the band with it, before the dearer ones.)
     let (late, killer) = killed_mid_job(&net, "killed-late", 3, 2);
-    assert_eq!(
-        gateway.candidates(&MODEL).unwrap()[0].address,
-        late.address()
-    );
+    let order: Vec<Address> = gateway
+        .candidates(&MODEL)
+        .unwrap()
+        .iter()
+        .map(|p| p.address)
+        .collect();
+    assert!(order[..2].contains(&late.address()), "{order:?}");
     let before = escrow();
-    let killer = killer.kill_when_frozen();
+    let (saw_two, ready) = std::sync::mpsc::channel();
+    let killer = killer.kill_when_frozen(Some(ready));
     let mut seen = 0;
     let err = gateway
         .run(&net.client, MODEL, &input, params, &mut |_| {
             seen += 1;
+            if seen == 2 {
+                let _ = saw_two.send(());
+            }
             ControlFlow::Continue(())
         })
         .unwrap_err();
@@ -533,6 +551,49 @@ fn a_provider_killed_mid_job_gets_the_client_a_failover_or_an_error_and_no_charg
         net.block();
     }
     assert_eq!(escrow(), before);
+}
+
+#[test]
+fn a_request_refused_after_the_work_is_answered_as_is_and_blames_no_provider() {
+    let net = start();
+    let (big, _) = serve_provider(&net, "big-audits", 1_000, 1);
+    let gateway = agora_market::Gateway::new(net.chain.clone());
+    let auditor = agora_market::auditor_id();
+    // A contract whose audit report is too large for a check to carry: the provider runs it,
+    // then refuses it (a reveal over 384 KiB), in its stream.
+    let mut src = String::from("contract C {\n  address owner;\n  function f() public {\n");
+    for _ in 0..2_500 {
+        src.push_str("    require(tx.origin == owner);\n");
+    }
+    src.push_str("  }\n}\n");
+    let input = JobInput::Audit {
+        files: vec![agora_market::SourceFile {
+            name: "big.sol".into(),
+            source: src,
+        }],
+    };
+    for _ in 0..2 {
+        let err = gateway
+            .run(
+                &net.client,
+                auditor,
+                &input,
+                JobParams::default(),
+                &mut |_| ControlFlow::Continue(()),
+            )
+            .unwrap_err();
+        let Error::Refused { status, code, .. } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!((*status, *code), (413, "too_large_to_verify"), "{err:?}");
+        // Not blamed: still first (before, it cooled down, and so did every provider the
+        // request was sent to next).
+        assert_eq!(
+            gateway.candidates(&auditor).unwrap()[0].address,
+            big.address()
+        );
+    }
+    assert_eq!(big.unsettled(), 0);
 }
 
 /// As [`serve_provider`]; with `serve` false, the endpoint is a port nobody listens on; each job
@@ -722,8 +783,8 @@ fn the_gateway_draws_within_the_price_band_and_fails_over_when_one_is_down() {
         at(cheap.address()) < at(dear.address()) && at(dear.address()) < at(down.address()),
         "{order:?}"
     );
-    assert!(gateway.latency_ms(&cheap.address()).is_some());
-    assert!(gateway.latency_ms(&down.address()).is_none());
+    assert!(gateway.latency_ms(&cheap.address(), &MODEL).is_some());
+    assert!(gateway.latency_ms(&down.address(), &MODEL).is_none());
 
     // Settled on-chain: the client's escrow went down by exactly the fees.
     let before = net.chain.escrow(&net.client.address()).unwrap();
@@ -790,8 +851,8 @@ fn at_equal_prices_the_gateway_learns_which_provider_answers_faster() {
             })
             .unwrap();
         assert!([slow.address(), fast.address()].contains(&done.provider));
-        if gateway.latency_ms(&slow.address()).is_some()
-            && gateway.latency_ms(&fast.address()).is_some()
+        if gateway.latency_ms(&slow.address(), &MODEL).is_some()
+            && gateway.latency_ms(&fast.address(), &MODEL).is_some()
         {
             assert_eq!(slow.unsettled() + fast.unsettled(), runs);
             break;
@@ -799,8 +860,8 @@ fn at_equal_prices_the_gateway_learns_which_provider_answers_faster() {
         assert!(runs < 40, "both should have been drawn by now");
     }
     let (s, f) = (
-        gateway.latency_ms(&slow.address()).unwrap(),
-        gateway.latency_ms(&fast.address()).unwrap(),
+        gateway.latency_ms(&slow.address(), &MODEL).unwrap(),
+        gateway.latency_ms(&fast.address(), &MODEL).unwrap(),
     );
     assert!(
         s >= slow_delay.as_millis() as u64 && s > 2 * f + agora_market::LATENCY_CLASS_MS,
