@@ -142,13 +142,19 @@ fn is_request_fault(e: Option<&Error>) -> bool {
     matches!(e, Some(Error::Refused { status, .. }) if request_fault(*status))
 }
 
-/// How the gateway's HTTP clients are set.
-fn agent_config() -> ureq::config::Config {
-    ureq::Agent::config_builder()
+/// How the gateway's client of providers is set. A provider has no reason to redirect the
+/// gateway, so it follows no redirect; with `public_only`, it also uses no proxy (a proxy would
+/// resolve the provider's name itself, past the public-address check of [`PublicOnly`]).
+fn agent_config(public_only: bool) -> ureq::config::Config {
+    let builder = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_connect(Some(Duration::from_secs(3)))
         .timeout_global(Some(Duration::from_secs(600)))
-        .build()
+        .max_redirects(0);
+    match public_only {
+        true => builder.proxy(None).build(),
+        false => builder.build(),
+    }
 }
 
 impl Gateway {
@@ -156,7 +162,7 @@ impl Gateway {
     pub fn new(chain: Arc<dyn Chain>) -> Self {
         Gateway {
             chain,
-            providers_agent: agent_config().into(),
+            providers_agent: agent_config(false).into(),
             seen: Mutex::new(BTreeMap::new()),
             private_endpoints: true,
         }
@@ -171,17 +177,8 @@ impl Gateway {
     /// shared or unspecified addresses (or names that resolve to one) are skipped.
     pub fn public_endpoints_only(mut self) -> Self {
         self.private_endpoints = false;
-        // No proxy (it would resolve the provider's name itself, past the check below) and no
-        // redirect (a provider has no reason to send the gateway elsewhere).
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(3)))
-            .timeout_global(Some(Duration::from_secs(600)))
-            .proxy(None)
-            .max_redirects(0)
-            .build();
         self.providers_agent = ureq::Agent::with_parts(
-            config,
+            agent_config(true),
             ureq::unversioned::transport::DefaultConnector::default(),
             PublicOnly::default(),
         );
