@@ -233,6 +233,15 @@ async fn guard(State(gate): State<Gate>, request: Request, next: Next) -> Respon
     )
 }
 
+/// A gateway's routes within a gateway's limits: requests in flight in total and per client
+/// ([`Limits::GATEWAY`]) and per API key ([`Limits::GATEWAY_PER_KEY`]).
+pub fn gateway<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    limit(
+        limit_per_key(router, Limits::GATEWAY_PER_KEY),
+        Limits::GATEWAY,
+    )
+}
+
 /// `router` with at most `per_key` requests in flight for each API key (the bearer token of
 /// `Authorization`), over its routes as they are now: one tenant of a gateway cannot take every
 /// place the gateway's total allows. Requests without a key are not counted here (the routes

@@ -413,6 +413,38 @@ pub struct Report {
     pub errors: Vec<ParseError>,
 }
 
+/// Every `.sol` file under `paths` (files, or folders searched recursively), sorted.
+pub fn solidity_files(paths: &[std::path::PathBuf]) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut stack = vec![p.clone()];
+            while let Some(dir) = stack.pop() {
+                let entries = std::fs::read_dir(&dir).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("reading {}: {e}", dir.display()))
+                })?;
+                for e in entries {
+                    let path = e?.path();
+                    if path.is_dir() {
+                        stack.push(path);
+                    } else if path.extension().is_some_and(|x| x == "sol") {
+                        out.push(path);
+                    }
+                }
+            }
+        } else if p.exists() {
+            out.push(p.clone());
+        } else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{} does not exist", p.display()),
+            ));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// Audits `(name, source)` files; one that does not parse is reported and the rest go on.
 pub fn audit_files<'a>(files: impl IntoIterator<Item = (&'a str, &'a str)>) -> Report {
     let mut report = Report::default();

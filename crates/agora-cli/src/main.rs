@@ -4,15 +4,11 @@
 #![allow(unreachable_pub)]
 
 mod audit_cmd;
-mod bench;
-mod infer_bench;
 mod infer_cmd;
 mod keystore;
 mod market_cmd;
-mod network_bench;
 mod node_cmd;
 mod testnet_cmd;
-mod verify_bench;
 mod wallet_cmd;
 
 use anyhow::Result;
@@ -74,7 +70,7 @@ enum Command {
     Audit(audit_cmd::AuditArgs),
     /// Measure throughput and print figures.
     #[command(subcommand)]
-    Bench(bench::BenchCommand),
+    Bench(agora_bench::BenchCommand),
 }
 
 /// `--home`, or `~/.agora`.
@@ -137,7 +133,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Query(cmd) => wallet_cmd::query(cmd),
         Command::Models(cmd) => infer_cmd::models(&models, cmd),
         Command::Infer(cmd) => infer_cmd::infer(&models, cmd),
-        Command::Bench(cmd) => bench::run(cmd, &models),
+        Command::Bench(cmd) => agora_bench::run(cmd, &models),
         // 0 clean, 1 findings, 2 usage or parse errors.
         Command::Audit(args) => match audit_cmd::audit(args, &models) {
             Ok(code) => std::process::exit(code),

@@ -395,7 +395,7 @@ pub async fn start(
             tracing::warn!("provider endpoint stopped: {e}");
         }
     }));
-    let router = gateway_router(state);
+    let router = agora_api::limits::gateway(openai_router(state));
     let until = wait(stop.clone());
     tasks.push(tokio::spawn(async move {
         if let Err(e) = agora_api::limits::serve_within(
@@ -632,7 +632,7 @@ pub fn gateway(home: PathBuf, args: GatewayArgs) -> Result<()> {
         let gateway = Arc::new(gateway);
         let state = OpenAiState::new(gateway, BTreeMap::from([(api_key, wallet)]));
         let (stop_tx, mut stop_rx) = watch::channel(false);
-        let router = gateway_router(state);
+        let router = agora_api::limits::gateway(openai_router(state));
         let server = tokio::spawn(async move {
             agora_api::limits::serve_within(
                 listener,
@@ -649,15 +649,6 @@ pub fn gateway(home: PathBuf, args: GatewayArgs) -> Result<()> {
         server.await??;
         anyhow::Ok(())
     })
-}
-
-/// The gateway's routes within its limits: requests in flight in total, per client address and
-/// per API key.
-pub fn gateway_router(state: OpenAiState) -> axum::Router {
-    agora_api::limit(
-        agora_api::limit_per_key(openai_router(state), Limits::GATEWAY_PER_KEY),
-        Limits::GATEWAY,
-    )
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use agora_infer::sample::{self, SamplingParams};
 use anyhow::{Result, bail};
 use clap::Args;
 
-use crate::infer_cmd::{default_threads, ensure};
+use crate::{default_threads, ensure};
 
 #[derive(Debug, Args)]
 pub struct InferBenchArgs {

@@ -1,4 +1,12 @@
-//! `agora bench …`: whole-system figures, printed as a table.
+//! `agora bench …`: whole-system figures, printed as tables. The benchmarks live here, not in
+//! the binary: each is a library function over the crates it measures (ledger, market and
+//! gateway, inference, verification, the auditor, a network of validators, the state machine's
+//! adversarial runs), and `agora` only parses their arguments.
+
+pub mod audit;
+pub mod infer;
+pub mod network;
+pub mod verify;
 
 use agora_api::Limits;
 use agora_chain::{MempoolConfig, Node, NodeConfig};
@@ -30,16 +38,16 @@ pub enum BenchCommand {
     },
     /// Inference: prompt processing and generation speed of the chat model, time to first token,
     /// teacher-forced scoring against generation, embeddings per second, and peak memory.
-    Infer(crate::infer_bench::InferBenchArgs),
+    Infer(crate::infer::InferBenchArgs),
     /// The Solidity auditor on a labelled folder: recall, precision and F1 per category (a finding
     /// counts if it names a labelled line ±2 in the label's category), and contracts per second.
-    Audit(crate::audit_cmd::AuditBenchArgs),
+    Audit(crate::audit::AuditBenchArgs),
     /// A local multi-validator network (Malachite) under a stream of transfers: time to finality
     /// (mean, p50, p99) and committed transfers per second.
-    Network(crate::network_bench::NetworkBenchArgs),
+    Network(crate::network::NetworkBenchArgs),
     /// Verification: how often one check catches each cheating strategy, a cheater's chance of
     /// escaping after n jobs at the sampling rate, and a check's cost against generation.
-    Verify(crate::verify_bench::VerifyBenchArgs),
+    Verify(crate::verify::VerifyBenchArgs),
     /// Adversarial runs of the state machine: random blocks of every message type from actors
     /// playing every role, honest and not; every invariant (supply, escrow, stake and pool
     /// conservation, counters, windows) checked after every block, each run twice for
@@ -97,10 +105,10 @@ fn invariants(seconds: u64, seed: u64) -> Result<()> {
 
 pub fn run(cmd: BenchCommand, models: &std::path::Path) -> Result<()> {
     match cmd {
-        BenchCommand::Infer(args) => crate::infer_bench::run(args, models),
-        BenchCommand::Verify(args) => crate::verify_bench::run(args, models),
-        BenchCommand::Network(args) => crate::network_bench::run(args),
-        BenchCommand::Audit(args) => crate::audit_cmd::bench(args),
+        BenchCommand::Infer(args) => crate::infer::run(args, models),
+        BenchCommand::Verify(args) => crate::verify::run(args, models),
+        BenchCommand::Network(args) => crate::network::run(args),
+        BenchCommand::Audit(args) => crate::audit::bench(args),
         BenchCommand::Invariants { seconds, seed } => invariants(seconds, seed),
         BenchCommand::Market {
             jobs,
@@ -539,15 +547,15 @@ fn market_gateway(models_dir: &std::path::Path, requests: usize, max_tokens: u32
     use agora_infer::models::{self, ModelCache};
     use agora_market::{
         Gateway, HttpChain, InferBackend, OpenAiState, Provider, ProviderConfig, ProviderSecret,
-        provider_router, settle_loop,
+        openai_router, provider_router, settle_loop,
     };
     use agora_state::GenesisModel;
     use agora_types::{EncryptionKey, Hash, ModelKind, ProviderInfo};
     use std::sync::Arc;
 
     let spec = models::SMOLLM2;
-    let installed = crate::infer_cmd::ensure(&ModelCache::new(models_dir), &spec)?;
-    let threads = crate::infer_cmd::default_threads();
+    let installed = ensure(&ModelCache::new(models_dir), &spec)?;
+    let threads = default_threads();
     let model = Arc::new(ChatModel::load(&installed.weights, threads)?);
     let model_id: Hash = spec.id.parse()?;
     let (provider_key, client) = (
@@ -660,7 +668,7 @@ fn market_gateway(models_dir: &std::path::Path, requests: usize, max_tokens: u32
             .collect(),
     );
     rt.spawn({
-        let router = crate::market_cmd::gateway_router(state);
+        let router = agora_api::limits::gateway(openai_router(state));
         let until = wait(stop_rx.clone());
         async move {
             let _ = agora_api::limits::serve_within(
@@ -805,4 +813,17 @@ fn market_gateway(models_dir: &std::path::Path, requests: usize, max_tokens: u32
     let _ = stop_tx.send(true);
     drop(rt);
     Ok(())
+}
+
+/// Every core.
+pub(crate) fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The model, fetched first (with progress lines on stderr) if it is not in the cache.
+pub(crate) fn ensure(
+    cache: &agora_infer::models::ModelCache,
+    spec: &agora_infer::models::ModelSpec,
+) -> Result<agora_infer::models::Installed> {
+    Ok(cache.ensure(spec, &mut |line| eprintln!("{line}"))?)
 }

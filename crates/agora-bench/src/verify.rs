@@ -14,7 +14,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 use std::ops::ControlFlow;
 
-use crate::infer_cmd::{default_threads, ensure};
+use crate::{default_threads, ensure};
 
 #[derive(Debug, Args)]
 pub struct VerifyBenchArgs {
