@@ -24,6 +24,8 @@ mod local;
 mod market;
 pub mod relay;
 mod routes;
+#[cfg(feature = "test-support")]
+pub mod testing;
 
 pub use error::ApiError;
 pub use limits::{Limits, limit, limit_per_key};

@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use agora_chain::{Node, NodeConfig};
+use agora_chain::Node;
 use agora_state::{Genesis, GenesisAccount, GenesisModel, MarketParams, Params};
 use agora_store::Proof;
 use agora_types::{
@@ -20,8 +20,7 @@ struct Harness {
     base: String,
     node: Arc<Node>,
     agent: ureq::Agent,
-    _rt: tokio::runtime::Runtime,
-    _dir: tempfile::TempDir,
+    _node: agora_api::testing::TestNode,
 }
 
 const MODEL: Hash = Hash([0xAA; 32]);
@@ -31,7 +30,6 @@ fn key(name: &str) -> Keypair {
 }
 
 fn start() -> Harness {
-    let dir = tempfile::tempdir().unwrap();
     let genesis = Genesis::new("api-test")
         .with_params(Params {
             min_fee: 100,
@@ -52,40 +50,17 @@ fn start() -> Harness {
             name: "test-chat".into(),
             kind: ModelKind::Chat,
         }]);
-    let node = Arc::new(
-        Node::open(
-            &dir.path().join("db.redb"),
-            &genesis,
-            Keypair::from_seed_label("api-test-validator"),
-            NodeConfig::default(),
-        )
-        .unwrap(),
-    );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    rt.spawn(agora_api::serve(
-        node.clone(),
-        listener,
-        std::future::pending(),
-    ));
+    let t = agora_api::testing::TestNode::start(&genesis, "api-test-validator");
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(10)))
         .build()
         .into();
     Harness {
-        base,
-        node,
+        base: t.base.clone(),
+        node: t.node.clone(),
         agent,
-        _rt: rt,
-        _dir: dir,
+        _node: t,
     }
 }
 

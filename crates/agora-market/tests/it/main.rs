@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use agora_chain::{Node, NodeConfig};
+use agora_chain::Node;
 use agora_infer::chat::ChatModel;
 use agora_infer::testing::{TinySpec, write_tiny_chat_model};
 use agora_market::{
@@ -33,16 +33,13 @@ struct Net {
     chain: Arc<dyn Chain>,
     provider: Provider,
     client: Keypair,
-    _rt: tokio::runtime::Runtime,
-    _dir: tempfile::TempDir,
-    height: std::cell::Cell<u64>,
+    /// The node and its API (its runtime and folder too).
+    t: agora_api::testing::TestNode,
 }
 
 impl Net {
     fn block(&self) {
-        let h = self.height.get() + 1;
-        self.height.set(h);
-        self.node.produce_block(h * 1_000).unwrap();
+        self.t.block();
     }
 
     /// A request from the client for `input`, and its sealed submission.
@@ -113,7 +110,6 @@ fn start() -> Net {
 }
 
 fn start_with(verify: agora_state::VerifyParams) -> Net {
-    let dir = tempfile::tempdir().unwrap();
     let (provider_key, client) = (
         Keypair::from_seed_label("provider"),
         Keypair::from_seed_label("client"),
@@ -140,32 +136,11 @@ fn start_with(verify: agora_state::VerifyParams) -> Net {
             agora_audit::MODEL_NAME,
             ModelKind::Audit,
         );
-    let node = Arc::new(
-        Node::open(
-            &dir.path().join("db.redb"),
-            &genesis,
-            Keypair::from_seed_label("market-test-validator"),
-            NodeConfig::default(),
-        )
-        .unwrap(),
-    );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    rt.spawn(agora_api::serve(
-        node.clone(),
-        listener,
-        std::future::pending(),
-    ));
+    let t = agora_api::testing::TestNode::start(&genesis, "market-test-validator");
+    let (node, base, dir) = (t.node.clone(), t.base.clone(), t.dir.path().to_path_buf());
     let chain: Arc<dyn Chain> = Arc::new(HttpChain::new(&base));
 
-    let model_path = dir.path().join("tiny.gguf");
+    let model_path = dir.join("tiny.gguf");
     write_tiny_chat_model(&model_path, TinySpec::default()).unwrap();
     let mut backend = InferBackend::default();
     backend.add_chat(MODEL, Arc::new(ChatModel::load(&model_path, 1).unwrap()));
@@ -186,7 +161,7 @@ fn start_with(verify: agora_state::VerifyParams) -> Net {
         Arc::new(backend),
         ProviderConfig {
             min_expiry_margin: 5,
-            jobs_dir: Some(dir.path().join("jobs")),
+            jobs_dir: Some(dir.join("jobs")),
             ..ProviderConfig::default()
         },
     )
@@ -197,9 +172,7 @@ fn start_with(verify: agora_state::VerifyParams) -> Net {
         chain,
         provider,
         client,
-        _rt: rt,
-        _dir: dir,
-        height: std::cell::Cell::new(0),
+        t,
     };
     assert!(net.provider.ensure_registered(10 * AGR).unwrap().is_some());
     net.node
@@ -270,7 +243,7 @@ fn a_job_is_served_sealed_receipted_and_settled_for_exactly_its_fee() {
     );
     let kept_job = net.provider.kept_job(&job_id).unwrap().unwrap();
     assert_eq!(kept_job.output, output.to_bytes());
-    let kept = std::fs::read(net._dir.path().join(format!("jobs/{job_id}.job"))).unwrap();
+    let kept = std::fs::read(net.t.dir.path().join(format!("jobs/{job_id}.job"))).unwrap();
     assert!(!kept.windows(11).any(|w| w == b"hello there"));
     assert!(!kept.windows(text.len()).any(|w| w == text.as_bytes()) || text.is_empty());
     assert!(net.provider.kept_input(&Hash([9; 32])).unwrap().is_none());
@@ -606,7 +579,7 @@ fn register_provider(
     serve: bool,
     delay: Duration,
 ) -> (Arc<Provider>, String) {
-    let rt = serve.then_some(&net._rt);
+    let rt = serve.then_some(&net.t.rt);
     provider_on(net, label, price_out, nonce, 10 * AGR, rt, &|b| {
         Arc::new(Slow(b, delay))
     })
@@ -637,11 +610,12 @@ fn provider_on(
         .unwrap();
     net.block();
     let listener = net
-        ._rt
+        .t
+        .rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let dir = net._dir.path().join(label);
+    let dir = net.t.dir.path().join(label);
     std::fs::create_dir_all(&dir).unwrap();
     let model_path = dir.join("tiny.gguf");
     // Room for the prompts that explain audit findings (the tiny vocabulary spends a token on
@@ -881,12 +855,13 @@ fn serve_gateway(net: &Net) -> String {
     let keys = [("test-key".to_string(), Keypair::from_seed_label("client"))].into();
     let state = agora_market::OpenAiState::new(gateway, keys);
     let listener = net
-        ._rt
+        .t
+        .rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let router = agora_market::openai_router(state);
-    net._rt.spawn(async move {
+    net.t.rt.spawn(async move {
         let _ = axum::serve(listener, router).await;
     });
     base
@@ -1039,7 +1014,7 @@ fn receipts_survive_a_provider_restart_and_are_forgotten_once_settled() {
 
     // The provider stops before settling; a new one on the same key and folder takes the claim.
     let restart = || {
-        let model_path = net._dir.path().join("tiny.gguf");
+        let model_path = net.t.dir.path().join("tiny.gguf");
         let mut backend = InferBackend::default();
         backend.add_chat(MODEL, Arc::new(ChatModel::load(&model_path, 1).unwrap()));
         backend.add_auditor();
@@ -1054,7 +1029,7 @@ fn receipts_survive_a_provider_restart_and_are_forgotten_once_settled() {
             Arc::new(backend),
             ProviderConfig {
                 min_expiry_margin: 5,
-                jobs_dir: Some(net._dir.path().join("jobs")),
+                jobs_dir: Some(net.t.dir.path().join("jobs")),
                 ..ProviderConfig::default()
             },
         )
@@ -1079,7 +1054,8 @@ fn receipts_survive_a_provider_restart_and_are_forgotten_once_settled() {
     // Replayed to yet another run, after its receipt is gone and its kept copy swept: the
     // chain shows it settled, so it is not served (for nothing) again.
     let _ = std::fs::remove_file(
-        net._dir
+        net.t
+            .dir
             .path()
             .join(format!("jobs/{}.job", receipt.receipt.request_hash)),
     );

@@ -19,7 +19,7 @@ pub(crate) fn checked_net() -> Net {
 }
 
 pub(crate) fn tiny_backend(net: &Net, label: &str) -> (InferBackend, Arc<ChatModel>) {
-    let path = net._dir.path().join(format!("{label}.gguf"));
+    let path = net.t.dir.path().join(format!("{label}.gguf"));
     write_tiny_chat_model(&path, TinySpec::default()).unwrap();
     let model = Arc::new(ChatModel::load(&path, 1).unwrap());
     let mut backend = InferBackend::default();
@@ -315,7 +315,7 @@ pub(crate) fn provider_with(
         backend,
         ProviderConfig {
             min_expiry_margin: 5,
-            jobs_dir: Some(net._dir.path().join(format!("{label}-jobs"))),
+            jobs_dir: Some(net.t.dir.path().join(format!("{label}-jobs"))),
             ..ProviderConfig::default()
         },
     )
