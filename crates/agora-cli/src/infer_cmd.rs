@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use agora_infer::bert::Embedder;
 use agora_infer::chat::{ChatModel, GenParams, Message};
-use agora_infer::models::{self, CATALOG, Installed, ModelCache, ModelKind, ModelSpec};
+use agora_infer::models::{self, CATALOG, ModelCache, ModelKind};
 use agora_infer::sample::SamplingParams;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -76,15 +76,7 @@ pub struct EmbedArgs {
     pub json: bool,
 }
 
-pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// The model, fetched first (with progress lines on stderr) if it is not in the cache.
-pub fn ensure(cache: &ModelCache, spec: &ModelSpec) -> Result<Installed> {
-    let installed = cache.ensure(spec, &mut |line| eprintln!("{line}"))?;
-    Ok(installed)
-}
+pub use agora_daemons::{default_threads, ensure};
 
 pub fn models(dir: &Path, cmd: ModelsCommand) -> Result<()> {
     let cache = ModelCache::new(dir);

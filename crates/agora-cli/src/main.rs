@@ -4,10 +4,8 @@
 #![allow(unreachable_pub)]
 
 mod audit_cmd;
+use agora_daemons::{keystore, market as market_cmd, node as node_cmd};
 mod infer_cmd;
-mod keystore;
-mod market_cmd;
-mod node_cmd;
 mod testnet_cmd;
 mod wallet_cmd;
 

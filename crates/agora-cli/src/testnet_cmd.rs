@@ -2,11 +2,11 @@
 //! node's network file), and the network file `agora node` reads in network mode.
 
 use crate::node_cmd::{genesis_path, load_or_create_key, node_key_path};
+use agora_daemons::home::{NetworkFile, default_block_time_ms, network_path};
 use agora_state::{ConsensusParams, Genesis, GenesisAccount, GenesisValidator};
 use agora_types::{AGR, Keypair};
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use serde::{Deserialize, Serialize};
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -40,45 +40,6 @@ pub enum TestnetCommand {
         #[arg(long)]
         force: bool,
     },
-}
-
-/// How a node joins its network: `HOME/config/network.json`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NetworkFile {
-    /// A name for logs.
-    pub moniker: String,
-    /// Where this node listens for the other validators (TCP).
-    pub p2p_addr: SocketAddr,
-    /// Where this node serves its HTTP API.
-    pub api_addr: SocketAddr,
-    /// The other validators' p2p addresses.
-    pub peers: Vec<SocketAddr>,
-    /// The other validators' API base URLs: client transactions are relayed there.
-    pub peer_apis: Vec<String>,
-    /// Least milliseconds per height: a new block this often when idle, sooner never.
-    #[serde(default = "default_block_time_ms")]
-    pub block_time_ms: u64,
-}
-
-fn default_block_time_ms() -> u64 {
-    500
-}
-
-pub fn network_path(home: &Path) -> PathBuf {
-    home.join("config/network.json")
-}
-
-/// The network file of `home`, if it has one.
-pub fn read_network(home: &Path) -> Result<Option<NetworkFile>> {
-    let path = network_path(home);
-    if !path.exists() {
-        return Ok(None);
-    }
-    let text = std::fs::read_to_string(&path)?;
-    let file =
-        serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
-    Ok(Some(file))
 }
 
 pub fn testnet(home: &Path, cmd: TestnetCommand) -> Result<()> {

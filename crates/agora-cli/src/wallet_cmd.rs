@@ -8,8 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use std::{
-    io::IsTerminal,
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -152,24 +151,7 @@ pub enum QueryCommand {
     },
 }
 
-pub fn read_password(file: Option<&Path>, confirm: bool) -> Result<String> {
-    if let Some(f) = file {
-        let text = std::fs::read_to_string(f)
-            .with_context(|| format!("reading password file {}", f.display()))?;
-        return Ok(text.trim_end_matches(['\n', '\r']).to_string());
-    }
-    if let Ok(pw) = std::env::var("AGORA_PASSWORD") {
-        return Ok(pw);
-    }
-    if !std::io::stdin().is_terminal() {
-        bail!("no passphrase: pass --password-file or set AGORA_PASSWORD");
-    }
-    let pw = rpassword::prompt_password("Passphrase: ")?;
-    if confirm && rpassword::prompt_password("Repeat passphrase: ")? != pw {
-        bail!("the passphrases differ");
-    }
-    Ok(pw)
-}
+pub use agora_daemons::read_password;
 
 pub fn wallet(home: PathBuf, cmd: WalletCommand) -> Result<()> {
     let ks = Keystore::new(&home);

@@ -1,8 +1,8 @@
 //! `agora node`, `agora devnet`, `agora genesis`.
 
+use crate::home::{NetworkFile, network_path, read_network};
 use crate::keystore::{Keystore, write_private};
-use crate::market_cmd::{MarketSetup, MarketStarted};
-use crate::testnet_cmd::{NetworkFile, network_path, read_network};
+use crate::market::{MarketSetup, MarketStarted};
 use agora_chain::{Node, NodeConfig, now_ms, run_dev_engine};
 use agora_state::{Genesis, GenesisAccount, GenesisModel, Params};
 use agora_types::{AGR, Address, Keypair, format_amount, parse_amount};
@@ -321,7 +321,7 @@ fn run_node(
         let (market_stop_tx, market_stop_rx) = watch::channel(false);
         let (started, tasks) = match market {
             Some(setup) => {
-                let market = crate::market_cmd::start(
+                let market = crate::market::start(
                     home.to_path_buf(),
                     api.clone(),
                     setup,

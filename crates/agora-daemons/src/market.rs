@@ -1,9 +1,9 @@
 //! The compute market's daemons inside `agora devnet`: a provider serving both pinned models and
 //! the OpenAI-compatible gateway, paid from the demo wallet's escrow.
 
-use crate::infer_cmd::{default_threads, ensure};
 use crate::keystore::{Keystore, write_private};
-use crate::node_cmd::load_or_create_key;
+use crate::node::load_or_create_key;
+use crate::{default_threads, ensure};
 use agora_api::Limits;
 use agora_infer::bert::Embedder;
 use agora_infer::chat::ChatModel;
@@ -171,7 +171,7 @@ fn publish_provider(
     // account may register a model).
     let auditor = agora_market::auditor_id();
     if backend.models().contains(&auditor) && !chain.model_registered(&auditor)? {
-        let model = crate::node_cmd::auditor_model();
+        let model = crate::node::auditor_model();
         submit(
             &chain,
             &chain.chain_id()?,
@@ -550,7 +550,7 @@ pub fn provider(home: PathBuf, models_dir: PathBuf, args: ProviderArgs) -> Resul
             Duration::from_secs(args.settle_every),
             stop_rx,
         ));
-        crate::node_cmd::shutdown_signal().await;
+        crate::node::shutdown_signal().await;
         eprintln!("Stopping (settling what is waiting)…");
         let _ = stop_tx.send(true);
         settle.await?;
@@ -595,7 +595,7 @@ pub fn verifier(home: PathBuf, models_dir: PathBuf, args: VerifierArgs) -> Resul
     rt.block_on(async move {
         let (stop_tx, stop_rx) = watch::channel(false);
         let task = tokio::spawn(verify_loop(verifier, Duration::from_secs(2), stop_rx));
-        crate::node_cmd::shutdown_signal().await;
+        crate::node::shutdown_signal().await;
         let _ = stop_tx.send(true);
         task.await?;
         anyhow::Ok(())
@@ -603,7 +603,7 @@ pub fn verifier(home: PathBuf, models_dir: PathBuf, args: VerifierArgs) -> Resul
 }
 
 pub fn gateway(home: PathBuf, args: GatewayArgs) -> Result<()> {
-    let password = crate::wallet_cmd::read_password(args.password_file.as_deref(), false)?;
+    let password = crate::read_password(args.password_file.as_deref(), false)?;
     let wallet = Keystore::new(&home).unlock(&args.wallet, &password)?;
     let api_key = load_or_create_api_key(&home.join("config/gateway_api_key"))?;
     let chain = Arc::new(HttpChain::new(&args.node));
@@ -644,7 +644,7 @@ pub fn gateway(home: PathBuf, args: GatewayArgs) -> Result<()> {
             )
             .await
         });
-        crate::node_cmd::shutdown_signal().await;
+        crate::node::shutdown_signal().await;
         let _ = stop_tx.send(true);
         server.await??;
         anyhow::Ok(())

@@ -1,0 +1,45 @@
+//! What `agora` runs, as a library: a node (its store, API, and dev engine or Malachite
+//! consensus), the market's daemons (provider, verifier, gateway) beside it, and the files of a
+//! node's home (keys, wallets, genesis, network file). `agora-cli` parses arguments and calls
+//! these.
+
+pub mod home;
+pub mod keystore;
+pub mod market;
+pub mod node;
+
+use agora_infer::models::{Installed, ModelCache, ModelSpec};
+use anyhow::{Result, bail};
+use std::io::IsTerminal;
+use std::path::Path;
+
+/// Every core.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The model, fetched first (with progress lines on stderr) if it is not in the cache.
+pub fn ensure(cache: &ModelCache, spec: &ModelSpec) -> Result<Installed> {
+    Ok(cache.ensure(spec, &mut |line| eprintln!("{line}"))?)
+}
+
+/// A wallet's passphrase: from `file` (its first line), else `AGORA_PASSWORD`, else asked on the
+/// terminal (twice when `confirm`).
+pub fn read_password(file: Option<&Path>, confirm: bool) -> Result<String> {
+    if let Some(f) = file {
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| anyhow::anyhow!("reading password file {}: {e}", f.display()))?;
+        return Ok(text.trim_end_matches(['\n', '\r']).to_string());
+    }
+    if let Ok(pw) = std::env::var("AGORA_PASSWORD") {
+        return Ok(pw);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("no passphrase: pass --password-file or set AGORA_PASSWORD");
+    }
+    let pw = rpassword::prompt_password("Passphrase: ")?;
+    if confirm && rpassword::prompt_password("Repeat passphrase: ")? != pw {
+        bail!("the passphrases differ");
+    }
+    Ok(pw)
+}
