@@ -142,7 +142,10 @@ fn quantize_rows(a: &[f32], k: usize, q: &mut [i16], scales: &mut [f32]) {
             if let (Ok(src), crate::kernels::Isa::Avx2) =
                 (<&[f32; QB]>::try_from(src), crate::kernels::detected())
             {
-                *scale = avx2::quantize_block(src, dst);
+                // SAFETY: `detected` just said the CPU has AVX2 and FMA.
+                #[allow(unsafe_code)]
+                let s = unsafe { avx2::quantize_block(src, dst) };
+                *scale = s;
                 continue;
             }
             *scale = quantize_block(src, dst);
@@ -169,7 +172,12 @@ pub fn matmul_i16_bias(a: &QuantRows, w: &PackedI16, bias: &[f32], out: &mut [f3
     );
     #[cfg(target_arch = "x86_64")]
     if crate::kernels::detected() == crate::kernels::Isa::Avx2 {
-        return avx2::matmul(a, w, bias, out);
+        // SAFETY: `detected` just said the CPU has AVX2 and FMA.
+        #[allow(unsafe_code)]
+        unsafe {
+            avx2::matmul(a, w, bias, out)
+        };
+        return;
     }
     portable(a, w, bias, out);
 }
@@ -209,8 +217,11 @@ mod avx2 {
     /// [`super::quantize_block`] for a whole block, with the same result: the same largest magnitude
     /// (max is exact in any order), `cvtps2dq` rounds to nearest even like `round_even`, and
     /// clamping to the integers ±QMAX commutes with rounding.
-    pub(super) fn quantize_block(src: &[f32; QB], dst: &mut [i16; QB]) -> f32 {
-        // SAFETY: the caller checked (`detected`) that the CPU has AVX2.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA ([`crate::kernels::detected`]).
+    pub(super) unsafe fn quantize_block(src: &[f32; QB], dst: &mut [i16; QB]) -> f32 {
+        // SAFETY: the caller guarantees the CPU's features.
         unsafe { quantize_block_impl(src, dst) }
     }
 
@@ -248,8 +259,12 @@ mod avx2 {
         }
     }
 
-    pub(super) fn matmul(a: &QuantRows, w: &PackedI16, bias: &[f32], out: &mut [f32]) {
-        // SAFETY: the caller checked (`detected`) that the CPU has AVX2 and FMA.
+    /// [`super::matmul_i16_bias`] in AVX2.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA ([`crate::kernels::detected`]).
+    pub(super) unsafe fn matmul(a: &QuantRows, w: &PackedI16, bias: &[f32], out: &mut [f32]) {
+        // SAFETY: the caller guarantees the CPU's features.
         unsafe { matmul_impl(a, w, bias, out) }
     }
 
@@ -434,7 +449,11 @@ mod tests {
             #[cfg(target_arch = "x86_64")]
             if simd_here() {
                 let mut fast = vec![0f32; m * n];
-                avx2::matmul(&a, &w, &bias, &mut fast);
+                // SAFETY: `simd_here` checked the CPU's features.
+                #[allow(unsafe_code)]
+                unsafe {
+                    avx2::matmul(&a, &w, &bias, &mut fast)
+                };
                 assert_eq!(slow, fast, "m{m}: portable and AVX2 products differ");
             }
             assert_eq!(slow, out, "m{m}: portable and dispatched products differ");
@@ -465,7 +484,9 @@ mod tests {
             #[cfg(target_arch = "x86_64")]
             if simd {
                 let mut c = [0i16; QB];
-                let sc = avx2::quantize_block(block.try_into().unwrap(), &mut c);
+                // SAFETY: `simd_here` checked the CPU's features.
+                #[allow(unsafe_code)]
+                let sc = unsafe { avx2::quantize_block(block.try_into().unwrap(), &mut c) };
                 assert_eq!((sa, a), (sc, c), "portable and AVX2 quantizers differ");
             }
             // And whichever the dispatch runs.

@@ -99,7 +99,9 @@ fn run_rows(isa: Isa, w: &QMatrix, acts: &QActs, rows: Range<usize>, out: &Out<'
     );
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 if detected() == Isa::Avx2 => avx2::matmul_rows(w, acts, rows, out),
+        // SAFETY: `detected` just said the CPU has AVX2, FMA and F16C.
+        #[allow(unsafe_code)]
+        Isa::Avx2 if detected() == Isa::Avx2 => unsafe { avx2::matmul_rows(w, acts, rows, out) },
         _ => portable_rows(w, acts, rows, out),
     }
 }
@@ -207,8 +209,12 @@ mod avx2 {
     use super::Out;
     use crate::quant::{GROUP, QActs, QK, QMatrix, QUAD, WeightType};
 
-    pub(super) fn matmul_rows(w: &QMatrix, acts: &QActs, rows: Range<usize>, out: &Out<'_>) {
-        // SAFETY: the caller checked (`detected`) that the CPU has AVX2, FMA and F16C.
+    /// [`super::matmul_rows`] in AVX2.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C ([`super::detected`]).
+    pub(super) unsafe fn matmul_rows(w: &QMatrix, acts: &QActs, rows: Range<usize>, out: &Out<'_>) {
+        // SAFETY: the caller guarantees the CPU's features.
         unsafe { rows_impl(w, acts, rows, out) }
     }
 
