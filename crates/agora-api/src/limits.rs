@@ -606,10 +606,24 @@ mod tests {
     }
 
     fn spawn_status(url: String) -> tokio::task::JoinHandle<u16> {
-        tokio::task::spawn_blocking(move || match ureq::get(&url).call() {
-            Ok(r) => r.status().as_u16(),
-            Err(ureq::Error::StatusCode(code)) => code,
-            Err(e) => panic!("{e}"),
+        spawn_status_with(url, None)
+    }
+
+    /// The status of `GET url`, with `header` (name, value) if any, from a blocking thread.
+    fn spawn_status_with(
+        url: String,
+        header: Option<(&'static str, String)>,
+    ) -> tokio::task::JoinHandle<u16> {
+        tokio::task::spawn_blocking(move || {
+            let mut req = ureq::get(&url);
+            if let Some((name, value)) = &header {
+                req = req.header(*name, value.as_str());
+            }
+            match req.call() {
+                Ok(r) => r.status().as_u16(),
+                Err(ureq::Error::StatusCode(code)) => code,
+                Err(e) => panic!("{e}"),
+            }
         })
     }
 
@@ -800,14 +814,10 @@ mod tests {
         })
         .await;
         let via_proxy = |client: &'static str| {
-            let url = format!("{url}/slow");
-            tokio::task::spawn_blocking(move || {
-                match ureq::get(&url).header("X-Forwarded-For", client).call() {
-                    Ok(r) => r.status().as_u16(),
-                    Err(ureq::Error::StatusCode(code)) => code,
-                    Err(e) => panic!("{e}"),
-                }
-            })
+            spawn_status_with(
+                format!("{url}/slow"),
+                Some(("X-Forwarded-For", client.to_string())),
+            )
         };
         // One stranger's request through the proxy holds its one place; its second is refused,
         // another stranger's is not, and the proxy's own (no header) stays trusted.
@@ -845,18 +855,10 @@ mod tests {
         let url = format!("http://{}/slow", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, router).await });
         let call = |key: Option<&'static str>| {
-            let url = url.clone();
-            tokio::task::spawn_blocking(move || {
-                let mut req = ureq::get(&url);
-                if let Some(k) = key {
-                    req = req.header("Authorization", &format!("Bearer {k}"));
-                }
-                match req.call() {
-                    Ok(r) => r.status().as_u16(),
-                    Err(ureq::Error::StatusCode(code)) => code,
-                    Err(e) => panic!("{e}"),
-                }
-            })
+            spawn_status_with(
+                url.clone(),
+                key.map(|k| ("Authorization", format!("Bearer {k}"))),
+            )
         };
         let held: Vec<_> = (0..2).map(|_| call(Some("alice"))).collect();
         wait_entered(&entered, 2).await;

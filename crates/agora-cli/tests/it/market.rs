@@ -170,17 +170,7 @@ fn openai_clients_use_the_devnet_and_every_job_is_settled_for_exactly_its_fee() 
     let mut client = String::new();
     for job in &jobs {
         let id = job["job_id"].as_str().unwrap();
-        let start = Instant::now();
-        let settled = loop {
-            if let Some(v) = get(&api, &format!("/v1/market/jobs/{id}")) {
-                break v;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "job {id} was not settled"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        };
+        let settled = wait_settled(&api, id);
         assert_eq!(settled["job"]["fee"], job["fee"]);
         assert_eq!(settled["job"]["output_hash"], job["output_hash"]);
         fees += job["fee"].as_str().unwrap().parse::<u128>().unwrap();
@@ -229,6 +219,21 @@ fn openai_clients_use_the_devnet_and_every_job_is_settled_for_exactly_its_fee() 
                 String::from_utf8_lossy(secret)
             );
         }
+    }
+}
+
+/// The node's answer for job `id` once it is settled (within 30 s).
+fn wait_settled(api: &str, id: &str) -> Value {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = get(api, &format!("/v1/market/jobs/{id}")) {
+            return v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "job {id} was not settled"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -324,17 +329,7 @@ fn a_provider_killed_before_it_settles_claims_its_fee_after_a_restart() {
     child.wait().unwrap();
 
     let (mut child, api, _) = start_devnet(home.path(), &log_path, "info", &[]);
-    let start = Instant::now();
-    let settled = loop {
-        if let Some(v) = get(&api, &format!("/v1/market/jobs/{id}")) {
-            break v;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "job {id} was not settled after the restart"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let settled = wait_settled(&api, &id);
     assert_eq!(settled["job"]["fee"], fee.to_string());
     let client = settled["job"]["client"].as_str().unwrap().to_string();
     let escrow = get(&api, &format!("/v1/market/escrow/{client}")).unwrap();

@@ -336,38 +336,41 @@ fn serve_provider(net: &Net, label: &str, price_out: u128, nonce: u64) -> (Arc<P
     register_provider(net, label, price_out, nonce, true, Duration::ZERO)
 }
 
-/// A backend that waits before it starts each job (a slow or far-away machine).
-struct Slow(InferBackend, Duration);
+/// The tiny model's backend, misbehaving as told: it waits `delay` before each job (a slow or
+/// far-away machine); with `freeze_after`, after that many pieces of output (0: before any) it
+/// freezes for good, as a process does when it is killed (its thread never returns, so it never
+/// signs a receipt), raising `frozen`.
+struct Faulty {
+    inner: InferBackend,
+    delay: Duration,
+    freeze_after: Option<usize>,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+}
 
-impl agora_market::Backend for Slow {
-    fn serves(&self, model: &Hash) -> bool {
-        self.0.serves(model)
+impl Faulty {
+    fn slow(inner: InferBackend, delay: Duration) -> Faulty {
+        Faulty {
+            inner,
+            delay,
+            freeze_after: None,
+            frozen: Arc::default(),
+        }
     }
-    fn input_tokens(&self, model: &Hash, input: &JobInput) -> Result<u32, Error> {
-        self.0.input_tokens(model, input)
-    }
-    fn run(
-        &self,
-        model: &Hash,
-        input: &JobInput,
-        params: &JobParams,
-        on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
-    ) -> Result<agora_market::Served, Error> {
-        std::thread::sleep(self.1);
-        self.0.run(model, input, params, on_text)
+
+    fn freeze(&self) -> ! {
+        self.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
     }
 }
 
-/// A backend that, after `after` pieces of a job's output, freezes for good, as a process does
-/// when it is killed (its thread never returns, so it never signs a receipt).
-struct FreezesAfter(InferBackend, usize, Arc<std::sync::atomic::AtomicBool>);
-
-impl agora_market::Backend for FreezesAfter {
+impl agora_market::Backend for Faulty {
     fn serves(&self, model: &Hash) -> bool {
-        self.0.serves(model)
+        self.inner.serves(model)
     }
     fn input_tokens(&self, model: &Hash, input: &JobInput) -> Result<u32, Error> {
-        self.0.input_tokens(model, input)
+        self.inner.input_tokens(model, input)
     }
     fn run(
         &self,
@@ -376,21 +379,19 @@ impl agora_market::Backend for FreezesAfter {
         params: &JobParams,
         on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
     ) -> Result<agora_market::Served, Error> {
-        let freeze = || {
-            self.2.store(true, std::sync::atomic::Ordering::SeqCst);
-            loop {
-                std::thread::sleep(Duration::from_secs(3600));
-            }
+        std::thread::sleep(self.delay);
+        let Some(after) = self.freeze_after else {
+            return self.inner.run(model, input, params, on_text);
         };
-        if self.1 == 0 {
-            freeze();
+        if after == 0 {
+            self.freeze();
         }
         let mut pieces = 0;
-        self.0.run(model, input, params, &mut |text| {
+        self.inner.run(model, input, params, &mut |text| {
             let flow = on_text(text);
             pieces += 1;
-            if pieces == self.1 {
-                freeze();
+            if pieces == after {
+                self.freeze();
             }
             flow
         })
@@ -409,8 +410,13 @@ fn killed_mid_job(net: &Net, label: &str, nonce: u64, pieces: usize) -> (Arc<Pro
         .unwrap();
     // Cheapest, with more than half the stake of those ready: the band holds it alone, so it is
     // tried first.
-    let (provider, _) = provider_on(net, label, 10, nonce, 25 * AGR, Some(&rt), &|b| {
-        Arc::new(FreezesAfter(b, pieces, frozen.clone()))
+    let (provider, _) = provider_on(net, label, 10, nonce, 25 * AGR, Some(&rt), &|inner| {
+        Arc::new(Faulty {
+            inner,
+            delay: Duration::ZERO,
+            freeze_after: Some(pieces),
+            frozen: frozen.clone(),
+        })
     });
     (provider, Killer(Some(rt), frozen))
 }
@@ -581,7 +587,7 @@ fn register_provider(
 ) -> (Arc<Provider>, String) {
     let rt = serve.then_some(&net.t.rt);
     provider_on(net, label, price_out, nonce, 10 * AGR, rt, &|b| {
-        Arc::new(Slow(b, delay))
+        Arc::new(Faulty::slow(b, delay))
     })
 }
 

@@ -35,6 +35,23 @@ pub(crate) fn verifier(net: &Net, nonce: u64) -> Verifier {
 
 /// A verifier of key `label`, funded by the client's transaction `nonce` and registered.
 pub(crate) fn verifier_named(net: &Net, nonce: u64, label: &str) -> Verifier {
+    verifier_on(
+        net,
+        nonce,
+        label,
+        net.chain.clone(),
+        vec![MODEL, agora_market::auditor_id()],
+    )
+}
+
+/// [`verifier_named`], reading the chain through `chain`, checking `models`.
+fn verifier_on(
+    net: &Net,
+    nonce: u64,
+    label: &str,
+    chain: Arc<dyn Chain>,
+    models: Vec<Hash>,
+) -> Verifier {
     let key = Keypair::from_seed_label(label);
     net.node
         .submit(&tx(
@@ -51,8 +68,8 @@ pub(crate) fn verifier_named(net: &Net, nonce: u64, label: &str) -> Verifier {
     let v = Verifier::new(
         key,
         ProviderSecret::generate(),
-        vec![MODEL, agora_market::auditor_id()],
-        net.chain.clone(),
+        models,
+        chain,
         Arc::new(backend),
     )
     .unwrap()
@@ -174,32 +191,8 @@ fn an_honest_job_is_revealed_judged_and_passes() {
 
 /// A verifier whose chain is the node in this process, with no HTTP in between.
 fn local_verifier(net: &Net, nonce: u64) -> Verifier {
-    let key = Keypair::from_seed_label("local-verifier");
-    net.node
-        .submit(&tx(
-            &net.client,
-            nonce,
-            vec![Message::Transfer {
-                to: key.address(),
-                amount: 20 * AGR,
-            }],
-        ))
-        .unwrap();
-    net.block();
-    let (backend, _) = tiny_backend(net, "local-verifier");
     let local: Arc<dyn Chain> = Arc::new(agora_api::LocalNode::new(net.node.clone()));
-    let v = Verifier::new(
-        key,
-        ProviderSecret::generate(),
-        vec![MODEL],
-        local,
-        Arc::new(backend),
-    )
-    .unwrap()
-    .with_tolerance(0.0);
-    assert!(v.ensure_registered(10 * AGR).unwrap().is_some());
-    net.block();
-    v
+    verifier_on(net, nonce, "local-verifier", local, vec![MODEL])
 }
 
 #[test]
