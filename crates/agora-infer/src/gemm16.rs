@@ -227,36 +227,37 @@ mod avx2 {
 
     #[target_feature(enable = "avx2,fma")]
     fn quantize_block_impl(src: &[f32; QB], dst: &mut [i16; QB]) -> f32 {
-        // SAFETY: src holds QB floats (QB/8 vectors), dst QB i16 (QB/16 vectors).
-        unsafe {
-            let p = src.as_ptr();
-            let sign = _mm256_set1_ps(-0.0);
-            let mut m = _mm256_setzero_ps();
-            for t in 0..QB / 8 {
-                m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(p.add(8 * t))));
-            }
-            let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
-            let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-            let m1 = _mm_max_ss(m2, _mm_shuffle_ps::<1>(m2, m2));
-            let (scale, inv) = block_scale(_mm_cvtss_f32(m1));
-            let (inv, lo, hi) = (
-                _mm256_set1_ps(inv),
-                _mm256_set1_ps(-QMAX),
-                _mm256_set1_ps(QMAX),
-            );
-            let quant = |v: __m256| {
-                _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(v, inv), lo), hi))
-            };
-            let d = dst.as_mut_ptr().cast::<__m256i>();
-            for t in 0..QB / 16 {
-                let a = quant(_mm256_loadu_ps(p.add(16 * t)));
-                let b = quant(_mm256_loadu_ps(p.add(16 * t + 8)));
-                // packs works within 128-bit halves: a0-3 b0-3 a4-7 b4-7; reorder the quarters.
-                let ab = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(a, b));
-                _mm256_storeu_si256(d.add(t), ab);
-            }
-            scale
+        // Only the loads and stores touch memory through pointers; the arithmetic is safe here.
+        let p = src.as_ptr();
+        // SAFETY: vector `t` (eight floats from 8t) is inside `src` for t < QB/8.
+        let load = |t: usize| unsafe { _mm256_loadu_ps(p.add(8 * t)) };
+        let sign = _mm256_set1_ps(-0.0);
+        let mut m = _mm256_setzero_ps();
+        for t in 0..QB / 8 {
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, load(t)));
         }
+        let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+        let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        let m1 = _mm_max_ss(m2, _mm_shuffle_ps::<1>(m2, m2));
+        let (scale, inv) = block_scale(_mm_cvtss_f32(m1));
+        let (inv, lo, hi) = (
+            _mm256_set1_ps(inv),
+            _mm256_set1_ps(-QMAX),
+            _mm256_set1_ps(QMAX),
+        );
+        let quant = |v: __m256| {
+            _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(v, inv), lo), hi))
+        };
+        let d = dst.as_mut_ptr().cast::<__m256i>();
+        for t in 0..QB / 16 {
+            let a = quant(load(2 * t));
+            let b = quant(load(2 * t + 1));
+            // packs works within 128-bit halves: a0-3 b0-3 a4-7 b4-7; reorder the quarters.
+            let ab = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(a, b));
+            // SAFETY: vector `t` (sixteen i16 from 16t) is inside `dst` for t < QB/16.
+            unsafe { _mm256_storeu_si256(d.add(t), ab) };
+        }
+        scale
     }
 
     /// [`super::matmul_i16_bias`] in AVX2.
@@ -333,43 +334,63 @@ mod avx2 {
             let rows = &a.q[i * kp..(i + R) * kp];
             let row_scales = &a.scales[i * nb..(i + R) * nb];
             let mut acc = [[_mm256_setzero_ps(); 2]; R];
-            // SAFETY: `panel` holds nb blocks of QB/2 steps of 32 i16 (2 vectors); `rows` R rows
-            // of nb blocks of QB i16, read as QB/2 i32 pairs; `scales` nb·16 floats; `row_scales`
-            // R·nb; `next` is a panel of the same size (prefetches cannot fault anyway).
-            unsafe {
-                let wp = panel.as_ptr().cast::<__m256i>();
-                let ap = rows.as_ptr().cast::<i32>();
-                for b in 0..nb {
-                    let mut isum = [[_mm256_setzero_si256(); 2]; R];
-                    let bw = wp.add(b * QB);
-                    let ba: [*const i32; R] =
-                        std::array::from_fn(|r| ap.add((r * nb + b) * QB / 2));
-                    let next = self.next.wrapping_add(b * QB * NR);
-                    for j in 0..QB / 2 {
-                        if PREFETCH {
-                            _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(j * 2 * NR).cast());
-                        }
-                        let w0 = _mm256_loadu_si256(bw.add(2 * j));
-                        let w1 = _mm256_loadu_si256(bw.add(2 * j + 1));
-                        for r in 0..R {
-                            let x = _mm256_set1_epi32(ba[r].add(j).read_unaligned());
-                            isum[r][0] = _mm256_add_epi32(isum[r][0], _mm256_madd_epi16(x, w0));
-                            isum[r][1] = _mm256_add_epi32(isum[r][1], _mm256_madd_epi16(x, w1));
-                        }
+            // The pointers below stay inside their slices: `panel` holds nb blocks of QB/2 steps
+            // of 32 i16 (2 vectors); `rows` R rows of nb blocks of QB i16, read as QB/2 i32
+            // pairs; `scales` nb·16 floats; `row_scales` R·nb; `next` is a panel of the same
+            // size (a prefetch cannot fault anyway). Only the loads and stores are unsafe.
+            let wp = panel.as_ptr().cast::<__m256i>();
+            let ap = rows.as_ptr().cast::<i32>();
+            for b in 0..nb {
+                let mut isum = [[_mm256_setzero_si256(); 2]; R];
+                let bw = wp.wrapping_add(b * QB);
+                let ba: [*const i32; R] =
+                    std::array::from_fn(|r| ap.wrapping_add((r * nb + b) * QB / 2));
+                let next = self.next.wrapping_add(b * QB * NR);
+                for j in 0..QB / 2 {
+                    if PREFETCH {
+                        // A prefetch reads nothing and cannot fault.
+                        _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(j * 2 * NR).cast());
                     }
-                    let s0 = _mm256_loadu_ps(scales.as_ptr().add(b * NR));
-                    let s1 = _mm256_loadu_ps(scales.as_ptr().add(b * NR + 8));
+                    // SAFETY: steps 2j and 2j+1 of block b are inside `panel`.
+                    let (w0, w1) = unsafe {
+                        (
+                            _mm256_loadu_si256(bw.add(2 * j)),
+                            _mm256_loadu_si256(bw.add(2 * j + 1)),
+                        )
+                    };
                     for r in 0..R {
-                        let sa = _mm256_set1_ps(*row_scales.get_unchecked(r * nb + b));
-                        let (c0, c1) = (_mm256_mul_ps(s0, sa), _mm256_mul_ps(s1, sa));
-                        acc[r][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r][0]), c0, acc[r][0]);
-                        acc[r][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r][1]), c1, acc[r][1]);
+                        // SAFETY: pair j of block b of row r is inside `rows`.
+                        let x = _mm256_set1_epi32(unsafe { ba[r].add(j).read_unaligned() });
+                        isum[r][0] = _mm256_add_epi32(isum[r][0], _mm256_madd_epi16(x, w0));
+                        isum[r][1] = _mm256_add_epi32(isum[r][1], _mm256_madd_epi16(x, w1));
                     }
                 }
-                let bias0 = _mm256_loadu_ps(self.bias.as_ptr());
-                let bias1 = _mm256_loadu_ps(self.bias.as_ptr().add(8));
+                let bs = &scales[b * NR..(b + 1) * NR];
+                // SAFETY: `bs` holds sixteen floats (NR).
+                let (s0, s1) = unsafe {
+                    (
+                        _mm256_loadu_ps(bs.as_ptr()),
+                        _mm256_loadu_ps(bs.as_ptr().add(8)),
+                    )
+                };
                 for r in 0..R {
-                    let dst = &mut out[(i + r) * n + p * NR..][..NR];
+                    let sa = _mm256_set1_ps(row_scales[r * nb + b]);
+                    let (c0, c1) = (_mm256_mul_ps(s0, sa), _mm256_mul_ps(s1, sa));
+                    acc[r][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r][0]), c0, acc[r][0]);
+                    acc[r][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r][1]), c1, acc[r][1]);
+                }
+            }
+            // SAFETY: `bias` holds sixteen floats (NR).
+            let (bias0, bias1) = unsafe {
+                (
+                    _mm256_loadu_ps(self.bias.as_ptr()),
+                    _mm256_loadu_ps(self.bias.as_ptr().add(8)),
+                )
+            };
+            for r in 0..R {
+                let dst = &mut out[(i + r) * n + p * NR..][..NR];
+                // SAFETY: `dst` holds sixteen floats (NR).
+                unsafe {
                     _mm256_storeu_ps(dst.as_mut_ptr(), _mm256_add_ps(acc[r][0], bias0));
                     _mm256_storeu_ps(dst.as_mut_ptr().add(8), _mm256_add_ps(acc[r][1], bias1));
                 }
