@@ -9,7 +9,7 @@ use agora_infer::sample::{self, SamplingParams};
 use anyhow::{Result, bail};
 use clap::Args;
 
-use crate::{default_threads, ensure};
+use agora_infer::default_threads;
 
 #[derive(Debug, Args)]
 pub struct InferBenchArgs {
@@ -107,7 +107,7 @@ pub fn run(args: InferBenchArgs, dir: &std::path::Path) -> Result<()> {
 }
 
 fn chat(args: &InferBenchArgs, cache: &ModelCache, threads: usize, runs: usize) -> Result<()> {
-    let chat_model = ensure(cache, &models::SMOLLM2)?;
+    let chat_model = cache.ensure_reporting(&models::SMOLLM2)?;
 
     reset_peak_rss();
     let model = ChatModel::load(&chat_model.weights, threads)?;
@@ -195,7 +195,7 @@ fn chat(args: &InferBenchArgs, cache: &ModelCache, threads: usize, runs: usize) 
 }
 
 fn embed(args: &InferBenchArgs, cache: &ModelCache, threads: usize, runs: usize) -> Result<()> {
-    let embed_model = ensure(cache, &models::MINILM)?;
+    let embed_model = cache.ensure_reporting(&models::MINILM)?;
     reset_peak_rss();
     let embedder = Embedder::load(&embed_model.dir, threads)?;
     let sentences: Vec<&str> = agora_infer::BENCH_SENTENCES

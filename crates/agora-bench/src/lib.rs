@@ -554,8 +554,8 @@ fn market_gateway(models_dir: &std::path::Path, requests: usize, max_tokens: u32
     use std::sync::Arc;
 
     let spec = models::SMOLLM2;
-    let installed = ensure(&ModelCache::new(models_dir), &spec)?;
-    let threads = default_threads();
+    let installed = ModelCache::new(models_dir).ensure_reporting(&spec)?;
+    let threads = agora_infer::default_threads();
     let model = Arc::new(ChatModel::load(&installed.weights, threads)?);
     let model_id: Hash = spec.id.parse()?;
     let (provider_key, client) = (
@@ -813,17 +813,4 @@ fn market_gateway(models_dir: &std::path::Path, requests: usize, max_tokens: u32
     let _ = stop_tx.send(true);
     drop(rt);
     Ok(())
-}
-
-/// Every core.
-pub(crate) fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// The model, fetched first (with progress lines on stderr) if it is not in the cache.
-pub(crate) fn ensure(
-    cache: &agora_infer::models::ModelCache,
-    spec: &agora_infer::models::ModelSpec,
-) -> Result<agora_infer::models::Installed> {
-    Ok(cache.ensure(spec, &mut |line| eprintln!("{line}"))?)
 }

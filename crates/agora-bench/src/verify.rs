@@ -14,7 +14,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 use std::ops::ControlFlow;
 
-use crate::{default_threads, ensure};
+use agora_infer::default_threads;
 
 #[derive(Debug, Args)]
 pub struct VerifyBenchArgs {
@@ -58,7 +58,7 @@ pub fn run(args: VerifyBenchArgs, models_dir: &std::path::Path) -> Result<()> {
     }
     let threads = args.threads.unwrap_or_else(default_threads);
     let spec = models::SMOLLM2;
-    let installed = ensure(&ModelCache::new(models_dir), &spec)?;
+    let installed = ModelCache::new(models_dir).ensure_reporting(&spec)?;
     // The provider and the verifier each load the model: each keeps its own cache of prefixes
     // (see `ChatModel::generate`), as on two machines.
     let chat = Arc::new(ChatModel::load(&installed.weights, threads)?);

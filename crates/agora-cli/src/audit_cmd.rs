@@ -201,10 +201,10 @@ fn explain_locally(
     use agora_infer::chat::{ChatModel, GenParams, Message};
     let spec = agora_infer::models::SMOLLM2;
     let cache = agora_infer::models::ModelCache::new(models_dir);
-    let installed = crate::infer_cmd::ensure(&cache, &spec)?;
+    let installed = cache.ensure_reporting(&spec)?;
     let model = ChatModel::load(
         &installed.weights,
-        threads.unwrap_or_else(crate::infer_cmd::default_threads),
+        threads.unwrap_or_else(agora_infer::default_threads),
     )?;
     let params = GenParams {
         max_tokens: 96,

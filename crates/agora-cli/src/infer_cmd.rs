@@ -76,7 +76,7 @@ pub struct EmbedArgs {
     pub json: bool,
 }
 
-pub use agora_daemons::{default_threads, ensure};
+pub use agora_infer::default_threads;
 
 pub fn models(dir: &Path, cmd: ModelsCommand) -> Result<()> {
     let cache = ModelCache::new(dir);
@@ -157,7 +157,7 @@ pub fn infer(dir: &Path, cmd: InferCommand) -> Result<()> {
 fn chat(cache: &ModelCache, args: ChatArgs) -> Result<()> {
     let spec = models::SMOLLM2;
     debug_assert_eq!(spec.kind, ModelKind::Chat);
-    let m = ensure(cache, &spec)?;
+    let m = cache.ensure_reporting(&spec)?;
     let model = ChatModel::load(&m.weights, args.threads.unwrap_or_else(default_threads))
         .with_context(|| format!("loading {}", m.weights.display()))?;
     let mut messages = Vec::new();
@@ -209,7 +209,7 @@ fn chat(cache: &ModelCache, args: ChatArgs) -> Result<()> {
 
 fn embed(cache: &ModelCache, args: EmbedArgs) -> Result<()> {
     let spec = models::MINILM;
-    let m = ensure(cache, &spec)?;
+    let m = cache.ensure_reporting(&spec)?;
     let model = Embedder::load(&m.dir, args.threads.unwrap_or_else(default_threads))?;
     let texts: Vec<&str> = args.texts.iter().map(String::as_str).collect();
     let vectors = model.embed(&texts)?;

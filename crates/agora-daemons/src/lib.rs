@@ -8,20 +8,9 @@ pub mod keystore;
 pub mod market;
 pub mod node;
 
-use agora_infer::models::{Installed, ModelCache, ModelSpec};
 use anyhow::{Result, bail};
 use std::io::IsTerminal;
 use std::path::Path;
-
-/// Every core.
-pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// The model, fetched first (with progress lines on stderr) if it is not in the cache.
-pub fn ensure(cache: &ModelCache, spec: &ModelSpec) -> Result<Installed> {
-    Ok(cache.ensure(spec, &mut |line| eprintln!("{line}"))?)
-}
 
 /// A wallet's passphrase: from `file` (its first line), else `AGORA_PASSWORD`, else asked on the
 /// terminal (twice when `confirm`).

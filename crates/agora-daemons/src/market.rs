@@ -3,10 +3,10 @@
 
 use crate::keystore::{Keystore, write_private};
 use crate::node::load_or_create_key;
-use crate::{default_threads, ensure};
 use agora_api::Limits;
 use agora_infer::bert::Embedder;
 use agora_infer::chat::ChatModel;
+use agora_infer::default_threads;
 use agora_infer::models::{self, ModelCache};
 use agora_market::{
     Chain, Gateway, HttpChain, InferBackend, OpenAiState, Provider, ProviderConfig, ProviderSecret,
@@ -132,7 +132,7 @@ fn load_backend(models_dir: &Path, names: &[String], threads: usize) -> Result<I
         backend.add_auditor();
     }
     for spec in specs {
-        let installed = ensure(&cache, &spec)?;
+        let installed = cache.ensure_reporting(&spec)?;
         eprintln!("Loading {}…", spec.display);
         let id = spec.id.parse()?;
         match spec.kind {

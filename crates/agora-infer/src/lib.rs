@@ -13,6 +13,11 @@ pub mod llama;
 pub mod models;
 pub mod quant;
 pub mod sample;
+
+/// Threads to run inference on by default: every core.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
 pub mod testing;
 pub mod tokenizer;
 

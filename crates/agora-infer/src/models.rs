@@ -241,6 +241,11 @@ impl ModelCache {
         }
     }
 
+    /// [`Self::ensure`], its progress lines on stderr (for commands and daemons).
+    pub fn ensure_reporting(&self, spec: &ModelSpec) -> Result<Installed, Error> {
+        self.ensure(spec, &mut |line| eprintln!("{line}"))
+    }
+
     /// Holds the cache's exclusive lock until the returned file is dropped (other processes wait).
     fn lock(&self) -> Result<fs::File, Error> {
         fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;

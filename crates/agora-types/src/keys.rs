@@ -43,10 +43,7 @@ impl serde::Serialize for PublicKey {
 
 impl<'de> serde::Deserialize<'de> for PublicKey {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let s = <String as serde::Deserialize>::deserialize(d)?;
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(&s, &mut out).map_err(serde::de::Error::custom)?;
-        Ok(PublicKey(out))
+        hex_array(d).map(PublicKey)
     }
 }
 

@@ -458,12 +458,7 @@ impl Killer {
 fn a_provider_killed_mid_job_gets_the_client_a_failover_or_an_error_and_no_charge() {
     let net = start();
     let gateway = Arc::new(agora_market::Gateway::new(net.chain.clone()));
-    let input = JobInput::Chat {
-        messages: vec![agora_market::ChatMessage {
-            role: "user".into(),
-            content: "hi".into(),
-        }],
-    };
+    let input = say_hi();
     let params = JobParams {
         max_tokens: 8,
         ..JobParams::default()
@@ -701,12 +696,7 @@ fn the_gateway_draws_within_the_price_band_and_fails_over_when_one_is_down() {
     assert_eq!(gateway.resolve_model("tiny-chat").unwrap(), MODEL);
     assert!(gateway.resolve_model("nope").is_err());
 
-    let input = JobInput::Chat {
-        messages: vec![agora_market::ChatMessage {
-            role: "user".into(),
-            content: "hi".into(),
-        }],
-    };
+    let input = say_hi();
     let params = JobParams {
         max_tokens: 6,
         ..JobParams::default()
@@ -812,12 +802,7 @@ fn at_equal_prices_the_gateway_learns_which_provider_answers_faster() {
     let (slow, _) = register_provider(&net, "slow", 5_000, 1, true, slow_delay);
     let (fast, _) = register_provider(&net, "fast", 5_000, 2, true, Duration::ZERO);
     let gateway = agora_market::Gateway::new(net.chain.clone());
-    let input = JobInput::Chat {
-        messages: vec![agora_market::ChatMessage {
-            role: "user".into(),
-            content: "hi".into(),
-        }],
-    };
+    let input = say_hi();
     let params = JobParams {
         max_tokens: 2,
         ..JobParams::default()
@@ -1069,4 +1054,14 @@ fn receipts_survive_a_provider_restart_and_are_forgotten_once_settled() {
         code(restart().admit(&submission).unwrap_err()),
         "duplicate_job"
     );
+}
+
+/// A one-line chat from the user: "hi".
+fn say_hi() -> JobInput {
+    JobInput::Chat {
+        messages: vec![agora_market::ChatMessage {
+            role: "user".into(),
+            content: "hi".into(),
+        }],
+    }
 }
