@@ -18,6 +18,8 @@
 //! ```
 //! Errors are JSON `{code, message}` with a fitting HTTP status.
 
+#![forbid(unsafe_code)]
+
 mod error;
 pub mod limits;
 mod local;

@@ -8,6 +8,8 @@
 //! Every finding names its line, a detector id, the SWC id and the DASP category, so results can
 //! be scored against labelled contracts.
 
+#![forbid(unsafe_code)]
+
 mod detectors;
 mod model;
 pub mod output;

@@ -3,6 +3,8 @@
 //! gateway, inference, verification, the auditor, a network of validators, the state machine's
 //! adversarial runs), and `agora` only parses their arguments.
 
+#![forbid(unsafe_code)]
+
 pub mod audit;
 pub mod infer;
 pub mod network;

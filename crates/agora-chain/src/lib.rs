@@ -15,6 +15,8 @@
 //!                               dev engine tick (block_time)          broadcast: new block
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod error;
 mod mempool;
 mod metrics;

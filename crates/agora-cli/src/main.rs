@@ -1,5 +1,6 @@
 //! `agora`: one binary for every role. This crate only wires the library crates together.
 
+#![forbid(unsafe_code)]
 // A binary: `pub` marks what modules share with each other, nothing is exported.
 #![allow(unreachable_pub)]
 

@@ -3,6 +3,8 @@
 //! application side of the engine's messages ([`app`]), which builds, checks and commits blocks
 //! through [`agora_chain::Node`]. Kept in this one crate so that the engine could be swapped.
 
+#![forbid(unsafe_code)]
+
 pub mod app;
 pub mod codec;
 pub mod context;

@@ -3,6 +3,8 @@
 //! node's home (keys, wallets, genesis, network file). `agora-cli` parses arguments and calls
 //! these.
 
+#![forbid(unsafe_code)]
+
 pub mod home;
 pub mod keystore;
 pub mod market;

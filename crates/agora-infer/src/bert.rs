@@ -15,6 +15,7 @@ use serde::Deserialize;
 use tokenizers::{Tokenizer, TruncationParams};
 
 use crate::Error;
+use crate::fmath::Fma;
 use crate::gemm16::{PackedI16, QuantRows, matmul_i16_bias};
 use crate::kernels::multiversion;
 
@@ -354,7 +355,7 @@ impl Embedder {
 
 multiversion! {
     /// Self-attention of every sentence and head of a ragged batch (`qkv` rows: query, key, value).
-    fn attention(qkv: &[f32], seqs: &[&[u32]], starts: &[usize], ctx: &mut [f32], h: usize, heads: usize) {
+    fn attention<F>(qkv: &[f32], seqs: &[&[u32]], starts: &[usize], ctx: &mut [f32], h: usize, heads: usize) {
         let hd = h / heads;
         let scale = 1.0 / (hd as f32).sqrt();
         let mut scores = Vec::new();
@@ -390,20 +391,20 @@ multiversion! {
                         q[r * hd..(r + 1) * hd]
                             .copy_from_slice(&qkv[(start + i0 + r) * 3 * h + col..][..hd]);
                     }
-                    score_rows(&q, rows, hd, &kt, stride, &mut scores);
+                    score_rows::<F>(&q, rows, hd, &kt, stride, &mut scores);
                     for r in 0..rows {
                         let row = &mut scores[r * stride..r * stride + len];
                         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) * scale;
-                        row.iter_mut().for_each(|sc| *sc = fexp(sc.mul_add(scale, -max)));
+                        row.iter_mut().for_each(|sc| *sc = fexp::<F>(F::fma(*sc, scale, -max)));
                         let inv = 1.0 / sum8(row);
                         row.iter_mut().for_each(|sc| *sc *= inv);
                     }
                     let out = &mut ctx[(start + i0) * h + col..];
                     match rows {
-                        4 => weigh_values::<4>(&scores, stride, &vals, len, hd, out, h),
-                        3 => weigh_values::<3>(&scores, stride, &vals, len, hd, out, h),
-                        2 => weigh_values::<2>(&scores, stride, &vals, len, hd, out, h),
-                        _ => weigh_values::<1>(&scores, stride, &vals, len, hd, out, h),
+                        4 => weigh_values::<F, 4>(&scores, stride, &vals, len, hd, out, h),
+                        3 => weigh_values::<F, 3>(&scores, stride, &vals, len, hd, out, h),
+                        2 => weigh_values::<F, 2>(&scores, stride, &vals, len, hd, out, h),
+                        _ => weigh_values::<F, 1>(&scores, stride, &vals, len, hd, out, h),
                     }
                 }
             }
@@ -456,7 +457,7 @@ const LANES: usize = 8;
 /// `out[r][d] = Σ_j w[r][j] · v[j][d]` for `R` query rows (weights in rows `stride` apart; values
 /// `len` rows of `hd`; output rows `o_stride` apart), eight head dimensions at a time.
 #[inline(always)]
-fn weigh_values<const R: usize>(
+fn weigh_values<F: Fma, const R: usize>(
     w: &[f32],
     stride: usize,
     values: &[f32],
@@ -473,7 +474,7 @@ fn weigh_values<const R: usize>(
             for (acc_r, row) in acc.iter_mut().zip(&rows) {
                 let wj = row[j];
                 for (a, x) in acc_r.iter_mut().zip(v) {
-                    *a = wj.mul_add(*x, *a);
+                    *a = F::fma(wj, *x, *a);
                 }
             }
         }
@@ -486,7 +487,14 @@ fn weigh_values<const R: usize>(
 /// Scores of up to [`QROWS`] query rows (`q`, rows of `hd`) against the transposed keys `kt` (rows
 /// of `stride`, a multiple of 8), into `scores` (rows of `stride`).
 #[inline(always)]
-fn score_rows(q: &[f32], rows: usize, hd: usize, kt: &[f32], stride: usize, scores: &mut [f32]) {
+fn score_rows<F: Fma>(
+    q: &[f32],
+    rows: usize,
+    hd: usize,
+    kt: &[f32],
+    stride: usize,
+    scores: &mut [f32],
+) {
     let qs: [&[f32]; QROWS] = std::array::from_fn(|r| &q[r * hd..(r + 1) * hd]);
     for p0 in (0..stride).step_by(LANES) {
         let mut acc = [[0f32; LANES]; QROWS];
@@ -495,7 +503,7 @@ fn score_rows(q: &[f32], rows: usize, hd: usize, kt: &[f32], stride: usize, scor
             for (acc_r, qr) in acc.iter_mut().zip(&qs) {
                 let qd = qr[d];
                 for (a, x) in acc_r.iter_mut().zip(k) {
-                    *a = qd.mul_add(*x, *a);
+                    *a = F::fma(qd, *x, *a);
                 }
             }
         }
@@ -545,10 +553,10 @@ fn residual_norm(x: &mut [f32], y: &[f32], ln: &(Vec<f32>, Vec<f32>), eps: f32) 
 
 multiversion! {
     /// `x = gelu(x)`: the erf GELU that BERT uses, `0.5·v·(1 + erf(v/√2))`.
-    fn gelu(x: &mut [f32]) {
+    fn gelu<F>(x: &mut [f32]) {
         for a in x.iter_mut() {
             let v = *a;
-            *a = 0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2));
+            *a = 0.5 * v * (1.0 + erf::<F>(v * std::f32::consts::FRAC_1_SQRT_2));
         }
     }
 }
@@ -556,14 +564,14 @@ multiversion! {
 /// erf by Abramowitz and Stegun 7.1.26 (absolute error below 1.5e-7), branch-free, with fused
 /// multiply-adds and its polynomial in Estrin's scheme (see [`fexp`]).
 #[inline(always)]
-fn erf(x: f32) -> f32 {
+fn erf<F: Fma>(x: f32) -> f32 {
     let a = x.abs();
-    let t = 1.0 / a.mul_add(0.327_591_1, 1.0);
+    let t = 1.0 / F::fma(a, 0.327_591_1, 1.0);
     let t2 = t * t;
-    let low = t.mul_add(-0.284_496_74, 0.254_829_6);
-    let high = t.mul_add(-1.453_152, 1.421_413_7);
-    let poly = t * (t2 * t2).mul_add(1.061_405_4, t2.mul_add(high, low));
-    (-poly).mul_add(fexp(-a * a), 1.0).copysign(x)
+    let low = F::fma(t, -0.284_496_74, 0.254_829_6);
+    let high = F::fma(t, -1.453_152, 1.421_413_7);
+    let poly = t * F::fma(t2 * t2, 1.061_405_4, F::fma(t2, high, low));
+    F::fma(-poly, fexp::<F>(-a * a), 1.0).copysign(x)
 }
 
 /// `e^y` as [`exp`](crate::kernels::exp) computes it (same reduction, same Taylor terms to r⁶), but
@@ -573,24 +581,25 @@ fn erf(x: f32) -> f32 {
 /// the last bits, which the embedding model may do (its vectors are compared by cosine); the chat
 /// model's arithmetic is fixed to the bit, so it keeps `exp`.
 #[inline(always)]
-fn fexp(y: f32) -> f32 {
+fn fexp<F: Fma>(y: f32) -> f32 {
     const SHIFT: f32 = 12_582_912.0; // 1.5·2^23: adding it rounds to an integer
     let y = y.clamp(-87.0, 88.0);
-    let z = y.mul_add(std::f32::consts::LOG2_E, SHIFT);
+    let z = F::fma(y, std::f32::consts::LOG2_E, SHIFT);
     let n = z - SHIFT;
     let ni = (z.to_bits() as i32).wrapping_sub(SHIFT.to_bits() as i32);
-    let r = n.mul_add(-1.428_606_8e-6, n.mul_add(-0.693_145_75, y));
+    let r = F::fma(n, -1.428_606_8e-6, F::fma(n, -0.693_145_75, y));
     let r2 = r * r;
     let p01 = r + 1.0;
-    let p23 = r.mul_add(1.0 / 6.0, 0.5);
-    let p45 = r.mul_add(1.0 / 120.0, 1.0 / 24.0);
-    let p = (r2 * r2).mul_add(r2.mul_add(1.0 / 720.0, p45), r2.mul_add(p23, p01));
+    let p23 = F::fma(r, 1.0 / 6.0, 0.5);
+    let p45 = F::fma(r, 1.0 / 120.0, 1.0 / 24.0);
+    let p = F::fma(r2 * r2, F::fma(r2, 1.0 / 720.0, p45), F::fma(r2, p23, p01));
     p * f32::from_bits((ni.wrapping_add(127) as u32) << 23)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fmath::{Emulated, Fused};
 
     #[test]
     fn batches_share_the_tokens_evenly() {
@@ -625,16 +634,32 @@ mod tests {
         let mut worst_exp = 0f64;
         for i in -6000..=6000 {
             let x = i as f32 / 1000.0;
-            worst_erf = worst_erf.max((f64::from(erf(x)) - libm_erf(f64::from(x))).abs());
+            for e in [erf::<Fused>(x), erf::<Emulated>(x)] {
+                worst_erf = worst_erf.max((f64::from(e) - libm_erf(f64::from(x))).abs());
+            }
+            assert_eq!(
+                erf::<Fused>(x).to_bits(),
+                erf::<Emulated>(x).to_bits(),
+                "erf({x})"
+            );
             let y = -(i32::abs(i) as f32) / 100.0;
             let want = f64::from(y).exp();
-            for e in [crate::kernels::exp(y), fexp(y)] {
+            assert_eq!(
+                fexp::<Fused>(y).to_bits(),
+                fexp::<Emulated>(y).to_bits(),
+                "exp({y})"
+            );
+            for e in [
+                crate::kernels::exp(y),
+                fexp::<Fused>(y),
+                fexp::<Emulated>(y),
+            ] {
                 worst_exp = worst_exp.max((f64::from(e) - want).abs() / want.max(1e-30));
             }
         }
         assert!(worst_erf < 6e-7, "erf error {worst_erf}");
         assert!(worst_exp < 5e-7, "exp relative error {worst_exp}");
-        for e in [crate::kernels::exp, fexp] {
+        for e in [crate::kernels::exp, fexp::<Fused>, fexp::<Emulated>] {
             assert_eq!(e(-200.0), e(-87.0));
             assert!((f64::from(e(10.0)) - 10f64.exp()).abs() / 10f64.exp() < 5e-7);
         }

@@ -135,6 +135,70 @@ pub fn sin_cos(x: f32) -> (f32, f32) {
     (sin as f32, cos as f32)
 }
 
+/// `a·b + c` rounded once, as an FMA instruction computes it, with plain `+ - *` in f64: the
+/// portable kernels' fused multiply-add, so that they give the SIMD kernels' bits without the
+/// platform's `fmaf` (which `f32::mul_add` calls on a CPU without FMA).
+///
+/// The product of two f32 is exact in f64 (24 + 24 significant bits ≤ 53). The sum `s` with `c` is
+/// rounded, and its rounding error `e` recovered exactly (Knuth's TwoSum). Rounding `s` again to f32
+/// could round twice (a sum just past a halfway point, rounded back onto it in f64, then to even);
+/// so an inexact `s` is first replaced by the sum rounded to odd: the f64 next to it toward zero,
+/// last bit set. Rounding that to f32 gives the exact sum's rounding, since f64 keeps more than
+/// 24 + 1 bits (Boldo and Melquiond, "Emulation of FMA and correctly rounded sums", 2008).
+#[inline]
+pub fn fma(a: f32, b: f32, c: f32) -> f32 {
+    let p = f64::from(a) * f64::from(b);
+    let c = f64::from(c);
+    let s = p + c;
+    if !s.is_finite() {
+        // An infinity or NaN among the inputs, or ∞ − ∞: what the instruction gives too.
+        return s as f32;
+    }
+    let v = s - p;
+    let e = (p - (s - v)) + (c - v);
+    if e == 0.0 {
+        return s as f32;
+    }
+    // The exact sum is s + e. When e points toward zero it lies below |s|: the f64 next to it
+    // toward zero is s's neighbour of smaller magnitude (one less in sign-magnitude bits).
+    let bits = s.to_bits();
+    let toward_zero = if (e < 0.0) != (s < 0.0) {
+        bits - 1
+    } else {
+        bits
+    };
+    f64::from_bits(toward_zero | 1) as f32
+}
+
+/// How a kernel fuses a multiply and an add, chosen by the code it is compiled into (see
+/// `kernels::multiversion`): [`Fused`] where the FMA instruction is enabled, [`Emulated`] elsewhere.
+/// Both round once, so both give the same bits.
+pub(crate) trait Fma {
+    fn fma(a: f32, b: f32, c: f32) -> f32;
+}
+
+/// `f32::mul_add`: one instruction in code compiled with the `fma` target feature.
+#[derive(Debug)]
+pub(crate) struct Fused;
+
+impl Fma for Fused {
+    #[inline(always)]
+    fn fma(a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
+    }
+}
+
+/// [`fma`], in plain arithmetic: for code compiled for CPUs that may lack the instruction.
+#[derive(Debug)]
+pub(crate) struct Emulated;
+
+impl Fma for Emulated {
+    #[inline(always)]
+    fn fma(a: f32, b: f32, c: f32) -> f32 {
+        fma(a, b, c)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,5 +248,81 @@ mod tests {
         assert_eq!(checked, 2048 * 32);
         assert_eq!(sin_cos(0.0), (0.0, 1.0));
         assert_eq!(sin_cos(-1.0), ((-1f64).sin() as f32, (-1f64).cos() as f32));
+    }
+
+    #[test]
+    fn emulated_fma_rounds_once_like_the_instruction() {
+        let same = |a: f32, b: f32, c: f32| {
+            let (got, want) = (fma(a, b, c), a.mul_add(b, c));
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "fma({a:e}, {b:e}, {c:e}) = {got:e}, want {want:e}"
+            );
+        };
+        // Products exactly halfway between two f32 (1 + 2^-11 + 2^-24): a tiny c decides the
+        // rounding, which a sum rounded in f64 and then in f32 gets wrong.
+        let x = 1.0 + 1.0 / 4096.0;
+        for c in [
+            1e-30f32,
+            -1e-30,
+            1e-40,
+            -1e-40,
+            0.0,
+            -0.0,
+            f32::MIN_POSITIVE,
+        ] {
+            same(x, x, c);
+            same(-x, x, c);
+        }
+        assert_ne!(
+            fma(x, x, 1e-30).to_bits(),
+            ((f64::from(x) * f64::from(x) + 1e-30) as f32).to_bits(),
+            "the halfway case must differ from rounding twice"
+        );
+        // Special values, signed zeros, subnormals, overflow, cancellation.
+        let specials = [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            f32::MIN_POSITIVE,
+            f32::from_bits(1),
+            -f32::from_bits(1),
+            f32::MAX,
+            -f32::MAX,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            1.5,
+            3.0e-20,
+        ];
+        for a in specials {
+            for b in specials {
+                for c in specials {
+                    same(a, b, c);
+                }
+            }
+        }
+        // Random bit patterns, and operands near each other so that the sum cancels.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..200_000 {
+            let r = next();
+            let (a, b) = (f32::from_bits(r as u32), f32::from_bits((r >> 32) as u32));
+            let c = f32::from_bits(next() as u32);
+            same(a, b, c);
+            let p = a * b;
+            same(a, b, -p);
+            same(
+                a,
+                b,
+                f32::from_bits((-p).to_bits() ^ (next() as u32 & 0xff)),
+            );
+        }
     }
 }

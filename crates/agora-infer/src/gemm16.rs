@@ -200,7 +200,7 @@ fn portable(a: &QuantRows, w: &PackedI16, bias: &[f32], out: &mut [f32]) {
                     })
                     .sum();
                 let scale = w.scales[(p * nb + b) * NR + col] * a.scales[i * nb + b];
-                acc = (isum as f32).mul_add(scale, acc);
+                acc = crate::fmath::fma(isum as f32, scale, acc);
             }
             out[i * n + c] = acc + bias[c];
         }

@@ -15,6 +15,7 @@
 use std::ops::Range;
 use std::sync::OnceLock;
 
+use crate::fmath;
 use crate::quant::{GROUP, QActs, QMatrix, WeightType, f16_at};
 
 /// Which kernel implementation runs.
@@ -186,9 +187,9 @@ fn portable_rows(w: &QMatrix, acts: &QActs, rows: Range<usize>, out: &Out<'_>) {
                             })
                             .sum(),
                     };
-                    acc[lane] = (dw * da).mul_add(isum as f32, acc[lane]);
+                    acc[lane] = fmath::fma(dw * da, isum as f32, acc[lane]);
                     if w.ty == WeightType::Q4_1 {
-                        macc[lane] = f16_at(blk, 2 * GROUP + lane * 2).mul_add(sa, macc[lane]);
+                        macc[lane] = fmath::fma(f16_at(blk, 2 * GROUP + lane * 2), sa, macc[lane]);
                     }
                 }
             }
@@ -257,7 +258,8 @@ mod avx2 {
     }
 
     /// Eight rows (group `g`) against tokens `t0..t0+T`.
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
     fn group<const T: usize>(
         w: &QMatrix,
         acts: &QActs,
@@ -268,42 +270,36 @@ mod avx2 {
     ) {
         let nb = acts.blocks_per_row();
         let block_bytes = GROUP * w.ty.block_bytes();
-        // Bounds, checked once: the group's nb blocks, and the quad of tokens from t0.
-        let group_bytes = &w.data[g * nb * block_bytes..(g + 1) * nb * block_bytes];
-        let base = group_bytes.as_ptr();
-        let (qa, da, sa) = quad(acts, t0);
-        // SAFETY: the kernels read block b of the group at base + b·block_bytes (inside
-        // `group_bytes`), the quad's 128 quant bytes of block b at qa + 128b, and token k's scale
-        // and sum at da + 4b + k and sa + 4b + k (k < T ≤ 4), for b < nb: inside the slices `quad`
-        // took them from.
-        let values = unsafe {
-            match w.ty {
-                WeightType::Q4_1 => q4_1::<T>(base, nb, qa, da, sa),
-                WeightType::Q8_0 => q8_0::<T>(base, nb, qa, da),
-            }
+        let blocks = &w.data[g * nb * block_bytes..(g + 1) * nb * block_bytes];
+        let tokens = Quad::new(acts, t0);
+        let values = match w.ty {
+            WeightType::Q4_1 => q4_1::<T>(blocks, nb, &tokens),
+            WeightType::Q8_0 => q8_0::<T>(blocks, nb, &tokens),
         };
         for (k, v) in values.iter().enumerate() {
             put(out, rows, g, t0 + k, *v);
         }
     }
 
-    /// Where the quad of tokens starting at `t0` (a multiple of 4) begins: its quants, scales and
-    /// sums (`nb` blocks each), bounds checked here.
-    #[inline(always)]
-    fn quad(acts: &QActs, t0: usize) -> (*const i8, *const f32, *const f32) {
-        debug_assert!(t0.is_multiple_of(QUAD));
-        let nb = acts.blocks_per_row();
-        let q = &acts.qs[t0 * acts.cols..(t0 + QUAD) * acts.cols];
-        let d = &acts.d[t0 * nb..(t0 + QUAD) * nb];
-        let s = &acts.s[t0 * nb..(t0 + QUAD) * nb];
-        (q.as_ptr(), d.as_ptr(), s.as_ptr())
+    /// The quad of tokens starting at `t0` (a multiple of 4): its quants, scales and sums, `nb`
+    /// blocks each.
+    struct Quad<'a> {
+        qs: &'a [i8],
+        d: &'a [f32],
+        s: &'a [f32],
     }
 
-    /// The four bytes at `p` repeated across a vector.
-    #[inline(always)]
-    unsafe fn bcast(p: *const i8) -> __m256i {
-        // SAFETY: the caller guarantees four readable bytes at `p`.
-        unsafe { _mm256_set1_epi32(p.cast::<i32>().read_unaligned()) }
+    impl<'a> Quad<'a> {
+        #[inline(always)]
+        fn new(acts: &'a QActs, t0: usize) -> Self {
+            debug_assert!(t0.is_multiple_of(QUAD));
+            let nb = acts.blocks_per_row();
+            Self {
+                qs: &acts.qs[t0 * acts.cols..(t0 + QUAD) * acts.cols],
+                d: &acts.d[t0 * nb..(t0 + QUAD) * nb],
+                s: &acts.s[t0 * nb..(t0 + QUAD) * nb],
+            }
+        }
     }
 
     /// Asks for the block one row group ahead of `p` (`nb` blocks of `SIZE` bytes per group) to be
@@ -321,95 +317,99 @@ mod avx2 {
     }
 
     /// Q4_1 rows (160 bytes per block of eight rows: 16 of d, 16 of m, 128 of quants).
-    #[inline(always)]
-    unsafe fn q4_1<const T: usize>(
-        base: *const u8,
-        nb: usize,
-        qa: *const i8,
-        da: *const f32,
-        sa: *const f32,
-    ) -> [__m256; T] {
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn q4_1<const T: usize>(blocks: &[u8], nb: usize, quad: &Quad<'_>) -> [__m256; T] {
         const BLOCK: usize = GROUP * 20;
-        // SAFETY (whole body): see `group`; every offset below is inside block b.
-        unsafe {
-            let ones = _mm256_set1_epi16(1);
-            let low = _mm256_set1_epi8(0x0f);
-            let mut acc = [_mm256_setzero_ps(); T];
-            let mut p = base;
-            for b in 0..nb {
-                prefetch_ahead::<BLOCK>(p, nb);
-                let mut s16 = [_mm256_setzero_si256(); T];
-                for j in 0..4 {
-                    let q = _mm256_loadu_si256(p.add(4 * GROUP + 32 * j).cast());
-                    let lo = _mm256_and_si256(q, low);
-                    let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
-                    for k in 0..T {
-                        // Pairs of u4·i8 sum to at most 3810 in magnitude; eight fit in i16.
-                        let a = qa.add(b * QUAD * QK + 16 * j + 4 * k);
-                        let x = _mm256_maddubs_epi16(lo, bcast(a));
-                        let y = _mm256_maddubs_epi16(hi, bcast(a.add(64)));
-                        s16[k] = _mm256_add_epi16(s16[k], _mm256_add_epi16(x, y));
-                    }
-                }
-                let dw = _mm256_cvtph_ps(_mm_loadu_si128(p.cast()));
+        // Bounds, checked once; only the loads below go through pointers.
+        assert!(T <= QUAD && blocks.len() == nb * BLOCK && quad.qs.len() == nb * QUAD * QK);
+        let (wp, ap) = (blocks.as_ptr(), quad.qs.as_ptr());
+        // SAFETY: callers pass offsets of block b < nb plus at most 128 + 16, so the 32 bytes at
+        // `at` end inside `blocks` (nb·BLOCK bytes).
+        let w32 = |at: usize| unsafe { _mm256_loadu_si256(wp.add(at).cast()) };
+        // SAFETY: as above, 16 bytes (a block's scales or minimums).
+        let w16 = |at: usize| unsafe { _mm_loadu_si128(wp.add(at).cast()) };
+        // SAFETY: callers pass b·QUAD·QK + 16j + 4k (+ 64) with j < 4, k < 4: four bytes inside
+        // the quad's nb·QUAD·QK quants.
+        let bcast =
+            |at: usize| unsafe { _mm256_set1_epi32(ap.add(at).cast::<i32>().read_unaligned()) };
+        let ones = _mm256_set1_epi16(1);
+        let low = _mm256_set1_epi8(0x0f);
+        let mut acc = [_mm256_setzero_ps(); T];
+        for b in 0..nb {
+            let at = b * BLOCK;
+            prefetch_ahead::<BLOCK>(wp.wrapping_add(at), nb);
+            let mut s16 = [_mm256_setzero_si256(); T];
+            for j in 0..4 {
+                let q = w32(at + 4 * GROUP + 32 * j);
+                let lo = _mm256_and_si256(q, low);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low);
                 for k in 0..T {
-                    let isum = _mm256_madd_epi16(s16[k], ones);
-                    let scale = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*da.add(b * QUAD + k)));
-                    acc[k] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum), acc[k]);
+                    // Pairs of u4·i8 sum to at most 3810 in magnitude; eight fit in i16.
+                    let a = b * QUAD * QK + 16 * j + 4 * k;
+                    let x = _mm256_maddubs_epi16(lo, bcast(a));
+                    let y = _mm256_maddubs_epi16(hi, bcast(a + 64));
+                    s16[k] = _mm256_add_epi16(s16[k], _mm256_add_epi16(x, y));
                 }
-                p = p.add(BLOCK);
             }
-            // The minimum terms, in a second pass (the same order, fewer live registers above).
-            let mut macc = [_mm256_setzero_ps(); T];
-            let mut p = base;
-            for b in 0..nb {
-                let mw = _mm256_cvtph_ps(_mm_loadu_si128(p.add(2 * GROUP).cast()));
-                for k in 0..T {
-                    macc[k] =
-                        _mm256_fmadd_ps(mw, _mm256_broadcast_ss(&*sa.add(b * QUAD + k)), macc[k]);
-                }
-                p = p.add(BLOCK);
+            let dw = _mm256_cvtph_ps(w16(at));
+            for k in 0..T {
+                let isum = _mm256_madd_epi16(s16[k], ones);
+                let scale = _mm256_mul_ps(dw, _mm256_set1_ps(quad.d[b * QUAD + k]));
+                acc[k] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum), acc[k]);
             }
-            std::array::from_fn(|k| _mm256_add_ps(acc[k], macc[k]))
         }
+        // The minimum terms, in a second pass (the same order, fewer live registers above).
+        let mut macc = [_mm256_setzero_ps(); T];
+        for b in 0..nb {
+            let mw = _mm256_cvtph_ps(w16(b * BLOCK + 2 * GROUP));
+            for k in 0..T {
+                macc[k] = _mm256_fmadd_ps(mw, _mm256_set1_ps(quad.s[b * QUAD + k]), macc[k]);
+            }
+        }
+        std::array::from_fn(|k| _mm256_add_ps(acc[k], macc[k]))
     }
 
     /// Q8_0 rows (272 bytes per block of eight rows: 16 of d, 256 of quants).
-    #[inline(always)]
-    unsafe fn q8_0<const T: usize>(
-        base: *const u8,
-        nb: usize,
-        qa: *const i8,
-        da: *const f32,
-    ) -> [__m256; T] {
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn q8_0<const T: usize>(blocks: &[u8], nb: usize, quad: &Quad<'_>) -> [__m256; T] {
         const BLOCK: usize = GROUP * 34;
-        // SAFETY (whole body): see `group`; every offset below is inside block b.
-        unsafe {
-            let ones = _mm256_set1_epi16(1);
-            let mut acc = [_mm256_setzero_ps(); T];
-            let mut p = base;
-            for b in 0..nb {
-                prefetch_ahead::<BLOCK>(p, nb);
-                let mut isum = [_mm256_setzero_si256(); T];
-                for j in 0..8 {
-                    let q = _mm256_loadu_si256(p.add(2 * GROUP + 32 * j).cast());
-                    let aq = _mm256_sign_epi8(q, q);
-                    for k in 0..T {
-                        // |q|·(±a): pairs sum to at most 2·128·127 = 32512, which fits i16.
-                        let a = bcast(qa.add(b * QUAD * QK + 16 * j + 4 * k));
-                        let prod = _mm256_maddubs_epi16(aq, _mm256_sign_epi8(a, q));
-                        isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(prod, ones));
-                    }
-                }
-                let dw = _mm256_cvtph_ps(_mm_loadu_si128(p.cast()));
+        // Bounds, checked once; only the loads below go through pointers.
+        assert!(T <= QUAD && blocks.len() == nb * BLOCK && quad.qs.len() == nb * QUAD * QK);
+        let (wp, ap) = (blocks.as_ptr(), quad.qs.as_ptr());
+        // SAFETY: callers pass offsets of block b < nb plus at most 16 + 224, so the 32 bytes at
+        // `at` end inside `blocks` (nb·BLOCK bytes).
+        let w32 = |at: usize| unsafe { _mm256_loadu_si256(wp.add(at).cast()) };
+        // SAFETY: as above, the block's 16 bytes of scales.
+        let w16 = |at: usize| unsafe { _mm_loadu_si128(wp.add(at).cast()) };
+        // SAFETY: callers pass b·QUAD·QK + 16j + 4k with j < 8, k < 4: four bytes inside the quad's
+        // nb·QUAD·QK quants.
+        let bcast =
+            |at: usize| unsafe { _mm256_set1_epi32(ap.add(at).cast::<i32>().read_unaligned()) };
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); T];
+        for b in 0..nb {
+            let at = b * BLOCK;
+            prefetch_ahead::<BLOCK>(wp.wrapping_add(at), nb);
+            let mut isum = [_mm256_setzero_si256(); T];
+            for j in 0..8 {
+                let q = w32(at + 2 * GROUP + 32 * j);
+                let aq = _mm256_sign_epi8(q, q);
                 for k in 0..T {
-                    let scale = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*da.add(b * QUAD + k)));
-                    acc[k] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum[k]), acc[k]);
+                    // |q|·(±a): pairs sum to at most 2·128·127 = 32512, which fits i16.
+                    let a = bcast(b * QUAD * QK + 16 * j + 4 * k);
+                    let prod = _mm256_maddubs_epi16(aq, _mm256_sign_epi8(a, q));
+                    isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(prod, ones));
                 }
-                p = p.add(BLOCK);
             }
-            acc
+            let dw = _mm256_cvtph_ps(w16(at));
+            for k in 0..T {
+                let scale = _mm256_mul_ps(dw, _mm256_set1_ps(quad.d[b * QUAD + k]));
+                acc[k] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum[k]), acc[k]);
+            }
         }
+        acc
     }
 }
 
@@ -434,25 +434,32 @@ pub fn exp(y: f32) -> f32 {
 
 /// Defines a function whose body is compiled twice: for the baseline CPU, and with AVX2 and FMA
 /// enabled, taken at run time when the CPU has them, so that plain loops in it vectorize 8 lanes wide.
-/// Both copies give the same bits: Rust never fuses a multiply and an add by itself, and `mul_add` is
-/// fused in both (an FMA instruction in one, libm's correctly rounded `fma` in the other, slower).
+/// Both copies give the same bits: Rust never fuses a multiply and an add by itself, and a body that
+/// fuses them names a type parameter (`fn name<F>(…)`) and calls `F::fma`, which is the FMA
+/// instruction in the one copy and [`crate::fmath::fma`] (plain arithmetic, rounded once too) in the
+/// other.
 macro_rules! multiversion {
-    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident<$fma:ident>($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$meta])*
         $vis fn $name($($arg: $ty),*) {
             #[inline(always)]
-            fn body($($arg: $ty),*) $body
+            fn body<$fma: $crate::fmath::Fma>($($arg: $ty),*) $body
             #[cfg(target_arch = "x86_64")]
             if $crate::kernels::detected() == $crate::kernels::Isa::Avx2 {
                 #[target_feature(enable = "avx2,fma")]
                 fn avx2($($arg: $ty),*) {
-                    body($($arg),*)
+                    body::<$crate::fmath::Fused>($($arg),*)
                 }
                 #[allow(unsafe_code)]
                 // SAFETY: `detected` checked at run time that the CPU has AVX2 and FMA.
                 return unsafe { avx2($($arg),*) };
             }
-            body($($arg),*)
+            body::<$crate::fmath::Emulated>($($arg),*)
+        }
+    };
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $crate::kernels::multiversion! {
+            $(#[$meta])* $vis fn $name<_NoFma>($($arg: $ty),*) $body
         }
     };
 }

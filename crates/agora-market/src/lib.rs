@@ -15,6 +15,8 @@
 //!          ◀── sealed pieces …, then SignedJobReceipt (output hash, tokens, fee)
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod adversary;
 mod audits;
 mod backend;

@@ -10,6 +10,8 @@
 //!                                                                          gateway, verifier, relay
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod chain;
 mod client;
 pub mod types;

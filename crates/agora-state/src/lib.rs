@@ -16,6 +16,8 @@
 //!                    └──────────── overlay of writes ◀────────┘
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod error;
 mod executor;
 mod genesis;

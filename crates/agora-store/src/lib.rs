@@ -20,6 +20,8 @@
 //!                └──▶ in-memory tree nodes updated under the same lock
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod error;
 mod smt;
 mod store;

@@ -15,6 +15,8 @@
 //!                 Block { header, txs } ──header──blake3──▶ BlockHash
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod address;
 mod amount;
 mod block;
