@@ -28,9 +28,10 @@ pub mod relay;
 mod routes;
 #[cfg(feature = "test-support")]
 pub mod testing;
+pub mod views;
 
 pub use error::ApiError;
 pub use limits::{Limits, limit, limit_per_key};
 pub use local::LocalNode;
 pub use relay::{Relay, spawn_relay};
-pub use routes::{router, serve};
+pub use routes::{router, serve, serve_with_pages};

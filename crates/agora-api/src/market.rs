@@ -3,21 +3,16 @@
 //! [`crate::LocalNode`].
 
 use crate::ApiError;
-use crate::routes::{ApiResult, AppState, parse_hash};
+use crate::routes::AppState;
+use crate::views::{ApiResult, parse_address, parse_hash};
 use agora_node_api::{
     CheckResponse, EscrowResponse, JobResponse, ModelEntry, ModelsResponse, OpenChecksResponse,
     ProviderResponse, ProvidersResponse, RevealResponse, VerifiersResponse,
 };
-use agora_types::Address;
 use axum::{
     Json,
     extract::{Path, State},
 };
-
-fn parse_address(s: &str) -> ApiResult<Address> {
-    s.parse()
-        .map_err(|e: agora_types::Error| ApiError::bad_request("invalid_address", e.to_string()))
-}
 
 pub(crate) async fn list_providers(
     State(st): State<AppState>,
@@ -127,7 +122,7 @@ pub(crate) async fn get_reveal(
 /// The market's answers as functions of a committed state.
 pub(crate) mod views {
     use crate::ApiError;
-    use crate::routes::ApiResult;
+    use crate::views::ApiResult;
     use agora_node_api::{
         CheckResponse, EscrowResponse, JobResponse, ModelEntry, ModelsResponse, OpenChecksResponse,
         ProviderEntry, ProviderResponse, ProvidersResponse, VerifierEntry, VerifiersResponse,
@@ -166,7 +161,7 @@ pub(crate) mod views {
     }
 
     /// The registered providers.
-    pub(crate) fn providers(snap: &Snapshot) -> ApiResult<ProvidersResponse> {
+    pub fn providers(snap: &Snapshot) -> ApiResult<ProvidersResponse> {
         let mut providers = Vec::new();
         for (k, v) in snap.scan_prefix(b"prov/", LIST_LIMIT)? {
             providers.push(ProviderEntry {
@@ -181,10 +176,7 @@ pub(crate) mod views {
     }
 
     /// A registered provider, if it is one.
-    pub(crate) fn provider(
-        snap: &Snapshot,
-        address: &Address,
-    ) -> ApiResult<Option<ProviderResponse>> {
+    pub fn provider(snap: &Snapshot, address: &Address) -> ApiResult<Option<ProviderResponse>> {
         let Some(provider) = get::<Provider>(snap, &provider_key(address))? else {
             return Ok(None);
         };
@@ -198,7 +190,7 @@ pub(crate) mod views {
     }
 
     /// The model registry.
-    pub(crate) fn models(snap: &Snapshot) -> ApiResult<ModelsResponse> {
+    pub fn models(snap: &Snapshot) -> ApiResult<ModelsResponse> {
         let mut models = Vec::new();
         for (k, v) in snap.scan_prefix(b"modl/", LIST_LIMIT)? {
             let info: ModelInfo = decode(&v)?;
@@ -215,7 +207,7 @@ pub(crate) mod views {
     }
 
     /// A registered model, if it is one.
-    pub(crate) fn model(snap: &Snapshot, id: &Hash) -> ApiResult<Option<ModelEntry>> {
+    pub fn model(snap: &Snapshot, id: &Hash) -> ApiResult<Option<ModelEntry>> {
         Ok(
             get::<ModelInfo>(snap, &model_key(id))?.map(|info| ModelEntry {
                 id: *id,
@@ -226,7 +218,7 @@ pub(crate) mod views {
     }
 
     /// A client's escrow (zero when it never deposited).
-    pub(crate) fn escrow(snap: &Snapshot, address: &Address) -> ApiResult<EscrowResponse> {
+    pub fn escrow(snap: &Snapshot, address: &Address) -> ApiResult<EscrowResponse> {
         Ok(EscrowResponse {
             height: height(snap)?,
             address: *address,
@@ -235,7 +227,7 @@ pub(crate) mod views {
     }
 
     /// A settled job, if settled.
-    pub(crate) fn job(snap: &Snapshot, id: &Hash) -> ApiResult<Option<JobResponse>> {
+    pub fn job(snap: &Snapshot, id: &Hash) -> ApiResult<Option<JobResponse>> {
         let height = height(snap)?;
         let Some(job) = get::<JobRecord>(snap, &job_key(id))? else {
             return Ok(None);
@@ -263,7 +255,7 @@ pub(crate) mod views {
     }
 
     /// The registered verifiers.
-    pub(crate) fn verifiers(snap: &Snapshot) -> ApiResult<VerifiersResponse> {
+    pub fn verifiers(snap: &Snapshot) -> ApiResult<VerifiersResponse> {
         let mut verifiers = Vec::new();
         for (k, v) in snap.scan_prefix(b"vrfr/", LIST_LIMIT)? {
             verifiers.push(VerifierEntry {
@@ -278,7 +270,7 @@ pub(crate) mod views {
     }
 
     /// A job's check, if it is checked.
-    pub(crate) fn check(snap: &Snapshot, id: &Hash) -> ApiResult<Option<CheckResponse>> {
+    pub fn check(snap: &Snapshot, id: &Hash) -> ApiResult<Option<CheckResponse>> {
         let Some(check) = get::<Check>(snap, &check_key(id))? else {
             return Ok(None);
         };
@@ -289,7 +281,7 @@ pub(crate) mod views {
     }
 
     /// The open checks in which `address` (a provider or a seated verifier) has something to do.
-    pub(crate) fn open_checks(snap: &Snapshot, address: &Address) -> ApiResult<OpenChecksResponse> {
+    pub fn open_checks(snap: &Snapshot, address: &Address) -> ApiResult<OpenChecksResponse> {
         let prefix = open_check_prefix(address);
         let mut checks = Vec::new();
         for (k, _) in snap.scan_prefix(&prefix, LIST_LIMIT)? {
@@ -306,11 +298,7 @@ pub(crate) mod views {
     }
 
     /// The complete reveal of job `id` to `verifier`, its parts joined, if the chain holds one.
-    pub(crate) fn reveal(
-        snap: &Snapshot,
-        id: &Hash,
-        verifier: &Address,
-    ) -> ApiResult<Option<Vec<u8>>> {
+    pub fn reveal(snap: &Snapshot, id: &Hash, verifier: &Address) -> ApiResult<Option<Vec<u8>>> {
         let Some(check) = get::<Check>(snap, &check_key(id))? else {
             return Ok(None);
         };

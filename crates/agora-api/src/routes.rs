@@ -1,13 +1,10 @@
+use crate::views::{self, ApiResult, parse_hash};
 use crate::{ApiError, market};
 use agora_chain::{CommittedBlock, Node};
 use agora_node_api::{
-    AccountProof, AccountResponse, BlockEvent, BlockResponse, ChainMode, HealthResponse,
-    StatusResponse, SubmitOutcome, SubmitRequest, Submitted, SubmittedBatch, TxEntry, TxResponse,
-    TxStatus, ValidatorsResponse,
+    AccountResponse, BlockResponse, HealthResponse, StatusResponse, SubmitOutcome, SubmitRequest,
+    Submitted, SubmittedBatch, TxResponse, ValidatorsResponse,
 };
-use agora_state::{Account, StateRead, account_key};
-use agora_store::Snapshot;
-use agora_types::{Address, Block, Hash, Receipt, SignedTransaction};
 use axum::{
     Json, Router,
     extract::{Path, Query, State},
@@ -30,8 +27,6 @@ pub(crate) struct AppState {
     registry: Arc<prometheus_client::registry::Registry>,
     shutdown: watch::Receiver<bool>,
 }
-
-pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// The API's routes over a node. `shutdown` ends open event streams when it turns `true`.
 pub fn router(node: Arc<Node>, shutdown: watch::Receiver<bool>) -> Router {
@@ -82,8 +77,19 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with_pages(node, listener, Router::new(), shutdown).await
+}
+
+/// [`serve`], with `pages` (the web app's routes, which must not overlap the API's) beside the
+/// API, under the read routes' limits.
+pub async fn serve_with_pages(
+    node: Arc<Node>,
+    listener: TcpListener,
+    pages: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let (tx, rx) = watch::channel(false);
-    let app = router(node, rx);
+    let app = router(node, rx).merge(crate::limit(pages, crate::Limits::NODE_API));
     crate::limits::serve(listener, app, async move {
         shutdown.await;
         let _ = tx.send(true);
@@ -169,107 +175,18 @@ async fn submit_txs(
     }
 }
 
-pub(crate) fn parse_hash(s: &str) -> ApiResult<Hash> {
-    s.parse()
-        .map_err(|e: agora_types::Error| ApiError::bad_request("invalid_hash", e.to_string()))
-}
-
-fn tx_entry(tx: &SignedTransaction, hash: Hash, receipt: Option<&Receipt>) -> TxEntry {
-    TxEntry {
-        hash,
-        tx: tx.clone(),
-        receipt: receipt.cloned(),
-    }
-}
-
 async fn get_tx(
     State(st): State<AppState>,
     Path(hash): Path<String>,
 ) -> ApiResult<Json<TxResponse>> {
-    let hash = parse_hash(&hash)?;
-    let snap = st.node.snapshot()?;
-    if let Some(loc) = snap.tx_location(&hash)? {
-        let block = snap
-            .block(loc.height)?
-            .ok_or_else(|| ApiError::internal("block missing"))?;
-        let results = snap.results(loc.height)?.unwrap_or_default();
-        let tx = block
-            .txs
-            .get(loc.index as usize)
-            .ok_or_else(|| ApiError::internal("tx missing"))?;
-        let receipt = results.receipts.get(loc.index as usize);
-        return Ok(Json(TxResponse {
-            entry: tx_entry(tx, hash, receipt),
-            status: TxStatus::Committed,
-            height: Some(loc.height),
-            index: Some(loc.index),
-            block_hash: Some(block.hash()),
-        }));
-    }
-    if let Some(tx) = st.node.pending(&hash) {
-        return Ok(Json(TxResponse {
-            entry: tx_entry(&tx, hash, None),
-            status: TxStatus::Pending,
-            height: None,
-            index: None,
-            block_hash: None,
-        }));
-    }
-    Err(ApiError::not_found(
-        "tx_not_found",
-        format!("no committed or pending transaction {hash}"),
-    ))
-}
-
-fn block_response(snap: &Snapshot, block: &Block) -> ApiResult<BlockResponse> {
-    let results = snap.results(block.header.height)?.unwrap_or_default();
-    let txs: Vec<TxEntry> = block
-        .txs
-        .iter()
-        .enumerate()
-        .map(|(i, tx)| {
-            let receipt = results.receipts.get(i);
-            let hash = receipt.map(|r| r.tx_hash).unwrap_or_else(|| tx.hash());
-            tx_entry(tx, hash, receipt)
-        })
-        .collect();
-    Ok(BlockResponse {
-        hash: block.hash(),
-        header: block.header.clone(),
-        txs,
-        block_events: results.block_events,
-    })
+    Ok(Json(views::tx(&st.node, &parse_hash(&hash)?)?))
 }
 
 async fn get_block(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<BlockResponse>> {
-    let snap = st.node.snapshot()?;
-    let block = if id == "latest" {
-        snap.latest_block()?
-    } else if let Ok(height) = id.parse::<u64>() {
-        snap.block(height)?
-    } else {
-        let hash = parse_hash(&id).map_err(|_| {
-            ApiError::bad_request(
-                "invalid_block_id",
-                format!("{id:?} is not a height, a block hash or \"latest\""),
-            )
-        })?;
-        match snap.block_height(&hash)? {
-            Some(h) => snap.block(h)?,
-            None => None,
-        }
-    };
-    let block = block.ok_or_else(|| {
-        let latest = snap.height().ok().flatten().unwrap_or(0);
-        ApiError::not_found(
-            "block_not_found",
-            format!("no block {id}; the latest height is {latest}"),
-        )
-    })?;
-    Ok(Json(block_response(&snap, &block)?))
+    Ok(Json(views::block(&st.node.snapshot()?, &id)?))
 }
 
 #[derive(Deserialize)]
@@ -283,114 +200,25 @@ async fn get_account(
     Path(address): Path<String>,
     Query(q): Query<AccountQuery>,
 ) -> ApiResult<Json<AccountResponse>> {
-    let address: Address = address
-        .parse()
-        .map_err(|e: agora_types::Error| ApiError::bad_request("invalid_address", e.to_string()))?;
-    let key = account_key(&address);
-    // A proof needs the tree and the state at one height; a block committed in between means
-    // taking a fresh snapshot.
-    let mut attempts = 0;
-    let (snap, value, proof) = loop {
-        let snap = st.node.snapshot()?;
-        if !q.prove {
-            let value = snap.get(&key).map_err(ApiError::internal)?;
-            break (snap, value, None);
-        }
-        match snap.prove(&key) {
-            Ok((value, proof)) => break (snap, value, Some(proof)),
-            Err(agora_store::Error::SnapshotMoved) if attempts < 5 => attempts += 1,
-            Err(e) => return Err(e.into()),
-        }
-    };
-    let height = snap.height()?.unwrap_or(0);
-    let value = value.ok_or_else(|| {
-        ApiError::not_found(
-            "unknown_account",
-            format!("account {address} does not exist: it has never received funds"),
-        )
-    })?;
-    let account: Account = borsh::from_slice(&value).map_err(ApiError::internal)?;
-    let proof = match proof {
-        Some(proof) => Some(AccountProof {
-            height,
-            state_root: snap.state_root()?,
-            key: hex::encode(&key),
-            value: hex::encode(&value),
-            proof,
-        }),
-        None => None,
-    };
-    Ok(Json(AccountResponse {
-        address,
-        account,
-        height,
-        proof,
-    }))
+    Ok(Json(views::account(
+        &st.node,
+        &views::parse_address(&address)?,
+        q.prove,
+    )?))
 }
 
 async fn status(State(st): State<AppState>) -> ApiResult<Json<StatusResponse>> {
-    let snap = st.node.snapshot()?;
-    let latest = snap
-        .latest_block()?
-        .ok_or_else(|| ApiError::internal("no genesis block"))?;
-    Ok(Json(StatusResponse {
-        chain_id: st.node.chain_id().to_string(),
-        height: latest.header.height,
-        latest_block_hash: latest.hash(),
-        latest_block_time_ms: latest.header.time_ms,
-        state_root: latest.header.state_root,
-        peers: Vec::new(),
-        mempool_size: st.node.mempool_len(),
-        min_fee: st.node.params().min_fee,
-        validator: st.node.proposer(),
-    }))
+    Ok(Json(views::status(&st.node)?))
 }
 
-/// The validator set in force after the latest block (a dev chain has none: its single block
-/// producer is `validator` in the status).
 async fn validators(State(st): State<AppState>) -> ApiResult<Json<ValidatorsResponse>> {
-    let snap = st.node.snapshot()?;
-    let height = snap.height()?.unwrap_or(0);
-    let set = agora_state::read_validator_set(&snap).map_err(ApiError::internal)?;
-    let params: agora_state::ConsensusParams = snap
-        .get(&agora_state::consensus_params_key())
-        .map_err(ApiError::internal)?
-        .map(|b| borsh::from_slice(&b))
-        .transpose()
-        .map_err(ApiError::internal)?
-        .unwrap_or_default();
-    let Some(set) = set else {
-        return Ok(Json(ValidatorsResponse {
-            height,
-            mode: ChainMode::Dev,
-            validators: Vec::new(),
-            total_power: 0,
-            epoch_length: params.epoch_length,
-            next_epoch_end: None,
-        }));
-    };
-    Ok(Json(ValidatorsResponse {
-        height,
-        mode: ChainMode::Network,
-        total_power: set.total_power(),
-        validators: set.validators,
-        epoch_length: params.epoch_length,
-        next_epoch_end: Some((height / params.epoch_length + 1) * params.epoch_length),
-    }))
+    Ok(Json(views::validators(&st.node.snapshot()?)?))
 }
 
 fn block_event(b: &CommittedBlock) -> Event {
-    let data = BlockEvent {
-        height: b.block.header.height,
-        hash: b.hash,
-        time_ms: b.block.header.time_ms,
-        txs: b.block.txs.len(),
-        proposer: b.block.header.proposer,
-        state_root: b.block.header.state_root,
-    };
-    Event::default()
-        .event("block")
-        .data(serde_json::to_string(&data).expect("a block event is JSON"))
+    Event::default().event("block").data(
+        serde_json::to_string(&views::block_summary(&b.block)).expect("a block event is JSON"),
+    )
 }
 
 async fn block_events(State(st): State<AppState>) -> impl IntoResponse {

@@ -27,8 +27,20 @@ impl TestNode {
     ///
     /// # Panics
     /// If the node or its server cannot start (a test cannot go on).
-    #[allow(clippy::unwrap_used)]
     pub fn start(genesis: &Genesis, validator: &str) -> TestNode {
+        Self::start_with_pages(genesis, validator, |_| axum::Router::new())
+    }
+
+    /// [`TestNode::start`], serving `pages(node)` beside the API (the web app's routes).
+    ///
+    /// # Panics
+    /// If the node or its server cannot start (a test cannot go on).
+    #[allow(clippy::unwrap_used)]
+    pub fn start_with_pages(
+        genesis: &Genesis,
+        validator: &str,
+        pages: impl FnOnce(Arc<Node>) -> axum::Router,
+    ) -> TestNode {
         let dir = tempfile::tempdir().unwrap();
         let node = Arc::new(
             Node::open(
@@ -48,7 +60,13 @@ impl TestNode {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        rt.spawn(crate::serve(node.clone(), listener, std::future::pending()));
+        let pages = pages(node.clone());
+        rt.spawn(crate::serve_with_pages(
+            node.clone(),
+            listener,
+            pages,
+            std::future::pending(),
+        ));
         TestNode {
             base,
             node,

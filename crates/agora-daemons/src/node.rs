@@ -240,6 +240,7 @@ pub fn node(home: PathBuf, args: NodeArgs) -> Result<()> {
         (Engine::Network(net), api)
     };
     run_node(&home, &genesis, api_addr, engine, None, |api, node, _| {
+        println!("Web app: {api}/");
         println!("API: {api}");
         println!("Chain {} at height {}", node.chain_id(), height(node));
     })
@@ -289,9 +290,11 @@ fn run_node(
         let wait = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let server = tokio::spawn(agora_api::serve(
+        // The web app answers on the API's address: its pages at `/`, beside `/v1/…`.
+        let server = tokio::spawn(agora_api::serve_with_pages(
             node.clone(),
             listener,
+            agora_web::router(node.clone()),
             wait(stop_rx.clone()),
         ));
         let mut engine = match engine {
@@ -482,6 +485,7 @@ pub fn devnet(home: PathBuf, models_dir: PathBuf, args: DevnetArgs) -> Result<()
         Engine::Dev(Duration::from_millis(args.block_time_ms)),
         market,
         |api, node, market| {
+            println!("Web app: {api}/");
             println!(
                 "Agora devnet is running (chain {}, height {}).",
                 node.chain_id(),

@@ -1,0 +1,179 @@
+// Agora's pages: live updates, streaming, and checks that run in the page. Plain JavaScript, no build.
+"use strict";
+
+// ---- BLAKE3 (the chain's hash), for checking Merkle proofs in the page --------------------------
+const B3_IV = new Uint32Array([
+  0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+]);
+const B3_PERM = [2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8];
+const CHUNK_START = 1, CHUNK_END = 2, PARENT = 4, ROOT = 8;
+
+function rotr(x, n) { return (x >>> n) | (x << (32 - n)); }
+
+// One compression: the chaining value `cv` (8 words) over a 16-word block; returns 8 words.
+function b3Compress(cv, m, counter, blockLen, flags) {
+  const s = new Uint32Array(16);
+  s.set(cv, 0);
+  s.set(B3_IV.subarray(0, 4), 8);
+  s[12] = counter >>> 0;
+  s[13] = Math.floor(counter / 0x100000000) >>> 0;
+  s[14] = blockLen;
+  s[15] = flags;
+  let w = Uint32Array.from(m);
+  const g = (a, b, c, d, x, y) => {
+    s[a] = s[a] + s[b] + x; s[d] = rotr(s[d] ^ s[a], 16);
+    s[c] = s[c] + s[d]; s[b] = rotr(s[b] ^ s[c], 12);
+    s[a] = s[a] + s[b] + y; s[d] = rotr(s[d] ^ s[a], 8);
+    s[c] = s[c] + s[d]; s[b] = rotr(s[b] ^ s[c], 7);
+  };
+  for (let r = 0; r < 7; r++) {
+    g(0, 4, 8, 12, w[0], w[1]); g(1, 5, 9, 13, w[2], w[3]);
+    g(2, 6, 10, 14, w[4], w[5]); g(3, 7, 11, 15, w[6], w[7]);
+    g(0, 5, 10, 15, w[8], w[9]); g(1, 6, 11, 12, w[10], w[11]);
+    g(2, 7, 8, 13, w[12], w[13]); g(3, 4, 9, 14, w[14], w[15]);
+    if (r < 6) w = Uint32Array.from(B3_PERM, (i) => w[i]);
+  }
+  const out = new Uint32Array(8);
+  for (let i = 0; i < 8; i++) out[i] = s[i] ^ s[i + 8];
+  return out;
+}
+
+function b3Words(bytes, at, len) {
+  const m = new Uint32Array(16);
+  for (let i = 0; i < len; i++) m[i >> 2] |= bytes[at + i] << (8 * (i & 3));
+  return m;
+}
+
+// The chaining value of chunk `index` (bytes[at..at+len], len ≤ 1024); `root` when it is the only one.
+function b3Chunk(bytes, at, len, index, root) {
+  let cv = B3_IV;
+  const blocks = Math.max(1, Math.ceil(len / 64));
+  for (let b = 0; b < blocks; b++) {
+    const n = Math.min(64, len - 64 * b);
+    let flags = (b === 0 ? CHUNK_START : 0) | (b === blocks - 1 ? CHUNK_END : 0);
+    if (root && b === blocks - 1) flags |= ROOT;
+    cv = b3Compress(cv, b3Words(bytes, at + 64 * b, n), index, n, flags);
+  }
+  return cv;
+}
+
+// Chunks [lo, hi) of the input: the left subtree holds the largest power of two below their number.
+function b3Tree(bytes, lo, hi, root) {
+  const n = hi - lo;
+  if (n === 1) {
+    const at = lo * 1024;
+    return b3Chunk(bytes, at, Math.min(1024, bytes.length - at), lo, root);
+  }
+  let left = 1;
+  while (left * 2 < n) left *= 2;
+  const m = new Uint32Array(16);
+  m.set(b3Tree(bytes, lo, lo + left, false), 0);
+  m.set(b3Tree(bytes, lo + left, hi, false), 8);
+  return b3Compress(B3_IV, m, 0, 64, PARENT | (root ? ROOT : 0));
+}
+
+function blake3(bytes) {
+  const chunks = Math.max(1, Math.ceil(bytes.length / 1024));
+  const words = b3Tree(bytes, 0, chunks, true);
+  const out = new Uint8Array(32);
+  for (let i = 0; i < 32; i++) out[i] = (words[i >> 2] >>> (8 * (i & 3))) & 0xff;
+  return out;
+}
+
+function fromHex(s) {
+  s = s.replace(/^0x/, "");
+  if (s.length % 2 !== 0 || /[^0-9a-fA-F]/.test(s)) throw new Error("not hex: " + s.slice(0, 16));
+  const out = new Uint8Array(s.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(s.substr(2 * i, 2), 16);
+  return out;
+}
+function toHex(b) { return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join(""); }
+function concat(...parts) {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) { out.set(p, at); at += p.length; }
+  return out;
+}
+// For tests: BLAKE3 of hex input, as hex.
+window.agoraBlake3Hex = (hex) => toHex(blake3(fromHex(hex)));
+
+// The state tree's proof (agora_types::proof): leaf = H(0 ‖ key_hash ‖ value_hash),
+// node = H(1 ‖ left ‖ right), siblings from the root down, bit d of the key hash picks the side.
+function verifyProof(p) {
+  const keyHash = blake3(fromHex(p.key));
+  const siblings = p.proof.siblings.map(fromHex);
+  if (siblings.length > 256) return false;
+  if (!p.proof.leaf) return false; // an account page proves a present value
+  const [leafKey, leafValue] = p.proof.leaf.map(fromHex);
+  if (toHex(leafKey) !== toHex(keyHash) || toHex(leafValue) !== toHex(blake3(fromHex(p.value)))) {
+    return false;
+  }
+  let h = blake3(concat([0], leafKey, leafValue));
+  for (let d = siblings.length - 1; d >= 0; d--) {
+    const bit = (keyHash[d >> 3] >> (7 - (d & 7))) & 1;
+    h = blake3(bit ? concat([1], siblings[d], h) : concat([1], h, siblings[d]));
+  }
+  return toHex(h) === p.state_root.replace(/^0x/, "");
+}
+window.agoraVerifyProof = verifyProof;
+
+// ---- Page behaviours, attached by data attributes ------------------------------------------------
+function setStatus(el, ok, text) {
+  el.textContent = text;
+  el.classList.remove("ok", "bad");
+  el.classList.add(ok ? "ok" : "bad");
+}
+
+function initProof(root) {
+  const button = root.querySelector("[data-proof-verify]");
+  const field = root.querySelector("[data-proof-json]");
+  const out = root.querySelector("[data-proof-result]");
+  if (!button || !field || !out) return;
+  button.addEventListener("click", () => {
+    try {
+      const ok = verifyProof(JSON.parse(field.value));
+      setStatus(out, ok, ok
+        ? "Valid: this account's state hashes up to the block's state root."
+        : "Invalid: the proof does not lead to the state root.");
+    } catch (e) {
+      setStatus(out, false, "Invalid: " + e.message);
+    }
+  });
+}
+
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+  for (const c of children) e.append(c);
+  return e;
+}
+
+// The explorer's live table: each block event from the node becomes a row at the top.
+function initLiveBlocks(table) {
+  const body = table.querySelector("tbody");
+  const status = document.querySelector("[data-live-status]");
+  const keep = Number(table.dataset.keep || 20);
+  const source = new EventSource("/v1/events/blocks");
+  source.addEventListener("open", () => status && setStatus(status, true, "live"));
+  source.addEventListener("error", () => status && setStatus(status, false, "reconnecting…"));
+  source.addEventListener("block", (ev) => {
+    const b = JSON.parse(ev.data);
+    if (body.querySelector(`tr[data-height="${b.height}"]`)) return;
+    const time = new Date(b.time_ms).toISOString().replace("T", " ").slice(0, 19);
+    const row = el("tr", { "data-height": String(b.height), class: "fresh" },
+      el("td", {}, el("a", { href: `/blocks/${b.height}` }, String(b.height))),
+      el("td", { class: "mono" }, el("a", { href: `/blocks/${b.hash}` }, b.hash.slice(0, 16) + "…")),
+      el("td", {}, String(b.txs)),
+      el("td", {}, time));
+    body.prepend(row);
+    while (body.rows.length > keep) body.deleteRow(body.rows.length - 1);
+    const h = document.querySelector("[data-latest-height]");
+    if (h) h.textContent = String(b.height);
+    window.agoraLastBlock = b.height;
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  document.querySelectorAll("[data-proof]").forEach(initProof);
+  document.querySelectorAll("table[data-live-blocks]").forEach(initLiveBlocks);
+});

@@ -1,0 +1,71 @@
+//! Agora's web app, served by the node itself on its API address: the explorer (blocks,
+//! transactions, accounts with proofs checked in the page, live blocks), the compute market
+//! (providers, models, jobs and their verification, verifiers), with pages rendered on the server
+//! from templates embedded in the binary and a little plain JavaScript for what is live.
+//!
+//! A page is one module with its handlers and one template; adding one means a route in
+//! [`router`] and, for a new section, an entry in [`NAV`]. Every page reads the chain through
+//! [`agora_api::views`], the same functions that answer the JSON API, so a page never shows what
+//! the API would not.
+
+#![forbid(unsafe_code)]
+
+mod charts;
+mod explorer;
+mod market;
+mod render;
+
+use agora_chain::Node;
+use axum::{Router, routing::get};
+use std::sync::Arc;
+
+pub use render::PageError;
+
+/// A section of the site: its label in the navigation and its address.
+#[derive(Debug, serde::Serialize)]
+pub struct NavItem {
+    pub key: &'static str,
+    pub label: &'static str,
+    pub href: &'static str,
+}
+
+/// The navigation, in order.
+pub const NAV: &[NavItem] = &[
+    NavItem {
+        key: "explorer",
+        label: "Explorer",
+        href: "/",
+    },
+    NavItem {
+        key: "market",
+        label: "Market",
+        href: "/market",
+    },
+    NavItem {
+        key: "verifiers",
+        label: "Verifiers",
+        href: "/market/verifiers",
+    },
+];
+
+#[derive(Clone)]
+pub(crate) struct Web {
+    pub(crate) node: Arc<Node>,
+}
+
+/// The web app's routes over a node: merge them into the node's API router.
+pub fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/", get(explorer::home))
+        .route("/blocks/{id}", get(explorer::block))
+        .route("/txs/{hash}", get(explorer::tx))
+        .route("/accounts/{address}", get(explorer::account))
+        .route("/search", get(explorer::search))
+        .route("/market", get(market::providers))
+        .route("/market/providers/{address}", get(market::provider))
+        .route("/market/models", get(market::models))
+        .route("/market/jobs/{id}", get(market::job))
+        .route("/market/verifiers", get(market::verifiers))
+        .route("/assets/{name}", get(render::asset))
+        .with_state(Web { node })
+}

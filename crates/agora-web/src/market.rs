@@ -1,0 +1,158 @@
+//! The compute market: providers (models, prices, stake, jobs, frauds), models, a job with its
+//! receipt, fee state and verification, and the verifiers.
+
+use crate::Web;
+use crate::render::{PageError, PageResult, page, v};
+use agora_api::views;
+use agora_state::JobRecord;
+use agora_store::Snapshot;
+use agora_types::{Address, Hash};
+use axum::extract::{Path, State};
+use minijinja::context;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Jobs read when listing one provider's (its newest first); past this many a page says so.
+const JOB_SCAN_LIMIT: usize = 20_000;
+/// Jobs a provider's page lists.
+const PROVIDER_JOBS: usize = 50;
+
+/// Model names by id, for showing a name where the chain stores a hash.
+fn model_names(snap: &Snapshot) -> Result<BTreeMap<String, String>, PageError> {
+    Ok(views::models(snap)?
+        .models
+        .into_iter()
+        .map(|m| (m.id.to_string(), m.name))
+        .collect())
+}
+
+pub(crate) async fn providers(State(web): State<Web>) -> PageResult {
+    let snap = web.node.snapshot()?;
+    let providers = views::providers(&snap)?.providers;
+    let models = views::models(&snap)?.models;
+    let names = model_names(&snap)?;
+    page(
+        &web,
+        "providers.html",
+        "market",
+        "Market",
+        context! { providers => v(&providers), models => v(&models), names },
+    )
+}
+
+#[derive(Serialize)]
+struct JobRow {
+    id: Hash,
+    client: Address,
+    model: Hash,
+    input_tokens: u32,
+    output_tokens: u32,
+    fee: String,
+    settled_height: u64,
+    state: &'static str,
+}
+
+/// The newest jobs `provider` settled (of the first [`JOB_SCAN_LIMIT`] the chain holds), and
+/// whether the scan stopped at the limit.
+fn provider_jobs(snap: &Snapshot, provider: &Address) -> Result<(Vec<JobRow>, bool), PageError> {
+    let all = snap.scan_prefix(b"job/", JOB_SCAN_LIMIT)?;
+    let truncated = all.len() == JOB_SCAN_LIMIT;
+    let mut rows = Vec::new();
+    for (k, v) in all {
+        let Ok(job) = borsh::from_slice::<JobRecord>(&v) else {
+            continue;
+        };
+        if job.provider != *provider {
+            continue;
+        }
+        let id = k
+            .get(4..)
+            .and_then(|s| <[u8; 32]>::try_from(s).ok())
+            .map(Hash)
+            .unwrap_or(Hash::ZERO);
+        rows.push(JobRow {
+            id,
+            client: job.client,
+            model: job.model,
+            input_tokens: job.input_tokens,
+            output_tokens: job.output_tokens,
+            fee: job.fee.to_string(),
+            settled_height: job.settled_height,
+            state: job.fee_state.name(),
+        });
+    }
+    rows.sort_by(|a, b| {
+        b.settled_height
+            .cmp(&a.settled_height)
+            .then(a.id.0.cmp(&b.id.0))
+    });
+    rows.truncate(PROVIDER_JOBS);
+    Ok((rows, truncated))
+}
+
+pub(crate) async fn provider(State(web): State<Web>, Path(address): Path<String>) -> PageResult {
+    let address = views::parse_address(&address)?;
+    let snap = web.node.snapshot()?;
+    let provider = views::provider(&snap, &address)?
+        .ok_or_else(|| PageError::not_found(format!("{address} is not a registered provider")))?
+        .provider;
+    let (jobs, truncated) = provider_jobs(&snap, &address)?;
+    let names = model_names(&snap)?;
+    page(
+        &web,
+        "provider.html",
+        "market",
+        "Provider",
+        context! { p => v(&provider), jobs => v(&jobs), truncated, names },
+    )
+}
+
+pub(crate) async fn models(State(web): State<Web>) -> PageResult {
+    let snap = web.node.snapshot()?;
+    let models = views::models(&snap)?.models;
+    let providers = views::providers(&snap)?.providers;
+    // How many providers serve each model.
+    let mut served: BTreeMap<String, usize> = BTreeMap::new();
+    for p in &providers {
+        for m in &p.provider.info.models {
+            *served.entry(m.to_string()).or_default() += 1;
+        }
+    }
+    page(
+        &web,
+        "models.html",
+        "market",
+        "Models",
+        context! { models => v(&models), served },
+    )
+}
+
+pub(crate) async fn job(State(web): State<Web>, Path(id): Path<String>) -> PageResult {
+    let id = views::parse_hash(&id)?;
+    let snap = web.node.snapshot()?;
+    let job = views::job(&snap, &id)?.ok_or_else(|| {
+        PageError::not_found(format!(
+            "no settled job {id}: a job appears once its provider settles it on chain"
+        ))
+    })?;
+    let names = model_names(&snap)?;
+    page(
+        &web,
+        "job.html",
+        "market",
+        "Job",
+        context! { j => v(&job), names },
+    )
+}
+
+pub(crate) async fn verifiers(State(web): State<Web>) -> PageResult {
+    let snap = web.node.snapshot()?;
+    let verifiers = views::verifiers(&snap)?.verifiers;
+    page(
+        &web,
+        "verifiers.html",
+        "verifiers",
+        "Verifiers",
+        context! { verifiers => v(&verifiers) },
+    )
+}

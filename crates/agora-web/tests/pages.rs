@@ -1,0 +1,217 @@
+//! The web app's pages against a real node serving them beside its API on 127.0.0.1: each page
+//! answers HTML with what the chain holds, and a page that cannot be shown says why.
+
+#![allow(clippy::unwrap_used)]
+
+use agora_api::testing::TestNode;
+use agora_node_api::AccountProof;
+use agora_state::{Genesis, GenesisAccount, GenesisModel};
+use agora_types::{AGR, Hash, Keypair, Message, ModelKind, Transaction};
+use std::time::Duration;
+
+fn key(name: &str) -> Keypair {
+    Keypair::from_seed_label(name)
+}
+
+const CHAIN: &str = "web-test";
+
+fn start() -> TestNode {
+    let genesis = Genesis::new(CHAIN)
+        .with_accounts(vec![GenesisAccount {
+            address: key("alice").address(),
+            balance: 50 * AGR,
+            bonded: 0,
+        }])
+        .with_models(vec![GenesisModel {
+            id: Hash([0xAB; 32]),
+            name: "test-chat".into(),
+            kind: ModelKind::Chat,
+        }]);
+    TestNode::start_with_pages(&genesis, "web-test-validator", agora_web::router)
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}
+
+/// Status, content type and body of `GET path`.
+fn get(t: &TestNode, path: &str) -> (u16, String, String) {
+    let mut r = agent().get(&format!("{}{path}", t.base)).call().unwrap();
+    let kind = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let location = r
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_string());
+    let status = r.status().as_u16();
+    let body = match location {
+        Some(l) => l,
+        None => r.body_mut().read_to_string().unwrap(),
+    };
+    (status, kind, body)
+}
+
+fn page(t: &TestNode, path: &str) -> String {
+    let (status, kind, body) = get(t, path);
+    assert_eq!(status, 200, "{path}: {body}");
+    assert!(kind.starts_with("text/html"), "{path}: {kind}");
+    assert!(
+        body.contains("<nav aria-label=\"Main\">"),
+        "{path}: no layout"
+    );
+    body
+}
+
+fn transfer(nonce: u64) -> Transaction {
+    Transaction {
+        chain_id: CHAIN.into(),
+        sender: key("alice").public(),
+        nonce,
+        fee: 1_000_000,
+        messages: vec![Message::Transfer {
+            to: key("bob").address(),
+            amount: 2 * AGR,
+        }],
+    }
+}
+
+/// What an HTML text node holds, its escapes undone.
+fn unescape(s: &str) -> String {
+    s.replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&#x2f;", "/")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+#[test]
+fn explorer_pages_show_blocks_transactions_and_accounts_with_a_proof() {
+    let t = start();
+    let signed = transfer(0).sign(&key("alice"));
+    let hash = signed.hash();
+    let r = agent()
+        .post(&format!("{}/v1/txs", t.base))
+        .send_json(serde_json::json!({ "tx": hex::encode(signed.encode()) }))
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    // Pending first, then committed.
+    assert!(page(&t, &format!("/txs/{hash}")).contains("pending in the mempool"));
+    t.block();
+    t.block();
+
+    let home = page(&t, "/");
+    assert!(home.contains("data-live-blocks"), "the live table");
+    assert!(
+        home.contains("href=\"/blocks/2\""),
+        "the latest block is listed"
+    );
+    assert!(home.contains("<svg class=\"chart\""), "the charts");
+
+    let block = page(&t, "/blocks/1");
+    assert!(block.contains(&format!("href=\"/txs/{hash}\"")), "{block}");
+    assert!(block.contains("transfer") && block.contains("ok"));
+
+    let tx = page(&t, &format!("/txs/{hash}"));
+    assert!(tx.contains("committed, succeeded"), "{tx}");
+    assert!(tx.contains(&key("alice").address().to_string()));
+    assert!(tx.contains("href=\"/blocks/1\""));
+
+    // The account page's proof is the API's, and it verifies against the state root.
+    let bob = key("bob").address();
+    let account = page(&t, &format!("/accounts/{bob}"));
+    assert!(account.contains("2 AGR"), "bob's balance");
+    let start = account.find("data-proof-json>").unwrap() + "data-proof-json>".len();
+    let end = start + account[start..].find("</textarea>").unwrap();
+    let proof: AccountProof = serde_json::from_str(&unescape(&account[start..end])).unwrap();
+    let key_bytes = hex::decode(&proof.key).unwrap();
+    let value = hex::decode(&proof.value).unwrap();
+    assert!(
+        proof
+            .proof
+            .verify(&proof.state_root, &key_bytes, Some(&value))
+    );
+    let latest = t.node.snapshot().unwrap().latest_block().unwrap().unwrap();
+    assert_eq!(proof.state_root, latest.header.state_root);
+
+    // The search box goes straight to the object.
+    assert_eq!(get(&t, "/search?q=1").2, "/blocks/1");
+    assert_eq!(
+        get(&t, &format!("/search?q={hash}")).2,
+        format!("/txs/{hash}")
+    );
+    assert_eq!(
+        get(&t, &format!("/search?q={bob}")).2,
+        format!("/accounts/{bob}")
+    );
+    let block_hash = latest.hash();
+    assert_eq!(
+        get(&t, &format!("/search?q={block_hash}")).2,
+        format!("/blocks/{block_hash}")
+    );
+}
+
+#[test]
+fn market_pages_list_models_providers_and_verifiers() {
+    let t = start();
+    let market = page(&t, "/market");
+    assert!(market.contains("No provider has registered yet."));
+    assert!(page(&t, "/market/models").contains("test-chat"));
+    assert!(page(&t, "/market/verifiers").contains("No verifier has registered yet."));
+}
+
+#[test]
+fn what_cannot_be_shown_is_a_page_that_says_why() {
+    let t = start();
+    for (path, status, says) in [
+        ("/blocks/999", 404, "no block 999; the latest height is 0"),
+        ("/blocks/nonsense", 400, "is not a height, a block hash"),
+        ("/txs/zz", 400, "Not understood"),
+        (
+            &format!("/txs/{}", Hash([7; 32])),
+            404,
+            "no committed or pending transaction",
+        ),
+        ("/accounts/notanaddress", 400, "Not understood"),
+        (
+            &format!("/accounts/{}", key("nobody").address()),
+            404,
+            "has never received funds",
+        ),
+        (
+            &format!("/market/providers/{}", key("nobody").address()),
+            404,
+            "is not a registered provider",
+        ),
+        (
+            &format!("/market/jobs/{}", Hash([9; 32])),
+            404,
+            "no settled job",
+        ),
+        (
+            &format!("/search?q={}", Hash([5; 32])),
+            404,
+            "no block, transaction or job has the hash",
+        ),
+        ("/search?q=what%3F", 400, "is not a height, a hash"),
+        ("/assets/nothing.js", 404, "no asset"),
+    ] {
+        let (code, kind, body) = get(&t, path);
+        assert_eq!(code, status, "{path}: {body}");
+        assert!(kind.starts_with("text/html"), "{path}: {kind}");
+        assert!(body.contains("role=\"alert\""), "{path}: {body}");
+        assert!(body.contains(says), "{path}: {body}");
+    }
+    // The assets are served, and cached.
+    let (code, kind, js) = get(&t, "/assets/app.js");
+    assert_eq!(code, 200);
+    assert!(kind.starts_with("text/javascript") && js.contains("function blake3"));
+}
