@@ -97,14 +97,16 @@ function concat(...parts) {
 // For tests: BLAKE3 of hex input, as hex.
 window.agoraBlake3Hex = (hex) => toHex(blake3(fromHex(hex)));
 
-// The state tree's proof (agora_types::proof): leaf = H(0 ‖ key_hash ‖ value_hash),
-// node = H(1 ‖ left ‖ right), siblings from the root down, bit d of the key hash picks the side.
+// The state tree's proof (agora_types::proof), as the API gives it (`GET /v1/accounts/{a}?prove=true`):
+// leaf = H(0 ‖ key_hash ‖ value_hash), node = H(1 ‖ left ‖ right), siblings from the root down,
+// bit d of the key hash picks the side.
 function verifyProof(p) {
   const keyHash = blake3(fromHex(p.key));
-  const siblings = p.proof.siblings.map(fromHex);
+  if (!Array.isArray(p.siblings)) throw new Error("no siblings in the proof");
+  const siblings = p.siblings.map(fromHex);
   if (siblings.length > 256) return false;
-  if (!p.proof.leaf) return false; // an account page proves a present value
-  const [leafKey, leafValue] = p.proof.leaf.map(fromHex);
+  if (!p.leaf) return false; // an account page proves a present value
+  const [leafKey, leafValue] = p.leaf.map(fromHex);
   if (toHex(leafKey) !== toHex(keyHash) || toHex(leafValue) !== toHex(blake3(fromHex(p.value)))) {
     return false;
   }
@@ -148,16 +150,16 @@ function el(tag, attrs, ...children) {
   return e;
 }
 
-// The explorer's live table: each block event from the node becomes a row at the top.
+// The explorer's live table: each block event from the node becomes a row, in height order. A
+// block committed between the page's render and the stream's start (or skipped by a stream that
+// fell behind) is fetched from the API, so the table never has a gap.
 function initLiveBlocks(table) {
   const body = table.querySelector("tbody");
   const status = document.querySelector("[data-live-status]");
   const keep = Number(table.dataset.keep || 20);
-  const source = new EventSource("/v1/events/blocks");
-  source.addEventListener("open", () => status && setStatus(status, true, "live"));
-  source.addEventListener("error", () => status && setStatus(status, false, "reconnecting…"));
-  source.addEventListener("block", (ev) => {
-    const b = JSON.parse(ev.data);
+  const top = () => (body.rows.length ? Number(body.rows[0].dataset.height) : null);
+
+  function insert(b) {
     if (body.querySelector(`tr[data-height="${b.height}"]`)) return;
     const time = new Date(b.time_ms).toISOString().replace("T", " ").slice(0, 19);
     const row = el("tr", { "data-height": String(b.height), class: "fresh" },
@@ -165,11 +167,33 @@ function initLiveBlocks(table) {
       el("td", { class: "mono" }, el("a", { href: `/blocks/${b.hash}` }, b.hash.slice(0, 16) + "…")),
       el("td", {}, String(b.txs)),
       el("td", {}, time));
-    body.prepend(row);
+    const after = Array.from(body.rows).find((r) => Number(r.dataset.height) < b.height);
+    body.insertBefore(row, after || null);
     while (body.rows.length > keep) body.deleteRow(body.rows.length - 1);
-    const h = document.querySelector("[data-latest-height]");
-    if (h) h.textContent = String(b.height);
-    window.agoraLastBlock = b.height;
+    document.querySelectorAll("[data-latest-height]").forEach((h) => {
+      if (Number(h.textContent) < b.height) h.textContent = String(b.height);
+    });
+  }
+
+  async function fill(from, to) {
+    for (let h = Math.max(from, to - keep + 1); h <= to; h++) {
+      try {
+        const r = await fetch(`/v1/blocks/${h}`);
+        if (!r.ok) continue;
+        const b = await r.json();
+        insert({ height: b.header.height, hash: b.hash, txs: b.txs.length, time_ms: b.header.time_ms });
+      } catch (_) { /* the next event tries again */ }
+    }
+  }
+
+  const source = new EventSource("/v1/events/blocks");
+  source.addEventListener("open", () => status && setStatus(status, true, "live"));
+  source.addEventListener("error", () => status && setStatus(status, false, "reconnecting…"));
+  source.addEventListener("block", (ev) => {
+    const b = JSON.parse(ev.data);
+    const t = top();
+    if (t !== null && b.height > t + 1) fill(t + 1, b.height - 1);
+    insert(b);
   });
 }
 

@@ -6,7 +6,9 @@
 use agora_api::testing::TestNode;
 use agora_node_api::AccountProof;
 use agora_state::{Genesis, GenesisAccount, GenesisModel};
-use agora_types::{AGR, Hash, Keypair, Message, ModelKind, Transaction};
+use agora_types::{
+    AGR, EncryptionKey, Hash, Keypair, Message, ModelKind, ProviderInfo, Transaction, VerifierInfo,
+};
 use std::time::Duration;
 
 fn key(name: &str) -> Keypair {
@@ -19,7 +21,7 @@ fn start() -> TestNode {
     let genesis = Genesis::new(CHAIN)
         .with_accounts(vec![GenesisAccount {
             address: key("alice").address(),
-            balance: 50 * AGR,
+            balance: 500 * AGR,
             bonded: 0,
         }])
         .with_models(vec![GenesisModel {
@@ -159,6 +161,15 @@ fn explorer_pages_show_blocks_transactions_and_accounts_with_a_proof() {
     );
 }
 
+fn submit(t: &TestNode, tx: Transaction, signer: &str) {
+    let signed = tx.sign(&key(signer));
+    let r = agent()
+        .post(&format!("{}/v1/txs", t.base))
+        .send_json(serde_json::json!({ "tx": hex::encode(signed.encode()) }))
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+}
+
 #[test]
 fn market_pages_list_models_providers_and_verifiers() {
     let t = start();
@@ -166,6 +177,76 @@ fn market_pages_list_models_providers_and_verifiers() {
     assert!(market.contains("No provider has registered yet."));
     assert!(page(&t, "/market/models").contains("test-chat"));
     assert!(page(&t, "/market/verifiers").contains("No verifier has registered yet."));
+
+    // Alice registers as a provider and as a verifier of the model.
+    let message = |nonce, m| Transaction {
+        chain_id: CHAIN.into(),
+        sender: key("alice").public(),
+        nonce,
+        fee: 1_000_000,
+        messages: vec![m],
+    };
+    let model = Hash([0xAB; 32]);
+    submit(
+        &t,
+        message(
+            0,
+            Message::RegisterProvider {
+                stake: 100 * AGR,
+                info: ProviderInfo {
+                    models: vec![model],
+                    price_input_per_1k: 1_000,
+                    price_output_per_1k: 3_000,
+                    endpoint: "http://127.0.0.1:1".into(),
+                    encryption_key: EncryptionKey([1; 32]),
+                },
+            },
+        ),
+        "alice",
+    );
+    submit(
+        &t,
+        message(
+            1,
+            Message::RegisterVerifier {
+                stake: 100 * AGR,
+                info: VerifierInfo {
+                    models: vec![model],
+                    encryption_key: EncryptionKey([2; 32]),
+                },
+            },
+        ),
+        "alice",
+    );
+    t.block();
+    let alice = key("alice").address();
+    let market = page(&t, "/market");
+    assert!(
+        market.contains(&format!("href=\"/market/providers/{alice}\"")),
+        "{market}"
+    );
+    assert!(
+        market.contains("test-chat") && market.contains("100 AGR"),
+        "{market}"
+    );
+    let provider = page(&t, &format!("/market/providers/{alice}"));
+    assert!(provider.contains("127.0.0.1:1</dd>"), "{provider}");
+    assert!(provider.contains("No job settled yet."), "{provider}");
+    let models = page(&t, "/market/models");
+    assert!(
+        models.contains("<td>1</td>"),
+        "one provider serves it: {models}"
+    );
+    let verifiers = page(&t, "/market/verifiers");
+    assert!(
+        verifiers.contains(&format!("href=\"/accounts/{alice}\"")),
+        "{verifiers}"
+    );
+    let account = page(&t, &format!("/accounts/{alice}"));
+    assert!(
+        account.contains("compute provider") && account.contains("verifier"),
+        "{account}"
+    );
 }
 
 #[test]

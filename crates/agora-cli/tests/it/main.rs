@@ -8,6 +8,8 @@ mod crash;
 mod infer;
 mod market;
 mod network;
+mod web;
+mod webdriver;
 
 use serde_json::Value;
 use std::{

@@ -223,7 +223,7 @@ fn openai_clients_use_the_devnet_and_every_job_is_settled_for_exactly_its_fee() 
 }
 
 /// The node's answer for job `id` once it is settled (within 30 s).
-fn wait_settled(api: &str, id: &str) -> Value {
+pub(crate) fn wait_settled(api: &str, id: &str) -> Value {
     let start = Instant::now();
     loop {
         if let Some(v) = get(api, &format!("/v1/market/jobs/{id}")) {
@@ -240,7 +240,7 @@ fn wait_settled(api: &str, id: &str) -> Value {
 /// Starts `agora devnet` in `home` (with `extra` arguments), logging at `log` level to
 /// `log_path` (appended); returns it with its API's and gateway's URLs once the gateway lists
 /// models.
-fn start_devnet(
+pub(crate) fn start_devnet(
     home: &Path,
     log_path: &Path,
     log: &str,
@@ -402,7 +402,7 @@ fn audit_through_the_gateway(gateway: &str, key: &str) -> Vec<Value> {
 const MARKER: &str = "quetzal-marmot-7781";
 
 /// Prints the end of the devnet's log if the test fails.
-struct ShowLogOnFailure(std::path::PathBuf);
+pub(crate) struct ShowLogOnFailure(pub(crate) std::path::PathBuf);
 
 impl Drop for ShowLogOnFailure {
     fn drop(&mut self) {

@@ -1,0 +1,175 @@
+//! The web app in a real browser (headless Chromium over WebDriver) against `agora devnet` with
+//! the real models: blocks arrive live without a reload, the page's BLAKE3 is the chain's, an
+//! account's proof verifies in the page and a tampered one does not, a provider's page shows the
+//! job just run, and a page that cannot be shown says why. Screenshots of each page go to
+//! `target/screenshots/`.
+
+use crate::infer::models_available;
+use crate::market::{ShowLogOnFailure, start_devnet, wait_settled};
+use crate::sigterm;
+use crate::webdriver::{Browser, browser_available};
+use agora_types::Hash;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+
+fn screenshots() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots")
+}
+
+/// The height in the live table's top row.
+fn top_height(b: &Browser) -> Option<u64> {
+    b.run(
+        "const r = document.querySelector('table[data-live-blocks] tbody tr'); \
+         return r ? Number(r.dataset.height) : null;",
+        json!([]),
+    )
+    .as_u64()
+}
+
+#[test]
+fn the_web_app_in_a_real_browser() {
+    if !browser_available() || !models_available() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let log_path = logs.path().join("devnet.log");
+    let _show = ShowLogOnFailure(log_path.clone());
+    let (mut child, api, gateway) =
+        start_devnet(home.path(), &log_path, "warn", &["--settle-every", "1"]);
+    let shots = screenshots();
+    let b = Browser::start(1280, 900);
+
+    // A new block appears without reloading the page.
+    b.goto(&format!("{api}/"));
+    b.wait("the live stream", || {
+        b.text("[data-live-status]").contains("live").then_some(())
+    });
+    b.run("window.agoraMarker = 42;", json!([]));
+    let first = b.wait("a block in the table", || top_height(&b));
+    let later = b.wait("a newer block, live", || {
+        top_height(&b).filter(|h| *h > first)
+    });
+    assert!(later > first);
+    // Blocks committed before the stream began are fetched: the table has no gap.
+    b.wait("the table without a gap", || {
+        let heights = b.run(
+            "return Array.from(document.querySelectorAll('table[data-live-blocks] tbody tr'))\
+             .map(r => Number(r.dataset.height));",
+            json!([]),
+        );
+        let heights: Vec<u64> = serde_json::from_value(heights).unwrap();
+        (heights.len() > 1 && heights.windows(2).all(|w| w[0] == w[1] + 1)).then_some(())
+    });
+    assert_eq!(
+        b.run("return window.agoraMarker;", json!([])),
+        json!(42),
+        "the page was reloaded"
+    );
+    b.screenshot(&shots, "explorer");
+
+    // The page's BLAKE3 (for proofs) gives the chain's hashes, across block and chunk edges.
+    for len in [0usize, 1, 63, 64, 65, 1023, 1024, 1025, 2048, 3000, 5000] {
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+        let js = b.run(
+            "return agoraBlake3Hex(arguments[0]);",
+            json!([hex::encode(&bytes)]),
+        );
+        assert_eq!(
+            js.as_str().unwrap(),
+            Hash::digest(&bytes).to_hex(),
+            "{len} bytes"
+        );
+    }
+
+    // A chat through the gateway; its job on the provider's page once settled.
+    let key = std::fs::read_to_string(home.path().join("config/gateway_api_key")).unwrap();
+    let mut r = ureq::post(&format!("{gateway}/v1/chat/completions"))
+        .header("Authorization", &format!("Bearer {}", key.trim()))
+        .send_json(json!({
+            "model": "smollm2-135m-instruct",
+            "messages": [{"role": "user", "content": "Name a colour."}],
+            "max_tokens": 8,
+        }))
+        .unwrap();
+    let answer: Value = r.body_mut().read_json().unwrap();
+    let id = answer["agora"]["job_id"].as_str().unwrap().to_string();
+    let settled = wait_settled(&api, &id);
+    let provider = settled["job"]["provider"].as_str().unwrap().to_string();
+    let client = settled["job"]["client"].as_str().unwrap().to_string();
+    b.goto(&format!("{api}/market/providers/{provider}"));
+    let jobs = b.text("table[data-provider-jobs]");
+    assert!(
+        jobs.contains(&id[..16]),
+        "the job just run is listed: {jobs}"
+    );
+    assert_ne!(b.text("[data-jobs-settled]"), "0");
+    b.screenshot(&shots, "provider");
+    b.click(&format!("a[href='/market/jobs/{id}']"));
+    let state = b.text("[data-fee-state]");
+    assert!(
+        ["held", "released", "pending"].contains(&state.as_str()),
+        "{state}"
+    );
+    b.screenshot(&shots, "job");
+    b.goto(&format!("{api}/market"));
+    assert!(
+        b.text("main").contains("smollm2"),
+        "the market lists the provider's models"
+    );
+    b.screenshot(&shots, "market");
+
+    // The client's account: its proof verifies in the page, and a tampered one does not.
+    b.goto(&format!("{api}/accounts/{client}"));
+    b.click("[data-proof-verify]");
+    let verdict = b.wait("the proof's verdict", || {
+        Some(b.text("[data-proof-result]")).filter(|t| !t.is_empty())
+    });
+    assert!(verdict.starts_with("Valid"), "{verdict}");
+    b.screenshot(&shots, "account");
+    b.run(
+        "const f = document.querySelector('[data-proof-json]'); \
+         const p = JSON.parse(f.value); \
+         const last = p.value.slice(-1); \
+         p.value = p.value.slice(0, -1) + (last === '0' ? '1' : '0'); \
+         f.value = JSON.stringify(p, null, 2);",
+        json!([]),
+    );
+    b.click("[data-proof-verify]");
+    let verdict = b.wait("the tampered proof's verdict", || {
+        Some(b.text("[data-proof-result]")).filter(|t| t.starts_with("Invalid"))
+    });
+    assert!(
+        verdict.contains("does not lead to the state root"),
+        "{verdict}"
+    );
+
+    // The search box finds the job; a missing block is a page that says so.
+    b.goto(&format!("{api}/"));
+    b.fill("#q", &id);
+    b.click("form[role='search'] button");
+    b.wait("the job's page from the search", || {
+        b.find("[data-fee-state]").map(|_| ())
+    });
+    b.goto(&format!("{api}/blocks/99999999"));
+    assert!(b.text("[data-error-message]").contains("no block 99999999"));
+    b.screenshot(&shots, "error");
+
+    // Phone width: nothing wider than the screen but the tables, which scroll in their box.
+    drop(b);
+    let phone = Browser::start(390, 844);
+    phone.goto(&format!("{api}/"));
+    phone.element("table[data-live-blocks]");
+    let overflow = phone.run(
+        "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+        json!([]),
+    );
+    assert!(
+        overflow.as_i64().unwrap() <= 0,
+        "the page scrolls sideways: {overflow}"
+    );
+    phone.screenshot(&shots, "explorer-phone");
+
+    sigterm(child.id());
+    assert!(child.wait().unwrap().success());
+}
