@@ -7,6 +7,7 @@
 //!  GET  /v1/txs/{hash}              transaction, status, receipt
 //!  GET  /v1/blocks/{height|latest}  header, hash, transactions, receipts
 //!  GET  /v1/accounts/{addr}[?prove=true]  account (+ proof against the block's state root)
+//!  GET  /v1/accounts/{addr}/txs[?limit=&before=]  its transactions, newest first
 //!  GET  /v1/status                  chain id, height, latest hash, peers
 //!  GET  /v1/market/providers[/{addr}]  registered compute providers
 //!  GET  /v1/market/models[/{id}]    the model registry

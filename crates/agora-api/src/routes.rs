@@ -2,8 +2,8 @@ use crate::views::{self, ApiResult, parse_hash};
 use crate::{ApiError, market};
 use agora_chain::{CommittedBlock, Node};
 use agora_node_api::{
-    AccountResponse, BlockResponse, HealthResponse, StatusResponse, SubmitOutcome, SubmitRequest,
-    Submitted, SubmittedBatch, TxResponse, ValidatorsResponse,
+    AccountResponse, AccountTxsResponse, BlockResponse, HealthResponse, StatusResponse,
+    SubmitOutcome, SubmitRequest, Submitted, SubmittedBatch, TxResponse, ValidatorsResponse,
 };
 use axum::{
     Json, Router,
@@ -42,6 +42,7 @@ pub fn router(node: Arc<Node>, shutdown: watch::Receiver<bool>) -> Router {
         .route("/v1/txs/{hash}", get(get_tx))
         .route("/v1/blocks/{id}", get(get_block))
         .route("/v1/accounts/{address}", get(get_account))
+        .route("/v1/accounts/{address}/txs", get(get_account_txs))
         .route("/v1/status", get(status))
         .route("/v1/validators", get(validators))
         .route("/v1/market/providers", get(market::list_providers))
@@ -204,6 +205,32 @@ async fn get_account(
         &st.node,
         &views::parse_address(&address)?,
         q.prove,
+    )?))
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    #[serde(default = "default_history_page")]
+    limit: usize,
+    before: Option<String>,
+}
+
+fn default_history_page() -> usize {
+    25
+}
+
+async fn get_account_txs(
+    State(st): State<AppState>,
+    Path(address): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> ApiResult<Json<AccountTxsResponse>> {
+    let address = views::parse_address(&address)?;
+    let before = q.before.as_deref().map(views::parse_cursor).transpose()?;
+    Ok(Json(views::account_txs(
+        &st.node.snapshot()?,
+        &address,
+        before,
+        q.limit,
     )?))
 }
 

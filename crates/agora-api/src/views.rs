@@ -5,8 +5,8 @@
 use crate::ApiError;
 use agora_chain::Node;
 use agora_node_api::{
-    AccountProof, AccountResponse, BlockEvent, BlockResponse, ChainMode, StatusResponse, TxEntry,
-    TxResponse, TxStatus, ValidatorsResponse,
+    AccountProof, AccountResponse, AccountTxEntry, AccountTxsResponse, BlockEvent, BlockResponse,
+    ChainMode, StatusResponse, TxEntry, TxResponse, TxStatus, ValidatorsResponse,
 };
 use agora_state::{Account, StateRead, account_key};
 use agora_store::Snapshot;
@@ -29,6 +29,84 @@ pub fn parse_hash(s: &str) -> ApiResult<Hash> {
 pub fn parse_address(s: &str) -> ApiResult<Address> {
     s.parse()
         .map_err(|e: agora_types::Error| ApiError::bad_request("invalid_address", e.to_string()))
+}
+
+/// The most transactions one page of an account's history holds.
+pub const MAX_HISTORY_PAGE: usize = 200;
+
+/// A transaction's kind as a person reads it: its first message's type, `+n` for more.
+pub fn tx_kind(messages: &[agora_types::Message]) -> String {
+    let name = |m: &agora_types::Message| {
+        serde_json::to_value(m)
+            .ok()
+            .and_then(|v| v.get("type").and_then(|t| t.as_str().map(str::to_string)))
+            .unwrap_or_else(|| "message".into())
+    };
+    match messages {
+        [] => "empty".into(),
+        [one] => name(one),
+        [first, rest @ ..] => format!("{} +{}", name(first), rest.len()),
+    }
+}
+
+/// `before` of a history page: `HEIGHT.INDEX`.
+pub fn parse_cursor(s: &str) -> ApiResult<(u64, u32)> {
+    s.split_once('.')
+        .and_then(|(h, i)| Some((h.parse().ok()?, i.parse().ok()?)))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_cursor",
+                format!("{s:?} is not HEIGHT.INDEX (the `next` of the page before)"),
+            )
+        })
+}
+
+/// The transactions that concern `address`, newest first: `limit` (at most
+/// [`MAX_HISTORY_PAGE`]) of them, before `before` when given.
+pub fn account_txs(
+    snap: &Snapshot,
+    address: &Address,
+    before: Option<(u64, u32)>,
+    limit: usize,
+) -> ApiResult<AccountTxsResponse> {
+    let limit = limit.clamp(1, MAX_HISTORY_PAGE);
+    let found = snap.account_txs(address, before, limit)?;
+    let mut txs = Vec::with_capacity(found.len());
+    // Consecutive entries often share a block: read each block once.
+    let mut cached: Option<(u64, Block, Vec<Receipt>)> = None;
+    for t in &found {
+        if cached.as_ref().is_none_or(|(h, _, _)| *h != t.height) {
+            let block = snap
+                .block(t.height)?
+                .ok_or_else(|| ApiError::internal("a block in the history is missing"))?;
+            let receipts = snap.results(t.height)?.unwrap_or_default().receipts;
+            cached = Some((t.height, block, receipts));
+        }
+        let (_, block, receipts) = cached.as_ref().expect("just read");
+        let tx = block
+            .txs
+            .get(t.index as usize)
+            .ok_or_else(|| ApiError::internal("a transaction in the history is missing"))?;
+        let receipt = receipts.get(t.index as usize);
+        txs.push(AccountTxEntry {
+            hash: t.hash,
+            height: t.height,
+            index: t.index,
+            kind: tx_kind(&tx.tx.messages),
+            sender: tx.tx.sender_address(),
+            success: receipt.is_some_and(|r| r.success),
+            fee_paid: receipt.map_or(0, |r| r.fee_paid),
+        });
+    }
+    let next = (found.len() == limit)
+        .then(|| found.last().map(|t| format!("{}.{}", t.height, t.index)))
+        .flatten();
+    Ok(AccountTxsResponse {
+        address: *address,
+        height: snap.height()?.unwrap_or(0),
+        txs,
+        next,
+    })
 }
 
 fn tx_entry(tx: &SignedTransaction, hash: Hash, receipt: Option<&Receipt>) -> TxEntry {

@@ -213,6 +213,15 @@ impl NodeClient {
         self.get_opt(&format!("/v1/accounts/{address}"))
     }
 
+    /// The newest `limit` transactions that concern `address`.
+    pub fn account_txs(
+        &self,
+        address: &Address,
+        limit: usize,
+    ) -> Result<AccountTxsResponse, ClientError> {
+        self.get(&format!("/v1/accounts/{address}/txs?limit={limit}"))
+    }
+
     /// An account with its Merkle proof, if it exists.
     pub fn account_proved(
         &self,

@@ -132,6 +132,42 @@ pub struct AccountResponse {
     pub proof: Option<AccountProof>,
 }
 
+/// `GET /v1/accounts/{address}/txs[?limit=N&before=HEIGHT.INDEX]`: the transactions that concern
+/// an account (it sent them, or they name it: a transfer's recipient, a settled job's client, a
+/// reveal's verifier), newest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountTxsResponse {
+    /// The account.
+    pub address: Address,
+    /// The height it was read at.
+    pub height: u64,
+    /// The transactions, newest first.
+    pub txs: Vec<AccountTxEntry>,
+    /// `before` for the next page (`HEIGHT.INDEX`), when there may be more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// A transaction in an account's history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountTxEntry {
+    /// Its hash.
+    pub hash: Hash,
+    /// Its block.
+    pub height: u64,
+    /// Its position in the block.
+    pub index: u32,
+    /// Its first message's type (`transfer`, `settle_jobs`, …), with `+n` for more.
+    pub kind: String,
+    /// Who signed it.
+    pub sender: Address,
+    /// Whether it succeeded.
+    pub success: bool,
+    /// The fee it paid, in base units.
+    #[serde(with = "agora_types::serde_u128")]
+    pub fee_paid: u128,
+}
+
 /// An account's proof against the state root of block `height`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountProof {

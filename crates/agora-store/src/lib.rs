@@ -28,4 +28,4 @@ mod store;
 
 pub use error::{Error, Result};
 pub use smt::Proof;
-pub use store::{BlockResults, Prepared, Snapshot, Staged, Store, TxLocation};
+pub use store::{AccountTx, BlockResults, Prepared, Snapshot, Staged, Store, TxLocation};

@@ -26,6 +26,10 @@ const RESULTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("results")
 /// Height → the consensus engine's commit certificate of that block (network mode only; opaque
 /// bytes here), so that lagging peers can be served decided blocks with their proof.
 const CERTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("certificates");
+/// An account's history: address ‖ height (big-endian) ‖ index (big-endian) → the transaction's
+/// hash, for every account a transaction concerns ([`agora_types::Transaction::parties`]). Kept
+/// beside the chain's data, not in the state: it is derived from the blocks and proves nothing.
+const ACCOUNT_TXS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("account_txs");
 
 const META_HEIGHT: &str = "height";
 /// The version of the stored encodings (state values, blocks); bumped when they change.
@@ -37,6 +41,46 @@ const META_FORMAT: &str = "format";
 const FORMAT_VERSION: u32 = 4;
 const META_ROOT: &str = "state_root";
 const META_CHAIN: &str = "chain_id";
+/// Set once every committed block is in [`ACCOUNT_TXS`] (stores made before it are indexed
+/// when opened).
+const META_ACCOUNT_INDEX: &str = "account_index";
+
+fn account_tx_key(address: &Address, height: u64, index: u32) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    key[..20].copy_from_slice(&address.0);
+    key[20..28].copy_from_slice(&height.to_be_bytes());
+    key[28..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
+/// The history entries of `block`'s transactions, sorted by key.
+fn account_entries(block: &Block, hashes: impl Fn(usize) -> Hash) -> Vec<([u8; 32], Hash)> {
+    let mut out: Vec<([u8; 32], Hash)> = block
+        .txs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, tx)| {
+            let hash = hashes(i);
+            tx.tx
+                .parties()
+                .into_iter()
+                .map(move |a| (account_tx_key(&a, block.header.height, i as u32), hash))
+        })
+        .collect();
+    out.sort_unstable_by_key(|(k, _)| *k);
+    out
+}
+
+/// A transaction in an account's history.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccountTx {
+    /// Its block's height.
+    pub height: u64,
+    /// Its position in the block.
+    pub index: u32,
+    /// Its hash.
+    pub hash: Hash,
+}
 
 /// Where a committed transaction is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
@@ -130,6 +174,7 @@ impl Store {
         txn.open_table(BLOCK_HASHES)?;
         txn.open_table(RESULTS)?;
         txn.open_table(CERTS)?;
+        txn.open_table(ACCOUNT_TXS)?;
         {
             let mut meta = txn.open_table(META)?;
             let found = match meta.get(META_FORMAT)? {
@@ -156,6 +201,19 @@ impl Store {
                     let bytes = borsh::to_vec(&FORMAT_VERSION).expect("encode");
                     meta.insert(META_FORMAT, bytes.as_slice())?;
                 }
+            }
+            if meta.get(META_ACCOUNT_INDEX)?.is_none() {
+                // Blocks committed before the index existed: index them now, in this transaction.
+                let blocks = txn.open_table(BLOCKS)?;
+                let mut index = txn.open_table(ACCOUNT_TXS)?;
+                for item in blocks.iter()? {
+                    let (_, v) = item?;
+                    let block: Block = decode("blocks", v.value())?;
+                    for (k, hash) in account_entries(&block, |i| block.txs[i].hash()) {
+                        index.insert(k.as_slice(), hash.0.as_slice())?;
+                    }
+                }
+                meta.insert(META_ACCOUNT_INDEX, [1u8].as_slice())?;
             }
         }
         txn.commit()?;
@@ -425,8 +483,19 @@ impl Staged {
                 .collect();
             index.sort_unstable_by_key(|(h, _)| *h);
             let mut txs = self.txn.open_table(TXS)?;
-            for (hash, loc) in index {
-                txs.insert(hash.0.as_slice(), encode(&loc).as_slice())?;
+            for (hash, loc) in &index {
+                txs.insert(hash.0.as_slice(), encode(loc).as_slice())?;
+            }
+            let tx_hash = |i: usize| {
+                executed
+                    .receipts
+                    .get(i)
+                    .map(|r| r.tx_hash)
+                    .unwrap_or_else(|| block.txs[i].hash())
+            };
+            let mut history = self.txn.open_table(ACCOUNT_TXS)?;
+            for (k, hash) in account_entries(block, tx_hash) {
+                history.insert(k.as_slice(), hash.0.as_slice())?;
             }
             // Encodes exactly as `BlockResults` (borsh writes a struct as its fields in order)
             // without cloning every receipt.
@@ -541,6 +610,45 @@ impl Snapshot {
             .transpose()
     }
 
+    /// The transactions that concern `address` ([`agora_types::Transaction::parties`]), newest
+    /// first: at most `limit`, and only those before `before` (height, index) when given.
+    pub fn account_txs(
+        &self,
+        address: &Address,
+        before: Option<(u64, u32)>,
+        limit: usize,
+    ) -> Result<Vec<AccountTx>> {
+        let table = self.txn.open_table(ACCOUNT_TXS)?;
+        let low = account_tx_key(address, 0, 0);
+        let mut out = Vec::new();
+        let mut read = |k: &[u8], v: &[u8]| -> Result<()> {
+            let height = u64::from_be_bytes(k[20..28].try_into().expect("8 bytes"));
+            let index = u32::from_be_bytes(k[28..32].try_into().expect("4 bytes"));
+            let hash = Hash(
+                v.try_into()
+                    .map_err(|_| corrupt("account_txs", "a hash of the wrong length"))?,
+            );
+            out.push(AccountTx {
+                height,
+                index,
+                hash,
+            });
+            Ok(())
+        };
+        let range = match before {
+            Some((h, i)) => {
+                table.range(low.as_slice()..account_tx_key(address, h, i).as_slice())?
+            }
+            None => table
+                .range(low.as_slice()..=account_tx_key(address, u64::MAX, u32::MAX).as_slice())?,
+        };
+        for item in range.rev().take(limit) {
+            let (k, v) = item?;
+            read(k.value(), v.value())?;
+        }
+        Ok(out)
+    }
+
     /// The commit certificate stored with the block at `height` (network mode).
     pub fn certificate(&self, height: u64) -> Result<Option<Vec<u8>>> {
         let certs = self.txn.open_table(CERTS)?;
@@ -637,6 +745,54 @@ mod tests {
             txs,
         };
         (block, executed)
+    }
+
+    #[test]
+    fn an_account_history_lists_what_concerns_it_newest_first_and_is_rebuilt_when_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.redb");
+        let store = Store::open(&path).unwrap();
+        store.init_genesis(&genesis()).unwrap();
+        let b1 = next_block(&store, vec![transfer(0, 0), transfer(1, 0)]);
+        let b2 = next_block(&store, vec![transfer(0, 1)]);
+        let u0 = Keypair::from_seed_label("u0").address();
+        let history = |store: &Store, who: &Address, before, limit| {
+            store
+                .snapshot()
+                .unwrap()
+                .account_txs(who, before, limit)
+                .unwrap()
+                .iter()
+                .map(|t| (t.height, t.index, t.hash))
+                .collect::<Vec<_>>()
+        };
+        let (t10, t11, t20) = (b1.txs[0].hash(), b1.txs[1].hash(), b2.txs[0].hash());
+        // The sender sees its own; the recipient sees all three; others nothing.
+        assert_eq!(
+            history(&store, &u0, None, 10),
+            vec![(2, 0, t20), (1, 0, t10)]
+        );
+        let to = Address([7; 20]);
+        let all = vec![(2, 0, t20), (1, 1, t11), (1, 0, t10)];
+        assert_eq!(history(&store, &to, None, 10), all);
+        assert!(history(&store, &Address([8; 20]), None, 10).is_empty());
+        // Pages: the newest two, then what comes before the second.
+        assert_eq!(history(&store, &to, None, 2), all[..2]);
+        assert_eq!(history(&store, &to, Some((1, 1)), 10), all[2..]);
+        drop(store);
+
+        // A store from before the index: it is rebuilt from the blocks when opened.
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.delete_table(ACCOUNT_TXS).unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .remove(META_ACCOUNT_INDEX)
+            .unwrap();
+        txn.commit().unwrap();
+        drop(db);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(history(&store, &to, None, 10), all);
     }
 
     #[test]

@@ -229,6 +229,31 @@ impl Transaction {
     pub fn sender_address(&self) -> Address {
         self.sender.address()
     }
+
+    /// Every account the transaction concerns, without repeats: its sender first, then each
+    /// account its messages name (a transfer's recipient, a settled job's client, a reveal's
+    /// verifier). What an account's history lists.
+    pub fn parties(&self) -> Vec<Address> {
+        let mut out = vec![self.sender_address()];
+        let mut add = |a: Address| {
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        };
+        for m in &self.messages {
+            match m {
+                Message::Transfer { to, .. } => add(*to),
+                Message::SettleJobs { jobs } => {
+                    for j in jobs {
+                        add(j.request.request.client.address());
+                    }
+                }
+                Message::RevealJob { verifier, .. } => add(*verifier),
+                _ => {}
+            }
+        }
+        out
+    }
 }
 
 /// A transaction with its signature: what travels and what blocks hold.

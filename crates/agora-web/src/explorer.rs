@@ -5,7 +5,7 @@ use crate::render::{PageError, PageResult, page, v};
 use crate::{Web, charts};
 use agora_api::views;
 use agora_node_api::{TxEntry, TxStatus};
-use agora_types::{Address, Hash, Message};
+use agora_types::{Address, Hash};
 use axum::{
     extract::{Path, Query, State},
     http::StatusCode,
@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 /// Blocks in the home page's table; blocks in its charts.
 const TABLE_BLOCKS: usize = 20;
 const CHART_BLOCKS: usize = 60;
+/// Transactions an account's page lists (the API pages through the rest).
+const HISTORY: usize = 25;
 
 /// A transaction as a row of a table.
 #[derive(Serialize)]
@@ -28,24 +30,10 @@ pub(crate) struct TxRow {
     success: Option<bool>,
 }
 
-fn kind(messages: &[Message]) -> String {
-    let name = |m: &Message| {
-        serde_json::to_value(m)
-            .ok()
-            .and_then(|v| v.get("type").and_then(|t| t.as_str().map(str::to_string)))
-            .unwrap_or_else(|| "message".into())
-    };
-    match messages {
-        [] => "empty".into(),
-        [one] => name(one),
-        [first, rest @ ..] => format!("{} +{}", name(first), rest.len()),
-    }
-}
-
 fn tx_row(e: &TxEntry) -> TxRow {
     TxRow {
         hash: e.hash,
-        kind: kind(&e.tx.tx.messages),
+        kind: views::tx_kind(&e.tx.tx.messages),
         sender: e.tx.tx.sender_address(),
         fee: e.tx.tx.fee.to_string(),
         success: e.receipt.as_ref().map(|r| r.success),
@@ -126,7 +114,7 @@ pub(crate) async fn tx(State(web): State<Web>, Path(hash): Path<String>) -> Page
         )
     })?;
     let pending = tx.status == TxStatus::Pending;
-    let kind = kind(&tx.entry.tx.tx.messages);
+    let kind = views::tx_kind(&tx.entry.tx.tx.messages);
     page(
         &web,
         "tx.html",
@@ -148,6 +136,7 @@ pub(crate) async fn account(State(web): State<Web>, Path(address): Path<String>)
     })?;
     let snap = web.node.snapshot()?;
     let escrow = views::escrow(&snap, &address)?.escrow;
+    let history = views::account_txs(&snap, &address, None, HISTORY)?;
     let provider = views::provider(&snap, &address)?.is_some();
     let verifier = views::verifiers(&snap)?
         .verifiers
@@ -158,7 +147,7 @@ pub(crate) async fn account(State(web): State<Web>, Path(address): Path<String>)
         "account.html",
         "explorer",
         "Account",
-        context! { account => v(&account), proof_json, escrow => v(&escrow), provider, verifier },
+        context! { account => v(&account), proof_json, escrow => v(&escrow), provider, verifier, history => v(&history) },
     )
 }
 

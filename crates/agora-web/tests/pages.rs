@@ -131,6 +131,10 @@ fn explorer_pages_show_blocks_transactions_and_accounts_with_a_proof() {
     let bob = key("bob").address();
     let account = page(&t, &format!("/accounts/{bob}"));
     assert!(account.contains("2 AGR"), "bob's balance");
+    assert!(
+        account.contains(&format!("href=\"/txs/{hash}\"")),
+        "bob's history lists the transfer: {account}"
+    );
     let start = account.find("data-proof-json>").unwrap() + "data-proof-json>".len();
     let end = start + account[start..].find("</textarea>").unwrap();
     let proof: AccountProof = serde_json::from_str(&unescape(&account[start..end])).unwrap();

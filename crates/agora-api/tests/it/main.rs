@@ -393,3 +393,45 @@ fn market_state_is_readable_providers_models_escrow_and_jobs() {
     assert_eq!(h.get(&format!("/v1/market/jobs/{}", Hash([4; 32]))).0, 404);
     assert_eq!(h.get("/v1/market/escrow/nope").0, 400);
 }
+
+#[test]
+fn an_account_history_pages_newest_first_through_the_api() {
+    let h = start();
+    let (alice, bob) = (key("alice").address(), key("bob").address());
+    let mut hashes = Vec::new();
+    for nonce in 0..3 {
+        let (code, body) = h.post("/v1/txs", &json!({ "tx": transfer(nonce, 100, AGR) }));
+        assert_eq!(code, 202, "{body}");
+        hashes.push(body["hash"].as_str().unwrap().to_string());
+        h.node.produce_block(1_000 * (nonce + 1)).unwrap();
+    }
+    // Both parties see the three transfers, newest first.
+    for who in [alice, bob] {
+        let (code, page) = h.get(&format!("/v1/accounts/{who}/txs"));
+        assert_eq!(code, 200, "{page}");
+        let got: Vec<&str> = page["txs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["hash"].as_str().unwrap())
+            .collect();
+        assert_eq!(got, vec![&hashes[2], &hashes[1], &hashes[0]]);
+        assert_eq!(page["txs"][0]["kind"], "transfer");
+        assert_eq!(page["txs"][0]["sender"], alice.to_string());
+        assert_eq!(page["txs"][0]["success"], true);
+    }
+    // Two at a time: the cursor leads to the rest.
+    let (_, first) = h.get(&format!("/v1/accounts/{bob}/txs?limit=2"));
+    assert_eq!(first["txs"].as_array().unwrap().len(), 2);
+    let next = first["next"].as_str().unwrap();
+    let (_, rest) = h.get(&format!("/v1/accounts/{bob}/txs?limit=2&before={next}"));
+    assert_eq!(rest["txs"][0]["hash"].as_str(), Some(hashes[0].as_str()));
+    assert!(rest.get("next").is_none(), "{rest}");
+    // A stranger has none; bad input is refused with a reason.
+    let (code, empty) = h.get(&format!("/v1/accounts/{}/txs", key("carol").address()));
+    assert_eq!((code, empty["txs"].as_array().unwrap().len()), (200, 0));
+    let (code, err) = h.get(&format!("/v1/accounts/{bob}/txs?before=soon"));
+    assert_eq!((code, err["code"].as_str()), (400, Some("invalid_cursor")));
+    let (code, err) = h.get("/v1/accounts/nobody/txs");
+    assert_eq!((code, err["code"].as_str()), (400, Some("invalid_address")));
+}
