@@ -104,6 +104,7 @@ pub fn account_txs(
     Ok(AccountTxsResponse {
         address: *address,
         height: snap.height()?.unwrap_or(0),
+        indexed_to: snap.accounts_indexed_to()?,
         txs,
         next,
     })

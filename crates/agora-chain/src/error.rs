@@ -13,6 +13,14 @@ pub enum Error {
     /// This node's key cannot prove a block's seed (a key of small order).
     #[error("cannot prove the block's seed: {0}")]
     Seed(#[from] agora_types::Error),
+    /// A thread the node needs could not start.
+    #[error("cannot start the {what}: {source}")]
+    Thread {
+        /// Which.
+        what: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The store has no genesis block.
     #[error("the store has no genesis block: initialize the node first")]
     NoGenesis,

@@ -141,6 +141,9 @@ pub struct AccountTxsResponse {
     pub address: Address,
     /// The height it was read at.
     pub height: u64,
+    /// The height through which histories are indexed: later blocks are not listed yet (the
+    /// node indexes them off the commit's path, within moments).
+    pub indexed_to: Option<u64>,
     /// The transactions, newest first.
     pub txs: Vec<AccountTxEntry>,
     /// `before` for the next page (`HEIGHT.INDEX`), when there may be more.

@@ -41,9 +41,9 @@ const META_FORMAT: &str = "format";
 const FORMAT_VERSION: u32 = 4;
 const META_ROOT: &str = "state_root";
 const META_CHAIN: &str = "chain_id";
-/// Set once every committed block is in [`ACCOUNT_TXS`] (stores made before it are indexed
-/// when opened).
-const META_ACCOUNT_INDEX: &str = "account_index";
+/// The height through which [`ACCOUNT_TXS`] holds every block (absent: none yet). The index is
+/// written after the blocks, in batches, off the commit's path ([`Store::index_accounts`]).
+const META_ACCOUNT_INDEX: &str = "account_index_height";
 
 fn account_tx_key(address: &Address, height: u64, index: u32) -> [u8; 32] {
     let mut key = [0u8; 32];
@@ -53,22 +53,16 @@ fn account_tx_key(address: &Address, height: u64, index: u32) -> [u8; 32] {
     key
 }
 
-/// The history entries of `block`'s transactions, sorted by key.
-fn account_entries(block: &Block, hashes: impl Fn(usize) -> Hash) -> Vec<([u8; 32], Hash)> {
-    let mut out: Vec<([u8; 32], Hash)> = block
-        .txs
-        .iter()
-        .enumerate()
-        .flat_map(|(i, tx)| {
-            let hash = hashes(i);
-            tx.tx
-                .parties()
-                .into_iter()
-                .map(move |a| (account_tx_key(&a, block.header.height, i as u32), hash))
-        })
-        .collect();
-    out.sort_unstable_by_key(|(k, _)| *k);
-    out
+/// The history entries of `block`'s transactions.
+fn account_entries(block: &Block) -> impl Iterator<Item = ([u8; 32], Hash)> + '_ {
+    let height = block.header.height;
+    block.txs.iter().enumerate().flat_map(move |(i, tx)| {
+        let hash = tx.hash();
+        tx.tx
+            .parties()
+            .into_iter()
+            .map(move |a| (account_tx_key(&a, height, i as u32), hash))
+    })
 }
 
 /// A transaction in an account's history.
@@ -202,19 +196,6 @@ impl Store {
                     meta.insert(META_FORMAT, bytes.as_slice())?;
                 }
             }
-            if meta.get(META_ACCOUNT_INDEX)?.is_none() {
-                // Blocks committed before the index existed: index them now, in this transaction.
-                let blocks = txn.open_table(BLOCKS)?;
-                let mut index = txn.open_table(ACCOUNT_TXS)?;
-                for item in blocks.iter()? {
-                    let (_, v) = item?;
-                    let block: Block = decode("blocks", v.value())?;
-                    for (k, hash) in account_entries(&block, |i| block.txs[i].hash()) {
-                        index.insert(k.as_slice(), hash.0.as_slice())?;
-                    }
-                }
-                meta.insert(META_ACCOUNT_INDEX, [1u8].as_slice())?;
-            }
         }
         txn.commit()?;
         let tree = Self::rebuild_tree(&db)?;
@@ -258,6 +239,49 @@ impl Store {
             ));
         }
         Ok(tree)
+    }
+
+    /// Adds up to `max_blocks` committed blocks, after the last one indexed, to the accounts'
+    /// histories, in one write. Returns the height the index now reaches (`None`: no block yet)
+    /// and whether it has caught up with the chain. Many blocks per write: their entries are
+    /// sorted together, so each page of the index is written once per batch.
+    pub fn index_accounts(&self, max_blocks: u64) -> Result<(Option<u64>, bool)> {
+        let txn = self.db.begin_write()?;
+        let (reached, done) = {
+            let mut meta = txn.open_table(META)?;
+            let indexed = match meta.get(META_ACCOUNT_INDEX)? {
+                Some(v) => Some(decode::<u64>("meta", v.value())?),
+                None => None,
+            };
+            let latest = match meta.get(META_HEIGHT)? {
+                Some(v) => Some(decode::<u64>("meta", v.value())?),
+                None => None,
+            };
+            let Some(latest) = latest else {
+                return Ok((None, true));
+            };
+            let from = indexed.map_or(0, |h| h + 1);
+            if from > latest {
+                return Ok((indexed, true));
+            }
+            let to = latest.min(from.saturating_add(max_blocks.max(1) - 1));
+            let blocks = txn.open_table(BLOCKS)?;
+            let mut entries = Vec::new();
+            for item in blocks.range(from..=to)? {
+                let (_, v) = item?;
+                let block: Block = decode("blocks", v.value())?;
+                entries.extend(account_entries(&block));
+            }
+            entries.sort_unstable_by_key(|(k, _)| *k);
+            let mut index = txn.open_table(ACCOUNT_TXS)?;
+            for (k, hash) in entries {
+                index.insert(k.as_slice(), hash.0.as_slice())?;
+            }
+            meta.insert(META_ACCOUNT_INDEX, encode(&to).as_slice())?;
+            (Some(to), to == latest)
+        };
+        txn.commit()?;
+        Ok((reached, done))
     }
 
     /// A consistent read view of the latest committed block.
@@ -483,19 +507,8 @@ impl Staged {
                 .collect();
             index.sort_unstable_by_key(|(h, _)| *h);
             let mut txs = self.txn.open_table(TXS)?;
-            for (hash, loc) in &index {
-                txs.insert(hash.0.as_slice(), encode(loc).as_slice())?;
-            }
-            let tx_hash = |i: usize| {
-                executed
-                    .receipts
-                    .get(i)
-                    .map(|r| r.tx_hash)
-                    .unwrap_or_else(|| block.txs[i].hash())
-            };
-            let mut history = self.txn.open_table(ACCOUNT_TXS)?;
-            for (k, hash) in account_entries(block, tx_hash) {
-                history.insert(k.as_slice(), hash.0.as_slice())?;
+            for (hash, loc) in index {
+                txs.insert(hash.0.as_slice(), encode(&loc).as_slice())?;
             }
             // Encodes exactly as `BlockResults` (borsh writes a struct as its fields in order)
             // without cloning every receipt.
@@ -610,8 +623,16 @@ impl Snapshot {
             .transpose()
     }
 
+    /// The height through which accounts' histories are indexed (`None`: not yet any block).
+    pub fn accounts_indexed_to(&self) -> Result<Option<u64>> {
+        self.meta(META_ACCOUNT_INDEX)?
+            .map(|b| decode("meta", &b))
+            .transpose()
+    }
+
     /// The transactions that concern `address` ([`agora_types::Transaction::parties`]), newest
-    /// first: at most `limit`, and only those before `before` (height, index) when given.
+    /// first: at most `limit`, and only those before `before` (height, index) when given. Blocks
+    /// past [`Snapshot::accounts_indexed_to`] are not in it yet.
     pub fn account_txs(
         &self,
         address: &Address,
@@ -748,13 +769,21 @@ mod tests {
     }
 
     #[test]
-    fn an_account_history_lists_what_concerns_it_newest_first_and_is_rebuilt_when_missing() {
+    fn an_account_history_lists_what_concerns_it_newest_first_and_is_built_in_batches() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("chain.redb");
         let store = Store::open(&path).unwrap();
         store.init_genesis(&genesis()).unwrap();
         let b1 = next_block(&store, vec![transfer(0, 0), transfer(1, 0)]);
         let b2 = next_block(&store, vec![transfer(0, 1)]);
+        // Nothing is indexed until the indexer runs; then in batches, up to the chain's head.
+        assert_eq!(
+            store.snapshot().unwrap().accounts_indexed_to().unwrap(),
+            None
+        );
+        assert_eq!(store.index_accounts(2).unwrap(), (Some(1), false));
+        assert_eq!(store.index_accounts(2).unwrap(), (Some(2), true));
+        assert_eq!(store.index_accounts(2).unwrap(), (Some(2), true));
         let u0 = Keypair::from_seed_label("u0").address();
         let history = |store: &Store, who: &Address, before, limit| {
             store
@@ -781,7 +810,7 @@ mod tests {
         assert_eq!(history(&store, &to, Some((1, 1)), 10), all[2..]);
         drop(store);
 
-        // A store from before the index: it is rebuilt from the blocks when opened.
+        // A store from before the index (no table, no height): it is built from the blocks.
         let db = Database::create(&path).unwrap();
         let txn = db.begin_write().unwrap();
         txn.delete_table(ACCOUNT_TXS).unwrap();
@@ -792,6 +821,8 @@ mod tests {
         txn.commit().unwrap();
         drop(db);
         let store = Store::open(&path).unwrap();
+        assert!(history(&store, &to, None, 10).is_empty());
+        assert_eq!(store.index_accounts(100).unwrap(), (Some(2), true));
         assert_eq!(history(&store, &to, None, 10), all);
     }
 

@@ -129,6 +129,7 @@ fn explorer_pages_show_blocks_transactions_and_accounts_with_a_proof() {
 
     // The account page's proof is the API's, and it verifies against the state root.
     let bob = key("bob").address();
+    t.node.index_accounts_now().unwrap();
     let account = page(&t, &format!("/accounts/{bob}"));
     assert!(account.contains("2 AGR"), "bob's balance");
     assert!(

@@ -405,7 +405,8 @@ fn an_account_history_pages_newest_first_through_the_api() {
         hashes.push(body["hash"].as_str().unwrap().to_string());
         h.node.produce_block(1_000 * (nonce + 1)).unwrap();
     }
-    // Both parties see the three transfers, newest first.
+    // Both parties see the three transfers, newest first, once indexed.
+    h.node.index_accounts_now().unwrap();
     for who in [alice, bob] {
         let (code, page) = h.get(&format!("/v1/accounts/{who}/txs"));
         assert_eq!(code, 200, "{page}");
