@@ -11,6 +11,7 @@ mod ledger;
 mod market;
 pub mod network;
 pub mod verify;
+pub mod web;
 
 use anyhow::{Result, bail};
 use clap::Subcommand;
@@ -59,6 +60,10 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// The web app: each page's latency over HTTP on a devnet-sized chain (which bounds its
+    /// render time on the server), and the explorer's live stream at 10 blocks a second (every
+    /// block delivered, and how long after its commit).
+    Web(web::WebArgs),
     /// The compute market on-chain: client-signed jobs with provider-signed receipts settled
     /// (`SettleJobs`, every signature checked) and committed per second.
     Market {
@@ -108,6 +113,7 @@ pub fn run(cmd: BenchCommand, models: &std::path::Path) -> Result<()> {
         BenchCommand::Verify(args) => crate::verify::run(args, models),
         BenchCommand::Network(args) => crate::network::run(args),
         BenchCommand::Audit(args) => crate::audit::bench(args),
+        BenchCommand::Web(args) => crate::web::run(args),
         BenchCommand::Invariants { seconds, seed } => invariants(seconds, seed),
         BenchCommand::Market {
             jobs,
