@@ -242,6 +242,44 @@ pub fn gateway<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S>
     )
 }
 
+/// `router` callable from web pages of any origin (CORS), such as the web app's playground on the
+/// node's address calling the gateway on another: its callers prove themselves with a bearer key
+/// typed into the page, never a cookie, so another origin gains nothing it was not given.
+/// Preflight requests are answered here, before any limit or key check.
+pub fn browser_access<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    router.layer(axum::middleware::from_fn(cors))
+}
+
+async fn cors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use axum::http::{HeaderValue, Method, header};
+    if req.method() == Method::OPTIONS {
+        return (
+            StatusCode::NO_CONTENT,
+            [
+                (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+                (header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, OPTIONS"),
+                (
+                    header::ACCESS_CONTROL_ALLOW_HEADERS,
+                    "authorization, content-type",
+                ),
+                (header::ACCESS_CONTROL_MAX_AGE, "600"),
+            ],
+        )
+            .into_response();
+    }
+    let mut response = next.run(req).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("x-agora-job-id"),
+    );
+    response
+}
+
 /// `router` with at most `per_key` requests in flight for each API key (the bearer token of
 /// `Authorization`), over its routes as they are now: one tenant of a gateway cannot take every
 /// place the gateway's total allows. Requests without a key are not counted here (the routes

@@ -395,7 +395,8 @@ pub async fn start(
             tracing::warn!("provider endpoint stopped: {e}");
         }
     }));
-    let router = agora_api::limits::gateway(openai_router(state));
+    let router =
+        agora_api::limits::browser_access(agora_api::limits::gateway(openai_router(state)));
     let until = wait(stop.clone());
     tasks.push(tokio::spawn(async move {
         if let Err(e) = agora_api::limits::serve_within(
@@ -632,7 +633,8 @@ pub fn gateway(home: PathBuf, args: GatewayArgs) -> Result<()> {
         let gateway = Arc::new(gateway);
         let state = OpenAiState::new(gateway, BTreeMap::from([(api_key, wallet)]));
         let (stop_tx, mut stop_rx) = watch::channel(false);
-        let router = agora_api::limits::gateway(openai_router(state));
+        let router =
+            agora_api::limits::browser_access(agora_api::limits::gateway(openai_router(state)));
         let server = tokio::spawn(async move {
             agora_api::limits::serve_within(
                 listener,

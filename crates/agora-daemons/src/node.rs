@@ -290,11 +290,13 @@ fn run_node(
         let wait = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        // The web app answers on the API's address: its pages at `/`, beside `/v1/…`.
+        // The web app answers on the API's address: its pages at `/`, beside `/v1/…`; its
+        // playground learns the gateway's address once the market has started.
+        let links = agora_web::Links::default();
         let server = tokio::spawn(agora_api::serve_with_pages(
             node.clone(),
             listener,
-            agora_web::router(node.clone()),
+            agora_web::router_with(node.clone(), links.clone()),
             wait(stop_rx.clone()),
         ));
         let mut engine = match engine {
@@ -338,6 +340,7 @@ fn run_node(
                         bail!("stopped while starting the market");
                     }
                 };
+                let _ = links.gateway.set(started.gateway.clone());
                 (Some(started), tasks)
             }
             None => (None, Vec::new()),

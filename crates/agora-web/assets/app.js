@@ -197,7 +197,191 @@ function initLiveBlocks(table) {
   });
 }
 
+// ---- Playground: the gateway from the browser --------------------------------------------------
+function gateway() {
+  const url = document.querySelector("[data-gateway-url]").value.trim().replace(/\/+$/, "");
+  const key = document.querySelector("[data-gateway-key]").value.trim();
+  if (!url) throw new Error("Give the gateway's URL.");
+  if (!key) throw new Error("Give your API key.");
+  sessionStorage.setItem("agora-gateway-url", url);
+  sessionStorage.setItem("agora-gateway-key", key);
+  return { url, key };
+}
+
+function showError(box, message) {
+  box.textContent = message;
+  box.hidden = !message;
+}
+
+// An OpenAI-style error body as one sentence, whatever the gateway sent.
+async function errorOf(response) {
+  const text = await response.text();
+  try {
+    const e = JSON.parse(text).error;
+    if (e && e.message) return `${e.message} (${e.code || response.status})`;
+  } catch (_) { /* not JSON */ }
+  return `The gateway answered ${response.status}: ${text.slice(0, 200)}`;
+}
+
+function formatAgr(units) {
+  const n = BigInt(units);
+  const whole = n / 1000000000n;
+  const frac = (n % 1000000000n).toString().padStart(9, "0").replace(/0+$/, "");
+  return frac ? `${whole}.${frac} AGR` : `${whole} AGR`;
+}
+
+function verificationOf(value) {
+  return value === "redundant" ? { redundant: 1 } : value;
+}
+
+// The job's settlement and verification, from the node, until they are final.
+function followJob(root, jobId) {
+  const state = root.querySelector("[data-job-state]");
+  const verification = root.querySelector("[data-job-verification]");
+  let tries = 0;
+  const tick = async () => {
+    tries += 1;
+    try {
+      const r = await fetch(`/v1/market/jobs/${jobId}`);
+      if (r.ok) {
+        const j = await r.json();
+        state.textContent = `settled at block ${j.job.settled_height}; fee ${j.state}`;
+        const level = j.job.level;
+        let text = `${typeof level === "string" ? level : JSON.stringify(level)}: `;
+        if (j.sampled === null) text += "the draw is in the next block";
+        else if (!j.sampled && !j.check) text += "not drawn for a check";
+        else if (j.check) text += `checked — ${j.check.outcome}` +
+          (j.check.seats.length ? ` (${j.check.seats.map((s) => s.verdict ? JSON.stringify(s.verdict) : "waiting").join(", ")})` : "");
+        else text += "drawn for a check";
+        verification.textContent = text;
+        const final = j.state === "released" || j.state === "refunded";
+        if (final) return;
+      }
+    } catch (_) { /* the next tick tries again */ }
+    if (tries < 600) setTimeout(tick, 1000);
+  };
+  tick();
+}
+
+function initChat(root) {
+  const form = root.querySelector("[data-chat-form]");
+  const out = root.querySelector("[data-chat-output]");
+  const errorBox = root.querySelector("[data-chat-error]");
+  const receipt = root.querySelector("[data-chat-receipt]");
+  const send = root.querySelector("[data-chat-send]");
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    showError(errorBox, "");
+    out.textContent = "";
+    receipt.hidden = true;
+    let gw;
+    try { gw = gateway(); } catch (e) { showError(errorBox, e.message); return; }
+    send.disabled = true;
+    try {
+      const r = await fetch(`${gw.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Authorization: `Bearer ${gw.key}` },
+        body: JSON.stringify({
+          model: root.querySelector("[data-chat-model]").value,
+          messages: [{ role: "user", content: root.querySelector("[data-chat-prompt]").value }],
+          max_tokens: Number(root.querySelector("[data-chat-max]").value),
+          verification: verificationOf(root.querySelector("[data-chat-verification]").value),
+          stream: true,
+        }),
+      });
+      if (!r.ok) { showError(errorBox, await errorOf(r)); return; }
+      const reader = r.body.getReader();
+      const decoder = new TextDecoder();
+      let buffer = "", done = null;
+      for (;;) {
+        const { value, done: end } = await reader.read();
+        if (end) break;
+        buffer += decoder.decode(value, { stream: true });
+        let cut;
+        while ((cut = buffer.indexOf("\n\n")) >= 0) {
+          const event = buffer.slice(0, cut);
+          buffer = buffer.slice(cut + 2);
+          for (const line of event.split("\n")) {
+            if (!line.startsWith("data:")) continue;
+            const data = line.slice(5).trim();
+            if (data === "[DONE]") continue;
+            const chunk = JSON.parse(data);
+            if (chunk.error) { showError(errorBox, chunk.error.message); continue; }
+            const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
+            if (delta && delta.content) out.textContent += delta.content;
+            if (chunk.agora) done = chunk.agora;
+          }
+        }
+      }
+      if (!done) { showError(errorBox, "The answer ended without its receipt."); return; }
+      const job = receipt.querySelector("[data-receipt-job]");
+      job.textContent = done.job_id;
+      job.href = `/market/jobs/${done.job_id}`;
+      receipt.querySelector("[data-receipt-fee]").textContent = formatAgr(done.fee);
+      receipt.querySelector("[data-receipt-provider]").textContent = done.provider;
+      receipt.querySelector("[data-receipt-tokens]").textContent =
+        `${done.input_tokens} in, ${done.output_tokens} out`;
+      receipt.hidden = false;
+      followJob(receipt, done.job_id);
+    } catch (e) {
+      showError(errorBox, `The gateway could not be reached: ${e.message}`);
+    } finally {
+      send.disabled = false;
+    }
+  });
+}
+
+function initEmbed(root) {
+  const form = root.querySelector("[data-embed-form]");
+  const errorBox = root.querySelector("[data-embed-error]");
+  const table = root.querySelector("[data-embed-matrix]");
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    showError(errorBox, "");
+    let gw;
+    try { gw = gateway(); } catch (e) { showError(errorBox, e.message); return; }
+    const texts = root.querySelector("[data-embed-texts]").value.split("\n").map((t) => t.trim()).filter(Boolean);
+    if (texts.length < 2) { showError(errorBox, "Give at least two texts, one per line."); return; }
+    try {
+      const r = await fetch(`${gw.url}/v1/embeddings`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Authorization: `Bearer ${gw.key}` },
+        body: JSON.stringify({ model: root.querySelector("[data-embed-model]").value, input: texts }),
+      });
+      if (!r.ok) { showError(errorBox, await errorOf(r)); return; }
+      const body = await r.json();
+      const v = body.data.map((d) => d.embedding);
+      const norm = (a) => Math.sqrt(a.reduce((s, x) => s + x * x, 0));
+      const cos = (a, b) => a.reduce((s, x, i) => s + x * b[i], 0) / (norm(a) * norm(b));
+      const head = table.querySelector("thead");
+      const rows = table.querySelector("tbody");
+      head.replaceChildren(el("tr", {}, el("th", { scope: "col" }, ""),
+        ...texts.map((t, i) => el("th", { scope: "col", title: t }, `#${i + 1}`))));
+      rows.replaceChildren(...texts.map((t, i) => el("tr", {},
+        el("th", { scope: "row" }, `#${i + 1} ${t}`),
+        ...texts.map((_, j) => {
+          const c = cos(v[i], v[j]);
+          const cell = el("td", { "data-sim": c.toFixed(3), style: `background: rgba(59,91,219,${Math.max(0, c) * 0.45})` }, c.toFixed(3));
+          return cell;
+        }))));
+      table.hidden = false;
+    } catch (e) {
+      showError(errorBox, `The gateway could not be reached: ${e.message}`);
+    }
+  });
+}
+
+function initGatewaySettings(root) {
+  const url = root.querySelector("[data-gateway-url]");
+  const key = root.querySelector("[data-gateway-key]");
+  if (!url.value) url.value = sessionStorage.getItem("agora-gateway-url") || "";
+  key.value = sessionStorage.getItem("agora-gateway-key") || "";
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("[data-proof]").forEach(initProof);
   document.querySelectorAll("table[data-live-blocks]").forEach(initLiveBlocks);
+  document.querySelectorAll("[data-gateway-settings]").forEach(initGatewaySettings);
+  document.querySelectorAll("[data-chat]").forEach(initChat);
+  document.querySelectorAll("[data-embed]").forEach(initEmbed);
 });

@@ -13,13 +13,22 @@
 mod charts;
 mod explorer;
 mod market;
+mod playground;
 mod render;
 
 use agora_chain::Node;
 use axum::{Router, routing::get};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 pub use render::PageError;
+
+/// Where the pages send what the node does not answer itself: the gateway (OpenAI-compatible
+/// API) for the playground. Set once it is known (a devnet starts its gateway after its node);
+/// until then the playground asks for it.
+#[derive(Debug, Clone, Default)]
+pub struct Links {
+    pub gateway: Arc<OnceLock<String>>,
+}
 
 /// A section of the site: its label in the navigation and its address.
 #[derive(Debug, serde::Serialize)]
@@ -46,15 +55,26 @@ pub const NAV: &[NavItem] = &[
         label: "Verifiers",
         href: "/market/verifiers",
     },
+    NavItem {
+        key: "playground",
+        label: "Playground",
+        href: "/playground",
+    },
 ];
 
 #[derive(Clone)]
 pub(crate) struct Web {
     pub(crate) node: Arc<Node>,
+    pub(crate) links: Links,
 }
 
 /// The web app's routes over a node: merge them into the node's API router.
 pub fn router(node: Arc<Node>) -> Router {
+    router_with(node, Links::default())
+}
+
+/// [`router`], with where the gateway is.
+pub fn router_with(node: Arc<Node>, links: Links) -> Router {
     Router::new()
         .route("/", get(explorer::home))
         .route("/blocks/{id}", get(explorer::block))
@@ -66,6 +86,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/market/models", get(market::models))
         .route("/market/jobs/{id}", get(market::job))
         .route("/market/verifiers", get(market::verifiers))
+        .route("/playground", get(playground::show))
         .route("/assets/{name}", get(render::asset))
-        .with_state(Web { node })
+        .with_state(Web { node, links })
 }

@@ -29,6 +29,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         "verifiers.html",
         include_str!("../templates/verifiers.html"),
     ),
+    (
+        "playground.html",
+        include_str!("../templates/playground.html"),
+    ),
 ];
 
 fn env() -> &'static Environment<'static> {
@@ -237,9 +241,18 @@ mod tests {
     }
 
     #[test]
-    fn every_template_parses() {
+    fn every_template_is_embedded_and_parses() {
         for (name, _) in TEMPLATES {
             env().get_template(name).expect("registered");
+        }
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+        for file in std::fs::read_dir(dir).expect("the templates folder") {
+            let name = file.expect("an entry").file_name();
+            let name = name.to_str().expect("a UTF-8 name");
+            assert!(
+                TEMPLATES.iter().any(|(n, _)| *n == name),
+                "templates/{name} is not in TEMPLATES"
+            );
         }
     }
 }

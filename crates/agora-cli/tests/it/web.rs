@@ -1,7 +1,8 @@
 //! The web app in a real browser (headless Chromium over WebDriver) against `agora devnet` with
 //! the real models: blocks arrive live without a reload, the page's BLAKE3 is the chain's, an
 //! account's proof verifies in the page and a tampered one does not, a provider's page shows the
-//! job just run, and a page that cannot be shown says why. Screenshots of each page go to
+//! job just run, a page that cannot be shown says why, and the playground streams a chat, shows its
+//! receipt and then its verification, refuses a wrong key in the page, and compares embeddings. Screenshots of each page go to
 //! `target/screenshots/`.
 
 use crate::infer::models_available;
@@ -154,6 +155,92 @@ fn the_web_app_in_a_real_browser() {
     b.goto(&format!("{api}/blocks/99999999"));
     assert!(b.text("[data-error-message]").contains("no block 99999999"));
     b.screenshot(&shots, "error");
+
+    // The playground: a wrong key is an error in the page; the right one streams an answer,
+    // then its receipt, then the chain's settlement and verification of the job.
+    b.goto(&format!("{api}/playground"));
+    let url = b.run(
+        "return document.querySelector('[data-gateway-url]').value;",
+        json!([]),
+    );
+    assert_eq!(
+        url.as_str(),
+        Some(gateway.as_str()),
+        "the devnet's gateway is filled in"
+    );
+    b.fill("[data-gateway-key]", "sk-agora-wrong");
+    b.click("[data-chat-send]");
+    let error = b.wait("the wrong key's error", || {
+        Some(b.text("[data-chat-error]")).filter(|t| !t.is_empty())
+    });
+    assert!(
+        error.contains("401") || error.to_lowercase().contains("key"),
+        "{error}"
+    );
+    b.fill("[data-gateway-key]", key.trim());
+    b.fill("[data-chat-max]", "16");
+    b.run(
+        "window.agoraUpdates = 0; \
+         new MutationObserver(() => window.agoraUpdates++).observe( \
+           document.querySelector('[data-chat-output]'), \
+           { childList: true, characterData: true, subtree: true });",
+        json!([]),
+    );
+    b.click("[data-chat-send]");
+    let job = b.wait_for(
+        "the chat's receipt",
+        std::time::Duration::from_secs(60),
+        &mut || Some(b.text("[data-receipt-job]")).filter(|t| t.len() == 64),
+    );
+    assert!(b.text("[data-chat-error]").is_empty());
+    assert!(!b.text("[data-chat-output]").is_empty(), "an answer");
+    let updates = b
+        .run("return window.agoraUpdates;", json!([]))
+        .as_u64()
+        .unwrap();
+    assert!(
+        updates > 1,
+        "the answer arrived in pieces ({updates} updates)"
+    );
+    let settled = b.wait_for(
+        "the job's settlement in the page",
+        std::time::Duration::from_secs(30),
+        &mut || Some(b.text("[data-job-state]")).filter(|t| t.starts_with("settled at block")),
+    );
+    assert!(settled.contains("fee"), "{settled}");
+    let verification = b.text("[data-job-verification]");
+    assert!(verification.starts_with("sampled: "), "{verification}");
+    assert!(
+        wait_settled(&api, &job)["job"]["output_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    b.run(
+        "document.querySelector('[data-chat]').scrollIntoView();",
+        json!([]),
+    );
+    b.screenshot(&shots, "playground-chat");
+    b.click("[data-embed-send]");
+    b.wait("the similarity matrix", || {
+        b.find("[data-embed-matrix]:not([hidden]) td")
+    });
+    let sims = b.run(
+        "return Array.from(document.querySelectorAll('[data-embed-matrix] td')).map(t => Number(t.dataset.sim));",
+        json!([]),
+    );
+    let sims: Vec<f64> = serde_json::from_value(sims).unwrap();
+    assert_eq!(sims.len(), 9, "three texts, three by three");
+    assert!((sims[0] - 1.0).abs() < 1e-3, "a text is itself");
+    assert!(
+        sims[1] > sims[2],
+        "cat ~ kitten more than cat ~ tax form: {sims:?}"
+    );
+    b.run(
+        "document.querySelector('[data-embed]').scrollIntoView();",
+        json!([]),
+    );
+    b.screenshot(&shots, "playground-embeddings");
 
     // Phone width: nothing wider than the screen but the tables, which scroll in their box.
     drop(b);

@@ -1,0 +1,34 @@
+//! The playground: chat with a model through the gateway (tokens streamed into the page, then
+//! the receipt, then the job's settlement and verification as the chain records them), and
+//! embeddings of a few texts with their similarity matrix. The page talks to the gateway from
+//! the browser with the API key its user types; the node never sees the key.
+
+use crate::Web;
+use crate::render::{PageResult, page, v};
+use agora_api::views;
+use agora_types::ModelKind;
+use axum::extract::State;
+use minijinja::context;
+
+pub(crate) async fn show(State(web): State<Web>) -> PageResult {
+    let snap = web.node.snapshot()?;
+    let models = views::models(&snap)?.models;
+    let chat: Vec<&str> = models
+        .iter()
+        .filter(|m| m.kind == ModelKind::Chat)
+        .map(|m| m.name.as_str())
+        .collect();
+    let embed: Vec<&str> = models
+        .iter()
+        .filter(|m| m.kind == ModelKind::Embedding)
+        .map(|m| m.name.as_str())
+        .collect();
+    let gateway = web.links.gateway.get().cloned().unwrap_or_default();
+    page(
+        &web,
+        "playground.html",
+        "playground",
+        "Playground",
+        context! { chat => v(&chat), embed => v(&embed), gateway },
+    )
+}
