@@ -60,6 +60,11 @@ pub const NAV: &[NavItem] = &[
         label: "Playground",
         href: "/playground",
     },
+    NavItem {
+        key: "audit",
+        label: "Audit",
+        href: "/audit",
+    },
 ];
 
 #[derive(Clone)]
@@ -87,6 +92,7 @@ pub fn router_with(node: Arc<Node>, links: Links) -> Router {
         .route("/market/jobs/{id}", get(market::job))
         .route("/market/verifiers", get(market::verifiers))
         .route("/playground", get(playground::show))
+        .route("/audit", get(playground::audit))
         .route("/assets/{name}", get(render::asset))
         .with_state(Web { node, links })
 }

@@ -1,6 +1,6 @@
 //! The playground: chat with a model through the gateway (tokens streamed into the page, then
 //! the receipt, then the job's settlement and verification as the chain records them), and
-//! embeddings of a few texts with their similarity matrix. The page talks to the gateway from
+//! embeddings of a few texts with their similarity matrix; and the auditor's page. The page talks to the gateway from
 //! the browser with the API key its user types; the node never sees the key.
 
 use crate::Web;
@@ -30,5 +30,24 @@ pub(crate) async fn show(State(web): State<Web>) -> PageResult {
         "playground",
         "Playground",
         context! { chat => v(&chat), embed => v(&embed), gateway },
+    )
+}
+
+/// The auditor's page: contracts in, findings beside their lines out, through the gateway.
+pub(crate) async fn audit(State(web): State<Web>) -> PageResult {
+    let gateway = web.links.gateway.get().cloned().unwrap_or_default();
+    // The chat model that explains findings: the first one registered.
+    let chat_model = views::models(&web.node.snapshot()?)?
+        .models
+        .into_iter()
+        .find(|m| m.kind == ModelKind::Chat)
+        .map(|m| m.name)
+        .unwrap_or_default();
+    page(
+        &web,
+        "audit.html",
+        "audit",
+        "Audit",
+        context! { gateway, chat_model },
     )
 }

@@ -33,6 +33,8 @@ const TEMPLATES: &[(&str, &str)] = &[
         "playground.html",
         include_str!("../templates/playground.html"),
     ),
+    ("gateway.html", include_str!("../templates/gateway.html")),
+    ("audit.html", include_str!("../templates/audit.html")),
 ];
 
 fn env() -> &'static Environment<'static> {
