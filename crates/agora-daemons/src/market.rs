@@ -79,7 +79,7 @@ fn load_or_create_api_key(path: &Path) -> Result<String> {
     Ok(key)
 }
 
-fn demo_key(home: &Path) -> Result<Keypair> {
+pub(crate) fn demo_key(home: &Path) -> Result<Keypair> {
     let password = std::fs::read_to_string(home.join("demo.password"))
         .context("reading the demo wallet's password file")?;
     Keystore::new(home).unlock("demo", password.trim())

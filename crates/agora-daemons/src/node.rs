@@ -239,11 +239,19 @@ pub fn node(home: PathBuf, args: NodeArgs) -> Result<()> {
         let api = args.api_addr.unwrap_or(net.api_addr);
         (Engine::Network(net), api)
     };
-    run_node(&home, &genesis, api_addr, engine, None, |api, node, _| {
-        println!("Web app: {api}/");
-        println!("API: {api}");
-        println!("Chain {} at height {}", node.chain_id(), height(node));
-    })
+    run_node(
+        &home,
+        &genesis,
+        api_addr,
+        engine,
+        None,
+        None,
+        |api, node, _| {
+            println!("Web app: {api}/");
+            println!("API: {api}");
+            println!("Chain {} at height {}", node.chain_id(), height(node));
+        },
+    )
 }
 
 fn height(node: &Node) -> u64 {
@@ -260,6 +268,7 @@ fn run_node(
     api_addr: SocketAddr,
     engine: Engine,
     market: Option<MarketSetup>,
+    demo: Option<Keypair>,
     on_ready: impl FnOnce(&str, &Node, Option<&MarketStarted>),
 ) -> Result<()> {
     let key = load_or_create_node_key(home)?;
@@ -292,7 +301,10 @@ fn run_node(
         };
         // The web app answers on the API's address: its pages at `/`, beside `/v1/…`; its
         // playground learns the gateway's address once the market has started.
-        let links = agora_web::Links::default();
+        let links = agora_web::Links {
+            demo: demo.map(|key| Arc::new(agora_web::DemoWallet::new(key))),
+            ..agora_web::Links::default()
+        };
         let server = tokio::spawn(agora_api::serve_with_pages(
             node.clone(),
             listener,
@@ -487,6 +499,8 @@ pub fn devnet(home: PathBuf, models_dir: PathBuf, args: DevnetArgs) -> Result<()
         args.api_addr,
         Engine::Dev(Duration::from_millis(args.block_time_ms)),
         market,
+        // The explorer's page may send transfers from the demo wallet (a devnet's only).
+        Some(crate::market::demo_key(&home)?),
         |api, node, market| {
             println!("Web app: {api}/");
             println!(

@@ -523,6 +523,33 @@ function initAudit(page) {
   });
 }
 
+// ---- Devnet: transfers from the demo wallet ---------------------------------------------------------
+function initDemoTransfer(root) {
+  const form = root.querySelector("[data-demo-form]");
+  const errorBox = root.querySelector("[data-demo-error]");
+  const result = root.querySelector("[data-demo-result]");
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    showError(errorBox, "");
+    result.replaceChildren();
+    try {
+      const r = await fetch("/devnet/transfer", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({
+          to: root.querySelector("[data-demo-to]").value,
+          amount: root.querySelector("[data-demo-amount]").value,
+        }),
+      });
+      const body = await r.json().catch(() => ({}));
+      if (!r.ok) { showError(errorBox, body.message || `The node answered ${r.status}`); return; }
+      result.append("Sent: ", el("a", { href: `/txs/${body.hash}`, class: "mono" }, body.hash.slice(0, 16) + "…"));
+    } catch (e) {
+      showError(errorBox, `The node could not be reached: ${e.message}`);
+    }
+  });
+}
+
 function initGatewaySettings(root) {
   const url = root.querySelector("[data-gateway-url]");
   const key = root.querySelector("[data-gateway-key]");
@@ -537,4 +564,5 @@ document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("[data-chat]").forEach(initChat);
   document.querySelectorAll("[data-embed]").forEach(initEmbed);
   document.querySelectorAll("[data-audit]").forEach(initAudit);
+  document.querySelectorAll("[data-demo-transfer]").forEach(initDemoTransfer);
 });

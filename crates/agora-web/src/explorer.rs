@@ -40,11 +40,54 @@ fn tx_row(e: &TxEntry) -> TxRow {
     }
 }
 
+/// Fees paid and jobs settled in each of the blocks at `heights`.
+fn activity(snap: &agora_store::Snapshot, heights: &[u64]) -> Result<Vec<(u128, u64)>, PageError> {
+    heights
+        .iter()
+        .map(|&h| {
+            let fees = snap
+                .results(h)?
+                .map_or(0, |r| r.receipts.iter().map(|r| r.fee_paid).sum::<u128>());
+            let jobs = snap.block(h)?.map_or(0, |b| {
+                b.txs
+                    .iter()
+                    .flat_map(|t| &t.tx.messages)
+                    .map(|m| match m {
+                        agora_types::Message::SettleJobs { jobs } => jobs.len() as u64,
+                        _ => 0,
+                    })
+                    .sum()
+            });
+            Ok((fees, jobs))
+        })
+        .collect()
+}
+
 pub(crate) async fn home(State(web): State<Web>) -> PageResult {
     let snap = web.node.snapshot()?;
     let status = views::status(&web.node)?;
     let recent = views::recent_blocks(&snap, CHART_BLOCKS)?;
     let oldest_first: Vec<_> = recent.iter().rev().collect();
+    let heights: Vec<u64> = oldest_first.iter().map(|b| b.height).collect();
+    let activity = activity(&snap, &heights)?;
+    let fees = charts::bars(
+        "Fees per block",
+        "nAGR",
+        &heights
+            .iter()
+            .zip(&activity)
+            .map(|(h, (f, _))| (h.to_string(), u64::try_from(*f).unwrap_or(u64::MAX)))
+            .collect::<Vec<_>>(),
+    );
+    let jobs = charts::bars(
+        "Jobs settled per block",
+        "jobs",
+        &heights
+            .iter()
+            .zip(&activity)
+            .map(|(h, (_, j))| (h.to_string(), *j))
+            .collect::<Vec<_>>(),
+    );
     let txs = charts::bars(
         "Transactions per block",
         "transactions",
@@ -84,8 +127,11 @@ pub(crate) async fn home(State(web): State<Web>) -> PageResult {
             blocks => v(&&recent[..recent.len().min(TABLE_BLOCKS)]),
             chart_txs => txs,
             chart_intervals => intervals,
+            chart_fees => fees,
+            chart_jobs => jobs,
             per_minute,
             validators => v(&validators),
+            demo => web.links.demo.as_ref().map(|d| d.address().to_string()),
         },
     )
 }

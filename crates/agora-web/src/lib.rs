@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod charts;
+mod devnet;
 mod explorer;
 mod market;
 mod playground;
@@ -20,6 +21,7 @@ use agora_chain::Node;
 use axum::{Router, routing::get};
 use std::sync::{Arc, OnceLock};
 
+pub use devnet::DemoWallet;
 pub use render::PageError;
 
 /// Where the pages send what the node does not answer itself: the gateway (OpenAI-compatible
@@ -28,6 +30,8 @@ pub use render::PageError;
 #[derive(Debug, Clone, Default)]
 pub struct Links {
     pub gateway: Arc<OnceLock<String>>,
+    /// On a devnet only: its demo wallet, which the explorer's page may send transfers from.
+    pub demo: Option<Arc<DemoWallet>>,
 }
 
 /// A section of the site: its label in the navigation and its address.
@@ -94,5 +98,6 @@ pub fn router_with(node: Arc<Node>, links: Links) -> Router {
         .route("/playground", get(playground::show))
         .route("/audit", get(playground::audit))
         .route("/assets/{name}", get(render::asset))
+        .route("/devnet/transfer", axum::routing::post(devnet::transfer))
         .with_state(Web { node, links })
 }

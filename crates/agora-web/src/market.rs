@@ -31,12 +31,35 @@ pub(crate) async fn providers(State(web): State<Web>) -> PageResult {
     let providers = views::providers(&snap)?.providers;
     let models = views::models(&snap)?.models;
     let names = model_names(&snap)?;
+    let label = |a: &Address| {
+        let s = a.to_string();
+        s.chars().skip(6).take(8).collect::<String>()
+    };
+    let jobs_chart = crate::charts::bars(
+        "Jobs settled per provider",
+        "jobs",
+        &providers
+            .iter()
+            .map(|p| (label(&p.address), p.provider.jobs_settled))
+            .collect::<Vec<_>>(),
+    );
+    let price_chart = crate::charts::bars(
+        "Output price per provider",
+        "nAGR per 1k tokens",
+        &providers
+            .iter()
+            .map(|p| {
+                let price = p.provider.info.price_output_per_1k;
+                (label(&p.address), u64::try_from(price).unwrap_or(u64::MAX))
+            })
+            .collect::<Vec<_>>(),
+    );
     page(
         &web,
         "providers.html",
         "market",
         "Market",
-        context! { providers => v(&providers), models => v(&models), names },
+        context! { providers => v(&providers), models => v(&models), names, jobs_chart, price_chart },
     )
 }
 

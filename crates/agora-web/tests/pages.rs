@@ -116,7 +116,13 @@ fn explorer_pages_show_blocks_transactions_and_accounts_with_a_proof() {
         home.contains("href=\"/blocks/2\""),
         "the latest block is listed"
     );
-    assert!(home.contains("<svg class=\"chart\""), "the charts");
+    for chart in [
+        "Transactions per block",
+        "Fees per block",
+        "Jobs settled per block",
+    ] {
+        assert!(home.contains(chart), "the {chart} chart");
+    }
 
     let block = page(&t, "/blocks/1");
     assert!(block.contains(&format!("href=\"/txs/{hash}\"")), "{block}");
@@ -234,6 +240,10 @@ fn market_pages_list_models_providers_and_verifiers() {
         market.contains("test-chat") && market.contains("100 AGR"),
         "{market}"
     );
+    assert!(
+        market.contains("Jobs settled per provider: 1 values"),
+        "{market}"
+    );
     let provider = page(&t, &format!("/market/providers/{alice}"));
     assert!(provider.contains("127.0.0.1:1</dd>"), "{provider}");
     assert!(provider.contains("No job settled yet."), "{provider}");
@@ -300,4 +310,75 @@ fn what_cannot_be_shown_is_a_page_that_says_why() {
     let (code, kind, js) = get(&t, "/assets/app.js");
     assert_eq!(code, 200);
     assert!(kind.starts_with("text/javascript") && js.contains("function blake3"));
+}
+
+#[test]
+fn only_a_devnet_sends_from_its_demo_wallet_and_only_as_json() {
+    // A node without a demo wallet has nothing to send from.
+    let t = start();
+    let r = agent()
+        .post(&format!("{}/devnet/transfer", t.base))
+        .send_json(serde_json::json!({ "to": key("bob").address().to_string(), "amount": "1" }))
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert!(
+        !page(&t, "/").contains("data-demo-form"),
+        "no form without a demo wallet"
+    );
+
+    // A devnet's: Alice's key plays the demo wallet.
+    let genesis = Genesis::new(CHAIN).with_accounts(vec![GenesisAccount {
+        address: key("alice").address(),
+        balance: 50 * AGR,
+        bonded: 0,
+    }]);
+    let t = TestNode::start_with_pages(&genesis, "web-test-validator", |node| {
+        agora_web::router_with(
+            node,
+            agora_web::Links {
+                demo: Some(std::sync::Arc::new(agora_web::DemoWallet::new(key(
+                    "alice",
+                )))),
+                ..agora_web::Links::default()
+            },
+        )
+    });
+    assert!(page(&t, "/").contains("data-demo-form"));
+    let send = |to: &str, amount: &str| {
+        let mut r = agent()
+            .post(&format!("{}/devnet/transfer", t.base))
+            .send_json(serde_json::json!({ "to": to, "amount": amount }))
+            .unwrap();
+        let body: serde_json::Value = r.body_mut().read_json().unwrap();
+        (r.status().as_u16(), body)
+    };
+    let bob = key("bob").address().to_string();
+    // Two in a row before a block: the second takes the next nonce.
+    assert_eq!(send(&bob, "1.5").0, 202);
+    assert_eq!(send(&bob, "0.5").0, 202);
+    t.block();
+    let snap = t.node.snapshot().unwrap();
+    let balance =
+        agora_state::StateRead::get(&snap, &agora_state::account_key(&key("bob").address()))
+            .unwrap()
+            .map(|b| {
+                borsh::from_slice::<agora_state::Account>(&b)
+                    .unwrap()
+                    .balance
+            });
+    assert_eq!(balance, Some(2 * AGR));
+    // Bad input is refused with a reason; a form post (not JSON) is refused outright.
+    assert_eq!(send("nobody", "1").1["code"], "invalid_address");
+    assert_eq!(send(&bob, "0").1["code"], "invalid_amount");
+    assert_eq!(send(&bob, "lots").1["code"], "invalid_amount");
+    let r = agent()
+        .post(&format!("{}/devnet/transfer", t.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .send(format!("to={bob}&amount=1"))
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        415,
+        "cross-site forms cannot send JSON"
+    );
 }

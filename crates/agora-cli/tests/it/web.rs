@@ -90,6 +90,23 @@ fn the_web_app_in_a_real_browser() {
     );
     b.screenshot(&shots, "explorer");
 
+    // On a devnet, the demo wallet sends a transfer from the page.
+    let validator = b.run(
+        "return fetch('/v1/status').then(r => r.json()).then(s => s.validator);",
+        json!([]),
+    );
+    b.fill("[data-demo-to]", validator.as_str().unwrap());
+    b.fill("[data-demo-amount]", "2.5");
+    b.click("[data-demo-send]");
+    let sent = b.wait("the transfer's hash", || {
+        Some(b.text("[data-demo-result]")).filter(|t| t.starts_with("Sent"))
+    });
+    assert!(b.text("[data-demo-error]").is_empty(), "{sent}");
+    b.click("[data-demo-result] a");
+    b.wait("the transfer's page", || {
+        Some(b.text("main")).filter(|t| t.contains("transfer"))
+    });
+
     // The page's BLAKE3 (for proofs) gives the chain's hashes, across block and chunk edges.
     for len in [0usize, 1, 63, 64, 65, 1023, 1024, 1025, 2048, 3000, 5000] {
         let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
