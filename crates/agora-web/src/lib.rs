@@ -95,6 +95,7 @@ pub fn router_with(node: Arc<Node>, links: Links) -> Router {
         .route("/market/models", get(market::models))
         .route("/market/jobs/{id}", get(market::job))
         .route("/market/verifiers", get(market::verifiers))
+        .route("/market/verifiers/{address}", get(market::verifier))
         .route("/playground", get(playground::show))
         .route("/audit", get(playground::audit))
         .route("/assets/{name}", get(render::asset))

@@ -179,3 +179,32 @@ pub(crate) async fn verifiers(State(web): State<Web>) -> PageResult {
         context! { verifiers => v(&verifiers) },
     )
 }
+
+pub(crate) async fn verifier(State(web): State<Web>, Path(address): Path<String>) -> PageResult {
+    let address = views::parse_address(&address)?;
+    let snap = web.node.snapshot()?;
+    let verifier = views::verifiers(&snap)?
+        .verifiers
+        .into_iter()
+        .find(|v| v.address == address)
+        .ok_or_else(|| PageError::not_found(format!("{address} is not a registered verifier")))?;
+    let open = views::open_checks(&snap, &address)?.checks;
+    // Its seat in each open check.
+    let seats: Vec<_> = open
+        .iter()
+        .filter_map(|c| {
+            c.seats
+                .iter()
+                .find(|s| s.verifier == address)
+                .map(|s| (c.job_id, s.clone(), c.dispute))
+        })
+        .collect();
+    let names = model_names(&snap)?;
+    page(
+        &web,
+        "verifier.html",
+        "verifiers",
+        "Verifier",
+        context! { vr => v(&verifier), seats => v(&seats), names },
+    )
+}

@@ -35,6 +35,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("gateway.html", include_str!("../templates/gateway.html")),
     ("audit.html", include_str!("../templates/audit.html")),
+    ("verifier.html", include_str!("../templates/verifier.html")),
 ];
 
 fn env() -> &'static Environment<'static> {

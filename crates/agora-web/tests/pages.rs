@@ -254,13 +254,22 @@ fn market_pages_list_models_providers_and_verifiers() {
     );
     let verifiers = page(&t, "/market/verifiers");
     assert!(
-        verifiers.contains(&format!("href=\"/accounts/{alice}\"")),
+        verifiers.contains(&format!("href=\"/market/verifiers/{alice}\"")),
         "{verifiers}"
     );
     let account = page(&t, &format!("/accounts/{alice}"));
     assert!(
         account.contains("compute provider") && account.contains("verifier"),
         "{account}"
+    );
+    let verifier = page(&t, &format!("/market/verifiers/{alice}"));
+    assert!(
+        verifier.contains("No open check waits on this verifier."),
+        "{verifier}"
+    );
+    assert!(
+        verifier.contains("test-chat"),
+        "the models it checks: {verifier}"
     );
 }
 
@@ -291,6 +300,11 @@ fn what_cannot_be_shown_is_a_page_that_says_why() {
             &format!("/market/jobs/{}", Hash([9; 32])),
             404,
             "no settled job",
+        ),
+        (
+            &format!("/market/verifiers/{}", key("nobody").address()),
+            404,
+            "is not a registered verifier",
         ),
         (
             &format!("/search?q={}", Hash([5; 32])),
