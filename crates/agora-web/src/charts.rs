@@ -22,7 +22,8 @@ pub(crate) fn bars(title: &str, unit: &str, data: &[(String, u64)]) -> String {
         u = escape(unit),
     );
     for (i, (label, v)) in data.iter().enumerate() {
-        let h = v * HEIGHT / max;
+        // In u128: a value near u64::MAX (a provider's price is its own to set) times the height.
+        let h = (u128::from(*v) * u128::from(HEIGHT) / u128::from(max)) as u64;
         let _ = write!(
             svg,
             r#"<rect x="{x}" y="{y}" width="{bar}" height="{h}"><title>{l}: {v} {u}</title></rect>"#,
@@ -71,6 +72,16 @@ mod tests {
         assert!(svg.contains(r#"height="60""#), "{svg}");
         assert!(svg.contains(r#"height="120""#), "{svg}");
         assert!(svg.contains("A &lt;b&gt;") && !svg.contains("<b>"), "{svg}");
+        // The largest values scale without overflowing.
+        let svg = bars(
+            "big",
+            "x",
+            &[("a".into(), u64::MAX), ("b".into(), u64::MAX / 2)],
+        );
+        assert!(
+            svg.contains(r#"height="120""#) && svg.contains(r#"height="59""#),
+            "{svg}"
+        );
         // No data: an empty chart, not a division by zero.
         assert!(bars("empty", "x", &[]).starts_with("<svg"));
     }

@@ -385,6 +385,15 @@ fn only_a_devnet_sends_from_its_demo_wallet_and_only_as_json() {
     assert_eq!(send("nobody", "1").1["code"], "invalid_address");
     assert_eq!(send(&bob, "0").1["code"], "invalid_amount");
     assert_eq!(send(&bob, "lots").1["code"], "invalid_amount");
+    // A page whose site name points here (DNS rebinding) is not this machine's.
+    let mut r = agent()
+        .post(&format!("{}/devnet/transfer", t.base))
+        .header("host", "evil.example")
+        .send_json(serde_json::json!({ "to": bob, "amount": "1" }))
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let body: serde_json::Value = r.body_mut().read_json().unwrap();
+    assert_eq!(body["code"], "not_local");
     let r = agent()
         .post(&format!("{}/devnet/transfer", t.base))
         .header("content-type", "application/x-www-form-urlencoded")
