@@ -226,12 +226,14 @@ async fn get_account_txs(
 ) -> ApiResult<Json<AccountTxsResponse>> {
     let address = views::parse_address(&address)?;
     let before = q.before.as_deref().map(views::parse_cursor).transpose()?;
-    Ok(Json(views::account_txs(
-        &st.node.snapshot()?,
-        &address,
-        before,
-        q.limit,
-    )?))
+    // A page may read a block per entry: off the async threads.
+    let node = st.node.clone();
+    let page = tokio::task::spawn_blocking(move || {
+        views::account_txs(&node.snapshot()?, &address, before, q.limit)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok(Json(page))
 }
 
 async fn status(State(st): State<AppState>) -> ApiResult<Json<StatusResponse>> {

@@ -32,7 +32,7 @@ pub fn parse_address(s: &str) -> ApiResult<Address> {
 }
 
 /// The most transactions one page of an account's history holds.
-pub const MAX_HISTORY_PAGE: usize = 200;
+pub const MAX_HISTORY_PAGE: usize = 100;
 
 /// A transaction's kind as a person reads it: its first message's type, `+n` for more.
 pub fn tx_kind(messages: &[agora_types::Message]) -> String {
@@ -212,20 +212,6 @@ pub fn block_summary(block: &Block) -> BlockEvent {
         proposer: block.header.proposer,
         state_root: block.header.state_root,
     }
-}
-
-/// The latest `n` blocks, newest first.
-pub fn recent_blocks(snap: &Snapshot, n: usize) -> ApiResult<Vec<BlockEvent>> {
-    let Some(latest) = snap.height()? else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::with_capacity(n);
-    for h in (0..=latest).rev().take(n) {
-        if let Some(b) = snap.block(h)? {
-            out.push(block_summary(&b));
-        }
-    }
-    Ok(out)
 }
 
 /// An account, with a Merkle proof of it against the state root when `prove`.

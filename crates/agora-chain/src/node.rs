@@ -81,9 +81,10 @@ pub struct Node {
     indexer: Option<std::thread::JoinHandle<()>>,
 }
 
-/// Blocks the account indexer adds per write: enough to amortize the index's pages, few enough
-/// that a commit never waits long for the store's one writer.
-const INDEX_BATCH: u64 = 256;
+/// Entries the account indexer writes at most per write (whole blocks; one block may make more):
+/// enough to amortize the index's pages, few enough that a commit never waits long for the
+/// store's one writer (a few tens of milliseconds here).
+const INDEX_BATCH: usize = 50_000;
 
 /// Keeps the accounts' histories ([`Store::index_accounts`]) up with the chain, on a thread of
 /// its own so that committing a block never waits for them: woken after each commit (wakes

@@ -241,11 +241,13 @@ impl Store {
         Ok(tree)
     }
 
-    /// Adds up to `max_blocks` committed blocks, after the last one indexed, to the accounts'
-    /// histories, in one write. Returns the height the index now reaches (`None`: no block yet)
-    /// and whether it has caught up with the chain. Many blocks per write: their entries are
-    /// sorted together, so each page of the index is written once per batch.
-    pub fn index_accounts(&self, max_blocks: u64) -> Result<(Option<u64>, bool)> {
+    /// Adds committed blocks, after the last one indexed, to the accounts' histories in one
+    /// write: whole blocks until they make `max_entries` entries (at least one block, however
+    /// many entries it makes), so that the write holds the store's one writer briefly. Returns
+    /// the height the index now reaches (`None`: no block yet) and whether it has caught up with
+    /// the chain. Many blocks per write: their entries are sorted together, so each page of the
+    /// index is written once per batch.
+    pub fn index_accounts(&self, max_entries: usize) -> Result<(Option<u64>, bool)> {
         let txn = self.db.begin_write()?;
         let (reached, done) = {
             let mut meta = txn.open_table(META)?;
@@ -264,13 +266,17 @@ impl Store {
             if from > latest {
                 return Ok((indexed, true));
             }
-            let to = latest.min(from.saturating_add(max_blocks.max(1) - 1));
             let blocks = txn.open_table(BLOCKS)?;
             let mut entries = Vec::new();
-            for item in blocks.range(from..=to)? {
-                let (_, v) = item?;
+            let mut to = from;
+            for item in blocks.range(from..=latest)? {
+                let (h, v) = item?;
                 let block: Block = decode("blocks", v.value())?;
                 entries.extend(account_entries(&block));
+                to = h.value();
+                if entries.len() >= max_entries {
+                    break;
+                }
             }
             entries.sort_unstable_by_key(|(k, _)| *k);
             let mut index = txn.open_table(ACCOUNT_TXS)?;
@@ -781,9 +787,11 @@ mod tests {
             store.snapshot().unwrap().accounts_indexed_to().unwrap(),
             None
         );
-        assert_eq!(store.index_accounts(2).unwrap(), (Some(1), false));
-        assert_eq!(store.index_accounts(2).unwrap(), (Some(2), true));
-        assert_eq!(store.index_accounts(2).unwrap(), (Some(2), true));
+        // Block 0 has no entries and block 1 four: a cap of 3 stops after block 1.
+        assert_eq!(store.index_accounts(3).unwrap(), (Some(1), false));
+        // A block is never split, whatever the cap.
+        assert_eq!(store.index_accounts(1).unwrap(), (Some(2), true));
+        assert_eq!(store.index_accounts(1).unwrap(), (Some(2), true));
         let u0 = Keypair::from_seed_label("u0").address();
         let history = |store: &Store, who: &Address, before, limit| {
             store

@@ -1,7 +1,7 @@
 //! The explorer: the chain's head with blocks arriving live, a block, a transaction with its
 //! receipt and events, an account with its proof, and the search box.
 
-use crate::render::{PageError, PageResult, page, v};
+use crate::render::{PageError, PageResult, blocking, page, v};
 use crate::{Web, charts};
 use agora_api::views;
 use agora_node_api::{TxEntry, TxStatus};
@@ -40,137 +40,179 @@ fn tx_row(e: &TxEntry) -> TxRow {
     }
 }
 
-/// Fees paid and jobs settled in each of the blocks at `heights`.
-fn activity(snap: &agora_store::Snapshot, heights: &[u64]) -> Result<Vec<(u128, u64)>, PageError> {
-    heights
-        .iter()
-        .map(|&h| {
-            let fees = snap
-                .results(h)?
-                .map_or(0, |r| r.receipts.iter().map(|r| r.fee_paid).sum::<u128>());
-            let jobs = snap.block(h)?.map_or(0, |b| {
-                b.txs
-                    .iter()
-                    .flat_map(|t| &t.tx.messages)
-                    .map(|m| match m {
-                        agora_types::Message::SettleJobs { jobs } => jobs.len() as u64,
-                        _ => 0,
-                    })
-                    .sum()
-            });
-            Ok((fees, jobs))
-        })
-        .collect()
+/// What the explorer's head shows of a block: its summary, the fees paid and the jobs settled
+/// in it. Blocks never change, so each is read once and kept (see [`crate::Summaries`]).
+#[derive(Clone, Debug)]
+pub(crate) struct Summary {
+    block: agora_node_api::BlockEvent,
+    fees: u128,
+    jobs: u64,
+}
+
+/// The latest `n` blocks' summaries, newest first: only blocks not seen before are read.
+fn summaries(web: &Web, snap: &agora_store::Snapshot, n: usize) -> Result<Vec<Summary>, PageError> {
+    let Some(latest) = snap.height()? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::with_capacity(n);
+    for h in (0..=latest).rev().take(n) {
+        if let Some(s) = web.summaries.lock().get(&h) {
+            out.push(s.clone());
+            continue;
+        }
+        let Some(block) = snap.block(h)? else {
+            continue;
+        };
+        let fees = snap
+            .results(h)?
+            .map_or(0, |r| r.receipts.iter().map(|r| r.fee_paid).sum::<u128>());
+        let jobs = block
+            .txs
+            .iter()
+            .flat_map(|t| &t.tx.messages)
+            .map(|m| match m {
+                agora_types::Message::SettleJobs { jobs } => jobs.len() as u64,
+                _ => 0,
+            })
+            .sum();
+        let summary = Summary {
+            block: views::block_summary(&block),
+            fees,
+            jobs,
+        };
+        let mut cache = web.summaries.lock();
+        cache.insert(h, summary.clone());
+        while cache.len() > crate::SUMMARIES_KEPT {
+            cache.pop_first();
+        }
+        out.push(summary);
+    }
+    Ok(out)
 }
 
 pub(crate) async fn home(State(web): State<Web>) -> PageResult {
-    let snap = web.node.snapshot()?;
-    let status = views::status(&web.node)?;
-    let recent = views::recent_blocks(&snap, CHART_BLOCKS)?;
-    let oldest_first: Vec<_> = recent.iter().rev().collect();
-    let heights: Vec<u64> = oldest_first.iter().map(|b| b.height).collect();
-    let activity = activity(&snap, &heights)?;
-    let fees = charts::bars(
-        "Fees per block",
-        "nAGR",
-        &heights
-            .iter()
-            .zip(&activity)
-            .map(|(h, (f, _))| (h.to_string(), u64::try_from(*f).unwrap_or(u64::MAX)))
-            .collect::<Vec<_>>(),
-    );
-    let jobs = charts::bars(
-        "Jobs settled per block",
-        "jobs",
-        &heights
-            .iter()
-            .zip(&activity)
-            .map(|(h, (_, j))| (h.to_string(), *j))
-            .collect::<Vec<_>>(),
-    );
-    let txs = charts::bars(
-        "Transactions per block",
-        "transactions",
-        &oldest_first
-            .iter()
-            .map(|b| (b.height.to_string(), b.txs as u64))
-            .collect::<Vec<_>>(),
-    );
-    let intervals = charts::bars(
-        "Milliseconds between blocks",
-        "ms",
-        &oldest_first
-            .windows(2)
-            .map(|w| {
-                (
-                    w[1].height.to_string(),
-                    w[1].time_ms.saturating_sub(w[0].time_ms),
-                )
-            })
-            .collect::<Vec<_>>(),
-    );
-    // Blocks per minute over the charted span.
-    let per_minute = match (oldest_first.first(), oldest_first.last()) {
-        (Some(a), Some(b)) if b.time_ms > a.time_ms => {
-            Some((b.height - a.height) * 60_000 / (b.time_ms - a.time_ms))
-        }
-        _ => None,
-    };
-    let validators = views::validators(&snap)?;
-    page(
-        &web,
-        "home.html",
-        "explorer",
-        "Explorer",
-        context! {
-            status => v(&status),
-            blocks => v(&&recent[..recent.len().min(TABLE_BLOCKS)]),
-            chart_txs => txs,
-            chart_intervals => intervals,
-            chart_fees => fees,
-            chart_jobs => jobs,
-            per_minute,
-            validators => v(&validators),
-            demo => web.links.demo.as_ref().map(|d| d.address().to_string()),
-        },
-    )
+    blocking(move || {
+        let snap = web.node.snapshot()?;
+        let status = views::status(&web.node)?;
+        let recent = summaries(&web, &snap, CHART_BLOCKS)?;
+        let oldest_first: Vec<&Summary> = recent.iter().rev().collect();
+        let fees = charts::bars(
+            "Fees per block",
+            "nAGR",
+            &oldest_first
+                .iter()
+                .map(|s| {
+                    (
+                        s.block.height.to_string(),
+                        u64::try_from(s.fees).unwrap_or(u64::MAX),
+                    )
+                })
+                .collect::<Vec<_>>(),
+        );
+        let jobs = charts::bars(
+            "Jobs settled per block",
+            "jobs",
+            &oldest_first
+                .iter()
+                .map(|s| (s.block.height.to_string(), s.jobs))
+                .collect::<Vec<_>>(),
+        );
+        let txs = charts::bars(
+            "Transactions per block",
+            "transactions",
+            &oldest_first
+                .iter()
+                .map(|s| (s.block.height.to_string(), s.block.txs as u64))
+                .collect::<Vec<_>>(),
+        );
+        let intervals = charts::bars(
+            "Milliseconds between blocks",
+            "ms",
+            &oldest_first
+                .windows(2)
+                .map(|w| {
+                    (
+                        w[1].block.height.to_string(),
+                        w[1].block.time_ms.saturating_sub(w[0].block.time_ms),
+                    )
+                })
+                .collect::<Vec<_>>(),
+        );
+        // Blocks per minute over the charted span.
+        let per_minute = match (oldest_first.first(), oldest_first.last()) {
+            (Some(a), Some(b)) if b.block.time_ms > a.block.time_ms => Some(
+                (b.block.height - a.block.height) * 60_000 / (b.block.time_ms - a.block.time_ms),
+            ),
+            _ => None,
+        };
+        let validators = views::validators(&snap)?;
+        page(
+            &web,
+            "home.html",
+            "explorer",
+            "Explorer",
+            context! {
+                status => v(&status),
+                blocks => v(&recent
+                    .iter()
+                    .take(TABLE_BLOCKS)
+                    .map(|s| &s.block)
+                    .collect::<Vec<_>>()),
+                chart_txs => txs,
+                chart_intervals => intervals,
+                chart_fees => fees,
+                chart_jobs => jobs,
+                per_minute,
+                validators => v(&validators),
+                demo => web.links.demo.as_ref().map(|d| d.address().to_string()),
+            },
+        )
+    })
+    .await
 }
 
 pub(crate) async fn block(State(web): State<Web>, Path(id): Path<String>) -> PageResult {
-    let block = views::block(&web.node.snapshot()?, &id)?;
-    let rows: Vec<TxRow> = block.txs.iter().map(tx_row).collect();
-    let title = format!("Block {}", block.header.height);
-    page(
-        &web,
-        "block.html",
-        "explorer",
-        &title,
-        context! { block => v(&block), rows => v(&rows) },
-    )
+    blocking(move || {
+        let block = views::block(&web.node.snapshot()?, &id)?;
+        let rows: Vec<TxRow> = block.txs.iter().map(tx_row).collect();
+        let title = format!("Block {}", block.header.height);
+        page(
+            &web,
+            "block.html",
+            "explorer",
+            &title,
+            context! { block => v(&block), rows => v(&rows) },
+        )
+    })
+    .await
 }
 
 pub(crate) async fn tx(State(web): State<Web>, Path(hash): Path<String>) -> PageResult {
-    let tx = views::tx(&web.node, &views::parse_hash(&hash)?)?;
-    let sender = tx.entry.tx.tx.sender_address();
-    let messages = serde_json::to_string_pretty(&tx.entry.tx.tx.messages).map_err(|e| {
-        PageError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "This page failed",
-            e.to_string(),
+    blocking(move || {
+        let tx = views::tx(&web.node, &views::parse_hash(&hash)?)?;
+        let sender = tx.entry.tx.tx.sender_address();
+        let messages = serde_json::to_string_pretty(&tx.entry.tx.tx.messages).map_err(|e| {
+            PageError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "This page failed",
+                e.to_string(),
+            )
+        })?;
+        let pending = tx.status == TxStatus::Pending;
+        let kind = views::tx_kind(&tx.entry.tx.tx.messages);
+        page(
+            &web,
+            "tx.html",
+            "explorer",
+            "Transaction",
+            context! { tx => v(&tx), sender => sender.to_string(), messages, pending, kind },
         )
-    })?;
-    let pending = tx.status == TxStatus::Pending;
-    let kind = views::tx_kind(&tx.entry.tx.tx.messages);
-    page(
-        &web,
-        "tx.html",
-        "explorer",
-        "Transaction",
-        context! { tx => v(&tx), sender => sender.to_string(), messages, pending, kind },
-    )
+    })
+    .await
 }
 
 pub(crate) async fn account(State(web): State<Web>, Path(address): Path<String>) -> PageResult {
+    blocking(move || {
     let address = views::parse_address(&address)?;
     let account = views::account(&web.node, &address, true)?;
     let proof_json = serde_json::to_string_pretty(&account.proof).map_err(|e| {
@@ -195,6 +237,8 @@ pub(crate) async fn account(State(web): State<Web>, Path(address): Path<String>)
         "Account",
         context! { account => v(&account), proof_json, escrow => v(&escrow), provider, verifier, history => v(&history) },
     )
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -208,34 +252,37 @@ pub(crate) async fn search(
     State(web): State<Web>,
     Query(SearchQuery { q }): Query<SearchQuery>,
 ) -> Result<axum::response::Response, PageError> {
-    let q = q.trim();
-    if q.is_empty() {
-        return Ok(Redirect::to("/").into_response());
-    }
-    if let Ok(height) = q.parse::<u64>() {
-        return Ok(Redirect::to(&format!("/blocks/{height}")).into_response());
-    }
-    if let Ok(address) = q.parse::<Address>() {
-        return Ok(Redirect::to(&format!("/accounts/{address}")).into_response());
-    }
-    if let Ok(hash) = q.parse::<Hash>() {
-        let snap = web.node.snapshot()?;
-        if snap.tx_location(&hash)?.is_some() || web.node.pending(&hash).is_some() {
-            return Ok(Redirect::to(&format!("/txs/{hash}")).into_response());
+    blocking(move || {
+        let q = q.trim();
+        if q.is_empty() {
+            return Ok(Redirect::to("/").into_response());
         }
-        if snap.block_height(&hash)?.is_some() {
-            return Ok(Redirect::to(&format!("/blocks/{hash}")).into_response());
+        if let Ok(height) = q.parse::<u64>() {
+            return Ok(Redirect::to(&format!("/blocks/{height}")).into_response());
         }
-        if views::job(&snap, &hash)?.is_some() {
-            return Ok(Redirect::to(&format!("/market/jobs/{hash}")).into_response());
+        if let Ok(address) = q.parse::<Address>() {
+            return Ok(Redirect::to(&format!("/accounts/{address}")).into_response());
         }
-        return Err(PageError::not_found(format!(
-            "no block, transaction or job has the hash {hash}"
-        )));
-    }
-    Err(PageError::new(
-        StatusCode::BAD_REQUEST,
-        "Not understood",
-        format!("{q:?} is not a height, a hash (64 hex digits) or an address"),
-    ))
+        if let Ok(hash) = q.parse::<Hash>() {
+            let snap = web.node.snapshot()?;
+            if snap.tx_location(&hash)?.is_some() || web.node.pending(&hash).is_some() {
+                return Ok(Redirect::to(&format!("/txs/{hash}")).into_response());
+            }
+            if snap.block_height(&hash)?.is_some() {
+                return Ok(Redirect::to(&format!("/blocks/{hash}")).into_response());
+            }
+            if views::job(&snap, &hash)?.is_some() {
+                return Ok(Redirect::to(&format!("/market/jobs/{hash}")).into_response());
+            }
+            return Err(PageError::not_found(format!(
+                "no block, transaction or job has the hash {hash}"
+            )));
+        }
+        Err(PageError::new(
+            StatusCode::BAD_REQUEST,
+            "Not understood",
+            format!("{q:?} is not a height, a hash (64 hex digits) or an address"),
+        ))
+    })
+    .await
 }

@@ -71,10 +71,18 @@ pub const NAV: &[NavItem] = &[
     },
 ];
 
+/// Block summaries the explorer's head keeps (blocks never change): a few pages' worth.
+pub(crate) const SUMMARIES_KEPT: usize = 256;
+
+/// Summaries of blocks already read, by height.
+pub(crate) type Summaries =
+    Arc<parking_lot::Mutex<std::collections::BTreeMap<u64, explorer::Summary>>>;
+
 #[derive(Clone)]
 pub(crate) struct Web {
     pub(crate) node: Arc<Node>,
     pub(crate) links: Links,
+    pub(crate) summaries: Summaries,
 }
 
 /// The web app's routes over a node: merge them into the node's API router.
@@ -100,5 +108,9 @@ pub fn router_with(node: Arc<Node>, links: Links) -> Router {
         .route("/audit", get(playground::audit))
         .route("/assets/{name}", get(render::asset))
         .route("/devnet/transfer", axum::routing::post(devnet::transfer))
-        .with_state(Web { node, links })
+        .with_state(Web {
+            node,
+            links,
+            summaries: Summaries::default(),
+        })
 }

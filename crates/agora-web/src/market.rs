@@ -2,9 +2,8 @@
 //! receipt, fee state and verification, and the verifiers.
 
 use crate::Web;
-use crate::render::{PageError, PageResult, page, v};
+use crate::render::{PageError, PageResult, blocking, page, v};
 use agora_api::views;
-use agora_state::JobRecord;
 use agora_store::Snapshot;
 use agora_types::{Address, Hash};
 use axum::extract::{Path, State};
@@ -12,10 +11,10 @@ use minijinja::context;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// Jobs read when listing one provider's (its newest first); past this many a page says so.
-const JOB_SCAN_LIMIT: usize = 20_000;
 /// Jobs a provider's page lists.
 const PROVIDER_JOBS: usize = 50;
+/// Transactions of a provider's history read to find them.
+const HISTORY_SCAN: usize = 200;
 
 /// Model names by id, for showing a name where the chain stores a hash.
 fn model_names(snap: &Snapshot) -> Result<BTreeMap<String, String>, PageError> {
@@ -27,6 +26,7 @@ fn model_names(snap: &Snapshot) -> Result<BTreeMap<String, String>, PageError> {
 }
 
 pub(crate) async fn providers(State(web): State<Web>) -> PageResult {
+    blocking(move || {
     let snap = web.node.snapshot()?;
     let providers = views::providers(&snap)?.providers;
     let models = views::models(&snap)?.models;
@@ -61,6 +61,8 @@ pub(crate) async fn providers(State(web): State<Web>) -> PageResult {
         "Market",
         context! { providers => v(&providers), models => v(&models), names, jobs_chart, price_chart },
     )
+    })
+    .await
 }
 
 #[derive(Serialize)]
@@ -75,136 +77,164 @@ struct JobRow {
     state: &'static str,
 }
 
-/// The newest jobs `provider` settled (of the first [`JOB_SCAN_LIMIT`] the chain holds), and
-/// whether the scan stopped at the limit.
+/// The newest jobs `provider` settled, found through its own history (its settlement
+/// transactions, newest first): at most [`PROVIDER_JOBS`] jobs, reading at most
+/// [`HISTORY_SCAN`] of its transactions; and whether older ones may exist unread.
 fn provider_jobs(snap: &Snapshot, provider: &Address) -> Result<(Vec<JobRow>, bool), PageError> {
-    let all = snap.scan_prefix(b"job/", JOB_SCAN_LIMIT)?;
-    let truncated = all.len() == JOB_SCAN_LIMIT;
+    let history = snap.account_txs(provider, None, HISTORY_SCAN)?;
     let mut rows = Vec::new();
-    for (k, v) in all {
-        let Ok(job) = borsh::from_slice::<JobRecord>(&v) else {
+    let mut block: Option<agora_types::Block> = None;
+    for t in &history {
+        if block.as_ref().is_none_or(|b| b.header.height != t.height) {
+            block = snap.block(t.height)?;
+        }
+        let Some(tx) = block.as_ref().and_then(|b| b.txs.get(t.index as usize)) else {
             continue;
         };
-        if job.provider != *provider {
+        if tx.tx.sender_address() != *provider {
             continue;
         }
-        let id = k
-            .get(4..)
-            .and_then(|s| <[u8; 32]>::try_from(s).ok())
-            .map(Hash)
-            .unwrap_or(Hash::ZERO);
-        rows.push(JobRow {
-            id,
-            client: job.client,
-            model: job.model,
-            input_tokens: job.input_tokens,
-            output_tokens: job.output_tokens,
-            fee: job.fee.to_string(),
-            settled_height: job.settled_height,
-            state: job.fee_state.name(),
-        });
+        for m in &tx.tx.messages {
+            let agora_types::Message::SettleJobs { jobs } = m else {
+                continue;
+            };
+            // Newest first within a settlement too.
+            for settled in jobs.iter().rev() {
+                let id = settled.request.request.id();
+                let Some(job) = views::job(snap, &id)? else {
+                    continue;
+                };
+                if job.job.provider != *provider {
+                    continue;
+                }
+                rows.push(JobRow {
+                    id,
+                    client: job.job.client,
+                    model: job.job.model,
+                    input_tokens: job.job.input_tokens,
+                    output_tokens: job.job.output_tokens,
+                    fee: job.job.fee.to_string(),
+                    settled_height: job.job.settled_height,
+                    state: job.job.fee_state.name(),
+                });
+                if rows.len() == PROVIDER_JOBS {
+                    return Ok((rows, true));
+                }
+            }
+        }
     }
-    rows.sort_by(|a, b| {
-        b.settled_height
-            .cmp(&a.settled_height)
-            .then(a.id.0.cmp(&b.id.0))
-    });
-    rows.truncate(PROVIDER_JOBS);
-    Ok((rows, truncated))
+    Ok((rows, history.len() == HISTORY_SCAN))
 }
 
 pub(crate) async fn provider(State(web): State<Web>, Path(address): Path<String>) -> PageResult {
-    let address = views::parse_address(&address)?;
-    let snap = web.node.snapshot()?;
-    let provider = views::provider(&snap, &address)?
-        .ok_or_else(|| PageError::not_found(format!("{address} is not a registered provider")))?
-        .provider;
-    let (jobs, truncated) = provider_jobs(&snap, &address)?;
-    let names = model_names(&snap)?;
-    page(
-        &web,
-        "provider.html",
-        "market",
-        "Provider",
-        context! { p => v(&provider), jobs => v(&jobs), truncated, names },
-    )
+    blocking(move || {
+        let address = views::parse_address(&address)?;
+        let snap = web.node.snapshot()?;
+        let provider = views::provider(&snap, &address)?
+            .ok_or_else(|| PageError::not_found(format!("{address} is not a registered provider")))?
+            .provider;
+        let (jobs, truncated) = provider_jobs(&snap, &address)?;
+        let names = model_names(&snap)?;
+        page(
+            &web,
+            "provider.html",
+            "market",
+            "Provider",
+            context! { p => v(&provider), jobs => v(&jobs), truncated, names },
+        )
+    })
+    .await
 }
 
 pub(crate) async fn models(State(web): State<Web>) -> PageResult {
-    let snap = web.node.snapshot()?;
-    let models = views::models(&snap)?.models;
-    let providers = views::providers(&snap)?.providers;
-    // How many providers serve each model.
-    let mut served: BTreeMap<String, usize> = BTreeMap::new();
-    for p in &providers {
-        for m in &p.provider.info.models {
-            *served.entry(m.to_string()).or_default() += 1;
+    blocking(move || {
+        let snap = web.node.snapshot()?;
+        let models = views::models(&snap)?.models;
+        let providers = views::providers(&snap)?.providers;
+        // How many providers serve each model.
+        let mut served: BTreeMap<String, usize> = BTreeMap::new();
+        for p in &providers {
+            for m in &p.provider.info.models {
+                *served.entry(m.to_string()).or_default() += 1;
+            }
         }
-    }
-    page(
-        &web,
-        "models.html",
-        "market",
-        "Models",
-        context! { models => v(&models), served },
-    )
+        page(
+            &web,
+            "models.html",
+            "market",
+            "Models",
+            context! { models => v(&models), served },
+        )
+    })
+    .await
 }
 
 pub(crate) async fn job(State(web): State<Web>, Path(id): Path<String>) -> PageResult {
-    let id = views::parse_hash(&id)?;
-    let snap = web.node.snapshot()?;
-    let job = views::job(&snap, &id)?.ok_or_else(|| {
-        PageError::not_found(format!(
-            "no settled job {id}: a job appears once its provider settles it on chain"
-        ))
-    })?;
-    let names = model_names(&snap)?;
-    page(
-        &web,
-        "job.html",
-        "market",
-        "Job",
-        context! { j => v(&job), names },
-    )
+    blocking(move || {
+        let id = views::parse_hash(&id)?;
+        let snap = web.node.snapshot()?;
+        let job = views::job(&snap, &id)?.ok_or_else(|| {
+            PageError::not_found(format!(
+                "no settled job {id}: a job appears once its provider settles it on chain"
+            ))
+        })?;
+        let names = model_names(&snap)?;
+        page(
+            &web,
+            "job.html",
+            "market",
+            "Job",
+            context! { j => v(&job), names },
+        )
+    })
+    .await
 }
 
 pub(crate) async fn verifiers(State(web): State<Web>) -> PageResult {
-    let snap = web.node.snapshot()?;
-    let verifiers = views::verifiers(&snap)?.verifiers;
-    page(
-        &web,
-        "verifiers.html",
-        "verifiers",
-        "Verifiers",
-        context! { verifiers => v(&verifiers) },
-    )
+    blocking(move || {
+        let snap = web.node.snapshot()?;
+        let verifiers = views::verifiers(&snap)?.verifiers;
+        page(
+            &web,
+            "verifiers.html",
+            "verifiers",
+            "Verifiers",
+            context! { verifiers => v(&verifiers) },
+        )
+    })
+    .await
 }
 
 pub(crate) async fn verifier(State(web): State<Web>, Path(address): Path<String>) -> PageResult {
-    let address = views::parse_address(&address)?;
-    let snap = web.node.snapshot()?;
-    let verifier = views::verifiers(&snap)?
-        .verifiers
-        .into_iter()
-        .find(|v| v.address == address)
-        .ok_or_else(|| PageError::not_found(format!("{address} is not a registered verifier")))?;
-    let open = views::open_checks(&snap, &address)?.checks;
-    // Its seat in each open check.
-    let seats: Vec<_> = open
-        .iter()
-        .filter_map(|c| {
-            c.seats
-                .iter()
-                .find(|s| s.verifier == address)
-                .map(|s| (c.job_id, s.clone(), c.dispute))
-        })
-        .collect();
-    let names = model_names(&snap)?;
-    page(
-        &web,
-        "verifier.html",
-        "verifiers",
-        "Verifier",
-        context! { vr => v(&verifier), seats => v(&seats), names },
-    )
+    blocking(move || {
+        let address = views::parse_address(&address)?;
+        let snap = web.node.snapshot()?;
+        let verifier = views::verifiers(&snap)?
+            .verifiers
+            .into_iter()
+            .find(|v| v.address == address)
+            .ok_or_else(|| {
+                PageError::not_found(format!("{address} is not a registered verifier"))
+            })?;
+        let open = views::open_checks(&snap, &address)?.checks;
+        // Its seat in each open check.
+        let seats: Vec<_> = open
+            .iter()
+            .filter_map(|c| {
+                c.seats
+                    .iter()
+                    .find(|s| s.verifier == address)
+                    .map(|s| (c.job_id, s.clone(), c.dispute))
+            })
+            .collect();
+        let names = model_names(&snap)?;
+        page(
+            &web,
+            "verifier.html",
+            "verifiers",
+            "Verifier",
+            context! { vr => v(&verifier), seats => v(&seats), names },
+        )
+    })
+    .await
 }

@@ -170,6 +170,18 @@ impl IntoResponse for PageError {
 
 pub(crate) type PageResult = Result<Response, PageError>;
 
+/// Runs a page's reads and rendering on a thread for blocking work, off the async threads the
+/// node's API and consensus share: a page reads the store, and a chain's blocks can be large.
+pub(crate) async fn blocking(f: impl FnOnce() -> PageResult + Send + 'static) -> PageResult {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(PageError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "This page failed",
+            format!("the page could not be built: {e}"),
+        ))
+    })
+}
+
 /// Any serializable value, for a template (as the JSON API would show it).
 pub(crate) fn v<T: serde::Serialize>(value: &T) -> Value {
     Value::from(Serde(value))

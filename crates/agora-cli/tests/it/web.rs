@@ -136,8 +136,12 @@ fn the_web_app_in_a_real_browser() {
     let settled = wait_settled(&api, &id);
     let provider = settled["job"]["provider"].as_str().unwrap().to_string();
     let client = settled["job"]["client"].as_str().unwrap().to_string();
-    b.goto(&format!("{api}/market/providers/{provider}"));
-    let jobs = b.text("table[data-provider-jobs]");
+    // The provider's page finds its jobs through its history, indexed moments after the block.
+    let jobs = b.wait("the job on its provider's page", || {
+        b.goto(&format!("{api}/market/providers/{provider}"));
+        b.find("table[data-provider-jobs]")
+            .map(|_| b.text("table[data-provider-jobs]"))
+    });
     assert!(
         jobs.contains(&id[..16]),
         "the job just run is listed: {jobs}"
