@@ -1,3 +1,4 @@
+use crate::indexer::Indexer;
 use crate::{BlockError, Error, Mempool, MempoolConfig, Metrics, Result, mempool::SenderState};
 use agora_state::{
     Account, BlockContext, CheckError, Executor, Genesis, Params, StateRead, TxError, account_key,
@@ -76,52 +77,8 @@ pub struct Node {
     events: broadcast::Sender<Arc<CommittedBlock>>,
     admitted: broadcast::Sender<Arc<Vec<Vec<u8>>>>,
     metrics: Metrics,
-    /// Wakes the account indexer after each commit; dropped (with the node) to stop it.
-    index_wake: Option<std::sync::mpsc::SyncSender<()>>,
-    indexer: Option<std::thread::JoinHandle<()>>,
-}
-
-/// Entries the account indexer writes at most per write (whole blocks; one block may make more):
-/// enough to amortize the index's pages, few enough that a commit never waits long for the
-/// store's one writer (a few tens of milliseconds here).
-const INDEX_BATCH: usize = 50_000;
-
-/// Keeps the accounts' histories ([`Store::index_accounts`]) up with the chain, on a thread of
-/// its own so that committing a block never waits for them: woken after each commit (wakes
-/// that arrive while it works fold into one), it indexes what is new in batches. Stops when
-/// `wake`'s sender is dropped.
-fn run_indexer(store: Arc<Store>, wake: std::sync::mpsc::Receiver<()>) {
-    loop {
-        loop {
-            match store.index_accounts(INDEX_BATCH) {
-                Ok((_, true)) => break,
-                Ok((_, false)) => {
-                    // Catching up (a store from before the index, or a burst): stop if asked.
-                    if let Err(std::sync::mpsc::TryRecvError::Disconnected) = wake.try_recv() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    warn!(error = %e, "indexing accounts' histories failed; retrying after the next block");
-                    break;
-                }
-            }
-        }
-        if wake.recv().is_err() {
-            return;
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        // Stop the indexer and wait for it: it shares the store, whose file must be closed
-        // when the node is (a node reopened at once in the same process would find it open).
-        drop(self.index_wake.take());
-        if let Some(indexer) = self.indexer.take() {
-            let _ = indexer.join();
-        }
-    }
+    /// Keeps the accounts' histories up with the chain, off the commit's path.
+    indexer: Indexer,
 }
 
 impl Node {
@@ -151,20 +108,9 @@ impl Node {
         let (events, _) = broadcast::channel(256);
         let (admitted, _) = broadcast::channel(1024);
         let store = Arc::new(store);
-        let (index_wake, wake) = std::sync::mpsc::sync_channel(1);
-        let indexer = {
-            let store = store.clone();
-            std::thread::Builder::new()
-                .name("account-index".into())
-                .spawn(move || run_indexer(store, wake))
-                .map_err(|source| Error::Thread {
-                    what: "account indexer",
-                    source,
-                })?
-        };
+        let indexer = Indexer::start(store.clone())?;
         Ok(Node {
-            index_wake: Some(index_wake),
-            indexer: Some(indexer),
+            indexer,
             store,
             chain_id: genesis.chain_id.clone(),
             params,
@@ -202,8 +148,7 @@ impl Node {
     /// Brings the accounts' histories up to the latest block now, rather than when the indexer
     /// gets to it (tools and tests that read a history right after a commit).
     pub fn index_accounts_now(&self) -> Result<()> {
-        while !self.store.index_accounts(INDEX_BATCH)?.1 {}
-        Ok(())
+        self.indexer.catch_up()
     }
 
     /// A consistent view of the latest committed block.
@@ -641,10 +586,7 @@ impl Node {
         );
         #[cfg(debug_assertions)]
         self.check_invariants(block.header.height);
-        if let Some(wake) = &self.index_wake {
-            // Full means a wake is already waiting: the indexer will see this block too.
-            let _ = wake.try_send(());
-        }
+        self.indexer.wake();
         Ok(self.after_commit(block, executed, &tx_hashes, &dropped))
     }
 
