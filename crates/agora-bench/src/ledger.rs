@@ -38,6 +38,7 @@ pub(crate) fn ledger(
     n_accounts: usize,
     block_txs: usize,
     sequential: bool,
+    account_index: bool,
 ) -> Result<()> {
     if n_accounts < 2 || block_txs == 0 || n_txs == 0 {
         bail!("need --accounts ≥ 2, --block-txs ≥ 1 and --txs ≥ 1");
@@ -86,6 +87,7 @@ pub(crate) fn ledger(
             capacity: block_txs * 2,
             per_sender: n_txs,
         },
+        account_index,
         ..NodeConfig::default()
     };
     let node = Node::open(
@@ -162,7 +164,10 @@ pub(crate) fn ledger(
         &import_dir.path().join("follower.redb"),
         &genesis,
         Keypair::from_seed_label("bench-follower"),
-        NodeConfig::default(),
+        NodeConfig {
+            account_index,
+            ..NodeConfig::default()
+        },
     )?;
     let snap = node.snapshot()?;
     let chain: Vec<agora_types::Block> = (1..=blocks)
@@ -181,8 +186,13 @@ pub(crate) fn ledger(
         bail!("the follower's state root differs from the producer's");
     }
     println!(
-        "agora bench ledger: {n_txs} signed transfers, {n_accounts} accounts, {blocks} blocks of up to {block_txs}, {} threads",
-        rayon::current_num_threads()
+        "agora bench ledger: {n_txs} signed transfers, {n_accounts} accounts, {blocks} blocks of up to {block_txs}, {} threads, accounts' histories {}",
+        rayon::current_num_threads(),
+        if account_index {
+            "indexed"
+        } else {
+            "not indexed"
+        }
     );
     println!(
         "{:<52} {:>9} {:>10}",

@@ -35,6 +35,10 @@ pub enum BenchCommand {
         /// its own (by default they overlap, as in a running node).
         #[arg(long)]
         sequential: bool,
+        /// Run the nodes without accounts' histories (`agora node --no-account-index`), to see
+        /// the chain's own throughput without the index's share of the cores.
+        #[arg(long)]
+        no_account_index: bool,
     },
     /// Inference: prompt processing and generation speed of the chat model, time to first token,
     /// teacher-forced scoring against generation, embeddings per second, and peak memory.
@@ -133,6 +137,7 @@ pub fn run(cmd: BenchCommand, models: &std::path::Path) -> Result<()> {
             accounts,
             block_txs,
             sequential,
-        } => ledger::ledger(txs, accounts, block_txs, sequential),
+            no_account_index,
+        } => ledger::ledger(txs, accounts, block_txs, sequential, !no_account_index),
     }
 }

@@ -21,6 +21,9 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// Accounts' histories were asked for from a node configured to keep none.
+    #[error("this node keeps no index of accounts' histories (it runs with --no-account-index)")]
+    NoAccountIndex,
     /// The store has no genesis block.
     #[error("the store has no genesis block: initialize the node first")]
     NoGenesis,

@@ -24,6 +24,10 @@ pub struct NodeConfig {
     pub max_block_txs: usize,
     /// Mempool limits.
     pub mempool: MempoolConfig,
+    /// Keep accounts' histories (the explorer's account pages, a provider's jobs, `GET
+    /// /v1/accounts/{a}/txs`), indexed off the commit's path. A validator that serves no pages
+    /// may turn it off and save its cost (like CometBFT's `tx_index = "null"`).
+    pub account_index: bool,
 }
 
 impl Default for NodeConfig {
@@ -32,6 +36,7 @@ impl Default for NodeConfig {
             block_time: Duration::from_millis(500),
             max_block_txs: 20_000,
             mempool: MempoolConfig::default(),
+            account_index: true,
         }
     }
 }
@@ -77,8 +82,9 @@ pub struct Node {
     events: broadcast::Sender<Arc<CommittedBlock>>,
     admitted: broadcast::Sender<Arc<Vec<Vec<u8>>>>,
     metrics: Metrics,
-    /// Keeps the accounts' histories up with the chain, off the commit's path.
-    indexer: Indexer,
+    /// Keeps the accounts' histories up with the chain, off the commit's path (unless turned
+    /// off in the configuration).
+    indexer: Option<Indexer>,
 }
 
 impl Node {
@@ -108,7 +114,10 @@ impl Node {
         let (events, _) = broadcast::channel(256);
         let (admitted, _) = broadcast::channel(1024);
         let store = Arc::new(store);
-        let indexer = Indexer::start(store.clone())?;
+        let indexer = config
+            .account_index
+            .then(|| Indexer::start(store.clone()))
+            .transpose()?;
         Ok(Node {
             indexer,
             store,
@@ -148,7 +157,10 @@ impl Node {
     /// Brings the accounts' histories up to the latest block now, rather than when the indexer
     /// gets to it (tools and tests that read a history right after a commit).
     pub fn index_accounts_now(&self) -> Result<()> {
-        self.indexer.catch_up()
+        match &self.indexer {
+            Some(indexer) => indexer.catch_up(),
+            None => Err(Error::NoAccountIndex),
+        }
     }
 
     /// A consistent view of the latest committed block.
@@ -586,7 +598,9 @@ impl Node {
         );
         #[cfg(debug_assertions)]
         self.check_invariants(block.header.height);
-        self.indexer.wake();
+        if let Some(indexer) = &self.indexer {
+            indexer.wake();
+        }
         Ok(self.after_commit(block, executed, &tx_hashes, &dropped))
     }
 

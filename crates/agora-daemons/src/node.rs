@@ -35,6 +35,11 @@ pub struct NodeArgs {
     /// Seconds between the provider's settlements (see `agora provider --help`).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
     settle_every: u64,
+    /// Keep no index of accounts' histories: the explorer's account histories and a provider's
+    /// jobs stay empty, and a validator that serves no pages saves the index's cost (about a
+    /// sixth of the ledger's throughput on two busy cores).
+    #[arg(long)]
+    no_account_index: bool,
 }
 
 #[derive(Debug, Args)]
@@ -245,7 +250,10 @@ pub fn node(home: PathBuf, args: NodeArgs) -> Result<()> {
         api_addr,
         engine,
         None,
-        None,
+        Serving {
+            demo: None,
+            account_index: !args.no_account_index,
+        },
         |api, node, _| {
             println!("Web app: {api}/");
             println!("API: {api}");
@@ -261,6 +269,14 @@ fn height(node: &Node) -> u64 {
         .unwrap_or(0)
 }
 
+/// What a node serves beyond the chain and its API.
+struct Serving {
+    /// A devnet's demo wallet, which the explorer's page may send transfers from.
+    demo: Option<Keypair>,
+    /// Whether it keeps accounts' histories ([`NodeConfig::account_index`]).
+    account_index: bool,
+}
+
 /// Opens the node, serves the API and runs the dev engine until Ctrl-C or SIGTERM.
 fn run_node(
     home: &Path,
@@ -268,13 +284,18 @@ fn run_node(
     api_addr: SocketAddr,
     engine: Engine,
     market: Option<MarketSetup>,
-    demo: Option<Keypair>,
+    serving: Serving,
     on_ready: impl FnOnce(&str, &Node, Option<&MarketStarted>),
 ) -> Result<()> {
+    let Serving {
+        demo,
+        account_index,
+    } = serving;
     let key = load_or_create_node_key(home)?;
     let db = db_path(home);
     std::fs::create_dir_all(db.parent().expect("has a parent"))?;
     let config = NodeConfig {
+        account_index,
         block_time: match &engine {
             Engine::Dev(t) => *t,
             Engine::Network(_) => NodeConfig::default().block_time,
@@ -499,8 +520,11 @@ pub fn devnet(home: PathBuf, models_dir: PathBuf, args: DevnetArgs) -> Result<()
         args.api_addr,
         Engine::Dev(Duration::from_millis(args.block_time_ms)),
         market,
-        // The explorer's page may send transfers from the demo wallet (a devnet's only).
-        Some(crate::market::demo_key(&home)?),
+        Serving {
+            // The explorer's page may send transfers from the demo wallet (a devnet's only).
+            demo: Some(crate::market::demo_key(&home)?),
+            account_index: true,
+        },
         |api, node, market| {
             println!("Web app: {api}/");
             println!(

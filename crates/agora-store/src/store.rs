@@ -248,7 +248,11 @@ impl Store {
     /// the chain. Many blocks per write: their entries are sorted together, so each page of the
     /// index is written once per batch.
     pub fn index_accounts(&self, max_entries: usize) -> Result<(Option<u64>, bool)> {
-        let txn = self.db.begin_write()?;
+        let mut txn = self.db.begin_write()?;
+        // Not synced on its own: the next block's commit (which is) persists it. A crash before
+        // that loses this write whole (entries and height together), and it is done again.
+        txn.set_durability(redb::Durability::None)
+            .map_err(redb::Error::from)?;
         let (reached, done) = {
             let mut meta = txn.open_table(META)?;
             let indexed = match meta.get(META_ACCOUNT_INDEX)? {
