@@ -1,6 +1,7 @@
 //! On `agora devnet` only: transfers from the demo wallet, sent from the explorer's page. The
-//! route exists only when the devnet hands its demo key to the web app; a node of a real network
-//! has no such key and no such route, so nothing in a page can spend from a wallet without it.
+//! route sends only when the devnet has handed its demo key to the web app; a node of a real
+//! network has no such key (the route answers 404), so nothing in a page can spend from a wallet
+//! without it.
 //!
 //! Who may ask: only this machine. The connection must come from a loopback address (a devnet
 //! whose API listens on every interface does not lend its wallet to the network), and the `Host`
