@@ -39,8 +39,8 @@ pub use backend::{
 pub type HttpChain = agora_node_api::NodeClient;
 pub use envelope::{Envelope, OutputReader, OutputWriter, ProviderSecret, open, seal};
 pub use gateway::{
-    COOLDOWN_FIRST, COOLDOWN_MAX, Completed, Gateway, LATENCY_CLASS_MS, ProviderListing,
-    SLOW_DIVISOR, public_endpoint,
+    COOLDOWN_FIRST, COOLDOWN_MAX, Completed, Gateway, LATENCY_CLASS_MS, LATENCY_SAMPLES,
+    ProviderListing, ProviderStats, SLOW_DIVISOR, public_endpoint,
 };
 pub use input::{ChatMessage, JobInput, JobOutput, MAX_INPUT_BYTES, SourceFile};
 pub use openai::{OpenAiState, openai_router};

@@ -71,6 +71,7 @@ pub fn openai_router(state: OpenAiState) -> Router {
         .route("/v1/completions", post(completions))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/verify/{job_id}", get(verify))
+        .route("/v1/providers/stats", get(provider_stats))
         .route("/v1/audits", post(crate::audits::audit))
         .with_state(state)
 }
@@ -217,6 +218,11 @@ async fn models(State(st): State<OpenAiState>) -> Response {
         Ok(Err(e)) => from_error(&e),
         Err(e) => internal(&e),
     }
+}
+
+/// What this gateway has measured of each provider (no key: how providers perform is public).
+async fn provider_stats(State(st): State<OpenAiState>) -> Response {
+    Json(json!({ "object": "list", "data": st.gateway.provider_stats() })).into_response()
 }
 
 async fn verify(State(st): State<OpenAiState>, Path(job_id): Path<String>) -> Response {

@@ -5,11 +5,13 @@ use std::fmt::Write as _;
 
 const WIDTH: u64 = 600;
 const HEIGHT: u64 = 120;
+const MIN_SLOTS: usize = 30;
 
 /// A bar chart of `(label, value)` in order, as an inline SVG element (escaped text).
 pub(crate) fn bars(title: &str, unit: &str, data: &[(String, u64)]) -> String {
     let max = data.iter().map(|(_, v)| *v).max().unwrap_or(0).max(1);
-    let n = data.len().max(1) as u64;
+    // At least this many slots, so that a few values make narrow bars, not a block.
+    let n = data.len().max(MIN_SLOTS) as u64;
     let step = WIDTH / n;
     let bar = step.saturating_sub(1).max(1);
     let mut svg = String::new();

@@ -126,6 +126,61 @@ fn provider_jobs(snap: &Snapshot, provider: &Address) -> Result<(Vec<JobRow>, bo
     Ok((rows, history.len() == HISTORY_SCAN))
 }
 
+/// What the gateway reports of a provider and model (`GET /v1/providers/stats` on the gateway).
+#[derive(serde::Deserialize)]
+struct GatewayStats {
+    provider: Address,
+    model: Hash,
+    latency_ms: Option<u64>,
+    recent_ms: Vec<u32>,
+}
+
+#[derive(serde::Deserialize)]
+struct GatewayStatsList {
+    data: Vec<GatewayStats>,
+}
+
+/// The gateway's latency charts of `provider`, one per model, or why there are none. Latency is
+/// not on chain: the gateway this node knows measures it as it routes jobs.
+fn latency_charts(
+    web: &Web,
+    provider: &Address,
+    names: &BTreeMap<String, String>,
+) -> Result<Vec<(String, Option<u64>, String)>, String> {
+    let Some(gateway) = web.links.gateway.get() else {
+        return Err("no gateway is known to this node".into());
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(1)))
+        .build()
+        .into();
+    let list: GatewayStatsList = agent
+        .get(&format!("{gateway}/v1/providers/stats"))
+        .call()
+        .and_then(|mut r| r.body_mut().read_json())
+        .map_err(|e| format!("the gateway did not answer: {e}"))?;
+    Ok(list
+        .data
+        .into_iter()
+        .filter(|s| s.provider == *provider && !s.recent_ms.is_empty())
+        .map(|s| {
+            let name = names
+                .get(&s.model.to_string())
+                .cloned()
+                .unwrap_or_else(|| s.model.to_string());
+            let points: Vec<(String, u64)> = s
+                .recent_ms
+                .iter()
+                .enumerate()
+                .map(|(i, ms)| ((i + 1).to_string(), u64::from(*ms)))
+                .collect();
+            let chart =
+                crate::charts::bars(&format!("Time to first output, {name}"), "ms", &points);
+            (name, s.latency_ms, chart)
+        })
+        .collect())
+}
+
 pub(crate) async fn provider(State(web): State<Web>, Path(address): Path<String>) -> PageResult {
     blocking(move || {
         let address = views::parse_address(&address)?;
@@ -135,12 +190,19 @@ pub(crate) async fn provider(State(web): State<Web>, Path(address): Path<String>
             .provider;
         let (jobs, truncated) = provider_jobs(&snap, &address)?;
         let names = model_names(&snap)?;
+        let (latency, latency_note) = match latency_charts(&web, &address, &names) {
+            Ok(charts) => (charts, None),
+            Err(why) => (Vec::new(), Some(why)),
+        };
         page(
             &web,
             "provider.html",
             "market",
             "Provider",
-            context! { p => v(&provider), jobs => v(&jobs), truncated, names },
+            context! {
+                p => v(&provider), jobs => v(&jobs), truncated, names,
+                latency => v(&latency), latency_note,
+            },
         )
     })
     .await

@@ -246,6 +246,10 @@ fn market_pages_list_models_providers_and_verifiers() {
     );
     let provider = page(&t, &format!("/market/providers/{alice}"));
     assert!(provider.contains("127.0.0.1:1</dd>"), "{provider}");
+    assert!(
+        provider.contains("No latency measurements: no gateway is known to this node."),
+        "{provider}"
+    );
     assert!(provider.contains("No job settled yet."), "{provider}");
     let models = page(&t, "/market/models");
     assert!(

@@ -147,6 +147,15 @@ fn the_web_app_in_a_real_browser() {
         "the job just run is listed: {jobs}"
     );
     assert_ne!(b.text("[data-jobs-settled]"), "0");
+    // Latency is the gateway's measure: the provider's page draws what it reports.
+    let bars = b.run(
+        "return document.querySelectorAll('[data-latency] svg rect').length;",
+        json!([]),
+    );
+    assert!(
+        bars.as_u64().unwrap() >= 1,
+        "a latency chart with the job's bar"
+    );
     b.screenshot(&shots, "provider");
     b.click(&format!("a[href='/market/jobs/{id}']"));
     let state = b.text("[data-fee-state]");

@@ -49,6 +49,10 @@ pub const COOLDOWN_FIRST: Duration = Duration::from_secs(5);
 /// The longest it stays behind, after failures in a row.
 pub const COOLDOWN_MAX: Duration = Duration::from_secs(300);
 
+/// Latency samples a gateway keeps per provider and model, for people to look at (routing reads
+/// only the smoothed value).
+pub const LATENCY_SAMPLES: usize = 32;
+
 /// What this gateway has seen of one provider.
 #[derive(Clone, Copy, Debug, Default)]
 struct Seen {
@@ -58,6 +62,25 @@ struct Seen {
     failures: u32,
     /// Put behind the others until then.
     cool_until: Option<Instant>,
+    /// The latest times to first output (ms), a ring of [`LATENCY_SAMPLES`].
+    samples: [u32; LATENCY_SAMPLES],
+    /// Samples taken in all (the ring's next slot is this modulo its size).
+    taken: u64,
+}
+
+/// What a gateway has measured of a provider serving a model (`GET /v1/providers/stats`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProviderStats {
+    pub provider: Address,
+    pub model: Hash,
+    /// Smoothed time to the first output, ms.
+    pub latency_ms: Option<u64>,
+    /// The latest times to first output, ms, oldest first (at most [`LATENCY_SAMPLES`]).
+    pub recent_ms: Vec<u32>,
+    /// Jobs answered in all.
+    pub answered: u64,
+    /// Failures in a row now.
+    pub failures: u32,
 }
 
 /// A provider as the chain lists it ([`agora_node_api::ProviderEntry`]).
@@ -285,10 +308,34 @@ impl Gateway {
             .latency_ms
     }
 
+    /// What this gateway has measured of each provider and model, in address order.
+    pub fn provider_stats(&self) -> Vec<ProviderStats> {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.iter()
+            .map(|((provider, model), s)| {
+                let kept = s.taken.min(LATENCY_SAMPLES as u64) as usize;
+                let start = (s.taken as usize).wrapping_sub(kept) % LATENCY_SAMPLES;
+                ProviderStats {
+                    provider: *provider,
+                    model: *model,
+                    latency_ms: s.latency_ms,
+                    recent_ms: (0..kept)
+                        .map(|i| s.samples[(start + i) % LATENCY_SAMPLES])
+                        .collect(),
+                    answered: s.taken,
+                    failures: s.failures,
+                }
+            })
+            .collect()
+    }
+
     fn record_success(&self, provider: Address, model: Hash, first_output: Duration) {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let s = seen.entry((provider, model)).or_default();
         let sample = u64::try_from(first_output.as_millis()).unwrap_or(u64::MAX);
+        s.samples[(s.taken % LATENCY_SAMPLES as u64) as usize] =
+            u32::try_from(sample).unwrap_or(u32::MAX);
+        s.taken += 1;
         // Exponential smoothing, a quarter weight to the newest sample.
         s.latency_ms = Some(s.latency_ms.map_or(sample, |old| {
             old.saturating_mul(3).saturating_add(sample) / 4
@@ -717,6 +764,32 @@ mod tests {
             *out.entry(order[0].address).or_default() += 1;
         }
         out
+    }
+
+    #[test]
+    fn provider_stats_keep_the_latest_samples_oldest_first() {
+        let gateway = Gateway::new(Arc::new(crate::HttpChain::new("http://127.0.0.1:1")));
+        let (p, m) = (Address([1; 20]), Hash([2; 32]));
+        assert!(gateway.provider_stats().is_empty());
+        for ms in 0..40u64 {
+            gateway.record_success(p, m, Duration::from_millis(100 + ms));
+        }
+        gateway.record_failure(p, m);
+        let stats = gateway.provider_stats();
+        assert_eq!(stats.len(), 1);
+        let s = &stats[0];
+        assert_eq!((s.provider, s.model, s.answered, s.failures), (p, m, 40, 1));
+        let want: Vec<u32> = (108..140).collect();
+        assert_eq!(s.recent_ms, want, "the last 32, oldest first");
+        assert_eq!(s.latency_ms, gateway.latency_ms(&p, &m));
+        // Fewer samples than the ring holds: all of them.
+        let q = Address([3; 20]);
+        gateway.record_success(q, m, Duration::from_millis(7));
+        let stats = gateway.provider_stats();
+        assert_eq!(
+            stats.iter().find(|s| s.provider == q).unwrap().recent_ms,
+            vec![7]
+        );
     }
 
     #[test]
