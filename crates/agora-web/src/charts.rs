@@ -17,7 +17,8 @@ pub(crate) fn bars(title: &str, unit: &str, data: &[(String, u64)]) -> String {
     let mut svg = String::new();
     let _ = write!(
         svg,
-        r#"<svg class="chart" viewBox="0 0 {WIDTH} {h}" role="img" aria-labelledby="c-{id}"><title id="c-{id}">{t}: {n} values, highest {max} {u}</title>"#,
+        r#"<svg class="chart" viewBox="0 0 {WIDTH} {h}" role="img" aria-labelledby="c-{id}"><title id="c-{id}">{t}: {count} values, highest {max} {u}</title>"#,
+        count = data.len(),
         h = HEIGHT + 14,
         id = slug(title),
         t = escape(title),
