@@ -267,9 +267,14 @@ pub(crate) fn start_devnet(
             "127.0.0.1:0",
             "--provider-addr",
             "127.0.0.1:0",
-            "--block-time-ms",
-            "200",
         ])
+        // Blocks every 200 ms unless `extra` says otherwise.
+        .args(
+            (!extra.contains(&"--block-time-ms"))
+                .then_some(["--block-time-ms", "200"])
+                .into_iter()
+                .flatten(),
+        )
         .args(extra)
         .env("RUST_LOG", log)
         .stdout(Stdio::from(file.try_clone().unwrap()))
