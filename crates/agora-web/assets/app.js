@@ -159,8 +159,33 @@ function initLiveBlocks(table) {
   const keep = Number(table.dataset.keep || 20);
   const top = () => (body.rows.length ? Number(body.rows[0].dataset.height) : null);
 
+  // The block's transactions into the live transactions table, newest first.
+  const txTable = document.querySelector("table[data-live-txs] tbody");
+  async function addTxs(height) {
+    if (!txTable) return;
+    try {
+      const r = await fetch(`/explorer/blocks/${height}/txs`);
+      if (!r.ok) return;
+      const rows = await r.json();
+      for (const t of rows.reverse()) {
+        if (txTable.querySelector(`tr[data-hash="${t.hash}"]`)) continue;
+        const row = el("tr", { "data-hash": t.hash, "data-height": String(height), class: "fresh" },
+          el("td", { class: "mono" }, el("a", { href: `/txs/${t.hash}` }, t.hash.slice(0, 16) + "…")),
+          el("td", {}, el("a", { href: `/blocks/${height}` }, String(height))),
+          el("td", {}, t.kind),
+          el("td", { class: "mono" }, el("a", { href: `/accounts/${t.sender}` }, t.sender.slice(0, 16) + "…")),
+          el("td", {}, el("span", { class: t.success ? "ok" : "bad" }, t.success ? "ok" : "failed")));
+        const after = Array.from(txTable.rows).find((x) => Number(x.dataset.height || 0) < height);
+        txTable.insertBefore(row, after || null);
+      }
+      const keep = Number(txTable.closest("table").dataset.keep || 10);
+      while (txTable.rows.length > keep) txTable.deleteRow(txTable.rows.length - 1);
+    } catch (_) { /* the next block tries again */ }
+  }
+
   function insert(b) {
     if (body.querySelector(`tr[data-height="${b.height}"]`)) return;
+    if (b.txs > 0) addTxs(b.height);
     const time = new Date(b.time_ms).toISOString().replace("T", " ").slice(0, 19);
     const row = el("tr", { "data-height": String(b.height), class: "fresh" },
       el("td", {}, el("a", { href: `/blocks/${b.height}` }, String(b.height))),

@@ -21,18 +21,20 @@ const CHART_BLOCKS: usize = 60;
 const HISTORY: usize = 25;
 
 /// A transaction as a row of a table.
-#[derive(Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub(crate) struct TxRow {
     hash: Hash,
+    height: u64,
     kind: String,
     sender: Address,
     fee: String,
     success: Option<bool>,
 }
 
-fn tx_row(e: &TxEntry) -> TxRow {
+fn tx_row(height: u64, e: &TxEntry) -> TxRow {
     TxRow {
         hash: e.hash,
+        height,
         kind: views::tx_kind(&e.tx.tx.messages),
         sender: e.tx.tx.sender_address(),
         fee: e.tx.tx.fee.to_string(),
@@ -47,6 +49,27 @@ pub(crate) struct Summary {
     block: agora_node_api::BlockEvent,
     fees: u128,
     jobs: u64,
+    /// Its first [`TABLE_TXS`] transactions, newest (last in the block) first.
+    txs: Vec<TxRow>,
+}
+
+/// Transactions in the head's live table.
+const TABLE_TXS: usize = 10;
+
+/// The rows of block `height`'s last `n` transactions, newest first.
+fn block_rows(
+    snap: &agora_store::Snapshot,
+    height: u64,
+    n: usize,
+) -> Result<Vec<TxRow>, PageError> {
+    let block = views::block(snap, &height.to_string())?;
+    Ok(block
+        .txs
+        .iter()
+        .rev()
+        .take(n)
+        .map(|e| tx_row(height, e))
+        .collect())
 }
 
 /// The latest `n` blocks' summaries, newest first: only blocks not seen before are read.
@@ -75,10 +98,16 @@ fn summaries(web: &Web, snap: &agora_store::Snapshot, n: usize) -> Result<Vec<Su
                 _ => 0,
             })
             .sum();
+        let txs = if block.txs.is_empty() {
+            Vec::new()
+        } else {
+            block_rows(snap, h, TABLE_TXS)?
+        };
         let summary = Summary {
             block: views::block_summary(&block),
             fees,
             jobs,
+            txs,
         };
         let mut cache = web.summaries.lock();
         cache.insert(h, summary.clone());
@@ -146,6 +175,7 @@ pub(crate) async fn home(State(web): State<Web>) -> PageResult {
             _ => None,
         };
         let validators = views::validators(&snap)?;
+        let latest_txs: Vec<&TxRow> = recent.iter().flat_map(|s| &s.txs).take(TABLE_TXS).collect();
         page(
             &web,
             "home.html",
@@ -164,6 +194,7 @@ pub(crate) async fn home(State(web): State<Web>) -> PageResult {
                 chart_jobs => jobs,
                 per_minute,
                 validators => v(&validators),
+                txs => v(&latest_txs),
                 demo => web.links.demo.as_ref().map(|d| d.address().to_string()),
             },
         )
@@ -174,7 +205,11 @@ pub(crate) async fn home(State(web): State<Web>) -> PageResult {
 pub(crate) async fn block(State(web): State<Web>, Path(id): Path<String>) -> PageResult {
     blocking(move || {
         let block = views::block(&web.node.snapshot()?, &id)?;
-        let rows: Vec<TxRow> = block.txs.iter().map(tx_row).collect();
+        let rows: Vec<TxRow> = block
+            .txs
+            .iter()
+            .map(|e| tx_row(block.header.height, e))
+            .collect();
         let title = format!("Block {}", block.header.height);
         page(
             &web,
@@ -285,4 +320,18 @@ pub(crate) async fn search(
         ))
     })
     .await
+}
+
+/// A block's transactions as the live table shows them (JSON, for the explorer's script).
+pub(crate) async fn block_txs(
+    State(web): State<Web>,
+    Path(height): Path<u64>,
+) -> Result<axum::Json<Vec<TxRow>>, agora_api::ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let snap = web.node.snapshot()?;
+        block_rows(&snap, height, TABLE_TXS).map_err(|e| e.into_api())
+    })
+    .await
+    .map_err(agora_api::ApiError::internal)?
+    .map(axum::Json)
 }

@@ -95,6 +95,7 @@ pub fn router_with(node: Arc<Node>, links: Links) -> Router {
     Router::new()
         .route("/", get(explorer::home))
         .route("/blocks/{id}", get(explorer::block))
+        .route("/explorer/blocks/{height}/txs", get(explorer::block_txs))
         .route("/txs/{hash}", get(explorer::tx))
         .route("/accounts/{address}", get(explorer::account))
         .route("/search", get(explorer::search))

@@ -127,6 +127,13 @@ impl PageError {
     }
 }
 
+impl PageError {
+    /// The same refusal for a JSON route.
+    pub(crate) fn into_api(self) -> ApiError {
+        ApiError::new(self.status, "unavailable", self.message)
+    }
+}
+
 impl From<ApiError> for PageError {
     fn from(e: ApiError) -> Self {
         let title = match e.status {

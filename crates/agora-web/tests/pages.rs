@@ -111,6 +111,21 @@ fn explorer_pages_show_blocks_transactions_and_accounts_with_a_proof() {
     t.block();
 
     let home = page(&t, "/");
+    assert!(
+        home.contains(&format!("<tr data-hash=\"{hash}\" data-height=\"1\">")),
+        "the transfer among the latest transactions"
+    );
+    // The live table's script reads a block's rows as JSON.
+    let rows: serde_json::Value = agent()
+        .get(&format!("{}/explorer/blocks/1/txs", t.base))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    assert_eq!(rows[0]["hash"], hash.to_string());
+    assert_eq!(rows[0]["kind"], "transfer");
+    assert_eq!(rows[0]["sender"], key("alice").address().to_string());
     assert!(home.contains("data-live-blocks"), "the live table");
     assert!(
         home.contains("href=\"/blocks/2\""),

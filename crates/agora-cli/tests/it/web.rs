@@ -126,6 +126,23 @@ fn the_web_app_in_a_real_browser() {
         Some(b.text("[data-demo-result]")).filter(|t| t.starts_with("Sent"))
     });
     assert!(b.text("[data-demo-error]").is_empty(), "{sent}");
+    // The transfer arrives in the latest transactions, without a reload, once in a block.
+    let sent_hash = b
+        .run(
+            "return document.querySelector('[data-demo-result] a').getAttribute('href').slice(5);",
+            json!([]),
+        )
+        .as_str()
+        .unwrap()
+        .to_string();
+    b.wait("the transfer among the latest transactions", || {
+        b.find(&format!("table[data-live-txs] tr[data-hash='{sent_hash}']"))
+    });
+    assert_eq!(
+        b.run("return window.agoraMarker;", json!([])),
+        json!(42),
+        "the page was reloaded"
+    );
     b.click("[data-demo-result] a");
     b.wait("the transfer's page", || {
         Some(b.text("main")).filter(|t| t.contains("transfer"))
