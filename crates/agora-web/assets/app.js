@@ -233,6 +233,15 @@ function gateway() {
   return { url, key };
 }
 
+// POSTs `body` as JSON to the gateway's `path` with the user's key.
+function postGateway(gw, path, body) {
+  return fetch(`${gw.url}${path}`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Authorization: `Bearer ${gw.key}` },
+    body: JSON.stringify(body),
+  });
+}
+
 function showError(box, message) {
   box.textContent = message;
   box.hidden = !message;
@@ -340,11 +349,8 @@ function initEmbed(root) {
     const texts = root.querySelector("[data-embed-texts]").value.split("\n").map((t) => t.trim()).filter(Boolean);
     if (texts.length < 2) { showError(errorBox, "Give at least two texts, one per line."); return; }
     try {
-      const r = await fetch(`${gw.url}/v1/embeddings`, {
-        method: "POST",
-        headers: { "Content-Type": "application/json", Authorization: `Bearer ${gw.key}` },
-        body: JSON.stringify({ model: root.querySelector("[data-embed-model]").value, input: texts }),
-      });
+      const r = await postGateway(gw, "/v1/embeddings",
+        { model: root.querySelector("[data-embed-model]").value, input: texts });
       if (!r.ok) { showError(errorBox, await errorOf(r)); return; }
       const body = await r.json();
       const v = body.data.map((d) => d.embedding);
@@ -383,11 +389,7 @@ function readFile(file) {
 // Streams the chat answer to `request` (an OpenAI chat request, sent with `stream: true`) into
 // `out` as its tokens arrive; returns the receipt that ends it.
 async function streamChat(gw, request, out) {
-  const r = await fetch(`${gw.url}/v1/chat/completions`, {
-    method: "POST",
-    headers: { "Content-Type": "application/json", Authorization: `Bearer ${gw.key}` },
-    body: JSON.stringify({ ...request, stream: true }),
-  });
+  const r = await postGateway(gw, "/v1/chat/completions", { ...request, stream: true });
   if (!r.ok) throw new Error(await errorOf(r));
   const reader = r.body.getReader();
   const decoder = new TextDecoder();
@@ -508,11 +510,8 @@ function initAudit(page) {
     if (!files.length) { showError(errorBox, "Upload .sol files or paste a contract."); return; }
     send.disabled = true;
     try {
-      const r = await fetch(`${gw.url}/v1/audits`, {
-        method: "POST",
-        headers: { "Content-Type": "application/json", Authorization: `Bearer ${gw.key}` },
-        body: JSON.stringify({ files, format: "sarif", verification: page.querySelector("[data-audit-verification]").value }),
-      });
+      const r = await postGateway(gw, "/v1/audits",
+        { files, format: "sarif", verification: page.querySelector("[data-audit-verification]").value });
       if (!r.ok) { showError(errorBox, await errorOf(r)); return; }
       renderAudit(root, files, await r.json(), chatModel);
     } catch (e) {
