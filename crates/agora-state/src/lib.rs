@@ -27,6 +27,7 @@ mod market;
 mod model;
 mod validators;
 mod verify;
+pub mod yuma;
 
 pub use error::{Error, Result, TxError};
 pub use executor::{
