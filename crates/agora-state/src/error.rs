@@ -118,6 +118,73 @@ pub enum TxError {
         "mempool full ({capacity} transactions): offer a fee above {lowest_fee} to replace one"
     )]
     MempoolFull { capacity: usize, lowest_fee: Amount },
+    /// No subnet with that id.
+    #[error("no subnet {netuid}")]
+    UnknownSubnet { netuid: u16 },
+    /// Only a subnet's owner changes its hyperparameters.
+    #[error("only the owner of subnet {netuid} changes its hyperparameters")]
+    NotSubnetOwner { netuid: u16 },
+    /// A subnet that cannot be created as described.
+    #[error("invalid subnet: {0}")]
+    InvalidSubnet(String),
+    /// The chain holds as many subnets as it allows.
+    #[error("the chain already has {max} subnets, the most it allows")]
+    SubnetLimit { max: u16 },
+    /// The lock cost is above what the sender agreed to burn.
+    #[error("creating a subnet now burns {cost}, more than the {max} offered")]
+    LockCostExceeded { cost: Amount, max: Amount },
+    /// The registration burn is above what the sender agreed to burn.
+    #[error("registering now burns {burn}, more than the {max} offered")]
+    BurnExceeded { burn: Amount, max: Amount },
+    /// A hyperparameter value outside its bounds.
+    #[error("{0}")]
+    ParamOutOfBounds(String),
+    /// The hotkey already has a UID on the subnet.
+    #[error("{hotkey} is already registered on subnet {netuid}")]
+    AlreadyRegistered { netuid: u16, hotkey: Address },
+    /// The hotkey has no UID on the subnet.
+    #[error("{hotkey} is not registered on subnet {netuid}")]
+    NotRegistered { netuid: u16, hotkey: Address },
+    /// A full subnet whose every neuron is still immune.
+    #[error("subnet {netuid} is full and every neuron is inside its immunity period")]
+    SubnetFull { netuid: u16 },
+    /// The subnet took as many registrations this epoch as it allows.
+    #[error(
+        "subnet {netuid} took {max} registrations this epoch, the most it allows: wait for the next"
+    )]
+    RegistrationsFull { netuid: u16, max: u16 },
+    /// A neuron's description that does not fit.
+    #[error("invalid neuron: {0}")]
+    InvalidNeuron(String),
+    /// Less stake delegated than asked to remove.
+    #[error("{have} staked on that hotkey, less than {need}")]
+    InsufficientStake { need: Amount, have: Amount },
+    /// A hotkey with as many delegators as it may have.
+    #[error("the hotkey already has {max} delegators")]
+    TooManyDelegators { max: u16 },
+    /// A validator committing weights again too soon.
+    #[error("weights were committed at {last}: the next commit is allowed from height {next}")]
+    WeightsRateLimited { last: u64, next: u64 },
+    /// A validator with a commitment not yet revealed.
+    #[error("a commitment made at height {height} is still waiting for its reveal")]
+    CommitPending { height: u64 },
+    /// A reveal with no commitment to match.
+    #[error("no commitment to reveal on subnet {netuid}")]
+    NoCommit { netuid: u16 },
+    /// A reveal that does not match its commitment.
+    #[error("the revealed weights and salt do not match the commitment")]
+    RevealMismatch,
+    /// A reveal before its window.
+    #[error(
+        "too early: this commitment is revealed after the subnet's epoch {epoch} (it has run {now})"
+    )]
+    RevealTooEarly { epoch: u64, now: u64 },
+    /// A reveal after its window.
+    #[error("too late: this commitment's reveal window closed with the subnet's epoch {closed}")]
+    RevealTooLate { closed: u64 },
+    /// Weights the chain cannot take.
+    #[error("invalid weights: {0}")]
+    InvalidWeights(String),
 }
 
 impl TxError {
@@ -159,6 +226,27 @@ impl TxError {
             TxError::InvalidModel(_) => "invalid_model",
             TxError::InsufficientEscrow { .. } => "insufficient_escrow",
             TxError::TooManyJobs { .. } => "too_many_jobs",
+            TxError::UnknownSubnet { .. } => "unknown_subnet",
+            TxError::NotSubnetOwner { .. } => "not_subnet_owner",
+            TxError::InvalidSubnet(_) => "invalid_subnet",
+            TxError::SubnetLimit { .. } => "subnet_limit",
+            TxError::LockCostExceeded { .. } => "lock_cost_exceeded",
+            TxError::BurnExceeded { .. } => "burn_exceeded",
+            TxError::ParamOutOfBounds(_) => "param_out_of_bounds",
+            TxError::AlreadyRegistered { .. } => "already_registered",
+            TxError::NotRegistered { .. } => "not_registered",
+            TxError::SubnetFull { .. } => "subnet_full",
+            TxError::RegistrationsFull { .. } => "registrations_full",
+            TxError::InvalidNeuron(_) => "invalid_neuron",
+            TxError::InsufficientStake { .. } => "insufficient_stake",
+            TxError::TooManyDelegators { .. } => "too_many_delegators",
+            TxError::WeightsRateLimited { .. } => "weights_rate_limited",
+            TxError::CommitPending { .. } => "commit_pending",
+            TxError::NoCommit { .. } => "no_commit",
+            TxError::RevealMismatch => "reveal_mismatch",
+            TxError::RevealTooEarly { .. } => "reveal_too_early",
+            TxError::RevealTooLate { .. } => "reveal_too_late",
+            TxError::InvalidWeights(_) => "invalid_weights",
         }
     }
 }

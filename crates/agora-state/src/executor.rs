@@ -12,6 +12,7 @@ mod checks;
 mod epoch;
 mod market;
 mod staking;
+mod subnets;
 use agora_types::{
     Address, Amount, Event, Hash, MAX_MODEL_NAME_BYTES, MAX_REDUNDANCY, MAX_SETTLE_JOBS, Message,
     ProviderInfo, PublicKey, Receipt, SettledJob, SignedTransaction, Transaction, TxFailure,
@@ -19,6 +20,7 @@ use agora_types::{
 };
 use borsh::{BorshDeserialize, BorshSerialize};
 use std::collections::{BTreeMap, BTreeSet};
+pub(crate) use subnets::genesis_writes;
 
 /// Pending changes: key → new value, or `None` for a deletion. Ordered, so applying it is
 /// deterministic.
@@ -109,6 +111,8 @@ pub struct Executor<'a> {
     deadline_adds: BTreeMap<u64, BTreeSet<Hash>>,
     verify: VerifyParams,
     consensus: ConsensusParams,
+    emission: crate::EmissionParams,
+    subnet_params: crate::SubnetParams,
 }
 
 /// A transaction's pending changes, applied to the block only if all its messages succeed.
@@ -187,9 +191,22 @@ impl<'a> Executor<'a> {
             Some(bytes) => decode(&key, &bytes)?,
             None => ConsensusParams::default(),
         };
+        let key = crate::emission_params_key();
+        let emission = match base.get(&key)? {
+            Some(bytes) => decode(&key, &bytes)?,
+            // A state from before emission: the defaults, the same on every node.
+            None => crate::EmissionParams::default(),
+        };
+        let key = crate::subnet_params_key();
+        let subnet_params = match base.get(&key)? {
+            Some(bytes) => decode(&key, &bytes)?,
+            None => crate::SubnetParams::default(),
+        };
         Ok(Executor {
             base,
             ctx,
+            emission,
+            subnet_params,
             params,
             market,
             verify,
@@ -463,6 +480,38 @@ impl<'a> Executor<'a> {
                 self.post_verdict(scratch, sender, job_id, *verdict, events)
             }
             Message::SettleJobs { jobs } => self.settle_jobs(scratch, jobs, events),
+            Message::CreateSubnet {
+                name,
+                task,
+                max_lock,
+            } => self.create_subnet(scratch, sender, from, name, task, *max_lock, events),
+            Message::SetSubnetParam { netuid, param } => {
+                self.set_subnet_param(scratch, sender, *netuid, param, events)
+            }
+            Message::RegisterNeuron {
+                netuid,
+                endpoint,
+                max_burn,
+            } => self.register_neuron(scratch, sender, from, *netuid, endpoint, *max_burn, events),
+            Message::AddSubnetStake {
+                netuid,
+                hotkey,
+                amount,
+            } => self.add_subnet_stake(scratch, sender, from, *netuid, hotkey, *amount, events),
+            Message::RemoveSubnetStake {
+                netuid,
+                hotkey,
+                amount,
+            } => self.remove_subnet_stake(scratch, sender, from, *netuid, hotkey, *amount, events),
+            Message::CommitWeights { netuid, commitment } => {
+                self.commit_weights(scratch, sender, *netuid, commitment, events)
+            }
+            Message::RevealWeights {
+                netuid,
+                uids,
+                weights,
+                salt,
+            } => self.reveal_weights(scratch, sender, *netuid, uids, weights, salt, events),
         }
     }
 
@@ -506,6 +555,8 @@ impl<'a> Executor<'a> {
             }
             self.writes.insert(qkey, None);
         }
+        // Emission and subnet epochs.
+        self.emit(&mut block_events)?;
         if self.consensus.is_epoch_end(self.ctx.height) {
             self.rotate_validators(&mut block_events)?;
         }

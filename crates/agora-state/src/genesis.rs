@@ -36,6 +36,12 @@ pub struct Genesis {
     /// consensus set).
     #[serde(default)]
     pub validators: Vec<GenesisValidator>,
+    /// The emission schedule (DESIGN.md §7).
+    #[serde(default)]
+    pub emission: crate::EmissionParams,
+    /// Subnet creation and the owners' share.
+    #[serde(default)]
+    pub subnets: crate::SubnetParams,
 }
 
 /// A validator at genesis: its consensus key, which is also its account's key.
@@ -93,7 +99,21 @@ impl Genesis {
             verify: VerifyParams::default(),
             consensus: ConsensusParams::default(),
             validators: Vec::new(),
+            emission: crate::EmissionParams::default(),
+            subnets: crate::SubnetParams::default(),
         }
+    }
+
+    /// With this emission schedule.
+    pub fn with_emission(mut self, emission: crate::EmissionParams) -> Genesis {
+        self.emission = emission;
+        self
+    }
+
+    /// With these subnet parameters.
+    pub fn with_subnets(mut self, subnets: crate::SubnetParams) -> Genesis {
+        self.subnets = subnets;
+        self
     }
 
     /// With an account holding `balance`.
@@ -270,6 +290,9 @@ impl Genesis {
             Some(borsh::to_vec(&self.params).expect("encode")),
         );
         writes.insert(supply_key(), Some(borsh::to_vec(&supply).expect("encode")));
+        self.emission.check().map_err(Error::InvalidGenesis)?;
+        self.subnets.check().map_err(Error::InvalidGenesis)?;
+        crate::executor::genesis_writes(&mut writes, &self.emission, &self.subnets, supply);
         self.consensus.check().map_err(Error::InvalidGenesis)?;
         writes.insert(
             consensus_params_key(),

@@ -15,10 +15,15 @@
 //!   reveal or a verdict is inside its window, and an open check with no such seat has its
 //!   committee's draw queued. So nothing stays locked past its windows.
 //! - **Growth**: every job record has its pruning queued, so settled jobs do not pile up.
+//! - **Emission**: supply = genesis + minted − burned; emission waiting for its subnet's epoch
+//!   and stake delegated on subnets are holdings like any other.
+//! - **Subnets**: each subnet's stake is the sum of its delegations; its neurons are exactly
+//!   UIDs `0..n`, each hotkey mapped to its UID and back; weights and bonds only for UIDs in
+//!   use; a commitment only from a registered hotkey, one each, and never past its window.
 
 use crate::{
-    Account, Check, Escrow, EscrowRelease, FeeState, JobRecord, Outcome, Provider, UnbondingEntry,
-    Verifier,
+    Account, Check, EmissionState, Escrow, EscrowRelease, FeeState, HotkeyStake, JobRecord, Neuron,
+    Outcome, Provider, Subnet, SubnetIndex, UnbondingEntry, Verifier, WeightCommit,
 };
 use agora_types::{Address, Amount, Hash};
 use borsh::BorshDeserialize;
@@ -47,6 +52,10 @@ pub struct Holdings {
     pub checks: Amount,
     /// Redundancy surcharges held by jobs until their check opens.
     pub surcharges: Amount,
+    /// Stake delegated on subnets.
+    pub subnet_stakes: Amount,
+    /// Emission waiting for its subnet's epoch.
+    pub emission_pending: Amount,
     /// The recorded total supply.
     pub supply: Amount,
 }
@@ -64,6 +73,8 @@ impl Holdings {
             self.fees_held,
             self.checks,
             self.surcharges,
+            self.subnet_stakes,
+            self.emission_pending,
         ]
         .into_iter()
         .try_fold(self.accounts, Amount::checked_add)
@@ -85,6 +96,113 @@ fn address_of(suffix: &[u8]) -> Option<Address> {
 
 fn hash_of(suffix: &[u8]) -> Option<Hash> {
     Some(Hash(suffix.try_into().ok()?))
+}
+
+fn netuid_of(suffix: &[u8]) -> Option<u16> {
+    Some(u16::from_be_bytes(suffix.try_into().ok()?))
+}
+
+/// The subnets' invariants (see the module's documentation).
+#[allow(clippy::too_many_arguments)]
+fn check_subnets(
+    bad: &mut Vec<String>,
+    index: SubnetIndex,
+    subnets: &BTreeMap<u16, Subnet>,
+    stake: &BTreeMap<u16, Amount>,
+    neurons: &BTreeMap<(u16, u16), Address>,
+    hotkeys: &BTreeMap<(u16, Address), u16>,
+    rows: &[(&str, u16, u16)],
+    commits: &BTreeMap<u16, Vec<WeightCommit>>,
+) {
+    let indexed: BTreeSet<u16> = index.subnets.iter().map(|s| s.netuid).collect();
+    let stored: BTreeSet<u16> = subnets.keys().copied().collect();
+    if indexed != stored || indexed.len() != index.subnets.len() {
+        bad.push("the subnet index is not the subnets".into());
+    }
+    for slot in &index.subnets {
+        let delegated = stake.get(&slot.netuid).copied().unwrap_or(0);
+        if slot.stake != delegated {
+            bad.push(format!(
+                "subnet {}: stake {} but {delegated} delegated",
+                slot.netuid, slot.stake
+            ));
+        }
+        if let Some(sn) = subnets.get(&slot.netuid)
+            && sn.params.tempo != slot.tempo
+        {
+            bad.push(format!(
+                "subnet {}: the index has another tempo",
+                slot.netuid
+            ));
+        }
+        if slot.netuid >= index.next_netuid {
+            bad.push(format!("subnet {}: at or past next_netuid", slot.netuid));
+        }
+    }
+    for netuid in stake.keys() {
+        if !stored.contains(netuid) {
+            bad.push(format!("stake on subnet {netuid}, which does not exist"));
+        }
+    }
+    for (netuid, sn) in subnets {
+        let uids: Vec<u16> = neurons
+            .range((*netuid, 0)..=(*netuid, u16::MAX))
+            .map(|((_, u), _)| *u)
+            .collect();
+        if uids != (0..sn.n).collect::<Vec<_>>() {
+            bad.push(format!("subnet {netuid}: neurons are not UIDs 0..{}", sn.n));
+        }
+        if sn.n > sn.params.max_uids {
+            bad.push(format!("subnet {netuid}: more UIDs than max_uids"));
+        }
+        if sn.burn < sn.params.min_burn || sn.burn > sn.params.max_burn {
+            bad.push(format!("subnet {netuid}: burn outside its bounds"));
+        }
+    }
+    for ((netuid, uid), hotkey) in neurons {
+        if hotkeys.get(&(*netuid, *hotkey)) != Some(uid) {
+            bad.push(format!(
+                "subnet {netuid}: UID {uid}'s hotkey maps elsewhere"
+            ));
+        }
+    }
+    for ((netuid, hotkey), uid) in hotkeys {
+        if neurons.get(&(*netuid, *uid)) != Some(hotkey) {
+            bad.push(format!(
+                "subnet {netuid}: {hotkey} maps to UID {uid}, not its own"
+            ));
+        }
+    }
+    for (what, netuid, uid) in rows {
+        if subnets.get(netuid).is_none_or(|sn| *uid >= sn.n) {
+            bad.push(format!("subnet {netuid}: {what} of UID {uid}, not in use"));
+        }
+    }
+    for (netuid, list) in commits {
+        let Some(sn) = subnets.get(netuid) else {
+            bad.push(format!(
+                "commitments on subnet {netuid}, which does not exist"
+            ));
+            continue;
+        };
+        let mut seen = BTreeSet::new();
+        for c in list {
+            if !hotkeys.contains_key(&(*netuid, c.hotkey)) {
+                bad.push(format!(
+                    "subnet {netuid}: a commitment of unregistered {}",
+                    c.hotkey
+                ));
+            }
+            if !seen.insert(c.hotkey) {
+                bad.push(format!("subnet {netuid}: two commitments of {}", c.hotkey));
+            }
+            if c.epoch + sn.params.commit_reveal_period < sn.epochs {
+                bad.push(format!(
+                    "subnet {netuid}: a commitment past its reveal window"
+                ));
+            }
+        }
+    }
 }
 
 /// Checks every invariant of a whole state as left by block `height` (every key and value, in
@@ -109,6 +227,14 @@ pub fn check<'a>(
     let mut open_index: BTreeSet<(Address, Hash)> = BTreeSet::new();
     let mut verifier_set: Option<Vec<Address>> = None;
     let mut supply = None;
+    let mut emission: Option<EmissionState> = None;
+    let mut index: Option<SubnetIndex> = None;
+    let mut subnets: BTreeMap<u16, Subnet> = BTreeMap::new();
+    let mut subnet_stake: BTreeMap<u16, Amount> = BTreeMap::new();
+    let mut neurons: BTreeMap<(u16, u16), Address> = BTreeMap::new();
+    let mut hotkeys: BTreeMap<(u16, Address), u16> = BTreeMap::new();
+    let mut rows: Vec<(&'static str, u16, u16)> = Vec::new();
+    let mut commits: BTreeMap<u16, Vec<WeightCommit>> = BTreeMap::new();
 
     fn decode<T: BorshDeserialize>(bad: &mut Vec<String>, key: &[u8], value: &[u8]) -> Option<T> {
         match borsh::from_slice(value) {
@@ -196,6 +322,77 @@ pub fn check<'a>(
             if let Some(p) = decode::<Amount>(&mut bad, key, value) {
                 held.pool = p;
             }
+        } else if key == b"emis" {
+            emission = decode(&mut bad, key, value);
+        } else if key == b"snet" {
+            index = decode(&mut bad, key, value);
+        } else if let Some(netuid) = key.strip_prefix(b"sn/").and_then(netuid_of) {
+            if let Some(sn) = decode::<Subnet>(&mut bad, key, value) {
+                subnets.insert(netuid, sn);
+            }
+        } else if let Some(rest) = key.strip_prefix(b"sns/") {
+            match (
+                rest.get(..2).and_then(netuid_of),
+                rest.get(2..).and_then(address_of),
+            ) {
+                (Some(netuid), Some(hotkey)) => {
+                    if let Some(st) = decode::<HotkeyStake>(&mut bad, key, value) {
+                        let sorted = st
+                            .delegations
+                            .windows(2)
+                            .all(|w| w[0].delegator < w[1].delegator);
+                        if !sorted || st.delegations.iter().any(|d| d.total() == 0) {
+                            bad.push(format!(
+                                "stake on {hotkey} in subnet {netuid}: delegations unsorted, repeated or empty"
+                            ));
+                        }
+                        let total = st.total();
+                        add(&mut bad, &mut held.subnet_stakes, total);
+                        add(&mut bad, subnet_stake.entry(netuid).or_default(), total);
+                    }
+                }
+                _ => bad.push("sns/: malformed key".into()),
+            }
+        } else if let Some(rest) = key.strip_prefix(b"snn/") {
+            match (
+                rest.get(..2).and_then(netuid_of),
+                rest.get(2..).and_then(netuid_of),
+            ) {
+                (Some(netuid), Some(uid)) => {
+                    if let Some(nr) = decode::<Neuron>(&mut bad, key, value) {
+                        neurons.insert((netuid, uid), nr.hotkey);
+                    }
+                }
+                _ => bad.push("snn/: malformed key".into()),
+            }
+        } else if let Some(rest) = key.strip_prefix(b"snu/") {
+            match (
+                rest.get(..2).and_then(netuid_of),
+                rest.get(2..).and_then(address_of),
+            ) {
+                (Some(netuid), Some(hotkey)) => {
+                    if let Some(uid) = decode::<u16>(&mut bad, key, value) {
+                        hotkeys.insert((netuid, hotkey), uid);
+                    }
+                }
+                _ => bad.push("snu/: malformed key".into()),
+            }
+        } else if let Some((what, rest)) = key
+            .strip_prefix(b"snw/")
+            .map(|r| ("weights", r))
+            .or_else(|| key.strip_prefix(b"snb/").map(|r| ("bonds", r)))
+        {
+            match (
+                rest.get(..2).and_then(netuid_of),
+                rest.get(2..).and_then(netuid_of),
+            ) {
+                (Some(netuid), Some(uid)) => rows.push((what, netuid, uid)),
+                _ => bad.push(format!("{what}: malformed key")),
+            }
+        } else if let Some(netuid) = key.strip_prefix(b"snc/").and_then(netuid_of) {
+            if let Some(c) = decode::<Vec<WeightCommit>>(&mut bad, key, value) {
+                commits.insert(netuid, c);
+            }
         } else if key == b"supply" {
             supply = decode::<Amount>(&mut bad, key, value);
         } else if key == b"vset" {
@@ -240,6 +437,11 @@ pub fn check<'a>(
         }
     }
 
+    if let Some(index) = &index {
+        for slot in &index.subnets {
+            add(&mut bad, &mut held.emission_pending, slot.pending);
+        }
+    }
     held.supply = supply.unwrap_or_else(|| {
         bad.push("no recorded supply".into());
         0
@@ -251,6 +453,29 @@ pub fn check<'a>(
             held.supply
         )),
     }
+
+    if let Some(e) = &emission {
+        let expected = e
+            .genesis_supply
+            .checked_add(e.minted)
+            .and_then(|x| x.checked_sub(e.burned));
+        if expected != Some(held.supply) {
+            bad.push(format!(
+                "supply {} but genesis {} + minted {} - burned {}",
+                held.supply, e.genesis_supply, e.minted, e.burned
+            ));
+        }
+    }
+    check_subnets(
+        &mut bad,
+        index.unwrap_or_default(),
+        &subnets,
+        &subnet_stake,
+        &neurons,
+        &hotkeys,
+        &rows,
+        &commits,
+    );
 
     for (a, acc) in &accounts {
         let queued = unbonding.remove(a).unwrap_or(0);

@@ -184,3 +184,79 @@ pub fn validator_candidates_key() -> Vec<u8> {
 pub fn validator_set_key() -> Vec<u8> {
     b"vals".to_vec()
 }
+
+/// `emip` → [`crate::EmissionParams`] (absent: defaults).
+pub fn emission_params_key() -> Vec<u8> {
+    b"emip".to_vec()
+}
+
+/// `snpm` → [`crate::SubnetParams`] (absent: defaults).
+pub fn subnet_params_key() -> Vec<u8> {
+    b"snpm".to_vec()
+}
+
+/// `emis` → [`crate::EmissionState`]: genesis supply, minted, burned.
+pub fn emission_key() -> Vec<u8> {
+    b"emis".to_vec()
+}
+
+/// `snet` → [`crate::SubnetIndex`].
+pub fn subnet_index_key() -> Vec<u8> {
+    b"snet".to_vec()
+}
+
+fn subnet_prefixed(prefix: &[u8], netuid: u16) -> Vec<u8> {
+    let mut key = prefix.to_vec();
+    key.extend_from_slice(&netuid.to_be_bytes());
+    key
+}
+
+/// `sn/` + netuid → [`crate::Subnet`].
+pub fn subnet_key(netuid: u16) -> Vec<u8> {
+    subnet_prefixed(b"sn/", netuid)
+}
+
+/// `snn/` + netuid + uid → [`crate::Neuron`].
+pub fn neuron_key(netuid: u16, uid: u16) -> Vec<u8> {
+    let mut key = subnet_prefixed(b"snn/", netuid);
+    key.extend_from_slice(&uid.to_be_bytes());
+    key
+}
+
+/// `snu/` + netuid + hotkey → its UID (`u16`).
+pub fn hotkey_uid_key(netuid: u16, hotkey: &Address) -> Vec<u8> {
+    let mut key = subnet_prefixed(b"snu/", netuid);
+    key.extend_from_slice(&hotkey.0);
+    key
+}
+
+/// `snw/` + netuid + uid → [`crate::WeightRow`]: the weights the UID's validator revealed.
+pub fn weights_key(netuid: u16, uid: u16) -> Vec<u8> {
+    let mut key = subnet_prefixed(b"snw/", netuid);
+    key.extend_from_slice(&uid.to_be_bytes());
+    key
+}
+
+/// `snb/` + netuid + uid → the UID's bonds, `Vec<(u16, u64)>`.
+pub fn bonds_key(netuid: u16, uid: u16) -> Vec<u8> {
+    let mut key = subnet_prefixed(b"snb/", netuid);
+    key.extend_from_slice(&uid.to_be_bytes());
+    key
+}
+
+/// `snc/` + netuid → the [`crate::WeightCommit`]s waiting for their reveal.
+pub fn commits_key(netuid: u16) -> Vec<u8> {
+    subnet_prefixed(b"snc/", netuid)
+}
+
+/// `sns/` + netuid + hotkey → [`crate::HotkeyStake`].
+pub fn hotkey_stake_key(netuid: u16, hotkey: &Address) -> Vec<u8> {
+    let mut key = subnet_prefixed(b"sns/", netuid);
+    key.extend_from_slice(&hotkey.0);
+    key
+}
+
+/// `snh/` + netuid → the last [`crate::subnet::HISTORY_EPOCHS`] [`crate::EpochRecord`]s.
+pub fn subnet_history_key(netuid: u16) -> Vec<u8> {
+    subnet_prefixed(b"snh/", netuid)
+}

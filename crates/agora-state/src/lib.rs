@@ -25,6 +25,7 @@ pub mod invariants;
 mod keys;
 mod market;
 mod model;
+pub mod subnet;
 mod validators;
 mod verify;
 pub mod yuma;
@@ -36,17 +37,23 @@ pub use executor::{
 };
 pub use genesis::{Genesis, GenesisAccount, GenesisModel, GenesisValidator};
 pub use keys::{
-    account_key, check_key, committee_queue_key, consensus_params_key, deadline_queue_key,
-    draw_queue_key, escrow_key, escrow_queue_key, job_key, market_params_key, model_key,
-    open_check_key, open_check_prefix, params_key, pending_key, provider_key, prune_queue_key,
-    reveal_key, supply_key, unbonding_key, validator_candidates_key, validator_key_key,
+    account_key, bonds_key, check_key, commits_key, committee_queue_key, consensus_params_key,
+    deadline_queue_key, draw_queue_key, emission_key, emission_params_key, escrow_key,
+    escrow_queue_key, hotkey_stake_key, hotkey_uid_key, job_key, market_params_key, model_key,
+    neuron_key, open_check_key, open_check_prefix, params_key, pending_key, provider_key,
+    prune_queue_key, reveal_key, subnet_history_key, subnet_index_key, subnet_key,
+    subnet_params_key, supply_key, unbonding_key, validator_candidates_key, validator_key_key,
     validator_set_key, verification_fund_key, verifier_key, verifier_pool_key, verifier_set_key,
-    verify_params_key,
+    verify_params_key, weights_key,
 };
 pub use market::{
     Escrow, EscrowRelease, FeeState, JobRecord, JobRejection, MarketParams, ModelInfo, Provider,
 };
 pub use model::{Account, Params, UnbondingEntry};
+pub use subnet::{
+    Delegation, EmissionParams, EmissionState, EpochRecord, HotkeyStake, Neuron, Subnet,
+    SubnetHyperparams, SubnetIndex, SubnetParams, SubnetSlot, WeightCommit, WeightRow,
+};
 pub use validators::{ConsensusParams, ValidatorEntry, ValidatorSet, read_validator_set};
 pub use verify::{Check, Outcome, Role, Seat, Verifier, VerifyParams};
 

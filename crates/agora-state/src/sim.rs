@@ -15,8 +15,8 @@ use crate::{
 };
 use agora_types::{
     AGR, Address, Amount, EncryptionKey, Fault, Hash, JobParams, JobReceipt, JobRequest, Keypair,
-    Message, ModelKind, ProviderInfo, SettledJob, SignedTransaction, Transaction, Verdict,
-    Verification, VerifierInfo, job_fee,
+    Message, ModelKind, ProviderInfo, SettledJob, SignedTransaction, SubnetParam, SubnetTask,
+    Transaction, Verdict, Verification, VerifierInfo, job_fee, weights_commitment,
 };
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -87,6 +87,20 @@ pub enum Action {
     Challenge { job: u8 },
     /// Posts a verdict on an open check.
     Verdict { check: u8, pass: bool },
+    /// Creates a subnet, burning at most an amount.
+    CreateSubnet { max_lock: u8 },
+    /// Changes a hyperparameter (its owner or not, within bounds or not).
+    SetSubnetParam { netuid: u8, which: u8, value: u8 },
+    /// Registers as a neuron.
+    RegisterNeuron { netuid: u8 },
+    /// Delegates stake to an actor's hotkey.
+    SubnetStake { netuid: u8, hotkey: u8, amount: u8 },
+    /// Takes delegated stake back.
+    SubnetUnstake { netuid: u8, hotkey: u8, amount: u8 },
+    /// Commits to weights drawn from a seed.
+    CommitWeights { netuid: u8, seed: u8 },
+    /// Reveals the last commitment (or something else, or tampered).
+    RevealWeights { netuid: u8, tamper: u8 },
 }
 
 /// A transaction: its messages, and whether it is sent by the natural sender of its first
@@ -108,6 +122,20 @@ fn key(i: usize) -> Keypair {
 
 fn amount(i: u8) -> Amount {
     AMOUNTS[usize::from(i) % AMOUNTS.len()]
+}
+
+/// Mostly subnet 0 (the opening block's), sometimes one created later or none.
+fn subnet(i: u8) -> u16 {
+    u16::from(i % 4).saturating_sub(1)
+}
+
+/// Mostly the sender's own hotkey, else any actor's.
+fn hotkey_of(sender: usize, pick: u8) -> Address {
+    if pick < 160 {
+        key(sender).address()
+    } else {
+        key(usize::from(pick) % ACTORS).address()
+    }
 }
 
 fn model_id(i: u8) -> Hash {
@@ -156,6 +184,9 @@ pub fn genesis() -> Genesis {
         }])
 }
 
+/// Weights an actor committed to: uids, weights, salt.
+type Committed = (Vec<u16>, Vec<u16>, Hash);
+
 /// The chain as a run sees it.
 #[derive(Clone, Debug)]
 pub struct World {
@@ -172,6 +203,8 @@ pub struct World {
     /// Events seen, by kind (successful transactions' and blocks' own), to show what a run
     /// reached.
     pub events: BTreeMap<String, u64>,
+    /// The weights each actor last committed to, by subnet: (uids, weights, salt).
+    commits: BTreeMap<(usize, u16), Committed>,
 }
 
 impl Default for World {
@@ -189,6 +222,7 @@ impl Default for World {
             last: None,
             blocks: 0,
             events: BTreeMap::new(),
+            commits: BTreeMap::new(),
         }
     }
 }
@@ -369,6 +403,88 @@ impl World {
                 };
                 Message::PostVerdict { job_id, verdict }
             }
+            Action::CreateSubnet { max_lock } => Message::CreateSubnet {
+                name: format!("subnet of {sender}"),
+                task: SubnetTask::Chat,
+                max_lock: amount(*max_lock),
+            },
+            Action::SetSubnetParam {
+                netuid,
+                which,
+                value,
+            } => {
+                let v = *value;
+                let param = match which % 8 {
+                    // Some below the least tempo (10): refused.
+                    0 => SubnetParam::Tempo(u64::from(v % 12) + 5),
+                    1 => SubnetParam::MaxUids(u16::from(v % 10) + 1),
+                    2 => SubnetParam::ImmunityPeriod(u64::from(v % 20)),
+                    3 => SubnetParam::CommitRevealPeriod(u64::from(v % 3)),
+                    4 => SubnetParam::Kappa(u16::from(v) * 257),
+                    5 => SubnetParam::MinBurn(amount(v)),
+                    6 => SubnetParam::TargetRegistrations(u16::from(v % 5)),
+                    _ => SubnetParam::ActivityCutoff(u64::from(v)),
+                };
+                Message::SetSubnetParam {
+                    netuid: subnet(*netuid),
+                    param,
+                }
+            }
+            Action::RegisterNeuron { netuid } => Message::RegisterNeuron {
+                netuid: subnet(*netuid),
+                endpoint: "http://127.0.0.1:2".into(),
+                max_burn: Amount::MAX,
+            },
+            Action::SubnetStake {
+                netuid,
+                hotkey,
+                amount: a,
+            } => Message::AddSubnetStake {
+                netuid: subnet(*netuid),
+                hotkey: hotkey_of(sender, *hotkey),
+                amount: amount(*a),
+            },
+            Action::SubnetUnstake {
+                netuid,
+                hotkey,
+                amount: a,
+            } => Message::RemoveSubnetStake {
+                netuid: subnet(*netuid),
+                hotkey: hotkey_of(sender, *hotkey),
+                amount: amount(*a),
+            },
+            Action::CommitWeights { netuid, seed } => {
+                let netuid = subnet(*netuid);
+                let n = usize::from(seed % 4) + 1;
+                let uids: Vec<u16> = (0..n)
+                    .map(|k| ((usize::from(*seed) + 3 * k) % ACTORS) as u16)
+                    .collect();
+                let weights: Vec<u16> = (0..n).map(|k| u16::from(*seed) * (k as u16 + 1)).collect();
+                let salt = Hash::digest(&[sender as u8, *seed]);
+                let commitment =
+                    weights_commitment(netuid, &key(sender).address(), &uids, &weights, &salt);
+                self.commits.insert((sender, netuid), (uids, weights, salt));
+                Message::CommitWeights { netuid, commitment }
+            }
+            Action::RevealWeights { netuid, tamper } => {
+                let netuid = subnet(*netuid);
+                let (uids, mut weights, salt) = self
+                    .commits
+                    .get(&(sender, netuid))
+                    .cloned()
+                    .unwrap_or_else(|| (vec![0], vec![1], Hash::digest(&[*tamper])));
+                if tamper % 5 == 0
+                    && let Some(w) = weights.first_mut()
+                {
+                    *w = w.wrapping_add(1);
+                }
+                Message::RevealWeights {
+                    netuid,
+                    uids,
+                    weights,
+                    salt,
+                }
+            }
         }
     }
 
@@ -547,6 +663,25 @@ pub fn arb_action() -> impl Strategy<Value = Action> {
         }),
         3 => b().prop_map(|job| Action::Challenge { job }),
         10 => (b(), any::<bool>()).prop_map(|(check, pass)| Action::Verdict { check, pass }),
+        1 => b().prop_map(|max_lock| Action::CreateSubnet { max_lock }),
+        1 => (b(), b(), b()).prop_map(|(netuid, which, value)| Action::SetSubnetParam {
+            netuid,
+            which,
+            value,
+        }),
+        2 => b().prop_map(|netuid| Action::RegisterNeuron { netuid }),
+        2 => (b(), b(), b()).prop_map(|(netuid, hotkey, amount)| Action::SubnetStake {
+            netuid,
+            hotkey,
+            amount,
+        }),
+        1 => (b(), b(), b()).prop_map(|(netuid, hotkey, amount)| Action::SubnetUnstake {
+            netuid,
+            hotkey,
+            amount,
+        }),
+        4 => (b(), b()).prop_map(|(netuid, seed)| Action::CommitWeights { netuid, seed }),
+        4 => (b(), b()).prop_map(|(netuid, tamper)| Action::RevealWeights { netuid, tamper }),
     ]
 }
 
@@ -589,6 +724,56 @@ pub fn run(blocks: &[Vec<TxPlan>]) -> Result<World, String> {
         })
         .collect();
     world.step(&opening)?;
+    // The model market: the last actor creates subnet 0 with a short tempo and no immunity,
+    // every actor registers on it, the verifiers stake on themselves.
+    world.step(&[TxPlan {
+        by: (ACTORS - 1) as u8,
+        natural: false,
+        actions: vec![
+            Action::CreateSubnet { max_lock: 7 },
+            // Tempo 10, room for all actors but one, no immunity: the last actor's
+            // registration prunes someone.
+            Action::SetSubnetParam {
+                netuid: 1,
+                which: 0,
+                value: 5,
+            },
+            Action::SetSubnetParam {
+                netuid: 1,
+                which: 1,
+                value: (ACTORS - 2) as u8,
+            },
+            // Up to 12 registrations an epoch.
+            Action::SetSubnetParam {
+                netuid: 1,
+                which: 6,
+                value: 4,
+            },
+            Action::SetSubnetParam {
+                netuid: 1,
+                which: 2,
+                value: 0,
+            },
+        ],
+    }])?;
+    let market: Vec<TxPlan> = (0..ACTORS - 1)
+        .map(|i| {
+            let mut actions = vec![Action::RegisterNeuron { netuid: 1 }];
+            if (PROVIDERS..PROVIDERS + VERIFIERS).contains(&i) {
+                actions.push(Action::SubnetStake {
+                    netuid: 1,
+                    hotkey: i as u8,
+                    amount: 5,
+                });
+            }
+            TxPlan {
+                by: i as u8,
+                natural: false,
+                actions,
+            }
+        })
+        .collect();
+    world.step(&market)?;
     for plans in blocks {
         world.step(plans)?;
     }
@@ -606,6 +791,17 @@ impl World {
     /// job and the round, so that disputes are won and lost both ways.
     fn closing(&self, round: u8) -> Vec<TxPlan> {
         let mut plans = Vec::new();
+        // Validators reveal what they committed to (refused but in its window).
+        for (actor, netuid) in self.commits.keys() {
+            plans.push(TxPlan {
+                by: *actor as u8,
+                natural: false,
+                actions: vec![Action::RevealWeights {
+                    netuid: (*netuid as u8) + 1,
+                    tamper: 1,
+                }],
+            });
+        }
         let open = self.open_checks();
         for (i, c) in open.iter().enumerate() {
             let i = i as u8;

@@ -27,6 +27,7 @@ mod job;
 mod keys;
 pub mod proof;
 mod receipt;
+mod subnet;
 mod tx;
 pub mod vrf;
 
@@ -43,6 +44,9 @@ pub use job::{
 };
 pub use keys::{Keypair, PublicKey, Signature, verify_batch};
 pub use receipt::{Event, Receipt, TxFailure};
+pub use subnet::{
+    MAX_SUBNET_NAME_BYTES, MAX_UIDS, NetUid, SubnetParam, SubnetTask, weights_commitment,
+};
 pub use tx::{
     MAX_MESSAGES, MAX_TX_BYTES, Message, REVEAL_BYTES_PER_UNIT, SignedTransaction, Transaction,
     work_units,

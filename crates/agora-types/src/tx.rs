@@ -1,6 +1,6 @@
 use crate::{
-    Address, Amount, Error, Hash, Keypair, ModelKind, ProviderInfo, PublicKey, Result, SettledJob,
-    Signature, Verdict, VerifierInfo, serde_u128,
+    Address, Amount, Error, Hash, Keypair, ModelKind, NetUid, ProviderInfo, PublicKey, Result,
+    SettledJob, Signature, SubnetParam, SubnetTask, Verdict, VerifierInfo, serde_u128,
 };
 use borsh::{BorshDeserialize, BorshSerialize};
 use serde::Serialize;
@@ -124,6 +124,76 @@ pub enum Message {
         /// Pass, or the fault found.
         verdict: Verdict,
     },
+    /// Creates a subnet owned by the sender, burning the current lock cost (DESIGN.md §7).
+    CreateSubnet {
+        /// At most [`crate::MAX_SUBNET_NAME_BYTES`].
+        name: String,
+        /// What its miners do.
+        task: SubnetTask,
+        /// The most the sender agrees to burn: the lock cost rises with demand, so a creation
+        /// that lands after others fails rather than paying more than expected.
+        #[serde(with = "serde_u128")]
+        max_lock: Amount,
+    },
+    /// The subnet's owner changes one hyperparameter, within its bounds.
+    SetSubnetParam {
+        /// The subnet.
+        netuid: NetUid,
+        /// What changes, and to what.
+        param: SubnetParam,
+    },
+    /// Registers the sender as a neuron (its hotkey) of a subnet, burning the registration
+    /// burn; a full subnet gives it the UID of its lowest-scoring neuron outside immunity.
+    RegisterNeuron {
+        /// The subnet.
+        netuid: NetUid,
+        /// `http://` or `https://` URL where it serves (a miner) or nothing to serve (a
+        /// validator may give any URL of its own).
+        endpoint: String,
+        /// The most the sender agrees to burn (the burn moves with demand).
+        #[serde(with = "serde_u128")]
+        max_burn: Amount,
+    },
+    /// Delegates `amount` of the sender's balance to a hotkey registered on a subnet: it counts
+    /// for the hotkey's validator permit and dividends from the next epoch on.
+    AddSubnetStake {
+        /// The subnet.
+        netuid: NetUid,
+        /// The neuron staked on.
+        hotkey: Address,
+        /// Base units.
+        #[serde(with = "serde_u128")]
+        amount: Amount,
+    },
+    /// Takes back stake delegated to a hotkey; it unbonds like validator stake.
+    RemoveSubnetStake {
+        /// The subnet.
+        netuid: NetUid,
+        /// The neuron it was staked on.
+        hotkey: Address,
+        /// Base units.
+        #[serde(with = "serde_u128")]
+        amount: Amount,
+    },
+    /// A validator commits to its next weights ([`crate::weights_commitment`]); it reveals them
+    /// in the reveal window, `commit_reveal_period` epochs later.
+    CommitWeights {
+        /// The subnet.
+        netuid: NetUid,
+        /// The commitment.
+        commitment: Hash,
+    },
+    /// A validator reveals the weights it committed to.
+    RevealWeights {
+        /// The subnet.
+        netuid: NetUid,
+        /// UIDs rated, each once, in range.
+        uids: Vec<u16>,
+        /// Their weights (any scale; normalized so the largest is `u16::MAX`).
+        weights: Vec<u16>,
+        /// The salt of the commitment.
+        salt: Hash,
+    },
 }
 
 fn hex_bytes<S: serde::Serializer>(bytes: &[u8], s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -162,6 +232,9 @@ impl Message {
             Message::RevealJob { data, .. } => 1 + (data.len() / REVEAL_BYTES_PER_UNIT) as u64,
             // A challenge draws a committee over the verifier set.
             Message::ChallengeJob { .. } => 2,
+            // A registration into a full subnet reads every neuron to find whom to prune.
+            Message::RegisterNeuron { .. } => 4,
+            Message::RevealWeights { uids, .. } => 1 + (uids.len() / 32) as u64,
             _ => 1,
         }
     }
@@ -175,6 +248,9 @@ impl Message {
             Message::RegisterProvider { stake, .. } | Message::RegisterVerifier { stake, .. } => {
                 *stake
             }
+            Message::CreateSubnet { max_lock, .. } => *max_lock,
+            Message::RegisterNeuron { max_burn, .. } => *max_burn,
+            Message::AddSubnetStake { amount, .. } => *amount,
             Message::Unbond { .. }
             | Message::UpdateProvider { .. }
             | Message::UnregisterProvider
@@ -184,7 +260,11 @@ impl Message {
             | Message::UnregisterVerifier
             | Message::RevealJob { .. }
             | Message::ChallengeJob { .. }
-            | Message::PostVerdict { .. } => 0,
+            | Message::PostVerdict { .. }
+            | Message::SetSubnetParam { .. }
+            | Message::RemoveSubnetStake { .. }
+            | Message::CommitWeights { .. }
+            | Message::RevealWeights { .. } => 0,
         }
     }
 }
@@ -249,6 +329,8 @@ impl Transaction {
                     }
                 }
                 Message::RevealJob { verifier, .. } => add(*verifier),
+                Message::AddSubnetStake { hotkey, .. }
+                | Message::RemoveSubnetStake { hotkey, .. } => add(*hotkey),
                 _ => {}
             }
         }
@@ -559,6 +641,43 @@ mod tests {
             Message::PostVerdict {
                 job_id: Hash([12; 32]),
                 verdict: crate::Verdict::Pass,
+            },
+            Message::CreateSubnet {
+                name: "s".into(),
+                task: crate::SubnetTask::Custom {
+                    name: "t".into(),
+                    spec: Hash([14; 32]),
+                },
+                max_lock: u128::MAX,
+            },
+            Message::SetSubnetParam {
+                netuid: 1,
+                param: crate::SubnetParam::MaxBurn(u128::MAX),
+            },
+            Message::RegisterNeuron {
+                netuid: 2,
+                endpoint: "http://m".into(),
+                max_burn: 7,
+            },
+            Message::AddSubnetStake {
+                netuid: 3,
+                hotkey: key.address(),
+                amount: 8,
+            },
+            Message::RemoveSubnetStake {
+                netuid: 3,
+                hotkey: key.address(),
+                amount: 9,
+            },
+            Message::CommitWeights {
+                netuid: 4,
+                commitment: Hash([15; 32]),
+            },
+            Message::RevealWeights {
+                netuid: 4,
+                uids: vec![0, 1],
+                weights: vec![65_535, 1],
+                salt: Hash([16; 32]),
             },
             Message::PostVerdict {
                 job_id: Hash([13; 32]),

@@ -408,7 +408,7 @@ fn adversarial_runs_reach_every_outcome() {
         TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]),
     );
     let mut seen: std::collections::BTreeMap<String, u64> = Default::default();
-    for _ in 0..60 {
+    for _ in 0..90 {
         let run = sim::arb_run(20).new_tree(&mut runner).unwrap().current();
         let world = sim::run(&run).unwrap();
         for (k, n) in world.events {
@@ -433,6 +433,15 @@ fn adversarial_runs_reach_every_outcome() {
         "unbond_released",
         "escrow_released",
         "job_pruned",
+        "subnet_created",
+        "neuron_registered",
+        "neuron_pruned",
+        "subnet_stake_added",
+        "subnet_stake_removed",
+        "weights_committed",
+        "weights_revealed",
+        "subnet_epoch",
+        "subnet_param",
     ] {
         assert!(seen.contains_key(kind), "no {kind} in {seen:?}");
     }
@@ -441,6 +450,7 @@ fn adversarial_runs_reach_every_outcome() {
 // ---- The compute market ----
 
 mod market;
+mod subnets;
 
 fn validator_set(s: &MemState) -> Option<ValidatorSet> {
     s.get(&validator_set_key())

@@ -162,7 +162,12 @@ impl Executor<'_> {
         }
     }
 
-    pub(super) fn credit(&self, scratch: &mut Scratch, to: Address, amount: Amount) -> Result<()> {
+    pub(in crate::executor) fn credit(
+        &self,
+        scratch: &mut Scratch,
+        to: Address,
+        amount: Amount,
+    ) -> Result<()> {
         if amount == 0 {
             return Ok(());
         }

@@ -1034,6 +1034,11 @@ fn a_check_never_pays_out_more_than_was_paid_in_for_it() {
     };
     let supply_now = supply(&s);
     put(&mut s, supply_key(), supply_now + 100 * AGR);
+    // As if genesis had funded the pool (supply = genesis + minted − burned).
+    let mut emission: EmissionState =
+        borsh::from_slice(&s.get(&emission_key()).unwrap().unwrap()).unwrap();
+    emission.genesis_supply += 100 * AGR;
+    s.0.insert(emission_key(), borsh::to_vec(&emission).unwrap());
     put(&mut s, verifier_pool_key(), 100 * AGR);
     // One party holds the provider, the client and every verifier: it prices its own
     // provider at 10 AGR per job, settles a job with itself, challenges it and has its

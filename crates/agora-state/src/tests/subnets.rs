@@ -1,0 +1,603 @@
+//! The model market on the chain: emission, subnets, neurons, stake, commit-reveal weights and
+//! epochs, with every invariant checked after every block.
+
+use super::*;
+use crate::subnet::{EpochRecord, Neuron, Subnet, WeightCommit, WeightRow};
+use agora_types::{Hash, Receipt, SubnetParam, SubnetTask, weights_commitment};
+use std::collections::BTreeMap;
+
+/// A chain of `n` funded users, driven block by block.
+pub(super) struct Chain {
+    pub(super) s: MemState,
+    pub(super) height: u64,
+    nonces: BTreeMap<usize, u64>,
+}
+
+impl Chain {
+    pub(super) fn new(n: usize) -> Chain {
+        Chain {
+            s: state(n),
+            height: 0,
+            nonces: BTreeMap::new(),
+        }
+    }
+
+    /// One block holding one transaction per entry; returns their receipts.
+    pub(super) fn block(&mut self, txs: Vec<(usize, Vec<Message>)>) -> Vec<Receipt> {
+        let txs: Vec<SignedTransaction> = txs
+            .into_iter()
+            .map(|(from, msgs)| {
+                let nonce = self.nonces.entry(from).or_insert(0);
+                *nonce += 1;
+                tx(from, *nonce - 1, 10, msgs)
+            })
+            .collect();
+        self.height += 1;
+        run_block(&mut self.s, self.height, &txs).receipts
+    }
+
+    /// One transaction in its own block; panics with its failure if it fails.
+    #[track_caller]
+    pub(super) fn ok(&mut self, from: usize, msgs: Vec<Message>) -> Receipt {
+        let r = self.block(vec![(from, msgs)]).remove(0);
+        assert!(r.success, "{:?}", r.failure);
+        r
+    }
+
+    /// One transaction that must fail with `code`: the state after its block is the state
+    /// after an empty block, but for the fee and the nonce.
+    #[track_caller]
+    pub(super) fn fails(&mut self, from: usize, msgs: Vec<Message>, code: &str) {
+        let mut expected = self.s.clone();
+        let fee = 10 * u128::from(agora_types::work_units(&msgs));
+        let r = self.block(vec![(from, msgs)]).remove(0);
+        let Some(failure) = r.failure else {
+            panic!("the transaction succeeded, expected {code}")
+        };
+        assert_eq!(failure.code, code, "{}", failure.message);
+        run_block(&mut expected, self.height, &[]);
+        let sender = key(from).address();
+        let mut acc = account(&expected, &sender);
+        acc.balance -= fee;
+        acc.nonce += 1;
+        expected
+            .0
+            .insert(account_key(&sender), borsh::to_vec(&acc).unwrap());
+        let mut p: Account = expected
+            .get(&account_key(&proposer()))
+            .unwrap()
+            .map(|b| borsh::from_slice(&b).unwrap())
+            .unwrap_or_default();
+        p.balance += fee;
+        expected
+            .0
+            .insert(account_key(&proposer()), borsh::to_vec(&p).unwrap());
+        assert!(expected.0 == self.s.0, "a failed {code} changed the state");
+    }
+
+    /// Empty blocks up to and including `height`.
+    pub(super) fn run_to(&mut self, height: u64) {
+        while self.height < height {
+            self.block(vec![]);
+        }
+    }
+
+    /// Empty blocks through the next epoch of subnet `netuid` (tempo `tempo`).
+    pub(super) fn next_epoch(&mut self, netuid: u16, tempo: u64) {
+        self.block(vec![]);
+        while !(self.height + 1 + u64::from(netuid)).is_multiple_of(tempo) {
+            self.block(vec![]);
+        }
+    }
+
+    pub(super) fn get<T: borsh::BorshDeserialize>(&self, key: &[u8]) -> Option<T> {
+        self.s
+            .get(key)
+            .unwrap()
+            .map(|b| borsh::from_slice(&b).unwrap())
+    }
+
+    pub(super) fn subnet(&self, netuid: u16) -> Subnet {
+        self.get(&subnet_key(netuid)).expect("the subnet exists")
+    }
+
+    pub(super) fn neuron(&self, netuid: u16, uid: u16) -> Neuron {
+        self.get(&neuron_key(netuid, uid))
+            .expect("the neuron exists")
+    }
+
+    pub(super) fn balance(&self, user: usize) -> u128 {
+        account(&self.s, &key(user).address()).balance
+    }
+
+    pub(super) fn emission(&self) -> EmissionState {
+        self.get(&emission_key()).expect("emission state")
+    }
+}
+
+pub(super) fn create(name: &str, task: SubnetTask) -> Message {
+    Message::CreateSubnet {
+        name: name.into(),
+        task,
+        max_lock: u128::MAX,
+    }
+}
+
+pub(super) fn set(netuid: u16, param: SubnetParam) -> Message {
+    Message::SetSubnetParam { netuid, param }
+}
+
+pub(super) fn register(netuid: u16) -> Message {
+    Message::RegisterNeuron {
+        netuid,
+        endpoint: "http://127.0.0.1:1".into(),
+        max_burn: u128::MAX,
+    }
+}
+
+pub(super) fn stake(netuid: u16, hotkey: usize, amount: u128) -> Message {
+    Message::AddSubnetStake {
+        netuid,
+        hotkey: key(hotkey).address(),
+        amount,
+    }
+}
+
+pub(super) fn salt(i: usize) -> Hash {
+    Hash::digest(&i.to_le_bytes())
+}
+
+pub(super) fn commit(netuid: u16, user: usize, uids: &[u16], weights: &[u16]) -> Message {
+    Message::CommitWeights {
+        netuid,
+        commitment: weights_commitment(netuid, &key(user).address(), uids, weights, &salt(user)),
+    }
+}
+
+pub(super) fn reveal(netuid: u16, user: usize, uids: &[u16], weights: &[u16]) -> Message {
+    Message::RevealWeights {
+        netuid,
+        uids: uids.to_vec(),
+        weights: weights.to_vec(),
+        salt: salt(user),
+    }
+}
+
+const TEMPO: u64 = 10;
+
+/// Subnet 0 owned by user 0 with tempo 10, no immunity, no rate limit; user 1 a validator
+/// with 100 AGR staked on itself; users 2 and 3 miners (UIDs 1 and 2).
+fn subnet_with_neurons() -> Chain {
+    let mut c = Chain::new(6);
+    c.ok(0, vec![create("chat", SubnetTask::Chat)]);
+    c.ok(
+        0,
+        vec![
+            set(0, SubnetParam::Tempo(TEMPO)),
+            set(0, SubnetParam::ImmunityPeriod(0)),
+            set(0, SubnetParam::WeightsRateLimit(0)),
+        ],
+    );
+    c.ok(1, vec![register(0)]);
+    c.ok(2, vec![register(0)]);
+    c.ok(3, vec![register(0)]);
+    c.ok(1, vec![stake(0, 1, 100 * AGR)]);
+    c
+}
+
+#[test]
+fn a_better_miner_earns_more_and_every_epoch_pays_exactly_what_accrued() {
+    let mut c = subnet_with_neurons();
+    let genesis = c.emission().genesis_supply;
+    // The validator rates miner UID 1 three times miner UID 2, through commit-reveal.
+    let (uids, weights) = ([1u16, 2], [3u16, 1]);
+    c.ok(1, vec![commit(0, 1, &uids, &weights)]);
+    c.next_epoch(0, TEMPO);
+    c.ok(
+        1,
+        vec![reveal(0, 1, &uids, &weights), commit(0, 1, &uids, &weights)],
+    );
+    let (m1, m2, owner) = (c.balance(2), c.balance(3), c.balance(0));
+    c.next_epoch(0, TEMPO);
+    let history: Vec<EpochRecord> = c.get(&subnet_history_key(0)).unwrap();
+    let last = history.last().unwrap();
+    assert!(last.emission > 0);
+    let earned1 = c.balance(2) - m1;
+    let earned2 = c.balance(3) - m2;
+    assert!(earned1 > 2 * earned2, "{earned1} vs {earned2}");
+    assert!(earned2 > 0);
+    // The owner's cut is 18 % (plus rounding): within a few base units.
+    let cut = c.balance(0) - owner;
+    assert!(
+        cut >= last.emission * 18 / 100 && cut <= last.emission * 18 / 100 + 10,
+        "{cut}"
+    );
+    assert_eq!(c.neuron(0, 1).incentive, 3 * c.neuron(0, 2).incentive);
+    assert!(c.neuron(0, 0).validator_permit);
+    assert!(c.neuron(0, 0).dividends > 0);
+    // Supply = genesis + minted - burned (the invariants check it after every block too).
+    let e = c.emission();
+    assert_eq!(supply(&c.s), genesis + e.minted - e.burned);
+    assert!(e.burned >= 100 * AGR, "the lock and the burns are burned");
+}
+
+#[test]
+fn nothing_is_minted_without_stake_on_a_subnet() {
+    let mut c = Chain::new(2);
+    c.run_to(5);
+    assert_eq!(c.emission().minted, 0);
+    c.ok(0, vec![create("chat", SubnetTask::Chat)]);
+    c.run_to(10);
+    assert_eq!(
+        c.emission().minted,
+        0,
+        "a subnet with no stake draws no emission"
+    );
+}
+
+#[test]
+fn the_lock_cost_doubles_then_decays() {
+    let mut c = Chain::new(3);
+    let before = c.balance(0);
+    c.ok(0, vec![create("a", SubnetTask::Chat)]);
+    // 100 AGR the first time (and the fee).
+    assert_eq!(before - c.balance(0), 100 * AGR + 10);
+    c.fails(
+        1,
+        vec![Message::CreateSubnet {
+            name: "b".into(),
+            task: SubnetTask::Forecast,
+            max_lock: 150 * AGR,
+        }],
+        "lock_cost_exceeded",
+    );
+    let before = c.balance(1);
+    c.ok(1, vec![create("b", SubnetTask::Forecast)]);
+    assert!(
+        before - c.balance(1) > 199 * AGR,
+        "about twice the last lock"
+    );
+    let index: SubnetIndex = c.get(&subnet_index_key()).unwrap();
+    assert_eq!(index.subnets.len(), 2);
+    // After the reduction interval it is back to the last lock, then to the minimum.
+    let p = SubnetParams::default();
+    assert_eq!(
+        p.lock_cost(200 * AGR, 0, p.lock_reduction_interval),
+        200 * AGR
+    );
+    assert_eq!(
+        p.lock_cost(200 * AGR, 0, 2 * p.lock_reduction_interval),
+        p.min_lock
+    );
+    c.fails(2, vec![create("", SubnetTask::Chat)], "invalid_subnet");
+    c.fails(
+        2,
+        vec![create(
+            "c",
+            SubnetTask::Custom {
+                name: "x".repeat(65),
+                spec: Hash([1; 32]),
+            },
+        )],
+        "invalid_subnet",
+    );
+}
+
+#[test]
+fn only_the_owner_changes_hyperparameters_and_only_within_bounds() {
+    let mut c = Chain::new(3);
+    c.ok(0, vec![create("a", SubnetTask::Chat)]);
+    c.fails(1, vec![set(0, SubnetParam::Tempo(20))], "not_subnet_owner");
+    c.fails(0, vec![set(7, SubnetParam::Tempo(20))], "unknown_subnet");
+    for bad in [
+        SubnetParam::Tempo(1),
+        SubnetParam::Kappa(100),
+        SubnetParam::MaxUids(300),
+        SubnetParam::CommitRevealPeriod(0),
+        SubnetParam::ValidatorTake(500_000),
+        SubnetParam::MinBurn(0),
+        SubnetParam::BondsMovingAverage(1_000_000),
+    ] {
+        c.fails(0, vec![set(0, bad)], "param_out_of_bounds");
+    }
+    c.ok(0, vec![set(0, SubnetParam::Tempo(20))]);
+    assert_eq!(c.subnet(0).params.tempo, 20);
+    let index: SubnetIndex = c.get(&subnet_index_key()).unwrap();
+    assert_eq!(index.subnets[0].tempo, 20);
+}
+
+#[test]
+fn commit_reveal_refuses_early_late_mismatched_and_repeated_reveals() {
+    let mut c = subnet_with_neurons();
+    let (uids, weights) = ([1u16, 2], [3u16, 1]);
+    // Start right after an epoch, so the next blocks are all in one window.
+    c.next_epoch(0, TEMPO);
+    c.fails(1, vec![reveal(0, 1, &uids, &weights)], "no_commit");
+    c.ok(1, vec![commit(0, 1, &uids, &weights)]);
+    c.fails(1, vec![commit(0, 1, &uids, &weights)], "commit_pending");
+    // The same epoch: too early.
+    c.fails(1, vec![reveal(0, 1, &uids, &weights)], "reveal_too_early");
+    c.next_epoch(0, TEMPO);
+    // Another salt, other weights, or someone else revealing: refused.
+    c.fails(
+        1,
+        vec![Message::RevealWeights {
+            netuid: 0,
+            uids: uids.to_vec(),
+            weights: weights.to_vec(),
+            salt: salt(9),
+        }],
+        "reveal_mismatch",
+    );
+    c.fails(1, vec![reveal(0, 1, &uids, &[1, 3])], "reveal_mismatch");
+    c.fails(2, vec![reveal(0, 1, &uids, &weights)], "no_commit");
+    c.ok(1, vec![reveal(0, 1, &uids, &weights)]);
+    let row: WeightRow = c.get(&weights_key(0, 0)).unwrap();
+    assert_eq!(
+        row.entries,
+        vec![(1, 65_535), (2, 21_845)],
+        "the largest is u16::MAX"
+    );
+    c.fails(1, vec![reveal(0, 1, &uids, &weights)], "no_commit");
+    // A commitment left unrevealed past its window is refused, then forgotten.
+    c.ok(1, vec![commit(0, 1, &uids, &weights)]);
+    c.next_epoch(0, TEMPO);
+    c.next_epoch(0, TEMPO);
+    let commits: Option<Vec<WeightCommit>> = c.get(&commits_key(0));
+    assert!(commits.is_none(), "expired: {commits:?}");
+    c.fails(1, vec![reveal(0, 1, &uids, &weights)], "no_commit");
+}
+
+#[test]
+fn a_late_reveal_is_refused_in_the_epoch_before_it_expires() {
+    let mut c = subnet_with_neurons();
+    c.ok(0, vec![set(0, SubnetParam::CommitRevealPeriod(1))]);
+    let (uids, weights) = ([1u16], [1u16]);
+    c.ok(1, vec![commit(0, 1, &uids, &weights)]);
+    c.next_epoch(0, TEMPO);
+    // Skip the window: the epoch that closes it has run, the commitment is gone.
+    c.next_epoch(0, TEMPO);
+    c.fails(1, vec![reveal(0, 1, &uids, &weights)], "no_commit");
+    // With a period of two, a reveal after one epoch is early and after three is late.
+    c.ok(0, vec![set(0, SubnetParam::CommitRevealPeriod(2))]);
+    c.ok(1, vec![commit(0, 1, &uids, &weights)]);
+    c.next_epoch(0, TEMPO);
+    c.fails(1, vec![reveal(0, 1, &uids, &weights)], "reveal_too_early");
+    c.next_epoch(0, TEMPO);
+    c.ok(1, vec![reveal(0, 1, &uids, &weights)]);
+}
+
+#[test]
+fn malformed_weights_are_refused_with_their_reason() {
+    let mut c = subnet_with_neurons();
+    for (uids, weights) in [
+        (vec![1u16, 2], vec![1u16]),
+        (vec![], vec![]),
+        (vec![1, 7], vec![1, 1]),
+        (vec![1, 1], vec![1, 2]),
+        (vec![1, 2], vec![0, 0]),
+        (vec![0, 1, 2, 0], vec![1, 1, 1, 1]),
+    ] {
+        c.ok(1, vec![commit(0, 1, &uids, &weights)]);
+        c.next_epoch(0, TEMPO);
+        c.fails(1, vec![reveal(0, 1, &uids, &weights)], "invalid_weights");
+        // The commitment stays until its window closes.
+        c.next_epoch(0, TEMPO);
+    }
+    assert!(c.get::<WeightRow>(&weights_key(0, 0)).is_none());
+}
+
+#[test]
+fn the_weights_rate_limit_holds() {
+    let mut c = subnet_with_neurons();
+    c.ok(0, vec![set(0, SubnetParam::WeightsRateLimit(15))]);
+    let (uids, weights) = ([1u16], [1u16]);
+    c.ok(1, vec![commit(0, 1, &uids, &weights)]);
+    c.next_epoch(0, TEMPO);
+    c.ok(1, vec![reveal(0, 1, &uids, &weights)]);
+    c.fails(
+        1,
+        vec![commit(0, 1, &uids, &weights)],
+        "weights_rate_limited",
+    );
+    c.run_to(c.height + 15);
+    c.ok(1, vec![commit(0, 1, &uids, &weights)]);
+}
+
+#[test]
+fn registration_refusals_and_the_burn_that_follows_demand() {
+    let mut c = Chain::new(12);
+    c.ok(0, vec![create("a", SubnetTask::Chat)]);
+    c.ok(0, vec![set(0, SubnetParam::Tempo(TEMPO))]);
+    c.fails(1, vec![register(3)], "unknown_subnet");
+    c.fails(
+        1,
+        vec![Message::RegisterNeuron {
+            netuid: 0,
+            endpoint: "ftp://x".into(),
+            max_burn: u128::MAX,
+        }],
+        "invalid_neuron",
+    );
+    c.fails(
+        1,
+        vec![Message::RegisterNeuron {
+            netuid: 0,
+            endpoint: "http://x".into(),
+            max_burn: 1,
+        }],
+        "burn_exceeded",
+    );
+    c.next_epoch(0, TEMPO);
+    c.ok(1, vec![register(0)]);
+    c.fails(1, vec![register(0)], "already_registered");
+    let burn = c.subnet(0).burn;
+    // Target 2 per epoch: 6 at most. Users 2..=6 register (5 more, 6 in all), user 7 is refused.
+    let receipts = c.block((2..=7).map(|u| (u, vec![register(0)])).collect());
+    assert!(receipts[..5].iter().all(|r| r.success));
+    assert_eq!(
+        receipts[5].failure.as_ref().unwrap().code,
+        "registrations_full"
+    );
+    c.next_epoch(0, TEMPO);
+    // Six registrations against a target of two: the burn doubles.
+    assert_eq!(c.subnet(0).burn, burn * (6 + 2) / 4);
+    c.ok(7, vec![register(0)]);
+    assert_eq!(c.subnet(0).n, 7);
+}
+
+#[test]
+fn a_full_subnet_prunes_its_lowest_earner_outside_immunity() {
+    let mut c = subnet_with_neurons();
+    c.ok(0, vec![set(0, SubnetParam::MaxUids(3))]);
+    c.ok(0, vec![set(0, SubnetParam::ImmunityPeriod(1_000))]);
+    c.fails(4, vec![register(0)], "subnet_full");
+    c.ok(0, vec![set(0, SubnetParam::ImmunityPeriod(0))]);
+    // The validator rates only UID 1; UID 2 earns nothing and is pruned.
+    let (uids, weights) = ([1u16], [1u16]);
+    c.ok(1, vec![commit(0, 1, &uids, &weights)]);
+    c.next_epoch(0, TEMPO);
+    c.ok(1, vec![reveal(0, 1, &uids, &weights)]);
+    c.next_epoch(0, TEMPO);
+    assert_eq!(c.neuron(0, 2).emission, 0);
+    let r = c.ok(4, vec![register(0)]);
+    assert!(r.events.iter().any(|e| e.kind == "neuron_pruned"));
+    assert_eq!(c.neuron(0, 2).hotkey, key(4).address());
+    assert!(
+        c.get::<u16>(&hotkey_uid_key(0, &key(3).address()))
+            .is_none()
+    );
+}
+
+#[test]
+fn a_reregistered_uid_inherits_no_weights_bonds_or_pending_reveals() {
+    let mut c = subnet_with_neurons();
+    c.ok(0, vec![set(0, SubnetParam::MaxUids(3))]);
+    // The validator rates UID 1 (user 2) low and UID 2 (user 3) high, and commits to the same
+    // weights again.
+    let (uids, weights) = ([1u16, 2], [1u16, 9]);
+    c.ok(1, vec![commit(0, 1, &uids, &weights)]);
+    c.next_epoch(0, TEMPO);
+    c.ok(1, vec![reveal(0, 1, &uids, &weights)]);
+    c.ok(1, vec![commit(0, 1, &uids, &weights)]);
+    c.next_epoch(0, TEMPO);
+    let bonds: Vec<(u16, u64)> = c.get(&bonds_key(0, 0)).unwrap();
+    assert!(
+        bonds.iter().any(|b| b.0 == 2),
+        "the validator holds bonds on UID 2"
+    );
+    // UID 1 (user 2) earns the least, so it is the one a new registration takes.
+    assert!(c.neuron(0, 2).emission > c.neuron(0, 1).emission);
+    // User 4 takes UID 1 (the lowest earner); then the validator's pending reveal (committed
+    // before the registration) must not count for the new owner of UID 1.
+    c.ok(4, vec![register(0)]);
+    assert_eq!(c.neuron(0, 1).hotkey, key(4).address());
+    c.ok(1, vec![reveal(0, 1, &uids, &weights)]);
+    c.next_epoch(0, TEMPO);
+    let n1 = c.neuron(0, 1);
+    assert_eq!(
+        n1.incentive, 0,
+        "weights committed before the registration do not count"
+    );
+    assert_eq!(n1.consensus, 0);
+    let bonds: Vec<(u16, u64)> = c.get(&bonds_key(0, 0)).unwrap();
+    assert!(
+        bonds.iter().all(|b| b.0 != 1),
+        "no bonds on the new owner of UID 1: {bonds:?}"
+    );
+    // The next commitment, made after the registration, counts.
+    c.ok(1, vec![commit(0, 1, &uids, &weights)]);
+    c.next_epoch(0, TEMPO);
+    c.ok(1, vec![reveal(0, 1, &uids, &weights)]);
+    c.next_epoch(0, TEMPO);
+    assert!(c.neuron(0, 1).incentive > 0);
+}
+
+#[test]
+fn stake_counts_from_the_next_full_epoch_and_unstaking_unbonds() {
+    let mut c = subnet_with_neurons();
+    // User 4 delegates to the validator right before an epoch: it earns nothing from it.
+    let (uids, weights) = ([1u16], [1u16]);
+    c.ok(1, vec![commit(0, 1, &uids, &weights)]);
+    c.next_epoch(0, TEMPO);
+    c.ok(1, vec![reveal(0, 1, &uids, &weights)]);
+    // Run to the block before the epoch, then stake in the epoch's own block.
+    while !(c.height + 2).is_multiple_of(TEMPO) {
+        c.block(vec![]);
+    }
+    let before = c.balance(4);
+    c.ok(4, vec![stake(0, 1, 100 * AGR)]);
+    assert!(
+        (c.height + 1).is_multiple_of(TEMPO),
+        "the stake landed in the epoch block"
+    );
+    assert_eq!(c.balance(4), before - 100 * AGR - 10, "paid nothing");
+    // The next epoch: it was there the whole tempo, so it earns about half of the dividends'
+    // delegators' share (the validator's own stake is the other half).
+    let before = c.balance(4);
+    c.next_epoch(0, TEMPO);
+    assert!(c.balance(4) > before);
+    // Unstaking: beyond what it has, refused; the rest unbonds.
+    c.fails(
+        4,
+        vec![Message::RemoveSubnetStake {
+            netuid: 0,
+            hotkey: key(1).address(),
+            amount: 101 * AGR,
+        }],
+        "insufficient_stake",
+    );
+    c.fails(
+        5,
+        vec![Message::RemoveSubnetStake {
+            netuid: 0,
+            hotkey: key(1).address(),
+            amount: 1,
+        }],
+        "insufficient_stake",
+    );
+    c.ok(
+        4,
+        vec![Message::RemoveSubnetStake {
+            netuid: 0,
+            hotkey: key(1).address(),
+            amount: 100 * AGR,
+        }],
+    );
+    assert_eq!(account(&c.s, &key(4).address()).unbonding, 100 * AGR);
+    c.fails(4, vec![stake(0, 5, AGR)], "not_registered");
+    c.fails(4, vec![stake(0, 1, 10_000 * AGR)], "insufficient_funds");
+    c.fails(4, vec![stake(0, 1, 0)], "zero_amount");
+}
+
+#[test]
+fn a_validator_that_stops_revealing_loses_its_dividends() {
+    let mut c = subnet_with_neurons();
+    c.ok(4, vec![register(0)]);
+    c.ok(4, vec![stake(0, 4, 100 * AGR)]);
+    c.ok(0, vec![set(0, SubnetParam::ActivityCutoff(25))]);
+    let (uids, weights) = ([1u16, 2], [3u16, 1]);
+    // Both validators (users 1 and 4) commit and reveal once.
+    c.block(vec![
+        (1, vec![commit(0, 1, &uids, &weights)]),
+        (4, vec![commit(0, 4, &uids, &weights)]),
+    ]);
+    c.next_epoch(0, TEMPO);
+    c.block(vec![
+        (1, vec![reveal(0, 1, &uids, &weights)]),
+        (4, vec![reveal(0, 4, &uids, &weights)]),
+    ]);
+    c.next_epoch(0, TEMPO);
+    let (d1, d4) = (c.neuron(0, 0).dividends, c.neuron(0, 3).dividends);
+    assert!(d1 > 0 && d4 > 0);
+    // User 1 keeps committing and revealing; user 4 stops.
+    for _ in 0..4 {
+        c.ok(1, vec![commit(0, 1, &uids, &weights)]);
+        c.next_epoch(0, TEMPO);
+        c.ok(1, vec![reveal(0, 1, &uids, &weights)]);
+        c.next_epoch(0, TEMPO);
+    }
+    assert_eq!(c.neuron(0, 3).dividends, 0, "past the activity cutoff");
+    assert_eq!(c.neuron(0, 3).validator_trust, 0);
+    assert!(c.neuron(0, 0).dividends > d1);
+}
