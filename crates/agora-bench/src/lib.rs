@@ -12,6 +12,7 @@ mod market;
 pub mod network;
 pub mod verify;
 pub mod web;
+pub mod yuma;
 
 use anyhow::{Result, bail};
 use clap::Subcommand;
@@ -68,6 +69,9 @@ pub enum BenchCommand {
     /// render time on the server), and the explorer's live stream at 10 blocks a second (every
     /// block delivered, and how long after its commit).
     Web(web::WebArgs),
+    /// One subnet epoch: Yuma Consensus alone and the whole epoch block on the state machine,
+    /// the state a subnet takes, and how the time grows with UIDs and validators.
+    Yuma(yuma::YumaArgs),
     /// The compute market on-chain: client-signed jobs with provider-signed receipts settled
     /// (`SettleJobs`, every signature checked) and committed per second.
     Market {
@@ -118,6 +122,7 @@ pub fn run(cmd: BenchCommand, models: &std::path::Path) -> Result<()> {
         BenchCommand::Network(args) => crate::network::run(args),
         BenchCommand::Audit(args) => crate::audit::bench(args),
         BenchCommand::Web(args) => crate::web::run(args),
+        BenchCommand::Yuma(args) => crate::yuma::run(args),
         BenchCommand::Invariants { seconds, seed } => invariants(seconds, seed),
         BenchCommand::Market {
             jobs,
