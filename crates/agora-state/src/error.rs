@@ -185,6 +185,13 @@ pub enum TxError {
     /// Weights the chain cannot take.
     #[error("invalid weights: {0}")]
     InvalidWeights(String),
+    /// A message that does not fit the subnet's task.
+    #[error("subnet {netuid} is a {task} subnet: {reason}")]
+    WrongTask {
+        netuid: u16,
+        task: String,
+        reason: &'static str,
+    },
 }
 
 impl TxError {
@@ -247,6 +254,7 @@ impl TxError {
             TxError::RevealTooEarly { .. } => "reveal_too_early",
             TxError::RevealTooLate { .. } => "reveal_too_late",
             TxError::InvalidWeights(_) => "invalid_weights",
+            TxError::WrongTask { .. } => "wrong_task",
         }
     }
 }

@@ -512,6 +512,14 @@ impl<'a> Executor<'a> {
                 weights,
                 salt,
             } => self.reveal_weights(scratch, sender, *netuid, uids, weights, salt, events),
+            Message::CommitPrediction { netuid, commitment } => {
+                self.commit_prediction(scratch, sender, *netuid, commitment, events)
+            }
+            Message::RevealPrediction {
+                netuid,
+                value,
+                salt,
+            } => self.reveal_prediction(scratch, sender, *netuid, *value, salt, events),
         }
     }
 

@@ -19,11 +19,13 @@
 //!   and stake delegated on subnets are holdings like any other.
 //! - **Subnets**: each subnet's stake is the sum of its delegations; its neurons are exactly
 //!   UIDs `0..n`, each hotkey mapped to its UID and back; weights and bonds only for UIDs in
-//!   use; a commitment only from a registered hotkey, one each, and never past its window.
+//!   use; a commitment only from a registered hotkey, one each, and never past its window;
+//!   forecasts only for the window running or the next, revealed only in the window they
+//!   predict.
 
 use crate::{
     Account, Check, EmissionState, Escrow, EscrowRelease, FeeState, HotkeyStake, JobRecord, Neuron,
-    Outcome, Provider, Subnet, SubnetIndex, UnbondingEntry, Verifier, WeightCommit,
+    Outcome, Prediction, Provider, Subnet, SubnetIndex, UnbondingEntry, Verifier, WeightCommit,
 };
 use agora_types::{Address, Amount, Hash};
 use borsh::BorshDeserialize;
@@ -235,6 +237,7 @@ pub fn check<'a>(
     let mut hotkeys: BTreeMap<(u16, Address), u16> = BTreeMap::new();
     let mut rows: Vec<(&'static str, u16, u16)> = Vec::new();
     let mut commits: BTreeMap<u16, Vec<WeightCommit>> = BTreeMap::new();
+    let mut predictions: BTreeMap<u16, Vec<Prediction>> = BTreeMap::new();
 
     fn decode<T: BorshDeserialize>(bad: &mut Vec<String>, key: &[u8], value: &[u8]) -> Option<T> {
         match borsh::from_slice(value) {
@@ -389,6 +392,10 @@ pub fn check<'a>(
                 (Some(netuid), Some(uid)) => rows.push((what, netuid, uid)),
                 _ => bad.push(format!("{what}: malformed key")),
             }
+        } else if let Some(netuid) = key.strip_prefix(b"snp/").and_then(netuid_of) {
+            if let Some(p) = decode::<Vec<Prediction>>(&mut bad, key, value) {
+                predictions.insert(netuid, p);
+            }
         } else if let Some(netuid) = key.strip_prefix(b"snc/").and_then(netuid_of) {
             if let Some(c) = decode::<Vec<WeightCommit>>(&mut bad, key, value) {
                 commits.insert(netuid, c);
@@ -476,6 +483,39 @@ pub fn check<'a>(
         &rows,
         &commits,
     );
+    for (netuid, list) in &predictions {
+        let Some(sn) = subnets.get(netuid) else {
+            bad.push(format!(
+                "predictions on subnet {netuid}, which does not exist"
+            ));
+            continue;
+        };
+        let mut seen = BTreeSet::new();
+        for p in list {
+            if !hotkeys.contains_key(&(*netuid, p.hotkey)) {
+                bad.push(format!(
+                    "subnet {netuid}: a prediction of unregistered {}",
+                    p.hotkey
+                ));
+            }
+            if !seen.insert((p.hotkey, p.epoch)) {
+                bad.push(format!(
+                    "subnet {netuid}: two predictions of {} for one window",
+                    p.hotkey
+                ));
+            }
+            if p.epoch + 1 < sn.epochs || p.epoch > sn.epochs {
+                bad.push(format!(
+                    "subnet {netuid}: a prediction outside the open windows"
+                ));
+            }
+            if p.value.is_some() && p.epoch + 1 != sn.epochs {
+                bad.push(format!(
+                    "subnet {netuid}: a prediction revealed before its window"
+                ));
+            }
+        }
+    }
 
     for (a, acc) in &accounts {
         let queued = unbonding.remove(a).unwrap_or(0);

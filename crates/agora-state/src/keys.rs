@@ -260,3 +260,8 @@ pub fn hotkey_stake_key(netuid: u16, hotkey: &Address) -> Vec<u8> {
 pub fn subnet_history_key(netuid: u16) -> Vec<u8> {
     subnet_prefixed(b"snh/", netuid)
 }
+
+/// `snp/` + netuid → the [`crate::Prediction`]s of a forecast subnet's open windows.
+pub fn predictions_key(netuid: u16) -> Vec<u8> {
+    subnet_prefixed(b"snp/", netuid)
+}

@@ -40,8 +40,8 @@ pub use keys::{
     account_key, bonds_key, check_key, commits_key, committee_queue_key, consensus_params_key,
     deadline_queue_key, draw_queue_key, emission_key, emission_params_key, escrow_key,
     escrow_queue_key, hotkey_stake_key, hotkey_uid_key, job_key, market_params_key, model_key,
-    neuron_key, open_check_key, open_check_prefix, params_key, pending_key, provider_key,
-    prune_queue_key, reveal_key, subnet_history_key, subnet_index_key, subnet_key,
+    neuron_key, open_check_key, open_check_prefix, params_key, pending_key, predictions_key,
+    provider_key, prune_queue_key, reveal_key, subnet_history_key, subnet_index_key, subnet_key,
     subnet_params_key, supply_key, unbonding_key, validator_candidates_key, validator_key_key,
     validator_set_key, verification_fund_key, verifier_key, verifier_pool_key, verifier_set_key,
     verify_params_key, weights_key,
@@ -51,8 +51,8 @@ pub use market::{
 };
 pub use model::{Account, Params, UnbondingEntry};
 pub use subnet::{
-    Delegation, EmissionParams, EmissionState, EpochRecord, HotkeyStake, Neuron, Subnet,
-    SubnetHyperparams, SubnetIndex, SubnetParams, SubnetSlot, WeightCommit, WeightRow,
+    Delegation, EmissionParams, EmissionState, EpochRecord, HotkeyStake, Neuron, Prediction,
+    Subnet, SubnetHyperparams, SubnetIndex, SubnetParams, SubnetSlot, WeightCommit, WeightRow,
 };
 pub use validators::{ConsensusParams, ValidatorEntry, ValidatorSet, read_validator_set};
 pub use verify::{Check, Outcome, Role, Seat, Verifier, VerifyParams};

@@ -16,7 +16,8 @@ use crate::{
 use agora_types::{
     AGR, Address, Amount, EncryptionKey, Fault, Hash, JobParams, JobReceipt, JobRequest, Keypair,
     Message, ModelKind, ProviderInfo, SettledJob, SignedTransaction, SubnetParam, SubnetTask,
-    Transaction, Verdict, Verification, VerifierInfo, job_fee, weights_commitment,
+    Transaction, Verdict, Verification, VerifierInfo, job_fee, prediction_commitment,
+    weights_commitment,
 };
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -87,8 +88,8 @@ pub enum Action {
     Challenge { job: u8 },
     /// Posts a verdict on an open check.
     Verdict { check: u8, pass: bool },
-    /// Creates a subnet, burning at most an amount.
-    CreateSubnet { max_lock: u8 },
+    /// Creates a subnet (a chat or a forecast one), burning at most an amount.
+    CreateSubnet { max_lock: u8, forecast: bool },
     /// Changes a hyperparameter (its owner or not, within bounds or not).
     SetSubnetParam { netuid: u8, which: u8, value: u8 },
     /// Registers as a neuron.
@@ -101,6 +102,10 @@ pub enum Action {
     CommitWeights { netuid: u8, seed: u8 },
     /// Reveals the last commitment (or something else, or tampered).
     RevealWeights { netuid: u8, tamper: u8 },
+    /// Commits to a forecast.
+    CommitPrediction { netuid: u8, value: u8 },
+    /// Reveals the last forecast (or tampered).
+    RevealPrediction { netuid: u8, tamper: u8 },
 }
 
 /// A transaction: its messages, and whether it is sent by the natural sender of its first
@@ -205,6 +210,8 @@ pub struct World {
     pub events: BTreeMap<String, u64>,
     /// The weights each actor last committed to, by subnet: (uids, weights, salt).
     commits: BTreeMap<(usize, u16), Committed>,
+    /// The forecast each actor last committed to, by subnet.
+    forecasts: BTreeMap<(usize, u16), u64>,
 }
 
 impl Default for World {
@@ -223,6 +230,7 @@ impl Default for World {
             blocks: 0,
             events: BTreeMap::new(),
             commits: BTreeMap::new(),
+            forecasts: BTreeMap::new(),
         }
     }
 }
@@ -403,11 +411,38 @@ impl World {
                 };
                 Message::PostVerdict { job_id, verdict }
             }
-            Action::CreateSubnet { max_lock } => Message::CreateSubnet {
+            Action::CreateSubnet { max_lock, forecast } => Message::CreateSubnet {
                 name: format!("subnet of {sender}"),
-                task: SubnetTask::Chat,
+                task: if *forecast {
+                    SubnetTask::Forecast
+                } else {
+                    SubnetTask::Chat
+                },
                 max_lock: amount(*max_lock),
             },
+            Action::CommitPrediction { netuid, value } => {
+                let netuid = subnet(*netuid);
+                let value = u64::from(*value);
+                self.forecasts.insert((sender, netuid), value);
+                Message::CommitPrediction {
+                    netuid,
+                    commitment: prediction_commitment(
+                        netuid,
+                        &key(sender).address(),
+                        value,
+                        &Hash::digest(&[sender as u8]),
+                    ),
+                }
+            }
+            Action::RevealPrediction { netuid, tamper } => {
+                let netuid = subnet(*netuid);
+                let value = self.forecasts.get(&(sender, netuid)).copied().unwrap_or(0);
+                Message::RevealPrediction {
+                    netuid,
+                    value: if tamper % 5 == 0 { value + 1 } else { value },
+                    salt: Hash::digest(&[sender as u8]),
+                }
+            }
             Action::SetSubnetParam {
                 netuid,
                 which,
@@ -663,7 +698,12 @@ pub fn arb_action() -> impl Strategy<Value = Action> {
         }),
         3 => b().prop_map(|job| Action::Challenge { job }),
         10 => (b(), any::<bool>()).prop_map(|(check, pass)| Action::Verdict { check, pass }),
-        1 => b().prop_map(|max_lock| Action::CreateSubnet { max_lock }),
+        1 => (b(), any::<bool>()).prop_map(|(max_lock, forecast)| Action::CreateSubnet {
+            max_lock,
+            forecast
+        }),
+        3 => (b(), b()).prop_map(|(netuid, value)| Action::CommitPrediction { netuid, value }),
+        3 => (b(), b()).prop_map(|(netuid, tamper)| Action::RevealPrediction { netuid, tamper }),
         1 => (b(), b(), b()).prop_map(|(netuid, which, value)| Action::SetSubnetParam {
             netuid,
             which,
@@ -730,7 +770,10 @@ pub fn run(blocks: &[Vec<TxPlan>]) -> Result<World, String> {
         by: (ACTORS - 1) as u8,
         natural: false,
         actions: vec![
-            Action::CreateSubnet { max_lock: 7 },
+            Action::CreateSubnet {
+                max_lock: 7,
+                forecast: false,
+            },
             // Tempo 10, room for all actors but one, no immunity: the last actor's
             // registration prunes someone.
             Action::SetSubnetParam {
@@ -756,9 +799,33 @@ pub fn run(blocks: &[Vec<TxPlan>]) -> Result<World, String> {
             },
         ],
     }])?;
+    // And the one before it a forecast subnet 1, with the same hyperparameters.
+    world.step(&[TxPlan {
+        by: (ACTORS - 2) as u8,
+        natural: false,
+        actions: vec![
+            Action::CreateSubnet {
+                max_lock: 7,
+                forecast: true,
+            },
+            Action::SetSubnetParam {
+                netuid: 2,
+                which: 0,
+                value: 5,
+            },
+            Action::SetSubnetParam {
+                netuid: 2,
+                which: 6,
+                value: 4,
+            },
+        ],
+    }])?;
     let market: Vec<TxPlan> = (0..ACTORS - 1)
         .map(|i| {
-            let mut actions = vec![Action::RegisterNeuron { netuid: 1 }];
+            let mut actions = vec![
+                Action::RegisterNeuron { netuid: 1 },
+                Action::RegisterNeuron { netuid: 2 },
+            ];
             if (PROVIDERS..PROVIDERS + VERIFIERS).contains(&i) {
                 actions.push(Action::SubnetStake {
                     netuid: 1,
@@ -791,7 +858,18 @@ impl World {
     /// job and the round, so that disputes are won and lost both ways.
     fn closing(&self, round: u8) -> Vec<TxPlan> {
         let mut plans = Vec::new();
-        // Validators reveal what they committed to (refused but in its window).
+        // Miners reveal their forecasts, validators what they committed to (refused but in
+        // their windows).
+        for (actor, netuid) in self.forecasts.keys() {
+            plans.push(TxPlan {
+                by: *actor as u8,
+                natural: false,
+                actions: vec![Action::RevealPrediction {
+                    netuid: (*netuid as u8) + 1,
+                    tamper: 1,
+                }],
+            });
+        }
         for (actor, netuid) in self.commits.keys() {
             plans.push(TxPlan {
                 by: *actor as u8,

@@ -278,6 +278,8 @@ pub struct SubnetSlot {
     /// Emission accrued since its last epoch.
     #[serde(with = "serde_u128")]
     pub pending: Amount,
+    /// Transactions executed since its last epoch: the quantity a forecast subnet predicts.
+    pub observed: u64,
 }
 
 impl SubnetSlot {
@@ -489,6 +491,31 @@ pub struct EpochRecord {
     pub per_uid: Vec<u64>,
     /// Each UID's incentive ([`Fx`] as `u64`).
     pub incentive: Vec<u64>,
+    /// Transactions the chain executed in the epoch's window (what forecasts predict).
+    pub observed: u64,
+}
+
+/// A forecast: committed in one window, revealed in the next (the window it predicts), scored
+/// by the chain when that window ends.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Prediction {
+    /// The miner.
+    pub hotkey: Address,
+    /// The commitment ([`agora_types::prediction_commitment`]).
+    pub commitment: Hash,
+    /// The subnet's epoch count at the commitment: it predicts the window after.
+    pub epoch: u64,
+    /// The revealed value.
+    pub value: Option<u64>,
+}
+
+/// The chain's score of a prediction `value` of `truth`: 1 when exact, falling as
+/// `t / (t + |value − truth|)` with `t = max(truth, 1)`, so an error as large as the truth
+/// scores one half.
+pub fn forecast_score(value: u64, truth: u64) -> Fx {
+    let t = u128::from(truth.max(1));
+    let error = u128::from(value.abs_diff(truth));
+    crate::yuma::ratio(t, t + error)
 }
 
 /// Epochs kept in a subnet's history.

@@ -45,7 +45,8 @@ pub use job::{
 pub use keys::{Keypair, PublicKey, Signature, verify_batch};
 pub use receipt::{Event, Receipt, TxFailure};
 pub use subnet::{
-    MAX_SUBNET_NAME_BYTES, MAX_UIDS, NetUid, SubnetParam, SubnetTask, weights_commitment,
+    MAX_SUBNET_NAME_BYTES, MAX_UIDS, NetUid, SubnetParam, SubnetTask, prediction_commitment,
+    weights_commitment,
 };
 pub use tx::{
     MAX_MESSAGES, MAX_TX_BYTES, Message, REVEAL_BYTES_PER_UNIT, SignedTransaction, Transaction,

@@ -108,6 +108,20 @@ pub fn weights_commitment(
     Hash::digest(&bytes)
 }
 
+/// Domain of prediction commitments.
+const PREDICTION_DOMAIN: &[u8] = b"agora/prediction/v1";
+
+/// The commitment to a forecast: `blake3` of a domain tag, the subnet, the miner's hotkey, the
+/// predicted value and a secret salt.
+pub fn prediction_commitment(netuid: NetUid, hotkey: &Address, value: u64, salt: &Hash) -> Hash {
+    let mut bytes = PREDICTION_DOMAIN.to_vec();
+    bytes.extend_from_slice(&netuid.to_le_bytes());
+    bytes.extend_from_slice(&hotkey.0);
+    bytes.extend_from_slice(&value.to_le_bytes());
+    bytes.extend_from_slice(&salt.0);
+    Hash::digest(&bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

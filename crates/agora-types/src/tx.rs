@@ -194,6 +194,24 @@ pub enum Message {
         /// The salt of the commitment.
         salt: Hash,
     },
+    /// A miner of a forecast subnet commits to its prediction of the quantity the chain will
+    /// record in the next epoch window ([`crate::prediction_commitment`]).
+    CommitPrediction {
+        /// The subnet.
+        netuid: NetUid,
+        /// The commitment.
+        commitment: Hash,
+    },
+    /// A miner reveals its prediction during the window it predicts; the chain scores it when
+    /// the window ends.
+    RevealPrediction {
+        /// The subnet.
+        netuid: NetUid,
+        /// The predicted value.
+        value: u64,
+        /// The salt of the commitment.
+        salt: Hash,
+    },
 }
 
 fn hex_bytes<S: serde::Serializer>(bytes: &[u8], s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -264,7 +282,9 @@ impl Message {
             | Message::SetSubnetParam { .. }
             | Message::RemoveSubnetStake { .. }
             | Message::CommitWeights { .. }
-            | Message::RevealWeights { .. } => 0,
+            | Message::RevealWeights { .. }
+            | Message::CommitPrediction { .. }
+            | Message::RevealPrediction { .. } => 0,
         }
     }
 }
@@ -678,6 +698,15 @@ mod tests {
                 uids: vec![0, 1],
                 weights: vec![65_535, 1],
                 salt: Hash([16; 32]),
+            },
+            Message::CommitPrediction {
+                netuid: 5,
+                commitment: Hash([17; 32]),
+            },
+            Message::RevealPrediction {
+                netuid: 5,
+                value: u64::MAX,
+                salt: Hash([18; 32]),
             },
             Message::PostVerdict {
                 job_id: Hash([13; 32]),

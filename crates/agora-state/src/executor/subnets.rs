@@ -15,13 +15,14 @@
 
 use super::*;
 use crate::subnet::{
-    EmissionParams, EmissionState, EpochRecord, HISTORY_EPOCHS, HotkeyStake, Neuron, Subnet,
-    SubnetHyperparams, SubnetIndex, SubnetParams, SubnetSlot, WeightCommit, WeightRow,
+    EmissionParams, EmissionState, EpochRecord, HISTORY_EPOCHS, HotkeyStake, Neuron, Prediction,
+    Subnet, SubnetHyperparams, SubnetIndex, SubnetParams, SubnetSlot, WeightCommit, WeightRow,
+    forecast_score,
 };
 use crate::yuma;
 use crate::{
     bonds_key, commits_key, emission_key, hotkey_stake_key, hotkey_uid_key, neuron_key,
-    subnet_history_key, subnet_index_key, subnet_key, supply_key, weights_key,
+    predictions_key, subnet_history_key, subnet_index_key, subnet_key, supply_key, weights_key,
 };
 use agora_types::{MAX_ENDPOINT_BYTES, MAX_SUBNET_NAME_BYTES, NetUid, SubnetParam, SubnetTask};
 
@@ -78,6 +79,24 @@ impl Executor<'_> {
 
     fn put<T: BorshSerialize>(scratch: &mut Scratch, key: Vec<u8>, value: &T) {
         scratch.writes.insert(key, Some(encode(value)));
+    }
+
+    /// Writes a list, or deletes its key when it is empty.
+    fn put_or_delete<T: BorshSerialize>(scratch: &mut Scratch, key: Vec<u8>, list: &[T]) {
+        if list.is_empty() {
+            scratch.writes.insert(key, None);
+        } else {
+            scratch.writes.insert(key, Some(encode(&list)));
+        }
+    }
+
+    /// A weights message on a forecast subnet: the chain sets its weights itself.
+    fn chain_scored(subnet: &Subnet) -> Option<TxError> {
+        (subnet.task == SubnetTask::Forecast).then(|| TxError::WrongTask {
+            netuid: subnet.netuid,
+            task: subnet.task.label().to_string(),
+            reason: "the chain scores its miners itself; validators set no weights",
+        })
     }
 
     /// Minted and burned so far. A state from before emission existed has none: it starts from
@@ -174,6 +193,7 @@ impl Executor<'_> {
             tempo: params.tempo,
             stake: 0,
             pending: 0,
+            observed: 0,
         });
         let subnet = Subnet {
             netuid,
@@ -385,6 +405,13 @@ impl Executor<'_> {
         if commits.len() != before {
             Self::put(scratch, key, &commits);
         }
+        let key = predictions_key(netuid);
+        let mut predictions: Vec<Prediction> = self.get(scratch, &key)?.unwrap_or_default();
+        let before = predictions.len();
+        predictions.retain(|p| p.hotkey != *hotkey);
+        if predictions.len() != before {
+            Self::put_or_delete(scratch, key, &predictions);
+        }
         Ok(())
     }
 
@@ -571,6 +598,9 @@ impl Executor<'_> {
         let Some(subnet) = self.subnet(scratch, netuid)? else {
             return Ok(Err(TxError::UnknownSubnet { netuid }));
         };
+        if let Some(e) = Self::chain_scored(&subnet) {
+            return Ok(Err(e));
+        }
         let Some((uid, mut neuron)) = self.neuron_of(scratch, netuid, sender)? else {
             return Ok(Err(TxError::NotRegistered {
                 netuid,
@@ -630,6 +660,9 @@ impl Executor<'_> {
         let Some(subnet) = self.subnet(scratch, netuid)? else {
             return Ok(Err(TxError::UnknownSubnet { netuid }));
         };
+        if let Some(e) = Self::chain_scored(&subnet) {
+            return Ok(Err(e));
+        }
         let Some((uid, _)) = self.neuron_of(scratch, netuid, sender)? else {
             return Ok(Err(TxError::NotRegistered {
                 netuid,
@@ -722,15 +755,25 @@ impl Executor<'_> {
             Self::put(&mut scratch, supply_key(), &(supply + minted));
             Self::put(&mut scratch, emission_key(), &emission);
         }
-        let due: Vec<(NetUid, Amount)> = index
+        let executed = self.receipts.len() as u64;
+        for slot in &mut index.subnets {
+            slot.observed = slot.observed.saturating_add(executed);
+        }
+        let due: Vec<(NetUid, Amount, u64)> = index
             .subnets
             .iter_mut()
             .filter(|s| s.epoch_due(height))
-            .map(|s| (s.netuid, std::mem::take(&mut s.pending)))
+            .map(|s| {
+                (
+                    s.netuid,
+                    std::mem::take(&mut s.pending),
+                    std::mem::take(&mut s.observed),
+                )
+            })
             .collect();
         Self::put(&mut scratch, ikey, &index);
-        for (netuid, pending) in due {
-            self.run_epoch(&mut scratch, netuid, pending, events)?;
+        for (netuid, pending, observed) in due {
+            self.run_epoch(&mut scratch, netuid, pending, observed, events)?;
         }
         self.commit_scratch(scratch);
         Ok(())
@@ -742,6 +785,7 @@ impl Executor<'_> {
         scratch: &mut Scratch,
         netuid: NetUid,
         emission: Amount,
+        observed: u64,
         events: &mut Vec<Event>,
     ) -> Result<()> {
         let skey = subnet_key(netuid);
@@ -822,7 +866,11 @@ impl Executor<'_> {
                 .map(|(j, b)| (j, u128::from(b)))
                 .collect();
         }
-        let out = yuma::epoch(&input);
+        let out = if subnet.task == SubnetTask::Forecast {
+            self.score_forecasts(scratch, &subnet, &neurons, &counted, observed, events)?
+        } else {
+            yuma::epoch(&input)
+        };
         let split = yuma::split(
             emission,
             self.subnet_params.owner_cut_ppm,
@@ -880,6 +928,7 @@ impl Executor<'_> {
             recycled: split.recycled,
             per_uid,
             incentive: out.incentive.iter().map(|x| Neuron::fx(*x)).collect(),
+            observed,
         });
         Self::put(scratch, hkey, &history);
         subnet.burn = p.next_burn(subnet.burn, subnet.registrations);
@@ -908,6 +957,164 @@ impl Executor<'_> {
             ],
         ));
         Ok(())
+    }
+
+    /// A forecast subnet's epoch: the chain scores the predictions revealed for the window
+    /// that just ended against what it recorded (`observed`), and those scores are the
+    /// incentive; the validators' half goes to stake, since the chain did the validating.
+    /// Forecasts whose window is over are forgotten.
+    fn score_forecasts(
+        &self,
+        scratch: &mut Scratch,
+        subnet: &Subnet,
+        neurons: &[Neuron],
+        counted: &[Amount],
+        observed: u64,
+        events: &mut Vec<Event>,
+    ) -> Result<yuma::EpochOutput> {
+        let n = neurons.len();
+        let key = predictions_key(subnet.netuid);
+        let mut predictions: Vec<Prediction> = self.get(scratch, &key)?.unwrap_or_default();
+        let mut score = vec![0 as yuma::Fx; n];
+        for p in &predictions {
+            let (Some(value), true) = (p.value, p.epoch + 1 == subnet.epochs) else {
+                continue;
+            };
+            if let Some(uid) = neurons.iter().position(|nr| nr.hotkey == p.hotkey) {
+                score[uid] = forecast_score(value, observed);
+                events.push(Event::new(
+                    "forecast_scored",
+                    &[
+                        ("netuid", subnet.netuid.to_string()),
+                        ("uid", uid.to_string()),
+                        ("predicted", value.to_string()),
+                        ("observed", observed.to_string()),
+                        ("score", Neuron::fx(score[uid]).to_string()),
+                    ],
+                ));
+            }
+        }
+        // Only the forecasts committed in the window that just ended stay: they predict the
+        // next one.
+        predictions.retain(|p| p.epoch >= subnet.epochs);
+        Self::put_or_delete(scratch, key, &predictions);
+        let score_sum: yuma::Fx = score.iter().sum();
+        let stake_sum: Amount = counted.iter().fold(0, |a, s| a.saturating_add(*s));
+        let incentive: Vec<yuma::Fx> = score.iter().map(|s| yuma::ratio(*s, score_sum)).collect();
+        Ok(yuma::EpochOutput {
+            consensus: score.clone(),
+            rank: score.clone(),
+            trust: score
+                .iter()
+                .map(|s| if *s > 0 { yuma::ONE } else { 0 })
+                .collect(),
+            incentive,
+            validator_trust: vec![0; n],
+            dividends: counted.iter().map(|s| yuma::ratio(*s, stake_sum)).collect(),
+            bonds: vec![Vec::new(); n],
+        })
+    }
+
+    /// `Message::CommitPrediction`.
+    pub(super) fn commit_prediction(
+        &mut self,
+        scratch: &mut Scratch,
+        sender: &Address,
+        netuid: NetUid,
+        commitment: &Hash,
+        events: &mut Vec<Event>,
+    ) -> TxResult {
+        let Some(subnet) = self.subnet(scratch, netuid)? else {
+            return Ok(Err(TxError::UnknownSubnet { netuid }));
+        };
+        if subnet.task != SubnetTask::Forecast {
+            return Ok(Err(TxError::WrongTask {
+                netuid,
+                task: subnet.task.label().to_string(),
+                reason: "only forecast subnets take predictions",
+            }));
+        }
+        let Some((uid, _)) = self.neuron_of(scratch, netuid, sender)? else {
+            return Ok(Err(TxError::NotRegistered {
+                netuid,
+                hotkey: *sender,
+            }));
+        };
+        let key = predictions_key(netuid);
+        let mut predictions: Vec<Prediction> = self.get(scratch, &key)?.unwrap_or_default();
+        if predictions
+            .iter()
+            .any(|p| p.hotkey == *sender && p.epoch == subnet.epochs)
+        {
+            return Ok(Err(TxError::CommitPending {
+                height: self.ctx.height,
+            }));
+        }
+        predictions.push(Prediction {
+            hotkey: *sender,
+            commitment: *commitment,
+            epoch: subnet.epochs,
+            value: None,
+        });
+        Self::put(scratch, key, &predictions);
+        events.push(Event::new(
+            "prediction_committed",
+            &[
+                ("netuid", netuid.to_string()),
+                ("uid", uid.to_string()),
+                ("hotkey", sender.to_string()),
+            ],
+        ));
+        Ok(Ok(()))
+    }
+
+    /// `Message::RevealPrediction`.
+    pub(super) fn reveal_prediction(
+        &mut self,
+        scratch: &mut Scratch,
+        sender: &Address,
+        netuid: NetUid,
+        value: u64,
+        salt: &Hash,
+        events: &mut Vec<Event>,
+    ) -> TxResult {
+        let Some(subnet) = self.subnet(scratch, netuid)? else {
+            return Ok(Err(TxError::UnknownSubnet { netuid }));
+        };
+        let key = predictions_key(netuid);
+        let mut predictions: Vec<Prediction> = self.get(scratch, &key)?.unwrap_or_default();
+        // The forecast of the window now running: committed in the one before.
+        let Some(at) = predictions
+            .iter()
+            .position(|p| p.hotkey == *sender && p.epoch + 1 == subnet.epochs && p.value.is_none())
+        else {
+            if predictions
+                .iter()
+                .any(|p| p.hotkey == *sender && p.epoch == subnet.epochs)
+            {
+                return Ok(Err(TxError::RevealTooEarly {
+                    epoch: subnet.epochs + 1,
+                    now: subnet.epochs,
+                }));
+            }
+            return Ok(Err(TxError::NoCommit { netuid }));
+        };
+        if agora_types::prediction_commitment(netuid, sender, value, salt)
+            != predictions[at].commitment
+        {
+            return Ok(Err(TxError::RevealMismatch));
+        }
+        predictions[at].value = Some(value);
+        Self::put(scratch, key, &predictions);
+        events.push(Event::new(
+            "prediction_revealed",
+            &[
+                ("netuid", netuid.to_string()),
+                ("hotkey", sender.to_string()),
+                ("value", value.to_string()),
+            ],
+        ));
+        Ok(Ok(()))
     }
 
     /// A validator's dividends: its take to the hotkey, the rest to every delegator (the hotkey

@@ -442,6 +442,9 @@ fn adversarial_runs_reach_every_outcome() {
         "weights_revealed",
         "subnet_epoch",
         "subnet_param",
+        "prediction_committed",
+        "prediction_revealed",
+        "forecast_scored",
     ] {
         assert!(seen.contains_key(kind), "no {kind} in {seen:?}");
     }

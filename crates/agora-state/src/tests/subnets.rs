@@ -45,33 +45,28 @@ impl Chain {
     }
 
     /// One transaction that must fail with `code`: the state after its block is the state
-    /// after an empty block, but for the fee and the nonce.
+    /// after a block holding a transaction of the same sender and fee that fails doing nothing
+    /// (a transfer of zero).
     #[track_caller]
     pub(super) fn fails(&mut self, from: usize, msgs: Vec<Message>, code: &str) {
         let mut expected = self.s.clone();
-        let fee = 10 * u128::from(agora_types::work_units(&msgs));
+        let noop = Transaction {
+            chain_id: CHAIN.into(),
+            sender: key(from).public(),
+            nonce: self.nonces.get(&from).copied().unwrap_or(0),
+            fee: 10 * u128::from(agora_types::work_units(&msgs)),
+            messages: vec![Message::Transfer {
+                to: key(from).address(),
+                amount: 0,
+            }],
+        }
+        .sign(&key(from));
         let r = self.block(vec![(from, msgs)]).remove(0);
         let Some(failure) = r.failure else {
             panic!("the transaction succeeded, expected {code}")
         };
         assert_eq!(failure.code, code, "{}", failure.message);
-        run_block(&mut expected, self.height, &[]);
-        let sender = key(from).address();
-        let mut acc = account(&expected, &sender);
-        acc.balance -= fee;
-        acc.nonce += 1;
-        expected
-            .0
-            .insert(account_key(&sender), borsh::to_vec(&acc).unwrap());
-        let mut p: Account = expected
-            .get(&account_key(&proposer()))
-            .unwrap()
-            .map(|b| borsh::from_slice(&b).unwrap())
-            .unwrap_or_default();
-        p.balance += fee;
-        expected
-            .0
-            .insert(account_key(&proposer()), borsh::to_vec(&p).unwrap());
+        run_block(&mut expected, self.height, &[noop]);
         assert!(expected.0 == self.s.0, "a failed {code} changed the state");
     }
 
@@ -600,4 +595,98 @@ fn a_validator_that_stops_revealing_loses_its_dividends() {
     assert_eq!(c.neuron(0, 3).dividends, 0, "past the activity cutoff");
     assert_eq!(c.neuron(0, 3).validator_trust, 0);
     assert!(c.neuron(0, 0).dividends > d1);
+}
+
+pub(super) fn predict(netuid: u16, user: usize, value: u64) -> Message {
+    Message::CommitPrediction {
+        netuid,
+        commitment: agora_types::prediction_commitment(
+            netuid,
+            &key(user).address(),
+            value,
+            &salt(user),
+        ),
+    }
+}
+
+pub(super) fn reveal_prediction(netuid: u16, user: usize, value: u64) -> Message {
+    Message::RevealPrediction {
+        netuid,
+        value,
+        salt: salt(user),
+    }
+}
+
+#[test]
+fn the_chain_scores_forecasts_against_what_it_recorded() {
+    let mut c = Chain::new(6);
+    c.ok(0, vec![create("tx-count", SubnetTask::Forecast)]);
+    c.ok(
+        0,
+        vec![
+            set(0, SubnetParam::Tempo(TEMPO)),
+            set(0, SubnetParam::ImmunityPeriod(0)),
+        ],
+    );
+    for u in 1..=3 {
+        c.ok(u, vec![register(0)]);
+    }
+    c.ok(1, vec![stake(0, 1, 100 * AGR)]);
+    // Weights belong to the chain here.
+    c.fails(1, vec![commit(0, 1, &[1], &[1])], "wrong_task");
+    c.next_epoch(0, TEMPO);
+    // In this window, users 2 and 3 predict the next window's transactions: exactly two (their
+    // two reveals), and fifty.
+    c.ok(2, vec![predict(0, 2, 2)]);
+    c.ok(3, vec![predict(0, 3, 50)]);
+    c.fails(2, vec![predict(0, 2, 3)], "commit_pending");
+    c.fails(2, vec![reveal_prediction(0, 2, 2)], "reveal_too_early");
+    c.next_epoch(0, TEMPO);
+    c.fails(2, vec![reveal_prediction(0, 2, 7)], "reveal_mismatch");
+    let (b2, b3) = (c.balance(2), c.balance(3));
+    c.ok(2, vec![reveal_prediction(0, 2, 2)]);
+    c.ok(3, vec![reveal_prediction(0, 3, 50)]);
+    c.fails(2, vec![reveal_prediction(0, 2, 2)], "no_commit");
+    // The window held four transactions: the mismatched reveal, the two reveals and the
+    // repeated one (refused transactions are transactions too).
+    c.next_epoch(0, TEMPO);
+    let history: Vec<EpochRecord> = c.get(&subnet_history_key(0)).unwrap();
+    let truth = history.last().unwrap().observed;
+    assert_eq!(truth, 4, "four transactions in the window");
+    let (s2, s3) = (
+        crate::subnet::forecast_score(2, truth),
+        crate::subnet::forecast_score(50, truth),
+    );
+    assert!(s2 > s3);
+    let (n2, n3) = (c.neuron(0, 1), c.neuron(0, 2));
+    assert_eq!(u128::from(n2.rank), s2);
+    assert_eq!(u128::from(n3.rank), s3);
+    assert!(n2.incentive > n3.incentive);
+    assert!(c.balance(2) - b2 > c.balance(3) - b3 + 10);
+    // The staker gets the validators' half: the chain did the validating.
+    assert!(c.neuron(0, 0).dividends > 0);
+    // Anyone recomputes the weights from the chain: the scores are the predictions against
+    // the recorded count, nothing else.
+    assert_eq!(
+        (n2.incentive as u128 * 1_000 / crate::yuma::ONE) as u64,
+        (s2 * 1_000 / (s2 + s3)) as u64
+    );
+}
+
+#[test]
+fn predictions_only_on_forecast_subnets_and_never_past_their_window() {
+    let mut c = subnet_with_neurons();
+    c.fails(2, vec![predict(0, 2, 1)], "wrong_task");
+    c.ok(4, vec![create("f", SubnetTask::Forecast)]);
+    c.ok(4, vec![set(1, SubnetParam::Tempo(TEMPO))]);
+    c.fails(2, vec![predict(1, 2, 1)], "not_registered");
+    c.ok(2, vec![register(1)]);
+    c.next_epoch(1, TEMPO);
+    c.ok(2, vec![predict(1, 2, 1)]);
+    // Two epochs later the window it predicted is over: the forecast is gone.
+    c.next_epoch(1, TEMPO);
+    c.next_epoch(1, TEMPO);
+    c.fails(2, vec![reveal_prediction(1, 2, 1)], "no_commit");
+    let left: Option<Vec<Prediction>> = c.get(&predictions_key(1));
+    assert!(left.is_none(), "{left:?}");
 }
