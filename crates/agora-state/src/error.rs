@@ -186,12 +186,8 @@ pub enum TxError {
     #[error("invalid weights: {0}")]
     InvalidWeights(String),
     /// A message that does not fit the subnet's task.
-    #[error("subnet {netuid} is a {task} subnet: {reason}")]
-    WrongTask {
-        netuid: u16,
-        task: String,
-        reason: &'static str,
-    },
+    #[error("subnet {netuid}: {reason}")]
+    WrongTask { netuid: u16, reason: &'static str },
 }
 
 impl TxError {

@@ -92,10 +92,9 @@ impl Executor<'_> {
 
     /// A weights message on a forecast subnet: the chain sets its weights itself.
     fn chain_scored(subnet: &Subnet) -> Option<TxError> {
-        (subnet.task == SubnetTask::Forecast).then(|| TxError::WrongTask {
+        (subnet.task == SubnetTask::Forecast).then_some(TxError::WrongTask {
             netuid: subnet.netuid,
-            task: subnet.task.label().to_string(),
-            reason: "the chain scores its miners itself; validators set no weights",
+            reason: "a forecast subnet's miners are scored by the chain itself; validators set no weights",
         })
     }
 
@@ -1030,8 +1029,7 @@ impl Executor<'_> {
         if subnet.task != SubnetTask::Forecast {
             return Ok(Err(TxError::WrongTask {
                 netuid,
-                task: subnet.task.label().to_string(),
-                reason: "only forecast subnets take predictions",
+                reason: "not a forecast subnet: only forecast subnets take predictions",
             }));
         }
         let Some((uid, _)) = self.neuron_of(scratch, netuid, sender)? else {
