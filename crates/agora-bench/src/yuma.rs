@@ -132,6 +132,7 @@ fn subnet_state(uids: u16, validators: u16, tempo: u64) -> Result<MemState> {
             tempo,
             stake: total_stake,
             pending: 1_000 * AGR,
+            observed: 0,
         }],
         last_lock: 0,
         last_lock_height: 0,
