@@ -13,6 +13,9 @@
 //!  GET  /v1/market/models[/{id}]    the model registry
 //!  GET  /v1/market/escrow/{addr}    a client's compute escrow
 //!  GET  /v1/market/jobs/{job id}    a settled job and whether its fee is released
+//!  GET  /v1/subnets                 subnets, the lock cost now, emission so far
+//!  GET  /v1/subnets/{netuid}        a subnet: hyperparameters, last epochs, commitments
+//!  GET  /v1/subnets/{netuid}/metagraph  every UID: stake, rank, trust, incentive, bonds…
 //!  GET  /v1/events/blocks           SSE stream of new blocks
 //!  GET  /metrics                    Prometheus text format
 //!  GET  /health                     liveness
@@ -27,6 +30,7 @@ mod local;
 mod market;
 pub mod relay;
 mod routes;
+pub mod subnets;
 #[cfg(feature = "test-support")]
 pub mod testing;
 pub mod views;

@@ -24,13 +24,11 @@ use tokio_stream::wrappers::BroadcastStream;
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub(crate) node: Arc<Node>,
-    registry: Arc<prometheus_client::registry::Registry>,
     shutdown: watch::Receiver<bool>,
 }
 
 /// The API's routes over a node. `shutdown` ends open event streams when it turns `true`.
 pub fn router(node: Arc<Node>, shutdown: watch::Receiver<bool>) -> Router {
-    let registry = Arc::new(node.metrics().registry());
     // Each kind of route has its own limits (`crate::limits`): a flood of one does not starve
     // the others, and `/health` answers whatever happens.
     let submit = Router::new().route(
@@ -58,17 +56,19 @@ pub fn router(node: Arc<Node>, shutdown: watch::Receiver<bool>) -> Router {
             get(market::get_reveal),
         )
         .route("/v1/market/open-checks/{address}", get(market::open_checks))
+        .route("/v1/subnets", get(crate::subnets::list_subnets))
+        .route("/v1/subnets/{netuid}", get(crate::subnets::get_subnet))
+        .route(
+            "/v1/subnets/{netuid}/metagraph",
+            get(crate::subnets::get_metagraph),
+        )
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("not_found", "no such route; see /v1/status") });
     crate::limit(reads, crate::Limits::NODE_API)
         .merge(crate::limit(submit, crate::Limits::SUBMIT))
         .merge(crate::limit(events, crate::Limits::EVENTS))
         .route("/health", get(health))
-        .with_state(AppState {
-            node,
-            registry,
-            shutdown,
-        })
+        .with_state(AppState { node, shutdown })
 }
 
 /// Serves the API on `listener` (within the limits of [`router`]) until `shutdown` resolves;
@@ -262,9 +262,11 @@ async fn block_events(State(st): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(st): State<AppState>) -> ApiResult<Response> {
+    // The node's counters, and the model market's figures as of the latest block.
+    let mut registry = st.node.metrics().registry();
+    crate::subnets::register_metrics(&mut registry, &st.node.snapshot()?)?;
     let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, &st.registry)
-        .map_err(ApiError::internal)?;
+    prometheus_client::encoding::text::encode(&mut out, &registry).map_err(ApiError::internal)?;
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -332,6 +332,21 @@ impl NodeClient {
                 reason: e.to_string(),
             })
     }
+
+    /// Every subnet, the lock cost now and emission so far (`GET /v1/subnets`).
+    pub fn subnets(&self) -> Result<SubnetsResponse, ClientError> {
+        self.get("/v1/subnets")
+    }
+
+    /// A subnet, if it exists (`GET /v1/subnets/{netuid}`).
+    pub fn subnet(&self, netuid: u16) -> Result<Option<SubnetResponse>, ClientError> {
+        self.get_opt(&format!("/v1/subnets/{netuid}"))
+    }
+
+    /// A subnet's metagraph, if it exists (`GET /v1/subnets/{netuid}/metagraph`).
+    pub fn metagraph(&self, netuid: u16) -> Result<Option<MetagraphResponse>, ClientError> {
+        self.get_opt(&format!("/v1/subnets/{netuid}/metagraph"))
+    }
 }
 
 /// An error answer's body: the node's `{code, message}`, or a limit's `{"error": {...}}`.

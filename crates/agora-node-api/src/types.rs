@@ -390,3 +390,121 @@ pub struct RevealResponse {
     /// The sealed bytes, hex.
     pub data: String,
 }
+
+/// A subnet in a listing (`GET /v1/subnets`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubnetSummary {
+    /// Its id.
+    pub netuid: u16,
+    /// Its name.
+    pub name: String,
+    /// Its owner.
+    pub owner: Address,
+    /// What its miners do.
+    pub task: agora_types::SubnetTask,
+    /// Blocks between epochs.
+    pub tempo: u64,
+    /// UIDs in use.
+    pub n: u16,
+    /// Most UIDs.
+    pub max_uids: u16,
+    /// The registration burn now.
+    #[serde(with = "serde_u128")]
+    pub burn: Amount,
+    /// Stake delegated on it: its share of each block's emission.
+    #[serde(with = "serde_u128")]
+    pub stake: Amount,
+    /// Emission accrued since its last epoch.
+    #[serde(with = "serde_u128")]
+    pub pending_emission: Amount,
+    /// Epochs run.
+    pub epochs: u64,
+    /// The block its next epoch runs at.
+    pub next_epoch: u64,
+}
+
+/// `GET /v1/subnets`: every subnet, and what creating one costs now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubnetsResponse {
+    /// The height it was read at.
+    pub height: u64,
+    /// What creating a subnet burns now.
+    #[serde(with = "serde_u128")]
+    pub lock_cost: Amount,
+    /// Minted and burned so far, and the supply at genesis.
+    pub emission: agora_state::EmissionState,
+    /// Every subnet.
+    pub subnets: Vec<SubnetSummary>,
+}
+
+/// `GET /v1/subnets/{netuid}`: a subnet, its hyperparameters and its last epochs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubnetResponse {
+    /// The height it was read at.
+    pub height: u64,
+    /// Its summary.
+    pub summary: SubnetSummary,
+    /// The whole record (hyperparameters included).
+    pub subnet: agora_state::Subnet,
+    /// Its last epochs, oldest first.
+    pub history: Vec<agora_state::EpochRecord>,
+    /// Weight commitments waiting for their reveal.
+    pub commits: Vec<agora_state::WeightCommit>,
+    /// Forecasts of the open windows (a forecast subnet).
+    pub predictions: Vec<agora_state::Prediction>,
+}
+
+/// One UID of a metagraph. Fractions are the chain's fixed-point values as decimals.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetagraphEntry {
+    /// The UID.
+    pub uid: u16,
+    /// Its hotkey.
+    pub hotkey: Address,
+    /// Where it serves.
+    pub endpoint: String,
+    /// When it got this UID.
+    pub registered_at: u64,
+    /// Stake delegated to its hotkey on this subnet (fresh included).
+    #[serde(with = "serde_u128")]
+    pub stake: Amount,
+    /// Stake that counted in the last epoch.
+    #[serde(with = "serde_u128")]
+    pub stake_counted: Amount,
+    /// Delegators of its hotkey.
+    pub delegators: u32,
+    /// Held a validator permit in the last epoch.
+    pub validator_permit: bool,
+    /// Last epoch's rank.
+    pub rank: f64,
+    /// Last epoch's trust.
+    pub trust: f64,
+    /// Last epoch's consensus weight.
+    pub consensus: f64,
+    /// Last epoch's incentive.
+    pub incentive: f64,
+    /// Last epoch's dividends.
+    pub dividends: f64,
+    /// Last epoch's validator trust.
+    pub validator_trust: f64,
+    /// What it earned in the last epoch (base units).
+    #[serde(with = "serde_u128")]
+    pub emission: Amount,
+    /// The height of the commitment its weights were revealed from (0: none).
+    pub last_update: u64,
+    /// Its weights, `(uid, weight)`.
+    pub weights: Vec<(u16, u16)>,
+    /// Its bonds, `(uid, bond)`.
+    pub bonds: Vec<(u16, f64)>,
+}
+
+/// `GET /v1/subnets/{netuid}/metagraph`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetagraphResponse {
+    /// The height it was read at.
+    pub height: u64,
+    /// The subnet.
+    pub netuid: u16,
+    /// Every UID.
+    pub neurons: Vec<MetagraphEntry>,
+}

@@ -436,3 +436,148 @@ fn an_account_history_pages_newest_first_through_the_api() {
     let (code, err) = h.get("/v1/accounts/nobody/txs");
     assert_eq!((code, err["code"].as_str()), (400, Some("invalid_address")));
 }
+
+#[test]
+fn subnets_and_metagraphs_are_readable_and_in_the_metrics() {
+    use agora_types::{SubnetParam, SubnetTask, weights_commitment};
+    let genesis = Genesis::new("api-test")
+        .with_params(Params {
+            min_fee: 100,
+            unbonding_period: 5,
+        })
+        .with_accounts(["owner", "val", "miner"].map(|who| GenesisAccount {
+            address: key(who).address(),
+            balance: 1_000 * AGR,
+            bonded: 0,
+        }));
+    let t = agora_api::testing::TestNode::start(&genesis, "api-test-validator");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let h = Harness {
+        base: t.base.clone(),
+        node: t.node.clone(),
+        agent,
+        _node: t,
+    };
+    let nonces = std::cell::RefCell::new(std::collections::BTreeMap::<&str, u64>::new());
+    let submit = |who: &'static str, messages: Vec<Message>| {
+        let nonce = *nonces.borrow().get(who).unwrap_or(&0);
+        nonces.borrow_mut().insert(who, nonce + 1);
+        let (code, body) = h.post("/v1/txs", &json!({ "tx": signed(who, nonce, messages) }));
+        assert_eq!(code, 202, "{body}");
+    };
+    let height = std::cell::Cell::new(0u64);
+    let block = || {
+        height.set(height.get() + 1);
+        h.node.produce_block(height.get() * 1_000).unwrap();
+    };
+    submit(
+        "owner",
+        vec![Message::CreateSubnet {
+            name: "chat".into(),
+            task: SubnetTask::Chat,
+            max_lock: 100 * AGR,
+        }],
+    );
+    block();
+    submit(
+        "owner",
+        vec![Message::SetSubnetParam {
+            netuid: 0,
+            param: SubnetParam::Tempo(10),
+        }],
+    );
+    for who in ["val", "miner"] {
+        submit(
+            who,
+            vec![Message::RegisterNeuron {
+                netuid: 0,
+                endpoint: format!("http://127.0.0.1:1/{who}"),
+                max_burn: AGR,
+            }],
+        );
+    }
+    block();
+    submit(
+        "val",
+        vec![Message::AddSubnetStake {
+            netuid: 0,
+            hotkey: key("val").address(),
+            amount: 100 * AGR,
+        }],
+    );
+    let salt = Hash([5; 32]);
+    let commitment = weights_commitment(0, &key("val").address(), &[1], &[7], &salt);
+    submit(
+        "val",
+        vec![Message::CommitWeights {
+            netuid: 0,
+            commitment,
+        }],
+    );
+    block();
+    while height.get() < 9 {
+        block();
+    }
+    submit(
+        "val",
+        vec![Message::RevealWeights {
+            netuid: 0,
+            uids: vec![1],
+            weights: vec![7],
+            salt,
+        }],
+    );
+    while height.get() < 19 {
+        block();
+    }
+
+    let (code, all) = h.get("/v1/subnets");
+    assert_eq!(code, 200, "{all}");
+    assert_eq!(all["subnets"][0]["name"], "chat");
+    assert_eq!(all["subnets"][0]["n"], 2);
+    assert_eq!(all["subnets"][0]["next_epoch"], 29);
+    let lock: u128 = all["lock_cost"].as_str().unwrap().parse().unwrap();
+    assert!(lock > 100 * AGR, "the lock cost doubled: {lock}");
+    let minted: u128 = all["emission"]["minted"].as_str().unwrap().parse().unwrap();
+    assert!(minted > 0);
+    let (code, one) = h.get("/v1/subnets/0");
+    assert_eq!(code, 200, "{one}");
+    assert_eq!(one["subnet"]["params"]["tempo"], 10);
+    assert_eq!(one["history"].as_array().unwrap().len(), 2);
+    let (code, graph) = h.get("/v1/subnets/0/metagraph");
+    assert_eq!(code, 200, "{graph}");
+    let neurons = graph["neurons"].as_array().unwrap();
+    assert_eq!(neurons.len(), 2);
+    assert_eq!(neurons[0]["validator_permit"], true);
+    assert_eq!(neurons[0]["weights"], json!([[1, 65535]]));
+    assert_eq!(neurons[1]["incentive"], 1.0);
+    assert_eq!(neurons[1]["endpoint"], "http://127.0.0.1:1/miner");
+    assert!(neurons[1]["emission"].as_str().unwrap() != "0");
+
+    let (code, body) = h.get("/v1/subnets/9");
+    assert_eq!((code, body["code"].as_str()), (404, Some("unknown_subnet")));
+    let (code, body) = h.get("/v1/subnets/x/metagraph");
+    assert_eq!((code, body["code"].as_str()), (400, Some("invalid_netuid")));
+
+    let metrics = h
+        .agent
+        .get(&format!("{}/metrics", h.base))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(
+        metrics.contains("agora_neuron_incentive{netuid=\"0\",uid=\"1\"} 1.0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("agora_subnet_uids{netuid=\"0\"} 2.0"),
+        "{metrics}"
+    );
+    assert!(metrics.trim_end().ends_with("# EOF"));
+}
