@@ -7,6 +7,7 @@
 mod audit_cmd;
 use agora_daemons::{keystore, market as market_cmd, node as node_cmd};
 mod infer_cmd;
+mod subnet_cmd;
 mod testnet_cmd;
 mod wallet_cmd;
 
@@ -58,6 +59,10 @@ enum Command {
     /// Read chain state from a node.
     #[command(subcommand)]
     Query(wallet_cmd::QueryCommand),
+    /// The model market: subnets where models compete, scored by validators and paid by Yuma
+    /// Consensus.
+    #[command(subcommand)]
+    Subnet(subnet_cmd::SubnetCommand),
     /// Fetch and list the pinned models.
     #[command(subcommand)]
     Models(infer_cmd::ModelsCommand),
@@ -130,6 +135,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Wallet(cmd) => wallet_cmd::wallet(default_home(cli.home, None), cmd),
         Command::Tx(cmd) => wallet_cmd::tx(default_home(cli.home, None), cmd),
         Command::Query(cmd) => wallet_cmd::query(cmd),
+        Command::Subnet(cmd) => subnet_cmd::subnet(default_home(cli.home, None), cmd),
         Command::Models(cmd) => infer_cmd::models(&models, cmd),
         Command::Infer(cmd) => infer_cmd::infer(&models, cmd),
         Command::Bench(cmd) => agora_bench::run(cmd, &models),

@@ -8,11 +8,11 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
-const DEFAULT_NODE: &str = "http://127.0.0.1:7420";
+pub const DEFAULT_NODE: &str = "http://127.0.0.1:7420";
 
 #[derive(Debug, Subcommand)]
 pub enum WalletCommand {
@@ -40,22 +40,22 @@ pub enum WalletCommand {
 pub struct TxOpts {
     /// Wallet that signs and pays.
     #[arg(long)]
-    from: String,
+    pub from: String,
     /// Fee (default: the chain's minimum fee).
     #[arg(long)]
-    fee: Option<String>,
+    pub fee: Option<String>,
     /// The node's API.
     #[arg(long, env = "AGORA_NODE", default_value = DEFAULT_NODE)]
-    node: String,
+    pub node: String,
     /// Read the passphrase from this file (else AGORA_PASSWORD, else a prompt).
     #[arg(long)]
-    password_file: Option<PathBuf>,
+    pub password_file: Option<PathBuf>,
     /// Return after submitting instead of waiting for the block.
     #[arg(long)]
-    no_wait: bool,
+    pub no_wait: bool,
     /// JSON output.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -114,10 +114,10 @@ pub enum TxCommand {
 pub struct QueryOpts {
     /// The node's API.
     #[arg(long, env = "AGORA_NODE", default_value = DEFAULT_NODE)]
-    node: String,
+    pub node: String,
     /// JSON output.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -246,7 +246,13 @@ pub fn tx(home: PathBuf, cmd: TxCommand) -> Result<()> {
             },
         ),
     };
-    let key = Keystore::new(&home).unlock(
+    send(&home, &opts, vec![message]).map(|_| ())
+}
+
+/// Signs `messages` with the `--from` wallet, submits them as one transaction and (unless
+/// `--no-wait`) waits for its block; prints it, and fails if it failed.
+pub fn send(home: &Path, opts: &TxOpts, messages: Vec<Message>) -> Result<Option<TxResponse>> {
+    let key = Keystore::new(home).unlock(
         &opts.from,
         &read_password(opts.password_file.as_deref(), false)?,
     )?;
@@ -258,9 +264,7 @@ pub fn tx(home: PathBuf, cmd: TxCommand) -> Result<()> {
         Some(f) => parse_amount(f)?,
         None => status
             .min_fee
-            .saturating_mul(u128::from(agora_types::work_units(std::slice::from_ref(
-                &message,
-            )))),
+            .saturating_mul(u128::from(agora_types::work_units(&messages))),
     };
     let address = key.address();
     let account = client.account(&address)?.with_context(|| {
@@ -271,7 +275,7 @@ pub fn tx(home: PathBuf, cmd: TxCommand) -> Result<()> {
         sender: key.public(),
         nonce: account.account.nonce,
         fee,
-        messages: vec![message],
+        messages,
     }
     .sign(&key);
     let hash = client.submit(&signed)?;
@@ -281,7 +285,7 @@ pub fn tx(home: PathBuf, cmd: TxCommand) -> Result<()> {
         } else {
             println!("Submitted {hash}");
         }
-        return Ok(());
+        return Ok(None);
     }
     let start = Instant::now();
     let tx = loop {
@@ -310,7 +314,7 @@ pub fn tx(home: PathBuf, cmd: TxCommand) -> Result<()> {
             r.failure.as_ref().map_or("?", |f| f.message.as_str())
         );
     }
-    Ok(())
+    Ok(Some(tx))
 }
 
 fn print_tx(tx: &TxResponse) {

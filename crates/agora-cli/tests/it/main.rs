@@ -8,6 +8,7 @@ mod crash;
 mod infer;
 mod market;
 mod network;
+mod subnet;
 mod web;
 mod webdriver;
 
