@@ -16,6 +16,7 @@ mod explorer;
 mod market;
 mod playground;
 mod render;
+mod subnets;
 
 use agora_chain::Node;
 use axum::{Router, routing::get};
@@ -58,6 +59,11 @@ pub const NAV: &[NavItem] = &[
         key: "verifiers",
         label: "Verifiers",
         href: "/market/verifiers",
+    },
+    NavItem {
+        key: "subnets",
+        label: "Subnets",
+        href: "/subnets",
     },
     NavItem {
         key: "playground",
@@ -105,6 +111,8 @@ pub fn router_with(node: Arc<Node>, links: Links) -> Router {
         .route("/market/jobs/{id}", get(market::job))
         .route("/market/verifiers", get(market::verifiers))
         .route("/market/verifiers/{address}", get(market::verifier))
+        .route("/subnets", get(subnets::list))
+        .route("/subnets/{netuid}", get(subnets::show))
         .route("/playground", get(playground::show))
         .route("/audit", get(playground::audit))
         .route("/assets/{name}", get(render::asset))

@@ -36,6 +36,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("gateway.html", include_str!("../templates/gateway.html")),
     ("audit.html", include_str!("../templates/audit.html")),
     ("verifier.html", include_str!("../templates/verifier.html")),
+    ("subnets.html", include_str!("../templates/subnets.html")),
+    ("subnet.html", include_str!("../templates/subnet.html")),
 ];
 
 fn env() -> &'static Environment<'static> {

@@ -424,3 +424,105 @@ fn only_a_devnet_sends_from_its_demo_wallet_and_only_as_json() {
         "cross-site forms cannot send JSON"
     );
 }
+
+#[test]
+fn subnet_pages_list_subnets_and_show_a_metagraph_with_its_history() {
+    use agora_types::{SubnetParam, SubnetTask, weights_commitment};
+    let genesis =
+        Genesis::new(CHAIN).with_accounts(["owner", "val", "miner"].map(|w| GenesisAccount {
+            address: key(w).address(),
+            balance: 1_000 * AGR,
+            bonded: 0,
+        }));
+    let t = TestNode::start_with_pages(&genesis, "web-test-validator", agora_web::router);
+    let empty = page(&t, "/subnets");
+    assert!(empty.contains("No subnet yet"), "{empty}");
+    let nonces = std::cell::RefCell::new(std::collections::BTreeMap::<&str, u64>::new());
+    let send = |who: &'static str, messages: Vec<Message>| {
+        let nonce = *nonces.borrow().get(who).unwrap_or(&0);
+        nonces.borrow_mut().insert(who, nonce + 1);
+        let tx = Transaction {
+            chain_id: CHAIN.into(),
+            sender: key(who).public(),
+            nonce,
+            fee: 1_000_000,
+            messages,
+        };
+        submit(&t, tx, who);
+    };
+    send(
+        "owner",
+        vec![
+            Message::CreateSubnet {
+                name: "chat-arena".into(),
+                task: SubnetTask::Chat,
+                max_lock: 100 * AGR,
+            },
+            Message::SetSubnetParam {
+                netuid: 0,
+                param: SubnetParam::Tempo(10),
+            },
+        ],
+    );
+    t.block();
+    for w in ["val", "miner"] {
+        send(
+            w,
+            vec![Message::RegisterNeuron {
+                netuid: 0,
+                endpoint: "http://127.0.0.1:9".into(),
+                max_burn: AGR,
+            }],
+        );
+    }
+    t.block();
+    let salt = Hash([3; 32]);
+    send(
+        "val",
+        vec![
+            Message::AddSubnetStake {
+                netuid: 0,
+                hotkey: key("val").address(),
+                amount: 100 * AGR,
+            },
+            Message::CommitWeights {
+                netuid: 0,
+                commitment: weights_commitment(0, &key("val").address(), &[1], &[1], &salt),
+            },
+        ],
+    );
+    for _ in 0..7 {
+        t.block();
+    }
+    send(
+        "val",
+        vec![Message::RevealWeights {
+            netuid: 0,
+            uids: vec![1],
+            weights: vec![1],
+            salt,
+        }],
+    );
+    for _ in 0..10 {
+        t.block();
+    }
+    let list = page(&t, "/subnets");
+    assert!(
+        list.contains("chat-arena") && list.contains("href=\"/subnets/0\""),
+        "{list}"
+    );
+    assert!(list.contains("<svg class=\"chart\""), "the stake chart");
+    let one = page(&t, "/subnets/0");
+    assert!(one.contains("Subnet 0: chat-arena"), "{one}");
+    assert!(one.contains("data-metagraph"), "{one}");
+    // The miner (UID 1) holds all the incentive, the validator its permit.
+    assert!(one.contains("<td data-incentive>1.0</td>"), "{one}");
+    assert!(one.contains(">permit<"), "{one}");
+    assert!(one.contains("Emission paid per epoch"), "{one}");
+    assert!(one.contains("Incentive of UID 1 over epochs"), "{one}");
+    let (status, _, body) = get(&t, "/subnets/7");
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("no subnet 7"), "{body}");
+    let (status, _, _) = get(&t, "/subnets/x");
+    assert_eq!(status, 404);
+}
