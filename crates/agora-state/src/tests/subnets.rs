@@ -690,3 +690,199 @@ fn predictions_only_on_forecast_subnets_and_never_past_their_window() {
     let left: Option<Vec<Prediction>> = c.get(&predictions_key(1));
     assert!(left.is_none(), "{left:?}");
 }
+
+/// One epoch window of a subnet whose miners' quality rotates: honest validators (users 1 and
+/// 2) reveal what they committed last window and commit what they measure now; the copier
+/// (user 3) reveals its last commitment and commits the weights validator 1 just revealed —
+/// the freshest it can see. Returns each validator's dividends (Fx) from the window's epoch.
+fn copier_window(c: &mut Chain, quality: &[u16; 3], last: &mut [Option<Vec<u16>>; 3]) {
+    let uids = [4u16, 5, 6];
+    let mut first = Vec::new();
+    for (i, user) in [1usize, 2].into_iter().enumerate() {
+        let mut msgs = Vec::new();
+        if let Some(w) = &last[i] {
+            msgs.push(reveal(0, user, &uids, w));
+        }
+        msgs.push(commit(0, user, &uids, quality));
+        last[i] = Some(quality.to_vec());
+        first.push((user, msgs));
+    }
+    for r in c.block(first) {
+        assert!(r.success, "{:?}", r.failure);
+    }
+    let mut msgs = Vec::new();
+    if let Some(w) = &last[2] {
+        msgs.push(reveal(0, 3, &uids, w));
+    }
+    // What validator 1 revealed in this window (its weights of the window before).
+    let seen: Option<WeightRow> = c.get(&weights_key(0, 0));
+    if let Some(row) = seen {
+        let copied: Vec<u16> = uids
+            .iter()
+            .map(|u| row.entries.iter().find(|e| e.0 == *u).map_or(0, |e| e.1))
+            .collect();
+        if copied.iter().any(|w| *w > 0) {
+            msgs.push(commit(0, 3, &uids, &copied));
+            last[2] = Some(copied);
+        }
+    }
+    if !msgs.is_empty() {
+        c.ok(3, msgs);
+    }
+    c.next_epoch(0, TEMPO);
+}
+
+#[test]
+fn a_weight_copier_earns_less_than_honest_validators_when_quality_changes() {
+    let mut c = Chain::new(8);
+    c.ok(0, vec![create("chat", SubnetTask::Chat)]);
+    c.ok(
+        0,
+        vec![
+            set(0, SubnetParam::Tempo(TEMPO)),
+            set(0, SubnetParam::WeightsRateLimit(0)),
+            set(0, SubnetParam::TargetRegistrations(4)),
+        ],
+    );
+    // UIDs 0, 1, 2: validators (users 1, 2, 3); UIDs 3.. : miners (users 4, 5, 6, 7).
+    for u in 1..=7 {
+        c.ok(u, vec![register(0)]);
+    }
+    c.block(vec![
+        (1, vec![stake(0, 1, 400 * AGR)]),
+        (2, vec![stake(0, 2, 400 * AGR)]),
+        (3, vec![stake(0, 3, 200 * AGR)]),
+    ]);
+    c.next_epoch(0, TEMPO);
+    let qualities = [[700u16, 200, 100], [100, 700, 200], [200, 100, 700]];
+    let mut last: [Option<Vec<u16>>; 3] = [None, None, None];
+    let (mut honest, mut copier) = (0u128, 0u128);
+    for e in 0..12 {
+        copier_window(&mut c, &qualities[e % 3], &mut last);
+        if e >= 4 {
+            // Dividends per unit of stake: honest validators hold 400 AGR, the copier 200.
+            honest += u128::from(c.neuron(0, 0).dividends) / 400;
+            copier += u128::from(c.neuron(0, 2).dividends) / 200;
+        }
+    }
+    let ratio = copier as f64 / honest as f64;
+    eprintln!("weight copier's dividends per stake / honest validators': {ratio:.3}");
+    assert!(honest > 0 && copier > 0);
+    assert!(
+        ratio < 0.8,
+        "the copier earned {ratio:.3} of an honest validator's rate"
+    );
+}
+
+#[test]
+fn colluding_validators_below_kappa_cannot_raise_their_own_miner() {
+    let mut c = Chain::new(8);
+    c.ok(0, vec![create("chat", SubnetTask::Chat)]);
+    c.ok(
+        0,
+        vec![
+            set(0, SubnetParam::Tempo(TEMPO)),
+            set(0, SubnetParam::WeightsRateLimit(0)),
+        ],
+    );
+    for u in 1..=6 {
+        c.ok(u, vec![register(0)]);
+    }
+    // Validators: users 1 and 2 honest (35 % each), 3 and 4 colluding (15 % each: 30 % < κ),
+    // rating their friend UID 5 (user 6) alone; miners UID 4 (user 5) and UID 5 (user 6).
+    c.block(vec![
+        (1, vec![stake(0, 1, 350 * AGR)]),
+        (2, vec![stake(0, 2, 350 * AGR)]),
+        (3, vec![stake(0, 3, 150 * AGR)]),
+        (4, vec![stake(0, 4, 150 * AGR)]),
+    ]);
+    c.next_epoch(0, TEMPO);
+    let honest = ([4u16, 5], [9u16, 1]);
+    let collude = ([5u16], [1u16]);
+    let round = |c: &mut Chain, reveal_too: bool| {
+        let mut txs = Vec::new();
+        for u in [1usize, 2] {
+            let mut m = Vec::new();
+            if reveal_too {
+                m.push(reveal(0, u, &honest.0, &honest.1));
+            }
+            m.push(commit(0, u, &honest.0, &honest.1));
+            txs.push((u, m));
+        }
+        for u in [3usize, 4] {
+            let mut m = Vec::new();
+            if reveal_too {
+                m.push(reveal(0, u, &collude.0, &collude.1));
+            }
+            m.push(commit(0, u, &collude.0, &collude.1));
+            txs.push((u, m));
+        }
+        for r in c.block(txs) {
+            assert!(r.success, "{:?}", r.failure);
+        }
+        c.next_epoch(0, TEMPO);
+    };
+    round(&mut c, false);
+    for _ in 0..3 {
+        round(&mut c, true);
+    }
+    let (friend, honest_miner) = (c.neuron(0, 5), c.neuron(0, 4));
+    // The friend's consensus weight is what the honest validators give it (a tenth), not the
+    // colluders' all: consensus is what validators holding κ of the stake support, and its rank
+    // (the stake-weighted weight it keeps after clipping) cannot exceed it.
+    let tenth = (crate::yuma::ONE / 10) as u64;
+    assert!(friend.consensus <= tenth + 1, "{}", friend.consensus);
+    assert!(friend.rank <= tenth + 1, "{}", friend.rank);
+    assert!(honest_miner.incentive > 6 * friend.incentive);
+    // The colluders' extra weight is clipped away: their validator trust is what they share
+    // with consensus.
+    assert!(c.neuron(0, 2).validator_trust <= tenth + 1);
+    assert!(c.neuron(0, 0).validator_trust > 9 * c.neuron(0, 2).validator_trust);
+}
+
+#[test]
+fn sybil_miners_pay_the_burn_and_are_pruned_when_they_do_not_earn() {
+    let mut c = Chain::new(12);
+    c.ok(0, vec![create("chat", SubnetTask::Chat)]);
+    c.ok(
+        0,
+        vec![
+            set(0, SubnetParam::Tempo(TEMPO)),
+            set(0, SubnetParam::ImmunityPeriod(0)),
+            set(0, SubnetParam::WeightsRateLimit(0)),
+            set(0, SubnetParam::MaxUids(6)),
+        ],
+    );
+    c.next_epoch(0, TEMPO);
+    // A validator (user 1) and a good miner (user 2), then four sybils (users 3..=6) fill it.
+    c.ok(1, vec![register(0)]);
+    c.ok(2, vec![register(0)]);
+    let burned = c.emission().burned;
+    let burn = c.subnet(0).burn;
+    let receipts = c.block((3..=6).map(|u| (u, vec![register(0)])).collect());
+    assert!(receipts.iter().all(|r| r.success));
+    assert_eq!(
+        c.emission().burned - burned,
+        4 * burn,
+        "each sybil burned the burn"
+    );
+    c.ok(1, vec![stake(0, 1, 100 * AGR), commit(0, 1, &[1], &[1])]);
+    c.next_epoch(0, TEMPO);
+    // Six registrations against a target of two raised the burn for the next ones.
+    assert!(c.subnet(0).burn > burn);
+    c.ok(1, vec![reveal(0, 1, &[1], &[1])]);
+    c.next_epoch(0, TEMPO);
+    // The sybils earned nothing: newcomers take their UIDs, never the earning miner's.
+    for u in 7..=10 {
+        c.ok(u, vec![register(0)]);
+    }
+    let hotkeys: Vec<Address> = (0..6).map(|uid| c.neuron(0, uid).hotkey).collect();
+    assert_eq!(
+        hotkeys[1],
+        key(2).address(),
+        "the earning miner keeps its UID"
+    );
+    for u in 3..=6 {
+        assert!(!hotkeys.contains(&key(u).address()), "sybil {u} was pruned");
+    }
+}
