@@ -5,7 +5,9 @@
 use crate::ApiError;
 use crate::market::views;
 use agora_chain::Node;
-use agora_node_api::{Chain, ClientError, JobResponse, ModelEntry, ProviderEntry};
+use agora_node_api::{
+    Chain, ClientError, JobResponse, MetagraphResponse, ModelEntry, ProviderEntry, SubnetResponse,
+};
 use agora_state::{Check, Escrow};
 use agora_store::Snapshot;
 use agora_types::{Address, Hash, SignedTransaction};
@@ -110,5 +112,21 @@ impl Chain for LocalNode {
 
     fn reveal(&self, job_id: &Hash, verifier: &Address) -> Result<Option<Vec<u8>>, ClientError> {
         views::reveal(&self.snapshot()?, job_id, verifier).map_err(refused)
+    }
+
+    fn subnet(&self, netuid: u16) -> Result<Option<SubnetResponse>, ClientError> {
+        crate::subnets::views::subnet(&self.snapshot()?, netuid).map_err(refused)
+    }
+
+    fn metagraph(&self, netuid: u16) -> Result<Option<MetagraphResponse>, ClientError> {
+        crate::subnets::views::metagraph(&self.snapshot()?, netuid).map_err(refused)
+    }
+
+    fn block_hash(&self, height: u64) -> Result<Option<Hash>, ClientError> {
+        match crate::views::block(&self.snapshot()?, &height.to_string()) {
+            Ok(b) => Ok(Some(b.hash)),
+            Err(e) if e.status.as_u16() == 404 => Ok(None),
+            Err(e) => Err(refused(e)),
+        }
     }
 }

@@ -145,14 +145,7 @@ pub mod views {
         x as f64 / yuma::ONE as f64
     }
 
-    /// The first block after `height` whose end runs the subnet's epoch.
-    pub fn next_epoch(slot: &SubnetSlot, height: u64) -> u64 {
-        let tempo = slot.tempo.max(1);
-        let r = (height + 2 + u64::from(slot.netuid)) % tempo;
-        height + 1 + (tempo - r) % tempo
-    }
-
-    fn summary(subnet: &Subnet, slot: &SubnetSlot, height: u64) -> SubnetSummary {
+    fn summary(subnet: &Subnet, slot: &SubnetSlot) -> SubnetSummary {
         SubnetSummary {
             netuid: subnet.netuid,
             name: subnet.name.clone(),
@@ -165,7 +158,7 @@ pub mod views {
             stake: slot.stake,
             pending_emission: slot.pending,
             epochs: subnet.epochs,
-            next_epoch: next_epoch(slot, height),
+            next_epoch: slot.next_epoch,
         }
     }
 
@@ -189,7 +182,7 @@ pub mod views {
         let mut subnets = Vec::with_capacity(index.subnets.len());
         for slot in &index.subnets {
             if let Some(subnet) = get::<Subnet>(snap, &subnet_key(slot.netuid))? {
-                subnets.push(summary(&subnet, slot, height));
+                subnets.push(summary(&subnet, slot));
             }
         }
         Ok(SubnetsResponse {
@@ -218,7 +211,7 @@ pub mod views {
         let predictions: Vec<Prediction> = get(snap, &predictions_key(netuid))?.unwrap_or_default();
         Ok(Some(SubnetResponse {
             height,
-            summary: summary(&subnet, &slot, height),
+            summary: summary(&subnet, &slot),
             subnet,
             history,
             commits,

@@ -118,6 +118,7 @@ fn subnet_state(uids: u16, validators: u16, tempo: u64) -> Result<MemState> {
         task: SubnetTask::Chat,
         burn: params.min_burn,
         params,
+        pending: None,
         created_at: 0,
         lock: 0,
         n: uids,
@@ -129,7 +130,7 @@ fn subnet_state(uids: u16, validators: u16, tempo: u64) -> Result<MemState> {
     let index = SubnetIndex {
         subnets: vec![SubnetSlot {
             netuid: 0,
-            tempo,
+            next_epoch: tempo - 1,
             stake: total_stake,
             pending: 1_000 * AGR,
             observed: 0,

@@ -2,7 +2,10 @@
 //! HTTP ([`crate::NodeClient`]) or in the node's own process (`agora_api::LocalNode`), so the
 //! market's code and tests need not know which.
 
-use crate::{ClientError, JobResponse, ModelEntry, NodeClient, ProviderEntry};
+use crate::{
+    ClientError, JobResponse, MetagraphResponse, ModelEntry, NodeClient, ProviderEntry,
+    SubnetResponse,
+};
 use agora_state::{Check, Escrow, Outcome};
 use agora_types::{Address, Hash, SignedTransaction};
 
@@ -35,6 +38,12 @@ pub trait Chain: Send + Sync {
     fn verifier_key(&self, verifier: &Address) -> Result<Option<[u8; 32]>, ClientError>;
     /// The complete reveal of `job_id` to `verifier`, if the chain holds one.
     fn reveal(&self, job_id: &Hash, verifier: &Address) -> Result<Option<Vec<u8>>, ClientError>;
+    /// A subnet, if it exists.
+    fn subnet(&self, netuid: u16) -> Result<Option<SubnetResponse>, ClientError>;
+    /// A subnet's metagraph, if it exists.
+    fn metagraph(&self, netuid: u16) -> Result<Option<MetagraphResponse>, ClientError>;
+    /// The hash of the committed block at `height`, if there is one (chain randomness).
+    fn block_hash(&self, height: u64) -> Result<Option<Hash>, ClientError>;
 
     /// Whether `provider` is registered and serving (a convicted one keeps its record and
     /// stake, but serves no more).
@@ -118,5 +127,17 @@ impl Chain for NodeClient {
 
     fn reveal(&self, job_id: &Hash, verifier: &Address) -> Result<Option<Vec<u8>>, ClientError> {
         NodeClient::reveal(self, job_id, verifier)
+    }
+
+    fn subnet(&self, netuid: u16) -> Result<Option<SubnetResponse>, ClientError> {
+        NodeClient::subnet(self, netuid)
+    }
+
+    fn metagraph(&self, netuid: u16) -> Result<Option<MetagraphResponse>, ClientError> {
+        NodeClient::metagraph(self, netuid)
+    }
+
+    fn block_hash(&self, height: u64) -> Result<Option<Hash>, ClientError> {
+        Ok(self.block(crate::BlockId::Height(height))?.map(|b| b.hash))
     }
 }

@@ -159,9 +159,14 @@ pub enum TxError {
     /// Less stake delegated than asked to remove.
     #[error("{have} staked on that hotkey, less than {need}")]
     InsufficientStake { need: Amount, have: Amount },
-    /// A hotkey with as many delegators as it may have.
-    #[error("the hotkey already has {max} delegators")]
+    /// A hotkey with as many delegators as it may have, none holding less than offered.
+    #[error(
+        "the hotkey already has {max} delegators, none with less stake than offered: offer more to take the smallest one's place"
+    )]
     TooManyDelegators { max: u16 },
+    /// A new delegation below the least one may hold.
+    #[error("a delegation holds at least {min} base units, not {got}")]
+    DelegationTooSmall { min: Amount, got: Amount },
     /// A validator committing weights again too soon.
     #[error("weights were committed at {last}: the next commit is allowed from height {next}")]
     WeightsRateLimited { last: u64, next: u64 },
@@ -243,6 +248,7 @@ impl TxError {
             TxError::InvalidNeuron(_) => "invalid_neuron",
             TxError::InsufficientStake { .. } => "insufficient_stake",
             TxError::TooManyDelegators { .. } => "too_many_delegators",
+            TxError::DelegationTooSmall { .. } => "delegation_too_small",
             TxError::WeightsRateLimited { .. } => "weights_rate_limited",
             TxError::CommitPending { .. } => "commit_pending",
             TxError::NoCommit { .. } => "no_commit",

@@ -108,6 +108,7 @@ fn netuid_of(suffix: &[u8]) -> Option<u16> {
 #[allow(clippy::too_many_arguments)]
 fn check_subnets(
     bad: &mut Vec<String>,
+    height: u64,
     index: SubnetIndex,
     subnets: &BTreeMap<u16, Subnet>,
     stake: &BTreeMap<u16, Amount>,
@@ -129,13 +130,16 @@ fn check_subnets(
                 slot.netuid, slot.stake
             ));
         }
-        if let Some(sn) = subnets.get(&slot.netuid)
-            && sn.params.tempo != slot.tempo
-        {
+        if slot.next_epoch <= height {
             bad.push(format!(
-                "subnet {}: the index has another tempo",
-                slot.netuid
+                "subnet {}: its next epoch ({}) is not ahead",
+                slot.netuid, slot.next_epoch
             ));
+        }
+        if let Some(sn) = subnets.get(&slot.netuid)
+            && slot.next_epoch > height + sn.params.tempo
+        {
+            bad.push(format!("subnet {}: next epoch beyond a tempo", slot.netuid));
         }
         if slot.netuid >= index.next_netuid {
             bad.push(format!("subnet {}: at or past next_netuid", slot.netuid));
@@ -159,6 +163,13 @@ fn check_subnets(
         }
         if sn.burn < sn.params.min_burn || sn.burn > sn.params.max_burn {
             bad.push(format!("subnet {netuid}: burn outside its bounds"));
+        }
+        for p in std::iter::once(&sn.params).chain(&sn.pending) {
+            if let Err(e) = p.check() {
+                bad.push(format!(
+                    "subnet {netuid}: hyperparameters break a rule: {e}"
+                ));
+            }
         }
     }
     for ((netuid, uid), hotkey) in neurons {
@@ -198,7 +209,7 @@ fn check_subnets(
             if !seen.insert(c.hotkey) {
                 bad.push(format!("subnet {netuid}: two commitments of {}", c.hotkey));
             }
-            if c.epoch + sn.params.commit_reveal_period < sn.epochs {
+            if c.reveal_epoch < sn.epochs {
                 bad.push(format!(
                     "subnet {netuid}: a commitment past its reveal window"
                 ));
@@ -475,6 +486,7 @@ pub fn check<'a>(
     }
     check_subnets(
         &mut bad,
+        height,
         index.unwrap_or_default(),
         &subnets,
         &subnet_stake,

@@ -795,7 +795,7 @@ pub fn run(blocks: &[Vec<TxPlan>]) -> Result<World, String> {
             Action::SetSubnetParam {
                 netuid: 1,
                 which: 2,
-                value: 0,
+                value: 10,
             },
         ],
     }])?;

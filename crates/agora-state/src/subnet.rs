@@ -162,7 +162,7 @@ impl Default for SubnetHyperparams {
             tempo: 360 * 24,
             max_uids: MAX_UIDS,
             immunity_period: 4_096 * 24,
-            kappa: 32_767,
+            kappa: 32_768,
             bonds_moving_average: 900_000,
             bond_penalty: u16::MAX,
             weights_rate_limit: 100 * 24,
@@ -194,15 +194,12 @@ impl SubnetHyperparams {
         }
         match *param {
             SubnetParam::Tempo(v) => self.tempo = within("tempo", v, 10, 100_000)?,
-            SubnetParam::MaxUids(v) => {
-                self.max_uids = within("max_uids", v, n.max(2), MAX_UIDS)?;
-                self.max_validators = self.max_validators.min(self.max_uids);
-            }
+            SubnetParam::MaxUids(v) => self.max_uids = within("max_uids", v, n.max(2), MAX_UIDS)?,
             SubnetParam::ImmunityPeriod(v) => {
                 self.immunity_period = within("immunity_period", v, 0, 1_000_000)?;
             }
             // Below one half, a minority could set consensus.
-            SubnetParam::Kappa(v) => self.kappa = within("kappa", v, 32_767, u16::MAX)?,
+            SubnetParam::Kappa(v) => self.kappa = within("kappa", v, 32_768, u16::MAX)?,
             SubnetParam::BondsMovingAverage(v) => {
                 self.bonds_moving_average = within("bonds_moving_average", v, 0, 999_999)?;
             }
@@ -213,13 +210,16 @@ impl SubnetHyperparams {
             SubnetParam::CommitRevealPeriod(v) => {
                 self.commit_reveal_period = within("commit_reveal_period", v, 1, 10)?;
             }
+            // Fewer permits would let the largest validator alone decide consensus.
             SubnetParam::MaxValidators(v) => {
-                self.max_validators = within("max_validators", v, 1, self.max_uids)?;
+                self.max_validators = within("max_validators", v, 8, MAX_UIDS)?;
             }
             SubnetParam::ActivityCutoff(v) => {
                 self.activity_cutoff = within("activity_cutoff", v, 10, 10_000_000)?;
             }
-            SubnetParam::MinBurn(v) => self.min_burn = within("min_burn", v, 1, self.max_burn)?,
+            SubnetParam::MinBurn(v) => {
+                self.min_burn = within("min_burn", v, MIN_BURN_FLOOR, self.max_burn)?;
+            }
             SubnetParam::MaxBurn(v) => {
                 self.max_burn = within("max_burn", v, self.min_burn, 1_000_000 * AGR)?;
             }
@@ -229,6 +229,29 @@ impl SubnetHyperparams {
             SubnetParam::ValidatorTake(v) => {
                 self.validator_take = within("validator_take", v, 0, 180_000)?;
             }
+        }
+        Ok(())
+    }
+
+    /// The rules between hyperparameters, checked after every change: a validator's weights
+    /// outlive its commit-reveal round trip (or honest rows would go stale), and a new neuron
+    /// lives through at least one epoch before it can be pruned.
+    pub fn check(&self) -> Result<(), String> {
+        let round_trip = self
+            .commit_reveal_period
+            .saturating_add(2)
+            .saturating_mul(self.tempo);
+        if self.activity_cutoff < round_trip {
+            return Err(format!(
+                "activity_cutoff must be at least (commit_reveal_period + 2) × tempo = {round_trip}, not {}",
+                self.activity_cutoff
+            ));
+        }
+        if self.immunity_period < self.tempo {
+            return Err(format!(
+                "immunity_period must be at least the tempo ({}), not {}",
+                self.tempo, self.immunity_period
+            ));
         }
         Ok(())
     }
@@ -270,23 +293,24 @@ pub struct SubnetIndex {
 pub struct SubnetSlot {
     /// The subnet.
     pub netuid: NetUid,
-    /// Its tempo (copied from its hyperparameters).
-    pub tempo: u64,
+    /// The block at whose end its next epoch runs: set at each epoch to that epoch's height
+    /// plus the tempo, so changing the tempo never moves an epoch already scheduled.
     /// Stake delegated on it (all hotkeys, fresh included): its share of each block's emission.
     #[serde(with = "serde_u128")]
     pub stake: Amount,
     /// Emission accrued since its last epoch.
     #[serde(with = "serde_u128")]
     pub pending: Amount,
-    /// Transactions executed since its last epoch: the quantity a forecast subnet predicts.
-    pub observed: u64,
+    pub next_epoch: u64,
+    /// Fees paid on the chain since its last epoch: the quantity a forecast subnet predicts.
+    #[serde(with = "serde_u128")]
+    pub observed: Amount,
 }
 
 impl SubnetSlot {
-    /// Whether the subnet's epoch runs at the end of block `height`: every `tempo` blocks,
-    /// offset by the netuid so subnets of one tempo do not all run in one block.
+    /// Whether the subnet's epoch runs at the end of block `height`.
     pub fn epoch_due(&self, height: u64) -> bool {
-        (height + 1 + u64::from(self.netuid)).is_multiple_of(self.tempo.max(1))
+        height >= self.next_epoch
     }
 }
 
@@ -319,6 +343,8 @@ pub struct Subnet {
     pub task: SubnetTask,
     /// Its hyperparameters.
     pub params: SubnetHyperparams,
+    /// Changes its owner made, applied at its next epoch (at once while it has no neuron).
+    pub pending: Option<SubnetHyperparams>,
     /// Created at.
     pub created_at: u64,
     /// The lock cost it burned.
@@ -402,9 +428,9 @@ pub struct WeightCommit {
     pub commitment: Hash,
     /// Committed at.
     pub height: u64,
-    /// The subnet's epoch count when it was committed: it is revealed once exactly
-    /// `commit_reveal_period` more epochs have run.
-    pub epoch: u64,
+    /// The subnet's epoch count at which it is revealed (its count at the commitment plus the
+    /// commit-reveal period then in force): a later change of the period does not move it.
+    pub reveal_epoch: u64,
 }
 
 /// The stake delegated to one hotkey on one subnet.
@@ -491,8 +517,9 @@ pub struct EpochRecord {
     pub per_uid: Vec<u64>,
     /// Each UID's incentive ([`Fx`] as `u64`).
     pub incentive: Vec<u64>,
-    /// Transactions the chain executed in the epoch's window (what forecasts predict).
-    pub observed: u64,
+    /// Fees paid on the chain in the epoch's window (what forecasts predict).
+    #[serde(with = "serde_u128")]
+    pub observed: Amount,
 }
 
 /// A forecast: committed in one window, revealed in the next (the window it predicts), scored
@@ -509,13 +536,21 @@ pub struct Prediction {
     pub value: Option<u64>,
 }
 
-/// The chain's score of a prediction `value` of `truth`: 1 when exact, falling as
-/// `t / (t + |value − truth|)` with `t = max(truth, 1)`, so an error as large as the truth
-/// scores one half.
-pub fn forecast_score(value: u64, truth: u64) -> Fx {
-    let t = u128::from(truth.max(1));
-    let error = u128::from(value.abs_diff(truth));
-    crate::yuma::ratio(t, t + error)
+/// Least registration burn an owner may set: registering must cost something, or pruning
+/// neurons and filling state would be free.
+pub const MIN_BURN_FLOOR: Amount = AGR / 10;
+
+/// Least stake one delegation may hold: so a hotkey's delegator slots cannot be filled with
+/// dust (and a full list takes a larger delegation by evicting its smallest).
+pub const MIN_DELEGATION: Amount = AGR / 10;
+
+/// The chain's score of a prediction `value` of `truth`: `1 − |value − truth| / t` with
+/// `t = max(truth, 1)`, never below 0 — exact scores 1, an error as large as the truth scores
+/// nothing (so guessing 0 earns nothing).
+pub fn forecast_score(value: u64, truth: Amount) -> Fx {
+    let t = truth.max(1);
+    let error = u128::from(value).abs_diff(truth);
+    crate::yuma::ONE.saturating_sub(crate::yuma::ratio(error, t).min(crate::yuma::ONE))
 }
 
 /// Epochs kept in a subnet's history.

@@ -156,7 +156,9 @@ pub fn epoch(input: &EpochInput) -> EpochOutput {
         }
     }
 
-    // Prerank and consensus, column by column.
+    // Prerank and consensus, column by column. κ never asks for more than all the stake (the
+    // normalized stakes can sum to a hair under 1).
+    let kappa = input.kappa.min(s.iter().sum());
     let mut prerank = vec![0 as Fx; n];
     let mut column: Vec<(Fx, Fx)> = Vec::with_capacity(validators.len());
     for j in 0..n {
@@ -173,7 +175,7 @@ pub fn epoch(input: &EpochInput) -> EpochOutput {
         let mut cum = 0;
         for &(x, sv) in &column {
             cum += sv;
-            if cum >= input.kappa {
+            if cum >= kappa {
                 out.consensus[j] = x;
                 break;
             }

@@ -491,7 +491,8 @@ fn subnet_pages_list_subnets_and_show_a_metagraph_with_its_history() {
             },
         ],
     );
-    for _ in 0..7 {
+    // The first epoch is at the end of block 1 + 10; the reveal goes in the block after.
+    for _ in 0..9 {
         t.block();
     }
     send(

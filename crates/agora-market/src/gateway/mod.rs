@@ -379,10 +379,30 @@ impl Gateway {
                 message: format!("no registered provider serves model {model}"),
             });
         }
+        self.run_on(client, model, &candidates, input, params, on_text)
+    }
+
+    /// [`Self::run`] on `candidates`, tried in their order (a subnet's miners by incentive, or
+    /// one provider a validator scores).
+    pub fn run_on(
+        &self,
+        client: &Keypair,
+        model: Hash,
+        candidates: &[ProviderListing],
+        input: &JobInput,
+        params: JobParams,
+        on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Completed, Error> {
+        let bytes = input.to_bytes();
+        let max_input = u32::try_from(bytes.len() + 256).unwrap_or(u32::MAX);
+        let max_output = match input {
+            JobInput::Embedding { .. } | JobInput::Audit { .. } => 0,
+            _ => params.max_tokens,
+        };
         let chain_id = self.chain.chain_id()?;
         let height = self.chain.height()?;
         let mut last = None;
-        for provider in &candidates {
+        for provider in candidates {
             let ((p_in, p_out), key) = (provider.prices(), provider.key());
             let Some(max_fee) = job_fee(p_in, p_out, max_input, max_output) else {
                 continue;

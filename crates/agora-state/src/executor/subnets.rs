@@ -15,9 +15,9 @@
 
 use super::*;
 use crate::subnet::{
-    EmissionParams, EmissionState, EpochRecord, HISTORY_EPOCHS, HotkeyStake, Neuron, Prediction,
-    Subnet, SubnetHyperparams, SubnetIndex, SubnetParams, SubnetSlot, WeightCommit, WeightRow,
-    forecast_score,
+    EmissionParams, EmissionState, EpochRecord, HISTORY_EPOCHS, HotkeyStake, MIN_DELEGATION,
+    Neuron, Prediction, Subnet, SubnetHyperparams, SubnetIndex, SubnetParams, SubnetSlot,
+    WeightCommit, WeightRow, forecast_score,
 };
 use crate::yuma;
 use crate::{
@@ -189,7 +189,7 @@ impl Executor<'_> {
         let params = SubnetHyperparams::default();
         index.subnets.push(SubnetSlot {
             netuid,
-            tempo: params.tempo,
+            next_epoch: height + params.tempo,
             stake: 0,
             pending: 0,
             observed: 0,
@@ -201,6 +201,7 @@ impl Executor<'_> {
             task: task.clone(),
             burn: params.min_burn,
             params,
+            pending: None,
             created_at: height,
             lock: cost,
             n: 0,
@@ -237,22 +238,28 @@ impl Executor<'_> {
         if subnet.owner != *sender {
             return Ok(Err(TxError::NotSubnetOwner { netuid }));
         }
-        if let Err(e) = subnet.params.set(param, subnet.n) {
+        // Changes pile up on the pending set, which takes effect at the next epoch, so an owner
+        // can neither move an epoch nor change the rules in the middle of one; before anyone
+        // has registered there is nothing to protect, and they apply at once.
+        let mut next = subnet
+            .pending
+            .clone()
+            .unwrap_or_else(|| subnet.params.clone());
+        if let Err(e) = next.set(param, subnet.n).and_then(|()| next.check()) {
             return Ok(Err(TxError::ParamOutOfBounds(e)));
         }
-        // The burn follows its new bounds.
-        subnet.burn = subnet
-            .burn
-            .clamp(subnet.params.min_burn, subnet.params.max_burn);
-        if let SubnetParam::Tempo(tempo) = param {
-            let mut index = self.subnet_index(scratch)?;
-            let slot = index
-                .subnets
-                .iter_mut()
-                .find(|s| s.netuid == netuid)
-                .ok_or_else(|| corrupt(&subnet_index_key(), "a subnet missing from the index"))?;
-            slot.tempo = *tempo;
-            Self::put(scratch, subnet_index_key(), &index);
+        if subnet.n == 0 {
+            if next.tempo != subnet.params.tempo {
+                let mut index = self.subnet_index(scratch)?;
+                Self::slot_mut(&mut index, netuid)?.next_epoch = self.ctx.height + next.tempo;
+                Self::put(scratch, subnet_index_key(), &index);
+            }
+            subnet.params = next;
+            subnet.burn = subnet
+                .burn
+                .clamp(subnet.params.min_burn, subnet.params.max_burn);
+        } else {
+            subnet.pending = Some(next);
         }
         Self::put(scratch, subnet_key(netuid), &subnet);
         events.push(Event::new(
@@ -402,7 +409,7 @@ impl Executor<'_> {
         let before = commits.len();
         commits.retain(|c| c.hotkey != *hotkey);
         if commits.len() != before {
-            Self::put(scratch, key, &commits);
+            Self::put_or_delete(scratch, key, &commits);
         }
         let key = predictions_key(netuid);
         let mut predictions: Vec<Prediction> = self.get(scratch, &key)?.unwrap_or_default();
@@ -452,16 +459,57 @@ impl Executor<'_> {
         }
         let key = hotkey_stake_key(netuid, hotkey);
         let mut stake: HotkeyStake = self.get(scratch, &key)?.unwrap_or_default();
+        let mut evicted = 0;
         let at = match stake
             .delegations
             .binary_search_by_key(sender, |d| d.delegator)
         {
             Ok(i) => i,
-            Err(i) => {
+            Err(_) => {
+                if amount < MIN_DELEGATION {
+                    return Ok(Err(TxError::DelegationTooSmall {
+                        min: MIN_DELEGATION,
+                        got: amount,
+                    }));
+                }
                 let max = self.subnet_params.max_delegators;
                 if stake.delegations.len() >= usize::from(max) {
-                    return Ok(Err(TxError::TooManyDelegators { max }));
+                    // A full list takes a larger delegation in place of its smallest, whose stake
+                    // unbonds to its owner: slots cannot be squatted with small stakes.
+                    let (i, smallest) = stake
+                        .delegations
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, d)| (d.total(), d.delegator))
+                        .map(|(i, d)| (i, d.clone()))
+                        .ok_or_else(|| corrupt(&key, "a full delegation list is empty"))?;
+                    if amount <= smallest.total() {
+                        return Ok(Err(TxError::TooManyDelegators { max }));
+                    }
+                    stake.delegations.remove(i);
+                    evicted = smallest.total();
+                    let mut owner = self.scratch_account(scratch, &smallest.delegator)?;
+                    owner.unbonding = owner
+                        .unbonding
+                        .checked_add(evicted)
+                        .ok_or_else(|| corrupt(&key, "unbonding overflows"))?;
+                    let release = self.queue_unbonding(scratch, smallest.delegator, evicted);
+                    scratch.accounts.insert(smallest.delegator, owner);
+                    events.push(Event::new(
+                        "subnet_stake_evicted",
+                        &[
+                            ("netuid", netuid.to_string()),
+                            ("hotkey", hotkey.to_string()),
+                            ("delegator", smallest.delegator.to_string()),
+                            ("amount", evicted.to_string()),
+                            ("release_height", release.to_string()),
+                        ],
+                    ));
                 }
+                let i = stake
+                    .delegations
+                    .binary_search_by_key(sender, |d| d.delegator)
+                    .unwrap_or_else(|i| i);
                 stake.delegations.insert(
                     i,
                     crate::Delegation {
@@ -481,7 +529,11 @@ impl Executor<'_> {
         scratch.accounts.insert(*sender, from);
         let mut index = self.subnet_index(scratch)?;
         let slot = Self::slot_mut(&mut index, netuid)?;
-        slot.stake += amount;
+        slot.stake = slot
+            .stake
+            .checked_add(amount)
+            .and_then(|s| s.checked_sub(evicted))
+            .ok_or_else(|| corrupt(&subnet_index_key(), "subnet stake out of range"))?;
         Self::put(scratch, subnet_index_key(), &index);
         Self::put(scratch, key, &stake);
         events.push(Event::new(
@@ -627,7 +679,7 @@ impl Executor<'_> {
             hotkey: *sender,
             commitment: *commitment,
             height,
-            epoch: subnet.epochs,
+            reveal_epoch: subnet.epochs + subnet.params.commit_reveal_period,
         });
         neuron.last_commit = height;
         Self::put(scratch, key, &commits);
@@ -678,7 +730,7 @@ impl Executor<'_> {
         {
             return Ok(Err(TxError::RevealMismatch));
         }
-        let due = commit.epoch + subnet.params.commit_reveal_period;
+        let due = commit.reveal_epoch;
         if subnet.epochs < due {
             return Ok(Err(TxError::RevealTooEarly {
                 epoch: due,
@@ -693,11 +745,7 @@ impl Executor<'_> {
             Err(e) => return Ok(Err(TxError::InvalidWeights(e))),
         };
         commits.remove(at);
-        if commits.is_empty() {
-            scratch.writes.insert(key, None);
-        } else {
-            Self::put(scratch, key, &commits);
-        }
+        Self::put_or_delete(scratch, key, &commits);
         let count = entries.len();
         Self::put(
             scratch,
@@ -742,23 +790,33 @@ impl Executor<'_> {
             for slot in &mut index.subnets {
                 let share =
                     yuma::mul_amount(mint, yuma::ratio(slot.stake, total)).min(mint - minted);
-                slot.pending += share;
+                slot.pending = slot
+                    .pending
+                    .checked_add(share)
+                    .ok_or_else(|| corrupt(&ikey, "pending emission overflows"))?;
                 minted += share;
             }
         }
         if minted > 0 {
-            emission.minted += minted;
+            emission.minted = emission
+                .minted
+                .checked_add(minted)
+                .ok_or_else(|| corrupt(&emission_key(), "minted overflows"))?;
             let supply: Amount = self
                 .get(&scratch, &supply_key())?
                 .ok_or_else(|| corrupt(&supply_key(), "missing"))?;
-            Self::put(&mut scratch, supply_key(), &(supply + minted));
+            let supply = supply
+                .checked_add(minted)
+                .ok_or_else(|| corrupt(&supply_key(), "supply overflows"))?;
+            Self::put(&mut scratch, supply_key(), &supply);
             Self::put(&mut scratch, emission_key(), &emission);
         }
-        let executed = self.receipts.len() as u64;
+        // Fees, not transactions: pushing the quantity a forecast predicts costs what it adds.
+        let fees = self.fees;
         for slot in &mut index.subnets {
-            slot.observed = slot.observed.saturating_add(executed);
+            slot.observed = slot.observed.saturating_add(fees);
         }
-        let due: Vec<(NetUid, Amount, u64)> = index
+        let due: Vec<(NetUid, Amount, Amount)> = index
             .subnets
             .iter_mut()
             .filter(|s| s.epoch_due(height))
@@ -772,21 +830,25 @@ impl Executor<'_> {
             .collect();
         Self::put(&mut scratch, ikey, &index);
         for (netuid, pending, observed) in due {
-            self.run_epoch(&mut scratch, netuid, pending, observed, events)?;
+            let tempo = self.run_epoch(&mut scratch, netuid, pending, observed, events)?;
+            let mut index = self.subnet_index(&scratch)?;
+            Self::slot_mut(&mut index, netuid)?.next_epoch = height + tempo;
+            Self::put(&mut scratch, subnet_index_key(), &index);
         }
         self.commit_scratch(scratch);
         Ok(())
     }
 
     /// One subnet's epoch: Yuma Consensus over its weights, then `emission` paid out.
+    /// Returns the tempo in force after it (the owner's pending changes apply at its end).
     fn run_epoch(
         &mut self,
         scratch: &mut Scratch,
         netuid: NetUid,
         emission: Amount,
-        observed: u64,
+        observed: Amount,
         events: &mut Vec<Event>,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let skey = subnet_key(netuid);
         let mut subnet: Subnet = self
             .get(scratch, &skey)?
@@ -934,15 +996,22 @@ impl Executor<'_> {
         subnet.registrations = 0;
         subnet.last_epoch = height;
         subnet.epochs += 1;
+        if let Some(mut next) = subnet.pending.take() {
+            // UIDs registered since the change was asked for stay.
+            next.max_uids = next.max_uids.max(subnet.n);
+            subnet.burn = subnet.burn.clamp(next.min_burn, next.max_burn);
+            subnet.params = next;
+            events.push(Event::new(
+                "subnet_params_applied",
+                &[("netuid", netuid.to_string())],
+            ));
+        }
+        let tempo = subnet.params.tempo;
         // Commitments whose reveal window just closed can never be revealed: forget them.
         let ckey = commits_key(netuid);
         if let Some(mut commits) = self.get::<Vec<WeightCommit>>(scratch, &ckey)? {
-            commits.retain(|c| c.epoch + p.commit_reveal_period >= subnet.epochs);
-            if commits.is_empty() {
-                scratch.writes.insert(ckey, None);
-            } else {
-                Self::put(scratch, ckey, &commits);
-            }
+            commits.retain(|c| c.reveal_epoch >= subnet.epochs);
+            Self::put_or_delete(scratch, ckey, &commits);
         }
         Self::put(scratch, skey, &subnet);
         events.push(Event::new(
@@ -955,7 +1024,7 @@ impl Executor<'_> {
                 ("recycled", split.recycled.to_string()),
             ],
         ));
-        Ok(())
+        Ok(tempo)
     }
 
     /// A forecast subnet's epoch: the chain scores the predictions revealed for the window
@@ -968,7 +1037,7 @@ impl Executor<'_> {
         subnet: &Subnet,
         neurons: &[Neuron],
         counted: &[Amount],
-        observed: u64,
+        observed: Amount,
         events: &mut Vec<Event>,
     ) -> Result<yuma::EpochOutput> {
         let n = neurons.len();

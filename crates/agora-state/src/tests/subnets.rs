@@ -22,6 +22,16 @@ impl Chain {
         }
     }
 
+    pub(super) fn from_genesis(g: Genesis) -> Chain {
+        let mut s = MemState::default();
+        s.apply(&g.initial_writes().unwrap());
+        Chain {
+            s,
+            height: 0,
+            nonces: BTreeMap::new(),
+        }
+    }
+
     /// One block holding one transaction per entry; returns their receipts.
     pub(super) fn block(&mut self, txs: Vec<(usize, Vec<Message>)>) -> Vec<Receipt> {
         let txs: Vec<SignedTransaction> = txs
@@ -77,12 +87,16 @@ impl Chain {
         }
     }
 
-    /// Empty blocks through the next epoch of subnet `netuid` (tempo `tempo`).
-    pub(super) fn next_epoch(&mut self, netuid: u16, tempo: u64) {
-        self.block(vec![]);
-        while !(self.height + 1 + u64::from(netuid)).is_multiple_of(tempo) {
-            self.block(vec![]);
-        }
+    /// Empty blocks through the next epoch of subnet `netuid`.
+    pub(super) fn next_epoch(&mut self, netuid: u16) {
+        let index: SubnetIndex = self.get(&subnet_index_key()).expect("an index");
+        let due = index
+            .subnets
+            .iter()
+            .find(|s| s.netuid == netuid)
+            .expect("the subnet")
+            .next_epoch;
+        self.run_to(due);
     }
 
     pub(super) fn get<T: borsh::BorshDeserialize>(&self, key: &[u8]) -> Option<T> {
@@ -169,7 +183,7 @@ fn subnet_with_neurons() -> Chain {
         0,
         vec![
             set(0, SubnetParam::Tempo(TEMPO)),
-            set(0, SubnetParam::ImmunityPeriod(0)),
+            set(0, SubnetParam::ImmunityPeriod(TEMPO)),
             set(0, SubnetParam::WeightsRateLimit(0)),
         ],
     );
@@ -187,13 +201,13 @@ fn a_better_miner_earns_more_and_every_epoch_pays_exactly_what_accrued() {
     // The validator rates miner UID 1 three times miner UID 2, through commit-reveal.
     let (uids, weights) = ([1u16, 2], [3u16, 1]);
     c.ok(1, vec![commit(0, 1, &uids, &weights)]);
-    c.next_epoch(0, TEMPO);
+    c.next_epoch(0);
     c.ok(
         1,
         vec![reveal(0, 1, &uids, &weights), commit(0, 1, &uids, &weights)],
     );
     let (m1, m2, owner) = (c.balance(2), c.balance(3), c.balance(0));
-    c.next_epoch(0, TEMPO);
+    c.next_epoch(0);
     let history: Vec<EpochRecord> = c.get(&subnet_history_key(0)).unwrap();
     let last = history.last().unwrap();
     assert!(last.emission > 0);
@@ -295,10 +309,44 @@ fn only_the_owner_changes_hyperparameters_and_only_within_bounds() {
     ] {
         c.fails(0, vec![set(0, bad)], "param_out_of_bounds");
     }
+    // With no neuron yet, a change applies at once and reschedules the first epoch.
     c.ok(0, vec![set(0, SubnetParam::Tempo(20))]);
     assert_eq!(c.subnet(0).params.tempo, 20);
     let index: SubnetIndex = c.get(&subnet_index_key()).unwrap();
-    assert_eq!(index.subnets[0].tempo, 20);
+    assert_eq!(index.subnets[0].next_epoch, c.height + 20);
+    // Rules between parameters: weights must outlive a commit-reveal round trip, a neuron an
+    // epoch.
+    c.fails(
+        0,
+        vec![set(0, SubnetParam::ActivityCutoff(59))],
+        "param_out_of_bounds",
+    );
+    c.fails(
+        0,
+        vec![set(0, SubnetParam::ImmunityPeriod(19))],
+        "param_out_of_bounds",
+    );
+    c.fails(
+        0,
+        vec![set(0, SubnetParam::MaxValidators(7))],
+        "param_out_of_bounds",
+    );
+    // Once a neuron is registered, changes wait for the next epoch: the owner can neither move
+    // an epoch nor change the rules in the middle of one.
+    c.ok(1, vec![register(0)]);
+    let due = index.subnets[0].next_epoch;
+    c.ok(0, vec![set(0, SubnetParam::Tempo(50))]);
+    let sn = c.subnet(0);
+    assert_eq!(
+        (sn.params.tempo, sn.pending.map(|p| p.tempo)),
+        (20, Some(50))
+    );
+    c.next_epoch(0);
+    assert_eq!(c.height, due, "the epoch already scheduled stayed");
+    let index: SubnetIndex = c.get(&subnet_index_key()).unwrap();
+    assert_eq!(index.subnets[0].next_epoch, due + 50);
+    assert_eq!(c.subnet(0).params.tempo, 50);
+    assert!(c.subnet(0).pending.is_none());
 }
 
 #[test]
@@ -306,13 +354,13 @@ fn commit_reveal_refuses_early_late_mismatched_and_repeated_reveals() {
     let mut c = subnet_with_neurons();
     let (uids, weights) = ([1u16, 2], [3u16, 1]);
     // Start right after an epoch, so the next blocks are all in one window.
-    c.next_epoch(0, TEMPO);
+    c.next_epoch(0);
     c.fails(1, vec![reveal(0, 1, &uids, &weights)], "no_commit");
     c.ok(1, vec![commit(0, 1, &uids, &weights)]);
     c.fails(1, vec![commit(0, 1, &uids, &weights)], "commit_pending");
     // The same epoch: too early.
     c.fails(1, vec![reveal(0, 1, &uids, &weights)], "reveal_too_early");
-    c.next_epoch(0, TEMPO);
+    c.next_epoch(0);
     // Another salt, other weights, or someone else revealing: refused.
     c.fails(
         1,
@@ -336,8 +384,8 @@ fn commit_reveal_refuses_early_late_mismatched_and_repeated_reveals() {
     c.fails(1, vec![reveal(0, 1, &uids, &weights)], "no_commit");
     // A commitment left unrevealed past its window is refused, then forgotten.
     c.ok(1, vec![commit(0, 1, &uids, &weights)]);
-    c.next_epoch(0, TEMPO);
-    c.next_epoch(0, TEMPO);
+    c.next_epoch(0);
+    c.next_epoch(0);
     let commits: Option<Vec<WeightCommit>> = c.get(&commits_key(0));
     assert!(commits.is_none(), "expired: {commits:?}");
     c.fails(1, vec![reveal(0, 1, &uids, &weights)], "no_commit");
@@ -349,16 +397,17 @@ fn a_late_reveal_is_refused_in_the_epoch_before_it_expires() {
     c.ok(0, vec![set(0, SubnetParam::CommitRevealPeriod(1))]);
     let (uids, weights) = ([1u16], [1u16]);
     c.ok(1, vec![commit(0, 1, &uids, &weights)]);
-    c.next_epoch(0, TEMPO);
+    c.next_epoch(0);
     // Skip the window: the epoch that closes it has run, the commitment is gone.
-    c.next_epoch(0, TEMPO);
+    c.next_epoch(0);
     c.fails(1, vec![reveal(0, 1, &uids, &weights)], "no_commit");
-    // With a period of two, a reveal after one epoch is early and after three is late.
+    // With a period of two (in force from the next epoch), a reveal after one epoch is early.
     c.ok(0, vec![set(0, SubnetParam::CommitRevealPeriod(2))]);
+    c.next_epoch(0);
     c.ok(1, vec![commit(0, 1, &uids, &weights)]);
-    c.next_epoch(0, TEMPO);
+    c.next_epoch(0);
     c.fails(1, vec![reveal(0, 1, &uids, &weights)], "reveal_too_early");
-    c.next_epoch(0, TEMPO);
+    c.next_epoch(0);
     c.ok(1, vec![reveal(0, 1, &uids, &weights)]);
 }
 
@@ -374,10 +423,10 @@ fn malformed_weights_are_refused_with_their_reason() {
         (vec![0, 1, 2, 0], vec![1, 1, 1, 1]),
     ] {
         c.ok(1, vec![commit(0, 1, &uids, &weights)]);
-        c.next_epoch(0, TEMPO);
+        c.next_epoch(0);
         c.fails(1, vec![reveal(0, 1, &uids, &weights)], "invalid_weights");
         // The commitment stays until its window closes.
-        c.next_epoch(0, TEMPO);
+        c.next_epoch(0);
     }
     assert!(c.get::<WeightRow>(&weights_key(0, 0)).is_none());
 }
@@ -386,9 +435,10 @@ fn malformed_weights_are_refused_with_their_reason() {
 fn the_weights_rate_limit_holds() {
     let mut c = subnet_with_neurons();
     c.ok(0, vec![set(0, SubnetParam::WeightsRateLimit(15))]);
+    c.next_epoch(0);
     let (uids, weights) = ([1u16], [1u16]);
     c.ok(1, vec![commit(0, 1, &uids, &weights)]);
-    c.next_epoch(0, TEMPO);
+    c.next_epoch(0);
     c.ok(1, vec![reveal(0, 1, &uids, &weights)]);
     c.fails(
         1,
@@ -423,7 +473,7 @@ fn registration_refusals_and_the_burn_that_follows_demand() {
         }],
         "burn_exceeded",
     );
-    c.next_epoch(0, TEMPO);
+    c.next_epoch(0);
     c.ok(1, vec![register(0)]);
     c.fails(1, vec![register(0)], "already_registered");
     let burn = c.subnet(0).burn;
@@ -434,7 +484,7 @@ fn registration_refusals_and_the_burn_that_follows_demand() {
         receipts[5].failure.as_ref().unwrap().code,
         "registrations_full"
     );
-    c.next_epoch(0, TEMPO);
+    c.next_epoch(0);
     // Six registrations against a target of two: the burn doubles.
     assert_eq!(c.subnet(0).burn, burn * (6 + 2) / 4);
     c.ok(7, vec![register(0)]);
@@ -444,16 +494,23 @@ fn registration_refusals_and_the_burn_that_follows_demand() {
 #[test]
 fn a_full_subnet_prunes_its_lowest_earner_outside_immunity() {
     let mut c = subnet_with_neurons();
-    c.ok(0, vec![set(0, SubnetParam::MaxUids(3))]);
-    c.ok(0, vec![set(0, SubnetParam::ImmunityPeriod(1_000))]);
+    c.ok(
+        0,
+        vec![
+            set(0, SubnetParam::MaxUids(3)),
+            set(0, SubnetParam::ImmunityPeriod(1_000)),
+        ],
+    );
+    c.next_epoch(0);
     c.fails(4, vec![register(0)], "subnet_full");
-    c.ok(0, vec![set(0, SubnetParam::ImmunityPeriod(0))]);
+    c.ok(0, vec![set(0, SubnetParam::ImmunityPeriod(TEMPO))]);
+    c.next_epoch(0);
     // The validator rates only UID 1; UID 2 earns nothing and is pruned.
     let (uids, weights) = ([1u16], [1u16]);
     c.ok(1, vec![commit(0, 1, &uids, &weights)]);
-    c.next_epoch(0, TEMPO);
+    c.next_epoch(0);
     c.ok(1, vec![reveal(0, 1, &uids, &weights)]);
-    c.next_epoch(0, TEMPO);
+    c.next_epoch(0);
     assert_eq!(c.neuron(0, 2).emission, 0);
     let r = c.ok(4, vec![register(0)]);
     assert!(r.events.iter().any(|e| e.kind == "neuron_pruned"));
@@ -468,14 +525,15 @@ fn a_full_subnet_prunes_its_lowest_earner_outside_immunity() {
 fn a_reregistered_uid_inherits_no_weights_bonds_or_pending_reveals() {
     let mut c = subnet_with_neurons();
     c.ok(0, vec![set(0, SubnetParam::MaxUids(3))]);
+    c.next_epoch(0);
     // The validator rates UID 1 (user 2) low and UID 2 (user 3) high, and commits to the same
     // weights again.
     let (uids, weights) = ([1u16, 2], [1u16, 9]);
     c.ok(1, vec![commit(0, 1, &uids, &weights)]);
-    c.next_epoch(0, TEMPO);
+    c.next_epoch(0);
     c.ok(1, vec![reveal(0, 1, &uids, &weights)]);
     c.ok(1, vec![commit(0, 1, &uids, &weights)]);
-    c.next_epoch(0, TEMPO);
+    c.next_epoch(0);
     let bonds: Vec<(u16, u64)> = c.get(&bonds_key(0, 0)).unwrap();
     assert!(
         bonds.iter().any(|b| b.0 == 2),
@@ -488,7 +546,7 @@ fn a_reregistered_uid_inherits_no_weights_bonds_or_pending_reveals() {
     c.ok(4, vec![register(0)]);
     assert_eq!(c.neuron(0, 1).hotkey, key(4).address());
     c.ok(1, vec![reveal(0, 1, &uids, &weights)]);
-    c.next_epoch(0, TEMPO);
+    c.next_epoch(0);
     let n1 = c.neuron(0, 1);
     assert_eq!(
         n1.incentive, 0,
@@ -502,9 +560,9 @@ fn a_reregistered_uid_inherits_no_weights_bonds_or_pending_reveals() {
     );
     // The next commitment, made after the registration, counts.
     c.ok(1, vec![commit(0, 1, &uids, &weights)]);
-    c.next_epoch(0, TEMPO);
+    c.next_epoch(0);
     c.ok(1, vec![reveal(0, 1, &uids, &weights)]);
-    c.next_epoch(0, TEMPO);
+    c.next_epoch(0);
     assert!(c.neuron(0, 1).incentive > 0);
 }
 
@@ -514,23 +572,20 @@ fn stake_counts_from_the_next_full_epoch_and_unstaking_unbonds() {
     // User 4 delegates to the validator right before an epoch: it earns nothing from it.
     let (uids, weights) = ([1u16], [1u16]);
     c.ok(1, vec![commit(0, 1, &uids, &weights)]);
-    c.next_epoch(0, TEMPO);
+    c.next_epoch(0);
     c.ok(1, vec![reveal(0, 1, &uids, &weights)]);
     // Run to the block before the epoch, then stake in the epoch's own block.
-    while !(c.height + 2).is_multiple_of(TEMPO) {
-        c.block(vec![]);
-    }
+    let index: SubnetIndex = c.get(&subnet_index_key()).unwrap();
+    let due = index.subnets[0].next_epoch;
+    c.run_to(due - 1);
     let before = c.balance(4);
     c.ok(4, vec![stake(0, 1, 100 * AGR)]);
-    assert!(
-        (c.height + 1).is_multiple_of(TEMPO),
-        "the stake landed in the epoch block"
-    );
+    assert_eq!(c.height, due, "the stake landed in the epoch block");
     assert_eq!(c.balance(4), before - 100 * AGR - 10, "paid nothing");
     // The next epoch: it was there the whole tempo, so it earns about half of the dividends'
     // delegators' share (the validator's own stake is the other half).
     let before = c.balance(4);
-    c.next_epoch(0, TEMPO);
+    c.next_epoch(0);
     assert!(c.balance(4) > before);
     // Unstaking: beyond what it has, refused; the rest unbonds.
     c.fails(
@@ -570,27 +625,27 @@ fn a_validator_that_stops_revealing_loses_its_dividends() {
     let mut c = subnet_with_neurons();
     c.ok(4, vec![register(0)]);
     c.ok(4, vec![stake(0, 4, 100 * AGR)]);
-    c.ok(0, vec![set(0, SubnetParam::ActivityCutoff(25))]);
+    c.ok(0, vec![set(0, SubnetParam::ActivityCutoff(30))]);
     let (uids, weights) = ([1u16, 2], [3u16, 1]);
     // Both validators (users 1 and 4) commit and reveal once.
     c.block(vec![
         (1, vec![commit(0, 1, &uids, &weights)]),
         (4, vec![commit(0, 4, &uids, &weights)]),
     ]);
-    c.next_epoch(0, TEMPO);
+    c.next_epoch(0);
     c.block(vec![
         (1, vec![reveal(0, 1, &uids, &weights)]),
         (4, vec![reveal(0, 4, &uids, &weights)]),
     ]);
-    c.next_epoch(0, TEMPO);
+    c.next_epoch(0);
     let (d1, d4) = (c.neuron(0, 0).dividends, c.neuron(0, 3).dividends);
     assert!(d1 > 0 && d4 > 0);
     // User 1 keeps committing and revealing; user 4 stops.
     for _ in 0..4 {
         c.ok(1, vec![commit(0, 1, &uids, &weights)]);
-        c.next_epoch(0, TEMPO);
+        c.next_epoch(0);
         c.ok(1, vec![reveal(0, 1, &uids, &weights)]);
-        c.next_epoch(0, TEMPO);
+        c.next_epoch(0);
     }
     assert_eq!(c.neuron(0, 3).dividends, 0, "past the activity cutoff");
     assert_eq!(c.neuron(0, 3).validator_trust, 0);
@@ -625,7 +680,7 @@ fn the_chain_scores_forecasts_against_what_it_recorded() {
         0,
         vec![
             set(0, SubnetParam::Tempo(TEMPO)),
-            set(0, SubnetParam::ImmunityPeriod(0)),
+            set(0, SubnetParam::ImmunityPeriod(TEMPO)),
         ],
     );
     for u in 1..=3 {
@@ -634,29 +689,30 @@ fn the_chain_scores_forecasts_against_what_it_recorded() {
     c.ok(1, vec![stake(0, 1, 100 * AGR)]);
     // Weights belong to the chain here.
     c.fails(1, vec![commit(0, 1, &[1], &[1])], "wrong_task");
-    c.next_epoch(0, TEMPO);
-    // In this window, users 2 and 3 predict the next window's transactions: exactly two (their
-    // two reveals), and fifty.
-    c.ok(2, vec![predict(0, 2, 2)]);
-    c.ok(3, vec![predict(0, 3, 50)]);
+    c.next_epoch(0);
+    // In this window, users 2 and 3 predict the fees of the next window: forty (its four
+    // one-unit transactions at 10), and sixty.
+    c.ok(2, vec![predict(0, 2, 40)]);
+    c.ok(3, vec![predict(0, 3, 60)]);
     c.fails(2, vec![predict(0, 2, 3)], "commit_pending");
-    c.fails(2, vec![reveal_prediction(0, 2, 2)], "reveal_too_early");
-    c.next_epoch(0, TEMPO);
+    c.fails(2, vec![reveal_prediction(0, 2, 40)], "reveal_too_early");
+    c.next_epoch(0);
     c.fails(2, vec![reveal_prediction(0, 2, 7)], "reveal_mismatch");
     let (b2, b3) = (c.balance(2), c.balance(3));
-    c.ok(2, vec![reveal_prediction(0, 2, 2)]);
-    c.ok(3, vec![reveal_prediction(0, 3, 50)]);
-    c.fails(2, vec![reveal_prediction(0, 2, 2)], "no_commit");
+    c.ok(2, vec![reveal_prediction(0, 2, 40)]);
+    c.ok(3, vec![reveal_prediction(0, 3, 60)]);
+    c.fails(2, vec![reveal_prediction(0, 2, 40)], "no_commit");
     // The window held four transactions: the mismatched reveal, the two reveals and the
-    // repeated one (refused transactions are transactions too).
-    c.next_epoch(0, TEMPO);
+    // repeated one (refused transactions pay their fees too).
+    c.next_epoch(0);
     let history: Vec<EpochRecord> = c.get(&subnet_history_key(0)).unwrap();
     let truth = history.last().unwrap().observed;
-    assert_eq!(truth, 4, "four transactions in the window");
+    assert_eq!(truth, 40, "four transactions' fees in the window");
     let (s2, s3) = (
-        crate::subnet::forecast_score(2, truth),
-        crate::subnet::forecast_score(50, truth),
+        crate::subnet::forecast_score(40, truth),
+        crate::subnet::forecast_score(60, truth),
     );
+    assert_eq!((s2, s3), (crate::yuma::ONE, crate::yuma::ONE / 2));
     assert!(s2 > s3);
     let (n2, n3) = (c.neuron(0, 1), c.neuron(0, 2));
     assert_eq!(u128::from(n2.rank), s2);
@@ -681,11 +737,11 @@ fn predictions_only_on_forecast_subnets_and_never_past_their_window() {
     c.ok(4, vec![set(1, SubnetParam::Tempo(TEMPO))]);
     c.fails(2, vec![predict(1, 2, 1)], "not_registered");
     c.ok(2, vec![register(1)]);
-    c.next_epoch(1, TEMPO);
+    c.next_epoch(1);
     c.ok(2, vec![predict(1, 2, 1)]);
     // Two epochs later the window it predicted is over: the forecast is gone.
-    c.next_epoch(1, TEMPO);
-    c.next_epoch(1, TEMPO);
+    c.next_epoch(1);
+    c.next_epoch(1);
     c.fails(2, vec![reveal_prediction(1, 2, 1)], "no_commit");
     let left: Option<Vec<Prediction>> = c.get(&predictions_key(1));
     assert!(left.is_none(), "{left:?}");
@@ -729,7 +785,7 @@ fn copier_window(c: &mut Chain, quality: &[u16; 3], last: &mut [Option<Vec<u16>>
     if !msgs.is_empty() {
         c.ok(3, msgs);
     }
-    c.next_epoch(0, TEMPO);
+    c.next_epoch(0);
 }
 
 #[test]
@@ -753,7 +809,7 @@ fn a_weight_copier_earns_less_than_honest_validators_when_quality_changes() {
         (2, vec![stake(0, 2, 400 * AGR)]),
         (3, vec![stake(0, 3, 200 * AGR)]),
     ]);
-    c.next_epoch(0, TEMPO);
+    c.next_epoch(0);
     let qualities = [[700u16, 200, 100], [100, 700, 200], [200, 100, 700]];
     let mut last: [Option<Vec<u16>>; 3] = [None, None, None];
     let (mut honest, mut copier) = (0u128, 0u128);
@@ -796,7 +852,7 @@ fn colluding_validators_below_kappa_cannot_raise_their_own_miner() {
         (3, vec![stake(0, 3, 150 * AGR)]),
         (4, vec![stake(0, 4, 150 * AGR)]),
     ]);
-    c.next_epoch(0, TEMPO);
+    c.next_epoch(0);
     let honest = ([4u16, 5], [9u16, 1]);
     let collude = ([5u16], [1u16]);
     let round = |c: &mut Chain, reveal_too: bool| {
@@ -820,7 +876,7 @@ fn colluding_validators_below_kappa_cannot_raise_their_own_miner() {
         for r in c.block(txs) {
             assert!(r.success, "{:?}", r.failure);
         }
-        c.next_epoch(0, TEMPO);
+        c.next_epoch(0);
     };
     round(&mut c, false);
     for _ in 0..3 {
@@ -848,12 +904,12 @@ fn sybil_miners_pay_the_burn_and_are_pruned_when_they_do_not_earn() {
         0,
         vec![
             set(0, SubnetParam::Tempo(TEMPO)),
-            set(0, SubnetParam::ImmunityPeriod(0)),
+            set(0, SubnetParam::ImmunityPeriod(TEMPO)),
             set(0, SubnetParam::WeightsRateLimit(0)),
             set(0, SubnetParam::MaxUids(6)),
         ],
     );
-    c.next_epoch(0, TEMPO);
+    c.next_epoch(0);
     // A validator (user 1) and a good miner (user 2), then four sybils (users 3..=6) fill it.
     c.ok(1, vec![register(0)]);
     c.ok(2, vec![register(0)]);
@@ -867,11 +923,11 @@ fn sybil_miners_pay_the_burn_and_are_pruned_when_they_do_not_earn() {
         "each sybil burned the burn"
     );
     c.ok(1, vec![stake(0, 1, 100 * AGR), commit(0, 1, &[1], &[1])]);
-    c.next_epoch(0, TEMPO);
+    c.next_epoch(0);
     // Six registrations against a target of two raised the burn for the next ones.
     assert!(c.subnet(0).burn > burn);
     c.ok(1, vec![reveal(0, 1, &[1], &[1])]);
-    c.next_epoch(0, TEMPO);
+    c.next_epoch(0);
     // The sybils earned nothing: newcomers take their UIDs, never the earning miner's.
     for u in 7..=10 {
         c.ok(u, vec![register(0)]);
@@ -885,4 +941,33 @@ fn sybil_miners_pay_the_burn_and_are_pruned_when_they_do_not_earn() {
     for u in 3..=6 {
         assert!(!hotkeys.contains(&key(u).address()), "sybil {u} was pruned");
     }
+}
+
+#[test]
+fn delegator_slots_cannot_be_squatted_with_dust() {
+    let g = genesis(6).with_subnets(SubnetParams {
+        max_delegators: 2,
+        ..SubnetParams::default()
+    });
+    let mut c = Chain::from_genesis(g);
+    c.ok(0, vec![create("chat", SubnetTask::Chat)]);
+    c.ok(1, vec![register(0)]);
+    let min = crate::subnet::MIN_DELEGATION;
+    c.fails(2, vec![stake(0, 1, min - 1)], "delegation_too_small");
+    c.ok(2, vec![stake(0, 1, AGR)]);
+    c.ok(3, vec![stake(0, 1, 2 * AGR)]);
+    // Full: a newcomer must offer more than the smallest delegation, which it then replaces.
+    c.fails(4, vec![stake(0, 1, AGR)], "too_many_delegators");
+    let r = c.ok(4, vec![stake(0, 1, 5 * AGR)]);
+    assert!(r.events.iter().any(|e| e.kind == "subnet_stake_evicted"));
+    assert_eq!(
+        account(&c.s, &key(2).address()).unbonding,
+        AGR,
+        "the evicted stake unbonds"
+    );
+    let hs: HotkeyStake = c.get(&hotkey_stake_key(0, &key(1).address())).unwrap();
+    let delegators: Vec<Address> = hs.delegations.iter().map(|d| d.delegator).collect();
+    assert!(delegators.contains(&key(3).address()) && delegators.contains(&key(4).address()));
+    // A delegator already in adds any amount.
+    c.ok(3, vec![stake(0, 1, 1)]);
 }
