@@ -9,6 +9,7 @@ pub mod home;
 pub mod keystore;
 pub mod market;
 pub mod node;
+pub mod subnets;
 
 use anyhow::{Result, bail};
 use std::io::IsTerminal;

@@ -53,6 +53,11 @@ pub struct MarketStarted {
     pub provider: Address,
     pub provider_endpoint: String,
     pub verifier: Address,
+    /// The model market's weaker chat miner.
+    pub weak_miner: Address,
+    /// The chat and forecast subnets.
+    pub chat_subnet: u16,
+    pub forecast_subnet: u16,
 }
 
 fn load_or_create_x25519(path: &Path) -> Result<ProviderSecret> {
@@ -86,7 +91,11 @@ pub(crate) fn demo_key(home: &Path) -> Result<Keypair> {
 }
 
 /// Waits (bounded) until `done` holds, checking every 200 ms.
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> Result<bool>) -> Result<()> {
+pub(crate) fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut done: impl FnMut() -> Result<bool>,
+) -> Result<()> {
     let start = Instant::now();
     while start.elapsed() < timeout {
         if done()? {
@@ -97,7 +106,12 @@ fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> Result<bool
     bail!("timed out waiting for {what}")
 }
 
-fn submit(chain: &HttpChain, chain_id: &str, key: &Keypair, messages: Vec<Message>) -> Result<()> {
+pub(crate) fn submit(
+    chain: &HttpChain,
+    chain_id: &str,
+    key: &Keypair,
+    messages: Vec<Message>,
+) -> Result<()> {
     let tx = Transaction {
         chain_id: chain_id.to_string(),
         sender: key.public(),
@@ -251,11 +265,20 @@ struct Prepared {
     verifier: Arc<Verifier>,
     demo: Keypair,
     chain: Arc<HttpChain>,
+    /// The model market's weaker chat miner (a second provider).
+    weak: Arc<Provider>,
+    subnets: crate::subnets::SubnetParts,
 }
 
 /// Everything that blocks: models, keys, funding, registration. Returns the provider and the
 /// verifier, ready.
-fn prepare(home: &Path, api: &str, setup: &MarketSetup, endpoint: &str) -> Result<Prepared> {
+fn prepare(
+    home: &Path,
+    api: &str,
+    setup: &MarketSetup,
+    endpoint: &str,
+    weak_endpoint: &str,
+) -> Result<Prepared> {
     let chain = Arc::new(HttpChain::new(api));
     let chain_id = chain.chain_id()?;
     let threads = setup.threads.unwrap_or_else(default_threads);
@@ -312,27 +335,70 @@ fn prepare(home: &Path, api: &str, setup: &MarketSetup, endpoint: &str) -> Resul
         home,
         chain.clone(),
         backend.clone(),
-        (provider_key, secret),
+        (provider_key.clone(), secret),
         (PRICE_INPUT, PRICE_OUTPUT),
         endpoint,
         PROVIDER_STAKE,
     )?;
+    let embedder = backend.embedder();
     let verifier = publish_verifier(
         chain.clone(),
         backend,
         (verifier_key, verifier_secret),
         VERIFIER_STAKE,
     )?;
+
+    // The model market: a weaker chat miner beside the provider, both scored on a chat subnet.
+    let (weak_id, weak_backend) = crate::subnets::weak_backend(&setup.models_dir, threads)?;
+    crate::subnets::register_model(&chain, &demo, weak_id)?;
+    let weak_home = home.join("weak-miner");
+    let weak_key = load_or_create_key(&weak_home.join("config/provider_key.json"))?;
+    let weak_secret = load_or_create_x25519(&weak_home.join("config/provider_x25519.key"))?;
+    if !funded(&chain, &weak_key.address())? {
+        submit(
+            &chain,
+            &chain_id,
+            &demo,
+            vec![Message::Transfer {
+                to: weak_key.address(),
+                amount: PROVIDER_STAKE + 3 * AGR,
+            }],
+        )?;
+        wait_for("the weak miner's funds", Duration::from_secs(30), || {
+            funded(&chain, &weak_key.address())
+        })?;
+    }
+    let weak = publish_provider(
+        &weak_home,
+        chain.clone(),
+        Arc::new(weak_backend),
+        (weak_key.clone(), weak_secret),
+        (PRICE_INPUT, PRICE_OUTPUT),
+        weak_endpoint,
+        PROVIDER_STAKE,
+    )?;
+    let subnets = crate::subnets::prepare(
+        home,
+        chain.clone(),
+        &demo,
+        &[
+            (provider_key, endpoint.to_string()),
+            (weak_key, weak_endpoint.to_string()),
+        ],
+        embedder,
+    )?;
     Ok(Prepared {
         provider,
         verifier,
         demo,
         chain,
+        weak,
+        subnets,
     })
 }
 
 /// Whether `address` holds a balance (its account exists).
-fn funded(chain: &HttpChain, address: &Address) -> Result<bool> {
+pub(crate) fn funded(chain: &HttpChain, address: &Address) -> Result<bool> {
     Ok(chain.account(address)?.is_some())
 }
 
@@ -359,17 +425,28 @@ pub async fn start(
                 setup.gateway_addr
             )
         })?;
+    // The weaker chat miner listens where the system puts it.
+    let weak_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let endpoint = format!("http://{}", provider_listener.local_addr()?);
+    let weak_endpoint = format!("http://{}", weak_listener.local_addr()?);
     let gateway_url = format!("http://{}", gateway_listener.local_addr()?);
     let Prepared {
         provider,
         verifier,
         demo,
         chain,
+        weak,
+        subnets,
     } = {
-        let (home, api, setup, endpoint) =
-            (home.clone(), api.clone(), setup.clone(), endpoint.clone());
-        tokio::task::spawn_blocking(move || prepare(&home, &api, &setup, &endpoint)).await??
+        let (home, api, setup, endpoint, weak_endpoint) = (
+            home.clone(),
+            api.clone(),
+            setup.clone(),
+            endpoint.clone(),
+            weak_endpoint.clone(),
+        );
+        tokio::task::spawn_blocking(move || prepare(&home, &api, &setup, &endpoint, &weak_endpoint))
+            .await??
     };
     let api_key = load_or_create_api_key(&home.join("config/gateway_api_key"))?;
     std::fs::write(home.join("gateway.addr"), &gateway_url)?;
@@ -415,6 +492,30 @@ pub async fn start(
         setup.settle_every,
         stop.clone(),
     )));
+    let router = agora_api::limit(provider_router(weak.clone()), Limits::PROVIDER);
+    let until = wait(stop.clone());
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = agora_api::limits::serve_within(
+            weak_listener,
+            router,
+            agora_api::limits::ConnectionLimits::MARKET,
+            until,
+        )
+        .await
+        {
+            tracing::warn!("weak miner's endpoint stopped: {e}");
+        }
+    }));
+    tasks.push(tokio::spawn(settle_loop(
+        weak.clone(),
+        setup.settle_every,
+        stop.clone(),
+    )));
+    let (chat_subnet, forecast_subnet) = (subnets.chat, subnets.forecast);
+    let subnet_stop = stop.clone();
+    tasks.push(tokio::task::spawn_blocking(move || {
+        crate::subnets::run(&subnets, &subnet_stop);
+    }));
     let verifier_address = verifier.address();
     tasks.push(tokio::spawn(verify_loop(
         verifier,
@@ -428,6 +529,9 @@ pub async fn start(
             provider: provider.address(),
             provider_endpoint: endpoint,
             verifier: verifier_address,
+            weak_miner: weak.address(),
+            chat_subnet,
+            forecast_subnet,
         },
         tasks,
     ))

@@ -570,6 +570,20 @@ pub fn devnet(home: PathBuf, models_dir: PathBuf, args: DevnetArgs) -> Result<()
                 println!();
                 println!("  {exe} audit --gateway {gw} --api-key {key} --explain CONTRACT.sol");
                 println!();
+                println!(
+                    "Model market: subnet {} (chat: the provider and a weaker miner, {}, scored by a validator) and subnet {} (forecast: two miners predict the chain's fees, the chain scores them); an epoch every {} blocks:",
+                    m.chat_subnet,
+                    m.weak_miner,
+                    m.forecast_subnet,
+                    crate::subnets::DEVNET_TEMPO
+                );
+                println!("  {exe} subnet metagraph {} --node {api}", m.chat_subnet);
+                println!(
+                    "  {exe} subnet metagraph {} --node {api}",
+                    m.forecast_subnet
+                );
+                println!("  (or {api}/subnets)");
+                println!();
             }
             println!(
                 "Ctrl-C stops the devnet; run the same command again to continue where it stopped."

@@ -111,6 +111,11 @@ impl InferBackend {
         self.auditor = Some(auditor_id());
     }
 
+    /// An embedding model it serves, if any (a validator scores answers with it).
+    pub fn embedder(&self) -> Option<Arc<Embedder>> {
+        self.embed.values().next().cloned()
+    }
+
     /// The model ids served.
     pub fn models(&self) -> Vec<Hash> {
         self.chat

@@ -26,6 +26,7 @@ mod input;
 mod openai;
 mod provider;
 mod server;
+pub mod subnet;
 mod verify;
 
 pub use adversary::{Cheat, CheatingBackend};

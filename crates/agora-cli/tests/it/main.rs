@@ -153,7 +153,7 @@ impl Drop for NodeProc {
     }
 }
 
-fn sigterm(pid: u32) {
+pub(crate) fn sigterm(pid: u32) {
     let status = Command::new("kill")
         .arg("-TERM")
         .arg(pid.to_string())

@@ -168,3 +168,128 @@ fn subnet_commands_create_register_stake_weigh_and_read_the_metagraph() {
     );
     drop(node);
 }
+
+/// Two consecutive epochs of `netuid` (the last ones) paid miners by incentive.
+fn paid_twice(api: &str, netuid: u16) -> Option<Value> {
+    let s = get(api, &format!("/v1/subnets/{netuid}"))?;
+    let history = s["history"].as_array()?;
+    let paid = |e: &Value| {
+        e["incentive"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|x| x.as_u64().unwrap_or(0) > 0))
+    };
+    (history.len() >= 2 && history[history.len() - 2..].iter().all(paid)).then_some(s)
+}
+
+/// What each UID earned over the subnet's recorded epochs.
+fn earned(subnet: &Value) -> Vec<u128> {
+    let mut total = Vec::new();
+    for e in subnet["history"].as_array().unwrap() {
+        for (i, x) in e["per_uid"].as_array().unwrap().iter().enumerate() {
+            if total.len() <= i {
+                total.resize(i + 1, 0u128);
+            }
+            total[i] += u128::from(x.as_u64().unwrap());
+        }
+    }
+    total
+}
+
+#[test]
+fn on_the_devnet_the_better_model_and_the_better_forecaster_earn_more() {
+    if !crate::infer::models_available() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let log_path = logs.path().join("devnet.log");
+    let _show = crate::market::ShowLogOnFailure(log_path.clone());
+    let (mut child, api, _gateway) =
+        crate::market::start_devnet(home.path(), &log_path, "info", &[]);
+    let start = Instant::now();
+    let (chat, forecast) = loop {
+        if let (Some(c), Some(f)) = (paid_twice(&api, 0), paid_twice(&api, 1)) {
+            break (c, f);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "the subnets did not pay two epochs by incentive in time"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    // Chat: which miner serves the pinned model and which the cut one.
+    let graph = get(&api, "/v1/subnets/0/metagraph").unwrap();
+    let models = get(&api, "/v1/market/models").unwrap();
+    let cut: Vec<String> = models["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["name"].as_str().unwrap().contains("layers"))
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    let mut real = None;
+    let mut weak = None;
+    for n in graph["neurons"].as_array().unwrap() {
+        let hotkey = n["hotkey"].as_str().unwrap();
+        let Some(p) = get(&api, &format!("/v1/market/providers/{hotkey}")) else {
+            continue;
+        };
+        let serves_cut = p["provider"]["info"]["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| cut.contains(&m.as_str().unwrap().to_string()));
+        let uid = n["uid"].as_u64().unwrap() as usize;
+        if serves_cut {
+            weak = Some(uid);
+        } else {
+            real = Some(uid);
+        }
+    }
+    let (real, weak) = (real.expect("the real miner"), weak.expect("the weak miner"));
+    let paid = earned(&chat);
+    eprintln!(
+        "chat subnet: the pinned model earned {} base units, the cut one {}",
+        paid[real], paid[weak]
+    );
+    assert!(
+        paid[real] > 2 * paid[weak],
+        "real {} vs weak {}: {chat}",
+        paid[real],
+        paid[weak]
+    );
+    // Forecast: the baseline (the miner the validator staked on) predicts the chain's fees
+    // from the last window, the other always says 1,000 base units. Once the chain's traffic has
+    // settled (its first windows hold the devnet's setup), the baseline wins epoch after epoch.
+    let graph = get(&api, "/v1/subnets/1/metagraph").unwrap();
+    let neurons = graph["neurons"].as_array().unwrap();
+    let baseline = neurons
+        .iter()
+        .position(|n| n["stake"].as_str() != Some("0"))
+        .expect("the staked baseline");
+    let constant = 1 - baseline;
+    let start = Instant::now();
+    loop {
+        let s = get(&api, "/v1/subnets/1").unwrap();
+        let history = s["history"].as_array().unwrap();
+        let wins = |e: &Value| {
+            let i = e["incentive"].as_array().unwrap();
+            i[baseline].as_u64().unwrap() > i[constant].as_u64().unwrap()
+        };
+        if history.len() >= 2 && history[history.len() - 2..].iter().all(wins) {
+            let last = &history[history.len() - 1];
+            eprintln!(
+                "forecast subnet, last epoch: {} base units of fees; incentive baseline {}, constant {}",
+                last["observed"], last["incentive"][baseline], last["incentive"][constant]
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "the baseline never won two epochs in a row: {forecast}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    sigterm(child.id());
+    assert!(child.wait().unwrap().success());
+}

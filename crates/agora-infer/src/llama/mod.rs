@@ -155,6 +155,15 @@ impl Llama {
         layers + m(&self.embed) + self.output.as_ref().map_or(0, m) + 4 * self.out_norm.len()
     }
 
+    /// Keeps only the first `layers` transformer blocks (at least one): a cheaper, worse model
+    /// with the same tokenizer and output head — what a model market's weaker miner serves. Its
+    /// results are as deterministic as the whole model's.
+    pub fn keep_layers(&mut self, layers: usize) {
+        let keep = layers.clamp(1, self.config.n_layer);
+        self.layers.truncate(keep);
+        self.config.n_layer = keep;
+    }
+
     pub fn new_cache(&self) -> KvCache {
         let n = self.config.n_layer;
         KvCache {

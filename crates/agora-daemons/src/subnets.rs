@@ -1,0 +1,352 @@
+//! The model market inside `agora devnet` (DESIGN.md §7): a chat subnet where two miners of
+//! different quality compete — the devnet's provider with the pinned chat model, and a second
+//! provider serving the same model cut to its first layers — scored by a validator through paid
+//! jobs; and a forecast subnet where two miners predict the chain's fees (a persistence baseline
+//! and a constant) and the chain scores them. Every step is idempotent: a devnet started again
+//! finds its subnets, registrations and stake in place.
+
+use crate::market::{funded, submit, wait_for};
+use crate::node::load_or_create_key;
+use agora_infer::chat::ChatModel;
+use agora_infer::models::{self, ModelCache};
+use agora_market::subnet::{ChatValidator, ForecastMiner, ForecastModel};
+use agora_market::{Chain, Gateway, HttpChain, InferBackend};
+use agora_types::{
+    AGR, Address, Amount, Hash, Keypair, Message, ModelKind, SubnetParam, SubnetTask,
+};
+use anyhow::{Context, Result};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Blocks between a devnet subnet's epochs (20 s at 500 ms blocks).
+pub const DEVNET_TEMPO: u64 = 40;
+/// The chat subnet's name.
+pub const CHAT_SUBNET: &str = "chat-arena";
+/// The forecast subnet's name.
+pub const FORECAST_SUBNET: &str = "fee-forecast";
+/// Layers the weaker chat miner keeps of the pinned model's 30.
+pub const WEAK_LAYERS: usize = 4;
+/// What the validator stakes on itself, and keeps in escrow to pay its jobs.
+const VALIDATOR_STAKE: Amount = 100 * AGR;
+const VALIDATOR_ESCROW: Amount = 50 * AGR;
+/// What the validator stakes on the forecast subnet (so it draws emission).
+const FORECAST_STAKE: Amount = 50 * AGR;
+
+/// The id of the pinned chat model cut to its first `layers`: the base id and the cut, hashed.
+pub fn cut_model_id(base: &Hash, layers: usize) -> Hash {
+    let mut bytes = base.0.to_vec();
+    bytes.extend_from_slice(format!("agora/keep-layers/{layers}").as_bytes());
+    Hash::digest(&bytes)
+}
+
+/// The weaker miner's backend: the pinned chat model cut to [`WEAK_LAYERS`] layers, and its id.
+pub fn weak_backend(models_dir: &Path, threads: usize) -> Result<(Hash, InferBackend)> {
+    let spec = models::CATALOG
+        .iter()
+        .find(|s| s.kind == models::ModelKind::Chat)
+        .context("no chat model in the catalog")?;
+    let installed = ModelCache::new(models_dir).ensure_reporting(spec)?;
+    let mut model = ChatModel::load(&installed.weights, threads)?;
+    model.llama.keep_layers(WEAK_LAYERS);
+    let id = cut_model_id(&spec.id.parse()?, WEAK_LAYERS);
+    let mut backend = InferBackend::default();
+    backend.add_chat(id, Arc::new(model));
+    Ok((id, backend))
+}
+
+/// The model market's daemons of a devnet, ready to run.
+pub struct SubnetParts {
+    /// The chat subnet.
+    pub chat: u16,
+    /// The forecast subnet.
+    pub forecast: u16,
+    /// The chat validator.
+    pub validator: Arc<ChatValidator>,
+    /// The forecast miners.
+    pub forecasters: Vec<Arc<ForecastMiner>>,
+}
+
+impl std::fmt::Debug for SubnetParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubnetParts")
+            .field("chat", &self.chat)
+            .field("forecast", &self.forecast)
+            .finish()
+    }
+}
+
+fn netuid_named(chain: &HttpChain, name: &str) -> Result<Option<u16>> {
+    Ok(chain
+        .subnets()?
+        .subnets
+        .into_iter()
+        .find(|s| s.name == name)
+        .map(|s| s.netuid))
+}
+
+fn registered(chain: &HttpChain, netuid: u16, hotkey: &Address) -> Result<bool> {
+    Ok(chain
+        .metagraph(netuid)?
+        .is_some_and(|m| m.neurons.iter().any(|n| n.hotkey == *hotkey)))
+}
+
+/// The devnet hyperparameters, set while the subnet has no neuron (so they apply at once).
+fn devnet_params(netuid: u16) -> Vec<Message> {
+    [
+        SubnetParam::Tempo(DEVNET_TEMPO),
+        SubnetParam::ImmunityPeriod(4 * DEVNET_TEMPO),
+        SubnetParam::WeightsRateLimit(0),
+        SubnetParam::ActivityCutoff(6 * DEVNET_TEMPO),
+    ]
+    .into_iter()
+    .map(|param| Message::SetSubnetParam { netuid, param })
+    .collect()
+}
+
+/// Creates the subnet `name` from the demo wallet unless it exists; returns its netuid.
+fn ensure_subnet(
+    chain: &HttpChain,
+    chain_id: &str,
+    demo: &Keypair,
+    name: &str,
+    task: SubnetTask,
+) -> Result<u16> {
+    if let Some(n) = netuid_named(chain, name)? {
+        return Ok(n);
+    }
+    let all = chain.subnets()?;
+    let netuid = all.subnets.iter().map(|s| s.netuid + 1).max().unwrap_or(0);
+    let mut messages = vec![Message::CreateSubnet {
+        name: name.to_string(),
+        task,
+        max_lock: all.lock_cost,
+    }];
+    messages.extend(devnet_params(netuid));
+    submit(chain, chain_id, demo, messages)?;
+    wait_for(&format!("subnet {name}"), Duration::from_secs(30), || {
+        Ok(netuid_named(chain, name)?.is_some())
+    })?;
+    netuid_named(chain, name)?.context("the subnet was not created")
+}
+
+/// Funds `key` from the demo wallet with `amount` unless its account exists.
+fn fund(
+    chain: &HttpChain,
+    chain_id: &str,
+    demo: &Keypair,
+    to: &Address,
+    amount: Amount,
+) -> Result<()> {
+    if funded(chain, to)? {
+        return Ok(());
+    }
+    submit(
+        chain,
+        chain_id,
+        demo,
+        vec![Message::Transfer { to: *to, amount }],
+    )?;
+    wait_for("funds", Duration::from_secs(30), || funded(chain, to))
+}
+
+/// Registers `key` on `netuid` (and sends `then` in the same transaction) unless it is.
+fn register(
+    chain: &HttpChain,
+    chain_id: &str,
+    key: &Keypair,
+    netuid: u16,
+    endpoint: &str,
+    then: Vec<Message>,
+) -> Result<()> {
+    if registered(chain, netuid, &key.address())? {
+        return Ok(());
+    }
+    let burn = chain
+        .subnet(netuid)?
+        .context("the subnet vanished")?
+        .summary
+        .burn;
+    let mut messages = vec![Message::RegisterNeuron {
+        netuid,
+        endpoint: endpoint.to_string(),
+        max_burn: burn,
+    }];
+    messages.extend(then);
+    submit(chain, chain_id, key, messages)?;
+    wait_for("a neuron's registration", Duration::from_secs(30), || {
+        registered(chain, netuid, &key.address())
+    })
+}
+
+/// Sets up the devnet's subnets: both created, the two chat miners (`miners`: hotkey and
+/// endpoint of each, already registered providers) and the validator registered, the forecast
+/// miners registered, stake in place. `embedder` scores open answers.
+pub fn prepare(
+    home: &Path,
+    chain: Arc<HttpChain>,
+    demo: &Keypair,
+    miners: &[(Keypair, String)],
+    embedder: Option<Arc<agora_infer::bert::Embedder>>,
+) -> Result<SubnetParts> {
+    let chain_id = chain.chain_id()?;
+    let chat = ensure_subnet(&chain, &chain_id, demo, CHAT_SUBNET, SubnetTask::Chat)?;
+    let forecast = ensure_subnet(
+        &chain,
+        &chain_id,
+        demo,
+        FORECAST_SUBNET,
+        SubnetTask::Forecast,
+    )?;
+    let validator = load_or_create_key(&home.join("config/subnet_validator_key.json"))?;
+    let forecasters = [
+        load_or_create_key(&home.join("config/forecast_baseline_key.json"))?,
+        load_or_create_key(&home.join("config/forecast_constant_key.json"))?,
+    ];
+    fund(
+        &chain,
+        &chain_id,
+        demo,
+        &validator.address(),
+        VALIDATOR_STAKE + VALIDATOR_ESCROW + FORECAST_STAKE + 5 * AGR,
+    )?;
+    for f in &forecasters {
+        fund(&chain, &chain_id, demo, &f.address(), 5 * AGR)?;
+    }
+    for (key, endpoint) in miners {
+        // A provider keeps little beside its stake: top it up for the registration burn.
+        let balance = chain
+            .account(&key.address())?
+            .map_or(0, |a| a.account.balance);
+        if balance < 2 * AGR && !registered(&chain, chat, &key.address())? {
+            submit(
+                &chain,
+                &chain_id,
+                demo,
+                vec![Message::Transfer {
+                    to: key.address(),
+                    amount: 2 * AGR,
+                }],
+            )?;
+            wait_for("a miner's funds", Duration::from_secs(30), || {
+                Ok(chain
+                    .account(&key.address())?
+                    .is_some_and(|a| a.account.balance >= 2 * AGR))
+            })?;
+        }
+        register(&chain, &chain_id, key, chat, endpoint, Vec::new())?;
+    }
+    let v = validator.address();
+    register(
+        &chain,
+        &chain_id,
+        &validator,
+        chat,
+        "http://127.0.0.1:1/validator",
+        vec![
+            Message::AddSubnetStake {
+                netuid: chat,
+                hotkey: v,
+                amount: VALIDATOR_STAKE,
+            },
+            Message::EscrowDeposit {
+                amount: VALIDATOR_ESCROW,
+            },
+        ],
+    )?;
+    for f in &forecasters {
+        register(
+            &chain,
+            &chain_id,
+            f,
+            forecast,
+            "http://127.0.0.1:1/forecast",
+            Vec::new(),
+        )?;
+    }
+    // The validator's stake on the forecast subnet makes it draw emission.
+    let staked = chain
+        .metagraph(forecast)?
+        .is_some_and(|m| m.neurons.iter().any(|n| n.stake > 0));
+    if !staked {
+        submit(
+            &chain,
+            &chain_id,
+            &validator,
+            vec![Message::AddSubnetStake {
+                netuid: forecast,
+                hotkey: forecasters[0].address(),
+                amount: FORECAST_STAKE,
+            }],
+        )?;
+    }
+    let as_chain: Arc<dyn Chain> = chain.clone();
+    let gateway = Arc::new(Gateway::new(chain.clone()));
+    let validator = Arc::new(ChatValidator::new(
+        as_chain.clone(),
+        gateway,
+        validator,
+        chat,
+        embedder,
+        Some(home.join("data/subnet-validator.json")),
+    ));
+    let [baseline, constant] = forecasters;
+    let forecasters = vec![
+        Arc::new(ForecastMiner::new(
+            as_chain.clone(),
+            baseline,
+            forecast,
+            ForecastModel::Persistence,
+        )),
+        Arc::new(ForecastMiner::new(
+            as_chain,
+            constant,
+            forecast,
+            ForecastModel::Constant(1_000),
+        )),
+    ];
+    Ok(SubnetParts {
+        chat,
+        forecast,
+        validator,
+        forecasters,
+    })
+}
+
+/// Registers the weaker miner's model on chain (any account may) unless it is.
+pub fn register_model(chain: &HttpChain, demo: &Keypair, id: Hash) -> Result<()> {
+    if chain.model_registered(&id)? {
+        return Ok(());
+    }
+    submit(
+        chain,
+        &chain.chain_id()?,
+        demo,
+        vec![Message::RegisterModel {
+            id,
+            name: format!("SmolLM2-135M, first {WEAK_LAYERS} of 30 layers"),
+            kind: ModelKind::Chat,
+        }],
+    )?;
+    wait_for(
+        "the weak model's registration",
+        Duration::from_secs(30),
+        || Ok(chain.model_registered(&id)?),
+    )
+}
+
+/// Runs the validator and the forecast miners until `stop` turns true: each looks at the chain
+/// every second.
+pub fn run(parts: &SubnetParts, stop: &tokio::sync::watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        if let Err(e) = parts.validator.step() {
+            tracing::warn!(error = %e, "subnet validator");
+        }
+        for f in &parts.forecasters {
+            if let Err(e) = f.step() {
+                tracing::warn!(error = %e, "forecast miner");
+            }
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
