@@ -395,15 +395,28 @@ async fn generate(
     let Shape { chunk, finish } = shape;
     let gw = st.gateway.clone();
     let name = model_name.clone();
-    let model = match tokio::task::spawn_blocking(move || gw.resolve_model(&name)).await {
-        Ok(Ok(m)) => m,
+    // A model's providers, or with `subnet:N` a subnet's miners by incentive.
+    let max_input = u32::try_from(input.to_bytes().len() + 256).unwrap_or(u32::MAX);
+    let max_output = params.max_tokens;
+    let found = tokio::task::spawn_blocking(move || {
+        gw.targets(&name, agora_types::ModelKind::Chat, max_input, max_output)
+    });
+    let targets = match found.await {
+        Ok(Ok(t)) if !t.is_empty() => t,
+        Ok(Ok(_)) => {
+            return oai_error(
+                503,
+                "no_provider",
+                format!("no registered provider serves {model_name:?}"),
+            );
+        }
         Ok(Err(e)) => return from_error(&e),
         Err(e) => return internal(&e),
     };
     let (tx, mut rx) = mpsc::channel::<Step>(64);
     let gw = st.gateway.clone();
     tokio::task::spawn_blocking(move || {
-        let result = gw.run(&key, model, &input, params, &mut |text| {
+        let result = gw.run_on(&key, &targets, &input, params, &mut |text| {
             if !stream {
                 return ControlFlow::Continue(());
             }

@@ -477,8 +477,7 @@ impl ChatValidator {
             let start = Instant::now();
             let done = self.gateway.run_on(
                 &self.sender.key,
-                model,
-                std::slice::from_ref(listing),
+                &[(listing.clone(), model)],
                 &input,
                 params,
                 &mut |_| ControlFlow::Continue(()),

@@ -204,7 +204,7 @@ fn on_the_devnet_the_better_model_and_the_better_forecaster_earn_more() {
     let logs = tempfile::tempdir().unwrap();
     let log_path = logs.path().join("devnet.log");
     let _show = crate::market::ShowLogOnFailure(log_path.clone());
-    let (mut child, api, _gateway) =
+    let (mut child, api, gateway) =
         crate::market::start_devnet(home.path(), &log_path, "info", &[]);
     let start = Instant::now();
     let (chat, forecast) = loop {
@@ -258,6 +258,46 @@ fn on_the_devnet_the_better_model_and_the_better_forecaster_earn_more() {
         paid[real],
         paid[weak]
     );
+    // The gateway routes `subnet:0` to the miner with the highest incentive; the receipt
+    // names it.
+    let key = std::fs::read_to_string(home.path().join("config/gateway_api_key")).unwrap();
+    let chat = |model: &str| {
+        let mut r = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent()
+            .post(&format!("{gateway}/v1/chat/completions"))
+            .header("Authorization", &format!("Bearer {}", key.trim()))
+            .send_json(serde_json::json!({
+                "model": model,
+                "messages": [{"role": "user", "content": "What is the capital of France?"}],
+                "max_tokens": 8
+            }))
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.body_mut().read_json::<Value>().unwrap())
+    };
+    let (status, body) = chat("subnet:0");
+    assert_eq!(status, 200, "{body}");
+    let best = graph["neurons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by(|a, b| {
+            a["incentive"]
+                .as_f64()
+                .unwrap()
+                .total_cmp(&b["incentive"].as_f64().unwrap())
+        })
+        .unwrap()["hotkey"]
+        .clone();
+    assert_eq!(body["agora"]["provider"], best, "{body}");
+    let (status, body) = chat("subnet:9");
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "model_not_found", "{body}");
+    let (status, _) = chat("subnet:x");
+    assert_eq!(status, 400);
+
     // Forecast: the baseline (the miner the validator staked on) predicts the chain's fees
     // from the last window, the other always says 1,000 base units. Once the chain's traffic has
     // settled (its first windows hold the devnet's setup), the baseline wins epoch after epoch.

@@ -379,16 +379,113 @@ impl Gateway {
                 message: format!("no registered provider serves model {model}"),
             });
         }
-        self.run_on(client, model, &candidates, input, params, on_text)
+        let targets: Vec<(ProviderListing, Hash)> =
+            candidates.into_iter().map(|p| (p, model)).collect();
+        self.run_on(client, &targets, input, params, on_text)
     }
 
-    /// [`Self::run`] on `candidates`, tried in their order (a subnet's miners by incentive, or
-    /// one provider a validator scores).
+    /// Where a request's `model` sends it: `subnet:N` to subnet N's miners by incentive, any
+    /// other name to the providers of that model (see [`Self::resolve_model`]).
+    pub fn targets(
+        &self,
+        name: &str,
+        kind: agora_types::ModelKind,
+        max_input: u32,
+        max_output: u32,
+    ) -> Result<Vec<(ProviderListing, Hash)>, Error> {
+        if let Some(n) = name.strip_prefix("subnet:") {
+            let netuid: u16 = n.parse().map_err(|_| Error::Refused {
+                status: 400,
+                code: "model_not_found",
+                message: format!("{name:?}: a subnet is subnet:N with N a subnet id"),
+            })?;
+            return self.subnet_candidates(netuid, kind);
+        }
+        let model = self.resolve_model(name)?;
+        Ok(self
+            .candidates_for(&model, max_input, max_output)?
+            .into_iter()
+            .map(|p| (p, model))
+            .collect())
+    }
+
+    /// Subnet `netuid`'s miners that serve a model of `kind`, the highest incentive first (the
+    /// lower UID on a tie), those cooling down after failures last; each with the model it
+    /// serves. The model market's consensus is what routes the traffic.
+    pub fn subnet_candidates(
+        &self,
+        netuid: u16,
+        kind: agora_types::ModelKind,
+    ) -> Result<Vec<(ProviderListing, Hash)>, Error> {
+        let graph = self
+            .chain
+            .metagraph(netuid)?
+            .ok_or_else(|| Error::Refused {
+                status: 404,
+                code: "model_not_found",
+                message: format!("no subnet {netuid}; GET /v1/subnets on the node lists them"),
+            })?;
+        let of_kind: Vec<Hash> = self
+            .chain
+            .models()?
+            .into_iter()
+            .filter(|m| m.kind == kind)
+            .map(|m| m.id)
+            .collect();
+        let mut neurons = graph.neurons;
+        neurons.sort_by(|a, b| b.incentive.total_cmp(&a.incentive).then(a.uid.cmp(&b.uid)));
+        let now = Instant::now();
+        let cooling = |a: &Address| {
+            self.seen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .any(|((p, _), s)| p == a && s.cool_until.is_some_and(|t| t > now))
+        };
+        let (mut ready, mut later) = (Vec::new(), Vec::new());
+        for n in neurons {
+            let Some(listing) = self.chain.provider(&n.hotkey)? else {
+                continue;
+            };
+            if !listing.provider.active()
+                || !(self.private_endpoints
+                    || maybe_public_endpoint(&listing.provider.info.endpoint))
+            {
+                continue;
+            }
+            let Some(model) = listing
+                .provider
+                .info
+                .models
+                .iter()
+                .find(|m| of_kind.contains(m))
+                .copied()
+            else {
+                continue;
+            };
+            if cooling(&listing.address) {
+                later.push((listing, model));
+            } else {
+                ready.push((listing, model));
+            }
+        }
+        ready.extend(later);
+        if ready.is_empty() {
+            return Err(Error::Refused {
+                status: 503,
+                code: "no_provider",
+                message: format!("no miner of subnet {netuid} serves a {kind:?} model"),
+            });
+        }
+        Ok(ready)
+    }
+
+    /// [`Self::run`] on `targets` (a provider, and the model to ask it for), tried in their
+    /// order: a subnet's miners by incentive, or the one provider a validator scores.
     pub fn run_on(
         &self,
         client: &Keypair,
-        model: Hash,
-        candidates: &[ProviderListing],
+        targets: &[(ProviderListing, Hash)],
         input: &JobInput,
         params: JobParams,
         on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
@@ -402,7 +499,8 @@ impl Gateway {
         let chain_id = self.chain.chain_id()?;
         let height = self.chain.height()?;
         let mut last = None;
-        for provider in candidates {
+        for (provider, model) in targets {
+            let model = *model;
             let ((p_in, p_out), key) = (provider.prices(), provider.key());
             let Some(max_fee) = job_fee(p_in, p_out, max_input, max_output) else {
                 continue;
