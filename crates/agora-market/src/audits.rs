@@ -217,9 +217,16 @@ fn explain_all(
     let models = gw.models()?;
     let (id, name) = match model {
         Some(name) => (gw.resolve_model(name)?, name.to_string()),
+        // A pinned chat model (DESIGN.md §11) when one is served, else any chat model.
         None => models
             .iter()
-            .find(|m| m.kind == agora_types::ModelKind::Chat)
+            .filter(|m| m.kind == agora_types::ModelKind::Chat)
+            .min_by_key(|m| {
+                let pinned = agora_infer::models::CATALOG
+                    .iter()
+                    .any(|spec| spec.id.eq_ignore_ascii_case(&m.id.to_hex()));
+                !pinned
+            })
             .map(|m| (m.id, m.name.clone()))
             .ok_or_else(|| Error::Refused {
                 status: 503,
