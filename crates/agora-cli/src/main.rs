@@ -135,7 +135,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Wallet(cmd) => wallet_cmd::wallet(default_home(cli.home, None), cmd),
         Command::Tx(cmd) => wallet_cmd::tx(default_home(cli.home, None), cmd),
         Command::Query(cmd) => wallet_cmd::query(cmd),
-        Command::Subnet(cmd) => subnet_cmd::subnet(default_home(cli.home, None), cmd),
+        Command::Subnet(cmd) => subnet_cmd::subnet(default_home(cli.home, None), models, cmd),
         Command::Models(cmd) => infer_cmd::models(&models, cmd),
         Command::Infer(cmd) => infer_cmd::infer(&models, cmd),
         Command::Bench(cmd) => agora_bench::run(cmd, &models),

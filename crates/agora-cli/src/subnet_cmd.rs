@@ -101,6 +101,59 @@ pub enum SubnetCommand {
         #[command(flatten)]
         opts: TxOpts,
     },
+    /// Validate a chat subnet: every epoch window, ask each miner prompts drawn from the
+    /// evaluation pool with chain randomness (paid jobs from the wallet's escrow), score the
+    /// answers (exact match, MiniLM similarity, latency, price) and set weights by
+    /// commit-reveal. Runs until stopped.
+    Validate {
+        netuid: u16,
+        /// The validator's wallet: registered on the subnet, with stake and compute escrow.
+        #[arg(long)]
+        from: String,
+        /// The node's API.
+        #[arg(long, env = "AGORA_NODE", default_value = crate::wallet_cmd::DEFAULT_NODE)]
+        node: String,
+        /// Read the passphrase from this file (else AGORA_PASSWORD, else a prompt).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// Prompts per miner per window.
+        #[arg(long, default_value_t = 4)]
+        prompts: usize,
+        /// Most tokens per answer.
+        #[arg(long, default_value_t = 24)]
+        max_tokens: u32,
+        /// Each round as a JSON line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mine a subnet. A chat or embeddings subnet: register the provider's key at its endpoint
+    /// and serve the market as `agora provider` does. A forecast subnet (with `--from`): commit a
+    /// forecast of the next window's fees every window and reveal it in the next.
+    Mine {
+        netuid: u16,
+        /// A forecast miner's wallet.
+        #[arg(long)]
+        from: Option<String>,
+        /// Read the passphrase from this file (else AGORA_PASSWORD, else a prompt).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// A forecast miner's model: `persistence` (the last window again), `mean:N` (of the
+        /// last N windows) or `constant:V`.
+        #[arg(long, default_value = "persistence")]
+        forecast: String,
+        #[command(flatten)]
+        provider: agora_daemons::market::ProviderArgs,
+    },
+}
+
+fn parse_forecast(s: &str) -> Result<agora_market::subnet::ForecastModel> {
+    use agora_market::subnet::ForecastModel;
+    Ok(match s.split_once(':') {
+        None if s == "persistence" => ForecastModel::Persistence,
+        Some(("mean", n)) => ForecastModel::Mean(n.parse().context("mean:N, N windows")?),
+        Some(("constant", v)) => ForecastModel::Constant(v.parse().context("constant:V")?),
+        _ => bail!("forecast model {s:?}: persistence, mean:N or constant:V"),
+    })
 }
 
 /// `UID=WEIGHT,UID=WEIGHT…`.
@@ -274,8 +327,53 @@ fn json_out<T: serde::Serialize>(v: &T) -> Result<()> {
 }
 
 /// `agora subnet …`.
-pub fn subnet(home: PathBuf, cmd: SubnetCommand) -> Result<()> {
+pub fn subnet(home: PathBuf, models: PathBuf, cmd: SubnetCommand) -> Result<()> {
     match cmd {
+        SubnetCommand::Validate {
+            netuid,
+            from,
+            node,
+            password_file,
+            prompts,
+            max_tokens,
+            json,
+        } => {
+            let key = crate::keystore::Keystore::new(&home).unlock(
+                &from,
+                &agora_daemons::read_password(password_file.as_deref(), false)?,
+            )?;
+            agora_daemons::subnets::validate(
+                &home, &models, &node, key, netuid, prompts, max_tokens, json,
+            )
+        }
+        SubnetCommand::Mine {
+            netuid,
+            from,
+            password_file,
+            forecast,
+            provider,
+        } => {
+            let task = NodeClient::new(provider.node())
+                .subnet(netuid)?
+                .with_context(|| format!("no subnet {netuid}"))?
+                .subnet
+                .task;
+            if task == SubnetTask::Forecast {
+                let from = from.context("a forecast miner signs with a wallet: pass --from")?;
+                let key = crate::keystore::Keystore::new(&home).unlock(
+                    &from,
+                    &agora_daemons::read_password(password_file.as_deref(), false)?,
+                )?;
+                agora_daemons::subnets::mine_forecast(
+                    provider.node(),
+                    key,
+                    netuid,
+                    parse_forecast(&forecast)?,
+                )
+            } else {
+                agora_daemons::subnets::mine_serving(home, models, netuid, provider)
+            }
+        }
         SubnetCommand::List(q) => {
             let all = NodeClient::new(&q.node).subnets()?;
             if q.json {
@@ -478,5 +576,9 @@ mod tests {
         );
         assert!(parse_param("tempo", "x").is_err());
         assert!(parse_param("colour", "1").is_err());
+        assert!(parse_forecast("persistence").is_ok());
+        assert!(parse_forecast("mean:3").is_ok());
+        assert!(parse_forecast("constant:7").is_ok());
+        assert!(parse_forecast("mean").is_err());
     }
 }

@@ -571,6 +571,20 @@ pub struct ProviderArgs {
     settle_every: u64,
 }
 
+impl ProviderArgs {
+    /// The node's API.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The URL clients reach the provider at.
+    pub fn endpoint_url(&self) -> String {
+        self.endpoint
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+    }
+}
+
 /// `agora gateway`: the OpenAI-compatible API, paying from a wallet's compute escrow.
 #[derive(Debug, clap::Args)]
 pub struct GatewayArgs {

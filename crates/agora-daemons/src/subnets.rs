@@ -350,3 +350,126 @@ pub fn run(parts: &SubnetParts, stop: &tokio::sync::watch::Receiver<bool>) {
         std::thread::sleep(Duration::from_secs(1));
     }
 }
+
+/// Registers `key` on `netuid` with `endpoint` unless it is, saying what is missing if it
+/// cannot pay the burn.
+fn ensure_neuron(chain: &HttpChain, key: &Keypair, netuid: u16, endpoint: &str) -> Result<()> {
+    if registered(chain, netuid, &key.address())? {
+        return Ok(());
+    }
+    let summary = chain
+        .subnet(netuid)?
+        .with_context(|| format!("no subnet {netuid} (agora subnet list shows them)"))?
+        .summary;
+    let balance = chain
+        .account(&key.address())?
+        .map_or(0, |a| a.account.balance);
+    if balance <= summary.burn {
+        anyhow::bail!(
+            "{} holds {}, not enough for the registration burn ({}): send it some AGR first",
+            key.address(),
+            agora_types::format_amount(balance),
+            agora_types::format_amount(summary.burn)
+        );
+    }
+    register(chain, &chain.chain_id()?, key, netuid, endpoint, Vec::new())
+}
+
+/// `agora subnet mine` on a chat or embeddings subnet: registers the provider's key as a neuron
+/// at the provider's endpoint, then serves the market as `agora provider` does (validators
+/// score it through paid jobs; the gateway routes `subnet:N` to it by incentive).
+pub fn mine_serving(
+    home: std::path::PathBuf,
+    models_dir: std::path::PathBuf,
+    netuid: u16,
+    args: crate::market::ProviderArgs,
+) -> Result<()> {
+    let chain = HttpChain::new(args.node());
+    let key = load_or_create_key(&home.join("config/provider_key.json"))?;
+    ensure_neuron(&chain, &key, netuid, &args.endpoint_url())?;
+    println!("{} mines subnet {netuid} as a provider", key.address());
+    crate::market::provider(home, models_dir, args)
+}
+
+/// `agora subnet mine` on a forecast subnet: registers `key`, then commits a forecast each
+/// epoch window and reveals it in the next, until the process is stopped.
+pub fn mine_forecast(node: &str, key: Keypair, netuid: u16, model: ForecastModel) -> Result<()> {
+    let chain = Arc::new(HttpChain::new(node));
+    ensure_neuron(&chain, &key, netuid, "http://127.0.0.1:1/forecast")?;
+    println!(
+        "{} forecasts on subnet {netuid} with {model:?}",
+        key.address()
+    );
+    let miner = ForecastMiner::new(chain, key, netuid, model);
+    loop {
+        if let Err(e) = miner.step() {
+            tracing::warn!(error = %e, "forecast miner");
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// `agora subnet validate`: scores subnet `netuid`'s miners every epoch window and sets weights
+/// by commit-reveal, with `key` (a registered hotkey holding stake and compute escrow), until the
+/// process is stopped. Prints each round (JSON lines with `json`).
+#[allow(clippy::too_many_arguments)]
+pub fn validate(
+    home: &Path,
+    models_dir: &Path,
+    node: &str,
+    key: Keypair,
+    netuid: u16,
+    prompts: usize,
+    max_tokens: u32,
+    json: bool,
+) -> Result<()> {
+    let chain = Arc::new(HttpChain::new(node));
+    if !registered(&chain, netuid, &key.address())? {
+        anyhow::bail!(
+            "{} is not registered on subnet {netuid}: agora subnet register {netuid} --from WALLET --endpoint URL, then stake on it and deposit escrow to pay the jobs",
+            key.address()
+        );
+    }
+    let spec = models::CATALOG
+        .iter()
+        .find(|s| s.kind == models::ModelKind::Embedding)
+        .context("no embedding model in the catalog")?;
+    let installed = ModelCache::new(models_dir).ensure_reporting(spec)?;
+    let embedder = Arc::new(agora_infer::bert::Embedder::load(
+        &installed.dir,
+        agora_infer::default_threads(),
+    )?);
+    let as_chain: Arc<dyn Chain> = chain.clone();
+    let gateway = Arc::new(Gateway::new(chain));
+    let mut validator = ChatValidator::new(
+        as_chain,
+        gateway,
+        key,
+        netuid,
+        Some(embedder),
+        Some(home.join(format!("data/subnet-{netuid}-validator.json"))),
+    );
+    validator.prompts = prompts;
+    validator.max_tokens = max_tokens;
+    eprintln!(
+        "validating subnet {netuid} as {} (evaluation pool {})",
+        validator.address(),
+        agora_market::subnet::eval_pool_hash()
+    );
+    loop {
+        match validator.step() {
+            Ok(Some(report)) if json => println!("{}", serde_json::to_string(&report)?),
+            Ok(Some(report)) => {
+                for m in &report.miners {
+                    println!(
+                        "epoch {} uid {:>3} quality {:.3} latency {:.0} ms score {:.3}",
+                        report.epoch, m.uid, m.quality, m.latency_ms, m.score
+                    );
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "subnet validator"),
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}

@@ -166,6 +166,17 @@ fn subnet_commands_create_register_stake_weigh_and_read_the_metagraph() {
         &["subnet", "show", "9", "--node", &api],
         "no subnet 9",
     );
+    // The daemons say what is missing before they start.
+    fails_saying(
+        home,
+        &["subnet", "validate", "0", "--from", "owner", "--node", &api],
+        "is not registered on subnet 0",
+    );
+    fails_saying(
+        home,
+        &["subnet", "mine", "0", "--node", &api],
+        "not enough for the registration burn",
+    );
     drop(node);
 }
 
