@@ -100,6 +100,9 @@ pub struct Executor<'a> {
     receipts: Vec<Receipt>,
     /// Fees charged so far in this block, paid to the proposer at the end.
     fees: Amount,
+    /// The part of `fees` paid by others than the proposer (what forecasts predict: a proposer's
+    /// own fees come back to it, so they would cost it nothing to inflate).
+    fees_from_others: Amount,
     /// Entries this block adds to the release queues, by release height (written once, at
     /// [`Executor::finish`], so a block of many settlements does not re-encode a queue per job).
     pending_adds: BTreeMap<u64, Vec<Hash>>,
@@ -223,6 +226,7 @@ impl<'a> Executor<'a> {
             writes: WriteSet::new(),
             receipts: Vec::new(),
             fees: 0,
+            fees_from_others: 0,
         })
     }
 
@@ -326,6 +330,9 @@ impl<'a> Executor<'a> {
         self.store(sender_addr, sender);
         // Cannot overflow: every fee came out of the conserved total supply.
         self.fees += body.fee;
+        if sender_addr != self.ctx.proposer {
+            self.fees_from_others += body.fee;
+        }
 
         let mut scratch = Scratch::default();
         let mut events = Vec::new();

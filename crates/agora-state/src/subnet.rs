@@ -302,7 +302,8 @@ pub struct SubnetSlot {
     #[serde(with = "serde_u128")]
     pub pending: Amount,
     pub next_epoch: u64,
-    /// Fees paid on the chain since its last epoch: the quantity a forecast subnet predicts.
+    /// Fees paid on the chain since its last epoch, but for each block's proposer's own: the
+    /// quantity a forecast subnet predicts.
     #[serde(with = "serde_u128")]
     pub observed: Amount,
 }

@@ -812,7 +812,8 @@ impl Executor<'_> {
             Self::put(&mut scratch, emission_key(), &emission);
         }
         // Fees, not transactions: pushing the quantity a forecast predicts costs what it adds.
-        let fees = self.fees;
+        // Not the proposer's own, which come back to it.
+        let fees = self.fees_from_others;
         for slot in &mut index.subnets {
             slot.observed = slot.observed.saturating_add(fees);
         }

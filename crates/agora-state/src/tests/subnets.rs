@@ -971,3 +971,44 @@ fn delegator_slots_cannot_be_squatted_with_dust() {
     // A delegator already in adds any amount.
     c.ok(3, vec![stake(0, 1, 1)]);
 }
+
+#[test]
+fn a_proposers_own_fees_do_not_count_in_what_forecasts_predict() {
+    let mut c = Chain::new(4);
+    c.ok(0, vec![create("f", SubnetTask::Forecast)]);
+    let observed = |c: &Chain| {
+        let index: SubnetIndex = c.get(&subnet_index_key()).unwrap();
+        index.subnets[0].observed
+    };
+    let before = observed(&c);
+    // User 1 proposes a block holding its own transfer and user 2's.
+    let height = c.height + 1;
+    let txs = [
+        tx(
+            1,
+            0,
+            10,
+            vec![Message::Transfer {
+                to: key(3).address(),
+                amount: 1,
+            }],
+        ),
+        tx(
+            2,
+            0,
+            10,
+            vec![Message::Transfer {
+                to: key(3).address(),
+                amount: 1,
+            }],
+        ),
+    ];
+    let ctx = BlockContext {
+        proposer: key(1).address(),
+        ..ctx(height)
+    };
+    let out = Executor::execute_block(&c.s, ctx, &txs).unwrap();
+    c.s.apply(&out.writes);
+    c.height = height;
+    assert_eq!(observed(&c) - before, 10, "only user 2's fee counts");
+}
