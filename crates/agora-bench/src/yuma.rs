@@ -132,6 +132,7 @@ fn subnet_state(uids: u16, validators: u16, tempo: u64) -> Result<MemState> {
             netuid: 0,
             next_epoch: tempo - 1,
             stake: total_stake,
+            registered_stake: total_stake,
             pending: 1_000 * AGR,
             observed: 0,
         }],

@@ -249,6 +249,7 @@ pub fn check<'a>(
     let mut rows: Vec<(&'static str, u16, u16)> = Vec::new();
     let mut commits: BTreeMap<u16, Vec<WeightCommit>> = BTreeMap::new();
     let mut predictions: BTreeMap<u16, Vec<Prediction>> = BTreeMap::new();
+    let mut stake_by_hotkey: Vec<(u16, Address, Amount)> = Vec::new();
 
     fn decode<T: BorshDeserialize>(bad: &mut Vec<String>, key: &[u8], value: &[u8]) -> Option<T> {
         match borsh::from_slice(value) {
@@ -363,6 +364,7 @@ pub fn check<'a>(
                         let total = st.total();
                         add(&mut bad, &mut held.subnet_stakes, total);
                         add(&mut bad, subnet_stake.entry(netuid).or_default(), total);
+                        stake_by_hotkey.push((netuid, hotkey, total));
                     }
                 }
                 _ => bad.push("sns/: malformed key".into()),
@@ -487,7 +489,7 @@ pub fn check<'a>(
     check_subnets(
         &mut bad,
         height,
-        index.unwrap_or_default(),
+        index.clone().unwrap_or_default(),
         &subnets,
         &subnet_stake,
         &neurons,
@@ -495,6 +497,20 @@ pub fn check<'a>(
         &rows,
         &commits,
     );
+    if let Some(index) = &index {
+        for slot in &index.subnets {
+            let registered: Amount = stake_by_hotkey
+                .iter()
+                .filter(|(n, h, _)| *n == slot.netuid && hotkeys.contains_key(&(*n, *h)))
+                .fold(0, |a, (_, _, t)| a.saturating_add(*t));
+            if slot.registered_stake != registered {
+                bad.push(format!(
+                    "subnet {}: registered stake {} but {registered} on registered hotkeys",
+                    slot.netuid, slot.registered_stake
+                ));
+            }
+        }
+    }
     for (netuid, list) in &predictions {
         let Some(sn) = subnets.get(netuid) else {
             bad.push(format!(

@@ -298,6 +298,10 @@ pub struct SubnetSlot {
     /// Stake delegated on it (all hotkeys, fresh included): its share of each block's emission.
     #[serde(with = "serde_u128")]
     pub stake: Amount,
+    /// The part of `stake` on hotkeys that hold a UID: what each block's emission is split by
+    /// (stake left on a pruned hotkey draws nothing to the subnet).
+    #[serde(with = "serde_u128")]
+    pub registered_stake: Amount,
     /// Emission accrued since its last epoch.
     #[serde(with = "serde_u128")]
     pub pending: Amount,

@@ -191,6 +191,7 @@ impl Executor<'_> {
             netuid,
             next_epoch: height + params.tempo,
             stake: 0,
+            registered_stake: 0,
             pending: 0,
             observed: 0,
         });
@@ -320,6 +321,7 @@ impl Executor<'_> {
             }));
         }
         let height = self.ctx.height;
+        let mut pruned = None;
         let uid = if subnet.n < subnet.params.max_uids {
             subnet.n += 1;
             subnet.n - 1
@@ -327,6 +329,7 @@ impl Executor<'_> {
             match self.prune_candidate(scratch, &subnet)? {
                 Some((uid, old)) => {
                     self.forget_neuron(scratch, netuid, uid, &old.hotkey)?;
+                    pruned = Some(old.hotkey);
                     events.push(Event::new(
                         "neuron_pruned",
                         &[
@@ -354,6 +357,27 @@ impl Executor<'_> {
         Self::put(scratch, neuron_key(netuid, uid), &neuron);
         Self::put(scratch, hotkey_uid_key(netuid, sender), &uid);
         Self::put(scratch, subnet_key(netuid), &subnet);
+        // Stake already on the new hotkey (from an earlier registration) counts again; the
+        // pruned hotkey's no longer does.
+        let joined: HotkeyStake = self
+            .get(scratch, &hotkey_stake_key(netuid, sender))?
+            .unwrap_or_default();
+        let left: HotkeyStake = match &pruned {
+            Some(h) => self
+                .get(scratch, &hotkey_stake_key(netuid, h))?
+                .unwrap_or_default(),
+            None => HotkeyStake::default(),
+        };
+        if joined.total() > 0 || left.total() > 0 {
+            let mut index = self.subnet_index(scratch)?;
+            let slot = Self::slot_mut(&mut index, netuid)?;
+            slot.registered_stake = slot
+                .registered_stake
+                .checked_add(joined.total())
+                .and_then(|s| s.checked_sub(left.total()))
+                .ok_or_else(|| corrupt(&subnet_index_key(), "registered stake out of range"))?;
+            Self::put(scratch, subnet_index_key(), &index);
+        }
         events.push(Event::new(
             "neuron_registered",
             &[
@@ -534,6 +558,12 @@ impl Executor<'_> {
             .checked_add(amount)
             .and_then(|s| s.checked_sub(evicted))
             .ok_or_else(|| corrupt(&subnet_index_key(), "subnet stake out of range"))?;
+        // The hotkey holds a UID (checked above).
+        slot.registered_stake = slot
+            .registered_stake
+            .checked_add(amount)
+            .and_then(|s| s.checked_sub(evicted))
+            .ok_or_else(|| corrupt(&subnet_index_key(), "registered stake out of range"))?;
         Self::put(scratch, subnet_index_key(), &index);
         Self::put(scratch, key, &stake);
         events.push(Event::new(
@@ -597,12 +627,20 @@ impl Executor<'_> {
         } else {
             Self::put(scratch, key, &stake);
         }
+        let holds_uid = self
+            .get::<u16>(scratch, &hotkey_uid_key(netuid, hotkey))?
+            .is_some();
         let mut index = self.subnet_index(scratch)?;
         let slot = Self::slot_mut(&mut index, netuid)?;
         slot.stake = slot
             .stake
             .checked_sub(amount)
             .ok_or_else(|| corrupt(&subnet_index_key(), "subnet stake below a delegation"))?;
+        if holds_uid {
+            slot.registered_stake = slot.registered_stake.checked_sub(amount).ok_or_else(|| {
+                corrupt(&subnet_index_key(), "registered stake below a delegation")
+            })?;
+        }
         Self::put(scratch, subnet_index_key(), &index);
         from.unbonding += amount;
         let release = self.queue_unbonding(scratch, *sender, amount);
@@ -784,12 +822,12 @@ impl Executor<'_> {
         let total: Amount = index
             .subnets
             .iter()
-            .fold(0u128, |a, s| a.saturating_add(s.stake));
+            .fold(0u128, |a, s| a.saturating_add(s.registered_stake));
         let mut minted = 0;
         if mint > 0 && total > 0 {
             for slot in &mut index.subnets {
-                let share =
-                    yuma::mul_amount(mint, yuma::ratio(slot.stake, total)).min(mint - minted);
+                let share = yuma::mul_amount(mint, yuma::ratio(slot.registered_stake, total))
+                    .min(mint - minted);
                 slot.pending = slot
                     .pending
                     .checked_add(share)
