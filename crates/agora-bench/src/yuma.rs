@@ -172,6 +172,7 @@ fn subnet_state(uids: u16, validators: u16, tempo: u64) -> Result<MemState> {
         );
         let row = WeightRow {
             set_at: 1,
+            revealed_at: 2,
             entries: epoch_input.weights[i].clone(),
         };
         put(&mut state, weights_key(0, uid), borsh::to_vec(&row)?);

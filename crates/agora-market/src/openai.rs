@@ -396,8 +396,7 @@ async fn generate(
     let gw = st.gateway.clone();
     let name = model_name.clone();
     // A model's providers, or with `subnet:N` a subnet's miners by incentive.
-    let max_input = u32::try_from(input.to_bytes().len() + 256).unwrap_or(u32::MAX);
-    let max_output = params.max_tokens;
+    let (max_input, max_output) = crate::gateway::job_bounds(&input, &params);
     let found = tokio::task::spawn_blocking(move || {
         gw.targets(&name, agora_types::ModelKind::Chat, max_input, max_output)
     });

@@ -14,6 +14,7 @@
 //! **Forecast miner.** Commits in each window to its prediction of the next window's fees and
 //! reveals it in that window; the chain scores it.
 
+use crate::gateway::Listed;
 use crate::{Chain, ChatMessage, Error, Gateway, JobInput, JobOutput, ProviderListing};
 use agora_infer::bert::Embedder;
 use agora_types::{
@@ -401,14 +402,7 @@ impl ChatValidator {
             else {
                 continue;
             };
-            let Some(model) = listing
-                .provider
-                .info
-                .models
-                .iter()
-                .find(|m| chat_models.contains(m))
-                .copied()
-            else {
+            let Some(model) = listing.serves_one_of(&chat_models) else {
                 continue;
             };
             miners.push(self.ask(n.uid, &listing, model, &pool, &prompts));

@@ -331,7 +331,8 @@ impl<'a> Executor<'a> {
         // Cannot overflow: every fee came out of the conserved total supply.
         self.fees += body.fee;
         if sender_addr != self.ctx.proposer {
-            self.fees_from_others += body.fee;
+            // Up to the minimum: a fee above it adds nothing a forecast could be scored on.
+            self.fees_from_others += body.fee.min(self.params.min_fee_for(&body.messages));
         }
 
         let mut scratch = Scratch::default();
@@ -572,6 +573,8 @@ impl<'a> Executor<'a> {
         }
         // Emission and subnet epochs.
         self.emit(&mut block_events)?;
+        // Whatever an epoch queued (nothing today) lands in the queues.
+        self.flush_queues()?;
         if self.consensus.is_epoch_end(self.ctx.height) {
             self.rotate_validators(&mut block_events)?;
         }

@@ -193,13 +193,18 @@ impl SubnetHyperparams {
             Ok(v)
         }
         match *param {
-            SubnetParam::Tempo(v) => self.tempo = within("tempo", v, 10, 100_000)?,
+            SubnetParam::Tempo(v) => {
+                self.tempo = within("tempo", v, 10, 100_000)?;
+                // A validator must be able to commit every epoch.
+                self.weights_rate_limit = self.weights_rate_limit.min(self.tempo);
+            }
             SubnetParam::MaxUids(v) => self.max_uids = within("max_uids", v, n.max(2), MAX_UIDS)?,
             SubnetParam::ImmunityPeriod(v) => {
                 self.immunity_period = within("immunity_period", v, 0, 1_000_000)?;
             }
             // Below one half, a minority could set consensus.
-            SubnetParam::Kappa(v) => self.kappa = within("kappa", v, 32_768, u16::MAX)?,
+            // Above three quarters, any one validator could veto every miner.
+            SubnetParam::Kappa(v) => self.kappa = within("kappa", v, 32_768, 49_151)?,
             SubnetParam::BondsMovingAverage(v) => {
                 self.bonds_moving_average = within("bonds_moving_average", v, 0, 999_999)?;
             }
@@ -245,6 +250,12 @@ impl SubnetHyperparams {
             return Err(format!(
                 "activity_cutoff must be at least (commit_reveal_period + 2) × tempo = {round_trip}, not {}",
                 self.activity_cutoff
+            ));
+        }
+        if self.weights_rate_limit > self.tempo {
+            return Err(format!(
+                "weights_rate_limit must be at most the tempo ({}), not {}: a validator commits every epoch",
+                self.tempo, self.weights_rate_limit
             ));
         }
         if self.immunity_period < self.tempo {
@@ -293,9 +304,7 @@ pub struct SubnetIndex {
 pub struct SubnetSlot {
     /// The subnet.
     pub netuid: NetUid,
-    /// The block at whose end its next epoch runs: set at each epoch to that epoch's height
-    /// plus the tempo, so changing the tempo never moves an epoch already scheduled.
-    /// Stake delegated on it (all hotkeys, fresh included): its share of each block's emission.
+    /// Stake delegated on it (all hotkeys, fresh included).
     #[serde(with = "serde_u128")]
     pub stake: Amount,
     /// The part of `stake` on hotkeys that hold a UID: what each block's emission is split by
@@ -305,6 +314,8 @@ pub struct SubnetSlot {
     /// Emission accrued since its last epoch.
     #[serde(with = "serde_u128")]
     pub pending: Amount,
+    /// The block at whose end its next epoch runs: set at each epoch to that epoch's height
+    /// plus the tempo, so changing the tempo never moves an epoch already scheduled.
     pub next_epoch: u64,
     /// Fees paid on the chain since its last epoch, but for each block's proposer's own: the
     /// quantity a forecast subnet predicts.
@@ -420,6 +431,8 @@ pub struct WeightRow {
     /// Height of the commitment they were revealed from: weights on a UID registered at or
     /// after it were meant for the UID's previous owner and do not count.
     pub set_at: u64,
+    /// When they were revealed: weights older than the activity cutoff stop counting.
+    pub revealed_at: u64,
     /// `(uid, weight)`, sorted by uid, the largest weight `u16::MAX`.
     pub entries: Vec<(u16, u16)>,
 }

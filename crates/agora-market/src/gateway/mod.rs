@@ -94,6 +94,8 @@ pub(crate) trait Listed {
     fn stake(&self) -> Amount;
     /// Its X25519 key.
     fn key(&self) -> [u8; 32];
+    /// The first model it serves among `models`.
+    fn serves_one_of(&self, models: &[Hash]) -> Option<Hash>;
 }
 
 impl Listed for ProviderListing {
@@ -108,6 +110,15 @@ impl Listed for ProviderListing {
 
     fn key(&self) -> [u8; 32] {
         self.provider.info.encryption_key.0
+    }
+
+    fn serves_one_of(&self, models: &[Hash]) -> Option<Hash> {
+        self.provider
+            .info
+            .models
+            .iter()
+            .find(|m| models.contains(m))
+            .copied()
     }
 }
 
@@ -126,6 +137,17 @@ pub struct Completed {
     pub provider: Address,
     /// blake3 of the input.
     pub input_hash: Hash,
+}
+
+/// The most input and output tokens a job can count: tokens never outnumber the input's bytes
+/// (plus a chat template's), and embeddings and audits generate none. What bounds its fee.
+pub(crate) fn job_bounds(input: &JobInput, params: &JobParams) -> (u32, u32) {
+    let max_input = u32::try_from(input.to_bytes().len() + 256).unwrap_or(u32::MAX);
+    let max_output = match input {
+        JobInput::Embedding { .. } | JobInput::Audit { .. } => 0,
+        _ => params.max_tokens,
+    };
+    (max_input, max_output)
 }
 
 /// A gateway: reads the market from the chain, and sends jobs to its providers.
@@ -364,13 +386,7 @@ impl Gateway {
         params: JobParams,
         on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
     ) -> Result<Completed, Error> {
-        let bytes = input.to_bytes();
-        // Tokens never outnumber the input's bytes (plus the template's), so this bounds the fee.
-        let max_input = u32::try_from(bytes.len() + 256).unwrap_or(u32::MAX);
-        let max_output = match input {
-            JobInput::Embedding { .. } | JobInput::Audit { .. } => 0,
-            _ => params.max_tokens,
-        };
+        let (max_input, max_output) = job_bounds(input, &params);
         let candidates = self.candidates_for(&model, max_input, max_output)?;
         if candidates.is_empty() {
             return Err(Error::Refused {
@@ -453,14 +469,7 @@ impl Gateway {
             {
                 continue;
             }
-            let Some(model) = listing
-                .provider
-                .info
-                .models
-                .iter()
-                .find(|m| of_kind.contains(m))
-                .copied()
-            else {
+            let Some(model) = listing.serves_one_of(&of_kind) else {
                 continue;
             };
             if cooling(&listing.address) {
@@ -491,11 +500,7 @@ impl Gateway {
         on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
     ) -> Result<Completed, Error> {
         let bytes = input.to_bytes();
-        let max_input = u32::try_from(bytes.len() + 256).unwrap_or(u32::MAX);
-        let max_output = match input {
-            JobInput::Embedding { .. } | JobInput::Audit { .. } => 0,
-            _ => params.max_tokens,
-        };
+        let (max_input, max_output) = job_bounds(input, &params);
         let chain_id = self.chain.chain_id()?;
         let height = self.chain.height()?;
         let mut last = None;

@@ -500,14 +500,19 @@ impl Executor<'_> {
                 if stake.delegations.len() >= usize::from(max) {
                     // A full list takes a larger delegation in place of its smallest, whose stake
                     // unbonds to its owner: slots cannot be squatted with small stakes.
-                    let (i, smallest) = stake
+                    // Never the hotkey's own stake; and only by a tenth more, so evicting is not
+                    // a cheap way to grief.
+                    let Some((i, smallest)) = stake
                         .delegations
                         .iter()
                         .enumerate()
+                        .filter(|(_, d)| d.delegator != *hotkey)
                         .min_by_key(|(_, d)| (d.total(), d.delegator))
                         .map(|(i, d)| (i, d.clone()))
-                        .ok_or_else(|| corrupt(&key, "a full delegation list is empty"))?;
-                    if amount <= smallest.total() {
+                    else {
+                        return Ok(Err(TxError::TooManyDelegators { max }));
+                    };
+                    if amount <= smallest.total().saturating_add(smallest.total() / 10) {
                         return Ok(Err(TxError::TooManyDelegators { max }));
                     }
                     stake.delegations.remove(i);
@@ -615,6 +620,13 @@ impl Executor<'_> {
                 have: d.total(),
             }));
         }
+        let left = d.total() - amount;
+        if left > 0 && left < MIN_DELEGATION {
+            return Ok(Err(TxError::DelegationTooSmall {
+                min: MIN_DELEGATION,
+                got: left,
+            }));
+        }
         // Fresh stake leaves first: it has earned nothing yet.
         let from_fresh = d.fresh.min(amount);
         d.fresh -= from_fresh;
@@ -710,9 +722,9 @@ impl Executor<'_> {
         }
         let key = commits_key(netuid);
         let mut commits: Vec<WeightCommit> = self.get(scratch, &key)?.unwrap_or_default();
-        if let Some(c) = commits.iter().find(|c| c.hotkey == *sender) {
-            return Ok(Err(TxError::CommitPending { height: c.height }));
-        }
+        // A new commitment replaces one not yet revealed: a validator is never stuck behind a
+        // commitment made under a commit-reveal period since changed.
+        commits.retain(|c| c.hotkey != *sender);
         commits.push(WeightCommit {
             hotkey: *sender,
             commitment: *commitment,
@@ -790,6 +802,7 @@ impl Executor<'_> {
             weights_key(netuid, uid),
             &WeightRow {
                 set_at: commit.height,
+                revealed_at: self.ctx.height,
                 entries,
             },
         );
@@ -849,8 +862,9 @@ impl Executor<'_> {
             Self::put(&mut scratch, supply_key(), &supply);
             Self::put(&mut scratch, emission_key(), &emission);
         }
-        // Fees, not transactions: pushing the quantity a forecast predicts costs what it adds.
-        // Not the proposer's own, which come back to it.
+        // Fees, not transactions, each counted up to the minimum its work requires: pushing
+        // the quantity a forecast predicts costs what it adds. Not the proposer's own, which come
+        // back to it.
         let fees = self.fees_from_others;
         for slot in &mut index.subnets {
             slot.observed = slot.observed.saturating_add(fees);
@@ -938,7 +952,9 @@ impl Executor<'_> {
             let Some(row) = self.get::<WeightRow>(scratch, &weights_key(netuid, uid))? else {
                 continue;
             };
-            if row.set_at.saturating_add(p.activity_cutoff) < height {
+            // Active: revealed within the cutoff (a reveal's delay is the commit-reveal
+            // period's, not the validator's doing).
+            if row.revealed_at.saturating_add(p.activity_cutoff) < height {
                 continue;
             }
             input.stake[i] = counted[i];

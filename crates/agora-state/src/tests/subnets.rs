@@ -65,10 +65,14 @@ impl Chain {
             sender: key(from).public(),
             nonce: self.nonces.get(&from).copied().unwrap_or(0),
             fee: 10 * u128::from(agora_types::work_units(&msgs)),
-            messages: vec![Message::Transfer {
-                to: key(from).address(),
-                amount: 0,
-            }],
+            // As many units of work, so it counts the same in what forecasts predict.
+            messages: vec![
+                Message::Transfer {
+                    to: key(from).address(),
+                    amount: 0,
+                };
+                agora_types::work_units(&msgs) as usize
+            ],
         }
         .sign(&key(from));
         let r = self.block(vec![(from, msgs)]).remove(0);
@@ -301,6 +305,7 @@ fn only_the_owner_changes_hyperparameters_and_only_within_bounds() {
     for bad in [
         SubnetParam::Tempo(1),
         SubnetParam::Kappa(100),
+        SubnetParam::Kappa(49_152),
         SubnetParam::MaxUids(300),
         SubnetParam::CommitRevealPeriod(0),
         SubnetParam::ValidatorTake(500_000),
@@ -356,8 +361,11 @@ fn commit_reveal_refuses_early_late_mismatched_and_repeated_reveals() {
     // Start right after an epoch, so the next blocks are all in one window.
     c.next_epoch(0);
     c.fails(1, vec![reveal(0, 1, &uids, &weights)], "no_commit");
+    // A new commitment replaces one not yet revealed: only the latest can be revealed.
+    c.ok(1, vec![commit(0, 1, &uids, &[9, 9])]);
     c.ok(1, vec![commit(0, 1, &uids, &weights)]);
-    c.fails(1, vec![commit(0, 1, &uids, &weights)], "commit_pending");
+    let commits: Vec<WeightCommit> = c.get(&commits_key(0)).unwrap();
+    assert_eq!(commits.len(), 1);
     // The same epoch: too early.
     c.fails(1, vec![reveal(0, 1, &uids, &weights)], "reveal_too_early");
     c.next_epoch(0);
@@ -434,19 +442,30 @@ fn malformed_weights_are_refused_with_their_reason() {
 #[test]
 fn the_weights_rate_limit_holds() {
     let mut c = subnet_with_neurons();
-    c.ok(0, vec![set(0, SubnetParam::WeightsRateLimit(15))]);
+    // At most the tempo: a validator must be able to commit every epoch.
+    c.fails(
+        0,
+        vec![set(0, SubnetParam::WeightsRateLimit(11))],
+        "param_out_of_bounds",
+    );
+    c.ok(0, vec![set(0, SubnetParam::WeightsRateLimit(8))]);
     c.next_epoch(0);
     let (uids, weights) = ([1u16], [1u16]);
     c.ok(1, vec![commit(0, 1, &uids, &weights)]);
-    c.next_epoch(0);
-    c.ok(1, vec![reveal(0, 1, &uids, &weights)]);
+    let last = c.height;
     c.fails(
         1,
         vec![commit(0, 1, &uids, &weights)],
         "weights_rate_limited",
     );
-    c.run_to(c.height + 15);
+    c.run_to(last + 6);
+    c.fails(
+        1,
+        vec![commit(0, 1, &uids, &weights)],
+        "weights_rate_limited",
+    );
     c.ok(1, vec![commit(0, 1, &uids, &weights)]);
+    assert_eq!(c.height, last + 8);
 }
 
 #[test]
@@ -958,6 +977,8 @@ fn delegator_slots_cannot_be_squatted_with_dust() {
     c.ok(3, vec![stake(0, 1, 2 * AGR)]);
     // Full: a newcomer must offer more than the smallest delegation, which it then replaces.
     c.fails(4, vec![stake(0, 1, AGR)], "too_many_delegators");
+    // Only by a tenth more than the smallest.
+    c.fails(4, vec![stake(0, 1, AGR + AGR / 10)], "too_many_delegators");
     let r = c.ok(4, vec![stake(0, 1, 5 * AGR)]);
     assert!(r.events.iter().any(|e| e.kind == "subnet_stake_evicted"));
     assert_eq!(
@@ -968,8 +989,29 @@ fn delegator_slots_cannot_be_squatted_with_dust() {
     let hs: HotkeyStake = c.get(&hotkey_stake_key(0, &key(1).address())).unwrap();
     let delegators: Vec<Address> = hs.delegations.iter().map(|d| d.delegator).collect();
     assert!(delegators.contains(&key(3).address()) && delegators.contains(&key(4).address()));
-    // A delegator already in adds any amount.
+    // A delegator already in adds any amount, and takes out all or leaves at least the least.
     c.ok(3, vec![stake(0, 1, 1)]);
+    let unstake = |amount| Message::RemoveSubnetStake {
+        netuid: 0,
+        hotkey: key(1).address(),
+        amount,
+    };
+    c.fails(3, vec![unstake(2 * AGR)], "delegation_too_small");
+    c.ok(3, vec![unstake(2 * AGR + 1)]);
+    // The hotkey's own stake is never evicted.
+    c.ok(1, vec![stake(0, 1, AGR)]);
+    c.ok(5, vec![stake(0, 1, 50 * AGR)]);
+    let hs: HotkeyStake = c.get(&hotkey_stake_key(0, &key(1).address())).unwrap();
+    assert!(
+        hs.delegations
+            .iter()
+            .any(|d| d.delegator == key(1).address())
+    );
+    assert!(
+        !hs.delegations
+            .iter()
+            .any(|d| d.delegator == key(4).address())
+    );
 }
 
 #[test]
