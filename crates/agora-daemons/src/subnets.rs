@@ -280,6 +280,7 @@ pub fn prepare(
             }],
         )?;
     }
+    let min_fee = chain.status()?.min_fee;
     let as_chain: Arc<dyn Chain> = chain.clone();
     let gateway = Arc::new(Gateway::new(chain.clone()));
     let validator = Arc::new(ChatValidator::new(
@@ -289,6 +290,7 @@ pub fn prepare(
         chat,
         embedder,
         Some(home.join("data/subnet-validator.json")),
+        min_fee,
     ));
     let [baseline, constant] = forecasters;
     let forecasters = vec![
@@ -297,12 +299,14 @@ pub fn prepare(
             baseline,
             forecast,
             ForecastModel::Persistence,
+            min_fee,
         )),
         Arc::new(ForecastMiner::new(
             as_chain,
             constant,
             forecast,
             ForecastModel::Constant(1_000),
+            min_fee,
         )),
     ];
     Ok(SubnetParts {
@@ -400,7 +404,8 @@ pub fn mine_forecast(node: &str, key: Keypair, netuid: u16, model: ForecastModel
         "{} forecasts on subnet {netuid} with {model:?}",
         key.address()
     );
-    let miner = ForecastMiner::new(chain, key, netuid, model);
+    let min_fee = chain.status()?.min_fee;
+    let miner = ForecastMiner::new(chain, key, netuid, model, min_fee);
     loop {
         if let Err(e) = miner.step() {
             tracing::warn!(error = %e, "forecast miner");
@@ -439,6 +444,7 @@ pub fn validate(
         &installed.dir,
         agora_infer::default_threads(),
     )?);
+    let min_fee = chain.status()?.min_fee;
     let as_chain: Arc<dyn Chain> = chain.clone();
     let gateway = Arc::new(Gateway::new(chain));
     let mut validator = ChatValidator::new(
@@ -448,6 +454,7 @@ pub fn validate(
         netuid,
         Some(embedder),
         Some(home.join(format!("data/subnet-{netuid}-validator.json"))),
+        min_fee,
     );
     validator.prompts = prompts;
     validator.max_tokens = max_tokens;

@@ -180,6 +180,16 @@ struct Sender {
 }
 
 impl Sender {
+    /// A sender for `key`, paying `fee_per_unit` (the chain's minimum fee) per unit of work.
+    fn new(chain: Arc<dyn Chain>, key: Keypair, fee_per_unit: Amount) -> Self {
+        Sender {
+            chain,
+            key,
+            fee_per_unit,
+            next_nonce: Mutex::new(0),
+        }
+    }
+
     fn submit(&self, messages: Vec<Message>) -> Result<Hash, Error> {
         let on_chain = self.chain.nonce(&self.key.address())?;
         let nonce = {
@@ -245,8 +255,10 @@ struct ValidatorState {
 
 impl ChatValidator {
     /// A validator of subnet `netuid` signing with `key` (its hotkey, which must be registered
-    /// on the subnet and hold escrow to pay for its jobs). Without `embedder`, open questions
-    /// score by shared words instead of MiniLM similarity.
+    /// on the subnet and hold escrow to pay for its jobs), paying `fee_per_unit` (the chain's
+    /// minimum fee) per unit of work. Without `embedder`, open questions score by shared words
+    /// instead of MiniLM similarity.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         chain: Arc<dyn Chain>,
         gateway: Arc<Gateway>,
@@ -254,6 +266,7 @@ impl ChatValidator {
         netuid: u16,
         embedder: Option<Arc<Embedder>>,
         state_file: Option<PathBuf>,
+        fee_per_unit: Amount,
     ) -> Self {
         let state = state_file
             .as_ref()
@@ -261,12 +274,7 @@ impl ChatValidator {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
         ChatValidator {
-            sender: Sender {
-                chain: chain.clone(),
-                key,
-                fee_per_unit: 1_000,
-                next_nonce: Mutex::new(0),
-            },
+            sender: Sender::new(chain.clone(), key, fee_per_unit),
             chain,
             gateway,
             netuid,
@@ -575,14 +583,16 @@ impl std::fmt::Debug for ForecastMiner {
 
 impl ForecastMiner {
     /// A miner of forecast subnet `netuid` with hotkey `key` (registered on it).
-    pub fn new(chain: Arc<dyn Chain>, key: Keypair, netuid: u16, model: ForecastModel) -> Self {
+    /// `fee_per_unit` is the chain's minimum fee (its transactions pay it per unit of work).
+    pub fn new(
+        chain: Arc<dyn Chain>,
+        key: Keypair,
+        netuid: u16,
+        model: ForecastModel,
+        fee_per_unit: Amount,
+    ) -> Self {
         ForecastMiner {
-            sender: Sender {
-                chain: chain.clone(),
-                key,
-                fee_per_unit: 1_000,
-                next_nonce: Mutex::new(0),
-            },
+            sender: Sender::new(chain.clone(), key, fee_per_unit),
             chain,
             netuid,
             model,
