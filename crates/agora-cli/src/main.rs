@@ -7,6 +7,7 @@
 mod audit_cmd;
 use agora_daemons::{keystore, market as market_cmd, node as node_cmd};
 mod infer_cmd;
+mod sql_cmd;
 mod subnet_cmd;
 mod testnet_cmd;
 mod wallet_cmd;
@@ -63,6 +64,9 @@ enum Command {
     /// Consensus.
     #[command(subcommand)]
     Subnet(subnet_cmd::SubnetCommand),
+    /// Read-only SQL over a node's tables of its chain (blocks, transactions, transfers, jobs,
+    /// checks, subnets, accounts…), as a table, CSV, JSON or Parquet.
+    Sql(sql_cmd::SqlArgs),
     /// Fetch and list the pinned models.
     #[command(subcommand)]
     Models(infer_cmd::ModelsCommand),
@@ -135,6 +139,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Wallet(cmd) => wallet_cmd::wallet(default_home(cli.home, None), cmd),
         Command::Tx(cmd) => wallet_cmd::tx(default_home(cli.home, None), cmd),
         Command::Query(cmd) => wallet_cmd::query(cmd),
+        Command::Sql(args) => sql_cmd::sql(args),
         Command::Subnet(cmd) => subnet_cmd::subnet(default_home(cli.home, None), models, cmd),
         Command::Models(cmd) => infer_cmd::models(&models, cmd),
         Command::Infer(cmd) => infer_cmd::infer(&models, cmd),

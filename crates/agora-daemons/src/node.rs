@@ -40,6 +40,10 @@ pub struct NodeArgs {
     /// sixth of the ledger's throughput on two busy cores).
     #[arg(long)]
     no_account_index: bool,
+    /// Keep no analytics tables: `POST /v1/sql` and the web app's SQL page are not served (the
+    /// tables cost a copy of the chain's history in Parquet under HOME/data/analytics).
+    #[arg(long)]
+    no_analytics: bool,
 }
 
 #[derive(Debug, Args)]
@@ -253,6 +257,7 @@ pub fn node(home: PathBuf, args: NodeArgs) -> Result<()> {
         Serving {
             demo: None,
             account_index: !args.no_account_index,
+            analytics: !args.no_analytics,
         },
         |api, node, _| {
             println!("Web app: {api}/");
@@ -275,6 +280,8 @@ struct Serving {
     demo: Option<Keypair>,
     /// Whether it keeps accounts' histories ([`NodeConfig::account_index`]).
     account_index: bool,
+    /// Whether it keeps the analytics tables and serves SQL over them.
+    analytics: bool,
 }
 
 /// Opens the node, serves the API and runs the dev engine until Ctrl-C or SIGTERM.
@@ -290,6 +297,7 @@ fn run_node(
     let Serving {
         demo,
         account_index,
+        analytics,
     } = serving;
     let key = load_or_create_node_key(home)?;
     let db = db_path(home);
@@ -306,6 +314,17 @@ fn run_node(
         Node::open(&db, genesis, key.clone(), config)
             .with_context(|| format!("opening the chain database {}", db.display()))?,
     );
+    // The analytics tables catch up with the store in the background: a node with a long
+    // history starts serving at once, its SQL answering from the blocks indexed so far.
+    let analytics = if analytics {
+        let dir = home.join("data/analytics");
+        Some(
+            agora_analytics::Analytics::start(node.clone(), &dir)
+                .with_context(|| format!("opening the analytics tables in {}", dir.display()))?,
+        )
+    } else {
+        None
+    };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(api_addr)
@@ -329,7 +348,11 @@ fn run_node(
         let server = tokio::spawn(agora_api::serve_with_pages(
             node.clone(),
             listener,
-            agora_web::router_with(node.clone(), links.clone()),
+            match analytics {
+                Some(a) => agora_web::router_with(node.clone(), links.clone())
+                    .merge(agora_analytics::http::router(a)),
+                None => agora_web::router_with(node.clone(), links.clone()),
+            },
             wait(stop_rx.clone()),
         ));
         let mut engine = match engine {
@@ -524,6 +547,7 @@ pub fn devnet(home: PathBuf, models_dir: PathBuf, args: DevnetArgs) -> Result<()
             // The explorer's page may send transfers from the demo wallet (a devnet's only).
             demo: Some(crate::market::demo_key(&home)?),
             account_index: true,
+            analytics: true,
         },
         |api, node, market| {
             println!("Web app: {api}/");

@@ -69,6 +69,25 @@ impl std::fmt::Display for BlockId {
     }
 }
 
+/// An answer's bytes as they came, with its `x-agora-…` headers.
+#[derive(Debug, Clone)]
+pub struct RawAnswer {
+    /// The body.
+    pub body: Vec<u8>,
+    /// The `x-agora-…` headers: (name, value).
+    pub headers: Vec<(String, String)>,
+}
+
+impl RawAnswer {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// Attempts of a read that got no answer (or a busy answer) before it fails.
 const READ_ATTEMPTS: u32 = 3;
 
@@ -167,6 +186,36 @@ impl NodeClient {
             }) if code != "not_found" => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// `POST path` with a JSON `body` (sent once): the answer's bytes as they are, with its
+    /// `x-agora-…` headers, or the node's error.
+    pub fn post_raw<B: Serialize>(&self, path: &str, body: &B) -> Result<RawAnswer, ClientError> {
+        let mut resp = self
+            .agent
+            .post(&format!("{}{path}", self.base))
+            .send_json(body)
+            .map_err(|e| self.unreachable(e))?;
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .filter(|(name, _)| name.as_str().starts_with("x-agora-"))
+            .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_string())))
+            .collect();
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_vec()
+            .map_err(|e| ClientError::Malformed {
+                path: path.to_string(),
+                reason: e.to_string(),
+            })?;
+        if status >= 400 {
+            return Err(refusal(status, &body));
+        }
+        Ok(RawAnswer { body, headers })
     }
 
     /// `POST path` with a JSON `body`, as `T` (sent once).

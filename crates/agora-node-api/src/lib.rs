@@ -17,5 +17,5 @@ mod client;
 pub mod types;
 
 pub use chain::Chain;
-pub use client::{BlockId, ClientError, NodeClient};
+pub use client::{BlockId, ClientError, NodeClient, RawAnswer};
 pub use types::*;

@@ -212,6 +212,25 @@ pub struct World {
     commits: BTreeMap<(usize, u16), Committed>,
     /// The forecast each actor last committed to, by subnet.
     forecasts: BTreeMap<(usize, u16), u64>,
+    /// The last block executed and its results (for tools that read blocks, e.g. analytics).
+    pub last_block: Option<SimBlock>,
+}
+
+/// A block a run executed, with its results.
+#[derive(Clone, Debug)]
+pub struct SimBlock {
+    /// Its height.
+    pub height: u64,
+    /// Its time.
+    pub time_ms: u64,
+    /// Its proposer.
+    pub proposer: Address,
+    /// Its transactions.
+    pub txs: Vec<SignedTransaction>,
+    /// One per transaction.
+    pub receipts: Vec<agora_types::Receipt>,
+    /// The block's own events.
+    pub block_events: Vec<agora_types::Event>,
 }
 
 impl Default for World {
@@ -231,6 +250,7 @@ impl Default for World {
             events: BTreeMap::new(),
             commits: BTreeMap::new(),
             forecasts: BTreeMap::new(),
+            last_block: None,
         }
     }
 }
@@ -635,6 +655,15 @@ impl World {
         self.state.apply(&out.writes);
         self.height = height;
         self.blocks += 1;
+        let ctx = self.ctx(height);
+        self.last_block = Some(SimBlock {
+            height,
+            time_ms: ctx.time_ms,
+            proposer: ctx.proposer,
+            txs: txs.clone(),
+            receipts: out.receipts.clone(),
+            block_events: out.block_events.clone(),
+        });
         let receipts = out.receipts.iter().flat_map(|r| &r.events);
         for e in receipts.chain(&out.block_events) {
             let kind = if e.kind == "check_decided" {
@@ -747,7 +776,17 @@ pub fn arb_run(blocks: usize) -> impl Strategy<Value = Vec<Vec<TxPlan>>> {
 /// Runs the opening block, then `blocks`, then a few empty blocks so every window closes;
 /// checks the invariants after each. Returns the final world.
 pub fn run(blocks: &[Vec<TxPlan>]) -> Result<World, String> {
+    run_with(blocks, |_| {})
+}
+
+/// [`run`], calling `on_block` after each block (with [`World::last_block`] set).
+pub fn run_with(blocks: &[Vec<TxPlan>], mut on_block: impl FnMut(&World)) -> Result<World, String> {
     let mut world = World::default();
+    let mut step = |world: &mut World, plans: &[TxPlan]| -> Result<(), String> {
+        world.step(plans)?;
+        on_block(world);
+        Ok(())
+    };
     let opening: Vec<TxPlan> = (0..ACTORS)
         .map(|i| {
             let mut actions = vec![Action::EscrowDeposit { amount: 5 }];
@@ -763,63 +802,69 @@ pub fn run(blocks: &[Vec<TxPlan>]) -> Result<World, String> {
             }
         })
         .collect();
-    world.step(&opening)?;
+    step(&mut world, &opening)?;
     // The model market: the last actor creates subnet 0 with a short tempo and no immunity,
     // every actor registers on it, the verifiers stake on themselves.
-    world.step(&[TxPlan {
-        by: (ACTORS - 1) as u8,
-        natural: false,
-        actions: vec![
-            Action::CreateSubnet {
-                max_lock: 7,
-                forecast: false,
-            },
-            // Tempo 10, room for all actors but one, no immunity: the last actor's
-            // registration prunes someone.
-            Action::SetSubnetParam {
-                netuid: 1,
-                which: 0,
-                value: 5,
-            },
-            Action::SetSubnetParam {
-                netuid: 1,
-                which: 1,
-                value: (ACTORS - 2) as u8,
-            },
-            // Up to 12 registrations an epoch.
-            Action::SetSubnetParam {
-                netuid: 1,
-                which: 6,
-                value: 4,
-            },
-            Action::SetSubnetParam {
-                netuid: 1,
-                which: 2,
-                value: 10,
-            },
-        ],
-    }])?;
+    step(
+        &mut world,
+        &[TxPlan {
+            by: (ACTORS - 1) as u8,
+            natural: false,
+            actions: vec![
+                Action::CreateSubnet {
+                    max_lock: 7,
+                    forecast: false,
+                },
+                // Tempo 10, room for all actors but one, no immunity: the last actor's
+                // registration prunes someone.
+                Action::SetSubnetParam {
+                    netuid: 1,
+                    which: 0,
+                    value: 5,
+                },
+                Action::SetSubnetParam {
+                    netuid: 1,
+                    which: 1,
+                    value: (ACTORS - 2) as u8,
+                },
+                // Up to 12 registrations an epoch.
+                Action::SetSubnetParam {
+                    netuid: 1,
+                    which: 6,
+                    value: 4,
+                },
+                Action::SetSubnetParam {
+                    netuid: 1,
+                    which: 2,
+                    value: 10,
+                },
+            ],
+        }],
+    )?;
     // And the one before it a forecast subnet 1, with the same hyperparameters.
-    world.step(&[TxPlan {
-        by: (ACTORS - 2) as u8,
-        natural: false,
-        actions: vec![
-            Action::CreateSubnet {
-                max_lock: 7,
-                forecast: true,
-            },
-            Action::SetSubnetParam {
-                netuid: 2,
-                which: 0,
-                value: 5,
-            },
-            Action::SetSubnetParam {
-                netuid: 2,
-                which: 6,
-                value: 4,
-            },
-        ],
-    }])?;
+    step(
+        &mut world,
+        &[TxPlan {
+            by: (ACTORS - 2) as u8,
+            natural: false,
+            actions: vec![
+                Action::CreateSubnet {
+                    max_lock: 7,
+                    forecast: true,
+                },
+                Action::SetSubnetParam {
+                    netuid: 2,
+                    which: 0,
+                    value: 5,
+                },
+                Action::SetSubnetParam {
+                    netuid: 2,
+                    which: 6,
+                    value: 4,
+                },
+            ],
+        }],
+    )?;
     let market: Vec<TxPlan> = (0..ACTORS - 1)
         .map(|i| {
             let mut actions = vec![
@@ -840,15 +885,15 @@ pub fn run(blocks: &[Vec<TxPlan>]) -> Result<World, String> {
             }
         })
         .collect();
-    world.step(&market)?;
+    step(&mut world, &market)?;
     for plans in blocks {
-        world.step(plans)?;
+        step(&mut world, plans)?;
     }
     // Closing: providers reveal to every seat, seats judge (some pass, some fail), until every
     // window is over.
     for round in 0..12u8 {
         let plans = world.closing(round);
-        world.step(&plans)?;
+        step(&mut world, &plans)?;
     }
     Ok(world)
 }

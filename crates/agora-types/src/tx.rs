@@ -242,6 +242,36 @@ pub fn work_units(messages: &[Message]) -> u64 {
 }
 
 impl Message {
+    /// The message's type, as its JSON form names it (`"transfer"`, `"settle_jobs"`, …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Transfer { .. } => "transfer",
+            Message::Bond { .. } => "bond",
+            Message::Unbond { .. } => "unbond",
+            Message::RegisterProvider { .. } => "register_provider",
+            Message::UpdateProvider { .. } => "update_provider",
+            Message::UnregisterProvider => "unregister_provider",
+            Message::RegisterModel { .. } => "register_model",
+            Message::EscrowDeposit { .. } => "escrow_deposit",
+            Message::EscrowWithdraw { .. } => "escrow_withdraw",
+            Message::SettleJobs { .. } => "settle_jobs",
+            Message::RegisterVerifier { .. } => "register_verifier",
+            Message::UnregisterVerifier => "unregister_verifier",
+            Message::RevealJob { .. } => "reveal_job",
+            Message::ChallengeJob { .. } => "challenge_job",
+            Message::PostVerdict { .. } => "post_verdict",
+            Message::CreateSubnet { .. } => "create_subnet",
+            Message::SetSubnetParam { .. } => "set_subnet_param",
+            Message::RegisterNeuron { .. } => "register_neuron",
+            Message::AddSubnetStake { .. } => "add_subnet_stake",
+            Message::RemoveSubnetStake { .. } => "remove_subnet_stake",
+            Message::CommitWeights { .. } => "commit_weights",
+            Message::RevealWeights { .. } => "reveal_weights",
+            Message::CommitPrediction { .. } => "commit_prediction",
+            Message::RevealPrediction { .. } => "reveal_prediction",
+        }
+    }
+
     /// This message's work units (see [`work_units`]): one, plus two per settled job (the
     /// client's and the provider's signatures), plus the bytes a reveal stores.
     pub fn work_units(&self) -> u64 {

@@ -556,6 +556,186 @@ function initGatewaySettings(root) {
   key.value = sessionStorage.getItem("agora-gateway-key") || "";
 }
 
+// The SQL page: queries go to the node's `POST /v1/sql` (JSON), results become a table and, when
+// the last column is a number, a bar chart of it by the first column. Saved queries (this
+// browser's localStorage) form a dashboard that runs when the page opens.
+async function runSql(sql, maxRows) {
+  const r = await fetch("/v1/sql", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ sql, max_rows: maxRows, format: "json" }),
+  });
+  const text = await r.text();
+  let body;
+  try { body = JSON.parse(text); } catch (_) { body = null; }
+  if (r.status === 404 && !(body && body.code && body.code !== "not_found")) {
+    throw new Error("This node keeps no analytics tables (it was started with --no-analytics).");
+  }
+  if (!r.ok) {
+    throw new Error(body && body.message ? `${body.message} (${body.code})` : `The node answered ${r.status}: ${text.slice(0, 200)}`);
+  }
+  return {
+    body,
+    height: r.headers.get("x-agora-height"),
+    ms: r.headers.get("x-agora-elapsed-ms"),
+  };
+}
+
+function cellText(v) {
+  if (v === null || v === undefined) return "NULL";
+  return typeof v === "object" ? JSON.stringify(v) : String(v);
+}
+
+function sqlTable(result) {
+  const cols = result.columns.map((c) => c.name);
+  const table = el("table", { "data-sql-table": "" });
+  table.append(el("thead", {}, el("tr", {}, ...cols.map((c) => el("th", { scope: "col" }, c)))));
+  const body = el("tbody", {});
+  for (const row of result.rows) {
+    body.append(el("tr", {}, ...cols.map((c) => el("td", {}, cellText(row[c])))));
+  }
+  table.append(body);
+  return table;
+}
+
+const SVG = "http://www.w3.org/2000/svg";
+
+function svgEl(tag, attrs, text) {
+  const e = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+// A bar chart of the last column (when it holds numbers) by the first; null when there is none.
+function sqlChart(result, title) {
+  const cols = result.columns;
+  if (cols.length < 2 || result.rows.length < 1) return null;
+  const value = cols[cols.length - 1].name;
+  const label = cols[0].name;
+  const points = result.rows.slice(0, 200).map((r) => [cellText(r[label]), Number(r[value])]);
+  if (points.some(([, y]) => !Number.isFinite(y))) return null;
+  const width = 600, height = 180, max = Math.max(...points.map(([, y]) => y), 0) || 1;
+  const step = width / points.length;
+  const svg = svgEl("svg", { class: "chart", viewBox: `0 0 ${width} ${height + 16}`, role: "img" });
+  svg.append(svgEl("title", {}, `${title}: ${value} by ${label}, ${points.length} values, highest ${max}`));
+  points.forEach(([x, y], i) => {
+    const h = Math.max(0, (y / max) * height);
+    const bar = svgEl("rect", { x: i * step + 1, y: height - h, width: Math.max(1, step - 2), height: h });
+    bar.append(svgEl("title", {}, `${x}: ${y}`));
+    svg.append(bar);
+  });
+  svg.append(svgEl("text", { x: 0, y: height + 14 }, points[0][0]));
+  svg.append(svgEl("text", { x: width, y: height + 14, "text-anchor": "end" }, points[points.length - 1][0]));
+  const fig = el("figure", {}, svg, el("figcaption", {}, `${value} by ${label}`));
+  return fig;
+}
+
+function csvOf(result) {
+  const cols = result.columns.map((c) => c.name);
+  const esc = (s) => (/[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s);
+  const lines = [cols.map(esc).join(",")];
+  for (const row of result.rows) lines.push(cols.map((c) => esc(row[c] === null ? "" : cellText(row[c]))).join(","));
+  return lines.join("\n") + "\n";
+}
+
+function savedQueries() {
+  try { return JSON.parse(localStorage.getItem("agora-dashboard") || "[]"); } catch (_) { return []; }
+}
+
+async function renderDashboard(root) {
+  const box = root.querySelector("[data-sql-dashboard]");
+  box.replaceChildren();
+  const saved = savedQueries();
+  if (!saved.length) {
+    box.append(el("p", { class: "muted" }, "Nothing saved yet: run a query, name it and save it."));
+    return;
+  }
+  for (const [i, q] of saved.entries()) {
+    const panel = el("section", { class: "panel", "data-dashboard-panel": q.name });
+    const remove = el("button", { type: "button" }, "Remove");
+    remove.addEventListener("click", () => {
+      const all = savedQueries();
+      all.splice(i, 1);
+      localStorage.setItem("agora-dashboard", JSON.stringify(all));
+      renderDashboard(root);
+    });
+    panel.append(el("h3", {}, q.name), remove);
+    box.append(panel);
+    try {
+      const { body } = await runSql(q.sql, 200);
+      const chart = sqlChart(body, q.name);
+      panel.append(chart || el("div", { class: "scroll" }, sqlTable(body)));
+    } catch (e) {
+      panel.append(el("p", { class: "alert" }, e.message));
+    }
+  }
+}
+
+async function renderTables(box) {
+  try {
+    const r = await fetch("/v1/sql/tables");
+    if (!r.ok) throw new Error("This node keeps no analytics tables (it was started with --no-analytics).");
+    const t = await r.json();
+    box.replaceChildren();
+    for (const table of t.tables) {
+      const list = el("table", {});
+      list.append(el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Column"), el("th", { scope: "col" }, "Type"), el("th", { scope: "col" }, "What it holds"))));
+      const body = el("tbody", {});
+      for (const c of table.columns) body.append(el("tr", {}, el("td", { class: "mono" }, c.name), el("td", {}, c.type + (c.nullable ? " (nullable)" : "")), el("td", {}, c.doc)));
+      list.append(body);
+      box.append(el("details", { "data-sql-schema": table.name }, el("summary", {}, `${table.name} — ${table.doc} (${table.kind})`), list));
+    }
+  } catch (e) {
+    box.replaceChildren(el("p", { class: "alert" }, e.message));
+  }
+}
+
+function initSql(root) {
+  const query = root.querySelector("[data-sql-query]");
+  const error = root.querySelector("[data-sql-error]");
+  const status = root.querySelector("[data-sql-status]");
+  const out = root.querySelector("[data-sql-result]");
+  const chart = root.querySelector("[data-sql-chart]");
+  const csv = root.querySelector("[data-sql-csv]");
+  const params = new URLSearchParams(location.search);
+  if (params.get("q")) query.value = params.get("q");
+  root.querySelector("[data-sql-examples]").addEventListener("change", (e) => {
+    if (e.target.value) query.value = e.target.value;
+  });
+  root.querySelector("[data-sql-form]").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    showError(error, "");
+    status.textContent = "Running…";
+    out.replaceChildren();
+    chart.hidden = true;
+    csv.hidden = true;
+    const maxRows = Number(root.querySelector("[data-sql-max-rows]").value) || 1000;
+    try {
+      const { body, height, ms } = await runSql(query.value, maxRows);
+      status.textContent = `${body.rows.length} row(s) in ${ms} ms, tables at block ${height}`;
+      out.append(sqlTable(body));
+      const fig = sqlChart(body, "Result");
+      if (fig) { chart.replaceChildren(...fig.childNodes); chart.hidden = false; }
+      csv.href = URL.createObjectURL(new Blob([csvOf(body)], { type: "text/csv" }));
+      csv.hidden = false;
+      history.replaceState(null, "", `?q=${encodeURIComponent(query.value)}`);
+    } catch (err) {
+      status.textContent = "";
+      showError(error, err.message);
+    }
+  });
+  root.querySelector("[data-sql-save]").addEventListener("click", () => {
+    const name = root.querySelector("[data-sql-name]").value.trim() || `Query ${savedQueries().length + 1}`;
+    const all = savedQueries();
+    all.push({ name, sql: query.value });
+    localStorage.setItem("agora-dashboard", JSON.stringify(all));
+    renderDashboard(document);
+  });
+  renderDashboard(document);
+  renderTables(document.querySelector("[data-sql-tables]"));
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("[data-proof]").forEach(initProof);
   document.querySelectorAll("table[data-live-blocks]").forEach(initLiveBlocks);
@@ -564,4 +744,5 @@ document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("[data-embed]").forEach(initEmbed);
   document.querySelectorAll("[data-audit]").forEach(initAudit);
   document.querySelectorAll("[data-demo-transfer]").forEach(initDemoTransfer);
+  document.querySelectorAll("[data-sql]").forEach(initSql);
 });

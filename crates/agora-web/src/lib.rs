@@ -16,6 +16,7 @@ mod explorer;
 mod market;
 mod playground;
 mod render;
+mod sql;
 mod subnets;
 
 use agora_chain::Node;
@@ -66,6 +67,11 @@ pub const NAV: &[NavItem] = &[
         href: "/subnets",
     },
     NavItem {
+        key: "sql",
+        label: "SQL",
+        href: "/sql",
+    },
+    NavItem {
         key: "playground",
         label: "Playground",
         href: "/playground",
@@ -113,6 +119,7 @@ pub fn router_with(node: Arc<Node>, links: Links) -> Router {
         .route("/market/verifiers/{address}", get(market::verifier))
         .route("/subnets", get(subnets::list))
         .route("/subnets/{netuid}", get(subnets::show))
+        .route("/sql", get(sql::show))
         .route("/playground", get(playground::show))
         .route("/audit", get(playground::audit))
         .route("/assets/{name}", get(render::asset))

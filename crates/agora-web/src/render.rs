@@ -38,6 +38,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("verifier.html", include_str!("../templates/verifier.html")),
     ("subnets.html", include_str!("../templates/subnets.html")),
     ("subnet.html", include_str!("../templates/subnet.html")),
+    ("sql.html", include_str!("../templates/sql.html")),
 ];
 
 fn env() -> &'static Environment<'static> {

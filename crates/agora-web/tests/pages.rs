@@ -527,3 +527,18 @@ fn subnet_pages_list_subnets_and_show_a_metagraph_with_its_history() {
     let (status, _, _) = get(&t, "/subnets/x");
     assert_eq!(status, 404);
 }
+
+#[test]
+fn the_sql_page_offers_an_editor_with_examples() {
+    let t = start();
+    let body = page(&t, "/sql");
+    assert!(body.contains("data-sql-query"), "{body}");
+    assert!(
+        body.contains("FROM transactions"),
+        "an example query: {body}"
+    );
+    assert!(
+        unescape(&body).contains("href=\"/sql\""),
+        "in the navigation"
+    );
+}

@@ -159,6 +159,52 @@ fn wallet_genesis_node_transfer_stake_and_proof_through_the_cli() {
     .unwrap();
     let height = block["header"]["height"].as_u64().unwrap();
 
+    // SQL over the chain: the transfer is a row, in every format; bad SQL is refused.
+    let transfers = "SELECT \"from\", \"to\", amount FROM transfers";
+    let out = sql_until(home, &api, transfers, |out| out.contains(&bob));
+    assert!(out.contains(&alice) && out.contains("1500000000"), "{out}");
+    let csv = agora_ok(
+        home,
+        &[
+            "sql",
+            "SELECT kind, count(*) AS n FROM transactions WHERE success GROUP BY kind ORDER BY kind",
+            "--format",
+            "csv",
+            "--node",
+            &api,
+        ],
+    );
+    assert_eq!(csv, "kind,n\nbond,1\ntransfer,1\nunbond,1\n");
+    let json: Value = serde_json::from_str(&agora_ok(
+        home,
+        &["sql", transfers, "--format", "json", "--node", &api],
+    ))
+    .unwrap();
+    assert_eq!(json["rows"][0]["to"], bob.as_str());
+    let parquet = home.join("blocks.parquet");
+    agora_ok(
+        home,
+        &[
+            "sql",
+            "SELECT * FROM blocks",
+            "--format",
+            "parquet",
+            "--out",
+            parquet.to_str().unwrap(),
+            "--node",
+            &api,
+        ],
+    );
+    assert_eq!(&std::fs::read(&parquet).unwrap()[..4], b"PAR1");
+    let out = agora(home, &["sql", "DELETE FROM blocks", "--node", &api]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("read_only"),
+        "{out:?}"
+    );
+    let tables = agora_ok(home, &["sql", "--tables", "--node", &api]);
+    assert!(tables.contains("transfers (history)"), "{tables}");
+
     // A clean stop, then a restart that continues from the same chain.
     let (ok, stdout) = node.stop();
     assert!(ok, "{stdout}");
@@ -182,6 +228,28 @@ fn wallet_genesis_node_transfer_stake_and_proof_through_the_cli() {
         again["hash"], block["hash"],
         "history unchanged across the restart"
     );
+    // The SQL tables came back with the node, nothing doubled.
+    let out = sql_until(
+        &home,
+        &node.api,
+        "SELECT count(*) AS n FROM transfers",
+        |o| o.contains("| 1 "),
+    );
+    assert!(out.contains("| 1 "), "{out}");
+}
+
+/// `agora sql QUERY` until its output satisfies `done` (a block's rows reach the tables a moment
+/// after its receipt): at most 5 s.
+fn sql_until(home: &Path, api: &str, query: &str, done: impl Fn(&str) -> bool) -> String {
+    let mut out = String::new();
+    for _ in 0..50 {
+        out = agora_ok(home, &["sql", query, "--node", api]);
+        if done(&out) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    out
 }
 
 #[test]

@@ -401,6 +401,39 @@ fn the_web_app_in_a_real_browser() {
     assert_eq!(sarif, json!("2.1.0"));
     b.screenshot(&shots, "audit");
 
+    // SQL over the chain: the demo transfer and the jobs above are rows, as a table and a chart;
+    // a query saved to the dashboard runs again on the next visit; a bad query says why.
+    b.goto(&format!("{api}/sql"));
+    b.fill(
+        "[data-sql-query]",
+        "SELECT kind, count(*) AS n FROM transactions GROUP BY kind ORDER BY n DESC",
+    );
+    b.click("[data-sql-run]");
+    let status = b.wait("the query's result", || {
+        Some(b.text("[data-sql-status]")).filter(|t| t.contains("row(s)"))
+    });
+    assert!(b.text("[data-sql-error]").is_empty(), "{status}");
+    let kinds = b.text("table[data-sql-table]");
+    assert!(
+        kinds.contains("transfer") && kinds.contains("settle_jobs"),
+        "{kinds}"
+    );
+    b.element("[data-sql-chart] svg rect");
+    b.fill("[data-sql-name]", "Transactions by kind");
+    b.click("[data-sql-save]");
+    b.goto(&format!("{api}/sql"));
+    b.wait("the saved query on the dashboard", || {
+        b.find("[data-dashboard-panel='Transactions by kind'] svg rect")
+    });
+    b.element("[data-sql-schema='transfers']");
+    b.fill("[data-sql-query]", "DELETE FROM blocks");
+    b.click("[data-sql-run]");
+    let refused = b.wait("the refusal", || {
+        Some(b.text("[data-sql-error]")).filter(|t| !t.is_empty())
+    });
+    assert!(refused.contains("read_only"), "{refused}");
+    b.screenshot(&shots, "sql");
+
     // Phone width: nothing wider than the screen but the tables, which scroll in their box.
     drop(b);
     let phone = Browser::start(390, 844);

@@ -1,0 +1,717 @@
+//! The analytics service of a node: keeps the history tables current as blocks commit and
+//! answers read-only SQL within limits, on a runtime of its own so that a heavy query never
+//! slows the node's block production or its API.
+
+use crate::lake::{Lake, View};
+use crate::tables::{
+    BlockData, HISTORY, STATE, TableBuilder, TableDef, account_row, model_row, neuron_row,
+    provider_row, subnet_row,
+};
+use crate::{Error, Result};
+use agora_chain::{CommittedBlock, Node};
+use agora_state::subnet::{Neuron, Subnet, SubnetIndex};
+use agora_state::{Account, ModelInfo, Provider, StateRead as _};
+use agora_types::{Address, Hash};
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::datasource::{MemTable, TableProvider, TableType};
+use datafusion::error::DataFusionError;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::union::UnionExec;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::sql::parser::{DFParser, Statement as DfStatement};
+use datafusion::sql::sqlparser::ast::Statement;
+use futures_util::StreamExt as _;
+use parking_lot::{Mutex, RwLock};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, broadcast, watch};
+
+/// Limits on one query. A query past one of them fails with its own error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueryLimits {
+    /// Wall time from parsing to the last row.
+    pub timeout: Duration,
+    /// Most rows in the result.
+    pub max_rows: usize,
+    /// Most memory its operators may hold (sorts, joins, aggregations).
+    pub memory_bytes: usize,
+}
+
+impl QueryLimits {
+    /// The most a caller may ask for.
+    pub const MAX: QueryLimits = QueryLimits {
+        timeout: Duration::from_secs(60),
+        max_rows: 1_000_000,
+        memory_bytes: 2 << 30,
+    };
+
+    /// Each limit no larger than [`QueryLimits::MAX`]'s.
+    pub fn clamped(self) -> Self {
+        Self {
+            timeout: self.timeout.min(Self::MAX.timeout),
+            max_rows: self.max_rows.min(Self::MAX.max_rows),
+            memory_bytes: self.memory_bytes.min(Self::MAX.memory_bytes),
+        }
+    }
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            max_rows: 10_000,
+            memory_bytes: 512 << 20,
+        }
+    }
+}
+
+/// A query's result.
+#[derive(Clone, Debug)]
+pub struct QueryOutput {
+    /// Its columns.
+    pub schema: SchemaRef,
+    /// Its rows.
+    pub batches: Vec<RecordBatch>,
+    /// How many rows.
+    pub rows: usize,
+    /// The last block the history tables held (`None`: none yet).
+    pub height: Option<u64>,
+    /// Time taken.
+    pub elapsed: Duration,
+}
+
+/// Most rows a state table may have (the state of a far larger chain needs a columnar copy
+/// kept up to date, not a conversion per height).
+const MAX_STATE_ROWS: usize = 1_000_000;
+
+/// Queries at once; more are refused as busy.
+const MAX_CONCURRENT: usize = 4;
+
+/// How the tables are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Blocks per Parquet segment (fewer when their rows pass a million).
+    pub segment_blocks: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            segment_blocks: crate::lake::SEGMENT_BLOCKS,
+        }
+    }
+}
+
+/// The analytics service: start it once per node with [`Analytics::start`].
+#[derive(Clone, Debug)]
+pub struct Analytics {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    node: Arc<Node>,
+    lake: RwLock<Lake>,
+    /// Queries and indexing run here, not on the node's runtime.
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    handle: tokio::runtime::Handle,
+    permits: Arc<Semaphore>,
+    running: AtomicUsize,
+    state_cache: Mutex<BTreeMap<&'static str, (u64, RecordBatch)>>,
+    stop: watch::Sender<bool>,
+    indexed: watch::Sender<Option<u64>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Analytics")
+            .field("height", &self.lake.read().height())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(rt) = self.runtime.lock().take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn committed(node: &Node, height: u64) -> Result<Option<Arc<CommittedBlock>>> {
+    let snapshot = node.snapshot().map_err(|e| Error::Store(e.to_string()))?;
+    let Some(block) = snapshot
+        .block(height)
+        .map_err(|e| Error::Store(e.to_string()))?
+    else {
+        return Ok(None);
+    };
+    let results = snapshot
+        .results(height)
+        .map_err(|e| Error::Store(e.to_string()))?
+        .ok_or_else(|| Error::Store(format!("block {height} has no results")))?;
+    Ok(Some(Arc::new(CommittedBlock {
+        hash: block.hash(),
+        block,
+        results,
+    })))
+}
+
+impl Analytics {
+    /// Opens the tables in `dir`, catches up with what `node` has committed, and keeps them
+    /// current from then on (until every handle is dropped).
+    pub fn start(node: Arc<Node>, dir: &Path) -> Result<Self> {
+        Self::start_with(node, dir, Options::default())
+    }
+
+    /// [`Analytics::start`] with `options`.
+    pub fn start_with(node: Arc<Node>, dir: &Path, options: Options) -> Result<Self> {
+        let mut lake = Lake::open(dir, node.chain_id())?;
+        lake.set_segment_blocks(options.segment_blocks);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("analytics")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Internal(format!("starting the analytics runtime: {e}")))?;
+        let (stop, stopped) = watch::channel(false);
+        let (indexed, _) = watch::channel(lake.height());
+        let inner = Arc::new(Inner {
+            handle: runtime.handle().clone(),
+            runtime: Mutex::new(Some(runtime)),
+            node: node.clone(),
+            lake: RwLock::new(lake),
+            permits: Arc::new(Semaphore::new(MAX_CONCURRENT)),
+            running: AtomicUsize::new(0),
+            state_cache: Mutex::new(BTreeMap::new()),
+            stop,
+            indexed,
+        });
+        // Subscribed before catching up, so no block falls between the two.
+        let blocks = node.subscribe();
+        let weak = Arc::downgrade(&inner);
+        inner.handle.spawn(async move {
+            if let Err(e) = follow(weak, blocks, stopped).await {
+                tracing::error!("analytics stopped following the chain: {e}");
+            }
+        });
+        Ok(Self { inner })
+    }
+
+    /// The last block the history tables hold.
+    pub fn height(&self) -> Option<u64> {
+        self.inner.lake.read().height()
+    }
+
+    /// Waits until the tables hold block `height` (or `timeout` passes); returns whether they do.
+    pub async fn wait_for(&self, height: u64, timeout: Duration) -> bool {
+        let mut rx = self.inner.indexed.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|h| h.is_some_and(|h| h >= height)))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Segments written so far.
+    pub fn segments(&self) -> usize {
+        self.inner.lake.read().segments()
+    }
+
+    /// Queries running now.
+    pub fn running(&self) -> usize {
+        self.inner.running.load(Ordering::Relaxed)
+    }
+
+    /// Runs one read-only query. Dropping the returned future cancels the query.
+    pub async fn query(&self, sql: &str, limits: QueryLimits) -> Result<QueryOutput> {
+        let limits = limits.clamped();
+        check_read_only(sql)?;
+        let permit = self
+            .inner
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Error::Busy {
+                max: MAX_CONCURRENT,
+            })?;
+        let inner = self.inner.clone();
+        let sql = sql.to_string();
+        let task = self.inner.handle.spawn(async move {
+            let _permit = permit;
+            inner.running.fetch_add(1, Ordering::Relaxed);
+            let _running = Decrement(&inner.running);
+            let start = Instant::now();
+            let view = inner.lake.read().view();
+            match tokio::time::timeout(limits.timeout, execute(view, Some(&inner), &sql, limits))
+                .await
+            {
+                Ok(Ok(mut out)) => {
+                    out.elapsed = start.elapsed();
+                    Ok(out)
+                }
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(Error::Timeout {
+                    limit: limits.timeout,
+                }),
+            }
+        });
+        let mut guard = AbortOnDrop(task);
+        match (&mut guard.0).await {
+            Ok(r) => r,
+            Err(e) => Err(Error::Internal(format!("the query's task failed: {e}"))),
+        }
+    }
+}
+
+struct Decrement<'a>(&'a AtomicUsize);
+
+impl Drop for Decrement<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Aborts a task when the future waiting for it is dropped (a client gone, a request
+/// cancelled): the query stops instead of running on for nobody.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Refuses anything but one query (`SELECT`, `WITH`, `VALUES`, `EXPLAIN` of one), with a
+/// message that says what was sent instead.
+fn check_read_only(sql: &str) -> Result<()> {
+    if sql.trim().is_empty() {
+        return Err(Error::Syntax("the query is empty".into()));
+    }
+    if sql.len() > MAX_SQL_BYTES {
+        return Err(Error::Syntax(format!(
+            "the query is {} bytes; at most {MAX_SQL_BYTES}",
+            sql.len()
+        )));
+    }
+    let statements = DFParser::parse_sql(sql).map_err(|e| Error::Syntax(e.to_string()))?;
+    if statements.len() != 1 {
+        return Err(Error::Syntax(format!(
+            "send one statement at a time (got {})",
+            statements.len()
+        )));
+    }
+    match &statements[0] {
+        DfStatement::Statement(s) => match s.as_ref() {
+            Statement::Query(_) => Ok(()),
+            Statement::Explain { statement, .. }
+                if matches!(statement.as_ref(), Statement::Query(_)) =>
+            {
+                Ok(())
+            }
+            other => Err(Error::ReadOnly(first_words(&other.to_string()))),
+        },
+        DfStatement::Explain(_) => Ok(()),
+        other => Err(Error::ReadOnly(first_words(&other.to_string()))),
+    }
+}
+
+/// Largest query text.
+pub const MAX_SQL_BYTES: usize = 64 * 1024;
+
+fn first_words(s: &str) -> String {
+    s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+/// Plans and runs `sql` over `view` (and the state tables of `inner`'s node, if given).
+pub(crate) async fn execute(
+    view: View,
+    inner: Option<&Arc<Inner>>,
+    sql: &str,
+    limits: QueryLimits,
+) -> Result<QueryOutput> {
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(limits.memory_bytes, 1.0)
+        // A query past its memory fails rather than spilling to this node's disk.
+        .with_disk_manager_builder(
+            datafusion::execution::disk_manager::DiskManagerBuilder::default()
+                .with_mode(datafusion::execution::disk_manager::DiskManagerMode::Disabled),
+        )
+        .build_arc()
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let config = SessionConfig::new()
+        .with_target_partitions(2)
+        .with_information_schema(true);
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    for (t, def) in HISTORY.iter().enumerate() {
+        let table = ChainTable {
+            schema: def.schema(),
+            files: view.files[t].clone(),
+            tail: view.tail[t].clone(),
+        };
+        ctx.register_table(def.name, Arc::new(table))
+            .map_err(|e| Error::Internal(e.to_string()))?;
+    }
+    if let Some(inner) = inner {
+        for def in STATE {
+            let table = StateTable {
+                def,
+                inner: inner.clone(),
+            };
+            ctx.register_table(def.name, Arc::new(table))
+                .map_err(|e| Error::Internal(e.to_string()))?;
+        }
+    }
+    let options = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    let frame = ctx
+        .sql_with_options(sql, options)
+        .await
+        .map_err(planning_error)?;
+    let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+    let mut stream = frame.execute_stream().await.map_err(execution_error)?;
+    let mut batches = Vec::new();
+    let mut rows = 0usize;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(execution_error)?;
+        rows += batch.num_rows();
+        if rows > limits.max_rows {
+            return Err(Error::RowCap {
+                max: limits.max_rows,
+            });
+        }
+        batches.push(batch);
+    }
+    Ok(QueryOutput {
+        schema,
+        batches,
+        rows,
+        height: view.height,
+        elapsed: Duration::ZERO,
+    })
+}
+
+fn planning_error(e: DataFusionError) -> Error {
+    let message = e.to_string();
+    if let Some(name) = unknown_table(&message) {
+        let known: Vec<&str> = HISTORY.iter().chain(STATE).map(|t| t.name).collect();
+        return Error::UnknownTable {
+            name,
+            known: known.join(", "),
+        };
+    }
+    match e.find_root() {
+        DataFusionError::SQL(e, _) => Error::Syntax(e.to_string()),
+        DataFusionError::ResourcesExhausted(m) => Error::MemoryCap(m.clone()),
+        _ => Error::Plan(message),
+    }
+}
+
+fn unknown_table(message: &str) -> Option<String> {
+    // DataFusion says: "table 'datafusion.public.nope' not found".
+    let rest = message.split("table '").nth(1)?;
+    let (name, tail) = rest.split_once('\'')?;
+    tail.trim_start()
+        .starts_with("not found")
+        .then(|| name.rsplit('.').next().unwrap_or(name).to_string())
+}
+
+fn execution_error(e: DataFusionError) -> Error {
+    match e.find_root() {
+        DataFusionError::ResourcesExhausted(m) => Error::MemoryCap(m.clone()),
+        _ => Error::Execution(e.to_string()),
+    }
+}
+
+/// Follows the chain: each committed block's rows go into the tables; a gap (a lagging
+/// subscription, blocks committed before the start) is filled from the store.
+async fn follow(
+    inner: std::sync::Weak<Inner>,
+    mut blocks: broadcast::Receiver<Arc<CommittedBlock>>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<()> {
+    loop {
+        let Some(strong) = inner.upgrade() else {
+            return Ok(());
+        };
+        // Catch up with the store first (blocking reads, off the async workers).
+        let caught_up = {
+            let strong = strong.clone();
+            tokio::task::spawn_blocking(move || catch_up(&strong))
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))?
+        };
+        caught_up?;
+        drop(strong);
+        let received = tokio::select! {
+            r = blocks.recv() => r,
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        };
+        let Some(strong) = inner.upgrade() else {
+            return Ok(());
+        };
+        match received {
+            Ok(block) => {
+                let next = strong.lake.read().height().map_or(0, |h| h + 1);
+                if block.block.header.height == next {
+                    let strong2 = strong.clone();
+                    tokio::task::spawn_blocking(move || add(&strong2, &block))
+                        .await
+                        .map_err(|e| Error::Internal(e.to_string()))??;
+                }
+                // Older: already in; newer: the catch-up at the loop's top reads the gap.
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => return Ok(()),
+        }
+    }
+}
+
+fn add(inner: &Inner, block: &CommittedBlock) -> Result<()> {
+    let mut lake = inner.lake.write();
+    lake.add(&BlockData::new(
+        &block.block,
+        &block.hash,
+        &block.results.receipts,
+        &block.results.block_events,
+    ))?;
+    let height = lake.height();
+    drop(lake);
+    inner.indexed.send_replace(height);
+    Ok(())
+}
+
+fn catch_up(inner: &Inner) -> Result<()> {
+    loop {
+        let next = inner.lake.read().height().map_or(0, |h| h + 1);
+        let Some(block) = committed(&inner.node, next)? else {
+            return Ok(());
+        };
+        add(inner, &block)?;
+    }
+}
+
+/// A history table: its Parquet segments and its in-memory tail, scanned together.
+#[derive(Debug)]
+struct ChainTable {
+    schema: SchemaRef,
+    files: Vec<std::path::PathBuf>,
+    tail: Vec<RecordBatch>,
+}
+
+#[async_trait]
+impl TableProvider for ChainTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
+        // The segments prune row groups by them; the filter itself still runs over all rows.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let mut plans = Vec::new();
+        if !self.files.is_empty() {
+            let urls = self
+                .files
+                .iter()
+                .map(|p| ListingTableUrl::parse(p.to_string_lossy()))
+                .collect::<datafusion::error::Result<Vec<_>>>()?;
+            let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+                .with_file_extension(".parquet");
+            let config = ListingTableConfig::new_with_multi_paths(urls)
+                .with_listing_options(options)
+                .with_schema(self.schema.clone());
+            let table = ListingTable::try_new(config)?;
+            plans.push(table.scan(state, projection, filters, limit).await?);
+        }
+        let tail = MemTable::try_new(self.schema.clone(), vec![self.tail.clone()])?;
+        plans.push(tail.scan(state, projection, filters, limit).await?);
+        if plans.len() == 1 {
+            return Ok(plans.remove(0));
+        }
+        UnionExec::try_new(plans)
+    }
+}
+
+/// A state table, converted from the store when a query scans it (once per height).
+struct StateTable {
+    def: &'static TableDef,
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for StateTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateTable")
+            .field("table", &self.def.name)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl TableProvider for StateTable {
+    fn schema(&self) -> SchemaRef {
+        self.def.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let inner = self.inner.clone();
+        let def = self.def;
+        let batch = tokio::task::spawn_blocking(move || state_batch(&inner, def))
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        MemTable::try_new(self.def.schema(), vec![vec![batch]])?
+            .scan(state, projection, filters, limit)
+            .await
+    }
+}
+
+fn decode<T: borsh::BorshDeserialize>(key: &[u8], bytes: &[u8]) -> Result<T> {
+    borsh::from_slice(bytes).map_err(|e| {
+        Error::Store(format!(
+            "cannot decode state key {}: {e}",
+            String::from_utf8_lossy(key)
+        ))
+    })
+}
+
+/// The rows of a state table at the store's latest height (cached per height).
+fn state_batch(inner: &Inner, def: &'static TableDef) -> Result<RecordBatch> {
+    let snapshot = inner
+        .node
+        .snapshot()
+        .map_err(|e| Error::Store(e.to_string()))?;
+    let height = snapshot
+        .height()
+        .map_err(|e| Error::Store(e.to_string()))?
+        .unwrap_or(0);
+    if let Some((h, batch)) = inner.state_cache.lock().get(def.name)
+        && *h == height
+    {
+        return Ok(batch.clone());
+    }
+    let mut rows = TableBuilder::new(def);
+    let scan = |prefix: &[u8]| -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let found = snapshot
+            .scan_prefix(prefix, MAX_STATE_ROWS + 1)
+            .map_err(|e| Error::Store(e.to_string()))?;
+        if found.len() > MAX_STATE_ROWS {
+            return Err(Error::Execution(format!(
+                "the state table {} has more than {MAX_STATE_ROWS} rows",
+                def.name
+            )));
+        }
+        Ok(found)
+    };
+    let address = |key: &[u8], prefix: &[u8]| -> Result<Address> {
+        let bytes: [u8; 20] = key[prefix.len()..]
+            .try_into()
+            .map_err(|_| Error::Store(format!("a malformed state key {key:?}")))?;
+        Ok(Address(bytes))
+    };
+    match def.name {
+        "accounts" => {
+            for (key, value) in scan(b"acct/")? {
+                let account: Account = decode(&key, &value)?;
+                rows.push(account_row(&address(&key, b"acct/")?, &account));
+            }
+        }
+        "providers" => {
+            for (key, value) in scan(b"prov/")? {
+                let provider: Provider = decode(&key, &value)?;
+                rows.push(provider_row(&address(&key, b"prov/")?, &provider));
+            }
+        }
+        "models" => {
+            for (key, value) in scan(b"modl/")? {
+                let model: ModelInfo = decode(&key, &value)?;
+                let id: [u8; 32] = key[5..]
+                    .try_into()
+                    .map_err(|_| Error::Store(format!("a malformed model key {key:?}")))?;
+                rows.push(model_row(&Hash(id), &model));
+            }
+        }
+        "subnets" | "neurons" => {
+            let index: SubnetIndex = match snapshot
+                .get(&agora_state::subnet_index_key())
+                .map_err(|e| Error::Store(e.to_string()))?
+            {
+                Some(bytes) => decode(b"snet", &bytes)?,
+                None => SubnetIndex::default(),
+            };
+            for slot in &index.subnets {
+                let key = agora_state::subnet_key(slot.netuid);
+                let Some(bytes) = snapshot
+                    .get(&key)
+                    .map_err(|e| Error::Store(e.to_string()))?
+                else {
+                    continue;
+                };
+                let subnet: Subnet = decode(&key, &bytes)?;
+                if def.name == "subnets" {
+                    rows.push(subnet_row(&subnet));
+                    continue;
+                }
+                for uid in 0..subnet.n {
+                    let key = agora_state::neuron_key(subnet.netuid, uid);
+                    if let Some(bytes) = snapshot
+                        .get(&key)
+                        .map_err(|e| Error::Store(e.to_string()))?
+                    {
+                        let neuron: Neuron = decode(&key, &bytes)?;
+                        rows.push(neuron_row(subnet.netuid, uid, &neuron));
+                    }
+                }
+            }
+        }
+        other => return Err(Error::Internal(format!("no state table {other}"))),
+    }
+    let batch = rows.finish();
+    inner
+        .state_cache
+        .lock()
+        .insert(def.name, (height, batch.clone()));
+    Ok(batch)
+}
+
+/// The tables' definitions, for a schema browser.
+pub fn catalog() -> Vec<&'static TableDef> {
+    HISTORY.iter().chain(STATE).collect()
+}

@@ -1,0 +1,110 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What can go wrong in analytics. Each has a stable [`Error::code`] for the API.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The SQL does not parse, or is empty or too long.
+    #[error("SQL syntax: {0}")]
+    Syntax(String),
+    /// Not a query: a write, DDL or another statement.
+    #[error("read only: only SELECT queries are allowed here (got `{0}`)")]
+    ReadOnly(String),
+    /// A table that does not exist.
+    #[error("unknown table `{name}`; the tables are: {known}")]
+    UnknownTable {
+        /// The name asked for.
+        name: String,
+        /// The tables there are.
+        known: String,
+    },
+    /// The query does not plan (an unknown column, a type error…).
+    #[error("{0}")]
+    Plan(String),
+    /// The query failed while running.
+    #[error("query failed: {0}")]
+    Execution(String),
+    /// Past the time limit.
+    #[error("the query took longer than its limit of {limit:?} and was stopped")]
+    Timeout {
+        /// The limit.
+        limit: Duration,
+    },
+    /// Past the row cap.
+    #[error("the result has more than {max} rows: add a LIMIT or aggregate")]
+    RowCap {
+        /// The cap.
+        max: usize,
+    },
+    /// Past the memory cap.
+    #[error("the query needs more memory than its limit: {0}")]
+    MemoryCap(String),
+    /// Too many queries at once.
+    #[error("{max} queries are already running: try again shortly")]
+    Busy {
+        /// Queries allowed at once.
+        max: usize,
+    },
+    /// A block given out of order to the tables.
+    #[error("block {got} given to the tables, which expect block {expected}")]
+    OutOfOrder {
+        /// The next height the tables take.
+        expected: u64,
+        /// The height given.
+        got: u64,
+    },
+    /// A file could not be read or written.
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// The node's store failed or holds something unreadable.
+    #[error("store: {0}")]
+    Store(String),
+    /// A bug or an unexpected failure of a library.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// A stable code for the API.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Syntax(_) => "sql_syntax",
+            Error::ReadOnly(_) => "read_only",
+            Error::UnknownTable { .. } => "unknown_table",
+            Error::Plan(_) => "sql_plan",
+            Error::Execution(_) => "sql_execution",
+            Error::Timeout { .. } => "query_timeout",
+            Error::RowCap { .. } => "row_cap",
+            Error::MemoryCap(_) => "memory_cap",
+            Error::Busy { .. } => "busy",
+            Error::OutOfOrder { .. } => "out_of_order",
+            Error::Io { .. } => "io",
+            Error::Store(_) => "store",
+            Error::Internal(_) => "internal",
+        }
+    }
+
+    /// Whether the caller's query is at fault (as opposed to the service).
+    pub fn is_client_error(&self) -> bool {
+        matches!(
+            self,
+            Error::Syntax(_)
+                | Error::ReadOnly(_)
+                | Error::UnknownTable { .. }
+                | Error::Plan(_)
+                | Error::RowCap { .. }
+                | Error::MemoryCap(_)
+                | Error::Timeout { .. }
+        )
+    }
+}
+
+/// Analytics' results.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
