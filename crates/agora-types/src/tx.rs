@@ -757,6 +757,11 @@ mod tests {
         let back: SignedTransaction = serde_json::from_str(&json).unwrap();
         assert_eq!(back, tx, "{json}");
         back.verify_signature().unwrap();
+        // A message's kind is the type its JSON names.
+        for m in &tx.tx.messages {
+            let v = serde_json::to_value(m).unwrap();
+            assert_eq!(v["type"], m.kind(), "{v}");
+        }
     }
 
     proptest! {
