@@ -22,6 +22,9 @@ pub mod http;
 mod lake;
 pub mod tables;
 
+/// The engine and the columnar format, as this crate uses them (one version for every crate).
+pub use {arrow, datafusion};
+
 pub use engine::{Analytics, MAX_SQL_BYTES, Options, QueryLimits, QueryOutput, catalog};
 pub use error::{Error, Result};
 

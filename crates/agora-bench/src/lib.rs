@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod analytics;
 pub mod audit;
 pub mod infer;
 mod ledger;
@@ -72,6 +73,10 @@ pub enum BenchCommand {
     /// One subnet epoch: Yuma Consensus alone and the whole epoch block on the state machine,
     /// the state a subnet takes, and how the time grows with UIDs and validators.
     Yuma(yuma::YumaArgs),
+    /// Analytics: the lag from a block's commit to its rows being queryable, and ten analytical
+    /// queries over generated transfer rows in Parquet (DataFusion, and DuckDB beside it with
+    /// `--duckdb-python`).
+    Analytics(analytics::AnalyticsBenchArgs),
     /// The compute market on-chain: client-signed jobs with provider-signed receipts settled
     /// (`SettleJobs`, every signature checked) and committed per second.
     Market {
@@ -123,6 +128,7 @@ pub fn run(cmd: BenchCommand, models: &std::path::Path) -> Result<()> {
         BenchCommand::Audit(args) => crate::audit::bench(args),
         BenchCommand::Web(args) => crate::web::run(args),
         BenchCommand::Yuma(args) => crate::yuma::run(args),
+        BenchCommand::Analytics(args) => crate::analytics::run(args),
         BenchCommand::Invariants { seconds, seed } => invariants(seconds, seed),
         BenchCommand::Market {
             jobs,

@@ -230,7 +230,7 @@ fn wallet_genesis_node_transfer_stake_and_proof_through_the_cli() {
     );
     // The SQL tables came back with the node, nothing doubled.
     let out = sql_until(
-        &home,
+        home,
         &node.api,
         "SELECT count(*) AS n FROM transfers",
         |o| o.contains("| 1 "),
