@@ -2,6 +2,7 @@
 //! answers read-only SQL within limits, on a runtime of its own so that a heavy query never
 //! slows the node's block production or its API.
 
+use crate::format::Format;
 use crate::lake::{Lake, View};
 use crate::tables::{
     BlockData, HISTORY, STATE, TableBuilder, TableDef, account_row, model_row, neuron_row,
@@ -29,6 +30,9 @@ use datafusion::physical_plan::union::UnionExec;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use futures_util::StreamExt as _;
 use parking_lot::{Mutex, RwLock};
 use std::collections::BTreeMap;
@@ -180,8 +184,21 @@ impl Analytics {
     pub fn start_with(node: Arc<Node>, dir: &Path, options: Options) -> Result<Self> {
         let mut lake = Lake::open(dir, node.chain_id())?;
         lake.set_segment_blocks(options.segment_blocks);
+        // Tables of another history under the same chain id (a store deleted or restored from
+        // an older copy): start again from the store.
+        if let Some((height, hash)) = lake.last_segment() {
+            let stored = committed(&node, height)?.map(|b| b.hash.to_hex());
+            if stored.as_deref() != Some(hash) {
+                tracing::warn!(
+                    height,
+                    "the analytics tables do not match the store's block {height}: rebuilding them"
+                );
+                lake.reset()?;
+            }
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
+            .thread_stack_size(STACK_BYTES)
             .thread_name("analytics")
             .enable_all()
             .build()
@@ -212,7 +229,8 @@ impl Analytics {
 
     /// The last block the history tables hold.
     pub fn height(&self) -> Option<u64> {
-        self.inner.lake.read().height()
+        // Not the lake's lock: a segment being written holds it.
+        *self.inner.indexed.borrow()
     }
 
     /// Waits until the tables hold block `height` (or `timeout` passes); returns whether they do.
@@ -235,8 +253,35 @@ impl Analytics {
 
     /// Runs one read-only query. Dropping the returned future cancels the query.
     pub async fn query(&self, sql: &str, limits: QueryLimits) -> Result<QueryOutput> {
+        self.run_task(sql, limits, None).await.map(|(out, _)| out)
+    }
+
+    /// [`Analytics::query`], with the result written in `format` under the same slot, time
+    /// limit and memory cap (and at most [`MAX_RESULT_BYTES`]).
+    pub async fn query_as(
+        &self,
+        sql: &str,
+        limits: QueryLimits,
+        format: Format,
+    ) -> Result<(QueryOutput, Vec<u8>)> {
+        self.run_task(sql, limits, Some(format))
+            .await
+            .map(|(out, bytes)| (out, bytes.unwrap_or_default()))
+    }
+
+    async fn run_task(
+        &self,
+        sql: &str,
+        limits: QueryLimits,
+        format: Option<Format>,
+    ) -> Result<(QueryOutput, Option<Vec<u8>>)> {
         let limits = limits.clamped();
-        check_read_only(sql)?;
+        if sql.len() > MAX_SQL_BYTES {
+            return Err(Error::Syntax(format!(
+                "the query is {} bytes; at most {MAX_SQL_BYTES}",
+                sql.len()
+            )));
+        }
         let permit = self
             .inner
             .permits
@@ -247,20 +292,40 @@ impl Analytics {
             })?;
         let inner = self.inner.clone();
         let sql = sql.to_string();
+        // Everything — parsing included, whose trees may be deep — runs on the analytics
+        // runtime, whose threads have large stacks, never on the caller's.
         let task = self.inner.handle.spawn(async move {
             let _permit = permit;
             inner.running.fetch_add(1, Ordering::Relaxed);
             let _running = Decrement(&inner.running);
             let start = Instant::now();
-            let view = inner.lake.read().view();
-            match tokio::time::timeout(limits.timeout, execute(view, Some(&inner), &sql, limits))
-                .await
-            {
-                Ok(Ok(mut out)) => {
-                    out.elapsed = start.elapsed();
-                    Ok(out)
-                }
-                Ok(Err(e)) => Err(e),
+            let work = async {
+                check_read_only(&sql)?;
+                let view = inner.lake.read().view();
+                let mut out = execute(view, Some(&inner), &sql, limits).await?;
+                let bytes = match format {
+                    Some(format) => {
+                        if format == Format::Table && out.rows > MAX_TABLE_ROWS {
+                            return Err(Error::RowCap {
+                                max: MAX_TABLE_ROWS,
+                            });
+                        }
+                        let bytes = crate::format::write(format, &out.schema, &out.batches)?;
+                        if bytes.len() > MAX_RESULT_BYTES {
+                            return Err(Error::MemoryCap(format!(
+                                "the result is {} bytes, at most {MAX_RESULT_BYTES}",
+                                bytes.len()
+                            )));
+                        }
+                        Some(bytes)
+                    }
+                    None => None,
+                };
+                out.elapsed = start.elapsed();
+                Ok((out, bytes))
+            };
+            match tokio::time::timeout(limits.timeout, work).await {
+                Ok(r) => r,
                 Err(_) => Err(Error::Timeout {
                     limit: limits.timeout,
                 }),
@@ -273,6 +338,16 @@ impl Analytics {
         }
     }
 }
+
+/// Largest formatted result.
+pub const MAX_RESULT_BYTES: usize = 256 << 20;
+/// Most rows rendered as an aligned text table.
+pub const MAX_TABLE_ROWS: usize = 10_000;
+/// Most operators (arithmetic, comparisons, AND/OR…) in one query: a long chain of them makes
+/// a deep tree, which must fit the analytics threads' stacks.
+pub const MAX_OPERATORS: usize = 1_000;
+/// The analytics threads' stack.
+const STACK_BYTES: usize = 32 << 20;
 
 struct Decrement<'a>(&'a AtomicUsize);
 
@@ -298,10 +373,34 @@ fn check_read_only(sql: &str) -> Result<()> {
     if sql.trim().is_empty() {
         return Err(Error::Syntax("the query is empty".into()));
     }
-    if sql.len() > MAX_SQL_BYTES {
+    let tokens = Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize()
+        .map_err(|e| Error::Syntax(e.to_string()))?;
+    let operators = tokens
+        .iter()
+        .filter(|t| match t {
+            Token::Word(w) => matches!(w.keyword, Keyword::AND | Keyword::OR),
+            Token::Plus
+            | Token::Minus
+            | Token::Mul
+            | Token::Div
+            | Token::Mod
+            | Token::StringConcat
+            | Token::Eq
+            | Token::Neq
+            | Token::Lt
+            | Token::Gt
+            | Token::LtEq
+            | Token::GtEq
+            | Token::Ampersand
+            | Token::Pipe
+            | Token::Caret => true,
+            _ => false,
+        })
+        .count();
+    if operators > MAX_OPERATORS {
         return Err(Error::Syntax(format!(
-            "the query is {} bytes; at most {MAX_SQL_BYTES}",
-            sql.len()
+            "the query has {operators} operators; at most {MAX_OPERATORS}"
         )));
     }
     let statements = DFParser::parse_sql(sql).map_err(|e| Error::Syntax(e.to_string()))?;
@@ -311,20 +410,30 @@ fn check_read_only(sql: &str) -> Result<()> {
             statements.len()
         )));
     }
-    match &statements[0] {
-        DfStatement::Statement(s) => match s.as_ref() {
-            Statement::Query(_) => Ok(()),
-            Statement::Explain { statement, .. }
-                if matches!(statement.as_ref(), Statement::Query(_)) =>
-            {
-                Ok(())
-            }
-            other => Err(Error::ReadOnly(first_words(&other.to_string()))),
-        },
-        DfStatement::Explain(_) => Ok(()),
-        other => Err(Error::ReadOnly(first_words(&other.to_string()))),
+    if is_query(&statements[0]) {
+        Ok(())
+    } else {
+        Err(Error::ReadOnly(first_words(&statements[0].to_string())))
     }
 }
+
+/// Whether a statement is a query, or an `EXPLAIN` of one.
+fn is_query(statement: &DfStatement) -> bool {
+    match statement {
+        DfStatement::Statement(s) => match s.as_ref() {
+            Statement::Query(_) => true,
+            Statement::Explain { statement, .. } => {
+                matches!(statement.as_ref(), Statement::Query(_))
+            }
+            _ => false,
+        },
+        DfStatement::Explain(e) => is_query(&e.statement),
+        _ => false,
+    }
+}
+
+/// Functions that build values of a size the caller picks (`repeat('x', 1e12)`): not offered.
+const UNBOUNDED_FUNCTIONS: &[&str] = &["repeat", "lpad", "rpad"];
 
 /// Largest query text.
 pub const MAX_SQL_BYTES: usize = 64 * 1024;
@@ -353,6 +462,10 @@ pub(crate) async fn execute(
         .with_target_partitions(2)
         .with_information_schema(true);
     let ctx = SessionContext::new_with_config_rt(config, runtime);
+    // Functions whose output a caller sizes at will, outside the memory pool's accounting.
+    for name in UNBOUNDED_FUNCTIONS {
+        ctx.deregister_udf(name);
+    }
     for (t, def) in HISTORY.iter().enumerate() {
         let table = ChainTable {
             schema: def.schema(),
@@ -384,9 +497,17 @@ pub(crate) async fn execute(
     let mut stream = frame.execute_stream().await.map_err(execution_error)?;
     let mut batches = Vec::new();
     let mut rows = 0usize;
+    let mut held = 0usize;
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(execution_error)?;
         rows += batch.num_rows();
+        held += batch.get_array_memory_size();
+        if held > limits.memory_bytes {
+            return Err(Error::MemoryCap(format!(
+                "the result holds more than {} bytes",
+                limits.memory_bytes
+            )));
+        }
         if rows > limits.max_rows {
             return Err(Error::RowCap {
                 max: limits.max_rows,
@@ -435,12 +556,35 @@ fn execution_error(e: DataFusionError) -> Error {
     }
 }
 
-/// Follows the chain: each committed block's rows go into the tables; a gap (a lagging
-/// subscription, blocks committed before the start) is filled from the store.
+/// Follows the chain until stopped; a failure (a store read, a segment that cannot be written)
+/// is retried with a growing pause, the tables serving what they hold meanwhile.
 async fn follow(
     inner: std::sync::Weak<Inner>,
     mut blocks: broadcast::Receiver<Arc<CommittedBlock>>,
     mut stop: watch::Receiver<bool>,
+) -> Result<()> {
+    let mut pause = Duration::from_secs(1);
+    loop {
+        match follow_once(&inner, &mut blocks, &mut stop).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::warn!("analytics tables: {e}; trying again in {pause:?}");
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    _ = stop.wait_for(|s| *s) => return Ok(()),
+                }
+                pause = (pause * 2).min(Duration::from_secs(60));
+            }
+        }
+    }
+}
+
+/// Each committed block's rows go into the tables; a gap (a lagging subscription, blocks
+/// committed before the start) is filled from the store.
+async fn follow_once(
+    inner: &std::sync::Weak<Inner>,
+    blocks: &mut broadcast::Receiver<Arc<CommittedBlock>>,
+    stop: &mut watch::Receiver<bool>,
 ) -> Result<()> {
     loop {
         let Some(strong) = inner.upgrade() else {
@@ -538,10 +682,16 @@ impl TableProvider for ChainTable {
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
         let mut plans = Vec::new();
         if !self.files.is_empty() {
+            // From paths, never parsed: a `*` or `?` in the node's home is no glob.
             let urls = self
                 .files
                 .iter()
-                .map(|p| ListingTableUrl::parse(p.to_string_lossy()))
+                .map(|p| {
+                    let url = url::Url::from_file_path(p).map_err(|()| {
+                        DataFusionError::Internal(format!("not an absolute path: {}", p.display()))
+                    })?;
+                    ListingTableUrl::try_new(url, None)
+                })
                 .collect::<datafusion::error::Result<Vec<_>>>()?;
             let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
                 .with_file_extension(".parquet");

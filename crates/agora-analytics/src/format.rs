@@ -69,6 +69,18 @@ pub fn write(format: Format, schema: &SchemaRef, batches: &[RecordBatch]) -> Res
                 text
             };
             text.push('\n');
+            // Values come from the chain (names, endpoints, event attributes): no terminal
+            // escape sequence in them reaches the reader's terminal.
+            let text: String = text
+                .chars()
+                .map(|c| {
+                    if c.is_control() && c != '\n' {
+                        '\u{fffd}'
+                    } else {
+                        c
+                    }
+                })
+                .collect();
             Ok(text.into_bytes())
         }
         Format::Csv => {

@@ -7,7 +7,7 @@
 //! `x-agora-height` (the last block the tables held), `x-agora-rows` and `x-agora-elapsed-ms`;
 //! or an error `{"code", "message"}`. A client that disconnects cancels its query.
 
-use crate::format::{self, Format};
+use crate::format::Format;
 use crate::tables::TableDef;
 use crate::{Analytics, Error, MAX_SQL_BYTES, QueryLimits};
 use agora_api::ApiError;
@@ -104,16 +104,10 @@ async fn sql(
         .unwrap_or("json")
         .parse()
         .map_err(|e: String| ApiError::bad_request("unknown_format", e))?;
-    let out = analytics
-        .query(&request.sql, request.limits())
+    let (out, bytes) = analytics
+        .query_as(&request.sql, request.limits(), format)
         .await
         .map_err(|e| api_error(&e))?;
-    let body = tokio::task::spawn_blocking(move || {
-        format::write(format, &out.schema, &out.batches).map(|b| (b, out))
-    })
-    .await
-    .map_err(ApiError::internal)?;
-    let (bytes, out) = body.map_err(|e| api_error(&e))?;
     let mut response = (StatusCode::OK, bytes).into_response();
     let headers = response.headers_mut();
     headers.insert(

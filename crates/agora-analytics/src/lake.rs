@@ -27,7 +27,7 @@ pub(crate) const SEGMENT_ROWS: usize = 1 << 20;
 /// Small batches of a table's tail are merged once there are this many.
 const TAIL_BATCHES: usize = 64;
 const MANIFEST: &str = "manifest.json";
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Manifest {
@@ -44,6 +44,8 @@ struct Segment {
     to: u64,
     /// Tables with rows in this range (the others have none), and their row counts.
     tables: Vec<(String, u64)>,
+    /// The hash of block `to`: tables of another history are found by it.
+    hash: String,
 }
 
 impl Manifest {
@@ -73,6 +75,8 @@ pub(crate) struct Lake {
     tail_from: Option<u64>,
     tail_rows: usize,
     height: Option<u64>,
+    /// The hash of block `height`.
+    hash: Option<String>,
     segment_blocks: u64,
 }
 
@@ -138,6 +142,7 @@ impl Lake {
             tail: vec![Vec::new(); HISTORY.len()],
             tail_from: None,
             tail_rows: 0,
+            hash: None,
             segment_blocks: SEGMENT_BLOCKS,
         };
         lake.remove_strays()?;
@@ -209,6 +214,7 @@ impl Lake {
         }
         self.tail_from.get_or_insert(height);
         self.height = Some(height);
+        self.hash = Some(block.hash.to_hex());
         let blocks = height + 1 - self.tail_from.unwrap_or(height);
         if blocks >= self.segment_blocks || self.tail_rows >= SEGMENT_ROWS {
             self.flush()?;
@@ -250,7 +256,12 @@ impl Lake {
             tables.push((def.name.to_string(), rows as u64));
         }
         let mut manifest = self.manifest.clone();
-        manifest.segments.push(Segment { from, to, tables });
+        manifest.segments.push(Segment {
+            from,
+            to,
+            tables,
+            hash: self.hash.clone().unwrap_or_default(),
+        });
         let path = self.dir.join(MANIFEST);
         let bytes = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| Error::Internal(format!("encoding the manifest: {e}")))?;
@@ -282,6 +293,33 @@ impl Lake {
             tail: self.tail.clone(),
             height: self.height,
         }
+    }
+
+    /// The last segment's last block: its height and hash.
+    pub(crate) fn last_segment(&self) -> Option<(u64, &str)> {
+        self.manifest
+            .segments
+            .last()
+            .map(|s| (s.to, s.hash.as_str()))
+    }
+
+    /// Forgets every row, on disk and in memory.
+    pub(crate) fn reset(&mut self) -> Result<()> {
+        let path = self.dir.join(MANIFEST);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&path, "removing")(e)),
+        }
+        self.manifest.segments.clear();
+        self.remove_strays()?;
+        self.rows = Rows::default();
+        self.tail = vec![Vec::new(); HISTORY.len()];
+        self.tail_from = None;
+        self.tail_rows = 0;
+        self.height = None;
+        self.hash = None;
+        Ok(())
     }
 
     /// Segments on disk.

@@ -25,7 +25,10 @@ pub mod tables;
 /// The engine and the columnar format, as this crate uses them (one version for every crate).
 pub use {arrow, datafusion};
 
-pub use engine::{Analytics, MAX_SQL_BYTES, Options, QueryLimits, QueryOutput, catalog};
+pub use engine::{
+    Analytics, MAX_OPERATORS, MAX_RESULT_BYTES, MAX_SQL_BYTES, MAX_TABLE_ROWS, Options,
+    QueryLimits, QueryOutput, catalog,
+};
 pub use error::{Error, Result};
 
 #[cfg(test)]

@@ -315,6 +315,36 @@ fn bad_queries_get_their_own_errors_and_change_nothing() {
             "memory_cap",
         ),
         (
+            serde_json::json!({"sql": format!("SELECT {}1", "1+".repeat(30_000))}),
+            400,
+            "sql_syntax",
+        ),
+        (
+            serde_json::json!({"sql": "SELECT length(repeat('x', 200000000000))"}),
+            400,
+            "sql_plan",
+        ),
+        (
+            serde_json::json!({"sql": "SELECT lpad('', 2147483647, 'x')"}),
+            400,
+            "sql_plan",
+        ),
+        (
+            serde_json::json!({"sql": "SELECT value, 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx' FROM generate_series(1, 200000)", "max_rows": 1000000, "memory_mb": 4}),
+            422,
+            "memory_cap",
+        ),
+        (
+            serde_json::json!({"sql": "SELECT * FROM generate_series(1, 20000)", "max_rows": 100000, "format": "table"}),
+            422,
+            "row_cap",
+        ),
+        (
+            serde_json::json!({"sql": "EXPLAIN COPY blocks TO '/tmp/agora-copy.parquet'"}),
+            400,
+            "read_only",
+        ),
+        (
             serde_json::json!({"sql": "SELECT 1", "format": "xml"}),
             400,
             "unknown_format",
@@ -342,6 +372,13 @@ fn bad_queries_get_their_own_errors_and_change_nothing() {
         }
     }
     assert!(!std::path::Path::new("/tmp/agora-copy.parquet").exists());
+    // A long chain within the limit plans and runs (deep trees live on the analytics threads).
+    let chain = format!(
+        "SELECT {}1 AS n",
+        "1+".repeat(agora_analytics::MAX_OPERATORS - 1)
+    );
+    let v = sql(&t, &chain);
+    assert_eq!(v["rows"][0]["n"], agora_analytics::MAX_OPERATORS as u64);
     // Nothing changed, and the chain and its tables go on.
     let v = sql(&t, "SELECT count(*) AS n FROM transfers");
     assert_eq!(v["rows"][0]["n"], 1);
@@ -458,4 +495,41 @@ fn tables_reopened_after_a_stop_catch_up_without_doubling_a_row() {
     let text =
         String::from_utf8(format::write(Format::Csv, &out.schema, &out.batches).unwrap()).unwrap();
     assert_eq!(text.lines().nth(1), Some("8"));
+}
+
+#[test]
+fn tables_of_another_history_under_the_same_chain_id_are_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options { segment_blocks: 2 };
+    let count = |t: &TestNode, a: &Analytics| {
+        let out =
+            t.rt.block_on(a.query(
+                "SELECT count(*) FROM transfers",
+                agora_analytics::QueryLimits::default(),
+            ))
+            .unwrap();
+        let text =
+            String::from_utf8(format::write(Format::Csv, &out.schema, &out.batches).unwrap())
+                .unwrap();
+        text.lines().nth(1).unwrap().to_string()
+    };
+    {
+        let t = TestNode::start(&genesis(), "sql-validator");
+        let a = Analytics::start_with(t.node.clone(), dir.path(), options).unwrap();
+        for nonce in 0..4 {
+            transfer(&t, nonce, AGR);
+            block(&t, &a);
+        }
+        assert_eq!(count(&t, &a), "4");
+        assert!(a.segments() >= 2);
+    }
+    // A new store of the same chain id (deleted, or restored from an older copy) with other
+    // blocks: the tables must follow it, not mix the two.
+    let t = TestNode::start(&genesis(), "sql-validator");
+    for _ in 0..6 {
+        t.block();
+    }
+    let a = Analytics::start_with(t.node.clone(), dir.path(), options).unwrap();
+    assert!(t.rt.block_on(a.wait_for(height(&t), Duration::from_secs(10))));
+    assert_eq!(count(&t, &a), "0");
 }

@@ -633,7 +633,11 @@ function sqlChart(result, title) {
 
 function csvOf(result) {
   const cols = result.columns.map((c) => c.name);
-  const esc = (s) => (/[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s);
+  // A cell a spreadsheet would run as a formula starts with a quote instead.
+  const esc = (raw) => {
+    const s = /^[=+\-@\t\r]/.test(raw) ? `'${raw}` : raw;
+    return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+  };
   const lines = [cols.map(esc).join(",")];
   for (const row of result.rows) lines.push(cols.map((c) => esc(row[c] === null ? "" : cellText(row[c]))).join(","));
   return lines.join("\n") + "\n";
