@@ -17,6 +17,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
@@ -24,7 +25,7 @@ use datafusion::datasource::listing::{
 use datafusion::datasource::{MemTable, TableProvider, TableType};
 use datafusion::error::DataFusionError;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::logical_expr::{Expr, LogicalPlan, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
@@ -56,7 +57,8 @@ pub struct QueryLimits {
 impl QueryLimits {
     /// The most a caller may ask for.
     pub const MAX: QueryLimits = QueryLimits {
-        timeout: Duration::from_secs(60),
+        // Below the API's own 30 s limit on a request.
+        timeout: Duration::from_secs(25),
         max_rows: 1_000_000,
         memory_bytes: 2 << 30,
     };
@@ -133,6 +135,9 @@ pub(crate) struct Inner {
     permits: Arc<Semaphore>,
     running: AtomicUsize,
     state_cache: Mutex<BTreeMap<&'static str, (u64, RecordBatch)>>,
+    /// Held while a state table is converted: queries that want it meanwhile wait for it and
+    /// take the cached result, instead of converting it again each.
+    converting: Mutex<()>,
     stop: watch::Sender<bool>,
     indexed: watch::Sender<Option<u64>>,
 }
@@ -213,6 +218,7 @@ impl Analytics {
             permits: Arc::new(Semaphore::new(MAX_CONCURRENT)),
             running: AtomicUsize::new(0),
             state_cache: Mutex::new(BTreeMap::new()),
+            converting: Mutex::new(()),
             stop,
             indexed,
         });
@@ -432,6 +438,9 @@ fn is_query(statement: &DfStatement) -> bool {
     }
 }
 
+/// Most table scans in one query (each opens its files at once).
+pub const MAX_SCANS: usize = 32;
+
 /// Functions that build values of a size the caller picks (`repeat('x', 1e12)`): not offered.
 const UNBOUNDED_FUNCTIONS: &[&str] = &["repeat", "lpad", "rpad"];
 
@@ -493,6 +502,21 @@ pub(crate) async fn execute(
         .sql_with_options(sql, options)
         .await
         .map_err(planning_error)?;
+    let mut scans = 0usize;
+    frame
+        .logical_plan()
+        .apply_with_subqueries(|node| {
+            if matches!(node, LogicalPlan::TableScan(_)) {
+                scans += 1;
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    if scans > MAX_SCANS {
+        return Err(Error::Plan(format!(
+            "the query scans tables {scans} times; at most {MAX_SCANS}"
+        )));
+    }
     let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
     let mut stream = frame.execute_stream().await.map_err(execution_error)?;
     let mut batches = Vec::new();
@@ -764,6 +788,7 @@ fn decode<T: borsh::BorshDeserialize>(key: &[u8], bytes: &[u8]) -> Result<T> {
 
 /// The rows of a state table at the store's latest height (cached per height).
 fn state_batch(inner: &Inner, def: &'static TableDef) -> Result<RecordBatch> {
+    let _one_at_a_time = inner.converting.lock();
     let snapshot = inner
         .node
         .snapshot()

@@ -129,11 +129,21 @@ impl Lake {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Manifest::default(),
             Err(e) => return Err(io(&path, "reading")(e)),
         };
-        let manifest = Manifest {
+        let mut manifest = Manifest {
             format: FORMAT,
             chain_id: chain_id.to_string(),
             ..manifest
         };
+        // A segment whose file is gone (a crash before its folder was synced, a hand that
+        // deleted it) ends the tables there: it and later ones are rebuilt from the store.
+        if let Some(missing) = manifest.segments.iter().position(|seg| {
+            seg.tables
+                .iter()
+                .any(|(table, _)| !segment_file(dir, table, seg.from, seg.to).exists())
+        }) {
+            tracing::warn!(dir = %dir.display(), "an analytics segment file is missing: rebuilding from there");
+            manifest.segments.truncate(missing);
+        }
         let lake = Self {
             dir: dir.to_path_buf(),
             height: manifest.indexed_to(),
@@ -235,7 +245,12 @@ impl Lake {
                 continue;
             }
             let folder = self.dir.join(def.name);
-            std::fs::create_dir_all(&folder).map_err(io(&folder, "creating"))?;
+            if !folder.exists() {
+                std::fs::create_dir_all(&folder).map_err(io(&folder, "creating"))?;
+                if let Ok(parent) = std::fs::File::open(&self.dir) {
+                    let _ = parent.sync_all();
+                }
+            }
             let path = segment_file(&self.dir, def.name, from, to);
             replace_file(&path, |file| {
                 let props = WriterProperties::builder()

@@ -26,7 +26,7 @@ pub mod tables;
 pub use {arrow, datafusion};
 
 pub use engine::{
-    Analytics, MAX_OPERATORS, MAX_RESULT_BYTES, MAX_SQL_BYTES, MAX_TABLE_ROWS, Options,
+    Analytics, MAX_OPERATORS, MAX_RESULT_BYTES, MAX_SCANS, MAX_SQL_BYTES, MAX_TABLE_ROWS, Options,
     QueryLimits, QueryOutput, catalog,
 };
 pub use error::{Error, Result};

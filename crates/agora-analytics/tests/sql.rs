@@ -345,6 +345,11 @@ fn bad_queries_get_their_own_errors_and_change_nothing() {
             "read_only",
         ),
         (
+            serde_json::json!({"sql": format!("SELECT count(*) FROM ({})", vec!["SELECT height FROM events"; 40].join(" UNION ALL "))}),
+            400,
+            "sql_plan",
+        ),
+        (
             serde_json::json!({"sql": "SELECT 1", "format": "xml"}),
             400,
             "unknown_format",

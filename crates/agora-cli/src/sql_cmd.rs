@@ -27,7 +27,7 @@ pub struct SqlArgs {
     /// Most rows (the node allows at most 1,000,000).
     #[arg(long, default_value_t = 10_000)]
     max_rows: usize,
-    /// Seconds the query may take (the node allows at most 60).
+    /// Seconds the query may take (the node allows at most 25).
     #[arg(long, default_value_t = 10)]
     timeout: u64,
     /// List the tables and their columns instead.
