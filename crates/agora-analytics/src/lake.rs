@@ -27,7 +27,7 @@ pub(crate) const SEGMENT_ROWS: usize = 1 << 20;
 /// Small batches of a table's tail are merged once there are this many.
 const TAIL_BATCHES: usize = 64;
 const MANIFEST: &str = "manifest.json";
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Manifest {

@@ -14,8 +14,8 @@ use agora_types::{
     Verification,
 };
 use arrow::array::{
-    ArrayBuilder, ArrayRef, BooleanBuilder, Decimal128Builder, Float64Builder, StringBuilder,
-    TimestampMillisecondBuilder, UInt16Builder, UInt32Builder, UInt64Builder,
+    ArrayBuilder, ArrayRef, BooleanBuilder, Decimal128Builder, Float64Builder, Int64Builder,
+    StringBuilder, TimestampMillisecondBuilder, UInt16Builder, UInt32Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
@@ -24,7 +24,8 @@ use std::sync::Arc;
 /// A column's type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// `UInt64`.
+    /// `Int64` (heights, nonces, counters): signed like SQL's integer literals, so a filter
+    /// such as `height > 1000` compares without a cast and prunes segments' row groups.
     U64,
     /// `UInt32`.
     U32,
@@ -45,7 +46,7 @@ pub enum Kind {
 impl Kind {
     fn data_type(self) -> DataType {
         match self {
-            Kind::U64 => DataType::UInt64,
+            Kind::U64 => DataType::Int64,
             Kind::U32 => DataType::UInt32,
             Kind::U16 => DataType::UInt16,
             Kind::Str => DataType::Utf8,
@@ -59,7 +60,7 @@ impl Kind {
     /// The type's name as the API shows it.
     pub fn name(self) -> &'static str {
         match self {
-            Kind::U64 => "uint64",
+            Kind::U64 => "int64",
             Kind::U32 => "uint32",
             Kind::U16 => "uint16",
             Kind::Str => "string",
@@ -456,7 +457,7 @@ impl TableBuilder {
             .iter()
             .map(|c| -> Box<dyn ArrayBuilder> {
                 match c.kind {
-                    Kind::U64 => Box::new(UInt64Builder::new()),
+                    Kind::U64 => Box::new(Int64Builder::new()),
                     Kind::U32 => Box::new(UInt32Builder::new()),
                     Kind::U16 => Box::new(UInt16Builder::new()),
                     Kind::Str => Box::new(StringBuilder::new()),
@@ -495,7 +496,8 @@ impl TableBuilder {
         {
             let any = builder.as_any_mut();
             let ok = match (column.kind, value) {
-                (Kind::U64, V::U64(v)) => down::<UInt64Builder>(any).map(|b| b.append_value(v)),
+                (Kind::U64, V::U64(v)) => down::<Int64Builder>(any)
+                    .map(|b| b.append_value(i64::try_from(v).unwrap_or(i64::MAX))),
                 (Kind::U32, V::U32(v)) => down::<UInt32Builder>(any).map(|b| b.append_value(v)),
                 (Kind::U16, V::U16(v)) => down::<UInt16Builder>(any).map(|b| b.append_value(v)),
                 (Kind::Str, V::Str(v)) => down::<StringBuilder>(any).map(|b| b.append_value(v)),
@@ -534,7 +536,7 @@ fn down<T: 'static>(any: &mut dyn std::any::Any) -> Option<&mut T> {
 
 fn append_null(kind: Kind, any: &mut dyn std::any::Any) -> Option<()> {
     match kind {
-        Kind::U64 => down::<UInt64Builder>(any).map(|b| b.append_null()),
+        Kind::U64 => down::<Int64Builder>(any).map(|b| b.append_null()),
         Kind::U32 => down::<UInt32Builder>(any).map(|b| b.append_null()),
         Kind::U16 => down::<UInt16Builder>(any).map(|b| b.append_null()),
         Kind::Str => down::<StringBuilder>(any).map(|b| b.append_null()),

@@ -16,7 +16,7 @@ use agora_state::{Genesis, GenesisAccount, Params};
 use agora_types::{AGR, Keypair, Message, Transaction};
 use anyhow::{Context, Result, bail};
 use arrow::array::{
-    ArrayRef, Decimal128Builder, StringBuilder, TimestampMillisecondBuilder, UInt64Builder,
+    ArrayRef, Decimal128Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
@@ -231,7 +231,7 @@ fn account(i: u64) -> String {
 fn generate(dir: &Path, rows: usize) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let schema = Arc::new(Schema::new(vec![
-        Field::new("height", DataType::UInt64, false),
+        Field::new("height", DataType::Int64, false),
         Field::new(
             "time",
             DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
@@ -253,16 +253,16 @@ fn generate(dir: &Path, rows: usize) -> Result<()> {
     let mut file = 0;
     while written < rows {
         let n = FILE_ROWS.min(rows - written);
-        let mut height = UInt64Builder::with_capacity(n);
+        let mut height = Int64Builder::with_capacity(n);
         let mut time = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
         let mut from = StringBuilder::with_capacity(n, n * 44);
         let mut to = StringBuilder::with_capacity(n, n * 44);
         let mut amount = Decimal128Builder::with_capacity(n).with_precision_and_scale(38, 0)?;
         for i in 0..n {
             // 50 transfers a block, a block every 500 ms.
-            let h = ((written + i) / 50) as u64;
+            let h = ((written + i) / 50) as i64;
             height.append_value(h);
-            time.append_value(1_767_225_600_000 + (h as i64) * 500);
+            time.append_value(1_767_225_600_000 + h * 500);
             from.append_value(account(pick(&mut rng)));
             to.append_value(account(pick(&mut rng)));
             amount.append_value(i128::from(rng.next() % 10_000) * i128::from(AGR as u64));
