@@ -26,15 +26,16 @@ fn genesis() -> Genesis {
 }
 
 /// A node serving SQL beside its API; its tables close a segment every 3 blocks.
-fn start() -> (TestNode, Analytics) {
+fn start() -> (tempfile::TempDir, TestNode, Analytics) {
     let mut analytics = None;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
     let t = TestNode::start_with_pages(&genesis(), "sql-validator", |node| {
-        let dir = tempfile::tempdir().unwrap().keep();
-        let a = Analytics::start_with(node, &dir, Options { segment_blocks: 3 }).unwrap();
+        let a = Analytics::start_with(node, &path, Options { segment_blocks: 3 }).unwrap();
         analytics = Some(a.clone());
         agora_analytics::http::router(a)
     });
-    (t, analytics.unwrap())
+    (dir, t, analytics.unwrap())
 }
 
 fn transfer(t: &TestNode, nonce: u64, amount: u128) {
@@ -128,7 +129,7 @@ fn sql(t: &TestNode, query: &str) -> serde_json::Value {
 
 #[test]
 fn each_committed_block_is_queryable_at_once_in_every_format() {
-    let (t, a) = start();
+    let (_dir, t, a) = start();
     let mut last = 0;
     for round in 0..4u64 {
         transfer(&t, round * 2, u128::from(round + 1) * AGR);
@@ -238,7 +239,7 @@ fn each_committed_block_is_queryable_at_once_in_every_format() {
 
 #[test]
 fn bad_queries_get_their_own_errors_and_change_nothing() {
-    let (t, a) = start();
+    let (_dir, t, a) = start();
     transfer(&t, 0, AGR);
     block(&t, &a);
     let cases: &[(serde_json::Value, u16, &str)] = &[
@@ -407,7 +408,7 @@ fn until_idle(a: &Analytics) -> bool {
 
 #[test]
 fn a_heavy_query_leaves_the_node_serving_and_an_abandoned_one_stops() {
-    let (t, a) = start();
+    let (_dir, t, a) = start();
     block(&t, &a);
     let heavy = serde_json::json!({
         "sql": "SELECT count(*) FROM generate_series(1, 100000000000)",
