@@ -550,6 +550,14 @@ pub(crate) async fn execute(
 
 fn planning_error(e: DataFusionError) -> Error {
     let message = e.to_string();
+    if let Some(name) = UNBOUNDED_FUNCTIONS
+        .iter()
+        .find(|f| message.contains(&format!("Invalid function '{f}'")))
+    {
+        return Error::Plan(format!(
+            "{name}() is not offered here: the size of what it builds is the caller's to pick"
+        ));
+    }
     if let Some(name) = unknown_table(&message) {
         let known: Vec<&str> = HISTORY.iter().chain(STATE).map(|t| t.name).collect();
         return Error::UnknownTable {

@@ -634,10 +634,7 @@ fn verification(v: &Verification) -> String {
 fn verdict(v: &Verdict) -> String {
     match v {
         Verdict::Pass => "pass".into(),
-        Verdict::Fail { fault } => serde_json::to_value(fault)
-            .ok()
-            .and_then(|v| v.get("fault").and_then(|f| f.as_str()).map(str::to_string))
-            .unwrap_or_else(|| format!("{fault:?}")),
+        Verdict::Fail { fault } => fault.code().into(),
     }
 }
 
@@ -679,8 +676,9 @@ impl Rows {
             ],
         );
         for (i, tx) in txs.iter().enumerate() {
-            let tx_hash = tx.hash().to_hex();
             let receipt = receipts.get(i);
+            // The receipt names its transaction: no need to hash it again.
+            let tx_hash = receipt.map_or_else(|| tx.hash(), |r| r.tx_hash).to_hex();
             let success = receipt.is_some_and(|r| r.success);
             let failure = receipt.and_then(|r| r.failure.as_ref());
             let sender = tx.tx.sender.address();

@@ -9,6 +9,7 @@
 //!   DataFusion as the node runs it; with `--duckdb-python`, DuckDB on the same files and the
 //!   same threads, side by side.
 
+use crate::yuma::Lcg;
 use agora_analytics::datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use agora_analytics::{Analytics, arrow};
 use agora_chain::{Node, NodeConfig};
@@ -203,19 +204,6 @@ fn staying_current(blocks: u64, per_block: usize) -> Result<()> {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
-}
-
-/// A deterministic pseudo-random stream.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
 }
 
 /// Rows per generated file: like a segment of the node's.

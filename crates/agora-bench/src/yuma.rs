@@ -29,11 +29,11 @@ pub struct YumaArgs {
     pub epochs: usize,
 }
 
-/// A deterministic pseudo-random stream (the weights need no better).
-struct Lcg(u64);
+/// A deterministic pseudo-random stream (benchmark data needs no better).
+pub(crate) struct Lcg(pub(crate) u64);
 
 impl Lcg {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self
             .0
             .wrapping_mul(6364136223846793005)
