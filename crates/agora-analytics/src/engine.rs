@@ -308,23 +308,9 @@ impl Analytics {
             let work = async {
                 check_read_only(&sql)?;
                 let view = inner.lake.read().view();
-                let mut out = execute(view, Some(&inner), &sql, limits).await?;
+                let mut out = execute(Some(view), Some(&inner), &[], &sql, limits).await?;
                 let bytes = match format {
-                    Some(format) => {
-                        if format == Format::Table && out.rows > MAX_TABLE_ROWS {
-                            return Err(Error::RowCap {
-                                max: MAX_TABLE_ROWS,
-                            });
-                        }
-                        let bytes = crate::format::write(format, &out.schema, &out.batches)?;
-                        if bytes.len() > MAX_RESULT_BYTES {
-                            return Err(Error::MemoryCap(format!(
-                                "the result is {} bytes, at most {MAX_RESULT_BYTES}",
-                                bytes.len()
-                            )));
-                        }
-                        Some(bytes)
-                    }
+                    Some(format) => Some(write_output(&out, format)?),
                     None => None,
                 };
                 out.elapsed = start.elapsed();
@@ -343,6 +329,82 @@ impl Analytics {
             Err(e) => Err(Error::Internal(format!("the query's task failed: {e}"))),
         }
     }
+}
+
+/// `out` written in `format`, at most [`MAX_RESULT_BYTES`] (and [`MAX_TABLE_ROWS`] as a table).
+fn write_output(out: &QueryOutput, format: Format) -> Result<Vec<u8>> {
+    if format == Format::Table && out.rows > MAX_TABLE_ROWS {
+        return Err(Error::RowCap {
+            max: MAX_TABLE_ROWS,
+        });
+    }
+    let bytes = crate::format::write(format, &out.schema, &out.batches)?;
+    if bytes.len() > MAX_RESULT_BYTES {
+        return Err(Error::MemoryCap(format!(
+            "the result is {} bytes, at most {MAX_RESULT_BYTES}",
+            bytes.len()
+        )));
+    }
+    Ok(bytes)
+}
+
+/// A table kept as Parquet files outside a node (an ingested EVM chain's, for example).
+#[derive(Clone, Debug)]
+pub struct FileTable {
+    /// Its name in SQL.
+    pub name: String,
+    /// Its columns (every file has them).
+    pub schema: SchemaRef,
+    /// Its files, absolute paths.
+    pub files: Vec<std::path::PathBuf>,
+}
+
+/// Runs one read-only query over `tables` alone, in this process, with the checks and limits
+/// of a node's queries, and writes the result in `format`. Blocks the calling thread (which
+/// must not be a runtime's); the query runs on a runtime of its own.
+pub fn query_files(
+    tables: &[FileTable],
+    sql: &str,
+    limits: QueryLimits,
+    format: Format,
+) -> Result<(QueryOutput, Vec<u8>)> {
+    let limits = limits.clamped();
+    if sql.len() > MAX_SQL_BYTES {
+        return Err(Error::Syntax(format!(
+            "the query is {} bytes; at most {MAX_SQL_BYTES}",
+            sql.len()
+        )));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_stack_size(STACK_BYTES)
+        .thread_name("analytics")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Internal(format!("starting the analytics runtime: {e}")))?;
+    let tables = tables.to_vec();
+    let sql = sql.to_string();
+    let task = runtime.spawn(async move {
+        let start = Instant::now();
+        let work = async {
+            check_read_only(&sql)?;
+            let mut out = execute(None, None, &tables, &sql, limits).await?;
+            let bytes = write_output(&out, format)?;
+            out.elapsed = start.elapsed();
+            Ok((out, bytes))
+        };
+        match tokio::time::timeout(limits.timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout {
+                limit: limits.timeout,
+            }),
+        }
+    });
+    let result = runtime
+        .block_on(task)
+        .map_err(|e| Error::Internal(format!("the query's task failed: {e}")))?;
+    runtime.shutdown_background();
+    result
 }
 
 /// Largest formatted result.
@@ -453,8 +515,9 @@ fn first_words(s: &str) -> String {
 
 /// Plans and runs `sql` over `view` (and the state tables of `inner`'s node, if given).
 pub(crate) async fn execute(
-    view: View,
+    view: Option<View>,
     inner: Option<&Arc<Inner>>,
+    extra: &[FileTable],
     sql: &str,
     limits: QueryLimits,
 ) -> Result<QueryOutput> {
@@ -475,17 +538,33 @@ pub(crate) async fn execute(
     for name in UNBOUNDED_FUNCTIONS {
         ctx.deregister_udf(name);
     }
-    for (t, def) in HISTORY.iter().enumerate() {
-        let table = ChainTable {
-            schema: def.schema(),
-            files: view.files[t].clone(),
-            tail: view.tail[t].clone(),
+    let mut known: Vec<&str> = Vec::new();
+    let height = view.as_ref().and_then(|v| v.height);
+    if let Some(view) = view {
+        for (t, def) in HISTORY.iter().enumerate() {
+            let table = ChainTable {
+                schema: def.schema(),
+                files: view.files[t].clone(),
+                tail: view.tail[t].clone(),
+            };
+            ctx.register_table(def.name, Arc::new(table))
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            known.push(def.name);
+        }
+    }
+    for table in extra {
+        let provider = ChainTable {
+            schema: table.schema.clone(),
+            files: table.files.clone(),
+            tail: Vec::new(),
         };
-        ctx.register_table(def.name, Arc::new(table))
+        ctx.register_table(table.name.as_str(), Arc::new(provider))
             .map_err(|e| Error::Internal(e.to_string()))?;
+        known.push(&table.name);
     }
     if let Some(inner) = inner {
         for def in STATE {
+            known.push(def.name);
             let table = StateTable {
                 def,
                 inner: inner.clone(),
@@ -501,7 +580,7 @@ pub(crate) async fn execute(
     let frame = ctx
         .sql_with_options(sql, options)
         .await
-        .map_err(planning_error)?;
+        .map_err(|e| planning_error(e, &known))?;
     let mut scans = 0usize;
     frame
         .logical_plan()
@@ -543,12 +622,12 @@ pub(crate) async fn execute(
         schema,
         batches,
         rows,
-        height: view.height,
+        height,
         elapsed: Duration::ZERO,
     })
 }
 
-fn planning_error(e: DataFusionError) -> Error {
+fn planning_error(e: DataFusionError, known: &[&str]) -> Error {
     let message = e.to_string();
     if let Some(name) = UNBOUNDED_FUNCTIONS
         .iter()
@@ -559,7 +638,6 @@ fn planning_error(e: DataFusionError) -> Error {
         ));
     }
     if let Some(name) = unknown_table(&message) {
-        let known: Vec<&str> = HISTORY.iter().chain(STATE).map(|t| t.name).collect();
         return Error::UnknownTable {
             name,
             known: known.join(", "),

@@ -26,8 +26,8 @@ pub mod tables;
 pub use {arrow, datafusion};
 
 pub use engine::{
-    Analytics, MAX_OPERATORS, MAX_RESULT_BYTES, MAX_SCANS, MAX_SQL_BYTES, MAX_TABLE_ROWS, Options,
-    QueryLimits, QueryOutput, catalog,
+    Analytics, FileTable, MAX_OPERATORS, MAX_RESULT_BYTES, MAX_SCANS, MAX_SQL_BYTES,
+    MAX_TABLE_ROWS, Options, QueryLimits, QueryOutput, catalog, query_files,
 };
 pub use error::{Error, Result};
 

@@ -24,7 +24,13 @@ fn rt() -> tokio::runtime::Runtime {
 #[track_caller]
 fn row(lake: &Lake, sql: &str) -> Vec<String> {
     let out = rt()
-        .block_on(execute(lake.view(), None, sql, QueryLimits::default()))
+        .block_on(execute(
+            Some(lake.view()),
+            None,
+            &[],
+            sql,
+            QueryLimits::default(),
+        ))
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
     let batch = out.batches.iter().find(|b| b.num_rows() > 0).unwrap();
     (0..batch.num_columns())

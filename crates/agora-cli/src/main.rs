@@ -7,6 +7,7 @@
 mod audit_cmd;
 use agora_daemons::{keystore, market as market_cmd, node as node_cmd};
 mod infer_cmd;
+mod ingest_cmd;
 mod sql_cmd;
 mod subnet_cmd;
 mod testnet_cmd;
@@ -67,6 +68,9 @@ enum Command {
     /// Read-only SQL over a node's tables of its chain (blocks, transactions, transfers, jobs,
     /// checks, subnets, accounts…), as a table, CSV, JSON or Parquet.
     Sql(sql_cmd::SqlArgs),
+    /// Ingest another chain's data for SQL: `agora ingest evm --rpc URL --out DIR`.
+    #[command(subcommand)]
+    Ingest(ingest_cmd::IngestCommand),
     /// Fetch and list the pinned models.
     #[command(subcommand)]
     Models(infer_cmd::ModelsCommand),
@@ -140,6 +144,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Tx(cmd) => wallet_cmd::tx(default_home(cli.home, None), cmd),
         Command::Query(cmd) => wallet_cmd::query(cmd),
         Command::Sql(args) => sql_cmd::sql(args),
+        Command::Ingest(cmd) => ingest_cmd::ingest(cmd),
         Command::Subnet(cmd) => subnet_cmd::subnet(default_home(cli.home, None), models, cmd),
         Command::Models(cmd) => infer_cmd::models(&models, cmd),
         Command::Infer(cmd) => infer_cmd::infer(&models, cmd),

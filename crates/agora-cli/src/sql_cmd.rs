@@ -33,9 +33,55 @@ pub struct SqlArgs {
     /// List the tables and their columns instead.
     #[arg(long)]
     tables: bool,
+    /// Query the EVM tables ingested into this folder (`agora ingest evm`), here, instead of
+    /// a node's.
+    #[arg(long, value_name = "DIR")]
+    evm: Option<PathBuf>,
+}
+
+/// `--evm DIR`: the query runs in this process over the ingested Parquet files.
+fn sql_evm(args: &SqlArgs, dir: &std::path::Path, format: Format, query: &str) -> Result<()> {
+    let tables = agora_evm::file_tables(dir)?;
+    if args.tables {
+        for t in &tables {
+            println!("{} ({} files)", t.name, t.files.len());
+            for f in t.schema.fields() {
+                let null = if f.is_nullable() { ", nullable" } else { "" };
+                println!("  {:<26} {}{null}", f.name(), f.data_type());
+            }
+        }
+        return Ok(());
+    }
+    let limits = agora_analytics::QueryLimits {
+        timeout: Duration::from_secs(args.timeout),
+        max_rows: args.max_rows,
+        ..agora_analytics::QueryLimits::default()
+    };
+    let (out, bytes) = agora_analytics::query_files(&tables, query, limits, format)?;
+    match &args.out {
+        Some(path) => {
+            std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => std::io::stdout().write_all(&bytes)?,
+    }
+    if format == Format::Table {
+        eprintln!("{} rows in {} ms", out.rows, out.elapsed.as_millis());
+    }
+    Ok(())
 }
 
 pub fn sql(args: SqlArgs) -> Result<()> {
+    if let Some(dir) = args.evm.clone() {
+        let format: Format = args
+            .format
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!(e))?;
+        if format == Format::Parquet && args.out.is_none() {
+            bail!("--format parquet writes a file: pass --out FILE");
+        }
+        let query = read_query(args.query.clone().unwrap_or_default())?;
+        return sql_evm(&args, &dir, format, &query);
+    }
     let client = NodeClient::with_timeout(&args.node, Duration::from_secs(args.timeout + 10));
     if args.tables {
         #[derive(serde::Deserialize)]
@@ -67,13 +113,7 @@ pub fn sql(args: SqlArgs) -> Result<()> {
     if format == Format::Parquet && args.out.is_none() {
         bail!("--format parquet writes a file: pass --out FILE");
     }
-    let mut query = args.query.unwrap_or_default();
-    if query == "-" {
-        query.clear();
-        std::io::stdin()
-            .read_to_string(&mut query)
-            .context("reading the query from standard input")?;
-    }
+    let query = read_query(args.query.unwrap_or_default())?;
     // A table is rendered here, from the Arrow stream; the other formats come ready-made.
     let wire = match format {
         Format::Table => "arrow",
@@ -114,4 +154,15 @@ pub fn sql(args: SqlArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The query given, or standard input's for `-`.
+fn read_query(mut query: String) -> Result<String> {
+    if query == "-" {
+        query.clear();
+        std::io::stdin()
+            .read_to_string(&mut query)
+            .context("reading the query from standard input")?;
+    }
+    Ok(query)
 }

@@ -5,6 +5,7 @@
 mod audit;
 mod cli;
 mod crash;
+mod evm;
 mod infer;
 mod market;
 mod network;
