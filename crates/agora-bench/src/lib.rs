@@ -7,6 +7,7 @@
 
 pub mod analytics;
 pub mod audit;
+pub mod evm;
 pub mod infer;
 mod ledger;
 mod market;
@@ -77,6 +78,9 @@ pub enum BenchCommand {
     /// queries over generated transfer rows in Parquet (DataFusion, and DuckDB beside it with
     /// `--duckdb-python`).
     Analytics(analytics::AnalyticsBenchArgs),
+    /// EVM ingestion from a local anvil node: blocks/s and logs/s of `agora ingest evm`, beside
+    /// the node's own pace for the same calls.
+    Evm(evm::EvmArgs),
     /// The compute market on-chain: client-signed jobs with provider-signed receipts settled
     /// (`SettleJobs`, every signature checked) and committed per second.
     Market {
@@ -129,6 +133,7 @@ pub fn run(cmd: BenchCommand, models: &std::path::Path) -> Result<()> {
         BenchCommand::Web(args) => crate::web::run(args),
         BenchCommand::Yuma(args) => crate::yuma::run(args),
         BenchCommand::Analytics(args) => crate::analytics::run(args),
+        BenchCommand::Evm(args) => crate::evm::run(args),
         BenchCommand::Invariants { seconds, seed } => invariants(seconds, seed),
         BenchCommand::Market {
             jobs,

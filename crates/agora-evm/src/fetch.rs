@@ -89,6 +89,16 @@ impl Source {
 
     /// Block `number` with its transactions and receipts, checked ([`check`]).
     pub(crate) async fn block(&self, number: u64) -> Result<BlockRows> {
+        let (block, receipts) = self.raw_block(number).await?;
+        // Hashing and signature recovery take a while for a full block: on a thread of their
+        // own, so the blocks in flight are checked side by side.
+        tokio::task::spawn_blocking(move || check(number, block, receipts))
+            .await
+            .map_err(|e| lie(number, format!("checking it failed: {e}")))?
+    }
+
+    /// Block `number` and its receipts as the node gives them.
+    pub(crate) async fn raw_block(&self, number: u64) -> Result<(Block, Vec<TransactionReceipt>)> {
         let block = self.call(
             || format!("eth_getBlockByNumber({number})"),
             || async {
@@ -106,8 +116,7 @@ impl Source {
                     .await
             },
         );
-        let (block, receipts) = tokio::try_join!(block, receipts)?;
-        check(number, block, receipts)
+        tokio::try_join!(block, receipts)
     }
 }
 

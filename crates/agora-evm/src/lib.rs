@@ -20,5 +20,5 @@ mod store;
 pub mod tables;
 
 pub use error::{Error, Result};
-pub use ingest::{Options, Progress, Summary, ingest};
+pub use ingest::{Options, Progress, Summary, fetch_only, ingest};
 pub use store::{Partition, file_tables, partitions};
