@@ -53,6 +53,9 @@ pub enum Error {
         /// The height given.
         got: u64,
     },
+    /// A series that cannot be forecast, or a model that did not fit.
+    #[error("forecast: {0}")]
+    Forecast(String),
     /// A file could not be read or written.
     #[error("{what} {}: {source}", path.display())]
     Io {
@@ -85,6 +88,7 @@ impl Error {
             Error::MemoryCap(_) => "memory_cap",
             Error::Busy { .. } => "busy",
             Error::OutOfOrder { .. } => "out_of_order",
+            Error::Forecast(_) => "forecast",
             Error::Io { .. } => "io",
             Error::Store(_) => "store",
             Error::Internal(_) => "internal",
@@ -99,6 +103,7 @@ impl Error {
                 | Error::ReadOnly(_)
                 | Error::UnknownTable { .. }
                 | Error::Plan(_)
+                | Error::Forecast(_)
                 | Error::RowCap { .. }
                 | Error::MemoryCap(_)
                 | Error::Timeout { .. }

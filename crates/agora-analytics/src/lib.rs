@@ -15,11 +15,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod anomaly;
 mod engine;
 mod error;
 pub mod format;
 pub mod http;
 mod lake;
+pub mod predict;
 pub mod tables;
 
 /// The engine and the columnar format, as this crate uses them (one version for every crate).
