@@ -8,6 +8,7 @@ mod audit_cmd;
 use agora_daemons::{keystore, market as market_cmd, node as node_cmd};
 mod infer_cmd;
 mod ingest_cmd;
+mod predict_cmd;
 mod sql_cmd;
 mod subnet_cmd;
 mod testnet_cmd;
@@ -68,6 +69,12 @@ enum Command {
     /// Read-only SQL over a node's tables of its chain (blocks, transactions, transfers, jobs,
     /// checks, subnets, accounts…), as a table, CSV, JSON or Parquet.
     Sql(sql_cmd::SqlArgs),
+    /// Forecast a series from the chain's tables (transactions, fees, transfers, jobs per
+    /// interval, or your own SQL) with prediction intervals, backtested against seasonal-naive.
+    Predict(predict_cmd::PredictArgs),
+    /// Look for wash trading, sybil clusters and drifting providers; each finding with its
+    /// evidence (transactions, amounts, timings).
+    Anomalies(predict_cmd::AnomaliesArgs),
     /// Ingest another chain's data for SQL: `agora ingest evm --rpc URL --out DIR`.
     #[command(subcommand)]
     Ingest(ingest_cmd::IngestCommand),
@@ -145,6 +152,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Query(cmd) => wallet_cmd::query(cmd),
         Command::Sql(args) => sql_cmd::sql(args),
         Command::Ingest(cmd) => ingest_cmd::ingest(cmd),
+        Command::Predict(args) => predict_cmd::predict(args),
+        Command::Anomalies(args) => predict_cmd::anomalies(args),
         Command::Subnet(cmd) => subnet_cmd::subnet(default_home(cli.home, None), models, cmd),
         Command::Models(cmd) => infer_cmd::models(&models, cmd),
         Command::Infer(cmd) => infer_cmd::infer(&models, cmd),

@@ -166,3 +166,39 @@ fn read_query(mut query: String) -> Result<String> {
     }
     Ok(query)
 }
+
+/// Where rows come from: a node's tables, or a folder of ingested EVM tables.
+#[derive(Debug, Clone)]
+pub(crate) enum Source {
+    /// `POST /v1/sql` on this node.
+    Node(String),
+    /// `agora ingest evm`'s output folder, queried here.
+    Evm(PathBuf),
+}
+
+/// The rows of `sql` as JSON objects (at most 1,000,000; 25 s).
+pub(crate) fn json_rows(source: &Source, sql: &str) -> Result<Vec<serde_json::Value>> {
+    let limits = agora_analytics::QueryLimits::MAX;
+    let body = match source {
+        Source::Node(node) => {
+            let client = NodeClient::with_timeout(node, limits.timeout + Duration::from_secs(10));
+            let request = SqlRequest {
+                sql: sql.to_string(),
+                format: Some("json".into()),
+                max_rows: Some(limits.max_rows),
+                timeout_ms: Some(limits.timeout.as_millis() as u64),
+                memory_mb: None,
+            };
+            client
+                .post_raw("/v1/sql", &request)
+                .with_context(|| format!("asking {node}"))?
+                .body
+        }
+        Source::Evm(dir) => {
+            let tables = agora_evm::file_tables(dir)?;
+            agora_analytics::query_files(&tables, sql, limits, Format::Json)?.1
+        }
+    };
+    let v: serde_json::Value = serde_json::from_slice(&body).context("reading the rows")?;
+    Ok(v["rows"].as_array().cloned().unwrap_or_default())
+}

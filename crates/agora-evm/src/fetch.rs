@@ -5,7 +5,7 @@ use crate::tables::{BlockRow, BlockRows, ContractRow, LogRow, ReceiptRow, TxRow,
 use crate::{Error, Result};
 use alloy::consensus::proofs::{calculate_receipt_root, calculate_transaction_root};
 use alloy::consensus::transaction::SignerRecoverable as _;
-use alloy::consensus::{ReceiptEnvelope, Transaction as _, TxEnvelope};
+use alloy::consensus::{ReceiptEnvelope, Transaction as _, TxEnvelope, TxReceipt as _};
 use alloy::eips::{BlockId, BlockNumberOrTag, Encodable2718 as _, Typed2718 as _};
 use alloy::primitives::{B256, keccak256};
 use alloy::providers::{Provider as _, RootProvider};
@@ -88,35 +88,46 @@ impl Source {
     }
 
     /// Block `number` with its transactions and receipts, checked ([`check`]).
-    pub(crate) async fn block(&self, number: u64) -> Result<BlockRows> {
+    pub(crate) async fn block(&self, number: u64, chain_id: u64) -> Result<BlockRows> {
         let (block, receipts) = self.raw_block(number).await?;
         // Hashing and signature recovery take a while for a full block: on a thread of their
         // own, so the blocks in flight are checked side by side.
-        tokio::task::spawn_blocking(move || check(number, block, receipts))
+        tokio::task::spawn_blocking(move || check(number, chain_id, block, receipts))
             .await
             .map_err(|e| lie(number, format!("checking it failed: {e}")))?
     }
 
-    /// Block `number` and its receipts as the node gives them.
+    /// Block `number` and its receipts as the node gives them. The receipts are asked for by
+    /// the block's hash, so a reorganization between the two calls cannot pair a block with
+    /// another block's receipts.
     pub(crate) async fn raw_block(&self, number: u64) -> Result<(Block, Vec<TransactionReceipt>)> {
-        let block = self.call(
-            || format!("eth_getBlockByNumber({number})"),
-            || async {
-                self.provider
-                    .get_block_by_number(BlockNumberOrTag::Number(number))
-                    .full()
-                    .await
-            },
-        );
-        let receipts = self.call(
-            || format!("eth_getBlockReceipts({number})"),
-            || async {
-                self.provider
-                    .get_block_receipts(BlockId::number(number))
-                    .await
-            },
-        );
-        tokio::try_join!(block, receipts)
+        let block = self
+            .call(
+                || format!("eth_getBlockByNumber({number})"),
+                || async {
+                    self.provider
+                        .get_block_by_number(BlockNumberOrTag::Number(number))
+                        .full()
+                        .await
+                },
+            )
+            .await?;
+        let hash = block.header.hash;
+        // Checked before its hash is used to ask for the receipts.
+        let computed = block.header.inner.hash_slow();
+        if computed != hash {
+            return Err(lie(
+                number,
+                format!("its header hashes to {computed}, not to the hash {hash} it was given"),
+            ));
+        }
+        let receipts = self
+            .call(
+                || format!("eth_getBlockReceipts({hash})"),
+                || async { self.provider.get_block_receipts(BlockId::hash(hash)).await },
+            )
+            .await?;
+        Ok((block, receipts))
     }
 }
 
@@ -139,10 +150,26 @@ fn lie(number: u64, what: impl Into<String>) -> Error {
 /// - each log names its block, transaction and position.
 pub(crate) fn check(
     number: u64,
+    chain_id: u64,
     block: Block,
     receipts: Vec<TransactionReceipt>,
 ) -> Result<BlockRows> {
     let header = &block.header;
+    // The tables keep heights, times, gas and nonces as signed 64-bit integers (times in ms).
+    let fits = |what: &str, v: u64, max: u64| {
+        if v > max {
+            Err(lie(
+                number,
+                format!("its {what} {v} is past what any chain reaches"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    const I64: u64 = i64::MAX as u64;
+    fits("number", number, I64)?;
+    fits("timestamp", header.inner.timestamp, I64 / 1000)?;
+    fits("gas limit", header.inner.gas_limit, I64)?;
     if header.inner.number != number {
         return Err(lie(
             number,
@@ -241,7 +268,8 @@ pub(crate) fn check(
                 ),
             ));
         }
-        let from = body.recover_signer().map_err(|e| {
+        // Unchecked: signatures before EIP-2 (Homestead) may have a high s, and were valid.
+        let from = body.recover_signer_unchecked().map_err(|e| {
             lie(
                 number,
                 format!("transaction {hash}'s signature does not recover: {e}"),
@@ -256,6 +284,18 @@ pub(crate) fn check(
                 ),
             ));
         }
+        if let Some(id) = body.chain_id()
+            && id != chain_id
+        {
+            return Err(lie(
+                number,
+                format!(
+                    "transaction {hash} is signed for chain {id}, and the node serves chain {chain_id}"
+                ),
+            ));
+        }
+        fits("transaction gas limit", body.gas_limit(), I64)?;
+        fits("transaction nonce", body.nonce(), I64)?;
         let placed = (tx.block_number, tx.transaction_index);
         let receipt_placed = (receipt.block_number, receipt.transaction_index);
         if placed != (Some(number), Some(index)) || receipt_placed != placed {
@@ -293,17 +333,31 @@ pub(crate) fn check(
                 ),
             ));
         }
-        let success = envelope.status();
-        let created = (body.to().is_none() && success).then(|| from.create(body.nonce()));
-        if receipt.contract_address != created {
+        // Before Byzantium a receipt holds a state root instead of a status: unknown.
+        let success = match envelope.status_or_post_state() {
+            alloy::consensus::Eip658Value::Eip658(ok) => Some(ok),
+            alloy::consensus::Eip658Value::PostState(_) => None,
+        };
+        // A creation's address follows from its creator and nonce. Nodes differ on whether a
+        // failed creation's receipt names it (geth does, anvil does not): either is honest.
+        let address = body.to().is_none().then(|| from.create(body.nonce()));
+        let named_ok = match receipt.contract_address {
+            None => true,
+            Some(named) => Some(named) == address,
+        };
+        if !named_ok
+            || (success == Some(true) && receipt.contract_address.is_none() && address.is_some())
+        {
             return Err(lie(
                 number,
                 format!(
-                    "receipt {index} names the contract {:?}; its creator and nonce give {created:?}",
+                    "receipt {index} names the contract {:?}; its creator and nonce give {address:?}",
                     receipt.contract_address
                 ),
             ));
         }
+        // Listed as created unless the receipt says the creation failed.
+        let created = address.filter(|_| success != Some(false));
         let logs = receipt.inner.logs();
         for (log, kept) in logs.iter().zip(envelope.logs()) {
             let at = (log.block_number, log.transaction_hash, log.log_index);
@@ -353,7 +407,7 @@ pub(crate) fn check(
             gas_used,
             cumulative_gas_used: cumulative_now,
             effective_gas_price: price,
-            contract_address: created,
+            contract_address: receipt.contract_address,
             logs: logs.len() as u64,
         });
     }

@@ -5,10 +5,13 @@ use crate::fetch::Source;
 use crate::store::{Partition, Store};
 use crate::tables::{BlockRows, TABLES, batches, hex};
 use crate::{Error, Result};
-use futures_util::StreamExt as _;
+use futures_util::{StreamExt as _, TryStreamExt as _};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+/// Most blocks in one partition: a partition is held in memory until it is written.
+pub(crate) const MAX_PARTITION_BLOCKS: u64 = 10_000;
 
 /// What to ingest, from where, and how hard to push the node.
 #[derive(Clone, Debug)]
@@ -127,11 +130,8 @@ pub async fn ingest(options: &Options, mut progress: impl FnMut(&Progress)) -> R
             options.from
         )));
     }
-    let ranges = store.missing(options.from, to, options.partition_blocks);
-    // Saturating: a node may claim any head, up to u64::MAX.
-    let total = ranges.iter().fold(0u64, |n, (a, b)| {
-        n.saturating_add((b - a).saturating_add(1))
-    });
+    let size = options.partition_blocks.clamp(1, MAX_PARTITION_BLOCKS);
+    let (total, ranges) = store.missing(options.from, to, size);
     let mut state = Progress {
         skipped: (to - options.from).saturating_add(1).saturating_sub(total),
         total,
@@ -140,7 +140,7 @@ pub async fn ingest(options: &Options, mut progress: impl FnMut(&Progress)) -> R
     progress(&state);
     let mut rows: BTreeMap<String, u64> = TABLES.iter().map(|t| (t.to_string(), 0)).collect();
     for (from, last) in ranges {
-        let blocks = fetch_linked(&source, options, from, last).await?;
+        let blocks = fetch_linked(&source, options, chain_id, from, last).await?;
         let first = blocks.first().expect("a range has a block");
         let end = blocks.last().expect("a range has a block");
         let partition = Partition {
@@ -149,6 +149,7 @@ pub async fn ingest(options: &Options, mut progress: impl FnMut(&Progress)) -> R
             parent_hash: hex(first.block.parent_hash),
             hash: hex(end.block.hash),
             rows: BTreeMap::new(),
+            bytes: BTreeMap::new(),
         };
         let (before, after) = store.neighbours(from, last);
         if let Some(before) = before
@@ -179,7 +180,8 @@ pub async fn ingest(options: &Options, mut progress: impl FnMut(&Progress)) -> R
                 ),
             });
         }
-        let tables = batches(&blocks);
+        let tables =
+            batches(&blocks).map_err(|e| Error::Range(format!("blocks {from}-{last}: {e}")))?;
         for (table, batch) in &tables {
             *rows.entry((*table).to_string()).or_default() += batch.num_rows() as u64;
         }
@@ -203,18 +205,18 @@ pub async fn ingest(options: &Options, mut progress: impl FnMut(&Progress)) -> R
 async fn fetch_linked(
     source: &Source,
     options: &Options,
+    chain_id: u64,
     from: u64,
     to: u64,
 ) -> Result<Vec<BlockRows>> {
     let mut attempt = 0;
     loop {
+        // The first failure ends the partition at once; the calls in flight are dropped.
         let blocks: Vec<BlockRows> = futures_util::stream::iter(from..=to)
-            .map(|n| source.block(n))
+            .map(|n| source.block(n, chain_id))
             .buffered(options.concurrency.max(1))
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<Result<_>>()?;
+            .try_collect()
+            .await?;
         let broken = blocks
             .windows(2)
             .find(|w| w[1].block.parent_hash != w[0].block.hash);

@@ -75,7 +75,7 @@ pub fn schema(table: &str) -> Option<SchemaRef> {
             f("block_time", time(), false),
             f("tx_index", Int64, false),
             f("tx_hash", Utf8, false),
-            f("success", Boolean, false),
+            f("success", Boolean, true),
             f("gas_used", Int64, false),
             f("cumulative_gas_used", Int64, false),
             f("effective_gas_price", GAS_PRICE, true),
@@ -159,7 +159,7 @@ pub(crate) struct TxRow {
 pub(crate) struct ReceiptRow {
     pub(crate) index: u64,
     pub(crate) tx_hash: B256,
-    pub(crate) success: bool,
+    pub(crate) success: Option<bool>,
     pub(crate) gas_used: u64,
     pub(crate) cumulative_gas_used: u64,
     pub(crate) effective_gas_price: u128,
@@ -304,7 +304,7 @@ fn gas_prices(values: impl Iterator<Item = Option<u128>>) -> ArrayRef {
 }
 
 /// The rows of a run of blocks, one batch per table (in [`TABLES`]' order).
-pub(crate) fn batches(blocks: &[BlockRows]) -> Vec<(&'static str, RecordBatch)> {
+pub(crate) fn batches(blocks: &[BlockRows]) -> Result<Vec<(&'static str, RecordBatch)>, String> {
     let b = || blocks.iter();
     let txs = || b().flat_map(|r| r.transactions.iter().map(move |t| (&r.block, t)));
     let receipts = || b().flat_map(|r| r.receipts.iter().map(move |t| (&r.block, t)));
@@ -347,11 +347,7 @@ pub(crate) fn batches(blocks: &[BlockRows]) -> Vec<(&'static str, RecordBatch)> 
             times(receipts().map(|(b, _)| b.timestamp)),
             ints(receipts().map(|(_, r)| r.index)),
             strings(receipts().map(|(_, r)| Some(hex(r.tx_hash)))),
-            Arc::new(
-                receipts()
-                    .map(|(_, r)| Some(r.success))
-                    .collect::<BooleanArray>(),
-            ),
+            Arc::new(receipts().map(|(_, r)| r.success).collect::<BooleanArray>()),
             ints(receipts().map(|(_, r)| r.gas_used)),
             ints(receipts().map(|(_, r)| r.cumulative_gas_used)),
             gas_prices(receipts().map(|(_, r)| Some(r.effective_gas_price))),
@@ -396,9 +392,10 @@ pub(crate) fn batches(blocks: &[BlockRows]) -> Vec<(&'static str, RecordBatch)> 
         .zip(columns)
         .map(|(name, columns)| {
             let schema = schema(name).expect("one of TABLES");
-            let batch = RecordBatch::try_new(schema, columns)
-                .expect("the columns follow the table's schema");
-            (*name, batch)
+            // Fails only on a value the checks let through that a column cannot hold.
+            let batch =
+                RecordBatch::try_new(schema, columns).map_err(|e| format!("{name}: {e}"))?;
+            Ok((*name, batch))
         })
         .collect()
 }

@@ -245,6 +245,15 @@ impl Chain {
         let (token, nft) = (address(&t), address(&n));
         chain.token = token;
         chain.nft = nft;
+        // A creation that runs out of gas storing its code: mined, failed, no contract.
+        chain.send(
+            0,
+            None,
+            format!("{token_code}{}", word(1)),
+            0,
+            Some(150_000),
+        );
+        chain.mine();
         let (token, nft) = (chain.token.clone(), chain.nft.clone());
         let a = chain.accounts.clone();
         for i in 0..rounds {
@@ -453,7 +462,7 @@ fn every_ingested_row_matches_what_the_node_answers() {
                 rr["logs"],
                 json!(receipt["logs"].as_array().expect("logs").len())
             );
-            if let Some(c) = receipt["contractAddress"].as_str() {
+            if let Some(c) = receipt["contractAddress"].as_str().filter(|_| ok) {
                 created.push(c.to_string());
             }
         }
@@ -467,7 +476,7 @@ fn every_ingested_row_matches_what_the_node_answers() {
         blocks.iter().any(|b| b["transactions"].as_u64() > Some(1)),
         "blocks of several transactions"
     );
-    assert_eq!(failed, 1, "the one reverted transfer");
+    assert_eq!(failed, 2, "the reverted transfer and the failed creation");
 
     // Logs, against eth_getLogs over the whole range.
     let logs = query(
@@ -665,6 +674,10 @@ fn a_reorganized_chain_is_refused_where_it_links() {
 /// How the proxy changes the node's answers.
 #[derive(Clone, Copy, Debug)]
 enum Lie {
+    ChainId,
+    ReceiptGas,
+    Price,
+    LogIndex,
     Timestamp,
     BlockHash,
     Sender,
@@ -680,17 +693,35 @@ fn proxy(rt: &tokio::runtime::Runtime, upstream: String, lie: Lie, target: u64) 
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .expect("binds");
     let address = listener.local_addr().expect("an address");
+    let target_hash: Arc<String> = Arc::new(
+        rpc(
+            &upstream,
+            "eth_getBlockByNumber",
+            json!([format!("0x{target:x}"), false]),
+        )["hash"]
+            .as_str()
+            .expect("a hash")
+            .to_string(),
+    );
     let upstream = Arc::new(upstream);
     let app = axum::Router::new().route(
         "/",
         post(move |body: String| {
             let upstream = upstream.clone();
+            let target_hash = target_hash.clone();
             async move {
                 let request: Value = serde_json::from_str(&body).expect("a JSON-RPC request");
                 let method = request["method"].as_str().unwrap_or_default().to_string();
-                let about_target = request["params"][0]
+                // Block `target` by number, or its receipts by its hash.
+                let param = &request["params"][0];
+                let about_target = param
                     .as_str()
-                    .is_some_and(|b| b == format!("0x{target:x}"));
+                    .or_else(|| param["blockHash"].as_str())
+                    .is_some_and(|b| b == format!("0x{target:x}") || b == target_hash.as_str());
+                if method == "eth_chainId" && matches!(lie, Lie::ChainId) {
+                    return json!({"jsonrpc": "2.0", "id": request["id"], "result": "0x1"})
+                        .to_string();
+                }
                 if about_target && matches!(lie, Lie::Garbage) {
                     return "<html>this is not JSON</html>".to_string();
                 }
@@ -716,6 +747,19 @@ fn proxy(rt: &tokio::runtime::Runtime, upstream: String, lie: Lie, target: u64) 
                             result["transactions"][0]["from"] =
                                 json!(format!("0x{}", "22".repeat(20)));
                         }
+                        (Lie::ReceiptGas, "eth_getBlockReceipts") => {
+                            result[0]["gasUsed"] =
+                                json!(format!("0x{:x}", quantity(&result[0]["gasUsed"]) + 1));
+                        }
+                        (Lie::Price, "eth_getBlockReceipts") => {
+                            result[0]["effectiveGasPrice"] = json!(format!(
+                                "0x{:x}",
+                                quantity(&result[0]["effectiveGasPrice"]) + 1
+                            ));
+                        }
+                        (Lie::LogIndex, "eth_getBlockReceipts") => {
+                            result[0]["logs"][0]["logIndex"] = json!("0x9");
+                        }
                         (Lie::LogData, "eth_getBlockReceipts") => {
                             result[0]["logs"][0]["data"] = json!(format!("0x{}", "33".repeat(32)));
                         }
@@ -738,15 +782,18 @@ fn a_node_that_lies_hangs_or_answers_garbage_is_refused_and_nothing_is_written()
     let scratch = tempfile::tempdir().expect("a folder");
     let chain = Chain::new(Anvil::start(&anvil), &solc, scratch.path(), 4);
     let rt = runtime();
-    // Block 2 has a token transfer and a log (the first rounds' blocks each have).
-    let target = 2;
+    // Block 3 has token transfers and their logs (block 2 is the failed creation).
+    let target = 3;
     assert!(
-        !rpc(&chain.anvil.url, "eth_getBlockReceipts", json!(["0x2"]))[0]["logs"]
+        !rpc(&chain.anvil.url, "eth_getBlockReceipts", json!(["0x3"]))[0]["logs"]
             .as_array()
             .expect("logs")
             .is_empty()
     );
     for (lie, says) in [
+        (Lie::ReceiptGas, "says it used"),
+        (Lie::Price, "effective gas price"),
+        (Lie::LogIndex, "is placed at"),
         (Lie::Timestamp, "header hashes to"),
         (Lie::BlockHash, "header hashes to"),
         (Lie::Sender, "was signed by"),
@@ -789,4 +836,16 @@ fn a_node_that_lies_hangs_or_answers_garbage_is_refused_and_nothing_is_written()
         let done = rt.block_on(ingest(&honest, |_| {})).expect("ingests");
         assert_eq!(done.progress.skipped, 2);
     }
+    // A node that claims another chain than its transactions are signed for.
+    let url = proxy(&rt, chain.anvil.url.clone(), Lie::ChainId, target);
+    let out = scratch.path().join("ChainId");
+    let err = rt
+        .block_on(ingest(&options(&url, &out), |_| {}))
+        .expect_err("refused");
+    assert!(
+        err.to_string()
+            .contains("is signed for chain 31337, and the node serves chain 1"),
+        "{err}"
+    );
+    assert!(partitions(&out).expect("partitions").is_empty());
 }
