@@ -15,7 +15,7 @@
 use crate::{Error, Result};
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// One transfer of a fungible amount.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -154,12 +154,16 @@ impl Default for WashOptions {
     }
 }
 
-/// Steps the cycle search may take in all (each a transfer looked at).
+/// Steps the cycle search may take in all (each a transfer looked at)…
 const WASH_BUDGET: usize = 5_000_000;
+/// …and from one starting transfer, so that one busy account cannot use up the whole budget.
+const WASH_BUDGET_PER_START: usize = 20_000;
 
 fn near(a: u128, b: u128, tolerance_bp: u32) -> bool {
-    let diff = a.abs_diff(b);
-    diff.saturating_mul(10_000) <= a.saturating_mul(u128::from(tolerance_bp))
+    // diff ≤ a × tol / 10,000, without an intermediate that can saturate.
+    let tol = u128::from(tolerance_bp.min(10_000));
+    let allowed = a / 10_000 * tol + (a % 10_000) * tol / 10_000;
+    a.abs_diff(b) <= allowed
 }
 
 /// Cycles of near-equal transfers within a window (see the module's docs). `transfers` in
@@ -174,7 +178,6 @@ pub fn wash_trading(transfers: &[Transfer], options: WashOptions) -> Vec<Finding
         }
     }
     let mut findings = Vec::new();
-    let mut seen: BTreeSet<Vec<usize>> = BTreeSet::new();
     let mut budget = WASH_BUDGET;
     for (i, first) in transfers.iter().enumerate() {
         if findings.len() >= MAX_FINDINGS || budget == 0 {
@@ -183,10 +186,17 @@ pub fn wash_trading(transfers: &[Transfer], options: WashOptions) -> Vec<Finding
         if first.amount < options.min_amount || first.from == first.to {
             continue;
         }
-        let deadline = first.time_ms.saturating_add(options.window_ms);
-        // Depth-first: (path of transfer indices, accounts on it).
+        let deadline = first.time_ms.saturating_add(options.window_ms.max(0));
+        let mut own = WASH_BUDGET_PER_START;
+        // Depth-first over paths of transfer indices. The first cycle that closes is this
+        // transfer's finding: one per start, so a pair paying each other back and forth k
+        // times makes k findings, not k².
         let mut stack: Vec<Vec<usize>> = vec![vec![i]];
+        let mut closed = false;
         while let Some(path) = stack.pop() {
+            if closed {
+                break;
+            }
             let last = &transfers[*path.last().expect("a path has a transfer")];
             let Some(next) = by_sender.get(last.to.as_str()) else {
                 continue;
@@ -194,10 +204,11 @@ pub fn wash_trading(transfers: &[Transfer], options: WashOptions) -> Vec<Finding
             let after = path.last().copied().unwrap_or(i);
             let start = next.partition_point(|j| *j <= after);
             for &j in &next[start..] {
-                if budget == 0 {
+                if budget == 0 || own == 0 {
                     break;
                 }
                 budget -= 1;
+                own -= 1;
                 let t = &transfers[j];
                 if t.time_ms > deadline {
                     break;
@@ -208,10 +219,9 @@ pub fn wash_trading(transfers: &[Transfer], options: WashOptions) -> Vec<Finding
                 if t.to == first.from {
                     let mut cycle = path.clone();
                     cycle.push(j);
-                    if seen.insert(cycle.clone()) {
-                        findings.push(wash_finding(transfers, &cycle));
-                    }
-                    continue;
+                    findings.push(wash_finding(transfers, &cycle));
+                    closed = true;
+                    break;
                 }
                 let visited = path.iter().any(|k| transfers[*k].from == t.to);
                 if path.len() + 1 < max_hops && !visited {
@@ -310,7 +320,11 @@ pub fn sybil_clusters(transfers: &[Transfer], options: SybilOptions) -> Vec<Find
         // The largest group within the window (two pointers).
         let (mut best, mut lo) = ((0usize, 0usize), 0usize);
         for hi in 0..acts.len() {
-            while transfers[acts[hi]].time_ms - transfers[acts[lo]].time_ms > options.sync_window_ms
+            while lo < hi
+                && transfers[acts[hi]]
+                    .time_ms
+                    .saturating_sub(transfers[acts[lo]].time_ms)
+                    > options.sync_window_ms.max(0)
             {
                 lo += 1;
             }
@@ -635,6 +649,31 @@ mod tests {
         );
         assert!(found[0].evidence_ids.contains(&"d180".to_string()));
         assert!(found[0].score > 3.0);
+    }
+
+    #[test]
+    fn nearness_never_saturates_and_back_and_forth_pays_one_finding_per_transfer() {
+        assert!(near(1_000_000, 1_049_999, 500) && !near(1_000_000, 1_050_001, 500));
+        assert!(
+            !near(10u128.pow(36), 1, 500),
+            "huge amounts are not near everything"
+        );
+        assert!(near(u128::MAX, u128::MAX - 1, 1));
+        let mut t = Vec::new();
+        for k in 0..40 {
+            let (from, to) = if k % 2 == 0 { ("p", "q") } else { ("q", "p") };
+            at(&mut t, &format!("b{k}"), 1_000 + k * 1_000, from, to, 7_000);
+        }
+        let found = wash_trading(&t, WashOptions::default());
+        // Each transfer but the last starts exactly one cycle: with the next one back.
+        assert_eq!(found.len(), 39, "{}", found.len());
+        assert_eq!(found[0].evidence_ids, vec!["b0", "b1"]);
+        // A negative sync window finds nothing and does not panic.
+        let options = SybilOptions {
+            min_cluster: 2,
+            sync_window_ms: -5,
+        };
+        assert!(sybil_clusters(&t, options).is_empty());
     }
 
     #[test]

@@ -21,6 +21,12 @@ use serde::Serialize;
 pub const MAX_POINTS: usize = 100_000;
 /// Longest horizon.
 pub const MAX_HORIZON: usize = 10_000;
+/// Fewest points to forecast from (AutoETS needs more than 6).
+pub const MIN_POINTS: usize = 7;
+/// Most backtest origins (each refits the model).
+pub const MAX_WINDOWS: usize = 20;
+/// Longest history a backtest refit looks at: its cost stays bounded on long series.
+const BACKTEST_TRAIN: usize = 5_000;
 
 /// A regular series: `values[i]` at `start_ms + i * step_ms`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -38,7 +44,13 @@ impl Series {
     /// two times, and a missing step counts as 0 (no transactions in that interval). Duplicate
     /// times, non-finite values, a step that does not divide the gaps or more than
     /// [`MAX_POINTS`] points after filling are refused.
-    pub fn from_points(mut points: Vec<(i64, f64)>) -> Result<Self> {
+    pub fn from_points(points: Vec<(i64, f64)>) -> Result<Self> {
+        Self::from_points_with_step(points, None)
+    }
+
+    /// [`Series::from_points`] with the step given (the bucket of the query that made the
+    /// points) rather than found: the greatest common divisor of the gaps when `None`.
+    pub fn from_points_with_step(mut points: Vec<(i64, f64)>, step: Option<i64>) -> Result<Self> {
         if points.len() < 2 {
             return Err(Error::Forecast(format!(
                 "a series needs at least 2 points, got {}",
@@ -49,19 +61,32 @@ impl Series {
             return Err(Error::Forecast(format!("the value at {t} is {v}")));
         }
         points.sort_by_key(|(t, _)| *t);
-        let mut step = i64::MAX;
+        let start = points[0].0;
+        let end = points[points.len() - 1].0;
+        // In i128: two i64 times may be apart by more than i64 holds.
+        if i128::from(end) - i128::from(start) > i128::from(i64::MAX) {
+            return Err(Error::Forecast("the times are too far apart".into()));
+        }
+        let mut gcd = 0i64;
         for w in points.windows(2) {
-            let gap = w[1]
-                .0
-                .checked_sub(w[0].0)
-                .ok_or_else(|| Error::Forecast("the times are too far apart".into()))?;
+            let gap = w[1].0 - w[0].0; // at most the span, which fits
             if gap == 0 {
                 return Err(Error::Forecast(format!("two values at time {}", w[0].0)));
             }
-            step = step.min(gap);
+            let (mut a, mut b) = (gcd, gap);
+            while b != 0 {
+                (a, b) = (b, a % b);
+            }
+            gcd = a;
         }
-        let start = points[0].0;
-        let span = points[points.len() - 1].0 - start;
+        let step = match step {
+            Some(step) if step <= 0 => {
+                return Err(Error::Forecast(format!("a step of {step}")));
+            }
+            Some(step) => step,
+            None => gcd,
+        };
+        let span = end - start;
         if span % step != 0 || points.iter().any(|(t, _)| (t - start) % step != 0) {
             return Err(Error::Forecast(format!(
                 "the times are not on one grid of step {step}: bucket them (date_bin)"
@@ -159,7 +184,7 @@ type Fitted = (String, Vec<f64>, Vec<f64>, Vec<f64>);
 /// Point forecasts and interval bounds for `horizon` steps after `y`.
 fn fit_predict(y: &[f64], season: Option<usize>, horizon: usize, level: f64) -> Result<Fitted> {
     let failed = |e: &dyn std::fmt::Display| Error::Forecast(format!("the model did not fit: {e}"));
-    let (model, forecast) = match season.filter(|s| *s >= 2 && y.len() >= 2 * s) {
+    let (model, forecast) = match season.filter(|s| *s >= 2 && y.len() / 2 >= *s) {
         Some(s) => {
             let trend = AutoETS::non_seasonal().into_trend_model();
             let fitted = MSTLModel::new(vec![s], trend)
@@ -198,6 +223,9 @@ fn fit_predict(y: &[f64], season: Option<usize>, horizon: usize, level: f64) -> 
 /// The seasonal-naive forecast of `horizon` steps after `y`: each step's value one season
 /// earlier (the last value without a season).
 pub fn seasonal_naive(y: &[f64], season: Option<usize>, horizon: usize) -> Vec<f64> {
+    if y.is_empty() {
+        return Vec::new();
+    }
     let m = season.filter(|s| *s >= 1 && *s <= y.len()).unwrap_or(1);
     (0..horizon).map(|h| y[y.len() - m + (h % m)]).collect()
 }
@@ -217,9 +245,21 @@ pub fn forecast(series: &Series, options: ForecastOptions) -> Result<Forecast> {
             options.horizon
         )));
     }
-    if y.len() < 4 {
+    if y.len() < MIN_POINTS {
         return Err(Error::Forecast(format!(
-            "a forecast needs at least 4 points, got {}",
+            "a forecast needs at least {MIN_POINTS} points, got {}",
+            y.len()
+        )));
+    }
+    if options.backtest_windows > MAX_WINDOWS {
+        return Err(Error::Forecast(format!(
+            "at most {MAX_WINDOWS} backtest windows, got {}",
+            options.backtest_windows
+        )));
+    }
+    if let Some(s) = options.season.filter(|s| *s > y.len() / 2) {
+        return Err(Error::Forecast(format!(
+            "a season of {s} steps needs two seasons of data; the series has {} points",
             y.len()
         )));
     }
@@ -239,7 +279,9 @@ pub fn forecast(series: &Series, options: ForecastOptions) -> Result<Forecast> {
         model,
         level: options.level,
         points,
-        backtest: backtest(y, season, options)?,
+        // A backtest that cannot fit (a flat early stretch, say) is no reason to withhold the
+        // forecast.
+        backtest: backtest(y, season, options).ok().flatten(),
     })
 }
 
@@ -251,7 +293,7 @@ fn backtest(
     options: ForecastOptions,
 ) -> Result<Option<Backtest>> {
     let h = options.horizon;
-    let min_train = season.map_or(8, |s| (2 * s).max(8));
+    let min_train = season.map_or(8, |s| s.saturating_mul(2).max(8));
     let windows = (0..options.backtest_windows)
         .take_while(|w| y.len() >= min_train + (w + 1) * h)
         .count();
@@ -261,7 +303,9 @@ fn backtest(
     let (mut err, mut naive_err, mut inside, mut n) = (0.0, 0.0, 0usize, 0usize);
     for w in (1..=windows).rev() {
         let origin = y.len() - w * h;
-        let (train, actual) = (&y[..origin], &y[origin..origin + h]);
+        let keep = season.map_or(BACKTEST_TRAIN, |s| BACKTEST_TRAIN.max(10 * s));
+        let train = &y[origin.saturating_sub(keep)..origin];
+        let actual = &y[origin..origin + h];
         let (_, point, lower, upper) = fit_predict(train, season, h, options.level)?;
         let naive = seasonal_naive(train, season, h);
         for i in 0..h {
@@ -350,20 +394,37 @@ mod tests {
             (vec![(0, 1.0)], "at least 2"),
             (vec![(0, 1.0), (0, 2.0)], "two values"),
             (vec![(0, 1.0), (10, f64::NAN)], "NaN"),
-            (vec![(0, 1.0), (10, 1.0), (25, 1.0)], "not on one grid"),
             (vec![(0, 1.0), (1, 1.0), (10_000_000, 1.0)], "more than"),
             (vec![(i64::MIN, 1.0), (i64::MAX, 1.0)], "too far apart"),
+            (
+                vec![
+                    (-5_000_000_000_000_000_000, 1.0),
+                    (0, 1.0),
+                    (5_000_000_000_000_000_000, 1.0),
+                ],
+                "too far apart",
+            ),
         ] {
             let err = Series::from_points(points).expect_err(says);
             assert!(err.to_string().contains(says), "{err}");
         }
+        // Buckets with no activity are missing from a GROUP BY: the step is the gaps' common
+        // divisor, or the bucket given.
+        let s = Series::from_points(vec![(0, 1.0), (20, 2.0), (50, 3.0)]).expect("a series");
+        assert_eq!(
+            (s.step_ms, s.values),
+            (10, vec![1.0, 0.0, 2.0, 0.0, 0.0, 3.0])
+        );
+        let err = Series::from_points_with_step(vec![(0, 1.0), (10, 1.0), (25, 1.0)], Some(10))
+            .expect_err("off the grid");
+        assert!(err.to_string().contains("not on one grid"), "{err}");
         let short = Series {
             start_ms: 0,
             step_ms: 1,
-            values: vec![1.0, 2.0, 3.0],
+            values: vec![1.0; 6],
         };
         let err = forecast(&short, ForecastOptions::default()).expect_err("too short");
-        assert!(err.to_string().contains("at least 4"), "{err}");
+        assert!(err.to_string().contains("at least 7"), "{err}");
         let ok = Series {
             start_ms: 0,
             step_ms: 1,
@@ -372,6 +433,14 @@ mod tests {
         for options in [
             ForecastOptions {
                 horizon: 0,
+                ..ForecastOptions::default()
+            },
+            ForecastOptions {
+                season: Some(usize::MAX),
+                ..ForecastOptions::default()
+            },
+            ForecastOptions {
+                backtest_windows: 1_000_000,
                 ..ForecastOptions::default()
             },
             ForecastOptions {
@@ -395,5 +464,6 @@ mod tests {
             vec![4.0, 5.0, 6.0, 4.0, 5.0]
         );
         assert_eq!(seasonal_naive(&y, None, 2), vec![6.0, 6.0]);
+        assert!(seasonal_naive(&[], Some(3), 4).is_empty());
     }
 }

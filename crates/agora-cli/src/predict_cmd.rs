@@ -19,8 +19,9 @@ pub struct PredictArgs {
     /// Seconds per step.
     #[arg(long, default_value_t = 60)]
     interval: u64,
-    /// A query of your own instead: its first column the time of each step (Unix ms, e.g.
-    /// `CAST(date_bin(INTERVAL '1 hour', time) AS BIGINT)`, or a height), its second the value.
+    /// A query of your own instead, of two columns: the time of each step (Unix ms, e.g.
+    /// `CAST(time AS BIGINT) / 3600000 * 3600000`, or a height), then the value. Steps without
+    /// a row count 0.
     #[arg(long)]
     sql: Option<String>,
     /// Steps ahead.
@@ -58,8 +59,13 @@ fn metric_sql(metric: &str, interval: u64) -> Result<String> {
     if interval == 0 {
         bail!("--interval must be at least 1 second");
     }
+    let ms = interval
+        .checked_mul(1000)
+        .filter(|ms| *ms <= i64::MAX as u64)
+        .context("--interval is too long")?;
+    // Buckets in whole milliseconds (the time column holds Unix ms).
     Ok(format!(
-        "SELECT CAST(date_bin(INTERVAL '{interval} seconds', time, TIMESTAMP '1970-01-01T00:00:00Z') AS BIGINT) AS t, {value} AS v FROM {table} GROUP BY 1 ORDER BY 1"
+        "SELECT CAST(time AS BIGINT) / {ms} * {ms} AS t, {value} AS v FROM {table} GROUP BY 1 ORDER BY 1"
     ))
 }
 
@@ -86,24 +92,28 @@ pub(crate) fn utc(ms: i64) -> String {
 }
 
 pub fn predict(args: PredictArgs) -> Result<()> {
-    let sql = match &args.sql {
-        Some(sql) => sql.clone(),
-        None => metric_sql(&args.metric, args.interval)?,
+    let (sql, step) = match &args.sql {
+        Some(sql) => (sql.clone(), None),
+        None => (
+            metric_sql(&args.metric, args.interval)?,
+            Some(args.interval.saturating_mul(1000) as i64),
+        ),
     };
     let source = match &args.evm {
         Some(dir) => Source::Evm(dir.clone()),
         None => Source::Node(args.node.clone()),
     };
-    let rows = json_rows(&source, &sql)?;
+    let (columns, rows) = json_rows(&source, &sql)?;
+    let [time, value] = columns.as_slice() else {
+        bail!(
+            "the query must give two columns, a time and a value; it gives {}: {}",
+            columns.len(),
+            columns.join(", ")
+        );
+    };
     let mut points = Vec::with_capacity(rows.len());
     for row in &rows {
-        let values: Vec<&serde_json::Value> = match row.as_object() {
-            Some(o) => o.values().collect(),
-            None => bail!("a row is not an object: {row}"),
-        };
-        let (Some(t), Some(v)) = (values.first(), values.get(1)) else {
-            bail!("each row needs two columns, a time and a value: {row}");
-        };
+        let (t, v) = (&row[time.as_str()], &row[value.as_str()]);
         let t = t
             .as_i64()
             .with_context(|| format!("the first column must be an integer time: {row}"))?;
@@ -113,7 +123,7 @@ pub fn predict(args: PredictArgs) -> Result<()> {
             .with_context(|| format!("the second column must be a number: {row}"))?;
         points.push((t, v));
     }
-    let series = Series::from_points(points)?;
+    let series = Series::from_points_with_step(points, step)?;
     let options = ForecastOptions {
         horizon: args.horizon,
         season: args.season,
@@ -208,7 +218,7 @@ pub struct AnomaliesArgs {
     #[arg(long, value_name = "DIR", requires = "token")]
     evm: Option<PathBuf>,
     /// The ERC-20 (its address) whose transfers to look at.
-    #[arg(long)]
+    #[arg(long, requires = "evm")]
     token: Option<String>,
     /// text or json.
     #[arg(long, default_value = "text")]
@@ -249,6 +259,7 @@ pub fn anomalies(args: AnomaliesArgs) -> Result<()> {
     let mut findings = Vec::new();
     if kinds.iter().any(|k| *k == "wash" || *k == "sybil") {
         let transfers = json_rows(&source, &transfers_sql)?
+            .1
             .iter()
             .map(Transfer::from_row)
             .collect::<Result<Vec<_>, _>>()?;
@@ -272,8 +283,12 @@ pub fn anomalies(args: AnomaliesArgs) -> Result<()> {
             ));
         }
     }
+    if kinds.contains(&"drift") && !matches!(source, Source::Node(_)) && args.kind == "drift" {
+        bail!("provider drift is about Agora's providers: ask a node, not --evm");
+    }
     if kinds.contains(&"drift") && matches!(source, Source::Node(_)) {
         let jobs = json_rows(&source, &range(anomaly::JOBS_SQL))?
+            .1
             .iter()
             .map(JobOutcome::from_row)
             .collect::<Result<Vec<_>, _>>()?;

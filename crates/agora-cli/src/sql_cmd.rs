@@ -176,8 +176,11 @@ pub(crate) enum Source {
     Evm(PathBuf),
 }
 
-/// The rows of `sql` as JSON objects (at most 1,000,000; 25 s).
-pub(crate) fn json_rows(source: &Source, sql: &str) -> Result<Vec<serde_json::Value>> {
+/// The column names of `sql`'s result and its rows as JSON objects (at most 1,000,000; 25 s).
+pub(crate) fn json_rows(
+    source: &Source,
+    sql: &str,
+) -> Result<(Vec<String>, Vec<serde_json::Value>)> {
     let limits = agora_analytics::QueryLimits::MAX;
     let body = match source {
         Source::Node(node) => {
@@ -199,6 +202,15 @@ pub(crate) fn json_rows(source: &Source, sql: &str) -> Result<Vec<serde_json::Va
             agora_analytics::query_files(&tables, sql, limits, Format::Json)?.1
         }
     };
-    let v: serde_json::Value = serde_json::from_slice(&body).context("reading the rows")?;
-    Ok(v["rows"].as_array().cloned().unwrap_or_default())
+    let mut v: serde_json::Value = serde_json::from_slice(&body).context("reading the rows")?;
+    let columns = v["columns"]
+        .as_array()
+        .context("the answer has no columns")?
+        .iter()
+        .map(|c| c["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    match v.get_mut("rows").map(serde_json::Value::take) {
+        Some(serde_json::Value::Array(rows)) => Ok((columns, rows)),
+        _ => bail!("the answer has no rows"),
+    }
 }

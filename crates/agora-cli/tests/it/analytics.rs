@@ -50,6 +50,7 @@ fn a_transfer_sent_back_is_a_wash_cycle_and_a_series_is_forecast() {
             ],
         ))
     };
+    let started = std::time::Instant::now();
     let there = send("alice", &bob, "50AGR");
     let back = send("bob", &alice, "49.5AGR");
     // An unrelated payment of another size is no cycle.
@@ -94,7 +95,8 @@ fn a_transfer_sent_back_is_a_wash_cycle_and_a_series_is_forecast() {
 
     // A seasonal series from SQL (by height): forecast with intervals, backtested.
     node.wait_height(45);
-    let sql = "SELECT height AS t, CAST(height % 5 AS DOUBLE) * 10 AS v FROM blocks WHERE height BETWEEN 1 AND 40";
+    // Columns named so that their alphabetical order is not theirs: read by position.
+    let sql = "SELECT height AS z, CAST(height % 5 AS DOUBLE) * 10 AS a FROM blocks WHERE height BETWEEN 1 AND 40";
     let out = agora_ok(
         home,
         &[
@@ -147,6 +149,41 @@ fn a_transfer_sent_back_is_a_wash_cycle_and_a_series_is_forecast() {
         "{text}"
     );
     // Bad input: a clear error.
+    // A built-in metric: transfers per second, with the time in ms (one more transfer, 8 s
+    // after the first, gives the series its length).
+    std::thread::sleep(std::time::Duration::from_secs(8).saturating_sub(started.elapsed()));
+    send("alice", &bob, "1AGR");
+    let out = agora_ok(
+        home,
+        &[
+            "predict",
+            "--metric",
+            "transfers",
+            "--interval",
+            "1",
+            "--horizon",
+            "2",
+            "--windows",
+            "0",
+            "--node",
+            &api,
+            "--format",
+            "json",
+        ],
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let start = v["series"]["start_ms"].as_i64().unwrap();
+    assert_eq!(v["series"]["step_ms"], 1000);
+    // The node's block times are this machine's clock: the series must start near now.
+    #[allow(clippy::disallowed_methods)]
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!(
+        (now_ms - start).abs() < 600_000,
+        "the series starts at {start} ms, now is {now_ms}"
+    );
     let out = agora(home, &["predict", "--metric", "nope", "--node", &api]);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("unknown metric"),
