@@ -201,13 +201,7 @@ impl Analytics {
                 lake.reset()?;
             }
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_stack_size(STACK_BYTES)
-            .thread_name("analytics")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::Internal(format!("starting the analytics runtime: {e}")))?;
+        let runtime = analytics_runtime()?;
         let (stop, stopped) = watch::channel(false);
         let (indexed, _) = watch::channel(lake.height());
         let inner = Arc::new(Inner {
@@ -375,13 +369,7 @@ pub fn query_files(
             sql.len()
         )));
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_stack_size(STACK_BYTES)
-        .thread_name("analytics")
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Internal(format!("starting the analytics runtime: {e}")))?;
+    let runtime = analytics_runtime()?;
     let tables = tables.to_vec();
     let sql = sql.to_string();
     let task = runtime.spawn(async move {
@@ -405,6 +393,17 @@ pub fn query_files(
         .map_err(|e| Error::Internal(format!("the query's task failed: {e}")))?;
     runtime.shutdown_background();
     result
+}
+
+/// The runtime queries run on: two threads with large stacks (a query's plan may be deep).
+fn analytics_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_stack_size(STACK_BYTES)
+        .thread_name("analytics")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Internal(format!("starting the analytics runtime: {e}")))
 }
 
 /// Largest formatted result.

@@ -69,28 +69,6 @@ fn metric_sql(metric: &str, interval: u64) -> Result<String> {
     ))
 }
 
-/// `ms` since the Unix epoch as `YYYY-MM-DD hh:mm:ss` (UTC).
-pub(crate) fn utc(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil from days (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 pub fn predict(args: PredictArgs) -> Result<()> {
     let (sql, step) = match &args.sql {
         Some(sql) => (sql.clone(), None),
@@ -157,7 +135,7 @@ pub fn predict(args: PredictArgs) -> Result<()> {
     );
     for p in &forecast.points {
         let t = if times_are_ms {
-            utc(p.time_ms)
+            agora_web::utc_time(u64::try_from(p.time_ms).unwrap_or(0))
         } else {
             p.time_ms.to_string()
         };
@@ -305,14 +283,4 @@ pub fn anomalies(args: AnomaliesArgs) -> Result<()> {
         println!("[{}] {}", f.kind, f.evidence);
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn times_print_as_utc() {
-        assert_eq!(super::utc(0), "1970-01-01 00:00:00");
-        assert_eq!(super::utc(1_796_422_466_000), "2026-12-04 22:14:26");
-        assert_eq!(super::utc(951_782_400_000), "2000-02-29 00:00:00");
-    }
 }

@@ -24,7 +24,7 @@ use axum::{Router, routing::get};
 use std::sync::{Arc, OnceLock};
 
 pub use devnet::DemoWallet;
-pub use render::PageError;
+pub use render::{PageError, utc_time};
 
 /// Where the pages send what the node does not answer itself: the gateway (OpenAI-compatible
 /// API) for the playground. Set once it is known (a devnet starts its gateway after its node);

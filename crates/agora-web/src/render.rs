@@ -83,6 +83,10 @@ fn short(v: String) -> String {
 }
 
 /// Milliseconds since the epoch as UTC `YYYY-MM-DD HH:MM:SS`.
+pub fn utc_time(ms: u64) -> String {
+    time(ms)
+}
+
 fn time(ms: u64) -> String {
     let secs = ms / 1000;
     let (days, rem) = (secs / 86_400, secs % 86_400);
