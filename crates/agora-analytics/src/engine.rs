@@ -17,7 +17,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
-use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::tree_node::{TreeNode as _, TreeNodeRecursion};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
@@ -103,7 +103,7 @@ pub struct QueryOutput {
 const MAX_STATE_ROWS: usize = 1_000_000;
 
 /// Queries at once; more are refused as busy.
-const MAX_CONCURRENT: usize = 4;
+pub(crate) const MAX_CONCURRENT: usize = 4;
 
 /// How the tables are kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,16 +123,16 @@ impl Default for Options {
 /// The analytics service: start it once per node with [`Analytics::start`].
 #[derive(Clone, Debug)]
 pub struct Analytics {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 pub(crate) struct Inner {
     node: Arc<Node>,
-    lake: RwLock<Lake>,
+    pub(crate) lake: RwLock<Lake>,
     /// Queries and indexing run here, not on the node's runtime.
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
-    handle: tokio::runtime::Handle,
-    permits: Arc<Semaphore>,
+    pub(crate) handle: tokio::runtime::Handle,
+    pub(crate) permits: Arc<Semaphore>,
     running: AtomicUsize,
     state_cache: Mutex<BTreeMap<&'static str, (u64, RecordBatch)>>,
     /// Held while a state table is converted: queries that want it meanwhile wait for it and
@@ -436,7 +436,7 @@ impl<T> Drop for AbortOnDrop<T> {
 
 /// Refuses anything but one query (`SELECT`, `WITH`, `VALUES`, `EXPLAIN` of one), with a
 /// message that says what was sent instead.
-fn check_read_only(sql: &str) -> Result<()> {
+pub(crate) fn check_read_only(sql: &str) -> Result<()> {
     if sql.trim().is_empty() {
         return Err(Error::Syntax("the query is empty".into()));
     }
@@ -520,6 +520,32 @@ pub(crate) async fn execute(
     sql: &str,
     limits: QueryLimits,
 ) -> Result<QueryOutput> {
+    let planned = plan(view, inner, extra, sql, limits, None).await?;
+    collect(planned, limits).await
+}
+
+/// A planned query, ready to run.
+pub(crate) struct Planned {
+    frame: datafusion::prelude::DataFrame,
+    height: Option<u64>,
+    /// The tables it scans, each once, in the order first met.
+    pub(crate) tables: Vec<String>,
+    /// Whether its plan orders rows (an `ORDER BY` somewhere).
+    pub(crate) sorted: bool,
+}
+
+/// Plans `sql` over `view` (and the state tables of `inner`'s node, if given). With `at`, as a
+/// network job does: the history tables cut at that height, no state tables, one partition
+/// read in height order (so the same rows come in the same order on every node), and only
+/// functions whose result depends on their arguments alone.
+pub(crate) async fn plan(
+    view: Option<View>,
+    inner: Option<&Arc<Inner>>,
+    extra: &[FileTable],
+    sql: &str,
+    limits: QueryLimits,
+    at: Option<u64>,
+) -> Result<Planned> {
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_limit(limits.memory_bytes, 1.0)
         // A query past its memory fails rather than spilling to this node's disk.
@@ -530,23 +556,43 @@ pub(crate) async fn execute(
         .build_arc()
         .map_err(|e| Error::Internal(e.to_string()))?;
     let config = SessionConfig::new()
-        .with_target_partitions(2)
-        .with_information_schema(true);
+        .with_target_partitions(if at.is_some() { 1 } else { 2 })
+        .with_information_schema(at.is_none());
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     // Functions whose output a caller sizes at will, outside the memory pool's accounting.
     for name in UNBOUNDED_FUNCTIONS {
         ctx.deregister_udf(name);
     }
     let mut known: Vec<&str> = Vec::new();
-    let height = view.as_ref().and_then(|v| v.height);
+    let height = match at {
+        Some(h) => Some(h),
+        None => view.as_ref().and_then(|v| v.height),
+    };
     if let Some(view) = view {
         for (t, def) in HISTORY.iter().enumerate() {
-            let table = ChainTable {
+            let table = Arc::new(ChainTable {
                 schema: def.schema(),
                 files: view.files[t].clone(),
                 tail: view.tail[t].clone(),
+                ordered: at.is_some(),
+            });
+            let provider: Arc<dyn TableProvider> = match at {
+                None => table,
+                Some(h) => {
+                    let h = i64::try_from(h)
+                        .map_err(|_| Error::Plan(format!("height {h} is out of range")))?;
+                    ctx.read_table(table)
+                        .and_then(|f| {
+                            f.filter(
+                                datafusion::prelude::col("height")
+                                    .lt_eq(datafusion::prelude::lit(h)),
+                            )
+                        })
+                        .map_err(|e| Error::Internal(e.to_string()))?
+                        .into_view()
+                }
             };
-            ctx.register_table(def.name, Arc::new(table))
+            ctx.register_table(def.name, provider)
                 .map_err(|e| Error::Internal(e.to_string()))?;
             known.push(def.name);
         }
@@ -556,12 +602,13 @@ pub(crate) async fn execute(
             schema: table.schema.clone(),
             files: table.files.clone(),
             tail: Vec::new(),
+            ordered: at.is_some(),
         };
         ctx.register_table(table.name.as_str(), Arc::new(provider))
             .map_err(|e| Error::Internal(e.to_string()))?;
         known.push(&table.name);
     }
-    if let Some(inner) = inner {
+    if let Some(inner) = inner.filter(|_| at.is_none()) {
         for def in STATE {
             known.push(def.name);
             let table = StateTable {
@@ -581,11 +628,45 @@ pub(crate) async fn execute(
         .await
         .map_err(|e| planning_error(e, &known))?;
     let mut scans = 0usize;
+    let mut tables: Vec<String> = Vec::new();
+    let (mut sorted, mut explained) = (false, false);
+    let mut unsettled: Option<String> = None;
     frame
         .logical_plan()
         .apply_with_subqueries(|node| {
-            if matches!(node, LogicalPlan::TableScan(_)) {
-                scans += 1;
+            match node {
+                LogicalPlan::TableScan(scan) => {
+                    scans += 1;
+                    let name = scan.table_name.table().to_string();
+                    if !tables.contains(&name) {
+                        tables.push(name);
+                    }
+                }
+                // A job's tables are views (the table cut at the height), inlined under their
+                // name.
+                LogicalPlan::SubqueryAlias(alias) if at.is_some() => {
+                    let name = alias.alias.table().to_string();
+                    if !tables.contains(&name) {
+                        tables.push(name);
+                    }
+                }
+                LogicalPlan::Sort(_) => sorted = true,
+                LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) => explained = true,
+                _ => {}
+            }
+            if at.is_some() && unsettled.is_none() {
+                node.apply_expressions(|e| {
+                    e.apply(|e| {
+                        if let Expr::ScalarFunction(f) = e
+                            && f.func.signature().volatility
+                                != datafusion::logical_expr::Volatility::Immutable
+                        {
+                            unsettled = Some(f.func.name().to_string());
+                            return Ok(TreeNodeRecursion::Stop);
+                        }
+                        Ok(TreeNodeRecursion::Continue)
+                    })
+                })?;
             }
             Ok(TreeNodeRecursion::Continue)
         })
@@ -595,6 +676,40 @@ pub(crate) async fn execute(
             "the query scans tables {scans} times; at most {MAX_SCANS}"
         )));
     }
+    if at.is_some() {
+        if explained {
+            return Err(Error::Plan(
+                "a job answers a query, not EXPLAIN: a plan differs between builds".into(),
+            ));
+        }
+        if let Some(name) = unsettled {
+            return Err(Error::Plan(format!(
+                "{name}() is not offered in a job: its result depends on when or where it runs, \
+                 so a verifier could not check it"
+            )));
+        }
+    }
+    if at.is_some() {
+        tables.retain(|t| HISTORY.iter().any(|d| d.name == t.as_str()));
+    }
+    Ok(Planned {
+        frame,
+        height,
+        tables,
+        sorted,
+    })
+}
+
+impl Planned {
+    /// Its result's columns.
+    pub(crate) fn schema(&self) -> arrow::datatypes::Schema {
+        self.frame.schema().as_arrow().clone()
+    }
+}
+
+/// Runs a planned query within `limits`' row and memory caps.
+pub(crate) async fn collect(planned: Planned, limits: QueryLimits) -> Result<QueryOutput> {
+    let Planned { frame, height, .. } = planned;
     let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
     let mut stream = frame.execute_stream().await.map_err(execution_error)?;
     let mut batches = Vec::new();
@@ -762,6 +877,9 @@ struct ChainTable {
     schema: SchemaRef,
     files: Vec<std::path::PathBuf>,
     tail: Vec<RecordBatch>,
+    /// Segments then tail, one after the other in one partition (a job's scan), rather than
+    /// side by side.
+    ordered: bool,
 }
 
 #[async_trait]
@@ -812,8 +930,14 @@ impl TableProvider for ChainTable {
         }
         let tail = MemTable::try_new(self.schema.clone(), vec![self.tail.clone()])?;
         plans.push(tail.scan(state, projection, filters, limit).await?);
-        if plans.len() == 1 {
+        if plans.len() == 1
+            && (!self.ordered || plans[0].properties().partitioning.partition_count() == 1)
+        {
             return Ok(plans.remove(0));
+        }
+        if self.ordered {
+            let schema = plans[0].schema();
+            return Ok(Arc::new(crate::concat::ConcatExec::new(schema, plans)));
         }
         UnionExec::try_new(plans)
     }

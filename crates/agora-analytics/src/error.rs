@@ -53,6 +53,14 @@ pub enum Error {
         /// The height given.
         got: u64,
     },
+    /// A job's height that this node's tables do not hold (yet).
+    #[error("height {height} is not in this node's tables yet (they hold blocks up to {})", indexed.map_or_else(|| "none".to_string(), |h| h.to_string()))]
+    NotIndexed {
+        /// The height asked for.
+        height: u64,
+        /// The last height held.
+        indexed: Option<u64>,
+    },
     /// A series that cannot be forecast, or a model that did not fit.
     #[error("forecast: {0}")]
     Forecast(String),
@@ -88,6 +96,7 @@ impl Error {
             Error::MemoryCap(_) => "memory_cap",
             Error::Busy { .. } => "busy",
             Error::OutOfOrder { .. } => "out_of_order",
+            Error::NotIndexed { .. } => "height_not_indexed",
             Error::Forecast(_) => "forecast",
             Error::Io { .. } => "io",
             Error::Store(_) => "store",

@@ -1,5 +1,5 @@
-//! `POST /v1/sql` and `GET /v1/sql/tables`: the analytics service over HTTP, beside the
-//! node's API.
+//! `POST /v1/sql`, `GET /v1/sql/tables` and `GET /v1/anomalies`: the analytics service over
+//! HTTP, beside the node's API.
 //!
 //! A request is `{"sql": "SELECT …", "format": "json", "max_rows": n, "timeout_ms": n,
 //! "memory_mb": n}` (all but `sql` optional; the limits are clamped to
@@ -62,7 +62,111 @@ pub fn router(analytics: Analytics) -> Router {
             post(sql).layer(DefaultBodyLimit::max(MAX_SQL_BYTES + 4096)),
         )
         .route("/v1/sql/tables", get(tables))
+        .route("/v1/anomalies", get(anomalies))
         .with_state(analytics)
+}
+
+/// `GET /v1/anomalies?kind=all|wash|sybil|drift&from=H&to=H`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnomalyQuery {
+    kind: Option<String>,
+    from: Option<u64>,
+    to: Option<u64>,
+}
+
+/// The rows of `sql` as JSON objects, within the largest limits.
+async fn object_rows(analytics: &Analytics, sql: &str) -> Result<Vec<serde_json::Value>, Error> {
+    let limits = QueryLimits {
+        max_rows: QueryLimits::MAX.max_rows,
+        ..QueryLimits::default()
+    };
+    let (_, bytes) = analytics.query_as(sql, limits, Format::Json).await?;
+    let mut v: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Internal(format!("reading rows: {e}")))?;
+    match v.get_mut("rows").map(serde_json::Value::take) {
+        Some(serde_json::Value::Array(rows)) => Ok(rows),
+        _ => Err(Error::Internal("the rows are missing".into())),
+    }
+}
+
+/// Wash-trading cycles, sybil clusters and drifting providers over the node's tables, with
+/// the detectors' default thresholds (those of `agora anomalies`), each with its evidence.
+async fn anomalies(
+    State(analytics): State<Analytics>,
+    query: Result<axum::extract::Query<AnomalyQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    use crate::anomaly::{self, DriftOptions, JobOutcome, SybilOptions, Transfer, WashOptions};
+    let axum::extract::Query(q) =
+        query.map_err(|e| ApiError::bad_request("malformed_request", e.body_text()))?;
+    let kinds: &[&str] = match q.kind.as_deref().unwrap_or("all") {
+        "all" => &["wash", "sybil", "drift"],
+        "wash" => &["wash"],
+        "sybil" => &["sybil"],
+        "drift" => &["drift"],
+        other => {
+            return Err(ApiError::bad_request(
+                "unknown_kind",
+                format!("kind {other:?}: all, wash, sybil or drift"),
+            ));
+        }
+    };
+    let height = analytics.height();
+    let (from, to) = (q.from.unwrap_or(0), q.to.unwrap_or(i64::MAX as u64));
+    if from > to {
+        return Err(ApiError::bad_request(
+            "bad_range",
+            format!("from {from} is past to {to}"),
+        ));
+    }
+    let range = |sql: &str| {
+        sql.replace("{from}", &from.min(i64::MAX as u64).to_string())
+            .replace("{to}", &to.min(i64::MAX as u64).to_string())
+    };
+    let bad_rows = |e: Error| api_error(&e);
+    let transfers = if kinds.contains(&"wash") || kinds.contains(&"sybil") {
+        object_rows(&analytics, &range(anomaly::TRANSFERS_SQL))
+            .await
+            .map_err(|e| api_error(&e))?
+            .iter()
+            .map(Transfer::from_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(bad_rows)?
+    } else {
+        Vec::new()
+    };
+    let jobs = if kinds.contains(&"drift") {
+        object_rows(&analytics, &range(anomaly::JOBS_SQL))
+            .await
+            .map_err(|e| api_error(&e))?
+            .iter()
+            .map(JobOutcome::from_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(bad_rows)?
+    } else {
+        Vec::new()
+    };
+    let kinds: Vec<&'static str> = kinds.to_vec();
+    // The searches are bounded but may take a moment: off the async threads.
+    let findings = tokio::task::spawn_blocking(move || {
+        let mut findings = Vec::new();
+        if kinds.contains(&"wash") {
+            findings.extend(anomaly::wash_trading(&transfers, WashOptions::default()));
+        }
+        if kinds.contains(&"sybil") {
+            findings.extend(anomaly::sybil_clusters(&transfers, SybilOptions::default()));
+        }
+        if kinds.contains(&"drift") {
+            findings.extend(anomaly::provider_drift(&jobs, DriftOptions::default()));
+        }
+        findings
+    })
+    .await
+    .map_err(|e| api_error(&Error::Internal(format!("the detectors failed: {e}"))))?;
+    Ok(Json(serde_json::json!({
+        "height": height,
+        "findings": findings,
+    })))
 }
 
 /// The API error for an analytics error.

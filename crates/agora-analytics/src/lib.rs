@@ -16,10 +16,12 @@
 #![forbid(unsafe_code)]
 
 pub mod anomaly;
+mod concat;
 mod engine;
 mod error;
 pub mod format;
 pub mod http;
+pub mod job;
 mod lake;
 pub mod predict;
 pub mod tables;

@@ -137,6 +137,31 @@ impl Default for ForecastOptions {
     }
 }
 
+/// A series' points from rows of two columns: an integer time and a number (or a number's
+/// text, as an amount is written).
+pub fn points_from_rows(rows: &[Vec<serde_json::Value>]) -> Result<Vec<(i64, f64)>> {
+    let mut points = Vec::with_capacity(rows.len());
+    for row in rows {
+        let [t, v] = row.as_slice() else {
+            return Err(Error::Forecast(format!(
+                "each row must hold two columns, a time and a value; one holds {}",
+                row.len()
+            )));
+        };
+        let t = t.as_i64().ok_or_else(|| {
+            Error::Forecast(format!("the first column must be an integer time, not {t}"))
+        })?;
+        let v = v
+            .as_f64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .ok_or_else(|| {
+                Error::Forecast(format!("the second column must be a number, not {v}"))
+            })?;
+        points.push((t, v));
+    }
+    Ok(points)
+}
+
 /// One forecast step.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Point {

@@ -970,6 +970,7 @@ pub(crate) fn model_row(id: &Hash, m: &ModelInfo) -> Vec<V> {
         ModelKind::Chat => "chat",
         ModelKind::Embedding => "embedding",
         ModelKind::Audit => "audit",
+        ModelKind::Analytics => "analytics",
     };
     vec![
         V::Str(id.to_hex()),

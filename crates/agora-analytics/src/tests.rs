@@ -328,3 +328,104 @@ fn blocks_out_of_order_are_refused() {
     );
     assert_eq!(lake.height(), Some(0));
 }
+
+/// The same random run in two lakes cut into segments differently.
+fn two_lakes(plans: &[Vec<sim::TxPlan>], a: u64, b: u64) -> (Vec<Lake>, Vec<tempfile::TempDir>) {
+    let dirs = vec![tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut lakes: Vec<Lake> = dirs
+        .iter()
+        .map(|d| Lake::open(d.path(), "agora-sim").unwrap())
+        .collect();
+    lakes[0].set_segment_blocks(a);
+    lakes[1].set_segment_blocks(b);
+    for lake in &mut lakes {
+        genesis_block(lake);
+    }
+    sim::run_with(plans, |world| {
+        let b = world.last_block.as_ref().unwrap();
+        let hash = Hash::digest(&b.height.to_le_bytes());
+        let data = BlockData {
+            height: b.height,
+            time_ms: b.time_ms,
+            hash: &hash,
+            proposer: &b.proposer,
+            txs: &b.txs,
+            receipts: &b.receipts,
+            block_events: &b.block_events,
+        };
+        for lake in &mut lakes {
+            lake.add(&data).unwrap();
+        }
+    })
+    .unwrap();
+    (lakes, dirs)
+}
+
+fn job_rows(lake: &Lake, sql: &str, height: u64) -> crate::Result<Vec<Vec<serde_json::Value>>> {
+    rt().block_on(async {
+        let planned = crate::engine::plan(
+            Some(lake.view()),
+            None,
+            &[],
+            sql,
+            QueryLimits::default(),
+            Some(height),
+        )
+        .await?;
+        let out = crate::engine::collect(planned, QueryLimits::default()).await?;
+        Ok(crate::job::json_rows(&out.batches))
+    })
+}
+
+/// A job's answer at a height is the same whatever the segments: rows in the same order,
+/// floats to the bit, the tables cut at the height; what would differ between nodes is refused.
+#[test]
+fn a_job_answers_the_same_rows_whatever_the_segments_and_refuses_what_would_differ() {
+    let plans = proptest::strategy::ValueTree::current(
+        &sim::arb_run(30)
+            .new_tree(&mut proptest::test_runner::TestRunner::deterministic())
+            .unwrap(),
+    );
+    let (lakes, _dirs) = two_lakes(&plans, 2, 1_000);
+    let top = lakes[0].height().unwrap();
+    assert!(top >= 10, "{top} blocks");
+    let queries = [
+        "SELECT height, idx, hash, sender, fee, success FROM transactions",
+        "SELECT kind, count(*), sum(fee), avg(CAST(fee AS DOUBLE)) FROM transactions GROUP BY kind",
+        "SELECT sender, sum(CAST(fee AS DOUBLE)) / 3.0 AS f FROM transactions GROUP BY sender LIMIT 3",
+        "SELECT kind, attributes FROM events ORDER BY kind LIMIT 5",
+        "SELECT b.height, count(t.hash) FROM blocks b LEFT JOIN transactions t ON t.height = b.height GROUP BY b.height",
+        "SELECT max(height), count(*) FROM blocks",
+    ];
+    for height in [top / 2, top] {
+        for sql in queries {
+            let a = job_rows(&lakes[0], sql, height).unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let b = job_rows(&lakes[1], sql, height).unwrap();
+            assert_eq!(a, b, "{sql} at {height}");
+        }
+        let cut = job_rows(
+            &lakes[0],
+            "SELECT max(height), count(*) FROM blocks",
+            height,
+        )
+        .unwrap();
+        assert_eq!(
+            cut,
+            vec![vec![
+                serde_json::json!(height),
+                serde_json::json!(height + 1)
+            ]]
+        );
+    }
+    for sql in [
+        "SELECT now()",
+        "SELECT random() FROM blocks",
+        "EXPLAIN SELECT 1",
+    ] {
+        let e = job_rows(&lakes[0], sql, top).unwrap_err();
+        assert!(matches!(e, Error::Plan(_)), "{sql}: {e}");
+    }
+    // The state tables are today's, not the height's: not offered to a job.
+    let e = job_rows(&lakes[0], "SELECT * FROM accounts", top).unwrap_err();
+    assert!(matches!(e, Error::UnknownTable { .. }), "{e}");
+}

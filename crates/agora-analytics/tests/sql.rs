@@ -542,3 +542,72 @@ fn tables_of_another_history_under_the_same_chain_id_are_rebuilt() {
     assert!(t.rt.block_on(a.wait_for(height(&t), Duration::from_secs(10))));
     assert_eq!(count(&t, &a), "0");
 }
+
+/// `GET /v1/anomalies`: a transfer sent and sent back at once is a wash cycle, named by both
+/// transactions; an unknown kind or a reversed range is refused.
+#[test]
+fn the_anomalies_route_finds_a_transfer_sent_back_with_its_evidence() {
+    let (_dir, t, a) = start();
+    let send = |from: &str, nonce: u64, to: &str, amount: u128| {
+        let tx = Transaction {
+            chain_id: CHAIN.into(),
+            sender: key(from).public(),
+            nonce,
+            fee: 1_000_000,
+            messages: vec![Message::Transfer {
+                to: key(to).address(),
+                amount,
+            }],
+        }
+        .sign(&key(from));
+        t.node.submit(&tx.encode()).unwrap();
+        tx.hash().to_hex()
+    };
+    let there = send("alice", 0, "bob", 50 * AGR);
+    block(&t, &a);
+    let back = send("bob", 0, "alice", 49 * AGR + AGR / 2);
+    block(&t, &a);
+    let get = |path: &str| {
+        let mut r = agent(Duration::from_secs(30))
+            .get(&format!("{}{path}", t.base))
+            .call()
+            .unwrap();
+        let status = r.status().as_u16();
+        (
+            status,
+            r.body_mut().read_json::<serde_json::Value>().unwrap(),
+        )
+    };
+    let (status, v) = get("/v1/anomalies?kind=wash");
+    assert_eq!(status, 200, "{v}");
+    let findings = v["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "{v}");
+    let f = &findings[0];
+    assert_eq!(f["kind"], "wash_trading");
+    assert_eq!(f["evidence_ids"], serde_json::json!([there, back]), "{f}");
+    assert!(
+        f["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("50000000000, 49500000000"),
+        "{f}"
+    );
+    let (status, v) = get("/v1/anomalies?kind=wash&from=1000");
+    assert_eq!(
+        (status, v["findings"].as_array().unwrap().len()),
+        (200, 0),
+        "{v}"
+    );
+    for (path, code) in [
+        ("/v1/anomalies?kind=laundering", "unknown_kind"),
+        ("/v1/anomalies?from=9&to=3", "bad_range"),
+        ("/v1/anomalies?height=3", "malformed_request"),
+    ] {
+        let (status, v) = get(path);
+        assert_eq!(
+            (status, v["code"].as_str().unwrap()),
+            (400, code),
+            "{path}: {v}"
+        );
+    }
+}

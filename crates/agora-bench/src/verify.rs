@@ -88,7 +88,10 @@ pub fn run(args: VerifyBenchArgs, models_dir: &std::path::Path) -> Result<()> {
     let judge = |input: &JobInput, output: &JobOutput| -> Result<(Verdict, Duration)> {
         let n = match output {
             JobOutput::Text { tokens, .. } => tokens.len() as u32,
-            JobOutput::Embeddings { .. } | JobOutput::Audit { .. } => 0,
+            JobOutput::Embeddings { .. }
+            | JobOutput::Audit { .. }
+            | JobOutput::Table { .. }
+            | JobOutput::Forecast { .. } => 0,
         };
         let prompt = verifier.input_tokens(&id, input)?;
         let t = Instant::now();

@@ -137,22 +137,27 @@ pub enum SubnetCommand {
         /// Read the passphrase from this file (else AGORA_PASSWORD, else a prompt).
         #[arg(long)]
         password_file: Option<PathBuf>,
-        /// A forecast miner's model: `persistence` (the last window again), `mean:N` (of the
-        /// last N windows) or `constant:V`.
-        #[arg(long, default_value = "persistence")]
+        /// A forecast miner's model: `predict` (the baseline: `agora predict`'s AutoETS over
+        /// the windows so far), `persistence` (the last window again), `mean:N` (of the last N
+        /// windows) or `constant:V`.
+        #[arg(long, default_value = "predict")]
         forecast: String,
         #[command(flatten)]
         provider: agora_daemons::market::ProviderArgs,
     },
 }
 
-fn parse_forecast(s: &str) -> Result<agora_market::subnet::ForecastModel> {
+fn parse_forecast(s: &str) -> Result<std::sync::Arc<dyn agora_market::subnet::Predictor>> {
     use agora_market::subnet::ForecastModel;
+    use std::sync::Arc;
     Ok(match s.split_once(':') {
-        None if s == "persistence" => ForecastModel::Persistence,
-        Some(("mean", n)) => ForecastModel::Mean(n.parse().context("mean:N, N windows")?),
-        Some(("constant", v)) => ForecastModel::Constant(v.parse().context("constant:V")?),
-        _ => bail!("forecast model {s:?}: persistence, mean:N or constant:V"),
+        None if s == "predict" => Arc::new(agora_daemons::subnets::PredictBaseline),
+        None if s == "persistence" => Arc::new(ForecastModel::Persistence),
+        Some(("mean", n)) => Arc::new(ForecastModel::Mean(n.parse().context("mean:N, N windows")?)),
+        Some(("constant", v)) => {
+            Arc::new(ForecastModel::Constant(v.parse().context("constant:V")?))
+        }
+        _ => bail!("forecast model {s:?}: predict, persistence, mean:N or constant:V"),
     })
 }
 
@@ -577,6 +582,7 @@ mod tests {
         assert!(parse_param("tempo", "x").is_err());
         assert!(parse_param("colour", "1").is_err());
         assert!(parse_forecast("persistence").is_ok());
+        assert!(parse_forecast("predict").is_ok());
         assert!(parse_forecast("mean:3").is_ok());
         assert!(parse_forecast("constant:7").is_ok());
         assert!(parse_forecast("mean").is_err());

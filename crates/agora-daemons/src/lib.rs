@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod analytics_jobs;
 pub mod home;
 pub mod keystore;
 pub mod market;

@@ -43,6 +43,9 @@ pub struct MarketSetup {
     pub threads: Option<usize>,
     /// Between the provider's settlements.
     pub settle_every: Duration,
+    /// The node's analytics tables: with them, the provider serves the analytics model
+    /// (queries and forecasts as jobs) and the verifier checks it.
+    pub analytics: Option<agora_analytics::Analytics>,
 }
 
 /// What the market tells the user.
@@ -181,11 +184,17 @@ fn publish_provider(
     stake: Amount,
 ) -> Result<Arc<Provider>> {
     let (key, secret) = keys;
-    // A chain made before the auditor was a model lacks it in its registry: register it (any
-    // account may register a model).
-    let auditor = agora_market::auditor_id();
-    if backend.models().contains(&auditor) && !chain.model_registered(&auditor)? {
-        let model = crate::node::auditor_model();
+    // A chain made before the auditor or the analytics model was a model lacks it in its
+    // registry: register it (any account may register a model).
+    for model in [
+        crate::node::auditor_model(),
+        crate::analytics_jobs::analytics_model(),
+    ] {
+        let id = model.id;
+        if !backend.models().contains(&id) || chain.model_registered(&id)? {
+            continue;
+        }
+        let what = format!("{}'s registration", model.name);
         submit(
             &chain,
             &chain.chain_id()?,
@@ -196,11 +205,9 @@ fn publish_provider(
                 kind: model.kind,
             }],
         )?;
-        wait_for(
-            "the auditor's registration",
-            Duration::from_secs(30),
-            || Ok(chain.model_registered(&auditor)?),
-        )?;
+        wait_for(&what, Duration::from_secs(30), || {
+            Ok(chain.model_registered(&id)?)
+        })?;
     }
     let info = ProviderInfo {
         models: backend.models(),
@@ -282,7 +289,12 @@ fn prepare(
     let chain = Arc::new(HttpChain::new(api));
     let chain_id = chain.chain_id()?;
     let threads = setup.threads.unwrap_or_else(default_threads);
-    let backend = Arc::new(load_backend(&setup.models_dir, &[], threads)?);
+    let mut backend = load_backend(&setup.models_dir, &[], threads)?;
+    if let Some(analytics) = &setup.analytics {
+        let engine = crate::analytics_jobs::AnalyticsBackend::new(analytics.clone());
+        backend.add_engine(engine.id(), Arc::new(engine));
+    }
+    let backend = Arc::new(backend);
     let (provider_key, secret) = provider_keys(home)?;
     let (verifier_key, verifier_secret) = verifier_keys(home)?;
     let demo = demo_key(home)?;

@@ -348,7 +348,7 @@ fn run_node(
         let server = tokio::spawn(agora_api::serve_with_pages(
             node.clone(),
             listener,
-            match analytics {
+            match analytics.clone() {
                 Some(a) => agora_web::router_with(node.clone(), links.clone())
                     .merge(agora_analytics::http::router(a)),
                 None => agora_web::router_with(node.clone(), links.clone()),
@@ -381,7 +381,9 @@ fn run_node(
         // The market stops first: its final settlement still reaches a running chain.
         let (market_stop_tx, market_stop_rx) = watch::channel(false);
         let (started, tasks) = match market {
-            Some(setup) => {
+            Some(mut setup) => {
+                // The provider serves queries and forecasts over this node's tables.
+                setup.analytics = analytics.clone();
                 let market = crate::market::start(
                     home.to_path_buf(),
                     api.clone(),
@@ -528,6 +530,7 @@ pub fn devnet(home: PathBuf, models_dir: PathBuf, args: DevnetArgs) -> Result<()
     let exe = std::env::args().next().unwrap_or_else(|| "agora".into());
     let h = home.display().to_string();
     let market = (!args.chain_only).then_some(MarketSetup {
+        analytics: None,
         provider_addr: args.provider_addr,
         gateway_addr: args.gateway_addr,
         models_dir,
@@ -629,7 +632,7 @@ pub fn pinned_models() -> Vec<GenesisModel> {
                 agora_infer::models::ModelKind::Embedding => agora_types::ModelKind::Embedding,
             },
         })
-        .chain([auditor_model()])
+        .chain([auditor_model(), crate::analytics_jobs::analytics_model()])
         .collect()
 }
 

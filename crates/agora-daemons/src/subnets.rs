@@ -1,15 +1,15 @@
 //! The model market inside `agora devnet` (DESIGN.md §7): a chat subnet where two miners of
 //! different quality compete — the devnet's provider with the pinned chat model, and a second
 //! provider serving the same model cut to its first layers — scored by a validator through paid
-//! jobs; and a forecast subnet where two miners predict the chain's fees (a persistence baseline
-//! and a constant) and the chain scores them. Every step is idempotent: a devnet started again
+//! jobs; and a forecast subnet where two miners predict the chain's fees (the baseline,
+//! `agora predict`'s model, and a constant) and the chain scores them. Every step is idempotent: a devnet started again
 //! finds its subnets, registrations and stake in place.
 
 use crate::market::{funded, submit, wait_for};
 use crate::node::load_or_create_key;
 use agora_infer::chat::ChatModel;
 use agora_infer::models::{self, ModelCache};
-use agora_market::subnet::{ChatValidator, ForecastMiner, ForecastModel};
+use agora_market::subnet::{ChatValidator, ForecastMiner, ForecastModel, Predictor};
 use agora_market::{Chain, Gateway, HttpChain, InferBackend};
 use agora_types::{
     AGR, Address, Amount, Hash, Keypair, Message, ModelKind, SubnetParam, SubnetTask,
@@ -298,14 +298,14 @@ pub fn prepare(
             as_chain.clone(),
             baseline,
             forecast,
-            ForecastModel::Persistence,
+            Arc::new(PredictBaseline),
             min_fee,
         )),
         Arc::new(ForecastMiner::new(
             as_chain,
             constant,
             forecast,
-            ForecastModel::Constant(1_000),
+            Arc::new(ForecastModel::Constant(1_000)),
             min_fee,
         )),
     ];
@@ -395,14 +395,64 @@ pub fn mine_serving(
     crate::market::provider(home, models_dir, args)
 }
 
+/// The forecast subnet's baseline miner: `agora predict`'s model (AutoETS, as
+/// [`agora_analytics::predict::forecast`] fits it) over the windows' observed fees, one window
+/// ahead; the last window again while there are fewer than
+/// [`agora_analytics::predict::MIN_POINTS`] windows or the model does not fit.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PredictBaseline;
+
+/// Windows the baseline fits on, at most (the most recent).
+const BASELINE_WINDOWS: usize = 500;
+
+impl Predictor for PredictBaseline {
+    fn name(&self) -> String {
+        "agora predict (AutoETS)".into()
+    }
+
+    fn predict(&self, history: &[Amount]) -> u64 {
+        use agora_analytics::predict::{ForecastOptions, MIN_POINTS, Series, forecast};
+        let persistence = ForecastModel::Persistence.predict(history);
+        if history.len() < MIN_POINTS {
+            return persistence;
+        }
+        let recent = &history[history.len().saturating_sub(BASELINE_WINDOWS)..];
+        let points = recent
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i as i64, *v as f64))
+            .collect();
+        let options = ForecastOptions {
+            horizon: 1,
+            season: None,
+            level: 0.9,
+            backtest_windows: 0,
+        };
+        let Ok(f) = Series::from_points(points).and_then(|s| forecast(&s, options)) else {
+            return persistence;
+        };
+        match f.points.first().map(|p| p.value) {
+            // Fees are never negative; a float past u64's range saturates.
+            Some(v) if v.is_finite() => v.max(0.0).round() as u64,
+            _ => persistence,
+        }
+    }
+}
+
 /// `agora subnet mine` on a forecast subnet: registers `key`, then commits a forecast each
 /// epoch window and reveals it in the next, until the process is stopped.
-pub fn mine_forecast(node: &str, key: Keypair, netuid: u16, model: ForecastModel) -> Result<()> {
+pub fn mine_forecast(
+    node: &str,
+    key: Keypair,
+    netuid: u16,
+    model: Arc<dyn Predictor>,
+) -> Result<()> {
     let chain = Arc::new(HttpChain::new(node));
     ensure_neuron(&chain, &key, netuid, "http://127.0.0.1:1/forecast")?;
     println!(
-        "{} forecasts on subnet {netuid} with {model:?}",
-        key.address()
+        "{} forecasts on subnet {netuid} with {}",
+        key.address(),
+        model.name()
     );
     let min_fee = chain.status()?.min_fee;
     let miner = ForecastMiner::new(chain, key, netuid, model, min_fee);
@@ -478,5 +528,26 @@ pub fn validate(
             Err(e) => tracing::warn!(error = %e, "subnet validator"),
         }
         std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_baseline_follows_a_trend_and_falls_back_to_the_last_window() {
+        assert_eq!(PredictBaseline.predict(&[]), 0);
+        assert_eq!(
+            PredictBaseline.predict(&[5, 9]),
+            9,
+            "too few windows: the last"
+        );
+        let rising: Vec<Amount> = (0..20).map(|i| 1_000 + 100 * i).collect();
+        let p = PredictBaseline.predict(&rising);
+        // The next window of a steady rise is near 3,000, past the last window's 2,900.
+        assert!((2_900..=3_100).contains(&p), "{p}");
+        let flat = vec![700; 12];
+        assert_eq!(PredictBaseline.predict(&flat), 700);
     }
 }

@@ -83,6 +83,8 @@ pub struct InferBackend {
     chat: BTreeMap<Hash, Arc<ChatModel>>,
     embed: BTreeMap<Hash, Arc<Embedder>>,
     auditor: Option<Hash>,
+    /// Models run by engines outside this crate (the analytics service's, for one).
+    engines: BTreeMap<Hash, Arc<dyn Backend>>,
 }
 
 impl std::fmt::Debug for InferBackend {
@@ -91,6 +93,7 @@ impl std::fmt::Debug for InferBackend {
             .field("chat", &self.chat.keys().collect::<Vec<_>>())
             .field("embed", &self.embed.keys().collect::<Vec<_>>())
             .field("auditor", &self.auditor)
+            .field("engines", &self.engines.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -111,6 +114,11 @@ impl InferBackend {
         self.auditor = Some(auditor_id());
     }
 
+    /// Serves model `id` with `engine` (which must serve it).
+    pub fn add_engine(&mut self, id: Hash, engine: Arc<dyn Backend>) {
+        self.engines.insert(id, engine);
+    }
+
     /// An embedding model it serves, if any (a validator scores answers with it).
     pub fn embedder(&self) -> Option<Arc<Embedder>> {
         self.embed.values().next().cloned()
@@ -122,6 +130,7 @@ impl InferBackend {
             .keys()
             .chain(self.embed.keys())
             .chain(&self.auditor)
+            .chain(self.engines.keys())
             .copied()
             .collect()
     }
@@ -175,7 +184,10 @@ impl InferBackend {
                 model.encode_chat(&messages)?
             }
             JobInput::Completion { prompt } => model.tokenizer.encode(prompt)?,
-            JobInput::Embedding { .. } | JobInput::Audit { .. } => {
+            JobInput::Embedding { .. }
+            | JobInput::Audit { .. }
+            | JobInput::Sql { .. }
+            | JobInput::Forecast { .. } => {
                 return Err(Error::BadInput(
                     "this is a chat model: send messages or a prompt".into(),
                 ));
@@ -230,6 +242,7 @@ impl Backend for InferBackend {
         self.chat.contains_key(model)
             || self.embed.contains_key(model)
             || self.auditor.as_ref() == Some(model)
+            || self.engines.contains_key(model)
     }
 
     fn input_tokens(&self, model: &Hash, input: &JobInput) -> Result<u32, Error> {
@@ -244,6 +257,9 @@ impl Backend for InferBackend {
         }
         if self.auditor.as_ref() == Some(model) {
             return Ok(Self::audit_tokens(Self::audit_files(input)?));
+        }
+        if let Some(e) = self.engines.get(model) {
+            return e.input_tokens(model, input);
         }
         Err(Error::UnknownModel(*model))
     }
@@ -310,6 +326,9 @@ impl Backend for InferBackend {
                 output: Self::audit(files),
             });
         }
+        if let Some(e) = self.engines.get(model) {
+            return e.run_for(client, model, input, params, on_text);
+        }
         Err(Error::UnknownModel(*model))
     }
 
@@ -369,6 +388,9 @@ impl Backend for InferBackend {
             } else {
                 fail(Fault::WrongReport)
             });
+        }
+        if let Some(e) = self.engines.get(model) {
+            return e.judge(model, input, params, output, counts, tolerance);
         }
         Err(Error::UnknownModel(*model))
     }

@@ -50,6 +50,28 @@ pub enum JobInput {
         /// The files, audited in this order.
         files: Vec<SourceFile>,
     },
+    /// A read-only SQL query over the chain's history tables as they stood at `height`.
+    Sql {
+        /// The query.
+        sql: String,
+        /// The height the tables are cut at.
+        height: u64,
+    },
+    /// A forecast of a series that a query gives (an integer time and a number per row).
+    Forecast {
+        /// The query.
+        sql: String,
+        /// The height the tables are cut at.
+        height: u64,
+        /// Steps ahead.
+        horizon: u32,
+        /// Steps per season, if the series has one.
+        season: Option<u32>,
+        /// The prediction intervals' level in thousandths (950: 95 %).
+        level_milli: u32,
+        /// Backtest windows.
+        windows: u32,
+    },
 }
 
 impl JobInput {
@@ -98,6 +120,28 @@ pub enum JobOutput {
         /// Files that do not parse.
         errors: Vec<agora_audit::ParseError>,
     },
+    /// A query's result.
+    Table {
+        /// Its columns.
+        columns: Vec<TableColumn>,
+        /// Its rows, each an array in the columns' order.
+        rows: Vec<Vec<serde_json::Value>>,
+    },
+    /// A forecast: its points with their intervals, and its backtest.
+    Forecast {
+        /// As `agora predict --format json` prints it.
+        forecast: serde_json::Value,
+    },
+}
+
+/// One column of a query's result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableColumn {
+    /// Its name.
+    pub name: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub ty: String,
 }
 
 impl JobOutput {

@@ -25,6 +25,7 @@ mod gateway;
 mod input;
 mod openai;
 mod provider;
+mod queries;
 mod server;
 pub mod subnet;
 mod verify;
@@ -43,12 +44,13 @@ pub use gateway::{
     COOLDOWN_FIRST, COOLDOWN_MAX, Completed, Gateway, LATENCY_CLASS_MS, LATENCY_SAMPLES,
     ProviderListing, ProviderStats, SLOW_DIVISOR, public_endpoint,
 };
-pub use input::{ChatMessage, JobInput, JobOutput, MAX_INPUT_BYTES, SourceFile};
+pub use input::{ChatMessage, JobInput, JobOutput, MAX_INPUT_BYTES, SourceFile, TableColumn};
 pub use openai::{OpenAiState, openai_router};
 pub use provider::{
     Admitted, Delivery, JobSubmission, KEPT_SWEEP_LIMIT, Provider, ProviderConfig, SealedPiece,
     open_delivery,
 };
+pub use queries::{ANALYTICS_MODEL, DEFAULT_MAX_ROWS_READ};
 pub use server::{provider_router, settle_loop};
 pub use verify::{GREEDY_TOLERANCE, RevealDoc, Verifier, open_reveal, seal_reveal, verify_loop};
 

@@ -73,6 +73,8 @@ pub fn openai_router(state: OpenAiState) -> Router {
         .route("/v1/verify/{job_id}", get(verify))
         .route("/v1/providers/stats", get(provider_stats))
         .route("/v1/audits", post(crate::audits::audit))
+        .route("/v1/sql", post(crate::queries::sql))
+        .route("/v1/forecasts", post(crate::queries::forecast))
         .with_state(state)
 }
 

@@ -562,12 +562,31 @@ impl ForecastModel {
     }
 }
 
+/// What a forecast miner predicts the next window's fees with, from the subnet's recorded
+/// windows (oldest first).
+pub trait Predictor: Send + Sync {
+    /// Its name, for people.
+    fn name(&self) -> String;
+    /// The prediction.
+    fn predict(&self, history: &[Amount]) -> u64;
+}
+
+impl Predictor for ForecastModel {
+    fn name(&self) -> String {
+        format!("{self:?}")
+    }
+
+    fn predict(&self, history: &[Amount]) -> u64 {
+        ForecastModel::predict(self, history)
+    }
+}
+
 /// A forecast subnet's miner (see the module's documentation).
 pub struct ForecastMiner {
     chain: Arc<dyn Chain>,
     sender: Sender,
     netuid: u16,
-    model: ForecastModel,
+    model: Arc<dyn Predictor>,
     /// `(epoch committed at, value, salt)`.
     committed: Mutex<Option<(u64, u64, Hash)>>,
 }
@@ -576,7 +595,7 @@ impl std::fmt::Debug for ForecastMiner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ForecastMiner")
             .field("netuid", &self.netuid)
-            .field("model", &self.model)
+            .field("model", &self.model.name())
             .finish()
     }
 }
@@ -588,7 +607,7 @@ impl ForecastMiner {
         chain: Arc<dyn Chain>,
         key: Keypair,
         netuid: u16,
-        model: ForecastModel,
+        model: Arc<dyn Predictor>,
         fee_per_unit: Amount,
     ) -> Self {
         ForecastMiner {

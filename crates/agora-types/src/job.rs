@@ -282,6 +282,9 @@ pub enum Fault {
     WrongKind,
     /// An audit report that is not the auditor's (findings added, dropped or changed).
     WrongReport,
+    /// A query's or forecast's result that is not what re-running it at the job's height gives
+    /// (rows added, dropped, reordered or changed).
+    WrongResult,
 }
 
 impl Fault {
@@ -296,6 +299,7 @@ impl Fault {
             Fault::WrongEmbedding => "wrong_embedding",
             Fault::WrongKind => "wrong_kind",
             Fault::WrongReport => "wrong_report",
+            Fault::WrongResult => "wrong_result",
         }
     }
 }
@@ -341,6 +345,8 @@ pub enum ModelKind {
     Embedding,
     /// Smart-contract auditing.
     Audit,
+    /// Analytics: SQL queries and forecasts over the chain's history at a stated height.
+    Analytics,
 }
 
 /// A 32-byte X25519 public key, to which clients encrypt their inputs.

@@ -740,6 +740,39 @@ function initSql(root) {
   renderTables(document.querySelector("[data-sql-tables]"));
 }
 
+// The anomalies panel: `GET /v1/anomalies`, each finding with its evidence in words and links
+// to the transactions (or jobs) it names.
+function initAnomalies(root) {
+  const error = root.querySelector("[data-anomalies-error]");
+  const status = root.querySelector("[data-anomalies-status]");
+  const list = root.querySelector("[data-anomalies-list]");
+  root.querySelector("[data-anomalies-form]").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    showError(error, "");
+    list.replaceChildren();
+    status.textContent = "Looking…";
+    const kind = root.querySelector("[data-anomalies-kind]").value;
+    try {
+      const r = await fetch(`/v1/anomalies?kind=${encodeURIComponent(kind)}`);
+      const body = await r.json();
+      if (!r.ok) throw new Error(`${body.message} (${body.code})`);
+      status.textContent = `${body.findings.length} finding(s), tables at block ${body.height}`;
+      for (const f of body.findings) {
+        const links = f.evidence_ids.map((id) =>
+          f.kind === "provider_drift" ? el("code", {}, id) : el("a", { href: `/txs/${id}` }, id.slice(0, 12) + "…"));
+        const ids = el("p", { class: "muted" });
+        links.forEach((l, i) => { if (i) ids.append(" "); ids.append(l); });
+        list.append(el("li", { "data-anomaly": f.kind },
+          el("strong", {}, f.kind.replace("_", " ")), ` (blocks ${f.from_height}–${f.to_height}) `,
+          el("p", {}, f.evidence), ids));
+      }
+    } catch (err) {
+      status.textContent = "";
+      showError(error, err.message);
+    }
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("[data-proof]").forEach(initProof);
   document.querySelectorAll("table[data-live-blocks]").forEach(initLiveBlocks);
@@ -749,4 +782,5 @@ document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("[data-audit]").forEach(initAudit);
   document.querySelectorAll("[data-demo-transfer]").forEach(initDemoTransfer);
   document.querySelectorAll("[data-sql]").forEach(initSql);
+  document.querySelectorAll("[data-anomalies]").forEach(initAnomalies);
 });

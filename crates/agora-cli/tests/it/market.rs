@@ -143,6 +143,7 @@ fn openai_clients_use_the_devnet_and_every_job_is_settled_for_exactly_its_fee() 
     );
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     let audit_jobs = audit_through_the_gateway(&gateway, key.trim());
+    let query_jobs = query_through_the_gateway(&gateway, key.trim());
     let models: Vec<&str> = r["models"]
         .as_array()
         .unwrap()
@@ -166,6 +167,7 @@ fn openai_clients_use_the_devnet_and_every_job_is_settled_for_exactly_its_fee() 
     // Every job is settled on-chain; the demo escrow (100 AGR deposited) pays exactly the fees.
     let mut jobs = r["jobs"].as_array().unwrap().clone();
     jobs.extend(audit_jobs);
+    jobs.extend(query_jobs);
     let mut fees = 0u128;
     let mut client = String::new();
     for job in &jobs {
@@ -399,6 +401,78 @@ fn audit_through_the_gateway(gateway: &str, key: &str) -> Vec<Value> {
         jobs.push(e["agora"].clone());
     }
     assert_eq!(jobs.len(), 1 + findings.len());
+    assert!(jobs.iter().all(|j| j["job_id"].is_string()), "{jobs:?}");
+    jobs
+}
+
+/// `POST /v1/sql` and `POST /v1/forecasts` on the gateway: the analytics model answers at the
+/// chain's height as a paid job, billed by the rows it reads; bad queries get their own errors.
+/// Returns the jobs' receipts.
+fn query_through_the_gateway(gateway: &str, key: &str) -> Vec<Value> {
+    let call = |path: &str, body: Value| -> (u16, Value) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut r = agent
+            .post(&format!("{gateway}{path}"))
+            .header("Authorization", &format!("Bearer {key}"))
+            .send_json(body)
+            .unwrap();
+        (r.status().as_u16(), r.body_mut().read_json().unwrap())
+    };
+    let (status, v) = call(
+        "/v1/sql",
+        serde_json::json!({"sql": "SELECT count(*) AS n, max(height) AS top FROM blocks"}),
+    );
+    assert_eq!(status, 200, "{v}");
+    let height = v["height"].as_u64().unwrap();
+    assert_eq!(v["rows"], serde_json::json!([[height + 1, height]]), "{v}");
+    assert_eq!(
+        v["usage"]["rows_read"],
+        height + 1,
+        "every block up to the height"
+    );
+    let mut jobs = vec![v["agora"].clone()];
+
+    let (status, v) = call(
+        "/v1/forecasts",
+        serde_json::json!({
+            "sql": "SELECT height, CAST(txs AS DOUBLE) FROM blocks ORDER BY height",
+            "height": height,
+            "horizon": 4,
+        }),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["forecast"]["points"].as_array().unwrap().len(), 4, "{v}");
+    jobs.push(v["agora"].clone());
+
+    for (path, body, code) in [
+        (
+            "/v1/sql",
+            serde_json::json!({"sql": "DELETE FROM blocks"}),
+            "read_only",
+        ),
+        (
+            "/v1/sql",
+            serde_json::json!({"sql": "SELECT now()"}),
+            "sql_plan",
+        ),
+        (
+            "/v1/sql",
+            serde_json::json!({"sql": "SELECT * FROM nope"}),
+            "unknown_table",
+        ),
+        (
+            "/v1/sql",
+            serde_json::json!({"sql": "SELECT 1", "horizon": 3}),
+            "invalid_request",
+        ),
+    ] {
+        let (status, v) = call(path, body.clone());
+        assert_eq!(status, 400, "{body}: {v}");
+        assert_eq!(v["error"]["code"], code, "{body}: {v}");
+    }
     assert!(jobs.iter().all(|j| j["job_id"].is_string()), "{jobs:?}");
     jobs
 }

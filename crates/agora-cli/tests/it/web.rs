@@ -432,6 +432,12 @@ fn the_web_app_in_a_real_browser() {
         Some(b.text("[data-sql-error]")).filter(|t| !t.is_empty())
     });
     assert!(refused.contains("read_only"), "{refused}");
+    // The anomalies panel asks the node's detectors and lists what they find.
+    b.click("[data-anomalies-form] button");
+    let looked = b.wait("the anomalies", || {
+        Some(b.text("[data-anomalies-status]")).filter(|t| t.contains("finding(s)"))
+    });
+    assert!(b.text("[data-anomalies-error]").is_empty(), "{looked}");
     b.screenshot(&shots, "sql");
 
     // Phone width: nothing wider than the screen but the tables, which scroll in their box.

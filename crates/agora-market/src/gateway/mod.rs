@@ -140,15 +140,21 @@ pub struct Completed {
 }
 
 /// The most input and output tokens a job can count: tokens never outnumber the input's bytes
-/// (plus a chat template's), and embeddings and audits generate none. What bounds its fee.
+/// (plus a chat template's), and embeddings and audits generate none; a query or forecast
+/// counts the rows it reads, at most `max_tokens` (its read budget), and the rows or steps it
+/// gives. What bounds its fee.
 pub(crate) fn job_bounds(input: &JobInput, params: &JobParams) -> (u32, u32) {
     let max_input = u32::try_from(input.to_bytes().len() + 256).unwrap_or(u32::MAX);
-    let max_output = match input {
-        JobInput::Embedding { .. } | JobInput::Audit { .. } => 0,
-        _ => params.max_tokens,
-    };
-    (max_input, max_output)
+    match input {
+        JobInput::Embedding { .. } | JobInput::Audit { .. } => (max_input, 0),
+        JobInput::Sql { .. } => (params.max_tokens, MAX_QUERY_ROWS),
+        JobInput::Forecast { horizon, .. } => (params.max_tokens, *horizon),
+        JobInput::Chat { .. } | JobInput::Completion { .. } => (max_input, params.max_tokens),
+    }
 }
+
+/// Most rows a query job returns (the analytics engine's cap: a result is revealed whole).
+pub(crate) const MAX_QUERY_ROWS: u32 = 1_000;
 
 /// A gateway: reads the market from the chain, and sends jobs to its providers.
 pub struct Gateway {
@@ -755,7 +761,7 @@ fn provider_at_fault(e: &Error) -> bool {
 
 /// A provider's error code, if it is one this protocol defines; otherwise "provider_error".
 fn known_code(code: &str) -> &'static str {
-    const KNOWN: [&str; 16] = [
+    const KNOWN: [&str; 27] = [
         "malformed_request",
         "too_large_to_verify",
         "expiry_too_far",
@@ -772,6 +778,18 @@ fn known_code(code: &str) -> &'static str {
         "context_length_exceeded",
         "max_fee_too_low",
         "insufficient_escrow",
+        // The analytics model's (queries and forecasts).
+        "sql_syntax",
+        "read_only",
+        "unknown_table",
+        "sql_plan",
+        "sql_execution",
+        "query_timeout",
+        "row_cap",
+        "memory_cap",
+        "busy",
+        "height_not_indexed",
+        "forecast",
     ];
     KNOWN
         .iter()

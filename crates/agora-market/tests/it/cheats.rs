@@ -47,7 +47,10 @@ fn judge(
     let prompt_tokens = verifier.input_tokens(&MODEL, input).unwrap();
     let n = match output {
         JobOutput::Text { tokens, .. } => tokens.len() as u32,
-        JobOutput::Embeddings { .. } | JobOutput::Audit { .. } => 0,
+        JobOutput::Embeddings { .. }
+        | JobOutput::Audit { .. }
+        | JobOutput::Table { .. }
+        | JobOutput::Forecast { .. } => 0,
     };
     verifier
         .judge(

@@ -1,0 +1,200 @@
+//! The analytics service as a model of the market (DESIGN.md §10): a node that keeps the
+//! analytics tables serves [`agora_analytics::job::MODEL_NAME`] — SQL queries and forecasts at
+//! a stated height — as paid jobs, and judges them as a verifier by running them again.
+
+use agora_analytics::Analytics;
+use agora_analytics::job::{
+    FORECAST_TOLERANCE, ForecastParams, SqlAnswer, same_answer, same_value,
+};
+use agora_market::{Backend, Error, JobInput, JobOutput, Served, TableColumn};
+use agora_types::{Fault, Hash, JobParams, Verdict};
+use std::ops::ControlFlow;
+
+/// The analytics model's registry entry.
+pub fn analytics_model() -> agora_state::GenesisModel {
+    agora_state::GenesisModel {
+        id: agora_analytics::job::model_id(),
+        name: agora_analytics::job::MODEL_NAME.to_string(),
+        kind: agora_types::ModelKind::Analytics,
+    }
+}
+
+/// Runs the analytics model's jobs on a node's tables.
+#[derive(Clone, Debug)]
+pub struct AnalyticsBackend {
+    analytics: Analytics,
+    id: Hash,
+}
+
+impl AnalyticsBackend {
+    /// Serves jobs over `analytics`' tables.
+    pub fn new(analytics: Analytics) -> Self {
+        Self {
+            analytics,
+            id: agora_analytics::job::model_id(),
+        }
+    }
+
+    /// The model id served.
+    pub fn id(&self) -> Hash {
+        self.id
+    }
+
+    fn answer(&self, input: &JobInput, run: bool) -> Result<Answer, agora_analytics::Error> {
+        match input {
+            JobInput::Sql { sql, height } => {
+                Ok(Answer::Table(self.analytics.sql_job(sql, *height, run)?))
+            }
+            JobInput::Forecast {
+                sql,
+                height,
+                horizon,
+                season,
+                level_milli,
+                windows,
+            } => {
+                if !run {
+                    let a = self.analytics.sql_job(sql, *height, false)?;
+                    return Ok(Answer::Forecast(a, serde_json::Value::Null, *horizon));
+                }
+                let params = ForecastParams {
+                    horizon: *horizon as usize,
+                    season: season.map(|s| s as usize),
+                    level_milli: *level_milli,
+                    windows: *windows as usize,
+                };
+                let (a, f) = self.analytics.forecast_job(sql, *height, params)?;
+                Ok(Answer::Forecast(a, f, *horizon))
+            }
+            _ => Err(agora_analytics::Error::Plan(
+                "this is the analytics model: send a query (sql) or a forecast".into(),
+            )),
+        }
+    }
+}
+
+enum Answer {
+    Table(SqlAnswer),
+    Forecast(SqlAnswer, serde_json::Value, u32),
+}
+
+impl Answer {
+    fn counts(&self) -> (u32, u32) {
+        let read = |a: &SqlAnswer| u32::try_from(a.scanned).unwrap_or(u32::MAX);
+        match self {
+            Answer::Table(a) => (read(a), u32::try_from(a.rows.len()).unwrap_or(u32::MAX)),
+            Answer::Forecast(a, _, horizon) => (read(a), *horizon),
+        }
+    }
+}
+
+fn refused(e: agora_analytics::Error) -> Error {
+    Error::Refused {
+        status: if e.is_client_error() { 400 } else { 503 },
+        code: e.code(),
+        message: e.to_string(),
+    }
+}
+
+fn columns(a: &SqlAnswer) -> Vec<TableColumn> {
+    a.columns
+        .iter()
+        .map(|c| TableColumn {
+            name: c.name.clone(),
+            ty: c.ty.clone(),
+        })
+        .collect()
+}
+
+impl Backend for AnalyticsBackend {
+    fn serves(&self, model: &Hash) -> bool {
+        *model == self.id
+    }
+
+    fn input_tokens(&self, model: &Hash, input: &JobInput) -> Result<u32, Error> {
+        if !self.serves(model) {
+            return Err(Error::UnknownModel(*model));
+        }
+        Ok(self.answer(input, false).map_err(refused)?.counts().0)
+    }
+
+    fn run(
+        &self,
+        model: &Hash,
+        input: &JobInput,
+        _params: &JobParams,
+        _on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Served, Error> {
+        if !self.serves(model) {
+            return Err(Error::UnknownModel(*model));
+        }
+        let answer = self.answer(input, true).map_err(refused)?;
+        let (input_tokens, output_tokens) = answer.counts();
+        let output = match answer {
+            Answer::Table(a) => JobOutput::Table {
+                columns: columns(&a),
+                rows: a.rows,
+            },
+            Answer::Forecast(_, forecast, _) => JobOutput::Forecast { forecast },
+        };
+        Ok(Served {
+            output,
+            input_tokens,
+            output_tokens,
+        })
+    }
+
+    fn judge(
+        &self,
+        model: &Hash,
+        input: &JobInput,
+        _params: &JobParams,
+        output: &JobOutput,
+        counts: (u32, u32),
+        _tolerance: f32,
+    ) -> Result<Verdict, Error> {
+        let fail = |fault| Ok(Verdict::Fail { fault });
+        if !self.serves(model) {
+            return Err(Error::UnknownModel(*model));
+        }
+        if !matches!(input, JobInput::Sql { .. } | JobInput::Forecast { .. }) {
+            return fail(Fault::WrongKind);
+        }
+        let expected = match self.answer(input, true) {
+            Ok(a) => a,
+            // A query that fails everywhere had no result to deliver.
+            Err(e) if e.is_client_error() => return fail(Fault::WrongResult),
+            // Not indexed yet, busy, out of time here: no verdict yet; asked again later.
+            Err(e) => return Err(refused(e)),
+        };
+        if counts != expected.counts() {
+            return fail(Fault::WrongCount);
+        }
+        let same = match (&expected, output) {
+            (Answer::Table(e), JobOutput::Table { columns: c, rows }) => {
+                let claimed = SqlAnswer {
+                    columns: c
+                        .iter()
+                        .map(|c| agora_analytics::job::JobColumn {
+                            name: c.name.clone(),
+                            ty: c.ty.clone(),
+                        })
+                        .collect(),
+                    rows: rows.clone(),
+                    scanned: e.scanned,
+                    sorted: e.sorted,
+                };
+                same_answer(&claimed, e)
+            }
+            (Answer::Forecast(_, e, _), JobOutput::Forecast { forecast }) => {
+                same_value(forecast, e, FORECAST_TOLERANCE)
+            }
+            _ => return fail(Fault::WrongKind),
+        };
+        if same {
+            Ok(Verdict::Pass)
+        } else {
+            fail(Fault::WrongResult)
+        }
+    }
+}
