@@ -360,12 +360,13 @@ impl Provider {
                 Error::Infer(agora_infer::Error::ContextOverflow { .. }) => {
                     refuse(400, "context_length_exceeded", e.to_string())
                 }
+                // A refusal with its own code (the analytics model's: a query that does not
+                // plan, a height not indexed yet…) keeps it.
+                refused @ Error::Refused { .. } => refused,
                 other => refuse(400, "bad_input", other.to_string()),
             })?;
-        let max_output = match input {
-            JobInput::Embedding { .. } | JobInput::Audit { .. } => 0,
-            _ => req.params.max_tokens,
-        };
+        // The same bound the gateway priced the request with.
+        let max_output = crate::gateway::job_bounds(&input, &req.params).1;
         let worst = job_fee(
             self.info.price_input_per_1k,
             self.info.price_output_per_1k,
