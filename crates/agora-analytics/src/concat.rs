@@ -3,6 +3,7 @@
 //! in the same order to the same plan, whatever its threads (a union would interleave them as
 //! they come).
 
+use arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::Result;
 use datafusion::execution::TaskContext;
@@ -108,7 +109,89 @@ impl ExecutionPlan for ConcatExec {
             .try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema.clone(),
-            batches,
+            rebatch(Box::pin(batches), BATCH_ROWS),
         )))
     }
+}
+
+/// Rows per batch out of a [`ConcatExec`] (the last may hold fewer).
+pub(crate) const BATCH_ROWS: usize = 8192;
+
+type Batches =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<RecordBatch>> + Send + 'static>>;
+
+struct Rebatch {
+    input: Batches,
+    buffer: std::collections::VecDeque<RecordBatch>,
+    rows: usize,
+    done: bool,
+}
+
+/// `input`'s rows in batches of exactly `n` rows (the last may hold fewer), however they were
+/// cut before.
+fn rebatch(input: Batches, n: usize) -> impl futures_util::Stream<Item = Result<RecordBatch>> {
+    let state = Rebatch {
+        input,
+        buffer: std::collections::VecDeque::new(),
+        rows: 0,
+        done: false,
+    };
+    stream::unfold(state, move |mut st| async move {
+        loop {
+            if st.rows >= n || (st.done && st.rows > 0) {
+                return match take(&mut st, n) {
+                    Ok(batch) => Some((Ok(batch), st)),
+                    Err(e) => {
+                        st.done = true;
+                        st.buffer.clear();
+                        st.rows = 0;
+                        Some((Err(e), st))
+                    }
+                };
+            }
+            if st.done {
+                return None;
+            }
+            match st.input.next().await {
+                Some(Ok(b)) => {
+                    if b.num_rows() > 0 {
+                        st.rows += b.num_rows();
+                        st.buffer.push_back(b);
+                    }
+                }
+                Some(Err(e)) => {
+                    st.done = true;
+                    st.buffer.clear();
+                    st.rows = 0;
+                    return Some((Err(e), st));
+                }
+                None => st.done = true,
+            }
+        }
+    })
+}
+
+/// The first `n` buffered rows (all of them if fewer), as one batch.
+fn take(st: &mut Rebatch, n: usize) -> Result<RecordBatch> {
+    let want = n.min(st.rows);
+    let mut parts = Vec::new();
+    let mut got = 0;
+    while got < want {
+        let b = st.buffer.pop_front().expect("buffered rows are in batches");
+        let need = want - got;
+        if b.num_rows() > need {
+            parts.push(b.slice(0, need));
+            st.buffer.push_front(b.slice(need, b.num_rows() - need));
+            got += need;
+        } else {
+            got += b.num_rows();
+            parts.push(b);
+        }
+    }
+    st.rows -= want;
+    if parts.len() == 1 {
+        return Ok(parts.remove(0));
+    }
+    let schema = parts[0].schema();
+    Ok(arrow::compute::concat_batches(&schema, &parts)?)
 }

@@ -104,6 +104,8 @@ const MAX_STATE_ROWS: usize = 1_000_000;
 
 /// Queries at once; more are refused as busy.
 pub(crate) const MAX_CONCURRENT: usize = 4;
+/// Paid jobs (and verifiers' re-runs) at once, in slots of their own.
+pub(crate) const JOB_SLOTS: usize = 2;
 
 /// How the tables are kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +135,7 @@ pub(crate) struct Inner {
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
     pub(crate) handle: tokio::runtime::Handle,
     pub(crate) permits: Arc<Semaphore>,
+    pub(crate) job_permits: Arc<Semaphore>,
     running: AtomicUsize,
     state_cache: Mutex<BTreeMap<&'static str, (u64, RecordBatch)>>,
     /// Held while a state table is converted: queries that want it meanwhile wait for it and
@@ -210,6 +213,7 @@ impl Analytics {
             node: node.clone(),
             lake: RwLock::new(lake),
             permits: Arc::new(Semaphore::new(MAX_CONCURRENT)),
+            job_permits: Arc::new(Semaphore::new(JOB_SLOTS)),
             running: AtomicUsize::new(0),
             state_cache: Mutex::new(BTreeMap::new()),
             converting: Mutex::new(()),
@@ -225,6 +229,16 @@ impl Analytics {
             }
         });
         Ok(Self { inner })
+    }
+
+    /// The last block the node has committed.
+    pub fn committed_height(&self) -> Result<Option<u64>> {
+        let snapshot = self
+            .inner
+            .node
+            .snapshot()
+            .map_err(|e| Error::Store(e.to_string()))?;
+        snapshot.height().map_err(|e| Error::Store(e.to_string()))
     }
 
     /// The last block the history tables hold.
@@ -528,7 +542,7 @@ pub(crate) async fn execute(
 pub(crate) struct Planned {
     frame: datafusion::prelude::DataFrame,
     height: Option<u64>,
-    /// The tables it scans, each once, in the order first met.
+    /// The tables it scans, once per scan.
     pub(crate) tables: Vec<String>,
     /// Whether its plan orders rows (an `ORDER BY` somewhere).
     pub(crate) sorted: bool,
@@ -558,7 +572,20 @@ pub(crate) async fn plan(
     let config = SessionConfig::new()
         .with_target_partitions(if at.is_some() { 1 } else { 2 })
         .with_information_schema(at.is_none());
+    let mut config = config;
+    if at.is_some() {
+        // A recursive CTE reads no table, so it would be billed nothing for its work.
+        config.options_mut().execution.enable_recursive_ctes = false;
+    }
     let ctx = SessionContext::new_with_config_rt(config, runtime);
+    if at.is_some() {
+        // Table functions (generate_series, range…) read no table and fold `now()` in their
+        // arguments before the plan exists: not offered to a job.
+        let names: Vec<String> = ctx.state().table_functions().keys().cloned().collect();
+        for name in names {
+            ctx.deregister_udtf(&name);
+        }
+    }
     // Functions whose output a caller sizes at will, outside the memory pool's accounting.
     for name in UNBOUNDED_FUNCTIONS {
         ctx.deregister_udf(name);
@@ -581,7 +608,8 @@ pub(crate) async fn plan(
                 Some(h) => {
                     let h = i64::try_from(h)
                         .map_err(|_| Error::Plan(format!("height {h} is out of range")))?;
-                    ctx.read_table(table)
+                    let view = ctx
+                        .read_table(table)
                         .and_then(|f| {
                             f.filter(
                                 datafusion::prelude::col("height")
@@ -589,7 +617,8 @@ pub(crate) async fn plan(
                             )
                         })
                         .map_err(|e| Error::Internal(e.to_string()))?
-                        .into_view()
+                        .into_view();
+                    Arc::new(CutTable { view })
                 }
             };
             ctx.register_table(def.name, provider)
@@ -637,18 +666,7 @@ pub(crate) async fn plan(
             match node {
                 LogicalPlan::TableScan(scan) => {
                     scans += 1;
-                    let name = scan.table_name.table().to_string();
-                    if !tables.contains(&name) {
-                        tables.push(name);
-                    }
-                }
-                // A job's tables are views (the table cut at the height), inlined under their
-                // name.
-                LogicalPlan::SubqueryAlias(alias) if at.is_some() => {
-                    let name = alias.alias.table().to_string();
-                    if !tables.contains(&name) {
-                        tables.push(name);
-                    }
+                    tables.push(scan.table_name.table().to_string());
                 }
                 LogicalPlan::Sort(_) => sorted = true,
                 LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) => explained = true,
@@ -657,11 +675,8 @@ pub(crate) async fn plan(
             if at.is_some() && unsettled.is_none() {
                 node.apply_expressions(|e| {
                     e.apply(|e| {
-                        if let Expr::ScalarFunction(f) = e
-                            && f.func.signature().volatility
-                                != datafusion::logical_expr::Volatility::Immutable
-                        {
-                            unsettled = Some(f.func.name().to_string());
+                        if let Some(name) = unoffered_in_jobs(e) {
+                            unsettled = Some(name);
                             return Ok(TreeNodeRecursion::Stop);
                         }
                         Ok(TreeNodeRecursion::Continue)
@@ -684,8 +699,8 @@ pub(crate) async fn plan(
         }
         if let Some(name) = unsettled {
             return Err(Error::Plan(format!(
-                "{name}() is not offered in a job: its result depends on when or where it runs, \
-                 so a verifier could not check it"
+                "{name}() is not offered in a job: a job offers only functions whose result is \
+                 the same on every machine, so that a verifier can check it"
             )));
         }
     }
@@ -930,17 +945,183 @@ impl TableProvider for ChainTable {
         }
         let tail = MemTable::try_new(self.schema.clone(), vec![self.tail.clone()])?;
         plans.push(tail.scan(state, projection, filters, limit).await?);
-        if plans.len() == 1
-            && (!self.ordered || plans[0].properties().partitioning.partition_count() == 1)
-        {
-            return Ok(plans.remove(0));
-        }
         if self.ordered {
             let schema = plans[0].schema();
             return Ok(Arc::new(crate::concat::ConcatExec::new(schema, plans)));
         }
+        if plans.len() == 1 {
+            return Ok(plans.remove(0));
+        }
         UnionExec::try_new(plans)
     }
+}
+
+/// A history table cut at a job's height: the view that filters it, its rows re-cut into
+/// batches of one size after the filter, so that every operator above sees the same batches on
+/// every node (a float sum adds a batch at a time; a sort sorts runs of batches).
+#[derive(Debug)]
+struct CutTable {
+    view: Arc<dyn TableProvider>,
+}
+
+#[async_trait]
+impl TableProvider for CutTable {
+    fn schema(&self) -> SchemaRef {
+        self.view.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let plan = self.view.scan(state, projection, filters, limit).await?;
+        let schema = plan.schema();
+        Ok(Arc::new(crate::concat::ConcatExec::new(schema, vec![plan])))
+    }
+}
+
+/// Functions a job may call: those whose result is the same on every machine (no clocks, no
+/// randomness, no platform maths library, no approximations that depend on how rows are
+/// batched).
+const JOB_FUNCTIONS: &[&str] = &[
+    // Scalars.
+    "abs",
+    "ceil",
+    "floor",
+    "round",
+    "trunc",
+    "signum",
+    "sqrt",
+    "gcd",
+    "lcm",
+    "coalesce",
+    "nullif",
+    "nvl",
+    "nvl2",
+    "ifnull",
+    "greatest",
+    "least",
+    "concat",
+    "concat_ws",
+    "lower",
+    "upper",
+    "length",
+    "char_length",
+    "character_length",
+    "octet_length",
+    "bit_length",
+    "substr",
+    "substring",
+    "left",
+    "right",
+    "trim",
+    "btrim",
+    "ltrim",
+    "rtrim",
+    "replace",
+    "starts_with",
+    "ends_with",
+    "strpos",
+    "instr",
+    "split_part",
+    "reverse",
+    "initcap",
+    "to_hex",
+    "ascii",
+    "chr",
+    "contains",
+    "regexp_like",
+    "regexp_match",
+    "regexp_replace",
+    "regexp_count",
+    "date_trunc",
+    "date_part",
+    "date_bin",
+    "to_timestamp",
+    "to_timestamp_millis",
+    "to_timestamp_micros",
+    "to_timestamp_nanos",
+    "to_timestamp_seconds",
+    "to_unixtime",
+    "from_unixtime",
+    "make_date",
+    "to_date",
+    "to_char",
+    "arrow_cast",
+    "arrow_typeof",
+    "get_field",
+    "named_struct",
+    "struct",
+    "make_array",
+    "array_length",
+    "cardinality",
+    "isnan",
+    "iszero",
+    "nanvl",
+    // Aggregates.
+    "count",
+    "sum",
+    "avg",
+    "mean",
+    "min",
+    "max",
+    "bool_and",
+    "bool_or",
+    "array_agg",
+    "string_agg",
+    "first_value",
+    "last_value",
+    "nth_value",
+    "median",
+    "stddev",
+    "stddev_samp",
+    "stddev_pop",
+    "var",
+    "var_samp",
+    "var_pop",
+    "covar",
+    "covar_samp",
+    "covar_pop",
+    "corr",
+    "bit_and",
+    "bit_or",
+    "bit_xor",
+    "grouping",
+    // Windows.
+    "row_number",
+    "rank",
+    "dense_rank",
+    "percent_rank",
+    "cume_dist",
+    "ntile",
+    "lag",
+    "lead",
+];
+
+/// The name of a function in `e` that a job does not offer, if any.
+fn unoffered_in_jobs(e: &Expr) -> Option<String> {
+    let name = match e {
+        Expr::ScalarFunction(f) => f.func.name().to_string(),
+        Expr::AggregateFunction(f) => f.func.name().to_string(),
+        Expr::WindowFunction(w) => w.fun.name().to_string(),
+        Expr::HigherOrderFunction(_) => return Some("a lambda function".into()),
+        _ => return None,
+    };
+    (!JOB_FUNCTIONS.contains(&name.as_str())).then_some(name)
 }
 
 /// A state table, converted from the store when a query scans it (once per height).

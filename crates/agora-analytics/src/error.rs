@@ -61,6 +61,14 @@ pub enum Error {
         /// The last height held.
         indexed: Option<u64>,
     },
+    /// A job's height that the chain has not reached.
+    #[error("height {height} is not committed yet (the chain is at {})", tip.map_or_else(|| "no block".to_string(), |h| h.to_string()))]
+    FutureHeight {
+        /// The height asked for.
+        height: u64,
+        /// The last committed height.
+        tip: Option<u64>,
+    },
     /// A series that cannot be forecast, or a model that did not fit.
     #[error("forecast: {0}")]
     Forecast(String),
@@ -97,6 +105,7 @@ impl Error {
             Error::Busy { .. } => "busy",
             Error::OutOfOrder { .. } => "out_of_order",
             Error::NotIndexed { .. } => "height_not_indexed",
+            Error::FutureHeight { .. } => "height_not_committed",
             Error::Forecast(_) => "forecast",
             Error::Io { .. } => "io",
             Error::Store(_) => "store",
@@ -116,6 +125,22 @@ impl Error {
                 | Error::RowCap { .. }
                 | Error::MemoryCap(_)
                 | Error::Timeout { .. }
+                | Error::FutureHeight { .. }
+        )
+    }
+
+    /// Whether the same query fails the same way on every node (so a provider that delivered
+    /// an answer to it delivered a wrong one), as opposed to failing here for this node's
+    /// reasons (its time, memory, load, or tables behind the chain).
+    pub fn is_deterministic(&self) -> bool {
+        matches!(
+            self,
+            Error::Syntax(_)
+                | Error::ReadOnly(_)
+                | Error::UnknownTable { .. }
+                | Error::Plan(_)
+                | Error::Forecast(_)
+                | Error::RowCap { .. }
         )
     }
 }

@@ -66,7 +66,8 @@ pub fn router(analytics: Analytics) -> Router {
         .with_state(analytics)
 }
 
-/// `GET /v1/anomalies?kind=all|wash|sybil|drift&from=H&to=H`.
+/// `GET /v1/anomalies?kind=all|wash|sybil|drift&from=H&to=H` (by default the last
+/// [`ANOMALY_BLOCKS`] blocks).
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AnomalyQuery {
@@ -75,19 +76,30 @@ struct AnomalyQuery {
     to: Option<u64>,
 }
 
-/// The rows of `sql` as JSON objects, within the largest limits.
+/// Most rows the anomaly detectors read in one request.
+const ANOMALY_ROWS: usize = 200_000;
+/// Blocks the detectors look back over unless `from` says otherwise.
+const ANOMALY_BLOCKS: u64 = 10_000;
+/// One search at a time: the detectors are bounded but not free.
+static ANOMALY_SLOT: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// The rows of `sql` as JSON objects (at most [`ANOMALY_ROWS`]), parsed off the async threads.
 async fn object_rows(analytics: &Analytics, sql: &str) -> Result<Vec<serde_json::Value>, Error> {
     let limits = QueryLimits {
-        max_rows: QueryLimits::MAX.max_rows,
+        max_rows: ANOMALY_ROWS,
         ..QueryLimits::default()
     };
     let (_, bytes) = analytics.query_as(sql, limits, Format::Json).await?;
-    let mut v: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::Internal(format!("reading rows: {e}")))?;
-    match v.get_mut("rows").map(serde_json::Value::take) {
-        Some(serde_json::Value::Array(rows)) => Ok(rows),
-        _ => Err(Error::Internal("the rows are missing".into())),
-    }
+    tokio::task::spawn_blocking(move || {
+        let mut v: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Internal(format!("reading rows: {e}")))?;
+        match v.get_mut("rows").map(serde_json::Value::take) {
+            Some(serde_json::Value::Array(rows)) => Ok(rows),
+            _ => Err(Error::Internal("the rows are missing".into())),
+        }
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("reading rows: {e}")))?
 }
 
 /// Wash-trading cycles, sybil clusters and drifting providers over the node's tables, with
@@ -111,8 +123,21 @@ async fn anomalies(
             ));
         }
     };
+    let _slot = ANOMALY_SLOT.try_acquire().map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "a search for anomalies is already running: try again shortly",
+        )
+    })?;
     let height = analytics.height();
-    let (from, to) = (q.from.unwrap_or(0), q.to.unwrap_or(i64::MAX as u64));
+    let to = q.to.unwrap_or(i64::MAX as u64);
+    let from = q.from.unwrap_or_else(|| {
+        height
+            .unwrap_or(0)
+            .min(to)
+            .saturating_sub(ANOMALY_BLOCKS - 1)
+    });
     if from > to {
         return Err(ApiError::bad_request(
             "bad_range",

@@ -41,6 +41,17 @@ pub const SQL_TOLERANCE: f64 = 1e-9;
 pub const FORECAST_TOLERANCE: f64 = 1e-6;
 /// How long a job waits for its height to be indexed here.
 const HEIGHT_WAIT: Duration = Duration::from_secs(5);
+/// How long a provider's run may take.
+pub const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a verifier's re-run may take: longer than a provider's, so that a slower verifier
+/// does not fail a job that ran within its limit.
+pub const VERIFIER_TIMEOUT: Duration = Duration::from_secs(25);
+/// Most points in a forecast job's series (gaps filled included).
+pub const MAX_FORECAST_POINTS: usize = 10_000;
+/// Longest season of a forecast job, in steps.
+pub const MAX_FORECAST_SEASON: usize = 1_000;
+/// Most backtest windows of a forecast job.
+pub const MAX_FORECAST_WINDOWS: usize = 20;
 
 /// The model's id: blake3 of its name, the engine's version, every history table's columns and
 /// the forecasting method, so that a change to any of them is another model.
@@ -101,8 +112,31 @@ impl Analytics {
     /// false only counts the rows it would read (its price). Blocks the calling thread, which
     /// must not be an async runtime's.
     pub fn sql_job(&self, sql: &str, height: u64, run: bool) -> Result<SqlAnswer> {
+        self.sql_job_within(sql, height, run, PROVIDER_TIMEOUT)
+    }
+
+    /// [`Analytics::sql_job`] within `timeout` (a verifier's is longer).
+    pub fn sql_job_within(
+        &self,
+        sql: &str,
+        height: u64,
+        run: bool,
+        timeout: Duration,
+    ) -> Result<SqlAnswer> {
+        if sql.len() > crate::MAX_SQL_BYTES {
+            return Err(Error::Syntax(format!(
+                "the query is {} bytes; at most {}",
+                sql.len(),
+                crate::MAX_SQL_BYTES
+            )));
+        }
+        let tip = self.committed_height()?;
+        if tip.is_none_or(|tip| height > tip) {
+            return Err(Error::FutureHeight { height, tip });
+        }
         let limits = QueryLimits {
             max_rows: MAX_JOB_ROWS,
+            timeout,
             ..QueryLimits::default()
         };
         let this = self.clone();
@@ -119,10 +153,18 @@ impl Analytics {
         sql: &str,
         height: u64,
         params: ForecastParams,
+        timeout: Duration,
     ) -> Result<(SqlAnswer, Value)> {
-        let answer = self.sql_job(sql, height, true)?;
+        check_forecast(&params)?;
+        let answer = self.sql_job_within(sql, height, true, timeout)?;
         let points = crate::predict::points_from_rows(&answer.rows)?;
         let series = Series::from_points(points)?;
+        if series.values.len() > MAX_FORECAST_POINTS {
+            return Err(Error::Forecast(format!(
+                "the series has {} points with its gaps filled; a job forecasts at most {MAX_FORECAST_POINTS}",
+                series.values.len()
+            )));
+        }
         let options = ForecastOptions {
             horizon: params.horizon,
             season: params.season,
@@ -192,19 +234,22 @@ impl Analytics {
         limits: QueryLimits,
         work: impl std::future::Future<Output = Result<T>> + Send + 'static,
     ) -> Result<T> {
+        // Slots of their own: free queries on the node's API never crowd paid jobs out.
         let permit = self
             .inner
-            .permits
+            .job_permits
             .clone()
             .try_acquire_owned()
             .map_err(|_| Error::Busy {
-                max: crate::engine::MAX_CONCURRENT,
+                max: crate::engine::JOB_SLOTS,
             })?;
+        // The wait for the height is not the query's time.
+        let limit = limits.timeout + HEIGHT_WAIT;
         // A plain channel: this thread may be anything but a runtime's worker.
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let task = self.inner.handle.spawn(async move {
             let _permit = permit;
-            let r = match tokio::time::timeout(limits.timeout, work).await {
+            let r = match tokio::time::timeout(limit, work).await {
                 Ok(r) => r,
                 Err(_) => Err(Error::Timeout {
                     limit: limits.timeout,
@@ -216,6 +261,40 @@ impl Analytics {
         task.abort();
         r.unwrap_or_else(|_| Err(Error::Internal("the job's task stopped".into())))
     }
+}
+
+/// A forecast job's parameters, checked before any work.
+pub fn check_forecast(params: &ForecastParams) -> Result<()> {
+    let bad = |m: String| Err(Error::Forecast(m));
+    if params.horizon == 0 || params.horizon > crate::predict::MAX_HORIZON {
+        return bad(format!(
+            "the horizon must be 1 to {} steps, got {}",
+            crate::predict::MAX_HORIZON,
+            params.horizon
+        ));
+    }
+    if params
+        .season
+        .is_some_and(|s| !(2..=MAX_FORECAST_SEASON).contains(&s))
+    {
+        return bad(format!(
+            "a season is 2 to {MAX_FORECAST_SEASON} steps, got {:?}",
+            params.season
+        ));
+    }
+    if !(1..=999).contains(&params.level_milli) {
+        return bad(format!(
+            "the level is 1 to 999 thousandths, got {}",
+            params.level_milli
+        ));
+    }
+    if params.windows > MAX_FORECAST_WINDOWS {
+        return bad(format!(
+            "at most {MAX_FORECAST_WINDOWS} backtest windows, got {}",
+            params.windows
+        ));
+    }
+    Ok(())
 }
 
 fn planned_columns(planned: &Planned) -> Vec<JobColumn> {
@@ -293,8 +372,8 @@ pub fn same_value(a: &Value, b: &Value, tolerance: f64) -> bool {
             if x == y {
                 return true;
             }
-            // Integers are exact.
-            if x.is_f64() || y.is_f64() {
+            // Integers are exact; only two floats may differ by rounding.
+            if x.is_f64() && y.is_f64() {
                 let (x, y) = (
                     x.as_f64().unwrap_or(f64::NAN),
                     y.as_f64().unwrap_or(f64::NAN),
@@ -336,15 +415,9 @@ pub fn same_answer(claimed: &SqlAnswer, expected: &SqlAnswer) -> bool {
     if expected.sorted {
         return false;
     }
-    // A multiset: both sorted by their text, floats rounded to what the tolerance keeps.
-    let key = |row: &Vec<Value>| {
-        row.iter()
-            .map(|v| match v {
-                Value::Number(n) if n.is_f64() => format!("{:.6e}", n.as_f64().unwrap_or(0.0)),
-                other => other.to_string(),
-            })
-            .collect::<Vec<_>>()
-    };
+    // A multiset: both sorted by their exact text (the batches are cut alike on every node,
+    // so the same rows give the same values).
+    let key = |row: &Vec<Value>| row.iter().map(Value::to_string).collect::<Vec<_>>();
     let mut a: Vec<&Vec<Value>> = claimed.rows.iter().collect();
     let mut b: Vec<&Vec<Value>> = expected.rows.iter().collect();
     a.sort_by_cached_key(|r| key(r));

@@ -4,11 +4,13 @@
 
 use agora_analytics::Analytics;
 use agora_analytics::job::{
-    FORECAST_TOLERANCE, ForecastParams, SqlAnswer, same_answer, same_value,
+    FORECAST_TOLERANCE, ForecastParams, PROVIDER_TIMEOUT, SqlAnswer, VERIFIER_TIMEOUT, same_answer,
+    same_value,
 };
 use agora_market::{Backend, Error, JobInput, JobOutput, Served, TableColumn};
 use agora_types::{Fault, Hash, JobParams, Verdict};
 use std::ops::ControlFlow;
+use std::time::Duration;
 
 /// The analytics model's registry entry.
 pub fn analytics_model() -> agora_state::GenesisModel {
@@ -40,11 +42,16 @@ impl AnalyticsBackend {
         self.id
     }
 
-    fn answer(&self, input: &JobInput, run: bool) -> Result<Answer, agora_analytics::Error> {
+    fn answer(
+        &self,
+        input: &JobInput,
+        run: bool,
+        timeout: Duration,
+    ) -> Result<Answer, agora_analytics::Error> {
         match input {
-            JobInput::Sql { sql, height } => {
-                Ok(Answer::Table(self.analytics.sql_job(sql, *height, run)?))
-            }
+            JobInput::Sql { sql, height } => Ok(Answer::Table(
+                self.analytics.sql_job_within(sql, *height, run, timeout)?,
+            )),
             JobInput::Forecast {
                 sql,
                 height,
@@ -53,17 +60,20 @@ impl AnalyticsBackend {
                 level_milli,
                 windows,
             } => {
-                if !run {
-                    let a = self.analytics.sql_job(sql, *height, false)?;
-                    return Ok(Answer::Forecast(a, serde_json::Value::Null, *horizon));
-                }
                 let params = ForecastParams {
                     horizon: *horizon as usize,
                     season: season.map(|s| s as usize),
                     level_milli: *level_milli,
                     windows: *windows as usize,
                 };
-                let (a, f) = self.analytics.forecast_job(sql, *height, params)?;
+                if !run {
+                    agora_analytics::job::check_forecast(&params)?;
+                    let a = self
+                        .analytics
+                        .sql_job_within(sql, *height, false, timeout)?;
+                    return Ok(Answer::Forecast(a, serde_json::Value::Null, *horizon));
+                }
+                let (a, f) = self.analytics.forecast_job(sql, *height, params, timeout)?;
                 Ok(Answer::Forecast(a, f, *horizon))
             }
             _ => Err(agora_analytics::Error::Plan(
@@ -115,7 +125,11 @@ impl Backend for AnalyticsBackend {
         if !self.serves(model) {
             return Err(Error::UnknownModel(*model));
         }
-        Ok(self.answer(input, false).map_err(refused)?.counts().0)
+        Ok(self
+            .answer(input, false, PROVIDER_TIMEOUT)
+            .map_err(refused)?
+            .counts()
+            .0)
     }
 
     fn run(
@@ -128,7 +142,9 @@ impl Backend for AnalyticsBackend {
         if !self.serves(model) {
             return Err(Error::UnknownModel(*model));
         }
-        let answer = self.answer(input, true).map_err(refused)?;
+        let answer = self
+            .answer(input, true, PROVIDER_TIMEOUT)
+            .map_err(refused)?;
         let (input_tokens, output_tokens) = answer.counts();
         let output = match answer {
             Answer::Table(a) => JobOutput::Table {
@@ -160,11 +176,12 @@ impl Backend for AnalyticsBackend {
         if !matches!(input, JobInput::Sql { .. } | JobInput::Forecast { .. }) {
             return fail(Fault::WrongKind);
         }
-        let expected = match self.answer(input, true) {
+        let expected = match self.answer(input, true, VERIFIER_TIMEOUT) {
             Ok(a) => a,
             // A query that fails everywhere had no result to deliver.
-            Err(e) if e.is_client_error() => return fail(Fault::WrongResult),
-            // Not indexed yet, busy, out of time here: no verdict yet; asked again later.
+            Err(e) if e.is_deterministic() => return fail(Fault::WrongResult),
+            // Out of time or memory here, busy, tables behind the chain: no verdict from this
+            // verifier now (asked again later), never the provider's fault.
             Err(e) => return Err(refused(e)),
         };
         if counts != expected.counts() {

@@ -28,6 +28,10 @@ use std::ops::ControlFlow;
 pub const ANALYTICS_MODEL: &str = "agora-analytics@1";
 /// Rows a job may read unless the request says otherwise.
 pub const DEFAULT_MAX_ROWS_READ: u32 = 10_000_000;
+/// A forecast's limits (the analytics engine's for jobs).
+const MAX_HORIZON: u32 = 10_000;
+const MAX_SEASON: u32 = 1_000;
+const MAX_WINDOWS: u32 = 20;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,9 +90,36 @@ async fn answer(st: OpenAiState, headers: HeaderMap, body: Value, forecast: bool
     }
     let level_milli = match req.level {
         None => 950,
-        Some(l) if l > 0.0 && l < 1.0 => (l * 1000.0).round() as u32,
-        Some(l) => return oai_error(400, "invalid_level", format!("level {l}: between 0 and 1")),
+        Some(l) if (0.001..=0.999).contains(&l) => (l * 1000.0).round() as u32,
+        Some(l) => {
+            return oai_error(
+                400,
+                "invalid_level",
+                format!("level {l}: between 0.001 and 0.999"),
+            );
+        }
     };
+    if req.horizon.is_some_and(|h| !(1..=MAX_HORIZON).contains(&h)) {
+        return oai_error(
+            400,
+            "invalid_horizon",
+            format!("the horizon is 1 to {MAX_HORIZON} steps"),
+        );
+    }
+    if req.season.is_some_and(|s| !(2..=MAX_SEASON).contains(&s)) {
+        return oai_error(
+            400,
+            "invalid_season",
+            format!("a season is 2 to {MAX_SEASON} steps"),
+        );
+    }
+    if req.windows.is_some_and(|w| w > MAX_WINDOWS) {
+        return oai_error(
+            400,
+            "invalid_windows",
+            format!("at most {MAX_WINDOWS} backtest windows"),
+        );
+    }
     let max_rows_read = req.max_rows_read.unwrap_or(DEFAULT_MAX_ROWS_READ);
     if max_rows_read == 0 {
         return oai_error(400, "invalid_request", "max_rows_read must be at least 1");
@@ -104,12 +135,21 @@ async fn answer(st: OpenAiState, headers: HeaderMap, body: Value, forecast: bool
     let (horizon, season, windows) = (req.horizon.unwrap_or(12), req.season, req.windows);
     let result = tokio::task::spawn_blocking(move || -> Result<(u64, Completed), Response> {
         let model = gw.resolve_model(&name).map_err(|e| from_error(&e))?;
+        let tip = gw
+            .chain()
+            .height()
+            .map_err(|e| from_error(&crate::Error::from(e)))?;
         let height = match height {
+            Some(h) if h > tip => {
+                // Not the providers' fault: refused here, before any of them is asked.
+                return Err(oai_error(
+                    400,
+                    "height_not_committed",
+                    format!("height {h} is not committed yet (the chain is at {tip})"),
+                ));
+            }
             Some(h) => h,
-            None => gw
-                .chain()
-                .height()
-                .map_err(|e| from_error(&crate::Error::from(e)))?,
+            None => tip,
         };
         let input = if forecast {
             JobInput::Forecast {

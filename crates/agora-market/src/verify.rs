@@ -235,7 +235,15 @@ impl Verifier {
             {
                 continue;
             }
-            let verdict = self.judge(&check.job_id)?;
+            // A job this verifier cannot judge now (its model's engine busy, its tables behind)
+            // is asked again at the next step; the others are judged meanwhile.
+            let verdict = match self.judge(&check.job_id) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!("job {}: no verdict yet: {e}", check.job_id);
+                    continue;
+                }
+            };
             self.submit(vec![Message::PostVerdict {
                 job_id: check.job_id,
                 verdict,

@@ -468,6 +468,16 @@ fn query_through_the_gateway(gateway: &str, key: &str) -> Vec<Value> {
             serde_json::json!({"sql": "SELECT 1", "horizon": 3}),
             "invalid_request",
         ),
+        (
+            "/v1/sql",
+            serde_json::json!({"sql": "SELECT 1", "height": 1_000_000_000}),
+            "height_not_committed",
+        ),
+        (
+            "/v1/forecasts",
+            serde_json::json!({"sql": "SELECT 1, 2.0", "horizon": 0}),
+            "invalid_horizon",
+        ),
     ] {
         let (status, v) = call(path, body.clone());
         assert_eq!(status, 400, "{body}: {v}");
