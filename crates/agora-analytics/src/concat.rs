@@ -189,9 +189,14 @@ fn take(st: &mut Rebatch, n: usize) -> Result<RecordBatch> {
         }
     }
     st.rows -= want;
-    if parts.len() == 1 {
-        return Ok(parts.remove(0));
-    }
+    // Always a copy of just these rows: a slice would report its parent's buffers, whose sizes
+    // differ between nodes (and sorts and memory caps count bytes).
     let schema = parts[0].schema();
-    Ok(arrow::compute::concat_batches(&schema, &parts)?)
+    let joined = arrow::compute::concat_batches(&schema, &parts)?;
+    if joined.num_columns() == 0 {
+        // Rows without columns (a `count(*)`): nothing to copy.
+        return Ok(joined);
+    }
+    let indices = arrow::array::UInt32Array::from_iter_values(0..joined.num_rows() as u32);
+    Ok(arrow::compute::take_record_batch(&joined, &indices)?)
 }

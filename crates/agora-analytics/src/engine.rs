@@ -136,6 +136,7 @@ pub(crate) struct Inner {
     pub(crate) handle: tokio::runtime::Handle,
     pub(crate) permits: Arc<Semaphore>,
     pub(crate) job_permits: Arc<Semaphore>,
+    pub(crate) verify_permits: Arc<Semaphore>,
     running: AtomicUsize,
     state_cache: Mutex<BTreeMap<&'static str, (u64, RecordBatch)>>,
     /// Held while a state table is converted: queries that want it meanwhile wait for it and
@@ -214,6 +215,7 @@ impl Analytics {
             lake: RwLock::new(lake),
             permits: Arc::new(Semaphore::new(MAX_CONCURRENT)),
             job_permits: Arc::new(Semaphore::new(JOB_SLOTS)),
+            verify_permits: Arc::new(Semaphore::new(1)),
             running: AtomicUsize::new(0),
             state_cache: Mutex::new(BTreeMap::new()),
             converting: Mutex::new(()),
@@ -576,6 +578,9 @@ pub(crate) async fn plan(
     if at.is_some() {
         // A recursive CTE reads no table, so it would be billed nothing for its work.
         config.options_mut().execution.enable_recursive_ctes = false;
+        // Sorted in runs whose size is counted in rows alone, never in place by bytes held:
+        // the order of rows that tie on the key is then the same on every node.
+        config.options_mut().execution.sort_in_place_threshold_bytes = usize::MAX;
     }
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     if at.is_some() {
@@ -658,7 +663,7 @@ pub(crate) async fn plan(
         .map_err(|e| planning_error(e, &known))?;
     let mut scans = 0usize;
     let mut tables: Vec<String> = Vec::new();
-    let (mut sorted, mut explained) = (false, false);
+    let (mut explained, mut union) = (false, false);
     let mut unsettled: Option<String> = None;
     frame
         .logical_plan()
@@ -668,7 +673,7 @@ pub(crate) async fn plan(
                     scans += 1;
                     tables.push(scan.table_name.table().to_string());
                 }
-                LogicalPlan::Sort(_) => sorted = true,
+                LogicalPlan::Union(_) if at.is_some() => union = true,
                 LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) => explained = true,
                 _ => {}
             }
@@ -697,6 +702,13 @@ pub(crate) async fn plan(
                 "a job answers a query, not EXPLAIN: a plan differs between builds".into(),
             ));
         }
+        if union {
+            return Err(Error::Plan(
+                "UNION is not offered in a job: its inputs are merged as they come, so the \
+                 order of its rows differs between runs"
+                    .into(),
+            ));
+        }
         if let Some(name) = unsettled {
             return Err(Error::Plan(format!(
                 "{name}() is not offered in a job: a job offers only functions whose result is \
@@ -707,6 +719,17 @@ pub(crate) async fn plan(
     if at.is_some() {
         tables.retain(|t| HISTORY.iter().any(|d| d.name == t.as_str()));
     }
+    // Ordered when the rows come out of a sort: through projections, limits and aliases only.
+    let mut top = frame.logical_plan();
+    let sorted = loop {
+        match top {
+            LogicalPlan::Sort(_) => break true,
+            LogicalPlan::Projection(p) => top = p.input.as_ref(),
+            LogicalPlan::Limit(l) => top = l.input.as_ref(),
+            LogicalPlan::SubqueryAlias(a) => top = a.input.as_ref(),
+            _ => break false,
+        }
+    };
     Ok(Planned {
         frame,
         height,
@@ -978,7 +1001,12 @@ impl TableProvider for CutTable {
         &self,
         filters: &[&Expr],
     ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        // Unsupported: a caller's predicate runs above the cut, on rows at or below the height
+        // alone (below it, it would meet rows past the height, which differ between nodes).
+        Ok(vec![
+            TableProviderFilterPushDown::Unsupported;
+            filters.len()
+        ])
     }
 
     async fn scan(

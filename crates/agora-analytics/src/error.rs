@@ -129,9 +129,12 @@ impl Error {
         )
     }
 
-    /// Whether the same query fails the same way on every node (so a provider that delivered
-    /// an answer to it delivered a wrong one), as opposed to failing here for this node's
-    /// reasons (its time, memory, load, or tables behind the chain).
+    /// Whether a verifier that meets this error re-running a job must fail the job (a
+    /// provider that delivered an answer to it delivered a wrong one), as opposed to giving no
+    /// verdict yet for its own passing reasons (busy, tables still being indexed, a store
+    /// error). Time and memory count as the job's: the verifier runs with more of both than the
+    /// provider had; a height past the verifier's chain is one no provider could have answered
+    /// (the verifier's chain holds the job's settlement, after it ran).
     pub fn is_deterministic(&self) -> bool {
         matches!(
             self,
@@ -139,8 +142,12 @@ impl Error {
                 | Error::ReadOnly(_)
                 | Error::UnknownTable { .. }
                 | Error::Plan(_)
+                | Error::Execution(_)
                 | Error::Forecast(_)
                 | Error::RowCap { .. }
+                | Error::MemoryCap(_)
+                | Error::Timeout { .. }
+                | Error::FutureHeight { .. }
         )
     }
 }

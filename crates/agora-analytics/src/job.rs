@@ -94,6 +94,34 @@ pub struct SqlAnswer {
     pub sorted: bool,
 }
 
+/// Who runs a job: its provider, or a verifier re-running it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Within [`PROVIDER_TIMEOUT`] and 512 MiB.
+    Provider,
+    /// Within [`VERIFIER_TIMEOUT`] and 1 GiB: a verifier slower than the provider still
+    /// finishes what the provider did.
+    Verifier,
+}
+
+impl Role {
+    /// Its time limit.
+    pub fn timeout(self) -> Duration {
+        match self {
+            Role::Provider => PROVIDER_TIMEOUT,
+            Role::Verifier => VERIFIER_TIMEOUT,
+        }
+    }
+
+    /// Its memory limit.
+    pub fn memory_bytes(self) -> usize {
+        match self {
+            Role::Provider => 512 << 20,
+            Role::Verifier => 1 << 30,
+        }
+    }
+}
+
 /// A forecast job's parameters beside its query.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ForecastParams {
@@ -112,17 +140,12 @@ impl Analytics {
     /// false only counts the rows it would read (its price). Blocks the calling thread, which
     /// must not be an async runtime's.
     pub fn sql_job(&self, sql: &str, height: u64, run: bool) -> Result<SqlAnswer> {
-        self.sql_job_within(sql, height, run, PROVIDER_TIMEOUT)
+        self.sql_job_as(sql, height, run, Role::Provider)
     }
 
-    /// [`Analytics::sql_job`] within `timeout` (a verifier's is longer).
-    pub fn sql_job_within(
-        &self,
-        sql: &str,
-        height: u64,
-        run: bool,
-        timeout: Duration,
-    ) -> Result<SqlAnswer> {
+    /// [`Analytics::sql_job`] in `role`: a verifier gets more time and memory, and a slot of
+    /// its own.
+    pub fn sql_job_as(&self, sql: &str, height: u64, run: bool, role: Role) -> Result<SqlAnswer> {
         if sql.len() > crate::MAX_SQL_BYTES {
             return Err(Error::Syntax(format!(
                 "the query is {} bytes; at most {}",
@@ -130,18 +153,26 @@ impl Analytics {
                 crate::MAX_SQL_BYTES
             )));
         }
-        let tip = self.committed_height()?;
-        if tip.is_none_or(|tip| height > tip) {
-            return Err(Error::FutureHeight { height, tip });
+        // A provider a block or two behind the gateway waits for its node to catch up.
+        let start = std::time::Instant::now();
+        loop {
+            let tip = self.committed_height()?;
+            if tip.is_some_and(|tip| height <= tip) {
+                break;
+            }
+            if role == Role::Verifier || start.elapsed() >= HEIGHT_WAIT {
+                return Err(Error::FutureHeight { height, tip });
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
         let limits = QueryLimits {
             max_rows: MAX_JOB_ROWS,
-            timeout,
-            ..QueryLimits::default()
+            timeout: role.timeout(),
+            memory_bytes: role.memory_bytes(),
         };
         let this = self.clone();
         let sql = sql.to_string();
-        self.blocking(limits, async move {
+        self.blocking(limits, role, async move {
             this.sql_job_in(&sql, height, limits, run).await
         })
     }
@@ -153,10 +184,10 @@ impl Analytics {
         sql: &str,
         height: u64,
         params: ForecastParams,
-        timeout: Duration,
+        role: Role,
     ) -> Result<(SqlAnswer, Value)> {
         check_forecast(&params)?;
-        let answer = self.sql_job_within(sql, height, true, timeout)?;
+        let answer = self.sql_job_as(sql, height, true, role)?;
         let points = crate::predict::points_from_rows(&answer.rows)?;
         let series = Series::from_points(points)?;
         if series.values.len() > MAX_FORECAST_POINTS {
@@ -232,17 +263,19 @@ impl Analytics {
     fn blocking<T: Send + 'static>(
         &self,
         limits: QueryLimits,
+        role: Role,
         work: impl std::future::Future<Output = Result<T>> + Send + 'static,
     ) -> Result<T> {
-        // Slots of their own: free queries on the node's API never crowd paid jobs out.
-        let permit = self
-            .inner
-            .job_permits
+        // Slots of their own: free queries on the node's API never crowd paid jobs out, and
+        // jobs never crowd out a verifier's re-runs.
+        let (slots, max) = match role {
+            Role::Provider => (&self.inner.job_permits, crate::engine::JOB_SLOTS),
+            Role::Verifier => (&self.inner.verify_permits, 1),
+        };
+        let permit = slots
             .clone()
             .try_acquire_owned()
-            .map_err(|_| Error::Busy {
-                max: crate::engine::JOB_SLOTS,
-            })?;
+            .map_err(|_| Error::Busy { max })?;
         // The wait for the height is not the query's time.
         let limit = limits.timeout + HEIGHT_WAIT;
         // A plain channel: this thread may be anything but a runtime's worker.
@@ -367,6 +400,26 @@ fn json_column(array: &dyn Array, options: &arrow::util::display::FormatOptions<
 /// Whether two JSON values are the same, numbers within `tolerance` of each other (relative to
 /// the larger).
 pub fn same_value(a: &Value, b: &Value, tolerance: f64) -> bool {
+    close(a, b, tolerance, 0.0)
+}
+
+/// Whether a claimed forecast is `expected`'s: every number within [`FORECAST_TOLERANCE`] of
+/// the larger of the two and of the forecast's largest value (a bound near zero is as exact
+/// as the series' scale allows, no more).
+pub fn same_forecast(claimed: &Value, expected: &Value) -> bool {
+    fn largest(v: &Value) -> f64 {
+        match v {
+            Value::Number(n) => n.as_f64().map_or(0.0, f64::abs),
+            Value::Array(a) => a.iter().map(largest).fold(0.0, f64::max),
+            Value::Object(o) => o.values().map(largest).fold(0.0, f64::max),
+            _ => 0.0,
+        }
+    }
+    close(claimed, expected, FORECAST_TOLERANCE, largest(expected))
+}
+
+fn close(a: &Value, b: &Value, tolerance: f64, floor: f64) -> bool {
+    let same_value = |a: &Value, b: &Value, tolerance: f64| close(a, b, tolerance, floor);
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => {
             if x == y {
@@ -378,7 +431,7 @@ pub fn same_value(a: &Value, b: &Value, tolerance: f64) -> bool {
                     x.as_f64().unwrap_or(f64::NAN),
                     y.as_f64().unwrap_or(f64::NAN),
                 );
-                (x - y).abs() <= tolerance * x.abs().max(y.abs())
+                (x - y).abs() <= tolerance * x.abs().max(y.abs()).max(floor)
             } else {
                 false
             }

@@ -3,14 +3,10 @@
 //! a stated height — as paid jobs, and judges them as a verifier by running them again.
 
 use agora_analytics::Analytics;
-use agora_analytics::job::{
-    FORECAST_TOLERANCE, ForecastParams, PROVIDER_TIMEOUT, SqlAnswer, VERIFIER_TIMEOUT, same_answer,
-    same_value,
-};
+use agora_analytics::job::{ForecastParams, Role, SqlAnswer, same_answer, same_forecast};
 use agora_market::{Backend, Error, JobInput, JobOutput, Served, TableColumn};
 use agora_types::{Fault, Hash, JobParams, Verdict};
 use std::ops::ControlFlow;
-use std::time::Duration;
 
 /// The analytics model's registry entry.
 pub fn analytics_model() -> agora_state::GenesisModel {
@@ -46,11 +42,11 @@ impl AnalyticsBackend {
         &self,
         input: &JobInput,
         run: bool,
-        timeout: Duration,
+        role: Role,
     ) -> Result<Answer, agora_analytics::Error> {
         match input {
             JobInput::Sql { sql, height } => Ok(Answer::Table(
-                self.analytics.sql_job_within(sql, *height, run, timeout)?,
+                self.analytics.sql_job_as(sql, *height, run, role)?,
             )),
             JobInput::Forecast {
                 sql,
@@ -68,12 +64,10 @@ impl AnalyticsBackend {
                 };
                 if !run {
                     agora_analytics::job::check_forecast(&params)?;
-                    let a = self
-                        .analytics
-                        .sql_job_within(sql, *height, false, timeout)?;
+                    let a = self.analytics.sql_job_as(sql, *height, false, role)?;
                     return Ok(Answer::Forecast(a, serde_json::Value::Null, *horizon));
                 }
-                let (a, f) = self.analytics.forecast_job(sql, *height, params, timeout)?;
+                let (a, f) = self.analytics.forecast_job(sql, *height, params, role)?;
                 Ok(Answer::Forecast(a, f, *horizon))
             }
             _ => Err(agora_analytics::Error::Plan(
@@ -126,7 +120,7 @@ impl Backend for AnalyticsBackend {
             return Err(Error::UnknownModel(*model));
         }
         Ok(self
-            .answer(input, false, PROVIDER_TIMEOUT)
+            .answer(input, false, Role::Provider)
             .map_err(refused)?
             .counts()
             .0)
@@ -142,9 +136,7 @@ impl Backend for AnalyticsBackend {
         if !self.serves(model) {
             return Err(Error::UnknownModel(*model));
         }
-        let answer = self
-            .answer(input, true, PROVIDER_TIMEOUT)
-            .map_err(refused)?;
+        let answer = self.answer(input, true, Role::Provider).map_err(refused)?;
         let (input_tokens, output_tokens) = answer.counts();
         let output = match answer {
             Answer::Table(a) => JobOutput::Table {
@@ -176,7 +168,7 @@ impl Backend for AnalyticsBackend {
         if !matches!(input, JobInput::Sql { .. } | JobInput::Forecast { .. }) {
             return fail(Fault::WrongKind);
         }
-        let expected = match self.answer(input, true, VERIFIER_TIMEOUT) {
+        let expected = match self.answer(input, true, Role::Verifier) {
             Ok(a) => a,
             // A query that fails everywhere had no result to deliver.
             Err(e) if e.is_deterministic() => return fail(Fault::WrongResult),
@@ -204,7 +196,7 @@ impl Backend for AnalyticsBackend {
                 same_answer(&claimed, e)
             }
             (Answer::Forecast(_, e, _), JobOutput::Forecast { forecast }) => {
-                same_value(forecast, e, FORECAST_TOLERANCE)
+                same_forecast(forecast, e)
             }
             _ => return fail(Fault::WrongKind),
         };
