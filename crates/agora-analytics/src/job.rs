@@ -281,13 +281,14 @@ impl Analytics {
         // A plain channel: this thread may be anything but a runtime's worker.
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let task = self.inner.handle.spawn(async move {
-            let _permit = permit;
             let r = match tokio::time::timeout(limit, work).await {
                 Ok(r) => r,
                 Err(_) => Err(Error::Timeout {
                     limit: limits.timeout,
                 }),
             };
+            // The slot is free before the answer is: the caller's next job finds it so.
+            drop(permit);
             let _ = tx.send(r);
         });
         let r = rx.recv();
