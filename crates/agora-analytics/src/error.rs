@@ -136,19 +136,8 @@ impl Error {
     /// provider had; a height past the verifier's chain is one no provider could have answered
     /// (the verifier's chain holds the job's settlement, after it ran).
     pub fn is_deterministic(&self) -> bool {
-        matches!(
-            self,
-            Error::Syntax(_)
-                | Error::ReadOnly(_)
-                | Error::UnknownTable { .. }
-                | Error::Plan(_)
-                | Error::Execution(_)
-                | Error::Forecast(_)
-                | Error::RowCap { .. }
-                | Error::MemoryCap(_)
-                | Error::Timeout { .. }
-                | Error::FutureHeight { .. }
-        )
+        // Every fault of the caller's query, and a query that fails while it runs.
+        self.is_client_error() || matches!(self, Error::Execution(_))
     }
 }
 

@@ -4,11 +4,12 @@
 //!
 //! **What makes it the same everywhere.** The history tables are cut at the job's height; a
 //! table's segments and tail are read one after the other in one partition, in height order,
-//! whatever the node's segment boundaries; the state tables (the current state, not a history)
-//! are not offered; functions whose result depends on when or where they run (`now()`,
-//! `random()`…) are refused, and so is `EXPLAIN`. Sums of floating-point values may still
-//! round differently when batches are cut differently, so values are compared with a relative
-//! tolerance ([`SQL_TOLERANCE`]), and rows as a multiset when the query orders nothing.
+//! and re-cut into batches of one size after the cut, whatever the node's segment boundaries
+//! (float sums and sort runs go a batch at a time); the state tables (the current state, not a
+//! history) are not offered; only functions on an allowlist of machine-independent ones may be
+//! called, and table functions, recursive CTEs, `UNION` and `EXPLAIN` are refused. Integers
+//! compare exactly, floats within a relative tolerance ([`SQL_TOLERANCE`]), and rows as a
+//! multiset unless the plan ends in a sort.
 //!
 //! **What it costs.** A job is billed for the rows it reads — every row at or below its height
 //! of each table it scans — as its input tokens, and for the rows it returns as its output
@@ -17,8 +18,9 @@
 //! **Who could abuse what.** A client's query is bounded like any other (time, rows, memory)
 //! and [`MAX_JOB_ROWS`] keeps a result small enough to be revealed to a verifier. A provider
 //! that drops, adds, reorders or changes rows, or miscounts what it read, fails the check
-//! (`wrong_result`, `wrong_count`). A height the verifier has not indexed yet is no verdict:
-//! the verifier waits for it.
+//! (`wrong_result`, `wrong_count`). A verifier re-runs a job as [`Role::Verifier`], with more
+//! time and memory than the provider had and a slot of its own; what still fails there fails
+//! the check. Only a verifier that is busy or still indexing the height gives no verdict yet.
 
 use crate::engine::{Planned, collect, plan};
 use crate::predict::{ForecastOptions, Series};

@@ -170,10 +170,10 @@ impl Backend for AnalyticsBackend {
         }
         let expected = match self.answer(input, true, Role::Verifier) {
             Ok(a) => a,
-            // A query that fails everywhere had no result to deliver.
+            // A query that fails even with a verifier's larger limits had no result to deliver.
             Err(e) if e.is_deterministic() => return fail(Fault::WrongResult),
-            // Out of time or memory here, busy, tables behind the chain: no verdict from this
-            // verifier now (asked again later), never the provider's fault.
+            // Busy, tables still being indexed, a store error: no verdict from this verifier
+            // now (asked again at its next step), never the provider's fault.
             Err(e) => return Err(refused(e)),
         };
         if counts != expected.counts() {

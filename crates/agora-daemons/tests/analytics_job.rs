@@ -75,6 +75,20 @@ fn queries_and_forecasts_are_answered_at_a_height_and_a_doctored_answer_fails_it
         agora_market::ANALYTICS_MODEL,
         "the gateway's default names the model"
     );
+    // The gateway refuses what the engine would, before any provider works on it.
+    use agora_market::forecast_limits as gw;
+    assert_eq!(
+        gw::MAX_HORIZON as usize,
+        agora_analytics::predict::MAX_HORIZON
+    );
+    assert_eq!(
+        gw::MAX_SEASON as usize,
+        agora_analytics::job::MAX_FORECAST_SEASON
+    );
+    assert_eq!(
+        gw::MAX_WINDOWS as usize,
+        agora_analytics::job::MAX_FORECAST_WINDOWS
+    );
     let params = JobParams::default();
     let run =
         |input: &JobInput| provider.run(&model, input, &params, &mut |_| ControlFlow::Continue(()));
@@ -135,12 +149,11 @@ fn queries_and_forecasts_are_answered_at_a_height_and_a_doctored_answer_fails_it
     );
     let mut reordered = rows.clone();
     reordered.reverse();
-    if reordered != *rows {
-        assert_eq!(
-            judge(&input, &table(reordered), counts),
-            fail(Fault::WrongResult)
-        );
-    }
+    assert_ne!(reordered, *rows, "distinct rows to reorder");
+    assert_eq!(
+        judge(&input, &table(reordered), counts),
+        fail(Fault::WrongResult)
+    );
     assert_eq!(
         judge(&input, &served.output, (counts.0 * 2, counts.1)),
         fail(Fault::WrongCount)

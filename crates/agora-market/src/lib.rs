@@ -51,6 +51,10 @@ pub use provider::{
     open_delivery,
 };
 pub use queries::{ANALYTICS_MODEL, DEFAULT_MAX_ROWS_READ};
+/// The gateway's limits on a forecast job.
+pub mod forecast_limits {
+    pub use crate::queries::{MAX_HORIZON, MAX_SEASON, MAX_WINDOWS};
+}
 pub use server::{provider_router, settle_loop};
 pub use verify::{GREEDY_TOLERANCE, RevealDoc, Verifier, open_reveal, seal_reveal, verify_loop};
 

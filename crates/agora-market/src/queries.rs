@@ -28,10 +28,13 @@ use std::ops::ControlFlow;
 pub const ANALYTICS_MODEL: &str = "agora-analytics@1";
 /// Rows a job may read unless the request says otherwise.
 pub const DEFAULT_MAX_ROWS_READ: u32 = 10_000_000;
-/// A forecast's limits (the analytics engine's for jobs).
-const MAX_HORIZON: u32 = 10_000;
-const MAX_SEASON: u32 = 1_000;
-const MAX_WINDOWS: u32 = 20;
+/// A forecast job's limits, checked here before any provider is asked (the analytics engine's
+/// own; a test in agora-daemons holds the two equal).
+pub const MAX_HORIZON: u32 = 10_000;
+/// Longest season, in steps.
+pub const MAX_SEASON: u32 = 1_000;
+/// Most backtest windows.
+pub const MAX_WINDOWS: u32 = 20;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
