@@ -129,6 +129,19 @@ impl Error {
         )
     }
 
+    /// Whether the query ran before it failed (on its time, memory or row limit, in its
+    /// execution, or in fitting a forecast), as opposed to being refused before any work.
+    pub fn failed_running(&self) -> bool {
+        matches!(
+            self,
+            Error::Timeout { .. }
+                | Error::MemoryCap(_)
+                | Error::RowCap { .. }
+                | Error::Execution(_)
+                | Error::Forecast(_)
+        )
+    }
+
     /// Whether a verifier that meets this error re-running a job must fail the job (a
     /// provider that delivered an answer to it delivered a wrong one), as opposed to giving no
     /// verdict yet for its own passing reasons (busy, tables still being indexed, a store

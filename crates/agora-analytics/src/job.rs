@@ -43,6 +43,8 @@ pub const SQL_TOLERANCE: f64 = 1e-9;
 pub const FORECAST_TOLERANCE: f64 = 1e-6;
 /// How long a job waits for its height to be indexed here.
 const HEIGHT_WAIT: Duration = Duration::from_secs(5);
+/// Row counts kept for pricing (a few dozen bytes each).
+const ROW_COUNTS_KEPT: usize = 4_096;
 /// How long a provider's run may take.
 pub const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a verifier's re-run may take: longer than a provider's, so that a slower verifier
@@ -229,6 +231,11 @@ impl Analytics {
         let sorted = planned.sorted;
         let mut scanned = 0u64;
         for table in &planned.tables {
+            let key = (height, table.clone());
+            if let Some(n) = self.inner.row_counts.lock().get(&key) {
+                scanned = scanned.saturating_add(*n);
+                continue;
+            }
             let count = format!("SELECT count(*) FROM \"{table}\"");
             let counted: Planned =
                 plan(Some(view.clone()), None, &[], &count, limits, Some(height)).await?;
@@ -240,7 +247,15 @@ impl Analytics {
                 .and_then(|b| b.column(0).as_primitive_opt::<Int64Type>())
                 .map(|a| a.value(0))
                 .ok_or_else(|| Error::Internal(format!("counting {table}")))?;
-            scanned = scanned.saturating_add(u64::try_from(n).unwrap_or(0));
+            let n = u64::try_from(n).unwrap_or(0);
+            let mut counts = self.inner.row_counts.lock();
+            if counts.len() >= ROW_COUNTS_KEPT {
+                // The lowest heights go first: jobs name recent ones.
+                counts.pop_first();
+            }
+            counts.insert(key, n);
+            drop(counts);
+            scanned = scanned.saturating_add(n);
         }
         let columns = planned_columns(&planned);
         if !run {

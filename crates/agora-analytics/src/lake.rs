@@ -107,6 +107,13 @@ fn replace_file(path: &Path, write: impl FnOnce(&mut std::fs::File) -> Result<()
     Ok(())
 }
 
+/// How a segment's Parquet file is written (row groups of 128 Ki rows).
+pub fn segment_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_max_row_group_row_count(Some(128 * 1024))
+        .build()
+}
+
 impl Lake {
     /// Opens the tables in `dir` (created if missing) for chain `chain_id`: the manifest's
     /// segments are kept, anything else in the folder is deleted. A manifest of another chain
@@ -253,11 +260,9 @@ impl Lake {
             }
             let path = segment_file(&self.dir, def.name, from, to);
             replace_file(&path, |file| {
-                let props = WriterProperties::builder()
-                    .set_max_row_group_row_count(Some(128 * 1024))
-                    .build();
-                let mut writer = ArrowWriter::try_new(file, def.schema(), Some(props))
-                    .map_err(|e| Error::Internal(format!("writing {}: {e}", path.display())))?;
+                let mut writer =
+                    ArrowWriter::try_new(file, def.schema(), Some(segment_properties()))
+                        .map_err(|e| Error::Internal(format!("writing {}: {e}", path.display())))?;
                 for batch in batches {
                     writer
                         .write(batch)

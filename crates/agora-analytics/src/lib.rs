@@ -31,9 +31,10 @@ pub use {arrow, datafusion};
 
 pub use engine::{
     Analytics, FileTable, MAX_OPERATORS, MAX_RESULT_BYTES, MAX_SCANS, MAX_SQL_BYTES,
-    MAX_TABLE_ROWS, Options, QueryLimits, QueryOutput, catalog, query_files,
+    MAX_TABLE_ROWS, Options, QueryLimits, QueryOutput, catalog, free_query_config, query_files,
 };
 pub use error::{Error, Result};
+pub use lake::segment_properties;
 
 #[cfg(test)]
 mod tests;

@@ -5,12 +5,12 @@
 //!   the time from its commit to its rows being queryable (p50, p99, the worst).
 //! - **Queries**: ten ClickBench-style queries (counts, filters, distinct counts, group-bys,
 //!   top-k, time buckets, a join) over generated transfer rows in Parquet files laid out like
-//!   the node's segments (one file per height range, the chain's own column types), with
-//!   DataFusion as the node runs it; with `--duckdb-python`, DuckDB on the same files and the
-//!   same threads, side by side.
+//!   the node's segments (one file per height range, the chain's own column types, the node's
+//!   writer settings), with DataFusion set as the node sets it for a free query; with
+//!   `--duckdb-python`, DuckDB on the same files and the same threads, side by side.
 
 use crate::yuma::Lcg;
-use agora_analytics::datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+use agora_analytics::datafusion::prelude::{ParquetReadOptions, SessionContext};
 use agora_analytics::{Analytics, arrow};
 use agora_chain::{Node, NodeConfig};
 use agora_state::{Genesis, GenesisAccount, Params};
@@ -46,9 +46,17 @@ pub struct AnalyticsBenchArgs {
     /// Threads for both engines (default: every core).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Where the generated Parquet goes (default: a temporary folder, deleted after).
+    /// Where the generated Parquet goes (default: a temporary folder, deleted after; kept
+    /// and reused when given).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// A DataFusion setting for the queries, `KEY=VALUE` (for example
+    /// `datafusion.execution.batch_size=16384`); repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub settings: Vec<String>,
+    /// Run only the queries whose name contains this.
+    #[arg(long)]
+    pub only: Option<String>,
 }
 
 /// The ten queries: (name, SQL), the same text for both engines.
@@ -264,14 +272,10 @@ fn generate(dir: &Path, rows: usize) -> Result<()> {
         ];
         let batch = RecordBatch::try_new(schema.clone(), columns)?;
         let path = dir.join(format!("transfers-{file:04}.parquet"));
-        let props =
-            agora_analytics::datafusion::parquet::file::properties::WriterProperties::builder()
-                .set_max_row_group_row_count(Some(128 * 1024))
-                .build();
         let mut writer = agora_analytics::datafusion::parquet::arrow::ArrowWriter::try_new(
             std::fs::File::create(&path)?,
             schema.clone(),
-            Some(props),
+            Some(agora_analytics::segment_properties()),
         )?;
         writer.write(&batch)?;
         writer.close()?;
@@ -284,7 +288,23 @@ fn generate(dir: &Path, rows: usize) -> Result<()> {
 fn queries(args: &AnalyticsBenchArgs, dir: &Path, threads: usize) -> Result<()> {
     let data = dir.join("transfers");
     let t = Instant::now();
-    generate(&data, args.rows)?;
+    // Files of a finished earlier run with as many rows are reused.
+    let marker = dir.join("rows");
+    let reuse = args.dir.is_some()
+        && std::fs::read_to_string(&marker).is_ok_and(|n| n.trim() == args.rows.to_string());
+    if !reuse {
+        let _ = std::fs::remove_file(&marker);
+        if data.exists() {
+            std::fs::remove_dir_all(&data)?;
+        }
+        generate(&data, args.rows)?;
+        std::fs::write(&marker, args.rows.to_string())?;
+    }
+    let selected: Vec<(&str, &str)> = QUERIES
+        .iter()
+        .filter(|(name, _)| args.only.as_ref().is_none_or(|o| name.contains(o.as_str())))
+        .copied()
+        .collect();
     let bytes: u64 = std::fs::read_dir(&data)?
         .filter_map(|e| e.ok()?.metadata().ok())
         .map(|m| m.len())
@@ -301,7 +321,18 @@ fn queries(args: &AnalyticsBenchArgs, dir: &Path, threads: usize) -> Result<()> 
         .worker_threads(threads)
         .enable_all()
         .build()?;
-    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(threads));
+    // The node's settings for a free query, then any given.
+    let mut config = agora_analytics::free_query_config(threads);
+    for setting in &args.settings {
+        let (key, value) = setting
+            .split_once('=')
+            .with_context(|| format!("--set {setting}: expected KEY=VALUE"))?;
+        config
+            .options_mut()
+            .set(key, value)
+            .with_context(|| format!("--set {setting}"))?;
+    }
+    let ctx = SessionContext::new_with_config(config);
     rt.block_on(ctx.register_parquet(
         "transfers",
         data.to_string_lossy().as_ref(),
@@ -309,7 +340,7 @@ fn queries(args: &AnalyticsBenchArgs, dir: &Path, threads: usize) -> Result<()> 
     ))?;
     let mut ours = Vec::new();
     let mut our_rows = Vec::new();
-    for (name, sql) in QUERIES {
+    for (name, sql) in &selected {
         let mut times = Vec::new();
         let mut rows = 0;
         for _ in 0..args.runs.max(1) {
@@ -325,7 +356,7 @@ fn queries(args: &AnalyticsBenchArgs, dir: &Path, threads: usize) -> Result<()> 
         our_rows.push(rows);
     }
     let duck = match &args.duckdb_python {
-        Some(python) => Some(duckdb(python, &data, threads, args.runs)?),
+        Some(python) => Some(duckdb(python, &data, threads, args.runs, &selected)?),
         None => None,
     };
     println!(
@@ -333,7 +364,7 @@ fn queries(args: &AnalyticsBenchArgs, dir: &Path, threads: usize) -> Result<()> 
         "query", "DataFusion ms", "DuckDB ms", "ratio", "rows"
     );
     let mut total = (Duration::ZERO, 0.0);
-    for (i, (name, _)) in QUERIES.iter().enumerate() {
+    for (i, (name, _)) in selected.iter().enumerate() {
         total.0 += ours[i];
         let (d, ratio) = match &duck {
             Some((times, rows)) => {
@@ -364,13 +395,13 @@ fn queries(args: &AnalyticsBenchArgs, dir: &Path, threads: usize) -> Result<()> 
     if duck.is_some() {
         println!(
             "{:<36} {:>14.1} {:>12.1} {:>8.2}",
-            "all ten",
+            "all",
             ms(total.0),
             total.1,
             ms(total.0) / total.1
         );
     } else {
-        println!("{:<36} {:>14.1}", "all ten", ms(total.0));
+        println!("{:<36} {:>14.1}", "all", ms(total.0));
     }
     Ok(())
 }
@@ -381,6 +412,7 @@ fn duckdb(
     data: &Path,
     threads: usize,
     runs: usize,
+    queries: &[(&str, &str)],
 ) -> Result<(Vec<f64>, Vec<usize>)> {
     let script = r#"
 import duckdb, json, sys, time
@@ -405,7 +437,7 @@ print(json.dumps(out))
         "threads": threads,
         "glob": format!("{}/*.parquet", data.display()),
         "runs": runs.max(1),
-        "queries": QUERIES.iter().map(|(_, q)| *q).collect::<Vec<_>>(),
+        "queries": queries.iter().map(|(_, q)| *q).collect::<Vec<_>>(),
     });
     let mut child = std::process::Command::new(python)
         .arg("-c")
@@ -447,6 +479,8 @@ mod tests {
             duckdb_python: None,
             threads: Some(1),
             dir: None,
+            settings: vec!["datafusion.execution.batch_size=4096".into()],
+            only: None,
         };
         run(args).unwrap();
     }

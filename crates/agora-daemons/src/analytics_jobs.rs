@@ -6,7 +6,21 @@ use agora_analytics::Analytics;
 use agora_analytics::job::{ForecastParams, Role, SqlAnswer, same_answer, same_forecast};
 use agora_market::{Backend, Error, JobInput, JobOutput, Served, TableColumn};
 use agora_types::{Fault, Hash, JobParams, Verdict};
+use std::collections::BTreeMap;
 use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A client whose job failed after running (on its time, memory or row limit, in execution, in
+/// fitting a forecast) waits this many times the failed run's time (at least
+/// [`MIN_COOL_DOWN`]) before its next job runs: jobs that fail are not charged, so without it
+/// one client could keep the job slots busy for nothing. A client with several keys needs an
+/// escrow for each.
+const COOL_DOWN_FACTOR: u32 = 3;
+/// The shortest cool-down.
+const MIN_COOL_DOWN: Duration = Duration::from_secs(1);
+/// Clients remembered in cool-down at most (the oldest are forgotten first).
+const COOLING_KEPT: usize = 10_000;
 
 /// The analytics model's registry entry.
 pub fn analytics_model() -> agora_state::GenesisModel {
@@ -22,6 +36,8 @@ pub fn analytics_model() -> agora_state::GenesisModel {
 pub struct AnalyticsBackend {
     analytics: Analytics,
     id: Hash,
+    /// Clients in cool-down, and until when.
+    cooling: Arc<Mutex<BTreeMap<Vec<u8>, Instant>>>,
 }
 
 impl AnalyticsBackend {
@@ -30,7 +46,53 @@ impl AnalyticsBackend {
         Self {
             analytics,
             id: agora_analytics::job::model_id(),
+            cooling: Arc::default(),
         }
+    }
+
+    fn cooling(&self) -> std::sync::MutexGuard<'_, BTreeMap<Vec<u8>, Instant>> {
+        self.cooling.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Refuses `client` while it is in cool-down.
+    fn check_cooling(&self, client: &[u8]) -> Result<(), Error> {
+        let now = Instant::now();
+        let mut cooling = self.cooling();
+        match cooling.get(client) {
+            Some(until) if *until > now => Err(Error::Refused {
+                status: 429,
+                code: "cooling_down",
+                message: format!(
+                    "your last query failed on its limits; the next one runs in {} ms",
+                    until.duration_since(now).as_millis().max(1)
+                ),
+            }),
+            Some(_) => {
+                cooling.remove(client);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Puts `client` in cool-down after a failed run of `spent`.
+    fn cool_down(&self, client: &[u8], spent: Duration) {
+        let now = Instant::now();
+        let mut cooling = self.cooling();
+        if cooling.len() >= COOLING_KEPT {
+            cooling.retain(|_, until| *until > now);
+            if cooling.len() >= COOLING_KEPT {
+                let soonest = cooling
+                    .iter()
+                    .min_by_key(|(_, u)| **u)
+                    .map(|(k, _)| k.clone());
+                if let Some(k) = soonest {
+                    cooling.remove(&k);
+                }
+            }
+        }
+        let wait = (spent * COOL_DOWN_FACTOR).max(MIN_COOL_DOWN);
+        cooling.insert(client.to_vec(), now + wait);
     }
 
     /// The model id served.
@@ -130,13 +192,34 @@ impl Backend for AnalyticsBackend {
         &self,
         model: &Hash,
         input: &JobInput,
+        params: &JobParams,
+        on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Served, Error> {
+        self.run_for(&[], model, input, params, on_text)
+    }
+
+    fn run_for(
+        &self,
+        client: &[u8],
+        model: &Hash,
+        input: &JobInput,
         _params: &JobParams,
         _on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
     ) -> Result<Served, Error> {
         if !self.serves(model) {
             return Err(Error::UnknownModel(*model));
         }
-        let answer = self.answer(input, true, Role::Provider).map_err(refused)?;
+        self.check_cooling(client)?;
+        let start = Instant::now();
+        let answer = match self.answer(input, true, Role::Provider) {
+            Ok(answer) => answer,
+            Err(e) => {
+                if e.failed_running() {
+                    self.cool_down(client, start.elapsed());
+                }
+                return Err(refused(e));
+            }
+        };
         let (input_tokens, output_tokens) = answer.counts();
         let output = match answer {
             Answer::Table(a) => JobOutput::Table {

@@ -7,7 +7,7 @@
 use agora_analytics::{Analytics, Options};
 use agora_api::testing::TestNode;
 use agora_daemons::analytics_jobs::AnalyticsBackend;
-use agora_market::{Backend, JobInput, JobOutput};
+use agora_market::{Backend, Error, JobInput, JobOutput};
 use agora_state::{Genesis, GenesisAccount};
 use agora_types::{AGR, Fault, JobParams, Keypair, Message, Transaction, Verdict};
 use serde_json::json;
@@ -222,4 +222,58 @@ fn queries_and_forecasts_are_answered_at_a_height_and_a_doctored_answer_fails_it
         judge(&input, &JobOutput::Forecast { forecast: doctored }, counts),
         fail(Fault::WrongResult)
     );
+
+    // Jobs that fail are not charged: a client whose job failed after running (here, more
+    // rows than a job returns) waits before its next one runs; other clients do not.
+    let as_client = |client: &[u8], input: &JobInput| {
+        provider.run_for(client, &model, input, &params, &mut |_| {
+            ControlFlow::Continue(())
+        })
+    };
+    let big = JobInput::Sql {
+        sql: "SELECT a.height FROM blocks a CROSS JOIN blocks b CROSS JOIN blocks c".into(),
+        height,
+    };
+    let e = as_client(b"mallory", &big).unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            Error::Refused {
+                code: "row_cap",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let small = JobInput::Sql {
+        sql: "SELECT count(*) FROM blocks".into(),
+        height,
+    };
+    let e = as_client(b"mallory", &small).unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            Error::Refused {
+                status: 429,
+                code: "cooling_down",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    as_client(b"bob", &small).unwrap();
+    // The cool-down ends by itself.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match as_client(b"mallory", &small) {
+            Ok(_) => break,
+            Err(Error::Refused {
+                code: "cooling_down",
+                ..
+            }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
 }

@@ -761,7 +761,7 @@ fn provider_at_fault(e: &Error) -> bool {
 
 /// A provider's error code, if it is one this protocol defines; otherwise "provider_error".
 fn known_code(code: &str) -> &'static str {
-    const KNOWN: [&str; 27] = [
+    const KNOWN: [&str; 28] = [
         "malformed_request",
         "too_large_to_verify",
         "expiry_too_far",
@@ -790,6 +790,7 @@ fn known_code(code: &str) -> &'static str {
         "busy",
         "height_not_indexed",
         "forecast",
+        "cooling_down",
     ];
     KNOWN
         .iter()

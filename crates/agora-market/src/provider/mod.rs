@@ -207,6 +207,29 @@ impl Provider {
         self.books.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// What `client`'s escrow `balance` has left after its running jobs and unsettled fees.
+    /// What is being withdrawn leaves the escrow when its unlock period ends, perhaps before a
+    /// new job's settlement lands: only the balance counts.
+    fn free_escrow(books: &Books, client: &Address, balance: Amount) -> Amount {
+        let owed = books.running.get(client).copied().unwrap_or(0)
+            + books.unsettled_fees.get(client).copied().unwrap_or(0);
+        balance.saturating_sub(owed)
+    }
+
+    /// Refuses `client` unless its free escrow covers `fee`.
+    fn check_escrow(&self, client: &Address, fee: Amount) -> Result<(), Error> {
+        let escrow = self.chain.escrow(client)?;
+        let free = Self::free_escrow(&self.books(), client, escrow.balance);
+        if free < fee {
+            return Err(refuse(
+                402,
+                "insufficient_escrow",
+                format!("the client's escrow has {free} free, this job costs at least {fee}"),
+            ));
+        }
+        Ok(())
+    }
+
     /// Builds, signs and submits a transaction with the provider's next nonce.
     fn submit(&self, messages: Vec<Message>) -> Result<Hash, Error> {
         let on_chain = self.chain.nonce(&self.address())?;
@@ -353,6 +376,19 @@ impl Provider {
             };
             refuse(status, "bad_input", e.to_string())
         })?;
+        // The same bound the gateway priced the request with.
+        let max_output = crate::gateway::job_bounds(&input, &req.params).1;
+        let client = req.client.address();
+        // Counting the input is work (an analytics query is planned and its tables counted):
+        // a client whose escrow cannot pay even for the output alone gets none of it.
+        let least = job_fee(
+            self.info.price_input_per_1k,
+            self.info.price_output_per_1k,
+            0,
+            max_output,
+        )
+        .ok_or_else(|| refuse(400, "fee_overflow", "the price overflows"))?;
+        self.check_escrow(&client, least)?;
         let input_tokens = self
             .backend
             .input_tokens(&req.model, &input)
@@ -365,8 +401,6 @@ impl Provider {
                 refused @ Error::Refused { .. } => refused,
                 other => refuse(400, "bad_input", other.to_string()),
             })?;
-        // The same bound the gateway priced the request with.
-        let max_output = crate::gateway::job_bounds(&input, &req.params).1;
         let worst = job_fee(
             self.info.price_input_per_1k,
             self.info.price_output_per_1k,
@@ -384,7 +418,6 @@ impl Provider {
                 ),
             ));
         }
-        let client = req.client.address();
         let escrow = self.chain.escrow(&client)?;
         let mut books = self.books();
         if books.seen.contains(&req.id()) {
@@ -394,11 +427,7 @@ impl Provider {
                 format!("job {} was taken already", req.id()),
             ));
         }
-        let owed = books.running.get(&client).copied().unwrap_or(0)
-            + books.unsettled_fees.get(&client).copied().unwrap_or(0);
-        // What is being withdrawn leaves the escrow when its unlock period ends, perhaps before
-        // this job's settlement lands: only the balance counts.
-        let free = escrow.balance.saturating_sub(owed);
+        let free = Self::free_escrow(&books, &client, escrow.balance);
         if free < worst {
             return Err(refuse(
                 402,

@@ -278,6 +278,22 @@ fn bad_requests_are_refused_before_anything_runs() {
         code(net.provider.admit(&unpaid).unwrap_err()),
         "insufficient_escrow"
     );
+    // Counting a prompt is work the provider does only for a client that can pay at least for
+    // the output: a prompt over the model's context is refused as such to a funded client, and
+    // as unpaid to a client with no escrow (its input never counted).
+    let long = JobInput::Completion {
+        prompt: "hi ".repeat(600),
+    };
+    let (funded_long, _) = net.submission(8, &long, 1_000_000_000, 100);
+    assert_eq!(
+        code(net.provider.admit(&funded_long).unwrap_err()),
+        "context_length_exceeded"
+    );
+    let (unpaid_long, _) = net.submission_from(&poor, 9, &long, 1_000_000_000, 100);
+    assert_eq!(
+        code(net.provider.admit(&unpaid_long).unwrap_err()),
+        "insufficient_escrow"
+    );
     // A flipped ciphertext byte.
     let (mut s, _) = net.submission(7, &input, 1_000_000, 100);
     let mut ct = hex::decode(&s.input.ciphertext).unwrap();
