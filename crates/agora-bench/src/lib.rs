@@ -12,6 +12,7 @@ pub mod infer;
 mod ledger;
 mod market;
 pub mod network;
+pub mod search;
 pub mod verify;
 pub mod web;
 pub mod yuma;
@@ -81,6 +82,9 @@ pub enum BenchCommand {
     /// EVM ingestion from a local anvil node: blocks/s and logs/s of `agora ingest evm`, beside
     /// the node's own pace for the same calls.
     Evm(evm::EvmArgs),
+    /// Search: nDCG@10 and recall@10 of BM25, vectors and the hybrid on the labelled queries,
+    /// then documents indexed per second, query latency p50/p99 and memory at 100,000 documents.
+    Search(search::SearchBenchArgs),
     /// The compute market on-chain: client-signed jobs with provider-signed receipts settled
     /// (`SettleJobs`, every signature checked) and committed per second.
     Market {
@@ -134,6 +138,7 @@ pub fn run(cmd: BenchCommand, models: &std::path::Path) -> Result<()> {
         BenchCommand::Yuma(args) => crate::yuma::run(args),
         BenchCommand::Analytics(args) => crate::analytics::run(args),
         BenchCommand::Evm(args) => crate::evm::run(args),
+        BenchCommand::Search(args) => crate::search::run(args, models),
         BenchCommand::Invariants { seconds, seed } => invariants(seconds, seed),
         BenchCommand::Market {
             jobs,

@@ -1,0 +1,381 @@
+//! The index with a tiny embedding model (hashed words): words, meaning, fusion, filters,
+//! exact lookups, snippets, bad input, and recovery after a crash.
+
+use std::sync::Arc;
+
+use agora_search::index::MAX_QUERY_CHARS;
+use agora_search::{Doc, Error, Filters, HashEmbed, Kind, Mode, Query, SearchIndex};
+
+fn embed() -> Arc<HashEmbed> {
+    Arc::new(HashEmbed::new(64))
+}
+
+fn corpus() -> Vec<Doc> {
+    let mut docs = vec![
+        Doc::new(
+            "article:guide/reentrancy",
+            Kind::Article,
+            "Reentrancy guards",
+            "A reentrancy guard stops a contract from being called again before its first call ends. \
+             Write state before external calls.",
+        ),
+        Doc::new(
+            "article:guide/permit",
+            Kind::Article,
+            "Approvals by signature",
+            "The permit function lets a token holder approve a spender with a signed message, \
+             without sending a transaction.",
+        ),
+        Doc::new(
+            "article:guide/staking",
+            Kind::Article,
+            "Staking and slashing",
+            "Validators lock stake; a validator that signs two blocks at one height is slashed.",
+        ),
+    ];
+    let mut tx = Doc::new(
+        "tx:ab12cd34",
+        Kind::Transaction,
+        "Transfer of 5 AGR",
+        "alice sent 5 AGR to bob in block 7",
+    );
+    tx.keys = vec!["0xAB12CD34EF".into()];
+    tx.addresses = vec!["agora1alice".into(), "agora1bob".into()];
+    tx.time_ms = 7_000;
+    docs.push(tx);
+    let mut provider = Doc::new(
+        "provider:agora1carol",
+        Kind::Provider,
+        "Provider carol",
+        "Serves SmolLM2 chat completions and MiniLM embeddings; stake 1,000 AGR.",
+    );
+    provider.addresses = vec!["agora1carol".into()];
+    provider.time_ms = 9_000;
+    provider.subnet = Some(3);
+    docs.push(provider);
+    docs
+}
+
+fn ids(hits: &[agora_search::Hit]) -> Vec<&str> {
+    hits.iter().map(|h| h.id.as_str()).collect()
+}
+
+#[test]
+fn words_meaning_and_fusion_find_the_document_with_a_highlighted_snippet() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = SearchIndex::open(dir.path(), embed()).unwrap();
+    assert_eq!(index.upsert(corpus()).unwrap(), 5);
+    for mode in [Mode::Bm25, Mode::Vector, Mode::Hybrid] {
+        let hits = index
+            .search(&Query::new("reentrancy guard external calls").mode(mode))
+            .unwrap();
+        assert_eq!(
+            hits[0].id,
+            "article:guide/reentrancy",
+            "{mode:?}: {:?}",
+            ids(&hits)
+        );
+    }
+    let hits = index.search(&Query::new("signed approval")).unwrap();
+    let top = &hits[0];
+    assert_eq!(top.id, "article:guide/permit");
+    assert!(top.snippet.contains("<b>signed</b>"), "{}", top.snippet);
+    assert!(
+        top.bm25_rank.is_some() && top.vector_rank.is_some(),
+        "{top:?}"
+    );
+    // Stemming: "slashing" finds "slashed".
+    let hits = index
+        .search(&Query::new("slashing").mode(Mode::Bm25))
+        .unwrap();
+    assert_eq!(ids(&hits), ["article:guide/staking"]);
+    // A document whose words are absent is not in a BM25 ranking.
+    let hits = index.search(&Query::new("zebra").mode(Mode::Bm25)).unwrap();
+    assert!(hits.is_empty(), "{:?}", ids(&hits));
+}
+
+#[test]
+fn filters_restrict_both_rankings() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = SearchIndex::open(dir.path(), embed()).unwrap();
+    index.upsert(corpus()).unwrap();
+    for mode in [Mode::Bm25, Mode::Vector, Mode::Hybrid] {
+        let only = |filters: Filters| {
+            let hits = index
+                .search(
+                    &Query::new("AGR stake chat transfer")
+                        .mode(mode)
+                        .filters(filters),
+                )
+                .unwrap();
+            hits.into_iter().map(|h| h.id).collect::<Vec<_>>()
+        };
+        let kinds = only(Filters {
+            kinds: vec![Kind::Provider],
+            ..Filters::default()
+        });
+        assert_eq!(kinds, ["provider:agora1carol"], "{mode:?}");
+        let by_address = only(Filters {
+            address: Some("AGORA1BOB".into()),
+            ..Filters::default()
+        });
+        assert_eq!(by_address, ["tx:ab12cd34"], "{mode:?}");
+        let by_time = only(Filters {
+            since_ms: Some(8_000),
+            until_ms: Some(10_000),
+            ..Filters::default()
+        });
+        assert_eq!(by_time, ["provider:agora1carol"], "{mode:?}");
+        let by_subnet = only(Filters {
+            subnet: Some(3),
+            ..Filters::default()
+        });
+        assert_eq!(by_subnet, ["provider:agora1carol"], "{mode:?}");
+        let none = only(Filters {
+            subnet: Some(4),
+            ..Filters::default()
+        });
+        assert!(none.is_empty(), "{mode:?}: {none:?}");
+    }
+    assert!(matches!(
+        Kind::parse("blocks"),
+        Err(Error::UnknownFilter(_))
+    ));
+    assert!(matches!(Mode::parse("fuzzy"), Err(Error::UnknownFilter(_))));
+}
+
+#[test]
+fn a_hash_or_id_typed_in_whole_goes_straight_to_its_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = SearchIndex::open(dir.path(), embed()).unwrap();
+    index.upsert(corpus()).unwrap();
+    for typed in [
+        "0xab12cd34ef",
+        "AB12CD34EF",
+        "tx:ab12cd34",
+        "provider:agora1carol",
+    ] {
+        let hits = index.search(&Query::new(typed)).unwrap();
+        assert_eq!(hits.len(), 1, "{typed}: {:?}", ids(&hits));
+        assert!(hits[0].exact, "{typed}");
+    }
+    // A word that happens to be no key searches as usual.
+    let hits = index.search(&Query::new("permit")).unwrap();
+    assert!(!hits[0].exact);
+}
+
+#[test]
+fn bad_queries_and_documents_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = SearchIndex::open(dir.path(), embed()).unwrap();
+    index.upsert(corpus()).unwrap();
+    assert!(matches!(
+        index.search(&Query::new("  ")),
+        Err(Error::EmptyQuery)
+    ));
+    let huge = "word ".repeat(MAX_QUERY_CHARS);
+    assert!(matches!(
+        index.search(&Query::new(huge)),
+        Err(Error::QueryTooLong { .. })
+    ));
+    // Query syntax that does not parse is searched as words.
+    let hits = index
+        .search(&Query::new("reentrancy AND (( \"unclosed"))
+        .unwrap();
+    assert_eq!(hits[0].id, "article:guide/reentrancy");
+    // A bad document is refused whole; nothing of its batch is written.
+    let before = index.len().unwrap();
+    let bad = vec![
+        Doc::new("article:new", Kind::Article, "new", "fresh words"),
+        Doc::new("", Kind::Article, "no id", "x"),
+    ];
+    assert!(matches!(index.upsert(bad), Err(Error::BadDoc { .. })));
+    assert_eq!(index.len().unwrap(), before);
+    // Huge documents are cut, not refused.
+    let big = Doc::new(
+        "article:big",
+        Kind::Article,
+        "big",
+        "lorem ".repeat(100_000),
+    );
+    index.upsert(vec![big]).unwrap();
+    assert!(index.get("article:big").unwrap().unwrap().body.len() <= agora_search::doc::MAX_BODY);
+}
+
+#[test]
+fn replacing_and_removing_documents_updates_every_ranking() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = SearchIndex::open(dir.path(), embed()).unwrap();
+    index.upsert(corpus()).unwrap();
+    assert_eq!(
+        index.upsert(corpus()).unwrap(),
+        0,
+        "unchanged documents cost nothing"
+    );
+    let mut changed = Doc::new(
+        "article:guide/staking",
+        Kind::Article,
+        "Delegation",
+        "Delegators choose a validator and share its rewards.",
+    );
+    changed.time_ms = 1;
+    assert_eq!(index.upsert(vec![changed]).unwrap(), 1);
+    for mode in [Mode::Bm25, Mode::Vector] {
+        let hits = index
+            .search(&Query::new("slashed validator signs two blocks").mode(mode))
+            .unwrap();
+        let top = hits.first().map(|h| h.title.as_str());
+        assert_ne!(top, Some("Staking and slashing"), "{mode:?}");
+    }
+    let hits = index
+        .search(&Query::new("delegators rewards").mode(Mode::Bm25))
+        .unwrap();
+    assert_eq!(ids(&hits), ["article:guide/staking"]);
+    assert_eq!(index.remove(&["article:guide/staking", "nope"]).unwrap(), 1);
+    for mode in [Mode::Bm25, Mode::Vector, Mode::Hybrid] {
+        let hits = index
+            .search(&Query::new("delegators rewards").mode(mode))
+            .unwrap();
+        assert!(!ids(&hits).contains(&"article:guide/staking"), "{mode:?}");
+    }
+    let stats = index.stats().unwrap();
+    assert_eq!((stats.docs, stats.vectors), (4, 4));
+}
+
+#[test]
+fn the_index_rebuilds_from_its_record_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let text_dir = dir.path().join("text");
+    let stale = dir.path().join("stale-text");
+    {
+        let index = SearchIndex::open(dir.path(), embed()).unwrap();
+        index.upsert(corpus()).unwrap();
+    }
+    // The full-text files as they were before the last write: a crash after the record
+    // committed and before tantivy did.
+    copy_dir(&text_dir, &stale).unwrap();
+    {
+        let index = SearchIndex::open(dir.path(), embed()).unwrap();
+        index
+            .upsert(vec![Doc::new(
+                "article:late",
+                Kind::Article,
+                "Late news",
+                "quokka sightings",
+            )])
+            .unwrap();
+    }
+    std::fs::remove_dir_all(&text_dir).unwrap();
+    copy_dir(&stale, &text_dir).unwrap();
+    let index = SearchIndex::open(dir.path(), embed()).unwrap();
+    let hits = index
+        .search(&Query::new("quokka").mode(Mode::Bm25))
+        .unwrap();
+    assert_eq!(ids(&hits), ["article:late"]);
+    drop(index);
+
+    // Garbage in the full-text files: rebuilt, nothing lost.
+    for e in std::fs::read_dir(&text_dir).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::write(&p, b"garbage").unwrap();
+    }
+    let index = SearchIndex::open(dir.path(), embed()).unwrap();
+    assert_eq!(index.len().unwrap(), 6);
+    let hits = index
+        .search(&Query::new("quokka").mode(Mode::Bm25))
+        .unwrap();
+    assert_eq!(ids(&hits), ["article:late"]);
+    drop(index);
+
+    // Deleted outright: the same.
+    std::fs::remove_dir_all(&text_dir).unwrap();
+    let index = SearchIndex::open(dir.path(), embed()).unwrap();
+    let hits = index
+        .search(&Query::new("permit signed").mode(Mode::Bm25))
+        .unwrap();
+    assert_eq!(hits[0].id, "article:guide/permit");
+    drop(index);
+
+    // Another embedding model: every vector is made again, in its dimension.
+    let index = SearchIndex::open(dir.path(), Arc::new(HashEmbed::new(32))).unwrap();
+    let hits = index
+        .search(&Query::new("quokka sightings").mode(Mode::Vector))
+        .unwrap();
+    assert_eq!(hits[0].id, "article:late");
+    assert_eq!(index.stats().unwrap().model, "hashed-words-32");
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        if e.file_type()?.is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Random upserts and removals: every live document is found by its id, none removed is.
+#[test]
+fn random_writes_keep_every_ranking_consistent_with_the_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = SearchIndex::open(dir.path(), embed()).unwrap();
+    let mut live = std::collections::BTreeMap::new();
+    let mut seed = 0x9e37_79b9_u64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let words = [
+        "oracle", "bridge", "vault", "swap", "lend", "mint", "burn", "vote",
+    ];
+    for round in 0..40 {
+        if next() % 4 == 0 && !live.is_empty() {
+            let k = *live
+                .keys()
+                .nth((next() % live.len() as u64) as usize)
+                .unwrap();
+            index.remove(&[format!("article:{k}").as_str()]).unwrap();
+            live.remove(&k);
+        } else {
+            let mut batch = Vec::new();
+            for _ in 0..(1 + next() % 5) {
+                let k = next() % 30;
+                let w = words[(next() % 8) as usize];
+                batch.push(Doc::new(
+                    format!("article:{k}"),
+                    Kind::Article,
+                    format!("{w} {k}"),
+                    format!("round {round} about {w}"),
+                ));
+                live.insert(k, w);
+            }
+            index.upsert(batch).unwrap();
+        }
+    }
+    assert_eq!(index.len().unwrap(), live.len() as u64);
+    for (k, w) in &live {
+        let hits = index.search(&Query::new(format!("article:{k}"))).unwrap();
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].title, format!("{w} {k}"));
+    }
+    for k in 0..30u64 {
+        if !live.contains_key(&k) {
+            let found = index.search(&Query::new(format!("article:{k}"))).unwrap();
+            assert!(found.iter().all(|h| h.id != format!("article:{k}")));
+        }
+    }
+    let hits = index
+        .search(&Query::new("vault").mode(Mode::Vector).limit(100))
+        .unwrap();
+    let found: std::collections::BTreeSet<_> = hits.iter().map(|h| h.id.clone()).collect();
+    assert_eq!(found.len(), hits.len(), "no document twice");
+    assert!(
+        found
+            .iter()
+            .all(|id| live.contains_key(&id["article:".len()..].parse::<u64>().unwrap()))
+    );
+}
