@@ -80,14 +80,12 @@ pub fn audit_docs(suite: &Path) -> Result<Vec<Doc>> {
             ));
         }
         body.push_str(&agora_search::corpus::solidity_text(&src));
-        let mut doc = Doc::new(
+        out.push(Doc::new(
             format!("audit:suite/{name}"),
             Kind::Audit,
             format!("Audit of {name}: {} findings", findings.len()),
             body,
-        );
-        doc.keys = vec![name.clone()];
-        out.push(doc);
+        ));
     }
     Ok(out)
 }

@@ -56,14 +56,13 @@ pub fn solidity_docs(root: &Path, source: &str) -> Result<Vec<Doc>, Error> {
             .file_stem()
             .map(|s| s.to_string_lossy().to_string())
             .unwrap_or_default();
-        let mut doc = Doc::new(
+        // No exact keys: a file's name is a word people search for, not an identifier.
+        out.push(Doc::new(
             format!("article:{source}/{rel}"),
             Kind::Article,
             format!("{stem} ({rel})"),
             solidity_text(&src),
-        );
-        doc.keys = vec![stem.to_lowercase()];
-        out.push(doc);
+        ));
     }
     Ok(out)
 }

@@ -764,7 +764,10 @@ impl SearchIndex {
         let (words, _) = parser.parse_query_lenient(&plain_words(text));
 
         // An identifier typed in whole goes straight to its object.
-        if !text.contains(char::is_whitespace) {
+        // Only what looks like one (a digit or a `kind:` prefix): a plain word always searches.
+        if !text.contains(char::is_whitespace)
+            && text.contains(|c: char| c.is_ascii_digit() || c == ':')
+        {
             let key = normalize_key(text);
             let exact = TermQuery::new(
                 Term::from_field_text(self.text.f.key, &key),

@@ -162,6 +162,12 @@ fn a_hash_or_id_typed_in_whole_goes_straight_to_its_object() {
     // A word that happens to be no key searches as usual.
     let hits = index.search(&Query::new("permit")).unwrap();
     assert!(!hits[0].exact);
+    // A plain word is never an exact lookup, even when a document claims it as a key.
+    let mut claim = Doc::new("article:claim", Kind::Article, "claims", "nothing here");
+    claim.keys = vec!["signature".into()];
+    index.upsert(vec![claim]).unwrap();
+    let hits = index.search(&Query::new("signature")).unwrap();
+    assert!(hits.iter().all(|h| !h.exact), "{:?}", ids(&hits));
 }
 
 #[test]
