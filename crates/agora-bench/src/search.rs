@@ -204,6 +204,11 @@ fn speed(
         .map(str::trim)
         .filter(|s| (20..=200).contains(&s.len()) && !s.starts_with("Declares"))
         .collect();
+    if sentences.is_empty() || judged.is_empty() {
+        bail!(
+            "the corpus has no sentences or no labelled queries to build documents and queries from"
+        );
+    }
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
     let mut next = move || {
         seed ^= seed << 13;

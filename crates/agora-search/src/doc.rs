@@ -10,6 +10,8 @@ pub const MAX_ID: usize = 256;
 pub const MAX_TITLE: usize = 512;
 /// Longest body, in bytes; longer bodies are cut (at a character boundary).
 pub const MAX_BODY: usize = 64 * 1024;
+/// Longest link, in bytes.
+pub const MAX_URL: usize = 2_048;
 /// Most exact keys per document.
 pub const MAX_KEYS: usize = 16;
 /// Most addresses per document.
@@ -171,6 +173,15 @@ impl Doc {
                 self.addresses.len()
             )));
         }
+        if let Some(url) = &self.url {
+            let safe =
+                url.starts_with("https://") || url.starts_with("http://") || url.starts_with('/');
+            if !safe || url.len() > MAX_URL || url.chars().any(char::is_control) {
+                return Err(bad(format!(
+                    "url must be http(s):// or a path on the node, at most {MAX_URL} bytes"
+                )));
+            }
+        }
         cut(&mut self.title, MAX_TITLE);
         cut(&mut self.body, MAX_BODY);
         for k in self.keys.iter_mut().chain(self.addresses.iter_mut()) {
@@ -237,6 +248,11 @@ mod tests {
                 .checked()
                 .is_err()
         );
+        let mut link = Doc::new("l", Kind::Article, "t", "b");
+        link.url = Some("javascript:alert(1)".into());
+        assert!(link.clone().checked().is_err());
+        link.url = Some("https://example.org/a".into());
+        assert!(link.checked().is_ok());
         let mut d = Doc::new("k", Kind::Transaction, "t", "b");
         d.keys = vec!["0xABCDEF".into(), " ".into()];
         assert_eq!(d.checked().unwrap().keys, vec!["abcdef".to_string()]);

@@ -620,6 +620,11 @@ impl SearchIndex {
                 )));
             }
             for (&i, v) in chunk.iter().zip(vectors) {
+                if v.iter().any(|x| !x.is_finite()) {
+                    return Err(Error::Embed(
+                        "the model returned a vector with a NaN or infinite number".into(),
+                    ));
+                }
                 if v.len() != self.embed.dim() {
                     return Err(Error::Embed(format!(
                         "a vector of {} numbers (expected {})",
