@@ -9,6 +9,7 @@ use agora_daemons::{keystore, market as market_cmd, node as node_cmd};
 mod infer_cmd;
 mod ingest_cmd;
 mod predict_cmd;
+mod search_cmd;
 mod sql_cmd;
 mod subnet_cmd;
 mod testnet_cmd;
@@ -69,6 +70,13 @@ enum Command {
     /// Read-only SQL over a node's tables of its chain (blocks, transactions, transfers, jobs,
     /// checks, subnets, accounts…), as a table, CSV, JSON or Parquet.
     Sql(sql_cmd::SqlArgs),
+    /// Search everything the node knows (accounts, transactions, providers, models, jobs,
+    /// subnets, neurons, ingested articles): words and meaning fused, with filters; a hash or
+    /// address typed in whole goes straight to its object.
+    Search(search_cmd::SearchArgs),
+    /// An account's feed, ranked by its on-chain activity, follows and likes, each item with
+    /// the reasons it is there; `agora feed prefs --from WALLET` changes the follows and likes.
+    Feed(search_cmd::FeedArgs),
     /// Forecast a series from the chain's tables (transactions, fees, transfers, jobs per
     /// interval, or your own SQL) with prediction intervals, backtested against seasonal-naive.
     Predict(predict_cmd::PredictArgs),
@@ -141,7 +149,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Devnet(args) => {
             node_cmd::devnet(default_home(cli.home, Some("devnet")), models, args)
         }
-        Command::Node(args) => node_cmd::node(default_home(cli.home, None), args),
+        Command::Node(args) => node_cmd::node(default_home(cli.home, None), models, args),
         Command::Provider(args) => market_cmd::provider(default_home(cli.home, None), models, args),
         Command::Gateway(args) => market_cmd::gateway(default_home(cli.home, None), args),
         Command::Verifier(args) => market_cmd::verifier(default_home(cli.home, None), models, args),
@@ -151,6 +159,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Tx(cmd) => wallet_cmd::tx(default_home(cli.home, None), cmd),
         Command::Query(cmd) => wallet_cmd::query(cmd),
         Command::Sql(args) => sql_cmd::sql(args),
+        Command::Search(args) => search_cmd::search(args),
+        Command::Feed(args) => search_cmd::feed(&default_home(cli.home, None), args),
         Command::Ingest(cmd) => ingest_cmd::ingest(cmd),
         Command::Predict(args) => predict_cmd::predict(args),
         Command::Anomalies(args) => predict_cmd::anomalies(args),

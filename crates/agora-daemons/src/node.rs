@@ -44,6 +44,18 @@ pub struct NodeArgs {
     /// tables cost a copy of the chain's history in Parquet under HOME/data/analytics).
     #[arg(long)]
     no_analytics: bool,
+    /// Serve search and feeds (`GET /v1/search`, `GET /v1/feed/…`, the web app's search page)
+    /// over the chain's objects, embedding them with the local MiniLM (fetched on first use)
+    /// or, with `--embed-gateway`, through the market.
+    #[arg(long)]
+    search: bool,
+    /// Compute the search's embeddings as paid jobs through this gateway (`http://host:port`)
+    /// instead of a local model.
+    #[arg(long, requires = "search", requires = "embed_key")]
+    embed_gateway: Option<String>,
+    /// The gateway's API key for `--embed-gateway`.
+    #[arg(long, env = "AGORA_EMBED_KEY", requires = "embed_gateway")]
+    embed_key: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -69,6 +81,10 @@ pub struct DevnetArgs {
     /// Seconds between the provider's settlements (see `agora provider --help`).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
     settle_every: u64,
+    /// Serve no search or feeds (with the models, a devnet indexes the chain's objects with
+    /// MiniLM; with `--chain-only` it never does).
+    #[arg(long)]
+    no_search: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -222,7 +238,7 @@ enum Engine {
     Network(NetworkFile),
 }
 
-pub fn node(home: PathBuf, args: NodeArgs) -> Result<()> {
+pub fn node(home: PathBuf, models_dir: PathBuf, args: NodeArgs) -> Result<()> {
     let genesis = read_genesis(&home)?;
     let (engine, api_addr) = if args.dev {
         if args.block_time_ms == 0 {
@@ -258,6 +274,11 @@ pub fn node(home: PathBuf, args: NodeArgs) -> Result<()> {
             demo: None,
             account_index: !args.no_account_index,
             analytics: !args.no_analytics,
+            search: match (args.search, args.embed_gateway, args.embed_key) {
+                (false, _, _) => None,
+                (true, Some(gateway), Some(key)) => Some(SearchSetup::Gateway { gateway, key }),
+                (true, _, _) => Some(SearchSetup::Local(models_dir)),
+            },
         },
         |api, node, _| {
             println!("Web app: {api}/");
@@ -282,6 +303,47 @@ struct Serving {
     account_index: bool,
     /// Whether it keeps the analytics tables and serves SQL over them.
     analytics: bool,
+    /// Whether it serves search and feeds, and where its embeddings come from.
+    search: Option<SearchSetup>,
+}
+
+/// Where a node's search embeddings come from.
+enum SearchSetup {
+    /// The local MiniLM, from this model cache (fetched on first use).
+    Local(PathBuf),
+    /// Paid jobs through a gateway.
+    Gateway { gateway: String, key: String },
+}
+
+/// Opens the search index under `home` and starts following the chain.
+fn start_search(
+    home: &Path,
+    node: &Arc<Node>,
+    setup: SearchSetup,
+) -> Result<agora_search::http::SearchService> {
+    let spec = agora_infer::models::MINILM;
+    let embed: Arc<dyn agora_search::Embed> = match setup {
+        SearchSetup::Local(models) => {
+            let installed =
+                agora_infer::models::ModelCache::new(&models).ensure_reporting(&spec)?;
+            // One thread: the index keeps up in the background, the cores stay the provider's.
+            Arc::new(agora_search::LocalEmbed::load(&installed, 1)?)
+        }
+        SearchSetup::Gateway { gateway, key } => Arc::new(agora_search::GatewayEmbed::new(
+            &gateway, &key, spec.name, 384,
+        )),
+    };
+    let dir = home.join("data/search");
+    let index = Arc::new(
+        agora_search::SearchIndex::open(&dir, embed)
+            .with_context(|| format!("opening the search index in {}", dir.display()))?,
+    );
+    let follower = agora_search::chain::ChainIndexer::start(node.clone(), index.clone())?;
+    Ok(agora_search::http::SearchService::new(
+        index,
+        node.clone(),
+        Some(Arc::new(follower)),
+    ))
 }
 
 /// Opens the node, serves the API and runs the dev engine until Ctrl-C or SIGTERM.
@@ -298,6 +360,7 @@ fn run_node(
         demo,
         account_index,
         analytics,
+        search,
     } = serving;
     let key = load_or_create_node_key(home)?;
     let db = db_path(home);
@@ -325,6 +388,10 @@ fn run_node(
     } else {
         None
     };
+    let search = match search {
+        Some(setup) => Some(start_search(home, &node, setup)?),
+        None => None,
+    };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(api_addr)
@@ -348,10 +415,15 @@ fn run_node(
         let server = tokio::spawn(agora_api::serve_with_pages(
             node.clone(),
             listener,
-            match analytics.clone() {
-                Some(a) => agora_web::router_with(node.clone(), links.clone())
-                    .merge(agora_analytics::http::router(a)),
-                None => agora_web::router_with(node.clone(), links.clone()),
+            {
+                let mut pages = agora_web::router_with(node.clone(), links.clone());
+                if let Some(a) = analytics.clone() {
+                    pages = pages.merge(agora_analytics::http::router(a));
+                }
+                if let Some(s) = search.clone() {
+                    pages = pages.merge(agora_search::http::router(s));
+                }
+                pages
             },
             wait(stop_rx.clone()),
         ));
@@ -529,6 +601,7 @@ pub fn devnet(home: PathBuf, models_dir: PathBuf, args: DevnetArgs) -> Result<()
     let validator = load_or_create_node_key(&home)?.address();
     let exe = std::env::args().next().unwrap_or_else(|| "agora".into());
     let h = home.display().to_string();
+    let models = models_dir.clone();
     let market = (!args.chain_only).then_some(MarketSetup {
         analytics: None,
         provider_addr: args.provider_addr,
@@ -551,6 +624,7 @@ pub fn devnet(home: PathBuf, models_dir: PathBuf, args: DevnetArgs) -> Result<()
             demo: Some(crate::market::demo_key(&home)?),
             account_index: true,
             analytics: true,
+            search: (!args.chain_only && !args.no_search).then_some(SearchSetup::Local(models)),
         },
         |api, node, market| {
             println!("Web app: {api}/");

@@ -174,8 +174,9 @@ impl Doc {
             )));
         }
         if let Some(url) = &self.url {
-            let safe =
-                url.starts_with("https://") || url.starts_with("http://") || url.starts_with('/');
+            let safe = url.starts_with("https://")
+                || url.starts_with("http://")
+                || (url.starts_with('/') && !url.starts_with("//") && !url.starts_with("/\\"));
             if !safe || url.len() > MAX_URL || url.chars().any(char::is_control) {
                 return Err(bad(format!(
                     "url must be http(s):// or a path on the node, at most {MAX_URL} bytes"
@@ -251,6 +252,11 @@ mod tests {
         let mut link = Doc::new("l", Kind::Article, "t", "b");
         link.url = Some("javascript:alert(1)".into());
         assert!(link.clone().checked().is_err());
+        link.url = Some("//evil.example/a".into());
+        assert!(
+            link.clone().checked().is_err(),
+            "a protocol-relative link leaves the node"
+        );
         link.url = Some("https://example.org/a".into());
         assert!(link.checked().is_ok());
         let mut d = Doc::new("k", Kind::Transaction, "t", "b");

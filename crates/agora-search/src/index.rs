@@ -1,7 +1,7 @@
 //! The index: documents and vectors in redb (the record), a tantivy index for full text and an
 //! HNSW graph for vectors, both derived from the record.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -49,6 +49,8 @@ const DOCS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("docs");
 /// Per document: the 32-byte hash of the text it was computed from, then the vector (f32, LE).
 const VECTORS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("vectors");
 const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
+/// Marks the index's users keep with the documents ([`SearchIndex::apply`]).
+const MARKS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("marks");
 /// Counts writes; the full-text index carries the count it was committed at, and is rebuilt
 /// from the record when the two differ (a crash between them).
 const GENERATION: &str = "generation";
@@ -352,6 +354,17 @@ impl std::fmt::Debug for Text {
     }
 }
 
+/// One write of [`SearchIndex::apply`].
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    /// Documents added or replaced.
+    pub upsert: Vec<Doc>,
+    /// Ids of documents removed.
+    pub remove: Vec<String>,
+    /// Marks set, `(key, value)`.
+    pub marks: Vec<(String, Vec<u8>)>,
+}
+
 /// The search index of one node.
 #[derive(Debug)]
 pub struct SearchIndex {
@@ -433,6 +446,7 @@ impl SearchIndex {
             let tx = db.begin_write()?;
             tx.open_table(DOCS)?;
             tx.open_table(VECTORS)?;
+            tx.open_table(MARKS)?;
             let meta = tx.open_table(META)?;
             generation = read_generation(&meta)?;
             drop(meta);
@@ -489,15 +503,77 @@ impl SearchIndex {
     /// Adds or replaces documents (by id; the last of a repeated id wins). Unchanged documents
     /// cost nothing; a changed text is embedded again. Returns how many changed.
     pub fn upsert(&self, docs: Vec<Doc>) -> Result<usize, Error> {
+        self.apply(Batch {
+            upsert: docs,
+            ..Batch::default()
+        })
+    }
+
+    /// Removes documents by id; returns how many were there.
+    pub fn remove(&self, ids: &[&str]) -> Result<usize, Error> {
+        self.apply(Batch {
+            remove: ids.iter().map(|s| s.to_string()).collect(),
+            ..Batch::default()
+        })
+    }
+
+    /// Ids of documents starting with `prefix`, in order (at most `limit`).
+    pub fn ids_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<String>, Error> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(DOCS)?;
+        let mut out = Vec::new();
+        for entry in t.range(prefix..)? {
+            let (k, _) = entry?;
+            if !k.value().starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push(k.value().to_string());
+        }
+        Ok(out)
+    }
+
+    /// A mark written by [`SearchIndex::apply`] (a follower's position, a setting).
+    pub fn mark(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(MARKS)?;
+        Ok(t.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    /// The marks whose keys start with `prefix`, in key order (at most `limit`).
+    pub fn marks(&self, prefix: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(MARKS)?;
+        let mut out = Vec::new();
+        for entry in t.range(prefix..)? {
+            let (k, v) = entry?;
+            if !k.value().starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Writes a batch in one transaction of the record: documents added or replaced (by id;
+    /// the last of a repeated id wins), documents removed (after the additions), and marks, so
+    /// that a follower's position moves with the documents it wrote or not at all. Unchanged
+    /// documents cost nothing; a changed text is embedded again (before anything is written).
+    /// Returns how many documents changed.
+    pub fn apply(&self, batch: Batch) -> Result<usize, Error> {
         let _w = self.write.lock();
         let mut by_id: BTreeMap<String, Doc> = BTreeMap::new();
-        for d in docs {
+        for d in batch.upsert {
             let d = d.checked()?;
             by_id.insert(d.id.clone(), d);
+        }
+        let removing: BTreeSet<String> = batch.remove.into_iter().collect();
+        for id in &removing {
+            by_id.remove(id);
         }
         // What changed, and which texts need a vector.
         let model_dim = self.embed.dim();
         let mut changed: Vec<Pending> = Vec::new();
+        let mut removed = Vec::new();
         {
             let tx = self.db.begin_read()?;
             let docs_t = tx.open_table(DOCS)?;
@@ -518,13 +594,19 @@ impl SearchIndex {
                     .map(|(_, v)| v);
                 changed.push((doc, hash, kept));
             }
+            for id in removing {
+                if docs_t.get(id.as_str())?.is_some() {
+                    removed.push(id);
+                }
+            }
         }
-        if changed.is_empty() {
+        if changed.is_empty() && removed.is_empty() && batch.marks.is_empty() {
             return Ok(0);
         }
         self.embed_missing(&mut changed)?;
+        let derived = !changed.is_empty() || !removed.is_empty();
         // The record first…
-        let generation;
+        let mut generation = 0;
         {
             let tx = self.db.begin_write()?;
             {
@@ -535,12 +617,25 @@ impl SearchIndex {
                     docs_t.insert(doc.id.as_str(), serde_json::to_vec(doc)?.as_slice())?;
                     vec_t.insert(doc.id.as_str(), vector_bytes(hash, v).as_slice())?;
                 }
-                let mut meta = tx.open_table(META)?;
-                generation = read_generation(&meta)? + 1;
-                meta.insert(GENERATION, generation.to_le_bytes().as_slice())?;
-                meta.insert(MODEL, self.embed.model().as_bytes())?;
+                for id in &removed {
+                    docs_t.remove(id.as_str())?;
+                    vec_t.remove(id.as_str())?;
+                }
+                let mut marks = tx.open_table(MARKS)?;
+                for (k, v) in &batch.marks {
+                    marks.insert(k.as_str(), v.as_slice())?;
+                }
+                if derived {
+                    let mut meta = tx.open_table(META)?;
+                    generation = read_generation(&meta)? + 1;
+                    meta.insert(GENERATION, generation.to_le_bytes().as_slice())?;
+                    meta.insert(MODEL, self.embed.model().as_bytes())?;
+                }
             }
             tx.commit()?;
+        }
+        if !derived {
+            return Ok(0);
         }
         // …then what is derived from it.
         {
@@ -549,15 +644,21 @@ impl SearchIndex {
                 writer.delete_term(Term::from_field_text(self.text.f.id, &doc.id));
                 writer.add_document(self.text_doc(doc))?;
             }
+            for id in &removed {
+                writer.delete_term(Term::from_field_text(self.text.f.id, id));
+            }
             commit_text(&mut writer, generation)?;
         }
         self.text.reader.reload()?;
-        let n = changed.len();
+        let n = changed.len() + removed.len();
         let items = changed
             .into_iter()
             .map(|(doc, _, v)| (Slot::of(&doc), v.unwrap_or_default()))
             .collect();
         let mut vectors = self.vectors.write();
+        for id in &removed {
+            vectors.remove(id);
+        }
         vectors.add(items);
         let compact = vectors.dead() > vectors.by_id.len().max(1_000);
         drop(vectors);
@@ -565,43 +666,6 @@ impl SearchIndex {
             self.load_vectors()?;
         }
         Ok(n)
-    }
-
-    /// Removes documents by id; returns how many were there.
-    pub fn remove(&self, ids: &[&str]) -> Result<usize, Error> {
-        let _w = self.write.lock();
-        let mut removed = Vec::new();
-        let generation;
-        {
-            let tx = self.db.begin_write()?;
-            {
-                let mut docs_t = tx.open_table(DOCS)?;
-                let mut vec_t = tx.open_table(VECTORS)?;
-                for id in ids {
-                    if docs_t.remove(*id)?.is_some() {
-                        removed.push(id.to_string());
-                    }
-                    vec_t.remove(*id)?;
-                }
-                let mut meta = tx.open_table(META)?;
-                generation = read_generation(&meta)? + 1;
-                meta.insert(GENERATION, generation.to_le_bytes().as_slice())?;
-            }
-            tx.commit()?;
-        }
-        {
-            let mut writer = self.text.writer.lock();
-            for id in &removed {
-                writer.delete_term(Term::from_field_text(self.text.f.id, id));
-            }
-            commit_text(&mut writer, generation)?;
-        }
-        self.text.reader.reload()?;
-        let mut vectors = self.vectors.write();
-        for id in &removed {
-            vectors.remove(id);
-        }
-        Ok(removed.len())
     }
 
     fn embed_missing(&self, changed: &mut [Pending]) -> Result<(), Error> {
@@ -879,22 +943,83 @@ impl SearchIndex {
 
     /// Ids of the nearest documents by meaning that pass the filters, nearest first.
     fn vector_search(&self, text: &str, filters: &Filters, k: usize) -> Result<Vec<String>, Error> {
-        let v = self
-            .embed
+        let v = self.embed_query(text)?;
+        Ok(self
+            .nearest(&v, filters, k)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    /// The model's vector of `text` (unit length).
+    pub fn embed_query(&self, text: &str) -> Result<Vec<f32>, Error> {
+        self.embed
             .embed(&[text])?
             .pop()
-            .ok_or_else(|| Error::Embed("no vector for the query".into()))?;
+            .ok_or_else(|| Error::Embed("no vector for the query".into()))
+    }
+
+    /// The stored vector of a document.
+    pub fn vector(&self, id: &str) -> Result<Option<Vec<f32>>, Error> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(VECTORS)?;
+        Ok(t.get(id)?
+            .and_then(|b| parse_vector(b.value(), self.embed.dim()))
+            .map(|(_, v)| v)
+            .filter(|v| !v.is_empty()))
+    }
+
+    /// The newest documents that pass `filters` (by their time, then id), at most `limit`.
+    pub fn recent(&self, filters: &Filters, limit: usize) -> Result<Vec<Doc>, Error> {
+        let mut filters = filters.clone();
+        filters.address = filters.address.as_deref().map(normalize_key);
+        let mut found: Vec<(i64, Arc<str>)> = {
+            let vectors = self.vectors.read();
+            vectors
+                .by_id
+                .values()
+                .map(|&i| &vectors.slots[i])
+                .filter(|s| filters.admits(s))
+                .map(|s| (s.time_ms, s.id.clone()))
+                .collect()
+        };
+        found.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        found.truncate(limit);
+        let tx = self.db.begin_read()?;
+        let docs_t = tx.open_table(DOCS)?;
+        let mut out = Vec::with_capacity(found.len());
+        for (_, id) in found {
+            if let Some(bytes) = docs_t.get(&*id)? {
+                out.push(serde_json::from_slice(bytes.value())?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The documents nearest `v` (a unit vector) that pass `filters`, with their cosine
+    /// similarity, best first.
+    pub fn nearest(
+        &self,
+        v: &[f32],
+        filters: &Filters,
+        k: usize,
+    ) -> Result<Vec<(String, f32)>, Error> {
         let vectors = self.vectors.read();
         if filters.is_empty() {
             let found = vectors.graph.search_filter(
-                &v,
+                v,
                 k,
                 HNSW_EF_SEARCH.max(k),
                 Some(&|id: &usize| vectors.slots.get(*id).is_some_and(|s| s.live)),
             );
             return Ok(found
                 .into_iter()
-                .filter_map(|n| vectors.slots.get(n.d_id).map(|s| s.id.to_string()))
+                .filter_map(|n| {
+                    vectors
+                        .slots
+                        .get(n.d_id)
+                        .map(|s| (s.id.to_string(), 1.0 - n.distance))
+                })
                 .collect());
         }
         let matching: Vec<usize> = vectors
@@ -905,7 +1030,7 @@ impl SearchIndex {
             .collect();
         if matching.len() > EXACT_BELOW {
             let found = vectors.graph.search_filter(
-                &v,
+                v,
                 k,
                 (HNSW_EF_SEARCH * 2).max(k),
                 Some(&|id: &usize| {
@@ -917,7 +1042,12 @@ impl SearchIndex {
             );
             return Ok(found
                 .into_iter()
-                .filter_map(|n| vectors.slots.get(n.d_id).map(|s| s.id.to_string()))
+                .filter_map(|n| {
+                    vectors
+                        .slots
+                        .get(n.d_id)
+                        .map(|s| (s.id.to_string(), 1.0 - n.distance))
+                })
                 .collect());
         }
         // Few enough to compare them all: exact.
@@ -932,14 +1062,14 @@ impl SearchIndex {
         let mut scored = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some((_, w)) = vec_t.get(&*id)?.and_then(|b| parse_vector(b.value(), dim)) {
-                scored.push((dot(&v, &w), id));
+                scored.push((dot(v, &w), id));
             }
         }
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
         Ok(scored
             .into_iter()
             .take(k)
-            .map(|(_, id)| id.to_string())
+            .map(|(s, id)| (id.to_string(), s))
             .collect())
     }
 

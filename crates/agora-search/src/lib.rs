@@ -13,15 +13,18 @@
 
 #![forbid(unsafe_code)]
 
+pub mod chain;
 pub mod corpus;
 pub mod doc;
 pub mod embed;
 pub mod eval;
+pub mod feed;
+pub mod http;
 pub mod index;
 
 pub use doc::{Doc, Kind};
 pub use embed::{Embed, GatewayEmbed, HashEmbed, LocalEmbed};
-pub use index::{Filters, Hit, Mode, Query, SearchIndex, Stats};
+pub use index::{Batch, Filters, Hit, Mode, Query, SearchIndex, Stats};
 
 /// What can go wrong; each variant is a message a person can act on.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +37,8 @@ pub enum Error {
     UnknownFilter(String),
     #[error("bad document {id:?}: {why}")]
     BadDoc { id: String, why: String },
+    #[error("feed preferences: {0}")]
+    BadPrefs(String),
     #[error("embeddings: {0}")]
     Embed(String),
     #[error("search store: {0}")]
@@ -53,6 +58,7 @@ impl Error {
                 | Error::QueryTooLong { .. }
                 | Error::UnknownFilter(_)
                 | Error::BadDoc { .. }
+                | Error::BadPrefs(_)
         )
     }
 }

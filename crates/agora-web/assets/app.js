@@ -773,6 +773,103 @@ function initAnomalies(root) {
   });
 }
 
+// A snippet from `GET /v1/search` (HTML-escaped text with the matching words in `<b>`) as
+// nodes: text and bold only, never parsed as HTML.
+function snippetNodes(html) {
+  const text = (s) => s.replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&quot;/g, '"')
+    .replace(/&#39;/g, "'").replace(/&amp;/g, "&");
+  const out = [];
+  html.split(/(<b>.*?<\/b>)/).forEach((part) => {
+    if (part.startsWith("<b>")) out.push(el("b", {}, text(part.slice(3, -4))));
+    else if (part) out.push(text(part));
+  });
+  return out;
+}
+
+// A link to a result, if its `url` is one of this app's pages or an http(s) page.
+function resultLink(url, title) {
+  if (url && (/^\/[^\/\\]/.test(url) || /^https?:\/\//.test(url))) return el("a", { href: url }, title);
+  return el("span", {}, title);
+}
+
+// The search page: `GET /v1/search` with the box's words and filters; an account's feed from
+// `GET /v1/feed/{address}`, each item with its reasons.
+function initSearch(root) {
+  const form = root.querySelector("[data-search-form]");
+  const error = root.querySelector("[data-search-error]");
+  const status = root.querySelector("[data-search-status]");
+  const list = root.querySelector("[data-search-results]");
+  let latest = 0;
+  const run = async () => {
+    // Only the newest search's answer is shown (an older one may arrive after it).
+    const mine = ++latest;
+    const q = root.querySelector("[data-search-q]").value.trim();
+    showError(error, "");
+    list.replaceChildren();
+    if (!q) { status.textContent = ""; return; }
+    status.textContent = "Searching…";
+    const params = new URLSearchParams({ q, mode: root.querySelector("[data-search-mode]").value, limit: "20" });
+    const kind = root.querySelector("[data-search-kind]").value;
+    if (kind) params.set("kind", kind);
+    try {
+      const r = await fetch(`/v1/search?${params}`);
+      if (r.status === 404) throw new Error("This node serves no search (start it with --search, or a devnet with its models).");
+      const body = await r.json();
+      if (mine !== latest) return;
+      if (!r.ok) throw new Error(`${body.message} (${body.code})`);
+      list.replaceChildren();
+      status.textContent = `${body.hits.length} result(s) in ${body.took_ms} ms` +
+        (body.height != null ? `, chain indexed to block ${body.height}` : "");
+      for (const h of body.hits) {
+        const how = h.exact ? "exact match" :
+          `words ${h.bm25_rank ?? "–"} · meaning ${h.vector_rank ?? "–"}`;
+        list.append(el("li", { "data-search-hit": h.id, "data-kind": h.kind },
+          el("span", { class: "pill" }, h.kind), " ", resultLink(h.url, h.title),
+          el("p", {}, ...snippetNodes(h.snippet)),
+          el("p", { class: "muted" }, how)));
+      }
+    } catch (e) {
+      if (mine !== latest) return;
+      status.textContent = "";
+      showError(error, e.message);
+    }
+  };
+  form.addEventListener("submit", (e) => { e.preventDefault(); run(); });
+  if (root.querySelector("[data-search-q]").value.trim()) run();
+}
+
+function initFeed(root) {
+  const error = root.querySelector("[data-feed-error]");
+  const status = root.querySelector("[data-feed-status]");
+  const list = root.querySelector("[data-feed-items]");
+  root.querySelector("[data-feed-form]").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    showError(error, "");
+    list.replaceChildren();
+    const address = root.querySelector("[data-feed-address]").value.trim();
+    if (!address) return;
+    status.textContent = "Ranking…";
+    try {
+      const r = await fetch(`/v1/feed/${encodeURIComponent(address)}?limit=20`);
+      if (r.status === 404) throw new Error("This node serves no feeds (start it with --search).");
+      const body = await r.json();
+      if (!r.ok) throw new Error(`${body.message} (${body.code})`);
+      status.textContent = `${body.items.length} item(s) from ${body.activity} of its own on-chain records` +
+        (body.following.length ? `; following ${body.following.join("; ")}` : "");
+      for (const item of body.items) {
+        const why = el("ul", { class: "muted", "data-feed-reasons": "" });
+        for (const r of item.reasons) why.append(el("li", {}, r));
+        list.append(el("li", { "data-feed-item": item.id },
+          el("span", { class: "pill" }, item.kind), " ", resultLink(item.url, item.title),
+          el("p", {}, item.summary), why));
+      }
+    } catch (err) {
+      status.textContent = "";
+      showError(error, err.message);
+    }
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("[data-proof]").forEach(initProof);
   document.querySelectorAll("table[data-live-blocks]").forEach(initLiveBlocks);
@@ -783,4 +880,6 @@ document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("[data-demo-transfer]").forEach(initDemoTransfer);
   document.querySelectorAll("[data-sql]").forEach(initSql);
   document.querySelectorAll("[data-anomalies]").forEach(initAnomalies);
+  document.querySelectorAll("[data-search]").forEach(initSearch);
+  document.querySelectorAll("[data-feed]").forEach(initFeed);
 });

@@ -282,16 +282,15 @@ pub(crate) struct SearchQuery {
     q: String,
 }
 
-/// A height, a block, transaction or job hash, or an address: straight to its page.
+/// A height, a block, transaction or job hash, or an address: straight to its page; anything
+/// else (words, a hash the chain does not know as a block, transaction or job) goes to the
+/// search page, whose script asks `GET /v1/search` (served when the node keeps a search index).
 pub(crate) async fn search(
     State(web): State<Web>,
     Query(SearchQuery { q }): Query<SearchQuery>,
 ) -> Result<axum::response::Response, PageError> {
     blocking(move || {
         let q = q.trim();
-        if q.is_empty() {
-            return Ok(Redirect::to("/").into_response());
-        }
         if let Ok(height) = q.parse::<u64>() {
             return Ok(Redirect::to(&format!("/blocks/{height}")).into_response());
         }
@@ -309,15 +308,16 @@ pub(crate) async fn search(
             if views::job(&snap, &hash)?.is_some() {
                 return Ok(Redirect::to(&format!("/market/jobs/{hash}")).into_response());
             }
-            return Err(PageError::not_found(format!(
-                "no block, transaction or job has the hash {hash}"
-            )));
         }
-        Err(PageError::new(
-            StatusCode::BAD_REQUEST,
-            "Not understood",
-            format!("{q:?} is not a height, a hash (64 hex digits) or an address"),
-        ))
+        let demo = web.links.demo.as_ref().map(|d| d.address().to_string());
+        page(
+            &web,
+            "search.html",
+            "search",
+            "Search",
+            context! { q, demo },
+        )
+        .map(IntoResponse::into_response)
     })
     .await
 }

@@ -52,6 +52,11 @@ pub const NAV: &[NavItem] = &[
         href: "/",
     },
     NavItem {
+        key: "search",
+        label: "Search",
+        href: "/search",
+    },
+    NavItem {
         key: "market",
         label: "Market",
         href: "/market",

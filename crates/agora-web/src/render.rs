@@ -15,6 +15,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("layout.html", include_str!("../templates/layout.html")),
     ("error.html", include_str!("../templates/error.html")),
     ("home.html", include_str!("../templates/home.html")),
+    ("search.html", include_str!("../templates/search.html")),
     ("block.html", include_str!("../templates/block.html")),
     ("tx.html", include_str!("../templates/tx.html")),
     ("account.html", include_str!("../templates/account.html")),

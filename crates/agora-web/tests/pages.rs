@@ -325,12 +325,6 @@ fn what_cannot_be_shown_is_a_page_that_says_why() {
             404,
             "is not a registered verifier",
         ),
-        (
-            &format!("/search?q={}", Hash([5; 32])),
-            404,
-            "no block, transaction or job has the hash",
-        ),
-        ("/search?q=what%3F", 400, "is not a height, a hash"),
         ("/assets/nothing.js", 404, "no asset"),
     ] {
         let (code, kind, body) = get(&t, path);
@@ -539,6 +533,30 @@ fn the_sql_page_offers_an_editor_with_examples() {
     );
     assert!(
         unescape(&body).contains("href=\"/sql\""),
+        "in the navigation"
+    );
+}
+
+#[test]
+fn words_and_unknown_hashes_go_to_the_search_page() {
+    let t = start();
+    // An identifier the chain knows still goes straight to its page.
+    let (status, _, _) = get(&t, &format!("/search?q={}", key("alice").address()));
+    assert_eq!(status, 303, "a redirect to the account's page");
+    for path in [
+        "/search".to_string(),
+        "/search?q=what%3F%20%3Cscript%3E".to_string(),
+        format!("/search?q={}", Hash([5; 32])),
+    ] {
+        let body = page(&t, &path);
+        assert!(body.contains("data-search-form"), "{path}: {body}");
+        assert!(body.contains("data-feed-form"), "{path}: {body}");
+        assert!(!body.contains("<script>"), "{path}: the query is escaped");
+    }
+    let body = page(&t, "/search?q=staking%20rewards");
+    assert!(body.contains("value=\"staking rewards\""), "{body}");
+    assert!(
+        unescape(&body).contains("href=\"/search\""),
         "in the navigation"
     );
 }

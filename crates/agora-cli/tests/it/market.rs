@@ -187,6 +187,66 @@ fn openai_clients_use_the_devnet_and_every_job_is_settled_for_exactly_its_fee() 
         jobs.len()
     );
 
+    // Search and feeds over the devnet's chain with the real MiniLM: a settled job is found by
+    // its id and by words, and the paying client's feed says why each item is there.
+    let last = jobs.last().unwrap()["job_id"].as_str().unwrap().to_string();
+    let start = Instant::now();
+    while get(&api, &format!("/v1/search?q={last}"))
+        .is_none_or(|v| v["hits"][0]["id"] != format!("job:{last}"))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the search index never held job {last}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let node = ["--json", "--node", api.as_str()];
+    let search = |args: &[&str]| -> Value {
+        let args: Vec<&str> = args.iter().chain(&node).copied().collect();
+        serde_json::from_str(&crate::agora_ok(home.path(), &args)).unwrap()
+    };
+    let v = search(&["search", "inference job on smollm2", "--kind", "job"]);
+    let hits = v["hits"].as_array().unwrap();
+    assert!(!hits.is_empty(), "{v}");
+    assert!(hits.iter().all(|h| h["kind"] == "job"), "{v}");
+    let password = home.path().join("demo.password");
+    crate::agora_ok(
+        home.path(),
+        &[
+            "feed",
+            "prefs",
+            "--from",
+            "demo",
+            "--topic",
+            "smart contract audit",
+            "--password-file",
+            password.to_str().unwrap(),
+            "--node",
+            &api,
+        ],
+    );
+    let demo: Value = serde_json::from_str(&crate::agora_ok(
+        home.path(),
+        &["wallet", "show", "demo", "--json"],
+    ))
+    .unwrap();
+    assert_eq!(
+        demo["address"],
+        client.as_str(),
+        "the demo wallet pays the jobs"
+    );
+    let f = search(&["feed", &client]);
+    assert!(f["activity"].as_u64().unwrap() > 0, "{f}");
+    let items = f["items"].as_array().unwrap();
+    assert!(!items.is_empty(), "{f}");
+    for item in items {
+        assert!(!item["reasons"].as_array().unwrap().is_empty(), "{item}");
+    }
+    assert!(
+        f["following"].to_string().contains("smart contract audit"),
+        "{f}"
+    );
+
     sigterm(child.id());
     let status = child.wait().unwrap();
     assert!(status.success(), "the devnet did not stop cleanly");

@@ -440,6 +440,53 @@ fn the_web_app_in_a_real_browser() {
     assert!(b.text("[data-anomalies-error]").is_empty(), "{looked}");
     b.screenshot(&shots, "sql");
 
+    // Search: words find the jobs just run (the index follows the chain with MiniLM), each with
+    // its highlighted words; the demo wallet's feed lists items with their reasons.
+    b.goto(&format!("{api}/search?q=inference%20job"));
+    b.run(
+        "document.querySelector('[data-search-kind]').value = 'job';",
+        json!([]),
+    );
+    let mut tries = 0;
+    let found = b.wait_for(
+        "the search's results",
+        std::time::Duration::from_secs(90),
+        &mut || {
+            if b.find("[data-search-hit^='job:']").is_some() {
+                return Some(b.text("[data-search-status]"));
+            }
+            // The index may still be catching up: ask again, now and then.
+            tries += 1;
+            if tries % 20 == 0 {
+                eprintln!(
+                    "search page: {:?} {:?}",
+                    b.text("[data-search-status]"),
+                    b.text("[data-search-error]")
+                );
+                b.click("[data-search-form] button");
+            }
+            None
+        },
+    );
+    assert!(b.text("[data-search-error]").is_empty(), "{found}");
+    assert!(found.contains("result(s)"), "{found}");
+    let shown = b.run(
+        "return document.querySelectorAll('[data-search-hit]').length;",
+        json!([]),
+    );
+    assert!(
+        (1..=20).contains(&shown.as_u64().unwrap()),
+        "one search's results, no more: {shown}"
+    );
+    b.element("[data-search-results] b");
+    b.click("[data-feed-form] button");
+    b.wait("the feed", || {
+        Some(b.text("[data-feed-status]")).filter(|t| t.contains("item(s)"))
+    });
+    assert!(b.text("[data-feed-error]").is_empty());
+    b.element("[data-feed-item] [data-feed-reasons] li");
+    b.screenshot(&shots, "search");
+
     // Phone width: nothing wider than the screen but the tables, which scroll in their box.
     drop(b);
     let phone = Browser::start(390, 844);
