@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use agora_infer::models::{self, ModelCache};
 use agora_search::eval::{self, Judged};
+use agora_search::feed::{self, Prefs, PrefsUpdate};
 use agora_search::{Doc, Embed, Kind, LocalEmbed, Mode, Query, SearchIndex};
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -216,6 +217,12 @@ fn speed(
         seed ^= seed << 17;
         seed
     };
+    // Accounts the documents concern (one or two each) and subnets (a sixth of them), so feeds
+    // have activity to read: about 150 documents per account at 100,000.
+    let accounts: Vec<agora_types::Keypair> = (0..ACCOUNTS)
+        .map(|i| agora_types::Keypair::from_seed_label(&format!("bench-{i}")))
+        .collect();
+    let names: Vec<String> = accounts.iter().map(|k| k.address().to_string()).collect();
     let dir = tempfile::tempdir()?;
     let rss0 = rss();
     let index = SearchIndex::open(dir.path(), embed)?;
@@ -244,6 +251,12 @@ fn speed(
                 let kind = Kind::ALL[(next() % Kind::ALL.len() as u64) as usize];
                 let mut d = Doc::new(format!("{kind}:{i}"), kind, title, body);
                 d.time_ms = i as i64;
+                d.addresses = (0..1 + next() % 2)
+                    .map(|_| names[(next() % ACCOUNTS as u64) as usize].clone())
+                    .collect();
+                if next() % 6 == 0 {
+                    d.subnet = Some((next() % 16) as u16);
+                }
                 d
             })
             .collect();
@@ -290,5 +303,41 @@ fn speed(
             times.last().copied().unwrap_or(0.0)
         );
     }
+    // Feeds: accounts with their activity, half of them following two accounts, a subnet and
+    // a topic (a labelled query).
+    let mut times = Vec::new();
+    let mut items = 0;
+    for (i, key) in accounts.iter().take(args.queries.min(ACCOUNTS)).enumerate() {
+        if i % 2 == 0 {
+            let prefs = Prefs {
+                accounts: vec![
+                    names[(i + 1) % ACCOUNTS].clone(),
+                    names[(i + 7) % ACCOUNTS].clone(),
+                ],
+                subnets: vec![(i % 16) as u16],
+                topics: vec![judged[i % judged.len()].query.clone()],
+                likes: Vec::new(),
+            };
+            let update = PrefsUpdate::sign("bench", key, 1, prefs);
+            feed::set_prefs(&index, "bench", &update)?;
+        }
+        let t = Instant::now();
+        let f = feed::feed(&index, &names[i], args.docs as i64, 20)?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        items += f.items.len();
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "{:<8} {:>10.2} {:>10.2} {:>10.2}   ({} accounts, {:.1} items each; half follow 2 accounts, a subnet and a topic)",
+        "feed",
+        percentile(&times, 0.5),
+        percentile(&times, 0.99),
+        times.last().copied().unwrap_or(0.0),
+        times.len(),
+        items as f64 / times.len().max(1) as f64
+    );
     Ok(())
 }
+
+/// Accounts the benchmark's documents concern.
+const ACCOUNTS: usize = 1_000;

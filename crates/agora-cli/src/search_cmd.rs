@@ -53,9 +53,14 @@ fn query_string<'a>(pairs: impl IntoIterator<Item = (&'a str, String)>) -> Strin
     s.finish()
 }
 
+/// Text from a node, without anything a terminal would act on.
+fn plain(s: &str) -> String {
+    agora_search::doc::printable(s, false)
+}
+
 /// A snippet's `<b>` marks as the terminal's bold, its entities decoded.
 fn terminal(snippet: &str) -> String {
-    snippet
+    plain(snippet)
         .replace("<b>", "\x1b[1m")
         .replace("</b>", "\x1b[0m")
         .replace("&lt;", "<")
@@ -115,9 +120,9 @@ pub fn search(args: SearchArgs) -> Result<()> {
                 rank(h.vector_rank)
             )
         };
-        println!("{:>2}. [{}] {}  ({how})", i + 1, h.kind, h.title);
+        println!("{:>2}. [{}] {}  ({how})", i + 1, h.kind, plain(&h.title));
         println!("    {}", terminal(&h.snippet));
-        println!("    {}", h.url.as_deref().unwrap_or(&h.id));
+        println!("    {}", plain(h.url.as_deref().unwrap_or(&h.id)));
     }
     eprintln!(
         "{} results in {} ms (chain indexed to {})",
@@ -242,13 +247,13 @@ pub fn feed(home: &Path, args: FeedArgs) -> Result<()> {
         if feed.following.is_empty() {
             "nothing yet".to_string()
         } else {
-            feed.following.join("; ")
+            plain(&feed.following.join("; "))
         }
     );
     for (i, item) in feed.items.iter().enumerate() {
-        println!("{:>2}. [{}] {}", i + 1, item.kind, item.title);
-        println!("    why: {}", item.reasons.join("; "));
-        println!("    {}", item.url.as_deref().unwrap_or(&item.id));
+        println!("{:>2}. [{}] {}", i + 1, item.kind, plain(&item.title));
+        println!("    why: {}", plain(&item.reasons.join("; ")));
+        println!("    {}", plain(item.url.as_deref().unwrap_or(&item.id)));
     }
     Ok(())
 }

@@ -193,7 +193,7 @@ fn describe(m: &Message, sender: &Address, out: &mut BTreeSet<Touched>) -> (Stri
             format!("Reveal of job {}", short(&job_id.to_hex(), 12)),
             format!(
                 "Reveal job: part {} of {parts} of job {job_id}, sealed to its verifier.",
-                part + 1
+                u32::from(*part) + 1
             ),
         ),
         Message::ChallengeJob { job_id } => {
@@ -396,6 +396,10 @@ fn tx_doc(
     }
     addresses.sort();
     addresses.dedup();
+    // The sender first, then as many others as a document keeps (a transaction may name more).
+    addresses.retain(|a| *a != sender);
+    addresses.insert(0, sender);
+    addresses.truncate(crate::doc::MAX_ADDRESSES);
     Doc {
         time_ms: time(time_ms),
         addresses: addresses.iter().map(Address::to_string).collect(),
@@ -453,10 +457,16 @@ impl Render<'_> {
             amount(acct.unbonding),
             acct.nonce
         );
+        let about = if roles.is_empty() {
+            format!("Account {a}: an account of the Agora chain that holds and sends AGR.")
+        } else {
+            format!("Account {a}: {}.", roles.join(", "))
+        };
         if !roles.is_empty() {
             body.push_str(&format!(" It is {}.", roles.join(", ")));
         }
         Ok(Some(Doc {
+            about: Some(about),
             time_ms: self.time_ms,
             addresses: vec![a.to_string()],
             keys: vec![a.to_string()],
@@ -495,7 +505,15 @@ impl Render<'_> {
             amount(p.fees_settled),
             p.frauds
         );
+        let models = if names.is_empty() {
+            "no models".to_string()
+        } else {
+            names.join(", ")
+        };
         Ok(Some(Doc {
+            about: Some(format!(
+                "Compute provider {a} ({state}) sells AI inference serving {models}."
+            )),
             time_ms: self.time_ms,
             addresses: vec![a.to_string()],
             keys: vec![a.to_string()],
@@ -548,6 +566,10 @@ impl Render<'_> {
             None => String::new(),
         };
         Ok(Some(Doc {
+            about: Some(format!(
+                "Inference job on {model}: client {} paid provider {} to run {model}.",
+                r.client, r.provider
+            )),
             time_ms: self.time_ms,
             addresses: vec![r.client.to_string(), r.provider.to_string()],
             keys: vec![id.to_hex()],
@@ -577,6 +599,13 @@ impl Render<'_> {
             .subnets
             .into_iter()
             .map(|s| Doc {
+                about: Some(format!(
+                    "Subnet {} \"{}\" is a model market where miners compete at {} and validators score them for rewards; owner {}.",
+                    s.netuid,
+                    s.name,
+                    s.task.label(),
+                    s.owner
+                )),
                 time_ms: self.time_ms,
                 addresses: vec![s.owner.to_string()],
                 subnet: Some(s.netuid),
@@ -616,6 +645,10 @@ impl Render<'_> {
             "miner"
         };
         Ok(Some(Doc {
+            about: Some(format!(
+                "Neuron UID {} of subnet {netuid}, hotkey {hotkey}, a {role} serving at {}.",
+                n.uid, n.endpoint
+            )),
             time_ms: self.time_ms,
             addresses: vec![hotkey.to_string()],
             subnet: Some(netuid),
@@ -666,14 +699,38 @@ fn forget_chain(index: &SearchIndex) -> Result<(), Error> {
         for prefix in CHAIN_PREFIXES {
             ids.extend(index.ids_with_prefix(prefix, 10_000)?);
         }
+        // The position is cleared last: a crash midway leaves it pointing at the other
+        // history, so the next start goes on forgetting.
         let done = ids.is_empty();
         index.apply(Batch {
             remove: ids,
-            marks: vec![(POSITION.into(), Vec::new())],
+            marks: if done {
+                vec![(POSITION.into(), Vec::new())]
+            } else {
+                Vec::new()
+            },
             ..Batch::default()
         })?;
         if done {
             return Ok(());
+        }
+    }
+}
+
+/// The objects events name: a job by its id, a provider, any account.
+fn touched_by_events(events: &[agora_types::Event], out: &mut BTreeSet<Touched>) {
+    for e in events {
+        for (key, value) in &e.attributes {
+            if let Ok(a) = value.parse::<Address>() {
+                out.insert(Touched::Account(a));
+                if key == "provider" {
+                    out.insert(Touched::Provider(a));
+                }
+            } else if key == "job_id"
+                && let Ok(h) = value.parse::<Hash>()
+            {
+                out.insert(Touched::Job(h));
+            }
         }
     }
 }
@@ -749,6 +806,12 @@ pub fn catch_up(node: &Arc<Node>, index: &SearchIndex) -> Result<Option<u64>, Er
                     &mut touched,
                 ));
             }
+            // What the block changed by itself (fees released, epochs, slashes) and what the
+            // transactions' events name.
+            for r in &results.receipts {
+                touched_by_events(&r.events, &mut touched);
+            }
+            touched_by_events(&results.block_events, &mut touched);
             last = Some((height, block.hash()));
             last_time = block.header.time_ms;
             if docs.len() + touched.len() >= DOCS_PER_WRITE {
@@ -774,6 +837,17 @@ pub fn catch_up(node: &Arc<Node>, index: &SearchIndex) -> Result<Option<u64>, Er
         }
         let mut mark = height.to_le_bytes().to_vec();
         mark.extend_from_slice(&hash.0);
+        // A document the index refuses is left out, not the whole run: chain data is anyone's
+        // to write, and one bad document must not stop the follower.
+        let docs = docs
+            .into_iter()
+            .filter_map(|d| {
+                let id = d.id.clone();
+                d.checked()
+                    .map_err(|e| tracing::warn!("search: leaving out {id}: {e}"))
+                    .ok()
+            })
+            .collect();
         index.apply(Batch {
             upsert: docs,
             remove: Vec::new(),
@@ -816,7 +890,14 @@ impl ChainIndexer {
                 rt.block_on(async move {
                     let mut pause = Duration::from_secs(1);
                     loop {
-                        match catch_up(&node, &index) {
+                        // A panic in rendering is an error to retry later, not a dead thread.
+                        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            catch_up(&node, &index)
+                        }))
+                        .unwrap_or_else(|_| {
+                            Err(Error::Store("indexing the chain panicked".into()))
+                        });
+                        match run {
                             Ok(h) => {
                                 indexed_tx.send_replace(h);
                                 pause = Duration::from_secs(1);

@@ -120,6 +120,10 @@ pub struct Doc {
     /// Where a person reads it (a page of the web app, or the article's link).
     #[serde(default)]
     pub url: Option<String>,
+    /// The text its vector is computed from, when not its title and body: an object whose
+    /// numbers change at every block (an account's balance) keeps one vector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub about: Option<String>,
 }
 
 impl Doc {
@@ -139,6 +143,7 @@ impl Doc {
             subnet: None,
             keys: Vec::new(),
             url: None,
+            about: None,
         }
     }
 
@@ -185,6 +190,14 @@ impl Doc {
         }
         cut(&mut self.title, MAX_TITLE);
         cut(&mut self.body, MAX_BODY);
+        // Text from the chain or a feed is anyone's: no terminal escapes, no bidirectional
+        // overrides or invisible characters in what a person reads.
+        if let Some(about) = &mut self.about {
+            cut(about, MAX_BODY);
+            *about = printable(about, true);
+        }
+        self.title = printable(&self.title, false);
+        self.body = printable(&self.body, true);
         for k in self.keys.iter_mut().chain(self.addresses.iter_mut()) {
             *k = normalize_key(k);
             cut(k, MAX_ID);
@@ -196,6 +209,11 @@ impl Doc {
 
     /// The text its vector is computed from: the title, then the start of the body.
     pub fn embed_text(&self) -> String {
+        if let Some(about) = &self.about {
+            let mut text = about.clone();
+            cut(&mut text, EMBED_CHARS);
+            return text;
+        }
         let mut text = String::with_capacity(self.title.len() + EMBED_CHARS + 1);
         text.push_str(&self.title);
         text.push('\n');
@@ -224,6 +242,23 @@ pub fn normalize_key(k: &str) -> String {
 }
 
 /// Cuts `s` to at most `max` bytes at a character boundary.
+/// `s` without control characters (a line break and a tab kept in bodies, the rest as spaces)
+/// and without invisible formatting characters (zero widths, bidirectional overrides, BOM).
+pub fn printable(s: &str, lines: bool) -> String {
+    let invisible = |c: char| matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}' | '\u{00AD}');
+    if !s.chars().any(|c| c.is_control() || invisible(c)) {
+        return s.to_string();
+    }
+    s.chars()
+        .filter(|c| !invisible(*c))
+        .map(|c| match c {
+            '\n' | '\t' if lines => c,
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .collect()
+}
+
 pub(crate) fn cut(s: &mut String, max: usize) {
     if s.len() > max {
         let mut end = max;
@@ -252,6 +287,13 @@ mod tests {
         let mut link = Doc::new("l", Kind::Article, "t", "b");
         link.url = Some("javascript:alert(1)".into());
         assert!(link.clone().checked().is_err());
+        let mut tricky = link.clone();
+        tricky.url = None;
+        tricky.title = "a\u{1b}]52;c;bad\u{7}\u{202E}b".into();
+        tricky.body = "line\none\u{1b}[2J\ttab".into();
+        let clean = tricky.checked().expect("a document");
+        assert_eq!(clean.title, "a ]52;c;bad b");
+        assert_eq!(clean.body, "line\none [2J\ttab");
         link.url = Some("//evil.example/a".into());
         assert!(
             link.clone().checked().is_err(),

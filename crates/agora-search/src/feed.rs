@@ -185,6 +185,10 @@ pub fn set_prefs(index: &SearchIndex, chain_id: &str, update: &PrefsUpdate) -> R
         .verify(&bytes, &update.signature)
         .map_err(|_| Error::BadPrefs("the signature does not verify".into()))?;
     update.prefs.check()?;
+    // The nonce is checked and the update written as one step: an old update racing a newer
+    // one cannot land last.
+    static ONE_AT_A_TIME: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock();
     let (_, last) = prefs(index, &update.address)?;
     if update.nonce <= last {
         return Err(Error::BadPrefs(format!(

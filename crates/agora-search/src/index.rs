@@ -637,26 +637,42 @@ impl SearchIndex {
         if !derived {
             return Ok(0);
         }
-        // …then what is derived from it.
+        // …then what is derived from it. The record has moved on: if this fails, the derived
+        // indexes are made again from it, so they never stay behind while reporting a match.
+        let n = changed.len() + removed.len();
+        if let Err(e) = self.derive(changed, &removed, generation) {
+            tracing::error!("search: updating the derived indexes failed ({e}); rebuilding them");
+            self.rebuild_text(generation)?;
+            self.load_vectors()?;
+        }
+        Ok(n)
+    }
+
+    /// The full-text index and the graph after a write of the record.
+    fn derive(
+        &self,
+        changed: Vec<Pending>,
+        removed: &[String],
+        generation: u64,
+    ) -> Result<(), Error> {
         {
             let mut writer = self.text.writer.lock();
             for (doc, _, _) in &changed {
                 writer.delete_term(Term::from_field_text(self.text.f.id, &doc.id));
                 writer.add_document(self.text_doc(doc))?;
             }
-            for id in &removed {
+            for id in removed {
                 writer.delete_term(Term::from_field_text(self.text.f.id, id));
             }
             commit_text(&mut writer, generation)?;
         }
         self.text.reader.reload()?;
-        let n = changed.len() + removed.len();
         let items = changed
             .into_iter()
             .map(|(doc, _, v)| (Slot::of(&doc), v.unwrap_or_default()))
             .collect();
         let mut vectors = self.vectors.write();
-        for id in &removed {
+        for id in removed {
             vectors.remove(id);
         }
         vectors.add(items);
@@ -665,7 +681,7 @@ impl SearchIndex {
         if compact {
             self.load_vectors()?;
         }
-        Ok(n)
+        Ok(())
     }
 
     fn embed_missing(&self, changed: &mut [Pending]) -> Result<(), Error> {

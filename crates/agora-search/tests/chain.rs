@@ -98,7 +98,7 @@ fn blocks_become_documents_and_the_position_survives_a_restart() {
             kind: ModelKind::Embedding,
         }],
     );
-    let h = block(&t, &follower);
+    block(&t, &follower);
     let hits = search(&index, &paid.to_hex());
     assert_eq!(hits[0].id, format!("tx:{paid}"));
     assert!(hits[0].exact);
@@ -123,6 +123,37 @@ fn blocks_become_documents_and_the_position_survives_a_restart() {
     assert!(hits.iter().all(|h| h.id != format!("account:{alice}")));
     assert!(hits.iter().any(|h| h.id == format!("tx:{paid}")));
 
+    // What anyone may put in a block cannot stop the follower: a transaction naming more
+    // accounts than a document keeps, and a reveal whose part number is the largest there is.
+    let many = send(
+        &t,
+        chain,
+        2,
+        (0..64u8)
+            .map(|i| Message::Transfer {
+                to: agora_types::Address([i; 20]),
+                amount: 1,
+            })
+            .collect(),
+    );
+    let reveal = send(
+        &t,
+        chain,
+        3,
+        vec![Message::RevealJob {
+            job_id: Hash([1; 32]),
+            verifier: bob,
+            part: u16::MAX,
+            parts: 1,
+            data: vec![0; 8],
+        }],
+    );
+    let h = block(&t, &follower);
+    let doc = index.get(&format!("tx:{many}")).unwrap().unwrap();
+    assert_eq!(doc.addresses.len(), agora_search::doc::MAX_ADDRESSES);
+    assert_eq!(doc.addresses[0], alice, "the sender is kept first");
+    assert!(index.get(&format!("tx:{reveal}")).unwrap().is_some());
+
     // A restart goes on from the position: nothing indexed twice, nothing missed.
     let docs = index.len().unwrap();
     drop(follower);
@@ -130,7 +161,7 @@ fn blocks_become_documents_and_the_position_survives_a_restart() {
     let index = open(dir.path());
     let follower = ChainIndexer::start(t.node.clone(), index.clone()).unwrap();
     assert_eq!(follower.height(), Some(h));
-    send(&t, chain, 2, vec![Message::Bond { amount: AGR }]);
+    send(&t, chain, 4, vec![Message::Bond { amount: AGR }]);
     block(&t, &follower);
     assert_eq!(index.len().unwrap(), docs + 1);
     let hits = search(&index, "bond stake");
