@@ -56,6 +56,37 @@ pub struct NodeArgs {
     /// The gateway's API key for `--embed-gateway`.
     #[arg(long, env = "AGORA_EMBED_KEY", requires = "embed_gateway")]
     embed_key: Option<String>,
+    #[command(flatten)]
+    content: ContentArgs,
+}
+
+/// Content from outside the chain for the search index.
+#[derive(Debug, Args)]
+pub struct ContentArgs {
+    /// An RSS, Atom or JSON feed to index (read now and every `--feed-every` seconds).
+    /// Repeatable.
+    #[arg(long = "feed", value_name = "URL")]
+    feeds: Vec<String>,
+    /// A folder of Markdown or text files to index (read like a feed). Repeatable.
+    #[arg(long = "feed-dir", value_name = "DIR")]
+    feed_dirs: Vec<PathBuf>,
+    /// Seconds between two readings of the feeds and folders.
+    #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(10..))]
+    feed_every: u64,
+}
+
+impl ContentArgs {
+    fn sources(&self) -> Vec<agora_search::ingest::Source> {
+        self.feeds
+            .iter()
+            .map(|u| agora_search::ingest::Source::Feed(u.clone()))
+            .chain(
+                self.feed_dirs
+                    .iter()
+                    .map(|d| agora_search::ingest::Source::Folder(d.clone())),
+            )
+            .collect()
+    }
 }
 
 #[derive(Debug, Args)]
@@ -85,6 +116,8 @@ pub struct DevnetArgs {
     /// MiniLM; with `--chain-only` it never does).
     #[arg(long)]
     no_search: bool,
+    #[command(flatten)]
+    content: ContentArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -276,8 +309,16 @@ pub fn node(home: PathBuf, models_dir: PathBuf, args: NodeArgs) -> Result<()> {
             analytics: !args.no_analytics,
             search: match (args.search, args.embed_gateway, args.embed_key) {
                 (false, _, _) => None,
-                (true, Some(gateway), Some(key)) => Some(SearchSetup::Gateway { gateway, key }),
-                (true, _, _) => Some(SearchSetup::Local(models_dir)),
+                (true, Some(gateway), Some(key)) => Some(SearchSetup {
+                    embed: Embeddings::Gateway { gateway, key },
+                    sources: args.content.sources(),
+                    every: Duration::from_secs(args.content.feed_every),
+                }),
+                (true, _, _) => Some(SearchSetup {
+                    embed: Embeddings::Local(models_dir),
+                    sources: args.content.sources(),
+                    every: Duration::from_secs(args.content.feed_every),
+                }),
             },
         },
         |api, node, _| {
@@ -307,8 +348,15 @@ struct Serving {
     search: Option<SearchSetup>,
 }
 
+/// A node's search: where its embeddings come from, and the content it ingests.
+struct SearchSetup {
+    embed: Embeddings,
+    sources: Vec<agora_search::ingest::Source>,
+    every: Duration,
+}
+
 /// Where a node's search embeddings come from.
-enum SearchSetup {
+enum Embeddings {
     /// The local MiniLM, from this model cache (fetched on first use).
     Local(PathBuf),
     /// Paid jobs through a gateway.
@@ -320,16 +368,19 @@ fn start_search(
     home: &Path,
     node: &Arc<Node>,
     setup: SearchSetup,
-) -> Result<agora_search::http::SearchService> {
+) -> Result<(
+    agora_search::http::SearchService,
+    Option<agora_search::ingest::Ingester>,
+)> {
     let spec = agora_infer::models::MINILM;
-    let embed: Arc<dyn agora_search::Embed> = match setup {
-        SearchSetup::Local(models) => {
+    let embed: Arc<dyn agora_search::Embed> = match setup.embed {
+        Embeddings::Local(models) => {
             let installed =
                 agora_infer::models::ModelCache::new(&models).ensure_reporting(&spec)?;
             // One thread: the index keeps up in the background, the cores stay the provider's.
             Arc::new(agora_search::LocalEmbed::load(&installed, 1)?)
         }
-        SearchSetup::Gateway { gateway, key } => Arc::new(agora_search::GatewayEmbed::new(
+        Embeddings::Gateway { gateway, key } => Arc::new(agora_search::GatewayEmbed::new(
             &gateway, &key, spec.name, 384,
         )),
     };
@@ -339,10 +390,18 @@ fn start_search(
             .with_context(|| format!("opening the search index in {}", dir.display()))?,
     );
     let follower = agora_search::chain::ChainIndexer::start(node.clone(), index.clone())?;
-    Ok(agora_search::http::SearchService::new(
-        index,
-        node.clone(),
-        Some(Arc::new(follower)),
+    let ingester = if setup.sources.is_empty() {
+        None
+    } else {
+        Some(agora_search::ingest::Ingester::start(
+            index.clone(),
+            setup.sources,
+            setup.every,
+        )?)
+    };
+    Ok((
+        agora_search::http::SearchService::new(index, node.clone(), Some(Arc::new(follower))),
+        ingester,
     ))
 }
 
@@ -388,9 +447,12 @@ fn run_node(
     } else {
         None
     };
-    let search = match search {
-        Some(setup) => Some(start_search(home, &node, setup)?),
-        None => None,
+    let (search, _ingester) = match search {
+        Some(setup) => {
+            let (service, ingester) = start_search(home, &node, setup)?;
+            (Some(service), ingester)
+        }
+        None => (None, None),
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
@@ -624,7 +686,11 @@ pub fn devnet(home: PathBuf, models_dir: PathBuf, args: DevnetArgs) -> Result<()
             demo: Some(crate::market::demo_key(&home)?),
             account_index: true,
             analytics: true,
-            search: (!args.chain_only && !args.no_search).then_some(SearchSetup::Local(models)),
+            search: (!args.chain_only && !args.no_search).then(|| SearchSetup {
+                embed: Embeddings::Local(models),
+                sources: args.content.sources(),
+                every: Duration::from_secs(args.content.feed_every),
+            }),
         },
         |api, node, market| {
             println!("Web app: {api}/");

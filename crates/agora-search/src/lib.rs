@@ -21,6 +21,7 @@ pub mod eval;
 pub mod feed;
 pub mod http;
 pub mod index;
+pub mod ingest;
 
 pub use doc::{Doc, Kind};
 pub use embed::{Embed, GatewayEmbed, HashEmbed, LocalEmbed};
@@ -39,6 +40,8 @@ pub enum Error {
     BadDoc { id: String, why: String },
     #[error("feed preferences: {0}")]
     BadPrefs(String),
+    #[error("ingesting {0}")]
+    Ingest(String),
     #[error("embeddings: {0}")]
     Embed(String),
     #[error("search store: {0}")]
