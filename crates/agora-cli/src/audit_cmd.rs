@@ -32,6 +32,11 @@ pub struct AuditArgs {
     /// devnet's `http://127.0.0.1:7421`) instead of on this machine.
     #[arg(long, env = "AGORA_GATEWAY")]
     gateway: Option<String>,
+    /// Through a gateway: publish the report (sources and findings) to the node's search once
+    /// the job settles, signed with the paying wallet's key; anyone can then find it and check
+    /// it against the job's hashes on chain.
+    #[arg(long, requires = "gateway")]
+    publish: bool,
     /// The gateway's API key (`agora devnet` prints one).
     #[arg(long, env = "AGORA_API_KEY")]
     api_key: Option<String>,
@@ -250,6 +255,9 @@ fn remote(args: &AuditArgs, url: &str, files: &[PathBuf]) -> Result<Outcome> {
         }));
     }
     let mut body = serde_json::json!({ "files": sources, "explain": args.explain });
+    if args.publish {
+        body["publish"] = serde_json::json!(true);
+    }
     if args.min_severity > Severity::Info {
         body["min_severity"] = serde_json::to_value(args.min_severity)?;
     }
@@ -289,6 +297,9 @@ fn remote(args: &AuditArgs, url: &str, files: &[PathBuf]) -> Result<Outcome> {
         receipt["input_tokens"],
         receipt["job_id"].as_str().unwrap_or("?"),
     );
+    if let Some(id) = v["published"]["id"].as_str() {
+        eprintln!("published as {id} once the job settles: agora search {id}");
+    }
     if let Some(e) = v["explain_error"].as_str() {
         eprintln!("no explanations: {e}");
     }

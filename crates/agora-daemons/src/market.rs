@@ -464,7 +464,8 @@ pub async fn start(
     std::fs::write(home.join("gateway.addr"), &gateway_url)?;
     let gateway = Arc::new(Gateway::new(chain));
     let keys = BTreeMap::from([(api_key.clone(), demo)]);
-    let state = OpenAiState::new(gateway, keys);
+    // Reports a client publishes go to the node's search index (if it keeps one).
+    let state = OpenAiState::new(gateway, keys).publish_reports_to(&api);
 
     let wait = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -761,7 +762,8 @@ pub fn gateway(home: PathBuf, args: GatewayArgs) -> Result<()> {
             println!("Providers reached at public addresses only (--allow-private-endpoints)");
         }
         let gateway = Arc::new(gateway);
-        let state = OpenAiState::new(gateway, BTreeMap::from([(api_key, wallet)]));
+        let state = OpenAiState::new(gateway, BTreeMap::from([(api_key, wallet)]))
+            .publish_reports_to(&args.node);
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let router =
             agora_api::limits::browser_access(agora_api::limits::gateway(openai_router(state)));

@@ -6,7 +6,8 @@
 //!  "model": "agora-audit@…"                          (default: this build's auditor)
 //!  "min_severity": "low", "format": "json"|"sarif",
 //!  "explain": true, "explain_model": "…",            (a chat job per finding, marked generated)
-//!  "verification": "sampled"}
+//!  "verification": "sampled",
+//!  "publish": true}                                   (the report goes to the node's search)
 //! ```
 //! The answer carries the findings, the files that did not parse, a summary, the job's receipt in
 //! `agora` (its output hash covers the whole report, as returned when no `min_severity` filters
@@ -18,11 +19,14 @@
 use crate::openai::{client, from_error, internal, oai_error, receipt_json, with_job_header};
 use crate::{ChatMessage, Completed, Error, Gateway, JobInput, JobOutput, OpenAiState, SourceFile};
 use agora_audit::{Finding, Severity};
-use agora_types::{JobParams, Keypair, Verification};
+use agora_node_api::{NodeClient, PublishReport};
+use agora_types::{Hash, JobParams, Keypair, Verification};
 use axum::{Json, extract::State, http::HeaderMap, response::IntoResponse, response::Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Most findings explained in one request (each explanation is a chat job of its own).
 pub const MAX_EXPLAINED: usize = 8;
@@ -44,6 +48,8 @@ struct AuditRequest {
     explain: bool,
     explain_model: Option<String>,
     verification: Option<Verification>,
+    #[serde(default)]
+    publish: bool,
 }
 
 /// What the blocking part produces.
@@ -96,6 +102,24 @@ pub(crate) async fn audit(
             );
         }
     };
+    let publisher = if req.publish {
+        match publisher(&st).await {
+            Ok(p) => Some(p),
+            Err(r) => return r,
+        }
+    } else {
+        None
+    };
+    // The exact input the job commits to, for the publication.
+    let input_text = publisher.is_some().then(|| {
+        String::from_utf8_lossy(
+            &JobInput::Audit {
+                files: files.clone(),
+            }
+            .to_bytes(),
+        )
+        .into_owned()
+    });
     let model_name = req
         .model
         .unwrap_or_else(|| agora_audit::MODEL_NAME.to_string());
@@ -106,8 +130,9 @@ pub(crate) async fn audit(
         ..JobParams::default()
     };
     let explain = req.explain.then_some(req.explain_model);
+    let payer = key.clone();
     let result = tokio::task::spawn_blocking(move || {
-        run_audit(&gw, &key, &name, files, params, min_severity, explain)
+        run_audit(&gw, &payer, &name, files, params, min_severity, explain)
     })
     .await;
     let audited = match result {
@@ -150,6 +175,15 @@ pub(crate) async fn audit(
         "usage": {"input_tokens": audited.done.receipt.receipt.input_tokens},
         "agora": receipt_json(&audited.done),
     });
+    if let (Some(node), Some(input)) = (publisher, input_text) {
+        let output = String::from_utf8_lossy(&audited.done.output.to_bytes()).into_owned();
+        let job_id = audited.done.job_id;
+        publish_when_settled(st.gateway.clone(), node, key.clone(), job_id, input, output);
+        out["published"] = json!({
+            "id": format!("audit:{job_id}"),
+            "when": "the job settles on chain",
+        });
+    }
     if let Some(e) = &audited.explain_error {
         out["explain_error"] = json!(e);
     }
@@ -270,4 +304,70 @@ fn explain_prompt(f: &Finding, source: &str) -> Vec<ChatMessage> {
             content,
         })
         .collect()
+}
+
+/// How long a publication waits for its job to settle.
+const PUBLISH_WAIT: Duration = Duration::from_secs(600);
+
+/// The node that takes publications, if this gateway has one and that node keeps a search
+/// index (asked before the job runs, so a publication that cannot happen costs nothing).
+async fn publisher(st: &OpenAiState) -> Result<Arc<NodeClient>, Response> {
+    let Some(node) = st.reports.clone() else {
+        return Err(oai_error(
+            400,
+            "publishing_unavailable",
+            "this gateway has no node to publish reports to",
+        ));
+    };
+    let probe = node.clone();
+    match tokio::task::spawn_blocking(move || probe.get::<Value>("/v1/search/stats")).await {
+        Ok(Ok(_)) => Ok(node),
+        Ok(Err(e)) => Err(oai_error(
+            400,
+            "publishing_unavailable",
+            format!(
+                "the node at {} keeps no search index to publish to ({e})",
+                node.base()
+            ),
+        )),
+        Err(e) => Err(internal(&e)),
+    }
+}
+
+/// Waits (bounded) until job `job_id` is settled on chain, then publishes its report, signed
+/// with its client's key, to `node`'s search index.
+fn publish_when_settled(
+    gw: Arc<Gateway>,
+    node: Arc<NodeClient>,
+    key: Arc<Keypair>,
+    job_id: Hash,
+    input: String,
+    output: String,
+) {
+    tokio::spawn(async move {
+        let started = Instant::now();
+        loop {
+            let chain = gw.clone();
+            let settled =
+                tokio::task::spawn_blocking(move || chain.chain().is_settled(&job_id)).await;
+            if matches!(settled, Ok(Ok(true))) {
+                break;
+            }
+            if started.elapsed() > PUBLISH_WAIT {
+                tracing::warn!(%job_id, "audit report not published: its job did not settle in time");
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let published = tokio::task::spawn_blocking(move || {
+            let chain_id = gw.chain().chain_id()?;
+            node.publish_report(&PublishReport::sign(&chain_id, &key, job_id, input, output))
+        })
+        .await;
+        match published {
+            Ok(Ok(r)) => tracing::info!(id = %r.id, "audit report published"),
+            Ok(Err(e)) => tracing::warn!(%job_id, "audit report not published: {e}"),
+            Err(e) => tracing::warn!(%job_id, "audit report not published: {e}"),
+        }
+    });
 }

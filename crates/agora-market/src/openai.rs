@@ -45,6 +45,8 @@ const DEFAULT_MAX_TOKENS: u32 = 256;
 pub struct OpenAiState {
     pub(crate) gateway: Arc<Gateway>,
     keys: Arc<BTreeMap<String, Arc<Keypair>>>,
+    /// The node whose search index receives the audit reports clients publish.
+    pub(crate) reports: Option<Arc<agora_node_api::NodeClient>>,
 }
 
 impl std::fmt::Debug for OpenAiState {
@@ -59,7 +61,18 @@ impl OpenAiState {
         OpenAiState {
             gateway,
             keys: Arc::new(keys.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()),
+            reports: None,
         }
+    }
+
+    /// Publishes the audit reports that clients ask to publish (`"publish": true`) to the
+    /// search index of the node at `node`, once their jobs settle.
+    pub fn publish_reports_to(mut self, node: &str) -> Self {
+        self.reports = Some(Arc::new(agora_node_api::NodeClient::with_timeout(
+            node,
+            Duration::from_secs(30),
+        )));
+        self
     }
 }
 

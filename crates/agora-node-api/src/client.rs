@@ -232,6 +232,12 @@ impl NodeClient {
         Self::read(path, resp)
     }
 
+    /// `POST /v1/search/reports`: publishes an audit job's report (the node must keep a search
+    /// index).
+    pub fn publish_report(&self, report: &PublishReport) -> Result<PublishResponse, ClientError> {
+        self.post("/v1/search/reports", report)
+    }
+
     /// `GET /v1/status`.
     pub fn status(&self) -> Result<StatusResponse, ClientError> {
         self.get("/v1/status")

@@ -4,7 +4,8 @@
 use agora_state::{Account, Check, Escrow, JobRecord, Provider, ValidatorEntry, Verifier};
 use agora_types::proof::Proof;
 use agora_types::{
-    Address, Amount, BlockHeader, Event, Hash, ModelKind, Receipt, SignedTransaction, serde_u128,
+    Address, Amount, BlockHeader, Event, Hash, Keypair, ModelKind, PublicKey, Receipt, Signature,
+    SignedTransaction, serde_u128,
 };
 use serde::{Deserialize, Serialize};
 
@@ -507,4 +508,60 @@ pub struct MetagraphResponse {
     pub netuid: u16,
     /// Every UID.
     pub neurons: Vec<MetagraphEntry>,
+}
+
+/// The domain of a report publication's signature.
+const REPORT_DOMAIN: &[u8] = b"agora/publish-report/v1";
+
+/// `POST /v1/search/reports`: a client publishes its settled audit job's report. The job's
+/// input and output travel as the exact JSON text whose blake3 hashes the job settled with;
+/// the client signs the chain and the job (the contents are bound by those hashes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishReport {
+    /// The settled job.
+    pub job_id: Hash,
+    /// The job's input.
+    pub input: String,
+    /// The job's output (the auditor's report).
+    pub output: String,
+    /// The client's public key.
+    pub public_key: PublicKey,
+    /// Over [`PublishReport::sign_bytes`].
+    pub signature: Signature,
+}
+
+impl PublishReport {
+    /// What the client signs: the domain, the chain's id and the job.
+    pub fn sign_bytes(chain_id: &str, job_id: &Hash) -> Vec<u8> {
+        let mut out = REPORT_DOMAIN.to_vec();
+        out.extend_from_slice(&(chain_id.len() as u64).to_le_bytes());
+        out.extend_from_slice(chain_id.as_bytes());
+        out.extend_from_slice(&job_id.0);
+        out
+    }
+
+    /// The client's publication of `job_id`, whose input and output are these texts.
+    pub fn sign(
+        chain_id: &str,
+        key: &Keypair,
+        job_id: Hash,
+        input: String,
+        output: String,
+    ) -> PublishReport {
+        PublishReport {
+            job_id,
+            input,
+            output,
+            public_key: key.public(),
+            signature: key.sign(&Self::sign_bytes(chain_id, &job_id)),
+        }
+    }
+}
+
+/// `POST /v1/search/reports`'s answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishResponse {
+    /// The report's document in the search index (`audit:<job id>`).
+    pub id: String,
 }

@@ -6,6 +6,7 @@
 //!  GET  /v1/feed/{address}?limit=N
 //!  GET  /v1/feed/{address}/prefs
 //!  POST /v1/feed/{address}/prefs        a signed PrefsUpdate
+//!  POST /v1/search/reports              a client's signed PublishReport of an audit job
 //! ```
 //! Errors are JSON `{code, message}`: 400 for the caller's mistakes (`empty_query`,
 //! `query_too_long`, `unknown_filter`, `bad_prefs`…), 503 `busy` when every search slot stays
@@ -13,13 +14,14 @@
 
 use crate::chain::ChainIndexer;
 use crate::feed::{self, Feed, Prefs, PrefsUpdate};
+use crate::reports::{self, PublishReport, PublishResponse};
 use crate::{Error, Filters, Hit, Kind, Mode, Query, SearchIndex, Stats};
 use agora_api::ApiError;
 use agora_chain::Node;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -32,6 +34,9 @@ const SLOTS: usize = 4;
 const SLOT_WAIT: Duration = Duration::from_secs(5);
 /// Largest body of a preferences update.
 const MAX_PREFS_BODY: usize = 64 * 1024;
+
+/// Largest body of a report's publication (its input and output, JSON-escaped).
+const MAX_REPORT_BODY: usize = 4 * (reports::MAX_REPORT_INPUT + reports::MAX_REPORT_OUTPUT);
 
 /// What the routes serve.
 #[derive(Clone, Debug)]
@@ -98,6 +103,7 @@ fn api_error(e: Error) -> ApiError {
         Error::UnknownFilter(_) => "unknown_filter",
         Error::BadDoc { .. } => "bad_document",
         Error::BadPrefs(_) => "bad_prefs",
+        Error::BadReport(_) => "bad_report",
         _ => "search_failed",
     };
     if e.is_bad_request() {
@@ -119,6 +125,10 @@ pub fn router(service: SearchService) -> Router {
             get(get_prefs)
                 .post(set_prefs)
                 .layer(DefaultBodyLimit::max(MAX_PREFS_BODY)),
+        )
+        .route(
+            "/v1/search/reports",
+            post(publish_report).layer(DefaultBodyLimit::max(MAX_REPORT_BODY)),
         )
         .with_state(service)
 }
@@ -365,4 +375,15 @@ async fn set_prefs(
     })
     .await?;
     get_prefs(State(s), Path(address)).await
+}
+
+async fn publish_report(
+    State(s): State<SearchService>,
+    body: Result<Json<PublishReport>, JsonRejection>,
+) -> Result<Json<PublishResponse>, ApiError> {
+    let Json(report) = body.map_err(|e| ApiError::new(e.status(), "bad_report", e.body_text()))?;
+    let id = s
+        .run(move |s| reports::publish(&s.index, &s.node, &report).map_err(api_error))
+        .await?;
+    Ok(Json(PublishResponse { id }))
 }

@@ -22,6 +22,7 @@ pub mod feed;
 pub mod http;
 pub mod index;
 pub mod ingest;
+pub mod reports;
 
 pub use doc::{Doc, Kind};
 pub use embed::{Embed, GatewayEmbed, HashEmbed, LocalEmbed};
@@ -40,6 +41,8 @@ pub enum Error {
     BadDoc { id: String, why: String },
     #[error("feed preferences: {0}")]
     BadPrefs(String),
+    #[error("audit report: {0}")]
+    BadReport(String),
     #[error("ingesting {0}")]
     Ingest(String),
     #[error("embeddings: {0}")]
@@ -62,6 +65,7 @@ impl Error {
                 | Error::UnknownFilter(_)
                 | Error::BadDoc { .. }
                 | Error::BadPrefs(_)
+                | Error::BadReport(_)
         )
     }
 }

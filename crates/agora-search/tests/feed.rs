@@ -9,9 +9,13 @@ use agora_api::testing::TestNode;
 use agora_search::chain::ChainIndexer;
 use agora_search::feed::{self, Prefs, PrefsUpdate};
 use agora_search::http::SearchService;
+use agora_search::reports::PublishReport;
 use agora_search::{Doc, HashEmbed, Kind, SearchIndex};
-use agora_state::{Genesis, GenesisAccount};
-use agora_types::{AGR, Keypair, Message, Transaction};
+use agora_state::{Genesis, GenesisAccount, GenesisModel, MarketParams};
+use agora_types::{
+    AGR, EncryptionKey, Hash, JobParams, JobReceipt, JobRequest, Keypair, Message, ModelKind,
+    ProviderInfo, SettledJob, Transaction, job_fee,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,10 +42,14 @@ struct Net {
 }
 
 fn start() -> Net {
+    start_with(&genesis())
+}
+
+fn start_with(genesis: &Genesis) -> Net {
     let dir = tempfile::tempdir().unwrap();
     let index = Arc::new(SearchIndex::open(dir.path(), Arc::new(HashEmbed::new(64))).unwrap());
     let mut follower = None;
-    let t = TestNode::start_with_pages(&genesis(), "feed-validator", |node| {
+    let t = TestNode::start_with_pages(genesis, "feed-validator", |node| {
         let f = Arc::new(ChainIndexer::start(node.clone(), index.clone()).unwrap());
         follower = Some(f.clone());
         agora_search::http::router(SearchService::new(index.clone(), node, Some(f)))
@@ -373,4 +381,172 @@ fn a_feed_follows_activity_and_signed_preferences() {
     };
     assert!(pos("article:zk/a") < pos("article:zk/old"), "{f:#?}");
     assert!(pos("article:zk/old") < usize::MAX, "{f:#?}");
+}
+
+const AUDITOR: Hash = Hash([0xAD; 32]);
+const CHAT: Hash = Hash([0xC4; 32]);
+
+/// A job of `model` that carol paid alice for, settled with these bytes' hashes.
+fn settled(model: Hash, nonce: u8, input: &str, output: &str) -> (Hash, SettledJob) {
+    let request = JobRequest {
+        chain_id: CHAIN.into(),
+        client: key("carol").public(),
+        provider: key("alice").address(),
+        model,
+        input_hash: Hash::digest(input.as_bytes()),
+        params: JobParams::default(),
+        max_fee: 1_000,
+        nonce: Hash([nonce; 32]),
+        expiry_height: 50,
+    };
+    let receipt = JobReceipt {
+        request_hash: request.hash(),
+        output_hash: Hash::digest(output.as_bytes()),
+        input_tokens: 10,
+        output_tokens: 20,
+        fee: job_fee(1_000, 3_000, 10, 20).unwrap(),
+    };
+    (
+        request.id(),
+        SettledJob {
+            request: request.sign(&key("carol")),
+            receipt: receipt.sign(&key("alice")),
+        },
+    )
+}
+
+#[test]
+fn a_client_publishes_its_audit_report_and_only_the_settled_one() {
+    let genesis = genesis()
+        .with_market(MarketParams {
+            min_provider_stake: 10 * AGR,
+            ..MarketParams::default()
+        })
+        .with_models(vec![
+            GenesisModel {
+                id: AUDITOR,
+                name: "agora-audit@test".into(),
+                kind: ModelKind::Audit,
+            },
+            GenesisModel {
+                id: CHAT,
+                name: "test-chat".into(),
+                kind: ModelKind::Chat,
+            },
+        ]);
+    let n = start_with(&genesis);
+    n.send(
+        "alice",
+        0,
+        vec![Message::RegisterProvider {
+            stake: 10 * AGR,
+            info: ProviderInfo {
+                models: vec![AUDITOR, CHAT],
+                price_input_per_1k: 1_000,
+                price_output_per_1k: 3_000,
+                endpoint: "http://127.0.0.1:1".into(),
+                encryption_key: EncryptionKey([1; 32]),
+            },
+        }],
+    );
+    n.send("carol", 0, vec![Message::EscrowDeposit { amount: AGR }]);
+    n.block();
+    let input = r#"{"kind":"audit","files":[{"name":"Vault.sol","source":"// A vault that pays out savings.\ncontract Vault { mapping(address => uint) balances; function withdraw() public { msg.sender.call{value: balances[msg.sender]}(\"\"); balances[msg.sender] = 0; } }"}]}"#;
+    let output = r#"{"kind":"audit","findings":[{"file":"Vault.sol","line":2,"end_line":2,"detector":"reentrancy-eth","swc":"SWC-107","category":"reentrancy","severity":"high","confidence":"high","message":"Reentrancy: state written after an external call.","hint":"Write state before the call."}],"errors":[]}"#;
+    let (audit_id, audit_job) = settled(AUDITOR, 1, input, output);
+    let (chat_id, chat_job) = settled(CHAT, 2, r#"{"kind":"audit","files":[]}"#, output);
+    n.send(
+        "alice",
+        1,
+        vec![Message::SettleJobs {
+            jobs: vec![audit_job, chat_job],
+        }],
+    );
+    n.block();
+    let (status, v) = n.get(&format!("/v1/market/jobs/{audit_id}"));
+    assert_eq!(status, 200, "the job settled: {v}");
+
+    let carol = key("carol");
+    let publish = |r: &PublishReport| n.post("/v1/search/reports", r);
+    let good = PublishReport::sign(CHAIN, &carol, audit_id, input.into(), output.into());
+    let refused = |r: PublishReport, why: &str| {
+        let (status, v) = publish(&r);
+        assert_eq!(status, 400, "{why}: {v}");
+        assert_eq!(v["code"], "bad_report", "{why}: {v}");
+        assert!(v["message"].as_str().unwrap().contains(why), "{why}: {v}");
+    };
+    // The provider holds the same bytes, but not the client's key.
+    refused(
+        PublishReport::sign(CHAIN, &key("alice"), audit_id, input.into(), output.into()),
+        "client",
+    );
+    // A key that claims to be the client's, with another's signature.
+    refused(
+        PublishReport {
+            signature: key("alice").sign(&PublishReport::sign_bytes(CHAIN, &audit_id)),
+            ..good.clone()
+        },
+        "signature",
+    );
+    refused(
+        PublishReport::sign("other-chain", &carol, audit_id, input.into(), output.into()),
+        "signature",
+    );
+    // A report with a finding dropped, or other sources, is not the job's.
+    let altered = output.replace("high", "low");
+    refused(
+        PublishReport::sign(CHAIN, &carol, audit_id, input.into(), altered.clone()),
+        "report is not the job's",
+    );
+    let other = input.replace("Vault", "Bank");
+    refused(
+        PublishReport::sign(CHAIN, &carol, audit_id, other.clone(), output.into()),
+        "input is not the job's",
+    );
+    refused(
+        PublishReport::sign(CHAIN, &carol, Hash([9; 32]), input.into(), output.into()),
+        "not settled",
+    );
+    refused(
+        PublishReport::sign(
+            CHAIN,
+            &carol,
+            chat_id,
+            r#"{"kind":"audit","files":[]}"#.into(),
+            output.into(),
+        ),
+        "not an audit",
+    );
+    let (status, v) = n.post(
+        "/v1/search/reports",
+        &serde_json::json!({"job_id": audit_id}),
+    );
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (422, Some("bad_report")),
+        "{v}"
+    );
+    assert!(
+        n.index.ids_with_prefix("audit:", 10).unwrap().is_empty(),
+        "nothing refused was indexed"
+    );
+
+    // The client's own publication is indexed, by its flaw and by what the contract does.
+    let (status, v) = publish(&good);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["id"], format!("audit:{audit_id}"));
+    let (_, v) = n.get("/v1/search?q=reentrancy%20external%20call&kind=audit");
+    assert_eq!(v["hits"][0]["id"], format!("audit:{audit_id}"), "{v}");
+    let title = v["hits"][0]["title"].as_str().unwrap();
+    assert_eq!(title, "Audit of Vault.sol: 1 findings (1 high)");
+    assert_eq!(v["hits"][0]["url"], format!("/market/jobs/{audit_id}"));
+    let (_, v) = n.get(&format!(
+        "/v1/search?q=vault%20savings&address={}",
+        carol.address()
+    ));
+    assert_eq!(v["hits"][0]["id"], format!("audit:{audit_id}"), "{v}");
+    // Publishing again changes nothing.
+    let docs = n.index.len().unwrap();
+    assert_eq!(publish(&good).0, 200);
+    assert_eq!(n.index.len().unwrap(), docs);
 }

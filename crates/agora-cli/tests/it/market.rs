@@ -143,6 +143,7 @@ fn openai_clients_use_the_devnet_and_every_job_is_settled_for_exactly_its_fee() 
     );
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     let audit_jobs = audit_through_the_gateway(&gateway, key.trim());
+    let audit_id = audit_jobs[0]["job_id"].as_str().unwrap().to_string();
     let query_jobs = query_through_the_gateway(&gateway, key.trim());
     let models: Vec<&str> = r["models"]
         .as_array()
@@ -205,6 +206,24 @@ fn openai_clients_use_the_devnet_and_every_job_is_settled_for_exactly_its_fee() 
         let args: Vec<&str> = args.iter().chain(&node).copied().collect();
         serde_json::from_str(&crate::agora_ok(home.path(), &args)).unwrap()
     };
+    // The audit published with `--publish` is found by its flaw once its job settled.
+    let start = Instant::now();
+    let audit_doc = format!("audit:{audit_id}");
+    let audit_hit = loop {
+        let v = get(&api, "/v1/search?q=tx.origin%20authorization&kind=audit").unwrap_or_default();
+        if v["hits"][0]["id"] == audit_doc.as_str() {
+            break v["hits"][0].clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the published audit never arrived: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        audit_hit["title"].as_str().unwrap().contains("Wallet.sol"),
+        "{audit_hit}"
+    );
     let v = search(&["search", "inference job on smollm2", "--kind", "job"]);
     let hits = v["hits"].as_array().unwrap();
     assert!(!hits.is_empty(), "{v}");
@@ -429,6 +448,7 @@ fn audit_through_the_gateway(gateway: &str, key: &str) -> Vec<Value> {
             "--format",
             "json",
             "--explain",
+            "--publish",
             "--gateway",
             gateway,
         ])
@@ -439,6 +459,7 @@ fn audit_through_the_gateway(gateway: &str, key: &str) -> Vec<Value> {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "findings expected: {stderr}");
+    assert!(stderr.contains("published as audit:"), "{stderr}");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     // The report is exactly what the auditor gives here.
     let name = file.display().to_string();

@@ -355,6 +355,11 @@ fn the_gateway_audits_over_http_filters_exports_sarif_and_explains_each_finding(
             serde_json::json!({"source": BANK, "model": "tiny-chat"}),
             "bad_input",
         ),
+        // This gateway has no node to publish to: refused before anything is paid.
+        (
+            serde_json::json!({"source": BANK, "publish": true}),
+            "publishing_unavailable",
+        ),
     ] {
         let (status, body, _) = post(&base, "/v1/audits", Some("test-key"), bad);
         assert_eq!(status, 400, "{code}: {body}");
