@@ -27,8 +27,10 @@ const BLOCKS_PER_WRITE: u64 = 64;
 const DOCS_PER_WRITE: usize = 256;
 /// Accounts of the genesis indexed, at most.
 const GENESIS_ACCOUNTS: usize = 10_000;
-/// The id prefixes of chain documents.
-const CHAIN_PREFIXES: [&str; 7] = [
+/// The id prefixes of chain documents (published audit reports included: they stand for jobs
+/// of the chain).
+const CHAIN_PREFIXES: [&str; 8] = [
+    "audit:",
     "account:",
     "tx:",
     "provider:",
@@ -555,17 +557,23 @@ impl Render<'_> {
         }))
     }
 
-    fn job(&self, id: &Hash) -> Result<Option<Doc>, Error> {
+    /// The job's document, and whether its check found it wrong (a published report of it
+    /// is then withdrawn).
+    fn job(&self, id: &Hash) -> Result<(Option<Doc>, bool), Error> {
         let Some(j) = self.local.job(id).map_err(client_err)? else {
-            return Ok(None);
+            return Ok((None, false));
         };
+        let fraud = j
+            .check
+            .as_ref()
+            .is_some_and(|c| c.outcome == agora_state::Outcome::Fraud);
         let r = &j.job;
         let model = self.model_name(&r.model)?;
         let check = match &j.check {
             Some(c) => format!(" Verification: {:?}.", c.outcome),
             None => String::new(),
         };
-        Ok(Some(Doc {
+        let doc = Doc {
             about: Some(format!(
                 "Inference job on {model}: client {} paid provider {} to run {model}.",
                 r.client, r.provider
@@ -589,7 +597,8 @@ impl Render<'_> {
                     j.state
                 ),
             )
-        }))
+        };
+        Ok((Some(doc), fraud))
     }
 
     fn subnets(&self) -> Result<Vec<Doc>, Error> {
@@ -671,12 +680,19 @@ impl Render<'_> {
         }))
     }
 
-    fn render(&self, t: &Touched, out: &mut Vec<Doc>) -> Result<(), Error> {
+    /// Renders `t` again into `out`; what it makes obsolete goes to `gone`.
+    fn render(&self, t: &Touched, out: &mut Vec<Doc>, gone: &mut Vec<String>) -> Result<(), Error> {
         match t {
             Touched::Account(a) => out.extend(self.account(a)?),
             Touched::Provider(a) => out.extend(self.provider(a)?),
             Touched::Model(id) => out.extend(self.model(id)?),
-            Touched::Job(id) => out.extend(self.job(id)?),
+            Touched::Job(id) => {
+                let (doc, fraud) = self.job(id)?;
+                out.extend(doc);
+                if fraud {
+                    gone.push(format!("audit:{id}"));
+                }
+            }
             Touched::Subnets => out.extend(self.subnets()?),
             Touched::Neuron(netuid, hotkey) => out.extend(self.neuron(*netuid, hotkey)?),
         }
@@ -832,8 +848,9 @@ pub fn catch_up(node: &Arc<Node>, index: &SearchIndex) -> Result<Option<u64>, Er
                 .map(|v| v.address)
                 .collect(),
         };
+        let mut gone = Vec::new();
         for t in &touched {
-            render.render(t, &mut docs)?;
+            render.render(t, &mut docs, &mut gone)?;
         }
         let mut mark = height.to_le_bytes().to_vec();
         mark.extend_from_slice(&hash.0);
@@ -850,7 +867,7 @@ pub fn catch_up(node: &Arc<Node>, index: &SearchIndex) -> Result<Option<u64>, Er
             .collect();
         index.apply(Batch {
             upsert: docs,
-            remove: Vec::new(),
+            remove: gone,
             marks: vec![(POSITION.into(), mark)],
         })?;
     }

@@ -287,6 +287,11 @@ struct Vectors {
     slots: Vec<Slot>,
     /// Each live document's slot.
     by_id: BTreeMap<Arc<str>, usize>,
+    /// The live slots about each account: a feed or an address filter reads these, not every
+    /// slot.
+    by_address: BTreeMap<String, BTreeSet<usize>>,
+    /// The live slots of each subnet.
+    by_subnet: BTreeMap<u16, BTreeSet<usize>>,
 }
 
 impl std::fmt::Debug for Vectors {
@@ -310,12 +315,44 @@ impl Vectors {
             ),
             slots: Vec::new(),
             by_id: BTreeMap::new(),
+            by_address: BTreeMap::new(),
+            by_subnet: BTreeMap::new(),
         }
     }
 
     fn remove(&mut self, id: &str) {
-        if let Some(slot) = self.by_id.remove(id) {
-            self.slots[slot].live = false;
+        let Some(i) = self.by_id.remove(id) else {
+            return;
+        };
+        let slot = &mut self.slots[i];
+        slot.live = false;
+        for a in slot.addresses.iter() {
+            if let Some(set) = self.by_address.get_mut(a) {
+                set.remove(&i);
+                if set.is_empty() {
+                    self.by_address.remove(a);
+                }
+            }
+        }
+        if let Some(n) = slot.subnet
+            && let Some(set) = self.by_subnet.get_mut(&n)
+        {
+            set.remove(&i);
+            if set.is_empty() {
+                self.by_subnet.remove(&n);
+            }
+        }
+    }
+
+    /// The live slots `filters` may admit: those about its account, or of its subnet, or all
+    /// (each still to be checked with [`Filters::admits`]).
+    fn candidates<'a>(&'a self, filters: &Filters) -> Box<dyn Iterator<Item = usize> + 'a> {
+        if let Some(a) = &filters.address {
+            Box::new(self.by_address.get(a).into_iter().flatten().copied())
+        } else if let Some(n) = filters.subnet {
+            Box::new(self.by_subnet.get(&n).into_iter().flatten().copied())
+        } else {
+            Box::new(self.by_id.values().copied())
         }
     }
 
@@ -326,6 +363,15 @@ impl Vectors {
             let id = slot.id.clone();
             self.remove(&id);
             self.by_id.insert(id, start + i);
+            for a in slot.addresses.iter() {
+                self.by_address
+                    .entry(a.clone())
+                    .or_default()
+                    .insert(start + i);
+            }
+            if let Some(n) = slot.subnet {
+                self.by_subnet.entry(n).or_default().insert(start + i);
+            }
         }
         let data: Vec<(&Vec<f32>, usize)> = items
             .iter()
@@ -992,9 +1038,8 @@ impl SearchIndex {
         let mut found: Vec<(i64, Arc<str>)> = {
             let vectors = self.vectors.read();
             vectors
-                .by_id
-                .values()
-                .map(|&i| &vectors.slots[i])
+                .candidates(&filters)
+                .map(|i| &vectors.slots[i])
                 .filter(|s| filters.admits(s))
                 .map(|s| (s.time_ms, s.id.clone()))
                 .collect()
@@ -1020,6 +1065,9 @@ impl SearchIndex {
         filters: &Filters,
         k: usize,
     ) -> Result<Vec<(String, f32)>, Error> {
+        let mut filters = filters.clone();
+        filters.address = filters.address.as_deref().map(normalize_key);
+        let filters = &filters;
         let vectors = self.vectors.read();
         if filters.is_empty() {
             let found = vectors.graph.search_filter(
@@ -1039,9 +1087,7 @@ impl SearchIndex {
                 .collect());
         }
         let matching: Vec<usize> = vectors
-            .by_id
-            .values()
-            .copied()
+            .candidates(filters)
             .filter(|&i| filters.admits(&vectors.slots[i]))
             .collect();
         if matching.len() > EXACT_BELOW {

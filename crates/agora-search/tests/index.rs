@@ -351,19 +351,67 @@ fn random_writes_keep_every_ranking_consistent_with_the_record() {
             for _ in 0..(1 + next() % 5) {
                 let k = next() % 30;
                 let w = words[(next() % 8) as usize];
-                batch.push(Doc::new(
-                    format!("article:{k}"),
-                    Kind::Article,
-                    format!("{w} {k}"),
-                    format!("round {round} about {w}"),
-                ));
-                live.insert(k, w);
+                // Accounts and subnets change with each write of a document.
+                let who = format!("agora1who{}", next() % 4);
+                let subnet = u16::try_from(next() % 3).unwrap();
+                batch.push(Doc {
+                    addresses: vec![who.clone()],
+                    subnet: Some(subnet),
+                    ..Doc::new(
+                        format!("article:{k}"),
+                        Kind::Article,
+                        format!("{w} {k}"),
+                        format!("round {round} about {w}"),
+                    )
+                });
+                live.insert(k, (w, who, subnet));
             }
             index.upsert(batch).unwrap();
         }
     }
     assert_eq!(index.len().unwrap(), live.len() as u64);
-    for (k, w) in &live {
+    // What the account and subnet filters find is exactly what the record says.
+    for i in 0..4 {
+        let who = format!("agora1who{i}");
+        let filters = Filters {
+            address: Some(who.clone()),
+            ..Filters::default()
+        };
+        let found: std::collections::BTreeSet<String> = index
+            .recent(&filters, 100)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
+        let expected: std::collections::BTreeSet<String> = live
+            .iter()
+            .filter(|(_, (_, a, _))| *a == who)
+            .map(|(k, _)| format!("article:{k}"))
+            .collect();
+        assert_eq!(found, expected, "{who}");
+        let near: std::collections::BTreeSet<String> = index
+            .nearest(&index.embed_query("vault").unwrap(), &filters, 100)
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(near, expected, "{who}, by meaning");
+    }
+    for subnet in 0..3u16 {
+        let found = index
+            .recent(
+                &Filters {
+                    subnet: Some(subnet),
+                    ..Filters::default()
+                },
+                100,
+            )
+            .unwrap();
+        let expected = live.values().filter(|(_, _, s)| *s == subnet).count();
+        assert_eq!(found.len(), expected, "subnet {subnet}");
+        assert!(found.iter().all(|d| d.subnet == Some(subnet)));
+    }
+    for (k, (w, _, _)) in &live {
         let hits = index.search(&Query::new(format!("article:{k}"))).unwrap();
         assert_eq!(hits.len(), 1);
         assert_eq!(hits[0].title, format!("{w} {k}"));
