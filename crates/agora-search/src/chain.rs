@@ -303,6 +303,72 @@ fn describe(m: &Message, sender: &Address, out: &mut BTreeSet<Touched>) -> (Stri
     }
 }
 
+/// What a message means, without its particulars (accounts, amounts, ids): the text a
+/// transaction's vector is computed from. Transactions of one kind share it, so indexing them
+/// costs one model pass for all (the words of each stay in the full-text index).
+fn gist(m: &Message) -> &'static str {
+    match m {
+        Message::Transfer { .. } => "Transfer: an account sent AGR tokens to another account.",
+        Message::Bond { .. } => "Bond: an account staked AGR tokens with a validator.",
+        Message::Unbond { .. } => {
+            "Unbond: an account took back AGR tokens staked with a validator."
+        }
+        Message::RegisterProvider { .. } => {
+            "Register provider: an account staked tokens to sell AI inference on the compute market."
+        }
+        Message::UpdateProvider { .. } => {
+            "Update provider: a compute provider changed its models, prices or endpoint."
+        }
+        Message::UnregisterProvider => {
+            "Unregister provider: a compute provider left the market and takes back its stake."
+        }
+        Message::RegisterModel { .. } => "Register model: a model joined the market's list.",
+        Message::EscrowDeposit { .. } => {
+            "Escrow deposit: a client put tokens in escrow to pay for inference jobs."
+        }
+        Message::EscrowWithdraw { .. } => {
+            "Escrow withdrawal: a client took tokens back out of its escrow."
+        }
+        Message::SettleJobs { .. } => {
+            "Settlement of inference jobs: a provider settled paid jobs, paid from clients' escrow."
+        }
+        Message::RegisterVerifier { .. } => {
+            "Register verifier: an account staked tokens to re-execute and check inference jobs."
+        }
+        Message::UnregisterVerifier => "Unregister verifier: a verifier stopped checking jobs.",
+        Message::RevealJob { .. } => {
+            "Reveal job: a provider revealed a job's input and output to its verifiers."
+        }
+        Message::ChallengeJob { .. } => {
+            "Challenge job: a client disputed an inference job's result."
+        }
+        Message::PostVerdict { .. } => {
+            "Post verdict: a verifier re-executed an inference job and said whether it holds."
+        }
+        Message::CreateSubnet { .. } => {
+            "Create subnet: a new model market where miners compete for rewards scored by validators."
+        }
+        Message::SetSubnetParam { .. } => {
+            "Set subnet parameter: a subnet's owner changed its settings."
+        }
+        Message::RegisterNeuron { .. } => "Register neuron: a miner or validator joined a subnet.",
+        Message::AddSubnetStake { .. } => {
+            "Add subnet stake: an account delegated tokens to a neuron of a subnet."
+        }
+        Message::RemoveSubnetStake { .. } => {
+            "Remove subnet stake: an account took back tokens delegated to a neuron."
+        }
+        Message::CommitWeights { .. } => {
+            "Commit weights: a subnet validator sealed its scores of the miners."
+        }
+        Message::RevealWeights { .. } => {
+            "Reveal weights: a subnet validator revealed its scores of the miners."
+        }
+        Message::CommitPrediction { .. } => "Commit prediction: a miner sealed a forecast.",
+        Message::RevealPrediction { .. } => "Reveal prediction: a miner revealed its forecast.",
+    }
+}
+
 fn model_kind(k: &agora_types::ModelKind) -> &'static str {
     match k {
         agora_types::ModelKind::Chat => "chat (text generation)",
@@ -360,9 +426,13 @@ fn tx_doc(
     mine.insert(Touched::Account(sender));
     let mut titles = Vec::new();
     let mut body = Vec::new();
+    let mut gists: Vec<&str> = Vec::new();
     let mut addresses = vec![sender];
     let mut subnet = None;
     for m in &tx.tx.messages {
+        if !gists.contains(&gist(m)) {
+            gists.push(gist(m));
+        }
         let (t, b) = describe(m, &sender, &mut mine);
         titles.push(t);
         body.push(b);
@@ -395,6 +465,7 @@ fn tx_doc(
     };
     if !ok {
         title = format!("{title}, failed");
+        gists.push("The transaction failed.");
     }
     addresses.sort();
     addresses.dedup();
@@ -403,6 +474,7 @@ fn tx_doc(
     addresses.insert(0, sender);
     addresses.truncate(crate::doc::MAX_ADDRESSES);
     Doc {
+        about: (!gists.is_empty()).then(|| gists.join(" ")),
         time_ms: time(time_ms),
         addresses: addresses.iter().map(Address::to_string).collect(),
         subnet,

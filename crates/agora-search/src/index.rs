@@ -421,6 +421,52 @@ pub struct SearchIndex {
     embed: Arc<dyn Embed>,
     /// One writer at a time (the record, then the derived indexes, in that order).
     write: Mutex<()>,
+    /// The vectors of texts embedded lately: repeated queries, and documents that share their
+    /// text's meaning (every transfer's gist), cost no model pass (nor a paid job).
+    cache: Mutex<VectorCache>,
+}
+
+/// Vectors embedded lately, by blake3 of their text; the least recently used goes first.
+#[derive(Default)]
+struct VectorCache {
+    by_text: BTreeMap<[u8; 32], (u64, Arc<[f32]>)>,
+    by_use: BTreeMap<u64, [u8; 32]>,
+    tick: u64,
+}
+
+impl std::fmt::Debug for VectorCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "VectorCache({} vectors)", self.by_text.len())
+    }
+}
+
+/// Vectors the cache keeps (about 6 MiB at 384 dimensions).
+const CACHED_VECTORS: usize = 4_096;
+
+impl VectorCache {
+    fn get(&mut self, key: &[u8; 32]) -> Option<Arc<[f32]>> {
+        self.tick += 1;
+        let tick = self.tick;
+        let (used, v) = self.by_text.get_mut(key)?;
+        self.by_use.remove(used);
+        *used = tick;
+        self.by_use.insert(tick, *key);
+        Some(v.clone())
+    }
+
+    fn put(&mut self, key: [u8; 32], v: &[f32]) {
+        self.tick += 1;
+        if let Some((used, _)) = self.by_text.insert(key, (self.tick, Arc::from(v))) {
+            self.by_use.remove(&used);
+        }
+        self.by_use.insert(self.tick, key);
+        while self.by_text.len() > CACHED_VECTORS {
+            let Some((_, oldest)) = self.by_use.pop_first() else {
+                break;
+            };
+            self.by_text.remove(&oldest);
+        }
+    }
 }
 
 fn vector_bytes(hash: &[u8; 32], v: &[f32]) -> Vec<u8> {
@@ -506,6 +552,7 @@ impl SearchIndex {
             vectors: RwLock::new(Vectors::new(0)),
             embed,
             write: Mutex::new(()),
+            cache: Mutex::new(VectorCache::default()),
         };
         if text.1 {
             tracing::info!("search: rebuilding the full-text index from the record");
@@ -730,12 +777,29 @@ impl SearchIndex {
         Ok(())
     }
 
+    /// Gives each changed document without a vector its vector: from the cache, or embedded
+    /// (each distinct text once).
     fn embed_missing(&self, changed: &mut [Pending]) -> Result<(), Error> {
-        let missing: Vec<usize> = (0..changed.len())
-            .filter(|&i| changed[i].2.is_none())
-            .collect();
-        for chunk in missing.chunks(EMBED_BATCH) {
-            let texts: Vec<String> = chunk.iter().map(|&i| changed[i].0.embed_text()).collect();
+        // The texts to embed, each once, with the documents that need it.
+        let mut wanted: BTreeMap<[u8; 32], Vec<usize>> = BTreeMap::new();
+        {
+            let mut cache = self.cache.lock();
+            for (i, (_, hash, v)) in changed.iter_mut().enumerate() {
+                if v.is_some() {
+                    continue;
+                }
+                match cache.get(hash) {
+                    Some(hit) => *v = Some(hit.to_vec()),
+                    None => wanted.entry(*hash).or_default().push(i),
+                }
+            }
+        }
+        let wanted: Vec<Vec<usize>> = wanted.into_values().collect();
+        for chunk in wanted.chunks(EMBED_BATCH) {
+            let texts: Vec<String> = chunk
+                .iter()
+                .map(|docs| changed[docs[0]].0.embed_text())
+                .collect();
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             let vectors = self.embed.embed(&refs)?;
             if vectors.len() != chunk.len() {
@@ -745,20 +809,13 @@ impl SearchIndex {
                     chunk.len()
                 )));
             }
-            for (&i, v) in chunk.iter().zip(vectors) {
-                if v.iter().any(|x| !x.is_finite()) {
-                    return Err(Error::Embed(
-                        "the model returned a vector with a NaN or infinite number".into(),
-                    ));
+            let mut cache = self.cache.lock();
+            for (docs, v) in chunk.iter().zip(vectors) {
+                self.check_vector(&v)?;
+                cache.put(changed[docs[0]].1, &v);
+                for &i in docs {
+                    changed[i].2 = Some(v.clone());
                 }
-                if v.len() != self.embed.dim() {
-                    return Err(Error::Embed(format!(
-                        "a vector of {} numbers (expected {})",
-                        v.len(),
-                        self.embed.dim()
-                    )));
-                }
-                changed[i].2 = Some(v);
             }
         }
         Ok(())
@@ -1013,12 +1070,36 @@ impl SearchIndex {
             .collect())
     }
 
-    /// The model's vector of `text` (unit length).
+    /// The model's vector of `text` (unit length), from the cache when it was embedded lately.
     pub fn embed_query(&self, text: &str) -> Result<Vec<f32>, Error> {
-        self.embed
+        let key = *blake3::hash(text.as_bytes()).as_bytes();
+        if let Some(v) = self.cache.lock().get(&key) {
+            return Ok(v.to_vec());
+        }
+        let v = self
+            .embed
             .embed(&[text])?
             .pop()
-            .ok_or_else(|| Error::Embed("no vector for the query".into()))
+            .ok_or_else(|| Error::Embed("no vector for the query".into()))?;
+        self.check_vector(&v)?;
+        self.cache.lock().put(key, &v);
+        Ok(v)
+    }
+
+    fn check_vector(&self, v: &[f32]) -> Result<(), Error> {
+        if v.iter().any(|x| !x.is_finite()) {
+            return Err(Error::Embed(
+                "the model returned a vector with a NaN or infinite number".into(),
+            ));
+        }
+        if v.len() != self.embed.dim() {
+            return Err(Error::Embed(format!(
+                "a vector of {} numbers (expected {})",
+                v.len(),
+                self.embed.dim()
+            )));
+        }
+        Ok(())
     }
 
     /// The stored vector of a document.

@@ -433,3 +433,70 @@ fn random_writes_keep_every_ranking_consistent_with_the_record() {
             .all(|id| live.contains_key(&id["article:".len()..].parse::<u64>().unwrap()))
     );
 }
+
+/// Counts the texts it embeds.
+#[derive(Debug)]
+struct Counting {
+    inner: HashEmbed,
+    texts: std::sync::atomic::AtomicUsize,
+}
+
+impl agora_search::Embed for Counting {
+    fn model(&self) -> String {
+        self.inner.model()
+    }
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, Error> {
+        self.texts
+            .fetch_add(texts.len(), std::sync::atomic::Ordering::SeqCst);
+        self.inner.embed(texts)
+    }
+}
+
+#[test]
+fn a_text_embedded_lately_costs_no_model_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let counting = Arc::new(Counting {
+        inner: HashEmbed::new(64),
+        texts: Default::default(),
+    });
+    let index = SearchIndex::open(dir.path(), counting.clone()).unwrap();
+    let embedded = || counting.texts.load(std::sync::atomic::Ordering::SeqCst);
+    // Fifty transfers share their gist: one text embedded for all.
+    let transfers: Vec<Doc> = (0..50)
+        .map(|i| Doc {
+            about: Some("Transfer: an account sent AGR tokens to another account.".into()),
+            ..Doc::new(
+                format!("tx:{i:04}"),
+                Kind::Transaction,
+                format!("Transfer of {i} AGR"),
+                format!("sent {i} AGR"),
+            )
+        })
+        .collect();
+    index.upsert(transfers.clone()).unwrap();
+    assert_eq!(embedded(), 1);
+    assert_eq!(
+        index.vector("tx:0000").unwrap(),
+        index.vector("tx:0049").unwrap()
+    );
+    // A later batch of the same gist, and a repeated query, come from the cache.
+    index
+        .upsert(vec![Doc {
+            id: "tx:0050".into(),
+            ..transfers[0].clone()
+        }])
+        .unwrap();
+    assert_eq!(embedded(), 1);
+    let q = index.embed_query("staking rewards").unwrap();
+    assert_eq!(embedded(), 2);
+    assert_eq!(index.embed_query("staking rewards").unwrap(), q);
+    assert_eq!(embedded(), 2);
+    // Each transfer is still found by its own words.
+    let hits = index
+        .search(&Query::new("sent 17 AGR").mode(Mode::Bm25))
+        .unwrap();
+    assert_eq!(hits[0].id, "tx:0017");
+}
