@@ -1086,6 +1086,11 @@ impl SearchIndex {
         Ok(v)
     }
 
+    /// Forgets the vectors kept from recent embeddings (a benchmark times the model's pass).
+    pub fn clear_cache(&self) {
+        *self.cache.lock() = VectorCache::default();
+    }
+
     fn check_vector(&self, v: &[f32]) -> Result<(), Error> {
         if v.iter().any(|x| !x.is_finite()) {
             return Err(Error::Embed(
