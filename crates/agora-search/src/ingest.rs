@@ -128,6 +128,27 @@ pub fn feed_docs(source: &str, bytes: &[u8]) -> Result<Vec<Doc>, Error> {
 /// Fetches a feed over HTTP(S) (at most [`MAX_FEED_BYTES`], within `timeout`) and makes its
 /// documents.
 pub fn fetch_feed(url: &str, timeout: Duration) -> Result<Vec<Doc>, Error> {
+    Ok(fetch_feed_if_changed(url, timeout, &mut Validators::default())?.unwrap_or_default())
+}
+
+/// What a server said identifies the version of a feed it sent (`ETag`, `Last-Modified`): the
+/// next fetch asks for the feed only if it changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Validators {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+/// Longest validator kept (a server's header, sent back as is).
+const MAX_VALIDATOR: usize = 256;
+
+/// [`fetch_feed`], conditional on `seen`: `None` when the server says the feed has not changed
+/// since (HTTP 304); `seen` is updated from the answer.
+pub fn fetch_feed_if_changed(
+    url: &str,
+    timeout: Duration,
+    seen: &mut Validators,
+) -> Result<Option<Vec<Doc>>, Error> {
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(ingest_err(url, "a feed's address is http:// or https://"));
     }
@@ -136,15 +157,35 @@ pub fn fetch_feed(url: &str, timeout: Duration) -> Result<Vec<Doc>, Error> {
         .http_status_as_error(false)
         .build()
         .into();
-    let mut answer = agent
+    let mut request = agent
         .get(url)
-        .header("Accept", "application/rss+xml, application/atom+xml, application/feed+json, application/xml, application/json;q=0.9, */*;q=0.5")
-        .call()
-        .map_err(|e| ingest_err(url, e))?;
+        .header("Accept", "application/rss+xml, application/atom+xml, application/feed+json, application/xml, application/json;q=0.9, */*;q=0.5");
+    if let Some(etag) = &seen.etag {
+        request = request.header("If-None-Match", etag);
+    }
+    if let Some(date) = &seen.last_modified {
+        request = request.header("If-Modified-Since", date);
+    }
+    let mut answer = request.call().map_err(|e| ingest_err(url, e))?;
     let status = answer.status().as_u16();
+    if status == 304 {
+        return Ok(None);
+    }
     if status != 200 {
         return Err(ingest_err(url, format!("the server answered {status}")));
     }
+    let header = |name: &str| {
+        answer
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() <= MAX_VALIDATOR)
+            .map(str::to_string)
+    };
+    let fresh = Validators {
+        etag: header("etag"),
+        last_modified: header("last-modified"),
+    };
     let mut bytes = Vec::new();
     answer
         .body_mut()
@@ -158,7 +199,10 @@ pub fn fetch_feed(url: &str, timeout: Duration) -> Result<Vec<Doc>, Error> {
             format!("larger than {} MiB", MAX_FEED_BYTES >> 20),
         ));
     }
-    feed_docs(url, &bytes)
+    let docs = feed_docs(url, &bytes)?;
+    // Kept only once the feed is read: a broken answer is asked for in full next time.
+    *seen = fresh;
+    Ok(Some(docs))
 }
 
 /// The Markdown and text files under `dir` (`.md`, `.markdown`, `.txt`), one document each
@@ -239,15 +283,50 @@ pub enum Source {
 }
 
 impl Source {
+    /// The name a folder's documents carry in their ids: its own name and a short hash of its
+    /// whole path (two folders called `docs` are two sources).
+    pub fn folder_name(dir: &Path) -> String {
+        let leaf = dir
+            .file_name()
+            .map_or_else(|| "folder".into(), |n| n.to_string_lossy().to_string());
+        let whole = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let hash = blake3::hash(whole.to_string_lossy().as_bytes()).to_hex();
+        format!("{}-{}", source_name(&leaf), &hash[..8])
+    }
+
     /// The source's documents, now.
     pub fn docs(&self) -> Result<Vec<Doc>, Error> {
         match self {
             Source::Feed(url) => fetch_feed(url, FETCH_TIMEOUT),
+            Source::Folder(dir) => folder_docs(dir, &Self::folder_name(dir)),
+        }
+    }
+
+    /// Reads the source into `index`: a feed's items (if it changed since `seen`) are added
+    /// or updated, and stay when they leave the feed (a feed lists only its latest items); a
+    /// folder's files are added or updated, and those it no longer holds removed. Returns how
+    /// many documents changed.
+    pub fn read_into(&self, index: &SearchIndex, seen: &mut Validators) -> Result<usize, Error> {
+        match self {
+            Source::Feed(url) => match fetch_feed_if_changed(url, FETCH_TIMEOUT, seen)? {
+                Some(docs) => index.upsert(docs),
+                None => Ok(0),
+            },
             Source::Folder(dir) => {
-                let name = dir
-                    .file_name()
-                    .map_or_else(|| "folder".into(), |n| n.to_string_lossy().to_string());
-                folder_docs(dir, &name)
+                let docs = self.docs()?;
+                let prefix = format!("article:{}/", Self::folder_name(dir));
+                let now: std::collections::BTreeSet<&str> =
+                    docs.iter().map(|d| d.id.as_str()).collect();
+                let gone: Vec<String> = index
+                    .ids_with_prefix(&prefix, 4 * MAX_FILES)?
+                    .into_iter()
+                    .filter(|id| !now.contains(id.as_str()))
+                    .collect();
+                index.apply(crate::Batch {
+                    upsert: docs,
+                    remove: gone,
+                    marks: Vec::new(),
+                })
             }
         }
     }
@@ -274,12 +353,13 @@ impl Ingester {
         let thread = std::thread::Builder::new()
             .name("search-ingest".into())
             .spawn(move || {
+                let mut seen = vec![Validators::default(); sources.len()];
                 loop {
-                    for source in &sources {
+                    for (source, seen) in sources.iter().zip(&mut seen) {
                         if *stopped.0.lock() {
                             return;
                         }
-                        match source.docs().and_then(|docs| index.upsert(docs)) {
+                        match source.read_into(&index, seen) {
                             Ok(n) => {
                                 tracing::info!("search: {source:?}: {n} documents new or changed")
                             }

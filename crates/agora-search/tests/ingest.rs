@@ -45,11 +45,14 @@ fn serve(routes: Vec<(&'static str, Vec<u8>)>) -> String {
                 let mut first = String::new();
                 reader.read_line(&mut first).unwrap();
                 let path = first.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let mut unchanged = false;
                 loop {
                     let mut line = String::new();
                     if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
                         break;
                     }
+                    // Every body is version "v1": asked for again with it, nothing changed.
+                    unchanged |= line.eq_ignore_ascii_case("if-none-match: \"v1\"\r\n");
                 }
                 if path == "/hang" {
                     std::thread::sleep(Duration::from_secs(30));
@@ -60,11 +63,12 @@ fn serve(routes: Vec<(&'static str, Vec<u8>)>) -> String {
                     .find(|(p, _)| *p == path)
                     .map(|(_, b)| b.clone());
                 let (status, body) = match body {
+                    Some(_) if unchanged => ("304 Not Modified", Vec::new()),
                     Some(b) => ("200 OK", b),
                     None => ("404 Not Found", b"no".to_vec()),
                 };
                 let head = format!(
-                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    "HTTP/1.1 {status}\r\nETag: \"v1\"\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                     body.len()
                 );
                 let _ = stream.write_all(head.as_bytes());
@@ -226,7 +230,50 @@ fn the_ingester_keeps_its_sources_in_the_index_and_survives_a_failing_one() {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
-    drop(ingester);
     assert!(hits[0].title.contains("Rollups"), "{hits:?}");
     assert_eq!(index.len().unwrap(), 4);
+    // A file the folder no longer holds leaves the index; the feed's items stay.
+    std::fs::remove_file(content.path().join("a.md")).unwrap();
+    while index
+        .search(&Query::new("bridges"))
+        .unwrap()
+        .iter()
+        .any(|h| h.title == "Bridges")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the removed file stayed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(ingester);
+    assert_eq!(index.len().unwrap(), 3);
+}
+
+#[test]
+fn a_feed_that_did_not_change_is_not_read_again() {
+    let base = serve(vec![("/rss", RSS.as_bytes().to_vec())]);
+    let url = format!("{base}/rss");
+    let mut seen = ingest::Validators::default();
+    let first = ingest::fetch_feed_if_changed(&url, Duration::from_secs(5), &mut seen).unwrap();
+    assert_eq!(first.map(|d| d.len()), Some(2));
+    assert_eq!(seen.etag.as_deref(), Some("\"v1\""));
+    let again = ingest::fetch_feed_if_changed(&url, Duration::from_secs(5), &mut seen).unwrap();
+    assert_eq!(again, None, "the server said 304");
+    // Without what the server said, the feed is read in full.
+    let full = ingest::fetch_feed_if_changed(
+        &url,
+        Duration::from_secs(5),
+        &mut ingest::Validators::default(),
+    )
+    .unwrap();
+    assert_eq!(full.map(|d| d.len()), Some(2));
+    // Two folders of one name are two sources.
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (da, db) = (a.path().join("docs"), b.path().join("docs"));
+    assert_ne!(
+        ingest::Source::folder_name(&da),
+        ingest::Source::folder_name(&db)
+    );
+    assert!(ingest::Source::folder_name(&da).starts_with("docs-"));
 }
