@@ -25,6 +25,8 @@ pub const MAX_FEED: usize = 50;
 pub const MAX_FOLLOWS: usize = 32;
 /// Most likes kept (the newest).
 pub const MAX_LIKES: usize = 64;
+/// Accounts whose preferences a node keeps, at most.
+pub const MAX_PREFS_ACCOUNTS: usize = 100_000;
 /// Longest topic, in characters.
 pub const MAX_TOPIC_CHARS: usize = 100;
 /// Documents about the account read for its profile.
@@ -190,6 +192,13 @@ pub fn set_prefs(index: &SearchIndex, chain_id: &str, update: &PrefsUpdate) -> R
     static ONE_AT_A_TIME: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
     let _one = ONE_AT_A_TIME.lock();
     let (_, last) = prefs(index, &update.address)?;
+    // A new account's first preferences, on a node that keeps its most: refused (each account
+    // must exist on chain, so filling this costs accounts; the node still serves feeds).
+    if last == 0 && index.marks_len()? >= MAX_PREFS_ACCOUNTS as u64 {
+        return Err(Error::BadPrefs(format!(
+            "this node keeps the preferences of {MAX_PREFS_ACCOUNTS} accounts at most, and is full"
+        )));
+    }
     if update.nonce <= last {
         return Err(Error::BadPrefs(format!(
             "nonce {} is not above the last update's {last} (a replay?)",

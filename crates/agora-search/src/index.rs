@@ -632,6 +632,12 @@ impl SearchIndex {
         Ok(t.get(key)?.map(|v| v.value().to_vec()))
     }
 
+    /// How many marks the index holds (preferences, positions, settings).
+    pub fn marks_len(&self) -> Result<u64, Error> {
+        let tx = self.db.begin_read()?;
+        Ok(tx.open_table(MARKS)?.len()?)
+    }
+
     /// The marks whose keys start with `prefix`, in key order (at most `limit`).
     pub fn marks(&self, prefix: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>, Error> {
         let tx = self.db.begin_read()?;

@@ -550,3 +550,43 @@ fn a_client_publishes_its_audit_report_and_only_the_settled_one() {
     assert_eq!(publish(&good).0, 200);
     assert_eq!(n.index.len().unwrap(), docs);
 }
+
+#[test]
+fn a_full_node_keeps_the_preferences_it_has_and_refuses_new_accounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = SearchIndex::open(dir.path(), Arc::new(HashEmbed::new(64))).unwrap();
+    let prefs = Prefs {
+        topics: vec!["oracles".into()],
+        ..Prefs::default()
+    };
+    let alice = key("alice");
+    feed::set_prefs(
+        &index,
+        CHAIN,
+        &PrefsUpdate::sign(CHAIN, &alice, 1, prefs.clone()),
+    )
+    .unwrap();
+    // Fill the node to its limit with other marks.
+    let filler = (index.marks_len().unwrap()..feed::MAX_PREFS_ACCOUNTS as u64)
+        .map(|i| (format!("filler/{i:06}"), vec![1]))
+        .collect();
+    index
+        .apply(agora_search::Batch {
+            marks: filler,
+            ..agora_search::Batch::default()
+        })
+        .unwrap();
+    let err = feed::set_prefs(
+        &index,
+        CHAIN,
+        &PrefsUpdate::sign(CHAIN, &key("bob"), 1, prefs.clone()),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("at most"), "{err}");
+    // An account it keeps still updates its own.
+    feed::set_prefs(&index, CHAIN, &PrefsUpdate::sign(CHAIN, &alice, 2, prefs)).unwrap();
+    assert_eq!(
+        feed::prefs(&index, &alice.address().to_string()).unwrap().1,
+        2
+    );
+}

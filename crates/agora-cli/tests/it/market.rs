@@ -266,6 +266,35 @@ fn openai_clients_use_the_devnet_and_every_job_is_settled_for_exactly_its_fee() 
         "{f}"
     );
 
+    // Embeddings through the market: a node without the model gets MiniLM's vectors as paid
+    // jobs through the gateway, the vectors its own copy of the model would give.
+    use agora_search::Embed as _;
+    let minilm = agora_infer::models::MINILM;
+    let remote = agora_search::GatewayEmbed::new(&gateway, key.trim(), minilm.name, 384);
+    let texts = ["staking rewards for validators", "a smart contract audit"];
+    let got = remote.embed(&texts).unwrap();
+    let installed = agora_infer::models::ModelCache::new(models_dir())
+        .installed(&minilm)
+        .unwrap()
+        .unwrap();
+    let want = agora_search::LocalEmbed::load(&installed, 1)
+        .unwrap()
+        .embed(&texts)
+        .unwrap();
+    assert_eq!(got.len(), 2);
+    for (g, w) in got.iter().zip(&want) {
+        let cos: f32 = g.iter().zip(w).map(|(a, b)| a * b).sum();
+        assert!(
+            cos > 0.999,
+            "cosine {cos} between the gateway's and the local vector"
+        );
+    }
+    assert!(
+        agora_search::GatewayEmbed::new(&gateway, "wrong-key", minilm.name, 384)
+            .embed(&texts)
+            .is_err()
+    );
+
     sigterm(child.id());
     let status = child.wait().unwrap();
     assert!(status.success(), "the devnet did not stop cleanly");
