@@ -425,6 +425,13 @@ function renderAudit(root, files, report, chatModel) {
   const job = root.querySelector("[data-audit-job]");
   job.textContent = report.agora.job_id;
   job.href = `/market/jobs/${report.agora.job_id}`;
+  const published = root.querySelector("[data-audit-published]");
+  if (report.published) {
+    const link = el("a", { href: `/search?q=${encodeURIComponent(report.published.id)}` }, report.published.id);
+    published.replaceChildren(" · published as ", link, " once the job settles");
+  } else {
+    published.replaceChildren();
+  }
   const sarif = root.querySelector("[data-sarif-download]");
   sarif.href = URL.createObjectURL(new Blob([JSON.stringify(report.sarif, null, 2)], { type: "application/sarif+json" }));
   out.replaceChildren();
@@ -511,7 +518,8 @@ function initAudit(page) {
     send.disabled = true;
     try {
       const r = await postGateway(gw, "/v1/audits",
-        { files, format: "sarif", verification: page.querySelector("[data-audit-verification]").value });
+        { files, format: "sarif", verification: page.querySelector("[data-audit-verification]").value,
+          publish: page.querySelector("[data-audit-publish]").checked });
       if (!r.ok) { showError(errorBox, await errorOf(r)); return; }
       renderAudit(root, files, await r.json(), chatModel);
     } catch (e) {
@@ -835,6 +843,10 @@ function initSearch(root) {
     }
   };
   form.addEventListener("submit", (e) => { e.preventDefault(); run(); });
+  // A link may name the kind (`/search?q=…&kind=audit`).
+  const kindSelect = root.querySelector("[data-search-kind]");
+  const linkedKind = new URLSearchParams(location.search).get("kind");
+  if (linkedKind && Array.from(kindSelect.options).some((o) => o.value === linkedKind)) kindSelect.value = linkedKind;
   if (root.querySelector("[data-search-q]").value.trim()) run();
 }
 

@@ -346,6 +346,7 @@ fn the_web_app_in_a_real_browser() {
         "the key typed in the playground is kept for this tab"
     );
     b.fill("[data-audit-source]", WALLET);
+    b.click("[data-audit-publish]");
     b.click("[data-audit-send]");
     b.wait_for(
         "the audit's findings",
@@ -399,6 +400,8 @@ fn the_web_app_in_a_real_browser() {
         json!([]),
     );
     assert_eq!(sarif, json!("2.1.0"));
+    let published = b.text("[data-audit-published]");
+    assert!(published.contains("published as audit:"), "{published}");
     b.screenshot(&shots, "audit");
 
     // SQL over the chain: the demo transfer and the jobs above are rows, as a table and a chart;
@@ -486,6 +489,23 @@ fn the_web_app_in_a_real_browser() {
     assert!(b.text("[data-feed-error]").is_empty());
     b.element("[data-feed-item] [data-feed-reasons] li");
     b.screenshot(&shots, "search");
+    // The audit published above is found by its flaw once its job settled.
+    let mut tries = 0;
+    b.goto(&format!("{api}/search?q=tx.origin&kind=audit"));
+    b.wait_for(
+        "the published audit",
+        std::time::Duration::from_secs(90),
+        &mut || {
+            if b.find("[data-search-hit^='audit:']").is_some() {
+                return Some(());
+            }
+            tries += 1;
+            if tries % 20 == 0 {
+                b.click("[data-search-form] button");
+            }
+            None
+        },
+    );
 
     // Phone width: nothing wider than the screen but the tables, which scroll in their box.
     drop(b);
