@@ -659,7 +659,6 @@ impl SearchIndex {
     /// documents cost nothing; a changed text is embedded again (before anything is written).
     /// Returns how many documents changed.
     pub fn apply(&self, batch: Batch) -> Result<usize, Error> {
-        let _w = self.write.lock();
         let mut by_id: BTreeMap<String, Doc> = BTreeMap::new();
         for d in batch.upsert {
             let d = d.checked()?;
@@ -669,6 +668,10 @@ impl SearchIndex {
         for id in &removing {
             by_id.remove(id);
         }
+        // The model's passes come before the write lock: other writers (a preferences update,
+        // a published report) do not wait behind a batch's embeddings.
+        let ready = self.vectors_needed(&by_id)?;
+        let _w = self.write.lock();
         // What changed, and which texts need a vector.
         let model_dim = self.embed.dim();
         let mut changed: Vec<Pending> = Vec::new();
@@ -702,6 +705,12 @@ impl SearchIndex {
         if changed.is_empty() && removed.is_empty() && batch.marks.is_empty() {
             return Ok(0);
         }
+        for (_, hash, v) in changed.iter_mut() {
+            if v.is_none() {
+                *v = ready.get(hash).cloned();
+            }
+        }
+        // A text changed since (another writer came first) is embedded here.
         self.embed_missing(&mut changed)?;
         let derived = !changed.is_empty() || !removed.is_empty();
         // The record first…
@@ -783,30 +792,67 @@ impl SearchIndex {
         Ok(())
     }
 
-    /// Gives each changed document without a vector its vector: from the cache, or embedded
-    /// (each distinct text once).
-    fn embed_missing(&self, changed: &mut [Pending]) -> Result<(), Error> {
-        // The texts to embed, each once, with the documents that need it.
-        let mut wanted: BTreeMap<[u8; 32], Vec<usize>> = BTreeMap::new();
+    /// The vectors of the documents whose stored vector is not of their text, by text hash,
+    /// computed without the write lock.
+    fn vectors_needed(
+        &self,
+        docs: &BTreeMap<String, Doc>,
+    ) -> Result<BTreeMap<[u8; 32], Vec<f32>>, Error> {
+        let model_dim = self.embed.dim();
+        let mut texts = BTreeMap::new();
         {
-            let mut cache = self.cache.lock();
-            for (i, (_, hash, v)) in changed.iter_mut().enumerate() {
-                if v.is_some() {
-                    continue;
-                }
-                match cache.get(hash) {
-                    Some(hit) => *v = Some(hit.to_vec()),
-                    None => wanted.entry(*hash).or_default().push(i),
+            let tx = self.db.begin_read()?;
+            let vec_t = tx.open_table(VECTORS)?;
+            for (id, doc) in docs {
+                let hash = text_hash(doc);
+                let kept = vec_t
+                    .get(id.as_str())?
+                    .and_then(|old| parse_vector(old.value(), model_dim))
+                    .is_some_and(|(h, _)| h == hash);
+                if !kept && !texts.contains_key(&hash) {
+                    texts.insert(hash, doc.embed_text());
                 }
             }
         }
-        let wanted: Vec<Vec<usize>> = wanted.into_values().collect();
-        for chunk in wanted.chunks(EMBED_BATCH) {
-            let texts: Vec<String> = chunk
-                .iter()
-                .map(|docs| changed[docs[0]].0.embed_text())
-                .collect();
-            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        self.embed_texts(texts)
+    }
+
+    /// Gives each changed document without a vector its vector.
+    fn embed_missing(&self, changed: &mut [Pending]) -> Result<(), Error> {
+        let texts = changed
+            .iter()
+            .filter(|p| p.2.is_none())
+            .map(|(d, h, _)| (*h, d.embed_text()))
+            .collect();
+        let vectors = self.embed_texts(texts)?;
+        for (_, h, v) in changed.iter_mut() {
+            if v.is_none() {
+                *v = vectors.get(h).cloned();
+            }
+        }
+        Ok(())
+    }
+
+    /// The vectors of texts, by their hash: from the cache, or embedded (each text once).
+    fn embed_texts(
+        &self,
+        texts: BTreeMap<[u8; 32], String>,
+    ) -> Result<BTreeMap<[u8; 32], Vec<f32>>, Error> {
+        let mut out = BTreeMap::new();
+        let mut todo = Vec::new();
+        {
+            let mut cache = self.cache.lock();
+            for (hash, text) in texts {
+                match cache.get(&hash) {
+                    Some(v) => {
+                        out.insert(hash, v.to_vec());
+                    }
+                    None => todo.push((hash, text)),
+                }
+            }
+        }
+        for chunk in todo.chunks(EMBED_BATCH) {
+            let refs: Vec<&str> = chunk.iter().map(|(_, t)| t.as_str()).collect();
             let vectors = self.embed.embed(&refs)?;
             if vectors.len() != chunk.len() {
                 return Err(Error::Embed(format!(
@@ -816,15 +862,13 @@ impl SearchIndex {
                 )));
             }
             let mut cache = self.cache.lock();
-            for (docs, v) in chunk.iter().zip(vectors) {
+            for ((hash, _), v) in chunk.iter().zip(vectors) {
                 self.check_vector(&v)?;
-                cache.put(changed[docs[0]].1, &v);
-                for &i in docs {
-                    changed[i].2 = Some(v.clone());
-                }
+                cache.put(*hash, &v);
+                out.insert(*hash, v);
             }
         }
-        Ok(())
+        Ok(out)
     }
 
     fn text_doc(&self, doc: &Doc) -> TantivyDocument {

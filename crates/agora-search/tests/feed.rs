@@ -590,3 +590,69 @@ fn a_full_node_keeps_the_preferences_it_has_and_refuses_new_accounts() {
         2
     );
 }
+
+/// Embeds like `HashEmbed`, but a text containing "slow" waits until the test opens the gate.
+#[derive(Debug)]
+struct Gated {
+    inner: HashEmbed,
+    entered: std::sync::mpsc::SyncSender<()>,
+    gate: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl agora_search::Embed for Gated {
+    fn model(&self) -> String {
+        self.inner.model()
+    }
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, agora_search::Error> {
+        if texts.iter().any(|t| t.contains("slow")) {
+            self.entered.send(()).unwrap();
+            self.gate.lock().unwrap().recv().unwrap();
+        }
+        self.inner.embed(texts)
+    }
+}
+
+#[test]
+fn a_preferences_update_does_not_wait_behind_a_batch_being_embedded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (entered, in_model) = std::sync::mpsc::sync_channel(1);
+    let (open, gate) = std::sync::mpsc::channel();
+    let index = Arc::new(
+        SearchIndex::open(
+            dir.path(),
+            Arc::new(Gated {
+                inner: HashEmbed::new(64),
+                entered,
+                gate: std::sync::Mutex::new(gate),
+            }),
+        )
+        .unwrap(),
+    );
+    let writer = {
+        let index = index.clone();
+        std::thread::spawn(move || {
+            index
+                .upsert(vec![article("slow", "A slow batch", "slow text", 1)])
+                .unwrap()
+        })
+    };
+    in_model.recv().unwrap();
+    // The batch is in the model: an update of preferences goes through meanwhile.
+    let (done, finished) = std::sync::mpsc::channel();
+    {
+        let index = index.clone();
+        std::thread::spawn(move || {
+            let update = PrefsUpdate::sign(CHAIN, &key("alice"), 1, Prefs::default());
+            done.send(feed::set_prefs(&index, CHAIN, &update).is_ok())
+                .unwrap();
+        });
+    }
+    let answered = finished.recv_timeout(Duration::from_secs(20));
+    open.send(()).unwrap();
+    assert_eq!(answered, Ok(true), "the update waited for the model");
+    assert_eq!(writer.join().unwrap(), 1);
+    assert_eq!(index.len().unwrap(), 1);
+}
