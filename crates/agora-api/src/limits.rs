@@ -68,6 +68,14 @@ impl Limits {
         timeout: Some(Duration::from_secs(30)),
         trust_loopback: true,
     };
+    /// A node's `POST /v1/search/reports`: bodies up to about 5 MiB, each audited again, so
+    /// few at once.
+    pub const PUBLISH: Limits = Limits {
+        max_in_flight: 16,
+        per_client: 2,
+        timeout: Some(Duration::from_secs(30)),
+        trust_loopback: true,
+    };
     /// A node's event streams: long-lived, so few, and a handful per client.
     pub const EVENTS: Limits = Limits {
         max_in_flight: 128,

@@ -2,15 +2,22 @@
 //! alone, vectors alone and the hybrid), then speed at scale: documents indexed per second
 //! (embeddings included), query latency p50/p99 (the query's embedding included) and memory.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use agora_chain::{Node, NodeConfig};
 use agora_infer::models::{self, ModelCache};
+use agora_search::HashEmbed;
 use agora_search::eval::{self, Judged};
 use agora_search::feed::{self, Prefs, PrefsUpdate};
 use agora_search::{Doc, Embed, Filters, Kind, LocalEmbed, Mode, Query, SearchIndex};
+use agora_state::{Genesis, GenesisAccount, GenesisModel};
+use agora_types::{
+    AGR, Amount, EncryptionKey, Hash, JobParams, JobReceipt, JobRequest, Keypair, Message,
+    ModelKind, ProviderInfo, SettledJob, SubnetTask, Transaction, VerifierInfo, job_fee,
+};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
@@ -42,8 +49,8 @@ pub struct SearchBenchArgs {
     verbose: bool,
 }
 
-/// The corpus of the labelled set: OpenZeppelin's documentation and the auditor's reports on
-/// its suite.
+/// The corpus of the labelled set: OpenZeppelin's documentation, the auditor's reports on its
+/// suite, and the objects of a chain.
 pub fn corpus(openzeppelin: &Path, audit_suite: &Path) -> Result<Vec<Doc>> {
     let mut docs = agora_search::corpus::solidity_docs(openzeppelin, "openzeppelin")?;
     if docs.len() < 100 {
@@ -54,6 +61,7 @@ pub fn corpus(openzeppelin: &Path, audit_suite: &Path) -> Result<Vec<Doc>> {
         );
     }
     docs.extend(audit_docs(audit_suite)?);
+    docs.extend(chain_docs()?);
     Ok(docs)
 }
 
@@ -155,7 +163,7 @@ pub fn run(args: SearchBenchArgs, models_dir: &Path) -> Result<()> {
     let ids: BTreeSet<String> = docs.iter().map(|d| d.id.clone()).collect();
     let judged = eval::load_judged(LABELLED, &ids)?;
     println!(
-        "agora bench search: {} documents (OpenZeppelin Contracts {OPENZEPPELIN}, the auditor's suite), {} labelled queries, MiniLM on {threads} threads",
+        "agora bench search: {} documents (OpenZeppelin Contracts {OPENZEPPELIN}, the auditor's suite, a chain's objects), {} labelled queries, MiniLM on {threads} threads",
         docs.len(),
         judged.len()
     );
@@ -404,3 +412,322 @@ fn speed(
 
 /// Accounts the benchmark's documents concern.
 const ACCOUNTS: usize = 1_000;
+
+/// The chain's part of the corpus: a small economy run on a real node (transfers, a failed
+/// one, staking, providers, escrow, settled jobs of three models, a verifier, a subnet with a
+/// neuron and its delegators), indexed by the node's own chain follower. Ids are renamed
+/// `chain:<what>` so that the labels do not depend on hashes.
+pub fn chain_docs() -> Result<Vec<Doc>> {
+    let dir = tempfile::tempdir()?;
+    let key = |n: &str| Keypair::from_seed_label(&format!("corpus-{n}"));
+    let people = [
+        "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi",
+    ];
+    let models = [
+        ("chat", "smollm2-135m-instruct", ModelKind::Chat),
+        ("embedding", "all-minilm-l6-v2", ModelKind::Embedding),
+        ("audit", "agora-audit@1", ModelKind::Audit),
+    ];
+    let model_id = |m: &str| Hash::digest(format!("corpus/{m}").as_bytes());
+    let genesis = Genesis::new(CORPUS_CHAIN)
+        .with_accounts(people.iter().map(|n| GenesisAccount {
+            address: key(n).address(),
+            balance: 10_000 * AGR,
+            bonded: 0,
+        }))
+        .with_models(models.iter().map(|(m, name, kind)| GenesisModel {
+            id: model_id(m),
+            name: (*name).into(),
+            kind: *kind,
+        }));
+    let node = Arc::new(Node::open(
+        &dir.path().join("db.redb"),
+        &genesis,
+        key("validator"),
+        NodeConfig::default(),
+    )?);
+    let mut run = Script {
+        node: node.clone(),
+        nonces: BTreeMap::new(),
+        names: BTreeMap::new(),
+        height: 0,
+    };
+    run.names
+        .insert("subnet:0".into(), "chain:subnet/translation".into());
+    run.names
+        .insert("neuron:0/0".into(), "chain:neuron/heidi".into());
+    for n in people.iter().chain(&["ivan", "validator"]) {
+        run.names.insert(
+            format!("account:{}", key(n).address()),
+            format!("chain:account/{n}"),
+        );
+        run.names.insert(
+            format!("provider:{}", key(n).address()),
+            format!("chain:provider/{n}"),
+        );
+    }
+    for (m, _, _) in &models {
+        run.names.insert(
+            format!("model:{}", model_id(m).to_hex()),
+            format!("chain:model/{m}"),
+        );
+    }
+    let provider = |models: Vec<Hash>, price: Amount, endpoint: &str| ProviderInfo {
+        models,
+        price_input_per_1k: price,
+        price_output_per_1k: 3 * price,
+        endpoint: endpoint.into(),
+        encryption_key: EncryptionKey([7; 32]),
+    };
+    let (bob, carol, heidi, ivan) = (
+        key("bob").address(),
+        key("carol").address(),
+        key("heidi").address(),
+        key("ivan").address(),
+    );
+    run.send(
+        "alice",
+        "transfer-alice-bob",
+        vec![Message::Transfer {
+            to: bob,
+            amount: 25 * AGR,
+        }],
+    )?;
+    run.send(
+        "bob",
+        "transfer-bob-carol",
+        vec![Message::Transfer {
+            to: carol,
+            amount: 3 * AGR,
+        }],
+    )?;
+    run.send(
+        "carol",
+        "transfer-carol-ivan",
+        vec![Message::Transfer {
+            to: ivan,
+            amount: AGR,
+        }],
+    )?;
+    run.send(
+        "dave",
+        "bond-dave",
+        vec![Message::Bond { amount: 500 * AGR }],
+    )?;
+    run.send(
+        "erin",
+        "register-provider-erin",
+        vec![Message::RegisterProvider {
+            stake: 200 * AGR,
+            info: provider(
+                vec![model_id("chat"), model_id("embedding")],
+                1_000,
+                "https://erin-gpu.example:7420",
+            ),
+        }],
+    )?;
+    run.send(
+        "frank",
+        "register-provider-frank",
+        vec![Message::RegisterProvider {
+            stake: 150 * AGR,
+            info: provider(
+                vec![model_id("audit")],
+                4_000,
+                "https://frank-audits.example:7420",
+            ),
+        }],
+    )?;
+    run.send(
+        "bob",
+        "escrow-bob",
+        vec![Message::EscrowDeposit { amount: 20 * AGR }],
+    )?;
+    run.send(
+        "grace",
+        "register-verifier-grace",
+        vec![Message::RegisterVerifier {
+            stake: 80 * AGR,
+            info: VerifierInfo {
+                models: vec![model_id("chat"), model_id("audit")],
+                encryption_key: EncryptionKey([9; 32]),
+            },
+        }],
+    )?;
+    run.send(
+        "alice",
+        "create-subnet-translation",
+        vec![Message::CreateSubnet {
+            name: "translation".into(),
+            task: SubnetTask::Chat,
+            max_lock: 1_000 * AGR,
+        }],
+    )?;
+    run.block()?;
+    // Jobs the providers served bob, settled by them.
+    let mut jobs = Vec::new();
+    for (i, (provider, model, tokens)) in [
+        ("erin", "chat", (120, 80)),
+        ("erin", "chat", (40, 200)),
+        ("erin", "embedding", (300, 0)),
+        ("frank", "audit", (2_400, 0)),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let request = JobRequest {
+            chain_id: CORPUS_CHAIN.into(),
+            client: key("bob").public(),
+            provider: key(provider).address(),
+            model: model_id(model),
+            input_hash: Hash::digest(format!("input {i}").as_bytes()),
+            params: JobParams::default(),
+            max_fee: 100 * AGR,
+            nonce: Hash::digest(format!("nonce {i}").as_bytes()),
+            expiry_height: 1_000,
+        };
+        let price = if *provider == "erin" { 1_000 } else { 4_000 };
+        let receipt = JobReceipt {
+            request_hash: request.hash(),
+            output_hash: Hash::digest(format!("output {i}").as_bytes()),
+            input_tokens: tokens.0,
+            output_tokens: tokens.1,
+            fee: job_fee(price, 3 * price, tokens.0, tokens.1)
+                .context("a corpus job's fee overflows")?,
+        };
+        run.names.insert(
+            format!("job:{}", request.id()),
+            format!("chain:job/{model}-{i}"),
+        );
+        jobs.push((
+            *provider,
+            SettledJob {
+                request: request.sign(&key("bob")),
+                receipt: receipt.sign(&key(provider)),
+            },
+        ));
+    }
+    let (erin_jobs, frank_jobs): (Vec<_>, Vec<_>) =
+        jobs.into_iter().partition(|(p, _)| *p == "erin");
+    run.send(
+        "erin",
+        "settle-erin",
+        vec![Message::SettleJobs {
+            jobs: erin_jobs.into_iter().map(|(_, j)| j).collect(),
+        }],
+    )?;
+    run.send(
+        "frank",
+        "settle-frank",
+        vec![Message::SettleJobs {
+            jobs: frank_jobs.into_iter().map(|(_, j)| j).collect(),
+        }],
+    )?;
+    run.send(
+        "heidi",
+        "register-neuron-heidi",
+        vec![Message::RegisterNeuron {
+            netuid: 0,
+            endpoint: "https://heidi-translate.example:8000".into(),
+            max_burn: 100 * AGR,
+        }],
+    )?;
+    // A model id already registered: it fails in its block, and says why.
+    run.send(
+        "carol",
+        "register-model-taken",
+        vec![Message::RegisterModel {
+            id: model_id("chat"),
+            name: "smollm2-finetune".into(),
+            kind: ModelKind::Chat,
+        }],
+    )?;
+    run.send(
+        "erin",
+        "update-provider-erin",
+        vec![Message::UpdateProvider {
+            info: provider(
+                vec![model_id("chat"), model_id("embedding")],
+                800,
+                "https://erin-gpu.example:7420",
+            ),
+        }],
+    )?;
+    run.block()?;
+    run.send(
+        "dave",
+        "stake-dave-heidi",
+        vec![Message::AddSubnetStake {
+            netuid: 0,
+            hotkey: heidi,
+            amount: 40 * AGR,
+        }],
+    )?;
+    run.send(
+        "dave",
+        "unbond-dave",
+        vec![Message::Unbond { amount: 100 * AGR }],
+    )?;
+    run.send(
+        "bob",
+        "escrow-withdraw-bob",
+        vec![Message::EscrowWithdraw { amount: 5 * AGR }],
+    )?;
+    run.block()?;
+    let index_dir = tempfile::tempdir()?;
+    let index = SearchIndex::open(index_dir.path(), Arc::new(HashEmbed::new(64)))?;
+    agora_search::chain::catch_up(&node, &index)?;
+    let mut docs = index.recent(&Filters::default(), 100_000)?;
+    for d in &mut docs {
+        d.id = run
+            .names
+            .get(&d.id)
+            .cloned()
+            .unwrap_or_else(|| format!("chain:{}", d.id));
+    }
+    docs.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(docs)
+}
+
+const CORPUS_CHAIN: &str = "corpus-chain";
+
+/// Sends transactions to the corpus's node and names what they become.
+struct Script {
+    node: Arc<Node>,
+    nonces: BTreeMap<String, u64>,
+    /// Document ids, renamed.
+    names: BTreeMap<String, String>,
+    height: u64,
+}
+
+impl Script {
+    fn send(&mut self, who: &str, alias: &str, messages: Vec<Message>) -> Result<()> {
+        let key = Keypair::from_seed_label(&format!("corpus-{who}"));
+        let nonce = self.nonces.entry(who.to_string()).or_default();
+        let tx = Transaction {
+            chain_id: CORPUS_CHAIN.into(),
+            sender: key.public(),
+            nonce: *nonce,
+            fee: 1_000_000,
+            messages,
+        }
+        .sign(&key);
+        *nonce += 1;
+        let hash = self
+            .node
+            .submit(&tx.encode())
+            .map_err(|e| anyhow::anyhow!("the corpus's transaction {alias}: {e}"))?;
+        self.names
+            .insert(format!("tx:{hash}"), format!("chain:tx/{alias}"));
+        Ok(())
+    }
+
+    fn block(&mut self) -> Result<()> {
+        self.height += 1;
+        // A minute a block, from 1 December 2026.
+        self.node
+            .produce_block(1_796_083_200_000 + self.height * 60_000)
+            .map_err(|e| anyhow::anyhow!("the corpus's block {}: {e}", self.height))?;
+        Ok(())
+    }
+}

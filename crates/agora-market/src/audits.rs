@@ -26,6 +26,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::ops::ControlFlow;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Most findings explained in one request (each explanation is a chat job of its own).
@@ -178,10 +179,17 @@ pub(crate) async fn audit(
     if let (Some(node), Some(input)) = (publisher, input_text) {
         let output = String::from_utf8_lossy(&audited.done.output.to_bytes()).into_owned();
         let job_id = audited.done.job_id;
-        publish_when_settled(st.gateway.clone(), node, key.clone(), job_id, input, output);
+        publish_when_verified(
+            st.gateway.clone(),
+            node,
+            key.clone(),
+            job_id,
+            (input, output),
+            Pending::new(&st.publishing),
+        );
         out["published"] = json!({
             "id": format!("audit:{job_id}"),
-            "when": "the job settles on chain",
+            "when": "the job's verification is over",
         });
     }
     if let Some(e) = &audited.explain_error {
@@ -306,8 +314,26 @@ fn explain_prompt(f: &Finding, source: &str) -> Vec<ChatMessage> {
         .collect()
 }
 
-/// How long a publication waits for its job to settle.
-const PUBLISH_WAIT: Duration = Duration::from_secs(600);
+/// How long a publication waits for its job's verification to be over.
+const PUBLISH_WAIT: Duration = Duration::from_secs(900);
+/// Publications a gateway keeps waiting at once; more are refused before their jobs run.
+const MAX_PENDING_PUBLICATIONS: usize = 256;
+
+/// One publication waiting, counted while it lives.
+struct Pending(Arc<AtomicUsize>);
+
+impl Pending {
+    fn new(count: &Arc<AtomicUsize>) -> Pending {
+        count.fetch_add(1, Ordering::SeqCst);
+        Pending(count.clone())
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// The node that takes publications, if this gateway has one and that node keeps a search
 /// index (asked before the job runs, so a publication that cannot happen costs nothing).
@@ -319,6 +345,15 @@ async fn publisher(st: &OpenAiState) -> Result<Arc<NodeClient>, Response> {
             "this gateway has no node to publish reports to",
         ));
     };
+    if st.publishing.load(Ordering::SeqCst) >= MAX_PENDING_PUBLICATIONS {
+        return Err(oai_error(
+            503,
+            "publishing_busy",
+            format!(
+                "{MAX_PENDING_PUBLICATIONS} reports wait for their jobs' verification: try again later"
+            ),
+        ));
+    }
     let probe = node.clone();
     match tokio::task::spawn_blocking(move || probe.get::<Value>("/v1/search/stats")).await {
         Ok(Ok(_)) => Ok(node),
@@ -334,27 +369,29 @@ async fn publisher(st: &OpenAiState) -> Result<Arc<NodeClient>, Response> {
     }
 }
 
-/// Waits (bounded) until job `job_id` is settled on chain, then publishes its report, signed
-/// with its client's key, to `node`'s search index.
-fn publish_when_settled(
+/// Waits (bounded) until job `job_id` is settled on chain and its verification is over (the
+/// node takes no report that may still be found wrong), then publishes its report, signed with
+/// its client's key, to `node`'s search index.
+fn publish_when_verified(
     gw: Arc<Gateway>,
     node: Arc<NodeClient>,
     key: Arc<Keypair>,
     job_id: Hash,
-    input: String,
-    output: String,
+    (input, output): (String, String),
+    pending: Pending,
 ) {
     tokio::spawn(async move {
+        let _pending = pending;
         let started = Instant::now();
         loop {
             let chain = gw.clone();
-            let settled =
-                tokio::task::spawn_blocking(move || chain.chain().is_settled(&job_id)).await;
-            if matches!(settled, Ok(Ok(true))) {
+            let over =
+                tokio::task::spawn_blocking(move || chain.chain().verification_over(&job_id)).await;
+            if matches!(over, Ok(Ok(Some(true)))) {
                 break;
             }
             if started.elapsed() > PUBLISH_WAIT {
-                tracing::warn!(%job_id, "audit report not published: its job did not settle in time");
+                tracing::warn!(%job_id, "audit report not published: its job's verification did not end in time");
                 return;
             }
             tokio::time::sleep(Duration::from_secs(1)).await;

@@ -47,6 +47,8 @@ pub struct OpenAiState {
     keys: Arc<BTreeMap<String, Arc<Keypair>>>,
     /// The node whose search index receives the audit reports clients publish.
     pub(crate) reports: Option<Arc<agora_node_api::NodeClient>>,
+    /// Publications waiting for their jobs' verification.
+    pub(crate) publishing: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for OpenAiState {
@@ -62,6 +64,7 @@ impl OpenAiState {
             gateway,
             keys: Arc::new(keys.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()),
             reports: None,
+            publishing: Arc::default(),
         }
     }
 

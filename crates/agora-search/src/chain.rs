@@ -635,10 +635,7 @@ impl Render<'_> {
         let Some(j) = self.local.job(id).map_err(client_err)? else {
             return Ok((None, false));
         };
-        let fraud = j
-            .check
-            .as_ref()
-            .is_some_and(|c| c.outcome == agora_state::Outcome::Fraud);
+        let fraud = crate::reports::found_wrong(&j);
         let r = &j.job;
         let model = self.model_name(&r.model)?;
         let check = match &j.check {

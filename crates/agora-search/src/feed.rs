@@ -50,6 +50,8 @@ const NEAR_DUPLICATE: f32 = 0.95;
 /// The domain of a preferences signature.
 const PREFS_DOMAIN: &[u8] = b"agora/feed-prefs/v1";
 const PREFS_MARK: &str = "prefs/";
+/// How many accounts keep preferences (a u64, little-endian), written with each new one.
+pub const PREFS_COUNT_MARK: &str = "count/prefs";
 
 /// An account's explicit preferences.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,7 +196,11 @@ pub fn set_prefs(index: &SearchIndex, chain_id: &str, update: &PrefsUpdate) -> R
     let (_, last) = prefs(index, &update.address)?;
     // A new account's first preferences, on a node that keeps its most: refused (each account
     // must exist on chain, so filling this costs accounts; the node still serves feeds).
-    if last == 0 && index.marks_len()? >= MAX_PREFS_ACCOUNTS as u64 {
+    let kept = index
+        .mark(PREFS_COUNT_MARK)?
+        .and_then(|b| Some(u64::from_le_bytes(b.get(..8)?.try_into().ok()?)))
+        .unwrap_or(0);
+    if last == 0 && kept >= MAX_PREFS_ACCOUNTS as u64 {
         return Err(Error::BadPrefs(format!(
             "this node keeps the preferences of {MAX_PREFS_ACCOUNTS} accounts at most, and is full"
         )));
@@ -209,11 +215,15 @@ pub fn set_prefs(index: &SearchIndex, chain_id: &str, update: &PrefsUpdate) -> R
         nonce: update.nonce,
         prefs: update.prefs.clone(),
     };
+    let mut marks = vec![(
+        format!("{PREFS_MARK}{}", normalize_key(&update.address)),
+        serde_json::to_vec(&stored)?,
+    )];
+    if last == 0 {
+        marks.push((PREFS_COUNT_MARK.into(), (kept + 1).to_le_bytes().to_vec()));
+    }
     index.apply(crate::Batch {
-        marks: vec![(
-            format!("{PREFS_MARK}{}", normalize_key(&update.address)),
-            serde_json::to_vec(&stored)?,
-        )],
+        marks,
         ..crate::Batch::default()
     })?;
     Ok(())

@@ -126,10 +126,13 @@ pub fn router(service: SearchService) -> Router {
                 .post(set_prefs)
                 .layer(DefaultBodyLimit::max(MAX_PREFS_BODY)),
         )
-        .route(
-            "/v1/search/reports",
-            post(publish_report).layer(DefaultBodyLimit::max(MAX_REPORT_BODY)),
-        )
+        .merge(agora_api::limit(
+            Router::new().route(
+                "/v1/search/reports",
+                post(publish_report).layer(DefaultBodyLimit::max(MAX_REPORT_BODY)),
+            ),
+            agora_api::Limits::PUBLISH,
+        ))
         .with_state(service)
 }
 

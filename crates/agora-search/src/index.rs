@@ -34,7 +34,7 @@ const CANDIDATES: usize = 100;
 /// Reciprocal-rank fusion's constant (Cormack et al.): a hit at rank r scores 1/(K + r).
 const RRF_K: f64 = 60.0;
 /// Below this many matching documents a filtered vector search compares them all (exact).
-const EXACT_BELOW: usize = 2_000;
+const EXACT_BELOW: usize = 20_000;
 /// Texts embedded per call while indexing.
 const EMBED_BATCH: usize = 256;
 /// HNSW: links per node and the breadth of the search while building and querying.
@@ -266,6 +266,8 @@ struct Slot {
     subnet: Option<u16>,
     addresses: Box<[String]>,
     live: bool,
+    /// The graph point of its vector.
+    point: usize,
 }
 
 impl Slot {
@@ -277,13 +279,28 @@ impl Slot {
             subnet: doc.subnet,
             addresses: doc.addresses.clone().into_boxed_slice(),
             live: true,
+            point: usize::MAX,
         }
     }
+}
+
+/// One point of the graph: a text's vector, shared by every document of that text (every
+/// transfer has its gist's). Identical points would crowd each other's links in the graph and
+/// cut the rest off.
+#[derive(Clone, Default)]
+struct Point {
+    /// The live slots whose vector it is.
+    slots: BTreeSet<usize>,
+    /// The graph's own copy of its vector, for exact comparisons (none kept twice).
+    data: Option<Arc<hnsw_rs::hnsw::Point<'static, f32>>>,
 }
 
 struct Vectors {
     graph: Hnsw<'static, f32, UnitCosine>,
     /// By the graph's data id.
+    points: Vec<Point>,
+    /// Each text's point, by the text's hash (kept while its slots come and go).
+    by_text: BTreeMap<[u8; 32], usize>,
     slots: Vec<Slot>,
     /// Each live document's slot.
     by_id: BTreeMap<Arc<str>, usize>,
@@ -294,9 +311,16 @@ struct Vectors {
     by_subnet: BTreeMap<u16, BTreeSet<usize>>,
 }
 
+impl std::fmt::Debug for Point {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Point({} documents)", self.slots.len())
+    }
+}
+
 impl std::fmt::Debug for Vectors {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Vectors")
+            .field("points", &self.points.len())
             .field("slots", &self.slots.len())
             .field("live", &self.by_id.len())
             .finish()
@@ -313,6 +337,8 @@ impl Vectors {
                 HNSW_EF_BUILD,
                 UnitCosine,
             ),
+            points: Vec::new(),
+            by_text: BTreeMap::new(),
             slots: Vec::new(),
             by_id: BTreeMap::new(),
             by_address: BTreeMap::new(),
@@ -326,6 +352,9 @@ impl Vectors {
         };
         let slot = &mut self.slots[i];
         slot.live = false;
+        if let Some(p) = self.points.get_mut(slot.point) {
+            p.slots.remove(&i);
+        }
         for a in slot.addresses.iter() {
             if let Some(set) = self.by_address.get_mut(a) {
                 set.remove(&i);
@@ -356,32 +385,119 @@ impl Vectors {
         }
     }
 
-    /// Adds documents' vectors (replacing earlier ones), the graph's insertions in parallel.
-    fn add(&mut self, items: Vec<(Slot, Vec<f32>)>) {
-        let start = self.slots.len();
-        for (i, (slot, _)) in items.iter().enumerate() {
+    /// Adds documents with their texts' hashes and vectors (replacing earlier ones); a text
+    /// new to the graph becomes a point, the insertions in parallel.
+    fn add(&mut self, items: Vec<(Slot, [u8; 32], Vec<f32>)>) {
+        let mut fresh: Vec<(Vec<f32>, usize)> = Vec::new();
+        for (mut slot, hash, v) in items {
             let id = slot.id.clone();
             self.remove(&id);
-            self.by_id.insert(id, start + i);
+            let i = self.slots.len();
+            let p = match self.by_text.get(&hash) {
+                Some(&p) => p,
+                None => {
+                    let p = self.points.len();
+                    self.points.push(Point::default());
+                    self.by_text.insert(hash, p);
+                    fresh.push((v, p));
+                    p
+                }
+            };
+            self.points[p].slots.insert(i);
+            slot.point = p;
+            self.by_id.insert(id, i);
             for a in slot.addresses.iter() {
-                self.by_address
-                    .entry(a.clone())
-                    .or_default()
-                    .insert(start + i);
+                self.by_address.entry(a.clone()).or_default().insert(i);
             }
             if let Some(n) = slot.subnet {
-                self.by_subnet.entry(n).or_default().insert(start + i);
+                self.by_subnet.entry(n).or_default().insert(i);
+            }
+            self.slots.push(slot);
+        }
+        if fresh.is_empty() {
+            return;
+        }
+        let first = fresh[0].1;
+        let data: Vec<(&Vec<f32>, usize)> = fresh.iter().map(|(v, p)| (v, *p)).collect();
+        self.graph.parallel_insert(&data);
+        for point in self.graph.get_point_indexation() {
+            let p = point.get_origin_id();
+            if p >= first
+                && let Some(pt) = self.points.get_mut(p)
+            {
+                pt.data = Some(point);
             }
         }
-        let data: Vec<(&Vec<f32>, usize)> = items
-            .iter()
-            .enumerate()
-            .map(|(i, (_, v))| (v, start + i))
-            .collect();
-        self.graph.parallel_insert(&data);
-        self.slots.extend(items.into_iter().map(|(s, _)| s));
     }
 
+    /// The documents of the points `filters` admits among `matching` slots, compared with `v`
+    /// one by one: at most `k`, nearest first.
+    fn exact(
+        &self,
+        v: &[f32],
+        matching: &[usize],
+        filters: &Filters,
+        k: usize,
+    ) -> Vec<(String, f32)> {
+        let mut points: Vec<usize> = matching.iter().map(|&s| self.slots[s].point).collect();
+        points.sort_unstable();
+        points.dedup();
+        let mut scored: Vec<(f32, usize)> = points
+            .into_iter()
+            .filter_map(|p| {
+                let data = self.points.get(p)?.data.as_ref()?;
+                Some((dot(v, data.get_v()), p))
+            })
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        let mut out = Vec::new();
+        for (sim, p) in scored {
+            for &s in &self.points[p].slots {
+                if out.len() == k {
+                    return out;
+                }
+                let slot = &self.slots[s];
+                if filters.admits(slot) {
+                    out.push((slot.id.to_string(), sim));
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether point `p` stands for a live document that passes `filters`.
+    fn admits(&self, p: usize, filters: &Filters) -> bool {
+        self.points
+            .get(p)
+            .is_some_and(|pt| pt.slots.iter().any(|&s| filters.admits(&self.slots[s])))
+    }
+
+    /// The documents of the graph's answer that pass `filters`, at most `k`, nearest first.
+    fn expand(
+        &self,
+        found: Vec<hnsw_rs::prelude::Neighbour>,
+        filters: &Filters,
+        k: usize,
+    ) -> Vec<(String, f32)> {
+        let mut out = Vec::new();
+        for n in found {
+            let Some(pt) = self.points.get(n.d_id) else {
+                continue;
+            };
+            for &s in &pt.slots {
+                if out.len() == k {
+                    return out;
+                }
+                let slot = &self.slots[s];
+                if filters.admits(slot) {
+                    out.push((slot.id.to_string(), 1.0 - n.distance));
+                }
+            }
+        }
+        out
+    }
+
+    /// Dead slots, and points whose documents are all gone.
     fn dead(&self) -> usize {
         self.slots.len() - self.by_id.len()
     }
@@ -632,12 +748,6 @@ impl SearchIndex {
         Ok(t.get(key)?.map(|v| v.value().to_vec()))
     }
 
-    /// How many marks the index holds (preferences, positions, settings).
-    pub fn marks_len(&self) -> Result<u64, Error> {
-        let tx = self.db.begin_read()?;
-        Ok(tx.open_table(MARKS)?.len()?)
-    }
-
     /// The marks whose keys start with `prefix`, in key order (at most `limit`).
     pub fn marks(&self, prefix: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>, Error> {
         let tx = self.db.begin_read()?;
@@ -777,7 +887,7 @@ impl SearchIndex {
         self.text.reader.reload()?;
         let items = changed
             .into_iter()
-            .map(|(doc, _, v)| (Slot::of(&doc), v.unwrap_or_default()))
+            .map(|(doc, hash, v)| (Slot::of(&doc), hash, v.unwrap_or_default()))
             .collect();
         let mut vectors = self.vectors.write();
         for id in removed {
@@ -936,7 +1046,7 @@ impl SearchIndex {
                 .ok_or_else(|| {
                     Error::Store(format!("no vector of the right size for {:?}", doc.id))
                 })?;
-            items.push((Slot::of(&doc), v.1));
+            items.push((Slot::of(&doc), v.0, v.1));
         }
         let mut fresh = Vectors::new(items.len());
         fresh.add(items);
@@ -1210,17 +1320,14 @@ impl SearchIndex {
                 v,
                 k,
                 HNSW_EF_SEARCH.max(k),
-                Some(&|id: &usize| vectors.slots.get(*id).is_some_and(|s| s.live)),
-            );
-            return Ok(found
-                .into_iter()
-                .filter_map(|n| {
+                Some(&|p: &usize| {
                     vectors
-                        .slots
-                        .get(n.d_id)
-                        .map(|s| (s.id.to_string(), 1.0 - n.distance))
-                })
-                .collect());
+                        .points
+                        .get(*p)
+                        .is_some_and(|pt| !pt.slots.is_empty())
+                }),
+            );
+            return Ok(vectors.expand(found, filters, k));
         }
         let matching: Vec<usize> = vectors
             .candidates(filters)
@@ -1231,44 +1338,12 @@ impl SearchIndex {
                 v,
                 k,
                 (HNSW_EF_SEARCH * 2).max(k),
-                Some(&|id: &usize| {
-                    vectors
-                        .slots
-                        .get(*id)
-                        .is_some_and(|s| s.live && filters.admits(s))
-                }),
+                Some(&|p: &usize| vectors.admits(*p, filters)),
             );
-            return Ok(found
-                .into_iter()
-                .filter_map(|n| {
-                    vectors
-                        .slots
-                        .get(n.d_id)
-                        .map(|s| (s.id.to_string(), 1.0 - n.distance))
-                })
-                .collect());
+            return Ok(vectors.expand(found, filters, k));
         }
         // Few enough to compare them all: exact.
-        let ids: Vec<Arc<str>> = matching
-            .iter()
-            .map(|&i| vectors.slots[i].id.clone())
-            .collect();
-        drop(vectors);
-        let dim = self.embed.dim();
-        let tx = self.db.begin_read()?;
-        let vec_t = tx.open_table(VECTORS)?;
-        let mut scored = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some((_, w)) = vec_t.get(&*id)?.and_then(|b| parse_vector(b.value(), dim)) {
-                scored.push((dot(v, &w), id));
-            }
-        }
-        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        Ok(scored
-            .into_iter()
-            .take(k)
-            .map(|(s, id)| (id.to_string(), s))
-            .collect())
+        Ok(vectors.exact(v, &matching, filters, k))
     }
 
     fn ids_of(

@@ -291,7 +291,9 @@ impl Source {
             .map_or_else(|| "folder".into(), |n| n.to_string_lossy().to_string());
         let whole = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
         let hash = blake3::hash(whole.to_string_lossy().as_bytes()).to_hex();
-        format!("{}-{}", source_name(&leaf), &hash[..8])
+        // Short enough that `source_name` keeps it whole, hash included.
+        let leaf: String = source_name(&leaf).chars().take(48).collect();
+        format!("{leaf}-{}", &hash[..8])
     }
 
     /// The source's documents, now.
@@ -314,7 +316,7 @@ impl Source {
             },
             Source::Folder(dir) => {
                 let docs = self.docs()?;
-                let prefix = format!("article:{}/", Self::folder_name(dir));
+                let prefix = format!("article:{}/", source_name(&Self::folder_name(dir)));
                 let now: std::collections::BTreeSet<&str> =
                     docs.iter().map(|d| d.id.as_str()).collect();
                 let gone: Vec<String> = index

@@ -18,6 +18,7 @@
 use crate::corpus::solidity_text;
 use crate::{Batch, Doc, Error, Kind, SearchIndex};
 use agora_api::LocalNode;
+use agora_audit::{Finding, ParseError, Severity};
 use agora_chain::Node;
 use agora_node_api::Chain;
 pub use agora_node_api::{PublishReport, PublishResponse};
@@ -45,29 +46,11 @@ enum Input {
 }
 
 #[derive(Deserialize)]
-struct Finding {
-    file: String,
-    line: usize,
-    detector: String,
-    swc: String,
-    severity: String,
-    message: String,
-    hint: String,
-}
-
-#[derive(Deserialize)]
-struct Unparsed {
-    file: String,
-    line: usize,
-    message: String,
-}
-
-#[derive(Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum Output {
     Audit {
         findings: Vec<Finding>,
-        errors: Vec<Unparsed>,
+        errors: Vec<ParseError>,
     },
 }
 
@@ -108,10 +91,19 @@ pub fn publish(
             &report.signature,
         )
         .map_err(|_| bad("the signature does not hold for this chain and job"))?;
+    // Only this node's auditor, whose report the node can compute again: a model anyone
+    // registered under an auditor's name, served by its own client, proves nothing.
     let model = local.model(&record.model).map_err(node_err)?;
     let Some(model) = model.filter(|m| m.kind == ModelKind::Audit) else {
         return Err(bad(format!("job {id} is not an audit")));
     };
+    if record.model != Hash(agora_audit::model_id()) {
+        return Err(bad(format!(
+            "job {id} ran {}, not this node's auditor {}: its report cannot be checked here",
+            model.name,
+            agora_audit::MODEL_NAME
+        )));
+    }
     if Hash::digest(report.input.as_bytes()) != record.input_hash {
         return Err(bad(
             "the input is not the job's: its hash is not the one settled",
@@ -122,12 +114,13 @@ pub fn publish(
             "the report is not the job's: its hash is not the one settled",
         ));
     }
-    if job
-        .check
-        .as_ref()
-        .is_some_and(|c| c.outcome == agora_state::Outcome::Fraud)
-    {
+    if found_wrong(&job) {
         return Err(bad(format!("job {id}'s check found its report wrong")));
+    }
+    if !verification_over(&job) {
+        return Err(bad(format!(
+            "job {id} may still be checked: publish it once its verification is over"
+        )));
     }
     let Ok(Input::Audit { files }) = serde_json::from_str(&report.input) else {
         return Err(bad("the input is not an audit's"));
@@ -135,6 +128,14 @@ pub fn publish(
     let Ok(Output::Audit { findings, errors }) = serde_json::from_str(&report.output) else {
         return Err(bad("the report is not an auditor's"));
     };
+    // The report must be what the auditor finds in these sources (it is deterministic).
+    let again =
+        agora_audit::audit_files(files.iter().map(|f| (f.name.as_str(), f.source.as_str())));
+    if findings != again.findings || errors != again.errors {
+        return Err(bad(
+            "the report is not what the auditor finds in these sources",
+        ));
+    }
     let time_ms = node
         .snapshot()
         .map_err(node_err)?
@@ -156,7 +157,39 @@ pub fn publish(
         upsert: vec![doc],
         ..Batch::default()
     })?;
+    // A challenge decided while this was written: the chain follower may have withdrawn the
+    // report before it landed, so it is withdrawn here.
+    if local
+        .job(&id)
+        .map_err(node_err)?
+        .is_none_or(|j| found_wrong(&j))
+    {
+        index.apply(Batch {
+            remove: vec![doc_id],
+            ..Batch::default()
+        })?;
+        return Err(bad(format!("job {id}'s check found its report wrong")));
+    }
     Ok(doc_id)
+}
+
+/// Whether the job's check convicted its provider (a wrong report, or none revealed).
+pub fn found_wrong(job: &agora_node_api::JobResponse) -> bool {
+    job.check.as_ref().is_some_and(|c| {
+        matches!(
+            c.outcome,
+            agora_state::Outcome::Fraud | agora_state::Outcome::NoReveal
+        )
+    })
+}
+
+/// Whether the chain has decided the job's check: not drawn, or drawn and ended.
+fn verification_over(job: &agora_node_api::JobResponse) -> bool {
+    job.sampled == Some(false)
+        || job
+            .check
+            .as_ref()
+            .is_some_and(|c| c.outcome != agora_state::Outcome::Open)
 }
 
 fn report_doc(
@@ -164,14 +197,14 @@ fn report_doc(
     model: &str,
     files: &[SourceFile],
     findings: &[Finding],
-    errors: &[Unparsed],
+    errors: &[ParseError],
     time_ms: i64,
     record: &agora_state::JobRecord,
 ) -> Doc {
     let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
     let mut counts = std::collections::BTreeMap::<&str, usize>::new();
     for f in findings {
-        *counts.entry(f.severity.as_str()).or_default() += 1;
+        *counts.entry(severity(f.severity)).or_default() += 1;
     }
     let by_severity: Vec<String> = ["high", "medium", "low", "info"]
         .iter()
@@ -201,7 +234,13 @@ fn report_doc(
     for f in findings.iter().take(MAX_LISTED) {
         body.push_str(&format!(
             "{} severity, {} ({}), {} line {}: {} Fix: {}\n",
-            f.severity, f.swc, f.detector, f.file, f.line, f.message, f.hint
+            severity(f.severity),
+            f.swc,
+            f.detector,
+            f.file,
+            f.line,
+            f.message,
+            f.hint
         ));
     }
     if findings.len() > MAX_LISTED {
@@ -238,5 +277,14 @@ fn report_doc(
         keys: vec![id.to_hex()],
         url: Some(format!("/market/jobs/{id}")),
         ..Doc::new(format!("audit:{id}"), Kind::Audit, title, body)
+    }
+}
+
+fn severity(s: Severity) -> &'static str {
+    match s {
+        Severity::High => "high",
+        Severity::Medium => "medium",
+        Severity::Low => "low",
+        Severity::Info => "info",
     }
 }

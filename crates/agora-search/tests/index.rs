@@ -354,7 +354,10 @@ fn random_writes_keep_every_ranking_consistent_with_the_record() {
                 // Accounts and subnets change with each write of a document.
                 let who = format!("agora1who{}", next() % 4);
                 let subnet = u16::try_from(next() % 3).unwrap();
+                // Half share one of three texts for their vectors (one graph point each).
+                let about = (next() % 2 == 0).then(|| format!("gist {}", next() % 3));
                 batch.push(Doc {
+                    about,
                     addresses: vec![who.clone()],
                     subnet: Some(subnet),
                     ..Doc::new(
@@ -370,6 +373,20 @@ fn random_writes_keep_every_ranking_consistent_with_the_record() {
         }
     }
     assert_eq!(index.len().unwrap(), live.len() as u64);
+    // Every live document, and only those, by meaning (points shared by several documents).
+    let all: std::collections::BTreeSet<String> = index
+        .nearest(
+            &index.embed_query("vault").unwrap(),
+            &Filters::default(),
+            100,
+        )
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let live_ids: std::collections::BTreeSet<String> =
+        live.keys().map(|k| format!("article:{k}")).collect();
+    assert_eq!(all, live_ids);
     // What the account and subnet filters find is exactly what the record says.
     for i in 0..4 {
         let who = format!("agora1who{i}");

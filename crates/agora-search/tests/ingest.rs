@@ -276,4 +276,12 @@ fn a_feed_that_did_not_change_is_not_read_again() {
         ingest::Source::folder_name(&db)
     );
     assert!(ingest::Source::folder_name(&da).starts_with("docs-"));
+    // A long name keeps its hash, and stays what ids carry.
+    let long = a.path().join("x".repeat(80));
+    let name = ingest::Source::folder_name(&long);
+    assert_eq!(ingest::source_name(&name), name);
+    assert_ne!(
+        name,
+        ingest::Source::folder_name(&b.path().join("x".repeat(80)))
+    );
 }
