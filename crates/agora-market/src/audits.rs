@@ -176,7 +176,7 @@ pub(crate) async fn audit(
         "usage": {"input_tokens": audited.done.receipt.receipt.input_tokens},
         "agora": receipt_json(&audited.done),
     });
-    if let (Some(node), Some(input)) = (publisher, input_text) {
+    if let (Some((node, pending)), Some(input)) = (publisher, input_text) {
         let output = String::from_utf8_lossy(&audited.done.output.to_bytes()).into_owned();
         let job_id = audited.done.job_id;
         publish_when_verified(
@@ -185,7 +185,7 @@ pub(crate) async fn audit(
             key.clone(),
             job_id,
             (input, output),
-            Pending::new(&st.publishing),
+            pending,
         );
         out["published"] = json!({
             "id": format!("audit:{job_id}"),
@@ -314,8 +314,9 @@ fn explain_prompt(f: &Finding, source: &str) -> Vec<ChatMessage> {
         .collect()
 }
 
-/// How long a publication waits for its job's verification to be over.
-const PUBLISH_WAIT: Duration = Duration::from_secs(900);
+/// How long a publication waits for its job's verification to be over: a drawn check, a
+/// dispute and its committee take a few hundred blocks.
+const PUBLISH_WAIT: Duration = Duration::from_secs(3 * 3600);
 /// Publications a gateway keeps waiting at once; more are refused before their jobs run.
 const MAX_PENDING_PUBLICATIONS: usize = 256;
 
@@ -323,9 +324,14 @@ const MAX_PENDING_PUBLICATIONS: usize = 256;
 struct Pending(Arc<AtomicUsize>);
 
 impl Pending {
-    fn new(count: &Arc<AtomicUsize>) -> Pending {
-        count.fetch_add(1, Ordering::SeqCst);
-        Pending(count.clone())
+    /// A place among the [`MAX_PENDING_PUBLICATIONS`], if one is free.
+    fn reserve(count: &Arc<AtomicUsize>) -> Option<Pending> {
+        count
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < MAX_PENDING_PUBLICATIONS).then_some(n + 1)
+            })
+            .ok()?;
+        Some(Pending(count.clone()))
     }
 }
 
@@ -337,7 +343,7 @@ impl Drop for Pending {
 
 /// The node that takes publications, if this gateway has one and that node keeps a search
 /// index (asked before the job runs, so a publication that cannot happen costs nothing).
-async fn publisher(st: &OpenAiState) -> Result<Arc<NodeClient>, Response> {
+async fn publisher(st: &OpenAiState) -> Result<(Arc<NodeClient>, Pending), Response> {
     let Some(node) = st.reports.clone() else {
         return Err(oai_error(
             400,
@@ -345,7 +351,8 @@ async fn publisher(st: &OpenAiState) -> Result<Arc<NodeClient>, Response> {
             "this gateway has no node to publish reports to",
         ));
     };
-    if st.publishing.load(Ordering::SeqCst) >= MAX_PENDING_PUBLICATIONS {
+    // Reserved now, before the job runs: a request that fails gives its place back.
+    let Some(pending) = Pending::reserve(&st.publishing) else {
         return Err(oai_error(
             503,
             "publishing_busy",
@@ -353,10 +360,10 @@ async fn publisher(st: &OpenAiState) -> Result<Arc<NodeClient>, Response> {
                 "{MAX_PENDING_PUBLICATIONS} reports wait for their jobs' verification: try again later"
             ),
         ));
-    }
+    };
     let probe = node.clone();
     match tokio::task::spawn_blocking(move || probe.get::<Value>("/v1/search/stats")).await {
-        Ok(Ok(_)) => Ok(node),
+        Ok(Ok(_)) => Ok((node, pending)),
         Ok(Err(e)) => Err(oai_error(
             400,
             "publishing_unavailable",
@@ -394,7 +401,7 @@ fn publish_when_verified(
                 tracing::warn!(%job_id, "audit report not published: its job's verification did not end in time");
                 return;
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
         }
         let published = tokio::task::spawn_blocking(move || {
             let chain_id = gw.chain().chain_id()?;

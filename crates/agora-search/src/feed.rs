@@ -196,10 +196,14 @@ pub fn set_prefs(index: &SearchIndex, chain_id: &str, update: &PrefsUpdate) -> R
     let (_, last) = prefs(index, &update.address)?;
     // A new account's first preferences, on a node that keeps its most: refused (each account
     // must exist on chain, so filling this costs accounts; the node still serves feeds).
-    let kept = index
+    let kept = match index
         .mark(PREFS_COUNT_MARK)?
         .and_then(|b| Some(u64::from_le_bytes(b.get(..8)?.try_into().ok()?)))
-        .unwrap_or(0);
+    {
+        Some(n) => n,
+        // A node of before the count: the accounts it keeps, counted once.
+        None => index.marks(PREFS_MARK, MAX_PREFS_ACCOUNTS + 1)?.len() as u64,
+    };
     if last == 0 && kept >= MAX_PREFS_ACCOUNTS as u64 {
         return Err(Error::BadPrefs(format!(
             "this node keeps the preferences of {MAX_PREFS_ACCOUNTS} accounts at most, and is full"

@@ -30,6 +30,8 @@ use tokio::sync::Semaphore;
 
 /// Searches and feeds computed at once; more wait, a while.
 const SLOTS: usize = 4;
+/// Publications checked at once.
+const PUBLISH_SLOTS: usize = 2;
 /// How long a request waits for a slot.
 const SLOT_WAIT: Duration = Duration::from_secs(5);
 /// Largest body of a preferences update.
@@ -45,6 +47,8 @@ pub struct SearchService {
     node: Arc<Node>,
     follower: Option<Arc<ChainIndexer>>,
     slots: Arc<Semaphore>,
+    /// Publications, apart: each runs the auditor, and must not take the searches' slots.
+    publish_slots: Arc<Semaphore>,
 }
 
 impl SearchService {
@@ -59,6 +63,7 @@ impl SearchService {
             node,
             follower,
             slots: Arc::new(Semaphore::new(SLOTS)),
+            publish_slots: Arc::new(Semaphore::new(PUBLISH_SLOTS)),
         }
     }
 
@@ -76,7 +81,16 @@ impl SearchService {
         &self,
         f: impl FnOnce(&SearchService) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let permit = tokio::time::timeout(SLOT_WAIT, self.slots.clone().acquire_owned())
+        self.run_in(self.slots.clone(), f).await
+    }
+
+    /// [`SearchService::run`] with a slot of `slots`.
+    async fn run_in<T: Send + 'static>(
+        &self,
+        slots: Arc<Semaphore>,
+        f: impl FnOnce(&SearchService) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let permit = tokio::time::timeout(SLOT_WAIT, slots.acquire_owned())
             .await
             .map_err(|_| {
                 ApiError::new(
@@ -386,7 +400,9 @@ async fn publish_report(
 ) -> Result<Json<PublishResponse>, ApiError> {
     let Json(report) = body.map_err(|e| ApiError::new(e.status(), "bad_report", e.body_text()))?;
     let id = s
-        .run(move |s| reports::publish(&s.index, &s.node, &report).map_err(api_error))
+        .run_in(s.publish_slots.clone(), move |s| {
+            reports::publish(&s.index, &s.node, &report).map_err(api_error)
+        })
         .await?;
     Ok(Json(PublishResponse { id }))
 }

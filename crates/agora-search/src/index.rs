@@ -291,8 +291,8 @@ impl Slot {
 struct Point {
     /// The live slots whose vector it is.
     slots: BTreeSet<usize>,
-    /// The graph's own copy of its vector, for exact comparisons (none kept twice).
-    data: Option<Arc<hnsw_rs::hnsw::Point<'static, f32>>>,
+    /// Its vector, for exact comparisons.
+    data: Box<[f32]>,
 }
 
 struct Vectors {
@@ -397,7 +397,10 @@ impl Vectors {
                 Some(&p) => p,
                 None => {
                     let p = self.points.len();
-                    self.points.push(Point::default());
+                    self.points.push(Point {
+                        slots: BTreeSet::new(),
+                        data: v.clone().into_boxed_slice(),
+                    });
                     self.by_text.insert(hash, p);
                     fresh.push((v, p));
                     p
@@ -414,69 +417,42 @@ impl Vectors {
             }
             self.slots.push(slot);
         }
-        if fresh.is_empty() {
-            return;
-        }
-        let first = fresh[0].1;
         let data: Vec<(&Vec<f32>, usize)> = fresh.iter().map(|(v, p)| (v, *p)).collect();
-        self.graph.parallel_insert(&data);
-        for point in self.graph.get_point_indexation() {
-            let p = point.get_origin_id();
-            if p >= first
-                && let Some(pt) = self.points.get_mut(p)
-            {
-                pt.data = Some(point);
-            }
+        if !data.is_empty() {
+            self.graph.parallel_insert(&data);
         }
     }
 
-    /// The documents of the points `filters` admits among `matching` slots, compared with `v`
-    /// one by one: at most `k`, nearest first.
-    fn exact(
-        &self,
-        v: &[f32],
-        matching: &[usize],
-        filters: &Filters,
-        k: usize,
-    ) -> Vec<(String, f32)> {
-        let mut points: Vec<usize> = matching.iter().map(|&s| self.slots[s].point).collect();
-        points.sort_unstable();
-        points.dedup();
-        let mut scored: Vec<(f32, usize)> = points
+    /// The `matching` documents (live, admitted by the filters), compared with `v` one by one:
+    /// at most `k`, nearest first; documents of one text, by id.
+    fn exact(&self, v: &[f32], matching: &[usize], k: usize) -> Vec<(String, f32)> {
+        let mut by_point: BTreeMap<usize, Vec<&Slot>> = BTreeMap::new();
+        for &s in matching {
+            let slot = &self.slots[s];
+            by_point.entry(slot.point).or_default().push(slot);
+        }
+        let mut scored: Vec<(f32, Vec<&Slot>)> = by_point
             .into_iter()
-            .filter_map(|p| {
-                let data = self.points.get(p)?.data.as_ref()?;
-                Some((dot(v, data.get_v()), p))
+            .filter_map(|(p, mut slots)| {
+                let pt = self.points.get(p)?;
+                slots.sort_by(|a, b| a.id.cmp(&b.id));
+                Some((dot(v, &pt.data), slots))
             })
             .collect();
-        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        let mut out = Vec::new();
-        for (sim, p) in scored {
-            for &s in &self.points[p].slots {
-                if out.len() == k {
-                    return out;
-                }
-                let slot = &self.slots[s];
-                if filters.admits(slot) {
-                    out.push((slot.id.to_string(), sim));
-                }
-            }
-        }
-        out
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1[0].id.cmp(&b.1[0].id)));
+        scored
+            .into_iter()
+            .flat_map(|(sim, slots)| slots.into_iter().map(move |s| (s.id.to_string(), sim)))
+            .take(k)
+            .collect()
     }
 
-    /// Whether point `p` stands for a live document that passes `filters`.
-    fn admits(&self, p: usize, filters: &Filters) -> bool {
-        self.points
-            .get(p)
-            .is_some_and(|pt| pt.slots.iter().any(|&s| filters.admits(&self.slots[s])))
-    }
-
-    /// The documents of the graph's answer that pass `filters`, at most `k`, nearest first.
+    /// The documents of the graph's answer that `wanted` admits (all live ones if none), at
+    /// most `k`, nearest first; documents of one text, newest first.
     fn expand(
         &self,
         found: Vec<hnsw_rs::prelude::Neighbour>,
-        filters: &Filters,
+        wanted: Option<&[bool]>,
         k: usize,
     ) -> Vec<(String, f32)> {
         let mut out = Vec::new();
@@ -484,20 +460,19 @@ impl Vectors {
             let Some(pt) = self.points.get(n.d_id) else {
                 continue;
             };
-            for &s in &pt.slots {
+            for &s in pt.slots.iter().rev() {
                 if out.len() == k {
                     return out;
                 }
-                let slot = &self.slots[s];
-                if filters.admits(slot) {
-                    out.push((slot.id.to_string(), 1.0 - n.distance));
+                if wanted.is_none_or(|w| w.get(s).copied().unwrap_or(false)) {
+                    out.push((self.slots[s].id.to_string(), 1.0 - n.distance));
                 }
             }
         }
         out
     }
 
-    /// Dead slots, and points whose documents are all gone.
+    /// Slots of documents removed or replaced since the graph was built.
     fn dead(&self) -> usize {
         self.slots.len() - self.by_id.len()
     }
@@ -724,6 +699,12 @@ impl SearchIndex {
             remove: ids.iter().map(|s| s.to_string()).collect(),
             ..Batch::default()
         })
+    }
+
+    /// Whether the index holds document `id`.
+    pub fn contains(&self, id: &str) -> Result<bool, Error> {
+        let tx = self.db.begin_read()?;
+        Ok(tx.open_table(DOCS)?.get(id)?.is_some())
     }
 
     /// Ids of documents starting with `prefix`, in order (at most `limit`).
@@ -1048,6 +1029,8 @@ impl SearchIndex {
                 })?;
             items.push((Slot::of(&doc), v.0, v.1));
         }
+        // Oldest first, as documents arrive: of documents sharing a text, the newest come first.
+        items.sort_by(|a, b| (a.0.time_ms, &a.0.id).cmp(&(b.0.time_ms, &b.0.id)));
         let mut fresh = Vectors::new(items.len());
         fresh.add(items);
         *self.vectors.write() = fresh;
@@ -1327,23 +1310,31 @@ impl SearchIndex {
                         .is_some_and(|pt| !pt.slots.is_empty())
                 }),
             );
-            return Ok(vectors.expand(found, filters, k));
+            return Ok(vectors.expand(found, None, k));
         }
         let matching: Vec<usize> = vectors
             .candidates(filters)
             .filter(|&i| filters.admits(&vectors.slots[i]))
             .collect();
         if matching.len() > EXACT_BELOW {
+            // The points and slots the filters admit, marked once: the graph's filter is then
+            // a lookup, and a text shared by many documents is not scanned again.
+            let mut points = vec![false; vectors.points.len()];
+            let mut slots = vec![false; vectors.slots.len()];
+            for &s in &matching {
+                slots[s] = true;
+                points[vectors.slots[s].point] = true;
+            }
             let found = vectors.graph.search_filter(
                 v,
                 k,
                 (HNSW_EF_SEARCH * 2).max(k),
-                Some(&|p: &usize| vectors.admits(*p, filters)),
+                Some(&|p: &usize| points.get(*p).copied().unwrap_or(false)),
             );
-            return Ok(vectors.expand(found, filters, k));
+            return Ok(vectors.expand(found, Some(&slots), k));
         }
         // Few enough to compare them all: exact.
-        Ok(vectors.exact(v, &matching, filters, k))
+        Ok(vectors.exact(v, &matching, k))
     }
 
     fn ids_of(
