@@ -91,43 +91,167 @@ impl Block {
     }
 }
 
+fn merkle_leaf(h: &Hash) -> Hash {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&[0]);
+    hasher.update(&h.0);
+    Hash(*hasher.finalize().as_bytes())
+}
+
+fn merkle_node(l: &Hash, r: &Hash) -> Hash {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&[1]);
+    hasher.update(&l.0);
+    hasher.update(&r.0);
+    Hash(*hasher.finalize().as_bytes())
+}
+
+/// The next level up: pairs hashed, an odd last node carried up unchanged.
+fn merkle_up(level: &[Hash]) -> Vec<Hash> {
+    level
+        .chunks(2)
+        .map(|pair| match pair {
+            [l, r] => merkle_node(l, r),
+            [one] => *one,
+            _ => unreachable!("chunks(2) yields one or two"),
+        })
+        .collect()
+}
+
 /// Binary Merkle root with domain-separated leaves and nodes (so a node can never pass for a
 /// leaf); an odd node is carried up unchanged. The root of nothing is [`Hash::ZERO`].
 pub fn merkle_root(leaves: &[Hash]) -> Hash {
     if leaves.is_empty() {
         return Hash::ZERO;
     }
-    let mut level: Vec<Hash> = leaves
-        .iter()
-        .map(|h| {
-            let mut hasher = blake3::Hasher::new();
-            hasher.update(&[0]);
-            hasher.update(&h.0);
-            Hash(*hasher.finalize().as_bytes())
-        })
-        .collect();
+    let mut level: Vec<Hash> = leaves.iter().map(merkle_leaf).collect();
     while level.len() > 1 {
-        level = level
-            .chunks(2)
-            .map(|pair| match pair {
-                [l, r] => {
-                    let mut hasher = blake3::Hasher::new();
-                    hasher.update(&[1]);
-                    hasher.update(&l.0);
-                    hasher.update(&r.0);
-                    Hash(*hasher.finalize().as_bytes())
-                }
-                [one] => *one,
-                _ => unreachable!("chunks(2) yields one or two"),
-            })
-            .collect();
+        level = merkle_up(&level);
     }
     level[0]
+}
+
+/// One step of a [`MerkleProof`]: the sibling met on the way up, and on which side it is.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    serde::Deserialize,
+)]
+pub struct MerkleStep {
+    pub sibling: Hash,
+    /// The sibling is the left one.
+    pub left: bool,
+}
+
+/// That a leaf is among those of a [`merkle_root`] (a dataset's item among its accepted
+/// items): the siblings from the leaf up (levels where the node was carried up have none).
+#[derive(
+    Clone,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    serde::Deserialize,
+)]
+pub struct MerkleProof {
+    pub steps: Vec<MerkleStep>,
+}
+
+/// Most steps a proof may hold: a tree of 2^64 leaves is 64 levels.
+pub const MAX_MERKLE_STEPS: usize = 64;
+
+impl MerkleProof {
+    /// The proof for leaf `index` of `leaves`; `None` past the end.
+    pub fn of(leaves: &[Hash], index: usize) -> Option<MerkleProof> {
+        if index >= leaves.len() {
+            return None;
+        }
+        let mut level: Vec<Hash> = leaves.iter().map(merkle_leaf).collect();
+        let mut i = index;
+        let mut steps = Vec::new();
+        while level.len() > 1 {
+            let sibling = i ^ 1;
+            if let Some(h) = level.get(sibling) {
+                steps.push(MerkleStep {
+                    sibling: *h,
+                    left: sibling < i,
+                });
+            }
+            level = merkle_up(&level);
+            i /= 2;
+        }
+        Some(MerkleProof { steps })
+    }
+
+    /// The root this proof gives for `leaf`.
+    pub fn root_of(&self, leaf: &Hash) -> Hash {
+        self.steps.iter().fold(merkle_leaf(leaf), |node, step| {
+            if step.left {
+                merkle_node(&step.sibling, &node)
+            } else {
+                merkle_node(&node, &step.sibling)
+            }
+        })
+    }
+
+    /// Whether `leaf` is among the leaves of `root`.
+    pub fn verify(&self, root: &Hash, leaf: &Hash) -> bool {
+        self.steps.len() <= MAX_MERKLE_STEPS && self.root_of(leaf) == *root
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn every_leaf_has_a_proof_and_nothing_else_passes(
+            n in 1usize..70,
+            seed in proptest::prelude::any::<u8>(),
+            flip in proptest::prelude::any::<usize>(),
+        ) {
+            let leaves: Vec<Hash> = (0..n)
+                .map(|i| Hash::digest(&[seed, (i % 256) as u8, (i / 256) as u8]))
+                .collect();
+            let root = merkle_root(&leaves);
+            for (i, leaf) in leaves.iter().enumerate() {
+                let proof = MerkleProof::of(&leaves, i).unwrap();
+                proptest::prop_assert!(proof.verify(&root, leaf));
+                // Another item, or the proof with one bit changed, does not pass.
+                proptest::prop_assert!(!proof.verify(&root, &Hash::digest(b"not an item")));
+                if !proof.steps.is_empty() {
+                    let mut bad = proof.clone();
+                    let k = flip % bad.steps.len();
+                    bad.steps[k].sibling.0[flip % 32] ^= 1;
+                    proptest::prop_assert!(!bad.verify(&root, leaf));
+                    let mut swapped = proof.clone();
+                    swapped.steps[k].left = !swapped.steps[k].left;
+                    proptest::prop_assert!(!swapped.verify(&root, leaf));
+                }
+                // An inner node never passes for a leaf.
+                if let Some(step) = proof.steps.first() {
+                    let inner = if step.left {
+                        merkle_node(&step.sibling, &merkle_leaf(leaf))
+                    } else {
+                        merkle_node(&merkle_leaf(leaf), &step.sibling)
+                    };
+                    let rest = MerkleProof { steps: proof.steps[1..].to_vec() };
+                    proptest::prop_assert!(!rest.verify(&root, &inner));
+                }
+            }
+            proptest::prop_assert!(MerkleProof::of(&leaves, n).is_none());
+        }
+    }
 
     #[test]
     fn merkle_root_depends_on_every_leaf_and_order() {

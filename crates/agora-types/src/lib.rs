@@ -33,7 +33,9 @@ pub mod vrf;
 
 pub use address::{ADDRESS_HRP, Address};
 pub use amount::{AGR, Amount, DECIMALS, format_amount, parse_amount, serde_u128};
-pub use block::{Block, BlockHeader, MAX_BLOCK_BYTES, merkle_root};
+pub use block::{
+    Block, BlockHeader, MAX_BLOCK_BYTES, MAX_MERKLE_STEPS, MerkleProof, MerkleStep, merkle_root,
+};
 pub use error::{Error, Result};
 pub use hash::Hash;
 pub use job::{
