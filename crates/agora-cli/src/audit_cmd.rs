@@ -33,8 +33,8 @@ pub struct AuditArgs {
     #[arg(long, env = "AGORA_GATEWAY")]
     gateway: Option<String>,
     /// Through a gateway: publish the report (sources and findings) to the node's search once
-    /// the job settles, signed with the paying wallet's key; anyone can then find it and check
-    /// it against the job's hashes on chain.
+    /// the job's verification is over, signed with the paying wallet's key; the node checks it
+    /// against the job on chain and the auditor, and anyone can then find it.
     #[arg(long, requires = "gateway")]
     publish: bool,
     /// The gateway's API key (`agora devnet` prints one).
@@ -298,7 +298,7 @@ fn remote(args: &AuditArgs, url: &str, files: &[PathBuf]) -> Result<Outcome> {
         receipt["job_id"].as_str().unwrap_or("?"),
     );
     if let Some(id) = v["published"]["id"].as_str() {
-        eprintln!("published as {id} once the job settles: agora search {id}");
+        eprintln!("to be published as {id} once the job's verification is over: agora search {id}");
     }
     if let Some(e) = v["explain_error"].as_str() {
         eprintln!("no explanations: {e}");

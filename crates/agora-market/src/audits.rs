@@ -124,6 +124,26 @@ pub(crate) async fn audit(
     let model_name = req
         .model
         .unwrap_or_else(|| agora_audit::MODEL_NAME.to_string());
+    // The node takes only reports of its own auditor, which it can run again: another auditor's
+    // job would be paid for and its report refused.
+    if publisher.is_some() {
+        let (gw, name) = (st.gateway.clone(), model_name.clone());
+        match tokio::task::spawn_blocking(move || gw.resolve_model(&name)).await {
+            Ok(Ok(id)) if id == crate::backend::auditor_id() => {}
+            Ok(Ok(_)) => {
+                return oai_error(
+                    400,
+                    "publishing_unavailable",
+                    format!(
+                        "only reports of {} can be published (the node runs it again to check them)",
+                        agora_audit::MODEL_NAME
+                    ),
+                );
+            }
+            Ok(Err(e)) => return from_error(&e),
+            Err(e) => return internal(&e),
+        }
+    }
     let gw = st.gateway.clone();
     let name = model_name.clone();
     let params = JobParams {

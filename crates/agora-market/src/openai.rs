@@ -69,7 +69,7 @@ impl OpenAiState {
     }
 
     /// Publishes the audit reports that clients ask to publish (`"publish": true`) to the
-    /// search index of the node at `node`, once their jobs settle.
+    /// search index of the node at `node`, once their jobs' verification is over.
     pub fn publish_reports_to(mut self, node: &str) -> Self {
         self.reports = Some(Arc::new(agora_node_api::NodeClient::with_timeout(
             node,

@@ -6,7 +6,7 @@ use crate::{
     ClientError, JobResponse, MetagraphResponse, ModelEntry, NodeClient, ProviderEntry,
     SubnetResponse,
 };
-use agora_state::{Check, Escrow, Outcome};
+use agora_state::{Check, Escrow};
 use agora_types::{Address, Hash, SignedTransaction};
 
 /// The chain, as the provider, verifier and gateway see it. Calls block; run them off async
@@ -66,9 +66,7 @@ pub trait Chain: Send + Sync {
     /// Whether a settled job can no longer be checked (not drawn, or its check decided); `None`
     /// when the job is not settled.
     fn verification_over(&self, job_id: &Hash) -> Result<Option<bool>, ClientError> {
-        Ok(self.job(job_id)?.map(|j| {
-            j.sampled == Some(false) || j.check.is_some_and(|c| c.outcome != Outcome::Open)
-        }))
+        Ok(self.job(job_id)?.map(|j| j.verification_over()))
     }
 }
 

@@ -510,6 +510,17 @@ pub struct MetagraphResponse {
     pub neurons: Vec<MetagraphEntry>,
 }
 
+impl JobResponse {
+    /// Whether the job can no longer be checked: not drawn, or its check decided.
+    pub fn verification_over(&self) -> bool {
+        self.sampled == Some(false)
+            || self
+                .check
+                .as_ref()
+                .is_some_and(|c| c.outcome != agora_state::Outcome::Open)
+    }
+}
+
 /// The domain of a report publication's signature.
 const REPORT_DOMAIN: &[u8] = b"agora/publish-report/v1";
 

@@ -196,12 +196,12 @@ pub fn set_prefs(index: &SearchIndex, chain_id: &str, update: &PrefsUpdate) -> R
     let (_, last) = prefs(index, &update.address)?;
     // A new account's first preferences, on a node that keeps its most: refused (each account
     // must exist on chain, so filling this costs accounts; the node still serves feeds).
-    let kept = match index
+    let counted = index
         .mark(PREFS_COUNT_MARK)?
-        .and_then(|b| Some(u64::from_le_bytes(b.get(..8)?.try_into().ok()?)))
-    {
+        .and_then(|b| Some(u64::from_le_bytes(b.get(..8)?.try_into().ok()?)));
+    // A node of before the count: the accounts it keeps, counted once (and written below).
+    let kept = match counted {
         Some(n) => n,
-        // A node of before the count: the accounts it keeps, counted once.
         None => index.marks(PREFS_MARK, MAX_PREFS_ACCOUNTS + 1)?.len() as u64,
     };
     if last == 0 && kept >= MAX_PREFS_ACCOUNTS as u64 {
@@ -223,8 +223,9 @@ pub fn set_prefs(index: &SearchIndex, chain_id: &str, update: &PrefsUpdate) -> R
         format!("{PREFS_MARK}{}", normalize_key(&update.address)),
         serde_json::to_vec(&stored)?,
     )];
-    if last == 0 {
-        marks.push((PREFS_COUNT_MARK.into(), (kept + 1).to_le_bytes().to_vec()));
+    if last == 0 || counted.is_none() {
+        let now = kept + u64::from(last == 0);
+        marks.push((PREFS_COUNT_MARK.into(), now.to_le_bytes().to_vec()));
     }
     index.apply(crate::Batch {
         marks,

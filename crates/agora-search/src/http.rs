@@ -81,13 +81,14 @@ impl SearchService {
         &self,
         f: impl FnOnce(&SearchService) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        self.run_in(self.slots.clone(), f).await
+        self.run_in(self.slots.clone(), "search", f).await
     }
 
-    /// [`SearchService::run`] with a slot of `slots`.
+    /// [`SearchService::run`] with a slot of `slots` (for `what`, named if all are taken).
     async fn run_in<T: Send + 'static>(
         &self,
         slots: Arc<Semaphore>,
+        what: &'static str,
         f: impl FnOnce(&SearchService) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
         let permit = tokio::time::timeout(SLOT_WAIT, slots.acquire_owned())
@@ -96,7 +97,7 @@ impl SearchService {
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "busy",
-                    "every search slot is taken: try again shortly",
+                    format!("every {what} slot is taken: try again shortly"),
                 )
             })?
             .map_err(ApiError::internal)?;
@@ -400,7 +401,7 @@ async fn publish_report(
 ) -> Result<Json<PublishResponse>, ApiError> {
     let Json(report) = body.map_err(|e| ApiError::new(e.status(), "bad_report", e.body_text()))?;
     let id = s
-        .run_in(s.publish_slots.clone(), move |s| {
+        .run_in(s.publish_slots.clone(), "publication", move |s| {
             reports::publish(&s.index, &s.node, &report).map_err(api_error)
         })
         .await?;

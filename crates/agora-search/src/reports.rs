@@ -5,11 +5,16 @@
 //! a [`PublishReport`] carries the job's input and output as the exact bytes the job committed,
 //! signed by the client's key. The node checks everything against the chain before it indexes
 //! anything:
-//! - the job is settled, on an audit model, and its check (if any) did not find it wrong;
 //! - the key is the job's client's (a provider, who also holds the bytes, cannot publish a
 //!   client's sources) and the signature is over this chain's id and the job;
-//! - the input's and the output's blake3 hashes are the ones the job settled with, so a report
-//!   cannot be altered, and every published report was paid for (no free spam).
+//! - the job is settled and ran this node's own auditor (anyone may register a model of the
+//!   auditor's kind and name, and serve it to itself);
+//! - the input's and the output's blake3 hashes are the ones the job settled with;
+//! - its verification is over and did not convict it (fraud or no reveal);
+//! - the report is what the auditor finds in those sources when the node runs it again, so a
+//!   provider and client acting together cannot publish a report the auditor does not give.
+//!
+//! A later conviction withdraws the report (the chain follower removes it).
 //!
 //! The document (`audit:<job id>`) lists the findings (severity, SWC, file and line, message,
 //! fix) and then the contracts' own words (names, comments, strings), so a search finds a report
@@ -76,7 +81,9 @@ pub fn publish(
     let local = LocalNode::new(node.clone());
     let id = report.job_id;
     let Some(job) = local.job(&id).map_err(node_err)? else {
-        return Err(bad(format!("job {id} is not settled on this chain")));
+        return Err(bad(format!(
+            "job {id} is not settled on this chain (or its record was pruned)"
+        )));
     };
     let record = &job.job;
     if report.public_key.address() != record.client {
@@ -117,7 +124,7 @@ pub fn publish(
     if found_wrong(&job) {
         return Err(bad(format!("job {id}'s check found its report wrong")));
     }
-    if !verification_over(&job) {
+    if !job.verification_over() {
         return Err(bad(format!(
             "job {id} may still be checked: publish it once its verification is over"
         )));
@@ -185,15 +192,6 @@ pub fn found_wrong(job: &agora_node_api::JobResponse) -> bool {
             agora_state::Outcome::Fraud | agora_state::Outcome::NoReveal
         )
     })
-}
-
-/// Whether the chain has decided the job's check: not drawn, or drawn and ended.
-fn verification_over(job: &agora_node_api::JobResponse) -> bool {
-    job.sampled == Some(false)
-        || job
-            .check
-            .as_ref()
-            .is_some_and(|c| c.outcome != agora_state::Outcome::Open)
 }
 
 fn report_doc(

@@ -428,7 +428,7 @@ function renderAudit(root, files, report, chatModel) {
   const published = root.querySelector("[data-audit-published]");
   if (report.published) {
     const link = el("a", { href: `/search?q=${encodeURIComponent(report.published.id)}` }, report.published.id);
-    published.replaceChildren(" · published as ", link, " once the job settles");
+    published.replaceChildren(" · published as ", link, " once the job's verification is over");
   } else {
     published.replaceChildren();
   }
