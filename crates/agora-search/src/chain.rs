@@ -300,6 +300,103 @@ fn describe(m: &Message, sender: &Address, out: &mut BTreeSet<Touched>) -> (Stri
                 "Reveal prediction: miner {sender} revealed the forecast {value} on subnet {netuid}."
             ),
         ),
+        Message::CreateBounty { spec } => (
+            format!("Data bounty posted: {}", short(&spec.description, 60)),
+            format!(
+                "Create bounty: {sender} posted a data bounty with a budget of {}, paying {} per accepted item until height {}: {}",
+                amount(spec.budget),
+                amount(spec.reward_per_item),
+                spec.deadline,
+                short(&spec.description, 400)
+            ),
+        ),
+        Message::SubmitItem { bounty, hash, size } => (
+            format!("Item submitted to bounty {bounty}"),
+            format!(
+                "Submit item: {sender} submitted an item of {size} bytes (content hash {hash}) to data bounty {bounty}."
+            ),
+        ),
+        Message::ScreenItem {
+            bounty,
+            item,
+            verdict,
+        } => (
+            format!("Item {bounty}/{item} pre-screened"),
+            format!(
+                "Screen item: screener {sender} {} item {item} of data bounty {bounty}.",
+                match verdict {
+                    agora_types::ScreenVerdict::Pass => "passed".to_string(),
+                    agora_types::ScreenVerdict::Reject { reason, .. } =>
+                        format!("rejected ({})", reason.code()),
+                }
+            ),
+        ),
+        Message::AppealItem { bounty, item } => (
+            format!("Item {bounty}/{item} appealed"),
+            format!(
+                "Appeal item: {sender} asked reviewers to judge its item {item} of data bounty {bounty}, which the screener rejected."
+            ),
+        ),
+        Message::CommitVote { bounty, item, .. } => (
+            format!("Vote committed on item {bounty}/{item}"),
+            format!(
+                "Commit vote: reviewer {sender} sealed its vote on item {item} of data bounty {bounty}."
+            ),
+        ),
+        Message::RevealVote {
+            bounty,
+            item,
+            accept,
+            ..
+        } => (
+            format!("Vote revealed on item {bounty}/{item}"),
+            format!(
+                "Reveal vote: reviewer {sender} voted to {} item {item} of data bounty {bounty}.",
+                if *accept { "accept" } else { "reject" }
+            ),
+        ),
+        Message::JoinReviewers { amount: a } => (
+            format!("Review stake {}", amount(*a)),
+            format!(
+                "Join reviewers: {sender} staked {} to review data-market items.",
+                amount(*a)
+            ),
+        ),
+        Message::LeaveReviewers { amount: a } => (
+            format!("Review stake withdrawn {}", amount(*a)),
+            format!(
+                "Leave reviewers: {sender} took back {} of review stake; it unbonds.",
+                amount(*a)
+            ),
+        ),
+        Message::CiteDatasets { target, datasets } => {
+            if let agora_types::CiteTarget::Model { id } = target {
+                out.insert(Touched::Model(*id));
+            }
+            (
+                format!("{} datasets cited", datasets.len()),
+                format!(
+                    "Cite datasets: {sender} cited the datasets {} for its {}.",
+                    datasets
+                        .iter()
+                        .map(|d| d.to_hex())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    match target {
+                        agora_types::CiteTarget::Model { id } => format!("model {id}"),
+                        agora_types::CiteTarget::Neuron { netuid } =>
+                            format!("neuron on subnet {netuid}"),
+                        agora_types::CiteTarget::Job { id } => format!("job {id}"),
+                    }
+                ),
+            )
+        }
+        Message::ClaimRoyalties { dataset } => (
+            "Dataset royalties claimed".into(),
+            format!(
+                "Claim royalties: contributor {sender} claimed its share of the royalties paid to dataset {dataset}."
+            ),
+        ),
     }
 }
 
@@ -366,6 +463,30 @@ fn gist(m: &Message) -> &'static str {
         }
         Message::CommitPrediction { .. } => "Commit prediction: a miner sealed a forecast.",
         Message::RevealPrediction { .. } => "Reveal prediction: a miner revealed its forecast.",
+        Message::CreateBounty { .. } => {
+            "Create bounty: a requester posted a paid data-collection bounty with a budget in escrow."
+        }
+        Message::SubmitItem { .. } => {
+            "Submit item: a contributor submitted a data item to a bounty."
+        }
+        Message::ScreenItem { .. } => {
+            "Screen item: a screener pre-screened a submitted data item (schema, duplicates, spam)."
+        }
+        Message::AppealItem { .. } => {
+            "Appeal item: a contributor asked reviewers to judge a data item the screener rejected."
+        }
+        Message::CommitVote { .. } => "Commit vote: a reviewer sealed its vote on a data item.",
+        Message::RevealVote { .. } => "Reveal vote: a reviewer revealed its vote on a data item.",
+        Message::JoinReviewers { .. } => {
+            "Join reviewers: an account staked tokens to review data-market items."
+        }
+        Message::LeaveReviewers { .. } => "Leave reviewers: a reviewer took back review stake.",
+        Message::CiteDatasets { .. } => {
+            "Cite datasets: a model, neuron or job cited the datasets it was built or evaluated with."
+        }
+        Message::ClaimRoyalties { .. } => {
+            "Claim royalties: a data contributor claimed royalties its dataset earned."
+        }
     }
 }
 

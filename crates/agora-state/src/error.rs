@@ -193,6 +193,76 @@ pub enum TxError {
     /// A message that does not fit the subnet's task.
     #[error("subnet {netuid}: {reason}")]
     WrongTask { netuid: u16, reason: &'static str },
+    /// A bounty whose terms the chain cannot take.
+    #[error("invalid bounty: {0}")]
+    InvalidBounty(String),
+    /// No bounty with that id.
+    #[error("no bounty {id}")]
+    UnknownBounty { id: u64 },
+    /// Submissions after the bounty's deadline.
+    #[error("bounty {id} took items until height {deadline}")]
+    BountyClosed { id: u64, deadline: u64 },
+    /// An item over the bounty's size limit (or empty).
+    #[error("an item of {size} bytes: bounty items are 1 to {limit} bytes")]
+    ItemSize { size: u32, limit: u32 },
+    /// The same bytes were submitted to the bounty already.
+    #[error("the same item was submitted to this bounty already (item {of})")]
+    DuplicateItem { of: u32 },
+    /// What is left of the budget does not cover one more item's reward and review fees.
+    #[error(
+        "the bounty's budget has {available} left, less than the {need} one more item reserves"
+    )]
+    BountyExhausted { need: Amount, available: Amount },
+    /// The bounty holds as many items as the chain allows.
+    #[error("the bounty holds {max} items, the most the chain allows")]
+    TooManyItems { max: u32 },
+    /// No item with that index.
+    #[error("bounty {bounty} has no item {item}")]
+    UnknownItem { bounty: u64, item: u32 },
+    /// The item is not at the step the message acts on.
+    #[error("item {bounty}/{item}: {reason}")]
+    WrongStage {
+        bounty: u64,
+        item: u32,
+        reason: &'static str,
+    },
+    /// The sender was not drawn for this item (or is not its contributor).
+    #[error("item {bounty}/{item}: {reason}")]
+    NotDrawn {
+        bounty: u64,
+        item: u32,
+        reason: &'static str,
+    },
+    /// A vote or verdict outside its window.
+    #[error("{what} window is heights {from} to {until}")]
+    OutsideWindow {
+        what: &'static str,
+        from: u64,
+        until: u64,
+    },
+    /// A revealed vote that does not match its commitment.
+    #[error("the revealed vote and salt do not match the commitment")]
+    VoteMismatch,
+    /// A screener's verdict that does not hold up.
+    #[error("invalid verdict: {0}")]
+    InvalidScreen(String),
+    /// The sender has no review stake.
+    #[error("{address} is not a reviewer")]
+    NotReviewer { address: Address },
+    /// Review stake locked by open votes.
+    #[error(
+        "only {free} of the review stake is free (the rest is locked by open votes), not {need}"
+    )]
+    ReviewStakeLocked { need: Amount, free: Amount },
+    /// A citation the chain cannot take.
+    #[error("invalid citation: {0}")]
+    InvalidCitation(String),
+    /// No dataset with that root.
+    #[error("no dataset with root {root}")]
+    UnknownDataset { root: String },
+    /// Nothing owed to the sender.
+    #[error("no royalties owed to {address} by this dataset")]
+    NothingToClaim { address: Address },
 }
 
 impl TxError {
@@ -257,6 +327,24 @@ impl TxError {
             TxError::RevealTooLate { .. } => "reveal_too_late",
             TxError::InvalidWeights(_) => "invalid_weights",
             TxError::WrongTask { .. } => "wrong_task",
+            TxError::InvalidBounty(_) => "invalid_bounty",
+            TxError::UnknownBounty { .. } => "unknown_bounty",
+            TxError::BountyClosed { .. } => "bounty_closed",
+            TxError::ItemSize { .. } => "item_size",
+            TxError::DuplicateItem { .. } => "duplicate_item",
+            TxError::BountyExhausted { .. } => "bounty_exhausted",
+            TxError::TooManyItems { .. } => "too_many_items",
+            TxError::UnknownItem { .. } => "unknown_item",
+            TxError::WrongStage { .. } => "wrong_stage",
+            TxError::NotDrawn { .. } => "not_drawn",
+            TxError::OutsideWindow { .. } => "outside_window",
+            TxError::VoteMismatch => "vote_mismatch",
+            TxError::InvalidScreen(_) => "invalid_screen",
+            TxError::NotReviewer { .. } => "not_reviewer",
+            TxError::ReviewStakeLocked { .. } => "review_stake_locked",
+            TxError::InvalidCitation(_) => "invalid_citation",
+            TxError::UnknownDataset { .. } => "unknown_dataset",
+            TxError::NothingToClaim { .. } => "nothing_to_claim",
         }
     }
 }

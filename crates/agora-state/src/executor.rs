@@ -9,6 +9,7 @@ use crate::{
 
 mod accounts;
 mod checks;
+mod data;
 mod epoch;
 mod market;
 mod staking;
@@ -116,6 +117,8 @@ pub struct Executor<'a> {
     consensus: ConsensusParams,
     emission: crate::EmissionParams,
     subnet_params: crate::SubnetParams,
+    data: crate::DataParams,
+    data_adds: BTreeMap<u64, Vec<crate::DataTask>>,
 }
 
 /// A transaction's pending changes, applied to the block only if all its messages succeed.
@@ -136,6 +139,8 @@ struct Scratch {
     deadlines: Vec<(u64, Hash)>,
     /// Job records pruned at a height.
     prunes: Vec<(u64, Hash)>,
+    /// Data-market steps due at a height.
+    data_tasks: Vec<(u64, crate::DataTask)>,
 }
 
 fn decode<T: BorshDeserialize>(key: &[u8], bytes: &[u8]) -> Result<T> {
@@ -205,7 +210,15 @@ impl<'a> Executor<'a> {
             Some(bytes) => decode(&key, &bytes)?,
             None => crate::SubnetParams::default(),
         };
+        let key = crate::data_params_key();
+        let data = match base.get(&key)? {
+            Some(bytes) => decode(&key, &bytes)?,
+            // A state from before the data market: the defaults, the same on every node.
+            None => crate::DataParams::default(),
+        };
         Ok(Executor {
+            data,
+            data_adds: BTreeMap::new(),
             base,
             ctx,
             emission,
@@ -396,6 +409,9 @@ impl<'a> Executor<'a> {
         for (height, job) in scratch.prunes {
             self.prune_adds.entry(height).or_default().push(job);
         }
+        for (height, task) in scratch.data_tasks {
+            self.data_adds.entry(height).or_default().push(task);
+        }
     }
 
     /// The verification parameters.
@@ -460,7 +476,11 @@ impl<'a> Executor<'a> {
             Message::UpdateProvider { info } => self.update_provider(scratch, sender, info, events),
             Message::UnregisterProvider => self.unregister_provider(scratch, sender, from, events),
             Message::RegisterModel { id, name, kind } => {
-                self.register_model(scratch, id, name, kind, events)
+                let done = self.register_model(scratch, id, name, kind, events)?;
+                if done.is_ok() {
+                    self.record_model_owner(scratch, id, sender);
+                }
+                Ok(done)
             }
             Message::EscrowDeposit { amount } => {
                 self.escrow_deposit(scratch, sender, from, amount, events)
@@ -528,6 +548,43 @@ impl<'a> Executor<'a> {
                 value,
                 salt,
             } => self.reveal_prediction(scratch, sender, *netuid, *value, salt, events),
+            Message::CreateBounty { spec } => {
+                self.create_bounty(scratch, sender, from, spec, events)
+            }
+            Message::SubmitItem { bounty, hash, size } => {
+                self.submit_item(scratch, sender, from, *bounty, hash, *size, events)
+            }
+            Message::ScreenItem {
+                bounty,
+                item,
+                verdict,
+            } => self.screen_item(scratch, sender, *bounty, *item, verdict, events),
+            Message::AppealItem { bounty, item } => {
+                self.appeal_item(scratch, sender, *bounty, *item, events)
+            }
+            Message::CommitVote {
+                bounty,
+                item,
+                commitment,
+            } => self.commit_vote(scratch, sender, *bounty, *item, commitment, events),
+            Message::RevealVote {
+                bounty,
+                item,
+                accept,
+                salt,
+            } => self.reveal_vote(scratch, sender, *bounty, *item, *accept, salt, events),
+            Message::JoinReviewers { amount } => {
+                self.join_reviewers(scratch, sender, from, *amount, events)
+            }
+            Message::LeaveReviewers { amount } => {
+                self.leave_reviewers(scratch, sender, from, *amount, events)
+            }
+            Message::CiteDatasets { target, datasets } => {
+                self.cite_datasets(scratch, sender, target, datasets, events)
+            }
+            Message::ClaimRoyalties { dataset } => {
+                self.claim_royalties(scratch, sender, dataset, events)
+            }
         }
     }
 
@@ -571,6 +628,9 @@ impl<'a> Executor<'a> {
             }
             self.writes.insert(qkey, None);
         }
+        // The data market's draws, deadlines, tallies and settlements.
+        self.run_data_tasks(&mut block_events)?;
+        self.flush_queues()?;
         // Emission and subnet epochs.
         self.emit(&mut block_events)?;
         // Whatever an epoch queued (nothing today) lands in the queues.
@@ -615,6 +675,14 @@ impl<'a> Executor<'a> {
         for (height, adds) in std::mem::take(&mut self.draw_adds) {
             append_queue(self.base, &mut self.writes, draw_queue_key(height), adds)?;
         }
+        for (height, adds) in std::mem::take(&mut self.data_adds) {
+            append_queue(
+                self.base,
+                &mut self.writes,
+                crate::data_queue_key(height),
+                adds,
+            )?;
+        }
         for (height, adds) in std::mem::take(&mut self.prune_adds) {
             append_queue(self.base, &mut self.writes, prune_queue_key(height), adds)?;
         }
@@ -657,10 +725,21 @@ impl<'a> Executor<'a> {
             self.market.protocol_share(record.fee)
         };
         let paid = record.fee - share;
+        // The model's cited datasets take their royalties out of the provider's part.
+        let royalty = self.pay_royalties(
+            scratch,
+            &crate::citation_key(
+                &agora_types::CiteTarget::Model { id: record.model },
+                &record.provider,
+            ),
+            paid,
+            &record.provider,
+            events,
+        )?;
         let mut acc = self.scratch_account_ro(scratch, &record.provider)?;
         acc.balance = acc
             .balance
-            .checked_add(paid)
+            .checked_add(paid - royalty)
             .ok_or_else(|| Error::Corrupt {
                 key: format!("acct/{}", record.provider),
                 reason: "balance exceeds total supply".into(),

@@ -42,6 +42,9 @@ pub struct Genesis {
     /// Subnet creation and the owners' share.
     #[serde(default)]
     pub subnets: crate::SubnetParams,
+    /// The data market's parameters.
+    #[serde(default)]
+    pub data: crate::DataParams,
 }
 
 /// A validator at genesis: its consensus key, which is also its account's key.
@@ -101,7 +104,14 @@ impl Genesis {
             validators: Vec::new(),
             emission: crate::EmissionParams::default(),
             subnets: crate::SubnetParams::default(),
+            data: crate::DataParams::default(),
         }
+    }
+
+    /// With these data-market parameters.
+    pub fn with_data(mut self, data: crate::DataParams) -> Genesis {
+        self.data = data;
+        self
     }
 
     /// With this emission schedule.
@@ -293,6 +303,11 @@ impl Genesis {
         self.emission.check().map_err(Error::InvalidGenesis)?;
         self.subnets.check().map_err(Error::InvalidGenesis)?;
         crate::executor::genesis_writes(&mut writes, &self.emission, &self.subnets, supply);
+        self.data.check().map_err(Error::InvalidGenesis)?;
+        writes.insert(
+            crate::data_params_key(),
+            Some(borsh::to_vec(&self.data).expect("encode")),
+        );
         self.consensus.check().map_err(Error::InvalidGenesis)?;
         writes.insert(
             consensus_params_key(),

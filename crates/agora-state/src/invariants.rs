@@ -22,6 +22,10 @@
 //!   use; a commitment only from a registered hotkey, one each, and never past its window;
 //!   forecasts only for the window running or the next, revealed only in the window they
 //!   predict.
+//! - **Data market**: each bounty's budget = available + held + paid + refunded, and what it
+//!   holds is what its open items reserve; an open item has the step that moves it on queued
+//!   inside its window; a reviewer's locked stake is what its open seats lock, never above its
+//!   stake; a dataset never pays out more royalties than it received, and its claims add up.
 
 use crate::{
     Account, Check, EmissionState, Escrow, EscrowRelease, FeeState, HotkeyStake, JobRecord, Neuron,
@@ -30,6 +34,9 @@ use crate::{
 use agora_types::{Address, Amount, Hash};
 use borsh::BorshDeserialize;
 use std::collections::{BTreeMap, BTreeSet};
+
+mod data;
+use data::DataSeen;
 
 /// Where the supply is, by kind of holding.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -58,6 +65,8 @@ pub struct Holdings {
     pub subnet_stakes: Amount,
     /// Emission waiting for its subnet's epoch.
     pub emission_pending: Amount,
+    /// The data market: bounty budgets, item bonds, review stakes, unclaimed royalties.
+    pub data: Amount,
     /// The recorded total supply.
     pub supply: Amount,
 }
@@ -77,6 +86,7 @@ impl Holdings {
             self.surcharges,
             self.subnet_stakes,
             self.emission_pending,
+            self.data,
         ]
         .into_iter()
         .try_fold(self.accounts, Amount::checked_add)
@@ -250,6 +260,7 @@ pub fn check<'a>(
     let mut commits: BTreeMap<u16, Vec<WeightCommit>> = BTreeMap::new();
     let mut predictions: BTreeMap<u16, Vec<Prediction>> = BTreeMap::new();
     let mut stake_by_hotkey: Vec<(u16, Address, Amount)> = Vec::new();
+    let mut data = DataSeen::default();
 
     fn decode<T: BorshDeserialize>(bad: &mut Vec<String>, key: &[u8], value: &[u8]) -> Option<T> {
         match borsh::from_slice(value) {
@@ -450,6 +461,8 @@ pub fn check<'a>(
                 bad.push(format!("committee queue at {h} left behind at {height}"));
             }
             committees_due.extend(decode::<Vec<Hash>>(&mut bad, key, value).unwrap_or_default());
+        } else if key.starts_with(b"dm") {
+            data.collect(&mut bad, height, key, value);
         } else if let Some(h) = queue_height(b"drw/").or_else(|| queue_height(b"ddl/"))
             && h <= height
         {
@@ -462,6 +475,7 @@ pub fn check<'a>(
             add(&mut bad, &mut held.emission_pending, slot.pending);
         }
     }
+    held.data = data.check(&mut bad, height);
     held.supply = supply.unwrap_or_else(|| {
         bad.push("no recorded supply".into());
         0

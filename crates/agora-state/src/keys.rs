@@ -265,3 +265,104 @@ pub fn subnet_history_key(netuid: u16) -> Vec<u8> {
 pub fn predictions_key(netuid: u16) -> Vec<u8> {
     subnet_prefixed(b"snp/", netuid)
 }
+
+/// `params/data` → [`crate::DataParams`] (absent in states made before the data market:
+/// defaults).
+pub fn data_params_key() -> Vec<u8> {
+    b"params/data".to_vec()
+}
+
+/// `dmn` → the next bounty id (u64).
+pub fn next_bounty_key() -> Vec<u8> {
+    b"dmn".to_vec()
+}
+
+/// `dmb/` + big-endian bounty id → [`crate::Bounty`].
+pub fn bounty_key(id: u64) -> Vec<u8> {
+    let mut key = b"dmb/".to_vec();
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// `dmi/` + big-endian bounty id + big-endian index → [`crate::Item`].
+pub fn item_key(bounty: u64, item: u32) -> Vec<u8> {
+    let mut key = b"dmi/".to_vec();
+    key.extend_from_slice(&bounty.to_be_bytes());
+    key.extend_from_slice(&item.to_be_bytes());
+    key
+}
+
+/// `dmh/` + big-endian bounty id + item hash → the item's index (u32): one item per content.
+pub fn item_hash_key(bounty: u64, hash: &Hash) -> Vec<u8> {
+    let mut key = b"dmh/".to_vec();
+    key.extend_from_slice(&bounty.to_be_bytes());
+    key.extend_from_slice(&hash.0);
+    key
+}
+
+/// `dmr/` + address → [`crate::Reviewer`].
+pub fn reviewer_key(address: &Address) -> Vec<u8> {
+    let mut key = b"dmr/".to_vec();
+    key.extend_from_slice(&address.0);
+    key
+}
+
+/// `dmrs` → the reviewers' addresses, sorted.
+pub fn reviewer_set_key() -> Vec<u8> {
+    b"dmrs".to_vec()
+}
+
+/// `dmq/` + big-endian height → the [`crate::DataTask`]s due at that height.
+pub fn data_queue_key(height: u64) -> Vec<u8> {
+    let mut key = b"dmq/".to_vec();
+    key.extend_from_slice(&height.to_be_bytes());
+    key
+}
+
+/// `dmd/` + root → [`crate::Dataset`].
+pub fn dataset_key(root: &Hash) -> Vec<u8> {
+    let mut key = b"dmd/".to_vec();
+    key.extend_from_slice(&root.0);
+    key
+}
+
+/// `dmc/` + root + address → royalties the contributor claimed from the dataset (u128).
+pub fn royalty_claim_key(root: &Hash, address: &Address) -> Vec<u8> {
+    let mut key = b"dmc/".to_vec();
+    key.extend_from_slice(&root.0);
+    key.extend_from_slice(&address.0);
+    key
+}
+
+/// `dmo/` + model id → [`crate::ModelOwner`].
+pub fn model_owner_key(id: &Hash) -> Vec<u8> {
+    let mut key = b"dmo/".to_vec();
+    key.extend_from_slice(&id.0);
+    key
+}
+
+/// The key of what `target` cites (a list of dataset roots): `dmt/m/` + model id, `dmt/n/` +
+/// big-endian netuid + hotkey, `dmt/j/` + job id.
+pub fn citation_key(target: &agora_types::CiteTarget, sender: &Address) -> Vec<u8> {
+    match target {
+        agora_types::CiteTarget::Model { id } => {
+            let mut key = b"dmt/m/".to_vec();
+            key.extend_from_slice(&id.0);
+            key
+        }
+        agora_types::CiteTarget::Neuron { netuid } => neuron_citation_key(*netuid, sender),
+        agora_types::CiteTarget::Job { id } => {
+            let mut key = b"dmt/j/".to_vec();
+            key.extend_from_slice(&id.0);
+            key
+        }
+    }
+}
+
+/// `dmt/n/` + big-endian netuid + hotkey: what a neuron cites.
+pub fn neuron_citation_key(netuid: u16, hotkey: &Address) -> Vec<u8> {
+    let mut key = b"dmt/n/".to_vec();
+    key.extend_from_slice(&netuid.to_be_bytes());
+    key.extend_from_slice(&hotkey.0);
+    key
+}

@@ -10,8 +10,9 @@
 //! `cargo test` runs a short campaign; `agora bench invariants` a long one.
 
 use crate::{
-    BlockContext, Check, Executor, Genesis, GenesisAccount, GenesisModel, MarketParams, MemState,
-    Outcome, Params, Provider, VerifyParams, invariants, provider_key,
+    BlockContext, Check, DataParams, Executor, Genesis, GenesisAccount, GenesisModel, Item,
+    MarketParams, MemState, Outcome, Params, Provider, Stage, VerifyParams, invariants,
+    provider_key,
 };
 use agora_types::{
     AGR, Address, Amount, EncryptionKey, Fault, Hash, JobParams, JobReceipt, JobRequest, Keypair,
@@ -19,6 +20,7 @@ use agora_types::{
     Transaction, Verdict, Verification, VerifierInfo, job_fee, prediction_commitment,
     weights_commitment,
 };
+use agora_types::{BountySpec, CiteTarget, RejectReason, ScreenVerdict, vote_commitment};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
@@ -106,6 +108,27 @@ pub enum Action {
     CommitPrediction { netuid: u8, value: u8 },
     /// Reveals the last forecast (or tampered).
     RevealPrediction { netuid: u8, tamper: u8 },
+    /// Posts a data bounty: a quorum, a budget, and whether items need a bond.
+    CreateBounty { quorum: u8, budget: u8, bond: bool },
+    /// Submits one of a few contents (so duplicates happen) to a bounty, sized in or out.
+    SubmitItem { bounty: u8, content: u8, size: u8 },
+    /// Screens an item: pass, reject as spam, or as a duplicate of an earlier one.
+    ScreenItem { item: u8, verdict: u8 },
+    /// Appeals an item.
+    AppealItem { item: u8 },
+    /// Commits a vote on an item (remembered to reveal).
+    CommitVote { item: u8, accept: bool },
+    /// Reveals the vote committed on an item (or tampered).
+    RevealVote { item: u8, tamper: u8 },
+    /// Adds review stake.
+    JoinReviewers { amount: u8 },
+    /// Takes review stake back.
+    LeaveReviewers { amount: u8 },
+    /// Cites a dataset for a model (registering it in the same message list or not), the
+    /// sender's neuron or a job.
+    Cite { target: u8, dataset: u8 },
+    /// Claims royalties from a dataset.
+    ClaimRoyalties { dataset: u8 },
 }
 
 /// A transaction: its messages, and whether it is sent by the natural sender of its first
@@ -182,6 +205,17 @@ pub fn genesis() -> Genesis {
             balance: 1_000 * AGR,
             bonded: 0,
         }))
+        .with_data(DataParams {
+            min_reviewer_stake: 5 * AGR,
+            max_quorum: 5,
+            screen_window: 2,
+            appeal_window: 2,
+            commit_window: 2,
+            reveal_window: 2,
+            max_bounty_blocks: 50,
+            max_item_bytes: 100,
+            ..DataParams::default()
+        })
         .with_models(vec![GenesisModel {
             id: MODEL,
             name: "sim-model".into(),
@@ -212,6 +246,8 @@ pub struct World {
     commits: BTreeMap<(usize, u16), Committed>,
     /// The forecast each actor last committed to, by subnet.
     forecasts: BTreeMap<(usize, u16), u64>,
+    /// The vote each actor committed on an item: (accept, salt).
+    votes: BTreeMap<(usize, u64, u32), (bool, Hash)>,
     /// The last block executed and its results (for tools that read blocks, e.g. analytics).
     pub last_block: Option<SimBlock>,
 }
@@ -250,6 +286,7 @@ impl Default for World {
             events: BTreeMap::new(),
             commits: BTreeMap::new(),
             forecasts: BTreeMap::new(),
+            votes: BTreeMap::new(),
             last_block: None,
         }
     }
@@ -291,6 +328,41 @@ impl World {
             .collect()
     }
 
+    /// The data market's items not yet decided, by (bounty, index).
+    fn open_items(&self) -> Vec<(u64, u32, Item)> {
+        self.state
+            .0
+            .range(b"dmi/".to_vec()..b"dmi0".to_vec())
+            .filter_map(|(k, v)| {
+                let b = u64::from_be_bytes(k.get(4..12)?.try_into().ok()?);
+                let i = u32::from_be_bytes(k.get(12..16)?.try_into().ok()?);
+                let it: Item = borsh::from_slice(v).ok()?;
+                (!it.decided()).then_some((b, i, it))
+            })
+            .collect()
+    }
+
+    fn item(&self, pick: u8) -> Option<(u64, u32, Item)> {
+        let open = self.open_items();
+        open.get(usize::from(pick) % open.len().max(1)).cloned()
+    }
+
+    /// Datasets' roots.
+    fn datasets(&self) -> Vec<Hash> {
+        self.state
+            .0
+            .range(b"dmd/".to_vec()..b"dmd0".to_vec())
+            .filter_map(|(k, _)| Some(Hash(k.get(4..36)?.try_into().ok()?)))
+            .collect()
+    }
+
+    fn dataset(&self, pick: u8) -> Hash {
+        let all = self.datasets();
+        all.get(usize::from(pick) % all.len().max(1))
+            .copied()
+            .unwrap_or(Hash([pick; 32]))
+    }
+
     fn actor(address: &Address) -> usize {
         (0..ACTORS)
             .find(|i| key(*i).address() == *address)
@@ -328,6 +400,19 @@ impl World {
                     .find(|s| s.verdict.is_none() && s.revealed())
                     .or_else(|| c.seats.iter().find(|s| s.verdict.is_none()))
                     .map(|s| Self::actor(&s.verifier))
+            }
+            Action::ScreenItem { item, .. } => match self.item(*item)?.2.stage {
+                Stage::Screening { screener, .. } => Some(Self::actor(&screener)),
+                _ => None,
+            },
+            Action::AppealItem { item } => Some(Self::actor(&self.item(*item)?.2.contributor)),
+            Action::CommitVote { item, .. } | Action::RevealVote { item, .. } => {
+                match self.item(*item)?.2.stage {
+                    Stage::Voting { seats, .. } => seats
+                        .get(usize::from(*item / 16) % seats.len().max(1))
+                        .map(|s| Self::actor(&s.reviewer)),
+                    _ => None,
+                }
             }
             _ => None,
         }
@@ -521,6 +606,16 @@ impl World {
                 self.commits.insert((sender, netuid), (uids, weights, salt));
                 Message::CommitWeights { netuid, commitment }
             }
+            Action::CreateBounty { .. }
+            | Action::SubmitItem { .. }
+            | Action::ScreenItem { .. }
+            | Action::AppealItem { .. }
+            | Action::CommitVote { .. }
+            | Action::RevealVote { .. }
+            | Action::JoinReviewers { .. }
+            | Action::LeaveReviewers { .. }
+            | Action::Cite { .. }
+            | Action::ClaimRoyalties { .. } => self.data_message(sender, action),
             Action::RevealWeights { netuid, tamper } => {
                 let netuid = subnet(*netuid);
                 let (uids, mut weights, salt) = self
@@ -540,6 +635,133 @@ impl World {
                     salt,
                 }
             }
+        }
+    }
+
+    /// The data market's messages.
+    fn data_message(&mut self, sender: usize, action: &Action) -> Message {
+        match action {
+            Action::CreateBounty {
+                quorum,
+                budget,
+                bond,
+            } => Message::CreateBounty {
+                spec: BountySpec {
+                    description: format!("bounty of {sender}"),
+                    schema: if *quorum == 255 {
+                        "not json".into()
+                    } else {
+                        r#"{"type":"object"}"#.into()
+                    },
+                    reward_per_item: AGR,
+                    review_fee: AGR / 10,
+                    budget: amount(*budget),
+                    quorum: quorum % 6,
+                    review_stake: 5 * AGR,
+                    item_bond: if *bond { AGR / 2 } else { 0 },
+                    deadline: self.height + 2 + u64::from(quorum / 8) % 16,
+                    max_item_bytes: 64,
+                    duplicate_bps: 9_000,
+                    royalty_bps: u16::from(*budget) * 4,
+                },
+            },
+            Action::SubmitItem {
+                bounty,
+                content,
+                size,
+            } => Message::SubmitItem {
+                bounty: u64::from(bounty % 4),
+                hash: Hash::digest(&[content % 6]),
+                size: if *size < 240 {
+                    u32::from(size % 64) + 1
+                } else {
+                    100
+                },
+            },
+            Action::ScreenItem { item, verdict } => {
+                let (bounty, index) = self.item(*item).map_or((0, 0), |(b, i, _)| (b, i));
+                let verdict = match verdict % 4 {
+                    0 | 1 => ScreenVerdict::Pass,
+                    2 => ScreenVerdict::Reject {
+                        reason: RejectReason::Spam,
+                        duplicate_of: None,
+                        detail: "filler".into(),
+                    },
+                    _ => ScreenVerdict::Reject {
+                        reason: RejectReason::Duplicate,
+                        duplicate_of: Some(u32::from(*verdict / 4) % (index + 1)),
+                        detail: String::new(),
+                    },
+                };
+                Message::ScreenItem {
+                    bounty,
+                    item: index,
+                    verdict,
+                }
+            }
+            Action::AppealItem { item } => {
+                let (bounty, index) = self.item(*item).map_or((0, 0), |(b, i, _)| (b, i));
+                Message::AppealItem {
+                    bounty,
+                    item: index,
+                }
+            }
+            Action::CommitVote { item, accept } => {
+                let (bounty, index) = self.item(*item).map_or((0, 0), |(b, i, _)| (b, i));
+                let salt = Hash::digest(&[sender as u8, *item]);
+                self.votes.insert((sender, bounty, index), (*accept, salt));
+                Message::CommitVote {
+                    bounty,
+                    item: index,
+                    commitment: vote_commitment(
+                        bounty,
+                        index,
+                        &key(sender).address(),
+                        *accept,
+                        &salt,
+                    ),
+                }
+            }
+            Action::RevealVote { item, tamper } => {
+                let (bounty, index) = self.item(*item).map_or((0, 0), |(b, i, _)| (b, i));
+                let (accept, salt) = self
+                    .votes
+                    .get(&(sender, bounty, index))
+                    .copied()
+                    .unwrap_or((true, Hash::ZERO));
+                Message::RevealVote {
+                    bounty,
+                    item: index,
+                    accept: if tamper % 7 == 0 { !accept } else { accept },
+                    salt,
+                }
+            }
+            Action::JoinReviewers { amount: a } => Message::JoinReviewers { amount: amount(*a) },
+            Action::LeaveReviewers { amount: a } => Message::LeaveReviewers { amount: amount(*a) },
+            Action::Cite { target, dataset } => {
+                let target = match target % 3 {
+                    0 => CiteTarget::Model {
+                        id: model_id(*target / 3),
+                    },
+                    1 => CiteTarget::Neuron {
+                        netuid: subnet(*target / 3),
+                    },
+                    _ => CiteTarget::Job {
+                        id: self.job(*target).map_or(Hash::ZERO, |(id, _)| id),
+                    },
+                };
+                Message::CiteDatasets {
+                    target,
+                    datasets: vec![self.dataset(*dataset)],
+                }
+            }
+            Action::ClaimRoyalties { dataset } => Message::ClaimRoyalties {
+                dataset: self.dataset(*dataset),
+            },
+            _ => Message::Transfer {
+                to: key(sender).address(),
+                amount: 0,
+            },
         }
     }
 
@@ -751,6 +973,24 @@ pub fn arb_action() -> impl Strategy<Value = Action> {
         }),
         4 => (b(), b()).prop_map(|(netuid, seed)| Action::CommitWeights { netuid, seed }),
         4 => (b(), b()).prop_map(|(netuid, tamper)| Action::RevealWeights { netuid, tamper }),
+        2 => (b(), b(), any::<bool>()).prop_map(|(quorum, budget, bond)| Action::CreateBounty {
+            quorum,
+            budget,
+            bond
+        }),
+        5 => (b(), b(), b()).prop_map(|(bounty, content, size)| Action::SubmitItem {
+            bounty,
+            content,
+            size,
+        }),
+        4 => (b(), b()).prop_map(|(item, verdict)| Action::ScreenItem { item, verdict }),
+        1 => b().prop_map(|item| Action::AppealItem { item }),
+        5 => (b(), any::<bool>()).prop_map(|(item, accept)| Action::CommitVote { item, accept }),
+        5 => (b(), b()).prop_map(|(item, tamper)| Action::RevealVote { item, tamper }),
+        1 => b().prop_map(|amount| Action::JoinReviewers { amount }),
+        1 => b().prop_map(|amount| Action::LeaveReviewers { amount }),
+        2 => (b(), b()).prop_map(|(target, dataset)| Action::Cite { target, dataset }),
+        2 => b().prop_map(|dataset| Action::ClaimRoyalties { dataset }),
     ]
 }
 
@@ -790,6 +1030,16 @@ pub fn run_with(blocks: &[Vec<TxPlan>], mut on_block: impl FnMut(&World)) -> Res
     let opening: Vec<TxPlan> = (0..ACTORS)
         .map(|i| {
             let mut actions = vec![Action::EscrowDeposit { amount: 5 }];
+            // Everyone but the first reviews data with 20 AGR; the first posts a bounty.
+            if i == 0 {
+                actions.push(Action::CreateBounty {
+                    quorum: 123,
+                    budget: 5,
+                    bond: true,
+                });
+            } else {
+                actions.push(Action::JoinReviewers { amount: 5 });
+            }
             if i < PROVIDERS {
                 actions.push(Action::RegisterProvider { stake: 5, price: 1 });
             } else if i < PROVIDERS + VERIFIERS {
@@ -891,7 +1141,7 @@ pub fn run_with(blocks: &[Vec<TxPlan>], mut on_block: impl FnMut(&World)) -> Res
     }
     // Closing: providers reveal to every seat, seats judge (some pass, some fail), until every
     // window is over.
-    for round in 0..12u8 {
+    for round in 0..20u8 {
         let plans = world.closing(round);
         step(&mut world, &plans)?;
     }
@@ -924,6 +1174,82 @@ impl World {
                     tamper: 1,
                 }],
             });
+        }
+        // The verifiers take back some of the stake they delegated to themselves.
+        if round == 5 {
+            for actor in PROVIDERS..PROVIDERS + VERIFIERS {
+                plans.push(TxPlan {
+                    by: actor as u8,
+                    natural: false,
+                    actions: vec![Action::SubnetUnstake {
+                        netuid: 1,
+                        hotkey: 0,
+                        amount: 3,
+                    }],
+                });
+            }
+        }
+        // Neurons cite the datasets there are; contributors claim what they earned.
+        for (d, _) in self.datasets().iter().enumerate() {
+            for actor in 0..ACTORS - 1 {
+                let action = if round.is_multiple_of(4) {
+                    // Target 1: the sender's neuron on subnet 0.
+                    Action::Cite {
+                        target: 1,
+                        dataset: d as u8,
+                    }
+                } else if round % 4 == 2 {
+                    Action::ClaimRoyalties { dataset: d as u8 }
+                } else {
+                    continue;
+                };
+                plans.push(TxPlan {
+                    by: actor as u8,
+                    natural: false,
+                    actions: vec![action],
+                });
+            }
+        }
+        // Screeners judge, contributors appeal, panels commit and reveal (some of them).
+        for (k, (_, _, it)) in self.open_items().iter().enumerate() {
+            let pick = k as u8;
+            match &it.stage {
+                Stage::Screening { screener, .. } => plans.push(TxPlan {
+                    by: Self::actor(screener) as u8,
+                    natural: false,
+                    actions: vec![Action::ScreenItem {
+                        item: pick,
+                        verdict: round.wrapping_add(pick),
+                    }],
+                }),
+                Stage::Screened { .. } if round.is_multiple_of(2) => plans.push(TxPlan {
+                    by: Self::actor(&it.contributor) as u8,
+                    natural: false,
+                    actions: vec![Action::AppealItem { item: pick }],
+                }),
+                Stage::Voting { seats, .. } => {
+                    for (j, seat) in seats.iter().enumerate() {
+                        let by = Self::actor(&seat.reviewer) as u8;
+                        let action = if seat.commitment.is_none() {
+                            Action::CommitVote {
+                                item: pick,
+                                accept: (j + usize::from(round)) % 3 != 2,
+                            }
+                        } else {
+                            Action::RevealVote {
+                                item: pick,
+                                tamper: 1,
+                            }
+                        };
+                        plans.push(TxPlan {
+                            by,
+                            natural: false,
+                            actions: vec![action],
+                        });
+                    }
+                }
+                _ => {}
+            }
         }
         let open = self.open_checks();
         for (i, c) in open.iter().enumerate() {

@@ -20,6 +20,7 @@
 mod address;
 mod amount;
 mod block;
+mod data;
 pub mod durable;
 mod error;
 mod hash;
@@ -35,6 +36,11 @@ pub use address::{ADDRESS_HRP, Address};
 pub use amount::{AGR, Amount, DECIMALS, format_amount, parse_amount, serde_u128};
 pub use block::{
     Block, BlockHeader, MAX_BLOCK_BYTES, MAX_MERKLE_STEPS, MerkleProof, MerkleStep, merkle_root,
+};
+pub use data::{
+    BountyId, BountySpec, CiteTarget, MAX_BOUNTY_DESCRIPTION_BYTES, MAX_BOUNTY_SCHEMA_BYTES,
+    MAX_CITATIONS, MAX_SCREEN_DETAIL_BYTES, RejectReason, ScreenVerdict, dataset_leaf,
+    vote_commitment,
 };
 pub use error::{Error, Result};
 pub use hash::Hash;

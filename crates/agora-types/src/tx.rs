@@ -1,6 +1,7 @@
 use crate::{
-    Address, Amount, Error, Hash, Keypair, ModelKind, NetUid, ProviderInfo, PublicKey, Result,
-    SettledJob, Signature, SubnetParam, SubnetTask, Verdict, VerifierInfo, serde_u128,
+    Address, Amount, BountyId, BountySpec, CiteTarget, Error, Hash, Keypair, ModelKind, NetUid,
+    ProviderInfo, PublicKey, Result, ScreenVerdict, SettledJob, Signature, SubnetParam, SubnetTask,
+    Verdict, VerifierInfo, serde_u128,
 };
 use borsh::{BorshDeserialize, BorshSerialize};
 use serde::Serialize;
@@ -212,6 +213,84 @@ pub enum Message {
         /// The salt of the commitment.
         salt: Hash,
     },
+    /// Posts a data bounty (DESIGN.md §8): its budget moves from the sender's balance into the
+    /// bounty's escrow.
+    CreateBounty {
+        /// The terms.
+        spec: BountySpec,
+    },
+    /// Submits an item to a bounty: only its hash and size go on chain, its content to the
+    /// nodes' blob store. Locks the bounty's item bond and reserves the item's reward and
+    /// review fees from the budget.
+    SubmitItem {
+        /// The bounty.
+        bounty: BountyId,
+        /// blake3 of the item's bytes.
+        hash: Hash,
+        /// Its length in bytes.
+        size: u32,
+    },
+    /// The drawn screener's verdict on an item, before any vote.
+    ScreenItem {
+        /// The bounty.
+        bounty: BountyId,
+        /// The item's index in the bounty.
+        item: u32,
+        /// Pass, or the reason to reject.
+        verdict: ScreenVerdict,
+    },
+    /// The contributor of an item the screener rejected asks the reviewers to judge it.
+    AppealItem {
+        /// The bounty.
+        bounty: BountyId,
+        /// The item.
+        item: u32,
+    },
+    /// A drawn reviewer commits to its vote on an item ([`crate::vote_commitment`]).
+    CommitVote {
+        /// The bounty.
+        bounty: BountyId,
+        /// The item.
+        item: u32,
+        /// The commitment.
+        commitment: Hash,
+    },
+    /// A reviewer reveals the vote it committed to.
+    RevealVote {
+        /// The bounty.
+        bounty: BountyId,
+        /// The item.
+        item: u32,
+        /// Accept or reject.
+        accept: bool,
+        /// The commitment's salt.
+        salt: Hash,
+    },
+    /// Adds `amount` of the sender's balance to its review stake (joining the reviewers).
+    JoinReviewers {
+        /// Base units.
+        #[serde(with = "serde_u128")]
+        amount: Amount,
+    },
+    /// Takes `amount` of free review stake back; it unbonds like validator stake.
+    LeaveReviewers {
+        /// Base units.
+        #[serde(with = "serde_u128")]
+        amount: Amount,
+    },
+    /// Cites dataset roots for a model the sender registered (in the block that registers
+    /// it), its own neuron on a subnet, or a job it paid for.
+    CiteDatasets {
+        /// What cites.
+        target: CiteTarget,
+        /// Dataset roots, each at most once (at most [`crate::MAX_CITATIONS`]).
+        datasets: Vec<Hash>,
+    },
+    /// Pays the sender its share of the royalties a dataset has received.
+    ClaimRoyalties {
+        /// The dataset's root.
+        dataset: Hash,
+    },
 }
 
 fn hex_bytes<S: serde::Serializer>(bytes: &[u8], s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -269,6 +348,16 @@ impl Message {
             Message::RevealWeights { .. } => "reveal_weights",
             Message::CommitPrediction { .. } => "commit_prediction",
             Message::RevealPrediction { .. } => "reveal_prediction",
+            Message::CreateBounty { .. } => "create_bounty",
+            Message::SubmitItem { .. } => "submit_item",
+            Message::ScreenItem { .. } => "screen_item",
+            Message::AppealItem { .. } => "appeal_item",
+            Message::CommitVote { .. } => "commit_vote",
+            Message::RevealVote { .. } => "reveal_vote",
+            Message::JoinReviewers { .. } => "join_reviewers",
+            Message::LeaveReviewers { .. } => "leave_reviewers",
+            Message::CiteDatasets { .. } => "cite_datasets",
+            Message::ClaimRoyalties { .. } => "claim_royalties",
         }
     }
 
@@ -283,6 +372,13 @@ impl Message {
             // A registration into a full subnet reads every neuron to find whom to prune.
             Message::RegisterNeuron { .. } => 4,
             Message::RevealWeights { uids, .. } => 1 + (uids.len() / 32) as u64,
+            // A bounty stores its terms; its end reads every item to build the dataset.
+            Message::CreateBounty { spec } => {
+                4 + ((spec.description.len() + spec.schema.len()) / 1024) as u64
+            }
+            // An item is drawn a screener and a panel over the reviewers.
+            Message::SubmitItem { .. } | Message::AppealItem { .. } => 3,
+            Message::CiteDatasets { datasets, .. } => 1 + datasets.len() as u64,
             _ => 1,
         }
     }
@@ -299,6 +395,8 @@ impl Message {
             Message::CreateSubnet { max_lock, .. } => *max_lock,
             Message::RegisterNeuron { max_burn, .. } => *max_burn,
             Message::AddSubnetStake { amount, .. } => *amount,
+            Message::CreateBounty { spec } => spec.budget,
+            Message::JoinReviewers { amount } => *amount,
             Message::Unbond { .. }
             | Message::UpdateProvider { .. }
             | Message::UnregisterProvider
@@ -314,7 +412,16 @@ impl Message {
             | Message::CommitWeights { .. }
             | Message::RevealWeights { .. }
             | Message::CommitPrediction { .. }
-            | Message::RevealPrediction { .. } => 0,
+            | Message::RevealPrediction { .. }
+            // The bond is the bounty's; the mempool's estimate leaves it to execution.
+            | Message::SubmitItem { .. }
+            | Message::ScreenItem { .. }
+            | Message::AppealItem { .. }
+            | Message::CommitVote { .. }
+            | Message::RevealVote { .. }
+            | Message::LeaveReviewers { .. }
+            | Message::CiteDatasets { .. }
+            | Message::ClaimRoyalties { .. } => 0,
         }
     }
 }

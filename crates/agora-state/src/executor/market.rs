@@ -590,6 +590,10 @@ impl Executor<'_> {
                 continue;
             }
             scratch.writes.insert(jkey, None);
+            scratch.writes.insert(
+                crate::citation_key(&agora_types::CiteTarget::Job { id: job_id }, &record.client),
+                None,
+            );
             if check.is_some() {
                 scratch.writes.insert(check_key(&job_id), None);
             }

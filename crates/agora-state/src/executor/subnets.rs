@@ -115,7 +115,7 @@ impl Executor<'_> {
     }
 
     /// Takes `amount` out of the supply for good.
-    fn burn(&self, scratch: &mut Scratch, amount: Amount) -> Result<()> {
+    pub(super) fn burn(&self, scratch: &mut Scratch, amount: Amount) -> Result<()> {
         if amount == 0 {
             return Ok(());
         }
@@ -426,6 +426,9 @@ impl Executor<'_> {
         hotkey: &Address,
     ) -> Result<()> {
         scratch.writes.insert(hotkey_uid_key(netuid, hotkey), None);
+        scratch
+            .writes
+            .insert(crate::neuron_citation_key(netuid, hotkey), None);
         scratch.writes.insert(weights_key(netuid, uid), None);
         scratch.writes.insert(bonds_key(netuid, uid), None);
         let key = commits_key(netuid);
@@ -998,7 +1001,15 @@ impl Executor<'_> {
         let mut per_uid = Vec::with_capacity(n);
         for i in 0..n {
             let hotkey = neurons[i].hotkey;
-            self.credit(scratch, hotkey, split.miners[i])?;
+            // The datasets the neuron cites take their royalties out of its incentive.
+            let royalty = self.pay_royalties(
+                scratch,
+                &crate::neuron_citation_key(netuid, &hotkey),
+                split.miners[i],
+                &hotkey,
+                events,
+            )?;
+            self.credit(scratch, hotkey, split.miners[i] - royalty)?;
             let dividends = split.validators[i];
             if dividends > 0 {
                 self.pay_delegators(

@@ -408,7 +408,7 @@ fn adversarial_runs_reach_every_outcome() {
         TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]),
     );
     let mut seen: std::collections::BTreeMap<String, u64> = Default::default();
-    for _ in 0..90 {
+    for _ in 0..120 {
         let run = sim::arb_run(20).new_tree(&mut runner).unwrap().current();
         let world = sim::run(&run).unwrap();
         for (k, n) in world.events {
@@ -445,6 +445,23 @@ fn adversarial_runs_reach_every_outcome() {
         "prediction_committed",
         "prediction_revealed",
         "forecast_scored",
+        "bounty_created",
+        "item_submitted",
+        "screener_drawn",
+        "item_screened",
+        "item_appealed",
+        "panel_drawn",
+        "vote_committed",
+        "vote_revealed",
+        "votes_counted",
+        "reviewer_slashed",
+        "item_decided",
+        "bounty_settled",
+        "reviewer_staked",
+        "reviewer_unstaked",
+        "datasets_cited",
+        "royalty_paid",
+        "royalty_claimed",
     ] {
         assert!(seen.contains_key(kind), "no {kind} in {seen:?}");
     }
@@ -452,6 +469,7 @@ fn adversarial_runs_reach_every_outcome() {
 
 // ---- The compute market ----
 
+mod data;
 mod market;
 mod subnets;
 

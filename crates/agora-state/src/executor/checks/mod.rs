@@ -78,7 +78,7 @@ impl Executor<'_> {
     }
 
     /// [`Self::draw_u64`], 128 bits wide.
-    fn draw_u128(&self, job: &Hash, salt: u32) -> u128 {
+    pub(in crate::executor) fn draw_u128(&self, job: &Hash, salt: u32) -> u128 {
         let h = self.draw_hash(job, salt);
         u128::from_le_bytes(h.0[..16].try_into().expect("16 bytes"))
     }
