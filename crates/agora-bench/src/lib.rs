@@ -7,6 +7,7 @@
 
 pub mod analytics;
 pub mod audit;
+pub mod data;
 pub mod evm;
 pub mod infer;
 mod ledger;
@@ -85,6 +86,10 @@ pub enum BenchCommand {
     /// Search: nDCG@10 and recall@10 of BM25, vectors and the hybrid on the labelled queries,
     /// then documents indexed per second, query latency p50/p99 and memory at 100,000 documents.
     Search(search::SearchBenchArgs),
+    /// The data market: near-duplicate recall and precision on a generated set with known
+    /// near-duplicates, submissions pre-screened per second (embeddings included), and the
+    /// blob store's throughput.
+    Data(data::DataBenchArgs),
     /// The compute market on-chain: client-signed jobs with provider-signed receipts settled
     /// (`SettleJobs`, every signature checked) and committed per second.
     Market {
@@ -139,6 +144,7 @@ pub fn run(cmd: BenchCommand, models: &std::path::Path) -> Result<()> {
         BenchCommand::Analytics(args) => crate::analytics::run(args),
         BenchCommand::Evm(args) => crate::evm::run(args),
         BenchCommand::Search(args) => crate::search::run(args, models),
+        BenchCommand::Data(args) => crate::data::run(args, models),
         BenchCommand::Invariants { seconds, seed } => invariants(seconds, seed),
         BenchCommand::Market {
             jobs,

@@ -4,8 +4,10 @@
 #![forbid(unsafe_code)]
 
 pub mod blobs;
+pub mod prescreen;
 
 pub use blobs::{BlobStore, Limits};
+pub use prescreen::{DuplicateIndex, Prescreen, Rejection};
 
 /// What can go wrong; each variant is a message a person can act on.
 #[derive(Debug, thiserror::Error)]

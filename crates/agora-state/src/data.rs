@@ -63,6 +63,15 @@ pub struct DataParams {
     pub max_bounty_blocks: u64,
     /// Largest item any bounty may allow, in bytes (the nodes' blob store's bound).
     pub max_item_bytes: u32,
+    /// Least review fee a bounty pays: a drawn reviewer is never made to work for nothing.
+    #[serde(with = "serde_u128")]
+    pub min_review_fee: Amount,
+    /// Least item bond a bounty asks: spam always costs something.
+    #[serde(with = "serde_u128")]
+    pub min_item_bond: Amount,
+    /// Most reviewers: each draw reads them all. A newcomer offering more stake than the
+    /// smallest reviewer with no open seat takes its place (its stake unbonds).
+    pub max_reviewers: u32,
 }
 
 impl Default for DataParams {
@@ -81,6 +90,9 @@ impl Default for DataParams {
             // A week at 500 ms blocks.
             max_bounty_blocks: 1_209_600,
             max_item_bytes: 1024 * 1024,
+            min_review_fee: agora_types::AGR / 1_000,
+            min_item_bond: agora_types::AGR / 1_000,
+            max_reviewers: 1_024,
         }
     }
 }
@@ -106,6 +118,21 @@ impl DataParams {
         }
         if self.max_bounty_blocks == 0 {
             return Err("max_bounty_blocks must be at least 1".into());
+        }
+        if [
+            self.screen_window,
+            self.appeal_window,
+            self.commit_window,
+            self.reveal_window,
+        ]
+        .iter()
+        .any(|w| *w > 100_000)
+            || self.max_bounty_blocks > 100_000_000
+        {
+            return Err("the data market's windows are at most 100000 blocks".into());
+        }
+        if self.max_reviewers == 0 {
+            return Err("max_reviewers must be at least 1".into());
         }
         Ok(())
     }
@@ -256,6 +283,8 @@ pub struct Item {
     /// Its screener, while that one's review stake stays locked (until the item is decided, so
     /// an overturned rejection can slash it).
     pub screener: Option<Address>,
+    /// The screener drawn for it, kept off its panel even after missing its window.
+    pub screened_by: Option<Address>,
     /// The screener's rejection, if any.
     pub screen: Option<ScreenNote>,
     /// The contributor appealed the screener's rejection.
@@ -319,8 +348,9 @@ pub struct Dataset {
     pub bounty: BountyId,
     /// Accepted items.
     pub items: u32,
-    /// Each contributor and its accepted items, by address.
-    pub contributors: Vec<(Address, u32)>,
+    /// Distinct contributors (each with its accepted items under
+    /// [`crate::dataset_contributors_key`], so a royalty payment does not re-encode them).
+    pub contributors: u32,
     /// The bounty's royalty, in basis points.
     pub royalty_bps: u16,
     /// Royalties received.
@@ -329,8 +359,10 @@ pub struct Dataset {
     /// Royalties claimed by contributors.
     #[serde(with = "serde_u128")]
     pub claimed: Amount,
-    /// Citations by models, neurons and jobs (each time one cites it).
+    /// Citations by models' registrants, providers, neurons and jobs (each time one cites it).
     pub cited_by_models: u32,
+    /// See `cited_by_models`.
+    pub cited_by_providers: u32,
     /// See `cited_by_models`.
     pub cited_by_neurons: u32,
     /// See `cited_by_models`.
@@ -344,15 +376,12 @@ pub const RECENT_CITATIONS: usize = 32;
 
 impl Dataset {
     /// What `contributor` is owed over everything received: `received × its items / items`,
-    /// rounded down, computed without overflow.
-    pub fn share_of(&self, contributor: &Address) -> Amount {
-        let Ok(i) = self
-            .contributors
-            .binary_search_by(|(a, _)| a.cmp(contributor))
-        else {
+    /// rounded down, computed without overflow. `contributors` is the dataset's list, sorted.
+    pub fn share_of(&self, contributors: &[(Address, u32)], contributor: &Address) -> Amount {
+        let Ok(i) = contributors.binary_search_by(|(a, _)| a.cmp(contributor)) else {
             return 0;
         };
-        let n = Amount::from(self.contributors[i].1);
+        let n = Amount::from(contributors[i].1);
         let total = Amount::from(self.items.max(1));
         // received = q·total + r, so received·n/total = q·n + r·n/total with r·n < total².
         let q = self.received / total;

@@ -260,6 +260,11 @@ pub enum TxError {
     /// No dataset with that root.
     #[error("no dataset with root {root}")]
     UnknownDataset { root: String },
+    /// The reviewer set is full, and no reviewer without open seats holds less than offered.
+    #[error(
+        "the chain has {max} reviewers, none without open seats holding less than {offered}: offer more stake to take the smallest one's place"
+    )]
+    ReviewersFull { max: u32, offered: Amount },
     /// Nothing owed to the sender.
     #[error("no royalties owed to {address} by this dataset")]
     NothingToClaim { address: Address },
@@ -345,6 +350,7 @@ impl TxError {
             TxError::InvalidCitation(_) => "invalid_citation",
             TxError::UnknownDataset { .. } => "unknown_dataset",
             TxError::NothingToClaim { .. } => "nothing_to_claim",
+            TxError::ReviewersFull { .. } => "reviewers_full",
         }
     }
 }

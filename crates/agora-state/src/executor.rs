@@ -728,10 +728,7 @@ impl<'a> Executor<'a> {
         // The model's cited datasets take their royalties out of the provider's part.
         let royalty = self.pay_royalties(
             scratch,
-            &crate::citation_key(
-                &agora_types::CiteTarget::Model { id: record.model },
-                &record.provider,
-            ),
+            &crate::provider_citation_key(&record.model, &record.provider),
             paid,
             &record.provider,
             events,

@@ -341,8 +341,10 @@ pub fn model_owner_key(id: &Hash) -> Vec<u8> {
     key
 }
 
-/// The key of what `target` cites (a list of dataset roots): `dmt/m/` + model id, `dmt/n/` +
-/// big-endian netuid + hotkey, `dmt/j/` + job id.
+/// The key of what `target` cites (a list of dataset roots) when `sender` cites it: `dmt/m/` +
+/// model id (its registrant's provenance), `dmt/n/` + big-endian netuid + hotkey, `dmt/j/` +
+/// job id. A provider's citations for a model it serves are under
+/// [`provider_citation_key`].
 pub fn citation_key(target: &agora_types::CiteTarget, sender: &Address) -> Vec<u8> {
     match target {
         agora_types::CiteTarget::Model { id } => {
@@ -357,6 +359,22 @@ pub fn citation_key(target: &agora_types::CiteTarget, sender: &Address) -> Vec<u
             key
         }
     }
+}
+
+/// `dmt/p/` + model id + provider: the datasets a provider cites for a model it serves, whose
+/// royalties its fees on the model pay.
+pub fn provider_citation_key(model: &Hash, provider: &Address) -> Vec<u8> {
+    let mut key = b"dmt/p/".to_vec();
+    key.extend_from_slice(&model.0);
+    key.extend_from_slice(&provider.0);
+    key
+}
+
+/// `dmk/` + root → a dataset's contributors and their accepted items, by address.
+pub fn dataset_contributors_key(root: &Hash) -> Vec<u8> {
+    let mut key = b"dmk/".to_vec();
+    key.extend_from_slice(&root.0);
+    key
 }
 
 /// `dmt/n/` + big-endian netuid + hotkey: what a neuron cites.

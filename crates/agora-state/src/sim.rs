@@ -658,7 +658,7 @@ impl World {
                     budget: amount(*budget),
                     quorum: quorum % 6,
                     review_stake: 5 * AGR,
-                    item_bond: if *bond { AGR / 2 } else { 0 },
+                    item_bond: if *bond { AGR / 2 } else { AGR / 1_000 },
                     deadline: self.height + 2 + u64::from(quorum / 8) % 16,
                     max_item_bytes: 64,
                     duplicate_bps: 9_000,

@@ -4,8 +4,9 @@
 use super::*;
 use crate::{
     Bounty, DataTask, Dataset, Item, ModelOwner, PanelSeat, RECENT_CITATIONS, Reviewer, ScreenNote,
-    Stage, bounty_key, citation_key, data_queue_key, dataset_key, hotkey_uid_key, item_hash_key,
-    item_key, model_owner_key, next_bounty_key, reviewer_key, reviewer_set_key, royalty_claim_key,
+    Stage, bounty_key, citation_key, data_queue_key, dataset_contributors_key, dataset_key,
+    hotkey_uid_key, item_hash_key, item_key, model_owner_key, next_bounty_key,
+    provider_citation_key, provider_key, reviewer_key, reviewer_set_key, royalty_claim_key,
 };
 use agora_types::{
     BountyId, BountySpec, CiteTarget, MAX_BOUNTY_DESCRIPTION_BYTES, MAX_BOUNTY_SCHEMA_BYTES,
@@ -110,6 +111,18 @@ impl Executor<'_> {
         }
         if spec.review_stake == 0 {
             return Err("the review stake must be above zero: votes must risk something".into());
+        }
+        if spec.review_fee < d.min_review_fee {
+            return Err(format!(
+                "the review fee is at least {} base units: reviewers are paid for their work",
+                d.min_review_fee
+            ));
+        }
+        if spec.item_bond < d.min_item_bond {
+            return Err(format!(
+                "the item bond is at least {} base units: spam must cost something",
+                d.min_item_bond
+            ));
         }
         if spec.quorum == 0 || spec.quorum > d.max_quorum {
             return Err(format!("the quorum must be 1 to {} votes", d.max_quorum));
@@ -259,6 +272,7 @@ impl Executor<'_> {
             bond,
             hold: cost,
             screener: None,
+            screened_by: None,
             screen: None,
             appealed: false,
             stage: Stage::DrawScreener,
@@ -599,16 +613,54 @@ impl Executor<'_> {
             }));
         }
         rec.stake = stake;
-        from.balance -= amount;
-        scratch.accounts.insert(*sender, from);
-        put(scratch, key, &rec);
         if existing.is_none() {
             let mut set = self.reviewer_set(scratch)?;
+            if set.len() >= self.data.max_reviewers as usize {
+                // Full: the smallest reviewer with no open seat gives way to more stake.
+                let mut smallest: Option<(Address, Reviewer)> = None;
+                for a in &set {
+                    let r: Reviewer = self
+                        .get(scratch, &reviewer_key(a))?
+                        .ok_or_else(|| corrupt("a listed reviewer has no stake"))?;
+                    if r.seats == 0 && smallest.as_ref().is_none_or(|(_, s)| r.stake < s.stake) {
+                        smallest = Some((*a, r));
+                    }
+                }
+                match smallest {
+                    Some((gone, r)) if r.stake < stake => {
+                        let mut acc = self.scratch_account_ro(scratch, &gone)?;
+                        acc.unbonding = acc
+                            .unbonding
+                            .checked_add(r.stake)
+                            .ok_or_else(|| corrupt("unbonding overflows"))?;
+                        scratch.accounts.insert(gone, acc);
+                        self.queue_unbonding(scratch, gone, r.stake);
+                        self.forget_reviewer(scratch, &gone)?;
+                        set = self.reviewer_set(scratch)?;
+                        events.push(Event::new(
+                            "reviewer_evicted",
+                            &[
+                                ("reviewer", gone.to_string()),
+                                ("stake", r.stake.to_string()),
+                            ],
+                        ));
+                    }
+                    _ => {
+                        return Ok(Err(TxError::ReviewersFull {
+                            max: self.data.max_reviewers,
+                            offered: stake,
+                        }));
+                    }
+                }
+            }
             if let Err(i) = set.binary_search(sender) {
                 set.insert(i, *sender);
             }
             put(scratch, reviewer_set_key(), &set);
         }
+        from.balance -= amount;
+        scratch.accounts.insert(*sender, from);
+        put(scratch, key, &rec);
         events.push(Event::new(
             "reviewer_staked",
             &[
@@ -725,10 +777,13 @@ impl Executor<'_> {
         Ok(cut)
     }
 
-    /// Draws `n` votes for an item, with replacement, in proportion to free review stake: the
-    /// reviewers and their stakes are the parent state's (this block's proposer knew the seed
-    /// when it chose the block's transactions), their locks the current ones; `exclude` are
-    /// never drawn.
+    /// Draws `n` votes for an item, with replacement, in proportion to review stake as it was in
+    /// the parent state (this block's proposer knew the seed when it chose the block's
+    /// transactions, so nothing in them may move the draw); `exclude` are never drawn. A pick
+    /// whose free stake now cannot cover the bounty's review stake is void (`None`) rather than
+    /// drawn again: locking other reviewers' stake, or setting a review stake only one's own
+    /// accounts can cover, empties seats instead of handing them to someone else, and an item
+    /// with too few votes is not decided by them.
     fn draw_votes(
         &self,
         scratch: &Scratch,
@@ -737,7 +792,7 @@ impl Executor<'_> {
         tag: u8,
         n: usize,
         exclude: &[Address],
-    ) -> Result<Vec<Address>> {
+    ) -> Result<Vec<Option<Address>>> {
         let rs = b.spec.review_stake;
         let parent: Vec<Address> = self
             .base
@@ -745,43 +800,42 @@ impl Executor<'_> {
             .map(|v| decode(&reviewer_set_key(), &v))
             .transpose()?
             .unwrap_or_default();
-        let mut eligible: Vec<(Address, Amount)> = Vec::new();
+        let mut weights: Vec<(Address, Amount)> = Vec::new();
         for a in parent {
             if exclude.contains(&a) {
                 continue;
             }
             let key = reviewer_key(&a);
-            let before: Option<Reviewer> =
-                self.base.get(&key)?.map(|v| decode(&key, &v)).transpose()?;
-            let now: Option<Reviewer> = self.get(scratch, &key)?;
-            if let (Some(before), Some(now)) = (before, now) {
-                let weight = before.stake.min(now.stake).saturating_sub(now.locked);
-                if weight >= rs {
-                    eligible.push((a, weight));
-                }
+            if let Some(r) = self
+                .base
+                .get(&key)?
+                .map(|v| decode::<Reviewer>(&key, &v))
+                .transpose()?
+                && r.stake > 0
+            {
+                weights.push((a, r.stake));
             }
+        }
+        let total = weights
+            .iter()
+            .try_fold(0 as Amount, |t, (_, w)| t.checked_add(*w))
+            .ok_or_else(|| corrupt("review stakes overflow"))?;
+        let mut out = Vec::with_capacity(n);
+        if total == 0 {
+            return Ok(out);
         }
         let mut id = DATA_DRAW_DOMAIN.to_vec();
         id.extend_from_slice(&b.id.to_le_bytes());
         id.extend_from_slice(&index.to_le_bytes());
         id.push(tag);
         let id = Hash::digest(&id);
-        let mut out = Vec::new();
+        // Free stake taken by this draw's earlier picks.
+        let mut taken: BTreeMap<Address, Amount> = BTreeMap::new();
         for salt in 0..n {
-            eligible.retain(|(_, w)| *w >= rs);
-            let Some(total) = eligible
-                .iter()
-                .try_fold(0 as Amount, |t, (_, w)| t.checked_add(*w))
-            else {
-                return Err(corrupt("review stakes overflow"));
-            };
-            if total == 0 {
-                break;
-            }
             let mut point = self.draw_u128(&id, salt as u32) % total;
-            let i = eligible
+            let (who, _) = *weights
                 .iter()
-                .position(|(_, w)| {
+                .find(|(_, w)| {
                     if point < *w {
                         true
                     } else {
@@ -790,9 +844,16 @@ impl Executor<'_> {
                     }
                 })
                 .ok_or_else(|| corrupt("a draw past the total"))?;
-            out.push(eligible[i].0);
-            // Each vote takes one review stake of the reviewer's free stake.
-            eligible[i].1 -= rs;
+            let free = self
+                .get::<Reviewer>(scratch, &reviewer_key(&who))?
+                .map_or(0, |r| r.free());
+            let used = taken.entry(who).or_default();
+            if free.saturating_sub(*used) >= rs {
+                *used += rs;
+                out.push(Some(who));
+            } else {
+                out.push(None);
+            }
         }
         Ok(out)
     }
@@ -838,11 +899,17 @@ impl Executor<'_> {
         match (task, &it.stage) {
             (DataTask::DrawScreener(..), Stage::DrawScreener) => {
                 let exclude = [it.contributor, b.requester];
-                match self.draw_votes(scratch, &b, index, 0, 1, &exclude)?.first() {
-                    Some(&screener) => {
+                match self
+                    .draw_votes(scratch, &b, index, 0, 1, &exclude)?
+                    .first()
+                    .copied()
+                    .flatten()
+                {
+                    Some(screener) => {
                         self.lock(scratch, &screener, rs)?;
                         let deadline = h + self.data.screen_window;
                         it.screener = Some(screener);
+                        it.screened_by = Some(screener);
                         it.stage = Stage::Screening { screener, deadline };
                         Self::schedule(scratch, deadline, DataTask::ScreenDue(bounty, index));
                         events.push(item_event(
@@ -888,10 +955,13 @@ impl Executor<'_> {
                 self.decide(scratch, &mut b, &mut it, index, None, &reason, events)?;
             }
             (DataTask::DrawPanel(..), Stage::DrawPanel) => {
+                // Whoever screened it, even one that missed its window, judges it no more.
                 let mut exclude = vec![it.contributor, b.requester];
-                exclude.extend(it.screener);
-                let drawn =
+                exclude.extend(it.screened_by);
+                let picks =
                     self.draw_votes(scratch, &b, index, 1, usize::from(b.spec.quorum), &exclude)?;
+                let voided = picks.iter().filter(|p| p.is_none()).count();
+                let drawn: Vec<Address> = picks.into_iter().flatten().collect();
                 if drawn.is_empty() {
                     // Nobody can judge it: not the contributor's fault.
                     self.decide(
@@ -938,6 +1008,7 @@ impl Executor<'_> {
                         index,
                         &[
                             ("reviewers", names),
+                            ("void", voided.to_string()),
                             ("commit_until", commit_deadline.to_string()),
                             ("reveal_until", reveal_deadline.to_string()),
                         ],
@@ -1028,9 +1099,11 @@ impl Executor<'_> {
                 ));
             }
         }
-        // The losers' stake goes to the winning votes; what does not divide evenly is burned.
+        // The losers' stake goes to the winning votes; what does not divide evenly is burned. An
+        // undecided item has no winning side: whoever revealed is paid its fee, but the silent
+        // seats' stake is burned, so nobody gains by keeping others from revealing.
         let mut shared: Amount = 0;
-        if winner_votes > 0 {
+        if winner_votes > 0 && outcome != Tally::NoQuorum {
             for s in seats.iter().filter(|s| wins(s)) {
                 let part = pot / Amount::from(winner_votes) * Amount::from(s.votes);
                 shared += part;
@@ -1174,15 +1247,18 @@ impl Executor<'_> {
         }
         if !leaves.is_empty() {
             let root = merkle_root(&leaves);
+            let list: Vec<(Address, u32)> = contributors.into_iter().collect();
+            put(scratch, dataset_contributors_key(&root), &list);
             let dataset = Dataset {
                 root,
                 bounty: id,
                 items: leaves.len() as u32,
-                contributors: contributors.into_iter().collect(),
+                contributors: list.len() as u32,
                 royalty_bps: b.spec.royalty_bps,
                 received: 0,
                 claimed: 0,
                 cited_by_models: 0,
+                cited_by_providers: 0,
                 cited_by_neurons: 0,
                 cited_by_jobs: 0,
                 recent: Vec::new(),
@@ -1246,24 +1322,32 @@ impl Executor<'_> {
                 }
             }
         }
-        let key = citation_key(target, sender);
-        let existing: Option<Vec<Hash>> = self.get(scratch, &key)?;
+        let mut key = citation_key(target, sender);
         let royalty: u32 = datasets.iter().map(|d| u32::from(d.royalty_bps)).sum();
+        // Who pays royalties: a provider for its fees on a model, a neuron for its incentive.
+        let mut pays = matches!(target, CiteTarget::Neuron { .. });
         match target {
             CiteTarget::Model { id } => {
-                let Some(owner) = self.get::<ModelOwner>(scratch, &model_owner_key(id))? else {
+                let owner = self.get::<ModelOwner>(scratch, &model_owner_key(id))?;
+                let serves = self
+                    .get::<Provider>(scratch, &provider_key(sender))?
+                    .is_some_and(|p| p.info.models.contains(id));
+                if let Some(o) = owner.filter(|o| o.owner == *sender && o.height == self.ctx.height)
+                {
+                    // The registrant's provenance, once, in the registration's block.
+                    let _ = o;
+                    if self.get::<Vec<Hash>>(scratch, &key)?.is_some() {
+                        return bad("the model's provenance is cited already".into());
+                    }
+                } else if serves {
+                    // A provider's own fees on the model pay these datasets' royalties; anyone
+                    // registering a model id first cannot tax the others who serve it.
+                    key = provider_citation_key(id, sender);
+                    pays = true;
+                } else {
                     return bad(format!(
-                        "model {id} has no registrant on record: datasets are cited by the account that registers a model"
+                        "datasets are cited for model {id} by its registrant in the block that registers it, or by a provider serving it"
                     ));
-                };
-                if owner.owner != *sender {
-                    return bad("only the model's registrant cites datasets for it".into());
-                }
-                if owner.height != self.ctx.height || existing.is_some() {
-                    return bad(
-                        "a model's datasets are cited once, in the block that registers it, so every provider that serves it knows its royalties"
-                            .into(),
-                    );
                 }
             }
             CiteTarget::Neuron { netuid } => {
@@ -1284,24 +1368,28 @@ impl Executor<'_> {
                 if job.client != *sender {
                     return bad("only the job's client cites datasets for it".into());
                 }
-                if existing.is_some() {
+                if self.get::<Vec<Hash>>(scratch, &key)?.is_some() {
                     return bad("the job cites its datasets already".into());
                 }
             }
         }
-        if !matches!(target, CiteTarget::Job { .. })
-            && royalty > u32::from(self.data.max_royalty_total_bps)
-        {
+        if pays && royalty > u32::from(self.data.max_royalty_total_bps) {
             return bad(format!(
                 "these datasets' royalties add up to {royalty} basis points, more than the {} allowed",
                 self.data.max_royalty_total_bps
             ));
         }
+        let by_provider = key.starts_with(b"dmt/p/");
         for mut d in datasets {
             match target {
-                CiteTarget::Model { .. } => d.cited_by_models += 1,
-                CiteTarget::Neuron { .. } => d.cited_by_neurons += 1,
-                CiteTarget::Job { .. } => d.cited_by_jobs += 1,
+                CiteTarget::Model { .. } if by_provider => {
+                    d.cited_by_providers = d.cited_by_providers.saturating_add(1)
+                }
+                CiteTarget::Model { .. } => d.cited_by_models = d.cited_by_models.saturating_add(1),
+                CiteTarget::Neuron { .. } => {
+                    d.cited_by_neurons = d.cited_by_neurons.saturating_add(1)
+                }
+                CiteTarget::Job { .. } => d.cited_by_jobs = d.cited_by_jobs.saturating_add(1),
             }
             if d.recent.len() >= RECENT_CITATIONS {
                 d.recent.remove(0);
@@ -1380,7 +1468,10 @@ impl Executor<'_> {
         };
         let ckey = royalty_claim_key(root, sender);
         let claimed: Amount = self.get(scratch, &ckey)?.unwrap_or(0);
-        let owed = d.share_of(sender).saturating_sub(claimed);
+        let list: Vec<(Address, u32)> = self
+            .get(scratch, &dataset_contributors_key(root))?
+            .unwrap_or_default();
+        let owed = d.share_of(&list, sender).saturating_sub(claimed);
         if owed == 0 {
             return Ok(Err(TxError::NothingToClaim { address: *sender }));
         }

@@ -14,6 +14,7 @@ pub(super) struct DataSeen {
     reviewers: BTreeMap<Address, Reviewer>,
     set: Option<Vec<Address>>,
     datasets: BTreeMap<Hash, Dataset>,
+    contributors: BTreeMap<Hash, Vec<(Address, u32)>>,
     claims: BTreeMap<Hash, Amount>,
     tasks: BTreeSet<(u64, DataTaskKey)>,
 }
@@ -96,6 +97,11 @@ impl DataSeen {
                     bad.push(format!("dataset {r} is stored under another root"));
                 }
                 self.datasets.insert(r, d);
+            }
+        } else if let Some(rest) = key.strip_prefix(b"dmk/") {
+            let root = rest.try_into().ok().map(Hash);
+            if let (Some(r), Some(list)) = (root, decode(bad, key, value)) {
+                self.contributors.insert(r, list);
             }
         } else if let Some(rest) = key.strip_prefix(b"dmc/") {
             let root = rest.get(..32).and_then(|x| x.try_into().ok()).map(Hash);
@@ -287,11 +293,20 @@ impl DataSeen {
             if self.claims.get(r).copied().unwrap_or(0) != d.claimed {
                 bad.push(format!("dataset {r}: claims do not add up"));
             }
-            let n: u64 = d.contributors.iter().map(|(_, n)| u64::from(*n)).sum();
-            if n != u64::from(d.items) || !d.contributors.is_sorted_by(|a, b| a.0 < b.0) {
+            let list = self.contributors.get(r).cloned().unwrap_or_default();
+            let n: u64 = list.iter().map(|(_, n)| u64::from(*n)).sum();
+            if n != u64::from(d.items)
+                || list.len() != d.contributors as usize
+                || !list.is_sorted_by(|a, b| a.0 < b.0)
+            {
                 bad.push(format!("dataset {r}: contributors do not add up"));
             }
             add(bad, d.received - d.claimed.min(d.received));
+        }
+        for r in self.contributors.keys() {
+            if !self.datasets.contains_key(r) {
+                bad.push(format!("contributors of no dataset {r}"));
+            }
         }
         for r in self.claims.keys() {
             if !self.datasets.contains_key(r) {

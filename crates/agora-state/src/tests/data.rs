@@ -240,10 +240,9 @@ fn an_accepted_item_pays_everyone_exactly_and_forms_the_dataset() {
     let root = merkle_root(&[dataset_leaf(0, 0, &content(0))]);
     assert_eq!(b.dataset, Some(root));
     let d: Dataset = c.get(&dataset_key(&root)).expect("the dataset");
-    assert_eq!(
-        (d.items, d.contributors.clone()),
-        (1, vec![(key(1).address(), 1)])
-    );
+    assert_eq!((d.items, d.contributors), (1, 1));
+    let list: Vec<(Address, u32)> = c.get(&dataset_contributors_key(&root)).unwrap();
+    assert_eq!(list, vec![(key(1).address(), 1)]);
 }
 
 /// The majority decides: a reviewer voting against it and one that never reveals lose a
@@ -692,7 +691,7 @@ fn a_citing_models_earnings_pay_its_datasets_contributors_pro_rata() {
         name: "cited-model".into(),
         kind: ModelKind::Chat,
     };
-    // Only the registrant, only in the registration's block.
+    // The registrant's provenance: only in the registration's block.
     c.fails(
         3,
         vec![cite(CiteTarget::Model { id: MODEL })],
@@ -703,6 +702,13 @@ fn a_citing_models_earnings_pay_its_datasets_contributors_pro_rata() {
         3,
         vec![cite(CiteTarget::Model { id: MODEL })],
         "invalid_citation",
+    );
+    assert_eq!(
+        c.get::<Vec<Hash>>(&citation_key(
+            &CiteTarget::Model { id: MODEL },
+            &key(3).address()
+        )),
+        Some(vec![root])
     );
     c.fails(
         3,
@@ -725,6 +731,14 @@ fn a_citing_models_earnings_pay_its_datasets_contributors_pro_rata() {
                 encryption_key: EncryptionKey([5; 32]),
             },
         }],
+    );
+    // Serving it, the provider cites the dataset: its own fees on the model pay the royalty
+    // (a registrant cannot tax the providers of a model id it registered first).
+    c.ok(3, vec![cite(CiteTarget::Model { id: MODEL })]);
+    c.fails(
+        2,
+        vec![cite(CiteTarget::Model { id: MODEL })],
+        "invalid_citation",
     );
     c.ok(2, vec![Message::EscrowDeposit { amount: 10 * AGR }]);
     c.ok(
@@ -750,8 +764,13 @@ fn a_citing_models_earnings_pay_its_datasets_contributors_pro_rata() {
     assert_eq!(c.balance(3), provider + paid - royalty);
     let d: Dataset = c.get(&dataset_key(&root)).unwrap();
     assert_eq!(
-        (d.received, d.cited_by_models, d.cited_by_jobs),
-        (royalty, 1, 1)
+        (
+            d.received,
+            d.cited_by_models,
+            d.cited_by_providers,
+            d.cited_by_jobs
+        ),
+        (royalty, 1, 1, 1)
     );
     let (one, two) = (c.balance(1), c.balance(2));
     c.ok(1, vec![Message::ClaimRoyalties { dataset: root }]);
@@ -892,4 +911,87 @@ fn bad_bounties_are_refused() {
     for (spec, code) in cases {
         c.fails(REQUESTER, vec![Message::CreateBounty { spec }], code);
     }
+}
+
+/// A requester cannot make its own accounts the panel by setting a review stake only they can
+/// cover: draws follow all review stake, the honest reviewers' picks are void, and an item with
+/// too few votes is returned to its contributor rather than rejected by the requester's friends.
+#[test]
+fn a_review_stake_only_the_requesters_friends_can_cover_leaves_the_panel_short() {
+    let mut c = market();
+    // Users 2 and 3 are the requester's friends, with 300 AGR of review stake each.
+    c.ok(2, vec![Message::JoinReviewers { amount: 300 * AGR }]);
+    c.ok(3, vec![Message::JoinReviewers { amount: 300 * AGR }]);
+    let greedy = BountySpec {
+        review_stake: 200 * AGR,
+        ..spec(5, 50 * AGR, 40)
+    };
+    c.ok(REQUESTER, vec![Message::CreateBounty { spec: greedy }]);
+    let before = c.balance(1);
+    c.ok(1, vec![submit(0, 0)]);
+    c.block(vec![]);
+    if let Stage::Screening { screener, .. } = c.item(0, 0).stage {
+        c.screen(user_of(&screener), 0, 0, ScreenVerdict::Pass);
+    }
+    c.block(vec![]);
+    let seats = match c.item(0, 0).stage {
+        Stage::Voting { seats, .. } => seats,
+        other => panic!("not voting: {other:?}"),
+    };
+    // Each friend covers one vote; the honest reviewers' picks are void.
+    assert!(
+        seats
+            .iter()
+            .all(|s| [2, 3].contains(&user_of(&s.reviewer)) && s.votes == 1)
+    );
+    let seats: Vec<(usize, u8)> = seats
+        .iter()
+        .map(|s| (user_of(&s.reviewer), s.votes))
+        .collect();
+    c.vote(0, 0, &seats, |_| Some(false));
+    assert_eq!(
+        c.item(0, 0).stage,
+        Stage::Rejected {
+            reason: "no_quorum".into()
+        }
+    );
+    // The bond came back: the submission's and the (possible) screening's fees only.
+    assert_eq!(c.balance(1), before - 30);
+}
+
+/// The reviewer set is bounded: a newcomer takes the place of the smallest reviewer with no
+/// open seat only by offering more; that one's stake unbonds.
+#[test]
+fn a_full_reviewer_set_takes_a_newcomer_only_for_more_stake() {
+    let mut c = Chain::from_genesis(genesis(10).with_data(DataParams {
+        max_reviewers: 6,
+        ..data_params()
+    }));
+    for r in REVIEWERS {
+        c.ok(r, vec![Message::JoinReviewers { amount: 100 * AGR }]);
+    }
+    c.fails(
+        1,
+        vec![Message::JoinReviewers { amount: 50 * AGR }],
+        "reviewers_full",
+    );
+    let r = c.ok(1, vec![Message::JoinReviewers { amount: 150 * AGR }]);
+    let evicted = r
+        .events
+        .iter()
+        .find(|e| e.kind == "reviewer_evicted")
+        .expect("one gave way");
+    let gone = evicted
+        .attributes
+        .iter()
+        .find(|(k, _)| k == "reviewer")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let gone = (0..10)
+        .find(|i| key(*i).address().to_string() == gone)
+        .unwrap();
+    assert!(REVIEWERS.contains(&gone));
+    assert_eq!(account(&c.s, &key(gone).address()).unbonding, 100 * AGR);
+    assert_eq!(c.reviewer(gone).stake, 0);
+    assert_eq!(c.reviewer(1).stake, 150 * AGR);
 }
