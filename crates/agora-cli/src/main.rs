@@ -5,6 +5,7 @@
 #![allow(unreachable_pub)]
 
 mod audit_cmd;
+mod data_cmd;
 use agora_daemons::{keystore, market as market_cmd, node as node_cmd};
 mod infer_cmd;
 mod ingest_cmd;
@@ -67,6 +68,10 @@ enum Command {
     /// Consensus.
     #[command(subcommand)]
     Subnet(subnet_cmd::SubnetCommand),
+    /// The data market: post bounties, submit items, review them (pre-screen and vote), export
+    /// datasets with their inclusion proofs, cite datasets and claim their royalties.
+    #[command(subcommand)]
+    Data(data_cmd::DataCommand),
     /// Read-only SQL over a node's tables of its chain (blocks, transactions, transfers, jobs,
     /// checks, subnets, accounts…), as a table, CSV, JSON or Parquet.
     Sql(sql_cmd::SqlArgs),
@@ -165,6 +170,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Predict(args) => predict_cmd::predict(args),
         Command::Anomalies(args) => predict_cmd::anomalies(args),
         Command::Subnet(cmd) => subnet_cmd::subnet(default_home(cli.home, None), models, cmd),
+        Command::Data(cmd) => data_cmd::data(default_home(cli.home, None), models, cmd),
         Command::Models(cmd) => infer_cmd::models(&models, cmd),
         Command::Infer(cmd) => infer_cmd::infer(&models, cmd),
         Command::Bench(cmd) => agora_bench::run(cmd, &models),

@@ -447,6 +447,19 @@ fn run_node(
     } else {
         None
     };
+    // Every node keeps the bytes of the data market's items submitted to it, and drops those
+    // of items no longer on chain.
+    let blobs_dir = home.join("data/blobs");
+    let blobs = Arc::new(
+        agora_data::BlobStore::open(&blobs_dir, agora_data::Limits::default())
+            .with_context(|| format!("opening the blob store in {}", blobs_dir.display()))?,
+    );
+    let data = agora_data::http::DataService::new(node.clone(), blobs);
+    let collector_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _collector = StopOnDrop(
+        collector_stop.clone(),
+        Some(data.spawn_collector(std::time::Duration::from_secs(60), collector_stop)),
+    );
     let (search, _ingester) = match search {
         Some(setup) => {
             let (service, ingester) = start_search(home, &node, setup)?;
@@ -485,6 +498,7 @@ fn run_node(
                 if let Some(s) = search.clone() {
                     pages = pages.merge(agora_search::http::router(s));
                 }
+                pages = pages.merge(agora_data::http::router(data.clone()));
                 pages
             },
             wait(stop_rx.clone()),
@@ -782,5 +796,20 @@ pub fn auditor_model() -> GenesisModel {
         id: agora_market::auditor_id(),
         name: agora_audit::MODEL_NAME.to_string(),
         kind: agora_types::ModelKind::Audit,
+    }
+}
+
+/// Stops a background thread when dropped (sets its flag, then joins it).
+struct StopOnDrop(
+    Arc<std::sync::atomic::AtomicBool>,
+    Option<std::thread::JoinHandle<()>>,
+);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.1.take() {
+            let _ = t.join();
+        }
     }
 }

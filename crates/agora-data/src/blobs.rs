@@ -47,6 +47,11 @@ pub struct BlobStore {
 }
 
 impl BlobStore {
+    /// Its bounds.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
     /// Opens (or creates) the store in `dir`: removes what a crash left half-written and
     /// counts the bytes held.
     pub fn open(dir: &Path, limits: Limits) -> Result<BlobStore, Error> {

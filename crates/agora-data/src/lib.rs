@@ -4,7 +4,10 @@
 #![forbid(unsafe_code)]
 
 pub mod blobs;
+pub mod export;
+pub mod http;
 pub mod prescreen;
+pub mod views;
 
 pub use blobs::{BlobStore, Limits};
 pub use prescreen::{DuplicateIndex, Prescreen, Rejection};
