@@ -762,7 +762,12 @@ fn review(home: &Path, models: &Path, a: ReviewArgs) -> Result<()> {
         .unlock(&a.from, &read_password(a.password_file.as_deref(), false)?)?;
     let who = key.address();
     let client = NodeClient::new(&a.node);
-    let mut embed: Option<Box<dyn Embed>> = None;
+    // The model is loaded before the first assignment: a screener has a window to keep.
+    let cache = agora_infer::models::ModelCache::new(models);
+    let minilm = cache.ensure_reporting(&agora_infer::models::MINILM)?;
+    let mut embed: Option<Box<dyn Embed>> = Some(Box::new(agora_search::LocalEmbed::load(
+        &minilm, a.threads,
+    )?));
     let mut screens: BTreeMap<u64, BountyScreen> = BTreeMap::new();
     let start = Instant::now();
     println!("reviewing as {who} ({:?} votes)", a.vote);

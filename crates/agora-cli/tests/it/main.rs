@@ -6,6 +6,7 @@ mod analytics;
 mod audit;
 mod cli;
 mod crash;
+mod data;
 mod evm;
 mod infer;
 mod market;
