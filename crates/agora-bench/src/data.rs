@@ -273,8 +273,11 @@ pub fn run(args: DataBenchArgs, models_dir: &std::path::Path) -> Result<()> {
         for (text, _) in chunk {
             match screen.check(&json_item(text)) {
                 Ok(t) => texts.push(t),
-                Err(_) => {
+                Err(r) => {
                     rejected_by_rules += 1;
+                    if args.verbose {
+                        println!("  refused by the rules ({}): {text:?}", r.detail);
+                    }
                     texts.push(text.clone());
                 }
             }

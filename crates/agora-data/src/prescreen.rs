@@ -4,8 +4,7 @@
 //!
 //! Spam rules are general and each has its own examples in the tests:
 //! - *no text*: an item whose string fields hold fewer than [`MIN_LETTERS`] letters or digits;
-//! - *repeated characters*: at least 20 characters of text and fewer than one distinct
-//!   character in ten;
+//! - *repeated characters*: at least 20 characters of text drawn from at most 5 distinct ones;
 //! - *repeated words*: at least 12 words and fewer than a quarter of them distinct;
 //! - *links only*: at least 3 links and links make more than half of the words;
 //! - *symbols*: at least 20 characters and more than 60 % neither letters, digits nor spaces.
@@ -142,7 +141,7 @@ pub fn spam(text: &str) -> Option<String> {
         let mut distinct = chars.clone();
         distinct.sort_unstable();
         distinct.dedup();
-        if distinct.len() * 10 < chars.len() {
+        if distinct.len() <= 5 {
             return Some(format!(
                 "repeated characters: {} distinct in {}",
                 distinct.len(),

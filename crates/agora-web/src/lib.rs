@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod charts;
+mod data;
 mod devnet;
 mod explorer;
 mod market;
@@ -72,6 +73,11 @@ pub const NAV: &[NavItem] = &[
         href: "/subnets",
     },
     NavItem {
+        key: "data",
+        label: "Data",
+        href: "/data",
+    },
+    NavItem {
         key: "sql",
         label: "SQL",
         href: "/sql",
@@ -124,6 +130,9 @@ pub fn router_with(node: Arc<Node>, links: Links) -> Router {
         .route("/market/verifiers/{address}", get(market::verifier))
         .route("/subnets", get(subnets::list))
         .route("/subnets/{netuid}", get(subnets::show))
+        .route("/data", get(data::list))
+        .route("/data/bounties/{id}", get(data::bounty))
+        .route("/data/datasets/{root}", get(data::dataset))
         .route("/sql", get(sql::show))
         .route("/playground", get(playground::show))
         .route("/audit", get(playground::audit))

@@ -38,6 +38,9 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("audit.html", include_str!("../templates/audit.html")),
     ("verifier.html", include_str!("../templates/verifier.html")),
     ("subnets.html", include_str!("../templates/subnets.html")),
+    ("data.html", include_str!("../templates/data.html")),
+    ("bounty.html", include_str!("../templates/bounty.html")),
+    ("dataset.html", include_str!("../templates/dataset.html")),
     ("subnet.html", include_str!("../templates/subnet.html")),
     ("sql.html", include_str!("../templates/sql.html")),
 ];

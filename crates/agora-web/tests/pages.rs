@@ -560,3 +560,171 @@ fn words_and_unknown_hashes_go_to_the_search_page() {
         "in the navigation"
     );
 }
+
+#[test]
+fn data_pages_show_bounties_their_items_and_the_dataset() {
+    use agora_state::{DataParams, Stage};
+    use agora_types::{BountySpec, RejectReason, ScreenVerdict, vote_commitment};
+    let users = ["requester", "alice", "r1", "r2", "r3"];
+    let genesis = Genesis::new(CHAIN)
+        .with_accounts(users.map(|w| GenesisAccount {
+            address: key(w).address(),
+            balance: 1_000 * AGR,
+            bonded: 0,
+        }))
+        .with_data(DataParams {
+            screen_window: 3,
+            appeal_window: 3,
+            commit_window: 3,
+            reveal_window: 3,
+            ..DataParams::default()
+        });
+    let t = TestNode::start_with_pages(&genesis, "web-test-validator", agora_web::router);
+    let empty = page(&t, "/data");
+    assert!(empty.contains("No bounty yet"), "{empty}");
+    let nonces = std::cell::RefCell::new(std::collections::BTreeMap::<&str, u64>::new());
+    let send = |who: &'static str, messages: Vec<Message>| {
+        let nonce = *nonces.borrow().get(who).unwrap_or(&0);
+        nonces.borrow_mut().insert(who, nonce + 1);
+        let tx = Transaction {
+            chain_id: CHAIN.into(),
+            sender: key(who).public(),
+            nonce,
+            fee: 1_000_000,
+            messages,
+        };
+        submit(&t, tx, who);
+        t.block();
+    };
+    for r in ["r1", "r2", "r3"] {
+        send(r, vec![Message::JoinReviewers { amount: 50 * AGR }]);
+    }
+    send(
+        "requester",
+        vec![Message::CreateBounty {
+            spec: BountySpec {
+                description: "Solidity <terms> explained".into(),
+                schema: r#"{"type":"object"}"#.into(),
+                reward_per_item: AGR,
+                review_fee: AGR / 100,
+                budget: 10 * AGR,
+                quorum: 1,
+                review_stake: 10 * AGR,
+                item_bond: AGR / 10,
+                deadline: 20,
+                max_item_bytes: 1024,
+                duplicate_bps: 9_400,
+                royalty_bps: 250,
+            },
+        }],
+    );
+    for i in 0..2u8 {
+        send(
+            "alice",
+            vec![Message::SubmitItem {
+                bounty: 0,
+                hash: Hash([i; 32]),
+                size: 10,
+            }],
+        );
+    }
+    t.block();
+    let snap = || t.node.snapshot().unwrap();
+    let item = |i: u32| -> agora_state::Item {
+        borsh::from_slice(
+            &agora_state::StateRead::get(&snap(), &agora_state::item_key(0, i))
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let who = |a: &agora_types::Address| -> &'static str {
+        ["r1", "r2", "r3"]
+            .into_iter()
+            .find(|w| key(w).address() == *a)
+            .unwrap()
+    };
+    for i in 0..2u32 {
+        let Stage::Screening { screener, .. } = item(i).stage else {
+            panic!("not screening");
+        };
+        let verdict = if i == 0 {
+            ScreenVerdict::Pass
+        } else {
+            ScreenVerdict::Reject {
+                reason: RejectReason::Spam,
+                duplicate_of: None,
+                detail: "filler words".into(),
+            }
+        };
+        send(
+            who(&screener),
+            vec![Message::ScreenItem {
+                bounty: 0,
+                item: i,
+                verdict,
+            }],
+        );
+    }
+    let mid = page(&t, "/data/bounties/0");
+    assert!(mid.contains("Solidity &lt;terms&gt; explained"), "{mid}");
+    assert!(mid.contains("spam: filler words"), "{mid}");
+    let Stage::Voting {
+        seats,
+        commit_deadline,
+        ..
+    } = item(0).stage
+    else {
+        panic!("not voting");
+    };
+    let voter = who(&seats[0].reviewer);
+    let salt = Hash([3; 32]);
+    send(
+        voter,
+        vec![Message::CommitVote {
+            bounty: 0,
+            item: 0,
+            commitment: vote_commitment(0, 0, &key(voter).address(), true, &salt),
+        }],
+    );
+    let voting = page(&t, "/data/bounties/0");
+    assert!(voting.contains("voting: commits until block"), "{voting}");
+    while snap().height().unwrap().unwrap() < commit_deadline {
+        t.block();
+    }
+    send(
+        voter,
+        vec![Message::RevealVote {
+            bounty: 0,
+            item: 0,
+            accept: true,
+            salt,
+        }],
+    );
+    let b: agora_state::Bounty = borsh::from_slice(
+        &agora_state::StateRead::get(&snap(), &agora_state::bounty_key(0))
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    while snap().height().unwrap().unwrap() < b.settle_at {
+        t.block();
+    }
+    let list = page(&t, "/data");
+    assert!(list.contains("href=\"/data/bounties/0\""), "{list}");
+    assert!(list.contains("settled"), "{list}");
+    let settled = page(&t, "/data/bounties/0");
+    assert!(settled.contains("accepted"), "{settled}");
+    let root = settled
+        .split("/data/datasets/")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_string();
+    let ds = page(&t, &format!("/data/datasets/{root}"));
+    assert!(ds.contains(&key("alice").address().to_string()), "{ds}");
+    assert!(ds.contains("2.5 %"), "{ds}");
+    for bad in ["/data/bounties/7", "/data/bounties/x", "/data/datasets/00"] {
+        assert_eq!(get(&t, bad).0, 404, "{bad}");
+    }
+}
