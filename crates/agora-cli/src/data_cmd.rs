@@ -41,6 +41,16 @@ pub enum DataCommand {
         #[arg(long)]
         jsonl: Option<PathBuf>,
     },
+    /// Ask the reviewers to judge an item of the wallet's that its screener rejected (within the
+    /// appeal window); a panel that accepts it makes the screener pay.
+    Appeal {
+        #[command(flatten)]
+        opts: TxOpts,
+        #[arg(long)]
+        bounty: u64,
+        #[arg(long)]
+        item: u32,
+    },
     /// Stake as a reviewer (drawn to screen and vote on items, in proportion to stake).
     Stake {
         #[command(flatten)]
@@ -236,7 +246,7 @@ impl ExportLine {
                 self.hash
             );
         }
-        let leaf = dataset_leaf(self.bounty, self.index, &self.hash);
+        let leaf = dataset_leaf(self.bounty, self.index, &self.contributor, &self.hash);
         if self.root != *root || !self.proof.verify(root, &leaf) {
             bail!(
                 "item {}/{}: its proof does not lead to root {root}",
@@ -264,6 +274,9 @@ pub fn data(home: PathBuf, models: PathBuf, cmd: DataCommand) -> Result<()> {
             files,
             jsonl,
         } => submit(&home, &opts, bounty, &files, jsonl.as_deref()),
+        DataCommand::Appeal { opts, bounty, item } => {
+            send(&home, &opts, vec![Message::AppealItem { bounty, item }]).map(|_| ())
+        }
         DataCommand::Stake { opts, amount } => {
             let amount = parse_amount(&amount)?;
             send(&home, &opts, vec![Message::JoinReviewers { amount }]).map(|_| ())
@@ -284,7 +297,7 @@ pub fn data(home: PathBuf, models: PathBuf, cmd: DataCommand) -> Result<()> {
             let root = parse_hash("root", &root)?;
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            let mut n = 0;
+            let mut leaves = Vec::new();
             for (k, line) in text
                 .lines()
                 .enumerate()
@@ -294,9 +307,24 @@ pub fn data(home: PathBuf, models: PathBuf, cmd: DataCommand) -> Result<()> {
                     .with_context(|| format!("line {}: not an exported item", k + 1))?;
                 item.check(&root)
                     .with_context(|| format!("line {}", k + 1))?;
-                n += 1;
+                leaves.push(dataset_leaf(
+                    item.bounty,
+                    item.index,
+                    &item.contributor,
+                    &item.hash,
+                ));
             }
-            println!("{n} items checked: every one is in dataset {root}");
+            // Every item, each once, in order: the lines' leaves make the root themselves.
+            if agora_types::merkle_root(&leaves) != root {
+                bail!(
+                    "the file's {} items are each in dataset {root}, but not all of it, or not once each in order",
+                    leaves.len()
+                );
+            }
+            println!(
+                "{} items checked: the whole of dataset {root}, each with its proof",
+                leaves.len()
+            );
             Ok(())
         }
         DataCommand::Cite {
@@ -637,9 +665,19 @@ fn dataset(root: &Hash, q: &QueryOpts) -> Result<()> {
 fn export(root: &Hash, q: &QueryOpts, out: &Path, format: ExportFormat) -> Result<()> {
     let client = NodeClient::new(&q.node);
     let d: DatasetItems = client.get(&format!("/v1/data/datasets/{root}/items"))?;
+    let summary: DatasetResponse = client.get(&format!("/v1/data/datasets/{root}"))?;
+    let leaves: Vec<Hash> = d
+        .items
+        .iter()
+        .map(|it| dataset_leaf(it.bounty, it.index, &it.contributor, &it.hash))
+        .collect();
+    if d.items.len() != summary.dataset.items as usize || agora_types::merkle_root(&leaves) != *root
+    {
+        bail!("the node's items of dataset {root} are not the whole of it");
+    }
     let mut lines = Vec::with_capacity(d.items.len());
     for it in &d.items {
-        let leaf = dataset_leaf(it.bounty, it.index, &it.hash);
+        let leaf = dataset_leaf(it.bounty, it.index, &it.contributor, &it.hash);
         if !it.proof.verify(root, &leaf) {
             bail!(
                 "the node's proof of item {}/{} does not lead to {root}",
@@ -772,15 +810,30 @@ fn review(home: &Path, models: &Path, a: ReviewArgs) -> Result<()> {
     let start = Instant::now();
     println!("reviewing as {who} ({:?} votes)", a.vote);
     loop {
-        let r: ReviewerResponse = client.get(&format!("/v1/data/reviewers/{who}"))?;
+        let r: ReviewerResponse = match client.get(&format!("/v1/data/reviewers/{who}")) {
+            Ok(r) => r,
+            Err(e) => {
+                // A node that does not answer for a while: keep trying, the windows are long.
+                eprintln!("review: {e}");
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+        };
         let mut messages = Vec::new();
         for job in &r.assignments {
-            if r.height < job.from {
+            if r.height < job.from || r.height > job.until {
                 continue;
             }
             match job.step.as_str() {
                 "screen" | "commit" => {
-                    let verdict = prescreen(&client, &a, models, &mut embed, &mut screens, job)?;
+                    let verdict =
+                        match prescreen(&client, &a, models, &mut embed, &mut screens, job) {
+                            Ok(v) => v,
+                            Err(e) => {
+                                eprintln!("item {}/{}: {e:#}", job.bounty, job.index);
+                                continue;
+                            }
+                        };
                     if job.step == "screen" {
                         println!(
                             "screen {}/{}: {}",
@@ -799,9 +852,20 @@ fn review(home: &Path, models: &Path, a: ReviewArgs) -> Result<()> {
                             VotePolicy::Reject => false,
                             VotePolicy::Auto => verdict == ScreenVerdict::Pass,
                         };
+                        // A vote once chosen is kept: a commit sent again (after a timeout) must
+                        // commit to the same vote the reveal will show.
                         let path = vote_file(home, &who, job.bounty, job.index);
-                        std::fs::create_dir_all(path.parent().expect("has a parent"))?;
-                        std::fs::write(&path, serde_json::to_vec(&accept)?)?;
+                        let accept = match std::fs::read(&path)
+                            .ok()
+                            .and_then(|b| serde_json::from_slice::<bool>(&b).ok())
+                        {
+                            Some(kept) => kept,
+                            None => {
+                                std::fs::create_dir_all(path.parent().expect("has a parent"))?;
+                                std::fs::write(&path, serde_json::to_vec(&accept)?)?;
+                                accept
+                            }
+                        };
                         println!(
                             "vote {}/{}: {} (sealed until the reveal window)",
                             job.bounty,
@@ -844,8 +908,10 @@ fn review(home: &Path, models: &Path, a: ReviewArgs) -> Result<()> {
                 _ => {}
             }
         }
-        for chunk in messages.chunks(agora_types::MAX_MESSAGES) {
-            if let Err(e) = submit_tx(&client, &key, chunk.to_vec()) {
+        // One transaction each: a message that fails (its window just closed) takes no other
+        // down with it.
+        for m in messages {
+            if let Err(e) = submit_tx(&client, &key, vec![m]) {
                 eprintln!("review: {e:#}");
             }
         }

@@ -49,10 +49,13 @@ impl DataService {
     /// Removes the bytes of items no longer on chain (rejected items go when their bounty
     /// settles); returns how many blobs went.
     pub fn collect_garbage(&self) -> Result<usize, ApiError> {
+        // The blobs first, then the state: a blob uploaded in between is for an item already
+        // on chain, so it is in the state read after.
+        let held = self.blobs.hashes().map_err(ApiError::internal)?;
         let snap = self.node.snapshot().map_err(ApiError::internal)?;
         let live = views::live_hashes(&snap).map_err(view_error)?;
         let mut removed = 0;
-        for h in self.blobs.hashes().map_err(ApiError::internal)? {
+        for h in held {
             if !live.contains(&h) && self.blobs.remove(&h).map_err(ApiError::internal)? {
                 removed += 1;
             }

@@ -96,7 +96,7 @@ pub struct DatasetItem {
     pub hash: Hash,
     /// Who contributed it.
     pub contributor: Address,
-    /// Proof that [`dataset_leaf`]`(bounty, index, hash)` is under the root.
+    /// Proof that [`dataset_leaf`]`(bounty, index, contributor, hash)` is under the root.
     pub proof: MerkleProof,
 }
 
@@ -231,7 +231,7 @@ pub fn dataset_items(snap: &Snapshot, root: &Hash) -> Result<Option<DatasetItems
         .collect();
     let leaves: Vec<Hash> = accepted
         .iter()
-        .map(|(i, it)| dataset_leaf(b.id, *i, &it.hash))
+        .map(|(i, it)| dataset_leaf(b.id, *i, &it.contributor, &it.hash))
         .collect();
     if merkle_root(&leaves) != *root {
         return Err(ViewError(format!(
@@ -240,13 +240,13 @@ pub fn dataset_items(snap: &Snapshot, root: &Hash) -> Result<Option<DatasetItems
     }
     let items = accepted
         .iter()
-        .enumerate()
-        .map(|(k, (i, it))| DatasetItem {
+        .zip(MerkleProof::all(&leaves))
+        .map(|((i, it), proof)| DatasetItem {
             bounty: b.id,
             index: *i,
             hash: it.hash,
             contributor: it.contributor,
-            proof: MerkleProof::of(&leaves, k).expect("k is a leaf"),
+            proof,
         })
         .collect();
     Ok(Some(DatasetItems { root: *root, items }))
@@ -260,6 +260,7 @@ pub fn citations(snap: &Snapshot, target: &CiteTarget, sender: &Address) -> Resu
 /// A reviewer and what it is drawn for.
 pub fn reviewer(snap: &Snapshot, who: &Address) -> Result<ReviewerResponse> {
     let reviewer: Reviewer = get(snap, &reviewer_key(who))?.unwrap_or_default();
+    let height_now = height(snap)?;
     let mut assignments = Vec::new();
     if reviewer.seats > 0 {
         let entries = snap
@@ -288,7 +289,10 @@ pub fn reviewer(snap: &Snapshot, who: &Address) -> Result<ReviewerResponse> {
                     reveal_deadline,
                     seats,
                 } => match seats.iter().find(|s| s.reviewer == *who) {
-                    Some(s) if s.commitment.is_none() => ("commit", 0, *commit_deadline),
+                    // A commit is due only while its window is open.
+                    Some(s) if s.commitment.is_none() && height_now <= *commit_deadline => {
+                        ("commit", 0, *commit_deadline)
+                    }
                     Some(s) if s.accept.is_none() => {
                         ("reveal", commit_deadline + 1, *reveal_deadline)
                     }
@@ -313,7 +317,8 @@ pub fn reviewer(snap: &Snapshot, who: &Address) -> Result<ReviewerResponse> {
     })
 }
 
-/// Hashes of every item still on chain (what the blob store keeps).
+/// Hashes of every item on chain not rejected (what the blob store keeps: a rejected item's
+/// bytes are never needed again).
 pub fn live_hashes(snap: &Snapshot) -> Result<std::collections::BTreeSet<Hash>> {
     let entries = snap
         .scan_prefix(b"dmi/", usize::MAX)
@@ -321,6 +326,7 @@ pub fn live_hashes(snap: &Snapshot) -> Result<std::collections::BTreeSet<Hash>> 
     Ok(entries
         .into_iter()
         .filter_map(|(_, v)| borsh::from_slice::<Item>(&v).ok())
+        .filter(|it| !matches!(it.stage, Stage::Rejected { .. }))
         .map(|it| it.hash)
         .collect())
 }

@@ -265,14 +265,20 @@ fn a_bounty_runs_to_a_dataset_whose_proofs_anyone_checks() {
     let items: DatasetItems = n.get(&format!("/v1/data/datasets/{root}/items"));
     assert_eq!(items.items.len(), 1);
     let it = &items.items[0];
+    let alice = key(1).address();
     assert!(
         it.proof
-            .verify(&root, &dataset_leaf(0, 0, &Hash::digest(&item(0))))
+            .verify(&root, &dataset_leaf(0, 0, &alice, &Hash::digest(&item(0))))
     );
     assert!(
         !it.proof
-            .verify(&root, &dataset_leaf(0, 1, &Hash::digest(&item(0))))
+            .verify(&root, &dataset_leaf(0, 1, &alice, &Hash::digest(&item(0))))
     );
+    // Attributed to another contributor, the same item is not in the dataset.
+    assert!(!it.proof.verify(
+        &root,
+        &dataset_leaf(0, 0, &key(2).address(), &Hash::digest(&item(0)))
+    ));
     // The rejected item's bytes go with its record; the accepted one's stay.
     assert_eq!(n.data.collect_garbage().unwrap(), 1);
     assert!(n.data.blobs().contains(&Hash::digest(&item(0))));

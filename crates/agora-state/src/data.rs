@@ -72,6 +72,9 @@ pub struct DataParams {
     /// Most reviewers: each draw reads them all. A newcomer offering more stake than the
     /// smallest reviewer with no open seat takes its place (its stake unbonds).
     pub max_reviewers: u32,
+    /// Items settlements read in one block, all bounties together (a bounty goes on where it
+    /// stopped in the next block).
+    pub settle_items_per_block: u32,
 }
 
 impl Default for DataParams {
@@ -93,6 +96,7 @@ impl Default for DataParams {
             min_review_fee: agora_types::AGR / 1_000,
             min_item_bond: agora_types::AGR / 1_000,
             max_reviewers: 1_024,
+            settle_items_per_block: 4_096,
         }
     }
 }
@@ -130,6 +134,9 @@ impl DataParams {
             || self.max_bounty_blocks > 100_000_000
         {
             return Err("the data market's windows are at most 100000 blocks".into());
+        }
+        if self.settle_items_per_block == 0 {
+            return Err("settle_items_per_block must be at least 1".into());
         }
         if self.max_reviewers == 0 {
             return Err("max_reviewers must be at least 1".into());
@@ -388,6 +395,17 @@ impl Dataset {
         let r = self.received % total;
         q * n + r * n / total
     }
+}
+
+/// A bounty's settlement under way: the items read so far (a block reads a bounded number).
+#[derive(Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct SettleProgress {
+    /// The next item to read.
+    pub next: u32,
+    /// The accepted items' leaves so far.
+    pub leaves: Vec<Hash>,
+    /// Each contributor and its accepted items so far, by address.
+    pub contributors: Vec<(Address, u32)>,
 }
 
 /// Who registered a model, and when: only it may cite datasets for the model, in that block.

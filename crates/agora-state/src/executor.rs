@@ -119,6 +119,8 @@ pub struct Executor<'a> {
     subnet_params: crate::SubnetParams,
     data: crate::DataParams,
     data_adds: BTreeMap<u64, Vec<crate::DataTask>>,
+    /// Items settlements may still read in this block.
+    settle_budget: u32,
 }
 
 /// A transaction's pending changes, applied to the block only if all its messages succeed.
@@ -217,6 +219,7 @@ impl<'a> Executor<'a> {
             None => crate::DataParams::default(),
         };
         Ok(Executor {
+            settle_budget: data.settle_items_per_block,
             data,
             data_adds: BTreeMap::new(),
             base,

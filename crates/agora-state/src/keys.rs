@@ -300,6 +300,13 @@ pub fn item_hash_key(bounty: u64, hash: &Hash) -> Vec<u8> {
     key
 }
 
+/// `dms/` + big-endian bounty id → its [`crate::SettleProgress`], while it settles.
+pub fn settle_progress_key(bounty: u64) -> Vec<u8> {
+    let mut key = b"dms/".to_vec();
+    key.extend_from_slice(&bounty.to_be_bytes());
+    key
+}
+
 /// `dmr/` + address → [`crate::Reviewer`].
 pub fn reviewer_key(address: &Address) -> Vec<u8> {
     let mut key = b"dmr/".to_vec();

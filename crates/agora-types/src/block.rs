@@ -192,6 +192,32 @@ impl MerkleProof {
         Some(MerkleProof { steps })
     }
 
+    /// The proof of every leaf of `leaves`, in order, building the tree's levels once.
+    pub fn all(leaves: &[Hash]) -> Vec<MerkleProof> {
+        let mut levels: Vec<Vec<Hash>> = vec![leaves.iter().map(merkle_leaf).collect()];
+        while levels.last().is_some_and(|l| l.len() > 1) {
+            let up = merkle_up(levels.last().expect("a level"));
+            levels.push(up);
+        }
+        (0..leaves.len())
+            .map(|index| {
+                let mut i = index;
+                let mut steps = Vec::new();
+                for level in &levels[..levels.len() - 1] {
+                    let sibling = i ^ 1;
+                    if let Some(h) = level.get(sibling) {
+                        steps.push(MerkleStep {
+                            sibling: *h,
+                            left: sibling < i,
+                        });
+                    }
+                    i /= 2;
+                }
+                MerkleProof { steps }
+            })
+            .collect()
+    }
+
     /// The root this proof gives for `leaf`.
     pub fn root_of(&self, leaf: &Hash) -> Hash {
         self.steps.iter().fold(merkle_leaf(leaf), |node, step| {
@@ -224,8 +250,12 @@ mod tests {
                 .map(|i| Hash::digest(&[seed, (i % 256) as u8, (i / 256) as u8]))
                 .collect();
             let root = merkle_root(&leaves);
+            let all = MerkleProof::all(&leaves);
+            proptest::prop_assert_eq!(all.len(), n);
             for (i, leaf) in leaves.iter().enumerate() {
                 let proof = MerkleProof::of(&leaves, i).unwrap();
+                // Built at once or one by one, the same proof.
+                proptest::prop_assert_eq!(&all[i], &proof);
                 proptest::prop_assert!(proof.verify(&root, leaf));
                 // Another item, or the proof with one bit changed, does not pass.
                 proptest::prop_assert!(!proof.verify(&root, &Hash::digest(b"not an item")));

@@ -165,13 +165,20 @@ pub fn vote_commitment(
 /// Domain of a dataset's leaves.
 const DATASET_LEAF_DOMAIN: &[u8] = b"agora/dataset-item/v1";
 
-/// A dataset's leaf for item `index` of bounty `bounty` whose bytes hash to `item`: the
-/// dataset's root is [`crate::merkle_root`] over these leaves, in item order. The bounty and
-/// index make two bounties of the same items two datasets.
-pub fn dataset_leaf(bounty: BountyId, index: u32, item: &Hash) -> Hash {
+/// A dataset's leaf for item `index` of bounty `bounty`, contributed by `contributor`, whose
+/// bytes hash to `item`: the dataset's root is [`crate::merkle_root`] over these leaves, in item
+/// order. The bounty and index make two bounties of the same items two datasets; the
+/// contributor makes an export's attribution as checkable as its bytes.
+pub fn dataset_leaf(
+    bounty: BountyId,
+    index: u32,
+    contributor: &crate::Address,
+    item: &Hash,
+) -> Hash {
     let mut bytes = DATASET_LEAF_DOMAIN.to_vec();
     bytes.extend_from_slice(&bounty.to_le_bytes());
     bytes.extend_from_slice(&index.to_le_bytes());
+    bytes.extend_from_slice(&contributor.0);
     bytes.extend_from_slice(&item.0);
     Hash::digest(&bytes)
 }

@@ -4,9 +4,10 @@
 use super::*;
 use crate::{
     Bounty, DataTask, Dataset, Item, ModelOwner, PanelSeat, RECENT_CITATIONS, Reviewer, ScreenNote,
-    Stage, bounty_key, citation_key, data_queue_key, dataset_contributors_key, dataset_key,
-    hotkey_uid_key, item_hash_key, item_key, model_owner_key, next_bounty_key,
+    SettleProgress, Stage, bounty_key, citation_key, data_queue_key, dataset_contributors_key,
+    dataset_key, hotkey_uid_key, item_hash_key, item_key, model_owner_key, next_bounty_key,
     provider_citation_key, provider_key, reviewer_key, reviewer_set_key, royalty_claim_key,
+    settle_progress_key,
 };
 use agora_types::{
     BountyId, BountySpec, CiteTarget, MAX_BOUNTY_DESCRIPTION_BYTES, MAX_BOUNTY_SCHEMA_BYTES,
@@ -111,6 +112,12 @@ impl Executor<'_> {
         }
         if spec.review_stake == 0 {
             return Err("the review stake must be above zero: votes must risk something".into());
+        }
+        if spec.review_stake > d.min_reviewer_stake {
+            return Err(format!(
+                "the review stake is at most {} base units (what every reviewer holds): a larger one would leave the panel to the few who can cover it",
+                d.min_reviewer_stake
+            ));
         }
         if spec.review_fee < d.min_review_fee {
             return Err(format!(
@@ -1049,13 +1056,15 @@ impl Executor<'_> {
         let yes = votes(&|s| s.accept == Some(true));
         let no = votes(&|s| s.accept == Some(false));
         // Every vote counts with the same review stake behind it, so the stake-weighted
-        // majority is the majority of votes.
-        let outcome = if revealed * 2 <= u32::from(b.spec.quorum) {
-            Tally::NoQuorum
-        } else if yes > no {
+        // majority is the majority of votes. A side wins only with more than half of the
+        // quorum: void or silent seats never let a minority of the panel decide.
+        let quorum = u32::from(b.spec.quorum);
+        let outcome = if yes * 2 > quorum {
             Tally::Accept
-        } else {
+        } else if no * 2 > quorum {
             Tally::Reject
+        } else {
+            Tally::NoQuorum
         };
         let wins = |s: &PanelSeat| match outcome {
             Tally::Accept => s.accept == Some(true),
@@ -1227,27 +1236,51 @@ impl Executor<'_> {
             put(scratch, bounty_key(id), &b);
             return Ok(());
         }
+        // Settlement reads every item: a block reads at most `settle_items_per_block` of them,
+        // over all the bounties settling in it, and a bounty goes on where it stopped.
+        let pkey = settle_progress_key(id);
+        let mut progress: SettleProgress = self.get(scratch, &pkey)?.unwrap_or_default();
         let refund = std::mem::take(&mut b.available);
         give(&mut b.refunded, refund, "a bounty's refund")?;
         self.credit(scratch, b.requester, refund)?;
-        let mut leaves = Vec::new();
-        let mut contributors: BTreeMap<Address, u32> = BTreeMap::new();
-        for index in 0..b.items {
+        while progress.next < b.items {
+            if self.settle_budget == 0 {
+                let next = self.ctx.height + 1;
+                b.settle_at = next;
+                Self::schedule(scratch, next, DataTask::Settle(id));
+                put(scratch, pkey, &progress);
+                put(scratch, bounty_key(id), &b);
+                return Ok(());
+            }
+            self.settle_budget -= 1;
+            let index = progress.next;
             let key = item_key(id, index);
             let it: Item = self
                 .get(scratch, &key)?
                 .ok_or_else(|| corrupt("a bounty's item is missing"))?;
             if it.stage == Stage::Accepted {
-                leaves.push(dataset_leaf(id, index, &it.hash));
-                *contributors.entry(it.contributor).or_default() += 1;
+                progress
+                    .leaves
+                    .push(dataset_leaf(id, index, &it.contributor, &it.hash));
+                match progress
+                    .contributors
+                    .binary_search_by(|(a, _)| a.cmp(&it.contributor))
+                {
+                    Ok(k) => progress.contributors[k].1 += 1,
+                    Err(k) => progress.contributors.insert(k, (it.contributor, 1)),
+                }
             } else {
                 scratch.writes.insert(key, None);
                 scratch.writes.insert(item_hash_key(id, &it.hash), None);
             }
+            progress.next += 1;
         }
+        scratch.writes.insert(pkey, None);
+        let leaves = progress.leaves;
+        let contributors = progress.contributors;
         if !leaves.is_empty() {
             let root = merkle_root(&leaves);
-            let list: Vec<(Address, u32)> = contributors.into_iter().collect();
+            let list: Vec<(Address, u32)> = contributors;
             put(scratch, dataset_contributors_key(&root), &list);
             let dataset = Dataset {
                 root,

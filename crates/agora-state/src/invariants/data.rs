@@ -17,6 +17,7 @@ pub(super) struct DataSeen {
     contributors: BTreeMap<Hash, Vec<(Address, u32)>>,
     claims: BTreeMap<Hash, Amount>,
     tasks: BTreeSet<(u64, DataTaskKey)>,
+    settling: BTreeSet<u64>,
 }
 
 /// A queued task, comparable.
@@ -83,6 +84,8 @@ impl DataSeen {
             if let (Some(b), Some(h), Some(i)) = (u64_at(rest), hash, decode(bad, key, value)) {
                 self.hashes.push((b, h, i));
             }
+        } else if let Some(id) = key.strip_prefix(b"dms/").and_then(u64_at) {
+            self.settling.insert(id);
         } else if let Some(rest) = key.strip_prefix(b"dmr/") {
             let addr = rest.try_into().ok().map(Address);
             if let (Some(a), Some(r)) = (addr, decode(bad, key, value)) {
@@ -191,11 +194,13 @@ impl DataSeen {
                     _ => bad.push(format!("bounty {id}: accepted items and dataset disagree")),
                 }
             } else {
-                if items.len() != b.items as usize
-                    || items
-                        .iter()
-                        .enumerate()
-                        .any(|(k, (i, _))| **i as usize != k)
+                // A settlement under way has removed the rejected items it read.
+                if !self.settling.contains(id)
+                    && (items.len() != b.items as usize
+                        || items
+                            .iter()
+                            .enumerate()
+                            .any(|(k, (i, _))| **i as usize != k))
                 {
                     bad.push(format!("bounty {id}: items are not 0..{}", b.items));
                 }
@@ -251,6 +256,17 @@ impl DataSeen {
                 {
                     bad.push(format!("item {id}/{i}: its next step is not queued"));
                 }
+            }
+        }
+        for id in &self.settling {
+            if self
+                .bounties
+                .get(id)
+                .is_none_or(|b| b.settled || b.open != 0)
+            {
+                bad.push(format!(
+                    "bounty {id}: a settlement under way but not settling"
+                ));
             }
         }
         for (b, i) in self.items.keys() {
