@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 /// Most bounties a list shows, newest first.
 pub const LIST_LIMIT: u64 = 200;
 
-/// Most items scanned for a reviewer's assignments.
-const SCAN_LIMIT: usize = 200_000;
+/// Most open seats listed for a reviewer (each locks review stake, so there are few).
+const SEATS_LIMIT: usize = 10_000;
 
 /// A view failed: the store, or a value that does not decode.
 #[derive(Debug, thiserror::Error)]
@@ -262,53 +262,53 @@ pub fn reviewer(snap: &Snapshot, who: &Address) -> Result<ReviewerResponse> {
     let reviewer: Reviewer = get(snap, &reviewer_key(who))?.unwrap_or_default();
     let height_now = height(snap)?;
     let mut assignments = Vec::new();
-    if reviewer.seats > 0 {
-        let entries = snap
-            .scan_prefix(b"dmi/", SCAN_LIMIT)
-            .map_err(|e| ViewError(e.to_string()))?;
-        for (k, v) in entries {
-            let (Some(b), Some(i)) = (
-                k.get(4..12)
-                    .and_then(|x| x.try_into().ok())
-                    .map(u64::from_be_bytes),
-                k.get(12..16)
-                    .and_then(|x| x.try_into().ok())
-                    .map(u32::from_be_bytes),
-            ) else {
-                continue;
-            };
-            let Ok(it) = borsh::from_slice::<Item>(&v) else {
-                continue;
-            };
-            let (step, from, until) = match &it.stage {
-                Stage::Screening { screener, deadline } if screener == who => {
-                    ("screen", it.submitted + 1, *deadline)
+    let mut prefix = b"dma/".to_vec();
+    prefix.extend_from_slice(&who.0);
+    let seats = snap
+        .scan_prefix(&prefix, SEATS_LIMIT)
+        .map_err(|e| ViewError(e.to_string()))?;
+    for (k, _) in seats {
+        let (Some(b), Some(i)) = (
+            k.get(24..32)
+                .and_then(|x| x.try_into().ok())
+                .map(u64::from_be_bytes),
+            k.get(32..36)
+                .and_then(|x| x.try_into().ok())
+                .map(u32::from_be_bytes),
+        ) else {
+            continue;
+        };
+        let Some(it) = get::<Item>(snap, &item_key(b, i))? else {
+            continue;
+        };
+        let (step, from, until) = match &it.stage {
+            Stage::Screening { screener, deadline } if screener == who => {
+                ("screen", it.submitted + 1, *deadline)
+            }
+            Stage::Voting {
+                commit_deadline,
+                reveal_deadline,
+                seats,
+            } => match seats.iter().find(|s| s.reviewer == *who) {
+                // A commit is due only while its window is open.
+                Some(s) if s.commitment.is_none() && height_now <= *commit_deadline => {
+                    ("commit", 0, *commit_deadline)
                 }
-                Stage::Voting {
-                    commit_deadline,
-                    reveal_deadline,
-                    seats,
-                } => match seats.iter().find(|s| s.reviewer == *who) {
-                    // A commit is due only while its window is open.
-                    Some(s) if s.commitment.is_none() && height_now <= *commit_deadline => {
-                        ("commit", 0, *commit_deadline)
-                    }
-                    Some(s) if s.accept.is_none() => {
-                        ("reveal", commit_deadline + 1, *reveal_deadline)
-                    }
-                    _ => continue,
-                },
+                Some(s) if s.commitment.is_some() && s.accept.is_none() => {
+                    ("reveal", commit_deadline + 1, *reveal_deadline)
+                }
                 _ => continue,
-            };
-            assignments.push(Assignment {
-                bounty: b,
-                index: i,
-                step: step.into(),
-                from,
-                until,
-                hash: it.hash,
-            });
-        }
+            },
+            _ => continue,
+        };
+        assignments.push(Assignment {
+            bounty: b,
+            index: i,
+            step: step.into(),
+            from,
+            until,
+            hash: it.hash,
+        });
     }
     Ok(ReviewerResponse {
         height: height(snap)?,

@@ -307,6 +307,17 @@ pub fn settle_progress_key(bounty: u64) -> Vec<u8> {
     key
 }
 
+/// `dma/` + reviewer + big-endian bounty id + big-endian index → nothing: the reviewer holds an
+/// open seat (a screening or panel votes) on the item, so its assignments are found without
+/// reading every item.
+pub fn seat_key(reviewer: &Address, bounty: u64, item: u32) -> Vec<u8> {
+    let mut key = b"dma/".to_vec();
+    key.extend_from_slice(&reviewer.0);
+    key.extend_from_slice(&bounty.to_be_bytes());
+    key.extend_from_slice(&item.to_be_bytes());
+    key
+}
+
 /// `dmr/` + address → [`crate::Reviewer`].
 pub fn reviewer_key(address: &Address) -> Vec<u8> {
     let mut key = b"dmr/".to_vec();

@@ -49,10 +49,10 @@ pub use keys::{
     market_params_key, model_key, model_owner_key, neuron_citation_key, neuron_key,
     next_bounty_key, open_check_key, open_check_prefix, params_key, pending_key, predictions_key,
     provider_citation_key, provider_key, prune_queue_key, reveal_key, reviewer_key,
-    reviewer_set_key, royalty_claim_key, settle_progress_key, subnet_history_key, subnet_index_key,
-    subnet_key, subnet_params_key, supply_key, unbonding_key, validator_candidates_key,
-    validator_key_key, validator_set_key, verification_fund_key, verifier_key, verifier_pool_key,
-    verifier_set_key, verify_params_key, weights_key,
+    reviewer_set_key, royalty_claim_key, seat_key, settle_progress_key, subnet_history_key,
+    subnet_index_key, subnet_key, subnet_params_key, supply_key, unbonding_key,
+    validator_candidates_key, validator_key_key, validator_set_key, verification_fund_key,
+    verifier_key, verifier_pool_key, verifier_set_key, verify_params_key, weights_key,
 };
 pub use market::{
     Escrow, EscrowRelease, FeeState, JobRecord, JobRejection, MarketParams, ModelInfo, Provider,

@@ -7,7 +7,7 @@ use crate::{
     SettleProgress, Stage, bounty_key, citation_key, data_queue_key, dataset_contributors_key,
     dataset_key, hotkey_uid_key, item_hash_key, item_key, model_owner_key, next_bounty_key,
     provider_citation_key, provider_key, reviewer_key, reviewer_set_key, royalty_claim_key,
-    settle_progress_key,
+    seat_key, settle_progress_key,
 };
 use agora_types::{
     BountyId, BountySpec, CiteTarget, MAX_BOUNTY_DESCRIPTION_BYTES, MAX_BOUNTY_SCHEMA_BYTES,
@@ -742,7 +742,16 @@ impl Executor<'_> {
     }
 
     /// Locks `amount` of `who`'s review stake for one seat.
-    fn lock(&self, scratch: &mut Scratch, who: &Address, amount: Amount) -> Result<()> {
+    fn lock(
+        &self,
+        scratch: &mut Scratch,
+        who: &Address,
+        amount: Amount,
+        seat: (BountyId, u32),
+    ) -> Result<()> {
+        scratch
+            .writes
+            .insert(seat_key(who, seat.0, seat.1), Some(Vec::new()));
         let key = reviewer_key(who);
         let mut rec: Reviewer = self
             .get(scratch, &key)?
@@ -758,13 +767,16 @@ impl Executor<'_> {
 
     /// Releases a seat's lock of `amount`, taking `cut` (at most the lock) from the stake;
     /// returns what was taken.
+    #[allow(clippy::too_many_arguments)]
     fn release(
         &self,
         scratch: &mut Scratch,
         who: &Address,
+        seat: (BountyId, u32),
         amount: Amount,
         cut: Amount,
     ) -> Result<Amount> {
+        scratch.writes.insert(seat_key(who, seat.0, seat.1), None);
         let key = reviewer_key(who);
         let mut rec: Reviewer = self
             .get(scratch, &key)?
@@ -913,7 +925,7 @@ impl Executor<'_> {
                     .flatten()
                 {
                     Some(screener) => {
-                        self.lock(scratch, &screener, rs)?;
+                        self.lock(scratch, &screener, rs, (bounty, index))?;
                         let deadline = h + self.data.screen_window;
                         it.screener = Some(screener);
                         it.screened_by = Some(screener);
@@ -938,7 +950,8 @@ impl Executor<'_> {
             }
             (DataTask::ScreenDue(..), &Stage::Screening { screener, .. }) => {
                 // No verdict in time: the item goes on to its panel, the screener pays.
-                let cut = self.release(scratch, &screener, rs, self.data.slash(rs))?;
+                let cut =
+                    self.release(scratch, &screener, (bounty, index), rs, self.data.slash(rs))?;
                 self.burn(scratch, cut)?;
                 it.screener = None;
                 it.stage = Stage::DrawPanel;
@@ -994,7 +1007,12 @@ impl Executor<'_> {
                         }
                     }
                     for s in &seats {
-                        self.lock(scratch, &s.reviewer, rs * Amount::from(s.votes))?;
+                        self.lock(
+                            scratch,
+                            &s.reviewer,
+                            rs * Amount::from(s.votes),
+                            (bounty, index),
+                        )?;
                     }
                     let commit_deadline = h + self.data.commit_window;
                     let reveal_deadline = commit_deadline + self.data.reveal_window;
@@ -1077,7 +1095,7 @@ impl Executor<'_> {
         for s in seats {
             let lock = rs * Amount::from(s.votes);
             if wins(s) {
-                self.release(scratch, &s.reviewer, lock, 0)?;
+                self.release(scratch, &s.reviewer, (b.id, index), lock, 0)?;
                 winner_votes += u32::from(s.votes);
                 let fee = b.spec.review_fee * Amount::from(s.votes);
                 take(&mut it.hold, fee, "an item's hold")?;
@@ -1085,8 +1103,13 @@ impl Executor<'_> {
                 give(&mut b.paid, fee, "a bounty's payouts")?;
                 self.credit(scratch, s.reviewer, fee)?;
             } else {
-                let taken =
-                    self.release(scratch, &s.reviewer, lock, cut * Amount::from(s.votes))?;
+                let taken = self.release(
+                    scratch,
+                    &s.reviewer,
+                    (b.id, index),
+                    lock,
+                    cut * Amount::from(s.votes),
+                )?;
                 give(&mut pot, taken, "a panel's slashes")?;
                 events.push(item_event(
                     "reviewer_slashed",
@@ -1184,7 +1207,7 @@ impl Executor<'_> {
             } else {
                 0
             };
-            screener_cut = self.release(scratch, &screener, rs, cut)?;
+            screener_cut = self.release(scratch, &screener, (b.id, index), rs, cut)?;
             self.credit(scratch, it.contributor, screener_cut)?;
         }
         let left = std::mem::take(&mut it.hold);

@@ -18,6 +18,7 @@ pub(super) struct DataSeen {
     claims: BTreeMap<Hash, Amount>,
     tasks: BTreeSet<(u64, DataTaskKey)>,
     settling: BTreeSet<u64>,
+    seats: BTreeSet<(Address, u64, u32)>,
 }
 
 /// A queued task, comparable.
@@ -84,6 +85,16 @@ impl DataSeen {
             if let (Some(b), Some(h), Some(i)) = (u64_at(rest), hash, decode(bad, key, value)) {
                 self.hashes.push((b, h, i));
             }
+        } else if let Some(rest) = key.strip_prefix(b"dma/") {
+            let who = rest.get(..20).and_then(|x| x.try_into().ok()).map(Address);
+            let b = rest.get(20..).and_then(u64_at);
+            let i = rest
+                .get(28..32)
+                .and_then(|x| x.try_into().ok())
+                .map(u32::from_be_bytes);
+            if let (Some(who), Some(b), Some(i)) = (who, b, i) {
+                self.seats.insert((who, b, i));
+            }
         } else if let Some(id) = key.strip_prefix(b"dms/").and_then(u64_at) {
             self.settling.insert(id);
         } else if let Some(rest) = key.strip_prefix(b"dmr/") {
@@ -134,10 +145,12 @@ impl DataSeen {
             None => bad.push("data-market holdings exceed u128".into()),
         };
         let mut expected_locks: BTreeMap<Address, (Amount, u32)> = BTreeMap::new();
-        let mut lock = |who: Address, amount: Amount| {
+        let mut expected_seats: BTreeSet<(Address, u64, u32)> = BTreeSet::new();
+        let mut lock = |who: Address, amount: Amount, b: u64, i: u32| {
             let e = expected_locks.entry(who).or_default();
             e.0 = e.0.saturating_add(amount);
             e.1 += 1;
+            expected_seats.insert((who, b, i));
         };
         for (id, b) in &self.bounties {
             let sum = [b.held, b.paid, b.refunded]
@@ -219,7 +232,7 @@ impl DataSeen {
                 add(bad, it.bond);
                 let rs = b.spec.review_stake;
                 if let Some(s) = it.screener {
-                    lock(s, rs);
+                    lock(s, rs, *id, i);
                 }
                 let due = match &it.stage {
                     Stage::DrawScreener => Some(DataTaskKey::DrawScreener(*id, i)),
@@ -245,7 +258,7 @@ impl DataSeen {
                             bad.push(format!("item {id}/{i}: vote past due"));
                         }
                         for s in seats {
-                            lock(s.reviewer, rs.saturating_mul(Amount::from(s.votes)));
+                            lock(s.reviewer, rs.saturating_mul(Amount::from(s.votes)), *id, i);
                         }
                         Some(DataTaskKey::Tally(*id, i))
                     }
@@ -294,6 +307,13 @@ impl DataSeen {
                     r.stake, r.locked
                 ));
             }
+        }
+        if expected_seats != self.seats {
+            bad.push(format!(
+                "the seat index holds {} seats, the open items {}",
+                self.seats.len(),
+                expected_seats.len()
+            ));
         }
         for (a, _) in expected_locks {
             bad.push(format!("seats of {a}, which has no review stake"));
