@@ -454,7 +454,12 @@ fn run_node(
         agora_data::BlobStore::open(&blobs_dir, agora_data::Limits::default())
             .with_context(|| format!("opening the blob store in {}", blobs_dir.display()))?,
     );
-    let data = agora_data::http::DataService::new(node.clone(), blobs);
+    // Bytes a node lacks are fetched from the other validators' APIs (and checked).
+    let data_peers = match &engine {
+        Engine::Network(net) => net.peer_apis.clone(),
+        Engine::Dev(_) => Vec::new(),
+    };
+    let data = agora_data::http::DataService::new(node.clone(), blobs).with_peers(data_peers);
     let collector_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let _collector = StopOnDrop(
         collector_stop.clone(),

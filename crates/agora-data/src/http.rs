@@ -12,6 +12,8 @@
 //!
 //! Nobody stores arbitrary bytes here: an upload is taken only for an item already submitted on
 //! chain (with its bond and fee paid), not yet rejected, whose hash and size the bytes match.
+//! A node asked for bytes it lacks fetches them from its peers (`?local=1` asks a peer for its
+//! own only, so a request goes one hop), checks them against the chain and keeps them.
 //! Errors are JSON `{code, message}`.
 
 use crate::views::{self, ViewError};
@@ -33,12 +35,66 @@ use std::time::Duration;
 pub struct DataService {
     node: Arc<Node>,
     blobs: Arc<BlobStore>,
+    /// Other nodes' API base URLs, asked for bytes this node lacks.
+    peers: Arc<Vec<String>>,
 }
+
+/// How long a peer has to hand over an item's bytes.
+const PEER_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl DataService {
     /// The data market of `node`, its items' bytes in `blobs`.
     pub fn new(node: Arc<Node>, blobs: Arc<BlobStore>) -> Self {
-        DataService { node, blobs }
+        DataService {
+            node,
+            blobs,
+            peers: Arc::new(Vec::new()),
+        }
+    }
+
+    /// Asks `peers` (API base URLs) for items' bytes this node lacks.
+    pub fn with_peers(mut self, peers: Vec<String>) -> Self {
+        self.peers = Arc::new(peers);
+        self
+    }
+
+    /// Item `id/index`'s bytes from a peer, checked against `item` and kept; `None` when no
+    /// peer has them.
+    fn fetch_from_peers(&self, id: u64, index: u32, item: &agora_state::Item) -> Option<Vec<u8>> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(PEER_TIMEOUT))
+            .build()
+            .into();
+        for peer in self.peers.iter() {
+            let url = format!(
+                "{}/v1/data/bounties/{id}/items/{index}/content?local=1",
+                peer.trim_end_matches('/')
+            );
+            let Ok(mut resp) = agent.get(&url).call() else {
+                continue;
+            };
+            if resp.status().as_u16() != 200 {
+                continue;
+            }
+            let Ok(bytes) = resp
+                .body_mut()
+                .with_config()
+                .limit(u64::from(item.size) + 1)
+                .read_to_vec()
+            else {
+                continue;
+            };
+            // A peer that lies is simply not believed.
+            if bytes.len() as u64 == u64::from(item.size) && Hash::digest(&bytes) == item.hash {
+                if let Err(e) = self.blobs.put(&bytes) {
+                    tracing::warn!("data: keeping item {id}/{index} from {peer}: {e}");
+                }
+                return Some(bytes);
+            }
+            tracing::warn!("data: {peer} served bytes that are not item {id}/{index}");
+        }
+        None
     }
 
     /// The blob store.
@@ -236,9 +292,17 @@ async fn put_content(
     .await
 }
 
+/// `?local=1`: this node's bytes only (what a peer asks).
+#[derive(Debug, serde::Deserialize)]
+struct ContentQuery {
+    #[serde(default)]
+    local: Option<u8>,
+}
+
 async fn get_content(
     State(st): State<DataService>,
     Path((id, index)): Path<(String, String)>,
+    axum::extract::Query(q): axum::extract::Query<ContentQuery>,
 ) -> Result<Response, ApiError> {
     let (id, index) = (parse_id(&id)?, parse_index(&index)?);
     blocking(move || {
@@ -248,16 +312,20 @@ async fn get_content(
             .ok_or_else(|| {
                 ApiError::not_found("unknown_item", format!("bounty {id} has no item {index}"))
             })?;
-        let bytes = st
-            .blobs
-            .get(&item.hash)
-            .map_err(blob_error)?
-            .ok_or_else(|| {
-                ApiError::not_found(
-                    "content_not_held",
-                    format!("this node does not hold the bytes of item {id}/{index}"),
-                )
-            })?;
+        let held = st.blobs.get(&item.hash).map_err(blob_error)?;
+        let from_peers = || {
+            if q.local.is_some() || matches!(item.stage, agora_state::Stage::Rejected { .. }) {
+                None
+            } else {
+                st.fetch_from_peers(id, index, &item)
+            }
+        };
+        let bytes = held.or_else(from_peers).ok_or_else(|| {
+            ApiError::not_found(
+                "content_not_held",
+                format!("neither this node nor its peers hold the bytes of item {id}/{index}"),
+            )
+        })?;
         Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
     })
     .await

@@ -30,6 +30,11 @@ struct Net {
 
 impl Net {
     fn start() -> Net {
+        Self::start_with_peers(Vec::new())
+    }
+
+    /// A node whose data routes ask `peers` for bytes it lacks.
+    fn start_with_peers(peers: Vec<String>) -> Net {
         let genesis = Genesis::new(CHAIN)
             .with_params(Params {
                 min_fee: 10,
@@ -52,7 +57,7 @@ impl Net {
         let s2 = slot.clone();
         let tn = TestNode::start_with_pages(&genesis, "data-validator", move |node| {
             let blobs = Arc::new(BlobStore::open(&blobs_dir, Limits::default()).unwrap());
-            let data = DataService::new(node, blobs);
+            let data = DataService::new(node, blobs).with_peers(peers);
             *s2.lock().unwrap() = Some(data.clone());
             router(data)
         });
@@ -291,4 +296,63 @@ fn a_bounty_runs_to_a_dataset_whose_proofs_anyone_checks() {
     assert!(body.contains("invalid_root"), "{body}");
     let (status, body) = n.call("GET", "/v1/data/bounties/99", b"");
     assert_eq!(status, 404, "{body}");
+}
+
+/// Bytes uploaded to one node reach a reader of another: the second node fetches them from its
+/// peer, checks them against the chain and keeps them; a peer is asked for its own bytes only.
+#[test]
+fn a_node_fetches_bytes_it_lacks_from_its_peers() {
+    // Two nodes of one chain: the same genesis, block producer, transactions and times make the
+    // same blocks.
+    let mut a = Net::start();
+    let mut b = Net::start_with_peers(vec![a.tn.base.clone()]);
+    let spec = BountySpec {
+        description: "Anything".into(),
+        schema: r#"{"type":"object"}"#.into(),
+        reward_per_item: AGR,
+        review_fee: AGR / 100,
+        budget: 10 * AGR,
+        quorum: 1,
+        review_stake: 10 * AGR,
+        item_bond: AGR / 10,
+        deadline: 30,
+        max_item_bytes: 1024,
+        duplicate_bps: 9_400,
+        royalty_bps: 0,
+    };
+    let bytes = item(7);
+    let submit = Message::SubmitItem {
+        bounty: 0,
+        hash: Hash::digest(&bytes),
+        size: bytes.len() as u32,
+    };
+    for n in [&mut a, &mut b] {
+        n.tx(0, vec![Message::CreateBounty { spec: spec.clone() }]);
+        n.tx(1, vec![submit.clone()]);
+    }
+    let path = "/v1/data/bounties/0/items/0/content";
+    let (status, body) = a.call("PUT", path, &bytes);
+    assert_eq!(status, 201, "{body}");
+    // B does not hold them; asked for its own only, it says so.
+    assert_eq!(b.call("GET", &format!("{path}?local=1"), b"").0, 404);
+    assert!(!b.data.blobs().contains(&Hash::digest(&bytes)));
+    // Asked plainly, it fetches them from A and keeps them.
+    let (status, body) = b.call("GET", path, b"");
+    assert_eq!((status, body.into_bytes()), (200, bytes.clone()));
+    assert!(b.data.blobs().contains(&Hash::digest(&bytes)));
+    // An item no node holds: a clear 404.
+    let other = item(8);
+    for n in [&mut a, &mut b] {
+        n.tx(
+            1,
+            vec![Message::SubmitItem {
+                bounty: 0,
+                hash: Hash::digest(&other),
+                size: other.len() as u32,
+            }],
+        );
+    }
+    let (status, body) = b.call("GET", "/v1/data/bounties/0/items/1/content", b"");
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("neither this node nor its peers"), "{body}");
 }
