@@ -3,21 +3,17 @@
 //! claim their royalties.
 
 use crate::wallet_cmd::{QueryOpts, TxOpts, read_password, send};
-use agora_data::prescreen::item_text;
-use agora_data::views::{
-    Assignment, BountiesResponse, BountyResponse, DatasetItems, DatasetResponse, ReviewerResponse,
-};
-use agora_data::{DuplicateIndex, Prescreen};
-use agora_node_api::{NodeClient, TxStatus};
-use agora_search::Embed;
+use agora_daemons::data::{Reviewer, VotePolicy, download, load_embedder};
+use agora_data::Prescreen;
+use agora_data::views::{BountiesResponse, BountyResponse, DatasetItems, DatasetResponse};
+use agora_node_api::NodeClient;
 use agora_types::{
-    Address, BountySpec, CiteTarget, Hash, Keypair, MerkleProof, Message, RejectReason,
-    ScreenVerdict, Transaction, dataset_leaf, format_amount, parse_amount, vote_commitment,
+    Address, BountySpec, CiteTarget, Hash, MerkleProof, Message, dataset_leaf, format_amount,
+    parse_amount,
 };
 use anyhow::{Context, Result, bail};
 use clap::{Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -203,13 +199,6 @@ pub struct ReviewArgs {
     threads: usize,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum VotePolicy {
-    Auto,
-    Accept,
-    Reject,
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ExportFormat {
     Jsonl,
@@ -285,7 +274,31 @@ pub fn data(home: PathBuf, models: PathBuf, cmd: DataCommand) -> Result<()> {
             let amount = parse_amount(&amount)?;
             send(&home, &opts, vec![Message::LeaveReviewers { amount }]).map(|_| ())
         }
-        DataCommand::Review(args) => review(&home, &models, args),
+        DataCommand::Review(a) => {
+            let key = crate::keystore::Keystore::new(&home)
+                .unlock(&a.from, &read_password(a.password_file.as_deref(), false)?)?;
+            // The model is loaded before the first assignment: a screener has a window to keep.
+            let reviewer = Reviewer {
+                key,
+                node: a.node.clone(),
+                policy: a.vote,
+                votes_dir: home.join("data/votes"),
+                embed: load_embedder(&models, a.threads)?,
+            };
+            println!(
+                "reviewing as {} ({:?} votes)",
+                reviewer.key.address(),
+                a.vote
+            );
+            let start = Instant::now();
+            reviewer.run(
+                || {
+                    a.seconds
+                        .is_some_and(|s| start.elapsed() >= Duration::from_secs(s))
+                },
+                a.once,
+            )
+        }
         DataCommand::Dataset { root, q } => dataset(&parse_hash("root", &root)?, &q),
         DataCommand::Export {
             root,
@@ -611,30 +624,6 @@ fn upload(node: &str, bounty: u64, index: u32, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// An item's bytes from the node, checked against `hash`.
-fn download(node: &str, bounty: u64, index: u32, hash: &Hash) -> Result<Option<Vec<u8>>> {
-    let url = format!(
-        "{}/v1/data/bounties/{bounty}/items/{index}/content",
-        node.trim_end_matches('/')
-    );
-    let mut resp = agent()
-        .get(&url)
-        .call()
-        .with_context(|| format!("fetching {url}"))?;
-    if resp.status().as_u16() == 404 {
-        return Ok(None);
-    }
-    if resp.status().as_u16() >= 300 {
-        bail!("{url}: status {}", resp.status());
-    }
-    let bytes = resp
-        .body_mut()
-        .with_config()
-        .limit(16 << 20)
-        .read_to_vec()?;
-    Ok((Hash::digest(&bytes) == *hash).then_some(bytes))
-}
-
 fn dataset(root: &Hash, q: &QueryOpts) -> Result<()> {
     let r: DatasetResponse = NodeClient::new(&q.node).get(&format!("/v1/data/datasets/{root}"))?;
     if q.json {
@@ -737,285 +726,4 @@ fn export(root: &Hash, q: &QueryOpts, out: &Path, format: ExportFormat) -> Resul
         format
     );
     Ok(())
-}
-
-/// Signs and submits `messages`, waits for the block; the receipt's failure is an error.
-fn submit_tx(client: &NodeClient, key: &Keypair, messages: Vec<Message>) -> Result<()> {
-    let status = client.status()?;
-    let account = client
-        .account(&key.address())?
-        .context("the reviewer's account does not exist")?;
-    let fee = status
-        .min_fee
-        .saturating_mul(u128::from(agora_types::work_units(&messages)));
-    let signed = Transaction {
-        chain_id: status.chain_id,
-        sender: key.public(),
-        nonce: account.account.nonce,
-        fee,
-        messages,
-    }
-    .sign(key);
-    let hash = client.submit(&signed)?;
-    let start = Instant::now();
-    loop {
-        if let Some(tx) = client.tx(&hash)?
-            && tx.status == TxStatus::Committed
-        {
-            if let Some(f) = tx.entry.receipt.and_then(|r| r.failure) {
-                bail!("transaction {hash} failed: {}", f.message);
-            }
-            return Ok(());
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            bail!("transaction {hash} was not committed within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A vote's salt: derived from the reviewer's key, so a restart reveals what it committed.
-fn vote_salt(key: &Keypair, bounty: u64, index: u32) -> Hash {
-    let mut msg = b"agora/vote-salt/v1".to_vec();
-    msg.extend_from_slice(&bounty.to_le_bytes());
-    msg.extend_from_slice(&index.to_le_bytes());
-    Hash::digest(&key.sign(&msg).0)
-}
-
-/// What a reviewer keeps between its commit and its reveal.
-fn vote_file(home: &Path, who: &Address, bounty: u64, index: u32) -> PathBuf {
-    home.join("data/votes")
-        .join(format!("{who}-{bounty}-{index}.json"))
-}
-
-/// A reviewer's pre-screen of one bounty: its schema, and its earlier items' vectors.
-struct BountyScreen {
-    screen: Prescreen,
-    index: DuplicateIndex,
-    known: std::collections::BTreeSet<u32>,
-}
-
-fn review(home: &Path, models: &Path, a: ReviewArgs) -> Result<()> {
-    let key = crate::keystore::Keystore::new(home)
-        .unlock(&a.from, &read_password(a.password_file.as_deref(), false)?)?;
-    let who = key.address();
-    let client = NodeClient::new(&a.node);
-    // The model is loaded before the first assignment: a screener has a window to keep.
-    let cache = agora_infer::models::ModelCache::new(models);
-    let minilm = cache.ensure_reporting(&agora_infer::models::MINILM)?;
-    let mut embed: Option<Box<dyn Embed>> = Some(Box::new(agora_search::LocalEmbed::load(
-        &minilm, a.threads,
-    )?));
-    let mut screens: BTreeMap<u64, BountyScreen> = BTreeMap::new();
-    let start = Instant::now();
-    println!("reviewing as {who} ({:?} votes)", a.vote);
-    loop {
-        let r: ReviewerResponse = match client.get(&format!("/v1/data/reviewers/{who}")) {
-            Ok(r) => r,
-            Err(e) => {
-                // A node that does not answer for a while: keep trying, the windows are long.
-                eprintln!("review: {e}");
-                std::thread::sleep(Duration::from_secs(1));
-                continue;
-            }
-        };
-        let mut messages = Vec::new();
-        for job in &r.assignments {
-            if r.height < job.from || r.height > job.until {
-                continue;
-            }
-            match job.step.as_str() {
-                "screen" | "commit" => {
-                    let verdict =
-                        match prescreen(&client, &a, models, &mut embed, &mut screens, job) {
-                            Ok(v) => v,
-                            Err(e) => {
-                                eprintln!("item {}/{}: {e:#}", job.bounty, job.index);
-                                continue;
-                            }
-                        };
-                    if job.step == "screen" {
-                        println!(
-                            "screen {}/{}: {}",
-                            job.bounty,
-                            job.index,
-                            verdict_text(&verdict)
-                        );
-                        messages.push(Message::ScreenItem {
-                            bounty: job.bounty,
-                            item: job.index,
-                            verdict,
-                        });
-                    } else {
-                        let accept = match a.vote {
-                            VotePolicy::Accept => true,
-                            VotePolicy::Reject => false,
-                            VotePolicy::Auto => verdict == ScreenVerdict::Pass,
-                        };
-                        // A vote once chosen is kept: a commit sent again (after a timeout) must
-                        // commit to the same vote the reveal will show.
-                        let path = vote_file(home, &who, job.bounty, job.index);
-                        let accept = match std::fs::read(&path)
-                            .ok()
-                            .and_then(|b| serde_json::from_slice::<bool>(&b).ok())
-                        {
-                            Some(kept) => kept,
-                            None => {
-                                std::fs::create_dir_all(path.parent().expect("has a parent"))?;
-                                std::fs::write(&path, serde_json::to_vec(&accept)?)?;
-                                accept
-                            }
-                        };
-                        println!(
-                            "vote {}/{}: {} (sealed until the reveal window)",
-                            job.bounty,
-                            job.index,
-                            if accept { "accept" } else { "reject" }
-                        );
-                        messages.push(Message::CommitVote {
-                            bounty: job.bounty,
-                            item: job.index,
-                            commitment: vote_commitment(
-                                job.bounty,
-                                job.index,
-                                &who,
-                                accept,
-                                &vote_salt(&key, job.bounty, job.index),
-                            ),
-                        });
-                    }
-                }
-                "reveal" => {
-                    let path = vote_file(home, &who, job.bounty, job.index);
-                    let Ok(bytes) = std::fs::read(&path) else {
-                        eprintln!(
-                            "item {}/{}: no record of the committed vote ({}); it cannot be revealed",
-                            job.bounty,
-                            job.index,
-                            path.display()
-                        );
-                        continue;
-                    };
-                    let accept: bool = serde_json::from_slice(&bytes)?;
-                    println!("reveal {}/{}", job.bounty, job.index);
-                    messages.push(Message::RevealVote {
-                        bounty: job.bounty,
-                        item: job.index,
-                        accept,
-                        salt: vote_salt(&key, job.bounty, job.index),
-                    });
-                }
-                _ => {}
-            }
-        }
-        // One transaction each: a message that fails (its window just closed) takes no other
-        // down with it.
-        for m in messages {
-            if let Err(e) = submit_tx(&client, &key, vec![m]) {
-                eprintln!("review: {e:#}");
-            }
-        }
-        if a.once
-            || a.seconds
-                .is_some_and(|s| start.elapsed() >= Duration::from_secs(s))
-        {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-fn verdict_text(v: &ScreenVerdict) -> String {
-    match v {
-        ScreenVerdict::Pass => "pass".into(),
-        ScreenVerdict::Reject { reason, detail, .. } => {
-            format!("reject ({}): {detail}", reason.code())
-        }
-    }
-}
-
-/// The pre-screen's verdict on an assignment's item: its bytes from the node, the bounty's
-/// schema and spam rules, then near-duplicates among the bounty's earlier items.
-fn prescreen(
-    client: &NodeClient,
-    a: &ReviewArgs,
-    models: &Path,
-    embed: &mut Option<Box<dyn Embed>>,
-    screens: &mut BTreeMap<u64, BountyScreen>,
-    job: &Assignment,
-) -> Result<ScreenVerdict> {
-    let b: BountyResponse = client.get(&format!("/v1/data/bounties/{}", job.bounty))?;
-    if let std::collections::btree_map::Entry::Vacant(e) = screens.entry(job.bounty) {
-        let screen = match Prescreen::new(&b.bounty.spec) {
-            Ok(s) => s,
-            Err(why) => {
-                return Ok(ScreenVerdict::Reject {
-                    reason: RejectReason::Schema,
-                    duplicate_of: None,
-                    detail: why.chars().take(200).collect(),
-                });
-            }
-        };
-        e.insert(BountyScreen {
-            screen,
-            index: DuplicateIndex::new(),
-            known: Default::default(),
-        });
-    }
-    let Some(bytes) = download(&a.node, job.bounty, job.index, &job.hash)? else {
-        return Ok(ScreenVerdict::Reject {
-            reason: RejectReason::Unavailable,
-            duplicate_of: None,
-            detail: "no node this reviewer asked holds its bytes".into(),
-        });
-    };
-    let bs = screens.get_mut(&job.bounty).expect("inserted above");
-    let text = match bs.screen.check(&bytes) {
-        Ok(t) => t,
-        Err(r) => return Ok(r.verdict()),
-    };
-    if embed.is_none() {
-        let cache = agora_infer::models::ModelCache::new(models);
-        let minilm = cache.ensure_reporting(&agora_infer::models::MINILM)?;
-        *embed = Some(Box::new(agora_search::LocalEmbed::load(
-            &minilm, a.threads,
-        )?));
-    }
-    let embed = embed.as_ref().expect("loaded above");
-    // The bounty's earlier items not rejected, embedded once each.
-    let mut new_texts = Vec::new();
-    for v in &b.items {
-        if v.index >= job.index
-            || bs.known.contains(&v.index)
-            || matches!(v.item.stage, agora_state::Stage::Rejected { .. })
-        {
-            continue;
-        }
-        if let Some(earlier) = download(&a.node, job.bounty, v.index, &v.item.hash)?
-            && let Ok(value) = serde_json::from_slice::<serde_json::Value>(&earlier)
-        {
-            new_texts.push((v.index, item_text(&value)));
-        }
-        bs.known.insert(v.index);
-    }
-    if !new_texts.is_empty() {
-        let refs: Vec<&str> = new_texts.iter().map(|(_, t)| t.as_str()).collect();
-        let vectors = embed.embed(&refs)?;
-        for ((i, t), v) in new_texts.iter().zip(vectors) {
-            bs.index.add(*i, v, t);
-        }
-    }
-    let v = embed
-        .embed(&[text.as_str()])?
-        .pop()
-        .context("the model gave no vector")?;
-    Ok(
-        match bs
-            .index
-            .duplicate(&v, &text, job.index, bs.screen.threshold)
-        {
-            Some(r) => r.verdict(),
-            None => ScreenVerdict::Pass,
-        },
-    )
 }

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod analytics_jobs;
+pub mod data;
 pub mod home;
 pub mod keystore;
 pub mod market;

@@ -26,6 +26,10 @@ use tokio::sync::watch;
 
 /// Stake the devnet provider registers with.
 const PROVIDER_STAKE: Amount = 100 * AGR;
+/// The devnet's data-market reviewers, and the review stake each holds.
+const DEVNET_REVIEWERS: usize = 2;
+const REVIEWER_STAKE: u128 = 100 * AGR;
+
 /// Stake the devnet verifier registers with.
 const VERIFIER_STAKE: Amount = 50 * AGR;
 /// What the demo wallet keeps in its compute escrow.
@@ -60,6 +64,8 @@ pub struct MarketStarted {
     pub weak_miner: Address,
     /// The chat and forecast subnets.
     pub chat_subnet: u16,
+    /// The data market's reviewers.
+    pub reviewers: Vec<Address>,
     pub forecast_subnet: u16,
 }
 
@@ -275,6 +281,8 @@ struct Prepared {
     /// The model market's weaker chat miner (a second provider).
     weak: Arc<Provider>,
     subnets: crate::subnets::SubnetParts,
+    /// The data market's reviewers.
+    reviewers: Vec<crate::data::Reviewer>,
 }
 
 /// Everything that blocks: models, keys, funding, registration. Returns the provider and the
@@ -399,6 +407,53 @@ fn prepare(
         ],
         embedder,
     )?;
+    // The data market: two reviewers (one screens an item, the other can sit on its panel),
+    // staked once from the demo wallet.
+    let embed = crate::data::load_embedder(&setup.models_dir, 1)?;
+    let client = agora_node_api::NodeClient::new(api);
+    let mut reviewers = Vec::new();
+    for i in 1..=DEVNET_REVIEWERS {
+        let key = load_or_create_key(&home.join(format!("config/data_reviewer_{i}_key.json")))?;
+        if !funded(&chain, &key.address())? {
+            submit(
+                &chain,
+                &chain_id,
+                &demo,
+                vec![Message::Transfer {
+                    to: key.address(),
+                    amount: REVIEWER_STAKE + AGR,
+                }],
+            )?;
+            wait_for("a reviewer's funds", Duration::from_secs(30), || {
+                funded(&chain, &key.address())
+            })?;
+        }
+        let staked = |client: &agora_node_api::NodeClient| -> Result<bool> {
+            let r: agora_data::views::ReviewerResponse =
+                client.get(&format!("/v1/data/reviewers/{}", key.address()))?;
+            Ok(r.reviewer.stake > 0)
+        };
+        if !staked(&client)? {
+            submit(
+                &chain,
+                &chain_id,
+                &key,
+                vec![Message::JoinReviewers {
+                    amount: REVIEWER_STAKE,
+                }],
+            )?;
+            wait_for("a reviewer's stake", Duration::from_secs(30), || {
+                staked(&client)
+            })?;
+        }
+        reviewers.push(crate::data::Reviewer {
+            key,
+            node: api.to_string(),
+            policy: crate::data::VotePolicy::Auto,
+            votes_dir: home.join("data/votes"),
+            embed: embed.clone(),
+        });
+    }
     Ok(Prepared {
         provider,
         verifier,
@@ -406,6 +461,7 @@ fn prepare(
         chain,
         weak,
         subnets,
+        reviewers,
     })
 }
 
@@ -449,6 +505,7 @@ pub async fn start(
         chain,
         weak,
         subnets,
+        reviewers,
     } = {
         let (home, api, setup, endpoint, weak_endpoint) = (
             home.clone(),
@@ -529,6 +586,15 @@ pub async fn start(
     tasks.push(tokio::task::spawn_blocking(move || {
         crate::subnets::run(&subnets, &subnet_stop);
     }));
+    let reviewer_addresses: Vec<Address> = reviewers.iter().map(|r| r.key.address()).collect();
+    for reviewer in reviewers {
+        let stop = stop.clone();
+        tasks.push(tokio::task::spawn_blocking(move || {
+            if let Err(e) = reviewer.run(|| *stop.borrow(), false) {
+                tracing::warn!("data reviewer stopped: {e:#}");
+            }
+        }));
+    }
     let verifier_address = verifier.address();
     tasks.push(tokio::spawn(verify_loop(
         verifier,
@@ -545,6 +611,7 @@ pub async fn start(
             weak_miner: weak.address(),
             chat_subnet,
             forecast_subnet,
+            reviewers: reviewer_addresses,
         },
         tasks,
     ))

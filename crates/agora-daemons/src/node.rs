@@ -770,6 +770,18 @@ pub fn devnet(home: PathBuf, models_dir: PathBuf, args: DevnetArgs) -> Result<()
                 );
                 println!("  (or {api}/subnets)");
                 println!();
+                println!(
+                    "Data market: {} reviewers screen items and vote on them (MiniLM pre-screen, commit-reveal):",
+                    m.reviewers.len()
+                );
+                println!(
+                    "  {exe} --home {h} data bounty create --description 'Q&A about Solidity' --schema '{{\"type\":\"object\"}}' --reward 1AGR --budget 20AGR --quorum 1 --deadline-blocks 200 --from demo --password-file {h}/demo.password --node {api}"
+                );
+                println!(
+                    "  {exe} --home {h} data submit --bounty 0 item.json --from demo --password-file {h}/demo.password --node {api}"
+                );
+                println!("  (or {api}/data)");
+                println!();
             }
             println!(
                 "Ctrl-C stops the devnet; run the same command again to continue where it stopped."

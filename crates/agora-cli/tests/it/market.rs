@@ -295,6 +295,57 @@ fn openai_clients_use_the_devnet_and_every_job_is_settled_for_exactly_its_fee() 
             .is_err()
     );
 
+    // The data market works out of the box: the devnet's reviewers screen and accept an item
+    // the demo wallet submits to its own bounty.
+    let h = home.path();
+    let pw = h.join("demo.password");
+    let pw = pw.to_str().unwrap();
+    let data = |args: &[&str]| {
+        let mut all = vec!["data"];
+        all.extend(args);
+        all.extend(["--from", "demo", "--password-file", pw, "--node", &api]);
+        crate::agora_ok(h, &all)
+    };
+    data(&[
+        "bounty",
+        "create",
+        "--description",
+        "One fact about staking",
+        "--schema",
+        r#"{"type":"object","required":["fact"]}"#,
+        "--reward",
+        "1AGR",
+        "--budget",
+        "5AGR",
+        "--quorum",
+        "1",
+        "--deadline-blocks",
+        "300",
+    ]);
+    let item = h.join("fact.json");
+    std::fs::write(
+        &item,
+        r#"{"fact":"Stake that unbonds stays slashable until its unbonding period ends."}"#,
+    )
+    .unwrap();
+    data(&["submit", "--bounty", "0", item.to_str().unwrap()]);
+    let start = Instant::now();
+    loop {
+        let b = get(&api, "/v1/data/bounties/0").unwrap();
+        let stage = b["items"][0]["item"]["stage"]["stage"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if stage == "accepted" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60) && stage != "rejected",
+            "the devnet's reviewers did not accept the item: {b}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     sigterm(child.id());
     let status = child.wait().unwrap();
     assert!(status.success(), "the devnet did not stop cleanly");
