@@ -57,6 +57,6 @@ pub use subnet::{
     weights_commitment,
 };
 pub use tx::{
-    MAX_MESSAGES, MAX_TX_BYTES, Message, REVEAL_BYTES_PER_UNIT, SignedTransaction, Transaction,
-    work_units,
+    ITEM_BYTES_PER_UNIT, MAX_MESSAGES, MAX_TX_BYTES, Message, REVEAL_BYTES_PER_UNIT,
+    SignedTransaction, Transaction, work_units,
 };

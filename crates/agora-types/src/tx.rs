@@ -308,6 +308,10 @@ fn from_hex_bytes<'de, D: serde::Deserializer<'de>>(
 /// until its check is decided).
 pub const REVEAL_BYTES_PER_UNIT: usize = 4 * 1024;
 
+/// Bytes of a data-market item one unit of work pays for (the nodes keep them until the item's
+/// bounty settles, or for good if it is accepted).
+pub const ITEM_BYTES_PER_UNIT: u64 = 16 * 1024;
+
 /// The work units of a transaction's messages: what its fee must cover, at the chain's minimum
 /// fee per unit. A unit is about one signature check and a few state reads and writes — what a
 /// plain transfer costs every node — so a transaction that makes every node check 128 signatures
@@ -376,8 +380,10 @@ impl Message {
             Message::CreateBounty { spec } => {
                 4 + ((spec.description.len() + spec.schema.len()) / 1024) as u64
             }
-            // An item is drawn a screener and a panel over the reviewers.
-            Message::SubmitItem { .. } | Message::AppealItem { .. } => 3,
+            // An item is drawn a screener and a panel over the reviewers; its bytes are kept by
+            // the nodes, so a larger one costs more (a unit per 16 KiB).
+            Message::SubmitItem { size, .. } => 3 + u64::from(*size) / ITEM_BYTES_PER_UNIT,
+            Message::AppealItem { .. } => 3,
             Message::CiteDatasets { datasets, .. } => 1 + datasets.len() as u64,
             _ => 1,
         }

@@ -1329,7 +1329,7 @@ impl Executor<'_> {
             &[
                 ("bounty", id.to_string()),
                 ("accepted", b.accepted.to_string()),
-                ("refunded", refund.to_string()),
+                ("refunded", b.refunded.to_string()),
                 ("dataset", b.dataset.map(|r| r.to_hex()).unwrap_or_default()),
             ],
         ));
