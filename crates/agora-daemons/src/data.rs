@@ -9,7 +9,7 @@ use agora_data::{DuplicateIndex, Prescreen};
 use agora_node_api::{NodeClient, TxStatus};
 use agora_search::Embed;
 use agora_types::{
-    Hash, Keypair, Message, RejectReason, ScreenVerdict, Transaction, vote_commitment,
+    Address, Hash, Keypair, Message, RejectReason, ScreenVerdict, Transaction, vote_commitment,
 };
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
@@ -135,6 +135,30 @@ fn submit_tx(
     }
 }
 
+/// Keeps a chosen vote (written to a temporary file, then renamed: never half written).
+fn keep_vote(path: &Path, accept: bool) -> Result<()> {
+    std::fs::create_dir_all(path.parent().context("a vote file has a folder")?)?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&accept)?)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// The commitment `who` made on an assignment's item, as the chain has it.
+fn committed_vote(client: &NodeClient, job: &Assignment, who: &Address) -> Result<Option<Hash>> {
+    let b: BountyResponse = client.get(&format!("/v1/data/bounties/{}", job.bounty))?;
+    Ok(b.items
+        .iter()
+        .find(|v| v.index == job.index)
+        .and_then(|v| match &v.item.stage {
+            agora_state::Stage::Voting { seats, .. } => seats
+                .iter()
+                .find(|s| s.reviewer == *who)
+                .and_then(|s| s.commitment),
+            _ => None,
+        }))
+}
+
 /// A vote's salt: derived from the reviewer's key, so a restart reveals what it committed.
 fn vote_salt(key: &Keypair, bounty: u64, index: u32) -> Hash {
     let mut msg = b"agora/vote-salt/v1".to_vec();
@@ -164,6 +188,9 @@ impl Reviewer {
                 Err(e) => {
                     // A node that does not answer for a while: keep trying, the windows are long.
                     tracing::warn!("review: {e}");
+                    if once || stop() {
+                        return Ok(());
+                    }
                     std::thread::sleep(Duration::from_secs(1));
                     continue;
                 }
@@ -209,8 +236,11 @@ impl Reviewer {
                             {
                                 Some(kept) => kept,
                                 None => {
-                                    std::fs::create_dir_all(path.parent().expect("has a parent"))?;
-                                    std::fs::write(&path, serde_json::to_vec(&accept)?)?;
+                                    if let Err(e) = keep_vote(&path, accept) {
+                                        // Not committed: the reveal could not be made.
+                                        tracing::warn!("item {}/{}: {e:#}", job.bounty, job.index);
+                                        continue;
+                                    }
                                     accept
                                 }
                             };
@@ -234,23 +264,33 @@ impl Reviewer {
                         }
                     }
                     "reveal" => {
-                        let path = self.vote_file(job.bounty, job.index);
-                        let Ok(bytes) = std::fs::read(&path) else {
+                        // The salt is the key's: the vote is whichever of the two the chain's
+                        // commitment matches (no file needed, none trusted).
+                        let salt = vote_salt(key, job.bounty, job.index);
+                        let committed = match committed_vote(&client, job, &who) {
+                            Ok(c) => c,
+                            Err(e) => {
+                                tracing::warn!("item {}/{}: {e:#}", job.bounty, job.index);
+                                continue;
+                            }
+                        };
+                        let Some(accept) = [true, false].into_iter().find(|v| {
+                            Some(vote_commitment(job.bounty, job.index, &who, *v, &salt))
+                                == committed
+                        }) else {
                             tracing::warn!(
-                                "item {}/{}: no record of the committed vote ({}); it cannot be revealed",
+                                "item {}/{}: the committed vote is not this key's",
                                 job.bounty,
-                                job.index,
-                                path.display()
+                                job.index
                             );
                             continue;
                         };
-                        let accept: bool = serde_json::from_slice(&bytes)?;
                         tracing::info!("reveal {}/{}", job.bounty, job.index);
                         messages.push(Message::RevealVote {
                             bounty: job.bounty,
                             item: job.index,
                             accept,
-                            salt: vote_salt(key, job.bounty, job.index),
+                            salt,
                         });
                     }
                     _ => {}

@@ -37,10 +37,21 @@ pub struct DataService {
     blobs: Arc<BlobStore>,
     /// Other nodes' API base URLs, asked for bytes this node lacks.
     peers: Arc<Vec<String>>,
+    /// Fetches from peers under way (a few at once: each holds a blocking thread).
+    fetching: Arc<tokio::sync::Semaphore>,
+    /// Items no peer had, and when they were last asked for (not asked again for a while).
+    misses: Arc<parking_lot::Mutex<std::collections::BTreeMap<(u64, u32), std::time::Instant>>>,
 }
 
-/// How long a peer has to hand over an item's bytes.
-const PEER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a peer has to hand over an item's bytes, and all peers together.
+const PEER_TIMEOUT: Duration = Duration::from_secs(3);
+const PEERS_TIMEOUT: Duration = Duration::from_secs(6);
+/// Fetches from peers at once.
+const FETCH_SLOTS: usize = 4;
+/// How long an item no peer had is not asked for again.
+const MISS_MEMORY: Duration = Duration::from_secs(30);
+/// Items remembered as missing, at most.
+const MISSES_KEPT: usize = 4_096;
 
 impl DataService {
     /// The data market of `node`, its items' bytes in `blobs`.
@@ -49,6 +60,8 @@ impl DataService {
             node,
             blobs,
             peers: Arc::new(Vec::new()),
+            fetching: Arc::new(tokio::sync::Semaphore::new(FETCH_SLOTS)),
+            misses: Arc::default(),
         }
     }
 
@@ -61,12 +74,31 @@ impl DataService {
     /// Item `id/index`'s bytes from a peer, checked against `item` and kept; `None` when no
     /// peer has them.
     fn fetch_from_peers(&self, id: u64, index: u32, item: &agora_state::Item) -> Option<Vec<u8>> {
+        if self.peers.is_empty() {
+            return None;
+        }
+        // A recent miss is not asked for again, and only a few fetches run at once: requests for
+        // bytes nobody holds cannot tie up the node's blocking threads.
+        if self
+            .misses
+            .lock()
+            .get(&(id, index))
+            .is_some_and(|t| t.elapsed() < MISS_MEMORY)
+        {
+            return None;
+        }
+        let _slot = self.fetching.try_acquire().ok()?;
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
+            .max_redirects(0)
             .timeout_global(Some(PEER_TIMEOUT))
             .build()
             .into();
+        let started = std::time::Instant::now();
         for peer in self.peers.iter() {
+            if started.elapsed() > PEERS_TIMEOUT {
+                break;
+            }
             let url = format!(
                 "{}/v1/data/bounties/{id}/items/{index}/content?local=1",
                 peer.trim_end_matches('/')
@@ -94,6 +126,11 @@ impl DataService {
             }
             tracing::warn!("data: {peer} served bytes that are not item {id}/{index}");
         }
+        let mut misses = self.misses.lock();
+        if misses.len() >= MISSES_KEPT {
+            misses.clear();
+        }
+        misses.insert((id, index), std::time::Instant::now());
         None
     }
 

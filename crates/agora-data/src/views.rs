@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 /// Most bounties a list shows, newest first.
 pub const LIST_LIMIT: u64 = 200;
 
-/// Most open seats listed for a reviewer (each locks review stake, so there are few).
-const SEATS_LIMIT: usize = 10_000;
+/// Most open seats listed for a reviewer (the chain's `max_reviewer_seats` bounds them).
+const SEATS_LIMIT: usize = 100_000;
 
 /// A view failed: the store, or a value that does not decode.
 #[derive(Debug, thiserror::Error)]

@@ -75,6 +75,9 @@ pub struct DataParams {
     /// Items settlements read in one block, all bounties together (a bounty goes on where it
     /// stopped in the next block).
     pub settle_items_per_block: u32,
+    /// Most open seats one reviewer holds: a pick beyond it is void (a reviewer's assignments
+    /// stay few enough to list and to act on).
+    pub max_reviewer_seats: u32,
 }
 
 impl Default for DataParams {
@@ -97,6 +100,7 @@ impl Default for DataParams {
             min_item_bond: agora_types::AGR / 1_000,
             max_reviewers: 1_024,
             settle_items_per_block: 4_096,
+            max_reviewer_seats: 1_000,
         }
     }
 }
@@ -134,6 +138,9 @@ impl DataParams {
             || self.max_bounty_blocks > 100_000_000
         {
             return Err("the data market's windows are at most 100000 blocks".into());
+        }
+        if self.max_reviewer_seats == 0 {
+            return Err("max_reviewer_seats must be at least 1".into());
         }
         if self.settle_items_per_block == 0 {
             return Err("settle_items_per_block must be at least 1".into());

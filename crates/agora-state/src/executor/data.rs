@@ -863,11 +863,15 @@ impl Executor<'_> {
                     }
                 })
                 .ok_or_else(|| corrupt("a draw past the total"))?;
-            let free = self
+            let (free, seats) = self
                 .get::<Reviewer>(scratch, &reviewer_key(&who))?
-                .map_or(0, |r| r.free());
+                .map_or((0, u32::MAX), |r| (r.free(), r.seats));
             let used = taken.entry(who).or_default();
-            if free.saturating_sub(*used) >= rs {
+            // One more seat (a reviewer's votes on one panel share a seat).
+            let new_seat = u32::from(*used == 0);
+            if free.saturating_sub(*used) >= rs
+                && seats.saturating_add(new_seat) <= self.data.max_reviewer_seats
+            {
                 *used += rs;
                 out.push(Some(who));
             } else {

@@ -1035,3 +1035,22 @@ fn settlements_read_a_bounded_number_of_items_per_block() {
     assert!(c.bounty(1).settled);
     assert!(c.get::<SettleProgress>(&settle_progress_key(1)).is_none());
 }
+
+/// A reviewer holds at most `max_reviewer_seats` open seats: a pick beyond them is void, so its
+/// assignments stay few enough to list and act on.
+#[test]
+fn a_reviewer_holds_a_bounded_number_of_seats() {
+    let mut c = Chain::from_genesis(genesis(10).with_data(DataParams {
+        max_reviewer_seats: 1,
+        ..data_params()
+    }));
+    c.ok(5, vec![Message::JoinReviewers { amount: 100 * AGR }]);
+    c.ok(REQUESTER, vec![Message::CreateBounty { spec: spec(1, 50 * AGR, 40) }]);
+    c.ok(1, vec![submit(0, 0)]);
+    assert_eq!(c.screener(0, 0), 5);
+    // The second item's screener would be the same reviewer, already at its bound.
+    c.ok(1, vec![submit(0, 1)]);
+    c.block(vec![]);
+    assert_eq!(c.item(0, 1).stage, Stage::DrawPanel);
+    assert_eq!((c.reviewer(5).seats, c.reviewer(5).locked), (1, REVIEW_STAKE));
+}
