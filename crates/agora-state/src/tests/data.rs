@@ -1045,12 +1045,20 @@ fn a_reviewer_holds_a_bounded_number_of_seats() {
         ..data_params()
     }));
     c.ok(5, vec![Message::JoinReviewers { amount: 100 * AGR }]);
-    c.ok(REQUESTER, vec![Message::CreateBounty { spec: spec(1, 50 * AGR, 40) }]);
+    c.ok(
+        REQUESTER,
+        vec![Message::CreateBounty {
+            spec: spec(1, 50 * AGR, 40),
+        }],
+    );
     c.ok(1, vec![submit(0, 0)]);
     assert_eq!(c.screener(0, 0), 5);
     // The second item's screener would be the same reviewer, already at its bound.
     c.ok(1, vec![submit(0, 1)]);
     c.block(vec![]);
     assert_eq!(c.item(0, 1).stage, Stage::DrawPanel);
-    assert_eq!((c.reviewer(5).seats, c.reviewer(5).locked), (1, REVIEW_STAKE));
+    assert_eq!(
+        (c.reviewer(5).seats, c.reviewer(5).locked),
+        (1, REVIEW_STAKE)
+    );
 }
