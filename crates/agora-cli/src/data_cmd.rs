@@ -3,7 +3,7 @@
 //! claim their royalties.
 
 use crate::wallet_cmd::{QueryOpts, TxOpts, read_password, send};
-use agora_daemons::data::{Reviewer, VotePolicy, download, load_embedder};
+use agora_daemons::data::{Reviewer, VotePolicy, download, load_embedder, upload};
 use agora_data::Prescreen;
 use agora_data::views::{BountiesResponse, BountyResponse, DatasetItems, DatasetResponse};
 use agora_node_api::NodeClient;
@@ -595,31 +595,6 @@ fn submit(
                 Hash::digest(bytes)
             );
         }
-    }
-    Ok(())
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into()
-}
-
-/// Puts an item's bytes on the node.
-fn upload(node: &str, bounty: u64, index: u32, bytes: &[u8]) -> Result<()> {
-    let url = format!(
-        "{}/v1/data/bounties/{bounty}/items/{index}/content",
-        node.trim_end_matches('/')
-    );
-    let mut resp = agent()
-        .put(&url)
-        .send(bytes)
-        .with_context(|| format!("uploading to {url}"))?;
-    if resp.status().as_u16() >= 300 {
-        let body = resp.body_mut().read_to_string().unwrap_or_default();
-        bail!("the node refused item {bounty}/{index}'s bytes: {body}");
     }
     Ok(())
 }

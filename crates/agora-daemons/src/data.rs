@@ -67,6 +67,23 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
+/// Puts an item's bytes on the node.
+pub fn upload(node: &str, bounty: u64, index: u32, bytes: &[u8]) -> Result<()> {
+    let url = format!(
+        "{}/v1/data/bounties/{bounty}/items/{index}/content",
+        node.trim_end_matches('/')
+    );
+    let mut resp = agent()
+        .put(&url)
+        .send(bytes)
+        .with_context(|| format!("uploading to {url}"))?;
+    if resp.status().as_u16() >= 300 {
+        let body = resp.body_mut().read_to_string().unwrap_or_default();
+        bail!("the node refused item {bounty}/{index}'s bytes: {body}");
+    }
+    Ok(())
+}
+
 /// An item's bytes from the node, checked against `hash`.
 pub fn download(node: &str, bounty: u64, index: u32, hash: &Hash) -> Result<Option<Vec<u8>>> {
     let url = format!(
