@@ -628,6 +628,7 @@ fn verification(v: &Verification) -> String {
         Verification::None => "none".into(),
         Verification::Sampled => "sampled".into(),
         Verification::Redundant(n) => format!("redundant:{n}"),
+        Verification::Zk => "zk".into(),
     }
 }
 
@@ -971,6 +972,7 @@ pub(crate) fn model_row(id: &Hash, m: &ModelInfo) -> Vec<V> {
         ModelKind::Embedding => "embedding",
         ModelKind::Audit => "audit",
         ModelKind::Analytics => "analytics",
+        ModelKind::Provable => "provable",
     };
     vec![
         V::Str(id.to_hex()),

@@ -34,6 +34,7 @@ pub mod subnets;
 #[cfg(feature = "test-support")]
 pub mod testing;
 pub mod views;
+pub mod zk;
 
 pub use error::ApiError;
 pub use limits::{Limits, limit, limit_per_key};

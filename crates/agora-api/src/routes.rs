@@ -62,6 +62,12 @@ pub fn router(node: Arc<Node>, shutdown: watch::Receiver<bool>) -> Router {
             "/v1/subnets/{netuid}/metagraph",
             get(crate::subnets::get_metagraph),
         )
+        .route("/v1/zk/models", get(crate::zk::list_models))
+        .route("/v1/zk/models/{id}", get(crate::zk::get_model))
+        .route(
+            "/v1/zk/attestations/{address}",
+            get(crate::zk::attestations),
+        )
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("not_found", "no such route; see /v1/status") });
     crate::limit(reads, crate::Limits::NODE_API)

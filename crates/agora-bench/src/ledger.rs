@@ -86,6 +86,7 @@ pub(crate) fn ledger(
         mempool: MempoolConfig {
             capacity: block_txs * 2,
             per_sender: n_txs,
+            ..MempoolConfig::default()
         },
         account_index,
         ..NodeConfig::default()

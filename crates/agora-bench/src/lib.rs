@@ -17,6 +17,7 @@ pub mod search;
 pub mod verify;
 pub mod web;
 pub mod yuma;
+pub mod zk;
 
 use anyhow::{Result, bail};
 use clap::Subcommand;
@@ -90,6 +91,9 @@ pub enum BenchCommand {
     /// near-duplicates, submissions pre-screened per second (embeddings included), and the
     /// blob store's throughput.
     Data(data::DataBenchArgs),
+    /// Zero-knowledge proofs of inference: setup, proving time, proof size, verification time
+    /// and memory for MLPs from 1 thousand to 1 million weights.
+    Zk(zk::ZkBenchArgs),
     /// The compute market on-chain: client-signed jobs with provider-signed receipts settled
     /// (`SettleJobs`, every signature checked) and committed per second.
     Market {
@@ -145,6 +149,7 @@ pub fn run(cmd: BenchCommand, models: &std::path::Path) -> Result<()> {
         BenchCommand::Evm(args) => crate::evm::run(args),
         BenchCommand::Search(args) => crate::search::run(args, models),
         BenchCommand::Data(args) => crate::data::run(args, models),
+        BenchCommand::Zk(args) => crate::zk::run(args),
         BenchCommand::Invariants { seconds, seed } => invariants(seconds, seed),
         BenchCommand::Market {
             jobs,

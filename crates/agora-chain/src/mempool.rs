@@ -12,6 +12,10 @@ pub struct MempoolConfig {
     pub capacity: usize,
     /// Most pending transactions per sender.
     pub per_sender: usize,
+    /// Most proof-sized transactions held at once (each up to 512 KiB, where others are at most
+    /// 32 KiB), and per sender: a block takes 8.
+    pub proof_capacity: usize,
+    pub proofs_per_sender: usize,
 }
 
 impl Default for MempoolConfig {
@@ -19,6 +23,8 @@ impl Default for MempoolConfig {
         MempoolConfig {
             capacity: 50_000,
             per_sender: 1_000,
+            proof_capacity: 64,
+            proofs_per_sender: 4,
         }
     }
 }
@@ -49,6 +55,8 @@ pub struct Mempool {
     /// newest first: what a full mempool evicts, found without scanning every sender.
     tails: BTreeSet<(Amount, Reverse<u64>, Hash)>,
     next_seq: u64,
+    /// Proof-sized transactions held.
+    proofs: usize,
 }
 
 /// A transaction's fee per unit of work ([`agora_types::work_units`]): what it bids for room.
@@ -77,6 +85,7 @@ impl Mempool {
             order: BTreeMap::new(),
             tails: BTreeSet::new(),
             next_seq: 0,
+            proofs: 0,
         }
     }
 
@@ -171,6 +180,27 @@ impl Mempool {
                 have: sender_state.bonded,
             });
         }
+        // Proof-sized transactions have a small pool of their own: it holds a few blocks' worth.
+        let carries = tx.proofs() > 0;
+        if carries {
+            let mine = queue
+                .into_iter()
+                .flatten()
+                .filter(|h| self.by_hash[*h].tx.proofs() > 0)
+                .count();
+            if mine >= self.config.proofs_per_sender {
+                return Err(TxError::MempoolFull {
+                    capacity: self.config.proofs_per_sender,
+                    lowest_fee: tx.tx.fee,
+                });
+            }
+            if self.proofs >= self.config.proof_capacity {
+                return Err(TxError::MempoolFull {
+                    capacity: self.config.proof_capacity,
+                    lowest_fee: tx.tx.fee,
+                });
+            }
+        }
         if self.by_hash.len() >= self.config.capacity {
             let units = Amount::from(agora_types::work_units(&tx.tx.messages));
             let (victim, victim_rate) =
@@ -199,6 +229,9 @@ impl Mempool {
         let entry = Entry { tx, seq };
         self.tails.insert(entry.tail_key(&hash));
         self.by_hash.insert(hash, entry);
+        if carries {
+            self.proofs += 1;
+        }
         Ok(())
     }
 
@@ -215,6 +248,9 @@ impl Mempool {
     /// Removes one transaction (no-op if absent).
     pub fn remove(&mut self, hash: &Hash) -> Option<SignedTransaction> {
         let entry = self.by_hash.remove(hash)?;
+        if entry.tx.proofs() > 0 {
+            self.proofs -= 1;
+        }
         self.order.remove(&entry.seq);
         self.tails.remove(&entry.tail_key(hash));
         let sender = entry.tx.tx.sender_address();
@@ -309,6 +345,68 @@ mod tests {
         (t, h)
     }
 
+    /// A transaction carrying a (junk) proof.
+    fn proof_tx(who: &str, nonce: u64) -> (SignedTransaction, Hash) {
+        let key = Keypair::from_seed_label(who);
+        let t = Transaction {
+            chain_id: "c".into(),
+            sender: key.public(),
+            nonce,
+            fee: 1_000,
+            messages: vec![Message::ZkAttest {
+                claim: agora_types::ZkClaim {
+                    model: Hash([1; 32]),
+                    input_commitment: Hash([2; 32]),
+                    threshold: 0,
+                    below: false,
+                    outputs: None,
+                },
+                certifier: None,
+                proof: vec![nonce as u8; 100_000],
+            }],
+        }
+        .sign(&key);
+        let h = t.hash();
+        (t, h)
+    }
+
+    #[test]
+    fn proof_sized_transactions_have_a_small_pool_of_their_own() {
+        let mut m = Mempool::new(MempoolConfig {
+            capacity: 100,
+            per_sender: 100,
+            proof_capacity: 6,
+            proofs_per_sender: 4,
+        });
+        // Four per sender: the fifth is refused, while the sender's plain transactions still go in.
+        for n in 0..4 {
+            let (t, h) = proof_tx("a", n);
+            m.insert(t, h, RICH).unwrap();
+        }
+        let (t, h) = proof_tx("a", 4);
+        assert!(matches!(
+            m.insert(t, h, RICH),
+            Err(TxError::MempoolFull { .. })
+        ));
+        let (t, h) = tx("a", 4, 10, 1);
+        m.insert(t, h, RICH).unwrap();
+        // Six in all.
+        for n in 0..2 {
+            let (t, h) = proof_tx("b", n);
+            m.insert(t, h, RICH).unwrap();
+        }
+        let (t, h) = proof_tx("c", 0);
+        let (t2, h2) = (t.clone(), h);
+        assert!(matches!(
+            m.insert(t, h, RICH),
+            Err(TxError::MempoolFull { .. })
+        ));
+        // Room again once one leaves.
+        let first = proof_tx("a", 0).1;
+        assert!(m.remove(&first).is_some());
+        m.insert(t2, h2, RICH).unwrap();
+    }
+
     const RICH: SenderState = SenderState {
         nonce: 0,
         balance: 1_000_000,
@@ -319,6 +417,7 @@ mod tests {
         Mempool::new(MempoolConfig {
             capacity,
             per_sender: 100,
+            ..MempoolConfig::default()
         })
     }
 

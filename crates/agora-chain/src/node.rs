@@ -6,8 +6,8 @@ use agora_state::{
 };
 use agora_store::{BlockResults, Prepared, Snapshot, Store};
 use agora_types::{
-    Address, Block, BlockHeader, Hash, Keypair, MAX_BLOCK_BYTES, SignedTransaction, merkle_root,
-    verify_batch, vrf,
+    Address, Block, BlockHeader, Hash, Keypair, MAX_BLOCK_BYTES, MAX_PROOF_TXS_PER_BLOCK,
+    SignedTransaction, merkle_root, verify_batch, vrf,
 };
 use parking_lot::Mutex;
 use rayon::prelude::*;
@@ -356,15 +356,30 @@ impl Node {
         let mut tx_hashes = Vec::with_capacity(candidates.len());
         let mut dropped = Vec::new();
         let mut bytes = 0;
+        let mut proofs = 0;
+        let mut waiting = std::collections::BTreeSet::new();
         for (hash, tx) in candidates {
             // The block is full: the rest wait in the mempool, in order, for the next one.
             let size = borsh::object_length(&tx).unwrap_or(usize::MAX);
             if bytes + size > MAX_BLOCK_BYTES {
                 break;
             }
+            // As many proofs as a block verifies: the others wait for the next block, and so do
+            // their senders' later transactions (which would find a nonce gap); everyone else's
+            // still go in.
+            let sender = tx.tx.sender_address();
+            if waiting.contains(&sender) {
+                continue;
+            }
+            let carried = tx.proofs();
+            if proofs + carried > MAX_PROOF_TXS_PER_BLOCK {
+                waiting.insert(sender);
+                continue;
+            }
             match exec.apply_tx(&tx, hash) {
                 Ok(_) => {
                     bytes += size;
+                    proofs += carried;
                     included.push(tx);
                     tx_hashes.push(hash);
                 }
@@ -474,6 +489,13 @@ impl Node {
                     reason: e.to_string(),
                 }));
             }
+        }
+        let proofs: usize = block.txs.iter().map(SignedTransaction::proofs).sum();
+        if proofs > MAX_PROOF_TXS_PER_BLOCK {
+            return Err(invalid(BlockError::TxLimit {
+                index: block.txs.len().saturating_sub(1),
+                reason: format!("{proofs} proofs in one block, at most {MAX_PROOF_TXS_PER_BLOCK}"),
+            }));
         }
         let tx_hashes: Vec<Hash> = sized.into_iter().map(|(h, _)| h).collect();
         let computed = merkle_root(&tx_hashes);
@@ -836,7 +858,10 @@ mod tests {
         }];
         assert_eq!(code(n.submit(&forged.encode())), "invalid_signature");
         assert_eq!(code(n.submit(&[1, 2, 3])), "malformed_tx");
-        assert_eq!(code(n.submit(&vec![0; MAX_TX_BYTES + 1])), "tx_too_large");
+        assert_eq!(
+            code(n.submit(&vec![0; agora_types::MAX_PROOF_TX_BYTES + 1])),
+            "tx_too_large"
+        );
         let mut other_chain = good.tx.clone();
         other_chain.chain_id = "elsewhere".into();
         assert_eq!(

@@ -15,6 +15,7 @@ mod sql_cmd;
 mod subnet_cmd;
 mod testnet_cmd;
 mod wallet_cmd;
+mod zk_cmd;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -72,6 +73,10 @@ enum Command {
     /// datasets with their inclusion proofs, cite datasets and claim their royalties.
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
+    /// Zero-knowledge proofs of inference: provable models, proofs about a private input
+    /// ("my risk score is below t"), attestations the chain verifies.
+    #[command(subcommand)]
+    Zk(zk_cmd::ZkCommand),
     /// Read-only SQL over a node's tables of its chain (blocks, transactions, transfers, jobs,
     /// checks, subnets, accounts…), as a table, CSV, JSON or Parquet.
     Sql(sql_cmd::SqlArgs),
@@ -171,6 +176,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Anomalies(args) => predict_cmd::anomalies(args),
         Command::Subnet(cmd) => subnet_cmd::subnet(default_home(cli.home, None), models, cmd),
         Command::Data(cmd) => data_cmd::data(default_home(cli.home, None), models, cmd),
+        Command::Zk(cmd) => zk_cmd::zk(default_home(cli.home, None), cmd),
         Command::Models(cmd) => infer_cmd::models(&models, cmd),
         Command::Infer(cmd) => infer_cmd::infer(&models, cmd),
         Command::Bench(cmd) => agora_bench::run(cmd, &models),

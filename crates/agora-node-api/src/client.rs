@@ -343,6 +343,24 @@ impl NodeClient {
         self.get_opt(&format!("/v1/market/models/{id}"))
     }
 
+    /// The provable models.
+    pub fn zk_models(&self) -> Result<Vec<crate::ZkModelEntry>, ClientError> {
+        Ok(self.get::<crate::ZkModelsResponse>("/v1/zk/models")?.models)
+    }
+
+    /// A provable model, if registered.
+    pub fn zk_model(&self, id: &Hash) -> Result<Option<crate::ZkModelEntry>, ClientError> {
+        self.get_opt(&format!("/v1/zk/models/{id}"))
+    }
+
+    /// An account's attestations and the number its next proof is bound to.
+    pub fn zk_attestations(
+        &self,
+        address: &Address,
+    ) -> Result<crate::ZkAttestationsResponse, ClientError> {
+        self.get(&format!("/v1/zk/attestations/{address}"))
+    }
+
     /// A client's escrow (zero when it never deposited).
     pub fn escrow(&self, client: &Address) -> Result<agora_state::Escrow, ClientError> {
         Ok(self

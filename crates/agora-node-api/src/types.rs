@@ -576,3 +576,50 @@ pub struct PublishResponse {
     /// The report's document in the search index (`audit:<job id>`).
     pub id: String,
 }
+
+/// A registered provable model (`GET /v1/zk/models/{id}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZkModelEntry {
+    /// Its id: the hash of its verifying key.
+    pub id: Hash,
+    /// The registration: name, key bytes (hex), registrant, height.
+    #[serde(flatten)]
+    pub record: agora_state::ZkModelRecord,
+    /// `(inputs, neurons, shift)` of each layer, read from the key.
+    pub layers: Vec<(u32, u32, u8)>,
+    /// Its number of weights.
+    pub weights: u64,
+}
+
+/// `GET /v1/zk/models`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZkModelsResponse {
+    /// The height it was read at.
+    pub height: u64,
+    /// Up to a thousand.
+    pub models: Vec<ZkModelEntry>,
+}
+
+/// One attestation of an account (`GET /v1/zk/attestations/{address}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZkAttestationEntry {
+    /// The model's id.
+    pub model: Hash,
+    /// The claim, its certifier, its number and height.
+    #[serde(flatten)]
+    pub attestation: agora_state::ZkAttestation,
+}
+
+/// `GET /v1/zk/attestations/{address}`: an account's latest attestation per model, and the number
+/// its next proof must be bound to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZkAttestationsResponse {
+    /// The height it was read at.
+    pub height: u64,
+    /// The account.
+    pub address: Address,
+    /// The attestation number the account's next proof is bound to.
+    pub next_seq: u64,
+    /// Its attestations, one per model (the latest).
+    pub attestations: Vec<ZkAttestationEntry>,
+}

@@ -397,6 +397,43 @@ fn describe(m: &Message, sender: &Address, out: &mut BTreeSet<Touched>) -> (Stri
                 "Claim royalties: contributor {sender} claimed its share of the royalties paid to dataset {dataset}."
             ),
         ),
+        Message::RegisterZkModel { name, .. } => (
+            format!("Provable model {} registered", short(name, 40)),
+            format!(
+                "Register provable model: {sender} registered {name:?}, a model whose results are proved in zero knowledge, by its verifying key."
+            ),
+        ),
+        Message::CertifyZkInput { subject, .. } => {
+            out.insert(Touched::Account(*subject));
+            (
+                "Input commitment certified".into(),
+                format!(
+                    "Certify zk input: {sender} certified the commitment to {subject}'s private input."
+                ),
+            )
+        }
+        Message::ZkAttest { claim, .. } => {
+            out.insert(Touched::Model(claim.model));
+            (
+                "Zero-knowledge attestation".into(),
+                format!(
+                    "Zk attestation: {sender} proved that its private input gives a score {} {} with model {}.",
+                    if claim.below { "below" } else { "at least" },
+                    claim.threshold,
+                    claim.model
+                ),
+            )
+        }
+        Message::SettleZkJob { job, .. } => {
+            out.insert(Touched::Job(job.request.request.id()));
+            out.insert(Touched::Model(job.request.request.model));
+            (
+                "Proved job settled".into(),
+                format!(
+                    "Settle zk job: {sender} settled a job with a zero-knowledge proof the chain verified."
+                ),
+            )
+        }
     }
 }
 
@@ -487,6 +524,18 @@ fn gist(m: &Message) -> &'static str {
         Message::ClaimRoyalties { .. } => {
             "Claim royalties: a data contributor claimed royalties its dataset earned."
         }
+        Message::RegisterZkModel { .. } => {
+            "Register provable model: a small model whose results are proved in zero knowledge joined the market."
+        }
+        Message::CertifyZkInput { .. } => {
+            "Certify zk input: an account vouched for the commitment to another's private input."
+        }
+        Message::ZkAttest { .. } => {
+            "Zero-knowledge attestation: an account proved a score of its private data without revealing it."
+        }
+        Message::SettleZkJob { .. } => {
+            "Settlement of a proved job: an inference job settled with a zero-knowledge proof the chain verified."
+        }
     }
 }
 
@@ -496,6 +545,7 @@ fn model_kind(k: &agora_types::ModelKind) -> &'static str {
         agora_types::ModelKind::Embedding => "embedding",
         agora_types::ModelKind::Audit => "smart-contract audit",
         agora_types::ModelKind::Analytics => "analytics (SQL and forecasts)",
+        agora_types::ModelKind::Provable => "provable (zero-knowledge)",
     }
 }
 

@@ -268,6 +268,24 @@ pub enum TxError {
     /// Nothing owed to the sender.
     #[error("no royalties owed to {address} by this dataset")]
     NothingToClaim { address: Address },
+    /// A provable model with that key is registered already.
+    #[error("provable model {id} is registered already")]
+    ZkModelExists { id: String },
+    /// No provable model with that id.
+    #[error("no provable model {id}")]
+    UnknownZkModel { id: String },
+    /// A claim, key or proof the chain cannot take before verifying anything.
+    #[error("invalid zk message: {0}")]
+    InvalidZk(String),
+    /// The proof does not verify.
+    #[error("the proof does not verify: {0}")]
+    ZkProofRejected(String),
+    /// The named certifier has not certified this input commitment for the sender.
+    #[error("{certifier} has not certified this input commitment for the sender")]
+    ZkUncertified { certifier: Address },
+    /// A zk job that does not settle.
+    #[error("the job does not settle: {reason}")]
+    ZkJobRejected { code: &'static str, reason: String },
 }
 
 impl TxError {
@@ -351,6 +369,12 @@ impl TxError {
             TxError::UnknownDataset { .. } => "unknown_dataset",
             TxError::NothingToClaim { .. } => "nothing_to_claim",
             TxError::ReviewersFull { .. } => "reviewers_full",
+            TxError::ZkModelExists { .. } => "zk_model_exists",
+            TxError::UnknownZkModel { .. } => "unknown_zk_model",
+            TxError::InvalidZk(_) => "invalid_zk",
+            TxError::ZkProofRejected(_) => "zk_proof_rejected",
+            TxError::ZkUncertified { .. } => "zk_uncertified",
+            TxError::ZkJobRejected { code, .. } => code,
         }
     }
 }

@@ -14,6 +14,7 @@ mod epoch;
 mod market;
 mod staking;
 mod subnets;
+mod zk;
 use agora_types::{
     Address, Amount, Event, Hash, MAX_MODEL_NAME_BYTES, MAX_REDUNDANCY, MAX_SETTLE_JOBS, Message,
     ProviderInfo, PublicKey, Receipt, SettledJob, SignedTransaction, Transaction, TxFailure,
@@ -124,7 +125,7 @@ pub struct Executor<'a> {
 }
 
 /// A transaction's pending changes, applied to the block only if all its messages succeed.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Scratch {
     accounts: BTreeMap<Address, Account>,
     writes: WriteSet,
@@ -478,6 +479,13 @@ impl<'a> Executor<'a> {
             }
             Message::UpdateProvider { info } => self.update_provider(scratch, sender, info, events),
             Message::UnregisterProvider => self.unregister_provider(scratch, sender, from, events),
+            // A provable model's id is its verifying key's hash: it registers with its key.
+            Message::RegisterModel {
+                kind: agora_types::ModelKind::Provable,
+                ..
+            } => Ok(Err(TxError::InvalidModel(
+                "a provable model registers with RegisterZkModel and its model file".into(),
+            ))),
             Message::RegisterModel { id, name, kind } => {
                 let done = self.register_model(scratch, id, name, kind, events)?;
                 if done.is_ok() {
@@ -587,6 +595,21 @@ impl<'a> Executor<'a> {
             }
             Message::ClaimRoyalties { dataset } => {
                 self.claim_royalties(scratch, sender, dataset, events)
+            }
+            Message::RegisterZkModel { name, model } => {
+                self.register_zk_model(scratch, sender, name, model, events)
+            }
+            Message::CertifyZkInput {
+                subject,
+                commitment,
+            } => self.certify_zk_input(scratch, sender, subject, commitment, events),
+            Message::ZkAttest {
+                claim,
+                certifier,
+                proof,
+            } => self.zk_attest(scratch, sender, claim, certifier, proof, events),
+            Message::SettleZkJob { job, claim, proof } => {
+                self.settle_zk_job(scratch, job, claim, proof, events)
             }
         }
     }
@@ -722,7 +745,8 @@ impl<'a> Executor<'a> {
         record: &mut JobRecord,
         events: &mut Vec<Event>,
     ) -> Result<()> {
-        let share = if record.level == Verification::None {
+        // No verifier checks an unchecked or a proved job: no protocol share.
+        let share = if matches!(record.level, Verification::None | Verification::Zk) {
             0
         } else {
             self.market.protocol_share(record.fee)

@@ -402,3 +402,33 @@ pub fn neuron_citation_key(netuid: u16, hotkey: &Address) -> Vec<u8> {
     key.extend_from_slice(&hotkey.0);
     key
 }
+
+/// `zkm/` + model id → [`crate::ZkModelRecord`].
+pub fn zk_model_key(id: &Hash) -> Vec<u8> {
+    let mut key = b"zkm/".to_vec();
+    key.extend_from_slice(&id.0);
+    key
+}
+
+/// `zkc/` + certifier + subject → [`crate::ZkCertification`] (the latest).
+pub fn zk_certification_key(certifier: &Address, subject: &Address) -> Vec<u8> {
+    let mut key = b"zkc/".to_vec();
+    key.extend_from_slice(&certifier.0);
+    key.extend_from_slice(&subject.0);
+    key
+}
+
+/// `zks/` + address → the account's next attestation number (u64).
+pub fn zk_seq_key(address: &Address) -> Vec<u8> {
+    let mut key = b"zks/".to_vec();
+    key.extend_from_slice(&address.0);
+    key
+}
+
+/// `zka/` + address + model id → [`crate::ZkAttestation`] (the latest).
+pub fn zk_attestation_key(address: &Address, model: &Hash) -> Vec<u8> {
+    let mut key = b"zka/".to_vec();
+    key.extend_from_slice(&address.0);
+    key.extend_from_slice(&model.0);
+    key
+}

@@ -279,6 +279,9 @@ pub enum JobRejection {
     /// A verification level the chain does not offer.
     #[error("redundant verification takes 1 to {max} verifiers, not {got}")]
     BadVerification { max: u8, got: u8 },
+    /// A `zk` job settles only with its proof (`SettleZkJob`), and only a `zk` job does.
+    #[error("a job of level zk settles with SettleZkJob and its proof, and only such a job does")]
+    ZkProofRequired,
 }
 
 impl JobRejection {
@@ -300,6 +303,7 @@ impl JobRejection {
             JobRejection::InsufficientEscrow { .. } => "insufficient_escrow",
             JobRejection::AlreadySettled { .. } => "already_settled",
             JobRejection::BadVerification { .. } => "invalid_verification",
+            JobRejection::ZkProofRequired => "zk_proof_required",
         }
     }
 }

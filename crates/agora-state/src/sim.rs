@@ -17,7 +17,7 @@ use crate::{
 use agora_types::{
     AGR, Address, Amount, EncryptionKey, Fault, Hash, JobParams, JobReceipt, JobRequest, Keypair,
     Message, ModelKind, ProviderInfo, SettledJob, SignedTransaction, SubnetParam, SubnetTask,
-    Transaction, Verdict, Verification, VerifierInfo, job_fee, prediction_commitment,
+    Transaction, Verdict, Verification, VerifierInfo, ZkClaim, job_fee, prediction_commitment,
     weights_commitment,
 };
 use agora_types::{BountySpec, CiteTarget, RejectReason, ScreenVerdict, vote_commitment};
@@ -129,6 +129,10 @@ pub enum Action {
     Cite { target: u8, dataset: u8 },
     /// Claims royalties from a dataset.
     ClaimRoyalties { dataset: u8 },
+    /// A zero-knowledge message: registers a provable model (a valid key or junk), certifies an
+    /// input commitment, attests, or settles a zk job, the last two with proofs that are junk,
+    /// truncated or missing (real proofs are the zk tests' business: they take seconds).
+    Zk { kind: u8, pick: u8 },
 }
 
 /// A transaction: its messages, and whether it is sent by the natural sender of its first
@@ -164,6 +168,25 @@ fn hotkey_of(sender: usize, pick: u8) -> Address {
     } else {
         key(usize::from(pick) % ACTORS).address()
     }
+}
+
+/// One of two small provable models: its file and its id (the id needs the setup: made once).
+fn zk_model(which: u8) -> (Vec<u8>, Hash) {
+    static MODELS: std::sync::OnceLock<Vec<(Vec<u8>, Hash)>> = std::sync::OnceLock::new();
+    let models = MODELS.get_or_init(|| {
+        (0..2u32)
+            .filter_map(|i| {
+                let m = agora_zk::ZkModel::synthetic("sim", &[4, 2 + i], u64::from(i)).ok()?;
+                let file = m.to_bytes();
+                let pk = agora_zk::ProvingKey::new(m).ok()?;
+                Some((file, Hash(pk.verifying_key().model_id())))
+            })
+            .collect()
+    });
+    models
+        .get(usize::from(which) % models.len().max(1))
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn model_id(i: u8) -> Hash {
@@ -616,6 +639,7 @@ impl World {
             | Action::LeaveReviewers { .. }
             | Action::Cite { .. }
             | Action::ClaimRoyalties { .. } => self.data_message(sender, action),
+            Action::Zk { kind, pick } => self.zk_message(*kind, *pick),
             Action::RevealWeights { netuid, tamper } => {
                 let netuid = subnet(*netuid);
                 let (uids, mut weights, salt) = self
@@ -762,6 +786,70 @@ impl World {
                 to: key(sender).address(),
                 amount: 0,
             },
+        }
+    }
+
+    /// One of the zero-knowledge messages (see [`Action::Zk`]).
+    fn zk_message(&mut self, kind: u8, pick: u8) -> Message {
+        let (file, model) = zk_model(pick % 2);
+        let commitment = Hash([pick % 3; 32]);
+        let claim = ZkClaim {
+            model: if pick.is_multiple_of(5) { MODEL } else { model },
+            input_commitment: commitment,
+            threshold: i64::from(pick),
+            below: pick.is_multiple_of(2),
+            outputs: (pick.is_multiple_of(3)).then(|| vec![i64::from(pick)]),
+        };
+        let proof = match pick % 4 {
+            0 => Vec::new(),
+            1 => vec![pick; 64],
+            2 => vec![0; 3000],
+            _ => (0..=255).collect(),
+        };
+        match kind % 4 {
+            0 => Message::RegisterZkModel {
+                name: format!("zk-{}", pick % 2),
+                model: if pick.is_multiple_of(7) {
+                    vec![pick; 40]
+                } else {
+                    file
+                },
+            },
+            1 => Message::CertifyZkInput {
+                subject: key(usize::from(pick) % ACTORS).address(),
+                commitment,
+            },
+            2 => Message::ZkAttest {
+                claim,
+                certifier: (pick % 2 == 1).then(|| key(usize::from(pick / 2) % ACTORS).address()),
+                proof,
+            },
+            _ => {
+                let Message::SettleJobs { mut jobs } = self.settle(
+                    usize::from(pick) % ACTORS,
+                    usize::from(pick / 8) % (PROVIDERS + 1),
+                    pick,
+                    u16::from(pick),
+                    0,
+                    0,
+                ) else {
+                    return Message::UnregisterVerifier;
+                };
+                let Some(mut job) = jobs.pop() else {
+                    return Message::UnregisterVerifier;
+                };
+                if pick.is_multiple_of(2) {
+                    // A zk job settled without its proof.
+                    let mut request = job.request.request.clone();
+                    request.params.verification = Verification::Zk;
+                    job.receipt.receipt.request_hash = request.hash();
+                    let provider = usize::from(pick / 8) % (PROVIDERS + 1);
+                    job.receipt = job.receipt.receipt.clone().sign(&key(provider));
+                    job.request = request.sign(&key(usize::from(pick) % ACTORS));
+                    return Message::SettleJobs { jobs: vec![job] };
+                }
+                Message::SettleZkJob { job, claim, proof }
+            }
         }
     }
 
@@ -991,6 +1079,7 @@ pub fn arb_action() -> impl Strategy<Value = Action> {
         1 => b().prop_map(|amount| Action::LeaveReviewers { amount }),
         2 => (b(), b()).prop_map(|(target, dataset)| Action::Cite { target, dataset }),
         2 => b().prop_map(|dataset| Action::ClaimRoyalties { dataset }),
+        1 => (b(), b()).prop_map(|(kind, pick)| Action::Zk { kind, pick }),
     ]
 }
 

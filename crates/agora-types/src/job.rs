@@ -51,6 +51,9 @@ pub enum Verification {
     /// Always checked, by this many verifiers at once (1 to [`MAX_REDUNDANCY`]), the majority
     /// deciding; the client pays each of them the job's fee on top.
     Redundant(u8),
+    /// Settled only with a zero-knowledge proof the chain verifies (`SettleZkJob`), for provable
+    /// models: never sampled, no challenge window.
+    Zk,
 }
 
 /// Sampling parameters in integers (the state machine has no floats).
@@ -347,6 +350,8 @@ pub enum ModelKind {
     Audit,
     /// Analytics: SQL queries and forecasts over the chain's history at a stated height.
     Analytics,
+    /// A small fixed-point model whose jobs are proved in zero knowledge (`RegisterZkModel`).
+    Provable,
 }
 
 /// A 32-byte X25519 public key, to which clients encrypt their inputs.

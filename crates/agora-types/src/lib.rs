@@ -31,6 +31,7 @@ mod receipt;
 mod subnet;
 mod tx;
 pub mod vrf;
+mod zk;
 
 pub use address::{ADDRESS_HRP, Address};
 pub use amount::{AGR, Amount, DECIMALS, format_amount, parse_amount, serde_u128};
@@ -59,4 +60,9 @@ pub use subnet::{
 pub use tx::{
     ITEM_BYTES_PER_UNIT, MAX_MESSAGES, MAX_TX_BYTES, Message, REVEAL_BYTES_PER_UNIT,
     SignedTransaction, Transaction, work_units,
+};
+pub use zk::{
+    MAX_PROOF_BYTES, MAX_PROOF_TX_BYTES, MAX_PROOF_TXS_PER_BLOCK, MAX_REGISTER_WEIGHTS,
+    MAX_ZK_OUTPUTS, MAX_ZK_VALUE, PROOF_BYTES_PER_UNIT, REGISTER_BYTES_PER_UNIT, ZK_VERIFY_UNITS,
+    ZkClaim, commitment_hash, commitment_words,
 };

@@ -1,7 +1,7 @@
 use crate::{
     Address, Amount, BountyId, BountySpec, CiteTarget, Error, Hash, Keypair, ModelKind, NetUid,
     ProviderInfo, PublicKey, Result, ScreenVerdict, SettledJob, Signature, SubnetParam, SubnetTask,
-    Verdict, VerifierInfo, serde_u128,
+    Verdict, VerifierInfo, ZkClaim, serde_u128,
 };
 use borsh::{BorshDeserialize, BorshSerialize};
 use serde::Serialize;
@@ -291,6 +291,48 @@ pub enum Message {
         /// The dataset's root.
         dataset: Hash,
     },
+    /// Registers a provable model: the chain derives its verifying key (its shape and the
+    /// commitment to its weights and wiring) from the model file itself, and its id is the key's
+    /// hash. Providers may then serve it at verification level `zk`.
+    RegisterZkModel {
+        /// Human name, at most 64 bytes.
+        name: String,
+        /// The model file (`agora zk model …`), at most [`crate::MAX_REGISTER_WEIGHTS`] weights.
+        #[serde(serialize_with = "hex_bytes", deserialize_with = "from_hex_bytes")]
+        model: Vec<u8>,
+    },
+    /// Certifies that `commitment` commits to `subject`'s input (for example the features an
+    /// analytics service computed for it): attestations can name the certifier.
+    CertifyZkInput {
+        /// Whose input it is.
+        subject: Address,
+        /// The input commitment.
+        commitment: Hash,
+    },
+    /// Proves a claim about the sender's private input with a provable model; the chain verifies
+    /// the proof and records the attestation. The proof is bound to the sender and its next
+    /// attestation number, so it counts once.
+    ZkAttest {
+        /// What is proved.
+        claim: ZkClaim,
+        /// The account whose certification of the input commitment the attestation names, if any.
+        certifier: Option<Address>,
+        /// The proof.
+        #[serde(serialize_with = "hex_bytes", deserialize_with = "from_hex_bytes")]
+        proof: Vec<u8>,
+    },
+    /// Settles a job of verification level `zk` with its proof: no sampling and no challenge
+    /// window, the fee is final at once.
+    SettleZkJob {
+        /// The signed request and receipt (the receipt's output hash is the claim's hash).
+        job: SettledJob,
+        /// What the proof shows about the job's input (the request's input hash is the claim's
+        /// input commitment).
+        claim: ZkClaim,
+        /// The proof, bound to the chain and the job's id.
+        #[serde(serialize_with = "hex_bytes", deserialize_with = "from_hex_bytes")]
+        proof: Vec<u8>,
+    },
 }
 
 fn hex_bytes<S: serde::Serializer>(bytes: &[u8], s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -362,6 +404,10 @@ impl Message {
             Message::LeaveReviewers { .. } => "leave_reviewers",
             Message::CiteDatasets { .. } => "cite_datasets",
             Message::ClaimRoyalties { .. } => "claim_royalties",
+            Message::RegisterZkModel { .. } => "register_zk_model",
+            Message::CertifyZkInput { .. } => "certify_zk_input",
+            Message::ZkAttest { .. } => "zk_attest",
+            Message::SettleZkJob { .. } => "settle_zk_job",
         }
     }
 
@@ -385,6 +431,14 @@ impl Message {
             Message::SubmitItem { size, .. } => 3 + u64::from(*size) / ITEM_BYTES_PER_UNIT,
             Message::AppealItem { .. } => 3,
             Message::CiteDatasets { datasets, .. } => 1 + datasets.len() as u64,
+            // A proof costs its verification, and its bytes are kept in the block.
+            Message::ZkAttest { proof, .. } | Message::SettleZkJob { proof, .. } => {
+                crate::ZK_VERIFY_UNITS + (proof.len() / crate::PROOF_BYTES_PER_UNIT) as u64
+            }
+            // The chain commits to the model's weights itself: work grows with them.
+            Message::RegisterZkModel { model, .. } => {
+                2 + (model.len() / crate::REGISTER_BYTES_PER_UNIT) as u64
+            }
             _ => 1,
         }
     }
@@ -427,7 +481,11 @@ impl Message {
             | Message::RevealVote { .. }
             | Message::LeaveReviewers { .. }
             | Message::CiteDatasets { .. }
-            | Message::ClaimRoyalties { .. } => 0,
+            | Message::ClaimRoyalties { .. }
+            | Message::RegisterZkModel { .. }
+            | Message::CertifyZkInput { .. }
+            | Message::ZkAttest { .. }
+            | Message::SettleZkJob { .. } => 0,
         }
     }
 }
@@ -521,11 +579,11 @@ impl SignedTransaction {
     /// Decodes untrusted bytes: size limit first, then borsh with no trailing bytes, then the
     /// limits of [`SignedTransaction::check_limits`]. Never panics.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        if bytes.len() > MAX_TX_BYTES {
+        if bytes.len() > crate::MAX_PROOF_TX_BYTES {
             return Err(Error::TooLarge {
                 what: "transaction",
                 size: bytes.len(),
-                limit: MAX_TX_BYTES,
+                limit: crate::MAX_PROOF_TX_BYTES,
             });
         }
         let tx: SignedTransaction = borsh::from_slice(bytes).map_err(|e| Error::Malformed {
@@ -540,11 +598,18 @@ impl SignedTransaction {
     /// decoding, and what a block's check applies again to each transaction (a proposer can
     /// skip admission).
     pub fn check_limits(&self, encoded_len: usize) -> Result<()> {
-        if encoded_len > MAX_TX_BYTES {
+        // A transaction carrying a proof may be larger; it carries one at most.
+        let proofs = self.proofs();
+        let limit = if proofs > 0 {
+            crate::MAX_PROOF_TX_BYTES
+        } else {
+            MAX_TX_BYTES
+        };
+        if encoded_len > limit {
             return Err(Error::TooLarge {
                 what: "transaction",
                 size: encoded_len,
-                limit: MAX_TX_BYTES,
+                limit,
             });
         }
         let malformed = |reason: String| {
@@ -556,6 +621,20 @@ impl SignedTransaction {
         let messages = &self.tx.messages;
         if messages.is_empty() {
             return malformed("no messages".into());
+        }
+        if proofs > 1 {
+            return malformed(format!("{proofs} proofs in one transaction, at most 1"));
+        }
+        let proof_bytes = messages.iter().map(|m| match m {
+            Message::ZkAttest { proof, .. } | Message::SettleZkJob { proof, .. } => proof.len(),
+            Message::RegisterZkModel { model, .. } => model.len(),
+            _ => 0,
+        });
+        if let Some(n) = proof_bytes.max().filter(|&n| n > crate::MAX_PROOF_BYTES) {
+            return malformed(format!(
+                "a proof of {n} bytes, at most {}",
+                crate::MAX_PROOF_BYTES
+            ));
         }
         if messages.len() > MAX_MESSAGES {
             return malformed(format!(
@@ -574,6 +653,23 @@ impl SignedTransaction {
             ));
         }
         Ok(())
+    }
+
+    /// How many of its messages are proof-sized (a proof to verify, or a provable model to
+    /// commit to): at most one per transaction, [`crate::MAX_PROOF_TXS_PER_BLOCK`] per block.
+    pub fn proofs(&self) -> usize {
+        self.tx
+            .messages
+            .iter()
+            .filter(|m| {
+                matches!(
+                    m,
+                    Message::ZkAttest { .. }
+                        | Message::SettleZkJob { .. }
+                        | Message::RegisterZkModel { .. }
+                )
+            })
+            .count()
     }
 
     /// `blake3` of the canonical encoding.
@@ -659,12 +755,50 @@ mod tests {
             SignedTransaction::decode(&bytes),
             Err(Error::Malformed { .. })
         ));
-        let big = vec![0u8; MAX_TX_BYTES + 1];
+        let big = vec![0u8; crate::MAX_PROOF_TX_BYTES + 1];
         assert!(matches!(
             SignedTransaction::decode(&big),
             Err(Error::TooLarge { .. })
         ));
         let key = Keypair::from_seed_label("a");
+        // A transaction without a proof stays within 32 KiB; one with a proof may be larger, and
+        // carries one proof at most.
+        let tx = |messages: Vec<Message>| {
+            Transaction {
+                chain_id: "c".into(),
+                sender: key.public(),
+                nonce: 0,
+                fee: 0,
+                messages,
+            }
+            .sign(&key)
+            .encode()
+        };
+        let name = "x".repeat(MAX_TX_BYTES);
+        let plain = tx(vec![Message::RegisterModel {
+            id: Hash([1; 32]),
+            name,
+            kind: crate::ModelKind::Chat,
+        }]);
+        assert!(matches!(
+            SignedTransaction::decode(&plain),
+            Err(Error::TooLarge { .. })
+        ));
+        let claim = crate::ZkClaim {
+            model: Hash([1; 32]),
+            input_commitment: Hash([2; 32]),
+            threshold: 0,
+            below: false,
+            outputs: None,
+        };
+        let attest = |n: usize| Message::ZkAttest {
+            claim: claim.clone(),
+            certifier: None,
+            proof: vec![7; n],
+        };
+        assert!(SignedTransaction::decode(&tx(vec![attest(200_000)])).is_ok());
+        assert!(SignedTransaction::decode(&tx(vec![attest(10), attest(10)])).is_err());
+        assert!(SignedTransaction::decode(&tx(vec![attest(crate::MAX_PROOF_BYTES + 1)])).is_err());
         let empty = Transaction {
             chain_id: "c".into(),
             sender: key.public(),

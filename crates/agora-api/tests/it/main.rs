@@ -166,7 +166,8 @@ fn errors_are_json_with_codes_and_statuses() {
     let cases: Vec<(Value, u16, &str)> = vec![
         (json!({ "tx": "zz" }), 400, "malformed_tx"),
         (json!({ "tx": "00ff" }), 400, "malformed_tx"),
-        (json!({ "tx": "00".repeat(40_000) }), 413, "tx_too_large"),
+        // Over the limit of a proof-carrying transaction (512 KiB).
+        (json!({ "tx": "00".repeat(530_000) }), 413, "tx_too_large"),
         (json!({ "nope": 1 }), 400, "malformed_request"),
         (json!({ "tx": transfer(3, 100, 1) }), 400, "nonce_too_high"),
         (json!({ "tx": transfer(0, 1, 1) }), 400, "fee_too_low"),

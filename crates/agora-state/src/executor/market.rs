@@ -290,7 +290,7 @@ impl Executor<'_> {
         }
         for job in jobs {
             let id = job.request.request.id();
-            match self.settle(scratch, job)? {
+            match self.settle(scratch, job, false)? {
                 Ok(event) => events.push(event),
                 Err(why) => events.push(Event::new(
                     "job_rejected",
@@ -331,11 +331,14 @@ impl Executor<'_> {
         Ok(Ok(()))
     }
 
-    /// Settles one job into `scratch`, or says why not (and changes nothing).
+    /// Settles one job into `scratch`, or says why not (and changes nothing). `proved`: the job's
+    /// zero-knowledge proof was verified (`SettleZkJob`), which a job of level `zk` needs and
+    /// which makes its fee final at once.
     pub(super) fn settle(
         &mut self,
         scratch: &mut Scratch,
         job: &SettledJob,
+        proved: bool,
     ) -> Result<std::result::Result<Event, JobRejection>> {
         let (req, rec) = (&job.request.request, &job.receipt.receipt);
         if req.chain_id != self.ctx.chain_id {
@@ -388,6 +391,9 @@ impl Executor<'_> {
             return Ok(Err(JobRejection::ModelNotServed { model: req.model }));
         }
         let level = req.params.verification;
+        if (level == Verification::Zk) != proved {
+            return Ok(Err(JobRejection::ZkProofRequired));
+        }
         let checkers = match level {
             Verification::Redundant(k) if k == 0 || k > MAX_REDUNDANCY => {
                 return Ok(Err(JobRejection::BadVerification {
@@ -442,7 +448,12 @@ impl Executor<'_> {
         scratch.writes.insert(ekey, Some(encode(&escrow)));
         // The surcharge waits in the job's record for the job's own check.
 
-        let release = self.ctx.height.saturating_add(self.market.challenge_window);
+        // A proved job has nothing to challenge: its fee is paid at the end of this block.
+        let release = if proved {
+            self.ctx.height
+        } else {
+            self.ctx.height.saturating_add(self.market.challenge_window)
+        };
         provider.jobs_settled += 1;
         provider.fees_settled = provider.fees_settled.saturating_add(rec.fee);
         provider.held_until = provider.held_until.max(release);
@@ -477,7 +488,7 @@ impl Executor<'_> {
         scratch
             .prunes
             .push((self.prune_height(unsettleable), job_id));
-        if level != Verification::None {
+        if !matches!(level, Verification::None | Verification::Zk) {
             // Whether it is checked, and by whom, is drawn in the next block, from that block's
             // seed (its proposer's VRF output): unknown when the provider settles.
             scratch

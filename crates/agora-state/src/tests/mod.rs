@@ -405,7 +405,9 @@ fn adversarial_runs_reach_every_outcome() {
     };
     let mut runner = TestRunner::new_with_rng(
         Config::default(),
-        TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]),
+        // A seed whose 120 runs reach every outcome, the rare ones (an appeal, a dispute, a
+        // pruned neuron) included; a new kind of action changes what a seed draws.
+        TestRng::from_seed(RngAlgorithm::ChaCha, &[6; 32]),
     );
     let mut seen: std::collections::BTreeMap<String, u64> = Default::default();
     for _ in 0..120 {
@@ -462,6 +464,8 @@ fn adversarial_runs_reach_every_outcome() {
         "datasets_cited",
         "royalty_paid",
         "royalty_claimed",
+        "zk_model_registered",
+        "zk_input_certified",
     ] {
         assert!(seen.contains_key(kind), "no {kind} in {seen:?}");
     }
@@ -472,6 +476,7 @@ fn adversarial_runs_reach_every_outcome() {
 mod data;
 mod market;
 mod subnets;
+mod zk;
 
 fn validator_set(s: &MemState) -> Option<ValidatorSet> {
     s.get(&validator_set_key())

@@ -103,7 +103,7 @@ impl Executor<'_> {
     ///   committee if the challenge fails).
     pub(super) fn check_budget(&self, record: &JobRecord, drawn: bool) -> Amount {
         match record.level {
-            Verification::None | Verification::Redundant(_) => 0,
+            Verification::None | Verification::Redundant(_) | Verification::Zk => 0,
             Verification::Sampled if !drawn => 0,
             Verification::Sampled => {
                 let bps = self.verify.sample_bps_for(&record.model);

@@ -469,7 +469,8 @@ impl Executor<'_> {
                 continue;
             }
             let n = match record.level {
-                Verification::None => continue,
+                // A proved job has nothing to check.
+                Verification::None | Verification::Zk => continue,
                 Verification::Sampled => {
                     let bps = u64::from(self.verify.sample_bps_for(&record.model));
                     if self.draw_u64(&job_id, 0) % 10_000 >= bps {

@@ -1,0 +1,36 @@
+//! Zero-knowledge proofs of inference for small fixed-point models (DESIGN.md §9).
+//!
+//! A provable model ([`ZkModel`]) is a small MLP over 8-bit integers. Its weights are committed in
+//! a [`VerifyingKey`] (a Merkle root; the setup is transparent and deterministic). A proof shows
+//! that the committed model maps a private input to a public [`Statement`] (its outputs, or only a
+//! predicate "output 0 is below t"), bound to a [`Context`] (chain, job or account) so it cannot be
+//! replayed elsewhere. Proofs are Plonky3 batch-STARKs with hiding commitments.
+#![forbid(unsafe_code)]
+
+mod air;
+pub mod model;
+pub mod risk;
+mod stark;
+
+pub use air::{Statement, input_commitment};
+pub use model::{Architecture, Layer, ZkModel};
+pub use stark::{Context, MAX_PROOF_BYTES, ProvingKey, VerifyingKey, verify};
+
+/// Everything that can go wrong, each with a clear reason.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid model: {0}")]
+    Model(&'static str),
+    #[error("invalid input: {0}")]
+    Input(&'static str),
+    #[error("invalid verifying key: {0}")]
+    Key(&'static str),
+    #[error("invalid statement: {0}")]
+    Statement(&'static str),
+    #[error("invalid proof: {0}")]
+    Proof(&'static str),
+    #[error("the proof does not verify: {0}")]
+    Rejected(String),
+    #[error("proving failed: {0}")]
+    Prove(String),
+}
