@@ -260,15 +260,20 @@ pub fn zk(home: PathBuf, cmd: ZkCommand) -> Result<()> {
                 .map(|a| a.account)
                 .unwrap_or_default();
             let provider = client.provider(&address)?;
+            let agr = |units: u128| units / agora_types::AGR;
             let activity = Activity {
-                balance: account.balance,
-                bonded: account.bonded,
+                balance: agr(account.balance),
+                bonded: agr(account.bonded),
                 nonce: account.nonce,
-                escrow: client.escrow(&address)?.balance,
+                escrow: agr(client.escrow(&address)?.balance),
                 provider: provider.is_some(),
                 jobs_settled: provider.map_or(0, |p| p.provider.jobs_settled),
                 verifier: client.verifiers()?.iter().any(|v| v.address == address),
-                review_stake: 0,
+                review_stake: {
+                    let r: agora_data::views::ReviewerResponse =
+                        client.get(&format!("/v1/data/reviewers/{address}"))?;
+                    agr(r.reviewer.stake)
+                },
             };
             let f = features(&activity);
             if q.json {

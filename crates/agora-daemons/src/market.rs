@@ -13,7 +13,7 @@ use agora_market::{
     Verifier, openai_router, provider_router, settle_loop, verify_loop,
 };
 use agora_types::{
-    AGR, Address, Amount, EncryptionKey, Keypair, Message, ProviderInfo, Transaction,
+    AGR, Address, Amount, EncryptionKey, Hash, Keypair, Message, ProviderInfo, Transaction,
 };
 use anyhow::{Context, Result, bail};
 use rand_core::{OsRng, RngCore};
@@ -453,6 +453,30 @@ fn prepare(
             votes_dir: home.join("data/votes"),
             embed: embed.clone(),
         });
+    }
+    // Zero-knowledge proofs: the account risk scorer, registered once from the demo wallet (the
+    // chain derives its key from the file).
+    let risk = agora_zk::risk::risk_model();
+    let risk_id = Hash(
+        agora_zk::ProvingKey::new(risk.clone())?
+            .verifying_key()
+            .model_id(),
+    );
+    if client.zk_model(&risk_id)?.is_none() {
+        submit(
+            &chain,
+            &chain_id,
+            &demo,
+            vec![Message::RegisterZkModel {
+                name: risk.name.clone(),
+                model: risk.to_bytes(),
+            }],
+        )?;
+        wait_for(
+            "the risk scorer's registration",
+            Duration::from_secs(30),
+            || Ok(client.zk_model(&risk_id)?.is_some()),
+        )?;
     }
     Ok(Prepared {
         provider,

@@ -782,6 +782,19 @@ pub fn devnet(home: PathBuf, models_dir: PathBuf, args: DevnetArgs) -> Result<()
                 );
                 println!("  (or {api}/data)");
                 println!();
+                println!(
+                    "Zero-knowledge proofs: the account risk scorer is registered; prove that the demo wallet's score is below 100 without showing it:"
+                );
+                println!("  {exe} zk model risk --out {h}/risk.zkm");
+                println!("  {exe} zk features {demo} --node {api}");
+                println!(
+                    "  {exe} zk prove {h}/risk.zkm --input F1,…,F8 --threshold 100 --hide --attester {demo} --node {api} --out {h}/proof.json"
+                );
+                println!(
+                    "  {exe} --home {h} zk attest {h}/proof.json --from demo --password-file {h}/demo.password --node {api}"
+                );
+                println!("  (or {api}/zk)");
+                println!();
             }
             println!(
                 "Ctrl-C stops the devnet; run the same command again to continue where it stopped."

@@ -19,6 +19,7 @@ mod playground;
 mod render;
 mod sql;
 mod subnets;
+mod zk;
 
 use agora_chain::Node;
 use axum::{Router, routing::get};
@@ -78,6 +79,11 @@ pub const NAV: &[NavItem] = &[
         href: "/data",
     },
     NavItem {
+        key: "zk",
+        label: "Proofs",
+        href: "/zk",
+    },
+    NavItem {
         key: "sql",
         label: "SQL",
         href: "/sql",
@@ -133,6 +139,7 @@ pub fn router_with(node: Arc<Node>, links: Links) -> Router {
         .route("/data", get(data::list))
         .route("/data/bounties/{id}", get(data::bounty))
         .route("/data/datasets/{root}", get(data::dataset))
+        .route("/zk", get(zk::show))
         .route("/sql", get(sql::show))
         .route("/playground", get(playground::show))
         .route("/audit", get(playground::audit))

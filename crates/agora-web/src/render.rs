@@ -43,6 +43,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("dataset.html", include_str!("../templates/dataset.html")),
     ("subnet.html", include_str!("../templates/subnet.html")),
     ("sql.html", include_str!("../templates/sql.html")),
+    ("zk.html", include_str!("../templates/zk.html")),
 ];
 
 fn env() -> &'static Environment<'static> {

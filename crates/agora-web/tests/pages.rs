@@ -728,3 +728,73 @@ fn data_pages_show_bounties_their_items_and_the_dataset() {
         assert_eq!(get(&t, bad).0, 404, "{bad}");
     }
 }
+
+#[test]
+fn the_proofs_page_lists_provable_models_and_an_account_s_attestations() {
+    use agora_types::{ZkClaim, commitment_hash};
+    let t = start();
+    let empty = page(&t, "/zk");
+    assert!(empty.contains("No provable model is registered"), "{empty}");
+    let model = agora_zk::ZkModel::synthetic("web-risk", &[5, 3, 1], 4).unwrap();
+    let file = model.to_bytes();
+    let pk = agora_zk::ProvingKey::new(model).unwrap();
+    let id = Hash(pk.verifying_key().model_id());
+    let alice = key("alice").address();
+    let send = |nonce: u64, messages: Vec<Message>| {
+        let tx = Transaction {
+            chain_id: CHAIN.into(),
+            sender: key("alice").public(),
+            nonce,
+            fee: 1_000_000,
+            messages,
+        };
+        submit(&t, tx, "alice");
+        t.block();
+    };
+    send(
+        0,
+        vec![Message::RegisterZkModel {
+            name: "web-risk".into(),
+            model: file,
+        }],
+    );
+    // Alice proves, without showing it, that her score is below 1,000.
+    let context = agora_state::zk_attest_context(CHAIN, &alice, 0);
+    let (st, proof) = pk
+        .prove(&[1, -2, 3, 4, 5], &[3; 8], 1_000, true, &context)
+        .unwrap();
+    let claim = ZkClaim {
+        model: id,
+        input_commitment: commitment_hash(&st.input_commitment),
+        threshold: st.t,
+        below: st.below,
+        outputs: None,
+    };
+    send(
+        1,
+        vec![Message::ZkAttest {
+            claim,
+            certifier: None,
+            proof,
+        }],
+    );
+    let list = page(&t, "/zk");
+    assert!(
+        list.contains("web-risk") && list.contains(&id.to_string()),
+        "{list}"
+    );
+    assert!(list.contains("5→3, 3→1"), "the layers: {list}");
+    let mine = page(&t, &format!("/zk?address={alice}"));
+    assert!(mine.contains("data-zk-attestations"), "{mine}");
+    let below = if st.below { "&lt; 1000" } else { "≥ 1000" };
+    assert!(mine.contains(below), "{mine}");
+    assert!(mine.contains("uncertified"), "{mine}");
+    assert!(mine.contains("private"), "the outputs stay private: {mine}");
+    assert!(mine.contains("data-next-seq>1<"), "{mine}");
+    assert!(
+        unescape(&page(&t, "/")).contains("href=\"/zk\""),
+        "in the navigation"
+    );
+    let (status, _, body) = get(&t, "/zk?address=nonsense");
+    assert_eq!(status, 404, "{body}");
+}

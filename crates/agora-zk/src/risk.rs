@@ -48,10 +48,9 @@ pub fn risk_model() -> ZkModel {
     }
 }
 
-/// What [`features`] reads of an account.
+/// What [`features`] reads of an account; amounts in whole AGR.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Activity {
-    /// Base units (10^-18 AGR).
     pub balance: u128,
     pub bonded: u128,
     pub nonce: u64,
@@ -62,9 +61,8 @@ pub struct Activity {
     pub review_stake: u128,
 }
 
-fn log_scale(units: u128, per_bit: u32) -> i8 {
-    let agr = units / 1_000_000_000_000_000_000;
-    let bits = 128 - (agr + 1).leading_zeros() - 1; // floor(log2(1 + agr))
+fn log_scale(agr: u128, per_bit: u32) -> i8 {
+    let bits = 128 - agr.saturating_add(1).leading_zeros() - 1; // floor(log2(1 + agr))
     (bits * per_bit).min(127) as i8
 }
 
@@ -95,7 +93,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    const AGR: u128 = 1_000_000_000_000_000_000;
+    const AGR: u128 = 1;
 
     #[test]
     fn an_empty_account_is_riskiest_and_costly_signals_lower_the_score() {

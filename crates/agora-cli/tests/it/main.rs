@@ -14,6 +14,7 @@ mod network;
 mod subnet;
 mod web;
 mod webdriver;
+mod zk;
 
 use serde_json::Value;
 use std::{

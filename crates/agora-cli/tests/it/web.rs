@@ -404,6 +404,16 @@ fn the_web_app_in_a_real_browser() {
     assert!(published.contains("published as audit:"), "{published}");
     b.screenshot(&shots, "audit");
 
+    // Proofs: the provable models, and an account's attestations through the page's form.
+    b.goto(&format!("{api}/zk"));
+    assert!(b.text("h1").contains("Zero-knowledge proofs"));
+    b.fill("#zk-address", &client);
+    b.click("form[action='/zk'] button");
+    let next = b.wait("the account's attestations", || b.find("[data-next-seq]"));
+    assert!(!next.is_empty());
+    assert_eq!(b.text("[data-next-seq]"), "0", "no attestation yet");
+    b.screenshot(&shots, "zk");
+
     // SQL over the chain: the demo transfer and the jobs above are rows, as a table and a chart;
     // a query saved to the dashboard runs again on the next visit; a bad query says why.
     b.goto(&format!("{api}/sql"));
