@@ -371,7 +371,7 @@ impl Node {
             if waiting.contains(&sender) {
                 continue;
             }
-            let carried = tx.proofs();
+            let carried = tx.zk_weight();
             if proofs + carried > MAX_PROOF_TXS_PER_BLOCK {
                 waiting.insert(sender);
                 continue;
@@ -490,11 +490,13 @@ impl Node {
                 }));
             }
         }
-        let proofs: usize = block.txs.iter().map(SignedTransaction::proofs).sum();
+        let proofs: usize = block.txs.iter().map(SignedTransaction::zk_weight).sum();
         if proofs > MAX_PROOF_TXS_PER_BLOCK {
             return Err(invalid(BlockError::TxLimit {
                 index: block.txs.len().saturating_sub(1),
-                reason: format!("{proofs} proofs in one block, at most {MAX_PROOF_TXS_PER_BLOCK}"),
+                reason: format!(
+                    "{proofs} proofs' worth of zero-knowledge work in one block, at most {MAX_PROOF_TXS_PER_BLOCK}"
+                ),
             }));
         }
         let tx_hashes: Vec<Hash> = sized.into_iter().map(|(h, _)| h).collect();

@@ -672,6 +672,22 @@ impl SignedTransaction {
             .count()
     }
 
+    /// Its share of a block's zero-knowledge budget ([`crate::MAX_PROOF_TXS_PER_BLOCK`]): one per
+    /// proof to verify (about 10 ms), the whole budget for a model registration (the chain
+    /// commits to the model's weights: up to about a second). A block verifies 8 proofs, or
+    /// registers one model.
+    pub fn zk_weight(&self) -> usize {
+        self.tx
+            .messages
+            .iter()
+            .map(|m| match m {
+                Message::ZkAttest { .. } | Message::SettleZkJob { .. } => 1,
+                Message::RegisterZkModel { .. } => crate::MAX_PROOF_TXS_PER_BLOCK,
+                _ => 0,
+            })
+            .sum()
+    }
+
     /// `blake3` of the canonical encoding.
     pub fn hash(&self) -> Hash {
         Hash::digest(&self.encode())
@@ -796,7 +812,15 @@ mod tests {
             certifier: None,
             proof: vec![7; n],
         };
-        assert!(SignedTransaction::decode(&tx(vec![attest(200_000)])).is_ok());
+        let one = SignedTransaction::decode(&tx(vec![attest(200_000)])).unwrap();
+        assert_eq!((one.proofs(), one.zk_weight()), (1, 1));
+        let register = SignedTransaction::decode(&tx(vec![Message::RegisterZkModel {
+            name: "m".into(),
+            model: vec![1; 1000],
+        }]))
+        .unwrap();
+        // A registration takes a block's whole zero-knowledge budget.
+        assert_eq!(register.zk_weight(), crate::MAX_PROOF_TXS_PER_BLOCK);
         assert!(SignedTransaction::decode(&tx(vec![attest(10), attest(10)])).is_err());
         assert!(SignedTransaction::decode(&tx(vec![attest(crate::MAX_PROOF_BYTES + 1)])).is_err());
         let empty = Transaction {

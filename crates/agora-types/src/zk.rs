@@ -21,8 +21,9 @@ pub const PROOF_BYTES_PER_UNIT: usize = 4 * 1024;
 /// Most weights of a model registered on chain: the chain commits to them itself (about a second
 /// of a core for 2^17).
 pub const MAX_REGISTER_WEIGHTS: u64 = 1 << 17;
-/// Model-file bytes per further work unit of a registration.
-pub const REGISTER_BYTES_PER_UNIT: usize = 512;
+/// Model-file bytes per further work unit of a registration (a byte is about a weight, and 8
+/// weights cost the chain's setup about what a signature check costs).
+pub const REGISTER_BYTES_PER_UNIT: usize = 8;
 /// Largest claim threshold or output magnitude: 2^27 (the circuit's values stay below it).
 pub const MAX_ZK_VALUE: i64 = 1 << 27;
 /// Most outputs a claim shows.
