@@ -21,6 +21,9 @@ pub const PROOF_BYTES_PER_UNIT: usize = 4 * 1024;
 /// Most weights of a model registered on chain: the chain commits to them itself (about a second
 /// of a core for 2^17).
 pub const MAX_REGISTER_WEIGHTS: u64 = 1 << 17;
+/// Largest trace of a model registered on chain, in rows: 2^13 rows of products (2^17 weights
+/// when dense) and 2^12 activations. The chain's setup costs what the traces' heights are.
+pub const MAX_REGISTER_ROWS: (usize, usize) = (1 << 13, 1 << 12);
 /// Model-file bytes per further work unit of a registration (a byte is about a weight, and 8
 /// weights cost the chain's setup about what a signature check costs).
 pub const REGISTER_BYTES_PER_UNIT: usize = 8;

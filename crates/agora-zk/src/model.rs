@@ -215,6 +215,14 @@ impl Architecture {
             .sum()
     }
 
+    /// The proof's trace heights: (products' rows, activations' rows, commitment's rows). What
+    /// proving and the setup cost follows (more than the number of weights: a narrow, deep model
+    /// has few weights and tall traces).
+    pub fn trace_rows(&self) -> (usize, usize, usize) {
+        let (mac, act) = crate::air::heights(self);
+        (mac, act, crate::air::com_height(self))
+    }
+
     /// Number of activations: inputs plus every layer's neurons.
     pub fn activations(&self) -> usize {
         self.inputs() + self.layers.iter().map(|l| l.1 as usize).sum::<usize>()

@@ -215,6 +215,12 @@ impl ProvingKey {
     /// Commits to the model's columns (the setup: deterministic and public).
     pub fn new(model: ZkModel) -> Result<Self, Error> {
         model.validate()?;
+        // A last guard, as for verification: the chain runs the setup of models it registers.
+        catch_unwind(AssertUnwindSafe(|| Self::setup(model)))
+            .unwrap_or(Err(Error::Prove("the setup stopped on this model".into())))
+    }
+
+    fn setup(model: ZkModel) -> Result<Self, Error> {
         let arch = Arc::new(model.architecture());
         let model = Arc::new(model);
         let airs = ZkAir::all(arch.clone(), Some(model.clone()));

@@ -6,7 +6,7 @@ use crate::{
     ZkAttestation, ZkCertification, ZkModelRecord, verify_claim, zk_attest_context,
     zk_attestation_key, zk_certification_key, zk_job_context, zk_model_key, zk_seq_key,
 };
-use agora_types::{MAX_REGISTER_WEIGHTS, ModelKind, ZkClaim};
+use agora_types::{MAX_REGISTER_ROWS, MAX_REGISTER_WEIGHTS, ModelKind, ZkClaim};
 use agora_zk::{ProvingKey, VerifyingKey, ZkModel};
 
 type TxResult = Result<std::result::Result<(), TxError>>;
@@ -35,6 +35,15 @@ impl Executor<'_> {
         if model.params() > MAX_REGISTER_WEIGHTS {
             return Ok(Err(TxError::InvalidZk(format!(
                 "a model registered on chain has at most {MAX_REGISTER_WEIGHTS} weights"
+            ))));
+        }
+        // What the setup costs follows the traces' heights, not the weights alone (a narrow,
+        // deep model has few weights and tall traces).
+        let (mac, act, _) = model.architecture().trace_rows();
+        if mac > MAX_REGISTER_ROWS.0 || act > MAX_REGISTER_ROWS.1 {
+            return Ok(Err(TxError::InvalidZk(format!(
+                "a model registered on chain has at most {} rows of products and {} activations",
+                MAX_REGISTER_ROWS.0, MAX_REGISTER_ROWS.1
             ))));
         }
         let vk = match ProvingKey::new(model) {

@@ -122,6 +122,33 @@ fn a_provable_model_registers_by_its_key_only() {
         )],
     );
     assert_eq!(failure(&out), "invalid_model");
+    // Few weights but tall traces (a narrow, deep model): the setup would cost too much.
+    let tall = ZkModel::synthetic("tall", &[1, 4096, 1], 1).unwrap();
+    assert!(tall.params() < 10_000);
+    let out = run_block(
+        &mut s,
+        5,
+        &[tx(
+            PROVIDER,
+            4,
+            10,
+            vec![Message::RegisterZkModel {
+                name: "tall".into(),
+                model: tall.to_bytes(),
+            }],
+        )],
+    );
+    assert_eq!(failure(&out), "invalid_zk");
+    assert!(
+        out.receipts[0]
+            .failure
+            .as_ref()
+            .unwrap()
+            .message
+            .contains("activations"),
+        "{:?}",
+        out.receipts[0].failure
+    );
 }
 
 #[test]
