@@ -410,6 +410,14 @@ pub fn zk_model_key(id: &Hash) -> Vec<u8> {
     key
 }
 
+/// `zkf/` + blake3 of a model file → the provable model's id registered from it (so that the same
+/// file sent again is refused before the chain runs its setup).
+pub fn zk_file_key(file_hash: &Hash) -> Vec<u8> {
+    let mut key = b"zkf/".to_vec();
+    key.extend_from_slice(&file_hash.0);
+    key
+}
+
 /// `zkc/` + certifier + subject → [`crate::ZkCertification`] (the latest).
 pub fn zk_certification_key(certifier: &Address, subject: &Address) -> Vec<u8> {
     let mut key = b"zkc/".to_vec();

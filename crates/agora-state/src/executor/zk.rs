@@ -4,7 +4,8 @@
 use super::*;
 use crate::{
     ZkAttestation, ZkCertification, ZkModelRecord, verify_claim, zk_attest_context,
-    zk_attestation_key, zk_certification_key, zk_job_context, zk_model_key, zk_seq_key,
+    zk_attestation_key, zk_certification_key, zk_file_key, zk_job_context, zk_model_key,
+    zk_seq_key,
 };
 use agora_types::{MAX_REGISTER_ROWS, MAX_REGISTER_WEIGHTS, ModelKind, ZkClaim};
 use agora_zk::{ProvingKey, VerifyingKey, ZkModel};
@@ -25,6 +26,11 @@ impl Executor<'_> {
             return Ok(Err(TxError::InvalidModel(format!(
                 "the name must be 1 to {MAX_MODEL_NAME_BYTES} bytes"
             ))));
+        }
+        // The same file again is refused before the setup (the costly part) runs.
+        let file_hash = Hash::digest(file);
+        if let Some(id) = self.get::<Hash>(scratch, &zk_file_key(&file_hash))? {
+            return Ok(Err(TxError::ZkModelExists { id: id.to_hex() }));
         }
         // The key is derived here, from the weights themselves: a registrant cannot commit to
         // columns the circuit does not expect (a key under which anything verifies).
@@ -69,8 +75,11 @@ impl Executor<'_> {
             key: vk.to_bytes(),
             registrant: *sender,
             height: self.ctx.height,
-            file_hash: Hash::digest(file),
+            file_hash,
         };
+        scratch
+            .writes
+            .insert(zk_file_key(&file_hash), Some(encode(&id)));
         scratch
             .writes
             .insert(zk_model_key(&id), Some(encode(&record)));
