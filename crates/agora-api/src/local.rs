@@ -129,4 +129,8 @@ impl Chain for LocalNode {
             Err(e) => Err(refused(e)),
         }
     }
+
+    fn zk_model(&self, id: &Hash) -> Result<Option<agora_node_api::ZkModelEntry>, ClientError> {
+        crate::zk::views::zk_model(&self.snapshot()?, id).map_err(refused)
+    }
 }

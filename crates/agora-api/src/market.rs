@@ -251,6 +251,7 @@ pub(crate) mod views {
             job,
             sampled,
             check,
+            zk: get(snap, &agora_state::zk_job_key(id))?,
         }))
     }
 

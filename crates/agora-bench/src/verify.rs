@@ -91,7 +91,8 @@ pub fn run(args: VerifyBenchArgs, models_dir: &std::path::Path) -> Result<()> {
             JobOutput::Embeddings { .. }
             | JobOutput::Audit { .. }
             | JobOutput::Table { .. }
-            | JobOutput::Forecast { .. } => 0,
+            | JobOutput::Forecast { .. }
+            | JobOutput::Zk { .. } => 0,
         };
         let prompt = verifier.input_tokens(&id, input)?;
         let t = Instant::now();

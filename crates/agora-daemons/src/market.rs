@@ -9,8 +9,8 @@ use agora_infer::chat::ChatModel;
 use agora_infer::default_threads;
 use agora_infer::models::{self, ModelCache};
 use agora_market::{
-    Chain, Gateway, HttpChain, InferBackend, OpenAiState, Provider, ProviderConfig, ProviderSecret,
-    Verifier, openai_router, provider_router, settle_loop, verify_loop,
+    Backend as _, Chain, Gateway, HttpChain, InferBackend, OpenAiState, Provider, ProviderConfig,
+    ProviderSecret, Verifier, openai_router, provider_router, settle_loop, verify_loop,
 };
 use agora_types::{
     AGR, Address, Amount, EncryptionKey, Hash, Keypair, Message, ProviderInfo, Transaction,
@@ -134,25 +134,30 @@ pub(crate) fn submit(
 }
 
 /// The pinned models named (by name or id; all of them when `names` is empty), fetched if needed
-/// and loaded.
+/// and loaded; the auditor (`agora-audit`) and the account risk scorer (`agora-risk-v1`, a
+/// provable model) by name too.
 fn load_backend(models_dir: &Path, names: &[String], threads: usize) -> Result<InferBackend> {
     let cache = ModelCache::new(models_dir);
     let auditor = agora_market::auditor_id().to_hex();
-    let (audit, names): (Vec<&String>, Vec<&String>) = names
-        .iter()
-        .partition(|n| *n == agora_audit::MODEL_NAME || *n == "agora-audit" || **n == auditor);
-    let everything = names.is_empty() && audit.is_empty();
+    let is_audit = |n: &str| n == agora_audit::MODEL_NAME || n == "agora-audit" || n == auditor;
+    let is_risk = |n: &str| n == agora_zk::risk::RISK_MODEL_NAME;
+    let everything = names.is_empty();
     let specs = if everything {
         models::CATALOG.to_vec()
     } else {
         names
             .iter()
+            .filter(|n| !is_audit(n) && !is_risk(n))
             .map(|n| models::lookup(n))
             .collect::<Result<Vec<_>, _>>()?
     };
     let mut backend = InferBackend::default();
-    if everything || !audit.is_empty() {
+    if everything || names.iter().any(|n| is_audit(n)) {
         backend.add_auditor();
+    }
+    // A provable model: each of its jobs is proved (DESIGN.md §9).
+    if everything || names.iter().any(|n| is_risk(n)) {
+        backend.add_provable(agora_zk::ProvingKey::new(agora_zk::risk::risk_model())?);
     }
     for spec in specs {
         let installed = cache.ensure_reporting(&spec)?;
@@ -215,6 +220,16 @@ fn publish_provider(
             Ok(chain.model_registered(&id)?)
         })?;
     }
+    // The risk scorer, registered by its file: the chain derives its key.
+    let risk = agora_zk::risk::risk_model();
+    let risk_id = Hash(
+        agora_zk::ProvingKey::new(risk.clone())?
+            .verifying_key()
+            .model_id(),
+    );
+    if backend.provable(&risk_id) && !chain.model_registered(&risk_id)? {
+        register_zk(&chain, &key, &risk)?;
+    }
     let info = ProviderInfo {
         models: backend.models(),
         price_input_per_1k: prices.0,
@@ -260,7 +275,12 @@ fn publish_verifier(
     stake: Amount,
 ) -> Result<Arc<Verifier>> {
     let (key, secret) = keys;
-    let models = backend.models();
+    // A provable model's jobs are proved, never drawn for a check.
+    let models: Vec<Hash> = backend
+        .models()
+        .into_iter()
+        .filter(|m| !backend.provable(m))
+        .collect();
     let verifier = Arc::new(Verifier::new(key, secret, models, chain.clone(), backend)?);
     if verifier.ensure_registered(stake)?.is_some() {
         wait_for(
@@ -348,6 +368,18 @@ fn prepare(
         wait_for("the demo escrow", Duration::from_secs(30), || {
             Ok(chain.escrow(&demo.address())?.claimable() >= DEMO_ESCROW / 2)
         })?;
+    }
+
+    // Zero-knowledge proofs: the account risk scorer, registered once from the demo wallet (the
+    // chain derives its key from the file), before the provider that proves it publishes.
+    let risk = agora_zk::risk::risk_model();
+    let risk_id = Hash(
+        agora_zk::ProvingKey::new(risk.clone())?
+            .verifying_key()
+            .model_id(),
+    );
+    if !chain.model_registered(&risk_id)? {
+        register_zk(&chain, &demo, &risk)?;
     }
 
     // Registered, or its endpoint and key refreshed (they may change between runs).
@@ -454,30 +486,6 @@ fn prepare(
             embed: embed.clone(),
         });
     }
-    // Zero-knowledge proofs: the account risk scorer, registered once from the demo wallet (the
-    // chain derives its key from the file).
-    let risk = agora_zk::risk::risk_model();
-    let risk_id = Hash(
-        agora_zk::ProvingKey::new(risk.clone())?
-            .verifying_key()
-            .model_id(),
-    );
-    if client.zk_model(&risk_id)?.is_none() {
-        submit(
-            &chain,
-            &chain_id,
-            &demo,
-            vec![Message::RegisterZkModel {
-                name: risk.name.clone(),
-                model: risk.to_bytes(),
-            }],
-        )?;
-        wait_for(
-            "the risk scorer's registration",
-            Duration::from_secs(30),
-            || Ok(client.zk_model(&risk_id)?.is_some()),
-        )?;
-    }
     Ok(Prepared {
         provider,
         verifier,
@@ -487,6 +495,29 @@ fn prepare(
         subnets,
         reviewers,
     })
+}
+
+/// Registers the provable `model` from `key` and waits for it.
+fn register_zk(chain: &HttpChain, key: &Keypair, model: &agora_zk::ZkModel) -> Result<()> {
+    let id = Hash(
+        agora_zk::ProvingKey::new(model.clone())?
+            .verifying_key()
+            .model_id(),
+    );
+    submit(
+        chain,
+        &chain.chain_id()?,
+        key,
+        vec![Message::RegisterZkModel {
+            name: model.name.clone(),
+            model: model.to_bytes(),
+        }],
+    )?;
+    wait_for(
+        &format!("{}'s registration", model.name),
+        Duration::from_secs(30),
+        || Ok(chain.model_registered(&id)?),
+    )
 }
 
 /// Whether `address` holds a balance (its account exists).

@@ -793,6 +793,14 @@ pub fn devnet(home: PathBuf, models_dir: PathBuf, args: DevnetArgs) -> Result<()
                 println!(
                     "  {exe} --home {h} zk attest {h}/proof.json --from demo --password-file {h}/demo.password --node {api}"
                 );
+                println!(
+                    "  or run it as a proved job: the provider proves it, the gateway and the chain verify the proof:"
+                );
+                println!("  curl {gw}/v1/zk/infer -H 'Authorization: Bearer {key}' \\");
+                println!(
+                    "    -H 'Content-Type: application/json' -d '{{\"model\": \"{}\", \"input\": [10, 0, 3, 0, 0, 0, 0, 0], \"threshold\": 100}}'",
+                    agora_zk::risk::RISK_MODEL_NAME
+                );
                 println!("  (or {api}/zk)");
                 println!();
             }

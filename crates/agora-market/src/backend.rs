@@ -50,6 +50,26 @@ pub trait Backend: Send + Sync {
         self.run(model, input, params, on_text)
     }
 
+    /// Whether `model` is a provable model served here: its jobs are proved (level `zk`), and
+    /// only such jobs run on it.
+    fn provable(&self, model: &Hash) -> bool {
+        let _ = model;
+        false
+    }
+
+    /// Runs a provable model's job and proves it (DESIGN.md §9), bound to `context` (the chain
+    /// and the job): the output is the claim and its proof, the tokens the model's inputs and
+    /// outputs.
+    fn prove(
+        &self,
+        model: &Hash,
+        input: &JobInput,
+        context: &agora_zk::Context,
+    ) -> Result<Served, Error> {
+        let _ = (input, context);
+        Err(Error::UnknownModel(*model))
+    }
+
     /// A verifier's judgement (DESIGN.md §6): is `output`, with the receipt's token counts
     /// `(input_tokens, output_tokens)`, what `model` gives for `input` and `params`? Text is
     /// scored teacher-forced (greedy: each claimed token within `tolerance` logits of the best;
@@ -85,6 +105,11 @@ pub struct InferBackend {
     auditor: Option<Hash>,
     /// Models run by engines outside this crate (the analytics service's, for one).
     engines: BTreeMap<Hash, Arc<dyn Backend>>,
+    /// Provable models, by id (the hash of their verifying key).
+    provable: BTreeMap<Hash, Arc<agora_zk::ProvingKey>>,
+    /// One proof at a time: proving takes every core and memory that grows with the model, so
+    /// concurrent jobs queue here instead of competing.
+    proving: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for InferBackend {
@@ -94,6 +119,7 @@ impl std::fmt::Debug for InferBackend {
             .field("embed", &self.embed.keys().collect::<Vec<_>>())
             .field("auditor", &self.auditor)
             .field("engines", &self.engines.keys().collect::<Vec<_>>())
+            .field("provable", &self.provable.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -119,6 +145,52 @@ impl InferBackend {
         self.engines.insert(id, engine);
     }
 
+    /// Serves the provable model `key` proves; returns its id (the model must be registered on
+    /// chain under it: `RegisterZkModel`).
+    pub fn add_provable(&mut self, key: agora_zk::ProvingKey) -> Hash {
+        let id = Hash(key.verifying_key().model_id());
+        self.provable.insert(id, Arc::new(key));
+        id
+    }
+
+    /// A provable model's input, checked against the model: as many values as it takes, salt
+    /// words in the field, the threshold within ±2^27.
+    fn zk_input<'a>(
+        key: &agora_zk::ProvingKey,
+        input: &'a JobInput,
+    ) -> Result<(&'a [i8], &'a [u32; 8], i64), Error> {
+        let JobInput::Zk {
+            input,
+            salt,
+            threshold,
+        } = input
+        else {
+            return Err(Error::BadInput(
+                "this is a provable model: send its input as integers, with a salt".into(),
+            ));
+        };
+        let want = key.verifying_key().arch.inputs();
+        if input.len() != want {
+            return Err(Error::BadInput(format!(
+                "the model takes {want} inputs, the job has {}",
+                input.len()
+            )));
+        }
+        if let Some(w) = salt.iter().find(|&&w| w >= agora_zk::FIELD_ORDER) {
+            return Err(Error::BadInput(format!(
+                "salt word {w} is not below the field's order {}",
+                agora_zk::FIELD_ORDER
+            )));
+        }
+        if threshold.unsigned_abs() > agora_types::MAX_ZK_VALUE as u64 {
+            return Err(Error::BadInput(format!(
+                "the threshold {threshold} is beyond ±{}",
+                agora_types::MAX_ZK_VALUE
+            )));
+        }
+        Ok((input, salt, *threshold))
+    }
+
     /// An embedding model it serves, if any (a validator scores answers with it).
     pub fn embedder(&self) -> Option<Arc<Embedder>> {
         self.embed.values().next().cloned()
@@ -131,6 +203,7 @@ impl InferBackend {
             .chain(self.embed.keys())
             .chain(&self.auditor)
             .chain(self.engines.keys())
+            .chain(self.provable.keys())
             .copied()
             .collect()
     }
@@ -187,7 +260,8 @@ impl InferBackend {
             JobInput::Embedding { .. }
             | JobInput::Audit { .. }
             | JobInput::Sql { .. }
-            | JobInput::Forecast { .. } => {
+            | JobInput::Forecast { .. }
+            | JobInput::Zk { .. } => {
                 return Err(Error::BadInput(
                     "this is a chat model: send messages or a prompt".into(),
                 ));
@@ -243,6 +317,51 @@ impl Backend for InferBackend {
             || self.embed.contains_key(model)
             || self.auditor.as_ref() == Some(model)
             || self.engines.contains_key(model)
+            || self.provable.contains_key(model)
+    }
+
+    fn provable(&self, model: &Hash) -> bool {
+        self.provable.contains_key(model)
+    }
+
+    fn prove(
+        &self,
+        model: &Hash,
+        input: &JobInput,
+        context: &agora_zk::Context,
+    ) -> Result<Served, Error> {
+        let key = self
+            .provable
+            .get(model)
+            .ok_or(Error::UnknownModel(*model))?;
+        let (values, salt, threshold) = Self::zk_input(key, input)?;
+        let _one_at_a_time = self.proving.lock().unwrap_or_else(|e| e.into_inner());
+        let (statement, proof) =
+            key.prove(values, salt, threshold, false, context)
+                .map_err(|e| match e {
+                    agora_zk::Error::Input(why) => Error::BadInput(why.to_string()),
+                    other => Error::Refused {
+                        status: 500,
+                        code: "prover_failed",
+                        message: other.to_string(),
+                    },
+                })?;
+        let arch = &key.verifying_key().arch;
+        use base64::Engine as _;
+        Ok(Served {
+            input_tokens: count(arch.inputs()),
+            output_tokens: count(arch.outputs()),
+            output: JobOutput::Zk {
+                claim: agora_types::ZkClaim {
+                    model: *model,
+                    input_commitment: agora_types::commitment_hash(&statement.input_commitment),
+                    threshold: statement.t,
+                    below: statement.below,
+                    outputs: statement.outputs,
+                },
+                proof: base64::engine::general_purpose::STANDARD.encode(proof),
+            },
+        })
     }
 
     fn input_tokens(&self, model: &Hash, input: &JobInput) -> Result<u32, Error> {
@@ -260,6 +379,10 @@ impl Backend for InferBackend {
         }
         if let Some(e) = self.engines.get(model) {
             return e.input_tokens(model, input);
+        }
+        if let Some(key) = self.provable.get(model) {
+            Self::zk_input(key, input)?;
+            return Ok(count(key.verifying_key().arch.inputs()));
         }
         Err(Error::UnknownModel(*model))
     }
@@ -328,6 +451,11 @@ impl Backend for InferBackend {
         }
         if let Some(e) = self.engines.get(model) {
             return e.run_for(client, model, input, params, on_text);
+        }
+        if self.provable.contains_key(model) {
+            return Err(Error::BadInput(
+                "a provable model's jobs are proved: ask with verification \"zk\"".into(),
+            ));
         }
         Err(Error::UnknownModel(*model))
     }

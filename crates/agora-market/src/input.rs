@@ -72,12 +72,35 @@ pub enum JobInput {
         /// Backtest windows.
         windows: u32,
     },
+    /// A provable model's input (DESIGN.md §9): 8-bit integers, committed with a salt. The
+    /// request's input hash is that commitment ([`JobInput::input_hash`]), so the chain checks
+    /// the provider's proof against the input the client signed without ever seeing it.
+    Zk {
+        /// The model's input.
+        input: Vec<i8>,
+        /// Eight field elements (each below BabyBear's modulus) that hide the input in its
+        /// commitment: random, and kept by the client to open the commitment.
+        salt: [u32; 8],
+        /// The proof's public predicate: output 0 below this (within ±2^27).
+        threshold: i64,
+    },
 }
 
 impl JobInput {
     /// The bytes that travel (sealed) and whose hash the request carries.
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("an input serializes")
+    }
+
+    /// What the request's `input_hash` is: blake3 of [`JobInput::to_bytes`], or for a provable
+    /// model's input its Poseidon2 commitment (which the proof's public values carry).
+    pub fn input_hash(&self) -> Hash {
+        match self {
+            JobInput::Zk { input, salt, .. } => {
+                agora_types::commitment_hash(&agora_zk::input_commitment(input, salt))
+            }
+            _ => Hash::digest(&self.to_bytes()),
+        }
     }
 
     /// Parses received bytes (size-checked).
@@ -132,6 +155,15 @@ pub enum JobOutput {
         /// As `agora predict --format json` prints it.
         forecast: serde_json::Value,
     },
+    /// A provable model's result: the claim (model, input commitment, predicate, outputs) and
+    /// the zero-knowledge proof of it, bound to the job. The receipt's output hash is the
+    /// claim's hash, which the chain checks at settlement with the proof.
+    Zk {
+        /// What the proof shows.
+        claim: agora_types::ZkClaim,
+        /// The proof, base64.
+        proof: String,
+    },
 }
 
 /// One column of a query's result.
@@ -150,9 +182,34 @@ impl JobOutput {
         serde_json::to_vec(self).expect("an output serializes")
     }
 
-    /// blake3 of [`JobOutput::to_bytes`].
+    /// What the receipt's output hash is: blake3 of [`JobOutput::to_bytes`], or for a proved
+    /// result the hash of its claim and proof ([`agora_types::ZkClaim::output_hash`]), which the
+    /// chain checks at settlement against the proof it verifies.
     pub fn hash(&self) -> Hash {
-        Hash::digest(&self.to_bytes())
+        match self {
+            // Proof bytes that are not base64 are hashed as they are (no proof has that hash).
+            JobOutput::Zk { claim, proof } => match self.zk_proof() {
+                Some(Ok(bytes)) => claim.output_hash(&bytes),
+                _ => claim.output_hash(proof.as_bytes()),
+            },
+            _ => Hash::digest(&self.to_bytes()),
+        }
+    }
+
+    /// A proved result's proof bytes.
+    pub fn zk_proof(&self) -> Option<Result<Vec<u8>, Error>> {
+        use base64::Engine as _;
+        match self {
+            JobOutput::Zk { proof, .. } => Some(
+                base64::engine::general_purpose::STANDARD
+                    .decode(proof)
+                    .map_err(|e| Error::Malformed {
+                        what: "proof",
+                        reason: e.to_string(),
+                    }),
+            ),
+            _ => None,
+        }
     }
 
     /// Parses the bytes a provider sent.

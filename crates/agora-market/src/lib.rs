@@ -29,6 +29,7 @@ mod queries;
 mod server;
 pub mod subnet;
 mod verify;
+mod zk;
 
 pub use adversary::{Cheat, CheatingBackend};
 /// The chain as the market sees it, over HTTP or in process ([`agora_node_api::Chain`]).

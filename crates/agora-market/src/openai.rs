@@ -7,6 +7,7 @@
 //!  POST /v1/completions             text completion
 //!  POST /v1/embeddings              embeddings (float or base64)
 //!  POST /v1/audits                 Solidity audit (Agora's own; see `audits`)
+//!  POST /v1/zk/infer               a provable model, proved (Agora's own; see `zk`)
 //!  GET  /v1/verify/{job_id}         the job's settlement on-chain
 //! ```
 //! Every response carries the job's receipt in an `agora` field (and the `x-agora-job-id` header).
@@ -91,6 +92,7 @@ pub fn openai_router(state: OpenAiState) -> Router {
         .route("/v1/audits", post(crate::audits::audit))
         .route("/v1/sql", post(crate::queries::sql))
         .route("/v1/forecasts", post(crate::queries::forecast))
+        .route("/v1/zk/infer", post(crate::zk::infer))
         .with_state(state)
 }
 

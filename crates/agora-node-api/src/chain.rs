@@ -44,6 +44,8 @@ pub trait Chain: Send + Sync {
     fn metagraph(&self, netuid: u16) -> Result<Option<MetagraphResponse>, ClientError>;
     /// The hash of the committed block at `height`, if there is one (chain randomness).
     fn block_hash(&self, height: u64) -> Result<Option<Hash>, ClientError>;
+    /// A provable model (its verifying key), if registered.
+    fn zk_model(&self, id: &Hash) -> Result<Option<crate::ZkModelEntry>, ClientError>;
 
     /// Whether `provider` is registered and serving (a convicted one keeps its record and
     /// stake, but serves no more).
@@ -137,5 +139,9 @@ impl Chain for NodeClient {
 
     fn block_hash(&self, height: u64) -> Result<Option<Hash>, ClientError> {
         Ok(self.block(crate::BlockId::Height(height))?.map(|b| b.hash))
+    }
+
+    fn zk_model(&self, id: &Hash) -> Result<Option<crate::ZkModelEntry>, ClientError> {
+        NodeClient::zk_model(self, id)
     }
 }

@@ -340,6 +340,9 @@ pub struct JobResponse {
     pub sampled: Option<bool>,
     /// Its check, if one opened.
     pub check: Option<Check>,
+    /// For a job of level `zk`: what the chain verified when it settled it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zk: Option<agora_state::ZkJobProof>,
 }
 
 /// A registered verifier.

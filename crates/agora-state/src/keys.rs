@@ -440,3 +440,10 @@ pub fn zk_attestation_key(address: &Address, model: &Hash) -> Vec<u8> {
     key.extend_from_slice(&model.0);
     key
 }
+
+/// `zkj/` + job id → [`crate::ZkJobProof`]: what the chain verified when it settled a `zk` job.
+pub fn zk_job_key(job: &Hash) -> Vec<u8> {
+    let mut key = b"zkj/".to_vec();
+    key.extend_from_slice(&job.0);
+    key
+}

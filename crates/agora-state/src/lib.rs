@@ -54,7 +54,7 @@ pub use keys::{
     subnet_index_key, subnet_key, subnet_params_key, supply_key, unbonding_key,
     validator_candidates_key, validator_key_key, validator_set_key, verification_fund_key,
     verifier_key, verifier_pool_key, verifier_set_key, verify_params_key, weights_key,
-    zk_attestation_key, zk_certification_key, zk_file_key, zk_model_key, zk_seq_key,
+    zk_attestation_key, zk_certification_key, zk_file_key, zk_job_key, zk_model_key, zk_seq_key,
 };
 pub use market::{
     Escrow, EscrowRelease, FeeState, JobRecord, JobRejection, MarketParams, ModelInfo, Provider,
@@ -67,7 +67,7 @@ pub use subnet::{
 pub use validators::{ConsensusParams, ValidatorEntry, ValidatorSet, read_validator_set};
 pub use verify::{Check, Outcome, Role, Seat, Verifier, VerifyParams};
 pub use zk::{
-    ZkAttestation, ZkCertification, ZkModelRecord, claim_statement, verify_claim,
+    ZkAttestation, ZkCertification, ZkJobProof, ZkModelRecord, claim_statement, verify_claim,
     zk_attest_context, zk_job_context,
 };
 

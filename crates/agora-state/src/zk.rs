@@ -69,6 +69,19 @@ pub struct ZkAttestation {
     pub height: u64,
 }
 
+/// What the chain verified when it settled a job of level `zk` (kept beside the job's record):
+/// the claim (its outputs, the input commitment the client signed, the predicate) and the proof's
+/// hash and size.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct ZkJobProof {
+    /// What the proof showed.
+    pub claim: ZkClaim,
+    /// blake3 of the proof.
+    pub proof_hash: Hash,
+    /// The proof's size in bytes.
+    pub proof_bytes: u32,
+}
+
 mod hex_vec {
     pub(super) fn serialize<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&hex::encode(v))

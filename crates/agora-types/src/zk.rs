@@ -6,6 +6,8 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use serde::{Deserialize, Serialize};
 
 const CLAIM_DOMAIN: &[u8] = b"agora/zk-claim/v1";
+/// Domain of a zk job's output hash.
+const OUTPUT_DOMAIN: &[u8] = b"agora/zk-output/v1";
 
 /// Largest transaction that carries a proof (a proof of a 100k-weight model is about 200 KiB).
 pub const MAX_PROOF_TX_BYTES: usize = 512 * 1024;
@@ -54,6 +56,16 @@ impl ZkClaim {
     pub fn hash(&self) -> Hash {
         let mut bytes = CLAIM_DOMAIN.to_vec();
         BorshSerialize::serialize(self, &mut bytes).expect("borsh encoding into a Vec");
+        Hash::digest(&bytes)
+    }
+
+    /// What a zk job's receipt names as its output: the claim and the very proof delivered
+    /// (blake3 of the proof's bytes), so that the proof a provider settles with is the one its
+    /// client received.
+    pub fn output_hash(&self, proof: &[u8]) -> Hash {
+        let mut bytes = OUTPUT_DOMAIN.to_vec();
+        bytes.extend_from_slice(&self.hash().0);
+        bytes.extend_from_slice(blake3::hash(proof).as_bytes());
         Hash::digest(&bytes)
     }
 

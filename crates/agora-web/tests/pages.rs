@@ -797,4 +797,89 @@ fn the_proofs_page_lists_provable_models_and_an_account_s_attestations() {
     );
     let (status, _, body) = get(&t, "/zk?address=nonsense");
     assert_eq!(status, 404, "{body}");
+
+    // A proved job: Alice serves the model, Bob asks for a run on his private input; the page of
+    // the settled job shows what the chain verified.
+    let bob = key("bob");
+    send(
+        2,
+        vec![
+            Message::Transfer {
+                to: bob.address(),
+                amount: 10 * AGR,
+            },
+            Message::RegisterProvider {
+                stake: 100 * AGR,
+                info: ProviderInfo {
+                    models: vec![id],
+                    price_input_per_1k: 1_000,
+                    price_output_per_1k: 3_000,
+                    endpoint: "http://127.0.0.1:1".into(),
+                    encryption_key: EncryptionKey([1; 32]),
+                },
+            },
+        ],
+    );
+    let tx = Transaction {
+        chain_id: CHAIN.into(),
+        sender: bob.public(),
+        nonce: 0,
+        fee: 1_000_000,
+        messages: vec![Message::EscrowDeposit { amount: 5 * AGR }],
+    };
+    submit(&t, tx, "bob");
+    t.block();
+    let (input, salt) = ([9i8, 8, 7, 6, 5], [11u32; 8]);
+    let request = agora_types::JobRequest {
+        chain_id: CHAIN.into(),
+        client: bob.public(),
+        provider: alice,
+        model: id,
+        input_hash: commitment_hash(&agora_zk::input_commitment(&input, &salt)),
+        params: agora_types::JobParams {
+            max_tokens: 1,
+            verification: agora_types::Verification::Zk,
+            ..agora_types::JobParams::default()
+        },
+        max_fee: AGR,
+        nonce: Hash([5; 32]),
+        expiry_height: 1_000,
+    };
+    let job_id = request.id();
+    let context = agora_state::zk_job_context(CHAIN, &job_id);
+    let (st, proof) = pk.prove(&input, &salt, 1 << 27, false, &context).unwrap();
+    let claim = ZkClaim {
+        model: id,
+        input_commitment: commitment_hash(&st.input_commitment),
+        threshold: st.t,
+        below: st.below,
+        outputs: st.outputs.clone(),
+    };
+    let receipt = agora_types::JobReceipt {
+        request_hash: request.hash(),
+        output_hash: claim.output_hash(&proof),
+        input_tokens: 5,
+        output_tokens: 1,
+        fee: agora_types::job_fee(1_000, 3_000, 5, 1).unwrap(),
+    }
+    .sign(&key("alice"));
+    send(
+        3,
+        vec![Message::SettleZkJob {
+            job: agora_types::SettledJob {
+                request: request.sign(&bob),
+                receipt,
+            },
+            claim,
+            proof,
+        }],
+    );
+    let job = page(&t, &format!("/market/jobs/{job_id}"));
+    assert!(job.contains("data-zk-proof"), "{job}");
+    let outputs = st.outputs.unwrap();
+    assert!(
+        job.contains(&format!("data-zk-outputs>{}<", outputs[0])),
+        "{job}"
+    );
+    assert!(job.contains("the chain verified its proof"), "{job}");
 }

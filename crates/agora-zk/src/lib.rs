@@ -16,6 +16,9 @@ pub use air::{Statement, input_commitment};
 pub use model::{Architecture, Layer, ZkModel};
 pub use stark::{Context, MAX_PROOF_BYTES, ProvingKey, VerifyingKey, verify};
 
+/// BabyBear's modulus, 2^31 − 2^27 + 1: a salt word must be below it.
+pub const FIELD_ORDER: u32 = 0x7800_0001;
+
 /// Everything that can go wrong, each with a clear reason.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

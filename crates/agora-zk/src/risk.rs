@@ -34,10 +34,13 @@ pub const FEATURES: [&str; 8] = [
 
 const WEIGHTS: [i8; 8] = [-4, -10, -6, -3, -6, -5, -6, -4];
 
+/// The risk scorer's name on chain.
+pub const RISK_MODEL_NAME: &str = "agora-risk-v1";
+
 /// The scorer.
 pub fn risk_model() -> ZkModel {
     ZkModel {
-        name: "agora-risk-v1".into(),
+        name: RISK_MODEL_NAME.into(),
         layers: vec![Layer {
             n_in: 8,
             n_out: 1,

@@ -53,6 +53,9 @@ type Config = StarkConfig<ZkPcs, Challenge, Challenger>;
 type Commitment = <ZkPcs as Pcs<Challenge, Challenger>>::Commitment;
 type Proof = BatchProof<Config>;
 
+// The field's order as the crate's users see it.
+const _: () = assert!(crate::FIELD_ORDER == Val::ORDER_U32);
+
 /// FRI's rate: each polynomial is evaluated on 16× its degree. A high rate makes each query worth
 /// 4 bits, so few queries (fewer Merkle paths to check: verification is what every node pays).
 pub(crate) const LOG_BLOWUP: usize = 4;

@@ -145,6 +145,7 @@ fn openai_clients_use_the_devnet_and_every_job_is_settled_for_exactly_its_fee() 
     let audit_jobs = audit_through_the_gateway(&gateway, key.trim());
     let audit_id = audit_jobs[0]["job_id"].as_str().unwrap().to_string();
     let query_jobs = query_through_the_gateway(&gateway, key.trim());
+    let zk_job = zk_through_the_gateway(&gateway, key.trim());
     let models: Vec<&str> = r["models"]
         .as_array()
         .unwrap()
@@ -169,6 +170,7 @@ fn openai_clients_use_the_devnet_and_every_job_is_settled_for_exactly_its_fee() 
     let mut jobs = r["jobs"].as_array().unwrap().clone();
     jobs.extend(audit_jobs);
     jobs.extend(query_jobs);
+    jobs.push(zk_job.clone());
     let mut fees = 0u128;
     let mut client = String::new();
     for job in &jobs {
@@ -180,6 +182,9 @@ fn openai_clients_use_the_devnet_and_every_job_is_settled_for_exactly_its_fee() 
         client = settled["job"]["client"].as_str().unwrap().to_string();
     }
     assert!(fees > 0);
+    // The proved job was settled with its proof, which the chain verified.
+    let zk = wait_settled(&api, zk_job["job_id"].as_str().unwrap());
+    assert_eq!(zk["job"]["level"], "zk", "{zk}");
     let escrow = get(&api, &format!("/v1/market/escrow/{client}")).unwrap();
     assert_eq!(
         escrow["escrow"]["balance"],
@@ -564,6 +569,32 @@ fn audit_through_the_gateway(gateway: &str, key: &str) -> Vec<Value> {
     assert_eq!(jobs.len(), 1 + findings.len());
     assert!(jobs.iter().all(|j| j["job_id"].is_string()), "{jobs:?}");
     jobs
+}
+
+/// `POST /v1/zk/infer` on the gateway: the devnet's provider proves the risk scorer's run, the
+/// gateway verifies the proof. Returns the job's receipt.
+fn zk_through_the_gateway(gateway: &str, key: &str) -> Value {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let input = [40i8, 0, 3, 0, 0, 0, 0, 0];
+    let mut r = agent
+        .post(&format!("{gateway}/v1/zk/infer"))
+        .header("Authorization", &format!("Bearer {key}"))
+        .send_json(serde_json::json!({
+            "model": agora_zk::risk::RISK_MODEL_NAME,
+            "input": input,
+            "threshold": 100,
+        }))
+        .unwrap();
+    let v: Value = r.body_mut().read_json().unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{v}");
+    assert_eq!(v["verified"], true, "{v}");
+    let score = agora_zk::risk::risk_model().forward(&input).unwrap()[0];
+    assert_eq!(v["outputs"], serde_json::json!([score]), "{v}");
+    assert_eq!(v["below"], score < 100, "{v}");
+    v["agora"].clone()
 }
 
 /// `POST /v1/sql` and `POST /v1/forecasts` on the gateway: the analytics model answers at the

@@ -150,6 +150,11 @@ pub(crate) fn job_bounds(input: &JobInput, params: &JobParams) -> (u32, u32) {
         JobInput::Sql { .. } => (params.max_tokens, MAX_QUERY_ROWS),
         JobInput::Forecast { horizon, .. } => (params.max_tokens, *horizon),
         JobInput::Chat { .. } | JobInput::Completion { .. } => (max_input, params.max_tokens),
+        // A proved run counts the model's inputs and outputs.
+        JobInput::Zk { input, .. } => (
+            u32::try_from(input.len()).unwrap_or(u32::MAX),
+            agora_types::MAX_ZK_OUTPUTS as u32,
+        ),
     }
 }
 
@@ -506,6 +511,7 @@ impl Gateway {
         on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
     ) -> Result<Completed, Error> {
         let bytes = input.to_bytes();
+        let input_hash = input.input_hash();
         let (max_input, max_output) = job_bounds(input, &params);
         let chain_id = self.chain.chain_id()?;
         let height = self.chain.height()?;
@@ -523,7 +529,7 @@ impl Gateway {
                 client: client.public(),
                 provider: provider.address,
                 model,
-                input_hash: Hash::digest(&bytes),
+                input_hash,
                 params: params.clone(),
                 max_fee,
                 nonce: Hash(nonce),
@@ -544,8 +550,13 @@ impl Gateway {
             };
             match self.call(provider, &submission, reader, &mut timed) {
                 Ok((output, receipt)) => {
-                    if let Err(e) = check_receipt(&request, &output, &receipt, provider.address) {
-                        self.record_failure(provider.address, model);
+                    if let Err(e) = check_receipt(&request, &output, &receipt, provider.address)
+                        .and_then(|()| self.check_proof(&request, input, &output))
+                    {
+                        // The gateway's own node failing is not the provider's fault.
+                        if !matches!(e, Error::Node(_)) {
+                            self.record_failure(provider.address, model);
+                        }
                         return Err(e);
                     }
                     // An embedding has no pieces: its first output is the whole answer.
@@ -619,6 +630,53 @@ impl Gateway {
                 message: "no usable provider".into(),
             },
         })
+    }
+
+    /// A proved result must prove what the client asked, on its input, for this job: the
+    /// gateway verifies the proof itself before answering (the chain verifies it again at
+    /// settlement), so a client never takes a provider's word for a proved output.
+    fn check_proof(
+        &self,
+        request: &JobRequest,
+        input: &JobInput,
+        output: &JobOutput,
+    ) -> Result<(), Error> {
+        let bad = |why: String| Error::Refused {
+            status: 502,
+            code: "bad_proof",
+            message: format!("the provider's proof {why}"),
+        };
+        let (JobInput::Zk { threshold, .. }, JobOutput::Zk { claim, .. }) = (input, output) else {
+            return match output {
+                JobOutput::Zk { .. } => Err(bad("answers a job that asked for none".into())),
+                _ if request.params.verification == agora_types::Verification::Zk => {
+                    Err(bad("is missing".into()))
+                }
+                _ => Ok(()),
+            };
+        };
+        if claim.model != request.model
+            || claim.input_commitment != request.input_hash
+            || claim.threshold != *threshold
+            || claim.outputs.is_none()
+        {
+            return Err(bad(
+                "claims another model, input or predicate, or hides the outputs".into(),
+            ));
+        }
+        let proof = output
+            .zk_proof()
+            .unwrap_or_else(|| Ok(Vec::new()))
+            .map_err(|e| bad(e.to_string()))?;
+        let entry = self.chain.zk_model(&request.model)?.ok_or_else(|| {
+            bad(format!(
+                "is for model {}, which is not provable",
+                request.model
+            ))
+        })?;
+        let context = agora_state::zk_job_context(&request.chain_id, &request.id());
+        agora_state::verify_claim(&entry.record.key, claim, &context, &proof)
+            .map_err(|e| bad(format!("does not verify: {e}")))
     }
 
     /// Posts the job to one provider and follows its event stream.
@@ -761,7 +819,7 @@ fn provider_at_fault(e: &Error) -> bool {
 
 /// A provider's error code, if it is one this protocol defines; otherwise "provider_error".
 fn known_code(code: &str) -> &'static str {
-    const KNOWN: [&str; 28] = [
+    const KNOWN: [&str; 30] = [
         "malformed_request",
         "too_large_to_verify",
         "expiry_too_far",
@@ -791,6 +849,9 @@ fn known_code(code: &str) -> &'static str {
         "height_not_indexed",
         "forecast",
         "cooling_down",
+        // Provable models'.
+        "zk_mismatch",
+        "prover_failed",
     ];
     KNOWN
         .iter()

@@ -8,8 +8,9 @@ use crate::{
 use agora_types::{
     Address, Amount, Hash, JobReceipt, Keypair, MAX_REVEAL_PART_BYTES, MAX_REVEAL_PARTS,
     MAX_SETTLE_JOBS, Message, ProviderInfo, SettledJob, SignedJobReceipt, SignedJobRequest,
-    Transaction, job_fee,
+    Transaction, Verification, ZkClaim, job_fee,
 };
+use borsh::{BorshDeserialize, BorshSerialize};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
@@ -106,6 +107,38 @@ impl Admitted {
     }
 }
 
+/// A proved job waiting for its settlement (`SettleZkJob`, one per transaction): kept on disk
+/// like a receipt until the chain has settled it.
+#[derive(Clone, Debug, BorshSerialize, BorshDeserialize)]
+pub(crate) struct ZkSettlement {
+    job: SettledJob,
+    claim: ZkClaim,
+    proof: Vec<u8>,
+}
+
+/// A proved job's settlement sent to the chain.
+#[derive(Debug)]
+struct InFlight {
+    pending: ZkSettlement,
+    /// The height it was (last) sent at.
+    sent: u64,
+    /// How often it was sent.
+    tries: u8,
+}
+
+/// Most proved jobs a provider has waiting in the chain's mempool at once: the mempool keeps 4
+/// proof transactions per sender.
+const ZK_IN_FLIGHT: usize = 4;
+/// Blocks after which a proved job's settlement the chain has not applied is sent again (a
+/// mempool may have dropped it), and how often it is sent at most (a settlement the chain
+/// refuses would otherwise hold a place until the job expires).
+const ZK_RESEND_BLOCKS: u64 = 10;
+const ZK_MAX_TRIES: u8 = 3;
+/// Most proved jobs waiting for settlement (queued or in flight) before new ones are refused:
+/// settlement goes one proof per transaction, a few per block, so a burst of jobs must not
+/// outrun it (each waits on disk, and expires unpaid if it waits too long).
+pub(crate) const ZK_BACKLOG: usize = 32;
+
 /// Local bookkeeping: what each client owes that the chain does not show yet.
 #[derive(Debug, Default)]
 struct Books {
@@ -115,6 +148,10 @@ struct Books {
     unsettled_fees: BTreeMap<Address, Amount>,
     /// Receipts waiting for settlement.
     unsettled: Vec<SettledJob>,
+    /// Proved jobs waiting for settlement, with how often each was sent already.
+    unsettled_zk: Vec<(ZkSettlement, u8)>,
+    /// Proved jobs submitted and not yet settled.
+    submitted_zk: Vec<InFlight>,
     /// Job ids taken (never served twice).
     seen: BTreeSet<Hash>,
     /// The next nonce this provider's transactions use.
@@ -359,14 +396,33 @@ impl Provider {
                 ),
             ));
         }
+        // A provable model's jobs are proved, and only they are: a proof is what settles them.
+        let zk = req.params.verification == Verification::Zk;
+        if zk != self.backend.provable(&req.model) {
+            return Err(refuse(
+                400,
+                "zk_mismatch",
+                if zk {
+                    format!("model {} is not provable: ask without \"zk\"", req.model)
+                } else {
+                    format!(
+                        "model {} is provable: its jobs are proved, ask with verification \"zk\"",
+                        req.model
+                    )
+                },
+            ));
+        }
         let (input_bytes, writer) = open(&self.secret, &req.hash(), &submission.input)
             .map_err(|e| refuse(400, "undecryptable_input", e.to_string()))?;
-        if Hash::digest(&input_bytes) != req.input_hash {
-            return Err(refuse(
+        let mismatch = || {
+            refuse(
                 400,
                 "input_hash_mismatch",
                 "the input is not the one the request names",
-            ));
+            )
+        };
+        if !zk && Hash::digest(&input_bytes) != req.input_hash {
+            return Err(mismatch());
         }
         let input = JobInput::from_bytes(&input_bytes).map_err(|e| {
             let status = if matches!(e, Error::TooLarge { .. }) {
@@ -376,6 +432,32 @@ impl Provider {
             };
             refuse(status, "bad_input", e.to_string())
         })?;
+        if zk {
+            // A proved job's input hash is its commitment, which the proof's public values
+            // carry: computed once the input's size is known to be a model's.
+            match &input {
+                JobInput::Zk { input: values, .. }
+                    if values.len() <= agora_zk::model::MAX_FAN_IN as usize => {}
+                _ => {
+                    return Err(refuse(
+                        400,
+                        "bad_input",
+                        "a proved job's input is a provable model's: at most 4096 integers",
+                    ));
+                }
+            }
+            if input.input_hash() != req.input_hash {
+                return Err(mismatch());
+            }
+            let books = self.books();
+            if books.unsettled_zk.len() + books.submitted_zk.len() >= ZK_BACKLOG {
+                return Err(refuse(
+                    503,
+                    "busy",
+                    format!("{ZK_BACKLOG} proved jobs wait for settlement here; try again shortly"),
+                ));
+            }
+        }
         // The same bound the gateway priced the request with.
         let max_output = crate::gateway::job_bounds(&input, &req.params).1;
         let client = req.client.address();
@@ -457,19 +539,26 @@ impl Provider {
         on_piece: &mut dyn FnMut(SealedPiece) -> ControlFlow<()>,
     ) -> Result<Delivery, Error> {
         let req = job.request.request.clone();
-        let result = self.backend.run_for(
-            &req.client.0,
-            &req.model,
-            &job.input,
-            &req.params,
-            &mut |text| {
-                if text.is_empty() {
-                    return ControlFlow::Continue(());
-                }
-                let (n, sealed) = job.writer.seal(text.as_bytes());
-                on_piece(SealedPiece { n, sealed })
-            },
-        );
+        let zk = req.params.verification == Verification::Zk;
+        let result = if zk {
+            // Bound to this chain and this job: the proof settles this job and no other.
+            let context = agora_state::zk_job_context(&self.chain_id, &req.id());
+            self.backend.prove(&req.model, &job.input, &context)
+        } else {
+            self.backend.run_for(
+                &req.client.0,
+                &req.model,
+                &job.input,
+                &req.params,
+                &mut |text| {
+                    if text.is_empty() {
+                        return ControlFlow::Continue(());
+                    }
+                    let (n, sealed) = job.writer.seal(text.as_bytes());
+                    on_piece(SealedPiece { n, sealed })
+                },
+            )
+        };
         let mut books = self.books();
         if let Some(r) = books.running.get_mut(&job.client) {
             *r = r.saturating_sub(job.worst_fee);
@@ -483,38 +572,9 @@ impl Provider {
             }
         };
         drop(books);
-        // The job must be revealable before it is claimed: a reveal sealed to a verifier is the
-        // size of this copy sealed to the provider's own key, kept for the verification window.
-        let doc = RevealDoc {
-            request: job.request.clone(),
-            input: job.input_bytes.clone(),
-            output: served.output.to_bytes(),
-        };
-        let own = self.secret.public();
-        let kept = seal_reveal(&own, &req.id(), &doc, self.reveal_seed(&req.id(), &own));
-        let unclaimable = if kept.len() > REVEAL_CAPACITY {
-            Some(refuse(
-                413,
-                "too_large_to_verify",
-                format!(
-                    "the job's reveal would be {} bytes, more than the {REVEAL_CAPACITY} a check \
-                     can carry: send less input or ask for less output",
-                    kept.len()
-                ),
-            ))
-        } else if let Some(path) = self.kept_path(&req.id()) {
-            // Sealed to this provider's own key: nothing on its disk holds a prompt or an
-            // answer in plain text. Without this copy a drawn check could not be answered.
-            write_synced(&path, &kept).err().map(|e| {
-                tracing::warn!("cannot keep job {} for verification: {e}", req.id());
-                Error::Io {
-                    what: "keeping the job for verification".into(),
-                    source: e,
-                }
-            })
-        } else {
-            None
-        };
+        // A proved job is never drawn for a check: nothing to keep. Any other must be
+        // revealable before it is claimed.
+        let unclaimable = if zk { None } else { self.keep(&job, &served) };
         if let Some(e) = unclaimable {
             self.books().seen.remove(&req.id());
             return Err(e);
@@ -536,19 +596,35 @@ impl Provider {
             fee,
         }
         .sign(&self.key);
-        *books.unsettled_fees.entry(job.client).or_default() += fee;
         let settled = SettledJob {
             request: job.request.clone(),
             receipt: receipt.clone(),
         };
-        books.unsettled.push(settled.clone());
-        drop(books);
         // The receipt is the provider's claim: kept on disk until the chain has settled it.
-        if let Some(path) = self.receipt_path(&req.id()) {
-            let kept = write_synced(&path, &borsh::to_vec(&settled).expect("encode"));
-            if let Err(e) = kept {
-                tracing::warn!("cannot keep the receipt of job {}: {e}", req.id());
+        let (path, kept) = match &served.output {
+            JobOutput::Zk { claim, .. } => {
+                let proof = served.output.zk_proof().unwrap_or_else(|| Ok(Vec::new()))?;
+                let pending = ZkSettlement {
+                    job: settled,
+                    claim: claim.clone(),
+                    proof,
+                };
+                let bytes = borsh::to_vec(&pending).expect("borsh encoding into a Vec");
+                books.unsettled_zk.push((pending, 0));
+                (self.zk_path(&req.id()), bytes)
             }
+            _ => {
+                let bytes = borsh::to_vec(&settled).expect("borsh encoding into a Vec");
+                books.unsettled.push(settled);
+                (self.receipt_path(&req.id()), bytes)
+            }
+        };
+        *books.unsettled_fees.entry(job.client).or_default() += fee;
+        drop(books);
+        if let Some(path) = path
+            && let Err(e) = write_synced(&path, &kept)
+        {
+            tracing::warn!("cannot keep the receipt of job {}: {e}", req.id());
         }
         let (n, sealed) = job.writer.seal(&served.output.to_bytes());
         Ok(Delivery {
@@ -558,7 +634,44 @@ impl Provider {
     }
 }
 
-impl Provider {}
+impl Provider {
+    /// Keeps job's copy, sealed to the provider's own key, for the verification window: a
+    /// reveal sealed to a verifier is the size of this copy. An error when the job could not be
+    /// revealed (too large) or kept.
+    fn keep(&self, job: &Admitted, served: &crate::backend::Served) -> Option<Error> {
+        let req = &job.request.request;
+        let doc = RevealDoc {
+            request: job.request.clone(),
+            input: job.input_bytes.clone(),
+            output: served.output.to_bytes(),
+        };
+        let own = self.secret.public();
+        let kept = seal_reveal(&own, &req.id(), &doc, self.reveal_seed(&req.id(), &own));
+        if kept.len() > REVEAL_CAPACITY {
+            Some(refuse(
+                413,
+                "too_large_to_verify",
+                format!(
+                    "the job's reveal would be {} bytes, more than the {REVEAL_CAPACITY} a check \
+                 can carry: send less input or ask for less output",
+                    kept.len()
+                ),
+            ))
+        } else if let Some(path) = self.kept_path(&req.id()) {
+            // Sealed to this provider's own key: nothing on its disk holds a prompt or an
+            // answer in plain text. Without this copy a drawn check could not be answered.
+            write_synced(&path, &kept).err().map(|e| {
+                tracing::warn!("cannot keep job {} for verification: {e}", req.id());
+                Error::Io {
+                    what: "keeping the job for verification".into(),
+                    source: e,
+                }
+            })
+        } else {
+            None
+        }
+    }
+}
 
 /// The output document a client gets back, opened.
 pub fn open_delivery(

@@ -50,7 +50,8 @@ fn judge(
         JobOutput::Embeddings { .. }
         | JobOutput::Audit { .. }
         | JobOutput::Table { .. }
-        | JobOutput::Forecast { .. } => 0,
+        | JobOutput::Forecast { .. }
+        | JobOutput::Zk { .. } => 0,
     };
     verifier
         .judge(

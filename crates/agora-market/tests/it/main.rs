@@ -22,6 +22,7 @@ use std::time::Duration;
 mod audit;
 mod cheats;
 mod verify;
+mod zk;
 
 const MODEL: Hash = Hash([0x11; 32]);
 const CHAIN_ID: &str = "market-test";

@@ -608,6 +608,9 @@ impl Executor<'_> {
             if check.is_some() {
                 scratch.writes.insert(check_key(&job_id), None);
             }
+            if record.level == Verification::Zk {
+                scratch.writes.insert(crate::zk_job_key(&job_id), None);
+            }
             events.push(Event::new("job_pruned", &[("job_id", job_id.to_hex())]));
         }
         self.commit_scratch(scratch);

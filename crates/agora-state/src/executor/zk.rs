@@ -3,9 +3,9 @@
 
 use super::*;
 use crate::{
-    ZkAttestation, ZkCertification, ZkModelRecord, verify_claim, zk_attest_context,
-    zk_attestation_key, zk_certification_key, zk_file_key, zk_job_context, zk_model_key,
-    zk_seq_key,
+    ZkAttestation, ZkCertification, ZkJobProof, ZkModelRecord, verify_claim, zk_attest_context,
+    zk_attestation_key, zk_certification_key, zk_file_key, zk_job_context, zk_job_key,
+    zk_model_key, zk_seq_key,
 };
 use agora_types::{MAX_REGISTER_ROWS, MAX_REGISTER_WEIGHTS, ModelKind, ZkClaim};
 use agora_zk::{ProvingKey, VerifyingKey, ZkModel};
@@ -218,8 +218,9 @@ impl Executor<'_> {
         if claim.input_commitment != req.input_hash {
             return invalid("the claim's input commitment is not the request's input hash");
         }
-        if rec.output_hash != claim.hash() {
-            return invalid("the receipt's output hash is not the claim's hash");
+        // The receipt names the claim and the very proof the client received.
+        if rec.output_hash != claim.output_hash(proof) {
+            return invalid("the receipt's output hash is not that of the claim and this proof");
         }
         // The client pays for its result: a job's claim shows the outputs.
         if claim.outputs.is_none() {
@@ -256,6 +257,14 @@ impl Executor<'_> {
             return Ok(Err(TxError::ZkProofRejected(e.to_string())));
         }
         *scratch = trial;
+        let record = ZkJobProof {
+            claim: claim.clone(),
+            proof_hash: Hash::digest(proof),
+            proof_bytes: u32::try_from(proof.len()).unwrap_or(u32::MAX),
+        };
+        scratch
+            .writes
+            .insert(zk_job_key(&req.id()), Some(encode(&record)));
         events.push(event);
         Ok(Ok(()))
     }

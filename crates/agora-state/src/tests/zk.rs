@@ -295,7 +295,7 @@ fn zk_market() -> MemState {
 
 /// The client's request for a proved run of the model on its committed features, and the
 /// provider's receipt naming the claim.
-fn zk_job(claim: &ZkClaim, level: Verification) -> SettledJob {
+fn zk_job(claim: &ZkClaim, proof: &[u8], level: Verification) -> SettledJob {
     let req = JobRequest {
         chain_id: CHAIN.into(),
         client: key(CLIENT).public(),
@@ -312,7 +312,7 @@ fn zk_job(claim: &ZkClaim, level: Verification) -> SettledJob {
     };
     let rec = JobReceipt {
         request_hash: req.hash(),
-        output_hash: claim.hash(),
+        output_hash: claim.output_hash(proof),
         input_tokens: 6,
         output_tokens: 2,
         fee: job_fee(1_000, 1_000, 6, 2).unwrap(),
@@ -335,9 +335,9 @@ fn a_zk_job_settles_only_with_its_proof_and_its_fee_is_final_at_once() {
         below: false,
         outputs: None,
     };
-    let job_id = zk_job(&probe, Verification::Zk).request.request.id();
+    let job_id = zk_job(&probe, &[], Verification::Zk).request.request.id();
     let (claim, proof) = prove(&zk_job_context(CHAIN, &job_id), 0, false);
-    let job = zk_job(&claim, Verification::Zk);
+    let job = zk_job(&claim, &proof, Verification::Zk);
     assert_eq!(job.request.request.id(), job_id);
     // Without the proof: refused (the settlement is recorded as a rejected job).
     let out = run_block(
@@ -371,13 +371,30 @@ fn a_zk_job_settles_only_with_its_proof_and_its_fee_is_final_at_once() {
         3,
         10,
         vec![Message::SettleZkJob {
-            job: zk_job(&changed, Verification::Zk),
+            job: zk_job(&changed, &proof, Verification::Zk),
             claim: changed,
             proof: proof.clone(),
         }],
     );
-    let out = run_block(&mut s, 4, &[bad]);
+
+    // A valid proof of the same claim, but not the one the receipt names (the one the client
+    // received): refused.
+    let (_, other) = prove(&zk_job_context(CHAIN, &job_id), 0, false);
+    assert_ne!(other, proof, "proofs are randomized");
+    let swapped = tx(
+        PROVIDER,
+        4,
+        10,
+        vec![Message::SettleZkJob {
+            job: job.clone(),
+            claim: claim.clone(),
+            proof: other,
+        }],
+    );
+    let out = run_block(&mut s, 4, &[bad, swapped]);
     assert_eq!(failure(&out), "zk_proof_rejected");
+    let code = |i: usize| out.receipts[i].failure.as_ref().map(|f| f.code.clone());
+    assert_eq!(code(1).as_deref(), Some("invalid_zk"));
     // With it: settled and paid in the same block, with no protocol share.
     let before = account(&s, &key(PROVIDER).address()).balance;
     let settle = |nonce| {
@@ -392,7 +409,7 @@ fn a_zk_job_settles_only_with_its_proof_and_its_fee_is_final_at_once() {
             }],
         )
     };
-    let out = run_block(&mut s, 5, &[settle(4)]);
+    let out = run_block(&mut s, 5, &[settle(5)]);
     assert!(out.receipts[0].success, "{:?}", out.receipts[0].failure);
     let fee = job.receipt.receipt.fee;
     let paid = out.receipts[0].fee_paid;
@@ -411,16 +428,16 @@ fn a_zk_job_settles_only_with_its_proof_and_its_fee_is_final_at_once() {
     }
     assert!(s.get(&check_key(&job_id)).unwrap().is_none());
     // Once only.
-    let out = run_block(&mut s, 9, &[settle(5)]);
+    let out = run_block(&mut s, 9, &[settle(6)]);
     assert_eq!(failure(&out), "already_settled");
     // A sampled job cannot borrow the zk path.
-    let sampled = zk_job(&claim, Verification::Sampled);
+    let sampled = zk_job(&claim, &proof, Verification::Sampled);
     let out = run_block(
         &mut s,
         10,
         &[tx(
             PROVIDER,
-            6,
+            7,
             10,
             vec![Message::SettleZkJob {
                 job: sampled,

@@ -1,0 +1,162 @@
+//! `POST /v1/zk/infer`: a provable model run as a job of verification level `zk` (DESIGN.md §9).
+//! The provider proves the run; the gateway verifies the proof before it answers, and the chain
+//! verifies it again when the provider settles, so no one takes the provider's word.
+//!
+//! ```text
+//! {"model": "agora-risk-v1",          (a provable model's name or id)
+//!  "input": [12, 0, 3, …],            (its 8-bit integer inputs)
+//!  "threshold": 100,                  (optional: the proof's predicate "output 0 < threshold")
+//!  "salt": [w0, …, w7],               (optional: the commitment's salt; random by default)
+//!  "verification": "zk"}             (optional: a provable model's jobs are always "zk")
+//! ```
+//! The answer carries the outputs, the claim the proof shows (with the input commitment, which the
+//! request signed), the salt that opens the commitment, the proof (base64), and the job's receipt
+//! in `agora`.
+
+// Handlers answer errors as ready responses, as axum handlers do.
+#![allow(clippy::result_large_err)]
+
+use crate::openai::{client, from_error, internal, oai_error, receipt_json, with_job_header};
+use crate::{JobInput, JobOutput, OpenAiState};
+use agora_types::{JobParams, MAX_ZK_VALUE, Verification};
+use axum::{Json, extract::State, http::HeaderMap, response::IntoResponse, response::Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::ops::ControlFlow;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ZkRequest {
+    model: String,
+    input: Vec<i64>,
+    threshold: Option<i64>,
+    salt: Option<[u32; 8]>,
+    verification: Option<Verification>,
+}
+
+/// A random salt: eight words below BabyBear's modulus.
+fn random_salt() -> [u32; 8] {
+    let mut bytes = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
+    let mut salt = [0u32; 8];
+    for (w, c) in salt.iter_mut().zip(bytes.chunks(4)) {
+        // 27 random bits: below the modulus 2^31 − 2^27 + 1.
+        *w = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) & 0x07ff_ffff;
+    }
+    salt
+}
+
+pub(crate) async fn infer(
+    State(st): State<OpenAiState>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let key = match client(&st, &headers) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let req: ZkRequest = match serde_json::from_value(body) {
+        Ok(r) => r,
+        Err(e) => return oai_error(400, "invalid_request", e.to_string()),
+    };
+    if req.verification.is_some_and(|v| v != Verification::Zk) {
+        return oai_error(
+            400,
+            "invalid_verification",
+            "a provable model's jobs are proved: `verification` is \"zk\"",
+        );
+    }
+    let Ok(input) = req
+        .input
+        .iter()
+        .map(|&v| i8::try_from(v))
+        .collect::<Result<Vec<i8>, _>>()
+    else {
+        return oai_error(
+            400,
+            "invalid_input",
+            "`input` is an array of integers from -128 to 127",
+        );
+    };
+    // Without a predicate, one that always holds: the outputs are what the client wants.
+    let threshold = req.threshold.unwrap_or(MAX_ZK_VALUE);
+    if threshold.unsigned_abs() > MAX_ZK_VALUE as u64 {
+        return oai_error(
+            400,
+            "invalid_threshold",
+            format!("`threshold` is within ±{MAX_ZK_VALUE}"),
+        );
+    }
+    let salt = req.salt.unwrap_or_else(random_salt);
+    if let Some(w) = salt.iter().find(|&&w| w >= agora_zk::FIELD_ORDER) {
+        return oai_error(
+            400,
+            "invalid_salt",
+            format!("salt word {w} is not below {}", agora_zk::FIELD_ORDER),
+        );
+    }
+    let job = JobInput::Zk {
+        input,
+        salt,
+        threshold,
+    };
+    let gw = st.gateway.clone();
+    let name = req.model.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let model = gw.resolve_model(&name)?;
+        if gw.chain().zk_model(&model)?.is_none() {
+            return Err(crate::Error::Refused {
+                status: 400,
+                code: "not_provable",
+                message: format!(
+                    "{name} is not a provable model; GET /v1/zk/models on a node lists them"
+                ),
+            });
+        }
+        let params = JobParams {
+            max_tokens: 1,
+            verification: Verification::Zk,
+            ..JobParams::default()
+        };
+        gw.run(
+            &key,
+            model,
+            &job,
+            params,
+            &mut |_| ControlFlow::Continue(()),
+        )
+    })
+    .await;
+    let done = match result {
+        Ok(Ok(done)) => done,
+        Ok(Err(e)) => return from_error(&e),
+        Err(e) => return internal(&e),
+    };
+    let JobOutput::Zk { claim, proof } = &done.output else {
+        return oai_error(
+            400,
+            "wrong_model_kind",
+            format!("{} is not a provable model", req.model),
+        );
+    };
+    let body = json!({
+        "object": "zk.inference",
+        "model": req.model,
+        "model_id": claim.model,
+        "outputs": claim.outputs,
+        "threshold": claim.threshold,
+        "below": claim.below,
+        "input_commitment": claim.input_commitment,
+        "salt": salt,
+        "output_hash": done.output.hash(),
+        "proof": proof,
+        "proof_bytes": done.output.zk_proof().and_then(Result::ok).map_or(0, |p| p.len()),
+        "verified": true,
+        "usage": {
+            "prompt_tokens": done.receipt.receipt.input_tokens,
+            "completion_tokens": done.receipt.receipt.output_tokens,
+        },
+        "agora": receipt_json(&done),
+    });
+    with_job_header(Json(body).into_response(), &done)
+}
