@@ -133,4 +133,8 @@ impl Chain for LocalNode {
     fn zk_model(&self, id: &Hash) -> Result<Option<agora_node_api::ZkModelEntry>, ClientError> {
         crate::zk::views::zk_model(&self.snapshot()?, id).map_err(refused)
     }
+
+    fn min_fee(&self) -> Result<agora_types::Amount, ClientError> {
+        Ok(self.node.params().min_fee)
+    }
 }

@@ -149,7 +149,7 @@ pub fn run(cmd: BenchCommand, models: &std::path::Path) -> Result<()> {
         BenchCommand::Evm(args) => crate::evm::run(args),
         BenchCommand::Search(args) => crate::search::run(args, models),
         BenchCommand::Data(args) => crate::data::run(args, models),
-        BenchCommand::Zk(args) => crate::zk::run(args),
+        BenchCommand::Zk(args) => crate::zk::run(args, models),
         BenchCommand::Invariants { seconds, seed } => invariants(seconds, seed),
         BenchCommand::Market {
             jobs,

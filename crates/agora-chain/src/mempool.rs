@@ -55,8 +55,9 @@ pub struct Mempool {
     /// newest first: what a full mempool evicts, found without scanning every sender.
     tails: BTreeSet<(Amount, Reverse<u64>, Hash)>,
     next_seq: u64,
-    /// Proof-sized transactions held.
-    proofs: usize,
+    /// Proof-sized transactions held, cheapest (fee per unit of work) and then newest first: a
+    /// full proof pool evicts the first of another sender's for a better-paying one.
+    proofs: BTreeSet<(Amount, Reverse<u64>, Hash)>,
 }
 
 /// A transaction's fee per unit of work ([`agora_types::work_units`]): what it bids for room.
@@ -85,7 +86,7 @@ impl Mempool {
             order: BTreeMap::new(),
             tails: BTreeSet::new(),
             next_seq: 0,
-            proofs: 0,
+            proofs: BTreeSet::new(),
         }
     }
 
@@ -194,11 +195,26 @@ impl Mempool {
                     lowest_fee: tx.tx.fee,
                 });
             }
-            if self.proofs >= self.config.proof_capacity {
-                return Err(TxError::MempoolFull {
-                    capacity: self.config.proof_capacity,
-                    lowest_fee: tx.tx.fee,
-                });
+            // A full pool makes room for a better-paying proof: squatting it costs what the
+            // squatters bid, and whoever outbids them gets in.
+            if self.proofs.len() >= self.config.proof_capacity {
+                let units = Amount::from(agora_types::work_units(&tx.tx.messages));
+                let victim = self
+                    .proofs
+                    .iter()
+                    .find(|(_, _, h)| self.by_hash[h].tx.tx.sender_address() != sender)
+                    .map(|(rate, _, h)| (*h, *rate));
+                match victim {
+                    Some((victim, rate)) if rate < fee_rate(&tx) => self.remove_from(&victim),
+                    other => {
+                        return Err(TxError::MempoolFull {
+                            capacity: self.config.proof_capacity,
+                            lowest_fee: other.map_or(Amount::MAX, |(_, rate)| {
+                                rate.saturating_add(1).saturating_mul(units)
+                            }),
+                        });
+                    }
+                }
             }
         }
         if self.by_hash.len() >= self.config.capacity {
@@ -228,11 +244,26 @@ impl Mempool {
         queue.push_back(hash);
         let entry = Entry { tx, seq };
         self.tails.insert(entry.tail_key(&hash));
-        self.by_hash.insert(hash, entry);
         if carries {
-            self.proofs += 1;
+            self.proofs.insert(entry.tail_key(&hash));
         }
+        self.by_hash.insert(hash, entry);
         Ok(())
+    }
+
+    /// Removes `hash` and every later transaction of its sender (which could not run without it).
+    fn remove_from(&mut self, hash: &Hash) {
+        let Some(sender) = self.by_hash.get(hash).map(|e| e.tx.tx.sender_address()) else {
+            return;
+        };
+        let doomed: Vec<Hash> = self
+            .by_sender
+            .get(&sender)
+            .map(|q| q.iter().skip_while(|h| *h != hash).copied().collect())
+            .unwrap_or_default();
+        for h in doomed.iter().rev() {
+            self.remove(h);
+        }
     }
 
     /// The cheapest transaction (by fee per unit of work, the newest among equals) that is last
@@ -249,7 +280,7 @@ impl Mempool {
     pub fn remove(&mut self, hash: &Hash) -> Option<SignedTransaction> {
         let entry = self.by_hash.remove(hash)?;
         if entry.tx.proofs() > 0 {
-            self.proofs -= 1;
+            self.proofs.remove(&entry.tail_key(hash));
         }
         self.order.remove(&entry.seq);
         self.tails.remove(&entry.tail_key(hash));
@@ -347,12 +378,17 @@ mod tests {
 
     /// A transaction carrying a (junk) proof.
     fn proof_tx(who: &str, nonce: u64) -> (SignedTransaction, Hash) {
+        proof_tx_paying(who, nonce, 1_000)
+    }
+
+    /// A transaction carrying a (junk) proof, paying `fee`.
+    fn proof_tx_paying(who: &str, nonce: u64, fee: Amount) -> (SignedTransaction, Hash) {
         let key = Keypair::from_seed_label(who);
         let t = Transaction {
             chain_id: "c".into(),
             sender: key.public(),
             nonce,
-            fee: 1_000,
+            fee,
             messages: vec![Message::ZkAttest {
                 claim: agora_types::ZkClaim {
                     model: Hash([1; 32]),
@@ -405,6 +441,55 @@ mod tests {
         let first = proof_tx("a", 0).1;
         assert!(m.remove(&first).is_some());
         m.insert(t2, h2, RICH).unwrap();
+    }
+
+    #[test]
+    fn a_full_proof_pool_makes_room_for_a_better_paying_proof() {
+        let mut m = Mempool::new(MempoolConfig {
+            capacity: 100,
+            per_sender: 100,
+            proof_capacity: 6,
+            proofs_per_sender: 4,
+        });
+        // Squatters fill the pool at the least fee: four from a (then a plain one), two from b.
+        for n in 0..4 {
+            let (t, h) = proof_tx("a", n);
+            m.insert(t, h, RICH).unwrap();
+        }
+        let (t, a_plain) = tx("a", 4, 10, 1);
+        m.insert(t, a_plain, RICH).unwrap();
+        let b: Vec<Hash> = (0..2)
+            .map(|n| {
+                let (t, h) = proof_tx("b", n);
+                m.insert(t, h, RICH).unwrap();
+                h
+            })
+            .collect();
+        // The same bid gets nothing, and is told what would get in.
+        let (t, h) = proof_tx("c", 0);
+        let Err(TxError::MempoolFull { lowest_fee, .. }) = m.insert(t, h, RICH) else {
+            panic!("a full pool takes no equal bid");
+        };
+        // A better one evicts the newest of the cheapest, then the next.
+        let (t, h) = proof_tx_paying("c", 0, lowest_fee);
+        m.insert(t, h, RICH).unwrap();
+        assert!(m.contains(&h) && !m.contains(&b[1]) && m.contains(&b[0]));
+        let (t, h) = proof_tx_paying("d", 0, 10_000);
+        m.insert(t, h, RICH).unwrap();
+        assert!(!m.contains(&b[0]));
+        // A proof in the middle of a sender's queue goes with everything after it.
+        let (t, h) = proof_tx_paying("e", 0, 10_000);
+        m.insert(t, h, RICH).unwrap();
+        assert!(!m.contains(&proof_tx("a", 3).1) && !m.contains(&a_plain));
+        assert!(m.contains(&proof_tx("a", 2).1));
+        assert_eq!(m.len(), 6);
+        // Nobody is evicted for its own sender's proof.
+        let (t, h) = proof_tx_paying("a", 3, 100_000);
+        m.insert(t, h, RICH).unwrap();
+        assert!(
+            m.contains(&h) && m.contains(&proof_tx("a", 0).1),
+            "c's proof made room"
+        );
     }
 
     const RICH: SenderState = SenderState {

@@ -16,10 +16,11 @@ use std::time::Instant;
 
 #[derive(Debug, Subcommand)]
 pub enum ZkCommand {
-    /// Write a model file: the built-in risk scorer (`risk`) or a synthetic MLP of a given shape
-    /// (`--shape 384-256-8`), for trials and benchmarks.
+    /// Write a model file: the built-in risk scorer (`risk`), the topic classifier over MiniLM
+    /// embeddings (`topic`), or a synthetic MLP of a given shape (`--shape 384-256-8`), for
+    /// trials and benchmarks.
     Model {
-        /// `risk`, or `synthetic`.
+        /// `risk`, `topic` or `synthetic`.
         kind: String,
         /// Layer sizes of a synthetic model, inputs first.
         #[arg(long, default_value = "16-8-2")]
@@ -210,6 +211,7 @@ pub fn zk(home: PathBuf, cmd: ZkCommand) -> Result<()> {
         } => {
             let model = match kind.as_str() {
                 "risk" => risk_model(),
+                "topic" => agora_zk::topic::topic_model()?,
                 "synthetic" => {
                     let sizes: Vec<u32> = shape
                         .split('-')
@@ -220,7 +222,7 @@ pub fn zk(home: PathBuf, cmd: ZkCommand) -> Result<()> {
                         })?;
                     ZkModel::synthetic(&format!("synthetic-{shape}"), &sizes, seed)?
                 }
-                other => bail!("a model is `risk` or `synthetic`, not {other:?}"),
+                other => bail!("a model is `risk`, `topic` or `synthetic`, not {other:?}"),
             };
             std::fs::write(&out, model.to_bytes())?;
             println!(

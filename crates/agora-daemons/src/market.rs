@@ -134,20 +134,21 @@ pub(crate) fn submit(
 }
 
 /// The pinned models named (by name or id; all of them when `names` is empty), fetched if needed
-/// and loaded; the auditor (`agora-audit`) and the account risk scorer (`agora-risk-v1`, a
-/// provable model) by name too.
+/// and loaded; the auditor (`agora-audit`) and the built-in provable models (the account risk
+/// scorer `agora-risk-v1`, the topic classifier `agora-topic-v1`) by name too.
 fn load_backend(models_dir: &Path, names: &[String], threads: usize) -> Result<InferBackend> {
     let cache = ModelCache::new(models_dir);
     let auditor = agora_market::auditor_id().to_hex();
     let is_audit = |n: &str| n == agora_audit::MODEL_NAME || n == "agora-audit" || n == auditor;
-    let is_risk = |n: &str| n == agora_zk::risk::RISK_MODEL_NAME;
+    let provable = provable_models()?;
+    let is_provable = |n: &str| provable.iter().any(|m| m.name == n);
     let everything = names.is_empty();
     let specs = if everything {
         models::CATALOG.to_vec()
     } else {
         names
             .iter()
-            .filter(|n| !is_audit(n) && !is_risk(n))
+            .filter(|n| !is_audit(n) && !is_provable(n))
             .map(|n| models::lookup(n))
             .collect::<Result<Vec<_>, _>>()?
     };
@@ -155,9 +156,11 @@ fn load_backend(models_dir: &Path, names: &[String], threads: usize) -> Result<I
     if everything || names.iter().any(|n| is_audit(n)) {
         backend.add_auditor();
     }
-    // A provable model: each of its jobs is proved (DESIGN.md §9).
-    if everything || names.iter().any(|n| is_risk(n)) {
-        backend.add_provable(agora_zk::ProvingKey::new(agora_zk::risk::risk_model())?);
+    // Provable models: each of their jobs is proved (DESIGN.md §9).
+    for model in provable {
+        if everything || names.contains(&model.name) {
+            backend.add_provable(agora_zk::ProvingKey::new(model)?);
+        }
     }
     for spec in specs {
         let installed = cache.ensure_reporting(&spec)?;
@@ -220,15 +223,17 @@ fn publish_provider(
             Ok(chain.model_registered(&id)?)
         })?;
     }
-    // The risk scorer, registered by its file: the chain derives its key.
-    let risk = agora_zk::risk::risk_model();
-    let risk_id = Hash(
-        agora_zk::ProvingKey::new(risk.clone())?
-            .verifying_key()
-            .model_id(),
-    );
-    if backend.provable(&risk_id) && !chain.model_registered(&risk_id)? {
-        register_zk(&chain, &key, &risk)?;
+    // The built-in provable models it proves, registered by their files (the chain derives
+    // their keys).
+    for model in provable_models()? {
+        let id = Hash(
+            agora_zk::ProvingKey::new(model.clone())?
+                .verifying_key()
+                .model_id(),
+        );
+        if backend.provable(&id) && !chain.model_registered(&id)? {
+            register_zk(&chain, &key, &model)?;
+        }
     }
     let info = ProviderInfo {
         models: backend.models(),
@@ -370,16 +375,18 @@ fn prepare(
         })?;
     }
 
-    // Zero-knowledge proofs: the account risk scorer, registered once from the demo wallet (the
-    // chain derives its key from the file), before the provider that proves it publishes.
-    let risk = agora_zk::risk::risk_model();
-    let risk_id = Hash(
-        agora_zk::ProvingKey::new(risk.clone())?
-            .verifying_key()
-            .model_id(),
-    );
-    if !chain.model_registered(&risk_id)? {
-        register_zk(&chain, &demo, &risk)?;
+    // Zero-knowledge proofs: the account risk scorer and the topic classifier, registered once
+    // from the demo wallet (the chain derives their keys from the files), before the provider
+    // that proves them publishes.
+    for model in provable_models()? {
+        let id = Hash(
+            agora_zk::ProvingKey::new(model.clone())?
+                .verifying_key()
+                .model_id(),
+        );
+        if !chain.model_registered(&id)? {
+            register_zk(&chain, &demo, &model)?;
+        }
     }
 
     // Registered, or its endpoint and key refreshed (they may change between runs).
@@ -495,6 +502,14 @@ fn prepare(
         subnets,
         reviewers,
     })
+}
+
+/// The built-in provable models: the account risk scorer and the topic classifier.
+fn provable_models() -> Result<Vec<agora_zk::ZkModel>> {
+    Ok(vec![
+        agora_zk::risk::risk_model(),
+        agora_zk::topic::topic_model()?,
+    ])
 }
 
 /// Registers the provable `model` from `key` and waits for it.

@@ -4,7 +4,9 @@
 //!
 //! ```text
 //! {"model": "agora-risk-v1",          (a provable model's name or id)
-//!  "input": [12, 0, 3, …],            (its 8-bit integer inputs)
+//!  "input": [12, 0, 3, …],            (its 8-bit integer inputs, or for a classifier over
+//!                                      embeddings a text: embedded first by a job on
+//!                                      "embedding_model", MiniLM by default, and quantized)
 //!  "threshold": 100,                  (optional: the proof's predicate "output 0 < threshold")
 //!  "salt": [w0, …, w7],               (optional: the commitment's salt; random by default)
 //!  "verification": "zk"}             (optional: a provable model's jobs are always "zk")
@@ -24,11 +26,34 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::ops::ControlFlow;
 
+/// A model's input: its integers, or a text that an embedding job turns into them (for a
+/// classifier over embeddings).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ZkInput {
+    Values(Vec<i64>),
+    Text(String),
+}
+
+/// The embedding model a text input goes through by default.
+const DEFAULT_EMBEDDING_MODEL: &str = "all-minilm-l6-v2";
+
+/// The topic classifier's id (computed once): its answers name the topic.
+fn topic_id() -> Option<agora_types::Hash> {
+    static ID: std::sync::OnceLock<Option<agora_types::Hash>> = std::sync::OnceLock::new();
+    *ID.get_or_init(|| {
+        let model = agora_zk::topic::topic_model().ok()?;
+        let key = agora_zk::ProvingKey::new(model).ok()?;
+        Some(agora_types::Hash(key.verifying_key().model_id()))
+    })
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ZkRequest {
     model: String,
-    input: Vec<i64>,
+    input: ZkInput,
+    embedding_model: Option<String>,
     threshold: Option<i64>,
     salt: Option<[u32; 8]>,
     verification: Option<Verification>,
@@ -66,8 +91,18 @@ pub(crate) async fn infer(
             "a provable model's jobs are proved: `verification` is \"zk\"",
         );
     }
-    let Ok(input) = req
-        .input
+    let text = match &req.input {
+        ZkInput::Text(text) if text.trim().is_empty() => {
+            return oai_error(400, "invalid_input", "`input` is an empty text");
+        }
+        ZkInput::Text(text) => Some(text.clone()),
+        ZkInput::Values(_) => None,
+    };
+    let values = match &req.input {
+        ZkInput::Values(values) => values.clone(),
+        ZkInput::Text(_) => Vec::new(),
+    };
+    let Ok(input) = values
         .iter()
         .map(|&v| i8::try_from(v))
         .collect::<Result<Vec<i8>, _>>()
@@ -75,7 +110,7 @@ pub(crate) async fn infer(
         return oai_error(
             400,
             "invalid_input",
-            "`input` is an array of integers from -128 to 127",
+            "`input` is an array of integers from -128 to 127, or a text",
         );
     };
     // Without a predicate, one that always holds: the outputs are what the client wants.
@@ -95,13 +130,12 @@ pub(crate) async fn infer(
             format!("salt word {w} is not below {}", agora_zk::FIELD_ORDER),
         );
     }
-    let job = JobInput::Zk {
-        input,
-        salt,
-        threshold,
-    };
     let gw = st.gateway.clone();
     let name = req.model.clone();
+    let embedding_model = req
+        .embedding_model
+        .clone()
+        .unwrap_or_else(|| DEFAULT_EMBEDDING_MODEL.into());
     let result = tokio::task::spawn_blocking(move || {
         let model = gw.resolve_model(&name)?;
         if gw.chain().zk_model(&model)?.is_none() {
@@ -113,21 +147,51 @@ pub(crate) async fn infer(
                 ),
             });
         }
+        // A text is embedded first, by a job of its own (checked by sampling, as any
+        // embedding), and quantized as the classifier was trained.
+        let (input, embedded) = match text {
+            None => (input, None),
+            Some(text) => {
+                let embedder = gw.resolve_model(&embedding_model)?;
+                let done = gw.run(
+                    &key,
+                    embedder,
+                    &JobInput::Embedding { inputs: vec![text] },
+                    JobParams::default(),
+                    &mut |_| ControlFlow::Continue(()),
+                )?;
+                let JobOutput::Embeddings { vectors } = &done.output else {
+                    return Err(crate::Error::Refused {
+                        status: 400,
+                        code: "wrong_model_kind",
+                        message: format!("{embedding_model} is not an embedding model"),
+                    });
+                };
+                let vector = vectors.first().cloned().unwrap_or_default();
+                (agora_zk::train::quantize_input(&vector), Some(done))
+            }
+        };
+        let job = JobInput::Zk {
+            input,
+            salt,
+            threshold,
+        };
         let params = JobParams {
             max_tokens: 1,
             verification: Verification::Zk,
             ..JobParams::default()
         };
-        gw.run(
+        let done = gw.run(
             &key,
             model,
             &job,
             params,
             &mut |_| ControlFlow::Continue(()),
-        )
+        )?;
+        Ok((done, embedded))
     })
     .await;
-    let done = match result {
+    let (done, embedded) = match result {
         Ok(Ok(done)) => done,
         Ok(Err(e)) => return from_error(&e),
         Err(e) => return internal(&e),
@@ -139,7 +203,11 @@ pub(crate) async fn infer(
             format!("{} is not a provable model", req.model),
         );
     };
-    let body = json!({
+    let topic = (Some(claim.model) == topic_id())
+        .then_some(claim.outputs.as_deref())
+        .flatten()
+        .and_then(|scores| agora_zk::topic::TOPICS.get(agora_zk::train::argmax(scores)));
+    let mut body = json!({
         "object": "zk.inference",
         "model": req.model,
         "model_id": claim.model,
@@ -158,5 +226,11 @@ pub(crate) async fn infer(
         },
         "agora": receipt_json(&done),
     });
+    if let Some(embedded) = &embedded {
+        body["embedding_job"] = receipt_json(embedded);
+    }
+    if let Some(topic) = topic {
+        body["topic"] = json!(topic);
+    }
     with_job_header(Json(body).into_response(), &done)
 }

@@ -46,6 +46,8 @@ pub trait Chain: Send + Sync {
     fn block_hash(&self, height: u64) -> Result<Option<Hash>, ClientError>;
     /// A provable model (its verifying key), if registered.
     fn zk_model(&self, id: &Hash) -> Result<Option<crate::ZkModelEntry>, ClientError>;
+    /// The chain's minimum fee per unit of work.
+    fn min_fee(&self) -> Result<agora_types::Amount, ClientError>;
 
     /// Whether `provider` is registered and serving (a convicted one keeps its record and
     /// stake, but serves no more).
@@ -143,5 +145,9 @@ impl Chain for NodeClient {
 
     fn zk_model(&self, id: &Hash) -> Result<Option<crate::ZkModelEntry>, ClientError> {
         NodeClient::zk_model(self, id)
+    }
+
+    fn min_fee(&self) -> Result<agora_types::Amount, ClientError> {
+        Ok(self.status()?.min_fee)
     }
 }

@@ -64,5 +64,6 @@ pub use tx::{
 pub use zk::{
     MAX_PROOF_BYTES, MAX_PROOF_TX_BYTES, MAX_PROOF_TXS_PER_BLOCK, MAX_REGISTER_ROWS,
     MAX_REGISTER_WEIGHTS, MAX_ZK_OUTPUTS, MAX_ZK_VALUE, PROOF_BYTES_PER_UNIT,
-    REGISTER_BYTES_PER_UNIT, ZK_VERIFY_UNITS, ZkClaim, commitment_hash, commitment_words,
+    REGISTER_BYTES_PER_UNIT, ZK_SETTLE_UNITS, ZK_VERIFY_UNITS, ZkClaim, commitment_hash,
+    commitment_words, zk_proof_fee,
 };

@@ -860,7 +860,8 @@ fn the_proofs_page_lists_provable_models_and_an_account_s_attestations() {
         output_hash: claim.output_hash(&proof),
         input_tokens: 5,
         output_tokens: 1,
-        fee: agora_types::job_fee(1_000, 3_000, 5, 1).unwrap(),
+        fee: agora_types::job_fee(1_000, 3_000, 5, 1).unwrap()
+            + agora_types::zk_proof_fee(agora_state::Params::default().min_fee),
     }
     .sign(&key("alice"));
     send(

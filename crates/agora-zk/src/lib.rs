@@ -11,6 +11,8 @@ mod air;
 pub mod model;
 pub mod risk;
 mod stark;
+pub mod topic;
+pub mod train;
 
 pub use air::{Statement, input_commitment};
 pub use model::{Architecture, Layer, ZkModel};

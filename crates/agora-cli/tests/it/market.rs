@@ -145,7 +145,7 @@ fn openai_clients_use_the_devnet_and_every_job_is_settled_for_exactly_its_fee() 
     let audit_jobs = audit_through_the_gateway(&gateway, key.trim());
     let audit_id = audit_jobs[0]["job_id"].as_str().unwrap().to_string();
     let query_jobs = query_through_the_gateway(&gateway, key.trim());
-    let zk_job = zk_through_the_gateway(&gateway, key.trim());
+    let zk_jobs = zk_through_the_gateway(&gateway, key.trim());
     let models: Vec<&str> = r["models"]
         .as_array()
         .unwrap()
@@ -170,7 +170,7 @@ fn openai_clients_use_the_devnet_and_every_job_is_settled_for_exactly_its_fee() 
     let mut jobs = r["jobs"].as_array().unwrap().clone();
     jobs.extend(audit_jobs);
     jobs.extend(query_jobs);
-    jobs.push(zk_job.clone());
+    jobs.extend(zk_jobs.clone());
     let mut fees = 0u128;
     let mut client = String::new();
     for job in &jobs {
@@ -182,9 +182,12 @@ fn openai_clients_use_the_devnet_and_every_job_is_settled_for_exactly_its_fee() 
         client = settled["job"]["client"].as_str().unwrap().to_string();
     }
     assert!(fees > 0);
-    // The proved job was settled with its proof, which the chain verified.
-    let zk = wait_settled(&api, zk_job["job_id"].as_str().unwrap());
-    assert_eq!(zk["job"]["level"], "zk", "{zk}");
+    // The proved jobs were settled with their proofs, which the chain verified.
+    for job in &zk_jobs[..2] {
+        let zk = wait_settled(&api, job["job_id"].as_str().unwrap());
+        assert_eq!(zk["job"]["level"], "zk", "{zk}");
+        assert!(zk["zk"]["proof_bytes"].as_u64().unwrap() > 10_000, "{zk}");
+    }
     let escrow = get(&api, &format!("/v1/market/escrow/{client}")).unwrap();
     assert_eq!(
         escrow["escrow"]["balance"],
@@ -571,30 +574,46 @@ fn audit_through_the_gateway(gateway: &str, key: &str) -> Vec<Value> {
     jobs
 }
 
-/// `POST /v1/zk/infer` on the gateway: the devnet's provider proves the risk scorer's run, the
-/// gateway verifies the proof. Returns the job's receipt.
-fn zk_through_the_gateway(gateway: &str, key: &str) -> Value {
+/// `POST /v1/zk/infer` on the gateway: the devnet's provider proves the risk scorer's run, and
+/// the topic classifier's on a text (embedded by a MiniLM job first); the gateway verifies the
+/// proofs. Returns the jobs' receipts: the two proved jobs, then the embedding job.
+fn zk_through_the_gateway(gateway: &str, key: &str) -> Vec<Value> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
         .into();
+    let infer = |body: Value| -> Value {
+        let mut r = agent
+            .post(&format!("{gateway}/v1/zk/infer"))
+            .header("Authorization", &format!("Bearer {key}"))
+            .send_json(body)
+            .unwrap();
+        let v: Value = r.body_mut().read_json().unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{v}");
+        assert_eq!(v["verified"], true, "{v}");
+        v
+    };
     let input = [40i8, 0, 3, 0, 0, 0, 0, 0];
-    let mut r = agent
-        .post(&format!("{gateway}/v1/zk/infer"))
-        .header("Authorization", &format!("Bearer {key}"))
-        .send_json(serde_json::json!({
-            "model": agora_zk::risk::RISK_MODEL_NAME,
-            "input": input,
-            "threshold": 100,
-        }))
-        .unwrap();
-    let v: Value = r.body_mut().read_json().unwrap();
-    assert_eq!(r.status().as_u16(), 200, "{v}");
-    assert_eq!(v["verified"], true, "{v}");
+    let v = infer(serde_json::json!({
+        "model": agora_zk::risk::RISK_MODEL_NAME,
+        "input": input,
+        "threshold": 100,
+    }));
     let score = agora_zk::risk::risk_model().forward(&input).unwrap()[0];
     assert_eq!(v["outputs"], serde_json::json!([score]), "{v}");
     assert_eq!(v["below"], score < 100, "{v}");
-    v["agora"].clone()
+    let t = infer(serde_json::json!({
+        "model": agora_zk::topic::TOPIC_MODEL_NAME,
+        "input": "Moves an amount of tokens from the sender to the recipient and lowers the \
+                  allowance the owner gave the spender. Emits a Transfer event.",
+    }));
+    assert_eq!(t["topic"], "token", "{t}");
+    assert_eq!(t["outputs"].as_array().unwrap().len(), 8, "{t}");
+    vec![
+        v["agora"].clone(),
+        t["agora"].clone(),
+        t["embedding_job"].clone(),
+    ]
 }
 
 /// `POST /v1/sql` and `POST /v1/forecasts` on the gateway: the analytics model answers at the

@@ -512,6 +512,12 @@ impl Gateway {
     ) -> Result<Completed, Error> {
         let bytes = input.to_bytes();
         let input_hash = input.input_hash();
+        // A proved job pays for its settlement too.
+        let proof_fee = if params.verification == agora_types::Verification::Zk {
+            agora_types::zk_proof_fee(self.chain.min_fee()?)
+        } else {
+            0
+        };
         let (max_input, max_output) = job_bounds(input, &params);
         let chain_id = self.chain.chain_id()?;
         let height = self.chain.height()?;
@@ -519,7 +525,9 @@ impl Gateway {
         for (provider, model) in targets {
             let model = *model;
             let ((p_in, p_out), key) = (provider.prices(), provider.key());
-            let Some(max_fee) = job_fee(p_in, p_out, max_input, max_output) else {
+            let Some(max_fee) =
+                job_fee(p_in, p_out, max_input, max_output).and_then(|f| f.checked_add(proof_fee))
+            else {
                 continue;
             };
             let mut nonce = [0u8; 32];

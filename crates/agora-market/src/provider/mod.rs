@@ -173,6 +173,8 @@ pub struct Provider {
     secret: ProviderSecret,
     info: ProviderInfo,
     chain_id: String,
+    /// The chain's minimum fee per unit of work (what a proved job's settlement costs).
+    min_fee: Amount,
     chain: Arc<dyn Chain>,
     backend: Arc<dyn Backend>,
     config: ProviderConfig,
@@ -216,11 +218,13 @@ impl Provider {
             return Err(Error::UnknownModel(*m));
         }
         let chain_id = chain.chain_id()?;
+        let min_fee = chain.min_fee()?;
         let provider = Provider {
             key,
             secret,
             info,
             chain_id,
+            min_fee,
             chain,
             backend,
             config,
@@ -228,6 +232,16 @@ impl Provider {
         };
         provider.recover()?;
         Ok(provider)
+    }
+
+    /// What a job adds to its tokens' price: for a proved job, its settlement's chain fee
+    /// ([`agora_types::zk_proof_fee`]).
+    fn proof_fee(&self, zk: bool) -> Amount {
+        if zk {
+            agora_types::zk_proof_fee(self.min_fee)
+        } else {
+            0
+        }
     }
 
     /// The provider's account.
@@ -489,6 +503,7 @@ impl Provider {
             input_tokens,
             max_output,
         )
+        .and_then(|f| f.checked_add(self.proof_fee(zk)))
         .ok_or_else(|| refuse(400, "fee_overflow", "the price overflows"))?;
         if worst > req.max_fee {
             return Err(refuse(
@@ -586,6 +601,7 @@ impl Provider {
             served.input_tokens,
             served.output_tokens,
         )
+        .and_then(|f| f.checked_add(self.proof_fee(zk)))
         .unwrap_or(job.worst_fee)
         .min(job.worst_fee);
         let receipt: SignedJobReceipt = JobReceipt {

@@ -104,6 +104,15 @@ fn zk_provider(
         ))
         .unwrap();
     net.block();
+    // A proved job's fee covers its settlement: more escrow than the chat tests need.
+    net.node
+        .submit(&tx(
+            &net.client,
+            nonce + 2,
+            vec![Message::EscrowDeposit { amount: 10 * AGR }],
+        ))
+        .unwrap();
+    net.block();
     let mut backend = InferBackend::default();
     assert_eq!(backend.add_provable(key), id);
     let dir = net.t.dir.path().join(label);
@@ -186,7 +195,11 @@ fn a_proved_job_is_answered_verified_and_paid_in_the_block_that_settles_it() {
     assert_eq!(body["usage"]["completion_tokens"], 3);
     let job_id: Hash = body["agora"]["job_id"].as_str().unwrap().parse().unwrap();
     let fee: u128 = body["agora"]["fee"].as_str().unwrap().parse().unwrap();
-    assert_eq!(fee, job_fee(10_000, 30_000, 8, 3).unwrap());
+    // The tokens' price, and the settlement's chain fee at this chain's minimum (1,000 a unit).
+    assert_eq!(
+        fee,
+        job_fee(10_000, 30_000, 8, 3).unwrap() + agora_types::zk_proof_fee(1_000)
+    );
 
     // Kept on disk until settled; never kept for a check (a proved job is never drawn).
     assert_eq!(files(&dir, "zkjob"), 1);

@@ -415,7 +415,15 @@ impl Executor<'_> {
             provider.info.price_output_per_1k,
             rec.input_tokens,
             rec.output_tokens,
-        );
+        )
+        // A proved job also pays for its settlement, which its provider sends alone.
+        .and_then(|f| {
+            if proved {
+                f.checked_add(agora_types::zk_proof_fee(self.params.min_fee))
+            } else {
+                Some(f)
+            }
+        });
         if expected != Some(rec.fee) {
             return Ok(Err(JobRejection::WrongFee {
                 fee: rec.fee,

@@ -306,7 +306,7 @@ fn zk_job(claim: &ZkClaim, proof: &[u8], level: Verification) -> SettledJob {
             verification: level,
             ..JobParams::default()
         },
-        max_fee: 10_000,
+        max_fee: AGR,
         nonce: Hash([9; 32]),
         expiry_height: 50,
     };
@@ -315,7 +315,8 @@ fn zk_job(claim: &ZkClaim, proof: &[u8], level: Verification) -> SettledJob {
         output_hash: claim.output_hash(proof),
         input_tokens: 6,
         output_tokens: 2,
-        fee: job_fee(1_000, 1_000, 6, 2).unwrap(),
+        // The tokens' price, and the settlement's chain fee (this chain's minimum fee is 10).
+        fee: job_fee(1_000, 1_000, 6, 2).unwrap() + agora_types::zk_proof_fee(10),
     };
     SettledJob {
         request: req.sign(&key(CLIENT)),
