@@ -196,7 +196,10 @@ impl Mempool {
                 });
             }
             // A full pool makes room for a better-paying proof: squatting it costs what the
-            // squatters bid, and whoever outbids them gets in.
+            // squatters bid, and whoever outbids them gets in. The cheapest proof of another
+            // sender goes, with its sender's later transactions (which could not run without
+            // it): the newcomer must pay more per unit than it, and more in all than everything
+            // it evicts, so that no one clears another's queue for less than that queue pays.
             if self.proofs.len() >= self.config.proof_capacity {
                 let units = Amount::from(agora_types::work_units(&tx.tx.messages));
                 let victim = self
@@ -204,17 +207,24 @@ impl Mempool {
                     .iter()
                     .find(|(_, _, h)| self.by_hash[h].tx.tx.sender_address() != sender)
                     .map(|(rate, _, h)| (*h, *rate));
-                match victim {
-                    Some((victim, rate)) if rate < fee_rate(&tx) => self.remove_from(&victim),
-                    other => {
-                        return Err(TxError::MempoolFull {
-                            capacity: self.config.proof_capacity,
-                            lowest_fee: other.map_or(Amount::MAX, |(_, rate)| {
-                                rate.saturating_add(1).saturating_mul(units)
-                            }),
-                        });
-                    }
+                let Some((victim, rate)) = victim else {
+                    return Err(TxError::MempoolFull {
+                        capacity: self.config.proof_capacity,
+                        lowest_fee: Amount::MAX,
+                    });
+                };
+                let evicted = self.fees_from(&victim);
+                let least = rate
+                    .saturating_add(1)
+                    .saturating_mul(units)
+                    .max(evicted.saturating_add(1));
+                if tx.tx.fee < least {
+                    return Err(TxError::MempoolFull {
+                        capacity: self.config.proof_capacity,
+                        lowest_fee: least,
+                    });
                 }
+                self.remove_from(&victim);
             }
         }
         if self.by_hash.len() >= self.config.capacity {
@@ -249,6 +259,20 @@ impl Mempool {
         }
         self.by_hash.insert(hash, entry);
         Ok(())
+    }
+
+    /// The fees of `hash` and every later transaction of its sender.
+    fn fees_from(&self, hash: &Hash) -> Amount {
+        let Some(sender) = self.by_hash.get(hash).map(|e| e.tx.tx.sender_address()) else {
+            return 0;
+        };
+        self.by_sender
+            .get(&sender)
+            .into_iter()
+            .flatten()
+            .skip_while(|h| *h != hash)
+            .map(|h| self.by_hash[h].tx.tx.fee)
+            .fold(0, Amount::saturating_add)
     }
 
     /// Removes `hash` and every later transaction of its sender (which could not run without it).
@@ -456,7 +480,7 @@ mod tests {
             let (t, h) = proof_tx("a", n);
             m.insert(t, h, RICH).unwrap();
         }
-        let (t, a_plain) = tx("a", 4, 10, 1);
+        let (t, a_plain) = tx("a", 4, 5_000, 1);
         m.insert(t, a_plain, RICH).unwrap();
         let b: Vec<Hash> = (0..2)
             .map(|n| {
@@ -477,8 +501,15 @@ mod tests {
         let (t, h) = proof_tx_paying("d", 0, 10_000);
         m.insert(t, h, RICH).unwrap();
         assert!(!m.contains(&b[0]));
-        // A proof in the middle of a sender's queue goes with everything after it.
-        let (t, h) = proof_tx_paying("e", 0, 10_000);
+        // A proof in the middle of a sender's queue goes with everything after it, for a bid
+        // above the rate and above all they pay together (a's last proof and its plain
+        // transaction: 1,000 + 5,000).
+        let (t, h) = proof_tx_paying("e", 0, 2_000);
+        let Err(TxError::MempoolFull { lowest_fee, .. }) = m.insert(t, h, RICH) else {
+            panic!("a bid above the rate but below the queue's fees takes nothing");
+        };
+        assert_eq!(lowest_fee, 6_001);
+        let (t, h) = proof_tx_paying("e", 0, 6_001);
         m.insert(t, h, RICH).unwrap();
         assert!(!m.contains(&proof_tx("a", 3).1) && !m.contains(&a_plain));
         assert!(m.contains(&proof_tx("a", 2).1));

@@ -11,6 +11,9 @@
 //!  "salt": [w0, …, w7],               (optional: the commitment's salt; random by default)
 //!  "verification": "zk"}             (optional: a provable model's jobs are always "zk")
 //! ```
+//! A text's proof covers the classifier's run on the vector the embedding job returned; that job
+//! is checked as any embedding is (sampled), not proved.
+//!
 //! The answer carries the outputs, the claim the proof shows (with the input commitment, which the
 //! request signed), the salt that opens the commitment, the proof (base64), and the job's receipt
 //! in `agora`.
@@ -35,8 +38,9 @@ enum ZkInput {
     Text(String),
 }
 
-/// The embedding model a text input goes through by default.
+/// The embedding model a text input goes through by default, and its vectors' size.
 const DEFAULT_EMBEDDING_MODEL: &str = "all-minilm-l6-v2";
+const MINILM_DIMS: usize = 384;
 
 /// The topic classifier's id (computed once): its answers name the topic.
 fn topic_id() -> Option<agora_types::Hash> {
@@ -138,7 +142,7 @@ pub(crate) async fn infer(
         .unwrap_or_else(|| DEFAULT_EMBEDDING_MODEL.into());
     let result = tokio::task::spawn_blocking(move || {
         let model = gw.resolve_model(&name)?;
-        if gw.chain().zk_model(&model)?.is_none() {
+        let Some(entry) = gw.chain().zk_model(&model)? else {
             return Err(crate::Error::Refused {
                 status: 400,
                 code: "not_provable",
@@ -146,7 +150,19 @@ pub(crate) async fn infer(
                     "{name} is not a provable model; GET /v1/zk/models on a node lists them"
                 ),
             });
+        };
+        let inputs = entry.layers.first().map_or(0, |l| l.0 as usize);
+        // A text is for a classifier over embeddings: checked before the embedding is paid.
+        if text.is_some() && inputs != MINILM_DIMS {
+            return Err(crate::Error::Refused {
+                status: 400,
+                code: "invalid_input",
+                message: format!(
+                    "{name} takes {inputs} integers, not a text (a text is embedded into {MINILM_DIMS} values)"
+                ),
+            });
         }
+        let is_topic = Some(model) == topic_id();
         // A text is embedded first, by a job of its own (checked by sampling, as any
         // embedding), and quantized as the classifier was trained.
         let (input, embedded) = match text {
@@ -167,8 +183,24 @@ pub(crate) async fn infer(
                         message: format!("{embedding_model} is not an embedding model"),
                     });
                 };
-                let vector = vectors.first().cloned().unwrap_or_default();
-                (agora_zk::train::quantize_input(&vector), Some(done))
+                let [vector] = vectors.as_slice() else {
+                    return Err(crate::Error::Refused {
+                        status: 502,
+                        code: "embedding_mismatch",
+                        message: format!("{embedding_model} did not return one vector"),
+                    });
+                };
+                if vector.len() != inputs {
+                    return Err(crate::Error::Refused {
+                        status: 400,
+                        code: "embedding_mismatch",
+                        message: format!(
+                            "{embedding_model} gives {} values, {name} takes {inputs}",
+                            vector.len()
+                        ),
+                    });
+                }
+                (agora_zk::train::quantize_input(vector), Some(done))
             }
         };
         let job = JobInput::Zk {
@@ -188,10 +220,10 @@ pub(crate) async fn infer(
             params,
             &mut |_| ControlFlow::Continue(()),
         )?;
-        Ok((done, embedded))
+        Ok((done, embedded, is_topic))
     })
     .await;
-    let (done, embedded) = match result {
+    let (done, embedded, is_topic) = match result {
         Ok(Ok(done)) => done,
         Ok(Err(e)) => return from_error(&e),
         Err(e) => return internal(&e),
@@ -203,7 +235,7 @@ pub(crate) async fn infer(
             format!("{} is not a provable model", req.model),
         );
     };
-    let topic = (Some(claim.model) == topic_id())
+    let topic = is_topic
         .then_some(claim.outputs.as_deref())
         .flatten()
         .and_then(|scores| agora_zk::topic::TOPICS.get(agora_zk::train::argmax(scores)));

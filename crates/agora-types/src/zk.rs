@@ -29,10 +29,9 @@ pub const MAX_REGISTER_ROWS: (usize, usize) = (1 << 13, 1 << 12);
 /// Model-file bytes per further work unit of a registration (a byte is about a weight, and 8
 /// weights cost the chain's setup about what a signature check costs).
 pub const REGISTER_BYTES_PER_UNIT: usize = 8;
-/// Work units of the largest `SettleZkJob` (its verification, and its proof's bytes at the
-/// largest proof transaction): what a proved job's fee adds so that its settlement pays for itself.
-pub const ZK_SETTLE_UNITS: u64 =
-    ZK_VERIFY_UNITS + (MAX_PROOF_TX_BYTES / PROOF_BYTES_PER_UNIT) as u64;
+/// Work units of the largest `SettleZkJob` (its verification, and the bytes of the largest proof):
+/// what a proved job's fee adds so that its settlement pays for itself.
+pub const ZK_SETTLE_UNITS: u64 = ZK_VERIFY_UNITS + (MAX_PROOF_BYTES / PROOF_BYTES_PER_UNIT) as u64;
 
 /// What a proved job's fee adds to its tokens' price: the chain's fee for its settlement at the
 /// minimum fee per unit, `min_fee` ([`ZK_SETTLE_UNITS`] units). The chain checks it exactly.

@@ -219,6 +219,9 @@ impl Provider {
         }
         let chain_id = chain.chain_id()?;
         let min_fee = chain.min_fee()?;
+        // Below the chain's minimum its transactions would be refused.
+        let mut config = config;
+        config.settle_tx_fee = config.settle_tx_fee.max(min_fee);
         let provider = Provider {
             key,
             secret,
@@ -283,6 +286,11 @@ impl Provider {
 
     /// Builds, signs and submits a transaction with the provider's next nonce.
     fn submit(&self, messages: Vec<Message>) -> Result<Hash, Error> {
+        self.submit_at(messages, self.config.settle_tx_fee)
+    }
+
+    /// [`Self::submit`] paying `per_unit` per unit of work.
+    fn submit_at(&self, messages: Vec<Message>, per_unit: Amount) -> Result<Hash, Error> {
         let on_chain = self.chain.nonce(&self.address())?;
         let nonce = {
             let mut books = self.books();
@@ -294,10 +302,7 @@ impl Provider {
             chain_id: self.chain_id.clone(),
             sender: self.key.public(),
             nonce,
-            fee: self
-                .config
-                .settle_tx_fee
-                .saturating_mul(Amount::from(agora_types::work_units(&messages))),
+            fee: per_unit.saturating_mul(Amount::from(agora_types::work_units(&messages))),
             messages,
         }
         .sign(&self.key);

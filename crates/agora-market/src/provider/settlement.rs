@@ -159,7 +159,8 @@ impl Provider {
             claim: pending.claim.clone(),
             proof: pending.proof.clone(),
         };
-        match self.submit(vec![message]) {
+        // At the chain's minimum fee: what the job's fee includes for it (`zk_proof_fee`).
+        match self.submit_at(vec![message], self.min_fee) {
             Ok(hash) => {
                 self.books().submitted_zk.push(InFlight {
                     pending,

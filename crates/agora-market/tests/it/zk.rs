@@ -249,6 +249,12 @@ fn a_proved_job_is_answered_verified_and_paid_in_the_block_that_settles_it() {
             400,
             "invalid_salt",
         ),
+        // A text is for a classifier over embeddings: refused before any embedding is paid.
+        (
+            serde_json::json!({"model": "tiny-zk", "input": "a text"}),
+            400,
+            "invalid_input",
+        ),
         (
             serde_json::json!({"model": "tiny-chat", "input": input}),
             400,
