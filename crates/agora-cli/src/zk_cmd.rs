@@ -187,20 +187,6 @@ fn parse_salt(s: &str) -> Result<[u32; 8]> {
         .map_err(|_| anyhow::anyhow!("a salt is 8 comma-separated words"))
 }
 
-fn random_salt() -> Result<[u32; 8]> {
-    use rand_core::RngCore;
-    let mut bytes = [0u8; 32];
-    rand_core::OsRng
-        .try_fill_bytes(&mut bytes)
-        .map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-    let mut salt = [0u32; 8];
-    for (w, c) in salt.iter_mut().zip(bytes.chunks(4)) {
-        // Below BabyBear's modulus: 27 random bits.
-        *w = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) & 0x07ff_ffff;
-    }
-    Ok(salt)
-}
-
 pub fn zk(home: PathBuf, cmd: ZkCommand) -> Result<()> {
     match cmd {
         ZkCommand::Model {
@@ -312,7 +298,7 @@ pub fn zk(home: PathBuf, cmd: ZkCommand) -> Result<()> {
             let salt = match salt {
                 Some(s) => parse_salt(&s)?,
                 None => {
-                    let s = random_salt()?;
+                    let s = agora_zk::random_salt()?;
                     let words: Vec<String> = s.iter().map(|w| w.to_string()).collect();
                     println!(
                         "salt {} (keep it: it opens the commitment)",

@@ -63,18 +63,6 @@ struct ZkRequest {
     verification: Option<Verification>,
 }
 
-/// A random salt: eight words below BabyBear's modulus.
-fn random_salt() -> [u32; 8] {
-    let mut bytes = [0u8; 32];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
-    let mut salt = [0u32; 8];
-    for (w, c) in salt.iter_mut().zip(bytes.chunks(4)) {
-        // 27 random bits: below the modulus 2^31 − 2^27 + 1.
-        *w = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) & 0x07ff_ffff;
-    }
-    salt
-}
-
 pub(crate) async fn infer(
     State(st): State<OpenAiState>,
     headers: HeaderMap,
@@ -126,7 +114,13 @@ pub(crate) async fn infer(
             format!("`threshold` is within ±{MAX_ZK_VALUE}"),
         );
     }
-    let salt = req.salt.unwrap_or_else(random_salt);
+    let salt = match req.salt {
+        Some(salt) => salt,
+        None => match agora_zk::random_salt() {
+            Ok(salt) => salt,
+            Err(e) => return internal(&e),
+        },
+    };
     if let Some(w) = salt.iter().find(|&&w| w >= agora_zk::FIELD_ORDER) {
         return oai_error(
             400,

@@ -792,6 +792,10 @@ fn the_proofs_page_lists_provable_models_and_an_account_s_attestations() {
     assert!(mine.contains("private"), "the outputs stay private: {mine}");
     assert!(mine.contains("data-next-seq>1<"), "{mine}");
     assert!(
+        mine.contains("data-zk-jobs") && mine.contains("/v1/zk/infer"),
+        "{mine}"
+    );
+    assert!(
         unescape(&page(&t, "/")).contains("href=\"/zk\""),
         "in the navigation"
     );

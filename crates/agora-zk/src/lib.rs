@@ -21,6 +21,21 @@ pub use stark::{Context, MAX_PROOF_BYTES, ProvingKey, VerifyingKey, verify};
 /// BabyBear's modulus, 2^31 − 2^27 + 1: a salt word must be below it.
 pub const FIELD_ORDER: u32 = 0x7800_0001;
 
+/// A random salt for an input commitment: eight words below [`FIELD_ORDER`] (27 random bits each),
+/// from the system's randomness.
+pub fn random_salt() -> Result<[u32; 8], Error> {
+    use rand::TryRng as _;
+    let mut bytes = [0u8; 32];
+    rand::rngs::SysRng
+        .try_fill_bytes(&mut bytes)
+        .map_err(|e| Error::Prove(format!("no randomness from the system: {e}")))?;
+    let mut salt = [0u32; 8];
+    for (w, c) in salt.iter_mut().zip(bytes.chunks(4)) {
+        *w = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) & 0x07ff_ffff;
+    }
+    Ok(salt)
+}
+
 /// Everything that can go wrong, each with a clear reason.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
