@@ -175,6 +175,7 @@ fn chat(args: &InferBenchArgs, cache: &ModelCache, threads: usize, runs: usize) 
         answer_ratio.push(answer_score.as_secs_f64() / gen_time.as_secs_f64() * 100.0);
     }
     let chat_peak = peak_rss();
+    let batched = batched_generation(llama, &prompt, runs)?;
     println!("  prompt processing      {:>8.1} tokens/s", median(pp));
     println!("  generation (batch 1)   {:>8.1} tokens/s", median(tg));
     println!("  time to first token    {:>8.1} ms", median(ttft));
@@ -188,10 +189,68 @@ fn chat(args: &InferBenchArgs, cache: &ModelCache, threads: usize, runs: usize) 
         "    the answer alone       {:>6.1} % of generating it (prompt pass left out of both)",
         median(answer_ratio)
     );
+    for (batch, rate, pass_ms) in batched {
+        println!(
+            "  generation (batch {batch:>2})  {rate:>8.1} tokens/s  ({pass_ms:.1} ms per pass)"
+        );
+    }
     if let Some(b) = chat_peak {
         println!("  peak RSS (chat)        {:>8.1} MB", b as f64 / 1e6);
     }
     Ok(())
+}
+
+/// Continuous batching's core: `batch` sequences (each after a 64-token prompt) generating
+/// together, one batched pass per token. Returns (batch, tokens/s, ms per pass), medians.
+fn batched_generation(
+    llama: &agora_infer::llama::Llama,
+    prompt: &[u32],
+    runs: usize,
+) -> Result<Vec<(usize, f64, f64)>> {
+    use agora_infer::llama::Step;
+    const PASSES: usize = 32;
+    let prompt = &prompt[..prompt.len().min(64)];
+    let mut out = Vec::new();
+    for batch in [1usize, 4, 16, 64] {
+        let mut rates = Vec::new();
+        let mut pass_ms = Vec::new();
+        for _ in 0..runs {
+            let mut caches: Vec<_> = (0..batch).map(|_| llama.new_cache()).collect();
+            let mut next = Vec::new();
+            for (i, cache) in caches.iter_mut().enumerate() {
+                // Each sequence its own prompt: the benchmark text from a different place.
+                let mut p = prompt.to_vec();
+                p.rotate_left(i % prompt.len());
+                llama.reserve(cache, p.len() + PASSES + 1);
+                let logits = llama.forward(cache, &p, p.len() - 1..p.len())?;
+                next.push([sample::argmax(&logits)]);
+            }
+            let mut logits = Vec::new();
+            let vocab = llama.config.vocab;
+            let t = Instant::now();
+            for _ in 0..PASSES {
+                let mut steps: Vec<Step<'_>> = caches
+                    .iter_mut()
+                    .zip(&next)
+                    .map(|(cache, token)| Step {
+                        cache,
+                        tokens: &token[..],
+                        logits_for: 0..1,
+                    })
+                    .collect();
+                llama.forward_batch(&mut steps, &mut logits)?;
+                drop(steps);
+                for (i, token) in next.iter_mut().enumerate() {
+                    *token = [sample::argmax(&logits[i * vocab..(i + 1) * vocab])];
+                }
+            }
+            let took = t.elapsed().as_secs_f64();
+            rates.push((batch * PASSES) as f64 / took);
+            pass_ms.push(took / PASSES as f64 * 1e3);
+        }
+        out.push((batch, median(rates), median(pass_ms)));
+    }
+    Ok(out)
 }
 
 fn embed(args: &InferBenchArgs, cache: &ModelCache, threads: usize, runs: usize) -> Result<()> {

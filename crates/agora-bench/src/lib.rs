@@ -14,6 +14,7 @@ mod ledger;
 mod market;
 pub mod network;
 pub mod search;
+pub mod serve;
 pub mod verify;
 pub mod web;
 pub mod yuma;
@@ -94,6 +95,10 @@ pub enum BenchCommand {
     /// Zero-knowledge proofs of inference: setup, proving time, proof size, verification time
     /// and memory for MLPs from 1 thousand to 1 million weights.
     Zk(zk::ZkBenchArgs),
+    /// A provider under load through the gateway: generated tokens/s, latency and time to the
+    /// first token (p50, p99) for 1, 4, 16 and 64 concurrent streamed clients, beside llama.cpp's
+    /// server on the same GGUF with the same threads (`--llama-server`, `--llama-cpp-python`).
+    Serve(serve::ServeBenchArgs),
     /// The compute market on-chain: client-signed jobs with provider-signed receipts settled
     /// (`SettleJobs`, every signature checked) and committed per second.
     Market {
@@ -150,6 +155,7 @@ pub fn run(cmd: BenchCommand, models: &std::path::Path) -> Result<()> {
         BenchCommand::Search(args) => crate::search::run(args, models),
         BenchCommand::Data(args) => crate::data::run(args, models),
         BenchCommand::Zk(args) => crate::zk::run(args, models),
+        BenchCommand::Serve(args) => crate::serve::run(args, models),
         BenchCommand::Invariants { seconds, seed } => invariants(seconds, seed),
         BenchCommand::Market {
             jobs,

@@ -211,13 +211,33 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-/// Node, provider (the real chat model) and gateway in this process; requests over HTTP.
-pub(crate) fn market_gateway(
+/// Node, provider (the real chat model, on `threads` threads) and gateway in this process, the
+/// gateway's keys `bench-0` … `bench-{tenants - 1}` paying from one funded client.
+pub(crate) struct GatewayFixture {
+    pub(crate) rt: tokio::runtime::Runtime,
+    stop_tx: tokio::sync::watch::Sender<bool>,
+    /// The gateway's base URL.
+    pub(crate) gw: String,
+    pub(crate) model: std::sync::Arc<agora_infer::chat::ChatModel>,
+    pub(crate) spec: agora_infer::models::ModelSpec,
+    pub(crate) chain: std::sync::Arc<agora_market::HttpChain>,
+    pub(crate) threads: usize,
+    _dir: tempfile::TempDir,
+}
+
+impl GatewayFixture {
+    pub(crate) fn stop(self) {
+        let _ = self.stop_tx.send(true);
+        drop(self.rt);
+    }
+}
+
+pub(crate) fn gateway_fixture(
     models_dir: &std::path::Path,
-    requests: usize,
-    max_tokens: u32,
-) -> Result<()> {
-    use agora_infer::chat::{ChatModel, GenParams, Message as ChatMsg};
+    tenants: usize,
+    threads: usize,
+) -> Result<GatewayFixture> {
+    use agora_infer::chat::ChatModel;
     use agora_infer::models::{self, ModelCache};
     use agora_market::{
         Gateway, HttpChain, InferBackend, OpenAiState, Provider, ProviderConfig, ProviderSecret,
@@ -229,7 +249,6 @@ pub(crate) fn market_gateway(
 
     let spec = models::SMOLLM2;
     let installed = ModelCache::new(models_dir).ensure_reporting(&spec)?;
-    let threads = agora_infer::default_threads();
     let model = Arc::new(ChatModel::load(&installed.weights, threads)?);
     let model_id: Hash = spec.id.parse()?;
     let (provider_key, client) = (
@@ -337,7 +356,7 @@ pub(crate) fn market_gateway(
     let state = OpenAiState::new(
         Arc::new(Gateway::new(chain.clone())), // A key per load client: one tenant's requests in flight are limited
         // (`Limits::GATEWAY_PER_KEY`), and each client here stands for a tenant.
-        (0..64)
+        (0..tenants)
             .map(|i| (format!("bench-{i}"), client.clone()))
             .collect(),
     );
@@ -355,6 +374,36 @@ pub(crate) fn market_gateway(
         }
     });
 
+    Ok(GatewayFixture {
+        rt,
+        stop_tx,
+        gw,
+        model,
+        spec,
+        chain,
+        threads,
+        _dir: dir,
+    })
+}
+
+/// Node, provider (the real chat model) and gateway in this process; requests over HTTP.
+pub(crate) fn market_gateway(
+    models_dir: &std::path::Path,
+    requests: usize,
+    max_tokens: u32,
+) -> Result<()> {
+    use agora_infer::chat::{GenParams, Message as ChatMsg};
+    let fixture = gateway_fixture(models_dir, 64, agora_infer::default_threads())?;
+    let GatewayFixture {
+        gw,
+        model,
+        spec,
+        chain,
+        threads,
+        ..
+    } = &fixture;
+    let (gw, model, spec, chain, threads) =
+        (gw.clone(), model.clone(), *spec, chain.clone(), *threads);
     let question = "Explain in one sentence what a blockchain is.";
     let body = serde_json::json!({
         "model": spec.name,
@@ -484,7 +533,6 @@ pub(crate) fn market_gateway(
     if charged != fees {
         bail!("the client was charged {charged}, its answers' receipts say {fees}");
     }
-    let _ = stop_tx.send(true);
-    drop(rt);
+    fixture.stop();
     Ok(())
 }

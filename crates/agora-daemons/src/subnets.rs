@@ -48,7 +48,7 @@ pub fn weak_backend(models_dir: &Path, threads: usize) -> Result<(Hash, InferBac
         .context("no chat model in the catalog")?;
     let installed = ModelCache::new(models_dir).ensure_reporting(spec)?;
     let mut model = ChatModel::load(&installed.weights, threads)?;
-    model.llama.keep_layers(WEAK_LAYERS);
+    model.keep_layers(WEAK_LAYERS)?;
     let id = cut_model_id(&spec.id.parse()?, WEAK_LAYERS);
     let mut backend = InferBackend::default();
     backend.add_chat(id, Arc::new(model));

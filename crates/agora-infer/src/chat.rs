@@ -3,12 +3,14 @@
 
 use std::ops::ControlFlow;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+use crate::batch::{BatchConfig, Batcher, Event, Job};
 use crate::gguf::Gguf;
 use crate::llama::{KvCache, Llama};
 use crate::sample::{self, SamplingParams};
@@ -120,15 +122,19 @@ fn messages_value(messages: &[Message]) -> minijinja::Value {
         .collect()
 }
 
-/// A chat model: weights, tokenizer and template, loaded once and shared by many requests.
+/// A chat model: weights, tokenizer and template, loaded once and shared by many requests, which
+/// it generates for together ([`crate::batch`]).
 #[derive(Debug)]
 pub struct ChatModel {
-    pub llama: Llama,
+    pub llama: Arc<Llama>,
     pub tokenizer: BpeTokenizer,
     template: Option<String>,
     stop: Vec<u32>,
     context: usize,
-    prefixes: Mutex<Prefixes>,
+    prefixes: Arc<Mutex<Prefixes>>,
+    batching: BatchConfig,
+    /// Started by the first generation.
+    batcher: OnceLock<Result<Batcher, String>>,
 }
 
 /// Token sequences recently run, with their keys and values, least recently used first. A request
@@ -140,7 +146,7 @@ pub struct ChatModel {
 /// reuse it: otherwise the time to the first token would tell one client whether another had sent a
 /// prompt that starts the same way.
 #[derive(Debug, Default)]
-struct Prefixes {
+pub(crate) struct Prefixes {
     entries: Vec<Entry>,
 }
 
@@ -151,57 +157,17 @@ struct Entry {
     cache: KvCache,
 }
 
-impl ChatModel {
-    /// Loads a GGUF chat model with `threads` compute threads and the default context bound.
-    pub fn load(path: &Path, threads: usize) -> Result<Self, Error> {
-        let g = Gguf::open(path)?;
-        let tokenizer = BpeTokenizer::from_gguf(&g)?;
-        let template = g
-            .metadata
-            .get("tokenizer.chat_template")
-            .and_then(|v| v.as_str())
-            .map(str::to_owned);
-        drop(g);
-        let llama = Llama::load(path, threads)?;
-        if tokenizer.vocab_size() != llama.config.vocab {
-            return Err(Error::BadModel(format!(
-                "the tokenizer has {} tokens, the model {}",
-                tokenizer.vocab_size(),
-                llama.config.vocab
-            )));
-        }
-        let mut stop: Vec<u32> = tokenizer.eos.into_iter().collect();
-        for t in ["<|im_end|>", "<|endoftext|>", "<|eot_id|>"] {
-            if let Some(id) = tokenizer.token_id(t) {
-                stop.push(id);
-            }
-        }
-        stop.sort_unstable();
-        stop.dedup();
-        let context = llama.config.context.min(DEFAULT_CONTEXT);
-        Ok(Self {
-            llama,
-            tokenizer,
-            template,
-            stop,
-            context,
-            prefixes: Mutex::default(),
-        })
-    }
-
-    /// Drops every kept prefix (see [`Self::generate`]): the next request runs its whole prompt.
-    pub fn clear_prefixes(&self) {
-        self.prefixes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entries
-            .clear();
-    }
-
+impl Prefixes {
     /// A cache holding the longest prefix of `seq` kept in `scope`, at most `most` tokens long, and
     /// its length (an empty cache and 0 when none is worth reusing).
-    fn reuse(&self, scope: &[u8], seq: &[u32], most: usize) -> (KvCache, usize) {
-        let mut kept = self.prefixes.lock().unwrap_or_else(|e| e.into_inner());
+    pub(crate) fn reuse(
+        &mut self,
+        llama: &Llama,
+        scope: &[u8],
+        seq: &[u32],
+        most: usize,
+    ) -> (KvCache, usize) {
+        let kept = self;
         let best = kept
             .entries
             .iter()
@@ -219,18 +185,18 @@ impl ChatModel {
                 kept.entries.push(entry);
                 (cache, n)
             }
-            _ => (self.llama.new_cache(), 0),
+            _ => (llama.new_cache(), 0),
         }
     }
 
     /// Keeps `cache`, which holds the keys and values of `tokens`, for later requests of `scope`,
     /// dropping the least recently used beyond [`PREFIX_BYTES`].
-    fn keep(&self, scope: &[u8], tokens: Vec<u32>, cache: KvCache) {
+    pub(crate) fn keep(&mut self, scope: &[u8], tokens: Vec<u32>, cache: KvCache) {
         if tokens.len() != cache.len() || tokens.len() < MIN_PREFIX || cache.bytes() > PREFIX_BYTES
         {
             return;
         }
-        let mut kept = self.prefixes.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = self;
         let mine = |e: &Entry| e.scope == scope;
         if let Some(i) = kept
             .entries
@@ -255,6 +221,96 @@ impl ChatModel {
             let dropped = kept.entries.remove(0);
             bytes -= dropped.cache.bytes();
         }
+    }
+}
+
+impl ChatModel {
+    /// Loads a GGUF chat model with `threads` compute threads and the default context bound.
+    pub fn load(path: &Path, threads: usize) -> Result<Self, Error> {
+        let g = Gguf::open(path)?;
+        let tokenizer = BpeTokenizer::from_gguf(&g)?;
+        let template = g
+            .metadata
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned);
+        drop(g);
+        let llama = Arc::new(Llama::load(path, threads)?);
+        if tokenizer.vocab_size() != llama.config.vocab {
+            return Err(Error::BadModel(format!(
+                "the tokenizer has {} tokens, the model {}",
+                tokenizer.vocab_size(),
+                llama.config.vocab
+            )));
+        }
+        let mut stop: Vec<u32> = tokenizer.eos.into_iter().collect();
+        for t in ["<|im_end|>", "<|endoftext|>", "<|eot_id|>"] {
+            if let Some(id) = tokenizer.token_id(t) {
+                stop.push(id);
+            }
+        }
+        stop.sort_unstable();
+        stop.dedup();
+        let context = llama.config.context.min(DEFAULT_CONTEXT);
+        Ok(Self {
+            llama,
+            tokenizer,
+            template,
+            stop,
+            context,
+            prefixes: Arc::default(),
+            batching: BatchConfig::default(),
+            batcher: OnceLock::new(),
+        })
+    }
+
+    /// Drops every kept prefix (see [`Self::generate`]): the next request runs its whole prompt.
+    pub fn clear_prefixes(&self) {
+        self.prefixes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entries
+            .clear();
+    }
+
+    /// Keeps only the first `layers` transformer blocks ([`Llama::keep_layers`]); before the first
+    /// generation only.
+    pub fn keep_layers(&mut self, layers: usize) -> Result<(), Error> {
+        Arc::get_mut(&mut self.llama)
+            .ok_or_else(|| {
+                Error::Runtime("the model is in use: cut its layers before serving".into())
+            })?
+            .keep_layers(layers);
+        Ok(())
+    }
+
+    /// Sets how much the batch of concurrent generations may hold; before the first generation
+    /// only (later it changes nothing).
+    pub fn set_batching(&mut self, config: BatchConfig) {
+        self.batching = config;
+    }
+
+    /// What the batch of concurrent generations has done (all zero before the first).
+    pub fn batch_stats(&self) -> crate::batch::BatchStats {
+        match self.batcher.get() {
+            Some(Ok(b)) => *b.stats.lock().unwrap_or_else(|e| e.into_inner()),
+            _ => Default::default(),
+        }
+    }
+
+    fn batcher(&self) -> Result<&Batcher, Error> {
+        self.batcher
+            .get_or_init(|| {
+                Batcher::start(
+                    self.llama.clone(),
+                    self.prefixes.clone(),
+                    self.stop.clone(),
+                    self.batching,
+                )
+                .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| Error::Runtime(e.clone()))
     }
 
     /// Sets how many positions (prompt + answer) a request may use, up to the model's own context.
@@ -360,46 +416,62 @@ impl ChatModel {
     ) -> Result<Generation, Error> {
         params.sampling.validate()?;
         self.check_prompt(prompt)?;
-        let start = Instant::now();
-        let (mut cache, cached) = self.reuse(scope, prompt, prompt.len() - 1);
-        let mut logits = self.llama.forward(
-            &mut cache,
-            &prompt[cached..],
-            prompt.len() - 1 - cached..prompt.len() - cached,
-        )?;
-        let prompt_time = start.elapsed();
-        let start = Instant::now();
+        let (events, received) = mpsc::channel();
+        // Tells the batch to drop the sequence however this call ends (a stopped stream, a
+        // panicking callback).
+        struct CancelOnDrop(Arc<AtomicBool>);
+        impl Drop for CancelOnDrop {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
+        self.batcher()?.submit(Job {
+            scope: scope.to_vec(),
+            prompt: prompt.to_vec(),
+            params: *params,
+            limit: self.context,
+            events,
+            cancel: cancel.0.clone(),
+        })?;
+        let mut start = Instant::now();
+        let (mut cached, mut prompt_time) = (0, Duration::ZERO);
         let mut tokens = Vec::new();
         let mut text = String::new();
         let mut stream = TextStream::default();
         let finish = loop {
-            if tokens.len() >= params.max_tokens as usize {
-                break Finish::Length;
+            let event = received
+                .recv()
+                .map_err(|_| Error::Runtime("the model's batch thread has stopped".into()))?;
+            match event {
+                Event::Started {
+                    cached: c,
+                    prompt_time: t,
+                } => {
+                    (cached, prompt_time) = (c, t);
+                    start = Instant::now();
+                }
+                Event::Token(token) => {
+                    tokens.push(token);
+                    if self.stop.contains(&token) {
+                        continue;
+                    }
+                    let piece = stream.push(self.tokenizer.token_bytes(token));
+                    text.push_str(&piece);
+                    if on_piece(Piece {
+                        token,
+                        text: &piece,
+                    })
+                    .is_break()
+                    {
+                        break Finish::Cancelled;
+                    }
+                }
+                Event::Done(finish) => break finish,
+                Event::Failed(e) => return Err(e),
             }
-            let token = sample::sample(&logits, &params.sampling, tokens.len() as u64);
-            tokens.push(token);
-            if self.stop.contains(&token) {
-                break Finish::Stop;
-            }
-            let piece = stream.push(self.tokenizer.token_bytes(token));
-            text.push_str(&piece);
-            if on_piece(Piece {
-                token,
-                text: &piece,
-            })
-            .is_break()
-            {
-                break Finish::Cancelled;
-            }
-            if cache.len() + 1 > self.context || tokens.len() >= params.max_tokens as usize {
-                break Finish::Length;
-            }
-            self.llama
-                .forward_into(&mut cache, &[token], 0..1, &mut logits)?;
         };
-        // The cache holds the prompt and every output token but the last (never fed back).
-        let fed = cache.len() - prompt.len();
-        self.keep(scope, [prompt, &tokens[..fed]].concat(), cache);
+        drop(cancel);
         let rest = stream.finish();
         if !rest.is_empty() {
             text.push_str(&rest);
@@ -453,7 +525,11 @@ impl ChatModel {
         let mut feed = Vec::with_capacity(prompt.len() + first);
         feed.extend_from_slice(prompt);
         feed.extend_from_slice(&output[..first.saturating_sub(1)]);
-        let (mut cache, cached) = self.reuse(&[], &feed, prompt.len() - 1);
+        let (mut cache, cached) = self
+            .prefixes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reuse(&self.llama, &[], &feed, prompt.len() - 1);
         let at = prompt.len() - 1 - cached;
         let mut pending = self
             .llama
@@ -500,7 +576,10 @@ impl ChatModel {
                 .forward_into(&mut cache, feed, 0..feed.len(), &mut pending)?;
         }
         let fed = cache.len() - prompt.len();
-        self.keep(&[], [prompt, &output[..fed]].concat(), cache);
+        self.prefixes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keep(&[], [prompt, &output[..fed]].concat(), cache);
         let first_failure = checks.iter().position(|c| !c.ok);
         let max_margin = checks.iter().map(|c| c.margin).fold(0f32, f32::max);
         Ok(Score {

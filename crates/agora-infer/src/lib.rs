@@ -3,6 +3,7 @@
 //! - [`llama`]: quantized llama generation from GGUF files, on kernels of our own ([`kernels`]).
 //! - [`gguf`]: the GGUF reader (and a writer, for tests that build tiny models).
 
+pub mod batch;
 pub mod bert;
 pub mod chat;
 pub mod fmath;

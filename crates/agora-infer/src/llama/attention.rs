@@ -128,12 +128,12 @@ crate::kernels::multiversion! {
             let q_r = &q[r0 * hd..(r0 + n) * hd];
             let s_r = &mut scores[r0 * stride..(r0 + n) * stride];
             match n {
-                6 => scores_block::<6>(q_r, kt, cap, offset, stride, hd, s_r),
-                5 => scores_block::<5>(q_r, kt, cap, offset, stride, hd, s_r),
-                4 => scores_block::<4>(q_r, kt, cap, offset, stride, hd, s_r),
-                3 => scores_block::<3>(q_r, kt, cap, offset, stride, hd, s_r),
-                2 => scores_block::<2>(q_r, kt, cap, offset, stride, hd, s_r),
-                _ => scores_block::<1>(q_r, kt, cap, offset, stride, hd, s_r),
+                6 => scores_block::<6, 16>(q_r, kt, cap, offset, stride, hd, s_r),
+                5 => scores_block::<5, 16>(q_r, kt, cap, offset, stride, hd, s_r),
+                4 => scores_block::<4, 16>(q_r, kt, cap, offset, stride, hd, s_r),
+                3 => scores_block::<3, 32>(q_r, kt, cap, offset, stride, hd, s_r),
+                2 => scores_block::<2, 32>(q_r, kt, cap, offset, stride, hd, s_r),
+                _ => scores_block::<1, 64>(q_r, kt, cap, offset, stride, hd, s_r),
             }
         }
         let mut sums = [0f32; ROW_BLOCK];
@@ -181,12 +181,12 @@ crate::kernels::multiversion! {
             // The positions every row of the block sees, together; then each row's last ones.
             let common = span_of(r0);
             match n {
-                6 => values_block::<6>(w_r, stride, vc, kv_dim, offset, common, hd, o_r),
-                5 => values_block::<5>(w_r, stride, vc, kv_dim, offset, common, hd, o_r),
-                4 => values_block::<4>(w_r, stride, vc, kv_dim, offset, common, hd, o_r),
-                3 => values_block::<3>(w_r, stride, vc, kv_dim, offset, common, hd, o_r),
-                2 => values_block::<2>(w_r, stride, vc, kv_dim, offset, common, hd, o_r),
-                _ => values_block::<1>(w_r, stride, vc, kv_dim, offset, common, hd, o_r),
+                6 => values_block::<6, 16>(w_r, stride, vc, kv_dim, offset, common, hd, o_r),
+                5 => values_block::<5, 16>(w_r, stride, vc, kv_dim, offset, common, hd, o_r),
+                4 => values_block::<4, 16>(w_r, stride, vc, kv_dim, offset, common, hd, o_r),
+                3 => values_block::<3, 32>(w_r, stride, vc, kv_dim, offset, common, hd, o_r),
+                2 => values_block::<2, 32>(w_r, stride, vc, kv_dim, offset, common, hd, o_r),
+                _ => values_block::<1, 64>(w_r, stride, vc, kv_dim, offset, common, hd, o_r),
             }
             for r in 0..n {
                 let o = &mut o_r[r * hd..(r + 1) * hd];
@@ -224,8 +224,11 @@ pub(super) const VALUE_BLOCK: usize = 16;
 
 /// Scores of `R` query heads (`q`: `R` rows of `hd`) for positions `0..stride` (a multiple of
 /// [`SCORE_BLOCK`]): `s[r][p] = Σ_d q[r][d] · k[d][p]`, over `d` in order (multiply, then add).
+/// Positions run `W` at a time where they can (then [`SCORE_BLOCK`] at a time): with few rows, a
+/// wider block gives the additions independent chains to overlap. Each score's arithmetic is the
+/// same whatever the width.
 #[inline(always)]
-pub(super) fn scores_block<const R: usize>(
+pub(super) fn scores_block<const R: usize, const W: usize>(
     q: &[f32],
     kt: &[f32],
     cap: usize,
@@ -242,29 +245,48 @@ pub(super) fn scores_block<const R: usize>(
         }
     }
     let key_rows = &kt[offset * cap..(offset + hd) * cap];
-    for p0 in (0..stride).step_by(SCORE_BLOCK) {
-        let mut acc = [[0f32; SCORE_BLOCK]; R];
-        for (q_d, row) in qt.iter().zip(key_rows.chunks_exact(cap)) {
-            let keys: &[f32; SCORE_BLOCK] = row[p0..p0 + SCORE_BLOCK]
-                .try_into()
-                .expect("a block of keys");
-            for (acc_r, &qd) in acc.iter_mut().zip(q_d) {
-                for (a, k) in acc_r.iter_mut().zip(keys) {
-                    *a += qd * k;
-                }
+    let mut p0 = 0;
+    while p0 + W <= stride {
+        scores_at::<R, W>(&qt, key_rows, cap, p0, stride, s);
+        p0 += W;
+    }
+    while p0 < stride {
+        scores_at::<R, SCORE_BLOCK>(&qt, key_rows, cap, p0, stride, s);
+        p0 += SCORE_BLOCK;
+    }
+}
+
+/// [`scores_block`]'s positions `p0..p0 + W`.
+#[inline(always)]
+fn scores_at<const R: usize, const W: usize>(
+    qt: &[[f32; R]],
+    key_rows: &[f32],
+    cap: usize,
+    p0: usize,
+    stride: usize,
+    s: &mut [f32],
+) {
+    let mut acc = [[0f32; W]; R];
+    for (q_d, row) in qt.iter().zip(key_rows.chunks_exact(cap)) {
+        let keys: &[f32; W] = row[p0..p0 + W].try_into().expect("a block of keys");
+        for (acc_r, &qd) in acc.iter_mut().zip(q_d) {
+            for (a, k) in acc_r.iter_mut().zip(keys) {
+                *a += qd * k;
             }
         }
-        for (r, acc_r) in acc.iter().enumerate() {
-            s[r * stride + p0..][..SCORE_BLOCK].copy_from_slice(acc_r);
-        }
+    }
+    for (r, acc_r) in acc.iter().enumerate() {
+        s[r * stride + p0..][..W].copy_from_slice(acc_r);
     }
 }
 
 /// `out[r][j] = Σ_p w[r][p] · v[p][j]` for `R` heads (weights in rows `stride` apart), over the
-/// first `span` positions in order (multiply, then add), in register blocks of head dimensions.
+/// first `span` positions in order (multiply, then add), in register blocks of `W` head dimensions
+/// where they fit (then [`VALUE_BLOCK`], then one at a time). Each output's arithmetic is the same
+/// whatever the width.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-pub(super) fn values_block<const R: usize>(
+pub(super) fn values_block<const R: usize, const W: usize>(
     w: &[f32],
     stride: usize,
     vc: &[f32],
@@ -282,36 +304,50 @@ pub(super) fn values_block<const R: usize>(
         }
     }
     let mut j0 = 0;
-    while j0 < hd {
-        let n = (hd - j0).min(VALUE_BLOCK);
-        if n == VALUE_BLOCK {
-            let mut acc = [[0f32; VALUE_BLOCK]; R];
-            let col = offset + j0;
-            for (ws, row) in wt.iter().zip(vc.chunks_exact(kv_dim)) {
-                let v: &[f32; VALUE_BLOCK] = row[col..col + VALUE_BLOCK]
-                    .try_into()
-                    .expect("a block of values");
-                for (acc_r, &wp) in acc.iter_mut().zip(ws) {
-                    for (a, x) in acc_r.iter_mut().zip(v) {
-                        *a += wp * x;
-                    }
-                }
-            }
-            for (r, acc_r) in acc.iter().enumerate() {
-                out[r * hd + j0..][..VALUE_BLOCK].copy_from_slice(acc_r);
-            }
-        } else {
-            for r in 0..R {
-                let o = &mut out[r * hd + j0..][..n];
-                o.fill(0.0);
-                for p in 0..span {
-                    let wp = w[r * stride + p];
-                    for (a, x) in o.iter_mut().zip(&vc[p * kv_dim + offset + j0..][..n]) {
-                        *a += wp * x;
-                    }
+    while j0 + W <= hd {
+        values_at::<R, W>(&wt, vc, kv_dim, offset + j0, hd, j0, out);
+        j0 += W;
+    }
+    while j0 + VALUE_BLOCK <= hd {
+        values_at::<R, VALUE_BLOCK>(&wt, vc, kv_dim, offset + j0, hd, j0, out);
+        j0 += VALUE_BLOCK;
+    }
+    let n = hd - j0;
+    if n > 0 {
+        for r in 0..R {
+            let o = &mut out[r * hd + j0..][..n];
+            o.fill(0.0);
+            for p in 0..span {
+                let wp = w[r * stride + p];
+                for (a, x) in o.iter_mut().zip(&vc[p * kv_dim + offset + j0..][..n]) {
+                    *a += wp * x;
                 }
             }
         }
-        j0 += n;
+    }
+}
+
+/// [`values_block`]'s head dimensions `j0..j0 + W` (value columns `col..col + W`).
+#[inline(always)]
+fn values_at<const R: usize, const W: usize>(
+    wt: &[[f32; R]],
+    vc: &[f32],
+    kv_dim: usize,
+    col: usize,
+    hd: usize,
+    j0: usize,
+    out: &mut [f32],
+) {
+    let mut acc = [[0f32; W]; R];
+    for (ws, row) in wt.iter().zip(vc.chunks_exact(kv_dim)) {
+        let v: &[f32; W] = row[col..col + W].try_into().expect("a block of values");
+        for (acc_r, &wp) in acc.iter_mut().zip(ws) {
+            for (a, x) in acc_r.iter_mut().zip(v) {
+                *a += wp * x;
+            }
+        }
+    }
+    for (r, acc_r) in acc.iter().enumerate() {
+        out[r * hd + j0..][..W].copy_from_slice(acc_r);
     }
 }

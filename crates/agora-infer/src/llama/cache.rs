@@ -55,6 +55,7 @@ impl KvCache {
         if positions <= self.cap {
             return;
         }
+
         // A whole number of score blocks, so a block that starts inside the span can be read whole.
         let cap = positions
             .max(self.cap * 2)
@@ -67,6 +68,9 @@ impl KvCache {
                     .copy_from_slice(&layer[r * self.cap..r * self.cap + self.len]);
             }
             *layer = grown;
+        }
+        for layer in self.v.iter_mut() {
+            layer.reserve_exact((cap * kv_dim).saturating_sub(layer.len()));
         }
         self.cap = cap;
     }

@@ -71,7 +71,8 @@ impl LlamaConfig {
         Ok(cfg)
     }
 
-    pub(super) fn kv_dim(&self) -> usize {
+    /// Key (and value) elements per position and layer.
+    pub fn kv_dim(&self) -> usize {
         self.n_head_kv * self.head_dim
     }
 }

@@ -53,6 +53,15 @@ struct Layer {
     down: QMatrix,
 }
 
+/// One sequence's share of a batched pass ([`Llama::forward_batch`]).
+#[derive(Debug)]
+pub struct Step<'a> {
+    pub cache: &'a mut KvCache,
+    pub tokens: &'a [u32],
+    /// The tokens (indices within `tokens`) whose logits are wanted.
+    pub logits_for: Range<usize>,
+}
+
 /// A loaded llama model. Load once, share (`Send + Sync`), and run many [`KvCache`] sessions on it.
 #[derive(Debug)]
 pub struct Llama {
@@ -196,50 +205,86 @@ impl Llama {
         logits_for: Range<usize>,
         logits: &mut Vec<f32>,
     ) -> Result<(), Error> {
+        self.forward_batch(
+            &mut [Step {
+                cache,
+                tokens,
+                logits_for,
+            }],
+            logits,
+        )
+    }
+
+    /// One pass over several sequences together (continuous batching): every step's tokens run
+    /// after what its cache holds and are appended to it; `logits` receives, step after step, the
+    /// rows each step asked for. The weights are read once for the whole batch. Each sequence
+    /// gets, bit for bit, what [`Llama::forward`] gives it alone: rows of a matmul never mix, and
+    /// attention runs per sequence over its own cache.
+    pub fn forward_batch(
+        &self,
+        steps: &mut [Step<'_>],
+        logits: &mut Vec<f32>,
+    ) -> Result<(), Error> {
         let cfg = &self.config;
         logits.clear();
-        if tokens.is_empty() {
+        for step in steps.iter_mut() {
+            let (n, lf) = (step.tokens.len(), &step.logits_for);
+            if lf.end > n || lf.start > lf.end {
+                return Err(Error::Runtime(
+                    "logits requested for tokens outside the batch".into(),
+                ));
+            }
+            if step.cache.len + n > cfg.context {
+                return Err(Error::ContextOverflow {
+                    tokens: step.cache.len + n,
+                    context: cfg.context,
+                });
+            }
+            if let Some(&t) = step.tokens.iter().find(|&&t| t as usize >= cfg.vocab) {
+                return Err(Error::BadRequest(format!(
+                    "token id {t} is outside the vocabulary ({})",
+                    cfg.vocab
+                )));
+            }
+            if step.cache.k.len() != cfg.n_layer {
+                *step.cache = self.new_cache();
+            }
+        }
+        if steps.iter().all(|s| s.tokens.is_empty()) {
             return Ok(());
         }
-        if logits_for.end > tokens.len() || logits_for.start > logits_for.end {
-            return Err(Error::Runtime(
-                "logits requested for tokens outside the batch".into(),
-            ));
-        }
-        if cache.len + tokens.len() > cfg.context {
-            return Err(Error::ContextOverflow {
-                tokens: cache.len + tokens.len(),
-                context: cfg.context,
-            });
-        }
-        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= cfg.vocab) {
-            return Err(Error::BadRequest(format!(
-                "token id {t} is outside the vocabulary ({})",
-                cfg.vocab
-            )));
-        }
-        if cache.k.len() != cfg.n_layer {
-            *cache = self.new_cache();
-        }
-        self.pool
-            .install(|| self.forward_inner(cache, tokens, logits_for, logits));
+        self.pool.install(|| self.forward_inner(steps, logits));
         Ok(())
     }
 
-    fn forward_inner(
-        &self,
-        cache: &mut KvCache,
-        tokens: &[u32],
-        logits_for: Range<usize>,
-        logits: &mut Vec<f32>,
-    ) {
+    /// Makes room in `cache` for `positions` positions in all, so that a sequence whose length
+    /// is bounded grows its cache once.
+    pub fn reserve(&self, cache: &mut KvCache, positions: usize) {
+        if cache.k.len() != self.config.n_layer {
+            *cache = self.new_cache();
+        }
+        cache.reserve(positions.min(self.config.context), self.config.kv_dim());
+    }
+
+    fn forward_inner(&self, steps: &mut [Step<'_>], logits: &mut Vec<f32>) {
         let cfg = &self.config;
-        let (n, d, kv_dim) = (tokens.len(), cfg.n_embd, cfg.kv_dim());
-        let pos0 = cache.len;
-        cache.reserve(pos0 + n, kv_dim);
+        let (d, kv_dim) = (cfg.n_embd, cfg.kv_dim());
+        // Each step's first row in the batch, and every row's position in its sequence.
+        let mut first = Vec::with_capacity(steps.len());
+        let mut positions = Vec::new();
+        for step in steps.iter_mut() {
+            first.push(positions.len());
+            let pos0 = step.cache.len;
+            positions.extend(pos0..pos0 + step.tokens.len());
+            step.cache.reserve(pos0 + step.tokens.len(), kv_dim);
+        }
+        let n = positions.len();
 
         let mut x = vec![0f32; n * d];
-        for (row, &t) in x.chunks_exact_mut(d).zip(tokens) {
+        for (row, &t) in x
+            .chunks_exact_mut(d)
+            .zip(steps.iter().flat_map(|s| s.tokens))
+        {
             self.embed.dequantize_row(t as usize, row);
         }
         let mut h = vec![0f32; n * d];
@@ -271,16 +316,8 @@ impl Llama {
         };
         let rope = |x: &mut [f32], row_len: usize| {
             x.par_chunks_mut(rows_per_task * row_len)
-                .enumerate()
-                .for_each(|(i, x)| {
-                    rope(
-                        x,
-                        row_len,
-                        cfg.head_dim,
-                        pos0 + i * rows_per_task,
-                        cfg.rope_base,
-                    )
-                });
+                .zip(positions.par_chunks(rows_per_task))
+                .for_each(|(x, pos)| rope(x, row_len, cfg.head_dim, pos, cfg.rope_base));
         };
 
         for (li, layer) in self.layers.iter().enumerate() {
@@ -296,9 +333,35 @@ impl Llama {
             );
             rope(&mut q, d);
             rope(&mut k, kv_dim);
-            cache.put_keys(li, &k, kv_dim);
-            cache.v[li].extend_from_slice(&v);
-            self.attention(&q, &cache.k[li], cache.cap, &cache.v[li], pos0, &mut attn);
+            for (step, &r0) in steps.iter_mut().zip(&first) {
+                let rows = r0..r0 + step.tokens.len();
+                step.cache
+                    .put_keys(li, &k[rows.start * kv_dim..rows.end * kv_dim], kv_dim);
+                step.cache.v[li].extend_from_slice(&v[rows.start * kv_dim..rows.end * kv_dim]);
+            }
+            if let [step] = &*steps {
+                let c = &*step.cache;
+                self.attention(&q, &c.k[li], c.cap, &c.v[li], c.len, &mut attn);
+            } else {
+                // Sequences in parallel, each over its own cache.
+                let mut outs = Vec::with_capacity(steps.len());
+                let mut rest = attn.as_mut_slice();
+                for step in steps.iter() {
+                    let (mine, tail) = rest.split_at_mut(step.tokens.len() * d);
+                    outs.push(mine);
+                    rest = tail;
+                }
+                steps
+                    .par_iter()
+                    .zip(first.par_iter())
+                    .zip(outs.into_par_iter())
+                    .filter(|((step, _), _)| !step.tokens.is_empty())
+                    .for_each(|((step, &r0), out)| {
+                        let c = &*step.cache;
+                        let q = &q[r0 * d..(r0 + step.tokens.len()) * d];
+                        self.attention(q, &c.k[li], c.cap, &c.v[li], c.len, out);
+                    });
+            }
             acts.quantize(&attn, d, layer.wo.ty);
             self.matmuls(&acts, &mut [(&layer.wo, &mut o)]);
             add(&mut x, &o);
@@ -313,18 +376,25 @@ impl Llama {
             self.matmuls(&acts, &mut [(&layer.down, &mut down)]);
             add(&mut x, &down);
         }
-        cache.len += n;
+        for step in steps.iter_mut() {
+            step.cache.len += step.tokens.len();
+        }
 
-        let rows = &x[logits_for.start * d..logits_for.end * d];
+        // The rows whose logits are wanted, step after step.
+        let mut rows = Vec::new();
+        for (step, &r0) in steps.iter().zip(&first) {
+            let lf = &step.logits_for;
+            rows.extend_from_slice(&x[(r0 + lf.start) * d..(r0 + lf.end) * d]);
+        }
         if rows.is_empty() {
             return;
         }
         let mut normed = vec![0f32; rows.len()];
-        rms_norm(rows, &self.out_norm, &mut normed);
+        rms_norm(&rows, &self.out_norm, &mut normed);
         let output = self.output.as_ref().unwrap_or(&self.embed);
         acts.quantize(&normed, d, output.ty);
         // Every element is written below: a reused buffer keeps its pages (no zeroing, no faults).
-        logits.resize(logits_for.len() * cfg.vocab, 0.0);
+        logits.resize(rows.len() / d * cfg.vocab, 0.0);
         self.matmuls(&acts, &mut [(output, logits)]);
     }
 

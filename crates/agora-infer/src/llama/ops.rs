@@ -34,14 +34,15 @@ pub(super) fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-/// Rotary embedding on rows of `row_len` (one token each, whole heads), pairs `(2i, 2i+1)` of each
-/// head rotated by `pos * base^(-2i/head_dim)`, the angle built by repeated multiplication as in llama.cpp.
-pub(super) fn rope(x: &mut [f32], row_len: usize, head_dim: usize, pos0: usize, base: f32) {
+/// Rotary embedding on rows of `row_len` (one token each, whole heads, at `positions`), pairs
+/// `(2i, 2i+1)` of each head rotated by `pos * base^(-2i/head_dim)`, the angle built by repeated
+/// multiplication as in llama.cpp.
+pub(super) fn rope(x: &mut [f32], row_len: usize, head_dim: usize, positions: &[usize], base: f32) {
     // Angles from this crate's own functions: the same bits on every machine (see `fmath`).
     let theta_scale = fmath::powf(base, -2.0 / head_dim as f32);
     let mut cos_sin = vec![(0f32, 0f32); head_dim / 2];
-    for (t, row) in x.chunks_exact_mut(row_len).enumerate() {
-        let mut theta = (pos0 + t) as f32;
+    for (row, &pos) in x.chunks_exact_mut(row_len).zip(positions) {
+        let mut theta = pos as f32;
         for cs in cos_sin.iter_mut() {
             let (sin, cos) = fmath::sin_cos(theta);
             *cs = (cos, sin);

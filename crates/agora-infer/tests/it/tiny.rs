@@ -459,3 +459,205 @@ fn one_loaded_model_serves_concurrent_requests_with_the_same_answers() {
     let together: Vec<Vec<u32>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert_eq!(alone, together);
 }
+
+/// One batched pass over sequences at different stages (a whole prompt, a prompt's middle chunk,
+/// a single next token) gives each one the logits it gets alone, bit for bit.
+#[test]
+fn a_batch_of_sequences_gives_each_the_logits_it_gets_alone() {
+    use agora_infer::llama::Step;
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny(dir.path(), TinySpec::default());
+    let model = Llama::load(&path, 2).unwrap();
+    let vocab = model.config.vocab as u32;
+    let seq = |k: u32, n: u32| -> Vec<u32> { (0..n).map(|i| (i * k + 5) % vocab).collect() };
+    let (a, b, c) = (seq(7, 23), seq(11, 40), seq(13, 9));
+    // Alone: a whole; b's first 12, then 12..30; c's first 8, then its 9th.
+    let mut alone = model.new_cache();
+    let la = model.forward(&mut alone, &a, 0..a.len()).unwrap();
+    let mut alone_b = model.new_cache();
+    model.forward(&mut alone_b, &b[..12], 0..0).unwrap();
+    let lb = model.forward(&mut alone_b, &b[12..30], 17..18).unwrap();
+    let mut alone_c = model.new_cache();
+    model.forward(&mut alone_c, &c[..8], 0..0).unwrap();
+    let lc = model.forward(&mut alone_c, &c[8..], 0..1).unwrap();
+
+    let (mut ca, mut cb, mut cc) = (model.new_cache(), model.new_cache(), model.new_cache());
+    model.forward(&mut cb, &b[..12], 0..0).unwrap();
+    model.forward(&mut cc, &c[..8], 0..0).unwrap();
+    let mut logits = Vec::new();
+    model
+        .forward_batch(
+            &mut [
+                Step {
+                    cache: &mut ca,
+                    tokens: &a,
+                    logits_for: 0..a.len(),
+                },
+                Step {
+                    cache: &mut cb,
+                    tokens: &b[12..30],
+                    logits_for: 17..18,
+                },
+                Step {
+                    cache: &mut cc,
+                    tokens: &c[8..],
+                    logits_for: 0..1,
+                },
+            ],
+            &mut logits,
+        )
+        .unwrap();
+    assert_eq!(logits, [la, lb, lc].concat());
+    assert_eq!((ca.len(), cb.len(), cc.len()), (23, 30, 9));
+    // A step's bad request refuses the whole pass and changes no cache.
+    let err = model
+        .forward_batch(
+            &mut [
+                Step {
+                    cache: &mut ca,
+                    tokens: &a[..2],
+                    logits_for: 0..1,
+                },
+                Step {
+                    cache: &mut cb,
+                    tokens: &[vocab],
+                    logits_for: 0..1,
+                },
+            ],
+            &mut logits,
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::BadRequest(_)), "{err}");
+    assert_eq!((ca.len(), cb.len()), (23, 30));
+}
+
+/// Concurrent generations run in shared passes (continuous batching), prompts in small chunks
+/// beside others' tokens, and every answer is the one the model gives alone; a verifier's
+/// teacher-forced check of a batched greedy answer finds margin 0 at every token.
+#[test]
+fn concurrent_generations_are_batched_and_change_no_bit() {
+    use agora_infer::batch::BatchConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny(dir.path(), TinySpec::default());
+    let reference = ChatModel::load(&path, 2).unwrap();
+    let mut batched = ChatModel::load(&path, 2).unwrap();
+    // Small chunks, so that prompts are cut and run beside other sequences' tokens.
+    batched.set_batching(BatchConfig {
+        chunk: 5,
+        ..BatchConfig::default()
+    });
+    let batched = std::sync::Arc::new(batched);
+    let requests: Vec<(Vec<u32>, GenParams)> = (0..8u64)
+        .map(|i| {
+            let text = format!("request {i}: {}", "tell me more ".repeat(i as usize + 1));
+            let prompt = reference
+                .encode_chat(&[Message::new("user", &text)])
+                .unwrap();
+            let params = if i % 2 == 0 {
+                GenParams {
+                    max_tokens: 30 + i as u32,
+                    ..Default::default()
+                }
+            } else {
+                sampled(i)
+            };
+            (prompt, params)
+        })
+        .collect();
+    let alone: Vec<Vec<u32>> = requests
+        .iter()
+        .map(|(p, params)| {
+            reference.clear_prefixes();
+            reference
+                .generate(p, params, &mut no_stream)
+                .unwrap()
+                .tokens
+        })
+        .collect();
+    let handles: Vec<_> = requests
+        .iter()
+        .cloned()
+        .map(|(prompt, params)| {
+            let model = batched.clone();
+            std::thread::spawn(move || {
+                model
+                    .generate(&prompt, &params, &mut no_stream)
+                    .unwrap()
+                    .tokens
+            })
+        })
+        .collect();
+    let together: Vec<Vec<u32>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(alone, together);
+    let stats = batched.batch_stats();
+    assert!(stats.widest >= 2, "no pass ran two sequences: {stats:?}");
+    assert!(stats.seq_steps > stats.passes, "{stats:?}");
+    let produced: usize = together.iter().map(Vec::len).sum();
+    assert_eq!(stats.output_tokens, produced as u64);
+    for ((prompt, params), tokens) in requests.iter().zip(&together) {
+        if params.sampling.is_greedy() {
+            let score = reference
+                .score(prompt, tokens, &params.sampling, 0.0)
+                .unwrap();
+            assert!(score.passed && score.max_margin == 0.0, "{score:?}");
+        }
+    }
+}
+
+/// A batch bounded to two sequences makes the others wait their turn; a caller that stops its
+/// stream leaves the batch, and the others finish with their own answers.
+#[test]
+fn the_batch_is_bounded_and_a_stopped_stream_leaves_it() {
+    use agora_infer::batch::BatchConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny(dir.path(), TinySpec::default());
+    let reference = ChatModel::load(&path, 1).unwrap();
+    let mut model = ChatModel::load(&path, 1).unwrap();
+    model.set_batching(BatchConfig {
+        max_seqs: 2,
+        ..BatchConfig::default()
+    });
+    let model = std::sync::Arc::new(model);
+    let prompt = |i: usize| {
+        reference
+            .encode_chat(&[Message::new("user", &format!("question {i}"))])
+            .unwrap()
+    };
+    let params = GenParams {
+        max_tokens: 24,
+        ..Default::default()
+    };
+    let handles: Vec<_> = (0..5)
+        .map(|i| {
+            let (model, prompt) = (model.clone(), prompt(i));
+            std::thread::spawn(move || {
+                let mut seen = 0;
+                let g = model
+                    .generate(&prompt, &params, &mut |_| {
+                        seen += 1;
+                        // The first caller stops after three pieces.
+                        if i == 0 && seen == 3 {
+                            ControlFlow::Break(())
+                        } else {
+                            ControlFlow::Continue(())
+                        }
+                    })
+                    .unwrap();
+                (i, g)
+            })
+        })
+        .collect();
+    for h in handles {
+        let (i, g) = h.join().unwrap();
+        let alone = reference
+            .generate(&prompt(i), &params, &mut no_stream)
+            .unwrap();
+        if i == 0 {
+            assert_eq!(g.finish, Finish::Cancelled);
+            assert_eq!(g.tokens[..], alone.tokens[..g.tokens.len()]);
+        } else {
+            assert_eq!(g.tokens, alone.tokens, "request {i}");
+        }
+    }
+    assert!(model.batch_stats().widest <= 2);
+}
