@@ -139,9 +139,7 @@ fn quantize_rows(a: &[f32], k: usize, q: &mut [i16], scales: &mut [f32]) {
         for ((src, dst), scale) in row.chunks(QB).zip(q.chunks_exact_mut(QB)).zip(scales) {
             let dst: &mut [i16; QB] = dst.try_into().expect("whole blocks");
             #[cfg(target_arch = "x86_64")]
-            if let (Ok(src), crate::kernels::Isa::Avx2) =
-                (<&[f32; QB]>::try_from(src), crate::kernels::detected())
-            {
+            if let (Ok(src), true) = (<&[f32; QB]>::try_from(src), crate::kernels::has_avx2()) {
                 // SAFETY: `detected` just said the CPU has AVX2 and FMA.
                 #[allow(unsafe_code)]
                 let s = unsafe { avx2::quantize_block(src, dst) };
@@ -171,7 +169,7 @@ pub fn matmul_i16_bias(a: &QuantRows, w: &PackedI16, bias: &[f32], out: &mut [f3
         "matmul_i16_bias: shapes"
     );
     #[cfg(target_arch = "x86_64")]
-    if crate::kernels::detected() == crate::kernels::Isa::Avx2 {
+    if crate::kernels::has_avx2() {
         // SAFETY: `detected` just said the CPU has AVX2 and FMA.
         #[allow(unsafe_code)]
         unsafe {
@@ -411,7 +409,7 @@ mod tests {
     /// compare them with the portable code where it does, and say that they cannot where it
     /// does not.
     fn simd_here() -> bool {
-        let simd = crate::kernels::detected() == crate::kernels::Isa::Avx2;
+        let simd = crate::kernels::has_avx2();
         #[cfg(target_arch = "x86_64")]
         assert_eq!(
             simd,

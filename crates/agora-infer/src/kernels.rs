@@ -10,7 +10,9 @@
 //! - Q4_1 only: `macc = fma(m_w, s_a, macc)`, blocks in order;
 //! - result = `acc + macc` (Q8_0: `acc`).
 //!
-//! The AVX2 path is taken when the CPU has AVX2, FMA and F16C (checked once at run time).
+//! The AVX2 path is taken when the CPU has AVX2, FMA and F16C, the VNNI one (the same kernels with
+//! `vpdpbusd` for the integer dot products) when it also has AVX-512 VNNI and VL; both are checked
+//! once at run time.
 
 use std::ops::Range;
 use std::sync::OnceLock;
@@ -23,6 +25,8 @@ use crate::quant::{GROUP, QActs, QMatrix, WeightType, f16_at};
 pub enum Isa {
     Portable,
     Avx2,
+    /// AVX2, with AVX-512 VNNI's four-byte dot products (on 256-bit registers) in the matmuls.
+    Vnni,
 }
 
 /// The fastest implementation this CPU supports.
@@ -34,10 +38,20 @@ pub fn detected() -> Isa {
             && std::is_x86_feature_detected!("fma")
             && std::is_x86_feature_detected!("f16c")
         {
+            if std::is_x86_feature_detected!("avx512vnni")
+                && std::is_x86_feature_detected!("avx512vl")
+            {
+                return Isa::Vnni;
+            }
             return Isa::Avx2;
         }
         Isa::Portable
     })
+}
+
+/// Whether this CPU runs the AVX2 kernels (AVX2, FMA and F16C).
+pub fn has_avx2() -> bool {
+    detected() != Isa::Portable
 }
 
 /// Computes `out[t * rows.len() + i] = dot(row rows.start + i, token t)` for every token.
@@ -102,7 +116,11 @@ fn run_rows(isa: Isa, w: &QMatrix, acts: &QActs, rows: Range<usize>, out: &Out<'
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `detected` just said the CPU has AVX2, FMA and F16C.
         #[allow(unsafe_code)]
-        Isa::Avx2 if detected() == Isa::Avx2 => unsafe { avx2::matmul_rows(w, acts, rows, out) },
+        Isa::Avx2 if has_avx2() => unsafe { avx2::matmul_rows(w, acts, rows, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `detected` just said the CPU has AVX2, FMA, F16C, AVX-512 VNNI and VL.
+        #[allow(unsafe_code)]
+        Isa::Vnni if detected() == Isa::Vnni => unsafe { vnni::matmul_rows(w, acts, rows, out) },
         _ => portable_rows(w, acts, rows, out),
     }
 }
@@ -241,7 +259,7 @@ mod avx2 {
     /// Writes eight results of row group `g` for token `t`: one vector store when the group lies
     /// wholly inside `rows`.
     #[inline(always)]
-    fn put(out: &Out<'_>, rows: &Range<usize>, g: usize, t: usize, v: __m256) {
+    pub(super) fn put(out: &Out<'_>, rows: &Range<usize>, g: usize, t: usize, v: __m256) {
         let r0 = g * GROUP;
         if r0 + GROUP <= rows.end {
             // `run_rows` checked that rows.start ≥ col0 and rows.end − col0 ≤ width.
@@ -283,15 +301,15 @@ mod avx2 {
 
     /// The quad of tokens starting at `t0` (a multiple of 4): its quants, scales and sums, `nb`
     /// blocks each.
-    struct Quad<'a> {
-        qs: &'a [i8],
-        d: &'a [f32],
-        s: &'a [f32],
+    pub(super) struct Quad<'a> {
+        pub(super) qs: &'a [i8],
+        pub(super) d: &'a [f32],
+        pub(super) s: &'a [f32],
     }
 
     impl<'a> Quad<'a> {
         #[inline(always)]
-        fn new(acts: &'a QActs, t0: usize) -> Self {
+        pub(super) fn new(acts: &'a QActs, t0: usize) -> Self {
             debug_assert!(t0.is_multiple_of(QUAD));
             let nb = acts.blocks_per_row();
             Self {
@@ -305,7 +323,7 @@ mod avx2 {
     /// Asks for the block one row group ahead of `p` (`nb` blocks of `SIZE` bytes per group) to be
     /// brought into cache: the weights stream from memory, and the loads otherwise wait on them.
     #[inline(always)]
-    fn prefetch_ahead<const SIZE: usize>(p: *const u8, nb: usize) {
+    pub(super) fn prefetch_ahead<const SIZE: usize>(p: *const u8, nb: usize) {
         // A prefetch never faults, so the address may lie past the matrix (the last group).
         let ahead = p.wrapping_add(nb * SIZE);
         let mut line = 0;
@@ -413,6 +431,155 @@ mod avx2 {
     }
 }
 
+/// The AVX2 kernels with AVX-512 VNNI's `vpdpbusd` (four u8·i8 products summed into each i32
+/// lane, on 256-bit registers) in place of `vpmaddubsw` + `vpmaddwd` + add: the same exact integer
+/// sums, fewer instructions, so the same bits as the other kernels.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+#[allow(clippy::needless_range_loop)]
+mod vnni {
+    use std::arch::x86_64::*;
+    use std::ops::Range;
+
+    use super::Out;
+    use super::avx2::{Quad, prefetch_ahead, put};
+    use crate::quant::{GROUP, QActs, QK, QMatrix, QUAD, WeightType};
+
+    /// [`super::matmul_rows`] with VNNI.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA, F16C, AVX-512 VNNI and VL ([`super::detected`]).
+    pub(super) unsafe fn matmul_rows(w: &QMatrix, acts: &QActs, rows: Range<usize>, out: &Out<'_>) {
+        // SAFETY: the caller guarantees the CPU's features.
+        unsafe { rows_impl(w, acts, rows, out) }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+    fn rows_impl(w: &QMatrix, acts: &QActs, rows: Range<usize>, out: &Out<'_>) {
+        let n = acts.n;
+        let (g0, g1) = (rows.start / GROUP, rows.end.div_ceil(GROUP));
+        for g in g0..g1 {
+            let mut t = 0;
+            while t + 4 <= n {
+                group::<4>(w, acts, g, t, &rows, out);
+                t += 4;
+            }
+            match n - t {
+                3 => group::<3>(w, acts, g, t, &rows, out),
+                2 => group::<2>(w, acts, g, t, &rows, out),
+                1 => group::<1>(w, acts, g, t, &rows, out),
+                _ => {}
+            }
+        }
+    }
+
+    /// Eight rows (group `g`) against tokens `t0..t0+T`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+    fn group<const T: usize>(
+        w: &QMatrix,
+        acts: &QActs,
+        g: usize,
+        t0: usize,
+        rows: &Range<usize>,
+        out: &Out<'_>,
+    ) {
+        let nb = acts.blocks_per_row();
+        let block_bytes = GROUP * w.ty.block_bytes();
+        let blocks = &w.data[g * nb * block_bytes..(g + 1) * nb * block_bytes];
+        let tokens = Quad::new(acts, t0);
+        let values = match w.ty {
+            WeightType::Q4_1 => q4_1::<T>(blocks, nb, &tokens),
+            WeightType::Q8_0 => q8_0::<T>(blocks, nb, &tokens),
+        };
+        for (k, v) in values.iter().enumerate() {
+            put(out, rows, g, t0 + k, *v);
+        }
+    }
+
+    /// Q4_1 rows, as [`super::avx2`]'s: nibbles (unsigned) times the tokens' quants (signed).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+    fn q4_1<const T: usize>(blocks: &[u8], nb: usize, quad: &Quad<'_>) -> [__m256; T] {
+        const BLOCK: usize = GROUP * 20;
+        assert!(T <= QUAD && blocks.len() == nb * BLOCK && quad.qs.len() == nb * QUAD * QK);
+        let (wp, ap) = (blocks.as_ptr(), quad.qs.as_ptr());
+        // SAFETY: as in `avx2::q4_1`: offsets of block b < nb plus at most 128 + 16.
+        let w32 = |at: usize| unsafe { _mm256_loadu_si256(wp.add(at).cast()) };
+        // SAFETY: as above, 16 bytes (a block's scales or minimums).
+        let w16 = |at: usize| unsafe { _mm_loadu_si128(wp.add(at).cast()) };
+        // SAFETY: as in `avx2::q4_1`: four bytes inside the quad's quants.
+        let bcast =
+            |at: usize| unsafe { _mm256_set1_epi32(ap.add(at).cast::<i32>().read_unaligned()) };
+        let low = _mm256_set1_epi8(0x0f);
+        let mut acc = [_mm256_setzero_ps(); T];
+        for b in 0..nb {
+            let at = b * BLOCK;
+            prefetch_ahead::<BLOCK>(wp.wrapping_add(at), nb);
+            let mut isum = [_mm256_setzero_si256(); T];
+            for j in 0..4 {
+                let q = w32(at + 4 * GROUP + 32 * j);
+                let lo = _mm256_and_si256(q, low);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low);
+                for k in 0..T {
+                    let a = b * QUAD * QK + 16 * j + 4 * k;
+                    isum[k] = _mm256_dpbusd_epi32(isum[k], lo, bcast(a));
+                    isum[k] = _mm256_dpbusd_epi32(isum[k], hi, bcast(a + 64));
+                }
+            }
+            let dw = _mm256_cvtph_ps(w16(at));
+            for k in 0..T {
+                let scale = _mm256_mul_ps(dw, _mm256_set1_ps(quad.d[b * QUAD + k]));
+                acc[k] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum[k]), acc[k]);
+            }
+        }
+        let mut macc = [_mm256_setzero_ps(); T];
+        for b in 0..nb {
+            let mw = _mm256_cvtph_ps(w16(b * BLOCK + 2 * GROUP));
+            for k in 0..T {
+                macc[k] = _mm256_fmadd_ps(mw, _mm256_set1_ps(quad.s[b * QUAD + k]), macc[k]);
+            }
+        }
+        std::array::from_fn(|k| _mm256_add_ps(acc[k], macc[k]))
+    }
+
+    /// Q8_0 rows, as [`super::avx2`]'s: |q| (unsigned) times the token's quants with q's sign.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+    fn q8_0<const T: usize>(blocks: &[u8], nb: usize, quad: &Quad<'_>) -> [__m256; T] {
+        const BLOCK: usize = GROUP * 34;
+        assert!(T <= QUAD && blocks.len() == nb * BLOCK && quad.qs.len() == nb * QUAD * QK);
+        let (wp, ap) = (blocks.as_ptr(), quad.qs.as_ptr());
+        // SAFETY: as in `avx2::q8_0`: offsets of block b < nb plus at most 16 + 224.
+        let w32 = |at: usize| unsafe { _mm256_loadu_si256(wp.add(at).cast()) };
+        // SAFETY: as above, the block's 16 bytes of scales.
+        let w16 = |at: usize| unsafe { _mm_loadu_si128(wp.add(at).cast()) };
+        // SAFETY: as in `avx2::q8_0`: four bytes inside the quad's quants.
+        let bcast =
+            |at: usize| unsafe { _mm256_set1_epi32(ap.add(at).cast::<i32>().read_unaligned()) };
+        let mut acc = [_mm256_setzero_ps(); T];
+        for b in 0..nb {
+            let at = b * BLOCK;
+            prefetch_ahead::<BLOCK>(wp.wrapping_add(at), nb);
+            let mut isum = [_mm256_setzero_si256(); T];
+            for j in 0..8 {
+                let q = w32(at + 2 * GROUP + 32 * j);
+                let aq = _mm256_sign_epi8(q, q);
+                for k in 0..T {
+                    let a = bcast(b * QUAD * QK + 16 * j + 4 * k);
+                    isum[k] = _mm256_dpbusd_epi32(isum[k], aq, _mm256_sign_epi8(a, q));
+                }
+            }
+            let dw = _mm256_cvtph_ps(w16(at));
+            for k in 0..T {
+                let scale = _mm256_mul_ps(dw, _mm256_set1_ps(quad.d[b * QUAD + k]));
+                acc[k] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum[k]), acc[k]);
+            }
+        }
+        acc
+    }
+}
+
 /// `e^y`, branch-free so loops over it vectorize, and the same bits on every CPU (no libm):
 /// y = n·ln2 + r with |r| ≤ ln2/2, e^r by its Taylor series to r⁶ (relative error below 3e-7),
 /// 2^n from the exponent bits. y is clamped to [-87, 88].
@@ -445,7 +612,7 @@ macro_rules! multiversion {
             #[inline(always)]
             fn body<$fma: $crate::fmath::Fma>($($arg: $ty),*) $body
             #[cfg(target_arch = "x86_64")]
-            if $crate::kernels::detected() == $crate::kernels::Isa::Avx2 {
+            if $crate::kernels::has_avx2() {
                 #[target_feature(enable = "avx2,fma")]
                 fn avx2($($arg: $ty),*) {
                     body::<$crate::fmath::Fused>($($arg),*)
@@ -516,13 +683,20 @@ mod tests {
         }
         assert_eq!(split, portable);
 
-        // The SIMD path gives the same bits as the portable one.
-        if detected() == Isa::Avx2 {
+        // The SIMD paths give the same bits as the portable one.
+        if has_avx2() {
             let mut simd = vec![0f32; n * rows];
             matmul_rows(Isa::Avx2, &w, &acts, 0..rows, &mut simd);
             assert_eq!(simd, portable, "{ty:?}: AVX2 and portable kernels differ");
         } else {
             eprintln!("AVX2 not available: only the portable kernel was checked");
+        }
+        if detected() == Isa::Vnni {
+            let mut simd = vec![0f32; n * rows];
+            matmul_rows(Isa::Vnni, &w, &acts, 0..rows, &mut simd);
+            assert_eq!(simd, portable, "{ty:?}: VNNI and portable kernels differ");
+        } else {
+            eprintln!("AVX-512 VNNI not available: its kernel was not checked");
         }
     }
 
