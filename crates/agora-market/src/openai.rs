@@ -208,11 +208,148 @@ fn caller(
     Ok((key, model))
 }
 
-/// A generation request's sampling fields as job parameters, and whether to stream.
-fn generation_params(body: &Value, default_max: u32) -> Result<(JobParams, bool), Response> {
+/// How a streamed answer ends: with a last chunk that carries only the usage
+/// (`stream_options.include_usage`), or not.
+#[derive(Clone, Copy, Debug, Default)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+/// A generation request's sampling fields as job parameters, whether to stream, and how.
+fn generation_params(
+    body: &Value,
+    default_max: u32,
+) -> Result<(JobParams, bool, StreamOptions), Response> {
     let sampling: Sampling = serde_json::from_value(body.clone())
         .map_err(|e| oai_error(400, "invalid_request", e.to_string()))?;
-    Ok((sampling.params(default_max)?, sampling.stream))
+    let mut options = StreamOptions::default();
+    match &body["stream_options"] {
+        Value::Null => {}
+        Value::Object(o) => {
+            for (k, v) in o {
+                match (k.as_str(), v) {
+                    ("include_usage", Value::Bool(b)) => options.include_usage = *b,
+                    ("include_usage", Value::Null) => {}
+                    _ => {
+                        return Err(unsupported(&format!("stream_options.{k}")));
+                    }
+                }
+            }
+        }
+        _ => {
+            return Err(oai_error(
+                400,
+                "invalid_request",
+                "`stream_options` must be an object",
+            ));
+        }
+    }
+    Ok((sampling.params(default_max)?, sampling.stream, options))
+}
+
+/// The fields a generation endpoint acts on.
+const GENERATION_FIELDS: &[&str] = &[
+    "model",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "seed",
+    "n",
+    "stream",
+    "stream_options",
+    "verification",
+    // Identifies the end user to the API's owner; nothing here depends on it.
+    "user",
+];
+
+/// Whether `value` of a field this gateway does not act on asks for nothing beyond the default
+/// (`null`, `false`, zero, empty), so that serving the request as if it were absent is right.
+fn asks_nothing(field: &str, value: &Value) -> bool {
+    let empty = match value {
+        Value::Null | Value::Bool(false) => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(_) | Value::Bool(true) => false,
+    };
+    empty
+        || match field {
+            "response_format" => value == &json!({"type": "text"}),
+            "tool_choice" => value == "none" || value == "auto",
+            "service_tier" => value == "auto" || value == "default",
+            "best_of" => value == 1,
+            // Without tools, whether they may be called in parallel changes nothing.
+            "parallel_tool_calls" => value.is_boolean(),
+            _ => false,
+        }
+}
+
+/// Fields of OpenAI's API that this gateway does not serve yet: a request that sets one to
+/// anything but its default is refused (`unsupported_parameter`), never answered as if the
+/// field were absent.
+const NOT_YET: &[&str] = &[
+    "logprobs",
+    "top_logprobs",
+    "stop",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "response_format",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "functions",
+    "function_call",
+    "store",
+    "metadata",
+    "service_tier",
+    "modalities",
+    "audio",
+    "prediction",
+    "reasoning_effort",
+    "web_search_options",
+    // Completions only.
+    "echo",
+    "best_of",
+    "suffix",
+];
+
+fn unsupported(field: &str) -> Response {
+    oai_error(
+        400,
+        "unsupported_parameter",
+        format!("`{field}` is not supported by this gateway yet"),
+    )
+}
+
+/// Refuses a request with a field no endpoint knows, or one set to something not served.
+fn check_fields(body: &Value, own: &[&str]) -> Result<(), Response> {
+    let Value::Object(fields) = body else {
+        return Err(oai_error(
+            400,
+            "invalid_request",
+            "the body must be a JSON object",
+        ));
+    };
+    for (name, value) in fields {
+        let name = name.as_str();
+        if own.contains(&name) || GENERATION_FIELDS.contains(&name) {
+            continue;
+        }
+        if NOT_YET.contains(&name) {
+            if asks_nothing(name, value) {
+                continue;
+            }
+            return Err(unsupported(name));
+        }
+        return Err(oai_error(
+            400,
+            "unknown_parameter",
+            format!("unrecognized request argument supplied: {name}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Seconds since the epoch, for OpenAI's `created` field (the gateway is off-chain).
@@ -409,7 +546,7 @@ async fn generate(
     model_name: String,
     input: JobInput,
     params: JobParams,
-    stream: bool,
+    (stream, options): (bool, StreamOptions),
     shape: Shape,
 ) -> Response {
     let Shape { chunk, finish } = shape;
@@ -481,19 +618,22 @@ async fn generate(
                     .data(chunk(&id, &model_name, created, Some(&text), None).to_string()),
             ],
             Step::Done(result) => match *result {
-                Ok(done) => vec![
-                    Event::default().data(
-                        chunk(
-                            &done.job_id.to_hex(),
-                            &model_name,
-                            created,
-                            None,
-                            Some(&done),
-                        )
-                        .to_string(),
-                    ),
-                    Event::default().data("[DONE]"),
-                ],
+                Ok(done) => {
+                    let id = done.job_id.to_hex();
+                    let mut events = vec![
+                        Event::default()
+                            .data(chunk(&id, &model_name, created, None, Some(&done)).to_string()),
+                    ];
+                    if options.include_usage {
+                        // OpenAI's last chunk: no choices, the whole request's usage.
+                        let mut last = chunk(&id, &model_name, created, None, None);
+                        last["choices"] = json!([]);
+                        last["usage"] = usage(&done);
+                        events.push(Event::default().data(last.to_string()));
+                    }
+                    events.push(Event::default().data("[DONE]"));
+                    events
+                }
                 Err(e) => vec![
                     Event::default().data({
                         let (_, code, message) = public_error(&e);
@@ -600,6 +740,9 @@ async fn chat(
         Ok(c) => c,
         Err(r) => return r,
     };
+    if let Err(r) = check_fields(&body, &["messages"]) {
+        return r;
+    }
     let Some(raw) = body["messages"].as_array().filter(|m| !m.is_empty()) else {
         return oai_error(
             400,
@@ -622,7 +765,7 @@ async fn chat(
             content,
         });
     }
-    let (params, stream) = match generation_params(&body, DEFAULT_MAX_TOKENS) {
+    let (params, stream, options) = match generation_params(&body, DEFAULT_MAX_TOKENS) {
         Ok(p) => p,
         Err(r) => return r,
     };
@@ -632,7 +775,7 @@ async fn chat(
         model,
         JobInput::Chat { messages },
         params,
-        stream,
+        (stream, options),
         CHAT,
     )
     .await
@@ -647,6 +790,9 @@ async fn completions(
         Ok(c) => c,
         Err(r) => return r,
     };
+    if let Err(r) = check_fields(&body, &["prompt"]) {
+        return r;
+    }
     let prompt = match &body["prompt"] {
         Value::String(s) => s.clone(),
         Value::Array(a) if a.len() == 1 && a[0].is_string() => {
@@ -655,7 +801,7 @@ async fn completions(
         _ => return oai_error(400, "invalid_prompt", "`prompt` must be a string"),
     };
     // OpenAI's default for completions is 16 tokens.
-    let (params, stream) = match generation_params(&body, 16) {
+    let (params, stream, options) = match generation_params(&body, 16) {
         Ok(p) => p,
         Err(r) => return r,
     };
@@ -665,7 +811,7 @@ async fn completions(
         model,
         JobInput::Completion { prompt },
         params,
-        stream,
+        (stream, options),
         TEXT,
     )
     .await

@@ -966,6 +966,66 @@ fn openai_routes_answer_stream_and_settle() {
     assert!(last["agora"]["receipt"].is_string());
     assert!(last["choices"][0]["finish_reason"].is_string());
 
+    // `stream_options.include_usage`: one more chunk, with no choices and the request's usage.
+    let mut with_usage = chat(true);
+    with_usage["stream_options"] = serde_json::json!({"include_usage": true});
+    let (status, body, _) = post(&base, "/v1/chat/completions", Some("test-key"), with_usage);
+    assert_eq!(status, 200, "{body}");
+    let chunks: Vec<serde_json::Value> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let (usage, finish) = (&chunks[chunks.len() - 1], &chunks[chunks.len() - 2]);
+    assert_eq!(usage["choices"], serde_json::json!([]), "{body}");
+    assert_eq!(
+        usage["usage"]["completion_tokens"],
+        finish["agora"]["output_tokens"]
+    );
+
+    // Fields: those that ask for nothing beyond the default are served; a field set to
+    // something this gateway does not do yet, or one OpenAI does not know, is refused.
+    let mut harmless = chat(false);
+    for (k, v) in [
+        ("user", serde_json::json!("end-user-7")),
+        ("logprobs", serde_json::json!(false)),
+        ("stop", serde_json::Value::Null),
+        ("presence_penalty", serde_json::json!(0)),
+        ("response_format", serde_json::json!({"type": "text"})),
+        ("tools", serde_json::json!([])),
+    ] {
+        harmless[k] = v;
+    }
+    let (status, body, _) = post(&base, "/v1/chat/completions", Some("test-key"), harmless);
+    assert_eq!(status, 200, "{body}");
+    for (k, v, code) in [
+        (
+            "presence_penalty",
+            serde_json::json!(0.5),
+            "unsupported_parameter",
+        ),
+        (
+            "tools",
+            serde_json::json!([{"type": "function"}]),
+            "unsupported_parameter",
+        ),
+        (
+            "stream_options",
+            serde_json::json!({"shout": true}),
+            "unsupported_parameter",
+        ),
+        ("temprature", serde_json::json!(0.5), "unknown_parameter"),
+    ] {
+        let mut body = chat(false);
+        body[k] = v;
+        let (status, text, _) = post(&base, "/v1/chat/completions", Some("test-key"), body);
+        assert_eq!(status, 400, "{k}: {text}");
+        let err: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(err["error"]["code"], code, "{text}");
+        assert_eq!(err["error"]["type"], "invalid_request_error", "{text}");
+    }
+
     let (status, body, _) = post(
         &base,
         "/v1/completions",
@@ -988,7 +1048,7 @@ fn openai_routes_answer_stream_and_settle() {
             .unwrap()
     };
     assert_eq!(verify(&job_id)["settled"], false);
-    assert_eq!(provider.settle().unwrap().unwrap().1, 3);
+    assert_eq!(provider.settle().unwrap().unwrap().1, 5);
     net.block();
     let v = verify(&job_id);
     assert_eq!(
