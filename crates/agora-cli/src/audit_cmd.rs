@@ -213,7 +213,7 @@ fn explain_locally(
     )?;
     let params = GenParams {
         max_tokens: 96,
-        sampling: Default::default(),
+        ..GenParams::default()
     };
     let mut texts = Vec::new();
     for (i, f) in findings.iter().enumerate() {

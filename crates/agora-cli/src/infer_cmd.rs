@@ -174,6 +174,7 @@ fn chat(cache: &ModelCache, args: ChatArgs) -> Result<()> {
             top_k: args.top_k,
             seed: args.seed,
         },
+        logprobs: None,
     };
     let mut out = std::io::stdout().lock();
     let json = args.json;

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use crate::Error;
 use crate::chat::{Finish, GenParams, Prefixes};
 use crate::llama::{KvCache, Llama, Step};
-use crate::sample;
+use crate::sample::{self, TokenLogprobs};
 
 /// How much a model's batch may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,8 +70,9 @@ pub(crate) enum Event {
         cached: usize,
         prompt_time: Duration,
     },
-    /// The next output token (a stop token too: it ends the answer).
-    Token(u32),
+    /// The next output token (a stop token too: it ends the answer), with its log-probabilities
+    /// when they were asked for.
+    Token(u32, Option<TokenLogprobs>),
     Done(Finish),
     Failed(Error),
 }
@@ -360,7 +361,10 @@ impl Batch {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .output_tokens += 1;
-        if seq.job.events.send(Event::Token(token)).is_err() {
+        let lp = params
+            .logprobs
+            .map(|top| sample::logprobs(logits, token, usize::from(top)));
+        if seq.job.events.send(Event::Token(token, lp)).is_err() {
             return Some(Finish::Cancelled);
         }
         if self.stop.contains(&token) {

@@ -13,7 +13,7 @@ use crate::Error;
 use crate::batch::{BatchConfig, Batcher, Event, Job};
 use crate::gguf::Gguf;
 use crate::llama::{KvCache, Llama};
-use crate::sample::{self, SamplingParams};
+use crate::sample::{self, SamplingParams, TokenLogprobs};
 use crate::tokenizer::{BpeTokenizer, TextStream};
 
 /// Positions a session may hold unless told otherwise: bounds the KV cache to ~94 MB for SmolLM2.
@@ -47,6 +47,9 @@ pub struct GenParams {
     pub max_tokens: u32,
     #[serde(flatten)]
     pub sampling: SamplingParams,
+    /// Log-probabilities of each output token and of the `k` most likely at its position.
+    #[serde(default)]
+    pub logprobs: Option<u8>,
 }
 
 impl Default for GenParams {
@@ -54,6 +57,7 @@ impl Default for GenParams {
         Self {
             max_tokens: 256,
             sampling: SamplingParams::default(),
+            logprobs: None,
         }
     }
 }
@@ -83,6 +87,8 @@ pub struct Generation {
     pub cached_tokens: usize,
     pub prompt_time: Duration,
     pub generate_time: Duration,
+    /// With [`GenParams::logprobs`]: one per output token.
+    pub logprobs: Vec<TokenLogprobs>,
 }
 
 /// A streamed piece of output.
@@ -113,6 +119,9 @@ pub struct Score {
     /// Largest margin over all positions.
     pub max_margin: f32,
     pub passed: bool,
+    /// With [`ChatModel::score_with`]'s `logprobs`: one per claimed token.
+    #[serde(default)]
+    pub logprobs: Vec<TokenLogprobs>,
 }
 
 fn messages_value(messages: &[Message]) -> minijinja::Value {
@@ -437,6 +446,7 @@ impl ChatModel {
         let mut start = Instant::now();
         let (mut cached, mut prompt_time) = (0, Duration::ZERO);
         let mut tokens = Vec::new();
+        let mut logprobs = Vec::new();
         let mut text = String::new();
         let mut stream = TextStream::default();
         let finish = loop {
@@ -451,8 +461,9 @@ impl ChatModel {
                     (cached, prompt_time) = (c, t);
                     start = Instant::now();
                 }
-                Event::Token(token) => {
+                Event::Token(token, lp) => {
                     tokens.push(token);
+                    logprobs.extend(lp);
                     if self.stop.contains(&token) {
                         continue;
                     }
@@ -488,7 +499,37 @@ impl ChatModel {
             cached_tokens: cached,
             prompt_time,
             generate_time: start.elapsed(),
+            logprobs,
         })
+    }
+
+    /// The log-probability of each prompt token after the ones before it (the first has none:
+    /// `prompt.len() - 1` entries), with the `top` most likely at each position: what evaluation
+    /// harnesses read to score a text. Runs the prompt on its own, in chunks.
+    pub fn prompt_logprobs(&self, prompt: &[u32], top: usize) -> Result<Vec<TokenLogprobs>, Error> {
+        self.check_prompt(prompt)?;
+        let vocab = self.llama.config.vocab;
+        let mut cache = self.llama.new_cache();
+        let mut logits = Vec::new();
+        let mut out = Vec::with_capacity(prompt.len().saturating_sub(1));
+        for (c, chunk) in prompt.chunks(SCORE_CHUNK).enumerate() {
+            self.llama
+                .forward_into(&mut cache, chunk, 0..chunk.len(), &mut logits)?;
+            let start = c * SCORE_CHUNK;
+            let rows: Vec<TokenLogprobs> = self.llama.install(|| {
+                use rayon::prelude::*;
+                (0..chunk.len())
+                    .into_par_iter()
+                    .filter(|r| start + r + 1 < prompt.len())
+                    .map(|r| {
+                        let row = &logits[r * vocab..(r + 1) * vocab];
+                        sample::logprobs(row, prompt[start + r + 1], top)
+                    })
+                    .collect()
+            });
+            out.extend(rows);
+        }
+        Ok(out)
     }
 
     /// Teacher-forced scoring: runs `prompt` and the claimed `output` through the model in a few batched
@@ -501,6 +542,19 @@ impl ChatModel {
         output: &[u32],
         params: &SamplingParams,
         tolerance: f32,
+    ) -> Result<Score, Error> {
+        self.score_with(prompt, output, params, tolerance, None)
+    }
+
+    /// [`Self::score`], also giving each claimed token's log-probabilities (and the `top` most
+    /// likely tokens') when `logprobs` is `Some(top)`.
+    pub fn score_with(
+        &self,
+        prompt: &[u32],
+        output: &[u32],
+        params: &SamplingParams,
+        tolerance: f32,
+        logprobs: Option<usize>,
     ) -> Result<Score, Error> {
         params.validate()?;
         self.check_prompt(prompt)?;
@@ -517,6 +571,7 @@ impl ChatModel {
             )));
         }
         let mut checks = Vec::with_capacity(output.len());
+        let mut lps = Vec::new();
         let mut batch = Vec::new();
         // Logits before output token i come from the position of the prompt's last token (i = 0) or
         // of output[i-1]. The first pass takes the prompt and the first chunk of the answer together
@@ -550,12 +605,16 @@ impl ChatModel {
                     let choice = sample::sample(row, params, i as u64);
                     (choice, choice == claimed)
                 };
-                TokenCheck {
-                    claimed,
-                    expected,
-                    margin,
-                    ok,
-                }
+                let lp = logprobs.map(|top| sample::logprobs(row, claimed, top));
+                (
+                    TokenCheck {
+                        claimed,
+                        expected,
+                        margin,
+                        ok,
+                    },
+                    lp,
+                )
             };
             self.llama.install(|| {
                 use rayon::prelude::*;
@@ -564,7 +623,10 @@ impl ChatModel {
                     .map(check)
                     .collect_into_vec(&mut batch)
             });
-            checks.append(&mut batch);
+            for (check, lp) in batch.drain(..) {
+                checks.push(check);
+                lps.extend(lp);
+            }
             done += rows;
             if done >= output.len() {
                 break;
@@ -587,6 +649,7 @@ impl ChatModel {
             first_failure,
             max_margin,
             checks,
+            logprobs: lps,
         })
     }
 }

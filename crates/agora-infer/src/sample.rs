@@ -82,6 +82,40 @@ pub fn argmax(logits: &[f32]) -> u32 {
     best as u32
 }
 
+/// The log-probabilities at one position: the chosen token's, and the `top` most likely tokens'
+/// (most likely first, lower id first among equals).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprobs {
+    pub token: u32,
+    pub logprob: f32,
+    pub top: Vec<(u32, f32)>,
+}
+
+/// Log-softmax of `logits` at `token` and at the `top` most likely tokens. The same bits on every
+/// machine for the same logits: the normalizer sums `exp` (this crate's own) in f64, in id order.
+pub fn logprobs(logits: &[f32], token: u32, top: usize) -> TokenLogprobs {
+    let max = f64::from(logits[argmax(logits) as usize]);
+    let sum: f64 = logits
+        .iter()
+        .map(|&x| crate::fmath::exp(f64::from(x) - max))
+        .sum();
+    let lse = max + crate::fmath::ln(sum);
+    let lp = |id: u32| (f64::from(logits[id as usize]) - lse) as f32;
+    let k = top.min(logits.len());
+    let mut ids: Vec<u32> = (0..logits.len() as u32).collect();
+    let cmp = order(logits);
+    if k > 0 && k < ids.len() {
+        ids.select_nth_unstable_by(k - 1, &cmp);
+    }
+    ids.truncate(k);
+    ids.sort_unstable_by(&cmp);
+    TokenLogprobs {
+        token,
+        logprob: lp(token),
+        top: ids.into_iter().map(|id| (id, lp(id))).collect(),
+    }
+}
+
 /// Orders candidates: higher logit first, then lower id.
 fn order(logits: &[f32]) -> impl Fn(&u32, &u32) -> std::cmp::Ordering + '_ {
     |a, b| {

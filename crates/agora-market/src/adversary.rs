@@ -70,6 +70,7 @@ impl Cheat {
             text: chat.text_of(&tokens),
             tokens,
             finish: finish.into(),
+            logprobs: None,
         };
         let serve = |input: &JobInput, params: &JobParams| {
             backend

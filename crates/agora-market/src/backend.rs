@@ -1,9 +1,9 @@
 //! The models a provider runs, behind one trait so the service does not care which engine.
 
-use crate::{Error, JobInput, JobOutput, SourceFile};
+use crate::{Error, JobInput, JobOutput, Logprob, SourceFile, TextLogprobs, TokenLogprob};
 use agora_infer::bert::Embedder;
 use agora_infer::chat::{ChatModel, Finish, GenParams, Message};
-use agora_infer::sample::SamplingParams;
+use agora_infer::sample::{SamplingParams, TokenLogprobs};
 use agora_types::{Fault, Hash, JobParams, Verdict};
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
@@ -293,6 +293,93 @@ pub fn auditor_id() -> Hash {
     Hash(agora_audit::model_id())
 }
 
+/// How many alternatives the job's log-probabilities list, if it asks for them.
+fn logprobs_top(params: &JobParams) -> Result<Option<usize>, Error> {
+    match params.logprobs {
+        Some(k) if k > agora_types::MAX_TOP_LOGPROBS => Err(Error::BadInput(format!(
+            "at most {} alternatives per position",
+            agora_types::MAX_TOP_LOGPROBS
+        ))),
+        Some(k) => Ok(Some(usize::from(k))),
+        None if params.prompt_logprobs => Err(Error::BadInput(
+            "the prompt's log-probabilities come with the answer's: ask for logprobs".into(),
+        )),
+        None => Ok(None),
+    }
+}
+
+/// The prompt's first token, which has no log-probability.
+fn first_token(m: &ChatModel, prompt: &[u32]) -> Logprob {
+    let token = prompt.first().copied().unwrap_or(0);
+    Logprob {
+        token,
+        bytes: m.tokenizer.token_bytes(token).to_vec(),
+        logprob: 0.0,
+    }
+}
+
+/// The runtime's log-probabilities with each token's bytes.
+fn with_bytes(m: &ChatModel, lps: &[TokenLogprobs]) -> Vec<TokenLogprob> {
+    let entry = |token: u32, logprob: f32| Logprob {
+        token,
+        bytes: m.tokenizer.token_bytes(token).to_vec(),
+        logprob,
+    };
+    lps.iter()
+        .map(|lp| TokenLogprob {
+            chosen: entry(lp.token, lp.logprob),
+            top: lp.top.iter().map(|&(t, l)| entry(t, l)).collect(),
+        })
+        .collect()
+}
+
+/// Alternatives a verifier computes beyond those claimed: a near tie at the edge of the list may
+/// be ordered otherwise on other hardware, and the claimed values must still be found.
+const LOGPROBS_SLACK: usize = 4;
+
+/// Whether claimed log-probabilities are the model's (`expected`, computed by the verifier with
+/// [`LOGPROBS_SLACK`] more alternatives) within `tolerance`: the same tokens and bytes, each value
+/// within the tolerance of the model's, and as many alternatives as asked, none of them less
+/// likely (beyond the tolerance) than the `top`-th most likely. Returns the first position that
+/// is not.
+fn logprobs_differ(
+    m: &ChatModel,
+    claimed: &[TokenLogprob],
+    expected: &[TokenLogprobs],
+    top: usize,
+    tolerance: f32,
+) -> Option<usize> {
+    if claimed.len() != expected.len() {
+        return Some(claimed.len().min(expected.len()));
+    }
+    let close = |a: f32, b: f32| a.is_finite() && (a - b).abs() <= tolerance;
+    let bytes_ok = |l: &Logprob| l.bytes == m.tokenizer.token_bytes(l.token);
+    claimed.iter().zip(expected).position(|(c, e)| {
+        let value_of = |token: u32| -> Option<f32> {
+            e.top.iter().find(|(t, _)| *t == token).map(|&(_, l)| l)
+        };
+        let chosen_ok =
+            c.chosen.token == e.token && bytes_ok(&c.chosen) && close(c.chosen.logprob, e.logprob);
+        // A listed alternative is among the verifier's, with its value, and no less likely
+        // (beyond the tolerance) than the `top`-th most likely.
+        let kth = e
+            .top
+            .get(top.saturating_sub(1))
+            .map_or(f32::NEG_INFINITY, |&(_, l)| l);
+        let mut seen = Vec::with_capacity(c.top.len());
+        let top_ok = c.top.len() == e.top.len().min(top)
+            && c.top.iter().all(|l| {
+                let fresh = !seen.contains(&l.token);
+                seen.push(l.token);
+                fresh
+                    && bytes_ok(l)
+                    && l.logprob >= kth - tolerance
+                    && value_of(l.token).is_some_and(|v| close(l.logprob, v))
+            });
+        !(chosen_ok && top_ok)
+    })
+}
+
 /// Sampling parameters from the request's integers.
 pub fn sampling(params: &JobParams) -> SamplingParams {
     SamplingParams {
@@ -407,12 +494,18 @@ impl Backend for InferBackend {
     ) -> Result<Served, Error> {
         if let Some(m) = self.chat.get(model) {
             let prompt = Self::chat_prompt(m, input)?;
+            let top = logprobs_top(params)?;
+            let prompt_logprobs = match (top, params.prompt_logprobs) {
+                (Some(top), true) => m.prompt_logprobs(&prompt, top)?,
+                _ => Vec::new(),
+            };
             let generation = m.generate_in(
                 client,
                 &prompt,
                 &GenParams {
                     max_tokens: params.max_tokens,
                     sampling: sampling(params),
+                    logprobs: params.logprobs,
                 },
                 &mut |piece| on_text(piece.text),
             )?;
@@ -428,6 +521,11 @@ impl Backend for InferBackend {
                     text: generation.text,
                     tokens: generation.tokens,
                     finish: finish.into(),
+                    logprobs: top.map(|_| TextLogprobs {
+                        prompt_first: params.prompt_logprobs.then(|| first_token(m, &prompt)),
+                        prompt: with_bytes(m, &prompt_logprobs),
+                        output: with_bytes(m, &generation.logprobs),
+                    }),
                 },
             });
         }
@@ -540,10 +638,23 @@ fn judge_text(
         text,
         tokens,
         finish,
+        logprobs,
     } = output
     else {
         return fail(Fault::WrongKind);
     };
+    let Ok(top) = logprobs_top(params) else {
+        return fail(Fault::WrongKind);
+    };
+    let lp_fault = |position: usize, prompt: bool| {
+        fail(Fault::WrongLogprobs {
+            position: count(position),
+            prompt,
+        })
+    };
+    if top.is_some() != logprobs.is_some() {
+        return lp_fault(0, false);
+    }
     if counts != (count(prompt.len()), count(tokens.len())) {
         return fail(Fault::WrongCount);
     }
@@ -565,14 +676,41 @@ fn judge_text(
         return fail(Fault::WrongText);
     }
     if !tokens.is_empty() {
-        match m.score(&prompt, tokens, &sampling(params), tolerance) {
+        let wider = top.map(|k| k + LOGPROBS_SLACK);
+        match m.score_with(&prompt, tokens, &sampling(params), tolerance, wider) {
             Ok(score) => {
                 if let Some(p) = score.first_failure {
                     return fail(Fault::WrongToken { position: count(p) });
                 }
+                if let (Some(top), Some(claimed)) = (top, logprobs)
+                    && let Some(p) =
+                        logprobs_differ(m, &claimed.output, &score.logprobs, top, tolerance)
+                {
+                    return lp_fault(p, false);
+                }
             }
             // Past the context: the model could not have produced it.
             Err(_) => return fail(Fault::WrongStop),
+        }
+    }
+    if let (Some(top), Some(claimed)) = (top, logprobs) {
+        if tokens.is_empty() && !claimed.output.is_empty() {
+            return lp_fault(0, false);
+        }
+        let expected = if params.prompt_logprobs {
+            match m.prompt_logprobs(&prompt, top + LOGPROBS_SLACK) {
+                Ok(e) => e,
+                Err(_) => return lp_fault(0, true),
+            }
+        } else {
+            Vec::new()
+        };
+        if let Some(p) = logprobs_differ(m, &claimed.prompt, &expected, top, tolerance) {
+            return lp_fault(p + 1, true);
+        }
+        let first = params.prompt_logprobs.then(|| first_token(m, &prompt));
+        if claimed.prompt_first != first {
+            return lp_fault(0, true);
         }
     }
     let ended_on_stop = tokens.last().is_some_and(|t| stops.contains(t));

@@ -118,6 +118,36 @@ impl JobInput {
     }
 }
 
+/// One token's log-probability, with the token's bytes (a client shows them; a token may hold
+/// part of a character).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Logprob {
+    pub token: u32,
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+}
+
+/// The log-probabilities at one position: the token there, and the most likely tokens.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    #[serde(flatten)]
+    pub chosen: Logprob,
+    pub top: Vec<Logprob>,
+}
+
+/// A text job's log-probabilities: one per output token, and with `prompt_logprobs` one per
+/// prompt token after the first.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TextLogprobs {
+    /// With `prompt_logprobs`: the prompt's first token (its log-probability is not defined and
+    /// given as 0), then [`Self::prompt`] for the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_first: Option<Logprob>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prompt: Vec<TokenLogprob>,
+    pub output: Vec<TokenLogprob>,
+}
+
 /// What a provider delivered.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -130,6 +160,9 @@ pub enum JobOutput {
         tokens: Vec<u32>,
         /// `stop`, `length` or `cancelled`.
         finish: String,
+        /// The log-probabilities the job asked for (`JobParams::logprobs`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        logprobs: Option<TextLogprobs>,
     },
     /// Embedding vectors, one per input text.
     Embeddings {
@@ -240,6 +273,7 @@ mod tests {
             text: "Hello".into(),
             tokens: vec![1, 2],
             finish: "stop".into(),
+            logprobs: None,
         };
         let back = JobOutput::from_bytes(&output.to_bytes()).unwrap();
         assert_eq!(back.hash(), output.hash());
@@ -247,6 +281,7 @@ mod tests {
             text: "Hello".into(),
             tokens: vec![1, 3],
             finish: "stop".into(),
+            logprobs: None,
         };
         assert_ne!(other.hash(), output.hash());
         let big = vec![b' '; MAX_INPUT_BYTES + 1];

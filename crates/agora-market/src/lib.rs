@@ -45,7 +45,10 @@ pub use gateway::{
     COOLDOWN_FIRST, COOLDOWN_MAX, Completed, Gateway, LATENCY_CLASS_MS, LATENCY_SAMPLES,
     ProviderListing, ProviderStats, SLOW_DIVISOR, public_endpoint,
 };
-pub use input::{ChatMessage, JobInput, JobOutput, MAX_INPUT_BYTES, SourceFile, TableColumn};
+pub use input::{
+    ChatMessage, JobInput, JobOutput, Logprob, MAX_INPUT_BYTES, SourceFile, TableColumn,
+    TextLogprobs, TokenLogprob,
+};
 pub use openai::{OpenAiState, openai_router};
 pub use provider::{
     Admitted, Delivery, JobSubmission, KEPT_SWEEP_LIMIT, Provider, ProviderConfig, SealedPiece,

@@ -15,7 +15,7 @@
 // Handlers answer errors as ready responses, as axum handlers do.
 #![allow(clippy::result_large_err)]
 
-use crate::{ChatMessage, Completed, Error, Gateway, JobInput, JobOutput};
+use crate::{ChatMessage, Completed, Error, Gateway, JobInput, JobOutput, Logprob, TokenLogprob};
 use agora_types::{Hash, JobParams, Keypair, Verification};
 use axum::{
     Json, Router,
@@ -247,6 +247,14 @@ fn generation_params(
     Ok((sampling.params(default_max)?, sampling.stream, options))
 }
 
+/// How a generation is answered: streamed or whole, how a stream ends, and with `echo` the
+/// prompt before the answer.
+struct How {
+    stream: bool,
+    options: StreamOptions,
+    echo: Option<String>,
+}
+
 /// The fields a generation endpoint acts on.
 const GENERATION_FIELDS: &[&str] = &[
     "model",
@@ -289,7 +297,6 @@ fn asks_nothing(field: &str, value: &Value) -> bool {
 /// anything but its default is refused (`unsupported_parameter`), never answered as if the
 /// field were absent.
 const NOT_YET: &[&str] = &[
-    "logprobs",
     "top_logprobs",
     "stop",
     "presence_penalty",
@@ -310,7 +317,6 @@ const NOT_YET: &[&str] = &[
     "reasoning_effort",
     "web_search_options",
     // Completions only.
-    "echo",
     "best_of",
     "suffix",
 ];
@@ -490,6 +496,8 @@ impl Sampling {
             top_k: 0,
             seed: self.seed.unwrap_or(0),
             verification: self.verification.unwrap_or_default(),
+            logprobs: None,
+            prompt_logprobs: false,
         })
     }
 }
@@ -546,9 +554,14 @@ async fn generate(
     model_name: String,
     input: JobInput,
     params: JobParams,
-    (stream, options): (bool, StreamOptions),
+    how: How,
     shape: Shape,
 ) -> Response {
+    let How {
+        stream,
+        options,
+        echo,
+    } = how;
     let Shape { chunk, finish } = shape;
     let gw = st.gateway.clone();
     let name = model_name.clone();
@@ -590,7 +603,11 @@ async fn generate(
                 return match *result {
                     Ok(done) => {
                         let id = done.job_id.to_hex();
-                        let body = finish(&id, &model_name, created, &done);
+                        let mut body = finish(&id, &model_name, created, &done);
+                        if let Some(prompt) = &echo {
+                            body["choices"][0]["text"] =
+                                json!(format!("{prompt}{}", text_of(&done)));
+                        }
                         with_job_header(Json(body).into_response(), &done)
                     }
                     Err(e) => from_error(&e),
@@ -609,7 +626,9 @@ async fn generate(
         None => return oai_error(502, "provider_error", "the job ended without a result"),
     };
     let rest = ReceiverStream::new(rx);
-    let steps = futures_util::StreamExt::chain(futures_util::stream::iter([first]), rest);
+    // With `echo`, the prompt comes first.
+    let head: Vec<Step> = echo.map(Step::Text).into_iter().chain([first]).collect();
+    let steps = futures_util::StreamExt::chain(futures_util::stream::iter(head), rest);
     let id = format!("job-{created}");
     let events = futures_util::StreamExt::flat_map(steps, move |step| {
         let events: Vec<Event> = match step {
@@ -673,6 +692,85 @@ fn text_of(done: &Completed) -> &str {
     }
 }
 
+/// A token's text as OpenAI shows it (bytes that are not whole characters become U+FFFD).
+fn token_text(l: &Logprob) -> String {
+    String::from_utf8_lossy(&l.bytes).into_owned()
+}
+
+/// The log-probabilities of the answer's tokens, less a final stop token (it is not content).
+fn answer_logprobs(done: &Completed) -> Option<&[TokenLogprob]> {
+    let JobOutput::Text {
+        logprobs: Some(l),
+        finish,
+        ..
+    } = &done.output
+    else {
+        return None;
+    };
+    let n = l.output.len();
+    Some(
+        &l.output[..if finish == "stop" {
+            n.saturating_sub(1)
+        } else {
+            n
+        }],
+    )
+}
+
+/// Chat's `logprobs`: `{"content": [{token, bytes, logprob, top_logprobs}], "refusal": null}`.
+fn chat_logprobs(done: &Completed) -> Value {
+    let Some(entries) = answer_logprobs(done) else {
+        return Value::Null;
+    };
+    let one = |l: &Logprob| json!({"token": token_text(l), "bytes": l.bytes, "logprob": l.logprob});
+    let content: Vec<Value> = entries
+        .iter()
+        .map(|e| {
+            let mut v = one(&e.chosen);
+            v["top_logprobs"] = e.top.iter().map(one).collect();
+            v
+        })
+        .collect();
+    json!({"content": content, "refusal": null})
+}
+
+/// The legacy completions' `logprobs`: parallel arrays of tokens, their log-probabilities, the
+/// alternatives (token → log-probability) and each token's offset in the text; with `echo`, the
+/// prompt's tokens first (the very first with null).
+fn text_logprobs(done: &Completed) -> Value {
+    let (
+        JobOutput::Text {
+            logprobs: Some(l), ..
+        },
+        Some(answer),
+    ) = (&done.output, answer_logprobs(done))
+    else {
+        return Value::Null;
+    };
+    let (mut tokens, mut values, mut tops, mut offsets) = (vec![], vec![], vec![], vec![]);
+    let mut offset = 0usize;
+    let mut push = |l: &Logprob, value: Value, top: Value| {
+        let text = token_text(l);
+        offsets.push(offset);
+        offset += text.chars().count();
+        tokens.push(text);
+        values.push(value);
+        tops.push(top);
+    };
+    if let Some(first) = &l.prompt_first {
+        push(first, Value::Null, Value::Null);
+    }
+    for e in l.prompt.iter().chain(answer) {
+        let top: serde_json::Map<String, Value> = e
+            .top
+            .iter()
+            .map(|t| (token_text(t), json!(t.logprob)))
+            .collect();
+        push(&e.chosen, json!(e.chosen.logprob), Value::Object(top));
+    }
+    json!({"tokens": tokens, "token_logprobs": values, "top_logprobs": tops, "text_offset": offsets})
+}
+
 fn chat_chunk(
     id: &str,
     model: &str,
@@ -689,7 +787,8 @@ fn chat_chunk(
         Some(done) => json!({
             "id": format!("chatcmpl-{id}"), "object": "chat.completion.chunk", "created": created,
             "model": model,
-            "choices": [{"index": 0, "delta": {}, "finish_reason": finish_reason(done)}],
+            "choices": [{"index": 0, "delta": {}, "finish_reason": finish_reason(done),
+                         "logprobs": chat_logprobs(done)}],
             "usage": usage(done),
             "agora": receipt_json(done),
         }),
@@ -700,7 +799,7 @@ fn chat_finish(id: &str, model: &str, created: u64, done: &Completed) -> Value {
     json!({
         "id": format!("chatcmpl-{id}"), "object": "chat.completion", "created": created, "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text_of(done)},
-                     "finish_reason": finish_reason(done), "logprobs": null}],
+                     "finish_reason": finish_reason(done), "logprobs": chat_logprobs(done)}],
         "usage": usage(done),
         "agora": receipt_json(done),
     })
@@ -715,7 +814,8 @@ fn text_chunk(
 ) -> Value {
     json!({
         "id": format!("cmpl-{id}"), "object": "text_completion", "created": created, "model": model,
-        "choices": [{"index": 0, "text": text.unwrap_or(""), "logprobs": null,
+        "choices": [{"index": 0, "text": text.unwrap_or(""),
+                     "logprobs": done.map_or(Value::Null, text_logprobs),
                      "finish_reason": done.map(finish_reason)}],
         "usage": done.map(usage),
         "agora": done.map(receipt_json),
@@ -725,7 +825,8 @@ fn text_chunk(
 fn text_finish(id: &str, model: &str, created: u64, done: &Completed) -> Value {
     json!({
         "id": format!("cmpl-{id}"), "object": "text_completion", "created": created, "model": model,
-        "choices": [{"index": 0, "text": text_of(done), "logprobs": null, "finish_reason": finish_reason(done)}],
+        "choices": [{"index": 0, "text": text_of(done), "logprobs": text_logprobs(done),
+                     "finish_reason": finish_reason(done)}],
         "usage": usage(done),
         "agora": receipt_json(done),
     })
@@ -740,7 +841,7 @@ async fn chat(
         Ok(c) => c,
         Err(r) => return r,
     };
-    if let Err(r) = check_fields(&body, &["messages"]) {
+    if let Err(r) = check_fields(&body, &["messages", "logprobs", "top_logprobs"]) {
         return r;
     }
     let Some(raw) = body["messages"].as_array().filter(|m| !m.is_empty()) else {
@@ -765,9 +866,34 @@ async fn chat(
             content,
         });
     }
-    let (params, stream, options) = match generation_params(&body, DEFAULT_MAX_TOKENS) {
+    let (mut params, stream, options) = match generation_params(&body, DEFAULT_MAX_TOKENS) {
         Ok(p) => p,
         Err(r) => return r,
+    };
+    params.logprobs = match (&body["logprobs"], &body["top_logprobs"]) {
+        (Value::Bool(true), Value::Null) => Some(0),
+        (Value::Bool(true), top) => match top.as_u64() {
+            Some(k) if k <= u64::from(agora_types::MAX_TOP_LOGPROBS) => Some(k as u8),
+            _ => {
+                return oai_error(
+                    400,
+                    "invalid_value",
+                    format!(
+                        "`top_logprobs` is an integer from 0 to {}",
+                        agora_types::MAX_TOP_LOGPROBS
+                    ),
+                );
+            }
+        },
+        (Value::Bool(false) | Value::Null, Value::Null) => None,
+        (Value::Bool(false) | Value::Null, _) => {
+            return oai_error(
+                400,
+                "invalid_value",
+                "`top_logprobs` needs `logprobs` set to true",
+            );
+        }
+        _ => return oai_error(400, "invalid_value", "`logprobs` is true or false"),
     };
     generate(
         st,
@@ -775,7 +901,11 @@ async fn chat(
         model,
         JobInput::Chat { messages },
         params,
-        (stream, options),
+        How {
+            stream,
+            options,
+            echo: None,
+        },
         CHAT,
     )
     .await
@@ -790,7 +920,7 @@ async fn completions(
         Ok(c) => c,
         Err(r) => return r,
     };
-    if let Err(r) = check_fields(&body, &["prompt"]) {
+    if let Err(r) = check_fields(&body, &["prompt", "logprobs", "echo"]) {
         return r;
     }
     let prompt = match &body["prompt"] {
@@ -801,17 +931,46 @@ async fn completions(
         _ => return oai_error(400, "invalid_prompt", "`prompt` must be a string"),
     };
     // OpenAI's default for completions is 16 tokens.
-    let (params, stream, options) = match generation_params(&body, 16) {
+    let (mut params, stream, options) = match generation_params(&body, 16) {
         Ok(p) => p,
         Err(r) => return r,
     };
+    // The legacy API: `logprobs` is how many alternatives (0 for the tokens' own only).
+    params.logprobs = match &body["logprobs"] {
+        Value::Null => None,
+        v => match v.as_u64() {
+            Some(k) if k <= u64::from(agora_types::MAX_TOP_LOGPROBS) => Some(k as u8),
+            _ => {
+                return oai_error(
+                    400,
+                    "invalid_value",
+                    format!(
+                        "`logprobs` is an integer from 0 to {}",
+                        agora_types::MAX_TOP_LOGPROBS
+                    ),
+                );
+            }
+        },
+    };
+    let echo = match &body["echo"] {
+        Value::Null | Value::Bool(false) => false,
+        Value::Bool(true) => true,
+        _ => return oai_error(400, "invalid_value", "`echo` is true or false"),
+    };
+    params.prompt_logprobs = echo && params.logprobs.is_some();
     generate(
         st,
         key,
         model,
-        JobInput::Completion { prompt },
+        JobInput::Completion {
+            prompt: prompt.clone(),
+        },
         params,
-        (stream, options),
+        How {
+            stream,
+            options,
+            echo: echo.then_some(prompt),
+        },
         TEXT,
     )
     .await

@@ -81,7 +81,17 @@ pub struct JobParams {
     pub seed: u64,
     /// How the job is checked.
     pub verification: Verification,
+    /// Log-probabilities with the answer: `Some(k)` gives each output token's and the `k` most
+    /// likely tokens' at its position (at most [`MAX_TOP_LOGPROBS`]).
+    #[serde(default)]
+    pub logprobs: Option<u8>,
+    /// With `logprobs`, the prompt's tokens' too (each given the tokens before it).
+    #[serde(default)]
+    pub prompt_logprobs: bool,
 }
+
+/// Most alternatives a job's log-probabilities may list per position.
+pub const MAX_TOP_LOGPROBS: u8 = 20;
 
 /// What a client asks a provider to run, and the most it will pay.
 #[derive(
@@ -288,6 +298,13 @@ pub enum Fault {
     /// A query's or forecast's result that is not what re-running it at the job's height gives
     /// (rows added, dropped, reordered or changed).
     WrongResult,
+    /// Log-probabilities that are not the model's (beyond the tolerance), list other tokens than
+    /// the most likely, or were not asked for.
+    WrongLogprobs {
+        /// 0-based position in the output, or in the prompt when `prompt`.
+        position: u32,
+        prompt: bool,
+    },
 }
 
 impl Fault {
@@ -303,6 +320,7 @@ impl Fault {
             Fault::WrongKind => "wrong_kind",
             Fault::WrongReport => "wrong_report",
             Fault::WrongResult => "wrong_result",
+            Fault::WrongLogprobs { .. } => "wrong_logprobs",
         }
     }
 }

@@ -46,6 +46,33 @@ for chunk in c.chat.completions.create(
 out["streamed"] = "".join(parts)
 out["jobs"].append(last.model_extra["agora"])
 
+# Log-probabilities, as evaluation harnesses read them.
+r = c.chat.completions.create(
+    model="smollm2-135m-instruct",
+    messages=[{"role": "user", "content": "What is the capital of France?"}],
+    max_tokens=8,
+    logprobs=True,
+    top_logprobs=2,
+)
+out["logprobs"] = [[t.token, t.logprob, len(t.top_logprobs)] for t in r.choices[0].logprobs.content]
+out["jobs"].append(r.model_extra["agora"])
+r = c.completions.create(
+    model="smollm2-135m-instruct", prompt="The capital of France is", max_tokens=1, echo=True, logprobs=1
+)
+lp = r.choices[0].logprobs
+out["echo"] = {"text": r.choices[0].text, "tokens": lp.tokens, "values": lp.token_logprobs}
+out["jobs"].append(r.model_extra["agora"])
+stream = c.chat.completions.create(
+    model="smollm2-135m-instruct",
+    messages=[{"role": "user", "content": "Say hi."}],
+    max_tokens=4,
+    stream=True,
+    stream_options={"include_usage": True},
+)
+chunks = list(stream)
+out["usage_chunk"] = [len(chunks[-1].choices), chunks[-1].usage.completion_tokens]
+out["jobs"].append(chunks[-2].model_extra["agora"])
+
 # A private prompt: nothing on the chain, on disk or in the logs may show it, or its answer.
 r = c.chat.completions.create(
     model="smollm2-135m-instruct",
@@ -165,6 +192,31 @@ fn openai_clients_use_the_devnet_and_every_job_is_settled_for_exactly_its_fee() 
     assert_eq!(r["unknown_model"], "model_not_found");
     assert_eq!(r["too_long"], "context_length_exceeded");
     assert_eq!(r["bad_key"], "invalid_api_key");
+    // Log-probabilities through the official client: each answer token with two alternatives,
+    // and with echo the prompt's tokens first (the first without a value).
+    let lps = r["logprobs"].as_array().unwrap();
+    assert!(!lps.is_empty(), "{r}");
+    for e in lps {
+        assert!(e[1].as_f64().unwrap() <= 0.0 && e[2] == 2, "{e}");
+    }
+    let echo = &r["echo"];
+    assert!(
+        echo["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("The capital of France is"),
+        "{echo}"
+    );
+    let values = echo["values"].as_array().unwrap();
+    assert!(values[0].is_null() && values.len() >= 6, "{echo}");
+    assert!(
+        values[1..]
+            .iter()
+            .all(|v| v.as_f64().is_some_and(|x| x <= 0.0)),
+        "{echo}"
+    );
+    let usage = &r["usage_chunk"];
+    assert!(usage[0] == 0 && usage[1].as_u64().unwrap() >= 1, "{usage}");
 
     // Every job is settled on-chain; the demo escrow (100 AGR deposited) pays exactly the fees.
     let mut jobs = r["jobs"].as_array().unwrap().clone();

@@ -188,6 +188,7 @@ fn real_model_output_is_reproducible_and_scores_exactly() {
             top_k: 50,
             seed: 1234,
         },
+        logprobs: None,
     };
     for params in [
         GenParams {

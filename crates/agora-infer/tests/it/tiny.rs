@@ -28,6 +28,7 @@ fn sampled(seed: u64) -> GenParams {
             top_k: 40,
             seed,
         },
+        logprobs: None,
     }
 }
 
@@ -660,4 +661,85 @@ fn the_batch_is_bounded_and_a_stopped_stream_leaves_it() {
         }
     }
     assert!(model.batch_stats().widest <= 2);
+}
+
+/// Log-probabilities given with a generation (batched with other requests) are exactly those a
+/// teacher-forced pass computes, greedy or sampled; the prompt's are those of scoring the prompt
+/// as an answer to its first token; over the whole vocabulary they sum to one.
+#[test]
+fn log_probabilities_are_the_same_in_generation_scoring_and_prompts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny(dir.path(), TinySpec::default());
+    let model = std::sync::Arc::new(ChatModel::load(&path, 2).unwrap());
+    let vocab = model.llama.config.vocab;
+    let prompt = model
+        .encode_chat(&[Message::new("user", "Count the waves")])
+        .unwrap();
+    let requests = [
+        GenParams {
+            max_tokens: 20,
+            logprobs: Some(5),
+            ..Default::default()
+        },
+        GenParams {
+            logprobs: Some(0),
+            ..sampled(11)
+        },
+        GenParams {
+            logprobs: Some(20),
+            ..sampled(12)
+        },
+    ];
+    let handles: Vec<_> = requests
+        .iter()
+        .map(|params| {
+            let (model, prompt, params) = (model.clone(), prompt.clone(), *params);
+            std::thread::spawn(move || model.generate(&prompt, &params, &mut no_stream).unwrap())
+        })
+        .collect();
+    for (params, h) in requests.iter().zip(handles) {
+        let g = h.join().unwrap();
+        let top = usize::from(params.logprobs.unwrap());
+        assert_eq!(g.logprobs.len(), g.tokens.len());
+        let score = model
+            .score_with(&prompt, &g.tokens, &params.sampling, 0.0, Some(top))
+            .unwrap();
+        assert!(score.passed);
+        assert_eq!(score.logprobs, g.logprobs, "{params:?}");
+        for (lp, &t) in g.logprobs.iter().zip(&g.tokens) {
+            assert_eq!(lp.token, t);
+            assert_eq!(lp.top.len(), top.min(vocab));
+            assert!(lp.top.windows(2).all(|w| w[0].1 >= w[1].1));
+            if params.sampling.is_greedy() {
+                assert_eq!(lp.top[0], (t, lp.logprob));
+            }
+        }
+    }
+    // Every token's probability, summed: one.
+    let mut cache = model.llama.new_cache();
+    let logits = model
+        .llama
+        .forward(&mut cache, &prompt, prompt.len() - 1..prompt.len())
+        .unwrap();
+    let everything = agora_infer::sample::logprobs(&logits, 0, vocab);
+    assert_eq!(everything.top.len(), vocab);
+    let total: f64 = everything
+        .top
+        .iter()
+        .map(|(_, l)| f64::from(*l).exp())
+        .sum();
+    assert!((total - 1.0).abs() < 1e-4, "{total}");
+    // The prompt's: the same as scoring prompt[1..] after prompt[0].
+    let lps = model.prompt_logprobs(&prompt, 4).unwrap();
+    assert_eq!(lps.len(), prompt.len() - 1);
+    let as_answer = model
+        .score_with(
+            &prompt[..1],
+            &prompt[1..],
+            &SamplingParams::greedy(),
+            f32::MAX,
+            Some(4),
+        )
+        .unwrap();
+    assert_eq!(lps, as_answer.logprobs);
 }

@@ -918,6 +918,7 @@ mod tests {
             text: "hi".into(),
             tokens: vec![1, 2],
             finish: "stop".into(),
+            logprobs: None,
         };
         (request, output, provider)
     }
@@ -1210,6 +1211,7 @@ mod tests {
             text: "ho".into(),
             tokens: vec![1, 3],
             finish: "stop".into(),
+            logprobs: None,
         };
         assert_eq!(
             code(check_receipt(&request, &other, &honest, provider.address())),

@@ -315,6 +315,7 @@ fn judging_an_audit_checks_the_counts_the_kind_and_every_finding() {
         text: String::new(),
         tokens: vec![],
         finish: "stop".into(),
+        logprobs: None,
     };
     assert_eq!(
         judge(&text, counts),

@@ -118,6 +118,7 @@ fn every_cheating_strategy_is_caught_and_honest_answers_pass() {
                     text: "something else entirely".into(),
                     tokens: tokens.clone(),
                     finish: finish.clone(),
+                    logprobs: None,
                 },
             ));
         }
@@ -210,4 +211,114 @@ fn honest_jobs_all_pass_across_thread_counts() {
             .unwrap();
         assert_eq!(verdict, Verdict::Pass, "job {i}: {:?}", served.output);
     }
+}
+
+/// Log-probabilities a provider returns (answer and prompt) are checked with the answer: honest
+/// ones pass, whatever the threads; altered values, a swapped alternative, a missing list or one
+/// not asked for are each caught.
+#[test]
+fn log_probabilities_are_checked_with_the_answer() {
+    let (Some(provider_model), Some(verifier_model)) = (real_chat(1), real_chat(2)) else {
+        return;
+    };
+    let provider = backend(provider_model);
+    let verifier = backend(verifier_model);
+    let input = JobInput::Completion {
+        prompt: "The capital of France is".into(),
+    };
+    let params = JobParams {
+        max_tokens: 8,
+        logprobs: Some(3),
+        prompt_logprobs: true,
+        ..JobParams::default()
+    };
+    let honest = provider
+        .run(&MODEL, &input, &params, &mut |_| ControlFlow::Continue(()))
+        .unwrap()
+        .output;
+    assert_eq!(judge(&verifier, &input, &params, &honest), Verdict::Pass);
+    let JobOutput::Text {
+        tokens,
+        logprobs: Some(lp),
+        ..
+    } = &honest
+    else {
+        panic!("logprobs expected: {honest:?}");
+    };
+    assert_eq!(lp.output.len(), tokens.len());
+    let prompt_tokens = verifier.input_tokens(&MODEL, &input).unwrap() as usize;
+    assert_eq!(lp.prompt.len(), prompt_tokens - 1);
+    assert!(lp.prompt_first.is_some());
+    for e in lp.output.iter().chain(&lp.prompt) {
+        assert_eq!(e.top.len(), 3);
+        assert!(e.top.windows(2).all(|w| w[0].logprob >= w[1].logprob));
+        assert!(e.chosen.logprob <= 0.0, "{e:?}");
+    }
+    // Greedy: each output token is the most likely, so it heads its list.
+    for (e, t) in lp.output.iter().zip(tokens) {
+        assert_eq!(e.top[0].token, *t);
+        assert_eq!(e.top[0].logprob, e.chosen.logprob);
+    }
+
+    let with = |f: &dyn Fn(&mut agora_market::TextLogprobs)| {
+        let mut out = honest.clone();
+        if let JobOutput::Text {
+            logprobs: Some(l), ..
+        } = &mut out
+        {
+            f(l);
+        }
+        out
+    };
+    let fault = |out: &JobOutput, p: &JobParams| match judge(&verifier, &input, p, out) {
+        Verdict::Fail { fault } => fault,
+        Verdict::Pass => panic!("a cheat passed: {out:?}"),
+    };
+    let raised = with(&|l| l.output[1].chosen.logprob += 0.5);
+    assert_eq!(
+        fault(&raised, &params),
+        Fault::WrongLogprobs {
+            position: 1,
+            prompt: false
+        }
+    );
+    // An alternative replaced by an unlikely token given a likely value.
+    let swapped = with(&|l| {
+        l.output[0].top[2].token = 7;
+        l.output[0].top[2].bytes = vec![];
+    });
+    assert!(matches!(
+        fault(&swapped, &params),
+        Fault::WrongLogprobs { position: 0, .. }
+    ));
+    let prompt_lie = with(&|l| l.prompt[2].chosen.logprob = -0.01);
+    assert_eq!(
+        fault(&prompt_lie, &params),
+        Fault::WrongLogprobs {
+            position: 3,
+            prompt: true
+        }
+    );
+    let short = with(&|l| {
+        l.output[0].top.pop();
+    });
+    assert!(matches!(
+        fault(&short, &params),
+        Fault::WrongLogprobs { .. }
+    ));
+    // Log-probabilities nobody asked for, or none where they were asked for.
+    let plain = JobParams {
+        logprobs: None,
+        prompt_logprobs: false,
+        ..params
+    };
+    assert!(matches!(
+        fault(&honest, &plain),
+        Fault::WrongLogprobs { .. }
+    ));
+    let mut none = honest.clone();
+    if let JobOutput::Text { logprobs, .. } = &mut none {
+        *logprobs = None;
+    }
+    assert!(matches!(fault(&none, &params), Fault::WrongLogprobs { .. }));
 }

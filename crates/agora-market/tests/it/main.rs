@@ -984,6 +984,79 @@ fn openai_routes_answer_stream_and_settle() {
         finish["agora"]["output_tokens"]
     );
 
+    // Log-probabilities, chat: one entry per answer token (a stop token is not content), each
+    // with its alternatives.
+    let mut with_lp = chat(false);
+    with_lp["logprobs"] = true.into();
+    with_lp["top_logprobs"] = 2.into();
+    let (status, body, _) = post(&base, "/v1/chat/completions", Some("test-key"), with_lp);
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let content = v["choices"][0]["logprobs"]["content"].as_array().unwrap();
+    let stop = usize::from(v["choices"][0]["finish_reason"] == "stop");
+    assert_eq!(
+        content.len() + stop,
+        v["usage"]["completion_tokens"].as_u64().unwrap() as usize,
+        "{body}"
+    );
+    // The tokens' bytes make the answer (a token may hold part of a character).
+    let bytes: Vec<u8> = content
+        .iter()
+        .flat_map(|e| e["bytes"].as_array().unwrap().clone())
+        .map(|b| b.as_u64().unwrap() as u8)
+        .collect();
+    assert_eq!(
+        String::from_utf8_lossy(&bytes),
+        v["choices"][0]["message"]["content"].as_str().unwrap()
+    );
+    for e in content {
+        assert_eq!(e["top_logprobs"].as_array().unwrap().len(), 2, "{e}");
+        assert!(e["logprob"].as_f64().unwrap() <= 0.0);
+    }
+    // Completions with echo: the prompt's tokens first (the first without a value), then the
+    // answer's, and the text is the prompt and the answer.
+    let (status, body, _) = post(
+        &base,
+        "/v1/completions",
+        Some("test-key"),
+        serde_json::json!({"model": "tiny-chat", "prompt": "Once upon a time", "max_tokens": 3,
+                           "echo": true, "logprobs": 1}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let lp = &v["choices"][0]["logprobs"];
+    let values = lp["token_logprobs"].as_array().unwrap();
+    let prompt_tokens = v["usage"]["prompt_tokens"].as_u64().unwrap() as usize;
+    assert!(
+        values[0].is_null() && values[1..].iter().all(|x| x.is_f64()),
+        "{lp}"
+    );
+    assert!(values.len() >= prompt_tokens, "{lp}");
+    let text = v["choices"][0]["text"].as_str().unwrap();
+    assert!(text.starts_with("Once upon a time"), "{text}");
+    let tokens: String = lp["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert!(tokens.starts_with("Once upon a time"), "{tokens}");
+    for (bad, code) in [
+        (
+            serde_json::json!({"logprobs": true, "top_logprobs": 50}),
+            "invalid_value",
+        ),
+        (serde_json::json!({"top_logprobs": 2}), "invalid_value"),
+    ] {
+        let mut body = chat(false);
+        for (k, v) in bad.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let (status, text, _) = post(&base, "/v1/chat/completions", Some("test-key"), body);
+        assert_eq!(status, 400, "{text}");
+        assert!(text.contains(code), "{text}");
+    }
+
     // Fields: those that ask for nothing beyond the default are served; a field set to
     // something this gateway does not do yet, or one OpenAI does not know, is refused.
     let mut harmless = chat(false);
@@ -1048,7 +1121,7 @@ fn openai_routes_answer_stream_and_settle() {
             .unwrap()
     };
     assert_eq!(verify(&job_id)["settled"], false);
-    assert_eq!(provider.settle().unwrap().unwrap().1, 5);
+    assert_eq!(provider.settle().unwrap().unwrap().1, 7);
     net.block();
     let v = verify(&job_id);
     assert_eq!(
