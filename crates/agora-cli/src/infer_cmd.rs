@@ -173,6 +173,7 @@ fn chat(cache: &ModelCache, args: ChatArgs) -> Result<()> {
             top_p: args.top_p,
             top_k: args.top_k,
             seed: args.seed,
+            ..SamplingParams::default()
         },
         logprobs: None,
     };

@@ -121,6 +121,7 @@ impl Batcher {
                     waiting: VecDeque::new(),
                     reserved: 0,
                     stats: counted,
+                    penalized: Vec::new(),
                 }
                 .run(rx)
             })
@@ -161,6 +162,8 @@ struct Seq {
     tokens: Vec<u32>,
     /// The last output token, to run in the next pass.
     next: [u32; 1],
+    /// How often each token appears in the answer so far (for the penalties).
+    counts: std::collections::BTreeMap<u32, u32>,
     decoding: bool,
     admitted: Instant,
     /// Bytes of keys and values reserved for it.
@@ -176,6 +179,8 @@ struct Batch {
     waiting: VecDeque<Job>,
     reserved: usize,
     stats: Arc<Mutex<BatchStats>>,
+    /// Logits with a sequence's penalties applied.
+    penalized: Vec<f32>,
 }
 
 impl Batch {
@@ -231,6 +236,7 @@ impl Batch {
                 fed: cached,
                 tokens: Vec::new(),
                 next: [0],
+                counts: Default::default(),
                 decoding: false,
                 admitted: Instant::now(),
                 reserved: bytes,
@@ -355,8 +361,17 @@ impl Batch {
         if seq.tokens.len() >= params.max_tokens as usize {
             return Some(Finish::Length);
         }
-        let token = sample::sample(logits, &params.sampling, seq.tokens.len() as u64);
+        let choose_from = if params.sampling.has_penalties() {
+            self.penalized.clear();
+            self.penalized.extend_from_slice(logits);
+            params.sampling.penalize(&mut self.penalized, &seq.counts);
+            &self.penalized[..]
+        } else {
+            logits
+        };
+        let token = sample::sample(choose_from, &params.sampling, seq.tokens.len() as u64);
         seq.tokens.push(token);
+        *seq.counts.entry(token).or_default() += 1;
         self.stats
             .lock()
             .unwrap_or_else(|e| e.into_inner())

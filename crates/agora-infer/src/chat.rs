@@ -131,6 +131,25 @@ fn messages_value(messages: &[Message]) -> minijinja::Value {
         .collect()
 }
 
+/// Where the first of the `stop` texts starts in `text`, if any does.
+fn first_stop(text: &str, stop: &[String]) -> Option<usize> {
+    stop.iter().filter_map(|s| text.find(s.as_str())).min()
+}
+
+/// Bytes at the end of `text` that begin one of the `stop` texts (whole characters): held back
+/// from the stream, since the next token may complete the stop text.
+fn held_back(text: &str, stop: &[String]) -> usize {
+    stop.iter()
+        .filter_map(|s| {
+            (1..s.len().min(text.len() + 1)).rev().find(|&k| {
+                let at = text.len() - k;
+                text.is_char_boundary(at) && s.as_bytes().starts_with(&text.as_bytes()[at..])
+            })
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// A chat model: weights, tokenizer and template, loaded once and shared by many requests, which
 /// it generates for together ([`crate::batch`]).
 #[derive(Debug)]
@@ -423,6 +442,21 @@ impl ChatModel {
         params: &GenParams,
         on_piece: &mut dyn FnMut(Piece<'_>) -> ControlFlow<()>,
     ) -> Result<Generation, Error> {
+        self.generate_until(scope, prompt, params, &[], on_piece)
+    }
+
+    /// [`Self::generate_in`], also ending the answer where the first of the `stop` texts appears
+    /// ([`Self::stop_at`]): the text stops before it, the tokens with the one that completed it,
+    /// and the finish is [`Finish::Stop`]. Text that could be the start of a stop text is held
+    /// back from the stream until it is known not to be.
+    pub fn generate_until(
+        &self,
+        scope: &[u8],
+        prompt: &[u32],
+        params: &GenParams,
+        stop: &[String],
+        on_piece: &mut dyn FnMut(Piece<'_>) -> ControlFlow<()>,
+    ) -> Result<Generation, Error> {
         params.sampling.validate()?;
         self.check_prompt(prompt)?;
         let (events, received) = mpsc::channel();
@@ -448,6 +482,9 @@ impl ChatModel {
         let mut tokens = Vec::new();
         let mut logprobs = Vec::new();
         let mut text = String::new();
+        // Bytes of `text` given to `on_piece` so far.
+        let mut sent = 0;
+        let mut stopped_by_text = false;
         let mut stream = TextStream::default();
         let finish = loop {
             let event = received
@@ -467,14 +504,18 @@ impl ChatModel {
                     if self.stop.contains(&token) {
                         continue;
                     }
-                    let piece = stream.push(self.tokenizer.token_bytes(token));
-                    text.push_str(&piece);
-                    if on_piece(Piece {
-                        token,
-                        text: &piece,
-                    })
-                    .is_break()
-                    {
+                    text.push_str(&stream.push(self.tokenizer.token_bytes(token)));
+                    let hit = first_stop(&text, stop);
+                    let safe = hit.unwrap_or_else(|| text.len() - held_back(&text, stop));
+                    let piece = &text[sent.min(safe)..safe];
+                    let broke = on_piece(Piece { token, text: piece }).is_break();
+                    sent = sent.max(safe);
+                    if let Some(cut) = hit {
+                        text.truncate(cut);
+                        stopped_by_text = true;
+                        break Finish::Stop;
+                    }
+                    if broke {
                         break Finish::Cancelled;
                     }
                 }
@@ -483,12 +524,14 @@ impl ChatModel {
             }
         };
         drop(cancel);
-        let rest = stream.finish();
-        if !rest.is_empty() {
-            text.push_str(&rest);
+        if !stopped_by_text {
+            // An unfinished character ends the answer; what was held back goes out with it.
+            text.push_str(&stream.finish());
+        }
+        if sent < text.len() {
             let _ = on_piece(Piece {
                 token: tokens.last().copied().unwrap_or(0),
-                text: &rest,
+                text: &text[sent..],
             });
         }
         Ok(Generation {
@@ -501,6 +544,29 @@ impl ChatModel {
             generate_time: start.elapsed(),
             logprobs,
         })
+    }
+
+    /// Where the first of the `stop` texts appears in the answer `tokens` as it streams (each
+    /// token's text added whole characters at a time, a stop token ending it): the index of the
+    /// token that completes it and the answer's text before it. What
+    /// [`Self::generate_until`] stops at, for a verifier to check.
+    pub fn stop_at(&self, tokens: &[u32], stop: &[String]) -> Option<(usize, String)> {
+        if stop.is_empty() {
+            return None;
+        }
+        let mut stream = TextStream::default();
+        let mut text = String::new();
+        for (i, &t) in tokens.iter().enumerate() {
+            if self.stop.contains(&t) {
+                return None;
+            }
+            text.push_str(&stream.push(self.tokenizer.token_bytes(t)));
+            if let Some(cut) = first_stop(&text, stop) {
+                text.truncate(cut);
+                return Some((i, text));
+            }
+        }
+        None
     }
 
     /// The log-probability of each prompt token after the ones before it (the first has none:
@@ -572,6 +638,8 @@ impl ChatModel {
         }
         let mut checks = Vec::with_capacity(output.len());
         let mut lps = Vec::new();
+        let mut counts = std::collections::BTreeMap::new();
+        let mut penalized = Vec::new();
         let mut batch = Vec::new();
         // Logits before output token i come from the position of the prompt's last token (i = 0) or
         // of output[i-1]. The first pass takes the prompt and the first chunk of the answer together
@@ -593,9 +661,9 @@ impl ChatModel {
         while done < output.len() {
             let rows = pending.len() / vocab;
             // Each position is checked on its own (the sampler is seeded by position): in parallel.
-            let check = |r: usize| {
-                let i = done + r;
-                let row = &pending[r * vocab..(r + 1) * vocab];
+            // Position `i`'s check on its logits (`raw`) and on them after the penalties
+            // (`row`: the same unless the job has penalties).
+            let check = |i: usize, row: &[f32], raw: &[f32]| {
                 let claimed = output[i];
                 let best = sample::argmax(row);
                 let margin = row[best as usize] - row[claimed as usize];
@@ -605,7 +673,7 @@ impl ChatModel {
                     let choice = sample::sample(row, params, i as u64);
                     (choice, choice == claimed)
                 };
-                let lp = logprobs.map(|top| sample::logprobs(row, claimed, top));
+                let lp = logprobs.map(|top| sample::logprobs(raw, claimed, top));
                 (
                     TokenCheck {
                         claimed,
@@ -616,13 +684,28 @@ impl ChatModel {
                     lp,
                 )
             };
-            self.llama.install(|| {
-                use rayon::prelude::*;
-                (0..rows)
-                    .into_par_iter()
-                    .map(check)
-                    .collect_into_vec(&mut batch)
-            });
+            if params.has_penalties() {
+                // Each position's penalties depend on the answer before it: in order.
+                for r in 0..rows {
+                    let raw = &pending[r * vocab..(r + 1) * vocab];
+                    penalized.clear();
+                    penalized.extend_from_slice(raw);
+                    params.penalize(&mut penalized, &counts);
+                    batch.push(check(done + r, &penalized, raw));
+                    *counts.entry(output[done + r]).or_default() += 1;
+                }
+            } else {
+                self.llama.install(|| {
+                    use rayon::prelude::*;
+                    (0..rows)
+                        .into_par_iter()
+                        .map(|r| {
+                            let row = &pending[r * vocab..(r + 1) * vocab];
+                            check(done + r, row, row)
+                        })
+                        .collect_into_vec(&mut batch)
+                });
+            }
             for (check, lp) in batch.drain(..) {
                 checks.push(check);
                 lps.extend(lp);

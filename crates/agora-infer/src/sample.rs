@@ -19,6 +19,14 @@ pub struct SamplingParams {
     /// Keep only the `top_k` most likely tokens (0 = all).
     pub top_k: u32,
     pub seed: u64,
+    /// Subtracted from the logit of each token the answer already holds (OpenAI's
+    /// `presence_penalty`), before the choice, greedy or sampled.
+    #[serde(default)]
+    pub presence_penalty: f32,
+    /// Subtracted from the logit of each token the answer already holds, once per time it holds
+    /// it (OpenAI's `frequency_penalty`).
+    #[serde(default)]
+    pub frequency_penalty: f32,
 }
 
 impl Default for SamplingParams {
@@ -28,6 +36,8 @@ impl Default for SamplingParams {
             top_p: 1.0,
             top_k: 0,
             seed: 0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
         }
     }
 }
@@ -41,12 +51,34 @@ impl SamplingParams {
         self.temperature == 0.0
     }
 
+    pub fn has_penalties(&self) -> bool {
+        self.presence_penalty != 0.0 || self.frequency_penalty != 0.0
+    }
+
+    /// Applies the penalties to `logits` for the tokens the answer holds so far (`counts`: token
+    /// → times). Each logit's arithmetic is its own, so the result is the same on every machine.
+    pub fn penalize(&self, logits: &mut [f32], counts: &std::collections::BTreeMap<u32, u32>) {
+        for (&token, &times) in counts {
+            if let Some(x) = logits.get_mut(token as usize) {
+                *x -= self.presence_penalty + self.frequency_penalty * times as f32;
+            }
+        }
+    }
+
     pub fn validate(&self) -> Result<(), Error> {
         if !(self.temperature.is_finite() && (0.0..=100.0).contains(&self.temperature)) {
             return Err(Error::BadRequest(format!(
                 "temperature {} is outside 0..=100",
                 self.temperature
             )));
+        }
+        for (what, p) in [
+            ("presence_penalty", self.presence_penalty),
+            ("frequency_penalty", self.frequency_penalty),
+        ] {
+            if !(p.is_finite() && (-2.0..=2.0).contains(&p)) {
+                return Err(Error::BadRequest(format!("{what} {p} is outside -2..=2")));
+            }
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return Err(Error::BadRequest(format!(
@@ -209,6 +241,7 @@ mod tests {
             top_p: 0.9,
             top_k: 50,
             seed: 42,
+            ..Default::default()
         };
         let a: Vec<u32> = (0..50).map(|i| sample(&logits, &p, i)).collect();
         let b: Vec<u32> = (0..50).map(|i| sample(&logits, &p, i)).collect();
@@ -231,6 +264,7 @@ mod tests {
             top_p: 1.0,
             top_k: 1,
             seed: 1,
+            ..Default::default()
         };
         assert!((0..20).all(|i| sample(&logits, &p, i) == 1));
         let p = SamplingParams {
@@ -238,6 +272,7 @@ mod tests {
             top_p: 0.5,
             top_k: 0,
             seed: 1,
+            ..Default::default()
         };
         assert!(
             (0..20).all(|i| sample(&logits, &p, i) == 1),
@@ -248,6 +283,7 @@ mod tests {
             top_p: 0.9,
             top_k: 0,
             seed: 3,
+            ..Default::default()
         };
         let picks: Vec<u32> = (0..200).map(|i| sample(&logits, &p, i)).collect();
         assert!(

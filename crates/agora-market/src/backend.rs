@@ -294,18 +294,10 @@ pub fn auditor_id() -> Hash {
 }
 
 /// How many alternatives the job's log-probabilities list, if it asks for them.
+/// Refuses parameters beyond their bounds ([`JobParams::check`]).
 fn logprobs_top(params: &JobParams) -> Result<Option<usize>, Error> {
-    match params.logprobs {
-        Some(k) if k > agora_types::MAX_TOP_LOGPROBS => Err(Error::BadInput(format!(
-            "at most {} alternatives per position",
-            agora_types::MAX_TOP_LOGPROBS
-        ))),
-        Some(k) => Ok(Some(usize::from(k))),
-        None if params.prompt_logprobs => Err(Error::BadInput(
-            "the prompt's log-probabilities come with the answer's: ask for logprobs".into(),
-        )),
-        None => Ok(None),
-    }
+    params.check().map_err(Error::BadInput)?;
+    Ok(params.logprobs.map(usize::from))
 }
 
 /// The prompt's first token, which has no log-probability.
@@ -391,6 +383,8 @@ pub fn sampling(params: &JobParams) -> SamplingParams {
         },
         top_k: params.top_k,
         seed: params.seed,
+        presence_penalty: params.presence_penalty_milli as f32 / 1000.0,
+        frequency_penalty: params.frequency_penalty_milli as f32 / 1000.0,
     }
 }
 
@@ -499,7 +493,7 @@ impl Backend for InferBackend {
                 (Some(top), true) => m.prompt_logprobs(&prompt, top)?,
                 _ => Vec::new(),
             };
-            let generation = m.generate_in(
+            let generation = m.generate_until(
                 client,
                 &prompt,
                 &GenParams {
@@ -507,6 +501,7 @@ impl Backend for InferBackend {
                     sampling: sampling(params),
                     logprobs: params.logprobs,
                 },
+                &params.stop,
                 &mut |piece| on_text(piece.text),
             )?;
             let finish = match generation.finish {
@@ -672,7 +667,18 @@ fn judge_text(
     {
         return fail(Fault::WrongStop);
     }
-    if *text != m.text_of(tokens) {
+    // A stop text ends the answer at the token that completes it, the text before it.
+    let hit = m.stop_at(tokens, &params.stop);
+    if let Some((i, _)) = &hit
+        && (i + 1 != tokens.len() || finish != "stop")
+    {
+        return fail(Fault::WrongStop);
+    }
+    let expected = match &hit {
+        Some((_, before)) => before.clone(),
+        None => m.text_of(tokens),
+    };
+    if *text != expected {
         return fail(Fault::WrongText);
     }
     if !tokens.is_empty() {
@@ -717,7 +723,7 @@ fn judge_text(
     let at_limit =
         tokens.len() == params.max_tokens as usize || prompt.len() + tokens.len() >= m.context();
     let finish_holds = match finish.as_str() {
-        "stop" => ended_on_stop,
+        "stop" => ended_on_stop || hit.is_some(),
         "length" => !ended_on_stop && at_limit,
         // The client went away: what was delivered is checked above, token by token.
         "cancelled" => !ended_on_stop,

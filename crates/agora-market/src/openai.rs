@@ -244,7 +244,41 @@ fn generation_params(
             ));
         }
     }
-    Ok((sampling.params(default_max)?, sampling.stream, options))
+    let mut params = sampling.params(default_max)?;
+    params.stop = match &body["stop"] {
+        Value::Null => Vec::new(),
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) if a.iter().all(Value::is_string) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        _ => {
+            return Err(oai_error(
+                400,
+                "invalid_value",
+                "`stop` is a string or an array of strings",
+            ));
+        }
+    };
+    let penalty = |field: &str| -> Result<i32, Response> {
+        match &body[field] {
+            Value::Null => Ok(0),
+            v => match v.as_f64() {
+                Some(x) if (-2.0..=2.0).contains(&x) => Ok((x * 1000.0).round() as i32),
+                _ => Err(oai_error(
+                    400,
+                    "invalid_value",
+                    format!("`{field}` is a number from -2 to 2"),
+                )),
+            },
+        }
+    };
+    params.presence_penalty_milli = penalty("presence_penalty")?;
+    params.frequency_penalty_milli = penalty("frequency_penalty")?;
+    params
+        .check()
+        .map_err(|why| oai_error(400, "invalid_value", why))?;
+    Ok((params, sampling.stream, options))
 }
 
 /// How a generation is answered: streamed or whole, how a stream ends, and with `echo` the
@@ -267,6 +301,9 @@ const GENERATION_FIELDS: &[&str] = &[
     "stream",
     "stream_options",
     "verification",
+    "stop",
+    "presence_penalty",
+    "frequency_penalty",
     // Identifies the end user to the API's owner; nothing here depends on it.
     "user",
 ];
@@ -298,9 +335,6 @@ fn asks_nothing(field: &str, value: &Value) -> bool {
 /// field were absent.
 const NOT_YET: &[&str] = &[
     "top_logprobs",
-    "stop",
-    "presence_penalty",
-    "frequency_penalty",
     "logit_bias",
     "response_format",
     "tools",
@@ -496,8 +530,7 @@ impl Sampling {
             top_k: 0,
             seed: self.seed.unwrap_or(0),
             verification: self.verification.unwrap_or_default(),
-            logprobs: None,
-            prompt_logprobs: false,
+            ..JobParams::default()
         })
     }
 }

@@ -88,7 +88,63 @@ pub struct JobParams {
     /// With `logprobs`, the prompt's tokens' too (each given the tokens before it).
     #[serde(default)]
     pub prompt_logprobs: bool,
+    /// Subtracted, in thousandths, from the logit of each token the answer already holds
+    /// (OpenAI's `presence_penalty`; within ±[`MAX_PENALTY_MILLI`]).
+    #[serde(default)]
+    pub presence_penalty_milli: i32,
+    /// Subtracted, in thousandths, from the logit of each token the answer already holds, once
+    /// per time it holds it (OpenAI's `frequency_penalty`; within ±[`MAX_PENALTY_MILLI`]).
+    #[serde(default)]
+    pub frequency_penalty_milli: i32,
+    /// Texts that end the answer where the first of them appears, without it (at most
+    /// [`MAX_STOP_SEQUENCES`], each 1 to [`MAX_STOP_BYTES`] bytes).
+    #[serde(default)]
+    pub stop: Vec<String>,
 }
+
+impl JobParams {
+    /// Whether the parameters are within their bounds (a provider serves, and a verifier
+    /// judges, only such jobs).
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if self.logprobs.is_some_and(|k| k > MAX_TOP_LOGPROBS) {
+            return Err(format!(
+                "at most {MAX_TOP_LOGPROBS} alternatives per position"
+            ));
+        }
+        if self.prompt_logprobs && self.logprobs.is_none() {
+            return Err(
+                "the prompt's log-probabilities come with the answer's: ask for logprobs".into(),
+            );
+        }
+        for p in [self.presence_penalty_milli, self.frequency_penalty_milli] {
+            if p.unsigned_abs() > MAX_PENALTY_MILLI {
+                return Err(format!(
+                    "a penalty of {} is beyond ±{}",
+                    f64::from(p) / 1000.0,
+                    f64::from(MAX_PENALTY_MILLI) / 1000.0
+                ));
+            }
+        }
+        if self.stop.len() > MAX_STOP_SEQUENCES {
+            return Err(format!("at most {MAX_STOP_SEQUENCES} stop sequences"));
+        }
+        if self
+            .stop
+            .iter()
+            .any(|s| s.is_empty() || s.len() > MAX_STOP_BYTES)
+        {
+            return Err(format!("a stop sequence is 1 to {MAX_STOP_BYTES} bytes"));
+        }
+        Ok(())
+    }
+}
+
+/// Most stop sequences a job may name.
+pub const MAX_STOP_SEQUENCES: usize = 4;
+/// Longest stop sequence, in bytes.
+pub const MAX_STOP_BYTES: usize = 64;
+/// Largest presence or frequency penalty, in thousandths.
+pub const MAX_PENALTY_MILLI: u32 = 2000;
 
 /// Most alternatives a job's log-probabilities may list per position.
 pub const MAX_TOP_LOGPROBS: u8 = 20;

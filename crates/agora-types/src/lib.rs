@@ -47,9 +47,10 @@ pub use error::{Error, Result};
 pub use hash::Hash;
 pub use job::{
     EncryptionKey, Fault, JobParams, JobReceipt, JobRequest, MAX_ENDPOINT_BYTES,
-    MAX_MODEL_NAME_BYTES, MAX_PROVIDER_MODELS, MAX_REDUNDANCY, MAX_REVEAL_PART_BYTES,
-    MAX_REVEAL_PARTS, MAX_SETTLE_JOBS, MAX_TOP_LOGPROBS, ModelKind, ProviderInfo, SettledJob,
-    SignedJobReceipt, SignedJobRequest, Verdict, Verification, VerifierInfo, job_fee,
+    MAX_MODEL_NAME_BYTES, MAX_PENALTY_MILLI, MAX_PROVIDER_MODELS, MAX_REDUNDANCY,
+    MAX_REVEAL_PART_BYTES, MAX_REVEAL_PARTS, MAX_SETTLE_JOBS, MAX_STOP_BYTES, MAX_STOP_SEQUENCES,
+    MAX_TOP_LOGPROBS, ModelKind, ProviderInfo, SettledJob, SignedJobReceipt, SignedJobRequest,
+    Verdict, Verification, VerifierInfo, job_fee,
 };
 pub use keys::{Keypair, PublicKey, Signature, verify_batch};
 pub use receipt::{Event, Receipt, TxFailure};

@@ -187,6 +187,7 @@ fn real_model_output_is_reproducible_and_scores_exactly() {
             top_p: 0.9,
             top_k: 50,
             seed: 1234,
+            ..Default::default()
         },
         logprobs: None,
     };

@@ -27,6 +27,7 @@ fn sampled(seed: u64) -> GenParams {
             top_p: 0.95,
             top_k: 40,
             seed,
+            ..Default::default()
         },
         logprobs: None,
     }
@@ -742,4 +743,104 @@ fn log_probabilities_are_the_same_in_generation_scoring_and_prompts() {
         )
         .unwrap();
     assert_eq!(lps, as_answer.logprobs);
+}
+
+/// A stop text ends the answer where it first appears: the text before it, streamed without any
+/// of it (text that may begin it is held back), the tokens up to the one that completes it; and
+/// `stop_at` finds the same place from the tokens alone, as a verifier does.
+#[test]
+fn stop_texts_end_the_answer_where_they_appear() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny(dir.path(), TinySpec::default());
+    let model = ChatModel::load(&path, 2).unwrap();
+    let prompt = model
+        .encode_chat(&[Message::new("user", "Tell a long story")])
+        .unwrap();
+    let params = GenParams {
+        max_tokens: 60,
+        ..Default::default()
+    };
+    let free = model.generate(&prompt, &params, &mut no_stream).unwrap();
+    // A stop text from the middle of the free answer: two characters where they first appear.
+    let chars: Vec<(usize, char)> = free.text.char_indices().collect();
+    assert!(chars.len() > 10, "{:?}", free.text);
+    let (at, stop) = (chars.len() / 2..chars.len() - 2)
+        .map(|c| {
+            let from = chars[c].0;
+            let to = chars.get(c + 2).map_or(free.text.len(), |x| x.0);
+            (from, free.text[from..to].to_string())
+        })
+        .find(|(from, s)| free.text.find(s.as_str()) == Some(*from))
+        .expect("a stop text that first appears in the middle");
+    let stops = vec!["never appears in this answer".to_string(), stop.clone()];
+    let mut streamed = String::new();
+    let g = model
+        .generate_until(&[], &prompt, &params, &stops, &mut |p| {
+            streamed.push_str(p.text);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(g.finish, Finish::Stop);
+    assert_eq!(g.text, free.text[..at]);
+    assert_eq!(streamed, g.text, "nothing of the stop text is streamed");
+    assert_eq!(g.tokens[..], free.tokens[..g.tokens.len()]);
+    assert!(g.tokens.len() < free.tokens.len());
+    assert_eq!(
+        model.stop_at(&g.tokens, &stops),
+        Some((g.tokens.len() - 1, g.text.clone()))
+    );
+    // Before its last token the answer had not reached the stop text.
+    assert_eq!(model.stop_at(&g.tokens[..g.tokens.len() - 1], &stops), None);
+    assert_eq!(model.stop_at(&free.tokens, &[]), None);
+}
+
+/// Presence and frequency penalties change the choice, greedy or sampled, the same way in
+/// generation and in a verifier's teacher-forced check (margin 0), and an answer generated
+/// without them fails a check that applies them.
+#[test]
+fn penalties_change_the_answer_and_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny(dir.path(), TinySpec::default());
+    let model = ChatModel::load(&path, 2).unwrap();
+    let prompt = model
+        .encode_chat(&[Message::new("user", "Repeat after me")])
+        .unwrap();
+    let plain = GenParams {
+        max_tokens: 40,
+        ..Default::default()
+    };
+    let mut penalized = plain;
+    penalized.sampling.frequency_penalty = 2.0;
+    penalized.sampling.presence_penalty = 1.5;
+    let a = model.generate(&prompt, &plain, &mut no_stream).unwrap();
+    let b = model.generate(&prompt, &penalized, &mut no_stream).unwrap();
+    assert_ne!(a.tokens, b.tokens, "penalties change the greedy answer");
+    let score = model
+        .score(&prompt, &b.tokens, &penalized.sampling, 0.0)
+        .unwrap();
+    assert!(score.passed && score.max_margin == 0.0, "{score:?}");
+    let score = model
+        .score(&prompt, &a.tokens, &penalized.sampling, 0.0)
+        .unwrap();
+    assert!(
+        !score.passed,
+        "an unpenalized answer passed a penalized check"
+    );
+    let mut sampled_pen = sampled(4);
+    sampled_pen.sampling.frequency_penalty = 1.0;
+    let c = model
+        .generate(&prompt, &sampled_pen, &mut no_stream)
+        .unwrap();
+    assert!(
+        model
+            .score(&prompt, &c.tokens, &sampled_pen.sampling, 0.0)
+            .unwrap()
+            .passed
+    );
+    let mut bad = plain;
+    bad.sampling.presence_penalty = 2.5;
+    assert!(matches!(
+        model.generate(&prompt, &bad, &mut no_stream),
+        Err(Error::BadRequest(_))
+    ));
 }

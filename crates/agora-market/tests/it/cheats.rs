@@ -310,7 +310,7 @@ fn log_probabilities_are_checked_with_the_answer() {
     let plain = JobParams {
         logprobs: None,
         prompt_logprobs: false,
-        ..params
+        ..params.clone()
     };
     assert!(matches!(
         fault(&honest, &plain),
@@ -321,4 +321,76 @@ fn log_probabilities_are_checked_with_the_answer() {
         *logprobs = None;
     }
     assert!(matches!(fault(&none, &params), Fault::WrongLogprobs { .. }));
+}
+
+/// Stop texts and penalties are checked with the answer: honest answers pass; an answer that
+/// runs past a stop text, or that ignored the penalties, is caught.
+#[test]
+fn stop_texts_and_penalties_are_checked() {
+    let (Some(provider_model), Some(verifier_model)) = (real_chat(1), real_chat(2)) else {
+        return;
+    };
+    let provider = backend(provider_model);
+    let verifier = backend(verifier_model);
+    let input = chat("List the days of the week, one per line.");
+    let run = |params: &JobParams| {
+        provider
+            .run(&MODEL, &input, params, &mut |_| ControlFlow::Continue(()))
+            .unwrap()
+            .output
+    };
+    let free_params = JobParams {
+        max_tokens: 40,
+        ..JobParams::default()
+    };
+    let free = run(&free_params);
+    let JobOutput::Text { text, .. } = &free else {
+        panic!("text expected");
+    };
+    assert!(text.contains('\n'), "{text}");
+    let stopped_params = JobParams {
+        stop: vec!["\n".into()],
+        ..free_params.clone()
+    };
+    let stopped = run(&stopped_params);
+    let JobOutput::Text {
+        text: short,
+        finish,
+        ..
+    } = &stopped
+    else {
+        panic!("text expected");
+    };
+    assert_eq!(
+        (short.as_str(), finish.as_str()),
+        (&text[..text.find('\n').unwrap()], "stop")
+    );
+    assert_eq!(
+        judge(&verifier, &input, &stopped_params, &stopped),
+        Verdict::Pass
+    );
+    // The free answer, claimed for a job with the stop text: it runs past it.
+    assert_eq!(
+        judge(&verifier, &input, &stopped_params, &free),
+        Verdict::Fail {
+            fault: Fault::WrongStop
+        }
+    );
+    let penalized_params = JobParams {
+        frequency_penalty_milli: 1500,
+        presence_penalty_milli: 500,
+        ..free_params.clone()
+    };
+    let penalized = run(&penalized_params);
+    assert_ne!(penalized, free, "the penalties change the answer");
+    assert_eq!(
+        judge(&verifier, &input, &penalized_params, &penalized),
+        Verdict::Pass
+    );
+    assert!(matches!(
+        judge(&verifier, &input, &penalized_params, &free),
+        Verdict::Fail {
+            fault: Fault::WrongToken { .. } | Fault::WrongStop
+        }
+    ));
 }

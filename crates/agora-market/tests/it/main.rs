@@ -1074,9 +1074,15 @@ fn openai_routes_answer_stream_and_settle() {
     assert_eq!(status, 200, "{body}");
     for (k, v, code) in [
         (
-            "presence_penalty",
-            serde_json::json!(0.5),
+            "logit_bias",
+            serde_json::json!({"42": -100}),
             "unsupported_parameter",
+        ),
+        ("presence_penalty", serde_json::json!(2.5), "invalid_value"),
+        (
+            "stop",
+            serde_json::json!(["a", "b", "c", "d", "e"]),
+            "invalid_value",
         ),
         (
             "tools",
@@ -1098,6 +1104,36 @@ fn openai_routes_answer_stream_and_settle() {
         assert_eq!(err["error"]["code"], code, "{text}");
         assert_eq!(err["error"]["type"], "invalid_request_error", "{text}");
     }
+
+    // A stop text and penalties: the answer ends before the stop text, as the greedy answer
+    // cut there.
+    let mut long = chat(false);
+    long["max_tokens"] = 24.into();
+    let (_, body, _) = post(
+        &base,
+        "/v1/chat/completions",
+        Some("test-key"),
+        long.clone(),
+    );
+    let free: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let free = free["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cut = free.char_indices().nth(free.chars().count() / 2).unwrap().0;
+    let stop: String = free[cut..].chars().take(1).collect();
+    let first = free.find(&stop).unwrap();
+    long["stop"] = serde_json::json!([stop]);
+    long["presence_penalty"] = 0.into();
+    let (status, body, _) = post(&base, "/v1/chat/completions", Some("test-key"), long);
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        free[..first],
+        "{body}"
+    );
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
 
     let (status, body, _) = post(
         &base,
@@ -1121,7 +1157,7 @@ fn openai_routes_answer_stream_and_settle() {
             .unwrap()
     };
     assert_eq!(verify(&job_id)["settled"], false);
-    assert_eq!(provider.settle().unwrap().unwrap().1, 7);
+    assert_eq!(provider.settle().unwrap().unwrap().1, 9);
     net.block();
     let v = verify(&job_id);
     assert_eq!(
