@@ -104,8 +104,10 @@ impl Batcher {
         llama: Arc<Llama>,
         prefixes: Arc<Mutex<Prefixes>>,
         stop: Vec<u32>,
-        config: BatchConfig,
+        mut config: BatchConfig,
     ) -> Result<Self, Error> {
+        config.max_seqs = config.max_seqs.max(1);
+        config.chunk = config.chunk.max(1);
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(Mutex::new(BatchStats::default()));
         let counted = stats.clone();
@@ -197,7 +199,19 @@ impl Batch {
                 self.waiting.push_back(job);
             }
             self.admit();
-            self.pass(&mut logits);
+            let pass =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.pass(&mut logits)));
+            if pass.is_err() {
+                // A bug, not a request: the sequences in the batch fail, the thread goes on
+                // serving the next ones.
+                tracing::error!("a batched pass panicked; its sequences fail");
+                for seq in self.active.drain(..) {
+                    let _ = seq.job.events.send(Event::Failed(Error::Runtime(
+                        "the model failed on this request".into(),
+                    )));
+                }
+                self.reserved = 0;
+            }
         }
     }
 
@@ -209,6 +223,11 @@ impl Batch {
     /// Moves waiting requests into the batch, in arrival order, while there is room.
     fn admit(&mut self) {
         while let Some(job) = self.waiting.front() {
+            if job.cancel.load(Ordering::Relaxed) {
+                // Its caller has gone: it holds no place in the queue.
+                self.waiting.pop_front();
+                continue;
+            }
             let positions = (job.prompt.len() + job.params.max_tokens as usize).min(job.limit);
             let bytes = positions * self.bytes_per_position();
             let full = self.active.len() >= self.config.max_seqs
@@ -219,15 +238,12 @@ impl Batch {
             let Some(job) = self.waiting.pop_front() else {
                 return;
             };
-            if job.cancel.load(Ordering::Relaxed) {
-                continue;
-            }
             let (mut cache, cached) = self
                 .prefixes
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .reuse(&self.llama, &job.scope, &job.prompt, job.prompt.len() - 1);
-            self.llama.reserve(&mut cache, positions);
+            self.llama.reserve_exact(&mut cache, positions);
             self.reserved += bytes;
             self.active.push(Seq {
                 job,
@@ -405,10 +421,16 @@ impl Batch {
         } else {
             prompt[..seq.fed].to_vec()
         };
+        // Kept at its length, not at what was reserved for the longest answer.
+        let cache = if seq.cache.bytes() > 2 * seq.cache.len().max(64) * self.bytes_per_position() {
+            seq.cache.prefix(seq.cache.len())
+        } else {
+            seq.cache
+        };
         self.prefixes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .keep(&seq.job.scope, tokens, seq.cache);
+            .keep(&seq.job.scope, tokens, cache);
         let _ = seq.job.events.send(Event::Done(finish));
     }
 }

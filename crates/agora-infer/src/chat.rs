@@ -163,6 +163,11 @@ pub struct ChatModel {
     batching: BatchConfig,
     /// Started by the first generation.
     batcher: OnceLock<Result<Batcher, String>>,
+    /// One prompt's log-probabilities at a time: each holds a whole prompt's keys and values and
+    /// a chunk of logits outside the batch's budget.
+    prompt_scoring: Mutex<()>,
+    /// Bytes of the longest token.
+    longest_token: usize,
 }
 
 /// Token sequences recently run, with their keys and values, least recently used first. A request
@@ -280,6 +285,10 @@ impl ChatModel {
         stop.sort_unstable();
         stop.dedup();
         let context = llama.config.context.min(DEFAULT_CONTEXT);
+        let longest_token = (0..tokenizer.vocab_size() as u32)
+            .map(|t| tokenizer.token_bytes(t).len())
+            .max()
+            .unwrap_or(0);
         Ok(Self {
             llama,
             tokenizer,
@@ -289,6 +298,8 @@ impl ChatModel {
             prefixes: Arc::default(),
             batching: BatchConfig::default(),
             batcher: OnceLock::new(),
+            prompt_scoring: Mutex::new(()),
+            longest_token,
         })
     }
 
@@ -348,6 +359,11 @@ impl ChatModel {
 
     pub fn context(&self) -> usize {
         self.context
+    }
+
+    /// Bytes of the model's longest token.
+    pub fn longest_token(&self) -> usize {
+        self.longest_token
     }
 
     pub fn stop_tokens(&self) -> &[u32] {
@@ -459,6 +475,14 @@ impl ChatModel {
     ) -> Result<Generation, Error> {
         params.sampling.validate()?;
         self.check_prompt(prompt)?;
+        // Checked here, not in the batch: a bad token would fail the pass it ran in, and so
+        // every other sequence in it.
+        let vocab = self.llama.config.vocab;
+        if let Some(&t) = prompt.iter().find(|&&t| t as usize >= vocab) {
+            return Err(Error::BadRequest(format!(
+                "token id {t} is outside the vocabulary ({vocab})"
+            )));
+        }
         let (events, received) = mpsc::channel();
         // Tells the batch to drop the sequence however this call ends (a stopped stream, a
         // panicking callback).
@@ -574,6 +598,10 @@ impl ChatModel {
     /// harnesses read to score a text. Runs the prompt on its own, in chunks.
     pub fn prompt_logprobs(&self, prompt: &[u32], top: usize) -> Result<Vec<TokenLogprobs>, Error> {
         self.check_prompt(prompt)?;
+        let _one_at_a_time = self
+            .prompt_scoring
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let vocab = self.llama.config.vocab;
         let mut cache = self.llama.new_cache();
         let mut logits = Vec::new();

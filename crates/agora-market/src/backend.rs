@@ -325,6 +325,10 @@ fn with_bytes(m: &ChatModel, lps: &[TokenLogprobs]) -> Vec<TokenLogprob> {
         .collect()
 }
 
+/// How far a claimed log-probability may be from the verifier's: the runtime gives the same bits
+/// on every machine, so this only absorbs a decimal round trip, not a cheat's nudge.
+const LOGPROB_TOLERANCE: f32 = 1e-4;
+
 /// Alternatives a verifier computes beyond those claimed: a near tie at the edge of the list may
 /// be ordered otherwise on other hardware, and the claimed values must still be found.
 const LOGPROBS_SLACK: usize = 4;
@@ -339,8 +343,8 @@ fn logprobs_differ(
     claimed: &[TokenLogprob],
     expected: &[TokenLogprobs],
     top: usize,
-    tolerance: f32,
 ) -> Option<usize> {
+    let tolerance = LOGPROB_TOLERANCE;
     if claimed.len() != expected.len() {
         return Some(claimed.len().min(expected.len()));
     }
@@ -360,6 +364,7 @@ fn logprobs_differ(
             .map_or(f32::NEG_INFINITY, |&(_, l)| l);
         let mut seen = Vec::with_capacity(c.top.len());
         let top_ok = c.top.len() == e.top.len().min(top)
+            && c.top.windows(2).all(|w| w[0].logprob >= w[1].logprob)
             && c.top.iter().all(|l| {
                 let fresh = !seen.contains(&l.token);
                 seen.push(l.token);
@@ -489,6 +494,30 @@ impl Backend for InferBackend {
         if let Some(m) = self.chat.get(model) {
             let prompt = Self::chat_prompt(m, input)?;
             let top = logprobs_top(params)?;
+            if let Some(top) = top {
+                // Refused before any work when the log-probabilities alone could outgrow what
+                // a check can carry (the job could not be claimed after it ran).
+                let positions = params.max_tokens as usize
+                    + if params.prompt_logprobs {
+                        prompt.len()
+                    } else {
+                        0
+                    };
+                let worst = positions
+                    .saturating_mul(crate::input::logprob_bytes_bound(top, m.longest_token()));
+                let budget = crate::provider::REVEAL_CAPACITY / 2;
+                if worst > budget {
+                    return Err(Error::Refused {
+                        status: 413,
+                        code: "too_large_to_verify",
+                        message: format!(
+                            "log-probabilities for up to {positions} positions with {top} alternatives \
+                             may take {worst} bytes, more than the {budget} a check can carry: ask \
+                             for fewer tokens or alternatives"
+                        ),
+                    });
+                }
+            }
             let prompt_logprobs = match (top, params.prompt_logprobs) {
                 (Some(top), true) => m.prompt_logprobs(&prompt, top)?,
                 _ => Vec::new(),
@@ -689,8 +718,7 @@ fn judge_text(
                     return fail(Fault::WrongToken { position: count(p) });
                 }
                 if let (Some(top), Some(claimed)) = (top, logprobs)
-                    && let Some(p) =
-                        logprobs_differ(m, &claimed.output, &score.logprobs, top, tolerance)
+                    && let Some(p) = logprobs_differ(m, &claimed.output, &score.logprobs, top)
                 {
                     return lp_fault(p, false);
                 }
@@ -711,7 +739,7 @@ fn judge_text(
         } else {
             Vec::new()
         };
-        if let Some(p) = logprobs_differ(m, &claimed.prompt, &expected, top, tolerance) {
+        if let Some(p) = logprobs_differ(m, &claimed.prompt, &expected, top) {
             return lp_fault(p + 1, true);
         }
         let first = params.prompt_logprobs.then(|| first_token(m, &prompt));

@@ -123,8 +123,31 @@ impl JobInput {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Logprob {
     pub token: u32,
+    /// In hex, the shortest of the usual encodings: a job's reveal must carry them all.
+    #[serde(with = "hex_bytes")]
     pub bytes: Vec<u8>,
     pub logprob: f32,
+}
+
+/// Bytes as a hex string.
+mod hex_bytes {
+    use serde::Deserialize;
+
+    pub(super) fn serialize<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(b))
+    }
+
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        hex::decode(String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Most bytes one [`TokenLogprob`] with `top` alternatives takes in a job's output, for tokens of
+/// at most `longest` bytes: what a provider checks before it serves log-probabilities, so that
+/// the job's reveal fits what a check can carry.
+pub(crate) fn logprob_bytes_bound(top: usize, longest: usize) -> usize {
+    // {"token":4294967295,"bytes":"…","logprob":-1.2345678e-10} and the list around them.
+    (top + 1) * (64 + 2 * longest) + 16
 }
 
 /// The log-probabilities at one position: the token there, and the most likely tokens.

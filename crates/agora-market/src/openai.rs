@@ -771,15 +771,14 @@ fn chat_logprobs(done: &Completed) -> Value {
 /// alternatives (token → log-probability) and each token's offset in the text; with `echo`, the
 /// prompt's tokens first (the very first with null).
 fn text_logprobs(done: &Completed) -> Value {
-    let (
-        JobOutput::Text {
-            logprobs: Some(l), ..
-        },
-        Some(answer),
-    ) = (&done.output, answer_logprobs(done))
+    // The legacy API lists a generated stop token too: harnesses count on one entry per token.
+    let JobOutput::Text {
+        logprobs: Some(l), ..
+    } = &done.output
     else {
         return Value::Null;
     };
+    let answer = &l.output;
     let (mut tokens, mut values, mut tops, mut offsets) = (vec![], vec![], vec![], vec![]);
     let mut offset = 0usize;
     let mut push = |l: &Logprob, value: Value, top: Value| {
@@ -991,6 +990,10 @@ async fn completions(
         _ => return oai_error(400, "invalid_value", "`echo` is true or false"),
     };
     params.prompt_logprobs = echo && params.logprobs.is_some();
+    // Scoring a text with no answer at all, as evaluation harnesses do.
+    if echo && body["max_tokens"] == 0 {
+        params.max_tokens = 0;
+    }
     generate(
         st,
         key,

@@ -52,15 +52,21 @@ impl KvCache {
 
     /// Makes room for `positions` keys per row, keeping what is there (capacity doubles).
     pub(super) fn reserve(&mut self, positions: usize, kv_dim: usize) {
-        if positions <= self.cap {
-            return;
+        if positions > self.cap {
+            self.grow(positions.max(self.cap * 2).max(64), kv_dim);
         }
+    }
 
+    /// Makes room for exactly `positions` keys per row (rounded up to a block).
+    pub(super) fn reserve_exact(&mut self, positions: usize, kv_dim: usize) {
+        if positions > self.cap {
+            self.grow(positions, kv_dim);
+        }
+    }
+
+    fn grow(&mut self, positions: usize, kv_dim: usize) {
         // A whole number of score blocks, so a block that starts inside the span can be read whole.
-        let cap = positions
-            .max(self.cap * 2)
-            .max(64)
-            .next_multiple_of(SCORE_BLOCK);
+        let cap = positions.next_multiple_of(SCORE_BLOCK);
         for layer in self.k.iter_mut() {
             let mut grown = vec![0f32; kv_dim * cap];
             for r in 0..kv_dim {

@@ -266,6 +266,15 @@ impl Llama {
         cache.reserve(positions.min(self.config.context), self.config.kv_dim());
     }
 
+    /// [`Llama::reserve`] to exactly `positions` (rounded up to a block), not more: for a
+    /// sequence whose length is known.
+    pub fn reserve_exact(&self, cache: &mut KvCache, positions: usize) {
+        if cache.k.len() != self.config.n_layer {
+            *cache = self.new_cache();
+        }
+        cache.reserve_exact(positions.min(self.config.context), self.config.kv_dim());
+    }
+
     fn forward_inner(&self, steps: &mut [Step<'_>], logits: &mut Vec<f32>) {
         let cfg = &self.config;
         let (d, kv_dim) = (cfg.n_embd, cfg.kv_dim());

@@ -82,7 +82,7 @@ const REVEAL_RESEND_BLOCKS: u64 = 4;
 
 /// The largest sealed reveal the chain takes: a job whose reveal would be larger is refused
 /// before its receipt is signed, so a provider never settles a job it could not reveal.
-const REVEAL_CAPACITY: usize = MAX_REVEAL_PARTS as usize * MAX_REVEAL_PART_BYTES;
+pub(crate) const REVEAL_CAPACITY: usize = MAX_REVEAL_PARTS as usize * MAX_REVEAL_PART_BYTES;
 
 /// How often kept jobs are swept for deletion.
 const KEPT_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);

@@ -274,6 +274,15 @@ fn log_probabilities_are_checked_with_the_answer() {
         Verdict::Fail { fault } => fault,
         Verdict::Pass => panic!("a cheat passed: {out:?}"),
     };
+    // The runtime's values are the same bits everywhere: even a small nudge is caught.
+    let nudged = with(&|l| l.output[0].chosen.logprob -= 0.01);
+    assert_eq!(
+        fault(&nudged, &params),
+        Fault::WrongLogprobs {
+            position: 0,
+            prompt: false
+        }
+    );
     let raised = with(&|l| l.output[1].chosen.logprob += 0.5);
     assert_eq!(
         fault(&raised, &params),

@@ -1041,6 +1041,33 @@ fn openai_routes_answer_stream_and_settle() {
         .map(|t| t.as_str().unwrap())
         .collect();
     assert!(tokens.starts_with("Once upon a time"), "{tokens}");
+    // Scoring a text alone (echo, no answer), as evaluation harnesses do.
+    let (status, body, _) = post(
+        &base,
+        "/v1/completions",
+        Some("test-key"),
+        serde_json::json!({"model": "tiny-chat", "prompt": "Once upon a time", "max_tokens": 0,
+                           "echo": true, "logprobs": 0}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["choices"][0]["text"], "Once upon a time");
+    assert_eq!(v["usage"]["completion_tokens"], 0);
+    assert_eq!(
+        v["choices"][0]["logprobs"]["token_logprobs"]
+            .as_array()
+            .unwrap()
+            .len() as u64,
+        v["usage"]["prompt_tokens"].as_u64().unwrap()
+    );
+    // Log-probabilities that could outgrow what a check can carry are refused before any work.
+    let mut huge = chat(true);
+    huge["max_tokens"] = 200.into();
+    huge["logprobs"] = true.into();
+    huge["top_logprobs"] = 20.into();
+    let (status, body, _) = post(&base, "/v1/chat/completions", Some("test-key"), huge);
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("too_large_to_verify"), "{body}");
     for (bad, code) in [
         (
             serde_json::json!({"logprobs": true, "top_logprobs": 50}),
@@ -1157,7 +1184,7 @@ fn openai_routes_answer_stream_and_settle() {
             .unwrap()
     };
     assert_eq!(verify(&job_id)["settled"], false);
-    assert_eq!(provider.settle().unwrap().unwrap().1, 9);
+    assert_eq!(provider.settle().unwrap().unwrap().1, 10);
     net.block();
     let v = verify(&job_id);
     assert_eq!(
