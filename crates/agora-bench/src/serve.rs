@@ -386,5 +386,14 @@ fn measure_server(
         key: None,
         model: "SmolLM2-135M-Instruct".into(),
     };
+    // Listing models may answer before the model has loaded: wait for a first answer.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let agent = ureq::Agent::new_with_defaults();
+    while let Err(e) = stream_chat(&agent, &target, 0, QUESTIONS[0], 4) {
+        if Instant::now() > deadline {
+            bail!("{name} does not answer: {e}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
     measure(name, &target, args)
 }

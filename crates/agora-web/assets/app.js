@@ -308,16 +308,26 @@ function initChat(root) {
     showError(errorBox, "");
     out.textContent = "";
     receipt.hidden = true;
+    const lpBox = root.querySelector("[data-chat-logprobs-out]");
+    lpBox.hidden = true;
     let gw;
     try { gw = gateway(); } catch (e) { showError(errorBox, e.message); return; }
     send.disabled = true;
     try {
-      const done = await streamChat(gw, {
+      const request = {
         model: root.querySelector("[data-chat-model]").value,
         messages: [{ role: "user", content: root.querySelector("[data-chat-prompt]").value }],
         max_tokens: Number(root.querySelector("[data-chat-max]").value),
+        temperature: Number(root.querySelector("[data-chat-temperature]").value),
         verification: verificationOf(root.querySelector("[data-chat-verification]").value),
-      }, out);
+      };
+      const stop = root.querySelector("[data-chat-stop]").value;
+      if (stop) request.stop = [stop];
+      const withLogprobs = root.querySelector("[data-chat-logprobs]").checked;
+      if (withLogprobs) { request.logprobs = true; request.top_logprobs = 3; }
+      let logprobs = null;
+      const done = await streamChat(gw, request, out, (lp) => { logprobs = lp; });
+      if (withLogprobs && logprobs) renderLogprobs(lpBox, logprobs);
       if (!done) { showError(errorBox, "The answer ended without its receipt."); return; }
       const job = receipt.querySelector("[data-receipt-job]");
       job.textContent = done.job_id;
@@ -386,9 +396,25 @@ function readFile(file) {
   });
 }
 
+// Shows each token of the answer shaded by its probability, its likeliest alternatives in its title.
+function renderLogprobs(box, logprobs) {
+  const pct = (lp) => `${(Math.exp(lp) * 100).toFixed(1)} %`;
+  const tokens = (logprobs.content || []).map((t) => {
+    const alternatives = (t.top_logprobs || []).map((a) => `${JSON.stringify(a.token)} ${pct(a.logprob)}`).join(", ");
+    return el("span", {
+      class: "token", "data-logprob": String(t.logprob),
+      title: `${pct(t.logprob)}; likeliest: ${alternatives}`,
+      style: `background: rgba(59,91,219,${(Math.exp(t.logprob) * 0.45).toFixed(3)})`,
+    }, t.token);
+  });
+  box.querySelector("[data-chat-tokens]").replaceChildren(...tokens);
+  box.hidden = false;
+}
+
 // Streams the chat answer to `request` (an OpenAI chat request, sent with `stream: true`) into
-// `out` as its tokens arrive; returns the receipt that ends it.
-async function streamChat(gw, request, out) {
+// `out` as its tokens arrive; returns the receipt that ends it (and gives `onLogprobs` the
+// answer's log-probabilities, when asked for, which come with it).
+async function streamChat(gw, request, out, onLogprobs) {
   const r = await postGateway(gw, "/v1/chat/completions", { ...request, stream: true });
   if (!r.ok) throw new Error(await errorOf(r));
   const reader = r.body.getReader();
@@ -408,6 +434,8 @@ async function streamChat(gw, request, out) {
         if (chunk.error) throw new Error(chunk.error.message);
         const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
         if (delta && delta.content) out.textContent += delta.content;
+        const lp = chunk.choices && chunk.choices[0] && chunk.choices[0].logprobs;
+        if (lp && onLogprobs) onLogprobs(lp);
         if (chunk.agora) receipt = chunk.agora;
       }
     }

@@ -271,6 +271,7 @@ fn the_web_app_in_a_real_browser() {
     );
     b.fill("[data-gateway-key]", key.trim());
     b.fill("[data-chat-max]", "16");
+    b.click("[data-chat-logprobs]");
     b.run(
         "window.agoraUpdates = 0; \
          new MutationObserver(() => window.agoraUpdates++).observe( \
@@ -294,6 +295,15 @@ fn the_web_app_in_a_real_browser() {
         updates > 1,
         "the answer arrived in pieces ({updates} updates)"
     );
+    // With log-probabilities asked for, the answer's tokens shown by probability.
+    let shown = b
+        .run(
+            "return document.querySelectorAll('[data-chat-tokens] [data-logprob]').length;",
+            json!([]),
+        )
+        .as_u64()
+        .unwrap();
+    assert!(shown > 0, "the tokens' probabilities are shown");
     let settled = b.wait_for(
         "the job's settlement in the page",
         std::time::Duration::from_secs(30),
