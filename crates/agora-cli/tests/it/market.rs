@@ -118,6 +118,71 @@ except openai.AuthenticationError as err:
 print(json.dumps(out))
 "#;
 
+/// The same gateway through OpenAI's JavaScript client (another implementation of the API's
+/// client side): chat with log-probabilities and a stop text, a stream ending with its usage,
+/// embeddings (which it asks for in base64), and a refused parameter.
+const JS_CLIENT: &str = r#"
+const OpenAI = require("openai");
+const c = new OpenAI({ baseURL: process.env.GATEWAY + "/v1", apiKey: process.env.KEY });
+const model = "smollm2-135m-instruct";
+const ask = [{ role: "user", content: "What is the capital of France?" }];
+(async () => {
+  const out = { jobs: [] };
+  const r = await c.chat.completions.create({
+    model, messages: ask, max_tokens: 24, logprobs: true, top_logprobs: 2, stop: ["\n"], seed: 7,
+  });
+  out.chat = r.choices[0].message.content;
+  out.finish = r.choices[0].finish_reason;
+  out.logprobs = r.choices[0].logprobs.content.length;
+  out.jobs.push(r.agora);
+  const stream = await c.chat.completions.create({
+    model, messages: ask, max_tokens: 24, stream: true, stream_options: { include_usage: true },
+  });
+  let text = "", receipt = null, usage = null;
+  for await (const chunk of stream) {
+    const delta = chunk.choices[0] && chunk.choices[0].delta;
+    if (delta && delta.content) text += delta.content;
+    if (chunk.agora) receipt = chunk.agora;
+    if (chunk.usage && chunk.choices.length === 0) usage = chunk.usage.completion_tokens;
+  }
+  out.streamed = text;
+  out.usage = usage;
+  out.jobs.push(receipt);
+  const e = await c.embeddings.create({ model: "all-minilm-l6-v2", input: ["a cat", "a kitten"] });
+  out.dims = e.data[0].embedding.length;
+  out.jobs.push(e.agora);
+  try {
+    await c.chat.completions.create({ model, messages: ask, logit_bias: { "42": -100 } });
+    out.refused = "accepted";
+  } catch (err) {
+    out.refused = `${err.status} ${err.code}`;
+  }
+  console.log(JSON.stringify(out));
+})().catch((e) => { console.error(e); process.exit(1); });
+"#;
+
+/// Node and a `node_modules` folder that has `openai`, or `None` (skip).
+fn openai_node() -> Option<String> {
+    let required = std::env::var_os("AGORA_REQUIRE_MODELS").is_some();
+    let modules = std::env::var("AGORA_OPENAI_NODE_MODULES").unwrap_or_default();
+    let ok = !modules.is_empty()
+        && Command::new("node")
+            .args(["-e", "require('openai')"])
+            .env("NODE_PATH", &modules)
+            .status()
+            .is_ok_and(|s| s.success());
+    match (ok, required) {
+        (true, _) => Some(modules),
+        (false, true) => panic!(
+            "node cannot load `openai` from AGORA_OPENAI_NODE_MODULES={modules:?} (.ci/run installs it)"
+        ),
+        (false, false) => {
+            eprintln!("SKIPPED: OpenAI's JavaScript client (set AGORA_OPENAI_NODE_MODULES)");
+            None
+        }
+    }
+}
+
 /// A Python that has `openai`, or `None` (skip).
 fn openai_python() -> Option<String> {
     let required = std::env::var_os("AGORA_REQUIRE_MODELS").is_some();
@@ -169,6 +234,21 @@ fn openai_clients_use_the_devnet_and_every_job_is_settled_for_exactly_its_fee() 
         String::from_utf8_lossy(&out.stderr)
     );
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let js = openai_node().map(|modules| {
+        let out = Command::new("node")
+            .args(["-e", JS_CLIENT])
+            .env("NODE_PATH", modules)
+            .env("GATEWAY", &gateway)
+            .env("KEY", key.trim())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "the JavaScript client failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    });
     let audit_jobs = audit_through_the_gateway(&gateway, key.trim());
     let audit_id = audit_jobs[0]["job_id"].as_str().unwrap().to_string();
     let query_jobs = query_through_the_gateway(&gateway, key.trim());
@@ -218,8 +298,23 @@ fn openai_clients_use_the_devnet_and_every_job_is_settled_for_exactly_its_fee() 
     let usage = &r["usage_chunk"];
     assert!(usage[0] == 0 && usage[1].as_u64().unwrap() >= 1, "{usage}");
 
+    if let Some(js) = &js {
+        // The same greedy answer as Python's, cut at its first line break by the stop text.
+        let chat = r["chat"].as_str().unwrap();
+        let first_line = chat.split('\n').next().unwrap();
+        assert_eq!(js["chat"], first_line, "{js}");
+        assert_eq!(js["streamed"], r["streamed"], "{js}");
+        assert!(js["logprobs"].as_u64().unwrap() >= 1, "{js}");
+        assert!(js["usage"].as_u64().unwrap() >= 1, "{js}");
+        assert_eq!(js["dims"], 384, "{js}");
+        assert_eq!(js["refused"], "400 unsupported_parameter", "{js}");
+    }
+
     // Every job is settled on-chain; the demo escrow (100 AGR deposited) pays exactly the fees.
     let mut jobs = r["jobs"].as_array().unwrap().clone();
+    if let Some(js) = &js {
+        jobs.extend(js["jobs"].as_array().unwrap().iter().cloned());
+    }
     jobs.extend(audit_jobs);
     jobs.extend(query_jobs);
     jobs.extend(zk_jobs.clone());
