@@ -38,6 +38,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+/// Most choices one request may ask for (`n`): each is a job of its own.
+const MAX_CHOICES: u32 = 8;
+
 /// Most output tokens when the request names none (chat).
 const DEFAULT_MAX_TOKENS: u32 = 256;
 
@@ -215,11 +218,9 @@ struct StreamOptions {
     include_usage: bool,
 }
 
-/// A generation request's sampling fields as job parameters, whether to stream, and how.
-fn generation_params(
-    body: &Value,
-    default_max: u32,
-) -> Result<(JobParams, bool, StreamOptions), Response> {
+/// A generation request's sampling fields as job parameters, and how to answer (streamed or not,
+/// how a stream ends, how many choices).
+fn generation_params(body: &Value, default_max: u32) -> Result<(JobParams, How), Response> {
     let sampling: Sampling = serde_json::from_value(body.clone())
         .map_err(|e| oai_error(400, "invalid_request", e.to_string()))?;
     let mut options = StreamOptions::default();
@@ -278,7 +279,13 @@ fn generation_params(
     params
         .check()
         .map_err(|why| oai_error(400, "invalid_value", why))?;
-    Ok((params, sampling.stream, options))
+    let how = How {
+        stream: sampling.stream,
+        options,
+        echo: None,
+        n: sampling.n.unwrap_or(1),
+    };
+    Ok((params, how))
 }
 
 /// How a generation is answered: streamed or whole, how a stream ends, and with `echo` the
@@ -287,6 +294,8 @@ struct How {
     stream: bool,
     options: StreamOptions,
     echo: Option<String>,
+    /// Choices (`n`): each a job of its own, seeded `seed + i`.
+    n: u32,
 }
 
 /// The fields a generation endpoint acts on.
@@ -503,8 +512,23 @@ struct Sampling {
 
 impl Sampling {
     fn params(&self, default_max: u32) -> Result<JobParams, Response> {
-        if self.n.unwrap_or(1) != 1 {
-            return Err(oai_error(400, "unsupported", "n must be 1"));
+        match self.n.unwrap_or(1) {
+            1 => {}
+            n if !(1..=MAX_CHOICES).contains(&n) => {
+                return Err(oai_error(
+                    400,
+                    "invalid_value",
+                    format!("n is from 1 to {MAX_CHOICES}"),
+                ));
+            }
+            _ if self.stream => {
+                return Err(oai_error(
+                    400,
+                    "unsupported_parameter",
+                    "n above 1 is served unstreamed only",
+                ));
+            }
+            _ => {}
         }
         let milli = |v: Option<f64>, default: u32, what: &str| -> Result<u32, Response> {
             match v {
@@ -594,6 +618,7 @@ async fn generate(
         stream,
         options,
         echo,
+        n,
     } = how;
     let Shape { chunk, finish } = shape;
     let gw = st.gateway.clone();
@@ -615,6 +640,19 @@ async fn generate(
         Ok(Err(e)) => return from_error(&e),
         Err(e) => return internal(&e),
     };
+    if n > 1 {
+        return choices(
+            st,
+            key,
+            (model_name, targets),
+            input,
+            params,
+            echo,
+            n,
+            finish,
+        )
+        .await;
+    }
     let (tx, mut rx) = mpsc::channel::<Step>(64);
     let gw = st.gateway.clone();
     tokio::task::spawn_blocking(move || {
@@ -701,6 +739,69 @@ async fn generate(
     Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
         .into_response()
+}
+
+/// `n` choices, unstreamed: `n` jobs at once (choice `i` seeded `seed + i`), each choice with its
+/// own receipt (`choices[i].agora`; the top-level `agora` is the first's). The usage is what the
+/// jobs were charged for: each counts the prompt.
+#[allow(clippy::too_many_arguments)]
+async fn choices(
+    st: OpenAiState,
+    key: Arc<Keypair>,
+    (model_name, targets): (String, Vec<(crate::ProviderListing, Hash)>),
+    input: JobInput,
+    params: JobParams,
+    echo: Option<String>,
+    n: u32,
+    finish: fn(&str, &str, u64, &Completed) -> Value,
+) -> Response {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (gw, key, targets, input) = (
+                st.gateway.clone(),
+                key.clone(),
+                targets.clone(),
+                input.clone(),
+            );
+            let params = JobParams {
+                seed: params.seed.wrapping_add(u64::from(i)),
+                ..params.clone()
+            };
+            tokio::task::spawn_blocking(move || {
+                gw.run_on(&key, &targets, &input, params, &mut |_| {
+                    ControlFlow::Continue(())
+                })
+            })
+        })
+        .collect();
+    let mut done = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        match task.await {
+            Ok(Ok(d)) => done.push(d),
+            Ok(Err(e)) => return from_error(&e),
+            Err(e) => return internal(&e),
+        }
+    }
+    let created = now();
+    let id = done[0].job_id.to_hex();
+    let mut body = finish(&id, &model_name, created, &done[0]);
+    let mut all = Vec::with_capacity(done.len());
+    let (mut input_tokens, mut output_tokens) = (0u64, 0u64);
+    for (i, d) in done.iter().enumerate() {
+        let mut choice = finish(&id, &model_name, created, d)["choices"][0].clone();
+        choice["index"] = i.into();
+        if let Some(prompt) = &echo {
+            choice["text"] = json!(format!("{prompt}{}", text_of(d)));
+        }
+        choice["agora"] = receipt_json(d);
+        all.push(choice);
+        input_tokens += u64::from(d.receipt.receipt.input_tokens);
+        output_tokens += u64::from(d.receipt.receipt.output_tokens);
+    }
+    body["choices"] = Value::Array(all);
+    body["usage"] = json!({"prompt_tokens": input_tokens, "completion_tokens": output_tokens,
+                           "total_tokens": input_tokens + output_tokens});
+    with_job_header(Json(body).into_response(), &done[0])
 }
 
 fn finish_reason(done: &Completed) -> &'static str {
@@ -898,7 +999,7 @@ async fn chat(
             content,
         });
     }
-    let (mut params, stream, options) = match generation_params(&body, DEFAULT_MAX_TOKENS) {
+    let (mut params, how) = match generation_params(&body, DEFAULT_MAX_TOKENS) {
         Ok(p) => p,
         Err(r) => return r,
     };
@@ -933,11 +1034,7 @@ async fn chat(
         model,
         JobInput::Chat { messages },
         params,
-        How {
-            stream,
-            options,
-            echo: None,
-        },
+        how,
         CHAT,
     )
     .await
@@ -963,7 +1060,7 @@ async fn completions(
         _ => return oai_error(400, "invalid_prompt", "`prompt` must be a string"),
     };
     // OpenAI's default for completions is 16 tokens.
-    let (mut params, stream, options) = match generation_params(&body, 16) {
+    let (mut params, how) = match generation_params(&body, 16) {
         Ok(p) => p,
         Err(r) => return r,
     };
@@ -1003,9 +1100,8 @@ async fn completions(
         },
         params,
         How {
-            stream,
-            options,
             echo: echo.then_some(prompt),
+            ..how
         },
         TEXT,
     )

@@ -1084,6 +1084,37 @@ fn openai_routes_answer_stream_and_settle() {
         assert!(text.contains(code), "{text}");
     }
 
+    // n choices: a job each, seeded one after another, each with its receipt.
+    let mut three = chat(false);
+    three["n"] = 3.into();
+    three["temperature"] = 1.0.into();
+    three["seed"] = 5.into();
+    let (status, body, _) = post(&base, "/v1/chat/completions", Some("test-key"), three);
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let choices = v["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3, "{body}");
+    let mut jobs = BTreeSet::new();
+    let mut completion = 0;
+    for (i, c) in choices.iter().enumerate() {
+        assert_eq!(c["index"], i, "{c}");
+        jobs.insert(c["agora"]["job_id"].as_str().unwrap().to_string());
+        completion += c["agora"]["output_tokens"].as_u64().unwrap();
+    }
+    assert_eq!(jobs.len(), 3, "three jobs");
+    assert_eq!(v["usage"]["completion_tokens"], completion);
+    assert_eq!(v["agora"]["job_id"], choices[0]["agora"]["job_id"]);
+    for (n, stream, code) in [
+        (2, true, "unsupported_parameter"),
+        (9, false, "invalid_value"),
+    ] {
+        let mut body = chat(stream);
+        body["n"] = n.into();
+        let (status, text, _) = post(&base, "/v1/chat/completions", Some("test-key"), body);
+        assert_eq!(status, 400, "{text}");
+        assert!(text.contains(code), "{text}");
+    }
+
     // Fields: those that ask for nothing beyond the default are served; a field set to
     // something this gateway does not do yet, or one OpenAI does not know, is refused.
     let mut harmless = chat(false);
@@ -1184,7 +1215,7 @@ fn openai_routes_answer_stream_and_settle() {
             .unwrap()
     };
     assert_eq!(verify(&job_id)["settled"], false);
-    assert_eq!(provider.settle().unwrap().unwrap().1, 10);
+    assert_eq!(provider.settle().unwrap().unwrap().1, 13);
     net.block();
     let v = verify(&job_id);
     assert_eq!(
