@@ -24,6 +24,7 @@ const MAX_DIMS: u32 = 4;
 pub enum GgmlType {
     F32,
     F16,
+    Q4_0,
     Q4_1,
     Q8_0,
 }
@@ -33,6 +34,7 @@ impl GgmlType {
         Some(match code {
             0 => Self::F32,
             1 => Self::F16,
+            2 => Self::Q4_0,
             3 => Self::Q4_1,
             8 => Self::Q8_0,
             _ => return None,
@@ -43,6 +45,7 @@ impl GgmlType {
         match self {
             Self::F32 => 0,
             Self::F16 => 1,
+            Self::Q4_0 => 2,
             Self::Q4_1 => 3,
             Self::Q8_0 => 8,
         }
@@ -53,6 +56,7 @@ impl GgmlType {
         match self {
             Self::F32 => (1, 4),
             Self::F16 => (1, 2),
+            Self::Q4_0 => (32, 18),
             Self::Q4_1 => (32, 20),
             Self::Q8_0 => (32, 34),
         }

@@ -94,14 +94,16 @@ impl QMatrix {
         })
     }
 
-    /// Builds a matrix from a GGUF tensor of two dimensions (`dims[0]` = row length).
+    /// Builds a matrix from a GGUF tensor of two dimensions (`dims[0]` = row length). Q4_0 is
+    /// taken as Q4_1 with the minimum `-8·d`, which gives every weight exactly its Q4_0 value.
     pub fn from_gguf(name: &str, ty: GgmlType, dims: &[u64], data: Vec<u8>) -> Result<Self, Error> {
-        let wt = match ty {
-            GgmlType::Q4_1 => WeightType::Q4_1,
-            GgmlType::Q8_0 => WeightType::Q8_0,
+        let (wt, data) = match ty {
+            GgmlType::Q4_1 => (WeightType::Q4_1, data),
+            GgmlType::Q8_0 => (WeightType::Q8_0, data),
+            GgmlType::Q4_0 => (WeightType::Q4_1, q4_0_as_q4_1(name, &data)?),
             other => {
                 return Err(Error::BadModel(format!(
-                    "tensor {name} is {other:?}; Q4_1 or Q8_0 expected"
+                    "tensor {name} is {other:?}; Q4_0, Q4_1 or Q8_0 expected"
                 )));
             }
         };
@@ -156,6 +158,52 @@ impl QMatrix {
 
 pub(crate) fn f16_at(bytes: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([bytes[at], bytes[at + 1]]).to_f32()
+}
+
+/// Q4_0 blocks (`d`, 16 bytes of quants: `d·(q − 8)`) as Q4_1 blocks (`d`, `m = −8·d`, the same
+/// quants: `d·q + m`). `−8·d` is exact in f16 (a power of two) unless it overflows, which is refused.
+fn q4_0_as_q4_1(name: &str, data: &[u8]) -> Result<Vec<u8>, Error> {
+    const Q4_0_BYTES: usize = 18;
+    if !data.len().is_multiple_of(Q4_0_BYTES) {
+        return Err(Error::BadModel(format!(
+            "tensor {name}: {} bytes are not whole Q4_0 blocks",
+            data.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(data.len() / Q4_0_BYTES * Q4_1_BYTES);
+    for block in data.chunks_exact(Q4_0_BYTES) {
+        let d = f16::from_le_bytes([block[0], block[1]]);
+        let m = f16::from_f32(-8.0 * d.to_f32());
+        if !m.is_finite() || f32::from(m) != -8.0 * d.to_f32() {
+            return Err(Error::BadModel(format!(
+                "tensor {name}: a Q4_0 scale ({d}) out of range"
+            )));
+        }
+        out.extend_from_slice(&block[..2]);
+        out.extend_from_slice(&m.to_le_bytes());
+        out.extend_from_slice(&block[2..]);
+    }
+    Ok(out)
+}
+
+/// Quantizes `x` (length a multiple of 32) to Q4_0 the way ggml's reference quantizer does.
+pub fn quantize_q4_0(x: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(x.len() / QK * 18);
+    for block in x.chunks_exact(QK) {
+        // The value of largest magnitude, with its sign, maps to -8.
+        let max = block
+            .iter()
+            .copied()
+            .fold(0f32, |m, v| if v.abs() > m.abs() { v } else { m });
+        let d = max / -8.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+        let q = |v: f32| (v * id + 8.5).clamp(0.0, 15.0) as u8;
+        for i in 0..16 {
+            out.push(q(block[i]) | (q(block[i + 16]) << 4));
+        }
+    }
+    out
 }
 
 /// Quantizes `x` (length a multiple of 32) to Q4_1 the way ggml's reference quantizer does.
@@ -316,6 +364,45 @@ mod tests {
 
     fn data(n: usize, seed: u32) -> Vec<f32> {
         crate::testing::random_f32(n, seed)
+    }
+
+    #[test]
+    fn q4_0_loads_as_q4_1_with_every_weight_exactly_its_value() {
+        let (rows, cols) = (24, 96);
+        let x = data(rows * cols, 5);
+        let bytes = quantize_q4_0(&x);
+        let m = QMatrix::from_gguf(
+            "w",
+            GgmlType::Q4_0,
+            &[cols as u64, rows as u64],
+            bytes.clone(),
+        )
+        .unwrap();
+        assert_eq!(m.ty, WeightType::Q4_1);
+        let mut row = vec![0f32; cols];
+        for r in 0..rows {
+            m.dequantize_row(r, &mut row);
+            for (b, chunk) in row.chunks_exact(QK).enumerate() {
+                let block = &bytes[(r * cols / QK + b) * 18..][..18];
+                let d = f16_at(block, 0);
+                for (i, &got) in chunk.iter().enumerate() {
+                    let byte = block[2 + i % 16];
+                    let q = if i < 16 { byte & 0x0f } else { byte >> 4 };
+                    assert_eq!(
+                        got,
+                        d * (f32::from(q) - 8.0),
+                        "row {r} block {b} element {i}"
+                    );
+                }
+                // And close to the floats quantized: within a step (the top of the range, +8·d,
+                // is clamped to +7·d).
+                for (i, &got) in chunk.iter().enumerate() {
+                    assert!((got - x[r * cols + b * QK + i]).abs() <= d.abs() * 1.01 + 1e-6);
+                }
+            }
+        }
+        // A block of the wrong size is refused.
+        assert!(QMatrix::from_gguf("w", GgmlType::Q4_0, &[32, 1], vec![0; 17]).is_err());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::gguf::{self, GgmlType, TensorData, Value};
-use crate::quant::{quantize_q4_1, quantize_q8_0};
+use crate::quant::{quantize_q4_0, quantize_q4_1, quantize_q8_0};
 
 /// The chat template SmolLM2's GGUF carries.
 pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
@@ -21,6 +21,8 @@ pub struct TinySpec {
     pub n_ff: u32,
     pub context: u32,
     pub seed: u32,
+    /// The layers' weight type: Q4_0, Q4_1 (SmolLM2's) or Q8_0.
+    pub layers: GgmlType,
 }
 
 impl Default for TinySpec {
@@ -33,6 +35,7 @@ impl Default for TinySpec {
             n_ff: 128,
             context: 256,
             seed: 9,
+            layers: GgmlType::Q4_1,
         }
     }
 }
@@ -115,11 +118,18 @@ pub fn write_tiny_chat_model(path: &Path, spec: TinySpec) -> std::io::Result<()>
     let kv = (spec.n_embd / spec.n_head * spec.n_head_kv) as usize;
     let ff = spec.n_ff as usize;
     let mut tensors = Vec::new();
-    let q41 = |name: String, cols: usize, rows: usize, rng: &mut Rng| TensorData {
-        name,
-        dims: vec![cols as u64, rows as u64],
-        ty: GgmlType::Q4_1,
-        data: quantize_q4_1(&rng.vec(cols * rows, 1.0 / (cols as f32).sqrt() * 1.7)),
+    let q41 = |name: String, cols: usize, rows: usize, rng: &mut Rng| {
+        let w = rng.vec(cols * rows, 1.0 / (cols as f32).sqrt() * 1.7);
+        TensorData {
+            name,
+            dims: vec![cols as u64, rows as u64],
+            ty: spec.layers,
+            data: match spec.layers {
+                GgmlType::Q4_0 => quantize_q4_0(&w),
+                GgmlType::Q8_0 => quantize_q8_0(&w),
+                _ => quantize_q4_1(&w),
+            },
+        }
     };
     let f32s = |name: String, v: Vec<f32>| TensorData {
         name,

@@ -844,3 +844,58 @@ fn penalties_change_the_answer_and_are_checked() {
         Err(Error::BadRequest(_))
     ));
 }
+
+/// A model whose layers are Q4_0, Q4_1 or Q8_0 loads and runs with the same guarantees: the same
+/// tokens on 1 and 2 threads, the same logits from the SIMD and portable kernels, a batch equal to
+/// its sequences alone; and the types give different models.
+#[test]
+fn every_weight_type_loads_and_runs_deterministically() {
+    use agora_infer::gguf::GgmlType;
+    let dir = tempfile::tempdir().unwrap();
+    let mut answers = Vec::new();
+    for (i, layers) in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0]
+        .into_iter()
+        .enumerate()
+    {
+        let path = dir.path().join(format!("tiny-{i}.gguf"));
+        write_tiny_chat_model(
+            &path,
+            TinySpec {
+                layers,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let one = ChatModel::load(&path, 1).unwrap();
+        let two = ChatModel::load(&path, 2).unwrap();
+        let prompt = one
+            .encode_chat(&[Message::new("user", "Which type am I?")])
+            .unwrap();
+        let params = GenParams {
+            max_tokens: 24,
+            ..Default::default()
+        };
+        let a = one.generate(&prompt, &params, &mut no_stream).unwrap();
+        let b = two.generate(&prompt, &params, &mut no_stream).unwrap();
+        assert_eq!(a.tokens, b.tokens, "{layers:?}: 1 vs 2 threads");
+        assert!(!a.tokens.is_empty());
+        let score = two
+            .score(&prompt, &a.tokens, &params.sampling, 0.0)
+            .unwrap();
+        assert!(
+            score.passed && score.max_margin == 0.0,
+            "{layers:?}: {score:?}"
+        );
+        let simd = Llama::load(&path, 2).unwrap();
+        let mut portable = Llama::load(&path, 2).unwrap();
+        portable.force_portable_kernels();
+        let (mut c1, mut c2) = (simd.new_cache(), portable.new_cache());
+        assert_eq!(
+            simd.forward(&mut c1, &prompt, 0..prompt.len()).unwrap(),
+            portable.forward(&mut c2, &prompt, 0..prompt.len()).unwrap(),
+            "{layers:?}: SIMD vs portable"
+        );
+        answers.push(a.tokens);
+    }
+    assert!(answers[0] != answers[1] || answers[1] != answers[2]);
+}
