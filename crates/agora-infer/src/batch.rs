@@ -34,6 +34,9 @@ pub struct BatchConfig {
     /// Prompt tokens run per pass beside the sequences that are generating (four times as many
     /// when none is).
     pub chunk: usize,
+    /// Most requests waiting for a place; more are refused at once ([`Error::Busy`]), so that
+    /// waiting callers cannot pile up without bound.
+    pub max_waiting: usize,
 }
 
 impl Default for BatchConfig {
@@ -42,6 +45,7 @@ impl Default for BatchConfig {
             max_seqs: 64,
             kv_bytes: 1 << 30,
             chunk: 64,
+            max_waiting: 256,
         }
     }
 }
@@ -191,12 +195,12 @@ impl Batch {
         loop {
             if self.active.is_empty() && self.waiting.is_empty() {
                 match jobs.recv() {
-                    Ok(job) => self.waiting.push_back(job),
+                    Ok(job) => self.enqueue(job),
                     Err(_) => return,
                 }
             }
             while let Ok(job) = jobs.try_recv() {
-                self.waiting.push_back(job);
+                self.enqueue(job);
             }
             self.admit();
             let pass =
@@ -212,6 +216,18 @@ impl Batch {
                 }
                 self.reserved = 0;
             }
+        }
+    }
+
+    /// Queues a request, or refuses it when the queue is full.
+    fn enqueue(&mut self, job: Job) {
+        if self.waiting.len() >= self.config.max_waiting {
+            let _ = job.events.send(Event::Failed(Error::Busy(format!(
+                "{} requests wait for this model: try again shortly",
+                self.waiting.len()
+            ))));
+        } else {
+            self.waiting.push_back(job);
         }
     }
 
@@ -432,5 +448,51 @@ impl Batch {
             .unwrap_or_else(|e| e.into_inner())
             .keep(&seq.job.scope, tokens, cache);
         let _ = seq.job.events.send(Event::Done(finish));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Requests beyond the queue's bound are refused at once (busy), not queued without end.
+    #[test]
+    fn a_full_queue_refuses_more_requests_as_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tiny.gguf");
+        crate::testing::write_tiny_chat_model(&path, Default::default()).unwrap();
+        let mut batch = Batch {
+            llama: Arc::new(Llama::load(&path, 1).unwrap()),
+            prefixes: Arc::default(),
+            stop: vec![],
+            config: BatchConfig {
+                max_waiting: 2,
+                ..BatchConfig::default()
+            },
+            active: Vec::new(),
+            waiting: VecDeque::new(),
+            reserved: 0,
+            stats: Arc::default(),
+            penalized: Vec::new(),
+        };
+        let mut receivers = Vec::new();
+        for _ in 0..3 {
+            let (events, received) = mpsc::channel();
+            batch.enqueue(Job {
+                scope: vec![],
+                prompt: vec![1, 2, 3],
+                params: Default::default(),
+                limit: 64,
+                events,
+                cancel: Arc::default(),
+            });
+            receivers.push(received);
+        }
+        assert_eq!(batch.waiting.len(), 2);
+        assert!(receivers[0].try_recv().is_err() && receivers[1].try_recv().is_err());
+        assert!(matches!(
+            receivers[2].try_recv(),
+            Ok(Event::Failed(Error::Busy(_)))
+        ));
     }
 }

@@ -46,6 +46,9 @@ pub enum Error {
     BadRequest(String),
     #[error("{0}")]
     Runtime(String),
+    /// Too many requests wait for the model: a moment later may find room.
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl Error {

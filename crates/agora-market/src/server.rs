@@ -31,6 +31,7 @@ fn status_and_code(e: &Error) -> (u16, &'static str) {
         Error::Node(_) => (503, "chain_unavailable"),
         Error::BadInput(_) => (400, "bad_input"),
         Error::UnknownModel(_) => (404, "unknown_model"),
+        Error::Infer(agora_infer::Error::Busy(_)) => (503, "busy"),
         _ => (500, "internal"),
     }
 }
@@ -51,7 +52,10 @@ fn error_response(e: &Error) -> Response {
 /// details going to the log.
 fn public_message(e: &Error) -> String {
     match e {
-        Error::Refused { .. } | Error::BadInput(_) | Error::UnknownModel(_) => e.to_string(),
+        Error::Refused { .. }
+        | Error::BadInput(_)
+        | Error::UnknownModel(_)
+        | Error::Infer(agora_infer::Error::Busy(_)) => e.to_string(),
         Error::Node(_) => {
             tracing::warn!("{e}");
             "the provider cannot reach its chain now; try again".into()
