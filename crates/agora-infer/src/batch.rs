@@ -111,6 +111,7 @@ impl Batcher {
         mut config: BatchConfig,
     ) -> Result<Self, Error> {
         config.max_seqs = config.max_seqs.max(1);
+        config.max_waiting = config.max_waiting.max(1);
         config.chunk = config.chunk.max(1);
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(Mutex::new(BatchStats::default()));

@@ -774,13 +774,31 @@ async fn choices(
             })
         })
         .collect();
+    // Every choice is waited for: one that failed does not leave the others running unseen.
     let mut done = Vec::with_capacity(tasks.len());
+    let mut failed = None;
     for task in tasks {
         match task.await {
             Ok(Ok(d)) => done.push(d),
-            Ok(Err(e)) => return from_error(&e),
-            Err(e) => return internal(&e),
+            Ok(Err(e)) => failed = failed.or(Some(from_error(&e))),
+            Err(e) => failed = failed.or(Some(internal(&e))),
         }
+    }
+    if let Some(response) = failed {
+        if !done.is_empty() {
+            // The served choices are charged: say which, so the client can find their receipts.
+            let served: Vec<String> = done.iter().map(|d| d.job_id.to_hex()).collect();
+            tracing::info!(
+                "{} of {n} choices served before one failed: {served:?}",
+                done.len()
+            );
+            let mut response = response;
+            if let Ok(v) = HeaderValue::from_str(&served.join(",")) {
+                response.headers_mut().insert("x-agora-served-jobs", v);
+            }
+            return response;
+        }
+        return response;
     }
     let created = now();
     let id = done[0].job_id.to_hex();

@@ -779,6 +779,11 @@ impl Gateway {
                                 message: f.message,
                             }));
                         }
+                        Ok(f) if f.code == "busy" => Error::Refused {
+                            status: f.status,
+                            code: "busy",
+                            message: f.message,
+                        },
                         Ok(f) => Error::Provider(ProviderFailure::Reported(f.message)),
                         Err(_) => Error::Provider(ProviderFailure::Reported(data.trim().into())),
                     };
@@ -819,6 +824,9 @@ enum CallError {
 /// or a client that went away).
 fn provider_at_fault(e: &Error) -> bool {
     match e {
+        // A provider at capacity is not failing: the next one is tried, and this one is not
+        // benched for it.
+        Error::Refused { code: "busy", .. } => false,
         Error::Refused { status, .. } => *status >= 500,
         Error::BadInput(_) => false,
         _ => true,
@@ -1281,6 +1289,12 @@ mod tests {
         )));
         assert!(!provider_at_fault(&refused(400)));
         assert!(!provider_at_fault(&refused(402)));
+        // At capacity is not at fault: the next provider is tried, this one not benched.
+        assert!(!provider_at_fault(&Error::Refused {
+            status: 503,
+            code: "busy",
+            message: "256 requests wait".into(),
+        }));
         assert!(!provider_at_fault(&Error::BadInput(
             "client went away".into()
         )));
