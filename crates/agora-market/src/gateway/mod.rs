@@ -552,14 +552,18 @@ impl Gateway {
             };
             let sent = Instant::now();
             let mut first_output = None;
+            let mut stopped = false;
             let mut timed = |text: &str| {
                 first_output.get_or_insert_with(|| sent.elapsed());
-                on_text(text)
+                let flow = on_text(text);
+                stopped |= flow.is_break();
+                flow
             };
             match self.call(provider, &submission, reader, &mut timed) {
                 Ok((output, receipt)) => {
                     if let Err(e) = check_receipt(&request, &output, &receipt, provider.address)
                         .and_then(|()| self.check_proof(&request, input, &output))
+                        .and_then(|()| check_not_cut(&output, stopped))
                     {
                         // The gateway's own node failing is not the provider's fault.
                         if !matches!(e, Error::Node(_)) {
@@ -877,6 +881,21 @@ fn known_code(code: &str) -> &'static str {
 }
 
 /// The receipt must be the provider's, for this request, over this output, within the max fee.
+/// An answer the provider says was stopped (`cancelled`) must have been stopped by this gateway:
+/// otherwise the provider cut it short, which a verifier cannot tell from a stop.
+fn check_not_cut(output: &JobOutput, stopped: bool) -> Result<(), Error> {
+    match output {
+        JobOutput::Text { finish, .. } if finish == "cancelled" && !stopped => {
+            Err(Error::Refused {
+                status: 502,
+                code: "bad_receipt",
+                message: "the provider ended the answer as stopped, and nobody stopped it".into(),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
 fn check_receipt(
     request: &JobRequest,
     output: &JobOutput,

@@ -1309,3 +1309,61 @@ fn say_hi() -> JobInput {
         }],
     }
 }
+
+/// A provider that stops its own answer early and calls it stopped by the client.
+struct CutShort(InferBackend);
+
+impl agora_market::Backend for CutShort {
+    fn serves(&self, model: &Hash) -> bool {
+        self.0.serves(model)
+    }
+    fn input_tokens(&self, model: &Hash, input: &JobInput) -> Result<u32, Error> {
+        self.0.input_tokens(model, input)
+    }
+    fn run(
+        &self,
+        model: &Hash,
+        input: &JobInput,
+        params: &JobParams,
+        on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<agora_market::Served, Error> {
+        let mut pieces = 0;
+        self.0.run(model, input, params, &mut |text| {
+            pieces += 1;
+            let _ = on_text(text);
+            if pieces >= 2 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+    }
+}
+
+/// An answer its provider cut short, claimed as stopped by the client (which a verifier cannot
+/// tell from a real stop), is refused by the gateway.
+#[test]
+fn an_answer_its_provider_cut_short_is_refused() {
+    let net = start();
+    let (cutter, _) = provider_on(&net, "cutter", 30_000, 1, 10 * AGR, Some(&net.t.rt), &|b| {
+        Arc::new(CutShort(b))
+    });
+    let gateway = agora_market::Gateway::new(net.chain.clone());
+    let targets: Vec<_> = gateway
+        .candidates(&MODEL)
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.address == cutter.address())
+        .map(|p| (p, MODEL))
+        .collect();
+    assert_eq!(targets.len(), 1);
+    let params = JobParams {
+        max_tokens: 12,
+        ..JobParams::default()
+    };
+    let result = gateway.run_on(&net.client, &targets, &say_hi(), params, &mut |_| {
+        ControlFlow::Continue(())
+    });
+    let e = result.unwrap_err();
+    assert_eq!(code(e), "bad_receipt");
+}
