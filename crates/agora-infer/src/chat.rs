@@ -131,9 +131,20 @@ fn messages_value(messages: &[Message]) -> minijinja::Value {
         .collect()
 }
 
-/// Where the first of the `stop` texts starts in `text`, if any does.
-fn first_stop(text: &str, stop: &[String]) -> Option<usize> {
-    stop.iter().filter_map(|s| text.find(s.as_str())).min()
+/// Where the first of the `stop` texts starts in `text`, if any does, given that none appears in
+/// its first `before` bytes: only the end, where the last token's text may have completed one, is
+/// searched (each token's search is short, however long the answer).
+fn first_stop(text: &str, stop: &[String], before: usize) -> Option<usize> {
+    let longest = stop.iter().map(String::len).max()?;
+    let mut from = before
+        .saturating_sub(longest.saturating_sub(1))
+        .min(text.len());
+    while !text.is_char_boundary(from) {
+        from -= 1;
+    }
+    stop.iter()
+        .filter_map(|s| text[from..].find(s.as_str()).map(|i| from + i))
+        .min()
 }
 
 /// Bytes at the end of `text` that begin one of the `stop` texts (whole characters): held back
@@ -200,8 +211,7 @@ impl Prefixes {
         seq: &[u32],
         most: usize,
     ) -> (KvCache, usize) {
-        let kept = self;
-        let best = kept
+        let best = self
             .entries
             .iter()
             .enumerate()
@@ -213,9 +223,9 @@ impl Prefixes {
             .max();
         match best {
             Some((n, i)) if n >= MIN_PREFIX => {
-                let entry = kept.entries.remove(i);
+                let entry = self.entries.remove(i);
                 let cache = entry.cache.prefix(n);
-                kept.entries.push(entry);
+                self.entries.push(entry);
                 (cache, n)
             }
             _ => (llama.new_cache(), 0),
@@ -229,29 +239,28 @@ impl Prefixes {
         {
             return;
         }
-        let kept = self;
         let mine = |e: &Entry| e.scope == scope;
-        if let Some(i) = kept
+        if let Some(i) = self
             .entries
             .iter()
             .position(|e| mine(e) && e.tokens.starts_with(&tokens))
         {
             // Already held, within a longer sequence.
-            let entry = kept.entries.remove(i);
-            kept.entries.push(entry);
+            let entry = self.entries.remove(i);
+            self.entries.push(entry);
             return;
         }
         // Entries this one extends are no longer needed.
-        kept.entries
+        self.entries
             .retain(|e| !(mine(e) && tokens.starts_with(&e.tokens)));
-        kept.entries.push(Entry {
+        self.entries.push(Entry {
             scope: scope.to_vec(),
             tokens,
             cache,
         });
-        let mut bytes: usize = kept.entries.iter().map(|e| e.cache.bytes()).sum();
+        let mut bytes: usize = self.entries.iter().map(|e| e.cache.bytes()).sum();
         while bytes > PREFIX_BYTES {
-            let dropped = kept.entries.remove(0);
+            let dropped = self.entries.remove(0);
             bytes -= dropped.cache.bytes();
         }
     }
@@ -528,8 +537,9 @@ impl ChatModel {
                     if self.stop.contains(&token) {
                         continue;
                     }
+                    let before = text.len();
                     text.push_str(&stream.push(self.tokenizer.token_bytes(token)));
-                    let hit = first_stop(&text, stop);
+                    let hit = first_stop(&text, stop, before);
                     let safe = hit.unwrap_or_else(|| text.len() - held_back(&text, stop));
                     let piece = &text[sent.min(safe)..safe];
                     let broke = on_piece(Piece { token, text: piece }).is_break();
@@ -584,8 +594,9 @@ impl ChatModel {
             if self.stop.contains(&t) {
                 return None;
             }
+            let before = text.len();
             text.push_str(&stream.push(self.tokenizer.token_bytes(t)));
-            if let Some(cut) = first_stop(&text, stop) {
+            if let Some(cut) = first_stop(&text, stop, before) {
                 text.truncate(cut);
                 return Some((i, text));
             }
@@ -762,5 +773,30 @@ impl ChatModel {
             checks,
             logprobs: lps,
         })
+    }
+}
+
+#[cfg(test)]
+mod stop_tests {
+    use super::*;
+
+    /// Searching only the end finds what searching the whole text finds, as long as the text
+    /// before `before` held no stop text: across the boundary, with several-byte characters.
+    #[test]
+    fn the_stop_search_of_the_end_finds_what_the_whole_search_finds() {
+        let stop = vec!["é!".to_string(), "end of it".to_string()];
+        let text = "déjà vu, the end of it";
+        for before in 0..=text.len() {
+            if !text.is_char_boundary(before) {
+                continue;
+            }
+            let whole = stop.iter().filter_map(|s| text.find(s.as_str())).min();
+            let expected = whole.filter(|&at| at + "end of it".len() > before);
+            assert_eq!(first_stop(text, &stop, before), expected, "before {before}");
+        }
+        assert_eq!(first_stop("café!", &stop, 3), Some(3));
+        assert_eq!(first_stop("anything", &[], 0), None);
+        assert_eq!(held_back("the en", &stop), 2);
+        assert_eq!(held_back("café", &stop), 2);
     }
 }

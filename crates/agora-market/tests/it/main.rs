@@ -905,6 +905,15 @@ fn post(
     )
 }
 
+/// The JSON chunks of a server-sent stream, without its closing `[DONE]`.
+fn sse_chunks(body: &str) -> Vec<serde_json::Value> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
 #[test]
 fn openai_routes_answer_stream_and_settle() {
     let net = start();
@@ -950,12 +959,7 @@ fn openai_routes_answer_stream_and_settle() {
     // Streamed: the deltas add up to the same (greedy) answer, and the last chunk has the receipt.
     let (status, body, _) = post(&base, "/v1/chat/completions", Some("test-key"), chat(true));
     assert_eq!(status, 200, "{body}");
-    let chunks: Vec<serde_json::Value> = body
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .filter(|d| *d != "[DONE]")
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
+    let chunks = sse_chunks(&body);
     assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
     let streamed: String = chunks
         .iter()
@@ -971,12 +975,7 @@ fn openai_routes_answer_stream_and_settle() {
     with_usage["stream_options"] = serde_json::json!({"include_usage": true});
     let (status, body, _) = post(&base, "/v1/chat/completions", Some("test-key"), with_usage);
     assert_eq!(status, 200, "{body}");
-    let chunks: Vec<serde_json::Value> = body
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .filter(|d| *d != "[DONE]")
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
+    let chunks = sse_chunks(&body);
     let (usage, finish) = (&chunks[chunks.len() - 1], &chunks[chunks.len() - 2]);
     assert_eq!(usage["choices"], serde_json::json!([]), "{body}");
     assert_eq!(
