@@ -197,6 +197,124 @@ fn chat(args: &InferBenchArgs, cache: &ModelCache, threads: usize, runs: usize) 
     if let Some(b) = chat_peak {
         println!("  peak RSS (chat)        {:>8.1} MB", b as f64 / 1e6);
     }
+    structured(&model, runs)?;
+    Ok(())
+}
+
+/// A constraint that times its masks.
+#[derive(Debug)]
+struct Timed {
+    inner: agora_grammar::Constraint,
+    spent: std::sync::Arc<std::sync::Mutex<(std::time::Duration, usize)>>,
+}
+
+impl sample::TokenConstraint for Timed {
+    fn mask(&mut self) -> Result<sample::TokenMask, String> {
+        let t = Instant::now();
+        let mask = self.inner.mask();
+        let mut spent = self.spent.lock().unwrap_or_else(|e| e.into_inner());
+        spent.0 += t.elapsed();
+        spent.1 += 1;
+        mask
+    }
+
+    fn commit(&mut self, token: u32) -> Result<(), String> {
+        self.inner.commit(token)
+    }
+}
+
+/// Structured outputs: the grammar compiler's start-up for the model's vocabulary, generation that
+/// follows a JSON schema beside free generation, the mask's time per token, and the verifier's
+/// check of the constrained answer.
+fn structured(model: &ChatModel, runs: usize) -> Result<()> {
+    use agora_infer::chat::{GenParams, Message};
+    use std::ops::ControlFlow;
+    let t = Instant::now();
+    let grammars = agora_grammar::Grammars::new(model)?;
+    let startup = t.elapsed();
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 40},
+            "age": {"type": "integer", "minimum": 0, "maximum": 150},
+            "city": {"type": "string", "maxLength": 40},
+            "hobbies": {"type": "array", "items": {"type": "string", "maxLength": 30}, "maxItems": 4},
+        },
+        "required": ["name", "age", "city", "hobbies"],
+        "additionalProperties": false,
+    });
+    let grammar = agora_grammar::json_schema(&schema);
+    let prompt = model.encode_chat(&[Message::new(
+        "user",
+        "Describe a fictional person as JSON with their name, age, city and hobbies.",
+    )])?;
+    let params = GenParams {
+        max_tokens: 96,
+        ..GenParams::default()
+    };
+    let (mut free_rate, mut rate, mut mask_us, mut compile_ms) = (vec![], vec![], vec![], vec![]);
+    let mut answer = String::new();
+    for _ in 0..runs {
+        model.clear_prefixes();
+        let free = model.generate(&prompt, &params, &mut |_| ControlFlow::Continue(()))?;
+        free_rate.push(free.tokens.len() as f64 / free.generate_time.as_secs_f64());
+        model.clear_prefixes();
+        let t = Instant::now();
+        let constraint = grammars.compile(&grammar)?;
+        compile_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        let spent = std::sync::Arc::default();
+        let timed = Timed {
+            inner: constraint,
+            spent: std::sync::Arc::clone(&spent),
+        };
+        let g = model.generate_until(
+            &[],
+            &prompt,
+            &params,
+            &[],
+            Some(Box::new(timed)),
+            &mut |_| ControlFlow::Continue(()),
+        )?;
+        rate.push(g.tokens.len() as f64 / g.generate_time.as_secs_f64());
+        let (time, masks) = *spent.lock().unwrap_or_else(|e| e.into_inner());
+        mask_us.push(time.as_secs_f64() * 1e6 / masks.max(1) as f64);
+        if serde_json::from_str::<serde_json::Value>(&g.text).is_err() {
+            bail!("the constrained answer is not JSON: {}", g.text);
+        }
+        let mut check = grammars.compile(&grammar)?;
+        let score = model.score_with(
+            &prompt,
+            &g.tokens,
+            &params.sampling,
+            0.0,
+            None,
+            Some(&mut check),
+        )?;
+        if !score.passed {
+            bail!(
+                "the verifier failed the constrained answer at {:?}",
+                score.first_failure
+            );
+        }
+        answer = g.text;
+    }
+    println!("  structured outputs (a JSON schema of 4 fields, greedy)");
+    println!(
+        "    grammar start-up     {:>8.1} ms once per model ({} tokens)",
+        startup.as_secs_f64() * 1e3,
+        model.llama.config.vocab
+    );
+    println!(
+        "    schema compile       {:>8.2} ms per request",
+        median(compile_ms)
+    );
+    println!("    mask per token       {:>8.1} µs", median(mask_us));
+    println!(
+        "    generation           {:>8.1} tokens/s constrained, {:.1} free",
+        median(rate),
+        median(free_rate)
+    );
+    println!("    answer: {answer}");
     Ok(())
 }
 

@@ -114,6 +114,7 @@ pub fn run(args: VerifyBenchArgs, models_dir: &std::path::Path) -> Result<()> {
                 role: "user".into(),
                 content,
             }],
+            grammar: None,
         };
         let t = Instant::now();
         let honest = backend

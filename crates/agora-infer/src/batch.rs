@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use crate::Error;
 use crate::chat::{Finish, GenParams, Prefixes};
 use crate::llama::{KvCache, Llama, Step};
-use crate::sample::{self, TokenLogprobs};
+use crate::sample::{self, TokenConstraint, TokenLogprobs};
 
 /// How much a model's batch may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +92,8 @@ pub(crate) struct Job {
     pub(crate) events: Sender<Event>,
     /// Set by a caller that stops reading.
     pub(crate) cancel: Arc<AtomicBool>,
+    /// What the answer must follow, if anything.
+    pub(crate) constraint: Option<Box<dyn TokenConstraint>>,
 }
 
 /// The batch thread of one model: requests go in through [`Batcher::submit`]. Dropping it ends
@@ -155,6 +157,15 @@ impl Drop for Batcher {
             let _ = thread.join();
         }
     }
+}
+
+/// Fails sequence `seq` because its constraint cannot go on (the grammar is at an end it cannot
+/// leave, or is too costly to follow): its caller gets the error, and the sequence ends.
+fn fail(seq: &Seq, reason: String) -> Finish {
+    let _ = seq.job.events.send(Event::Failed(Error::BadRequest(format!(
+        "the answer's format: {reason}"
+    ))));
+    Finish::Cancelled
 }
 
 /// One active sequence.
@@ -394,15 +405,29 @@ impl Batch {
         if seq.tokens.len() >= params.max_tokens as usize {
             return Some(Finish::Length);
         }
-        let choose_from = if params.sampling.has_penalties() {
+        let choose_from = if params.sampling.has_penalties() || seq.job.constraint.is_some() {
             self.penalized.clear();
             self.penalized.extend_from_slice(logits);
-            params.sampling.penalize(&mut self.penalized, &seq.counts);
+            if params.sampling.has_penalties() {
+                params.sampling.penalize(&mut self.penalized, &seq.counts);
+            }
+            if let Some(constraint) = seq.job.constraint.as_mut() {
+                match constraint.mask() {
+                    Ok(mask) if !mask.is_empty() => mask.apply(&mut self.penalized),
+                    Ok(_) => return Some(fail(seq, "the grammar allows no token here".into())),
+                    Err(e) => return Some(fail(seq, e)),
+                }
+            }
             &self.penalized[..]
         } else {
             logits
         };
         let token = sample::sample(choose_from, &params.sampling, seq.tokens.len() as u64);
+        if let Some(constraint) = seq.job.constraint.as_mut()
+            && let Err(e) = constraint.commit(token)
+        {
+            return Some(fail(seq, e));
+        }
         seq.tokens.push(token);
         *seq.counts.entry(token).or_default() += 1;
         self.stats
@@ -486,6 +511,7 @@ mod tests {
                 limit: 64,
                 events,
                 cancel: Arc::default(),
+                constraint: None,
             });
             receivers.push(received);
         }

@@ -13,7 +13,7 @@ use crate::Error;
 use crate::batch::{BatchConfig, Batcher, Event, Job};
 use crate::gguf::Gguf;
 use crate::llama::{KvCache, Llama};
-use crate::sample::{self, SamplingParams, TokenLogprobs};
+use crate::sample::{self, SamplingParams, TokenConstraint, TokenLogprobs, TokenMask};
 use crate::tokenizer::{BpeTokenizer, TextStream};
 
 /// Positions a session may hold unless told otherwise: bounds the KV cache to ~94 MB for SmolLM2.
@@ -467,19 +467,21 @@ impl ChatModel {
         params: &GenParams,
         on_piece: &mut dyn FnMut(Piece<'_>) -> ControlFlow<()>,
     ) -> Result<Generation, Error> {
-        self.generate_until(scope, prompt, params, &[], on_piece)
+        self.generate_until(scope, prompt, params, &[], None, on_piece)
     }
 
     /// [`Self::generate_in`], also ending the answer where the first of the `stop` texts appears
     /// ([`Self::stop_at`]): the text stops before it, the tokens with the one that completed it,
     /// and the finish is [`Finish::Stop`]. Text that could be the start of a stop text is held
-    /// back from the stream until it is known not to be.
+    /// back from the stream until it is known not to be. With a `constraint`, each token is chosen
+    /// among those it allows (constrained decoding).
     pub fn generate_until(
         &self,
         scope: &[u8],
         prompt: &[u32],
         params: &GenParams,
         stop: &[String],
+        constraint: Option<Box<dyn TokenConstraint>>,
         on_piece: &mut dyn FnMut(Piece<'_>) -> ControlFlow<()>,
     ) -> Result<Generation, Error> {
         params.sampling.validate()?;
@@ -509,6 +511,7 @@ impl ChatModel {
             limit: self.context,
             events,
             cancel: cancel.0.clone(),
+            constraint,
         })?;
         let mut start = Instant::now();
         let (mut cached, mut prompt_time) = (0, Duration::ZERO);
@@ -648,11 +651,13 @@ impl ChatModel {
         params: &SamplingParams,
         tolerance: f32,
     ) -> Result<Score, Error> {
-        self.score_with(prompt, output, params, tolerance, None)
+        self.score_with(prompt, output, params, tolerance, None, None)
     }
 
     /// [`Self::score`], also giving each claimed token's log-probabilities (and the `top` most
-    /// likely tokens') when `logprobs` is `Some(top)`.
+    /// likely tokens') when `logprobs` is `Some(top)`, and, with a `constraint`, checking each
+    /// token among those it allows: a token it does not allow fails, and the greedy best and the
+    /// seeded choice are taken among the allowed ones, as [`Self::generate_until`] takes them.
     pub fn score_with(
         &self,
         prompt: &[u32],
@@ -660,6 +665,7 @@ impl ChatModel {
         params: &SamplingParams,
         tolerance: f32,
         logprobs: Option<usize>,
+        constraint: Option<&mut dyn TokenConstraint>,
     ) -> Result<Score, Error> {
         params.validate()?;
         self.check_prompt(prompt)?;
@@ -675,6 +681,23 @@ impl ChatModel {
                 "token id {t} is outside the vocabulary ({vocab})"
             )));
         }
+        // The constraint's masks along the claimed answer, computed in order (each follows the
+        // tokens before it). Where it cannot go on (an error, or a token it does not allow),
+        // nothing is allowed: that position fails, as the generator could not have passed it.
+        let masks: Option<Vec<TokenMask>> = constraint.map(|c| {
+            let mut masks = Vec::with_capacity(output.len());
+            let mut broken = false;
+            for &t in output {
+                let mask = if broken {
+                    TokenMask::none(vocab)
+                } else {
+                    c.mask().unwrap_or_else(|_| TokenMask::none(vocab))
+                };
+                broken = broken || !mask.allows(t) || c.commit(t).is_err();
+                masks.push(mask);
+            }
+            masks
+        });
         let mut checks = Vec::with_capacity(output.len());
         let mut lps = Vec::new();
         let mut counts = std::collections::BTreeMap::new();
@@ -704,13 +727,24 @@ impl ChatModel {
             // (`row`: the same unless the job has penalties).
             let check = |i: usize, row: &[f32], raw: &[f32]| {
                 let claimed = output[i];
+                let masked;
+                let row = match &masks {
+                    Some(masks) => {
+                        let mut m = row.to_vec();
+                        masks[i].apply(&mut m);
+                        masked = m;
+                        &masked[..]
+                    }
+                    None => row,
+                };
                 let best = sample::argmax(row);
                 let margin = row[best as usize] - row[claimed as usize];
+                let allowed = masks.as_ref().is_none_or(|m| m[i].allows(claimed));
                 let (expected, ok) = if params.is_greedy() {
-                    (best, margin <= tolerance)
+                    (best, allowed && margin <= tolerance)
                 } else {
                     let choice = sample::sample(row, params, i as u64);
-                    (choice, choice == claimed)
+                    (choice, allowed && choice == claimed)
                 };
                 let lp = logprobs.map(|top| sample::logprobs(raw, claimed, top));
                 (

@@ -223,6 +223,64 @@ pub fn sample(logits: &[f32], params: &SamplingParams, position: u64) -> u32 {
     chosen.last().copied().unwrap_or(0)
 }
 
+/// The tokens allowed at one position of a constrained answer: one bit per token id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenMask {
+    words: Vec<u32>,
+}
+
+impl TokenMask {
+    /// No token allowed, for a vocabulary of `vocab` tokens.
+    pub fn none(vocab: usize) -> Self {
+        Self {
+            words: vec![0; vocab.div_ceil(32)],
+        }
+    }
+
+    /// From bit words: token `t` is bit `t % 32` of word `t / 32`.
+    pub fn from_words(words: Vec<u32>) -> Self {
+        Self { words }
+    }
+
+    pub fn allow(&mut self, token: u32) {
+        if let Some(w) = self.words.get_mut(token as usize / 32) {
+            *w |= 1 << (token % 32);
+        }
+    }
+
+    pub fn allows(&self, token: u32) -> bool {
+        self.words
+            .get(token as usize / 32)
+            .is_some_and(|w| w & (1 << (token % 32)) != 0)
+    }
+
+    /// Whether no token is allowed.
+    pub fn is_empty(&self) -> bool {
+        self.words.iter().all(|&w| w == 0)
+    }
+
+    /// Sets every disallowed token's logit to minus infinity, so that neither the greedy nor the
+    /// seeded choice can take it (its weight is 0).
+    pub fn apply(&self, logits: &mut [f32]) {
+        for (t, l) in logits.iter_mut().enumerate() {
+            if !self.allows(t as u32) {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+    }
+}
+
+/// What an answer must follow (a grammar, a JSON schema): constrained decoding. The generator asks
+/// for the allowed tokens before each choice and reports the token chosen; a verifier does the same
+/// along the claimed answer, so both see the same masks. Implementations must be deterministic:
+/// the masks may depend only on the tokens committed so far.
+pub trait TokenConstraint: Send + std::fmt::Debug {
+    /// The tokens allowed next. An error ends the answer (the constraint cannot go on).
+    fn mask(&mut self) -> Result<TokenMask, String>;
+    /// Takes `token` as the next one; an error if the constraint does not allow it.
+    fn commit(&mut self, token: u32) -> Result<(), String>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -102,6 +102,7 @@ impl Cheat {
                         role: "user".into(),
                         content: "Tell me about volcanoes.".into(),
                     }],
+                    grammar: None,
                 };
                 serve(&other, params)?
             }

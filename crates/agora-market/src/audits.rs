@@ -304,6 +304,7 @@ fn explain_all(
             .map_or("", |s| s.source.as_str());
         let input = JobInput::Chat {
             messages: explain_prompt(f, source),
+            grammar: None,
         };
         let params = JobParams {
             max_tokens: EXPLAIN_MAX_TOKENS,

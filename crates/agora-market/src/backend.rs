@@ -1,9 +1,10 @@
 //! The models a provider runs, behind one trait so the service does not care which engine.
 
 use crate::{Error, JobInput, JobOutput, Logprob, SourceFile, TextLogprobs, TokenLogprob};
+use agora_grammar::{Constraint, Grammars};
 use agora_infer::bert::Embedder;
 use agora_infer::chat::{ChatModel, Finish, GenParams, Message};
-use agora_infer::sample::{SamplingParams, TokenLogprobs};
+use agora_infer::sample::{SamplingParams, TokenConstraint, TokenLogprobs};
 use agora_types::{Fault, Hash, JobParams, Verdict};
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
@@ -110,6 +111,8 @@ pub struct InferBackend {
     /// One proof at a time: proving takes every core and memory that grows with the model, so
     /// concurrent jobs queue here instead of competing.
     proving: std::sync::Mutex<()>,
+    /// Each chat model's grammar compiler, built by the first job with a grammar.
+    grammars: std::sync::Mutex<BTreeMap<Hash, Arc<Grammars>>>,
 }
 
 impl std::fmt::Debug for InferBackend {
@@ -249,14 +252,14 @@ impl InferBackend {
 
     fn chat_prompt(model: &ChatModel, input: &JobInput) -> Result<Vec<u32>, Error> {
         let tokens = match input {
-            JobInput::Chat { messages } => {
+            JobInput::Chat { messages, .. } => {
                 let messages: Vec<Message> = messages
                     .iter()
                     .map(|m| Message::new(&m.role, &m.content))
                     .collect();
                 model.encode_chat(&messages)?
             }
-            JobInput::Completion { prompt } => model.tokenizer.encode(prompt)?,
+            JobInput::Completion { prompt, .. } => model.tokenizer.encode(prompt)?,
             JobInput::Embedding { .. }
             | JobInput::Audit { .. }
             | JobInput::Sql { .. }
@@ -271,6 +274,43 @@ impl InferBackend {
             return Err(Error::BadInput("the input is empty".into()));
         }
         Ok(tokens)
+    }
+
+    /// The constraint of the job's grammar for chat model `id`, if the input has one; an error
+    /// if it does not compile.
+    fn constraint(
+        &self,
+        id: &Hash,
+        model: &ChatModel,
+        input: &JobInput,
+    ) -> Result<Option<Constraint>, Error> {
+        let (JobInput::Chat {
+            grammar: Some(grammar),
+            ..
+        }
+        | JobInput::Completion {
+            grammar: Some(grammar),
+            ..
+        }) = input
+        else {
+            return Ok(None);
+        };
+        let grammars = {
+            let mut cache = self.grammars.lock().unwrap_or_else(|e| e.into_inner());
+            match cache.get(id) {
+                Some(g) => g.clone(),
+                None => {
+                    let g =
+                        Arc::new(Grammars::new(model).map_err(|e| Error::BadInput(e.to_string()))?);
+                    cache.insert(*id, g.clone());
+                    g
+                }
+            }
+        };
+        grammars
+            .compile(grammar)
+            .map(Some)
+            .map_err(|e| Error::BadInput(e.to_string()))
     }
 
     fn texts(input: &JobInput) -> Result<Vec<&str>, Error> {
@@ -518,6 +558,7 @@ impl Backend for InferBackend {
                     });
                 }
             }
+            let constraint = self.constraint(model, m, input)?;
             let prompt_logprobs = match (top, params.prompt_logprobs) {
                 (Some(top), true) => m.prompt_logprobs(&prompt, top)?,
                 _ => Vec::new(),
@@ -531,6 +572,7 @@ impl Backend for InferBackend {
                     logprobs: params.logprobs,
                 },
                 &params.stop,
+                constraint.map(|c| Box::new(c) as Box<dyn TokenConstraint>),
                 &mut |piece| on_text(piece.text),
             )?;
             let finish = match generation.finish {
@@ -592,7 +634,18 @@ impl Backend for InferBackend {
         tolerance: f32,
     ) -> Result<Verdict, Error> {
         if let Some(m) = self.chat.get(model) {
-            return Ok(judge_text(m, input, params, output, counts, tolerance));
+            // A grammar that does not compile: an honest provider refuses the job.
+            let Ok(constraint) = self.constraint(model, m, input) else {
+                return Ok(fail(Fault::WrongKind));
+            };
+            return Ok(judge_text(
+                m,
+                (input, constraint),
+                params,
+                output,
+                counts,
+                tolerance,
+            ));
         }
         if let Some(m) = self.embed.get(model) {
             let Ok(texts) = Self::texts(input) else {
@@ -649,7 +702,7 @@ impl Backend for InferBackend {
 /// A text output against the chat model: counts, text, every token teacher-forced, the finish.
 fn judge_text(
     m: &ChatModel,
-    input: &JobInput,
+    (input, mut constraint): (&JobInput, Option<Constraint>),
     params: &JobParams,
     output: &JobOutput,
     counts: (u32, u32),
@@ -712,7 +765,15 @@ fn judge_text(
     }
     if !tokens.is_empty() {
         let wider = top.map(|k| k + LOGPROBS_SLACK);
-        match m.score_with(&prompt, tokens, &sampling(params), tolerance, wider) {
+        let constraint = constraint.as_mut().map(|c| c as &mut dyn TokenConstraint);
+        match m.score_with(
+            &prompt,
+            tokens,
+            &sampling(params),
+            tolerance,
+            wider,
+            constraint,
+        ) {
             Ok(score) => {
                 if let Some(p) = score.first_failure {
                     return fail(Fault::WrongToken { position: count(p) });

@@ -34,11 +34,18 @@ pub enum JobInput {
     Chat {
         /// The conversation so far.
         messages: Vec<ChatMessage>,
+        /// A grammar the answer must follow (Lark text in llguidance's dialect, at most
+        /// [`agora_grammar::MAX_GRAMMAR_BYTES`]): a JSON schema's, a tool call's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grammar: Option<String>,
     },
     /// Raw text continued as is.
     Completion {
         /// The text to continue.
         prompt: String,
+        /// A grammar the continuation must follow, as for a chat.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grammar: Option<String>,
     },
     /// Texts to embed.
     Embedding {
@@ -289,6 +296,7 @@ mod tests {
                 role: "user".into(),
                 content: "Hi ✓".into(),
             }],
+            grammar: None,
         };
         let bytes = input.to_bytes();
         assert_eq!(JobInput::from_bytes(&bytes).unwrap(), input);

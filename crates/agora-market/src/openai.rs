@@ -16,6 +16,7 @@
 #![allow(clippy::result_large_err)]
 
 use crate::{ChatMessage, Completed, Error, Gateway, JobInput, JobOutput, Logprob, TokenLogprob};
+use agora_grammar::{Tool, ToolChoice};
 use agora_types::{Hash, JobParams, Keypair, Verification};
 use axum::{
     Json, Router,
@@ -284,6 +285,7 @@ fn generation_params(body: &Value, default_max: u32) -> Result<(JobParams, How),
         options,
         echo: None,
         n: sampling.n.unwrap_or(1),
+        tools: None,
     };
     Ok((params, how))
 }
@@ -296,6 +298,8 @@ struct How {
     echo: Option<String>,
     /// Choices (`n`): each a job of its own, seeded `seed + i`.
     n: u32,
+    /// The tools offered: an answer that is a call to one comes back as `tool_calls`.
+    tools: Option<Arc<[Tool]>>,
 }
 
 /// The fields a generation endpoint acts on.
@@ -480,6 +484,150 @@ async fn verify(State(st): State<OpenAiState>, Path(job_id): Path<String>) -> Re
 }
 
 /// A message's content: a string, or an array of `{type: "text", text}` parts.
+/// Longest error text of a refused grammar passed back to the client.
+const GRAMMAR_ERROR_CHARS: usize = 600;
+
+/// Refuses a grammar the job could not carry (its syntax, its schema, its size), before any job.
+fn check_grammar(grammar: &str, what: &str) -> Result<(), Response> {
+    agora_grammar::check(grammar).map_err(|e| {
+        let why: String = e.to_string().chars().take(GRAMMAR_ERROR_CHARS).collect();
+        oai_error(
+            400,
+            "invalid_value",
+            format!("`{what}` cannot be followed: {why}"),
+        )
+    })
+}
+
+/// The grammar `response_format` asks for: a JSON schema's (`json_schema`), any JSON object
+/// (`json_object`), or none (`text`).
+fn response_grammar(body: &Value) -> Result<Option<String>, Response> {
+    let format = &body["response_format"];
+    let grammar = match format["type"].as_str() {
+        _ if format.is_null() => return Ok(None),
+        Some("text") => return Ok(None),
+        Some("json_object") => agora_grammar::json_schema(&json!({"type": "object"})),
+        Some("json_schema") => match &format["json_schema"]["schema"] {
+            schema @ (Value::Object(_) | Value::Bool(true)) => agora_grammar::json_schema(schema),
+            _ => {
+                return Err(oai_error(
+                    400,
+                    "invalid_value",
+                    "`response_format.json_schema.schema` must be a JSON schema (an object)",
+                ));
+            }
+        },
+        _ => {
+            return Err(oai_error(
+                400,
+                "invalid_value",
+                "`response_format.type` is text, json_object or json_schema",
+            ));
+        }
+    };
+    check_grammar(&grammar, "response_format")?;
+    Ok(Some(grammar))
+}
+
+/// Longest tool name (OpenAI's bound).
+const MAX_TOOL_NAME_CHARS: usize = 64;
+
+/// Tools offered, and how the answer may use them.
+type Offered = (Arc<[Tool]>, ToolChoice);
+
+/// The tools a chat offers and how the answer may use them (`tools`, `tool_choice`); `None` when
+/// none may be called.
+fn offered_tools(body: &Value) -> Result<Option<Offered>, Response> {
+    let bad = |why: &str| oai_error(400, "invalid_value", why.to_string());
+    let mut tools = Vec::new();
+    match &body["tools"] {
+        Value::Null => {}
+        Value::Array(list) => {
+            for t in list {
+                let f = &t["function"];
+                let name = f["name"].as_str().unwrap_or("");
+                let named = !name.is_empty()
+                    && name.chars().count() <= MAX_TOOL_NAME_CHARS
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                if t["type"] != "function" || !named {
+                    return Err(bad(
+                        "each tool is {\"type\": \"function\", \"function\": {\"name\": …}} with a \
+                         name of letters, digits, _ and -, at most 64",
+                    ));
+                }
+                if tools.iter().any(|x: &Tool| x.name == name) {
+                    return Err(bad("two tools have the same name"));
+                }
+                let parameters = match &f["parameters"] {
+                    Value::Null => json!({"type": "object", "properties": {}}),
+                    p @ Value::Object(_) => p.clone(),
+                    _ => return Err(bad("a tool's `parameters` is a JSON schema (an object)")),
+                };
+                tools.push(Tool {
+                    name: name.to_string(),
+                    description: f["description"].as_str().unwrap_or("").to_string(),
+                    parameters,
+                });
+            }
+        }
+        _ => return Err(bad("`tools` is an array")),
+    }
+    let choice = match &body["tool_choice"] {
+        Value::Null => (!tools.is_empty()).then_some(ToolChoice::Auto),
+        Value::String(s) if s == "none" => None,
+        Value::String(s) if s == "auto" => (!tools.is_empty()).then_some(ToolChoice::Auto),
+        Value::String(s) if s == "required" => Some(ToolChoice::Required),
+        v if v["type"] == "function" && v["function"]["name"].is_string() => Some(
+            ToolChoice::Named(v["function"]["name"].as_str().unwrap_or("").to_string()),
+        ),
+        _ => {
+            return Err(bad(
+                "`tool_choice` is none, auto, required or {\"type\": \"function\", \"function\": {\"name\": …}}",
+            ));
+        }
+    };
+    let Some(choice) = choice else {
+        return Ok(None);
+    };
+    if tools.is_empty() {
+        return Err(bad(
+            "`tool_choice` asks for a call but no `tools` are given",
+        ));
+    }
+    if let ToolChoice::Named(name) = &choice
+        && !tools.iter().any(|t| t.name == *name)
+    {
+        return Err(bad(&format!(
+            "`tool_choice` names {name:?}, which is not among `tools`"
+        )));
+    }
+    Ok(Some((tools.into(), choice)))
+}
+
+/// A chat answer that is a call to one of the `tools`, as OpenAI gives it: the message's
+/// `tool_calls` (its id from the job's), no content, and `finish_reason` `tool_calls`.
+fn as_tool_call(choice: &mut Value, done: &Completed, tools: &[Tool]) {
+    if let Some(call) = tool_call(done, tools) {
+        choice["message"] = json!({"role": "assistant", "content": null, "tool_calls": [call]});
+        choice["finish_reason"] = json!("tool_calls");
+    }
+}
+
+/// The answer of `done` as a tool call (`{id, type, function: {name, arguments}}`), if it is one.
+fn tool_call(done: &Completed, tools: &[Tool]) -> Option<Value> {
+    if finish_reason(done) != "stop" {
+        return None;
+    }
+    let (name, arguments) = agora_grammar::parse_tool_call(text_of(done), tools)?;
+    let id = done.job_id.to_hex();
+    Some(
+        json!({"id": format!("call_{}", &id[..24.min(id.len())]), "type": "function",
+                "function": {"name": name, "arguments": arguments}}),
+    )
+}
+
 fn content_text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
@@ -619,6 +767,7 @@ async fn generate(
         options,
         echo,
         n,
+        tools,
     } = how;
     let Shape { chunk, finish } = shape;
     let gw = st.gateway.clone();
@@ -647,7 +796,7 @@ async fn generate(
             (model_name, targets),
             input,
             params,
-            echo,
+            (echo, tools),
             n,
             finish,
         )
@@ -679,6 +828,9 @@ async fn generate(
                             body["choices"][0]["text"] =
                                 json!(format!("{prompt}{}", text_of(&done)));
                         }
+                        if let Some(tools) = &tools {
+                            as_tool_call(&mut body["choices"][0], &done, tools);
+                        }
                         with_job_header(Json(body).into_response(), &done)
                     }
                     Err(e) => from_error(&e),
@@ -701,19 +853,63 @@ async fn generate(
     let head: Vec<Step> = echo.map(Step::Text).into_iter().chain([first]).collect();
     let steps = futures_util::StreamExt::chain(futures_util::stream::iter(head), rest);
     let id = format!("job-{created}");
+    // With tools, the answer's first character tells a call (`{`, held back until it is whole)
+    // from text (streamed as it comes).
+    let mut lead = if tools.is_some() {
+        Lead::Undecided(String::new())
+    } else {
+        Lead::Text
+    };
     let events = futures_util::StreamExt::flat_map(steps, move |step| {
+        let text_event = |text: &str| {
+            Event::default().data(chunk(&id, &model_name, created, Some(text), None).to_string())
+        };
         let events: Vec<Event> = match step {
-            Step::Text(text) => vec![
-                Event::default()
-                    .data(chunk(&id, &model_name, created, Some(&text), None).to_string()),
-            ],
+            Step::Text(text) => match &mut lead {
+                Lead::Text => vec![text_event(&text)],
+                Lead::Call(held) => {
+                    held.push_str(&text);
+                    vec![]
+                }
+                Lead::Undecided(held) => {
+                    held.push_str(&text);
+                    let start = held.trim_start();
+                    if start.is_empty() {
+                        vec![]
+                    } else if start.starts_with('{') {
+                        lead = Lead::Call(std::mem::take(held));
+                        vec![]
+                    } else {
+                        let event = text_event(held);
+                        lead = Lead::Text;
+                        vec![event]
+                    }
+                }
+            },
             Step::Done(result) => match *result {
                 Ok(done) => {
                     let id = done.job_id.to_hex();
-                    let mut events = vec![
-                        Event::default()
-                            .data(chunk(&id, &model_name, created, None, Some(&done)).to_string()),
-                    ];
+                    let mut last = chunk(&id, &model_name, created, None, Some(&done));
+                    let mut events = Vec::new();
+                    let call = tools.as_ref().and_then(|t| tool_call(&done, t));
+                    match (&lead, call) {
+                        (_, Some(mut call)) => {
+                            call["index"] = json!(0);
+                            let mut head = chunk(&id, &model_name, created, Some(""), None);
+                            head["choices"][0]["delta"] =
+                                json!({"role": "assistant", "content": null, "tool_calls": [call]});
+                            events.push(Event::default().data(head.to_string()));
+                            last["choices"][0]["finish_reason"] = json!("tool_calls");
+                        }
+                        (Lead::Undecided(held) | Lead::Call(held), None) if !held.is_empty() => {
+                            // Not a call after all (cut short, say): the text as it is.
+                            events.push(Event::default().data(
+                                chunk(&id, &model_name, created, Some(held), None).to_string(),
+                            ));
+                        }
+                        _ => {}
+                    }
+                    events.push(Event::default().data(last.to_string()));
                     if options.include_usage {
                         // OpenAI's last chunk: no choices, the whole request's usage.
                         let mut last = chunk(&id, &model_name, created, None, None);
@@ -741,6 +937,16 @@ async fn generate(
         .into_response()
 }
 
+/// Where a streamed answer stands when tools are offered.
+enum Lead {
+    /// Only whitespace so far (held back).
+    Undecided(String),
+    /// Text: streamed as it comes.
+    Text,
+    /// A call: held back until the answer is whole.
+    Call(String),
+}
+
 /// `n` choices, unstreamed: `n` jobs at once (choice `i` seeded `seed + i`), each choice with its
 /// own receipt (`choices[i].agora`; the top-level `agora` is the first's). The usage is what the
 /// jobs were charged for: each counts the prompt.
@@ -751,7 +957,7 @@ async fn choices(
     (model_name, targets): (String, Vec<(crate::ProviderListing, Hash)>),
     input: JobInput,
     params: JobParams,
-    echo: Option<String>,
+    (echo, tools): (Option<String>, Option<Arc<[Tool]>>),
     n: u32,
     finish: fn(&str, &str, u64, &Completed) -> Value,
 ) -> Response {
@@ -810,6 +1016,9 @@ async fn choices(
         choice["index"] = i.into();
         if let Some(prompt) = &echo {
             choice["text"] = json!(format!("{prompt}{}", text_of(d)));
+        }
+        if let Some(tools) = &tools {
+            as_tool_call(&mut choice, d, tools);
         }
         choice["agora"] = receipt_json(d);
         all.push(choice);
@@ -992,7 +1201,18 @@ async fn chat(
         Ok(c) => c,
         Err(r) => return r,
     };
-    if let Err(r) = check_fields(&body, &["messages", "logprobs", "top_logprobs"]) {
+    if let Err(r) = check_fields(
+        &body,
+        &[
+            "messages",
+            "logprobs",
+            "top_logprobs",
+            "response_format",
+            "tools",
+            "tool_choice",
+            "parallel_tool_calls",
+        ],
+    ) {
         return r;
     }
     let Some(raw) = body["messages"].as_array().filter(|m| !m.is_empty()) else {
@@ -1004,23 +1224,81 @@ async fn chat(
     };
     let mut messages = Vec::new();
     for m in raw {
-        let (Some(role), Some(content)) = (m["role"].as_str(), content_text(&m["content"])) else {
+        let (Some(role), Some(mut content)) = (m["role"].as_str(), content_text(&m["content"]))
+        else {
             return oai_error(
                 400,
                 "invalid_message",
                 "each message needs a role and text content",
             );
         };
+        // An earlier answer's tool calls, written as the model writes a call.
+        if let Some(calls) = m["tool_calls"].as_array() {
+            for c in calls {
+                let f = &c["function"];
+                let arguments = f["arguments"]
+                    .as_str()
+                    .and_then(|a| serde_json::from_str::<Value>(a).ok())
+                    .unwrap_or(Value::Null);
+                let call = json!({"name": f["name"], "arguments": arguments}).to_string();
+                if !content.is_empty() {
+                    content.push('\n');
+                }
+                content.push_str(&call);
+            }
+        }
         let role = if role == "developer" { "system" } else { role };
         messages.push(ChatMessage {
             role: role.to_string(),
             content,
         });
     }
-    let (mut params, how) = match generation_params(&body, DEFAULT_MAX_TOKENS) {
+    let tools = match offered_tools(&body) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let format = match response_grammar(&body) {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
+    let grammar = match (&tools, format) {
+        (None, format) => format,
+        (Some(_), Some(_)) => {
+            return oai_error(
+                400,
+                "invalid_value",
+                "`response_format` and `tools` cannot both shape the answer: send one",
+            );
+        }
+        (Some((tools, choice)), None) => {
+            let Some(grammar) = agora_grammar::tools_grammar(tools, choice) else {
+                return oai_error(400, "invalid_value", "`tool_choice` names no offered tool");
+            };
+            if let Err(r) = check_grammar(&grammar, "tools") {
+                return r;
+            }
+            // The model is told of the tools in the system message.
+            let prompt = agora_grammar::tools_prompt(tools);
+            match messages.first_mut() {
+                Some(first) if first.role == "system" => {
+                    first.content = format!("{}\n\n{prompt}", first.content);
+                }
+                _ => messages.insert(
+                    0,
+                    ChatMessage {
+                        role: "system".into(),
+                        content: prompt,
+                    },
+                ),
+            }
+            Some(grammar)
+        }
+    };
+    let (mut params, mut how) = match generation_params(&body, DEFAULT_MAX_TOKENS) {
         Ok(p) => p,
         Err(r) => return r,
     };
+    how.tools = tools.map(|(t, _)| t);
     params.logprobs = match (&body["logprobs"], &body["top_logprobs"]) {
         (Value::Bool(true), Value::Null) => Some(0),
         (Value::Bool(true), top) => match top.as_u64() {
@@ -1050,7 +1328,7 @@ async fn chat(
         st,
         key,
         model,
-        JobInput::Chat { messages },
+        JobInput::Chat { messages, grammar },
         params,
         how,
         CHAT,
@@ -1115,6 +1393,7 @@ async fn completions(
         model,
         JobInput::Completion {
             prompt: prompt.clone(),
+            grammar: None,
         },
         params,
         How {

@@ -469,6 +469,7 @@ impl ChatValidator {
                     role: "user".into(),
                     content: item.q.clone(),
                 }],
+                grammar: None,
             };
             let params = JobParams {
                 max_tokens: self.max_tokens,

@@ -325,6 +325,12 @@ function initChat(root) {
       if (stop) request.stop = [stop];
       const withLogprobs = root.querySelector("[data-chat-logprobs]").checked;
       if (withLogprobs) { request.logprobs = true; request.top_logprobs = 3; }
+      const schemaText = root.querySelector("[data-chat-schema]").value.trim();
+      if (schemaText) {
+        let schema;
+        try { schema = JSON.parse(schemaText); } catch (e) { throw new Error(`The JSON schema does not parse: ${e.message}`); }
+        request.response_format = { type: "json_schema", json_schema: { name: "answer", schema } };
+      }
       let logprobs = null;
       const done = await streamChat(gw, request, out, (lp) => { logprobs = lp; });
       if (withLogprobs && logprobs) renderLogprobs(lpBox, logprobs);

@@ -73,6 +73,45 @@ chunks = list(stream)
 out["usage_chunk"] = [len(chunks[-1].choices), chunks[-1].usage.completion_tokens]
 out["jobs"].append(chunks[-2].model_extra["agora"])
 
+# Structured outputs through the client's own helper: a pydantic model becomes a strict JSON
+# schema, and the answer is parsed back into it.
+from pydantic import BaseModel, Field
+
+
+class Capital(BaseModel):
+    country: str = Field(max_length=40)
+    city: str = Field(max_length=40)
+    population_millions: int
+
+
+r = c.chat.completions.parse(
+    model="smollm2-135m-instruct",
+    messages=[{"role": "user", "content": "What is the capital of France? Answer in JSON."}],
+    response_format=Capital,
+    max_tokens=64,
+)
+out["parsed"] = r.choices[0].message.parsed.model_dump()
+out["jobs"].append(r.model_extra["agora"])
+# A tool the answer must call, with the client's helper for tool schemas.
+
+
+class GetWeather(BaseModel):
+    city: str = Field(max_length=40)
+    unit: str = Field(pattern="^(celsius|fahrenheit)$")
+
+
+r = c.chat.completions.create(
+    model="smollm2-135m-instruct",
+    messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+    tools=[openai.pydantic_function_tool(GetWeather)],
+    tool_choice="required",
+    max_tokens=64,
+)
+call = r.choices[0].message.tool_calls[0]
+out["tool_call"] = {"name": call.function.name, "arguments": json.loads(call.function.arguments),
+                    "finish": r.choices[0].finish_reason}
+out["jobs"].append(r.model_extra["agora"])
+
 # A private prompt: nothing on the chain, on disk or in the logs may show it, or its answer.
 r = c.chat.completions.create(
     model="smollm2-135m-instruct",
@@ -151,6 +190,25 @@ const ask = [{ role: "user", content: "What is the capital of France?" }];
   const e = await c.embeddings.create({ model: "all-minilm-l6-v2", input: ["a cat", "a kitten"] });
   out.dims = e.data[0].embedding.length;
   out.jobs.push(e.agora);
+  const j = await c.chat.completions.create({
+    model, messages: ask, max_tokens: 48,
+    response_format: { type: "json_schema", json_schema: { name: "answer", strict: true, schema: {
+      type: "object", properties: { city: { type: "string", maxLength: 40 } }, required: ["city"],
+      additionalProperties: false } } },
+  });
+  out.json = JSON.parse(j.choices[0].message.content);
+  out.jobs.push(j.agora);
+  const t = await c.chat.completions.create({
+    model, messages: [{ role: "user", content: "Add 2 and 3." }], max_tokens: 48,
+    tools: [{ type: "function", function: { name: "add", description: "Adds two integers",
+      parameters: { type: "object", properties: { a: { type: "integer" }, b: { type: "integer" } },
+        required: ["a", "b"], additionalProperties: false } } }],
+    tool_choice: { type: "function", function: { name: "add" } },
+  });
+  const call = t.choices[0].message.tool_calls[0];
+  out.tool = { name: call.function.name, arguments: JSON.parse(call.function.arguments),
+               finish: t.choices[0].finish_reason };
+  out.jobs.push(t.agora);
   try {
     await c.chat.completions.create({ model, messages: ask, logit_bias: { "42": -100 } });
     out.refused = "accepted";
@@ -297,6 +355,23 @@ fn openai_clients_use_the_devnet_and_every_job_is_settled_for_exactly_its_fee() 
     );
     let usage = &r["usage_chunk"];
     assert!(usage[0] == 0 && usage[1].as_u64().unwrap() >= 1, "{usage}");
+    // Structured outputs: the client's parse helper got its model back; the tool call names the
+    // tool with arguments that fit it.
+    let parsed = &r["parsed"];
+    assert!(
+        parsed["country"].is_string()
+            && parsed["city"].is_string()
+            && parsed["population_millions"].is_i64(),
+        "{parsed}"
+    );
+    let call = &r["tool_call"];
+    assert_eq!(call["name"], "GetWeather", "{call}");
+    assert_eq!(call["finish"], "tool_calls", "{call}");
+    assert!(call["arguments"]["city"].is_string(), "{call}");
+    assert!(
+        ["celsius", "fahrenheit"].contains(&call["arguments"]["unit"].as_str().unwrap()),
+        "{call}"
+    );
 
     if let Some(js) = &js {
         // The same greedy answer as Python's, cut at its first line break by the stop text.
@@ -308,6 +383,14 @@ fn openai_clients_use_the_devnet_and_every_job_is_settled_for_exactly_its_fee() 
         assert!(js["usage"].as_u64().unwrap() >= 1, "{js}");
         assert_eq!(js["dims"], 384, "{js}");
         assert_eq!(js["refused"], "400 unsupported_parameter", "{js}");
+        assert!(js["json"]["city"].is_string(), "{js}");
+        let tool = &js["tool"];
+        assert_eq!(tool["name"], "add", "{js}");
+        assert_eq!(tool["finish"], "tool_calls", "{js}");
+        assert!(
+            tool["arguments"]["a"].is_i64() && tool["arguments"]["b"].is_i64(),
+            "{js}"
+        );
     }
 
     // Every job is settled on-chain; the demo escrow (100 AGR deposited) pays exactly the fees.

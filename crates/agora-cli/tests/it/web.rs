@@ -323,6 +323,28 @@ fn the_web_app_in_a_real_browser() {
         json!([]),
     );
     b.screenshot(&shots, "playground-chat");
+    // With a JSON schema, the answer is JSON that follows it.
+    b.fill("[data-chat-max]", "64");
+    b.fill(
+        "[data-chat-schema]",
+        r#"{"type": "object", "properties": {"answer": {"type": "string", "maxLength": 60},
+            "sure": {"type": "boolean"}}, "required": ["answer", "sure"],
+            "additionalProperties": false}"#,
+    );
+    b.click("[data-chat-send]");
+    b.wait_for(
+        "the structured answer's receipt",
+        std::time::Duration::from_secs(60),
+        &mut || Some(b.text("[data-receipt-job]")).filter(|t| t.len() == 64 && *t != job),
+    );
+    assert!(b.text("[data-chat-error]").is_empty());
+    let answer: serde_json::Value =
+        serde_json::from_str(&b.text("[data-chat-output]")).expect("the answer is JSON");
+    assert!(
+        answer["answer"].is_string() && answer["sure"].is_boolean(),
+        "{answer}"
+    );
+    b.fill("[data-chat-schema]", "");
     b.click("[data-embed-send]");
     b.wait("the similarity matrix", || {
         b.find("[data-embed-matrix]:not([hidden]) td")

@@ -703,7 +703,7 @@ fn log_probabilities_are_the_same_in_generation_scoring_and_prompts() {
         let top = usize::from(params.logprobs.unwrap());
         assert_eq!(g.logprobs.len(), g.tokens.len());
         let score = model
-            .score_with(&prompt, &g.tokens, &params.sampling, 0.0, Some(top))
+            .score_with(&prompt, &g.tokens, &params.sampling, 0.0, Some(top), None)
             .unwrap();
         assert!(score.passed);
         assert_eq!(score.logprobs, g.logprobs, "{params:?}");
@@ -740,6 +740,7 @@ fn log_probabilities_are_the_same_in_generation_scoring_and_prompts() {
             &SamplingParams::greedy(),
             f32::MAX,
             Some(4),
+            None,
         )
         .unwrap();
     assert_eq!(lps, as_answer.logprobs);
@@ -775,7 +776,7 @@ fn stop_texts_end_the_answer_where_they_appear() {
     let stops = vec!["never appears in this answer".to_string(), stop.clone()];
     let mut streamed = String::new();
     let g = model
-        .generate_until(&[], &prompt, &params, &stops, &mut |p| {
+        .generate_until(&[], &prompt, &params, &stops, None, &mut |p| {
             streamed.push_str(p.text);
             ControlFlow::Continue(())
         })

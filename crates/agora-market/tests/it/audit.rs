@@ -192,6 +192,7 @@ fn the_wrong_input_for_a_model_is_refused_before_any_work() {
     let net = start();
     let chat = JobInput::Completion {
         prompt: "pragma solidity".into(),
+        grammar: None,
     };
     let mut backend = InferBackend::default();
     backend.add_auditor();

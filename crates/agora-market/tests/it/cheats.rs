@@ -28,6 +28,7 @@ fn chat(text: &str) -> JobInput {
             role: "user".into(),
             content: text.into(),
         }],
+        grammar: None,
     }
 }
 
@@ -225,6 +226,7 @@ fn log_probabilities_are_checked_with_the_answer() {
     let verifier = backend(verifier_model);
     let input = JobInput::Completion {
         prompt: "The capital of France is".into(),
+        grammar: None,
     };
     let params = JobParams {
         max_tokens: 8,

@@ -142,7 +142,7 @@ fn start_with(verify: agora_state::VerifyParams) -> Net {
     let chain: Arc<dyn Chain> = Arc::new(HttpChain::new(&base));
 
     let model_path = dir.join("tiny.gguf");
-    write_tiny_chat_model(&model_path, TinySpec::default()).unwrap();
+    write_tiny_chat_model(&model_path, tiny_spec()).unwrap();
     let mut backend = InferBackend::default();
     backend.add_chat(MODEL, Arc::new(ChatModel::load(&model_path, 1).unwrap()));
     backend.add_auditor();
@@ -201,6 +201,7 @@ fn a_job_is_served_sealed_receipted_and_settled_for_exactly_its_fee() {
     let net = start();
     let input = JobInput::Completion {
         prompt: "hello there".into(),
+        grammar: None,
     };
     let (submission, mut reader) = net.submission(1, &input, 1_000_000, 100);
     let job = net.provider.admit(&submission).unwrap();
@@ -262,6 +263,7 @@ fn bad_requests_are_refused_before_anything_runs() {
     let net = start();
     let input = JobInput::Completion {
         prompt: "hi".into(),
+        grammar: None,
     };
     // Max fee below the worst case (8 output tokens at 30,000 per 1,000 alone is 240).
     let (low, _) = net.submission(2, &input, 100, 100);
@@ -284,6 +286,7 @@ fn bad_requests_are_refused_before_anything_runs() {
     // as unpaid to a client with no escrow (its input never counted).
     let long = JobInput::Completion {
         prompt: "hi ".repeat(600),
+        grammar: None,
     };
     let (funded_long, _) = net.submission(8, &long, 1_000_000_000, 100);
     assert_eq!(
@@ -308,6 +311,7 @@ fn bad_requests_are_refused_before_anything_runs() {
     let (mut swapped, _) = net.submission(5, &input, 1_000_000, 100);
     let other = JobInput::Completion {
         prompt: "something else".into(),
+        grammar: None,
     };
     let request: agora_types::SignedJobRequest =
         borsh::from_slice(&hex::decode(&swapped.request).unwrap()).unwrap();
@@ -349,6 +353,14 @@ fn bad_requests_are_refused_before_anything_runs() {
 
 /// Starts a provider with its own key and prices, served over HTTP on 127.0.0.1, registered on
 /// the chain. Returns it and its endpoint.
+/// The tiny model of these tests: context enough for a system message that describes tools.
+pub(crate) fn tiny_spec() -> TinySpec {
+    TinySpec {
+        context: 1024,
+        ..TinySpec::default()
+    }
+}
+
 fn serve_provider(net: &Net, label: &str, price_out: u128, nonce: u64) -> (Arc<Provider>, String) {
     register_provider(net, label, price_out, nonce, true, Duration::ZERO)
 }
@@ -792,6 +804,7 @@ fn with_every_provider_down_the_gateway_answers_503_and_charges_nothing() {
     let before = net.chain.escrow(&net.client.address()).unwrap();
     let input = JobInput::Completion {
         prompt: "hello".into(),
+        grammar: None,
     };
     let err = gateway
         .run(
@@ -1144,7 +1157,7 @@ fn openai_routes_answer_stream_and_settle() {
         (
             "tools",
             serde_json::json!([{"type": "function"}]),
-            "unsupported_parameter",
+            "invalid_value",
         ),
         (
             "stream_options",
@@ -1230,11 +1243,285 @@ fn openai_routes_answer_stream_and_settle() {
     assert_eq!(v["verification"]["sampled"], false, "{v}");
 }
 
+fn ball_schema() -> serde_json::Value {
+    serde_json::json!({
+        "type": "object",
+        "properties": {
+            "ok": {"type": "boolean"},
+            "color": {"enum": ["red", "green", "blue"]},
+            "size": {"type": "integer", "minimum": 0, "maximum": 99},
+        },
+        "required": ["ok", "color", "size"],
+        "additionalProperties": false,
+    })
+}
+
+/// Whether `text` is a JSON document valid under [`ball_schema`].
+fn is_ball(text: &str) -> bool {
+    let Ok(serde_json::Value::Object(o)) = serde_json::from_str(text) else {
+        return false;
+    };
+    o.len() == 3
+        && o["ok"].is_boolean()
+        && ["red", "green", "blue"].contains(&o["color"].as_str().unwrap_or(""))
+        && o["size"].as_u64().is_some_and(|n| n <= 99)
+}
+
+#[test]
+fn structured_outputs_and_tool_calls_through_the_gateway() {
+    let net = start();
+    let (_provider, _) = serve_provider(&net, "structured-provider", 5_000, 1);
+    let base = serve_gateway(&net);
+    let chat = |extra: serde_json::Value| {
+        let mut body = serde_json::json!({
+            "model": "tiny-chat",
+            "messages": [{"role": "user", "content": "A ball?"}],
+            "max_tokens": 64,
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        post(&base, "/v1/chat/completions", Some("test-key"), body)
+    };
+    let format = serde_json::json!({"type": "json_schema",
+                                    "json_schema": {"name": "ball", "schema": ball_schema()}});
+    // A JSON schema: whole and streamed, greedy and sampled, the answer parses and validates.
+    for (stream, temperature) in [(false, 0.0), (true, 0.0), (false, 1.0), (true, 1.2)] {
+        let (status, body, _) = chat(serde_json::json!({"response_format": format,
+            "stream": stream, "temperature": temperature, "seed": 7}));
+        assert_eq!(status, 200, "{body}");
+        let (text, finish) = if stream {
+            let chunks = sse_chunks(&body);
+            let text: String = chunks
+                .iter()
+                .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+                .collect();
+            let last = &chunks[chunks.len() - 1]["choices"][0]["finish_reason"];
+            (text, last.as_str().unwrap().to_string())
+        } else {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let c = &v["choices"][0];
+            (
+                c["message"]["content"].as_str().unwrap().to_string(),
+                c["finish_reason"].as_str().unwrap().to_string(),
+            )
+        };
+        assert_eq!(finish, "stop", "{body}");
+        assert!(is_ball(&text), "{text}");
+    }
+    // `json_object`: any JSON object (the random model may not close it within the tokens).
+    let (status, body, _) =
+        chat(serde_json::json!({"response_format": {"type": "json_object"}, "max_tokens": 4}));
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with('{'),
+        "{body}"
+    );
+
+    // A tool the answer must call: `tool_calls` whose arguments fit the tool's parameters.
+    let tools = serde_json::json!([{"type": "function", "function": {"name": "paint",
+        "parameters": {"type": "object", "properties": {"color": {"enum": ["red", "blue"]}},
+                       "required": ["color"], "additionalProperties": false}}}]);
+    let named = serde_json::json!({"type": "function", "function": {"name": "paint"}});
+    for (stream, choice) in [
+        (false, named.clone()),
+        (true, named),
+        (false, "required".into()),
+    ] {
+        let (status, body, _) = chat(serde_json::json!({"tools": tools, "tool_choice": choice,
+            "stream": stream, "temperature": 0.7, "seed": 3}));
+        assert_eq!(status, 200, "{body}");
+        let (call, finish) = if stream {
+            let chunks = sse_chunks(&body);
+            assert!(
+                chunks.iter().all(|c| c["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .is_none_or(str::is_empty)),
+                "{body}"
+            );
+            let call = chunks
+                .iter()
+                .find_map(|c| c["choices"][0]["delta"]["tool_calls"].get(0).cloned())
+                .unwrap();
+            let last = chunks[chunks.len() - 1]["choices"][0]["finish_reason"].clone();
+            (call, last)
+        } else {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let c = &v["choices"][0];
+            assert!(c["message"]["content"].is_null(), "{body}");
+            (
+                c["message"]["tool_calls"][0].clone(),
+                c["finish_reason"].clone(),
+            )
+        };
+        assert_eq!(finish, "tool_calls", "{body}");
+        assert_eq!(call["type"], "function");
+        assert!(call["id"].as_str().unwrap().starts_with("call_"));
+        assert_eq!(call["function"]["name"], "paint");
+        let arguments: serde_json::Value =
+            serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+        assert!(
+            ["red", "blue"].contains(&arguments["color"].as_str().unwrap()),
+            "{arguments}"
+        );
+    }
+    // `auto`: a call, or text that is not one.
+    let (status, body, _) = chat(serde_json::json!({"tools": tools}));
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let message = &v["choices"][0]["message"];
+    assert!(
+        message["tool_calls"].is_array()
+            || !message["content"]
+                .as_str()
+                .unwrap()
+                .trim_start()
+                .starts_with('{'),
+        "{body}"
+    );
+    // An earlier call and its result in the conversation are taken as the model wrote them.
+    let (status, body, _) = chat(serde_json::json!({"tools": tools, "messages": [
+        {"role": "user", "content": "Paint it."},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+            "function": {"name": "paint", "arguments": "{\"color\": \"red\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "done"}]}));
+    assert_eq!(status, 200, "{body}");
+
+    // Refused before any job, each with why.
+    for (extra, says) in [
+        (
+            serde_json::json!({"response_format": {"type": "json_schema",
+                "json_schema": {"name": "x", "schema": {"type": "nonsense"}}}}),
+            "cannot be followed",
+        ),
+        (
+            serde_json::json!({"response_format": {"type": "yaml"}}),
+            "json_schema",
+        ),
+        (
+            serde_json::json!({"tools": tools, "tool_choice":
+                {"type": "function", "function": {"name": "erase"}}}),
+            "not among",
+        ),
+        (
+            serde_json::json!({"tools": tools, "response_format": {"type": "json_object"}}),
+            "cannot both",
+        ),
+        (serde_json::json!({"tool_choice": "required"}), "no `tools`"),
+    ] {
+        let (status, body, _) = chat(extra);
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body.contains("invalid_value") && body.contains(says),
+            "{body}"
+        );
+    }
+}
+
+/// A verifier holds an answer to its job's grammar: the honest one passes, one that leaves the
+/// grammar fails at that token, and a job whose grammar does not compile has no honest answer.
+#[test]
+fn a_verifier_holds_answers_to_their_grammar() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.gguf");
+    write_tiny_chat_model(&path, tiny_spec()).unwrap();
+    let mut backend = InferBackend::default();
+    backend.add_chat(MODEL, Arc::new(ChatModel::load(&path, 1).unwrap()));
+    use agora_market::Backend;
+    let input = |grammar: Option<String>| JobInput::Chat {
+        messages: vec![agora_market::ChatMessage {
+            role: "user".into(),
+            content: "A ball?".into(),
+        }],
+        grammar,
+    };
+    let constrained = input(Some(agora_grammar::json_schema(&ball_schema())));
+    let params = JobParams {
+        max_tokens: 64,
+        ..JobParams::default()
+    };
+    let judge = |input: &JobInput, output: &JobOutput| {
+        let JobOutput::Text { tokens, .. } = output else {
+            panic!("text")
+        };
+        let counts = (
+            backend.input_tokens(&MODEL, input).unwrap(),
+            tokens.len() as u32,
+        );
+        backend
+            .judge(
+                &MODEL,
+                input,
+                &params,
+                output,
+                counts,
+                agora_market::GREEDY_TOLERANCE,
+            )
+            .unwrap()
+    };
+    let served = backend
+        .run(&MODEL, &constrained, &params, &mut |_| {
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    let JobOutput::Text { text, tokens, .. } = &served.output else {
+        panic!("text")
+    };
+    assert!(is_ball(text), "{text}");
+    assert_eq!(
+        judge(&constrained, &served.output),
+        agora_types::Verdict::Pass
+    );
+    // The same answer claimed for the job without the grammar: not the model's free choice.
+    assert!(matches!(
+        judge(&input(None), &served.output),
+        agora_types::Verdict::Fail {
+            fault: agora_types::Fault::WrongToken { .. }
+        }
+    ));
+    // One token swapped for one the grammar does not allow there (the text made to match).
+    let at = tokens.len() / 2;
+    let mut forged = tokens.clone();
+    forged[at] = u32::from(b'a') + 3;
+    let model = ChatModel::load(&path, 1).unwrap();
+    let forged_output = JobOutput::Text {
+        text: model.text_of(&forged),
+        tokens: forged,
+        finish: "stop".into(),
+        logprobs: None,
+    };
+    assert_eq!(
+        judge(&constrained, &forged_output),
+        agora_types::Verdict::Fail {
+            fault: agora_types::Fault::WrongToken {
+                position: at as u32
+            }
+        }
+    );
+    // A grammar that does not compile: refused to the client, and no answer to it passes.
+    let broken = input(Some("start: (".into()));
+    assert!(matches!(
+        backend.run(&MODEL, &broken, &params, &mut |_| ControlFlow::Continue(())),
+        Err(Error::BadInput(_))
+    ));
+    assert_eq!(
+        judge(&broken, &served.output),
+        agora_types::Verdict::Fail {
+            fault: agora_types::Fault::WrongKind
+        }
+    );
+}
+
 #[test]
 fn receipts_survive_a_provider_restart_and_are_forgotten_once_settled() {
     let net = start();
     let input = JobInput::Completion {
         prompt: "keep me".into(),
+        grammar: None,
     };
     let (submission, _) = net.submission(9, &input, 1_000_000, 100);
     let job = net.provider.admit(&submission).unwrap();
@@ -1306,6 +1593,7 @@ fn say_hi() -> JobInput {
             role: "user".into(),
             content: "hi".into(),
         }],
+        grammar: None,
     }
 }
 

@@ -20,7 +20,7 @@ pub(crate) fn checked_net() -> Net {
 
 pub(crate) fn tiny_backend(net: &Net, label: &str) -> (InferBackend, Arc<ChatModel>) {
     let path = net.t.dir.path().join(format!("{label}.gguf"));
-    write_tiny_chat_model(&path, TinySpec::default()).unwrap();
+    write_tiny_chat_model(&path, super::tiny_spec()).unwrap();
     let model = Arc::new(ChatModel::load(&path, 1).unwrap());
     let mut backend = InferBackend::default();
     backend.add_chat(MODEL, model.clone());
@@ -120,6 +120,7 @@ fn serve_and_settle(net: &Net, provider: &Provider, id: u8) -> Hash {
             role: "user".into(),
             content: "tell me something".into(),
         }],
+        grammar: None,
     };
     serve_and_settle_input(net, provider, id, MODEL, &input)
 }
