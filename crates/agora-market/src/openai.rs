@@ -669,13 +669,6 @@ impl Sampling {
                     format!("n is from 1 to {MAX_CHOICES}"),
                 ));
             }
-            _ if self.stream => {
-                return Err(oai_error(
-                    400,
-                    "unsupported_parameter",
-                    "n above 1 is served unstreamed only",
-                ));
-            }
             _ => {}
         }
         let milli = |v: Option<f64>, default: u32, what: &str| -> Result<u32, Response> {
@@ -789,7 +782,7 @@ async fn generate(
         Ok(Err(e)) => return from_error(&e),
         Err(e) => return internal(&e),
     };
-    if n > 1 {
+    if n > 1 && !stream {
         return choices(
             st,
             key,
@@ -802,23 +795,37 @@ async fn generate(
         )
         .await;
     }
-    let (tx, mut rx) = mpsc::channel::<Step>(64);
-    let gw = st.gateway.clone();
-    tokio::task::spawn_blocking(move || {
-        let result = gw.run_on(&key, &targets, &input, params, &mut |text| {
-            if !stream {
-                return ControlFlow::Continue(());
-            }
-            match tx.blocking_send(Step::Text(text.to_string())) {
-                Ok(()) => ControlFlow::Continue(()),
-                Err(_) => ControlFlow::Break(()),
-            }
+    // One job per choice (choice `i` seeded `seed + i`), their steps merged as they come.
+    let (tx, mut rx) = mpsc::channel::<(usize, Step)>(64);
+    for i in 0..n as usize {
+        let (gw, key, targets, input, tx) = (
+            st.gateway.clone(),
+            key.clone(),
+            targets.clone(),
+            input.clone(),
+            tx.clone(),
+        );
+        let params = JobParams {
+            seed: params.seed.wrapping_add(i as u64),
+            ..params.clone()
+        };
+        tokio::task::spawn_blocking(move || {
+            let result = gw.run_on(&key, &targets, &input, params, &mut |text| {
+                if !stream {
+                    return ControlFlow::Continue(());
+                }
+                match tx.blocking_send((i, Step::Text(text.to_string()))) {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(_) => ControlFlow::Break(()),
+                }
+            });
+            let _ = tx.blocking_send((i, Step::Done(Box::new(result))));
         });
-        let _ = tx.blocking_send(Step::Done(Box::new(result)));
-    });
+    }
+    drop(tx);
     let created = now();
     if !stream {
-        while let Some(step) = rx.recv().await {
+        while let Some((_, step)) = rx.recv().await {
             if let Step::Done(result) = step {
                 return match *result {
                     Ok(done) => {
@@ -839,33 +846,45 @@ async fn generate(
         }
         return oai_error(502, "provider_error", "the job ended without a result");
     }
-    // Streamed: the first step decides between an HTTP error and a stream.
+    // Streamed: with one choice, the first step decides between an HTTP error and a stream.
     let first = match rx.recv().await {
-        Some(Step::Done(result)) => match *result {
+        Some((_, Step::Done(result))) if n == 1 => match *result {
             Err(e) => return from_error(&e),
-            Ok(done) => Step::Done(Box::new(Ok(done))),
+            Ok(done) => (0, Step::Done(Box::new(Ok(done)))),
         },
         Some(step) => step,
         None => return oai_error(502, "provider_error", "the job ended without a result"),
     };
     let rest = ReceiverStream::new(rx);
-    // With `echo`, the prompt comes first.
-    let head: Vec<Step> = echo.map(Step::Text).into_iter().chain([first]).collect();
+    // With `echo`, each choice's prompt comes first.
+    let head: Vec<(usize, Step)> = echo
+        .into_iter()
+        .flat_map(|prompt| (0..n as usize).map(move |i| (i, Step::Text(prompt.clone()))))
+        .chain([first])
+        .collect();
     let steps = futures_util::StreamExt::chain(futures_util::stream::iter(head), rest);
     let id = format!("job-{created}");
-    // With tools, the answer's first character tells a call (`{`, held back until it is whole)
+    // With tools, an answer's first character tells a call (`{`, held back until it is whole)
     // from text (streamed as it comes).
-    let mut lead = if tools.is_some() {
-        Lead::Undecided(String::new())
-    } else {
-        Lead::Text
-    };
-    let events = futures_util::StreamExt::flat_map(steps, move |step| {
-        let text_event = |text: &str| {
-            Event::default().data(chunk(&id, &model_name, created, Some(text), None).to_string())
+    let mut leads: Vec<Lead> = (0..n)
+        .map(|_| {
+            if tools.is_some() {
+                Lead::Undecided(String::new())
+            } else {
+                Lead::Text
+            }
+        })
+        .collect();
+    let mut running = n as usize;
+    let (mut input_tokens, mut output_tokens) = (0u64, 0u64);
+    let events = futures_util::StreamExt::flat_map(steps, move |(i, step)| {
+        let at = |mut v: Value| {
+            v["choices"][0]["index"] = json!(i);
+            Event::default().data(v.to_string())
         };
-        let events: Vec<Event> = match step {
-            Step::Text(text) => match &mut lead {
+        let text_event = |text: &str| at(chunk(&id, &model_name, created, Some(text), None));
+        let mut events: Vec<Event> = match step {
+            Step::Text(text) => match &mut leads[i] {
                 Lead::Text => vec![text_event(&text)],
                 Lead::Call(held) => {
                     held.push_str(&text);
@@ -877,59 +896,70 @@ async fn generate(
                     if start.is_empty() {
                         vec![]
                     } else if start.starts_with('{') {
-                        lead = Lead::Call(std::mem::take(held));
+                        leads[i] = Lead::Call(std::mem::take(held));
                         vec![]
                     } else {
                         let event = text_event(held);
-                        lead = Lead::Text;
+                        leads[i] = Lead::Text;
                         vec![event]
                     }
                 }
             },
-            Step::Done(result) => match *result {
-                Ok(done) => {
-                    let id = done.job_id.to_hex();
-                    let mut last = chunk(&id, &model_name, created, None, Some(&done));
-                    let mut events = Vec::new();
-                    let call = tools.as_ref().and_then(|t| tool_call(&done, t));
-                    match (&lead, call) {
-                        (_, Some(mut call)) => {
-                            call["index"] = json!(0);
-                            let mut head = chunk(&id, &model_name, created, Some(""), None);
-                            head["choices"][0]["delta"] =
-                                json!({"role": "assistant", "content": null, "tool_calls": [call]});
-                            events.push(Event::default().data(head.to_string()));
-                            last["choices"][0]["finish_reason"] = json!("tool_calls");
+            Step::Done(result) => {
+                running -= 1;
+                match *result {
+                    Ok(done) => {
+                        let id = done.job_id.to_hex();
+                        input_tokens += u64::from(done.receipt.receipt.input_tokens);
+                        output_tokens += u64::from(done.receipt.receipt.output_tokens);
+                        let mut last = chunk(&id, &model_name, created, None, Some(&done));
+                        let mut events = Vec::new();
+                        let call = tools.as_ref().and_then(|t| tool_call(&done, t));
+                        match (&leads[i], call) {
+                            (_, Some(mut call)) => {
+                                call["index"] = json!(0);
+                                let mut head = chunk(&id, &model_name, created, Some(""), None);
+                                head["choices"][0]["delta"] = json!({"role": "assistant",
+                                    "content": null, "tool_calls": [call]});
+                                events.push(at(head));
+                                last["choices"][0]["finish_reason"] = json!("tool_calls");
+                            }
+                            (Lead::Undecided(held) | Lead::Call(held), None)
+                                if !held.is_empty() =>
+                            {
+                                // Not a call after all (cut short, say): the text as it is.
+                                events.push(text_event(held));
+                            }
+                            _ => {}
                         }
-                        (Lead::Undecided(held) | Lead::Call(held), None) if !held.is_empty() => {
-                            // Not a call after all (cut short, say): the text as it is.
-                            events.push(Event::default().data(
-                                chunk(&id, &model_name, created, Some(held), None).to_string(),
-                            ));
-                        }
-                        _ => {}
+                        events.push(at(last));
+                        events
                     }
-                    events.push(Event::default().data(last.to_string()));
-                    if options.include_usage {
-                        // OpenAI's last chunk: no choices, the whole request's usage.
-                        let mut last = chunk(&id, &model_name, created, None, None);
-                        last["choices"] = json!([]);
-                        last["usage"] = usage(&done);
-                        events.push(Event::default().data(last.to_string()));
-                    }
-                    events.push(Event::default().data("[DONE]"));
-                    events
-                }
-                Err(e) => vec![
-                    Event::default().data({
+                    Err(e) => {
                         let (_, code, message) = public_error(&e);
-                        json!({"error": {"message": message, "type": "api_error", "code": code}})
-                            .to_string()
-                    }),
-                    Event::default().data("[DONE]"),
-                ],
-            },
+                        vec![
+                            Event::default().data(
+                                json!({"error": {"message": message, "type": "api_error",
+                                             "code": code, "choice": i}})
+                                .to_string(),
+                            ),
+                        ]
+                    }
+                }
+            }
         };
+        if running == 0 {
+            if options.include_usage {
+                // OpenAI's last chunk: no choices, the whole request's usage.
+                let mut last = chunk(&id, &model_name, created, None, None);
+                last["choices"] = json!([]);
+                last["usage"] = json!({"prompt_tokens": input_tokens,
+                    "completion_tokens": output_tokens,
+                    "total_tokens": input_tokens + output_tokens});
+                events.push(Event::default().data(last.to_string()));
+            }
+            events.push(Event::default().data("[DONE]"));
+        }
         futures_util::stream::iter(events.into_iter().map(Ok::<_, Infallible>))
     });
     Sse::new(events)

@@ -1116,16 +1116,41 @@ fn openai_routes_answer_stream_and_settle() {
     assert_eq!(jobs.len(), 3, "three jobs");
     assert_eq!(v["usage"]["completion_tokens"], completion);
     assert_eq!(v["agora"]["job_id"], choices[0]["agora"]["job_id"]);
-    for (n, stream, code) in [
-        (2, true, "unsupported_parameter"),
-        (9, false, "invalid_value"),
-    ] {
-        let mut body = chat(stream);
-        body["n"] = n.into();
-        let (status, text, _) = post(&base, "/v1/chat/completions", Some("test-key"), body);
-        assert_eq!(status, 400, "{text}");
-        assert!(text.contains(code), "{text}");
+    // Streamed, the same choices come interleaved, each chunk with its index, each choice
+    // ending with its receipt, then the usage of them all.
+    let mut three = chat(true);
+    three["n"] = 3.into();
+    three["temperature"] = 1.0.into();
+    three["seed"] = 5.into();
+    three["stream_options"] = serde_json::json!({"include_usage": true});
+    let (status, body, _) = post(&base, "/v1/chat/completions", Some("test-key"), three);
+    assert_eq!(status, 200, "{body}");
+    let chunks = sse_chunks(&body);
+    for (i, c) in choices.iter().enumerate() {
+        let of_i = || {
+            chunks
+                .iter()
+                .filter(move |ch| ch["choices"].get(0).is_some_and(|x| x["index"] == i))
+        };
+        let text: String = of_i()
+            .filter_map(|ch| ch["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(
+            text,
+            c["message"]["content"].as_str().unwrap(),
+            "choice {i}"
+        );
+        let ends: Vec<_> = of_i().filter(|ch| ch["agora"].is_object()).collect();
+        assert_eq!(ends.len(), 1, "choice {i}: {body}");
     }
+    let usage = &chunks[chunks.len() - 1];
+    assert_eq!(usage["choices"], serde_json::json!([]), "{body}");
+    assert_eq!(usage["usage"]["completion_tokens"], completion, "{body}");
+    let mut nine = chat(false);
+    nine["n"] = 9.into();
+    let (status, text, _) = post(&base, "/v1/chat/completions", Some("test-key"), nine);
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("invalid_value"), "{text}");
 
     // Fields: those that ask for nothing beyond the default are served; a field set to
     // something this gateway does not do yet, or one OpenAI does not know, is refused.
@@ -1227,7 +1252,7 @@ fn openai_routes_answer_stream_and_settle() {
             .unwrap()
     };
     assert_eq!(verify(&job_id)["settled"], false);
-    assert_eq!(provider.settle().unwrap().unwrap().1, 13);
+    assert_eq!(provider.settle().unwrap().unwrap().1, 16);
     net.block();
     let v = verify(&job_id);
     assert_eq!(
