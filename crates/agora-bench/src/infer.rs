@@ -198,7 +198,49 @@ fn chat(args: &InferBenchArgs, cache: &ModelCache, threads: usize, runs: usize) 
         println!("  peak RSS (chat)        {:>8.1} MB", b as f64 / 1e6);
     }
     structured(&model, runs)?;
+    kernels(runs);
     Ok(())
+}
+
+/// The matmul kernel of each weight type on one thread: a 2048×2048 matrix (16 MB and more, out of
+/// cache) against 1 and 16 tokens, in multiply-adds per second.
+fn kernels(runs: usize) {
+    use agora_infer::gguf::GgmlType;
+    use agora_infer::kernels::{detected, matmul_rows};
+    use agora_infer::quant::{self, QActs, QMatrix};
+    let (rows, cols) = (2048, 2048);
+    let w = agora_infer::testing::random_f32(rows * cols, 3);
+    let isa = detected();
+    println!("  matmul kernels ({isa:?}, one thread, {rows}x{cols})");
+    for (ty, bytes) in [
+        (GgmlType::Q4_1, quant::quantize_q4_1(&w)),
+        (GgmlType::Q8_0, quant::quantize_q8_0(&w)),
+        (GgmlType::Q4_K, quant::quantize_q4_k(&w)),
+        (GgmlType::Q6_K, quant::quantize_q6_k(&w)),
+    ] {
+        let Ok(m) = QMatrix::from_gguf("w", ty, &[cols as u64, rows as u64], bytes) else {
+            continue;
+        };
+        let mut line = format!("    {:<6}", format!("{ty:?}"));
+        for n in [1usize, 16] {
+            let x = agora_infer::testing::random_f32(n * cols, 4);
+            let mut acts = QActs::default();
+            acts.quantize(&x, cols, m.ty);
+            let mut out = vec![0f32; n * rows];
+            let reps = (64 / n).max(4);
+            let rates: Vec<f64> = (0..runs)
+                .map(|_| {
+                    let t = Instant::now();
+                    for _ in 0..reps {
+                        matmul_rows(isa, &m, &acts, 0..rows, &mut out);
+                    }
+                    (rows * cols * n * reps) as f64 / t.elapsed().as_secs_f64() / 1e9
+                })
+                .collect();
+            line.push_str(&format!("  {:>6.1} GMAC/s at {n:>2} tokens", median(rates)));
+        }
+        println!("{line}");
+    }
 }
 
 /// A constraint that times its masks.

@@ -19,7 +19,8 @@ const MAX_ARRAY: u64 = 1 << 24;
 const MAX_ITEMS: u64 = 1 << 20;
 const MAX_DIMS: u32 = 4;
 
-/// The ggml tensor types this runtime reads.
+/// The ggml tensor types this runtime reads (named as ggml names them).
+#[allow(non_camel_case_types)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GgmlType {
     F32,
@@ -27,6 +28,12 @@ pub enum GgmlType {
     Q4_0,
     Q4_1,
     Q8_0,
+    /// Super-blocks of 256: 4-bit quants in eight sub-blocks of 32, each with a 6-bit scale and
+    /// minimum under two f16 factors.
+    Q4_K,
+    /// Super-blocks of 256: 6-bit quants in sixteen sub-blocks of 16, each with an 8-bit scale
+    /// under one f16 factor.
+    Q6_K,
 }
 
 impl GgmlType {
@@ -37,6 +44,8 @@ impl GgmlType {
             2 => Self::Q4_0,
             3 => Self::Q4_1,
             8 => Self::Q8_0,
+            12 => Self::Q4_K,
+            14 => Self::Q6_K,
             _ => return None,
         })
     }
@@ -48,6 +57,8 @@ impl GgmlType {
             Self::Q4_0 => 2,
             Self::Q4_1 => 3,
             Self::Q8_0 => 8,
+            Self::Q4_K => 12,
+            Self::Q6_K => 14,
         }
     }
 
@@ -59,6 +70,8 @@ impl GgmlType {
             Self::Q4_0 => (32, 18),
             Self::Q4_1 => (32, 20),
             Self::Q8_0 => (32, 34),
+            Self::Q4_K => (256, 144),
+            Self::Q6_K => (256, 210),
         }
     }
 

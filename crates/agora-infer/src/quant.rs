@@ -23,11 +23,18 @@ pub const QK: usize = 32;
 pub const Q4_1_BYTES: usize = 20;
 pub const Q8_0_BYTES: usize = 34;
 
-/// The weight formats the matmul kernels take.
+/// The weight formats the matmul kernels take, each in blocks of 32 weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightType {
     Q4_1,
     Q8_0,
+    /// Q4_K's sub-blocks: Q4_1 with an f32 scale and minimum (24 bytes: `d: f32, m: f32,
+    /// qs: [u8; 16]`). A sub-block's scale `d·sc` and minimum `−dmin·m` (an f16 times a 6-bit
+    /// integer) are exact in f32, so every weight keeps exactly its Q4_K value.
+    Q4K,
+    /// Q6_K's: 8-bit quants (the 6-bit ones less 32) in two halves of 16, each with an f32 scale
+    /// `d·sc` (40 bytes: `d_lo: f32, d_hi: f32, qs: [i8; 32]`), exact as above.
+    Q6K,
 }
 
 impl WeightType {
@@ -35,7 +42,29 @@ impl WeightType {
         match self {
             Self::Q4_1 => Q4_1_BYTES,
             Self::Q8_0 => Q8_0_BYTES,
+            Self::Q4K => 24,
+            Self::Q6K => 40,
         }
+    }
+
+    /// A block's scale fields (scale, minimum, or two scales) and the bytes of each.
+    pub(crate) fn scales(self) -> (usize, usize) {
+        match self {
+            Self::Q4_1 => (2, 2),
+            Self::Q8_0 => (1, 2),
+            Self::Q4K | Self::Q6K => (2, 4),
+        }
+    }
+
+    /// Where the quants start in an interleaved block of eight rows.
+    pub(crate) fn quants_at(self) -> usize {
+        let (n, bytes) = self.scales();
+        n * bytes * GROUP
+    }
+
+    /// Whether the activations need their sums (`d·Σq`): the formats with a minimum.
+    pub fn needs_sums(self) -> bool {
+        matches!(self, Self::Q4_1 | Self::Q4K)
     }
 }
 
@@ -65,19 +94,18 @@ impl QMatrix {
         let nb = cols / QK;
         let groups = rows.div_ceil(GROUP);
         let mut data = vec![0u8; groups * nb * GROUP * bb];
-        let (scales, quants) = match ty {
-            WeightType::Q4_1 => (4, 16),
-            WeightType::Q8_0 => (2, 32),
-        };
+        let (fields, size) = ty.scales();
+        let scales = fields * size;
+        let quants = bb - scales;
         for r in 0..rows {
             let (g, lane) = (r / GROUP, r % GROUP);
             for b in 0..nb {
                 let src = &ggml[(r * nb + b) * bb..][..bb];
                 let dst = (g * nb + b) * GROUP * bb;
-                // d (and m): lane `lane` of each 8-wide f16 vector.
-                for k in 0..scales / 2 {
-                    data[dst + k * 2 * GROUP + lane * 2..][..2]
-                        .copy_from_slice(&src[k * 2..k * 2 + 2]);
+                // d (and m, or the second scale): lane `lane` of each 8-wide vector.
+                for k in 0..fields {
+                    data[dst + k * size * GROUP + lane * size..][..size]
+                        .copy_from_slice(&src[k * size..(k + 1) * size]);
                 }
                 let q = dst + scales * GROUP;
                 for j in 0..quants / 4 {
@@ -101,9 +129,11 @@ impl QMatrix {
             GgmlType::Q4_1 => (WeightType::Q4_1, data),
             GgmlType::Q8_0 => (WeightType::Q8_0, data),
             GgmlType::Q4_0 => (WeightType::Q4_1, q4_0_as_q4_1(name, &data)?),
+            GgmlType::Q4_K => (WeightType::Q4K, q4_k_blocks(name, &data)?),
+            GgmlType::Q6_K => (WeightType::Q6K, q6_k_blocks(name, &data)?),
             other => {
                 return Err(Error::BadModel(format!(
-                    "tensor {name} is {other:?}; Q4_0, Q4_1 or Q8_0 expected"
+                    "tensor {name} is {other:?}; Q4_0, Q4_1, Q8_0, Q4_K or Q6_K expected"
                 )));
             }
         };
@@ -112,6 +142,11 @@ impl QMatrix {
                 "tensor {name} has shape {dims:?}, two dimensions expected"
             )));
         };
+        if matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K) && !cols.is_multiple_of(QK_K as u64) {
+            return Err(Error::BadModel(format!(
+                "tensor {name}: rows of {cols} are not whole super-blocks of {QK_K}"
+            )));
+        }
         Self::new(wt, *rows as usize, *cols as usize, data)
     }
 
@@ -131,29 +166,252 @@ impl QMatrix {
         let (g, lane) = (r / GROUP, r % GROUP);
         for (b, chunk) in out.chunks_exact_mut(QK).enumerate() {
             let blk = self.group_block(g, b);
-            let d = f16_at(blk, lane * 2);
+            let [d, m] = self.scales_of(blk, lane);
+            let at = self.ty.quants_at();
             match self.ty {
-                WeightType::Q4_1 => {
-                    let m = f16_at(blk, 2 * GROUP + lane * 2);
+                WeightType::Q4_1 | WeightType::Q4K => {
                     for j in 0..4 {
                         for k in 0..4 {
-                            let q = blk[4 * GROUP + j * 4 * GROUP + lane * 4 + k];
+                            let q = blk[at + j * 4 * GROUP + lane * 4 + k];
                             chunk[j * 4 + k] = d * f32::from(q & 0x0f) + m;
                             chunk[16 + j * 4 + k] = d * f32::from(q >> 4) + m;
                         }
                     }
                 }
-                WeightType::Q8_0 => {
+                WeightType::Q8_0 | WeightType::Q6K => {
                     for j in 0..8 {
+                        // Q6K: the second half has its own scale.
+                        let d = if self.ty == WeightType::Q6K && j >= 4 {
+                            m
+                        } else {
+                            d
+                        };
                         for k in 0..4 {
                             chunk[j * 4 + k] =
-                                d * f32::from(blk[2 * GROUP + j * 4 * GROUP + lane * 4 + k] as i8);
+                                d * f32::from(blk[at + j * 4 * GROUP + lane * 4 + k] as i8);
                         }
                     }
                 }
             }
         }
     }
+}
+
+impl QMatrix {
+    /// Lane `lane`'s two scale fields in an interleaved block (the second is 0 for Q8_0): `d`
+    /// and the minimum, or Q6K's two scales.
+    #[inline(always)]
+    pub(crate) fn scales_of(&self, blk: &[u8], lane: usize) -> [f32; 2] {
+        match self.ty {
+            WeightType::Q4_1 => [f16_at(blk, lane * 2), f16_at(blk, 2 * GROUP + lane * 2)],
+            WeightType::Q8_0 => [f16_at(blk, lane * 2), 0.0],
+            WeightType::Q4K | WeightType::Q6K => {
+                [f32_at(blk, lane * 4), f32_at(blk, 4 * GROUP + lane * 4)]
+            }
+        }
+    }
+}
+
+pub(crate) fn f32_at(bytes: &[u8], at: usize) -> f32 {
+    f32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+/// Elements of a K-quant super-block.
+pub const QK_K: usize = 256;
+const Q4_K_BYTES: usize = 144;
+const Q6_K_BYTES: usize = 210;
+
+/// Sub-block `j`'s 6-bit scale and minimum in Q4_K's 12 packed bytes (ggml's `get_scale_min_k4`).
+fn q4_k_scale_min(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
+}
+
+fn whole_blocks(name: &str, data: &[u8], bytes: usize, what: &str) -> Result<(), Error> {
+    if data.len().is_multiple_of(bytes) {
+        Ok(())
+    } else {
+        Err(Error::BadModel(format!(
+            "tensor {name}: {} bytes are not whole {what} blocks",
+            data.len()
+        )))
+    }
+}
+
+/// Q4_K super-blocks (`d, dmin: f16`, 12 bytes of 6-bit scales and minimums, 128 of quants:
+/// element `l` of sub-block `2c` is the low nibble of `qs[32c + l]`, of `2c + 1` the high one;
+/// weight `d·sc·q − dmin·m`) as eight [`WeightType::Q4K`] blocks each.
+fn q4_k_blocks(name: &str, data: &[u8]) -> Result<Vec<u8>, Error> {
+    whole_blocks(name, data, Q4_K_BYTES, "Q4_K")?;
+    let mut out = Vec::with_capacity(data.len() / Q4_K_BYTES * 8 * 24);
+    for sb in data.chunks_exact(Q4_K_BYTES) {
+        let (d, dmin) = (f16_at(sb, 0), f16_at(sb, 2));
+        let (scales, qs) = (&sb[4..16], &sb[16..]);
+        for j in 0..8 {
+            let (sc, m) = q4_k_scale_min(j, scales);
+            // f16 times a 6-bit integer: exact in f32.
+            out.extend_from_slice(&(d * f32::from(sc)).to_le_bytes());
+            out.extend_from_slice(&(-(dmin * f32::from(m))).to_le_bytes());
+            let half = &qs[32 * (j / 2)..][..32];
+            let q = |l: usize| {
+                if j % 2 == 0 {
+                    half[l] & 0x0f
+                } else {
+                    half[l] >> 4
+                }
+            };
+            out.extend((0..16).map(|i| q(i) | (q(i + 16) << 4)));
+        }
+    }
+    Ok(out)
+}
+
+/// Q6_K super-blocks (128 bytes of low 4 bits, 64 of high 2 bits, 16 scales `i8`, `d: f16`; in
+/// each half of 128, element `l + 32·k` (l < 32, k < 4) takes nibble `k / 2` of `ql[l + 32·(k %
+/// 2)]` and bits `2k..2k+2` of `qh[l]`; weight `d·sc[e / 16]·(q − 32)`) as eight
+/// [`WeightType::Q6K`] blocks each.
+fn q6_k_blocks(name: &str, data: &[u8]) -> Result<Vec<u8>, Error> {
+    whole_blocks(name, data, Q6_K_BYTES, "Q6_K")?;
+    let mut out = Vec::with_capacity(data.len() / Q6_K_BYTES * 8 * 40);
+    for sb in data.chunks_exact(Q6_K_BYTES) {
+        let d = f16_at(sb, 208);
+        let mut q = [0i8; QK_K];
+        for half in 0..2 {
+            let ql = &sb[64 * half..][..64];
+            let qh = &sb[128 + 32 * half..][..32];
+            for l in 0..32 {
+                for k in 0..4 {
+                    let low = if k < 2 {
+                        ql[l + 32 * k] & 0x0f
+                    } else {
+                        ql[l + 32 * (k - 2)] >> 4
+                    };
+                    let high = (qh[l] >> (2 * k)) & 3;
+                    q[128 * half + 32 * k + l] = ((low | (high << 4)) as i8) - 32;
+                }
+            }
+        }
+        for b in 0..8 {
+            for h in 0..2 {
+                let sc = sb[192 + 2 * b + h] as i8;
+                // f16 times an 8-bit integer: exact in f32.
+                out.extend_from_slice(&(d * f32::from(sc)).to_le_bytes());
+            }
+            out.extend(q[32 * b..32 * b + 32].iter().map(|&v| v as u8));
+        }
+    }
+    Ok(out)
+}
+
+/// Quantizes `x` (length a multiple of 256) to Q4_K: per sub-block the range's step and its
+/// minimum, their 6-bit multiples of two f16 factors, 4-bit quants (a valid encoding, not
+/// ggml's search for the best one).
+pub fn quantize_q4_k(x: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(x.len() / QK_K * Q4_K_BYTES);
+    for sb in x.chunks_exact(QK_K) {
+        let mut step = [0f32; 8];
+        let mut low = [0f32; 8];
+        for (j, sub) in sb.chunks_exact(QK).enumerate() {
+            let min = sub.iter().copied().fold(f32::INFINITY, f32::min).min(0.0);
+            let max = sub.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            step[j] = (max - min) / 15.0;
+            low[j] = -min;
+        }
+        let dq = f16::from_f32(step.iter().copied().fold(0.0, f32::max) / 63.0);
+        let mq = f16::from_f32(low.iter().copied().fold(0.0, f32::max) / 63.0);
+        let (d, dmin) = (dq.to_f32(), mq.to_f32());
+        let six = |v: f32, f: f32| {
+            if f > 0.0 {
+                (v / f).round().clamp(0.0, 63.0) as u8
+            } else {
+                0
+            }
+        };
+        let sc: [u8; 8] = std::array::from_fn(|j| six(step[j], d));
+        let m: [u8; 8] = std::array::from_fn(|j| six(low[j], dmin));
+        out.extend_from_slice(&dq.to_le_bytes());
+        out.extend_from_slice(&mq.to_le_bytes());
+        let mut packed = [0u8; 12];
+        for j in 0..8 {
+            if j < 4 {
+                packed[j] = sc[j] | ((sc[j + 4] >> 4) << 6);
+                packed[j + 4] = m[j] | ((m[j + 4] >> 4) << 6);
+            } else {
+                packed[j + 4] = (sc[j] & 0x0f) | ((m[j] & 0x0f) << 4);
+            }
+        }
+        out.extend_from_slice(&packed);
+        let mut qs = [0u8; 128];
+        for (j, sub) in sb.chunks_exact(QK).enumerate() {
+            let scale = d * f32::from(sc[j]);
+            let offset = dmin * f32::from(m[j]);
+            for (l, &v) in sub.iter().enumerate() {
+                let q = if scale > 0.0 {
+                    ((v + offset) / scale).round().clamp(0.0, 15.0) as u8
+                } else {
+                    0
+                };
+                qs[32 * (j / 2) + l] |= if j % 2 == 0 { q } else { q << 4 };
+            }
+        }
+        out.extend_from_slice(&qs);
+    }
+    out
+}
+
+/// Quantizes `x` (length a multiple of 256) to Q6_K: per 16 elements an 8-bit multiple of one
+/// f16 factor as the scale, 6-bit quants (a valid encoding, not ggml's best one).
+pub fn quantize_q6_k(x: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(x.len() / QK_K * Q6_K_BYTES);
+    for sb in x.chunks_exact(QK_K) {
+        let step: [f32; 16] = std::array::from_fn(|s| {
+            sb[16 * s..16 * s + 16]
+                .iter()
+                .fold(0f32, |a, v| a.max(v.abs()))
+                / 31.0
+        });
+        let dq = f16::from_f32(step.iter().copied().fold(0.0, f32::max) / 127.0);
+        let d = dq.to_f32();
+        let sc: [i8; 16] = std::array::from_fn(|s| {
+            if d > 0.0 {
+                (step[s] / d).round().clamp(-128.0, 127.0) as i8
+            } else {
+                0
+            }
+        });
+        let mut q = [0u8; QK_K];
+        for (e, &v) in sb.iter().enumerate() {
+            let scale = d * f32::from(sc[e / 16]);
+            let signed = if scale != 0.0 {
+                (v / scale).round().clamp(-32.0, 31.0) as i8
+            } else {
+                0
+            };
+            q[e] = (signed + 32) as u8;
+        }
+        let (mut ql, mut qh) = ([0u8; 128], [0u8; 64]);
+        for half in 0..2 {
+            for l in 0..32 {
+                for k in 0..4 {
+                    let v = q[128 * half + 32 * k + l];
+                    let at = 64 * half + l + 32 * (k % 2);
+                    ql[at] |= if k < 2 { v & 0x0f } else { (v & 0x0f) << 4 };
+                    qh[32 * half + l] |= (v >> 4) << (2 * k);
+                }
+            }
+        }
+        out.extend_from_slice(&ql);
+        out.extend_from_slice(&qh);
+        out.extend(sc.iter().map(|&s| s as u8));
+        out.extend_from_slice(&dq.to_le_bytes());
+    }
+    out
 }
 
 pub(crate) fn f16_at(bytes: &[u8], at: usize) -> f32 {
@@ -269,7 +527,7 @@ impl QActs {
         self.qs.resize(quads * QUAD * cols, 0);
         self.d.resize(quads * QUAD * nb, 0.0);
         self.s.resize(quads * QUAD * nb, 0.0);
-        let sums = ty == WeightType::Q4_1;
+        let sums = ty.needs_sums();
         let quad_rows = QUAD * cols;
         if self.n < 8 {
             for (((x, qs), d), s) in x
@@ -429,6 +687,100 @@ mod tests {
         m.dequantize_row(0, &mut back);
         for (a, b) in x.iter().zip(&back) {
             assert!((a - b).abs() < 0.01, "{a} vs {b}");
+        }
+    }
+
+    /// ggml's `dequantize_row_q4_K`, written from its definition over the file's bytes.
+    fn reference_q4_k(bytes: &[u8]) -> Vec<f32> {
+        let mut y = Vec::new();
+        for x in bytes.chunks_exact(144) {
+            let (d, min) = (f16_at(x, 0), f16_at(x, 2));
+            let scales = &x[4..16];
+            let mut q = &x[16..];
+            let mut is = 0;
+            for _ in (0..256).step_by(64) {
+                let (sc, m) = q4_k_scale_min(is, scales);
+                let (d1, m1) = (d * f32::from(sc), min * f32::from(m));
+                let (sc, m) = q4_k_scale_min(is + 1, scales);
+                let (d2, m2) = (d * f32::from(sc), min * f32::from(m));
+                y.extend((0..32).map(|l| d1 * f32::from(q[l] & 0xf) - m1));
+                y.extend((0..32).map(|l| d2 * f32::from(q[l] >> 4) - m2));
+                q = &q[32..];
+                is += 2;
+            }
+        }
+        y
+    }
+
+    /// ggml's `dequantize_row_q6_K`, written from its definition over the file's bytes.
+    fn reference_q6_k(bytes: &[u8]) -> Vec<f32> {
+        let mut y = vec![0f32; bytes.len() / 210 * 256];
+        for (i, x) in bytes.chunks_exact(210).enumerate() {
+            let d = f16_at(x, 208);
+            let (mut ql, mut qh, mut sc) = (&x[..128], &x[128..192], &x[192..208]);
+            let out = &mut y[i * 256..];
+            for n in (0..256).step_by(128) {
+                for l in 0..32 {
+                    let is = l / 16;
+                    let q1 = ((ql[l] & 0xf) | ((qh[l] & 3) << 4)) as i8 - 32;
+                    let q2 = ((ql[l + 32] & 0xf) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
+                    let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8 - 32;
+                    let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
+                    let s = |k: usize| d * f32::from(sc[is + k] as i8);
+                    out[n + l] = s(0) * f32::from(q1);
+                    out[n + l + 32] = s(2) * f32::from(q2);
+                    out[n + l + 64] = s(4) * f32::from(q3);
+                    out[n + l + 96] = s(6) * f32::from(q4);
+                }
+                ql = &ql[64..];
+                qh = &qh[32..];
+                sc = &sc[8..];
+            }
+        }
+        y
+    }
+
+    /// K-quants load with every weight exactly the value ggml's reference gives it (the same
+    /// float, for Q4_K up to how `d·q − m` rounds: ours is `d·q + (−m)`, exact here), and our
+    /// quantizers' encodings are close to what they encode.
+    #[test]
+    fn k_quants_load_with_every_weight_its_value() {
+        let (rows, cols) = (11, 512);
+        let x: Vec<f32> = data(rows * cols, 9)
+            .iter()
+            .map(|v| v * 0.7 + 0.05)
+            .collect();
+        for (ty, bytes, reference) in [
+            (
+                GgmlType::Q4_K,
+                quantize_q4_k(&x),
+                reference_q4_k as fn(&[u8]) -> Vec<f32>,
+            ),
+            (GgmlType::Q6_K, quantize_q6_k(&x), reference_q6_k),
+        ] {
+            let expected = reference(&bytes);
+            let m =
+                QMatrix::from_gguf("w", ty, &[cols as u64, rows as u64], bytes.clone()).unwrap();
+            let mut row = vec![0f32; cols];
+            for r in 0..rows {
+                m.dequantize_row(r, &mut row);
+                for (c, (&got, &want)) in row.iter().zip(&expected[r * cols..]).enumerate() {
+                    assert_eq!(got, want, "{ty:?} row {r} column {c}");
+                }
+                for (c, (&got, &orig)) in row.iter().zip(&x[r * cols..]).enumerate() {
+                    let tol = if ty == GgmlType::Q4_K { 0.08 } else { 0.03 };
+                    assert!(
+                        (got - orig).abs() < tol,
+                        "{ty:?} r{r} c{c}: {got} for {orig}"
+                    );
+                }
+            }
+            // Whole super-blocks only.
+            assert!(QMatrix::from_gguf("w", ty, &[256, 1], bytes[..100].to_vec()).is_err());
+            assert!(
+                QMatrix::from_gguf("w", ty, &[128, 2], bytes[..bytes.len() / rows].to_vec())
+                    .is_err()
+            );
         }
     }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::gguf::{self, GgmlType, TensorData, Value};
-use crate::quant::{quantize_q4_0, quantize_q4_1, quantize_q8_0};
+use crate::quant::{quantize_q4_0, quantize_q4_1, quantize_q4_k, quantize_q6_k, quantize_q8_0};
 
 /// The chat template SmolLM2's GGUF carries.
 pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
@@ -21,7 +21,8 @@ pub struct TinySpec {
     pub n_ff: u32,
     pub context: u32,
     pub seed: u32,
-    /// The layers' weight type: Q4_0, Q4_1 (SmolLM2's) or Q8_0.
+    /// The layers' weight type: Q4_0, Q4_1 (SmolLM2's), Q8_0, or Q4_K (with Q6_K values and
+    /// feed-forward outputs, as in Q4_K_M files; rows must then be multiples of 256).
     pub layers: GgmlType,
 }
 
@@ -120,13 +121,23 @@ pub fn write_tiny_chat_model(path: &Path, spec: TinySpec) -> std::io::Result<()>
     let mut tensors = Vec::new();
     let q41 = |name: String, cols: usize, rows: usize, rng: &mut Rng| {
         let w = rng.vec(cols * rows, 1.0 / (cols as f32).sqrt() * 1.7);
+        // Q4_K layers mix in Q6_K for the values and the feed-forward's output, as llama.cpp's
+        // Q4_K_M files do.
+        let ty = match spec.layers {
+            GgmlType::Q4_K if name.contains("attn_v") || name.contains("ffn_down") => {
+                GgmlType::Q6_K
+            }
+            ty => ty,
+        };
         TensorData {
             name,
             dims: vec![cols as u64, rows as u64],
-            ty: spec.layers,
-            data: match spec.layers {
+            ty,
+            data: match ty {
                 GgmlType::Q4_0 => quantize_q4_0(&w),
                 GgmlType::Q8_0 => quantize_q8_0(&w),
+                GgmlType::Q4_K => quantize_q4_k(&w),
+                GgmlType::Q6_K => quantize_q6_k(&w),
                 _ => quantize_q4_1(&w),
             },
         }

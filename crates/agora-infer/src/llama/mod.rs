@@ -15,7 +15,7 @@ use crate::Error;
 use crate::fmath;
 use crate::gguf::{GgmlType, Gguf};
 use crate::kernels::{self, Isa, exp};
-use crate::quant::{QActs, QMatrix};
+use crate::quant::{QActs, QMatrix, WeightType};
 
 mod attention;
 mod cache;
@@ -24,6 +24,16 @@ mod ops;
 use attention::*;
 use config::*;
 use ops::*;
+
+/// The activations' format for matmuls that share them: with sums when any of the weights has a
+/// minimum (a file may mix types, as Q4_K_M files mix Q4_K and Q6_K).
+fn acts_for(weights: &[&QMatrix]) -> WeightType {
+    if weights.iter().any(|w| w.ty.needs_sums()) {
+        WeightType::Q4_1
+    } else {
+        WeightType::Q8_0
+    }
+}
 
 /// Shape and constants of a llama model, from GGUF metadata.
 #[derive(Debug, Clone, PartialEq)]
@@ -331,7 +341,7 @@ impl Llama {
 
         for (li, layer) in self.layers.iter().enumerate() {
             rms_norm(&x, &layer.attn_norm, &mut h);
-            acts.quantize(&h, d, layer.wq.ty);
+            acts.quantize(&h, d, acts_for(&[&layer.wq, &layer.wk, &layer.wv]));
             self.matmuls(
                 &acts,
                 &mut [
@@ -376,7 +386,7 @@ impl Llama {
             add(&mut x, &o);
 
             rms_norm(&x, &layer.ffn_norm, &mut h);
-            acts.quantize(&h, d, layer.gate.ty);
+            acts.quantize(&h, d, acts_for(&[&layer.gate, &layer.up]));
             self.matmuls(&acts, &mut [(&layer.gate, &mut gate), (&layer.up, &mut up)]);
             gate.par_chunks_mut(rows_per_task * cfg.n_ff)
                 .zip(up.par_chunks(rows_per_task * cfg.n_ff))

@@ -846,23 +846,36 @@ fn penalties_change_the_answer_and_are_checked() {
     ));
 }
 
-/// A model whose layers are Q4_0, Q4_1 or Q8_0 loads and runs with the same guarantees: the same
-/// tokens on 1 and 2 threads, the same logits from the SIMD and portable kernels, a batch equal to
-/// its sequences alone; and the types give different models.
+/// A model whose layers are Q4_0, Q4_1, Q8_0 or Q4_K (mixed with Q6_K) loads and runs with the
+/// same guarantees: the same tokens on 1 and 2 threads, the same logits from the SIMD and portable
+/// kernels, a batch equal to its sequences alone; and the types give different models.
 #[test]
 fn every_weight_type_loads_and_runs_deterministically() {
     use agora_infer::gguf::GgmlType;
     let dir = tempfile::tempdir().unwrap();
     let mut answers = Vec::new();
-    for (i, layers) in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0]
-        .into_iter()
-        .enumerate()
+    for (i, layers) in [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let path = dir.path().join(format!("tiny-{i}.gguf"));
+        // K-quants' rows are whole super-blocks of 256.
+        let (n_embd, n_ff) = if layers == GgmlType::Q4_K {
+            (256, 512)
+        } else {
+            (64, 128)
+        };
         write_tiny_chat_model(
             &path,
             TinySpec {
                 layers,
+                n_embd,
+                n_ff,
                 ..Default::default()
             },
         )
@@ -899,4 +912,5 @@ fn every_weight_type_loads_and_runs_deterministically() {
         answers.push(a.tokens);
     }
     assert!(answers[0] != answers[1] || answers[1] != answers[2]);
+    assert!(answers[3] != answers[1]);
 }
