@@ -10,8 +10,10 @@
 //! grammar and the tokens before), so a token outside the grammar fails its check like any other
 //! wrong token.
 //!
-//! The work a grammar may cost is bounded by llguidance's limits, which count steps, not time:
-//! a grammar too costly to follow fails at the same token on every machine.
+//! The work a grammar may cost is bounded by [`limits`], which count steps, not time: a grammar
+//! too costly to follow stops at the same token on every machine running the same llguidance
+//! (pinned exactly), and the answer ends there ([`TokenConstraint::mask`] fails; the generator
+//! ends the answer as cut short, and a verifier expects it to end there).
 
 #![forbid(unsafe_code)]
 
@@ -19,13 +21,30 @@ use std::sync::Arc;
 
 use agora_infer::chat::ChatModel;
 use agora_infer::sample::{TokenConstraint, TokenMask};
-use llguidance::api::TopLevelGrammar;
+use llguidance::api::{ParserLimits, TopLevelGrammar};
 use llguidance::toktrie::{ApproximateTokEnv, TokEnv, TokRxInfo, TokTrie};
 use llguidance::{Matcher, ParserFactory};
 use serde_json::{Value, json};
 
 /// Longest grammar a job may carry, in bytes.
 pub const MAX_GRAMMAR_BYTES: usize = 32 * 1024;
+
+/// The work a grammar may cost: part of the protocol, since a provider and its verifiers must
+/// stop at the same token. Per token, at most about 7 ms of lexer work and 1 ms of parser work
+/// (llguidance's own figures); per answer, at most 50,000 lexer states (tens of MB).
+pub fn limits() -> ParserLimits {
+    ParserLimits {
+        max_items_in_row: 2_000,
+        initial_lexer_fuel: 1_000_000,
+        step_lexer_fuel: 100_000,
+        step_max_items: 20_000,
+        max_lexer_states: 50_000,
+        max_grammar_size: 200_000,
+        precompute_large_lexemes: true,
+        // Errors without the parser's state: it holds the answer so far.
+        verbose_errors: false,
+    }
+}
 
 /// What can be wrong with a grammar.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +68,12 @@ pub fn json_schema(schema: &Value) -> String {
 }
 
 fn with_layout(schema: &Value) -> Value {
-    let mut schema = schema.clone();
+    // `true` (anything) as the empty schema, which can carry the layout.
+    let mut schema = if *schema == Value::Bool(true) {
+        json!({})
+    } else {
+        schema.clone()
+    };
     if let Value::Object(o) = &mut schema {
         o.insert(
             "x-guidance".into(),
@@ -80,36 +104,102 @@ pub enum ToolChoice {
     Named(String),
 }
 
-/// The schema of one call: `{"name": <the tool's name>, "arguments": <its parameters>}`.
-fn call_schema(tool: &Tool) -> Value {
-    json!({
+/// The schema of one call: `{"name": <the tool's name>, "arguments": <its parameters>}`. The
+/// parameters' definitions (`$defs`, `definitions`) move into `defs`: their references
+/// (`#/$defs/…`) point at the root of the whole schema, where they are put back.
+fn call_schema(tool: &Tool, defs: &mut serde_json::Map<String, Value>) -> Result<Value, String> {
+    let mut parameters = tool.parameters.clone();
+    if let Value::Object(p) = &mut parameters {
+        for key in ["$defs", "definitions"] {
+            let Some(Value::Object(found)) = p.remove(key) else {
+                continue;
+            };
+            let Value::Object(into) = defs.entry(key).or_insert_with(|| json!({})) else {
+                continue;
+            };
+            for (name, def) in found {
+                match into.get(&name) {
+                    Some(other) if *other != def => {
+                        return Err(format!(
+                            "two tools define {key}/{name} differently: rename one"
+                        ));
+                    }
+                    _ => {
+                        into.insert(name, def);
+                    }
+                }
+            }
+        }
+    }
+    Ok(json!({
         "type": "object",
         "properties": {
             "name": {"const": tool.name},
-            "arguments": tool.parameters,
+            "arguments": parameters,
         },
         "required": ["name", "arguments"],
         "additionalProperties": false,
-    })
+    }))
+}
+
+/// `schema` with the definitions the calls' parameters had, at its root.
+fn with_defs(mut schema: Value, defs: serde_json::Map<String, Value>) -> Value {
+    if let Value::Object(o) = &mut schema {
+        o.extend(defs);
+    }
+    schema
 }
 
 /// The grammar of an answer under `choice` when `tools` are offered: a call is one JSON object
 /// `{"name": …, "arguments": {…}}` naming one of them with arguments its schema accepts; with
 /// [`ToolChoice::Auto`], the answer may instead be text that does not start with `{` (so that a
-/// reader tells the two apart from the first character). `None` when `choice` names no tool
-/// offered.
-pub fn tools_grammar(tools: &[Tool], choice: &ToolChoice) -> Option<String> {
-    let any_call = || json!({"anyOf": tools.iter().map(call_schema).collect::<Vec<_>>()});
-    Some(match choice {
+/// reader tells the two apart from the first character). An error when `choice` names no tool
+/// offered, or two tools' definitions clash.
+pub fn tools_grammar(tools: &[Tool], choice: &ToolChoice) -> Result<String, String> {
+    let mut defs = serde_json::Map::new();
+    let calls = match choice {
+        ToolChoice::Named(name) => {
+            let tool = tools
+                .iter()
+                .find(|t| t.name == *name)
+                .ok_or_else(|| format!("no tool is named {name:?}"))?;
+            call_schema(tool, &mut defs)?
+        }
+        ToolChoice::Auto | ToolChoice::Required => {
+            let calls = tools
+                .iter()
+                .map(|t| call_schema(t, &mut defs))
+                .collect::<Result<Vec<_>, _>>()?;
+            json!({"anyOf": calls})
+        }
+    };
+    let calls = with_defs(calls, defs);
+    Ok(match choice {
         ToolChoice::Auto => format!(
             "start: TEXT | call\nTEXT: /[^{{](.|\\n)*/\ncall: %json {}",
-            with_layout(&any_call())
+            with_layout(&calls)
         ),
-        ToolChoice::Required => json_schema(&any_call()),
-        ToolChoice::Named(name) => {
-            json_schema(&call_schema(tools.iter().find(|t| t.name == *name)?))
-        }
+        ToolChoice::Required | ToolChoice::Named(_) => json_schema(&calls),
     })
+}
+
+/// `value` as JSON in the layout [`json_schema`]'s grammars write (`", "` and `": "`, one line):
+/// how an earlier answer's call is put back into a conversation.
+pub fn layout(value: &Value) -> String {
+    match value {
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(layout).collect();
+            format!("[{}]", items.join(", "))
+        }
+        Value::Object(fields) => {
+            let fields: Vec<String> = fields
+                .iter()
+                .map(|(k, v)| format!("{}: {}", Value::String(k.clone()), layout(v)))
+                .collect();
+            format!("{{{}}}", fields.join(", "))
+        }
+        scalar => scalar.to_string(),
+    }
 }
 
 /// What the model is told of the tools (a system message), in the form [`tools_grammar`] holds
@@ -132,11 +222,12 @@ pub fn tools_prompt(tools: &[Tool]) -> String {
 /// The call an answer holds, if it is one: a JSON object naming one of `tools` and its
 /// arguments (given back as JSON text, as OpenAI's `arguments` are).
 pub fn parse_tool_call(text: &str, tools: &[Tool]) -> Option<(String, String)> {
-    let trimmed = text.trim_start();
-    if !trimmed.starts_with('{') {
+    // A call's grammar starts it with `{`; text the model started otherwise (with a space, say)
+    // was never held to the tools' schemas, so it is never read as a call.
+    if !text.starts_with('{') {
         return None;
     }
-    let Value::Object(call) = serde_json::from_str::<Value>(trimmed).ok()? else {
+    let Value::Object(call) = serde_json::from_str::<Value>(text).ok()? else {
         return None;
     };
     let name = call.get("name")?.as_str()?;
@@ -165,10 +256,20 @@ fn compile_on(factory: &ParserFactory, grammar: &str) -> Result<Matcher, Error> 
 /// Whether `grammar` is one a job may carry (its syntax and its schemas), without a model: what a
 /// gateway checks before it signs a job.
 pub fn check(grammar: &str) -> Result<(), Error> {
-    let mut factory = ParserFactory::new_simple(&ApproximateTokEnv::single_byte_env())
-        .map_err(|e| Error::Model(e.to_string()))?;
+    static BYTES: std::sync::OnceLock<Result<ParserFactory, String>> = std::sync::OnceLock::new();
+    let factory = BYTES
+        .get_or_init(|| factory(&ApproximateTokEnv::single_byte_env()).map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|e| Error::Model(e.clone()))?;
+    compile_on(factory, grammar).map(drop)
+}
+
+/// A compiler for `env`'s vocabulary, quiet, under [`limits`].
+fn factory(env: &TokEnv) -> Result<ParserFactory, Error> {
+    let mut factory = ParserFactory::new_simple(env).map_err(|e| Error::Model(e.to_string()))?;
     factory.quiet();
-    compile_on(&factory, grammar).map(drop)
+    *factory.limits_mut() = limits();
+    Ok(factory)
 }
 
 /// One model's grammar compiler: its vocabulary as llguidance sees it, built once per model.
@@ -211,9 +312,7 @@ impl Grammars {
             .collect();
         let info = TokRxInfo::new(vocab as u32, eos);
         let env: TokEnv = Arc::new(ApproximateTokEnv::new(TokTrie::from(&info, &words)));
-        let mut factory =
-            ParserFactory::new_simple(&env).map_err(|e| Error::Model(e.to_string()))?;
-        factory.quiet();
+        let factory = factory(&env)?;
         Ok(Self {
             factory,
             eos,
@@ -229,6 +328,7 @@ impl Grammars {
             eos: self.eos,
             stops: self.stops.clone(),
             vocab: self.vocab,
+            may_end: false,
         })
     }
 }
@@ -239,6 +339,8 @@ pub struct Constraint {
     eos: u32,
     stops: Arc<[u32]>,
     vocab: usize,
+    /// Whether the last mask allowed the end: a stop token commits exactly then.
+    may_end: bool,
 }
 
 impl std::fmt::Debug for Constraint {
@@ -265,7 +367,8 @@ impl TokenConstraint for Constraint {
             *last &= (1u32 << (self.vocab % 32)) - 1;
         }
         let mut mask = TokenMask::from_words(words);
-        if mask.allows(self.eos) {
+        self.may_end = mask.allows(self.eos);
+        if self.may_end {
             for &s in self.stops.iter() {
                 mask.allow(s);
             }
@@ -275,10 +378,8 @@ impl TokenConstraint for Constraint {
 
     fn commit(&mut self, token: u32) -> Result<(), String> {
         if self.stops.contains(&token) {
-            // The answer ends here: allowed where the grammar may end.
-            let may_end = self.matcher.is_stopped()
-                || self.matcher.is_accepting().map_err(|e| e.to_string())?;
-            return if may_end {
+            // The answer ends here: allowed exactly where the last mask allowed the end.
+            return if self.may_end {
                 Ok(())
             } else {
                 Err("the answer ends before its grammar does".into())
@@ -319,7 +420,7 @@ mod tests {
         ] {
             check(&tools_grammar(&tools(), &choice).unwrap()).unwrap();
         }
-        assert!(tools_grammar(&tools(), &ToolChoice::Named("nope".into())).is_none());
+        assert!(tools_grammar(&tools(), &ToolChoice::Named("nope".into())).is_err());
         assert!(matches!(check("start: ("), Err(Error::Bad(_))));
         assert!(matches!(
             check(&json_schema(&json!({"type": "no such type"}))),
@@ -327,6 +428,40 @@ mod tests {
         ));
         let huge = json_schema(&json!({"enum": vec!["x".repeat(64); 600]}));
         assert!(matches!(check(&huge), Err(Error::TooLarge { .. })));
+    }
+
+    /// Parameters with definitions (as pydantic writes nested models) keep their references
+    /// working: the definitions move to the root; two tools that define a name differently are
+    /// refused.
+    #[test]
+    fn tool_definitions_move_to_the_root() {
+        let nested = |name: &str, inner: Value| Tool {
+            name: name.into(),
+            description: String::new(),
+            parameters: json!({"type": "object", "properties": {"at": {"$ref": "#/$defs/Place"}},
+                               "required": ["at"], "$defs": {"Place": inner}}),
+        };
+        let place = json!({"type": "object", "properties": {"city": {"type": "string"}},
+                           "required": ["city"]});
+        let one = vec![nested("go", place.clone()), nested("stay", place.clone())];
+        for choice in [
+            ToolChoice::Auto,
+            ToolChoice::Required,
+            ToolChoice::Named("go".into()),
+        ] {
+            check(&tools_grammar(&one, &choice).unwrap()).unwrap();
+        }
+        let clash = vec![
+            nested("go", place),
+            nested("stay", json!({"type": "integer"})),
+        ];
+        assert!(tools_grammar(&clash, &ToolChoice::Required).is_err());
+        assert_eq!(
+            layout(&json!({"name": "go", "arguments": {"at": [1, {"x": null}]}})),
+            r#"{"name": "go", "arguments": {"at": [1, {"x": null}]}}"#
+        );
+        // `true` as a schema gets the layout too.
+        assert!(json_schema(&Value::Bool(true)).contains("whitespace_flexible"));
     }
 
     #[test]
@@ -341,6 +476,11 @@ mod tests {
             None
         );
         assert_eq!(parse_tool_call("It is sunny.", &t), None);
+        // Text that starts otherwise was not held to the schemas: never a call.
+        assert_eq!(
+            parse_tool_call(r#" {"name": "add", "arguments": {"a": "x"}}"#, &t),
+            None
+        );
         assert_eq!(parse_tool_call(r#"{"name": "add""#, &t), None);
         let prompt = tools_prompt(&t);
         assert!(prompt.contains(r#""name":"get_weather""#) && prompt.contains("Adds two"));

@@ -235,3 +235,62 @@ fn tool_calls_follow_their_tool_and_auto_leaves_text_free() {
             .passed
     );
 }
+
+/// Every stop token ends an answer exactly where the grammar may end: allowed by the mask there
+/// and taken by the constraint, refused before; a claimed answer that stops early fails there.
+#[test]
+fn every_stop_token_ends_an_answer_where_the_grammar_may_end() {
+    use agora_infer::sample::TokenConstraint;
+    let (_dir, model) = model();
+    let grammars = Grammars::new(&model).unwrap();
+    let stops = model.stop_tokens().to_vec();
+    assert!(stops.len() >= 2, "{stops:?}");
+    let grammar = "start: \"hi\"";
+    let h = model.tokenizer.token_id("h").unwrap();
+    let i = model.tokenizer.token_id("i").unwrap();
+    for &stop in &stops {
+        let mut c = grammars.compile(grammar).unwrap();
+        let first = c.mask().unwrap();
+        assert!(first.allows(h) && stops.iter().all(|&s| !first.allows(s)));
+        assert!(
+            c.commit(stop).is_err(),
+            "a stop token before the grammar's end"
+        );
+        let mut c = grammars.compile(grammar).unwrap();
+        c.mask().unwrap();
+        c.commit(h).unwrap();
+        c.mask().unwrap();
+        c.commit(i).unwrap();
+        let end = c.mask().unwrap();
+        assert!(stops.iter().all(|&s| end.allows(s)) && !end.allows(h));
+        c.commit(stop).unwrap();
+    }
+    let prompt = model
+        .encode_chat(&[Message::new("user", "Say hi.")])
+        .unwrap();
+    let sampling = SamplingParams::greedy();
+    let mut c = grammars.compile(grammar).unwrap();
+    let early = model
+        .score_with(
+            &prompt,
+            &[h, stops[0]],
+            &sampling,
+            f32::MAX,
+            None,
+            Some(&mut c),
+        )
+        .unwrap();
+    assert_eq!(early.first_failure, Some(1));
+    let mut c = grammars.compile(grammar).unwrap();
+    let whole = model
+        .score_with(
+            &prompt,
+            &[h, i, stops[1]],
+            &sampling,
+            f32::MAX,
+            None,
+            Some(&mut c),
+        )
+        .unwrap();
+    assert!(whole.passed, "{whole:?}");
+}

@@ -159,8 +159,8 @@ impl Drop for Batcher {
     }
 }
 
-/// Fails sequence `seq` because its constraint cannot go on (the grammar is at an end it cannot
-/// leave, or is too costly to follow): its caller gets the error, and the sequence ends.
+/// Fails sequence `seq` because its constraint refused the token its own mask allowed (an
+/// inconsistency, not a request's doing): its caller gets the error, and the sequence ends.
 fn fail(seq: &Seq, reason: String) -> Finish {
     let _ = seq.job.events.send(Event::Failed(Error::BadRequest(format!(
         "the answer's format: {reason}"
@@ -414,8 +414,9 @@ impl Batch {
             if let Some(constraint) = seq.job.constraint.as_mut() {
                 match constraint.mask() {
                     Ok(mask) if !mask.is_empty() => mask.apply(&mut self.penalized),
-                    Ok(_) => return Some(fail(seq, "the grammar allows no token here".into())),
-                    Err(e) => return Some(fail(seq, e)),
+                    // The grammar cannot go on (past its work limit): the answer is cut here,
+                    // where a verifier's replay stops too.
+                    _ => return Some(Finish::Length),
                 }
             }
             &self.penalized[..]

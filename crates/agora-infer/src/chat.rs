@@ -68,7 +68,8 @@ impl Default for GenParams {
 pub enum Finish {
     /// The model emitted a stop token (included in `tokens`).
     Stop,
-    /// `max_tokens` or the context was reached.
+    /// `max_tokens` or the context was reached, or the answer's constraint could not go on (a
+    /// grammar past its work limit: [`crate::sample::TokenConstraint::mask`] failed).
     Length,
     /// The caller stopped the stream.
     Cancelled,
@@ -688,12 +689,16 @@ impl ChatModel {
             let mut masks = Vec::with_capacity(output.len());
             let mut broken = false;
             for &t in output {
-                let mask = if broken {
+                let mut mask = if broken {
                     TokenMask::none(vocab)
                 } else {
                     c.mask().unwrap_or_else(|_| TokenMask::none(vocab))
                 };
-                broken = broken || !mask.allows(t) || c.commit(t).is_err();
+                // A token the constraint will not take fails here, allowed by the mask or not.
+                if !broken && (!mask.allows(t) || c.commit(t).is_err()) {
+                    mask = TokenMask::none(vocab);
+                    broken = true;
+                }
                 masks.push(mask);
             }
             masks

@@ -10,6 +10,9 @@ use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
+/// A model's grammar compiler, built at most once.
+type GrammarsCell = Arc<std::sync::OnceLock<Result<Grammars, String>>>;
+
 /// A finished job.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Served {
@@ -111,8 +114,9 @@ pub struct InferBackend {
     /// One proof at a time: proving takes every core and memory that grows with the model, so
     /// concurrent jobs queue here instead of competing.
     proving: std::sync::Mutex<()>,
-    /// Each chat model's grammar compiler, built by the first job with a grammar.
-    grammars: std::sync::Mutex<BTreeMap<Hash, Arc<Grammars>>>,
+    /// Each chat model's grammar compiler, built once by the first job with a grammar (others
+    /// wait for that model's only; a failure is kept).
+    grammars: std::sync::Mutex<BTreeMap<Hash, GrammarsCell>>,
 }
 
 impl std::fmt::Debug for InferBackend {
@@ -295,18 +299,17 @@ impl InferBackend {
         else {
             return Ok(None);
         };
-        let grammars = {
-            let mut cache = self.grammars.lock().unwrap_or_else(|e| e.into_inner());
-            match cache.get(id) {
-                Some(g) => g.clone(),
-                None => {
-                    let g =
-                        Arc::new(Grammars::new(model).map_err(|e| Error::BadInput(e.to_string()))?);
-                    cache.insert(*id, g.clone());
-                    g
-                }
-            }
-        };
+        let cell = self
+            .grammars
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(*id)
+            .or_default()
+            .clone();
+        let grammars = cell
+            .get_or_init(|| Grammars::new(model).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| Error::BadInput(e.clone()))?;
         grammars
             .compile(grammar)
             .map(Some)
@@ -809,8 +812,16 @@ fn judge_text(
         }
     }
     let ended_on_stop = tokens.last().is_some_and(|t| stops.contains(t));
-    let at_limit =
-        tokens.len() == params.max_tokens as usize || prompt.len() + tokens.len() >= m.context();
+    // A grammar past its work limit after the answer's tokens cuts it there, as a length does.
+    // (The constraint has taken every token above; with none, its first mask is the one.)
+    let mut grammar_exhausted = || {
+        constraint
+            .as_mut()
+            .is_some_and(|c| !c.mask().is_ok_and(|m| !m.is_empty()))
+    };
+    let at_limit = tokens.len() == params.max_tokens as usize
+        || prompt.len() + tokens.len() >= m.context()
+        || (finish == "length" && grammar_exhausted());
     let finish_holds = match finish.as_str() {
         "stop" => ended_on_stop || hit.is_some(),
         "length" => !ended_on_stop && at_limit,

@@ -483,20 +483,25 @@ async fn verify(State(st): State<OpenAiState>, Path(job_id): Path<String>) -> Re
     }
 }
 
-/// A message's content: a string, or an array of `{type: "text", text}` parts.
 /// Longest error text of a refused grammar passed back to the client.
 const GRAMMAR_ERROR_CHARS: usize = 600;
 
 /// Refuses a grammar the job could not carry (its syntax, its schema, its size), before any job.
-fn check_grammar(grammar: &str, what: &str) -> Result<(), Response> {
-    agora_grammar::check(grammar).map_err(|e| {
-        let why: String = e.to_string().chars().take(GRAMMAR_ERROR_CHARS).collect();
-        oai_error(
-            400,
-            "invalid_value",
-            format!("`{what}` cannot be followed: {why}"),
-        )
-    })
+/// Compiling takes up to tens of milliseconds: off the async threads.
+async fn check_grammar(grammar: &str, what: &str) -> Result<(), Response> {
+    let grammar = grammar.to_string();
+    match tokio::task::spawn_blocking(move || agora_grammar::check(&grammar)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            let why: String = e.to_string().chars().take(GRAMMAR_ERROR_CHARS).collect();
+            Err(oai_error(
+                400,
+                "invalid_value",
+                format!("`{what}` cannot be followed: {why}"),
+            ))
+        }
+        Err(e) => Err(internal(&e)),
+    }
 }
 
 /// The grammar `response_format` asks for: a JSON schema's (`json_schema`), any JSON object
@@ -525,7 +530,6 @@ fn response_grammar(body: &Value) -> Result<Option<String>, Response> {
             ));
         }
     };
-    check_grammar(&grammar, "response_format")?;
     Ok(Some(grammar))
 }
 
@@ -628,6 +632,7 @@ fn tool_call(done: &Completed, tools: &[Tool]) -> Option<Value> {
     )
 }
 
+/// A message's content: a string, or an array of `{type: "text", text}` parts.
 fn content_text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
@@ -892,10 +897,10 @@ async fn generate(
                 }
                 Lead::Undecided(held) => {
                     held.push_str(&text);
-                    let start = held.trim_start();
-                    if start.is_empty() {
+                    // A call starts with `{` itself (its grammar's first character).
+                    if held.is_empty() {
                         vec![]
-                    } else if start.starts_with('{') {
+                    } else if held.starts_with('{') {
                         leads[i] = Lead::Call(std::mem::take(held));
                         vec![]
                     } else {
@@ -1266,11 +1271,19 @@ async fn chat(
         if let Some(calls) = m["tool_calls"].as_array() {
             for c in calls {
                 let f = &c["function"];
-                let arguments = f["arguments"]
+                let Some(arguments) = f["arguments"]
                     .as_str()
                     .and_then(|a| serde_json::from_str::<Value>(a).ok())
-                    .unwrap_or(Value::Null);
-                let call = json!({"name": f["name"], "arguments": arguments}).to_string();
+                else {
+                    return oai_error(
+                        400,
+                        "invalid_message",
+                        "a tool call's `function.arguments` must be JSON text",
+                    );
+                };
+                // As the model writes a call under its grammar.
+                let call =
+                    agora_grammar::layout(&json!({"name": f["name"], "arguments": arguments}));
                 if !content.is_empty() {
                     content.push('\n');
                 }
@@ -1301,12 +1314,10 @@ async fn chat(
             );
         }
         (Some((tools, choice)), None) => {
-            let Some(grammar) = agora_grammar::tools_grammar(tools, choice) else {
-                return oai_error(400, "invalid_value", "`tool_choice` names no offered tool");
+            let grammar = match agora_grammar::tools_grammar(tools, choice) {
+                Ok(g) => g,
+                Err(why) => return oai_error(400, "invalid_value", format!("`tools`: {why}")),
             };
-            if let Err(r) = check_grammar(&grammar, "tools") {
-                return r;
-            }
             // The model is told of the tools in the system message.
             let prompt = agora_grammar::tools_prompt(tools);
             match messages.first_mut() {
@@ -1324,6 +1335,16 @@ async fn chat(
             Some(grammar)
         }
     };
+    if let Some(g) = &grammar {
+        let what = if tools.is_some() {
+            "tools"
+        } else {
+            "response_format"
+        };
+        if let Err(r) = check_grammar(g, what).await {
+            return r;
+        }
+    }
     let (mut params, mut how) = match generation_params(&body, DEFAULT_MAX_TOKENS) {
         Ok(p) => p,
         Err(r) => return r,

@@ -914,3 +914,86 @@ fn every_weight_type_loads_and_runs_deterministically() {
     assert!(answers[0] != answers[1] || answers[1] != answers[2]);
     assert!(answers[3] != answers[1]);
 }
+
+/// A constraint that allows every token for `left` more positions, then cannot go on (as a
+/// grammar past its work limit).
+#[derive(Debug)]
+struct Spent {
+    left: usize,
+    vocab: usize,
+}
+
+impl agora_infer::sample::TokenConstraint for Spent {
+    fn mask(&mut self) -> Result<agora_infer::sample::TokenMask, String> {
+        if self.left == 0 {
+            return Err("past its work limit".into());
+        }
+        let mut mask = agora_infer::sample::TokenMask::none(self.vocab);
+        for t in 0..self.vocab as u32 {
+            mask.allow(t);
+        }
+        Ok(mask)
+    }
+
+    fn commit(&mut self, _: u32) -> Result<(), String> {
+        self.left -= 1;
+        Ok(())
+    }
+}
+
+/// A constraint that cannot go on ends the answer there as cut short (not as a failure), with
+/// the tokens chosen before it, and a verifier's replay passes them.
+#[test]
+fn a_constraint_that_cannot_go_on_cuts_the_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.gguf");
+    write_tiny_chat_model(&path, TinySpec::default()).unwrap();
+    let model = ChatModel::load(&path, 2).unwrap();
+    let vocab = model.llama.config.vocab;
+    let prompt = model
+        .encode_chat(&[Message::new("user", "Go on.")])
+        .unwrap();
+    let params = GenParams {
+        max_tokens: 20,
+        ..Default::default()
+    };
+    let free = model.generate(&prompt, &params, &mut no_stream).unwrap();
+    assert!(free.tokens.len() > 5, "{free:?}");
+    let cut = model
+        .generate_until(
+            &[],
+            &prompt,
+            &params,
+            &[],
+            Some(Box::new(Spent { left: 5, vocab })),
+            &mut no_stream,
+        )
+        .unwrap();
+    assert_eq!(cut.finish, Finish::Length);
+    assert_eq!(cut.tokens, free.tokens[..5]);
+    let mut replay = Spent { left: 5, vocab };
+    let score = model
+        .score_with(
+            &prompt,
+            &cut.tokens,
+            &params.sampling,
+            0.0,
+            None,
+            Some(&mut replay),
+        )
+        .unwrap();
+    assert!(score.passed && score.max_margin == 0.0, "{score:?}");
+    // Past the cut, the replay has nothing allowed: a longer claim fails there.
+    let mut replay = Spent { left: 5, vocab };
+    let longer = model
+        .score_with(
+            &prompt,
+            &free.tokens,
+            &params.sampling,
+            0.0,
+            None,
+            Some(&mut replay),
+        )
+        .unwrap();
+    assert_eq!(longer.first_failure, Some(5));
+}

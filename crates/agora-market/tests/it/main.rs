@@ -1400,12 +1400,7 @@ fn structured_outputs_and_tool_calls_through_the_gateway() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     let message = &v["choices"][0]["message"];
     assert!(
-        message["tool_calls"].is_array()
-            || !message["content"]
-                .as_str()
-                .unwrap()
-                .trim_start()
-                .starts_with('{'),
+        message["tool_calls"].is_array() || !message["content"].as_str().unwrap().starts_with('{'),
         "{body}"
     );
     // An earlier call and its result in the conversation are taken as the model wrote them.
@@ -1525,6 +1520,20 @@ fn a_verifier_holds_answers_to_their_grammar() {
             fault: agora_types::Fault::WrongToken {
                 position: at as u32
             }
+        }
+    );
+    // An answer cut short and claimed as such where the grammar could go on: not a length.
+    let half = tokens[..tokens.len() / 2].to_vec();
+    let cut = JobOutput::Text {
+        text: model.text_of(&half),
+        tokens: half,
+        finish: "length".into(),
+        logprobs: None,
+    };
+    assert_eq!(
+        judge(&constrained, &cut),
+        agora_types::Verdict::Fail {
+            fault: agora_types::Fault::WrongStop
         }
     );
     // A grammar that does not compile: refused to the client, and no answer to it passes.
