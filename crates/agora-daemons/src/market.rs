@@ -133,10 +133,49 @@ pub(crate) fn submit(
     Ok(())
 }
 
+/// A chat model registered on chain with its source (`PublishModelSource`), by name or id: the
+/// spec the model cache fetches it by (its package pinned by the entry, its weights checked
+/// against the id).
+pub fn registered_spec(
+    name: &str,
+    registered: &[agora_node_api::ModelEntry],
+) -> Result<models::ModelSpec> {
+    let q = name.trim().to_ascii_lowercase();
+    let entry = registered
+        .iter()
+        .find(|m| m.name == name || m.id.to_hex() == q)
+        .with_context(|| {
+            format!("{name}: neither a pinned model nor one registered on this chain")
+        })?;
+    let source = entry.source.as_ref().with_context(|| {
+        format!(
+            "{name} is registered without a source: its registrant has not published where its \
+             weights are"
+        )
+    })?;
+    if entry.kind != agora_types::ModelKind::Chat {
+        bail!("{name}: only chat models join by their on-chain source so far");
+    }
+    Ok(models::registered_chat(
+        &entry.name,
+        &entry.id.to_hex(),
+        &source.package,
+        &source.version,
+        &source.wheel_sha256.to_hex(),
+        &source.file,
+    )?)
+}
+
 /// The pinned models named (by name or id; all of them when `names` is empty), fetched if needed
-/// and loaded; the auditor (`agora-audit`) and the built-in provable models (the account risk
-/// scorer `agora-risk-v1`, the topic classifier `agora-topic-v1`) by name too.
-fn load_backend(models_dir: &Path, names: &[String], threads: usize) -> Result<InferBackend> {
+/// and loaded; chat models registered on chain with their source (`registered`, the chain's
+/// registry) by name or id; the auditor (`agora-audit`) and the built-in provable models (the
+/// account risk scorer `agora-risk-v1`, the topic classifier `agora-topic-v1`) by name too.
+fn load_backend(
+    models_dir: &Path,
+    names: &[String],
+    registered: &[agora_node_api::ModelEntry],
+    threads: usize,
+) -> Result<InferBackend> {
     let cache = ModelCache::new(models_dir);
     let auditor = agora_market::auditor_id().to_hex();
     let is_audit = |n: &str| n == agora_audit::MODEL_NAME || n == "agora-audit" || n == auditor;
@@ -149,8 +188,8 @@ fn load_backend(models_dir: &Path, names: &[String], threads: usize) -> Result<I
         names
             .iter()
             .filter(|n| !is_audit(n) && !is_provable(n))
-            .map(|n| models::lookup(n))
-            .collect::<Result<Vec<_>, _>>()?
+            .map(|n| models::lookup(n).or_else(|_| registered_spec(n, registered)))
+            .collect::<Result<Vec<_>>>()?
     };
     let mut backend = InferBackend::default();
     if everything || names.iter().any(|n| is_audit(n)) {
@@ -322,7 +361,7 @@ fn prepare(
     let chain = Arc::new(HttpChain::new(api));
     let chain_id = chain.chain_id()?;
     let threads = setup.threads.unwrap_or_else(default_threads);
-    let mut backend = load_backend(&setup.models_dir, &[], threads)?;
+    let mut backend = load_backend(&setup.models_dir, &[], &[], threads)?;
     if let Some(analytics) = &setup.analytics {
         let engine = crate::analytics_jobs::AnalyticsBackend::new(analytics.clone());
         backend.add_engine(engine.id(), Arc::new(engine));
@@ -774,7 +813,17 @@ pub fn provider(home: PathBuf, models_dir: PathBuf, args: ProviderArgs) -> Resul
         );
     }
     let threads = args.threads.unwrap_or_else(default_threads);
-    let backend = Arc::new(load_backend(&models_dir, &args.models, threads)?);
+    let registered = if args.models.is_empty() {
+        Vec::new()
+    } else {
+        chain.models()?
+    };
+    let backend = Arc::new(load_backend(
+        &models_dir,
+        &args.models,
+        &registered,
+        threads,
+    )?);
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen)
@@ -857,7 +906,17 @@ pub fn verifier(home: PathBuf, models_dir: PathBuf, args: VerifierArgs) -> Resul
         );
     }
     let threads = args.threads.unwrap_or_else(default_threads);
-    let backend = Arc::new(load_backend(&models_dir, &args.models, threads)?);
+    let registered = if args.models.is_empty() {
+        Vec::new()
+    } else {
+        chain.models()?
+    };
+    let backend = Arc::new(load_backend(
+        &models_dir,
+        &args.models,
+        &registered,
+        threads,
+    )?);
     let verifier = publish_verifier(chain, backend, keys, stake)?;
     println!("Verifier {} checking jobs drawn for it", verifier.address());
     let rt = tokio::runtime::Runtime::new()?;

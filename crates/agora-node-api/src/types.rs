@@ -303,6 +303,9 @@ pub struct ModelEntry {
     pub name: String,
     /// What it does.
     pub kind: ModelKind,
+    /// Where its weights can be fetched, once its registrant published it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<agora_types::ModelSource>,
 }
 
 /// `GET /v1/market/models`.

@@ -141,6 +141,17 @@ fn describe(m: &Message, sender: &Address, out: &mut BTreeSet<Touched>) -> (Stri
                 ),
             )
         }
+        Message::PublishModelSource { id, source } => {
+            out.insert(Touched::Model(*id));
+            (
+                format!("Source of model {} published", short(&id.to_hex(), 12)),
+                format!(
+                    "Publish model source: the weights of model {id} ({} quantization) are in the \
+                     package {}=={}, file {}.",
+                    source.quantization, source.package, source.version, source.file
+                ),
+            )
+        }
         Message::EscrowDeposit { amount: a } => (
             format!("Escrow deposit of {}", amount(*a)),
             format!(
@@ -457,6 +468,9 @@ fn gist(m: &Message) -> &'static str {
             "Unregister provider: a compute provider left the market and takes back its stake."
         }
         Message::RegisterModel { .. } => "Register model: a model joined the market's list.",
+        Message::PublishModelSource { .. } => {
+            "Publish model source: a registered model's weights can now be fetched from a pinned package."
+        }
         Message::EscrowDeposit { .. } => {
             "Escrow deposit: a client put tokens in escrow to pay for inference jobs."
         }

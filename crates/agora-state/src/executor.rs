@@ -3,8 +3,8 @@ use crate::{
     MarketParams, ModelInfo, Params, Provider, Result, TxError, UnbondingEntry, VerifyParams,
     account_key, check_key, committee_queue_key, consensus_params_key, deadline_queue_key,
     draw_queue_key, escrow_key, escrow_queue_key, job_key, market_params_key, model_key,
-    params_key, pending_key, provider_key, prune_queue_key, unbonding_key, verification_fund_key,
-    verify_params_key,
+    model_name_key, model_owner_key, model_source_key, params_key, pending_key, provider_key,
+    prune_queue_key, unbonding_key, verification_fund_key, verify_params_key,
 };
 
 mod accounts;
@@ -486,6 +486,9 @@ impl<'a> Executor<'a> {
             } => Ok(Err(TxError::InvalidModel(
                 "a provable model registers with RegisterZkModel and its model file".into(),
             ))),
+            Message::PublishModelSource { id, source } => {
+                self.publish_model_source(scratch, sender, id, source, events)
+            }
             Message::RegisterModel { id, name, kind } => {
                 let done = self.register_model(scratch, id, name, kind, events)?;
                 if done.is_ok() {

@@ -1,8 +1,8 @@
 use crate::{
     Account, ConsensusParams, Error, MarketParams, ModelInfo, Params, Result, ValidatorSet,
     VerifyParams, WriteSet, account_key, consensus_params_key, market_params_key, model_key,
-    params_key, supply_key, validator_candidates_key, validator_key_key, validator_set_key,
-    verify_params_key,
+    model_name_key, model_source_key, params_key, supply_key, validator_candidates_key,
+    validator_key_key, validator_set_key, verify_params_key,
 };
 use agora_types::{Address, Amount, Hash, MAX_MODEL_NAME_BYTES, ModelKind, PublicKey, serde_u128};
 use serde::{Deserialize, Serialize};
@@ -25,6 +25,9 @@ pub struct Genesis {
     /// Models registered from the start.
     #[serde(default)]
     pub models: Vec<GenesisModel>,
+    /// Where some of them can be fetched (as `PublishModelSource` says for later ones).
+    #[serde(default)]
+    pub model_sources: Vec<(Hash, agora_types::ModelSource)>,
     /// Verification's parameters.
     #[serde(default)]
     pub verify: VerifyParams,
@@ -99,6 +102,7 @@ impl Genesis {
             accounts: Vec::new(),
             market: MarketParams::default(),
             models: Vec::new(),
+            model_sources: Vec::new(),
             verify: VerifyParams::default(),
             consensus: ConsensusParams::default(),
             validators: Vec::new(),
@@ -174,6 +178,12 @@ impl Genesis {
             name: name.to_string(),
             kind,
         });
+        self
+    }
+
+    /// With where model `id` can be fetched.
+    pub fn with_model_source(mut self, id: Hash, source: agora_types::ModelSource) -> Genesis {
+        self.model_sources.push((id, source));
         self
     }
 
@@ -262,6 +272,28 @@ impl Genesis {
             writes.insert(
                 model_key(&m.id),
                 Some(borsh::to_vec(&info).expect("encode")),
+            );
+            let name = model_name_key(&m.name);
+            if writes.contains_key(&name) {
+                return Err(Error::InvalidGenesis(format!(
+                    "two models are named {:?}",
+                    m.name
+                )));
+            }
+            writes.insert(name, Some(borsh::to_vec(&m.id).expect("encode")));
+        }
+        for (id, source) in &self.model_sources {
+            if !models.contains(id) {
+                return Err(Error::InvalidGenesis(format!(
+                    "a source for model {id}, which is not listed"
+                )));
+            }
+            source
+                .check()
+                .map_err(|why| Error::InvalidGenesis(format!("model {id}'s source: {why}")))?;
+            writes.insert(
+                model_source_key(id),
+                Some(borsh::to_vec(source).expect("encode")),
             );
         }
         writes.insert(

@@ -45,6 +45,20 @@ pub fn model_key(id: &Hash) -> Vec<u8> {
     key
 }
 
+/// `mnam/` + a model's name → its id: names are unique, so a name says which model it is.
+pub fn model_name_key(name: &str) -> Vec<u8> {
+    let mut key = b"mnam/".to_vec();
+    key.extend_from_slice(name.as_bytes());
+    key
+}
+
+/// `msrc/` + model id → [`agora_types::ModelSource`]: where its weights can be fetched.
+pub fn model_source_key(id: &Hash) -> Vec<u8> {
+    let mut key = b"msrc/".to_vec();
+    key.extend_from_slice(&id.0);
+    key
+}
+
 /// `escr/` + address → [`crate::Escrow`].
 pub fn escrow_key(address: &Address) -> Vec<u8> {
     let mut key = b"escr/".to_vec();

@@ -62,6 +62,8 @@ pub enum Action {
     UnregisterProvider,
     /// Registers a model (one of a few ids).
     RegisterModel { id: u8 },
+    /// Publishes a model's source (one of a few ids; sometimes with a path out of the package).
+    PublishModelSource { id: u8, unsafe_path: bool },
     /// Deposits into its escrow.
     EscrowDeposit { amount: u8 },
     /// Starts a withdrawal.
@@ -402,6 +404,21 @@ impl World {
         }
     }
 
+    /// A model registered during the run (one with an owner), picked by `pick`; with none, the
+    /// genesis model (which has no owner).
+    fn owned_model(&self, pick: u8) -> Hash {
+        let owned: Vec<Hash> = self
+            .state
+            .0
+            .range(b"dmo/".to_vec()..b"dmo0".to_vec())
+            .filter_map(|(k, _)| Some(Hash(k.get(4..36)?.try_into().ok()?)))
+            .collect();
+        owned
+            .get(usize::from(pick) % owned.len().max(1))
+            .copied()
+            .unwrap_or(MODEL)
+    }
+
     /// The natural sender of `action`, if it has one.
     fn natural_sender(&self, action: &Action) -> Option<usize> {
         match action {
@@ -429,6 +446,15 @@ impl World {
                 _ => None,
             },
             Action::AppealItem { item } => Some(Self::actor(&self.item(*item)?.2.contributor)),
+            // The model's registrant.
+            Action::PublishModelSource { id, .. } => {
+                let owner = self
+                    .state
+                    .0
+                    .get(&crate::model_owner_key(&self.owned_model(*id)))?;
+                let owner: crate::ModelOwner = borsh::from_slice(owner).ok()?;
+                Some(Self::actor(&owner.owner))
+            }
             Action::CommitVote { item, .. } | Action::RevealVote { item, .. } => {
                 match self.item(*item)?.2.stage {
                     Stage::Voting { seats, .. } => seats
@@ -462,6 +488,20 @@ impl World {
                 id: model_id(*id),
                 name: format!("model-{id}"),
                 kind: ModelKind::Chat,
+            },
+            Action::PublishModelSource { id, unsafe_path } => Message::PublishModelSource {
+                id: self.owned_model(*id),
+                source: agora_types::ModelSource {
+                    package: format!("llm-model-{id}"),
+                    version: "1.0".into(),
+                    wheel_sha256: Hash([*id; 32]),
+                    file: if *unsafe_path {
+                        "../weights.gguf".into()
+                    } else {
+                        format!("model_{id}/weights.gguf")
+                    },
+                    quantization: "Q4_K_M".into(),
+                },
             },
             Action::EscrowDeposit { amount: a } => Message::EscrowDeposit { amount: amount(*a) },
             Action::EscrowWithdraw { amount: a } => Message::EscrowWithdraw { amount: amount(*a) },
@@ -1015,6 +1055,8 @@ pub fn arb_action() -> impl Strategy<Value = Action> {
         1 => b().prop_map(|price| Action::UpdateProvider { price }),
         1 => Just(Action::UnregisterProvider),
         1 => b().prop_map(|id| Action::RegisterModel { id }),
+        1 => (b(), any::<bool>())
+            .prop_map(|(id, unsafe_path)| Action::PublishModelSource { id, unsafe_path }),
         2 => b().prop_map(|amount| Action::EscrowDeposit { amount }),
         1 => b().prop_map(|amount| Action::EscrowWithdraw { amount }),
         6 => (b(), b(), b(), 0u16..2_000, b(), b()).prop_map(

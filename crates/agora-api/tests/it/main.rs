@@ -373,6 +373,58 @@ fn market_state_is_readable_providers_models_escrow_and_jobs() {
         "test-chat"
     );
 
+    // A model joins by its entry: registered, then its source published by its registrant; the
+    // registry shows where to fetch it. A second model under a taken name is refused.
+    let joined = Hash([0x5A; 32]);
+    let source = agora_types::ModelSource {
+        package: "llm-tiny-q4km".into(),
+        version: "1.2.0".into(),
+        wheel_sha256: Hash([0x77; 32]),
+        file: "llm_tiny_q4km/tiny.Q4_K_M.gguf".into(),
+        quantization: "Q4_K_M".into(),
+    };
+    submit(signed(
+        "bob",
+        1,
+        vec![
+            Message::RegisterModel {
+                id: joined,
+                name: "tiny-q4km".into(),
+                kind: agora_types::ModelKind::Chat,
+            },
+            Message::PublishModelSource {
+                id: joined,
+                source: source.clone(),
+            },
+        ],
+    ));
+    submit(signed(
+        "alice",
+        3,
+        vec![Message::RegisterModel {
+            id: Hash([0x5B; 32]),
+            name: "tiny-q4km".into(),
+            kind: agora_types::ModelKind::Chat,
+        }],
+    ));
+    h.node.produce_block(3_500).unwrap();
+    let (code, entry) = h.get(&format!("/v1/market/models/{joined}"));
+    assert_eq!(code, 200, "{entry}");
+    assert_eq!(entry["name"], "tiny-q4km");
+    assert_eq!(
+        serde_json::from_value::<agora_types::ModelSource>(entry["source"].clone()).unwrap(),
+        source
+    );
+    assert_eq!(
+        h.get(&format!("/v1/market/models/{}", Hash([0x5B; 32]))).0,
+        404,
+        "the taken name was refused"
+    );
+    assert!(
+        h.get(&format!("/v1/market/models/{MODEL}")).1["source"].is_null(),
+        "no source published"
+    );
+
     // 10 tokens at 1,000 and 20 at 3,000 per 1,000: 10 + 60 = 70.
     let (_, escrow) = h.get(&format!("/v1/market/escrow/{bob}"));
     assert_eq!(escrow["escrow"]["balance"], (AGR - 70).to_string());

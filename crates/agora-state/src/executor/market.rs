@@ -183,14 +183,76 @@ impl Executor<'_> {
         if self.get::<ModelInfo>(scratch, &model_key(id))?.is_some() {
             return Ok(Err(TxError::ModelExists { id: id.to_hex() }));
         }
+        // Names are unique: a second model under a popular name would make the name say
+        // nothing (and a gateway refuse it as ambiguous).
+        if let Some(other) = self.get::<Hash>(scratch, &model_name_key(name))? {
+            return Ok(Err(TxError::InvalidModel(format!(
+                "the name {name:?} is taken by model {other}"
+            ))));
+        }
         let info = ModelInfo {
             name: name.to_string(),
             kind: *kind,
         };
         scratch.writes.insert(model_key(id), Some(encode(&info)));
+        scratch
+            .writes
+            .insert(model_name_key(name), Some(encode(id)));
         events.push(Event::new(
             "model_registered",
             &[("model", id.to_hex()), ("name", name.to_string())],
+        ));
+        Ok(Ok(()))
+    }
+
+    /// `Message::PublishModelSource`: the model's registrant says, once, where its weights are.
+    pub(super) fn publish_model_source(
+        &mut self,
+        scratch: &mut Scratch,
+        sender: &Address,
+        id: &Hash,
+        source: &agora_types::ModelSource,
+        events: &mut Vec<Event>,
+    ) -> TxResult {
+        if let Err(why) = source.check() {
+            return Ok(Err(TxError::InvalidModel(why)));
+        }
+        let Some(info) = self.get::<ModelInfo>(scratch, &model_key(id))? else {
+            return Ok(Err(TxError::InvalidModel(format!(
+                "no model {id} is registered"
+            ))));
+        };
+        if info.kind == ModelKind::Provable {
+            return Ok(Err(TxError::InvalidModel(
+                "a provable model's file is registered with it (RegisterZkModel)".into(),
+            )));
+        }
+        // Only its registrant: anyone else could point a model's users at other files (which
+        // every fetcher would refuse, as their hash is not the id, but the model would have no
+        // source left to give).
+        let owner = self.get::<crate::ModelOwner>(scratch, &model_owner_key(id))?;
+        if owner.is_none_or(|o| o.owner != *sender) {
+            return Ok(Err(TxError::InvalidModel(
+                "only the account that registered the model may publish its source".into(),
+            )));
+        }
+        if self
+            .get::<agora_types::ModelSource>(scratch, &model_source_key(id))?
+            .is_some()
+        {
+            return Ok(Err(TxError::InvalidModel(format!(
+                "model {id} has its source already (a model's files never change)"
+            ))));
+        }
+        scratch
+            .writes
+            .insert(model_source_key(id), Some(encode(source)));
+        events.push(Event::new(
+            "model_source_published",
+            &[
+                ("model", id.to_hex()),
+                ("package", format!("{}=={}", source.package, source.version)),
+            ],
         ));
         Ok(Ok(()))
     }

@@ -63,6 +63,14 @@ impl Executor<'_> {
         {
             return Ok(Err(TxError::ZkModelExists { id: id.to_hex() }));
         }
+        // Names are unique across the registry.
+        if let Some(other) = self.get::<Hash>(scratch, &model_name_key(name))?
+            && other != id
+        {
+            return Ok(Err(TxError::InvalidModel(format!(
+                "the name {name:?} is taken by model {other}"
+            ))));
+        }
         // Entered in the model registry too, so that providers can serve it. The chain derived
         // the id, so an entry made under it by hand (squatting it) is replaced.
         let info = ModelInfo {
@@ -70,6 +78,9 @@ impl Executor<'_> {
             kind: ModelKind::Provable,
         };
         scratch.writes.insert(model_key(&id), Some(encode(&info)));
+        scratch
+            .writes
+            .insert(model_name_key(name), Some(encode(&id)));
         let record = ZkModelRecord {
             name: name.to_string(),
             key: vk.to_bytes(),

@@ -561,4 +561,95 @@ fn withdrawing_escrow_cannot_dodge_a_settlement_during_the_unlock_period() {
     assert_eq!(sum_accounts(&s), supply(&s));
 }
 
+/// A model's source: only its registrant publishes it, once, for a registered model that is not
+/// provable, with fields a node can use safely; names are unique across the registry.
+#[test]
+fn a_model_source_is_published_once_by_its_registrant_and_names_are_unique() {
+    let mut s = market_with_escrow(AGR);
+    let source = || agora_types::ModelSource {
+        package: "llm-tiny".into(),
+        version: "1.0.0".into(),
+        wheel_sha256: Hash([7; 32]),
+        file: "llm_tiny/tiny.Q4_K_M.gguf".into(),
+        quantization: "Q4_K_M".into(),
+    };
+    let other = Hash([0xBC; 32]);
+    let register = |id, name: &str| Message::RegisterModel {
+        id,
+        name: name.into(),
+        kind: ModelKind::Chat,
+    };
+    let publish = |id, source| Message::PublishModelSource { id, source };
+    let code = |s: &mut MemState, h: u64, from: usize, nonce: u64, msg: Message| {
+        let out = run_block(s, h, &[tx(from, nonce, 10, vec![msg])]);
+        out.receipts[0].failure.clone().map(|f| f.code)
+    };
+    // A name already taken (the genesis model's) is refused; a free one registers.
+    assert_eq!(
+        code(&mut s.clone(), 2, 3, 0, register(other, "test-model")),
+        Some("invalid_model".into())
+    );
+    assert_eq!(code(&mut s, 2, 3, 0, register(other, "tiny")), None);
+    assert_eq!(
+        code(&mut s.clone(), 3, 2, 0, register(Hash([0xBD; 32]), "tiny")),
+        Some("invalid_model".into())
+    );
+    // Not its registrant; a model with no owner (genesis); an unknown model; unsafe fields.
+    let mut stranger = s.clone();
+    assert_eq!(
+        code(&mut stranger, 3, 2, 0, publish(other, source())),
+        Some("invalid_model".into())
+    );
+    assert!(!stranger.0.contains_key(&model_source_key(&other)));
+    assert_eq!(
+        code(&mut s.clone(), 3, 3, 1, publish(MODEL, source())),
+        Some("invalid_model".into())
+    );
+    assert_eq!(
+        code(&mut s.clone(), 3, 3, 1, publish(Hash([1; 32]), source())),
+        Some("invalid_model".into())
+    );
+    for bad in [
+        agora_types::ModelSource {
+            file: "../../etc/passwd".into(),
+            ..source()
+        },
+        agora_types::ModelSource {
+            file: "/abs.gguf".into(),
+            ..source()
+        },
+        agora_types::ModelSource {
+            package: "llm tiny; rm -rf".into(),
+            ..source()
+        },
+        agora_types::ModelSource {
+            version: "--index-url=x".into(),
+            ..source()
+        },
+        agora_types::ModelSource {
+            package: String::new(),
+            ..source()
+        },
+    ] {
+        assert_eq!(
+            code(&mut s.clone(), 3, 3, 1, publish(other, bad)),
+            Some("invalid_model".into())
+        );
+    }
+    // The registrant publishes it once; a second source is refused.
+    assert_eq!(code(&mut s, 3, 3, 1, publish(other, source())), None);
+    let stored: agora_types::ModelSource =
+        borsh::from_slice(&s.0[&model_source_key(&other)]).unwrap();
+    assert_eq!(stored, source());
+    let again = agora_types::ModelSource {
+        version: "1.0.1".into(),
+        ..source()
+    };
+    assert_eq!(
+        code(&mut s, 4, 3, 2, publish(other, again)),
+        Some("invalid_model".into())
+    );
+    assert_eq!(sum_accounts(&s), supply(&s));
+}
+
 mod verification;
