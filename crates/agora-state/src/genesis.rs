@@ -181,6 +181,15 @@ impl Genesis {
         self
     }
 
+    /// With where these models can be fetched.
+    pub fn with_model_sources(
+        mut self,
+        sources: impl IntoIterator<Item = (Hash, agora_types::ModelSource)>,
+    ) -> Genesis {
+        self.model_sources.extend(sources);
+        self
+    }
+
     /// With where model `id` can be fetched.
     pub fn with_model_source(mut self, id: Hash, source: agora_types::ModelSource) -> Genesis {
         self.model_sources.push((id, source));

@@ -28,7 +28,17 @@ fn start() -> TestNode {
             id: Hash([0xAB; 32]),
             name: "test-chat".into(),
             kind: ModelKind::Chat,
-        }]);
+        }])
+        .with_model_source(
+            Hash([0xAB; 32]),
+            agora_types::ModelSource {
+                package: "llm-test-chat".into(),
+                version: "3.1".into(),
+                wheel_sha256: Hash([0xCD; 32]),
+                file: "llm_test_chat/test.Q4_K_M.gguf".into(),
+                quantization: "Q4_K_M".into(),
+            },
+        );
     TestNode::start_with_pages(&genesis, "web-test-validator", agora_web::router)
 }
 
@@ -201,7 +211,12 @@ fn market_pages_list_models_providers_and_verifiers() {
     let t = start();
     let market = page(&t, "/market");
     assert!(market.contains("No provider has registered yet."));
-    assert!(page(&t, "/market/models").contains("test-chat"));
+    let models = page(&t, "/market/models");
+    assert!(models.contains("test-chat"), "{models}");
+    assert!(
+        models.contains("llm-test-chat==3.1") && models.contains("Q4_K_M"),
+        "the model's on-chain source: {models}"
+    );
     assert!(page(&t, "/market/verifiers").contains("No verifier has registered yet."));
 
     // Alice registers as a provider and as a verifier of the model.

