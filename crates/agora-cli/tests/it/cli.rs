@@ -403,8 +403,10 @@ fn a_model_joins_by_its_entry_and_is_fetched_by_it() {
     // Another wheel than the entry's: refused.
     let other = home.join("other");
     std::fs::create_dir_all(&other).unwrap();
-    let mut spec = agora_infer::testing::TinySpec::default();
-    spec.seed = 77;
+    let spec = agora_infer::testing::TinySpec {
+        seed: 77,
+        ..Default::default()
+    };
     let other_gguf = other.join("tiny.gguf");
     agora_infer::testing::write_tiny_chat_model(&other_gguf, spec).unwrap();
     let (other_wheel, _, _) = wheel_of(&other, &other_gguf);
