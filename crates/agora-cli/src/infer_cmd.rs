@@ -91,9 +91,12 @@ pub fn models(dir: &Path, cmd: ModelsCommand) -> Result<()> {
                 (Some(name), Some(node)) => match models::lookup(name) {
                     Ok(spec) => vec![spec],
                     Err(_) => {
-                        let registered = agora_node_api::NodeClient::new(node)
-                            .models()
-                            .with_context(|| format!("cannot read the model registry of {node}"))?;
+                        let chain = agora_market::HttpChain::new(node);
+                        let registered =
+                            agora_daemons::market::registry(&chain, std::slice::from_ref(name))
+                                .with_context(|| {
+                                    format!("cannot read the model registry of {node}")
+                                })?;
                         vec![agora_daemons::market::registered_spec(name, &registered)?]
                     }
                 },

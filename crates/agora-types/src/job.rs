@@ -17,6 +17,20 @@ pub const MAX_PROVIDER_MODELS: usize = 16;
 pub const MAX_ENDPOINT_BYTES: usize = 256;
 /// Longest model name, in bytes.
 pub const MAX_MODEL_NAME_BYTES: usize = 64;
+
+/// Whether `name` may name a model: 1 to [`MAX_MODEL_NAME_BYTES`] bytes, not blank, and not a
+/// string of 8 or more hex digits (which would read as, or shadow, another model's id).
+pub fn check_model_name(name: &str) -> std::result::Result<(), String> {
+    if name.trim().is_empty() || name.len() > MAX_MODEL_NAME_BYTES {
+        return Err(format!(
+            "the name must be 1 to {MAX_MODEL_NAME_BYTES} bytes"
+        ));
+    }
+    if name.len() >= 8 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("a name of hex digits alone would read as a model id".into());
+    }
+    Ok(())
+}
 /// Most jobs in one `SettleJobs` message.
 pub const MAX_SETTLE_JOBS: usize = 64;
 /// Most verifiers that check one job at once (`Verification::Redundant`).

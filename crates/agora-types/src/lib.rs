@@ -50,7 +50,7 @@ pub use job::{
     MAX_MODEL_NAME_BYTES, MAX_PENALTY_MILLI, MAX_PROVIDER_MODELS, MAX_REDUNDANCY,
     MAX_REVEAL_PART_BYTES, MAX_REVEAL_PARTS, MAX_SETTLE_JOBS, MAX_STOP_BYTES, MAX_STOP_SEQUENCES,
     MAX_TOP_LOGPROBS, ModelKind, ProviderInfo, SettledJob, SignedJobReceipt, SignedJobRequest,
-    Verdict, Verification, VerifierInfo, job_fee,
+    Verdict, Verification, VerifierInfo, check_model_name, job_fee,
 };
 pub use keys::{Keypair, PublicKey, Signature, verify_batch};
 pub use receipt::{Event, Receipt, TxFailure};

@@ -175,10 +175,8 @@ impl Executor<'_> {
         kind: &ModelKind,
         events: &mut Vec<Event>,
     ) -> TxResult {
-        if name.trim().is_empty() || name.len() > MAX_MODEL_NAME_BYTES {
-            return Ok(Err(TxError::InvalidModel(format!(
-                "the name must be 1 to {MAX_MODEL_NAME_BYTES} bytes"
-            ))));
+        if let Err(why) = agora_types::check_model_name(name) {
+            return Ok(Err(TxError::InvalidModel(why)));
         }
         if self.get::<ModelInfo>(scratch, &model_key(id))?.is_some() {
             return Ok(Err(TxError::ModelExists { id: id.to_hex() }));

@@ -22,11 +22,13 @@ impl Executor<'_> {
         file: &[u8],
         events: &mut Vec<Event>,
     ) -> TxResult {
-        if name.trim().is_empty() || name.len() > MAX_MODEL_NAME_BYTES {
-            return Ok(Err(TxError::InvalidModel(format!(
-                "the name must be 1 to {MAX_MODEL_NAME_BYTES} bytes"
-            ))));
+        if let Err(why) = agora_types::check_model_name(name) {
+            return Ok(Err(TxError::InvalidModel(why)));
         }
+        // The model holding the name, if one does: checked once the id is known (after the
+        // setup, which the message's work units pay for), since a squat under this very id may
+        // hold it.
+        let taken = self.get::<Hash>(scratch, &model_name_key(name))?;
         // The same file again is refused before the setup (the costly part) runs.
         let file_hash = Hash::digest(file);
         if let Some(id) = self.get::<Hash>(scratch, &zk_file_key(&file_hash))? {
@@ -64,7 +66,7 @@ impl Executor<'_> {
             return Ok(Err(TxError::ZkModelExists { id: id.to_hex() }));
         }
         // Names are unique across the registry.
-        if let Some(other) = self.get::<Hash>(scratch, &model_name_key(name))?
+        if let Some(other) = taken
             && other != id
         {
             return Ok(Err(TxError::InvalidModel(format!(
@@ -72,7 +74,14 @@ impl Executor<'_> {
             ))));
         }
         // Entered in the model registry too, so that providers can serve it. The chain derived
-        // the id, so an entry made under it by hand (squatting it) is replaced.
+        // the id, so an entry made under it by hand (squatting it) is replaced, with its name
+        // and any source published for it.
+        if let Some(squat) = self.get::<ModelInfo>(scratch, &model_key(&id))?
+            && self.get::<Hash>(scratch, &model_name_key(&squat.name))? == Some(id)
+        {
+            scratch.writes.insert(model_name_key(&squat.name), None);
+        }
+        scratch.writes.insert(crate::model_source_key(&id), None);
         let info = ModelInfo {
             name: name.to_string(),
             kind: ModelKind::Provable,

@@ -589,6 +589,17 @@ fn a_model_source_is_published_once_by_its_registrant_and_names_are_unique() {
         code(&mut s.clone(), 2, 3, 0, register(other, "test-model")),
         Some("invalid_model".into())
     );
+    assert_eq!(
+        code(
+            &mut s.clone(),
+            2,
+            3,
+            0,
+            register(other, &other.to_hex()[..12])
+        ),
+        Some("invalid_model".into()),
+        "a name that reads as an id"
+    );
     assert_eq!(code(&mut s, 2, 3, 0, register(other, "tiny")), None);
     assert_eq!(
         code(&mut s.clone(), 3, 2, 0, register(Hash([0xBD; 32]), "tiny")),
