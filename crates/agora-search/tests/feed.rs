@@ -452,10 +452,11 @@ fn a_client_publishes_its_audit_report_and_only_the_settled_one() {
                 name: agora_audit::MODEL_NAME.into(),
                 kind: ModelKind::Audit,
             },
-            // Anyone may register a model of the auditor's kind, even under its name.
+            // Anyone may register a model of the auditor's kind, under a name like its own
+            // (names are unique, not unlike).
             GenesisModel {
                 id: OTHER_AUDITOR,
-                name: agora_audit::MODEL_NAME.into(),
+                name: format!("{} ", agora_audit::MODEL_NAME),
                 kind: ModelKind::Audit,
             },
             GenesisModel {
