@@ -27,6 +27,8 @@ pub enum GgmlType {
     F16,
     Q4_0,
     Q4_1,
+    /// Blocks of 32 5-bit quants (the fifth bits apart) with an f16 scale: `d·(q − 16)`.
+    Q5_0,
     Q8_0,
     /// Super-blocks of 256: 4-bit quants in eight sub-blocks of 32, each with a 6-bit scale and
     /// minimum under two f16 factors.
@@ -43,6 +45,7 @@ impl GgmlType {
             1 => Self::F16,
             2 => Self::Q4_0,
             3 => Self::Q4_1,
+            6 => Self::Q5_0,
             8 => Self::Q8_0,
             12 => Self::Q4_K,
             14 => Self::Q6_K,
@@ -56,6 +59,7 @@ impl GgmlType {
             Self::F16 => 1,
             Self::Q4_0 => 2,
             Self::Q4_1 => 3,
+            Self::Q5_0 => 6,
             Self::Q8_0 => 8,
             Self::Q4_K => 12,
             Self::Q6_K => 14,
@@ -69,6 +73,7 @@ impl GgmlType {
             Self::F16 => (1, 2),
             Self::Q4_0 => (32, 18),
             Self::Q4_1 => (32, 20),
+            Self::Q5_0 => (32, 22),
             Self::Q8_0 => (32, 34),
             Self::Q4_K => (256, 144),
             Self::Q6_K => (256, 210),

@@ -143,11 +143,12 @@ impl QMatrix {
             GgmlType::Q4_1 => (WeightType::Q4_1, data),
             GgmlType::Q8_0 => (WeightType::Q8_0, data),
             GgmlType::Q4_0 => (WeightType::Q4_1, q4_0_as_q4_1(name, &data)?),
+            GgmlType::Q5_0 => (WeightType::Q8_0, q5_0_as_q8_0(name, &data)?),
             GgmlType::Q4_K => (WeightType::Q4K, q4_k_blocks(name, &data)?),
             GgmlType::Q6_K => (WeightType::Q6K, q6_k_blocks(name, &data)?),
             other => {
                 return Err(Error::BadModel(format!(
-                    "tensor {name} is {other:?}; Q4_0, Q4_1, Q8_0, Q4_K or Q6_K expected"
+                    "tensor {name} is {other:?}; Q4_0, Q4_1, Q5_0, Q8_0, Q4_K or Q6_K expected"
                 )));
             }
         };
@@ -228,6 +229,58 @@ impl QMatrix {
 
 pub(crate) fn f32_at(bytes: &[u8], at: usize) -> f32 {
     f32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+/// Q5_0 blocks (`d: f16`, `qh: u32` of fifth bits, 16 bytes of low nibbles; element `j < 16` is
+/// the low nibble of `qs[j]` with bit `j` of `qh`, element `j + 16` the high nibble with bit
+/// `j + 16`; weight `d·(q − 16)`) as Q8_0 blocks: `q − 16` is an 8-bit integer under the same
+/// scale, so every weight keeps exactly its value (llama.cpp writes Q5_0 where a K-quant does not
+/// fit a row, as in Q4_K_M files of models whose widths are not multiples of 256).
+fn q5_0_as_q8_0(name: &str, data: &[u8]) -> Result<Vec<u8>, Error> {
+    const Q5_0_BYTES: usize = 22;
+    whole_blocks(name, data, Q5_0_BYTES, "Q5_0")?;
+    let mut out = Vec::with_capacity(data.len() / Q5_0_BYTES * Q8_0_BYTES);
+    for block in data.chunks_exact(Q5_0_BYTES) {
+        let qh = u32::from_le_bytes([block[2], block[3], block[4], block[5]]);
+        let qs = &block[6..];
+        out.extend_from_slice(&block[..2]);
+        let q = |j: usize| {
+            let (low, bit) = if j < 16 {
+                (qs[j] & 0x0f, (qh >> j) & 1)
+            } else {
+                (qs[j - 16] >> 4, (qh >> j) & 1)
+            };
+            ((low | ((bit as u8) << 4)) as i8 - 16) as u8
+        };
+        out.extend((0..QK).map(q));
+    }
+    Ok(out)
+}
+
+/// Quantizes `x` (length a multiple of 32) to Q5_0 the way ggml's reference quantizer does.
+pub fn quantize_q5_0(x: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(x.len() / QK * 22);
+    for block in x.chunks_exact(QK) {
+        // The value of largest magnitude, with its sign, maps to -16.
+        let max = block
+            .iter()
+            .copied()
+            .fold(0f32, |m, v| if v.abs() > m.abs() { v } else { m });
+        let d = max / -16.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+        let q = |v: f32| (v * id + 16.5).clamp(0.0, 31.0) as u8;
+        let mut qh = 0u32;
+        let mut qs = [0u8; 16];
+        for j in 0..16 {
+            let (a, b) = (q(block[j]), q(block[j + 16]));
+            qs[j] = (a & 0x0f) | ((b & 0x0f) << 4);
+            qh |= u32::from(a >> 4) << j | u32::from(b >> 4) << (j + 16);
+        }
+        out.extend_from_slice(&qh.to_le_bytes());
+        out.extend_from_slice(&qs);
+    }
+    out
 }
 
 /// Elements of a K-quant super-block.
@@ -795,6 +848,44 @@ mod tests {
                 QMatrix::from_gguf("w", ty, &[128, 2], bytes[..bytes.len() / rows].to_vec())
                     .is_err()
             );
+        }
+    }
+
+    /// Q5_0 loads as Q8_0 with every weight exactly ggml's value for it (`dequantize_row_q5_0`,
+    /// written from its definition over the file's bytes).
+    #[test]
+    fn q5_0_loads_as_q8_0_with_every_weight_its_value() {
+        let (rows, cols) = (9, 96);
+        let x = data(rows * cols, 12);
+        let bytes = quantize_q5_0(&x);
+        let m = QMatrix::from_gguf(
+            "w",
+            GgmlType::Q5_0,
+            &[cols as u64, rows as u64],
+            bytes.clone(),
+        )
+        .unwrap();
+        assert_eq!(m.ty, WeightType::Q8_0);
+        let mut row = vec![0f32; cols];
+        for r in 0..rows {
+            m.dequantize_row(r, &mut row);
+            for (b, chunk) in row.chunks_exact(QK).enumerate() {
+                let x5 = &bytes[(r * cols / QK + b) * 22..][..22];
+                let d = f16_at(x5, 0);
+                let qh = u32::from_le_bytes([x5[2], x5[3], x5[4], x5[5]]);
+                for j in 0..16 {
+                    let xh_0 = ((qh >> j) << 4) & 0x10;
+                    let xh_1 = (qh >> (j + 12)) & 0x10;
+                    let x0 = ((u32::from(x5[6 + j]) & 0x0f) | xh_0) as i32 - 16;
+                    let x1 = ((u32::from(x5[6 + j]) >> 4) | xh_1) as i32 - 16;
+                    assert_eq!(chunk[j], x0 as f32 * d, "r{r} b{b} j{j}");
+                    assert_eq!(chunk[j + 16], x1 as f32 * d, "r{r} b{b} j{}", j + 16);
+                }
+                for (i, &got) in chunk.iter().enumerate() {
+                    // Within a step (the far end of the range is clamped, as in Q4_0).
+                    assert!((got - x[r * cols + b * QK + i]).abs() <= d.abs() * 1.01 + 1e-6);
+                }
+            }
         }
     }
 

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::gguf::{self, GgmlType, TensorData, Value};
-use crate::quant::{quantize_q4_0, quantize_q4_1, quantize_q4_k, quantize_q6_k, quantize_q8_0};
+use crate::quant::{
+    quantize_q4_0, quantize_q4_1, quantize_q4_k, quantize_q5_0, quantize_q6_k, quantize_q8_0,
+};
 
 /// The chat template SmolLM2's GGUF carries.
 pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
@@ -135,6 +137,7 @@ pub fn write_tiny_chat_model(path: &Path, spec: TinySpec) -> std::io::Result<()>
             ty,
             data: match ty {
                 GgmlType::Q4_0 => quantize_q4_0(&w),
+                GgmlType::Q5_0 => quantize_q5_0(&w),
                 GgmlType::Q8_0 => quantize_q8_0(&w),
                 GgmlType::Q4_K => quantize_q4_k(&w),
                 GgmlType::Q6_K => quantize_q6_k(&w),

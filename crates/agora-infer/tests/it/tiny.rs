@@ -846,7 +846,7 @@ fn penalties_change_the_answer_and_are_checked() {
     ));
 }
 
-/// A model whose layers are Q4_0, Q4_1, Q8_0 or Q4_K (mixed with Q6_K) loads and runs with the
+/// A model whose layers are Q4_0, Q4_1, Q8_0, Q4_K (mixed with Q6_K) or Q5_0 loads and runs with the
 /// same guarantees: the same tokens on 1 and 2 threads, the same logits from the SIMD and portable
 /// kernels, a batch equal to its sequences alone; and the types give different models.
 #[test]
@@ -859,6 +859,7 @@ fn every_weight_type_loads_and_runs_deterministically() {
         GgmlType::Q4_1,
         GgmlType::Q8_0,
         GgmlType::Q4_K,
+        GgmlType::Q5_0,
     ]
     .into_iter()
     .enumerate()
@@ -912,7 +913,7 @@ fn every_weight_type_loads_and_runs_deterministically() {
         answers.push(a.tokens);
     }
     assert!(answers[0] != answers[1] || answers[1] != answers[2]);
-    assert!(answers[3] != answers[1]);
+    assert!(answers[3] != answers[1] && answers[4] != answers[2]);
 }
 
 /// A constraint that allows every token for `left` more positions, then cannot go on (as a
