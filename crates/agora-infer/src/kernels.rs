@@ -323,6 +323,20 @@ mod avx2 {
     }
 
     impl<'a> Quad<'a> {
+        /// `quads` consecutive quads from `t0` (a multiple of 4): quad `q`'s block `b` at
+        /// `(q·nb + b)·QUAD·QK` in `qs` and `(q·nb + b)·QUAD` in `d` and `s`.
+        #[inline(always)]
+        pub(super) fn span(acts: &'a QActs, t0: usize, quads: usize) -> Self {
+            debug_assert!(t0.is_multiple_of(QUAD));
+            let nb = acts.blocks_per_row();
+            let end = t0 + quads * QUAD;
+            Self {
+                qs: &acts.qs[t0 * acts.cols..end * acts.cols],
+                d: &acts.d[t0 * nb..end * nb],
+                s: &acts.s[t0 * nb..end * nb],
+            }
+        }
+
         #[inline(always)]
         pub(super) fn new(acts: &'a QActs, t0: usize) -> Self {
             debug_assert!(t0.is_multiple_of(QUAD));
@@ -551,6 +565,12 @@ mod vnni {
         let (g0, g1) = (rows.start / GROUP, rows.end.div_ceil(GROUP));
         for g in g0..g1 {
             let mut t = 0;
+            // Eight tokens (two quads) at a time: AVX-512's 32 registers hold their sums, and
+            // each block's weights are unpacked once for the eight.
+            while t + 8 <= n {
+                group::<8>(w, acts, g, t, &rows, out);
+                t += 8;
+            }
             while t + 4 <= n {
                 group::<4>(w, acts, g, t, &rows, out);
                 t += 4;
@@ -578,7 +598,7 @@ mod vnni {
         let nb = acts.blocks_per_row();
         let block_bytes = GROUP * w.ty.block_bytes();
         let blocks = &w.data[g * nb * block_bytes..(g + 1) * nb * block_bytes];
-        let tokens = Quad::new(acts, t0);
+        let tokens = Quad::span(acts, t0, T.div_ceil(QUAD));
         let values = match w.ty {
             WeightType::Q4_1 => q4_1::<T, false>(blocks, nb, &tokens),
             WeightType::Q4K => q4_1::<T, true>(blocks, nb, &tokens),
@@ -604,7 +624,11 @@ mod vnni {
         } else {
             (GROUP * 20, 2 * GROUP)
         };
-        assert!(T <= QUAD && blocks.len() == nb * block && quad.qs.len() == nb * QUAD * QK);
+        assert!(
+            T <= 2 * QUAD
+                && blocks.len() == nb * block
+                && quad.qs.len() == nb * QUAD * QK * T.div_ceil(QUAD)
+        );
         let (wp, ap) = (blocks.as_ptr(), quad.qs.as_ptr());
         // SAFETY: as in `avx2::q4_1`: offsets of block b < nb plus the scale fields and at most 96.
         let w32 = |at: usize| unsafe { _mm256_loadu_si256(wp.add(at).cast()) };
@@ -622,14 +646,17 @@ mod vnni {
                 let lo = _mm256_and_si256(q, low);
                 let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low);
                 for k in 0..T {
-                    let a = b * QUAD * QK + 16 * j + 4 * k;
+                    let a = (k / QUAD) * nb * QUAD * QK + b * QUAD * QK + 16 * j + 4 * (k % QUAD);
                     isum[k] = _mm256_dpbusd_epi32(isum[k], lo, bcast(a));
                     isum[k] = _mm256_dpbusd_epi32(isum[k], hi, bcast(a + 64));
                 }
             }
             let dw = scales::<F32>(wp, at);
             for k in 0..T {
-                let scale = _mm256_mul_ps(dw, _mm256_set1_ps(quad.d[b * QUAD + k]));
+                let scale = _mm256_mul_ps(
+                    dw,
+                    _mm256_set1_ps(quad.d[(k / QUAD) * nb * QUAD + b * QUAD + k % QUAD]),
+                );
                 acc[k] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum[k]), acc[k]);
             }
         }
@@ -637,7 +664,11 @@ mod vnni {
         for b in 0..nb {
             let mw = scales::<F32>(wp, b * block + field);
             for k in 0..T {
-                macc[k] = _mm256_fmadd_ps(mw, _mm256_set1_ps(quad.s[b * QUAD + k]), macc[k]);
+                macc[k] = _mm256_fmadd_ps(
+                    mw,
+                    _mm256_set1_ps(quad.s[(k / QUAD) * nb * QUAD + b * QUAD + k % QUAD]),
+                    macc[k],
+                );
             }
         }
         std::array::from_fn(|k| _mm256_add_ps(acc[k], macc[k]))
@@ -648,7 +679,11 @@ mod vnni {
     #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
     fn q8_0<const T: usize>(blocks: &[u8], nb: usize, quad: &Quad<'_>) -> [__m256; T] {
         const BLOCK: usize = GROUP * 34;
-        assert!(T <= QUAD && blocks.len() == nb * BLOCK && quad.qs.len() == nb * QUAD * QK);
+        assert!(
+            T <= 2 * QUAD
+                && blocks.len() == nb * BLOCK
+                && quad.qs.len() == nb * QUAD * QK * T.div_ceil(QUAD)
+        );
         let (wp, ap) = (blocks.as_ptr(), quad.qs.as_ptr());
         // SAFETY: as in `avx2::q8_0`: offsets of block b < nb plus at most 16 + 224.
         let w32 = |at: usize| unsafe { _mm256_loadu_si256(wp.add(at).cast()) };
@@ -666,13 +701,18 @@ mod vnni {
                 let q = w32(at + 2 * GROUP + 32 * j);
                 let aq = _mm256_sign_epi8(q, q);
                 for k in 0..T {
-                    let a = bcast(b * QUAD * QK + 16 * j + 4 * k);
+                    let a = bcast(
+                        (k / QUAD) * nb * QUAD * QK + b * QUAD * QK + 16 * j + 4 * (k % QUAD),
+                    );
                     isum[k] = _mm256_dpbusd_epi32(isum[k], aq, _mm256_sign_epi8(a, q));
                 }
             }
             let dw = _mm256_cvtph_ps(w16(at));
             for k in 0..T {
-                let scale = _mm256_mul_ps(dw, _mm256_set1_ps(quad.d[b * QUAD + k]));
+                let scale = _mm256_mul_ps(
+                    dw,
+                    _mm256_set1_ps(quad.d[(k / QUAD) * nb * QUAD + b * QUAD + k % QUAD]),
+                );
                 acc[k] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum[k]), acc[k]);
             }
         }
@@ -684,7 +724,11 @@ mod vnni {
     #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
     fn q6k<const T: usize>(blocks: &[u8], nb: usize, quad: &Quad<'_>) -> [__m256; T] {
         const BLOCK: usize = GROUP * 40;
-        assert!(T <= QUAD && blocks.len() == nb * BLOCK && quad.qs.len() == nb * QUAD * QK);
+        assert!(
+            T <= 2 * QUAD
+                && blocks.len() == nb * BLOCK
+                && quad.qs.len() == nb * QUAD * QK * T.div_ceil(QUAD)
+        );
         let (wp, ap) = (blocks.as_ptr(), quad.qs.as_ptr());
         // SAFETY: as in `avx2::q6k`: offsets of block b < nb plus at most 64 + 224.
         let w32 = |at: usize| unsafe { _mm256_loadu_si256(wp.add(at).cast()) };
@@ -700,7 +744,9 @@ mod vnni {
                 let q = w32(at + 8 * GROUP + 32 * j);
                 let aq = _mm256_sign_epi8(q, q);
                 for k in 0..T {
-                    let a = bcast(b * QUAD * QK + 16 * j + 4 * k);
+                    let a = bcast(
+                        (k / QUAD) * nb * QUAD * QK + b * QUAD * QK + 16 * j + 4 * (k % QUAD),
+                    );
                     halves[j / 4][k] =
                         _mm256_dpbusd_epi32(halves[j / 4][k], aq, _mm256_sign_epi8(a, q));
                 }
@@ -708,7 +754,10 @@ mod vnni {
             for (h, isum) in halves.iter().enumerate() {
                 let dw = scales::<true>(wp, at + 4 * GROUP * h);
                 for k in 0..T {
-                    let scale = _mm256_mul_ps(dw, _mm256_set1_ps(quad.d[b * QUAD + k]));
+                    let scale = _mm256_mul_ps(
+                        dw,
+                        _mm256_set1_ps(quad.d[(k / QUAD) * nb * QUAD + b * QUAD + k % QUAD]),
+                    );
                     acc[k] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum[k]), acc[k]);
                 }
             }
