@@ -206,7 +206,7 @@ fn chat(args: &InferBenchArgs, cache: &ModelCache, threads: usize, runs: usize) 
 /// cache) against 1 and 16 tokens, in multiply-adds per second.
 fn kernels(runs: usize) {
     use agora_infer::gguf::GgmlType;
-    use agora_infer::kernels::{detected, matmul_rows};
+    use agora_infer::kernels::{Isa, detected, matmul_rows};
     use agora_infer::quant::{self, QActs, QMatrix};
     let (rows, cols) = (2048, 2048);
     let w = agora_infer::testing::random_f32(rows * cols, 3);
@@ -222,7 +222,12 @@ fn kernels(runs: usize) {
             continue;
         };
         let mut line = format!("    {:<6}", format!("{ty:?}"));
-        for n in [1usize, 16] {
+        // With tile kernels, 16 tokens also on the VNNI kernel, to compare.
+        let mut cases = vec![(1usize, isa), (16, isa)];
+        if isa == Isa::Amx {
+            cases.push((16, Isa::Vnni));
+        }
+        for (n, kernel) in cases {
             let x = agora_infer::testing::random_f32(n * cols, 4);
             let mut acts = QActs::default();
             acts.quantize(&x, cols, m.ty);
@@ -232,12 +237,16 @@ fn kernels(runs: usize) {
                 .map(|_| {
                     let t = Instant::now();
                     for _ in 0..reps {
-                        matmul_rows(isa, &m, &acts, 0..rows, &mut out);
+                        matmul_rows(kernel, &m, &acts, 0..rows, &mut out);
                     }
                     (rows * cols * n * reps) as f64 / t.elapsed().as_secs_f64() / 1e9
                 })
                 .collect();
-            line.push_str(&format!("  {:>6.1} GMAC/s at {n:>2} tokens", median(rates)));
+            let on = if kernel != isa { " (VNNI)" } else { "" };
+            line.push_str(&format!(
+                "  {:>6.1} GMAC/s at {n:>2} tokens{on}",
+                median(rates)
+            ));
         }
         println!("{line}");
     }

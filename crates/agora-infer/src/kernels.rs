@@ -12,7 +12,9 @@
 //!
 //! The AVX2 path is taken when the CPU has AVX2, FMA and F16C, the VNNI one (the same kernels with
 //! `vpdpbusd` for the integer dot products) when it also has AVX-512 VNNI and VL; both are checked
-//! once at run time.
+//! once at run time. Where the CPU also multiplies tiles (AMX-INT8) and the OS grants them, batches
+//! of at least [`TILE_MIN_TOKENS`] tokens take the tile kernels (the integer sums of sixteen rows
+//! and sixteen tokens per block in two instructions); `AGORA_NO_AMX=1` turns them off, to compare.
 
 use std::ops::Range;
 use std::sync::OnceLock;
@@ -27,7 +29,12 @@ pub enum Isa {
     Avx2,
     /// AVX2, with AVX-512 VNNI's four-byte dot products (on 256-bit registers) in the matmuls.
     Vnni,
+    /// VNNI, and AMX's tile multiplies for batches of tokens.
+    Amx,
 }
+
+/// Batches of at least this many tokens take the tile kernels where they run.
+pub const TILE_MIN_TOKENS: usize = 8;
 
 /// The fastest implementation this CPU supports.
 pub fn detected() -> Isa {
@@ -41,6 +48,9 @@ pub fn detected() -> Isa {
             if std::is_x86_feature_detected!("avx512vnni")
                 && std::is_x86_feature_detected!("avx512vl")
             {
+                if amx_granted() {
+                    return Isa::Amx;
+                }
                 return Isa::Vnni;
             }
             return Isa::Avx2;
@@ -49,9 +59,61 @@ pub fn detected() -> Isa {
     })
 }
 
+/// Whether the CPU multiplies int8 tiles (AMX-TILE and AMX-INT8, with the AVX-512 the tile
+/// kernels also use) and the OS lets this process use them: Linux grants the tiles' state to a
+/// process that asks (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`); without that grant
+/// the first tile instruction would kill it. The grant is for the whole process and makes its
+/// signal frames larger (8 KiB of tile state): an alternate signal stack set up afterwards must
+/// hold them.
+#[cfg(target_arch = "x86_64")]
+fn amx_granted() -> bool {
+    if std::env::var_os("AGORA_NO_AMX").is_some_and(|v| v != "0") {
+        return false;
+    }
+    // CPUID leaf 7: EDX bit 24 is AMX-TILE, bit 25 AMX-INT8.
+    #[allow(unsafe_code, unused_unsafe)]
+    // SAFETY: CPUID leaf 7 exists on every CPU with AVX2 (checked by the caller).
+    let leaf = unsafe { std::arch::x86_64::__cpuid_count(7, 0) };
+    if leaf.edx & (3 << 24) != 3 << 24
+        || !std::is_x86_feature_detected!("avx512f")
+        || !std::is_x86_feature_detected!("avx512bw")
+        || !std::is_x86_feature_detected!("avx512dq")
+    {
+        return false;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+        const XFEATURE_XTILEDATA: libc::c_long = 18;
+        #[allow(unsafe_code)]
+        // SAFETY: arch_prctl with these arguments only changes which state the kernel saves for
+        // this process; it reads and writes no memory of ours.
+        let granted = unsafe {
+            libc::syscall(
+                libc::SYS_arch_prctl,
+                ARCH_REQ_XCOMP_PERM,
+                XFEATURE_XTILEDATA,
+            )
+        };
+        granted == 0
+    }
+    #[cfg(not(target_os = "linux"))]
+    false
+}
+
 /// Whether this CPU runs the AVX2 kernels (AVX2, FMA and F16C).
 pub fn has_avx2() -> bool {
     detected() != Isa::Portable
+}
+
+/// Whether this CPU runs the VNNI kernels.
+fn has_vnni() -> bool {
+    matches!(detected(), Isa::Vnni | Isa::Amx)
+}
+
+/// Whether activations of `n` tokens are quantized for the tile kernels too ([`QActs::rows`]).
+pub fn tile_rows(n: usize) -> bool {
+    n >= TILE_MIN_TOKENS && detected() == Isa::Amx
 }
 
 /// Computes `out[t * rows.len() + i] = dot(row rows.start + i, token t)` for every token.
@@ -118,9 +180,21 @@ fn run_rows(isa: Isa, w: &QMatrix, acts: &QActs, rows: Range<usize>, out: &Out<'
         #[allow(unsafe_code)]
         Isa::Avx2 if has_avx2() => unsafe { avx2::matmul_rows(w, acts, rows, out) },
         #[cfg(target_arch = "x86_64")]
+        // SAFETY: `detected` said the CPU has AMX-INT8 and AVX-512 and the OS granted the tiles;
+        // `rows` holds the quants the tile kernels read (checked again inside).
+        #[allow(unsafe_code)]
+        Isa::Amx
+            if detected() == Isa::Amx
+                && w.ty != WeightType::Q6K
+                && acts.rows.len() >= acts.n.next_multiple_of(amx::TOKENS) * acts.cols
+                && acts.tile_d.len() >= acts.n.next_multiple_of(amx::TOKENS) * acts.cols / 32
+                && acts.tile_s.len() >= acts.n.next_multiple_of(amx::TOKENS) * acts.cols / 32
+                && acts.n >= TILE_MIN_TOKENS =>
+        unsafe { amx::matmul_rows(w, acts, rows, out) },
+        #[cfg(target_arch = "x86_64")]
         // SAFETY: `detected` just said the CPU has AVX2, FMA, F16C, AVX-512 VNNI and VL.
         #[allow(unsafe_code)]
-        Isa::Vnni if detected() == Isa::Vnni => unsafe { vnni::matmul_rows(w, acts, rows, out) },
+        Isa::Vnni | Isa::Amx if has_vnni() => unsafe { vnni::matmul_rows(w, acts, rows, out) },
         _ => portable_rows(w, acts, rows, out),
     }
 }
@@ -766,6 +840,367 @@ mod vnni {
     }
 }
 
+/// Tile multiplies (AMX) for batches of tokens: sixteen rows (two row groups) against sixteen
+/// tokens per block, the block's exact integer sums from two tile dot products, then the same
+/// float steps as every other kernel, sixteen lanes wide.
+///
+/// Tiles have no renaming, so a block's loads, products and stores would wait on the previous
+/// block's: two sets of tiles take turns (the next block's products run while this block's sums
+/// are scaled and added).
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod amx {
+    use std::arch::asm;
+    use std::arch::x86_64::*;
+    use std::ops::Range;
+
+    use super::Out;
+    use super::avx2::put;
+    use crate::quant::{GROUP, QActs, QK, QMatrix, WeightType};
+
+    /// Tokens per tile (a tile's rows).
+    pub(super) const TOKENS: usize = 16;
+
+    /// The tiles, two sets of three taking turns: a block's sums (16 tokens × 16 rows of i32:
+    /// tiles 0 and 3), the tokens' quants of the block (16 × 32 bytes: tiles 1 and 4), and the two
+    /// groups' weights of the block (8 × 64 bytes: tiles 2 and 5; row `j` holds elements
+    /// 4j..4j+4 of the sixteen weight rows side by side).
+    #[repr(C, align(64))]
+    struct Config([u8; 64]);
+
+    impl Config {
+        fn new() -> Self {
+            let mut c = [0u8; 64];
+            c[0] = 1; // palette 1
+            for set in [0, 3] {
+                for (tile, rows, bytes) in [(set, 16, 64u16), (set + 1, 16, 32), (set + 2, 8, 64)] {
+                    c[16 + 2 * tile..18 + 2 * tile].copy_from_slice(&bytes.to_le_bytes());
+                    c[48 + tile] = rows;
+                }
+            }
+            Self(c)
+        }
+    }
+
+    /// Where each set of tiles' sums are read back (a token per 64 bytes).
+    #[repr(C, align(64))]
+    struct Sums([[i32; TOKENS * 2 * GROUP]; 2]);
+
+    /// [`super::matmul_rows`] with tile multiplies: `acts` carries its quants row by row
+    /// ([`QActs::rows`]), for `acts.n` rounded up to [`TOKENS`] tokens.
+    ///
+    /// # Safety
+    /// The CPU must have AMX-INT8 and AVX-512 (F, BW, DQ, VL, VNNI), and the process must have
+    /// been granted the tile state ([`super::detected`] returned `Isa::Amx`).
+    pub(super) unsafe fn matmul_rows(w: &QMatrix, acts: &QActs, rows: Range<usize>, out: &Out<'_>) {
+        // SAFETY: the caller guarantees the CPU's features and the permission.
+        unsafe { rows_impl(w, acts, rows, out) }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+    fn rows_impl(w: &QMatrix, acts: &QActs, rows: Range<usize>, out: &Out<'_>) {
+        let (n, nb) = (acts.n, acts.blocks_per_row());
+        let padded = n.next_multiple_of(TOKENS);
+        // Every tile load below reads inside these (16 rows of `cols` from a multiple of 16).
+        assert!(
+            acts.rows.len() >= padded * acts.cols
+                && acts.tile_d.len() >= padded * nb
+                && acts.tile_s.len() >= padded * nb
+                && w.ty != WeightType::Q6K
+        );
+        let config = Config::new();
+        // SAFETY: a valid palette-1 configuration (64 bytes, aligned).
+        unsafe {
+            asm!(
+                "ldtilecfg [{}]",
+                in(reg) config.0.as_ptr(),
+                out("tmm0") _, out("tmm1") _, out("tmm2") _, out("tmm3") _,
+                out("tmm4") _, out("tmm5") _, out("tmm6") _, out("tmm7") _,
+                options(nostack, readonly),
+            )
+        };
+        // The tiles are released however this ends (a panic included), so the thread does not
+        // keep their state.
+        let _release = Release;
+        let mut sums = Sums([[0; TOKENS * 2 * GROUP]; 2]);
+        // Two groups' weights in the tiles' layout, 512 bytes a block. For many tokens they are
+        // written once for all of them, a pair of groups ahead (a tile load of bytes just stored
+        // waits long for the stores); for sixteen or fewer, two blocks ahead in a ring of three.
+        let whole = n > TOKENS;
+        let slots = if whole { nb } else { 3 };
+        let mut tiled = vec![0u8; 2 * slots * 512 + 64];
+        let off = tiled.as_ptr().align_offset(64);
+        let (mut tiled, mut next) = tiled[off..off + 2 * slots * 512].split_at_mut(slots * 512);
+        let block_bytes = GROUP * w.ty.block_bytes();
+        let group = |g: usize| &w.data[g * nb * block_bytes..(g + 1) * nb * block_bytes];
+        let (g0, g1) = (rows.start / GROUP, rows.end.div_ceil(GROUP));
+        // A lone last group is computed twice and stored once.
+        let pair = |g: usize| Pair {
+            ty: w.ty,
+            a: group(g),
+            b: group(if g + 1 < g1 { g + 1 } else { g }),
+        };
+        if whole {
+            pair(g0).tile_all(nb, tiled);
+        }
+        for g in (g0..g1).step_by(2) {
+            if whole && g + 2 < g1 {
+                pair(g + 2).tile_all(nb, next);
+            }
+            let g2 = if g + 1 < g1 { g + 1 } else { g };
+            let p = pair(g);
+            for t0 in (0..n).step_by(TOKENS) {
+                let values = match w.ty {
+                    WeightType::Q4_1 => {
+                        products::<false, false, true>(p, nb, tiled, whole, acts, t0, &mut sums)
+                    }
+                    WeightType::Q4K => {
+                        products::<false, true, true>(p, nb, tiled, whole, acts, t0, &mut sums)
+                    }
+                    WeightType::Q8_0 => {
+                        products::<true, false, false>(p, nb, tiled, whole, acts, t0, &mut sums)
+                    }
+                    WeightType::Q6K => unreachable!("Q6K takes the VNNI kernel"),
+                };
+                for (k, v) in values.iter().enumerate().take(n - t0) {
+                    put(out, &rows, g, t0 + k, _mm512_castps512_ps256(*v));
+                    if g2 != g {
+                        put(out, &rows, g2, t0 + k, _mm512_extractf32x8_ps::<1>(*v));
+                    }
+                }
+            }
+            std::mem::swap(&mut tiled, &mut next);
+        }
+    }
+
+    /// Releases the tiles when dropped.
+    struct Release;
+
+    impl Drop for Release {
+        fn drop(&mut self) {
+            // SAFETY: only made after the tiles are configured, and dropped after their last use.
+            unsafe {
+                asm!(
+                    "tilerelease",
+                    out("tmm0") _, out("tmm1") _, out("tmm2") _, out("tmm3") _,
+                    out("tmm4") _, out("tmm5") _, out("tmm6") _, out("tmm7") _,
+                    options(nostack, nomem),
+                )
+            };
+        }
+    }
+
+    /// Sixteen rows' scales (or minimums) at `at` in two groups' blocks: f32 (`F32`) or f16.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl")]
+    fn scales16<const F32: bool>(wa: &[u8], wb: &[u8], at: usize) -> __m512 {
+        let n = if F32 { 32 } else { 16 };
+        let (a, b) = (&wa[at..at + n], &wb[at..at + n]);
+        // SAFETY: `a` and `b` hold the `n` bytes read.
+        unsafe {
+            if F32 {
+                let lo = _mm256_loadu_ps(a.as_ptr().cast());
+                let hi = _mm256_loadu_ps(b.as_ptr().cast());
+                _mm512_insertf32x8::<1>(_mm512_castps256_ps512(lo), hi)
+            } else {
+                let lo = _mm_loadu_si128(a.as_ptr().cast());
+                let hi = _mm_loadu_si128(b.as_ptr().cast());
+                _mm512_cvtph_ps(_mm256_set_m128i(hi, lo))
+            }
+        }
+    }
+
+    /// One block's tile products in the given set of tiles (`$c` sums, `$a` tokens, `$w`
+    /// weights): `$dp` the dot product (`tdpbssd` for signed weights, `tdpbsud` for unsigned).
+    macro_rules! block_tiles {
+        ($dp:literal, $c:literal, $a:literal, $w:literal, $ap:expr, $stride:expr, $wp:expr, $sums:expr) => {
+            asm!(
+                concat!("tilezero ", $c),
+                concat!("tileloadd ", $a, ", [{a} + {stride}*1]"),
+                concat!("tileloadd ", $w, ", [{w} + {s}*1]"),
+                concat!($dp, " ", $c, ", ", $a, ", ", $w),
+                concat!("tilestored [{sums} + {s}*1], ", $c),
+                a = in(reg) $ap, stride = in(reg) $stride, w = in(reg) $wp, sums = in(reg) $sums,
+                s = in(reg) 64usize,
+                out("tmm0") _, out("tmm1") _, out("tmm2") _, out("tmm3") _,
+                out("tmm4") _, out("tmm5") _,
+                options(nostack),
+            )
+        };
+    }
+
+    /// Starts one block's tile products in set `set`: `a` the tokens' quants (16 rows, `stride`
+    /// apart), `weights` the two groups' weights in the tile's layout; the sums land in `sums` (a
+    /// token per 64 bytes). `SIGNED`: the weights are signed bytes (else unsigned).
+    #[inline(always)]
+    fn tiles<const SIGNED: bool>(
+        set: usize,
+        a: &[i8],
+        stride: usize,
+        weights: &[u8],
+        sums: &mut [i32; TOKENS * 2 * GROUP],
+    ) {
+        assert!(a.len() >= 15 * stride + QK && weights.len() >= 8 * 64);
+        let (ap, wp, sums) = (a.as_ptr(), weights.as_ptr(), sums.as_mut_ptr());
+        // SAFETY: 16 rows of 32 bytes `stride` apart inside `a` (checked above), 8 rows of 64
+        // bytes in `weights`, 16 rows of 64 bytes in `sums`.
+        unsafe {
+            match (SIGNED, set) {
+                (true, 0) => block_tiles!("tdpbssd", "tmm0", "tmm1", "tmm2", ap, stride, wp, sums),
+                (true, _) => block_tiles!("tdpbssd", "tmm3", "tmm4", "tmm5", ap, stride, wp, sums),
+                (false, 0) => block_tiles!("tdpbsud", "tmm0", "tmm1", "tmm2", ap, stride, wp, sums),
+                (false, _) => block_tiles!("tdpbsud", "tmm3", "tmm4", "tmm5", ap, stride, wp, sums),
+            }
+        }
+    }
+
+    /// Adds one block's scaled sums to the sixteen tokens' results: `acc = fma(dw · d_a, isum,
+    /// acc)`, as every kernel does; `da` the tokens' scales of the block.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl")]
+    fn scale_add(
+        acc: &mut [__m512; TOKENS],
+        sums: &[i32; TOKENS * 2 * GROUP],
+        dw: __m512,
+        da: &[f32; TOKENS],
+    ) {
+        for k in 0..TOKENS {
+            // SAFETY: token k's 16 sums, inside `sums`.
+            let isum = unsafe { _mm512_loadu_si512(sums.as_ptr().add(16 * k).cast()) };
+            let scale = _mm512_mul_ps(dw, _mm512_set1_ps(da[k]));
+            acc[k] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(isum), acc[k]);
+        }
+    }
+
+    /// The sixteen tokens' entries of block `b` in `tile_d` or `tile_s`.
+    #[inline(always)]
+    fn of_block(v: &[f32], nb: usize, t0: usize, b: usize) -> &[f32; TOKENS] {
+        let at = (t0 / TOKENS * nb + b) * TOKENS;
+        v[at..at + TOKENS].try_into().expect("sixteen tokens")
+    }
+
+    /// Two row groups' weights (one group twice for a lone last group).
+    #[derive(Clone, Copy)]
+    struct Pair<'a> {
+        ty: WeightType,
+        a: &'a [u8],
+        b: &'a [u8],
+    }
+
+    impl Pair<'_> {
+        /// Block `b` of both groups in the tiles' layout (512 bytes at `dst`): Q8_0, row j the
+        /// slice j of both groups; 4-bit weights as bytes, row j < 4 the low nibbles of slice j
+        /// of both groups, row j + 4 their high ones (elements 16 + 4j..).
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl")]
+        fn tile(self, b: usize, dst: &mut [u8]) {
+            let (block, quants) = match self.ty {
+                WeightType::Q4_1 => (GROUP * 20, 4 * GROUP),
+                WeightType::Q4K => (GROUP * 24, 8 * GROUP),
+                WeightType::Q8_0 | WeightType::Q6K => (GROUP * 34, 2 * GROUP),
+            };
+            let q = b * block + quants;
+            let (sa, sb, d) = (&self.a[q..q + 128], &self.b[q..q + 128], &mut dst[..512]);
+            // SAFETY (every block below): loads of 32 bytes at 32j inside `sa` and `sb` (j < 4;
+            // for Q8_0 the 256 bytes are checked below), stores of 64 at 64j (j < 8) inside `d`.
+            if self.ty == WeightType::Q8_0 {
+                let (sa, sb) = (&self.a[q..q + 256], &self.b[q..q + 256]);
+                for j in 0..8 {
+                    unsafe {
+                        let lo = _mm256_loadu_si256(sa.as_ptr().add(32 * j).cast());
+                        let hi = _mm256_loadu_si256(sb.as_ptr().add(32 * j).cast());
+                        let v = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+                        _mm512_storeu_si512(d.as_mut_ptr().add(64 * j).cast(), v);
+                    }
+                }
+                return;
+            }
+            let low = _mm512_set1_epi8(0x0f);
+            for j in 0..4 {
+                unsafe {
+                    let lo = _mm256_loadu_si256(sa.as_ptr().add(32 * j).cast());
+                    let hi = _mm256_loadu_si256(sb.as_ptr().add(32 * j).cast());
+                    let v = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+                    let nibbles = _mm512_and_si512(_mm512_srli_epi16::<4>(v), low);
+                    _mm512_storeu_si512(
+                        d.as_mut_ptr().add(64 * j).cast(),
+                        _mm512_and_si512(v, low),
+                    );
+                    _mm512_storeu_si512(d.as_mut_ptr().add(64 * (j + 4)).cast(), nibbles);
+                }
+            }
+        }
+
+        /// All `nb` blocks, 512 bytes each.
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl")]
+        fn tile_all(self, nb: usize, dst: &mut [u8]) {
+            for b in 0..nb {
+                self.tile(b, &mut dst[b * 512..(b + 1) * 512]);
+            }
+        }
+    }
+
+    /// Two groups' rows against tokens `t0..t0+16`: their weights tiled in `tiled`, all blocks
+    /// (`whole`) or a ring of three filled here, two blocks ahead. `SIGNED`: signed weights
+    /// (Q8_0); `F32`: f32 scales (else f16); `MIN`: the blocks have minimums (the field after
+    /// the scales), added in a second pass as every kernel adds them.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl")]
+    fn products<const SIGNED: bool, const F32: bool, const MIN: bool>(
+        p: Pair<'_>,
+        nb: usize,
+        tiled: &mut [u8],
+        whole: bool,
+        acts: &QActs,
+        t0: usize,
+        sums: &mut Sums,
+    ) -> [__m512; TOKENS] {
+        let block = GROUP * p.ty.block_bytes();
+        let (wa, wb) = (p.a, p.b);
+        assert!(wa.len() == nb * block && wb.len() == nb * block);
+        let slot = |b: usize| if whole { b * 512 } else { b % 3 * 512 };
+        let a = &acts.rows[t0 * acts.cols..];
+        let mut acc = [_mm512_setzero_ps(); TOKENS];
+        if !whole {
+            for b in 0..nb.min(2) {
+                p.tile(b, &mut tiled[slot(b)..slot(b) + 512]);
+            }
+        }
+        tiles::<SIGNED>(0, a, acts.cols, &tiled[slot(0)..], &mut sums.0[0]);
+        for b in 0..nb {
+            if b + 1 < nb {
+                let set = (b + 1) % 2;
+                let w = &tiled[slot(b + 1)..];
+                tiles::<SIGNED>(set, &a[(b + 1) * QK..], acts.cols, w, &mut sums.0[set]);
+            }
+            if !whole && b + 2 < nb {
+                p.tile(b + 2, &mut tiled[slot(b + 2)..slot(b + 2) + 512]);
+            }
+            let dw = scales16::<F32>(wa, wb, b * block);
+            scale_add(
+                &mut acc,
+                &sums.0[b % 2],
+                dw,
+                of_block(&acts.tile_d, nb, t0, b),
+            );
+        }
+        if !MIN {
+            return acc;
+        }
+        let field = if F32 { 4 * GROUP } else { 2 * GROUP };
+        let mut macc = [_mm512_setzero_ps(); TOKENS];
+        for b in 0..nb {
+            let mw = scales16::<F32>(wa, wb, b * block + field);
+            let sa = of_block(&acts.tile_s, nb, t0, b);
+            for k in 0..TOKENS {
+                macc[k] = _mm512_fmadd_ps(mw, _mm512_set1_ps(sa[k]), macc[k]);
+            }
+        }
+        std::array::from_fn(|k| _mm512_add_ps(acc[k], macc[k]))
+    }
+}
+
 /// `e^y`, branch-free so loops over it vectorize, and the same bits on every CPU (no libm):
 /// y = n·ln2 + r with |r| ≤ ln2/2, e^r by its Taylor series to r⁶ (relative error below 3e-7),
 /// 2^n from the exponent bits. y is clamped to [-87, 88].
@@ -829,8 +1264,16 @@ mod tests {
     }
 
     fn check(ty: WeightType) {
-        // 13 tokens: three quads and a lone token.
-        let (rows, n) = (37, 13);
+        // 13 tokens: three quads and a lone token (for the tile kernels, 16 less 3); 8, 16 and
+        // 17 the tile kernels' edges (the fewest tokens; one tile, weights tiled block by block;
+        // two, tiled at once); 37: two tiles of 16 and 5 more.
+        for n in [13, 8, 16, 17, 37] {
+            check_tokens(ty, n);
+        }
+    }
+
+    fn check_tokens(ty: WeightType, n: usize) {
+        let rows = 37;
         // K-quants' rows are whole super-blocks of 256.
         let cols = if matches!(ty, WeightType::Q4K | WeightType::Q6K) {
             512
@@ -897,12 +1340,33 @@ mod tests {
         } else {
             eprintln!("AVX2 not available: only the portable kernel was checked");
         }
-        if detected() == Isa::Vnni {
+        if has_vnni() {
             let mut simd = vec![0f32; n * rows];
             matmul_rows(Isa::Vnni, &w, &acts, 0..rows, &mut simd);
             assert_eq!(simd, portable, "{ty:?}: VNNI and portable kernels differ");
         } else {
             eprintln!("AVX-512 VNNI not available: its kernel was not checked");
+        }
+        if detected() == Isa::Amx {
+            let mut tiles = vec![0f32; n * rows];
+            matmul_rows(Isa::Amx, &w, &acts, 0..rows, &mut tiles);
+            assert_eq!(
+                tiles, portable,
+                "{ty:?}: tile and portable kernels differ ({n} tokens)"
+            );
+            // Split over rows as the pool splits them (a lone last group included).
+            let mut split = vec![0f32; n * rows];
+            for range in [0..16, 16..24, 24..rows] {
+                let mut part = vec![0f32; n * range.len()];
+                matmul_rows(Isa::Amx, &w, &acts, range.clone(), &mut part);
+                for t in 0..n {
+                    split[t * rows + range.start..t * rows + range.end]
+                        .copy_from_slice(&part[t * range.len()..(t + 1) * range.len()]);
+                }
+            }
+            assert_eq!(split, portable, "{ty:?}: split tile kernels differ");
+        } else {
+            eprintln!("AMX not available (or not granted): the tile kernels were not checked");
         }
     }
 

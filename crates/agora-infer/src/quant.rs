@@ -579,6 +579,13 @@ pub struct QActs {
     pub d: Vec<f32>,
     /// Per token and block: `d * Σq` rounded through f16 (Q8_1 only; zero for Q8_0).
     pub s: Vec<f32>,
+    /// The quants again, a token's `cols` after another's, for the tile kernels (filled only when
+    /// they run: [`crate::kernels::tile_rows`]); then every field covers `n` rounded up to 16 tokens.
+    pub rows: Vec<i8>,
+    /// With `rows`: the scales (and sums) again, per 16 tokens and block, the 16 tokens' side by
+    /// side.
+    pub tile_d: Vec<f32>,
+    pub tile_s: Vec<f32>,
 }
 
 impl QActs {
@@ -588,22 +595,42 @@ impl QActs {
         self.n = x.len() / cols;
         self.cols = cols;
         let nb = cols / QK;
-        let quads = self.n.div_ceil(QUAD);
-        // Every real token's entries are written below; a padding token's are never read, so a
-        // reused buffer is not cleared.
+        let tiles = crate::kernels::tile_rows(self.n);
+        let quads = match tiles {
+            true => self.n.div_ceil(16) * 4,
+            false => self.n.div_ceil(QUAD),
+        };
+        // Every real token's entries are written below; a padding token's are never read (or,
+        // by the tile kernels, only into results that are dropped), so a reused buffer is not
+        // cleared.
         self.qs.resize(quads * QUAD * cols, 0);
         self.d.resize(quads * QUAD * nb, 0.0);
         self.s.resize(quads * QUAD * nb, 0.0);
+        self.rows
+            .resize(if tiles { quads * QUAD * cols } else { 0 }, 0);
         let sums = ty.needs_sums();
         let quad_rows = QUAD * cols;
+        // Without tile kernels, `rows` is empty and empty slices stand in for its chunks.
+        let rows: Vec<&mut [i8]> = match tiles {
+            true => self.rows.chunks_mut(quad_rows).collect(),
+            false => (0..quads).map(|_| Default::default()).collect(),
+        };
+        if tiles {
+            self.tile_d.resize(quads * QUAD * nb, 0.0);
+            self.tile_s.resize(quads * QUAD * nb, 0.0);
+        }
         if self.n < 8 {
-            for (((x, qs), d), s) in x
+            for ((((x, qs), d), s), rows) in x
                 .chunks(quad_rows)
                 .zip(self.qs.chunks_mut(quad_rows))
                 .zip(self.d.chunks_mut(QUAD * nb))
                 .zip(self.s.chunks_mut(QUAD * nb))
+                .zip(rows)
             {
-                quantize_quad(x, cols, qs, d, s, sums);
+                quantize_quad(x, cols, qs, d, s, rows, sums);
+            }
+            if tiles {
+                self.tile_layout();
             }
             return;
         }
@@ -613,8 +640,25 @@ impl QActs {
             .zip(self.qs.par_chunks_mut(quad_rows))
             .zip(self.d.par_chunks_mut(QUAD * nb))
             .zip(self.s.par_chunks_mut(QUAD * nb))
+            .zip(rows)
             .with_min_len(quads.div_ceil(rayon::current_num_threads() * 2))
-            .for_each(|(((x, qs), d), s)| quantize_quad(x, cols, qs, d, s, sums));
+            .for_each(|((((x, qs), d), s), rows)| quantize_quad(x, cols, qs, d, s, rows, sums));
+        if tiles {
+            self.tile_layout();
+        }
+    }
+
+    /// Copies the scales and sums into `tile_d` and `tile_s` (16 tokens side by side per block).
+    fn tile_layout(&mut self) {
+        let nb = self.blocks_per_row();
+        for t in 0..self.n {
+            for b in 0..nb {
+                let from = (t / QUAD * nb + b) * QUAD + t % QUAD;
+                let to = (t / 16 * nb + b) * 16 + t % 16;
+                self.tile_d[to] = self.d[from];
+                self.tile_s[to] = self.s[from];
+            }
+        }
     }
 
     pub(crate) fn blocks_per_row(&self) -> usize {
@@ -632,13 +676,25 @@ impl QActs {
     }
 }
 
-/// Quantizes up to four rows (`x`, rows of `cols`) into one quad's interleaved quants and scales.
-fn quantize_quad(x: &[f32], cols: usize, qs: &mut [i8], d: &mut [f32], s: &mut [f32], sums: bool) {
+/// Quantizes up to four rows (`x`, rows of `cols`) into one quad's interleaved quants and scales,
+/// and into `rows` one after another (when it is not empty).
+fn quantize_quad(
+    x: &[f32],
+    cols: usize,
+    qs: &mut [i8],
+    d: &mut [f32],
+    s: &mut [f32],
+    rows: &mut [i8],
+    sums: bool,
+) {
     let nb = cols / QK;
     let mut row_q = vec![0i8; cols];
     let (mut row_d, mut row_s) = (vec![0f32; nb], vec![0f32; nb]);
     for (lane, row) in x.chunks_exact(cols).enumerate() {
         quantize_blocks(row, &mut row_q, &mut row_d, &mut row_s, sums);
+        if !rows.is_empty() {
+            rows[lane * cols..(lane + 1) * cols].copy_from_slice(&row_q);
+        }
         for b in 0..nb {
             let dst = &mut qs[b * QUAD * QK..][..QUAD * QK];
             for c in 0..QK / 4 {
