@@ -193,7 +193,14 @@ fn load(target: &Target, clients: usize, requests: usize, max_tokens: u32) -> Re
     })
 }
 
-fn measure(name: &str, target: &Target, args: &ServeBenchArgs) -> Result<Vec<Level>> {
+/// Measures every level of `args.clients`; `batch` (Agora's) reads the model's batch counters,
+/// so that each level's mean batch is printed.
+fn measure(
+    name: &str,
+    target: &Target,
+    args: &ServeBenchArgs,
+    batch: Option<&dyn Fn() -> agora_infer::batch::BatchStats>,
+) -> Result<Vec<Level>> {
     // Warm up: the model's pages, the server's first request.
     stream_chat(
         &ureq::Agent::new_with_defaults(),
@@ -205,9 +212,17 @@ fn measure(name: &str, target: &Target, args: &ServeBenchArgs) -> Result<Vec<Lev
     .with_context(|| format!("{name} does not answer"))?;
     let mut levels = Vec::new();
     for &clients in &args.clients {
+        let before = batch.map(|b| b());
         let level = load(target, clients, args.requests, args.max_tokens)?;
+        let mean = match (before, batch.map(|b| b())) {
+            (Some(a), Some(b)) if b.passes > a.passes => format!(
+                ", {:.1} sequences per pass",
+                (b.seq_steps - a.seq_steps) as f64 / (b.passes - a.passes) as f64
+            ),
+            _ => String::new(),
+        };
         eprintln!(
-            "  {name}: {clients} clients, {:.1} tokens/s",
+            "  {name}: {clients} clients, {:.1} tokens/s{mean}",
             level.tokens_per_s
         );
         levels.push(level);
@@ -297,7 +312,8 @@ pub fn run(args: ServeBenchArgs, models_dir: &std::path::Path) -> Result<()> {
         key: Some("bench".into()),
         model: fixture.spec.name.into(),
     };
-    let ours = measure("agora", &agora, &args)?;
+    let batch = || fixture.model.batch_stats();
+    let ours = measure("agora", &agora, &args, Some(&batch))?;
     let stats = fixture.model.batch_stats();
     fixture.stop();
     print(
@@ -306,7 +322,7 @@ pub fn run(args: ServeBenchArgs, models_dir: &std::path::Path) -> Result<()> {
     );
     if stats.passes > 0 {
         println!(
-            "  batch: {} passes, {:.1} sequences per pass on average, {} at most",
+            "  batch: {} passes, {:.1} sequences per pass on average over all levels, {} at most",
             stats.passes,
             stats.seq_steps as f64 / stats.passes as f64,
             stats.widest
@@ -395,5 +411,5 @@ fn measure_server(
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    measure(name, &target, args)
+    measure(name, &target, args, None)
 }
