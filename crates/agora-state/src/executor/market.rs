@@ -225,6 +225,16 @@ impl Executor<'_> {
                 "a provable model's file is registered with it (RegisterZkModel)".into(),
             )));
         }
+        // A chat model's weights are one GGUF file: a source that says otherwise could never be
+        // fetched, and a source is published once.
+        if info.kind == ModelKind::Chat
+            && (source.file.ends_with('/') || !source.file.ends_with(".gguf"))
+        {
+            return Ok(Err(TxError::InvalidModel(format!(
+                "{}: a chat model's source is one .gguf file",
+                source.file
+            ))));
+        }
         // Only its registrant: anyone else could point a model's users at other files (which
         // every fetcher would refuse, as their hash is not the id, but the model would have no
         // source left to give).

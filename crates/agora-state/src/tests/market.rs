@@ -641,6 +641,16 @@ fn a_model_source_is_published_once_by_its_registrant_and_names_are_unique() {
             package: String::new(),
             ..source()
         },
+        // A chat model's weights are one GGUF file: a folder or another file could never be
+        // fetched, and a source cannot be replaced.
+        agora_types::ModelSource {
+            file: "llm_tiny/".into(),
+            ..source()
+        },
+        agora_types::ModelSource {
+            file: "llm_tiny/weights.bin".into(),
+            ..source()
+        },
     ] {
         assert_eq!(
             code(&mut s.clone(), 3, 3, 1, publish(other, bad)),
