@@ -245,7 +245,8 @@ impl Batch {
 
     fn bytes_per_position(&self) -> usize {
         let c = &self.llama.config;
-        c.n_layer * c.kv_dim() * 2 * std::mem::size_of::<f32>()
+        // Keys and values, f16 each.
+        c.n_layer * c.kv_dim() * 2 * 2
     }
 
     /// Moves waiting requests into the batch, in arrival order, while there is room.

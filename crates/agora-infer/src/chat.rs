@@ -16,11 +16,11 @@ use crate::llama::{KvCache, Llama};
 use crate::sample::{self, SamplingParams, TokenConstraint, TokenLogprobs, TokenMask};
 use crate::tokenizer::{BpeTokenizer, TextStream};
 
-/// Positions a session may hold unless told otherwise: bounds the KV cache to ~94 MB for SmolLM2.
+/// Positions a session may hold unless told otherwise: bounds the KV cache to ~47 MB for SmolLM2.
 pub const DEFAULT_CONTEXT: usize = 2048;
 /// Answer tokens scored per forward pass, which bounds the logits held at once (25 MB for SmolLM2).
 const SCORE_CHUNK: usize = 128;
-/// Most bytes of keys and values kept for reuse by later requests (~1,000 positions of SmolLM2).
+/// Most bytes of keys and values kept for reuse by later requests (~2,000 positions of SmolLM2).
 const PREFIX_BYTES: usize = 48 << 20;
 /// Shortest common prefix worth reusing (reuse copies it).
 const MIN_PREFIX: usize = 4;

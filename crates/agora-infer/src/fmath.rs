@@ -175,6 +175,59 @@ pub fn fma(a: f32, b: f32, c: f32) -> f32 {
 /// Both round once, so both give the same bits.
 pub(crate) trait Fma {
     fn fma(a: f32, b: f32, c: f32) -> f32;
+
+    /// f16 values (IEEE binary16 bits) in f32, exactly: the F16C instruction where it is
+    /// enabled, plain integer arithmetic elsewhere. Both give the same bits for every value but
+    /// signalling NaNs (which the instruction quiets); the KV cache holds none.
+    fn widen<const W: usize>(h: &[u16; W]) -> [f32; W] {
+        h.map(widen)
+    }
+}
+
+/// An f16 (IEEE binary16 bits) in f32, exactly, with integer arithmetic and one exact product
+/// (which vectorizes; no subnormal f32 is ever formed, so no slow path either).
+#[inline(always)]
+pub(crate) fn widen(h: u16) -> f32 {
+    let h = u32::from(h);
+    let sign = (h & 0x8000) << 16;
+    let em = h & 0x7fff;
+    let bits = if em >= 0x7c00 {
+        // Infinities and NaNs: the exponent all ones.
+        (em << 13) | 0x7f80_0000
+    } else if em >= 0x0400 {
+        // Normal: the exponent rebiased from 15 to 127.
+        (em << 13) + ((127 - 15) << 23)
+    } else {
+        // Subnormal or zero: the mantissa counts units of 2^-24.
+        (em as f32 * f32::from_bits((127 - 24) << 23)).to_bits()
+    };
+    f32::from_bits(bits | sign)
+}
+
+/// f32 to f16 bits, rounded to nearest, ties to even: out of range gives an infinity, below half
+/// the smallest subnormal a zero (with the sign), any NaN the quiet NaN `0x7e00` (with its sign).
+#[inline(always)]
+pub(crate) fn narrow(x: f32) -> u16 {
+    const F16_MAX: u32 = (127 + 16) << 23; // 2^16: rounds to infinity and beyond
+    const SMALLEST_NORMAL: u32 = (127 - 14) << 23; // 2^-14
+    // 0.5: added to a value below 2^-14, it leaves the f16 subnormal's bits at the bottom, rounded
+    // by the addition itself (to nearest, ties to even).
+    const DENORM_MAGIC: u32 = ((127 - 15) + (23 - 10) + 1) << 23;
+    let bits = x.to_bits();
+    let sign = ((bits >> 16) & 0x8000) as u16;
+    let abs = bits & 0x7fff_ffff;
+    let out = if abs >= F16_MAX {
+        if abs > 0x7f80_0000 { 0x7e00 } else { 0x7c00 }
+    } else if abs < SMALLEST_NORMAL {
+        let f = f32::from_bits(abs) + f32::from_bits(DENORM_MAGIC);
+        f.to_bits() - DENORM_MAGIC
+    } else {
+        // Rebias the exponent; add just under half of the dropped bits' unit, plus one more when
+        // the kept part is odd: ties go to even. A carry into the exponent is the right result.
+        let odd = (abs >> 13) & 1;
+        (abs.wrapping_sub((127 - 15) << 23) + 0xfff + odd) >> 13
+    };
+    sign | out as u16
 }
 
 /// `f32::mul_add`: one instruction in code compiled with the `fma` target feature.
@@ -185,6 +238,30 @@ impl Fma for Fused {
     #[inline(always)]
     fn fma(a: f32, b: f32, c: f32) -> f32 {
         a.mul_add(b, c)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn widen<const W: usize>(h: &[u16; W]) -> [f32; W] {
+        use std::arch::x86_64::{_mm_loadu_si128, _mm256_cvtph_ps, _mm256_storeu_ps};
+        let mut out = [0f32; W];
+        let (chunks, rest) = h.as_chunks::<8>();
+        for (o, c) in out.as_chunks_mut::<8>().0.iter_mut().zip(chunks) {
+            #[allow(unsafe_code)]
+            // SAFETY: `Fused` is the code compiled for, and taken only on, CPUs with F16C (see
+            // `kernels::multiversion`: its SIMD copies run where `kernels::detected` found AVX2,
+            // FMA and F16C); the load reads the 16 bytes of `c`, the store writes the 32 of `o`.
+            unsafe {
+                _mm256_storeu_ps(
+                    o.as_mut_ptr(),
+                    _mm256_cvtph_ps(_mm_loadu_si128(c.as_ptr().cast())),
+                );
+            }
+        }
+        for (o, &x) in out[W - rest.len()..].iter_mut().zip(rest) {
+            *o = widen(x);
+        }
+        out
     }
 }
 
@@ -202,6 +279,91 @@ impl Fma for Emulated {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use half::f16;
+
+    #[test]
+    fn f16_to_f32_is_exact_for_every_value() {
+        for h in 0..=u16::MAX {
+            let want = f16::from_bits(h).to_f32_const();
+            let got = widen(h);
+            if want.is_nan() {
+                assert!(got.is_nan(), "{h:#06x}");
+            } else {
+                assert_eq!(got.to_bits(), want.to_bits(), "{h:#06x}");
+            }
+        }
+    }
+
+    /// The F16C instruction's conversion (in the SIMD code) and the integer one give the same bits
+    /// for every f16 the cache can hold (all but signalling NaNs, which `narrow` never makes).
+    #[test]
+    fn f16_conversions_agree_across_kernels() {
+        if !crate::kernels::has_avx2() {
+            return;
+        }
+        let all: Vec<u16> = (0..=u16::MAX)
+            .filter(|&h| !(h & 0x7c00 == 0x7c00 && h & 0x3ff != 0 && h & 0x200 == 0))
+            .collect();
+        for chunk in all.chunks_exact(16) {
+            let chunk: &[u16; 16] = chunk.try_into().unwrap();
+            let (hw, sw) = (Fused::widen(chunk), Emulated::widen(chunk));
+            assert_eq!(hw.map(f32::to_bits), sw.map(f32::to_bits), "{chunk:x?}");
+        }
+        // And every f16 but a NaN comes back from f32 unchanged (NaNs all become 0x7e00).
+        for h in all {
+            let back = narrow(widen(h));
+            match widen(h).is_nan() {
+                true => assert_eq!(back & 0x7fff, 0x7e00, "{h:#06x}"),
+                false => assert_eq!(back, h, "{h:#06x}"),
+            }
+        }
+    }
+
+    #[test]
+    fn f32_to_f16_rounds_to_nearest_even() {
+        let check = |x: f32| {
+            let got = narrow(x);
+            if x.is_nan() {
+                assert_eq!(got & 0x7fff, 0x7e00, "{:#010x}", x.to_bits());
+                return;
+            }
+            let want = f16::from_f32_const(x).to_bits();
+            assert_eq!(got, want, "{x:e} ({:#010x})", x.to_bits());
+        };
+        // A sweep of the bit patterns, then every f16 value, its neighbours and the midpoints
+        // around it (where rounding decides), in both signs.
+        for i in 0..(1u32 << 20) {
+            check(f32::from_bits(i.wrapping_mul(4093)));
+        }
+        for h in 0..=u16::MAX {
+            let x = f16::from_bits(h).to_f32_const();
+            if !x.is_finite() {
+                continue;
+            }
+            for d in -2i32..=2 {
+                check(f32::from_bits(x.to_bits().wrapping_add_signed(d)));
+                check(f32::from_bits(x.to_bits().wrapping_add_signed(d + 4096)));
+                check(f32::from_bits(x.to_bits().wrapping_add_signed(d - 4096)));
+            }
+        }
+        for x in [
+            0.0,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            65504.0,
+            65520.0,
+            1e-8,
+            1.0 + 1.0 / 2048.0,
+        ] {
+            check(x);
+        }
+        // Ties to even, by hand: 1 + 2^-11 lies halfway between 1 and 1 + 2^-10.
+        assert_eq!(narrow(1.0 + 1.0 / 2048.0), 0x3c00);
+        assert_eq!(narrow(1.0 + 3.0 / 2048.0), 0x3c02);
+        assert_eq!(narrow(65520.0), 0x7c00);
+        assert_eq!(narrow(f32::NAN) & 0x7fff, 0x7e00);
+    }
 
     #[test]
     fn exp_and_ln_are_accurate() {

@@ -1,45 +1,36 @@
 //! Grouped-query attention over the KV cache, in blocks of rows, scores and values.
 
 use super::*;
+use crate::fmath::Fma;
 
 impl Llama {
     /// Causal attention of `n` new tokens (at positions `pos0..pos0+n`) over the cache: one token's
     /// heads in parallel, or runs of a batch's tokens in parallel.
-    pub(super) fn attention(
-        &self,
-        q: &[f32],
-        kt: &[f32],
-        cap: usize,
-        vc: &[f32],
-        pos0: usize,
-        out: &mut [f32],
-    ) {
+    pub(super) fn attention(&self, q: &[f32], cache: &KvCache, li: usize, out: &mut [f32]) {
         let cfg = &self.config;
-        let (hd, n_head, kv_dim) = (cfg.head_dim, cfg.n_head, cfg.kv_dim());
+        let (hd, n_head) = (cfg.head_dim, cfg.n_head);
+        let pos0 = cache.len;
         let group = n_head / cfg.n_head_kv;
         let scale = 1.0 / (hd as f32).sqrt();
         if q.len() == n_head * hd {
-            // One token: its heads in parallel.
-            out.par_chunks_mut(hd)
-                .enumerate()
-                .for_each(|(head, out_h)| {
-                    let mut scores = Vec::new();
-                    let q_h = &q[head * hd..(head + 1) * hd];
-                    attend(
-                        q_h,
-                        kt,
-                        cap,
-                        vc,
-                        kv_dim,
-                        (head / group) * hd,
-                        pos0 + 1,
-                        1,
-                        scale,
-                        out_h,
-                        &mut scores,
-                        hd,
-                    );
-                });
+            // One token: its key/value heads in parallel, each with the query heads that share it
+            // stacked, so its keys and values are read once.
+            let g = group * hd;
+            out.par_chunks_mut(g).enumerate().for_each(|(kvh, out_g)| {
+                let mut scores = Vec::new();
+                let (keys, values) = cache.head(li, kvh);
+                attend(
+                    &q[kvh * g..(kvh + 1) * g],
+                    keys,
+                    values,
+                    pos0 + 1,
+                    group,
+                    scale,
+                    out_g,
+                    &mut scores,
+                    hd,
+                );
+            });
             return;
         }
         // A batch: runs of tokens in parallel, every head of a token in one task.
@@ -67,13 +58,11 @@ impl Llama {
                             q2[k * g..(k + 1) * g]
                                 .copy_from_slice(&q[(t + k) * d + kvh * g..][..g]);
                         }
+                        let (keys, values) = cache.head(li, kvh);
                         attend(
                             &q2[..tokens * g],
-                            kt,
-                            cap,
-                            vc,
-                            kv_dim,
-                            kvh * hd,
+                            keys,
+                            values,
                             pos0 + t + 1,
                             group,
                             scale,
@@ -95,18 +84,15 @@ impl Llama {
 crate::kernels::multiversion! {
     /// Query rows that share one key/value head (`q` and `out`: rows of `hd`), over the cached
     /// positions: softmax(q·k · scale) · v. Rows come `per_token` at a time from consecutive
-    /// tokens: row r sees the first `span + r / per_token` positions. Key dimension `d` of the head
-    /// is row `offset + d` of the transposed keys `kt` (rows `cap` long); a position's value starts
-    /// at `p * kv_dim + offset`. Each row's arithmetic is the same whether it runs alone or with
-    /// others (the same operations in the same order); rows together read each key and value once.
+    /// tokens: row r sees the first `span + r / per_token` positions. `keys` and `values` are the
+    /// head's, as [`KvCache::head`] lays them out (f16 bits). Each row's arithmetic is the same
+    /// whether it runs alone or with others (the same operations in the same order); rows
+    /// together read each key and value once.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn attend(
+    pub(super) fn attend<F>(
         q: &[f32],
-        kt: &[f32],
-        cap: usize,
-        vc: &[f32],
-        kv_dim: usize,
-        offset: usize,
+        keys: &[u16],
+        values: &[u16],
         span: usize,
         per_token: usize,
         scale: f32,
@@ -119,7 +105,10 @@ crate::kernels::multiversion! {
         let last = span_of(rows - 1);
         // Rows of whole blocks; what lies past a row's span is computed and never used.
         let stride = last.next_multiple_of(SCORE_BLOCK);
-        assert!(stride <= cap, "attention: the key rows are not padded");
+        assert!(
+            stride * hd <= keys.len() && last * hd <= values.len(),
+            "attention: the cache holds fewer positions than asked for"
+        );
         scores.clear();
         scores.resize(rows * stride, 0.0);
         // Up to six rows at a time, so a block of accumulators stays in registers.
@@ -128,12 +117,12 @@ crate::kernels::multiversion! {
             let q_r = &q[r0 * hd..(r0 + n) * hd];
             let s_r = &mut scores[r0 * stride..(r0 + n) * stride];
             match n {
-                6 => scores_block::<6, 16>(q_r, kt, cap, offset, stride, hd, s_r),
-                5 => scores_block::<5, 16>(q_r, kt, cap, offset, stride, hd, s_r),
-                4 => scores_block::<4, 16>(q_r, kt, cap, offset, stride, hd, s_r),
-                3 => scores_block::<3, 32>(q_r, kt, cap, offset, stride, hd, s_r),
-                2 => scores_block::<2, 32>(q_r, kt, cap, offset, stride, hd, s_r),
-                _ => scores_block::<1, 64>(q_r, kt, cap, offset, stride, hd, s_r),
+                6 => scores_block::<F, 6, 16>(q_r, keys, stride, hd, s_r),
+                5 => scores_block::<F, 5, 16>(q_r, keys, stride, hd, s_r),
+                4 => scores_block::<F, 4, 16>(q_r, keys, stride, hd, s_r),
+                3 => scores_block::<F, 3, 32>(q_r, keys, stride, hd, s_r),
+                2 => scores_block::<F, 2, 32>(q_r, keys, stride, hd, s_r),
+                _ => scores_block::<F, 1, 64>(q_r, keys, stride, hd, s_r),
             }
         }
         let mut sums = [0f32; ROW_BLOCK];
@@ -181,19 +170,19 @@ crate::kernels::multiversion! {
             // The positions every row of the block sees, together; then each row's last ones.
             let common = span_of(r0);
             match n {
-                6 => values_block::<6, 16>(w_r, stride, vc, kv_dim, offset, common, hd, o_r),
-                5 => values_block::<5, 16>(w_r, stride, vc, kv_dim, offset, common, hd, o_r),
-                4 => values_block::<4, 16>(w_r, stride, vc, kv_dim, offset, common, hd, o_r),
-                3 => values_block::<3, 32>(w_r, stride, vc, kv_dim, offset, common, hd, o_r),
-                2 => values_block::<2, 32>(w_r, stride, vc, kv_dim, offset, common, hd, o_r),
-                _ => values_block::<1, 64>(w_r, stride, vc, kv_dim, offset, common, hd, o_r),
+                6 => values_block::<F, 6, 16>(w_r, stride, values, common, hd, o_r),
+                5 => values_block::<F, 5, 16>(w_r, stride, values, common, hd, o_r),
+                4 => values_block::<F, 4, 16>(w_r, stride, values, common, hd, o_r),
+                3 => values_block::<F, 3, 32>(w_r, stride, values, common, hd, o_r),
+                2 => values_block::<F, 2, 32>(w_r, stride, values, common, hd, o_r),
+                _ => values_block::<F, 1, 64>(w_r, stride, values, common, hd, o_r),
             }
             for r in 0..n {
                 let o = &mut o_r[r * hd..(r + 1) * hd];
                 for p in common..span_of(r0 + r) {
                     let wp = w_r[r * stride + p];
-                    for (a, x) in o.iter_mut().zip(&vc[p * kv_dim + offset..][..hd]) {
-                        *a += wp * x;
+                    for (a, &x) in o.iter_mut().zip(&values[p * hd..][..hd]) {
+                        *a += wp * from_f16(x);
                     }
                 }
             }
@@ -224,15 +213,14 @@ pub(super) const VALUE_BLOCK: usize = 16;
 
 /// Scores of `R` query heads (`q`: `R` rows of `hd`) for positions `0..stride` (a multiple of
 /// [`SCORE_BLOCK`]): `s[r][p] = Σ_d q[r][d] · k[d][p]`, over `d` in order (multiply, then add).
+/// The keys come in blocks of [`SCORE_BLOCK`] positions, each `hd` rows of its positions' keys.
 /// Positions run `W` at a time where they can (then [`SCORE_BLOCK`] at a time): with few rows, a
 /// wider block gives the additions independent chains to overlap. Each score's arithmetic is the
 /// same whatever the width.
 #[inline(always)]
-pub(super) fn scores_block<const R: usize, const W: usize>(
+pub(super) fn scores_block<F: Fma, const R: usize, const W: usize>(
     q: &[f32],
-    kt: &[f32],
-    cap: usize,
-    offset: usize,
+    keys: &[u16],
     stride: usize,
     hd: usize,
     s: &mut [f32],
@@ -244,33 +232,47 @@ pub(super) fn scores_block<const R: usize, const W: usize>(
             *x = q[r * hd + d];
         }
     }
-    let key_rows = &kt[offset * cap..(offset + hd) * cap];
     let mut p0 = 0;
     while p0 + W <= stride {
-        scores_at::<R, W>(&qt, key_rows, cap, p0, stride, s);
+        scores_at::<F, R, W>(&qt, keys, hd, p0, stride, s);
         p0 += W;
     }
     while p0 < stride {
-        scores_at::<R, SCORE_BLOCK>(&qt, key_rows, cap, p0, stride, s);
+        scores_at::<F, R, SCORE_BLOCK>(&qt, keys, hd, p0, stride, s);
         p0 += SCORE_BLOCK;
     }
 }
 
 /// [`scores_block`]'s positions `p0..p0 + W`.
 #[inline(always)]
-fn scores_at<const R: usize, const W: usize>(
+fn scores_at<F: Fma, const R: usize, const W: usize>(
     qt: &[[f32; R]],
-    key_rows: &[f32],
-    cap: usize,
+    keys: &[u16],
+    hd: usize,
     p0: usize,
     stride: usize,
     s: &mut [f32],
 ) {
+    const B: usize = SCORE_BLOCK;
+    // The blocks of keys these positions lie in.
+    let keys = &keys[p0 * hd..(p0 + W) * hd];
     let mut acc = [[0f32; W]; R];
-    for (q_d, row) in qt.iter().zip(key_rows.chunks_exact(cap)) {
-        let keys: &[f32; W] = row[p0..p0 + W].try_into().expect("a block of keys");
+    for (d, q_d) in qt.iter().enumerate() {
+        let mut k = [0f32; W];
+        for (k, block) in k
+            .as_chunks_mut::<B>()
+            .0
+            .iter_mut()
+            .zip(keys.chunks_exact(B * hd))
+        {
+            *k = F::widen(
+                block[d * B..][..B]
+                    .try_into()
+                    .expect("a block's row of keys"),
+            );
+        }
         for (acc_r, &qd) in acc.iter_mut().zip(q_d) {
-            for (a, k) in acc_r.iter_mut().zip(keys) {
+            for (a, k) in acc_r.iter_mut().zip(&k) {
                 *a += qd * k;
             }
         }
@@ -280,18 +282,15 @@ fn scores_at<const R: usize, const W: usize>(
     }
 }
 
-/// `out[r][j] = Σ_p w[r][p] · v[p][j]` for `R` heads (weights in rows `stride` apart), over the
-/// first `span` positions in order (multiply, then add), in register blocks of `W` head dimensions
+/// `out[r][j] = Σ_p w[r][p] · v[p][j]` for `R` heads (weights in rows `stride` apart; `values` a
+/// position per row of `hd`), over the first `span` positions in order (multiply, then add), in register blocks of `W` head dimensions
 /// where they fit (then [`VALUE_BLOCK`], then one at a time). Each output's arithmetic is the same
 /// whatever the width.
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-pub(super) fn values_block<const R: usize, const W: usize>(
+pub(super) fn values_block<F: Fma, const R: usize, const W: usize>(
     w: &[f32],
     stride: usize,
-    vc: &[f32],
-    kv_dim: usize,
-    offset: usize,
+    values: &[u16],
     span: usize,
     hd: usize,
     out: &mut [f32],
@@ -305,11 +304,11 @@ pub(super) fn values_block<const R: usize, const W: usize>(
     }
     let mut j0 = 0;
     while j0 + W <= hd {
-        values_at::<R, W>(&wt, vc, kv_dim, offset + j0, hd, j0, out);
+        values_at::<F, R, W>(&wt, values, hd, j0, out);
         j0 += W;
     }
     while j0 + VALUE_BLOCK <= hd {
-        values_at::<R, VALUE_BLOCK>(&wt, vc, kv_dim, offset + j0, hd, j0, out);
+        values_at::<F, R, VALUE_BLOCK>(&wt, values, hd, j0, out);
         j0 += VALUE_BLOCK;
     }
     let n = hd - j0;
@@ -319,30 +318,29 @@ pub(super) fn values_block<const R: usize, const W: usize>(
             o.fill(0.0);
             for p in 0..span {
                 let wp = w[r * stride + p];
-                for (a, x) in o.iter_mut().zip(&vc[p * kv_dim + offset + j0..][..n]) {
-                    *a += wp * x;
+                for (a, &x) in o.iter_mut().zip(&values[p * hd + j0..][..n]) {
+                    *a += wp * from_f16(x);
                 }
             }
         }
     }
 }
 
-/// [`values_block`]'s head dimensions `j0..j0 + W` (value columns `col..col + W`).
+/// [`values_block`]'s head dimensions `j0..j0 + W`.
 #[inline(always)]
-fn values_at<const R: usize, const W: usize>(
+fn values_at<F: Fma, const R: usize, const W: usize>(
     wt: &[[f32; R]],
-    vc: &[f32],
-    kv_dim: usize,
-    col: usize,
+    values: &[u16],
     hd: usize,
     j0: usize,
     out: &mut [f32],
 ) {
     let mut acc = [[0f32; W]; R];
-    for (ws, row) in wt.iter().zip(vc.chunks_exact(kv_dim)) {
-        let v: &[f32; W] = row[col..col + W].try_into().expect("a block of values");
+    for (ws, row) in wt.iter().zip(values.chunks_exact(hd)) {
+        let v: &[u16; W] = row[j0..j0 + W].try_into().expect("a block of values");
+        let v = F::widen(v);
         for (acc_r, &wp) in acc.iter_mut().zip(ws) {
-            for (a, x) in acc_r.iter_mut().zip(v) {
+            for (a, x) in acc_r.iter_mut().zip(&v) {
                 *a += wp * x;
             }
         }

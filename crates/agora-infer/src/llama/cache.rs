@@ -1,7 +1,13 @@
-//! The KV cache: keys transposed per layer (a row of positions per key dimension), values a
-//! position per row.
+//! The KV cache, in f16 (IEEE binary16, as bits: [`crate::fmath::narrow`] rounds to nearest, ties
+//! to even, the same bits on every machine), so attention reads half the bytes. Each layer holds,
+//! for each key/value head, its keys and then its values, contiguous, so a head's attention reads
+//! one stretch of memory:
+//! - keys in blocks of [`SCORE_BLOCK`] positions, each block the head's `head_dim` rows of those
+//!   positions' keys: the scores of a block of positions read a block of keys;
+//! - values a position per row of `head_dim`.
 
 use super::*;
+use crate::fmath::narrow;
 
 impl KvCache {
     /// Number of positions held.
@@ -22,72 +28,121 @@ impl KvCache {
             v: vec![Vec::new(); self.v.len()],
             len: 0,
             cap: 0,
-        };
-        let Some(kv_dim) = self.v.first().and_then(|v| v.len().checked_div(self.len)) else {
-            return out;
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
         };
         if len == 0 {
             return out;
         }
-        out.reserve(len, kv_dim);
-        for (dst, src) in out.k.iter_mut().zip(&self.k) {
-            for (d, s) in dst
-                .chunks_exact_mut(out.cap)
-                .zip(src.chunks_exact(self.cap))
-            {
-                d[..len].copy_from_slice(&s[..len]);
-            }
-        }
-        for (dst, src) in out.v.iter_mut().zip(&self.v) {
-            dst.extend_from_slice(&src[..len * kv_dim]);
-        }
+        out.grow(len);
+        out.copy_from(self, len);
         out.len = len;
         out
     }
 
     /// Bytes held by the cache.
     pub fn bytes(&self) -> usize {
-        self.k.iter().chain(&self.v).map(|l| l.capacity() * 4).sum()
+        self.k.iter().chain(&self.v).map(|l| l.capacity() * 2).sum()
     }
 
-    /// Makes room for `positions` keys per row, keeping what is there (capacity doubles).
-    pub(super) fn reserve(&mut self, positions: usize, kv_dim: usize) {
+    /// Makes room for `positions` positions, keeping what is there (capacity doubles).
+    pub(super) fn reserve(&mut self, positions: usize) {
         if positions > self.cap {
-            self.grow(positions.max(self.cap * 2).max(64), kv_dim);
+            self.grow(positions.max(self.cap * 2).max(64));
         }
     }
 
-    /// Makes room for exactly `positions` keys per row (rounded up to a block).
-    pub(super) fn reserve_exact(&mut self, positions: usize, kv_dim: usize) {
+    /// Makes room for exactly `positions` positions (rounded up to a block).
+    pub(super) fn reserve_exact(&mut self, positions: usize) {
         if positions > self.cap {
-            self.grow(positions, kv_dim);
+            self.grow(positions);
         }
     }
 
-    fn grow(&mut self, positions: usize, kv_dim: usize) {
+    fn grow(&mut self, positions: usize) {
         // A whole number of score blocks, so a block that starts inside the span can be read whole.
         let cap = positions.next_multiple_of(SCORE_BLOCK);
-        for layer in self.k.iter_mut() {
-            let mut grown = vec![0f32; kv_dim * cap];
-            for r in 0..kv_dim {
-                grown[r * cap..r * cap + self.len]
-                    .copy_from_slice(&layer[r * self.cap..r * self.cap + self.len]);
-            }
-            *layer = grown;
-        }
-        for layer in self.v.iter_mut() {
-            layer.reserve_exact((cap * kv_dim).saturating_sub(layer.len()));
-        }
+        let size = self.kv_heads * self.head_dim * cap;
+        let old = KvCache {
+            k: self
+                .k
+                .iter_mut()
+                .map(|l| std::mem::replace(l, vec![0; size]))
+                .collect(),
+            v: self
+                .v
+                .iter_mut()
+                .map(|l| std::mem::replace(l, vec![0; size]))
+                .collect(),
+            len: self.len,
+            cap: self.cap,
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+        };
         self.cap = cap;
+        self.copy_from(&old, self.len);
     }
 
-    /// Writes the keys of `n` new tokens (rows of `kv_dim`) at positions `len..len+n` of layer `li`.
-    pub(super) fn put_keys(&mut self, li: usize, keys: &[f32], kv_dim: usize) {
-        let cap = self.cap;
-        let layer = &mut self.k[li];
-        for (t, row) in keys.chunks_exact(kv_dim).enumerate() {
-            for (r, &x) in row.iter().enumerate() {
-                layer[r * cap + self.len + t] = x;
+    /// Copies `from`'s first `len` positions into this cache's (which has room for them).
+    fn copy_from(&mut self, from: &KvCache, len: usize) {
+        if len == 0 {
+            return;
+        }
+        let hd = self.head_dim;
+        // The keys of whole blocks, then zeros past `len` in the last one: positions past the
+        // length are read (a block is read whole) but never used.
+        let blocks = len.div_ceil(SCORE_BLOCK);
+        for (dst, src) in self.k.iter_mut().zip(&from.k) {
+            for h in 0..self.kv_heads {
+                let (d0, s0) = (h * hd * self.cap, h * hd * from.cap);
+                let n = blocks * SCORE_BLOCK * hd;
+                dst[d0..d0 + n].copy_from_slice(&src[s0..s0 + n]);
+                let last = &mut dst[d0 + (blocks - 1) * SCORE_BLOCK * hd..d0 + n];
+                for row in last.chunks_exact_mut(SCORE_BLOCK) {
+                    row[(len - 1) % SCORE_BLOCK + 1..].fill(0);
+                }
+            }
+        }
+        for (dst, src) in self.v.iter_mut().zip(&from.v) {
+            for h in 0..self.kv_heads {
+                let (d0, s0) = (h * hd * self.cap, h * hd * from.cap);
+                dst[d0..d0 + len * hd].copy_from_slice(&src[s0..s0 + len * hd]);
+            }
+        }
+    }
+
+    /// The keys and values of key/value head `head` in layer `li`, laid out as the module says:
+    /// `cap` positions each.
+    pub(super) fn head(&self, li: usize, head: usize) -> (&[u16], &[u16]) {
+        let n = self.head_dim * self.cap;
+        (
+            &self.k[li][head * n..(head + 1) * n],
+            &self.v[li][head * n..(head + 1) * n],
+        )
+    }
+
+    /// Writes the keys and values of new tokens (rows of `kv_heads · head_dim`) at positions
+    /// `len..` of layer `li`.
+    pub(super) fn put(&mut self, li: usize, keys: &[f32], values: &[f32]) {
+        let (hd, cap) = (self.head_dim, self.cap);
+        let kv_dim = self.kv_heads * hd;
+        let (k, v) = (&mut self.k[li], &mut self.v[li]);
+        for (t, (krow, vrow)) in keys
+            .chunks_exact(kv_dim)
+            .zip(values.chunks_exact(kv_dim))
+            .enumerate()
+        {
+            let p = self.len + t;
+            let (block, at) = (p / SCORE_BLOCK, p % SCORE_BLOCK);
+            for (h, (kh, vh)) in krow.chunks_exact(hd).zip(vrow.chunks_exact(hd)).enumerate() {
+                let base = h * hd * cap;
+                let kb = &mut k[base + block * SCORE_BLOCK * hd..][..SCORE_BLOCK * hd];
+                for (row, &x) in kb.chunks_exact_mut(SCORE_BLOCK).zip(kh) {
+                    row[at] = narrow(x);
+                }
+                for (o, &x) in v[base + p * hd..][..hd].iter_mut().zip(vh) {
+                    *o = narrow(x);
+                }
             }
         }
     }

@@ -1,5 +1,5 @@
 //! A llama-architecture transformer over quantized weights (GGUF): RMSNorm, rotary position embedding
-//! (interleaved pairs, as GGUF stores llama weights), grouped-query attention with an f32 KV cache,
+//! (interleaved pairs, as GGUF stores llama weights), grouped-query attention with an f16 KV cache,
 //! SwiGLU feed-forward, and an output layer (tied to the token embedding when the file has none).
 //!
 //! Determinism: every output element is computed start to finish by one thread in a fixed order, so
@@ -21,6 +21,7 @@ mod attention;
 mod cache;
 mod config;
 mod ops;
+use crate::fmath::widen as from_f16;
 use attention::*;
 use config::*;
 use ops::*;
@@ -85,15 +86,16 @@ pub struct Llama {
     isa: Isa,
 }
 
-/// The keys and values of the tokens seen so far by one sequence. Keys are kept transposed (per layer:
-/// for each key dimension, a row of positions, `cap` long), so attention scores for many positions come
-/// from whole-row multiply-adds; values are kept a position per row.
+/// The keys and values of the tokens seen so far by one sequence, in f16, room for `cap`
+/// positions per layer (laid out as `cache.rs` says).
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+    k: Vec<Vec<u16>>,
+    v: Vec<Vec<u16>>,
     len: usize,
     cap: usize,
+    kv_heads: usize,
+    head_dim: usize,
 }
 
 impl Llama {
@@ -183,6 +185,14 @@ impl Llama {
         self.config.n_layer = keep;
     }
 
+    /// Whether `cache` has this model's shape (a default or another model's cache is replaced).
+    fn fits(&self, cache: &KvCache) -> bool {
+        let cfg = &self.config;
+        cache.k.len() == cfg.n_layer
+            && cache.kv_heads == cfg.n_head_kv
+            && cache.head_dim == cfg.head_dim
+    }
+
     pub fn new_cache(&self) -> KvCache {
         let n = self.config.n_layer;
         KvCache {
@@ -190,6 +200,8 @@ impl Llama {
             v: vec![Vec::new(); n],
             len: 0,
             cap: 0,
+            kv_heads: self.config.n_head_kv,
+            head_dim: self.config.head_dim,
         }
     }
 
@@ -256,7 +268,7 @@ impl Llama {
                     cfg.vocab
                 )));
             }
-            if step.cache.k.len() != cfg.n_layer {
+            if !self.fits(step.cache) {
                 *step.cache = self.new_cache();
             }
         }
@@ -270,19 +282,19 @@ impl Llama {
     /// Makes room in `cache` for `positions` positions in all, so that a sequence whose length
     /// is bounded grows its cache once.
     pub fn reserve(&self, cache: &mut KvCache, positions: usize) {
-        if cache.k.len() != self.config.n_layer {
+        if !self.fits(cache) {
             *cache = self.new_cache();
         }
-        cache.reserve(positions.min(self.config.context), self.config.kv_dim());
+        cache.reserve(positions.min(self.config.context));
     }
 
     /// [`Llama::reserve`] to exactly `positions` (rounded up to a block), not more: for a
     /// sequence whose length is known.
     pub fn reserve_exact(&self, cache: &mut KvCache, positions: usize) {
-        if cache.k.len() != self.config.n_layer {
+        if !self.fits(cache) {
             *cache = self.new_cache();
         }
-        cache.reserve_exact(positions.min(self.config.context), self.config.kv_dim());
+        cache.reserve_exact(positions.min(self.config.context));
     }
 
     fn forward_inner(&self, steps: &mut [Step<'_>], logits: &mut Vec<f32>) {
@@ -295,7 +307,7 @@ impl Llama {
             first.push(positions.len());
             let pos0 = step.cache.len;
             positions.extend(pos0..pos0 + step.tokens.len());
-            step.cache.reserve(pos0 + step.tokens.len(), kv_dim);
+            step.cache.reserve(pos0 + step.tokens.len());
         }
         let n = positions.len();
 
@@ -354,13 +366,11 @@ impl Llama {
             rope(&mut k, kv_dim);
             for (step, &r0) in steps.iter_mut().zip(&first) {
                 let rows = r0..r0 + step.tokens.len();
-                step.cache
-                    .put_keys(li, &k[rows.start * kv_dim..rows.end * kv_dim], kv_dim);
-                step.cache.v[li].extend_from_slice(&v[rows.start * kv_dim..rows.end * kv_dim]);
+                let rows = rows.start * kv_dim..rows.end * kv_dim;
+                step.cache.put(li, &k[rows.clone()], &v[rows]);
             }
             if let [step] = &*steps {
-                let c = &*step.cache;
-                self.attention(&q, &c.k[li], c.cap, &c.v[li], c.len, &mut attn);
+                self.attention(&q, step.cache, li, &mut attn);
             } else {
                 // Sequences in parallel, each over its own cache.
                 let mut outs = Vec::with_capacity(steps.len());
@@ -376,9 +386,8 @@ impl Llama {
                     .zip(outs.into_par_iter())
                     .filter(|((step, _), _)| !step.tokens.is_empty())
                     .for_each(|((step, &r0), out)| {
-                        let c = &*step.cache;
                         let q = &q[r0 * d..(r0 + step.tokens.len()) * d];
-                        self.attention(q, &c.k[li], c.cap, &c.v[li], c.len, out);
+                        self.attention(q, step.cache, li, out);
                     });
             }
             acts.quantize(&attn, d, layer.wo.ty);

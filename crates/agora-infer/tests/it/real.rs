@@ -104,8 +104,8 @@ fn tokenizer_and_chat_template_match_llama_cpp() {
 /// Both engines quantize activations to 8 bits before every matmul, which makes the result chaotic in
 /// the last bits: a change of 1e-6 in one intermediate moves logits by up to ~0.2, and llama.cpp's own
 /// f16 and f32 KV caches differ by 0.22 on average (2.0 at most) on these answers, more than this
-/// runtime and llama.cpp's f32 cache do (0.19, 1.5 at most). So the comparison is made where it is
-/// meaningful:
+/// runtime (then with an f32 cache, now f16) and llama.cpp's f32 cache did (0.19, 1.5 at most). So
+/// the comparison is made where it is meaningful:
 /// - teacher-forced, at every position of llama.cpp's answers, its token is our top choice or within
 ///   1.0 logit of it, and it is exactly our top choice at ≥ 95 % of positions;
 /// - free-running, our greedy answer equals llama.cpp's token for token up to the first position where

@@ -81,7 +81,8 @@ fn a_batch_gives_the_logits_of_tokens_fed_one_by_one() {
         },
     );
     let model = Llama::load(&path, 2).unwrap();
-    let tokens: Vec<u32> = (0..37)
+    // Past 64 positions, so the one-by-one cache grows (and moves its blocks) on the way.
+    let tokens: Vec<u32> = (0..101)
         .map(|i| (i * 7 + 3) % model.config.vocab as u32)
         .collect();
     let mut batch_cache = model.new_cache();
@@ -98,8 +99,19 @@ fn a_batch_gives_the_logits_of_tokens_fed_one_by_one() {
     let mut cache = model.new_cache();
     let mut mixed = model.forward(&mut cache, &tokens[..5], 0..5).unwrap();
     mixed.extend(model.forward(&mut cache, &tokens[5..30], 0..25).unwrap());
-    mixed.extend(model.forward(&mut cache, &tokens[30..], 0..7).unwrap());
+    mixed.extend(model.forward(&mut cache, &tokens[30..], 0..71).unwrap());
     assert_eq!(batch, mixed);
+    // A copied prefix of any length (inside a block of positions or at its end) goes on as the
+    // whole cache would.
+    let vocab = model.config.vocab;
+    for len in [1, 15, 16, 17, 37, 64, 100] {
+        let mut copy = batch_cache.prefix(len);
+        assert_eq!(copy.len(), len);
+        let rest = model
+            .forward(&mut copy, &tokens[len..], 0..tokens.len() - len)
+            .unwrap();
+        assert_eq!(rest, batch[len * vocab..], "prefix of {len}");
+    }
 }
 
 /// A request that starts like an earlier one reuses the earlier keys and values for the common
