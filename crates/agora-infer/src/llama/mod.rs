@@ -335,7 +335,7 @@ impl Llama {
         } else {
             n
         };
-        let rms_norm = |x: &[f32], w: &[f32], out: &mut [f32]| {
+        let par_rms_norm = |x: &[f32], w: &[f32], out: &mut [f32]| {
             x.par_chunks(rows_per_task * d)
                 .zip(out.par_chunks_mut(rows_per_task * d))
                 .for_each(|(x, out)| rms_norm(x, w, cfg.rms_eps, out));
@@ -345,14 +345,34 @@ impl Llama {
                 .zip(y.par_chunks(rows_per_task * d))
                 .for_each(|(x, y)| add_assign(x, y));
         };
-        let rope = |x: &mut [f32], row_len: usize| {
+        // `x += y`, then `out` = the normed `x`: one pass over the rows.
+        let add_norm = |x: &mut [f32], y: &[f32], w: &[f32], out: &mut [f32]| {
+            x.par_chunks_mut(rows_per_task * d)
+                .zip(y.par_chunks(rows_per_task * d))
+                .zip(out.par_chunks_mut(rows_per_task * d))
+                .for_each(|((x, y), out)| {
+                    add_assign(x, y);
+                    rms_norm(x, w, cfg.rms_eps, out);
+                });
+        };
+        // The rotary angles of every row, for every layer.
+        let half = cfg.head_dim / 2;
+        let mut angles = vec![(0f32, 0f32); n * half];
+        angles
+            .par_chunks_mut(rows_per_task * half)
+            .zip(positions.par_chunks(rows_per_task))
+            .for_each(|(a, pos)| rope_angles(cfg.head_dim, pos, cfg.rope_base, a));
+        let par_rope = |x: &mut [f32], row_len: usize| {
             x.par_chunks_mut(rows_per_task * row_len)
-                .zip(positions.par_chunks(rows_per_task))
-                .for_each(|(x, pos)| rope(x, row_len, cfg.head_dim, pos, cfg.rope_base));
+                .zip(angles.par_chunks(rows_per_task * half))
+                .for_each(|(x, a)| rope(x, row_len, cfg.head_dim, a));
         };
 
+        if let Some(first_layer) = self.layers.first() {
+            par_rms_norm(&x, &first_layer.attn_norm, &mut h);
+        }
         for (li, layer) in self.layers.iter().enumerate() {
-            rms_norm(&x, &layer.attn_norm, &mut h);
+            // `h` holds the layer's normed input.
             acts.quantize(&h, d, acts_for(&[&layer.wq, &layer.wk, &layer.wv]));
             self.matmuls(
                 &acts,
@@ -362,39 +382,40 @@ impl Llama {
                     (&layer.wv, &mut v),
                 ],
             );
-            rope(&mut q, d);
-            rope(&mut k, kv_dim);
-            for (step, &r0) in steps.iter_mut().zip(&first) {
-                let rows = r0..r0 + step.tokens.len();
-                let rows = rows.start * kv_dim..rows.end * kv_dim;
-                step.cache.put(li, &k[rows.clone()], &v[rows]);
-            }
-            if let [step] = &*steps {
+            if let [step] = &mut *steps {
+                par_rope(&mut q, d);
+                par_rope(&mut k, kv_dim);
+                step.cache.put(li, &k, &v);
                 self.attention(&q, step.cache, li, &mut attn);
             } else {
-                // Sequences in parallel, each over its own cache.
-                let mut outs = Vec::with_capacity(steps.len());
-                let mut rest = attn.as_mut_slice();
-                for step in steps.iter() {
-                    let (mine, tail) = rest.split_at_mut(step.tokens.len() * d);
-                    outs.push(mine);
-                    rest = tail;
+                // Sequences in parallel: each turns its queries and keys, stores its keys and
+                // values, and attends over its own cache.
+                let mut parts = Vec::with_capacity(steps.len());
+                let (mut q, mut k, mut v) = (q.as_mut_slice(), k.as_mut_slice(), v.as_slice());
+                let (mut out, mut angles) = (attn.as_mut_slice(), angles.as_slice());
+                for step in steps.iter_mut() {
+                    let t = step.tokens.len();
+                    let (q1, q2) = std::mem::take(&mut q).split_at_mut(t * d);
+                    let (k1, k2) = std::mem::take(&mut k).split_at_mut(t * kv_dim);
+                    let (v1, v2) = v.split_at(t * kv_dim);
+                    let (o1, o2) = std::mem::take(&mut out).split_at_mut(t * d);
+                    let (a1, a2) = angles.split_at(t * half);
+                    (q, k, v, out, angles) = (q2, k2, v2, o2, a2);
+                    if t > 0 {
+                        parts.push((&mut *step.cache, q1, k1, v1, o1, a1));
+                    }
                 }
-                steps
-                    .par_iter()
-                    .zip(first.par_iter())
-                    .zip(outs.into_par_iter())
-                    .filter(|((step, _), _)| !step.tokens.is_empty())
-                    .for_each(|((step, &r0), out)| {
-                        let q = &q[r0 * d..(r0 + step.tokens.len()) * d];
-                        self.attention(q, step.cache, li, out);
-                    });
+                parts.into_par_iter().for_each(|(cache, q, k, v, out, a)| {
+                    rope(q, d, cfg.head_dim, a);
+                    rope(k, kv_dim, cfg.head_dim, a);
+                    cache.put(li, k, v);
+                    self.attention(q, cache, li, out);
+                });
             }
             acts.quantize(&attn, d, layer.wo.ty);
             self.matmuls(&acts, &mut [(&layer.wo, &mut o)]);
-            add(&mut x, &o);
+            add_norm(&mut x, &o, &layer.ffn_norm, &mut h);
 
-            rms_norm(&x, &layer.ffn_norm, &mut h);
             acts.quantize(&h, d, acts_for(&[&layer.gate, &layer.up]));
             self.matmuls(&acts, &mut [(&layer.gate, &mut gate), (&layer.up, &mut up)]);
             gate.par_chunks_mut(rows_per_task * cfg.n_ff)
@@ -402,7 +423,10 @@ impl Llama {
                 .for_each(|(g, u)| silu_mul(g, u));
             acts.quantize(&gate, cfg.n_ff, layer.down.ty);
             self.matmuls(&acts, &mut [(&layer.down, &mut down)]);
-            add(&mut x, &down);
+            match self.layers.get(li + 1) {
+                Some(next) => add_norm(&mut x, &down, &next.attn_norm, &mut h),
+                None => add(&mut x, &down),
+            }
         }
         for step in steps.iter_mut() {
             step.cache.len += step.tokens.len();
@@ -418,7 +442,7 @@ impl Llama {
             return;
         }
         let mut normed = vec![0f32; rows.len()];
-        rms_norm(&rows, &self.out_norm, &mut normed);
+        par_rms_norm(&rows, &self.out_norm, &mut normed);
         let output = self.output.as_ref().unwrap_or(&self.embed);
         acts.quantize(&normed, d, output.ty);
         // Every element is written below: a reused buffer keeps its pages (no zeroing, no faults).

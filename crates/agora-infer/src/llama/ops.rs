@@ -34,22 +34,31 @@ pub(super) fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-/// Rotary embedding on rows of `row_len` (one token each, whole heads, at `positions`), pairs
-/// `(2i, 2i+1)` of each head rotated by `pos * base^(-2i/head_dim)`, the angle built by repeated
-/// multiplication as in llama.cpp.
-pub(super) fn rope(x: &mut [f32], row_len: usize, head_dim: usize, positions: &[usize], base: f32) {
+/// The rotary embedding's angles for tokens at `positions`: for each, `head_dim / 2` pairs
+/// `(cos, sin)` of `pos * base^(-2i/head_dim)`, the angle built by repeated multiplication as in
+/// llama.cpp. Computed once per pass, for every layer.
+pub(super) fn rope_angles(head_dim: usize, positions: &[usize], base: f32, out: &mut [(f32, f32)]) {
     // Angles from this crate's own functions: the same bits on every machine (see `fmath`).
     let theta_scale = fmath::powf(base, -2.0 / head_dim as f32);
-    let mut cos_sin = vec![(0f32, 0f32); head_dim / 2];
-    for (row, &pos) in x.chunks_exact_mut(row_len).zip(positions) {
+    for (row, &pos) in out.chunks_exact_mut(head_dim / 2).zip(positions) {
         let mut theta = pos as f32;
-        for cs in cos_sin.iter_mut() {
+        for cs in row.iter_mut() {
             let (sin, cos) = fmath::sin_cos(theta);
             *cs = (cos, sin);
             theta *= theta_scale;
         }
+    }
+}
+
+/// Rotary embedding on rows of `row_len` (one token each, whole heads): pairs `(2i, 2i+1)` of each
+/// head rotated by the row's angles (`head_dim / 2` of [`rope_angles`] per row).
+pub(super) fn rope(x: &mut [f32], row_len: usize, head_dim: usize, angles: &[(f32, f32)]) {
+    for (row, cos_sin) in x
+        .chunks_exact_mut(row_len)
+        .zip(angles.chunks_exact(head_dim / 2))
+    {
         for head in row.chunks_exact_mut(head_dim) {
-            for (pair, &(c, s)) in head.chunks_exact_mut(2).zip(&cos_sin) {
+            for (pair, &(c, s)) in head.chunks_exact_mut(2).zip(cos_sin) {
                 let (x0, x1) = (pair[0], pair[1]);
                 pair[0] = x0 * c - x1 * s;
                 pair[1] = x0 * s + x1 * c;
