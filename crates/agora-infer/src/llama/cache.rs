@@ -127,23 +127,33 @@ impl KvCache {
         let (hd, cap) = (self.head_dim, self.cap);
         let kv_dim = self.kv_heads * hd;
         let (k, v) = (&mut self.k[li], &mut self.v[li]);
+        let (mut k16, mut v16) = (vec![0u16; kv_dim], vec![0u16; kv_dim]);
         for (t, (krow, vrow)) in keys
             .chunks_exact(kv_dim)
             .zip(values.chunks_exact(kv_dim))
             .enumerate()
         {
+            narrow_all(krow, &mut k16);
+            narrow_all(vrow, &mut v16);
             let p = self.len + t;
             let (block, at) = (p / SCORE_BLOCK, p % SCORE_BLOCK);
-            for (h, (kh, vh)) in krow.chunks_exact(hd).zip(vrow.chunks_exact(hd)).enumerate() {
+            for (h, (kh, vh)) in k16.chunks_exact(hd).zip(v16.chunks_exact(hd)).enumerate() {
                 let base = h * hd * cap;
                 let kb = &mut k[base + block * SCORE_BLOCK * hd..][..SCORE_BLOCK * hd];
                 for (row, &x) in kb.chunks_exact_mut(SCORE_BLOCK).zip(kh) {
-                    row[at] = narrow(x);
+                    row[at] = x;
                 }
-                for (o, &x) in v[base + p * hd..][..hd].iter_mut().zip(vh) {
-                    *o = narrow(x);
-                }
+                v[base + p * hd..][..hd].copy_from_slice(vh);
             }
+        }
+    }
+}
+
+crate::kernels::multiversion! {
+    /// [`narrow`] of each value (a loop that vectorizes).
+    fn narrow_all(x: &[f32], out: &mut [u16]) {
+        for (o, &x) in out.iter_mut().zip(x) {
+            *o = narrow(x);
         }
     }
 }
