@@ -1248,22 +1248,23 @@ macro_rules! multiversion {
             fn body<$fma: $crate::fmath::Fma>($($arg: $ty),*) $body
             #[cfg(target_arch = "x86_64")]
             if $crate::kernels::has_avx512() {
-                #[target_feature(enable = "avx2,fma,avx512f")]
+                #[target_feature(enable = "avx2,fma,f16c,avx512f")]
                 fn avx512($($arg: $ty),*) {
                     body::<$crate::fmath::Fused>($($arg),*)
                 }
                 #[allow(unsafe_code)]
-                // SAFETY: `has_avx512` checked at run time that the CPU has AVX-512F, AVX2 and FMA.
+                // SAFETY: `has_avx512` checked at run time that the CPU has AVX-512F, AVX2, FMA
+                // and F16C.
                 return unsafe { avx512($($arg),*) };
             }
             #[cfg(target_arch = "x86_64")]
             if $crate::kernels::has_avx2() {
-                #[target_feature(enable = "avx2,fma")]
+                #[target_feature(enable = "avx2,fma,f16c")]
                 fn avx2($($arg: $ty),*) {
                     body::<$crate::fmath::Fused>($($arg),*)
                 }
                 #[allow(unsafe_code)]
-                // SAFETY: `detected` checked at run time that the CPU has AVX2 and FMA.
+                // SAFETY: `detected` checked at run time that the CPU has AVX2, FMA and F16C.
                 return unsafe { avx2($($arg),*) };
             }
             body::<$crate::fmath::Emulated>($($arg),*)

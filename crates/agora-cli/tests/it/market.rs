@@ -25,9 +25,11 @@ out = {"jobs": []}
 models = [m.id for m in c.models.list()]
 out["models"] = models
 
+# "In one sentence": asked bare, SmolLM2-135M's first answer token is a near-tie ("L" against
+# "The", 0.07 apart), which any change in the last bits of the arithmetic may flip.
 r = c.chat.completions.create(
     model="smollm2-135m-instruct",
-    messages=[{"role": "user", "content": "What is the capital of France?"}],
+    messages=[{"role": "user", "content": "What is the capital of France? Answer in one sentence."}],
     max_tokens=24,
 )
 out["chat"] = r.choices[0].message.content
@@ -36,7 +38,7 @@ out["jobs"].append(r.model_extra["agora"])
 parts, last = [], None
 for chunk in c.chat.completions.create(
     model="smollm2-135m-instruct",
-    messages=[{"role": "user", "content": "What is the capital of France?"}],
+    messages=[{"role": "user", "content": "What is the capital of France? Answer in one sentence."}],
     max_tokens=24,
     stream=True,
 ):
@@ -164,7 +166,7 @@ const JS_CLIENT: &str = r#"
 const OpenAI = require("openai");
 const c = new OpenAI({ baseURL: process.env.GATEWAY + "/v1", apiKey: process.env.KEY });
 const model = "smollm2-135m-instruct";
-const ask = [{ role: "user", content: "What is the capital of France?" }];
+const ask = [{ role: "user", content: "What is the capital of France? Answer in one sentence." }];
 (async () => {
   const out = { jobs: [] };
   const r = await c.chat.completions.create({

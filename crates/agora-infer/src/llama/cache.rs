@@ -63,51 +63,26 @@ impl KvCache {
         // A whole number of score blocks, so a block that starts inside the span can be read whole.
         let cap = positions.next_multiple_of(SCORE_BLOCK);
         let size = self.kv_heads * self.head_dim * cap;
-        let old = KvCache {
-            k: self
-                .k
-                .iter_mut()
-                .map(|l| std::mem::replace(l, vec![0; size]))
-                .collect(),
-            v: self
-                .v
-                .iter_mut()
-                .map(|l| std::mem::replace(l, vec![0; size]))
-                .collect(),
-            len: self.len,
-            cap: self.cap,
-            kv_heads: self.kv_heads,
-            head_dim: self.head_dim,
-        };
+        let (old_cap, len) = (self.cap, self.len);
+        let (heads, hd) = (self.kv_heads, self.head_dim);
+        // Layer by layer, so that the old and the new layout coexist for one layer at a time.
+        for (keys, layers) in [(true, &mut self.k), (false, &mut self.v)] {
+            for layer in layers.iter_mut() {
+                let old = std::mem::replace(layer, vec![0; size]);
+                copy_layer(keys, layer, cap, &old, old_cap, len, heads, hd);
+            }
+        }
         self.cap = cap;
-        self.copy_from(&old, self.len);
     }
 
     /// Copies `from`'s first `len` positions into this cache's (which has room for them).
     fn copy_from(&mut self, from: &KvCache, len: usize) {
-        if len == 0 {
-            return;
-        }
-        let hd = self.head_dim;
-        // The keys of whole blocks, then zeros past `len` in the last one: positions past the
-        // length are read (a block is read whole) but never used.
-        let blocks = len.div_ceil(SCORE_BLOCK);
+        let (cap, heads, hd) = (self.cap, self.kv_heads, self.head_dim);
         for (dst, src) in self.k.iter_mut().zip(&from.k) {
-            for h in 0..self.kv_heads {
-                let (d0, s0) = (h * hd * self.cap, h * hd * from.cap);
-                let n = blocks * SCORE_BLOCK * hd;
-                dst[d0..d0 + n].copy_from_slice(&src[s0..s0 + n]);
-                let last = &mut dst[d0 + (blocks - 1) * SCORE_BLOCK * hd..d0 + n];
-                for row in last.chunks_exact_mut(SCORE_BLOCK) {
-                    row[(len - 1) % SCORE_BLOCK + 1..].fill(0);
-                }
-            }
+            copy_layer(true, dst, cap, src, from.cap, len, heads, hd);
         }
         for (dst, src) in self.v.iter_mut().zip(&from.v) {
-            for h in 0..self.kv_heads {
-                let (d0, s0) = (h * hd * self.cap, h * hd * from.cap);
-                dst[d0..d0 + len * hd].copy_from_slice(&src[s0..s0 + len * hd]);
-            }
+            copy_layer(false, dst, cap, src, from.cap, len, heads, hd);
         }
     }
 
@@ -144,6 +119,39 @@ impl KvCache {
                     row[at] = x;
                 }
                 v[base + p * hd..][..hd].copy_from_slice(vh);
+            }
+        }
+    }
+}
+
+/// The first `len` positions of one layer's keys (`keys`) or values, `heads` heads of `hd` each,
+/// from a layout of `from_cap` positions per head into one of `cap`: the head's first entries, up
+/// to the end of `len`'s block of keys, or `len` rows of values. Keys past `len` in that last block
+/// are zeroed (a block is read whole; those positions are never used).
+#[allow(clippy::too_many_arguments)]
+fn copy_layer(
+    keys: bool,
+    dst: &mut [u16],
+    cap: usize,
+    src: &[u16],
+    from_cap: usize,
+    len: usize,
+    heads: usize,
+    hd: usize,
+) {
+    if len == 0 {
+        return;
+    }
+    let n = match keys {
+        true => len.next_multiple_of(SCORE_BLOCK) * hd,
+        false => len * hd,
+    };
+    for h in 0..heads {
+        let d = &mut dst[h * hd * cap..][..n];
+        d.copy_from_slice(&src[h * hd * from_cap..][..n]);
+        if keys {
+            for row in d[n - SCORE_BLOCK * hd..].chunks_exact_mut(SCORE_BLOCK) {
+                row[(len - 1) % SCORE_BLOCK + 1..].fill(0);
             }
         }
     }

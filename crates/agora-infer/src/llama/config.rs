@@ -47,6 +47,7 @@ impl LlamaConfig {
             && cfg.n_head_kv > 0
             && cfg.n_head.is_multiple_of(cfg.n_head_kv)
             && cfg.head_dim * cfg.n_head == cfg.n_embd
+            && cfg.head_dim > 0
             && cfg.head_dim.is_multiple_of(2)
             && cfg.vocab > 0
             && cfg.context > 0;
