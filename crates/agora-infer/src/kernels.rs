@@ -106,20 +106,6 @@ pub fn has_avx2() -> bool {
     detected() != Isa::Portable
 }
 
-/// Whether the code [`multiversion`] compiles may use AVX-512's registers (as well as AVX2's):
-/// 32 registers of 16 floats, so blocks of accumulators that would spill on AVX2 stay in
-/// registers. The arithmetic is the same, element by element.
-pub fn has_avx512() -> bool {
-    static AVX512: OnceLock<bool> = OnceLock::new();
-    *AVX512.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        if has_avx2() && std::is_x86_feature_detected!("avx512f") {
-            return true;
-        }
-        false
-    })
-}
-
 /// Whether this CPU runs the VNNI kernels.
 fn has_vnni() -> bool {
     matches!(detected(), Isa::Vnni | Isa::Amx)
@@ -1234,29 +1220,19 @@ pub fn exp(y: f32) -> f32 {
     p * f32::from_bits((ni.wrapping_add(127) as u32) << 23)
 }
 
-/// Defines a function whose body is compiled three times: for the baseline CPU, with AVX2 and FMA
-/// enabled, and with AVX-512 too, the widest the CPU has taken at run time, so that plain loops in
-/// it vectorize 8 or 16 lanes wide. Every copy gives the same bits: Rust never fuses a multiply and an add by itself, and a body that
-/// fuses them names a type parameter (`fn name<F>(…)`) and calls `F::fma`, which is the FMA
-/// instruction in the SIMD copies and [`crate::fmath::fma`] (plain arithmetic, rounded once too) in
-/// the baseline one.
+/// Defines a function whose body is compiled twice: for the baseline CPU, and with AVX2, FMA and
+/// F16C enabled, taken at run time when the CPU has them, so that plain loops in it vectorize 8
+/// lanes wide. (Not AVX-512: with it, LLVM turns some of these loops into gathers and scatters,
+/// and attention over a prompt ran at half the speed.) Both copies give the same bits: Rust never
+/// fuses a multiply and an add by itself, and a body that fuses them names a type parameter
+/// (`fn name<F>(…)`) and calls `F::fma`, which is the FMA instruction in the SIMD copy and
+/// [`crate::fmath::fma`] (plain arithmetic, rounded once too) in the baseline one.
 macro_rules! multiversion {
     ($(#[$meta:meta])* $vis:vis fn $name:ident<$fma:ident>($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$meta])*
         $vis fn $name($($arg: $ty),*) {
             #[inline(always)]
             fn body<$fma: $crate::fmath::Fma>($($arg: $ty),*) $body
-            #[cfg(target_arch = "x86_64")]
-            if $crate::kernels::has_avx512() {
-                #[target_feature(enable = "avx2,fma,f16c,avx512f")]
-                fn avx512($($arg: $ty),*) {
-                    body::<$crate::fmath::Fused>($($arg),*)
-                }
-                #[allow(unsafe_code)]
-                // SAFETY: `has_avx512` checked at run time that the CPU has AVX-512F, AVX2, FMA
-                // and F16C.
-                return unsafe { avx512($($arg),*) };
-            }
             #[cfg(target_arch = "x86_64")]
             if $crate::kernels::has_avx2() {
                 #[target_feature(enable = "avx2,fma,f16c")]
