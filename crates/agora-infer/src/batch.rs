@@ -162,8 +162,9 @@ impl Drop for Batcher {
 /// Fails sequence `seq` because its constraint refused the token its own mask allowed (an
 /// inconsistency, not a request's doing): its caller gets the error, and the sequence ends.
 fn fail(seq: &Seq, reason: String) -> Finish {
-    let _ = seq.job.events.send(Event::Failed(Error::BadRequest(format!(
-        "the answer's format: {reason}"
+    let _ = seq.job.events.send(Event::Failed(Error::Runtime(format!(
+        "the answer's format checker refused a token its own mask allowed (a fault of this \
+         runtime, not of the request): {reason}"
     ))));
     Finish::Cancelled
 }

@@ -1010,3 +1010,51 @@ fn a_constraint_that_cannot_go_on_cuts_the_answer() {
         .unwrap();
     assert_eq!(longer.first_failure, Some(5));
 }
+
+/// A constraint that refuses a token its own mask allowed.
+#[derive(Debug)]
+struct Inconsistent {
+    vocab: usize,
+}
+
+impl agora_infer::sample::TokenConstraint for Inconsistent {
+    fn mask(&mut self) -> Result<agora_infer::sample::TokenMask, String> {
+        let mut mask = agora_infer::sample::TokenMask::none(self.vocab);
+        for t in 0..self.vocab as u32 {
+            mask.allow(t);
+        }
+        Ok(mask)
+    }
+
+    fn commit(&mut self, t: u32) -> Result<(), String> {
+        Err(format!("token {t} refused"))
+    }
+}
+
+/// A format checker at odds with itself is the runtime's fault, not the request's: the answer
+/// fails with a runtime error that says so.
+#[test]
+fn a_constraint_at_odds_with_itself_is_a_runtime_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.gguf");
+    write_tiny_chat_model(&path, TinySpec::default()).unwrap();
+    let model = ChatModel::load(&path, 2).unwrap();
+    let vocab = model.llama.config.vocab;
+    let prompt = model
+        .encode_chat(&[Message::new("user", "Go on.")])
+        .unwrap();
+    let err = model
+        .generate_until(
+            &[],
+            &prompt,
+            &GenParams::default(),
+            &[],
+            Some(Box::new(Inconsistent { vocab })),
+            &mut no_stream,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Runtime(m) if m.contains("not of the request")),
+        "{err:?}"
+    );
+}
