@@ -254,15 +254,34 @@ fn compile_on(factory: &ParserFactory, grammar: &str) -> Result<Matcher, Error> 
 }
 
 /// Whether `grammar` is one a job may carry (its syntax and its schemas), without a model: what a
-/// gateway checks before it signs a job.
+/// gateway checks before it signs a job. The last [`CHECKED`] grammars that passed (by SHA-256)
+/// pass again without compiling: clients tend to send the same schema with every request.
 pub fn check(grammar: &str) -> Result<(), Error> {
-    static BYTES: std::sync::OnceLock<Result<ParserFactory, String>> = std::sync::OnceLock::new();
+    use sha2::{Digest, Sha256};
+    use std::sync::{Mutex, OnceLock};
+    static BYTES: OnceLock<Result<ParserFactory, String>> = OnceLock::new();
+    static PASSED: Mutex<std::collections::VecDeque<[u8; 32]>> =
+        Mutex::new(std::collections::VecDeque::new());
+    let digest: [u8; 32] = Sha256::digest(grammar.as_bytes()).into();
+    let passed = || PASSED.lock().unwrap_or_else(|e| e.into_inner());
+    if passed().contains(&digest) {
+        return Ok(());
+    }
     let factory = BYTES
         .get_or_init(|| factory(&ApproximateTokEnv::single_byte_env()).map_err(|e| e.to_string()))
         .as_ref()
         .map_err(|e| Error::Model(e.clone()))?;
-    compile_on(factory, grammar).map(drop)
+    compile_on(factory, grammar)?;
+    let mut passed = passed();
+    if passed.len() == CHECKED {
+        passed.pop_front();
+    }
+    passed.push_back(digest);
+    Ok(())
 }
+
+/// How many grammars that passed [`check`] are remembered.
+pub const CHECKED: usize = 256;
 
 /// A compiler for `env`'s vocabulary, quiet, under [`limits`].
 fn factory(env: &TokEnv) -> Result<ParserFactory, Error> {
@@ -427,6 +446,11 @@ mod tests {
             Err(Error::Bad(_))
         ));
         let huge = json_schema(&json!({"enum": vec!["x".repeat(64); 600]}));
+        assert!(matches!(check(&huge), Err(Error::TooLarge { .. })));
+        // Checked again (a good one from memory): the same answers; a bad one is never
+        // remembered as good.
+        check(&json_schema(&json!({"type": "object"}))).unwrap();
+        assert!(matches!(check("start: ("), Err(Error::Bad(_))));
         assert!(matches!(check(&huge), Err(Error::TooLarge { .. })));
     }
 
