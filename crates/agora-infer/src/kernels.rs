@@ -101,6 +101,26 @@ fn amx_granted() -> bool {
     false
 }
 
+/// Asks for `data`'s cache lines to be brought into the core's second-level cache ahead of their
+/// use: a hint only, which changes no result.
+#[inline]
+pub fn prefetch<T>(data: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
+        let p = data.as_ptr().cast::<i8>();
+        for line in (0..std::mem::size_of_val(data)).step_by(64) {
+            // SAFETY: the address lies inside `data`, and a prefetch never faults.
+            #[allow(unsafe_code)]
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(line))
+            };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = data;
+}
+
 /// Whether this CPU runs the AVX2 kernels (AVX2, FMA and F16C).
 pub fn has_avx2() -> bool {
     detected() != Isa::Portable
@@ -1010,46 +1030,57 @@ mod amx {
         }
     }
 
-    /// One block's tile products in the given set of tiles (`$c` sums, `$a` tokens, `$w`
+    /// Starts one block's tile product in the given set of tiles (`$c` sums, `$a` tokens, `$w`
     /// weights): `$dp` the dot product (`tdpbssd` for signed weights, `tdpbsud` for unsigned).
+    /// The sums stay in `$c` until [`store`] writes them out, so that the product runs while
+    /// the previous block's sums are scaled.
     macro_rules! block_tiles {
-        ($dp:literal, $c:literal, $a:literal, $w:literal, $ap:expr, $stride:expr, $wp:expr, $sums:expr) => {
+        ($dp:literal, $c:literal, $a:literal, $w:literal, $ap:expr, $stride:expr, $wp:expr) => {
             asm!(
                 concat!("tilezero ", $c),
                 concat!("tileloadd ", $a, ", [{a} + {stride}*1]"),
                 concat!("tileloadd ", $w, ", [{w} + {s}*1]"),
                 concat!($dp, " ", $c, ", ", $a, ", ", $w),
-                concat!("tilestored [{sums} + {s}*1], ", $c),
-                a = in(reg) $ap, stride = in(reg) $stride, w = in(reg) $wp, sums = in(reg) $sums,
+                a = in(reg) $ap, stride = in(reg) $stride, w = in(reg) $wp,
                 s = in(reg) 64usize,
                 out("tmm0") _, out("tmm1") _, out("tmm2") _, out("tmm3") _,
                 out("tmm4") _, out("tmm5") _,
-                options(nostack),
+                options(nostack, readonly),
             )
         };
     }
 
     /// Starts one block's tile products in set `set`: `a` the tokens' quants (16 rows, `stride`
-    /// apart), `weights` the two groups' weights in the tile's layout; the sums land in `sums` (a
-    /// token per 64 bytes). `SIGNED`: the weights are signed bytes (else unsigned).
+    /// apart), `weights` the two groups' weights in the tile's layout; [`store`] with the same
+    /// set reads the sums back. `SIGNED`: the weights are signed bytes (else unsigned).
     #[inline(always)]
-    fn tiles<const SIGNED: bool>(
-        set: usize,
-        a: &[i8],
-        stride: usize,
-        weights: &[u8],
-        sums: &mut [i32; TOKENS * 2 * GROUP],
-    ) {
+    fn tiles<const SIGNED: bool>(set: usize, a: &[i8], stride: usize, weights: &[u8]) {
         assert!(a.len() >= 15 * stride + QK && weights.len() >= 8 * 64);
-        let (ap, wp, sums) = (a.as_ptr(), weights.as_ptr(), sums.as_mut_ptr());
+        let (ap, wp) = (a.as_ptr(), weights.as_ptr());
         // SAFETY: 16 rows of 32 bytes `stride` apart inside `a` (checked above), 8 rows of 64
-        // bytes in `weights`, 16 rows of 64 bytes in `sums`.
+        // bytes in `weights`.
         unsafe {
             match (SIGNED, set) {
-                (true, 0) => block_tiles!("tdpbssd", "tmm0", "tmm1", "tmm2", ap, stride, wp, sums),
-                (true, _) => block_tiles!("tdpbssd", "tmm3", "tmm4", "tmm5", ap, stride, wp, sums),
-                (false, 0) => block_tiles!("tdpbsud", "tmm0", "tmm1", "tmm2", ap, stride, wp, sums),
-                (false, _) => block_tiles!("tdpbsud", "tmm3", "tmm4", "tmm5", ap, stride, wp, sums),
+                (true, 0) => block_tiles!("tdpbssd", "tmm0", "tmm1", "tmm2", ap, stride, wp),
+                (true, _) => block_tiles!("tdpbssd", "tmm3", "tmm4", "tmm5", ap, stride, wp),
+                (false, 0) => block_tiles!("tdpbsud", "tmm0", "tmm1", "tmm2", ap, stride, wp),
+                (false, _) => block_tiles!("tdpbsud", "tmm3", "tmm4", "tmm5", ap, stride, wp),
+            }
+        }
+    }
+
+    /// Writes set `set`'s sums (started by [`tiles`]) to `sums`, a token per 64 bytes.
+    #[inline(always)]
+    fn store(set: usize, sums: &mut [i32; TOKENS * 2 * GROUP]) {
+        let sums = sums.as_mut_ptr();
+        // SAFETY: 16 rows of 64 bytes in `sums`.
+        unsafe {
+            if set == 0 {
+                asm!("tilestored [{p} + {s}*1], tmm0", p = in(reg) sums, s = in(reg) 64usize,
+                    options(nostack))
+            } else {
+                asm!("tilestored [{p} + {s}*1], tmm3", p = in(reg) sums, s = in(reg) 64usize,
+                    options(nostack))
             }
         }
     }
@@ -1100,6 +1131,13 @@ mod amx {
                 WeightType::Q8_0 | WeightType::Q6K => (GROUP * 34, 2 * GROUP),
             };
             let q = b * block + quants;
+            // The blocks some way ahead, for both groups (the loads below wait on memory).
+            for g in [self.a, self.b] {
+                let ahead = g[(b + 4) * block % g.len()..].as_ptr().cast();
+                _mm_prefetch::<_MM_HINT_T0>(ahead);
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128));
+            }
             let (sa, sb, d) = (&self.a[q..q + 128], &self.b[q..q + 128], &mut dst[..512]);
             // SAFETY (every block below): loads of 32 bytes at 32j inside `sa` and `sb` (j < 4;
             // for Q8_0 the 256 bytes are checked below), stores of 64 at 64j (j < 8) inside `d`.
@@ -1167,12 +1205,12 @@ mod amx {
                 p.tile(b, &mut tiled[slot(b)..slot(b) + 512]);
             }
         }
-        tiles::<SIGNED>(0, a, acts.cols, &tiled[slot(0)..], &mut sums.0[0]);
+        tiles::<SIGNED>(0, a, acts.cols, &tiled[slot(0)..]);
         for b in 0..nb {
+            store(b % 2, &mut sums.0[b % 2]);
             if b + 1 < nb {
-                let set = (b + 1) % 2;
                 let w = &tiled[slot(b + 1)..];
-                tiles::<SIGNED>(set, &a[(b + 1) * QK..], acts.cols, w, &mut sums.0[set]);
+                tiles::<SIGNED>((b + 1) % 2, &a[(b + 1) * QK..], acts.cols, w);
             }
             if !whole && b + 2 < nb {
                 p.tile(b + 2, &mut tiled[slot(b + 2)..slot(b + 2) + 512]);

@@ -109,6 +109,9 @@ crate::kernels::multiversion! {
             stride * hd <= keys.len() && last * hd <= values.len(),
             "attention: the cache holds fewer positions than asked for"
         );
+        // The keys are read block after block, the values after the scores: all on their way.
+        crate::kernels::prefetch(&keys[..stride * hd]);
+        crate::kernels::prefetch(&values[..last * hd]);
         scores.clear();
         scores.resize(rows * stride, 0.0);
         // Up to six rows at a time, so a block of accumulators stays in registers.
