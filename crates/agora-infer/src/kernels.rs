@@ -881,6 +881,11 @@ mod amx {
     /// Tokens per tile (a tile's rows).
     pub(super) const TOKENS: usize = 16;
 
+    /// Blocks of weights in the tiles' layout for sixteen or fewer tokens, filled `RING - 1`
+    /// blocks ahead of their use: a tile load of bytes just stored waits until the stores have
+    /// left the core's store buffer. (A ring of six measured no faster.)
+    const RING: usize = 3;
+
     /// The tiles, two sets of three taking turns: a block's sums (16 tokens × 16 rows of i32:
     /// tiles 0 and 3), the tokens' quants of the block (16 × 32 bytes: tiles 1 and 4), and the two
     /// groups' weights of the block (8 × 64 bytes: tiles 2 and 5; row `j` holds elements
@@ -945,9 +950,9 @@ mod amx {
         let mut sums = Sums([[0; TOKENS * 2 * GROUP]; 2]);
         // Two groups' weights in the tiles' layout, 512 bytes a block. For many tokens they are
         // written once for all of them, a pair of groups ahead (a tile load of bytes just stored
-        // waits long for the stores); for sixteen or fewer, two blocks ahead in a ring of three.
+        // waits long for the stores); for sixteen or fewer, in a ring of [`RING`].
         let whole = n > TOKENS;
-        let slots = if whole { nb } else { 3 };
+        let slots = if whole { nb } else { RING };
         let mut tiled = vec![0u8; 2 * slots * 512 + 64];
         let off = tiled.as_ptr().align_offset(64);
         let (mut tiled, mut next) = tiled[off..off + 2 * slots * 512].split_at_mut(slots * 512);
@@ -1180,7 +1185,7 @@ mod amx {
     }
 
     /// Two groups' rows against tokens `t0..t0+16`: their weights tiled in `tiled`, all blocks
-    /// (`whole`) or a ring of three filled here, two blocks ahead. `SIGNED`: signed weights
+    /// (`whole`) or a ring of [`RING`] filled here. `SIGNED`: signed weights
     /// (Q8_0); `F32`: f32 scales (else f16); `MIN`: the blocks have minimums (the field after
     /// the scales), added in a second pass as every kernel adds them.
     #[inline]
@@ -1197,11 +1202,11 @@ mod amx {
         let block = GROUP * p.ty.block_bytes();
         let (wa, wb) = (p.a, p.b);
         assert!(wa.len() == nb * block && wb.len() == nb * block);
-        let slot = |b: usize| if whole { b * 512 } else { b % 3 * 512 };
+        let slot = |b: usize| if whole { b * 512 } else { b % RING * 512 };
         let a = &acts.rows[t0 * acts.cols..];
         let mut acc = [_mm512_setzero_ps(); TOKENS];
         if !whole {
-            for b in 0..nb.min(2) {
+            for b in 0..nb.min(RING - 1) {
                 p.tile(b, &mut tiled[slot(b)..slot(b) + 512]);
             }
         }
@@ -1212,8 +1217,9 @@ mod amx {
                 let w = &tiled[slot(b + 1)..];
                 tiles::<SIGNED>((b + 1) % 2, &a[(b + 1) * QK..], acts.cols, w);
             }
-            if !whole && b + 2 < nb {
-                p.tile(b + 2, &mut tiled[slot(b + 2)..slot(b + 2) + 512]);
+            if !whole && b + RING - 1 < nb {
+                let ahead = b + RING - 1;
+                p.tile(ahead, &mut tiled[slot(ahead)..slot(ahead) + 512]);
             }
             let dw = scales16::<F32>(wa, wb, b * block);
             scale_add(
