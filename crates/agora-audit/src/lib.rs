@@ -14,9 +14,11 @@ mod detectors;
 mod model;
 pub mod output;
 mod prepass;
+mod project;
 
 pub use detectors::DETECTORS;
 pub use prepass::{Rewrite, prepass};
+pub use project::{Layout, Project, ProjectError, ProjectReport, Unresolved};
 use serde::{Deserialize, Serialize};
 
 /// The DASP 10 category of a finding.
@@ -314,64 +316,156 @@ fn check_depth(text: &str) -> Result<usize, (usize, String)> {
 
 /// Audits one Solidity source. `file` names it in the findings.
 pub fn audit_source(file: &str, src: &str) -> Result<Vec<Finding>, Error> {
+    let prepared = prepare(file, src, true)?;
+    let (findings, mut errors) = audit_prepared(vec![prepared], vec![Vec::new()]);
+    match errors.pop() {
+        Some(e) => Err(e),
+        None => Ok(findings),
+    }
+}
+
+/// A source rewritten for the parser ([`prepass`]), checked for depth, with the paths its
+/// import directives name.
+struct Prepared {
+    name: String,
+    text: String,
+    rewrites: Vec<prepass::Rewrite>,
+    lines: model::LineIndex,
+    depth: usize,
+    /// Import paths as written, in order.
+    imports: Vec<String>,
+    /// Contracts, libraries and interfaces defined.
+    contracts: usize,
+    /// Findings in it are reported.
+    reported: bool,
+}
+
+/// Rewrites a source, checks its depth and reads its imports (with the lexer: no recursion).
+fn prepare(name: &str, src: &str, reported: bool) -> Result<Prepared, Error> {
     let (text, rewrites) = prepass(src);
     let lines = model::LineIndex::new(&text);
     let depth = check_depth(&text).map_err(|(offset, why)| Error::TooDeep {
-        file: file.to_string(),
+        file: name.to_string(),
         line: lines.line(offset),
         why,
     })?;
-    if depth <= SHALLOW_DEPTH {
-        return analyse(file, &text, &rewrites, &lines);
-    }
-    // Deep: on a stack of its own, whatever thread calls.
-    std::thread::scope(|scope| {
-        std::thread::Builder::new()
-            .name("audit".into())
-            .stack_size(AUDIT_STACK_BYTES)
-            .spawn_scoped(scope, || analyse(file, &text, &rewrites, &lines))
-            .map_err(|e| Error::Thread {
-                file: file.to_string(),
-                reason: e.to_string(),
-            })?
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    let (imports, contracts) = scan(&text);
+    Ok(Prepared {
+        name: name.to_string(),
+        text,
+        rewrites,
+        lines,
+        depth,
+        imports,
+        contracts,
+        reported,
     })
 }
 
-/// Parses and runs the detectors (on the audit's own stack).
-fn analyse(
-    file: &str,
-    text: &str,
-    rewrites: &[prepass::Rewrite],
-    lines: &model::LineIndex,
-) -> Result<Vec<Finding>, Error> {
-    let unit = match solang_parser::parse(text, 0) {
-        Ok((unit, _comments)) => unit,
-        Err(errors) => {
-            let first = errors.first();
-            return Err(Error::Syntax {
-                file: file.to_string(),
-                line: first.map_or(1, |e| lines.line(e.loc.start())),
-                message: first.map_or_else(|| "does not parse".into(), |e| e.message.clone()),
-            });
+/// The paths named by a source's import directives, in order (the first string of each
+/// `import … ;`), and how many contracts, libraries and interfaces it defines.
+fn scan(text: &str) -> (Vec<String>, usize) {
+    use solang_parser::lexer::{Lexer, Token};
+    let (mut comments, mut errors) = (Vec::new(), Vec::new());
+    let mut out = Vec::new();
+    let mut in_import = false;
+    let mut contracts = 0;
+    for (_, token, _) in Lexer::new(text, 0, &mut comments, &mut errors) {
+        match token {
+            Token::Contract | Token::Library | Token::Interface => contracts += 1,
+            Token::Import => in_import = true,
+            Token::Semicolon => in_import = false,
+            Token::StringLiteral(_, path) if in_import => {
+                out.push(path.to_string());
+                in_import = false;
+            }
+            _ => {}
         }
-    };
-    let unit = model::Unit::build(&unit, lines, rewrites);
-    let mut findings = detectors::run(&unit);
-    for f in &mut findings {
-        f.file = file.to_string();
     }
-    findings.sort_by(|a, b| (a.line, &a.detector).cmp(&(b.line, &b.detector)));
-    findings.dedup_by(|a, b| a.line == b.line && a.detector == b.detector);
-    Ok(findings)
+    (out, contracts)
+}
+
+/// Parses prepared files and runs the detectors over all of them together: `imports[i]` are the
+/// files that file `i` imports (indexes into `files`). A file that does not parse is reported and
+/// left out; the rest are audited. Findings come file by file in the order given, by line.
+fn audit_prepared(files: Vec<Prepared>, imports: Vec<Vec<usize>>) -> (Vec<Finding>, Vec<Error>) {
+    let deep = files.iter().any(|f| f.depth > SHALLOW_DEPTH);
+    let run = move || parse_and_detect(files, imports);
+    if !deep {
+        return run();
+    }
+    // Deep: on a stack of its own, whatever thread calls.
+    std::thread::scope(|scope| {
+        match std::thread::Builder::new()
+            .name("audit".into())
+            .stack_size(AUDIT_STACK_BYTES)
+            .spawn_scoped(scope, run)
+        {
+            Ok(handle) => handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Err(e) => (
+                Vec::new(),
+                vec![Error::Thread {
+                    file: String::new(),
+                    reason: e.to_string(),
+                }],
+            ),
+        }
+    })
+}
+
+/// [`audit_prepared`]'s work, on the audit's own stack.
+fn parse_and_detect(files: Vec<Prepared>, imports: Vec<Vec<usize>>) -> (Vec<Finding>, Vec<Error>) {
+    let mut errors = Vec::new();
+    // Each file's place among those that parse.
+    let mut parsed = Vec::with_capacity(files.len());
+    let mut place = vec![None; files.len()];
+    for (i, f) in files.into_iter().enumerate() {
+        match solang_parser::parse(&f.text, parsed.len()) {
+            Ok((tree, _comments)) => {
+                place[i] = Some(parsed.len());
+                parsed.push((
+                    i,
+                    model::ParsedFile {
+                        name: f.name,
+                        tree,
+                        lines: f.lines,
+                        rewrites: f.rewrites,
+                        reported: f.reported,
+                        imports: Vec::new(),
+                    },
+                ));
+            }
+            Err(errs) => {
+                let first = errs.first();
+                errors.push(Error::Syntax {
+                    line: first.map_or(1, |e| f.lines.line(e.loc.start())),
+                    message: first.map_or_else(|| "does not parse".into(), |e| e.message.clone()),
+                    file: f.name,
+                });
+            }
+        }
+    }
+    let parsed: Vec<model::ParsedFile> = parsed
+        .into_iter()
+        .map(|(i, mut p)| {
+            p.imports = imports[i].iter().filter_map(|&j| place[j]).collect();
+            p
+        })
+        .collect();
+    let unit = model::Unit::build(&parsed);
+    let mut findings = detectors::run(&unit);
+    findings.sort_by(|(fa, a), (fb, b)| (fa, a.line, &a.detector).cmp(&(fb, b.line, &b.detector)));
+    findings.dedup_by(|(fa, a), (fb, b)| fa == fb && a.line == b.line && a.detector == b.detector);
+    (findings.into_iter().map(|(_, f)| f).collect(), errors)
 }
 
 /// The auditor's name as a network model (DESIGN.md §10): providers serve it and verifiers
 /// re-run it like any model. A verifier compares a provider's report with its own exactly, so any
 /// change to what the detectors report must change this version (a test pins the labelled
 /// suite's report to it).
-pub const MODEL_NAME: &str = "agora-audit@0.2.1";
+pub const MODEL_NAME: &str = "agora-audit@0.3.0";
 
 /// The auditor's model id: SHA-256 of its name and its detector table (a weights file's hash
 /// is the id of a neural model; the auditor's "weights" are its detectors).
@@ -447,15 +541,35 @@ pub fn solidity_files(paths: &[std::path::PathBuf]) -> std::io::Result<Vec<std::
     Ok(out)
 }
 
-/// Audits `(name, source)` files; one that does not parse is reported and the rest go on.
+/// Audits `(name, source)` files as one project: an import names another of the files by its
+/// path relative to the importing file (`./`, `../`) or by its name as given. A contract is
+/// analysed with what it inherits from the files it imports. One that does not parse is
+/// reported and the rest go on.
 pub fn audit_files<'a>(files: impl IntoIterator<Item = (&'a str, &'a str)>) -> Report {
     let mut report = Report::default();
+    let mut prepared = Vec::new();
     for (name, src) in files {
-        match audit_source(name, src) {
-            Ok(found) => report.findings.extend(found),
+        match prepare(name, src, true) {
+            Ok(p) => prepared.push(p),
             Err(e) => report.errors.push(e.report()),
         }
     }
+    let names: Vec<String> = prepared.iter().map(|p| p.name.clone()).collect();
+    let imports = prepared
+        .iter()
+        .map(|p| {
+            p.imports
+                .iter()
+                .filter_map(|path| {
+                    let wanted = project::joined(&p.name, path);
+                    names.iter().position(|n| *n == wanted || n == path)
+                })
+                .collect()
+        })
+        .collect();
+    let (findings, errors) = audit_prepared(prepared, imports);
+    report.findings = findings;
+    report.errors.extend(errors.iter().map(Error::report));
     report
 }
 

@@ -6,7 +6,7 @@ use solang_parser::pt::{
     self, ContractPart, Expression, FunctionAttribute, FunctionTy, Loc, SourceUnitPart, Statement,
     Visibility,
 };
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Byte offset → line.
 pub(crate) struct LineIndex {
@@ -30,6 +30,7 @@ impl LineIndex {
 }
 
 /// A function (or modifier, constructor, fallback) of a contract.
+#[derive(Clone)]
 pub(crate) struct Function {
     pub(crate) name: String,
     pub(crate) ty: FunctionTy,
@@ -49,9 +50,14 @@ pub(crate) struct Function {
     pub(crate) params: Vec<String>,
     pub(crate) line: usize,
     pub(crate) body: Option<Statement>,
+    /// The file it is written in (an index into [`Unit::files`]).
+    pub(crate) file: usize,
+    /// Declared in a contract this one inherits from.
+    pub(crate) inherited: bool,
 }
 
 /// A contract, library or interface.
+#[derive(Clone)]
 pub(crate) struct Contract {
     pub(crate) name: String,
     pub(crate) bases: Vec<String>,
@@ -67,84 +73,256 @@ pub(crate) struct Contract {
     /// `using SafeMath for …` (or another *Math library): arithmetic goes through checked calls.
     pub(crate) safe_math: bool,
     pub(crate) functions: Vec<Function>,
+    /// The file it is written in (an index into [`Unit::files`]).
+    pub(crate) file: usize,
+    /// With what it inherits: state variables declared again by a nearer contract (the name
+    /// means a different variable depending on where it is read).
+    pub(crate) shadowed: BTreeSet<String>,
 }
 
-/// A parsed file.
-pub(crate) struct Unit<'a> {
+/// One parsed file of an audit, with the files its imports name (indexes into the audit's
+/// files, in the order of its import directives).
+pub(crate) struct ParsedFile {
+    pub(crate) name: String,
+    pub(crate) tree: pt::SourceUnit,
+    pub(crate) lines: LineIndex,
+    pub(crate) rewrites: Vec<Rewrite>,
+    /// Findings in it are reported (a project's own files; its dependencies on request).
+    pub(crate) reported: bool,
+    pub(crate) imports: Vec<usize>,
+}
+
+/// What the detectors know of one file.
+pub(crate) struct Source<'a> {
+    pub(crate) name: &'a str,
     pub(crate) lines: &'a LineIndex,
-    pub(crate) contracts: Vec<Contract>,
     /// The pragma allows a compiler before 0.8 (unchecked arithmetic), or there is no pragma.
     pub(crate) before_08: bool,
     /// The pragma allows a compiler before 0.5 (constructors named after the contract).
     pub(crate) before_05: bool,
     pub(crate) rewrites: &'a [Rewrite],
+    pub(crate) reported: bool,
+}
+
+/// The parsed files of an audit: their contracts (each file's in source order, file after
+/// file), and for each contract the contracts it inherits from, resolved through the imports.
+pub(crate) struct Unit<'a> {
+    pub(crate) files: Vec<Source<'a>>,
+    pub(crate) contracts: Vec<Contract>,
+    /// For each contract, the contracts it inherits from, nearest first (each once): Solidity's
+    /// linearization for the usual cases (`is A, B` looks in B before A).
+    pub(crate) ancestors: Vec<Vec<usize>>,
 }
 
 impl<'a> Unit<'a> {
-    pub(crate) fn build(
-        unit: &pt::SourceUnit,
-        lines: &'a LineIndex,
-        rewrites: &'a [Rewrite],
-    ) -> Unit<'a> {
-        let mut version = None;
+    pub(crate) fn build(parsed: &'a [ParsedFile]) -> Unit<'a> {
+        let mut files = Vec::with_capacity(parsed.len());
         let mut contracts = Vec::new();
-        for part in &unit.0 {
-            match part {
-                SourceUnitPart::PragmaDirective(p) => {
-                    if let Some(v) = pragma_version(p) {
-                        version = Some(v);
+        // Per file: `import {A as B}` names A as B.
+        let mut aliases: Vec<Vec<(String, String)>> = Vec::with_capacity(parsed.len());
+        for (i, p) in parsed.iter().enumerate() {
+            let mut version = None;
+            let mut renamed = Vec::new();
+            for part in &p.tree.0 {
+                match part {
+                    SourceUnitPart::PragmaDirective(d) => {
+                        if let Some(v) = pragma_version(d) {
+                            version = Some(v);
+                        }
+                    }
+                    SourceUnitPart::ContractDefinition(c) => {
+                        contracts.push(contract(c, &p.lines, i))
+                    }
+                    SourceUnitPart::ImportDirective(pt::Import::Rename(_, names, _)) => {
+                        for (name, alias) in names {
+                            if let Some(alias) = alias {
+                                renamed.push((alias.name.clone(), name.name.clone()));
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            aliases.push(renamed);
+            // Without a pragma, assume the oldest syntax the file could be.
+            let below = |minor: u32| version.is_none_or(|(major, m)| major == 0 && m < minor);
+            files.push(Source {
+                name: &p.name,
+                lines: &p.lines,
+                before_08: below(8),
+                before_05: below(5),
+                rewrites: &p.rewrites,
+                reported: p.reported,
+            });
+        }
+        // Contracts by name, and a name as a file sees it: its own contract first, then the
+        // nearest file its imports reach (breadth first) that defines one.
+        let mut by_name: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (ci, c) in contracts.iter().enumerate() {
+            by_name.entry(c.name.as_str()).or_default().push(ci);
+        }
+        let find = |file: usize, name: &str| -> Option<usize> {
+            let name = aliases[file]
+                .iter()
+                .find(|(alias, _)| alias == name)
+                .map_or(name, |(_, original)| original.as_str());
+            let candidates = by_name.get(name)?;
+            let in_file = |f: usize| candidates.iter().copied().find(|&c| contracts[c].file == f);
+            let mut queue = std::collections::VecDeque::from([file]);
+            let mut seen = BTreeSet::from([file]);
+            while let Some(f) = queue.pop_front() {
+                if let Some(c) = in_file(f) {
+                    return Some(c);
+                }
+                for &g in &parsed[f].imports {
+                    if seen.insert(g) {
+                        queue.push_back(g);
                     }
                 }
-                SourceUnitPart::ContractDefinition(c) => contracts.push(contract(c, lines)),
-                _ => {}
             }
-        }
-        // Which modifiers check the caller, across the file's contracts (bases included).
-        let defined: Vec<(String, bool)> = contracts
+            None
+        };
+        let direct: Vec<Vec<usize>> = contracts
             .iter()
-            .flat_map(|c: &Contract| &c.functions)
-            .filter(|m| m.ty == pt::FunctionTy::Modifier)
-            .map(|m| {
-                let mut caller = false;
-                if let Some(b) = &m.body {
-                    walk_stmt_exprs(b, &mut |e| {
-                        caller |= is_member(e, "msg", "sender")
-                            || is_member(e, "tx", "origin")
-                            || matches!(e, Expression::FunctionCall(_, f, _)
-                                if matches!(f.as_ref(), Expression::Variable(v) if v.name == "_msgSender"));
-                    });
-                }
-                (m.name.clone(), caller)
+            .enumerate()
+            .map(|(ci, c)| {
+                c.bases
+                    .iter()
+                    .filter_map(|b| find(c.file, b))
+                    .filter(|&b| b != ci)
+                    .collect()
             })
             .collect();
-        for c in &mut contracts {
+        drop(by_name);
+        let ancestors: Vec<Vec<usize>> = (0..contracts.len())
+            .map(|ci| {
+                let mut out = Vec::new();
+                linearize(ci, &direct, &mut out);
+                out.retain(|&a| a != ci);
+                out
+            })
+            .collect();
+        // Which modifiers check the caller.
+        let checks_caller = |m: &Function| {
+            let mut caller = false;
+            if let Some(b) = &m.body {
+                walk_stmt_exprs(b, &mut |e| {
+                    caller |= is_member(e, "msg", "sender")
+                        || is_member(e, "tx", "origin")
+                        || matches!(e, Expression::FunctionCall(_, f, _)
+                            if matches!(f.as_ref(), Expression::Variable(v) if v.name == "_msgSender"));
+                });
+            }
+            caller
+        };
+        // Each contract's modifiers that check the caller; a contract may use its own, its
+        // ancestors' and (as before files were linked) any of its file's.
+        let own: Vec<Vec<&str>> = contracts
+            .iter()
+            .map(|c| {
+                c.functions
+                    .iter()
+                    .filter(|m| m.ty == pt::FunctionTy::Modifier && checks_caller(m))
+                    .map(|m| m.name.as_str())
+                    .collect()
+            })
+            .collect();
+        let mut in_file: Vec<BTreeSet<&str>> = vec![BTreeSet::new(); parsed.len()];
+        for (c, names) in contracts.iter().zip(&own) {
+            in_file[c.file].extend(names.iter().copied());
+        }
+        let guarding: Vec<BTreeSet<String>> = (0..contracts.len())
+            .map(|ci| {
+                std::iter::once(ci)
+                    .chain(ancestors[ci].iter().copied())
+                    .flat_map(|a| own[a].iter().copied())
+                    .chain(in_file[contracts[ci].file].iter().copied())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .collect();
+        drop((own, in_file));
+        for (c, guards) in contracts.iter_mut().zip(&guarding) {
             for f in &mut c.functions {
                 f.access_modifier = f.modifiers.iter().any(|m| {
                     let n = m.to_ascii_lowercase();
                     let named = ["only", "owner", "admin", "auth", "role"]
                         .iter()
                         .any(|w| n.contains(w));
-                    named || defined.iter().any(|(d, caller)| d == m && *caller)
+                    named || guards.contains(m)
                 });
             }
         }
-        // Without a pragma, assume the oldest syntax the file could be.
-        let below = |minor: u32| version.is_none_or(|(major, m)| major == 0 && m < minor);
         Unit {
-            lines,
+            files,
             contracts,
-            before_08: below(8),
-            before_05: below(5),
-            rewrites,
+            ancestors,
         }
     }
 
     pub(crate) fn line(&self, loc: &Loc) -> usize {
-        self.lines.line(loc.start())
+        self.source(loc).lines.line(loc.start())
     }
 
     pub(crate) fn end_line(&self, loc: &Loc) -> usize {
-        self.lines.line(loc.end())
+        self.source(loc).lines.line(loc.end())
+    }
+
+    /// The file a location lies in.
+    pub(crate) fn source(&self, loc: &Loc) -> &Source<'a> {
+        &self.files[loc.try_file_no().unwrap_or(0).min(self.files.len() - 1)]
+    }
+
+    /// Contract `ci` with everything it inherits: the state and structs of every ancestor, and
+    /// each ancestor's functions that no nearer contract overrides (every constructor runs, so
+    /// every one is kept), marked inherited. Whether it uses a math library stays its own: a
+    /// base's `using SafeMath` says nothing of the plain operators written here.
+    pub(crate) fn with_inherited(&self, ci: usize) -> Contract {
+        let c = &self.contracts[ci];
+        let mut flat = c.clone();
+        for &a in &self.ancestors[ci] {
+            let base = &self.contracts[a];
+            flat.shadowed
+                .extend(base.state_vars.intersection(&flat.state_vars).cloned());
+            flat.state_vars.extend(base.state_vars.iter().cloned());
+            flat.state_arrays.extend(base.state_arrays.iter().cloned());
+            flat.state_maps.extend(base.state_maps.iter().cloned());
+            flat.structs.extend(base.structs.iter().cloned());
+            flat.state_inits.extend(base.state_inits.iter().cloned());
+            for f in &base.functions {
+                let mut f = f.clone();
+                // A base's constructor named after it (before 0.5) is no function of this one.
+                if f.ty == FunctionTy::Function && f.name == base.name {
+                    f.ty = FunctionTy::Constructor;
+                }
+                let overridden = f.ty != FunctionTy::Constructor
+                    && flat.functions.iter().any(|g| {
+                        g.ty == f.ty && g.name == f.name && g.params.len() == f.params.len()
+                    });
+                if !overridden {
+                    f.inherited = true;
+                    flat.functions.push(f);
+                }
+            }
+        }
+        flat
+    }
+}
+
+/// Most contracts a contract's linearization holds (itself included): far beyond real
+/// hierarchies (OpenZeppelin's deepest have about 20), and a bound on the work a crafted one
+/// (every contract inheriting all before it) can cause.
+const MAX_LINEARIZATION: usize = 64;
+
+/// Appends `ci`'s linearization to `out`: itself, then its bases from the last named to the
+/// first, each once, up to [`MAX_LINEARIZATION`]. Cycles (which no compiler accepts) stop.
+fn linearize(ci: usize, direct: &[Vec<usize>], out: &mut Vec<usize>) {
+    if out.contains(&ci) || out.len() >= MAX_LINEARIZATION {
+        return;
+    }
+    out.push(ci);
+    for &b in direct[ci].iter().rev() {
+        linearize(b, direct, out);
     }
 }
 
@@ -174,7 +352,7 @@ fn pragma_version(p: &pt::PragmaDirective) -> Option<(u32, u32)> {
     Some((parts.next()?, parts.next().unwrap_or(0)))
 }
 
-fn contract(c: &pt::ContractDefinition, lines: &LineIndex) -> Contract {
+fn contract(c: &pt::ContractDefinition, lines: &LineIndex, file: usize) -> Contract {
     let name = c.name.as_ref().map_or(String::new(), |n| n.name.clone());
     let bases = c
         .base
@@ -224,7 +402,7 @@ fn contract(c: &pt::ContractDefinition, lines: &LineIndex) -> Contract {
                     structs.insert(n.name.clone());
                 }
             }
-            ContractPart::FunctionDefinition(f) => functions.push(function(f, lines)),
+            ContractPart::FunctionDefinition(f) => functions.push(function(f, lines, file)),
             _ => {}
         }
     }
@@ -238,10 +416,12 @@ fn contract(c: &pt::ContractDefinition, lines: &LineIndex) -> Contract {
         state_inits,
         safe_math,
         functions,
+        file,
+        shadowed: BTreeSet::new(),
     }
 }
 
-fn function(f: &pt::FunctionDefinition, lines: &LineIndex) -> Function {
+fn function(f: &pt::FunctionDefinition, lines: &LineIndex, file: usize) -> Function {
     let mut exposed = true;
     let mut view = false;
     let mut constant = false;
@@ -285,6 +465,8 @@ fn function(f: &pt::FunctionDefinition, lines: &LineIndex) -> Function {
         access_modifier: false,
         line: lines.line(f.loc.start()),
         body: f.body.clone(),
+        file,
+        inherited: false,
     }
 }
 

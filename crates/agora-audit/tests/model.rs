@@ -9,8 +9,8 @@ use std::path::Path;
 /// gives. When a detector's output changes, this test fails: bump `MODEL_NAME` (providers and
 /// verifiers of different versions would otherwise disagree) and update the pins.
 const PINNED: (&str, &str, &str) = (
-    "agora-audit@0.2.1",
-    "4ffcba40c4f0720027c8f81de31243d428aeaa2b61a92fbd38991c4960c005fe",
+    "agora-audit@0.3.0",
+    "9fbf5b01810e35c610e0db0e1674aef9127835177a384b85700524e6b844462d",
     "571eca69c26d5bb79d513d4967e62e634cf432948d7dd9f8d4d56258646a9ec5",
 );
 

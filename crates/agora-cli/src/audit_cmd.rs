@@ -1,6 +1,6 @@
 //! `agora audit PATH…` and `agora bench audit`.
 
-use agora_audit::{Finding, ParseError, Severity, audit_source, output};
+use agora_audit::{Finding, Layout, ParseError, Project, Severity, output};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
@@ -43,6 +43,10 @@ pub struct AuditArgs {
     /// Threads for the local chat model (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// For a project folder: report findings in its dependencies too (`lib/`, `node_modules/`),
+    /// not only in its own sources.
+    #[arg(long)]
+    include_deps: bool,
 }
 
 /// Most findings explained locally in one run.
@@ -63,6 +67,8 @@ struct Outcome {
     explained: Option<Explained>,
     /// The audit job's receipt, when it ran on the network.
     receipt: Option<serde_json::Value>,
+    /// For a project folder: its layout, files and unresolved imports.
+    project: Option<serde_json::Value>,
 }
 
 /// Every `.sol` file under `paths`, sorted.
@@ -70,32 +76,76 @@ fn sol_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(agora_audit::solidity_files(paths)?)
 }
 
-/// Audits the files; unreadable or unparsable files are reported and the rest go on.
+/// Audits the files together (an import of one by another resolves, so contracts are analysed
+/// with what they inherit); unreadable or unparsable files are reported and the rest go on.
 fn audit_files(
     files: &[PathBuf],
     name: &dyn Fn(&Path) -> String,
 ) -> (Vec<Finding>, Vec<ParseError>) {
-    let mut findings = Vec::new();
     let mut errors = Vec::new();
+    let mut sources = Vec::new();
     for f in files {
         let file = name(f);
-        let src = match std::fs::read(f) {
-            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-            Err(e) => {
-                errors.push(ParseError {
-                    file,
-                    line: 0,
-                    message: e.to_string(),
-                });
-                continue;
-            }
-        };
-        match audit_source(&file, &src) {
-            Ok(found) => findings.extend(found),
-            Err(e) => errors.push(e.report()),
+        match std::fs::read(f) {
+            Ok(bytes) => sources.push((file, String::from_utf8_lossy(&bytes).into_owned())),
+            Err(e) => errors.push(ParseError {
+                file,
+                line: 0,
+                message: e.to_string(),
+            }),
         }
     }
-    (findings, errors)
+    let report = agora_audit::audit_files(sources.iter().map(|(n, s)| (n.as_str(), s.as_str())));
+    errors.extend(report.errors);
+    (report.findings, errors)
+}
+
+/// Audits a project folder (Foundry, Hardhat/npm, or plain): its own sources with every file
+/// their imports reach. Files are named by their path as given on the command line.
+fn audit_project(dir: &Path, include_deps: bool) -> Result<Outcome> {
+    let project = Project::open(dir)?;
+    let mut r = project.audit(include_deps)?;
+    let shown = |name: &str| dir.join(name).display().to_string();
+    for f in &mut r.report.findings {
+        f.file = shown(&f.file);
+    }
+    for e in &mut r.report.errors {
+        e.file = shown(&e.file);
+    }
+    for u in &mut r.unresolved {
+        u.file = shown(&u.file);
+    }
+    eprintln!(
+        "{} project: {} own files, {} dependency files reached by imports, {} contracts",
+        match project.layout {
+            Layout::Foundry => "Foundry",
+            Layout::Hardhat => "Hardhat/npm",
+            Layout::Plain => "plain",
+        },
+        r.own_files,
+        r.dependency_files,
+        r.contracts
+    );
+    for u in &r.unresolved {
+        eprintln!(
+            "{}: import \"{}\" names no file (its contracts are left out of the analysis)",
+            u.file, u.import
+        );
+    }
+    let project_json = serde_json::json!({
+        "layout": project.layout,
+        "own_files": r.own_files,
+        "dependency_files": r.dependency_files,
+        "contracts": r.contracts,
+        "unresolved": r.unresolved,
+    });
+    Ok(Outcome {
+        findings: r.report.findings,
+        errors: r.report.errors,
+        explained: None,
+        receipt: None,
+        project: Some(project_json),
+    })
 }
 
 /// Runs `agora audit`; returns the exit code: 0 clean, 1 findings, 2 parse errors.
@@ -104,9 +154,21 @@ pub fn audit(args: AuditArgs, models_dir: &Path) -> Result<i32> {
     if files.is_empty() {
         bail!("no .sol files under the given paths");
     }
-    let outcome = match &args.gateway {
-        Some(url) => remote(&args, url, &files)?,
-        None => {
+    let outcome = match (&args.gateway, &args.paths[..]) {
+        (Some(url), _) => remote(&args, url, &files)?,
+        (None, [dir]) if dir.is_dir() => {
+            let mut outcome = audit_project(dir, args.include_deps)?;
+            outcome.findings.retain(|f| f.severity >= args.min_severity);
+            if args.explain {
+                outcome.explained = Some(explain_locally(
+                    &outcome.findings,
+                    models_dir,
+                    args.threads,
+                )?);
+            }
+            outcome
+        }
+        (None, _) => {
             let (mut findings, errors) = audit_files(&files, &|p| p.display().to_string());
             findings.retain(|f| f.severity >= args.min_severity);
             let explained = if args.explain {
@@ -119,6 +181,7 @@ pub fn audit(args: AuditArgs, models_dir: &Path) -> Result<i32> {
                 errors,
                 explained,
                 receipt: None,
+                project: None,
             }
         }
     };
@@ -172,6 +235,9 @@ fn print_report(format: Format, outcome: &Outcome) -> Result<()> {
             let mut v = output::json(findings, errors);
             if let Some(r) = &outcome.receipt {
                 v["agora"] = r.clone();
+            }
+            if let Some(p) = &outcome.project {
+                v["project"] = p.clone();
             }
             if let Some(list) = v["findings"].as_array_mut() {
                 for (i, f) in list.iter_mut().enumerate() {
@@ -326,5 +392,6 @@ fn remote(args: &AuditArgs, url: &str, files: &[PathBuf]) -> Result<Outcome> {
         errors,
         explained,
         receipt: Some(v["agora"].clone()),
+        project: None,
     })
 }

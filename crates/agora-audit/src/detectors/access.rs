@@ -40,14 +40,12 @@ pub(super) fn selfdestruct(out: &mut Out<'_, '_>, f: &Function, body: &Statement
 
 /// A function meant as the constructor whose name does not make it one.
 pub(super) fn wrong_constructor(out: &mut Out<'_, '_>, c: &Contract) {
-    let has_constructor = c
-        .functions
-        .iter()
-        .any(|f| f.ty == FunctionTy::Constructor || f.name == c.name);
-    if !out.unit.before_05 || has_constructor {
+    let own = || c.functions.iter().filter(|f| !f.inherited);
+    let has_constructor = own().any(|f| f.ty == FunctionTy::Constructor || f.name == c.name);
+    if !out.src().before_05 || has_constructor {
         return;
     }
-    for f in &c.functions {
+    for f in own() {
         if f.ty != FunctionTy::Function || !f.exposed || f.view || f.name.is_empty() {
             continue;
         }
@@ -301,7 +299,8 @@ pub(super) fn access(
 /// State variables that decide who may act: compared with msg.sender somewhere (in a function
 /// or a modifier), or named as an owner or admin. Mappings (`tokenOwner[id]`, `_owners[id]`)
 /// record who owns each item: data, not the contract's access control — unless named as owners
-/// and looked up by the caller in a condition (`require(owners[msg.sender] != 0)`).
+/// and looked up by the caller in a condition (`require(owners[msg.sender] != 0)`). Not a state
+/// variable declared both here and in a base.
 pub(super) fn auth_vars(c: &Contract) -> Vec<String> {
     let mut out: Vec<String> = c
         .state_vars
@@ -340,6 +339,8 @@ pub(super) fn auth_vars(c: &Contract) -> Vec<String> {
             }
         });
     }
+    // A shadowed name is two variables: which one a check reads is not known here.
+    out.retain(|n| !c.shadowed.contains(n));
     out
 }
 

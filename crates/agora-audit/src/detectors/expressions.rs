@@ -5,7 +5,7 @@ use super::*;
 
 /// tx.origin comparisons, block values as entropy, timestamp comparisons, unchecked arithmetic.
 pub(super) fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Statement) {
-    let before_08 = out.unit.before_08 && !c.safe_math;
+    let before_08 = out.src().before_08 && !c.safe_math;
     let tainted = tainted_names(f, body);
     let sent = sent_amounts(body);
     // Entries a subtraction moves value out of: `balances[from] -= v; balances[to] += v;`
@@ -263,7 +263,7 @@ pub(super) fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, bod
         _ => {}
     });
     // From 0.8, arithmetic wraps only inside `unchecked { }`: flag what inputs reach there.
-    if !out.unit.before_08 && !f.view {
+    if !out.src().before_08 && !f.view {
         walk_stmt(body, &mut |st| {
             if let Statement::Block {
                 unchecked: true, ..

@@ -2,7 +2,7 @@
 //! its SWC id and DASP category.
 
 use crate::model::{
-    Contract, Function, Unit, called_member, called_name, is_member, root_name, walk_expr,
+    Contract, Function, Source, Unit, called_member, called_name, is_member, root_name, walk_expr,
     walk_stmt, walk_stmt_exprs,
 };
 use crate::{Category, Confidence, Detector, Finding, Severity};
@@ -256,19 +256,35 @@ impl Facts {
 
 struct Out<'u, 'a> {
     unit: &'u Unit<'a>,
+    /// The file being looked at (the function's, or the contract's).
+    file: usize,
     findings: Vec<Finding>,
 }
 
-impl Out<'_, '_> {
+impl<'a> Out<'_, 'a> {
+    /// The file being looked at.
+    fn src(&self) -> &Source<'a> {
+        &self.unit.files[self.file]
+    }
+
     fn at(&mut self, d: &Detector, loc: &Loc, message: String) {
         let line = self.unit.line(loc);
         let end_line = self.unit.end_line(loc).max(line);
-        self.line(d, line, end_line, message);
+        let file = loc.try_file_no().unwrap_or(self.file);
+        self.push(d, file, line, end_line, message);
     }
 
     fn line(&mut self, d: &Detector, line: usize, end_line: usize, message: String) {
+        self.push(d, self.file, line, end_line, message);
+    }
+
+    /// Records a finding, in a file whose findings are reported.
+    fn push(&mut self, d: &Detector, file: usize, line: usize, end_line: usize, message: String) {
+        let Some(src) = self.unit.files.get(file).filter(|s| s.reported) else {
+            return;
+        };
         self.findings.push(Finding {
-            file: String::new(),
+            file: src.name.to_string(),
             line,
             end_line,
             detector: d.id.to_string(),
@@ -282,22 +298,29 @@ impl Out<'_, '_> {
     }
 }
 
-/// Runs every detector over a parsed file.
-pub(crate) fn run(unit: &Unit<'_>) -> Vec<Finding> {
+/// Runs every detector over the parsed files: each contract with what it inherits. Returns the
+/// findings in reported files, with the index of their file.
+pub(crate) fn run(unit: &Unit<'_>) -> Vec<(usize, Finding)> {
     let mut out = Out {
         unit,
+        file: 0,
         findings: Vec::new(),
     };
-    for r in unit.rewrites {
-        let message = match r.word {
-            "throw" => "`throw` is deprecated: use revert() or require",
-            "suicide" => "`suicide` is deprecated: use selfdestruct",
-            "sha3" => "`sha3` is deprecated: use keccak256",
-            _ => "`var` is deprecated: declare the type",
-        };
-        out.line(&DEPRECATED, r.line, r.line, message.into());
+    for (i, src) in unit.files.iter().enumerate() {
+        out.file = i;
+        for r in src.rewrites {
+            let message = match r.word {
+                "throw" => "`throw` is deprecated: use revert() or require",
+                "suicide" => "`suicide` is deprecated: use selfdestruct",
+                "sha3" => "`sha3` is deprecated: use keccak256",
+                _ => "`var` is deprecated: declare the type",
+            };
+            out.line(&DEPRECATED, r.line, r.line, message.into());
+        }
     }
-    for c in &unit.contracts {
+    for ci in 0..unit.contracts.len() {
+        let c = &unit.with_inherited(ci);
+        out.file = c.file;
         // A state variable named as entropy and seeded from the block.
         for (name, init) in &c.state_inits {
             let n = name.to_ascii_lowercase();
@@ -316,6 +339,7 @@ pub(crate) fn run(unit: &Unit<'_>) -> Vec<Finding> {
         wrong_constructor(&mut out, c);
         locked_ether(&mut out, c);
         for f in c.functions.iter().filter(|f| f.constant) {
+            out.file = f.file;
             out.line(
                 &DEPRECATED,
                 f.line,
@@ -326,6 +350,7 @@ pub(crate) fn run(unit: &Unit<'_>) -> Vec<Finding> {
         let facts = Facts::of(c);
         for f in &c.functions {
             let Some(body) = &f.body else { continue };
+            out.file = f.file;
             expressions(&mut out, c, f, body);
             unchecked_calls(&mut out, body);
             reentrancy(&mut out, c, &facts, body);
@@ -340,5 +365,9 @@ pub(crate) fn run(unit: &Unit<'_>) -> Vec<Finding> {
             withdrawals(&mut out, c, f, body);
         }
     }
+    let index = |name: &str| unit.files.iter().position(|s| s.name == name).unwrap_or(0);
     out.findings
+        .into_iter()
+        .map(|f| (index(&f.file), f))
+        .collect()
 }

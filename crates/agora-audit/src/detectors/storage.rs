@@ -4,7 +4,7 @@ use super::*;
 
 /// Before 0.5, a local struct or array declared without initializer is a storage pointer to slot 0.
 pub(super) fn storage_pointers(out: &mut Out<'_, '_>, c: &Contract, body: &Statement) {
-    if !out.unit.before_05 {
+    if !out.src().before_05 {
         return;
     }
     let mut hits = Vec::new();
@@ -81,7 +81,7 @@ pub(super) fn loops(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &St
 /// Token transfers that trust the length of their arguments (before 0.5), in minimal tokens
 /// (a full ERC-20, with `approve`, is left to exchanges that check input lengths).
 pub(super) fn short_address(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Statement) {
-    if !out.unit.before_05
+    if !out.src().before_05
         || !c.bases.is_empty()
         || c.functions.iter().any(|g| g.name == "approve")
         || !f.exposed

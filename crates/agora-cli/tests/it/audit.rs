@@ -91,3 +91,73 @@ fn audit_exit_codes_formats_and_a_broken_file_among_good_ones() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
 }
+
+/// A Foundry project folder: its sources are audited with the bases they import from `lib/`
+/// (through a remapping), findings stay in its own files, and unresolved imports are listed.
+#[test]
+fn audit_of_a_foundry_project_resolves_imports_and_reports_its_own_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let write = |name: &str, text: &str| {
+        let path = d.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write(
+        "foundry.toml",
+        "[profile.default]\nsrc = \"src\"\nremappings = [\"@base/=lib/base/contracts/\"]\n",
+    );
+    write(
+        "lib/base/contracts/Owned.sol",
+        "pragma solidity ^0.8.0;\ncontract Owned {\n    address owner;\n    function kill() public { selfdestruct(payable(msg.sender)); }\n}\n",
+    );
+    write(
+        "src/Vault.sol",
+        "pragma solidity ^0.8.0;\nimport \"@base/Owned.sol\";\nimport \"gone/Missing.sol\";\ncontract Vault is Owned {\n    function take(address o) public { owner = o; }\n}\n",
+    );
+    let out = agora(d, &["audit", "--format", "json", d.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let findings = json["findings"].as_array().unwrap();
+    let vault = d.join("src/Vault.sol").display().to_string();
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["file"] == vault.as_str() && f["line"] == 5),
+        "{findings:?}"
+    );
+    // The library's `kill` is its own bug, not the project's.
+    assert!(
+        findings.iter().all(|f| f["file"] == vault.as_str()),
+        "{findings:?}"
+    );
+    assert_eq!(json["project"]["layout"], "foundry");
+    assert_eq!(json["project"]["dependency_files"], 1);
+    assert_eq!(
+        json["project"]["unresolved"][0]["import"],
+        "gone/Missing.sol"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("names no file"));
+
+    // With --include-deps, the library's bug too.
+    let out = agora(
+        d,
+        &[
+            "audit",
+            "--format",
+            "json",
+            "--include-deps",
+            d.to_str().unwrap(),
+        ],
+    );
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let lib = d.join("lib/base/contracts/Owned.sol").display().to_string();
+    assert!(
+        json["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["file"] == lib.as_str() && f["detector"] == "unprotected-selfdestruct"),
+        "{json}"
+    );
+}

@@ -1,0 +1,228 @@
+//! Projects: Foundry and Hardhat layouts, imports through remappings and libraries, contracts
+//! analysed with what they inherit from other files, findings in the project's own files.
+
+#![allow(clippy::unwrap_used)]
+
+use agora_audit::{Finding, Layout, Project, audit_files};
+use std::path::Path;
+
+fn write(root: &Path, name: &str, text: &str) {
+    let path = root.join(name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+/// A base in a library: who owns the contract, and a modifier whose name says nothing but whose
+/// body checks the caller. Line 9 has a bug of the library's own.
+const OWNED: &str = "// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.0;
+
+abstract contract Owned {
+    address public owner;
+    constructor() { owner = msg.sender; }
+    modifier guarded() { require(msg.sender == owner, \"not owner\"); _; }
+    function kill() public {
+        selfdestruct(payable(msg.sender));
+    }
+}
+";
+
+/// The project's contract: `setOwner` (line 8) writes the base's `owner` unguarded; `sweep`
+/// (line 11) is guarded by the base's modifier.
+const VAULT: &str = "// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.0;
+
+import {Owned} from \"@oz/access/Owned.sol\";
+import \"./utils/Math.sol\";
+
+contract Vault is Owned {
+    function setOwner(address o) public { owner = o; }
+
+    function sweep() public guarded {
+        selfdestruct(payable(msg.sender));
+    }
+}
+";
+
+const MATH: &str = "pragma solidity ^0.8.0;\nlibrary Math { function max(uint a, uint b) internal pure returns (uint) { return a > b ? a : b; } }\n";
+
+fn at(findings: &[Finding], file: &str, detector: &str) -> Vec<usize> {
+    findings
+        .iter()
+        .filter(|f| f.file == file && f.detector == detector)
+        .map(|f| f.line)
+        .collect()
+}
+
+#[test]
+fn a_foundry_project_is_audited_with_its_bases_from_libraries() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(
+        root,
+        "foundry.toml",
+        "[profile.default]\nsrc = \"src\"\nlibs = [\"lib\"]\nremappings = [\"@oz/=lib/oz/contracts/\"]\n",
+    );
+    write(root, "lib/oz/contracts/access/Owned.sol", OWNED);
+    write(root, "src/Vault.sol", VAULT);
+    write(root, "src/utils/Math.sol", MATH);
+    // A test of the project's that imports forge-std through Foundry's guessed remapping, and an
+    // import that names nothing.
+    write(
+        root,
+        "lib/forge-std/src/Test.sol",
+        "pragma solidity ^0.8.0;\ncontract Test {}\n",
+    );
+    write(
+        root,
+        "src/Probe.sol",
+        "pragma solidity ^0.8.0;\nimport \"forge-std/Test.sol\";\nimport \"missing/Nowhere.sol\";\ncontract Probe is Test {}\n",
+    );
+    // A file of the project's that does not parse: reported, the rest still audited.
+    write(root, "src/Broken.sol", "contract {");
+
+    let project = Project::open(root).unwrap();
+    assert_eq!(project.layout, Layout::Foundry);
+    let r = project.audit(false).unwrap();
+    assert_eq!(r.own_files, 4);
+    // Owned.sol and Test.sol, reached by imports.
+    assert_eq!(r.dependency_files, 2, "{r:?}");
+    let f = &r.report.findings;
+    // `owner` is the base's, in another file: its unguarded write is found.
+    assert_eq!(
+        at(f, "src/Vault.sol", "unprotected-owner-change"),
+        vec![8],
+        "{f:?}"
+    );
+    // The base's modifier checks the caller: `sweep` is guarded.
+    assert!(
+        at(f, "src/Vault.sol", "unprotected-selfdestruct").is_empty(),
+        "{f:?}"
+    );
+    // The library's own bug is not the project's.
+    assert!(f.iter().all(|x| x.file.starts_with("src/")), "{f:?}");
+    assert_eq!(r.report.errors.len(), 1);
+    assert_eq!(r.report.errors[0].file, "src/Broken.sol");
+    assert_eq!(r.unresolved.len(), 1);
+    assert_eq!(r.unresolved[0].file, "src/Probe.sol");
+    assert_eq!(r.unresolved[0].import, "missing/Nowhere.sol");
+
+    // With the dependencies: the library's bug too, in its file, once.
+    let r = project.audit(true).unwrap();
+    let lib = "lib/oz/contracts/access/Owned.sol";
+    assert_eq!(
+        at(&r.report.findings, lib, "unprotected-selfdestruct"),
+        vec![9]
+    );
+}
+
+#[test]
+fn a_hardhat_project_reads_its_packages_from_node_modules() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "package.json", "{\"name\": \"p\"}");
+    write(root, "hardhat.config.js", "module.exports = {};");
+    write(root, "node_modules/@oz/access/Owned.sol", OWNED);
+    write(
+        root,
+        "contracts/Vault.sol",
+        &VAULT.replace("import \"./utils/Math.sol\";\n", "\n"),
+    );
+    let project = Project::open(root).unwrap();
+    assert_eq!(project.layout, Layout::Hardhat);
+    let r = project.audit(false).unwrap();
+    assert!(r.unresolved.is_empty(), "{r:?}");
+    assert_eq!((r.own_files, r.dependency_files), (1, 1));
+    let f = &r.report.findings;
+    assert_eq!(
+        at(f, "contracts/Vault.sol", "unprotected-owner-change"),
+        vec![8],
+        "{f:?}"
+    );
+    assert!(
+        at(f, "contracts/Vault.sol", "unprotected-selfdestruct").is_empty(),
+        "{f:?}"
+    );
+}
+
+/// Given as a list of files (a job's form), imports resolve among them by relative path, and a
+/// base's bug is reported in the base's file once, however many contracts inherit it.
+#[test]
+fn files_given_together_resolve_their_imports() {
+    let base = OWNED;
+    let vault = VAULT
+        .replace("@oz/access/Owned.sol", "../base/Owned.sol")
+        .replace("import \"./utils/Math.sol\";\n", "\n");
+    let second =
+        "pragma solidity ^0.8.0;\nimport \"../base/Owned.sol\";\ncontract Other is Owned {}\n";
+    let r = audit_files([
+        ("base/Owned.sol", base),
+        ("src/Vault.sol", vault.as_str()),
+        ("src/Other.sol", second),
+    ]);
+    assert!(r.errors.is_empty(), "{r:?}");
+    let f = &r.findings;
+    assert_eq!(at(f, "src/Vault.sol", "unprotected-owner-change"), vec![8]);
+    assert!(at(f, "src/Vault.sol", "unprotected-selfdestruct").is_empty());
+    assert_eq!(at(f, "base/Owned.sol", "unprotected-selfdestruct"), vec![9]);
+
+    // Alone, the contract's base is unknown: the write to `owner` goes unseen (and the modifier
+    // cannot be judged by its name).
+    let alone = audit_files([("src/Vault.sol", vault.as_str())]);
+    assert!(at(&alone.findings, "src/Vault.sol", "unprotected-owner-change").is_empty());
+    assert_eq!(
+        at(&alone.findings, "src/Vault.sol", "unprotected-selfdestruct"),
+        vec![11]
+    );
+}
+
+#[test]
+fn a_bad_foundry_toml_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "foundry.toml",
+        "[profile.default]\nsrc = [1, 2]\n",
+    );
+    let e = Project::open(dir.path()).unwrap_err().to_string();
+    assert!(
+        e.contains("foundry.toml") && e.contains("`src` is not a string"),
+        "{e}"
+    );
+    write(dir.path(), "foundry.toml", "[profile.default\n");
+    let e = Project::open(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("not a valid foundry.toml"), "{e}");
+}
+
+/// A crafted job: a thousand files, each importing the one before and inheriting its contract.
+/// Linearizations stop at 64 contracts and names are found through the imports, so the work
+/// grows with the files, not with their square.
+#[test]
+fn a_long_chain_of_inheritance_is_audited() {
+    let n = 1000;
+    let files: Vec<(String, String)> = (0..n)
+        .map(|i| {
+            let text = if i == 0 {
+                "pragma solidity ^0.8.0;\ncontract C0 { address owner; }\n".to_string()
+            } else {
+                format!(
+                    "pragma solidity ^0.8.0;\nimport \"./f{}.sol\";\ncontract C{i} is C{} {{ function s{i}(address o) public {{ owner = o; }} }}\n",
+                    i - 1,
+                    i - 1
+                )
+            };
+            (format!("f{i}.sol"), text)
+        })
+        .collect();
+    let r = audit_files(files.iter().map(|(n, s)| (n.as_str(), s.as_str())));
+    assert!(r.errors.is_empty());
+    // Each contract's unguarded write to the inherited `owner`, once, where `owner` is among its
+    // 63 nearest ancestors (C1 to C63); deeper ones do not see that far.
+    let writes: Vec<usize> = r
+        .findings
+        .iter()
+        .filter(|f| f.detector == "unprotected-owner-change")
+        .map(|f| f.file[1..f.file.len() - 4].parse().unwrap())
+        .collect();
+    assert_eq!(writes, (1..64).collect::<Vec<usize>>());
+}
