@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod detectors;
+pub mod inject;
 mod model;
 pub mod output;
 mod prepass;
@@ -18,7 +19,7 @@ mod project;
 
 pub use detectors::DETECTORS;
 pub use prepass::{Rewrite, prepass};
-pub use project::{Layout, Project, ProjectError, ProjectReport, Unresolved};
+pub use project::{Layout, Project, ProjectError, ProjectReport, Unresolved, joined};
 use serde::{Deserialize, Serialize};
 
 /// The DASP 10 category of a finding.
@@ -360,6 +361,11 @@ fn prepare(name: &str, src: &str, reported: bool) -> Result<Prepared, Error> {
         contracts,
         reported,
     })
+}
+
+/// The paths a source's import directives name, in order, as written.
+pub fn import_paths(src: &str) -> Vec<String> {
+    scan(&prepass(src).0).0
 }
 
 /// The paths named by a source's import directives, in order (the first string of each

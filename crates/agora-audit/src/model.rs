@@ -7,6 +7,7 @@ use solang_parser::pt::{
     Visibility,
 };
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 
 /// Byte offset → line.
 pub(crate) struct LineIndex {
@@ -49,7 +50,10 @@ pub(crate) struct Function {
     /// Parameter names.
     pub(crate) params: Vec<String>,
     pub(crate) line: usize,
-    pub(crate) body: Option<Statement>,
+    /// Shared by the contracts that inherit it (no copy per contract).
+    pub(crate) body: Option<Rc<Statement>>,
+    /// Parameters, named or not.
+    pub(crate) arity: usize,
     /// The file it is written in (an index into [`Unit::files`]).
     pub(crate) file: usize,
     /// Declared in a contract this one inherits from.
@@ -161,19 +165,40 @@ impl<'a> Unit<'a> {
         for (ci, c) in contracts.iter().enumerate() {
             by_name.entry(c.name.as_str()).or_default().push(ci);
         }
+        // Files the lookups below may visit in all: beyond any real project, and a bound on
+        // what a crafted job (many bases, a long import chain) can cost. Past it, a name is
+        // looked for in its file and the files it imports directly.
+        let steps = std::cell::Cell::new(MAX_LOOKUP_STEPS);
         let find = |file: usize, name: &str| -> Option<usize> {
-            let name = aliases[file]
-                .iter()
-                .find(|(alias, _)| alias == name)
-                .map_or(name, |(_, original)| original.as_str());
+            // `import {A as B}`: B is an imported A, looked for in the imports (so that
+            // `contract A is B` does not find itself).
+            let alias = aliases[file].iter().find(|(alias, _)| alias == name);
+            let name = alias.map_or(name, |(_, original)| original.as_str());
             let candidates = by_name.get(name)?;
             let in_file = |f: usize| candidates.iter().copied().find(|&c| contracts[c].file == f);
-            let mut queue = std::collections::VecDeque::from([file]);
+            let mut queue = std::collections::VecDeque::new();
             let mut seen = BTreeSet::from([file]);
+            if alias.is_none() {
+                queue.push_back(file);
+            } else {
+                for &g in &parsed[file].imports {
+                    if seen.insert(g) {
+                        queue.push_back(g);
+                    }
+                }
+            }
+            if steps.get() == 0 {
+                let first = if alias.is_none() { Some(file) } else { None };
+                return first
+                    .into_iter()
+                    .chain(parsed[file].imports.iter().copied())
+                    .find_map(in_file);
+            }
             while let Some(f) = queue.pop_front() {
                 if let Some(c) = in_file(f) {
                     return Some(c);
                 }
+                steps.set(steps.get().saturating_sub(1));
                 for &g in &parsed[f].imports {
                     if seen.insert(g) {
                         queue.push_back(g);
@@ -186,11 +211,15 @@ impl<'a> Unit<'a> {
             .iter()
             .enumerate()
             .map(|(ci, c)| {
-                c.bases
-                    .iter()
-                    .filter_map(|b| find(c.file, b))
-                    .filter(|&b| b != ci)
-                    .collect()
+                let mut bases: Vec<usize> = Vec::new();
+                // A base named twice counts once; a crafted list of thousands stops at the
+                // linearization's bound.
+                for b in c.bases.iter().take(MAX_LINEARIZATION) {
+                    if let Some(b) = find(c.file, b).filter(|&b| b != ci && !bases.contains(&b)) {
+                        bases.push(b);
+                    }
+                }
+                bases
             })
             .collect();
         drop(by_name);
@@ -277,7 +306,11 @@ impl<'a> Unit<'a> {
     /// each ancestor's functions that no nearer contract overrides (every constructor runs, so
     /// every one is kept), marked inherited. Whether it uses a math library stays its own: a
     /// base's `using SafeMath` says nothing of the plain operators written here.
-    pub(crate) fn with_inherited(&self, ci: usize) -> Contract {
+    ///
+    /// `budget` is how many inherited functions may still be copied in this audit: a crafted
+    /// job (thousands of contracts inheriting one big base) cannot make the work grow with the
+    /// square of its size. Bodies are shared, not copied.
+    pub(crate) fn with_inherited(&self, ci: usize, budget: &mut usize) -> Contract {
         let c = &self.contracts[ci];
         let mut flat = c.clone();
         for &a in &self.ancestors[ci] {
@@ -296,10 +329,12 @@ impl<'a> Unit<'a> {
                     f.ty = FunctionTy::Constructor;
                 }
                 let overridden = f.ty != FunctionTy::Constructor
-                    && flat.functions.iter().any(|g| {
-                        g.ty == f.ty && g.name == f.name && g.params.len() == f.params.len()
-                    });
-                if !overridden {
+                    && flat
+                        .functions
+                        .iter()
+                        .any(|g| g.ty == f.ty && g.name == f.name && g.arity == f.arity);
+                if !overridden && *budget > 0 {
+                    *budget -= 1;
                     f.inherited = true;
                     flat.functions.push(f);
                 }
@@ -314,6 +349,9 @@ impl<'a> Unit<'a> {
 /// (every contract inheriting all before it) can cause.
 const MAX_LINEARIZATION: usize = 64;
 
+/// Files visited in all by the base-name lookups of one audit (see [`Unit::build`]).
+const MAX_LOOKUP_STEPS: usize = 1 << 22;
+
 /// Appends `ci`'s linearization to `out`: itself, then its bases from the last named to the
 /// first, each once, up to [`MAX_LINEARIZATION`]. Cycles (which no compiler accepts) stop.
 fn linearize(ci: usize, direct: &[Vec<usize>], out: &mut Vec<usize>) {
@@ -327,7 +365,7 @@ fn linearize(ci: usize, direct: &[Vec<usize>], out: &mut Vec<usize>) {
 }
 
 /// The lowest (major, minor) version the `solidity` pragma admits.
-fn pragma_version(p: &pt::PragmaDirective) -> Option<(u32, u32)> {
+pub(crate) fn pragma_version(p: &pt::PragmaDirective) -> Option<(u32, u32)> {
     let text = match p {
         pt::PragmaDirective::Version(_, name, cmp) if name.name == "solidity" => cmp
             .iter()
@@ -464,7 +502,8 @@ fn function(f: &pt::FunctionDefinition, lines: &LineIndex, file: usize) -> Funct
         modifiers,
         access_modifier: false,
         line: lines.line(f.loc.start()),
-        body: f.body.clone(),
+        body: f.body.clone().map(Rc::new),
+        arity: f.params.len(),
         file,
         inherited: false,
     }

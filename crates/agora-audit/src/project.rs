@@ -65,6 +65,8 @@ pub struct ProjectReport {
     pub report: Report,
     /// Imports that name no file (their contracts are missing from the analysis).
     pub unresolved: Vec<Unresolved>,
+    /// Dependencies that could not be read or parsed (their contracts are missing too).
+    pub dependency_errors: Vec<ParseError>,
     /// Files read: the project's own, then the dependencies their imports reach.
     pub own_files: usize,
     pub dependency_files: usize,
@@ -265,28 +267,32 @@ impl Project {
     /// The file an import names, by name: relative to the importing file (`./`, `../`), through
     /// a remapping, from the root, or inside a library folder, in that order; `None` when no
     /// such file exists.
+    ///
+    /// The name returned is the file's real path from the root, links resolved, so that a file
+    /// reached by two paths is read once; a file outside the root is never read.
     pub fn resolve(&self, from: &str, import: &str) -> Option<String> {
-        let exists = |name: &str| self.root.join(name).is_file();
+        let root = self.root.canonicalize().ok()?;
+        let real = |name: &str| -> Option<String> {
+            let path = self.root.join(name).canonicalize().ok()?;
+            let inside = path.strip_prefix(&root).ok()?;
+            path.is_file().then(|| slashed(inside))
+        };
         if import.starts_with("./") || import.starts_with("../") {
-            let name = joined(from, import);
-            return exists(&name).then_some(name);
+            return real(&joined(from, import));
         }
         for (prefix, target) in &self.remappings {
             if let Some(rest) = import.strip_prefix(prefix.as_str()) {
                 let name = normalized(&format!("{}/{rest}", target.trim_end_matches('/')));
-                if exists(&name) {
-                    return Some(name);
+                if let Some(found) = real(&name) {
+                    return Some(found);
                 }
             }
         }
-        let plain = normalized(import);
-        if exists(&plain) {
-            return Some(plain);
-        }
-        self.libs
-            .iter()
-            .map(|lib| normalized(&format!("{}/{import}", slashed(lib))))
-            .find(|name| exists(name))
+        real(&normalized(import)).or_else(|| {
+            self.libs
+                .iter()
+                .find_map(|lib| real(&normalized(&format!("{}/{import}", slashed(lib)))))
+        })
     }
 
     /// Audits the project: its own files and every file their imports reach, each contract with
@@ -313,19 +319,29 @@ impl Project {
             let name = names[i].clone();
             let reported = i < own.len() || include_deps;
             let path = self.root.join(&name);
-            let file = match std::fs::read(&path) {
-                Ok(bytes) => prepare(&name, &String::from_utf8_lossy(&bytes), reported),
-                Err(e) => Err(Error::Syntax {
-                    file: name.clone(),
-                    line: 1,
-                    message: format!("cannot read it: {e}"),
-                }),
+            let cannot = |message: String| Error::Syntax {
+                file: name.clone(),
+                line: 1,
+                message,
+            };
+            let file = match std::fs::metadata(&path) {
+                Ok(m) if m.len() > MAX_FILE_BYTES => Err(cannot(format!(
+                    "{} bytes: larger than the {MAX_FILE_BYTES} bytes a source may have",
+                    m.len()
+                ))),
+                _ => match std::fs::read(&path) {
+                    Ok(bytes) => prepare(&name, &String::from_utf8_lossy(&bytes), reported),
+                    Err(e) => Err(cannot(format!("cannot read it: {e}"))),
+                },
             };
             match file {
                 Ok(p) => {
                     let mut mine = Vec::new();
                     for import in &p.imports {
-                        match self.resolve(&name, import) {
+                        match self
+                            .resolve(&name, import)
+                            .filter(|t| index.contains_key(t) || names.len() < MAX_FILES)
+                        {
                             Some(target) => {
                                 let next = names.len();
                                 let j = *index.entry(target.clone()).or_insert(next);
@@ -347,8 +363,9 @@ impl Project {
                 }
                 Err(e) => {
                     slot.push(None);
-                    if reported {
-                        out.report.errors.push(e.report());
+                    match reported {
+                        true => out.report.errors.push(e.report()),
+                        false => out.dependency_errors.push(e.report()),
                     }
                 }
             }
@@ -362,19 +379,22 @@ impl Project {
         let (findings, errors) = audit_prepared(prepared, imports);
         out.report.findings = findings;
         out.report.errors.extend(errors.iter().map(Error::report));
-        // A dependency that does not parse is not the project's fault: reported only on request.
-        let reported: Vec<&str> = names
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i < own.len() || include_deps)
-            .map(|(_, n)| n.as_str())
-            .collect();
-        out.report
-            .errors
-            .retain(|e: &ParseError| reported.contains(&e.file.as_str()));
+        // A dependency that does not parse is not the project's fault: an error only on
+        // request, a warning otherwise. An error of no file (the audit could not start) stays.
+        let dependency =
+            |e: &ParseError| !include_deps && index.get(&e.file).is_some_and(|&i| i >= own.len());
+        let (deps, errors): (Vec<ParseError>, Vec<ParseError>) =
+            out.report.errors.drain(..).partition(dependency);
+        out.report.errors = errors;
+        out.dependency_errors.extend(deps);
         Ok(out)
     }
 }
+
+/// Largest source file read: far beyond real contracts.
+const MAX_FILE_BYTES: u64 = 4 << 20;
+/// Most files one project audit reads; imports past it are listed as unresolved.
+const MAX_FILES: usize = 50_000;
 
 /// `prefix=target` (a Foundry remapping; a `context:` before the prefix is dropped).
 fn parse_remapping(line: &str) -> Option<(String, String)> {
@@ -394,7 +414,7 @@ fn slashed(path: &Path) -> String {
 
 /// `import` read from the file named `from`: relative (`./`, `../`) to its folder; any other
 /// path as written. Both with `.` and `..` parts folded.
-pub(crate) fn joined(from: &str, import: &str) -> String {
+pub fn joined(from: &str, import: &str) -> String {
     if import.starts_with("./") || import.starts_with("../") {
         let dir = from.rsplit_once('/').map_or("", |(d, _)| d);
         normalized(&format!("{dir}/{import}"))

@@ -57,7 +57,7 @@ fn at(findings: &[Finding], file: &str, detector: &str) -> Vec<usize> {
 #[test]
 fn a_foundry_project_is_audited_with_its_bases_from_libraries() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
+    let root = &dir.path().join("project");
     write(
         root,
         "foundry.toml",
@@ -80,13 +80,23 @@ fn a_foundry_project_is_audited_with_its_bases_from_libraries() {
     );
     // A file of the project's that does not parse: reported, the rest still audited.
     write(root, "src/Broken.sol", "contract {");
+    // A dependency that does not parse is a warning; a file outside the project is never read.
+    write(root, "lib/oz/contracts/Bad.sol", "contract {");
+    write(
+        root,
+        "src/Uses.sol",
+        "pragma solidity ^0.8.0;\nimport \"@oz/Bad.sol\";\nimport \"../../outside.sol\";\ncontract Uses {}\n",
+    );
+    write(root.parent().unwrap(), "outside.sol", "contract Outside {}");
 
     let project = Project::open(root).unwrap();
     assert_eq!(project.layout, Layout::Foundry);
     let r = project.audit(false).unwrap();
-    assert_eq!(r.own_files, 4);
-    // Owned.sol and Test.sol, reached by imports.
-    assert_eq!(r.dependency_files, 2, "{r:?}");
+    assert_eq!(r.own_files, 5);
+    // Owned.sol, Test.sol and Bad.sol, reached by imports.
+    assert_eq!(r.dependency_files, 3, "{r:?}");
+    assert_eq!(r.dependency_errors.len(), 1, "{r:?}");
+    assert_eq!(r.dependency_errors[0].file, "lib/oz/contracts/Bad.sol");
     let f = &r.report.findings;
     // `owner` is the base's, in another file: its unguarded write is found.
     assert_eq!(
@@ -103,12 +113,22 @@ fn a_foundry_project_is_audited_with_its_bases_from_libraries() {
     assert!(f.iter().all(|x| x.file.starts_with("src/")), "{f:?}");
     assert_eq!(r.report.errors.len(), 1);
     assert_eq!(r.report.errors[0].file, "src/Broken.sol");
-    assert_eq!(r.unresolved.len(), 1);
-    assert_eq!(r.unresolved[0].file, "src/Probe.sol");
-    assert_eq!(r.unresolved[0].import, "missing/Nowhere.sol");
+    let unresolved: Vec<(&str, &str)> = r
+        .unresolved
+        .iter()
+        .map(|u| (u.file.as_str(), u.import.as_str()))
+        .collect();
+    assert_eq!(
+        unresolved,
+        vec![
+            ("src/Probe.sol", "missing/Nowhere.sol"),
+            ("src/Uses.sol", "../../outside.sol")
+        ]
+    );
 
-    // With the dependencies: the library's bug too, in its file, once.
+    // With the dependencies: the library's bug too, in its file, once, and its broken file.
     let r = project.audit(true).unwrap();
+    assert_eq!(r.report.errors.len(), 2);
     let lib = "lib/oz/contracts/access/Owned.sol";
     assert_eq!(
         at(&r.report.findings, lib, "unprotected-selfdestruct"),
@@ -225,4 +245,52 @@ fn a_long_chain_of_inheritance_is_audited() {
         .map(|f| f.file[1..f.file.len() - 4].parse().unwrap())
         .collect();
     assert_eq!(writes, (1..64).collect::<Vec<usize>>());
+}
+
+/// Crafted jobs within the input limit: one big base inherited by thousands of contracts, and
+/// a contract naming one base thousands of times. Each body is analysed once, in the contract
+/// that declares it, so these end in about the time of their size.
+#[test]
+fn crafted_inheritance_does_not_multiply_the_work() {
+    let mut base = String::from("pragma solidity ^0.8.0;\ncontract B {\n    address owner;\n");
+    for i in 0..400 {
+        base.push_str(&format!(
+            "    function f{i}(address o, uint a) public {{ owner = o; payable(o).transfer(a); }}\n"
+        ));
+    }
+    base.push_str("}\n");
+    let mut many = String::from("pragma solidity ^0.8.0;\nimport \"./B.sol\";\n");
+    for i in 0..4000 {
+        many.push_str(&format!("contract D{i} is B {{}}\n"));
+    }
+    let repeated = format!(
+        "pragma solidity ^0.8.0;\nimport \"./B.sol\";\ncontract H is {} {{}}\n",
+        vec!["B"; 5000].join(", ")
+    );
+    let r = audit_files([
+        ("B.sol", base.as_str()),
+        ("D.sol", many.as_str()),
+        ("H.sol", repeated.as_str()),
+    ]);
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    // The base's 400 unguarded owner writes, each once, in the base's file.
+    let writes = r
+        .findings
+        .iter()
+        .filter(|f| f.detector == "unprotected-owner-change")
+        .inspect(|f| assert_eq!(f.file, "B.sol"))
+        .count();
+    assert_eq!(writes, 400);
+}
+
+/// `import {Owned as Base}` then `contract Owned is Base`: the base is the imported one, not
+/// the contract itself.
+#[test]
+fn a_renamed_import_names_the_imported_contract() {
+    let derived = "pragma solidity ^0.8.0;\nimport {Owned as Base} from \"./base/Owned.sol\";\ncontract Owned is Base {\n    function take(address o) public { owner = o; }\n}\n";
+    let r = audit_files([("base/Owned.sol", OWNED), ("Derived.sol", derived)]);
+    assert_eq!(
+        at(&r.findings, "Derived.sol", "unprotected-owner-change"),
+        vec![4]
+    );
 }

@@ -10,8 +10,16 @@ use std::time::Instant;
 #[derive(Debug, Args)]
 pub struct AuditBenchArgs {
     /// The labels: a JSON list of `{"file", "lines", "category"}`, files relative to the folder.
-    #[arg(long)]
-    labels: PathBuf,
+    #[arg(long, required_unless_present = "inject")]
+    labels: Option<PathBuf>,
+    /// Measure recall by bug injection instead: clean contracts (OpenZeppelin Contracts,
+    /// three major versions, fetched with npm into this folder on first use) get one snippet
+    /// of a bug class at a time at every place between their members.
+    #[arg(long, conflicts_with = "labels")]
+    inject: Option<PathBuf>,
+    /// With --inject: at most this many injections per file (a quick run).
+    #[arg(long, requires = "inject")]
+    limit: Option<usize>,
     /// The folder of contracts (default: the labels file's folder).
     dir: Option<PathBuf>,
     /// A finding matches a label within this many lines.
@@ -24,22 +32,25 @@ pub struct AuditBenchArgs {
 
 /// Recall, precision and F1 per category on a labelled folder, and contracts audited per second.
 pub fn bench(args: AuditBenchArgs) -> Result<()> {
+    if let Some(dir) = &args.inject {
+        return crate::inject::bench(dir, args.tolerance, args.limit);
+    }
+    let labels_file = args.labels.context("--labels (or --inject) is needed")?;
     let dir = match args.dir {
         Some(d) => d,
-        None => args
-            .labels
+        None => labels_file
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from(".")),
     };
     let labels: Vec<Label> = serde_json::from_str(
-        &std::fs::read_to_string(&args.labels)
-            .with_context(|| format!("reading {}", args.labels.display()))?,
+        &std::fs::read_to_string(&labels_file)
+            .with_context(|| format!("reading {}", labels_file.display()))?,
     )
     .with_context(|| {
         format!(
             "{}: expected [{{\"file\", \"lines\", \"category\"}}]",
-            args.labels.display()
+            labels_file.display()
         )
     })?;
     let files = agora_audit::solidity_files(std::slice::from_ref(&dir))?;

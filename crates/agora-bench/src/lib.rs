@@ -10,6 +10,7 @@ pub mod audit;
 pub mod data;
 pub mod evm;
 pub mod infer;
+pub mod inject;
 mod ledger;
 mod market;
 pub mod network;

@@ -115,6 +115,9 @@ fn audit_project(dir: &Path, include_deps: bool) -> Result<Outcome> {
     for u in &mut r.unresolved {
         u.file = shown(&u.file);
     }
+    for e in &mut r.dependency_errors {
+        e.file = shown(&e.file);
+    }
     eprintln!(
         "{} project: {} own files, {} dependency files reached by imports, {} contracts",
         match project.layout {
@@ -132,12 +135,16 @@ fn audit_project(dir: &Path, include_deps: bool) -> Result<Outcome> {
             u.file, u.import
         );
     }
+    for e in &r.dependency_errors {
+        eprintln!("{e} (a dependency: its contracts are left out of the analysis)");
+    }
     let project_json = serde_json::json!({
         "layout": project.layout,
         "own_files": r.own_files,
         "dependency_files": r.dependency_files,
         "contracts": r.contracts,
         "unresolved": r.unresolved,
+        "dependency_errors": r.dependency_errors,
     });
     Ok(Outcome {
         findings: r.report.findings,
@@ -150,14 +157,29 @@ fn audit_project(dir: &Path, include_deps: bool) -> Result<Outcome> {
 
 /// Runs `agora audit`; returns the exit code: 0 clean, 1 findings, 2 parse errors.
 pub fn audit(args: AuditArgs, models_dir: &Path) -> Result<i32> {
-    let files = sol_files(&args.paths)?;
-    if files.is_empty() {
+    let project = match (&args.gateway, &args.paths[..]) {
+        (None, [dir]) if dir.is_dir() => Some(dir),
+        _ => None,
+    };
+    // A project folder is walked by the project's rules (its sources, not all of node_modules).
+    let files = match project {
+        Some(_) => Vec::new(),
+        None => sol_files(&args.paths)?,
+    };
+    if project.is_none() && files.is_empty() {
         bail!("no .sol files under the given paths");
     }
-    let outcome = match (&args.gateway, &args.paths[..]) {
+    let outcome = match (&args.gateway, project) {
         (Some(url), _) => remote(&args, url, &files)?,
-        (None, [dir]) if dir.is_dir() => {
+        (None, Some(dir)) => {
             let mut outcome = audit_project(dir, args.include_deps)?;
+            if outcome
+                .project
+                .as_ref()
+                .is_some_and(|p| p["own_files"] == 0)
+            {
+                bail!("no .sol files in {}'s sources", dir.display());
+            }
             outcome.findings.retain(|f| f.severity >= args.min_severity);
             if args.explain {
                 outcome.explained = Some(explain_locally(
@@ -168,7 +190,7 @@ pub fn audit(args: AuditArgs, models_dir: &Path) -> Result<i32> {
             }
             outcome
         }
-        (None, _) => {
+        (None, None) => {
             let (mut findings, errors) = audit_files(&files, &|p| p.display().to_string());
             findings.retain(|f| f.severity >= args.min_severity);
             let explained = if args.explain {

@@ -239,26 +239,54 @@ struct Facts {
 }
 
 impl Facts {
-    fn of(c: &Contract) -> Facts {
+    /// What `c`'s own functions show (not those it inherits), in the context of its whole state.
+    fn own(c: &Contract) -> Facts {
+        let mut own = c.clone();
+        own.functions.retain(|f| !f.inherited);
         Facts {
-            claimable: claimable_addresses(c),
-            auth: auth_vars(c),
-            set_by_tx: amounts_set_by_transactions(c),
-            calls_out: c
+            claimable: claimable_addresses(&own),
+            auth: auth_vars(&own),
+            set_by_tx: amounts_set_by_transactions(&own),
+            calls_out: own
                 .functions
                 .iter()
-                .filter(|g| g.body.as_ref().is_some_and(calls_out))
+                .filter(|g| g.body.as_deref().is_some_and(calls_out))
                 .map(|g| g.name.clone())
                 .collect(),
         }
     }
+
+    /// A contract's facts: its own and its ancestors' (each computed once), less the names it
+    /// shadows.
+    fn inherited(c: &Contract, own: &[&Facts]) -> Facts {
+        let gather = |pick: fn(&Facts) -> &Vec<String>| {
+            let mut v: Vec<String> = own.iter().flat_map(|f| pick(f).iter().cloned()).collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        let mut auth = gather(|f| &f.auth);
+        auth.retain(|n| !c.shadowed.contains(n));
+        Facts {
+            claimable: gather(|f| &f.claimable),
+            auth,
+            set_by_tx: gather(|f| &f.set_by_tx),
+            calls_out: gather(|f| &f.calls_out),
+        }
+    }
 }
+
+/// Inherited functions copied into the contracts that inherit them, in all, in one audit:
+/// beyond real projects, and a bound on what a crafted job (thousands of contracts inheriting
+/// one big base) can cost. Past it, contracts are analysed with fewer inherited functions.
+const MAX_INHERITED_FUNCTIONS: usize = 1 << 18;
 
 struct Out<'u, 'a> {
     unit: &'u Unit<'a>,
     /// The file being looked at (the function's, or the contract's).
     file: usize,
-    findings: Vec<Finding>,
+    /// Findings, with the index of their file.
+    findings: Vec<(usize, Finding)>,
 }
 
 impl<'a> Out<'_, 'a> {
@@ -283,18 +311,21 @@ impl<'a> Out<'_, 'a> {
         let Some(src) = self.unit.files.get(file).filter(|s| s.reported) else {
             return;
         };
-        self.findings.push(Finding {
-            file: src.name.to_string(),
-            line,
-            end_line,
-            detector: d.id.to_string(),
-            swc: d.swc.to_string(),
-            category: d.category,
-            severity: d.severity,
-            confidence: d.confidence,
-            message,
-            hint: d.hint.to_string(),
-        });
+        self.findings.push((
+            file,
+            Finding {
+                file: src.name.to_string(),
+                line,
+                end_line,
+                detector: d.id.to_string(),
+                swc: d.swc.to_string(),
+                category: d.category,
+                severity: d.severity,
+                confidence: d.confidence,
+                message,
+                hint: d.hint.to_string(),
+            },
+        ));
     }
 }
 
@@ -318,8 +349,14 @@ pub(crate) fn run(unit: &Unit<'_>) -> Vec<(usize, Finding)> {
             out.line(&DEPRECATED, r.line, r.line, message.into());
         }
     }
-    for ci in 0..unit.contracts.len() {
-        let c = &unit.with_inherited(ci);
+    // Each contract with what it inherits, and the facts of its own functions: each body is
+    // analysed once, in the contract that declares it.
+    let mut budget = MAX_INHERITED_FUNCTIONS;
+    let flat: Vec<Contract> = (0..unit.contracts.len())
+        .map(|ci| unit.with_inherited(ci, &mut budget))
+        .collect();
+    let own: Vec<Facts> = flat.iter().map(Facts::own).collect();
+    for (ci, c) in flat.iter().enumerate() {
         out.file = c.file;
         // A state variable named as entropy and seeded from the block.
         for (name, init) in &c.state_inits {
@@ -338,8 +375,8 @@ pub(crate) fn run(unit: &Unit<'_>) -> Vec<(usize, Finding)> {
         }
         wrong_constructor(&mut out, c);
         locked_ether(&mut out, c);
-        for f in c.functions.iter().filter(|f| f.constant) {
-            out.file = f.file;
+        let mine = || c.functions.iter().filter(|f| !f.inherited);
+        for f in mine().filter(|f| f.constant) {
             out.line(
                 &DEPRECATED,
                 f.line,
@@ -347,9 +384,15 @@ pub(crate) fn run(unit: &Unit<'_>) -> Vec<(usize, Finding)> {
                 format!("`{}` is declared `constant`: use view", f.name),
             );
         }
-        let facts = Facts::of(c);
-        for f in &c.functions {
-            let Some(body) = &f.body else { continue };
+        let lineage: Vec<&Facts> = std::iter::once(ci)
+            .chain(unit.ancestors[ci].iter().copied())
+            .map(|a| &own[a])
+            .collect();
+        let facts = Facts::inherited(c, &lineage);
+        for f in mine() {
+            let Some(body) = f.body.as_deref() else {
+                continue;
+            };
             out.file = f.file;
             expressions(&mut out, c, f, body);
             unchecked_calls(&mut out, body);
@@ -365,9 +408,5 @@ pub(crate) fn run(unit: &Unit<'_>) -> Vec<(usize, Finding)> {
             withdrawals(&mut out, c, f, body);
         }
     }
-    let index = |name: &str| unit.files.iter().position(|s| s.name == name).unwrap_or(0);
     out.findings
-        .into_iter()
-        .map(|f| (index(&f.file), f))
-        .collect()
 }

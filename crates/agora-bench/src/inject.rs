@@ -1,0 +1,373 @@
+//! `agora bench audit --inject DIR`: recall measured by bug injection. Clean, real contracts
+//! (OpenZeppelin Contracts' npm packages, three major versions, fetched into DIR on first use)
+//! get one snippet of a bug class at a time, at every place between the members of each
+//! contract; the auditor must report the class at the snippet's flawed lines and nothing new
+//! elsewhere in the file.
+//!
+//! The snippets below were written for this benchmark from the classes' definitions (SWC
+//! registry, DASP): they are no public labelled set.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use agora_audit::inject::{has_function, insertion_points};
+use agora_audit::{Category, Finding, Severity, audit_files, import_paths, joined};
+use anyhow::{Context, Result, bail};
+use rayon::prelude::*;
+
+/// OpenZeppelin Contracts versions fetched as clean contracts: one per major version that
+/// Solidity still compiles (0.6/0.7, 0.8, 0.8.20+).
+pub const CLEAN_VERSIONS: [&str; 3] = ["3.4.2", "4.9.6", "5.1.0"];
+
+/// One bug of a class, as contract members. `{N}` becomes a number unique to the injection;
+/// lines ending in `//@bug` are where the flaw is. `old` is the text for compilers before 0.8
+/// (arithmetic wraps without `unchecked`, `msg.sender` is payable).
+#[derive(Debug)]
+pub struct Snippet {
+    pub class: &'static str,
+    pub category: Category,
+    pub function: &'static str,
+    pub new: &'static str,
+    pub old: &'static str,
+}
+
+/// The snippet library.
+pub const SNIPPETS: &[Snippet] = &[
+    // Anyone can withdraw: the contract's ether to the caller or to an address the caller
+    // names, with no check of who calls and no deposit of theirs.
+    Snippet {
+        class: "anyone-can-withdraw",
+        category: Category::AccessControl,
+        function: "sweep{N}",
+        new: "    function sweep{N}() public {\n        payable(msg.sender).transfer(address(this).balance); //@bug\n    }\n",
+        old: "    function sweep{N}() public {\n        msg.sender.transfer(address(this).balance); //@bug\n    }\n",
+    },
+    Snippet {
+        class: "anyone-can-withdraw",
+        category: Category::AccessControl,
+        function: "payOut{N}",
+        new: "    function payOut{N}(address payable to, uint256 amount) external {\n        to.transfer(amount); //@bug\n    }\n",
+        old: "    function payOut{N}(address payable to, uint256 amount) external {\n        to.transfer(amount); //@bug\n    }\n",
+    },
+    Snippet {
+        class: "anyone-can-withdraw",
+        category: Category::AccessControl,
+        function: "claim{N}",
+        new: "    function claim{N}() external {\n        (bool ok, ) = payable(msg.sender).call{value: 1 ether}(\"\"); //@bug\n        require(ok, \"failed\");\n    }\n",
+        old: "    function claim{N}() external {\n        (bool ok, ) = msg.sender.call{value: 1 ether}(\"\"); //@bug\n        require(ok, \"failed\");\n    }\n",
+    },
+    // State written after `send`/`transfer`: safe only while the gas stipend stays too small
+    // to re-enter.
+    Snippet {
+        class: "state-after-transfer",
+        category: Category::Reentrancy,
+        function: "withdrawCredit{N}",
+        new: "    mapping(address => uint256) private credit{N};\n    function withdrawCredit{N}() external {\n        uint256 amount = credit{N}[msg.sender];\n        payable(msg.sender).transfer(amount); //@bug\n        credit{N}[msg.sender] = 0; //@bug\n    }\n",
+        old: "    mapping(address => uint256) private credit{N};\n    function withdrawCredit{N}() external {\n        uint256 amount = credit{N}[msg.sender];\n        msg.sender.transfer(amount); //@bug\n        credit{N}[msg.sender] = 0; //@bug\n    }\n",
+    },
+    Snippet {
+        class: "state-after-transfer",
+        category: Category::Reentrancy,
+        function: "settle{N}",
+        new: "    mapping(address => uint256) private owed{N};\n    function settle{N}() external {\n        if (payable(msg.sender).send(owed{N}[msg.sender])) { //@bug\n            owed{N}[msg.sender] = 0; //@bug\n        }\n    }\n",
+        old: "    mapping(address => uint256) private owed{N};\n    function settle{N}() external {\n        if (msg.sender.send(owed{N}[msg.sender])) { //@bug\n            owed{N}[msg.sender] = 0; //@bug\n        }\n    }\n",
+    },
+    // Arithmetic that wraps: constants on narrow types, and caller-chosen values added to
+    // narrow state.
+    Snippet {
+        class: "narrow-wrap",
+        category: Category::Arithmetic,
+        function: "lower{N}",
+        new: "    uint8 private floor{N};\n    function lower{N}() external {\n        uint8 x = 0;\n        unchecked { x = x - 10; } //@bug\n        floor{N} = x;\n    }\n",
+        old: "    uint8 private floor{N};\n    function lower{N}() external {\n        uint8 x = 0;\n        x = x - 10; //@bug\n        floor{N} = x;\n    }\n",
+    },
+    Snippet {
+        class: "narrow-wrap",
+        category: Category::Arithmetic,
+        function: "step{N}",
+        new: "    uint8 private count{N};\n    function step{N}(uint8 by) external {\n        unchecked { count{N} += by; } //@bug\n    }\n",
+        old: "    uint8 private count{N};\n    function step{N}(uint8 by) external {\n        count{N} += by; //@bug\n    }\n",
+    },
+    Snippet {
+        class: "narrow-wrap",
+        category: Category::Arithmetic,
+        function: "scale{N}",
+        new: "    uint16 private total{N};\n    function scale{N}(uint16 factor) external {\n        unchecked { total{N} = total{N} * factor; } //@bug\n    }\n",
+        old: "    uint16 private total{N};\n    function scale{N}(uint16 factor) external {\n        total{N} = total{N} * factor; //@bug\n    }\n",
+    },
+    // The block time in an equality test, and deciding a payout.
+    Snippet {
+        class: "block-time",
+        category: Category::TimeManipulation,
+        function: "opening{N}",
+        new: "    uint256 private openAt{N};\n    function opening{N}() external view returns (bool) {\n        return block.timestamp == openAt{N}; //@bug\n    }\n",
+        old: "    uint256 private openAt{N};\n    function opening{N}() external view returns (bool) {\n        return block.timestamp == openAt{N}; //@bug\n    }\n",
+    },
+    Snippet {
+        class: "block-time",
+        category: Category::TimeManipulation,
+        function: "bid{N}",
+        new: "    address payable private leader{N};\n    uint256 private lastBid{N};\n    function bid{N}() external payable {\n        require(msg.value > 1 ether, \"low\");\n        if (block.timestamp > lastBid{N} + 1 hours && leader{N} != address(0)) { //@bug\n            leader{N}.transfer(address(this).balance);\n        }\n        leader{N} = payable(msg.sender);\n        lastBid{N} = block.timestamp;\n    }\n",
+        old: "    address payable private leader{N};\n    uint256 private lastBid{N};\n    function bid{N}() external payable {\n        require(msg.value > 1 ether, \"low\");\n        if (block.timestamp > lastBid{N} + 1 hours && leader{N} != address(0)) { //@bug\n            leader{N}.transfer(address(this).balance);\n        }\n        leader{N} = msg.sender;\n        lastBid{N} = block.timestamp;\n    }\n",
+    },
+];
+
+/// OpenZeppelin Contracts `version`'s sources in `dir`, fetched with npm on first use.
+fn fetch(dir: &Path, version: &str) -> Result<PathBuf> {
+    let prefix = dir.join(format!("openzeppelin-contracts-{version}"));
+    let root = prefix.join("node_modules/@openzeppelin/contracts");
+    let ok = std::fs::read_to_string(root.join("package.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        .is_some_and(|v| v["version"] == version);
+    if !ok {
+        std::fs::create_dir_all(&prefix)?;
+        eprintln!(
+            "fetching OpenZeppelin Contracts {version} with npm into {}",
+            prefix.display()
+        );
+        let status = std::process::Command::new("npm")
+            .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&prefix)
+            .arg(format!("@openzeppelin/contracts@{version}"))
+            .status()
+            .context("running npm (is it installed?)")?;
+        if !status.success() {
+            bail!("npm could not fetch @openzeppelin/contracts@{version}");
+        }
+    }
+    Ok(root)
+}
+
+/// A tree of clean sources: each file's text, and the files each one's imports reach.
+struct Tree {
+    texts: BTreeMap<String, String>,
+}
+
+impl Tree {
+    fn read(root: &Path) -> Result<Tree> {
+        let mut texts = BTreeMap::new();
+        for f in agora_audit::solidity_files(&[root.to_path_buf()])? {
+            let name = f
+                .strip_prefix(root)
+                .unwrap_or(&f)
+                .to_string_lossy()
+                .replace('\\', "/");
+            // Mocks and test helpers are not production code: left out, as auditors do.
+            if name.starts_with("mocks/") || name.contains("/mocks/") {
+                continue;
+            }
+            texts.insert(
+                name,
+                String::from_utf8_lossy(&std::fs::read(&f)?).into_owned(),
+            );
+        }
+        Ok(Tree { texts })
+    }
+
+    /// `name` and every file its imports reach (by relative path or from the package root).
+    fn closure(&self, name: &str) -> Vec<String> {
+        let mut out = vec![name.to_string()];
+        let mut i = 0;
+        while i < out.len() {
+            let file = out[i].clone();
+            for import in import_paths(&self.texts[&file]) {
+                let mut target = joined(&file, &import);
+                if let Some(rest) = target.strip_prefix("@openzeppelin/contracts/") {
+                    target = rest.to_string();
+                }
+                if self.texts.contains_key(&target) && !out.contains(&target) {
+                    out.push(target);
+                }
+            }
+            i += 1;
+        }
+        out
+    }
+
+    /// Audits `name` (its text replaced by `text`) with its closure; its findings at the
+    /// default severity.
+    fn audit(&self, closure: &[String], text: &str) -> Vec<Finding> {
+        let files = closure.iter().enumerate().map(|(i, n)| {
+            let t = if i == 0 { text } else { self.texts[n].as_str() };
+            (n.as_str(), t)
+        });
+        audit_files(files)
+            .findings
+            .into_iter()
+            .filter(|f| f.file == closure[0] && f.severity >= Severity::Low)
+            .collect()
+    }
+}
+
+/// A clean file: its findings, the injections to try (offset, snippet, contract), the files
+/// its imports reach (itself first), and whether its compiler is older than 0.8.
+struct PerFile<'s> {
+    clean: Vec<Finding>,
+    jobs: Vec<(usize, &'s Snippet, String)>,
+    closure: Vec<String>,
+    before_08: bool,
+}
+
+/// Per class: injections, those found at their lines, and new findings elsewhere.
+#[derive(Default, Clone)]
+struct Tally {
+    injected: usize,
+    found: usize,
+    elsewhere: usize,
+    not_members: usize,
+}
+
+/// Runs the injection benchmark over `dir` (fetching the clean contracts into it first).
+pub fn bench(dir: &Path, tolerance: usize, limit: Option<usize>) -> Result<()> {
+    let mut tallies: BTreeMap<&str, Tally> = BTreeMap::new();
+    let mut clean_findings = Vec::new();
+    let mut contracts_audited = 0usize;
+    let start = std::time::Instant::now();
+    for version in CLEAN_VERSIONS {
+        let root = fetch(dir, version)?;
+        let tree = Tree::read(&root)?;
+        let names: Vec<&String> = tree.texts.keys().collect();
+        // Each file's clean findings, and the injections to try in it.
+        let per_file: Vec<PerFile<'_>> = names
+            .par_iter()
+            .map(|name| {
+                let text = &tree.texts[*name];
+                let closure = tree.closure(name);
+                let clean = tree.audit(&closure, text);
+                let (points, before_08) = insertion_points(text).unwrap_or_default();
+                let mut jobs = Vec::new();
+                for p in &points {
+                    for s in SNIPPETS {
+                        jobs.push((p.offset, s, p.contract.clone()));
+                    }
+                }
+                PerFile {
+                    clean,
+                    jobs,
+                    closure,
+                    before_08,
+                }
+            })
+            .collect();
+        for (name, file) in names.iter().zip(&per_file) {
+            let text = &tree.texts[*name];
+            let PerFile {
+                clean,
+                jobs,
+                closure,
+                before_08,
+            } = file;
+            let before_08 = *before_08;
+            clean_findings.extend(clean.iter().cloned().map(|mut f| {
+                f.file = format!("{version}/{}", f.file);
+                f
+            }));
+            let jobs: Vec<_> = match limit {
+                Some(n) => jobs.iter().take(n).collect(),
+                None => jobs.iter().collect(),
+            };
+            let results: Vec<(&str, bool, usize, bool)> = jobs
+                .par_iter()
+                .enumerate()
+                .map(|(n, (offset, snippet, contract))| {
+                    let body = if before_08 { snippet.old } else { snippet.new };
+                    let body = body.replace("{N}", &format!("_agora{n}"));
+                    let function = snippet.function.replace("{N}", &format!("_agora{n}"));
+                    let mut mutated = text.clone();
+                    mutated.insert_str(*offset, &body);
+                    if !has_function(&mutated, contract, &function) {
+                        return (snippet.class, false, 0, false);
+                    }
+                    let first = text[..*offset].matches('\n').count() + 1;
+                    let added = body.matches('\n').count();
+                    let bugs: Vec<usize> = body
+                        .lines()
+                        .enumerate()
+                        .filter(|(_, l)| l.ends_with("//@bug"))
+                        .map(|(i, _)| first + i)
+                        .collect();
+                    let findings = tree.audit(closure, &mutated);
+                    let found = findings.iter().any(|f| {
+                        f.category == snippet.category
+                            && bugs.iter().any(|&b| {
+                                b + tolerance >= f.line && b <= f.end_line.max(f.line) + tolerance
+                            })
+                    });
+                    // Outside the snippet: a finding the clean file does not have (its lines
+                    // moved by the snippet's).
+                    let elsewhere = findings
+                        .iter()
+                        .filter(|f| f.line < first || f.line >= first + added)
+                        .filter(|f| {
+                            let line = if f.line >= first + added {
+                                f.line - added
+                            } else {
+                                f.line
+                            };
+                            !clean
+                                .iter()
+                                .any(|c| c.detector == f.detector && c.line == line)
+                        })
+                        .count();
+                    (snippet.class, true, elsewhere, found)
+                })
+                .collect();
+            for (class, member, elsewhere, found) in results {
+                let t = tallies.entry(class).or_default();
+                if !member {
+                    t.not_members += 1;
+                    continue;
+                }
+                t.injected += 1;
+                t.found += usize::from(found);
+                t.elsewhere += elsewhere;
+                contracts_audited += 1;
+            }
+        }
+        eprintln!(
+            "  OpenZeppelin Contracts {version}: {} files, done in {:.1} s",
+            names.len(),
+            start.elapsed().as_secs_f64()
+        );
+    }
+    println!(
+        "agora bench audit --inject: OpenZeppelin Contracts {} (mocks left out), {} snippets, match within ±{tolerance} lines",
+        CLEAN_VERSIONS.join(", "),
+        SNIPPETS.len()
+    );
+    println!(
+        "  {:<22} {:>9} {:>7} {:>8} {:>22}",
+        "class", "injected", "found", "recall", "new findings elsewhere"
+    );
+    for (class, t) in &tallies {
+        println!(
+            "  {:<22} {:>9} {:>7} {:>7.1}% {:>22}",
+            class,
+            t.injected,
+            t.found,
+            100.0 * t.found as f64 / t.injected.max(1) as f64,
+            t.elsewhere
+        );
+        if t.not_members > 0 {
+            println!(
+                "    ({} places where the snippet did not land as a member: skipped)",
+                t.not_members
+            );
+        }
+    }
+    println!(
+        "  findings on the clean contracts at severity low and up: {}",
+        clean_findings.len()
+    );
+    for f in &clean_findings {
+        println!("    {}:{}: {} {}", f.file, f.line, f.detector, f.message);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "  {contracts_audited} injected files audited with their imports in {secs:.1} s ({:.0} files/s, {} threads)",
+        contracts_audited as f64 / secs,
+        rayon::current_num_threads()
+    );
+    Ok(())
+}
