@@ -70,6 +70,8 @@ pub(crate) struct Contract {
     pub(crate) state_arrays: BTreeSet<String>,
     /// State mappings.
     pub(crate) state_maps: BTreeSet<String>,
+    /// State integers narrower than 256 bits (`uint8`, `int64`, …), with their width.
+    pub(crate) narrow_vars: BTreeMap<String, u16>,
     /// Struct names defined in the contract.
     pub(crate) structs: BTreeSet<String>,
     /// State variables with an initializer, and it.
@@ -320,6 +322,9 @@ impl<'a> Unit<'a> {
             flat.state_vars.extend(base.state_vars.iter().cloned());
             flat.state_arrays.extend(base.state_arrays.iter().cloned());
             flat.state_maps.extend(base.state_maps.iter().cloned());
+            for (n, bits) in &base.narrow_vars {
+                flat.narrow_vars.entry(n.clone()).or_insert(*bits);
+            }
             flat.structs.extend(base.structs.iter().cloned());
             flat.state_inits.extend(base.state_inits.iter().cloned());
             for f in &base.functions {
@@ -405,6 +410,7 @@ fn contract(c: &pt::ContractDefinition, lines: &LineIndex, file: usize) -> Contr
     let mut state_vars = BTreeSet::new();
     let mut state_arrays = BTreeSet::new();
     let mut state_maps = BTreeSet::new();
+    let mut narrow_vars = BTreeMap::new();
     let mut structs = BTreeSet::new();
     let mut state_inits = Vec::new();
     let mut safe_math = false;
@@ -422,6 +428,9 @@ fn contract(c: &pt::ContractDefinition, lines: &LineIndex, file: usize) -> Contr
                     }
                     if matches!(v.ty, Expression::Type(_, pt::Type::Mapping { .. })) {
                         state_maps.insert(n.name.clone());
+                    }
+                    if let Some(bits) = narrow_width(&v.ty) {
+                        narrow_vars.insert(n.name.clone(), bits);
                     }
                 }
             }
@@ -450,6 +459,7 @@ fn contract(c: &pt::ContractDefinition, lines: &LineIndex, file: usize) -> Contr
         state_vars,
         state_arrays,
         state_maps,
+        narrow_vars,
         structs,
         state_inits,
         safe_math,
@@ -692,6 +702,16 @@ pub(crate) fn called_name(e: &Expression) -> Option<&str> {
             Expression::Variable(v) => Some(&v.name),
             _ => None,
         },
+        _ => None,
+    }
+}
+
+/// The width of an integer type narrower than 256 bits (`uint8`: 8).
+pub(crate) fn narrow_width(ty: &Expression) -> Option<u16> {
+    match ty {
+        Expression::Type(_, pt::Type::Uint(bits) | pt::Type::Int(bits)) if *bits < 256 => {
+            Some(*bits)
+        }
         _ => None,
     }
 }

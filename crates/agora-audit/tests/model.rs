@@ -10,8 +10,8 @@ use std::path::Path;
 /// verifiers of different versions would otherwise disagree) and update the pins.
 const PINNED: (&str, &str, &str) = (
     "agora-audit@0.3.0",
-    "9fbf5b01810e35c610e0db0e1674aef9127835177a384b85700524e6b844462d",
-    "571eca69c26d5bb79d513d4967e62e634cf432948d7dd9f8d4d56258646a9ec5",
+    "27a35a370ec99cc38efe23f7079debe1f47d9914fa4c078f0ffc547161f01852",
+    "12e1fd096f6edb247622ee320ca2a724b20fcf5a01601b19aad528b6767ddd28",
 );
 
 fn suite_files() -> Vec<(String, String)> {

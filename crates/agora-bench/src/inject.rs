@@ -267,7 +267,7 @@ pub fn bench(dir: &Path, tolerance: usize, limit: Option<usize>) -> Result<()> {
                 Some(n) => jobs.iter().take(n).collect(),
                 None => jobs.iter().collect(),
             };
-            let results: Vec<(&str, bool, usize, bool)> = jobs
+            let results: Vec<(&Snippet, bool, usize, bool)> = jobs
                 .par_iter()
                 .enumerate()
                 .map(|(n, (offset, snippet, contract))| {
@@ -277,7 +277,7 @@ pub fn bench(dir: &Path, tolerance: usize, limit: Option<usize>) -> Result<()> {
                     let mut mutated = text.clone();
                     mutated.insert_str(*offset, &body);
                     if !has_function(&mutated, contract, &function) {
-                        return (snippet.class, false, 0, false);
+                        return (*snippet, false, 0, false);
                     }
                     let first = text[..*offset].matches('\n').count() + 1;
                     let added = body.matches('\n').count();
@@ -310,19 +310,21 @@ pub fn bench(dir: &Path, tolerance: usize, limit: Option<usize>) -> Result<()> {
                                 .any(|c| c.detector == f.detector && c.line == line)
                         })
                         .count();
-                    (snippet.class, true, elsewhere, found)
+                    (*snippet, true, elsewhere, found)
                 })
                 .collect();
-            for (class, member, elsewhere, found) in results {
-                let t = tallies.entry(class).or_default();
-                if !member {
-                    t.not_members += 1;
-                    continue;
+            for (snippet, member, elsewhere, found) in results {
+                for key in [snippet.class, snippet.function] {
+                    let t = tallies.entry(key).or_default();
+                    if !member {
+                        t.not_members += 1;
+                        continue;
+                    }
+                    t.injected += 1;
+                    t.found += usize::from(found);
+                    t.elsewhere += elsewhere;
                 }
-                t.injected += 1;
-                t.found += usize::from(found);
-                t.elsewhere += elsewhere;
-                contracts_audited += 1;
+                contracts_audited += usize::from(member);
             }
         }
         eprintln!(
@@ -340,20 +342,31 @@ pub fn bench(dir: &Path, tolerance: usize, limit: Option<usize>) -> Result<()> {
         "  {:<22} {:>9} {:>7} {:>8} {:>22}",
         "class", "injected", "found", "recall", "new findings elsewhere"
     );
-    for (class, t) in &tallies {
+    let mut classes: Vec<&str> = SNIPPETS.iter().map(|s| s.class).collect();
+    classes.dedup();
+    let row = |name: &str, indent: &str, t: &Tally| {
         println!(
-            "  {:<22} {:>9} {:>7} {:>7.1}% {:>22}",
-            class,
+            "  {indent}{:<w$} {:>9} {:>7} {:>7.1}% {:>22}",
+            name,
             t.injected,
             t.found,
             100.0 * t.found as f64 / t.injected.max(1) as f64,
-            t.elsewhere
+            t.elsewhere,
+            w = 22 - indent.len()
         );
         if t.not_members > 0 {
             println!(
-                "    ({} places where the snippet did not land as a member: skipped)",
+                "  {indent}  ({} places where the snippet did not land as a member: skipped)",
                 t.not_members
             );
+        }
+    };
+    for class in classes {
+        row(class, "", &tallies.get(class).cloned().unwrap_or_default());
+        for s in SNIPPETS.iter().filter(|s| s.class == class) {
+            let name = s.function.replace("{N}", "");
+            let t = tallies.get(s.function).cloned().unwrap_or_default();
+            row(&name, "  ", &t);
         }
     }
     println!(

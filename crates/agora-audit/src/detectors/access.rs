@@ -446,3 +446,112 @@ pub(super) fn claimable_addresses(c: &Contract) -> Vec<String> {
     }
     out
 }
+
+/// Ether paid out by a function anyone can call, to the caller or to an address the caller
+/// names: the whole balance, a fixed amount or an amount the caller chooses, with no check of
+/// who calls and no record of what the caller put in (no mapping entry of the caller's or the
+/// recipient's is read or written).
+pub(super) fn open_withdrawals(
+    out: &mut Out<'_, '_>,
+    c: &Contract,
+    f: &Function,
+    body: &Statement,
+) {
+    // A payable function takes the caller's ether in the same call (a game, an exchange).
+    if !f.exposed || f.ty != FunctionTy::Function || f.view || f.payable || guarded(f, body) {
+        return;
+    }
+    // A check of tx.origin is a check of the caller (wrong, and reported as such); ether the
+    // caller must send in (`msg.value`) is a deposit; a condition on what the caller passes
+    // (a puzzle's answer, a signature) decides who is paid.
+    let mut origin_or_value = false;
+    walk_stmt_exprs(body, &mut |e| {
+        origin_or_value |= is_member(e, "tx", "origin") || is_member(e, "msg", "value");
+    });
+    let mut on_input = false;
+    walk_stmt(body, &mut |st| {
+        if let Some(cond) = tested(st) {
+            on_input |= contains(
+                cond,
+                &|x| matches!(x, Expression::Variable(v) if f.params.contains(&v.name)),
+            );
+        }
+    });
+    if origin_or_value || on_input {
+        return;
+    }
+    let param =
+        |e: &Expression| root_name(converted(e)).is_some_and(|n| f.params.iter().any(|p| p == n));
+    let caller_chosen = |e: &Expression| is_member(converted(e), "msg", "sender") || param(e);
+    let whole_or_fixed = |a: &Expression| {
+        is_member(a, "this", "balance")
+            || matches!(a, Expression::MemberAccess(_, b, m)
+                if m.name == "balance" && matches!(converted(b), Expression::Variable(v) if v.name == "this"))
+            // A fixed amount, not zero (`call.value(0)` sends nothing).
+            || matches!(a, Expression::NumberLiteral(_, n, _, _) if !n.trim_start_matches('0').is_empty())
+            || matches!(a, Expression::HexNumberLiteral(..))
+            || param(a)
+    };
+    // Who receives what: `r.transfer(a)`, `r.send(a)`, `r.call{value: a}(…)`, `r.call.value(a)(…)`.
+    let mut paid: Vec<(Loc, &Expression, &Expression)> = Vec::new();
+    walk_stmt_exprs(body, &mut |e| {
+        let Expression::FunctionCall(loc, callee, args) = e else {
+            return;
+        };
+        match callee.as_ref() {
+            Expression::MemberAccess(_, r, m)
+                if matches!(m.name.as_str(), "transfer" | "send") && args.len() == 1 =>
+            {
+                paid.push((*loc, r, &args[0]));
+            }
+            Expression::FunctionCallBlock(_, inner, block) => {
+                if let (Expression::MemberAccess(_, r, m), Statement::Args(_, named)) =
+                    (inner.as_ref(), block.as_ref())
+                    && m.name == "call"
+                    && let Some(v) = named.iter().find(|a| a.name.name == "value")
+                {
+                    paid.push((*loc, r, &v.expr));
+                }
+            }
+            Expression::FunctionCall(_, inner, value) => {
+                if let (Expression::MemberAccess(_, call, vm), [amount]) =
+                    (inner.as_ref(), value.as_slice())
+                    && vm.name == "value"
+                    && let Expression::MemberAccess(_, r, m) = call.as_ref()
+                    && m.name == "call"
+                {
+                    paid.push((*loc, r, amount));
+                }
+            }
+            _ => {}
+        }
+    });
+    if paid.is_empty() {
+        return;
+    }
+    // What the caller put in: any mapping entry keyed by the caller or by a parameter.
+    let mut recorded = false;
+    walk_stmt_exprs(body, &mut |e| {
+        if let Expression::ArraySubscript(_, m, Some(i)) = e
+            && root_name(m).is_some_and(|n| c.state_maps.contains(n))
+            && caller_chosen(i)
+        {
+            recorded = true;
+        }
+    });
+    if recorded {
+        return;
+    }
+    for (loc, to, amount) in paid {
+        if caller_chosen(to) && whole_or_fixed(amount) {
+            out.at(
+                &ANYONE_CAN_WITHDRAW,
+                &loc,
+                format!(
+                    "anyone can call `{}` and take the contract's ether: no check of the caller, no deposit of theirs",
+                    f.name
+                ),
+            );
+        }
+    }
+}

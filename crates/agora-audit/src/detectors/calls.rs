@@ -46,7 +46,13 @@ pub(super) fn unchecked_calls(out: &mut Out<'_, '_>, body: &Statement) {
 /// pointer (`var acc = accounts[msg.sender]; … acc.balance -= v`) are writes to state, and a
 /// call to a function of the contract that calls out is a call out. State written after the
 /// call but never read before it (a counter of donations) decides nothing and is not reported.
-pub(super) fn reentrancy(out: &mut Out<'_, '_>, c: &Contract, facts: &Facts, body: &Statement) {
+pub(super) fn reentrancy(
+    out: &mut Out<'_, '_>,
+    c: &Contract,
+    facts: &Facts,
+    f: &Function,
+    body: &Statement,
+) {
     // Locals that point into state: set from a state variable and written through a member or
     // an index.
     let mut from_state: Vec<(String, String)> = Vec::new();
@@ -86,6 +92,77 @@ pub(super) fn reentrancy(out: &mut Out<'_, '_>, c: &Contract, facts: &Facts, bod
     let internal_call_out = |e: &Expression| {
         called_name(e).is_some_and(|name| facts.calls_out.iter().any(|g| g == name))
     };
+    let call_out =
+        |e: &Expression| external_call(e).or_else(|| internal_call_out(e).then_some("call"));
+    if let Some((call_loc, write_loc, kind)) = write_after(body, &state_of, &call_out, false) {
+        let line = out.unit.line(&call_loc);
+        let end = out.unit.line(&write_loc).max(line);
+        out.line(
+            &REENTRANCY,
+            line,
+            end,
+            format!("state is written on line {end} after the external `{kind}` on line {line}"),
+        );
+        return;
+    }
+    // Ether sent with `transfer`/`send` forwards 2,300 gas, too little to re-enter today; gas
+    // costs have changed before. Only where anyone can call: an owner re-entering its own
+    // function gains nothing.
+    if guarded(f, body) || !f.exposed {
+        return;
+    }
+    let stipend = |e: &Expression| match (called_member(e), e) {
+        (Some((kind @ ("transfer" | "send"), _)), Expression::FunctionCall(_, _, args))
+            if args.len() == 1 =>
+        {
+            Some(if kind == "send" { "send" } else { "transfer" })
+        }
+        _ => None,
+    };
+    if let Some((call_loc, write_loc, kind)) = write_after(body, &state_of, &stipend, true) {
+        let line = out.unit.line(&call_loc);
+        let end = out.unit.line(&write_loc).max(line);
+        out.line(
+            &STATE_AFTER_TRANSFER,
+            line,
+            end,
+            format!(
+                "state is written on line {end} after the `{kind}` on line {line}: safe only while its gas stipend cannot re-enter"
+            ),
+        );
+    }
+}
+
+/// The first call (as `is_call` names it) in `body` after which state read before it is
+/// written: the call, the write and the call's kind.
+///
+/// With `amount_only`, only the state the call's own arguments are computed from counts (read
+/// in them, or in the initializer of a local they name): the state that decides what is sent.
+fn write_after(
+    body: &Statement,
+    state_of: &dyn Fn(&str) -> Option<String>,
+    is_call: &dyn Fn(&Expression) -> Option<&'static str>,
+    amount_only: bool,
+) -> Option<(Loc, Loc, &'static str)> {
+    // Locals and the state their initializers read.
+    let mut locals: Vec<(String, Vec<String>)> = Vec::new();
+    if amount_only {
+        walk_stmt(body, &mut |st| {
+            if let Statement::VariableDefinition(_, decl, Some(init)) = st
+                && let Some(n) = &decl.name
+            {
+                let mut read = Vec::new();
+                walk_expr(init, &mut |x| {
+                    if let Expression::Variable(v) = x
+                        && let Some(s) = state_of(&v.name)
+                    {
+                        read.push(s);
+                    }
+                });
+                locals.push((n.name.clone(), read));
+            }
+        });
+    }
     let mut read_before: Vec<String> = Vec::new();
     let mut call: Option<(Loc, &'static str)> = None;
     let mut hit: Option<(Loc, Loc, &'static str)> = None;
@@ -94,19 +171,21 @@ pub(super) fn reentrancy(out: &mut Out<'_, '_>, c: &Contract, facts: &Facts, bod
             return;
         }
         if call.is_none() {
-            let kind = external_call(e).or_else(|| internal_call_out(e).then_some("call"));
-            if let Some(kind) = kind {
+            if let Some(kind) = is_call(e) {
                 call = Some((expr_loc(e), kind));
                 // What the call itself reads (`call.value(balances[msg.sender])()`) is read
                 // before it runs.
                 walk_expr(e, &mut |x| {
-                    if let Expression::Variable(v) = x
-                        && let Some(s) = state_of(&v.name)
-                    {
-                        read_before.push(s);
+                    if let Expression::Variable(v) = x {
+                        if let Some(s) = state_of(&v.name) {
+                            read_before.push(s);
+                        } else if let Some((_, read)) = locals.iter().find(|(l, _)| *l == v.name) {
+                            read_before.extend(read.iter().cloned());
+                        }
                     }
                 });
-            } else if let Expression::Variable(v) = e
+            } else if !amount_only
+                && let Expression::Variable(v) = e
                 && let Some(s) = state_of(&v.name)
             {
                 read_before.push(s);
@@ -124,7 +203,7 @@ pub(super) fn reentrancy(out: &mut Out<'_, '_>, c: &Contract, facts: &Facts, bod
             | Expression::PostDecrement(loc, lhs)
             | Expression::PreIncrement(loc, lhs)
             | Expression::PreDecrement(loc, lhs) => root_name(lhs)
-                .and_then(&state_of)
+                .and_then(state_of)
                 .filter(|s| read_before.contains(s))
                 .map(|_| *loc),
             _ => None,
@@ -133,16 +212,7 @@ pub(super) fn reentrancy(out: &mut Out<'_, '_>, c: &Contract, facts: &Facts, bod
             hit = Some((cl, w, kind));
         }
     });
-    if let Some((call_loc, write_loc, kind)) = hit {
-        let line = out.unit.line(&call_loc);
-        let end = out.unit.line(&write_loc).max(line);
-        out.line(
-            &REENTRANCY,
-            line,
-            end,
-            format!("state is written on line {end} after the external `{kind}` on line {line}"),
-        );
-    }
+    hit
 }
 
 /// Payments inside a loop that revert the whole loop when one recipient fails: `transfer`, and

@@ -2,9 +2,14 @@
 //! hash solutions and the other patterns seen in one expression.
 
 use super::*;
+use crate::model::statement_parts;
 
 /// tx.origin comparisons, block values as entropy, timestamp comparisons, unchecked arithmetic.
 pub(super) fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Statement) {
+    // A math library (`using SafeMath for uint256`) checks the operations written through it;
+    // an operator on a narrow integer is never one of them.
+    let narrow = |x: &Expression| root_name(x).is_some_and(|n| c.narrow_vars.contains_key(n));
+    let wraps = |x: &Expression| out.src().before_08 && (!c.safe_math || narrow(x));
     let before_08 = out.src().before_08 && !c.safe_math;
     let tainted = tainted_names(f, body);
     let sent = sent_amounts(body);
@@ -221,7 +226,7 @@ pub(super) fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, bod
         // Adding msg.value cannot overflow: all the ether there is fits in 256 bits many times.
         // An amount the caller chooses, added to state nothing bounds.
         Expression::AssignAdd(loc, lhs, rhs) | Expression::AssignMultiply(loc, lhs, rhs)
-            if before_08
+            if wraps(lhs)
                 && !f.view
                 && !is_member(rhs, "msg", "value")
                 && carries(rhs, &tainted)
@@ -248,7 +253,7 @@ pub(super) fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, bod
             ));
         }
         Expression::Assign(_, lhs, rhs)
-            if before_08
+            if wraps(lhs)
                 && !f.view
                 && root_name(lhs).is_some_and(|n| c.state_vars.contains(n))
                 && risky_arith(&tainted, rhs)
@@ -293,6 +298,13 @@ pub(super) fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, bod
                 });
             }
         });
+    }
+    // A constant that certainly wraps: a local set to a number, then moved past its type's
+    // range by a number (`uint8 x = 0; x = x - 10;`), before 0.8 or inside `unchecked`.
+    if !f.view {
+        for (loc, m) in constant_wraps(body, out.src().before_08) {
+            hits.push((&OVERFLOW, loc, m));
+        }
     }
     // A local computed from inputs by unchecked arithmetic.
     if before_08 && !f.view {
@@ -343,4 +355,116 @@ pub(super) fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, bod
     for (d, loc, m) in hits {
         out.at(d, &loc, m);
     }
+}
+
+/// Locals set to a number and then moved past their type's range by a number, where the
+/// arithmetic wraps (everywhere before 0.8, inside `unchecked` from 0.8): the operation and
+/// why. Only the simplest flow: the number the local was declared with, while nothing else
+/// assigned it.
+fn constant_wraps(body: &Statement, before_08: bool) -> Vec<(Loc, String)> {
+    use solang_parser::pt::Type;
+    // Local name → (bits, signed, known value).
+    let mut known: Vec<(String, u16, bool, Option<u128>)> = Vec::new();
+    let mut hits = Vec::new();
+    let literal = |e: &Expression| match e {
+        Expression::NumberLiteral(_, n, exp, _) if exp.is_empty() => {
+            n.replace('_', "").parse::<u128>().ok()
+        }
+        _ => None,
+    };
+    fn visit(
+        s: &Statement,
+        unchecked: bool,
+        before_08: bool,
+        known: &mut Vec<(String, u16, bool, Option<u128>)>,
+        hits: &mut Vec<(Loc, String)>,
+        literal: &dyn Fn(&Expression) -> Option<u128>,
+    ) {
+        if let Statement::VariableDefinition(_, decl, init) = s
+            && let Some(n) = &decl.name
+            && let Expression::Type(_, Type::Uint(bits) | Type::Int(bits)) = &decl.ty
+        {
+            let signed = matches!(decl.ty, Expression::Type(_, Type::Int(_)));
+            let value =
+                init.as_ref()
+                    .and_then(literal)
+                    .or(if init.is_none() { Some(0) } else { None });
+            known.push((n.name.clone(), *bits, signed, value));
+        }
+        let inside = unchecked
+            || matches!(
+                s,
+                Statement::Block {
+                    unchecked: true,
+                    ..
+                }
+            );
+        let (children, exprs) = statement_parts(s);
+        for e in exprs {
+            walk_expr(e, &mut |x| {
+                let (loc, target, delta, minus) = match x {
+                    Expression::Assign(loc, lhs, rhs) => match rhs.as_ref() {
+                        Expression::Subtract(_, a, b) if root_name(a) == root_name(lhs) => {
+                            (loc, lhs, b, true)
+                        }
+                        Expression::Add(_, a, b) if root_name(a) == root_name(lhs) => {
+                            (loc, lhs, b, false)
+                        }
+                        _ => {
+                            // Any other assignment: the value is no longer known.
+                            if let Some(n) = root_name(lhs)
+                                && let Some(k) = known.iter_mut().find(|k| k.0 == n)
+                            {
+                                k.3 = None;
+                            }
+                            return;
+                        }
+                    },
+                    Expression::AssignSubtract(loc, lhs, rhs) => (loc, lhs, rhs, true),
+                    Expression::AssignAdd(loc, lhs, rhs) => (loc, lhs, rhs, false),
+                    _ => return,
+                };
+                let Some(name) = root_name(target) else {
+                    return;
+                };
+                let Some(k) = known.iter_mut().find(|k| k.0 == name) else {
+                    return;
+                };
+                let (Some(value), Some(d)) = (k.3, literal(delta)) else {
+                    k.3 = None;
+                    return;
+                };
+                let max = if k.1 >= 128 {
+                    u128::MAX
+                } else {
+                    (1u128 << (k.1 - u16::from(k.2))) - 1
+                };
+                let wrapped = if minus {
+                    d > value && !k.2
+                } else {
+                    value.checked_add(d).is_none_or(|v| v > max)
+                };
+                if wrapped && (before_08 || inside) {
+                    hits.push((
+                        *loc,
+                        format!(
+                            "`{name}` holds {value} and {} {d}: the result wraps around its {}-bit type",
+                            if minus { "loses" } else { "gains" },
+                            k.1
+                        ),
+                    ));
+                }
+                k.3 = if minus {
+                    value.checked_sub(d)
+                } else {
+                    value.checked_add(d)
+                };
+            });
+        }
+        for c in children {
+            visit(c, inside, before_08, known, hits, literal);
+        }
+    }
+    visit(body, false, before_08, &mut known, &mut hits, &literal);
+    hits
 }

@@ -61,6 +61,14 @@ const REENTRANCY: Detector = Detector {
     confidence: Confidence::Medium,
     hint: "update state before the external call (checks-effects-interactions) or use a reentrancy guard",
 };
+const STATE_AFTER_TRANSFER: Detector = Detector {
+    id: "state-after-transfer",
+    swc: "SWC-107",
+    category: Category::Reentrancy,
+    severity: Severity::Low,
+    confidence: Confidence::Medium,
+    hint: "update state before sending ether (checks-effects-interactions): the 2,300-gas stipend that stops re-entry today is a gas price, not a guarantee",
+};
 const WEAK_RANDOMNESS: Detector = Detector {
     id: "weak-randomness",
     swc: "SWC-120",
@@ -191,6 +199,14 @@ const UNPROTECTED_WITHDRAWAL: Detector = Detector {
     confidence: Confidence::Medium,
     hint: "debit the caller's balance before paying it out, and check `balance >= amount`",
 };
+const ANYONE_CAN_WITHDRAW: Detector = Detector {
+    id: "anyone-can-withdraw",
+    swc: "SWC-105",
+    category: Category::AccessControl,
+    severity: Severity::High,
+    confidence: Confidence::Medium,
+    hint: "let only the owner withdraw (a modifier or require(msg.sender == owner)), or pay each caller only what it deposited",
+};
 const SHORT_ADDRESS: Detector = Detector {
     id: "short-address",
     swc: "none",
@@ -206,6 +222,7 @@ pub const DETECTORS: &[Detector] = &[
     UNCHECKED_CALL,
     UNPROTECTED_SELFDESTRUCT,
     REENTRANCY,
+    STATE_AFTER_TRANSFER,
     WEAK_RANDOMNESS,
     TIMESTAMP,
     DEPRECATED,
@@ -224,6 +241,7 @@ pub const DETECTORS: &[Detector] = &[
     FAILED_CALL_DOS,
     UNPROTECTED_WITHDRAWAL,
     TX_ORDER,
+    ANYONE_CAN_WITHDRAW,
 ];
 
 /// What the detectors need to know about a whole contract, computed once.
@@ -396,7 +414,7 @@ pub(crate) fn run(unit: &Unit<'_>) -> Vec<(usize, Finding)> {
             out.file = f.file;
             expressions(&mut out, c, f, body);
             unchecked_calls(&mut out, body);
-            reentrancy(&mut out, c, &facts, body);
+            reentrancy(&mut out, c, &facts, f, body);
             calls_in_loops(&mut out, body);
             selfdestruct(&mut out, f, body);
             access(&mut out, c, &facts, f, body);
@@ -406,6 +424,7 @@ pub(crate) fn run(unit: &Unit<'_>) -> Vec<(usize, Finding)> {
             short_address(&mut out, c, f, body);
             failed_payment(&mut out, &facts, f, body);
             withdrawals(&mut out, c, f, body);
+            open_withdrawals(&mut out, c, f, body);
         }
     }
     out.findings
