@@ -8,9 +8,10 @@ use solang_parser::pt::{ContractPart, ContractTy, SourceUnitPart};
 pub struct InsertionPoint {
     /// The contract (not an interface or library) the line lies in.
     pub contract: String,
-    /// Byte offset of the start of a line between two members (or after the body's `{`, or
-    /// before its `}`): text inserted there, in whole lines, becomes members of the contract.
-    pub offset: usize,
+    /// A line (1-based) that starts between two members (or after the body's `{`, or before
+    /// its `}`), right after the line where the previous one ends, so that a member's comments
+    /// stay with it: whole lines inserted before it become members of the contract.
+    pub line: usize,
 }
 
 /// The places in `src` between the members of each contract where whole lines can go, in
@@ -18,6 +19,11 @@ pub struct InsertionPoint {
 /// when the source does not parse.
 pub fn insertion_points(src: &str) -> Option<(Vec<InsertionPoint>, bool)> {
     let (text, _) = crate::prepass(src);
+    // Deep sources are the auditor's to refuse, not this helper's to overflow on.
+    if crate::check_depth(&text).ok()? > crate::SHALLOW_DEPTH {
+        return None;
+    }
+    let lines = crate::model::LineIndex::new(&text);
     let (unit, _) = solang_parser::parse(&text, 0).ok()?;
     let mut before_08 = true;
     let mut points = Vec::new();
@@ -52,10 +58,10 @@ pub fn insertion_points(src: &str) -> Option<(Vec<InsertionPoint>, bool)> {
                 for (i, next) in starts.into_iter().enumerate() {
                     // The start of the line the next member (or the `}`) begins on, if that line
                     // begins after the previous member ended.
-                    if let Some(nl) = text[after..next].rfind('\n') {
+                    if let Some(nl) = text[after..next].find('\n') {
                         points.push(InsertionPoint {
                             contract: name.name.clone(),
-                            offset: after + nl + 1,
+                            line: lines.line(after + nl + 1),
                         });
                     }
                     if let Some(p) = c.parts.get(i) {
@@ -73,6 +79,9 @@ pub fn insertion_points(src: &str) -> Option<(Vec<InsertionPoint>, bool)> {
 /// that inserted lines landed as members (not in a comment).
 pub fn has_function(src: &str, contract: &str, function: &str) -> bool {
     let (text, _) = crate::prepass(src);
+    if crate::check_depth(&text).is_err() {
+        return false;
+    }
     let Ok((unit, _)) = solang_parser::parse(&text, 0) else {
         return false;
     };
@@ -107,8 +116,9 @@ mod tests {
         assert_eq!(points.len(), 3, "{points:?}");
         for p in &points {
             assert_eq!(p.contract, "C");
-            let mut s = src.to_string();
-            s.insert_str(p.offset, "    function added() public {}\n");
+            let mut lines: Vec<&str> = src.lines().collect();
+            lines.insert(p.line - 1, "    function added() public {}");
+            let s = lines.join("\n");
             assert!(has_function(&s, "C", "added"), "{s}");
         }
         assert!(!has_function(src, "C", "added"));

@@ -238,7 +238,7 @@ pub const MAX_DEPTH: usize = 1_000;
 const AUDIT_STACK_BYTES: usize = 64 << 20;
 /// Sources at most this deep (nearly all) are audited on the caller's thread: at about 5 KiB a
 /// level unoptimized, any thread's stack (tokio's are 2 MiB) holds them.
-const SHALLOW_DEPTH: usize = 100;
+pub(crate) const SHALLOW_DEPTH: usize = 100;
 
 /// Refuses, before parsing, a source whose syntax tree would nest deeper than [`MAX_DEPTH`]
 /// (a crafted `((((…))))` otherwise overflows the stack and aborts the process). The estimate
@@ -247,7 +247,7 @@ const SHALLOW_DEPTH: usize = 100;
 /// operator, call, index, member access and control keyword (each can nest one level with no
 /// bracket to show it: `a+a+…`, `!!…x`, `a.b.c…`, `if (x) if (x) …`). Returns the deepest
 /// estimate; `Err` is the byte offset and why.
-fn check_depth(text: &str) -> Result<usize, (usize, String)> {
+pub(crate) fn check_depth(text: &str) -> Result<usize, (usize, String)> {
     use solang_parser::lexer::{Lexer, Token};
     /// What a `{` opened.
     struct Open {

@@ -1,4 +1,4 @@
-//! Reports: text with the source lines, JSON, and SARIF 2.1.0.
+//! Reports: text with the source lines, JSON, SARIF 2.1.0, and Slither's JSON.
 
 use crate::{DETECTORS, Finding, ParseError};
 use serde_json::{Value, json};
@@ -115,5 +115,70 @@ pub fn sarif(findings: &[Finding], errors: &[ParseError]) -> Value {
                 "toolExecutionNotifications": notifications,
             }],
         }],
+    })
+}
+
+/// Slither's JSON report (`slither --json`), for tools that read it: `success`, `error`, and
+/// `results.detectors`, one per finding, with Slither's keys: `check` (the detector id),
+/// `impact` (High, Medium, Low, Informational), `confidence`, `description`, `markdown`,
+/// `first_markdown_element`, `id` (SHA-256 of check, file and lines), and one `elements` entry
+/// whose `source_mapping` names the file and lines. The SWC id, DASP category and fix are in
+/// `additional_fields`. Files that do not parse make `error`.
+pub fn slither(findings: &[Finding], errors: &[ParseError]) -> Value {
+    use sha2::Digest as _;
+    let impact = |f: &Finding| match f.severity {
+        crate::Severity::High => "High",
+        crate::Severity::Medium => "Medium",
+        crate::Severity::Low => "Low",
+        crate::Severity::Info => "Informational",
+    };
+    let confidence = |f: &Finding| match f.confidence {
+        crate::Confidence::High => "High",
+        crate::Confidence::Medium => "Medium",
+        crate::Confidence::Low => "Low",
+    };
+    let detectors: Vec<Value> = findings
+        .iter()
+        .map(|f| {
+            let end = f.end_line.max(f.line);
+            // A report from the network is not trusted to be well formed: at most 1,000 lines.
+            let lines: Vec<usize> = (f.line..=end).take(1000).collect();
+            let place = format!("{}#L{}-L{}", f.file, f.line, end);
+            let id =
+                sha2::Sha256::digest(format!("{}\n{}\n{}\n{}", f.detector, f.file, f.line, end));
+            let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+            json!({
+                "check": f.detector,
+                "impact": impact(f),
+                "confidence": confidence(f),
+                "description": format!("{} ({}:{})\n", f.message, f.file, f.line),
+                "markdown": format!("{} ([{}]({}))\n", f.message, place, place),
+                "first_markdown_element": place,
+                "id": id,
+                "elements": [{
+                    "type": "node",
+                    "name": f.detector,
+                    "source_mapping": {
+                        "filename_relative": f.file,
+                        "filename_short": f.file,
+                        "lines": lines,
+                        "is_dependency": false,
+                    },
+                }],
+                "additional_fields": { "swc": f.swc, "category": f.category.name(), "fix": f.hint },
+            })
+        })
+        .collect();
+    let error = (!errors.is_empty()).then(|| {
+        errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    json!({
+        "success": true,
+        "error": error,
+        "results": { "detectors": detectors },
     })
 }

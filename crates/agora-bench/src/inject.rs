@@ -56,6 +56,13 @@ pub const SNIPPETS: &[Snippet] = &[
         new: "    function claim{N}() external {\n        (bool ok, ) = payable(msg.sender).call{value: 1 ether}(\"\"); //@bug\n        require(ok, \"failed\");\n    }\n",
         old: "    function claim{N}() external {\n        (bool ok, ) = msg.sender.call{value: 1 ether}(\"\"); //@bug\n        require(ok, \"failed\");\n    }\n",
     },
+    Snippet {
+        class: "anyone-can-withdraw",
+        category: Category::AccessControl,
+        function: "drain{N}",
+        new: "    function drain{N}(address payable to) external {\n        require(to != address(0), \"zero\");\n        uint256 all = address(this).balance;\n        to.transfer(all); //@bug\n    }\n",
+        old: "    function drain{N}(address payable to) external {\n        require(to != address(0), \"zero\");\n        uint256 all = address(this).balance;\n        to.transfer(all); //@bug\n    }\n",
+    },
     // State written after `send`/`transfer`: safe only while the gas stipend stays too small
     // to re-enter.
     Snippet {
@@ -71,6 +78,13 @@ pub const SNIPPETS: &[Snippet] = &[
         function: "settle{N}",
         new: "    mapping(address => uint256) private owed{N};\n    function settle{N}() external {\n        if (payable(msg.sender).send(owed{N}[msg.sender])) { //@bug\n            owed{N}[msg.sender] = 0; //@bug\n        }\n    }\n",
         old: "    mapping(address => uint256) private owed{N};\n    function settle{N}() external {\n        if (msg.sender.send(owed{N}[msg.sender])) { //@bug\n            owed{N}[msg.sender] = 0; //@bug\n        }\n    }\n",
+    },
+    Snippet {
+        class: "state-after-transfer",
+        category: Category::Reentrancy,
+        function: "take{N}",
+        new: "    mapping(address => uint256) private held{N};\n    function take{N}(uint256 amount) external {\n        require(held{N}[msg.sender] >= amount, \"too much\");\n        payable(msg.sender).transfer(amount); //@bug\n        held{N}[msg.sender] -= amount; //@bug\n    }\n",
+        old: "    mapping(address => uint256) private held{N};\n    function take{N}(uint256 amount) external {\n        require(held{N}[msg.sender] >= amount, \"too much\");\n        msg.sender.transfer(amount); //@bug\n        held{N}[msg.sender] -= amount; //@bug\n    }\n",
     },
     // Arithmetic that wraps: constants on narrow types, and caller-chosen values added to
     // narrow state.
@@ -200,7 +214,7 @@ impl Tree {
     }
 }
 
-/// A clean file: its findings, the injections to try (offset, snippet, contract), the files
+/// A clean file: its findings, the injections to try (line, snippet, contract), the files
 /// its imports reach (itself first), and whether its compiler is older than 0.8.
 struct PerFile<'s> {
     clean: Vec<Finding>,
@@ -239,7 +253,7 @@ pub fn bench(dir: &Path, tolerance: usize, limit: Option<usize>) -> Result<()> {
                 let mut jobs = Vec::new();
                 for p in &points {
                     for s in SNIPPETS {
-                        jobs.push((p.offset, s, p.contract.clone()));
+                        jobs.push((p.line, s, p.contract.clone()));
                     }
                 }
                 PerFile {
@@ -263,23 +277,29 @@ pub fn bench(dir: &Path, tolerance: usize, limit: Option<usize>) -> Result<()> {
                 f.file = format!("{version}/{}", f.file);
                 f
             }));
-            let jobs: Vec<_> = match limit {
-                Some(n) => jobs.iter().take(n).collect(),
-                None => jobs.iter().collect(),
-            };
+            // A quick run samples evenly across the file's places and snippets.
+            let step = limit.map_or(1, |n| jobs.len().div_ceil(n.max(1)).max(1));
+            let jobs: Vec<_> = jobs.iter().step_by(step).collect();
+            // Where each line starts.
+            let starts: Vec<usize> = std::iter::once(0)
+                .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+                .collect();
             let results: Vec<(&Snippet, bool, usize, bool)> = jobs
                 .par_iter()
                 .enumerate()
-                .map(|(n, (offset, snippet, contract))| {
+                .map(|(n, (line, snippet, contract))| {
                     let body = if before_08 { snippet.old } else { snippet.new };
                     let body = body.replace("{N}", &format!("_agora{n}"));
                     let function = snippet.function.replace("{N}", &format!("_agora{n}"));
                     let mut mutated = text.clone();
-                    mutated.insert_str(*offset, &body);
+                    let Some(&offset) = starts.get(line - 1) else {
+                        return (*snippet, false, 0, false);
+                    };
+                    mutated.insert_str(offset, &body);
                     if !has_function(&mutated, contract, &function) {
                         return (*snippet, false, 0, false);
                     }
-                    let first = text[..*offset].matches('\n').count() + 1;
+                    let first = *line;
                     let added = body.matches('\n').count();
                     let bugs: Vec<usize> = body
                         .lines()
@@ -288,8 +308,20 @@ pub fn bench(dir: &Path, tolerance: usize, limit: Option<usize>) -> Result<()> {
                         .map(|(i, _)| first + i)
                         .collect();
                     let findings = tree.audit(closure, &mutated);
+                    // A clean finding, its lines moved by the snippet's.
+                    let was_clean = |f: &Finding| {
+                        let line = if f.line >= first + added {
+                            f.line - added
+                        } else {
+                            f.line
+                        };
+                        clean
+                            .iter()
+                            .any(|c| c.detector == f.detector && c.line == line)
+                    };
                     let found = findings.iter().any(|f| {
                         f.category == snippet.category
+                            && !was_clean(f)
                             && bugs.iter().any(|&b| {
                                 b + tolerance >= f.line && b <= f.end_line.max(f.line) + tolerance
                             })
@@ -299,16 +331,7 @@ pub fn bench(dir: &Path, tolerance: usize, limit: Option<usize>) -> Result<()> {
                     let elsewhere = findings
                         .iter()
                         .filter(|f| f.line < first || f.line >= first + added)
-                        .filter(|f| {
-                            let line = if f.line >= first + added {
-                                f.line - added
-                            } else {
-                                f.line
-                            };
-                            !clean
-                                .iter()
-                                .any(|c| c.detector == f.detector && c.line == line)
-                        })
+                        .filter(|f| !was_clean(f))
                         .count();
                     (*snippet, true, elsewhere, found)
                 })

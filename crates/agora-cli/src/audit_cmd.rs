@@ -10,6 +10,8 @@ pub enum Format {
     Text,
     Json,
     Sarif,
+    /// Slither's JSON report (`slither --json`), for tools that read it.
+    Slither,
 }
 
 #[derive(Debug, Args)]
@@ -17,7 +19,7 @@ pub struct AuditArgs {
     /// Solidity files, or folders searched for `.sol` files.
     #[arg(required = true)]
     paths: Vec<PathBuf>,
-    /// Output format.
+    /// Output format: text, json, sarif, or slither (Slither's JSON report).
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
     /// Report only findings at least this severe: info, low, medium, high. The default leaves
@@ -269,6 +271,12 @@ fn print_report(format: Format, outcome: &Outcome) -> Result<()> {
                 }
             }
             println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Format::Slither => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&output::slither(findings, errors))?
+            );
         }
         Format::Sarif => {
             let mut v = output::sarif(findings, errors);

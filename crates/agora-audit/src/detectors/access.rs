@@ -466,14 +466,31 @@ pub(super) fn open_withdrawals(
     // (a puzzle's answer, a signature) decides who is paid.
     let mut origin_or_value = false;
     walk_stmt_exprs(body, &mut |e| {
-        origin_or_value |= is_member(e, "tx", "origin") || is_member(e, "msg", "value");
+        // `msg.sender == tx.origin` only asks for an account without code: no authorization.
+        let origin_check = match e {
+            Expression::Equal(_, a, b) | Expression::NotEqual(_, a, b) => {
+                let origin = |x: &Expression| is_member(x, "tx", "origin");
+                let sender = |x: &Expression| is_member(x, "msg", "sender");
+                (origin(a) && !sender(b)) || (origin(b) && !sender(a))
+            }
+            _ => false,
+        };
+        origin_or_value |= origin_check || is_member(e, "msg", "value");
     });
+    // An equality on what the caller passes (a puzzle's answer, a secret) decides who is paid;
+    // `to != address(0)` or `amount <= limit` decides nothing about who.
+    let names_param = |x: &Expression| {
+        contains(
+            x,
+            &|y| matches!(y, Expression::Variable(v) if f.params.contains(&v.name)),
+        )
+    };
     let mut on_input = false;
     walk_stmt(body, &mut |st| {
         if let Some(cond) = tested(st) {
             on_input |= contains(
                 cond,
-                &|x| matches!(x, Expression::Variable(v) if f.params.contains(&v.name)),
+                &|x| matches!(x, Expression::Equal(_, a, b) if names_param(a) || names_param(b)),
             );
         }
     });
@@ -482,15 +499,33 @@ pub(super) fn open_withdrawals(
     }
     let param =
         |e: &Expression| root_name(converted(e)).is_some_and(|n| f.params.iter().any(|p| p == n));
-    let caller_chosen = |e: &Expression| is_member(converted(e), "msg", "sender") || param(e);
+    let caller_chosen = |e: &Expression| {
+        let e = converted(e);
+        is_member(e, "msg", "sender") || matches!(called_name(e), Some("_msgSender")) || param(e)
+    };
+    // Locals and what they were declared with (`uint256 all = address(this).balance;`).
+    let mut inits: Vec<(&str, &Expression)> = Vec::new();
+    walk_stmt(body, &mut |st| {
+        if let Statement::VariableDefinition(_, decl, Some(init)) = st
+            && let Some(n) = &decl.name
+        {
+            inits.push((&n.name, init));
+        }
+    });
     let whole_or_fixed = |a: &Expression| {
         is_member(a, "this", "balance")
             || matches!(a, Expression::MemberAccess(_, b, m)
                 if m.name == "balance" && matches!(converted(b), Expression::Variable(v) if v.name == "this"))
             // A fixed amount, not zero (`call.value(0)` sends nothing).
             || matches!(a, Expression::NumberLiteral(_, n, _, _) if !n.trim_start_matches('0').is_empty())
-            || matches!(a, Expression::HexNumberLiteral(..))
+            || matches!(a, Expression::HexNumberLiteral(_, n, _) if !n.trim_start_matches("0x").trim_start_matches('0').is_empty())
+            || matches!(a, Expression::RationalNumberLiteral(..))
             || param(a)
+    };
+    let amount_ok = |a: &Expression| {
+        whole_or_fixed(a)
+            || matches!(a, Expression::Variable(v)
+                if inits.iter().rev().find(|(n, _)| *n == v.name).is_some_and(|(_, i)| whole_or_fixed(i)))
     };
     // Who receives what: `r.transfer(a)`, `r.send(a)`, `r.call{value: a}(…)`, `r.call.value(a)(…)`.
     let mut paid: Vec<(Loc, &Expression, &Expression)> = Vec::new();
@@ -543,7 +578,7 @@ pub(super) fn open_withdrawals(
         return;
     }
     for (loc, to, amount) in paid {
-        if caller_chosen(to) && whole_or_fixed(amount) {
+        if caller_chosen(to) && amount_ok(amount) {
             out.at(
                 &ANYONE_CAN_WITHDRAW,
                 &loc,

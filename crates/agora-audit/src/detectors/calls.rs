@@ -145,25 +145,42 @@ fn write_after(
     amount_only: bool,
 ) -> Option<(Loc, Loc, &'static str)> {
     // Locals and the state their initializers read.
-    let mut locals: Vec<(String, Vec<String>)> = Vec::new();
+    let mut locals: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     if amount_only {
         walk_stmt(body, &mut |st| {
             if let Statement::VariableDefinition(_, decl, Some(init)) = st
                 && let Some(n) = &decl.name
             {
-                let mut read = Vec::new();
+                let mut read = BTreeSet::new();
                 walk_expr(init, &mut |x| {
                     if let Expression::Variable(v) = x
                         && let Some(s) = state_of(&v.name)
                     {
-                        read.push(s);
+                        read.insert(s);
                     }
                 });
-                locals.push((n.name.clone(), read));
+                locals.insert(n.name.clone(), read);
             }
         });
     }
-    let mut read_before: Vec<String> = Vec::new();
+    // Conditions (`require(bal[m] >= amt)`): where they start, the names they use, and the
+    // state they read. One that bounds what the call sends decides it too.
+    let mut conditions: Vec<(usize, BTreeSet<String>, BTreeSet<String>)> = Vec::new();
+    if amount_only {
+        walk_stmt(body, &mut |st| {
+            if let Some(cond) = tested(st) {
+                let (mut names, mut read) = (BTreeSet::new(), BTreeSet::new());
+                walk_expr(cond, &mut |x| {
+                    if let Expression::Variable(v) = x {
+                        names.insert(v.name.clone());
+                        read.extend(state_of(&v.name));
+                    }
+                });
+                conditions.push((expr_loc(cond).start(), names, read));
+            }
+        });
+    }
+    let mut read_before: BTreeSet<String> = BTreeSet::new();
     let mut call: Option<(Loc, &'static str)> = None;
     let mut hit: Option<(Loc, Loc, &'static str)> = None;
     walk_stmt_exprs(body, &mut |e| {
@@ -175,20 +192,31 @@ fn write_after(
                 call = Some((expr_loc(e), kind));
                 // What the call itself reads (`call.value(balances[msg.sender])()`) is read
                 // before it runs.
+                // Each name once: a crafted call naming a local thousands of times adds
+                // nothing more.
+                let mut names: BTreeSet<&str> = BTreeSet::new();
                 walk_expr(e, &mut |x| {
                     if let Expression::Variable(v) = x {
-                        if let Some(s) = state_of(&v.name) {
-                            read_before.push(s);
-                        } else if let Some((_, read)) = locals.iter().find(|(l, _)| *l == v.name) {
-                            read_before.extend(read.iter().cloned());
-                        }
+                        names.insert(&v.name);
                     }
                 });
+                for (start, used, read) in &conditions {
+                    if *start < expr_loc(e).start() && names.iter().any(|n| used.contains(*n)) {
+                        read_before.extend(read.iter().cloned());
+                    }
+                }
+                for name in names {
+                    if let Some(s) = state_of(name) {
+                        read_before.insert(s);
+                    } else if let Some(read) = locals.get(name) {
+                        read_before.extend(read.iter().cloned());
+                    }
+                }
             } else if !amount_only
                 && let Expression::Variable(v) = e
                 && let Some(s) = state_of(&v.name)
             {
-                read_before.push(s);
+                read_before.insert(s);
             }
             return;
         }

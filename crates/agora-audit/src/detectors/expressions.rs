@@ -2,7 +2,7 @@
 //! hash solutions and the other patterns seen in one expression.
 
 use super::*;
-use crate::model::statement_parts;
+use std::collections::BTreeMap;
 
 /// tx.origin comparisons, block values as entropy, timestamp comparisons, unchecked arithmetic.
 pub(super) fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Statement) {
@@ -359,112 +359,157 @@ pub(super) fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, bod
 
 /// Locals set to a number and then moved past their type's range by a number, where the
 /// arithmetic wraps (everywhere before 0.8, inside `unchecked` from 0.8): the operation and
-/// why. Only the simplest flow: the number the local was declared with, while nothing else
-/// assigned it.
+/// why. Only what certainly runs: unsigned locals narrower than 128 bits, declared with a plain
+/// number (or none: 0), moved by plain numbers in straight-line code. A branch or loop, any
+/// other write, or assembly makes the value unknown.
 fn constant_wraps(body: &Statement, before_08: bool) -> Vec<(Loc, String)> {
-    use solang_parser::pt::Type;
-    // Local name → (bits, signed, known value).
-    let mut known: Vec<(String, u16, bool, Option<u128>)> = Vec::new();
+    let mut known: BTreeMap<String, (u16, Option<u128>)> = BTreeMap::new();
     let mut hits = Vec::new();
-    let literal = |e: &Expression| match e {
-        Expression::NumberLiteral(_, n, exp, _) if exp.is_empty() => {
+    straight(body, false, before_08, &mut known, &mut hits);
+    hits
+}
+
+/// A plain number, without units.
+fn plain_number(e: &Expression) -> Option<u128> {
+    match e {
+        Expression::NumberLiteral(_, n, exp, None) if exp.is_empty() => {
             n.replace('_', "").parse::<u128>().ok()
         }
         _ => None,
-    };
-    fn visit(
-        s: &Statement,
-        unchecked: bool,
-        before_08: bool,
-        known: &mut Vec<(String, u16, bool, Option<u128>)>,
-        hits: &mut Vec<(Loc, String)>,
-        literal: &dyn Fn(&Expression) -> Option<u128>,
-    ) {
-        if let Statement::VariableDefinition(_, decl, init) = s
-            && let Some(n) = &decl.name
-            && let Expression::Type(_, Type::Uint(bits) | Type::Int(bits)) = &decl.ty
-        {
-            let signed = matches!(decl.ty, Expression::Type(_, Type::Int(_)));
-            let value =
-                init.as_ref()
-                    .and_then(literal)
-                    .or(if init.is_none() { Some(0) } else { None });
-            known.push((n.name.clone(), *bits, signed, value));
+    }
+}
+
+/// [`constant_wraps`] over one statement.
+fn straight(
+    s: &Statement,
+    unchecked: bool,
+    before_08: bool,
+    known: &mut BTreeMap<String, (u16, Option<u128>)>,
+    hits: &mut Vec<(Loc, String)>,
+) {
+    use solang_parser::pt::Type;
+    match s {
+        Statement::Block {
+            statements,
+            unchecked: u,
+            ..
+        } => {
+            for st in statements {
+                straight(st, unchecked || *u, before_08, known, hits);
+            }
         }
-        let inside = unchecked
-            || matches!(
-                s,
-                Statement::Block {
-                    unchecked: true,
-                    ..
+        Statement::VariableDefinition(_, decl, init) => {
+            if let Some(n) = &decl.name {
+                let value = match init {
+                    None => Some(0),
+                    Some(i) => plain_number(i),
+                };
+                match &decl.ty {
+                    Expression::Type(_, Type::Uint(bits)) if *bits < 128 => {
+                        known.insert(n.name.clone(), (*bits, value));
+                    }
+                    _ => {
+                        known.remove(&n.name);
+                    }
                 }
-            );
-        let (children, exprs) = statement_parts(s);
-        for e in exprs {
-            walk_expr(e, &mut |x| {
-                let (loc, target, delta, minus) = match x {
-                    Expression::Assign(loc, lhs, rhs) => match rhs.as_ref() {
-                        Expression::Subtract(_, a, b) if root_name(a) == root_name(lhs) => {
-                            (loc, lhs, b, true)
-                        }
-                        Expression::Add(_, a, b) if root_name(a) == root_name(lhs) => {
-                            (loc, lhs, b, false)
-                        }
-                        _ => {
-                            // Any other assignment: the value is no longer known.
-                            if let Some(n) = root_name(lhs)
-                                && let Some(k) = known.iter_mut().find(|k| k.0 == n)
-                            {
-                                k.3 = None;
-                            }
-                            return;
-                        }
-                    },
-                    Expression::AssignSubtract(loc, lhs, rhs) => (loc, lhs, rhs, true),
-                    Expression::AssignAdd(loc, lhs, rhs) => (loc, lhs, rhs, false),
-                    _ => return,
+            }
+        }
+        Statement::Expression(_, e) => {
+            let step = match e {
+                Expression::Assign(loc, lhs, rhs) => match rhs.as_ref() {
+                    Expression::Subtract(_, a, b) if root_name(a) == root_name(lhs) => {
+                        Some((loc, lhs, b, true))
+                    }
+                    Expression::Add(_, a, b) if root_name(a) == root_name(lhs) => {
+                        Some((loc, lhs, b, false))
+                    }
+                    _ => None,
+                },
+                Expression::AssignSubtract(loc, lhs, rhs) => Some((loc, lhs, rhs, true)),
+                Expression::AssignAdd(loc, lhs, rhs) => Some((loc, lhs, rhs, false)),
+                _ => None,
+            };
+            let target = step.and_then(|(loc, lhs, delta, minus)| {
+                let Expression::Variable(v) = lhs.as_ref() else {
+                    return None;
                 };
-                let Some(name) = root_name(target) else {
-                    return;
+                let (bits, Some(value)) = *known.get(&v.name)? else {
+                    return None;
                 };
-                let Some(k) = known.iter_mut().find(|k| k.0 == name) else {
-                    return;
-                };
-                let (Some(value), Some(d)) = (k.3, literal(delta)) else {
-                    k.3 = None;
-                    return;
-                };
-                let max = if k.1 >= 128 {
-                    u128::MAX
+                Some((loc, &v.name, bits, value, plain_number(delta)?, minus))
+            });
+            if let Some((loc, name, bits, value, d, minus)) = target {
+                let max = (1u128 << bits) - 1;
+                let next = if minus {
+                    value.checked_sub(d)
                 } else {
-                    (1u128 << (k.1 - u16::from(k.2))) - 1
+                    value.checked_add(d).filter(|v| *v <= max)
                 };
-                let wrapped = if minus {
-                    d > value && !k.2
-                } else {
-                    value.checked_add(d).is_none_or(|v| v > max)
-                };
-                if wrapped && (before_08 || inside) {
+                if next.is_none() && (before_08 || unchecked) {
                     hits.push((
                         *loc,
                         format!(
-                            "`{name}` holds {value} and {} {d}: the result wraps around its {}-bit type",
+                            "`{name}` holds {value} and {} {d}: the result wraps around its {bits}-bit type",
                             if minus { "loses" } else { "gains" },
-                            k.1
                         ),
                     ));
                 }
-                k.3 = if minus {
-                    value.checked_sub(d)
-                } else {
-                    value.checked_add(d)
-                };
-            });
+                known.insert(name.clone(), (bits, next));
+            } else {
+                forget_written(s, known);
+            }
         }
-        for c in children {
-            visit(c, inside, before_08, known, hits, literal);
-        }
+        // What runs maybe, or many times, or out of sight: its writes make values unknown.
+        _ => forget_written(s, known),
     }
-    visit(body, false, before_08, &mut known, &mut hits, &literal);
-    hits
+}
+
+/// Marks every local that `s` writes (or, with assembly, every local) as unknown.
+fn forget_written(s: &Statement, known: &mut BTreeMap<String, (u16, Option<u128>)>) {
+    let mut assembly = false;
+    walk_stmt(s, &mut |st| {
+        assembly |= matches!(st, Statement::Assembly { .. })
+    });
+    if assembly {
+        known.clear();
+        return;
+    }
+    walk_stmt_exprs(s, &mut |e| {
+        let lhs = match e {
+            Expression::Assign(_, l, _)
+            | Expression::AssignAdd(_, l, _)
+            | Expression::AssignSubtract(_, l, _)
+            | Expression::AssignMultiply(_, l, _)
+            | Expression::AssignDivide(_, l, _)
+            | Expression::AssignModulo(_, l, _)
+            | Expression::AssignOr(_, l, _)
+            | Expression::AssignAnd(_, l, _)
+            | Expression::AssignXor(_, l, _)
+            | Expression::AssignShiftLeft(_, l, _)
+            | Expression::AssignShiftRight(_, l, _)
+            | Expression::Delete(_, l)
+            | Expression::PostIncrement(_, l)
+            | Expression::PostDecrement(_, l)
+            | Expression::PreIncrement(_, l)
+            | Expression::PreDecrement(_, l) => l,
+            _ => return,
+        };
+        // A tuple `(a, b) = …` writes each of its names.
+        walk_expr(lhs, &mut |x| {
+            if let Expression::Variable(v) = x
+                && let Some(k) = known.get_mut(&v.name)
+            {
+                k.1 = None;
+            }
+        });
+    });
+    // Locals declared inside (a loop's counter) are gone after it.
+    walk_stmt(s, &mut |st| {
+        if let Statement::VariableDefinition(_, decl, _) = st
+            && let Some(n) = &decl.name
+            && let Some(k) = known.get_mut(&n.name)
+        {
+            k.1 = None;
+        }
+    });
 }

@@ -7,6 +7,7 @@ use crate::model::{
 };
 use crate::{Category, Confidence, Detector, Finding, Severity};
 use solang_parser::pt::{Expression, FunctionTy, Loc, Statement};
+use std::collections::{BTreeMap, BTreeSet};
 
 mod access;
 mod calls;

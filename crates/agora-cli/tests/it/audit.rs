@@ -139,6 +139,21 @@ fn audit_of_a_foundry_project_resolves_imports_and_reports_its_own_files() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("names no file"));
 
+    // Slither's JSON: one detector result per finding, with its file and lines.
+    let out = agora(d, &["audit", "--format", "slither", d.to_str().unwrap()]);
+    let slither: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(slither["success"], true);
+    let results = slither["results"]["detectors"].as_array().unwrap();
+    assert_eq!(results.len(), findings.len());
+    let first = &results[0];
+    assert_eq!(first["check"], findings[0]["detector"]);
+    assert_eq!(
+        first["elements"][0]["source_mapping"]["filename_relative"],
+        vault.as_str()
+    );
+    assert_eq!(first["elements"][0]["source_mapping"]["lines"][0], 5);
+    assert_eq!(first["impact"], "High");
+
     // With --include-deps, the library's bug too.
     let out = agora(
         d,

@@ -1,0 +1,109 @@
+//! The classes added for bug injection, on their edges: what certainly wraps and what only may,
+//! who may withdraw, and state written after a payment.
+
+use agora_audit::audit_source;
+
+fn lines_of(src: &str, detector: &str) -> Vec<usize> {
+    audit_source("t.sol", src)
+        .expect("parses")
+        .into_iter()
+        .filter(|f| f.detector == detector)
+        .map(|f| f.line)
+        .collect()
+}
+
+fn in_08(body: &str) -> String {
+    format!(
+        "pragma solidity ^0.8.0;\ncontract T {{\n    uint8 public s;\n    function f(bool c) external {{\n{body}\n    }}\n}}\n"
+    )
+}
+
+#[test]
+fn only_a_wrap_that_certainly_happens_is_a_constant_wrap() {
+    // Straight-line code inside `unchecked`: line 6 wraps.
+    let src = in_08("        uint8 x = 3;\n        unchecked { x -= 5; }\n        s = x;");
+    assert_eq!(lines_of(&src, "integer-overflow"), vec![6]);
+    // Checked arithmetic (0.8, outside `unchecked`) reverts instead.
+    assert!(
+        lines_of(
+            &in_08("        uint8 x = 3;\n        x -= 5;\n        s = x;"),
+            "integer-overflow"
+        )
+        .is_empty()
+    );
+    // A branch, a loop, another write, a signed type, units: nothing certain.
+    for body in [
+        "        uint8 x = 3;\n        if (c) { x = 9; }\n        unchecked { x -= 5; }\n        s = x;",
+        "        uint8 x = 0;\n        for (uint8 i = 0; i < 4; i++) { if (c) x += 1; }\n        unchecked { x -= 2; }\n        s = x;",
+        "        uint8 x = 3;\n        x++;\n        x *= 2;\n        unchecked { x -= 5; }\n        s = x;",
+        "        int8 x = 3;\n        unchecked { x -= 5; }\n        s = uint8(x);",
+        "        uint32 t = 1 hours;\n        unchecked { t -= 5; }\n        s = uint8(t);",
+    ] {
+        assert!(
+            lines_of(&in_08(body), "integer-overflow").is_empty(),
+            "{body}"
+        );
+    }
+    // Before 0.8 every operator wraps.
+    let old = "pragma solidity ^0.4.24;\ncontract T {\n    uint8 public s;\n    function f() public {\n        uint8 x = 250;\n        x = x + 10;\n        s = x;\n    }\n}\n";
+    assert_eq!(lines_of(old, "integer-overflow"), vec![6]);
+}
+
+#[test]
+fn anyone_can_withdraw_needs_an_open_door_and_no_deposit() {
+    let c = |f: &str| {
+        format!(
+            "pragma solidity ^0.8.0;\ncontract W {{\n    address owner;\n    mapping(address => uint256) bal;\n{f}\n}}\n"
+        )
+    };
+    // Open: the whole balance, a caller-chosen amount to a caller-chosen address, a local
+    // holding the balance behind a check that decides nothing about who.
+    for f in [
+        "    function a() external { payable(msg.sender).transfer(address(this).balance); }",
+        "    function a(address payable to, uint256 x) external { to.transfer(x); }",
+        "    function a(address payable to) external {\n        require(to != address(0));\n        uint256 all = address(this).balance;\n        to.transfer(all);\n    }",
+    ] {
+        assert_eq!(lines_of(&c(f), "anyone-can-withdraw").len(), 1, "{f}");
+    }
+    // Closed: an owner check, the caller's own recorded balance, a payable game, a puzzle's
+    // answer, nothing sent.
+    for f in [
+        "    function a() external { require(msg.sender == owner); payable(msg.sender).transfer(address(this).balance); }",
+        "    function a() external { uint256 v = bal[msg.sender]; bal[msg.sender] = 0; payable(msg.sender).transfer(v); }",
+        "    function a() external payable { payable(msg.sender).transfer(address(this).balance); }",
+        "    function a(bytes32 answer) external { require(keccak256(abi.encode(answer)) == bytes32(0)); payable(msg.sender).transfer(1 ether); }",
+        "    function a() external { (bool ok, ) = payable(msg.sender).call{value: 0}(\"\"); require(ok); }",
+    ] {
+        assert!(lines_of(&c(f), "anyone-can-withdraw").is_empty(), "{f}");
+    }
+}
+
+#[test]
+fn state_that_decides_a_payment_written_after_it_is_reported_low() {
+    let old = |f: &str| {
+        format!(
+            "pragma solidity ^0.4.24;\ncontract R {{\n    mapping(address => uint) bal;\n    address owner;\n{f}\n}}\n"
+        )
+    };
+    // The classic withdrawal: bounded by the balance, paid, then debited (lines 6 to 7).
+    let src = old(
+        "    function w(uint a) public {\n        require(bal[msg.sender] >= a);\n        msg.sender.transfer(a);\n        bal[msg.sender] -= a;\n    }",
+    );
+    let found = audit_source("t.sol", &src).unwrap();
+    let f = found
+        .iter()
+        .find(|f| f.detector == "state-after-transfer")
+        .expect("reported");
+    assert_eq!(
+        (f.line, f.end_line, f.severity),
+        (7, 8, agora_audit::Severity::Low)
+    );
+    // Debited first, or only the owner can call, or the write decides nothing paid: clean.
+    for f in [
+        "    function w(uint a) public {\n        require(bal[msg.sender] >= a);\n        bal[msg.sender] -= a;\n        msg.sender.transfer(a);\n    }",
+        "    function w(uint a) public {\n        require(msg.sender == owner);\n        msg.sender.transfer(a);\n        bal[msg.sender] = 0;\n    }",
+        "    uint count;\n    function w(uint a) public {\n        msg.sender.transfer(a);\n        count += 1;\n    }",
+    ] {
+        assert!(lines_of(&old(f), "state-after-transfer").is_empty(), "{f}");
+    }
+}
