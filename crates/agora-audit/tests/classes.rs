@@ -107,3 +107,29 @@ fn state_that_decides_a_payment_written_after_it_is_reported_low() {
         assert!(lines_of(&old(f), "state-after-transfer").is_empty(), "{f}");
     }
 }
+
+#[test]
+fn a_deadline_the_caller_passes_is_the_callers_own() {
+    let c = |f: &str| {
+        format!("pragma solidity ^0.8.0;\ncontract P {{\n    uint256 end = 1700000000;\n{f}\n}}\n")
+    };
+    // A permit's deadline: the caller chose it.
+    let permit = c(
+        "    function permit(uint256 deadline) external view returns (bool) {\n        require(block.timestamp <= deadline);\n        return true;\n    }",
+    );
+    assert!(lines_of(&permit, "timestamp-dependence").is_empty());
+    // A date written in the contract, or the block time in an equality: reported.
+    let sale = c(
+        "    function open() external view returns (bool) {\n        return block.timestamp >= end;\n    }",
+    );
+    assert_eq!(lines_of(&sale, "timestamp-dependence"), vec![5]);
+    let at = c(
+        "    function at(uint256 t) external view returns (bool) {\n        return block.timestamp == t;\n    }",
+    );
+    assert_eq!(lines_of(&at, "timestamp-dependence"), vec![5]);
+    // A view checking its clock against the block number decides nothing random.
+    let clock = c(
+        "    function mode() external view returns (uint256) {\n        require(block.number == block.number + 0);\n        return 1;\n    }",
+    );
+    assert!(lines_of(&clock, "weak-randomness").is_empty());
+}

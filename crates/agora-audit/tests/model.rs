@@ -11,7 +11,7 @@ use std::path::Path;
 const PINNED: (&str, &str, &str) = (
     "agora-audit@0.3.0",
     "27a35a370ec99cc38efe23f7079debe1f47d9914fa4c078f0ffc547161f01852",
-    "a24a7177ff86a3a78206a501e7bb399880e67945cf30a3a37e6a25c7aae3b064",
+    "d61f780bb0ed1f413c3a1e4a1373ae15a135d70529bae2a52d4e6b9622dc2540",
 );
 
 fn suite_files() -> Vec<(String, String)> {

@@ -100,6 +100,16 @@ pub(super) fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, bod
                     if matches!(base.as_ref(), Expression::Variable(v) if locals.contains(&v.name)))
         })
     };
+    // The block time against a deadline the caller passes (`block.timestamp > deadline` in a
+    // permit, `req.deadline` in a forwarded call): the caller chose it, and seconds of drift only
+    // decide whether the caller's own call is still on time.
+    let callers_deadline = |x: &Expression| {
+        !contains(x, &is_time)
+            && contains(
+                x,
+                &|y| matches!(y, Expression::Variable(v) if f.params.contains(&v.name)),
+            )
+    };
     let block_derived = |x: &Expression| {
         contains(x, &|y| {
             is_block_value(y)
@@ -114,7 +124,8 @@ pub(super) fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, bod
             }
             if is_time(a) || is_time(b) {
                 hits.push((&TIMESTAMP, *loc, "equality test on the block time".into()));
-            } else if block_derived(a) || block_derived(b) {
+            } else if !f.view && (block_derived(a) || block_derived(b)) {
+                // (A view decides nothing: `require(clock() == block.number)` checks a clock.)
                 // A guess compared with a block hash or number: the answer is public.
                 hits.push((
                     &WEAK_RANDOMNESS,
@@ -130,7 +141,9 @@ pub(super) fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, bod
             if (contains(a, &is_time) || contains(b, &is_time))
                 && !picks.contains(loc)
                 && !per_account(a)
-                && !per_account(b) =>
+                && !per_account(b)
+                && !callers_deadline(a)
+                && !callers_deadline(b) =>
         {
             hits.push((
                 &TIMESTAMP,
