@@ -279,9 +279,20 @@ pub fn bench(dir: &Path, tolerance: usize, limit: Option<usize>) -> Result<()> {
                 f.file = format!("{version}/{}", f.file);
                 f
             }));
-            // A quick run samples evenly across the file's places and snippets.
-            let step = limit.map_or(1, |n| jobs.len().div_ceil(n.max(1)).max(1));
-            let jobs: Vec<_> = jobs.iter().step_by(step).collect();
+            // A quick run samples the file's places evenly, and takes the next snippet at each
+            // (jobs come place after place, every snippet at each place).
+            let jobs: Vec<_> = match limit {
+                Some(n) if n < jobs.len() => {
+                    let step = jobs.len() / n.max(1);
+                    (0..n.max(1))
+                        .map(|i| {
+                            &jobs[(i * step / SNIPPETS.len() * SNIPPETS.len() + i % SNIPPETS.len())
+                                .min(jobs.len() - 1)]
+                        })
+                        .collect()
+                }
+                _ => jobs.iter().collect(),
+            };
             // Where each line starts.
             let starts: Vec<usize> = std::iter::once(0)
                 .chain(text.match_indices('\n').map(|(i, _)| i + 1))
