@@ -551,7 +551,14 @@ pub(crate) fn children(e: &Expression) -> Vec<&Expression> {
             v.extend(args.iter());
             v
         }
-        FunctionCallBlock(_, f, _) => vec![f],
+        // `f{value: v, gas: g}`: the options are evaluated too.
+        FunctionCallBlock(_, f, block) => {
+            let mut v = vec![f.as_ref()];
+            if let Statement::Args(_, args) = block.as_ref() {
+                v.extend(args.iter().map(|a| &a.expr));
+            }
+            v
+        }
         NamedFunctionCall(_, f, args) => {
             let mut v = vec![f.as_ref()];
             v.extend(args.iter().map(|a| &a.expr));

@@ -294,3 +294,36 @@ fn a_renamed_import_names_the_imported_contract() {
         vec![4]
     );
 }
+
+/// A modifier in a base of another file that calls out before `_`: the function's writes come
+/// after that call (reentrancy), reported where the function writes.
+#[test]
+fn a_modifier_that_calls_out_is_a_call_before_the_body() {
+    let base = "pragma solidity ^0.8.0;\ncontract Payer {\n    mapping(address => uint256) internal owed;\n    modifier paysFirst() {\n        (bool ok, ) = msg.sender.call{value: owed[msg.sender]}(\"\");\n        require(ok);\n        _;\n    }\n}\n";
+    let vault = "pragma solidity ^0.8.0;\nimport \"./Payer.sol\";\ncontract Vault is Payer {\n    function claim() external paysFirst {\n        owed[msg.sender] = 0;\n    }\n    function settle() external {\n        owed[msg.sender] = 0;\n    }\n}\n";
+    let r = audit_files([("Payer.sol", base), ("Vault.sol", vault)]);
+    assert_eq!(
+        at(&r.findings, "Vault.sol", "reentrancy"),
+        vec![5],
+        "{:?}",
+        r.findings
+    );
+    // Fixed: the state is cleared in the modifier before its call.
+    let fixed = base.replace(
+        "        (bool ok, ) = msg.sender.call{value: owed[msg.sender]}(\"\");",
+        "        uint256 due = owed[msg.sender];\n        owed[msg.sender] = 0;\n        (bool ok, ) = msg.sender.call{value: due}(\"\");",
+    );
+    let vault_fixed = vault.replace(
+        "        owed[msg.sender] = 0;\n    }\n    function settle",
+        "    }\n    function settle",
+    );
+    let r = audit_files([
+        ("Payer.sol", fixed.as_str()),
+        ("Vault.sol", vault_fixed.as_str()),
+    ]);
+    assert!(
+        at(&r.findings, "Vault.sol", "reentrancy").is_empty(),
+        "{:?}",
+        r.findings
+    );
+}

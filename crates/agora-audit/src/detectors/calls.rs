@@ -105,6 +105,34 @@ pub(super) fn reentrancy(
         );
         return;
     }
+    // The same through a modifier: its external call runs before the function's body.
+    for (name, combined) in through_modifiers(c, f, body) {
+        let in_body = |l: &Loc| {
+            use solang_parser::pt::CodeLocation;
+            l.try_file_no() == body.loc().try_file_no()
+                && l.start() >= body_start(body)
+                && l.end() <= body_end(body)
+        };
+        // A call in the modifier, a write in the function.
+        if let Some((call_loc, write_loc, kind)) =
+            write_after(&combined, &state_of, &call_out, false)
+            && !in_body(&call_loc)
+            && in_body(&write_loc)
+        {
+            // Reported where the function writes: the modifier may live in another file.
+            let end = out.unit.line(&write_loc);
+            let at = out.unit.line(&call_loc);
+            out.line(
+                &REENTRANCY,
+                end,
+                end,
+                format!(
+                    "state is written here after the external `{kind}` that modifier `{name}` makes (its line {at})"
+                ),
+            );
+            return;
+        }
+    }
     // Ether sent with `transfer`/`send` forwards 2,300 gas, too little to re-enter today; gas
     // costs have changed before. Only where anyone can call: an owner re-entering its own
     // function gains nothing.
@@ -314,4 +342,60 @@ pub(super) fn failed_payment(out: &mut Out<'_, '_>, facts: &Facts, f: &Function,
             "a payment to a stored address must succeed for the function to go on".into(),
         );
     }
+}
+
+/// For each modifier of `f` (its own or inherited) that makes an external call: the modifier's
+/// body with the function's body in place of `_`, so that a call in the modifier is seen before
+/// the writes of the function.
+fn through_modifiers(c: &Contract, f: &Function, body: &Statement) -> Vec<(String, Statement)> {
+    let mut out = Vec::new();
+    for name in &f.modifiers {
+        let Some(m) = c
+            .functions
+            .iter()
+            .find(|g| g.ty == FunctionTy::Modifier && &g.name == name)
+        else {
+            continue;
+        };
+        let Some(mb) = m.body.as_deref() else {
+            continue;
+        };
+        if calls_out(mb) {
+            out.push((name.clone(), substitute(mb, body)));
+        }
+    }
+    out
+}
+
+/// `s` with each `_;` replaced by `body`.
+fn substitute(s: &Statement, body: &Statement) -> Statement {
+    match s {
+        Statement::Expression(_, Expression::Variable(v)) if v.name == "_" => body.clone(),
+        Statement::Block {
+            loc,
+            unchecked,
+            statements,
+        } => Statement::Block {
+            loc: *loc,
+            unchecked: *unchecked,
+            statements: statements.iter().map(|x| substitute(x, body)).collect(),
+        },
+        Statement::If(loc, cond, then, els) => Statement::If(
+            *loc,
+            cond.clone(),
+            Box::new(substitute(then, body)),
+            els.as_ref().map(|e| Box::new(substitute(e, body))),
+        ),
+        other => other.clone(),
+    }
+}
+
+fn body_start(s: &Statement) -> usize {
+    use solang_parser::pt::CodeLocation;
+    s.loc().start()
+}
+
+fn body_end(s: &Statement) -> usize {
+    use solang_parser::pt::CodeLocation;
+    s.loc().end()
 }
