@@ -133,3 +133,20 @@ fn a_deadline_the_caller_passes_is_the_callers_own() {
     );
     assert!(lines_of(&clock, "weak-randomness").is_empty());
 }
+
+#[test]
+fn a_constructor_loops_only_over_what_its_deployer_passed() {
+    let c = |f: &str| {
+        format!(
+            "pragma solidity ^0.8.0;\ncontract L {{\n    address[] list;\n    mapping(address => bool) on;\n{f}\n}}\n"
+        )
+    };
+    let ctor = c(
+        "    constructor(address[] memory xs) {\n        list = xs;\n        for (uint256 i = 0; i < list.length; i++) { on[list[i]] = true; }\n    }",
+    );
+    assert!(lines_of(&ctor, "unbounded-loop").is_empty());
+    let open = c(
+        "    function add(address x) external { list.push(x); }\n    function all() external {\n        for (uint256 i = 0; i < list.length; i++) { on[list[i]] = true; }\n    }",
+    );
+    assert_eq!(lines_of(&open, "unbounded-loop"), vec![7]);
+}

@@ -42,10 +42,13 @@ pub(super) fn loops(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &St
             Statement::While(loc, cond, inner) => (loc, cond, Some(inner.as_ref())),
             _ => return,
         };
-        if contains(
-            cond,
-            &|x| matches!(x, Expression::MemberAccess(_, a, m) if m.name == "length" && state_array(a)),
-        ) {
+        // In a constructor the array holds only what the deployer put there.
+        if !constructor
+            && contains(
+                cond,
+                &|x| matches!(x, Expression::MemberAccess(_, a, m) if m.name == "length" && state_array(a)),
+            )
+        {
             hits.push((*loc, "a loop over a state array that anyone can grow"));
         } else if let Some(inner) = inner {
             let mut grows = false;
