@@ -73,6 +73,9 @@ fn anyone_can_withdraw_needs_an_open_door_and_no_deposit() {
         "    function a() external payable { payable(msg.sender).transfer(address(this).balance); }",
         "    function a(bytes32 answer) external { require(keccak256(abi.encode(answer)) == bytes32(0)); payable(msg.sender).transfer(1 ether); }",
         "    function a() external { (bool ok, ) = payable(msg.sender).call{value: 0}(\"\"); require(ok); }",
+        // Checks of the caller written as calls, as OpenZeppelin's access control does.
+        "    function hasRole(bytes32 r, address who) internal view returns (bool) { return who == owner && r == 0; }\n    function a() external { require(hasRole(0, msg.sender)); payable(msg.sender).transfer(address(this).balance); }",
+        "    function _checkOwner() internal view { require(msg.sender == owner); }\n    function a() external { _checkOwner(); payable(msg.sender).transfer(address(this).balance); }",
     ] {
         assert!(lines_of(&c(f), "anyone-can-withdraw").is_empty(), "{f}");
     }

@@ -3,17 +3,55 @@
 
 use super::*;
 
-/// Whether a function checks who calls it: a modifier, or a comparison with msg.sender.
+/// Whether a function checks who calls it: a modifier, a comparison with msg.sender, a
+/// condition that asks a check named for it about the caller (`require(hasRole(R, msg.sender))`,
+/// `isOwner(msg.sender)`, `isApprovedForAll(o, msg.sender)`), or a call to a check of the caller
+/// (`_checkOwner()`, `_checkRole(R)`).
 pub(super) fn guarded(f: &Function, body: &Statement) -> bool {
     if f.access_modifier {
         return true;
     }
+    let caller = |x: &Expression| {
+        is_member(x, "msg", "sender") || matches!(called_name(x), Some("_msgSender"))
+    };
     let mut checked = false;
     walk_stmt_exprs(body, &mut |e| {
         if let Expression::Equal(_, a, b) | Expression::NotEqual(_, a, b) = e
             && (is_member(a, "msg", "sender") || is_member(b, "msg", "sender"))
         {
             checked = true;
+        }
+        if let Some(name) = called_name(e)
+            && name.starts_with("_check")
+        {
+            checked = true;
+        }
+    });
+    walk_stmt(body, &mut |st| {
+        if let Some(cond) = tested(st) {
+            // A lookup of the caller's balance is no authorization; a check named for one is.
+            checked |= contains(cond, &|x| match x {
+                Expression::FunctionCall(_, callee, args) => {
+                    let name = match callee.as_ref() {
+                        Expression::Variable(v) => v.name.to_ascii_lowercase(),
+                        Expression::MemberAccess(_, _, m) => m.name.to_ascii_lowercase(),
+                        _ => return false,
+                    };
+                    [
+                        "role",
+                        "owner",
+                        "admin",
+                        "auth",
+                        "whitelist",
+                        "operator",
+                        "approved",
+                    ]
+                    .iter()
+                    .any(|w| name.contains(w))
+                        && args.iter().any(&caller)
+                }
+                _ => false,
+            });
         }
     });
     checked
