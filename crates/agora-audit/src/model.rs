@@ -301,7 +301,10 @@ impl<'a> Unit<'a> {
 
     /// The file a location lies in.
     pub(crate) fn source(&self, loc: &Loc) -> &Source<'a> {
-        &self.files[loc.try_file_no().unwrap_or(0).min(self.files.len() - 1)]
+        &self.files[loc
+            .try_file_no()
+            .unwrap_or(0)
+            .min(self.files.len().saturating_sub(1))]
     }
 
     /// Contract `ci` with everything it inherits: the state and structs of every ancestor, and

@@ -8,11 +8,11 @@
 //! registry, DASP): they are no public labelled set.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use agora_audit::inject::{has_function, insertion_points};
 use agora_audit::{Category, Finding, Severity, audit_files, import_paths, joined};
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use rayon::prelude::*;
 
 /// OpenZeppelin Contracts versions fetched as clean contracts: one per major version that
@@ -126,33 +126,6 @@ pub const SNIPPETS: &[Snippet] = &[
     },
 ];
 
-/// OpenZeppelin Contracts `version`'s sources in `dir`, fetched with npm on first use.
-fn fetch(dir: &Path, version: &str) -> Result<PathBuf> {
-    let prefix = dir.join(format!("openzeppelin-contracts-{version}"));
-    let root = prefix.join("node_modules/@openzeppelin/contracts");
-    let ok = std::fs::read_to_string(root.join("package.json"))
-        .ok()
-        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-        .is_some_and(|v| v["version"] == version);
-    if !ok {
-        std::fs::create_dir_all(&prefix)?;
-        eprintln!(
-            "fetching OpenZeppelin Contracts {version} with npm into {}",
-            prefix.display()
-        );
-        let status = std::process::Command::new("npm")
-            .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
-            .arg(&prefix)
-            .arg(format!("@openzeppelin/contracts@{version}"))
-            .status()
-            .context("running npm (is it installed?)")?;
-        if !status.success() {
-            bail!("npm could not fetch @openzeppelin/contracts@{version}");
-        }
-    }
-    Ok(root)
-}
-
 /// A tree of clean sources: each file's text, and the files each one's imports reach.
 struct Tree {
     texts: BTreeMap<String, String>,
@@ -241,7 +214,7 @@ pub fn bench(dir: &Path, tolerance: usize, limit: Option<usize>) -> Result<()> {
     let mut projects: Vec<(&str, usize, f64)> = Vec::new();
     let start = std::time::Instant::now();
     for version in CLEAN_VERSIONS {
-        let root = fetch(dir, version)?;
+        let root = crate::search::fetch_openzeppelin_version(dir, version)?;
         let tree = Tree::read(&root)?;
         let names: Vec<&String> = tree.texts.keys().collect();
         // Each file's clean findings, and the injections to try in it.

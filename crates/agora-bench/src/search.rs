@@ -99,29 +99,34 @@ pub fn audit_docs(suite: &Path) -> Result<Vec<Doc>> {
     Ok(out)
 }
 
-/// OpenZeppelin Contracts' sources, fetched once with npm into `cache`.
+/// OpenZeppelin Contracts' sources ([`OPENZEPPELIN`]), fetched once with npm into `cache`.
 pub fn fetch_openzeppelin(cache: &Path) -> Result<PathBuf> {
-    let prefix = cache.join(format!("openzeppelin-contracts-{OPENZEPPELIN}"));
+    fetch_openzeppelin_version(cache, OPENZEPPELIN)
+}
+
+/// OpenZeppelin Contracts `version`'s sources, fetched once with npm into `cache`.
+pub fn fetch_openzeppelin_version(cache: &Path, version: &str) -> Result<PathBuf> {
+    let prefix = cache.join(format!("openzeppelin-contracts-{version}"));
     let root = prefix.join("node_modules/@openzeppelin/contracts");
     let manifest = root.join("package.json");
     let version_ok = std::fs::read_to_string(&manifest)
         .ok()
         .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-        .is_some_and(|v| v["version"] == OPENZEPPELIN);
+        .is_some_and(|v| v["version"] == version);
     if !version_ok {
         std::fs::create_dir_all(&prefix)?;
         eprintln!(
-            "fetching OpenZeppelin Contracts {OPENZEPPELIN} with npm into {}",
+            "fetching OpenZeppelin Contracts {version} with npm into {}",
             prefix.display()
         );
         let status = std::process::Command::new("npm")
             .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
             .arg(&prefix)
-            .arg(format!("@openzeppelin/contracts@{OPENZEPPELIN}"))
+            .arg(format!("@openzeppelin/contracts@{version}"))
             .status()
             .context("running npm (is it installed?)")?;
         if !status.success() {
-            bail!("npm could not fetch @openzeppelin/contracts@{OPENZEPPELIN}");
+            bail!("npm could not fetch @openzeppelin/contracts@{version}");
         }
     }
     Ok(root)

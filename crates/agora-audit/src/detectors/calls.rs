@@ -248,22 +248,12 @@ fn write_after(
             }
             return;
         }
-        let written = match e {
-            Expression::Assign(loc, lhs, _)
-            | Expression::AssignAdd(loc, lhs, _)
-            | Expression::AssignSubtract(loc, lhs, _)
-            | Expression::AssignMultiply(loc, lhs, _)
-            | Expression::AssignDivide(loc, lhs, _)
-            | Expression::Delete(loc, lhs)
-            | Expression::PostIncrement(loc, lhs)
-            | Expression::PostDecrement(loc, lhs)
-            | Expression::PreIncrement(loc, lhs)
-            | Expression::PreDecrement(loc, lhs) => root_name(lhs)
+        let written = written(e).and_then(|(loc, lhs)| {
+            root_name(lhs)
                 .and_then(state_of)
                 .filter(|s| read_before.contains(s))
-                .map(|_| *loc),
-            _ => None,
-        };
+                .map(|_| loc)
+        });
         if let (Some(w), Some((cl, kind))) = (written, call) {
             hit = Some((cl, w, kind));
         }

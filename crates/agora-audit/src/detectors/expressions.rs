@@ -488,25 +488,7 @@ fn forget_written(s: &Statement, known: &mut BTreeMap<String, (u16, Option<u128>
         return;
     }
     walk_stmt_exprs(s, &mut |e| {
-        let lhs = match e {
-            Expression::Assign(_, l, _)
-            | Expression::AssignAdd(_, l, _)
-            | Expression::AssignSubtract(_, l, _)
-            | Expression::AssignMultiply(_, l, _)
-            | Expression::AssignDivide(_, l, _)
-            | Expression::AssignModulo(_, l, _)
-            | Expression::AssignOr(_, l, _)
-            | Expression::AssignAnd(_, l, _)
-            | Expression::AssignXor(_, l, _)
-            | Expression::AssignShiftLeft(_, l, _)
-            | Expression::AssignShiftRight(_, l, _)
-            | Expression::Delete(_, l)
-            | Expression::PostIncrement(_, l)
-            | Expression::PostDecrement(_, l)
-            | Expression::PreIncrement(_, l)
-            | Expression::PreDecrement(_, l) => l,
-            _ => return,
-        };
+        let Some((_, lhs)) = written(e) else { return };
         // A tuple `(a, b) = …` writes each of its names.
         walk_expr(lhs, &mut |x| {
             if let Expression::Variable(v) = x

@@ -232,3 +232,27 @@ pub(super) fn converted(e: &Expression) -> &Expression {
         _ => e,
     }
 }
+
+/// What `e` writes, when it writes: its location and the target of any assignment (`=`, `+=`,
+/// `|=`, …), `delete`, `++` or `--`.
+pub(super) fn written(e: &Expression) -> Option<(Loc, &Expression)> {
+    match e {
+        Expression::Assign(loc, l, _)
+        | Expression::AssignAdd(loc, l, _)
+        | Expression::AssignSubtract(loc, l, _)
+        | Expression::AssignMultiply(loc, l, _)
+        | Expression::AssignDivide(loc, l, _)
+        | Expression::AssignModulo(loc, l, _)
+        | Expression::AssignOr(loc, l, _)
+        | Expression::AssignAnd(loc, l, _)
+        | Expression::AssignXor(loc, l, _)
+        | Expression::AssignShiftLeft(loc, l, _)
+        | Expression::AssignShiftRight(loc, l, _)
+        | Expression::Delete(loc, l)
+        | Expression::PostIncrement(loc, l)
+        | Expression::PostDecrement(loc, l)
+        | Expression::PreIncrement(loc, l)
+        | Expression::PreDecrement(loc, l) => Some((*loc, l)),
+        _ => None,
+    }
+}
