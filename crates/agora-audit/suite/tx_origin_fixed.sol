@@ -9,6 +9,8 @@ contract Wallet {
 
     function transferTo(address dest, uint amount) public {
         require(msg.sender == owner);
+        // Accounts only, not contracts: this asks what the caller is, not who.
+        require(msg.sender == tx.origin);
         dest.transfer(amount);
     }
 }

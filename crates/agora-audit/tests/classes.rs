@@ -138,6 +138,47 @@ fn a_deadline_the_caller_passes_is_the_callers_own() {
 }
 
 #[test]
+fn one_items_schedule_looked_up_by_its_key_decides_nothing_for_a_miner() {
+    let c = |f: &str| {
+        format!(
+            "pragma solidity ^0.8.0;\ncontract Q {{\n    mapping(bytes32 => uint256) at;\n    function getTimestamp(bytes32 id) public view returns (uint256) {{ return at[id]; }}\n{f}\n}}\n"
+        )
+    };
+    // A queued operation's time, through a getter keyed by the id, directly or through a local.
+    for f in [
+        "    function ready(bytes32 id) external view returns (bool) {\n        uint256 t = getTimestamp(id);\n        return t > 1 && t <= block.timestamp;\n    }",
+        "    function ready(bytes32 id) external view returns (bool) {\n        return block.timestamp >= getTimestamp(id);\n    }",
+    ] {
+        assert!(lines_of(&c(f), "timestamp-dependence").is_empty(), "{f}");
+    }
+    // One time for everyone, even read through a local: reported.
+    let shared = c(
+        "    uint256 end;\n    function open() external view returns (bool) {\n        uint256 t = end;\n        return block.timestamp >= t;\n    }",
+    );
+    assert_eq!(lines_of(&shared, "timestamp-dependence"), vec![8]);
+}
+
+#[test]
+fn a_reentrancy_lock_is_no_state_at_risk_but_guards_only_what_honours_it() {
+    let c = |f: &str| {
+        format!(
+            "pragma solidity ^0.8.0;\ncontract L {{\n    bool locked;\n    mapping(address => uint256) bal;\n    modifier lock() {{ require(!locked); locked = true; _; locked = false; }}\n{f}\n}}\n"
+        )
+    };
+    let withdraw = "    function withdraw() external lock {\n        (bool ok, ) = msg.sender.call{value: bal[msg.sender]}(\"\");\n        require(ok);\n        bal[msg.sender] = 0;\n    }";
+    // Every function that reads the balance holds the lock: nothing to report.
+    assert!(lines_of(&c(withdraw), "reentrancy").is_empty());
+    // A function open during the call reads it: reported at the call.
+    let open = format!(
+        "{withdraw}\n    function give(address to) external {{ bal[to] += bal[msg.sender]; bal[msg.sender] = 0; }}"
+    );
+    assert_eq!(lines_of(&c(&open), "reentrancy"), vec![7]);
+    // A lock taken by hand around the call: clearing it is no write at risk.
+    let by_hand = "    function pay() external {\n        require(!locked);\n        locked = true;\n        (bool ok, ) = msg.sender.call{value: 1}(\"\");\n        require(ok);\n        locked = false;\n    }";
+    assert!(lines_of(&c(by_hand), "reentrancy").is_empty());
+}
+
+#[test]
 fn a_constructor_loops_only_over_what_its_deployer_passed() {
     let c = |f: &str| {
         format!(

@@ -9,9 +9,9 @@ use std::path::Path;
 /// gives. When a detector's output changes, this test fails: bump `MODEL_NAME` (providers and
 /// verifiers of different versions would otherwise disagree) and update the pins.
 const PINNED: (&str, &str, &str) = (
-    "agora-audit@0.3.0",
-    "27a35a370ec99cc38efe23f7079debe1f47d9914fa4c078f0ffc547161f01852",
-    "d61f780bb0ed1f413c3a1e4a1373ae15a135d70529bae2a52d4e6b9622dc2540",
+    "agora-audit@0.4.0",
+    "294429ba44e21d57da76fb0c206cabf61bccbc87538579a7b701c070e7017b18",
+    "0e865b48f534af235edcc5fc9ab0b517386f7b3133ecfb27932a6e9b532f8bb5",
 );
 
 fn suite_files() -> Vec<(String, String)> {

@@ -81,20 +81,42 @@ pub(super) fn reentrancy(
             aliases.push(pair.clone());
         }
     });
+    // A reentrancy lock (`locked = true; … locked = false;`, in the body or in a modifier such
+    // as `nonReentrant`) is written around the call on purpose: its flag is no state at risk.
+    let held = locks_held(c, f);
+    let mut flags = lock_flags(c, &[body]);
+    flags.extend(held.iter().cloned());
     // The state a name stands for.
     let state_of = |n: &str| -> Option<String> {
-        if c.state_vars.contains(n) {
+        if flags.contains(n) {
+            None
+        } else if c.state_vars.contains(n) {
             Some(n.to_string())
         } else {
             aliases.iter().find(|(l, _)| l == n).map(|(_, s)| s.clone())
         }
+    };
+    // Under a lock no function that honours it runs during the call: the state written after
+    // it is at risk only when another function, open during the call, reads it.
+    let reachable = |written: &str| {
+        held.is_empty()
+            || c.functions.iter().any(|g| {
+                g.exposed
+                    && !g.view
+                    && g.ty == FunctionTy::Function
+                    && !std::ptr::eq(g, f)
+                    && locks_held(c, g).is_disjoint(&held)
+                    && g.body.as_deref().is_some_and(|b| reads(b, written))
+            })
     };
     let internal_call_out = |e: &Expression| {
         called_name(e).is_some_and(|name| facts.calls_out.iter().any(|g| g == name))
     };
     let call_out =
         |e: &Expression| external_call(e).or_else(|| internal_call_out(e).then_some("call"));
-    if let Some((call_loc, write_loc, kind)) = write_after(body, &state_of, &call_out, false) {
+    if let Some((call_loc, write_loc, kind, state)) = write_after(body, &state_of, &call_out, false)
+        && reachable(&state)
+    {
         let line = out.unit.line(&call_loc);
         let end = out.unit.line(&write_loc).max(line);
         out.line(
@@ -114,10 +136,11 @@ pub(super) fn reentrancy(
                 && l.end() <= body_end(body)
         };
         // A call in the modifier, a write in the function.
-        if let Some((call_loc, write_loc, kind)) =
+        if let Some((call_loc, write_loc, kind, state)) =
             write_after(&combined, &state_of, &call_out, false)
             && !in_body(&call_loc)
             && in_body(&write_loc)
+            && reachable(&state)
         {
             // Reported where the function writes: the modifier may live in another file.
             let end = out.unit.line(&write_loc);
@@ -147,7 +170,9 @@ pub(super) fn reentrancy(
         }
         _ => None,
     };
-    if let Some((call_loc, write_loc, kind)) = write_after(body, &state_of, &stipend, true) {
+    if let Some((call_loc, write_loc, kind, state)) = write_after(body, &state_of, &stipend, true)
+        && reachable(&state)
+    {
         let line = out.unit.line(&call_loc);
         let end = out.unit.line(&write_loc).max(line);
         out.line(
@@ -162,7 +187,7 @@ pub(super) fn reentrancy(
 }
 
 /// The first call (as `is_call` names it) in `body` after which state read before it is
-/// written: the call, the write and the call's kind.
+/// written: the call, the write, the call's kind and the state written.
 ///
 /// With `amount_only`, only the state the call's own arguments are computed from counts (read
 /// in them, or in the initializer of a local they name): the state that decides what is sent.
@@ -171,7 +196,7 @@ fn write_after(
     state_of: &dyn Fn(&str) -> Option<String>,
     is_call: &dyn Fn(&Expression) -> Option<&'static str>,
     amount_only: bool,
-) -> Option<(Loc, Loc, &'static str)> {
+) -> Option<(Loc, Loc, &'static str, String)> {
     // Locals and the state their initializers read.
     let mut locals: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     if amount_only {
@@ -210,7 +235,7 @@ fn write_after(
     }
     let mut read_before: BTreeSet<String> = BTreeSet::new();
     let mut call: Option<(Loc, &'static str)> = None;
-    let mut hit: Option<(Loc, Loc, &'static str)> = None;
+    let mut hit: Option<(Loc, Loc, &'static str, String)> = None;
     walk_stmt_exprs(body, &mut |e| {
         if hit.is_some() {
             return;
@@ -252,10 +277,10 @@ fn write_after(
             root_name(lhs)
                 .and_then(state_of)
                 .filter(|s| read_before.contains(s))
-                .map(|_| loc)
+                .map(|s| (loc, s))
         });
-        if let (Some(w), Some((cl, kind))) = (written, call) {
-            hit = Some((cl, w, kind));
+        if let (Some((w, state)), Some((cl, kind))) = (written, call) {
+            hit = Some((cl, w, kind, state));
         }
     });
     hit
@@ -332,6 +357,100 @@ pub(super) fn failed_payment(out: &mut Out<'_, '_>, facts: &Facts, f: &Function,
             "a payment to a stored address must succeed for the function to go on".into(),
         );
     }
+}
+
+/// State flags that `parts` set to two different constants (`locked = true` … `locked =
+/// false`, `_status = ENTERED` … `_status = NOT_ENTERED`): the shape of a reentrancy lock.
+fn lock_flags(c: &Contract, parts: &[&Statement]) -> BTreeSet<String> {
+    let mut values: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for part in parts {
+        walk_stmt_exprs(part, &mut |e| {
+            if let Expression::Assign(_, lhs, rhs) = e
+                && let Expression::Variable(v) = lhs.as_ref()
+                && let Some(n) = c.state_vars.get(&v.name)
+                && let Some(k) = constant(rhs)
+            {
+                values.entry(n).or_default().insert(k);
+            }
+        });
+    }
+    values
+        .into_iter()
+        .filter(|(_, v)| v.len() >= 2)
+        .map(|(n, _)| n.to_string())
+        .collect()
+}
+
+/// A value fixed in the source: a literal, or a name spelled as a constant (`ENTERED`).
+fn constant(e: &Expression) -> Option<String> {
+    match e {
+        Expression::BoolLiteral(_, b) => Some(b.to_string()),
+        Expression::NumberLiteral(_, n, x, _) => Some(format!("{n}e{x}")),
+        Expression::Variable(v)
+            if v.name.bytes().any(|b| b.is_ascii_uppercase())
+                && v.name
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_') =>
+        {
+            Some(v.name.clone())
+        }
+        _ => None,
+    }
+}
+
+/// The locks `g` holds while it runs: flags that its body and modifiers (with the internal
+/// functions they call, one level down, as OpenZeppelin's `_nonReentrantBefore` is) both test
+/// and set and clear.
+fn locks_held(c: &Contract, g: &Function) -> BTreeSet<String> {
+    fn by_name<'c>(c: &'c Contract, name: &str, ty: FunctionTy) -> Vec<&'c Statement> {
+        c.functions
+            .iter()
+            .filter(|h| h.ty == ty && h.name == name)
+            .filter_map(|h| h.body.as_deref())
+            .collect()
+    }
+    let mut parts: Vec<&Statement> = g.body.as_deref().into_iter().collect();
+    for m in &g.modifiers {
+        parts.extend(by_name(c, m, FunctionTy::Modifier));
+    }
+    let mut called: Vec<&Statement> = Vec::new();
+    for part in &parts {
+        walk_stmt_exprs(part, &mut |e| {
+            if let Some(name) = called_name(e) {
+                called.extend(by_name(c, name, FunctionTy::Function));
+            }
+        });
+    }
+    parts.extend(called);
+    let mut flags = lock_flags(c, &parts);
+    if flags.is_empty() {
+        return flags;
+    }
+    let mut tested_flags = BTreeSet::new();
+    for part in &parts {
+        walk_stmt(part, &mut |st| {
+            if let Some(cond) = tested(st) {
+                walk_expr(cond, &mut |x| {
+                    if let Expression::Variable(v) = x
+                        && flags.contains(&v.name)
+                    {
+                        tested_flags.insert(v.name.clone());
+                    }
+                });
+            }
+        });
+    }
+    flags.retain(|n| tested_flags.contains(n));
+    flags
+}
+
+/// Whether `body` reads the state variable `name`.
+fn reads(body: &Statement, name: &str) -> bool {
+    let mut found = false;
+    walk_stmt_exprs(body, &mut |e| {
+        found |= matches!(e, Expression::Variable(v) if v.name == name);
+    });
+    found
 }
 
 /// For each modifier of `f` (its own or inherited) that makes an external call: the modifier's

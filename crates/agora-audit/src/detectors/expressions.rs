@@ -93,11 +93,29 @@ pub(super) fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, bod
     });
     // The block time against one account's own deadline (`now > lockTime[msg.sender]`,
     // `now > acc.unlockTime`): a miner can move one lock by seconds, which decides nothing.
+    // The same for one item's schedule looked up by the key the caller names
+    // (`getTimestamp(id)`, `proposalEta(proposalId)`), directly or through a local set from it.
+    let lookup = |y: &Expression| {
+        matches!(y, Expression::ArraySubscript(..))
+            || matches!(y, Expression::MemberAccess(_, base, _)
+                if matches!(base.as_ref(), Expression::Variable(v) if locals.contains(&v.name)))
+            || matches!(y, Expression::FunctionCall(_, callee, args)
+                if matches!(callee.as_ref(), Expression::Variable(_))
+                    && args.iter().any(|a| is_param(f, a) || is_member(a, "msg", "sender")))
+    };
+    let mut scheduled: Vec<String> = Vec::new();
+    walk_stmt(body, &mut |st| {
+        if let Statement::VariableDefinition(_, decl, Some(init)) = st
+            && let Some(n) = &decl.name
+            && contains(init, &lookup)
+            && !contains(init, &is_time)
+        {
+            scheduled.push(n.name.clone());
+        }
+    });
     let per_account = |x: &Expression| {
         contains(x, &|y| {
-            matches!(y, Expression::ArraySubscript(..))
-                || matches!(y, Expression::MemberAccess(_, base, _)
-                    if matches!(base.as_ref(), Expression::Variable(v) if locals.contains(&v.name)))
+            lookup(y) || matches!(y, Expression::Variable(v) if scheduled.contains(&v.name))
         })
     };
     // The block time against a deadline the caller passes (`block.timestamp > deadline` in a
@@ -119,7 +137,11 @@ pub(super) fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, bod
     let mut hits: Vec<(&Detector, Loc, String)> = Vec::new();
     walk_stmt_exprs(body, &mut |e| match e {
         Expression::Equal(loc, a, b) | Expression::NotEqual(loc, a, b) => {
-            if is_member(a, "tx", "origin") || is_member(b, "tx", "origin") {
+            // `msg.sender == tx.origin` asks whether the caller is an account, not who it is.
+            let origin = |x: &Expression, y: &Expression| {
+                is_member(x, "tx", "origin") && !is_member(y, "msg", "sender")
+            };
+            if origin(a, b) || origin(b, a) {
                 hits.push((&TX_ORIGIN, *loc, "authorization by tx.origin".into()));
             }
             if is_time(a) || is_time(b) {
