@@ -84,6 +84,11 @@ pub(crate) struct Contract {
     /// With what it inherits: state variables declared again by a nearer contract (the name
     /// means a different variable depending on where it is read).
     pub(crate) shadowed: BTreeSet<String>,
+    /// An interface or a library: no storage of its own.
+    pub(crate) stateless: bool,
+    /// Its own variables in storage (not constants or immutables), in declaration order: name
+    /// and type as written.
+    pub(crate) layout: Vec<(String, String)>,
 }
 
 /// One parsed file of an audit, with the files its imports name (indexes into the audit's
@@ -299,6 +304,18 @@ impl<'a> Unit<'a> {
         self.source(loc).lines.line(loc.end())
     }
 
+    /// Contract `ci`'s storage, its most basic ancestor's variables first: name and type of
+    /// each variable, one per slot when they do not share one.
+    pub(crate) fn storage_layout(&self, ci: usize) -> Vec<(&str, &str)> {
+        self.ancestors[ci]
+            .iter()
+            .rev()
+            .chain(std::iter::once(&ci))
+            .flat_map(|&a| self.contracts[a].layout.iter())
+            .map(|(n, t)| (n.as_str(), t.as_str()))
+            .collect()
+    }
+
     /// The file a location lies in.
     pub(crate) fn source(&self, loc: &Loc) -> &Source<'a> {
         &self.files[loc
@@ -418,11 +435,21 @@ fn contract(c: &pt::ContractDefinition, lines: &LineIndex, file: usize) -> Contr
     let mut state_inits = Vec::new();
     let mut safe_math = false;
     let mut functions = Vec::new();
+    let mut layout = Vec::new();
     for part in &c.parts {
         match part {
             ContractPart::VariableDefinition(v) => {
                 if let Some(n) = &v.name {
                     state_vars.insert(n.name.clone());
+                    if !v.attrs.iter().any(|a| {
+                        matches!(
+                            a,
+                            pt::VariableAttribute::Constant(_)
+                                | pt::VariableAttribute::Immutable(_)
+                        )
+                    }) {
+                        layout.push((n.name.clone(), type_text(&v.ty)));
+                    }
                     if let Some(init) = &v.initializer {
                         state_inits.push((n.name.clone(), init.clone()));
                     }
@@ -469,6 +496,21 @@ fn contract(c: &pt::ContractDefinition, lines: &LineIndex, file: usize) -> Contr
         functions,
         file,
         shadowed: BTreeSet::new(),
+        stateless: matches!(
+            c.ty,
+            pt::ContractTy::Interface(_) | pt::ContractTy::Library(_)
+        ),
+        layout,
+    }
+}
+
+/// A type as written, with `uint`/`int` spelled out (`uint` is `uint256`).
+fn type_text(ty: &Expression) -> String {
+    let t = ty.to_string();
+    match t.as_str() {
+        "uint" => "uint256".into(),
+        "int" => "int256".into(),
+        _ => t,
     }
 }
 

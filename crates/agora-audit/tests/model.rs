@@ -10,7 +10,7 @@ use std::path::Path;
 /// verifiers of different versions would otherwise disagree) and update the pins.
 const PINNED: (&str, &str, &str) = (
     "agora-audit@0.4.0",
-    "294429ba44e21d57da76fb0c206cabf61bccbc87538579a7b701c070e7017b18",
+    "ca3921ded49b503b4792cfa8de4e6acb254a6c592a0663d59e449d201073c507",
     "0e865b48f534af235edcc5fc9ab0b517386f7b3133ecfb27932a6e9b532f8bb5",
 );
 

@@ -327,3 +327,57 @@ fn a_modifier_that_calls_out_is_a_call_before_the_body() {
         r.findings
     );
 }
+
+#[test]
+fn a_delegatecall_into_a_contract_of_another_file_must_find_its_storage_there() {
+    // The callee's `stored` sits in slot 1, after the base's `version`; an internal call writes it.
+    let lib = "pragma solidity ^0.8.0;
+contract Slots { uint256 public version; }
+contract TimeLib is Slots {
+    uint256 public stored;
+    function setTime(uint256 t) public { _set(t); }
+    function _set(uint256 t) internal { stored = t; }
+}
+";
+    let clock = |second: &str| {
+        format!(
+            "pragma solidity ^0.8.0;
+import \"./lib/TimeLib.sol\";
+contract Clock {{
+    uint256 public version;
+    {second}
+    address lib;
+    bytes4 constant SET = TimeLib.setTime.selector;
+    function set(uint256 t) public {{
+        (bool ok, ) = lib.delegatecall(abi.encodeWithSelector(SET, t));
+        require(ok);
+    }}
+}}
+"
+        )
+    };
+    let differs = clock("address public owner;");
+    let r = audit_files([("src/lib/TimeLib.sol", lib), ("src/Clock.sol", &differs)]);
+    assert!(r.errors.is_empty(), "{r:?}");
+    assert_eq!(
+        at(&r.findings, "src/Clock.sol", "delegatecall-layout"),
+        vec![9]
+    );
+    let finding = r
+        .findings
+        .iter()
+        .find(|f| f.detector == "delegatecall-layout")
+        .unwrap();
+    assert!(
+        finding.message.contains("TimeLib.setTime") && finding.message.contains("`owner`"),
+        "{}",
+        finding.message
+    );
+    // The same variables in the same slots: nothing to report.
+    let same = clock("uint256 public stored;");
+    let r = audit_files([("src/lib/TimeLib.sol", lib), ("src/Clock.sol", &same)]);
+    assert!(at(&r.findings, "src/Clock.sol", "delegatecall-layout").is_empty());
+    // Without the callee's code there is nothing to compare.
+    let r = audit_files([("src/Clock.sol", differs.as_str())]);
+    assert!(at(&r.findings, "src/Clock.sol", "delegatecall-layout").is_empty());
+}

@@ -83,8 +83,8 @@ pub(super) fn reentrancy(
     });
     // A reentrancy lock (`locked = true; … locked = false;`, in the body or in a modifier such
     // as `nonReentrant`) is written around the call on purpose: its flag is no state at risk.
-    let held = locks_held(c, f);
-    let mut flags = lock_flags(c, &[body]);
+    let held = locks_held(c, f, &mut out.lock_steps);
+    let mut flags = lock_flags(c, &[body], &mut out.lock_steps);
     flags.extend(held.iter().cloned());
     // The state a name stands for.
     let state_of = |n: &str| -> Option<String> {
@@ -98,15 +98,15 @@ pub(super) fn reentrancy(
     };
     // Under a lock no function that honours it runs during the call: the state written after
     // it is at risk only when another function, open during the call, reads it.
-    let reachable = |written: &str| {
+    let reachable = |written: &str, steps: &mut usize| {
         held.is_empty()
             || c.functions.iter().any(|g| {
                 g.exposed
                     && !g.view
                     && g.ty == FunctionTy::Function
                     && !std::ptr::eq(g, f)
-                    && locks_held(c, g).is_disjoint(&held)
-                    && g.body.as_deref().is_some_and(|b| reads(b, written))
+                    && locks_held(c, g, steps).is_disjoint(&held)
+                    && g.body.as_deref().is_some_and(|b| reads(b, written, steps))
             })
     };
     let internal_call_out = |e: &Expression| {
@@ -115,7 +115,7 @@ pub(super) fn reentrancy(
     let call_out =
         |e: &Expression| external_call(e).or_else(|| internal_call_out(e).then_some("call"));
     if let Some((call_loc, write_loc, kind, state)) = write_after(body, &state_of, &call_out, false)
-        && reachable(&state)
+        && reachable(&state, &mut out.lock_steps)
     {
         let line = out.unit.line(&call_loc);
         let end = out.unit.line(&write_loc).max(line);
@@ -140,7 +140,7 @@ pub(super) fn reentrancy(
             write_after(&combined, &state_of, &call_out, false)
             && !in_body(&call_loc)
             && in_body(&write_loc)
-            && reachable(&state)
+            && reachable(&state, &mut out.lock_steps)
         {
             // Reported where the function writes: the modifier may live in another file.
             let end = out.unit.line(&write_loc);
@@ -171,7 +171,7 @@ pub(super) fn reentrancy(
         _ => None,
     };
     if let Some((call_loc, write_loc, kind, state)) = write_after(body, &state_of, &stipend, true)
-        && reachable(&state)
+        && reachable(&state, &mut out.lock_steps)
     {
         let line = out.unit.line(&call_loc);
         let end = out.unit.line(&write_loc).max(line);
@@ -361,10 +361,15 @@ pub(super) fn failed_payment(out: &mut Out<'_, '_>, facts: &Facts, f: &Function,
 
 /// State flags that `parts` set to two different constants (`locked = true` … `locked =
 /// false`, `_status = ENTERED` … `_status = NOT_ENTERED`): the shape of a reentrancy lock.
-fn lock_flags(c: &Contract, parts: &[&Statement]) -> BTreeSet<String> {
+fn lock_flags(c: &Contract, parts: &[&Statement], steps: &mut usize) -> BTreeSet<String> {
     let mut values: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     for part in parts {
+        if *steps == 0 {
+            // Past the bound no lock is known: what it would have hidden is reported.
+            return BTreeSet::new();
+        }
         walk_stmt_exprs(part, &mut |e| {
+            *steps = steps.saturating_sub(1);
             if let Expression::Assign(_, lhs, rhs) = e
                 && let Expression::Variable(v) = lhs.as_ref()
                 && let Some(n) = c.state_vars.get(&v.name)
@@ -401,7 +406,7 @@ fn constant(e: &Expression) -> Option<String> {
 /// The locks `g` holds while it runs: flags that its body and modifiers (with the internal
 /// functions they call, one level down, as OpenZeppelin's `_nonReentrantBefore` is) both test
 /// and set and clear.
-fn locks_held(c: &Contract, g: &Function) -> BTreeSet<String> {
+fn locks_held(c: &Contract, g: &Function, steps: &mut usize) -> BTreeSet<String> {
     fn by_name<'c>(c: &'c Contract, name: &str, ty: FunctionTy) -> Vec<&'c Statement> {
         c.functions
             .iter()
@@ -409,20 +414,27 @@ fn locks_held(c: &Contract, g: &Function) -> BTreeSet<String> {
             .filter_map(|h| h.body.as_deref())
             .collect()
     }
+    if *steps == 0 {
+        return BTreeSet::new();
+    }
     let mut parts: Vec<&Statement> = g.body.as_deref().into_iter().collect();
     for m in &g.modifiers {
+        *steps = steps.saturating_sub(c.functions.len());
         parts.extend(by_name(c, m, FunctionTy::Modifier));
     }
+    // Only a modifier's calls are followed: a lock lives in the modifier or the body.
     let mut called: Vec<&Statement> = Vec::new();
-    for part in &parts {
+    for part in parts.iter().skip(usize::from(g.body.is_some())) {
         walk_stmt_exprs(part, &mut |e| {
+            *steps = steps.saturating_sub(1);
             if let Some(name) = called_name(e) {
+                *steps = steps.saturating_sub(c.functions.len());
                 called.extend(by_name(c, name, FunctionTy::Function));
             }
         });
     }
     parts.extend(called);
-    let mut flags = lock_flags(c, &parts);
+    let mut flags = lock_flags(c, &parts, steps);
     if flags.is_empty() {
         return flags;
     }
@@ -445,9 +457,13 @@ fn locks_held(c: &Contract, g: &Function) -> BTreeSet<String> {
 }
 
 /// Whether `body` reads the state variable `name`.
-fn reads(body: &Statement, name: &str) -> bool {
+fn reads(body: &Statement, name: &str, steps: &mut usize) -> bool {
+    if *steps == 0 {
+        return true;
+    }
     let mut found = false;
     walk_stmt_exprs(body, &mut |e| {
+        *steps = steps.saturating_sub(1);
         found |= matches!(e, Expression::Variable(v) if v.name == name);
     });
     found

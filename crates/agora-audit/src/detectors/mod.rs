@@ -136,6 +136,14 @@ const ARBITRARY_DELEGATECALL: Detector = Detector {
     confidence: Confidence::Medium,
     hint: "never delegatecall an address the caller chooses: delegate to a fixed, trusted library",
 };
+const DELEGATE_LAYOUT: Detector = Detector {
+    id: "delegatecall-layout",
+    swc: "SWC-112",
+    category: Category::AccessControl,
+    severity: Severity::High,
+    confidence: Confidence::Medium,
+    hint: "a delegatecall runs the callee's code on the caller's storage: declare the same variables in the same order in both (inherit one storage contract)",
+};
 const UNPROTECTED_OWNER: Detector = Detector {
     id: "unprotected-owner-change",
     swc: "SWC-105",
@@ -243,6 +251,7 @@ pub const DETECTORS: &[Detector] = &[
     UNPROTECTED_WITHDRAWAL,
     TX_ORDER,
     ANYONE_CAN_WITHDRAW,
+    DELEGATE_LAYOUT,
 ];
 
 /// What the detectors need to know about a whole contract, computed once.
@@ -300,8 +309,22 @@ impl Facts {
 /// one big base) can cost. Past it, contracts are analysed with fewer inherited functions.
 const MAX_INHERITED_FUNCTIONS: usize = 1 << 18;
 
+/// Steps (contracts looked at, expressions walked, slots compared) that comparing storage
+/// layouts across contracts may take in one audit: far beyond real projects, and a bound on
+/// what a crafted job (thousands of delegatecalls into thousands of contracts) can cost.
+const MAX_LAYOUT_STEPS: usize = 1 << 22;
+
+/// Expressions that looking for reentrancy locks (and for the functions open while one is held)
+/// may walk in one audit: a crafted job (thousands of locked functions in one contract) cannot
+/// make the work grow with the square of its size. Past it, no lock is known.
+const MAX_LOCK_STEPS: usize = 1 << 22;
+
 struct Out<'u, 'a> {
     unit: &'u Unit<'a>,
+    /// Layout comparison steps left (see [`MAX_LAYOUT_STEPS`]).
+    layout_steps: usize,
+    /// Reentrancy-lock steps left (see [`MAX_LOCK_STEPS`]).
+    lock_steps: usize,
     /// The file being looked at (the function's, or the contract's).
     file: usize,
     /// Findings, with the index of their file.
@@ -353,6 +376,8 @@ impl<'a> Out<'_, 'a> {
 pub(crate) fn run(unit: &Unit<'_>) -> Vec<(usize, Finding)> {
     let mut out = Out {
         unit,
+        layout_steps: MAX_LAYOUT_STEPS,
+        lock_steps: MAX_LOCK_STEPS,
         file: 0,
         findings: Vec::new(),
     };
@@ -421,6 +446,7 @@ pub(crate) fn run(unit: &Unit<'_>) -> Vec<(usize, Finding)> {
             access(&mut out, c, &facts, f, body);
             front_running(&mut out, c, &facts, f, body);
             storage_pointers(&mut out, c, body);
+            delegated_layouts(&mut out, ci, c, body);
             loops(&mut out, c, f, body);
             short_address(&mut out, c, f, body);
             failed_payment(&mut out, &facts, f, body);
