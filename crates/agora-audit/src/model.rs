@@ -49,6 +49,8 @@ pub(crate) struct Function {
     pub(crate) access_modifier: bool,
     /// Parameter names.
     pub(crate) params: Vec<String>,
+    /// Named parameters' types as written, by name.
+    pub(crate) param_types: Vec<(String, String)>,
     pub(crate) line: usize,
     /// Shared by the contracts that inherit it (no copy per contract).
     pub(crate) body: Option<Rc<Statement>>,
@@ -89,6 +91,11 @@ pub(crate) struct Contract {
     /// Its own variables in storage (not constants or immutables), in declaration order: name
     /// and type as written.
     pub(crate) layout: Vec<(String, String)>,
+    /// Every state variable's type as written (constants and immutables too); with what it
+    /// inherits, the nearest declaration's.
+    pub(crate) state_types: BTreeMap<String, String>,
+    /// Libraries attached with `using L for …` (with what it inherits, its bases' too).
+    pub(crate) usings: Vec<String>,
 }
 
 /// One parsed file of an audit, with the files its imports name (indexes into the audit's
@@ -239,18 +246,44 @@ impl<'a> Unit<'a> {
             })
             .collect();
         // Which modifiers check the caller.
-        let checks_caller = |m: &Function| {
-            let mut caller = false;
+        // (`msg.sender == tx.origin` asks whether the caller is an account: anyone's is.)
+        // Some(true) when it checks who calls, Some(false) when all it asks is whether the
+        // caller is an account, None when it never looks at the caller.
+        let caller_check = |m: &Function| {
+            let (mut uses, mut accounts_only) = (0usize, 0usize);
             if let Some(b) = &m.body {
                 walk_stmt_exprs(b, &mut |e| {
-                    caller |= is_member(e, "msg", "sender")
+                    if is_member(e, "msg", "sender")
                         || is_member(e, "tx", "origin")
                         || matches!(e, Expression::FunctionCall(_, f, _)
-                            if matches!(f.as_ref(), Expression::Variable(v) if v.name == "_msgSender"));
+                            if matches!(f.as_ref(), Expression::Variable(v) if v.name == "_msgSender"))
+                    {
+                        uses += 1;
+                    }
+                    if let Expression::Equal(_, a, b) | Expression::NotEqual(_, a, b) = e
+                        && ((is_member(a, "msg", "sender") && is_member(b, "tx", "origin"))
+                            || (is_member(a, "tx", "origin") && is_member(b, "msg", "sender")))
+                    {
+                        accounts_only += 1;
+                    }
                 });
             }
-            caller
+            if uses > 2 * accounts_only {
+                Some(true)
+            } else if accounts_only > 0 {
+                Some(false)
+            } else {
+                None
+            }
         };
+        let checks_caller = |m: &Function| caller_check(m) == Some(true);
+        // Modifiers whose name may say "only", but whose body asks only for an account.
+        let accounts_only: BTreeSet<&str> = contracts
+            .iter()
+            .flat_map(|c| c.functions.iter())
+            .filter(|m| m.ty == pt::FunctionTy::Modifier && caller_check(m) == Some(false))
+            .map(|m| m.name.as_str())
+            .collect();
         // Each contract's modifiers that check the caller; a contract may use its own, its
         // ancestors' and (as before files were linked) any of its file's.
         let own: Vec<Vec<&str>> = contracts
@@ -277,6 +310,8 @@ impl<'a> Unit<'a> {
                     .collect()
             })
             .collect();
+        let accounts_only: BTreeSet<String> =
+            accounts_only.into_iter().map(str::to_string).collect();
         drop((own, in_file));
         for (c, guards) in contracts.iter_mut().zip(&guarding) {
             for f in &mut c.functions {
@@ -285,7 +320,7 @@ impl<'a> Unit<'a> {
                     let named = ["only", "owner", "admin", "auth", "role"]
                         .iter()
                         .any(|w| n.contains(w));
-                    named || guards.contains(m)
+                    (named || guards.contains(m)) && !accounts_only.contains(m)
                 });
             }
         }
@@ -344,6 +379,12 @@ impl<'a> Unit<'a> {
             flat.state_maps.extend(base.state_maps.iter().cloned());
             for (n, bits) in &base.narrow_vars {
                 flat.narrow_vars.entry(n.clone()).or_insert(*bits);
+            }
+            flat.usings.extend(base.usings.iter().cloned());
+            for (n, ty) in &base.state_types {
+                flat.state_types
+                    .entry(n.clone())
+                    .or_insert_with(|| ty.clone());
             }
             flat.structs.extend(base.structs.iter().cloned());
             flat.state_inits.extend(base.state_inits.iter().cloned());
@@ -436,11 +477,14 @@ fn contract(c: &pt::ContractDefinition, lines: &LineIndex, file: usize) -> Contr
     let mut safe_math = false;
     let mut functions = Vec::new();
     let mut layout = Vec::new();
+    let mut state_types = BTreeMap::new();
+    let mut usings = Vec::new();
     for part in &c.parts {
         match part {
             ContractPart::VariableDefinition(v) => {
                 if let Some(n) = &v.name {
                     state_vars.insert(n.name.clone());
+                    state_types.insert(n.name.clone(), type_text(&v.ty));
                     if !v.attrs.iter().any(|a| {
                         matches!(
                             a,
@@ -465,6 +509,11 @@ fn contract(c: &pt::ContractDefinition, lines: &LineIndex, file: usize) -> Contr
                 }
             }
             ContractPart::Using(u) => {
+                if let pt::UsingList::Library(path) = &u.list
+                    && let Some(i) = path.identifiers.last()
+                {
+                    usings.push(i.name.clone());
+                }
                 if let pt::UsingList::Library(path) = &u.list
                     && path
                         .identifiers
@@ -501,11 +550,13 @@ fn contract(c: &pt::ContractDefinition, lines: &LineIndex, file: usize) -> Contr
             pt::ContractTy::Interface(_) | pt::ContractTy::Library(_)
         ),
         layout,
+        state_types,
+        usings,
     }
 }
 
 /// A type as written, with `uint`/`int` spelled out (`uint` is `uint256`).
-fn type_text(ty: &Expression) -> String {
+pub(crate) fn type_text(ty: &Expression) -> String {
     let t = ty.to_string();
     match t.as_str() {
         "uint" => "uint256".into(),
@@ -541,15 +592,19 @@ fn function(f: &pt::FunctionDefinition, lines: &LineIndex, file: usize) -> Funct
             _ => {}
         }
     }
-    let params = f
+    let param_types: Vec<(String, String)> = f
         .params
         .iter()
-        .filter_map(|(_, p)| p.as_ref()?.name.as_ref().map(|n| n.name.clone()))
+        .filter_map(|(_, p)| {
+            let p = p.as_ref()?;
+            Some((p.name.as_ref()?.name.clone(), type_text(&p.ty)))
+        })
         .collect();
     Function {
         name: f.name.as_ref().map_or(String::new(), |n| n.name.clone()),
         ty: f.ty,
-        params,
+        params: param_types.iter().map(|(n, _)| n.clone()).collect(),
+        param_types,
         exposed,
         view,
         constant,

@@ -176,6 +176,30 @@ fn a_reentrancy_lock_is_no_state_at_risk_but_guards_only_what_honours_it() {
     // A lock taken by hand around the call: clearing it is no write at risk.
     let by_hand = "    function pay() external {\n        require(!locked);\n        locked = true;\n        (bool ok, ) = msg.sender.call{value: 1}(\"\");\n        require(ok);\n        locked = false;\n    }";
     assert!(lines_of(&c(by_hand), "reentrancy").is_empty());
+    // Locks in name only: released before `_`, or "set" to the value the guard lets through.
+    let early = |m: &str| {
+        format!(
+            "pragma solidity ^0.8.0;\ncontract L {{\n    bool locked;\n    mapping(address => uint256) bal;\n    modifier lock() {{ {m} }}\n{withdraw}\n    function deposit() external payable lock {{ bal[msg.sender] += msg.value; }}\n}}\n"
+        )
+    };
+    for m in [
+        "require(!locked); locked = true; locked = false; _;",
+        "require(!locked); locked = false; _; locked = true;",
+    ] {
+        assert_eq!(lines_of(&early(m), "reentrancy"), vec![7], "{m}");
+    }
+    let decoy = "    bool claimed;\n    function claim() external {\n        require(!claimed);\n        claimed = false;\n        (bool ok, ) = msg.sender.call{value: 1}(\"\");\n        require(ok);\n        claimed = true;\n    }";
+    assert_eq!(lines_of(&c(decoy), "reentrancy"), vec![10]);
+    // A value saved before the call and put back after it (OpenZeppelin's AccessManager).
+    let restore = "    bytes32 context;\n    function run(address t, bytes32 id) external {\n        bytes32 before = context;\n        context = id;\n        (bool ok, ) = t.call(\"\");\n        require(ok);\n        context = before;\n    }";
+    assert!(lines_of(&c(restore), "reentrancy").is_empty());
+}
+
+#[test]
+fn asking_whether_the_caller_is_an_account_guards_nothing() {
+    let src = "pragma solidity ^0.8.0;\ncontract A {\n    address owner;\n    modifier onlyAccounts() { require(msg.sender == tx.origin); _; }\n    function setOwner(address o) external onlyAccounts { owner = o; }\n    function check() external view returns (bool) { return msg.sender == tx.origin; }\n}\n";
+    assert_eq!(lines_of(src, "unprotected-owner-change"), vec![5]);
+    assert!(lines_of(src, "tx-origin").is_empty());
 }
 
 #[test]

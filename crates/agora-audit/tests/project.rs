@@ -380,4 +380,108 @@ contract Clock {{
     // Without the callee's code there is nothing to compare.
     let r = audit_files([("src/Clock.sol", differs.as_str())]);
     assert!(at(&r.findings, "src/Clock.sol", "delegatecall-layout").is_empty());
+
+    // Slots, not names or declarations: two uint128 share a slot as one uint256 does, an
+    // interface-typed variable is an address, and a selector kept in a local counts.
+    let pair = |caller_vars: &str| {
+        let src = format!(
+            "pragma solidity ^0.8.0;
+interface IOwner {{ function owner() external view returns (address); }}
+contract Lib {{
+    uint256 packed;
+    address keeper;
+    function setKeeper(address k) public {{ keeper = k; }}
+}}
+contract User {{
+    {caller_vars}
+    address lib;
+    function run(address k) public {{
+        bytes4 sel = bytes4(keccak256(\"setKeeper(address)\"));
+        (bool ok, ) = lib.delegatecall(abi.encodeWithSelector(sel, k));
+        require(ok);
+    }}
+}}
+"
+        );
+        let r = audit_files([("src/User.sol", src.as_str())]);
+        assert!(r.errors.is_empty(), "{r:?}");
+        at(&r.findings, "src/User.sol", "delegatecall-layout")
+    };
+    assert!(pair("uint128 a;\n    uint128 b;\n    IOwner admin;").is_empty());
+    assert_eq!(
+        pair("uint128 a;\n    uint128 b;\n    uint256 count;"),
+        vec![15]
+    );
+}
+
+#[test]
+fn a_call_into_a_contract_of_the_audit_reenters_only_when_that_code_can_call_out() {
+    // A token whose transfer calls the receiver (a hook), one that does not, and a library
+    // function that sends ether with a low-level call.
+    let tokens = "pragma solidity ^0.8.0;
+interface IReceiver { function onReceive(address from, uint256 amount) external; }
+contract HookToken {
+    mapping(address => uint256) public balanceOf;
+    function transfer(address to, uint256 amount) external returns (bool) {
+        balanceOf[msg.sender] -= amount;
+        balanceOf[to] += amount;
+        IReceiver(to).onReceive(msg.sender, amount);
+        return true;
+    }
+}
+contract PlainToken {
+    mapping(address => uint256) public balanceOf;
+    function transfer(address to, uint256 amount) external returns (bool) {
+        balanceOf[msg.sender] -= amount;
+        balanceOf[to] += amount;
+        return true;
+    }
+}
+library Pay {
+    function pay(address to, uint256 amount) internal {
+        (bool ok, ) = payable(to).call{value: amount}(\"\");
+        require(ok);
+    }
+}
+";
+    let vault = |token: &str, pay: &str| {
+        format!(
+            "pragma solidity ^0.8.0;
+import \"./Tokens.sol\";
+contract Vault {{
+    using Pay for address;
+    {token} token;
+    mapping(address => uint256) credit;
+    function withdraw() external {{
+        uint256 amount = credit[msg.sender];
+        {pay}
+        credit[msg.sender] = 0;
+    }}
+}}
+"
+        )
+    };
+    let lines = |token: &str, pay: &str| {
+        let v = vault(token, pay);
+        let r = audit_files([("src/Tokens.sol", tokens), ("src/Vault.sol", v.as_str())]);
+        assert!(r.errors.is_empty(), "{r:?}");
+        at(&r.findings, "src/Vault.sol", "reentrancy")
+    };
+    // The hook hands control to the receiver before the credit is cleared.
+    assert_eq!(
+        lines("HookToken", "token.transfer(msg.sender, amount);"),
+        vec![9]
+    );
+    // Through a library, by name or attached with `using`.
+    assert_eq!(lines("PlainToken", "Pay.pay(msg.sender, amount);"), vec![9]);
+    assert_eq!(lines("PlainToken", "msg.sender.pay(amount);"), vec![9]);
+    // A token whose code calls nobody cannot re-enter.
+    assert!(lines("PlainToken", "token.transfer(msg.sender, amount);").is_empty());
+    // An interface with no code in the audit: nothing is known, nothing is claimed.
+    let unknown = vault("IReceiver", "token.onReceive(msg.sender, amount);");
+    let r = audit_files([
+        ("src/Tokens.sol", tokens),
+        ("src/Vault.sol", unknown.as_str()),
+    ]);
+    assert!(at(&r.findings, "src/Vault.sol", "reentrancy").is_empty());
 }

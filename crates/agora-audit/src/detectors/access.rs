@@ -16,8 +16,11 @@ pub(super) fn guarded(f: &Function, body: &Statement) -> bool {
     };
     let mut checked = false;
     walk_stmt_exprs(body, &mut |e| {
+        // (`msg.sender == tx.origin` asks whether the caller is an account: anyone's is.)
         if let Expression::Equal(_, a, b) | Expression::NotEqual(_, a, b) = e
             && (is_member(a, "msg", "sender") || is_member(b, "msg", "sender"))
+            && !is_member(a, "tx", "origin")
+            && !is_member(b, "tx", "origin")
         {
             checked = true;
         }

@@ -48,6 +48,7 @@ pub(super) fn unchecked_calls(out: &mut Out<'_, '_>, body: &Statement) {
 /// call but never read before it (a counter of donations) decides nothing and is not reported.
 pub(super) fn reentrancy(
     out: &mut Out<'_, '_>,
+    callees: &super::callee::Callees<'_, '_>,
     c: &Contract,
     facts: &Facts,
     f: &Function,
@@ -84,8 +85,8 @@ pub(super) fn reentrancy(
     // A reentrancy lock (`locked = true; … locked = false;`, in the body or in a modifier such
     // as `nonReentrant`) is written around the call on purpose: its flag is no state at risk.
     let held = locks_held(c, f, &mut out.lock_steps);
-    let mut flags = lock_flags(c, &[body], &mut out.lock_steps);
-    flags.extend(held.iter().cloned());
+    let mut flags = held.clone();
+    flags.extend(brackets(c, body, &mut out.lock_steps));
     // The state a name stands for.
     let state_of = |n: &str| -> Option<String> {
         if flags.contains(n) {
@@ -101,19 +102,42 @@ pub(super) fn reentrancy(
     let reachable = |written: &str, steps: &mut usize| {
         held.is_empty()
             || c.functions.iter().any(|g| {
-                g.exposed
-                    && !g.view
-                    && g.ty == FunctionTy::Function
-                    && !std::ptr::eq(g, f)
-                    && locks_held(c, g, steps).is_disjoint(&held)
-                    && g.body.as_deref().is_some_and(|b| reads(b, written, steps))
+                *steps = steps.saturating_sub(1);
+                *steps == 0
+                    || (g.exposed
+                        && !g.view
+                        && g.ty == FunctionTy::Function
+                        && !std::ptr::eq(g, f)
+                        && locks_held(c, g, steps).is_disjoint(&held)
+                        && reads(c, g, written, steps))
             })
     };
     let internal_call_out = |e: &Expression| {
         called_name(e).is_some_and(|name| facts.calls_out.iter().any(|g| g == name))
     };
-    let call_out =
-        |e: &Expression| external_call(e).or_else(|| internal_call_out(e).then_some("call"));
+    // A call into the audit's code (another contract, a library) that can hand control on.
+    let state = |n: &str| c.state_types.get(n).cloned();
+    let scope = super::callee::Scope {
+        state: &state,
+        function: f,
+        locals: super::callee::local_types(body),
+        usings: &c.usings,
+    };
+    let into_audited = |e: &Expression| {
+        let ether = matches!(e, Expression::FunctionCall(_, _, args) if args.len() == 1);
+        match called_member(e) {
+            Some(("call" | "delegatecall" | "callcode" | "value" | "gas", _)) => false,
+            // Ether sent with its stipend (`to.transfer(amount)`): below.
+            Some(("transfer" | "send", _)) if ether => false,
+            Some((m, recv)) => callees.member_calls_out(&scope, m, recv, 0) == Some(true),
+            None => false,
+        }
+    };
+    let call_out = |e: &Expression| {
+        external_call(e)
+            .or_else(|| internal_call_out(e).then_some("call"))
+            .or_else(|| into_audited(e).then_some("call"))
+    };
     if let Some((call_loc, write_loc, kind, state)) = write_after(body, &state_of, &call_out, false)
         && reachable(&state, &mut out.lock_steps)
     {
@@ -233,6 +257,16 @@ fn write_after(
             }
         });
     }
+    // Locals that save a state variable as it is (`T saved = x;`).
+    let mut saved: BTreeSet<(&str, &str)> = BTreeSet::new();
+    walk_stmt(body, &mut |st| {
+        if let Statement::VariableDefinition(_, decl, Some(Expression::Variable(x))) = st
+            && let Some(n) = &decl.name
+            && state_of(&x.name).is_some()
+        {
+            saved.insert((n.name.as_str(), x.name.as_str()));
+        }
+    });
     let mut read_before: BTreeSet<String> = BTreeSet::new();
     let mut call: Option<(Loc, &'static str)> = None;
     let mut hit: Option<(Loc, Loc, &'static str, String)> = None;
@@ -271,6 +305,14 @@ fn write_after(
             {
                 read_before.insert(s);
             }
+            return;
+        }
+        // Putting back the value it had before the call (`x = saved`, `saved` set from `x`
+        // before it): what the call saw in between was meant for it, nothing is stale.
+        if let Expression::Assign(_, lhs, rhs) = e
+            && let (Expression::Variable(x), Expression::Variable(l)) = (lhs.as_ref(), rhs.as_ref())
+            && saved.contains(&(l.name.as_str(), x.name.as_str()))
+        {
             return;
         }
         let written = written(e).and_then(|(loc, lhs)| {
@@ -359,31 +401,73 @@ pub(super) fn failed_payment(out: &mut Out<'_, '_>, facts: &Facts, f: &Function,
     }
 }
 
-/// State flags that `parts` set to two different constants (`locked = true` … `locked =
-/// false`, `_status = ENTERED` … `_status = NOT_ENTERED`): the shape of a reentrancy lock.
-fn lock_flags(c: &Contract, parts: &[&Statement], steps: &mut usize) -> BTreeSet<String> {
-    let mut values: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
-    for part in parts {
-        if *steps == 0 {
-            // Past the bound no lock is known: what it would have hidden is reported.
-            return BTreeSet::new();
+/// What a condition that guards a flag lets through, for a value of the flag.
+#[derive(Clone)]
+enum Guard {
+    /// `require(flag)`.
+    Set,
+    /// `require(!flag)`.
+    Clear,
+    /// `require(flag == K)`.
+    Is(String),
+    /// `require(flag != K)`.
+    IsNot(String),
+}
+
+impl Guard {
+    /// Whether the flag holding `value` certainly fails the guard (`reverts` when the guard is
+    /// an `if (…) revert`). Values of different kinds (a literal and a named constant) are
+    /// not compared: no claim.
+    fn refuses(&self, value: &str, reverts: bool) -> bool {
+        let named = |x: &str| x.bytes().next().is_some_and(|b| b.is_ascii_alphabetic());
+        let comparable = |k: &str| named(k) == named(value);
+        let passes = match self {
+            Guard::Set => value == "true",
+            Guard::Clear => value == "false",
+            Guard::Is(k) if comparable(k) => value == k,
+            Guard::IsNot(k) if comparable(k) => value != k,
+            _ => return false,
+        };
+        if matches!(self, Guard::Set | Guard::Clear) && value != "true" && value != "false" {
+            return false;
         }
-        walk_stmt_exprs(part, &mut |e| {
-            *steps = steps.saturating_sub(1);
-            if let Expression::Assign(_, lhs, rhs) = e
-                && let Expression::Variable(v) = lhs.as_ref()
-                && let Some(n) = c.state_vars.get(&v.name)
-                && let Some(k) = constant(rhs)
-            {
-                values.entry(n).or_default().insert(k);
-            }
-        });
+        passes == reverts
     }
-    values
-        .into_iter()
-        .filter(|(_, v)| v.len() >= 2)
-        .map(|(n, _)| n.to_string())
-        .collect()
+}
+
+/// The flag a condition tests and how: `flag`, `!flag`, `flag == K`, `flag != K`.
+fn guard_of(c: &Contract, cond: &Expression) -> Option<(String, Guard)> {
+    let flag = |e: &Expression| match e {
+        Expression::Variable(v) if c.state_vars.contains(&v.name) => Some(v.name.clone()),
+        _ => None,
+    };
+    match cond {
+        Expression::Parenthesis(_, x) => guard_of(c, x),
+        Expression::Not(_, x) => flag(x).map(|n| (n, Guard::Clear)),
+        Expression::Equal(_, a, b) | Expression::NotEqual(_, a, b) => {
+            let (n, k) = match (flag(a), flag(b)) {
+                (Some(n), _) => (n, constant(b)?),
+                (_, Some(n)) => (n, constant(a)?),
+                _ => return None,
+            };
+            Some(if matches!(cond, Expression::Equal(..)) {
+                (n, Guard::Is(k))
+            } else {
+                (n, Guard::IsNot(k))
+            })
+        }
+        _ => flag(cond).map(|n| (n, Guard::Set)),
+    }
+}
+
+/// Whether a statement stops the function: `revert`, `throw` (read as `revert()`), `return`.
+fn stops(s: &Statement) -> bool {
+    match s {
+        Statement::Revert(..) | Statement::Return(..) => true,
+        Statement::Expression(_, e) => matches!(called_name(e), Some("revert")),
+        Statement::Block { statements, .. } => statements.first().is_some_and(stops),
+        _ => false,
+    }
 }
 
 /// A value fixed in the source: a literal, or a name spelled as a constant (`ENTERED`).
@@ -403,70 +487,240 @@ fn constant(e: &Expression) -> Option<String> {
     }
 }
 
-/// The locks `g` holds while it runs: flags that its body and modifiers (with the internal
-/// functions they call, one level down, as OpenZeppelin's `_nonReentrantBefore` is) both test
-/// and set and clear.
-fn locks_held(c: &Contract, g: &Function, steps: &mut usize) -> BTreeSet<String> {
-    fn by_name<'c>(c: &'c Contract, name: &str, ty: FunctionTy) -> Vec<&'c Statement> {
-        c.functions
-            .iter()
-            .filter(|h| h.ty == ty && h.name == name)
-            .filter_map(|h| h.body.as_deref())
-            .collect()
-    }
-    if *steps == 0 {
-        return BTreeSet::new();
-    }
-    let mut parts: Vec<&Statement> = g.body.as_deref().into_iter().collect();
-    for m in &g.modifiers {
-        *steps = steps.saturating_sub(c.functions.len());
-        parts.extend(by_name(c, m, FunctionTy::Modifier));
-    }
-    // Only a modifier's calls are followed: a lock lives in the modifier or the body.
-    let mut called: Vec<&Statement> = Vec::new();
-    for part in parts.iter().skip(usize::from(g.body.is_some())) {
-        walk_stmt_exprs(part, &mut |e| {
-            *steps = steps.saturating_sub(1);
-            if let Some(name) = called_name(e) {
-                *steps = steps.saturating_sub(c.functions.len());
-                called.extend(by_name(c, name, FunctionTy::Function));
-            }
-        });
-    }
-    parts.extend(called);
-    let mut flags = lock_flags(c, &parts, steps);
-    if flags.is_empty() {
-        return flags;
-    }
-    let mut tested_flags = BTreeSet::new();
-    for part in &parts {
-        walk_stmt(part, &mut |st| {
-            if let Some(cond) = tested(st) {
-                walk_expr(cond, &mut |x| {
-                    if let Expression::Variable(v) = x
-                        && flags.contains(&v.name)
-                    {
-                        tested_flags.insert(v.name.clone());
-                    }
-                });
-            }
-        });
-    }
-    flags.retain(|n| tested_flags.contains(n));
-    flags
+/// What a lock is made of, in the order it happens: guards of flags (and whether they revert
+/// when the condition holds), constants written to flags, and the points where control leaves
+/// (the external call, or a modifier's `_`).
+#[derive(Default)]
+struct LockEvents {
+    tests: Vec<((usize, usize), String, Guard, bool)>,
+    sets: Vec<((usize, usize), String, String)>,
+    splits: Vec<(usize, usize)>,
 }
 
-/// Whether `body` reads the state variable `name`.
-fn reads(body: &Statement, name: &str, steps: &mut usize) -> bool {
-    if *steps == 0 {
-        return true;
+impl LockEvents {
+    /// Collects the events of `part`. With `expand`, the internal functions it calls (one level
+    /// down, as a modifier calls OpenZeppelin's `_nonReentrantBefore`) count as happening where
+    /// they are called.
+    fn collect(
+        &mut self,
+        c: &Contract,
+        part: &Statement,
+        at: Option<usize>,
+        expand: bool,
+        split: &dyn Fn(&Expression) -> bool,
+        steps: &mut usize,
+    ) {
+        let mut sub = 0usize;
+        let mut next = |loc: usize| {
+            sub += 1;
+            match at {
+                Some(p) => (p, sub),
+                None => (loc, 0),
+            }
+        };
+        let mut calls: Vec<(usize, String)> = Vec::new();
+        walk_stmt(part, &mut |st| {
+            *steps = steps.saturating_sub(1);
+            if let Statement::If(_, cond, then, _) = st
+                && stops(then)
+                && let Some((n, g)) = guard_of(c, cond)
+            {
+                self.tests.push((next(expr_loc(cond).start()), n, g, true));
+            }
+            if let Statement::Expression(loc, Expression::Variable(v)) = st
+                && v.name == "_"
+            {
+                self.splits.push(next(loc.start()));
+            }
+        });
+        walk_stmt_exprs(part, &mut |e| {
+            *steps = steps.saturating_sub(1);
+            let pos = expr_loc(e).start();
+            if let Some(cond) = condition_of(e)
+                && let Some((n, g)) = guard_of(c, cond)
+            {
+                self.tests.push((next(pos), n, g, false));
+            }
+            if let Expression::Assign(_, lhs, rhs) = e
+                && let Expression::Variable(v) = lhs.as_ref()
+                && c.state_vars.contains(&v.name)
+                && let Some(k) = constant(rhs)
+            {
+                self.sets.push((next(pos), v.name.clone(), k));
+            }
+            if split(e) {
+                self.splits.push(next(pos));
+            }
+            if expand && let Some(name) = called_name(e) {
+                calls.push((pos, name.to_string()));
+            }
+        });
+        for (pos, name) in calls {
+            if *steps == 0 {
+                return;
+            }
+            *steps = steps.saturating_sub(c.functions.len());
+            for g in c
+                .functions
+                .iter()
+                .filter(|g| g.ty == FunctionTy::Function && g.name == name)
+            {
+                if let Some(b) = g.body.as_deref() {
+                    self.collect(c, b, Some(pos), false, split, steps);
+                }
+            }
+        }
     }
+
+    /// The flags that make a lock: a guard that the value set next refuses, that value set,
+    /// control leaving, and another constant set after it.
+    fn locks(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for (t, flag, guard, reverts) in &self.tests {
+            for (a, f1, v1) in &self.sets {
+                if f1 != flag || a < t || !guard.refuses(v1, *reverts) {
+                    continue;
+                }
+                let Some(s) = self.splits.iter().find(|s| *s > a) else {
+                    continue;
+                };
+                if self
+                    .sets
+                    .iter()
+                    .any(|(b, f2, v2)| f2 == flag && b > s && v2 != v1)
+                {
+                    out.insert(flag.clone());
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The locks `g` holds while it runs: flags a modifier of it (with the internal functions the
+/// modifier calls) tests, sets, and clears after `_`, or that its own body tests, sets, and
+/// clears after an external call.
+fn locks_held(c: &Contract, g: &Function, steps: &mut usize) -> BTreeSet<String> {
+    let mut held = BTreeSet::new();
+    if *steps == 0 {
+        return held;
+    }
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    for m in &g.modifiers {
+        if !seen.insert(m.as_str()) || *steps == 0 {
+            continue;
+        }
+        *steps = steps.saturating_sub(c.functions.len());
+        for body in c
+            .functions
+            .iter()
+            .filter(|h| h.ty == FunctionTy::Modifier && &h.name == m)
+            .filter_map(|h| h.body.as_deref())
+        {
+            let mut ev = LockEvents::default();
+            ev.collect(c, body, None, true, &|_| false, steps);
+            held.extend(ev.locks());
+        }
+    }
+    if let Some(body) = g.body.as_deref() {
+        let mut ev = LockEvents::default();
+        ev.collect(c, body, None, false, &|e| external_call(e).is_some(), steps);
+        held.extend(ev.locks());
+    }
+    if *steps == 0 {
+        // Past the bound no lock is known: what it would have hidden is reported.
+        held.clear();
+    }
+    held
+}
+
+/// Flags that `body` sets around an external call (to a constant before it and another after
+/// it) where some function of the contract refuses to run while the flag holds the first: a
+/// lock taken by hand, tested elsewhere. Writing them is no state at risk.
+fn brackets(c: &Contract, body: &Statement, steps: &mut usize) -> BTreeSet<String> {
+    let mut ev = LockEvents::default();
+    ev.collect(c, body, None, false, &|e| external_call(e).is_some(), steps);
+    let mut candidates: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (a, flag, v1) in &ev.sets {
+        if let Some(s) = ev.splits.iter().find(|s| *s > a)
+            && ev
+                .sets
+                .iter()
+                .any(|(b, f2, v2)| f2 == flag && b > s && v2 != v1)
+        {
+            candidates.entry(flag).or_default().insert(v1);
+        }
+    }
+    if candidates.is_empty() {
+        return BTreeSet::new();
+    }
+    let mut guards = LockEvents::default();
+    for g in &c.functions {
+        if *steps == 0 {
+            return BTreeSet::new();
+        }
+        if let Some(b) = g.body.as_deref() {
+            guards.collect(c, b, None, false, &|_| false, steps);
+        }
+    }
+    candidates
+        .into_iter()
+        .filter(|(flag, values)| {
+            guards.tests.iter().any(|(_, f, guard, reverts)| {
+                f == flag && values.iter().any(|v| guard.refuses(v, *reverts))
+            })
+        })
+        .map(|(flag, _)| flag.to_string())
+        .collect()
+}
+
+/// Whether `g` reads the state variable `name`: in its body, its modifiers, or the internal
+/// functions they call (one level down).
+fn reads(c: &Contract, g: &Function, name: &str, steps: &mut usize) -> bool {
+    let mut parts: Vec<&Statement> = g.body.as_deref().into_iter().collect();
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    for m in &g.modifiers {
+        if seen.insert(m.as_str()) {
+            *steps = steps.saturating_sub(c.functions.len());
+            parts.extend(
+                c.functions
+                    .iter()
+                    .filter(|h| h.ty == FunctionTy::Modifier && &h.name == m)
+                    .filter_map(|h| h.body.as_deref()),
+            );
+        }
+    }
+    let mut called: BTreeSet<&str> = BTreeSet::new();
     let mut found = false;
-    walk_stmt_exprs(body, &mut |e| {
-        *steps = steps.saturating_sub(1);
-        found |= matches!(e, Expression::Variable(v) if v.name == name);
-    });
-    found
+    for part in &parts {
+        walk_stmt_exprs(part, &mut |e| {
+            *steps = steps.saturating_sub(1);
+            found |= matches!(e, Expression::Variable(v) if v.name == name);
+            if let Some(n) = called_name(e) {
+                called.insert(n);
+            }
+        });
+    }
+    for n in called {
+        if found || *steps == 0 {
+            break;
+        }
+        *steps = steps.saturating_sub(c.functions.len());
+        for h in c
+            .functions
+            .iter()
+            .filter(|h| h.ty == FunctionTy::Function && h.name == n)
+        {
+            if let Some(b) = h.body.as_deref() {
+                walk_stmt_exprs(b, &mut |e| {
+                    *steps = steps.saturating_sub(1);
+                    found |= matches!(e, Expression::Variable(v) if v.name == name);
+                });
+            }
+        }
+    }
+    // Past the bound, any function may read it.
+    found || *steps == 0
 }
 
 /// For each modifier of `f` (its own or inherited) that makes an external call: the modifier's

@@ -67,12 +67,12 @@ pub(super) fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, bod
     // and every local's name.
     let mut from_block: Vec<String> = Vec::new();
     let mut from_block_at: Vec<Loc> = Vec::new();
-    let mut locals: Vec<String> = Vec::new();
+    let mut locals: BTreeSet<String> = BTreeSet::new();
     walk_stmt(body, &mut |st| {
         if let Statement::VariableDefinition(loc, decl, init) = st
             && let Some(n) = &decl.name
         {
-            locals.push(n.name.clone());
+            locals.insert(n.name.clone());
             if init.as_ref().is_some_and(|i| contains(i, &is_block_value)) {
                 from_block.push(n.name.clone());
                 from_block_at.push(*loc);
@@ -95,22 +95,38 @@ pub(super) fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, bod
     // `now > acc.unlockTime`): a miner can move one lock by seconds, which decides nothing.
     // The same for one item's schedule looked up by the key the caller names
     // (`getTimestamp(id)`, `proposalEta(proposalId)`), directly or through a local set from it.
-    let lookup = |y: &Expression| {
-        matches!(y, Expression::ArraySubscript(..))
-            || matches!(y, Expression::MemberAccess(_, base, _)
-                if matches!(base.as_ref(), Expression::Variable(v) if locals.contains(&v.name)))
-            || matches!(y, Expression::FunctionCall(_, callee, args)
-                if matches!(callee.as_ref(), Expression::Variable(_))
-                    && args.iter().any(|a| is_param(f, a) || is_member(a, "msg", "sender")))
+    // A key the caller names: a parameter, or the caller itself.
+    let key = |a: &Expression| {
+        is_param(f, a)
+            || is_member(a, "msg", "sender")
+            || matches!(called_name(a), Some("_msgSender"))
     };
-    let mut scheduled: Vec<String> = Vec::new();
+    // A view of this contract (`getTimestamp`), asked about keys the caller names.
+    let getter = |name: &str| {
+        c.functions
+            .iter()
+            .any(|g| g.view && g.ty == FunctionTy::Function && g.name == name)
+    };
+    let lookup = |y: &Expression| match y {
+        Expression::ArraySubscript(_, _, Some(k)) => key(k),
+        Expression::MemberAccess(_, base, _) => {
+            matches!(base.as_ref(), Expression::Variable(v) if locals.contains(&v.name))
+        }
+        Expression::FunctionCall(_, callee, args) => {
+            matches!(callee.as_ref(), Expression::Variable(g) if getter(&g.name))
+                && !args.is_empty()
+                && args.iter().all(key)
+        }
+        _ => false,
+    };
+    let mut scheduled: BTreeSet<String> = BTreeSet::new();
     walk_stmt(body, &mut |st| {
         if let Statement::VariableDefinition(_, decl, Some(init)) = st
             && let Some(n) = &decl.name
             && contains(init, &lookup)
             && !contains(init, &is_time)
         {
-            scheduled.push(n.name.clone());
+            scheduled.insert(n.name.clone());
         }
     });
     let per_account = |x: &Expression| {

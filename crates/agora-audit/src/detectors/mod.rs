@@ -10,6 +10,7 @@ use solang_parser::pt::{Expression, FunctionTy, Loc, Statement};
 use std::collections::{BTreeMap, BTreeSet};
 
 mod access;
+mod callee;
 mod calls;
 mod expressions;
 mod ordering;
@@ -325,6 +326,10 @@ struct Out<'u, 'a> {
     layout_steps: usize,
     /// Reentrancy-lock steps left (see [`MAX_LOCK_STEPS`]).
     lock_steps: usize,
+    /// Names of the audit's contracts (not interfaces or libraries).
+    deployable: BTreeSet<&'u str>,
+    /// Names of the audit's contracts and interfaces: as types, addresses.
+    address_types: BTreeSet<&'u str>,
     /// The file being looked at (the function's, or the contract's).
     file: usize,
     /// Findings, with the index of their file.
@@ -378,6 +383,18 @@ pub(crate) fn run(unit: &Unit<'_>) -> Vec<(usize, Finding)> {
         unit,
         layout_steps: MAX_LAYOUT_STEPS,
         lock_steps: MAX_LOCK_STEPS,
+        deployable: unit
+            .contracts
+            .iter()
+            .filter(|k| !k.stateless)
+            .map(|k| k.name.as_str())
+            .collect(),
+        address_types: unit
+            .contracts
+            .iter()
+            .filter(|k| !k.stateless || k.functions.iter().all(|f| f.exposed))
+            .map(|k| k.name.as_str())
+            .collect(),
         file: 0,
         findings: Vec::new(),
     };
@@ -400,6 +417,7 @@ pub(crate) fn run(unit: &Unit<'_>) -> Vec<(usize, Finding)> {
         .map(|ci| unit.with_inherited(ci, &mut budget))
         .collect();
     let own: Vec<Facts> = flat.iter().map(Facts::own).collect();
+    let callees = callee::Callees::new(unit);
     for (ci, c) in flat.iter().enumerate() {
         out.file = c.file;
         // A state variable named as entropy and seeded from the block.
@@ -440,7 +458,7 @@ pub(crate) fn run(unit: &Unit<'_>) -> Vec<(usize, Finding)> {
             out.file = f.file;
             expressions(&mut out, c, f, body);
             unchecked_calls(&mut out, body);
-            reentrancy(&mut out, c, &facts, f, body);
+            reentrancy(&mut out, &callees, c, &facts, f, body);
             calls_in_loops(&mut out, body);
             selfdestruct(&mut out, f, body);
             access(&mut out, c, &facts, f, body);

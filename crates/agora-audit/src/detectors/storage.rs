@@ -30,15 +30,17 @@ pub(super) fn storage_pointers(out: &mut Out<'_, '_>, c: &Contract, body: &State
 }
 
 /// A `delegatecall` that names the function it runs (`abi.encodeWithSignature("f(uint256)")`,
-/// `bytes4(keccak256("f(uint256)"))`, `C.f.selector`, `abi.encodeCall(C.f, …)`, or a constant
-/// holding one) into a contract of the audit whose storage differs from the caller's where that
-/// function reads or writes: the callee's variable lives in the caller's slot of another
-/// variable (SWC-112; the Parity wallet and Ethernaut's Preservation). When several contracts
-/// define the function, all of them must differ.
+/// `bytes4(keccak256("f(uint256)"))`, `C.f.selector`, `abi.encodeCall(C.f, …)`, or a constant or
+/// local holding one) into a contract of the audit whose storage differs from the caller's
+/// where that function reads or writes: the callee's variable lives in a slot where the caller
+/// keeps a variable of another type (SWC-112; the Parity wallet and Ethernaut's Preservation).
+/// When several contracts define the function, all of them must differ.
 pub(super) fn delegated_layouts(out: &mut Out<'_, '_>, ci: usize, c: &Contract, body: &Statement) {
     let unit = out.unit;
+    let (deployable, address_types) = (&out.deployable, &out.address_types);
     let steps = &mut out.layout_steps;
-    let mut hits: Vec<(Loc, String)> = Vec::new();
+    let mut calls: Vec<(Loc, Option<String>, String)> = Vec::new();
+    let mut inits: Option<BTreeMap<&str, &Expression>> = None;
     walk_stmt_exprs(body, &mut |e| {
         let Some(("delegatecall", target)) = called_member(e) else {
             return;
@@ -47,26 +49,52 @@ pub(super) fn delegated_layouts(out: &mut Out<'_, '_>, ci: usize, c: &Contract, 
             return;
         };
         // Into itself (a multicall): the same storage.
-        if is_this(converted(target)) {
+        if is_this(converted(target)) || *steps == 0 {
             return;
         }
-        let Some((named, function)) = args.iter().find_map(|a| delegated(c, a, 0)) else {
-            return;
-        };
-        let caller = unit.storage_layout(ci);
+        // What names can hold a selector: the contract's constants, the function's locals.
+        let inits = inits.get_or_insert_with(|| {
+            *steps = steps.saturating_sub(c.state_inits.len());
+            let mut m: BTreeMap<&str, &Expression> =
+                c.state_inits.iter().map(|(n, x)| (n.as_str(), x)).collect();
+            walk_stmt(body, &mut |st| {
+                *steps = steps.saturating_sub(1);
+                if let Statement::VariableDefinition(_, decl, Some(x)) = st
+                    && let Some(n) = &decl.name
+                {
+                    m.insert(n.name.as_str(), x);
+                }
+            });
+            m
+        });
+        if let Some((named, function)) = args.iter().find_map(|a| delegated(inits, a, 0)) {
+            calls.push((*loc, named, function));
+        }
+    });
+    if calls.is_empty() {
+        return;
+    }
+    let layout = unit.storage_layout(ci);
+    *steps = steps.saturating_sub(layout.len());
+    let caller: BTreeMap<(usize, usize), (&str, String)> = slots(address_types, &layout)
+        .into_iter()
+        .map(|(s, o, n, t)| ((s, o), (n, t)))
+        .collect();
+    let mut hits: Vec<(Loc, String)> = Vec::new();
+    for (loc, named, function) in calls {
+        // A contract of the audit named (not an interface): only it.
+        let named = named.filter(|n| deployable.contains(n.as_str()));
         let mut differences = Vec::new();
         for (j, callee) in unit.contracts.iter().enumerate() {
+            *steps = steps.saturating_sub(1 + callee.functions.len());
             if *steps == 0 {
                 // Past the bound, nothing is claimed either way.
                 return;
             }
-            *steps -= 1;
             if callee.stateless
                 || j == ci
                 || unit.ancestors[ci].contains(&j)
-                || named.as_ref().is_some_and(|n| {
-                    n != &callee.name && unit.contracts.iter().any(|k| &k.name == n && !k.stateless)
-                })
+                || named.as_ref().is_some_and(|n| n != &callee.name)
                 || !callee
                     .functions
                     .iter()
@@ -74,14 +102,21 @@ pub(super) fn delegated_layouts(out: &mut Out<'_, '_>, ci: usize, c: &Contract, 
             {
                 continue;
             }
-            differences.push(layout_difference(unit, j, &function, &caller, steps));
+            differences.push(layout_difference(
+                unit,
+                address_types,
+                j,
+                &function,
+                &caller,
+                steps,
+            ));
         }
         if differences.iter().all(Option::is_some)
             && let Some(Some(why)) = differences.into_iter().next()
         {
-            hits.push((*loc, why));
+            hits.push((loc, why));
         }
-    });
+    }
     for (loc, why) in hits {
         out.at(&DELEGATE_LAYOUT, &loc, why);
     }
@@ -92,8 +127,12 @@ fn is_this(e: &Expression) -> bool {
 }
 
 /// The contract (when named) and function a delegatecall's argument names: a signature string,
-/// a `.selector`, an `abi.encodeCall`, or a constant of the contract holding one.
-fn delegated(c: &Contract, a: &Expression, depth: usize) -> Option<(Option<String>, String)> {
+/// a `.selector`, an `abi.encodeCall`, or a constant or local holding one.
+fn delegated(
+    inits: &BTreeMap<&str, &Expression>,
+    a: &Expression,
+    depth: usize,
+) -> Option<(Option<String>, String)> {
     let mut found = None;
     walk_expr(a, &mut |x| {
         if found.is_some() {
@@ -119,8 +158,8 @@ fn delegated(c: &Contract, a: &Expression, depth: usize) -> Option<(Option<Strin
                 found = args.first().and_then(member_function);
             }
             Expression::Variable(v) if depth == 0 => {
-                if let Some((_, init)) = c.state_inits.iter().find(|(n, _)| n == &v.name) {
-                    found = delegated(c, init, 1);
+                if let Some(init) = inits.get(v.name.as_str()) {
+                    found = delegated(inits, init, 1);
                 }
             }
             _ => {}
@@ -141,43 +180,118 @@ fn member_function(e: &Expression) -> Option<(Option<String>, String)> {
     }
 }
 
+/// Where each variable of a layout lives: its slot, its offset in the slot, its name, and its
+/// type (`address payable` and contract types read as `address`). Value types share a slot
+/// while they fit (`bool` 1 byte, `address` 20, `uintN`/`intN` N/8, `bytesN` N); anything else
+/// (mappings, arrays, strings, structs, enums) starts a slot of its own, as does what follows it.
+fn slots<'l>(
+    address_types: &BTreeSet<&str>,
+    layout: &[(&'l str, &'l str)],
+) -> Vec<(usize, usize, &'l str, String)> {
+    let norm = |ty: &str| -> String {
+        if ty == "address payable" || address_types.contains(ty) {
+            "address".into()
+        } else {
+            ty.to_string()
+        }
+    };
+    let size = |ty: &str| -> Option<usize> {
+        let bits = |rest: &str| {
+            rest.parse::<usize>()
+                .ok()
+                .filter(|b| b % 8 == 0 && (8..=256).contains(b))
+        };
+        match ty {
+            "bool" => Some(1),
+            "address" => Some(20),
+            _ => {
+                if let Some(r) = ty.strip_prefix("uint").or_else(|| ty.strip_prefix("int")) {
+                    bits(r).map(|b| b / 8)
+                } else if let Some(r) = ty.strip_prefix("bytes") {
+                    r.parse::<usize>().ok().filter(|n| (1..=32).contains(n))
+                } else {
+                    None
+                }
+            }
+        }
+    };
+    let (mut slot, mut offset) = (0usize, 0usize);
+    let mut out = Vec::with_capacity(layout.len());
+    for (name, ty) in layout {
+        let ty = norm(ty);
+        match size(&ty) {
+            Some(n) => {
+                if offset + n > 32 {
+                    slot += 1;
+                    offset = 0;
+                }
+                out.push((slot, offset, *name, ty));
+                offset += n;
+            }
+            None => {
+                if offset > 0 {
+                    slot += 1;
+                }
+                out.push((slot, 0, *name, ty));
+                slot += 1;
+                offset = 0;
+            }
+        }
+    }
+    out
+}
+
 /// Why contract `j`'s `function` (with the internal functions it calls) would touch the wrong
-/// variables in storage laid out as `caller`: the first variable it reads or writes whose slot
-/// holds another variable there, or that follows variables of other types. None when every
-/// variable it touches matches.
+/// variables in storage laid out as `caller`: the first state variable it reads or writes
+/// whose slot and offset hold a variable of another type in the caller. None when every
+/// variable it touches matches (or lies past the caller's variables).
 fn layout_difference(
     unit: &Unit<'_>,
+    address_types: &BTreeSet<&str>,
     j: usize,
     function: &str,
-    caller: &[(&str, &str)],
+    caller: &BTreeMap<(usize, usize), (&str, String)>,
     steps: &mut usize,
 ) -> Option<String> {
     let callee = &unit.contracts[j];
     let layout = unit.storage_layout(j);
+    *steps = steps.saturating_sub(layout.len());
+    let layout = slots(address_types, &layout);
     // The function and what it calls inside its contract (with its ancestors), each once.
     let lineage: Vec<&Contract> = std::iter::once(callee)
         .chain(unit.ancestors[j].iter().map(|&a| &unit.contracts[a]))
         .collect();
-    let bodies = |name: &str| -> Vec<&Statement> {
-        lineage
-            .iter()
-            .flat_map(|k| k.functions.iter())
-            .filter(|g| g.name == name && g.ty == FunctionTy::Function)
-            .filter_map(|g| g.body.as_deref())
-            .collect()
-    };
     let mut queue = vec![function.to_string()];
     let mut seen: BTreeSet<String> = BTreeSet::new();
     let mut touched: BTreeSet<String> = BTreeSet::new();
     while let Some(name) = queue.pop() {
         // A bound on the walk: a callee's own functions, never more than a few hundred.
-        if !seen.insert(name.clone()) || seen.len() > 256 {
+        if !seen.insert(name.clone()) || seen.len() > 256 || *steps == 0 {
             continue;
         }
-        for b in bodies(&name) {
+        for g in lineage
+            .iter()
+            .flat_map(|k| k.functions.iter())
+            .filter(|g| g.name == name && g.ty == FunctionTy::Function)
+        {
+            *steps = steps.saturating_sub(1);
+            let Some(b) = g.body.as_deref() else {
+                continue;
+            };
+            // A local or parameter of the same name hides the state variable.
+            let mut hidden: BTreeSet<&str> = g.params.iter().map(String::as_str).collect();
+            walk_stmt(b, &mut |st| {
+                if let Statement::VariableDefinition(_, decl, _) = st
+                    && let Some(n) = &decl.name
+                {
+                    hidden.insert(n.name.as_str());
+                }
+            });
             walk_stmt_exprs(b, &mut |x| {
                 *steps = steps.saturating_sub(1);
-                if let Expression::Variable(v) = x {
+                if let Expression::Variable(v) = x
+                    && !hidden.contains(v.name.as_str())
+                {
                     touched.insert(v.name.clone());
                 }
                 if let Some(n) = called_name(x) {
@@ -189,20 +303,17 @@ fn layout_difference(
     if *steps == 0 {
         return None;
     }
-    // Whether every slot before this one holds a variable of the same type in both.
-    let mut same_before = true;
-    for (slot, (name, ty)) in layout.iter().enumerate() {
-        *steps = steps.saturating_sub(1);
-        let Some((here, here_ty)) = caller.get(slot) else {
-            break;
-        };
+    for (slot, offset, name, ty) in &layout {
         if !touched.contains(*name) {
-            same_before &= here_ty == ty;
             continue;
         }
-        if here != name || here_ty != ty || !same_before {
+        let Some((here, here_ty)) = caller.get(&(*slot, *offset)) else {
+            // Past the caller's variables (or between them): no variable of its is hit.
+            continue;
+        };
+        if here_ty != ty {
             return Some(format!(
-                "the `delegatecall` runs `{}.{function}`, which uses `{name}` ({ty}) in the slot where this contract keeps `{here}` ({here_ty}): the storage layouts differ",
+                "the `delegatecall` runs `{}.{function}`, which uses `{name}` ({ty}) in slot {slot} where this contract keeps `{here}` ({here_ty}): the storage layouts differ",
                 callee.name
             ));
         }
