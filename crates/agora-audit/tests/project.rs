@@ -485,3 +485,55 @@ contract Vault {{
     ]);
     assert!(at(&r.findings, "src/Vault.sol", "reentrancy").is_empty());
 }
+
+#[test]
+fn a_check_of_the_caller_made_by_another_contract_of_the_audit_guards() {
+    let acl = "pragma solidity ^0.8.0;
+contract Acl {
+    address public admin;
+    mapping(address => bool) public allowed;
+    mapping(address => uint256) public credits;
+    function check(address who) external view { require(who == admin, \"no\"); }
+    function may(address who) external view returns (bool) { return allowed[who]; }
+    function creditOf(address who) external view returns (uint256) { return credits[who]; }
+}
+";
+    let treasury = "pragma solidity ^0.8.0;
+import \"./Acl.sol\";
+contract Treasury {
+    Acl acl;
+    function sweep(address payable to) external {
+        acl.check(msg.sender);
+        to.transfer(address(this).balance);
+    }
+    function pay(address payable to) external {
+        require(acl.may(msg.sender));
+        to.transfer(address(this).balance);
+    }
+    function drain(address payable to) external {
+        require(acl.creditOf(msg.sender) > 0);
+        to.transfer(address(this).balance);
+    }
+}
+";
+    let r = audit_files([("src/Acl.sol", acl), ("src/Treasury.sol", treasury)]);
+    assert!(r.errors.is_empty(), "{r:?}");
+    // Only the balance lookup lets anyone through.
+    assert_eq!(
+        at(&r.findings, "src/Treasury.sol", "anyone-can-withdraw"),
+        vec![15]
+    );
+    // Functions of the same names that test nothing against their state guard nothing.
+    let blind = "pragma solidity ^0.8.0;
+contract Acl {
+    function check(address who) external view {}
+    function may(address who) external view returns (bool) { return who != address(0); }
+    function creditOf(address who) external view returns (uint256) { return 1; }
+}
+";
+    let r = audit_files([("src/Acl.sol", blind), ("src/Treasury.sol", treasury)]);
+    assert_eq!(
+        at(&r.findings, "src/Treasury.sol", "anyone-can-withdraw"),
+        vec![7, 11, 15]
+    );
+}

@@ -24,6 +24,8 @@ pub(super) struct Callees<'u, 'a> {
     libraries: BTreeMap<&'u str, usize>,
     /// Whether contract (or library) `k`'s function `name` can call out, once known.
     memo: RefCell<BTreeMap<(usize, String), bool>>,
+    /// Whether contract `k`'s function `name` tests its parameter `i` against its state.
+    authorizing: RefCell<BTreeMap<(usize, String, usize), bool>>,
     steps: Cell<usize>,
 }
 
@@ -64,6 +66,7 @@ impl<'u, 'a> Callees<'u, 'a> {
             implementations,
             libraries,
             memo: RefCell::new(BTreeMap::new()),
+            authorizing: RefCell::new(BTreeMap::new()),
             steps: Cell::new(MAX_CALLEE_STEPS),
         }
     }
@@ -178,6 +181,106 @@ impl<'u, 'a> Callees<'u, 'a> {
         }
         self.memo.borrow_mut().insert(key, out);
         Some(out)
+    }
+}
+
+impl Callees<'_, '_> {
+    /// Whether `body` has another contract of the audit check its caller: a call that passes
+    /// the caller (`registry.checkAdmin(msg.sender)`, or `require(acl.allowed(msg.sender))`)
+    /// to a function that, in every implementation here, tests that parameter against its
+    /// state: an equality with a state variable, or a `mapping(… => bool)` entry keyed by it.
+    /// A balance looked up for the caller authorizes nothing.
+    pub(super) fn checks_caller(&self, scope: &Scope<'_>, body: &Statement) -> bool {
+        let caller = |a: &Expression| {
+            is_member(a, "msg", "sender") || matches!(called_name(a), Some("_msgSender"))
+        };
+        let mut calls: Vec<(&str, &Expression, usize)> = Vec::new();
+        walk_stmt_exprs(body, &mut |e| {
+            if let Expression::FunctionCall(_, _, args) = e
+                && let Some((m, recv)) = called_member(e)
+                && let Some(i) = args.iter().position(caller)
+            {
+                calls.push((m, recv, i));
+            }
+        });
+        calls.into_iter().any(|(m, recv, i)| {
+            if self.steps.get() == 0 {
+                return false;
+            }
+            let ks: Vec<usize> = match recv {
+                Expression::Variable(v) if self.libraries.contains_key(v.name.as_str()) => {
+                    vec![self.libraries[v.name.as_str()]]
+                }
+                _ => match receiver_type(scope, recv)
+                    .and_then(|ty| self.implementations.get(ty.as_str()))
+                {
+                    Some(ks) => ks.clone(),
+                    None => return false,
+                },
+            };
+            self.steps.set(self.steps.get().saturating_sub(ks.len()));
+            !ks.is_empty() && self.steps.get() > 0 && ks.iter().all(|&k| self.authorizes(k, m, i))
+        })
+    }
+
+    /// Whether contract `k`'s function `m` tests its parameter `i` against its state, in a
+    /// condition or in what it returns.
+    fn authorizes(&self, k: usize, m: &str, i: usize) -> bool {
+        let key = (k, m.to_string(), i);
+        if let Some(&known) = self.authorizing.borrow().get(&key) {
+            return known;
+        }
+        let found = self.authorizes_uncached(k, m, i);
+        self.authorizing.borrow_mut().insert(key, found);
+        found
+    }
+
+    fn authorizes_uncached(&self, k: usize, m: &str, i: usize) -> bool {
+        let unit = self.unit;
+        let lineage: Vec<&Contract> = std::iter::once(k)
+            .chain(unit.ancestors[k].iter().copied())
+            .map(|a| &unit.contracts[a])
+            .collect();
+        let Some(g) = lineage.iter().find_map(|c| {
+            c.functions
+                .iter()
+                .find(|g| g.name == m && g.ty == FunctionTy::Function && g.body.is_some())
+        }) else {
+            return false;
+        };
+        let (Some(body), Some((p, _))) = (g.body.as_deref(), g.param_types.get(i)) else {
+            return false;
+        };
+        let state_type = |n: &str| lineage.iter().find_map(|c| c.state_types.get(n));
+        let is_param = |x: &Expression| matches!(x, Expression::Variable(v) if &v.name == p);
+        let is_state =
+            |x: &Expression| matches!(x, Expression::Variable(v) if state_type(&v.name).is_some());
+        let test = |x: &Expression| {
+            contains(x, &|y| match y {
+                Expression::Equal(_, a, b) | Expression::NotEqual(_, a, b) => {
+                    (is_param(a) && is_state(b)) || (is_state(a) && is_param(b))
+                }
+                Expression::ArraySubscript(_, map, Some(key)) => {
+                    contains(key, &is_param)
+                        && root_name(map).and_then(state_type).is_some_and(|t| {
+                            t.replace(' ', "").ends_with("=>bool)")
+                                || t.replace(' ', "").ends_with("=>bool))")
+                        })
+                }
+                _ => false,
+            })
+        };
+        let mut found = false;
+        walk_stmt(body, &mut |st| {
+            self.steps.set(self.steps.get().saturating_sub(1));
+            if let Some(cond) = tested(st) {
+                found |= test(cond);
+            }
+            if let Statement::Return(_, Some(x)) = st {
+                found |= test(x);
+            }
+        });
+        found
     }
 }
 

@@ -456,6 +456,27 @@ pub(crate) fn run(unit: &Unit<'_>) -> Vec<(usize, Finding)> {
                 continue;
             };
             out.file = f.file;
+            // A check of the caller made by another contract of the audit guards as a
+            // modifier does.
+            let checked;
+            let f = if !f.access_modifier && {
+                let state = |n: &str| c.state_types.get(n).cloned();
+                let scope = callee::Scope {
+                    state: &state,
+                    function: f,
+                    locals: callee::local_types(body),
+                    usings: &c.usings,
+                };
+                callees.checks_caller(&scope, body)
+            } {
+                checked = Function {
+                    access_modifier: true,
+                    ..f.clone()
+                };
+                &checked
+            } else {
+                f
+            };
             expressions(&mut out, c, f, body);
             unchecked_calls(&mut out, body);
             reentrancy(&mut out, &callees, c, &facts, f, body);
