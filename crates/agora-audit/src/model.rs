@@ -237,10 +237,17 @@ impl<'a> Unit<'a> {
             })
             .collect();
         drop(by_name);
+        // Solidity's linearization (C3) where it exists within the bounds; otherwise (a
+        // hierarchy no compiler accepts, or past the bounds) bases from the last named first.
+        let mut memo: Vec<Option<Option<Vec<usize>>>> = vec![None; contracts.len()];
+        let mut budget = MAX_C3_STEPS;
         let ancestors: Vec<Vec<usize>> = (0..contracts.len())
             .map(|ci| {
-                let mut out = Vec::new();
-                linearize(ci, &direct, &mut out);
+                let mut out = c3(ci, &direct, &mut memo, 0, &mut budget).unwrap_or_else(|| {
+                    let mut out = Vec::new();
+                    linearize(ci, &direct, &mut out);
+                    out
+                });
                 out.retain(|&a| a != ci);
                 out
             })
@@ -417,6 +424,60 @@ const MAX_LINEARIZATION: usize = 64;
 
 /// Files visited in all by the base-name lookups of one audit (see [`Unit::build`]).
 const MAX_LOOKUP_STEPS: usize = 1 << 22;
+
+/// Steps (comparisons) the C3 merges of one audit may take in all; past it, linearizations
+/// fall back to [`linearize`]'s order.
+const MAX_C3_STEPS: usize = 1 << 24;
+
+/// `ci`'s C3 linearization as Solidity computes it (itself, then its bases from the most
+/// derived: for `C is A, B`, C, B, A, then their bases), or None when there is none (a cycle,
+/// an order no compiler accepts) or it passes the bounds: [`MAX_LINEARIZATION`] contracts,
+/// that many direct bases, that many levels, the step budget.
+fn c3(
+    ci: usize,
+    direct: &[Vec<usize>],
+    memo: &mut [Option<Option<Vec<usize>>>],
+    depth: usize,
+    budget: &mut usize,
+) -> Option<Vec<usize>> {
+    if let Some(done) = &memo[ci] {
+        return done.clone();
+    }
+    // Until it is known, a cycle through it finds no linearization.
+    memo[ci] = Some(None);
+    if depth >= MAX_LINEARIZATION || direct[ci].len() >= MAX_LINEARIZATION {
+        return None;
+    }
+    let mut seqs: Vec<Vec<usize>> = Vec::with_capacity(direct[ci].len() + 1);
+    for &b in direct[ci].iter().rev() {
+        seqs.push(c3(b, direct, memo, depth + 1, budget)?);
+    }
+    seqs.push(direct[ci].iter().rev().copied().collect());
+    let mut out = vec![ci];
+    loop {
+        seqs.retain(|s| !s.is_empty());
+        if seqs.is_empty() {
+            break;
+        }
+        let cost: usize = seqs.iter().map(Vec::len).sum::<usize>() * seqs.len();
+        *budget = budget.checked_sub(cost)?;
+        let head = seqs
+            .iter()
+            .map(|s| s[0])
+            .find(|&h| !seqs.iter().any(|s| s[1..].contains(&h)))?;
+        if out.len() >= MAX_LINEARIZATION {
+            return None;
+        }
+        out.push(head);
+        for s in &mut seqs {
+            if s[0] == head {
+                s.remove(0);
+            }
+        }
+    }
+    memo[ci] = Some(Some(out.clone()));
+    Some(out)
+}
 
 /// Appends `ci`'s linearization to `out`: itself, then its bases from the last named to the
 /// first, each once, up to [`MAX_LINEARIZATION`]. Cycles (which no compiler accepts) stop.

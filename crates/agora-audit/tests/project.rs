@@ -537,3 +537,37 @@ contract Acl {
         vec![7, 11, 15]
     );
 }
+
+#[test]
+fn storage_follows_solidity_s_linearization_through_a_diamond() {
+    // `User is A, B`, both on `Base`: Base's variable comes first, then A's, then B's (C3), as
+    // in the library laid out by hand. Any other order puts `a` where `base` is.
+    let src = "pragma solidity ^0.8.0;
+contract Base { uint256 base; }
+contract A is Base { address a; }
+contract B is Base { bool b; }
+contract Lib {
+    uint256 base;
+    address a;
+    bool b;
+    function setA(address x) public { a = x; }
+}
+contract User is A, B {
+    address lib;
+    function run(address x) public {
+        (bool ok, ) = lib.delegatecall(abi.encodeCall(Lib.setA, (x)));
+        require(ok);
+    }
+}
+";
+    let r = audit_files([("src/User.sol", src)]);
+    assert!(r.errors.is_empty(), "{r:?}");
+    assert!(at(&r.findings, "src/User.sol", "delegatecall-layout").is_empty());
+    // Named the other way round (`is B, A`), A's variable comes after B's: they differ.
+    let swapped = src.replace("contract User is A, B", "contract User is B, A");
+    let r = audit_files([("src/User.sol", swapped.as_str())]);
+    assert_eq!(
+        at(&r.findings, "src/User.sol", "delegatecall-layout"),
+        vec![14]
+    );
+}
