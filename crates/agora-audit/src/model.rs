@@ -128,7 +128,7 @@ pub(crate) struct Unit<'a> {
     pub(crate) files: Vec<Source<'a>>,
     pub(crate) contracts: Vec<Contract>,
     /// For each contract, the contracts it inherits from, nearest first (each once): Solidity's
-    /// linearization for the usual cases (`is A, B` looks in B before A).
+    /// C3 linearization (`is A, B` looks in B before A, and a shared base comes after both).
     pub(crate) ancestors: Vec<Vec<usize>>,
 }
 

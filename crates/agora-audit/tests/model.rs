@@ -11,7 +11,7 @@ use std::path::Path;
 const PINNED: (&str, &str, &str) = (
     "agora-audit@0.4.0",
     "ca3921ded49b503b4792cfa8de4e6acb254a6c592a0663d59e449d201073c507",
-    "0e865b48f534af235edcc5fc9ab0b517386f7b3133ecfb27932a6e9b532f8bb5",
+    "f6d006add078db7b54f8cf2eb47287107c196420af3561e254c5d249f91c14b0",
 );
 
 fn suite_files() -> Vec<(String, String)> {

@@ -86,6 +86,10 @@ impl<'u, 'a> Callees<'u, 'a> {
         if depth > MAX_CALLEE_DEPTH || self.steps.get() == 0 {
             return None;
         }
+        // At an address the caller chose, the code is whatever the caller deployed there.
+        if self.chosen_contract(scope, recv) {
+            return None;
+        }
         if let Expression::Variable(v) = recv
             && let Some(&l) = self.libraries.get(v.name.as_str())
         {
@@ -281,6 +285,49 @@ impl Callees<'_, '_> {
             }
         });
         found
+    }
+}
+
+impl Callees<'_, '_> {
+    /// Whether `recv` is a contract (typed as one, or converted to one: `Bank(msg.sender)`) at
+    /// an address the caller chose: the caller, or a parameter.
+    pub(super) fn chosen_contract(&self, scope: &Scope<'_>, recv: &Expression) -> bool {
+        let at = converted_address(recv);
+        let chosen = is_member(at, "msg", "sender")
+            || is_member(at, "tx", "origin")
+            || matches!(called_name(at), Some("_msgSender"))
+            || matches!(at, Expression::Variable(v) if scope.function.params.contains(&v.name));
+        chosen
+            && receiver_type(scope, recv).is_some_and(|ty| {
+                self.implementations.contains_key(ty.as_str())
+                    || (!self.libraries.contains_key(ty.as_str())
+                        && ty.bytes().next().is_some_and(|b| b.is_ascii_uppercase()))
+            })
+    }
+}
+
+/// The address under conversions to contract types and addresses: `x` in `Bank(x)`,
+/// `IERC20(address(x))`, `payable(x)`.
+fn converted_address(e: &Expression) -> &Expression {
+    match e {
+        Expression::FunctionCall(_, callee, args)
+            if args.len() == 1
+                && match callee.as_ref() {
+                    Expression::Type(..) => true,
+                    Expression::Variable(v) => {
+                        v.name == "payable"
+                            || v.name
+                                .bytes()
+                                .next()
+                                .is_some_and(|b| b.is_ascii_uppercase())
+                    }
+                    _ => false,
+                } =>
+        {
+            converted_address(&args[0])
+        }
+        Expression::Parenthesis(_, x) => converted_address(x),
+        _ => e,
     }
 }
 

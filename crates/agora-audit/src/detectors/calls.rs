@@ -129,7 +129,10 @@ pub(super) fn reentrancy(
             Some(("call" | "delegatecall" | "callcode" | "value" | "gas", _)) => false,
             // Ether sent with its stipend (`to.transfer(amount)`): below.
             Some(("transfer" | "send", _)) if ether => false,
-            Some((m, recv)) => callees.member_calls_out(&scope, m, recv, 0) == Some(true),
+            Some((m, recv)) => {
+                callees.chosen_contract(&scope, recv)
+                    || callees.member_calls_out(&scope, m, recv, 0) == Some(true)
+            }
             None => false,
         }
     };
@@ -152,7 +155,25 @@ pub(super) fn reentrancy(
         return;
     }
     // The same through a modifier: its external call runs before the function's body.
-    for (name, combined) in through_modifiers(c, f, body) {
+    let modifier_calls = |m: &Function, mb: &Statement| {
+        if calls_out(mb) {
+            return true;
+        }
+        let scope = super::callee::Scope {
+            state: &state,
+            function: m,
+            locals: super::callee::local_types(mb),
+            usings: &c.usings,
+        };
+        let mut found = false;
+        walk_stmt_exprs(mb, &mut |e| {
+            if let Some((_, recv)) = called_member(e) {
+                found |= callees.chosen_contract(&scope, recv);
+            }
+        });
+        found
+    };
+    if let Some((name, combined)) = through_modifiers(c, f, body, &modifier_calls) {
         let in_body = |l: &Loc| {
             use solang_parser::pt::CodeLocation;
             l.try_file_no() == body.loc().try_file_no()
@@ -723,27 +744,51 @@ fn reads(c: &Contract, g: &Function, name: &str, steps: &mut usize) -> bool {
     found || *steps == 0
 }
 
-/// For each modifier of `f` (its own or inherited) that makes an external call: the modifier's
-/// body with the function's body in place of `_`, so that a call in the modifier is seen before
-/// the writes of the function.
-fn through_modifiers(c: &Contract, f: &Function, body: &Statement) -> Vec<(String, Statement)> {
-    let mut out = Vec::new();
+/// When a modifier of `f` (its own or inherited) makes an external call: its name, and `f`'s
+/// body wrapped in its modifiers in the order they run (each modifier's `_` replaced by what
+/// follows), so that a call in a modifier is seen after what the modifiers before it read and
+/// before what the function writes. Modifiers are chained only when each has one `_` (and at
+/// most 8 of them): otherwise the calling modifier alone wraps the body.
+fn through_modifiers(
+    c: &Contract,
+    f: &Function,
+    body: &Statement,
+    calls: &dyn Fn(&Function, &Statement) -> bool,
+) -> Option<(String, Statement)> {
+    let mut chain: Vec<(&str, &Statement)> = Vec::new();
     for name in &f.modifiers {
-        let Some(m) = c
+        if let Some(mb) = c
             .functions
             .iter()
             .find(|g| g.ty == FunctionTy::Modifier && &g.name == name)
-        else {
-            continue;
-        };
-        let Some(mb) = m.body.as_deref() else {
-            continue;
-        };
-        if calls_out(mb) {
-            out.push((name.clone(), substitute(mb, body)));
+            .and_then(|m| m.body.as_deref())
+        {
+            chain.push((name, mb));
         }
     }
-    out
+    let (name, mb) = chain.iter().copied().find(|(name, mb)| {
+        c.functions
+            .iter()
+            .find(|g| g.ty == FunctionTy::Modifier && g.name == *name)
+            .is_some_and(|m| calls(m, mb))
+    })?;
+    let placeholders = |s: &Statement| {
+        let mut n = 0usize;
+        walk_stmt(s, &mut |st| {
+            n += usize::from(
+                matches!(st, Statement::Expression(_, Expression::Variable(v)) if v.name == "_"),
+            );
+        });
+        n
+    };
+    if chain.len() > 8 || chain.iter().any(|(_, m)| placeholders(m) != 1) {
+        return Some((name.to_string(), substitute(mb, body)));
+    }
+    let mut wrapped = body.clone();
+    for (_, m) in chain.iter().rev() {
+        wrapped = substitute(m, &wrapped);
+    }
+    Some((name.to_string(), wrapped))
 }
 
 /// `s` with each `_;` replaced by `body`.
