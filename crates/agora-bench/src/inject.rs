@@ -109,6 +109,22 @@ pub const SNIPPETS: &[Snippet] = &[
         new: "    uint16 private total{N};\n    function scale{N}(uint16 factor) external {\n        unchecked { total{N} = total{N} * factor; } //@bug\n    }\n",
         old: "    uint16 private total{N};\n    function scale{N}(uint16 factor) external {\n        total{N} = total{N} * factor; //@bug\n    }\n",
     },
+    // Reentrancy: state read before an external call and written after it, in the function,
+    // or with the call in a modifier that runs after another read the state.
+    Snippet {
+        class: "reentrancy",
+        category: Category::Reentrancy,
+        function: "exit{N}",
+        new: "    mapping(address => uint256) private vault{N};\n    function exit{N}() external {\n        uint256 amount = vault{N}[msg.sender];\n        (bool ok, ) = payable(msg.sender).call{value: amount}(\"\"); //@bug\n        require(ok, \"send\");\n        vault{N}[msg.sender] = 0; //@bug\n    }\n",
+        old: "    mapping(address => uint256) private vault{N};\n    function exit{N}() external {\n        uint256 amount = vault{N}[msg.sender];\n        (bool ok, ) = msg.sender.call{value: amount}(\"\"); //@bug\n        require(ok, \"send\");\n        vault{N}[msg.sender] = 0; //@bug\n    }\n",
+    },
+    Snippet {
+        class: "reentrancy",
+        category: Category::Reentrancy,
+        function: "collect{N}",
+        new: "    mapping(address => uint256) private paid{N};\n    modifier unpaid{N}() {\n        require(paid{N}[msg.sender] == 0, \"paid\");\n        _;\n    }\n    modifier ping{N}(address hook) {\n        (bool ok, ) = hook.call(\"\");\n        require(ok, \"ping\");\n        _;\n    }\n    function collect{N}(address hook) external unpaid{N} ping{N}(hook) {\n        paid{N}[msg.sender] = 1; //@bug\n    }\n",
+        old: "    mapping(address => uint256) private paid{N};\n    modifier unpaid{N}() {\n        require(paid{N}[msg.sender] == 0, \"paid\");\n        _;\n    }\n    modifier ping{N}(address hook) {\n        (bool ok, ) = hook.call(\"\");\n        require(ok, \"ping\");\n        _;\n    }\n    function collect{N}(address hook) external unpaid{N} ping{N}(hook) {\n        paid{N}[msg.sender] = 1; //@bug\n    }\n",
+    },
     // The block time in an equality test, and deciding a payout.
     Snippet {
         class: "block-time",
