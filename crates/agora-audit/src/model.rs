@@ -51,6 +51,8 @@ pub(crate) struct Function {
     pub(crate) params: Vec<String>,
     /// Named parameters' types as written, by name.
     pub(crate) param_types: Vec<(String, String)>,
+    /// It returns one `bool`.
+    pub(crate) returns_bool: bool,
     pub(crate) line: usize,
     /// Shared by the contracts that inherit it (no copy per contract).
     pub(crate) body: Option<Rc<Statement>>,
@@ -243,7 +245,7 @@ impl<'a> Unit<'a> {
         let mut budget = MAX_C3_STEPS;
         let ancestors: Vec<Vec<usize>> = (0..contracts.len())
             .map(|ci| {
-                let mut out = c3(ci, &direct, &mut memo, 0, &mut budget).unwrap_or_else(|| {
+                let mut out = c3(ci, &direct, &mut memo, 0, &mut budget).unwrap_or_else(|_| {
                     let mut out = Vec::new();
                     linearize(ci, &direct, &mut out);
                     out
@@ -285,11 +287,16 @@ impl<'a> Unit<'a> {
         };
         let checks_caller = |m: &Function| caller_check(m) == Some(true);
         // Modifiers whose name may say "only", but whose body asks only for an account.
-        let accounts_only: BTreeSet<&str> = contracts
+        // (Per contract, as the checks below: its own, its ancestors' and its file's.)
+        let eoa_own: Vec<Vec<&str>> = contracts
             .iter()
-            .flat_map(|c| c.functions.iter())
-            .filter(|m| m.ty == pt::FunctionTy::Modifier && caller_check(m) == Some(false))
-            .map(|m| m.name.as_str())
+            .map(|c| {
+                c.functions
+                    .iter()
+                    .filter(|m| m.ty == pt::FunctionTy::Modifier && caller_check(m) == Some(false))
+                    .map(|m| m.name.as_str())
+                    .collect()
+            })
             .collect();
         // Each contract's modifiers that check the caller; a contract may use its own, its
         // ancestors' and (as before files were linked) any of its file's.
@@ -303,31 +310,40 @@ impl<'a> Unit<'a> {
                     .collect()
             })
             .collect();
-        let mut in_file: Vec<BTreeSet<&str>> = vec![BTreeSet::new(); parsed.len()];
-        for (c, names) in contracts.iter().zip(&own) {
-            in_file[c.file].extend(names.iter().copied());
-        }
-        let guarding: Vec<BTreeSet<String>> = (0..contracts.len())
-            .map(|ci| {
-                std::iter::once(ci)
-                    .chain(ancestors[ci].iter().copied())
-                    .flat_map(|a| own[a].iter().copied())
-                    .chain(in_file[contracts[ci].file].iter().copied())
-                    .map(str::to_string)
-                    .collect()
-            })
-            .collect();
-        let accounts_only: BTreeSet<String> =
-            accounts_only.into_iter().map(str::to_string).collect();
-        drop((own, in_file));
-        for (c, guards) in contracts.iter_mut().zip(&guarding) {
+        // A file's set is kept once (not copied into each of its contracts: a file of
+        // thousands of contracts would copy thousands of names into each).
+        let file_sets = |per: &[Vec<&str>]| {
+            let mut sets: Vec<BTreeSet<String>> = vec![BTreeSet::new(); parsed.len()];
+            for (c, names) in contracts.iter().zip(per) {
+                sets[c.file].extend(names.iter().map(|n| n.to_string()));
+            }
+            sets
+        };
+        let own_sets = |per: &[Vec<&str>]| -> Vec<BTreeSet<String>> {
+            per.iter()
+                .map(|names| names.iter().map(|n| n.to_string()).collect())
+                .collect()
+        };
+        let (guard_file, guard_own) = (file_sets(&own), own_sets(&own));
+        let (eoa_file, eoa_own) = (file_sets(&eoa_own), own_sets(&eoa_own));
+        drop(own);
+        for (ci, c) in contracts.iter_mut().enumerate() {
+            let file = c.file;
+            // Its own, its ancestors' (looked up, not copied), its file's.
+            let lineage = || std::iter::once(ci).chain(ancestors[ci].iter().copied());
+            let guards = |m: &String| {
+                lineage().any(|a| guard_own[a].contains(m)) || guard_file[file].contains(m)
+            };
+            let accounts_only = |m: &String| {
+                lineage().any(|a| eoa_own[a].contains(m)) || eoa_file[file].contains(m)
+            };
             for f in &mut c.functions {
                 f.access_modifier = f.modifiers.iter().any(|m| {
                     let n = m.to_ascii_lowercase();
                     let named = ["only", "owner", "admin", "auth", "role"]
                         .iter()
                         .any(|w| n.contains(w));
-                    (named || guards.contains(m)) && !accounts_only.contains(m)
+                    (named || guards(m)) && !accounts_only(m)
                 });
             }
         }
@@ -430,27 +446,40 @@ const MAX_LOOKUP_STEPS: usize = 1 << 22;
 const MAX_C3_STEPS: usize = 1 << 24;
 
 /// `ci`'s C3 linearization as Solidity computes it (itself, then its bases from the most
-/// derived: for `C is A, B`, C, B, A, then their bases), or None when there is none (a cycle,
-/// an order no compiler accepts) or it passes the bounds: [`MAX_LINEARIZATION`] contracts,
-/// that many direct bases, that many levels, the step budget.
+/// derived: for `C is A, B`, C, B, A, then their bases), or why there is none: a cycle, an
+/// order no compiler accepts, or the bounds ([`MAX_LINEARIZATION`] contracts, that many direct
+/// bases, that many levels from where it is asked, the step budget). Failures other than
+/// depth are kept in `memo`.
 fn c3(
     ci: usize,
     direct: &[Vec<usize>],
     memo: &mut [Option<Option<Vec<usize>>>],
     depth: usize,
     budget: &mut usize,
-) -> Option<Vec<usize>> {
+) -> Result<Vec<usize>, C3Failure> {
     if let Some(done) = &memo[ci] {
-        return done.clone();
+        return done.clone().ok_or(C3Failure::Hard);
     }
+    // Too deep from where it was asked: not a property of `ci`, so nothing is kept.
+    if depth >= MAX_LINEARIZATION {
+        return Err(C3Failure::Depth);
+    }
+    *budget = budget.checked_sub(1).ok_or(C3Failure::Hard)?;
     // Until it is known, a cycle through it finds no linearization.
     memo[ci] = Some(None);
-    if depth >= MAX_LINEARIZATION || direct[ci].len() >= MAX_LINEARIZATION {
-        return None;
+    if direct[ci].len() >= MAX_LINEARIZATION {
+        return Err(C3Failure::Hard);
     }
     let mut seqs: Vec<Vec<usize>> = Vec::with_capacity(direct[ci].len() + 1);
     for &b in direct[ci].iter().rev() {
-        seqs.push(c3(b, direct, memo, depth + 1, budget)?);
+        match c3(b, direct, memo, depth + 1, budget) {
+            Ok(l) => seqs.push(l),
+            Err(C3Failure::Depth) => {
+                memo[ci] = None;
+                return Err(C3Failure::Depth);
+            }
+            Err(C3Failure::Hard) => return Err(C3Failure::Hard),
+        }
     }
     seqs.push(direct[ci].iter().rev().copied().collect());
     let mut out = vec![ci];
@@ -460,13 +489,14 @@ fn c3(
             break;
         }
         let cost: usize = seqs.iter().map(Vec::len).sum::<usize>() * seqs.len();
-        *budget = budget.checked_sub(cost)?;
+        *budget = budget.checked_sub(cost).ok_or(C3Failure::Hard)?;
         let head = seqs
             .iter()
             .map(|s| s[0])
-            .find(|&h| !seqs.iter().any(|s| s[1..].contains(&h)))?;
+            .find(|&h| !seqs.iter().any(|s| s[1..].contains(&h)))
+            .ok_or(C3Failure::Hard)?;
         if out.len() >= MAX_LINEARIZATION {
-            return None;
+            return Err(C3Failure::Hard);
         }
         out.push(head);
         for s in &mut seqs {
@@ -476,7 +506,15 @@ fn c3(
         }
     }
     memo[ci] = Some(Some(out.clone()));
-    Some(out)
+    Ok(out)
+}
+
+/// Why [`c3`] found no linearization: one that holds wherever it is asked (a cycle, an
+/// inconsistent order, the bounds), or only too deep from where it was asked.
+#[derive(Clone, Copy, Debug)]
+enum C3Failure {
+    Hard,
+    Depth,
 }
 
 /// Appends `ci`'s linearization to `out`: itself, then its bases from the last named to the
@@ -666,6 +704,8 @@ fn function(f: &pt::FunctionDefinition, lines: &LineIndex, file: usize) -> Funct
         ty: f.ty,
         params: param_types.iter().map(|(n, _)| n.clone()).collect(),
         param_types,
+        returns_bool: matches!(f.returns.as_slice(), [(_, Some(p))]
+            if matches!(p.ty, Expression::Type(_, pt::Type::Bool))),
         exposed,
         view,
         constant,

@@ -185,12 +185,17 @@ fn a_reentrancy_lock_is_no_state_at_risk_but_guards_only_what_honours_it() {
     for m in [
         "require(!locked); locked = true; locked = false; _;",
         "require(!locked); locked = false; _; locked = true;",
+        "require(!locked); locked = true; locked = false; _; locked = false;",
+        "if (msg.value == 7) { require(!locked); } locked = true; _; locked = false;",
     ] {
         assert_eq!(lines_of(&early(m), "reentrancy"), vec![7], "{m}");
     }
     let decoy = "    bool claimed;\n    function claim() external {\n        require(!claimed);\n        claimed = false;\n        (bool ok, ) = msg.sender.call{value: 1}(\"\");\n        require(ok);\n        claimed = true;\n    }";
     assert_eq!(lines_of(&c(decoy), "reentrancy"), vec![10]);
     // A value saved before the call and put back after it (OpenZeppelin's AccessManager).
+    // A saved copy changed before it is put back is no restore.
+    let changed = "    uint256 total;\n    function take(uint256 amt) external {\n        uint256 t = total;\n        t -= amt;\n        (bool ok, ) = msg.sender.call{value: amt}(\"\");\n        require(ok);\n        total = t;\n    }";
+    assert_eq!(lines_of(&c(changed), "reentrancy"), vec![10]);
     let restore = "    bytes32 context;\n    function run(address t, bytes32 id) external {\n        bytes32 before = context;\n        context = id;\n        (bool ok, ) = t.call(\"\");\n        require(ok);\n        context = before;\n    }";
     assert!(lines_of(&c(restore), "reentrancy").is_empty());
 }

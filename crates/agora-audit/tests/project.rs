@@ -571,3 +571,73 @@ contract User is A, B {
         vec![14]
     );
 }
+
+#[test]
+fn a_check_of_the_caller_counts_only_when_it_refuses_others() {
+    let acl = "pragma solidity ^0.8.0;
+contract Acl {
+    address public admin;
+    mapping(address => bool) public banned;
+    function may(address who) external view returns (bool) { return who == admin; }
+    function notAdmin(address who) external view { require(who != admin, \"admin\"); }
+    function notBanned(address who) external view { require(!banned[who], \"banned\"); }
+}
+";
+    let treasury = "pragma solidity ^0.8.0;
+import \"./Acl.sol\";
+contract Treasury {
+    Acl acl;
+    function ignored(address payable to) external {
+        acl.may(msg.sender);
+        to.transfer(address(this).balance);
+    }
+    function chosen(Acl registry, address payable to) external {
+        require(registry.may(msg.sender));
+        to.transfer(address(this).balance);
+    }
+    function negative(address payable to) external {
+        acl.notAdmin(msg.sender);
+        acl.notBanned(msg.sender);
+        to.transfer(address(this).balance);
+    }
+    function checked(address payable to) external {
+        require(acl.may(msg.sender));
+        to.transfer(address(this).balance);
+    }
+}
+";
+    let r = audit_files([("src/Acl.sol", acl), ("src/Treasury.sol", treasury)]);
+    assert!(r.errors.is_empty(), "{r:?}");
+    // A result nobody reads, a registry the caller picks, a test of who the caller is not.
+    assert_eq!(
+        at(&r.findings, "src/Treasury.sol", "anyone-can-withdraw"),
+        vec![7, 11, 16]
+    );
+}
+
+#[test]
+fn a_view_of_a_contract_the_caller_chose_cannot_reenter() {
+    let src = "pragma solidity ^0.8.0;
+interface IToken {
+    function balanceOf(address a) external view returns (uint256);
+    function pull(address from, uint256 amount) external;
+}
+contract Pool {
+    mapping(address => uint256) public shares;
+    function sync(IToken token) external {
+        uint256 s = shares[msg.sender];
+        uint256 b = token.balanceOf(msg.sender);
+        shares[msg.sender] = s + b;
+    }
+    function join(IToken token, uint256 amount) external {
+        uint256 s = shares[msg.sender];
+        token.pull(msg.sender, amount);
+        shares[msg.sender] = s + amount;
+    }
+}
+";
+    let r = audit_files([("src/Pool.sol", src)]);
+    assert!(r.errors.is_empty(), "{r:?}");
+    // A view is a static call; `pull` on a token the caller names runs the caller's code.
+    assert_eq!(at(&r.findings, "src/Pool.sol", "reentrancy"), vec![15]);
+}

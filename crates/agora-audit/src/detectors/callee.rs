@@ -1,18 +1,35 @@
 //! Calls into code whose source is in the audit: other contracts and libraries. Whether such a
-//! call can hand control to code nobody knows, which may then re-enter the caller.
+//! call can hand control to code nobody knows (which may then re-enter the caller), and whether
+//! it checks who the caller is.
 
 use super::*;
 use crate::model::type_text;
 use std::cell::{Cell, RefCell};
 
-/// Steps (contracts and expressions looked at in callees) that following calls into the audit's
-/// code may take in one audit: beyond real projects, and a bound on what a crafted job can
-/// cost. Past it, a callee counts as unknown, as code outside the audit does.
+/// Steps (functions looked up, statements and expressions walked in callees) that following
+/// calls into the audit's code may take in one audit: beyond real projects, and a bound on
+/// what a crafted job can cost. Past it, a call into the audit's code counts as one that may
+/// call anyone (reported), and no other contract's check of the caller is trusted.
 const MAX_CALLEE_STEPS: usize = 1 << 22;
 
-/// How many calls deep into other contracts and libraries calls are followed; deeper code
-/// counts as unknown (it may call anyone).
+/// How many calls deep (a call into another contract or library is one) calls are followed;
+/// deeper code counts as unknown (it may call anyone).
 const MAX_CALLEE_DEPTH: usize = 6;
+
+/// What a call into the audit's code can do.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Reach {
+    /// It (or what it calls) calls code outside the audit.
+    Out,
+    /// Every implementation is known and none calls out (or it is a view: a static call).
+    Quiet,
+    /// Nothing is known: an interface with no implementation here, code at an address the
+    /// caller chose, or past the bounds.
+    Unknown,
+}
+
+/// A contract's callable functions by name: (declaring contract, index in it).
+type ByName<'u> = BTreeMap<&'u str, (usize, usize)>;
 
 /// The audit's contracts by the type names they answer to, and what is known of their functions.
 pub(super) struct Callees<'u, 'a> {
@@ -20,34 +37,72 @@ pub(super) struct Callees<'u, 'a> {
     /// For each contract or interface name: the contracts (not interfaces or libraries) that are
     /// it or inherit from it.
     implementations: BTreeMap<&'u str, Vec<usize>>,
-    /// Libraries by name.
-    libraries: BTreeMap<&'u str, usize>,
-    /// Whether contract (or library) `k`'s function `name` can call out, once known.
-    memo: RefCell<BTreeMap<(usize, String), bool>>,
-    /// Whether contract `k`'s function `name` tests its parameter `i` against its state.
-    authorizing: RefCell<BTreeMap<(usize, String, usize), bool>>,
+    /// Libraries by name (all of a name: any of them may be the one compiled).
+    libraries: BTreeMap<&'u str, Vec<usize>>,
+    /// Contracts and interfaces by name.
+    by_name: BTreeMap<&'u str, Vec<usize>>,
+    /// For each contract looked into: its callable functions by name, the nearest definition
+    /// (declaring contract, index in it).
+    functions: RefCell<BTreeMap<usize, ByName<'u>>>,
+    /// Whether contract (or library) `k`'s function `name` calls out, once known.
+    memo: RefCell<BTreeMap<(usize, String), Reach>>,
+    /// Functions being looked at (a call back into one of them adds nothing more), and whether
+    /// an answer leaned on one of them (then it is not kept).
+    in_progress: RefCell<BTreeSet<(usize, String)>>,
+    cyclic: Cell<bool>,
+    /// Whether a declared function (contract, index) checks its parameter `i` against its
+    /// state, as a statement (`false`) or in a condition (`true`).
+    authorizing: RefCell<BTreeMap<(usize, usize, usize, bool), bool>>,
     steps: Cell<usize>,
 }
 
-/// What a body's names mean: the state of its contract, its function, its locals, the
-/// libraries its contract attaches.
+/// What a body's names mean: the state of its contract, its function's parameters, its locals,
+/// the libraries its contract attaches.
 pub(super) struct Scope<'s> {
-    pub(super) state: &'s dyn Fn(&str) -> Option<String>,
-    pub(super) function: &'s Function,
-    pub(super) locals: BTreeMap<String, String>,
-    pub(super) usings: &'s [String],
+    state: &'s dyn Fn(&str) -> Option<String>,
+    params: BTreeMap<&'s str, &'s str>,
+    locals: BTreeMap<String, String>,
+    usings: &'s [String],
+    /// The compiler calls views with STATICCALL (from 0.5), which cannot re-enter.
+    static_views: bool,
+}
+
+impl<'s> Scope<'s> {
+    pub(super) fn new(
+        state: &'s dyn Fn(&str) -> Option<String>,
+        function: &'s Function,
+        body: &Statement,
+        usings: &'s [String],
+        static_views: bool,
+    ) -> Self {
+        Scope {
+            state,
+            params: function
+                .param_types
+                .iter()
+                .map(|(n, t)| (n.as_str(), t.as_str()))
+                .collect(),
+            locals: local_types(body),
+            usings,
+            static_views,
+        }
+    }
 }
 
 impl<'u, 'a> Callees<'u, 'a> {
     pub(super) fn new(unit: &'u Unit<'a>) -> Self {
         let mut implementations: BTreeMap<&'u str, Vec<usize>> = BTreeMap::new();
-        let mut libraries = BTreeMap::new();
+        let mut libraries: BTreeMap<&'u str, Vec<usize>> = BTreeMap::new();
+        let mut by_name: BTreeMap<&'u str, Vec<usize>> = BTreeMap::new();
         for (k, c) in unit.contracts.iter().enumerate() {
+            // A library has code; an interface has none.
+            if c.stateless && c.functions.iter().any(|f| f.body.is_some()) {
+                libraries.entry(c.name.as_str()).or_default().push(k);
+                continue;
+            }
+            by_name.entry(c.name.as_str()).or_default().push(k);
             implementations.entry(c.name.as_str()).or_default();
             if c.stateless {
-                if c.functions.iter().any(|f| f.body.is_some()) {
-                    libraries.entry(c.name.as_str()).or_insert(k);
-                }
                 continue;
             }
             for a in std::iter::once(k).chain(unit.ancestors[k].iter().copied()) {
@@ -65,104 +120,215 @@ impl<'u, 'a> Callees<'u, 'a> {
             unit,
             implementations,
             libraries,
+            by_name,
+            functions: RefCell::new(BTreeMap::new()),
             memo: RefCell::new(BTreeMap::new()),
+            in_progress: RefCell::new(BTreeSet::new()),
+            cyclic: Cell::new(false),
             authorizing: RefCell::new(BTreeMap::new()),
             steps: Cell::new(MAX_CALLEE_STEPS),
         }
     }
 
-    /// Whether the member call `recv.m(…)` in `scope` can hand control to code outside the
-    /// audit: `Some(true)` for a call on a contract type whose implementations here call out in
-    /// `m`, or a library function (`L.m(x)`, or `x.m()` through `using L for …`) that does;
-    /// `None` for a call on a contract or interface of the audit that has no implementation
-    /// here (unknown code, which may do anything); `Some(false)` otherwise.
+    fn charge(&self, n: usize) -> bool {
+        self.steps.set(self.steps.get().saturating_sub(n));
+        self.steps.get() > 0
+    }
+
+    /// Whether the bound on following calls has been reached in this audit.
+    pub(super) fn exhausted(&self) -> bool {
+        self.steps.get() == 0
+    }
+
+    /// Contract `k`'s function `name` as its lineage resolves it (the nearest definition with a
+    /// body, or a declaration when only one exists): (declaring contract, index).
+    fn function(&self, k: usize, name: &str) -> Option<(usize, usize)> {
+        if let Some(m) = self.functions.borrow().get(&k) {
+            return m.get(name).copied();
+        }
+        let unit = self.unit;
+        let mut m: BTreeMap<&'u str, (usize, usize)> = BTreeMap::new();
+        let mut declared: BTreeMap<&'u str, (usize, usize)> = BTreeMap::new();
+        for a in std::iter::once(k).chain(unit.ancestors[k].iter().copied()) {
+            let fs = &unit.contracts[a].functions;
+            self.charge(fs.len());
+            for (i, g) in fs.iter().enumerate() {
+                if g.ty != FunctionTy::Function {
+                    continue;
+                }
+                if g.body.is_some() {
+                    m.entry(g.name.as_str()).or_insert((a, i));
+                } else {
+                    declared.entry(g.name.as_str()).or_insert((a, i));
+                }
+            }
+        }
+        for (n, at) in declared {
+            m.entry(n).or_insert(at);
+        }
+        let found = m.get(name).copied();
+        self.functions.borrow_mut().insert(k, m);
+        found
+    }
+
+    fn declared(&self, at: (usize, usize)) -> &'u Function {
+        &self.unit.contracts[at.0].functions[at.1]
+    }
+
+    /// Whether `recv` is a contract of the audit (typed as one, or converted to one:
+    /// `Bank(msg.sender)`) at an address the caller chose: the caller, or a parameter.
+    pub(super) fn chosen_contract(&self, scope: &Scope<'_>, recv: &Expression) -> bool {
+        let at = converted_address(recv);
+        let chosen = is_member(at, "msg", "sender")
+            || is_member(at, "tx", "origin")
+            || matches!(called_name(at), Some("_msgSender"))
+            || matches!(at, Expression::Variable(v) if scope.params.contains_key(v.name.as_str()));
+        chosen
+            && receiver_type(scope, recv).is_some_and(|ty| self.by_name.contains_key(ty.as_str()))
+    }
+
+    /// Whether every declaration of `m` in the contracts or interfaces named `ty` is a view
+    /// (called with STATICCALL, it cannot change state or re-enter to do so).
+    fn static_call(&self, ty: &str, m: &str) -> bool {
+        let Some(ks) = self.by_name.get(ty) else {
+            return false;
+        };
+        let mut any = false;
+        for &k in ks {
+            if let Some(at) = self.function(k, m) {
+                if !self.declared(at).view {
+                    return false;
+                }
+                any = true;
+            }
+        }
+        any
+    }
+
+    /// What the member call `recv.m(…)` in `scope` can do: call out through an implementation
+    /// of its contract type here, or through a library function (`L.m(x)`, or `x.m()` through
+    /// `using L for …`); `Unknown` for an interface with no implementation here, or a contract
+    /// at an address the caller chose.
     pub(super) fn member_calls_out(
         &self,
         scope: &Scope<'_>,
         m: &str,
         recv: &Expression,
         depth: usize,
-    ) -> Option<bool> {
-        if depth > MAX_CALLEE_DEPTH || self.steps.get() == 0 {
-            return None;
-        }
-        // At an address the caller chose, the code is whatever the caller deployed there.
-        if self.chosen_contract(scope, recv) {
-            return None;
+    ) -> Reach {
+        if depth > MAX_CALLEE_DEPTH || !self.charge(1) {
+            return Reach::Unknown;
         }
         if let Expression::Variable(v) = recv
-            && let Some(&l) = self.libraries.get(v.name.as_str())
+            && let Some(ls) = self.libraries.get(v.name.as_str())
         {
-            return Some(self.function_calls_out(l, m, depth + 1) == Some(true));
+            return self.any_calls_out(ls, m, depth + 1);
         }
         if let Some(ty) = receiver_type(scope, recv)
             && let Some(ks) = self.implementations.get(ty.as_str())
         {
-            if ks.is_empty() {
-                return None;
+            if scope.static_views && self.static_call(&ty, m) {
+                return Reach::Quiet;
             }
-            return Some(ks.iter().any(|&k| {
-                self.steps.set(self.steps.get().saturating_sub(1));
-                self.steps.get() > 0 && self.function_calls_out(k, m, depth + 1) == Some(true)
-            }));
+            // At an address the caller chose, the code is whatever the caller deployed there.
+            if ks.is_empty() || self.chosen_contract(scope, recv) {
+                return Reach::Unknown;
+            }
+            return self.any_calls_out(ks, m, depth + 1);
         }
-        Some(scope.usings.iter().any(|l| {
-            self.libraries
-                .get(l.as_str())
-                .is_some_and(|&l| self.function_calls_out(l, m, depth + 1) == Some(true))
-        }))
+        let mut out = Reach::Quiet;
+        for l in scope.usings {
+            if let Some(ls) = self.libraries.get(l.as_str()) {
+                match self.any_calls_out(ls, m, depth + 1) {
+                    Reach::Out => return Reach::Out,
+                    Reach::Unknown => out = Reach::Unknown,
+                    Reach::Quiet => {}
+                }
+            }
+        }
+        out
     }
 
-    /// Whether contract (or library) `k`'s function `function` (its nearest definition, with
-    /// the internal functions and the audit's code it calls) makes a call that can reach code
-    /// outside the audit. None when `k` has no such function or the bound is reached.
-    fn function_calls_out(&self, k: usize, function: &str, depth: usize) -> Option<bool> {
+    /// The most any of `ks`'s function `m` can do.
+    fn any_calls_out(&self, ks: &[usize], m: &str, depth: usize) -> Reach {
+        let mut out = Reach::Quiet;
+        for &k in ks {
+            if !self.charge(1) {
+                return Reach::Unknown;
+            }
+            match self.function_calls_out(k, m, depth) {
+                Some(Reach::Out) => return Reach::Out,
+                Some(Reach::Unknown) => out = Reach::Unknown,
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// What contract (or library) `k`'s function `function` (its nearest definition, with the
+    /// internal functions and the audit's code it calls) can do. None when `k` has no such
+    /// function.
+    fn function_calls_out(&self, k: usize, function: &str, depth: usize) -> Option<Reach> {
         let key = (k, function.to_string());
         if let Some(&known) = self.memo.borrow().get(&key) {
             return Some(known);
         }
+        let at = self.function(k, function)?;
+        if self.declared(at).body.is_none() {
+            return Some(Reach::Unknown);
+        }
+        if self.in_progress.borrow().contains(&key) {
+            // A call back into a function being looked at: what it does is being found.
+            self.cyclic.set(true);
+            return Some(Reach::Quiet);
+        }
+        self.in_progress.borrow_mut().insert(key.clone());
+        let outer_cyclic = self.cyclic.replace(false);
+        let out = self.body_calls_out(k, function, depth);
+        self.in_progress.borrow_mut().remove(&key);
+        // An answer that leaned on a call back into a function still being looked at, or
+        // that ran out of steps, is not kept: asked again, it is found again.
+        if !self.cyclic.get() && self.steps.get() > 0 {
+            self.memo.borrow_mut().insert(key, out);
+        }
+        self.cyclic.set(outer_cyclic || self.cyclic.get());
+        Some(out)
+    }
+
+    fn body_calls_out(&self, k: usize, function: &str, depth: usize) -> Reach {
         let unit = self.unit;
         let lineage: Vec<&Contract> = std::iter::once(k)
             .chain(unit.ancestors[k].iter().copied())
             .map(|a| &unit.contracts[a])
             .collect();
-        let find = |name: &str| {
-            lineage.iter().find_map(|c| {
-                c.functions
-                    .iter()
-                    .find(|g| g.name == name && g.ty == FunctionTy::Function && g.body.is_some())
-            })
-        };
-        find(function)?;
-        // Assumed while it is looked at: a call back into itself adds nothing.
-        self.memo.borrow_mut().insert(key.clone(), false);
         let state = |n: &str| lineage.iter().find_map(|c| c.state_types.get(n)).cloned();
-        let usings: Vec<String> = lineage.iter().flat_map(|c| c.usings.clone()).collect();
+        let mut usings: Vec<String> = lineage.iter().flat_map(|c| c.usings.clone()).collect();
+        usings.sort();
+        usings.dedup();
+        self.charge(usings.len());
         let mut queue = vec![function.to_string()];
         let mut seen: BTreeSet<String> = BTreeSet::new();
-        let mut out = false;
         while let Some(name) = queue.pop() {
-            if out || !seen.insert(name.clone()) {
+            if !seen.insert(name.clone()) {
                 continue;
             }
-            let Some(g) = find(&name) else {
+            let Some(at) = self.function(k, &name) else {
                 continue;
             };
+            let g = self.declared(at);
             let Some(body) = g.body.as_deref() else {
                 continue;
             };
-            let scope = Scope {
-                state: &state,
-                function: g,
-                locals: local_types(body),
-                usings: &usings,
-            };
+            let static_views = !unit.files[unit.contracts[at.0].file].before_05;
+            let scope = Scope::new(&state, g, body, &usings, static_views);
             let mut members: Vec<(&str, &Expression)> = Vec::new();
+            let mut direct = false;
+            walk_stmt(body, &mut |_| {
+                self.charge(1);
+            });
             walk_stmt_exprs(body, &mut |e| {
-                self.steps.set(self.steps.get().saturating_sub(1));
-                if external_call(e).is_some() {
-                    out = true;
-                }
+                self.charge(1);
+                direct |= external_call(e).is_some();
                 if let Some(n) = called_name(e) {
                     queue.push(n.to_string());
                 }
@@ -170,139 +336,190 @@ impl<'u, 'a> Callees<'u, 'a> {
                     members.push((m, recv));
                 }
             });
-            if self.steps.get() == 0 {
-                self.memo.borrow_mut().remove(&key);
-                return None;
+            if direct {
+                return Reach::Out;
             }
-            // Unknown code called from here may call anyone.
-            out |= members
-                .iter()
-                .any(|(m, recv)| self.member_calls_out(&scope, m, recv, depth + 1) != Some(false));
             if self.steps.get() == 0 {
-                self.memo.borrow_mut().remove(&key);
-                return None;
+                return Reach::Unknown;
+            }
+            for (m, recv) in members {
+                match self.member_calls_out(&scope, m, recv, depth + 1) {
+                    // Unknown code called from here may call anyone.
+                    Reach::Out | Reach::Unknown => return Reach::Out,
+                    Reach::Quiet => {}
+                }
+                if self.steps.get() == 0 {
+                    return Reach::Unknown;
+                }
             }
         }
-        self.memo.borrow_mut().insert(key, out);
-        Some(out)
+        if self.steps.get() == 0 {
+            Reach::Unknown
+        } else {
+            Reach::Quiet
+        }
     }
 }
 
 impl Callees<'_, '_> {
     /// Whether `body` has another contract of the audit check its caller: a call that passes
-    /// the caller (`registry.checkAdmin(msg.sender)`, or `require(acl.allowed(msg.sender))`)
-    /// to a function that, in every implementation here, tests that parameter against its
-    /// state: an equality with a state variable, or a `mapping(… => bool)` entry keyed by it.
-    /// A balance looked up for the caller authorizes nothing.
+    /// the caller to a function of a contract the caller did not choose which, in every
+    /// implementation here, refuses any other caller: as a statement, a function that
+    /// requires the parameter to equal a state variable or to be set in a state mapping
+    /// (`acl.check(msg.sender)`); in a condition, a function returning `bool` that returns such
+    /// a test (`require(acl.hasRole(R, msg.sender))`). A balance looked up for the caller, or a
+    /// test of what the caller is not, authorizes nothing.
     pub(super) fn checks_caller(&self, scope: &Scope<'_>, body: &Statement) -> bool {
         let caller = |a: &Expression| {
             is_member(a, "msg", "sender") || matches!(called_name(a), Some("_msgSender"))
         };
-        let mut calls: Vec<(&str, &Expression, usize)> = Vec::new();
-        walk_stmt_exprs(body, &mut |e| {
-            if let Expression::FunctionCall(_, _, args) = e
-                && let Some((m, recv)) = called_member(e)
-                && let Some(i) = args.iter().position(caller)
+        // (call, in a condition)
+        let mut calls: Vec<(&Expression, bool)> = Vec::new();
+        walk_stmt(body, &mut |st| {
+            if let Some(cond) = tested(st) {
+                walk_expr(cond, &mut |x| {
+                    if called_member(x).is_some() {
+                        calls.push((x, true));
+                    }
+                });
+            }
+            if let Statement::Expression(_, e) = st
+                && called_member(e).is_some()
             {
-                calls.push((m, recv, i));
+                calls.push((e, false));
             }
         });
-        calls.into_iter().any(|(m, recv, i)| {
-            if self.steps.get() == 0 {
+        calls.into_iter().any(|(e, in_condition)| {
+            let (Expression::FunctionCall(_, _, args), Some((m, recv))) = (e, called_member(e))
+            else {
+                return false;
+            };
+            let Some(i) = args.iter().position(caller) else {
+                return false;
+            };
+            if !self.charge(1) || self.chosen_contract(scope, recv) {
                 return false;
             }
-            let ks: Vec<usize> = match recv {
-                Expression::Variable(v) if self.libraries.contains_key(v.name.as_str()) => {
-                    vec![self.libraries[v.name.as_str()]]
-                }
-                _ => match receiver_type(scope, recv)
+            let library = match recv {
+                Expression::Variable(v) => self.libraries.get(v.name.as_str()),
+                _ => None,
+            };
+            let ks: &[usize] = match library {
+                Some(ls) => ls,
+                None => match receiver_type(scope, recv)
                     .and_then(|ty| self.implementations.get(ty.as_str()))
                 {
-                    Some(ks) => ks.clone(),
+                    Some(ks) => ks,
                     None => return false,
                 },
             };
-            self.steps.set(self.steps.get().saturating_sub(ks.len()));
-            !ks.is_empty() && self.steps.get() > 0 && ks.iter().all(|&k| self.authorizes(k, m, i))
+            !ks.is_empty()
+                && ks.iter().all(|&k| {
+                    self.charge(1)
+                        && self.function(k, m).is_some_and(|at| {
+                            self.declared(at).arity == args.len()
+                                && self.authorizes(at, i, in_condition)
+                        })
+                })
         })
     }
 
-    /// Whether contract `k`'s function `m` tests its parameter `i` against its state, in a
-    /// condition or in what it returns.
-    fn authorizes(&self, k: usize, m: &str, i: usize) -> bool {
-        let key = (k, m.to_string(), i);
+    /// Whether the declared function `at` refuses callers by its parameter `i`.
+    fn authorizes(&self, at: (usize, usize), i: usize, in_condition: bool) -> bool {
+        let key = (at.0, at.1, i, in_condition);
         if let Some(&known) = self.authorizing.borrow().get(&key) {
             return known;
         }
-        let found = self.authorizes_uncached(k, m, i);
+        let found = self.authorizes_uncached(at, i, in_condition);
         self.authorizing.borrow_mut().insert(key, found);
         found
     }
 
-    fn authorizes_uncached(&self, k: usize, m: &str, i: usize) -> bool {
+    fn authorizes_uncached(&self, at: (usize, usize), i: usize, in_condition: bool) -> bool {
         let unit = self.unit;
-        let lineage: Vec<&Contract> = std::iter::once(k)
-            .chain(unit.ancestors[k].iter().copied())
-            .map(|a| &unit.contracts[a])
-            .collect();
-        let Some(g) = lineage.iter().find_map(|c| {
-            c.functions
-                .iter()
-                .find(|g| g.name == m && g.ty == FunctionTy::Function && g.body.is_some())
-        }) else {
-            return false;
-        };
+        let g = self.declared(at);
         let (Some(body), Some((p, _))) = (g.body.as_deref(), g.param_types.get(i)) else {
             return false;
         };
-        let state_type = |n: &str| lineage.iter().find_map(|c| c.state_types.get(n));
-        let is_param = |x: &Expression| matches!(x, Expression::Variable(v) if &v.name == p);
-        let is_state =
-            |x: &Expression| matches!(x, Expression::Variable(v) if state_type(&v.name).is_some());
-        let test = |x: &Expression| {
-            contains(x, &|y| match y {
-                Expression::Equal(_, a, b) | Expression::NotEqual(_, a, b) => {
-                    (is_param(a) && is_state(b)) || (is_state(a) && is_param(b))
+        if in_condition && !g.returns_bool {
+            return false;
+        }
+        let lineage: Vec<&Contract> = std::iter::once(at.0)
+            .chain(unit.ancestors[at.0].iter().copied())
+            .map(|a| &unit.contracts[a])
+            .collect();
+        let is_state = |n: &str| lineage.iter().any(|c| c.state_vars.contains(n));
+        let is_p = |x: &Expression| matches!(x, Expression::Variable(v) if &v.name == p);
+        let state_var = |x: &Expression| matches!(x, Expression::Variable(v) if is_state(&v.name));
+        // `p == owner`, or an entry of a state mapping keyed by `p` (`allowed[p]`,
+        // `roles[r].members[p]`), or a conjunction holding one.
+        fn test(
+            x: &Expression,
+            is_p: &dyn Fn(&Expression) -> bool,
+            state_var: &dyn Fn(&Expression) -> bool,
+            is_state: &dyn Fn(&str) -> bool,
+            budget: &Cell<usize>,
+        ) -> bool {
+            budget.set(budget.get().saturating_sub(1));
+            if budget.get() == 0 {
+                return false;
+            }
+            match x {
+                Expression::Parenthesis(_, y) => test(y, is_p, state_var, is_state, budget),
+                Expression::And(_, a, b) => {
+                    test(a, is_p, state_var, is_state, budget)
+                        || test(b, is_p, state_var, is_state, budget)
+                }
+                Expression::Equal(_, a, b) => {
+                    (is_p(a) && state_var(b)) || (state_var(a) && is_p(b))
                 }
                 Expression::ArraySubscript(_, map, Some(key)) => {
-                    contains(key, &is_param)
-                        && root_name(map).and_then(state_type).is_some_and(|t| {
-                            t.replace(' ', "").ends_with("=>bool)")
-                                || t.replace(' ', "").ends_with("=>bool))")
-                        })
+                    is_p(key) && root_name(map).is_some_and(is_state)
                 }
                 _ => false,
-            })
+            }
+        }
+        // The negation, for `if (…) revert`: `p != owner`, `!allowed[p]`.
+        let refusal = |x: &Expression| match x {
+            Expression::NotEqual(_, a, b) => (is_p(a) && state_var(b)) || (state_var(a) && is_p(b)),
+            Expression::Not(_, y) => test(y, &is_p, &state_var, &is_state, &self.steps),
+            _ => false,
         };
         let mut found = false;
-        walk_stmt(body, &mut |st| {
-            self.steps.set(self.steps.get().saturating_sub(1));
-            if let Some(cond) = tested(st) {
-                found |= test(cond);
+        let top: &[Statement] = match body {
+            Statement::Block { statements, .. } => statements,
+            other => std::slice::from_ref(other),
+        };
+        for st in top {
+            if !self.charge(1) {
+                return false;
             }
-            if let Statement::Return(_, Some(x)) = st {
-                found |= test(x);
+            match st {
+                Statement::Return(_, Some(x)) if in_condition => {
+                    found |= test(x, &is_p, &state_var, &is_state, &self.steps);
+                }
+                Statement::Expression(_, e) if !in_condition => {
+                    if let Some(cond) = condition_of(e) {
+                        found |= test(cond, &is_p, &state_var, &is_state, &self.steps);
+                    }
+                }
+                Statement::If(_, cond, then, None) if !in_condition && stops(then) => {
+                    found |= refusal(cond);
+                }
+                _ => {}
             }
-        });
+        }
         found
     }
 }
 
-impl Callees<'_, '_> {
-    /// Whether `recv` is a contract (typed as one, or converted to one: `Bank(msg.sender)`) at
-    /// an address the caller chose: the caller, or a parameter.
-    pub(super) fn chosen_contract(&self, scope: &Scope<'_>, recv: &Expression) -> bool {
-        let at = converted_address(recv);
-        let chosen = is_member(at, "msg", "sender")
-            || is_member(at, "tx", "origin")
-            || matches!(called_name(at), Some("_msgSender"))
-            || matches!(at, Expression::Variable(v) if scope.function.params.contains(&v.name));
-        chosen
-            && receiver_type(scope, recv).is_some_and(|ty| {
-                self.implementations.contains_key(ty.as_str())
-                    || (!self.libraries.contains_key(ty.as_str())
-                        && ty.bytes().next().is_some_and(|b| b.is_ascii_uppercase()))
-            })
+/// Whether a statement stops the function: `revert`, `throw` (read as `revert()`).
+fn stops(s: &Statement) -> bool {
+    match s {
+        Statement::Revert(..) => true,
+        Statement::Expression(_, e) => matches!(called_name(e), Some("revert")),
+        Statement::Block { statements, .. } => statements.first().is_some_and(stops),
+        _ => false,
     }
 }
 
@@ -332,7 +549,7 @@ fn converted_address(e: &Expression) -> &Expression {
 }
 
 /// Locals declared in `body`, and their types as written.
-pub(super) fn local_types(body: &Statement) -> BTreeMap<String, String> {
+fn local_types(body: &Statement) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     walk_stmt(body, &mut |st| {
         if let Statement::VariableDefinition(_, decl, _) = st
@@ -352,14 +569,7 @@ fn receiver_type(scope: &Scope<'_>, recv: &Expression) -> Option<String> {
             .locals
             .get(&v.name)
             .cloned()
-            .or_else(|| {
-                scope
-                    .function
-                    .param_types
-                    .iter()
-                    .find(|(n, _)| n == &v.name)
-                    .map(|(_, t)| t.clone())
-            })
+            .or_else(|| scope.params.get(v.name.as_str()).map(|t| t.to_string()))
             .or_else(|| (scope.state)(&v.name)),
         Expression::FunctionCall(_, callee, args) if args.len() == 1 => match callee.as_ref() {
             Expression::Variable(t) => Some(t.name.clone()),

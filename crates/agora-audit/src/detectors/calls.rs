@@ -1,7 +1,9 @@
 //! External calls: unchecked results, reentrancy, calls in loops, a failed payment that blocks
 //! everyone.
 
+use super::callee::Reach;
 use super::*;
+use std::cell::RefCell;
 
 /// A low-level call whose success flag is dropped: an expression statement that is the call, or
 /// a local that takes the flag and is never read.
@@ -49,6 +51,7 @@ pub(super) fn unchecked_calls(out: &mut Out<'_, '_>, body: &Statement) {
 pub(super) fn reentrancy(
     out: &mut Out<'_, '_>,
     callees: &super::callee::Callees<'_, '_>,
+    mods: &Modifiers<'_>,
     c: &Contract,
     facts: &Facts,
     f: &Function,
@@ -117,22 +120,19 @@ pub(super) fn reentrancy(
     };
     // A call into the audit's code (another contract, a library) that can hand control on.
     let state = |n: &str| c.state_types.get(n).cloned();
-    let scope = super::callee::Scope {
-        state: &state,
-        function: f,
-        locals: super::callee::local_types(body),
-        usings: &c.usings,
-    };
+    let scope = super::callee::Scope::new(&state, f, body, &c.usings, !out.src().before_05);
     let into_audited = |e: &Expression| {
         let ether = matches!(e, Expression::FunctionCall(_, _, args) if args.len() == 1);
         match called_member(e) {
             Some(("call" | "delegatecall" | "callcode" | "value" | "gas", _)) => false,
             // Ether sent with its stipend (`to.transfer(amount)`): below.
             Some(("transfer" | "send", _)) if ether => false,
-            Some((m, recv)) => {
-                callees.chosen_contract(&scope, recv)
-                    || callees.member_calls_out(&scope, m, recv, 0) == Some(true)
-            }
+            Some((m, recv)) => match callees.member_calls_out(&scope, m, recv, 0) {
+                Reach::Out => true,
+                // Code the caller chose, or past the bounds: it may call anyone.
+                Reach::Unknown => callees.chosen_contract(&scope, recv) || callees.exhausted(),
+                Reach::Quiet => false,
+            },
             None => false,
         }
     };
@@ -159,12 +159,7 @@ pub(super) fn reentrancy(
         if calls_out(mb) {
             return true;
         }
-        let scope = super::callee::Scope {
-            state: &state,
-            function: m,
-            locals: super::callee::local_types(mb),
-            usings: &c.usings,
-        };
+        let scope = super::callee::Scope::new(&state, m, mb, &c.usings, !out.src().before_05);
         let mut found = false;
         walk_stmt_exprs(mb, &mut |e| {
             if let Some((_, recv)) = called_member(e) {
@@ -173,7 +168,7 @@ pub(super) fn reentrancy(
         });
         found
     };
-    if let Some((name, combined)) = through_modifiers(c, f, body, &modifier_calls) {
+    if let Some((name, combined)) = through_modifiers(mods, f, body, &modifier_calls) {
         let in_body = |l: &Loc| {
             use solang_parser::pt::CodeLocation;
             l.try_file_no() == body.loc().try_file_no()
@@ -278,7 +273,7 @@ fn write_after(
             }
         });
     }
-    // Locals that save a state variable as it is (`T saved = x;`).
+    // Locals that save a state variable as it is (`T saved = x;`) and keep it.
     let mut saved: BTreeSet<(&str, &str)> = BTreeSet::new();
     walk_stmt(body, &mut |st| {
         if let Statement::VariableDefinition(_, decl, Some(Expression::Variable(x))) = st
@@ -288,6 +283,17 @@ fn write_after(
             saved.insert((n.name.as_str(), x.name.as_str()));
         }
     });
+    if !saved.is_empty() {
+        let mut changed: BTreeSet<&str> = BTreeSet::new();
+        walk_stmt_exprs(body, &mut |e| {
+            if let Some((_, lhs)) = written(e)
+                && let Some(n) = root_name(lhs)
+            {
+                changed.insert(n);
+            }
+        });
+        saved.retain(|(l, _)| !changed.contains(l));
+    }
     let mut read_before: BTreeSet<String> = BTreeSet::new();
     let mut call: Option<(Loc, &'static str)> = None;
     let mut hit: Option<(Loc, Loc, &'static str, String)> = None;
@@ -540,14 +546,30 @@ impl LockEvents {
             }
         };
         let mut calls: Vec<(usize, String)> = Vec::new();
+        // Guards count where they always run: at the top of the body, not under a condition.
+        let top: &[Statement] = match part {
+            Statement::Block { statements, .. } => statements,
+            other => std::slice::from_ref(other),
+        };
+        for st in top {
+            match st {
+                Statement::If(_, cond, then, _) if stops(then) => {
+                    if let Some((n, g)) = guard_of(c, cond) {
+                        self.tests.push((next(expr_loc(cond).start()), n, g, true));
+                    }
+                }
+                Statement::Expression(_, e) => {
+                    if let Some(cond) = condition_of(e)
+                        && let Some((n, g)) = guard_of(c, cond)
+                    {
+                        self.tests.push((next(expr_loc(e).start()), n, g, false));
+                    }
+                }
+                _ => {}
+            }
+        }
         walk_stmt(part, &mut |st| {
             *steps = steps.saturating_sub(1);
-            if let Statement::If(_, cond, then, _) = st
-                && stops(then)
-                && let Some((n, g)) = guard_of(c, cond)
-            {
-                self.tests.push((next(expr_loc(cond).start()), n, g, true));
-            }
             if let Statement::Expression(loc, Expression::Variable(v)) = st
                 && v.name == "_"
             {
@@ -557,11 +579,6 @@ impl LockEvents {
         walk_stmt_exprs(part, &mut |e| {
             *steps = steps.saturating_sub(1);
             let pos = expr_loc(e).start();
-            if let Some(cond) = condition_of(e)
-                && let Some((n, g)) = guard_of(c, cond)
-            {
-                self.tests.push((next(pos), n, g, false));
-            }
             if let Expression::Assign(_, lhs, rhs) = e
                 && let Expression::Variable(v) = lhs.as_ref()
                 && c.state_vars.contains(&v.name)
@@ -602,13 +619,19 @@ impl LockEvents {
                 if f1 != flag || a < t || !guard.refuses(v1, *reverts) {
                     continue;
                 }
-                let Some(s) = self.splits.iter().find(|s| *s > a) else {
+                let Some(s) = self.splits.iter().filter(|s| *s > a).min() else {
                     continue;
                 };
-                if self
+                // Still set when control leaves, and cleared after it.
+                let held = !self
                     .sets
                     .iter()
-                    .any(|(b, f2, v2)| f2 == flag && b > s && v2 != v1)
+                    .any(|(b, f2, v2)| f2 == flag && b > a && b < s && v2 != v1);
+                if held
+                    && self
+                        .sets
+                        .iter()
+                        .any(|(b, f2, v2)| f2 == flag && b > s && v2 != v1)
                 {
                     out.insert(flag.clone());
                 }
@@ -663,7 +686,7 @@ fn brackets(c: &Contract, body: &Statement, steps: &mut usize) -> BTreeSet<Strin
     ev.collect(c, body, None, false, &|e| external_call(e).is_some(), steps);
     let mut candidates: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for (a, flag, v1) in &ev.sets {
-        if let Some(s) = ev.splits.iter().find(|s| *s > a)
+        if let Some(s) = ev.splits.iter().filter(|s| *s > a).min()
             && ev
                 .sets
                 .iter()
@@ -744,45 +767,85 @@ fn reads(c: &Contract, g: &Function, name: &str, steps: &mut usize) -> bool {
     found || *steps == 0
 }
 
+/// A contract's modifiers (its own and inherited, the nearest of a name), looked up once, and
+/// whether each makes a call out, once known.
+pub(super) struct Modifiers<'c> {
+    by_name: BTreeMap<&'c str, &'c Function>,
+    calls: RefCell<BTreeMap<&'c str, bool>>,
+}
+
+impl<'c> Modifiers<'c> {
+    pub(super) fn new(c: &'c Contract) -> Self {
+        let mut by_name = BTreeMap::new();
+        for g in c.functions.iter().filter(|g| g.ty == FunctionTy::Modifier) {
+            by_name.entry(g.name.as_str()).or_insert(g);
+        }
+        Modifiers {
+            by_name,
+            calls: RefCell::new(BTreeMap::new()),
+        }
+    }
+}
+
+/// How many `_` a modifier body has, and how many of them [`substitute`] replaces (those not
+/// inside a loop or another construct).
+fn placeholders(s: &Statement) -> (usize, usize) {
+    fn reachable(s: &Statement) -> usize {
+        match s {
+            Statement::Expression(_, Expression::Variable(v)) if v.name == "_" => 1,
+            Statement::Block { statements, .. } => statements.iter().map(reachable).sum(),
+            Statement::If(_, _, then, els) => reachable(then) + els.as_deref().map_or(0, reachable),
+            _ => 0,
+        }
+    }
+    let mut all = 0usize;
+    walk_stmt(s, &mut |st| {
+        all += usize::from(
+            matches!(st, Statement::Expression(_, Expression::Variable(v)) if v.name == "_"),
+        );
+    });
+    (all, reachable(s))
+}
+
 /// When a modifier of `f` (its own or inherited) makes an external call: its name, and `f`'s
 /// body wrapped in its modifiers in the order they run (each modifier's `_` replaced by what
 /// follows), so that a call in a modifier is seen after what the modifiers before it read and
-/// before what the function writes. Modifiers are chained only when each has one `_` (and at
-/// most 8 of them): otherwise the calling modifier alone wraps the body.
-fn through_modifiers(
-    c: &Contract,
+/// before what the function writes. Modifiers are chained only when each has one `_` that
+/// can be replaced (and at most 8 of them); otherwise the calling modifier alone wraps the
+/// body, when it has at most 8 `_`.
+fn through_modifiers<'c>(
+    mods: &Modifiers<'c>,
     f: &Function,
     body: &Statement,
     calls: &dyn Fn(&Function, &Statement) -> bool,
 ) -> Option<(String, Statement)> {
     let mut chain: Vec<(&str, &Statement)> = Vec::new();
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
     for name in &f.modifiers {
-        if let Some(mb) = c
-            .functions
-            .iter()
-            .find(|g| g.ty == FunctionTy::Modifier && &g.name == name)
-            .and_then(|m| m.body.as_deref())
+        if !seen.insert(name.as_str()) {
+            continue;
+        }
+        if let Some((&n, m)) = mods.by_name.get_key_value(name.as_str())
+            && let Some(mb) = m.body.as_deref()
         {
-            chain.push((name, mb));
+            chain.push((n, mb));
         }
     }
     let (name, mb) = chain.iter().copied().find(|(name, mb)| {
-        c.functions
-            .iter()
-            .find(|g| g.ty == FunctionTy::Modifier && g.name == *name)
-            .is_some_and(|m| calls(m, mb))
+        if let Some(&known) = mods.calls.borrow().get(name) {
+            return known;
+        }
+        let known = mods.by_name.get(name).is_some_and(|m| calls(m, mb));
+        mods.calls.borrow_mut().insert(name, known);
+        known
     })?;
-    let placeholders = |s: &Statement| {
-        let mut n = 0usize;
-        walk_stmt(s, &mut |st| {
-            n += usize::from(
-                matches!(st, Statement::Expression(_, Expression::Variable(v)) if v.name == "_"),
-            );
+    let chained = chain.len() <= 8
+        && chain.iter().all(|(_, m)| {
+            let (all, reachable) = placeholders(m);
+            all == 1 && reachable == 1
         });
-        n
-    };
-    if chain.len() > 8 || chain.iter().any(|(_, m)| placeholders(m) != 1) {
-        return Some((name.to_string(), substitute(mb, body)));
+    if !chained {
+        return (placeholders(mb).0 <= 8).then(|| (name.to_string(), substitute(mb, body)));
     }
     let mut wrapped = body.clone();
     for (_, m) in chain.iter().rev() {

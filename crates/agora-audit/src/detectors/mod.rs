@@ -451,6 +451,7 @@ pub(crate) fn run(unit: &Unit<'_>) -> Vec<(usize, Finding)> {
             .map(|a| &own[a])
             .collect();
         let facts = Facts::inherited(c, &lineage);
+        let mods = calls::Modifiers::new(c);
         for f in mine() {
             let Some(body) = f.body.as_deref() else {
                 continue;
@@ -461,12 +462,7 @@ pub(crate) fn run(unit: &Unit<'_>) -> Vec<(usize, Finding)> {
             let checked;
             let f = if !f.access_modifier && {
                 let state = |n: &str| c.state_types.get(n).cloned();
-                let scope = callee::Scope {
-                    state: &state,
-                    function: f,
-                    locals: callee::local_types(body),
-                    usings: &c.usings,
-                };
+                let scope = callee::Scope::new(&state, f, body, &c.usings, !out.src().before_05);
                 callees.checks_caller(&scope, body)
             } {
                 checked = Function {
@@ -479,7 +475,7 @@ pub(crate) fn run(unit: &Unit<'_>) -> Vec<(usize, Finding)> {
             };
             expressions(&mut out, c, f, body);
             unchecked_calls(&mut out, body);
-            reentrancy(&mut out, &callees, c, &facts, f, body);
+            reentrancy(&mut out, &callees, &mods, c, &facts, f, body);
             calls_in_loops(&mut out, body);
             selfdestruct(&mut out, f, body);
             access(&mut out, c, &facts, f, body);
