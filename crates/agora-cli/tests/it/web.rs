@@ -122,9 +122,14 @@ fn the_web_app_in_a_real_browser() {
     b.fill("[data-demo-to]", validator.as_str().unwrap());
     b.fill("[data-demo-amount]", "2.5");
     b.click("[data-demo-send]");
-    let sent = b.wait("the transfer's hash", || {
-        Some(b.text("[data-demo-result]")).filter(|t| t.starts_with("Sent"))
-    });
+    // The node checks and admits the transfer while the other tests load models and run
+    // chains on the same two cores: that can take more than the usual wait (it once took
+    // over 10 s in a full run; alone it takes well under one).
+    let sent = b.wait_for(
+        "the transfer's hash",
+        std::time::Duration::from_secs(30),
+        &mut || Some(b.text("[data-demo-result]")).filter(|t| t.starts_with("Sent")),
+    );
     assert!(b.text("[data-demo-error]").is_empty(), "{sent}");
     // The transfer arrives in the latest transactions, without a reload, once in a block.
     let sent_hash = b
