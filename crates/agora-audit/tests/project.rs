@@ -641,3 +641,76 @@ contract Pool {
     // A view is a static call; `pull` on a token the caller names runs the caller's code.
     assert_eq!(at(&r.findings, "src/Pool.sol", "reentrancy"), vec![15]);
 }
+
+#[test]
+fn a_contract_the_caller_chose_is_followed_through_locals_and_arrays() {
+    let src = "pragma solidity ^0.8.0;
+interface IToken { function pull(address from, uint256 amount) external; }
+contract Pool {
+    IToken trusted;
+    mapping(address => uint256) public shares;
+    function viaLocal(address t, uint256 amount) external {
+        uint256 s = shares[msg.sender];
+        IToken tok = IToken(t);
+        tok.pull(msg.sender, amount);
+        shares[msg.sender] = s + amount;
+    }
+    function viaArray(IToken[] calldata ts, uint256 amount) external {
+        uint256 s = shares[msg.sender];
+        ts[0].pull(msg.sender, amount);
+        shares[msg.sender] = s + amount;
+    }
+    function viaState(uint256 amount) external {
+        uint256 s = shares[msg.sender];
+        trusted.pull(msg.sender, amount);
+        shares[msg.sender] = s + amount;
+    }
+}
+";
+    let r = audit_files([("src/Pool.sol", src)]);
+    assert!(r.errors.is_empty(), "{r:?}");
+    // The token the owner set is not the caller's choice (and its code is not here).
+    assert_eq!(at(&r.findings, "src/Pool.sol", "reentrancy"), vec![9, 14]);
+}
+
+#[test]
+fn a_delegatecall_in_a_base_runs_in_the_storage_of_what_inherits_it() {
+    let src = "pragma solidity ^0.8.0;
+contract Lib {
+    address lib;
+    uint256 counter;
+    function bump() public { counter += 1; }
+}
+abstract contract Delegating {
+    address lib;
+    function bump() public {
+        (bool ok, ) = lib.delegatecall(abi.encodeCall(Lib.bump, ()));
+        require(ok);
+    }
+}
+contract Wallet is Delegating {
+    address owner;
+}
+";
+    let r = audit_files([("src/Wallet.sol", src)]);
+    assert!(r.errors.is_empty(), "{r:?}");
+    // In the base alone slot 1 is free; in the wallet it holds the owner.
+    assert_eq!(
+        at(&r.findings, "src/Wallet.sol", "delegatecall-layout"),
+        vec![10]
+    );
+    let f = r
+        .findings
+        .iter()
+        .find(|f| f.detector == "delegatecall-layout")
+        .unwrap();
+    assert!(
+        f.message.contains("`Wallet`") && f.message.contains("`owner`"),
+        "{}",
+        f.message
+    );
+    // A wallet that keeps the counter there is fine.
+    let same = src.replace("    address owner;\n}", "    uint256 counter;\n}");
+    let r = audit_files([("src/Wallet.sol", same.as_str())]);
+    assert!(at(&r.findings, "src/Wallet.sol", "delegatecall-layout").is_empty());
+}

@@ -62,6 +62,8 @@ pub(super) struct Scope<'s> {
     state: &'s dyn Fn(&str) -> Option<String>,
     params: BTreeMap<&'s str, &'s str>,
     locals: BTreeMap<String, String>,
+    /// Locals set from an address the caller chose (`Bank b = Bank(msg.sender);`).
+    chosen_locals: BTreeSet<String>,
     usings: &'s [String],
     /// The compiler calls views with STATICCALL (from 0.5), which cannot re-enter.
     static_views: bool,
@@ -75,13 +77,24 @@ impl<'s> Scope<'s> {
         usings: &'s [String],
         static_views: bool,
     ) -> Self {
+        let params: BTreeMap<&str, &str> = function
+            .param_types
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.as_str()))
+            .collect();
+        let mut chosen_locals = BTreeSet::new();
+        walk_stmt(body, &mut |st| {
+            if let Statement::VariableDefinition(_, decl, Some(init)) = st
+                && let Some(n) = &decl.name
+                && chosen_address(&params, converted_address(init))
+            {
+                chosen_locals.insert(n.name.clone());
+            }
+        });
         Scope {
             state,
-            params: function
-                .param_types
-                .iter()
-                .map(|(n, t)| (n.as_str(), t.as_str()))
-                .collect(),
+            params,
+            chosen_locals,
             locals: local_types(body),
             usings,
             static_views,
@@ -178,11 +191,13 @@ impl<'u, 'a> Callees<'u, 'a> {
     /// Whether `recv` is a contract of the audit (typed as one, or converted to one:
     /// `Bank(msg.sender)`) at an address the caller chose: the caller, or a parameter.
     pub(super) fn chosen_contract(&self, scope: &Scope<'_>, recv: &Expression) -> bool {
-        let at = converted_address(recv);
-        let chosen = is_member(at, "msg", "sender")
-            || is_member(at, "tx", "origin")
-            || matches!(called_name(at), Some("_msgSender"))
-            || matches!(at, Expression::Variable(v) if scope.params.contains_key(v.name.as_str()));
+        let mut at = converted_address(recv);
+        // An element of an array the caller passes (`bs[i].f()`).
+        while let Expression::ArraySubscript(_, base, _) = at {
+            at = base;
+        }
+        let chosen = chosen_address(&scope.params, at)
+            || matches!(at, Expression::Variable(v) if scope.chosen_locals.contains(&v.name));
         chosen
             && receiver_type(scope, recv).is_some_and(|ty| self.by_name.contains_key(ty.as_str()))
     }
@@ -523,6 +538,14 @@ fn stops(s: &Statement) -> bool {
     }
 }
 
+/// Whether an address is one the caller chose: the caller, or a parameter.
+fn chosen_address(params: &BTreeMap<&str, &str>, at: &Expression) -> bool {
+    is_member(at, "msg", "sender")
+        || is_member(at, "tx", "origin")
+        || matches!(called_name(at), Some("_msgSender"))
+        || matches!(at, Expression::Variable(v) if params.contains_key(v.name.as_str()))
+}
+
 /// The address under conversions to contract types and addresses: `x` in `Bank(x)`,
 /// `IERC20(address(x))`, `payable(x)`.
 fn converted_address(e: &Expression) -> &Expression {
@@ -576,6 +599,11 @@ fn receiver_type(scope: &Scope<'_>, recv: &Expression) -> Option<String> {
             _ => None,
         },
         Expression::Parenthesis(_, x) => receiver_type(scope, x),
+        // An element of an array of contracts (`Bank[] bs`: `bs[i]` is a `Bank`).
+        Expression::ArraySubscript(_, base, Some(_)) => receiver_type(scope, base).and_then(|t| {
+            t.strip_suffix(']')
+                .and_then(|t| t.rfind('[').map(|i| t[..i].to_string()))
+        }),
         _ => None,
     }
 }

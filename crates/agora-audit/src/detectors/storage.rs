@@ -74,47 +74,69 @@ pub(super) fn delegated_layouts(out: &mut Out<'_, '_>, ci: usize, c: &Contract, 
     if calls.is_empty() {
         return;
     }
-    let layout = unit.storage_layout(ci);
-    *steps = steps.saturating_sub(layout.len());
-    let caller: BTreeMap<(usize, usize), (&str, String)> = slots(address_types, &layout)
-        .into_iter()
-        .map(|(s, o, n, t)| ((s, o), (n, t)))
-        .collect();
+    // The code runs in the storage of the contract that is deployed: this one, or one that
+    // inherits it (its own variables come after this one's). At most 64 of them are compared.
+    *steps = steps.saturating_sub(unit.contracts.len());
+    let mut contexts: Vec<usize> = vec![ci];
+    contexts.extend(
+        (0..unit.contracts.len())
+            .filter(|&k| unit.ancestors[k].contains(&ci))
+            .take(63),
+    );
     let mut hits: Vec<(Loc, String)> = Vec::new();
-    for (loc, named, function) in calls {
-        // A contract of the audit named (not an interface): only it.
-        let named = named.filter(|n| deployable.contains(n.as_str()));
-        let mut differences = Vec::new();
-        for (j, callee) in unit.contracts.iter().enumerate() {
-            *steps = steps.saturating_sub(1 + callee.functions.len());
-            if *steps == 0 {
-                // Past the bound, nothing is claimed either way.
-                return;
-            }
-            if callee.stateless
-                || j == ci
-                || unit.ancestors[ci].contains(&j)
-                || named.as_ref().is_some_and(|n| n != &callee.name)
-                || !callee
-                    .functions
-                    .iter()
-                    .any(|g| g.name == function && g.body.is_some())
-            {
+    let mut done: BTreeSet<usize> = BTreeSet::new();
+    for x in contexts {
+        let layout = unit.storage_layout(x);
+        *steps = steps.saturating_sub(layout.len());
+        let caller: BTreeMap<(usize, usize), (&str, String)> = slots(address_types, &layout)
+            .into_iter()
+            .map(|(s, o, n, t)| ((s, o), (n, t)))
+            .collect();
+        for (i, (loc, named, function)) in calls.iter().enumerate() {
+            if done.contains(&i) {
                 continue;
             }
-            differences.push(layout_difference(
-                unit,
-                address_types,
-                j,
-                &function,
-                &caller,
-                steps,
-            ));
-        }
-        if differences.iter().all(Option::is_some)
-            && let Some(Some(why)) = differences.into_iter().next()
-        {
-            hits.push((loc, why));
+            // A contract of the audit named (not an interface): only it.
+            let named = named.as_ref().filter(|n| deployable.contains(n.as_str()));
+            let mut differences = Vec::new();
+            for (j, callee) in unit.contracts.iter().enumerate() {
+                *steps = steps.saturating_sub(1 + callee.functions.len());
+                if *steps == 0 {
+                    // Past the bound, nothing is claimed either way.
+                    return;
+                }
+                if callee.stateless
+                    || j == x
+                    || j == ci
+                    || unit.ancestors[x].contains(&j)
+                    || named.is_some_and(|n| n != &callee.name)
+                    || !callee
+                        .functions
+                        .iter()
+                        .any(|g| &g.name == function && g.body.is_some())
+                {
+                    continue;
+                }
+                differences.push(layout_difference(
+                    unit,
+                    address_types,
+                    j,
+                    function,
+                    &caller,
+                    steps,
+                ));
+            }
+            if differences.iter().all(Option::is_some)
+                && let Some(Some(why)) = differences.into_iter().next()
+            {
+                let why = if x == ci {
+                    why
+                } else {
+                    format!("in `{}`, which inherits it: {why}", unit.contracts[x].name)
+                };
+                hits.push((*loc, why));
+                done.insert(i);
+            }
         }
     }
     for (loc, why) in hits {
