@@ -29,6 +29,8 @@ pub struct Snippet {
     pub function: &'static str,
     pub new: &'static str,
     pub old: &'static str,
+    /// Contracts the snippet needs, appended to the file (`{N}` as above).
+    pub appendix: &'static str,
 }
 
 /// The snippet library.
@@ -41,6 +43,7 @@ pub const SNIPPETS: &[Snippet] = &[
         function: "sweep{N}",
         new: "    function sweep{N}() public {\n        payable(msg.sender).transfer(address(this).balance); //@bug\n    }\n",
         old: "    function sweep{N}() public {\n        msg.sender.transfer(address(this).balance); //@bug\n    }\n",
+        appendix: "",
     },
     Snippet {
         class: "anyone-can-withdraw",
@@ -48,6 +51,7 @@ pub const SNIPPETS: &[Snippet] = &[
         function: "payOut{N}",
         new: "    function payOut{N}(address payable to, uint256 amount) external {\n        to.transfer(amount); //@bug\n    }\n",
         old: "    function payOut{N}(address payable to, uint256 amount) external {\n        to.transfer(amount); //@bug\n    }\n",
+        appendix: "",
     },
     Snippet {
         class: "anyone-can-withdraw",
@@ -55,6 +59,7 @@ pub const SNIPPETS: &[Snippet] = &[
         function: "claim{N}",
         new: "    function claim{N}() external {\n        (bool ok, ) = payable(msg.sender).call{value: 1 ether}(\"\"); //@bug\n        require(ok, \"failed\");\n    }\n",
         old: "    function claim{N}() external {\n        (bool ok, ) = msg.sender.call{value: 1 ether}(\"\"); //@bug\n        require(ok, \"failed\");\n    }\n",
+        appendix: "",
     },
     Snippet {
         class: "anyone-can-withdraw",
@@ -62,6 +67,7 @@ pub const SNIPPETS: &[Snippet] = &[
         function: "drain{N}",
         new: "    function drain{N}(address payable to) external {\n        require(to != address(0), \"zero\");\n        uint256 all = address(this).balance;\n        to.transfer(all); //@bug\n    }\n",
         old: "    function drain{N}(address payable to) external {\n        require(to != address(0), \"zero\");\n        uint256 all = address(this).balance;\n        to.transfer(all); //@bug\n    }\n",
+        appendix: "",
     },
     // State written after `send`/`transfer`: safe only while the gas stipend stays too small
     // to re-enter.
@@ -71,6 +77,7 @@ pub const SNIPPETS: &[Snippet] = &[
         function: "withdrawCredit{N}",
         new: "    mapping(address => uint256) private credit{N};\n    function withdrawCredit{N}() external {\n        uint256 amount = credit{N}[msg.sender];\n        payable(msg.sender).transfer(amount); //@bug\n        credit{N}[msg.sender] = 0; //@bug\n    }\n",
         old: "    mapping(address => uint256) private credit{N};\n    function withdrawCredit{N}() external {\n        uint256 amount = credit{N}[msg.sender];\n        msg.sender.transfer(amount); //@bug\n        credit{N}[msg.sender] = 0; //@bug\n    }\n",
+        appendix: "",
     },
     Snippet {
         class: "state-after-transfer",
@@ -78,6 +85,7 @@ pub const SNIPPETS: &[Snippet] = &[
         function: "settle{N}",
         new: "    mapping(address => uint256) private owed{N};\n    function settle{N}() external {\n        if (payable(msg.sender).send(owed{N}[msg.sender])) { //@bug\n            owed{N}[msg.sender] = 0; //@bug\n        }\n    }\n",
         old: "    mapping(address => uint256) private owed{N};\n    function settle{N}() external {\n        if (msg.sender.send(owed{N}[msg.sender])) { //@bug\n            owed{N}[msg.sender] = 0; //@bug\n        }\n    }\n",
+        appendix: "",
     },
     Snippet {
         class: "state-after-transfer",
@@ -85,6 +93,7 @@ pub const SNIPPETS: &[Snippet] = &[
         function: "take{N}",
         new: "    mapping(address => uint256) private held{N};\n    function take{N}(uint256 amount) external {\n        require(held{N}[msg.sender] >= amount, \"too much\");\n        payable(msg.sender).transfer(amount); //@bug\n        held{N}[msg.sender] -= amount; //@bug\n    }\n",
         old: "    mapping(address => uint256) private held{N};\n    function take{N}(uint256 amount) external {\n        require(held{N}[msg.sender] >= amount, \"too much\");\n        msg.sender.transfer(amount); //@bug\n        held{N}[msg.sender] -= amount; //@bug\n    }\n",
+        appendix: "",
     },
     // Arithmetic that wraps: constants on narrow types, and caller-chosen values added to
     // narrow state.
@@ -94,6 +103,7 @@ pub const SNIPPETS: &[Snippet] = &[
         function: "lower{N}",
         new: "    uint8 private floor{N};\n    function lower{N}() external {\n        uint8 x = 0;\n        unchecked { x = x - 10; } //@bug\n        floor{N} = x;\n    }\n",
         old: "    uint8 private floor{N};\n    function lower{N}() external {\n        uint8 x = 0;\n        x = x - 10; //@bug\n        floor{N} = x;\n    }\n",
+        appendix: "",
     },
     Snippet {
         class: "narrow-wrap",
@@ -101,6 +111,7 @@ pub const SNIPPETS: &[Snippet] = &[
         function: "step{N}",
         new: "    uint8 private count{N};\n    function step{N}(uint8 by) external {\n        unchecked { count{N} += by; } //@bug\n    }\n",
         old: "    uint8 private count{N};\n    function step{N}(uint8 by) external {\n        count{N} += by; //@bug\n    }\n",
+        appendix: "",
     },
     Snippet {
         class: "narrow-wrap",
@@ -108,6 +119,7 @@ pub const SNIPPETS: &[Snippet] = &[
         function: "scale{N}",
         new: "    uint16 private total{N};\n    function scale{N}(uint16 factor) external {\n        unchecked { total{N} = total{N} * factor; } //@bug\n    }\n",
         old: "    uint16 private total{N};\n    function scale{N}(uint16 factor) external {\n        total{N} = total{N} * factor; //@bug\n    }\n",
+        appendix: "",
     },
     // Reentrancy: state read before an external call and written after it, in the function,
     // or with the call in a modifier that runs after another read the state.
@@ -117,6 +129,7 @@ pub const SNIPPETS: &[Snippet] = &[
         function: "exit{N}",
         new: "    mapping(address => uint256) private vault{N};\n    function exit{N}() external {\n        uint256 amount = vault{N}[msg.sender];\n        (bool ok, ) = payable(msg.sender).call{value: amount}(\"\"); //@bug\n        require(ok, \"send\");\n        vault{N}[msg.sender] = 0; //@bug\n    }\n",
         old: "    mapping(address => uint256) private vault{N};\n    function exit{N}() external {\n        uint256 amount = vault{N}[msg.sender];\n        (bool ok, ) = msg.sender.call{value: amount}(\"\"); //@bug\n        require(ok, \"send\");\n        vault{N}[msg.sender] = 0; //@bug\n    }\n",
+        appendix: "",
     },
     Snippet {
         class: "reentrancy",
@@ -124,6 +137,17 @@ pub const SNIPPETS: &[Snippet] = &[
         function: "collect{N}",
         new: "    mapping(address => uint256) private paid{N};\n    modifier unpaid{N}() {\n        require(paid{N}[msg.sender] == 0, \"paid\");\n        _;\n    }\n    modifier ping{N}(address hook) {\n        (bool ok, ) = hook.call(\"\");\n        require(ok, \"ping\");\n        _;\n    }\n    function collect{N}(address hook) external unpaid{N} ping{N}(hook) {\n        paid{N}[msg.sender] = 1; //@bug\n    }\n",
         old: "    mapping(address => uint256) private paid{N};\n    modifier unpaid{N}() {\n        require(paid{N}[msg.sender] == 0, \"paid\");\n        _;\n    }\n    modifier ping{N}(address hook) {\n        (bool ok, ) = hook.call(\"\");\n        require(ok, \"ping\");\n        _;\n    }\n    function collect{N}(address hook) external unpaid{N} ping{N}(hook) {\n        paid{N}[msg.sender] = 1; //@bug\n    }\n",
+        appendix: "",
+    },
+    // A delegatecall into a contract whose storage differs: the library keeps a `bytes7` in
+    // the first slot, where the caller keeps whatever it declares first.
+    Snippet {
+        class: "delegatecall-layout",
+        category: Category::AccessControl,
+        function: "tag{N}",
+        new: "    address private tagger{N};\n    function tag{N}(bytes7 t) external {\n        (bool ok, ) = tagger{N}.delegatecall(abi.encodeWithSelector(Tagger{N}.setTag{N}.selector, t)); //@bug\n        require(ok, \"tag\");\n    }\n",
+        old: "    address private tagger{N};\n    function tag{N}(bytes7 t) external {\n        (bool ok, ) = tagger{N}.delegatecall(abi.encodeWithSignature(\"setTag{N}(bytes7)\", t)); //@bug\n        require(ok, \"tag\");\n    }\n",
+        appendix: "\ncontract Tagger{N} {\n    bytes7 private tag{N};\n    function setTag{N}(bytes7 t) public {\n        tag{N} = t;\n    }\n}\n",
     },
     // The block time in an equality test, and deciding a payout.
     Snippet {
@@ -132,6 +156,7 @@ pub const SNIPPETS: &[Snippet] = &[
         function: "opening{N}",
         new: "    uint256 private openAt{N};\n    function opening{N}() external view returns (bool) {\n        return block.timestamp == openAt{N}; //@bug\n    }\n",
         old: "    uint256 private openAt{N};\n    function opening{N}() external view returns (bool) {\n        return block.timestamp == openAt{N}; //@bug\n    }\n",
+        appendix: "",
     },
     Snippet {
         class: "block-time",
@@ -139,6 +164,7 @@ pub const SNIPPETS: &[Snippet] = &[
         function: "bid{N}",
         new: "    address payable private leader{N};\n    uint256 private lastBid{N};\n    function bid{N}() external payable {\n        require(msg.value > 1 ether, \"low\");\n        if (block.timestamp > lastBid{N} + 1 hours && leader{N} != address(0)) { //@bug\n            leader{N}.transfer(address(this).balance);\n        }\n        leader{N} = payable(msg.sender);\n        lastBid{N} = block.timestamp;\n    }\n",
         old: "    address payable private leader{N};\n    uint256 private lastBid{N};\n    function bid{N}() external payable {\n        require(msg.value > 1 ether, \"low\");\n        if (block.timestamp > lastBid{N} + 1 hours && leader{N} != address(0)) { //@bug\n            leader{N}.transfer(address(this).balance);\n        }\n        leader{N} = msg.sender;\n        lastBid{N} = block.timestamp;\n    }\n",
+        appendix: "",
     },
 ];
 
@@ -298,6 +324,7 @@ pub fn bench(dir: &Path, tolerance: usize, limit: Option<usize>) -> Result<()> {
                         return (*snippet, false, 0, false);
                     };
                     mutated.insert_str(offset, &body);
+                    mutated.push_str(&snippet.appendix.replace("{N}", &format!("_agora{n}")));
                     if !has_function(&mutated, contract, &function) {
                         return (*snippet, false, 0, false);
                     }
