@@ -122,7 +122,8 @@ pub const SNIPPETS: &[Snippet] = &[
         appendix: "",
     },
     // Reentrancy: state read before an external call and written after it, in the function,
-    // or with the call in a modifier that runs after another read the state.
+    // with the call in a modifier that runs after another read the state, or through a token
+    // appended to the file whose transfer calls the receiver.
     Snippet {
         class: "reentrancy",
         category: Category::Reentrancy,
@@ -138,6 +139,14 @@ pub const SNIPPETS: &[Snippet] = &[
         new: "    mapping(address => uint256) private paid{N};\n    modifier unpaid{N}() {\n        require(paid{N}[msg.sender] == 0, \"paid\");\n        _;\n    }\n    modifier ping{N}(address hook) {\n        (bool ok, ) = hook.call(\"\");\n        require(ok, \"ping\");\n        _;\n    }\n    function collect{N}(address hook) external unpaid{N} ping{N}(hook) {\n        paid{N}[msg.sender] = 1; //@bug\n    }\n",
         old: "    mapping(address => uint256) private paid{N};\n    modifier unpaid{N}() {\n        require(paid{N}[msg.sender] == 0, \"paid\");\n        _;\n    }\n    modifier ping{N}(address hook) {\n        (bool ok, ) = hook.call(\"\");\n        require(ok, \"ping\");\n        _;\n    }\n    function collect{N}(address hook) external unpaid{N} ping{N}(hook) {\n        paid{N}[msg.sender] = 1; //@bug\n    }\n",
         appendix: "",
+    },
+    Snippet {
+        class: "reentrancy",
+        category: Category::Reentrancy,
+        function: "claimTokens{N}",
+        new: "    HookToken{N} private hookToken{N};\n    mapping(address => uint256) private owedTokens{N};\n    function claimTokens{N}() external {\n        uint256 amount = owedTokens{N}[msg.sender];\n        hookToken{N}.pay{N}(msg.sender, amount); //@bug\n        owedTokens{N}[msg.sender] = 0; //@bug\n    }\n",
+        old: "    HookToken{N} private hookToken{N};\n    mapping(address => uint256) private owedTokens{N};\n    function claimTokens{N}() external {\n        uint256 amount = owedTokens{N}[msg.sender];\n        hookToken{N}.pay{N}(msg.sender, amount); //@bug\n        owedTokens{N}[msg.sender] = 0; //@bug\n    }\n",
+        appendix: "\ninterface IHook{N} {\n    function onPaid{N}(uint256 amount) external;\n}\n\ncontract HookToken{N} {\n    mapping(address => uint256) public paid{N};\n    function pay{N}(address to, uint256 amount) external {\n        paid{N}[to] = amount;\n        IHook{N}(to).onPaid{N}(amount);\n    }\n}\n",
     },
     // A delegatecall into a contract whose storage differs: the library keeps a `bytes7` in
     // the first slot, where the caller keeps whatever it declares first.
