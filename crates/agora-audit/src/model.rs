@@ -49,7 +49,7 @@ pub(crate) struct Function {
     pub(crate) access_modifier: bool,
     /// Parameter names.
     pub(crate) params: Vec<String>,
-    /// Named parameters' types as written, by name.
+    /// Parameters in order (an unnamed one with an empty name) and their types as written.
     pub(crate) param_types: Vec<(String, String)>,
     /// It returns one `bool`.
     pub(crate) returns_bool: bool,
@@ -393,6 +393,7 @@ impl<'a> Unit<'a> {
     pub(crate) fn with_inherited(&self, ci: usize, budget: &mut usize) -> Contract {
         let c = &self.contracts[ci];
         let mut flat = c.clone();
+        let mut seen_usings: BTreeSet<&str> = c.usings.iter().map(String::as_str).collect();
         for &a in &self.ancestors[ci] {
             let base = &self.contracts[a];
             flat.shadowed
@@ -403,7 +404,11 @@ impl<'a> Unit<'a> {
             for (n, bits) in &base.narrow_vars {
                 flat.narrow_vars.entry(n.clone()).or_insert(*bits);
             }
-            flat.usings.extend(base.usings.iter().cloned());
+            for u in &base.usings {
+                if seen_usings.insert(u.as_str()) {
+                    flat.usings.push(u.clone());
+                }
+            }
             for (n, ty) in &base.state_types {
                 flat.state_types
                     .entry(n.clone())
@@ -578,6 +583,7 @@ fn contract(c: &pt::ContractDefinition, lines: &LineIndex, file: usize) -> Contr
     let mut layout = Vec::new();
     let mut state_types = BTreeMap::new();
     let mut usings = Vec::new();
+    let mut seen_usings = BTreeSet::new();
     for part in &c.parts {
         match part {
             ContractPart::VariableDefinition(v) => {
@@ -610,6 +616,7 @@ fn contract(c: &pt::ContractDefinition, lines: &LineIndex, file: usize) -> Contr
             ContractPart::Using(u) => {
                 if let pt::UsingList::Library(path) = &u.list
                     && let Some(i) = path.identifiers.last()
+                    && seen_usings.insert(i.name.clone())
                 {
                     usings.push(i.name.clone());
                 }
@@ -691,18 +698,26 @@ fn function(f: &pt::FunctionDefinition, lines: &LineIndex, file: usize) -> Funct
             _ => {}
         }
     }
+    // Every parameter in its place; an unnamed one has an empty name.
     let param_types: Vec<(String, String)> = f
         .params
         .iter()
-        .filter_map(|(_, p)| {
-            let p = p.as_ref()?;
-            Some((p.name.as_ref()?.name.clone(), type_text(&p.ty)))
+        .map(|(_, p)| match p {
+            Some(p) => (
+                p.name.as_ref().map_or(String::new(), |n| n.name.clone()),
+                type_text(&p.ty),
+            ),
+            None => (String::new(), String::new()),
         })
         .collect();
     Function {
         name: f.name.as_ref().map_or(String::new(), |n| n.name.clone()),
         ty: f.ty,
-        params: param_types.iter().map(|(n, _)| n.clone()).collect(),
+        params: param_types
+            .iter()
+            .filter(|(n, _)| !n.is_empty())
+            .map(|(n, _)| n.clone())
+            .collect(),
         param_types,
         returns_bool: matches!(f.returns.as_slice(), [(_, Some(p))]
             if matches!(p.ty, Expression::Type(_, pt::Type::Bool))),

@@ -581,6 +581,8 @@ contract Acl {
     function may(address who) external view returns (bool) { return who == admin; }
     function notAdmin(address who) external view { require(who != admin, \"admin\"); }
     function notBanned(address who) external view { require(!banned[who], \"banned\"); }
+    function second(address, address who) external view { require(who == admin, \"no\"); }
+    function early(address who) external view { if (who == address(1)) return; require(who == admin, \"no\"); }
 }
 ";
     let treasury = "pragma solidity ^0.8.0;
@@ -604,14 +606,27 @@ contract Treasury {
         require(acl.may(msg.sender));
         to.transfer(address(this).balance);
     }
+    function either(address payable to) external {
+        require(acl.may(msg.sender) || address(this).balance > 0);
+        to.transfer(address(this).balance);
+    }
+    function unnamed(address payable to) external {
+        acl.second(msg.sender, to);
+        to.transfer(address(this).balance);
+    }
+    function escape(address payable to) external {
+        acl.early(msg.sender);
+        to.transfer(address(this).balance);
+    }
 }
 ";
     let r = audit_files([("src/Acl.sol", acl), ("src/Treasury.sol", treasury)]);
     assert!(r.errors.is_empty(), "{r:?}");
-    // A result nobody reads, a registry the caller picks, a test of who the caller is not.
+    // A result nobody reads, a registry the caller picks, a test of who the caller is not, a
+    // check one may skip (`||`), a check of another argument, a check with a way out first.
     assert_eq!(
         at(&r.findings, "src/Treasury.sol", "anyone-can-withdraw"),
-        vec![7, 11, 16]
+        vec![7, 11, 16, 24, 28, 32]
     );
 }
 

@@ -26,6 +26,8 @@ pub const CLEAN_VERSIONS: [&str; 3] = ["3.4.2", "4.9.6", "5.1.0"];
 pub struct Snippet {
     pub class: &'static str,
     pub category: Category,
+    /// The detector that must report it (an injection counts as found only by it).
+    pub detector: &'static str,
     pub function: &'static str,
     pub new: &'static str,
     pub old: &'static str,
@@ -40,6 +42,7 @@ pub const SNIPPETS: &[Snippet] = &[
     Snippet {
         class: "anyone-can-withdraw",
         category: Category::AccessControl,
+        detector: "anyone-can-withdraw",
         function: "sweep{N}",
         new: "    function sweep{N}() public {\n        payable(msg.sender).transfer(address(this).balance); //@bug\n    }\n",
         old: "    function sweep{N}() public {\n        msg.sender.transfer(address(this).balance); //@bug\n    }\n",
@@ -48,6 +51,7 @@ pub const SNIPPETS: &[Snippet] = &[
     Snippet {
         class: "anyone-can-withdraw",
         category: Category::AccessControl,
+        detector: "anyone-can-withdraw",
         function: "payOut{N}",
         new: "    function payOut{N}(address payable to, uint256 amount) external {\n        to.transfer(amount); //@bug\n    }\n",
         old: "    function payOut{N}(address payable to, uint256 amount) external {\n        to.transfer(amount); //@bug\n    }\n",
@@ -56,6 +60,7 @@ pub const SNIPPETS: &[Snippet] = &[
     Snippet {
         class: "anyone-can-withdraw",
         category: Category::AccessControl,
+        detector: "anyone-can-withdraw",
         function: "claim{N}",
         new: "    function claim{N}() external {\n        (bool ok, ) = payable(msg.sender).call{value: 1 ether}(\"\"); //@bug\n        require(ok, \"failed\");\n    }\n",
         old: "    function claim{N}() external {\n        (bool ok, ) = msg.sender.call{value: 1 ether}(\"\"); //@bug\n        require(ok, \"failed\");\n    }\n",
@@ -64,6 +69,7 @@ pub const SNIPPETS: &[Snippet] = &[
     Snippet {
         class: "anyone-can-withdraw",
         category: Category::AccessControl,
+        detector: "anyone-can-withdraw",
         function: "drain{N}",
         new: "    function drain{N}(address payable to) external {\n        require(to != address(0), \"zero\");\n        uint256 all = address(this).balance;\n        to.transfer(all); //@bug\n    }\n",
         old: "    function drain{N}(address payable to) external {\n        require(to != address(0), \"zero\");\n        uint256 all = address(this).balance;\n        to.transfer(all); //@bug\n    }\n",
@@ -74,6 +80,7 @@ pub const SNIPPETS: &[Snippet] = &[
     Snippet {
         class: "state-after-transfer",
         category: Category::Reentrancy,
+        detector: "state-after-transfer",
         function: "withdrawCredit{N}",
         new: "    mapping(address => uint256) private credit{N};\n    function withdrawCredit{N}() external {\n        uint256 amount = credit{N}[msg.sender];\n        payable(msg.sender).transfer(amount); //@bug\n        credit{N}[msg.sender] = 0; //@bug\n    }\n",
         old: "    mapping(address => uint256) private credit{N};\n    function withdrawCredit{N}() external {\n        uint256 amount = credit{N}[msg.sender];\n        msg.sender.transfer(amount); //@bug\n        credit{N}[msg.sender] = 0; //@bug\n    }\n",
@@ -82,6 +89,7 @@ pub const SNIPPETS: &[Snippet] = &[
     Snippet {
         class: "state-after-transfer",
         category: Category::Reentrancy,
+        detector: "state-after-transfer",
         function: "settle{N}",
         new: "    mapping(address => uint256) private owed{N};\n    function settle{N}() external {\n        if (payable(msg.sender).send(owed{N}[msg.sender])) { //@bug\n            owed{N}[msg.sender] = 0; //@bug\n        }\n    }\n",
         old: "    mapping(address => uint256) private owed{N};\n    function settle{N}() external {\n        if (msg.sender.send(owed{N}[msg.sender])) { //@bug\n            owed{N}[msg.sender] = 0; //@bug\n        }\n    }\n",
@@ -90,6 +98,7 @@ pub const SNIPPETS: &[Snippet] = &[
     Snippet {
         class: "state-after-transfer",
         category: Category::Reentrancy,
+        detector: "state-after-transfer",
         function: "take{N}",
         new: "    mapping(address => uint256) private held{N};\n    function take{N}(uint256 amount) external {\n        require(held{N}[msg.sender] >= amount, \"too much\");\n        payable(msg.sender).transfer(amount); //@bug\n        held{N}[msg.sender] -= amount; //@bug\n    }\n",
         old: "    mapping(address => uint256) private held{N};\n    function take{N}(uint256 amount) external {\n        require(held{N}[msg.sender] >= amount, \"too much\");\n        msg.sender.transfer(amount); //@bug\n        held{N}[msg.sender] -= amount; //@bug\n    }\n",
@@ -100,6 +109,7 @@ pub const SNIPPETS: &[Snippet] = &[
     Snippet {
         class: "narrow-wrap",
         category: Category::Arithmetic,
+        detector: "integer-overflow",
         function: "lower{N}",
         new: "    uint8 private floor{N};\n    function lower{N}() external {\n        uint8 x = 0;\n        unchecked { x = x - 10; } //@bug\n        floor{N} = x;\n    }\n",
         old: "    uint8 private floor{N};\n    function lower{N}() external {\n        uint8 x = 0;\n        x = x - 10; //@bug\n        floor{N} = x;\n    }\n",
@@ -108,6 +118,7 @@ pub const SNIPPETS: &[Snippet] = &[
     Snippet {
         class: "narrow-wrap",
         category: Category::Arithmetic,
+        detector: "integer-overflow",
         function: "step{N}",
         new: "    uint8 private count{N};\n    function step{N}(uint8 by) external {\n        unchecked { count{N} += by; } //@bug\n    }\n",
         old: "    uint8 private count{N};\n    function step{N}(uint8 by) external {\n        count{N} += by; //@bug\n    }\n",
@@ -116,6 +127,7 @@ pub const SNIPPETS: &[Snippet] = &[
     Snippet {
         class: "narrow-wrap",
         category: Category::Arithmetic,
+        detector: "integer-overflow",
         function: "scale{N}",
         new: "    uint16 private total{N};\n    function scale{N}(uint16 factor) external {\n        unchecked { total{N} = total{N} * factor; } //@bug\n    }\n",
         old: "    uint16 private total{N};\n    function scale{N}(uint16 factor) external {\n        total{N} = total{N} * factor; //@bug\n    }\n",
@@ -127,6 +139,7 @@ pub const SNIPPETS: &[Snippet] = &[
     Snippet {
         class: "reentrancy",
         category: Category::Reentrancy,
+        detector: "reentrancy",
         function: "exit{N}",
         new: "    mapping(address => uint256) private vault{N};\n    function exit{N}() external {\n        uint256 amount = vault{N}[msg.sender];\n        (bool ok, ) = payable(msg.sender).call{value: amount}(\"\"); //@bug\n        require(ok, \"send\");\n        vault{N}[msg.sender] = 0; //@bug\n    }\n",
         old: "    mapping(address => uint256) private vault{N};\n    function exit{N}() external {\n        uint256 amount = vault{N}[msg.sender];\n        (bool ok, ) = msg.sender.call{value: amount}(\"\"); //@bug\n        require(ok, \"send\");\n        vault{N}[msg.sender] = 0; //@bug\n    }\n",
@@ -135,6 +148,7 @@ pub const SNIPPETS: &[Snippet] = &[
     Snippet {
         class: "reentrancy",
         category: Category::Reentrancy,
+        detector: "reentrancy",
         function: "collect{N}",
         new: "    mapping(address => uint256) private paid{N};\n    modifier unpaid{N}() {\n        require(paid{N}[msg.sender] == 0, \"paid\");\n        _;\n    }\n    modifier ping{N}(address hook) {\n        (bool ok, ) = hook.call(\"\");\n        require(ok, \"ping\");\n        _;\n    }\n    function collect{N}(address hook) external unpaid{N} ping{N}(hook) {\n        paid{N}[msg.sender] = 1; //@bug\n    }\n",
         old: "    mapping(address => uint256) private paid{N};\n    modifier unpaid{N}() {\n        require(paid{N}[msg.sender] == 0, \"paid\");\n        _;\n    }\n    modifier ping{N}(address hook) {\n        (bool ok, ) = hook.call(\"\");\n        require(ok, \"ping\");\n        _;\n    }\n    function collect{N}(address hook) external unpaid{N} ping{N}(hook) {\n        paid{N}[msg.sender] = 1; //@bug\n    }\n",
@@ -143,6 +157,7 @@ pub const SNIPPETS: &[Snippet] = &[
     Snippet {
         class: "reentrancy",
         category: Category::Reentrancy,
+        detector: "reentrancy",
         function: "claimTokens{N}",
         new: "    HookToken{N} private hookToken{N};\n    mapping(address => uint256) private owedTokens{N};\n    function claimTokens{N}() external {\n        uint256 amount = owedTokens{N}[msg.sender];\n        hookToken{N}.pay{N}(msg.sender, amount); //@bug\n        owedTokens{N}[msg.sender] = 0; //@bug\n    }\n",
         old: "    HookToken{N} private hookToken{N};\n    mapping(address => uint256) private owedTokens{N};\n    function claimTokens{N}() external {\n        uint256 amount = owedTokens{N}[msg.sender];\n        hookToken{N}.pay{N}(msg.sender, amount); //@bug\n        owedTokens{N}[msg.sender] = 0; //@bug\n    }\n",
@@ -153,6 +168,7 @@ pub const SNIPPETS: &[Snippet] = &[
     Snippet {
         class: "delegatecall-layout",
         category: Category::AccessControl,
+        detector: "delegatecall-layout",
         function: "tag{N}",
         new: "    address private tagger{N};\n    function tag{N}(bytes7 t) external {\n        (bool ok, ) = tagger{N}.delegatecall(abi.encodeWithSelector(Tagger{N}.setTag{N}.selector, t)); //@bug\n        require(ok, \"tag\");\n    }\n",
         old: "    address private tagger{N};\n    function tag{N}(bytes7 t) external {\n        (bool ok, ) = tagger{N}.delegatecall(abi.encodeWithSignature(\"setTag{N}(bytes7)\", t)); //@bug\n        require(ok, \"tag\");\n    }\n",
@@ -162,6 +178,7 @@ pub const SNIPPETS: &[Snippet] = &[
     Snippet {
         class: "block-time",
         category: Category::TimeManipulation,
+        detector: "timestamp-dependence",
         function: "opening{N}",
         new: "    uint256 private openAt{N};\n    function opening{N}() external view returns (bool) {\n        return block.timestamp == openAt{N}; //@bug\n    }\n",
         old: "    uint256 private openAt{N};\n    function opening{N}() external view returns (bool) {\n        return block.timestamp == openAt{N}; //@bug\n    }\n",
@@ -170,6 +187,7 @@ pub const SNIPPETS: &[Snippet] = &[
     Snippet {
         class: "block-time",
         category: Category::TimeManipulation,
+        detector: "timestamp-dependence",
         function: "bid{N}",
         new: "    address payable private leader{N};\n    uint256 private lastBid{N};\n    function bid{N}() external payable {\n        require(msg.value > 1 ether, \"low\");\n        if (block.timestamp > lastBid{N} + 1 hours && leader{N} != address(0)) { //@bug\n            leader{N}.transfer(address(this).balance);\n        }\n        leader{N} = payable(msg.sender);\n        lastBid{N} = block.timestamp;\n    }\n",
         old: "    address payable private leader{N};\n    uint256 private lastBid{N};\n    function bid{N}() external payable {\n        require(msg.value > 1 ether, \"low\");\n        if (block.timestamp > lastBid{N} + 1 hours && leader{N} != address(0)) { //@bug\n            leader{N}.transfer(address(this).balance);\n        }\n        leader{N} = msg.sender;\n        lastBid{N} = block.timestamp;\n    }\n",
@@ -359,6 +377,7 @@ pub fn bench(dir: &Path, tolerance: usize, limit: Option<usize>) -> Result<()> {
                     };
                     let found = findings.iter().any(|f| {
                         f.category == snippet.category
+                            && f.detector == snippet.detector
                             && !was_clean(f)
                             && bugs.iter().any(|&b| {
                                 b + tolerance >= f.line && b <= f.end_line.max(f.line) + tolerance

@@ -48,8 +48,13 @@ pub(super) struct Callees<'u, 'a> {
     memo: RefCell<BTreeMap<(usize, String), Reach>>,
     /// Functions being looked at (a call back into one of them adds nothing more), and whether
     /// an answer leaned on one of them (then it is not kept).
-    in_progress: RefCell<BTreeSet<(usize, String)>>,
-    cyclic: Cell<bool>,
+    in_progress: RefCell<BTreeMap<(usize, String), usize>>,
+    /// The lowest frame (0 outermost) that a call back into a function being looked at
+    /// reached, while the current one was computed (`usize::MAX`: none).
+    floor: Cell<usize>,
+    /// Whether the current answer met the depth bound (then it is not kept: asked from
+    /// nearer, it may be found in full).
+    truncated: Cell<bool>,
     /// Whether a declared function (contract, index) checks its parameter `i` against its
     /// state, as a statement (`false`) or in a condition (`true`).
     authorizing: RefCell<BTreeMap<(usize, usize, usize, bool), bool>>,
@@ -80,6 +85,7 @@ impl<'s> Scope<'s> {
         let params: BTreeMap<&str, &str> = function
             .param_types
             .iter()
+            .filter(|(n, _)| !n.is_empty())
             .map(|(n, t)| (n.as_str(), t.as_str()))
             .collect();
         let mut chosen_locals = BTreeSet::new();
@@ -136,8 +142,9 @@ impl<'u, 'a> Callees<'u, 'a> {
             by_name,
             functions: RefCell::new(BTreeMap::new()),
             memo: RefCell::new(BTreeMap::new()),
-            in_progress: RefCell::new(BTreeSet::new()),
-            cyclic: Cell::new(false),
+            in_progress: RefCell::new(BTreeMap::new()),
+            floor: Cell::new(usize::MAX),
+            truncated: Cell::new(false),
             authorizing: RefCell::new(BTreeMap::new()),
             steps: Cell::new(MAX_CALLEE_STEPS),
         }
@@ -159,12 +166,17 @@ impl<'u, 'a> Callees<'u, 'a> {
         if let Some(m) = self.functions.borrow().get(&k) {
             return m.get(name).copied();
         }
+        if self.steps.get() == 0 {
+            return None;
+        }
         let unit = self.unit;
         let mut m: BTreeMap<&'u str, (usize, usize)> = BTreeMap::new();
         let mut declared: BTreeMap<&'u str, (usize, usize)> = BTreeMap::new();
         for a in std::iter::once(k).chain(unit.ancestors[k].iter().copied()) {
             let fs = &unit.contracts[a].functions;
-            self.charge(fs.len());
+            if !self.charge(fs.len()) {
+                return None;
+            }
             for (i, g) in fs.iter().enumerate() {
                 if g.ty != FunctionTy::Function {
                     continue;
@@ -210,6 +222,9 @@ impl<'u, 'a> Callees<'u, 'a> {
         };
         let mut any = false;
         for &k in ks {
+            if !self.charge(1) {
+                return false;
+            }
             if let Some(at) = self.function(k, m) {
                 if !self.declared(at).view {
                     return false;
@@ -231,7 +246,11 @@ impl<'u, 'a> Callees<'u, 'a> {
         recv: &Expression,
         depth: usize,
     ) -> Reach {
-        if depth > MAX_CALLEE_DEPTH || !self.charge(1) {
+        if depth > MAX_CALLEE_DEPTH {
+            self.truncated.set(true);
+            return Reach::Unknown;
+        }
+        if !self.charge(1) {
             return Reach::Unknown;
         }
         if let Expression::Variable(v) = recv
@@ -252,6 +271,7 @@ impl<'u, 'a> Callees<'u, 'a> {
             return self.any_calls_out(ks, m, depth + 1);
         }
         let mut out = Reach::Quiet;
+        self.charge(scope.usings.len());
         for l in scope.usings {
             if let Some(ls) = self.libraries.get(l.as_str()) {
                 match self.any_calls_out(ls, m, depth + 1) {
@@ -292,21 +312,27 @@ impl<'u, 'a> Callees<'u, 'a> {
         if self.declared(at).body.is_none() {
             return Some(Reach::Unknown);
         }
-        if self.in_progress.borrow().contains(&key) {
+        if let Some(&frame) = self.in_progress.borrow().get(&key) {
             // A call back into a function being looked at: what it does is being found.
-            self.cyclic.set(true);
+            self.floor.set(self.floor.get().min(frame));
             return Some(Reach::Quiet);
         }
-        self.in_progress.borrow_mut().insert(key.clone());
-        let outer_cyclic = self.cyclic.replace(false);
+        let frame = self.in_progress.borrow().len();
+        self.in_progress.borrow_mut().insert(key.clone(), frame);
+        let outer_floor = self.floor.replace(usize::MAX);
+        let outer_truncated = self.truncated.replace(false);
         let out = self.body_calls_out(k, function, depth);
         self.in_progress.borrow_mut().remove(&key);
-        // An answer that leaned on a call back into a function still being looked at, or
-        // that ran out of steps, is not kept: asked again, it is found again.
-        if !self.cyclic.get() && self.steps.get() > 0 {
+        // Kept unless it leaned on a call back into a function that is still being looked
+        // at further out, met the depth bound, or ran out of steps: asked again, it is found
+        // again. (A cycle back to this function itself is closed here.)
+        let inner = self.floor.get();
+        if inner >= frame && !self.truncated.get() && self.steps.get() > 0 {
             self.memo.borrow_mut().insert(key, out);
         }
-        self.cyclic.set(outer_cyclic || self.cyclic.get());
+        self.floor
+            .set(outer_floor.min(if inner < frame { inner } else { usize::MAX }));
+        self.truncated.set(outer_truncated || self.truncated.get());
         Some(out)
     }
 
@@ -317,10 +343,10 @@ impl<'u, 'a> Callees<'u, 'a> {
             .map(|a| &unit.contracts[a])
             .collect();
         let state = |n: &str| lineage.iter().find_map(|c| c.state_types.get(n)).cloned();
+        self.charge(lineage.iter().map(|c| c.usings.len()).sum());
         let mut usings: Vec<String> = lineage.iter().flat_map(|c| c.usings.clone()).collect();
         usings.sort();
         usings.dedup();
-        self.charge(usings.len());
         let mut queue = vec![function.to_string()];
         let mut seen: BTreeSet<String> = BTreeSet::new();
         while let Some(name) = queue.pop() {
@@ -388,22 +414,50 @@ impl Callees<'_, '_> {
         let caller = |a: &Expression| {
             is_member(a, "msg", "sender") || matches!(called_name(a), Some("_msgSender"))
         };
-        // (call, in a condition)
+        // (call, in a condition): at the top of the body, where it always runs; in a
+        // condition, as one of the terms that must all hold (`require(a && acl.may(m))`,
+        // `if (!acl.may(m)) revert`).
+        fn conjuncts<'e>(x: &'e Expression, out: &mut Vec<&'e Expression>) {
+            match x {
+                Expression::And(_, a, b) => {
+                    conjuncts(a, out);
+                    conjuncts(b, out);
+                }
+                Expression::Parenthesis(_, y) => conjuncts(y, out),
+                _ => out.push(x),
+            }
+        }
         let mut calls: Vec<(&Expression, bool)> = Vec::new();
-        walk_stmt(body, &mut |st| {
-            if let Some(cond) = tested(st) {
-                walk_expr(cond, &mut |x| {
-                    if called_member(x).is_some() {
-                        calls.push((x, true));
+        let top: &[Statement] = match body {
+            Statement::Block { statements, .. } => statements,
+            other => std::slice::from_ref(other),
+        };
+        for st in top {
+            let mut terms = Vec::new();
+            match st {
+                Statement::Expression(_, e) => match condition_of(e) {
+                    Some(cond) => conjuncts(cond, &mut terms),
+                    None if called_member(e).is_some() => calls.push((e, false)),
+                    None => {}
+                },
+                Statement::If(_, cond, then, _) if stops(then) => {
+                    let mut inner = cond;
+                    while let Expression::Parenthesis(_, y) = inner {
+                        inner = y;
                     }
-                });
+                    if let Expression::Not(_, y) = inner {
+                        conjuncts(y, &mut terms);
+                    }
+                }
+                _ => {}
             }
-            if let Statement::Expression(_, e) = st
-                && called_member(e).is_some()
-            {
-                calls.push((e, false));
-            }
-        });
+            calls.extend(
+                terms
+                    .into_iter()
+                    .filter(|x| called_member(x).is_some())
+                    .map(|x| (x, true)),
+            );
+        }
         calls.into_iter().any(|(e, in_condition)| {
             let (Expression::FunctionCall(_, _, args), Some((m, recv))) = (e, called_member(e))
             else {
@@ -456,6 +510,9 @@ impl Callees<'_, '_> {
         let (Some(body), Some((p, _))) = (g.body.as_deref(), g.param_types.get(i)) else {
             return false;
         };
+        if p.is_empty() {
+            return false;
+        }
         if in_condition && !g.returns_bool {
             return false;
         }
@@ -509,9 +566,19 @@ impl Callees<'_, '_> {
             if !self.charge(1) {
                 return false;
             }
+            // A way out before the check (`if (open) return true;`) lets others through.
+            let mut returns = false;
+            walk_stmt(st, &mut |x| returns |= matches!(x, Statement::Return(..)));
+            if returns && !matches!(st, Statement::Return(..)) {
+                break;
+            }
             match st {
-                Statement::Return(_, Some(x)) if in_condition => {
-                    found |= test(x, &is_p, &state_var, &is_state, &self.steps);
+                Statement::Return(_, x) => {
+                    // What follows a return never runs.
+                    if in_condition && let Some(x) = x {
+                        found |= test(x, &is_p, &state_var, &is_state, &self.steps);
+                    }
+                    break;
                 }
                 Statement::Expression(_, e) if !in_condition => {
                     if let Some(cond) = condition_of(e) {

@@ -89,7 +89,7 @@ pub(super) fn reentrancy(
     // as `nonReentrant`) is written around the call on purpose: its flag is no state at risk.
     let held = locks_held(c, f, &mut out.lock_steps);
     let mut flags = held.clone();
-    flags.extend(brackets(c, body, &mut out.lock_steps));
+    flags.extend(brackets(c, mods, body, &mut out.lock_steps));
     // The state a name stands for.
     let state_of = |n: &str| -> Option<String> {
         if flags.contains(n) {
@@ -155,11 +155,12 @@ pub(super) fn reentrancy(
         return;
     }
     // The same through a modifier: its external call runs before the function's body.
+    let static_views = !out.src().before_05;
     let modifier_calls = |m: &Function, mb: &Statement| {
         if calls_out(mb) {
             return true;
         }
-        let scope = super::callee::Scope::new(&state, m, mb, &c.usings, !out.src().before_05);
+        let scope = super::callee::Scope::new(&state, m, mb, &c.usings, static_views);
         let mut found = false;
         walk_stmt_exprs(mb, &mut |e| {
             if let Some((_, recv)) = called_member(e) {
@@ -168,7 +169,9 @@ pub(super) fn reentrancy(
         });
         found
     };
-    if let Some((name, combined)) = through_modifiers(mods, f, body, &modifier_calls) {
+    if let Some((name, combined)) =
+        through_modifiers(mods, f, body, &modifier_calls, &mut out.lock_steps)
+    {
         let in_body = |l: &Loc| {
             use solang_parser::pt::CodeLocation;
             l.try_file_no() == body.loc().try_file_no()
@@ -520,7 +523,8 @@ fn constant(e: &Expression) -> Option<String> {
 #[derive(Default)]
 struct LockEvents {
     tests: Vec<((usize, usize), String, Guard, bool)>,
-    sets: Vec<((usize, usize), String, String)>,
+    /// (where, flag, value, written at the top of its part: not under a condition)
+    sets: Vec<((usize, usize), String, String, bool)>,
     splits: Vec<(usize, usize)>,
 }
 
@@ -568,6 +572,13 @@ impl LockEvents {
                 _ => {}
             }
         }
+        let at_top: BTreeSet<usize> = top
+            .iter()
+            .filter_map(|st| match st {
+                Statement::Expression(_, e @ Expression::Assign(..)) => Some(expr_loc(e).start()),
+                _ => None,
+            })
+            .collect();
         walk_stmt(part, &mut |st| {
             *steps = steps.saturating_sub(1);
             if let Statement::Expression(loc, Expression::Variable(v)) = st
@@ -584,7 +595,8 @@ impl LockEvents {
                 && c.state_vars.contains(&v.name)
                 && let Some(k) = constant(rhs)
             {
-                self.sets.push((next(pos), v.name.clone(), k));
+                self.sets
+                    .push((next(pos), v.name.clone(), k, at_top.contains(&pos)));
             }
             if split(e) {
                 self.splits.push(next(pos));
@@ -612,11 +624,21 @@ impl LockEvents {
 
     /// The flags that make a lock: a guard that the value set next refuses, that value set,
     /// control leaving, and another constant set after it.
-    fn locks(&self) -> BTreeSet<String> {
+    fn locks(&self, steps: &mut usize) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
+        // Real locks have a guard or two and a few writes; the work is charged as it is.
+        let work = self
+            .tests
+            .len()
+            .saturating_mul(self.sets.len())
+            .saturating_mul(self.sets.len().saturating_add(self.splits.len()));
+        *steps = steps.saturating_sub(work);
+        if *steps == 0 {
+            return out;
+        }
         for (t, flag, guard, reverts) in &self.tests {
-            for (a, f1, v1) in &self.sets {
-                if f1 != flag || a < t || !guard.refuses(v1, *reverts) {
+            for (a, f1, v1, top) in &self.sets {
+                if !top || f1 != flag || a < t || !guard.refuses(v1, *reverts) {
                     continue;
                 }
                 let Some(s) = self.splits.iter().filter(|s| *s > a).min() else {
@@ -626,12 +648,12 @@ impl LockEvents {
                 let held = !self
                     .sets
                     .iter()
-                    .any(|(b, f2, v2)| f2 == flag && b > a && b < s && v2 != v1);
+                    .any(|(b, f2, v2, _)| f2 == flag && b > a && b < s && v2 != v1);
                 if held
                     && self
                         .sets
                         .iter()
-                        .any(|(b, f2, v2)| f2 == flag && b > s && v2 != v1)
+                        .any(|(b, f2, v2, top)| *top && f2 == flag && b > s && v2 != v1)
                 {
                     out.insert(flag.clone());
                 }
@@ -663,13 +685,13 @@ fn locks_held(c: &Contract, g: &Function, steps: &mut usize) -> BTreeSet<String>
         {
             let mut ev = LockEvents::default();
             ev.collect(c, body, None, true, &|_| false, steps);
-            held.extend(ev.locks());
+            held.extend(ev.locks(steps));
         }
     }
     if let Some(body) = g.body.as_deref() {
         let mut ev = LockEvents::default();
         ev.collect(c, body, None, false, &|e| external_call(e).is_some(), steps);
-        held.extend(ev.locks());
+        held.extend(ev.locks(steps));
     }
     if *steps == 0 {
         // Past the bound no lock is known: what it would have hidden is reported.
@@ -681,16 +703,29 @@ fn locks_held(c: &Contract, g: &Function, steps: &mut usize) -> BTreeSet<String>
 /// Flags that `body` sets around an external call (to a constant before it and another after
 /// it) where some function of the contract refuses to run while the flag holds the first: a
 /// lock taken by hand, tested elsewhere. Writing them is no state at risk.
-fn brackets(c: &Contract, body: &Statement, steps: &mut usize) -> BTreeSet<String> {
+fn brackets(
+    c: &Contract,
+    mods: &Modifiers<'_>,
+    body: &Statement,
+    steps: &mut usize,
+) -> BTreeSet<String> {
     let mut ev = LockEvents::default();
     ev.collect(c, body, None, false, &|e| external_call(e).is_some(), steps);
+    *steps = steps.saturating_sub(
+        ev.sets
+            .len()
+            .saturating_mul(ev.sets.len().saturating_add(ev.splits.len())),
+    );
+    if *steps == 0 {
+        return BTreeSet::new();
+    }
     let mut candidates: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    for (a, flag, v1) in &ev.sets {
+    for (a, flag, v1, _) in &ev.sets {
         if let Some(s) = ev.splits.iter().filter(|s| *s > a).min()
             && ev
                 .sets
                 .iter()
-                .any(|(b, f2, v2)| f2 == flag && b > s && v2 != v1)
+                .any(|(b, f2, v2, _)| f2 == flag && b > s && v2 != v1)
         {
             candidates.entry(flag).or_default().insert(v1);
         }
@@ -698,14 +733,31 @@ fn brackets(c: &Contract, body: &Statement, steps: &mut usize) -> BTreeSet<Strin
     if candidates.is_empty() {
         return BTreeSet::new();
     }
-    let mut guards = LockEvents::default();
-    for g in &c.functions {
-        if *steps == 0 {
-            return BTreeSet::new();
+    // The contract's guards, gathered once.
+    let mut cached = mods.guards.borrow_mut();
+    if cached.is_none() {
+        let mut guards = LockEvents::default();
+        for g in &c.functions {
+            if *steps == 0 {
+                return BTreeSet::new();
+            }
+            if let Some(b) = g.body.as_deref() {
+                guards.collect(c, b, None, false, &|_| false, steps);
+            }
         }
-        if let Some(b) = g.body.as_deref() {
-            guards.collect(c, b, None, false, &|_| false, steps);
-        }
+        *cached = Some(guards);
+    }
+    let Some(guards) = cached.as_ref() else {
+        return BTreeSet::new();
+    };
+    *steps = steps.saturating_sub(
+        guards
+            .tests
+            .len()
+            .saturating_mul(candidates.values().map(BTreeSet::len).sum()),
+    );
+    if *steps == 0 {
+        return BTreeSet::new();
     }
     candidates
         .into_iter()
@@ -772,6 +824,10 @@ fn reads(c: &Contract, g: &Function, name: &str, steps: &mut usize) -> bool {
 pub(super) struct Modifiers<'c> {
     by_name: BTreeMap<&'c str, &'c Function>,
     calls: RefCell<BTreeMap<&'c str, bool>>,
+    /// The guards of flags in all of the contract's functions, once gathered.
+    guards: RefCell<Option<LockEvents>>,
+    /// Each modifier's `_` (all, replaceable) and statements, once counted.
+    shapes: RefCell<BTreeMap<&'c str, (usize, usize, usize)>>,
 }
 
 impl<'c> Modifiers<'c> {
@@ -783,13 +839,15 @@ impl<'c> Modifiers<'c> {
         Modifiers {
             by_name,
             calls: RefCell::new(BTreeMap::new()),
+            guards: RefCell::new(None),
+            shapes: RefCell::new(BTreeMap::new()),
         }
     }
 }
 
 /// How many `_` a modifier body has, and how many of them [`substitute`] replaces (those not
 /// inside a loop or another construct).
-fn placeholders(s: &Statement) -> (usize, usize) {
+fn placeholders(s: &Statement) -> (usize, usize, usize) {
     fn reachable(s: &Statement) -> usize {
         match s {
             Statement::Expression(_, Expression::Variable(v)) if v.name == "_" => 1,
@@ -798,13 +856,21 @@ fn placeholders(s: &Statement) -> (usize, usize) {
             _ => 0,
         }
     }
-    let mut all = 0usize;
+    let (mut all, mut size) = (0usize, 0usize);
     walk_stmt(s, &mut |st| {
+        size += 1;
         all += usize::from(
             matches!(st, Statement::Expression(_, Expression::Variable(v)) if v.name == "_"),
         );
     });
-    (all, reachable(s))
+    (all, reachable(s), size)
+}
+
+/// Statements and expressions in `s`: what copying and walking it costs.
+fn size_of(s: &Statement) -> usize {
+    let mut n = 0usize;
+    walk_stmt_exprs(s, &mut |_| n += 1);
+    n
 }
 
 /// When a modifier of `f` (its own or inherited) makes an external call: its name, and `f`'s
@@ -818,6 +884,7 @@ fn through_modifiers<'c>(
     f: &Function,
     body: &Statement,
     calls: &dyn Fn(&Function, &Statement) -> bool,
+    steps: &mut usize,
 ) -> Option<(String, Statement)> {
     let mut chain: Vec<(&str, &Statement)> = Vec::new();
     let mut seen: BTreeSet<&str> = BTreeSet::new();
@@ -839,13 +906,42 @@ fn through_modifiers<'c>(
         mods.calls.borrow_mut().insert(name, known);
         known
     })?;
+    let shape = |name: &'c str, m: &Statement| {
+        if let Some(&known) = mods.shapes.borrow().get(name) {
+            return known;
+        }
+        let known = placeholders(m);
+        mods.shapes.borrow_mut().insert(name, known);
+        known
+    };
+    let shapes: Vec<(usize, usize, usize)> = chain.iter().map(|(n, m)| shape(n, m)).collect();
+    // Each modifier is copied with the body in it and walked a few times, for each function
+    // that uses it: charged to the per-audit bound.
+    let body_size = size_of(body);
     let chained = chain.len() <= 8
-        && chain.iter().all(|(_, m)| {
-            let (all, reachable) = placeholders(m);
-            all == 1 && reachable == 1
-        });
+        && shapes
+            .iter()
+            .all(|&(all, reachable, _)| all == 1 && reachable == 1);
+    let cost = if chained {
+        shapes.iter().map(|s| s.2).sum::<usize>() + body_size
+    } else {
+        chain
+            .iter()
+            .zip(&shapes)
+            .find(|((n, _), _)| *n == name)
+            .map_or(0, |(_, s)| s.2 + s.0.saturating_mul(body_size))
+    };
+    *steps = steps.saturating_sub(cost.saturating_mul(8));
+    if *steps == 0 {
+        return None;
+    }
     if !chained {
-        return (placeholders(mb).0 <= 8).then(|| (name.to_string(), substitute(mb, body)));
+        let all = chain
+            .iter()
+            .zip(&shapes)
+            .find(|((n, _), _)| *n == name)
+            .map_or(0, |(_, s)| s.0);
+        return (all <= 8).then(|| (name.to_string(), substitute(mb, body)));
     }
     let mut wrapped = body.clone();
     for (_, m) in chain.iter().rev() {

@@ -76,7 +76,7 @@ pub(super) fn delegated_layouts(out: &mut Out<'_, '_>, ci: usize, c: &Contract, 
     }
     // The code runs in the storage of the contract that is deployed: this one, or one that
     // inherits it (its own variables come after this one's). At most 64 of them are compared.
-    *steps = steps.saturating_sub(unit.contracts.len());
+    *steps = steps.saturating_sub(unit.ancestors.iter().map(Vec::len).sum::<usize>());
     let mut contexts: Vec<usize> = vec![ci];
     contexts.extend(
         (0..unit.contracts.len())
@@ -85,7 +85,7 @@ pub(super) fn delegated_layouts(out: &mut Out<'_, '_>, ci: usize, c: &Contract, 
     );
     let mut hits: Vec<(Loc, String)> = Vec::new();
     let mut done: BTreeSet<usize> = BTreeSet::new();
-    for x in contexts {
+    'contexts: for x in contexts {
         let layout = unit.storage_layout(x);
         *steps = steps.saturating_sub(layout.len());
         let caller: BTreeMap<(usize, usize), (&str, String)> = slots(address_types, &layout)
@@ -102,8 +102,9 @@ pub(super) fn delegated_layouts(out: &mut Out<'_, '_>, ci: usize, c: &Contract, 
             for (j, callee) in unit.contracts.iter().enumerate() {
                 *steps = steps.saturating_sub(1 + callee.functions.len());
                 if *steps == 0 {
-                    // Past the bound, nothing is claimed either way.
-                    return;
+                    // Past the bound, nothing more is claimed either way (what was found
+                    // stands).
+                    break 'contexts;
                 }
                 if callee.stateless
                     || j == x
