@@ -428,10 +428,7 @@ impl Callees<'_, '_> {
             }
         }
         let mut calls: Vec<(&Expression, bool)> = Vec::new();
-        let top: &[Statement] = match body {
-            Statement::Block { statements, .. } => statements,
-            other => std::slice::from_ref(other),
-        };
+        let top = top_statements(body);
         for st in top {
             let mut terms = Vec::new();
             match st {
@@ -440,7 +437,7 @@ impl Callees<'_, '_> {
                     None if called_member(e).is_some() => calls.push((e, false)),
                     None => {}
                 },
-                Statement::If(_, cond, then, _) if stops(then) => {
+                Statement::If(_, cond, then, _) if reverts(then) => {
                     let mut inner = cond;
                     while let Expression::Parenthesis(_, y) = inner {
                         inner = y;
@@ -558,10 +555,7 @@ impl Callees<'_, '_> {
             _ => false,
         };
         let mut found = false;
-        let top: &[Statement] = match body {
-            Statement::Block { statements, .. } => statements,
-            other => std::slice::from_ref(other),
-        };
+        let top = top_statements(body);
         for st in top {
             if !self.charge(1) {
                 return false;
@@ -585,7 +579,7 @@ impl Callees<'_, '_> {
                         found |= test(cond, &is_p, &state_var, &is_state, &self.steps);
                     }
                 }
-                Statement::If(_, cond, then, None) if !in_condition && stops(then) => {
+                Statement::If(_, cond, then, None) if !in_condition && reverts(then) => {
                     found |= refusal(cond);
                 }
                 _ => {}
@@ -595,12 +589,13 @@ impl Callees<'_, '_> {
     }
 }
 
-/// Whether a statement stops the function: `revert`, `throw` (read as `revert()`).
-fn stops(s: &Statement) -> bool {
+/// Whether a statement reverts: `revert`, `throw` (read as `revert()`). (A `return` lets the
+/// caller through.)
+fn reverts(s: &Statement) -> bool {
     match s {
         Statement::Revert(..) => true,
         Statement::Expression(_, e) => matches!(called_name(e), Some("revert")),
-        Statement::Block { statements, .. } => statements.first().is_some_and(stops),
+        Statement::Block { statements, .. } => statements.first().is_some_and(reverts),
         _ => false,
     }
 }

@@ -551,10 +551,7 @@ impl LockEvents {
         };
         let mut calls: Vec<(usize, String)> = Vec::new();
         // Guards count where they always run: at the top of the body, not under a condition.
-        let top: &[Statement] = match part {
-            Statement::Block { statements, .. } => statements,
-            other => std::slice::from_ref(other),
-        };
+        let top = top_statements(part);
         for st in top {
             match st {
                 Statement::If(_, cond, then, _) if stops(then) => {
@@ -609,15 +606,8 @@ impl LockEvents {
             if *steps == 0 {
                 return;
             }
-            *steps = steps.saturating_sub(c.functions.len());
-            for g in c
-                .functions
-                .iter()
-                .filter(|g| g.ty == FunctionTy::Function && g.name == name)
-            {
-                if let Some(b) = g.body.as_deref() {
-                    self.collect(c, b, Some(pos), false, split, steps);
-                }
+            for b in bodies(c, FunctionTy::Function, &name, steps) {
+                self.collect(c, b, Some(pos), false, split, steps);
             }
         }
     }
@@ -676,13 +666,7 @@ fn locks_held(c: &Contract, g: &Function, steps: &mut usize) -> BTreeSet<String>
         if !seen.insert(m.as_str()) || *steps == 0 {
             continue;
         }
-        *steps = steps.saturating_sub(c.functions.len());
-        for body in c
-            .functions
-            .iter()
-            .filter(|h| h.ty == FunctionTy::Modifier && &h.name == m)
-            .filter_map(|h| h.body.as_deref())
-        {
+        for body in bodies(c, FunctionTy::Modifier, m, steps) {
             let mut ev = LockEvents::default();
             ev.collect(c, body, None, true, &|_| false, steps);
             held.extend(ev.locks(steps));
@@ -770,6 +754,21 @@ fn brackets(
         .collect()
 }
 
+/// The bodies of `c`'s functions (or modifiers) named `name`: a lookup charged to `steps`.
+fn bodies<'c>(
+    c: &'c Contract,
+    ty: FunctionTy,
+    name: &str,
+    steps: &mut usize,
+) -> Vec<&'c Statement> {
+    *steps = steps.saturating_sub(c.functions.len());
+    c.functions
+        .iter()
+        .filter(|g| g.ty == ty && g.name == name)
+        .filter_map(|g| g.body.as_deref())
+        .collect()
+}
+
 /// Whether `g` reads the state variable `name`: in its body, its modifiers, or the internal
 /// functions they call (one level down).
 fn reads(c: &Contract, g: &Function, name: &str, steps: &mut usize) -> bool {
@@ -777,13 +776,7 @@ fn reads(c: &Contract, g: &Function, name: &str, steps: &mut usize) -> bool {
     let mut seen: BTreeSet<&str> = BTreeSet::new();
     for m in &g.modifiers {
         if seen.insert(m.as_str()) {
-            *steps = steps.saturating_sub(c.functions.len());
-            parts.extend(
-                c.functions
-                    .iter()
-                    .filter(|h| h.ty == FunctionTy::Modifier && &h.name == m)
-                    .filter_map(|h| h.body.as_deref()),
-            );
+            parts.extend(bodies(c, FunctionTy::Modifier, m, steps));
         }
     }
     let mut called: BTreeSet<&str> = BTreeSet::new();
@@ -801,18 +794,11 @@ fn reads(c: &Contract, g: &Function, name: &str, steps: &mut usize) -> bool {
         if found || *steps == 0 {
             break;
         }
-        *steps = steps.saturating_sub(c.functions.len());
-        for h in c
-            .functions
-            .iter()
-            .filter(|h| h.ty == FunctionTy::Function && h.name == n)
-        {
-            if let Some(b) = h.body.as_deref() {
-                walk_stmt_exprs(b, &mut |e| {
-                    *steps = steps.saturating_sub(1);
-                    found |= matches!(e, Expression::Variable(v) if v.name == name);
-                });
-            }
+        for b in bodies(c, FunctionTy::Function, n, steps) {
+            walk_stmt_exprs(b, &mut |e| {
+                *steps = steps.saturating_sub(1);
+                found |= matches!(e, Expression::Variable(v) if v.name == name);
+            });
         }
     }
     // Past the bound, any function may read it.

@@ -256,3 +256,11 @@ pub(super) fn written(e: &Expression) -> Option<(Loc, &Expression)> {
         _ => None,
     }
 }
+
+/// The statements of a body at its top level (not under a condition or a loop).
+pub(super) fn top_statements(s: &Statement) -> &[Statement] {
+    match s {
+        Statement::Block { statements, .. } => statements,
+        other => std::slice::from_ref(other),
+    }
+}
