@@ -325,6 +325,18 @@ impl<'a> Unit<'a> {
                 .collect()
         };
         let (guard_file, guard_own) = (file_sets(&own), own_sets(&own));
+        // Every modifier each contract declares: where the lineage has one of a name, its
+        // body decides, not another contract's of the same name in the file.
+        let declared: Vec<BTreeSet<String>> = contracts
+            .iter()
+            .map(|c| {
+                c.functions
+                    .iter()
+                    .filter(|m| m.ty == pt::FunctionTy::Modifier)
+                    .map(|m| m.name.clone())
+                    .collect()
+            })
+            .collect();
         let (eoa_file, eoa_own) = (file_sets(&eoa_own), own_sets(&eoa_own));
         drop(own);
         for (ci, c) in contracts.iter_mut().enumerate() {
@@ -332,7 +344,11 @@ impl<'a> Unit<'a> {
             // Its own, its ancestors' (looked up, not copied), its file's.
             let lineage = || std::iter::once(ci).chain(ancestors[ci].iter().copied());
             let guards = |m: &String| {
-                lineage().any(|a| guard_own[a].contains(m)) || guard_file[file].contains(m)
+                if lineage().any(|a| declared[a].contains(m)) {
+                    lineage().any(|a| guard_own[a].contains(m))
+                } else {
+                    guard_file[file].contains(m)
+                }
             };
             let accounts_only = |m: &String| {
                 lineage().any(|a| eoa_own[a].contains(m)) || eoa_file[file].contains(m)

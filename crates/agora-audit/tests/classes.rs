@@ -223,3 +223,20 @@ fn a_constructor_loops_only_over_what_its_deployer_passed() {
     );
     assert_eq!(lines_of(&open, "unbounded-loop"), vec![7]);
 }
+
+#[test]
+fn a_modifier_is_judged_by_its_own_body_not_by_a_namesake_in_the_file() {
+    let src = "pragma solidity ^0.8.0;
+contract Guarded {
+    address owner;
+    modifier gate() { require(msg.sender == owner); _; }
+    function setOwner(address o) external gate { owner = o; }
+}
+contract Open {
+    address owner;
+    modifier gate() { _; }
+    function setOwner(address o) external gate { owner = o; }
+}
+";
+    assert_eq!(lines_of(src, "unprotected-owner-change"), vec![10]);
+}
