@@ -410,7 +410,12 @@ impl Callees<'_, '_> {
     /// (`acl.check(msg.sender)`); in a condition, a function returning `bool` that returns such
     /// a test (`require(acl.hasRole(R, msg.sender))`). A balance looked up for the caller, or a
     /// test of what the caller is not, authorizes nothing.
-    pub(super) fn checks_caller(&self, scope: &Scope<'_>, body: &Statement) -> bool {
+    /// The scope is made only when the body has such a call (most have none).
+    pub(super) fn checks_caller<'s>(
+        &self,
+        scope: impl FnOnce() -> Scope<'s>,
+        body: &Statement,
+    ) -> bool {
         let caller = |a: &Expression| {
             is_member(a, "msg", "sender") || matches!(called_name(a), Some("_msgSender"))
         };
@@ -455,6 +460,13 @@ impl Callees<'_, '_> {
                     .map(|x| (x, true)),
             );
         }
+        calls.retain(
+            |(e, _)| matches!(e, Expression::FunctionCall(_, _, args) if args.iter().any(caller)),
+        );
+        if calls.is_empty() {
+            return false;
+        }
+        let scope = &scope();
         calls.into_iter().any(|(e, in_condition)| {
             let (Expression::FunctionCall(_, _, args), Some((m, recv))) = (e, called_member(e))
             else {

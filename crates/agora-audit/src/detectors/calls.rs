@@ -87,9 +87,9 @@ pub(super) fn reentrancy(
     });
     // A reentrancy lock (`locked = true; … locked = false;`, in the body or in a modifier such
     // as `nonReentrant`) is written around the call on purpose: its flag is no state at risk.
-    let held = locks_held(c, f, &mut out.lock_steps);
+    let held = locks_held(mods, f, &mut out.lock_steps);
     let mut flags = held.clone();
-    flags.extend(brackets(c, mods, body, &mut out.lock_steps));
+    flags.extend(brackets(mods, body, &mut out.lock_steps));
     // The state a name stands for.
     let state_of = |n: &str| -> Option<String> {
         if flags.contains(n) {
@@ -111,8 +111,8 @@ pub(super) fn reentrancy(
                         && !g.view
                         && g.ty == FunctionTy::Function
                         && !std::ptr::eq(g, f)
-                        && locks_held(c, g, steps).is_disjoint(&held)
-                        && reads(c, g, written, steps))
+                        && locks_held(mods, g, steps).is_disjoint(&held)
+                        && reads(mods, g, written, steps))
             })
     };
     let internal_call_out = |e: &Expression| {
@@ -120,17 +120,23 @@ pub(super) fn reentrancy(
     };
     // A call into the audit's code (another contract, a library) that can hand control on.
     let state = |n: &str| c.state_types.get(n).cloned();
-    let scope = super::callee::Scope::new(&state, f, body, &c.usings, !out.src().before_05);
+    // Made on the first member call (most functions have few or none).
+    let static_views = !out.src().before_05;
+    let scope_cell = std::cell::OnceCell::new();
+    let scope = || {
+        scope_cell
+            .get_or_init(|| super::callee::Scope::new(&state, f, body, &c.usings, static_views))
+    };
     let into_audited = |e: &Expression| {
         let ether = matches!(e, Expression::FunctionCall(_, _, args) if args.len() == 1);
         match called_member(e) {
             Some(("call" | "delegatecall" | "callcode" | "value" | "gas", _)) => false,
             // Ether sent with its stipend (`to.transfer(amount)`): below.
             Some(("transfer" | "send", _)) if ether => false,
-            Some((m, recv)) => match callees.member_calls_out(&scope, m, recv, 0) {
+            Some((m, recv)) => match callees.member_calls_out(scope(), m, recv, 0) {
                 Reach::Out => true,
                 // Code the caller chose, or past the bounds: it may call anyone.
-                Reach::Unknown => callees.chosen_contract(&scope, recv) || callees.exhausted(),
+                Reach::Unknown => callees.chosen_contract(scope(), recv) || callees.exhausted(),
                 Reach::Quiet => false,
             },
             None => false,
@@ -155,7 +161,6 @@ pub(super) fn reentrancy(
         return;
     }
     // The same through a modifier: its external call runs before the function's body.
-    let static_views = !out.src().before_05;
     let modifier_calls = |m: &Function, mb: &Statement| {
         if calls_out(mb) {
             return true;
@@ -449,19 +454,17 @@ impl Guard {
     /// an `if (…) revert`). Values of different kinds (a literal and a named constant) are
     /// not compared: no claim.
     fn refuses(&self, value: &str, reverts: bool) -> bool {
+        let boolean = value == "true" || value == "false";
         let named = |x: &str| x.bytes().next().is_some_and(|b| b.is_ascii_alphabetic());
-        let comparable = |k: &str| named(k) == named(value);
-        let passes = match self {
-            Guard::Set => value == "true",
-            Guard::Clear => value == "false",
-            Guard::Is(k) if comparable(k) => value == k,
-            Guard::IsNot(k) if comparable(k) => value != k,
+        // Whether the condition holds with the flag at `value`.
+        let holds = match self {
+            Guard::Set if boolean => value == "true",
+            Guard::Clear if boolean => value == "false",
+            Guard::Is(k) if named(k) == named(value) => value == k,
+            Guard::IsNot(k) if named(k) == named(value) => value != k,
             _ => return false,
         };
-        if matches!(self, Guard::Set | Guard::Clear) && value != "true" && value != "false" {
-            return false;
-        }
-        passes == reverts
+        holds == reverts
     }
 }
 
@@ -534,13 +537,14 @@ impl LockEvents {
     /// they are called.
     fn collect(
         &mut self,
-        c: &Contract,
+        mods: &Modifiers<'_>,
         part: &Statement,
         at: Option<usize>,
         expand: bool,
         split: &dyn Fn(&Expression) -> bool,
         steps: &mut usize,
     ) {
+        let c = mods.c;
         let mut sub = 0usize;
         let mut next = |loc: usize| {
             sub += 1;
@@ -606,8 +610,9 @@ impl LockEvents {
             if *steps == 0 {
                 return;
             }
-            for b in bodies(c, FunctionTy::Function, &name, steps) {
-                self.collect(c, b, Some(pos), false, split, steps);
+            *steps = steps.saturating_sub(1);
+            for b in mods.function_bodies(&name) {
+                self.collect(mods, b, Some(pos), false, split, steps);
             }
         }
     }
@@ -655,27 +660,52 @@ impl LockEvents {
 
 /// The locks `g` holds while it runs: flags a modifier of it (with the internal functions the
 /// modifier calls) tests, sets, and clears after `_`, or that its own body tests, sets, and
-/// clears after an external call.
-fn locks_held(c: &Contract, g: &Function, steps: &mut usize) -> BTreeSet<String> {
+/// clears after an external call. Each modifier's and each body's are found once.
+fn locks_held(mods: &Modifiers<'_>, g: &Function, steps: &mut usize) -> BTreeSet<String> {
     let mut held = BTreeSet::new();
     if *steps == 0 {
         return held;
     }
-    let mut seen: BTreeSet<&str> = BTreeSet::new();
     for m in &g.modifiers {
-        if !seen.insert(m.as_str()) || *steps == 0 {
+        *steps = steps.saturating_sub(1);
+        let Some((&name, m)) = mods.by_name.get_key_value(m.as_str()) else {
+            continue;
+        };
+        if let Some(known) = mods.modifier_locks.borrow().get(name) {
+            held.extend(known.iter().cloned());
             continue;
         }
-        for body in bodies(c, FunctionTy::Modifier, m, steps) {
-            let mut ev = LockEvents::default();
-            ev.collect(c, body, None, true, &|_| false, steps);
-            held.extend(ev.locks(steps));
+        let Some(body) = m.body.as_deref() else {
+            continue;
+        };
+        let mut ev = LockEvents::default();
+        ev.collect(mods, body, None, true, &|_| false, steps);
+        let found = ev.locks(steps);
+        if *steps > 0 {
+            mods.modifier_locks.borrow_mut().insert(name, found.clone());
         }
+        held.extend(found);
     }
     if let Some(body) = g.body.as_deref() {
-        let mut ev = LockEvents::default();
-        ev.collect(c, body, None, false, &|e| external_call(e).is_some(), steps);
-        held.extend(ev.locks(steps));
+        let key = std::ptr::from_ref(g) as usize;
+        let known = mods.body_locks.borrow().get(&key).cloned();
+        let found = known.unwrap_or_else(|| {
+            let mut ev = LockEvents::default();
+            ev.collect(
+                mods,
+                body,
+                None,
+                false,
+                &|e| external_call(e).is_some(),
+                steps,
+            );
+            let found = ev.locks(steps);
+            if *steps > 0 {
+                mods.body_locks.borrow_mut().insert(key, found.clone());
+            }
+            found
+        });
+        held.extend(found);
     }
     if *steps == 0 {
         // Past the bound no lock is known: what it would have hidden is reported.
@@ -687,14 +717,16 @@ fn locks_held(c: &Contract, g: &Function, steps: &mut usize) -> BTreeSet<String>
 /// Flags that `body` sets around an external call (to a constant before it and another after
 /// it) where some function of the contract refuses to run while the flag holds the first: a
 /// lock taken by hand, tested elsewhere. Writing them is no state at risk.
-fn brackets(
-    c: &Contract,
-    mods: &Modifiers<'_>,
-    body: &Statement,
-    steps: &mut usize,
-) -> BTreeSet<String> {
+fn brackets(mods: &Modifiers<'_>, body: &Statement, steps: &mut usize) -> BTreeSet<String> {
     let mut ev = LockEvents::default();
-    ev.collect(c, body, None, false, &|e| external_call(e).is_some(), steps);
+    ev.collect(
+        mods,
+        body,
+        None,
+        false,
+        &|e| external_call(e).is_some(),
+        steps,
+    );
     *steps = steps.saturating_sub(
         ev.sets
             .len()
@@ -721,12 +753,12 @@ fn brackets(
     let mut cached = mods.guards.borrow_mut();
     if cached.is_none() {
         let mut guards = LockEvents::default();
-        for g in &c.functions {
+        for g in &mods.c.functions {
             if *steps == 0 {
                 return BTreeSet::new();
             }
             if let Some(b) = g.body.as_deref() {
-                guards.collect(c, b, None, false, &|_| false, steps);
+                guards.collect(mods, b, None, false, &|_| false, steps);
             }
         }
         *cached = Some(guards);
@@ -754,31 +786,12 @@ fn brackets(
         .collect()
 }
 
-/// The bodies of `c`'s functions (or modifiers) named `name`: a lookup charged to `steps`.
-fn bodies<'c>(
-    c: &'c Contract,
-    ty: FunctionTy,
-    name: &str,
-    steps: &mut usize,
-) -> Vec<&'c Statement> {
-    *steps = steps.saturating_sub(c.functions.len());
-    c.functions
-        .iter()
-        .filter(|g| g.ty == ty && g.name == name)
-        .filter_map(|g| g.body.as_deref())
-        .collect()
-}
-
 /// Whether `g` reads the state variable `name`: in its body, its modifiers, or the internal
 /// functions they call (one level down).
-fn reads(c: &Contract, g: &Function, name: &str, steps: &mut usize) -> bool {
+fn reads(mods: &Modifiers<'_>, g: &Function, name: &str, steps: &mut usize) -> bool {
     let mut parts: Vec<&Statement> = g.body.as_deref().into_iter().collect();
-    let mut seen: BTreeSet<&str> = BTreeSet::new();
-    for m in &g.modifiers {
-        if seen.insert(m.as_str()) {
-            parts.extend(bodies(c, FunctionTy::Modifier, m, steps));
-        }
-    }
+    parts.extend(g.modifiers.iter().filter_map(|m| mods.modifier_body(m)));
+    *steps = steps.saturating_sub(g.modifiers.len());
     let mut called: BTreeSet<&str> = BTreeSet::new();
     let mut found = false;
     for part in &parts {
@@ -794,7 +807,8 @@ fn reads(c: &Contract, g: &Function, name: &str, steps: &mut usize) -> bool {
         if found || *steps == 0 {
             break;
         }
-        for b in bodies(c, FunctionTy::Function, n, steps) {
+        *steps = steps.saturating_sub(1);
+        for b in mods.function_bodies(n) {
             walk_stmt_exprs(b, &mut |e| {
                 *steps = steps.saturating_sub(1);
                 found |= matches!(e, Expression::Variable(v) if v.name == name);
@@ -805,11 +819,18 @@ fn reads(c: &Contract, g: &Function, name: &str, steps: &mut usize) -> bool {
     found || *steps == 0
 }
 
-/// A contract's modifiers (its own and inherited, the nearest of a name), looked up once, and
-/// whether each makes a call out, once known.
+/// A contract (with what it inherits) indexed once for the reentrancy analysis: its modifiers
+/// (the nearest of a name) and functions by name, and what is learnt of them, once known.
 pub(super) struct Modifiers<'c> {
+    c: &'c Contract,
     by_name: BTreeMap<&'c str, &'c Function>,
+    /// Function bodies by name (overloads together).
+    functions: BTreeMap<&'c str, Vec<&'c Statement>>,
     calls: RefCell<BTreeMap<&'c str, bool>>,
+    /// The locks each modifier holds, and each function's body holds (by its place in memory:
+    /// a key, never an order).
+    modifier_locks: RefCell<BTreeMap<&'c str, BTreeSet<String>>>,
+    body_locks: RefCell<BTreeMap<usize, BTreeSet<String>>>,
     /// The guards of flags in all of the contract's functions, once gathered.
     guards: RefCell<Option<LockEvents>>,
     /// Each modifier's `_` (all, replaceable) and statements, once counted.
@@ -817,14 +838,35 @@ pub(super) struct Modifiers<'c> {
 }
 
 impl<'c> Modifiers<'c> {
+    fn modifier_body(&self, name: &str) -> Option<&'c Statement> {
+        self.by_name.get(name).and_then(|m| m.body.as_deref())
+    }
+
+    fn function_bodies(&self, name: &str) -> &[&'c Statement] {
+        self.functions.get(name).map_or(&[], Vec::as_slice)
+    }
+
     pub(super) fn new(c: &'c Contract) -> Self {
         let mut by_name = BTreeMap::new();
-        for g in c.functions.iter().filter(|g| g.ty == FunctionTy::Modifier) {
-            by_name.entry(g.name.as_str()).or_insert(g);
+        let mut functions: BTreeMap<&'c str, Vec<&'c Statement>> = BTreeMap::new();
+        for g in &c.functions {
+            match (g.ty, g.body.as_deref()) {
+                (FunctionTy::Modifier, _) => {
+                    by_name.entry(g.name.as_str()).or_insert(g);
+                }
+                (FunctionTy::Function, Some(b)) => {
+                    functions.entry(g.name.as_str()).or_default().push(b)
+                }
+                _ => {}
+            }
         }
         Modifiers {
+            c,
             by_name,
+            functions,
             calls: RefCell::new(BTreeMap::new()),
+            modifier_locks: RefCell::new(BTreeMap::new()),
+            body_locks: RefCell::new(BTreeMap::new()),
             guards: RefCell::new(None),
             shapes: RefCell::new(BTreeMap::new()),
         }

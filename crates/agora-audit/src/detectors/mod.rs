@@ -462,8 +462,11 @@ pub(crate) fn run(unit: &Unit<'_>) -> Vec<(usize, Finding)> {
             let checked;
             let f = if !f.access_modifier && {
                 let state = |n: &str| c.state_types.get(n).cloned();
-                let scope = callee::Scope::new(&state, f, body, &c.usings, !out.src().before_05);
-                callees.checks_caller(&scope, body)
+                let static_views = !out.src().before_05;
+                callees.checks_caller(
+                    || callee::Scope::new(&state, f, body, &c.usings, static_views),
+                    body,
+                )
             } {
                 checked = Function {
                     access_modifier: true,
