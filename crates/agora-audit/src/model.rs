@@ -343,16 +343,17 @@ impl<'a> Unit<'a> {
             let file = c.file;
             // Its own, its ancestors' (looked up, not copied), its file's.
             let lineage = || std::iter::once(ci).chain(ancestors[ci].iter().copied());
-            let guards = |m: &String| {
+            // The lineage's own declaration of a modifier decides; a namesake elsewhere in the
+            // file only when the lineage has none.
+            let judged = |m: &String, own: &[BTreeSet<String>], in_file: &[BTreeSet<String>]| {
                 if lineage().any(|a| declared[a].contains(m)) {
-                    lineage().any(|a| guard_own[a].contains(m))
+                    lineage().any(|a| own[a].contains(m))
                 } else {
-                    guard_file[file].contains(m)
+                    in_file[file].contains(m)
                 }
             };
-            let accounts_only = |m: &String| {
-                lineage().any(|a| eoa_own[a].contains(m)) || eoa_file[file].contains(m)
-            };
+            let guards = |m: &String| judged(m, &guard_own, &guard_file);
+            let accounts_only = |m: &String| judged(m, &eoa_own, &eoa_file);
             for f in &mut c.functions {
                 f.access_modifier = f.modifiers.iter().any(|m| {
                     let n = m.to_ascii_lowercase();

@@ -51,7 +51,7 @@ pub(super) fn unchecked_calls(out: &mut Out<'_, '_>, body: &Statement) {
 pub(super) fn reentrancy(
     out: &mut Out<'_, '_>,
     callees: &super::callee::Callees<'_, '_>,
-    mods: &Modifiers<'_>,
+    mods: &ContractIndex<'_>,
     c: &Contract,
     facts: &Facts,
     f: &Function,
@@ -537,7 +537,7 @@ impl LockEvents {
     /// they are called.
     fn collect(
         &mut self,
-        mods: &Modifiers<'_>,
+        mods: &ContractIndex<'_>,
         part: &Statement,
         at: Option<usize>,
         expand: bool,
@@ -661,7 +661,7 @@ impl LockEvents {
 /// The locks `g` holds while it runs: flags a modifier of it (with the internal functions the
 /// modifier calls) tests, sets, and clears after `_`, or that its own body tests, sets, and
 /// clears after an external call. Each modifier's and each body's are found once.
-fn locks_held(mods: &Modifiers<'_>, g: &Function, steps: &mut usize) -> BTreeSet<String> {
+fn locks_held(mods: &ContractIndex<'_>, g: &Function, steps: &mut usize) -> BTreeSet<String> {
     let mut held = BTreeSet::new();
     if *steps == 0 {
         return held;
@@ -717,7 +717,7 @@ fn locks_held(mods: &Modifiers<'_>, g: &Function, steps: &mut usize) -> BTreeSet
 /// Flags that `body` sets around an external call (to a constant before it and another after
 /// it) where some function of the contract refuses to run while the flag holds the first: a
 /// lock taken by hand, tested elsewhere. Writing them is no state at risk.
-fn brackets(mods: &Modifiers<'_>, body: &Statement, steps: &mut usize) -> BTreeSet<String> {
+fn brackets(mods: &ContractIndex<'_>, body: &Statement, steps: &mut usize) -> BTreeSet<String> {
     let mut ev = LockEvents::default();
     ev.collect(
         mods,
@@ -788,7 +788,7 @@ fn brackets(mods: &Modifiers<'_>, body: &Statement, steps: &mut usize) -> BTreeS
 
 /// Whether `g` reads the state variable `name`: in its body, its modifiers, or the internal
 /// functions they call (one level down).
-fn reads(mods: &Modifiers<'_>, g: &Function, name: &str, steps: &mut usize) -> bool {
+fn reads(mods: &ContractIndex<'_>, g: &Function, name: &str, steps: &mut usize) -> bool {
     let mut parts: Vec<&Statement> = g.body.as_deref().into_iter().collect();
     parts.extend(g.modifiers.iter().filter_map(|m| mods.modifier_body(m)));
     *steps = steps.saturating_sub(g.modifiers.len());
@@ -819,13 +819,15 @@ fn reads(mods: &Modifiers<'_>, g: &Function, name: &str, steps: &mut usize) -> b
     found || *steps == 0
 }
 
-/// A contract (with what it inherits) indexed once for the reentrancy analysis: its modifiers
-/// (the nearest of a name) and functions by name, and what is learnt of them, once known.
-pub(super) struct Modifiers<'c> {
+/// A contract (with what it inherits) indexed once for the detectors: its modifiers (the
+/// nearest of a name), functions and views by name, and what is learnt of them, once known.
+pub(super) struct ContractIndex<'c> {
     c: &'c Contract,
     by_name: BTreeMap<&'c str, &'c Function>,
     /// Function bodies by name (overloads together).
     functions: BTreeMap<&'c str, Vec<&'c Statement>>,
+    /// Names of its view functions.
+    views: BTreeSet<&'c str>,
     calls: RefCell<BTreeMap<&'c str, bool>>,
     /// The locks each modifier holds, and each function's body holds (by its place in memory:
     /// a key, never an order).
@@ -837,7 +839,12 @@ pub(super) struct Modifiers<'c> {
     shapes: RefCell<BTreeMap<&'c str, (usize, usize, usize)>>,
 }
 
-impl<'c> Modifiers<'c> {
+impl<'c> ContractIndex<'c> {
+    /// Whether the contract has a view function of that name.
+    pub(super) fn is_view(&self, name: &str) -> bool {
+        self.views.contains(name)
+    }
+
     fn modifier_body(&self, name: &str) -> Option<&'c Statement> {
         self.by_name.get(name).and_then(|m| m.body.as_deref())
     }
@@ -849,7 +856,11 @@ impl<'c> Modifiers<'c> {
     pub(super) fn new(c: &'c Contract) -> Self {
         let mut by_name = BTreeMap::new();
         let mut functions: BTreeMap<&'c str, Vec<&'c Statement>> = BTreeMap::new();
+        let mut views = BTreeSet::new();
         for g in &c.functions {
+            if g.view && g.ty == FunctionTy::Function {
+                views.insert(g.name.as_str());
+            }
             match (g.ty, g.body.as_deref()) {
                 (FunctionTy::Modifier, _) => {
                     by_name.entry(g.name.as_str()).or_insert(g);
@@ -860,10 +871,11 @@ impl<'c> Modifiers<'c> {
                 _ => {}
             }
         }
-        Modifiers {
+        ContractIndex {
             c,
             by_name,
             functions,
+            views,
             calls: RefCell::new(BTreeMap::new()),
             modifier_locks: RefCell::new(BTreeMap::new()),
             body_locks: RefCell::new(BTreeMap::new()),
@@ -908,7 +920,7 @@ fn size_of(s: &Statement) -> usize {
 /// can be replaced (and at most 8 of them); otherwise the calling modifier alone wraps the
 /// body, when it has at most 8 `_`.
 fn through_modifiers<'c>(
-    mods: &Modifiers<'c>,
+    mods: &ContractIndex<'c>,
     f: &Function,
     body: &Statement,
     calls: &dyn Fn(&Function, &Statement) -> bool,

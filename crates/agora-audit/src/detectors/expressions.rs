@@ -5,7 +5,13 @@ use super::*;
 use std::collections::BTreeMap;
 
 /// tx.origin comparisons, block values as entropy, timestamp comparisons, unchecked arithmetic.
-pub(super) fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, body: &Statement) {
+pub(super) fn expressions(
+    out: &mut Out<'_, '_>,
+    mods: &super::calls::ContractIndex<'_>,
+    c: &Contract,
+    f: &Function,
+    body: &Statement,
+) {
     // A math library (`using SafeMath for uint256`) checks the operations written through it;
     // an operator on a narrow integer is never one of them.
     let narrow = |x: &Expression| root_name(x).is_some_and(|n| c.narrow_vars.contains_key(n));
@@ -102,11 +108,7 @@ pub(super) fn expressions(out: &mut Out<'_, '_>, c: &Contract, f: &Function, bod
             || matches!(called_name(a), Some("_msgSender"))
     };
     // A view of this contract (`getTimestamp`), asked about keys the caller names.
-    let getter = |name: &str| {
-        c.functions
-            .iter()
-            .any(|g| g.view && g.ty == FunctionTy::Function && g.name == name)
-    };
+    let getter = |name: &str| mods.is_view(name);
     let lookup = |y: &Expression| match y {
         Expression::ArraySubscript(_, _, Some(k)) => key(k),
         Expression::MemberAccess(_, base, _) => {

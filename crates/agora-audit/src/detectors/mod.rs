@@ -451,7 +451,7 @@ pub(crate) fn run(unit: &Unit<'_>) -> Vec<(usize, Finding)> {
             .map(|a| &own[a])
             .collect();
         let facts = Facts::inherited(c, &lineage);
-        let mods = calls::Modifiers::new(c);
+        let mods = calls::ContractIndex::new(c);
         for f in mine() {
             let Some(body) = f.body.as_deref() else {
                 continue;
@@ -476,7 +476,7 @@ pub(crate) fn run(unit: &Unit<'_>) -> Vec<(usize, Finding)> {
             } else {
                 f
             };
-            expressions(&mut out, c, f, body);
+            expressions(&mut out, &mods, c, f, body);
             unchecked_calls(&mut out, body);
             reentrancy(&mut out, &callees, &mods, c, &facts, f, body);
             calls_in_loops(&mut out, body);
