@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use agora_audit::inject::{has_function, insertion_points};
-use agora_audit::{Category, Finding, Severity, audit_files, import_paths, joined};
+use agora_audit::{Finding, Severity, audit_files, import_paths, joined};
 use anyhow::Result;
 use rayon::prelude::*;
 
@@ -25,7 +25,6 @@ pub const CLEAN_VERSIONS: [&str; 3] = ["3.4.2", "4.9.6", "5.1.0"];
 #[derive(Debug)]
 pub struct Snippet {
     pub class: &'static str,
-    pub category: Category,
     /// The detector that must report it (an injection counts as found only by it).
     pub detector: &'static str,
     pub function: &'static str,
@@ -41,7 +40,6 @@ pub const SNIPPETS: &[Snippet] = &[
     // names, with no check of who calls and no deposit of theirs.
     Snippet {
         class: "anyone-can-withdraw",
-        category: Category::AccessControl,
         detector: "anyone-can-withdraw",
         function: "sweep{N}",
         new: "    function sweep{N}() public {\n        payable(msg.sender).transfer(address(this).balance); //@bug\n    }\n",
@@ -50,7 +48,6 @@ pub const SNIPPETS: &[Snippet] = &[
     },
     Snippet {
         class: "anyone-can-withdraw",
-        category: Category::AccessControl,
         detector: "anyone-can-withdraw",
         function: "payOut{N}",
         new: "    function payOut{N}(address payable to, uint256 amount) external {\n        to.transfer(amount); //@bug\n    }\n",
@@ -59,7 +56,6 @@ pub const SNIPPETS: &[Snippet] = &[
     },
     Snippet {
         class: "anyone-can-withdraw",
-        category: Category::AccessControl,
         detector: "anyone-can-withdraw",
         function: "claim{N}",
         new: "    function claim{N}() external {\n        (bool ok, ) = payable(msg.sender).call{value: 1 ether}(\"\"); //@bug\n        require(ok, \"failed\");\n    }\n",
@@ -68,7 +64,6 @@ pub const SNIPPETS: &[Snippet] = &[
     },
     Snippet {
         class: "anyone-can-withdraw",
-        category: Category::AccessControl,
         detector: "anyone-can-withdraw",
         function: "drain{N}",
         new: "    function drain{N}(address payable to) external {\n        require(to != address(0), \"zero\");\n        uint256 all = address(this).balance;\n        to.transfer(all); //@bug\n    }\n",
@@ -79,7 +74,6 @@ pub const SNIPPETS: &[Snippet] = &[
     // to re-enter.
     Snippet {
         class: "state-after-transfer",
-        category: Category::Reentrancy,
         detector: "state-after-transfer",
         function: "withdrawCredit{N}",
         new: "    mapping(address => uint256) private credit{N};\n    function withdrawCredit{N}() external {\n        uint256 amount = credit{N}[msg.sender];\n        payable(msg.sender).transfer(amount); //@bug\n        credit{N}[msg.sender] = 0; //@bug\n    }\n",
@@ -88,7 +82,6 @@ pub const SNIPPETS: &[Snippet] = &[
     },
     Snippet {
         class: "state-after-transfer",
-        category: Category::Reentrancy,
         detector: "state-after-transfer",
         function: "settle{N}",
         new: "    mapping(address => uint256) private owed{N};\n    function settle{N}() external {\n        if (payable(msg.sender).send(owed{N}[msg.sender])) { //@bug\n            owed{N}[msg.sender] = 0; //@bug\n        }\n    }\n",
@@ -97,7 +90,6 @@ pub const SNIPPETS: &[Snippet] = &[
     },
     Snippet {
         class: "state-after-transfer",
-        category: Category::Reentrancy,
         detector: "state-after-transfer",
         function: "take{N}",
         new: "    mapping(address => uint256) private held{N};\n    function take{N}(uint256 amount) external {\n        require(held{N}[msg.sender] >= amount, \"too much\");\n        payable(msg.sender).transfer(amount); //@bug\n        held{N}[msg.sender] -= amount; //@bug\n    }\n",
@@ -108,7 +100,6 @@ pub const SNIPPETS: &[Snippet] = &[
     // narrow state.
     Snippet {
         class: "narrow-wrap",
-        category: Category::Arithmetic,
         detector: "integer-overflow",
         function: "lower{N}",
         new: "    uint8 private floor{N};\n    function lower{N}() external {\n        uint8 x = 0;\n        unchecked { x = x - 10; } //@bug\n        floor{N} = x;\n    }\n",
@@ -117,7 +108,6 @@ pub const SNIPPETS: &[Snippet] = &[
     },
     Snippet {
         class: "narrow-wrap",
-        category: Category::Arithmetic,
         detector: "integer-overflow",
         function: "step{N}",
         new: "    uint8 private count{N};\n    function step{N}(uint8 by) external {\n        unchecked { count{N} += by; } //@bug\n    }\n",
@@ -126,7 +116,6 @@ pub const SNIPPETS: &[Snippet] = &[
     },
     Snippet {
         class: "narrow-wrap",
-        category: Category::Arithmetic,
         detector: "integer-overflow",
         function: "scale{N}",
         new: "    uint16 private total{N};\n    function scale{N}(uint16 factor) external {\n        unchecked { total{N} = total{N} * factor; } //@bug\n    }\n",
@@ -138,7 +127,6 @@ pub const SNIPPETS: &[Snippet] = &[
     // appended to the file whose transfer calls the receiver.
     Snippet {
         class: "reentrancy",
-        category: Category::Reentrancy,
         detector: "reentrancy",
         function: "exit{N}",
         new: "    mapping(address => uint256) private vault{N};\n    function exit{N}() external {\n        uint256 amount = vault{N}[msg.sender];\n        (bool ok, ) = payable(msg.sender).call{value: amount}(\"\"); //@bug\n        require(ok, \"send\");\n        vault{N}[msg.sender] = 0; //@bug\n    }\n",
@@ -147,7 +135,6 @@ pub const SNIPPETS: &[Snippet] = &[
     },
     Snippet {
         class: "reentrancy",
-        category: Category::Reentrancy,
         detector: "reentrancy",
         function: "collect{N}",
         new: "    mapping(address => uint256) private paid{N};\n    modifier unpaid{N}() {\n        require(paid{N}[msg.sender] == 0, \"paid\");\n        _;\n    }\n    modifier ping{N}(address hook) {\n        (bool ok, ) = hook.call(\"\");\n        require(ok, \"ping\");\n        _;\n    }\n    function collect{N}(address hook) external unpaid{N} ping{N}(hook) {\n        paid{N}[msg.sender] = 1; //@bug\n    }\n",
@@ -156,7 +143,6 @@ pub const SNIPPETS: &[Snippet] = &[
     },
     Snippet {
         class: "reentrancy",
-        category: Category::Reentrancy,
         detector: "reentrancy",
         function: "claimTokens{N}",
         new: "    HookToken{N} private hookToken{N};\n    mapping(address => uint256) private owedTokens{N};\n    function claimTokens{N}() external {\n        uint256 amount = owedTokens{N}[msg.sender];\n        hookToken{N}.pay{N}(msg.sender, amount); //@bug\n        owedTokens{N}[msg.sender] = 0; //@bug\n    }\n",
@@ -167,7 +153,6 @@ pub const SNIPPETS: &[Snippet] = &[
     // the first slot, where the caller keeps whatever it declares first.
     Snippet {
         class: "delegatecall-layout",
-        category: Category::AccessControl,
         detector: "delegatecall-layout",
         function: "tag{N}",
         new: "    address private tagger{N};\n    function tag{N}(bytes7 t) external {\n        (bool ok, ) = tagger{N}.delegatecall(abi.encodeWithSelector(Tagger{N}.setTag{N}.selector, t)); //@bug\n        require(ok, \"tag\");\n    }\n",
@@ -177,7 +162,6 @@ pub const SNIPPETS: &[Snippet] = &[
     // The block time in an equality test, and deciding a payout.
     Snippet {
         class: "block-time",
-        category: Category::TimeManipulation,
         detector: "timestamp-dependence",
         function: "opening{N}",
         new: "    uint256 private openAt{N};\n    function opening{N}() external view returns (bool) {\n        return block.timestamp == openAt{N}; //@bug\n    }\n",
@@ -186,7 +170,6 @@ pub const SNIPPETS: &[Snippet] = &[
     },
     Snippet {
         class: "block-time",
-        category: Category::TimeManipulation,
         detector: "timestamp-dependence",
         function: "bid{N}",
         new: "    address payable private leader{N};\n    uint256 private lastBid{N};\n    function bid{N}() external payable {\n        require(msg.value > 1 ether, \"low\");\n        if (block.timestamp > lastBid{N} + 1 hours && leader{N} != address(0)) { //@bug\n            leader{N}.transfer(address(this).balance);\n        }\n        leader{N} = payable(msg.sender);\n        lastBid{N} = block.timestamp;\n    }\n",
@@ -274,6 +257,87 @@ struct Tally {
     not_members: usize,
 }
 
+/// A clean file with one snippet in it.
+struct Injected {
+    text: String,
+    /// The snippet's first line, and how many lines it adds there.
+    first: usize,
+    added: usize,
+    /// The lines marked `//@bug`.
+    bugs: Vec<usize>,
+}
+
+/// `text` with `snippet` (number `n`, for compilers before 0.8 when `before_08`) inserted before
+/// `line` (1-based; `starts` are where lines start) and its appendix at the end; None when the
+/// snippet's function does not land in `contract` (the place was not between its members).
+fn inject(
+    text: &str,
+    starts: &[usize],
+    line: usize,
+    snippet: &Snippet,
+    contract: &str,
+    n: usize,
+    before_08: bool,
+) -> Option<Injected> {
+    let tag = format!("_agora{n}");
+    let body = if before_08 { snippet.old } else { snippet.new }.replace("{N}", &tag);
+    let offset = *starts.get(line.checked_sub(1)?)?;
+    let mut mutated = text.to_string();
+    mutated.insert_str(offset, &body);
+    mutated.push_str(&snippet.appendix.replace("{N}", &tag));
+    if !has_function(&mutated, contract, &snippet.function.replace("{N}", &tag)) {
+        return None;
+    }
+    let bugs = body
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.ends_with("//@bug"))
+        .map(|(i, _)| line + i)
+        .collect();
+    Some(Injected {
+        text: mutated,
+        first: line,
+        added: body.matches('\n').count(),
+        bugs,
+    })
+}
+
+/// Whether the snippet's detector reports it at its lines (within `tolerance`), and how many
+/// findings the clean file did not have appear outside the snippet.
+fn judge(
+    inj: &Injected,
+    snippet: &Snippet,
+    findings: &[Finding],
+    clean: &[Finding],
+    tolerance: usize,
+) -> (bool, usize) {
+    // A clean finding, its lines moved by the snippet's.
+    let was_clean = |f: &Finding| {
+        let line = if f.line >= inj.first + inj.added {
+            f.line - inj.added
+        } else {
+            f.line
+        };
+        clean
+            .iter()
+            .any(|c| c.detector == f.detector && c.line == line)
+    };
+    let found = findings.iter().any(|f| {
+        f.detector == snippet.detector
+            && !was_clean(f)
+            && inj
+                .bugs
+                .iter()
+                .any(|&b| b + tolerance >= f.line && b <= f.end_line.max(f.line) + tolerance)
+    });
+    let elsewhere = findings
+        .iter()
+        .filter(|f| f.line < inj.first || f.line >= inj.first + inj.added)
+        .filter(|f| !was_clean(f))
+        .count();
+    (found, elsewhere)
+}
+
 /// Runs the injection benchmark over `dir` (fetching the clean contracts into it first).
 pub fn bench(dir: &Path, tolerance: usize, limit: Option<usize>) -> Result<()> {
     let mut tallies: BTreeMap<&str, Tally> = BTreeMap::new();
@@ -343,53 +407,12 @@ pub fn bench(dir: &Path, tolerance: usize, limit: Option<usize>) -> Result<()> {
                 .par_iter()
                 .enumerate()
                 .map(|(n, (line, snippet, contract))| {
-                    let body = if before_08 { snippet.old } else { snippet.new };
-                    let body = body.replace("{N}", &format!("_agora{n}"));
-                    let function = snippet.function.replace("{N}", &format!("_agora{n}"));
-                    let mut mutated = text.clone();
-                    let Some(&offset) = starts.get(line - 1) else {
+                    let Some(inj) = inject(text, &starts, *line, snippet, contract, n, before_08)
+                    else {
                         return (*snippet, false, 0, false);
                     };
-                    mutated.insert_str(offset, &body);
-                    mutated.push_str(&snippet.appendix.replace("{N}", &format!("_agora{n}")));
-                    if !has_function(&mutated, contract, &function) {
-                        return (*snippet, false, 0, false);
-                    }
-                    let first = *line;
-                    let added = body.matches('\n').count();
-                    let bugs: Vec<usize> = body
-                        .lines()
-                        .enumerate()
-                        .filter(|(_, l)| l.ends_with("//@bug"))
-                        .map(|(i, _)| first + i)
-                        .collect();
-                    let findings = tree.audit(closure, &mutated);
-                    // A clean finding, its lines moved by the snippet's.
-                    let was_clean = |f: &Finding| {
-                        let line = if f.line >= first + added {
-                            f.line - added
-                        } else {
-                            f.line
-                        };
-                        clean
-                            .iter()
-                            .any(|c| c.detector == f.detector && c.line == line)
-                    };
-                    let found = findings.iter().any(|f| {
-                        f.category == snippet.category
-                            && f.detector == snippet.detector
-                            && !was_clean(f)
-                            && bugs.iter().any(|&b| {
-                                b + tolerance >= f.line && b <= f.end_line.max(f.line) + tolerance
-                            })
-                    });
-                    // Outside the snippet: a finding the clean file does not have (its lines
-                    // moved by the snippet's).
-                    let elsewhere = findings
-                        .iter()
-                        .filter(|f| f.line < first || f.line >= first + added)
-                        .filter(|f| !was_clean(f))
-                        .count();
+                    let findings = tree.audit(closure, &inj.text);
+                    let (found, elsewhere) = judge(&inj, snippet, &findings, clean, tolerance);
                     (*snippet, true, elsewhere, found)
                 })
                 .collect();
@@ -482,4 +505,44 @@ pub fn bench(dir: &Path, tolerance: usize, limit: Option<usize>) -> Result<()> {
         rayon::current_num_threads()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The benchmark in small: every snippet, in a clean contract for each compiler family, is
+    /// found by its detector at its lines, with nothing new elsewhere.
+    #[test]
+    fn every_snippet_is_found_where_it_is_and_nowhere_else() {
+        for (pragma, before_08) in [
+            ("pragma solidity ^0.7.6;", true),
+            ("pragma solidity ^0.8.20;", false),
+        ] {
+            let text = format!(
+                "{pragma}\n\ncontract Clean {{\n    uint256 private total;\n\n    function add(uint256 x) external {{\n        total = x;\n    }}\n}}\n"
+            );
+            let (points, old) = insertion_points(&text).expect("parses");
+            assert_eq!(old, before_08, "{pragma}");
+            assert!(!points.is_empty());
+            let starts: Vec<usize> = std::iter::once(0)
+                .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+                .collect();
+            let clean = audit_files([("c.sol", text.as_str())]).findings;
+            for (n, snippet) in SNIPPETS.iter().enumerate() {
+                for p in &points {
+                    let inj = inject(&text, &starts, p.line, snippet, &p.contract, n, before_08)
+                        .unwrap_or_else(|| panic!("{} at {}", snippet.function, p.line));
+                    let findings = audit_files([("c.sol", inj.text.as_str())]).findings;
+                    let (found, elsewhere) = judge(&inj, snippet, &findings, &clean, 2);
+                    assert!(
+                        found,
+                        "{pragma} {} at {}: {findings:?}",
+                        snippet.function, p.line
+                    );
+                    assert_eq!(elsewhere, 0, "{pragma} {}: {findings:?}", snippet.function);
+                }
+            }
+        }
+    }
 }
