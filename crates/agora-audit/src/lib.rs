@@ -471,7 +471,7 @@ fn parse_and_detect(files: Vec<Prepared>, imports: Vec<Vec<usize>>) -> (Vec<Find
 /// re-run it like any model. A verifier compares a provider's report with its own exactly, so any
 /// change to what the detectors report must change this version (a test pins the labelled
 /// suite's report to it).
-pub const MODEL_NAME: &str = "agora-audit@0.4.0";
+pub const MODEL_NAME: &str = "agora-audit@0.5.0";
 
 /// The auditor's model id: SHA-256 of its name and its detector table (a weights file's hash
 /// is the id of a neural model; the auditor's "weights" are its detectors).

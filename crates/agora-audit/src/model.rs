@@ -98,6 +98,10 @@ pub(crate) struct Contract {
     pub(crate) state_types: BTreeMap<String, String>,
     /// Libraries attached with `using L for …` (with what it inherits, its bases' too).
     pub(crate) usings: Vec<String>,
+    /// Constants and immutables: kept in the code, not in storage, so nothing written after
+    /// construction (no `sstore`, no `delegatecall`) changes them (with what it inherits, its
+    /// bases' too).
+    pub(crate) in_code: BTreeSet<String>,
 }
 
 /// One parsed file of an audit, with the files its imports name (indexes into the audit's
@@ -417,6 +421,7 @@ impl<'a> Unit<'a> {
                 .extend(base.state_vars.intersection(&flat.state_vars).cloned());
             flat.state_vars.extend(base.state_vars.iter().cloned());
             flat.state_arrays.extend(base.state_arrays.iter().cloned());
+            flat.in_code.extend(base.in_code.iter().cloned());
             flat.state_maps.extend(base.state_maps.iter().cloned());
             for (n, bits) in &base.narrow_vars {
                 flat.narrow_vars.entry(n.clone()).or_insert(*bits);
@@ -598,6 +603,7 @@ fn contract(c: &pt::ContractDefinition, lines: &LineIndex, file: usize) -> Contr
     let mut safe_math = false;
     let mut functions = Vec::new();
     let mut layout = Vec::new();
+    let mut in_code = BTreeSet::new();
     let mut state_types = BTreeMap::new();
     let mut usings = Vec::new();
     let mut seen_usings = BTreeSet::new();
@@ -615,6 +621,8 @@ fn contract(c: &pt::ContractDefinition, lines: &LineIndex, file: usize) -> Contr
                         )
                     }) {
                         layout.push((n.name.clone(), type_text(&v.ty)));
+                    } else {
+                        in_code.insert(n.name.clone());
                     }
                     if let Some(init) = &v.initializer {
                         state_inits.push((n.name.clone(), init.clone()));
@@ -675,6 +683,7 @@ fn contract(c: &pt::ContractDefinition, lines: &LineIndex, file: usize) -> Contr
         layout,
         state_types,
         usings,
+        in_code,
     }
 }
 

@@ -159,6 +159,50 @@ fn one_items_schedule_looked_up_by_its_key_decides_nothing_for_a_miner() {
 }
 
 #[test]
+fn a_lock_built_for_one_account_decides_nothing_for_a_miner() {
+    let c = |more: &str, release: &str| {
+        format!(
+            "pragma solidity ^0.8.0;\ninterface IERC20 {{ function balanceOf(address a) external view returns (uint256); function transfer(address to, uint256 v) external returns (bool); }}\ncontract L {{\n    IERC20 private immutable _token;\n    address payable private heir;\n    uint256 private at;\n    constructor(IERC20 t, address payable h, uint256 a) {{ _token = t; heir = h; at = a; }}\n    function token() public view returns (IERC20) {{ return _token; }}\n    function releaseTime() public view returns (uint256) {{ return at; }}\n{more}\n    function release{release}\n}}\n"
+        )
+    };
+    // Tokens or ether, paid when the time set at construction comes to the account set then
+    // (OpenZeppelin's TokenTimelock), read directly or through getters: not reported.
+    let tokens = "() external {\n        require(block.timestamp >= releaseTime());\n        token().transfer(heir, token().balanceOf(address(this)));\n    }";
+    let ether = "() external {\n        if (block.timestamp > at + 1 days) heir.transfer(address(this).balance);\n    }";
+    for release in [tokens, ether] {
+        assert!(
+            lines_of(&c("", release), "timestamp-dependence").is_empty(),
+            "{release}"
+        );
+    }
+    // Reported: the heir or the time can be changed later, anything else can be written out of
+    // sight, the caller is paid or chooses the amount, or the function writes state.
+    for more in [
+        "    function setHeir(address payable h) external { heir = h; }",
+        "    function later(uint256 a) external { at = a; }",
+        "    function raw() external { assembly { sstore(0, 1) } }",
+    ] {
+        assert_eq!(
+            lines_of(&c(more, ether), "timestamp-dependence"),
+            vec![12],
+            "{more}"
+        );
+    }
+    for release in [
+        "() external {\n        if (block.timestamp > at) payable(msg.sender).transfer(address(this).balance);\n    }",
+        "(uint256 v) external {\n        if (block.timestamp > at) heir.transfer(v);\n    }",
+        "() external {\n        if (block.timestamp > at) { heir.transfer(1); at = 0; }\n    }",
+        "() external {\n        require(block.timestamp >= at);\n    }",
+    ] {
+        assert_eq!(
+            lines_of(&c("", release), "timestamp-dependence"),
+            vec![12],
+            "{release}"
+        );
+    }
+}
+
+#[test]
 fn a_reentrancy_lock_is_no_state_at_risk_but_guards_only_what_honours_it() {
     let c = |f: &str| {
         format!(

@@ -9,8 +9,8 @@ use std::path::Path;
 /// gives. When a detector's output changes, this test fails: bump `MODEL_NAME` (providers and
 /// verifiers of different versions would otherwise disagree) and update the pins.
 const PINNED: (&str, &str, &str) = (
-    "agora-audit@0.4.0",
-    "ca3921ded49b503b4792cfa8de4e6acb254a6c592a0663d59e449d201073c507",
+    "agora-audit@0.5.0",
+    "6eca311376ed31c6be4179a5275e8821bb0d276b154f8f2bcf2d4a6d988ecb9b",
     "f6d006add078db7b54f8cf2eb47287107c196420af3561e254c5d249f91c14b0",
 );
 

@@ -4,6 +4,102 @@
 use super::*;
 use std::collections::BTreeMap;
 
+/// Whether `f` leaves its caller nothing to choose (no parameter, no value, no look at who
+/// calls), writes no state (nor calls a function of the contract that may), and pays, only to
+/// accounts set when the contract was built, through calls on contracts set then too.
+fn pays_only_the_built(
+    mods: &super::calls::ContractIndex<'_>,
+    c: &Contract,
+    f: &Function,
+    body: &Statement,
+    locals: &BTreeSet<String>,
+) -> bool {
+    if f.payable || f.arity != 0 || f.ty != FunctionTy::Function {
+        return false;
+    }
+    let mut chooses = false;
+    let mut payees: Vec<&Expression> = Vec::new();
+    let mut receivers: Vec<&Expression> = Vec::new();
+    walk_stmt_exprs(body, &mut |e| {
+        chooses |= is_member(e, "msg", "sender")
+            || is_member(e, "msg", "value")
+            || is_member(e, "tx", "origin")
+            || matches!(called_name(e), Some(n) if n == "_msgSender" || mods.may_write(n));
+        if let Some((_, target)) = written(e)
+            && root_name(target).is_some_and(|n| c.state_vars.contains(n) && !locals.contains(n))
+        {
+            chooses = true;
+        }
+        if let Expression::FunctionCall(_, _, args) = e
+            && let Some((m, recv)) = called_member(e)
+        {
+            receivers.push(recv);
+            match (m, args.len()) {
+                ("transfer" | "send" | "sendValue", 1) | ("call", _) => payees.push(recv),
+                ("transfer" | "safeTransfer" | "sendValue", 2) => payees.push(&args[0]),
+                ("safeTransfer" | "transferFrom" | "safeTransferFrom", 3) => payees.push(&args[1]),
+                ("safeTransferFrom", 4) => payees.push(&args[2]),
+                _ => {}
+            }
+        }
+    });
+    // A receiver named for no variable is a library or a type (`SafeERC20.safeTransfer`).
+    let library = |x: &Expression| {
+        matches!(x, Expression::Variable(v)
+            if !locals.contains(&v.name) && !c.state_vars.contains(&v.name) && !f.params.contains(&v.name))
+    };
+    !chooses
+        && !payees.is_empty()
+        && payees.iter().all(|p| built_value(mods, locals, p))
+        && receivers
+            .iter()
+            .all(|r| library(r) || is_member(r, "address", "this") || built_value(mods, locals, r))
+}
+
+/// A value fixed when the contract was built: a literal, a state variable only a constructor
+/// writes, a view returning one, or arithmetic on them.
+fn built_value(
+    mods: &super::calls::ContractIndex<'_>,
+    locals: &BTreeSet<String>,
+    x: &Expression,
+) -> bool {
+    match converted(x) {
+        Expression::NumberLiteral(..)
+        | Expression::HexNumberLiteral(..)
+        | Expression::RationalNumberLiteral(..) => true,
+        Expression::Variable(v) => !locals.contains(&v.name) && mods.set_when_built(&v.name),
+        Expression::FunctionCall(_, g, args) if args.is_empty() => {
+            matches!(g.as_ref(), Expression::Variable(g)
+                if !locals.contains(&g.name) && mods.built_getter(&g.name))
+        }
+        Expression::Add(_, a, b)
+        | Expression::Subtract(_, a, b)
+        | Expression::Multiply(_, a, b)
+        | Expression::Divide(_, a, b) => {
+            built_value(mods, locals, a) && built_value(mods, locals, b)
+        }
+        _ => false,
+    }
+}
+
+/// The block time, a value fixed when the contract was built, or arithmetic on them.
+fn built_or_time(
+    mods: &super::calls::ContractIndex<'_>,
+    locals: &BTreeSet<String>,
+    x: &Expression,
+) -> bool {
+    match x {
+        Expression::Add(_, a, b)
+        | Expression::Subtract(_, a, b)
+        | Expression::Multiply(_, a, b)
+        | Expression::Divide(_, a, b) => {
+            built_or_time(mods, locals, a) && built_or_time(mods, locals, b)
+        }
+        Expression::Parenthesis(_, a) => built_or_time(mods, locals, a),
+        _ => is_time(x) || built_value(mods, locals, x),
+    }
+}
+
 /// tx.origin comparisons, block values as entropy, timestamp comparisons, unchecked arithmetic.
 pub(super) fn expressions(
     out: &mut Out<'_, '_>,
@@ -146,6 +242,16 @@ pub(super) fn expressions(
                 &|y| matches!(y, Expression::Variable(v) if f.params.contains(&v.name)),
             )
     };
+    // The block time against a time fixed when the contract was built, in a function whose
+    // caller chooses nothing and that pays only accounts fixed when it was built (OpenZeppelin's
+    // `TokenTimelock.release`): the contract is one account's lock, as `lockTime[msg.sender]` is,
+    // and seconds of drift only move when that account is paid. Asked once, on the first test.
+    let release = std::cell::OnceCell::new();
+    let lock_release = |x: &Expression, y: &Expression| {
+        *release.get_or_init(|| pays_only_the_built(mods, c, f, body, &locals))
+            && built_or_time(mods, &locals, x)
+            && built_or_time(mods, &locals, y)
+    };
     let block_derived = |x: &Expression| {
         contains(x, &|y| {
             is_block_value(y)
@@ -183,7 +289,8 @@ pub(super) fn expressions(
                 && !per_account(a)
                 && !per_account(b)
                 && !callers_deadline(a)
-                && !callers_deadline(b) =>
+                && !callers_deadline(b)
+                && !lock_release(a, b) =>
         {
             hits.push((
                 &TIMESTAMP,
