@@ -260,10 +260,11 @@ impl<'a> Unit<'a> {
             .collect();
         // Which modifiers check the caller.
         // (`msg.sender == tx.origin` asks whether the caller is an account: anyone's is.)
+        // (`msg.sender != address(0)` holds for every caller there is.)
         // Some(true) when it checks who calls, Some(false) when all it asks is whether the
-        // caller is an account, None when it never looks at the caller.
+        // caller is an account or not the zero address, None when it never looks at the caller.
         let caller_check = |m: &Function| {
-            let (mut uses, mut accounts_only) = (0usize, 0usize);
+            let (mut uses, mut accounts_only, mut not_zero) = (0usize, 0usize, 0usize);
             if let Some(b) = &m.body {
                 walk_stmt_exprs(b, &mut |e| {
                     if is_member(e, "msg", "sender")
@@ -279,11 +280,18 @@ impl<'a> Unit<'a> {
                     {
                         accounts_only += 1;
                     }
+                    if let Expression::Equal(_, a, b) | Expression::NotEqual(_, a, b) = e
+                        && [(a, b), (b, a)]
+                            .iter()
+                            .any(|(x, y)| is_caller(x) && is_zero_address(y))
+                    {
+                        not_zero += 1;
+                    }
                 });
             }
-            if uses > 2 * accounts_only {
+            if uses > 2 * accounts_only + not_zero {
                 Some(true)
-            } else if accounts_only > 0 {
+            } else if accounts_only + not_zero > 0 {
                 Some(false)
             } else {
                 None
@@ -896,6 +904,22 @@ pub(crate) fn walk_stmt_exprs<'s>(s: &'s Statement, f: &mut dyn FnMut(&'s Expres
             walk_expr(e, f);
         }
     });
+}
+
+/// `msg.sender`, `tx.origin` or `_msgSender()`.
+fn is_caller(e: &Expression) -> bool {
+    is_member(e, "msg", "sender")
+        || is_member(e, "tx", "origin")
+        || matches!(e, Expression::FunctionCall(_, f, args)
+            if args.is_empty() && matches!(f.as_ref(), Expression::Variable(v) if v.name == "_msgSender"))
+}
+
+/// `address(0)` (or `address(0x0)`).
+fn is_zero_address(e: &Expression) -> bool {
+    matches!(e, Expression::FunctionCall(_, f, args)
+        if matches!(f.as_ref(), Expression::Type(_, pt::Type::Address | pt::Type::AddressPayable))
+            && matches!(args.as_slice(), [Expression::NumberLiteral(_, n, _, _) | Expression::HexNumberLiteral(_, n, _)]
+                if n.trim_start_matches("0x").trim_start_matches('0').is_empty()))
 }
 
 /// `a.b` with `a` a plain name.

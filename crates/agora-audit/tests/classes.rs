@@ -160,42 +160,62 @@ fn one_items_schedule_looked_up_by_its_key_decides_nothing_for_a_miner() {
 
 #[test]
 fn a_lock_built_for_one_account_decides_nothing_for_a_miner() {
-    let c = |more: &str, release: &str| {
+    let c = |more: &str, release: &str, after: &str| {
         format!(
-            "pragma solidity ^0.8.0;\ninterface IERC20 {{ function balanceOf(address a) external view returns (uint256); function transfer(address to, uint256 v) external returns (bool); }}\ncontract L {{\n    IERC20 private immutable _token;\n    address payable private heir;\n    uint256 private at;\n    constructor(IERC20 t, address payable h, uint256 a) {{ _token = t; heir = h; at = a; }}\n    function token() public view returns (IERC20) {{ return _token; }}\n    function releaseTime() public view returns (uint256) {{ return at; }}\n{more}\n    function release{release}\n}}\n"
+            "pragma solidity ^0.8.0;\ninterface IERC20 {{ function balanceOf(address a) external view returns (uint256); function transfer(address to, uint256 v) external returns (bool); }}\ncontract L {{\n    IERC20 private immutable _token;\n    address payable private heir;\n    uint256 private at;\n    constructor(IERC20 t, address payable h, uint256 a) {{ _token = t; heir = h; at = a; }}\n    function token() public view returns (IERC20) {{ return _token; }}\n    function releaseTime() public view virtual returns (uint256) {{ return at; }}\n{more}\n    function release{release}\n}}\n{after}"
         )
     };
-    // Tokens or ether, paid when the time set at construction comes to the account set then
+    // Tokens or ether, paid once the time set at construction has come to the account set then
     // (OpenZeppelin's TokenTimelock), read directly or through getters: not reported.
-    let tokens = "() external {\n        require(block.timestamp >= releaseTime());\n        token().transfer(heir, token().balanceOf(address(this)));\n    }";
-    let ether = "() external {\n        if (block.timestamp > at + 1 days) heir.transfer(address(this).balance);\n    }";
+    let tokens = "() external {\n        require(block.timestamp >= releaseTime());\n        uint256 amount = token().balanceOf(address(this));\n        token().transfer(heir, amount);\n    }";
+    let ether = "() external {\n        require(block.timestamp > at + 1 days, \"early\");\n        heir.transfer(address(this).balance);\n    }";
     for release in [tokens, ether] {
         assert!(
-            lines_of(&c("", release), "timestamp-dependence").is_empty(),
+            lines_of(&c("", release, ""), "timestamp-dependence").is_empty(),
             "{release}"
         );
     }
-    // Reported: the heir or the time can be changed later, anything else can be written out of
-    // sight, the caller is paid or chooses the amount, or the function writes state.
-    for more in [
-        "    function setHeir(address payable h) external { heir = h; }",
-        "    function later(uint256 a) external { at = a; }",
-        "    function raw() external { assembly { sstore(0, 1) } }",
+    // Reported: the heir or the time can be changed later (by an assignment, a tuple's, a base's
+    // function, a storage pointer or assembly), or an heir of the contract may override a getter.
+    for (more, after) in [
+        (
+            "    function setHeir(address payable h) external { heir = h; }",
+            "",
+        ),
+        (
+            "    function later(uint256 a, uint256 b) external { (at, b) = (a, b); }",
+            "",
+        ),
+        (
+            "    function raw() external { assembly { sstore(0, 1) } }",
+            "",
+        ),
+        (
+            "",
+            "contract M is L {\n    constructor() L(IERC20(address(0)), payable(msg.sender), 1) {}\n    function releaseTime() public pure override returns (uint256) { return 0; }\n}\n",
+        ),
     ] {
         assert_eq!(
-            lines_of(&c(more, ether), "timestamp-dependence"),
+            lines_of(&c(more, tokens, after), "timestamp-dependence"),
             vec![12],
-            "{more}"
+            "{more}{after}"
         );
     }
+    // Reported: the time picks between payees, the caller is paid, chooses the amount or gets
+    // a keeper's fee, the function writes state, runs a modifier, calls what it does not know,
+    // or pays nobody.
     for release in [
-        "() external {\n        if (block.timestamp > at) payable(msg.sender).transfer(address(this).balance);\n    }",
-        "(uint256 v) external {\n        if (block.timestamp > at) heir.transfer(v);\n    }",
-        "() external {\n        if (block.timestamp > at) { heir.transfer(1); at = 0; }\n    }",
+        "() external {\n        if (block.timestamp > at) heir.transfer(1); else payable(msg.sender).transfer(1);\n    }",
+        "() external {\n        require(block.timestamp > at);\n        payable(msg.sender).transfer(address(this).balance);\n    }",
+        "(uint256 v) external {\n        require(block.timestamp > at);\n        heir.transfer(v);\n    }",
+        "() external {\n        require(block.timestamp > at);\n        heir.transfer(1);\n        token().transfer(tx.origin, 1);\n    }",
+        "() external {\n        require(block.timestamp > at);\n        heir.transfer(1);\n        at = 0;\n    }",
+        "() external onlyOnce {\n        require(block.timestamp > at);\n        heir.transfer(1);\n    }\n    bool done;\n    modifier onlyOnce() { _; done = true; }",
+        "() external {\n        require(block.timestamp > at);\n        heir.transfer(1);\n        this.release();\n    }",
         "() external {\n        require(block.timestamp >= at);\n    }",
     ] {
         assert_eq!(
-            lines_of(&c("", release), "timestamp-dependence"),
+            lines_of(&c("", release, ""), "timestamp-dependence"),
             vec![12],
             "{release}"
         );
@@ -249,6 +269,24 @@ fn asking_whether_the_caller_is_an_account_guards_nothing() {
     let src = "pragma solidity ^0.8.0;\ncontract A {\n    address owner;\n    modifier onlyAccounts() { require(msg.sender == tx.origin); _; }\n    function setOwner(address o) external onlyAccounts { owner = o; }\n    function check() external view returns (bool) { return msg.sender == tx.origin; }\n}\n";
     assert_eq!(lines_of(src, "unprotected-owner-change"), vec![5]);
     assert!(lines_of(src, "tx-origin").is_empty());
+    // Nor does asking that the caller is not the zero address, as well or alone.
+    for check in [
+        "msg.sender == tx.origin && msg.sender != address(0)",
+        "msg.sender != address(0)",
+    ] {
+        let src = src.replace("msg.sender == tx.origin);", &format!("{check});"));
+        assert_eq!(
+            lines_of(&src, "unprotected-owner-change"),
+            vec![5],
+            "{check}"
+        );
+    }
+    // A check of who calls still guards.
+    let owner = src.replace(
+        "msg.sender == tx.origin);",
+        "msg.sender == owner && msg.sender != address(0));",
+    );
+    assert!(lines_of(&owner, "unprotected-owner-change").is_empty());
 }
 
 #[test]

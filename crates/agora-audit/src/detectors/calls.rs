@@ -837,8 +837,11 @@ pub(super) struct ContractIndex<'c> {
     guards: RefCell<Option<LockEvents>>,
     /// Each modifier's `_` (all, replaceable) and statements, once counted.
     shapes: RefCell<BTreeMap<&'c str, (usize, usize, usize)>>,
-    /// The state variables only a constructor writes, once gathered.
-    built: RefCell<Option<BTreeSet<&'c str>>>,
+    /// The state variables only a constructor writes, when known.
+    built: Option<BTreeSet<String>>,
+    /// Functions that take nothing, by name: the state variable each returns when every
+    /// definition of the name is a view that only returns it.
+    getters: BTreeMap<&'c str, Option<&'c str>>,
 }
 
 impl<'c> ContractIndex<'c> {
@@ -847,71 +850,24 @@ impl<'c> ContractIndex<'c> {
         self.views.contains(name)
     }
 
-    /// Whether the contract has a function (not a view) of that name: a call to it may write
-    /// state.
-    pub(super) fn may_write(&self, name: &str) -> bool {
-        self.functions.contains_key(name) && !self.views.contains(name)
-    }
-
     /// Whether `name` is a state variable that only a constructor writes: a constant, an
-    /// immutable, or one set when the contract is built and never again. Only constants and
-    /// immutables are, when a function may write storage out of sight (inline assembly). What
-    /// a `delegatecall` writes is the callee's code, judged by the delegatecall detectors.
+    /// immutable, or one no function of the lineage writes (none is, beside inline assembly).
+    /// Known only for a contract no other contract of the audit inherits from ([`Self::with_built`]).
     pub(super) fn set_when_built(&self, name: &str) -> bool {
-        if let Some(built) = self.built.borrow().as_ref() {
-            return built.contains(name);
-        }
-        let c = self.c;
-        let mut written: BTreeSet<&str> = BTreeSet::new();
-        let mut opaque = false;
-        for g in &c.functions {
-            let Some(body) = g.body.as_deref() else {
-                continue;
-            };
-            if g.ty == FunctionTy::Constructor || g.name == c.name {
-                continue;
-            }
-            walk_stmt(body, &mut |st| {
-                opaque |= matches!(st, Statement::Assembly { .. });
-            });
-            walk_stmt_exprs(body, &mut |e| {
-                if let Some((_, target)) = super::walk::written(e) {
-                    written.extend(root_name(target));
-                }
-            });
-        }
-        let built: BTreeSet<&'c str> = c
-            .state_vars
-            .iter()
-            .map(String::as_str)
-            .filter(|n| {
-                !c.shadowed.contains(*n)
-                    && (c.in_code.contains(*n) || (!opaque && !written.contains(n)))
-            })
-            .collect();
-        let known = built.contains(name);
-        *self.built.borrow_mut() = Some(built);
-        known
+        self.built.as_ref().is_some_and(|b| b.contains(name))
     }
 
     /// Whether `name()` is a view of the contract that returns a state variable only a
-    /// constructor writes (`releaseTime()` returning `_releaseTime`).
+    /// constructor writes (`releaseTime()` returning `_releaseTime`), in every definition of it
+    /// that takes nothing.
     pub(super) fn built_getter(&self, name: &str) -> bool {
-        let mut getters = self
-            .c
-            .functions
-            .iter()
-            .filter(|g| g.ty == FunctionTy::Function && g.name == name && g.arity == 0)
-            .peekable();
-        getters.peek().is_some()
-            && getters.all(|g| {
-                g.view
-                    && g.body.as_deref().is_some_and(|b| {
-                        matches!(top_statements(b),
-                            [Statement::Return(_, Some(Expression::Variable(v)))]
-                                if self.set_when_built(&v.name))
-                    })
-            })
+        matches!(self.getters.get(name), Some(Some(v)) if self.set_when_built(v))
+    }
+
+    /// The index with the state variables only a constructor writes, when they are known.
+    pub(super) fn with_built(mut self, built: Option<BTreeSet<String>>) -> Self {
+        self.built = built;
+        self
     }
 
     fn modifier_body(&self, name: &str) -> Option<&'c Statement> {
@@ -926,9 +882,22 @@ impl<'c> ContractIndex<'c> {
         let mut by_name = BTreeMap::new();
         let mut functions: BTreeMap<&'c str, Vec<&'c Statement>> = BTreeMap::new();
         let mut views = BTreeSet::new();
+        let mut getters: BTreeMap<&'c str, Option<&'c str>> = BTreeMap::new();
         for g in &c.functions {
             if g.view && g.ty == FunctionTy::Function {
                 views.insert(g.name.as_str());
+            }
+            if g.ty == FunctionTy::Function && g.arity == 0 {
+                let returns = g.body.as_deref().and_then(|b| match top_statements(b) {
+                    [Statement::Return(_, Some(Expression::Variable(v)))] if g.view => {
+                        Some(v.name.as_str())
+                    }
+                    _ => None,
+                });
+                let entry = getters.entry(g.name.as_str()).or_insert(returns);
+                if *entry != returns {
+                    *entry = None;
+                }
             }
             match (g.ty, g.body.as_deref()) {
                 (FunctionTy::Modifier, _) => {
@@ -950,7 +919,8 @@ impl<'c> ContractIndex<'c> {
             body_locks: RefCell::new(BTreeMap::new()),
             guards: RefCell::new(None),
             shapes: RefCell::new(BTreeMap::new()),
-            built: RefCell::new(None),
+            built: None,
+            getters,
         }
     }
 }

@@ -4,56 +4,92 @@
 use super::*;
 use std::collections::BTreeMap;
 
-/// Whether `f` leaves its caller nothing to choose (no parameter, no value, no look at who
-/// calls), writes no state (nor calls a function of the contract that may), and pays, only to
-/// accounts set when the contract was built, through calls on contracts set then too.
-fn pays_only_the_built(
+/// The block-time tests `f` makes as a lock built for one account: `f` is a function anyone
+/// may call, with no modifier, parameter or value, of a contract no other inherits from; its body
+/// is straight-line code that writes nothing, calls only `require`/`assert`, conversions, views
+/// returning what a constructor set, and, on contracts a constructor set, `balanceOf` and
+/// payments, all to one account a constructor set. What it excuses are the conditions of its
+/// top-level `require`s. Anything else (a branch, a loop, a second payee, a call it does not
+/// know, assembly, `try`, a tuple) and it excuses nothing.
+fn lock_release_tests(
     mods: &super::calls::ContractIndex<'_>,
-    c: &Contract,
     f: &Function,
     body: &Statement,
     locals: &BTreeSet<String>,
-) -> bool {
-    if f.payable || f.arity != 0 || f.ty != FunctionTy::Function {
-        return false;
+) -> Vec<Loc> {
+    if !f.exposed
+        || f.ty != FunctionTy::Function
+        || !f.modifiers.is_empty()
+        || f.arity != 0
+        || f.payable
+        || f.view
+    {
+        return Vec::new();
     }
-    let mut chooses = false;
-    let mut payees: Vec<&Expression> = Vec::new();
-    let mut receivers: Vec<&Expression> = Vec::new();
-    walk_stmt_exprs(body, &mut |e| {
-        chooses |= is_member(e, "msg", "sender")
-            || is_member(e, "msg", "value")
-            || is_member(e, "tx", "origin")
-            || matches!(called_name(e), Some(n) if n == "_msgSender" || mods.may_write(n));
-        if let Some((_, target)) = written(e)
-            && root_name(target).is_some_and(|n| c.state_vars.contains(n) && !locals.contains(n))
-        {
-            chooses = true;
-        }
-        if let Expression::FunctionCall(_, _, args) = e
-            && let Some((m, recv)) = called_member(e)
-        {
-            receivers.push(recv);
-            match (m, args.len()) {
-                ("transfer" | "send" | "sendValue", 1) | ("call", _) => payees.push(recv),
-                ("transfer" | "safeTransfer" | "sendValue", 2) => payees.push(&args[0]),
-                ("safeTransfer" | "transferFrom" | "safeTransferFrom", 3) => payees.push(&args[1]),
-                ("safeTransferFrom", 4) => payees.push(&args[2]),
-                _ => {}
-            }
-        }
+    let mut plain = true;
+    walk_stmt(body, &mut |st| {
+        plain &= match st {
+            Statement::Block { .. } | Statement::Expression(..) | Statement::Emit(..) => true,
+            Statement::VariableDefinition(_, decl, Some(_)) => decl.storage.is_none(),
+            _ => false,
+        };
     });
-    // A receiver named for no variable is a library or a type (`SafeERC20.safeTransfer`).
-    let library = |x: &Expression| {
-        matches!(x, Expression::Variable(v)
-            if !locals.contains(&v.name) && !c.state_vars.contains(&v.name) && !f.params.contains(&v.name))
-    };
-    !chooses
-        && !payees.is_empty()
-        && payees.iter().all(|p| built_value(mods, locals, p))
-        && receivers
-            .iter()
-            .all(|r| library(r) || is_member(r, "address", "this") || built_value(mods, locals, r))
+    if !plain {
+        return Vec::new();
+    }
+    let built = |x: &Expression| built_value(mods, locals, x);
+    let mut known = true;
+    let mut payees: Vec<String> = Vec::new();
+    walk_stmt_exprs(body, &mut |e| {
+        if written(e).is_some()
+            || matches!(
+                e,
+                Expression::NamedFunctionCall(..) | Expression::FunctionCallBlock(..)
+            )
+        {
+            known = false;
+        }
+        let Expression::FunctionCall(_, callee, args) = e else {
+            return;
+        };
+        known &= match (callee.as_ref(), args.len()) {
+            (Expression::Variable(v), _) if v.name == "require" || v.name == "assert" => true,
+            (Expression::Type(..), 1) => true,
+            (Expression::Variable(v), 1) if v.name == "payable" => true,
+            (Expression::Variable(g), 0) => !locals.contains(&g.name) && mods.built_getter(&g.name),
+            (Expression::MemberAccess(_, recv, m), n) if built(recv) => {
+                match (m.name.as_str(), n) {
+                    ("balanceOf", 1) => true,
+                    ("transfer" | "send" | "sendValue", 1) => {
+                        payees.push(converted(recv).to_string());
+                        true
+                    }
+                    ("transfer" | "safeTransfer", 2) => {
+                        payees.push(converted(&args[0]).to_string());
+                        built(&args[0])
+                    }
+                    _ => false,
+                }
+            }
+            _ => false,
+        };
+    });
+    payees.sort();
+    payees.dedup();
+    if !known || payees.len() != 1 {
+        return Vec::new();
+    }
+    top_statements(body)
+        .iter()
+        .filter_map(|st| match st {
+            Statement::Expression(_, Expression::FunctionCall(_, callee, args))
+                if matches!(callee.as_ref(), Expression::Variable(v) if v.name == "require") =>
+            {
+                args.first().map(expr_loc)
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// A value fixed when the contract was built: a literal, a state variable only a constructor
@@ -242,13 +278,15 @@ pub(super) fn expressions(
                 &|y| matches!(y, Expression::Variable(v) if f.params.contains(&v.name)),
             )
     };
-    // The block time against a time fixed when the contract was built, in a function whose
-    // caller chooses nothing and that pays only accounts fixed when it was built (OpenZeppelin's
+    // The block time against a time fixed when the contract was built, required before a
+    // function whose caller chooses nothing pays the one account fixed then (OpenZeppelin's
     // `TokenTimelock.release`): the contract is one account's lock, as `lockTime[msg.sender]` is,
     // and seconds of drift only move when that account is paid. Asked once, on the first test.
     let release = std::cell::OnceCell::new();
-    let lock_release = |x: &Expression, y: &Expression| {
-        *release.get_or_init(|| pays_only_the_built(mods, c, f, body, &locals))
+    let lock_release = |loc: &Loc, x: &Expression, y: &Expression| {
+        release
+            .get_or_init(|| lock_release_tests(mods, f, body, &locals))
+            .contains(loc)
             && built_or_time(mods, &locals, x)
             && built_or_time(mods, &locals, y)
     };
@@ -290,7 +328,7 @@ pub(super) fn expressions(
                 && !per_account(b)
                 && !callers_deadline(a)
                 && !callers_deadline(b)
-                && !lock_release(a, b) =>
+                && !lock_release(loc, a, b) =>
         {
             hits.push((
                 &TIMESTAMP,

@@ -265,6 +265,10 @@ struct Facts {
     set_by_tx: Vec<String>,
     /// Functions that make an external call themselves.
     calls_out: Vec<String>,
+    /// State its functions and modifiers write (not its constructors).
+    written: Vec<String>,
+    /// One of its functions or modifiers holds inline assembly: it may write any slot.
+    opaque: bool,
 }
 
 impl Facts {
@@ -282,6 +286,16 @@ impl Facts {
                 .filter(|g| g.body.as_deref().is_some_and(calls_out))
                 .map(|g| g.name.clone())
                 .collect(),
+            written: written_after_construction(&own),
+            opaque: own.functions.iter().any(|g| {
+                let mut assembly = false;
+                if let Some(b) = g.body.as_deref() {
+                    walk_stmt(b, &mut |st| {
+                        assembly |= matches!(st, Statement::Assembly { .. });
+                    });
+                }
+                assembly
+            }),
         }
     }
 
@@ -301,8 +315,76 @@ impl Facts {
             auth,
             set_by_tx: gather(|f| &f.set_by_tx),
             calls_out: gather(|f| &f.calls_out),
+            written: gather(|f| &f.written),
+            opaque: own.iter().any(|f| f.opaque),
         }
     }
+
+    /// The state variables of `c` only a constructor writes: constants and immutables, and,
+    /// when nothing holds inline assembly, those no function of the lineage writes.
+    fn built(&self, c: &Contract) -> BTreeSet<String> {
+        c.state_vars
+            .iter()
+            .filter(|n| {
+                !c.shadowed.contains(*n)
+                    && (c.in_code.contains(*n)
+                        || (!self.opaque && self.written.binary_search(n).is_err()))
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+/// The state the functions and modifiers of `c` write, constructors aside: assigned (a tuple's
+/// parts too), deleted, counted up or down, pushed or popped, or reached through a storage local
+/// (all that local's root counts as written).
+fn written_after_construction(c: &Contract) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for g in &c.functions {
+        let Some(body) = g.body.as_deref() else {
+            continue;
+        };
+        if g.ty == FunctionTy::Constructor || g.name == c.name {
+            continue;
+        }
+        let mut add = |target: &Expression| {
+            let parts: Vec<&Expression> = match target {
+                Expression::List(_, params) => params
+                    .iter()
+                    .filter_map(|(_, p)| p.as_ref().map(|p| &p.ty))
+                    .collect(),
+                other => vec![other],
+            };
+            for p in parts {
+                if let Some(n) = root_name(p)
+                    && c.state_vars.contains(n)
+                {
+                    out.push(n.to_string());
+                }
+            }
+        };
+        walk_stmt(body, &mut |st| {
+            if let Statement::VariableDefinition(_, decl, Some(init)) = st
+                && matches!(
+                    decl.storage,
+                    Some(solang_parser::pt::StorageLocation::Storage(_))
+                )
+            {
+                add(init);
+            }
+        });
+        walk_stmt_exprs(body, &mut |e| {
+            if let Some((_, target)) = written(e) {
+                add(target);
+            }
+            if let Some(("push" | "pop", recv)) = called_member(e) {
+                add(recv);
+            }
+        });
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Inherited functions copied into the contracts that inherit them, in all, in one audit:
@@ -417,6 +499,12 @@ pub(crate) fn run(unit: &Unit<'_>) -> Vec<(usize, Finding)> {
         .map(|ci| unit.with_inherited(ci, &mut budget))
         .collect();
     let own: Vec<Facts> = flat.iter().map(Facts::own).collect();
+    let mut heirs = vec![false; unit.contracts.len()];
+    for ancestors in &unit.ancestors {
+        for &a in ancestors {
+            heirs[a] = true;
+        }
+    }
     let callees = callee::Callees::new(unit);
     for (ci, c) in flat.iter().enumerate() {
         out.file = c.file;
@@ -451,7 +539,9 @@ pub(crate) fn run(unit: &Unit<'_>) -> Vec<(usize, Finding)> {
             .map(|a| &own[a])
             .collect();
         let facts = Facts::inherited(c, &lineage);
-        let mods = calls::ContractIndex::new(c);
+        // What only a constructor writes is known where no contract of the audit inherits
+        // from this one (an heir may override its getters or write its state).
+        let mods = calls::ContractIndex::new(c).with_built((!heirs[ci]).then(|| facts.built(c)));
         for f in mine() {
             let Some(body) = f.body.as_deref() else {
                 continue;
