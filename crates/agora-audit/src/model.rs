@@ -136,12 +136,15 @@ pub(crate) struct Unit<'a> {
     /// For each contract, the contracts it inherits from, nearest first (each once): Solidity's
     /// C3 linearization (`is A, B` looks in B before A, and a shared base comes after both).
     pub(crate) ancestors: Vec<Vec<usize>>,
+    /// Names of the functions declared at file level (outside any contract).
+    pub(crate) free_functions: BTreeSet<String>,
 }
 
 impl<'a> Unit<'a> {
     pub(crate) fn build(parsed: &'a [ParsedFile]) -> Unit<'a> {
         let mut files = Vec::with_capacity(parsed.len());
         let mut contracts = Vec::new();
+        let mut free_functions = BTreeSet::new();
         // Per file: `import {A as B}` names A as B.
         let mut aliases: Vec<Vec<(String, String)>> = Vec::with_capacity(parsed.len());
         for (i, p) in parsed.iter().enumerate() {
@@ -156,6 +159,9 @@ impl<'a> Unit<'a> {
                     }
                     SourceUnitPart::ContractDefinition(c) => {
                         contracts.push(contract(c, &p.lines, i))
+                    }
+                    SourceUnitPart::FunctionDefinition(f) => {
+                        free_functions.extend(f.name.as_ref().map(|n| n.name.clone()));
                     }
                     SourceUnitPart::ImportDirective(pt::Import::Rename(_, names, _)) => {
                         for (name, alias) in names {
@@ -260,11 +266,10 @@ impl<'a> Unit<'a> {
             .collect();
         // Which modifiers check the caller.
         // (`msg.sender == tx.origin` asks whether the caller is an account: anyone's is.)
-        // (`msg.sender != address(0)` holds for every caller there is.)
         // Some(true) when it checks who calls, Some(false) when all it asks is whether the
-        // caller is an account or not the zero address, None when it never looks at the caller.
+        // caller is an account, None when it never looks at the caller.
         let caller_check = |m: &Function| {
-            let (mut uses, mut accounts_only, mut not_zero) = (0usize, 0usize, 0usize);
+            let (mut uses, mut accounts_only) = (0usize, 0usize);
             if let Some(b) = &m.body {
                 walk_stmt_exprs(b, &mut |e| {
                     if is_member(e, "msg", "sender")
@@ -280,18 +285,11 @@ impl<'a> Unit<'a> {
                     {
                         accounts_only += 1;
                     }
-                    if let Expression::Equal(_, a, b) | Expression::NotEqual(_, a, b) = e
-                        && [(a, b), (b, a)]
-                            .iter()
-                            .any(|(x, y)| is_caller(x) && is_zero_address(y))
-                    {
-                        not_zero += 1;
-                    }
                 });
             }
-            if uses > 2 * accounts_only + not_zero {
+            if uses > 2 * accounts_only {
                 Some(true)
-            } else if accounts_only + not_zero > 0 {
+            } else if accounts_only > 0 {
                 Some(false)
             } else {
                 None
@@ -380,6 +378,7 @@ impl<'a> Unit<'a> {
             files,
             contracts,
             ancestors,
+            free_functions,
         }
     }
 
@@ -884,7 +883,28 @@ pub(crate) fn statement_parts(s: &Statement) -> (Vec<&Statement>, Vec<&Expressio
         Statement::VariableDefinition(_, _, init) => (Vec::new(), init.iter().collect()),
         Statement::Return(_, e) => (Vec::new(), e.iter().collect()),
         Statement::Revert(_, _, args) => (Vec::new(), args.iter().collect()),
-        Statement::Try(_, e, _, _) => (Vec::new(), vec![e]),
+        // The success block and the catch clauses run too. (Without `returns`, the parser
+        // keeps the success block in the call: `f() { … }`.)
+        Statement::Try(_, e, returns, catches) => {
+            let (call, ok) = match e {
+                Expression::FunctionCallBlock(_, inner, block)
+                    if !matches!(block.as_ref(), Statement::Args(..)) =>
+                {
+                    (inner.as_ref(), Some(block.as_ref()))
+                }
+                _ => (e, None),
+            };
+            (
+                ok.into_iter()
+                    .chain(returns.iter().map(|(_, body)| body.as_ref()))
+                    .chain(catches.iter().map(|c| match c {
+                        pt::CatchClause::Simple(_, _, body)
+                        | pt::CatchClause::Named(_, _, _, body) => body,
+                    }))
+                    .collect(),
+                vec![call],
+            )
+        }
         _ => (Vec::new(), Vec::new()),
     }
 }
@@ -904,22 +924,6 @@ pub(crate) fn walk_stmt_exprs<'s>(s: &'s Statement, f: &mut dyn FnMut(&'s Expres
             walk_expr(e, f);
         }
     });
-}
-
-/// `msg.sender`, `tx.origin` or `_msgSender()`.
-fn is_caller(e: &Expression) -> bool {
-    is_member(e, "msg", "sender")
-        || is_member(e, "tx", "origin")
-        || matches!(e, Expression::FunctionCall(_, f, args)
-            if args.is_empty() && matches!(f.as_ref(), Expression::Variable(v) if v.name == "_msgSender"))
-}
-
-/// `address(0)` (or `address(0x0)`).
-fn is_zero_address(e: &Expression) -> bool {
-    matches!(e, Expression::FunctionCall(_, f, args)
-        if matches!(f.as_ref(), Expression::Type(_, pt::Type::Address | pt::Type::AddressPayable))
-            && matches!(args.as_slice(), [Expression::NumberLiteral(_, n, _, _) | Expression::HexNumberLiteral(_, n, _)]
-                if n.trim_start_matches("0x").trim_start_matches('0').is_empty()))
 }
 
 /// `a.b` with `a` a plain name.

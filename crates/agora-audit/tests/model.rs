@@ -10,8 +10,8 @@ use std::path::Path;
 /// verifiers of different versions would otherwise disagree) and update the pins.
 const PINNED: (&str, &str, &str) = (
     "agora-audit@0.5.0",
-    "6eca311376ed31c6be4179a5275e8821bb0d276b154f8f2bcf2d4a6d988ecb9b",
-    "f6d006add078db7b54f8cf2eb47287107c196420af3561e254c5d249f91c14b0",
+    "ff1eeab648a93c2f3577986cb8aaf5abaf05690c212a9c9c76caa09723efa023",
+    "3df5a9a8f18174e411722cc5cf8ad5394ff87b729a47680e0841a01fc69fabe8",
 );
 
 fn suite_files() -> Vec<(String, String)> {

@@ -864,6 +864,18 @@ impl<'c> ContractIndex<'c> {
         matches!(self.getters.get(name), Some(Some(v)) if self.set_when_built(v))
     }
 
+    /// Whether the state variables only a constructor writes are known ([`Self::with_built`]).
+    pub(super) fn knows_built(&self) -> bool {
+        self.built.is_some()
+    }
+
+    /// Whether the contract (with what it inherits) declares a function or modifier of that name.
+    pub(super) fn declares(&self, name: &str) -> bool {
+        self.functions.contains_key(name)
+            || self.by_name.contains_key(name)
+            || self.getters.contains_key(name)
+    }
+
     /// The index with the state variables only a constructor writes, when they are known.
     pub(super) fn with_built(mut self, built: Option<BTreeSet<String>>) -> Self {
         self.built = built;

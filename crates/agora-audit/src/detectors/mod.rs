@@ -87,6 +87,14 @@ const TIMESTAMP: Detector = Detector {
     confidence: Confidence::Medium,
     hint: "miners move the timestamp by seconds: do not let a decision hinge on it",
 };
+const TIMESTAMP_LOCK: Detector = Detector {
+    id: "timestamp-lock",
+    swc: "SWC-116",
+    category: Category::TimeManipulation,
+    severity: Severity::Info,
+    confidence: Confidence::Medium,
+    hint: "a release time and an account fixed at construction: a miner moves only when that account is paid, by seconds; check that nothing else hangs on the exact time",
+};
 const DEPRECATED: Detector = Detector {
     id: "deprecated",
     swc: "SWC-111",
@@ -235,6 +243,7 @@ pub const DETECTORS: &[Detector] = &[
     STATE_AFTER_TRANSFER,
     WEAK_RANDOMNESS,
     TIMESTAMP,
+    TIMESTAMP_LOCK,
     DEPRECATED,
     OVERFLOW,
     WRONG_CONSTRUCTOR,
@@ -267,7 +276,8 @@ struct Facts {
     calls_out: Vec<String>,
     /// State its functions and modifiers write (not its constructors).
     written: Vec<String>,
-    /// One of its functions or modifiers holds inline assembly: it may write any slot.
+    /// One of its functions or modifiers may write a slot it does not name (inline assembly,
+    /// `delegatecall`, a storage pointer).
     opaque: bool,
 }
 
@@ -276,6 +286,7 @@ impl Facts {
     fn own(c: &Contract) -> Facts {
         let mut own = c.clone();
         own.functions.retain(|f| !f.inherited);
+        let (written, opaque) = written_after_construction(&own);
         Facts {
             claimable: claimable_addresses(&own),
             auth: auth_vars(&own),
@@ -286,16 +297,8 @@ impl Facts {
                 .filter(|g| g.body.as_deref().is_some_and(calls_out))
                 .map(|g| g.name.clone())
                 .collect(),
-            written: written_after_construction(&own),
-            opaque: own.functions.iter().any(|g| {
-                let mut assembly = false;
-                if let Some(b) = g.body.as_deref() {
-                    walk_stmt(b, &mut |st| {
-                        assembly |= matches!(st, Statement::Assembly { .. });
-                    });
-                }
-                assembly
-            }),
+            written,
+            opaque,
         }
     }
 
@@ -337,9 +340,19 @@ impl Facts {
 
 /// The state the functions and modifiers of `c` write, constructors aside: assigned (a tuple's
 /// parts too), deleted, counted up or down, pushed or popped, or reached through a storage local
-/// (all that local's root counts as written).
-fn written_after_construction(c: &Contract) -> Vec<String> {
+/// (its root counts as written); and whether one of them may write a slot it does not name
+/// (true): inline assembly, `delegatecall`, a write through a local or parameter that may point
+/// into storage, or through a call's result.
+fn written_after_construction(c: &Contract) -> (Vec<String>, bool) {
     let mut out: Vec<String> = Vec::new();
+    let mut opaque = false;
+    // A type whose variables hold their value (not a pointer into storage).
+    let elementary = |ty: &str| {
+        !ty.contains('[')
+            && ["uint", "int", "bool", "address", "bytes", "string", "byte"]
+                .iter()
+                .any(|p| ty.starts_with(p))
+    };
     for g in &c.functions {
         let Some(body) = g.body.as_deref() else {
             continue;
@@ -347,7 +360,36 @@ fn written_after_construction(c: &Contract) -> Vec<String> {
         if g.ty == FunctionTy::Constructor || g.name == c.name {
             continue;
         }
-        let mut add = |target: &Expression| {
+        // The function's own names, and whether each surely holds no pointer into storage.
+        let mut own: BTreeMap<&str, bool> = g
+            .param_types
+            .iter()
+            .map(|(n, ty)| (n.as_str(), elementary(ty)))
+            .collect();
+        walk_stmt(body, &mut |st| match st {
+            Statement::VariableDefinition(_, decl, init) => {
+                if let Some(n) = &decl.name {
+                    let safe = match decl.storage {
+                        Some(solang_parser::pt::StorageLocation::Storage(_)) => false,
+                        Some(_) => true,
+                        None => elementary(&crate::model::type_text(&decl.ty)),
+                    };
+                    own.insert(n.name.as_str(), safe);
+                }
+                if matches!(
+                    decl.storage,
+                    Some(solang_parser::pt::StorageLocation::Storage(_))
+                ) && let Some(i) = init
+                    && let Some(r) = root_name(i)
+                    && c.state_vars.contains(r)
+                {
+                    out.push(r.to_string());
+                }
+            }
+            Statement::Assembly { .. } => opaque = true,
+            _ => {}
+        });
+        let add = |target: &Expression, out: &mut Vec<String>, opaque: &mut bool| {
             let parts: Vec<&Expression> = match target {
                 Expression::List(_, params) => params
                     .iter()
@@ -356,35 +398,29 @@ fn written_after_construction(c: &Contract) -> Vec<String> {
                 other => vec![other],
             };
             for p in parts {
-                if let Some(n) = root_name(p)
-                    && c.state_vars.contains(n)
-                {
-                    out.push(n.to_string());
+                match root_name(p) {
+                    Some(n) if c.state_vars.contains(n) => out.push(n.to_string()),
+                    Some(n) if own.get(n) == Some(&true) => {}
+                    // A type in a tuple declaration (`(uint a, ) = …`) declares, it writes nothing.
+                    None if matches!(p, Expression::Type(..)) => {}
+                    _ => *opaque = true,
                 }
             }
         };
-        walk_stmt(body, &mut |st| {
-            if let Statement::VariableDefinition(_, decl, Some(init)) = st
-                && matches!(
-                    decl.storage,
-                    Some(solang_parser::pt::StorageLocation::Storage(_))
-                )
-            {
-                add(init);
-            }
-        });
         walk_stmt_exprs(body, &mut |e| {
             if let Some((_, target)) = written(e) {
-                add(target);
+                add(target, &mut out, &mut opaque);
             }
-            if let Some(("push" | "pop", recv)) = called_member(e) {
-                add(recv);
+            match called_member(e) {
+                Some(("push" | "pop", recv)) => add(recv, &mut out, &mut opaque),
+                Some(("delegatecall" | "callcode", _)) => opaque = true,
+                _ => {}
             }
         });
     }
     out.sort();
     out.dedup();
-    out
+    (out, opaque)
 }
 
 /// Inherited functions copied into the contracts that inherit them, in all, in one audit:
@@ -499,12 +535,27 @@ pub(crate) fn run(unit: &Unit<'_>) -> Vec<(usize, Finding)> {
         .map(|ci| unit.with_inherited(ci, &mut budget))
         .collect();
     let own: Vec<Facts> = flat.iter().map(Facts::own).collect();
-    let mut heirs = vec![false; unit.contracts.len()];
+    // Contracts another contract of the audit inherits from: through the resolved lineages,
+    // and by any base name written (a list cut at the linearization's bound, a name resolved
+    // elsewhere).
+    let named_bases: BTreeSet<&str> = unit
+        .contracts
+        .iter()
+        .flat_map(|k| k.bases.iter().map(|b| b.rsplit('.').next().unwrap_or(b)))
+        .collect();
+    let mut heirs: Vec<bool> = unit
+        .contracts
+        .iter()
+        .map(|k| named_bases.contains(k.name.as_str()))
+        .collect();
     for ancestors in &unit.ancestors {
         for &a in ancestors {
             heirs[a] = true;
         }
     }
+    let free_builtins = ["require", "assert"]
+        .iter()
+        .any(|n| unit.free_functions.contains(*n));
     let callees = callee::Callees::new(unit);
     for (ci, c) in flat.iter().enumerate() {
         out.file = c.file;
@@ -541,7 +592,9 @@ pub(crate) fn run(unit: &Unit<'_>) -> Vec<(usize, Finding)> {
         let facts = Facts::inherited(c, &lineage);
         // What only a constructor writes is known where no contract of the audit inherits
         // from this one (an heir may override its getters or write its state).
-        let mods = calls::ContractIndex::new(c).with_built((!heirs[ci]).then(|| facts.built(c)));
+        // (Nor where the audit declares its own `require` or `assert` at file level.)
+        let mods = calls::ContractIndex::new(c)
+            .with_built((!heirs[ci] && !free_builtins).then(|| facts.built(c)));
         for f in mine() {
             let Some(body) = f.body.as_deref() else {
                 continue;
