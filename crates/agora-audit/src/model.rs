@@ -883,24 +883,29 @@ pub(crate) fn statement_parts(s: &Statement) -> (Vec<&Statement>, Vec<&Expressio
         Statement::VariableDefinition(_, _, init) => (Vec::new(), init.iter().collect()),
         Statement::Return(_, e) => (Vec::new(), e.iter().collect()),
         Statement::Revert(_, _, args) => (Vec::new(), args.iter().collect()),
-        // The success block and the catch clauses run too. (Without `returns`, the parser
-        // keeps the success block in the call: `f() { … }`.)
-        Statement::Try(_, e, returns, catches) => {
+        // The success block runs too, after the call. (Without `returns`, the parser keeps it
+        // in the call: `f() { … }`, `new C() { … }`.) The catch clauses are left out: they run
+        // only when the call failed, and what it did is undone.
+        Statement::Try(_, e, returns, _) => {
             let (call, ok) = match e {
                 Expression::FunctionCallBlock(_, inner, block)
                     if !matches!(block.as_ref(), Statement::Args(..)) =>
                 {
                     (inner.as_ref(), Some(block.as_ref()))
                 }
+                Expression::New(_, inner) => match inner.as_ref() {
+                    Expression::FunctionCallBlock(_, call, block)
+                        if !matches!(block.as_ref(), Statement::Args(..)) =>
+                    {
+                        (call.as_ref(), Some(block.as_ref()))
+                    }
+                    _ => (e, None),
+                },
                 _ => (e, None),
             };
             (
                 ok.into_iter()
                     .chain(returns.iter().map(|(_, body)| body.as_ref()))
-                    .chain(catches.iter().map(|c| match c {
-                        pt::CatchClause::Simple(_, _, body)
-                        | pt::CatchClause::Named(_, _, _, body) => body,
-                    }))
                     .collect(),
                 vec![call],
             )

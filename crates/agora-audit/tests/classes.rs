@@ -211,6 +211,18 @@ fn a_lock_built_for_one_account_decides_nothing_for_a_miner() {
             "",
         ),
         (
+            "    function ping() external pure {} function bid() external { try this.ping() {} catch { heir = payable(msg.sender); } }",
+            "",
+        ),
+        (
+            "    function grab() external { try new D() { heir = payable(msg.sender); } catch {} }",
+            "contract D {}\n",
+        ),
+        (
+            "    function poke(uint256 s, uint256 v) external { Raw.put(s, v); }",
+            "library Raw { function put(uint256 s, uint256 v) internal { assembly { sstore(s, v) } } }\n",
+        ),
+        (
             "",
             "contract M is L {\n    constructor() L(IERC20(address(0)), payable(msg.sender), 1) {}\n    function releaseTime() public pure override returns (uint256) { return 0; }\n}\n",
         ),
@@ -240,6 +252,23 @@ fn a_lock_built_for_one_account_decides_nothing_for_a_miner() {
             "{release}"
         );
     }
+}
+
+#[test]
+fn a_try_runs_its_success_block_after_the_call_and_its_catch_only_when_it_failed() {
+    let c = |body: &str| {
+        format!(
+            "pragma solidity ^0.8.0;\ninterface IR {{ function onPay() external payable; }}\ncontract P {{\n    mapping(address => uint256) public due;\n    function settle(address to) external {{\n        uint256 amt = due[to];\n{body}\n    }}\n}}\n"
+        )
+    };
+    // Written after the call returned: the receiver could have called back first.
+    let after = c("        try IR(to).onPay{value: amt}() { due[to] = 0; } catch {}");
+    assert_eq!(lines_of(&after, "reentrancy"), vec![7]);
+    // Pushed, and put back only if the payment failed (and all it did was undone).
+    let fallback = c(
+        "        due[to] = 0;\n        try IR(to).onPay{value: amt}() {} catch { due[to] = amt; }",
+    );
+    assert!(lines_of(&fallback, "reentrancy").is_empty());
 }
 
 #[test]

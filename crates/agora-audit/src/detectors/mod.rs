@@ -279,6 +279,8 @@ struct Facts {
     /// One of its functions or modifiers may write a slot it does not name (inline assembly,
     /// `delegatecall`, a storage pointer).
     opaque: bool,
+    /// Names its functions call as libraries.
+    libraries: Vec<String>,
 }
 
 impl Facts {
@@ -286,7 +288,7 @@ impl Facts {
     fn own(c: &Contract) -> Facts {
         let mut own = c.clone();
         own.functions.retain(|f| !f.inherited);
-        let (written, opaque) = written_after_construction(&own);
+        let writes = written_after_construction(&own);
         Facts {
             claimable: claimable_addresses(&own),
             auth: auth_vars(&own),
@@ -297,8 +299,9 @@ impl Facts {
                 .filter(|g| g.body.as_deref().is_some_and(calls_out))
                 .map(|g| g.name.clone())
                 .collect(),
-            written,
-            opaque,
+            written: writes.names,
+            opaque: writes.opaque,
+            libraries: writes.libraries,
         }
     }
 
@@ -320,32 +323,49 @@ impl Facts {
             calls_out: gather(|f| &f.calls_out),
             written: gather(|f| &f.written),
             opaque: own.iter().any(|f| f.opaque),
+            libraries: gather(|f| &f.libraries),
         }
     }
 
     /// The state variables of `c` only a constructor writes: constants and immutables, and,
-    /// when nothing holds inline assembly, those no function of the lineage writes.
-    fn built(&self, c: &Contract) -> BTreeSet<String> {
+    /// when nothing may write a slot it does not name (its functions, or a library they call
+    /// or attach), those no function of the lineage writes.
+    fn built(&self, c: &Contract, opaque_libraries: &BTreeSet<String>) -> BTreeSet<String> {
+        let opaque = self.opaque
+            || self
+                .libraries
+                .iter()
+                .chain(&c.usings)
+                .any(|l| opaque_libraries.contains(l));
         c.state_vars
             .iter()
             .filter(|n| {
                 !c.shadowed.contains(*n)
                     && (c.in_code.contains(*n)
-                        || (!self.opaque && self.written.binary_search(n).is_err()))
+                        || (!opaque && self.written.binary_search(n).is_err()))
             })
             .cloned()
             .collect()
     }
 }
 
-/// The state the functions and modifiers of `c` write, constructors aside: assigned (a tuple's
-/// parts too), deleted, counted up or down, pushed or popped, or reached through a storage local
-/// (its root counts as written); and whether one of them may write a slot it does not name
-/// (true): inline assembly, `delegatecall`, a write through a local or parameter that may point
-/// into storage, or through a call's result.
-fn written_after_construction(c: &Contract) -> (Vec<String>, bool) {
+/// What the functions and modifiers of `c` write, constructors aside.
+struct Writes {
+    /// State assigned (a tuple's parts too), deleted, counted up or down, pushed or popped, or
+    /// reached through a storage local (its root counts as written).
+    names: Vec<String>,
+    /// One of them may write a slot it does not name: inline assembly that stores or
+    /// delegates, `delegatecall`, a write through a local or parameter that may point into
+    /// storage, or through a call's result.
+    opaque: bool,
+    /// Names called as libraries (`L.f(…)`, a receiver that is no variable of theirs).
+    libraries: Vec<String>,
+}
+
+fn written_after_construction(c: &Contract) -> Writes {
     let mut out: Vec<String> = Vec::new();
     let mut opaque = false;
+    let mut libraries: Vec<String> = Vec::new();
     // A type whose variables hold their value (not a pointer into storage).
     let elementary = |ty: &str| {
         !ty.contains('[')
@@ -366,29 +386,47 @@ fn written_after_construction(c: &Contract) -> (Vec<String>, bool) {
             .iter()
             .map(|(n, ty)| (n.as_str(), elementary(ty)))
             .collect();
-        walk_stmt(body, &mut |st| match st {
-            Statement::VariableDefinition(_, decl, init) => {
-                if let Some(n) = &decl.name {
-                    let safe = match decl.storage {
-                        Some(solang_parser::pt::StorageLocation::Storage(_)) => false,
-                        Some(_) => true,
-                        None => elementary(&crate::model::type_text(&decl.ty)),
-                    };
-                    own.insert(n.name.as_str(), safe);
+        // The body, and the catch clauses of its `try`s (which the detectors' walk leaves out:
+        // they run only when the call failed).
+        let mut bodies: Vec<&Statement> = vec![body];
+        let mut next = 0;
+        while let Some(&b) = bodies.get(next) {
+            next += 1;
+            walk_stmt(b, &mut |st| match st {
+                Statement::VariableDefinition(_, decl, init) => {
+                    if let Some(n) = &decl.name {
+                        let safe = match decl.storage {
+                            Some(solang_parser::pt::StorageLocation::Storage(_)) => false,
+                            Some(_) => true,
+                            None => elementary(&crate::model::type_text(&decl.ty)),
+                        };
+                        own.insert(n.name.as_str(), safe);
+                    }
+                    if matches!(
+                        decl.storage,
+                        Some(solang_parser::pt::StorageLocation::Storage(_))
+                    ) && let Some(i) = init
+                        && let Some(r) = root_name(i)
+                        && c.state_vars.contains(r)
+                    {
+                        out.push(r.to_string());
+                    }
                 }
-                if matches!(
-                    decl.storage,
-                    Some(solang_parser::pt::StorageLocation::Storage(_))
-                ) && let Some(i) = init
-                    && let Some(r) = root_name(i)
-                    && c.state_vars.contains(r)
-                {
-                    out.push(r.to_string());
+                Statement::Assembly { block, .. } => {
+                    let text = block.to_string();
+                    opaque |= ["sstore", "delegatecall", "callcode"]
+                        .iter()
+                        .any(|w| text.contains(w));
                 }
-            }
-            Statement::Assembly { .. } => opaque = true,
-            _ => {}
-        });
+                Statement::Try(_, _, _, catches) => {
+                    bodies.extend(catches.iter().map(|k| match k {
+                        solang_parser::pt::CatchClause::Simple(_, _, body)
+                        | solang_parser::pt::CatchClause::Named(_, _, _, body) => body,
+                    }));
+                }
+                _ => {}
+            });
+        }
         let add = |target: &Expression, out: &mut Vec<String>, opaque: &mut bool| {
             let parts: Vec<&Expression> = match target {
                 Expression::List(_, params) => params
@@ -407,20 +445,66 @@ fn written_after_construction(c: &Contract) -> (Vec<String>, bool) {
                 }
             }
         };
-        walk_stmt_exprs(body, &mut |e| {
-            if let Some((_, target)) = written(e) {
-                add(target, &mut out, &mut opaque);
-            }
-            match called_member(e) {
-                Some(("push" | "pop", recv)) => add(recv, &mut out, &mut opaque),
-                Some(("delegatecall" | "callcode", _)) => opaque = true,
-                _ => {}
-            }
-        });
+        for b in &bodies {
+            walk_stmt_exprs(b, &mut |e| {
+                if let Some((_, target)) = written(e) {
+                    add(target, &mut out, &mut opaque);
+                }
+                match called_member(e) {
+                    Some(("push" | "pop", recv)) => add(recv, &mut out, &mut opaque),
+                    Some(("delegatecall" | "callcode", _)) => opaque = true,
+                    Some((_, Expression::Variable(v)))
+                        if !c.state_vars.contains(&v.name)
+                            && !own.contains_key(v.name.as_str()) =>
+                    {
+                        libraries.push(v.name.clone());
+                    }
+                    _ => {}
+                }
+            });
+        }
     }
-    out.sort();
-    out.dedup();
-    (out, opaque)
+    for v in [&mut out, &mut libraries] {
+        v.sort();
+        v.dedup();
+    }
+    Writes {
+        names: out,
+        opaque,
+        libraries,
+    }
+}
+
+/// The names of the libraries of the audit that may write a slot they do not name (see
+/// [`Writes::opaque`]), themselves or through a library they call or attach.
+fn opaque_libraries(unit: &Unit<'_>, flat: &[Contract], own: &[Facts]) -> BTreeSet<String> {
+    let mut users: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let mut queue: Vec<usize> = Vec::new();
+    let mut opaque = vec![false; flat.len()];
+    for (ci, c) in flat.iter().enumerate() {
+        if !unit.contracts[ci].stateless {
+            continue;
+        }
+        for name in own[ci].libraries.iter().chain(&c.usings) {
+            users.entry(name.as_str()).or_default().push(ci);
+        }
+        if own[ci].opaque {
+            opaque[ci] = true;
+            queue.push(ci);
+        }
+    }
+    let mut names = BTreeSet::new();
+    while let Some(ci) = queue.pop() {
+        let name = flat[ci].name.as_str();
+        names.insert(name.to_string());
+        for &user in users.get(name).map_or(&[][..], Vec::as_slice) {
+            if !opaque[user] {
+                opaque[user] = true;
+                queue.push(user);
+            }
+        }
+    }
+    names
 }
 
 /// Inherited functions copied into the contracts that inherit them, in all, in one audit:
@@ -553,6 +637,7 @@ pub(crate) fn run(unit: &Unit<'_>) -> Vec<(usize, Finding)> {
             heirs[a] = true;
         }
     }
+    let opaque_libs = opaque_libraries(unit, &flat, &own);
     let free_builtins = ["require", "assert"]
         .iter()
         .any(|n| unit.free_functions.contains(*n));
@@ -594,7 +679,7 @@ pub(crate) fn run(unit: &Unit<'_>) -> Vec<(usize, Finding)> {
         // from this one (an heir may override its getters or write its state).
         // (Nor where the audit declares its own `require` or `assert` at file level.)
         let mods = calls::ContractIndex::new(c)
-            .with_built((!heirs[ci] && !free_builtins).then(|| facts.built(c)));
+            .with_built((!heirs[ci] && !free_builtins).then(|| facts.built(c, &opaque_libs)));
         for f in mine() {
             let Some(body) = f.body.as_deref() else {
                 continue;
