@@ -689,6 +689,45 @@ contract Pool {
 }
 
 #[test]
+fn a_delegatecall_target_typed_as_a_contract_names_its_callee() {
+    // `Lib` keeps an address where the caller keeps a count; `Decoy` defines a function of the
+    // same name over the caller's own layout.
+    let src = |target: &str| {
+        format!(
+            "pragma solidity ^0.8.0;
+contract Lib {{
+    address keeper;
+    function setKeeper(address k) public {{ keeper = k; }}
+}}
+contract Decoy {{
+    uint256 count;
+    function setKeeper(address k) public {{ count = uint256(uint160(k)); }}
+}}
+contract User {{
+    uint256 count;
+    {target} lib;
+    function run(address k) public {{
+        (bool ok, ) = address(lib).delegatecall(abi.encodeWithSignature(\"setKeeper(address)\", k));
+        require(ok);
+    }}
+}}
+"
+        )
+    };
+    // Typed: the callee is `Lib`, whatever else defines the function.
+    let typed = src("Lib");
+    let r = audit_files([("src/User.sol", typed.as_str())]);
+    assert_eq!(
+        at(&r.findings, "src/User.sol", "delegatecall-layout"),
+        vec![14]
+    );
+    // A plain address: either may run, and the decoy's layout agrees.
+    let plain = src("address");
+    let r = audit_files([("src/User.sol", plain.as_str())]);
+    assert!(at(&r.findings, "src/User.sol", "delegatecall-layout").is_empty());
+}
+
+#[test]
 fn a_delegatecall_in_a_base_runs_in_the_storage_of_what_inherits_it() {
     let src = "pragma solidity ^0.8.0;
 contract Lib {

@@ -34,7 +34,8 @@ pub(super) fn storage_pointers(out: &mut Out<'_, '_>, c: &Contract, body: &State
 /// local holding one) into a contract of the audit whose storage differs from the caller's
 /// where that function reads or writes: the callee's variable lives in a slot where the caller
 /// keeps a variable of another type (SWC-112; the Parity wallet and Ethernaut's Preservation).
-/// When several contracts define the function, all of them must differ.
+/// The callee is the contract the call names, or the one the target's state variable is typed
+/// as; else, when several contracts define the function, all of them must differ.
 pub(super) fn delegated_layouts(out: &mut Out<'_, '_>, ci: usize, c: &Contract, body: &Statement) {
     let unit = out.unit;
     let (deployable, address_types) = (&out.deployable, &out.address_types);
@@ -68,7 +69,15 @@ pub(super) fn delegated_layouts(out: &mut Out<'_, '_>, ci: usize, c: &Contract, 
             m
         });
         if let Some((named, function)) = args.iter().find_map(|a| delegated(inits, a, 0)) {
-            calls.push((*loc, named, function));
+            // A target kept in a state variable typed as a contract (`Lib lib;
+            // address(lib).delegatecall(…)`) names its contract, when the call does not.
+            let typed = || match converted(target) {
+                Expression::Variable(v) if !c.shadowed.contains(&v.name) => {
+                    c.state_types.get(&v.name).cloned()
+                }
+                _ => None,
+            };
+            calls.push((*loc, named.or_else(typed), function));
         }
     });
     if calls.is_empty() {
