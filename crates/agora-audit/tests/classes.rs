@@ -169,6 +169,14 @@ fn a_lock_built_for_one_account_decides_nothing_for_a_miner() {
     // (OpenZeppelin's TokenTimelock), read directly or through getters: only for information.
     let tokens = "() external {\n        require(block.timestamp >= releaseTime());\n        uint256 amount = token().balanceOf(address(this));\n        token().transfer(heir, amount);\n    }";
     let ether = "() external {\n        require(block.timestamp > at + 1 days, \"early\");\n        heir.transfer(address(this).balance);\n    }";
+    // (A library's code is not followed: a store it makes through assembly leaves the lock at
+    // info. Reported, not dropped.)
+    let raw = c(
+        "    function poke(uint256 s, uint256 v) external { Raw.put(s, v); }",
+        tokens,
+        "library Raw { function put(uint256 s, uint256 v) internal { assembly { sstore(s, v) } } }\n",
+    );
+    assert_eq!(lines_of(&raw, "timestamp-lock"), vec![12]);
     for release in [tokens, ether] {
         let src = c("", release, "");
         assert!(
@@ -217,10 +225,6 @@ fn a_lock_built_for_one_account_decides_nothing_for_a_miner() {
         (
             "    function grab() external { try new D() { heir = payable(msg.sender); } catch {} }",
             "contract D {}\n",
-        ),
-        (
-            "    function poke(uint256 s, uint256 v) external { Raw.put(s, v); }",
-            "library Raw { function put(uint256 s, uint256 v) internal { assembly { sstore(s, v) } } }\n",
         ),
         (
             "",

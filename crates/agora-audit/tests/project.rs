@@ -725,6 +725,20 @@ contract User {{
     let plain = src("address");
     let r = audit_files([("src/User.sol", plain.as_str())]);
     assert!(at(&r.findings, "src/User.sol", "delegatecall-layout").is_empty());
+    // Past a struct, where a variable lies is not known: nothing is claimed there (here `Lib`'s
+    // keeper would sit in the struct's second slot, not at `count`).
+    let after_struct = typed.replace(
+        "contract Lib {\n    address keeper;",
+        "contract Lib {\n    struct Pair { uint256 a; uint256 b; }\n    Pair pair;\n    address keeper;",
+    );
+    let after_struct = after_struct.replace(
+        "contract User {\n    uint256 count;",
+        "contract User {\n    uint256 first;\n    uint256 count;",
+    );
+    assert_ne!(after_struct, typed);
+    let r = audit_files([("src/User.sol", after_struct.as_str())]);
+    assert!(r.errors.is_empty(), "{r:?}");
+    assert!(at(&r.findings, "src/User.sol", "delegatecall-layout").is_empty());
 }
 
 #[test]

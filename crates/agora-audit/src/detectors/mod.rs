@@ -279,8 +279,6 @@ struct Facts {
     /// One of its functions or modifiers may write a slot it does not name (inline assembly,
     /// `delegatecall`, a storage pointer).
     opaque: bool,
-    /// Names its functions call as libraries.
-    libraries: Vec<String>,
 }
 
 impl Facts {
@@ -301,7 +299,6 @@ impl Facts {
                 .collect(),
             written: writes.names,
             opaque: writes.opaque,
-            libraries: writes.libraries,
         }
     }
 
@@ -323,20 +320,15 @@ impl Facts {
             calls_out: gather(|f| &f.calls_out),
             written: gather(|f| &f.written),
             opaque: own.iter().any(|f| f.opaque),
-            libraries: gather(|f| &f.libraries),
         }
     }
 
     /// The state variables of `c` only a constructor writes: constants and immutables, and,
-    /// when nothing may write a slot it does not name (its functions, or a library they call
-    /// or attach), those no function of the lineage writes.
-    fn built(&self, c: &Contract, opaque_libraries: &BTreeSet<String>) -> BTreeSet<String> {
-        let opaque = self.opaque
-            || self
-                .libraries
-                .iter()
-                .chain(&c.usings)
-                .any(|l| opaque_libraries.contains(l));
+    /// when none of its functions may write a slot it does not name, those no function of the
+    /// lineage writes. (What a library's code writes is not followed: a hole here reports a lock
+    /// at info, never drops it.)
+    fn built(&self, c: &Contract) -> BTreeSet<String> {
+        let opaque = self.opaque;
         c.state_vars
             .iter()
             .filter(|n| {
@@ -358,14 +350,11 @@ struct Writes {
     /// delegates, `delegatecall`, a write through a local or parameter that may point into
     /// storage, or through a call's result.
     opaque: bool,
-    /// Names called as libraries (`L.f(…)`, a receiver that is no variable of theirs).
-    libraries: Vec<String>,
 }
 
 fn written_after_construction(c: &Contract) -> Writes {
     let mut out: Vec<String> = Vec::new();
     let mut opaque = false;
-    let mut libraries: Vec<String> = Vec::new();
     // A type whose variables hold their value (not a pointer into storage).
     let elementary = |ty: &str| {
         !ty.contains('[')
@@ -453,58 +442,14 @@ fn written_after_construction(c: &Contract) -> Writes {
                 match called_member(e) {
                     Some(("push" | "pop", recv)) => add(recv, &mut out, &mut opaque),
                     Some(("delegatecall" | "callcode", _)) => opaque = true,
-                    Some((_, Expression::Variable(v)))
-                        if !c.state_vars.contains(&v.name)
-                            && !own.contains_key(v.name.as_str()) =>
-                    {
-                        libraries.push(v.name.clone());
-                    }
                     _ => {}
                 }
             });
         }
     }
-    for v in [&mut out, &mut libraries] {
-        v.sort();
-        v.dedup();
-    }
-    Writes {
-        names: out,
-        opaque,
-        libraries,
-    }
-}
-
-/// The names of the libraries of the audit that may write a slot they do not name (see
-/// [`Writes::opaque`]), themselves or through a library they call or attach.
-fn opaque_libraries(unit: &Unit<'_>, flat: &[Contract], own: &[Facts]) -> BTreeSet<String> {
-    let mut users: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    let mut queue: Vec<usize> = Vec::new();
-    let mut opaque = vec![false; flat.len()];
-    for (ci, c) in flat.iter().enumerate() {
-        if !unit.contracts[ci].stateless {
-            continue;
-        }
-        for name in own[ci].libraries.iter().chain(&c.usings) {
-            users.entry(name.as_str()).or_default().push(ci);
-        }
-        if own[ci].opaque {
-            opaque[ci] = true;
-            queue.push(ci);
-        }
-    }
-    let mut names = BTreeSet::new();
-    while let Some(ci) = queue.pop() {
-        let name = flat[ci].name.as_str();
-        names.insert(name.to_string());
-        for &user in users.get(name).map_or(&[][..], Vec::as_slice) {
-            if !opaque[user] {
-                opaque[user] = true;
-                queue.push(user);
-            }
-        }
-    }
-    names
+    out.sort();
+    out.dedup();
+    Writes { names: out, opaque }
 }
 
 /// Inherited functions copied into the contracts that inherit them, in all, in one audit:
@@ -637,7 +582,6 @@ pub(crate) fn run(unit: &Unit<'_>) -> Vec<(usize, Finding)> {
             heirs[a] = true;
         }
     }
-    let opaque_libs = opaque_libraries(unit, &flat, &own);
     let free_builtins = ["require", "assert"]
         .iter()
         .any(|n| unit.free_functions.contains(*n));
@@ -679,7 +623,7 @@ pub(crate) fn run(unit: &Unit<'_>) -> Vec<(usize, Finding)> {
         // from this one (an heir may override its getters or write its state).
         // (Nor where the audit declares its own `require` or `assert` at file level.)
         let mods = calls::ContractIndex::new(c)
-            .with_built((!heirs[ci] && !free_builtins).then(|| facts.built(c, &opaque_libs)));
+            .with_built((!heirs[ci] && !free_builtins).then(|| facts.built(c)));
         for f in mine() {
             let Some(body) = f.body.as_deref() else {
                 continue;

@@ -214,8 +214,10 @@ fn member_function(e: &Expression) -> Option<(Option<String>, String)> {
 
 /// Where each variable of a layout lives: its slot, its offset in the slot, its name, and its
 /// type (`address payable` and contract types read as `address`). Value types share a slot
-/// while they fit (`bool` 1 byte, `address` 20, `uintN`/`intN` N/8, `bytesN` N); anything else
-/// (mappings, arrays, strings, structs, enums) starts a slot of its own, as does what follows it.
+/// while they fit (`bool` 1 byte, `address` 20, `uintN`/`intN` N/8, `bytesN` N); a mapping, an
+/// array, `string` or `bytes` takes a slot of its own, as does what follows it. The layout stops
+/// at a struct, an enum or a fixed-size array (their size is not known here), so nothing past
+/// one is compared.
 fn slots<'l>(
     address_types: &BTreeSet<&str>,
     layout: &[(&'l str, &'l str)],
@@ -260,13 +262,27 @@ fn slots<'l>(
                 out.push((slot, offset, *name, ty));
                 offset += n;
             }
-            None => {
+            // A mapping, a dynamic array, `string` or `bytes` fills one slot of its own.
+            None if ty.starts_with("mapping")
+                || ty.ends_with("[]")
+                || ty == "string"
+                || ty == "bytes" =>
+            {
                 if offset > 0 {
                     slot += 1;
                 }
                 out.push((slot, 0, *name, ty));
                 slot += 1;
                 offset = 0;
+            }
+            // A struct or a fixed-size array fills as many slots as its parts, an enum packs like
+            // a small integer: where what follows lies is not known here, so the layout stops
+            // (after it, when it surely starts a slot).
+            None => {
+                if offset == 0 {
+                    out.push((slot, 0, *name, ty));
+                }
+                break;
             }
         }
     }
