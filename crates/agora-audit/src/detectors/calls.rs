@@ -532,6 +532,20 @@ struct LockEvents {
 }
 
 impl LockEvents {
+    /// The events of a function's body, split at its external calls.
+    fn of_body(mods: &ContractIndex<'_>, body: &Statement, steps: &mut usize) -> Self {
+        let mut ev = LockEvents::default();
+        ev.collect(
+            mods,
+            body,
+            None,
+            false,
+            &|e| external_call(e).is_some(),
+            steps,
+        );
+        ev
+    }
+
     /// Collects the events of `part`. With `expand`, the internal functions it calls (one level
     /// down, as a modifier calls OpenZeppelin's `_nonReentrantBefore`) count as happening where
     /// they are called.
@@ -690,16 +704,7 @@ fn locks_held(mods: &ContractIndex<'_>, g: &Function, steps: &mut usize) -> BTre
         let key = std::ptr::from_ref(g) as usize;
         let known = mods.body_locks.borrow().get(&key).cloned();
         let found = known.unwrap_or_else(|| {
-            let mut ev = LockEvents::default();
-            ev.collect(
-                mods,
-                body,
-                None,
-                false,
-                &|e| external_call(e).is_some(),
-                steps,
-            );
-            let found = ev.locks(steps);
+            let found = LockEvents::of_body(mods, body, steps).locks(steps);
             if *steps > 0 {
                 mods.body_locks.borrow_mut().insert(key, found.clone());
             }
@@ -718,15 +723,7 @@ fn locks_held(mods: &ContractIndex<'_>, g: &Function, steps: &mut usize) -> BTre
 /// it) where some function of the contract refuses to run while the flag holds the first: a
 /// lock taken by hand, tested elsewhere. Writing them is no state at risk.
 fn brackets(mods: &ContractIndex<'_>, body: &Statement, steps: &mut usize) -> BTreeSet<String> {
-    let mut ev = LockEvents::default();
-    ev.collect(
-        mods,
-        body,
-        None,
-        false,
-        &|e| external_call(e).is_some(),
-        steps,
-    );
+    let ev = LockEvents::of_body(mods, body, steps);
     *steps = steps.saturating_sub(
         ev.sets
             .len()
@@ -851,7 +848,8 @@ impl<'c> ContractIndex<'c> {
     }
 
     /// Whether `name` is a state variable that only a constructor writes: a constant, an
-    /// immutable, or one no function of the lineage writes (none is, beside inline assembly).
+    /// immutable, or one no function of the lineage writes (none is beside a write to a slot
+    /// it does not name: see `Facts::built`).
     /// Known only for a contract no other contract of the audit inherits from ([`Self::with_built`]).
     pub(super) fn set_when_built(&self, name: &str) -> bool {
         self.built.as_ref().is_some_and(|b| b.contains(name))

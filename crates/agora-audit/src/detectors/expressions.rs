@@ -41,7 +41,7 @@ fn lock_release_tests(
     if !plain {
         return Vec::new();
     }
-    let built = |x: &Expression| built_value(mods, locals, x);
+    let built = |x: &Expression| built_value(mods, locals, x, false);
     let mut known = true;
     let mut payees: Vec<String> = Vec::new();
     walk_stmt_exprs(body, &mut |e| {
@@ -100,11 +100,12 @@ fn lock_release_tests(
 }
 
 /// A value fixed when the contract was built: a literal, a state variable only a constructor
-/// writes, a view returning one, or arithmetic on them.
+/// writes, a view returning one, or arithmetic on them; with `time`, the block time too.
 fn built_value(
     mods: &super::calls::ContractIndex<'_>,
     locals: &BTreeSet<String>,
     x: &Expression,
+    time: bool,
 ) -> bool {
     match converted(x) {
         Expression::NumberLiteral(..)
@@ -119,27 +120,9 @@ fn built_value(
         | Expression::Subtract(_, a, b)
         | Expression::Multiply(_, a, b)
         | Expression::Divide(_, a, b) => {
-            built_value(mods, locals, a) && built_value(mods, locals, b)
+            built_value(mods, locals, a, time) && built_value(mods, locals, b, time)
         }
-        _ => false,
-    }
-}
-
-/// The block time, a value fixed when the contract was built, or arithmetic on them.
-fn built_or_time(
-    mods: &super::calls::ContractIndex<'_>,
-    locals: &BTreeSet<String>,
-    x: &Expression,
-) -> bool {
-    match x {
-        Expression::Add(_, a, b)
-        | Expression::Subtract(_, a, b)
-        | Expression::Multiply(_, a, b)
-        | Expression::Divide(_, a, b) => {
-            built_or_time(mods, locals, a) && built_or_time(mods, locals, b)
-        }
-        Expression::Parenthesis(_, a) => built_or_time(mods, locals, a),
-        _ => is_time(x) || built_value(mods, locals, x),
+        y => time && is_time(y),
     }
 }
 
@@ -295,8 +278,8 @@ pub(super) fn expressions(
         release
             .get_or_init(|| lock_release_tests(mods, f, body, &locals))
             .contains(loc)
-            && built_or_time(mods, &locals, x)
-            && built_or_time(mods, &locals, y)
+            && built_value(mods, &locals, x, true)
+            && built_value(mods, &locals, y, true)
     };
     let block_derived = |x: &Expression| {
         contains(x, &|y| {

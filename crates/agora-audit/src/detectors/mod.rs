@@ -328,13 +328,12 @@ impl Facts {
     /// lineage writes. (What a library's code writes is not followed: a hole here reports a lock
     /// at info, never drops it.)
     fn built(&self, c: &Contract) -> BTreeSet<String> {
-        let opaque = self.opaque;
         c.state_vars
             .iter()
             .filter(|n| {
                 !c.shadowed.contains(*n)
                     && (c.in_code.contains(*n)
-                        || (!opaque && self.written.binary_search(n).is_err()))
+                        || (!self.opaque && self.written.binary_search(n).is_err()))
             })
             .cloned()
             .collect()
