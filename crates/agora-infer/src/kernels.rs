@@ -12,9 +12,12 @@
 //!
 //! The AVX2 path is taken when the CPU has AVX2, FMA and F16C, the VNNI one (the same kernels with
 //! `vpdpbusd` for the integer dot products) when it also has AVX-512 VNNI and VL; both are checked
-//! once at run time. Where the CPU also multiplies tiles (AMX-INT8) and the OS grants them, batches
-//! of at least [`TILE_MIN_TOKENS`] tokens take the tile kernels (the integer sums of sixteen rows
-//! and sixteen tokens per block in two instructions); `AGORA_NO_AMX=1` turns them off, to compare.
+//! once at run time. Where the CPU also has AVX-512 (F, BW, DQ, VL), batches of [`WIDE_TOKENS`]
+//! tokens take the wide kernels (sixteen rows against up to twelve tokens per block, on 512-bit
+//! registers). Where it also multiplies tiles (AMX-INT8) and the OS grants them, larger batches
+//! (at least [`TILE_MIN_TOKENS`] tokens) take the tile kernels (the integer sums of sixteen rows
+//! and sixteen tokens per block in two instructions). `AGORA_NO_AMX=1` turns the tiles off,
+//! `AGORA_NO_AVX512=1` the wide kernels and the AVX-512 forms of the other steps, to compare.
 
 use std::ops::Range;
 use std::sync::OnceLock;
@@ -126,6 +129,66 @@ pub fn has_avx2() -> bool {
     detected() != Isa::Portable
 }
 
+/// Whether this CPU runs the AVX-512 forms of the element-wise kernels (AVX2, FMA and F16C, and
+/// AVX-512 F, BW, DQ and VL): the same operations in the same order on wider registers.
+pub fn has_avx512() -> bool {
+    static AVX512: OnceLock<bool> = OnceLock::new();
+    *AVX512.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() && std::env::var_os("AGORA_NO_AVX512").is_none_or(|v| v == "0") {
+            return std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512bw")
+                && std::is_x86_feature_detected!("avx512dq")
+                && std::is_x86_feature_detected!("avx512vl");
+        }
+        false
+    })
+}
+
+/// `quant`'s quantization of one 32-element block with AVX-512, where the CPU has it: the quants
+/// of `x` into `q`, returning the scale `max|x| / 127` and `Σq`. The same operations as the
+/// portable code, lane by lane (a maximum does not depend on the order, and the sum is of
+/// integers), so the same bits; `None` where the CPU lacks AVX-512.
+pub(crate) fn quantize32(x: &[f32; 32], q: &mut [i8; 32]) -> Option<(f32, i32)> {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        #[allow(unsafe_code)]
+        // SAFETY: `has_avx512` checked that the CPU has AVX-512 F, BW, DQ and VL.
+        return Some(unsafe { quantize32_avx512(x, q) });
+    }
+    let _ = (x, q);
+    None
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl")]
+fn quantize32_avx512(x: &[f32; 32], q: &mut [i8; 32]) -> (f32, i32) {
+    use std::arch::x86_64::*;
+    const MAGIC: f32 = 12_582_912.0;
+    const MAGIC_BITS: i32 = 0x4b40_0000;
+    // SAFETY: 32 floats read from `x`, 32 bytes written to `q`.
+    unsafe {
+        let lo = _mm512_loadu_ps(x.as_ptr());
+        let hi = _mm512_loadu_ps(x.as_ptr().add(16));
+        // `m = if a > m { a } else { m }`, as `vmaxps a, m` computes it: a NaN is never taken.
+        let m = _mm512_max_ps(_mm512_abs_ps(lo), _mm512_setzero_ps());
+        let m = _mm512_max_ps(_mm512_abs_ps(hi), m);
+        let amax = _mm512_reduce_max_ps(m);
+        let scale = amax / 127.0;
+        let inv = _mm512_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
+        let round = |v: __m512| {
+            let r = _mm512_add_ps(_mm512_mul_ps(v, inv), _mm512_set1_ps(MAGIC));
+            _mm512_sub_epi32(_mm512_castps_si512(r), _mm512_set1_epi32(MAGIC_BITS))
+        };
+        let (r_lo, r_hi) = (round(lo), round(hi));
+        _mm_storeu_si128(q.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(r_lo));
+        _mm_storeu_si128(q.as_mut_ptr().add(16).cast(), _mm512_cvtepi32_epi8(r_hi));
+        let sum = _mm512_reduce_add_epi32(_mm512_add_epi32(r_lo, r_hi));
+        (scale, sum)
+    }
+}
+
 /// Whether this CPU runs the VNNI kernels.
 fn has_vnni() -> bool {
     matches!(detected(), Isa::Vnni | Isa::Amx)
@@ -133,7 +196,23 @@ fn has_vnni() -> bool {
 
 /// Whether activations of `n` tokens are quantized for the tile kernels too ([`QActs::rows`]).
 pub fn tile_rows(n: usize) -> bool {
-    n >= TILE_MIN_TOKENS && detected() == Isa::Amx
+    n >= TILE_MIN_TOKENS && detected() == Isa::Amx && !wide_tokens(n)
+}
+
+/// Batches of this many tokens take the wide kernels where they run: measured on a model's
+/// passes (SmolLM2, 2 threads), a pass of 8 sequences took 11 ms with them against 12.7–13.1 with
+/// the tile kernels (which pad to 16 tokens); 4 sequences were faster on the VNNI kernels
+/// (6.7–7.8 ms against 8.6–9.1), 16 on the tiles.
+pub const WIDE_TOKENS: std::ops::RangeInclusive<usize> = 8..=12;
+
+/// Whether a matmul of `n` tokens takes the wide kernels (where the CPU runs them).
+fn wide_tokens(n: usize) -> bool {
+    WIDE_TOKENS.contains(&n) && has_wide()
+}
+
+/// Whether this CPU runs the wide kernels (AVX-512 with VNNI).
+fn has_wide() -> bool {
+    has_avx512() && has_vnni()
 }
 
 /// Computes `out[t * rows.len() + i] = dot(row rows.start + i, token t)` for every token.
@@ -199,6 +278,13 @@ fn run_rows(isa: Isa, w: &QMatrix, acts: &QActs, rows: Range<usize>, out: &Out<'
         // SAFETY: `detected` just said the CPU has AVX2, FMA and F16C.
         #[allow(unsafe_code)]
         Isa::Avx2 if has_avx2() => unsafe { avx2::matmul_rows(w, acts, rows, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `has_wide` said the CPU has AVX2, FMA, F16C and AVX-512 F, BW, DQ, VL and
+        // VNNI; the weights are not Q6K.
+        #[allow(unsafe_code)]
+        Isa::Vnni | Isa::Amx if w.ty != WeightType::Q6K && wide_tokens(acts.n) => unsafe {
+            wide::matmul_rows(w, acts, rows, out)
+        },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `detected` said the CPU has AMX-INT8 and AVX-512 and the OS granted the tiles;
         // `rows` holds the quants the tile kernels read (checked again inside).
@@ -414,6 +500,7 @@ mod avx2 {
         pub(super) qs: &'a [i8],
         pub(super) d: &'a [f32],
         pub(super) s: &'a [f32],
+        pub(super) qsum: &'a [i32],
     }
 
     impl<'a> Quad<'a> {
@@ -428,6 +515,7 @@ mod avx2 {
                 qs: &acts.qs[t0 * acts.cols..end * acts.cols],
                 d: &acts.d[t0 * nb..end * nb],
                 s: &acts.s[t0 * nb..end * nb],
+                qsum: &acts.qsum[t0 * nb..end * nb],
             }
         }
 
@@ -439,6 +527,7 @@ mod avx2 {
                 qs: &acts.qs[t0 * acts.cols..(t0 + QUAD) * acts.cols],
                 d: &acts.d[t0 * nb..(t0 + QUAD) * nb],
                 s: &acts.s[t0 * nb..(t0 + QUAD) * nb],
+                qsum: &acts.qsum[t0 * nb..(t0 + QUAD) * nb],
             }
         }
     }
@@ -854,6 +943,255 @@ mod vnni {
                     );
                     acc[k] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum[k]), acc[k]);
                 }
+            }
+        }
+        acc
+    }
+}
+
+/// Sixteen rows (two row groups) against up to sixteen tokens per block on AVX-512's 512-bit
+/// registers: each block's weights unpacked once into eight registers (four elements of each of
+/// the sixteen rows per 32-bit lane), each token's four-byte slices broadcast into `vpdpbusd`, the
+/// sums never leaving the registers; then the same float steps as every kernel, sixteen lanes wide.
+/// Q8_0's signed weights are offset by 128 to be unsigned, and `128 · Σq` of the token taken off
+/// (exact integers). Q6K takes the VNNI kernel.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod wide {
+    use std::arch::x86_64::*;
+    use std::ops::Range;
+
+    use super::Out;
+    use super::avx2::{Quad, put};
+    use crate::quant::{GROUP, QActs, QK, QMatrix, QUAD, WeightType};
+
+    /// [`super::matmul_rows`] with the wide kernels.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA, F16C and AVX-512 (F, BW, DQ, VL, VNNI); `w` must not be Q6K.
+    pub(super) unsafe fn matmul_rows(w: &QMatrix, acts: &QActs, rows: Range<usize>, out: &Out<'_>) {
+        // SAFETY: the caller guarantees the CPU's features.
+        unsafe { rows_impl(w, acts, rows, out) }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+    fn rows_impl(w: &QMatrix, acts: &QActs, rows: Range<usize>, out: &Out<'_>) {
+        let (n, nb) = (acts.n, acts.blocks_per_row());
+        // Two or three quads of tokens (see `WIDE_TOKENS`).
+        assert!(
+            (5..=12).contains(&n),
+            "the wide kernels take 5 to 12 tokens"
+        );
+        let block_bytes = GROUP * w.ty.block_bytes();
+        let group = |g: usize| &w.data[g * nb * block_bytes..(g + 1) * nb * block_bytes];
+        let (g0, g1) = (rows.start / GROUP, rows.end.div_ceil(GROUP));
+        // A lone last group is computed twice and stored once.
+        for g in (g0..g1).step_by(2) {
+            let g2 = if g + 1 < g1 { g + 1 } else { g };
+            let (wa, wb) = (group(g), group(g2));
+            let put_all = |values: &[__m512]| {
+                for (k, v) in values.iter().enumerate().take(n) {
+                    put(out, &rows, g, k, _mm512_castps512_ps256(*v));
+                    if g2 != g {
+                        put(out, &rows, g2, k, _mm512_extractf32x8_ps::<1>(*v));
+                    }
+                }
+            };
+            if n <= 8 {
+                put_all(&pair::<8>(w.ty, wa, wb, nb, &Quad::span(acts, 0, 2)));
+            } else {
+                put_all(&pair::<12>(w.ty, wa, wb, nb, &Quad::span(acts, 0, 3)));
+            }
+        }
+    }
+
+    /// Two row groups' blocks (`wa`, `wb`) against the `T` tokens of `quad` (`T / 4` quads).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+    fn pair<const T: usize>(
+        ty: WeightType,
+        wa: &[u8],
+        wb: &[u8],
+        nb: usize,
+        quad: &Quad<'_>,
+    ) -> [__m512; T] {
+        match ty {
+            WeightType::Q4_1 => nibbles::<T, false>(wa, wb, nb, quad),
+            WeightType::Q4K => nibbles::<T, true>(wa, wb, nb, quad),
+            WeightType::Q8_0 => bytes::<T>(wa, wb, nb, quad),
+            WeightType::Q6K => unreachable!("Q6K takes the VNNI kernel"),
+        }
+    }
+
+    /// Sixteen rows' scales (or minimums) at `at` in two groups' blocks: f32 (`F32`) or f16.
+    #[inline(always)]
+    fn scales16<const F32: bool>(wa: &[u8], wb: &[u8], at: usize) -> __m512 {
+        let n = if F32 { 32 } else { 16 };
+        let (a, b) = (&wa[at..at + n], &wb[at..at + n]);
+        // SAFETY: `a` and `b` hold the `n` bytes read; the caller enabled AVX-512.
+        unsafe {
+            if F32 {
+                let lo = _mm256_loadu_ps(a.as_ptr().cast());
+                let hi = _mm256_loadu_ps(b.as_ptr().cast());
+                _mm512_insertf32x8::<1>(_mm512_castps256_ps512(lo), hi)
+            } else {
+                let lo = _mm_loadu_si128(a.as_ptr().cast());
+                let hi = _mm_loadu_si128(b.as_ptr().cast());
+                _mm512_cvtph_ps(_mm256_set_m128i(hi, lo))
+            }
+        }
+    }
+
+    /// Slice `j` (32 bytes: four of each of eight rows) of both groups, side by side.
+    #[inline(always)]
+    fn slices(wa: &[u8], wb: &[u8], at: usize) -> __m512i {
+        let (a, b) = (&wa[at..at + 32], &wb[at..at + 32]);
+        // SAFETY: `a` and `b` hold the 32 bytes read; the caller enabled AVX-512.
+        unsafe {
+            let lo = _mm256_loadu_si256(a.as_ptr().cast());
+            let hi = _mm256_loadu_si256(b.as_ptr().cast());
+            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+        }
+    }
+
+    /// Asks for block `b + 4` of both groups (`block` bytes each) ahead of its use.
+    #[inline(always)]
+    fn prefetch_ahead(wa: &[u8], wb: &[u8], b: usize, block: usize) {
+        for g in [wa, wb] {
+            let ahead = g.as_ptr().wrapping_add((b + 4) * block);
+            for line in (0..block).step_by(64) {
+                // SAFETY: a prefetch never faults, whatever the address.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast()) };
+            }
+        }
+    }
+
+    /// One quad's block: its 128 bytes of quants (slice `c` of token `l` at `16c + 4l`) and its
+    /// four scales (or sums).
+    #[inline(always)]
+    fn quad_block<'a>(quad: &'a Quad<'_>, nb: usize, q: usize, b: usize) -> (&'a [i8; 128], usize) {
+        let at = (q * nb + b) * QUAD;
+        let qs = quad.qs[at * QK..at * QK + QUAD * QK]
+            .try_into()
+            .expect("a quad's block of quants");
+        (qs, at)
+    }
+
+    /// Four tokens' products with one block's weights (`w`, see [`nibbles`]), added to `acc` as
+    /// every kernel adds them: `acc = fma(dw · d_a, isum, acc)`. `offsets`: each token's sums
+    /// start there (Q8_0's `-128 · Σq`, else zero).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+    fn quad_products(
+        w: &[__m512i; 8],
+        dw: __m512,
+        qs: &[i8; 128],
+        d: &[f32],
+        offsets: [i32; QUAD],
+        acc: &mut [__m512],
+    ) {
+        for (l, acc) in acc.iter_mut().enumerate().take(QUAD) {
+            let s = |c: usize| {
+                let at = 16 * c + 4 * l;
+                _mm512_set1_epi32(i32::from_le_bytes([
+                    qs[at] as u8,
+                    qs[at + 1] as u8,
+                    qs[at + 2] as u8,
+                    qs[at + 3] as u8,
+                ]))
+            };
+            // Two chains of four, so the products overlap; integers, so the order is free.
+            let mut s0 = _mm512_dpbusd_epi32(_mm512_set1_epi32(offsets[l]), w[0], s(0));
+            let mut s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[1], s(1));
+            for c in (2..8).step_by(2) {
+                s0 = _mm512_dpbusd_epi32(s0, w[c], s(c));
+                s1 = _mm512_dpbusd_epi32(s1, w[c + 1], s(c + 1));
+            }
+            let isum = _mm512_add_epi32(s0, s1);
+            let scale = _mm512_mul_ps(dw, _mm512_set1_ps(d[l]));
+            *acc = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(isum), *acc);
+        }
+    }
+
+    /// Q4_1 rows (or with `F32`, Q4K's): nibbles (unsigned) times the tokens' quants (signed).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+    fn nibbles<const T: usize, const F32: bool>(
+        wa: &[u8],
+        wb: &[u8],
+        nb: usize,
+        quad: &Quad<'_>,
+    ) -> [__m512; T] {
+        let (block, field) = if F32 {
+            (GROUP * 24, 4 * GROUP)
+        } else {
+            (GROUP * 20, 2 * GROUP)
+        };
+        assert!(
+            wa.len() == nb * block
+                && wb.len() == nb * block
+                && quad.qs.len() == nb * QK * T
+                && quad.d.len() == nb * T
+        );
+        let low = _mm512_set1_epi8(0x0f);
+        let mut acc = [_mm512_setzero_ps(); T];
+        for b in 0..nb {
+            let at = b * block;
+            prefetch_ahead(wa, wb, b, block);
+            // Register j holds elements 4j..4j+4 of the sixteen rows: the low nibbles of slice j
+            // for j < 4, the high ones of slice j − 4 after.
+            let mut w = [_mm512_setzero_si512(); 8];
+            for j in 0..4 {
+                let v = slices(wa, wb, at + 2 * field + 32 * j);
+                w[j] = _mm512_and_si512(v, low);
+                w[j + 4] = _mm512_and_si512(_mm512_srli_epi16::<4>(v), low);
+            }
+            let dw = scales16::<F32>(wa, wb, at);
+            for (q, acc) in acc.chunks_exact_mut(QUAD).enumerate() {
+                let (qs, at) = quad_block(quad, nb, q, b);
+                quad_products(&w, dw, qs, &quad.d[at..at + QUAD], [0; QUAD], acc);
+            }
+        }
+        let mut macc = [_mm512_setzero_ps(); T];
+        for b in 0..nb {
+            let mw = scales16::<F32>(wa, wb, b * block + field);
+            for (q, macc) in macc.chunks_exact_mut(QUAD).enumerate() {
+                let at = (q * nb + b) * QUAD;
+                for (macc, &sa) in macc.iter_mut().zip(&quad.s[at..at + QUAD]) {
+                    *macc = _mm512_fmadd_ps(mw, _mm512_set1_ps(sa), *macc);
+                }
+            }
+        }
+        std::array::from_fn(|k| _mm512_add_ps(acc[k], macc[k]))
+    }
+
+    /// Q8_0 rows: the quants plus 128 (unsigned) times the tokens' quants (signed), less 128 · Σq.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+    fn bytes<const T: usize>(wa: &[u8], wb: &[u8], nb: usize, quad: &Quad<'_>) -> [__m512; T] {
+        const BLOCK: usize = GROUP * 34;
+        assert!(
+            wa.len() == nb * BLOCK
+                && wb.len() == nb * BLOCK
+                && quad.qs.len() == nb * QK * T
+                && quad.d.len() == nb * T
+                && quad.qsum.len() == nb * T
+        );
+        let flip = _mm512_set1_epi8(i8::MIN);
+        let mut acc = [_mm512_setzero_ps(); T];
+        for b in 0..nb {
+            let at = b * BLOCK;
+            prefetch_ahead(wa, wb, b, BLOCK);
+            let w: [__m512i; 8] = std::array::from_fn(|j| {
+                _mm512_xor_si512(slices(wa, wb, at + 2 * GROUP + 32 * j), flip)
+            });
+            let dw = scales16::<false>(wa, wb, at);
+            for (q, acc) in acc.chunks_exact_mut(QUAD).enumerate() {
+                let (qs, at) = quad_block(quad, nb, q, b);
+                // |Σq| ≤ 32 · 127: the products fit.
+                let sums = &quad.qsum[at..at + QUAD];
+                let offsets = std::array::from_fn(|l| sums[l].wrapping_mul(-128));
+                quad_products(&w, dw, qs, &quad.d[at..at + QUAD], offsets, acc);
             }
         }
         acc
@@ -1278,6 +1616,17 @@ macro_rules! multiversion {
             #[inline(always)]
             fn body<$fma: $crate::fmath::Fma>($($arg: $ty),*) $body
             #[cfg(target_arch = "x86_64")]
+            if $crate::kernels::has_avx512() {
+                #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl")]
+                fn avx512($($arg: $ty),*) {
+                    body::<$crate::fmath::Fused>($($arg),*)
+                }
+                #[allow(unsafe_code)]
+                // SAFETY: `has_avx512` checked at run time that the CPU has AVX2, FMA, F16C and
+                // AVX-512 (F, BW, DQ, VL).
+                return unsafe { avx512($($arg),*) };
+            }
+            #[cfg(target_arch = "x86_64")]
             if $crate::kernels::has_avx2() {
                 #[target_feature(enable = "avx2,fma,f16c")]
                 fn avx2($($arg: $ty),*) {
@@ -1311,8 +1660,9 @@ mod tests {
     fn check(ty: WeightType) {
         // 13 tokens: three quads and a lone token (for the tile kernels, 16 less 3); 8, 16 and
         // 17 the tile kernels' edges (the fewest tokens; one tile, weights tiled block by block;
-        // two, tiled at once); 37: two tiles of 16 and 5 more.
-        for n in [13, 8, 16, 17, 37] {
+        // two, tiled at once); 37: two tiles of 16 and 5 more; 8, 9 and 12 the wide kernels'
+        // (two quads; three, the last with one token; three).
+        for n in [13, 8, 16, 17, 37, 9, 12] {
             check_tokens(ty, n);
         }
     }

@@ -579,6 +579,8 @@ pub struct QActs {
     pub d: Vec<f32>,
     /// Per token and block: `d * Σq` rounded through f16 (Q8_1 only; zero for Q8_0).
     pub s: Vec<f32>,
+    /// Per token and block: `Σq`, exactly (the wide kernels' signed weights are offset by 128).
+    pub qsum: Vec<i32>,
     /// The quants again, a token's `cols` after another's, for the tile kernels (filled only when
     /// they run: [`crate::kernels::tile_rows`]); then every field covers `n` rounded up to 16 tokens.
     pub rows: Vec<i8>,
@@ -606,6 +608,7 @@ impl QActs {
         self.qs.resize(quads * QUAD * cols, 0);
         self.d.resize(quads * QUAD * nb, 0.0);
         self.s.resize(quads * QUAD * nb, 0.0);
+        self.qsum.resize(quads * QUAD * nb, 0);
         self.rows
             .resize(if tiles { quads * QUAD * cols } else { 0 }, 0);
         let sums = ty.needs_sums();
@@ -620,14 +623,15 @@ impl QActs {
             self.tile_s.resize(quads * QUAD * nb, 0.0);
         }
         if self.n < 8 {
-            for ((((x, qs), d), s), rows) in x
+            for (((((x, qs), d), s), qsum), rows) in x
                 .chunks(quad_rows)
                 .zip(self.qs.chunks_mut(quad_rows))
                 .zip(self.d.chunks_mut(QUAD * nb))
                 .zip(self.s.chunks_mut(QUAD * nb))
+                .zip(self.qsum.chunks_mut(QUAD * nb))
                 .zip(rows)
             {
-                quantize_quad(x, cols, qs, d, s, rows, sums);
+                quantize_quad(x, cols, [qs, rows], [d, s], qsum, sums);
             }
             if tiles {
                 self.tile_layout();
@@ -640,9 +644,12 @@ impl QActs {
             .zip(self.qs.par_chunks_mut(quad_rows))
             .zip(self.d.par_chunks_mut(QUAD * nb))
             .zip(self.s.par_chunks_mut(QUAD * nb))
+            .zip(self.qsum.par_chunks_mut(QUAD * nb))
             .zip(rows)
             .with_min_len(quads.div_ceil(rayon::current_num_threads() * 2))
-            .for_each(|((((x, qs), d), s), rows)| quantize_quad(x, cols, qs, d, s, rows, sums));
+            .for_each(|(((((x, qs), d), s), qsum), rows)| {
+                quantize_quad(x, cols, [qs, rows], [d, s], qsum, sums)
+            });
         if tiles {
             self.tile_layout();
         }
@@ -676,22 +683,23 @@ impl QActs {
     }
 }
 
-/// Quantizes up to four rows (`x`, rows of `cols`) into one quad's interleaved quants and scales,
-/// and into `rows` one after another (when it is not empty).
+/// Quantizes up to four rows (`x`, rows of `cols`) into one quad's interleaved quants (`qs`), and
+/// into `rows` one after another (when it is not empty); their scales `d`, sums `s` and integer
+/// sums `qsum`.
 fn quantize_quad(
     x: &[f32],
     cols: usize,
-    qs: &mut [i8],
-    d: &mut [f32],
-    s: &mut [f32],
-    rows: &mut [i8],
+    [qs, rows]: [&mut [i8]; 2],
+    [d, s]: [&mut [f32]; 2],
+    qsum: &mut [i32],
     sums: bool,
 ) {
     let nb = cols / QK;
     let mut row_q = vec![0i8; cols];
     let (mut row_d, mut row_s) = (vec![0f32; nb], vec![0f32; nb]);
+    let mut row_sum = vec![0i32; nb];
     for (lane, row) in x.chunks_exact(cols).enumerate() {
-        quantize_blocks(row, &mut row_q, &mut row_d, &mut row_s, sums);
+        quantize_blocks(row, &mut row_q, &mut row_d, &mut row_s, &mut row_sum, sums);
         if !rows.is_empty() {
             rows[lane * cols..(lane + 1) * cols].copy_from_slice(&row_q);
         }
@@ -702,41 +710,64 @@ fn quantize_quad(
             }
             d[b * QUAD + lane] = row_d[b];
             s[b * QUAD + lane] = row_s[b];
+            qsum[b * QUAD + lane] = row_sum[b];
         }
     }
 }
 
 crate::kernels::multiversion! {
     /// Per 32-element block: scale `d = max|x| / 127`, quants `round(x · 127 / max|x|)` (ties to even),
-    /// and with `sums`, `s = d · Σq`; `d` and `s` rounded through f16 as llama.cpp stores them.
-    fn quantize_blocks(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32], sums: bool) {
+    /// `qsum = Σq`, and with `sums`, `s = d · Σq`; `d` and `s` rounded through f16 as llama.cpp
+    /// stores them.
+    fn quantize_blocks(
+        x: &[f32],
+        qs: &mut [i8],
+        d: &mut [f32],
+        s: &mut [f32],
+        qsum: &mut [i32],
+        sums: bool,
+    ) {
         for (b, (block, q)) in x.chunks_exact(QK).zip(qs.chunks_exact_mut(QK)).enumerate() {
-            // The largest magnitude, over eight lanes then across them (the same value as a
-            // sequential scan: a maximum does not depend on the order).
-            let mut lanes = [0f32; 8];
-            for chunk in block.chunks_exact(8) {
-                for (m, v) in lanes.iter_mut().zip(chunk) {
-                    let a = v.abs();
-                    *m = if a > *m { a } else { *m };
-                }
-            }
-            let amax = lanes.iter().fold(0f32, |m, &a| if a > m { a } else { m });
-            let scale = amax / 127.0;
-            let inv = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-            // |v · inv| ≤ 127: adding 1.5 · 2^23 leaves the value rounded to an integer (ties to
-            // even) in the low mantissa bits, which vectorizes where a float-to-int cast does not.
-            const MAGIC: f32 = 12_582_912.0;
-            const MAGIC_BITS: i32 = 0x4b40_0000;
-            let mut sum = 0i32;
-            for (q, v) in q.iter_mut().zip(block) {
-                let r = ((v * inv + MAGIC).to_bits() as i32).wrapping_sub(MAGIC_BITS);
-                *q = r as i8;
-                sum = sum.wrapping_add(r);
-            }
+            let block: &[f32; QK] = block.try_into().expect("a block of 32");
+            let q: &mut [i8; QK] = q.try_into().expect("a block of 32");
+            let (scale, sum) = match crate::kernels::quantize32(block, q) {
+                Some(done) => done,
+                None => quantize32(block, q),
+            };
             d[b] = f16::from_f32(scale).to_f32();
+            qsum[b] = sum;
             s[b] = if sums { f16::from_f32(scale * sum as f32).to_f32() } else { 0.0 };
         }
     }
+}
+
+/// One block's quants `q = round(x · 127 / max|x|)` (ties to even); returns the scale
+/// `max|x| / 127` and `Σq`.
+#[inline(always)]
+fn quantize32(block: &[f32; QK], q: &mut [i8; QK]) -> (f32, i32) {
+    // The largest magnitude, over eight lanes then across them (the same value as a
+    // sequential scan: a maximum does not depend on the order).
+    let mut lanes = [0f32; 8];
+    for chunk in block.chunks_exact(8) {
+        for (m, v) in lanes.iter_mut().zip(chunk) {
+            let a = v.abs();
+            *m = if a > *m { a } else { *m };
+        }
+    }
+    let amax = lanes.iter().fold(0f32, |m, &a| if a > m { a } else { m });
+    let scale = amax / 127.0;
+    let inv = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    // |v · inv| ≤ 127: adding 1.5 · 2^23 leaves the value rounded to an integer (ties to
+    // even) in the low mantissa bits, which vectorizes where a float-to-int cast does not.
+    const MAGIC: f32 = 12_582_912.0;
+    const MAGIC_BITS: i32 = 0x4b40_0000;
+    let mut sum = 0i32;
+    for (q, v) in q.iter_mut().zip(block) {
+        let r = ((v * inv + MAGIC).to_bits() as i32).wrapping_sub(MAGIC_BITS);
+        *q = r as i8;
+        sum = sum.wrapping_add(r);
+    }
+    (scale, sum)
 }
 
 #[cfg(test)]
@@ -745,6 +776,48 @@ mod tests {
 
     fn data(n: usize, seed: u32) -> Vec<f32> {
         crate::testing::random_f32(n, seed)
+    }
+
+    #[test]
+    fn simd_and_portable_block_quantizers_agree_bit_for_bit() {
+        let mut blocks: Vec<[f32; QK]> = data(QK * 200, 9)
+            .as_chunks::<QK>()
+            .0
+            .iter()
+            .map(|b| b.map(|v| v * 40.0))
+            .collect();
+        // Zeros of both signs, ties at the rounding boundary, infinities and NaNs.
+        let specials = [
+            0.0,
+            -0.0,
+            0.5,
+            -1.5,
+            127.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+        ];
+        for (i, &v) in specials.iter().enumerate() {
+            let mut b = [0.0; QK];
+            b[i] = v;
+            b[31 - i] = -v;
+            blocks.push(b);
+            blocks.push([v; QK]);
+        }
+        blocks.push([0.0; QK]);
+        for block in &blocks {
+            let (mut simd, mut portable) = ([0i8; QK], [0i8; QK]);
+            let Some((scale, sum)) = crate::kernels::quantize32(block, &mut simd) else {
+                eprintln!("AVX-512 not available: only the portable quantizer runs");
+                return;
+            };
+            let (p_scale, p_sum) = quantize32(block, &mut portable);
+            assert_eq!(
+                (scale.to_bits(), sum, simd),
+                (p_scale.to_bits(), p_sum, portable),
+                "{block:?}"
+            );
+        }
     }
 
     #[test]

@@ -103,15 +103,46 @@ pub fn uniform(seed: u64, position: u64) -> f64 {
     (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// Index of the largest logit (the lowest id among equals).
+/// Index of the largest logit (the lowest id among equals; a NaN never wins, unless it is the
+/// first logit, which a scan that starts from it keeps).
 pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in logits.iter().enumerate() {
-        if v > logits[best] {
-            best = i;
+    const LANES: usize = 16;
+    let (chunks, tail) = logits.as_chunks::<LANES>();
+    if logits.first().is_none_or(|v| v.is_nan()) {
+        return 0;
+    }
+    // Sixteen scans side by side, lane `l` over ids `l (mod 16)`: each keeps the first of its
+    // largest. The largest of all is the largest lane's; among lanes that hold it, the lowest id is
+    // the first overall. (No lane holds a NaN: `v > m` is false for one.)
+    let mut max = [f32::NEG_INFINITY; LANES];
+    let mut at = [0u32; LANES];
+    for (c, chunk) in chunks.iter().enumerate() {
+        let base = (c * LANES) as u32;
+        for (l, &v) in chunk.iter().enumerate() {
+            let take = v > max[l];
+            max[l] = if take { v } else { max[l] };
+            at[l] = if take { base + l as u32 } else { at[l] };
         }
     }
-    best as u32
+    let mut best = (f32::NEG_INFINITY, 0u32);
+    for (&m, &i) in max.iter().zip(&at) {
+        // A lane that never took a value (all −∞, or none at all) stands for id 0, whose logit
+        // is at least −∞.
+        if m > best.0 || (m == best.0 && i < best.1) {
+            best = (m, i);
+        }
+    }
+    // Every lane −∞: the first logit, as the scan keeps it.
+    if best.0 == f32::NEG_INFINITY {
+        best.1 = 0;
+    }
+    let done = chunks.len() * LANES;
+    for (i, &v) in tail.iter().enumerate() {
+        if v > best.0 {
+            best = (v, (done + i) as u32);
+        }
+    }
+    best.1
 }
 
 /// The log-probabilities at one position: the chosen token's, and the `top` most likely tokens'
@@ -289,6 +320,56 @@ mod tests {
     fn greedy_takes_the_largest_and_the_lowest_id_on_ties() {
         assert_eq!(argmax(&[0.0, 3.0, 1.0, 3.0]), 1);
         assert_eq!(sample(&[0.0, 3.0, 1.0], &SamplingParams::greedy(), 7), 1);
+    }
+
+    /// The scan `argmax` must agree with, written plainly.
+    fn first_largest(logits: &[f32]) -> u32 {
+        let mut best = 0;
+        for (i, &v) in logits.iter().enumerate() {
+            if v > logits[best] {
+                best = i;
+            }
+        }
+        best as u32
+    }
+
+    #[test]
+    fn argmax_picks_what_a_scan_picks_whatever_the_values() {
+        // Few distinct values (ties everywhere), with NaNs, infinities and both zeros, over
+        // lengths around the 16 lanes, the first logit among them or not.
+        let values = [
+            0.0,
+            -0.0,
+            1.5,
+            -2.0,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1.5,
+        ];
+        let mut seed = 7u64;
+        for len in (0..70).chain([49_152, 49_153]) {
+            for _ in 0..40 {
+                let row: Vec<f32> = (0..len)
+                    .map(|_| {
+                        seed = splitmix64(seed);
+                        // Mostly −∞ or one value in some rows, so lanes stay untaken.
+                        let pick = (seed >> 40) as usize % (values.len() + 3);
+                        values.get(pick).copied().unwrap_or(f32::NEG_INFINITY)
+                    })
+                    .collect();
+                assert_eq!(argmax(&row), first_largest(&row), "{row:?}");
+            }
+        }
+        for row in [
+            vec![f32::NEG_INFINITY; 40],
+            vec![f32::NAN; 40],
+            [vec![f32::NAN], vec![5.0; 39]].concat(),
+            [vec![f32::NEG_INFINITY; 20], vec![f32::NAN; 20], vec![-1.0]].concat(),
+            [vec![-0.0; 17], vec![0.0; 17]].concat(),
+        ] {
+            assert_eq!(argmax(&row), first_largest(&row), "{row:?}");
+        }
     }
 
     #[test]

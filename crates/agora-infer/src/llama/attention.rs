@@ -135,7 +135,7 @@ crate::kernels::multiversion! {
                 for s in row.iter_mut() {
                     *s *= scale;
                 }
-                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let max = max_of(row);
                 for s in row.iter_mut() {
                     *s = exp(*s - max);
                 }
@@ -191,6 +191,24 @@ crate::kernels::multiversion! {
             }
         }
     }
+}
+
+/// The largest of `row` (NaNs ignored, as `f32::max` ignores them), sixteen lanes at a time: a
+/// maximum does not depend on the order. Where the largest is zero its sign may differ from a
+/// scan's, which changes no `s - max` but that of `s = -0.0` (to `±0`, whose `exp` is 1 alike).
+#[inline(always)]
+fn max_of(row: &[f32]) -> f32 {
+    let (chunks, rest) = row.as_chunks::<16>();
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    for chunk in chunks {
+        for (m, &v) in lanes.iter_mut().zip(chunk) {
+            *m = m.max(v);
+        }
+    }
+    rest.iter()
+        .chain(&lanes)
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max)
 }
 
 /// `sums[r] = Σ_p rows[r][p]` over `p < len` in order, for `R` rows `stride` apart.

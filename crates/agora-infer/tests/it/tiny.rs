@@ -70,6 +70,87 @@ fn generation_is_reproducible_across_runs_threads_and_kernels() {
     assert_eq!(l1, l2);
 }
 
+/// A digest of the logits of a prompt and of batched passes of 1 to 16 sequences (so every
+/// matmul kernel this CPU has runs: VNNI, wide, tiles), on models of each layer type.
+fn logits_digest(dir: &Path) -> u64 {
+    use agora_infer::llama::Step;
+    let mut digest = 0xcbf2_9ce4_8422_2325u64;
+    for (seed, layers) in [
+        (21, agora_infer::gguf::GgmlType::Q4_1),
+        (22, agora_infer::gguf::GgmlType::Q8_0),
+    ] {
+        let path = tiny(
+            dir,
+            TinySpec {
+                seed,
+                layers,
+                ..Default::default()
+            },
+        );
+        let model = Llama::load(&path, 2).unwrap();
+        let vocab = model.config.vocab as u32;
+        let mut all = Vec::new();
+        let prompt: Vec<u32> = (0..37).map(|i| (i * 5 + 1) % vocab).collect();
+        let mut caches: Vec<_> = (0..16).map(|_| model.new_cache()).collect();
+        for (k, cache) in caches.iter_mut().enumerate() {
+            all.extend(model.forward(cache, &prompt[k..], 0..1).unwrap());
+        }
+        let mut logits = Vec::new();
+        for n in [1, 4, 8, 9, 12, 13, 16] {
+            let tokens: Vec<[u32; 1]> = (0..n).map(|k| [(k as u32 * 3 + 2) % vocab]).collect();
+            let mut steps: Vec<Step<'_>> = caches
+                .iter_mut()
+                .zip(&tokens)
+                .map(|(cache, t)| Step {
+                    cache,
+                    tokens: t,
+                    logits_for: 0..1,
+                })
+                .collect();
+            model.forward_batch(&mut steps, &mut logits).unwrap();
+            all.extend_from_slice(&logits);
+        }
+        for v in all {
+            // FNV-1a over the bits.
+            for byte in v.to_bits().to_le_bytes() {
+                digest = (digest ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+    }
+    digest
+}
+
+/// Every instruction set gives the same bits: the digest of `logits_digest` here (with AVX-512's
+/// forms and the wide and tile kernels where the CPU has them) equals a child process's, run with
+/// them turned off (`AGORA_NO_AVX512`, `AGORA_NO_AMX`: the AVX2 forms, the VNNI kernels).
+#[test]
+fn every_instruction_set_gives_the_same_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let digest = logits_digest(dir.path());
+    if std::env::var_os("AGORA_TEST_DIGEST_ONLY").is_some() {
+        println!("digest {digest:016x}");
+        return;
+    }
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "tiny::every_instruction_set_gives_the_same_logits",
+            "--nocapture",
+        ])
+        .env("AGORA_TEST_DIGEST_ONLY", "1")
+        .env("AGORA_NO_AVX512", "1")
+        .env("AGORA_NO_AMX", "1")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&child.stdout);
+    assert!(child.status.success(), "{out}");
+    let theirs = out
+        .lines()
+        .find_map(|l| l.strip_prefix("digest "))
+        .unwrap_or_else(|| panic!("the child printed no digest: {out}"));
+    assert_eq!(theirs, format!("{digest:016x}"));
+}
+
 #[test]
 fn a_batch_gives_the_logits_of_tokens_fed_one_by_one() {
     let dir = tempfile::tempdir().unwrap();
