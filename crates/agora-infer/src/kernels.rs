@@ -1476,10 +1476,12 @@ mod amx {
             let q = b * block + quants;
             // The blocks some way ahead, for both groups (the loads below wait on memory).
             for g in [self.a, self.b] {
-                let ahead = g[(b + 4) * block % g.len()..].as_ptr().cast();
-                _mm_prefetch::<_MM_HINT_T0>(ahead);
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128));
+                // A prefetch never faults, whatever the address: past the group's end it asks
+                // for the next group's (or nothing useful), with no division to wrap it.
+                let ahead = g.as_ptr().wrapping_add((b + 4) * block);
+                for line in (0..block).step_by(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
+                }
             }
             let (sa, sb, d) = (&self.a[q..q + 128], &self.b[q..q + 128], &mut dst[..512]);
             // SAFETY (every block below): loads of 32 bytes at 32j inside `sa` and `sb` (j < 4;
@@ -1610,15 +1612,15 @@ pub fn exp(y: f32) -> f32 {
 /// (`fn name<F>(…)`) and calls `F::fma`, which is the FMA instruction in the SIMD copy and
 /// [`crate::fmath::fma`] (plain arithmetic, rounded once too) in the baseline one.
 macro_rules! multiversion {
-    ($(#[$meta:meta])* $vis:vis fn $name:ident<$fma:ident>($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident<$fma:ident>($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$meta])*
-        $vis fn $name($($arg: $ty),*) {
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
-            fn body<$fma: $crate::fmath::Fma>($($arg: $ty),*) $body
+            fn body<$fma: $crate::fmath::Fma>($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             if $crate::kernels::has_avx512() {
                 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl")]
-                fn avx512($($arg: $ty),*) {
+                fn avx512($($arg: $ty),*) $(-> $ret)? {
                     body::<$crate::fmath::Fused>($($arg),*)
                 }
                 #[allow(unsafe_code)]
@@ -1629,7 +1631,7 @@ macro_rules! multiversion {
             #[cfg(target_arch = "x86_64")]
             if $crate::kernels::has_avx2() {
                 #[target_feature(enable = "avx2,fma,f16c")]
-                fn avx2($($arg: $ty),*) {
+                fn avx2($($arg: $ty),*) $(-> $ret)? {
                     body::<$crate::fmath::Fused>($($arg),*)
                 }
                 #[allow(unsafe_code)]
@@ -1639,9 +1641,9 @@ macro_rules! multiversion {
             body::<$crate::fmath::Emulated>($($arg),*)
         }
     };
-    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $crate::kernels::multiversion! {
-            $(#[$meta])* $vis fn $name<_NoFma>($($arg: $ty),*) $body
+            $(#[$meta])* $vis fn $name<_NoFma>($($arg: $ty),*) $(-> $ret)? $body
         }
     };
 }

@@ -103,6 +103,7 @@ pub fn uniform(seed: u64, position: u64) -> f64 {
     (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
+crate::kernels::multiversion! {
 /// Index of the largest logit (the lowest id among equals; a NaN never wins, unless it is the
 /// first logit, which a scan that starts from it keeps).
 pub fn argmax(logits: &[f32]) -> u32 {
@@ -143,6 +144,7 @@ pub fn argmax(logits: &[f32]) -> u32 {
         }
     }
     best.1
+}
 }
 
 /// The log-probabilities at one position: the chosen token's, and the `top` most likely tokens'
