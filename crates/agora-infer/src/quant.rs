@@ -694,23 +694,36 @@ fn quantize_quad(
     qsum: &mut [i32],
     sums: bool,
 ) {
+    // A run of blocks at a time, on the stack (no allocation per call).
+    const RUN: usize = 16;
     let nb = cols / QK;
-    let mut row_q = vec![0i8; cols];
-    let (mut row_d, mut row_s) = (vec![0f32; nb], vec![0f32; nb]);
-    let mut row_sum = vec![0i32; nb];
+    let mut run_q = [0i8; RUN * QK];
+    let (mut run_d, mut run_s, mut run_sum) = ([0f32; RUN], [0f32; RUN], [0i32; RUN]);
     for (lane, row) in x.chunks_exact(cols).enumerate() {
-        quantize_blocks(row, &mut row_q, &mut row_d, &mut row_s, &mut row_sum, sums);
-        if !rows.is_empty() {
-            rows[lane * cols..(lane + 1) * cols].copy_from_slice(&row_q);
-        }
-        for b in 0..nb {
-            let dst = &mut qs[b * QUAD * QK..][..QUAD * QK];
-            for c in 0..QK / 4 {
-                dst[c * 16 + lane * 4..][..4].copy_from_slice(&row_q[b * QK + c * 4..][..4]);
+        for b0 in (0..nb).step_by(RUN) {
+            let len = RUN.min(nb - b0);
+            let q = &mut run_q[..len * QK];
+            quantize_blocks(
+                &row[b0 * QK..(b0 + len) * QK],
+                q,
+                &mut run_d[..len],
+                &mut run_s[..len],
+                &mut run_sum[..len],
+                sums,
+            );
+            if !rows.is_empty() {
+                rows[lane * cols + b0 * QK..][..len * QK].copy_from_slice(q);
             }
-            d[b * QUAD + lane] = row_d[b];
-            s[b * QUAD + lane] = row_s[b];
-            qsum[b * QUAD + lane] = row_sum[b];
+            for (i, block) in q.chunks_exact(QK).enumerate() {
+                let b = b0 + i;
+                let dst = &mut qs[b * QUAD * QK..][..QUAD * QK];
+                for c in 0..QK / 4 {
+                    dst[c * 16 + lane * 4..][..4].copy_from_slice(&block[c * 4..][..4]);
+                }
+                d[b * QUAD + lane] = run_d[i];
+                s[b * QUAD + lane] = run_s[i];
+                qsum[b * QUAD + lane] = run_sum[i];
+            }
         }
     }
 }
