@@ -22,6 +22,11 @@ pub struct ServeBenchArgs {
     /// Requests each client sends, one after another, at each level.
     #[arg(long, default_value_t = 4)]
     requests: usize,
+    /// Times every level is measured, the levels in turn (1, 16, 1, 16, …), so that a machine
+    /// whose speed drifts affects them alike; each level's figures are those of its median
+    /// round by tokens/s (the lower of the two middle ones for an even number).
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Most output tokens per request (greedy; an answer may stop earlier).
     #[arg(long, default_value_t = 64)]
     max_tokens: u32,
@@ -210,24 +215,34 @@ fn measure(
         8,
     )
     .with_context(|| format!("{name} does not answer"))?;
-    let mut levels = Vec::new();
-    for &clients in &args.clients {
-        let before = batch.map(|b| b());
-        let level = load(target, clients, args.requests, args.max_tokens)?;
-        let mean = match (before, batch.map(|b| b())) {
-            (Some(a), Some(b)) if b.passes > a.passes => format!(
-                ", {:.1} sequences per pass",
-                (b.seq_steps - a.seq_steps) as f64 / (b.passes - a.passes) as f64
-            ),
-            _ => String::new(),
-        };
-        eprintln!(
-            "  {name}: {clients} clients, {:.1} tokens/s{mean}",
-            level.tokens_per_s
-        );
-        levels.push(level);
+    let mut rounds: Vec<Vec<Level>> = args.clients.iter().map(|_| Vec::new()).collect();
+    for round in 1..=args.rounds {
+        for (&clients, measured) in args.clients.iter().zip(&mut rounds) {
+            let before = batch.map(|b| b());
+            let level = load(target, clients, args.requests, args.max_tokens)?;
+            let mean = match (before, batch.map(|b| b())) {
+                (Some(a), Some(b)) if b.passes > a.passes => format!(
+                    ", {:.1} sequences per pass",
+                    (b.seq_steps - a.seq_steps) as f64 / (b.passes - a.passes) as f64
+                ),
+                _ => String::new(),
+            };
+            eprintln!(
+                "  {name}: {clients} clients, {:.1} tokens/s{mean} (round {round} of {})",
+                level.tokens_per_s, args.rounds
+            );
+            measured.push(level);
+        }
     }
-    Ok(levels)
+    // Each level's median round by tokens/s.
+    Ok(rounds
+        .into_iter()
+        .filter_map(|mut measured| {
+            measured.sort_by(|a, b| a.tokens_per_s.total_cmp(&b.tokens_per_s));
+            let median = (measured.len() - 1) / 2;
+            measured.into_iter().nth(median)
+        })
+        .collect())
 }
 
 fn print(name: &str, levels: &[Level]) {
@@ -294,8 +309,12 @@ fn wait_ready(base: &str, server: &mut Server) -> Result<()> {
 }
 
 pub fn run(args: ServeBenchArgs, models_dir: &std::path::Path) -> Result<()> {
-    if args.clients.is_empty() || args.clients.contains(&0) || args.requests == 0 {
-        bail!("need --clients ≥ 1 each and --requests ≥ 1");
+    if args.clients.is_empty()
+        || args.clients.contains(&0)
+        || args.requests == 0
+        || args.rounds == 0
+    {
+        bail!("need --clients ≥ 1 each, --requests ≥ 1 and --rounds ≥ 1");
     }
     let threads = args.threads.unwrap_or_else(agora_infer::default_threads);
     let most = args.clients.iter().copied().max().unwrap_or(1);
