@@ -36,7 +36,8 @@ pub enum Isa {
     Amx,
 }
 
-/// Batches of at least this many tokens take the tile kernels where they run.
+/// Batches of at least this many tokens take the tile kernels where they run (but those of
+/// [`WIDE_TOKENS`], which take the wide kernels where the CPU has AVX-512).
 pub const TILE_MIN_TOKENS: usize = 8;
 
 /// The fastest implementation this CPU supports.
@@ -505,7 +506,7 @@ mod avx2 {
 
     impl<'a> Quad<'a> {
         /// `quads` consecutive quads from `t0` (a multiple of 4): quad `q`'s block `b` at
-        /// `(q·nb + b)·QUAD·QK` in `qs` and `(q·nb + b)·QUAD` in `d` and `s`.
+        /// `(q·nb + b)·QUAD·QK` in `qs` and `(q·nb + b)·QUAD` in `d`, `s` and `qsum`.
         #[inline(always)]
         pub(super) fn span(acts: &'a QActs, t0: usize, quads: usize) -> Self {
             debug_assert!(t0.is_multiple_of(QUAD));
@@ -949,12 +950,12 @@ mod vnni {
     }
 }
 
-/// Sixteen rows (two row groups) against up to sixteen tokens per block on AVX-512's 512-bit
+/// Sixteen rows (two row groups) against up to twelve tokens per block on AVX-512's 512-bit
 /// registers: each block's weights unpacked once into eight registers (four elements of each of
 /// the sixteen rows per 32-bit lane), each token's four-byte slices broadcast into `vpdpbusd`, the
 /// sums never leaving the registers; then the same float steps as every kernel, sixteen lanes wide.
 /// Q8_0's signed weights are offset by 128 to be unsigned, and `128 · Σq` of the token taken off
-/// (exact integers). Q6K takes the VNNI kernel.
+/// (exact integers: [`QActs::qsum`], the stored quants' sum). Q6K takes the VNNI kernel.
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod wide {
@@ -1024,11 +1025,12 @@ mod wide {
     }
 
     /// Sixteen rows' scales (or minimums) at `at` in two groups' blocks: f32 (`F32`) or f16.
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
     fn scales16<const F32: bool>(wa: &[u8], wb: &[u8], at: usize) -> __m512 {
         let n = if F32 { 32 } else { 16 };
         let (a, b) = (&wa[at..at + n], &wb[at..at + n]);
-        // SAFETY: `a` and `b` hold the `n` bytes read; the caller enabled AVX-512.
+        // SAFETY: `a` and `b` hold the `n` bytes read.
         unsafe {
             if F32 {
                 let lo = _mm256_loadu_ps(a.as_ptr().cast());
@@ -1043,10 +1045,11 @@ mod wide {
     }
 
     /// Slice `j` (32 bytes: four of each of eight rows) of both groups, side by side.
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
     fn slices(wa: &[u8], wb: &[u8], at: usize) -> __m512i {
         let (a, b) = (&wa[at..at + 32], &wb[at..at + 32]);
-        // SAFETY: `a` and `b` hold the 32 bytes read; the caller enabled AVX-512.
+        // SAFETY: `a` and `b` hold the 32 bytes read.
         unsafe {
             let lo = _mm256_loadu_si256(a.as_ptr().cast());
             let hi = _mm256_loadu_si256(b.as_ptr().cast());
@@ -1188,7 +1191,7 @@ mod wide {
             let dw = scales16::<false>(wa, wb, at);
             for (q, acc) in acc.chunks_exact_mut(QUAD).enumerate() {
                 let (qs, at) = quad_block(quad, nb, q, b);
-                // |Σq| ≤ 32 · 127: the products fit.
+                // |Σq| ≤ 32 · 128 (the stored bytes' sum): the products fit.
                 let sums = &quad.qsum[at..at + QUAD];
                 let offsets = std::array::from_fn(|l| sums[l].wrapping_mul(-128));
                 quad_products(&w, dw, qs, &quad.d[at..at + QUAD], offsets, acc);
@@ -1607,41 +1610,63 @@ pub fn exp(y: f32) -> f32 {
     p * f32::from_bits((ni.wrapping_add(127) as u32) << 23)
 }
 
-/// Defines a function whose body is compiled twice: for the baseline CPU, and with AVX2, FMA and
-/// F16C enabled, taken at run time when the CPU has them, so that plain loops in it vectorize 8
-/// lanes wide. (Not AVX-512: with it, LLVM turns some of these loops into gathers and scatters,
-/// and attention over a prompt ran at half the speed.) Both copies give the same bits: Rust never
-/// fuses a multiply and an add by itself, and a body that fuses them names a type parameter
-/// (`fn name<F>(…)`) and calls `F::fma`, which is the FMA instruction in the SIMD copy and
-/// [`crate::fmath::fma`] (plain arithmetic, rounded once too) in the baseline one.
+/// Defines a function whose body is compiled three times: for the baseline CPU; with AVX2, FMA
+/// and F16C enabled, so that plain loops in it vectorize 8 lanes wide; and with AVX-512 (F, BW,
+/// DQ, VL) too, 16 lanes wide; the widest the CPU has is taken at run time. A body written
+/// `avx2_only;` first gets no AVX-512 copy: attention's, which LLVM turns into gathers and
+/// scatters with AVX-512 (a 512-token prompt took 1,280 ms against 300 ms with AVX2). Every copy
+/// gives the same bits: Rust never fuses a multiply and an add by itself, and a body that fuses
+/// them names a type parameter (`fn name<F>(…)`) and calls `F::fma`, which is the FMA instruction
+/// in the SIMD copies and [`crate::fmath::fma`] (plain arithmetic, rounded once too) in the
+/// baseline one.
 macro_rules! multiversion {
-    ($(#[$meta:meta])* $vis:vis fn $name:ident<$fma:ident>($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+    (@avx2 ($($arg:ident: $ty:ty),*)) => {
+        #[cfg(target_arch = "x86_64")]
+        if $crate::kernels::has_avx2() {
+            #[target_feature(enable = "avx2,fma,f16c")]
+            fn avx2($($arg: $ty),*) -> _Ret {
+                body::<$crate::fmath::Fused>($($arg),*)
+            }
+            #[allow(unsafe_code)]
+            // SAFETY: `detected` checked at run time that the CPU has AVX2, FMA and F16C.
+            return unsafe { avx2($($arg),*) };
+        }
+    };
+    (@avx512 no, ($($arg:ident: $ty:ty),*)) => {};
+    (@avx512 yes, ($($arg:ident: $ty:ty),*)) => {
+        #[cfg(target_arch = "x86_64")]
+        if $crate::kernels::has_avx512() {
+            #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl")]
+            fn avx512($($arg: $ty),*) -> _Ret {
+                body::<$crate::fmath::Fused>($($arg),*)
+            }
+            #[allow(unsafe_code)]
+            // SAFETY: `has_avx512` checked at run time that the CPU has AVX2, FMA, F16C and
+            // AVX-512 (F, BW, DQ, VL).
+            return unsafe { avx512($($arg),*) };
+        }
+    };
+    (@define $wide:ident $(#[$meta:meta])* $vis:vis fn $name:ident<$fma:ident>($($arg:ident: $ty:ty),*) -> $ret:ty, $body:block) => {
         $(#[$meta])*
-        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+        // The return type comes parenthesized (`()` where the definition has none).
+        #[allow(unused_parens)]
+        $vis fn $name($($arg: $ty),*) -> $ret {
+            type _Ret = $ret;
             #[inline(always)]
-            fn body<$fma: $crate::fmath::Fma>($($arg: $ty),*) $(-> $ret)? $body
-            #[cfg(target_arch = "x86_64")]
-            if $crate::kernels::has_avx512() {
-                #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl")]
-                fn avx512($($arg: $ty),*) $(-> $ret)? {
-                    body::<$crate::fmath::Fused>($($arg),*)
-                }
-                #[allow(unsafe_code)]
-                // SAFETY: `has_avx512` checked at run time that the CPU has AVX2, FMA, F16C and
-                // AVX-512 (F, BW, DQ, VL).
-                return unsafe { avx512($($arg),*) };
-            }
-            #[cfg(target_arch = "x86_64")]
-            if $crate::kernels::has_avx2() {
-                #[target_feature(enable = "avx2,fma,f16c")]
-                fn avx2($($arg: $ty),*) $(-> $ret)? {
-                    body::<$crate::fmath::Fused>($($arg),*)
-                }
-                #[allow(unsafe_code)]
-                // SAFETY: `detected` checked at run time that the CPU has AVX2, FMA and F16C.
-                return unsafe { avx2($($arg),*) };
-            }
+            fn body<$fma: $crate::fmath::Fma>($($arg: $ty),*) -> _Ret $body
+            $crate::kernels::multiversion!(@avx512 $wide, ($($arg: $ty),*));
+            $crate::kernels::multiversion!(@avx2 ($($arg: $ty),*));
             body::<$crate::fmath::Emulated>($($arg),*)
+        }
+    };
+    (avx2_only; $(#[$meta:meta])* $vis:vis fn $name:ident<$fma:ident>($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $crate::kernels::multiversion! {
+            @define no $(#[$meta])* $vis fn $name<$fma>($($arg: $ty),*) -> ($($ret)?), $body
+        }
+    };
+    ($(#[$meta:meta])* $vis:vis fn $name:ident<$fma:ident>($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $crate::kernels::multiversion! {
+            @define yes $(#[$meta])* $vis fn $name<$fma>($($arg: $ty),*) -> ($($ret)?), $body
         }
     };
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
@@ -1663,10 +1688,11 @@ mod tests {
     }
 
     fn check(ty: WeightType) {
-        // 13 tokens: three quads and a lone token (for the tile kernels, 16 less 3); 8, 16 and
-        // 17 the tile kernels' edges (the fewest tokens; one tile, weights tiled block by block;
-        // two, tiled at once); 37: two tiles of 16 and 5 more; 8, 9 and 12 the wide kernels'
-        // (two quads; three, the last with one token; three).
+        // 13 tokens: three quads and a lone token (for the tile kernels, 16 less 3, their fewest
+        // where the CPU has the wide kernels); 16 and 17 the tile kernels' edges (one tile,
+        // weights tiled block by block; two, tiled at once); 37: two tiles of 16 and 5 more; 8,
+        // 9 and 12 the wide kernels' (two quads; three, the last with one token; three), or the
+        // tile kernels' fewest (8) where the CPU lacks AVX-512.
         for n in [13, 8, 16, 17, 37, 9, 12] {
             check_tokens(ty, n);
         }
@@ -1741,9 +1767,20 @@ mod tests {
             eprintln!("AVX2 not available: only the portable kernel was checked");
         }
         if has_vnni() {
+            // The wide kernels, where the CPU has them, for their numbers of tokens.
             let mut simd = vec![0f32; n * rows];
             matmul_rows(Isa::Vnni, &w, &acts, 0..rows, &mut simd);
             assert_eq!(simd, portable, "{ty:?}: VNNI and portable kernels differ");
+            let mut split = vec![0f32; n * rows];
+            for range in [0..16, 16..24, 24..rows] {
+                let mut part = vec![0f32; n * range.len()];
+                matmul_rows(Isa::Vnni, &w, &acts, range.clone(), &mut part);
+                for t in 0..n {
+                    split[t * rows + range.start..t * rows + range.end]
+                        .copy_from_slice(&part[t * range.len()..(t + 1) * range.len()]);
+                }
+            }
+            assert_eq!(split, portable, "{ty:?}: split VNNI kernels differ");
         } else {
             eprintln!("AVX-512 VNNI not available: its kernel was not checked");
         }
@@ -1778,6 +1815,52 @@ mod tests {
     #[test]
     fn q8_0_kernels_agree_bit_for_bit_and_with_floats() {
         check(WeightType::Q8_0);
+    }
+
+    /// Activations holding a NaN or an infinity: every kernel gives what the portable one gives
+    /// (NaN where it gives NaN, the same bits elsewhere), however many tokens (the wide kernels'
+    /// offset sums included).
+    #[test]
+    fn kernels_agree_on_activations_that_are_not_finite() {
+        for ty in [WeightType::Q4_1, WeightType::Q8_0] {
+            let (rows, cols) = (37, 192);
+            let wf = data(rows * cols, 1);
+            let (ggml, bytes) = match ty {
+                WeightType::Q4_1 => (GgmlType::Q4_1, quantize_q4_1(&wf)),
+                _ => (GgmlType::Q8_0, quantize_q8_0(&wf)),
+            };
+            let w = QMatrix::from_gguf("w", ggml, &[cols as u64, rows as u64], bytes).unwrap();
+            for n in [1, 8, 9, 12, 16] {
+                let mut x = data(n * cols, 2);
+                x[3] = f32::NAN;
+                x[(n - 1) * cols + 40] = f32::INFINITY;
+                x[(n / 2) * cols + 100] = f32::NEG_INFINITY;
+                let mut acts = QActs::default();
+                acts.quantize(&x, cols, ty);
+                let run = |isa: Isa| {
+                    let mut out = vec![0f32; n * rows];
+                    matmul_rows(isa, &w, &acts, 0..rows, &mut out);
+                    // NaNs alike whatever their payload.
+                    out.iter()
+                        .map(|v| if v.is_nan() { u32::MAX } else { v.to_bits() })
+                        .collect::<Vec<_>>()
+                };
+                let portable = run(Isa::Portable);
+                assert!(
+                    portable.contains(&u32::MAX),
+                    "{ty:?} {n}: some result is NaN"
+                );
+                for isa in [Isa::Avx2, Isa::Vnni, Isa::Amx] {
+                    if isa == Isa::Avx2 && !has_avx2()
+                        || isa == Isa::Vnni && !has_vnni()
+                        || isa == Isa::Amx && detected() != Isa::Amx
+                    {
+                        continue;
+                    }
+                    assert_eq!(run(isa), portable, "{ty:?} {n} tokens, {isa:?}");
+                }
+            }
+        }
     }
 
     #[test]

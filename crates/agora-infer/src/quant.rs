@@ -579,7 +579,8 @@ pub struct QActs {
     pub d: Vec<f32>,
     /// Per token and block: `d * Σq` rounded through f16 (Q8_1 only; zero for Q8_0).
     pub s: Vec<f32>,
-    /// Per token and block: `Σq`, exactly (the wide kernels' signed weights are offset by 128).
+    /// Per token and block: the sum of the stored quants, exactly (the wide kernels' signed
+    /// weights are offset by 128, and this takes the offset's share back).
     pub qsum: Vec<i32>,
     /// The quants again, a token's `cols` after another's, for the tile kernels (filled only when
     /// they run: [`crate::kernels::tile_rows`]); then every field covers `n` rounded up to 16 tokens.
@@ -748,7 +749,10 @@ crate::kernels::multiversion! {
                 None => quantize32(block, q),
             };
             d[b] = f16::from_f32(scale).to_f32();
-            qsum[b] = sum;
+            // The stored quants' own sum: `sum` adds the values before they are cut to a byte,
+            // which differ from them where the block holds a NaN or an infinity (and `s` keeps
+            // `sum`, as it always has).
+            qsum[b] = q.iter().map(|&v| i32::from(v)).sum();
             s[b] = if sums { f16::from_f32(scale * sum as f32).to_f32() } else { 0.0 };
         }
     }

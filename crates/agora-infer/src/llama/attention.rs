@@ -82,6 +82,7 @@ impl Llama {
 }
 
 crate::kernels::multiversion! {
+    avx2_only;
     /// Query rows that share one key/value head (`q` and `out`: rows of `hd`), over the cached
     /// positions: softmax(q·k · scale) · v. Rows come `per_token` at a time from consecutive
     /// tokens: row r sees the first `span + r / per_token` positions. `keys` and `values` are the
