@@ -963,6 +963,7 @@ mod wide {
     use std::ops::Range;
 
     use super::Out;
+    use super::amx::scales16;
     use super::avx2::{Quad, put};
     use crate::quant::{GROUP, QActs, QK, QMatrix, QUAD, WeightType};
 
@@ -1021,26 +1022,6 @@ mod wide {
             WeightType::Q4K => nibbles::<T, true>(wa, wb, nb, quad),
             WeightType::Q8_0 => bytes::<T>(wa, wb, nb, quad),
             WeightType::Q6K => unreachable!("Q6K takes the VNNI kernel"),
-        }
-    }
-
-    /// Sixteen rows' scales (or minimums) at `at` in two groups' blocks: f32 (`F32`) or f16.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
-    fn scales16<const F32: bool>(wa: &[u8], wb: &[u8], at: usize) -> __m512 {
-        let n = if F32 { 32 } else { 16 };
-        let (a, b) = (&wa[at..at + n], &wb[at..at + n]);
-        // SAFETY: `a` and `b` hold the `n` bytes read.
-        unsafe {
-            if F32 {
-                let lo = _mm256_loadu_ps(a.as_ptr().cast());
-                let hi = _mm256_loadu_ps(b.as_ptr().cast());
-                _mm512_insertf32x8::<1>(_mm512_castps256_ps512(lo), hi)
-            } else {
-                let lo = _mm_loadu_si128(a.as_ptr().cast());
-                let hi = _mm_loadu_si128(b.as_ptr().cast());
-                _mm512_cvtph_ps(_mm256_set_m128i(hi, lo))
-            }
         }
     }
 
@@ -1359,7 +1340,7 @@ mod amx {
     /// Sixteen rows' scales (or minimums) at `at` in two groups' blocks: f32 (`F32`) or f16.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl")]
-    fn scales16<const F32: bool>(wa: &[u8], wb: &[u8], at: usize) -> __m512 {
+    pub(super) fn scales16<const F32: bool>(wa: &[u8], wb: &[u8], at: usize) -> __m512 {
         let n = if F32 { 32 } else { 16 };
         let (a, b) = (&wa[at..at + n], &wb[at..at + n]);
         // SAFETY: `a` and `b` hold the `n` bytes read.
