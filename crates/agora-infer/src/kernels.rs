@@ -147,7 +147,8 @@ pub fn has_avx512() -> bool {
 }
 
 /// `quant`'s quantization of one 32-element block with AVX-512, where the CPU has it: the quants
-/// of `x` into `q`, returning the scale `max|x| / 127` and `Σq`. The same operations as the
+/// of `x` into `q`, returning the scale `max|x| / 127` and the sum of the rounded values before
+/// their cut to a byte (`Σq` in a finite block). The same operations as the
 /// portable code, lane by lane (a maximum does not depend on the order, and the sum is of
 /// integers), so the same bits; `None` where the CPU lacks AVX-512.
 pub(crate) fn quantize32(x: &[f32; 32], q: &mut [i8; 32]) -> Option<(f32, i32)> {
@@ -1727,17 +1728,21 @@ mod tests {
             }
         }
 
-        // A split over rows gives the same bits as the whole.
-        let mut split = vec![0f32; n * rows];
-        for range in [0..16, 16..24, 24..rows] {
-            let mut part = vec![0f32; n * range.len()];
-            matmul_rows(Isa::Portable, &w, &acts, range.clone(), &mut part);
-            for t in 0..n {
-                split[t * rows + range.start..t * rows + range.end]
-                    .copy_from_slice(&part[t * range.len()..(t + 1) * range.len()]);
+        // A split over rows (as the pool splits them, a lone last group included) gives the same
+        // bits as the whole.
+        let split = |isa: Isa| {
+            let mut split = vec![0f32; n * rows];
+            for range in [0..16, 16..24, 24..rows] {
+                let mut part = vec![0f32; n * range.len()];
+                matmul_rows(isa, &w, &acts, range.clone(), &mut part);
+                for t in 0..n {
+                    split[t * rows + range.start..t * rows + range.end]
+                        .copy_from_slice(&part[t * range.len()..(t + 1) * range.len()]);
+                }
             }
-        }
-        assert_eq!(split, portable);
+            split
+        };
+        assert_eq!(split(Isa::Portable), portable);
 
         // The SIMD paths give the same bits as the portable one.
         if has_avx2() {
@@ -1752,16 +1757,11 @@ mod tests {
             let mut simd = vec![0f32; n * rows];
             matmul_rows(Isa::Vnni, &w, &acts, 0..rows, &mut simd);
             assert_eq!(simd, portable, "{ty:?}: VNNI and portable kernels differ");
-            let mut split = vec![0f32; n * rows];
-            for range in [0..16, 16..24, 24..rows] {
-                let mut part = vec![0f32; n * range.len()];
-                matmul_rows(Isa::Vnni, &w, &acts, range.clone(), &mut part);
-                for t in 0..n {
-                    split[t * rows + range.start..t * rows + range.end]
-                        .copy_from_slice(&part[t * range.len()..(t + 1) * range.len()]);
-                }
-            }
-            assert_eq!(split, portable, "{ty:?}: split VNNI kernels differ");
+            assert_eq!(
+                split(Isa::Vnni),
+                portable,
+                "{ty:?}: split VNNI kernels differ"
+            );
         } else {
             eprintln!("AVX-512 VNNI not available: its kernel was not checked");
         }
@@ -1772,17 +1772,11 @@ mod tests {
                 tiles, portable,
                 "{ty:?}: tile and portable kernels differ ({n} tokens)"
             );
-            // Split over rows as the pool splits them (a lone last group included).
-            let mut split = vec![0f32; n * rows];
-            for range in [0..16, 16..24, 24..rows] {
-                let mut part = vec![0f32; n * range.len()];
-                matmul_rows(Isa::Amx, &w, &acts, range.clone(), &mut part);
-                for t in 0..n {
-                    split[t * rows + range.start..t * rows + range.end]
-                        .copy_from_slice(&part[t * range.len()..(t + 1) * range.len()]);
-                }
-            }
-            assert_eq!(split, portable, "{ty:?}: split tile kernels differ");
+            assert_eq!(
+                split(Isa::Amx),
+                portable,
+                "{ty:?}: split tile kernels differ"
+            );
         } else {
             eprintln!("AMX not available (or not granted): the tile kernels were not checked");
         }

@@ -731,8 +731,9 @@ fn quantize_quad(
 
 crate::kernels::multiversion! {
     /// Per 32-element block: scale `d = max|x| / 127`, quants `round(x · 127 / max|x|)` (ties to even),
-    /// `qsum = Σq`, and with `sums`, `s = d · Σq`; `d` and `s` rounded through f16 as llama.cpp
-    /// stores them.
+    /// `qsum = Σq`, and with `sums`, `s = d · Σq` (with the sum of the rounded values before their
+    /// cut to a byte, which is `Σq` in a finite block); `d` and `s` rounded through f16 as
+    /// llama.cpp stores them.
     fn quantize_blocks(
         x: &[f32],
         qs: &mut [i8],
@@ -759,7 +760,8 @@ crate::kernels::multiversion! {
 }
 
 /// One block's quants `q = round(x · 127 / max|x|)` (ties to even); returns the scale
-/// `max|x| / 127` and `Σq`.
+/// `max|x| / 127` and the sum of the rounded values before their cut to a byte (`Σq` in a finite
+/// block).
 #[inline(always)]
 fn quantize32(block: &[f32; QK], q: &mut [i8; QK]) -> (f32, i32) {
     // The largest magnitude, over eight lanes then across them (the same value as a

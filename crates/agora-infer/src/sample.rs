@@ -125,17 +125,13 @@ pub fn argmax(logits: &[f32]) -> u32 {
             at[l] = if take { base + l as u32 } else { at[l] };
         }
     }
+    // A lane that never took a value (all −∞, or none at all) holds −∞ at id 0, which is what the
+    // scan keeps where nothing is larger than the first logit.
     let mut best = (f32::NEG_INFINITY, 0u32);
     for (&m, &i) in max.iter().zip(&at) {
-        // A lane that never took a value (all −∞, or none at all) stands for id 0, whose logit
-        // is at least −∞.
         if m > best.0 || (m == best.0 && i < best.1) {
             best = (m, i);
         }
-    }
-    // Every lane −∞: the first logit, as the scan keeps it.
-    if best.0 == f32::NEG_INFINITY {
-        best.1 = 0;
     }
     let done = chunks.len() * LANES;
     for (i, &v) in tail.iter().enumerate() {
