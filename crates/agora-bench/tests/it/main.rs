@@ -1,0 +1,5 @@
+//! The crate's integration tests, in one binary: each file a module (one link of the
+//! workspace's dependencies instead of one per file).
+
+mod search_quality;
+mod topic_classifier;
