@@ -146,48 +146,119 @@ pub fn has_avx512() -> bool {
     })
 }
 
-/// `quant`'s quantization of one 32-element block with AVX-512, where the CPU has it: the quants
-/// of `x` into `q`, returning the scale `max|x| / 127` and the sum of the rounded values before
-/// their cut to a byte (`Σq` in a finite block). The same operations as the
-/// portable code, lane by lane (a maximum does not depend on the order, and the sum is of
-/// integers), so the same bits; `None` where the CPU lacks AVX-512.
-pub(crate) fn quantize32(x: &[f32; 32], q: &mut [i8; 32]) -> Option<(f32, i32)> {
+/// `quant`'s quantization of a run of 32-element blocks with AVX-512, where the CPU has it
+/// (returns `false` where it lacks AVX-512, writing nothing): per block of `x`, its quants into
+/// `q`, its scale `max|x| / 127` rounded through f16 into `d`, the stored quants' sum into `qsum`,
+/// and with `sums`, `scale · Σr` rounded through f16 into `s` (`Σr` the rounded values' sum before
+/// their cut to a byte; else 0). The same operations as the portable code, lane by lane (a maximum
+/// does not depend on the order, the sums are of integers, and the f16 roundings are the same
+/// F16C instruction `half` takes), so the same bits; sixteen blocks' scales and sums at once.
+pub(crate) fn quantize_run(
+    x: &[f32],
+    q: &mut [i8],
+    [d, s]: [&mut [f32]; 2],
+    qsum: &mut [i32],
+    sums: bool,
+) -> bool {
+    let blocks = d.len();
+    assert!(
+        x.len() == blocks * 32
+            && q.len() == blocks * 32
+            && s.len() == blocks
+            && qsum.len() == blocks,
+        "quantize_run: sizes"
+    );
     #[cfg(target_arch = "x86_64")]
     if has_avx512() {
-        #[allow(unsafe_code)]
-        // SAFETY: `has_avx512` checked that the CPU has AVX-512 F, BW, DQ and VL.
-        return Some(unsafe { quantize32_avx512(x, q) });
+        for (i, x) in x.chunks(16 * 32).enumerate() {
+            let at = i * 16..(i * 16 + x.len() / 32);
+            #[allow(unsafe_code)]
+            // SAFETY: `has_avx512` checked that the CPU has AVX-512 F, BW, DQ and VL (and F16C).
+            unsafe {
+                quantize16_avx512(
+                    x,
+                    &mut q[at.start * 32..at.end * 32],
+                    [&mut d[at.clone()], &mut s[at.clone()]],
+                    &mut qsum[at],
+                    sums,
+                )
+            };
+        }
+        return true;
     }
-    let _ = (x, q);
-    None
+    let _ = (x, q, s, qsum, sums);
+    false
 }
 
+/// Up to sixteen blocks of [`quantize_run`].
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl")]
-fn quantize32_avx512(x: &[f32; 32], q: &mut [i8; 32]) -> (f32, i32) {
+fn quantize16_avx512(
+    x: &[f32],
+    q: &mut [i8],
+    [d, s]: [&mut [f32]; 2],
+    qsum: &mut [i32],
+    sums: bool,
+) {
     use std::arch::x86_64::*;
     const MAGIC: f32 = 12_582_912.0;
     const MAGIC_BITS: i32 = 0x4b40_0000;
-    // SAFETY: 32 floats read from `x`, 32 bytes written to `q`.
+    const RNE: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    let n = d.len();
+    assert!(n <= 16 && x.len() == n * 32 && q.len() == n * 32 && s.len() == n && qsum.len() == n);
+    let (mut amax, mut inv, mut sum, mut qs) = ([0f32; 16], [0f32; 16], [0i32; 16], [0i32; 16]);
+    // SAFETY (every block below): loads of 16 floats at 16j inside `x` (j < 2n), stores of 16
+    // bytes at 16j inside `q`, and of at most 16 lanes of `n` into the arrays and slices of `n`.
     unsafe {
-        let lo = _mm512_loadu_ps(x.as_ptr());
-        let hi = _mm512_loadu_ps(x.as_ptr().add(16));
-        // `m = if a > m { a } else { m }`, as `vmaxps a, m` computes it: a NaN is never taken.
-        let m = _mm512_max_ps(_mm512_abs_ps(lo), _mm512_setzero_ps());
-        let m = _mm512_max_ps(_mm512_abs_ps(hi), m);
-        let amax = _mm512_reduce_max_ps(m);
-        let scale = amax / 127.0;
-        let inv = _mm512_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
-        let round = |v: __m512| {
-            let r = _mm512_add_ps(_mm512_mul_ps(v, inv), _mm512_set1_ps(MAGIC));
-            _mm512_sub_epi32(_mm512_castps_si512(r), _mm512_set1_epi32(MAGIC_BITS))
+        for (b, amax) in amax.iter_mut().enumerate().take(n) {
+            let lo = _mm512_loadu_ps(x.as_ptr().add(32 * b));
+            let hi = _mm512_loadu_ps(x.as_ptr().add(32 * b + 16));
+            // `m = if a > m { a } else { m }`, as `vmaxps a, m` computes it: a NaN is never taken.
+            let m = _mm512_max_ps(_mm512_abs_ps(lo), _mm512_setzero_ps());
+            *amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(hi), m));
+        }
+        let mask = ((1u32 << n) - 1) as u16;
+        let a = _mm512_loadu_ps(amax.as_ptr());
+        let scale = _mm512_div_ps(a, _mm512_set1_ps(127.0));
+        let nonzero = _mm512_cmp_ps_mask::<_CMP_NEQ_OQ>(a, _mm512_setzero_ps());
+        let r = _mm512_maskz_div_ps(nonzero, _mm512_set1_ps(127.0), a);
+        _mm512_storeu_ps(inv.as_mut_ptr(), r);
+        let through_f16 = |v: __m512| _mm512_cvtph_ps(_mm512_cvtps_ph::<RNE>(v));
+        _mm512_mask_storeu_ps(d.as_mut_ptr(), mask, through_f16(scale));
+        for (b, ((&inv, sum), qs)) in inv.iter().zip(&mut sum).zip(&mut qs).enumerate().take(n) {
+            let inv = _mm512_set1_ps(inv);
+            let round = |v: __m512| {
+                let r = _mm512_add_ps(_mm512_mul_ps(v, inv), _mm512_set1_ps(MAGIC));
+                _mm512_sub_epi32(_mm512_castps_si512(r), _mm512_set1_epi32(MAGIC_BITS))
+            };
+            let r_lo = round(_mm512_loadu_ps(x.as_ptr().add(32 * b)));
+            let r_hi = round(_mm512_loadu_ps(x.as_ptr().add(32 * b + 16)));
+            _mm_storeu_si128(
+                q.as_mut_ptr().add(32 * b).cast(),
+                _mm512_cvtepi32_epi8(r_lo),
+            );
+            _mm_storeu_si128(
+                q.as_mut_ptr().add(32 * b + 16).cast(),
+                _mm512_cvtepi32_epi8(r_hi),
+            );
+            *sum = _mm512_reduce_add_epi32(_mm512_add_epi32(r_lo, r_hi));
+            // The stored bytes, sign-extended back.
+            let byte = |r: __m512i| _mm512_srai_epi32::<24>(_mm512_slli_epi32::<24>(r));
+            *qs = _mm512_reduce_add_epi32(_mm512_add_epi32(byte(r_lo), byte(r_hi)));
+        }
+        _mm512_mask_storeu_epi32(
+            qsum.as_mut_ptr(),
+            mask,
+            _mm512_loadu_si512(qs.as_ptr().cast()),
+        );
+        let s16 = if sums {
+            let total = _mm512_cvtepi32_ps(_mm512_loadu_si512(sum.as_ptr().cast()));
+            through_f16(_mm512_mul_ps(scale, total))
+        } else {
+            _mm512_setzero_ps()
         };
-        let (r_lo, r_hi) = (round(lo), round(hi));
-        _mm_storeu_si128(q.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(r_lo));
-        _mm_storeu_si128(q.as_mut_ptr().add(16).cast(), _mm512_cvtepi32_epi8(r_hi));
-        let sum = _mm512_reduce_add_epi32(_mm512_add_epi32(r_lo, r_hi));
-        (scale, sum)
+        _mm512_mask_storeu_ps(s.as_mut_ptr(), mask, s16);
     }
 }
 

@@ -656,15 +656,18 @@ impl QActs {
         }
     }
 
-    /// Copies the scales and sums into `tile_d` and `tile_s` (16 tokens side by side per block).
+    /// Copies the scales and sums into `tile_d` and `tile_s` (16 tokens side by side per block):
+    /// each block's quad of four tokens at a time.
     fn tile_layout(&mut self) {
         let nb = self.blocks_per_row();
-        for t in 0..self.n {
-            for b in 0..nb {
-                let from = (t / QUAD * nb + b) * QUAD + t % QUAD;
-                let to = (t / 16 * nb + b) * 16 + t % 16;
-                self.tile_d[to] = self.d[from];
-                self.tile_s[to] = self.s[from];
+        let quads = self.n.div_ceil(QUAD);
+        for (from, to) in [(&self.d, &mut self.tile_d), (&self.s, &mut self.tile_s)] {
+            for (quad, from) in from.chunks_exact(QUAD * nb).take(quads).enumerate() {
+                let (group, within) = (quad / 4, quad % 4);
+                let to = &mut to[group * nb * 16..(group + 1) * nb * 16];
+                for (from, to) in from.chunks_exact(QUAD).zip(to.chunks_exact_mut(16)) {
+                    to[within * QUAD..(within + 1) * QUAD].copy_from_slice(from);
+                }
             }
         }
     }
@@ -695,46 +698,85 @@ fn quantize_quad(
     qsum: &mut [i32],
     sums: bool,
 ) {
-    // A run of blocks at a time, on the stack (no allocation per call).
+    // A run of blocks of every row at a time, on the stack (no allocation per call).
     const RUN: usize = 16;
     let nb = cols / QK;
-    let mut run_q = [0i8; RUN * QK];
-    let (mut run_d, mut run_s, mut run_sum) = ([0f32; RUN], [0f32; RUN], [0i32; RUN]);
-    for (lane, row) in x.chunks_exact(cols).enumerate() {
-        for b0 in (0..nb).step_by(RUN) {
-            let len = RUN.min(nb - b0);
-            let q = &mut run_q[..len * QK];
+    let lanes = x.len() / cols;
+    let mut run_q = [[0i8; RUN * QK]; QUAD];
+    let (mut run_d, mut run_s, mut run_sum) = (
+        [[0f32; RUN]; QUAD],
+        [[0f32; RUN]; QUAD],
+        [[0i32; RUN]; QUAD],
+    );
+    for b0 in (0..nb).step_by(RUN) {
+        let len = RUN.min(nb - b0);
+        for (lane, row) in x.chunks_exact(cols).enumerate() {
+            let q = &mut run_q[lane][..len * QK];
             quantize_blocks(
                 &row[b0 * QK..(b0 + len) * QK],
                 q,
-                &mut run_d[..len],
-                &mut run_s[..len],
-                &mut run_sum[..len],
+                &mut run_d[lane][..len],
+                &mut run_s[lane][..len],
+                &mut run_sum[lane][..len],
                 sums,
             );
             if !rows.is_empty() {
                 rows[lane * cols + b0 * QK..][..len * QK].copy_from_slice(q);
             }
-            for (i, block) in q.chunks_exact(QK).enumerate() {
-                let b = b0 + i;
-                let dst = &mut qs[b * QUAD * QK..][..QUAD * QK];
-                for c in 0..QK / 4 {
-                    dst[c * 16 + lane * 4..][..4].copy_from_slice(&block[c * 4..][..4]);
+        }
+        for i in 0..len {
+            let b = b0 + i;
+            let dst = &mut qs[b * QUAD * QK..][..QUAD * QK];
+            if lanes == QUAD {
+                // The four rows' 4-byte slices side by side: a transpose of 4 × 8 words.
+                let word = |lane: usize, c: usize| -> [u8; 4] {
+                    let q = &run_q[lane][i * QK + 4 * c..][..4];
+                    std::array::from_fn(|k| q[k] as u8)
+                };
+                let words: [[u8; 4]; QUAD * QK / 4] =
+                    std::array::from_fn(|w| word(w % QUAD, w / QUAD));
+                for (out, w) in dst.chunks_exact_mut(4).zip(&words) {
+                    for (o, &v) in out.iter_mut().zip(w) {
+                        *o = v as i8;
+                    }
                 }
-                d[b * QUAD + lane] = run_d[i];
-                s[b * QUAD + lane] = run_s[i];
-                qsum[b * QUAD + lane] = run_sum[i];
+            } else {
+                for lane in 0..lanes {
+                    for c in 0..QK / 4 {
+                        dst[c * 16 + lane * 4..][..4]
+                            .copy_from_slice(&run_q[lane][i * QK + c * 4..][..4]);
+                    }
+                }
+            }
+            for lane in 0..lanes {
+                d[b * QUAD + lane] = run_d[lane][i];
+                s[b * QUAD + lane] = run_s[lane][i];
+                qsum[b * QUAD + lane] = run_sum[lane][i];
             }
         }
     }
 }
 
+/// Per 32-element block: scale `d = max|x| / 127`, quants `round(x · 127 / max|x|)` (ties to even),
+/// `qsum = Σq`, and with `sums`, `s = d · Σq` (with the sum of the rounded values before their cut
+/// to a byte, which is `Σq` in a finite block); `d` and `s` rounded through f16 as llama.cpp
+/// stores them. With AVX-512, sixteen blocks at a time ([`crate::kernels::quantize_run`]).
+fn quantize_blocks(
+    x: &[f32],
+    qs: &mut [i8],
+    d: &mut [f32],
+    s: &mut [f32],
+    qsum: &mut [i32],
+    sums: bool,
+) {
+    if !crate::kernels::quantize_run(x, qs, [&mut *d, &mut *s], qsum, sums) {
+        quantize_blocks_portable(x, qs, d, s, qsum, sums);
+    }
+}
+
 crate::kernels::multiversion! {
-    /// Per 32-element block: scale `d = max|x| / 127`, quants `round(x · 127 / max|x|)` (ties to even),
-    /// `qsum = Σq`, and with `sums`, `s = d · Σq` (with the sum of the rounded values before their
-    /// cut to a byte, which is `Σq` in a finite block); `d` and `s` rounded through f16 as
-    /// llama.cpp stores them.
-    fn quantize_blocks(
+    /// [`quantize_blocks`], a block at a time.
+    fn quantize_blocks_portable(
         x: &[f32],
         qs: &mut [i8],
         d: &mut [f32],
@@ -745,10 +787,7 @@ crate::kernels::multiversion! {
         for (b, (block, q)) in x.chunks_exact(QK).zip(qs.chunks_exact_mut(QK)).enumerate() {
             let block: &[f32; QK] = block.try_into().expect("a block of 32");
             let q: &mut [i8; QK] = q.try_into().expect("a block of 32");
-            let (scale, sum) = match crate::kernels::quantize32(block, q) {
-                Some(done) => done,
-                None => quantize32(block, q),
-            };
+            let (scale, sum) = quantize32(block, q);
             d[b] = f16::from_f32(scale).to_f32();
             // The stored quants' own sum: `sum` adds the values before they are cut to a byte,
             // which differ from them where the block holds a NaN or an infinity (and `s` keeps
@@ -798,6 +837,41 @@ mod tests {
     }
 
     #[test]
+    fn every_layout_holds_each_tokens_quants_and_scales_where_the_kernels_read_them() {
+        // A partial quad; one and two tokens past a tile (the tile layouts where the CPU has
+        // AMX); three blocks a row.
+        let cols = 3 * QK;
+        for n in [5, 17, 18] {
+            let x = data(n * cols, 11);
+            for ty in [WeightType::Q4_1, WeightType::Q8_0] {
+                let mut acts = QActs::default();
+                acts.quantize(&x, cols, ty);
+                let nb = cols / QK;
+                for t in 0..n {
+                    for b in 0..nb {
+                        let block: &[f32; QK] = x[t * cols + b * QK..][..QK].try_into().unwrap();
+                        let mut q = [0i8; QK];
+                        let (scale, sum) = quantize32(block, &mut q);
+                        let d = f16::from_f32(scale).to_f32();
+                        let s = match ty.needs_sums() {
+                            true => f16::from_f32(scale * sum as f32).to_f32(),
+                            false => 0.0,
+                        };
+                        assert_eq!(acts.token_block(t, b), (q, d, s), "n {n} t {t} b {b}");
+                        let qsum: i32 = q.iter().map(|&v| i32::from(v)).sum();
+                        assert_eq!(acts.qsum[(t / QUAD * nb + b) * QUAD + t % QUAD], qsum);
+                        if !acts.rows.is_empty() {
+                            assert_eq!(acts.rows[t * cols + b * QK..][..QK], q);
+                            let at = (t / 16 * nb + b) * 16 + t % 16;
+                            assert_eq!((acts.tile_d[at], acts.tile_s[at]), (d, s));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn simd_and_portable_block_quantizers_agree_bit_for_bit() {
         let mut blocks: Vec<[f32; QK]> = data(QK * 200, 9)
             .as_chunks::<QK>()
@@ -805,13 +879,16 @@ mod tests {
             .iter()
             .map(|b| b.map(|v| v * 40.0))
             .collect();
-        // Zeros of both signs, ties at the rounding boundary, infinities and NaNs.
+        // Zeros of both signs, ties at the rounding boundary, infinities and NaNs, scales that
+        // round to an f16 subnormal or overflow it.
         let specials = [
             0.0,
             -0.0,
             0.5,
             -1.5,
             127.0,
+            1e-5,
+            1e7,
             f32::INFINITY,
             f32::NEG_INFINITY,
             f32::NAN,
@@ -824,18 +901,47 @@ mod tests {
             blocks.push([v; QK]);
         }
         blocks.push([0.0; QK]);
-        for block in &blocks {
-            let (mut simd, mut portable) = ([0i8; QK], [0i8; QK]);
-            let Some((scale, sum)) = crate::kernels::quantize32(block, &mut simd) else {
-                eprintln!("AVX-512 not available: only the portable quantizer runs");
-                return;
-            };
-            let (p_scale, p_sum) = quantize32(block, &mut portable);
-            assert_eq!(
-                (scale.to_bits(), sum, simd),
-                (p_scale.to_bits(), p_sum, portable),
-                "{block:?}"
-            );
+        let x: Vec<f32> = blocks.iter().flatten().copied().collect();
+        // Runs of every length up to two of sixteen blocks and more, from every offset.
+        for (start, len) in [
+            (0, blocks.len()),
+            (3, 1),
+            (5, 15),
+            (7, 16),
+            (1, 17),
+            (180, 40),
+        ] {
+            let x = &x[start * QK..(start + len) * QK];
+            for sums in [false, true] {
+                let run = |simd: bool| {
+                    let (mut q, mut d, mut s, mut qsum) = (
+                        vec![0i8; len * QK],
+                        vec![0f32; len],
+                        vec![0f32; len],
+                        vec![0; len],
+                    );
+                    let done = simd
+                        && crate::kernels::quantize_run(
+                            x,
+                            &mut q,
+                            [&mut d, &mut s],
+                            &mut qsum,
+                            sums,
+                        );
+                    if !simd {
+                        quantize_blocks_portable(x, &mut q, &mut d, &mut s, &mut qsum, sums);
+                    }
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    (done, (q, bits(&d), bits(&s), qsum))
+                };
+                let (done, simd) = run(true);
+                if !done {
+                    eprintln!("AVX-512 not available: only the portable quantizer runs");
+                    return;
+                }
+                let (_, portable) = run(false);
+                assert_eq!(simd, portable, "blocks {start}.. ({len}), sums {sums}");
+            }
         }
     }
 
