@@ -7,7 +7,6 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use agora_infer::models::{MINILM, ModelCache};
 use agora_search::eval;
 use agora_search::{Embed, LocalEmbed, Mode, SearchIndex};
 
@@ -31,16 +30,8 @@ fn the_hybrid_beats_bm25_and_vectors_on_the_labelled_queries() {
         );
         return;
     }
-    let cache = ModelCache::new(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("models"));
-    let minilm = match cache.ensure(&MINILM, &mut |line| eprintln!("{line}")) {
-        Ok(m) => m,
-        Err(e) if std::env::var_os("AGORA_REQUIRE_MODELS").is_some() => {
-            panic!("MiniLM is required: {e}")
-        }
-        Err(e) => {
-            eprintln!("SKIPPED: MiniLM is not available here ({e})");
-            return;
-        }
+    let Some(minilm) = crate::minilm() else {
+        return;
     };
     let embed: Arc<dyn Embed> = Arc::new(LocalEmbed::load(&minilm, 2).unwrap());
     let suite = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../agora-audit/suite");

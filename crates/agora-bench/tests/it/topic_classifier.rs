@@ -2,24 +2,13 @@
 //! --classifier`) on texts written for this test, none from its training set: with the real
 //! MiniLM, each is put in the part of a contract library it is about.
 
-use std::path::PathBuf;
-
 use agora_infer::bert::Embedder;
-use agora_infer::models::{MINILM, ModelCache};
 use agora_zk::topic::{classify, topic_model};
 
 #[test]
 fn the_topic_classifier_tells_tokens_from_governance_proxies_and_access_control() {
-    let cache = ModelCache::new(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("models"));
-    let minilm = match cache.ensure(&MINILM, &mut |line| eprintln!("{line}")) {
-        Ok(m) => m,
-        Err(e) if std::env::var_os("AGORA_REQUIRE_MODELS").is_some() => {
-            panic!("MiniLM is required: {e}")
-        }
-        Err(e) => {
-            eprintln!("SKIPPED: MiniLM is not available here ({e})");
-            return;
-        }
+    let Some(minilm) = crate::minilm() else {
+        return;
     };
     let embedder = Embedder::load(&minilm.dir, 2).unwrap();
     let model = topic_model().unwrap();
